@@ -1,0 +1,115 @@
+//! Putting it together: open the databases, build the scopes and the router, serve on an
+//! already-bound listener until the shutdown future resolves, then drain.
+//!
+//! `run` takes a bound listener and a shutdown future (as in mini-redis) so tests start the
+//! real server on `127.0.0.1:0` and stop it deterministically.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, DatabaseKind};
+use crate::db::DynBackend;
+use crate::db::sqlite::SqliteBackend;
+use crate::state::{AppState, Scope};
+
+/// Startup failures after the config was validated (a database that cannot be opened, …).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database `{name}`: {source}")]
+    Database {
+        name: String,
+        source: crate::db::DbError,
+    },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens every configured database and builds the scopes.
+pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, StartError> {
+    let mut backends: Vec<(String, DynBackend)> = Vec::new();
+    for db in &config.databases {
+        let timeout = Duration::from_secs(db.query_timeout_secs);
+        let backend: DynBackend = match &db.kind {
+            DatabaseKind::Sqlite { path } => Arc::new(
+                SqliteBackend::open(path, db.pool_size, timeout)
+                    .await
+                    .map_err(|source| StartError::Database {
+                        name: db.name.clone(),
+                        source,
+                    })?,
+            ),
+        };
+        backends.push((db.name.clone(), backend));
+    }
+    let public_url = config.public_url();
+    let scopes = config
+        .scopes
+        .iter()
+        .filter_map(|s| {
+            let db = backends.iter().find(|(n, _)| *n == s.database)?.1.clone();
+            Some(Arc::new(Scope::new(s.clone(), db, &public_url)))
+        })
+        .collect();
+    Ok(AppState::new(config, scopes, no_auth))
+}
+
+/// The whole HTTP application.
+pub fn router(state: &AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .merge(crate::mcp::routes(state))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not found"})),
+    )
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn run(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let app = router(&state);
+    let sessions_state = state.clone();
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let n = sessions_state.sessions().reap();
+            if n > 0 {
+                tracing::debug!(ended = n, "idle MCP sessions ended");
+            }
+        }
+    });
+    let closing = state.clone();
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // End sessions so their SSE streams close and the drain can finish.
+        closing.sessions().close_all();
+    })
+    .await;
+    reaper.abort();
+    result.map_err(StartError::Io)
+}

@@ -1,0 +1,573 @@
+//! Configuration: strict serde types, defaults in one place, validation with messages that
+//! name the key, the problem and the fix.
+//!
+//! The whole file is loaded and validated before any port is bound (see `app::run`); a bad
+//! configuration is one [`ConfigError`] and exit code 64 (`EX_USAGE`). Every key is documented
+//! in `config.toml.example`, which a test parses so the two cannot drift apart.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::db::guard::AccessRules;
+
+/// A configuration problem: which key, what is wrong, how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("config error at `{key}`: {problem}\n  fix: {fix}")]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `scope[1].database`.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// What the operator should change.
+    pub fix: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener, public URL, state directory and HTTP limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Named databases that scopes refer to.
+    #[serde(default, rename = "database")]
+    pub databases: Vec<DatabaseConfig>,
+    /// Path prefixes (`/chatgpt`, `/claude`, …), each serving one database with one tool profile.
+    #[serde(default, rename = "scope")]
+    pub scopes: Vec<ScopeConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind, e.g. `0.0.0.0:443` or `127.0.0.1:8008`.
+    pub listen: SocketAddr,
+    /// Public base URL clients use (no trailing slash); every URL the server hands out is built
+    /// from it, never from the request's `Host` header.
+    pub public_url: Option<String>,
+    /// Where persistent state (tokens, ACME cache, audit log) lives.
+    pub state_dir: PathBuf,
+    /// Run `serve` without authentication. Only for trusted networks; logged loudly.
+    pub insecure_no_auth: bool,
+    /// Extra `Origin` values accepted on MCP endpoints besides the public URL's origin and
+    /// loopback origins (browser-based clients).
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Idle MCP sessions are ended after this many seconds.
+    pub session_idle_secs: u64,
+    /// At most this many live MCP sessions (all scopes); the oldest idle one is ended beyond it.
+    pub max_sessions: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            public_url: None,
+            state_dir: PathBuf::from("/var/lib/mssql-mcp"),
+            insecure_no_auth: false,
+            allowed_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            session_idle_secs: 3600,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// `[[database]]`. (Unknown keys are refused by [`DatabaseKind`], which receives every key
+/// this struct does not consume: serde cannot combine `flatten` with `deny_unknown_fields`.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// Name scopes use to refer to this database.
+    pub name: String,
+    /// Which backend and its connection settings.
+    #[serde(flatten)]
+    pub kind: DatabaseKind,
+    /// Longest a single query may run, in seconds.
+    #[serde(default = "defaults::query_timeout_secs")]
+    pub query_timeout_secs: u64,
+    /// Connections kept for this database.
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: u32,
+}
+
+/// The backend of a database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DatabaseKind {
+    /// A SQLite file, opened read-only.
+    Sqlite {
+        /// Path to the database file.
+        path: PathBuf,
+    },
+}
+
+/// Which tools a scope offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolProfile {
+    /// Exactly `search` and `fetch`, as ChatGPT connectors and Deep Research require.
+    Chatgpt,
+    /// `search`, `fetch`, `list_tables`, `describe_table`, `get_table_sample`, `execute_sql`.
+    Full,
+}
+
+/// `[[scope]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// Path prefix, e.g. `/chatgpt`. One segment of letters, digits, `-` and `_`.
+    pub path: String,
+    /// Name of a `[[database]]`.
+    pub database: String,
+    /// Tool profile.
+    #[serde(default = "defaults::profile")]
+    pub profile: ToolProfile,
+    /// Most rows any one tool call returns (larger results page with a cursor).
+    #[serde(default = "defaults::max_rows")]
+    pub max_rows: usize,
+    /// How long search results stay fetchable from the cache, in seconds.
+    #[serde(default = "defaults::cache_ttl_secs")]
+    pub cache_ttl_secs: u64,
+    /// Most cached search results kept for this scope.
+    #[serde(default = "defaults::cache_entries")]
+    pub cache_entries: u64,
+    /// Tables visible in this scope (patterns, `*` wildcard; empty = all).
+    #[serde(default)]
+    pub allow_tables: Vec<String>,
+    /// Tables hidden in this scope (deny wins over allow).
+    #[serde(default)]
+    pub deny_tables: Vec<String>,
+    /// Columns hidden in this scope: `table.column` or `schema.table.column`, `*` wildcards.
+    #[serde(default)]
+    pub deny_columns: Vec<String>,
+}
+
+impl ScopeConfig {
+    /// The table and column rules as the guard takes them.
+    pub fn access_rules(&self) -> AccessRules {
+        AccessRules {
+            allow_tables: self.allow_tables.clone(),
+            deny_tables: self.deny_tables.clone(),
+            deny_columns: self.deny_columns.clone(),
+        }
+    }
+}
+
+mod defaults {
+    use super::ToolProfile;
+    pub fn query_timeout_secs() -> u64 {
+        30
+    }
+    pub fn pool_size() -> u32 {
+        8
+    }
+    pub fn profile() -> ToolProfile {
+        ToolProfile::Full
+    }
+    pub fn max_rows() -> usize {
+        500
+    }
+    pub fn cache_ttl_secs() -> u64 {
+        3600
+    }
+    pub fn cache_entries() -> u64 {
+        10_000
+    }
+}
+
+/// Upper bound on `max_rows`: one tool result must stay a reasonable size for a model.
+pub const MAX_ROWS_LIMIT: usize = 10_000;
+
+/// A secret value (password, key). Never printed: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is handed to the thing that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where a secret comes from: exactly one of a file (e.g. a systemd credential) or an
+/// environment variable. Inline secrets are not accepted, so config files can be shared.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Read the secret from this file (trailing newline trimmed). `$CREDENTIALS_DIRECTORY` is
+    /// expanded, for systemd `LoadCredential=`.
+    pub file: Option<PathBuf>,
+    /// Read the secret from this environment variable.
+    pub env: Option<String>,
+}
+
+impl SecretSource {
+    /// Resolves the secret; `key` names the config key in errors.
+    pub fn load(&self, key: &str) -> Result<Secret, ConfigError> {
+        match (&self.file, &self.env) {
+            (Some(path), None) => {
+                let expanded = expand_credentials_dir(path);
+                let text = std::fs::read_to_string(&expanded).map_err(|e| {
+                    ConfigError::new(
+                        format!("{key}.file"),
+                        format!("cannot read {}: {e}", expanded.display()),
+                        "point it at a readable file (with systemd, LoadCredential= and $CREDENTIALS_DIRECTORY/name)",
+                    )
+                })?;
+                let value = text.trim_end_matches(['\n', '\r']).to_string();
+                if value.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("{key}.file"),
+                        format!("{} is empty", expanded.display()),
+                        "write the secret into the file",
+                    ));
+                }
+                Ok(Secret(value))
+            }
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                _ => Err(ConfigError::new(
+                    format!("{key}.env"),
+                    format!("environment variable {var} is not set or empty"),
+                    format!("export {var}=… before starting, or use `file` instead"),
+                )),
+            },
+            _ => Err(ConfigError::new(
+                key,
+                "needs exactly one of `file` or `env`",
+                "write e.g. `{ file = \"/run/credentials/mssql-mcp.service/db-password\" }` or `{ env = \"DB_PASSWORD\" }`",
+            )),
+        }
+    }
+}
+
+fn expand_credentials_dir(path: &Path) -> PathBuf {
+    let s = path.to_string_lossy();
+    match std::env::var("CREDENTIALS_DIRECTORY") {
+        Ok(dir) if s.contains("$CREDENTIALS_DIRECTORY") => {
+            PathBuf::from(s.replace("$CREDENTIALS_DIRECTORY", &dir))
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "--config",
+                format!("cannot read {}: {e}", path.display()),
+                "pass the path of a readable TOML file (see config.toml.example)",
+            )
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let problem = e.message().to_string();
+            let key = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                }
+                None => "(file)".to_string(),
+            };
+            ConfigError::new(
+                key,
+                problem,
+                "check the key's spelling and type against config.toml.example",
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot: references, ranges, URL shapes, patterns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.server.public_url {
+            validate_public_url(url)?;
+        }
+        if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                format!("{} is out of range", self.server.max_body_bytes),
+                "use a value between 1024 and 67108864 (default 1048576)",
+            ));
+        }
+        if self.server.max_sessions == 0 {
+            return Err(ConfigError::new(
+                "server.max_sessions",
+                "must be at least 1",
+                "remove it for the default of 10000",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, db) in self.databases.iter().enumerate() {
+            let key = format!("database[{i}]");
+            if db.name.is_empty() || !names.insert(db.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    format!("`{}` is empty or used twice", db.name),
+                    "give every [[database]] a unique, non-empty name",
+                ));
+            }
+            if db.query_timeout_secs == 0 || db.query_timeout_secs > 3600 {
+                return Err(ConfigError::new(
+                    format!("{key}.query_timeout_secs"),
+                    format!("{} is out of range", db.query_timeout_secs),
+                    "use 1 to 3600 seconds (default 30)",
+                ));
+            }
+            if db.pool_size == 0 || db.pool_size > 256 {
+                return Err(ConfigError::new(
+                    format!("{key}.pool_size"),
+                    format!("{} is out of range", db.pool_size),
+                    "use 1 to 256 (default 8)",
+                ));
+            }
+        }
+        if self.scopes.is_empty() {
+            return Err(ConfigError::new(
+                "scope",
+                "no [[scope]] is configured, so nothing would be served",
+                "add a [[scope]] with `path` and `database` (see config.toml.example)",
+            ));
+        }
+        let mut paths = HashSet::new();
+        for (i, scope) in self.scopes.iter().enumerate() {
+            let key = format!("scope[{i}]");
+            validate_scope_path(&scope.path).map_err(|problem| {
+                ConfigError::new(
+                    format!("{key}.path"),
+                    problem,
+                    "use one path segment such as \"/chatgpt\" (letters, digits, '-', '_')",
+                )
+            })?;
+            if !paths.insert(scope.path.to_ascii_lowercase()) {
+                return Err(ConfigError::new(
+                    format!("{key}.path"),
+                    format!("`{}` is used by two scopes", scope.path),
+                    "give every scope its own path",
+                ));
+            }
+            if !names.contains(scope.database.as_str()) {
+                return Err(ConfigError::new(
+                    format!("{key}.database"),
+                    format!("no [[database]] is named `{}`", scope.database),
+                    format!(
+                        "use one of: {}",
+                        self.databases
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if scope.max_rows == 0 || scope.max_rows > MAX_ROWS_LIMIT {
+                return Err(ConfigError::new(
+                    format!("{key}.max_rows"),
+                    format!("{} is out of range", scope.max_rows),
+                    format!("use 1 to {MAX_ROWS_LIMIT} (default 500)"),
+                ));
+            }
+            if scope.cache_entries == 0 {
+                return Err(ConfigError::new(
+                    format!("{key}.cache_entries"),
+                    "must be at least 1",
+                    "remove it for the default of 10000",
+                ));
+            }
+            scope.access_rules().validate().map_err(|problem| {
+                ConfigError::new(
+                    format!("{key}.allow_tables/deny_tables/deny_columns"),
+                    problem,
+                    "use patterns like \"orders\", \"dbo.*\" or \"employees.salary\"",
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The public base URL, or one derived from the listen address for local use.
+    pub fn public_url(&self) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.server.listen),
+        }
+    }
+}
+
+fn validate_public_url(url: &str) -> Result<(), ConfigError> {
+    let key = "server.public_url";
+    let fix = "write the URL clients reach, e.g. \"https://mcp.example.com\" (no path, no trailing slash)";
+    let rest = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else {
+        return Err(ConfigError::new(
+            key,
+            format!("`{url}` does not start with https:// or http://"),
+            fix,
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err(ConfigError::new(
+            key,
+            format!("`{url}` must be scheme and host (and port) only"),
+            fix,
+        ));
+    }
+    Ok(())
+}
+
+fn validate_scope_path(path: &str) -> Result<(), String> {
+    let Some(seg) = path.strip_prefix('/') else {
+        return Err(format!("`{path}` does not start with '/'"));
+    };
+    if seg.is_empty() || seg.len() > 64 {
+        return Err(format!(
+            "`{path}` must have one segment of 1 to 64 characters"
+        ));
+    }
+    if !seg
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "`{path}` may only contain letters, digits, '-' and '_' after '/'"
+        ));
+    }
+    const RESERVED: [&str; 5] = [".well-known", "health", "metrics", "admin", "oauth"];
+    if RESERVED.contains(&seg) {
+        return Err(format!("`{path}` is reserved by the server"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[database]]
+name = "main"
+kind = "sqlite"
+path = "/tmp/x.db"
+
+[[scope]]
+path = "/chatgpt"
+database = "main"
+profile = "chatgpt"
+"#;
+
+    #[test]
+    fn a_minimal_config_parses_with_defaults() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.scopes[0].max_rows, 500);
+        assert_eq!(c.scopes[0].profile, ToolProfile::Chatgpt);
+        assert_eq!(c.databases[0].pool_size, 8);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = Config::parse(&format!("{MINIMAL}\nmax_rowz = 5\n")).unwrap_err();
+        assert!(err.key.starts_with("line"), "{err}");
+        assert!(err.problem.contains("max_rowz"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_database_key_is_refused() {
+        let err = Config::parse(&MINIMAL.replace("kind = \"sqlite\"", "kind = \"sqlite\"\npassword = \"x\"")).unwrap_err();
+        assert!(err.problem.contains("password"), "{err}");
+    }
+
+    #[test]
+    fn a_scope_naming_a_missing_database_is_refused_with_the_choices() {
+        let err = Config::parse(&MINIMAL.replace("database = \"main\"", "database = \"nope\""))
+            .unwrap_err();
+        assert_eq!(err.key, "scope[0].database");
+        assert!(err.fix.contains("main"));
+    }
+
+    #[test]
+    fn bad_scope_paths_are_refused() {
+        for bad in ["chatgpt", "/", "/a/b", "/health", "/a b"] {
+            let err =
+                Config::parse(&MINIMAL.replace("\"/chatgpt\"", &format!("{bad:?}"))).unwrap_err();
+            assert_eq!(err.key, "scope[0].path", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_public_url_with_a_path_is_refused() {
+        let text = format!("[server]\npublic_url = \"https://x.example/sub\"\n{MINIMAL}");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "server.public_url");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
+    }
+
+    #[test]
+    fn a_secret_needs_exactly_one_source() {
+        let src = SecretSource {
+            file: None,
+            env: None,
+        };
+        assert!(src.load("database[0].password").is_err());
+        let src = SecretSource {
+            file: None,
+            env: Some("MSSQL_MCP_TEST_SURELY_UNSET".into()),
+        };
+        let err = src.load("database[0].password").unwrap_err();
+        assert_eq!(err.key, "database[0].password.env");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../config.toml.example");
+        Config::parse(text).expect("config.toml.example must stay valid");
+    }
+}

@@ -1,0 +1,377 @@
+//! The database seam: the [`Backend`] trait every database kind implements, the catalog it
+//! reports, and the lossless [`Value`] rows come back as.
+//!
+//! Backends are the only code that knows a SQL dialect. Tools ask for "a sample of this table",
+//! "the row with this key", "rows matching these keywords" or "run this guarded query", and the
+//! backend builds its own SQL with bound parameters. Ad-hoc SQL reaches a backend only after
+//! [`guard::check`] passed it; the backend then runs it inside its own safety net (a read-only
+//! connection, a rolled-back transaction).
+
+pub mod demo_data;
+pub mod guard;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde::Serialize;
+
+pub use guard::{AccessRules, SqlDialect};
+
+/// A failure talking to the database. Messages are safe to show to a client: they never carry
+/// secrets or connection strings.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// The query ran longer than the configured timeout and was cancelled.
+    #[error(
+        "the query timed out after {0} s; narrow it (WHERE, fewer joins) or ask for fewer rows"
+    )]
+    Timeout(u64),
+    /// The database could not be reached or a connection broke.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the statement (syntax, unknown column, permission, …).
+    #[error("{0}")]
+    Sql(String),
+    /// Anything else; details are logged, not returned.
+    #[error("internal database error")]
+    Internal(String),
+}
+
+impl DbError {
+    /// Whether retrying later may succeed (the connection, not the query, was the problem).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DbError::Unavailable(_) | DbError::Timeout(_))
+    }
+}
+
+/// One value of a result row, kept exact.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// Exact decimal (DECIMAL, NUMERIC, MONEY) as its canonical text, never a float.
+    Decimal(String),
+    /// Text, and also dates and times already in ISO 8601 form and UUIDs.
+    Text(String),
+    /// Binary data; serialised as base64.
+    Bytes(Vec<u8>),
+}
+
+impl Value {
+    /// The value as a JSON value: integers as numbers, decimals as strings, binary as base64.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or_else(|| J::String(f.to_string())),
+            Value::Decimal(s) | Value::Text(s) => J::String(s.clone()),
+            Value::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+    }
+
+    /// A short human rendering for titles and snippets.
+    pub fn display(&self) -> String {
+        match self {
+            Value::Null => String::new(),
+            Value::Bool(b) => b.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Decimal(s) | Value::Text(s) => s.clone(),
+            Value::Bytes(b) => format!("<{} bytes>", b.len()),
+        }
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Value::Float(f) => s.serialize_str(&f.to_string()),
+            Value::Decimal(t) | Value::Text(t) => s.serialize_str(t),
+            Value::Bytes(b) => {
+                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+        }
+    }
+}
+
+/// The broad type of a column, enough to bind key parameters and pick searchable columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueKind {
+    Integer,
+    Float,
+    Decimal,
+    Boolean,
+    Text,
+    Temporal,
+    Binary,
+    Other,
+}
+
+/// A column of a table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The type as the database declares it (`INTEGER`, `nvarchar(100)`, …).
+    pub data_type: String,
+    pub kind: ValueKind,
+    pub nullable: bool,
+}
+
+/// A foreign key from this table to another.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForeignKey {
+    pub columns: Vec<String>,
+    pub ref_schema: String,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
+}
+
+/// A table or view and everything the tools need to know about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableInfo {
+    pub schema: String,
+    pub name: String,
+    /// `table` or `view`.
+    pub kind: &'static str,
+    pub columns: Vec<ColumnInfo>,
+    /// The primary key's columns in key order; empty when the table has none.
+    pub primary_key: Vec<String>,
+    /// True when `primary_key` was inferred (e.g. an `Id` column) rather than declared.
+    pub key_is_heuristic: bool,
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Approximate row count when the database can tell cheaply.
+    pub row_estimate: Option<i64>,
+}
+
+impl TableInfo {
+    /// `schema.name`, the table's id.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The column that best names a row (for titles): `name`, `title`, `subject`, `*_name`, …
+    pub fn title_column(&self) -> Option<&ColumnInfo> {
+        const EXACT: [&str; 6] = [
+            "name",
+            "title",
+            "subject",
+            "full_name",
+            "display_name",
+            "email",
+        ];
+        for want in EXACT {
+            if let Some(c) = self.columns.iter().find(|c| {
+                c.name
+                    .replace('_', "")
+                    .eq_ignore_ascii_case(&want.replace('_', ""))
+            }) {
+                return Some(c);
+            }
+        }
+        self.columns.iter().find(|c| {
+            let n = c.name.to_ascii_lowercase();
+            c.kind == ValueKind::Text && (n.ends_with("name") || n.ends_with("title"))
+        })
+    }
+}
+
+/// Everything a database exposes, as its own catalog reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Catalog {
+    /// Sorted by schema, then name.
+    pub tables: Vec<TableInfo>,
+}
+
+impl Catalog {
+    /// Finds a table by `name` or `schema.name`, case-insensitively; brackets and quotes around
+    /// the parts are accepted (`[dbo].[Customers]`, `"main"."orders"`).
+    pub fn find(&self, wanted: &str) -> Option<&TableInfo> {
+        let parts: Vec<String> = split_qualified(wanted);
+        match parts.as_slice() {
+            [name] => self
+                .tables
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(name)),
+            [schema, name] => self.tables.iter().find(|t| {
+                t.schema.eq_ignore_ascii_case(schema) && t.name.eq_ignore_ascii_case(name)
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Splits `a.b` into parts, removing `[]`, `""` or backtick quoting from each part.
+pub fn split_qualified(s: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' => {
+                while let Some(c) = chars.next() {
+                    if c == ']' {
+                        if chars.peek() == Some(&']') {
+                            chars.next();
+                            cur.push(']');
+                        } else {
+                            break;
+                        }
+                    } else {
+                        cur.push(c);
+                    }
+                }
+            }
+            '"' | '`' => {
+                let q = c;
+                while let Some(c) = chars.next() {
+                    if c == q {
+                        if chars.peek() == Some(&q) {
+                            chars.next();
+                            cur.push(q);
+                        } else {
+                            break;
+                        }
+                    } else {
+                        cur.push(c);
+                    }
+                }
+            }
+            '.' => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts
+}
+
+/// A column of a result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultColumn {
+    pub name: String,
+    /// Declared or decoded type name, when known.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub data_type: Option<String>,
+}
+
+/// Rows of a result, at most the requested page.
+#[derive(Debug, Clone, Default)]
+pub struct RowSet {
+    pub columns: Vec<ResultColumn>,
+    pub rows: Vec<Vec<Value>>,
+    /// More rows followed the page (the result was cut at the row cap).
+    pub more: bool,
+}
+
+/// Which slice of a result to return: skip `offset` rows, then return up to `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// A keyword search request against one table.
+#[derive(Debug, Clone)]
+pub struct SearchRequest<'a> {
+    pub table: &'a TableInfo,
+    /// Columns to return.
+    pub columns: &'a [String],
+    /// Text columns to match against.
+    pub text_columns: &'a [String],
+    /// Lower-case keywords; a row matches when any column contains any keyword.
+    pub keywords: &'a [String],
+    pub limit: usize,
+}
+
+/// A database the tools can read. Implementations own their dialect, pool and safety net.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The SQL dialect ad-hoc queries are parsed and checked in.
+    fn dialect(&self) -> SqlDialect;
+
+    /// Short kind name for logs and `/health` (`sqlite`, `mssql`).
+    fn kind(&self) -> &'static str;
+
+    /// The catalog, from the database's own metadata (cached by the backend).
+    async fn catalog(&self) -> Result<Arc<Catalog>, DbError>;
+
+    /// Runs a query that [`guard::check`] accepted and returns the requested page.
+    async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError>;
+
+    /// Rows of a table in primary-key order (stable across pages).
+    async fn sample(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        page: Page,
+    ) -> Result<RowSet, DbError>;
+
+    /// Rows whose `key_columns` equal `key` (one text value per column, converted to the
+    /// column's type by the backend), at most `limit`. With the primary key this is a point
+    /// lookup; with a foreign key's columns it finds a row's children.
+    async fn lookup(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        key_columns: &[String],
+        key: &[String],
+        limit: usize,
+    ) -> Result<RowSet, DbError>;
+
+    /// Rows of one table whose text columns contain the keywords, best matches first; the last
+    /// column of each row is its match score.
+    async fn search(&self, req: SearchRequest<'_>) -> Result<RowSet, DbError>;
+
+    /// A cheap round trip proving the database answers.
+    async fn ping(&self) -> Result<(), DbError>;
+}
+
+/// Shared handle to a backend.
+pub type DynBackend = Arc<dyn Backend>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_serialise_without_loss() {
+        let row = vec![
+            Value::Null,
+            Value::Int(9_007_199_254_740_993),
+            Value::Decimal("12.30".into()),
+            Value::Bytes(vec![0, 1, 255]),
+            Value::Text("2024-03-15T10:22:05Z".into()),
+            Value::Float(f64::NAN),
+        ];
+        let json = serde_json::to_string(&row).unwrap();
+        assert_eq!(
+            json,
+            r#"[null,9007199254740993,"12.30","AAH/","2024-03-15T10:22:05Z","NaN"]"#
+        );
+    }
+
+    #[test]
+    fn qualified_names_split_with_any_quoting() {
+        assert_eq!(split_qualified("[dbo].[Order]]s]"), vec!["dbo", "Order]s"]);
+        assert_eq!(split_qualified("\"main\".orders"), vec!["main", "orders"]);
+        assert_eq!(split_qualified("orders"), vec!["orders"]);
+    }
+}

@@ -1,0 +1,601 @@
+//! The SQLite backend: the embedded demo database, and any SQLite file an operator points at.
+//!
+//! Safety net under the guard: every connection is opened with `SQLITE_OPEN_READ_ONLY`,
+//! `PRAGMA query_only` is set, and an authorizer refuses anything but reads, selects and
+//! harmless functions — so even a statement the guard wrongly passed cannot write, attach
+//! another file or load an extension. Queries run on the blocking pool with a progress handler
+//! that interrupts them at the configured timeout.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
+
+use super::{
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, Page, ResultColumn, RowSet, SearchRequest,
+    SqlDialect, TableInfo, Value, ValueKind,
+};
+
+/// A read-only SQLite database with a small pool of connections.
+pub struct SqliteBackend {
+    /// File being served.
+    path: PathBuf,
+    /// Idle connections; a connection is taken out for the length of one query.
+    idle: Arc<Mutex<Vec<Connection>>>,
+    /// Bounds concurrent queries to the pool size (and so the blocking threads used).
+    permits: Arc<Semaphore>,
+    /// Per-query time limit.
+    timeout: Duration,
+    /// Loaded once at start: the file is opened read-only, so its schema cannot change under us
+    /// through this process.
+    catalog: Arc<Catalog>,
+}
+
+impl SqliteBackend {
+    /// Opens `path` read-only and loads its catalog.
+    pub async fn open(path: &Path, pool_size: u32, timeout: Duration) -> Result<Self, DbError> {
+        let p = path.to_path_buf();
+        let catalog = tokio::task::spawn_blocking(move || {
+            let conn = open_conn(&p)?;
+            load_catalog(&conn)
+        })
+        .await
+        .map_err(|e| DbError::Internal(e.to_string()))??;
+        Ok(Self {
+            path: path.to_path_buf(),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            permits: Arc::new(Semaphore::new(pool_size.max(1) as usize)),
+            timeout,
+            catalog: Arc::new(catalog),
+        })
+    }
+
+    /// Runs `f` on a pooled connection on the blocking pool, with the query timeout armed.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::Unavailable("the database is shutting down".into()))?;
+        let idle = self.idle.clone();
+        let path = self.path.clone();
+        let timeout = self.timeout;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let pooled = idle.lock().ok().and_then(|mut v| v.pop());
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => open_query_conn(&path)?,
+            };
+            let deadline = Instant::now() + timeout;
+            // The handler runs every 4k VM steps; returning true interrupts the statement.
+            let _ = conn.progress_handler(4096, Some(move || Instant::now() > deadline));
+            let result = f(&conn).map_err(|e| match e {
+                DbError::Sql(m) if m.contains("interrupted") => DbError::Timeout(timeout.as_secs()),
+                other => other,
+            });
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if let Ok(mut v) = idle.lock() {
+                v.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| DbError::Internal(e.to_string()))?
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, DbError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| DbError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// A connection for ad-hoc queries: read-only, plus an authorizer as the last layer.
+fn open_query_conn(path: &Path) -> Result<Connection, DbError> {
+    let mut conn = open_conn(path)?;
+    conn.authorizer(Some(authorize))
+        .map_err(|e| DbError::Internal(e.to_string()))?;
+    Ok(conn)
+}
+
+/// SQLite's own check of every action a prepared statement will take.
+fn authorize(ctx: AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        AuthAction::Select | AuthAction::Recursive => Authorization::Allow,
+        AuthAction::Read { table_name, .. } => {
+            let t = table_name.to_ascii_lowercase();
+            if t.starts_with("sqlite_") {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
+        AuthAction::Function { function_name } => {
+            let f = function_name.to_ascii_lowercase();
+            const DENY: [&str; 5] = [
+                "load_extension",
+                "readfile",
+                "writefile",
+                "edit",
+                "fts3_tokenizer",
+            ];
+            if DENY.contains(&f.as_str()) {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
+        _ => Authorization::Deny,
+    }
+}
+
+fn sql_err(e: rusqlite::Error) -> DbError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
+            DbError::Sql("interrupted".into())
+        }
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == rusqlite::ErrorCode::AuthorizationForStatementDenied =>
+        {
+            DbError::Sql(format!(
+                "not authorized: the statement needs more than read access{}",
+                msg.map(|m| format!(" ({m})")).unwrap_or_default()
+            ))
+        }
+        rusqlite::Error::SqliteFailure(f, Some(msg)) if f.code == rusqlite::ErrorCode::Unknown => {
+            DbError::Sql(msg)
+        }
+        rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+            rusqlite::ErrorCode::DatabaseBusy
+            | rusqlite::ErrorCode::DatabaseLocked
+            | rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::NotADatabase
+            | rusqlite::ErrorCode::DatabaseCorrupt => {
+                DbError::Unavailable(msg.unwrap_or_else(|| f.to_string()))
+            }
+            _ => DbError::Sql(msg.unwrap_or_else(|| f.to_string())),
+        },
+        other => DbError::Sql(other.to_string()),
+    }
+}
+
+/// Quotes an identifier for SQLite.
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn kind_of(decl: &str) -> ValueKind {
+    let t = decl.to_ascii_uppercase();
+    if t.contains("BOOL") {
+        ValueKind::Boolean
+    } else if t.contains("INT") {
+        ValueKind::Integer
+    } else if t.contains("DEC") || t.contains("NUMERIC") || t.contains("MONEY") {
+        ValueKind::Decimal
+    } else if t.contains("DATE") || t.contains("TIME") {
+        ValueKind::Temporal
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        ValueKind::Text
+    } else if t.contains("BLOB") || t.contains("BINARY") {
+        ValueKind::Binary
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        ValueKind::Float
+    } else {
+        ValueKind::Other
+    }
+}
+
+fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, type FROM sqlite_schema WHERE type IN ('table','view') \
+                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql_err)?;
+        for r in rows {
+            names.push(r.map_err(sql_err)?);
+        }
+    }
+    let mut tables = Vec::with_capacity(names.len());
+    for (name, kind) in names {
+        let mut columns = Vec::new();
+        let mut pk: Vec<(i64, String)> = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([&name], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(sql_err)?;
+            for r in rows {
+                let (col, decl, notnull, pk_pos) = r.map_err(sql_err)?;
+                if pk_pos > 0 {
+                    pk.push((pk_pos, col.clone()));
+                }
+                columns.push(ColumnInfo {
+                    kind: kind_of(&decl),
+                    name: col,
+                    data_type: decl,
+                    nullable: !notnull,
+                });
+            }
+        }
+        pk.sort();
+        let mut foreign_keys: Vec<ForeignKey> = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT id, seq, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) \
+                     ORDER BY id, seq",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([&name], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                })
+                .map_err(sql_err)?;
+            let mut last_id = None;
+            for r in rows {
+                let (id, ref_table, from, to) = r.map_err(sql_err)?;
+                if last_id != Some(id) {
+                    foreign_keys.push(ForeignKey {
+                        columns: Vec::new(),
+                        ref_schema: "main".into(),
+                        ref_table,
+                        ref_columns: Vec::new(),
+                    });
+                    last_id = Some(id);
+                }
+                if let Some(fk) = foreign_keys.last_mut() {
+                    fk.columns.push(from);
+                    if let Some(to) = to {
+                        fk.ref_columns.push(to);
+                    }
+                }
+            }
+        }
+        let row_estimate = conn
+            .query_row(&format!("SELECT count(*) FROM {}", ident(&name)), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .ok();
+        let mut primary_key: Vec<String> = pk.into_iter().map(|(_, c)| c).collect();
+        let mut key_is_heuristic = false;
+        if primary_key.is_empty() {
+            // Views and key-less tables: the rowid is not stable across VACUUM, so fall back
+            // to an `id`-looking column and say so.
+            if let Some(c) = columns.iter().find(|c| {
+                let n = c.name.to_ascii_lowercase();
+                n == "id" || n == format!("{}_id", name.to_ascii_lowercase())
+            }) {
+                primary_key.push(c.name.clone());
+                key_is_heuristic = true;
+            }
+        }
+        // Resolve foreign keys that omit the referenced columns (they mean the primary key).
+        tables.push(TableInfo {
+            schema: "main".into(),
+            name,
+            kind: if kind == "view" { "view" } else { "table" },
+            columns,
+            primary_key,
+            key_is_heuristic,
+            foreign_keys,
+            row_estimate,
+        });
+    }
+    let pks: Vec<(String, Vec<String>)> = tables
+        .iter()
+        .map(|t| (t.name.clone(), t.primary_key.clone()))
+        .collect();
+    for t in &mut tables {
+        for fk in &mut t.foreign_keys {
+            if fk.ref_columns.is_empty()
+                && let Some((_, pk)) = pks
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&fk.ref_table))
+            {
+                fk.ref_columns = pk.clone();
+            }
+        }
+    }
+    Ok(Catalog { tables })
+}
+
+fn decode(v: ValueRef<'_>, kind: ValueKind) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => match kind {
+            ValueKind::Boolean => Value::Bool(i != 0),
+            ValueKind::Decimal => Value::Decimal(i.to_string()),
+            _ => Value::Int(i),
+        },
+        ValueRef::Real(f) => match kind {
+            ValueKind::Decimal => Value::Decimal(f.to_string()),
+            _ => Value::Float(f),
+        },
+        ValueRef::Text(t) => {
+            let s = String::from_utf8_lossy(t).into_owned();
+            match kind {
+                ValueKind::Decimal => Value::Decimal(s),
+                _ => Value::Text(s),
+            }
+        }
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+    }
+}
+
+/// Prepares `sql`, binds `params`, skips `page.offset` rows and collects up to `page.limit`.
+fn run(
+    conn: &Connection,
+    sql: &str,
+    params: &[rusqlite::types::Value],
+    page: Page,
+) -> Result<RowSet, DbError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
+    let columns: Vec<ResultColumn> = stmt
+        .columns()
+        .map(|c| ResultColumn {
+            name: c.name().to_string(),
+            data_type: c.decl_type().map(str::to_string),
+        })
+        .collect();
+    let kinds: Vec<ValueKind> = columns
+        .iter()
+        .map(|c| {
+            c.data_type
+                .as_deref()
+                .map(kind_of)
+                .unwrap_or(ValueKind::Other)
+        })
+        .collect();
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params.iter()))
+        .map_err(sql_err)?;
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let mut more = false;
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        if seen < page.offset {
+            seen += 1;
+            continue;
+        }
+        if out.len() == page.limit {
+            more = true;
+            break;
+        }
+        let mut vals = Vec::with_capacity(kinds.len());
+        for (i, kind) in kinds.iter().enumerate() {
+            vals.push(decode(row.get_ref(i).map_err(sql_err)?, *kind));
+        }
+        out.push(vals);
+    }
+    Ok(RowSet {
+        columns,
+        rows: out,
+        more,
+    })
+}
+
+fn select_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Escapes `%`, `_` and `\` so a keyword matches literally inside `LIKE … ESCAPE '\'`.
+pub fn like_pattern(keyword: &str) -> String {
+    let mut s = String::with_capacity(keyword.len() + 2);
+    s.push('%');
+    for c in keyword.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('%');
+    s
+}
+
+fn key_param(kind: ValueKind, raw: &str) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match kind {
+        ValueKind::Integer | ValueKind::Boolean => match raw.parse::<i64>() {
+            Ok(i) => V::Integer(i),
+            Err(_) => V::Text(raw.to_string()),
+        },
+        ValueKind::Float => match raw.parse::<f64>() {
+            Ok(f) => V::Real(f),
+            Err(_) => V::Text(raw.to_string()),
+        },
+        _ => V::Text(raw.to_string()),
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn dialect(&self) -> SqlDialect {
+        SqlDialect::Sqlite
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
+        Ok(self.catalog.clone())
+    }
+
+    async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
+        let sql = sql.to_string();
+        self.with_conn(move |c| run(c, &sql, &[], page)).await
+    }
+
+    async fn sample(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        page: Page,
+    ) -> Result<RowSet, DbError> {
+        let order = if table.primary_key.is_empty() {
+            "rowid".to_string()
+        } else {
+            select_list(&table.primary_key)
+        };
+        let sql = format!(
+            "SELECT {} FROM {}.{} ORDER BY {} LIMIT ?1 OFFSET ?2",
+            select_list(columns),
+            ident(&table.schema),
+            ident(&table.name),
+            order
+        );
+        let params = vec![
+            rusqlite::types::Value::Integer(page.limit as i64 + 1),
+            rusqlite::types::Value::Integer(page.offset as i64),
+        ];
+        let inner = Page {
+            offset: 0,
+            limit: page.limit,
+        };
+        self.with_conn(move |c| run(c, &sql, &params, inner)).await
+    }
+
+    async fn lookup(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        key_columns: &[String],
+        key: &[String],
+        limit: usize,
+    ) -> Result<RowSet, DbError> {
+        if key.len() != key_columns.len() || key.is_empty() {
+            return Ok(RowSet::default());
+        }
+        let mut cond = Vec::new();
+        let mut params = Vec::new();
+        for (i, (col, raw)) in key_columns.iter().zip(key).enumerate() {
+            let kind = table
+                .column(col)
+                .map(|c| c.kind)
+                .unwrap_or(ValueKind::Other);
+            cond.push(format!("{} = ?{}", ident(col), i + 1));
+            params.push(key_param(kind, raw));
+        }
+        let order = if table.primary_key.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", select_list(&table.primary_key))
+        };
+        let sql = format!(
+            "SELECT {} FROM {}.{} WHERE {}{} LIMIT {}",
+            select_list(columns),
+            ident(&table.schema),
+            ident(&table.name),
+            cond.join(" AND "),
+            order,
+            limit + 1
+        );
+        self.with_conn(move |c| run(c, &sql, &params, Page { offset: 0, limit }))
+            .await
+    }
+
+    async fn search(&self, req: SearchRequest<'_>) -> Result<RowSet, DbError> {
+        if req.keywords.is_empty() || req.text_columns.is_empty() {
+            return Ok(RowSet::default());
+        }
+        let mut score = Vec::new();
+        let mut any = Vec::new();
+        for (k, _) in req.keywords.iter().enumerate() {
+            for col in req.text_columns {
+                let test = format!("{} LIKE ?{} ESCAPE '\\'", ident(col), k + 1);
+                score.push(format!("(CASE WHEN {test} THEN 1 ELSE 0 END)"));
+                any.push(test);
+            }
+        }
+        let order = if req.table.primary_key.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", select_list(&req.table.primary_key))
+        };
+        let sql = format!(
+            "SELECT {}, ({}) AS _score FROM {}.{} WHERE {} ORDER BY _score DESC{} LIMIT {}",
+            select_list(req.columns),
+            score.join(" + "),
+            ident(&req.table.schema),
+            ident(&req.table.name),
+            any.join(" OR "),
+            order,
+            req.limit
+        );
+        let params: Vec<rusqlite::types::Value> = req
+            .keywords
+            .iter()
+            .map(|k| rusqlite::types::Value::Text(like_pattern(k)))
+            .collect();
+        let limit = req.limit;
+        self.with_conn(move |c| run(c, &sql, &params, Page { offset: 0, limit }))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        self.with_conn(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn declared_types_map_to_kinds() {
+        assert_eq!(kind_of("DECIMAL(10,2)"), ValueKind::Decimal);
+        assert_eq!(kind_of("BOOLEAN"), ValueKind::Boolean);
+        assert_eq!(kind_of("VARCHAR(20)"), ValueKind::Text);
+        assert_eq!(kind_of("DATETIME"), ValueKind::Temporal);
+        assert_eq!(kind_of("BIGINT"), ValueKind::Integer);
+    }
+}

@@ -1,0 +1,100 @@
+//! The `demo` command's setup: the embedded demo database and a two-scope configuration, so a
+//! newcomer sees the server work with no setup at all.
+//!
+//! The database is generated deterministically on first start into the data directory (and
+//! again when the generator's version changes), written to a temporary file and renamed into
+//! place so an interrupted start never leaves a half-written database behind.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, DatabaseConfig, DatabaseKind, ScopeConfig, ServerConfig, ToolProfile};
+use crate::db::demo_data;
+
+/// Where the demo keeps its database when `--data-dir` is not given.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("mssql-mcp");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/state/mssql-mcp");
+    }
+    std::env::temp_dir().join("mssql-mcp")
+}
+
+/// Makes sure `dir/demo.sqlite` exists and is current; returns its path.
+pub fn ensure_database(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    let path = dir.join("demo.sqlite");
+    if is_current(&path) {
+        return Ok(path);
+    }
+    let tmp = dir.join(format!("demo.sqlite.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| -> Result<(), String> {
+        let mut conn = rusqlite::Connection::open(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        demo_data::generate(&mut conn).map_err(|e| format!("generating demo data: {e}"))?;
+        conn.close()
+            .map_err(|(_, e)| format!("closing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| format!("cannot move {} into place: {e}", tmp.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| path)
+}
+
+fn is_current(path: &Path) -> bool {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return false;
+    };
+    conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map(|v| v == demo_data::DEMO_VERSION)
+        .unwrap_or(false)
+}
+
+/// The demo's configuration: `/chatgpt` (search + fetch, salaries hidden) and `/claude`
+/// (every tool) over the same database.
+pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
+    let scope = |path: &str, profile, deny_columns: Vec<String>| ScopeConfig {
+        path: path.into(),
+        database: "demo".into(),
+        profile,
+        max_rows: 200,
+        cache_ttl_secs: 3600,
+        cache_entries: 10_000,
+        allow_tables: Vec::new(),
+        deny_tables: Vec::new(),
+        deny_columns,
+    };
+    Config {
+        server: ServerConfig {
+            listen,
+            public_url: None,
+            state_dir: data_dir.to_path_buf(),
+            insecure_no_auth: true,
+            ..ServerConfig::default()
+        },
+        databases: vec![DatabaseConfig {
+            name: "demo".into(),
+            kind: DatabaseKind::Sqlite {
+                path: db_path.to_path_buf(),
+            },
+            query_timeout_secs: 10,
+            pool_size: 8,
+        }],
+        scopes: vec![
+            scope(
+                "/chatgpt",
+                ToolProfile::Chatgpt,
+                vec!["employees.salary".into()],
+            ),
+            scope("/claude", ToolProfile::Full, Vec::new()),
+        ],
+    }
+}

@@ -1,0 +1,29 @@
+//! mssql-mcp: a Microsoft SQL Server (and SQLite) database behind an MCP server for ChatGPT
+//! and Claude, in one binary.
+//!
+//! # Layout
+//!
+//! One request, top to bottom: [`app`] (router, serve, drain) → [`mcp`] (Host/Origin check,
+//! Streamable HTTP or legacy SSE transport, JSON-RPC dispatch) → [`tools`] (search, fetch, SQL
+//! tools) → [`db::guard`] (read-only allowlist, table/column rules) → [`db`] backend (SQLite
+//! now; dialect SQL, pool, safety net) → rows as lossless JSON values.
+//!
+//! - [`cli`]: the command line (`demo`, `serve`, `check-config`).
+//! - [`config`]: strict TOML configuration, validated before any port is bound.
+//! - [`demo`]: the no-setup demo: generates the embedded database and its two-scope config.
+//! - [`state`]: [`state::AppState`] and the per-scope [`state::Scope`].
+//! - [`app`]: builds backends and scopes, the router, and runs the server.
+//! - [`mcp`]: protocol revisions, sessions, transports, dispatch.
+//! - [`tools`]: tool definitions and implementations, record ids, result cache.
+//! - [`db`]: the `Backend` trait, catalog and values; `guard`, `sqlite`, `demo_data`.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod mcp;
+pub mod state;
+pub mod tools;

@@ -1,0 +1,310 @@
+//! JSON-RPC method dispatch: one function from a parsed request to a result or an error.
+//! Transports (Streamable HTTP, legacy SSE) call it; it never sees HTTP.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use super::protocol::{
+    Era, LATEST_LEGACY_VERSION, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO,
+    MODERN_VERSION, Request, RpcError, SUPPORTED_VERSIONS,
+};
+use crate::db::TableInfo;
+use crate::state::Scope;
+use crate::tools::{self, ToolError, visible_tables};
+
+/// How long a 2026-07-28 client may cache list results.
+const LIST_TTL_MS: u64 = 60_000;
+
+const INSTRUCTIONS: &str = "This server gives read-only access to a SQL database. \
+Use `search` with plain words to find rows (or `list tables`, `describe <table>`, \
+`sample <table>`, or a SELECT query), then `fetch` an id for the full record and its \
+related records. Results are capped; nothing you run can change data.";
+
+/// Who is calling, for logs and (later) the audit record.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// Signed-in user, when authentication is on.
+    pub user: Option<String>,
+    /// OAuth client id, when authentication is on.
+    pub client_id: Option<String>,
+}
+
+fn server_info() -> Value {
+    json!({"name": "mssql-mcp", "title": "mssql-mcp", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn capabilities() -> Value {
+    json!({
+        "tools": {"listChanged": false},
+        "resources": {"subscribe": true, "listChanged": false},
+        "prompts": {"listChanged": false},
+        "logging": {},
+    })
+}
+
+/// Checks the per-request `_meta` a 2026-07-28 request must carry.
+pub fn check_modern_meta(req: &Request) -> Result<(), RpcError> {
+    let meta = req.meta().ok_or_else(|| {
+        RpcError::invalid_params(format!(
+            "params._meta is required in protocol {MODERN_VERSION} (with `{META_PROTOCOL_VERSION}` and `{META_CLIENT_CAPABILITIES}`)"
+        ))
+        .with_status(axum::http::StatusCode::BAD_REQUEST)
+    })?;
+    for key in [META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES] {
+        if !meta.contains_key(key) {
+            return Err(
+                RpcError::invalid_params(format!("params._meta is missing `{key}`"))
+                    .with_status(axum::http::StatusCode::BAD_REQUEST),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Handles one request in `scope`. `initialize` returns the negotiated version in its result;
+/// the transport creates the session.
+pub async fn handle(
+    scope: &Scope,
+    era: Era,
+    req: &Request,
+    caller: &Caller,
+) -> Result<Value, RpcError> {
+    let modern = era == Era::Modern;
+    let mut result = match req.method.as_str() {
+        "initialize" => initialize(&req.params)?,
+        "ping" if !modern => json!({}),
+        "server/discover" => json!({
+            "supportedVersions": SUPPORTED_VERSIONS,
+            "capabilities": capabilities(),
+            "instructions": INSTRUCTIONS,
+            "serverInfo": server_info(),
+        }),
+        "tools/list" => json!({"tools": tools::definitions(scope.profile())}),
+        "tools/call" => call_tool(scope, era, &req.params, caller).await?,
+        "resources/list" => resources_list(scope).await?,
+        "resources/templates/list" => json!({"resourceTemplates": []}),
+        "resources/read" => resources_read(scope, era, &req.params).await?,
+        "resources/subscribe" | "resources/unsubscribe" => {
+            // Schemas of a read-only database do not change while we serve it, so a
+            // subscription never fires; we accept it for known resources.
+            let uri = str_param(&req.params, "uri")?;
+            find_resource(scope, era, uri).await?;
+            json!({})
+        }
+        "prompts/list" => json!({"prompts": [explore_prompt()]}),
+        "prompts/get" => prompts_get(&req.params)?,
+        "logging/setLevel" if !modern => {
+            let level = str_param(&req.params, "level")?;
+            const LEVELS: [&str; 8] = [
+                "debug",
+                "info",
+                "notice",
+                "warning",
+                "error",
+                "critical",
+                "alert",
+                "emergency",
+            ];
+            if !LEVELS.contains(&level) {
+                return Err(RpcError::invalid_params(format!(
+                    "unknown log level `{level}`; use one of {}",
+                    LEVELS.join(", ")
+                )));
+            }
+            json!({})
+        }
+        other => {
+            let err = RpcError::method_not_found(other);
+            return Err(if modern {
+                err.with_status(axum::http::StatusCode::NOT_FOUND)
+            } else {
+                err
+            });
+        }
+    };
+    if modern && let Value::Object(m) = &mut result {
+        m.insert("resultType".into(), json!("complete"));
+        if req.method == "server/discover" {
+            m.remove("serverInfo");
+        }
+        let meta = m.entry("_meta").or_insert_with(|| json!({}));
+        if let Value::Object(meta) = meta {
+            meta.insert(META_SERVER_INFO.into(), server_info());
+        }
+        if matches!(
+            req.method.as_str(),
+            "server/discover"
+                | "tools/list"
+                | "prompts/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "resources/read"
+        ) {
+            m.insert("ttlMs".into(), json!(LIST_TTL_MS));
+            m.insert("cacheScope".into(), json!("public"));
+        }
+    }
+    Ok(result)
+}
+
+/// Picks the version for `initialize`: the client's if we support it (and it is a session
+/// revision), else our latest session revision.
+pub fn negotiate(requested: &str) -> &'static str {
+    match requested {
+        "2025-06-18" => "2025-06-18",
+        "2025-11-25" => "2025-11-25",
+        _ => LATEST_LEGACY_VERSION,
+    }
+}
+
+fn initialize(params: &Value) -> Result<Value, RpcError> {
+    let requested = str_param(params, "protocolVersion")?;
+    Ok(json!({
+        "protocolVersion": negotiate(requested),
+        "capabilities": capabilities(),
+        "serverInfo": server_info(),
+        "instructions": INSTRUCTIONS,
+    }))
+}
+
+fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, RpcError> {
+    match params.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "`params.{key}` must be a string"
+        ))),
+        None => Err(RpcError::invalid_params(format!(
+            "`params.{key}` is required"
+        ))),
+    }
+}
+
+async fn call_tool(
+    scope: &Scope,
+    era: Era,
+    params: &Value,
+    caller: &Caller,
+) -> Result<Value, RpcError> {
+    let name = str_param(params, "name")?;
+    let args = params.get("arguments").unwrap_or(&Value::Null);
+    let started = Instant::now();
+    let outcome = tools::call(scope, name, args).await;
+    let elapsed = started.elapsed();
+    match outcome {
+        Ok(out) => {
+            tracing::debug!(scope = %scope.path, tool = name, rows = out.rows, ms = elapsed.as_millis() as u64, user = caller.user.as_deref().unwrap_or("-"), "tool call ok");
+            let text = serde_json::to_string(&out.structured)
+                .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))?;
+            Ok(json!({
+                "content": [{"type": "text", "text": text}],
+                "structuredContent": out.structured,
+                "isError": false,
+            }))
+        }
+        Err(ToolError::UnknownTool(t)) => Err(RpcError::invalid_params(format!(
+            "Unknown tool: `{t}`; this endpoint offers: {}",
+            tools::tool_names(scope.profile()).join(", ")
+        ))),
+        Err(e) => {
+            if let ToolError::Db(db) = &e {
+                tracing::warn!(scope = %scope.path, tool = name, error = %db, "tool call failed in the database");
+            } else {
+                tracing::debug!(scope = %scope.path, tool = name, error = %e, "tool call refused");
+            }
+            let _ = era;
+            Ok(json!({
+                "content": [{"type": "text", "text": e.to_string()}],
+                "isError": true,
+            }))
+        }
+    }
+}
+
+fn resource_uri(scope: &Scope, t: &TableInfo) -> String {
+    format!(
+        "db://{}/{}",
+        scope.path.trim_start_matches('/'),
+        t.qualified()
+    )
+}
+
+async fn resources_list(scope: &Scope) -> Result<Value, RpcError> {
+    let catalog = scope.db.catalog().await.map_err(db_rpc)?;
+    let resources: Vec<Value> = visible_tables(scope, &catalog)
+        .into_iter()
+        .map(|t| {
+            json!({
+                "uri": resource_uri(scope, t),
+                "name": t.qualified(),
+                "title": format!("{} {}", t.kind, t.qualified()),
+                "description": format!("Schema of {} ({} rows): columns, keys, relationships", t.qualified(), t.row_estimate.map(|n| n.to_string()).unwrap_or_else(|| "?".into())),
+                "mimeType": "application/json",
+            })
+        })
+        .collect();
+    Ok(json!({ "resources": resources }))
+}
+
+fn db_rpc(e: crate::db::DbError) -> RpcError {
+    RpcError::internal(e.to_string())
+}
+
+async fn find_resource(scope: &Scope, era: Era, uri: &str) -> Result<Value, RpcError> {
+    let catalog = scope.db.catalog().await.map_err(db_rpc)?;
+    let found = visible_tables(scope, &catalog)
+        .into_iter()
+        .find(|t| resource_uri(scope, t) == uri);
+    match found {
+        Some(t) => Ok(tools::sql::describe(scope, &catalog, t)),
+        None => {
+            // 2025 revisions use -32002 for a missing resource; 2026-07-28 uses -32602.
+            let code = if era == Era::Modern { -32602 } else { -32002 };
+            Err(RpcError::new(code, format!("Resource not found: {uri}"))
+                .with_data(json!({"uri": uri})))
+        }
+    }
+}
+
+async fn resources_read(scope: &Scope, era: Era, params: &Value) -> Result<Value, RpcError> {
+    let uri = str_param(params, "uri")?;
+    let desc = find_resource(scope, era, uri).await?;
+    let text =
+        serde_json::to_string_pretty(&desc).map_err(|e| RpcError::internal(e.to_string()))?;
+    Ok(json!({"contents": [{"uri": uri, "mimeType": "application/json", "text": text}]}))
+}
+
+fn explore_prompt() -> Value {
+    json!({
+        "name": "explore_database",
+        "title": "Explore the database",
+        "description": "A starting plan for exploring this database about a topic.",
+        "arguments": [{"name": "topic", "description": "What you want to learn about (optional).", "required": false}]
+    })
+}
+
+fn prompts_get(params: &Value) -> Result<Value, RpcError> {
+    let name = str_param(params, "name")?;
+    if name != "explore_database" {
+        return Err(RpcError::invalid_params(format!(
+            "Unknown prompt: `{name}`; available: explore_database"
+        )));
+    }
+    let topic = params
+        .get("arguments")
+        .and_then(|a| a.get("topic"))
+        .and_then(Value::as_str)
+        .unwrap_or("anything interesting");
+    let mut args = Map::new();
+    args.insert("topic".into(), json!(topic));
+    Ok(json!({
+        "description": "Explore the database",
+        "messages": [{
+            "role": "user",
+            "content": {"type": "text", "text": format!(
+                "Explore this database about: {topic}. First call `search` with `list tables`, \
+                 then `describe` the relevant tables, then search with plain words and `fetch` \
+                 the most relevant ids. Cite the ids you used.")}
+        }]
+    }))
+}

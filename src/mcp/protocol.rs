@@ -1,0 +1,247 @@
+//! JSON-RPC 2.0 envelopes and the MCP protocol revisions this server speaks.
+//!
+//! Kept deliberately small: requests are parsed into [`Incoming`] with `params` left as a
+//! `serde_json::Value`, and each method handler deserialises only the parameters it needs.
+//! That keeps one parse per request on the hot path and lets the three revisions share code.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// Revisions served from the same endpoint, oldest first.
+pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-06-18", "2025-11-25", MODERN_VERSION];
+/// The newest revision that still uses `initialize` and sessions.
+pub const LATEST_LEGACY_VERSION: &str = "2025-11-25";
+/// The stateless revision: per-request `_meta`, `server/discover`, header checks.
+pub const MODERN_VERSION: &str = "2026-07-28";
+
+/// `_meta` key carrying the protocol version on every 2026-07-28 request.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key carrying the client capabilities on every 2026-07-28 request.
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key carrying server info on 2026-07-28 results.
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
+/// 2026-07-28: a required header is missing, malformed or disagrees with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// 2026-07-28: the requested protocol version is not supported.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+
+/// Which protocol era a request belongs to; decides session handling and result shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2025-06-18 or 2025-11-25: `initialize`, sessions, GET streams.
+    Legacy(&'static str),
+    /// 2026-07-28: stateless, every request self-describing.
+    Modern,
+}
+
+impl Era {
+    pub fn version(self) -> &'static str {
+        match self {
+            Era::Legacy(v) => v,
+            Era::Modern => MODERN_VERSION,
+        }
+    }
+}
+
+/// Maps a version string to the `'static` one we support, if any.
+pub fn supported_version(v: &str) -> Option<&'static str> {
+    SUPPORTED_VERSIONS.iter().copied().find(|s| *s == v)
+}
+
+/// A JSON-RPC error, with the HTTP status it travels with.
+#[derive(Debug, Clone)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+    pub status: StatusCode,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        let status = match code {
+            PARSE_ERROR | INVALID_REQUEST | HEADER_MISMATCH | UNSUPPORTED_PROTOCOL_VERSION => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::OK,
+        };
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+            status,
+        }
+    }
+    pub fn parse(message: impl Into<String>) -> Self {
+        Self::new(PARSE_ERROR, message)
+    }
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(INVALID_REQUEST, message)
+    }
+    pub fn method_not_found(method: &str) -> Self {
+        Self::new(METHOD_NOT_FOUND, format!("Method not found: {method}"))
+    }
+    pub fn invalid_params(message: impl Into<String>) -> Self {
+        Self::new(INVALID_PARAMS, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(INTERNAL_ERROR, message)
+    }
+    pub fn header_mismatch(message: impl Into<String>) -> Self {
+        Self::new(HEADER_MISMATCH, message)
+    }
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// The JSON-RPC error object.
+    pub fn to_json(&self) -> Value {
+        let mut e = json!({"code": self.code, "message": self.message});
+        if let Some(d) = &self.data {
+            e["data"] = d.clone();
+        }
+        e
+    }
+}
+
+/// A request: has an id and expects a response.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: Value,
+    pub method: String,
+    pub params: Value,
+}
+
+impl Request {
+    /// `params._meta`, when present.
+    pub fn meta(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.params.get("_meta").and_then(Value::as_object)
+    }
+}
+
+/// One message a client POSTed.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Request(Request),
+    Notification {
+        method: String,
+        params: Value,
+    },
+    /// A response to a server-initiated request (this server sends none, so it is dropped).
+    Response,
+}
+
+/// Parses one JSON-RPC message. Batches are refused: no supported revision allows them.
+pub fn parse(body: &[u8]) -> Result<Incoming, RpcError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| RpcError::parse(format!("Parse error: body is not valid JSON ({e})")))?;
+    parse_value(v)
+}
+
+/// Validates a parsed JSON value as one JSON-RPC message.
+pub fn parse_value(v: Value) -> Result<Incoming, RpcError> {
+    let Value::Object(mut obj) = v else {
+        return Err(RpcError::invalid_request(if v.is_array() {
+            "Invalid Request: JSON-RPC batches are not supported; send one message per POST"
+        } else {
+            "Invalid Request: expected a JSON-RPC object"
+        }));
+    };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(RpcError::invalid_request(
+            "Invalid Request: `jsonrpc` must be \"2.0\"",
+        ));
+    }
+    let id = obj.remove("id");
+    if let Some(id) = &id
+        && !(id.is_string() || id.is_i64() || id.is_u64())
+    {
+        return Err(RpcError::invalid_request(
+            "Invalid Request: `id` must be a string or an integer",
+        ));
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => Some(m),
+        Some(_) => {
+            return Err(RpcError::invalid_request(
+                "Invalid Request: `method` must be a string",
+            ));
+        }
+        None => None,
+    };
+    let params = match obj.remove("params") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(p @ Value::Object(_)) => p,
+        Some(_) => {
+            return Err(RpcError::invalid_request(
+                "Invalid Request: `params` must be an object",
+            ));
+        }
+    };
+    match (id, method) {
+        (Some(id), Some(method)) => Ok(Incoming::Request(Request { id, method, params })),
+        (None, Some(method)) => Ok(Incoming::Notification { method, params }),
+        (Some(_), None) if obj.contains_key("result") || obj.contains_key("error") => {
+            Ok(Incoming::Response)
+        }
+        _ => Err(RpcError::invalid_request(
+            "Invalid Request: a message needs `method` (request or notification) or `result`/`error` (response)",
+        )),
+    }
+}
+
+/// A success response.
+pub fn response(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+/// An error response; `id` is null when the request could not be read.
+pub fn error_response(id: Option<&Value>, err: &RpcError) -> Value {
+    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_json()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_with_an_object_id_is_invalid() {
+        let err = parse(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#).unwrap_err();
+        assert_eq!(err.code, INVALID_REQUEST);
+    }
+
+    #[test]
+    fn a_batch_is_refused_as_invalid_request() {
+        let err = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap_err();
+        assert_eq!(err.code, INVALID_REQUEST);
+        assert!(err.message.contains("batch"));
+    }
+
+    #[test]
+    fn broken_json_is_a_parse_error() {
+        assert_eq!(parse(b"{\"jsonrpc\":").unwrap_err().code, PARSE_ERROR);
+    }
+
+    #[test]
+    fn notifications_and_responses_are_told_apart() {
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Ok(Incoming::Notification { .. })
+        ));
+        assert!(matches!(
+            parse(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+            Ok(Incoming::Response)
+        ));
+    }
+}

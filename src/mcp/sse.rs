@@ -1,0 +1,178 @@
+//! The older HTTP+SSE transport (protocol 2024-11-05 style), still used by some clients:
+//! `GET {scope}/sse` opens a stream whose first event, `endpoint`, names the URL to POST
+//! messages to (`{scope}/messages?session_id=…`); responses come back on the stream. As in the
+//! seed guide, a plain JSON-RPC `POST {scope}/sse` is also answered directly with JSON.
+//!
+//! Also here: `GET {scope}/records/{id}`, the page behind every search result's `url`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::dispatch::{self, Caller};
+use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
+use super::streamable::VERSION_HEADER;
+use super::{ScopeCtx, rpc_error_response, sse_headers};
+use crate::state::AppState;
+
+/// Removes the session when its stream is dropped (client gone or server shutting down).
+struct EndSessionOnDrop {
+    app: AppState,
+    id: String,
+}
+
+impl Drop for EndSessionOnDrop {
+    fn drop(&mut self) {
+        self.app.sessions().remove(&self.id);
+    }
+}
+
+/// GET `{scope}/sse`
+pub async fn open(State(ctx): State<ScopeCtx>) -> Response {
+    let Some(permit) = ctx.app.try_open_stream() else {
+        let err = protocol::RpcError::invalid_request("Too many open streams; try again later")
+            .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        return rpc_error_response(None, &err);
+    };
+    let (tx, rx) = mpsc::channel::<String>(64);
+    let session = ctx.app.sessions().create(&ctx.scope.path, None, Some(tx));
+    let endpoint = format!("{}/messages?session_id={}", ctx.scope.path, session.id);
+    let guard = EndSessionOnDrop {
+        app: ctx.app.clone(),
+        id: session.id.clone(),
+    };
+    let closed = session.closed.clone();
+    let first = futures::stream::once(async move {
+        Ok::<_, Infallible>(Event::default().event("endpoint").data(endpoint))
+    });
+    let messages =
+        ReceiverStream::new(rx).map(|json| Ok(Event::default().event("message").data(json)));
+    let stream = first
+        .chain(messages)
+        .take_until(async move { closed.cancelled().await })
+        .map(move |e| {
+            let _held = (&guard, &permit);
+            e
+        });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    sse_headers(&mut resp);
+    resp
+}
+
+/// POST `{scope}/messages?session_id=…`: a message for a legacy SSE session. 202; the response
+/// travels on the session's stream.
+pub async fn message(
+    State(ctx): State<ScopeCtx>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let sid = q.get("session_id").or_else(|| q.get("sessionId"));
+    let Some(session) = sid.and_then(|id| ctx.app.sessions().get(&ctx.scope.path, id)) else {
+        let err = protocol::RpcError::invalid_request(
+            "Not Found: unknown or ended session; open GET /sse again",
+        )
+        .with_status(StatusCode::NOT_FOUND);
+        return rpc_error_response(None, &err);
+    };
+    let Some(outbox) = session.outbox.clone() else {
+        let err = protocol::RpcError::invalid_request(
+            "Bad Request: this session belongs to the Streamable HTTP endpoint; POST to /mcp",
+        )
+        .with_status(StatusCode::BAD_REQUEST);
+        return rpc_error_response(None, &err);
+    };
+    let req = match protocol::parse(&body) {
+        Ok(Incoming::Request(r)) => r,
+        Ok(_) => return StatusCode::ACCEPTED.into_response(),
+        Err(e) => return rpc_error_response(None, &e),
+    };
+    let version = session
+        .version
+        .get()
+        .copied()
+        .unwrap_or(LATEST_LEGACY_VERSION);
+    let reply =
+        match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &Caller::default()).await {
+            Ok(result) => {
+                if req.method == "initialize"
+                    && let Some(v) = result["protocolVersion"]
+                        .as_str()
+                        .and_then(protocol::supported_version)
+                {
+                    let _ = session.version.set(v);
+                }
+                protocol::response(&req.id, result)
+            }
+            Err(e) => protocol::error_response(Some(&req.id), &e),
+        };
+    // A client that stopped reading loses its session rather than stalling the server.
+    match tokio::time::timeout(Duration::from_secs(10), outbox.send(reply.to_string())).await {
+        Ok(Ok(())) => (StatusCode::ACCEPTED, "Accepted").into_response(),
+        _ => {
+            ctx.app.sessions().remove(&session.id);
+            let err = protocol::RpcError::invalid_request(
+                "Not Found: the session's stream is closed; open GET /sse again",
+            )
+            .with_status(StatusCode::NOT_FOUND);
+            rpc_error_response(Some(&req.id), &err)
+        }
+    }
+}
+
+/// POST `{scope}/sse`: one JSON-RPC request answered with JSON, no session (seed-guide style).
+pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = match protocol::parse(&body) {
+        Ok(Incoming::Request(r)) => r,
+        Ok(_) => return StatusCode::ACCEPTED.into_response(),
+        Err(e) => return rpc_error_response(None, &e),
+    };
+    let version = headers
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(protocol::supported_version)
+        .filter(|v| *v != protocol::MODERN_VERSION)
+        .unwrap_or(LATEST_LEGACY_VERSION);
+    match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &Caller::default()).await {
+        Ok(result) => axum::Json(protocol::response(&req.id, result)).into_response(),
+        Err(e) => (
+            e.status,
+            axum::Json(protocol::error_response(Some(&req.id), &e)),
+        )
+            .into_response(),
+    }
+}
+
+/// GET `{scope}/records/{id}`: the record behind a search result's `url`, as JSON.
+pub async fn record(State(ctx): State<ScopeCtx>, uri: Uri) -> Response {
+    // The raw path keeps the id's own percent-encoding intact.
+    let prefix = format!("{}/records/", ctx.scope.path);
+    let Some(id) = uri.path().strip_prefix(&prefix) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match crate::tools::fetch::fetch(&ctx.scope, id).await {
+        Ok(out) => axum::Json(out.structured).into_response(),
+        Err(e) => {
+            let status = match e {
+                crate::tools::ToolError::NotFound(_)
+                | crate::tools::ToolError::InvalidArguments(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (
+                status,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}

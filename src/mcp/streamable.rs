@@ -1,0 +1,358 @@
+//! Streamable HTTP at `{scope}/mcp`, three revisions on one endpoint:
+//!
+//! - a POSTed `initialize` starts a 2025 session (`Mcp-Session-Id` in the response);
+//! - a request carrying 2026-07-28 `_meta` (or that version header) is served statelessly
+//!   after its `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers are checked against
+//!   the body (400 / -32020 on any mismatch);
+//! - any other request belongs to a 2025 session: 400 without the session header, 404 for an
+//!   unknown or ended one.
+//!
+//! Responses are JSON unless the client accepts only `text/event-stream`. GET opens a
+//! server-to-client stream for a 2025 session (priming event on 2025-11-25); DELETE ends it.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::dispatch::{self, Caller};
+use super::protocol::{
+    self, Era, Incoming, META_PROTOCOL_VERSION, MODERN_VERSION, Request, RpcError,
+    SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
+};
+use super::{ScopeCtx, rpc_error_response, sse_headers};
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What the client accepts for a response to a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    Json,
+    Sse,
+}
+
+fn reply_kind(headers: &HeaderMap) -> Result<Reply, RpcError> {
+    let Some(accept) = header_str(headers, header::ACCEPT.as_str()) else {
+        return Ok(Reply::Json);
+    };
+    let a = accept.to_ascii_lowercase();
+    if a.contains("application/json") || a.contains("*/*") || a.contains("application/*") {
+        Ok(Reply::Json)
+    } else if a.contains("text/event-stream") {
+        Ok(Reply::Sse)
+    } else {
+        Err(RpcError::invalid_request(
+            "Not Acceptable: the client must accept application/json and text/event-stream",
+        )
+        .with_status(StatusCode::NOT_ACCEPTABLE))
+    }
+}
+
+fn reply(kind: Reply, body: Value, status: StatusCode) -> Response {
+    match kind {
+        Reply::Json => (status, axum::Json(body)).into_response(),
+        Reply::Sse => {
+            let data = body.to_string();
+            let stream = futures::stream::once(async move {
+                Ok::<_, Infallible>(Event::default().event("message").data(data))
+            });
+            let mut resp = (status, Sse::new(stream)).into_response();
+            sse_headers(&mut resp);
+            resp
+        }
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), RpcError> {
+    match header_str(headers, header::CONTENT_TYPE.as_str()) {
+        Some(ct) if !ct.to_ascii_lowercase().starts_with("application/json") => {
+            Err(RpcError::invalid_request(format!(
+                "Unsupported Media Type `{ct}`: POST a JSON-RPC message as application/json"
+            ))
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Decodes a header value that may use the `=?base64?…?=` form of 2026-07-28.
+fn decode_header_value(v: &str) -> Option<String> {
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(v.to_string()),
+    }
+}
+
+/// The header checks of 2026-07-28 (Streamable HTTP, "Server Validation").
+fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcError> {
+    let header_version = header_str(headers, VERSION_HEADER).ok_or_else(|| {
+        RpcError::header_mismatch("Header mismatch: MCP-Protocol-Version header is required")
+    })?;
+    dispatch::check_modern_meta(req)?;
+    let meta_version = req
+        .meta()
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if protocol::supported_version(meta_version).is_none() || meta_version != MODERN_VERSION {
+        return Err(RpcError::new(
+            UNSUPPORTED_PROTOCOL_VERSION,
+            format!("Unsupported protocol version `{meta_version}`"),
+        )
+        .with_data(json!({"supported": SUPPORTED_VERSIONS, "requested": meta_version})));
+    }
+    if header_version != meta_version {
+        return Err(RpcError::header_mismatch(format!(
+            "Header mismatch: MCP-Protocol-Version header value '{header_version}' does not match body value '{meta_version}'"
+        )));
+    }
+    match header_str(headers, METHOD_HEADER) {
+        None => {
+            return Err(RpcError::header_mismatch(
+                "Header mismatch: Mcp-Method header is required",
+            ));
+        }
+        Some(m) if m != req.method => {
+            return Err(RpcError::header_mismatch(format!(
+                "Header mismatch: Mcp-Method header value '{m}' does not match body value '{}'",
+                req.method
+            )));
+        }
+        Some(_) => {}
+    }
+    let name_key = match req.method.as_str() {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(key) = name_key {
+        let body = req.params.get(key).and_then(Value::as_str).unwrap_or("");
+        let raw = header_str(headers, NAME_HEADER).ok_or_else(|| {
+            RpcError::header_mismatch("Header mismatch: Mcp-Name header is required")
+        })?;
+        let decoded = decode_header_value(raw).ok_or_else(|| {
+            RpcError::header_mismatch("Header mismatch: Mcp-Name header is not valid base64 UTF-8")
+        })?;
+        if decoded != body {
+            return Err(RpcError::header_mismatch(format!(
+                "Header mismatch: Mcp-Name header value '{}' does not match body value '{}'",
+                crate::tools::truncate(&decoded, 100),
+                crate::tools::truncate(body, 100)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// POST `{scope}/mcp`
+pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = check_content_type(&headers) {
+        return rpc_error_response(None, &e);
+    }
+    let msg = match protocol::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return rpc_error_response(None, &e),
+    };
+    let req = match msg {
+        Incoming::Request(r) => r,
+        Incoming::Notification { .. } | Incoming::Response => {
+            // A 2025 session's notification must name a live session; anything else is accepted.
+            if let Some(sid) = header_str(&headers, SESSION_HEADER) {
+                let modern = header_str(&headers, VERSION_HEADER) == Some(MODERN_VERSION);
+                if !modern && ctx.app.sessions().get(&ctx.scope.path, sid).is_none() {
+                    return session_not_found();
+                }
+            }
+            return StatusCode::ACCEPTED.into_response();
+        }
+    };
+    let kind = match reply_kind(&headers) {
+        Ok(k) => k,
+        Err(e) => return rpc_error_response(Some(&req.id), &e),
+    };
+    let caller = Caller::default();
+    let header_version = header_str(&headers, VERSION_HEADER);
+    let has_modern_meta = req
+        .meta()
+        .is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
+
+    if req.method == "initialize" {
+        let result = match dispatch::handle(
+            &ctx.scope,
+            Era::Legacy(protocol::LATEST_LEGACY_VERSION),
+            &req,
+            &caller,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => return rpc_error_response(Some(&req.id), &e),
+        };
+        let version = result["protocolVersion"]
+            .as_str()
+            .and_then(protocol::supported_version)
+            .unwrap_or(protocol::LATEST_LEGACY_VERSION);
+        let session = ctx
+            .app
+            .sessions()
+            .create(&ctx.scope.path, Some(version), None);
+        let mut resp = reply(kind, protocol::response(&req.id, result), StatusCode::OK);
+        if let Ok(v) = HeaderValue::from_str(&session.id) {
+            resp.headers_mut().insert(SESSION_HEADER, v);
+        }
+        return resp;
+    }
+
+    let era = if has_modern_meta || header_version == Some(MODERN_VERSION) {
+        if let Err(e) = check_modern_headers(&headers, &req) {
+            return rpc_error_response(Some(&req.id), &e);
+        }
+        Era::Modern
+    } else {
+        let Some(sid) = header_str(&headers, SESSION_HEADER) else {
+            let err = RpcError::invalid_request(
+                "Bad Request: Mcp-Session-Id header is required; send initialize first (or use protocol 2026-07-28 with per-request _meta)",
+            )
+            .with_status(StatusCode::BAD_REQUEST);
+            return rpc_error_response(Some(&req.id), &err);
+        };
+        let Some(session) = ctx.app.sessions().get(&ctx.scope.path, sid) else {
+            return session_not_found();
+        };
+        let negotiated = session
+            .version
+            .get()
+            .copied()
+            .unwrap_or(protocol::LATEST_LEGACY_VERSION);
+        match header_version {
+            None => Era::Legacy(negotiated),
+            Some(v) => match protocol::supported_version(v) {
+                Some(v) if v != MODERN_VERSION => Era::Legacy(v),
+                _ => {
+                    let err = RpcError::invalid_request(format!(
+                        "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
+                        crate::tools::truncate(v, 40)
+                    ))
+                    .with_status(StatusCode::BAD_REQUEST);
+                    return rpc_error_response(Some(&req.id), &err);
+                }
+            },
+        }
+    };
+
+    match dispatch::handle(&ctx.scope, era, &req, &caller).await {
+        Ok(result) => reply(kind, protocol::response(&req.id, result), StatusCode::OK),
+        Err(e) => {
+            let status = e.status;
+            reply(kind, protocol::error_response(Some(&req.id), &e), status)
+        }
+    }
+}
+
+fn session_not_found() -> Response {
+    let err = RpcError::invalid_request(
+        "Not Found: the session has ended or never existed; send initialize to start a new one",
+    )
+    .with_status(StatusCode::NOT_FOUND);
+    rpc_error_response(None, &err)
+}
+
+/// GET `{scope}/mcp`: the server-to-client stream of a 2025 session.
+pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+    let accepts_sse = header_str(&headers, header::ACCEPT.as_str())
+        .is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"));
+    let Some(sid) = header_str(&headers, SESSION_HEADER) else {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            "GET needs an Mcp-Session-Id (2025 revisions); 2026-07-28 clients use POST only\n",
+        )
+            .into_response();
+    };
+    if !accepts_sse {
+        let err = RpcError::invalid_request("Not Acceptable: GET must accept text/event-stream")
+            .with_status(StatusCode::NOT_ACCEPTABLE);
+        return rpc_error_response(None, &err);
+    }
+    let Some(session) = ctx.app.sessions().get(&ctx.scope.path, sid) else {
+        return session_not_found();
+    };
+    let Some(permit) = ctx.app.try_open_stream() else {
+        let err = RpcError::invalid_request("Too many open streams; try again later")
+            .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        return rpc_error_response(None, &err);
+    };
+    let priming = session.version.get().copied() == Some("2025-11-25");
+    let closed = session.closed.clone();
+    let first = futures::stream::iter(priming.then(|| {
+        Ok::<_, Infallible>(
+            Event::default()
+                .id("0")
+                .retry(Duration::from_secs(3))
+                .data(""),
+        )
+    }));
+    // Nothing is pushed on this stream (the server sends no requests or notifications of
+    // its own); it stays open until the session ends or the server shuts down.
+    let stream = first
+        .chain(futures::stream::pending())
+        .take_until(async move { closed.cancelled().await })
+        .map(move |e| {
+            let _held = &permit;
+            e
+        });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    sse_headers(&mut resp);
+    resp
+}
+
+/// DELETE `{scope}/mcp`: ends a 2025 session.
+pub async fn delete(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+    let Some(sid) = header_str(&headers, SESSION_HEADER) else {
+        let err = RpcError::invalid_request("Bad Request: Mcp-Session-Id header is required")
+            .with_status(StatusCode::BAD_REQUEST);
+        return rpc_error_response(None, &err);
+    };
+    if ctx.app.sessions().get(&ctx.scope.path, sid).is_some() && ctx.app.sessions().remove(sid) {
+        StatusCode::OK.into_response()
+    } else {
+        session_not_found()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_header_values_are_decoded() {
+        assert_eq!(
+            decode_header_value("=?base64?w6lsw6g=?=").as_deref(),
+            Some("élè")
+        );
+        assert_eq!(decode_header_value("search").as_deref(), Some("search"));
+        assert_eq!(decode_header_value("=?base64?!!?="), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! `fetch`: the full record behind an id from `search`.
+//!
+//! A table id returns its description; a row id is looked up by its real primary key and
+//! returns every visible column plus the ids of its foreign-key neighbours (the parent rows it
+//! points at and a few child rows pointing at it); an ad-hoc result id comes from the scope's
+//! result cache.
+
+use serde_json::{Map, Value, json};
+
+use super::ids::RecordId;
+use super::search::record_url;
+use super::sql::{describe, describe_text};
+use super::{
+    ToolError, ToolOutput, row_id, row_object, row_title, truncate, visible_columns, visible_tables,
+};
+use crate::db::{Catalog, TableInfo};
+use crate::state::Scope;
+
+/// Child rows listed per referencing foreign key.
+const CHILDREN_PER_FK: usize = 5;
+
+pub async fn fetch(scope: &Scope, id: &str) -> Result<ToolOutput, ToolError> {
+    let parsed = RecordId::parse(id).ok_or_else(|| {
+        ToolError::InvalidArguments(format!(
+            "`{}` is not an id from search; ids look like `main.customers` (a table) or `main.customers/42` (a row)",
+            truncate(id, 80)
+        ))
+    })?;
+    let doc = match parsed {
+        RecordId::Table { schema, table } => fetch_table(scope, &schema, &table).await?,
+        RecordId::Row { schema, table, key } => fetch_row(scope, &schema, &table, &key).await?,
+        RecordId::Cached { token, index } => {
+            let row = scope.cache.get_row(&token, index).ok_or_else(|| {
+                ToolError::NotFound(format!(
+                    "`{id}` has expired from the result cache (results are kept {} s); run the search again",
+                    scope.config.cache_ttl_secs
+                ))
+            })?;
+            let text = row
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", render(v)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            json!({
+                "title": row.title,
+                "text": text,
+                "metadata": {"kind": "query_row", "sql": &*row.sql, "values": row.values},
+            })
+        }
+    };
+    let mut out = Map::new();
+    out.insert("id".into(), Value::String(id.trim().to_string()));
+    out.insert("title".into(), doc["title"].clone());
+    out.insert("text".into(), doc["text"].clone());
+    out.insert("url".into(), Value::String(record_url(scope, id.trim())));
+    out.insert("metadata".into(), doc["metadata"].clone());
+    Ok(ToolOutput {
+        structured: Value::Object(out),
+        rows: 1,
+    })
+}
+
+fn find_visible<'c>(
+    scope: &Scope,
+    catalog: &'c Catalog,
+    schema: &str,
+    table: &str,
+) -> Option<&'c TableInfo> {
+    catalog
+        .tables
+        .iter()
+        .find(|t| t.schema.eq_ignore_ascii_case(schema) && t.name.eq_ignore_ascii_case(table))
+        .filter(|t| scope.rules.table_visible(Some(&t.schema), &t.name))
+}
+
+async fn fetch_table(scope: &Scope, schema: &str, table: &str) -> Result<Value, ToolError> {
+    let catalog = scope.db.catalog().await?;
+    let t = find_visible(scope, &catalog, schema, table).ok_or_else(|| {
+        ToolError::NotFound(format!("no table `{schema}.{table}` is visible here"))
+    })?;
+    let desc = describe(scope, &catalog, t);
+    Ok(json!({
+        "title": format!("Table {}", t.qualified()),
+        "text": describe_text(&desc),
+        "metadata": {"kind": t.kind, "schema": desc},
+    }))
+}
+
+async fn fetch_row(
+    scope: &Scope,
+    schema: &str,
+    table: &str,
+    key: &[String],
+) -> Result<Value, ToolError> {
+    let catalog = scope.db.catalog().await?;
+    let not_found = || {
+        ToolError::NotFound(format!(
+            "no row `{schema}.{table}/{}` exists here",
+            key.join(",")
+        ))
+    };
+    let t = find_visible(scope, &catalog, schema, table).ok_or_else(not_found)?;
+    if t.primary_key.len() != key.len() {
+        return Err(ToolError::InvalidArguments(format!(
+            "{} has a {}-column key ({}), but the id gives {} value(s)",
+            t.qualified(),
+            t.primary_key.len(),
+            t.primary_key.join(", "),
+            key.len()
+        )));
+    }
+    let columns = visible_columns(scope, t);
+    let rs = scope.db.lookup(t, &columns, &t.primary_key, key, 1).await?;
+    let row = rs.rows.first().ok_or_else(not_found)?;
+    let values = row_object(&rs.columns, row);
+    let title = row_title(t, &rs.columns, row);
+    let mut text = format!("{title}\n");
+    for (k, v) in &values {
+        text.push_str(&format!("{k}: {}\n", render(v)));
+    }
+
+    // Parents: rows this row points at through its foreign keys.
+    let mut related = Vec::new();
+    for fk in &t.foreign_keys {
+        let Some(parent) = find_visible(scope, &catalog, &fk.ref_schema, &fk.ref_table) else {
+            continue;
+        };
+        let vals: Option<Vec<String>> = fk
+            .columns
+            .iter()
+            .map(|c| match values.get(c) {
+                Some(Value::Null) | None => None,
+                Some(v) => Some(render(v)),
+            })
+            .collect();
+        // Only when the FK points at the parent's primary key is the id a row id.
+        if let Some(vals) = vals
+            && fk.ref_columns.len() == parent.primary_key.len()
+            && fk
+                .ref_columns
+                .iter()
+                .zip(&parent.primary_key)
+                .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        {
+            related.push(json!({
+                "relation": format!("{} → {}", fk.columns.join(","), parent.qualified()),
+                "id": RecordId::row(&parent.schema, &parent.name, vals.iter().map(String::as_str)),
+            }));
+        }
+    }
+    // Children: a few rows of tables that point at this one.
+    for child in visible_tables(scope, &catalog) {
+        for fk in child.foreign_keys.iter().filter(|fk| {
+            fk.ref_schema.eq_ignore_ascii_case(&t.schema)
+                && fk.ref_table.eq_ignore_ascii_case(&t.name)
+        }) {
+            let vals: Option<Vec<String>> = fk
+                .ref_columns
+                .iter()
+                .map(|c| values.get(c).filter(|v| !v.is_null()).map(render))
+                .collect();
+            let Some(vals) = vals else { continue };
+            if fk.columns.iter().any(|c| {
+                scope
+                    .rules
+                    .column_denied(Some(&child.schema), &child.name, c)
+            }) {
+                continue;
+            }
+            let mut cols = child.primary_key.clone();
+            if let Some(tc) = child.title_column()
+                && !cols.contains(&tc.name)
+            {
+                cols.push(tc.name.clone());
+            }
+            cols.retain(|c| {
+                !scope
+                    .rules
+                    .column_denied(Some(&child.schema), &child.name, c)
+            });
+            if cols.is_empty() {
+                continue;
+            }
+            let kids = scope
+                .db
+                .lookup(child, &cols, &fk.columns, &vals, CHILDREN_PER_FK)
+                .await?;
+            let ids: Vec<Value> = kids
+                .rows
+                .iter()
+                .filter_map(|r| row_id(child, &kids.columns, r))
+                .map(Value::String)
+                .collect();
+            if !ids.is_empty() {
+                related.push(json!({
+                    "relation": format!("{}.{} → this", child.qualified(), fk.columns.join(",")),
+                    "ids": ids,
+                    "more": kids.more,
+                }));
+            }
+        }
+    }
+    if !related.is_empty() {
+        text.push_str("Related:\n");
+        for r in &related {
+            let ids = match (&r["id"], &r["ids"]) {
+                (Value::String(id), _) => id.clone(),
+                (_, Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            };
+            text.push_str(&format!(
+                "- {}: {ids}\n",
+                r["relation"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(json!({
+        "title": title,
+        "text": text,
+        "metadata": {
+            "kind": "row",
+            "table": t.qualified(),
+            "primary_key": t.primary_key,
+            "key_is_heuristic": t.key_is_heuristic,
+            "values": values,
+            "related": related,
+        },
+    }))
+}
+
+fn render(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "NULL".into(),
+        other => other.to_string(),
+    }
+}

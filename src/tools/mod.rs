@@ -1,0 +1,440 @@
+//! The MCP tools: their definitions (per profile) and the code behind them.
+//!
+//! Tools never see HTTP or JSON-RPC: they take a [`Scope`] and JSON arguments and return a
+//! [`ToolOutput`] (structured JSON, also sent as the text content) or a [`ToolError`] that
+//! tells the model what went wrong and how to fix its call. Tools never build dialect SQL;
+//! they ask the scope's backend.
+
+pub mod cache;
+pub mod fetch;
+pub mod ids;
+pub mod search;
+pub mod sql;
+
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::ToolProfile;
+use crate::db::guard::GuardError;
+use crate::db::{Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind};
+use crate::state::Scope;
+
+/// What a successful tool call returns.
+#[derive(Debug)]
+pub struct ToolOutput {
+    /// The result; also serialised as the single text content item.
+    pub structured: Value,
+    /// Rows returned, for the audit record.
+    pub rows: usize,
+}
+
+/// Why a tool call failed. All but [`ToolError::UnknownTool`] become a result with
+/// `isError: true`, so the model can read the message and correct itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("Unknown tool: {0}")]
+    UnknownTool(String),
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("refused: {0}")]
+    Refused(#[from] GuardError),
+    #[error("{0}")]
+    Db(#[from] DbError),
+}
+
+/// Names of the tools a profile offers, in listing order.
+pub fn tool_names(profile: ToolProfile) -> &'static [&'static str] {
+    match profile {
+        ToolProfile::Chatgpt => &["search", "fetch"],
+        ToolProfile::Full => &[
+            "search",
+            "fetch",
+            "list_tables",
+            "describe_table",
+            "get_table_sample",
+            "execute_sql",
+        ],
+    }
+}
+
+/// The `tools` array of `tools/list` for a profile (built once).
+pub fn definitions(profile: ToolProfile) -> &'static Value {
+    static CHATGPT: OnceLock<Value> = OnceLock::new();
+    static FULL: OnceLock<Value> = OnceLock::new();
+    let cell = match profile {
+        ToolProfile::Chatgpt => &CHATGPT,
+        ToolProfile::Full => &FULL,
+    };
+    cell.get_or_init(|| {
+        Value::Array(
+            tool_names(profile)
+                .iter()
+                .map(|name| definition(name))
+                .collect(),
+        )
+    })
+}
+
+fn read_only() -> Value {
+    json!({"readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false})
+}
+
+fn definition(name: &str) -> Value {
+    match name {
+        "search" => json!({
+            "name": "search",
+            "title": "Search the database",
+            "description": "Search the database and get back records you can open with `fetch`.\n\
+                Accepts:\n\
+                - plain words or a question (e.g. `refund requests for damaged items`): finds rows whose text columns contain the words, best matches first;\n\
+                - `list tables`: every table you may read, with row counts;\n\
+                - `describe <table>`: a table's columns, keys and relationships;\n\
+                - `sample <table> [limit N]`: the first rows of a table;\n\
+                - a single read-only SQL query (`SELECT …` or `WITH …`).\n\
+                Each result has an `id`; pass it to `fetch` for the full record and its related records.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "Words to look for, a command (`list tables`, `describe <table>`, `sample <table> limit 5`) or a SELECT query."}},
+                "required": ["query"],
+                "additionalProperties": false
+            },
+            "outputSchema": {
+                "type": "object",
+                "properties": {"results": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"}, "title": {"type": "string"},
+                        "url": {"type": "string"}, "text": {"type": "string"}
+                    },
+                    "required": ["id", "title", "url"]
+                }}},
+                "required": ["results"]
+            },
+            "annotations": read_only()
+        }),
+        "fetch" => json!({
+            "name": "fetch",
+            "title": "Fetch a record",
+            "description": "Fetch the full record for an `id` returned by `search`: a table id (e.g. `main.customers`) gives its schema and relationships; a row id (e.g. `main.orders/1042`) gives every column of the row plus the ids of related rows (its foreign-key parents and children), which you can fetch in turn.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"id": {"type": "string", "description": "An id from search results."}},
+                "required": ["id"],
+                "additionalProperties": false
+            },
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"}, "title": {"type": "string"},
+                    "text": {"type": "string"}, "url": {"type": "string"},
+                    "metadata": {"type": "object"}
+                },
+                "required": ["id", "title", "text", "url"]
+            },
+            "annotations": read_only()
+        }),
+        "list_tables" => json!({
+            "name": "list_tables",
+            "title": "List tables",
+            "description": "List the tables and views you may read, with row counts, primary keys and column counts. Start here, then use describe_table.",
+            "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
+            "annotations": read_only()
+        }),
+        "describe_table" => json!({
+            "name": "describe_table",
+            "title": "Describe a table",
+            "description": "Columns (type, nullability), primary key, foreign keys and the tables that reference this one.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"table": {"type": "string", "description": "Table name, optionally schema-qualified (e.g. `orders` or `dbo.Orders`)."}},
+                "required": ["table"],
+                "additionalProperties": false
+            },
+            "annotations": read_only()
+        }),
+        "get_table_sample" => json!({
+            "name": "get_table_sample",
+            "title": "Sample rows",
+            "description": "Rows of a table in primary-key order. Results are capped; when `next_cursor` is returned, call again with it to get the next page.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "table": {"type": "string", "description": "Table name, optionally schema-qualified."},
+                    "limit": {"type": "integer", "minimum": 1, "description": "Rows per page (default 10, at most the server's row cap)."},
+                    "cursor": {"type": "string", "description": "`next_cursor` from the previous page."}
+                },
+                "required": ["table"],
+                "additionalProperties": false
+            },
+            "annotations": read_only()
+        }),
+        "execute_sql" => json!({
+            "name": "execute_sql",
+            "title": "Run a read-only SQL query",
+            "description": "Run one read-only SQL query (SELECT or WITH … SELECT) and get rows back. Writes, DDL, procedure calls and multiple statements are refused. Results are capped at the server's row cap; when `next_cursor` is returned, call again with the same `sql` and that cursor for the next page (add ORDER BY for a stable order).",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "sql": {"type": "string", "description": "One SELECT query in the database's SQL dialect."},
+                    "page_size": {"type": "integer", "minimum": 1, "description": "Rows per page (default and maximum: the server's row cap)."},
+                    "cursor": {"type": "string", "description": "`next_cursor` from the previous page of the same query."}
+                },
+                "required": ["sql"],
+                "additionalProperties": false
+            },
+            "annotations": read_only()
+        }),
+        _ => Value::Null,
+    }
+}
+
+/// Runs tool `name` with `args` in `scope`.
+pub async fn call(scope: &Scope, name: &str, args: &Value) -> Result<ToolOutput, ToolError> {
+    if !tool_names(scope.profile()).contains(&name) {
+        return Err(ToolError::UnknownTool(name.to_string()));
+    }
+    let args = match args {
+        Value::Object(m) => m,
+        Value::Null => &Map::new(),
+        _ => {
+            return Err(ToolError::InvalidArguments(
+                "`arguments` must be an object".into(),
+            ));
+        }
+    };
+    check_known_args(name, args)?;
+    match name {
+        "search" => search::search(scope, str_arg(args, "query")?).await,
+        "fetch" => fetch::fetch(scope, str_arg(args, "id")?).await,
+        "list_tables" => sql::list_tables(scope).await,
+        "describe_table" => sql::describe_table(scope, str_arg(args, "table")?).await,
+        "get_table_sample" => {
+            sql::get_table_sample(
+                scope,
+                str_arg(args, "table")?,
+                opt_usize_arg(args, "limit")?,
+                opt_str_arg(args, "cursor")?,
+            )
+            .await
+        }
+        "execute_sql" => {
+            sql::execute_sql(
+                scope,
+                str_arg(args, "sql")?,
+                opt_usize_arg(args, "page_size")?,
+                opt_str_arg(args, "cursor")?,
+            )
+            .await
+        }
+        other => Err(ToolError::UnknownTool(other.to_string())),
+    }
+}
+
+fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolError> {
+    let def = definition(name);
+    let Some(props) = def["inputSchema"]["properties"].as_object() else {
+        return Ok(());
+    };
+    for key in args.keys() {
+        if !props.contains_key(key) {
+            let known: Vec<&str> = props.keys().map(String::as_str).collect();
+            return Err(ToolError::InvalidArguments(format!(
+                "unknown argument `{key}` for {name}; it takes: {}",
+                if known.is_empty() {
+                    "no arguments".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn str_arg<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, ToolError> {
+    match args.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(ToolError::InvalidArguments(format!(
+            "`{key}` must be a string, got {}",
+            type_name(other)
+        ))),
+        None => Err(ToolError::InvalidArguments(format!(
+            "missing required argument `{key}`"
+        ))),
+    }
+}
+
+fn opt_str_arg<'a>(args: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ToolError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ToolError::InvalidArguments(format!(
+            "`{key}` must be a string, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn opt_usize_arg(args: &Map<String, Value>, key: &str) -> Result<Option<usize>, ToolError> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v >= 1 => Ok(Some(usize::try_from(v).unwrap_or(usize::MAX))),
+            _ => Err(ToolError::InvalidArguments(format!(
+                "`{key}` must be a positive integer, got {n}"
+            ))),
+        },
+        Some(other) => Err(ToolError::InvalidArguments(format!(
+            "`{key}` must be a positive integer, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+// ---- helpers shared by the tools ----
+
+/// Tables of the catalog visible in this scope.
+pub(crate) fn visible_tables<'c>(scope: &Scope, catalog: &'c Catalog) -> Vec<&'c TableInfo> {
+    catalog
+        .tables
+        .iter()
+        .filter(|t| scope.rules.table_visible(Some(&t.schema), &t.name))
+        .collect()
+}
+
+/// Columns of `table` not hidden in this scope, in table order.
+pub(crate) fn visible_columns(scope: &Scope, table: &TableInfo) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .filter(|c| {
+            !scope
+                .rules
+                .column_denied(Some(&table.schema), &table.name, &c.name)
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Resolves a table name the caller gave; the error lists what is visible.
+pub(crate) fn resolve_table<'c>(
+    scope: &Scope,
+    catalog: &'c Catalog,
+    name: &str,
+) -> Result<&'c TableInfo, ToolError> {
+    match catalog.find(name) {
+        Some(t) if scope.rules.table_visible(Some(&t.schema), &t.name) => Ok(t),
+        _ => Err(ToolError::NotFound(format!(
+            "no table `{}` is visible here; visible tables: {}",
+            name.trim(),
+            table_list(scope, catalog)
+        ))),
+    }
+}
+
+/// Comma-separated visible table names, for error messages.
+pub(crate) fn table_list(scope: &Scope, catalog: &Catalog) -> String {
+    let names: Vec<String> = visible_tables(scope, catalog)
+        .iter()
+        .map(|t| t.qualified())
+        .collect();
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Turns a row into a JSON object keyed by column name.
+pub(crate) fn row_object(columns: &[ResultColumn], row: &[DbValue]) -> Map<String, Value> {
+    let mut m = Map::with_capacity(columns.len());
+    for (c, v) in columns.iter().zip(row) {
+        m.insert(c.name.clone(), v.to_json());
+    }
+    m
+}
+
+/// The id of a row of `table` if the selected columns include its whole primary key.
+pub(crate) fn row_id(
+    table: &TableInfo,
+    columns: &[ResultColumn],
+    row: &[DbValue],
+) -> Option<String> {
+    if table.primary_key.is_empty() {
+        return None;
+    }
+    let mut key = Vec::with_capacity(table.primary_key.len());
+    for pk in &table.primary_key {
+        let i = columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(pk))?;
+        match &row[i] {
+            DbValue::Null => return None,
+            v => key.push(v.display()),
+        }
+    }
+    Some(ids::RecordId::row(
+        &table.schema,
+        &table.name,
+        key.iter().map(String::as_str),
+    ))
+}
+
+/// A human title for a row: its name-like column, else `table key`.
+pub(crate) fn row_title(table: &TableInfo, columns: &[ResultColumn], row: &[DbValue]) -> String {
+    let key: Vec<String> = table
+        .primary_key
+        .iter()
+        .filter_map(|pk| columns.iter().position(|c| c.name.eq_ignore_ascii_case(pk)))
+        .map(|i| row[i].display())
+        .collect();
+    let label = format!("{} {}", table.name, key.join("/"));
+    if let Some(tc) = table.title_column()
+        && let Some(i) = columns.iter().position(|c| c.name == tc.name)
+    {
+        let t = row[i].display();
+        if !t.is_empty() {
+            return format!("{t} ({})", label.trim());
+        }
+    }
+    label.trim().to_string()
+}
+
+/// Text columns of a table that may be searched in this scope.
+pub(crate) fn searchable_columns(scope: &Scope, table: &TableInfo) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .filter(|c| c.kind == ValueKind::Text)
+        .filter(|c| {
+            !scope
+                .rules
+                .column_denied(Some(&table.schema), &table.name, &c.name)
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Cuts `s` to at most `max` characters on a char boundary, marking the cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
+}

@@ -1,0 +1,429 @@
+//! `search`: one entry point that understands what ChatGPT Deep Research actually sends
+//! (natural-language questions) as well as the seed guide's commands and plain SQL.
+//!
+//! Natural language is split into keywords and matched against the visible text columns of
+//! every visible table with bound `LIKE` parameters (the backend builds the SQL), concurrently,
+//! each search bounded in rows and by the query timeout; hits are ranked by how many
+//! keyword/column pairs matched.
+
+use serde_json::{Value, json};
+
+use super::cache::CachedRow;
+use super::ids::RecordId;
+use super::sql::{describe, describe_text, run_sql};
+use super::{
+    ToolError, ToolOutput, resolve_table, row_id, row_object, row_title, searchable_columns,
+    truncate, visible_columns, visible_tables,
+};
+use crate::db::guard::GuardError;
+use crate::db::{Page, SearchRequest, TableInfo};
+use crate::state::Scope;
+
+/// Most results one search returns.
+const MAX_RESULTS: usize = 20;
+/// Rows asked of each table in a keyword search.
+const PER_TABLE: usize = 10;
+/// Most keywords used from one query.
+const MAX_KEYWORDS: usize = 8;
+
+/// One search result, in the shape ChatGPT expects (`text` is the snippet).
+struct Hit {
+    id: String,
+    title: String,
+    text: String,
+    score: i64,
+}
+
+pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError> {
+    let q = query.trim();
+    if q.is_empty() {
+        return Err(ToolError::InvalidArguments(
+            "`query` is empty; try words to look for, `list tables`, or a SELECT query".into(),
+        ));
+    }
+    let lower = q.to_lowercase();
+    let hits = if matches!(lower.as_str(), "list tables" | "show tables" | "tables") {
+        list(scope).await?
+    } else if let Some(rest) = strip_command(q, "describe") {
+        describe_hit(scope, rest).await?
+    } else if let Some(rest) = strip_command(q, "sample") {
+        sample(scope, rest).await?
+    } else if let Some(hits) = maybe_sql(scope, q).await? {
+        hits
+    } else {
+        keywords_search(scope, q).await?
+    };
+    let n = hits.len();
+    let results: Vec<Value> = hits
+        .into_iter()
+        .map(|h| {
+            json!({
+                "url": record_url(scope, &h.id),
+                "id": h.id,
+                "title": h.title,
+                "text": h.text,
+            })
+        })
+        .collect();
+    Ok(ToolOutput {
+        structured: json!({ "results": results }),
+        rows: n,
+    })
+}
+
+/// `{public base}{scope}/records/{id}`: where a person (or ChatGPT's citation) can open it.
+pub(crate) fn record_url(scope: &Scope, id: &str) -> String {
+    format!("{}/records/{}", scope.public_base, id)
+}
+
+fn strip_command<'a>(q: &'a str, cmd: &str) -> Option<&'a str> {
+    let (head, rest) = q.split_once(char::is_whitespace)?;
+    if head.eq_ignore_ascii_case(cmd) && !rest.trim().is_empty() {
+        Some(rest.trim())
+    } else {
+        None
+    }
+}
+
+async fn list(scope: &Scope) -> Result<Vec<Hit>, ToolError> {
+    let catalog = scope.db.catalog().await?;
+    Ok(visible_tables(scope, &catalog)
+        .into_iter()
+        .map(|t| table_hit(scope, t, 0))
+        .collect())
+}
+
+fn table_hit(scope: &Scope, t: &TableInfo, score: i64) -> Hit {
+    let cols = visible_columns(scope, t);
+    Hit {
+        id: t.qualified(),
+        title: format!("{} {}", capitalise(t.kind), t.qualified()),
+        text: truncate(
+            &format!(
+                "{} rows; columns: {}",
+                t.row_estimate
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                cols.join(", ")
+            ),
+            300,
+        ),
+        score,
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+async fn describe_hit(scope: &Scope, name: &str) -> Result<Vec<Hit>, ToolError> {
+    let catalog = scope.db.catalog().await?;
+    let table = resolve_table(scope, &catalog, name)?;
+    let desc = describe(scope, &catalog, table);
+    Ok(vec![Hit {
+        id: table.qualified(),
+        title: format!("{} {}", capitalise(table.kind), table.qualified()),
+        text: truncate(&describe_text(&desc), 1000),
+        score: 0,
+    }])
+}
+
+/// `sample <table> [limit N]`
+async fn sample(scope: &Scope, rest: &str) -> Result<Vec<Hit>, ToolError> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let (name, limit) = match words.as_slice() {
+        [name] => (*name, 10),
+        [name, kw, n] if kw.eq_ignore_ascii_case("limit") => (
+            *name,
+            n.parse::<usize>().map_err(|_| {
+                ToolError::InvalidArguments(format!("`limit {n}`: expected a positive number"))
+            })?,
+        ),
+        _ => {
+            return Err(ToolError::InvalidArguments(
+                "expected `sample <table>` or `sample <table> limit N`".into(),
+            ));
+        }
+    };
+    let catalog = scope.db.catalog().await?;
+    let table = resolve_table(scope, &catalog, name)?;
+    let columns = visible_columns(scope, table);
+    let page = Page {
+        offset: 0,
+        limit: limit.clamp(1, scope.config.max_rows.min(MAX_RESULTS * 5)),
+    };
+    let rs = scope.db.sample(table, &columns, page).await?;
+    Ok(rows_to_hits(scope, Some(table), &rs, "sample", 0))
+}
+
+/// Turns rows into hits: row ids when the table and key are known, cached ids otherwise.
+fn rows_to_hits(
+    scope: &Scope,
+    table: Option<&TableInfo>,
+    rs: &crate::db::RowSet,
+    sql: &str,
+    score: i64,
+) -> Vec<Hit> {
+    let mut uncached: Vec<(usize, CachedRow)> = Vec::new();
+    let mut hits = Vec::with_capacity(rs.rows.len());
+    for (i, row) in rs.rows.iter().enumerate() {
+        let values = row_object(&rs.columns, row);
+        let text = truncate(
+            &values
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", plain(v)))
+                .collect::<Vec<_>>()
+                .join("; "),
+            300,
+        );
+        let (id, title) = match table.and_then(|t| row_id(t, &rs.columns, row).map(|id| (t, id))) {
+            Some((t, id)) => (id, row_title(t, &rs.columns, row)),
+            None => {
+                let title = values
+                    .values()
+                    .take(2)
+                    .map(plain)
+                    .collect::<Vec<_>>()
+                    .join(" · ");
+                uncached.push((
+                    hits.len(),
+                    CachedRow {
+                        title: title.clone(),
+                        values,
+                        sql: sql.into(),
+                    },
+                ));
+                (
+                    String::new(),
+                    if title.is_empty() {
+                        format!("Row {}", i + 1)
+                    } else {
+                        title
+                    },
+                )
+            }
+        };
+        hits.push(Hit {
+            id,
+            title,
+            text,
+            score,
+        });
+    }
+    if !uncached.is_empty() {
+        let (positions, rows): (Vec<usize>, Vec<CachedRow>) = uncached.into_iter().unzip();
+        let token = scope.cache.put_rows(rows);
+        for (n, pos) in positions.into_iter().enumerate() {
+            hits[pos].id = RecordId::cached(&token, n);
+        }
+    }
+    hits
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "NULL".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs `q` as SQL when it is SQL; `Ok(None)` when it is not (so it is searched as words).
+async fn maybe_sql(scope: &Scope, q: &str) -> Result<Option<Vec<Hit>>, ToolError> {
+    const STATEMENT_WORDS: [&str; 22] = [
+        "select", "with", "insert", "update", "delete", "drop", "create", "alter", "exec",
+        "execute", "merge", "truncate", "grant", "revoke", "declare", "waitfor", "attach",
+        "pragma", "begin", "use", "replace", "vacuum",
+    ];
+    let first = q
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !STATEMENT_WORDS.contains(&first.as_str()) {
+        return Ok(None);
+    }
+    let page = Page {
+        offset: 0,
+        limit: scope.config.max_rows.min(MAX_RESULTS * 5),
+    };
+    match run_sql(scope, q, page).await {
+        Ok((rs, tables, _masked)) => {
+            let catalog = scope.db.catalog().await?;
+            // Rows get real ids when the query reads one table and selects its key.
+            let table = match tables.as_slice() {
+                [t] => catalog.find(&match &t.schema {
+                    Some(s) => format!("{s}.{}", t.name),
+                    None => t.name.clone(),
+                }),
+                _ => None,
+            };
+            Ok(Some(rows_to_hits(scope, table, &rs, q, 0)))
+        }
+        // Words like "update on shipping delays" are not SQL: search them as words.
+        Err(ToolError::Refused(GuardError::Parse(_))) if first != "select" && first != "with" => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Lower-case keywords of a natural-language query, stopwords removed.
+pub(crate) fn keywords(q: &str) -> Vec<String> {
+    const STOP: [&str; 64] = [
+        "a", "an", "the", "and", "or", "of", "in", "on", "for", "to", "with", "by", "at", "from",
+        "is", "are", "was", "were", "be", "been", "what", "which", "who", "whom", "where", "when",
+        "how", "why", "all", "any", "some", "me", "my", "our", "we", "you", "your", "show", "find",
+        "list", "get", "give", "tell", "about", "that", "this", "these", "those", "it", "its",
+        "do", "does", "did", "there", "their", "them", "than", "then", "into", "as", "please",
+        "can", "could", "have",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for w in
+        q.split(|c: char| !(c.is_alphanumeric() || c == '@' || c == '.' || c == '-' || c == '_'))
+    {
+        let w = w
+            .trim_matches(|c: char| c == '.' || c == '-' || c == '_')
+            .to_lowercase();
+        if w.chars().count() < 2 || STOP.contains(&w.as_str()) || out.contains(&w) {
+            continue;
+        }
+        out.push(w);
+        if out.len() == MAX_KEYWORDS {
+            break;
+        }
+    }
+    out
+}
+
+async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> {
+    let words = keywords(q);
+    if words.is_empty() {
+        return Err(ToolError::InvalidArguments(format!(
+            "`{}` has no words to search for; use more specific words, `list tables`, or a SELECT query",
+            truncate(q, 80)
+        )));
+    }
+    let catalog = scope.db.catalog().await?;
+    let tables = visible_tables(scope, &catalog);
+    let mut hits: Vec<Hit> = Vec::new();
+    // A keyword naming a table (singular or plural) puts the table itself among the results.
+    for t in &tables {
+        let name = t.name.to_lowercase();
+        let matched = words
+            .iter()
+            .any(|w| name == *w || name == format!("{w}s") || format!("{name}s") == *w);
+        if matched {
+            hits.push(table_hit(scope, t, 100));
+        }
+    }
+    let plans: Vec<(&TableInfo, Vec<String>, Vec<String>)> = tables
+        .iter()
+        .map(|t| (*t, visible_columns(scope, t), searchable_columns(scope, t)))
+        .filter(|(_, _, text)| !text.is_empty())
+        .collect();
+    let searches = plans.iter().map(|(t, cols, text)| {
+        scope.db.search(SearchRequest {
+            table: t,
+            columns: cols,
+            text_columns: text,
+            keywords: &words,
+            limit: PER_TABLE,
+        })
+    });
+    let results = futures::future::join_all(searches).await;
+    for ((table, _, text_cols), result) in plans.iter().zip(results) {
+        let rs = result?;
+        let score_col = rs.columns.len().saturating_sub(1);
+        for row in &rs.rows {
+            let score = match row.get(score_col) {
+                Some(crate::db::Value::Int(s)) => *s,
+                _ => 0,
+            };
+            let cols = &rs.columns[..score_col];
+            let values = &row[..score_col];
+            let Some(id) = row_id(table, cols, values) else {
+                continue;
+            };
+            hits.push(Hit {
+                id,
+                title: row_title(table, cols, values),
+                text: snippet(cols, values, text_cols, &words),
+                score,
+            });
+        }
+    }
+    // Stable sort keeps table order among equal scores.
+    hits.sort_by_key(|h| std::cmp::Reverse(h.score));
+    hits.truncate(MAX_RESULTS);
+    Ok(hits)
+}
+
+/// About 200 characters of the first text column that contains a keyword, around the match.
+fn snippet(
+    cols: &[crate::db::ResultColumn],
+    values: &[crate::db::Value],
+    text_cols: &[String],
+    words: &[String],
+) -> String {
+    for (c, v) in cols.iter().zip(values) {
+        if !text_cols.contains(&c.name) {
+            continue;
+        }
+        let crate::db::Value::Text(s) = v else {
+            continue;
+        };
+        let lower = s.to_lowercase();
+        if let Some(pos) = words.iter().filter_map(|w| lower.find(w.as_str())).min() {
+            // `pos` indexes `lower`; map to a char index so slicing `s` stays on boundaries.
+            let char_pos = lower[..pos].chars().count();
+            let start = char_pos.saturating_sub(60);
+            let piece: String = s.chars().skip(start).take(200).collect();
+            let prefix = if start > 0 { "…" } else { "" };
+            let suffix = if s.chars().count() > start + 200 {
+                "…"
+            } else {
+                ""
+            };
+            return format!("{}: {prefix}{piece}{suffix}", c.name);
+        }
+    }
+    cols.iter()
+        .zip(values)
+        .take(4)
+        .map(|(c, v)| format!("{}: {}", c.name, v.display()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_drop_stopwords_and_duplicates() {
+        assert_eq!(
+            keywords("What are the refund requests for damaged items? Refund!"),
+            vec!["refund", "requests", "damaged", "items"]
+        );
+    }
+
+    #[test]
+    fn keywords_keep_emails_and_unicode() {
+        assert_eq!(
+            keywords("anna.berg@example.com Zürich"),
+            vec!["anna.berg@example.com", "zürich"]
+        );
+    }
+
+    #[test]
+    fn commands_need_an_argument() {
+        assert_eq!(strip_command("describe orders", "describe"), Some("orders"));
+        assert_eq!(strip_command("describe", "describe"), None);
+        assert_eq!(strip_command("describes x", "describe"), None);
+    }
+}

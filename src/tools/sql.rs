@@ -1,0 +1,348 @@
+//! The SQL-shaped tools of the `full` profile: `list_tables`, `describe_table`,
+//! `get_table_sample`, `execute_sql`, and the table description `fetch` shares.
+
+use serde_json::{Value, json};
+
+use super::cache::{Cursor, CursorTarget};
+use super::ids::RecordId;
+use super::{
+    ToolError, ToolOutput, resolve_table, row_object, table_list, visible_columns, visible_tables,
+};
+use crate::db::guard::{self, TableRef};
+use crate::db::{Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
+use crate::state::Scope;
+
+/// Default page of `get_table_sample`.
+const DEFAULT_SAMPLE: usize = 10;
+
+pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
+    let catalog = scope.db.catalog().await?;
+    let tables: Vec<Value> = visible_tables(scope, &catalog)
+        .into_iter()
+        .map(|t| {
+            json!({
+                "id": t.qualified(),
+                "schema": t.schema,
+                "name": t.name,
+                "kind": t.kind,
+                "rows": t.row_estimate,
+                "columns": visible_columns(scope, t).len(),
+                "primary_key": t.primary_key,
+            })
+        })
+        .collect();
+    let n = tables.len();
+    Ok(ToolOutput {
+        structured: json!({ "tables": tables }),
+        rows: n,
+    })
+}
+
+pub async fn describe_table(scope: &Scope, name: &str) -> Result<ToolOutput, ToolError> {
+    let catalog = scope.db.catalog().await?;
+    let table = resolve_table(scope, &catalog, name)?;
+    Ok(ToolOutput {
+        structured: describe(scope, &catalog, table),
+        rows: 1,
+    })
+}
+
+/// A table's description as JSON: columns, keys, relationships (only visible ones).
+pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
+    let visible = visible_columns(scope, table);
+    let columns: Vec<Value> = table
+        .columns
+        .iter()
+        .filter(|c| visible.contains(&c.name))
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "type": c.data_type,
+                "nullable": c.nullable,
+                "primary_key": table.primary_key.contains(&c.name),
+            })
+        })
+        .collect();
+    let foreign_keys: Vec<Value> = table
+        .foreign_keys
+        .iter()
+        .filter(|fk| {
+            scope
+                .rules
+                .table_visible(Some(&fk.ref_schema), &fk.ref_table)
+        })
+        .map(|fk| {
+            json!({
+                "columns": fk.columns,
+                "references": RecordId::table(&fk.ref_schema, &fk.ref_table),
+                "ref_columns": fk.ref_columns,
+            })
+        })
+        .collect();
+    let referenced_by: Vec<Value> = visible_tables(scope, catalog)
+        .into_iter()
+        .flat_map(|other| {
+            other
+                .foreign_keys
+                .iter()
+                .filter(|fk| {
+                    fk.ref_table.eq_ignore_ascii_case(&table.name)
+                        && fk.ref_schema.eq_ignore_ascii_case(&table.schema)
+                })
+                .map(move |fk| json!({"table": other.qualified(), "columns": fk.columns}))
+        })
+        .collect();
+    json!({
+        "id": table.qualified(),
+        "schema": table.schema,
+        "name": table.name,
+        "kind": table.kind,
+        "rows": table.row_estimate,
+        "primary_key": table.primary_key,
+        "key_is_heuristic": table.key_is_heuristic,
+        "columns": columns,
+        "foreign_keys": foreign_keys,
+        "referenced_by": referenced_by,
+    })
+}
+
+/// The same description as readable text (for `fetch`'s `text`).
+pub(crate) fn describe_text(desc: &Value) -> String {
+    let mut s = format!(
+        "{} {} ({} rows)\nColumns:\n",
+        desc["kind"].as_str().unwrap_or("table"),
+        desc["id"].as_str().unwrap_or(""),
+        desc["rows"]
+    );
+    for c in desc["columns"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "- {} {}{}{}\n",
+            c["name"].as_str().unwrap_or(""),
+            c["type"].as_str().unwrap_or(""),
+            if c["nullable"] == true {
+                " NULL"
+            } else {
+                " NOT NULL"
+            },
+            if c["primary_key"] == true {
+                " PRIMARY KEY"
+            } else {
+                ""
+            }
+        ));
+    }
+    for fk in desc["foreign_keys"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "Foreign key ({}) references {} ({})\n",
+            join(&fk["columns"]),
+            fk["references"].as_str().unwrap_or(""),
+            join(&fk["ref_columns"])
+        ));
+    }
+    for r in desc["referenced_by"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "Referenced by {} ({})\n",
+            r["table"].as_str().unwrap_or(""),
+            join(&r["columns"])
+        ));
+    }
+    s
+}
+
+fn join(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Builds the paged JSON result shared by `get_table_sample` and `execute_sql`.
+fn paged(scope: &Scope, rs: &RowSet, page: Page, target: CursorTarget, extra: Value) -> ToolOutput {
+    let rows: Vec<Value> = rs
+        .rows
+        .iter()
+        .map(|r| Value::Object(row_object(&rs.columns, r)))
+        .collect();
+    let mut out = json!({
+        "columns": rs.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        "rows": rows,
+        "row_count": rs.rows.len(),
+        "offset": page.offset,
+        "truncated": rs.more,
+    });
+    if rs.more {
+        let cursor = scope.cache.put_cursor(Cursor {
+            target,
+            offset: page.offset + rs.rows.len(),
+            page_size: page.limit,
+        });
+        out["next_cursor"] = Value::String(cursor);
+    }
+    if let (Value::Object(o), Value::Object(e)) = (&mut out, extra) {
+        o.extend(e);
+    }
+    ToolOutput {
+        structured: out,
+        rows: rs.rows.len(),
+    }
+}
+
+/// Resolves the page to run: from a cursor (which must belong to `target`) or from scratch.
+fn page_for(
+    scope: &Scope,
+    target: &CursorTarget,
+    size: Option<usize>,
+    default: usize,
+    cursor: Option<&str>,
+) -> Result<Page, ToolError> {
+    let cap = scope.config.max_rows;
+    match cursor {
+        Some(id) => {
+            let c = scope.cache.take_cursor(id).ok_or_else(|| {
+                ToolError::InvalidArguments(
+                    "`cursor` is unknown or expired; run the call again without a cursor".into(),
+                )
+            })?;
+            if &c.target != target {
+                return Err(ToolError::InvalidArguments(
+                    "`cursor` belongs to a different query; pass it with the same arguments as the page it came from".into(),
+                ));
+            }
+            Ok(Page {
+                offset: c.offset,
+                limit: size.unwrap_or(c.page_size).min(cap),
+            })
+        }
+        None => Ok(Page {
+            offset: 0,
+            limit: size.unwrap_or(default).min(cap),
+        }),
+    }
+}
+
+pub async fn get_table_sample(
+    scope: &Scope,
+    name: &str,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<ToolOutput, ToolError> {
+    let catalog = scope.db.catalog().await?;
+    let table = resolve_table(scope, &catalog, name)?;
+    let target = CursorTarget::Table(table.qualified());
+    let page = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor)?;
+    let columns = visible_columns(scope, table);
+    let rs = scope.db.sample(table, &columns, page).await?;
+    Ok(paged(
+        scope,
+        &rs,
+        page,
+        target,
+        json!({"table": table.qualified()}),
+    ))
+}
+
+/// Checks and runs ad-hoc SQL, dropping hidden columns; shared by `execute_sql` and `search`.
+pub(crate) async fn run_sql(
+    scope: &Scope,
+    sql: &str,
+    page: Page,
+) -> Result<(RowSet, Vec<TableRef>, Vec<String>), ToolError> {
+    let checked = guard::check(sql, scope.db.dialect(), &scope.rules)?;
+    let catalog = scope.db.catalog().await?;
+    let mut rs = match scope.db.query(sql, page).await {
+        Ok(rs) => rs,
+        Err(DbError::Sql(msg)) if looks_like_missing_table(&msg) => {
+            return Err(ToolError::NotFound(format!(
+                "{msg}; visible tables: {}",
+                table_list(scope, &catalog)
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let masked = mask_columns(scope, &catalog, &checked.tables, &mut rs);
+    Ok((rs, checked.tables, masked))
+}
+
+fn looks_like_missing_table(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("no such table") || m.contains("invalid object name")
+}
+
+/// Removes result columns whose name is a hidden column of a referenced table. The guard
+/// already refused queries naming hidden columns; this catches `SELECT *`.
+fn mask_columns(
+    scope: &Scope,
+    catalog: &Catalog,
+    tables: &[TableRef],
+    rs: &mut RowSet,
+) -> Vec<String> {
+    if scope.rules.deny_columns.is_empty() {
+        return Vec::new();
+    }
+    let resolved: Vec<(String, String)> = tables
+        .iter()
+        .map(|t| {
+            let name = match &t.schema {
+                Some(s) => format!("{s}.{}", t.name),
+                None => t.name.clone(),
+            };
+            match catalog.find(&name) {
+                Some(info) => (info.schema.clone(), info.name.clone()),
+                None => (t.schema.clone().unwrap_or_default(), t.name.clone()),
+            }
+        })
+        .collect();
+    let hidden: Vec<usize> = rs
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            resolved
+                .iter()
+                .any(|(s, t)| scope.rules.column_denied(Some(s), t, &c.name))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if hidden.is_empty() {
+        return Vec::new();
+    }
+    let names = hidden.iter().map(|&i| rs.columns[i].name.clone()).collect();
+    let keep = |i: usize| !hidden.contains(&i);
+    rs.columns = std::mem::take(&mut rs.columns)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, c)| c)
+        .collect::<Vec<ResultColumn>>();
+    for row in &mut rs.rows {
+        *row = std::mem::take(row)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, v)| v)
+            .collect();
+    }
+    names
+}
+
+pub async fn execute_sql(
+    scope: &Scope,
+    sql: &str,
+    page_size: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<ToolOutput, ToolError> {
+    if sql.trim().is_empty() {
+        return Err(ToolError::InvalidArguments("`sql` is empty".into()));
+    }
+    let target = CursorTarget::Sql(sql.to_string());
+    let page = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
+    let (rs, _tables, masked) = run_sql(scope, sql, page).await?;
+    let extra = if masked.is_empty() {
+        json!({})
+    } else {
+        json!({ "masked_columns": masked })
+    };
+    Ok(paged(scope, &rs, page, target, extra))
+}
