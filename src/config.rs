@@ -516,7 +516,10 @@ profile = "chatgpt"
 
     #[test]
     fn an_unknown_database_key_is_refused() {
-        let err = Config::parse(&MINIMAL.replace("kind = \"sqlite\"", "kind = \"sqlite\"\npassword = \"x\"")).unwrap_err();
+        let err = Config::parse(
+            &MINIMAL.replace("kind = \"sqlite\"", "kind = \"sqlite\"\npassword = \"x\""),
+        )
+        .unwrap_err();
         assert!(err.problem.contains("password"), "{err}");
     }
 

@@ -338,16 +338,37 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
     Ok(Catalog { tables })
 }
 
-fn decode(v: ValueRef<'_>, kind: ValueKind) -> Value {
+/// The scale `s` of a declared `DECIMAL(p,s)` / `NUMERIC(p,s)`.
+fn decimal_scale(decl: &str) -> Option<usize> {
+    let inner = decl.split_once('(')?.1.split_once(')')?.0;
+    inner.split_once(',')?.1.trim().parse().ok()
+}
+
+/// Column decoding info: broad kind plus, for decimals, the declared scale. SQLite stores
+/// `DECIMAL(10,2)` values as numbers (12.50 becomes 12.5), so the scale restores the text.
+#[derive(Clone, Copy)]
+struct ColType {
+    kind: ValueKind,
+    scale: Option<usize>,
+}
+
+fn decode(v: ValueRef<'_>, ty: ColType) -> Value {
+    let kind = ty.kind;
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => match kind {
             ValueKind::Boolean => Value::Bool(i != 0),
-            ValueKind::Decimal => Value::Decimal(i.to_string()),
+            ValueKind::Decimal => Value::Decimal(match ty.scale {
+                Some(s) if s > 0 => format!("{i}.{}", "0".repeat(s)),
+                _ => i.to_string(),
+            }),
             _ => Value::Int(i),
         },
         ValueRef::Real(f) => match kind {
-            ValueKind::Decimal => Value::Decimal(f.to_string()),
+            ValueKind::Decimal => Value::Decimal(match ty.scale {
+                Some(s) => format!("{f:.s$}"),
+                None => f.to_string(),
+            }),
             _ => Value::Float(f),
         },
         ValueRef::Text(t) => {
@@ -376,13 +397,17 @@ fn run(
             data_type: c.decl_type().map(str::to_string),
         })
         .collect();
-    let kinds: Vec<ValueKind> = columns
+    let kinds: Vec<ColType> = columns
         .iter()
-        .map(|c| {
-            c.data_type
-                .as_deref()
-                .map(kind_of)
-                .unwrap_or(ValueKind::Other)
+        .map(|c| match c.data_type.as_deref() {
+            Some(d) => ColType {
+                kind: kind_of(d),
+                scale: decimal_scale(d),
+            },
+            None => ColType {
+                kind: ValueKind::Other,
+                scale: None,
+            },
         })
         .collect();
     let mut rows = stmt
@@ -588,6 +613,27 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn decimals_keep_their_declared_scale() {
+        let ty = ColType {
+            kind: ValueKind::Decimal,
+            scale: decimal_scale("DECIMAL(10,2)"),
+        };
+        assert_eq!(
+            decode(ValueRef::Real(12.5), ty),
+            Value::Decimal("12.50".into())
+        );
+        assert_eq!(
+            decode(ValueRef::Integer(12), ty),
+            Value::Decimal("12.00".into())
+        );
+        assert_eq!(
+            decode(ValueRef::Real(0.1 + 0.2), ty),
+            Value::Decimal("0.30".into())
+        );
+        assert_eq!(decimal_scale("NUMERIC(5)"), None);
     }
 
     #[test]

@@ -363,13 +363,15 @@ async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> 
     Ok(hits)
 }
 
-/// About 200 characters of the first text column that contains a keyword, around the match.
+/// About 200 characters around the first keyword in the text column with the most keyword
+/// hits (longer text wins ties, so a description beats a subject line).
 fn snippet(
     cols: &[crate::db::ResultColumn],
     values: &[crate::db::Value],
     text_cols: &[String],
     words: &[String],
 ) -> String {
+    let mut best: Option<(usize, usize, &str, &str, usize)> = None;
     for (c, v) in cols.iter().zip(values) {
         if !text_cols.contains(&c.name) {
             continue;
@@ -378,19 +380,38 @@ fn snippet(
             continue;
         };
         let lower = s.to_lowercase();
-        if let Some(pos) = words.iter().filter_map(|w| lower.find(w.as_str())).min() {
-            // `pos` indexes `lower`; map to a char index so slicing `s` stays on boundaries.
-            let char_pos = lower[..pos].chars().count();
-            let start = char_pos.saturating_sub(60);
-            let piece: String = s.chars().skip(start).take(200).collect();
-            let prefix = if start > 0 { "…" } else { "" };
-            let suffix = if s.chars().count() > start + 200 {
-                "…"
-            } else {
-                ""
-            };
-            return format!("{}: {prefix}{piece}{suffix}", c.name);
+        let hits = words.iter().filter(|w| lower.contains(w.as_str())).count();
+        if hits == 0 {
+            continue;
         }
+        let Some(pos) = words.iter().filter_map(|w| lower.find(w.as_str())).min() else {
+            continue;
+        };
+        let better = match best {
+            None => true,
+            Some((h, len, ..)) => hits > h || (hits == h && s.len() > len),
+        };
+        if better {
+            // `pos` indexes the lower-cased text; count chars so slicing stays on boundaries.
+            best = Some((
+                hits,
+                s.len(),
+                c.name.as_str(),
+                s.as_str(),
+                lower[..pos].chars().count(),
+            ));
+        }
+    }
+    if let Some((_, _, name, s, char_pos)) = best {
+        let start = char_pos.saturating_sub(60);
+        let piece: String = s.chars().skip(start).take(200).collect();
+        let prefix = if start > 0 { "…" } else { "" };
+        let suffix = if s.chars().count() > start + 200 {
+            "…"
+        } else {
+            ""
+        };
+        return format!("{name}: {prefix}{piece}{suffix}");
     }
     cols.iter()
         .zip(values)
