@@ -209,11 +209,9 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     };
     let base = state.public_url();
     eprintln!();
-    eprintln!("  ################################################################");
-    eprintln!("  #  DEMO MODE: AUTHENTICATION IS OFF.                           #");
-    eprintln!("  #  Anyone who can reach {bound:<37}#");
-    eprintln!("  #  can query this database. Use `serve` with a config for real. #");
-    eprintln!("  ################################################################");
+    eprintln!("  !!! DEMO MODE: AUTHENTICATION IS OFF !!!");
+    eprintln!("  Anyone who can reach {bound} can query this database.");
+    eprintln!("  For a real deployment use `mssql-mcp serve --config <file>`.");
     eprintln!();
     eprintln!(
         "  demo database: {} (ready in {:.1?})",
