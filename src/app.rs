@@ -100,16 +100,26 @@ pub async fn run(
         }
     });
     let closing = state.clone();
-    let result = axum::serve(
+    let grace = Duration::from_secs(state.config().server.shutdown_grace_secs);
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let stopping_signal = stopping.clone();
+    let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
+        stopping_signal.cancel();
         // End sessions so their SSE streams close and the drain can finish.
         closing.sessions().close_all();
-    })
-    .await;
+    });
+    let result = tokio::select! {
+        r = serve => r.map_err(StartError::Io),
+        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
     reaper.abort();
-    result.map_err(StartError::Io)
+    result
 }

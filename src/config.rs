@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub session_idle_secs: u64,
     /// At most this many live MCP sessions (all scopes); the oldest idle one is ended beyond it.
     pub max_sessions: usize,
+    /// On SIGTERM, open requests get this many seconds to finish before the process exits.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             session_idle_secs: 3600,
             max_sessions: 10_000,
+            shutdown_grace_secs: 10,
         }
     }
 }
