@@ -234,7 +234,13 @@ pub async fn call(scope: &Scope, name: &str, args: &Value) -> Result<ToolOutput,
 }
 
 fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolError> {
-    let def = definition(name);
+    // Every tool is in the full profile; its definitions are built once.
+    let Some(def) = definitions(ToolProfile::Full)
+        .as_array()
+        .and_then(|defs| defs.iter().find(|d| d["name"] == name))
+    else {
+        return Ok(());
+    };
     let Some(props) = def["inputSchema"]["properties"].as_object() else {
         return Ok(());
     };
