@@ -262,6 +262,7 @@ pub(crate) async fn run_sql(
         Err(e) => return Err(e.into()),
     };
     let masked = mask_columns(scope, &catalog, &checked.tables, &mut rs);
+    rs.dedupe_column_names();
     Ok((rs, checked.tables, masked))
 }
 
