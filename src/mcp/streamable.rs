@@ -246,17 +246,16 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             .unwrap_or(protocol::LATEST_LEGACY_VERSION);
         match header_version {
             None => Era::Legacy(negotiated),
-            Some(v) => match protocol::supported_version(v) {
-                Some(v) if v != MODERN_VERSION => Era::Legacy(v),
-                _ => {
-                    let err = RpcError::invalid_request(format!(
-                        "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
+            // The header must name the version this session negotiated.
+            Some(v) if v == negotiated => Era::Legacy(negotiated),
+            Some(v) => {
+                let err = RpcError::invalid_request(format!(
+                        "Bad Request: MCP-Protocol-Version `{}` is not this session's version; it negotiated {negotiated}",
                         crate::tools::truncate(v, 40)
                     ))
                     .with_status(StatusCode::BAD_REQUEST);
-                    return rpc_error_response(Some(&req.id), &err);
-                }
-            },
+                return rpc_error_response(Some(&req.id), &err);
+            }
         }
     };
 

@@ -108,6 +108,24 @@ async fn an_unsupported_protocol_version_header_is_400() {
 }
 
 #[tokio::test]
+async fn a_version_header_other_than_the_negotiated_one_is_400() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", "2025-06-18").await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[
+                ("mcp-session-id", &c.session),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            &tools_list(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.error_message().contains("2025-06-18"), "{}", r.text);
+}
+
+#[tokio::test]
 async fn a_notification_for_an_unknown_session_is_404() {
     let srv = Server::demo().await;
     let r = srv
