@@ -246,14 +246,15 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             .unwrap_or(protocol::LATEST_LEGACY_VERSION);
         match header_version {
             None => Era::Legacy(negotiated),
-            // The header must name the version this session negotiated.
-            Some(v) if v == negotiated => Era::Legacy(negotiated),
+            // Any revision a client may legitimately send is accepted (the official SDKs send
+            // older ones too); the session keeps behaving as negotiated. Unknown values are 400.
+            Some(v) if protocol::KNOWN_SESSION_VERSIONS.contains(&v) => Era::Legacy(negotiated),
             Some(v) => {
                 let err = RpcError::invalid_request(format!(
-                        "Bad Request: MCP-Protocol-Version `{}` is not this session's version; it negotiated {negotiated}",
-                        crate::tools::truncate(v, 40)
-                    ))
-                    .with_status(StatusCode::BAD_REQUEST);
+                    "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
+                    crate::tools::truncate(v, 40)
+                ))
+                .with_status(StatusCode::BAD_REQUEST);
                 return rpc_error_response(Some(&req.id), &err);
             }
         }
