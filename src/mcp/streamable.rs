@@ -22,12 +22,13 @@ use base64::Engine;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::dispatch::{self, Caller};
+use super::dispatch;
 use super::protocol::{
     self, Era, Incoming, META_PROTOCOL_VERSION, MODERN_VERSION, Request, RpcError,
     SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use super::{ScopeCtx, rpc_error_response, sse_headers};
+use crate::oauth::bearer::{Endpoint, authenticate};
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -166,6 +167,10 @@ fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcErr
 
 /// POST `{scope}/mcp`
 pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     if let Err(e) = check_content_type(&headers) {
         return rpc_error_response(None, &e);
     }
@@ -190,7 +195,6 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
         Ok(k) => k,
         Err(e) => return rpc_error_response(Some(&req.id), &e),
     };
-    let caller = Caller::default();
     let header_version = header_str(&headers, VERSION_HEADER);
     let has_modern_meta = req
         .meta()
@@ -279,6 +283,9 @@ fn session_not_found() -> Response {
 
 /// GET `{scope}/mcp`: the server-to-client stream of a 2025 session.
 pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+    if let Err(resp) = authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+        return resp;
+    }
     let accepts_sse = header_str(&headers, header::ACCEPT.as_str())
         .is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"));
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {
@@ -330,6 +337,9 @@ pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
 
 /// DELETE `{scope}/mcp`: ends a 2025 session.
 pub async fn delete(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+    if let Err(resp) = authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+        return resp;
+    }
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {
         let err = RpcError::invalid_request("Bad Request: Mcp-Session-Id header is required")
             .with_status(StatusCode::BAD_REQUEST);
