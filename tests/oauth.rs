@@ -1,0 +1,1580 @@
+//! The OAuth 2.1 authorization server end to end: the real server on 127.0.0.1:0 with a
+//! temporary state directory, driven over sockets. Negative cases first.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine;
+use mssql_mcp::config::Config;
+use mssql_mcp::state::AppState;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const ALICE_PASSWORD: &str = "correct horse battery staple";
+const BOB_PASSWORD: &str = "bob's long passphrase here";
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+fn hash_of(password: &str) -> String {
+    mssql_mcp::oauth::password::hash(password).expect("hash")
+}
+
+/// Hashes are slow on purpose: make them once for the whole test binary.
+fn hashes() -> &'static (String, String) {
+    static H: OnceLock<(String, String)> = OnceLock::new();
+    H.get_or_init(|| (hash_of(ALICE_PASSWORD), hash_of(BOB_PASSWORD)))
+}
+
+/// A running server; stops when dropped or by `stop`.
+struct Server {
+    addr: SocketAddr,
+    base: String,
+    state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn make_database(dir: &Path) -> PathBuf {
+    let path = dir.join("data.sqlite");
+    if !path.exists() {
+        let conn = rusqlite::Connection::open(&path).expect("db");
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT);
+             INSERT INTO customers VALUES (1, 'Ada Lovelace', 'London'), (2, 'Grace Hopper', 'Arlington');",
+        )
+        .expect("schema");
+    }
+    path
+}
+
+fn config_text(dir: &Path, addr: SocketAddr, extra_oauth: &str) -> String {
+    let db = make_database(dir);
+    let (alice, bob) = hashes();
+    format!(
+        r#"
+[server]
+listen = "{addr}"
+public_url = "http://{addr}"
+state_dir = "{state}"
+
+[[database]]
+name = "crm"
+kind = "sqlite"
+path = "{db}"
+
+[[scope]]
+path = "/chatgpt"
+database = "crm"
+profile = "chatgpt"
+
+[[scope]]
+path = "/claude"
+database = "crm"
+profile = "full"
+
+[oauth]
+default_scope = "/chatgpt"
+{extra_oauth}
+
+[[oauth.users]]
+username = "alice"
+password_hash = "{alice}"
+scopes = ["/chatgpt", "/claude"]
+
+[[oauth.users]]
+username = "bob"
+password_hash = "{bob}"
+scopes = ["/claude"]
+"#,
+        state = dir.join("state").display(),
+        db = db.display(),
+    )
+}
+
+async fn start_on(dir: &Path, listener: TcpListener, extra_oauth: &str) -> Server {
+    let addr = listener.local_addr().expect("addr");
+    let config = Config::parse(&config_text(dir, addr, extra_oauth)).expect("config");
+    let state = mssql_mcp::app::build_state(config, false)
+        .await
+        .expect("state");
+    let (tx, rx) = oneshot::channel::<()>();
+    let s = state.clone();
+    let task = tokio::spawn(async move {
+        let _ = mssql_mcp::app::run(s, listener, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Server {
+        addr,
+        base: format!("http://{addr}"),
+        state,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+async fn start(dir: &Path, extra_oauth: &str) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_on(dir, listener, extra_oauth).await
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn pkce() -> (String, String) {
+    let verifier = mssql_mcp::oauth::random_token("v");
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+async fn register(c: &reqwest::Client, s: &Server, scope: &str, body: Value) -> reqwest::Response {
+    c.post(format!("{}{scope}/register", s.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("register")
+}
+
+async fn register_public(c: &reqwest::Client, s: &Server, scope: &str) -> String {
+    let r = register(
+        c,
+        s,
+        scope,
+        json!({"client_name": "Test Client <b>", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("json");
+    assert!(v.get("client_secret").is_none());
+    v["client_id"].as_str().expect("client_id").to_string()
+}
+
+fn authorize_url(s: &Server, scope: &str, params: &[(&str, &str)]) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    format!("{}{scope}/authorize?{q}", s.base)
+}
+
+fn standard_params<'a>(
+    client_id: &'a str,
+    challenge: &'a str,
+    resource: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "st-123"),
+        ("resource", resource),
+        ("scope", "mcp"),
+    ]
+}
+
+/// The page's hidden field `name`.
+fn hidden(body: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker)? + marker.len();
+    let end = body[start..].find('"')? + start;
+    Some(body[start..end].to_string())
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mcp_authz="))
+        .map(|v| v.split(';').next().unwrap_or("").to_string())
+}
+
+/// The sign-in page of an authorization request: (request_id, csrf, cookie).
+async fn open_page(c: &reqwest::Client, url: &str) -> (String, String, String) {
+    let r = c.get(url).send().await.expect("page");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = cookie(r.headers()).expect("cookie");
+    let body = r.text().await.expect("body");
+    (
+        hidden(&body, "request_id").expect("request_id"),
+        hidden(&body, "csrf").expect("csrf"),
+        cookie,
+    )
+}
+
+async fn post_form(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = c.post(format!("{}{scope}/authorize", s.base)).form(form);
+    if let Some(ck) = cookie {
+        req = req.header("cookie", ck);
+    }
+    req.send().await.expect("post")
+}
+
+/// Signs in as `user` and approves; returns the redirect's query parameters.
+async fn approve(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    url: &str,
+    user: &str,
+    password: &str,
+) -> std::collections::HashMap<String, String> {
+    let (rid, csrf, ck) = open_page(c, url).await;
+    let r = post_form(
+        c,
+        s,
+        scope,
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", user),
+            ("password", password),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    redirect_params(r.headers())
+}
+
+fn redirect_params(h: &HeaderMap) -> std::collections::HashMap<String, String> {
+    let loc = h
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("location");
+    assert!(loc.starts_with(REDIRECT), "{loc}");
+    let u = url::Url::parse(loc).expect("url");
+    u.query_pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn token_request(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    c.post(format!("{}{scope}/token", s.base))
+        .form(form)
+        .send()
+        .await
+        .expect("token")
+}
+
+/// Registration, sign-in, approval and code exchange: (client_id, token response).
+async fn full_flow(c: &reqwest::Client, s: &Server, scope: &str) -> (String, Value) {
+    let client_id = register_public(c, s, scope).await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}{scope}/mcp", s.base);
+    let url = authorize_url(
+        s,
+        scope,
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(c, s, scope, &url, "alice", ALICE_PASSWORD).await;
+    let code = q.get("code").expect("code").clone();
+    let r = token_request(
+        c,
+        s,
+        scope,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("resource", &resource),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    (client_id, r.json().await.expect("json"))
+}
+
+async fn mcp_initialize(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut req = c
+        .post(format!("{}{scope}/mcp", s.base))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("mcp")
+}
+
+fn access(v: &Value) -> String {
+    v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+fn refresh(v: &Value) -> String {
+    v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string()
+}
+
+// ---------------------------------------------------------------- negative cases
+
+#[tokio::test]
+async fn registration_refuses_redirect_uris_outside_the_allowed_hosts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    for bad in [
+        "https://chatgpt.com.evil.com/connector_platform_oauth_redirect",
+        "https://chatgpt.com@evil.com/",
+        "https://evil.com/chatgpt.com",
+        "https://chatgpt.com/cb#fragment",
+        "http://chatgpt.com/cb",
+        "http://192.168.1.10/cb",
+        "javascript:alert(1)",
+    ] {
+        let r = register(
+            &c,
+            &s,
+            "/chatgpt",
+            json!({"redirect_uris": [bad], "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["error"], "invalid_redirect_uri", "{bad}");
+    }
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client_metadata"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_shows_bad_clients_and_redirect_uris_on_the_page_and_never_redirects() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    for (name, value) in [
+        ("redirect_uri", "https://evil.com/callback"),
+        ("redirect_uri", "http://127.0.0.1:9/callback/other"),
+        ("redirect_uri", "http://127.0.0.1:9/callbackx"),
+        ("client_id", "no-such-client"),
+    ] {
+        let mut params = standard_params(&client_id, &challenge, &resource);
+        for p in params.iter_mut() {
+            if p.0 == name {
+                p.1 = value;
+            }
+        }
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}={value}");
+        assert!(r.headers().get(LOCATION).is_none());
+        let body = r.text().await.expect("body");
+        assert!(body.contains("Sign-in cannot continue"), "{body}");
+    }
+    // A client registered at /claude is unknown at /chatgpt.
+    let claude_client = register_public(&c, &s, "/claude").await;
+    let params = standard_params(&claude_client, &challenge, &resource);
+    let r = c
+        .get(authorize_url(&s, "/chatgpt", &params))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(LOCATION).is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_without_s256_pkce_redirects_back_with_invalid_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        standard_params(&client_id, &challenge, &resource)
+            .into_iter()
+            .filter(|p| p.0 != "code_challenge" && p.0 != "code_challenge_method")
+            .collect(),
+        standard_params(&client_id, &challenge, &resource)
+            .into_iter()
+            .map(|p| {
+                if p.0 == "code_challenge_method" {
+                    ("code_challenge_method", "plain")
+                } else {
+                    p
+                }
+            })
+            .collect(),
+        standard_params(&client_id, &challenge, &resource)
+            .into_iter()
+            .filter(|p| p.0 != "code_challenge_method")
+            .collect(),
+        standard_params(&client_id, &verifier, &resource),
+    ];
+    for params in cases {
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{params:?}");
+        let q = redirect_params(r.headers());
+        assert_eq!(q["error"], "invalid_request", "{params:?}");
+        assert_eq!(q["state"], "st-123");
+        assert_eq!(q["iss"], format!("{}/chatgpt", s.base));
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_for_another_resource_redirects_back_with_invalid_target() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    for resource in [
+        format!("{}/claude/mcp", s.base),
+        "https://evil.example/chatgpt/mcp".to_string(),
+        format!("{}/chatgpt/other", s.base),
+    ] {
+        let params = standard_params(&client_id, &challenge, &resource);
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            redirect_params(r.headers())["error"],
+            "invalid_target",
+            "{resource}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_sign_in_form_without_its_csrf_token_or_cookie_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let attempts: Vec<(Option<&str>, Vec<(&str, &str)>)> = vec![
+        (
+            Some(&ck),
+            vec![
+                ("request_id", &rid),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+        (
+            Some(&ck),
+            vec![
+                ("request_id", &rid),
+                ("csrf", "forged"),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+        (
+            None,
+            vec![
+                ("request_id", &rid),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+        (
+            Some("mcp_authz=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            vec![
+                ("request_id", &rid),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+    ];
+    for (cookie, form) in attempts {
+        let r = post_form(&c, &s, "/chatgpt", cookie, &form).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{cookie:?} {form:?}");
+        assert!(r.headers().get(LOCATION).is_none());
+    }
+    // The genuine form still works afterwards.
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // And only once.
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "failed_logins_per_user = 3").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let form = |pw: &'static str| {
+        vec![
+            ("request_id", rid.clone()),
+            ("csrf", csrf.clone()),
+            ("username", "alice".to_string()),
+            ("password", pw.to_string()),
+            ("action", "approve".to_string()),
+        ]
+    };
+    for _ in 0..3 {
+        let f = form("guess");
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = post_form(&c, &s, "/chatgpt", Some(&ck), &f).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            r.text()
+                .await
+                .expect("body")
+                .contains("Wrong username or password")
+        );
+    }
+    let f = form(ALICE_PASSWORD);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post_form(&c, &s, "/chatgpt", Some(&ck), &f).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get(LOCATION).is_none());
+    // An unknown username is refused the same way as a wrong password.
+    let (rid2, csrf2, ck2) = open_page(&c, &url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck2),
+        &[
+            ("request_id", &rid2),
+            ("csrf", &csrf2),
+            ("username", "mallory"),
+            ("password", "x"),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_not_allowed_the_scope_cannot_approve_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "bob"),
+            ("password", BOB_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("bob may not grant access to /chatgpt")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn denying_redirects_back_with_access_denied_and_state() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[("request_id", &rid), ("csrf", &csrf), ("action", "deny")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let q = redirect_params(r.headers());
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "st-123");
+    assert!(!q.contains_key("code"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_endpoints_without_a_token_answer_401_pointing_at_their_metadata() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let cases = [
+        (
+            c.post(format!("{}/chatgpt/mcp", s.base))
+                .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"})),
+            "/chatgpt/mcp",
+        ),
+        (c.get(format!("{}/chatgpt/mcp", s.base)), "/chatgpt/mcp"),
+        (c.delete(format!("{}/chatgpt/mcp", s.base)), "/chatgpt/mcp"),
+        (c.get(format!("{}/chatgpt/sse", s.base)), "/chatgpt/sse"),
+        (
+            c.post(format!("{}/chatgpt/sse", s.base))
+                .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"})),
+            "/chatgpt/sse",
+        ),
+        (
+            c.post(format!("{}/chatgpt/messages?session_id=x", s.base))
+                .json(&json!({})),
+            "/chatgpt/sse",
+        ),
+        (
+            c.get(format!("{}/chatgpt/records/customers/1", s.base)),
+            "/chatgpt/mcp",
+        ),
+        (
+            c.post(format!("{}/claude/mcp", s.base)).json(&json!({})),
+            "/claude/mcp",
+        ),
+    ];
+    for (req, path) in cases {
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let h = r.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert_eq!(
+            h,
+            format!(
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource{path}\", scope=\"mcp\"",
+                s.base
+            ),
+        );
+    }
+    // A token in the query string is never read.
+    let r = c
+        .post(format!("{}/chatgpt/mcp?access_token=abc", s.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_token_gets_401_with_invalid_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some("mcp_at_made_up")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let h = r.headers()[WWW_AUTHENTICATE]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(h.starts_with(&format!(
+        "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/chatgpt/mcp\", scope=\"mcp\", error=\"invalid_token\"",
+        s.base
+    )), "{h}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_code_verifier_is_refused_with_invalid_grant() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let (other_verifier, _) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &other_verifier),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_request"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_refused_and_revokes_the_token_it_issued() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("code_verifier", &verifier),
+        ("client_id", &client_id),
+    ];
+    let first: Value = token_request(&c, &s, "/chatgpt", &form)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let token = access(&first);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = token_request(&c, &s, "/chatgpt", &form).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&first)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_code_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "code_ttl_secs = 1").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"], "invalid_grant");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_for_one_scope_is_refused_at_another() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (claude_client, t) = full_flow(&c, &s, "/claude").await;
+    let token = access(&t);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/claude", Some(&token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let h = r.headers()[WWW_AUTHENTICATE]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        h.contains("error=\"invalid_token\"") && h.contains("/chatgpt/mcp"),
+        "{h}"
+    );
+    // Its refresh token and client are unknown at the other scope's token endpoint too.
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &claude_client),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client"
+    );
+    // A refresh naming another resource is refused.
+    let r = token_request(
+        &c,
+        &s,
+        "/claude",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &claude_client),
+            ("resource", &format!("{}/chatgpt/mcp", s.base)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_target"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_the_whole_grant() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (client_id, t) = full_flow(&c, &s, "/chatgpt").await;
+    let old_refresh = refresh(&t);
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &old_refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t2: Value = r.json().await.expect("json");
+    assert_ne!(refresh(&t2), old_refresh, "refresh tokens rotate");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &old_refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t2)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_tokens_stop_working() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (client_id, t) = full_flow(&c, &s, "/chatgpt").await;
+    let revoke = |token: String| {
+        let c = c.clone();
+        let url = format!("{}/chatgpt/revoke", s.base);
+        let id = client_id.clone();
+        async move {
+            c.post(url)
+                .form(&[("token", token.as_str()), ("client_id", id.as_str())])
+                .send()
+                .await
+                .expect("revoke")
+        }
+    };
+    assert_eq!(revoke(access(&t)).await.status(), StatusCode::OK);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Revoking the refresh token ends the grant: it cannot be refreshed either.
+    assert_eq!(revoke(refresh(&t)).await.status(), StatusCode::OK);
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    // Unknown tokens get 200 too (RFC 7009 §2.2).
+    assert_eq!(revoke("nothing".into()).await.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_confidential_client_gets_its_secret_once_and_must_use_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let r = register(
+        &c,
+        &s,
+        "/claude",
+        json!({"client_name": "Conf", "redirect_uris": [REDIRECT]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["token_endpoint_auth_method"], "client_secret_basic");
+    let id = v["client_id"].as_str().expect("id").to_string();
+    let secret = v["client_secret"].as_str().expect("secret").to_string();
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/claude/mcp", s.base);
+    let url = authorize_url(&s, "/claude", &standard_params(&id, &challenge, &resource));
+    let q = approve(&c, &s, "/claude", &url, "bob", BOB_PASSWORD).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    // Without the secret, and with a wrong one: 401 invalid_client.
+    let r = c
+        .post(format!("{}/claude/token", s.base))
+        .form(&[form[0], form[1], form[2], ("client_id", &id)])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(format!("{}/claude/token", s.base))
+        .basic_auth(&id, Some("wrong"))
+        .form(&form)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get(WWW_AUTHENTICATE).is_some());
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client"
+    );
+    let r = c
+        .post(format!("{}/claude/token", s.base))
+        .basic_auth(&id, Some(&secret))
+        .form(&form)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["expires_in"], 3600);
+    // client_secret_post works for refresh.
+    let r = token_request(
+        &c,
+        &s,
+        "/claude",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_client_at_the_token_endpoint_gets_401_invalid_client() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("code_verifier", "y"),
+            ("client_id", "gone"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client"
+    );
+    let id = register_public(&c, &s, "/chatgpt").await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[("grant_type", "password"), ("client_id", &id)],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "unsupported_grant_type"
+    );
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------- discovery
+
+#[tokio::test]
+async fn every_discovery_path_names_the_same_issuer_and_exactly_what_is_supported() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let get = |path: String| {
+        let c = c.clone();
+        let url = format!("{}{path}", s.base);
+        async move {
+            let r = c.get(&url).send().await.expect("get");
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    for scope in ["/chatgpt", "/claude"] {
+        let issuer = format!("{}{scope}", s.base);
+        let mut paths = vec![
+            format!("/.well-known/oauth-authorization-server{scope}"),
+            format!("{scope}/.well-known/oauth-authorization-server"),
+            format!("/.well-known/openid-configuration{scope}"),
+            format!("{scope}/.well-known/openid-configuration"),
+        ];
+        if scope == "/chatgpt" {
+            paths.push("/.well-known/oauth-authorization-server".into());
+            paths.push("/.well-known/openid-configuration".into());
+        }
+        for p in paths {
+            let m = get(p.clone()).await;
+            assert_eq!(
+                m,
+                json!({
+                    "issuer": issuer,
+                    "authorization_endpoint": format!("{issuer}/authorize"),
+                    "token_endpoint": format!("{issuer}/token"),
+                    "registration_endpoint": format!("{issuer}/register"),
+                    "revocation_endpoint": format!("{issuer}/revoke"),
+                    "scopes_supported": ["mcp"],
+                    "response_types_supported": ["code"],
+                    "response_modes_supported": ["query"],
+                    "grant_types_supported": ["authorization_code", "refresh_token"],
+                    "code_challenge_methods_supported": ["S256"],
+                    "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+                    "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+                    "client_id_metadata_document_supported": true,
+                    "authorization_response_iss_parameter_supported": true,
+                }),
+                "{p}"
+            );
+        }
+        for endpoint in ["mcp", "sse"] {
+            for p in [
+                format!("/.well-known/oauth-protected-resource{scope}/{endpoint}"),
+                format!("{scope}/.well-known/oauth-protected-resource/{endpoint}"),
+            ] {
+                let m = get(p.clone()).await;
+                assert_eq!(m["resource"], format!("{issuer}/{endpoint}"), "{p}");
+                assert_eq!(m["authorization_servers"], json!([issuer]), "{p}");
+                assert_eq!(m["bearer_methods_supported"], json!(["header"]));
+                assert_eq!(m["scopes_supported"], json!(["mcp"]));
+            }
+        }
+    }
+    // CORS for browser-based clients.
+    let r = c
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/chatgpt/token", s.base),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------- the happy path
+
+#[tokio::test]
+async fn the_full_flow_gives_a_token_that_works_at_its_scope_and_names_the_user() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/sse", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    // The page shows the client (escaped), the scope and the database.
+    let page = c.get(&url).send().await.expect("page");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let body = page.text().await.expect("body");
+    assert!(
+        body.contains("Test Client &lt;b&gt;") && body.contains("/chatgpt") && body.contains("crm")
+    );
+    assert!(!body.contains("<script"));
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], format!("{}/chatgpt", s.base));
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("resource", &resource),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(t["scope"], "mcp");
+    let token = access(&t);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = c
+        .post(format!("{}/chatgpt/sse", s.base))
+        .bearer_auth(&token)
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .send()
+        .await
+        .expect("sse post");
+    assert_eq!(r.status(), StatusCode::OK);
+    // The approving user and the client are who the MCP handlers see.
+    let scope = s
+        .state
+        .scopes()
+        .iter()
+        .find(|sc| sc.path == "/chatgpt")
+        .expect("scope")
+        .clone();
+    let mut h = axum::http::HeaderMap::new();
+    h.insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let caller = mssql_mcp::oauth::bearer::authenticate(
+        &s.state,
+        &scope,
+        mssql_mcp::oauth::bearer::Endpoint::Mcp,
+        &h,
+    )
+    .map_err(|_| "refused")
+    .expect("caller");
+    assert_eq!(caller.user.as_deref(), Some("alice"));
+    assert_eq!(caller.client_id.as_deref(), Some(client_id.as_str()));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_survive_a_restart_and_refresh_still_works() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let addr = s.addr;
+    let (client_id, t) = {
+        let c = http();
+        full_flow(&c, &s, "/chatgpt").await
+    };
+    s.stop().await;
+    // Same state directory, same address.
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let s = start_on(dir.path(), listener, "").await;
+    let c = http();
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t2: Value = r.json().await.expect("json");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_lists_grants_and_revokes_a_user_at_once() {
+    use mssql_mcp::oauth::admin::{self, Target};
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, t) = full_flow(&c, &s, "/chatgpt").await;
+    let (_, t2) = full_flow(&c, &s, "/claude").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(admin::serve(s.state.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    let token = admin::read_token(&dir.path().join("state")).expect("admin token");
+    // Without the token: refused.
+    let r = c
+        .get(format!("http://{admin_addr}/admin/grants"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let grants = admin::call(admin_addr, &token, "/admin/grants", None)
+        .await
+        .expect("grants");
+    let list = grants["grants"].as_array().expect("array");
+    assert_eq!(list.len(), 2);
+    assert!(
+        list.iter()
+            .all(|g| g["user"] == "alice" && g["live_access_tokens"] == 1)
+    );
+    let clients = admin::call(admin_addr, &token, "/admin/clients", None)
+        .await
+        .expect("clients");
+    assert!(admin::format_listing(&clients, &grants).contains("Test Client"));
+    let v = admin::call(
+        admin_addr,
+        &token,
+        "/admin/revoke",
+        Some(&Target::User("alice".into())),
+    )
+    .await
+    .expect("revoke");
+    assert_eq!(v["revoked_grants"], 2);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/claude", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let _ = stop.send(());
+    let _ = task.await;
+    s.stop().await;
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_user_who_could_sign_in() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = make_database(dir.path());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[[database]]\nname = \"crm\"\nkind = \"sqlite\"\npath = \"{}\"\n[[scope]]\npath = \"/chatgpt\"\ndatabase = \"crm\"\n",
+            dir.path().join("state").display(),
+            db.display()
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oauth.users"));
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a long enough password\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(mssql_mcp::oauth::password::verify(
+        "a long enough password",
+        Some(&hash)
+    ));
+}
