@@ -540,7 +540,8 @@ async fn a_sign_in_form_without_its_csrf_token_or_cookie_is_refused() {
         &standard_params(&client_id, &challenge, &resource),
     );
     let (rid, csrf, ck) = open_page(&c, &url).await;
-    let attempts: Vec<(Option<&str>, Vec<(&str, &str)>)> = vec![
+    type Attempt<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
+    let attempts: Vec<Attempt> = vec![
         (
             Some(&ck),
             vec![
