@@ -1649,3 +1649,49 @@ async fn the_official_sdk_client_signs_in_with_its_own_oauth_support_over_mcp_an
     assert!(stdout.contains("pass 5"), "{stdout}");
     s.stop().await;
 }
+
+/// The conformance suite with the `authorization` command (0.2.0-alpha): `MCP_CONFORMANCE_AUTH`
+/// (its `dist/index.js` or bin), or `tests/node/node_modules/conformance-auth` (the npm alias
+/// `"conformance-auth": "npm:@modelcontextprotocol/conformance@0.2.0-alpha.12"`).
+fn conformance_auth() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("MCP_CONFORMANCE_AUTH")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Some(root.join("tests/node/node_modules/conformance-auth/dist/index.js"))
+                .filter(|p| p.exists())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suites_authorization_server_scenarios_pass() {
+    let (Some(node), Some(suite)) = (node_with_sdk(), conformance_auth()) else {
+        eprintln!("skipped: conformance 0.2.0-alpha (authorization) not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(node)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node"))
+            .arg("oauth_conformance.mjs")
+            .arg(suite)
+            .arg(format!("{}/chatgpt", s.base))
+            .args(["alice", ALICE_PASSWORD])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("suite finished in time")
+    .expect("suite ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    s.stop().await;
+}
