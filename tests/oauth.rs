@@ -1695,3 +1695,231 @@ async fn the_conformance_suites_authorization_server_scenarios_pass() {
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     s.stop().await;
 }
+
+/// `chromedriver` and `chromium` (Debian packages `chromium-driver`, `chromium`), if present.
+fn chromium() -> Option<(PathBuf, PathBuf)> {
+    let driver = PathBuf::from("/usr/bin/chromedriver");
+    let browser = PathBuf::from("/usr/bin/chromium");
+    if driver.exists() && browser.exists() {
+        Some((driver, browser))
+    } else {
+        eprintln!("skipped: chromium and chromium-driver are not installed");
+        None
+    }
+}
+
+async fn webdriver(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Value {
+    let mut req = c.request(method, &url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("webdriver");
+    let status = r.status();
+    let v: Value = r.json().await.expect("webdriver json");
+    assert!(status.is_success(), "{url}: {v}");
+    v["value"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_and_approves_in_headless_chromium() {
+    use reqwest::Method;
+    let Some((driver, browser)) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+
+    // The client's redirect target: a loopback page that hands the query to the test.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    let cb = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let cb_addr = cb.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |uri: axum::http::Uri| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(uri.query().unwrap_or("").to_string()).await;
+                axum::response::Html("<h1>Connected</h1>")
+            }
+        }),
+    );
+    let cb_task = tokio::spawn(async move {
+        let _ = axum::serve(cb, app).await;
+    });
+    let redirect = format!("http://{cb_addr}/callback");
+    let r = register(&c, &s, "/claude", json!({"client_name": "Claude Desktop (browser test)", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"})).await;
+    let client_id = r.json::<Value>().await.expect("json")["client_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/claude/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/claude",
+        &[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", &redirect),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "browser-state"),
+            ("resource", &resource),
+        ],
+    );
+
+    // chromedriver on a free loopback port, Chromium headless with a fresh profile.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut driver_proc = tokio::process::Command::new(driver)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver");
+    let wd = format!("http://127.0.0.1:{port}");
+    let wc = reqwest::Client::new();
+    for _ in 0..100 {
+        if wc.get(format!("{wd}/status")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let profile = dir.path().join("chromium-profile");
+    let session = webdriver(&wc, Method::POST, format!("{wd}/session"), Some(json!({"capabilities": {"alwaysMatch": {
+        "goog:chromeOptions": {"binary": browser, "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--window-size=900,820",
+            format!("--user-data-dir={}", profile.display()),
+        ]}}}}))).await;
+    let sid = session["sessionId"].as_str().expect("session").to_string();
+    let sess = format!("{wd}/session/{sid}");
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/url"),
+        Some(json!({"url": url})),
+    )
+    .await;
+    let find = |css: &'static str| {
+        let wc = wc.clone();
+        let sess = sess.clone();
+        async move {
+            let v = webdriver(
+                &wc,
+                Method::POST,
+                format!("{sess}/element"),
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+            v["element-6066-11e4-a52e-4f735466cecf"]
+                .as_str()
+                .expect("element")
+                .to_string()
+        }
+    };
+    let h1 = find("h1").await;
+    let heading = webdriver(&wc, Method::GET, format!("{sess}/element/{h1}/text"), None).await;
+    assert_eq!(heading, "Allow Claude Desktop (browser test) to read crm?");
+    let details = find("dl").await;
+    let text = webdriver(
+        &wc,
+        Method::GET,
+        format!("{sess}/element/{details}/text"),
+        None,
+    )
+    .await;
+    let text = text.as_str().unwrap_or("");
+    assert!(
+        text.contains("/claude") && text.contains("127.0.0.1"),
+        "{text}"
+    );
+
+    // A screenshot of the page as a person sees it (kept for inspection).
+    let png = webdriver(&wc, Method::GET, format!("{sess}/screenshot"), None).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().expect("png"))
+        .expect("base64");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth-sign-in-page.png");
+    std::fs::write(&shot, &png).expect("save screenshot");
+    eprintln!("screenshot: {}", shot.display());
+
+    let user = find("#username").await;
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/element/{user}/value"),
+        Some(json!({"text": "bob"})),
+    )
+    .await;
+    let pw = find("#password").await;
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/element/{pw}/value"),
+        Some(json!({"text": BOB_PASSWORD})),
+    )
+    .await;
+    let approve_button = find("button.approve").await;
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/element/{approve_button}/click"),
+        Some(json!({})),
+    )
+    .await;
+
+    let query = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("redirected in time")
+        .expect("query");
+    let q: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(q["state"], "browser-state");
+    assert_eq!(q["iss"], format!("{}/claude", s.base));
+    let r = token_request(
+        &c,
+        &s,
+        "/claude",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", &redirect),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/claude", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let _ = wc.delete(&sess).send().await;
+    let _ = driver_proc.kill().await;
+    cb_task.abort();
+    s.stop().await;
+}

@@ -541,7 +541,7 @@ body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;backgroun
 main{{max-width:28rem;margin:3rem auto;background:#fff;border:1px solid #dde1e7;border-radius:10px;padding:2rem 2.2rem}}
 h1{{font-size:1.3rem;margin:0 0 1rem}}
 dl{{display:grid;grid-template-columns:auto 1fr;gap:.35rem 1rem;margin:0 0 1.2rem;font-size:.95rem}}
-dt{{color:#5b6475}} dd{{margin:0;font-weight:600;word-break:break-all}}
+dt{{color:#5b6475}} dd{{margin:0;font-weight:600;overflow-wrap:anywhere}}
 label{{display:block;font-size:.9rem;margin:.8rem 0 .3rem}}
 input[type=text],input[type=password]{{width:100%;box-sizing:border-box;padding:.55rem .6rem;border:1px solid #b9c0cc;border-radius:6px;font-size:1rem}}
 .buttons{{display:flex;gap:.8rem;margin-top:1.4rem}}
@@ -568,12 +568,12 @@ fn render_form(
         .unwrap_or_default();
     let tools = match ctx.scope.profile() {
         ToolProfile::Chatgpt => "search, fetch",
-        ToolProfile::Full => "search, fetch, list tables, describe, sample, read-only SQL",
+        ToolProfile::Full => "search, fetch, list tables, describe, sample, SQL queries",
     };
     let origin = if p.metadata_document {
-        "described by its metadata document at its client_id URL"
+        "the one in its metadata document"
     } else {
-        "name chosen by the client when it registered"
+        "the one the client gave itself when it registered"
     };
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", html_escape(e)))
