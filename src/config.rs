@@ -850,6 +850,67 @@ profile = "chatgpt"
         assert_eq!(err.key, "database[0].password.env");
     }
 
+    const USER: &str = "\n[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g\"\nscopes = [\"/chatgpt\"]\n";
+
+    #[test]
+    fn oauth_users_need_an_argon2id_hash_and_known_scopes() {
+        let c = Config::parse(&format!("{MINIMAL}{USER}")).expect("valid");
+        assert!(c.oauth.users[0].may_grant("/chatgpt"));
+        assert!(!c.oauth.users[0].may_grant("/claude"));
+        assert!(!format!("{:?}", c.oauth.users[0]).contains("argon2id"));
+        let err = Config::parse(&format!(
+            "{MINIMAL}{}",
+            USER.replace("$argon2id$", "$argon2i$")
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "oauth.users[0].password_hash");
+        let err = Config::parse(&format!(
+            "{MINIMAL}{}",
+            USER.replace("[\"/chatgpt\"]", "[\"/nope\"]")
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "oauth.users[0].scopes[0]");
+    }
+
+    #[test]
+    fn oauth_ranges_default_scope_and_admin_address_are_checked() {
+        let err = Config::parse(&format!("[oauth]\ncode_ttl_secs = 600\n{MINIMAL}")).unwrap_err();
+        assert_eq!(err.key, "oauth.code_ttl_secs");
+        let err =
+            Config::parse(&format!("[oauth]\ndefault_scope = \"/x\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(err.key, "oauth.default_scope");
+        let err =
+            Config::parse(&format!("[admin]\nlisten = \"0.0.0.0:9090\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(err.key, "admin.listen");
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.default_scope_path(), Some("/chatgpt"));
+        assert_eq!(c.oauth.access_token_ttl_secs, 3600);
+    }
+
+    #[test]
+    fn redirect_host_rules_are_hosts_with_optional_paths() {
+        for ok in ["chatgpt.com", "chatgpt.com/connector", "[::1]", "127.0.0.1"] {
+            assert!(valid_redirect_host_rule(ok), "{ok}");
+        }
+        for bad in [
+            "https://chatgpt.com",
+            "chatgpt.com:443",
+            "",
+            "a b",
+            "x.com?y",
+            "user@x.com",
+            "-x.com",
+        ] {
+            assert!(!valid_redirect_host_rule(bad), "{bad}");
+        }
+        let text = MINIMAL.replace(
+            "profile = \"chatgpt\"",
+            "profile = \"chatgpt\"\nallowed_redirect_hosts = [\"https://chatgpt.com\"]",
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "scope[0].allowed_redirect_hosts[0]");
+    }
+
     #[test]
     fn the_example_config_is_valid() {
         let text = include_str!("../config.toml.example");

@@ -1265,6 +1265,68 @@ async fn an_unknown_client_at_the_token_endpoint_gets_401_invalid_client() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn registration_is_rate_limited_per_address_and_capped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(
+        dir.path(),
+        "registrations_per_hour_per_ip = 2\nmax_clients = 5",
+    )
+    .await;
+    let c = http();
+    register_public(&c, &s, "/chatgpt").await;
+    register_public(&c, &s, "/claude").await;
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "max_clients = 1").await;
+    register_public(&c, &s, "/chatgpt").await;
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "temporarily_unavailable"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_metadata_document_client_id_on_a_private_address_is_never_fetched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    for client_id in [
+        "https://localhost/client.json",
+        "https://127.0.0.1/client.json",
+        "http://example.com/client.json",
+    ] {
+        let params = standard_params(client_id, &challenge, &resource);
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{client_id}");
+        assert!(r.headers().get(LOCATION).is_none());
+    }
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------- discovery
 
 #[tokio::test]

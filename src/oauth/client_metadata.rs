@@ -21,11 +21,8 @@ const MAX_BYTES: usize = 64 * 1024;
 /// How long a fetched document is trusted before it is fetched again.
 pub const CACHE_MS: i64 = 3_600_000;
 
-/// Fetches metadata documents (one shared HTTP client configuration).
-pub struct Fetcher {
-    /// Test hook: allow loopback addresses (never set by the server itself).
-    allow_loopback: bool,
-}
+/// Fetches metadata documents. (Stateless: the fetched clients are kept in the store.)
+pub struct Fetcher;
 
 impl Default for Fetcher {
     fn default() -> Self {
@@ -44,9 +41,7 @@ struct Document {
 
 impl Fetcher {
     pub fn new() -> Self {
-        Self {
-            allow_loopback: false,
-        }
+        Self
     }
 
     /// Fetches and validates the document at `url` for `scope`, with `rules` for its redirect
@@ -67,10 +62,7 @@ impl Fetcher {
         if addrs.is_empty() {
             return Err(format!("`{host}` has no address"));
         }
-        if let Some(a) = addrs
-            .iter()
-            .find(|a| !(is_public(a.ip()) || self.allow_loopback && a.ip().is_loopback()))
-        {
+        if let Some(a) = addrs.iter().find(|a| !is_public(a.ip())) {
             return Err(format!(
                 "`{host}` resolves to a non-public address ({}); refused",
                 a.ip()

@@ -763,6 +763,64 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_forgets_clients_unused_for_long_but_keeps_those_with_live_grants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        let client = |id: &str| Client {
+            client_id: id.into(),
+            scope: "/chatgpt".into(),
+            name: "x".into(),
+            redirect_uris: vec!["https://chatgpt.com/cb".into()],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: false,
+            created_at: now - 10_000,
+            last_used_at: AtomicI64::new(now - 10_000),
+        };
+        store.save_client(client("idle"), 10).expect("save");
+        store.save_client(client("busy"), 10).expect("save");
+        store
+            .create_grant(grant("g1", "alice", "busy"), "h1", now + 60_000)
+            .expect("grant");
+        store
+            .client("busy")
+            .expect("busy")
+            .last_used_at
+            .store(now - 10_000, Ordering::Relaxed);
+        store.cleanup(now, 5_000).expect("cleanup");
+        assert!(store.client("idle").is_none());
+        assert!(store.client("busy").is_some());
+        let reopened = Store::open(dir.path()).expect("reopen");
+        assert!(reopened.client("idle").is_none());
+    }
+
+    #[test]
+    fn the_client_cap_refuses_new_clients_but_not_updates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let c = |id: &str| Client {
+            client_id: id.into(),
+            scope: "/chatgpt".into(),
+            name: "x".into(),
+            redirect_uris: vec![],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: true,
+            created_at: 0,
+            last_used_at: AtomicI64::new(0),
+        };
+        store.save_client(c("a"), 1).expect("first");
+        assert!(matches!(
+            store.save_client(c("b"), 1),
+            Err(StoreError::TooManyClients)
+        ));
+        store
+            .save_client(c("a"), 1)
+            .expect("refresh of an existing one");
+    }
+
+    #[test]
     fn cleanup_drops_expired_tokens_and_empty_grants() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
