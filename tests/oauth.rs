@@ -1985,3 +1985,136 @@ async fn a_person_signs_in_and_approves_in_headless_chromium() {
     cb_task.abort();
     s.stop().await;
 }
+
+// ---------------------------------------------------------------- client ID metadata documents
+
+/// A loopback HTTPS server answering each path with canned raw HTTP/1.1 bytes (`routes` gets
+/// the bound port). Returns the port and the PEM of its (self-signed) certificate.
+async fn canned_https(
+    routes: impl FnOnce(u16) -> Vec<(String, Vec<u8>)>,
+) -> (u16, String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let pem = certified.cert.pem();
+    let cert: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let routes = std::sync::Arc::new(routes(port));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let resp = routes
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| {
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_vec()
+                    });
+                let _ = tls.write_all(&resp).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, pem, task)
+}
+
+fn http_200(body: &[u8], with_length: bool) -> Vec<u8> {
+    let mut r =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n".to_vec();
+    if with_length {
+        r.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test]
+async fn a_metadata_document_is_fetched_over_https_and_checked_but_redirects_and_huge_bodies_are_refused()
+ {
+    use mssql_mcp::oauth::client_metadata::Fetcher;
+    let doc = |port: u16, path: &str| {
+        json!({"client_id": format!("https://localhost:{port}{path}"), "client_name": "Doc Client", "redirect_uris": [REDIRECT]})
+            .to_string()
+    };
+    let (port, pem, task) = canned_https(|port| {
+        vec![
+            ("/client.json".to_string(), http_200(doc(port, "/client.json").as_bytes(), true)),
+            ("/other.json".to_string(), http_200(doc(port, "/client.json").as_bytes(), true)),
+            (
+                "/redirect.json".to_string(),
+                format!("HTTP/1.1 302 Found\r\nlocation: https://localhost:{port}/client.json\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_bytes(),
+            ),
+            ("/huge.json".to_string(), http_200(&vec![b' '; 200 * 1024], true)),
+            ("/huge-unannounced.json".to_string(), http_200(&vec![b' '; 200 * 1024], false)),
+        ]
+    })
+    .await;
+    let fetcher = Fetcher::for_local_tests(pem.as_bytes()).expect("fetcher");
+    let rules: Vec<String> = mssql_mcp::config::DEFAULT_REDIRECT_HOSTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+
+    let client = fetcher
+        .fetch(&url("/client.json"), "/chatgpt", &rules)
+        .await
+        .expect("valid document");
+    assert_eq!(client.name, "Doc Client");
+    assert_eq!(client.redirect_uris, vec![REDIRECT.to_string()]);
+    assert!(client.metadata_document && client.secret_hash.is_none());
+
+    let err = fetcher
+        .fetch(&url("/other.json"), "/chatgpt", &rules)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("differs from its URL"), "{err}");
+    let err = fetcher
+        .fetch(&url("/redirect.json"), "/chatgpt", &rules)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("302"), "{err}");
+    for huge in ["/huge.json", "/huge-unannounced.json"] {
+        let err = fetcher
+            .fetch(&url(huge), "/chatgpt", &rules)
+            .await
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("too large"), "{huge}: {err}");
+    }
+    // The production fetcher refuses the same loopback URL before connecting.
+    let err = Fetcher::new()
+        .fetch(&url("/client.json"), "/chatgpt", &rules)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("non-public"), "{err}");
+    task.abort();
+}

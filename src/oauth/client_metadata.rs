@@ -21,8 +21,12 @@ const MAX_BYTES: usize = 64 * 1024;
 /// How long a fetched document is trusted before it is fetched again.
 pub const CACHE_MS: i64 = 3_600_000;
 
-/// Fetches metadata documents. (Stateless: the fetched clients are kept in the store.)
-pub struct Fetcher;
+/// Fetches metadata documents (the fetched clients are kept in the store).
+pub struct Fetcher {
+    /// Only for tests against a local HTTPS server: loopback addresses are allowed and this
+    /// root is trusted. The server never sets it (no configuration reaches it).
+    local_test_root: Option<reqwest::Certificate>,
+}
 
 impl Default for Fetcher {
     fn default() -> Self {
@@ -41,7 +45,19 @@ struct Document {
 
 impl Fetcher {
     pub fn new() -> Self {
-        Self
+        Self {
+            local_test_root: None,
+        }
+    }
+
+    /// A fetcher for tests against a local HTTPS server whose certificate chains to
+    /// `root_pem`: it allows loopback addresses (nothing else private) and trusts that root.
+    #[doc(hidden)]
+    pub fn for_local_tests(root_pem: &[u8]) -> Result<Self, String> {
+        let root = reqwest::Certificate::from_pem(root_pem).map_err(|e| e.to_string())?;
+        Ok(Self {
+            local_test_root: Some(root),
+        })
     }
 
     /// Fetches and validates the document at `url` for `scope`, with `rules` for its redirect
@@ -62,13 +78,21 @@ impl Fetcher {
         if addrs.is_empty() {
             return Err(format!("`{host}` has no address"));
         }
-        if let Some(a) = addrs.iter().find(|a| !is_public(a.ip())) {
+        let loopback_ok = self.local_test_root.is_some();
+        if let Some(a) = addrs
+            .iter()
+            .find(|a| !(is_public(a.ip()) || loopback_ok && a.ip().is_loopback()))
+        {
             return Err(format!(
                 "`{host}` resolves to a non-public address ({}); refused",
                 a.ip()
             ));
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(root) = &self.local_test_root {
+            builder = builder.tls_certs_only([root.clone()]);
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(3))
