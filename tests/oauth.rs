@@ -300,8 +300,18 @@ async fn token_request(
         .expect("token")
 }
 
-/// Registration, sign-in, approval and code exchange: (client_id, token response).
+/// Registration, sign-in (as alice), approval and code exchange: (client_id, token response).
 async fn full_flow(c: &reqwest::Client, s: &Server, scope: &str) -> (String, Value) {
+    full_flow_as(c, s, scope, "alice", ALICE_PASSWORD).await
+}
+
+async fn full_flow_as(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    user: &str,
+    password: &str,
+) -> (String, Value) {
     let client_id = register_public(c, s, scope).await;
     let (verifier, challenge) = pkce();
     let resource = format!("{}{scope}/mcp", s.base);
@@ -310,7 +320,7 @@ async fn full_flow(c: &reqwest::Client, s: &Server, scope: &str) -> (String, Val
         scope,
         &standard_params(&client_id, &challenge, &resource),
     );
-    let q = approve(c, s, scope, &url, "alice", ALICE_PASSWORD).await;
+    let q = approve(c, s, scope, &url, user, password).await;
     let code = q.get("code").expect("code").clone();
     let r = token_request(
         c,
@@ -1324,6 +1334,50 @@ async fn a_metadata_document_client_id_on_a_private_address_is_never_fetched() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{client_id}");
         assert!(r.headers().get(LOCATION).is_none());
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_mcp_session_belongs_to_the_user_who_opened_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, alice) = full_flow(&c, &s, "/claude").await;
+    let (_, bob) = full_flow_as(&c, &s, "/claude", "bob", BOB_PASSWORD).await;
+    let r = mcp_initialize(&c, &s, "/claude", Some(&access(&alice))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let sid = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let list = |token: String| {
+        c.post(format!("{}/claude/mcp", s.base))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &sid)
+            .bearer_auth(token)
+            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            .send()
+    };
+    assert_eq!(
+        list(access(&bob)).await.expect("send").status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        list(access(&alice)).await.expect("send").status(),
+        StatusCode::OK
+    );
+    let r = c
+        .delete(format!("{}/claude/mcp", s.base))
+        .header("mcp-session-id", &sid)
+        .bearer_auth(access(&bob))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        list(access(&alice)).await.expect("send").status(),
+        StatusCode::OK
+    );
     s.stop().await;
 }
 

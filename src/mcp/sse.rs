@@ -22,7 +22,7 @@ use super::dispatch;
 use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
-use crate::oauth::bearer::{Endpoint, authenticate};
+use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
 use crate::state::AppState;
 
 /// Removes the session when its stream is dropped (client gone or server shutting down).
@@ -39,9 +39,10 @@ impl Drop for EndSessionOnDrop {
 
 /// GET `{scope}/sse`
 pub async fn open(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
-    if let Err(resp) = authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
-        return resp;
-    }
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     let Some(permit) = ctx.app.try_open_stream() else {
         let err = protocol::RpcError::invalid_request("Too many open streams; try again later")
             .with_status(StatusCode::SERVICE_UNAVAILABLE);
@@ -49,6 +50,7 @@ pub async fn open(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
     };
     let (tx, rx) = mpsc::channel::<String>(64);
     let session = ctx.app.sessions().create(&ctx.scope.path, None, Some(tx));
+    bind_session(&caller, &session);
     let endpoint = format!("{}/messages?session_id={}", ctx.scope.path, session.id);
     let guard = EndSessionOnDrop {
         app: ctx.app.clone(),
@@ -87,7 +89,10 @@ pub async fn message(
         Err(resp) => return resp,
     };
     let sid = q.get("session_id").or_else(|| q.get("sessionId"));
-    let Some(session) = sid.and_then(|id| ctx.app.sessions().get(&ctx.scope.path, id)) else {
+    let Some(session) = sid
+        .and_then(|id| ctx.app.sessions().get(&ctx.scope.path, id))
+        .filter(|s| may_use(&caller, s))
+    else {
         let err = protocol::RpcError::invalid_request(
             "Not Found: unknown or ended session; open GET /sse again",
         )

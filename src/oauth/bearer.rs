@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::OAUTH_SCOPE;
 use crate::mcp::dispatch::Caller;
+use crate::mcp::session::Session;
 use crate::state::{AppState, Scope};
 
 /// Which MCP endpoint of a scope a request came to (each has its own resource metadata).
@@ -111,6 +112,31 @@ pub fn authenticate(
         user: Some(grant.username.clone()),
         client_id: Some(grant.client_id.clone()),
     })
+}
+
+/// Who a session belongs to: the signed-in user and the client, or nobody (authentication off).
+fn session_owner(caller: &Caller) -> Option<String> {
+    let user = caller.user.as_deref()?;
+    Some(format!(
+        "{user}\u{0}{}",
+        caller.client_id.as_deref().unwrap_or("")
+    ))
+}
+
+/// Records who opened a session (MCP sessions are never authentication: each request still
+/// carries its token, and the token's user and client must match the session's).
+pub fn bind_session(caller: &Caller, session: &Session) {
+    if let Some(owner) = session_owner(caller) {
+        let _ = session.owner.set(owner);
+    }
+}
+
+/// Whether `caller` may use `session`; a session of someone else is treated as unknown.
+pub fn may_use(caller: &Caller, session: &Session) -> bool {
+    match session.owner.get() {
+        None => true,
+        Some(owner) => session_owner(caller).is_some_and(|c| super::ct_eq(&c, owner)),
+    }
 }
 
 /// The 401 with `WWW-Authenticate: Bearer resource_metadata="…", scope="…"[, error=…]`.
