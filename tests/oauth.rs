@@ -34,7 +34,8 @@ fn hashes() -> &'static (String, String) {
 struct Server {
     addr: SocketAddr,
     base: String,
-    state: AppState,
+    /// The in-process server's state (None for a server run as a separate process).
+    state: Option<AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -132,7 +133,7 @@ async fn start_on(dir: &Path, listener: TcpListener, extra_oauth: &str) -> Serve
     Server {
         addr,
         base: format!("http://{addr}"),
-        state,
+        state: Some(state),
         stop: Some(tx),
         task: Some(task),
     }
@@ -1523,6 +1524,8 @@ async fn the_full_flow_gives_a_token_that_works_at_its_scope_and_names_the_user(
     // The approving user and the client are who the MCP handlers see.
     let scope = s
         .state
+        .as_ref()
+        .expect("in-process")
         .scopes()
         .iter()
         .find(|sc| sc.path == "/chatgpt")
@@ -1534,7 +1537,7 @@ async fn the_full_flow_gives_a_token_that_works_at_its_scope_and_names_the_user(
         format!("Bearer {token}").parse().expect("header"),
     );
     let caller = mssql_mcp::oauth::bearer::authenticate(
-        &s.state,
+        s.state.as_ref().expect("in-process"),
         &scope,
         mssql_mcp::oauth::bearer::Endpoint::Mcp,
         &h,
@@ -1599,9 +1602,13 @@ async fn the_admin_endpoint_lists_grants_and_revokes_a_user_at_once() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let admin_addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(admin::serve(s.state.clone(), listener, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(admin::serve(
+        s.state.clone().expect("in-process"),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let token = admin::read_token(&dir.path().join("state")).expect("admin token");
     // Without the token: refused.
     let r = c
@@ -2179,4 +2186,89 @@ async fn a_metadata_document_is_fetched_over_https_and_checked_but_redirects_and
         .unwrap_or_default();
     assert!(err.contains("non-public"), "{err}");
     task.abort();
+}
+
+// ---------------------------------------------------------------- the binary
+
+/// Kills the child process when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokens_command_lists_and_revokes_on_the_running_server() {
+    let dir = tempfile::tempdir().expect("dir");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    let (addr, admin) = (free().expect("port"), free().expect("port"));
+    let text = config_text(dir.path(), addr, "") + &format!("\n[admin]\nlisten = \"{admin}\"\n");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).expect("write");
+    let exe = env!("CARGO_BIN_EXE_mssql-mcp");
+    let _server = Child(
+        std::process::Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let c = http();
+    let base = format!("http://{addr}");
+    let mut up = false;
+    for _ in 0..100 {
+        if c.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server did not start");
+    // A handle for the helpers (the server is the separate process).
+    let s = Server {
+        addr,
+        base: base.clone(),
+        state: None,
+        stop: None,
+        task: None,
+    };
+    let (_, t) = full_flow(&c, &s, "/chatgpt").await;
+    let tokens = |args: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .arg("tokens")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("tokens");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, listing) = tokens(&["list"]);
+    assert_eq!(code, Some(0), "{listing}");
+    assert!(
+        listing.contains("Test Client")
+            && listing.contains("user alice")
+            && listing.contains("scope /chatgpt"),
+        "{listing}"
+    );
+    let (code, out) = tokens(&["revoke", "--user", "alice"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), "revoked 1 grant(s)");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (code, _) = tokens(&["revoke"]);
+    assert_eq!(code, Some(64));
 }
