@@ -37,6 +37,9 @@ pub fn routes(ctx: OAuthCtx) -> Router {
 
 /// Most authorization requests waiting for a sign-in at once.
 const MAX_PENDING: usize = 10_000;
+/// Most sign-in pages one address may open per `login_page_ttl_secs` (so one address cannot
+/// fill the pending requests and lock everyone else out).
+const PAGES_PER_ADDRESS: u32 = 200;
 /// The cookie binding a sign-in form to the browser that loaded it.
 const COOKIE: &str = "mcp_authz";
 
@@ -73,11 +76,26 @@ enum Failure {
 
 async fn show(
     State(ctx): State<OAuthCtx>,
+    ClientIp(ip): ClientIp,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     match prepare(&ctx, query.as_deref().unwrap_or("")).await {
         Ok(mut pending) => {
+            let window = ctx.config().login_page_ttl_secs as i64 * 1000;
+            if ctx
+                .oauth
+                .limits
+                .hit(&format!("authorize:{ip}"), window, now_ms())
+                > PAGES_PER_ADDRESS
+            {
+                tracing::warn!(%ip, "oauth: too many sign-in pages opened from one address");
+                return page_error(
+                    &ctx,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many sign-ins were started from this address. Try again later.",
+                );
+            }
             if ctx.oauth.pending.len() >= MAX_PENDING {
                 let now = now_ms();
                 ctx.oauth.pending.retain(|_, p| p.expires_at > now);
