@@ -157,7 +157,10 @@ async fn grants(State(app): State<AppState>) -> Response {
         .into_iter()
         .map(|g| {
             let (access, refresh) = o.store.live_tokens(&g.grant_id, now);
-            let client_name = o.store.client(&g.client_id).map(|c| c.name.clone());
+            let client_name = o
+                .store
+                .client(&g.scope, &g.client_id)
+                .map(|c| c.name.clone());
             json!({
                 "grant_id": g.grant_id,
                 "user": g.username,

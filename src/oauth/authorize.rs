@@ -245,8 +245,7 @@ pub fn accepted_resource(ctx: &OAuthCtx, resource: &str) -> Option<String> {
 async fn resolve_client(ctx: &OAuthCtx, client_id: &str) -> Result<std::sync::Arc<Client>, String> {
     let unknown = "This client is not registered here (or was removed). Connect again from the app so it can register.".to_string();
     let now = now_ms();
-    if let Some(c) = ctx.oauth.store.client(client_id)
-        && c.scope == ctx.scope.path
+    if let Some(c) = ctx.oauth.store.client(&ctx.scope.path, client_id)
         && (!c.metadata_document || c.created_at + client_metadata::CACHE_MS > now)
     {
         return Ok(c);

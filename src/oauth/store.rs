@@ -62,6 +62,23 @@ pub struct Client {
     pub last_used_at: AtomicI64,
 }
 
+impl Client {
+    /// The store's key. A registered id belongs to one scope; a metadata document URL may be
+    /// a client of several scopes, so it is kept once per scope.
+    pub fn store_key(&self) -> String {
+        if self.metadata_document {
+            doc_key(&self.scope, &self.client_id)
+        } else {
+            self.client_id.clone()
+        }
+    }
+}
+
+/// `"{scope} {url}"`: no registered id or accepted URL contains a space.
+fn doc_key(scope: &str, url: &str) -> String {
+    format!("{scope} {url}")
+}
+
 /// One approval: a user let a client into a scope. Codes and tokens hang off it, and
 /// revoking it ends them all.
 #[derive(Debug)]
@@ -209,9 +226,16 @@ impl Store {
         )?;
         let rows = stmt.query_map([], |r| {
             let uris: String = r.get(3)?;
+            let key: String = r.get(0)?;
+            let scope: String = r.get(1)?;
+            // The key column holds `"{scope} {url}"` for metadata-document clients.
+            let client_id = key
+                .strip_prefix(&format!("{scope} "))
+                .map(str::to_string)
+                .unwrap_or(key);
             Ok(Client {
-                client_id: r.get(0)?,
-                scope: r.get(1)?,
+                client_id,
+                scope,
                 name: r.get(2)?,
                 redirect_uris: serde_json::from_str(&uris).unwrap_or_default(),
                 secret_hash: r.get(4)?,
@@ -223,7 +247,7 @@ impl Store {
         })?;
         for c in rows {
             let c = c?;
-            self.clients.insert(c.client_id.clone(), Arc::new(c));
+            self.clients.insert(c.store_key(), Arc::new(c));
         }
         let mut stmt = conn.prepare(
             "SELECT grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at FROM grants",
@@ -277,8 +301,17 @@ impl Store {
 
     // ----- clients -----
 
-    pub fn client(&self, client_id: &str) -> Option<Arc<Client>> {
-        self.clients.get(client_id).map(|c| c.clone())
+    /// The client `client_id` of `scope` (registered there, or its metadata document).
+    pub fn client(&self, scope: &str, client_id: &str) -> Option<Arc<Client>> {
+        if let Some(c) = self.clients.get(client_id)
+            && c.scope == scope
+            && !c.metadata_document
+        {
+            return Some(c.clone());
+        }
+        self.clients
+            .get(&doc_key(scope, client_id))
+            .map(|c| c.clone())
     }
 
     pub fn client_count(&self) -> usize {
@@ -293,14 +326,15 @@ impl Store {
     /// earlier copy). Refuses a new one beyond `max`.
     pub fn save_client(&self, client: Client, max: usize) -> Result<Arc<Client>, StoreError> {
         let mut conn = self.db();
-        if !self.clients.contains_key(&client.client_id) && self.clients.len() >= max {
+        let key = client.store_key();
+        if !self.clients.contains_key(&key) && self.clients.len() >= max {
             return Err(StoreError::TooManyClients);
         }
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT OR REPLACE INTO clients (client_id, scope, name, redirect_uris, secret_hash, auth_method, metadata_document, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
-                client.client_id,
+                key,
                 client.scope,
                 client.name,
                 serde_json::to_string(&client.redirect_uris).unwrap_or_else(|_| "[]".into()),
@@ -313,8 +347,7 @@ impl Store {
         )?;
         tx.commit()?;
         let client = Arc::new(client);
-        self.clients
-            .insert(client.client_id.clone(), client.clone());
+        self.clients.insert(key, client.clone());
         Ok(client)
     }
 
@@ -351,10 +384,13 @@ impl Store {
             &grant.grant_id,
             code_expires_at,
         )?;
-        tx.execute(
-            "UPDATE clients SET last_used_at = ?2 WHERE client_id = ?1",
-            params![grant.client_id, grant.created_at],
-        )?;
+        let client = self.client(&grant.scope, &grant.client_id);
+        if let Some(c) = &client {
+            tx.execute(
+                "UPDATE clients SET last_used_at = ?2 WHERE client_id = ?1",
+                params![c.store_key(), grant.created_at],
+            )?;
+        }
         tx.commit()?;
         let grant = Arc::new(grant);
         self.grants.insert(grant.grant_id.clone(), grant.clone());
@@ -367,7 +403,7 @@ impl Store {
                 used: false,
             },
         );
-        if let Some(c) = self.clients.get(&grant.client_id) {
+        if let Some(c) = client {
             c.last_used_at.store(grant.created_at, Ordering::Relaxed);
         }
         Ok(grant)
@@ -467,7 +503,7 @@ impl Store {
             );
         }
         grant.last_used_at.store(now, Ordering::Relaxed);
-        if let Some(c) = self.clients.get(&grant.client_id) {
+        if let Some(c) = self.client(&grant.scope, &grant.client_id) {
             c.last_used_at.store(now, Ordering::Relaxed);
         }
         Ok(Ok((
@@ -523,7 +559,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Revokes every grant of a client and forgets the client. Returns the grants revoked.
+    /// Revokes every grant of a client (in every scope) and forgets the client. Returns the
+    /// grants revoked.
     pub fn revoke_client(&self, client_id: &str) -> Result<usize, StoreError> {
         let ids: Vec<String> = self
             .grants
@@ -532,11 +569,17 @@ impl Store {
             .map(|g| g.grant_id.clone())
             .collect();
         let n = self.revoke_grants(&ids)?;
-        self.db().execute(
-            "DELETE FROM clients WHERE client_id = ?1",
-            params![client_id],
-        )?;
-        self.clients.remove(client_id);
+        let keys: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|c| c.client_id == client_id)
+            .map(|c| c.store_key())
+            .collect();
+        let conn = self.db();
+        for key in keys {
+            conn.execute("DELETE FROM clients WHERE client_id = ?1", params![key])?;
+            self.clients.remove(&key);
+        }
         Ok(n)
     }
 
@@ -576,20 +619,20 @@ impl Store {
             .filter(|g| !live_grants.contains(&g.grant_id))
             .map(|g| g.grant_id.clone())
             .collect();
-        let clients_with_grants: std::collections::HashSet<String> = self
+        let clients_with_grants: std::collections::HashSet<(String, String)> = self
             .grants
             .iter()
             .filter(|g| live_grants.contains(&g.grant_id))
-            .map(|g| g.client_id.clone())
+            .map(|g| (g.scope.clone(), g.client_id.clone()))
             .collect();
         let dead_clients: Vec<String> = self
             .clients
             .iter()
             .filter(|c| {
-                !clients_with_grants.contains(&c.client_id)
+                !clients_with_grants.contains(&(c.scope.clone(), c.client_id.clone()))
                     && c.last_used_at.load(Ordering::Relaxed) + unused_client_ttl_ms <= now
             })
-            .map(|c| c.client_id.clone())
+            .map(|c| c.store_key())
             .collect();
         let tx = conn.transaction()?;
         let mut n = tx.execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now])?;
@@ -608,7 +651,7 @@ impl Store {
         for c in self.clients.iter() {
             tx.execute(
                 "UPDATE clients SET last_used_at = ?2 WHERE client_id = ?1 AND last_used_at < ?2",
-                params![c.client_id, c.last_used_at.load(Ordering::Relaxed)],
+                params![c.store_key(), c.last_used_at.load(Ordering::Relaxed)],
             )?;
         }
         tx.commit()?;
@@ -784,15 +827,51 @@ mod tests {
             .create_grant(grant("g1", "alice", "busy"), "h1", now + 60_000)
             .expect("grant");
         store
-            .client("busy")
+            .client("/chatgpt", "busy")
             .expect("busy")
             .last_used_at
             .store(now - 10_000, Ordering::Relaxed);
         store.cleanup(now, 5_000).expect("cleanup");
-        assert!(store.client("idle").is_none());
-        assert!(store.client("busy").is_some());
+        assert!(store.client("/chatgpt", "idle").is_none());
+        assert!(store.client("/chatgpt", "busy").is_some());
         let reopened = Store::open(dir.path()).expect("reopen");
-        assert!(reopened.client("idle").is_none());
+        assert!(reopened.client("/chatgpt", "idle").is_none());
+    }
+
+    #[test]
+    fn one_metadata_document_can_be_a_client_of_two_scopes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = "https://app.example/client.json";
+        let doc = |scope: &str| Client {
+            client_id: url.into(),
+            scope: scope.into(),
+            name: scope.into(),
+            redirect_uris: vec![],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: true,
+            created_at: 0,
+            last_used_at: AtomicI64::new(0),
+        };
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.save_client(doc("/chatgpt"), 10).expect("save");
+            store.save_client(doc("/claude"), 10).expect("save");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        for scope in ["/chatgpt", "/claude"] {
+            let c = store.client(scope, url).expect("client");
+            assert_eq!((c.client_id.as_str(), c.scope.as_str()), (url, scope));
+        }
+        assert!(store.client("/other", url).is_none());
+        store.revoke_client(url).expect("revoke");
+        assert!(store.client("/chatgpt", url).is_none() && store.client("/claude", url).is_none());
+        assert!(
+            Store::open(dir.path())
+                .expect("reopen")
+                .client("/claude", url)
+                .is_none()
+        );
     }
 
     #[test]

@@ -107,12 +107,7 @@ pub fn authenticate_client(
             }
         },
     };
-    let Some(client) = ctx
-        .oauth
-        .store
-        .client(&client_id)
-        .filter(|c| c.scope == ctx.scope.path)
-    else {
+    let Some(client) = ctx.oauth.store.client(&ctx.scope.path, &client_id) else {
         return Err(OAuthError::invalid_client("unknown client; register again")
             .with_basic_challenge(used_basic));
     };
