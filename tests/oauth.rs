@@ -117,8 +117,18 @@ scopes = ["/claude"]
 }
 
 async fn start_on(dir: &Path, listener: TcpListener, extra_oauth: &str) -> Server {
+    start_edited(dir, listener, extra_oauth, |t| t).await
+}
+
+/// Starts with the standard config text after `edit`.
+async fn start_edited(
+    dir: &Path,
+    listener: TcpListener,
+    extra_oauth: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Server {
     let addr = listener.local_addr().expect("addr");
-    let config = Config::parse(&config_text(dir, addr, extra_oauth)).expect("config");
+    let config = Config::parse(&edit(config_text(dir, addr, extra_oauth))).expect("config");
     let state = mssql_mcp::app::build_state(config, false)
         .await
         .expect("state");
@@ -1587,6 +1597,46 @@ async fn tokens_survive_a_restart_and_refresh_still_works() {
             .await
             .status(),
         StatusCode::OK
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_stop_working_when_their_user_loses_the_scope_in_the_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let addr = s.addr;
+    let (client_id, t) = full_flow(&http(), &s, "/chatgpt").await;
+    s.stop().await;
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let s = start_edited(dir.path(), listener, "", |text| {
+        text.replace(
+            "scopes = [\"/chatgpt\", \"/claude\"]",
+            "scopes = [\"/claude\"]",
+        )
+    })
+    .await;
+    let c = http();
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
     );
     s.stop().await;
 }
