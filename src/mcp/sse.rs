@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::dispatch;
+use super::json_body;
 use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
@@ -118,14 +119,12 @@ pub async fn message(
         .unwrap_or(LATEST_LEGACY_VERSION);
     let reply = match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => {
-            if req.method == "initialize"
-                && let Some(v) = result["protocolVersion"]
-                    .as_str()
-                    .and_then(protocol::supported_version)
-            {
-                let _ = session.version.set(v);
+            if req.method == "initialize" {
+                let _ = session
+                    .version
+                    .set(dispatch::negotiated_version(&req.params));
             }
-            protocol::response(&req.id, result)
+            protocol::response(&req.id, &result)
         }
         Err(e) => protocol::error_response(Some(&req.id), &e),
     };
@@ -161,7 +160,7 @@ pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: B
         .filter(|v| *v != protocol::MODERN_VERSION)
         .unwrap_or(LATEST_LEGACY_VERSION);
     match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
-        Ok(result) => axum::Json(protocol::response(&req.id, result)).into_response(),
+        Ok(result) => json_body(StatusCode::OK, protocol::response(&req.id, &result)),
         Err(e) => (
             e.status,
             axum::Json(protocol::error_response(Some(&req.id), &e)),
@@ -181,7 +180,7 @@ pub async fn record(State(ctx): State<ScopeCtx>, uri: Uri, headers: HeaderMap) -
         return StatusCode::NOT_FOUND.into_response();
     };
     match crate::tools::fetch::fetch(&ctx.scope, id).await {
-        Ok(out) => axum::Json(out.structured).into_response(),
+        Ok(out) => json_body(StatusCode::OK, out.json),
         Err(e) => {
             let status = match e {
                 crate::tools::ToolError::NotFound(_)

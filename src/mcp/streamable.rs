@@ -27,8 +27,9 @@ use super::protocol::{
     self, Era, Incoming, META_PROTOCOL_VERSION, MODERN_VERSION, Request, RpcError,
     SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
-use super::{ScopeCtx, rpc_error_response, sse_headers};
+use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
 use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
+use serde_json::value::RawValue;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -63,9 +64,9 @@ fn reply_kind(headers: &HeaderMap) -> Result<Reply, RpcError> {
     }
 }
 
-fn reply(kind: Reply, body: Value, status: StatusCode) -> Response {
+fn reply(kind: Reply, body: Box<RawValue>, status: StatusCode) -> Response {
     match kind {
-        Reply::Json => (status, axum::Json(body)).into_response(),
+        Reply::Json => json_body(status, body),
         Reply::Sse => {
             let data = body.to_string();
             let stream = futures::stream::once(async move {
@@ -219,16 +220,13 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             Ok(r) => r,
             Err(e) => return rpc_error_response(Some(&req.id), &e),
         };
-        let version = result["protocolVersion"]
-            .as_str()
-            .and_then(protocol::supported_version)
-            .unwrap_or(protocol::LATEST_LEGACY_VERSION);
+        let version = dispatch::negotiated_version(&req.params);
         let session = ctx
             .app
             .sessions()
             .create(&ctx.scope.path, Some(version), None);
         bind_session(&caller, &session);
-        let mut resp = reply(kind, protocol::response(&req.id, result), StatusCode::OK);
+        let mut resp = reply(kind, protocol::response(&req.id, &result), StatusCode::OK);
         if let Ok(v) = HeaderValue::from_str(&session.id) {
             resp.headers_mut().insert(SESSION_HEADER, v);
         }
@@ -278,7 +276,7 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
     };
 
     match dispatch::handle(&ctx.scope, era, &req, &caller).await {
-        Ok(result) => reply(kind, protocol::response(&req.id, result), StatusCode::OK),
+        Ok(result) => reply(kind, protocol::response(&req.id, &result), StatusCode::OK),
         Err(e) => {
             let status = e.status;
             reply(kind, protocol::error_response(Some(&req.id), &e), status)

@@ -65,10 +65,7 @@ pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError>
             })
         })
         .collect();
-    Ok(ToolOutput {
-        structured: json!({ "results": results }),
-        rows: n,
-    })
+    ToolOutput::new(&json!({ "results": results }), n)
 }
 
 /// `{public base}{scope}/records/{id}`: where a person (or ChatGPT's citation) can open it.
