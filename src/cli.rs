@@ -119,10 +119,26 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     if config.server.insecure_no_auth {
         println!("WARNING: server.insecure_no_auth = true: MCP endpoints need no token.");
     }
-    for db in &config.databases {
+    for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
             DatabaseKind::Sqlite { path } => {
                 println!("database `{}`: sqlite {}", db.name, path.display())
+            }
+            DatabaseKind::Mssql(m) => {
+                println!("database `{}`: mssql {}", db.name, m.describe());
+                // The secrets may only be readable by the service (systemd credentials), so an
+                // unreadable one is a warning here, not an error.
+                let sources = [
+                    ("password", m.password.as_ref()),
+                    ("connection_string", m.connection_string.as_ref()),
+                ];
+                for (name, src) in sources {
+                    if let Some(src) = src
+                        && let Err(e) = src.load(&format!("database[{i}].{name}"))
+                    {
+                        println!("WARNING: {e}");
+                    }
+                }
             }
         }
     }
@@ -265,6 +281,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     tracing::warn!("server.insecure_no_auth = true: MCP endpoints accept requests without a token");
     let state = match crate::app::build_state(config, true).await {
         Ok(s) => s,
+        Err(crate::app::StartError::Config(e)) => return config_error(&e),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
