@@ -117,7 +117,7 @@ pub enum DatabaseKind {
         path: PathBuf,
     },
     /// Microsoft SQL Server (or Azure SQL) over TDS.
-    Mssql(MssqlConfig),
+    Mssql(Box<MssqlConfig>),
 }
 
 /// `[[database]]` with `kind = "mssql"`: where the server is and how to log in.

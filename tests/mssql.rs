@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mssql_mcp::config::{MssqlConfig, MssqlEncrypt, SecretSource};
@@ -21,10 +21,10 @@ use mssql_mcp::db::{Backend, DbError, Page, RowSet, SearchRequest, TableInfo, Va
 
 /// The peer is one Python process per test; running them one at a time keeps the shared
 /// two-core machine (and the peer's accept backlog of 5) out of the results.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 const LOGIN: &str = "mcp_reader";
@@ -334,7 +334,7 @@ fn names(t: &TableInfo) -> Vec<String> {
 
 #[tokio::test]
 async fn a_login_with_the_right_password_connects_and_reads() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend();
     b.ping().await.expect("ping");
@@ -348,7 +348,7 @@ async fn a_login_with_the_right_password_connects_and_reads() {
 
 #[tokio::test]
 async fn a_wrong_password_fails_with_login_advice_and_never_shows_the_password() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let wrong = "Wr0ng-Pa55word-XYZ";
     let file = peer.dir.path().join("wrong-password");
@@ -384,7 +384,7 @@ async fn a_wrong_password_fails_with_login_advice_and_never_shows_the_password()
 
 #[tokio::test]
 async fn an_unknown_login_fails_the_same_way() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let mut cfg = peer.config();
     cfg.user = Some("nobody".into());
@@ -395,7 +395,7 @@ async fn an_unknown_login_fails_the_same_way() {
 
 #[tokio::test]
 async fn every_encryption_mode_the_peer_supports_connects() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     for mode in [MssqlEncrypt::Off, MssqlEncrypt::On, MssqlEncrypt::Required] {
         let mut cfg = peer.config();
@@ -411,7 +411,7 @@ async fn every_encryption_mode_the_peer_supports_connects() {
 
 #[tokio::test]
 async fn the_peers_self_signed_certificate_is_refused_unless_trusted() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let mut cfg = peer.config();
     cfg.trust_server_certificate = None;
@@ -429,7 +429,7 @@ async fn the_peers_self_signed_certificate_is_refused_unless_trusted() {
 /// The peer cannot do TDS 8.0; `strict` must fail quickly and point at the setting.
 #[tokio::test]
 async fn strict_encryption_against_a_server_without_tds8_fails_clearly() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let mut cfg = peer.config();
     cfg.encrypt = Some(MssqlEncrypt::Strict);
@@ -445,7 +445,7 @@ async fn strict_encryption_against_a_server_without_tds8_fails_clearly() {
 
 #[tokio::test]
 async fn a_connection_string_from_a_file_connects_read_only_by_default() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let file = peer.dir.path().join("connection-string");
     std::fs::write(
@@ -485,7 +485,7 @@ async fn a_connection_string_from_a_file_connects_read_only_by_default() {
 
 #[tokio::test]
 async fn the_catalog_lists_tables_and_columns_with_fallback_keys() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend();
     let cat = b.catalog().await.expect("catalog");
@@ -537,7 +537,7 @@ async fn the_catalog_lists_tables_and_columns_with_fallback_keys() {
 
 #[tokio::test]
 async fn lookup_finds_a_row_through_the_fallback_key() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend();
     let customers = table(&b, "Customers").await;
@@ -599,7 +599,7 @@ async fn lookup_finds_a_row_through_the_fallback_key() {
 
 #[tokio::test]
 async fn sample_pages_in_key_order() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend();
     let events = table(&b, "Events").await;
@@ -631,7 +631,7 @@ async fn sample_pages_in_key_order() {
 
 #[tokio::test]
 async fn search_matches_keywords_literally_and_scores_last() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend();
     let customers = table(&b, "Customers").await;
@@ -679,7 +679,7 @@ async fn search_matches_keywords_literally_and_scores_last() {
 
 #[tokio::test]
 async fn an_adhoc_query_is_cut_at_the_page_and_reports_more() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend();
     let rs = b
@@ -716,7 +716,7 @@ async fn an_adhoc_query_is_cut_at_the_page_and_reports_more() {
 
 #[tokio::test]
 async fn rows_past_the_cap_are_drained_and_the_connection_is_reused() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
     b.ping().await.expect("ping");
@@ -737,7 +737,7 @@ async fn rows_past_the_cap_are_drained_and_the_connection_is_reused() {
 
 #[tokio::test]
 async fn a_stream_abandoned_past_the_drain_budget_discards_its_connection() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     // One connection, so a desynchronised one would be reused by the next query.
     let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
@@ -770,7 +770,7 @@ async fn a_stream_abandoned_past_the_drain_budget_discards_its_connection() {
 
 #[tokio::test]
 async fn a_query_future_dropped_mid_stream_does_not_desync_the_pool() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
     b.ping().await.expect("ping");
@@ -799,7 +799,7 @@ async fn a_query_future_dropped_mid_stream_does_not_desync_the_pool() {
 
 #[tokio::test]
 async fn a_missing_table_error_keeps_the_connection_usable() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
     b.ping().await.expect("ping");
@@ -831,7 +831,7 @@ const SLOW_QUERY: &str = "SELECT COUNT(*) AS n FROM Events a WHERE a.event_id <=
 
 #[tokio::test]
 async fn a_query_over_its_time_limit_times_out_and_its_connection_is_discarded() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = peer.backend_with(&peer.config(), 2, Duration::from_secs(1));
     b.ping().await.expect("ping");
@@ -859,7 +859,7 @@ async fn a_query_over_its_time_limit_times_out_and_its_connection_is_discarded()
 
 #[tokio::test]
 async fn eight_concurrent_callers_share_a_pool_of_four() {
-    let _s = serial();
+    let _s = serial().await;
     let peer = Peer::start();
     let b = Arc::new(peer.backend_with(&peer.config(), 4, Duration::from_secs(20)));
     let customers = table(&b, "Customers").await;
@@ -905,7 +905,7 @@ async fn eight_concurrent_callers_share_a_pool_of_four() {
 
 #[tokio::test]
 async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
-    let _s = serial();
+    let _s = serial().await;
     let mut peer = Peer::start();
     let b = peer.backend_with(&peer.config(), 4, Duration::from_secs(10));
     let products = table(&b, "Products").await;

@@ -1680,3 +1680,723 @@ impl Backend for MssqlBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Canned values and catalogs for what the TDS test peer (pysqlbridge) cannot produce: it
+    //! has no decimal, money, date, datetime2, datetimeoffset or uniqueidentifier columns
+    //! (they come back as float, nvarchar or datetime), declares no keys, ignores
+    //! `SET ROWCOUNT`, and its error numbers cover only a few cases. Each test says which.
+
+    use std::borrow::Cow;
+
+    use tiberius::numeric::Numeric;
+    use tiberius::time::{Date, DateTime, DateTime2, DateTimeOffset, SmallDateTime, Time};
+    use tiberius::xml::XmlData;
+    use tiberius::{ColumnData, ColumnType, Uuid};
+
+    use super::*;
+
+    fn dec(data: ColumnData<'static>, ty: ColumnType) -> Value {
+        decode(data, ty).0
+    }
+
+    /// 2024-03-15 as days since 0001-01-01 (the `date`/`datetime2` epoch).
+    const MAR_15_2024: u32 = 19_797 + 719_162;
+    /// 10:22:05 in seconds.
+    const T_10_22_05: u64 = 10 * 3600 + 22 * 60 + 5;
+
+    /// The peer sends decimals as float; SQL Server sends exact scaled integers.
+    #[test]
+    fn decimals_keep_every_digit_and_their_scale() {
+        let cases = [
+            ((1230, 2), "12.30"),
+            ((-5, 3), "-0.005"),
+            ((0, 2), "0.00"),
+            ((42, 0), "42"),
+            (
+                (99_999_999_999_999_999_999_999_999_999_999_999_999, 10),
+                "9999999999999999999999999999.9999999999",
+            ),
+        ];
+        for ((value, scale), want) in cases {
+            let v = dec(
+                ColumnData::Numeric(Some(Numeric::new_with_scale(value, scale))),
+                ColumnType::Decimaln,
+            );
+            assert_eq!(v, Value::Decimal(want.into()), "{value} scale {scale}");
+        }
+    }
+
+    /// The peer has no money type; tiberius hands money over as f64.
+    #[test]
+    fn money_is_an_exact_four_place_decimal() {
+        let cases = [
+            (12.3, ColumnType::Money, "12.3000"),
+            (-0.0001, ColumnType::Money, "-0.0001"),
+            (123456789.1234, ColumnType::Money, "123456789.1234"),
+            (214748.3647, ColumnType::Money4, "214748.3647"),
+        ];
+        for (f, ty, want) in cases {
+            assert_eq!(
+                dec(ColumnData::F64(Some(f)), ty),
+                Value::Decimal(want.into())
+            );
+        }
+        // A plain float column stays a float.
+        assert_eq!(
+            dec(ColumnData::F64(Some(12.3)), ColumnType::Float8),
+            Value::Float(12.3)
+        );
+        // `real` keeps its own shortest form.
+        assert_eq!(
+            dec(ColumnData::F32(Some(0.1)), ColumnType::Float4),
+            Value::Float(0.1)
+        );
+    }
+
+    /// The peer sends dates as datetime or text; SQL Server sends `date` as a day count.
+    #[test]
+    fn dates_are_iso_8601() {
+        let cases = [
+            (0, "0001-01-01"),
+            (MAR_15_2024, "2024-03-15"),
+            (719_162, "1970-01-01"),
+            (3_652_058, "9999-12-31"),
+            (719_162 + 11_016, "2000-02-29"),
+        ];
+        for (days, want) in cases {
+            assert_eq!(
+                dec(ColumnData::Date(Some(Date::new(days))), ColumnType::Daten),
+                Value::Text(want.into())
+            );
+        }
+    }
+
+    /// `time(n)` and `datetime2(n)` keep exactly n fractional digits; the peer has neither.
+    #[test]
+    fn times_and_datetime2_keep_their_precision() {
+        let t7 = Time::new(T_10_22_05 * 10_000_000 + 1_234_567, 7);
+        assert_eq!(
+            dec(ColumnData::Time(Some(t7)), ColumnType::Timen),
+            Value::Text("10:22:05.1234567".into())
+        );
+        assert_eq!(
+            dec(
+                ColumnData::Time(Some(Time::new(T_10_22_05, 0))),
+                ColumnType::Timen
+            ),
+            Value::Text("10:22:05".into())
+        );
+        let dt2 = DateTime2::new(Date::new(MAR_15_2024), Time::new(T_10_22_05 * 1000 + 50, 3));
+        assert_eq!(
+            dec(ColumnData::DateTime2(Some(dt2)), ColumnType::Datetime2),
+            Value::Text("2024-03-15T10:22:05.050".into())
+        );
+    }
+
+    /// `datetimeoffset` arrives as UTC plus minutes; shown in local time with the offset, also
+    /// across midnight. The peer has no such type.
+    #[test]
+    fn datetimeoffset_shows_local_time_and_offset() {
+        let utc = DateTime2::new(
+            Date::new(MAR_15_2024),
+            Time::new((23 * 3600 + 30 * 60) * 1000, 3),
+        );
+        assert_eq!(
+            dec(
+                ColumnData::DateTimeOffset(Some(DateTimeOffset::new(utc, 120))),
+                ColumnType::DatetimeOffsetn
+            ),
+            Value::Text("2024-03-16T01:30:00.000+02:00".into())
+        );
+        let utc = DateTime2::new(Date::new(MAR_15_2024), Time::new(2 * 3600, 0));
+        assert_eq!(
+            dec(
+                ColumnData::DateTimeOffset(Some(DateTimeOffset::new(utc, -330))),
+                ColumnType::DatetimeOffsetn
+            ),
+            Value::Text("2024-03-14T20:30:00-05:30".into())
+        );
+    }
+
+    /// `datetime` ticks are 1/300 s and round like SQL Server (.000/.003/.007); the peer's
+    /// datetime values are whole seconds, `smalldatetime` it lacks.
+    #[test]
+    fn datetime_and_smalldatetime_round_like_sql_server() {
+        let days = 19_797 + 25_567; // 2024-03-15 since 1900-01-01
+        let ticks = (T_10_22_05 * 300) as u32;
+        for (extra, want) in [(0, ".000"), (1, ".003"), (2, ".007")] {
+            assert_eq!(
+                dec(
+                    ColumnData::DateTime(Some(DateTime::new(days, ticks + extra))),
+                    ColumnType::Datetimen
+                ),
+                Value::Text(format!("2024-03-15T10:22:05{want}"))
+            );
+        }
+        assert_eq!(
+            dec(
+                ColumnData::DateTime(Some(DateTime::new(-1, 0))),
+                ColumnType::Datetime
+            ),
+            Value::Text("1899-12-31T00:00:00.000".into())
+        );
+        assert_eq!(
+            dec(
+                ColumnData::SmallDateTime(Some(SmallDateTime::new(days as u16, 622))),
+                ColumnType::Datetime4
+            ),
+            Value::Text("2024-03-15T10:22:00".into())
+        );
+    }
+
+    /// The peer sends GUIDs as nvarchar; SQL Server sends 16 mixed-endian bytes.
+    #[test]
+    fn uniqueidentifiers_are_canonical_upper_case() {
+        let g = Uuid::parse_str("6f9619ff-8b86-d011-b42d-00c04fc964ff").expect("uuid");
+        assert_eq!(
+            dec(ColumnData::Guid(Some(g)), ColumnType::Guid),
+            Value::Text("6F9619FF-8B86-D011-B42D-00C04FC964FF".into())
+        );
+    }
+
+    /// The peer's CSV/JSON sources have no binary or xml columns.
+    #[test]
+    fn binary_is_capped_and_marked_and_xml_is_text() {
+        let big = vec![7u8; MAX_BINARY_BYTES + 10];
+        let (v, cut) = decode(
+            ColumnData::Binary(Some(Cow::Owned(big))),
+            ColumnType::BigVarBin,
+        );
+        assert!(cut);
+        assert!(matches!(v, Value::Bytes(ref b) if b.len() == MAX_BINARY_BYTES));
+        let (v, cut) = decode(
+            ColumnData::Binary(Some(Cow::Owned(vec![0, 1, 255]))),
+            ColumnType::BigBinary,
+        );
+        assert!(!cut);
+        assert_eq!(v, Value::Bytes(vec![0, 1, 255]));
+        assert_eq!(
+            dec(
+                ColumnData::Xml(Some(Cow::Owned(XmlData::new("<a>1</a>")))),
+                ColumnType::Xml
+            ),
+            Value::Text("<a>1</a>".into())
+        );
+    }
+
+    #[test]
+    fn integers_bits_nulls_and_variants_decode_as_themselves() {
+        assert_eq!(
+            dec(ColumnData::U8(Some(255)), ColumnType::Int1),
+            Value::Int(255)
+        );
+        assert_eq!(
+            dec(ColumnData::I16(Some(-2)), ColumnType::Int2),
+            Value::Int(-2)
+        );
+        assert_eq!(
+            dec(ColumnData::I64(Some(i64::MAX)), ColumnType::Int8),
+            Value::Int(i64::MAX)
+        );
+        assert_eq!(
+            dec(ColumnData::Bit(Some(true)), ColumnType::Bitn),
+            Value::Bool(true)
+        );
+        assert_eq!(dec(ColumnData::I32(None), ColumnType::Intn), Value::Null);
+        assert_eq!(
+            dec(ColumnData::Numeric(None), ColumnType::Decimaln),
+            Value::Null
+        );
+        assert_eq!(
+            dec(
+                ColumnData::DateTimeOffset(None),
+                ColumnType::DatetimeOffsetn
+            ),
+            Value::Null
+        );
+        // A sql_variant arrives as its base type's value.
+        assert_eq!(
+            dec(ColumnData::I32(Some(5)), ColumnType::SSVariant),
+            Value::Int(5)
+        );
+        assert_eq!(
+            dec(ColumnData::String(None), ColumnType::SSVariant),
+            Value::Null
+        );
+    }
+
+    fn canned_table(name: &str, columns: &[(&str, &str)], pk: &[&str]) -> TableInfo {
+        TableInfo {
+            schema: "dbo".into(),
+            name: name.into(),
+            kind: "table",
+            columns: columns
+                .iter()
+                .map(|(n, t)| ColumnInfo {
+                    name: n.to_string(),
+                    data_type: t.to_string(),
+                    kind: kind_of(t),
+                    nullable: true,
+                })
+                .collect(),
+            primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            key_is_heuristic: false,
+            foreign_keys: Vec::new(),
+            row_estimate: None,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn identifiers_are_bracketed_with_closing_brackets_doubled() {
+        assert_eq!(ident("Orders"), "[Orders]");
+        assert_eq!(ident("Order]s"), "[Order]]s]");
+        assert_eq!(ident("a]]; DROP TABLE x --"), "[a]]]]; DROP TABLE x --]");
+        assert_eq!(ident("名前 with space"), "[名前 with space]");
+    }
+
+    #[test]
+    fn like_patterns_escape_every_wildcard() {
+        assert_eq!(like_pattern("50%_off"), "%50\\%\\_off%");
+        assert_eq!(like_pattern("[abc]\\"), "%\\[abc]\\\\%");
+        assert_eq!(like_pattern("zoë"), "%zoë%");
+    }
+
+    #[test]
+    fn sample_orders_by_the_key_or_by_nothing_and_pages_with_offset_fetch() {
+        let t = canned_table("Odd]Name", &[("Id", "int"), ("Total", "money")], &["Id"]);
+        let sql = sample_sql(
+            &t,
+            &strings(&["Id", "Total"]),
+            Page {
+                offset: 20,
+                limit: 10,
+            },
+        )
+        .expect("sql");
+        assert_eq!(
+            sql,
+            "SELECT [Id], CAST([Total] AS decimal(19,4)) AS [Total] FROM [dbo].[Odd]]Name] \
+             ORDER BY [Id] OFFSET 20 ROWS FETCH NEXT 11 ROWS ONLY"
+        );
+        let keyless = canned_table("Log", &[("Line", "nvarchar")], &[]);
+        let sql = sample_sql(
+            &keyless,
+            &strings(&["Line"]),
+            Page {
+                offset: 0,
+                limit: 5,
+            },
+        )
+        .expect("sql");
+        assert!(
+            sql.contains("ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"),
+            "{sql}"
+        );
+        assert!(
+            sample_sql(
+                &keyless,
+                &[],
+                Page {
+                    offset: 0,
+                    limit: 5
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn lookups_bind_one_parameter_per_key_column() {
+        let t = canned_table(
+            "OrderLines",
+            &[
+                ("OrderId", "int"),
+                ("Line", "smallint"),
+                ("Sku", "nvarchar"),
+            ],
+            &["OrderId", "Line"],
+        );
+        let sql =
+            lookup_sql(&t, &strings(&["Sku"]), &strings(&["OrderId", "Line"]), 1).expect("sql");
+        assert_eq!(
+            sql,
+            "SELECT TOP (2) [Sku] FROM [dbo].[OrderLines] WHERE [OrderId] = @P1 AND [Line] = @P2 \
+             ORDER BY [OrderId], [Line]"
+        );
+        assert_eq!(key_param(ValueKind::Integer, " 42 "), Some(Param::I64(42)));
+        assert_eq!(key_param(ValueKind::Integer, "abc"), None);
+        assert_eq!(
+            key_param(ValueKind::Boolean, "true"),
+            Some(Param::Bool(true))
+        );
+        assert_eq!(key_param(ValueKind::Float, "1.5"), Some(Param::F64(1.5)));
+        // Decimals and GUIDs go as text, so the server converts them exactly.
+        assert_eq!(
+            key_param(ValueKind::Decimal, "12.30"),
+            Some(Param::Str("12.30".into()))
+        );
+    }
+
+    #[test]
+    fn search_scores_each_keyword_and_column_pair_with_bound_patterns() {
+        let t = canned_table(
+            "Docs",
+            &[("Id", "int"), ("Title", "nvarchar"), ("Body", "xml")],
+            &["Id"],
+        );
+        let cols = strings(&["Id", "Title"]);
+        let text = strings(&["Title", "Body"]);
+        let keywords = strings(&["a", "b"]);
+        let sql = search_sql(&SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 10,
+        })
+        .expect("sql");
+        assert!(sql.starts_with("SELECT TOP (10) [Id], [Title], (CASE WHEN [Title] LIKE @P1 ESCAPE '\\' THEN 1 ELSE 0 END + "), "{sql}");
+        assert!(
+            sql.contains("CONVERT(nvarchar(max), [Body]) LIKE @P2 ESCAPE '\\'"),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("CASE WHEN").count(), 4);
+        assert!(sql.ends_with("ORDER BY [_score] DESC, [Id]"), "{sql}");
+    }
+
+    /// The peer accepts and ignores SET ROWCOUNT, so the batch text is checked here.
+    #[test]
+    fn adhoc_queries_run_capped_inside_a_rolled_back_transaction() {
+        let batch = adhoc_batch(
+            "SELECT * FROM t -- note;\n ;; ",
+            Page {
+                offset: 10,
+                limit: 5,
+            },
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            batch,
+            "SET NOCOUNT ON; SET LOCK_TIMEOUT 22500; SET ROWCOUNT 16; BEGIN TRANSACTION;\n\
+             SELECT * FROM t -- note;\n\
+             ;ROLLBACK TRANSACTION; SET ROWCOUNT 0;"
+        );
+        let huge = adhoc_batch(
+            "SELECT 1",
+            Page {
+                offset: usize::MAX,
+                limit: 5,
+            },
+            Duration::from_secs(1),
+        );
+        assert!(
+            huge.contains(&format!("SET ROWCOUNT {};", i32::MAX)),
+            "{huge}"
+        );
+    }
+
+    fn row(values: &[Option<&str>]) -> Vec<Value> {
+        values
+            .iter()
+            .map(|v| match v {
+                Some(s) => match s.parse::<i64>() {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::Text(s.to_string()),
+                },
+                None => Value::Null,
+            })
+            .collect()
+    }
+
+    fn canned_catalog(keys: &[Vec<Value>], fks: &[Vec<Value>]) -> Catalog {
+        let tables = [
+            row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("OrderLines"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Categories"), Some("BASE TABLE")]),
+            row(&[Some("sales"), Some("Boxes"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Report"), Some("VIEW")]),
+        ];
+        let c = |t: &str, s: &str, name: &str, ty: &str| {
+            row(&[
+                Some(s),
+                Some(t),
+                Some(name),
+                Some(ty),
+                Some("YES"),
+                None,
+                None,
+                None,
+                None,
+            ])
+        };
+        let columns = [
+            c("Customers", "dbo", "CustomerID", "int"),
+            c("Customers", "dbo", "Email", "nvarchar"),
+            c("OrderLines", "dbo", "OrderId", "int"),
+            c("OrderLines", "dbo", "Line", "int"),
+            c("OrderLines", "dbo", "CustomerId", "int"),
+            c("OrderLines", "dbo", "Price", "decimal"),
+            c("Categories", "dbo", "category_id", "int"),
+            c("Boxes", "sales", "BoxId", "bigint"),
+            c("Report", "dbo", "Id", "int"),
+        ];
+        build_catalog(&tables, &columns, keys, fks, &[])
+    }
+
+    /// The peer has no sys.key_constraints: declared keys are only testable on canned rows.
+    #[test]
+    fn declared_composite_keys_and_foreign_keys_come_from_sys_views() {
+        let keys = [
+            row(&[
+                Some("dbo"),
+                Some("OrderLines"),
+                Some("PK"),
+                Some("PK_OL"),
+                Some("OrderId"),
+                Some("1"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("OrderLines"),
+                Some("PK"),
+                Some("PK_OL"),
+                Some("Line"),
+                Some("2"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Customers"),
+                Some("UQ"),
+                Some("UQ_Email"),
+                Some("Email"),
+                Some("1"),
+            ]),
+        ];
+        let fks = [row(&[
+            Some("FK_OL_C"),
+            Some("dbo"),
+            Some("OrderLines"),
+            Some("CustomerId"),
+            Some("dbo"),
+            Some("Customers"),
+            Some("CustomerID"),
+        ])];
+        let cat = canned_catalog(&keys, &fks);
+        let ol = cat.find("OrderLines").expect("table");
+        assert_eq!(ol.primary_key, ["OrderId", "Line"]);
+        assert!(!ol.key_is_heuristic);
+        assert_eq!(ol.foreign_keys.len(), 1);
+        assert_eq!(ol.foreign_keys[0].columns, ["CustomerId"]);
+        assert_eq!(ol.foreign_keys[0].ref_table, "Customers");
+        assert_eq!(ol.foreign_keys[0].ref_columns, ["CustomerID"]);
+        assert_eq!(ol.column("Price").map(|c| c.kind), Some(ValueKind::Decimal));
+        // No primary key but a unique constraint: the constraint is the key, not a guess.
+        let customers = cat.find("Customers").expect("table");
+        assert_eq!(customers.primary_key, ["Email"]);
+        assert!(!customers.key_is_heuristic);
+    }
+
+    /// What runs against the peer, and against servers that hide sys.* from the login.
+    #[test]
+    fn tables_without_declared_keys_fall_back_to_id_columns_and_say_so() {
+        let cat = canned_catalog(&[], &[]);
+        let key = |name: &str| {
+            let t = cat.find(name).expect("table");
+            (t.primary_key.clone(), t.key_is_heuristic)
+        };
+        assert_eq!(key("Customers"), (strings(&["CustomerID"]), true));
+        assert_eq!(key("Categories"), (strings(&["category_id"]), true));
+        assert_eq!(key("sales.Boxes"), (strings(&["BoxId"]), true));
+        assert_eq!(key("Report"), (strings(&["Id"]), true));
+        // OrderLines has no column named after itself.
+        assert_eq!(key("OrderLines"), (Vec::new(), false));
+        assert_eq!(cat.find("Report").map(|t| t.kind), Some("view"));
+        let order: Vec<String> = cat.tables.iter().map(|t| t.qualified()).collect();
+        assert_eq!(
+            order,
+            [
+                "dbo.Categories",
+                "dbo.Customers",
+                "dbo.OrderLines",
+                "dbo.Report",
+                "sales.Boxes"
+            ]
+        );
+    }
+
+    #[test]
+    fn plural_table_names_are_made_singular() {
+        assert_eq!(singular("Customers").as_deref(), Some("Customer"));
+        assert_eq!(singular("Categories").as_deref(), Some("Category"));
+        assert_eq!(singular("Boxes").as_deref(), Some("Box"));
+        assert_eq!(singular("Addresses").as_deref(), Some("Address"));
+        // Naive, but harmless: it only makes the fallback also look for a `StatuId` column.
+        assert_eq!(singular("Status"), Some("Statu".into()));
+        assert_eq!(singular("Class"), None);
+        assert_eq!(singular("s"), None);
+        assert_eq!(singular("Person"), None);
+    }
+
+    #[test]
+    fn declared_types_are_written_as_sql_server_does() {
+        assert_eq!(
+            declared_type("nvarchar", Some(-1), None, None, None),
+            "nvarchar(max)"
+        );
+        assert_eq!(
+            declared_type("varchar", Some(50), None, None, None),
+            "varchar(50)"
+        );
+        assert_eq!(
+            declared_type("decimal", None, Some(10), Some(2), None),
+            "decimal(10,2)"
+        );
+        assert_eq!(
+            declared_type("datetime2", None, None, None, Some(7)),
+            "datetime2(7)"
+        );
+        assert_eq!(declared_type("int", None, Some(10), Some(0), None), "int");
+        assert_eq!(kind_of("uniqueidentifier"), ValueKind::Other);
+        assert_eq!(kind_of("datetimeoffset"), ValueKind::Temporal);
+        assert_eq!(kind_of("smallmoney"), ValueKind::Decimal);
+        assert_eq!(kind_of("xml"), ValueKind::Text);
+    }
+
+    fn ctx() -> ErrorContext {
+        ErrorContext {
+            target: "sql.example.com:1433".into(),
+            login_hint: "database[0].user / database[0].password".into(),
+            tls_hint: "database[0].encrypt / trust_server_certificate / ca_file".into(),
+        }
+    }
+
+    /// The peer raises 18456, 208 and a few others; permission, lock and Azure errors it
+    /// cannot, so the mapping is checked by number.
+    #[test]
+    fn sql_server_error_numbers_become_actionable_errors() {
+        let c = ctx();
+        let e = server_error(18456, 14, "Login failed for user 'x'.", &c);
+        assert!(
+            matches!(&e, DbError::Unavailable(m) if m.contains("login failed") && m.contains("database[0].user / database[0].password")),
+            "{e:?}"
+        );
+        assert!(is_config_problem(&e));
+        let e = server_error(208, 16, "Invalid object name 'dbo.Nope'.", &c);
+        assert!(
+            matches!(&e, DbError::Sql(m) if m.contains("Invalid object name")),
+            "{e:?}"
+        );
+        let e = server_error(
+            229,
+            14,
+            "The SELECT permission was denied on the object 'Salaries'.",
+            &c,
+        );
+        assert!(
+            matches!(&e, DbError::Sql(m) if m.starts_with("permission denied") && m.contains("GRANT SELECT")),
+            "{e:?}"
+        );
+        let e = server_error(1222, 16, "Lock request time out period exceeded.", &c);
+        assert!(
+            matches!(&e, DbError::Sql(m) if m.starts_with("lock timeout")),
+            "{e:?}"
+        );
+        let e = server_error(40613, 17, "Database is not currently available.", &c);
+        assert!(e.is_transient(), "{e:?}");
+        let e = server_error(
+            596,
+            21,
+            "Cannot continue the execution because the session is in the kill state.",
+            &c,
+        );
+        assert!(e.is_transient(), "{e:?}");
+        let e = server_error(207, 16, "Invalid column name 'x'.", &c);
+        assert!(
+            matches!(&e, DbError::Sql(m) if m == "Invalid column name 'x'. (SQL Server error 207)"),
+            "{e:?}"
+        );
+        assert!(!is_config_problem(&DbError::Unavailable(
+            "cannot reach x: refused".into()
+        )));
+    }
+
+    #[test]
+    fn connection_failures_are_transient_and_name_the_server() {
+        let c = ctx();
+        let io = TdsError::Io {
+            kind: std::io::ErrorKind::ConnectionRefused,
+            message: "Connection refused (os error 111)".into(),
+        };
+        let e = connect_error(&io, &c);
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("sql.example.com:1433"), "{e}");
+        let e = query_error(&io, &c);
+        assert!(e.to_string().contains("was lost"), "{e}");
+        assert!(is_fatal(&io));
+        let tls = TdsError::Tls("the certificate was rejected: UnknownIssuer. To connect anyway use Config::trust_cert()".into());
+        let e = connect_error(&tls, &c);
+        let text = e.to_string();
+        assert!(
+            text.contains("UnknownIssuer") && !text.contains("Config::"),
+            "{text}"
+        );
+        assert!(is_config_problem(&e));
+    }
+
+    #[test]
+    fn settings_never_show_the_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "Sup3r-Secret\n").expect("write");
+        let cfg = MssqlConfig {
+            host: Some("db".into()),
+            database: Some("Sales".into()),
+            user: Some("reader".into()),
+            password: Some(crate::config::SecretSource {
+                file: Some(file),
+                env: None,
+            }),
+            ..MssqlConfig::default()
+        };
+        let s = MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(30))
+            .expect("settings");
+        let shown = format!("{s:?} {cfg:?} {}", cfg.describe());
+        assert!(!shown.contains("Sup3r-Secret"), "{shown}");
+        assert_eq!(s.target, "db:1433");
+        assert!(cfg.describe().contains("password from file"));
+        let missing = MssqlConfig {
+            password: Some(crate::config::SecretSource {
+                file: None,
+                env: Some("MSSQL_MCP_SURELY_UNSET_PASSWORD".into()),
+            }),
+            ..cfg
+        };
+        let err = MssqlSettings::from_config(&missing, "database[3]", 4, Duration::from_secs(30))
+            .expect_err("unset variable");
+        assert_eq!(err.key, "database[3].password.env");
+    }
+
+    #[test]
+    fn a_bad_connection_string_is_refused_without_repeating_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cs");
+        std::fs::write(&file, "Server=tcp:db,1433;Password='unterminated-S3cret;").expect("write");
+        let cfg = MssqlConfig {
+            connection_string: Some(crate::config::SecretSource {
+                file: Some(file),
+                env: None,
+            }),
+            ..MssqlConfig::default()
+        };
+        let err = MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(30))
+            .expect_err("bad string");
+        assert_eq!(err.key, "database[0].connection_string");
+        assert!(!err.to_string().contains("S3cret"), "{err}");
+    }
+}
