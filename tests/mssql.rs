@@ -948,3 +948,114 @@ async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
         .expect("query after the restart");
     assert_eq!(rs.rows, vec![vec![Value::Int(EVENTS as i64)]]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the tools, from a configuration file
+// ---------------------------------------------------------------------------------------------
+
+fn tools_config(peer: &Peer) -> mssql_mcp::config::Config {
+    let text = format!(
+        r#"
+[server]
+insecure_no_auth = true
+
+[[database]]
+name = "sales"
+kind = "mssql"
+host = "127.0.0.1"
+port = {port}
+database = "pysqlbridge"
+user = "{LOGIN}"
+password = {{ file = "{pw}" }}
+trust_server_certificate = true
+connect_timeout_secs = 5
+pool_size = 4
+
+[[scope]]
+path = "/claude"
+database = "sales"
+profile = "full"
+"#,
+        port = peer.port,
+        pw = peer.password_file().display()
+    );
+    mssql_mcp::config::Config::parse(&text).expect("config")
+}
+
+#[tokio::test]
+async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .expect("state");
+    let scope = state.scopes()[0].clone();
+    assert_eq!(scope.db.kind(), "mssql");
+
+    let out = tools::call(&scope, "search", &json!({"query": "Zoë"}))
+        .await
+        .expect("search");
+    let results = out.structured["results"].as_array().expect("results").clone();
+    assert!(!results.is_empty(), "{}", out.structured);
+    let id = results[0]["id"].as_str().expect("id").to_string();
+
+    let out = tools::call(&scope, "fetch", &json!({"id": id}))
+        .await
+        .expect("fetch through the fallback key");
+    let fetched = out.structured.to_string();
+    assert!(fetched.contains("Ærøskøbing"), "{fetched}");
+    assert!(fetched.contains("key_is_heuristic"), "{fetched}");
+
+    let out = tools::call(
+        &scope,
+        "execute_sql",
+        &json!({"sql": "SELECT Name, City FROM Customers ORDER BY CustomerId", "page_size": 3}),
+    )
+    .await
+    .expect("execute_sql");
+    let text = out.structured.to_string();
+    assert!(text.contains("Zoë Ærøskøbing") && text.contains("São Paulo"), "{text}");
+
+    let err = tools::call(&scope, "execute_sql", &json!({"sql": "SELECT * FROM Nope"}))
+        .await
+        .expect_err("missing table");
+    let msg = err.to_string();
+    assert!(msg.contains("Customers") && msg.contains("Orders"), "{msg}");
+
+    let out = tools::call(&scope, "get_table_sample", &json!({"table": "dbo.Products", "limit": 2}))
+        .await
+        .expect("sample");
+    assert!(out.structured.to_string().contains("Espresso Machine"), "{}", out.structured);
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_at_start_does_not_stop_the_server() {
+    let _s = serial().await;
+    let mut peer = Peer::start();
+    peer.kill();
+    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .expect("the server starts without its database");
+    let scope = state.scopes()[0].clone();
+    let err = scope.db.catalog().await.expect_err("down");
+    assert!(err.is_transient(), "{err:?}");
+    peer.spawn();
+    let cat = scope.db.catalog().await.expect("catalog once the database is up");
+    assert_eq!(cat.tables.len(), 5);
+}
+
+#[tokio::test]
+async fn a_wrong_password_stops_the_server_at_start() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    std::fs::write(peer.password_file(), "not-the-password").expect("write");
+    let err = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .err()
+        .expect("a refused login is fatal at start");
+    let text = err.to_string();
+    assert!(text.contains("login failed") && text.contains("database[0].user"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+}
