@@ -997,7 +997,10 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     let out = tools::call(&scope, "search", &json!({"query": "Zoë"}))
         .await
         .expect("search");
-    let results = out.structured["results"].as_array().expect("results").clone();
+    let results = out.structured["results"]
+        .as_array()
+        .expect("results")
+        .clone();
     assert!(!results.is_empty(), "{}", out.structured);
     let id = results[0]["id"].as_str().expect("id").to_string();
 
@@ -1016,7 +1019,10 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     .await
     .expect("execute_sql");
     let text = out.structured.to_string();
-    assert!(text.contains("Zoë Ærøskøbing") && text.contains("São Paulo"), "{text}");
+    assert!(
+        text.contains("Zoë Ærøskøbing") && text.contains("São Paulo"),
+        "{text}"
+    );
 
     let err = tools::call(&scope, "execute_sql", &json!({"sql": "SELECT * FROM Nope"}))
         .await
@@ -1024,10 +1030,18 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     let msg = err.to_string();
     assert!(msg.contains("Customers") && msg.contains("Orders"), "{msg}");
 
-    let out = tools::call(&scope, "get_table_sample", &json!({"table": "dbo.Products", "limit": 2}))
-        .await
-        .expect("sample");
-    assert!(out.structured.to_string().contains("Espresso Machine"), "{}", out.structured);
+    let out = tools::call(
+        &scope,
+        "get_table_sample",
+        &json!({"table": "dbo.Products", "limit": 2}),
+    )
+    .await
+    .expect("sample");
+    assert!(
+        out.structured.to_string().contains("Espresso Machine"),
+        "{}",
+        out.structured
+    );
 }
 
 #[tokio::test]
@@ -1042,7 +1056,11 @@ async fn a_database_that_is_down_at_start_does_not_stop_the_server() {
     let err = scope.db.catalog().await.expect_err("down");
     assert!(err.is_transient(), "{err:?}");
     peer.spawn();
-    let cat = scope.db.catalog().await.expect("catalog once the database is up");
+    let cat = scope
+        .db
+        .catalog()
+        .await
+        .expect("catalog once the database is up");
     assert_eq!(cat.tables.len(), 5);
 }
 
@@ -1056,6 +1074,58 @@ async fn a_wrong_password_stops_the_server_at_start() {
         .err()
         .expect("a refused login is fatal at start");
     let text = err.to_string();
-    assert!(text.contains("login failed") && text.contains("database[0].user"), "{text}");
+    assert!(
+        text.contains("login failed") && text.contains("database[0].user"),
+        "{text}"
+    );
     assert!(!text.contains("not-the-password"), "{text}");
+}
+
+/// A server that accepts TCP connections and then says nothing (a hung host behind a load
+/// balancer): every caller fails within about one connect timeout, together.
+#[tokio::test]
+async fn a_server_that_never_answers_costs_one_connect_timeout_not_one_per_caller() {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pw"), "x").expect("write");
+    let cfg = MssqlConfig {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        database: Some("db".into()),
+        user: Some("u".into()),
+        password: Some(SecretSource {
+            file: Some(dir.path().join("pw")),
+            env: None,
+        }),
+        trust_server_certificate: Some(true),
+        connect_timeout_secs: Some(1),
+        ..MssqlConfig::default()
+    };
+    let settings = MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(5))
+        .expect("settings");
+    let b = Arc::new(MssqlBackend::new(settings));
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let b = b.clone();
+        calls.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                b.catalog().await.map(|_| ())
+            } else {
+                b.ping().await
+            }
+        }));
+    }
+    for c in calls {
+        let err = c.await.expect("task").expect_err("nothing answers");
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains(&port.to_string()), "{err}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
 }

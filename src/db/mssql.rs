@@ -409,8 +409,19 @@ pub struct MssqlBackend {
     query_timeout: Duration,
     connect_timeout: Duration,
     pool_size: u32,
-    /// The catalog and when it was loaded; the lock also makes concurrent reloads one.
-    catalog: tokio::sync::Mutex<Option<(Instant, Arc<Catalog>)>>,
+    /// The loaded catalog and the last failed load.
+    catalog: std::sync::Mutex<CatalogCache>,
+    /// Held while the catalog loads, so concurrent callers share one load.
+    catalog_load: tokio::sync::Mutex<()>,
+}
+
+/// See [`MssqlBackend::catalog`].
+#[derive(Default)]
+struct CatalogCache {
+    /// The latest catalog and when it was loaded.
+    loaded: Option<(Instant, Arc<Catalog>)>,
+    /// The latest failed load, shared with the callers that waited for it.
+    failed: Option<(Instant, DbError)>,
 }
 
 impl fmt::Debug for MssqlBackend {
@@ -454,7 +465,8 @@ impl MssqlBackend {
             query_timeout: settings.query_timeout,
             connect_timeout: settings.connect_timeout,
             pool_size,
-            catalog: tokio::sync::Mutex::new(None),
+            catalog: std::sync::Mutex::new(CatalogCache::default()),
+            catalog_load: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -543,6 +555,31 @@ impl MssqlBackend {
         )))
     }
 
+    fn catalog_cache(&self) -> std::sync::MutexGuard<'_, CatalogCache> {
+        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the cache can answer without loading: a catalog younger than [`CATALOG_TTL`] or
+    /// loaded after `asked`, or the outcome of a load that failed after `asked` (the previous
+    /// catalog if there is one, else the error).
+    fn cached_catalog(&self, asked: Instant) -> Option<Result<Arc<Catalog>, DbError>> {
+        let cache = self.catalog_cache();
+        if let Some((at, c)) = &cache.loaded
+            && (at.elapsed() < CATALOG_TTL || *at >= asked)
+        {
+            return Some(Ok(c.clone()));
+        }
+        if let Some((at, e)) = &cache.failed
+            && *at >= asked
+        {
+            return Some(match &cache.loaded {
+                Some((_, c)) => Ok(c.clone()),
+                None => Err(e.clone()),
+            });
+        }
+        None
+    }
+
     /// Runs `stmt` on a pooled connection within the query timeout.
     async fn run(&self, stmt: Statement) -> Result<RowSet, DbError> {
         let mut conn = self.acquire().await?;
@@ -588,6 +625,7 @@ enum Param {
     F64(f64),
     Bool(bool),
     Str(String),
+    Guid(tiberius::Uuid),
 }
 
 /// One round trip: a parameterised statement of ours, or a guarded ad-hoc query.
@@ -620,6 +658,7 @@ async fn execute(
                 Param::F64(f) => q.bind(*f),
                 Param::Bool(b) => q.bind(*b),
                 Param::Str(s) => q.bind(s.as_str()),
+                Param::Guid(g) => q.bind(*g),
             }
         }
         match q.query(&mut conn.client).await {
@@ -1048,9 +1087,23 @@ fn key_param(kind: ValueKind, raw: &str) -> Option<Param> {
             "0" | "false" => Some(Param::Bool(false)),
             _ => None,
         },
-        // Decimals, dates and GUIDs travel as text and are converted by the server (the
-        // column's type has the higher precedence), which keeps them exact.
+        // Decimals travel as text and are converted by the server (the column's type has the
+        // higher precedence), which keeps them exact; text that is no number cannot match.
+        ValueKind::Decimal => t.parse::<f64>().ok().map(|_| Param::Str(t.to_string())),
+        // Dates too (the server's conversion is the authority on date formats).
         _ => Some(Param::Str(raw.to_string())),
+    }
+}
+
+/// A key value for a column of declared type `data_type`: GUIDs are checked and bound as
+/// `uniqueidentifier`; everything else as [`key_param`] says.
+fn typed_key(column: Option<&ColumnInfo>, raw: &str) -> Option<Param> {
+    match column {
+        Some(c) if c.data_type.eq_ignore_ascii_case("uniqueidentifier") => {
+            tiberius::Uuid::parse_str(raw.trim()).ok().map(Param::Guid)
+        }
+        Some(c) => key_param(c.kind, raw),
+        None => key_param(ValueKind::Other, raw),
     }
 }
 
@@ -1571,25 +1624,45 @@ impl Backend for MssqlBackend {
     }
 
     async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
-        let mut cached = self.catalog.lock().await;
-        if let Some((at, c)) = cached.as_ref()
-            && at.elapsed() < CATALOG_TTL
-        {
-            return Ok(c.clone());
+        let asked = Instant::now();
+        if let Some(answer) = self.cached_catalog(asked) {
+            return answer;
         }
-        match self.load_catalog().await {
+        // One load at a time. While it runs, others serve the previous catalog if there is
+        // one, or wait and share the load's outcome (so a server that does not answer costs
+        // one connect timeout, not one per caller).
+        let _loading = match self.catalog_load.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some((_, c)) = self.catalog_cache().loaded.clone() {
+                    return Ok(c);
+                }
+                self.catalog_load.lock().await
+            }
+        };
+        if let Some(answer) = self.cached_catalog(asked) {
+            return answer;
+        }
+        let result = self.load_catalog().await;
+        let mut cache = self.catalog_cache();
+        let now = Instant::now();
+        match result {
             Ok(c) => {
                 let c = Arc::new(c);
-                *cached = Some((Instant::now(), c.clone()));
+                cache.loaded = Some((now, c.clone()));
+                cache.failed = None;
                 Ok(c)
             }
-            Err(e) => match cached.as_ref() {
-                Some((_, old)) => {
-                    tracing::warn!(error = %e, "SQL Server catalog reload failed; serving the previous one");
-                    Ok(old.clone())
+            Err(e) => {
+                cache.failed = Some((now, e.clone()));
+                match &cache.loaded {
+                    Some((_, old)) => {
+                        tracing::warn!(error = %e, "SQL Server catalog reload failed; serving the previous one");
+                        Ok(old.clone())
+                    }
+                    None => Err(e),
                 }
-                None => Err(e),
-            },
+            }
         }
     }
 
@@ -1634,11 +1707,7 @@ impl Backend for MssqlBackend {
         }
         let mut params = Vec::with_capacity(key.len());
         for (col, raw) in key_columns.iter().zip(key) {
-            let kind = table
-                .column(col)
-                .map(|c| c.kind)
-                .unwrap_or(ValueKind::Other);
-            match key_param(kind, raw) {
+            match typed_key(table.column(col), raw) {
                 Some(p) => params.push(p),
                 None => return Ok(RowSet::default()),
             }
@@ -2036,11 +2105,24 @@ mod tests {
             Some(Param::Bool(true))
         );
         assert_eq!(key_param(ValueKind::Float, "1.5"), Some(Param::F64(1.5)));
-        // Decimals and GUIDs go as text, so the server converts them exactly.
+        // Decimals go as text, so the server converts them exactly.
         assert_eq!(
             key_param(ValueKind::Decimal, "12.30"),
             Some(Param::Str("12.30".into()))
         );
+        assert_eq!(key_param(ValueKind::Decimal, "twelve"), None);
+        // GUIDs are checked and bound as uniqueidentifier (the peer has no such columns).
+        let guid = ColumnInfo {
+            name: "RowGuid".into(),
+            data_type: "uniqueidentifier".into(),
+            kind: ValueKind::Other,
+            nullable: false,
+        };
+        assert!(matches!(
+            typed_key(Some(&guid), "6F9619FF-8B86-D011-B42D-00C04FC964FF"),
+            Some(Param::Guid(_))
+        ));
+        assert_eq!(typed_key(Some(&guid), "not-a-guid"), None);
     }
 
     #[test]
