@@ -182,6 +182,28 @@ pub enum ApplicationIntent {
     ReadWrite,
 }
 
+impl MssqlEncrypt {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MssqlEncrypt::Off => "off",
+            MssqlEncrypt::On => "on",
+            MssqlEncrypt::Required => "required",
+            MssqlEncrypt::Strict => "strict",
+        }
+    }
+}
+
+impl ApplicationIntent {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplicationIntent::ReadOnly => "read_only",
+            ApplicationIntent::ReadWrite => "read_write",
+        }
+    }
+}
+
 impl MssqlConfig {
     /// Port to connect to: the configured one, or 1433 unless a named instance is used.
     pub fn port(&self) -> Option<u16> {
@@ -221,20 +243,20 @@ impl MssqlConfig {
             (None, None) => host.to_string(),
         };
         format!(
-            "{addr}, database {}, user {}, password from {}, encrypt {:?}{}, intent {:?}",
+            "{addr}, database {}, user {}, password from {}, encrypt {}{}, application_intent {}",
             self.database.as_deref().unwrap_or("?"),
             self.user.as_deref().unwrap_or("?"),
             self.password
                 .as_ref()
                 .map(SecretSource::describe)
                 .unwrap_or_else(|| "?".into()),
-            self.encrypt(),
+            self.encrypt().as_str(),
             if self.trust_server_certificate() {
                 " (any certificate trusted)"
             } else {
                 ""
             },
-            self.application_intent(),
+            self.application_intent().as_str(),
         )
     }
 

@@ -47,7 +47,11 @@
 //! drained (up to [`DRAIN_ROWS`]) so the connection can be reused; past that it is discarded.
 //!
 //! Tools never send SQL for `sample`, `lookup` and `search`: they are built here with bracket
-//! quoting (`]` doubled) and bound parameters.
+//! quoting (`]` doubled) and bound parameters for every value that came from outside (keys,
+//! `LIKE` patterns with `%`, `_`, `[` and `\` escaped). Row counts (`TOP (n)`, `OFFSET n ROWS
+//! FETCH NEXT m ROWS ONLY`) are our own integers and are written inline, because some TDS
+//! servers (the test peer among them) refuse parameters there. Keyword matching follows the
+//! column's collation: case-insensitive on SQL Server's default collations.
 //!
 //! # Types
 //!
