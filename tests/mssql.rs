@@ -1129,3 +1129,85 @@ async fn a_server_that_never_answers_costs_one_connect_timeout_not_one_per_calle
     );
     drop(silent);
 }
+
+/// Not a test: compares point lookups through the backend (pool, validation, decoding) with a
+/// bare tiberius client sending the same statement on one connection. Run with
+/// `cargo test --release --test mssql -- --ignored --nocapture lookup_overhead`.
+#[tokio::test]
+#[ignore = "measurement; run on demand"]
+async fn lookup_overhead_against_a_bare_tiberius_client() {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 4, Duration::from_secs(10));
+    let customers = table(&b, "Customers").await;
+    let cols = names(&customers);
+    const N: i64 = 1_000;
+
+    let mut config = tiberius::Config::new();
+    config.host("127.0.0.1");
+    config.port(peer.port);
+    config.database("pysqlbridge");
+    config.authentication(tiberius::AuthMethod::sql_server(LOGIN, PASSWORD));
+    config.trust_cert();
+    let tcp = tokio::net::TcpStream::connect(peer.addr())
+        .await
+        .expect("tcp");
+    let mut client = tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .expect("client");
+    let sql = format!(
+        "SELECT TOP (2) {} FROM [dbo].[Customers] WHERE [CustomerId] = @P1 ORDER BY [CustomerId]",
+        cols.iter()
+            .map(|c| format!("[{c}]"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let bare_round = async |client: &mut tiberius::Client<_>| {
+        let started = Instant::now();
+        for i in 0..N {
+            let mut q = tiberius::Query::new(sql.as_str());
+            q.bind(i % 40 + 1);
+            let rows = q
+                .query(client)
+                .await
+                .expect("query")
+                .into_first_result()
+                .await
+                .expect("rows");
+            assert_eq!(rows.len(), 1);
+        }
+        started.elapsed()
+    };
+    let backend_round = async || {
+        let started = Instant::now();
+        for i in 0..N {
+            let rs = b
+                .lookup(
+                    &customers,
+                    &cols,
+                    &customers.primary_key,
+                    &[(i % 40 + 1).to_string()],
+                    1,
+                )
+                .await
+                .expect("lookup");
+            assert_eq!(rs.rows.len(), 1);
+        }
+        started.elapsed()
+    };
+    // Alternate, so neither side gets the warm-up.
+    let mut bare = Duration::ZERO;
+    let mut backend = Duration::ZERO;
+    for _ in 0..3 {
+        backend += backend_round().await;
+        bare += bare_round(&mut client).await;
+    }
+    let n = 3 * N;
+    println!(
+        "{n} sequential lookups: bare tiberius {:.0}/s, backend {:.0}/s ({:.0}%)",
+        n as f64 / bare.as_secs_f64(),
+        n as f64 / backend.as_secs_f64(),
+        100.0 * bare.as_secs_f64() / backend.as_secs_f64()
+    );
+}
