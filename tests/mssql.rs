@@ -295,6 +295,36 @@ impl Drop for Peer {
     }
 }
 
+/// Captured log output.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
 fn page(offset: usize, limit: usize) -> Page {
     Page { offset, limit }
 }
@@ -361,9 +391,24 @@ async fn a_wrong_password_fails_with_login_advice_and_never_shows_the_password()
     let settings = MssqlSettings::from_config(&cfg, "database[0]", 2, Duration::from_secs(5))
         .expect("settings");
     let debug = format!("{settings:?} {cfg:?}");
+    // Every log line, at every level, of this test's thread (the runtime is single-threaded,
+    // so the pool's spawned connection attempts log here too).
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
     let b = MssqlBackend::new(settings);
     let started = Instant::now();
     let err = b.ping().await.expect_err("wrong password must fail");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let logged = logs.text();
+    assert!(
+        logged.contains("Login failed"),
+        "the failure is logged: {logged}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -376,7 +421,12 @@ async fn a_wrong_password_fails_with_login_advice_and_never_shows_the_password()
         text.contains("database[0].user / database[0].password"),
         "{text}"
     );
-    for shown in [text.as_str(), debug.as_str(), &format!("{err:?} {b:?}")] {
+    for shown in [
+        text.as_str(),
+        debug.as_str(),
+        &format!("{err:?} {b:?}"),
+        logged.as_str(),
+    ] {
         assert!(!shown.contains(wrong), "password leaked: {shown}");
         assert!(!shown.contains(PASSWORD), "password leaked: {shown}");
     }
