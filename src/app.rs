@@ -34,6 +34,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    OAuth(#[from] crate::oauth::store::StoreError),
 }
 
 /// Opens every configured database and builds the scopes.
@@ -79,7 +81,20 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
             Some(Arc::new(Scope::new(s.clone(), db, &public_url)))
         })
         .collect();
-    Ok(AppState::new(config, scopes, no_auth))
+    let oauth = if no_auth {
+        None
+    } else {
+        let c = config.clone();
+        let opened = tokio::task::spawn_blocking(move || crate::oauth::OAuth::open(&c))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+        Some(Arc::new(opened))
+    };
+    let state = AppState::new(config, scopes, no_auth);
+    if let Some(o) = oauth {
+        state.set_oauth(o);
+    }
+    Ok(state)
 }
 
 /// The whole HTTP application.
@@ -87,6 +102,7 @@ pub fn router(state: &AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(crate::mcp::routes(state))
+        .merge(crate::oauth::routes(state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
 }
@@ -120,17 +136,28 @@ pub async fn run(
             }
         }
     });
+    let _oauth_cleanup = crate::oauth::spawn_cleanup(&state);
     let closing = state.clone();
-    let result = axum::serve(
+    let grace = Duration::from_secs(state.config().server.shutdown_grace_secs);
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let stopping_signal = stopping.clone();
+    let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
+        stopping_signal.cancel();
         // End sessions so their SSE streams close and the drain can finish.
         closing.sessions().close_all();
-    })
-    .await;
+    });
+    let result = tokio::select! {
+        r = serve => r.map_err(StartError::Io),
+        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
     reaper.abort();
-    result.map_err(StartError::Io)
+    result
 }

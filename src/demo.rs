@@ -71,6 +71,7 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         allow_tables: Vec::new(),
         deny_tables: Vec::new(),
         deny_columns,
+        allowed_redirect_hosts: None,
     };
     Config {
         server: ServerConfig {
@@ -96,5 +97,7 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
             ),
             scope("/claude", ToolProfile::Full, Vec::new()),
         ],
+        oauth: Default::default(),
+        admin: Default::default(),
     }
 }

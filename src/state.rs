@@ -70,6 +70,9 @@ struct Inner {
     no_auth: bool,
     /// Bounds open SSE streams (GET `/mcp` and legacy `/sse`) across all clients.
     streams: Arc<Semaphore>,
+    /// The OAuth authorization server (absent when authentication is off); set once by
+    /// `app::build_state`.
+    oauth: std::sync::OnceLock<Arc<crate::oauth::OAuth>>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
                 sessions,
                 no_auth,
                 streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+                oauth: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -108,6 +112,16 @@ impl AppState {
 
     pub fn no_auth(&self) -> bool {
         self.inner.no_auth
+    }
+
+    /// The OAuth authorization server, when authentication is on.
+    pub fn oauth(&self) -> Option<&Arc<crate::oauth::OAuth>> {
+        self.inner.oauth.get()
+    }
+
+    /// Installs the OAuth authorization server (once; later calls are ignored).
+    pub fn set_oauth(&self, oauth: Arc<crate::oauth::OAuth>) {
+        let _ = self.inner.oauth.set(oauth);
     }
 
     /// The public base URL (no trailing slash).

@@ -7,6 +7,7 @@
 //! that interrupts them at the configured timeout.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,11 +56,17 @@ impl SqliteBackend {
         })
     }
 
-    /// Runs `f` on a pooled connection on the blocking pool, with the query timeout armed.
+    /// Runs `f` on a pooled connection with the query timeout armed.
+    ///
+    /// Most queries the tools send (point lookups, key-ordered samples) finish in tens of
+    /// microseconds, less than a hand-off to the blocking pool costs. So `f` first runs right
+    /// here on the async worker with a budget of [`INLINE_BUDGET`]; a query that needs longer
+    /// is interrupted by SQLite's progress handler and run again on the blocking pool with the
+    /// full timeout. Re-running is safe because every connection is read-only.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, DbError> + Send + Sync + 'static,
     {
         let permit = self
             .permits
@@ -67,9 +74,33 @@ impl SqliteBackend {
             .acquire_owned()
             .await
             .map_err(|_| DbError::Unavailable("the database is shutting down".into()))?;
+        let timeout = self.timeout;
+        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        if let Some(mut conn) = pooled {
+            let over_budget = Arc::new(AtomicBool::new(false));
+            let flag = over_budget.clone();
+            let deadline = Instant::now() + INLINE_BUDGET;
+            let _ = conn.progress_handler(
+                1000,
+                Some(move || {
+                    let over = Instant::now() > deadline;
+                    if over {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    over
+                }),
+            );
+            let result = f(&conn);
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if let Ok(mut v) = self.idle.lock() {
+                v.push(conn);
+            }
+            if !over_budget.load(Ordering::Relaxed) {
+                return result.map_err(|e| interrupted_is_timeout(e, timeout));
+            }
+        }
         let idle = self.idle.clone();
         let path = self.path.clone();
-        let timeout = self.timeout;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
@@ -80,10 +111,7 @@ impl SqliteBackend {
             let deadline = Instant::now() + timeout;
             // The handler runs every 4k VM steps; returning true interrupts the statement.
             let _ = conn.progress_handler(4096, Some(move || Instant::now() > deadline));
-            let result = f(&conn).map_err(|e| match e {
-                DbError::Sql(m) if m.contains("interrupted") => DbError::Timeout(timeout.as_secs()),
-                other => other,
-            });
+            let result = f(&conn).map_err(|e| interrupted_is_timeout(e, timeout));
             let _ = conn.progress_handler(0, None::<fn() -> bool>);
             if let Ok(mut v) = idle.lock() {
                 v.push(conn);
@@ -92,6 +120,16 @@ impl SqliteBackend {
         })
         .await
         .map_err(|e| DbError::Internal(e.to_string()))?
+    }
+}
+
+/// How long a query may run inline on the async worker before it moves to the blocking pool.
+const INLINE_BUDGET: Duration = Duration::from_millis(2);
+
+fn interrupted_is_timeout(e: DbError, timeout: Duration) -> DbError {
+    match e {
+        DbError::Sql(m) if m.contains("interrupted") => DbError::Timeout(timeout.as_secs()),
+        other => other,
     }
 }
 
@@ -120,8 +158,10 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Select | AuthAction::Recursive => Authorization::Allow,
         AuthAction::Read { table_name, .. } => {
-            let t = table_name.to_ascii_lowercase();
-            if t.starts_with("sqlite_") {
+            let internal = table_name
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("sqlite_"));
+            if internal {
                 Authorization::Deny
             } else {
                 Authorization::Allow
@@ -338,16 +378,37 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
     Ok(Catalog { tables })
 }
 
-fn decode(v: ValueRef<'_>, kind: ValueKind) -> Value {
+/// The scale `s` of a declared `DECIMAL(p,s)` / `NUMERIC(p,s)`.
+fn decimal_scale(decl: &str) -> Option<usize> {
+    let inner = decl.split_once('(')?.1.split_once(')')?.0;
+    inner.split_once(',')?.1.trim().parse().ok()
+}
+
+/// Column decoding info: broad kind plus, for decimals, the declared scale. SQLite stores
+/// `DECIMAL(10,2)` values as numbers (12.50 becomes 12.5), so the scale restores the text.
+#[derive(Clone, Copy)]
+struct ColType {
+    kind: ValueKind,
+    scale: Option<usize>,
+}
+
+fn decode(v: ValueRef<'_>, ty: ColType) -> Value {
+    let kind = ty.kind;
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => match kind {
             ValueKind::Boolean => Value::Bool(i != 0),
-            ValueKind::Decimal => Value::Decimal(i.to_string()),
+            ValueKind::Decimal => Value::Decimal(match ty.scale {
+                Some(s) if s > 0 => format!("{i}.{}", "0".repeat(s)),
+                _ => i.to_string(),
+            }),
             _ => Value::Int(i),
         },
         ValueRef::Real(f) => match kind {
-            ValueKind::Decimal => Value::Decimal(f.to_string()),
+            ValueKind::Decimal => Value::Decimal(match ty.scale {
+                Some(s) => format!("{f:.s$}"),
+                None => f.to_string(),
+            }),
             _ => Value::Float(f),
         },
         ValueRef::Text(t) => {
@@ -376,13 +437,17 @@ fn run(
             data_type: c.decl_type().map(str::to_string),
         })
         .collect();
-    let kinds: Vec<ValueKind> = columns
+    let kinds: Vec<ColType> = columns
         .iter()
-        .map(|c| {
-            c.data_type
-                .as_deref()
-                .map(kind_of)
-                .unwrap_or(ValueKind::Other)
+        .map(|c| match c.data_type.as_deref() {
+            Some(d) => ColType {
+                kind: kind_of(d),
+                scale: decimal_scale(d),
+            },
+            None => ColType {
+                kind: ValueKind::Other,
+                scale: None,
+            },
         })
         .collect();
     let mut rows = stmt
@@ -588,6 +653,27 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn decimals_keep_their_declared_scale() {
+        let ty = ColType {
+            kind: ValueKind::Decimal,
+            scale: decimal_scale("DECIMAL(10,2)"),
+        };
+        assert_eq!(
+            decode(ValueRef::Real(12.5), ty),
+            Value::Decimal("12.50".into())
+        );
+        assert_eq!(
+            decode(ValueRef::Integer(12), ty),
+            Value::Decimal("12.00".into())
+        );
+        assert_eq!(
+            decode(ValueRef::Real(0.1 + 0.2), ty),
+            Value::Decimal("0.30".into())
+        );
+        assert_eq!(decimal_scale("NUMERIC(5)"), None);
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub const LATEST_LEGACY_VERSION: &str = "2025-11-25";
 /// The stateless revision: per-request `_meta`, `server/discover`, header checks.
 pub const MODERN_VERSION: &str = "2026-07-28";
 
+/// Revisions a client of a 2025 session may name in `MCP-Protocol-Version` (a missing header
+/// means 2025-03-26; SDKs built for older revisions still send theirs).
+pub const KNOWN_SESSION_VERSIONS: [&str; 4] =
+    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
 /// `_meta` key carrying the protocol version on every 2026-07-28 request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key carrying the client capabilities on every 2026-07-28 request.

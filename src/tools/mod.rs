@@ -234,7 +234,13 @@ pub async fn call(scope: &Scope, name: &str, args: &Value) -> Result<ToolOutput,
 }
 
 fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolError> {
-    let def = definition(name);
+    // Every tool is in the full profile; its definitions are built once.
+    let Some(def) = definitions(ToolProfile::Full)
+        .as_array()
+        .and_then(|defs| defs.iter().find(|d| d["name"] == name))
+    else {
+        return Ok(());
+    };
     let Some(props) = def["inputSchema"]["properties"].as_object() else {
         return Ok(());
     };
@@ -394,24 +400,31 @@ pub(crate) fn row_id(
     ))
 }
 
-/// A human title for a row: its name-like column, else `table key`.
+/// A human title for a row: `first_name last_name`, else its name-like column, then the
+/// table and key (`Anna Berg (customers 42)`).
 pub(crate) fn row_title(table: &TableInfo, columns: &[ResultColumn], row: &[DbValue]) -> String {
+    let value_of = |name: &str| -> Option<String> {
+        let i = columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))?;
+        let v = row.get(i)?.display();
+        (!v.is_empty()).then_some(v)
+    };
     let key: Vec<String> = table
         .primary_key
         .iter()
-        .filter_map(|pk| columns.iter().position(|c| c.name.eq_ignore_ascii_case(pk)))
-        .map(|i| row[i].display())
+        .filter_map(|pk| value_of(pk))
         .collect();
     let label = format!("{} {}", table.name, key.join("/"));
-    if let Some(tc) = table.title_column()
-        && let Some(i) = columns.iter().position(|c| c.name == tc.name)
-    {
-        let t = row[i].display();
-        if !t.is_empty() {
-            return format!("{t} ({})", label.trim());
-        }
+    let label = label.trim();
+    let person = match (value_of("first_name"), value_of("last_name")) {
+        (Some(f), Some(l)) => Some(format!("{f} {l}")),
+        _ => None,
+    };
+    match person.or_else(|| table.title_column().and_then(|tc| value_of(&tc.name))) {
+        Some(t) => format!("{} ({label})", truncate(&t, 120)),
+        None => label.to_string(),
     }
-    label.trim().to_string()
 }
 
 /// Text columns of a table that may be searched in this scope.

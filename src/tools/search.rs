@@ -289,7 +289,13 @@ pub(crate) fn keywords(q: &str) -> Vec<String> {
         let w = w
             .trim_matches(|c: char| c == '.' || c == '-' || c == '_')
             .to_lowercase();
-        if w.chars().count() < 2 || STOP.contains(&w.as_str()) || out.contains(&w) {
+        if w.chars().count() < 2 || STOP.contains(&w.as_str()) {
+            continue;
+        }
+        // Keywords match as substrings, so a light stem finds "refund" for "refunds" and
+        // "ship" for "shipping".
+        let w = stem(&w);
+        if out.contains(&w) {
             continue;
         }
         out.push(w);
@@ -298,6 +304,36 @@ pub(crate) fn keywords(q: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Strips a common English inflection from a plain word (not from emails, codes or numbers).
+fn stem(w: &str) -> String {
+    if !w.chars().all(|c| c.is_alphabetic()) {
+        return w.to_string();
+    }
+    let strip = |suffix: &str, min_left: usize| -> Option<String> {
+        let rest = w.strip_suffix(suffix)?;
+        (rest.chars().count() >= min_left).then(|| rest.to_string())
+    };
+    if let Some(r) = strip("ies", 3) {
+        return format!("{r}y");
+    }
+    for (suffix, min_left) in [("ing", 4), ("ed", 4), ("es", 4)] {
+        if let Some(mut r) = strip(suffix, min_left) {
+            // "shipping" → "shipp" → "ship"; but "billing" keeps "bill".
+            let b = r.as_bytes();
+            let n = b.len();
+            if suffix != "es" && n >= 2 && b[n - 1] == b[n - 2] && !b"aeioulsz".contains(&b[n - 1])
+            {
+                r.pop();
+            }
+            return r;
+        }
+    }
+    if w.chars().count() > 3 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") {
+        return w[..w.len() - 1].to_string();
+    }
+    w.to_string()
 }
 
 async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> {
@@ -363,13 +399,15 @@ async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> 
     Ok(hits)
 }
 
-/// About 200 characters of the first text column that contains a keyword, around the match.
+/// About 200 characters around the first keyword in the text column with the most keyword
+/// hits (longer text wins ties, so a description beats a subject line).
 fn snippet(
     cols: &[crate::db::ResultColumn],
     values: &[crate::db::Value],
     text_cols: &[String],
     words: &[String],
 ) -> String {
+    let mut best: Option<(usize, usize, &str, &str, usize)> = None;
     for (c, v) in cols.iter().zip(values) {
         if !text_cols.contains(&c.name) {
             continue;
@@ -378,19 +416,38 @@ fn snippet(
             continue;
         };
         let lower = s.to_lowercase();
-        if let Some(pos) = words.iter().filter_map(|w| lower.find(w.as_str())).min() {
-            // `pos` indexes `lower`; map to a char index so slicing `s` stays on boundaries.
-            let char_pos = lower[..pos].chars().count();
-            let start = char_pos.saturating_sub(60);
-            let piece: String = s.chars().skip(start).take(200).collect();
-            let prefix = if start > 0 { "…" } else { "" };
-            let suffix = if s.chars().count() > start + 200 {
-                "…"
-            } else {
-                ""
-            };
-            return format!("{}: {prefix}{piece}{suffix}", c.name);
+        let hits = words.iter().filter(|w| lower.contains(w.as_str())).count();
+        if hits == 0 {
+            continue;
         }
+        let Some(pos) = words.iter().filter_map(|w| lower.find(w.as_str())).min() else {
+            continue;
+        };
+        let better = match best {
+            None => true,
+            Some((h, len, ..)) => hits > h || (hits == h && s.len() > len),
+        };
+        if better {
+            // `pos` indexes the lower-cased text; count chars so slicing stays on boundaries.
+            best = Some((
+                hits,
+                s.len(),
+                c.name.as_str(),
+                s.as_str(),
+                lower[..pos].chars().count(),
+            ));
+        }
+    }
+    if let Some((_, _, name, s, char_pos)) = best {
+        let start = char_pos.saturating_sub(60);
+        let piece: String = s.chars().skip(start).take(200).collect();
+        let prefix = if start > 0 { "…" } else { "" };
+        let suffix = if s.chars().count() > start + 200 {
+            "…"
+        } else {
+            ""
+        };
+        return format!("{name}: {prefix}{piece}{suffix}");
     }
     cols.iter()
         .zip(values)
@@ -408,7 +465,19 @@ mod tests {
     fn keywords_drop_stopwords_and_duplicates() {
         assert_eq!(
             keywords("What are the refund requests for damaged items? Refund!"),
-            vec!["refund", "requests", "damaged", "items"]
+            vec!["refund", "request", "damag", "item"]
+        );
+    }
+
+    #[test]
+    fn keywords_are_lightly_stemmed() {
+        assert_eq!(
+            keywords("who handles refunds for shipping delays and batteries"),
+            vec!["handl", "refund", "ship", "delay", "battery"]
+        );
+        assert_eq!(
+            keywords("status bus glass billing"),
+            vec!["status", "bus", "glass", "bill"]
         );
     }
 

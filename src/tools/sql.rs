@@ -262,6 +262,7 @@ pub(crate) async fn run_sql(
         Err(e) => return Err(e.into()),
     };
     let masked = mask_columns(scope, &catalog, &checked.tables, &mut rs);
+    rs.dedupe_column_names();
     Ok((rs, checked.tables, masked))
 }
 
@@ -281,7 +282,7 @@ fn mask_columns(
     if scope.rules.deny_columns.is_empty() {
         return Vec::new();
     }
-    let resolved: Vec<(String, String)> = tables
+    let resolved: Vec<(Option<String>, String)> = tables
         .iter()
         .map(|t| {
             let name = match &t.schema {
@@ -289,8 +290,8 @@ fn mask_columns(
                 None => t.name.clone(),
             };
             match catalog.find(&name) {
-                Some(info) => (info.schema.clone(), info.name.clone()),
-                None => (t.schema.clone().unwrap_or_default(), t.name.clone()),
+                Some(info) => (Some(info.schema.clone()), info.name.clone()),
+                None => (t.schema.clone(), t.name.clone()),
             }
         })
         .collect();
@@ -301,7 +302,7 @@ fn mask_columns(
         .filter(|(_, c)| {
             resolved
                 .iter()
-                .any(|(s, t)| scope.rules.column_denied(Some(s), t, &c.name))
+                .any(|(s, t)| scope.rules.column_denied(s.as_deref(), t, &c.name))
         })
         .map(|(i, _)| i)
         .collect();
