@@ -1080,6 +1080,25 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     let msg = err.to_string();
     assert!(msg.contains("Customers") && msg.contains("Orders"), "{msg}");
 
+    // The guard (MsSql dialect) stops what SQL Server would otherwise run, before any
+    // statement reaches the server.
+    for sql in [
+        "EXEC sp_tables",
+        "EXECUTE('DELETE FROM Customers')",
+        "SELECT * INTO Copy FROM Customers",
+        "SELECT 1; DELETE FROM Customers",
+        "SELECT * FROM OPENROWSET('SQLNCLI', 'Server=x;', 'SELECT 1')",
+        "WAITFOR DELAY '00:00:05'",
+    ] {
+        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+            .await
+            .expect_err(sql);
+        assert!(
+            matches!(err, tools::ToolError::Refused(_)),
+            "{sql}: {err:?}"
+        );
+    }
+
     let out = tools::call(
         &scope,
         "get_table_sample",
