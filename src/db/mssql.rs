@@ -1202,7 +1202,6 @@ fn build_catalog(
     fks: &[Vec<Value>],
     estimates: &[Vec<Value>],
 ) -> Catalog {
-    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     let mut out: Vec<TableInfo> = tables
         .iter()
         .map(|r| TableInfo {
@@ -1220,12 +1219,19 @@ fn build_catalog(
             row_estimate: None,
         })
         .collect();
-    let find = |out: &mut Vec<TableInfo>, schema: &str, name: &str| -> Option<usize> {
-        out.iter()
-            .position(|t| same(&t.schema, schema) && same(&t.name, name))
+    // Every catalog view spells a name the same way, so exact lookups suffice (and keep
+    // `Orders` and `orders` apart on a case-sensitive server). Large databases have hundreds
+    // of thousands of columns: an index, not a scan per row.
+    let index: std::collections::HashMap<(String, String), usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((t.schema.clone(), t.name.clone()), i))
+        .collect();
+    let find = |schema: &str, name: &str| -> Option<usize> {
+        index.get(&(schema.to_string(), name.to_string())).copied()
     };
     for r in columns {
-        let Some(i) = find(&mut out, &text(r.first()), &text(r.get(1))) else {
+        let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
             continue;
         };
         let base = text(r.get(3)).to_ascii_lowercase();
@@ -1245,7 +1251,7 @@ fn build_catalog(
     // Keys: the primary key if there is one, else the first unique constraint.
     let mut chosen: Vec<Option<(String, String)>> = vec![None; out.len()];
     for r in keys {
-        let Some(i) = find(&mut out, &text(r.first()), &text(r.get(1))) else {
+        let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
             continue;
         };
         let kind = text(r.get(2)).trim().to_ascii_uppercase();
@@ -1266,7 +1272,7 @@ fn build_catalog(
     }
     let mut last_fk: Option<(usize, String)> = None;
     for r in fks {
-        let Some(i) = find(&mut out, &text(r.get(1)), &text(r.get(2))) else {
+        let Some(i) = find(&text(r.get(1)), &text(r.get(2))) else {
             continue;
         };
         let name = text(r.first());
@@ -1291,7 +1297,7 @@ fn build_catalog(
         last_fk = Some((i, name));
     }
     for r in estimates {
-        if let Some(i) = find(&mut out, &text(r.first()), &text(r.get(1))) {
+        if let Some(i) = find(&text(r.first()), &text(r.get(1))) {
             out[i].row_estimate = int(r.get(2));
         }
     }
