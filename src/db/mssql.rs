@@ -11,7 +11,7 @@
 //!
 //! - **Gradual opening.** At most [`CONNECT_CONCURRENCY`] connection attempts run at once and
 //!   the pool keeps one idle connection (`min_idle`); the rest are opened on demand.
-//! - **Broken until proven otherwise.** Every operation sets [`MssqlConn::broken`] before it
+//! - **Broken until proven otherwise.** Every operation sets the connection's `broken` flag before it
 //!   touches the wire and clears it only when the response was read to its end (or the server
 //!   answered with an ordinary, non-fatal error). A query that timed out, was cancelled by a
 //!   dropped future, hit an I/O or protocol error, or was abandoned mid-stream leaves the flag
@@ -76,7 +76,14 @@
 //! error. **Fallback key:** a table with no declared key uses a column named `Id`,
 //! `<Table>Id` or `<Table>_Id` (case-insensitive, also with the table name made singular:
 //! `Customers` → `CustomerId`), and says so with `key_is_heuristic = true`. The catalog is
-//! cached for [`CATALOG_TTL`] and reloaded lazily; if a reload fails the previous one is served.
+//! cached for [`CATALOG_TTL`] and reloaded lazily by one caller while the others keep the
+//! previous one (or wait and share the outcome); if a reload fails the previous one is served.
+//!
+//! # Not covered
+//!
+//! Keyword search always uses `LIKE` (no `CONTAINS`/`FREETEXTTABLE` ranking where a full-text
+//! index exists); long text values (`nvarchar(max)`) are not cut here; the Azure redirect path
+//! has no test (no server here sends one).
 
 use std::borrow::Cow;
 use std::fmt;
