@@ -11,9 +11,9 @@
 //!
 //! - **Gradual opening.** At most [`CONNECT_CONCURRENCY`] connection attempts run at once and
 //!   the pool keeps one idle connection (`min_idle`); the rest are opened on demand.
-//! - **Broken until proven otherwise.** Every operation sets the connection's `broken` flag before it
-//!   touches the wire and clears it only when the response was read to its end (or the server
-//!   answered with an ordinary, non-fatal error). A query that timed out, was cancelled by a
+//! - **Broken until proven otherwise.** Every operation sets the connection's `broken` flag
+//!   before it touches the wire and clears it only when the response was read to its end (or
+//!   the server answered with an ordinary, non-fatal error). A query that timed out, was cancelled by a
 //!   dropped future, hit an I/O or protocol error, or was abandoned mid-stream leaves the flag
 //!   set, and bb8 (through [`bb8::ManageConnection::has_broken`]) discards the connection
 //!   instead of reusing it. No TDS attention (cancel) is sent: a failed cancel desynchronises a
