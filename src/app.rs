@@ -15,8 +15,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DatabaseKind};
+use crate::config::{Config, ConfigError, DatabaseKind};
 use crate::db::DynBackend;
+use crate::db::mssql::{MssqlBackend, MssqlSettings};
 use crate::db::sqlite::SqliteBackend;
 use crate::state::{AppState, Scope};
 
@@ -28,6 +29,9 @@ pub enum StartError {
         name: String,
         source: crate::db::DbError,
     },
+    /// A setting that can only be checked at start (a secret file or variable).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -37,7 +41,7 @@ pub enum StartError {
 /// Opens every configured database and builds the scopes.
 pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, StartError> {
     let mut backends: Vec<(String, DynBackend)> = Vec::new();
-    for db in &config.databases {
+    for (i, db) in config.databases.iter().enumerate() {
         let timeout = Duration::from_secs(db.query_timeout_secs);
         let backend: DynBackend = match &db.kind {
             DatabaseKind::Sqlite { path } => Arc::new(
@@ -48,6 +52,23 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
                         source,
                     })?,
             ),
+            DatabaseKind::Mssql(m) => {
+                let settings = MssqlSettings::from_config(
+                    m,
+                    &format!("database[{i}]"),
+                    db.pool_size,
+                    timeout,
+                )?;
+                let backend =
+                    MssqlBackend::open(settings)
+                        .await
+                        .map_err(|source| StartError::Database {
+                            name: db.name.clone(),
+                            source,
+                        })?;
+                tracing::info!(database = %db.name, target = %backend.target(), "SQL Server database configured");
+                Arc::new(backend)
+            }
         };
         backends.push((db.name.clone(), backend));
     }

@@ -161,10 +161,26 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             config.admin.listen
         );
     }
-    for db in &config.databases {
+    for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
             DatabaseKind::Sqlite { path } => {
                 println!("database `{}`: sqlite {}", db.name, path.display())
+            }
+            DatabaseKind::Mssql(m) => {
+                println!("database `{}`: mssql {}", db.name, m.describe());
+                // The secrets may only be readable by the service (systemd credentials), so an
+                // unreadable one is a warning here, not an error.
+                let sources = [
+                    ("password", m.password.as_ref()),
+                    ("connection_string", m.connection_string.as_ref()),
+                ];
+                for (name, src) in sources {
+                    if let Some(src) = src
+                        && let Err(e) = src.load(&format!("database[{i}].{name}"))
+                    {
+                        println!("WARNING: {e}");
+                    }
+                }
             }
         }
     }
@@ -318,6 +334,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     };
     let state = match crate::app::build_state(config, no_auth).await {
         Ok(s) => s,
+        Err(crate::app::StartError::Config(e)) => return config_error(&e),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
