@@ -1047,17 +1047,14 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     let out = tools::call(&scope, "search", &json!({"query": "Zoë"}))
         .await
         .expect("search");
-    let results = out.structured["results"]
-        .as_array()
-        .expect("results")
-        .clone();
-    assert!(!results.is_empty(), "{}", out.structured);
+    let results = out.value()["results"].as_array().expect("results").clone();
+    assert!(!results.is_empty(), "{}", out.value());
     let id = results[0]["id"].as_str().expect("id").to_string();
 
     let out = tools::call(&scope, "fetch", &json!({"id": id}))
         .await
         .expect("fetch through the fallback key");
-    let fetched = out.structured.to_string();
+    let fetched = out.value().to_string();
     assert!(fetched.contains("Ærøskøbing"), "{fetched}");
     assert!(fetched.contains("key_is_heuristic"), "{fetched}");
 
@@ -1068,7 +1065,7 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     )
     .await
     .expect("execute_sql");
-    let text = out.structured.to_string();
+    let text = out.value().to_string();
     assert!(
         text.contains("Zoë Ærøskøbing") && text.contains("São Paulo"),
         "{text}"
@@ -1107,9 +1104,9 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     .await
     .expect("sample");
     assert!(
-        out.structured.to_string().contains("Espresso Machine"),
+        out.value().to_string().contains("Espresso Machine"),
         "{}",
-        out.structured
+        out.value()
     );
 }
 
