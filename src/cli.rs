@@ -51,6 +51,8 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// List the IP allowlist presets (`chatgpt`, `anthropic`) and their ranges.
+    IpPresets,
 }
 
 /// Entry point used by `main.rs`.
@@ -69,6 +71,10 @@ pub fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::IpPresets => {
+            print!("{}", crate::edge::allowlist::describe_presets());
+            ExitCode::SUCCESS
+        }
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -84,7 +90,7 @@ pub fn main() -> ExitCode {
                 match command {
                     Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
                     Command::Serve { config } => serve(&config).await,
-                    Command::CheckConfig { .. } => ExitCode::SUCCESS,
+                    Command::CheckConfig { .. } | Command::IpPresets => ExitCode::SUCCESS,
                 }
             })
         }
@@ -119,6 +125,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     if config.server.insecure_no_auth {
         println!("WARNING: server.insecure_no_auth = true: MCP endpoints need no token.");
     }
+    crate::edge::config::describe(&config);
     for db in &config.databases {
         match &db.kind {
             DatabaseKind::Sqlite { path } => {

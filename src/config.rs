@@ -49,6 +49,15 @@ pub struct Config {
     /// Path prefixes (`/chatgpt`, `/claude`, …), each serving one database with one tool profile.
     #[serde(default, rename = "scope")]
     pub scopes: Vec<ScopeConfig>,
+    /// `[tls]`: ACME, PEM files or plain HTTP.
+    #[serde(default)]
+    pub tls: crate::edge::config::TlsConfig,
+    /// `[access]`: the global IP allowlist.
+    #[serde(default)]
+    pub access: crate::edge::config::AccessConfig,
+    /// `[limits]`: rate limits, stream caps and timeouts.
+    #[serde(default)]
+    pub limits: crate::edge::config::LimitsConfig,
 }
 
 /// `[server]`
@@ -75,6 +84,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// On SIGTERM, open requests get this many seconds to finish before the process exits.
     pub shutdown_grace_secs: u64,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed;
+    /// from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +101,7 @@ impl Default for ServerConfig {
             session_idle_secs: 3600,
             max_sessions: 10_000,
             shutdown_grace_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -160,6 +173,10 @@ pub struct ScopeConfig {
     /// Columns hidden in this scope: `table.column` or `schema.table.column`, `*` wildcards.
     #[serde(default)]
     pub deny_columns: Vec<String>,
+    /// Client addresses allowed on this scope (CIDRs and presets such as `chatgpt`), on top
+    /// of `[access] allow`. Empty = no extra restriction.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
 }
 
 impl ScopeConfig {
@@ -425,6 +442,7 @@ impl Config {
                 )
             })?;
         }
+        crate::edge::config::validate(self)?;
         Ok(())
     }
 

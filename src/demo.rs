@@ -71,6 +71,7 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         allow_tables: Vec::new(),
         deny_tables: Vec::new(),
         deny_columns,
+        allow_ips: Vec::new(),
     };
     Config {
         server: ServerConfig {
@@ -96,5 +97,8 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
             ),
             scope("/claude", ToolProfile::Full, Vec::new()),
         ],
+        tls: Default::default(),
+        access: Default::default(),
+        limits: Default::default(),
     }
 }

@@ -70,6 +70,8 @@ struct Inner {
     no_auth: bool,
     /// Bounds open SSE streams (GET `/mcp` and legacy `/sse`) across all clients.
     streams: Arc<Semaphore>,
+    /// The edge: client IP, allowlists, rate limits, stream caps, TLS status.
+    edge: Arc<crate::edge::EdgeState>,
 }
 
 impl AppState {
@@ -80,11 +82,12 @@ impl AppState {
         );
         Self {
             inner: Arc::new(Inner {
-                config,
                 scopes,
                 sessions,
                 no_auth,
                 streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+                edge: Arc::new(crate::edge::EdgeState::new(&config)),
+                config,
             }),
         }
     }
@@ -92,6 +95,11 @@ impl AppState {
     /// A slot for one more long-lived SSE stream, if any is free.
     pub fn try_open_stream(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.streams.clone().try_acquire_owned().ok()
+    }
+
+    /// The edge's shared state; the MCP layer calls `edge().check_client(id)` per tool call.
+    pub fn edge(&self) -> &Arc<crate::edge::EdgeState> {
+        &self.inner.edge
     }
 
     pub fn config(&self) -> &Config {
