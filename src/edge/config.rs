@@ -347,10 +347,10 @@ pub fn describe(config: &crate::config::Config) {
         }
         println!("allowlist {name}: {}", entries.join(", "));
         for e in entries {
-            if let Some(p) = allowlist::preset(e) {
-                if !presets_used.iter().any(|n: &&str| *n == p.name) {
-                    presets_used.push(p.name);
-                }
+            if let Some(p) = allowlist::preset(e)
+                && !presets_used.contains(&p.name)
+            {
+                presets_used.push(p.name);
             }
         }
     }

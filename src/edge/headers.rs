@@ -47,10 +47,10 @@ pub async fn add(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -
             h.insert(name.clone(), HeaderValue::from_static(value));
         }
     }
-    if let Some(v) = &edge.hsts {
-        if !h.contains_key(header::STRICT_TRANSPORT_SECURITY) {
-            h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
-        }
+    if let Some(v) = &edge.hsts
+        && !h.contains_key(header::STRICT_TRANSPORT_SECURITY)
+    {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
     }
     resp
 }

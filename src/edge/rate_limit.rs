@@ -89,48 +89,40 @@ fn period(per: Duration, count: u32) -> Duration {
     (per / count.max(1)).max(Duration::from_nanos(1))
 }
 
-fn ip_config(period: Duration, burst: u32) -> Arc<IpConfig> {
-    let built = GovernorConfigBuilder::default()
-        .key_extractor(ClientIpKey)
-        .period(period)
-        .burst_size(burst.max(1))
-        .finish();
-    // `finish` only fails for a zero period or burst, which `period` and `max(1)` rule out.
-    Arc::new(built.unwrap_or_else(|| unreachable_config()))
-}
-
-fn unreachable_config() -> IpConfig {
-    let mut b = GovernorConfigBuilder::default().key_extractor(ClientIpKey);
-    match b.per_second(1).burst_size(1).finish() {
-        Some(c) => c,
-        None => unreachable!("a 1 s period with burst 1 is a valid quota"),
+/// A bucket refilling one request per `period`, holding at most `burst`.
+fn bucket<K: KeyExtractor>(
+    key: K,
+    period: Duration,
+    burst: u32,
+) -> GovernorConfig<K, NoOpMiddleware> {
+    let mut builder = GovernorConfigBuilder::default().key_extractor(key);
+    builder.period(period).burst_size(burst.max(1));
+    match builder.finish() {
+        Some(config) => config,
+        // `finish` refuses only a zero period or burst; `period` and `max(1)` rule both out.
+        None => unreachable!("a non-zero period and burst make a valid quota"),
     }
 }
 
 impl RateLimits {
     pub fn new(limits: &LimitsConfig, counters: Arc<Counters>) -> Self {
-        let client = GovernorConfigBuilder::default()
-            .key_extractor(ClientIdKey)
-            .period(period(Duration::from_secs(60), limits.client_per_min))
-            .burst_size(limits.client_burst.max(1))
-            .finish();
-        let client = client.unwrap_or_else(|| {
-            let mut b = GovernorConfigBuilder::default().key_extractor(ClientIdKey);
-            match b.per_second(1).burst_size(1).finish() {
-                Some(c) => c,
-                None => unreachable!("a 1 s period with burst 1 is a valid quota"),
-            }
-        });
+        let minute = Duration::from_secs(60);
         Self {
-            per_ip: ip_config(
+            per_ip: Arc::new(bucket(
+                ClientIpKey,
                 period(Duration::from_secs(1), limits.per_ip_per_sec),
                 limits.per_ip_burst,
-            ),
-            oauth: ip_config(
-                period(Duration::from_secs(60), limits.oauth_per_min),
+            )),
+            oauth: Arc::new(bucket(
+                ClientIpKey,
+                period(minute, limits.oauth_per_min),
                 limits.oauth_burst,
-            ),
-            client: Arc::new(client),
+            )),
+            client: Arc::new(bucket(
+                ClientIdKey,
+                period(minute, limits.client_per_min),
+                limits.client_burst,
+            )),
             counters,
         }
     }

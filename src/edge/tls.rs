@@ -270,7 +270,13 @@ pub async fn prepare(
                 current: RwLock::new(Arc::new(pair)),
             });
             let config = server_config(resolver.clone())?;
+            // Registered here, before serving starts, so an early SIGHUP cannot kill the process.
+            #[cfg(unix)]
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            #[cfg(not(unix))]
+            let hup = None;
             let task = tokio::spawn(watch_files(
+                hup,
                 resolver,
                 cert,
                 key,
@@ -447,7 +453,13 @@ fn modified(p: &Path) -> Option<SystemTime> {
 
 /// Reloads the pair on SIGHUP and when either file's mtime changes. A bad pair is reported and
 /// the previous certificate stays in use.
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
 async fn watch_files(
+    mut hup: Option<Hangup>,
     resolver: Arc<FilesResolver>,
     cert: PathBuf,
     key: PathBuf,
@@ -455,8 +467,6 @@ async fn watch_files(
     status: Arc<TlsStatus>,
     cancel: CancellationToken,
 ) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut seen = (modified(&cert), modified(&key));
     let mut tick = tokio::time::interval(if poll.is_zero() {
         Duration::from_secs(3600)
@@ -475,7 +485,10 @@ async fn watch_files(
             }
         };
         #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<()>()
+        };
         let reason = tokio::select! {
             () = cancel.cancelled() => return,
             () = hangup => "SIGHUP",
