@@ -99,6 +99,14 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         ],
         tls: Default::default(),
         access: Default::default(),
-        limits: Default::default(),
+        // The demo serves one local user (and benchmarks): no throttling in the way.
+        limits: crate::edge::config::LimitsConfig {
+            per_ip_per_sec: 1_000_000,
+            per_ip_burst: 1_000_000,
+            oauth_per_min: 1_000_000,
+            oauth_burst: 1_000_000,
+            sse_per_ip: 2048,
+            ..Default::default()
+        },
     }
 }

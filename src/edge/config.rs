@@ -189,8 +189,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            per_ip_per_sec: 20,
-            per_ip_burst: 60,
+            per_ip_per_sec: 50,
+            per_ip_burst: 200,
             oauth_per_min: 30,
             oauth_burst: 10,
             client_per_min: 600,
@@ -388,4 +388,80 @@ pub fn describe(config: &crate::config::Config) {
         l.idle_timeout_secs,
         l.request_timeout_secs
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+[[database]]
+name = "main"
+kind = "sqlite"
+path = "/tmp/x.db"
+
+[[scope]]
+path = "/chatgpt"
+database = "main"
+"#;
+
+    fn parse(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(&format!("{BASE}\n{extra}"))
+    }
+
+    #[test]
+    fn acme_needs_domains_and_defaults_to_staging() {
+        let err = parse("[tls]\nmode = \"acme\"\n").unwrap_err();
+        assert_eq!(err.key, "tls.domains");
+        let c = parse("[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\n").expect("valid");
+        assert_eq!(c.tls.directory_url(), super::LETS_ENCRYPT_STAGING);
+        let c = parse(
+            "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\ndirectory = \"production\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.tls.directory_url(), super::LETS_ENCRYPT_PRODUCTION);
+        let err = parse(
+            "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\ndirectory = \"http://x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "tls.directory");
+    }
+
+    #[test]
+    fn files_mode_needs_both_paths() {
+        let err = parse("[tls]\nmode = \"files\"\ncert = \"/c.pem\"\n").unwrap_err();
+        assert_eq!(err.key, "tls.cert/tls.key");
+    }
+
+    #[test]
+    fn a_bad_allowlist_entry_names_its_key_and_the_presets() {
+        let err = parse("[access]\nallow = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert_eq!(err.key, "access.allow");
+        assert!(err.fix.contains("chatgpt"), "{err}");
+        let err = Config::parse(&format!("{BASE}allow_ips = [\"nope\"]\n")).unwrap_err();
+        assert_eq!(err.key, "scope[0].allow_ips");
+    }
+
+    #[test]
+    fn presets_are_not_proxies() {
+        let err = Config::parse(&format!(
+            "[server]\ntrusted_proxies = [\"chatgpt\"]\n{BASE}"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "server.trusted_proxies");
+    }
+
+    #[test]
+    fn limits_are_range_checked_and_unknown_keys_refused() {
+        assert_eq!(
+            parse("[limits]\nper_ip_burst = 0\n").unwrap_err().key,
+            "limits.per_ip_burst"
+        );
+        assert_eq!(
+            parse("[limits]\nidle_timeout_secs = 5\n").unwrap_err().key,
+            "limits.idle_timeout_secs"
+        );
+        assert!(parse("[limits]\nper_ip_rps = 5\n").is_err());
+        assert!(parse("[tls]\nmodee = \"off\"\n").is_err());
+    }
 }
