@@ -70,25 +70,25 @@ $1
 EOF
 }
 
-start() { # $1 = label, $2 = tls section; prints "pid port"
+start() { # $1 = label, $2 = tls section; sets PID and PORT
   config "$2" > "$WORK/$1.toml"
-  "$SERVER" serve --config "$WORK/$1.toml" > "$WORK/$1.log" 2>&1 &
-  local pid=$!; PIDS+=("$pid")
-  local addr; addr="$(wait_for "$WORK/$1.log" 'addr=127\.0\.0\.1:[0-9]+' "$pid")"
-  echo "$pid ${addr##*:}"
+  NO_COLOR=1 "$SERVER" serve --config "$WORK/$1.toml" > "$WORK/$1.log" 2>&1 &
+  PID=$!; PIDS+=("$PID")
+  local addr; addr="$(wait_for "$WORK/$1.log" 'addr=127\.0\.0\.1:[0-9]+' "$PID")" || { echo "$1 did not start" >&2; exit 1; }
+  PORT="${addr##*:}"
 }
 
 proc_cpu() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 TCK="$(getconf CLK_TCK)"
 
-# run LABEL PID URL CONNS [wrk args...]: prints "rps p50_us p99_us errors cpu_us_per_req"
+# run LABEL PID CONNS wrk-args...: prints "rps p50_us p99_us errors cpu_us_per_req"
 run() {
-  local label="$1" pid="$2" url="$3" conns="$4"; shift 4
+  local label="$1" pid="$2" conns="$3"; shift 3
   local threads=2; [ "$conns" -lt 2 ] && threads=1
-  wrk -t"$threads" -c"$conns" -d"${WARMUP}s" "$@" "$url" > /dev/null 2>&1 || true
+  wrk -t"$threads" -c"$conns" -d"${WARMUP}s" "$@" > /dev/null 2>&1 || true
   local c0 c1 out="$WORK/$label.out"
   c0="$(proc_cpu "$pid")"
-  wrk -t"$threads" -c"$conns" -d"${DURATION}s" --latency --timeout 10s "$@" "$url" > "$out" 2>&1
+  wrk -t"$threads" -c"$conns" -d"${DURATION}s" --latency --timeout 10s "$@" > "$out" 2>&1
   c1="$(proc_cpu "$pid")"
   local line; line="$(grep '^BENCH_RESULT ' "$out" || true)"
   if [ -n "$line" ]; then
@@ -111,22 +111,24 @@ run() {
   fi
 }
 
-read -r PLAIN_PID PLAIN_PORT < <(start plain '[tls]
-mode = "off"')
-read -r TLS_PID TLS_PORT < <(start tls "[tls]
+start plain '[tls]
+mode = "off"'
+PLAIN_PID=$PID; PLAIN_PORT=$PORT
+start tls "[tls]
 mode = \"files\"
 cert = \"$WORK/cert.pem\"
-key = \"$WORK/key.pem\"")
+key = \"$WORK/key.pem\""
+TLS_PID=$PID; TLS_PORT=$PORT
 log "plain on $PLAIN_PORT, TLS on $TLS_PORT; ${DURATION} s per run after ${WARMUP} s warm-up"
 
 printf '| run | conns | req/s | p50 µs | p99 µs | errors | server CPU µs/req |\n|---|---:|---:|---:|---:|---:|---:|\n'
 for conns in 1 32; do
-  read -r a b c d e < <(run "plain-w1-$conns" "$PLAIN_PID" "http://127.0.0.1:$PLAIN_PORT/claude/mcp" "$conns" -s "$LUA" -- w1)
+  read -r a b c d e < <(run "plain-w1-$conns" "$PLAIN_PID" "$conns" -s "$LUA" "http://127.0.0.1:$PLAIN_PORT/claude/mcp" -- w1)
   printf '| W1 plain HTTP, keep-alive | %s | %.0f | %s | %s | %s | %s |\n' "$conns" "$a" "$b" "$c" "$d" "$e"
-  read -r a b c d e < <(run "tls-w1-$conns" "$TLS_PID" "https://127.0.0.1:$TLS_PORT/claude/mcp" "$conns" -s "$LUA" -- w1)
+  read -r a b c d e < <(run "tls-w1-$conns" "$TLS_PID" "$conns" -s "$LUA" "https://127.0.0.1:$TLS_PORT/claude/mcp" -- w1)
   printf '| W1 TLS, keep-alive | %s | %.0f | %s | %s | %s | %s |\n' "$conns" "$a" "$b" "$c" "$d" "$e"
 done
-read -r a b c d e < <(run plain-close "$PLAIN_PID" "http://127.0.0.1:$PLAIN_PORT/health" 32 -H 'Connection: close')
+read -r a b c d e < <(run plain-close "$PLAIN_PID" 32 -H 'Connection: close' "http://127.0.0.1:$PLAIN_PORT/health")
 printf '| GET /health, new TCP connection per request | 32 | %.0f | - | - | %s | %s |\n' "$a" "$d" "$e"
-read -r a b c d e < <(run tls-close "$TLS_PID" "https://127.0.0.1:$TLS_PORT/health" 32 -H 'Connection: close')
+read -r a b c d e < <(run tls-close "$TLS_PID" 32 -H 'Connection: close' "https://127.0.0.1:$TLS_PORT/health")
 printf '| GET /health, new TLS handshake per request | 32 | %.0f | - | - | %s | %s |\n' "$a" "$d" "$e"

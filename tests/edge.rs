@@ -1213,3 +1213,74 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
             .supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        &format!("[tls]\nhttp_redirect_listen = \"127.0.0.1:{port}\"\n"),
+    ))
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
+    let url = format!("http://127.0.0.1:{port}/chatgpt/mcp?x=1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let resp = loop {
+        match client.get(&url).header("host", "evil.example").send().await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "redirect listener not up: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("https://mcp.example.com/chatgpt/mcp?x=1"),
+        "built from public_url, never from Host"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sse_streams_are_capped_per_address_and_freed_when_closed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "", "[limits]\nsse_per_ip = 2\n")).await;
+    let url = server.url("http", "/claude/sse");
+    let a = http_client(Some(ip("127.0.0.7")));
+    let b = http_client(Some(ip("127.0.0.8")));
+    let open = |c: &reqwest::Client| c.get(&url).timeout(Duration::from_secs(30)).send();
+    let s1 = open(&a).await?;
+    let s2 = open(&a).await?;
+    assert_eq!((s1.status().as_u16(), s2.status().as_u16()), (200, 200));
+    let third = open(&a).await?;
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().get("retry-after").is_some());
+    assert_eq!(
+        open(&b).await?.status(),
+        200,
+        "other addresses are not affected"
+    );
+    drop(s1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = open(&a).await?;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(s2);
+    server.stop().await;
+    Ok(())
+}
