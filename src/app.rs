@@ -10,15 +10,25 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum_server::accept::DefaultAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, ConfigError, DatabaseKind};
 use crate::db::DynBackend;
 use crate::db::mssql::{MssqlBackend, MssqlSettings};
 use crate::db::sqlite::SqliteBackend;
+use crate::edge::{self, limits::EdgeAcceptor, tls::Prepared};
 use crate::state::{AppState, Scope};
 
 /// Startup failures after the config was validated (a database that cannot be opened, …).
@@ -36,10 +46,20 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     OAuth(#[from] crate::oauth::store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::edge::tls::TlsError),
+}
+
+/// Makes `ring` the process-wide rustls provider. Two providers are compiled in (`ring` for
+/// our TLS and ACME, `aws-lc-rs` through reqwest), and rustls refuses to guess between them
+/// for libraries that ask for "the default"; installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Opens every configured database and builds the scopes.
 pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, StartError> {
+    install_crypto_provider();
     let mut backends: Vec<(String, DynBackend)> = Vec::new();
     for (i, db) in config.databases.iter().enumerate() {
         let timeout = Duration::from_secs(db.query_timeout_secs);
@@ -97,14 +117,45 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
     Ok(state)
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: the routes inside the edge's middleware stack.
 pub fn router(state: &AppState) -> Router {
+    let edge = state.edge().clone();
+    // One stack, outermost first; each request passes these top to bottom.
+    let stack = ServiceBuilder::new()
+        // A request id first, so every log line of the request (including refusals below)
+        // carries it, and the trace span around everything that follows.
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Security headers outside every refusal, so 403/413/429/503 carry them too.
+        .layer(from_fn_with_state(edge.clone(), edge::headers::add))
+        // The client IP is decided once, here; everything below reads it from extensions.
+        .layer(from_fn_with_state(edge.clone(), edge::client_ip::decide))
+        // Refuse unknown addresses before they cost anything (not even a bucket entry).
+        .layer(from_fn_with_state(edge.clone(), edge::allowlist::enforce))
+        // Per-IP bucket, then the stricter bucket on OAuth endpoints.
+        .layer(edge.rate_limits.per_ip_layer())
+        .layer(edge.rate_limits.oauth_layer())
+        // SSE stream caps; marks streams so the timeout below leaves them alone.
+        .layer(from_fn_with_state(edge.clone(), edge::limits::stream_caps))
+        // 413 for bodies over the limit, before any handler buffers them.
+        .layer(from_fn_with_state(edge.clone(), edge::limits::body_limit))
+        // Innermost: bounds the time to a response head, never an SSE stream's body.
+        .layer(from_fn_with_state(edge, edge::limits::request_timeout));
     Router::new()
         .route("/health", get(health))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
+        .layer(stack)
 }
 
 async fn health() -> impl IntoResponse {
@@ -118,15 +169,21 @@ async fn not_found() -> impl IntoResponse {
     )
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then drains open requests.
+/// Serves `state` on `listener` (TLS as configured) until `shutdown` resolves, then drains
+/// open requests for at most `server.shutdown_grace_secs`.
 pub async fn run(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let app = router(&state);
+    let config = state.config().clone();
+    let limits = config.limits.clone();
+    // Owned background work: stopped by `stopping` (or aborted) when serving ends.
+    let stopping = CancellationToken::new();
+    let mut tasks = Vec::new();
     let sessions_state = state.clone();
-    let reaper = tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tick.tick().await;
@@ -135,29 +192,89 @@ pub async fn run(
                 tracing::debug!(ended = n, "idle MCP sessions ended");
             }
         }
-    });
+    }));
+    // Expired OAuth codes and tokens are swept by an owned task, stopped when this returns.
     let _oauth_cleanup = crate::oauth::spawn_cleanup(&state);
-    let closing = state.clone();
-    let grace = Duration::from_secs(state.config().server.shutdown_grace_secs);
-    let stopping = tokio_util::sync::CancellationToken::new();
-    let stopping_signal = stopping.clone();
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    let sweep_edge = state.edge().clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            sweep_edge.rate_limits.sweep();
+        }
+    }));
+    let (prepared, tls_tasks) = edge::tls::prepare(
+        &config.tls,
+        &config.server.state_dir,
+        state.edge().tls.clone(),
+        stopping.clone(),
     )
-    .with_graceful_shutdown(async move {
+    .await?;
+    tasks.extend(tls_tasks);
+    if let Some(addr) = config.tls.http_redirect_listen {
+        let redirect = TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "HTTP redirect listener");
+        let router = edge::tls::redirect_router(state.public_url());
+        let stop = stopping.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(redirect, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP redirect listener failed");
+            }
+        }));
+    }
+
+    let handle = axum_server::Handle::new();
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let closing = state.clone();
+    let signal_handle = handle.clone();
+    let stop = stopping.clone();
+    tasks.push(tokio::spawn(async move {
         shutdown.await;
-        stopping_signal.cancel();
+        stop.cancel();
         // End sessions so their SSE streams close and the drain can finish.
         closing.sessions().close_all();
-    });
-    let result = tokio::select! {
-        r = serve => r.map_err(StartError::Io),
-        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
-            Ok(())
+        signal_handle.graceful_shutdown(Some(grace));
+    }));
+
+    let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
+    let http = server.http_builder();
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let handshake = Duration::from_secs(limits.header_read_timeout_secs);
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = match prepared {
+        Prepared::Off => {
+            server
+                .acceptor(EdgeAcceptor::new(DefaultAcceptor, handshake, idle))
+                .serve(make)
+                .await
+        }
+        Prepared::Files(rustls) => {
+            let tls = RustlsAcceptor::new(rustls).handshake_timeout(handshake);
+            server
+                .acceptor(EdgeAcceptor::new(tls, handshake, idle))
+                .serve(make)
+                .await
+        }
+        Prepared::Acme(acme) => {
+            server
+                .acceptor(EdgeAcceptor::new(acme, handshake, idle))
+                .serve(make)
+                .await
         }
     };
-    reaper.abort();
-    result
+    stopping.cancel();
+    for t in tasks {
+        t.abort();
+    }
+    served.map_err(StartError::Io)
 }

@@ -63,6 +63,8 @@ pub enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// List the IP allowlist presets (`chatgpt`, `anthropic`) and their ranges.
+    IpPresets,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +103,10 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::HashPassword => hash_password(),
+        Command::IpPresets => {
+            print!("{}", crate::edge::allowlist::describe_presets());
+            ExitCode::SUCCESS
+        }
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -117,7 +123,9 @@ pub fn main() -> ExitCode {
                     Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
                     Command::Serve { config } => serve(&config).await,
                     Command::Tokens { config, action } => tokens(&config, action).await,
-                    Command::CheckConfig { .. } | Command::HashPassword => ExitCode::SUCCESS,
+                    Command::CheckConfig { .. } | Command::HashPassword | Command::IpPresets => {
+                        ExitCode::SUCCESS
+                    }
                 }
             })
         }
@@ -161,6 +169,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             config.admin.listen
         );
     }
+    crate::edge::config::describe(&config);
     for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
             DatabaseKind::Sqlite { path } => {

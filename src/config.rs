@@ -55,6 +55,15 @@ pub struct Config {
     /// The local-only admin endpoint (`mssql-mcp tokens …` talks to it).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `[tls]`: ACME, PEM files or plain HTTP.
+    #[serde(default)]
+    pub tls: crate::edge::config::TlsConfig,
+    /// `[access]`: the global IP allowlist.
+    #[serde(default)]
+    pub access: crate::edge::config::AccessConfig,
+    /// `[limits]`: rate limits, stream caps and timeouts.
+    #[serde(default)]
+    pub limits: crate::edge::config::LimitsConfig,
 }
 
 /// `[oauth]`
@@ -192,6 +201,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// On SIGTERM, open requests get this many seconds to finish before the process exits.
     pub shutdown_grace_secs: u64,
+    /// Reverse proxies (CIDRs) whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed;
+    /// from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -206,6 +218,7 @@ impl Default for ServerConfig {
             session_idle_secs: 3600,
             max_sessions: 10_000,
             shutdown_grace_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -543,6 +556,10 @@ pub struct ScopeConfig {
     /// register redirect URIs on. Default: [`DEFAULT_REDIRECT_HOSTS`].
     #[serde(default)]
     pub allowed_redirect_hosts: Option<Vec<String>>,
+    /// Client addresses allowed on this scope (CIDRs and presets such as `chatgpt`), on top
+    /// of `[access] allow`. Empty = no extra restriction.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
 }
 
 impl ScopeConfig {
@@ -849,6 +866,7 @@ impl Config {
                 "use 127.0.0.1:<port> or [::1]:<port>: the admin endpoint must stay on this machine",
             ));
         }
+        crate::edge::config::validate(self)?;
         Ok(())
     }
 

@@ -72,6 +72,7 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         deny_tables: Vec::new(),
         deny_columns,
         allowed_redirect_hosts: None,
+        allow_ips: Vec::new(),
     };
     Config {
         server: ServerConfig {
@@ -99,5 +100,16 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         ],
         oauth: Default::default(),
         admin: Default::default(),
+        tls: Default::default(),
+        access: Default::default(),
+        // The demo serves one local user (and benchmarks): no throttling in the way.
+        limits: crate::edge::config::LimitsConfig {
+            per_ip_per_sec: 1_000_000,
+            per_ip_burst: 1_000_000,
+            oauth_per_min: 1_000_000,
+            oauth_burst: 1_000_000,
+            sse_per_ip: 2048,
+            ..Default::default()
+        },
     }
 }

@@ -11,6 +11,7 @@
 //! - [`cli`]: the command line (`demo`, `serve`, `check-config`).
 //! - [`config`]: strict TOML configuration, validated before any port is bound.
 //! - [`demo`]: the no-setup demo: generates the embedded database and its two-scope config.
+//! - [`edge`]: TLS (ACME/files/off), client IP, allowlists, rate limits, timeouts, headers.
 //! - [`state`]: [`state::AppState`] and the per-scope [`state::Scope`].
 //! - [`app`]: builds backends and scopes, the router, and runs the server.
 //! - [`mcp`]: protocol revisions, sessions, transports, dispatch.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod edge;
 pub mod mcp;
 pub mod oauth;
 pub mod state;

@@ -73,6 +73,8 @@ struct Inner {
     /// The OAuth authorization server (absent when authentication is off); set once by
     /// `app::build_state`.
     oauth: std::sync::OnceLock<Arc<crate::oauth::OAuth>>,
+    /// The edge: client IP, allowlists, rate limits, stream caps, TLS status.
+    edge: Arc<crate::edge::EdgeState>,
 }
 
 impl AppState {
@@ -83,12 +85,13 @@ impl AppState {
         );
         Self {
             inner: Arc::new(Inner {
-                config,
                 scopes,
                 sessions,
                 no_auth,
                 streams: Arc::new(Semaphore::new(MAX_STREAMS)),
                 oauth: std::sync::OnceLock::new(),
+                edge: Arc::new(crate::edge::EdgeState::new(&config)),
+                config,
             }),
         }
     }
@@ -96,6 +99,11 @@ impl AppState {
     /// A slot for one more long-lived SSE stream, if any is free.
     pub fn try_open_stream(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.streams.clone().try_acquire_owned().ok()
+    }
+
+    /// The edge's shared state; the MCP layer calls `edge().check_client(id)` per tool call.
+    pub fn edge(&self) -> &Arc<crate::edge::EdgeState> {
+        &self.inner.edge
     }
 
     pub fn config(&self) -> &Config {

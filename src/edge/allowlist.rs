@@ -1,0 +1,261 @@
+//! IP allowlists: CIDR sets (IPv4 and IPv6) built from config entries and named presets, applied
+//! globally (`[access] allow`) and per scope (`allow_ips`). Reads the [`ClientIp`] decided by
+//! [`super::client_ip`]; a denied request gets 403 with a short reason, a log line and a count.
+//!
+//! The presets are snapshots of ranges the vendors publish, and **they change over time**:
+//! check them against the vendor's page (named in [`PRESETS`]) before relying on them, and
+//! prefer authentication over address checks in any case.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+
+use super::EdgeState;
+use super::client_ip::ClientIp;
+
+/// A named set of client ranges the operator can allow by name.
+pub struct Preset {
+    /// Name used in config (`allow = ["chatgpt"]`).
+    pub name: &'static str,
+    /// Who the ranges belong to and where the current list is published.
+    pub source: &'static str,
+    /// When this snapshot was taken.
+    pub as_of: &'static str,
+    /// The ranges.
+    pub cidrs: &'static [&'static str],
+}
+
+/// The presets, as published by the vendors on the dates given. They change: the list here is
+/// only as fresh as this build.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "chatgpt",
+        source: "OpenAI's ChatGPT actions egress list (8 ranges) plus 23.98.142.176/28 and 40.84.180.224/28 from the seed guide; the seed guide's 76.16.33.0/24 and 128.252.147.0/24 are left out (no OpenAI publication lists them). Current list: chatgpt-connectors.json, linked from OpenAI's 'IP egress ranges' page",
+        as_of: "2025-10",
+        cidrs: &[
+            "23.102.140.112/28",
+            "13.66.11.96/28",
+            "23.98.142.176/28",
+            "40.84.180.224/28",
+            "104.210.133.240/28",
+            "20.97.188.144/28",
+            "20.161.76.48/28",
+            "52.234.32.208/28",
+            "52.156.132.32/28",
+            "40.84.180.128/28",
+        ],
+    },
+    Preset {
+        name: "anthropic",
+        source: "Anthropic's documented outbound range for MCP tool calls (Claude API docs, 'IP addresses')",
+        as_of: "2026-06",
+        cidrs: &["160.79.104.0/21"],
+    },
+];
+
+/// The preset called `name`, if any.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+/// Names of all presets.
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.name).collect()
+}
+
+/// Human-readable listing of the presets (for `mssql-mcp ip-presets` and `check-config`).
+pub fn describe_presets() -> String {
+    let mut out = String::from(
+        "IP presets (snapshots; vendors change these ranges over time - verify before relying on them):\n",
+    );
+    for p in PRESETS {
+        out.push_str(&format!(
+            "  {} (as of {}): {}\n    source: {}\n",
+            p.name,
+            p.as_of,
+            p.cidrs.join(", "),
+            p.source
+        ));
+    }
+    out
+}
+
+/// A set of networks; empty means "everyone".
+#[derive(Debug, Clone, Default)]
+pub struct IpSet {
+    nets: Vec<IpNet>,
+}
+
+impl IpSet {
+    /// Parses CIDRs, bare addresses and preset names. On failure returns the offending entry.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for e in entries {
+            let e = e.trim();
+            if let Some(p) = preset(e) {
+                for c in p.cidrs {
+                    nets.push(c.parse::<IpNet>().map_err(|_| (*c).to_string())?);
+                }
+            } else if let Ok(net) = e.parse::<IpNet>() {
+                nets.push(net.trunc());
+            } else if let Ok(ip) = e.parse::<IpAddr>() {
+                nets.push(IpNet::from(ip));
+            } else {
+                return Err(e.to_string());
+            }
+        }
+        Ok(Self { nets })
+    }
+
+    /// True when no entry was given (no restriction).
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    /// Whether `ip` is inside one of the networks. IPv4-mapped IPv6 addresses match their
+    /// IPv4 form.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = super::client_ip::canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Empty sets allow everyone; otherwise the address must be inside.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.is_empty() || self.contains(ip)
+    }
+}
+
+/// The global set and each scope's own set.
+#[derive(Debug, Clone, Default)]
+pub struct Allowlists {
+    /// `[access] allow`
+    pub global: IpSet,
+    /// `(scope path, allow_ips)` for scopes with a non-empty list.
+    pub scopes: Vec<(String, IpSet)>,
+}
+
+impl Allowlists {
+    /// Why `ip` may not reach `path`, if it may not. Global and scope lists must both allow it.
+    pub fn check(&self, ip: IpAddr, path: &str) -> Result<(), &'static str> {
+        if !self.global.allows(ip) {
+            return Err("client address not allowed");
+        }
+        for (scope, set) in &self.scopes {
+            if path_in_scope(path, scope) && !set.allows(ip) {
+                return Err("client address not allowed for this scope");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `/chatgpt`, `/chatgpt/…`, and the RFC 8414/9728 well-known forms `/.well-known/x/chatgpt…`.
+pub fn path_in_scope(path: &str, scope: &str) -> bool {
+    let under = |p: &str| {
+        p.strip_prefix(scope)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if under(path) {
+        return true;
+    }
+    path.strip_prefix("/.well-known/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, tail)| under(&format!("/{tail}")))
+}
+
+/// Middleware: 403 unless the global and the scope allowlists admit the client IP.
+pub async fn enforce(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
+    let ip = ClientIp::of(&req);
+    if let Err(reason) = edge.allowlists.check(ip, req.uri().path()) {
+        edge.counters.denied.inc();
+        tracing::warn!(client_ip = %ip, path = %req.uri().path(), reason, "request denied by IP allowlist");
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({"error": "forbidden", "reason": reason})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(entries: &[&str]) -> IpSet {
+        IpSet::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid")
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_cidrs_match_only_their_ranges() {
+        let s = set(&["127.0.0.2/32", "10.0.0.0/8", "2001:db8::/32"]);
+        assert!(s.contains("127.0.0.2".parse().unwrap()));
+        assert!(!s.contains("127.0.0.3".parse().unwrap()));
+        assert!(s.contains("10.200.1.1".parse().unwrap()));
+        assert!(s.contains("2001:db8::1".parse().unwrap()));
+        assert!(!s.contains("2001:db9::1".parse().unwrap()));
+        assert!(s.contains("::ffff:10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn presets_expand_to_their_ranges() {
+        let s = set(&["chatgpt", "anthropic"]);
+        assert!(s.contains("23.102.140.113".parse().unwrap()));
+        assert!(s.contains("160.79.105.9".parse().unwrap()));
+        assert!(!s.contains("8.8.8.8".parse().unwrap()));
+        for p in PRESETS {
+            for c in p.cidrs {
+                c.parse::<IpNet>().expect("preset CIDRs parse");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_entry_is_named() {
+        let err = IpSet::parse(&["10.0.0.0/8".into(), "chatgtp".into()]).unwrap_err();
+        assert_eq!(err, "chatgtp");
+    }
+
+    #[test]
+    fn an_empty_set_allows_everyone() {
+        assert!(IpSet::default().allows("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn scope_paths_include_their_well_known_forms() {
+        assert!(path_in_scope("/chatgpt/mcp", "/chatgpt"));
+        assert!(path_in_scope("/chatgpt", "/chatgpt"));
+        assert!(!path_in_scope("/chatgptx/mcp", "/chatgpt"));
+        assert!(path_in_scope(
+            "/.well-known/oauth-protected-resource/chatgpt/mcp",
+            "/chatgpt"
+        ));
+        assert!(!path_in_scope(
+            "/.well-known/oauth-protected-resource",
+            "/chatgpt"
+        ));
+    }
+
+    #[test]
+    fn global_and_scope_lists_must_both_allow() {
+        let lists = Allowlists {
+            global: set(&["127.0.0.0/8"]),
+            scopes: vec![("/chatgpt".into(), set(&["127.0.0.2"]))],
+        };
+        let two: IpAddr = "127.0.0.2".parse().unwrap();
+        let three: IpAddr = "127.0.0.3".parse().unwrap();
+        assert!(lists.check(two, "/chatgpt/mcp").is_ok());
+        assert!(lists.check(three, "/chatgpt/mcp").is_err());
+        assert!(lists.check(three, "/claude/mcp").is_ok());
+        assert!(
+            lists
+                .check("10.0.0.1".parse().unwrap(), "/claude/mcp")
+                .is_err()
+        );
+    }
+}

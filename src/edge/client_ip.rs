@@ -1,0 +1,186 @@
+//! The client IP, decided once per request and stored in the request's extensions as
+//! [`ClientIp`]; the allowlist, the rate limiter, the stream caps and the audit log all read that
+//! value instead of looking at headers themselves.
+//!
+//! The peer address of the TCP connection is the client, unless the peer is one of
+//! `server.trusted_proxies`: then `X-Forwarded-For` is read right to left, skipping trusted
+//! proxies, and the first untrusted hop is the client. A header sent by anyone else is ignored,
+//! so a client cannot choose its own address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::EdgeState;
+use super::allowlist::IpSet;
+
+/// Who sent this request, as decided by [`resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp {
+    /// The client's address (the peer, or the forwarded address from a trusted proxy).
+    pub ip: IpAddr,
+    /// The TCP peer (equal to `ip` without a trusted proxy).
+    pub peer: IpAddr,
+    /// `X-Forwarded-Proto` from a trusted proxy: whether the client used https.
+    pub forwarded_https: Option<bool>,
+}
+
+impl ClientIp {
+    /// The request's client IP. Requests that never passed the middleware (in-process tests
+    /// without a socket) count as `0.0.0.0`.
+    pub fn of<B>(req: &axum::http::Request<B>) -> IpAddr {
+        req.extensions()
+            .get::<ClientIp>()
+            .map(|c| c.ip)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, seen on dual-stack sockets) as plain IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Decides the client IP from the peer address and the headers.
+pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> ClientIp {
+    let peer = canonical(peer);
+    let mut client = ClientIp {
+        ip: peer,
+        peer,
+        forwarded_https: None,
+    };
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return client;
+    }
+    // Every X-Forwarded-For line, in order, as one list of hops (leftmost = farthest).
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    for hop in hops.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) => {
+                client.ip = ip;
+                if !trusted.contains(ip) {
+                    break;
+                }
+            }
+            // Garbage from the hop we cannot vouch for: stop at the last address we trust.
+            None => break,
+        }
+    }
+    client.forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().eq_ignore_ascii_case("https"));
+    client
+}
+
+/// `1.2.3.4`, `2001:db8::1`, `1.2.3.4:5678` or `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(canonical)
+}
+
+/// Middleware: stores the [`ClientIp`] in the request's extensions.
+pub async fn decide(State(edge): State<Arc<EdgeState>>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let client = resolve(peer, req.headers(), &edge.trusted_proxies);
+    req.extensions_mut().insert(client);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn trusted() -> IpSet {
+        IpSet::parse(&["10.0.0.0/8".into(), "::1".into()]).expect("valid")
+    }
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_choose_its_address() {
+        let c = resolve("203.0.113.9".parse().unwrap(), &xff("1.1.1.1"), &trusted());
+        assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_first_untrusted_hop_from_the_right() {
+        let c = resolve(
+            "10.0.0.5".parse().unwrap(),
+            &xff("6.6.6.6, 198.51.100.7, 10.0.0.4"),
+            &trusted(),
+        );
+        assert_eq!(c.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(c.peer, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn without_forwarded_for_the_proxy_itself_is_the_client() {
+        let c = resolve("10.0.0.5".parse().unwrap(), &HeaderMap::new(), &trusted());
+        assert_eq!(c.ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn garbage_stops_at_the_last_trusted_hop() {
+        let c = resolve(
+            "10.0.0.5".parse().unwrap(),
+            &xff("1.1.1.1, nonsense"),
+            &trusted(),
+        );
+        assert_eq!(c.ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn ports_and_mapped_addresses_are_normalised() {
+        let c = resolve(
+            "::ffff:10.0.0.5".parse().unwrap(),
+            &xff("[2001:db8::7]:443"),
+            &trusted(),
+        );
+        assert_eq!(c.ip, "2001:db8::7".parse::<IpAddr>().unwrap());
+        assert_eq!(c.peer, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn forwarded_proto_is_read_only_from_trusted_proxies() {
+        let mut h = xff("198.51.100.7");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(
+            resolve("10.0.0.5".parse().unwrap(), &h, &trusted()).forwarded_https,
+            Some(true)
+        );
+        assert_eq!(
+            resolve("203.0.113.1".parse().unwrap(), &h, &trusted()).forwarded_https,
+            None
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! The edge's configuration: `[tls]`, `[access]` and `[limits]`, plus the validation of
+//! `server.trusted_proxies` and `scope.allow_ips`. Strict serde types (unknown keys are refused),
+//! defaults in one place, every key documented in `config.toml.example`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::allowlist::{self, IpSet};
+use crate::config::ConfigError;
+
+/// How the listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Certificates from an ACME CA (Let's Encrypt by default) via TLS-ALPN-01 on the TLS port.
+    Acme,
+    /// Certificate chain and key from PEM files, reloaded on SIGHUP or when the files change.
+    Files,
+    /// Plain HTTP, for running behind another TLS-terminating proxy.
+    #[default]
+    Off,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// `acme`, `files` or `off`.
+    pub mode: TlsMode,
+    /// ACME: the names to get a certificate for (all must resolve to this server).
+    pub domains: Vec<String>,
+    /// ACME: contact addresses for the account (`ops@example.com` or `mailto:ops@example.com`).
+    pub contact: Vec<String>,
+    /// ACME: `staging` (the default, untrusted certificates, generous limits), `production`
+    /// (Let's Encrypt's real CA), or the `https://` URL of any other ACME directory.
+    pub directory: String,
+    /// ACME: a PEM bundle of CA certificates to trust for the directory's HTTPS (private ACME
+    /// servers). When unset the public web roots are trusted.
+    pub ca_file: Option<PathBuf>,
+    /// ACME: where the account key and certificates are cached (default `<state_dir>/acme`).
+    pub cache_dir: Option<PathBuf>,
+    /// Files: the certificate chain (leaf first), PEM.
+    pub cert: Option<PathBuf>,
+    /// Files: the private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key: Option<PathBuf>,
+    /// Files: how often (seconds) to check the files for changes; 0 = only on SIGHUP.
+    pub reload_poll_secs: u64,
+    /// Optional plain-HTTP listener (usually `0.0.0.0:80`) that only redirects to `public_url`.
+    pub http_redirect_listen: Option<SocketAddr>,
+    /// `Strict-Transport-Security` max-age in seconds (sent when TLS is on or the public URL is
+    /// https); 0 disables the header.
+    pub hsts_max_age_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Off,
+            domains: Vec::new(),
+            contact: Vec::new(),
+            directory: "staging".into(),
+            ca_file: None,
+            cache_dir: None,
+            cert: None,
+            key: None,
+            reload_poll_secs: 30,
+            http_redirect_listen: None,
+            hsts_max_age_secs: 31_536_000,
+        }
+    }
+}
+
+/// Let's Encrypt's directories.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+impl TlsConfig {
+    /// The ACME directory URL `directory` stands for.
+    pub fn directory_url(&self) -> &str {
+        match self.directory.as_str() {
+            "staging" => LETS_ENCRYPT_STAGING,
+            "production" => LETS_ENCRYPT_PRODUCTION,
+            url => url,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.mode {
+            TlsMode::Acme => {
+                if self.domains.is_empty() {
+                    return Err(ConfigError::new(
+                        "tls.domains",
+                        "mode = \"acme\" needs at least one domain",
+                        "list the public names, e.g. domains = [\"mcp.example.com\"]",
+                    ));
+                }
+                for d in &self.domains {
+                    let ok = !d.is_empty()
+                        && d.len() <= 253
+                        && d.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.len() <= 63
+                                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        });
+                    if !ok {
+                        return Err(ConfigError::new(
+                            "tls.domains",
+                            format!("`{d}` is not a DNS name"),
+                            "use plain names such as \"mcp.example.com\" (no scheme, port or wildcard)",
+                        ));
+                    }
+                }
+                let d = self.directory.as_str();
+                if !(d == "staging" || d == "production" || d.starts_with("https://")) {
+                    return Err(ConfigError::new(
+                        "tls.directory",
+                        format!("`{d}` is neither staging, production nor an https:// URL"),
+                        "use \"staging\" while testing, \"production\" for trusted certificates, or your ACME server's https:// directory URL",
+                    ));
+                }
+                for c in &self.contact {
+                    if c.trim().is_empty() || !c.contains('@') && !c.starts_with("mailto:") {
+                        return Err(ConfigError::new(
+                            "tls.contact",
+                            format!("`{c}` is not an email address"),
+                            "write e.g. contact = [\"ops@example.com\"]",
+                        ));
+                    }
+                }
+            }
+            TlsMode::Files => {
+                if self.cert.is_none() || self.key.is_none() {
+                    return Err(ConfigError::new(
+                        "tls.cert/tls.key",
+                        "mode = \"files\" needs both `cert` and `key`",
+                        "point them at the PEM chain and key, e.g. /etc/mssql-mcp/fullchain.pem and privkey.pem",
+                    ));
+                }
+            }
+            TlsMode::Off => {}
+        }
+        Ok(())
+    }
+}
+
+/// `[access]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Client addresses allowed anywhere on this server: CIDRs (`203.0.113.0/24`,
+    /// `2001:db8::/32`, single addresses) and preset names (`chatgpt`, `anthropic`; list them
+    /// with `mssql-mcp ip-presets`). Empty = every address.
+    pub allow: Vec<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per second each client IP may sustain (all paths).
+    pub per_ip_per_sec: u32,
+    /// Requests a client IP may send in a burst above the sustained rate.
+    pub per_ip_burst: u32,
+    /// Requests per minute each client IP may send to OAuth endpoints (`/register`,
+    /// `/authorize`, `/token`, `/sign-in` under any scope): password and code guessing.
+    pub oauth_per_min: u32,
+    /// Burst for the OAuth bucket.
+    pub oauth_burst: u32,
+    /// Tool calls per minute each OAuth client (or user) may make.
+    pub client_per_min: u32,
+    /// Burst for the per-client bucket.
+    pub client_burst: u32,
+    /// Long-lived SSE streams one client IP may hold open.
+    pub sse_per_ip: u32,
+    /// Long-lived SSE streams open at once across all clients.
+    pub sse_total: u32,
+    /// Seconds a client may take to send a complete request head (and a TLS handshake); on
+    /// HTTP/1.1 this also bounds the wait for the next request on a kept-alive connection.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no bytes in either direction and no request in progress for this many
+    /// seconds is closed. Longer than the SSE keep-alive interval (15 s).
+    pub idle_timeout_secs: u64,
+    /// Longest time to produce a response's head (SSE streams are exempt once started).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_ip_per_sec: 50,
+            per_ip_burst: 200,
+            oauth_per_min: 30,
+            oauth_burst: 10,
+            client_per_min: 600,
+            client_burst: 60,
+            sse_per_ip: 16,
+            sse_total: 2048,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            request_timeout_secs: 60,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&str, u64); 8] = [
+            ("per_ip_per_sec", self.per_ip_per_sec.into()),
+            ("per_ip_burst", self.per_ip_burst.into()),
+            ("oauth_per_min", self.oauth_per_min.into()),
+            ("oauth_burst", self.oauth_burst.into()),
+            ("client_per_min", self.client_per_min.into()),
+            ("client_burst", self.client_burst.into()),
+            ("sse_per_ip", self.sse_per_ip.into()),
+            ("sse_total", self.sse_total.into()),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::new(
+                    format!("limits.{key}"),
+                    "must be at least 1",
+                    "remove the key for its default (see config.toml.example)",
+                ));
+            }
+        }
+        if self.per_ip_per_sec > 1_000_000_000 {
+            return Err(ConfigError::new(
+                "limits.per_ip_per_sec",
+                "is out of range",
+                "use at most 1000000000",
+            ));
+        }
+        if !(1..=300).contains(&self.header_read_timeout_secs) {
+            return Err(ConfigError::new(
+                "limits.header_read_timeout_secs",
+                format!("{} is out of range", self.header_read_timeout_secs),
+                "use 1 to 300 seconds (default 10)",
+            ));
+        }
+        if !(20..=86_400).contains(&self.idle_timeout_secs) {
+            return Err(ConfigError::new(
+                "limits.idle_timeout_secs",
+                format!("{} is out of range", self.idle_timeout_secs),
+                "use 20 to 86400 seconds (default 120; above the 15 s SSE keep-alive)",
+            ));
+        }
+        if !(1..=3600).contains(&self.request_timeout_secs) {
+            return Err(ConfigError::new(
+                "limits.request_timeout_secs",
+                format!("{} is out of range", self.request_timeout_secs),
+                "use 1 to 3600 seconds (default 60)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses an allowlist (CIDRs and preset names) and names `key` in the error.
+pub fn parse_allow(key: &str, entries: &[String]) -> Result<IpSet, ConfigError> {
+    IpSet::parse(entries).map_err(|bad| {
+        ConfigError::new(
+            key,
+            format!("`{bad}` is neither a CIDR, an IP address nor a preset"),
+            format!(
+                "write CIDRs such as \"203.0.113.0/24\" or \"2001:db8::/32\", or one of the presets: {}",
+                allowlist::preset_names().join(", ")
+            ),
+        )
+    })
+}
+
+/// Checks the edge keys of a whole configuration.
+pub fn validate(config: &crate::config::Config) -> Result<(), ConfigError> {
+    config.tls.validate()?;
+    config.limits.validate()?;
+    parse_allow("access.allow", &config.access.allow)?;
+    let trusted = parse_allow("server.trusted_proxies", &config.server.trusted_proxies)?;
+    if config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|e| allowlist::preset(e).is_some())
+    {
+        return Err(ConfigError::new(
+            "server.trusted_proxies",
+            "presets are client ranges, not proxies",
+            "list the addresses of your own reverse proxies as CIDRs",
+        ));
+    }
+    drop(trusted);
+    for (i, s) in config.scopes.iter().enumerate() {
+        parse_allow(&format!("scope[{i}].allow_ips"), &s.allow_ips)?;
+    }
+    Ok(())
+}
+
+/// Prints the edge part of `check-config`: TLS, allowlists (with the presets they use), limits.
+pub fn describe(config: &crate::config::Config) {
+    let tls = &config.tls;
+    match tls.mode {
+        TlsMode::Acme => println!(
+            "TLS: ACME (TLS-ALPN-01) for {} from {}{}",
+            tls.domains.join(", "),
+            tls.directory_url(),
+            if tls.directory == "staging" {
+                " (staging: certificates are NOT trusted by browsers; set directory = \"production\" once this works)"
+            } else {
+                ""
+            }
+        ),
+        TlsMode::Files => println!(
+            "TLS: files {} + {} (reloaded on SIGHUP{})",
+            tls.cert
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            tls.key
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            if tls.reload_poll_secs > 0 {
+                format!(" and checked every {} s", tls.reload_poll_secs)
+            } else {
+                String::new()
+            }
+        ),
+        TlsMode::Off => println!("TLS: off (plain HTTP; put a TLS proxy in front)"),
+    }
+    if let Some(r) = tls.http_redirect_listen {
+        println!("HTTP redirect listener on {r}");
+    }
+    let lists: Vec<(String, &Vec<String>)> =
+        std::iter::once(("access.allow".to_string(), &config.access.allow))
+            .chain(
+                config
+                    .scopes
+                    .iter()
+                    .map(|s| (format!("scope {}", s.path), &s.allow_ips)),
+            )
+            .collect();
+    let mut presets_used = Vec::new();
+    for (name, entries) in lists {
+        if entries.is_empty() {
+            continue;
+        }
+        println!("allowlist {name}: {}", entries.join(", "));
+        for e in entries {
+            if let Some(p) = allowlist::preset(e)
+                && !presets_used.contains(&p.name)
+            {
+                presets_used.push(p.name);
+            }
+        }
+    }
+    if config.access.allow.is_empty() {
+        println!("allowlist access.allow: everyone");
+    }
+    for name in presets_used {
+        if let Some(p) = allowlist::preset(name) {
+            println!(
+                "  preset {} (as of {}; changes over time): {}",
+                p.name,
+                p.as_of,
+                p.cidrs.join(", ")
+            );
+        }
+    }
+    if !config.server.trusted_proxies.is_empty() {
+        println!(
+            "trusted proxies: {}",
+            config.server.trusted_proxies.join(", ")
+        );
+    }
+    let l = &config.limits;
+    println!(
+        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; SSE {} per IP, {} total; header {} s, idle {} s, request {} s",
+        l.per_ip_per_sec,
+        l.per_ip_burst,
+        l.oauth_per_min,
+        l.oauth_burst,
+        l.client_per_min,
+        l.client_burst,
+        l.sse_per_ip,
+        l.sse_total,
+        l.header_read_timeout_secs,
+        l.idle_timeout_secs,
+        l.request_timeout_secs
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+[[database]]
+name = "main"
+kind = "sqlite"
+path = "/tmp/x.db"
+
+[[scope]]
+path = "/chatgpt"
+database = "main"
+"#;
+
+    fn parse(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(&format!("{BASE}\n{extra}"))
+    }
+
+    #[test]
+    fn acme_needs_domains_and_defaults_to_staging() {
+        let err = parse("[tls]\nmode = \"acme\"\n").unwrap_err();
+        assert_eq!(err.key, "tls.domains");
+        let c = parse("[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\n").expect("valid");
+        assert_eq!(c.tls.directory_url(), super::LETS_ENCRYPT_STAGING);
+        let c = parse(
+            "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\ndirectory = \"production\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.tls.directory_url(), super::LETS_ENCRYPT_PRODUCTION);
+        let err = parse(
+            "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\ndirectory = \"http://x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "tls.directory");
+    }
+
+    #[test]
+    fn files_mode_needs_both_paths() {
+        let err = parse("[tls]\nmode = \"files\"\ncert = \"/c.pem\"\n").unwrap_err();
+        assert_eq!(err.key, "tls.cert/tls.key");
+    }
+
+    #[test]
+    fn a_bad_allowlist_entry_names_its_key_and_the_presets() {
+        let err = parse("[access]\nallow = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert_eq!(err.key, "access.allow");
+        assert!(err.fix.contains("chatgpt"), "{err}");
+        let err = Config::parse(&format!("{BASE}allow_ips = [\"nope\"]\n")).unwrap_err();
+        assert_eq!(err.key, "scope[0].allow_ips");
+    }
+
+    #[test]
+    fn presets_are_not_proxies() {
+        let err = Config::parse(&format!(
+            "[server]\ntrusted_proxies = [\"chatgpt\"]\n{BASE}"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "server.trusted_proxies");
+    }
+
+    #[test]
+    fn limits_are_range_checked_and_unknown_keys_refused() {
+        assert_eq!(
+            parse("[limits]\nper_ip_burst = 0\n").unwrap_err().key,
+            "limits.per_ip_burst"
+        );
+        assert_eq!(
+            parse("[limits]\nidle_timeout_secs = 5\n").unwrap_err().key,
+            "limits.idle_timeout_secs"
+        );
+        assert!(parse("[limits]\nper_ip_rps = 5\n").is_err());
+        assert!(parse("[tls]\nmodee = \"off\"\n").is_err());
+    }
+}

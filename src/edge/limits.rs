@@ -1,0 +1,507 @@
+//! Limits that keep one client from starving the others:
+//!
+//! - [`EdgeAcceptor`] wraps every accepted connection: a bounded TLS handshake, and an idle
+//!   timeout that closes a connection with no bytes in either direction and no request in
+//!   progress (HTTP/2 and HTTP/1 alike; hyper's header read timeout covers slow request heads);
+//! - [`stream_caps`]: concurrent long-lived SSE streams per client IP and overall;
+//! - [`request_timeout`]: a bound on producing a response head, never applied to SSE streams
+//!   (their bodies are not timed at all, only their head).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum_server::accept::Accept;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use super::EdgeState;
+use super::client_ip::ClientIp;
+
+/// Activity of one connection, shared by its IO wrapper and its service wrapper.
+#[derive(Debug)]
+pub struct Activity {
+    /// When the connection was accepted (base of `last_ms`).
+    start: Instant,
+    /// Milliseconds after `start` of the last byte read or written.
+    last_ms: AtomicU64,
+    /// Requests whose response head is not produced yet.
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A connection's IO with an idle timeout: when nothing moved for `idle` and no request is in
+/// progress, reads end (EOF), so hyper closes the connection.
+pub struct IdleIo<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<I> IdleIo<I> {
+    fn new(inner: I, activity: Arc<Activity>, idle: Duration) -> Self {
+        Self {
+            inner,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            activity,
+            idle,
+        }
+    }
+
+    /// `Ready` when the connection has been idle too long.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let deadline = if self.activity.in_flight.load(Ordering::Relaxed) > 0 {
+                Instant::now() + self.idle
+            } else {
+                self.activity.last() + self.idle
+            };
+            if deadline <= Instant::now() {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for IdleIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.activity.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.poll_idle(cx) {
+                Poll::Ready(()) => {
+                    tracing::debug!("closing idle connection");
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for IdleIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The per-connection service, counting requests in progress for the idle timeout.
+#[derive(Clone)]
+pub struct InFlight<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+struct InFlightGuard(Arc<Activity>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+impl<S, R> tower::Service<R> for InFlight<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlightGuard(self.activity.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(guard);
+            r
+        })
+    }
+}
+
+/// Wraps an inner acceptor (none, rustls files, or ACME): TCP_NODELAY, the idle timeout, and a
+/// deadline on whatever the inner acceptor does before HTTP starts (the TLS handshake).
+#[derive(Clone)]
+pub struct EdgeAcceptor<A> {
+    inner: A,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl<A> EdgeAcceptor<A> {
+    pub fn new(inner: A, handshake_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            inner,
+            handshake_timeout,
+            idle_timeout,
+        }
+    }
+}
+
+impl<A, S> Accept<TcpStream, S> for EdgeAcceptor<A>
+where
+    A: Accept<IdleIo<TcpStream>, InFlight<S>>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = A::Service;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(A::Stream, A::Service)>> + Send>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let io = IdleIo::new(stream, activity.clone(), self.idle_timeout);
+        let service = InFlight {
+            inner: service,
+            activity,
+        };
+        let fut = self.inner.accept(io, service);
+        let deadline = self.handshake_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "handshake took too long",
+                )),
+            }
+        })
+    }
+}
+
+/// Counts of open SSE streams, per client IP and overall.
+pub struct StreamCaps {
+    per_ip_max: usize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: Arc<Semaphore>,
+}
+
+/// Held while a stream is open; releases its slots when the response body is dropped.
+pub struct StreamSlot {
+    caps: Arc<EdgeState>,
+    ip: IpAddr,
+    _total: OwnedSemaphorePermit,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .caps
+            .streams
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl StreamCaps {
+    pub fn new(per_ip: u32, total: u32) -> Self {
+        Self {
+            per_ip_max: per_ip as usize,
+            per_ip: Mutex::new(HashMap::new()),
+            total: Arc::new(Semaphore::new(total as usize)),
+        }
+    }
+
+    /// Streams open right now.
+    pub fn open(&self) -> usize {
+        self.per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+}
+
+/// Marks a request that opens a long-lived SSE stream (set by [`stream_caps`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LongLived;
+
+/// `GET …/sse`, or `GET …/mcp` accepting `text/event-stream`: a stream that stays open.
+pub fn opens_stream(req: &Request) -> bool {
+    if req.method() != Method::GET {
+        return false;
+    }
+    let path = req.uri().path();
+    if path.ends_with("/sse") {
+        return true;
+    }
+    path.ends_with("/mcp")
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// Middleware: caps concurrent SSE streams per client IP (429) and overall (503), and marks
+/// them [`LongLived`] so the request timeout leaves them alone.
+pub async fn stream_caps(
+    State(edge): State<Arc<EdgeState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !opens_stream(&req) {
+        return next.run(req).await;
+    }
+    let ip = ClientIp::of(&req);
+    let Ok(total) = edge.streams.total.clone().try_acquire_owned() else {
+        edge.counters.streams_refused.inc();
+        let mut resp = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"error": "too_many_streams", "reason": "server stream limit reached"})),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        return resp;
+    };
+    {
+        let mut map = edge
+            .streams
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= edge.streams.per_ip_max {
+            drop(map);
+            edge.counters.streams_refused.inc();
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(serde_json::json!({"error": "too_many_streams", "reason": "too many open streams from this address"})),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            return resp;
+        }
+        *n += 1;
+    }
+    let slot = StreamSlot {
+        caps: edge.clone(),
+        ip,
+        _total: total,
+    };
+    req.extensions_mut().insert(LongLived);
+    let resp = next.run(req).await;
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(SlotBody {
+            inner: body,
+            _slot: slot,
+        }),
+    )
+}
+
+/// A response body that holds a [`StreamSlot`] until it is dropped (the stream ended).
+struct SlotBody {
+    inner: Body,
+    _slot: StreamSlot,
+}
+
+impl http_body::Body for SlotBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Middleware: 413 for a body over `server.max_body_bytes`, at once when `Content-Length`
+/// says so, otherwise as soon as the streamed body crosses the limit (handlers read bodies
+/// through axum extractors, which answer 413 for a length-limit error).
+pub async fn body_limit(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
+    let max = edge.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(serde_json::json!({"error": "payload_too_large", "reason": format!("request bodies are limited to {max} bytes")})),
+        )
+            .into_response();
+    }
+    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, max)));
+    next.run(req).await
+}
+
+/// Middleware: 503 when a response head takes longer than `limits.request_timeout_secs`.
+/// [`LongLived`] requests (SSE streams) are not timed: their head comes at once and their
+/// body may last for hours.
+pub async fn request_timeout(
+    State(edge): State<Arc<EdgeState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.extensions().get::<LongLived>().is_some() {
+        return next.run(req).await;
+    }
+    let limit = edge.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            edge.counters.timed_out.inc();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    serde_json::json!({"error": "timeout", "reason": "the request took too long"}),
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn an_idle_connection_reads_eof_after_the_idle_timeout() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::new());
+        let mut io = IdleIo::new(a, activity, Duration::from_millis(300));
+        b.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+        let started = Instant::now();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0, "EOF once idle");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn a_request_in_progress_keeps_the_connection_open() {
+        let (a, _b) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::new());
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut io = IdleIo::new(a, activity.clone(), Duration::from_millis(200));
+        let mut buf = [0u8; 8];
+        let r = tokio::time::timeout(Duration::from_millis(700), io.read(&mut buf)).await;
+        assert!(r.is_err(), "still open while a request runs");
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let r = tokio::time::timeout(Duration::from_secs(2), io.read(&mut buf)).await;
+        assert_eq!(r.expect("closes once idle").unwrap(), 0);
+    }
+
+    #[test]
+    fn only_get_streams_are_long_lived() {
+        let req = |m: Method, p: &str, accept: &str| {
+            Request::builder()
+                .method(m)
+                .uri(p)
+                .header(header::ACCEPT, accept)
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert!(opens_stream(&req(Method::GET, "/claude/sse", "*/*")));
+        assert!(opens_stream(&req(
+            Method::GET,
+            "/claude/mcp",
+            "text/event-stream"
+        )));
+        assert!(!opens_stream(&req(
+            Method::POST,
+            "/claude/mcp",
+            "application/json, text/event-stream"
+        )));
+        assert!(!opens_stream(&req(Method::GET, "/health", "*/*")));
+    }
+}

@@ -1,0 +1,295 @@
+//! Rate limits with tower_governor (GCRA buckets, lock-free per key):
+//!
+//! - every request, per client IP ([`per_ip_layer`]);
+//! - OAuth endpoints (`/register`, `/authorize`, `/token`, `/sign-in` at the root or under any
+//!   scope), a stricter bucket per client IP on top ([`OAuthBucketLayer`]): slows password and
+//!   code guessing;
+//! - tool calls per OAuth client or user, through [`RateLimits::check_client`], which the MCP
+//!   layer calls once it knows who is calling.
+//!
+//! A limited request gets 429 with `Retry-After` (whole seconds, at least 1) and is counted.
+//! Buckets are keyed by the [`ClientIp`] decided earlier, so one flooding address drains only
+//! its own bucket. Idle keys are dropped by [`RateLimits::sweep`], run by an owned task.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use governor::middleware::NoOpMiddleware;
+use tower::{Layer, Service, ServiceExt};
+use tower_governor::governor::{Governor, GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::KeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
+
+use super::Counters;
+use super::client_ip::ClientIp;
+use super::config::LimitsConfig;
+
+/// Last path segments that are OAuth endpoints, at the root or under a scope.
+pub const OAUTH_ENDPOINTS: [&str; 4] = ["register", "authorize", "token", "sign-in"];
+
+/// Whether `path` is an OAuth endpoint: `/token` or `/{scope}/token` (and the others).
+pub fn is_oauth_path(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    matches!(segs.len(), 1 | 2) && segs.last().is_some_and(|s| OAUTH_ENDPOINTS.contains(s))
+}
+
+/// Keys requests by the [`ClientIp`] in their extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIpKey;
+
+impl KeyExtractor for ClientIpKey {
+    type Key = IpAddr;
+    fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
+        Ok(ClientIp::of(req))
+    }
+}
+
+/// Key for the per-OAuth-client bucket; checked by id through [`RateLimits::check_client`],
+/// never extracted from a request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIdKey;
+
+impl KeyExtractor for ClientIdKey {
+    type Key = String;
+    fn extract<T>(&self, _req: &Request<T>) -> Result<String, GovernorError> {
+        Err(GovernorError::UnableToExtractKey)
+    }
+}
+
+type IpConfig = GovernorConfig<ClientIpKey, NoOpMiddleware>;
+type ClientConfig = GovernorConfig<ClientIdKey, NoOpMiddleware>;
+
+/// The three buckets.
+pub struct RateLimits {
+    per_ip: Arc<IpConfig>,
+    oauth: Arc<IpConfig>,
+    client: Arc<ClientConfig>,
+    counters: Arc<Counters>,
+}
+
+/// A tool call refused by the per-client bucket: retry after this long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub Duration);
+
+impl RetryAfter {
+    /// Whole seconds for the `Retry-After` header, at least 1.
+    pub fn secs(&self) -> u64 {
+        self.0.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+fn period(per: Duration, count: u32) -> Duration {
+    (per / count.max(1)).max(Duration::from_nanos(1))
+}
+
+/// A bucket refilling one request per `period`, holding at most `burst`.
+fn bucket<K: KeyExtractor>(
+    key: K,
+    period: Duration,
+    burst: u32,
+) -> GovernorConfig<K, NoOpMiddleware> {
+    let mut builder = GovernorConfigBuilder::default().key_extractor(key);
+    builder.period(period).burst_size(burst.max(1));
+    match builder.finish() {
+        Some(config) => config,
+        // `finish` refuses only a zero period or burst; `period` and `max(1)` rule both out.
+        None => unreachable!("a non-zero period and burst make a valid quota"),
+    }
+}
+
+impl RateLimits {
+    pub fn new(limits: &LimitsConfig, counters: Arc<Counters>) -> Self {
+        let minute = Duration::from_secs(60);
+        Self {
+            per_ip: Arc::new(bucket(
+                ClientIpKey,
+                period(Duration::from_secs(1), limits.per_ip_per_sec),
+                limits.per_ip_burst,
+            )),
+            oauth: Arc::new(bucket(
+                ClientIpKey,
+                period(minute, limits.oauth_per_min),
+                limits.oauth_burst,
+            )),
+            client: Arc::new(bucket(
+                ClientIdKey,
+                period(minute, limits.client_per_min),
+                limits.client_burst,
+            )),
+            counters,
+        }
+    }
+
+    /// The per-OAuth-client (or per-user) bucket for tool calls. Call it with the client id once
+    /// the bearer token is checked; on `Err`, answer 429 with `Retry-After: secs()`.
+    pub fn check_client(&self, client_id: &str) -> Result<(), RetryAfter> {
+        match self.client.limiter().check_key(&client_id.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                self.counters.limited_client.inc();
+                let clock = governor::clock::DefaultClock::default();
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+                Err(RetryAfter(wait))
+            }
+        }
+    }
+
+    /// The per-IP layer for the middleware stack.
+    pub fn per_ip_layer(&self) -> GovernorLayer<ClientIpKey, NoOpMiddleware, Body> {
+        let counters = self.counters.clone();
+        GovernorLayer::new(self.per_ip.clone()).error_handler(move |e| {
+            counters.limited_ip.inc();
+            too_many(e)
+        })
+    }
+
+    /// The OAuth-endpoint layer for the middleware stack.
+    pub fn oauth_layer(&self) -> OAuthBucketLayer {
+        OAuthBucketLayer {
+            config: self.oauth.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Forgets keys whose buckets are full again (bounded memory under address churn).
+    pub fn sweep(&self) {
+        for l in [self.per_ip.limiter(), self.oauth.limiter()] {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        self.client.limiter().retain_recent();
+        self.client.limiter().shrink_to_fit();
+    }
+}
+
+/// 429 with `Retry-After` and a short JSON body.
+pub fn too_many_after(secs: u64) -> Response<Body> {
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(serde_json::json!({
+            "error": "rate_limited",
+            "reason": "too many requests",
+            "retry_after_secs": secs
+        })),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+fn too_many(e: GovernorError) -> Response<Body> {
+    match e {
+        // tower_governor truncates the wait to whole seconds; never tell a client "0".
+        GovernorError::TooManyRequests { wait_time, .. } => too_many_after(wait_time.max(1)),
+        other => {
+            tracing::error!(error = %other, "rate limiter failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({"error": "internal error"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Applies the OAuth bucket to OAuth endpoints only; other requests pass straight through.
+#[derive(Clone)]
+pub struct OAuthBucketLayer {
+    config: Arc<IpConfig>,
+    counters: Arc<Counters>,
+}
+
+impl<S: Clone> Layer<S> for OAuthBucketLayer {
+    type Service = OAuthBucket<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        let counters = self.counters.clone();
+        let limited = Governor::new(inner.clone(), &self.config).error_handler(move |e| {
+            counters.limited_oauth.inc();
+            too_many(e)
+        });
+        OAuthBucket {
+            plain: inner,
+            limited,
+        }
+    }
+}
+
+/// See [`OAuthBucketLayer`].
+#[derive(Clone)]
+pub struct OAuthBucket<S> {
+    plain: S,
+    limited: Governor<ClientIpKey, NoOpMiddleware, S, Body>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<Request<Body>> for OAuthBucket<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is checked on the clone that handles the request (`oneshot`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if is_oauth_path(req.uri().path()) {
+            Box::pin(self.limited.clone().oneshot(req))
+        } else {
+            Box::pin(self.plain.clone().oneshot(req))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_paths_are_recognised_at_the_root_and_under_scopes() {
+        for p in [
+            "/token",
+            "/register",
+            "/chatgpt/authorize",
+            "/claude/sign-in",
+            "/chatgpt/token/",
+        ] {
+            assert!(is_oauth_path(p), "{p}");
+        }
+        for p in ["/chatgpt/mcp", "/health", "/a/b/token", "/tokens", "/"] {
+            assert!(!is_oauth_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_client_bucket_refuses_past_its_burst_with_a_wait() {
+        let limits = LimitsConfig {
+            client_per_min: 60,
+            client_burst: 2,
+            ..LimitsConfig::default()
+        };
+        let rl = RateLimits::new(&limits, Arc::new(Counters::default()));
+        assert!(rl.check_client("a").is_ok());
+        assert!(rl.check_client("a").is_ok());
+        let err = rl.check_client("a").unwrap_err();
+        assert!(err.secs() >= 1 && err.secs() <= 2, "{err:?}");
+        assert!(
+            rl.check_client("b").is_ok(),
+            "other clients keep their bucket"
+        );
+    }
+}

@@ -1,0 +1,567 @@
+//! TLS for the listener, in one of three modes (`[tls] mode`):
+//!
+//! - `acme`: certificates from an ACME CA with rustls-acme over TLS-ALPN-01 on the TLS port
+//!   itself (no port 80 needed). Let's Encrypt *staging* unless `directory = "production"`;
+//!   any other directory URL (and `ca_file` to trust it) for private CAs. The account key and
+//!   certificates are cached in `<state_dir>/acme`, so a restart serves the cached certificate
+//!   without a new order. The ACME state does nothing unless polled: [`Prepared`] carries the
+//!   owned task that polls it, which orders, renews at 2/3 of the lifetime and hot-swaps the
+//!   certificate for new handshakes (open connections keep theirs). When the CA is unreachable
+//!   the cached certificate keeps being served, rustls-acme retries with exponential backoff,
+//!   and the failure is logged and kept in [`TlsStatus`] (for `/health` and metrics, with the
+//!   certificate's remaining lifetime in seconds).
+//! - `files`: a PEM chain and key, reloaded on SIGHUP and when the files change (polled);
+//!   a bad new pair is reported and the old certificate stays in use.
+//! - `off`: plain HTTP behind another proxy.
+//!
+//! Every mode offers TLS 1.2 and 1.3 only (rustls has nothing older) with ALPN `h2` and
+//! `http/1.1`, and the ring crypto provider chosen explicitly.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum_server::tls_rustls::RustlsConfig;
+use futures::StreamExt;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, version};
+use rustls_acme::caches::DirCache;
+use rustls_acme::{AccountCache, AcmeConfig, CertCache, EventOk};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{TlsConfig, TlsMode};
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{0}: no certificate found in the PEM file")]
+    NoCertificate(PathBuf),
+    #[error("{0}: no private key found in the PEM file")]
+    NoKey(PathBuf),
+    #[error("{path}: unusable key: {source}")]
+    Key {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("the key does not belong to the certificate: {0}")]
+    Mismatch(rustls::Error),
+    #[error("{path}: {problem}")]
+    CaFile { path: PathBuf, problem: String },
+    #[error("TLS settings: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// What the TLS side is doing, for logs, `/health` and metrics.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TlsReport {
+    /// `acme`, `files` or `off`.
+    pub mode: &'static str,
+    /// `ok`, `pending` (no certificate yet), `error` (last attempt failed; still serving the
+    /// previous certificate if there is one) or `off`.
+    pub state: &'static str,
+    /// The last failure, kept until the next success.
+    pub last_error: Option<String>,
+    /// When it happened (Unix seconds).
+    pub last_error_at: Option<i64>,
+    /// The served certificate's `notAfter` (Unix seconds).
+    pub not_after: Option<i64>,
+    /// Certificates newly issued by the ACME CA since start.
+    pub issued: u64,
+    /// Certificates loaded from the cache (ACME) or from the files (including reloads).
+    pub loaded: u64,
+}
+
+impl TlsReport {
+    /// Seconds until the served certificate expires (negative once expired).
+    pub fn expires_in_secs(&self) -> Option<i64> {
+        self.not_after.map(|t| t - now_unix())
+    }
+}
+
+/// Shared, updated by the TLS tasks, read by health and metrics.
+#[derive(Debug)]
+pub struct TlsStatus {
+    report: Mutex<TlsReport>,
+}
+
+impl TlsStatus {
+    pub fn new(mode: TlsMode) -> Self {
+        let (mode, state) = match mode {
+            TlsMode::Acme => ("acme", "pending"),
+            TlsMode::Files => ("files", "pending"),
+            TlsMode::Off => ("off", "off"),
+        };
+        Self {
+            report: Mutex::new(TlsReport {
+                mode,
+                state,
+                last_error: None,
+                last_error_at: None,
+                not_after: None,
+                issued: 0,
+                loaded: 0,
+            }),
+        }
+    }
+
+    /// A copy of the current report.
+    pub fn report(&self) -> TlsReport {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TlsReport> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ok(&self, f: impl FnOnce(&mut TlsReport)) {
+        let mut r = self.lock();
+        r.state = "ok";
+        r.last_error = None;
+        f(&mut r);
+    }
+
+    fn failed(&self, error: String) {
+        let mut r = self.lock();
+        r.state = "error";
+        r.last_error = Some(error);
+        r.last_error_at = Some(now_unix());
+    }
+
+    fn set_not_after(&self, t: Option<i64>) {
+        if t.is_some() {
+            self.lock().not_after = t;
+        }
+    }
+}
+
+/// The first certificate's `notAfter` in a PEM buffer (Unix seconds).
+pub fn pem_not_after(pem: &[u8]) -> Option<i64> {
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let Ok(block) = block else { return None };
+        if block.label == "CERTIFICATE" {
+            return der_not_after(&block.contents);
+        }
+    }
+    None
+}
+
+fn der_not_after(der: &[u8]) -> Option<i64> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, c)| c.validity().not_after.timestamp())
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server settings every mode shares: TLS 1.2 and 1.3, ALPN h2 then http/1.1.
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Loads a PEM chain and key; returns the certified key and the leaf's `notAfter`.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Option<i64>), TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate(cert.to_path_buf()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.to_path_buf()))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|source| TlsError::Key {
+            path: key.to_path_buf(),
+            source,
+        })?;
+    let not_after = der_not_after(&chain[0]);
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(TlsError::Mismatch)?;
+    Ok((certified, not_after))
+}
+
+/// Serves whatever pair was loaded last (files mode).
+#[derive(Debug)]
+pub struct FilesResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for FilesResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl FilesResolver {
+    fn set(&self, key: CertifiedKey) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+    }
+}
+
+/// How the listener accepts connections, plus the owned tasks that keep TLS current.
+pub enum Prepared {
+    /// Plain HTTP.
+    Off,
+    /// Files mode: the rustls settings (their resolver reloads in place).
+    Files(RustlsConfig),
+    /// ACME mode: rustls-acme's acceptor (answers TLS-ALPN-01 challenges itself).
+    Acme(rustls_acme::axum::AxumAcceptor),
+}
+
+/// Sets TLS up for `config` and spawns the tasks it needs (stopped by `cancel`).
+pub async fn prepare(
+    tls: &TlsConfig,
+    state_dir: &Path,
+    status: Arc<TlsStatus>,
+    cancel: CancellationToken,
+) -> Result<(Prepared, Vec<JoinHandle<()>>), TlsError> {
+    match tls.mode {
+        TlsMode::Off => Ok((Prepared::Off, Vec::new())),
+        TlsMode::Files => {
+            let (cert, key) = match (&tls.cert, &tls.key) {
+                (Some(c), Some(k)) => (c.clone(), k.clone()),
+                // Validation refuses files mode without both paths.
+                _ => return Err(TlsError::NoCertificate(PathBuf::from("tls.cert"))),
+            };
+            let (pair, not_after) = load_pair(&cert, &key)?;
+            status.ok(|r| {
+                r.loaded += 1;
+                r.not_after = not_after;
+            });
+            tracing::info!(cert = %cert.display(), not_after, "TLS certificate loaded");
+            let resolver = Arc::new(FilesResolver {
+                current: RwLock::new(Arc::new(pair)),
+            });
+            let config = server_config(resolver.clone())?;
+            // Registered here, before serving starts, so an early SIGHUP cannot kill the process.
+            #[cfg(unix)]
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            #[cfg(not(unix))]
+            let hup = None;
+            let task = tokio::spawn(watch_files(
+                hup,
+                resolver,
+                cert,
+                key,
+                Duration::from_secs(tls.reload_poll_secs),
+                status,
+                cancel,
+            ));
+            Ok((
+                Prepared::Files(RustlsConfig::from_config(Arc::new(config))),
+                vec![task],
+            ))
+        }
+        TlsMode::Acme => {
+            let cache_dir = tls
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| state_dir.join("acme"));
+            let contact: Vec<String> = tls
+                .contact
+                .iter()
+                .map(|c| {
+                    if c.starts_with("mailto:") {
+                        c.clone()
+                    } else {
+                        format!("mailto:{c}")
+                    }
+                })
+                .collect();
+            let base = match &tls.ca_file {
+                Some(ca) => AcmeConfig::new_with_client_config(&tls.domains, client_config(ca)?),
+                None => AcmeConfig::new(&tls.domains),
+            };
+            let acme = base
+                .contact(contact)
+                .directory(tls.directory_url())
+                .cache(ObservedCache {
+                    inner: DirCache::new(cache_dir.clone()),
+                    status: status.clone(),
+                });
+            let state = acme.state();
+            let config = server_config(state.resolver())?;
+            let acceptor = state.axum_acceptor(Arc::new(config));
+            tracing::info!(
+                domains = ?tls.domains,
+                directory = tls.directory_url(),
+                cache = %cache_dir.display(),
+                "ACME enabled (TLS-ALPN-01)"
+            );
+            let task = tokio::spawn(drive_acme(state, status, cancel));
+            Ok((Prepared::Acme(acceptor), vec![task]))
+        }
+    }
+}
+
+/// A client config that trusts only the CAs in `ca_file` (private ACME directories).
+fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
+        path: ca_file.to_path_buf(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
+        roots.add(der).map_err(|e| TlsError::CaFile {
+            path: ca_file.to_path_buf(),
+            problem: e.to_string(),
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::CaFile {
+            path: ca_file.to_path_buf(),
+            problem: "no CA certificate found".into(),
+        });
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Polls the ACME state until cancelled: nothing is ordered or renewed otherwise.
+async fn drive_acme(
+    mut state: rustls_acme::AcmeState<io::Error, io::Error>,
+    status: Arc<TlsStatus>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => return,
+            e = state.next() => e,
+        };
+        match event {
+            Some(Ok(EventOk::DeployedCachedCert)) => {
+                status.ok(|r| r.loaded += 1);
+                tracing::info!(expires_in_secs = ?status.report().expires_in_secs(), "ACME: serving the cached certificate");
+            }
+            Some(Ok(EventOk::DeployedNewCert)) => {
+                status.ok(|r| r.issued += 1);
+                tracing::info!("ACME: new certificate deployed");
+            }
+            Some(Ok(ok)) => tracing::debug!(event = ?ok, "ACME"),
+            Some(Err(err)) => {
+                let msg = err.to_string();
+                let report = status.report();
+                tracing::error!(
+                    error = %msg,
+                    serving_cached = report.not_after.is_some(),
+                    expires_in_secs = ?report.expires_in_secs(),
+                    "ACME failed; retrying with backoff"
+                );
+                status.failed(msg);
+            }
+            None => return,
+        }
+    }
+}
+
+/// rustls-acme's directory cache, noting the certificate's expiry as it passes through.
+struct ObservedCache {
+    inner: DirCache<PathBuf>,
+    status: Arc<TlsStatus>,
+}
+
+#[async_trait::async_trait]
+impl CertCache for ObservedCache {
+    type EC = io::Error;
+    async fn load_cert(
+        &self,
+        domains: &[String],
+        directory_url: &str,
+    ) -> Result<Option<Vec<u8>>, io::Error> {
+        let pem = self.inner.load_cert(domains, directory_url).await?;
+        if let Some(p) = &pem {
+            self.status.set_not_after(pem_not_after(p));
+        }
+        Ok(pem)
+    }
+    async fn store_cert(
+        &self,
+        domains: &[String],
+        directory_url: &str,
+        cert: &[u8],
+    ) -> Result<(), io::Error> {
+        self.status.set_not_after(pem_not_after(cert));
+        self.inner.store_cert(domains, directory_url, cert).await
+    }
+}
+
+#[async_trait::async_trait]
+impl AccountCache for ObservedCache {
+    type EA = io::Error;
+    async fn load_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+    ) -> Result<Option<Vec<u8>>, io::Error> {
+        self.inner.load_account(contact, directory_url).await
+    }
+    async fn store_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+        account: &[u8],
+    ) -> Result<(), io::Error> {
+        self.inner
+            .store_account(contact, directory_url, account)
+            .await
+    }
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the pair on SIGHUP and when either file's mtime changes. A bad pair is reported and
+/// the previous certificate stays in use.
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+async fn watch_files(
+    mut hup: Option<Hangup>,
+    resolver: Arc<FilesResolver>,
+    cert: PathBuf,
+    key: PathBuf,
+    poll: Duration,
+    status: Arc<TlsStatus>,
+    cancel: CancellationToken,
+) {
+    let mut seen = (modified(&cert), modified(&key));
+    let mut tick = tokio::time::interval(if poll.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        poll
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<()>()
+        };
+        let reason = tokio::select! {
+            () = cancel.cancelled() => return,
+            () = hangup => "SIGHUP",
+            _ = tick.tick() => {
+                let now = (modified(&cert), modified(&key));
+                if poll.is_zero() || now == seen {
+                    continue;
+                }
+                "files changed"
+            }
+        };
+        seen = (modified(&cert), modified(&key));
+        match load_pair(&cert, &key) {
+            Ok((pair, not_after)) => {
+                resolver.set(pair);
+                status.ok(|r| {
+                    r.loaded += 1;
+                    r.not_after = not_after;
+                });
+                tracing::info!(reason, not_after, "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::error!(reason, error = %e, "TLS reload failed; still serving the previous certificate");
+                status.failed(e.to_string());
+            }
+        }
+    }
+}
+
+/// The optional plain-HTTP listener: every request is redirected (308) to the same path and
+/// query under the public URL. The target is built from configuration, never from `Host`.
+pub fn redirect_router(public_url: String) -> axum::Router {
+    use axum::http::{HeaderValue, StatusCode, Uri, header};
+    use axum::response::IntoResponse;
+    axum::Router::new().fallback(move |uri: Uri| {
+        let target = format!(
+            "{}{}",
+            public_url,
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        );
+        async move {
+            match HeaderValue::from_str(&target) {
+                Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
+                Err(_) => StatusCode::BAD_REQUEST.into_response(),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pem_bundle_yields_its_first_certificate_expiry() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 1, 2);
+        let cert = params.self_signed(&key).unwrap();
+        let bundle = format!("{}{}", key.serialize_pem(), cert.pem());
+        let t = pem_not_after(bundle.as_bytes()).expect("found");
+        assert_eq!(t, 1_925_078_400);
+    }
+
+    #[test]
+    fn status_keeps_the_last_error_until_the_next_success() {
+        let s = TlsStatus::new(TlsMode::Acme);
+        assert_eq!(s.report().state, "pending");
+        s.failed("connection refused".into());
+        assert_eq!(s.report().state, "error");
+        assert!(s.report().last_error.is_some());
+        s.ok(|r| r.issued += 1);
+        assert_eq!(s.report().state, "ok");
+        assert_eq!(s.report().last_error, None);
+    }
+}

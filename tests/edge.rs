@@ -1,0 +1,1286 @@
+//! The edge over real sockets: TLS (files and ACME against Pebble), ALPN, reloads, security
+//! headers, SSE vs the request timeout, client IP and allowlists from loopback source
+//! addresses, rate limits, slow-loris, body limits, idle timeouts and graceful shutdown.
+//!
+//! Every server here is the real one (`app::run`) on a loopback port; every load loop is
+//! bounded in count and time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mssql_mcp::app;
+use mssql_mcp::config::Config;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Load tests (flood, slow-loris) take this so they do not measure each other.
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A tiny SQLite database with one table.
+fn tiny_db(dir: &Path) -> PathBuf {
+    let path = dir.join("t.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create db");
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         INSERT OR IGNORE INTO items VALUES (1, 'one'), (2, 'two'), (3, 'three');",
+    )
+    .expect("fill db");
+    path
+}
+
+/// A validated configuration with `/chatgpt` and `/claude` over the tiny database, plus
+/// `extra` TOML (sections or `[server]` keys given via `server_extra`).
+fn config(dir: &Path, server_extra: &str, extra: &str) -> Config {
+    let db = tiny_db(dir);
+    let text = format!(
+        r#"
+[server]
+insecure_no_auth = true
+state_dir = {state:?}
+shutdown_grace_secs = 3
+{server_extra}
+
+[[database]]
+name = "main"
+kind = "sqlite"
+path = {db:?}
+
+[[scope]]
+path = "/chatgpt"
+database = "main"
+profile = "chatgpt"
+{chatgpt_extra}
+
+[[scope]]
+path = "/claude"
+database = "main"
+profile = "full"
+
+{extra}
+"#,
+        state = dir.display().to_string(),
+        db = db.display().to_string(),
+        chatgpt_extra = "",
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), app::StartError>>,
+    state: mssql_mcp::state::AppState,
+}
+
+impl Server {
+    async fn start(config: Config) -> Server {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), config).await
+    }
+
+    async fn start_on(bind: SocketAddr, config: Config) -> Server {
+        let listener = TcpListener::bind(bind).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = app::build_state(config, true).await.expect("state");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app::run(state.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+            state,
+        }
+    }
+
+    fn url(&self, scheme: &str, path: &str) -> String {
+        format!("{scheme}://localhost:{}{path}", self.addr.port())
+    }
+
+    async fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+        started.elapsed()
+    }
+}
+
+/// A plain-HTTP client whose sockets come from `local` (e.g. 127.0.0.2).
+fn http_client(local: Option<IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+fn root_store(cas: &[CertificateDer<'static>]) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in cas {
+        roots.add(c.clone()).expect("CA");
+    }
+    roots
+}
+
+/// An https client trusting only `ca`, resolving `localhost` to `addr`.
+fn https_client(ca: &CertificateDer<'static>, addr: SocketAddr) -> reqwest::Client {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(root_store(std::slice::from_ref(ca)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve("localhost", addr)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// A test CA and a `localhost` leaf it signed.
+struct TestPki {
+    ca_der: CertificateDer<'static>,
+    ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestPki {
+    fn new(name: &str) -> TestPki {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("CA");
+        TestPki {
+            ca_der: cert.der().clone(),
+            ca_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// (chain PEM, key PEM, leaf DER) for `localhost` and 127.0.0.1.
+    fn leaf(&self, cn: &str) -> (String, String, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+/// Connects with TLS; returns the stream, the server's leaf certificate, ALPN and version.
+async fn tls_connect(
+    addr: SocketAddr,
+    cas: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<
+    (
+        tokio_rustls::client::TlsStream<TcpStream>,
+        Vec<u8>,
+        Option<Vec<u8>>,
+        rustls::ProtocolVersion,
+    ),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)?
+        .with_root_certificates(root_store(cas))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = connector
+        .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
+        .await?;
+    let (_, conn) = tls.get_ref();
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let alpn = conn.alpn_protocol().map(|p| p.to_vec());
+    let version = conn.protocol_version().ok_or("no version")?;
+    Ok((tls, leaf, alpn, version))
+}
+
+/// An HTTP/1.1 connection over `io`; returns a sender (the connection runs in a task).
+async fn h1<I>(io: I) -> hyper::client::conn::http1::SendRequest<String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+async fn h1_get(sender: &mut hyper::client::conn::http1::SendRequest<String>, path: &str) -> u16 {
+    sender.ready().await.expect("connection ready");
+    let req = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(String::new())
+        .expect("request");
+    sender
+        .send_request(req)
+        .await
+        .expect("response")
+        .status()
+        .as_u16()
+}
+
+fn write_pair(dir: &Path, chain: &str, key: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join("fullchain.pem");
+    let keyp = dir.join("privkey.pem");
+    std::fs::write(&cert, chain).expect("write cert");
+    std::fs::write(&keyp, key).expect("write key");
+    (cert, keyp)
+}
+
+fn files_tls(cert: &Path, key: &Path, poll: u64) -> String {
+    format!(
+        "[tls]\nmode = \"files\"\ncert = {:?}\nkey = {:?}\nreload_poll_secs = {poll}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    )
+}
+
+#[tokio::test]
+async fn files_mode_negotiates_h2_and_http1_over_tls_1_2_and_1_3() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pki = TestPki::new("files CA");
+    let (chain, key, _) = pki.leaf("first");
+    let (cert, keyp) = write_pair(dir.path(), &chain, &key);
+    let server = Server::start(config(dir.path(), "", &files_tls(&cert, &keyp, 0))).await;
+    let cas = [pki.ca_der.clone()];
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    let (_, _, alpn, version) = tls_connect(server.addr, &cas, &[b"h2", b"http/1.1"], all).await?;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(version, rustls::ProtocolVersion::TLSv1_3);
+    let (_, _, alpn, _) = tls_connect(server.addr, &cas, &[b"http/1.1"], all).await?;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let (tls, _, _, version) = tls_connect(
+        server.addr,
+        &cas,
+        &[b"http/1.1"],
+        &[&rustls::version::TLS12],
+    )
+    .await?;
+    assert_eq!(version, rustls::ProtocolVersion::TLSv1_2);
+    let mut sender = h1(tls).await;
+    assert_eq!(h1_get(&mut sender, "/health").await, 200);
+
+    // And through an ordinary client, HTTP/2 end to end.
+    let client = https_client(&pki.ca_der, server.addr);
+    let resp = client.get(server.url("https", "/health")).send().await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn replaced_certificate_files_reach_new_connections_while_open_ones_keep_working()
+-> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pki = TestPki::new("reload CA");
+    let (chain1, key1, leaf1) = pki.leaf("first");
+    let (cert, keyp) = write_pair(dir.path(), &chain1, &key1);
+    // Poll every second: the file-change path.
+    let server = Server::start(config(dir.path(), "", &files_tls(&cert, &keyp, 1))).await;
+    let cas = [pki.ca_der.clone()];
+    let all = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+    let (tls, seen, _, _) = tls_connect(server.addr, &cas, &[b"http/1.1"], all).await?;
+    assert_eq!(seen, leaf1);
+    let mut open = h1(tls).await;
+    assert_eq!(h1_get(&mut open, "/health").await, 200);
+
+    let (chain2, key2, leaf2) = pki.leaf("second");
+    // mtime resolution can be a second: make sure the change is visible.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write_pair(dir.path(), &chain2, &key2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, seen, _, _) = tls_connect(server.addr, &cas, &[b"http/1.1"], all).await?;
+        if seen == leaf2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new certificate never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The connection opened before the reload still works, on the old certificate.
+    assert_eq!(h1_get(&mut open, "/health").await, 200);
+    assert_eq!(h1_get(&mut open, "/health").await, 200);
+
+    // SIGHUP reloads too (here: back to a third certificate).
+    let (chain3, key3, leaf3) = pki.leaf("third");
+    write_pair(dir.path(), &chain3, &key3);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, seen, _, _) = tls_connect(server.addr, &cas, &[b"http/1.1"], all).await?;
+        if seen == leaf3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h1_get(&mut open, "/health").await, 200);
+    let report = server.state.edge().report();
+    assert_eq!(report.tls.state, "ok");
+    assert!(report.tls.loaded >= 3, "{report:?}");
+    assert!(report.cert_expires_in_secs.is_some_and(|s| s > 0));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_response_carries_hsts_and_the_security_headers() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pki = TestPki::new("headers CA");
+    let (chain, key, _) = pki.leaf("h");
+    let (cert, keyp) = write_pair(dir.path(), &chain, &key);
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        &format!(
+            "{}\n[access]\nallow = [\"127.0.0.1\"]\n",
+            files_tls(&cert, &keyp, 0)
+        ),
+    ))
+    .await;
+    let client = https_client(&pki.ca_der, server.addr);
+    // 200, 404, 403 (from 127.0.0.1 via the public client vs. allowlist is checked below).
+    for (path, want) in [("/health", 200), ("/nope", 404)] {
+        let resp = client.get(server.url("https", path)).send().await?;
+        assert_eq!(resp.status(), want, "{path}");
+        let h = resp.headers();
+        assert_eq!(
+            h.get("strict-transport-security")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("max-age=31536000; includeSubDomains"),
+            "{path}"
+        );
+        assert_eq!(
+            h.get("x-frame-options").map(|v| v.as_bytes()),
+            Some(&b"DENY"[..])
+        );
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..])
+        );
+        assert!(h.get("referrer-policy").is_some());
+        assert!(h.get("x-request-id").is_some(), "request id propagated");
+    }
+    server.stop().await;
+
+    // A refusal (403 from the allowlist) carries them too.
+    let dir = tempfile::tempdir()?;
+    let (cert, keyp) = write_pair(dir.path(), &chain, &key);
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        &format!(
+            "{}\n[access]\nallow = [\"127.0.0.9\"]\n",
+            files_tls(&cert, &keyp, 0)
+        ),
+    ))
+    .await;
+    let client = https_client(&pki.ca_der, server.addr);
+    let resp = client.get(server.url("https", "/health")).send().await?;
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("strict-transport-security").is_some());
+    assert!(resp.headers().get("x-frame-options").is_some());
+    server.stop().await;
+    Ok(())
+}
+
+/// Reads SSE bytes until `needle` shows up or `within` passes.
+async fn read_until(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    needle: &str,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while !buf.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => buf.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn an_sse_stream_arrives_unbuffered_and_outlives_the_request_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\nrequest_timeout_secs = 1\n",
+    ))
+    .await;
+    let client = http_client(None);
+    let mut stream = client
+        .get(server.url("http", "/claude/sse"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    assert_eq!(stream.status(), 200);
+    let mut buf = String::new();
+    assert!(
+        read_until(
+            &mut stream,
+            &mut buf,
+            "event: endpoint",
+            Duration::from_secs(1)
+        )
+        .await,
+        "the first event arrives at once: {buf:?}"
+    );
+    let endpoint = buf
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .ok_or("no endpoint data")?
+        .trim()
+        .to_string();
+    // Past the 1 s request timeout, the stream still carries responses.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let posted = client
+        .post(server.url("http", &endpoint))
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#)
+        .send()
+        .await?;
+    assert_eq!(posted.status(), 202);
+    assert!(
+        read_until(&mut stream, &mut buf, "\"id\":7", Duration::from_secs(3)).await,
+        "the stream is still open after the request timeout: {buf:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+#[tokio::test]
+async fn the_allowlist_admits_listed_loopback_addresses_and_refuses_others() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[access]\nallow = [\"127.0.0.2/32\", \"::1/128\"]\n",
+    ))
+    .await;
+    let url = server.url("http", "/health");
+    let two = http_client(Some(ip("127.0.0.2")));
+    let three = http_client(Some(ip("127.0.0.3")));
+    assert_eq!(two.get(&url).send().await?.status(), 200);
+    let refused = three.get(&url).send().await?;
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await?;
+    assert_eq!(body["reason"], "client address not allowed");
+    // A spoofed X-Forwarded-For from an untrusted peer changes nothing.
+    let spoofed = three
+        .get(&url)
+        .header("x-forwarded-for", "127.0.0.2")
+        .send()
+        .await?;
+    assert_eq!(spoofed.status(), 403);
+    // IPv6: ::1 is listed.
+    let v6 = http_client(Some(ip("::1")));
+    let v6_url = format!("http://[::1]:{}/health", server.addr.port());
+    // The server listens on 127.0.0.1 only; start a second one on [::1] for the v6 check.
+    drop(v6_url);
+    server.stop().await;
+
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_on(
+        "[::1]:0".parse()?,
+        config(dir.path(), "", "[access]\nallow = [\"::1/128\"]\n"),
+    )
+    .await;
+    let v6_url = format!("http://[::1]:{}/health", server.addr.port());
+    assert_eq!(v6.get(&v6_url).send().await?.status(), 200);
+    server.stop().await;
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_on(
+        "[::1]:0".parse()?,
+        config(dir.path(), "", "[access]\nallow = [\"2001:db8::/32\"]\n"),
+    )
+    .await;
+    let v6_url = format!("http://[::1]:{}/health", server.addr.port());
+    assert_eq!(v6.get(&v6_url).send().await?.status(), 403);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn scope_allowlists_and_trusted_proxies_decide_per_scope() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(dir.path(), "trusted_proxies = [\"127.0.0.4\"]", "");
+    cfg.scopes[0].allow_ips = vec!["127.0.0.2".into()];
+    cfg.validate()?;
+    let server = Server::start(cfg).await;
+    let mcp = |s: &Server, scope: &str| s.url("http", &format!("{scope}/mcp"));
+    let two = http_client(Some(ip("127.0.0.2")));
+    let three = http_client(Some(ip("127.0.0.3")));
+    let proxy = http_client(Some(ip("127.0.0.4")));
+    // GET /mcp without an SSE Accept is 405/406 from the route: anything but 403 means "let in".
+    assert_ne!(
+        two.get(mcp(&server, "/chatgpt")).send().await?.status(),
+        403
+    );
+    let r = three.get(mcp(&server, "/chatgpt")).send().await?;
+    assert_eq!(r.status(), 403);
+    assert_ne!(
+        three.get(mcp(&server, "/claude")).send().await?.status(),
+        403
+    );
+    // The well-known form of the scope is covered too.
+    let r = three
+        .get(server.url("http", "/.well-known/oauth-protected-resource/chatgpt/mcp"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    // Through the trusted proxy, the forwarded address counts.
+    let r = proxy
+        .get(mcp(&server, "/chatgpt"))
+        .header("x-forwarded-for", "203.0.113.5, 127.0.0.2")
+        .send()
+        .await?;
+    assert_ne!(r.status(), 403);
+    let r = proxy
+        .get(mcp(&server, "/chatgpt"))
+        .header("x-forwarded-for", "127.0.0.2, 203.0.113.5")
+        .send()
+        .await?;
+    assert_eq!(
+        r.status(),
+        403,
+        "the right-most untrusted hop is the client"
+    );
+    assert!(server.state.edge().report().denied >= 3);
+    server.stop().await;
+    Ok(())
+}
+
+async fn timed_get(client: &reqwest::Client, url: &str) -> (u16, Duration, Option<String>) {
+    let started = Instant::now();
+    match client.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let _ = r.bytes().await;
+            (status, started.elapsed(), retry)
+        }
+        Err(_) => (0, started.elapsed(), None),
+    }
+}
+
+fn p95(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 95 / 100).min(v.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_address_gets_429_while_another_keeps_its_latency() -> TestResult {
+    let _load = LOAD.lock().await;
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\nper_ip_per_sec = 50\nper_ip_burst = 50\n",
+    ))
+    .await;
+    let url = server.url("http", "/health");
+    let calm = http_client(Some(ip("127.0.0.3")));
+    // Baseline latency of the calm client.
+    let mut base = Vec::new();
+    for _ in 0..20 {
+        let (s, d, _) = timed_get(&calm, &url).await;
+        assert_eq!(s, 200);
+        base.push(d);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let base_p95 = p95(base);
+
+    // The flood: 16 workers from 127.0.0.2, at most 3000 requests or 4 seconds.
+    let flooder = http_client(Some(ip("127.0.0.2")));
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (c, u, sent) = (flooder.clone(), url.clone(), sent.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut limited, mut retry_after_seen) = (0usize, false);
+            while Instant::now() < stop_at
+                && sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3000
+            {
+                let (s, _, retry) = timed_get(&c, &u).await;
+                if s == 429 {
+                    limited += 1;
+                    retry_after_seen |=
+                        retry.is_some_and(|r| r.parse::<u64>().is_ok_and(|n| n >= 1));
+                }
+            }
+            (limited, retry_after_seen)
+        }));
+    }
+    // Meanwhile the calm client, at 10 requests per second (well inside its own bucket).
+    let mut during = Vec::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..25 {
+        let (s, d, _) = timed_get(&calm, &url).await;
+        assert_eq!(s, 200, "the calm address is never limited");
+        during.push(d);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut limited, mut retry_seen) = (0, false);
+    for w in workers {
+        let (l, r) = w.await?;
+        limited += l;
+        retry_seen |= r;
+    }
+    let during_p95 = p95(during);
+    eprintln!(
+        "flood: {} sent, {limited} limited; calm p95 before {base_p95:?}, during {during_p95:?}",
+        sent.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(limited > 100, "the flood was limited ({limited})");
+    assert!(retry_seen, "429 carries Retry-After");
+    assert!(
+        during_p95 < Duration::from_millis(300).max(base_p95 * 10),
+        "calm p95 {during_p95:?} vs baseline {base_p95:?}"
+    );
+    assert!(server.state.edge().report().limited_ip >= limited as u64);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn oauth_endpoints_have_the_stricter_bucket() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\noauth_per_min = 6\noauth_burst = 3\n",
+    ))
+    .await;
+    let c = http_client(Some(ip("127.0.0.5")));
+    for _ in 0..3 {
+        let (s, _, _) = timed_get(&c, &server.url("http", "/chatgpt/token")).await;
+        assert_ne!(s, 429);
+    }
+    let (s, _, retry) = timed_get(&c, &server.url("http", "/claude/authorize")).await;
+    assert_eq!(
+        s, 429,
+        "the OAuth bucket is shared by all OAuth endpoints of an address"
+    );
+    assert!(retry.is_some());
+    // The same address is not limited elsewhere.
+    let (s, _, _) = timed_get(&c, &server.url("http", "/health")).await;
+    assert_eq!(s, 200);
+    assert_eq!(server.state.edge().report().limited_oauth, 1);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_connections_do_not_block_a_normal_request_and_are_cut() -> TestResult {
+    let _load = LOAD.lock().await;
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\nheader_read_timeout_secs = 3\n",
+    ))
+    .await;
+    let addr = server.addr;
+    // 200 connections that send a request head one byte per second.
+    let stop_at = Instant::now() + Duration::from_secs(6);
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        slow.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return None;
+            };
+            let head = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+            let opened = Instant::now();
+            for b in head.iter() {
+                if Instant::now() > stop_at || s.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                let mut probe = [0u8; 64];
+                match tokio::time::timeout(Duration::from_secs(1), s.read(&mut probe)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(opened.elapsed()),
+                    _ => {}
+                }
+            }
+            None
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = http_client(Some(ip("127.0.0.6")));
+    let (s, d, _) = timed_get(&client, &server.url("http", "/health")).await;
+    assert_eq!(s, 200);
+    assert!(d < Duration::from_millis(500), "normal request took {d:?}");
+    let mut cut = 0;
+    for t in slow {
+        if let Some(after) = t.await? {
+            assert!(after < Duration::from_secs(5), "cut after {after:?}");
+            cut += 1;
+        }
+    }
+    assert!(
+        cut >= 190,
+        "slow connections closed by the header timeout: {cut}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "max_body_bytes = 4096", "")).await;
+    let client = http_client(None);
+    let big = "x".repeat(10_000);
+    let r = client
+        .post(server.url("http", "/claude/mcp"))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 413);
+    // Without Content-Length (chunked), the limit still holds.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        (0..10).map(|_| Ok("y".repeat(1000))).collect();
+    let r = client
+        .post(server.url("http", "/claude/mcp"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 413);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 20\n",
+    ))
+    .await;
+    // HTTP/1.1: an idle kept-alive connection is closed by the header read timeout.
+    let mut s = TcpStream::connect(server.addr).await?;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got += n,
+            Ok(Err(_)) => break,
+            Err(_) => panic!("HTTP/1.1 connection still open after 8 s"),
+        }
+    }
+    assert!(got > 0);
+    let h1_closed = started.elapsed();
+    assert!(h1_closed >= Duration::from_millis(1500) && h1_closed < Duration::from_secs(5));
+
+    // HTTP/2 (prior knowledge): one request, then silence; the idle timeout closes it.
+    let tcp = TcpStream::connect(server.addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("http://localhost/health").body(String::new())?;
+    assert_eq!(sender.send_request(req).await?.status(), 200);
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(30), conn).await?;
+    let h2_closed = started.elapsed();
+    assert!(
+        h2_closed >= Duration::from_secs(18) && h2_closed < Duration::from_secs(26),
+        "HTTP/2 idle close after {h2_closed:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drains_open_streams_within_the_grace_period() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let client = http_client(None);
+    // The port is picked by binding and releasing it; another test may grab it in between,
+    // so a server that exits at once is retried on a fresh port.
+    let mut attempt = 0;
+    let (mut child, base) = loop {
+        attempt += 1;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
+                dir.path().display().to_string(),
+                db.display().to_string()
+            ),
+        )?;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(dir.path().join("server.log"))?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut up = false;
+        while Instant::now() < deadline {
+            if client.get(format!("{base}/health")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if up {
+            break (child, base);
+        }
+        let _ = child.kill().await;
+        let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+        assert!(attempt < 3, "server did not start: {log}");
+    };
+    let mut stream = client
+        .get(format!("{base}/claude/sse"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    let mut buf = String::new();
+    assert!(read_until(&mut stream, &mut buf, "endpoint", Duration::from_secs(2)).await);
+    let pid = child.id().ok_or("no pid")?;
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "drained in {took:?} (grace 3 s)"
+    );
+    // The stream ended rather than hanging.
+    let end = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the SSE stream was closed by the drain");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// ACME against Pebble. Pebble needs fixed ports, so one test runs every scenario in order.
+// ---------------------------------------------------------------------------------------
+
+const PEBBLE_DIR_PORT: u16 = 14400;
+const PEBBLE_MGMT_PORT: u16 = 15400;
+const ACME_TLS_PORT: u16 = 15443;
+
+struct Pebble {
+    child: tokio::process::Child,
+    ca: TestPki,
+}
+
+impl Pebble {
+    async fn start(dir: &Path, validity_secs: Option<u64>) -> Pebble {
+        let ca = TestPki::new("pebble https CA");
+        let (chain, key, _) = ca.leaf("pebble");
+        std::fs::write(dir.join("pebble-cert.pem"), chain).expect("write");
+        std::fs::write(dir.join("pebble-key.pem"), key).expect("write");
+        std::fs::write(dir.join("pebble-ca.pem"), &ca.ca_pem).expect("write");
+        let validity = validity_secs
+            .map(|v| format!(",\"certificateValidityPeriod\": {v}"))
+            .unwrap_or_default();
+        let cfg = format!(
+            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{PEBBLE_DIR_PORT}","managementListenAddress":"127.0.0.1:{PEBBLE_MGMT_PORT}","certificate":{:?},"privateKey":{:?},"httpPort":15080,"tlsPort":{ACME_TLS_PORT},"ocspResponderURL":"","externalAccountBindingRequired":false{validity}}}}}"#,
+            dir.join("pebble-cert.pem").display().to_string(),
+            dir.join("pebble-key.pem").display().to_string(),
+        );
+        std::fs::write(dir.join("pebble.json"), cfg).expect("write");
+        let child = tokio::process::Command::new("pebble")
+            .arg("-config")
+            .arg(dir.join("pebble.json"))
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("pebble (apt-get install pebble)");
+        let p = Pebble { child, ca };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", PEBBLE_DIR_PORT))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "pebble did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        p
+    }
+
+    /// The root issued certificates chain to (new on every pebble start).
+    async fn root(&self) -> CertificateDer<'static> {
+        let client = https_client(
+            &self.ca.ca_der,
+            SocketAddr::from(([127, 0, 0, 1], PEBBLE_MGMT_PORT)),
+        );
+        let pem = client
+            .get(format!("https://localhost:{PEBBLE_MGMT_PORT}/roots/0"))
+            .send()
+            .await
+            .expect("roots")
+            .bytes()
+            .await
+            .expect("root pem");
+        CertificateDer::from_pem_slice(&pem).expect("root parses")
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+fn acme_config(dir: &Path, pebble_dir: &Path, cache: &Path) -> Config {
+    config(
+        dir,
+        "",
+        &format!(
+            "[tls]\nmode = \"acme\"\ndomains = [\"localhost\"]\ncontact = [\"ops@example.com\"]\ndirectory = \"https://127.0.0.1:{PEBBLE_DIR_PORT}/dir\"\nca_file = {:?}\ncache_dir = {:?}\n",
+            pebble_dir.join("pebble-ca.pem").display().to_string(),
+            cache.display().to_string()
+        ),
+    )
+}
+
+async fn wait_for<F: Fn(&mssql_mcp::edge::EdgeReport) -> bool>(
+    server: &Server,
+    within: Duration,
+    what: &str,
+    f: F,
+) -> mssql_mcp::edge::EdgeReport {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = server.state.edge().report();
+        if f(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET /health over a fresh TLS connection trusting only `root`; returns the leaf served.
+async fn fresh_get(addr: SocketAddr, root: &CertificateDer<'static>) -> Result<Vec<u8>, String> {
+    let (tls, leaf, _, _) = tls_connect(
+        addr,
+        std::slice::from_ref(root),
+        &[b"http/1.1"],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut sender = h1(tls).await;
+    match h1_get(&mut sender, "/health").await {
+        200 => Ok(leaf),
+        s => Err(format!("status {s}")),
+    }
+}
+
+#[tokio::test]
+async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> TestResult {
+    if std::process::Command::new("pebble")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: pebble is not installed (apt-get install -y pebble)");
+        return Ok(());
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], ACME_TLS_PORT).into();
+
+    // 1. Real TLS-ALPN-01 issuance; a client trusting only Pebble's root gets a valid chain.
+    let pebble_dir = tempfile::tempdir()?;
+    let pebble = Pebble::start(pebble_dir.path(), None).await;
+    let root = pebble.root().await;
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("acme-cache");
+    let server = Server::start_on(addr, acme_config(dir.path(), pebble_dir.path(), &cache)).await;
+    let r = wait_for(&server, Duration::from_secs(30), "issuance", |r| {
+        r.tls.issued >= 1
+    })
+    .await;
+    assert_eq!(r.tls.state, "ok");
+    let issued_leaf = fresh_get(addr, &root).await?;
+    let client = https_client(&root, addr);
+    assert_eq!(
+        client
+            .get(server.url("https", "/health"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    server.stop().await;
+
+    // 2. A restart serves the cached certificate without a new order.
+    let started = Instant::now();
+    let server = Server::start_on(addr, acme_config(dir.path(), pebble_dir.path(), &cache)).await;
+    let r = wait_for(&server, Duration::from_secs(5), "cached certificate", |r| {
+        r.tls.loaded >= 1
+    })
+    .await;
+    eprintln!("cached certificate served after {:?}", started.elapsed());
+    assert_eq!(r.tls.issued, 0, "no new order");
+    assert_eq!(fresh_get(addr, &root).await?, issued_leaf);
+    server.stop().await;
+    pebble.stop().await;
+
+    // 3. 30-second certificates renew and swap while a client keeps making requests.
+    let pebble_dir = tempfile::tempdir()?;
+    let pebble = Pebble::start(pebble_dir.path(), Some(30)).await;
+    let root = pebble.root().await;
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("acme-cache");
+    let server = Server::start_on(addr, acme_config(dir.path(), pebble_dir.path(), &cache)).await;
+    wait_for(
+        &server,
+        Duration::from_secs(30),
+        "first 30 s certificate",
+        |r| r.tls.issued >= 1,
+    )
+    .await;
+    let keep_alive = https_client(&root, addr);
+    let mut leaves = std::collections::HashSet::new();
+    let (mut ok, mut errors) = (0, Vec::new());
+    let until = Instant::now() + Duration::from_secs(45);
+    while Instant::now() < until {
+        match fresh_get(addr, &root).await {
+            Ok(leaf) => {
+                leaves.insert(leaf);
+                ok += 1;
+            }
+            Err(e) => errors.push(e),
+        }
+        match keep_alive.get(server.url("https", "/health")).send().await {
+            Ok(r) if r.status() == 200 => ok += 1,
+            Ok(r) => errors.push(format!("keep-alive status {}", r.status())),
+            Err(e) => errors.push(format!("keep-alive: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let r = server.state.edge().report();
+    eprintln!(
+        "renewal: {ok} ok, {} errors, {} distinct certificates, report {r:?}",
+        errors.len(),
+        leaves.len()
+    );
+    assert!(errors.is_empty(), "errors during renewal: {errors:?}");
+    assert!(leaves.len() >= 2, "the certificate was renewed and swapped");
+    assert!(r.tls.issued >= 2);
+
+    // 4. Pebble stops: the server keeps serving and reports the failure.
+    pebble.stop().await;
+    let r = wait_for(&server, Duration::from_secs(30), "the ACME failure", |r| {
+        r.tls.state == "error"
+    })
+    .await;
+    assert!(r.tls.last_error.is_some());
+    assert!(r.cert_expires_in_secs.is_some());
+    eprintln!("after the outage: {r:?}");
+    match fresh_get(addr, &root).await {
+        Ok(_) => {}
+        // The last 30 s certificate may just have run out; the server still answered TLS.
+        Err(e) => assert!(e.contains("expired") || e.contains("Expired"), "{e}"),
+    }
+    let mut plain_tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    plain_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(plain_tls))
+        .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
+        .await?;
+    let mut sender = h1(tls).await;
+    assert_eq!(h1_get(&mut sender, "/health").await, 200, "still serving");
+    server.stop().await;
+    Ok(())
+}
+
+/// Accepts any server certificate (only to show the server still answers after an outage).
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        &format!("[tls]\nhttp_redirect_listen = \"127.0.0.1:{port}\"\n"),
+    ))
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
+    let url = format!("http://127.0.0.1:{port}/chatgpt/mcp?x=1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let resp = loop {
+        match client.get(&url).header("host", "evil.example").send().await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "redirect listener not up: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("https://mcp.example.com/chatgpt/mcp?x=1"),
+        "built from public_url, never from Host"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sse_streams_are_capped_per_address_and_freed_when_closed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "", "[limits]\nsse_per_ip = 2\n")).await;
+    let url = server.url("http", "/claude/sse");
+    let a = http_client(Some(ip("127.0.0.7")));
+    let b = http_client(Some(ip("127.0.0.8")));
+    let open = |c: &reqwest::Client| c.get(&url).timeout(Duration::from_secs(30)).send();
+    let s1 = open(&a).await?;
+    let s2 = open(&a).await?;
+    assert_eq!((s1.status().as_u16(), s2.status().as_u16()), (200, 200));
+    let third = open(&a).await?;
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().get("retry-after").is_some());
+    assert_eq!(
+        open(&b).await?.status(),
+        200,
+        "other addresses are not affected"
+    );
+    drop(s1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = open(&a).await?;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(s2);
+    server.stop().await;
+    Ok(())
+}
