@@ -40,6 +40,8 @@ pub enum StartError {
     },
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    OAuth(#[from] crate::oauth::store::StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::edge::tls::TlsError),
 }
@@ -70,7 +72,20 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
             Some(Arc::new(Scope::new(s.clone(), db, &public_url)))
         })
         .collect();
-    Ok(AppState::new(config, scopes, no_auth))
+    let oauth = if no_auth {
+        None
+    } else {
+        let c = config.clone();
+        let opened = tokio::task::spawn_blocking(move || crate::oauth::OAuth::open(&c))
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+        Some(Arc::new(opened))
+    };
+    let state = AppState::new(config, scopes, no_auth);
+    if let Some(o) = oauth {
+        state.set_oauth(o);
+    }
+    Ok(state)
 }
 
 /// The whole HTTP application: the routes inside the edge's middleware stack.
@@ -108,6 +123,7 @@ pub fn router(state: &AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(crate::mcp::routes(state))
+        .merge(crate::oauth::routes(state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
         .layer(stack)
@@ -148,6 +164,8 @@ pub async fn run(
             }
         }
     }));
+    // Aborted when dropped, i.e. when `run` returns.
+    let _oauth_cleanup = crate::oauth::spawn_cleanup(&state);
     let sweep_edge = state.edge().clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

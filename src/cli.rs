@@ -1,4 +1,4 @@
-//! The command line: `demo`, `serve`, `check-config`.
+//! The command line: `demo`, `serve`, `check-config`, `hash-password`, `tokens`.
 //!
 //! Every command loads and validates its whole configuration before binding a port; a bad
 //! configuration prints one message naming the key and the fix and exits with 64 (`EX_USAGE`).
@@ -53,6 +53,37 @@ pub enum Command {
     },
     /// List the IP allowlist presets (`chatgpt`, `anthropic`) and their ranges.
     IpPresets,
+    /// Hash a sign-in password for `[[oauth.users]]` (reads it from the terminal, or one line
+    /// from stdin) and print the argon2id hash to paste as `password_hash`.
+    HashPassword,
+    /// List or revoke OAuth clients and grants of the running server (through its local admin
+    /// endpoint; takes effect at once).
+    Tokens {
+        /// Path of the TOML configuration the server runs with.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensAction {
+    /// Registered clients and live grants: who approved which client for which scope, when,
+    /// last use.
+    List,
+    /// Revoke grants (and every token issued under them).
+    Revoke {
+        /// Every grant of this client (the client is forgotten too).
+        #[arg(long, conflicts_with_all = ["user", "all"])]
+        client: Option<String>,
+        /// Every grant this user approved.
+        #[arg(long, conflicts_with_all = ["client", "all"])]
+        user: Option<String>,
+        /// Every grant of every client.
+        #[arg(long, conflicts_with_all = ["client", "user"])]
+        all: bool,
+    },
 }
 
 /// Entry point used by `main.rs`.
@@ -75,6 +106,7 @@ pub fn main() -> ExitCode {
             print!("{}", crate::edge::allowlist::describe_presets());
             ExitCode::SUCCESS
         }
+        Command::HashPassword => hash_password(),
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -90,7 +122,10 @@ pub fn main() -> ExitCode {
                 match command {
                     Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
                     Command::Serve { config } => serve(&config).await,
-                    Command::CheckConfig { .. } | Command::IpPresets => ExitCode::SUCCESS,
+                    Command::Tokens { config, action } => tokens(&config, action).await,
+                    Command::CheckConfig { .. } | Command::HashPassword | Command::IpPresets => {
+                        ExitCode::SUCCESS
+                    }
                 }
             })
         }
@@ -124,6 +159,15 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     );
     if config.server.insecure_no_auth {
         println!("WARNING: server.insecure_no_auth = true: MCP endpoints need no token.");
+    } else if let Err(e) = require_oauth_users(&config) {
+        return config_error(&e);
+    } else {
+        println!(
+            "OAuth: {} user(s) may sign in; root discovery answers for {}; admin endpoint {}",
+            config.oauth.users.len(),
+            config.default_scope_path().unwrap_or("-"),
+            config.admin.listen
+        );
     }
     crate::edge::config::describe(&config);
     for db in &config.databases {
@@ -250,12 +294,9 @@ async fn serve(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
-    if !config.server.insecure_no_auth {
-        return config_error(&ConfigError::new(
-            "server.insecure_no_auth",
-            "OAuth sign-in is not available in this build, and `serve` never runs without authentication",
-            "set `insecure_no_auth = true` under [server] only on a trusted network, or use `demo` to try the server",
-        ));
+    let no_auth = config.server.insecure_no_auth;
+    if !no_auth && let Err(e) = require_oauth_users(&config) {
+        return config_error(&e);
     }
     let listener = match TcpListener::bind(config.server.listen).await {
         Ok(l) => l,
@@ -267,8 +308,24 @@ async fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    tracing::warn!("server.insecure_no_auth = true: MCP endpoints accept requests without a token");
-    let state = match crate::app::build_state(config, true).await {
+    let admin_listener = if no_auth {
+        tracing::warn!(
+            "server.insecure_no_auth = true: MCP endpoints accept requests without a token"
+        );
+        None
+    } else {
+        match TcpListener::bind(config.admin.listen).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot listen on {} (admin): {e}\n  fix: change admin.listen or free the port",
+                    config.admin.listen
+                );
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        }
+    };
+    let state = match crate::app::build_state(config, no_auth).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -278,7 +335,156 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, public_url = %state.public_url(), "listening");
     }
-    match crate::app::run(state, listener, shutdown_signal()).await {
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(admin) = admin_listener {
+        if let Ok(addr) = admin.local_addr() {
+            tracing::info!(%addr, "admin endpoint listening (loopback only)");
+        }
+        let app = state.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = admin_stopped.await;
+            };
+            if let Err(e) = crate::oauth::admin::serve(app, admin, stopped).await {
+                tracing::error!(error = %e, "admin endpoint failed");
+            }
+        });
+    }
+    let result = crate::app::run(state, listener, shutdown_signal()).await;
+    let _ = stop_admin.send(());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// `serve` with authentication needs someone who can sign in.
+fn require_oauth_users(config: &Config) -> Result<(), ConfigError> {
+    if config.oauth.users.is_empty() {
+        return Err(ConfigError::new(
+            "oauth.users",
+            "no [[oauth.users]] is configured, so nobody could sign in and approve a client",
+            "add [[oauth.users]] with `username`, `password_hash` (from `mssql-mcp hash-password`) and `scopes`, or set server.insecure_no_auth = true on a trusted network",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a password without echo from the terminal (twice), or one line from stdin.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_string());
+    }
+    let stty = |arg: &str| {
+        let tty = std::fs::File::open("/dev/tty").ok()?;
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(tty)
+            .status()
+            .ok()
+    };
+    let ask = |prompt: &str| -> Result<String, String> {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let hidden = stty("-echo").is_some_and(|s| s.success());
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        if hidden {
+            stty("echo");
+            eprintln!();
+        }
+        read.map_err(|e| format!("cannot read the terminal: {e}"))?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    };
+    let first = ask("Password: ")?;
+    let second = ask("Again: ")?;
+    if first != second {
+        return Err("the two passwords differ".into());
+    }
+    Ok(first)
+}
+
+fn hash_password() -> ExitCode {
+    let password = match read_password() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if password.chars().count() < 12 {
+        eprintln!(
+            "error: the password is shorter than 12 characters\n  fix: choose a longer one (a passphrase of several words is easiest)"
+        );
+        return ExitCode::from(EX_USAGE);
+    }
+    match crate::oauth::password::hash(&password) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot hash: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+async fn tokens(path: &std::path::Path, action: TokensAction) -> ExitCode {
+    use crate::oauth::admin::{self, Target};
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let token = match admin::read_token(&config.server.state_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let addr = config.admin.listen;
+    let result = match action {
+        TokensAction::List => {
+            match (
+                admin::call(addr, &token, "/admin/clients", None).await,
+                admin::call(addr, &token, "/admin/grants", None).await,
+            ) {
+                (Ok(c), Ok(g)) => {
+                    print!("{}", admin::format_listing(&c, &g));
+                    Ok(())
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
+        TokensAction::Revoke { client, user, all } => {
+            let target = match (client, user, all) {
+                (Some(c), None, false) => Target::Client(c),
+                (None, Some(u), false) => Target::User(u),
+                (None, None, true) => Target::All,
+                _ => {
+                    eprintln!(
+                        "error: say what to revoke\n  fix: pass exactly one of --client ID, --user NAME or --all"
+                    );
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            admin::call(addr, &token, "/admin/revoke", Some(&target))
+                .await
+                .map(|v| println!("revoked {} grant(s)", v["revoked_grants"]))
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -49,6 +49,12 @@ pub struct Config {
     /// Path prefixes (`/chatgpt`, `/claude`, …), each serving one database with one tool profile.
     #[serde(default, rename = "scope")]
     pub scopes: Vec<ScopeConfig>,
+    /// The OAuth 2.1 authorization server: token lifetimes, limits and the people who may sign in.
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+    /// The local-only admin endpoint (`mssql-mcp tokens …` talks to it).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// `[tls]`: ACME, PEM files or plain HTTP.
     #[serde(default)]
     pub tls: crate::edge::config::TlsConfig,
@@ -59,6 +65,117 @@ pub struct Config {
     #[serde(default)]
     pub limits: crate::edge::config::LimitsConfig,
 }
+
+/// `[oauth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// The scope whose issuer answers at the root `/.well-known/oauth-authorization-server`
+    /// (ChatGPT probes it). Default: the first `[[scope]]`.
+    pub default_scope: Option<String>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, in seconds (each refresh issues a new one).
+    pub refresh_token_ttl_secs: u64,
+    /// Lifetime of an authorization code, in seconds (at most 60).
+    pub code_ttl_secs: u64,
+    /// How long the sign-in page of one authorization request stays valid, in seconds.
+    pub login_page_ttl_secs: u64,
+    /// Most registered clients kept (all scopes); registration fails beyond it.
+    pub max_clients: usize,
+    /// A client with no live grant and no activity for this many seconds is forgotten.
+    pub unused_client_ttl_secs: u64,
+    /// Dynamic client registrations accepted per client IP address per hour.
+    pub registrations_per_hour_per_ip: u32,
+    /// Failed sign-ins per username within `failed_login_window_secs` before it is locked.
+    pub failed_logins_per_user: u32,
+    /// Failed sign-ins per client IP address within `failed_login_window_secs` before it is locked.
+    pub failed_logins_per_ip: u32,
+    /// The window (and lock time) of the failed sign-in limits, in seconds.
+    pub failed_login_window_secs: u64,
+    /// Accept HTTPS URLs as `client_id` (client ID metadata documents), fetched from the web.
+    pub client_metadata_documents: bool,
+    /// The people who may sign in and approve clients.
+    pub users: Vec<OAuthUser>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            default_scope: None,
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            code_ttl_secs: 60,
+            login_page_ttl_secs: 600,
+            max_clients: 1000,
+            unused_client_ttl_secs: 7 * 24 * 3600,
+            registrations_per_hour_per_ip: 30,
+            failed_logins_per_user: 5,
+            failed_logins_per_ip: 20,
+            failed_login_window_secs: 900,
+            client_metadata_documents: true,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// `[[oauth.users]]`: someone who may sign in on the consent page.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthUser {
+    /// Name typed on the sign-in page; recorded on every token and in the audit.
+    pub username: String,
+    /// Argon2id PHC string made by `mssql-mcp hash-password`.
+    pub password_hash: String,
+    /// Scope paths this person may grant access to, e.g. `["/chatgpt"]`; `["*"]` for all.
+    pub scopes: Vec<String>,
+}
+
+impl fmt::Debug for OAuthUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthUser")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+impl OAuthUser {
+    /// Whether this person may grant access to `scope_path`.
+    pub fn may_grant(&self, scope_path: &str) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| s == "*" || s.eq_ignore_ascii_case(scope_path))
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Loopback address of the admin endpoint (never reachable from other machines).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Redirect hosts allowed when a scope does not list its own: ChatGPT's and Claude's
+/// callbacks, and loopback for local tools (plain `http` is accepted only for loopback).
+pub const DEFAULT_REDIRECT_HOSTS: [&str; 6] = [
+    "chatgpt.com",
+    "claude.ai",
+    "claude.com",
+    "localhost",
+    "127.0.0.1",
+    "[::1]",
+];
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +290,10 @@ pub struct ScopeConfig {
     /// Columns hidden in this scope: `table.column` or `schema.table.column`, `*` wildcards.
     #[serde(default)]
     pub deny_columns: Vec<String>,
+    /// Hosts (optionally with a path prefix, `chatgpt.com/connector`) that OAuth clients may
+    /// register redirect URIs on. Default: [`DEFAULT_REDIRECT_HOSTS`].
+    #[serde(default)]
+    pub allowed_redirect_hosts: Option<Vec<String>>,
     /// Client addresses allowed on this scope (CIDRs and presets such as `chatgpt`), on top
     /// of `[access] allow`. Empty = no extra restriction.
     #[serde(default)]
@@ -186,6 +307,17 @@ impl ScopeConfig {
             allow_tables: self.allow_tables.clone(),
             deny_tables: self.deny_tables.clone(),
             deny_columns: self.deny_columns.clone(),
+        }
+    }
+
+    /// The redirect host rules OAuth registration checks against.
+    pub fn redirect_hosts(&self) -> Vec<String> {
+        match &self.allowed_redirect_hosts {
+            Some(list) => list.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            None => DEFAULT_REDIRECT_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
         }
     }
 }
@@ -441,9 +573,138 @@ impl Config {
                     "use patterns like \"orders\", \"dbo.*\" or \"employees.salary\"",
                 )
             })?;
+            for (j, h) in scope.redirect_hosts().iter().enumerate() {
+                if !valid_redirect_host_rule(h) {
+                    return Err(ConfigError::new(
+                        format!("{key}.allowed_redirect_hosts[{j}]"),
+                        format!("`{h}` is not a host name with an optional path"),
+                        "write a host such as \"chatgpt.com\" or \"chatgpt.com/connector\" (no scheme)",
+                    ));
+                }
+            }
+        }
+        self.validate_oauth()?;
+        if !self.admin.listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "admin.listen",
+                format!("{} is not a loopback address", self.admin.listen),
+                "use 127.0.0.1:<port> or [::1]:<port>: the admin endpoint must stay on this machine",
+            ));
         }
         crate::edge::config::validate(self)?;
         Ok(())
+    }
+
+    fn validate_oauth(&self) -> Result<(), ConfigError> {
+        let o = &self.oauth;
+        if let Some(d) = &o.default_scope
+            && !self.scopes.iter().any(|s| s.path.eq_ignore_ascii_case(d))
+        {
+            return Err(ConfigError::new(
+                "oauth.default_scope",
+                format!("no [[scope]] has path `{d}`"),
+                "name one of the scopes' paths, e.g. \"/chatgpt\", or remove the key for the first scope",
+            ));
+        }
+        let ranges: [(&str, u64, u64, u64, &str); 6] = [
+            (
+                "oauth.access_token_ttl_secs",
+                o.access_token_ttl_secs,
+                60,
+                86_400,
+                "3600",
+            ),
+            (
+                "oauth.refresh_token_ttl_secs",
+                o.refresh_token_ttl_secs,
+                60,
+                365 * 86_400,
+                "2592000",
+            ),
+            ("oauth.code_ttl_secs", o.code_ttl_secs, 1, 60, "60"),
+            (
+                "oauth.login_page_ttl_secs",
+                o.login_page_ttl_secs,
+                30,
+                86_400,
+                "600",
+            ),
+            (
+                "oauth.unused_client_ttl_secs",
+                o.unused_client_ttl_secs,
+                60,
+                365 * 86_400,
+                "604800",
+            ),
+            (
+                "oauth.failed_login_window_secs",
+                o.failed_login_window_secs,
+                1,
+                86_400,
+                "900",
+            ),
+        ];
+        for (key, value, min, max, default) in ranges {
+            if value < min || value > max {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{value} is out of range"),
+                    format!("use {min} to {max} (default {default})"),
+                ));
+            }
+        }
+        if o.max_clients == 0 || o.failed_logins_per_user == 0 || o.failed_logins_per_ip == 0 {
+            return Err(ConfigError::new(
+                "oauth.max_clients/failed_logins_per_user/failed_logins_per_ip",
+                "must be at least 1",
+                "remove the key for its default",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, u) in o.users.iter().enumerate() {
+            let key = format!("oauth.users[{i}]");
+            if u.username.is_empty()
+                || u.username.len() > 64
+                || u.username
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace())
+                || !names.insert(u.username.as_str())
+            {
+                return Err(ConfigError::new(
+                    format!("{key}.username"),
+                    format!(
+                        "`{}` is empty, too long, has spaces, or is used twice",
+                        u.username
+                    ),
+                    "give every user a unique name of 1 to 64 visible characters",
+                ));
+            }
+            if !u.password_hash.starts_with("$argon2id$") {
+                return Err(ConfigError::new(
+                    format!("{key}.password_hash"),
+                    "is not an argon2id hash",
+                    "paste the output of `mssql-mcp hash-password` (it reads the password from the terminal or stdin)",
+                ));
+            }
+            for (j, s) in u.scopes.iter().enumerate() {
+                if s != "*" && !self.scopes.iter().any(|sc| sc.path.eq_ignore_ascii_case(s)) {
+                    return Err(ConfigError::new(
+                        format!("{key}.scopes[{j}]"),
+                        format!("no [[scope]] has path `{s}`"),
+                        "list scope paths such as \"/chatgpt\", or \"*\" for every scope",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scope answering at the root discovery paths.
+    pub fn default_scope_path(&self) -> Option<&str> {
+        self.oauth
+            .default_scope
+            .as_deref()
+            .or_else(|| self.scopes.first().map(|s| s.path.as_str()))
     }
 
     /// The public base URL, or one derived from the listen address for local use.
@@ -478,6 +739,27 @@ fn validate_public_url(url: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// `host` or `host/path-prefix`; the host is a DNS name or a bracketed IPv6 literal, no port.
+fn valid_redirect_host_rule(rule: &str) -> bool {
+    let (host, path) = match rule.find('/') {
+        Some(i) => rule.split_at(i),
+        None => (rule, ""),
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && !host.starts_with(['.', '-'])
+            && !host.ends_with('.')
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    host_ok && !path.contains(['?', '#', '@', ' ', '\\'])
 }
 
 fn validate_scope_path(path: &str) -> Result<(), String> {
@@ -587,6 +869,67 @@ profile = "chatgpt"
         };
         let err = src.load("database[0].password").unwrap_err();
         assert_eq!(err.key, "database[0].password.env");
+    }
+
+    const USER: &str = "\n[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g\"\nscopes = [\"/chatgpt\"]\n";
+
+    #[test]
+    fn oauth_users_need_an_argon2id_hash_and_known_scopes() {
+        let c = Config::parse(&format!("{MINIMAL}{USER}")).expect("valid");
+        assert!(c.oauth.users[0].may_grant("/chatgpt"));
+        assert!(!c.oauth.users[0].may_grant("/claude"));
+        assert!(!format!("{:?}", c.oauth.users[0]).contains("argon2id"));
+        let err = Config::parse(&format!(
+            "{MINIMAL}{}",
+            USER.replace("$argon2id$", "$argon2i$")
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "oauth.users[0].password_hash");
+        let err = Config::parse(&format!(
+            "{MINIMAL}{}",
+            USER.replace("[\"/chatgpt\"]", "[\"/nope\"]")
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "oauth.users[0].scopes[0]");
+    }
+
+    #[test]
+    fn oauth_ranges_default_scope_and_admin_address_are_checked() {
+        let err = Config::parse(&format!("[oauth]\ncode_ttl_secs = 600\n{MINIMAL}")).unwrap_err();
+        assert_eq!(err.key, "oauth.code_ttl_secs");
+        let err =
+            Config::parse(&format!("[oauth]\ndefault_scope = \"/x\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(err.key, "oauth.default_scope");
+        let err =
+            Config::parse(&format!("[admin]\nlisten = \"0.0.0.0:9090\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(err.key, "admin.listen");
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.default_scope_path(), Some("/chatgpt"));
+        assert_eq!(c.oauth.access_token_ttl_secs, 3600);
+    }
+
+    #[test]
+    fn redirect_host_rules_are_hosts_with_optional_paths() {
+        for ok in ["chatgpt.com", "chatgpt.com/connector", "[::1]", "127.0.0.1"] {
+            assert!(valid_redirect_host_rule(ok), "{ok}");
+        }
+        for bad in [
+            "https://chatgpt.com",
+            "chatgpt.com:443",
+            "",
+            "a b",
+            "x.com?y",
+            "user@x.com",
+            "-x.com",
+        ] {
+            assert!(!valid_redirect_host_rule(bad), "{bad}");
+        }
+        let text = MINIMAL.replace(
+            "profile = \"chatgpt\"",
+            "profile = \"chatgpt\"\nallowed_redirect_hosts = [\"https://chatgpt.com\"]",
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "scope[0].allowed_redirect_hosts[0]");
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         allow_tables: Vec::new(),
         deny_tables: Vec::new(),
         deny_columns,
+        allowed_redirect_hosts: None,
         allow_ips: Vec::new(),
     };
     Config {
@@ -97,6 +98,8 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
             ),
             scope("/claude", ToolProfile::Full, Vec::new()),
         ],
+        oauth: Default::default(),
+        admin: Default::default(),
         tls: Default::default(),
         access: Default::default(),
         // The demo serves one local user (and benchmarks): no throttling in the way.

@@ -15,6 +15,8 @@
 //! - [`state`]: [`state::AppState`] and the per-scope [`state::Scope`].
 //! - [`app`]: builds backends and scopes, the router, and runs the server.
 //! - [`mcp`]: protocol revisions, sessions, transports, dispatch.
+//! - [`oauth`]: the OAuth 2.1 authorization server (discovery, registration, sign-in page,
+//!   tokens, revocation, the bearer check in front of every MCP handler, admin endpoint).
 //! - [`tools`]: tool definitions and implementations, record ids, result cache.
 //! - [`db`]: the `Backend` trait, catalog and values; `guard`, `sqlite`, `demo_data`.
 
@@ -27,5 +29,6 @@ pub mod db;
 pub mod demo;
 pub mod edge;
 pub mod mcp;
+pub mod oauth;
 pub mod state;
 pub mod tools;

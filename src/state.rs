@@ -70,6 +70,9 @@ struct Inner {
     no_auth: bool,
     /// Bounds open SSE streams (GET `/mcp` and legacy `/sse`) across all clients.
     streams: Arc<Semaphore>,
+    /// The OAuth authorization server (absent when authentication is off); set once by
+    /// `app::build_state`.
+    oauth: std::sync::OnceLock<Arc<crate::oauth::OAuth>>,
     /// The edge: client IP, allowlists, rate limits, stream caps, TLS status.
     edge: Arc<crate::edge::EdgeState>,
 }
@@ -86,6 +89,7 @@ impl AppState {
                 sessions,
                 no_auth,
                 streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+                oauth: std::sync::OnceLock::new(),
                 edge: Arc::new(crate::edge::EdgeState::new(&config)),
                 config,
             }),
@@ -116,6 +120,16 @@ impl AppState {
 
     pub fn no_auth(&self) -> bool {
         self.inner.no_auth
+    }
+
+    /// The OAuth authorization server, when authentication is on.
+    pub fn oauth(&self) -> Option<&Arc<crate::oauth::OAuth>> {
+        self.inner.oauth.get()
+    }
+
+    /// Installs the OAuth authorization server (once; later calls are ignored).
+    pub fn set_oauth(&self, oauth: Arc<crate::oauth::OAuth>) {
+        let _ = self.inner.oauth.set(oauth);
     }
 
     /// The public base URL (no trailing slash).

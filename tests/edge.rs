@@ -24,7 +24,7 @@ static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A tiny SQLite database with one table.
@@ -157,7 +157,8 @@ fn https_client(ca: &CertificateDer<'static>, addr: SocketAddr) -> reqwest::Clie
 struct TestPki {
     ca_der: CertificateDer<'static>,
     ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_cert: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
 }
 
 impl TestPki {
@@ -172,7 +173,8 @@ impl TestPki {
         TestPki {
             ca_der: cert.der().clone(),
             ca_pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
+            ca_cert: cert,
+            ca_key: key,
         }
     }
 
@@ -185,7 +187,9 @@ impl TestPki {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let cert = params
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .expect("leaf");
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 }

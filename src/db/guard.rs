@@ -63,9 +63,10 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, ForClause, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
-    Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, Query, Select, SelectItem,
-    SetExpr, Statement, TableFactor, Visit, Visitor, WildcardAdditionalOptions,
+    Expr, ForClause, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    InTarget, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, OrderByKind, Query,
+    Select, SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+    WildcardAdditionalOptions,
 };
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
 use sqlparser::keywords::Keyword;
@@ -540,6 +541,13 @@ struct Checker<'a> {
     idents: Vec<String>,
     nested_wildcard: Option<String>,
     natural_join: bool,
+    /// `ORDER BY 3` / `GROUP BY 3`: a position can name a hidden column without spelling it.
+    positional: Option<&'static str>,
+}
+
+/// A bare number used as a column position.
+fn is_position(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(v.value, Value::Number(..)))
 }
 
 type Flow = ControlFlow<GuardError>;
@@ -568,6 +576,7 @@ impl<'a> Checker<'a> {
             idents: Vec::new(),
             nested_wildcard: None,
             natural_join: false,
+            positional: None,
         }
     }
 
@@ -865,6 +874,12 @@ impl<'a> Checker<'a> {
                     )));
                 }
             }
+            if let (Some(what), Some((_, table))) = (self.positional, applicable.first()) {
+                return Err(GuardError::ColumnDenied(format!(
+                    "{what} by column position could use hidden columns of `{table}`; name the \
+                     columns instead"
+                )));
+            }
             if let (true, Some((_, table))) = (self.natural_join, applicable.first()) {
                 return Err(GuardError::ColumnDenied(format!(
                     "NATURAL JOIN could join on hidden columns of `{table}`; use JOIN ... ON with \
@@ -905,6 +920,11 @@ impl Visitor for Checker<'_> {
             top.visible = k + 1;
         }
         self.query_stack.push(ptr);
+        if let Some(OrderByKind::Expressions(items)) = query.order_by.as_ref().map(|o| &o.kind)
+            && items.iter().any(|i| is_position(&i.expr))
+        {
+            self.positional = Some("ORDER BY");
+        }
         if !query.locks.is_empty() {
             return forbid("locking clauses (FOR UPDATE / FOR SHARE) are not allowed");
         }
@@ -981,6 +1001,11 @@ impl Visitor for Checker<'_> {
                 | SelectItem::ExprWithAlias { .. }
                 | SelectItem::ExprWithAliases { .. } => {}
             }
+        }
+        if let GroupByExpr::Expressions(exprs, _) = &select.group_by
+            && exprs.iter().any(is_position)
+        {
+            self.positional = Some("GROUP BY");
         }
         for from in &select.from {
             self.collect_using(&from.joins);
@@ -1220,6 +1245,28 @@ mod tests {
     }
 
     // ---- accepted queries ----
+
+    #[test]
+    fn ordering_by_position_is_refused_when_a_table_has_hidden_columns() {
+        let r = secret_rules();
+        for sql in [
+            "SELECT * FROM people ORDER BY 3 DESC",
+            "SELECT name FROM people GROUP BY 1",
+            "SELECT name FROM (SELECT * FROM people ORDER BY 2) p",
+        ] {
+            for d in both() {
+                assert!(
+                    matches!(refused_with(d, &r, sql), GuardError::ColumnDenied(_)),
+                    "{sql}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ordering_by_position_passes_without_hidden_columns() {
+        passes(SqlDialect::Sqlite, "SELECT a, b FROM t ORDER BY 2 DESC");
+    }
 
     #[test]
     fn a_simple_select_passes_and_reports_its_table() {

@@ -281,6 +281,35 @@ pub struct RowSet {
     pub more: bool,
 }
 
+impl RowSet {
+    /// Renames repeated column names (`name`, `name_2`, …) so rows can be JSON objects without
+    /// one column overwriting another (`SELECT p.name, c.name …`, self-joins).
+    pub fn dedupe_column_names(&mut self) {
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for i in 0..self.columns.len() {
+            let base = self.columns[i].name.clone();
+            if seen.insert(base.to_lowercase()) {
+                continue;
+            }
+            let mut n = 2;
+            let name = loop {
+                let candidate = format!("{base}_{n}");
+                let taken = seen.contains(&candidate.to_lowercase())
+                    || self
+                        .columns
+                        .iter()
+                        .any(|c| c.name.eq_ignore_ascii_case(&candidate));
+                if !taken {
+                    break candidate;
+                }
+                n += 1;
+            };
+            seen.insert(name.to_lowercase());
+            self.columns[i].name = name;
+        }
+    }
+}
+
 /// Which slice of a result to return: skip `offset` rows, then return up to `limit`.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -366,6 +395,21 @@ mod tests {
             json,
             r#"[null,9007199254740993,"12.30","AAH/","2024-03-15T10:22:05Z","NaN"]"#
         );
+    }
+
+    #[test]
+    fn repeated_column_names_get_suffixes() {
+        let col = |n: &str| ResultColumn {
+            name: n.into(),
+            data_type: None,
+        };
+        let mut rs = RowSet {
+            columns: vec![col("name"), col("Name"), col("name_2"), col("id")],
+            ..RowSet::default()
+        };
+        rs.dedupe_column_names();
+        let names: Vec<&str> = rs.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["name", "Name_3", "name_2", "id"]);
     }
 
     #[test]

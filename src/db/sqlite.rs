@@ -7,6 +7,7 @@
 //! that interrupts them at the configured timeout.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,11 +56,17 @@ impl SqliteBackend {
         })
     }
 
-    /// Runs `f` on a pooled connection on the blocking pool, with the query timeout armed.
+    /// Runs `f` on a pooled connection with the query timeout armed.
+    ///
+    /// Most queries the tools send (point lookups, key-ordered samples) finish in tens of
+    /// microseconds, less than a hand-off to the blocking pool costs. So `f` first runs right
+    /// here on the async worker with a budget of [`INLINE_BUDGET`]; a query that needs longer
+    /// is interrupted by SQLite's progress handler and run again on the blocking pool with the
+    /// full timeout. Re-running is safe because every connection is read-only.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, DbError> + Send + Sync + 'static,
     {
         let permit = self
             .permits
@@ -67,9 +74,33 @@ impl SqliteBackend {
             .acquire_owned()
             .await
             .map_err(|_| DbError::Unavailable("the database is shutting down".into()))?;
+        let timeout = self.timeout;
+        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        if let Some(mut conn) = pooled {
+            let over_budget = Arc::new(AtomicBool::new(false));
+            let flag = over_budget.clone();
+            let deadline = Instant::now() + INLINE_BUDGET;
+            let _ = conn.progress_handler(
+                1000,
+                Some(move || {
+                    let over = Instant::now() > deadline;
+                    if over {
+                        flag.store(true, Ordering::Relaxed);
+                    }
+                    over
+                }),
+            );
+            let result = f(&conn);
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if let Ok(mut v) = self.idle.lock() {
+                v.push(conn);
+            }
+            if !over_budget.load(Ordering::Relaxed) {
+                return result.map_err(|e| interrupted_is_timeout(e, timeout));
+            }
+        }
         let idle = self.idle.clone();
         let path = self.path.clone();
-        let timeout = self.timeout;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
@@ -80,10 +111,7 @@ impl SqliteBackend {
             let deadline = Instant::now() + timeout;
             // The handler runs every 4k VM steps; returning true interrupts the statement.
             let _ = conn.progress_handler(4096, Some(move || Instant::now() > deadline));
-            let result = f(&conn).map_err(|e| match e {
-                DbError::Sql(m) if m.contains("interrupted") => DbError::Timeout(timeout.as_secs()),
-                other => other,
-            });
+            let result = f(&conn).map_err(|e| interrupted_is_timeout(e, timeout));
             let _ = conn.progress_handler(0, None::<fn() -> bool>);
             if let Ok(mut v) = idle.lock() {
                 v.push(conn);
@@ -92,6 +120,16 @@ impl SqliteBackend {
         })
         .await
         .map_err(|e| DbError::Internal(e.to_string()))?
+    }
+}
+
+/// How long a query may run inline on the async worker before it moves to the blocking pool.
+const INLINE_BUDGET: Duration = Duration::from_millis(2);
+
+fn interrupted_is_timeout(e: DbError, timeout: Duration) -> DbError {
+    match e {
+        DbError::Sql(m) if m.contains("interrupted") => DbError::Timeout(timeout.as_secs()),
+        other => other,
     }
 }
 
@@ -120,8 +158,10 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Select | AuthAction::Recursive => Authorization::Allow,
         AuthAction::Read { table_name, .. } => {
-            let t = table_name.to_ascii_lowercase();
-            if t.starts_with("sqlite_") {
+            let internal = table_name
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("sqlite_"));
+            if internal {
                 Authorization::Deny
             } else {
                 Authorization::Allow

@@ -169,6 +169,30 @@ impl RateLimits {
     }
 }
 
+/// The per-client bucket applied to one MCP request: `Some(429)` when `req` is a `tools/call`
+/// and its OAuth client (or, without one, its user) has used up its bucket. Requests without
+/// an authenticated caller (authentication off) are not counted.
+pub fn limit_tool_call(
+    app: &crate::state::AppState,
+    caller: &crate::mcp::dispatch::Caller,
+    req: &crate::mcp::protocol::Request,
+) -> Option<Response<Body>> {
+    if req.method != "tools/call" {
+        return None;
+    }
+    let key = caller.client_id.as_deref().or(caller.user.as_deref())?;
+    let wait = app.edge().check_client(key).err()?;
+    let err = crate::mcp::protocol::RpcError::invalid_request(format!(
+        "Rate limited: too many tool calls from this client; retry after {} s",
+        wait.secs()
+    ))
+    .with_status(StatusCode::TOO_MANY_REQUESTS);
+    let mut resp = crate::mcp::rpc_error_response(Some(&req.id), &err);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait.secs()));
+    Some(resp)
+}
+
 /// 429 with `Retry-After` and a short JSON body.
 pub fn too_many_after(secs: u64) -> Response<Body> {
     let mut resp = (

@@ -1,7 +1,11 @@
 //! JSON-RPC method dispatch: one function from a parsed request to a result or an error.
 //! Transports (Streamable HTTP, legacy SSE) call it; it never sees HTTP.
 
+use std::sync::OnceLock;
 use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use serde_json::{Map, Value, json};
 
@@ -62,14 +66,17 @@ pub fn check_modern_meta(req: &Request) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// Handles one request in `scope`. `initialize` returns the negotiated version in its result;
-/// the transport creates the session.
+/// Handles one request in `scope` and returns its serialised result. For `initialize` the
+/// transport creates the session, with the version [`negotiated_version`] picks.
 pub async fn handle(
     scope: &Scope,
     era: Era,
     req: &Request,
     caller: &Caller,
-) -> Result<Value, RpcError> {
+) -> Result<Box<RawValue>, RpcError> {
+    if req.method == "tools/call" {
+        return call_tool(scope, era, &req.params, caller).await;
+    }
     let modern = era == Era::Modern;
     let mut result = match req.method.as_str() {
         "initialize" => initialize(&req.params)?,
@@ -81,7 +88,6 @@ pub async fn handle(
             "serverInfo": server_info(),
         }),
         "tools/list" => json!({"tools": tools::definitions(scope.profile())}),
-        "tools/call" => call_tool(scope, era, &req.params, caller).await?,
         "resources/list" => resources_list(scope).await?,
         "resources/templates/list" => json!({"resourceTemplates": []}),
         "resources/read" => resources_read(scope, era, &req.params).await?,
@@ -145,7 +151,22 @@ pub async fn handle(
             m.insert("cacheScope".into(), json!("public"));
         }
     }
-    Ok(result)
+    to_raw(&result)
+}
+
+fn to_raw(v: &impl Serialize) -> Result<Box<RawValue>, RpcError> {
+    serde_json::value::to_raw_value(v)
+        .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
+}
+
+/// The version `initialize` settles on for these params (see [`negotiate`]).
+pub fn negotiated_version(params: &Value) -> &'static str {
+    negotiate(
+        params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    )
 }
 
 /// Picks the version for `initialize`: the client's if we support it (and it is a session
@@ -180,27 +201,59 @@ fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, RpcError> {
     }
 }
 
+/// `_meta` every 2026-07-28 result carries (built once).
+fn modern_meta() -> &'static Value {
+    static META: OnceLock<Value> = OnceLock::new();
+    META.get_or_init(|| json!({ META_SERVER_INFO: server_info() }))
+}
+
+/// A `tools/call` result, serialised without building a `Value` tree: the tool's JSON goes
+/// in once as text and once, unparsed, as `structuredContent`.
+#[derive(Serialize)]
+struct CallToolResult<'a> {
+    content: [TextContent<'a>; 1],
+    #[serde(rename = "structuredContent", skip_serializing_if = "Option::is_none")]
+    structured: Option<&'a RawValue>,
+    #[serde(rename = "isError")]
+    is_error: bool,
+    #[serde(rename = "resultType", skip_serializing_if = "Option::is_none")]
+    result_type: Option<&'static str>,
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<&'static Value>,
+}
+
+#[derive(Serialize)]
+struct TextContent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
 async fn call_tool(
     scope: &Scope,
     era: Era,
     params: &Value,
     caller: &Caller,
-) -> Result<Value, RpcError> {
+) -> Result<Box<RawValue>, RpcError> {
     let name = str_param(params, "name")?;
     let args = params.get("arguments").unwrap_or(&Value::Null);
     let started = Instant::now();
     let outcome = tools::call(scope, name, args).await;
     let elapsed = started.elapsed();
+    let modern = era == Era::Modern;
+    let result = |text: &str, structured: Option<&RawValue>, is_error: bool| {
+        to_raw(&CallToolResult {
+            content: [TextContent { kind: "text", text }],
+            structured,
+            is_error,
+            result_type: modern.then_some("complete"),
+            meta: modern.then(modern_meta),
+        })
+    };
     match outcome {
         Ok(out) => {
             tracing::debug!(scope = %scope.path, tool = name, rows = out.rows, ms = elapsed.as_millis() as u64, user = caller.user.as_deref().unwrap_or("-"), "tool call ok");
-            let text = serde_json::to_string(&out.structured)
-                .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))?;
-            Ok(json!({
-                "content": [{"type": "text", "text": text}],
-                "structuredContent": out.structured,
-                "isError": false,
-            }))
+            result(out.json.get(), Some(&out.json), false)
         }
         Err(ToolError::UnknownTool(t)) => Err(RpcError::invalid_params(format!(
             "Unknown tool: `{t}`; this endpoint offers: {}",
@@ -212,11 +265,7 @@ async fn call_tool(
             } else {
                 tracing::debug!(scope = %scope.path, tool = name, error = %e, "tool call refused");
             }
-            let _ = era;
-            Ok(json!({
-                "content": [{"type": "text", "text": e.to_string()}],
-                "isError": true,
-            }))
+            result(&e.to_string(), None, true)
         }
     }
 }

@@ -61,8 +61,21 @@ pub fn routes(app: &AppState) -> Router {
 
 /// A JSON-RPC error as an HTTP response (with the error's own status).
 pub fn rpc_error_response(id: Option<&Value>, err: &RpcError) -> Response {
-    let body = protocol::error_response(id, err);
-    (err.status, axum::Json(body)).into_response()
+    json_body(err.status, protocol::error_response(id, err))
+}
+
+/// An already serialised JSON body.
+pub fn json_body(status: StatusCode, body: Box<serde_json::value::RawValue>) -> Response {
+    let text: Box<str> = body.into();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        String::from(text),
+    )
+        .into_response()
 }
 
 /// Refuses requests whose `Host` is not this server's or whose `Origin` is not allowed (403).

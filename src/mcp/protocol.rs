@@ -5,6 +5,7 @@
 //! That keeps one parse per request on the hot path and lets the three revisions share code.
 
 use axum::http::StatusCode;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// Revisions served from the same endpoint, oldest first.
@@ -13,6 +14,11 @@ pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-06-18", "2025-11-25", MODERN_VE
 pub const LATEST_LEGACY_VERSION: &str = "2025-11-25";
 /// The stateless revision: per-request `_meta`, `server/discover`, header checks.
 pub const MODERN_VERSION: &str = "2026-07-28";
+
+/// Revisions a client of a 2025 session may name in `MCP-Protocol-Version` (a missing header
+/// means 2025-03-26; SDKs built for older revisions still send theirs).
+pub const KNOWN_SESSION_VERSIONS: [&str; 4] =
+    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// `_meta` key carrying the protocol version on every 2026-07-28 request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -201,14 +207,37 @@ pub fn parse_value(v: Value) -> Result<Incoming, RpcError> {
     }
 }
 
-/// A success response.
-pub fn response(id: &Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+/// A success response around an already serialised result.
+pub fn response(id: &Value, result: &RawValue) -> Box<RawValue> {
+    #[derive(serde::Serialize)]
+    struct Response<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a RawValue,
+    }
+    serialise(&Response {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
 }
 
 /// An error response; `id` is null when the request could not be read.
-pub fn error_response(id: Option<&Value>, err: &RpcError) -> Value {
-    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_json()})
+pub fn error_response(id: Option<&Value>, err: &RpcError) -> Box<RawValue> {
+    serialise(
+        &json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_json()}),
+    )
+}
+
+fn serialise(v: &impl serde::Serialize) -> Box<RawValue> {
+    // Serialising our own JSON-RPC envelopes (string keys, finite numbers) cannot fail; if it
+    // ever did, the client still gets a well-formed internal error.
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| {
+        RawValue::from_string(
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error encoding the response"}}"#.to_string(),
+        )
+        .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub struct Session {
     pub outbox: Option<mpsc::Sender<String>>,
     /// Cancelled when the session ends, closing its GET streams.
     pub closed: CancellationToken,
+    /// Who opened it (signed-in user and OAuth client), when authentication is on; nobody
+    /// else may use it (see `oauth::bearer::may_use`).
+    pub owner: OnceLock<String>,
 }
 
 /// All live sessions.
@@ -86,6 +89,7 @@ impl SessionStore {
             last_seen: AtomicU64::new(self.now_ms()),
             outbox,
             closed: CancellationToken::new(),
+            owner: OnceLock::new(),
         });
         self.map.insert(session.id.clone(), session.clone());
         session

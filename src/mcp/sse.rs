@@ -18,10 +18,12 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::dispatch::{self, Caller};
+use super::dispatch;
+use super::json_body;
 use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
+use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
 use crate::state::AppState;
 
 /// Removes the session when its stream is dropped (client gone or server shutting down).
@@ -37,7 +39,11 @@ impl Drop for EndSessionOnDrop {
 }
 
 /// GET `{scope}/sse`
-pub async fn open(State(ctx): State<ScopeCtx>) -> Response {
+pub async fn open(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     let Some(permit) = ctx.app.try_open_stream() else {
         let err = protocol::RpcError::invalid_request("Too many open streams; try again later")
             .with_status(StatusCode::SERVICE_UNAVAILABLE);
@@ -45,6 +51,7 @@ pub async fn open(State(ctx): State<ScopeCtx>) -> Response {
     };
     let (tx, rx) = mpsc::channel::<String>(64);
     let session = ctx.app.sessions().create(&ctx.scope.path, None, Some(tx));
+    bind_session(&caller, &session);
     let endpoint = format!("{}/messages?session_id={}", ctx.scope.path, session.id);
     let guard = EndSessionOnDrop {
         app: ctx.app.clone(),
@@ -75,10 +82,18 @@ pub async fn open(State(ctx): State<ScopeCtx>) -> Response {
 pub async fn message(
     State(ctx): State<ScopeCtx>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     let sid = q.get("session_id").or_else(|| q.get("sessionId"));
-    let Some(session) = sid.and_then(|id| ctx.app.sessions().get(&ctx.scope.path, id)) else {
+    let Some(session) = sid
+        .and_then(|id| ctx.app.sessions().get(&ctx.scope.path, id))
+        .filter(|s| may_use(&caller, s))
+    else {
         let err = protocol::RpcError::invalid_request(
             "Not Found: unknown or ended session; open GET /sse again",
         )
@@ -97,25 +112,25 @@ pub async fn message(
         Ok(_) => return StatusCode::ACCEPTED.into_response(),
         Err(e) => return rpc_error_response(None, &e),
     };
+    if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        return limited;
+    }
     let version = session
         .version
         .get()
         .copied()
         .unwrap_or(LATEST_LEGACY_VERSION);
-    let reply =
-        match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &Caller::default()).await {
-            Ok(result) => {
-                if req.method == "initialize"
-                    && let Some(v) = result["protocolVersion"]
-                        .as_str()
-                        .and_then(protocol::supported_version)
-                {
-                    let _ = session.version.set(v);
-                }
-                protocol::response(&req.id, result)
+    let reply = match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
+        Ok(result) => {
+            if req.method == "initialize" {
+                let _ = session
+                    .version
+                    .set(dispatch::negotiated_version(&req.params));
             }
-            Err(e) => protocol::error_response(Some(&req.id), &e),
-        };
+            protocol::response(&req.id, &result)
+        }
+        Err(e) => protocol::error_response(Some(&req.id), &e),
+    };
     // A client that stopped reading loses its session rather than stalling the server.
     match tokio::time::timeout(Duration::from_secs(10), outbox.send(reply.to_string())).await {
         Ok(Ok(())) => (StatusCode::ACCEPTED, "Accepted").into_response(),
@@ -132,19 +147,26 @@ pub async fn message(
 
 /// POST `{scope}/sse`: one JSON-RPC request answered with JSON, no session (seed-guide style).
 pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     let req = match protocol::parse(&body) {
         Ok(Incoming::Request(r)) => r,
         Ok(_) => return StatusCode::ACCEPTED.into_response(),
         Err(e) => return rpc_error_response(None, &e),
     };
+    if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        return limited;
+    }
     let version = headers
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(protocol::supported_version)
         .filter(|v| *v != protocol::MODERN_VERSION)
         .unwrap_or(LATEST_LEGACY_VERSION);
-    match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &Caller::default()).await {
-        Ok(result) => axum::Json(protocol::response(&req.id, result)).into_response(),
+    match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
+        Ok(result) => json_body(StatusCode::OK, protocol::response(&req.id, &result)),
         Err(e) => (
             e.status,
             axum::Json(protocol::error_response(Some(&req.id), &e)),
@@ -154,14 +176,17 @@ pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: B
 }
 
 /// GET `{scope}/records/{id}`: the record behind a search result's `url`, as JSON.
-pub async fn record(State(ctx): State<ScopeCtx>, uri: Uri) -> Response {
+pub async fn record(State(ctx): State<ScopeCtx>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(resp) = authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+        return resp;
+    }
     // The raw path keeps the id's own percent-encoding intact.
     let prefix = format!("{}/records/", ctx.scope.path);
     let Some(id) = uri.path().strip_prefix(&prefix) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     match crate::tools::fetch::fetch(&ctx.scope, id).await {
-        Ok(out) => axum::Json(out.structured).into_response(),
+        Ok(out) => json_body(StatusCode::OK, out.json),
         Err(e) => {
             let status = match e {
                 crate::tools::ToolError::NotFound(_)

@@ -22,12 +22,14 @@ use base64::Engine;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::dispatch::{self, Caller};
+use super::dispatch;
 use super::protocol::{
     self, Era, Incoming, META_PROTOCOL_VERSION, MODERN_VERSION, Request, RpcError,
     SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
-use super::{ScopeCtx, rpc_error_response, sse_headers};
+use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
+use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
+use serde_json::value::RawValue;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -62,9 +64,9 @@ fn reply_kind(headers: &HeaderMap) -> Result<Reply, RpcError> {
     }
 }
 
-fn reply(kind: Reply, body: Value, status: StatusCode) -> Response {
+fn reply(kind: Reply, body: Box<RawValue>, status: StatusCode) -> Response {
     match kind {
-        Reply::Json => (status, axum::Json(body)).into_response(),
+        Reply::Json => json_body(status, body),
         Reply::Sse => {
             let data = body.to_string();
             let stream = futures::stream::once(async move {
@@ -166,6 +168,10 @@ fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcErr
 
 /// POST `{scope}/mcp`
 pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     if let Err(e) = check_content_type(&headers) {
         return rpc_error_response(None, &e);
     }
@@ -179,18 +185,27 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             // A 2025 session's notification must name a live session; anything else is accepted.
             if let Some(sid) = header_str(&headers, SESSION_HEADER) {
                 let modern = header_str(&headers, VERSION_HEADER) == Some(MODERN_VERSION);
-                if !modern && ctx.app.sessions().get(&ctx.scope.path, sid).is_none() {
+                if !modern
+                    && ctx
+                        .app
+                        .sessions()
+                        .get(&ctx.scope.path, sid)
+                        .filter(|s| may_use(&caller, s))
+                        .is_none()
+                {
                     return session_not_found();
                 }
             }
             return StatusCode::ACCEPTED.into_response();
         }
     };
+    if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        return limited;
+    }
     let kind = match reply_kind(&headers) {
         Ok(k) => k,
         Err(e) => return rpc_error_response(Some(&req.id), &e),
     };
-    let caller = Caller::default();
     let header_version = header_str(&headers, VERSION_HEADER);
     let has_modern_meta = req
         .meta()
@@ -208,15 +223,13 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             Ok(r) => r,
             Err(e) => return rpc_error_response(Some(&req.id), &e),
         };
-        let version = result["protocolVersion"]
-            .as_str()
-            .and_then(protocol::supported_version)
-            .unwrap_or(protocol::LATEST_LEGACY_VERSION);
+        let version = dispatch::negotiated_version(&req.params);
         let session = ctx
             .app
             .sessions()
             .create(&ctx.scope.path, Some(version), None);
-        let mut resp = reply(kind, protocol::response(&req.id, result), StatusCode::OK);
+        bind_session(&caller, &session);
+        let mut resp = reply(kind, protocol::response(&req.id, &result), StatusCode::OK);
         if let Ok(v) = HeaderValue::from_str(&session.id) {
             resp.headers_mut().insert(SESSION_HEADER, v);
         }
@@ -236,7 +249,12 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             .with_status(StatusCode::BAD_REQUEST);
             return rpc_error_response(Some(&req.id), &err);
         };
-        let Some(session) = ctx.app.sessions().get(&ctx.scope.path, sid) else {
+        let Some(session) = ctx
+            .app
+            .sessions()
+            .get(&ctx.scope.path, sid)
+            .filter(|s| may_use(&caller, s))
+        else {
             return session_not_found();
         };
         let negotiated = session
@@ -246,22 +264,22 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             .unwrap_or(protocol::LATEST_LEGACY_VERSION);
         match header_version {
             None => Era::Legacy(negotiated),
-            Some(v) => match protocol::supported_version(v) {
-                Some(v) if v != MODERN_VERSION => Era::Legacy(v),
-                _ => {
-                    let err = RpcError::invalid_request(format!(
-                        "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
-                        crate::tools::truncate(v, 40)
-                    ))
-                    .with_status(StatusCode::BAD_REQUEST);
-                    return rpc_error_response(Some(&req.id), &err);
-                }
-            },
+            // Any revision a client may legitimately send is accepted (the official SDKs send
+            // older ones too); the session keeps behaving as negotiated. Unknown values are 400.
+            Some(v) if protocol::KNOWN_SESSION_VERSIONS.contains(&v) => Era::Legacy(negotiated),
+            Some(v) => {
+                let err = RpcError::invalid_request(format!(
+                    "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
+                    crate::tools::truncate(v, 40)
+                ))
+                .with_status(StatusCode::BAD_REQUEST);
+                return rpc_error_response(Some(&req.id), &err);
+            }
         }
     };
 
     match dispatch::handle(&ctx.scope, era, &req, &caller).await {
-        Ok(result) => reply(kind, protocol::response(&req.id, result), StatusCode::OK),
+        Ok(result) => reply(kind, protocol::response(&req.id, &result), StatusCode::OK),
         Err(e) => {
             let status = e.status;
             reply(kind, protocol::error_response(Some(&req.id), &e), status)
@@ -279,6 +297,10 @@ fn session_not_found() -> Response {
 
 /// GET `{scope}/mcp`: the server-to-client stream of a 2025 session.
 pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     let accepts_sse = header_str(&headers, header::ACCEPT.as_str())
         .is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"));
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {
@@ -294,7 +316,12 @@ pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
             .with_status(StatusCode::NOT_ACCEPTABLE);
         return rpc_error_response(None, &err);
     }
-    let Some(session) = ctx.app.sessions().get(&ctx.scope.path, sid) else {
+    let Some(session) = ctx
+        .app
+        .sessions()
+        .get(&ctx.scope.path, sid)
+        .filter(|s| may_use(&caller, s))
+    else {
         return session_not_found();
     };
     let Some(permit) = ctx.app.try_open_stream() else {
@@ -330,12 +357,22 @@ pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
 
 /// DELETE `{scope}/mcp`: ends a 2025 session.
 pub async fn delete(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {
         let err = RpcError::invalid_request("Bad Request: Mcp-Session-Id header is required")
             .with_status(StatusCode::BAD_REQUEST);
         return rpc_error_response(None, &err);
     };
-    if ctx.app.sessions().get(&ctx.scope.path, sid).is_some() && ctx.app.sessions().remove(sid) {
+    if ctx
+        .app
+        .sessions()
+        .get(&ctx.scope.path, sid)
+        .is_some_and(|s| may_use(&caller, &s))
+        && ctx.app.sessions().remove(sid)
+    {
         StatusCode::OK.into_response()
     } else {
         session_not_found()

@@ -55,10 +55,7 @@ pub async fn fetch(scope: &Scope, id: &str) -> Result<ToolOutput, ToolError> {
     out.insert("text".into(), doc["text"].clone());
     out.insert("url".into(), Value::String(record_url(scope, id.trim())));
     out.insert("metadata".into(), doc["metadata"].clone());
-    Ok(ToolOutput {
-        structured: Value::Object(out),
-        rows: 1,
-    })
+    ToolOutput::new(&out, 1)
 }
 
 fn find_visible<'c>(

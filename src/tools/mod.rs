@@ -13,6 +13,9 @@ pub mod sql;
 
 use std::sync::OnceLock;
 
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::config::ToolProfile;
@@ -23,10 +26,20 @@ use crate::state::Scope;
 /// What a successful tool call returns.
 #[derive(Debug)]
 pub struct ToolOutput {
-    /// The result; also serialised as the single text content item.
-    pub structured: Value,
+    /// The result as JSON text, serialised once: it is sent as the text content and, without
+    /// parsing it again, as `structuredContent`.
+    pub json: Box<RawValue>,
     /// Rows returned, for the audit record.
     pub rows: usize,
+}
+
+impl ToolOutput {
+    /// Serialises a result.
+    pub(crate) fn new<T: Serialize + ?Sized>(value: &T, rows: usize) -> Result<Self, ToolError> {
+        let json = serde_json::value::to_raw_value(value)
+            .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
+        Ok(Self { json, rows })
+    }
 }
 
 /// Why a tool call failed. All but [`ToolError::UnknownTool`] become a result with
@@ -234,7 +247,13 @@ pub async fn call(scope: &Scope, name: &str, args: &Value) -> Result<ToolOutput,
 }
 
 fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolError> {
-    let def = definition(name);
+    // Every tool is in the full profile; its definitions are built once.
+    let Some(def) = definitions(ToolProfile::Full)
+        .as_array()
+        .and_then(|defs| defs.iter().find(|d| d["name"] == name))
+    else {
+        return Ok(());
+    };
     let Some(props) = def["inputSchema"]["properties"].as_object() else {
         return Ok(());
     };
@@ -366,6 +385,37 @@ pub(crate) fn row_object(columns: &[ResultColumn], row: &[DbValue]) -> Map<Strin
         m.insert(c.name.clone(), v.to_json());
     }
     m
+}
+
+/// Rows as JSON objects keyed by column name, serialised straight from the row set (no
+/// intermediate maps: this is the hot path of `execute_sql` and `get_table_sample`).
+pub(crate) struct RowObjects<'a> {
+    pub columns: &'a [ResultColumn],
+    pub rows: &'a [Vec<DbValue>],
+}
+
+impl Serialize for RowObjects<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.rows.iter().map(|row| RowObject {
+            columns: self.columns,
+            row,
+        }))
+    }
+}
+
+struct RowObject<'a> {
+    columns: &'a [ResultColumn],
+    row: &'a [DbValue],
+}
+
+impl Serialize for RowObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.columns.len()))?;
+        for (c, v) in self.columns.iter().zip(self.row) {
+            m.serialize_entry(&c.name, v)?;
+        }
+        m.end()
+    }
 }
 
 /// The id of a row of `table` if the selected columns include its whole primary key.

@@ -65,10 +65,7 @@ pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError>
             })
         })
         .collect();
-    Ok(ToolOutput {
-        structured: json!({ "results": results }),
-        rows: n,
-    })
+    ToolOutput::new(&json!({ "results": results }), n)
 }
 
 /// `{public base}{scope}/records/{id}`: where a person (or ChatGPT's citation) can open it.
@@ -289,7 +286,13 @@ pub(crate) fn keywords(q: &str) -> Vec<String> {
         let w = w
             .trim_matches(|c: char| c == '.' || c == '-' || c == '_')
             .to_lowercase();
-        if w.chars().count() < 2 || STOP.contains(&w.as_str()) || out.contains(&w) {
+        if w.chars().count() < 2 || STOP.contains(&w.as_str()) {
+            continue;
+        }
+        // Keywords match as substrings, so a light stem finds "refund" for "refunds" and
+        // "ship" for "shipping".
+        let w = stem(&w);
+        if out.contains(&w) {
             continue;
         }
         out.push(w);
@@ -298,6 +301,36 @@ pub(crate) fn keywords(q: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Strips a common English inflection from a plain word (not from emails, codes or numbers).
+fn stem(w: &str) -> String {
+    if !w.chars().all(|c| c.is_alphabetic()) {
+        return w.to_string();
+    }
+    let strip = |suffix: &str, min_left: usize| -> Option<String> {
+        let rest = w.strip_suffix(suffix)?;
+        (rest.chars().count() >= min_left).then(|| rest.to_string())
+    };
+    if let Some(r) = strip("ies", 3) {
+        return format!("{r}y");
+    }
+    for (suffix, min_left) in [("ing", 4), ("ed", 4), ("es", 4)] {
+        if let Some(mut r) = strip(suffix, min_left) {
+            // "shipping" → "shipp" → "ship"; but "billing" keeps "bill".
+            let b = r.as_bytes();
+            let n = b.len();
+            if suffix != "es" && n >= 2 && b[n - 1] == b[n - 2] && !b"aeioulsz".contains(&b[n - 1])
+            {
+                r.pop();
+            }
+            return r;
+        }
+    }
+    if w.chars().count() > 3 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") {
+        return w[..w.len() - 1].to_string();
+    }
+    w.to_string()
 }
 
 async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> {
@@ -429,7 +462,19 @@ mod tests {
     fn keywords_drop_stopwords_and_duplicates() {
         assert_eq!(
             keywords("What are the refund requests for damaged items? Refund!"),
-            vec!["refund", "requests", "damaged", "items"]
+            vec!["refund", "request", "damag", "item"]
+        );
+    }
+
+    #[test]
+    fn keywords_are_lightly_stemmed() {
+        assert_eq!(
+            keywords("who handles refunds for shipping delays and batteries"),
+            vec!["handl", "refund", "ship", "delay", "battery"]
+        );
+        assert_eq!(
+            keywords("status bus glass billing"),
+            vec!["status", "bus", "glass", "bill"]
         );
     }
 

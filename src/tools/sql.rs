@@ -1,12 +1,13 @@
 //! The SQL-shaped tools of the `full` profile: `list_tables`, `describe_table`,
 //! `get_table_sample`, `execute_sql`, and the table description `fetch` shares.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::cache::{Cursor, CursorTarget};
 use super::ids::RecordId;
 use super::{
-    ToolError, ToolOutput, resolve_table, row_object, table_list, visible_columns, visible_tables,
+    RowObjects, ToolError, ToolOutput, resolve_table, table_list, visible_columns, visible_tables,
 };
 use crate::db::guard::{self, TableRef};
 use crate::db::{Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
@@ -31,20 +32,13 @@ pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
             })
         })
         .collect();
-    let n = tables.len();
-    Ok(ToolOutput {
-        structured: json!({ "tables": tables }),
-        rows: n,
-    })
+    ToolOutput::new(&json!({ "tables": tables }), tables.len())
 }
 
 pub async fn describe_table(scope: &Scope, name: &str) -> Result<ToolOutput, ToolError> {
     let catalog = scope.db.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
-    Ok(ToolOutput {
-        structured: describe(scope, &catalog, table),
-        rows: 1,
-    })
+    ToolOutput::new(&describe(scope, &catalog, table), 1)
 }
 
 /// A table's description as JSON: columns, keys, relationships (only visible ones).
@@ -158,35 +152,52 @@ fn join(v: &Value) -> String {
         .join(", ")
 }
 
-/// Builds the paged JSON result shared by `get_table_sample` and `execute_sql`.
-fn paged(scope: &Scope, rs: &RowSet, page: Page, target: CursorTarget, extra: Value) -> ToolOutput {
-    let rows: Vec<Value> = rs
-        .rows
-        .iter()
-        .map(|r| Value::Object(row_object(&rs.columns, r)))
-        .collect();
-    let mut out = json!({
-        "columns": rs.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-        "rows": rows,
-        "row_count": rs.rows.len(),
-        "offset": page.offset,
-        "truncated": rs.more,
-    });
-    if rs.more {
-        let cursor = scope.cache.put_cursor(Cursor {
+/// The paged result shared by `get_table_sample` and `execute_sql`.
+#[derive(Serialize)]
+struct Paged<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table: Option<String>,
+    columns: Vec<&'a str>,
+    rows: RowObjects<'a>,
+    row_count: usize,
+    offset: usize,
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    masked_columns: &'a [String],
+}
+
+/// Builds the paged result, storing a cursor when more rows follow.
+fn paged(
+    scope: &Scope,
+    rs: &RowSet,
+    page: Page,
+    target: CursorTarget,
+    table: Option<String>,
+    masked_columns: &[String],
+) -> Result<ToolOutput, ToolError> {
+    let next_cursor = rs.more.then(|| {
+        scope.cache.put_cursor(Cursor {
             target,
             offset: page.offset + rs.rows.len(),
             page_size: page.limit,
-        });
-        out["next_cursor"] = Value::String(cursor);
-    }
-    if let (Value::Object(o), Value::Object(e)) = (&mut out, extra) {
-        o.extend(e);
-    }
-    ToolOutput {
-        structured: out,
-        rows: rs.rows.len(),
-    }
+        })
+    });
+    let out = Paged {
+        table,
+        columns: rs.columns.iter().map(|c| c.name.as_str()).collect(),
+        rows: RowObjects {
+            columns: &rs.columns,
+            rows: &rs.rows,
+        },
+        row_count: rs.rows.len(),
+        offset: page.offset,
+        truncated: rs.more,
+        next_cursor,
+        masked_columns,
+    };
+    ToolOutput::new(&out, rs.rows.len())
 }
 
 /// Resolves the page to run: from a cursor (which must belong to `target`) or from scratch.
@@ -234,13 +245,7 @@ pub async fn get_table_sample(
     let page = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor)?;
     let columns = visible_columns(scope, table);
     let rs = scope.db.sample(table, &columns, page).await?;
-    Ok(paged(
-        scope,
-        &rs,
-        page,
-        target,
-        json!({"table": table.qualified()}),
-    ))
+    paged(scope, &rs, page, target, Some(table.qualified()), &[])
 }
 
 /// Checks and runs ad-hoc SQL, dropping hidden columns; shared by `execute_sql` and `search`.
@@ -262,6 +267,7 @@ pub(crate) async fn run_sql(
         Err(e) => return Err(e.into()),
     };
     let masked = mask_columns(scope, &catalog, &checked.tables, &mut rs);
+    rs.dedupe_column_names();
     Ok((rs, checked.tables, masked))
 }
 
@@ -339,10 +345,5 @@ pub async fn execute_sql(
     let target = CursorTarget::Sql(sql.to_string());
     let page = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
     let (rs, _tables, masked) = run_sql(scope, sql, page).await?;
-    let extra = if masked.is_empty() {
-        json!({})
-    } else {
-        json!({ "masked_columns": masked })
-    };
-    Ok(paged(scope, &rs, page, target, extra))
+    paged(scope, &rs, page, target, None, &masked)
 }

@@ -1,0 +1,307 @@
+//! The local-only admin endpoint, and the `mssql-mcp tokens …` commands that use it.
+//!
+//! Incident response without a restart: list registered clients and live grants (who, which
+//! client, which scope, when, last used) and revoke one client, one user's grants, or all of
+//! them; the running server honours it at once (its in-memory index is updated with the file).
+//!
+//! The endpoint listens on a loopback address only (`[admin] listen`, checked when the config
+//! is loaded, and every peer is checked again), and each request must carry the random token
+//! the server writes to `{state_dir}/admin.token` (mode 0600) at start, so only someone who
+//! can read the state directory can use it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::store::now_ms;
+use crate::state::AppState;
+
+/// File (in the state directory) holding the admin token of the running server.
+pub const TOKEN_FILE: &str = "admin.token";
+
+pub fn write_token_file(dir: &Path, token: &str) -> std::io::Result<()> {
+    let path = dir.join(TOKEN_FILE);
+    let tmp = dir.join(format!("{TOKEN_FILE}.tmp"));
+    std::fs::write(&tmp, token)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+/// What `tokens revoke` targets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Client(String),
+    User(String),
+    All,
+}
+
+/// The admin router (no state besides the app).
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/admin/clients", get(clients))
+        .route("/admin/grants", get(grants))
+        .route("/admin/revoke", post(revoke))
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Serves the admin endpoint on `listener` (a loopback address) until `shutdown`.
+pub async fn serve(
+    app: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let peer_ok = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    let token_ok = match (app.oauth(), req.headers().get(header::AUTHORIZATION)) {
+        (Some(o), Some(v)) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| super::ct_eq(t, &o.admin_token)),
+        _ => false,
+    };
+    if !(peer_ok && token_ok) {
+        tracing::warn!(peer_ok, "admin: request refused");
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"error": "forbidden"})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn iso(ms: i64) -> String {
+    // Seconds since the epoch as UTC `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no date crate).
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+async fn clients(State(app): State<AppState>) -> Response {
+    let Some(o) = app.oauth() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut list: Vec<_> = o
+        .store
+        .clients()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "client_id": c.client_id,
+                "name": c.name,
+                "scope": c.scope,
+                "auth_method": c.auth_method,
+                "metadata_document": c.metadata_document,
+                "redirect_uris": c.redirect_uris,
+                "created_at": iso(c.created_at),
+                "last_used_at": iso(c.last_used_at.load(Ordering::Relaxed)),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()));
+    axum::Json(json!({"clients": list})).into_response()
+}
+
+async fn grants(State(app): State<AppState>) -> Response {
+    let Some(o) = app.oauth() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let now = now_ms();
+    let mut list: Vec<_> = o
+        .store
+        .grants()
+        .into_iter()
+        .map(|g| {
+            let (access, refresh) = o.store.live_tokens(&g.grant_id, now);
+            let client_name = o
+                .store
+                .client(&g.scope, &g.client_id)
+                .map(|c| c.name.clone());
+            json!({
+                "grant_id": g.grant_id,
+                "user": g.username,
+                "client_id": g.client_id,
+                "client_name": client_name,
+                "scope": g.scope,
+                "resource": g.resource,
+                "approved_at": iso(g.created_at),
+                "last_used_at": iso(g.last_used_at.load(Ordering::Relaxed)),
+                "live_access_tokens": access,
+                "live_refresh_tokens": refresh,
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["approved_at"].as_str().cmp(&b["approved_at"].as_str()));
+    axum::Json(json!({"grants": list})).into_response()
+}
+
+async fn revoke(State(app): State<AppState>, axum::Json(target): axum::Json<Target>) -> Response {
+    let Some(o) = app.oauth() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let t = target.clone();
+    let result = super::blocking(&o.store, move |s| match &t {
+        Target::Client(id) => s.revoke_client(id),
+        Target::User(name) => s.revoke_user(name),
+        Target::All => s.revoke_all(),
+    })
+    .await;
+    match result {
+        Ok(n) => {
+            tracing::warn!(?target, grants = n, "admin: grants revoked");
+            axum::Json(json!({"revoked_grants": n})).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+// ----- the CLI side -----
+
+/// Errors of `mssql-mcp tokens …`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "cannot read {path}: {source} (is the server running with this config, and may you read its state directory?)"
+    )]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot reach the admin endpoint at {addr}: {source} (is the server running?)")]
+    Unreachable {
+        addr: SocketAddr,
+        source: reqwest::Error,
+    },
+    #[error("the admin endpoint answered {0}")]
+    Status(StatusCode),
+}
+
+/// Reads the running server's admin token from its state directory.
+pub fn read_token(state_dir: &Path) -> Result<String, AdminError> {
+    let path = state_dir.join(TOKEN_FILE);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| AdminError::TokenFile {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Calls the admin endpoint: GET `path`, or POST `body` to it.
+pub async fn call(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    body: Option<&Target>,
+) -> Result<serde_json::Value, AdminError> {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}{path}");
+    let req = match body {
+        Some(b) => client.post(&url).json(b),
+        None => client.get(&url),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|source| AdminError::Unreachable { addr, source })?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(AdminError::Status(
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+        ));
+    }
+    resp.json()
+        .await
+        .map_err(|source| AdminError::Unreachable { addr, source })
+}
+
+/// Human-readable listing of clients and grants.
+pub fn format_listing(clients: &serde_json::Value, grants: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let mut out = String::from("CLIENTS\n");
+    for c in clients["clients"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}  {:<24} scope {}  auth {}  created {}  last used {}\n",
+            s(&c["client_id"]),
+            s(&c["name"]),
+            s(&c["scope"]),
+            s(&c["auth_method"]),
+            s(&c["created_at"]),
+            s(&c["last_used_at"]),
+        ));
+    }
+    out.push_str("GRANTS\n");
+    for g in grants["grants"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}  user {}  client {} ({})  scope {}  approved {}  last used {}  live tokens {}+{}\n",
+            s(&g["grant_id"]),
+            s(&g["user"]),
+            s(&g["client_id"]),
+            s(&g["client_name"]),
+            s(&g["scope"]),
+            s(&g["approved_at"]),
+            s(&g["last_used_at"]),
+            g["live_access_tokens"],
+            g["live_refresh_tokens"],
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_utc() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(iso(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,634 @@
+//! `{scope}/authorize`: the sign-in and consent page.
+//!
+//! GET checks the request and shows a plain HTML page (no JavaScript): which client asks, for
+//! which scope and database, where the browser will be sent back; the person signs in with a
+//! `[[oauth.users]]` name and password and approves or denies. POST handles the form.
+//!
+//! Order of checks (RFC 6749 §4.1.2.1): while the client or the redirect URI is in doubt,
+//! errors are shown on the page and never redirected (that would be an open redirect); once
+//! both are known-good, errors go back to the client with `state` and `iss`.
+//!
+//! The form is bound to a pending request kept server-side: a random request id, a CSRF
+//! token in the form, and a cookie set with the page (SameSite=Strict, HttpOnly) whose hash
+//! the request remembers; all are compared in constant time. Failed sign-ins are counted per
+//! client IP and per username, logged, and locked out beyond the configured limits.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
+
+use axum::Router;
+use axum::extract::{Form, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::bearer::Endpoint;
+use super::client_metadata;
+use super::store::{Client, Grant, now_ms};
+use super::{ClientIp, OAUTH_SCOPE, OAuthCtx, ct_eq, html_escape};
+use crate::config::ToolProfile;
+
+pub fn routes(ctx: OAuthCtx) -> Router {
+    let p = ctx.scope.path.clone();
+    Router::new()
+        .route(&format!("{p}/authorize"), get(show).post(submit))
+        .with_state(ctx)
+}
+
+/// Most authorization requests waiting for a sign-in at once.
+const MAX_PENDING: usize = 10_000;
+/// Most sign-in pages one address may open per `login_page_ttl_secs` (so one address cannot
+/// fill the pending requests and lock everyone else out).
+const PAGES_PER_ADDRESS: u32 = 200;
+/// The cookie binding a sign-in form to the browser that loaded it.
+const COOKIE: &str = "mcp_authz";
+
+/// An authorization request waiting for someone to sign in.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub scope: String,
+    pub client_id: String,
+    pub client_name: String,
+    pub metadata_document: bool,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub resource: String,
+    /// The form must echo it.
+    pub csrf: String,
+    /// SHA-256 of the browser cookie set with the page.
+    pub browser: String,
+    pub expires_at: i64,
+}
+
+/// What went wrong, and where the answer goes.
+enum Failure {
+    /// Shown on the page: the client or redirect URI cannot be trusted.
+    Page(StatusCode, String),
+    /// Sent back to the client's redirect URI.
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: &'static str,
+        description: String,
+    },
+}
+
+async fn show(
+    State(ctx): State<OAuthCtx>,
+    ClientIp(ip): ClientIp,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match prepare(&ctx, query.as_deref().unwrap_or("")).await {
+        Ok(mut pending) => {
+            let window = ctx.config().login_page_ttl_secs as i64 * 1000;
+            if ctx
+                .oauth
+                .limits
+                .hit(&format!("authorize:{ip}"), window, now_ms())
+                > PAGES_PER_ADDRESS
+            {
+                tracing::warn!(%ip, "oauth: too many sign-in pages opened from one address");
+                return page_error(
+                    &ctx,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many sign-ins were started from this address. Try again later.",
+                );
+            }
+            if ctx.oauth.pending.len() >= MAX_PENDING {
+                let now = now_ms();
+                ctx.oauth.pending.retain(|_, p| p.expires_at > now);
+                if ctx.oauth.pending.len() >= MAX_PENDING {
+                    return page_error(
+                        &ctx,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Too many sign-ins are in progress. Try again in a few minutes.",
+                    );
+                }
+            }
+            let (cookie, new_cookie) = match cookie_value(&headers) {
+                Some(c) => (c, false),
+                None => (super::random_token(""), true),
+            };
+            pending.browser = super::hash_token(&cookie);
+            let request_id = super::random_token("");
+            let body = render_form(&ctx, &request_id, &pending, "", None);
+            ctx.oauth.pending.insert(request_id, pending);
+            let mut resp = html(StatusCode::OK, body);
+            if new_cookie {
+                set_cookie(&ctx, &mut resp, &cookie);
+            }
+            resp
+        }
+        Err(f) => failure(&ctx, f),
+    }
+}
+
+/// Validates an authorization request into a pending one (without the browser binding).
+async fn prepare(ctx: &OAuthCtx, query: &str) -> Result<Pending, Failure> {
+    let mut params: HashMap<String, String> = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if params.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "The parameter `{}` appears more than once.",
+                    crate::tools::truncate(&k, 40)
+                ),
+            ));
+        }
+    }
+    let Some(client_id) = params.get("client_id").filter(|c| !c.is_empty()) else {
+        return Err(Failure::Page(
+            StatusCode::BAD_REQUEST,
+            "The request names no client (client_id is missing).".into(),
+        ));
+    };
+    let client = resolve_client(ctx, client_id)
+        .await
+        .map_err(|m| Failure::Page(StatusCode::BAD_REQUEST, m))?;
+    let redirect_uri = match params.get("redirect_uri") {
+        Some(r) if client.redirect_uris.iter().any(|u| u == r) => r.clone(),
+        Some(_) => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "The redirect URI does not match any URI the client registered, so the sign-in cannot continue.".into(),
+            ));
+        }
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => {
+            return Err(Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "The request has no redirect_uri and the client registered several.".into(),
+            ));
+        }
+    };
+    let state = params.get("state").cloned();
+    let back = |error: &'static str, description: &str| Failure::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        state: state.clone(),
+        error,
+        description: description.to_string(),
+    };
+    if params.get("response_type").map(String::as_str) != Some("code") {
+        return Err(back(
+            "unsupported_response_type",
+            "response_type must be `code`",
+        ));
+    }
+    let Some(challenge) = params.get("code_challenge") else {
+        return Err(back(
+            "invalid_request",
+            "code_challenge is required (PKCE with S256)",
+        ));
+    };
+    if params.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return Err(back(
+            "invalid_request",
+            "code_challenge_method must be S256 (plain is not accepted)",
+        ));
+    }
+    if challenge.len() != 43
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(back(
+            "invalid_request",
+            "code_challenge must be the base64url SHA-256 of the code verifier (43 characters)",
+        ));
+    }
+    let resource = match params.get("resource") {
+        None => Endpoint::Mcp.resource(&ctx.scope),
+        Some(r) => match accepted_resource(ctx, r) {
+            Some(r) => r,
+            None => {
+                return Err(back(
+                    "invalid_target",
+                    "resource is not an MCP endpoint of this scope",
+                ));
+            }
+        },
+    };
+    Ok(Pending {
+        scope: ctx.scope.path.clone(),
+        client_id: client.client_id.clone(),
+        client_name: client.name.clone(),
+        metadata_document: client.metadata_document,
+        redirect_uri,
+        state,
+        code_challenge: challenge.clone(),
+        resource,
+        csrf: super::random_token(""),
+        browser: String::new(),
+        expires_at: now_ms() + ctx.config().login_page_ttl_secs as i64 * 1000,
+    })
+}
+
+/// The resource values a client may ask for at this scope: its `/mcp` or `/sse` endpoint
+/// (or the scope's base URL, meaning `/mcp`). Returns the canonical value to record.
+pub fn accepted_resource(ctx: &OAuthCtx, resource: &str) -> Option<String> {
+    let mcp = Endpoint::Mcp.resource(&ctx.scope);
+    let sse = Endpoint::Sse.resource(&ctx.scope);
+    let r = resource.trim_end_matches('/');
+    if r == mcp || r == sse {
+        Some(r.to_string())
+    } else if r == ctx.scope.public_base {
+        Some(mcp)
+    } else {
+        None
+    }
+}
+
+/// The client behind `client_id` at this scope: a registration, or a metadata document.
+async fn resolve_client(ctx: &OAuthCtx, client_id: &str) -> Result<std::sync::Arc<Client>, String> {
+    let unknown = "This client is not registered here (or was removed). Connect again from the app so it can register.".to_string();
+    let now = now_ms();
+    if let Some(c) = ctx.oauth.store.client(&ctx.scope.path, client_id)
+        && (!c.metadata_document || c.created_at + client_metadata::CACHE_MS > now)
+    {
+        return Ok(c);
+    }
+    if !client_metadata::is_document_url(client_id) || !ctx.config().client_metadata_documents {
+        return Err(unknown);
+    }
+    let rules = ctx.scope.config.redirect_hosts();
+    let client = ctx
+        .oauth
+        .metadata_docs
+        .fetch(client_id, &ctx.scope.path, &rules)
+        .await
+        .map_err(|e| format!("The client's metadata document could not be used: {e}"))?;
+    tracing::info!(scope = %ctx.scope.path, %client_id, "oauth: client metadata document fetched");
+    let max = ctx.config().max_clients;
+    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max))
+        .await
+        .map_err(|e| format!("The client could not be saved: {}", e.description))
+}
+
+/// The sign-in form as posted.
+#[derive(Debug, serde::Deserialize)]
+pub struct SignIn {
+    request_id: Option<String>,
+    csrf: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    action: Option<String>,
+}
+
+async fn submit(
+    State(ctx): State<OAuthCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
+    let now = now_ms();
+    let request_id = form.request_id.unwrap_or_default();
+    let Some(pending) = ctx
+        .oauth
+        .pending
+        .get(&request_id)
+        .map(|p| p.clone())
+        .filter(|p| p.scope == ctx.scope.path && p.expires_at > now)
+    else {
+        return page_error(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "This sign-in page has expired or was already used. Start again from your app.",
+        );
+    };
+    let csrf_ok = ct_eq(form.csrf.as_deref().unwrap_or(""), &pending.csrf);
+    let browser_ok =
+        cookie_value(&headers).is_some_and(|c| ct_eq(&super::hash_token(&c), &pending.browser));
+    if !(csrf_ok && browser_ok) {
+        tracing::warn!(%ip, scope = %ctx.scope.path, csrf_ok, browser_ok, "oauth: sign-in form failed the CSRF check");
+        return page_error(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            "The form could not be verified (it must be sent from the page this browser loaded). Start again from your app.",
+        );
+    }
+    if form.action.as_deref() == Some("deny") {
+        ctx.oauth.pending.remove(&request_id);
+        tracing::info!(scope = %ctx.scope.path, client_id = %pending.client_id, "oauth: authorization denied on the consent page");
+        return redirect(
+            &ctx,
+            &pending.redirect_uri,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the user denied access"),
+            ],
+            pending.state.as_deref(),
+        );
+    }
+    let username = form.username.unwrap_or_default();
+    let password = form.password.unwrap_or_default();
+    let cfg = ctx.config();
+    let window = cfg.failed_login_window_secs as i64 * 1000;
+    let ip_key = format!("login-ip:{ip}");
+    let user_key = format!(
+        "login-user:{}",
+        crate::tools::truncate(&username.to_lowercase(), 64)
+    );
+    if ctx.oauth.limits.count(&ip_key, window, now) >= cfg.failed_logins_per_ip
+        || ctx.oauth.limits.count(&user_key, window, now) >= cfg.failed_logins_per_user
+    {
+        tracing::warn!(%ip, username = %crate::tools::truncate(&username, 64), scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
+        let msg = format!(
+            "Too many failed sign-ins. Wait {} minutes and try again.",
+            cfg.failed_login_window_secs.div_ceil(60)
+        );
+        return html(
+            StatusCode::TOO_MANY_REQUESTS,
+            render_form(&ctx, &request_id, &pending, &username, Some(&msg)),
+        );
+    }
+    let user = cfg.users.iter().find(|u| u.username == username).cloned();
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let verified =
+        tokio::task::spawn_blocking(move || super::password::verify(&password, hash.as_deref()))
+            .await
+            .unwrap_or(false);
+    let Some(user) = user.filter(|_| verified) else {
+        ctx.oauth.limits.hit(&ip_key, window, now);
+        let n = ctx.oauth.limits.hit(&user_key, window, now);
+        tracing::warn!(%ip, username = %crate::tools::truncate(&username, 64), scope = %ctx.scope.path, client_id = %pending.client_id, failures = n, "oauth: failed sign-in");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            render_form(
+                &ctx,
+                &request_id,
+                &pending,
+                &username,
+                Some("Wrong username or password."),
+            ),
+        );
+    };
+    ctx.oauth.limits.clear(&user_key);
+    if !user.may_grant(&ctx.scope.path) {
+        tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
+        let msg = format!(
+            "{} may not grant access to {}. Sign in as someone who may, or deny.",
+            user.username, ctx.scope.path
+        );
+        return html(
+            StatusCode::FORBIDDEN,
+            render_form(&ctx, &request_id, &pending, &username, Some(&msg)),
+        );
+    }
+    // Single use: a second submission of the same page finds nothing.
+    if ctx.oauth.pending.remove(&request_id).is_none() {
+        return page_error(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "This sign-in page was already used. Start again from your app.",
+        );
+    }
+    let code = super::random_token("mcp_code_");
+    let code_hash = super::hash_token(&code);
+    let grant = Grant {
+        grant_id: super::random_token("g_"),
+        client_id: pending.client_id.clone(),
+        username: user.username.clone(),
+        scope: ctx.scope.path.clone(),
+        resource: pending.resource.clone(),
+        oauth_scope: OAUTH_SCOPE.to_string(),
+        redirect_uri: pending.redirect_uri.clone(),
+        code_challenge: pending.code_challenge.clone(),
+        created_at: now,
+        last_used_at: AtomicI64::new(now),
+    };
+    let expires = now + cfg.code_ttl_secs as i64 * 1000;
+    if let Err(e) = super::blocking(&ctx.oauth.store, move |s| {
+        s.create_grant(grant, &code_hash, expires)
+    })
+    .await
+    {
+        return page_error(
+            &ctx,
+            e.status,
+            &format!("The approval could not be saved: {}", e.description),
+        );
+    }
+    tracing::info!(%ip, username = %user.username, scope = %ctx.scope.path, client_id = %pending.client_id, client_name = %pending.client_name, "oauth: access approved");
+    redirect(
+        &ctx,
+        &pending.redirect_uri,
+        &[("code", &code)],
+        pending.state.as_deref(),
+    )
+}
+
+fn failure(ctx: &OAuthCtx, f: Failure) -> Response {
+    match f {
+        Failure::Page(status, msg) => page_error(ctx, status, &msg),
+        Failure::Redirect {
+            redirect_uri,
+            state,
+            error,
+            description,
+        } => {
+            tracing::info!(scope = %ctx.scope.path, error, %description, "oauth: authorization request refused");
+            redirect(
+                ctx,
+                &redirect_uri,
+                &[("error", error), ("error_description", &description)],
+                state.as_deref(),
+            )
+        }
+    }
+}
+
+/// 303 to the client's redirect URI with `params`, `state` and `iss` (RFC 9207).
+fn redirect(
+    ctx: &OAuthCtx,
+    redirect_uri: &str,
+    params: &[(&str, &str)],
+    state: Option<&str>,
+) -> Response {
+    let Ok(mut url) = url::Url::parse(redirect_uri) else {
+        return page_error(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "The redirect URI is not valid.",
+        );
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        if let Some(s) = state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", ctx.issuer());
+    }
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(url.as_str()) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    page_headers(&mut resp);
+    resp
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| {
+            v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn set_cookie(ctx: &OAuthCtx, resp: &mut Response, value: &str) {
+    let secure = if ctx.app.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE}={value}; Path={}/authorize; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        ctx.scope.path,
+        ctx.config().login_page_ttl_secs
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn page_headers(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut resp = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    page_headers(&mut resp);
+    resp
+}
+
+fn page_error(ctx: &OAuthCtx, status: StatusCode, message: &str) -> Response {
+    let body = layout(
+        "Sign-in cannot continue",
+        &format!(
+            "<h1>Sign-in cannot continue</h1><p class=\"error\">{}</p><p class=\"muted\">{} · {}</p>",
+            html_escape(message),
+            html_escape(&ctx.scope.path),
+            html_escape(ctx.issuer())
+        ),
+    );
+    html(status, body)
+}
+
+fn layout(title: &str, main: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · mssql-mcp</title>
+<style>
+body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}}
+main{{max-width:28rem;margin:3rem auto;background:#fff;border:1px solid #dde1e7;border-radius:10px;padding:2rem 2.2rem}}
+h1{{font-size:1.3rem;margin:0 0 1rem}}
+dl{{display:grid;grid-template-columns:auto 1fr;gap:.35rem 1rem;margin:0 0 1.2rem;font-size:.95rem}}
+dt{{color:#5b6475}} dd{{margin:0;font-weight:600;overflow-wrap:anywhere}}
+label{{display:block;font-size:.9rem;margin:.8rem 0 .3rem}}
+input[type=text],input[type=password]{{width:100%;box-sizing:border-box;padding:.55rem .6rem;border:1px solid #b9c0cc;border-radius:6px;font-size:1rem}}
+.buttons{{display:flex;gap:.8rem;margin-top:1.4rem}}
+button{{flex:1;padding:.6rem;border-radius:6px;font-size:1rem;cursor:pointer;border:1px solid #1f4fd1}}
+button.approve{{background:#1f4fd1;color:#fff}} button.deny{{background:#fff;color:#1f4fd1}}
+.error{{background:#fdecec;color:#8a1c1c;border:1px solid #f3b9b9;border-radius:6px;padding:.6rem .8rem}}
+.note,.muted{{color:#5b6475;font-size:.85rem}}
+</style></head>
+<body><main>{main}</main></body></html>
+"#
+    )
+}
+
+fn render_form(
+    ctx: &OAuthCtx,
+    request_id: &str,
+    p: &Pending,
+    username: &str,
+    error: Option<&str>,
+) -> String {
+    let back_to = url::Url::parse(&p.redirect_uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let tools = match ctx.scope.profile() {
+        ToolProfile::Chatgpt => "search, fetch",
+        ToolProfile::Full => "search, fetch, list tables, describe, sample, SQL queries",
+    };
+    let origin = if p.metadata_document {
+        "the one in its metadata document"
+    } else {
+        "the one the client gave itself when it registered"
+    };
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", html_escape(e)))
+        .unwrap_or_default();
+    let main = format!(
+        r#"<h1>Allow {client} to read {database}?</h1>
+{error}
+<dl>
+<dt>Client</dt><dd>{client}</dd>
+<dt>Scope</dt><dd>{scope}</dd>
+<dt>Database</dt><dd>{database}</dd>
+<dt>Tools</dt><dd>{tools} (read-only)</dd>
+<dt>Returns to</dt><dd>{back_to}</dd>
+</dl>
+<p class="note">The client name is {origin}. Approve only if you started this connection.</p>
+<form method="post" action="{action}">
+<input type="hidden" name="request_id" value="{request_id}">
+<input type="hidden" name="csrf" value="{csrf}">
+<label for="username">Username</label>
+<input type="text" id="username" name="username" value="{username}" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required>
+<div class="buttons">
+<button type="submit" class="approve" name="action" value="approve">Sign in and allow</button>
+<button type="submit" class="deny" name="action" value="deny" formnovalidate>Deny</button>
+</div>
+</form>"#,
+        client = html_escape(&p.client_name),
+        database = html_escape(&ctx.scope.database),
+        scope = html_escape(&ctx.scope.path),
+        tools = tools,
+        back_to = html_escape(&back_to),
+        origin = origin,
+        action = html_escape(&format!("{}/authorize", ctx.scope.path)),
+        request_id = html_escape(request_id),
+        csrf = html_escape(&p.csrf),
+        username = html_escape(username),
+        error = error,
+    );
+    layout("Sign in", &main)
+}

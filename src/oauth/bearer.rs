@@ -1,0 +1,185 @@
+//! The token check at the start of every MCP handler.
+//!
+//! Only the `Authorization: Bearer` header is read (never the query string). A token is
+//! accepted at a scope only if it was issued for that scope (its audience), is unexpired and
+//! unrevoked, and the person who approved it is still configured and may still grant the
+//! scope. Everything else is a 401 whose `WWW-Authenticate` points at the endpoint's RFC 9728
+//! metadata, so a client can discover how to get a token.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::OAUTH_SCOPE;
+use crate::mcp::dispatch::Caller;
+use crate::mcp::session::Session;
+use crate::state::{AppState, Scope};
+
+/// Which MCP endpoint of a scope a request came to (each has its own resource metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Streamable HTTP, `{scope}/mcp` (also `{scope}/records/…`).
+    Mcp,
+    /// Legacy HTTP+SSE, `{scope}/sse` and `{scope}/messages`.
+    Sse,
+}
+
+impl Endpoint {
+    fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::Mcp => "/mcp",
+            Endpoint::Sse => "/sse",
+        }
+    }
+
+    /// The RFC 8707 resource identifier: the endpoint's exact URL.
+    pub fn resource(self, scope: &Scope) -> String {
+        format!("{}{}", scope.public_base, self.suffix())
+    }
+
+    /// Where its RFC 9728 metadata lives.
+    pub fn metadata_url(self, app: &AppState, scope: &Scope) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource{}{}",
+            app.public_url(),
+            scope.path,
+            self.suffix()
+        )
+    }
+}
+
+/// Who is calling, or the 401/400 response to send instead. With authentication off
+/// (`demo`, `insecure_no_auth`) everyone is an anonymous caller.
+#[allow(clippy::result_large_err)]
+pub fn authenticate(
+    app: &AppState,
+    scope: &Scope,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+) -> Result<Caller, Response> {
+    if app.no_auth() {
+        return Ok(Caller::default());
+    }
+    let challenge =
+        |error: Option<(&str, &str)>| unauthorized(&endpoint.metadata_url(app, scope), error);
+    let Some(oauth) = app.oauth() else {
+        // Authentication is on but the authorization server is missing: fail closed.
+        return Err(challenge(Some((
+            "invalid_token",
+            "no authorization server is running",
+        ))));
+    };
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(challenge(None));
+    };
+    let Some(token) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty() && t.len() <= 512)
+    else {
+        return Err(challenge(None));
+    };
+    let now = super::store::now_ms();
+    let Some(grant) = oauth.store.check_access(&super::hash_token(token), now) else {
+        return Err(challenge(Some((
+            "invalid_token",
+            "the access token is unknown, expired or revoked",
+        ))));
+    };
+    if grant.scope != scope.path {
+        tracing::warn!(scope = %scope.path, token_scope = %grant.scope, client_id = %grant.client_id, "oauth: token presented at another scope");
+        return Err(challenge(Some((
+            "invalid_token",
+            "the access token was issued for another resource",
+        ))));
+    }
+    let user_ok = app
+        .config()
+        .oauth
+        .users
+        .iter()
+        .any(|u| u.username == grant.username && u.may_grant(&scope.path));
+    if !user_ok {
+        return Err(challenge(Some((
+            "invalid_token",
+            "the person who approved this token may no longer use this scope",
+        ))));
+    }
+    Ok(Caller {
+        user: Some(grant.username.clone()),
+        client_id: Some(grant.client_id.clone()),
+    })
+}
+
+/// Who a session belongs to: the signed-in user and the client, or nobody (authentication off).
+fn session_owner(caller: &Caller) -> Option<String> {
+    let user = caller.user.as_deref()?;
+    Some(format!(
+        "{user}\u{0}{}",
+        caller.client_id.as_deref().unwrap_or("")
+    ))
+}
+
+/// Records who opened a session (MCP sessions are never authentication: each request still
+/// carries its token, and the token's user and client must match the session's).
+pub fn bind_session(caller: &Caller, session: &Session) {
+    if let Some(owner) = session_owner(caller) {
+        let _ = session.owner.set(owner);
+    }
+}
+
+/// Whether `caller` may use `session`; a session of someone else is treated as unknown.
+pub fn may_use(caller: &Caller, session: &Session) -> bool {
+    match session.owner.get() {
+        None => true,
+        Some(owner) => session_owner(caller).is_some_and(|c| super::ct_eq(&c, owner)),
+    }
+}
+
+/// The 401 with `WWW-Authenticate: Bearer resource_metadata="…", scope="…"[, error=…]`.
+pub fn unauthorized(metadata_url: &str, error: Option<(&str, &str)>) -> Response {
+    let mut challenge =
+        format!("Bearer resource_metadata=\"{metadata_url}\", scope=\"{OAUTH_SCOPE}\"");
+    let body = match error {
+        Some((code, description)) => {
+            challenge.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{description}\""
+            ));
+            serde_json::json!({"error": code, "error_description": description})
+        }
+        None => serde_json::json!({
+            "error": "unauthorized",
+            "error_description": "this endpoint needs an OAuth access token (Authorization: Bearer …)",
+        }),
+    };
+    let mut resp = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_challenge_names_the_metadata_and_scope() {
+        let r = unauthorized("https://x/.well-known/oauth-protected-resource/c/mcp", None);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let h = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap_or("");
+        assert_eq!(
+            h,
+            "Bearer resource_metadata=\"https://x/.well-known/oauth-protected-resource/c/mcp\", scope=\"mcp\""
+        );
+        let r = unauthorized("m", Some(("invalid_token", "expired")));
+        let h = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap_or("");
+        assert!(
+            h.ends_with(", error=\"invalid_token\", error_description=\"expired\""),
+            "{h}"
+        );
+    }
+}

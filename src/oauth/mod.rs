@@ -1,0 +1,352 @@
+//! The OAuth 2.1 authorization server in front of the MCP endpoints.
+//!
+//! Each scope (`/chatgpt`, `/claude`, …) is its own protected resource and its own issuer,
+//! `{public_url}{scope}`, with endpoints under it:
+//!
+//! | path | what | module |
+//! |---|---|---|
+//! | `/.well-known/oauth-protected-resource{scope}/mcp` (and `/sse`) | RFC 9728 resource metadata | [`metadata`] |
+//! | `/.well-known/oauth-authorization-server{scope}` (+ aliases, + root for the default scope) | RFC 8414 metadata | [`metadata`] |
+//! | `{scope}/register` | RFC 7591 dynamic client registration | [`register`] |
+//! | `{scope}/authorize` | sign-in and consent page, PKCE S256, RFC 9207 `iss` | [`authorize`] |
+//! | `{scope}/token` | `authorization_code` and `refresh_token` grants | [`token`] |
+//! | `{scope}/revoke` | RFC 7009 revocation | [`revoke`] |
+//!
+//! HTTPS `client_id`s (client ID metadata documents) are fetched by [`client_metadata`]. The
+//! MCP handlers call [`bearer::authenticate`] first thing; [`store`] keeps clients, grants and
+//! tokens in SQLite with an in-memory index; [`admin`] is the loopback-only endpoint behind
+//! `mssql-mcp tokens …`.
+
+pub mod admin;
+pub mod authorize;
+pub mod bearer;
+pub mod client_metadata;
+pub mod error;
+pub mod metadata;
+pub mod password;
+pub mod register;
+pub mod revoke;
+pub mod store;
+pub mod token;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use base64::Engine;
+use dashmap::DashMap;
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::state::{AppState, Scope};
+use store::{Store, StoreError};
+
+/// The one OAuth scope value this server grants: access to the scope's MCP tools.
+pub const OAUTH_SCOPE: &str = "mcp";
+
+/// The authorization server's state, shared by all scopes.
+pub struct OAuth {
+    /// Clients, grants and tokens (persistent).
+    pub store: Arc<Store>,
+    /// Authorization requests waiting for someone to sign in (memory only: a restart means
+    /// reloading the page).
+    pub pending: DashMap<String, authorize::Pending>,
+    /// Failed sign-ins and registrations per key, for rate limiting.
+    pub limits: Limits,
+    /// Fetches and caches client ID metadata documents.
+    pub metadata_docs: client_metadata::Fetcher,
+    /// Random secret the admin CLI must present (written to `{state_dir}/admin.token`).
+    pub admin_token: String,
+}
+
+impl OAuth {
+    /// Opens the store in `server.state_dir` and writes the admin token file beside it.
+    pub fn open(config: &Config) -> Result<OAuth, StoreError> {
+        let dir = &config.server.state_dir;
+        let store = Store::open(dir)?;
+        let admin_token = random_token("");
+        admin::write_token_file(dir, &admin_token).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(OAuth {
+            store: Arc::new(store),
+            pending: DashMap::new(),
+            limits: Limits::default(),
+            metadata_docs: client_metadata::Fetcher::new(),
+            admin_token,
+        })
+    }
+}
+
+/// State of the OAuth handlers of one scope.
+#[derive(Clone)]
+pub struct OAuthCtx {
+    pub app: AppState,
+    pub oauth: Arc<OAuth>,
+    pub scope: Arc<Scope>,
+}
+
+impl OAuthCtx {
+    /// `{public_url}{scope}`: the issuer, and the base of this scope's endpoints.
+    pub fn issuer(&self) -> &str {
+        &self.scope.public_base
+    }
+    pub fn config(&self) -> &crate::config::OAuthConfig {
+        &self.app.config().oauth
+    }
+}
+
+/// The OAuth routes (metadata, register, authorize, token, revoke) of every scope; empty when
+/// authentication is off.
+pub fn routes(app: &AppState) -> Router {
+    let Some(oauth) = app.oauth() else {
+        return Router::new();
+    };
+    let mut router = Router::new();
+    let default = app.config().default_scope_path();
+    for scope in app.scopes() {
+        let ctx = OAuthCtx {
+            app: app.clone(),
+            oauth: oauth.clone(),
+            scope: scope.clone(),
+        };
+        let is_default = default.is_some_and(|d| d.eq_ignore_ascii_case(&scope.path));
+        router = router
+            .merge(metadata::routes(ctx.clone(), is_default))
+            .merge(register::routes(ctx.clone()))
+            .merge(authorize::routes(ctx.clone()))
+            .merge(token::routes(ctx.clone()))
+            .merge(revoke::routes(ctx));
+    }
+    router
+}
+
+/// The periodic cleanup of expired codes, tokens, grants, clients, sign-in pages and rate
+/// limit windows. Owned: dropping the guard stops it and writes the last-used times once more.
+pub struct CleanupTask {
+    handle: Option<tokio::task::JoinHandle<()>>,
+    oauth: Option<Arc<OAuth>>,
+    unused_client_ttl_ms: i64,
+}
+
+impl Drop for CleanupTask {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+        if let Some(o) = &self.oauth
+            && let Err(e) = o.store.cleanup(store::now_ms(), self.unused_client_ttl_ms)
+        {
+            tracing::error!(error = %e, "oauth: final cleanup failed");
+        }
+    }
+}
+
+/// Starts the cleanup task (every 60 s) if OAuth is on.
+pub fn spawn_cleanup(app: &AppState) -> CleanupTask {
+    let unused_client_ttl_ms = app.config().oauth.unused_client_ttl_secs as i64 * 1000;
+    let Some(oauth) = app.oauth().cloned() else {
+        return CleanupTask {
+            handle: None,
+            oauth: None,
+            unused_client_ttl_ms,
+        };
+    };
+    let o = oauth.clone();
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = store::now_ms();
+            o.pending.retain(|_, p| p.expires_at > now);
+            o.limits.prune(now);
+            let s = o.store.clone();
+            match tokio::task::spawn_blocking(move || s.cleanup(now, unused_client_ttl_ms)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::debug!(removed = n, "oauth: expired entries removed")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "oauth: cleanup failed"),
+                Err(e) => tracing::error!(error = %e, "oauth: cleanup task failed"),
+            }
+        }
+    });
+    CleanupTask {
+        handle: Some(handle),
+        oauth: Some(oauth),
+        unused_client_ttl_ms,
+    }
+}
+
+/// Runs a store operation off the async threads (SQLite writes wait for fsync).
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, error::OAuthError> {
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || f(&s)).await {
+        Ok(r) => r.map_err(error::OAuthError::from),
+        Err(e) => Err(error::OAuthError::server_error(e)),
+    }
+}
+
+/// A new unguessable value: `prefix` + 256 random bits, base64url.
+pub fn random_token(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// SHA-256 of a token, hex: how tokens are stored and looked up.
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Constant-time string comparison (secrets, CSRF tokens, PKCE).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The client's IP address, as the edge middleware decided it (trusted proxies taken into
+/// account); the TCP peer when the request did not pass the edge (in-process tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let edge = parts
+            .extensions
+            .get::<crate::edge::client_ip::ClientIp>()
+            .map(|c| c.ip);
+        Ok(ClientIp(edge.unwrap_or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        })))
+    }
+}
+
+/// Fixed-window counters (failed sign-ins, registrations) keyed by IP or username.
+#[derive(Default)]
+pub struct Limits {
+    windows: DashMap<String, (u32, i64)>,
+}
+
+/// Beyond this many keys, expired windows are dropped at once (bounds memory under attack).
+const MAX_LIMIT_KEYS: usize = 100_000;
+
+impl Limits {
+    /// Events counted for `key` in the current window.
+    pub fn count(&self, key: &str, window_ms: i64, now: i64) -> u32 {
+        match self.windows.get(key) {
+            Some(w) if w.1 + window_ms > now => w.0,
+            _ => 0,
+        }
+    }
+
+    /// Counts one event for `key`; returns the count in the current window.
+    pub fn hit(&self, key: &str, window_ms: i64, now: i64) -> u32 {
+        if self.windows.len() >= MAX_LIMIT_KEYS {
+            self.windows.retain(|_, w| w.1 + window_ms > now);
+        }
+        let mut w = self.windows.entry(key.to_string()).or_insert((0, now));
+        if w.1 + window_ms <= now {
+            *w = (0, now);
+        }
+        w.0 = w.0.saturating_add(1);
+        w.0
+    }
+
+    pub fn clear(&self, key: &str) {
+        self.windows.remove(key);
+    }
+
+    /// Drops windows older than a day.
+    fn prune(&self, now: i64) {
+        self.windows.retain(|_, w| w.1 + 86_400_000 > now);
+    }
+}
+
+/// HTML-escapes text for the server-rendered pages.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// CORS for endpoints browser-based clients call (metadata, registration, token, revoke):
+/// any origin, no cookies.
+pub fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("mcp-protocol-version"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_hash_to_hex() {
+        let a = random_token("mcp_at_");
+        let b = random_token("mcp_at_");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "mcp_at_".len() + 43);
+        assert_eq!(hash_token(&a).len(), 64);
+    }
+
+    #[test]
+    fn limits_count_within_a_window_and_reset_after() {
+        let l = Limits::default();
+        assert_eq!(l.hit("ip:1", 1000, 0), 1);
+        assert_eq!(l.hit("ip:1", 1000, 10), 2);
+        assert_eq!(l.count("ip:1", 1000, 999), 2);
+        assert_eq!(l.count("ip:1", 1000, 1000), 0);
+        assert_eq!(l.hit("ip:1", 1000, 1000), 1);
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            html_escape("<script>\"x\"&'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,918 @@
+//! Persistent OAuth state: registered clients, grants (one per approval) and the codes and
+//! tokens issued under them.
+//!
+//! SQLite in the state directory is the record (WAL, `synchronous = FULL`: a write is on disk
+//! before the request that caused it is answered); DashMaps in front of it answer every read,
+//! so checking a bearer token never touches the disk. Every state change runs in one SQLite
+//! transaction under the connection mutex and updates the maps only after it committed, so a
+//! crash mid-write loses nothing already acknowledged and single-use checks (codes, refresh
+//! tokens) cannot race.
+//!
+//! Tokens are stored as SHA-256 hashes: they are 256-bit random values, so a fast hash is
+//! enough, and a copy of the file hands out no usable token.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::DashMap;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Store failures: the database file could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("OAuth state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("OAuth state directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the client limit is reached")]
+    TooManyClients,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A registered OAuth client.
+#[derive(Debug)]
+pub struct Client {
+    /// The id the client sends (random, or its metadata document URL).
+    pub client_id: String,
+    /// The scope path it registered at; it can get tokens for that scope only.
+    pub scope: String,
+    /// Display name shown on the consent page (as the client claims it).
+    pub name: String,
+    /// Registered redirect URIs; `/authorize` matches them exactly.
+    pub redirect_uris: Vec<String>,
+    /// SHA-256 of the client secret, for confidential clients.
+    pub secret_hash: Option<String>,
+    /// `none`, `client_secret_post` or `client_secret_basic`.
+    pub auth_method: String,
+    /// Known through a client ID metadata document rather than registration.
+    pub metadata_document: bool,
+    pub created_at: i64,
+    /// Last registration, authorization or token request; unused clients are forgotten.
+    pub last_used_at: AtomicI64,
+}
+
+impl Client {
+    /// The store's key. A registered id belongs to one scope; a metadata document URL may be
+    /// a client of several scopes, so it is kept once per scope.
+    pub fn store_key(&self) -> String {
+        if self.metadata_document {
+            doc_key(&self.scope, &self.client_id)
+        } else {
+            self.client_id.clone()
+        }
+    }
+}
+
+/// `"{scope} {url}"`: no registered id or accepted URL contains a space.
+fn doc_key(scope: &str, url: &str) -> String {
+    format!("{scope} {url}")
+}
+
+/// One approval: a user let a client into a scope. Codes and tokens hang off it, and
+/// revoking it ends them all.
+#[derive(Debug)]
+pub struct Grant {
+    pub grant_id: String,
+    pub client_id: String,
+    /// The person who signed in and approved.
+    pub username: String,
+    /// Scope path, e.g. `/chatgpt`: tokens are refused at any other scope.
+    pub scope: String,
+    /// The RFC 8707 resource the client asked for (an MCP endpoint URL of the scope).
+    pub resource: String,
+    /// OAuth scope string granted.
+    pub oauth_scope: String,
+    /// The redirect URI of the authorization request (the token request must repeat it).
+    pub redirect_uri: String,
+    /// PKCE S256 challenge of the authorization request.
+    pub code_challenge: String,
+    pub created_at: i64,
+    /// Last time one of its tokens was used (kept in memory, flushed by the cleanup task).
+    pub last_used_at: AtomicI64,
+}
+
+/// What a stored token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Code,
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Code => "code",
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "code" => Some(TokenKind::Code),
+            "access" => Some(TokenKind::Access),
+            "refresh" => Some(TokenKind::Refresh),
+            _ => None,
+        }
+    }
+}
+
+/// A code or token, by the hash of its value.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub kind: TokenKind,
+    pub grant_id: String,
+    pub expires_at: i64,
+    /// Codes and refresh tokens are single use; a used one is kept until it expires so a
+    /// second use is recognised as theft.
+    pub used: bool,
+}
+
+/// A freshly minted token pair (plain values, returned once).
+#[derive(Debug)]
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub access_expires_in: i64,
+}
+
+/// Why a single-use value could not be redeemed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RedeemError {
+    /// Unknown (never issued, revoked, or cleaned up).
+    Unknown,
+    /// Expired.
+    Expired,
+    /// Already used: the grant behind it was revoked.
+    Reused,
+}
+
+/// Clients, grants and tokens: SQLite behind an in-memory index.
+pub struct Store {
+    conn: Mutex<Connection>,
+    clients: DashMap<String, Arc<Client>>,
+    grants: DashMap<String, Arc<Grant>>,
+    tokens: DashMap<String, TokenRecord>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY, scope TEXT NOT NULL, name TEXT NOT NULL,
+    redirect_uris TEXT NOT NULL, secret_hash TEXT, auth_method TEXT NOT NULL,
+    metadata_document INTEGER NOT NULL, created_at INTEGER NOT NULL, last_used_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS grants (
+    grant_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, username TEXT NOT NULL,
+    scope TEXT NOT NULL, resource TEXT NOT NULL, oauth_scope TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL, code_challenge TEXT NOT NULL,
+    created_at INTEGER NOT NULL, last_used_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY, kind TEXT NOT NULL, grant_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS tokens_by_grant ON tokens(grant_id);
+";
+
+impl Store {
+    /// Opens (or creates) `oauth.sqlite` in `dir` and loads everything into memory.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Self::open_file(&dir.join("oauth.sqlite"))
+    }
+
+    fn open_file(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            clients: DashMap::new(),
+            grants: DashMap::new(),
+            tokens: DashMap::new(),
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-applied change: every change is
+        // one SQLite transaction, so the connection is still consistent.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn load(&self) -> Result<(), StoreError> {
+        let conn = self.db();
+        let mut stmt = conn.prepare(
+            "SELECT client_id, scope, name, redirect_uris, secret_hash, auth_method, metadata_document, created_at, last_used_at FROM clients",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let uris: String = r.get(3)?;
+            let key: String = r.get(0)?;
+            let scope: String = r.get(1)?;
+            // The key column holds `"{scope} {url}"` for metadata-document clients.
+            let client_id = key
+                .strip_prefix(&format!("{scope} "))
+                .map(str::to_string)
+                .unwrap_or(key);
+            Ok(Client {
+                client_id,
+                scope,
+                name: r.get(2)?,
+                redirect_uris: serde_json::from_str(&uris).unwrap_or_default(),
+                secret_hash: r.get(4)?,
+                auth_method: r.get(5)?,
+                metadata_document: r.get::<_, i64>(6)? != 0,
+                created_at: r.get(7)?,
+                last_used_at: AtomicI64::new(r.get(8)?),
+            })
+        })?;
+        for c in rows {
+            let c = c?;
+            self.clients.insert(c.store_key(), Arc::new(c));
+        }
+        let mut stmt = conn.prepare(
+            "SELECT grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at FROM grants",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Grant {
+                grant_id: r.get(0)?,
+                client_id: r.get(1)?,
+                username: r.get(2)?,
+                scope: r.get(3)?,
+                resource: r.get(4)?,
+                oauth_scope: r.get(5)?,
+                redirect_uri: r.get(6)?,
+                code_challenge: r.get(7)?,
+                created_at: r.get(8)?,
+                last_used_at: AtomicI64::new(r.get(9)?),
+            })
+        })?;
+        for g in rows {
+            let g = g?;
+            self.grants.insert(g.grant_id.clone(), Arc::new(g));
+        }
+        let mut stmt = conn.prepare("SELECT hash, kind, grant_id, expires_at, used FROM tokens")?;
+        let rows = stmt.query_map([], |r| {
+            let kind: String = r.get(1)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                kind,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)? != 0,
+            ))
+        })?;
+        for row in rows {
+            let (hash, kind, grant_id, expires_at, used) = row?;
+            let Some(kind) = TokenKind::parse(&kind) else {
+                continue;
+            };
+            self.tokens.insert(
+                hash,
+                TokenRecord {
+                    kind,
+                    grant_id,
+                    expires_at,
+                    used,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    // ----- clients -----
+
+    /// The client `client_id` of `scope` (registered there, or its metadata document).
+    pub fn client(&self, scope: &str, client_id: &str) -> Option<Arc<Client>> {
+        if let Some(c) = self.clients.get(client_id)
+            && c.scope == scope
+            && !c.metadata_document
+        {
+            return Some(c.clone());
+        }
+        self.clients
+            .get(&doc_key(scope, client_id))
+            .map(|c| c.clone())
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        self.clients.iter().map(|c| c.value().clone()).collect()
+    }
+
+    /// Saves a client (a registration, or a fetched metadata document, which replaces the
+    /// earlier copy). Refuses a new one beyond `max`.
+    pub fn save_client(&self, client: Client, max: usize) -> Result<Arc<Client>, StoreError> {
+        let mut conn = self.db();
+        let key = client.store_key();
+        if !self.clients.contains_key(&key) && self.clients.len() >= max {
+            return Err(StoreError::TooManyClients);
+        }
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO clients (client_id, scope, name, redirect_uris, secret_hash, auth_method, metadata_document, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                key,
+                client.scope,
+                client.name,
+                serde_json::to_string(&client.redirect_uris).unwrap_or_else(|_| "[]".into()),
+                client.secret_hash,
+                client.auth_method,
+                client.metadata_document as i64,
+                client.created_at,
+                client.last_used_at.load(Ordering::Relaxed),
+            ],
+        )?;
+        tx.commit()?;
+        let client = Arc::new(client);
+        self.clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    // ----- grants and codes -----
+
+    /// Records an approval and its authorization code (by hash) in one transaction.
+    pub fn create_grant(
+        &self,
+        grant: Grant,
+        code_hash: &str,
+        code_expires_at: i64,
+    ) -> Result<Arc<Grant>, StoreError> {
+        let mut conn = self.db();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO grants (grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                grant.grant_id,
+                grant.client_id,
+                grant.username,
+                grant.scope,
+                grant.resource,
+                grant.oauth_scope,
+                grant.redirect_uri,
+                grant.code_challenge,
+                grant.created_at,
+                grant.last_used_at.load(Ordering::Relaxed),
+            ],
+        )?;
+        insert_token(
+            &tx,
+            code_hash,
+            TokenKind::Code,
+            &grant.grant_id,
+            code_expires_at,
+        )?;
+        let client = self.client(&grant.scope, &grant.client_id);
+        if let Some(c) = &client {
+            tx.execute(
+                "UPDATE clients SET last_used_at = ?2 WHERE client_id = ?1",
+                params![c.store_key(), grant.created_at],
+            )?;
+        }
+        tx.commit()?;
+        let grant = Arc::new(grant);
+        self.grants.insert(grant.grant_id.clone(), grant.clone());
+        self.tokens.insert(
+            code_hash.to_string(),
+            TokenRecord {
+                kind: TokenKind::Code,
+                grant_id: grant.grant_id.clone(),
+                expires_at: code_expires_at,
+                used: false,
+            },
+        );
+        if let Some(c) = client {
+            c.last_used_at.store(grant.created_at, Ordering::Relaxed);
+        }
+        Ok(grant)
+    }
+
+    pub fn grant(&self, grant_id: &str) -> Option<Arc<Grant>> {
+        self.grants.get(grant_id).map(|g| g.clone())
+    }
+
+    pub fn grants(&self) -> Vec<Arc<Grant>> {
+        self.grants.iter().map(|g| g.value().clone()).collect()
+    }
+
+    /// A code or token of `kind` with its grant, if it exists (used or not, expired or not).
+    pub fn lookup(&self, hash: &str, kind: TokenKind) -> Option<(TokenRecord, Arc<Grant>)> {
+        let rec = self.tokens.get(hash)?.clone();
+        if rec.kind != kind {
+            return None;
+        }
+        let grant = self.grant(&rec.grant_id)?;
+        Some((rec, grant))
+    }
+
+    /// Redeems a single-use code or refresh token (`hash`) for a new access and refresh
+    /// token. A second use revokes the whole grant.
+    pub fn redeem(
+        &self,
+        hash: &str,
+        kind: TokenKind,
+        now: i64,
+        access_ttl_ms: i64,
+        refresh_ttl_ms: i64,
+    ) -> Result<Result<(Issued, Arc<Grant>), RedeemError>, StoreError> {
+        let mut conn = self.db();
+        let Some(rec) = self.tokens.get(hash).map(|r| r.clone()) else {
+            return Ok(Err(RedeemError::Unknown));
+        };
+        let Some(grant) = self.grant(&rec.grant_id) else {
+            return Ok(Err(RedeemError::Unknown));
+        };
+        if rec.kind != kind {
+            return Ok(Err(RedeemError::Unknown));
+        }
+        if rec.used {
+            drop(conn);
+            self.revoke_grants(std::slice::from_ref(&grant.grant_id))?;
+            return Ok(Err(RedeemError::Reused));
+        }
+        if rec.expires_at <= now {
+            return Ok(Err(RedeemError::Expired));
+        }
+        let access = super::random_token("mcp_at_");
+        let refresh = super::random_token("mcp_rt_");
+        let (access_hash, refresh_hash) = (super::hash_token(&access), super::hash_token(&refresh));
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE tokens SET used = 1 WHERE hash = ?1 AND used = 0",
+            params![hash],
+        )?;
+        if changed != 1 {
+            return Ok(Err(RedeemError::Unknown));
+        }
+        insert_token(
+            &tx,
+            &access_hash,
+            TokenKind::Access,
+            &grant.grant_id,
+            now + access_ttl_ms,
+        )?;
+        insert_token(
+            &tx,
+            &refresh_hash,
+            TokenKind::Refresh,
+            &grant.grant_id,
+            now + refresh_ttl_ms,
+        )?;
+        tx.execute(
+            "UPDATE grants SET last_used_at = ?2 WHERE grant_id = ?1",
+            params![grant.grant_id, now],
+        )?;
+        tx.commit()?;
+        if let Some(mut r) = self.tokens.get_mut(hash) {
+            r.used = true;
+        }
+        for (h, k, ttl) in [
+            (access_hash, TokenKind::Access, access_ttl_ms),
+            (refresh_hash, TokenKind::Refresh, refresh_ttl_ms),
+        ] {
+            self.tokens.insert(
+                h,
+                TokenRecord {
+                    kind: k,
+                    grant_id: grant.grant_id.clone(),
+                    expires_at: now + ttl,
+                    used: false,
+                },
+            );
+        }
+        grant.last_used_at.store(now, Ordering::Relaxed);
+        if let Some(c) = self.client(&grant.scope, &grant.client_id) {
+            c.last_used_at.store(now, Ordering::Relaxed);
+        }
+        Ok(Ok((
+            Issued {
+                access_token: access,
+                refresh_token: refresh,
+                access_expires_in: access_ttl_ms / 1000,
+            },
+            grant,
+        )))
+    }
+
+    /// The grant behind a live access token (the bearer check; memory only).
+    pub fn check_access(&self, hash: &str, now: i64) -> Option<Arc<Grant>> {
+        let rec = self.tokens.get(hash)?;
+        if rec.kind != TokenKind::Access || rec.expires_at <= now {
+            return None;
+        }
+        let grant = self.grant(&rec.grant_id)?;
+        grant.last_used_at.store(now, Ordering::Relaxed);
+        Some(grant)
+    }
+
+    // ----- revocation -----
+
+    /// Revokes one access token.
+    pub fn revoke_token(&self, hash: &str) -> Result<(), StoreError> {
+        let conn = self.db();
+        conn.execute("DELETE FROM tokens WHERE hash = ?1", params![hash])?;
+        self.tokens.remove(hash);
+        Ok(())
+    }
+
+    /// Revokes grants and every code and token issued under them. Returns how many existed.
+    pub fn revoke_grants(&self, ids: &[String]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.db();
+        let tx = conn.transaction()?;
+        let mut n = 0;
+        for id in ids {
+            tx.execute("DELETE FROM tokens WHERE grant_id = ?1", params![id])?;
+            n += tx.execute("DELETE FROM grants WHERE grant_id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        for id in ids {
+            self.grants.remove(id);
+        }
+        let set: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        self.tokens
+            .retain(|_, r| !set.contains(r.grant_id.as_str()));
+        Ok(n)
+    }
+
+    /// Revokes every grant of a client (in every scope) and forgets the client. Returns the
+    /// grants revoked.
+    pub fn revoke_client(&self, client_id: &str) -> Result<usize, StoreError> {
+        let ids: Vec<String> = self
+            .grants
+            .iter()
+            .filter(|g| g.client_id == client_id)
+            .map(|g| g.grant_id.clone())
+            .collect();
+        let n = self.revoke_grants(&ids)?;
+        let keys: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|c| c.client_id == client_id)
+            .map(|c| c.store_key())
+            .collect();
+        let conn = self.db();
+        for key in keys {
+            conn.execute("DELETE FROM clients WHERE client_id = ?1", params![key])?;
+            self.clients.remove(&key);
+        }
+        Ok(n)
+    }
+
+    /// Revokes every grant a user approved.
+    pub fn revoke_user(&self, username: &str) -> Result<usize, StoreError> {
+        let ids: Vec<String> = self
+            .grants
+            .iter()
+            .filter(|g| g.username == username)
+            .map(|g| g.grant_id.clone())
+            .collect();
+        self.revoke_grants(&ids)
+    }
+
+    /// Revokes every grant.
+    pub fn revoke_all(&self) -> Result<usize, StoreError> {
+        let ids: Vec<String> = self.grants.iter().map(|g| g.grant_id.clone()).collect();
+        self.revoke_grants(&ids)
+    }
+
+    // ----- housekeeping -----
+
+    /// Deletes expired codes and tokens, grants with nothing left, and clients unused for
+    /// `unused_client_ttl_ms` with no grant; writes `last_used_at` values kept in memory.
+    /// Returns how many rows went.
+    pub fn cleanup(&self, now: i64, unused_client_ttl_ms: i64) -> Result<usize, StoreError> {
+        let mut conn = self.db();
+        let live_grants: std::collections::HashSet<String> = self
+            .tokens
+            .iter()
+            .filter(|t| t.expires_at > now)
+            .map(|t| t.grant_id.clone())
+            .collect();
+        let dead_grants: Vec<String> = self
+            .grants
+            .iter()
+            .filter(|g| !live_grants.contains(&g.grant_id))
+            .map(|g| g.grant_id.clone())
+            .collect();
+        let clients_with_grants: std::collections::HashSet<(String, String)> = self
+            .grants
+            .iter()
+            .filter(|g| live_grants.contains(&g.grant_id))
+            .map(|g| (g.scope.clone(), g.client_id.clone()))
+            .collect();
+        let dead_clients: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|c| {
+                !clients_with_grants.contains(&(c.scope.clone(), c.client_id.clone()))
+                    && c.last_used_at.load(Ordering::Relaxed) + unused_client_ttl_ms <= now
+            })
+            .map(|c| c.store_key())
+            .collect();
+        let tx = conn.transaction()?;
+        let mut n = tx.execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now])?;
+        for id in &dead_grants {
+            n += tx.execute("DELETE FROM grants WHERE grant_id = ?1", params![id])?;
+        }
+        for id in &dead_clients {
+            n += tx.execute("DELETE FROM clients WHERE client_id = ?1", params![id])?;
+        }
+        for g in self.grants.iter() {
+            tx.execute(
+                "UPDATE grants SET last_used_at = ?2 WHERE grant_id = ?1 AND last_used_at < ?2",
+                params![g.grant_id, g.last_used_at.load(Ordering::Relaxed)],
+            )?;
+        }
+        for c in self.clients.iter() {
+            tx.execute(
+                "UPDATE clients SET last_used_at = ?2 WHERE client_id = ?1 AND last_used_at < ?2",
+                params![c.store_key(), c.last_used_at.load(Ordering::Relaxed)],
+            )?;
+        }
+        tx.commit()?;
+        self.tokens.retain(|_, t| t.expires_at > now);
+        for id in &dead_grants {
+            self.grants.remove(id);
+        }
+        for id in &dead_clients {
+            self.clients.remove(id);
+        }
+        Ok(n)
+    }
+
+    /// Live (unexpired) access and refresh tokens of a grant, for the admin listing.
+    pub fn live_tokens(&self, grant_id: &str, now: i64) -> (usize, usize) {
+        let mut access = 0;
+        let mut refresh = 0;
+        for t in self.tokens.iter() {
+            if t.grant_id == grant_id && t.expires_at > now && !t.used {
+                match t.kind {
+                    TokenKind::Access => access += 1,
+                    TokenKind::Refresh => refresh += 1,
+                    TokenKind::Code => {}
+                }
+            }
+        }
+        (access, refresh)
+    }
+
+    /// Whether the row for `hash` is on disk (tests use it to check write-through).
+    pub fn persisted(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT 1 FROM tokens WHERE hash = ?1",
+                params![hash],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+}
+
+fn insert_token(
+    tx: &rusqlite::Transaction<'_>,
+    hash: &str,
+    kind: TokenKind,
+    grant_id: &str,
+    expires_at: i64,
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO tokens (hash, kind, grant_id, expires_at, used) VALUES (?1, ?2, ?3, ?4, 0)",
+        params![hash, kind.as_str(), grant_id, expires_at],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(id: &str, user: &str, client: &str) -> Grant {
+        Grant {
+            grant_id: id.into(),
+            client_id: client.into(),
+            username: user.into(),
+            scope: "/chatgpt".into(),
+            resource: "http://x/chatgpt/mcp".into(),
+            oauth_scope: "mcp".into(),
+            redirect_uri: "https://chatgpt.com/cb".into(),
+            code_challenge: "c".into(),
+            created_at: now_ms(),
+            last_used_at: AtomicI64::new(now_ms()),
+        }
+    }
+
+    #[test]
+    fn a_code_redeems_once_and_a_second_use_revokes_what_it_issued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        store
+            .create_grant(grant("g1", "alice", "c1"), "codehash", now + 60_000)
+            .expect("grant");
+        let (issued, _) = store
+            .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
+            .expect("db")
+            .expect("first use");
+        let access = super::super::hash_token(&issued.access_token);
+        assert!(store.check_access(&access, now).is_some());
+        let again = store
+            .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
+            .expect("db");
+        assert_eq!(again.err(), Some(RedeemError::Reused));
+        assert!(store.check_access(&access, now).is_none());
+        assert!(!store.persisted(&access).expect("db"));
+    }
+
+    #[test]
+    fn an_expired_code_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        store
+            .create_grant(grant("g1", "alice", "c1"), "codehash", now - 1)
+            .expect("grant");
+        let r = store
+            .redeem("codehash", TokenKind::Code, now, 1000, 1000)
+            .expect("db");
+        assert_eq!(r.err(), Some(RedeemError::Expired));
+    }
+
+    #[test]
+    fn everything_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = now_ms();
+        let access = {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .create_grant(grant("g1", "alice", "c1"), "codehash", now + 60_000)
+                .expect("grant");
+            let (issued, _) = store
+                .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
+                .expect("db")
+                .expect("redeem");
+            super::super::hash_token(&issued.access_token)
+        };
+        let store = Store::open(dir.path()).expect("reopen");
+        let g = store.check_access(&access, now).expect("still valid");
+        assert_eq!(g.username, "alice");
+        // The used code is remembered too, so a replay after a restart is still caught.
+        let r = store
+            .redeem("codehash", TokenKind::Code, now, 1, 1)
+            .expect("db");
+        assert_eq!(r.err(), Some(RedeemError::Reused));
+    }
+
+    #[test]
+    fn revoking_a_user_ends_only_their_grants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        store
+            .create_grant(grant("g1", "alice", "c1"), "h1", now + 60_000)
+            .expect("grant");
+        store
+            .create_grant(grant("g2", "bob", "c1"), "h2", now + 60_000)
+            .expect("grant");
+        assert_eq!(store.revoke_user("alice").expect("db"), 1);
+        assert!(store.grant("g1").is_none());
+        assert!(store.grant("g2").is_some());
+    }
+
+    #[test]
+    fn cleanup_forgets_clients_unused_for_long_but_keeps_those_with_live_grants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        let client = |id: &str| Client {
+            client_id: id.into(),
+            scope: "/chatgpt".into(),
+            name: "x".into(),
+            redirect_uris: vec!["https://chatgpt.com/cb".into()],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: false,
+            created_at: now - 10_000,
+            last_used_at: AtomicI64::new(now - 10_000),
+        };
+        store.save_client(client("idle"), 10).expect("save");
+        store.save_client(client("busy"), 10).expect("save");
+        store
+            .create_grant(grant("g1", "alice", "busy"), "h1", now + 60_000)
+            .expect("grant");
+        store
+            .client("/chatgpt", "busy")
+            .expect("busy")
+            .last_used_at
+            .store(now - 10_000, Ordering::Relaxed);
+        store.cleanup(now, 5_000).expect("cleanup");
+        assert!(store.client("/chatgpt", "idle").is_none());
+        assert!(store.client("/chatgpt", "busy").is_some());
+        let reopened = Store::open(dir.path()).expect("reopen");
+        assert!(reopened.client("/chatgpt", "idle").is_none());
+    }
+
+    #[test]
+    fn one_metadata_document_can_be_a_client_of_two_scopes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = "https://app.example/client.json";
+        let doc = |scope: &str| Client {
+            client_id: url.into(),
+            scope: scope.into(),
+            name: scope.into(),
+            redirect_uris: vec![],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: true,
+            created_at: 0,
+            last_used_at: AtomicI64::new(0),
+        };
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.save_client(doc("/chatgpt"), 10).expect("save");
+            store.save_client(doc("/claude"), 10).expect("save");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        for scope in ["/chatgpt", "/claude"] {
+            let c = store.client(scope, url).expect("client");
+            assert_eq!((c.client_id.as_str(), c.scope.as_str()), (url, scope));
+        }
+        assert!(store.client("/other", url).is_none());
+        store.revoke_client(url).expect("revoke");
+        assert!(store.client("/chatgpt", url).is_none() && store.client("/claude", url).is_none());
+        assert!(
+            Store::open(dir.path())
+                .expect("reopen")
+                .client("/claude", url)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_client_cap_refuses_new_clients_but_not_updates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let c = |id: &str| Client {
+            client_id: id.into(),
+            scope: "/chatgpt".into(),
+            name: "x".into(),
+            redirect_uris: vec![],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: true,
+            created_at: 0,
+            last_used_at: AtomicI64::new(0),
+        };
+        store.save_client(c("a"), 1).expect("first");
+        assert!(matches!(
+            store.save_client(c("b"), 1),
+            Err(StoreError::TooManyClients)
+        ));
+        store
+            .save_client(c("a"), 1)
+            .expect("refresh of an existing one");
+    }
+
+    #[test]
+    fn cleanup_drops_expired_tokens_and_empty_grants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        store
+            .create_grant(grant("g1", "alice", "c1"), "h1", now - 1)
+            .expect("grant");
+        store
+            .create_grant(grant("g2", "bob", "c1"), "h2", now + 60_000)
+            .expect("grant");
+        store.cleanup(now, 1000).expect("cleanup");
+        assert!(store.grant("g1").is_none());
+        assert!(store.grant("g2").is_some());
+        assert!(!store.persisted("h1").expect("db"));
+    }
+}

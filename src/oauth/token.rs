@@ -1,0 +1,360 @@
+//! `{scope}/token`: the `authorization_code` grant (PKCE S256, single-use codes that expire
+//! within a minute; a reused code revokes everything issued with it) and the
+//! `refresh_token` grant (rotation: each refresh token works once, and a reused one revokes
+//! the grant, since one of the two users of it is a thief). Client authentication:
+//! `none` for public clients, `client_secret_basic` or `client_secret_post` for confidential
+//! ones. Errors are RFC 6749 JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::error::{OAuthError, no_store};
+use super::store::{Client, RedeemError, TokenKind, now_ms};
+use super::{OAuthCtx, ct_eq};
+
+pub fn routes(ctx: OAuthCtx) -> Router {
+    let p = ctx.scope.path.clone();
+    Router::new()
+        .route(&format!("{p}/token"), post(token))
+        .with_state(ctx)
+        .layer(super::cors())
+}
+
+async fn token(State(ctx): State<OAuthCtx>, headers: HeaderMap, body: Bytes) -> Response {
+    match token_inner(&ctx, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body; a repeated parameter is an error.
+pub fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut params = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if params.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter `{}` appears more than once",
+                crate::tools::truncate(&k, 40)
+            )));
+        }
+    }
+    Ok(params)
+}
+
+/// Authenticates the client of a token or revocation request (RFC 6749 §2.3).
+pub fn authenticate_client(
+    ctx: &OAuthCtx,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Arc<Client>, OAuthError> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            let v = v.to_str().unwrap_or("");
+            match v.split_once(' ') {
+                Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
+                    Some(parse_basic(creds.trim()).ok_or_else(|| {
+                        OAuthError::invalid_client("malformed HTTP Basic credentials")
+                            .with_basic_challenge(true)
+                    })?)
+                }
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let used_basic = basic.is_some();
+    let (client_id, secret) = match basic {
+        Some((id, secret)) => {
+            if params.get("client_id").is_some_and(|c| *c != id) {
+                return Err(OAuthError::invalid_request(
+                    "client_id differs from the HTTP Basic credentials",
+                ));
+            }
+            if params.contains_key("client_secret") {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method, not two",
+                ));
+            }
+            (id, Some(secret))
+        }
+        None => match params.get("client_id") {
+            Some(id) => (id.clone(), params.get("client_secret").cloned()),
+            None => {
+                return Err(OAuthError::invalid_client(
+                    "client authentication is required (client_id)",
+                ));
+            }
+        },
+    };
+    let Some(client) = ctx.oauth.store.client(&ctx.scope.path, &client_id) else {
+        return Err(OAuthError::invalid_client("unknown client; register again")
+            .with_basic_challenge(used_basic));
+    };
+    match (&client.secret_hash, secret) {
+        (None, None) => Ok(client),
+        (None, Some(_)) => Err(OAuthError::invalid_client(
+            "this client is public and has no secret",
+        )
+        .with_basic_challenge(used_basic)),
+        (Some(_), None) => Err(OAuthError::invalid_client(
+            "this client must authenticate with its secret",
+        )
+        .with_basic_challenge(used_basic)),
+        (Some(hash), Some(secret)) => {
+            if ct_eq(&super::hash_token(&secret), hash) {
+                Ok(client)
+            } else {
+                tracing::warn!(client_id = %client.client_id, "oauth: wrong client secret");
+                Err(OAuthError::invalid_client("client authentication failed")
+                    .with_basic_challenge(used_basic))
+            }
+        }
+    }
+}
+
+/// `base64(urlencode(id) ":" urlencode(secret))`
+fn parse_basic(creds: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(creds)
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.to_string())
+    };
+    Some((dec(id)?, dec(secret)?))
+}
+
+/// `BASE64URL(SHA256(verifier))` (RFC 7636 §4.2).
+pub fn s256(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn valid_verifier(v: &str) -> bool {
+    (43..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+async fn token_inner(
+    ctx: &OAuthCtx,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
+    let params = parse_form(headers, body)?;
+    let client = authenticate_client(ctx, headers, &params)?;
+    let grant_type = params.get("grant_type").map(String::as_str).unwrap_or("");
+    let (hash, kind) = match grant_type {
+        "authorization_code" => (check_code(ctx, &client, &params)?, TokenKind::Code),
+        "refresh_token" => (check_refresh(ctx, &client, &params)?, TokenKind::Refresh),
+        "" => return Err(OAuthError::invalid_request("grant_type is required")),
+        other => {
+            return Err(OAuthError::unsupported_grant_type(format!(
+                "grant_type `{}` is not supported (authorization_code, refresh_token)",
+                crate::tools::truncate(other, 40)
+            )));
+        }
+    };
+    let cfg = ctx.config();
+    let access_ttl = cfg.access_token_ttl_secs as i64 * 1000;
+    let refresh_ttl = cfg.refresh_token_ttl_secs as i64 * 1000;
+    let now = now_ms();
+    let h = hash.clone();
+    let outcome = super::blocking(&ctx.oauth.store, move |s| {
+        s.redeem(&h, kind, now, access_ttl, refresh_ttl)
+    })
+    .await?;
+    match outcome {
+        Ok((issued, grant)) => {
+            tracing::info!(scope = %ctx.scope.path, client_id = %client.client_id, username = %grant.username, grant = grant_type, "oauth: tokens issued");
+            let body = serde_json::json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.access_expires_in,
+                "refresh_token": issued.refresh_token,
+                "scope": grant.oauth_scope,
+            });
+            let mut resp = axum::Json(body).into_response();
+            no_store(&mut resp);
+            Ok(resp)
+        }
+        Err(RedeemError::Reused) => {
+            tracing::warn!(scope = %ctx.scope.path, client_id = %client.client_id, grant = grant_type, "oauth: a used code or refresh token was presented again; its grant is revoked");
+            Err(OAuthError::invalid_grant(match kind {
+                TokenKind::Code => {
+                    "the authorization code was already used; the tokens issued with it are revoked"
+                }
+                _ => "the refresh token was already used; the grant is revoked",
+            }))
+        }
+        Err(RedeemError::Expired) => Err(OAuthError::invalid_grant(match kind {
+            TokenKind::Code => "the authorization code has expired",
+            _ => "the refresh token has expired",
+        })),
+        Err(RedeemError::Unknown) => Err(OAuthError::invalid_grant(
+            "the code or refresh token is unknown or revoked",
+        )),
+    }
+}
+
+/// Checks an authorization code request; returns the code's hash to redeem.
+fn check_code(
+    ctx: &OAuthCtx,
+    client: &Client,
+    params: &HashMap<String, String>,
+) -> Result<String, OAuthError> {
+    let Some(code) = params.get("code") else {
+        return Err(OAuthError::invalid_request("code is required"));
+    };
+    let Some(verifier) = params.get("code_verifier") else {
+        return Err(OAuthError::invalid_request(
+            "code_verifier is required (PKCE)",
+        ));
+    };
+    let hash = super::hash_token(code);
+    let Some((rec, grant)) = ctx.oauth.store.lookup(&hash, TokenKind::Code) else {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code is unknown or revoked",
+        ));
+    };
+    if grant.client_id != client.client_id || grant.scope != ctx.scope.path {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code was issued to another client",
+        ));
+    }
+    if rec.used {
+        // Redeeming a used code revokes its grant; let `redeem` do it and report it.
+        return Ok(hash);
+    }
+    if params
+        .get("redirect_uri")
+        .is_some_and(|r| *r != grant.redirect_uri)
+    {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
+    }
+    if !valid_verifier(verifier) || !ct_eq(&s256(verifier), &grant.code_challenge) {
+        return Err(OAuthError::invalid_grant(
+            "the code_verifier does not match the code_challenge",
+        ));
+    }
+    check_resource(ctx, params, &grant.resource)?;
+    check_user(ctx, &grant.username)?;
+    Ok(hash)
+}
+
+/// Checks a refresh request; returns the refresh token's hash to redeem.
+fn check_refresh(
+    ctx: &OAuthCtx,
+    client: &Client,
+    params: &HashMap<String, String>,
+) -> Result<String, OAuthError> {
+    let Some(token) = params.get("refresh_token") else {
+        return Err(OAuthError::invalid_request("refresh_token is required"));
+    };
+    let hash = super::hash_token(token);
+    let Some((rec, grant)) = ctx.oauth.store.lookup(&hash, TokenKind::Refresh) else {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token is unknown, expired or revoked",
+        ));
+    };
+    if grant.client_id != client.client_id || grant.scope != ctx.scope.path {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if rec.used {
+        return Ok(hash);
+    }
+    check_resource(ctx, params, &grant.resource)?;
+    check_user(ctx, &grant.username)?;
+    Ok(hash)
+}
+
+/// A `resource` in the token request must name the grant's resource (RFC 8707 §2.2).
+fn check_resource(
+    ctx: &OAuthCtx,
+    params: &HashMap<String, String>,
+    granted: &str,
+) -> Result<(), OAuthError> {
+    match params.get("resource") {
+        None => Ok(()),
+        Some(r) if super::authorize::accepted_resource(ctx, r).as_deref() == Some(granted) => {
+            Ok(())
+        }
+        Some(_) => Err(OAuthError::invalid_target(
+            "resource differs from the one authorized",
+        )),
+    }
+}
+
+/// The approving person must still be configured and allowed the scope.
+fn check_user(ctx: &OAuthCtx, username: &str) -> Result<(), OAuthError> {
+    if ctx
+        .config()
+        .users
+        .iter()
+        .any(|u| u.username == username && u.may_grant(&ctx.scope.path))
+    {
+        Ok(())
+    } else {
+        Err(OAuthError::invalid_grant(
+            "the person who approved this grant may no longer use this scope",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s256_matches_the_rfc_7636_example() {
+        assert_eq!(
+            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn verifiers_must_be_43_to_128_unreserved_characters() {
+        assert!(valid_verifier(&"a".repeat(43)));
+        assert!(!valid_verifier(&"a".repeat(42)));
+        assert!(!valid_verifier(&"a".repeat(129)));
+        assert!(!valid_verifier(&format!("{}+", "a".repeat(43))));
+    }
+
+    #[test]
+    fn basic_credentials_are_url_decoded() {
+        let creds = base64::engine::general_purpose::STANDARD.encode("my%20id:s%3Acret");
+        assert_eq!(
+            parse_basic(&creds),
+            Some(("my id".to_string(), "s:cret".to_string()))
+        );
+        assert_eq!(parse_basic("!!"), None);
+    }
+}

@@ -1,0 +1,345 @@
+//! Hidden data: `/chatgpt` never shows `employees.salary`, and a scope with `deny_tables`
+//! neither shows nor queries the denied table, however the query is written.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn locked_config() -> String {
+    config_toml(
+        "",
+        r#"
+[[scope]]
+path = "/locked"
+database = "demo"
+profile = "full"
+deny_tables = ["employees"]
+deny_columns = ["customers.email"]
+"#,
+    )
+}
+
+fn mentions_salary(v: &Value) -> bool {
+    v.to_string().to_lowercase().contains("salary")
+}
+
+/// A salary as the demo database stores it, e.g. `310000.00`, to look for in output.
+fn some_salary() -> String {
+    let cents = db_count(
+        "SELECT CAST(round(salary * 100) AS INTEGER) FROM employees WHERE employee_id = 1",
+    );
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+#[tokio::test]
+async fn a_query_naming_salary_is_refused_on_chatgpt() {
+    let srv = Server::demo().await;
+    let mut answered = Vec::new();
+    for q in [
+        "SELECT salary FROM employees",
+        "SELECT employee_id, salary * 1 AS pay FROM employees",
+        "SELECT e.salary FROM employees e",
+        "SELECT (SELECT max(salary) FROM employees) AS m",
+        "SELECT avg(salary) AS a FROM employees",
+        "SELECT employee_id FROM employees ORDER BY salary DESC LIMIT 1",
+        "SELECT employee_id FROM employees WHERE salary > 100000",
+        "WITH s AS (SELECT salary AS x FROM employees) SELECT x FROM s",
+    ] {
+        let result = srv
+            .call_tool("/chatgpt", "search", json!({"query": q}))
+            .await;
+        if result["isError"] != true {
+            answered.push(format!("{q}\n    -> {}", tool_text(&result)));
+        }
+    }
+    assert!(answered.is_empty(), "not refused:\n{}", answered.join("\n"));
+}
+
+#[tokio::test]
+async fn select_star_on_chatgpt_masks_salary() {
+    let srv = Server::demo().await;
+    let result = srv
+        .call_tool(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT * FROM employees ORDER BY employee_id LIMIT 3"}),
+        )
+        .await;
+    assert_eq!(result["isError"], false, "{}", tool_text(&result));
+    assert!(!mentions_salary(&result), "{result}");
+    assert!(!result.to_string().contains(&some_salary()), "{result}");
+    let first = result["structuredContent"]["results"][0]["id"]
+        .as_str()
+        .expect("a result")
+        .to_string();
+    let doc = srv.tool_ok("/chatgpt", "fetch", json!({"id": first})).await;
+    assert!(!mentions_salary(&doc), "{doc}");
+}
+
+#[tokio::test]
+async fn an_aggregate_over_select_star_of_employees_masks_salary_in_cached_rows() {
+    let srv = Server::demo().await;
+    let result = srv
+        .call_tool(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT * FROM employees e JOIN regions r ON r.region_id = e.region_id LIMIT 2"}),
+        )
+        .await;
+    assert_eq!(result["isError"], false, "{}", tool_text(&result));
+    assert!(!mentions_salary(&result), "{result}");
+    let id = result["structuredContent"]["results"][0]["id"]
+        .as_str()
+        .expect("a result")
+        .to_string();
+    let doc = srv.tool_ok("/chatgpt", "fetch", json!({"id": id})).await;
+    assert!(!mentions_salary(&doc), "{doc}");
+}
+
+#[tokio::test]
+async fn fetching_an_employee_on_chatgpt_never_shows_salary() {
+    let srv = Server::demo().await;
+    let doc = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.employees/1"}))
+        .await;
+    assert!(doc["metadata"]["values"]["employee_id"] == 1, "{doc}");
+    assert!(!mentions_salary(&doc), "{doc}");
+    assert!(!doc.to_string().contains(&some_salary()), "{doc}");
+}
+
+#[tokio::test]
+async fn the_employees_schema_on_chatgpt_has_no_salary_column() {
+    let srv = Server::demo().await;
+    let doc = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.employees"}))
+        .await;
+    assert!(!mentions_salary(&doc), "{doc}");
+    let listed = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "describe employees"}))
+        .await;
+    assert!(!mentions_salary(&listed), "{listed}");
+    let all = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "list tables"}))
+        .await;
+    assert!(!mentions_salary(&all), "{all}");
+    let sample = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "sample employees limit 3"}),
+        )
+        .await;
+    assert!(!mentions_salary(&sample), "{sample}");
+}
+
+#[tokio::test]
+async fn the_employees_resource_on_chatgpt_has_no_salary() {
+    let srv = Server::demo().await;
+    let result = srv
+        .modern("/chatgpt")
+        .result(
+            "resources/read",
+            json!({"uri": "db://chatgpt/main.employees"}),
+        )
+        .await;
+    assert!(!mentions_salary(&result), "{result}");
+}
+
+#[tokio::test]
+async fn claude_does_see_salary() {
+    let srv = Server::demo().await;
+    let doc = srv
+        .tool_ok("/claude", "fetch", json!({"id": "main.employees/1"}))
+        .await;
+    assert_eq!(doc["metadata"]["values"]["salary"], some_salary());
+}
+
+#[tokio::test]
+async fn a_denied_table_cannot_be_queried_however_the_query_is_written() {
+    let srv = Server::with_config(&locked_config()).await;
+    let mut answered = Vec::new();
+    for q in [
+        "SELECT * FROM employees",
+        "SELECT * FROM main.employees",
+        "SELECT * FROM \"Employees\"",
+        "SELECT * FROM [employees]",
+        "SELECT count(*) FROM customers WHERE account_manager_id IN (SELECT employee_id FROM employees)",
+        "SELECT c.customer_id, e.email FROM customers c JOIN employees e ON e.employee_id = c.account_manager_id",
+        "WITH e AS (SELECT * FROM employees) SELECT count(*) FROM e",
+        "SELECT customer_id FROM customers UNION SELECT employee_id FROM employees",
+        "SELECT (SELECT email FROM employees LIMIT 1) AS leak",
+        "SELECT EXISTS (SELECT 1 FROM employees WHERE salary > 0) AS x",
+        "SELECT * FROM/**/employees",
+        "SELECT * FROM temp.employees",
+        "SELECT count(*) FROM customers WHERE account_manager_id IN employees",
+        "WITH employees AS (SELECT 1 AS a) SELECT * FROM main.employees",
+        "SELECT * FROM json_each((SELECT json_group_array(email) FROM employees))",
+        "SELECT * FROM customers NATURAL JOIN employees",
+    ] {
+        let result = srv
+            .call_tool("/locked", "execute_sql", json!({"sql": q}))
+            .await;
+        if result["isError"] != true {
+            answered.push(format!("{q}\n    -> {}", tool_text(&result)));
+        }
+    }
+    assert!(answered.is_empty(), "not refused:\n{}", answered.join("\n"));
+}
+
+#[tokio::test]
+async fn a_denied_table_is_not_listed() {
+    let srv = Server::with_config(&locked_config()).await;
+    let out = srv.tool_ok("/locked", "list_tables", json!({})).await;
+    let names = out.to_string();
+    assert!(!names.contains("employees"), "{names}");
+    assert_eq!(out["tables"].as_array().map(Vec::len), Some(9));
+    let found = srv
+        .tool_ok("/locked", "search", json!({"query": "list tables"}))
+        .await;
+    assert!(!found.to_string().contains("main.employees"), "{found}");
+    let resources = srv
+        .modern("/locked")
+        .result("resources/list", json!({}))
+        .await;
+    assert!(!resources.to_string().contains("employees"), "{resources}");
+}
+
+#[tokio::test]
+async fn a_denied_table_cannot_be_fetched_described_or_sampled() {
+    let srv = Server::with_config(&locked_config()).await;
+    let email_domain = "harborline.example";
+    for (tool, args) in [
+        ("fetch", json!({"id": "main.employees"})),
+        ("fetch", json!({"id": "main.employees/1"})),
+        ("describe_table", json!({"table": "employees"})),
+        ("get_table_sample", json!({"table": "employees"})),
+        ("search", json!({"query": "describe employees"})),
+        ("search", json!({"query": "sample employees"})),
+    ] {
+        let msg = srv.tool_err("/locked", tool, args.clone()).await;
+        assert!(!msg.contains(email_domain), "{tool} {args} leaked: {msg}");
+    }
+    let r = srv.get("/locked/records/main.employees/1", &[]).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_keyword_search_never_returns_rows_of_a_denied_table() {
+    let srv = Server::with_config(&locked_config()).await;
+    // Every employee's e-mail is at the company's domain; no other table's text has it
+    // except where customers mention staff, so the employee rows would dominate.
+    let found = srv
+        .tool_ok(
+            "/locked",
+            "search",
+            json!({"query": "harborline.example employees"}),
+        )
+        .await;
+    assert!(!found.to_string().contains("main.employees"), "{found}");
+}
+
+#[tokio::test]
+async fn related_records_never_point_into_a_denied_table() {
+    let srv = Server::with_config(&locked_config()).await;
+    let managed =
+        db_count("SELECT min(customer_id) FROM customers WHERE account_manager_id IS NOT NULL");
+    let doc = srv
+        .tool_ok(
+            "/locked",
+            "fetch",
+            json!({"id": format!("main.customers/{managed}")}),
+        )
+        .await;
+    assert!(
+        !doc["metadata"]["related"].to_string().contains("employees"),
+        "{doc}"
+    );
+    let desc = srv
+        .tool_ok("/locked", "describe_table", json!({"table": "customers"}))
+        .await;
+    assert!(
+        !desc["foreign_keys"].to_string().contains("employees"),
+        "{desc}"
+    );
+}
+
+#[tokio::test]
+async fn the_denied_tables_resource_is_not_found() {
+    let srv = Server::with_config(&locked_config()).await;
+    let c = Legacy::connect(&srv, "/locked", V1125).await;
+    let r = c
+        .request(
+            "resources/read",
+            json!({"uri": "db://locked/main.employees"}),
+        )
+        .await;
+    assert_eq!(r.error_code(), Some(-32002), "{}", r.text);
+}
+
+#[tokio::test]
+
+async fn ordering_by_the_position_of_a_hidden_column_is_refused() {
+    let srv = Server::demo().await;
+    let salary_position =
+        db_count("SELECT cid + 1 FROM pragma_table_info('employees') WHERE name = 'salary'");
+    for q in [
+        format!("SELECT * FROM employees ORDER BY {salary_position} DESC LIMIT 3"),
+        format!("SELECT * FROM employees GROUP BY {salary_position} LIMIT 3"),
+    ] {
+        let result = srv
+            .call_tool("/chatgpt", "search", json!({"query": q}))
+            .await;
+        assert_eq!(
+            result["isError"],
+            true,
+            "{q}\n    -> {}",
+            tool_text(&result)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_keyword_search_never_matches_a_hidden_column() {
+    let srv = Server::with_config(&locked_config()).await;
+    let email: String = inspect_db()
+        .query_row(
+            "SELECT email FROM customers WHERE customer_id = 42",
+            [],
+            |r| r.get(0),
+        )
+        .expect("customer 42");
+    // Where the column is visible, the e-mail finds its customer…
+    let open = Server::demo().await;
+    let control = open
+        .tool_ok("/claude", "search", json!({"query": email}))
+        .await;
+    assert!(
+        control.to_string().contains("main.customers/42\""),
+        "{control}"
+    );
+    // …where it is hidden, it does not.
+    let found = srv
+        .tool_ok("/locked", "search", json!({"query": email}))
+        .await;
+    assert!(
+        !found.to_string().contains("main.customers/42\""),
+        "{found}"
+    );
+    let doc = srv
+        .tool_ok("/locked", "fetch", json!({"id": "main.customers/42"}))
+        .await;
+    assert!(!doc.to_string().contains(&email), "{doc}");
+}
+
+#[tokio::test]
+async fn a_harmless_cte_that_shadows_a_denied_table_name_runs() {
+    let srv = Server::with_config(&locked_config()).await;
+    let out = srv
+        .tool_ok(
+            "/locked",
+            "execute_sql",
+            json!({"sql": "WITH employees AS (SELECT 1 AS a) SELECT a FROM employees"}),
+        )
+        .await;
+    assert_eq!(out["rows"][0]["a"], 1);
+}

