@@ -300,6 +300,45 @@ mod tests {
     }
 
     #[test]
+    fn tool_calls_are_limited_per_oauth_client_with_retry_after() {
+        let config = crate::config::Config::parse(
+            "[[database]]\nname = \"m\"\nkind = \"sqlite\"\npath = \"/tmp/x.db\"\n\n[[scope]]\npath = \"/c\"\ndatabase = \"m\"\n\n[limits]\nclient_per_min = 1\nclient_burst = 1\n",
+        )
+        .expect("valid");
+        let app = crate::state::AppState::new(config, Vec::new(), false);
+        let caller = |id: &str| crate::mcp::dispatch::Caller {
+            user: Some("ann".into()),
+            client_id: Some(id.into()),
+        };
+        let call = crate::mcp::protocol::Request {
+            id: serde_json::json!(1),
+            method: "tools/call".into(),
+            params: serde_json::json!({}),
+        };
+        assert!(limit_tool_call(&app, &caller("a"), &call).is_none());
+        let limited = limit_tool_call(&app, &caller("a"), &call).expect("second call limited");
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(limited.headers().contains_key(header::RETRY_AFTER));
+        assert!(
+            limit_tool_call(&app, &caller("b"), &call).is_none(),
+            "per client"
+        );
+        let list = crate::mcp::protocol::Request {
+            method: "tools/list".into(),
+            ..call.clone()
+        };
+        assert!(
+            limit_tool_call(&app, &caller("a"), &list).is_none(),
+            "only tool calls"
+        );
+        let anonymous = crate::mcp::dispatch::Caller {
+            user: None,
+            client_id: None,
+        };
+        assert!(limit_tool_call(&app, &anonymous, &call).is_none());
+    }
+
+    #[test]
     fn the_client_bucket_refuses_past_its_burst_with_a_wait() {
         let limits = LimitsConfig {
             client_per_min: 60,
