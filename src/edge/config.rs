@@ -191,8 +191,8 @@ impl Default for LimitsConfig {
         Self {
             per_ip_per_sec: 50,
             per_ip_burst: 200,
-            oauth_per_min: 30,
-            oauth_burst: 10,
+            oauth_per_min: 300,
+            oauth_burst: 60,
             client_per_min: 600,
             client_burst: 60,
             sse_per_ip: 16,
