@@ -121,7 +121,7 @@ pub fn router(state: &AppState) -> Router {
         // Innermost: bounds the time to a response head, never an SSE stream's body.
         .layer(from_fn_with_state(edge, edge::limits::request_timeout));
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health).with_state(state.clone()))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
         .fallback(not_found)
@@ -129,8 +129,20 @@ pub fn router(state: &AppState) -> Router {
         .layer(stack)
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// Liveness, plus the certificate's state when TLS is on: an ACME failure shows here (the
+/// server keeps serving the previous certificate) with the seconds the certificate has left.
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let mut body = serde_json::json!({"status": "ok"});
+    let edge = state.edge().report();
+    if edge.tls.mode != "off" {
+        body["tls"] = serde_json::json!({
+            "mode": edge.tls.mode,
+            "state": edge.tls.state,
+            "cert_expires_in_secs": edge.cert_expires_in_secs,
+            "last_error": edge.tls.last_error,
+        });
+    }
+    axum::Json(body)
 }
 
 async fn not_found() -> impl IntoResponse {
