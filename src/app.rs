@@ -227,6 +227,10 @@ pub async fn run(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
+    if config.tls.mode != edge::config::TlsMode::Off {
+        // Head and body in one buffer, so a small response is one TLS record, not two.
+        http.http1().writev(false);
+    }
     http.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
