@@ -50,16 +50,8 @@ pub enum StartError {
     Tls(#[from] crate::edge::tls::TlsError),
 }
 
-/// Makes `ring` the process-wide rustls provider. Two providers are compiled in (`ring` for
-/// our TLS and ACME, `aws-lc-rs` through reqwest), and rustls refuses to guess between them
-/// for libraries that ask for "the default"; installing twice is harmless.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// Opens every configured database and builds the scopes.
 pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, StartError> {
-    install_crypto_provider();
     let mut backends: Vec<(String, DynBackend)> = Vec::new();
     for (i, db) in config.databases.iter().enumerate() {
         let timeout = Duration::from_secs(db.query_timeout_secs);
@@ -150,7 +142,7 @@ pub fn router(state: &AppState) -> Router {
         // Innermost: bounds the time to a response head, never an SSE stream's body.
         .layer(from_fn_with_state(edge, edge::limits::request_timeout));
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health).with_state(state.clone()))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
         .fallback(not_found)
@@ -158,8 +150,20 @@ pub fn router(state: &AppState) -> Router {
         .layer(stack)
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+/// Liveness, plus the certificate's state when TLS is on: an ACME failure shows here (the
+/// server keeps serving the previous certificate) with the seconds the certificate has left.
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let mut body = serde_json::json!({"status": "ok"});
+    let edge = state.edge().report();
+    if edge.tls.mode != "off" {
+        body["tls"] = serde_json::json!({
+            "mode": edge.tls.mode,
+            "state": edge.tls.state,
+            "cert_expires_in_secs": edge.cert_expires_in_secs,
+            "last_error": edge.tls.last_error,
+        });
+    }
+    axum::Json(body)
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -244,6 +248,10 @@ pub async fn run(
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
+    if config.tls.mode != edge::config::TlsMode::Off {
+        // Head and body in one buffer, so a small response is one TLS record, not two.
+        http.http1().writev(false);
+    }
     http.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))

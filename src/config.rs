@@ -986,7 +986,7 @@ impl Config {
     pub fn public_url(&self) -> String {
         match &self.server.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("http://{}", self.server.listen),
+            None => crate::edge::config::default_public_url(self),
         }
     }
 }

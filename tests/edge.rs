@@ -24,7 +24,7 @@ static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A tiny SQLite database with one table.
@@ -157,7 +157,8 @@ fn https_client(ca: &CertificateDer<'static>, addr: SocketAddr) -> reqwest::Clie
 struct TestPki {
     ca_der: CertificateDer<'static>,
     ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_cert: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
 }
 
 impl TestPki {
@@ -172,7 +173,8 @@ impl TestPki {
         TestPki {
             ca_der: cert.der().clone(),
             ca_pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
+            ca_cert: cert,
+            ca_key: key,
         }
     }
 
@@ -185,7 +187,9 @@ impl TestPki {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let cert = params
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .expect("leaf");
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 }
@@ -250,6 +254,21 @@ async fn h1_get(sender: &mut hyper::client::conn::http1::SendRequest<String>, pa
         .expect("response")
         .status()
         .as_u16()
+}
+
+async fn h1_get_json(
+    sender: &mut hyper::client::conn::http1::SendRequest<String>,
+    path: &str,
+) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    sender.ready().await.expect("connection ready");
+    let req = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(String::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).expect("JSON body")
 }
 
 fn write_pair(dir: &Path, chain: &str, key: &str) -> (PathBuf, PathBuf) {
@@ -1171,7 +1190,10 @@ async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> Te
         .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
         .await?;
     let mut sender = h1(tls).await;
-    assert_eq!(h1_get(&mut sender, "/health").await, 200, "still serving");
+    let health = h1_get_json(&mut sender, "/health").await;
+    assert_eq!(health["status"], "ok", "still serving");
+    assert_eq!(health["tls"]["state"], "error", "{health}");
+    assert!(health["tls"]["last_error"].is_string(), "{health}");
     server.stop().await;
     Ok(())
 }

@@ -191,8 +191,8 @@ impl Default for LimitsConfig {
         Self {
             per_ip_per_sec: 50,
             per_ip_burst: 200,
-            oauth_per_min: 30,
-            oauth_burst: 10,
+            oauth_per_min: 300,
+            oauth_burst: 60,
             client_per_min: 600,
             client_burst: 60,
             sse_per_ip: 16,
@@ -271,9 +271,34 @@ pub fn parse_allow(key: &str, entries: &[String]) -> Result<IpSet, ConfigError> 
     })
 }
 
+/// The public URL when `server.public_url` is not set: `https://<first ACME domain>` (with the
+/// port unless it is 443), `https://<listen>` with TLS files, `http://<listen>` without TLS.
+pub fn default_public_url(config: &crate::config::Config) -> String {
+    let listen = config.server.listen;
+    match (config.tls.mode, config.tls.domains.first()) {
+        (TlsMode::Acme, Some(d)) if listen.port() == 443 => format!("https://{d}"),
+        (TlsMode::Acme, Some(d)) => format!("https://{d}:{}", listen.port()),
+        (TlsMode::Off, _) => format!("http://{listen}"),
+        _ => format!("https://{listen}"),
+    }
+}
+
 /// Checks the edge keys of a whole configuration.
 pub fn validate(config: &crate::config::Config) -> Result<(), ConfigError> {
     config.tls.validate()?;
+    if config.tls.mode != TlsMode::Off
+        && config
+            .server
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("http://"))
+    {
+        return Err(ConfigError::new(
+            "server.public_url",
+            "TLS is on, but the public URL starts with http://",
+            "write the https:// URL clients reach (e.g. \"https://mcp.example.com\")",
+        ));
+    }
     config.limits.validate()?;
     parse_allow("access.allow", &config.access.allow)?;
     let trusted = parse_allow("server.trusted_proxies", &config.server.trusted_proxies)?;
@@ -425,6 +450,20 @@ database = "main"
         )
         .unwrap_err();
         assert_eq!(err.key, "tls.directory");
+    }
+
+    #[test]
+    fn with_tls_the_public_url_is_https() {
+        let c = parse(
+            "[server]\nlisten = \"0.0.0.0:443\"\n[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.public_url(), "https://mcp.example.com");
+        let err = parse(
+            "[server]\npublic_url = \"http://mcp.example.com\"\n[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "server.public_url");
     }
 
     #[test]

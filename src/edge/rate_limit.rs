@@ -169,6 +169,30 @@ impl RateLimits {
     }
 }
 
+/// The per-client bucket applied to one MCP request: `Some(429)` when `req` is a `tools/call`
+/// and its OAuth client (or, without one, its user) has used up its bucket. Requests without
+/// an authenticated caller (authentication off) are not counted.
+pub fn limit_tool_call(
+    app: &crate::state::AppState,
+    caller: &crate::mcp::dispatch::Caller,
+    req: &crate::mcp::protocol::Request,
+) -> Option<Response<Body>> {
+    if req.method != "tools/call" {
+        return None;
+    }
+    let key = caller.client_id.as_deref().or(caller.user.as_deref())?;
+    let wait = app.edge().check_client(key).err()?;
+    let err = crate::mcp::protocol::RpcError::invalid_request(format!(
+        "Rate limited: too many tool calls from this client; retry after {} s",
+        wait.secs()
+    ))
+    .with_status(StatusCode::TOO_MANY_REQUESTS);
+    let mut resp = crate::mcp::rpc_error_response(Some(&req.id), &err);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait.secs()));
+    Some(resp)
+}
+
 /// 429 with `Retry-After` and a short JSON body.
 pub fn too_many_after(secs: u64) -> Response<Body> {
     let mut resp = (
@@ -273,6 +297,45 @@ mod tests {
         for p in ["/chatgpt/mcp", "/health", "/a/b/token", "/tokens", "/"] {
             assert!(!is_oauth_path(p), "{p}");
         }
+    }
+
+    #[test]
+    fn tool_calls_are_limited_per_oauth_client_with_retry_after() {
+        let config = crate::config::Config::parse(
+            "[[database]]\nname = \"m\"\nkind = \"sqlite\"\npath = \"/tmp/x.db\"\n\n[[scope]]\npath = \"/c\"\ndatabase = \"m\"\n\n[limits]\nclient_per_min = 1\nclient_burst = 1\n",
+        )
+        .expect("valid");
+        let app = crate::state::AppState::new(config, Vec::new(), false);
+        let caller = |id: &str| crate::mcp::dispatch::Caller {
+            user: Some("ann".into()),
+            client_id: Some(id.into()),
+        };
+        let call = crate::mcp::protocol::Request {
+            id: serde_json::json!(1),
+            method: "tools/call".into(),
+            params: serde_json::json!({}),
+        };
+        assert!(limit_tool_call(&app, &caller("a"), &call).is_none());
+        let limited = limit_tool_call(&app, &caller("a"), &call).expect("second call limited");
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(limited.headers().contains_key(header::RETRY_AFTER));
+        assert!(
+            limit_tool_call(&app, &caller("b"), &call).is_none(),
+            "per client"
+        );
+        let list = crate::mcp::protocol::Request {
+            method: "tools/list".into(),
+            ..call.clone()
+        };
+        assert!(
+            limit_tool_call(&app, &caller("a"), &list).is_none(),
+            "only tool calls"
+        );
+        let anonymous = crate::mcp::dispatch::Caller {
+            user: None,
+            client_id: None,
+        };
+        assert!(limit_tool_call(&app, &anonymous, &call).is_none());
     }
 
     #[test]

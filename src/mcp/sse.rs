@@ -112,6 +112,9 @@ pub async fn message(
         Ok(_) => return StatusCode::ACCEPTED.into_response(),
         Err(e) => return rpc_error_response(None, &e),
     };
+    if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        return limited;
+    }
     let version = session
         .version
         .get()
@@ -153,6 +156,9 @@ pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: B
         Ok(_) => return StatusCode::ACCEPTED.into_response(),
         Err(e) => return rpc_error_response(None, &e),
     };
+    if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        return limited;
+    }
     let version = headers
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok())

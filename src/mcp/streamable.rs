@@ -199,6 +199,9 @@ pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) 
             return StatusCode::ACCEPTED.into_response();
         }
     };
+    if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        return limited;
+    }
     let kind = match reply_kind(&headers) {
         Ok(k) => k,
         Err(e) => return rpc_error_response(Some(&req.id), &e),

@@ -225,21 +225,25 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The client's IP address: the TCP peer. (A trusted-proxy aware value belongs to the edge
-/// middleware; when it exists it should be read here instead.)
+/// The client's IP address, as the edge middleware decided it (trusted proxies taken into
+/// account); the TCP peer when the request did not pass the edge (in-process tests).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
+        let edge = parts
+            .extensions
+            .get::<crate::edge::client_ip::ClientIp>()
+            .map(|c| c.ip);
+        Ok(ClientIp(edge.unwrap_or_else(|| {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip())
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        ))
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        })))
     }
 }
 
