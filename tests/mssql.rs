@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,41 +19,15 @@ use mssql_mcp::config::{MssqlConfig, MssqlEncrypt, SecretSource};
 use mssql_mcp::db::mssql::{MssqlBackend, MssqlSettings};
 use mssql_mcp::db::{Backend, DbError, Page, RowSet, SearchRequest, TableInfo, Value};
 
+mod common;
+use common::{LOGIN, PASSWORD, PASSWORD_ENV, free_port};
+
 /// The peer is one Python process per test; running them one at a time keeps the shared
 /// two-core machine (and the peer's accept backlog of 5) out of the results.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
-}
-
-const LOGIN: &str = "mcp_reader";
-const PASSWORD: &str = "s3cret-Pa55word!";
-const PASSWORD_ENV: &str = "PYSQLBRIDGE_TEST_PASSWORD";
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PYSQLBRIDGE_PYTHON") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.exists(),
-            "PYSQLBRIDGE_PYTHON={} does not exist",
-            p.display()
-        );
-        return p;
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
-    assert!(
-        p.exists(),
-        "the TDS test peer is not installed. Install it with:\n  \
-         python3 -m venv .ci/venv && .ci/venv/bin/pip install pysqlbridge==2.1.3\n\
-         (or point PYSQLBRIDGE_PYTHON at a python that has it)"
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// CSV field quoting.
@@ -208,44 +182,7 @@ impl Peer {
 
     /// Starts the server on this peer's port and waits until it accepts connections.
     fn spawn(&mut self) {
-        let log = self.dir.path().join("server.log");
-        let child = Command::new(python())
-            .args(["-m", "pysqlbridge", "--host", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .arg("--config")
-            .arg(self.dir.path().join("config.json"))
-            .arg("--log")
-            .arg(&log)
-            .current_dir(self.dir.path())
-            .env(PASSWORD_ENV, PASSWORD)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pysqlbridge");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
-                .is_ok()
-            {
-                return;
-            }
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!(
-                    "pysqlbridge exited with {status}; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pysqlbridge did not listen on {} within 30 s",
-                self.addr()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.child = Some(common::spawn_pysqlbridge(self.dir.path(), self.port));
     }
 
     fn kill(&mut self) {

@@ -899,7 +899,13 @@ fn server_error(code: u32, class: u8, message: &str, ctx: &ErrorContext) -> DbEr
             "cannot open database — check the database name and the login's access ({}); server said: {message}",
             ctx.login_hint
         )),
-        208 => DbError::Sql(format!("{message} (SQL Server error 208)")),
+        // SQL Server says just "Invalid object name 'x'."; whatever a server or proxy adds
+        // after that first sentence can name tables this scope hides (pysqlbridge appends
+        // every table it serves), and the tools append the visible ones themselves.
+        208 => DbError::Sql(format!(
+            "{} (SQL Server error 208)",
+            first_sentence(message)
+        )),
         229 | 230 | 262 | 297 | 300 | 916 => DbError::Sql(format!(
             "permission denied: {message} (SQL Server error {code}) — the database login may not read this; query another table or ask the operator to GRANT SELECT"
         )),
@@ -2388,7 +2394,7 @@ mod tests {
         assert!(is_config_problem(&e));
         let e = server_error(208, 16, "Invalid object name 'dbo.Nope'.", &c);
         assert!(
-            matches!(&e, DbError::Sql(m) if m.contains("Invalid object name")),
+            matches!(&e, DbError::Sql(m) if m == "Invalid object name 'dbo.Nope' (SQL Server error 208)"),
             "{e:?}"
         );
         let e = server_error(
@@ -2423,6 +2429,27 @@ mod tests {
         assert!(!is_config_problem(&DbError::Unavailable(
             "cannot reach x: refused".into()
         )));
+    }
+
+    /// A missing-table message keeps only SQL Server's own first sentence: pysqlbridge goes on
+    /// with "This server has: …" and lists every table, denied ones included, which the tool
+    /// error would have shown the model (found by `tests/backends.rs`).
+    #[test]
+    fn a_missing_table_error_names_only_the_missing_object() {
+        let c = ctx();
+        let e = server_error(
+            208,
+            16,
+            "invalid object name 'Custmers'. This server has: Customers, Orders, Salaries",
+            &c,
+        );
+        let text = e.to_string();
+        assert!(text.contains("invalid object name 'Custmers'"), "{text}");
+        assert!(text.contains("208"), "{text}");
+        assert!(
+            !text.contains("Salaries") && !text.contains("This server"),
+            "{text}"
+        );
     }
 
     #[test]

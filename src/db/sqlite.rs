@@ -5,6 +5,11 @@
 //! harmless functions — so even a statement the guard wrongly passed cannot write, attach
 //! another file or load an extension. Queries run on the blocking pool with a progress handler
 //! that interrupts them at the configured timeout.
+//!
+//! Keyword search matches case-insensitively in every script, like SQL Server's default
+//! collations: SQLite's `LIKE` folds ASCII letters only (`'Æ' LIKE 'æ'` is false), so each
+//! connection gets [`FOLD_FUNCTION`], a Unicode lower-casing function, and search compares
+//! `mcp_fold(column) LIKE <lower-cased keyword>`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,7 +147,34 @@ fn open_conn(path: &Path) -> Result<Connection, DbError> {
     conn.pragma_update(None, "query_only", true)
         .map_err(|e| DbError::Unavailable(e.to_string()))?;
     conn.set_prepared_statement_cache_capacity(64);
+    register_fold(&conn).map_err(|e| DbError::Internal(e.to_string()))?;
     Ok(conn)
+}
+
+/// The name of the Unicode lower-casing SQL function registered on every connection.
+pub const FOLD_FUNCTION: &str = "mcp_fold";
+
+/// Registers [`FOLD_FUNCTION`]: text lower-cased with Unicode's rules, any other value (NULL,
+/// numbers, blobs) unchanged, so `LIKE` sees exactly what it would have seen.
+fn register_fold(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::Value as V;
+    conn.create_scalar_function(
+        FOLD_FUNCTION,
+        1,
+        FunctionFlags::SQLITE_UTF8
+            | FunctionFlags::SQLITE_DETERMINISTIC
+            | FunctionFlags::SQLITE_INNOCUOUS,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Text(t) => V::Text(String::from_utf8_lossy(t).to_lowercase()),
+                ValueRef::Null => V::Null,
+                ValueRef::Integer(i) => V::Integer(i),
+                ValueRef::Real(f) => V::Real(f),
+                ValueRef::Blob(b) => V::Blob(b.to_vec()),
+            })
+        },
+    )
 }
 
 /// A connection for ad-hoc queries: read-only, plus an authorizer as the last layer.
@@ -610,7 +642,11 @@ impl Backend for SqliteBackend {
         let mut any = Vec::new();
         for (k, _) in req.keywords.iter().enumerate() {
             for col in req.text_columns {
-                let test = format!("{} LIKE ?{} ESCAPE '\\'", ident(col), k + 1);
+                let test = format!(
+                    "{FOLD_FUNCTION}({}) LIKE ?{} ESCAPE '\\'",
+                    ident(col),
+                    k + 1
+                );
                 score.push(format!("(CASE WHEN {test} THEN 1 ELSE 0 END)"));
                 any.push(test);
             }
@@ -633,7 +669,7 @@ impl Backend for SqliteBackend {
         let params: Vec<rusqlite::types::Value> = req
             .keywords
             .iter()
-            .map(|k| rusqlite::types::Value::Text(like_pattern(k)))
+            .map(|k| rusqlite::types::Value::Text(like_pattern(&k.to_lowercase())))
             .collect();
         let limit = req.limit;
         self.with_conn(move |c| run(c, &sql, &params, Page { offset: 0, limit }))
@@ -674,6 +710,70 @@ mod tests {
             Value::Decimal("0.30".into())
         );
         assert_eq!(decimal_scale("NUMERIC(5)"), None);
+    }
+
+    /// Keyword search must find `Ærøskøbing` from `ærøskøbing` (the tools lower-case every
+    /// keyword), as SQL Server's case-insensitive collations do; SQLite's `LIKE` alone folds
+    /// only ASCII. Found by the backend-parameterised suite (`tests/backends.rs`).
+    #[tokio::test]
+    async fn keyword_search_folds_case_beyond_ascii() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fold.sqlite");
+        {
+            let c = Connection::open(&path).expect("create");
+            c.execute_batch(
+                "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, code TEXT);
+                 INSERT INTO people VALUES (1, 'Zoë Ærøskøbing', 'A1'), (2, 'ÅSA ÖSTERGÅRD', NULL),
+                                           (3, 'plain ascii', 42), (4, 'ΣΩΚΡΆΤΗΣ', x'00');",
+            )
+            .expect("fixture");
+            let plain: bool = c
+                .query_row("SELECT 'Æ' LIKE 'æ'", [], |r| r.get(0))
+                .expect("like");
+            assert!(
+                !plain,
+                "SQLite's LIKE folds only ASCII (the reason for mcp_fold)"
+            );
+        }
+        let b = SqliteBackend::open(&path, 1, Duration::from_secs(5))
+            .await
+            .expect("open");
+        let catalog = b.catalog().await.expect("catalog");
+        let table = catalog.find("people").expect("people");
+        let columns: Vec<String> = vec!["id".into(), "name".into()];
+        let text: Vec<String> = vec!["name".into(), "code".into()];
+        for (keyword, want) in [
+            ("ærøskøbing", vec![1]),
+            ("ÆRØSKØBING", vec![1]),
+            ("zoë", vec![1]),
+            ("östergård", vec![2]),
+            ("σωκράτης", vec![4]),
+            ("ascii", vec![3]),
+            ("a1", vec![1]),
+            ("42", vec![3]),
+            ("nothing", vec![]),
+        ] {
+            let keywords = vec![keyword.to_string()];
+            let rs = b
+                .search(SearchRequest {
+                    table,
+                    columns: &columns,
+                    text_columns: &text,
+                    keywords: &keywords,
+                    limit: 10,
+                })
+                .await
+                .expect("search");
+            let ids: Vec<i64> = rs
+                .rows
+                .iter()
+                .map(|r| match r[0] {
+                    Value::Int(i) => i,
+                    ref other => panic!("id {other:?}"),
+                })
+                .collect();
+            assert_eq!(ids, want, "{keyword}");
+        }
     }
 
     #[test]

@@ -1,0 +1,622 @@
+//! Throughput through the server against a TDS peer, beside a plain tiberius client issuing
+//! the same SQL on the same peer in the same run.
+//!
+//! ```sh
+//! cargo run --release --example tds_bench -- [--secs 5] [--warmup 1] [--rounds 2]
+//! ```
+//!
+//! Starts `pysqlbridge` (found like the tests find it: `$PYSQLBRIDGE_PYTHON` or
+//! `.ci/venv/bin/python`) on a free loopback port with a generated dataset, and the real server
+//! in this process (`app::build_state` + `app::run` on `127.0.0.1:0`, `pool_size = 4`). Then,
+//! for each workload and each concurrency (1 and 4), it runs the plain client and the server
+//! for `--secs` seconds each (after `--warmup` seconds of the same load), alternating which
+//! goes first over `--rounds` rounds, and prints a markdown table.
+//!
+//! - **W1**: point lookup by key, `SELECT Id, Name, Email, City FROM Customers WHERE Id = N`.
+//! - **W2**: a 100-row result, `SELECT TOP 100 Id, CustomerId, ProductId, Quantity, Status,
+//!   OrderDate FROM Orders WHERE Id > N ORDER BY Id`.
+//!
+//! Server side: a stateless 2026-07-28 MCP `tools/call` of `execute_sql` over HTTP/1.1
+//! keep-alive (one connection per worker), so each request pays HTTP, JSON-RPC, the SQL guard,
+//! the pool, the read-only batch around the query (`SET …; BEGIN TRANSACTION; … ROLLBACK`),
+//! value decoding and the JSON result. Plain side: `tiberius::Client::simple_query` with the
+//! same SQL text on one connection per worker, rows collected, nothing else. Every response is
+//! checked (status, no JSON-RPC error, no `isError`, the row count); any failure stops the run.
+//!
+//! The peer (one Python thread) is the bottleneck on purpose: the question is whether the
+//! server adds one. Its accept backlog is 5, so connections are opened one at a time and
+//! the pool is small.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+const CUSTOMERS: i64 = 500;
+const ORDERS: i64 = 1_000;
+const POOL: u32 = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Workload {
+    W1,
+    W2,
+}
+
+impl Workload {
+    /// The statement for the `i`-th request of worker `w` (the same sequence on both sides).
+    fn sql(self, w: usize, i: u64) -> String {
+        let mix = (w as u64).wrapping_mul(7_919) ^ i.wrapping_mul(104_729);
+        match self {
+            Workload::W1 => format!(
+                "SELECT Id, Name, Email, City FROM Customers WHERE Id = {}",
+                mix % CUSTOMERS as u64 + 1
+            ),
+            Workload::W2 => format!(
+                "SELECT TOP 100 Id, CustomerId, ProductId, Quantity, Status, OrderDate FROM Orders WHERE Id > {} ORDER BY Id",
+                mix % (ORDERS as u64 - 100)
+            ),
+        }
+    }
+
+    fn rows(self) -> usize {
+        match self {
+            Workload::W1 => 1,
+            Workload::W2 => 100,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Workload::W1 => "W1 point lookup",
+            Workload::W2 => "W2 100 rows",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    /// The bare statement on a plain tiberius connection.
+    Plain,
+    /// Diagnostic: the plain connection sending the server's read-only batch around the
+    /// statement (what the peer has to parse and run for one `execute_sql`).
+    Wrapped,
+    /// `execute_sql` through the server.
+    Server,
+}
+
+/// The read-only batch the server sends for an ad-hoc query (`adhoc_batch` in
+/// `src/db/mssql.rs`, with the default 30 s query timeout and the default 500-row cap).
+fn wrapped(sql: &str) -> String {
+    format!(
+        "SET NOCOUNT ON; SET LOCK_TIMEOUT 22500; SET ROWCOUNT 501; BEGIN TRANSACTION;\n{sql}\n;ROLLBACK TRANSACTION; SET ROWCOUNT 0;"
+    )
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// What one measured run achieved.
+#[derive(Default, Clone)]
+struct Tally {
+    requests: u64,
+    elapsed: Duration,
+    /// Latencies in microseconds.
+    latencies: Vec<u32>,
+    /// CPU time of the peer and of this process (server or plain client, plus the load
+    /// generator) during the measured runs.
+    peer_cpu: Duration,
+    own_cpu: Duration,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.peer_cpu += other.peer_cpu;
+        self.own_cpu += other.own_cpu;
+    }
+
+    /// CPU microseconds per request.
+    fn per_request(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / (self.requests.max(1) as f64)
+    }
+
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn percentile(&mut self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i] as f64 / 1000.0
+    }
+}
+
+type Tds = tiberius::Client<Compat<TcpStream>>;
+
+struct Args {
+    secs: u64,
+    warmup: u64,
+    rounds: u32,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        secs: 5,
+        warmup: 1,
+        rounds: 2,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut num = || -> u64 {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{flag} needs a number"))
+        };
+        match flag.as_str() {
+            "--secs" => a.secs = num().max(1),
+            "--warmup" => a.warmup = num(),
+            "--rounds" => a.rounds = num().max(1) as u32,
+            "-h" | "--help" => {
+                println!("tds_bench [--secs N] [--warmup N] [--rounds N]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}; try --help"),
+        }
+    }
+    a
+}
+
+/// Customers and Orders as JSON files plus the peer's `config.json`.
+fn write_fixture(dir: &std::path::Path) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let cities = ["Zürich", "東京", "São Paulo", "Reykjavík", "Oslo"];
+    let customers: Vec<Value> = (1..=CUSTOMERS)
+        .map(|i| {
+            let mut o = Map::new();
+            o.insert("Id".into(), json!(i));
+            o.insert("Name".into(), json!(format!("Customer {i:04}")));
+            o.insert(
+                "Email".into(),
+                if i % 7 == 0 {
+                    Value::Null
+                } else {
+                    json!(format!("c{i}@example.com"))
+                },
+            );
+            o.insert("City".into(), json!(cities[i as usize % cities.len()]));
+            o.insert(
+                "Notes".into(),
+                json!(format!("customer since {} ", 2000 + i % 25)),
+            );
+            Value::Object(o)
+        })
+        .collect();
+    let orders: Vec<Value> = (1..=ORDERS)
+        .map(|i| {
+            let mut o = Map::new();
+            o.insert("Id".into(), json!(i));
+            o.insert("CustomerId".into(), json!(i % CUSTOMERS + 1));
+            o.insert("ProductId".into(), json!(i % 12 + 1));
+            o.insert("Quantity".into(), json!(i % 4 + 1));
+            o.insert(
+                "Status".into(),
+                if i % 10 == 0 {
+                    Value::Null
+                } else {
+                    json!("shipped")
+                },
+            );
+            o.insert(
+                "OrderDate".into(),
+                json!(format!("2024-{:02}-{:02}", i % 12 + 1, i % 28 + 1)),
+            );
+            Value::Object(o)
+        })
+        .collect();
+    std::fs::write(
+        data.join("customers.json"),
+        serde_json::to_vec(&customers).expect("json"),
+    )
+    .expect("write");
+    std::fs::write(
+        data.join("orders.json"),
+        serde_json::to_vec(&orders).expect("json"),
+    )
+    .expect("write");
+    let config = json!({
+        "tables": [
+            {"name": "Customers", "json": "data/customers.json"},
+            {"name": "Orders", "json": "data/orders.json"},
+        ],
+        "logins": [{"user": common::LOGIN, "password": format!("${{{}}}", common::PASSWORD_ENV)}],
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .expect("write");
+    std::fs::write(dir.join("password"), common::PASSWORD).expect("write");
+}
+
+/// Kills the peer on every exit path.
+struct PeerGuard(std::process::Child);
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn plain_client(port: u16) -> Tds {
+    let mut config = tiberius::Config::new();
+    config.host("127.0.0.1");
+    config.port(port);
+    config.database("pysqlbridge");
+    config.authentication(tiberius::AuthMethod::sql_server(
+        common::LOGIN,
+        common::PASSWORD,
+    ));
+    // The server's defaults: encryption required, the peer's self-signed certificate trusted,
+    // read-only intent.
+    config.encryption(tiberius::EncryptionLevel::Required);
+    config.trust_cert();
+    config.readonly(true);
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+    tcp.set_nodelay(true).expect("nodelay");
+    tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .expect("plain tiberius client")
+}
+
+/// One MCP `tools/call` of `execute_sql`; panics on anything but a good result.
+async fn server_call(http: &reqwest::Client, url: &str, id: u64, sql: &str, rows: usize) {
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "tools/call",
+        "params": {
+            "name": "execute_sql",
+            "arguments": {"sql": sql},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    });
+    let resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "execute_sql")
+        .body(serde_json::to_vec(&body).expect("json"))
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status();
+    let text = resp.bytes().await.expect("body");
+    let text = std::str::from_utf8(&text).expect("utf-8");
+    let want = format!("\"row_count\":{rows},");
+    if !status.is_success()
+        || !text.contains("\"result\":")
+        || text.contains("\"isError\":true")
+        || !text.contains(&want)
+    {
+        panic!("bad server response ({status}) to {sql}: {text}");
+    }
+}
+
+async fn run_server(
+    http: &reqwest::Client,
+    url: &Arc<String>,
+    workload: Workload,
+    conc: usize,
+    secs: u64,
+    id_base: u64,
+) -> Tally {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let http = http.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let sql = workload.sql(w, i);
+                let id = id_base + (w as u64) * 1_000_000_000 + i;
+                let s = Instant::now();
+                server_call(&http, &url, id, &sql, workload.rows()).await;
+                t.latencies.push(s.elapsed().as_micros() as u32);
+                t.requests += 1;
+                i += 1;
+            }
+            t
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        total.add(task.await.expect("server worker"));
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+async fn run_plain(
+    clients: &mut Vec<Tds>,
+    workload: Workload,
+    conc: usize,
+    secs: u64,
+    wrap: bool,
+) -> Tally {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let mut client = clients.pop().expect("a plain client per worker");
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let sql = workload.sql(w, i);
+                let sql = if wrap { wrapped(&sql) } else { sql };
+                let s = Instant::now();
+                let rows = client
+                    .simple_query(sql.as_str())
+                    .await
+                    .expect("plain query")
+                    .into_first_result()
+                    .await
+                    .expect("plain rows");
+                assert_eq!(rows.len(), workload.rows(), "{sql}");
+                t.latencies.push(s.elapsed().as_micros() as u32);
+                t.requests += 1;
+                i += 1;
+            }
+            (client, t)
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let (client, t) = task.await.expect("plain worker");
+        clients.push(client);
+        total.add(t);
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bench(a));
+}
+
+async fn bench(a: Args) {
+    mssql_mcp::app::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_fixture(dir.path());
+    let port = common::free_port();
+    let peer = PeerGuard(common::spawn_pysqlbridge(dir.path(), port));
+    let peer_pid = peer.0.id().to_string();
+
+    let toml = format!(
+        r#"
+[server]
+insecure_no_auth = true
+state_dir = "{state}"
+
+[limits]
+per_ip_per_sec = 1000000
+per_ip_burst = 1000000
+
+[[database]]
+name = "peer"
+kind = "mssql"
+host = "127.0.0.1"
+port = {port}
+database = "pysqlbridge"
+user = "{login}"
+password = {{ file = "{pw}" }}
+trust_server_certificate = true
+pool_size = {POOL}
+
+[[scope]]
+path = "/bench"
+database = "peer"
+profile = "full"
+"#,
+        state = dir.path().join("state").display(),
+        login = common::LOGIN,
+        pw = dir.path().join("password").display(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = mssql_mcp::config::Config::parse(&toml).expect("config");
+    config.server.listen = addr;
+    config.server.public_url = Some(format!("http://{addr}"));
+    let state = mssql_mcp::app::build_state(config, true)
+        .await
+        .expect("build_state");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _ = mssql_mcp::app::run(state, listener, async move {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let url = Arc::new(format!("http://{addr}/bench/mcp"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(16)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client");
+
+    // Plain connections, opened one at a time (the peer's backlog is 5).
+    let mut clients = Vec::new();
+    for _ in 0..POOL {
+        clients.push(plain_client(port).await);
+    }
+    // Every statement once through both sides before measuring: they must agree.
+    for workload in [Workload::W1, Workload::W2] {
+        let sql = workload.sql(0, 0);
+        server_call(&http, &url, 1, &sql, workload.rows()).await;
+        let got = clients[0]
+            .simple_query(sql.as_str())
+            .await
+            .expect("plain query")
+            .into_first_result()
+            .await
+            .expect("plain rows");
+        assert_eq!(got.len(), workload.rows(), "{sql}");
+    }
+
+    let mut results = Vec::new();
+    let mut next_id = 10u64;
+    for workload in [Workload::W1, Workload::W2] {
+        for conc in [1usize, 4] {
+            let mut plain = Tally::default();
+            let mut wrapped = Tally::default();
+            let mut served = Tally::default();
+            for round in 0..a.rounds {
+                let order = if round % 2 == 0 {
+                    [Side::Plain, Side::Server, Side::Wrapped]
+                } else {
+                    [Side::Server, Side::Plain, Side::Wrapped]
+                };
+                for side in order {
+                    next_id += 1;
+                    let id_base = next_id * 10_000_000_000;
+                    for (secs, measured) in [(a.warmup, false), (a.secs, true)] {
+                        if secs == 0 {
+                            continue;
+                        }
+                        let (peer0, own0) = (cpu_time(&peer_pid), cpu_time("self"));
+                        let mut t = match side {
+                            Side::Plain => {
+                                run_plain(&mut clients, workload, conc, secs, false).await
+                            }
+                            Side::Wrapped => {
+                                run_plain(&mut clients, workload, conc, secs, true).await
+                            }
+                            Side::Server => {
+                                run_server(
+                                    &http,
+                                    &url,
+                                    workload,
+                                    conc,
+                                    secs,
+                                    id_base + measured as u64,
+                                )
+                                .await
+                            }
+                        };
+                        if !measured {
+                            continue;
+                        }
+                        t.peer_cpu = cpu_time(&peer_pid).saturating_sub(peer0);
+                        t.own_cpu = cpu_time("self").saturating_sub(own0);
+                        match side {
+                            Side::Plain => plain.add(t),
+                            Side::Wrapped => wrapped.add(t),
+                            Side::Server => served.add(t),
+                        }
+                    }
+                }
+            }
+            eprintln!(
+                "{} x{conc}: plain {:.0}/s, server {:.0}/s, plain+wrapper {:.0}/s",
+                workload.label(),
+                plain.rate(),
+                served.rate(),
+                wrapped.rate()
+            );
+            results.push((workload, conc, plain, served, wrapped));
+        }
+    }
+
+    println!();
+    println!(
+        "| workload | concurrency | plain tiberius req/s | through the server req/s | server / plain | plain p50 / p99 ms | server p50 / p99 ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (workload, conc, plain, served, _) in &results {
+        let (mut plain, mut served) = (plain.clone(), served.clone());
+        println!(
+            "| {} | {conc} | {:.0} | {:.0} | {:.0}% | {:.2} / {:.2} | {:.2} / {:.2} |",
+            workload.label(),
+            plain.rate(),
+            served.rate(),
+            100.0 * served.rate() / plain.rate(),
+            plain.percentile(0.5),
+            plain.percentile(0.99),
+            served.percentile(0.5),
+            served.percentile(0.99),
+        );
+    }
+    println!();
+    println!(
+        "Diagnostic: the plain client sending the server's read-only batch (`SET NOCOUNT ON; SET LOCK_TIMEOUT …; SET ROWCOUNT …; BEGIN TRANSACTION; <sql>; ROLLBACK TRANSACTION; SET ROWCOUNT 0;`), and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
+    );
+    println!();
+    println!(
+        "| workload | concurrency | plain + wrapper req/s | server / (plain + wrapper) | peer CPU/req: plain / wrapper / server | this process CPU/req: plain / wrapper / server |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (workload, conc, plain, served, wrapped) in &results {
+        println!(
+            "| {} | {conc} | {:.0} | {:.0}% | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |",
+            workload.label(),
+            wrapped.rate(),
+            100.0 * served.rate() / wrapped.rate(),
+            plain.per_request(plain.peer_cpu),
+            wrapped.per_request(wrapped.peer_cpu),
+            served.per_request(served.peer_cpu),
+            plain.per_request(plain.own_cpu),
+            wrapped.per_request(wrapped.own_cpu),
+            served.per_request(served.own_cpu),
+        );
+    }
+    println!(
+        "\n{} s per measured run after {} s of warm-up, {} round(s) alternating which side goes first; server pool_size = {POOL}, {} plain connections.",
+        a.secs, a.warmup, a.rounds, POOL
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+}

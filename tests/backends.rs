@@ -1,0 +1,1350 @@
+//! One MCP tool suite, run against both backends so they cannot drift apart.
+//!
+//! Every behaviour below is written once, as an `async fn` taking a [`Harness`]; the
+//! `behaviours!` macro turns each into two tests, `sqlite::<name>` and `mssql::<name>`. A
+//! harness starts the real server in-process (`app::build_state` + `app::run` on
+//! `127.0.0.1:0`, configuration parsed from TOML) over either a SQLite file or `pysqlbridge`
+//! (an independent TDS server from PyPI, see `tests/common`), both loaded with the same fixture
+//! dataset generated here, and talks to it only through MCP: stateless `2026-07-28` requests
+//! with `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name` and `_meta`.
+//!
+//! Where the backends legitimately differ, the difference is asserted, not skipped:
+//!
+//! - **Keys.** SQLite declares `Id` as the primary key (and the foreign keys of `Orders`); the
+//!   peer exposes no key constraints, so the SQL Server backend falls back to its documented
+//!   `Id` heuristic and says `key_is_heuristic: true`, and it has no foreign keys to report
+//!   (no `foreign_keys`, `referenced_by` or related rows).
+//! - **Declared types.** `describe` shows each database's own type names: SQLite's as
+//!   declared in the fixture's `CREATE TABLE`, the peer's as it infers them from JSON values
+//!   (`int`, `float`, `nvarchar(n)`).
+//! - **Booleans.** The peer has no `bit` columns: it serves JSON `true`/`false` as
+//!   `nvarchar(5)` text `"True"`/`"False"` (SQLite's `BOOLEAN` column gives JSON booleans).
+//!   The `bit` decoding itself is unit-tested in `src/db/mssql.rs`.
+//! - **Row counts.** The SQL Server backend estimates them from `sys.partitions`, which the
+//!   peer lacks, so `rows` is `null` there (`?` in `list tables`); SQLite counts.
+//! - **Schema.** Ids are `main.<Table>/…` on SQLite and `dbo.<Table>/…` on SQL Server.
+//!
+//! Everything else, values included (integers, floats, unicode text, NULLs), is the same.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+
+mod common;
+
+// ---------------------------------------------------------------------------------------------
+// The fixture dataset
+// ---------------------------------------------------------------------------------------------
+
+/// One fixture value.
+#[derive(Clone, Debug)]
+enum F {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bool(bool),
+    Null,
+}
+
+impl F {
+    fn json(&self) -> Value {
+        match self {
+            F::Int(i) => json!(i),
+            F::Float(f) => json!(f),
+            F::Text(s) => json!(s),
+            F::Bool(b) => json!(b),
+            F::Null => Value::Null,
+        }
+    }
+}
+
+fn text(s: impl Into<String>) -> F {
+    F::Text(s.into())
+}
+
+/// A fixture table: columns with their SQLite declarations, rows, and (SQLite only)
+/// foreign keys `(column, referenced table)`.
+struct Table {
+    name: &'static str,
+    columns: Vec<(&'static str, &'static str)>,
+    rows: Vec<Vec<F>>,
+    foreign_keys: Vec<(&'static str, &'static str)>,
+}
+
+impl Table {
+    fn row(&self, id: i64) -> &[F] {
+        self.rows
+            .iter()
+            .find(|r| matches!(r[0], F::Int(i) if i == id))
+            .unwrap_or_else(|| panic!("no {} row {id} in the fixture", self.name))
+    }
+}
+
+const CUSTOMERS: i64 = 30;
+const PRODUCTS: i64 = 12;
+const ORDERS: i64 = 250;
+/// The row cap of every scope in the harness configuration.
+const MAX_ROWS: usize = 200;
+/// A word in exactly one customer's notes (customer [`AUBERGINE_CUSTOMER`]).
+const AUBERGINE_CUSTOMER: i64 = 7;
+/// Customer 1's name: non-ASCII letters, upper and lower case.
+const UNICODE_NAME: &str = "Zoë Ærøskøbing";
+/// The customer whose notes are long (but under the peer's 4,000 character limit).
+const LONG_NOTES_CUSTOMER: i64 = 4;
+const CITIES: [&str; 5] = ["Zürich", "東京", "São Paulo", "Reykjavík", "Oslo"];
+
+/// The hidden phone number of customer `i` (one keyword, so a search could find it).
+fn phone(i: i64) -> String {
+    format!("ph-{:04}", 7000 + i)
+}
+
+/// The dataset every backend is loaded with. `Id` first in every table.
+fn dataset() -> Vec<Table> {
+    let customers = Table {
+        name: "Customers",
+        columns: vec![
+            ("Id", "INTEGER NOT NULL PRIMARY KEY"),
+            ("Name", "NVARCHAR(100) NOT NULL"),
+            ("Email", "NVARCHAR(100)"),
+            ("Phone", "NVARCHAR(20)"),
+            ("City", "NVARCHAR(50)"),
+            ("Notes", "NVARCHAR(4000)"),
+            ("IsActive", "BOOLEAN"),
+        ],
+        rows: (1..=CUSTOMERS)
+            .map(|i| {
+                let name = match i {
+                    1 => UNICODE_NAME.to_string(),
+                    2 => "Café \"Olé\", Ltd".to_string(),
+                    3 => "100% Natural_Foods".to_string(),
+                    _ => format!("Customer {i:02}"),
+                };
+                let email = if i % 7 == 0 {
+                    F::Null
+                } else {
+                    text(format!("c{i}@example.com"))
+                };
+                let notes = if i == AUBERGINE_CUSTOMER {
+                    text("Asked about the aubergine subscription box.")
+                } else if i == LONG_NOTES_CUSTOMER {
+                    text("long note ".repeat(350))
+                } else if i % 5 == 0 {
+                    F::Null
+                } else {
+                    text(format!(
+                        "prefers {} delivery",
+                        if i % 2 == 0 { "morning" } else { "evening" }
+                    ))
+                };
+                vec![
+                    F::Int(i),
+                    text(name),
+                    email,
+                    text(phone(i)),
+                    text(CITIES[(i as usize) % CITIES.len()]),
+                    notes,
+                    F::Bool(i % 4 != 0),
+                ]
+            })
+            .collect(),
+        foreign_keys: vec![],
+    };
+    let product_names = [
+        "Espresso Machine",
+        "Coffee Grinder",
+        "Tea Kettle",
+        "Milk Frother",
+        "Mocha Pot",
+        "Pour-over Cone",
+        "Cold Brew Jar",
+        "Tamper",
+        "Knock Box",
+        "Scale",
+        "Thermometer",
+        "Descaler",
+    ];
+    let products = Table {
+        name: "Products",
+        columns: vec![
+            ("Id", "INTEGER NOT NULL PRIMARY KEY"),
+            ("Name", "NVARCHAR(100) NOT NULL"),
+            ("Category", "NVARCHAR(50)"),
+            ("Price", "FLOAT"),
+            ("Description", "NVARCHAR(400)"),
+        ],
+        rows: (1..=PRODUCTS)
+            .map(|i| {
+                vec![
+                    F::Int(i),
+                    text(product_names[(i - 1) as usize]),
+                    text(if i <= 6 { "kitchen" } else { "barista" }),
+                    // Binary fractions, exact in both databases.
+                    F::Float(i as f64 * 10.0 + 0.25),
+                    if i == 5 {
+                        F::Null
+                    } else {
+                        text(format!(
+                            "A sturdy {} for daily use",
+                            product_names[(i - 1) as usize].to_lowercase()
+                        ))
+                    },
+                ]
+            })
+            .collect(),
+        foreign_keys: vec![],
+    };
+    let orders = Table {
+        name: "Orders",
+        columns: vec![
+            ("Id", "INTEGER NOT NULL PRIMARY KEY"),
+            ("CustomerId", "INTEGER NOT NULL"),
+            ("ProductId", "INTEGER NOT NULL"),
+            ("Quantity", "INTEGER NOT NULL"),
+            ("Status", "NVARCHAR(20)"),
+            ("OrderDate", "NVARCHAR(10)"),
+        ],
+        rows: (1..=ORDERS)
+            .map(|i| {
+                vec![
+                    F::Int(i),
+                    F::Int(i % CUSTOMERS + 1),
+                    F::Int(i % PRODUCTS + 1),
+                    F::Int(i % 4 + 1),
+                    if i % 10 == 0 {
+                        F::Null
+                    } else {
+                        text(if i % 3 == 0 { "pending" } else { "shipped" })
+                    },
+                    text(format!("2024-{:02}-{:02}", i % 12 + 1, i % 28 + 1)),
+                ]
+            })
+            .collect(),
+        foreign_keys: vec![("CustomerId", "Customers"), ("ProductId", "Products")],
+    };
+    let salaries = Table {
+        name: "Salaries",
+        columns: vec![
+            ("Id", "INTEGER NOT NULL PRIMARY KEY"),
+            ("Employee", "NVARCHAR(100) NOT NULL"),
+            ("Amount", "FLOAT NOT NULL"),
+        ],
+        rows: (1..=5)
+            .map(|i| {
+                vec![
+                    F::Int(i),
+                    text(format!("Payrolled Person {i}")),
+                    F::Float(80_000.0 + 1_000.0 * i as f64),
+                ]
+            })
+            .collect(),
+        foreign_keys: vec![],
+    };
+    vec![customers, products, orders, salaries]
+}
+
+fn fixture_table(name: &str) -> Table {
+    dataset()
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no fixture table {name}"))
+}
+
+/// Writes the dataset into a new SQLite file at `path`.
+fn write_sqlite(path: &Path) {
+    let conn = rusqlite::Connection::open(path).expect("create sqlite file");
+    for t in dataset() {
+        let mut cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|(c, decl)| format!("\"{c}\" {decl}"))
+            .collect();
+        for (c, parent) in &t.foreign_keys {
+            cols.push(format!(
+                "FOREIGN KEY (\"{c}\") REFERENCES \"{parent}\" (\"Id\")"
+            ));
+        }
+        conn.execute_batch(&format!(
+            "CREATE TABLE \"{}\" ({});",
+            t.name,
+            cols.join(", ")
+        ))
+        .expect("create table");
+        let placeholders = (1..=t.columns.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn
+            .prepare(&format!(
+                "INSERT INTO \"{}\" VALUES ({placeholders})",
+                t.name
+            ))
+            .expect("prepare insert");
+        for row in &t.rows {
+            let values: Vec<rusqlite::types::Value> = row
+                .iter()
+                .map(|v| match v {
+                    F::Int(i) => rusqlite::types::Value::Integer(*i),
+                    F::Float(f) => rusqlite::types::Value::Real(*f),
+                    F::Text(s) => rusqlite::types::Value::Text(s.clone()),
+                    F::Bool(b) => rusqlite::types::Value::Integer(*b as i64),
+                    F::Null => rusqlite::types::Value::Null,
+                })
+                .collect();
+            stmt.execute(rusqlite::params_from_iter(values))
+                .expect("insert");
+        }
+    }
+}
+
+/// Writes the dataset as one JSON file per table plus the peer's `config.json` into `dir`.
+fn write_peer_fixture(dir: &Path) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir data");
+    let mut tables = Vec::new();
+    for t in dataset() {
+        let rows: Vec<Value> = t
+            .rows
+            .iter()
+            .map(|r| {
+                let mut o = Map::new();
+                for ((c, _), v) in t.columns.iter().zip(r) {
+                    o.insert((*c).to_string(), v.json());
+                }
+                Value::Object(o)
+            })
+            .collect();
+        let file = format!("data/{}.json", t.name.to_lowercase());
+        std::fs::write(dir.join(&file), serde_json::to_vec(&rows).expect("json"))
+            .expect("write table");
+        tables.push(json!({"name": t.name, "json": file}));
+    }
+    let config = json!({
+        "tables": tables,
+        "logins": [{"user": common::LOGIN, "password": format!("${{{}}}", common::PASSWORD_ENV)}],
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&config).expect("json"),
+    )
+    .expect("write config");
+    std::fs::write(dir.join("password"), common::PASSWORD).expect("write password");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Mssql,
+}
+
+/// Scopes of the harness configuration:
+/// - `/chatgpt`: profile `chatgpt`, `Salaries` denied, `Customers.Phone` hidden;
+/// - `/claude`: profile `full`, the same rules;
+/// - `/open`: profile `full`, nothing hidden (the control).
+const SCOPES: &str = r#"
+[[scope]]
+path = "/chatgpt"
+database = "db"
+profile = "chatgpt"
+max_rows = 200
+deny_tables = ["Salaries"]
+deny_columns = ["Customers.Phone"]
+
+[[scope]]
+path = "/claude"
+database = "db"
+profile = "full"
+max_rows = 200
+deny_tables = ["Salaries"]
+deny_columns = ["Customers.Phone"]
+
+[[scope]]
+path = "/open"
+database = "db"
+profile = "full"
+max_rows = 200
+"#;
+
+/// The peer is a Python process with an accept backlog of 5: SQL Server tests run one at a
+/// time (SQLite tests run in parallel).
+static PEER_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A running pysqlbridge; killed on drop.
+struct Peer {
+    child: std::process::Child,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real server over one backend with the fixture loaded; stopped on drop.
+struct Harness {
+    kind: Kind,
+    base: String,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    // Dropped after the server (fields drop in order).
+    _peer: Option<Peer>,
+    _dir: tempfile::TempDir,
+    _serial: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// `[limits]` generous enough that no test meets the per-IP rate limit.
+const LIMITS: &str = "[limits]\nper_ip_per_sec = 100000\nper_ip_burst = 100000\n";
+
+impl Harness {
+    async fn start(kind: Kind) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (serial, peer, database) = match kind {
+            Kind::Sqlite => {
+                let path = dir.path().join("fixture.sqlite");
+                write_sqlite(&path);
+                let db = format!(
+                    "[[database]]\nname = \"db\"\nkind = \"sqlite\"\npath = \"{}\"\npool_size = 4\n",
+                    path.display()
+                );
+                (None, None, db)
+            }
+            Kind::Mssql => {
+                let guard = PEER_SERIAL.lock().await;
+                write_peer_fixture(dir.path());
+                let port = common::free_port();
+                let child = common::spawn_pysqlbridge(dir.path(), port);
+                let db = format!(
+                    r#"[[database]]
+name = "db"
+kind = "mssql"
+host = "127.0.0.1"
+port = {port}
+database = "pysqlbridge"
+user = "{login}"
+password = {{ file = "{pw}" }}
+trust_server_certificate = true
+connect_timeout_secs = 5
+pool_size = 4
+"#,
+                    login = common::LOGIN,
+                    pw = dir.path().join("password").display()
+                );
+                (Some(guard), Some(Peer { child }), db)
+            }
+        };
+        let toml = format!(
+            "[server]\ninsecure_no_auth = true\nstate_dir = \"{state}\"\n\n{LIMITS}\n{database}\n{SCOPES}",
+            state = dir.path().join("state").display()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let mut config = mssql_mcp::config::Config::parse(&toml)
+            .unwrap_or_else(|e| panic!("harness config is invalid: {e}\n{toml}"));
+        config.server.listen = addr;
+        config.server.public_url = Some(format!("http://{addr}"));
+        let state = mssql_mcp::app::build_state(config, true)
+            .await
+            .unwrap_or_else(|e| panic!("build_state over {kind:?}: {e}"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            if let Err(e) = mssql_mcp::app::run(state, listener, shutdown).await {
+                eprintln!("server stopped with an error: {e}");
+            }
+        });
+        Harness {
+            kind,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("reqwest client"),
+            shutdown: Some(tx),
+            task: Some(task),
+            _peer: peer,
+            _dir: dir,
+            _serial: serial,
+        }
+    }
+
+    /// The schema the backend reports: `main` (SQLite) or `dbo` (SQL Server).
+    fn schema(&self) -> &'static str {
+        match self.kind {
+            Kind::Sqlite => "main",
+            Kind::Mssql => "dbo",
+        }
+    }
+
+    /// A boolean as this backend serves it (the peer has no `bit`: `"True"`/`"False"`).
+    fn boolean(&self, b: bool) -> Value {
+        match self.kind {
+            Kind::Sqlite => json!(b),
+            Kind::Mssql => json!(if b { "True" } else { "False" }),
+        }
+    }
+
+    /// A table's row count as the catalog reports it (the peer has no `sys.partitions`).
+    fn row_count(&self, n: i64) -> Value {
+        match self.kind {
+            Kind::Sqlite => json!(n),
+            Kind::Mssql => Value::Null,
+        }
+    }
+
+    /// The fixture row as the tools should show it: every column except `hidden`, in order.
+    fn expected_values(&self, table: &str, id: i64, hidden: &[&str]) -> Value {
+        let t = fixture_table(table);
+        let row = t.row(id);
+        let mut o = Map::new();
+        for ((c, _), v) in t.columns.iter().zip(row) {
+            if !hidden.contains(c) {
+                let v = match v {
+                    F::Bool(b) => self.boolean(*b),
+                    other => other.json(),
+                };
+                o.insert((*c).to_string(), v);
+            }
+        }
+        Value::Object(o)
+    }
+
+    /// A table id, `schema.Table`.
+    fn table_id(&self, table: &str) -> String {
+        format!("{}.{table}", self.schema())
+    }
+
+    /// A row id, `schema.Table/key`.
+    fn row_id(&self, table: &str, key: i64) -> String {
+        format!("{}.{table}/{key}", self.schema())
+    }
+
+    /// Sends one stateless 2026-07-28 request to `scope` and returns the JSON-RPC response.
+    async fn rpc(&self, scope: &str, method: &str, params: Value) -> Value {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let mut params = params;
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let name = match method {
+            "tools/call" | "prompts/get" => params["name"].as_str().map(str::to_string),
+            "resources/read" => params["uri"].as_str().map(str::to_string),
+            _ => None,
+        };
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": NEXT.fetch_add(1, Ordering::Relaxed),
+            "method": method,
+            "params": params,
+        });
+        let mut req = self
+            .client
+            .post(format!("{}{scope}/mcp", self.base))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .body(serde_json::to_vec(&body).expect("json"));
+        if let Some(n) = &name {
+            req = req.header("mcp-name", n.as_str());
+        }
+        let resp = req.send().await.expect("POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 200, "{method} on {scope}: {text}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} on {scope}: not JSON ({e}): {text}"));
+        assert!(v.get("error").is_none(), "{method} on {scope}: {text}");
+        v["result"].clone()
+    }
+
+    async fn call_tool(&self, scope: &str, tool: &str, args: Value) -> Value {
+        self.rpc(
+            scope,
+            "tools/call",
+            json!({"name": tool, "arguments": args}),
+        )
+        .await
+    }
+
+    /// A tool call that must succeed; its `structuredContent`.
+    async fn ok(&self, scope: &str, tool: &str, args: Value) -> Value {
+        let r = self.call_tool(scope, tool, args.clone()).await;
+        assert_eq!(
+            r["isError"],
+            false,
+            "[{:?}] {tool} {args} on {scope} failed: {}",
+            self.kind,
+            tool_text(&r)
+        );
+        r["structuredContent"].clone()
+    }
+
+    /// A tool call that must fail with `isError`; its message.
+    async fn err(&self, scope: &str, tool: &str, args: Value) -> String {
+        let r = self.call_tool(scope, tool, args.clone()).await;
+        assert_eq!(
+            r["isError"],
+            true,
+            "[{:?}] {tool} {args} on {scope} should have failed but returned {}",
+            self.kind,
+            tool_text(&r)
+        );
+        tool_text(&r).to_string()
+    }
+
+    async fn tool_names(&self, scope: &str) -> Vec<String> {
+        let r = self.rpc(scope, "tools/list", json!({})).await;
+        r["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+fn tool_text(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or("")
+}
+
+fn result_ids(found: &Value) -> Vec<String> {
+    found["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn rows(out: &Value) -> &Vec<Value> {
+    out["rows"].as_array().expect("rows")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours (each runs against both backends)
+// ---------------------------------------------------------------------------------------------
+
+/// `tools/list` per profile: `chatgpt` has exactly search and fetch, `full` the six tools.
+async fn tools_list_per_profile(h: &Harness) {
+    assert_eq!(h.tool_names("/chatgpt").await, ["search", "fetch"]);
+    let full = [
+        "search",
+        "fetch",
+        "list_tables",
+        "describe_table",
+        "get_table_sample",
+        "execute_sql",
+    ];
+    assert_eq!(h.tool_names("/claude").await, full);
+    assert_eq!(h.tool_names("/open").await, full);
+}
+
+/// A natural-language question finds the one row holding its word, first, and fetching it
+/// shows the word.
+async fn search_natural_language_finds_the_row_with_the_word(h: &Harness) {
+    let found = h
+        .ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "Who asked about an aubergine?"}),
+        )
+        .await;
+    let ids = result_ids(&found);
+    let want = h.row_id("Customers", AUBERGINE_CUSTOMER);
+    assert_eq!(ids.first(), Some(&want), "{found}");
+    let first = &found["results"][0];
+    assert!(
+        first["text"].as_str().unwrap_or("").contains("aubergine"),
+        "snippet: {first}"
+    );
+    assert_eq!(
+        first["url"].as_str().unwrap_or(""),
+        format!("{}/chatgpt/records/{want}", h.base)
+    );
+    let doc = h.ok("/chatgpt", "fetch", json!({"id": want})).await;
+    assert!(
+        doc["text"].as_str().unwrap_or("").contains("aubergine"),
+        "{doc}"
+    );
+}
+
+/// Words with non-ASCII letters, in another case than stored, find their rows.
+async fn search_matches_unicode_words_in_any_case(h: &Harness) {
+    for (query, table, id) in [
+        ("zoë", "Customers", 1),
+        ("ærøskøbing", "Customers", 1),
+        ("ÆRØSKØBING", "Customers", 1),
+        ("東京", "Customers", 1),
+        ("SÃO PAULO", "Customers", 2),
+    ] {
+        let found = h.ok("/chatgpt", "search", json!({"query": query})).await;
+        let ids = result_ids(&found);
+        assert!(
+            ids.contains(&h.row_id(table, id)),
+            "[{:?}] `{query}` did not find {table}/{id}: {found}",
+            h.kind
+        );
+    }
+}
+
+/// `list tables` lists every visible table, nothing denied.
+async fn search_list_tables(h: &Harness) {
+    let found = h
+        .ok("/chatgpt", "search", json!({"query": "list tables"}))
+        .await;
+    let ids = result_ids(&found);
+    assert_eq!(
+        ids,
+        [
+            h.table_id("Customers"),
+            h.table_id("Orders"),
+            h.table_id("Products")
+        ],
+        "{found}"
+    );
+    let customers = &found["results"][0]["text"];
+    let text = customers.as_str().unwrap_or("");
+    assert!(text.contains("Name") && text.contains("Notes"), "{text}");
+    assert!(!text.contains("Phone"), "hidden column listed: {text}");
+    let rows = match h.kind {
+        Kind::Sqlite => CUSTOMERS.to_string(),
+        Kind::Mssql => "?".into(),
+    };
+    assert!(text.starts_with(&format!("{rows} rows;")), "{text}");
+}
+
+/// `describe <table>` returns the table's description as one result.
+async fn search_describe(h: &Harness) {
+    let found = h
+        .ok("/chatgpt", "search", json!({"query": "describe Orders"}))
+        .await;
+    assert_eq!(result_ids(&found), [h.table_id("Orders")], "{found}");
+    let text = found["results"][0]["text"].as_str().unwrap_or("");
+    for c in [
+        "Id",
+        "CustomerId",
+        "ProductId",
+        "Quantity",
+        "Status",
+        "OrderDate",
+    ] {
+        assert!(text.contains(&format!("- {c} ")), "{c} missing: {text}");
+    }
+    assert!(
+        text.contains("- Id ") && text.contains("PRIMARY KEY"),
+        "{text}"
+    );
+    // Foreign keys: declared in SQLite; the peer exposes none.
+    match h.kind {
+        Kind::Sqlite => assert!(
+            text.contains(&format!("references {}", h.table_id("Customers"))),
+            "{text}"
+        ),
+        Kind::Mssql => assert!(!text.contains("references"), "{text}"),
+    }
+}
+
+/// `sample <table> limit N` returns the first N rows in key order, with row ids.
+async fn search_sample_limit(h: &Harness) {
+    let found = h
+        .ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "sample Orders limit 3"}),
+        )
+        .await;
+    assert_eq!(
+        result_ids(&found),
+        [
+            h.row_id("Orders", 1),
+            h.row_id("Orders", 2),
+            h.row_id("Orders", 3)
+        ],
+        "{found}"
+    );
+    let text = found["results"][1]["text"].as_str().unwrap_or("");
+    assert!(text.contains("CustomerId: 3"), "{text}");
+}
+
+/// `fetch` of a table id: its description, key, columns (hidden ones left out).
+async fn fetch_table_id(h: &Harness) {
+    let doc = h
+        .ok("/chatgpt", "fetch", json!({"id": h.table_id("Customers")}))
+        .await;
+    assert_eq!(doc["id"], h.table_id("Customers"));
+    assert_eq!(doc["metadata"]["kind"], "table");
+    let schema = &doc["metadata"]["schema"];
+    assert_eq!(schema["primary_key"], json!(["Id"]));
+    assert_eq!(schema["rows"], h.row_count(CUSTOMERS));
+    // The documented difference: the peer declares no keys, so SQL Server's key is the `Id`
+    // fallback and says so.
+    assert_eq!(
+        schema["key_is_heuristic"],
+        h.kind == Kind::Mssql,
+        "{schema}"
+    );
+    let names: Vec<&str> = schema["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["Id", "Name", "Email", "City", "Notes", "IsActive"],
+        "Phone is hidden in /chatgpt"
+    );
+    // Declared types: each database's own names.
+    let ty = |name: &str| -> String {
+        schema["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["type"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    match h.kind {
+        Kind::Sqlite => {
+            assert_eq!(ty("Id"), "INTEGER");
+            assert_eq!(ty("Name"), "NVARCHAR(100)");
+            assert_eq!(ty("IsActive"), "BOOLEAN");
+        }
+        Kind::Mssql => {
+            assert_eq!(ty("Id"), "int");
+            assert!(ty("Name").starts_with("nvarchar("), "{}", ty("Name"));
+            assert_eq!(ty("IsActive"), "nvarchar(5)", "the peer has no bit");
+        }
+    }
+    assert!(!doc.to_string().contains("Phone"), "{doc}");
+}
+
+/// `fetch` of a row id: every visible value, the same on both backends.
+async fn fetch_row_id_gives_the_same_values(h: &Harness) {
+    for (table, id) in [
+        ("Customers", 1),
+        ("Customers", 2),
+        ("Customers", AUBERGINE_CUSTOMER), // NULL e-mail
+        ("Customers", LONG_NOTES_CUSTOMER),
+        ("Customers", 20), // NULL notes, inactive
+        ("Products", 3),
+        ("Products", 5), // NULL description
+        ("Orders", 30),  // NULL status
+        ("Orders", 31),
+    ] {
+        let hidden: &[&str] = if table == "Customers" {
+            &["Phone"]
+        } else {
+            &[]
+        };
+        let doc = h
+            .ok("/chatgpt", "fetch", json!({"id": h.row_id(table, id)}))
+            .await;
+        let meta = &doc["metadata"];
+        assert_eq!(meta["kind"], "row");
+        assert_eq!(meta["table"], h.table_id(table));
+        assert_eq!(meta["primary_key"], json!(["Id"]));
+        assert_eq!(meta["key_is_heuristic"], h.kind == Kind::Mssql, "{meta}");
+        assert_eq!(
+            meta["values"],
+            h.expected_values(table, id, hidden),
+            "[{:?}] {table}/{id}",
+            h.kind
+        );
+        assert_eq!(
+            meta["values"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            h.expected_values(table, id, hidden)
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            "column order"
+        );
+    }
+    // Related rows come from foreign keys: SQLite declares them, the peer has none.
+    let order = h
+        .ok("/chatgpt", "fetch", json!({"id": h.row_id("Orders", 31)}))
+        .await;
+    let related = order["metadata"]["related"].to_string();
+    match h.kind {
+        Kind::Sqlite => {
+            assert!(
+                related.contains(&h.row_id("Customers", 31 % CUSTOMERS + 1)),
+                "{related}"
+            );
+            assert!(
+                related.contains(&h.row_id("Products", 31 % PRODUCTS + 1)),
+                "{related}"
+            );
+        }
+        Kind::Mssql => assert_eq!(order["metadata"]["related"], json!([]), "{order}"),
+    }
+    // A key that does not exist.
+    let msg = h
+        .err(
+            "/chatgpt",
+            "fetch",
+            json!({"id": h.row_id("Orders", 99_999)}),
+        )
+        .await;
+    assert!(msg.contains("no row"), "{msg}");
+}
+
+/// `execute_sql` point lookup by key.
+async fn execute_sql_point_lookup(h: &Harness) {
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id, Name, Email, City, IsActive FROM Customers WHERE Id = 1"}),
+        )
+        .await;
+    assert_eq!(out["row_count"], 1);
+    assert_eq!(out["truncated"], false);
+    assert!(out.get("next_cursor").is_none(), "{out}");
+    assert_eq!(
+        out["columns"],
+        json!(["Id", "Name", "Email", "City", "IsActive"])
+    );
+    assert_eq!(
+        rows(&out)[0],
+        json!({"Id": 1, "Name": UNICODE_NAME, "Email": "c1@example.com", "City": CITIES[1], "IsActive": h.boolean(true)})
+    );
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id, Price FROM Products WHERE Name = 'Tea Kettle'"}),
+        )
+        .await;
+    assert_eq!(rows(&out)[0], json!({"Id": 3, "Price": 30.25}));
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id, Email FROM Customers WHERE Id = 14"}),
+        )
+        .await;
+    assert_eq!(rows(&out)[0], json!({"Id": 14, "Email": null}));
+}
+
+/// The scope's row cap cuts a large result with `truncated` and a cursor; paging with the
+/// cursor returns every row once, in order.
+async fn row_cap_and_cursor_paging(h: &Harness) {
+    let q = "SELECT Id, Status FROM Orders ORDER BY Id";
+    let out = h.ok("/claude", "execute_sql", json!({"sql": q})).await;
+    assert_eq!(rows(&out).len(), MAX_ROWS, "cut at the scope's max_rows");
+    assert_eq!(out["truncated"], true);
+    assert!(out["next_cursor"].as_str().is_some_and(|c| !c.is_empty()));
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = json!({"sql": q, "page_size": 100});
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let out = h.ok("/claude", "execute_sql", args).await;
+        sizes.push(rows(&out).len());
+        assert_eq!(out["offset"], seen.len(), "{out}");
+        seen.extend(rows(&out).iter().map(|r| r["Id"].as_i64().expect("Id")));
+        match out["next_cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(out["truncated"], true);
+                cursor = Some(c.to_string());
+            }
+            None => {
+                assert_eq!(out["truncated"], false);
+                break;
+            }
+        }
+        assert!(sizes.len() < 10, "paging does not end");
+    }
+    assert_eq!(sizes, [100, 100, 50]);
+    assert_eq!(seen, (1..=ORDERS).collect::<Vec<_>>());
+
+    // Table samples page in key order the same way.
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..3 {
+        let mut args = json!({"table": "Customers", "limit": 12});
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let out = h.ok("/claude", "get_table_sample", args).await;
+        assert_eq!(out["table"], h.table_id("Customers"));
+        keys.extend(rows(&out).iter().map(|r| r["Id"].as_i64().expect("Id")));
+        cursor = out["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(keys, (1..=CUSTOMERS).collect::<Vec<_>>());
+    assert!(cursor.is_none(), "30 rows in pages of 12 end on the third");
+}
+
+/// Writes, procedure calls, several statements and `SELECT … INTO` are refused before they
+/// reach either database, and nothing changes.
+async fn refusal_corpus(h: &Harness) {
+    let before = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT COUNT(*) AS n FROM Customers"}),
+        )
+        .await;
+    assert_eq!(rows(&before)[0]["n"], CUSTOMERS);
+    let mut let_through = Vec::new();
+    for sql in [
+        "INSERT INTO Customers (Id, Name) VALUES (999, 'Mallory')",
+        "UPDATE Customers SET Name = 'Mallory'",
+        "DELETE FROM Customers",
+        "DELETE FROM Customers WHERE Id = 1",
+        "DROP TABLE Customers",
+        "CREATE TABLE x (a INT)",
+        "ALTER TABLE Customers ADD x INT",
+        "TRUNCATE TABLE Orders",
+        "EXEC sp_tables",
+        "EXECUTE('DELETE FROM Customers')",
+        "SELECT 1; DELETE FROM Customers",
+        "SELECT 1; SELECT 2",
+        "SELECT * INTO Copy FROM Customers",
+        "BEGIN TRANSACTION; DELETE FROM Customers; COMMIT",
+        "MERGE INTO Customers AS t USING Orders AS s ON t.Id = s.Id WHEN MATCHED THEN DELETE;",
+    ] {
+        for (scope, tool, args) in [
+            ("/claude", "execute_sql", json!({"sql": sql})),
+            ("/chatgpt", "search", json!({"query": sql})),
+        ] {
+            let r = h.call_tool(scope, tool, args).await;
+            if r["isError"] != true {
+                let_through.push(format!("{tool}: {sql}\n    -> {}", tool_text(&r)));
+            } else if tool == "execute_sql" && !tool_text(&r).starts_with("refused") {
+                let_through.push(format!(
+                    "{tool}: {sql}\n    -> refused by the database, not the guard: {}",
+                    tool_text(&r)
+                ));
+            }
+        }
+    }
+    assert!(
+        let_through.is_empty(),
+        "[{:?}] not refused:\n{}",
+        h.kind,
+        let_through.join("\n")
+    );
+    let after = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT COUNT(*) AS n, MIN(Name) AS first FROM Customers"}),
+        )
+        .await;
+    assert_eq!(rows(&after)[0]["n"], CUSTOMERS);
+}
+
+/// A query on a table that does not exist says so and lists the visible tables (and not the
+/// denied one).
+async fn unknown_table_lists_visible_tables(h: &Harness) {
+    let msg = h
+        .err(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT * FROM Custmers"}),
+        )
+        .await;
+    assert!(msg.contains("Custmers"), "{msg}");
+    for t in ["Customers", "Orders", "Products"] {
+        assert!(
+            msg.contains(&h.table_id(t)),
+            "[{:?}] {t} missing: {msg}",
+            h.kind
+        );
+    }
+    assert!(!msg.contains("Salaries"), "denied table listed: {msg}");
+    let msg = h
+        .err("/claude", "describe_table", json!({"table": "Ordes"}))
+        .await;
+    assert!(msg.contains(&h.table_id("Orders")), "{msg}");
+    assert!(!msg.contains("Salaries"), "{msg}");
+}
+
+/// A hidden column (`deny_columns`) is masked from `SELECT *`, refused when named, and left
+/// out of fetch, describe, samples and keyword search; `/open` shows it (the control).
+async fn hidden_column_is_masked_and_refused(h: &Harness) {
+    let secret = phone(3);
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT * FROM Customers WHERE Id = 3"}),
+        )
+        .await;
+    assert_eq!(out["masked_columns"], json!(["Phone"]), "{out}");
+    assert_eq!(
+        out["columns"],
+        json!(["Id", "Name", "Email", "City", "Notes", "IsActive"])
+    );
+    assert!(!out.to_string().contains(&secret), "{out}");
+    for sql in [
+        "SELECT Phone FROM Customers",
+        "SELECT Id FROM Customers WHERE Phone = 'ph-7003'",
+        "SELECT c.Phone AS p FROM Customers c",
+        "SELECT Id FROM Customers ORDER BY Phone",
+        "SELECT MAX(Phone) AS m FROM Customers",
+    ] {
+        let msg = h.err("/claude", "execute_sql", json!({"sql": sql})).await;
+        assert!(msg.contains("hidden"), "{sql}: {msg}");
+    }
+    let doc = h
+        .ok("/claude", "fetch", json!({"id": h.row_id("Customers", 3)}))
+        .await;
+    assert!(!doc.to_string().contains(&secret), "{doc}");
+    assert!(doc["metadata"]["values"].get("Phone").is_none(), "{doc}");
+    let desc = h
+        .ok("/claude", "describe_table", json!({"table": "Customers"}))
+        .await;
+    assert!(!desc.to_string().contains("Phone"), "{desc}");
+    let sample = h
+        .ok(
+            "/claude",
+            "get_table_sample",
+            json!({"table": "Customers", "limit": 5}),
+        )
+        .await;
+    assert!(!sample.to_string().contains("Phone"), "{sample}");
+    let found = h.ok("/claude", "search", json!({"query": secret})).await;
+    assert!(
+        !found.to_string().contains(&secret)
+            && !result_ids(&found).contains(&h.row_id("Customers", 3)),
+        "the hidden value was searched: {found}"
+    );
+
+    // The control: where nothing is hidden, the same value is found and shown.
+    let found = h.ok("/open", "search", json!({"query": secret})).await;
+    assert_eq!(
+        result_ids(&found).first(),
+        Some(&h.row_id("Customers", 3)),
+        "{found}"
+    );
+    let out = h
+        .ok(
+            "/open",
+            "execute_sql",
+            json!({"sql": "SELECT Phone FROM Customers WHERE Id = 3"}),
+        )
+        .await;
+    assert_eq!(rows(&out)[0]["Phone"], secret);
+}
+
+/// A denied table is not listed, not fetchable, not describable, not queryable however the
+/// query is written, and never a search result; `/open` sees it (the control).
+async fn denied_table_is_invisible(h: &Harness) {
+    let listed = h.ok("/claude", "list_tables", json!({})).await;
+    let names: Vec<&str> = listed["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Customers", "Orders", "Products"], "{listed}");
+    for t in listed["tables"].as_array().expect("tables") {
+        assert_eq!(t["primary_key"], json!(["Id"]), "{t}");
+    }
+    for (tool, args) in [
+        ("fetch", json!({"id": h.table_id("Salaries")})),
+        ("fetch", json!({"id": h.row_id("Salaries", 1)})),
+        ("describe_table", json!({"table": "Salaries"})),
+        ("get_table_sample", json!({"table": "Salaries"})),
+        ("search", json!({"query": "describe Salaries"})),
+        ("search", json!({"query": "sample Salaries"})),
+        ("execute_sql", json!({"sql": "SELECT * FROM Salaries"})),
+        (
+            "execute_sql",
+            json!({"sql": format!("SELECT * FROM {}", h.table_id("Salaries"))}),
+        ),
+        ("execute_sql", json!({"sql": "SELECT * FROM [Salaries]"})),
+        (
+            "execute_sql",
+            json!({"sql": "SELECT Id FROM Customers WHERE Id IN (SELECT Id FROM Salaries)"}),
+        ),
+        (
+            "execute_sql",
+            json!({"sql": "WITH s AS (SELECT * FROM Salaries) SELECT COUNT(*) AS n FROM s"}),
+        ),
+        (
+            "execute_sql",
+            json!({"sql": "SELECT Id FROM Customers UNION SELECT Id FROM Salaries"}),
+        ),
+    ] {
+        let msg = h.err("/claude", tool, args.clone()).await;
+        assert!(
+            !msg.contains("Payrolled") && !msg.contains("81000"),
+            "{tool} {args} leaked: {msg}"
+        );
+    }
+    let found = h
+        .ok("/claude", "search", json!({"query": "payrolled person"}))
+        .await;
+    assert!(!found.to_string().contains("Salaries"), "{found}");
+    assert!(!found.to_string().contains("Payrolled"), "{found}");
+
+    // The control.
+    let listed = h.ok("/open", "list_tables", json!({})).await;
+    assert_eq!(
+        listed["tables"].as_array().map(Vec::len),
+        Some(4),
+        "{listed}"
+    );
+    let found = h
+        .ok("/open", "search", json!({"query": "payrolled person"}))
+        .await;
+    assert!(
+        result_ids(&found).contains(&h.row_id("Salaries", 1)),
+        "{found}"
+    );
+}
+
+/// `list_tables` and `describe_table` of the full profile.
+async fn list_and_describe_tools(h: &Harness) {
+    let listed = h.ok("/claude", "list_tables", json!({})).await;
+    let orders = listed["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["name"] == "Orders")
+        .expect("Orders")
+        .clone();
+    assert_eq!(orders["id"], h.table_id("Orders"));
+    assert_eq!(orders["schema"], h.schema());
+    assert_eq!(orders["kind"], "table");
+    assert_eq!(orders["rows"], h.row_count(ORDERS));
+    assert_eq!(orders["columns"], 6);
+    for name in ["Orders", "[Orders]", "orders", &h.table_id("Orders")] {
+        let d = h
+            .ok("/claude", "describe_table", json!({"table": name}))
+            .await;
+        assert_eq!(d["id"], h.table_id("Orders"), "{name}");
+    }
+    let d = h
+        .ok("/claude", "describe_table", json!({"table": "Orders"}))
+        .await;
+    assert_eq!(d["primary_key"], json!(["Id"]));
+    assert_eq!(d["key_is_heuristic"], h.kind == Kind::Mssql);
+    let nullable: Vec<(String, bool)> = d["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["nullable"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let status_nullable = nullable.iter().find(|(n, _)| n == "Status").map(|x| x.1);
+    assert_eq!(status_nullable, Some(true), "{nullable:?}");
+    match h.kind {
+        Kind::Sqlite => {
+            let mut refs: Vec<&str> = d["foreign_keys"]
+                .as_array()
+                .expect("foreign_keys")
+                .iter()
+                .filter_map(|f| f["references"].as_str())
+                .collect();
+            refs.sort();
+            assert_eq!(refs, ["main.Customers", "main.Products"]);
+        }
+        Kind::Mssql => assert_eq!(d["foreign_keys"], json!([]), "{d}"),
+    }
+    let ty = |name: &str| {
+        d["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["type"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    match h.kind {
+        Kind::Sqlite => assert_eq!(ty("OrderDate"), "NVARCHAR(10)"),
+        Kind::Mssql => assert!(
+            ty("OrderDate").starts_with("nvarchar("),
+            "{}",
+            ty("OrderDate")
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test per (behaviour, backend)
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! behaviours {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let h = super::Harness::start(super::Kind::Sqlite).await;
+                    super::$name(&h).await;
+                }
+            )*
+        }
+        mod mssql {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let h = super::Harness::start(super::Kind::Mssql).await;
+                    super::$name(&h).await;
+                }
+            )*
+        }
+    };
+}
+
+behaviours!(
+    tools_list_per_profile,
+    search_natural_language_finds_the_row_with_the_word,
+    search_matches_unicode_words_in_any_case,
+    search_list_tables,
+    search_describe,
+    search_sample_limit,
+    fetch_table_id,
+    fetch_row_id_gives_the_same_values,
+    execute_sql_point_lookup,
+    row_cap_and_cursor_paging,
+    refusal_corpus,
+    unknown_table_lists_visible_tables,
+    hidden_column_is_masked_and_refused,
+    denied_table_is_invisible,
+    list_and_describe_tools,
+);

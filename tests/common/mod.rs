@@ -1,0 +1,95 @@
+//! Shared by the integration tests that need the TDS peer (`tests/mssql.rs`,
+//! `tests/backends.rs`): finding `pysqlbridge`, free loopback ports, and starting the peer
+//! on a directory that holds its `config.json`.
+//!
+//! The peer is never skipped: when it is not installed the test fails with the command that
+//! installs it (in CI, `.ci/run` installs it first; locally, the same command does).
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The SQL login every fixture configures, and its password (a test secret, not a real one).
+pub const LOGIN: &str = "mcp_reader";
+pub const PASSWORD: &str = "s3cret-Pa55word!";
+/// The variable the peer's `config.json` reads the password from (`${…}`).
+pub const PASSWORD_ENV: &str = "PYSQLBRIDGE_TEST_PASSWORD";
+
+/// The command that installs the peer, for failure messages.
+pub const INSTALL_HINT: &str =
+    "python3 -m venv .ci/venv && .ci/venv/bin/pip install pysqlbridge==2.1.3";
+
+/// The Python that has `pysqlbridge`: `$PYSQLBRIDGE_PYTHON` or `.ci/venv/bin/python`.
+/// Panics with the install command when neither exists (also, and especially, under `CI`).
+pub fn python() -> PathBuf {
+    let in_ci = std::env::var_os("CI").is_some();
+    if let Some(p) = std::env::var_os("PYSQLBRIDGE_PYTHON") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "PYSQLBRIDGE_PYTHON={} does not exist{}",
+            p.display(),
+            if in_ci { " (CI)" } else { "" }
+        );
+        return p;
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
+    assert!(
+        p.exists(),
+        "the TDS test peer is not installed{}. Install it with:\n  {INSTALL_HINT}\n\
+         (or point PYSQLBRIDGE_PYTHON at a python that has it)",
+        if in_ci {
+            " on this CI machine (.ci/run installs it)"
+        } else {
+            ""
+        }
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Starts `pysqlbridge` on `127.0.0.1:port` with `dir/config.json` (paths in it relative to
+/// `dir`), logging to `dir/server.log`, and waits until it accepts connections.
+pub fn spawn_pysqlbridge(dir: &Path, port: u16) -> Child {
+    let log = dir.join("server.log");
+    let mut child = Command::new(python())
+        .args(["-m", "pysqlbridge", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--config")
+        .arg(dir.join("config.json"))
+        .arg("--log")
+        .arg(&log)
+        .current_dir(dir)
+        .env(PASSWORD_ENV, PASSWORD)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pysqlbridge");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "pysqlbridge exited with {status}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pysqlbridge did not listen on {addr} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
