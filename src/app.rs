@@ -24,8 +24,9 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::{Config, DatabaseKind};
+use crate::config::{Config, ConfigError, DatabaseKind};
 use crate::db::DynBackend;
+use crate::db::mssql::{MssqlBackend, MssqlSettings};
 use crate::db::sqlite::SqliteBackend;
 use crate::edge::{self, limits::EdgeAcceptor, tls::Prepared};
 use crate::state::{AppState, Scope};
@@ -38,6 +39,9 @@ pub enum StartError {
         name: String,
         source: crate::db::DbError,
     },
+    /// A setting that can only be checked at start (a secret file or variable).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -46,10 +50,18 @@ pub enum StartError {
     Tls(#[from] crate::edge::tls::TlsError),
 }
 
+/// Makes `ring` the process-wide rustls provider. Two providers are compiled in (`ring` for
+/// our TLS and ACME, `aws-lc-rs` through reqwest), and rustls refuses to guess between them
+/// for libraries that ask for "the default"; installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Opens every configured database and builds the scopes.
 pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, StartError> {
+    install_crypto_provider();
     let mut backends: Vec<(String, DynBackend)> = Vec::new();
-    for db in &config.databases {
+    for (i, db) in config.databases.iter().enumerate() {
         let timeout = Duration::from_secs(db.query_timeout_secs);
         let backend: DynBackend = match &db.kind {
             DatabaseKind::Sqlite { path } => Arc::new(
@@ -60,6 +72,23 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
                         source,
                     })?,
             ),
+            DatabaseKind::Mssql(m) => {
+                let settings = MssqlSettings::from_config(
+                    m,
+                    &format!("database[{i}]"),
+                    db.pool_size,
+                    timeout,
+                )?;
+                let backend =
+                    MssqlBackend::open(settings)
+                        .await
+                        .map_err(|source| StartError::Database {
+                            name: db.name.clone(),
+                            source,
+                        })?;
+                tracing::info!(database = %db.name, target = %backend.target(), "SQL Server database configured");
+                Arc::new(backend)
+            }
         };
         backends.push((db.name.clone(), backend));
     }
@@ -176,7 +205,7 @@ pub async fn run(
             }
         }
     }));
-    // Aborted when dropped, i.e. when `run` returns.
+    // Expired OAuth codes and tokens are swept by an owned task, stopped when this returns.
     let _oauth_cleanup = crate::oauth::spawn_cleanup(&state);
     let sweep_edge = state.edge().clone();
     tasks.push(tokio::spawn(async move {

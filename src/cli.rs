@@ -51,8 +51,6 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// List the IP allowlist presets (`chatgpt`, `anthropic`) and their ranges.
-    IpPresets,
     /// Hash a sign-in password for `[[oauth.users]]` (reads it from the terminal, or one line
     /// from stdin) and print the argon2id hash to paste as `password_hash`.
     HashPassword,
@@ -65,6 +63,8 @@ pub enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// List the IP allowlist presets (`chatgpt`, `anthropic`) and their ranges.
+    IpPresets,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,11 +102,11 @@ pub fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::HashPassword => hash_password(),
         Command::IpPresets => {
             print!("{}", crate::edge::allowlist::describe_presets());
             ExitCode::SUCCESS
         }
-        Command::HashPassword => hash_password(),
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -170,10 +170,26 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     crate::edge::config::describe(&config);
-    for db in &config.databases {
+    for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
             DatabaseKind::Sqlite { path } => {
                 println!("database `{}`: sqlite {}", db.name, path.display())
+            }
+            DatabaseKind::Mssql(m) => {
+                println!("database `{}`: mssql {}", db.name, m.describe());
+                // The secrets may only be readable by the service (systemd credentials), so an
+                // unreadable one is a warning here, not an error.
+                let sources = [
+                    ("password", m.password.as_ref()),
+                    ("connection_string", m.connection_string.as_ref()),
+                ];
+                for (name, src) in sources {
+                    if let Some(src) = src
+                        && let Err(e) = src.load(&format!("database[{i}].{name}"))
+                    {
+                        println!("WARNING: {e}");
+                    }
+                }
             }
         }
     }
@@ -327,6 +343,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     };
     let state = match crate::app::build_state(config, no_auth).await {
         Ok(s) => s,
+        Err(crate::app::StartError::Config(e)) => return config_error(&e),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);

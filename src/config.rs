@@ -249,6 +249,268 @@ pub enum DatabaseKind {
         /// Path to the database file.
         path: PathBuf,
     },
+    /// Microsoft SQL Server (or Azure SQL) over TDS.
+    Mssql(Box<MssqlConfig>),
+}
+
+/// `[[database]]` with `kind = "mssql"`: where the server is and how to log in.
+///
+/// Either the separate keys (`host`, `database`, `user`, `password`, …) or one
+/// `connection_string`, never both. Fields are `Option`s so that [`Config::validate`] can tell
+/// "not written" from "written with the default value" and refuse mixtures; the defaults live
+/// in the accessor methods.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MssqlConfig {
+    /// Server host name or address.
+    pub host: Option<String>,
+    /// TCP port (default 1433). Not together with `instance`.
+    pub port: Option<u16>,
+    /// Named instance, resolved through the SQL Server Browser (UDP 1434).
+    pub instance: Option<String>,
+    /// Database to open.
+    pub database: Option<String>,
+    /// SQL login (a read-only login; see the README).
+    pub user: Option<String>,
+    /// The login's password: `{ file = … }` or `{ env = … }`, never inline.
+    pub password: Option<SecretSource>,
+    /// TLS: `off` (login packet only), `on`, `required` (default) or `strict` (TDS 8.0).
+    pub encrypt: Option<MssqlEncrypt>,
+    /// Accept any server certificate (no chain or host name check). Default false.
+    pub trust_server_certificate: Option<bool>,
+    /// A CA certificate (PEM or DER) to trust in addition to the system store.
+    pub ca_file: Option<PathBuf>,
+    /// `read_only` (default) or `read_write`; sent as ApplicationIntent at login.
+    pub application_intent: Option<ApplicationIntent>,
+    /// Application name the server sees (sys.dm_exec_sessions, traces). Default `mssql-mcp`.
+    pub application_name: Option<String>,
+    /// Longest a connection attempt (TCP, TLS, login) may take, in seconds. Default 15.
+    pub connect_timeout_secs: Option<u64>,
+    /// An ADO.NET connection string instead of the keys above. It holds the password, so it is
+    /// a secret source too: `{ file = … }` or `{ env = … }`.
+    pub connection_string: Option<SecretSource>,
+}
+
+/// TLS mode of a SQL Server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MssqlEncrypt {
+    /// Only the login packet is encrypted.
+    Off,
+    /// Encrypt if the server can.
+    On,
+    /// Encrypt everything; fail if the server cannot.
+    Required,
+    /// TDS 8.0: TLS before anything else (SQL Server 2022+, Azure SQL).
+    Strict,
+}
+
+/// The ApplicationIntent sent at login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplicationIntent {
+    /// Routes to a readable secondary where one exists; one of the read-only layers.
+    ReadOnly,
+    /// The primary replica.
+    ReadWrite,
+}
+
+impl MssqlEncrypt {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MssqlEncrypt::Off => "off",
+            MssqlEncrypt::On => "on",
+            MssqlEncrypt::Required => "required",
+            MssqlEncrypt::Strict => "strict",
+        }
+    }
+}
+
+impl ApplicationIntent {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplicationIntent::ReadOnly => "read_only",
+            ApplicationIntent::ReadWrite => "read_write",
+        }
+    }
+}
+
+impl MssqlConfig {
+    /// Port to connect to: the configured one, or 1433 unless a named instance is used.
+    pub fn port(&self) -> Option<u16> {
+        match (self.port, &self.instance) {
+            (Some(p), _) => Some(p),
+            (None, Some(_)) => None,
+            (None, None) => Some(1433),
+        }
+    }
+    pub fn encrypt(&self) -> MssqlEncrypt {
+        self.encrypt.unwrap_or(MssqlEncrypt::Required)
+    }
+    pub fn trust_server_certificate(&self) -> bool {
+        self.trust_server_certificate.unwrap_or(false)
+    }
+    pub fn application_intent(&self) -> ApplicationIntent {
+        self.application_intent
+            .unwrap_or(ApplicationIntent::ReadOnly)
+    }
+    pub fn application_name(&self) -> &str {
+        self.application_name.as_deref().unwrap_or("mssql-mcp")
+    }
+    pub fn connect_timeout_secs(&self) -> u64 {
+        self.connect_timeout_secs.unwrap_or(15)
+    }
+
+    /// Where the server is, for logs and `check-config` (no secrets): `host:port`,
+    /// `host\instance`, or `connection string from env X`.
+    pub fn describe(&self) -> String {
+        if let Some(src) = &self.connection_string {
+            return format!("connection string from {}", src.describe());
+        }
+        let host = self.host.as_deref().unwrap_or("?");
+        let addr = match (&self.instance, self.port()) {
+            (Some(i), _) => format!("{host}\\{i}"),
+            (None, Some(p)) => format!("{host}:{p}"),
+            (None, None) => host.to_string(),
+        };
+        format!(
+            "{addr}, database {}, user {}, password from {}, encrypt {}{}, application_intent {}",
+            self.database.as_deref().unwrap_or("?"),
+            self.user.as_deref().unwrap_or("?"),
+            self.password
+                .as_ref()
+                .map(SecretSource::describe)
+                .unwrap_or_else(|| "?".into()),
+            self.encrypt().as_str(),
+            if self.trust_server_certificate() {
+                " (any certificate trusted)"
+            } else {
+                ""
+            },
+            self.application_intent().as_str(),
+        )
+    }
+
+    /// Checks everything that does not need the secrets; `key` is e.g. `database[1]`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let separate: Vec<&str> = [
+            ("host", self.host.is_some()),
+            ("port", self.port.is_some()),
+            ("instance", self.instance.is_some()),
+            ("database", self.database.is_some()),
+            ("user", self.user.is_some()),
+            ("password", self.password.is_some()),
+            ("encrypt", self.encrypt.is_some()),
+            (
+                "trust_server_certificate",
+                self.trust_server_certificate.is_some(),
+            ),
+            ("ca_file", self.ca_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        if self.connection_string.is_some() {
+            if !separate.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{key}.connection_string"),
+                    format!(
+                        "cannot be combined with {} (the connection string already says where and how to connect)",
+                        separate.join(", ")
+                    ),
+                    "keep either connection_string or the separate keys (host, port, instance, database, user, password, encrypt, trust_server_certificate, ca_file)",
+                ));
+            }
+        } else {
+            let required = [
+                (
+                    "host",
+                    self.host.as_deref().is_some_and(|h| !h.trim().is_empty()),
+                    "host = \"sql.example.com\"",
+                ),
+                (
+                    "database",
+                    self.database
+                        .as_deref()
+                        .is_some_and(|d| !d.trim().is_empty()),
+                    "database = \"Sales\"",
+                ),
+                (
+                    "user",
+                    self.user.as_deref().is_some_and(|u| !u.trim().is_empty()),
+                    "user = \"mcp_reader\" (a login with read rights only)",
+                ),
+                (
+                    "password",
+                    self.password.is_some(),
+                    "password = { env = \"MSSQL_PASSWORD\" } or { file = \"/run/credentials/mssql-mcp.service/db-password\" }",
+                ),
+            ];
+            for (name, present, example) in required {
+                if !present {
+                    let problem = if name == "host" && separate.is_empty() {
+                        "an mssql database needs `host` (with `database`, `user` and `password`) or a `connection_string`".to_string()
+                    } else {
+                        format!("`{name}` is missing or empty")
+                    };
+                    return Err(ConfigError::new(
+                        format!("{key}.{name}"),
+                        problem,
+                        format!("add {example}"),
+                    ));
+                }
+            }
+            if self.port.is_some() && self.instance.is_some() {
+                return Err(ConfigError::new(
+                    format!("{key}.instance"),
+                    "`port` and `instance` cannot both be set (an instance is found through the SQL Server Browser, a port is connected to directly)",
+                    "remove `instance` to connect to the port, or remove `port` to look the instance up",
+                ));
+            }
+            if self.port == Some(0) {
+                return Err(ConfigError::new(
+                    format!("{key}.port"),
+                    "0 is not a port",
+                    "remove it for the default of 1433",
+                ));
+            }
+            if self.trust_server_certificate() && self.ca_file.is_some() {
+                return Err(ConfigError::new(
+                    format!("{key}.trust_server_certificate"),
+                    "`trust_server_certificate = true` skips certificate checks, so `ca_file` would be ignored",
+                    "keep `ca_file` (safer) and remove `trust_server_certificate`, or the other way round",
+                ));
+            }
+            if let Some(ca) = &self.ca_file
+                && !ca.is_file()
+            {
+                return Err(ConfigError::new(
+                    format!("{key}.ca_file"),
+                    format!("{} is not a readable file", ca.display()),
+                    "point it at the PEM or DER file of the CA that signed the server's certificate",
+                ));
+            }
+        }
+        let t = self.connect_timeout_secs();
+        if t == 0 || t > 300 {
+            return Err(ConfigError::new(
+                format!("{key}.connect_timeout_secs"),
+                format!("{t} is out of range"),
+                "use 1 to 300 seconds (default 15)",
+            ));
+        }
+        let name = self.application_name();
+        if name.is_empty() || name.chars().count() > 128 {
+            return Err(ConfigError::new(
+                format!("{key}.application_name"),
+                "must be 1 to 128 characters",
+                "remove it for the default `mssql-mcp`",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Which tools a scope offers.
@@ -387,6 +649,15 @@ pub struct SecretSource {
 }
 
 impl SecretSource {
+    /// Where the secret comes from, for `check-config` and logs (never the secret itself).
+    pub fn describe(&self) -> String {
+        match (&self.file, &self.env) {
+            (Some(path), None) => format!("file {}", path.display()),
+            (None, Some(var)) => format!("env {var}"),
+            _ => "(invalid: needs exactly one of file or env)".into(),
+        }
+    }
+
     /// Resolves the secret; `key` names the config key in errors.
     pub fn load(&self, key: &str) -> Result<Secret, ConfigError> {
         match (&self.file, &self.env) {
@@ -452,7 +723,7 @@ impl Config {
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let problem = e.message().to_string();
+            let problem = hide_string_values(e.message());
             let key = match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -460,11 +731,12 @@ impl Config {
                 }
                 None => "(file)".to_string(),
             };
-            ConfigError::new(
-                key,
-                problem,
-                "check the key's spelling and type against config.toml.example",
-            )
+            let fix = if problem.contains("SecretSource") {
+                "secrets are never written inline: use { file = \"/path/to/secret\" } or { env = \"VARIABLE\" }"
+            } else {
+                "check the key's spelling and type against config.toml.example"
+            };
+            ConfigError::new(key, problem, fix)
         })?;
         config.validate()?;
         Ok(config)
@@ -512,6 +784,9 @@ impl Config {
                     format!("{} is out of range", db.pool_size),
                     "use 1 to 256 (default 8)",
                 ));
+            }
+            if let DatabaseKind::Mssql(m) = &db.kind {
+                m.validate(&key)?;
             }
         }
         if self.scopes.is_empty() {
@@ -716,6 +991,25 @@ impl Config {
     }
 }
 
+/// serde quotes a mistyped string value in full ("invalid type: string \"hunter2\", expected
+/// …"); that value may be a password written inline, so it is left out.
+fn hide_string_values(problem: &str) -> String {
+    for prefix in ["invalid type: string \"", "invalid value: string \""] {
+        if let Some(start) = problem.find(prefix) {
+            let rest = &problem[start + prefix.len()..];
+            if let Some(end) = rest.find("\", expected") {
+                return format!(
+                    "{}{}(value not shown){}",
+                    &problem[..start],
+                    &prefix[..prefix.len() - 1],
+                    &rest[end + 1..]
+                );
+            }
+        }
+    }
+    problem.to_string()
+}
+
 fn validate_public_url(url: &str) -> Result<(), ConfigError> {
     let key = "server.public_url";
     let fix = "write the URL clients reach, e.g. \"https://mcp.example.com\" (no path, no trailing slash)";
@@ -869,6 +1163,153 @@ profile = "chatgpt"
         };
         let err = src.load("database[0].password").unwrap_err();
         assert_eq!(err.key, "database[0].password.env");
+    }
+
+    fn with_database(db: &str) -> String {
+        format!("{db}\n[[scope]]\npath = \"/claude\"\ndatabase = \"sql\"\n")
+    }
+
+    const MSSQL: &str = r#"
+[[database]]
+name = "sql"
+kind = "mssql"
+host = "sql.example.com"
+database = "Sales"
+user = "mcp_reader"
+password = { env = "MSSQL_PASSWORD" }
+"#;
+
+    #[test]
+    fn an_mssql_database_parses_with_defaults() {
+        let c = Config::parse(&with_database(MSSQL)).expect("valid");
+        let DatabaseKind::Mssql(m) = &c.databases[0].kind else {
+            panic!("not mssql")
+        };
+        assert_eq!(m.port(), Some(1433));
+        assert_eq!(m.encrypt(), MssqlEncrypt::Required);
+        assert!(!m.trust_server_certificate());
+        assert_eq!(m.application_intent(), ApplicationIntent::ReadOnly);
+        assert_eq!(m.application_name(), "mssql-mcp");
+        assert_eq!(m.connect_timeout_secs(), 15);
+        assert!(m.describe().contains("password from env MSSQL_PASSWORD"));
+    }
+
+    #[test]
+    fn an_mssql_database_takes_every_documented_key() {
+        let text = MSSQL.replace(
+            "user = ",
+            "encrypt = \"strict\"\ntrust_server_certificate = true\napplication_intent = \"read_write\"\napplication_name = \"x\"\nconnect_timeout_secs = 5\nport = 14330\nuser = ",
+        );
+        let c = Config::parse(&with_database(&text)).expect("valid");
+        let DatabaseKind::Mssql(m) = &c.databases[0].kind else {
+            panic!("not mssql")
+        };
+        assert_eq!(m.encrypt(), MssqlEncrypt::Strict);
+        assert_eq!(m.port(), Some(14330));
+        assert_eq!(m.application_intent(), ApplicationIntent::ReadWrite);
+    }
+
+    #[test]
+    fn an_mssql_database_without_a_host_or_connection_string_is_refused() {
+        let err = Config::parse(&with_database(
+            "[[database]]\nname = \"sql\"\nkind = \"mssql\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "database[0].host");
+        assert!(err.problem.contains("connection_string"), "{err}");
+    }
+
+    #[test]
+    fn an_mssql_database_without_a_password_is_refused_with_an_example() {
+        let err = Config::parse(&with_database(
+            &MSSQL.replace("password = { env = \"MSSQL_PASSWORD\" }", ""),
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "database[0].password");
+        assert!(err.fix.contains("env ="), "{err}");
+    }
+
+    #[test]
+    fn an_inline_mssql_password_is_refused() {
+        let err = Config::parse(&with_database(
+            &MSSQL.replace("{ env = \"MSSQL_PASSWORD\" }", "\"hunter2\""),
+        ))
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.fix.contains("env ="), "{err}");
+    }
+
+    #[test]
+    fn a_connection_string_cannot_be_mixed_with_host_keys() {
+        let text = format!("{MSSQL}connection_string = {{ env = \"MSSQL_CS\" }}\n");
+        let err = Config::parse(&with_database(&text)).unwrap_err();
+        assert_eq!(err.key, "database[0].connection_string");
+        assert!(err.problem.contains("host"), "{err}");
+    }
+
+    #[test]
+    fn a_connection_string_alone_is_accepted() {
+        let text = "[[database]]\nname = \"sql\"\nkind = \"mssql\"\nconnection_string = { file = \"/run/cs\" }\napplication_name = \"bi\"\n";
+        let c = Config::parse(&with_database(text)).expect("valid");
+        let DatabaseKind::Mssql(m) = &c.databases[0].kind else {
+            panic!("not mssql")
+        };
+        assert_eq!(m.describe(), "connection string from file /run/cs");
+    }
+
+    #[test]
+    fn port_and_instance_together_are_refused() {
+        let text = MSSQL.replace("user = ", "port = 1433\ninstance = \"SQLEXPRESS\"\nuser = ");
+        let err = Config::parse(&with_database(&text)).unwrap_err();
+        assert_eq!(err.key, "database[0].instance");
+    }
+
+    #[test]
+    fn trusting_any_certificate_and_a_ca_file_are_refused_together() {
+        let text = MSSQL.replace(
+            "user = ",
+            "trust_server_certificate = true\nca_file = \"/etc/ssl/certs/ca-certificates.crt\"\nuser = ",
+        );
+        let err = Config::parse(&with_database(&text)).unwrap_err();
+        assert_eq!(err.key, "database[0].trust_server_certificate");
+    }
+
+    #[test]
+    fn an_unknown_encrypt_mode_is_refused() {
+        let text = MSSQL.replace("user = ", "encrypt = \"maybe\"\nuser = ");
+        let err = Config::parse(&with_database(&text)).unwrap_err();
+        assert!(err.problem.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_mssql_key_is_refused() {
+        let text = MSSQL.replace("user = ", "passwd = \"x\"\nuser = ");
+        let err = Config::parse(&with_database(&text)).unwrap_err();
+        assert!(err.problem.contains("passwd"), "{err}");
+    }
+
+    #[test]
+    fn the_commented_mssql_example_is_valid_when_uncommented() {
+        let text = include_str!("../config.toml.example");
+        let start = text.find("# --- mssql example ---").expect("start marker");
+        let end = text
+            .find("# --- end of mssql example ---")
+            .expect("end marker");
+        let block: String = text[start..end]
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if !rest.starts_with("---") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uncommented = format!("{}{block}\n{}", &text[..start], &text[end..]);
+        let c = Config::parse(&uncommented).expect("the mssql example must stay valid");
+        let DatabaseKind::Mssql(m) = &c.databases[1].kind else {
+            panic!("the example's second database is not mssql")
+        };
+        assert_eq!(m.host.as_deref(), Some("sql.example.com"));
+        assert_eq!(m.encrypt(), MssqlEncrypt::Required);
     }
 
     const USER: &str = "\n[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g\"\nscopes = [\"/chatgpt\"]\n";

@@ -97,6 +97,12 @@ path = "/claude"
 database = "crm"
 profile = "full"
 
+# The edge's per-IP OAuth bucket is tested in tests/edge.rs; here every flow comes from one
+# loopback address, so it must not get in the way of the OAuth server's own limits.
+[limits]
+oauth_per_min = 100000
+oauth_burst = 100000
+
 [oauth]
 default_scope = "/chatgpt"
 {extra_oauth}
@@ -2118,11 +2124,17 @@ async fn canned_https(
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let pem = certified.cert.pem();
     let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .expect("tls config");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .expect("tls config");
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();

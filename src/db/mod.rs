@@ -9,6 +9,7 @@
 
 pub mod demo_data;
 pub mod guard;
+pub mod mssql;
 pub mod sqlite;
 
 use std::sync::Arc;

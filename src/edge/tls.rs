@@ -15,7 +15,7 @@
 //! - `off`: plain HTTP behind another proxy.
 //!
 //! Every mode offers TLS 1.2 and 1.3 only (rustls has nothing older) with ALPN `h2` and
-//! `http/1.1`, and the aws-lc-rs crypto provider (the only one in the build) chosen explicitly.
+//! `http/1.1`, and the ring crypto provider chosen explicitly.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -168,7 +168,7 @@ fn der_not_after(der: &[u8]) -> Option<i64> {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// The server settings every mode shares: TLS 1.2 and 1.3, ALPN h2 then http/1.1.

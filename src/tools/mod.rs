@@ -40,6 +40,11 @@ impl ToolOutput {
             .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
         Ok(Self { json, rows })
     }
+
+    /// The result parsed back into a JSON value (for callers outside the hot path).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.json.get()).unwrap_or(Value::Null)
+    }
 }
 
 /// Why a tool call failed. All but [`ToolError::UnknownTool`] become a result with

@@ -1,0 +1,1279 @@
+//! The SQL Server backend against a real TDS server: `pysqlbridge` (PyPI), an independent
+//! server speaking SQL Server's wire protocol, started per test on a free loopback port with a
+//! fixture dataset written by the test.
+//!
+//! The peer is located at `$PYSQLBRIDGE_PYTHON` or `.ci/venv/bin/python`; when neither exists
+//! the tests fail with the command that installs it (they are never skipped silently).
+//!
+//! What the peer cannot do (declared keys, decimal/date/GUID types, `SET ROWCOUNT`, `WAITFOR`)
+//! is covered by unit tests in `src/db/mssql.rs` on canned values.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mssql_mcp::config::{MssqlConfig, MssqlEncrypt, SecretSource};
+use mssql_mcp::db::mssql::{MssqlBackend, MssqlSettings};
+use mssql_mcp::db::{Backend, DbError, Page, RowSet, SearchRequest, TableInfo, Value};
+
+/// The peer is one Python process per test; running them one at a time keeps the shared
+/// two-core machine (and the peer's accept backlog of 5) out of the results.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+const LOGIN: &str = "mcp_reader";
+const PASSWORD: &str = "s3cret-Pa55word!";
+const PASSWORD_ENV: &str = "PYSQLBRIDGE_TEST_PASSWORD";
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PYSQLBRIDGE_PYTHON") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "PYSQLBRIDGE_PYTHON={} does not exist",
+            p.display()
+        );
+        return p;
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
+    assert!(
+        p.exists(),
+        "the TDS test peer is not installed. Install it with:\n  \
+         python3 -m venv .ci/venv && .ci/venv/bin/pip install pysqlbridge==2.1.3\n\
+         (or point PYSQLBRIDGE_PYTHON at a python that has it)"
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// CSV field quoting.
+fn csv(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| {
+            if f.contains([',', '"', '\n']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Number of rows in the `Events` table (large enough to exceed the drain budget).
+const EVENTS: usize = 3_000;
+
+/// Writes the fixture tables and the peer's configuration into `dir`.
+fn write_fixture(dir: &Path) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir data");
+    let cities = ["Zürich", "東京", "São Paulo", "Reykjavík", "Oslo"];
+    let mut customers = String::from("CustomerId,Name,Email,City,Notes\n");
+    for i in 1..=40 {
+        let name = match i {
+            1 => "Zoë Ærøskøbing".to_string(),
+            2 => "Café \"Olé\", Ltd".to_string(),
+            3 => "100% Natural_Foods".to_string(),
+            4 => "Bracket [Shop]".to_string(),
+            _ => format!("Customer {i:02}"),
+        };
+        let email = if i % 7 == 0 {
+            String::new() // NULL
+        } else {
+            format!("c{i}@example.com")
+        };
+        let notes = if i == 5 {
+            "x".repeat(3_900) // long, but under the peer's 4,000 character limit
+        } else if i % 3 == 0 {
+            String::new()
+        } else {
+            format!(
+                "prefers {} delivery",
+                if i % 2 == 0 { "morning" } else { "evening" }
+            )
+        };
+        customers.push_str(&csv(&[
+            i.to_string(),
+            name,
+            email,
+            cities[i % cities.len()].to_string(),
+            notes,
+        ]));
+        customers.push('\n');
+    }
+    std::fs::write(data.join("customers.csv"), customers).expect("write customers");
+
+    let mut products = String::from("Id,Name,Category,Price\n");
+    let names = [
+        "Espresso Machine",
+        "Coffee Grinder",
+        "Tea Kettle",
+        "Milk Frother",
+        "Mocha Pot",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        products.push_str(&csv(&[
+            (i + 1).to_string(),
+            n.to_string(),
+            if i < 3 { "kitchen" } else { "barista" }.to_string(),
+            format!("{}.5", 10 * (i + 1)),
+        ]));
+        products.push('\n');
+    }
+    std::fs::write(data.join("products.csv"), products).expect("write products");
+
+    let orders: Vec<serde_json::Value> = (1..=120)
+        .map(|i| {
+            serde_json::json!({
+                "OrderId": i,
+                "CustomerId": (i % 40) + 1,
+                "ProductId": (i % 5) + 1,
+                "Quantity": i % 4 + 1,
+                "Status": if i % 10 == 0 { serde_json::Value::Null } else { serde_json::json!("shipped") },
+                "OrderDate": format!("2024-{:02}-{:02}", i % 12 + 1, i % 28 + 1),
+            })
+        })
+        .collect();
+    std::fs::write(
+        data.join("orders.json"),
+        serde_json::to_vec(&orders).expect("json"),
+    )
+    .expect("write orders");
+
+    let mut events = String::from("event_id,kind,payload\n");
+    for i in 1..=EVENTS {
+        events.push_str(&format!("{i},kind{},payload number {i}\n", i % 7));
+    }
+    std::fs::write(data.join("events.csv"), events).expect("write events");
+
+    let mut tags = String::from("label,weight\n");
+    for i in 1..=12 {
+        tags.push_str(&format!("tag{i:02},{i}\n"));
+    }
+    std::fs::write(data.join("tags.csv"), tags).expect("write tags");
+
+    let config = serde_json::json!({
+        "tables": [
+            {"name": "Tags", "csv": "data/tags.csv"},
+            {"name": "Customers", "csv": "data/customers.csv"},
+            {"name": "Products", "csv": "data/products.csv"},
+            {"name": "Orders", "json": "data/orders.json"},
+            {"name": "Events", "csv": "data/events.csv"},
+        ],
+        "logins": [{"user": LOGIN, "password": format!("${{{PASSWORD_ENV}}}")}],
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&config).expect("json"),
+    )
+    .expect("write config");
+    let mut f = std::fs::File::create(dir.join("password")).expect("password file");
+    writeln!(f, "{PASSWORD}").expect("write password");
+}
+
+/// A running pysqlbridge; killed on drop.
+struct Peer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Peer {
+    fn start() -> Peer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_fixture(dir.path());
+        let mut peer = Peer {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        peer.spawn();
+        peer
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Starts the server on this peer's port and waits until it accepts connections.
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("server.log");
+        let child = Command::new(python())
+            .args(["-m", "pysqlbridge", "--host", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .arg("--config")
+            .arg(self.dir.path().join("config.json"))
+            .arg("--log")
+            .arg(&log)
+            .current_dir(self.dir.path())
+            .env(PASSWORD_ENV, PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pysqlbridge");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
+                .is_ok()
+            {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "pysqlbridge exited with {status}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pysqlbridge did not listen on {} within 30 s",
+                self.addr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn password_file(&self) -> PathBuf {
+        self.dir.path().join("password")
+    }
+
+    /// The `[[database]]` settings for this peer, as an operator would write them.
+    fn config(&self) -> MssqlConfig {
+        MssqlConfig {
+            host: Some("127.0.0.1".into()),
+            port: Some(self.port),
+            database: Some("pysqlbridge".into()),
+            user: Some(LOGIN.into()),
+            password: Some(SecretSource {
+                file: Some(self.password_file()),
+                env: None,
+            }),
+            encrypt: Some(MssqlEncrypt::Required),
+            trust_server_certificate: Some(true),
+            connect_timeout_secs: Some(5),
+            ..MssqlConfig::default()
+        }
+    }
+
+    fn backend_with(&self, cfg: &MssqlConfig, pool: u32, query_timeout: Duration) -> MssqlBackend {
+        cfg.validate("database[0]").expect("valid config");
+        let settings =
+            MssqlSettings::from_config(cfg, "database[0]", pool, query_timeout).expect("settings");
+        MssqlBackend::new(settings)
+    }
+
+    fn backend(&self) -> MssqlBackend {
+        self.backend_with(&self.config(), 4, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Captured log output.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+fn page(offset: usize, limit: usize) -> Page {
+    Page { offset, limit }
+}
+
+fn col(rs: &RowSet, name: &str) -> usize {
+    rs.columns
+        .iter()
+        .position(|c| c.name.eq_ignore_ascii_case(name))
+        .unwrap_or_else(|| panic!("no column {name} in {:?}", rs.columns))
+}
+
+fn ints(rs: &RowSet, column: &str) -> Vec<i64> {
+    let i = col(rs, column);
+    rs.rows
+        .iter()
+        .map(|r| match &r[i] {
+            Value::Int(n) => *n,
+            other => panic!("{column} is not an integer: {other:?}"),
+        })
+        .collect()
+}
+
+async fn table(b: &MssqlBackend, name: &str) -> TableInfo {
+    let cat = b.catalog().await.expect("catalog");
+    cat.find(name)
+        .unwrap_or_else(|| panic!("no table {name}"))
+        .clone()
+}
+
+fn names(t: &TableInfo) -> Vec<String> {
+    t.columns.iter().map(|c| c.name.clone()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logins and encryption
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_login_with_the_right_password_connects_and_reads() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    b.ping().await.expect("ping");
+    let rs = b
+        .query("SELECT DB_NAME() AS db", page(0, 1))
+        .await
+        .expect("query");
+    assert_eq!(rs.rows, vec![vec![Value::Text("pysqlbridge".into())]]);
+    assert_eq!(b.kind(), "mssql");
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_with_login_advice_and_never_shows_the_password() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let wrong = "Wr0ng-Pa55word-XYZ";
+    let file = peer.dir.path().join("wrong-password");
+    std::fs::write(&file, wrong).expect("write");
+    let mut cfg = peer.config();
+    cfg.password = Some(SecretSource {
+        file: Some(file),
+        env: None,
+    });
+    let settings = MssqlSettings::from_config(&cfg, "database[0]", 2, Duration::from_secs(5))
+        .expect("settings");
+    let debug = format!("{settings:?} {cfg:?}");
+    // Every log line, at every level, of this test's thread (the runtime is single-threaded,
+    // so the pool's spawned connection attempts log here too).
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let b = MssqlBackend::new(settings);
+    let started = Instant::now();
+    let err = b.ping().await.expect_err("wrong password must fail");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let logged = logs.text();
+    assert!(
+        logged.contains("Login failed"),
+        "the failure is logged: {logged}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+    assert!(text.contains("login failed"), "{text}");
+    assert!(
+        text.contains("database[0].user / database[0].password"),
+        "{text}"
+    );
+    for shown in [
+        text.as_str(),
+        debug.as_str(),
+        &format!("{err:?} {b:?}"),
+        logged.as_str(),
+    ] {
+        assert!(!shown.contains(wrong), "password leaked: {shown}");
+        assert!(!shown.contains(PASSWORD), "password leaked: {shown}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_login_fails_the_same_way() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let mut cfg = peer.config();
+    cfg.user = Some("nobody".into());
+    let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+    let err = b.catalog().await.expect_err("unknown login");
+    assert!(err.to_string().contains("login failed"), "{err}");
+}
+
+#[tokio::test]
+async fn every_encryption_mode_the_peer_supports_connects() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    for mode in [MssqlEncrypt::Off, MssqlEncrypt::On, MssqlEncrypt::Required] {
+        let mut cfg = peer.config();
+        cfg.encrypt = Some(mode);
+        let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+        let rs = b
+            .query("SELECT COUNT(*) AS n FROM Products", page(0, 1))
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(rs.rows, vec![vec![Value::Int(5)]], "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_peers_self_signed_certificate_is_refused_unless_trusted() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let mut cfg = peer.config();
+    cfg.trust_server_certificate = None;
+    let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+    let err = b
+        .ping()
+        .await
+        .expect_err("self-signed certificate must be refused");
+    let text = err.to_string();
+    assert!(text.contains("TLS"), "{text}");
+    assert!(text.contains("ca_file"), "{text}");
+    assert!(text.contains("database[0].encrypt"), "{text}");
+}
+
+/// The peer cannot do TDS 8.0; `strict` must fail quickly and point at the setting.
+#[tokio::test]
+async fn strict_encryption_against_a_server_without_tds8_fails_clearly() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let mut cfg = peer.config();
+    cfg.encrypt = Some(MssqlEncrypt::Strict);
+    let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+    let started = Instant::now();
+    let err = b
+        .ping()
+        .await
+        .expect_err("strict must fail against the peer");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(err.to_string().contains("database[0].encrypt"), "{err}");
+}
+
+#[tokio::test]
+async fn a_connection_string_from_a_file_connects_read_only_by_default() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let file = peer.dir.path().join("connection-string");
+    std::fs::write(
+        &file,
+        format!(
+            "Server=tcp:127.0.0.1,{};Database=pysqlbridge;User Id={LOGIN};Password={PASSWORD};TrustServerCertificate=true\n",
+            peer.port
+        ),
+    )
+    .expect("write");
+    let cfg = MssqlConfig {
+        connection_string: Some(SecretSource {
+            file: Some(file),
+            env: None,
+        }),
+        ..MssqlConfig::default()
+    };
+    cfg.validate("database[0]").expect("valid");
+    assert_eq!(
+        cfg.application_intent(),
+        mssql_mcp::config::ApplicationIntent::ReadOnly
+    );
+    let settings = MssqlSettings::from_config(&cfg, "database[0]", 2, Duration::from_secs(5))
+        .expect("settings");
+    assert!(!format!("{settings:?}").contains(PASSWORD));
+    let b = MssqlBackend::new(settings);
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+        .await
+        .expect("query");
+    assert_eq!(rs.rows, vec![vec![Value::Int(120)]]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catalog and the built statements
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_catalog_lists_tables_and_columns_with_fallback_keys() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    let cat = b.catalog().await.expect("catalog");
+    let listed: Vec<String> = cat.tables.iter().map(|t| t.qualified()).collect();
+    assert_eq!(
+        listed,
+        [
+            "dbo.Customers",
+            "dbo.Events",
+            "dbo.Orders",
+            "dbo.Products",
+            "dbo.Tags"
+        ]
+    );
+    let customers = cat.find("[dbo].[Customers]").expect("customers");
+    assert_eq!(customers.kind, "table");
+    assert_eq!(
+        names(customers),
+        ["CustomerId", "Name", "Email", "City", "Notes"]
+    );
+    let id = customers.column("CustomerId").expect("id");
+    assert_eq!(id.kind, mssql_mcp::db::ValueKind::Integer);
+    assert_eq!(id.data_type, "int");
+    let name = customers.column("name").expect("name");
+    assert_eq!(name.kind, mssql_mcp::db::ValueKind::Text);
+    assert!(
+        name.data_type.starts_with("nvarchar("),
+        "{}",
+        name.data_type
+    );
+    // The peer declares no keys: every key below comes from the documented fallback.
+    let keys: Vec<(String, Vec<String>, bool)> = cat
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.primary_key.clone(), t.key_is_heuristic))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("Customers".into(), vec!["CustomerId".into()], true),
+            ("Events".into(), vec!["event_id".into()], true),
+            ("Orders".into(), vec!["OrderId".into()], true),
+            ("Products".into(), vec!["Id".into()], true),
+            ("Tags".into(), vec![], false),
+        ]
+    );
+    assert!(cat.tables.iter().all(|t| t.foreign_keys.is_empty()));
+}
+
+#[tokio::test]
+async fn lookup_finds_a_row_through_the_fallback_key() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    let customers = table(&b, "Customers").await;
+    assert!(customers.key_is_heuristic);
+    let cols = names(&customers);
+    let rs = b
+        .lookup(&customers, &cols, &customers.primary_key, &["2".into()], 1)
+        .await
+        .expect("lookup");
+    assert_eq!(rs.rows.len(), 1);
+    assert!(!rs.more);
+    assert_eq!(
+        rs.rows[0][col(&rs, "Name")],
+        Value::Text("Café \"Olé\", Ltd".into())
+    );
+    assert_eq!(
+        rs.rows[0][col(&rs, "City")],
+        Value::Text("São Paulo".into())
+    );
+    // A key that cannot be an integer finds nothing instead of failing to convert.
+    let none = b
+        .lookup(
+            &customers,
+            &cols,
+            &customers.primary_key,
+            &["abc".into()],
+            1,
+        )
+        .await
+        .expect("lookup");
+    assert!(none.rows.is_empty());
+    // Children through a foreign-key-like column, capped with `more`.
+    let orders = table(&b, "Orders").await;
+    let rs = b
+        .lookup(
+            &orders,
+            &names(&orders),
+            &["CustomerId".into()],
+            &["3".into()],
+            2,
+        )
+        .await
+        .expect("children");
+    assert_eq!(ints(&rs, "OrderId"), [2, 42]);
+    assert!(rs.more);
+    // NULLs come back as null.
+    let rs = b
+        .lookup(
+            &orders,
+            &names(&orders),
+            &orders.primary_key,
+            &["10".into()],
+            1,
+        )
+        .await
+        .expect("order 10");
+    assert_eq!(rs.rows[0][col(&rs, "Status")], Value::Null);
+}
+
+#[tokio::test]
+async fn sample_pages_in_key_order() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    let events = table(&b, "Events").await;
+    let cols = vec!["event_id".to_string(), "kind".to_string()];
+    let first = b.sample(&events, &cols, page(0, 10)).await.expect("page 1");
+    assert_eq!(ints(&first, "event_id"), (1..=10).collect::<Vec<_>>());
+    assert!(first.more);
+    let second = b
+        .sample(&events, &cols, page(10, 10))
+        .await
+        .expect("page 2");
+    assert_eq!(ints(&second, "event_id"), (11..=20).collect::<Vec<_>>());
+    let last = b
+        .sample(&events, &cols, page(EVENTS - 5, 10))
+        .await
+        .expect("last page");
+    assert_eq!(last.rows.len(), 5);
+    assert!(!last.more);
+    // A table without any key still pages (ORDER BY (SELECT NULL)).
+    let tags = table(&b, "Tags").await;
+    assert!(tags.primary_key.is_empty());
+    let rs = b
+        .sample(&tags, &names(&tags), page(10, 5))
+        .await
+        .expect("tags");
+    assert_eq!(rs.rows.len(), 2);
+    assert!(!rs.more);
+}
+
+#[tokio::test]
+async fn search_matches_keywords_literally_and_scores_last() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    let customers = table(&b, "Customers").await;
+    let cols = vec!["CustomerId".to_string(), "Name".to_string()];
+    let text = vec!["Name".to_string(), "Notes".to_string()];
+    let search = |keywords: Vec<String>| {
+        let customers = customers.clone();
+        let cols = cols.clone();
+        let text = text.clone();
+        let b = &b;
+        async move {
+            b.search(SearchRequest {
+                table: &customers,
+                columns: &cols,
+                text_columns: &text,
+                keywords: &keywords,
+                limit: 5,
+            })
+            .await
+            .expect("search")
+        }
+    };
+    // `%`, `_` and `[` are literal, not wildcards.
+    let rs = search(vec!["100%".into()]).await;
+    assert_eq!(ints(&rs, "CustomerId"), [3]);
+    let rs = search(vec!["r_l".into()]).await; // `_` as a wildcard would match "Natural"
+    assert!(rs.rows.is_empty(), "{:?}", rs.rows);
+    let rs = search(vec!["[shop".into()]).await;
+    assert_eq!(ints(&rs, "CustomerId"), [4]);
+    // Unicode, case-insensitively (the peer's collation, like SQL Server's default).
+    let rs = search(vec!["zoë".into()]).await;
+    assert_eq!(ints(&rs, "CustomerId"), [1]);
+    // More matching pairs rank first; the score is the last column.
+    let rs = search(vec!["customer".into(), "morning".into()]).await;
+    assert_eq!(rs.columns.last().map(|c| c.name.as_str()), Some("_score"));
+    assert_eq!(rs.rows.len(), 5);
+    let scores = ints(&rs, "_score");
+    assert_eq!(scores[0], 2, "{scores:?}");
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ad-hoc queries, row caps and connection reuse
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_adhoc_query_is_cut_at_the_page_and_reports_more() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    let rs = b
+        .query("SELECT event_id FROM Events ORDER BY event_id", page(0, 50))
+        .await
+        .expect("query");
+    assert_eq!(ints(&rs, "event_id"), (1..=50).collect::<Vec<_>>());
+    assert!(rs.more);
+    let rs = b
+        .query(
+            "SELECT event_id FROM Events ORDER BY event_id",
+            page(EVENTS - 10, 50),
+        )
+        .await
+        .expect("query");
+    assert_eq!(rs.rows.len(), 10);
+    assert!(!rs.more);
+    let rs = b
+        .query(
+            "WITH c AS (SELECT City, COUNT(*) AS n FROM Customers GROUP BY City) SELECT * FROM c ORDER BY n DESC; ",
+            page(0, 2),
+        )
+        .await
+        .expect("CTE with a trailing semicolon");
+    assert_eq!(rs.rows.len(), 2);
+    assert!(rs.more);
+    // A trailing line comment cannot swallow the rollback that follows the query.
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Orders -- how many?", page(0, 1))
+        .await
+        .expect("comment");
+    assert_eq!(rs.rows, vec![vec![Value::Int(120)]]);
+}
+
+#[tokio::test]
+async fn rows_past_the_cap_are_drained_and_the_connection_is_reused() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    b.ping().await.expect("ping");
+    let before = b.pool_stats();
+    // 120 rows, 6 kept: the other 114 are within the drain budget.
+    for _ in 0..3 {
+        let rs = b
+            .query("SELECT * FROM Orders", page(0, 5))
+            .await
+            .expect("query");
+        assert_eq!(rs.rows.len(), 5);
+        assert!(rs.more);
+    }
+    let after = b.pool_stats();
+    assert_eq!(after.discarded, before.discarded, "{before:?} -> {after:?}");
+    assert_eq!(after.created, before.created, "{before:?} -> {after:?}");
+}
+
+#[tokio::test]
+async fn a_stream_abandoned_past_the_drain_budget_discards_its_connection() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    // One connection, so a desynchronised one would be reused by the next query.
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    b.ping().await.expect("ping");
+    let before = b.pool_stats();
+    // The peer ignores SET ROWCOUNT and sends all 3,000 rows; the client keeps 4 and gives up
+    // after draining 1,000.
+    let rs = b
+        .query(
+            "SELECT event_id, payload FROM Events ORDER BY event_id",
+            page(0, 3),
+        )
+        .await
+        .expect("query");
+    assert_eq!(ints(&rs, "event_id"), [1, 2, 3]);
+    assert!(rs.more);
+    let after = b.pool_stats();
+    assert_eq!(
+        after.discarded,
+        before.discarded + 1,
+        "{before:?} -> {after:?}"
+    );
+    // The next query sees its own rows, not the rest of the previous stream.
+    let rs = b
+        .query("SELECT Name FROM Products WHERE Id = 4", page(0, 5))
+        .await
+        .expect("next query");
+    assert_eq!(rs.rows, vec![vec![Value::Text("Milk Frother".into())]]);
+}
+
+#[tokio::test]
+async fn a_query_future_dropped_mid_stream_does_not_desync_the_pool() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    b.ping().await.expect("ping");
+    for wait in [1u64, 5, 20, 60] {
+        // A large result, abandoned after `wait` ms by dropping the future (as a client
+        // disconnect or an outer timeout would).
+        let _ = tokio::time::timeout(
+            Duration::from_millis(wait),
+            b.query(
+                "SELECT a.event_id, b.Name FROM Events a CROSS JOIN Products b",
+                page(0, 10_000),
+            ),
+        )
+        .await;
+        let rs = b
+            .query("SELECT Id, Name FROM Products ORDER BY Id", page(0, 10))
+            .await
+            .unwrap_or_else(|e| panic!("after dropping at {wait} ms: {e}"));
+        assert_eq!(
+            ints(&rs, "Id"),
+            [1, 2, 3, 4, 5],
+            "after dropping at {wait} ms"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_table_error_keeps_the_connection_usable() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    b.ping().await.expect("ping");
+    let before = b.pool_stats();
+    let err = b
+        .query("SELECT * FROM Nope", page(0, 5))
+        .await
+        .expect_err("missing table");
+    let DbError::Sql(msg) = &err else {
+        panic!("expected a SQL error, got {err:?}")
+    };
+    assert!(
+        msg.to_ascii_lowercase().contains("invalid object name"),
+        "{msg}"
+    );
+    assert!(msg.contains("208"), "{msg}");
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Customers", page(0, 1))
+        .await
+        .expect("query after the error");
+    assert_eq!(rs.rows, vec![vec![Value::Int(40)]]);
+    let after = b.pool_stats();
+    assert_eq!(after.discarded, before.discarded, "{before:?} -> {after:?}");
+    assert_eq!(after.created, before.created, "{before:?} -> {after:?}");
+}
+
+/// A correlated subquery over 200 × 3,000 rows: about three seconds of work for the peer.
+const SLOW_QUERY: &str = "SELECT COUNT(*) AS n FROM Events a WHERE a.event_id <= 200 AND a.event_id > (SELECT COUNT(*) FROM Events b WHERE b.kind = a.kind AND b.event_id < a.event_id)";
+
+#[tokio::test]
+async fn a_query_over_its_time_limit_times_out_and_its_connection_is_discarded() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 2, Duration::from_secs(1));
+    b.ping().await.expect("ping");
+    let before = b.pool_stats();
+    let started = Instant::now();
+    // Seconds of work in Python and no rows until the end (the peer has no WAITFOR).
+    let err = b
+        .query(SLOW_QUERY, page(0, 1))
+        .await
+        .expect_err("must time out");
+    assert!(matches!(err, DbError::Timeout(1)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(b.pool_stats().discarded, before.discarded + 1);
+    // The pool carries on (a new connection; the peer finishes the abandoned count first).
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Tags", page(0, 1))
+        .await
+        .expect("after the timeout");
+    assert_eq!(rs.rows, vec![vec![Value::Int(12)]]);
+}
+
+#[tokio::test]
+async fn eight_concurrent_callers_share_a_pool_of_four() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = Arc::new(peer.backend_with(&peer.config(), 4, Duration::from_secs(20)));
+    let customers = table(&b, "Customers").await;
+    let mut tasks = Vec::new();
+    for caller in 0..8i64 {
+        let b = b.clone();
+        let customers = customers.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25i64 {
+                let id = (caller * 25 + i) % 40 + 1;
+                let rs = b
+                    .lookup(
+                        &customers,
+                        &["CustomerId".to_string(), "Email".to_string()],
+                        &customers.primary_key,
+                        &[id.to_string()],
+                        1,
+                    )
+                    .await
+                    .expect("lookup");
+                assert_eq!(ints(&rs, "CustomerId"), [id]);
+                if i % 5 == 0 {
+                    let rs = b
+                        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+                        .await
+                        .expect("count");
+                    assert_eq!(rs.rows, vec![vec![Value::Int(120)]]);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("caller");
+    }
+    let stats = b.pool_stats();
+    assert!(stats.connections <= 4, "{stats:?}");
+    assert_eq!(stats.discarded, 0, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outage
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
+    let _s = serial().await;
+    let mut peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 4, Duration::from_secs(10));
+    let products = table(&b, "Products").await;
+    let cols = names(&products);
+    b.sample(&products, &cols, page(0, 5))
+        .await
+        .expect("before");
+
+    peer.kill();
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let err = b
+            .sample(&products, &cols, page(0, 5))
+            .await
+            .expect_err("the database is down");
+        assert!(
+            matches!(err, DbError::Unavailable(_)),
+            "attempt {attempt}: {err:?}"
+        );
+        assert!(err.is_transient());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "attempt {attempt} took {:?}",
+            started.elapsed()
+        );
+    }
+    let err = b.ping().await.expect_err("ping while down");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+
+    peer.spawn(); // same port, same data
+    let rs = b
+        .sample(&products, &cols, page(0, 5))
+        .await
+        .expect("the first call after the restart succeeds");
+    assert_eq!(ints(&rs, "Id"), [1, 2, 3, 4, 5]);
+    b.ping().await.expect("ping after the restart");
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Events", page(0, 1))
+        .await
+        .expect("query after the restart");
+    assert_eq!(rs.rows, vec![vec![Value::Int(EVENTS as i64)]]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the tools, from a configuration file
+// ---------------------------------------------------------------------------------------------
+
+fn tools_config(peer: &Peer) -> mssql_mcp::config::Config {
+    let text = format!(
+        r#"
+[server]
+insecure_no_auth = true
+
+[[database]]
+name = "sales"
+kind = "mssql"
+host = "127.0.0.1"
+port = {port}
+database = "pysqlbridge"
+user = "{LOGIN}"
+password = {{ file = "{pw}" }}
+trust_server_certificate = true
+connect_timeout_secs = 5
+pool_size = 4
+
+[[scope]]
+path = "/claude"
+database = "sales"
+profile = "full"
+"#,
+        port = peer.port,
+        pw = peer.password_file().display()
+    );
+    mssql_mcp::config::Config::parse(&text).expect("config")
+}
+
+#[tokio::test]
+async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .expect("state");
+    let scope = state.scopes()[0].clone();
+    assert_eq!(scope.db.kind(), "mssql");
+
+    let out = tools::call(&scope, "search", &json!({"query": "Zoë"}))
+        .await
+        .expect("search");
+    let results = out.value()["results"].as_array().expect("results").clone();
+    assert!(!results.is_empty(), "{}", out.value());
+    let id = results[0]["id"].as_str().expect("id").to_string();
+
+    let out = tools::call(&scope, "fetch", &json!({"id": id}))
+        .await
+        .expect("fetch through the fallback key");
+    let fetched = out.value().to_string();
+    assert!(fetched.contains("Ærøskøbing"), "{fetched}");
+    assert!(fetched.contains("key_is_heuristic"), "{fetched}");
+
+    let out = tools::call(
+        &scope,
+        "execute_sql",
+        &json!({"sql": "SELECT Name, City FROM Customers ORDER BY CustomerId", "page_size": 3}),
+    )
+    .await
+    .expect("execute_sql");
+    let text = out.value().to_string();
+    assert!(
+        text.contains("Zoë Ærøskøbing") && text.contains("São Paulo"),
+        "{text}"
+    );
+
+    let err = tools::call(&scope, "execute_sql", &json!({"sql": "SELECT * FROM Nope"}))
+        .await
+        .expect_err("missing table");
+    let msg = err.to_string();
+    assert!(msg.contains("Customers") && msg.contains("Orders"), "{msg}");
+
+    // The guard (MsSql dialect) stops what SQL Server would otherwise run, before any
+    // statement reaches the server.
+    for sql in [
+        "EXEC sp_tables",
+        "EXECUTE('DELETE FROM Customers')",
+        "SELECT * INTO Copy FROM Customers",
+        "SELECT 1; DELETE FROM Customers",
+        "SELECT * FROM OPENROWSET('SQLNCLI', 'Server=x;', 'SELECT 1')",
+        "WAITFOR DELAY '00:00:05'",
+    ] {
+        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+            .await
+            .expect_err(sql);
+        assert!(
+            matches!(err, tools::ToolError::Refused(_)),
+            "{sql}: {err:?}"
+        );
+    }
+
+    let out = tools::call(
+        &scope,
+        "get_table_sample",
+        &json!({"table": "dbo.Products", "limit": 2}),
+    )
+    .await
+    .expect("sample");
+    assert!(
+        out.value().to_string().contains("Espresso Machine"),
+        "{}",
+        out.value()
+    );
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_at_start_does_not_stop_the_server() {
+    let _s = serial().await;
+    let mut peer = Peer::start();
+    peer.kill();
+    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .expect("the server starts without its database");
+    let scope = state.scopes()[0].clone();
+    let err = scope.db.catalog().await.expect_err("down");
+    assert!(err.is_transient(), "{err:?}");
+    peer.spawn();
+    let cat = scope
+        .db
+        .catalog()
+        .await
+        .expect("catalog once the database is up");
+    assert_eq!(cat.tables.len(), 5);
+}
+
+#[tokio::test]
+async fn a_wrong_password_stops_the_server_at_start() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    std::fs::write(peer.password_file(), "not-the-password").expect("write");
+    let err = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .err()
+        .expect("a refused login is fatal at start");
+    let text = err.to_string();
+    assert!(
+        text.contains("login failed") && text.contains("database[0].user"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password"), "{text}");
+}
+
+/// A server that accepts TCP connections and then says nothing (a hung host behind a load
+/// balancer): every caller fails within about one connect timeout, together.
+#[tokio::test]
+async fn a_server_that_never_answers_costs_one_connect_timeout_not_one_per_caller() {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pw"), "x").expect("write");
+    let cfg = MssqlConfig {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        database: Some("db".into()),
+        user: Some("u".into()),
+        password: Some(SecretSource {
+            file: Some(dir.path().join("pw")),
+            env: None,
+        }),
+        trust_server_certificate: Some(true),
+        connect_timeout_secs: Some(1),
+        ..MssqlConfig::default()
+    };
+    let settings = MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(5))
+        .expect("settings");
+    let b = Arc::new(MssqlBackend::new(settings));
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let b = b.clone();
+        calls.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                b.catalog().await.map(|_| ())
+            } else {
+                b.ping().await
+            }
+        }));
+    }
+    for c in calls {
+        let err = c.await.expect("task").expect_err("nothing answers");
+        assert!(err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains(&port.to_string()), "{err}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+/// Not a test: compares point lookups through the backend (pool, validation, decoding) with a
+/// bare tiberius client sending the same statement on one connection. Run with
+/// `cargo test --release --test mssql -- --ignored --nocapture lookup_overhead`.
+#[tokio::test]
+#[ignore = "measurement; run on demand"]
+async fn lookup_overhead_against_a_bare_tiberius_client() {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 4, Duration::from_secs(10));
+    let customers = table(&b, "Customers").await;
+    let cols = names(&customers);
+    const N: i64 = 1_000;
+
+    let mut config = tiberius::Config::new();
+    config.host("127.0.0.1");
+    config.port(peer.port);
+    config.database("pysqlbridge");
+    config.authentication(tiberius::AuthMethod::sql_server(LOGIN, PASSWORD));
+    config.trust_cert();
+    let tcp = tokio::net::TcpStream::connect(peer.addr())
+        .await
+        .expect("tcp");
+    let mut client = tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .expect("client");
+    let sql = format!(
+        "SELECT TOP (2) {} FROM [dbo].[Customers] WHERE [CustomerId] = @P1 ORDER BY [CustomerId]",
+        cols.iter()
+            .map(|c| format!("[{c}]"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let bare_round = async |client: &mut tiberius::Client<_>| {
+        let started = Instant::now();
+        for i in 0..N {
+            let mut q = tiberius::Query::new(sql.as_str());
+            q.bind(i % 40 + 1);
+            let rows = q
+                .query(client)
+                .await
+                .expect("query")
+                .into_first_result()
+                .await
+                .expect("rows");
+            assert_eq!(rows.len(), 1);
+        }
+        started.elapsed()
+    };
+    let backend_round = async || {
+        let started = Instant::now();
+        for i in 0..N {
+            let rs = b
+                .lookup(
+                    &customers,
+                    &cols,
+                    &customers.primary_key,
+                    &[(i % 40 + 1).to_string()],
+                    1,
+                )
+                .await
+                .expect("lookup");
+            assert_eq!(rs.rows.len(), 1);
+        }
+        started.elapsed()
+    };
+    // Alternate, so neither side gets the warm-up.
+    let mut bare = Duration::ZERO;
+    let mut backend = Duration::ZERO;
+    for _ in 0..3 {
+        backend += backend_round().await;
+        bare += bare_round(&mut client).await;
+    }
+    let n = 3 * N;
+    println!(
+        "{n} sequential lookups: bare tiberius {:.0}/s, backend {:.0}/s ({:.0}%)",
+        n as f64 / bare.as_secs_f64(),
+        n as f64 / backend.as_secs_f64(),
+        100.0 * bare.as_secs_f64() / backend.as_secs_f64()
+    );
+}
