@@ -424,7 +424,6 @@ fn main() {
 }
 
 async fn bench(a: Args) {
-    mssql_mcp::app::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     write_fixture(dir.path());
     let port = common::free_port();

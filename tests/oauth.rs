@@ -2124,7 +2124,9 @@ async fn canned_https(
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let pem = certified.cert.pem();
     let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
     ))

@@ -15,7 +15,7 @@
 //! - `off`: plain HTTP behind another proxy.
 //!
 //! Every mode offers TLS 1.2 and 1.3 only (rustls has nothing older) with ALPN `h2` and
-//! `http/1.1`, and the aws-lc-rs crypto provider (the only one in the build) chosen explicitly.
+//! `http/1.1`, and the ring crypto provider chosen explicitly.
 
 use std::io;
 use std::path::{Path, PathBuf};
