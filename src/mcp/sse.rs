@@ -23,6 +23,7 @@ use super::json_body;
 use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
+use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
 use crate::state::AppState;
 
@@ -39,9 +40,13 @@ impl Drop for EndSessionOnDrop {
 }
 
 /// GET `{scope}/sse`
-pub async fn open(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+pub async fn open(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
     let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
-        Ok(c) => c,
+        Ok(c) => c.from_ip(ip),
         Err(resp) => return resp,
     };
     let Some(permit) = ctx.app.try_open_stream() else {
@@ -81,12 +86,13 @@ pub async fn open(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
 /// travels on the session's stream.
 pub async fn message(
     State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
-        Ok(c) => c,
+        Ok(c) => c.from_ip(ip),
         Err(resp) => return resp,
     };
     let sid = q.get("session_id").or_else(|| q.get("sessionId"));
@@ -143,9 +149,14 @@ pub async fn message(
 }
 
 /// POST `{scope}/sse`: one JSON-RPC request answered with JSON, no session (seed-guide style).
-pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn plain_post(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
-        Ok(c) => c,
+        Ok(c) => c.from_ip(ip),
         Err(resp) => return resp,
     };
     let req = match protocol::parse(&body) {

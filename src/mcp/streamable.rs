@@ -28,6 +28,7 @@ use super::protocol::{
     SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
+use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
 use serde_json::value::RawValue;
 
@@ -167,9 +168,14 @@ fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcErr
 }
 
 /// POST `{scope}/mcp`
-pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
-        Ok(c) => c,
+        Ok(c) => c.from_ip(ip),
         Err(resp) => return resp,
     };
     if let Err(e) = check_content_type(&headers) {
@@ -293,9 +299,13 @@ fn session_not_found() -> Response {
 }
 
 /// GET `{scope}/mcp`: the server-to-client stream of a 2025 session.
-pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
     let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
-        Ok(c) => c,
+        Ok(c) => c.from_ip(ip),
         Err(resp) => return resp,
     };
     let accepts_sse = header_str(&headers, header::ACCEPT.as_str())
@@ -353,9 +363,13 @@ pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
 }
 
 /// DELETE `{scope}/mcp`: ends a 2025 session.
-pub async fn delete(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
     let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
-        Ok(c) => c,
+        Ok(c) => c.from_ip(ip),
         Err(resp) => return resp,
     };
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {

@@ -84,6 +84,11 @@ pub fn authenticate(
     };
     let now = super::store::now_ms();
     let Some(grant) = oauth.store.check_access(&super::hash_token(token), now) else {
+        // A token was presented and refused: an OAuth decision worth a record (requests
+        // without any token, every client's first probe, are not).
+        let mut r = crate::ops::audit::Record::oauth("bearer", &scope.path, "refused");
+        r.error = Some("unknown, expired or revoked access token".into());
+        app.ops().audit.record(r);
         return Err(challenge(Some((
             "invalid_token",
             "the access token is unknown, expired or revoked",
@@ -111,6 +116,7 @@ pub fn authenticate(
     Ok(Caller {
         user: Some(grant.username.clone()),
         client_id: Some(grant.client_id.clone()),
+        ip: None,
     })
 }
 
