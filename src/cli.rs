@@ -512,11 +512,11 @@ async fn cache(path: &std::path::Path, action: CacheAction) -> ExitCode {
                 ),
                 None => "/admin/cache".to_string(),
             };
-            admin::call(addr, &token, &path, None::<&()>)
+            admin::call_with(addr, &token, &path, None::<&()>)
                 .await
                 .map(|v| print!("{}", admin::format_cache_stats(&v)))
         }
-        CacheAction::Clear { scope } => admin::call(
+        CacheAction::Clear { scope } => admin::call_with(
             addr,
             &token,
             "/admin/cache/clear",
@@ -638,8 +638,8 @@ async fn tokens(path: &std::path::Path, action: TokensAction) -> ExitCode {
     let result = match action {
         TokensAction::List => {
             match (
-                admin::call(addr, &token, "/admin/clients", None::<&()>).await,
-                admin::call(addr, &token, "/admin/grants", None::<&()>).await,
+                admin::call(addr, &token, "/admin/clients", None).await,
+                admin::call(addr, &token, "/admin/grants", None).await,
             ) {
                 (Ok(c), Ok(g)) => {
                     print!("{}", admin::format_listing(&c, &g));

@@ -332,7 +332,17 @@ pub async fn call(
     addr: SocketAddr,
     token: &str,
     path: &str,
-    body: Option<&(impl Serialize + ?Sized)>,
+    body: Option<&Target>,
+) -> Result<serde_json::Value, AdminError> {
+    call_with(addr, token, path, body).await
+}
+
+/// [`call`] with any JSON body.
+pub async fn call_with<B: Serialize + ?Sized>(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    body: Option<&B>,
 ) -> Result<serde_json::Value, AdminError> {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}{path}");
