@@ -87,6 +87,7 @@ pub struct CacheTarget {
     pub scope: Option<String>,
 }
 
+#[allow(clippy::result_large_err)]
 fn selected<'a>(
     app: &'a AppState,
     scope: &Option<String>,
