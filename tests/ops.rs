@@ -502,6 +502,7 @@ async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
             .is_some_and(|e| e.starts_with("invalid_grant"))
     );
     assert_eq!(event("bearer")["outcome"], "refused");
+    assert_eq!(event("bearer")["client_ip"], "127.0.0.1");
     for secret_value in [code, verifier, bearer, password, hash.as_str()] {
         assert!(!raw.contains(secret_value), "audit leaks `{secret_value}`");
     }
@@ -617,6 +618,30 @@ async fn cache_stats_and_clear_work_through_the_cli() {
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     srv.stop().await;
+}
+
+#[test]
+fn check_config_connect_reports_each_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config_text(dir.path(), &db, "", "")).expect("config");
+    let run = || {
+        Command::new(BIN)
+            .args(["check-config", "--connect", "--config"])
+            .arg(&config_path)
+            .output()
+            .expect("run check-config")
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("database `main`: answered in"), "{text}");
+    std::fs::remove_file(&db).expect("remove db");
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(69), "{text}");
+    assert!(text.contains("database `main`: FAILED"), "{text}");
 }
 
 /// Sends SIGTERM to a child process.

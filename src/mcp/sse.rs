@@ -24,7 +24,7 @@ use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
 use crate::oauth::ClientIp;
-use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
+use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session, may_use};
 use crate::state::AppState;
 
 /// Removes the session when its stream is dropped (client gone or server shutting down).
@@ -45,8 +45,8 @@ pub async fn open(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
-        Ok(c) => c.from_ip(ip),
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Sse, &headers, ip) {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
     let Some(permit) = ctx.app.try_open_stream() else {
@@ -91,8 +91,8 @@ pub async fn message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
-        Ok(c) => c.from_ip(ip),
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Sse, &headers, ip) {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
     let sid = q.get("session_id").or_else(|| q.get("sessionId"));
@@ -155,8 +155,8 @@ pub async fn plain_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
-        Ok(c) => c.from_ip(ip),
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Sse, &headers, ip) {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
     let req = match protocol::parse(&body) {
@@ -181,8 +181,13 @@ pub async fn plain_post(
 }
 
 /// GET `{scope}/records/{id}`: the record behind a search result's `url`, as JSON.
-pub async fn record(State(ctx): State<ScopeCtx>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(resp) = authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+pub async fn record(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
         return resp;
     }
     // The raw path keeps the id's own percent-encoding intact.

@@ -29,7 +29,7 @@ use super::protocol::{
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
 use crate::oauth::ClientIp;
-use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
+use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session, may_use};
 use serde_json::value::RawValue;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -174,8 +174,8 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
-        Ok(c) => c.from_ip(ip),
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
     if let Err(e) = check_content_type(&headers) {
@@ -304,8 +304,8 @@ pub async fn get(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
-        Ok(c) => c.from_ip(ip),
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
     let accepts_sse = header_str(&headers, header::ACCEPT.as_str())
@@ -368,8 +368,8 @@ pub async fn delete(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
-        Ok(c) => c.from_ip(ip),
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {

@@ -63,7 +63,10 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/cache/clear", post(cache_clear))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/health/ready", get(ready))
         .with_state(app)
 }
