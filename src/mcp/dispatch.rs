@@ -302,6 +302,9 @@ fn record_call(
     if let Some(m) = scope.tool_metrics(name) {
         m.observe(status, elapsed.as_secs_f64());
     }
+    if !scope.audit.enabled() {
+        return;
+    }
     let mut r = crate::ops::audit::Record::new("tool_call", status.as_str());
     r.scope = Some(scope.path.clone());
     r.user = caller.user.clone();

@@ -128,6 +128,11 @@ impl Audit {
         )
     }
 
+    /// Whether records are kept at all (callers skip building them when not).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues a record; never waits. A full queue drops it and counts the drop.
     pub fn record(&self, r: Record) {
         if let Some(tx) = &self.tx
