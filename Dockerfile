@@ -7,7 +7,7 @@
 #     -v /etc/mssql-mcp:/etc/mssql-mcp:ro mssql-mcp
 #
 # The config must listen on 0.0.0.0:443 (state_dir = "/var/lib/mssql-mcp", [admin] listen on
-# 127.0.0.1:9090, the default). Binding 443 as non-root works because Docker's default
+# 127.0.0.1:8009, the default). Binding 443 as non-root works because Docker's default
 # net.ipv4.ip_unprivileged_port_start is 0 inside the container.
 
 FROM rust:1-bookworm AS build
@@ -33,6 +33,6 @@ USER 10001:10001
 VOLUME ["/var/lib/mssql-mcp"]
 EXPOSE 443 80
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:9090/health"]
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8009/health"]
 ENTRYPOINT ["/usr/local/bin/mssql-mcp"]
 CMD ["serve", "--config", "/etc/mssql-mcp/config.toml"]
