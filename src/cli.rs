@@ -228,6 +228,33 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     crate::edge::config::describe(&config);
+    println!(
+        "Health: /health, /health/ready; metrics: /metrics for {} on the main listener, always on the admin listener {}",
+        if config.metrics.allow.is_empty() {
+            "nobody".to_string()
+        } else {
+            config.metrics.allow.join(", ")
+        },
+        config.admin.listen
+    );
+    match config.audit.output {
+        crate::ops::config::AuditOutput::File => println!(
+            "Audit: {} (rotated at {} bytes, {} kept)",
+            config
+                .server
+                .state_dir
+                .join(crate::ops::audit::FILE)
+                .display(),
+            config.audit.max_bytes,
+            config.audit.keep
+        ),
+        crate::ops::config::AuditOutput::Stderr => {
+            println!("Audit: standard error (the journal under systemd)")
+        }
+        crate::ops::config::AuditOutput::Off => println!(
+            "WARNING: [audit] output = \"off\": tool calls and OAuth decisions are not recorded"
+        ),
+    }
     for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
             DatabaseKind::Sqlite { path } => {
