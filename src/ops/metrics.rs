@@ -16,7 +16,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -61,7 +61,7 @@ pub struct Metrics {
     streams_open: IntGauge,
     streams_refused: IntCounter,
     timed_out: IntCounter,
-    cert_expiry: Gauge,
+    cert_expiry: GaugeVec,
     acme_errors: IntCounter,
     /// Serialises scrapes, so two at once never copy the same increment twice.
     scrape: Mutex<()>,
@@ -168,10 +168,14 @@ impl Metrics {
             &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let cert_expiry = Gauge::with_opts(Opts::new(
-            "mssql_mcp_tls_certificate_expiry_timestamp_seconds",
-            "notAfter of the served certificate (Unix seconds); absent without TLS.",
-        ))
+        // Labelled by TLS mode so the series is absent (not 0) until a certificate is served.
+        let cert_expiry = GaugeVec::new(
+            Opts::new(
+                "mssql_mcp_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the served certificate (Unix seconds); absent without one.",
+            ),
+            &["mode"],
+        )
         .unwrap_or_else(|e| unreachable!("{e}"));
         Self {
             http_requests: counter(
@@ -412,7 +416,9 @@ impl Metrics {
         self.streams_open.set(edge.streams_open as i64);
         sync(&self.acme_errors, edge.tls.errors);
         if let Some(t) = edge.tls.not_after {
-            self.cert_expiry.set(t as f64);
+            self.cert_expiry
+                .with_label_values(&[edge.tls.mode])
+                .set(t as f64);
         }
         self.sessions.set(app.sessions().len() as i64);
         if let Some(o) = app.oauth() {
