@@ -14,7 +14,6 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum_server::accept::DefaultAcceptor;
 use axum_server::tls_rustls::RustlsAcceptor;
 use hyper_util::rt::TokioTimer;
@@ -52,6 +51,7 @@ pub enum StartError {
 
 /// Opens every configured database and builds the scopes.
 pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, StartError> {
+    let ops = Arc::new(crate::ops::Ops::new(&config));
     let mut backends: Vec<(String, DynBackend)> = Vec::new();
     for (i, db) in config.databases.iter().enumerate() {
         let timeout = Duration::from_secs(db.query_timeout_secs);
@@ -82,6 +82,7 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
                 Arc::new(backend)
             }
         };
+        let backend = crate::ops::metered::Metered::wrap(backend, ops.metrics.db(&db.name));
         backends.push((db.name.clone(), backend));
     }
     let public_url = config.public_url();
@@ -90,7 +91,7 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
         .iter()
         .filter_map(|s| {
             let db = backends.iter().find(|(n, _)| *n == s.database)?.1.clone();
-            Some(Arc::new(Scope::new(s.clone(), db, &public_url)))
+            Some(Arc::new(Scope::new(s.clone(), db, &public_url, &ops)))
         })
         .collect();
     let oauth = if no_auth {
@@ -102,7 +103,7 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
             .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
         Some(Arc::new(opened))
     };
-    let state = AppState::new(config, scopes, no_auth);
+    let state = AppState::new(config, scopes, no_auth, ops);
     if let Some(o) = oauth {
         state.set_oauth(o);
     }
@@ -126,6 +127,8 @@ pub fn router(state: &AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = id)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
+        // Counts every request by route template and status, refusals below included.
+        .layer(from_fn_with_state(state.clone(), crate::ops::metrics::track))
         // Security headers outside every refusal, so 403/413/429/503 carry them too.
         .layer(from_fn_with_state(edge.clone(), edge::headers::add))
         // The client IP is decided once, here; everything below reads it from extensions.
@@ -142,28 +145,14 @@ pub fn router(state: &AppState) -> Router {
         // Innermost: bounds the time to a response head, never an SSE stream's body.
         .layer(from_fn_with_state(edge, edge::limits::request_timeout));
     Router::new()
-        .route("/health", get(health).with_state(state.clone()))
+        .merge(crate::ops::routes(state))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
+        // Hands the matched route template out to `track` (set only inside the router).
+        .route_layer(axum::middleware::from_fn(crate::ops::metrics::mark_route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
         .layer(stack)
-}
-
-/// Liveness, plus the certificate's state when TLS is on: an ACME failure shows here (the
-/// server keeps serving the previous certificate) with the seconds the certificate has left.
-async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    let mut body = serde_json::json!({"status": "ok"});
-    let edge = state.edge().report();
-    if edge.tls.mode != "off" {
-        body["tls"] = serde_json::json!({
-            "mode": edge.tls.mode,
-            "state": edge.tls.state,
-            "cert_expires_in_secs": edge.cert_expires_in_secs,
-            "last_error": edge.tls.last_error,
-        });
-    }
-    axum::Json(body)
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -207,6 +196,16 @@ pub async fn run(
             sweep_edge.rate_limits.sweep();
         }
     }));
+    // The audit writer drains its queue after `stopping`, so it is awaited, not aborted.
+    let audit_writer = state.ops().take_audit_rx().map(|rx| {
+        tokio::spawn(crate::ops::audit::writer(
+            rx,
+            config.audit.clone(),
+            config.server.state_dir.clone(),
+            state.ops().metrics.audit_write_errors.clone(),
+            stopping.clone(),
+        ))
+    });
     let (prepared, tls_tasks) = edge::tls::prepare(
         &config.tls,
         &config.server.state_dir,
@@ -237,6 +236,8 @@ pub async fn run(
     let stop = stopping.clone();
     tasks.push(tokio::spawn(async move {
         shutdown.await;
+        // systemd (Type=notify) shows the unit as deactivating while open requests drain.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         stop.cancel();
         // End sessions so their SSE streams close and the drain can finish.
         closing.sessions().close_all();
@@ -259,6 +260,11 @@ pub async fn run(
     let handshake = Duration::from_secs(limits.header_read_timeout_secs);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Every listener is bound and the state built: tell systemd (a no-op without
+    // NOTIFY_SOCKET, i.e. outside a Type=notify unit).
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot notify systemd of readiness");
+    }
     let served = match prepared {
         Prepared::Off => {
             server
@@ -283,6 +289,13 @@ pub async fn run(
     stopping.cancel();
     for t in tasks {
         t.abort();
+    }
+    if let Some(w) = audit_writer
+        && tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .is_err()
+    {
+        tracing::warn!("audit: the writer did not finish within 5 s");
     }
     served.map_err(StartError::Io)
 }

@@ -1,4 +1,4 @@
-//! The command line: `demo`, `serve`, `check-config`, `hash-password`, `tokens`.
+//! The command line: `demo`, `serve`, `check-config`, `hash-password`, `tokens`, `cache`.
 //!
 //! Every command loads and validates its whole configuration before binding a port; a bad
 //! configuration prints one message naming the key and the fix and exits with 64 (`EX_USAGE`).
@@ -50,6 +50,9 @@ pub enum Command {
         /// Path of the TOML configuration.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also connect to every database and run a trivial query.
+        #[arg(long)]
+        connect: bool,
     },
     /// Hash a sign-in password for `[[oauth.users]]` (reads it from the terminal, or one line
     /// from stdin) and print the argon2id hash to paste as `password_hash`.
@@ -65,6 +68,31 @@ pub enum Command {
     },
     /// List the IP allowlist presets (`chatgpt`, `anthropic`) and their ranges.
     IpPresets,
+    /// Show or clear the result caches of the running server (through its local admin
+    /// endpoint; clearing takes effect at once).
+    Cache {
+        /// Path of the TOML configuration the server runs with.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Entries, hits, misses, hit ratio, oldest entry and estimated memory per scope.
+    Stats {
+        /// Only this scope (its path, e.g. `/chatgpt`).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Drop every cached result and paging cursor.
+    Clear {
+        /// Only this scope (its path, e.g. `/chatgpt`).
+        #[arg(long)]
+        scope: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,9 +127,22 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing();
+    // `serve` logs in the format its config asks for; everything else as `[log]` defaults.
+    let serve_config = match &cli.command {
+        Command::Serve { config } => match Config::load(config) {
+            Ok(c) => Some(c),
+            Err(e) => return config_error(&e),
+        },
+        _ => None,
+    };
+    init_tracing(
+        serve_config
+            .as_ref()
+            .map(|c| c.log.format)
+            .unwrap_or_default(),
+    );
     match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, connect } if !connect => check_config(&config),
         Command::HashPassword => hash_password(),
         Command::IpPresets => {
             print!("{}", crate::edge::allowlist::describe_presets());
@@ -121,24 +162,41 @@ pub fn main() -> ExitCode {
             runtime.block_on(async move {
                 match command {
                     Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
-                    Command::Serve { config } => serve(&config).await,
+                    Command::Serve { .. } => match serve_config {
+                        Some(config) => serve(config).await,
+                        None => ExitCode::from(EX_USAGE),
+                    },
                     Command::Tokens { config, action } => tokens(&config, action).await,
-                    Command::CheckConfig { .. } | Command::HashPassword | Command::IpPresets => {
-                        ExitCode::SUCCESS
-                    }
+                    Command::Cache { config, action } => cache(&config, action).await,
+                    Command::CheckConfig { config, .. } => check_connect(&config).await,
+                    Command::HashPassword | Command::IpPresets => ExitCode::SUCCESS,
                 }
             })
         }
     }
 }
 
-fn init_tracing() {
+/// Logs to stderr: JSON lines (with the request span's fields, so every line of a request
+/// carries its request id) when `[log] format` says so or under journald, else human lines
+/// (coloured only on a terminal).
+fn init_tracing(format: crate::ops::config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if format.json() {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
@@ -170,6 +228,33 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     crate::edge::config::describe(&config);
+    println!(
+        "Health: /health, /health/ready; metrics: /metrics for {} on the main listener, always on the admin listener {}",
+        if config.metrics.allow.is_empty() {
+            "nobody".to_string()
+        } else {
+            config.metrics.allow.join(", ")
+        },
+        config.admin.listen
+    );
+    match config.audit.output {
+        crate::ops::config::AuditOutput::File => println!(
+            "Audit: {} (rotated at {} bytes, {} kept)",
+            config
+                .server
+                .state_dir
+                .join(crate::ops::audit::FILE)
+                .display(),
+            config.audit.max_bytes,
+            config.audit.keep
+        ),
+        crate::ops::config::AuditOutput::Stderr => {
+            println!("Audit: standard error (the journal under systemd)")
+        }
+        crate::ops::config::AuditOutput::Off => println!(
+            "WARNING: [audit] output = \"off\": tool calls and OAuth decisions are not recorded"
+        ),
+    }
     for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
             DatabaseKind::Sqlite { path } => {
@@ -305,11 +390,7 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return config_error(&e),
-    };
+async fn serve(config: Config) -> ExitCode {
     let no_auth = config.server.insecure_no_auth;
     if !no_auth && let Err(e) = require_oauth_users(&config) {
         return config_error(&e);
@@ -324,21 +405,19 @@ async fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    let admin_listener = if no_auth {
+    if no_auth {
         tracing::warn!(
             "server.insecure_no_auth = true: MCP endpoints accept requests without a token"
         );
-        None
-    } else {
-        match TcpListener::bind(config.admin.listen).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!(
-                    "error: cannot listen on {} (admin): {e}\n  fix: change admin.listen or free the port",
-                    config.admin.listen
-                );
-                return ExitCode::from(EX_UNAVAILABLE);
-            }
+    }
+    let admin_listener = match TcpListener::bind(config.admin.listen).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {} (admin): {e}\n  fix: change admin.listen or free the port",
+                config.admin.listen
+            );
+            return ExitCode::from(EX_UNAVAILABLE);
         }
     };
     let state = match crate::app::build_state(config, no_auth).await {
@@ -355,7 +434,7 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     if let Some(admin) = admin_listener {
         if let Ok(addr) = admin.local_addr() {
-            tracing::info!(%addr, "admin endpoint listening (loopback only)");
+            tracing::info!(%addr, "admin endpoint listening (loopback only; /metrics, tokens, cache)");
         }
         let app = state.clone();
         tokio::spawn(async move {
@@ -369,6 +448,118 @@ async fn serve(path: &std::path::Path) -> ExitCode {
     }
     let result = crate::app::run(state, listener, shutdown_signal()).await;
     let _ = stop_admin.send(());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// `check-config --connect`: the checks of `check-config`, then one round trip to every
+/// database (exit 69 if one does not answer).
+async fn check_connect(path: &std::path::Path) -> ExitCode {
+    let code = check_config(path);
+    if code != ExitCode::SUCCESS {
+        return code;
+    }
+    let Ok(config) = Config::load(path) else {
+        return ExitCode::from(EX_USAGE);
+    };
+    let mut failed = false;
+    for (i, db) in config.databases.iter().enumerate() {
+        let timeout = std::time::Duration::from_secs(db.query_timeout_secs);
+        let opened: Result<crate::db::DynBackend, String> = match &db.kind {
+            DatabaseKind::Sqlite { path } => {
+                crate::db::sqlite::SqliteBackend::open(path, 1, timeout)
+                    .await
+                    .map(|b| std::sync::Arc::new(b) as crate::db::DynBackend)
+                    .map_err(|e| e.to_string())
+            }
+            DatabaseKind::Mssql(m) => {
+                match crate::db::mssql::MssqlSettings::from_config(
+                    m,
+                    &format!("database[{i}]"),
+                    1,
+                    timeout,
+                ) {
+                    Ok(settings) => crate::db::mssql::MssqlBackend::open(settings)
+                        .await
+                        .map(|b| std::sync::Arc::new(b) as crate::db::DynBackend)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = match opened {
+            Ok(b) => b.ping().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => println!(
+                "database `{}`: answered in {} ms",
+                db.name,
+                started.elapsed().as_millis()
+            ),
+            Err(e) => {
+                failed = true;
+                println!("database `{}`: FAILED: {e}", db.name);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EX_UNAVAILABLE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn cache(path: &std::path::Path, action: CacheAction) -> ExitCode {
+    use crate::oauth::admin::{self, CacheTarget};
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let token = match admin::read_token(&config.server.state_dir) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let addr = config.admin.listen;
+    let result = match action {
+        CacheAction::Stats { scope } => {
+            let path = match &scope {
+                Some(s) => format!(
+                    "/admin/cache?scope={}",
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                ),
+                None => "/admin/cache".to_string(),
+            };
+            admin::call_with(addr, &token, &path, None::<&()>)
+                .await
+                .map(|v| print!("{}", admin::format_cache_stats(&v)))
+        }
+        CacheAction::Clear { scope } => admin::call_with(
+            addr,
+            &token,
+            "/admin/cache/clear",
+            Some(&CacheTarget { scope }),
+        )
+        .await
+        .map(|v| {
+            for c in v["cleared"].as_array().into_iter().flatten() {
+                println!(
+                    "{}: cleared {} entries",
+                    c["scope"].as_str().unwrap_or("?"),
+                    c["entries"]
+                );
+            }
+        }),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

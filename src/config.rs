@@ -64,6 +64,15 @@ pub struct Config {
     /// `[limits]`: rate limits, stream caps and timeouts.
     #[serde(default)]
     pub limits: crate::edge::config::LimitsConfig,
+    /// `[metrics]`: who may read `/metrics` on the main listener.
+    #[serde(default)]
+    pub metrics: crate::ops::config::MetricsConfig,
+    /// `[audit]`: where the audit records of tool calls and OAuth decisions go.
+    #[serde(default)]
+    pub audit: crate::ops::config::AuditConfig,
+    /// `[log]`: the format of the diagnostic log.
+    #[serde(default)]
+    pub log: crate::ops::config::LogConfig,
 }
 
 /// `[oauth]`
@@ -161,7 +170,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8009)),
         }
     }
 }
@@ -867,6 +876,7 @@ impl Config {
             ));
         }
         crate::edge::config::validate(self)?;
+        crate::ops::config::validate(self)?;
         Ok(())
     }
 

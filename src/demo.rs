@@ -111,5 +111,9 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
             sse_per_ip: 2048,
             ..Default::default()
         },
+        metrics: Default::default(),
+        // The demo's audit goes to its data directory like a real deployment's.
+        audit: Default::default(),
+        log: Default::default(),
     }
 }

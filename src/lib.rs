@@ -8,7 +8,7 @@
 //! tools) → [`db::guard`] (read-only allowlist, table/column rules) → [`db`] backend (SQLite
 //! now; dialect SQL, pool, safety net) → rows as lossless JSON values.
 //!
-//! - [`cli`]: the command line (`demo`, `serve`, `check-config`).
+//! - [`cli`]: the command line (`demo`, `serve`, `check-config`, `tokens`, `cache`).
 //! - [`config`]: strict TOML configuration, validated before any port is bound.
 //! - [`demo`]: the no-setup demo: generates the embedded database and its two-scope config.
 //! - [`edge`]: TLS (ACME/files/off), client IP, allowlists, rate limits, timeouts, headers.
@@ -17,6 +17,7 @@
 //! - [`mcp`]: protocol revisions, sessions, transports, dispatch.
 //! - [`oauth`]: the OAuth 2.1 authorization server (discovery, registration, sign-in page,
 //!   tokens, revocation, the bearer check in front of every MCP handler, admin endpoint).
+//! - [`ops`]: `/health`, `/health/ready`, Prometheus `/metrics`, the audit log.
 //! - [`tools`]: tool definitions and implementations, record ids, result cache.
 //! - [`db`]: the `Backend` trait, catalog and values; `guard`, `sqlite`, `demo_data`.
 
@@ -30,5 +31,6 @@ pub mod demo;
 pub mod edge;
 pub mod mcp;
 pub mod oauth;
+pub mod ops;
 pub mod state;
 pub mod tools;

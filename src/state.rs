@@ -12,6 +12,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::{Config, ScopeConfig, ToolProfile};
 use crate::db::{AccessRules, DynBackend};
 use crate::mcp::session::SessionStore;
+use crate::ops::Ops;
+use crate::ops::metrics::{Metrics, ToolMetrics};
 use crate::tools::cache::ScopeCache;
 
 /// One served path prefix and everything it needs.
@@ -30,11 +32,24 @@ pub struct Scope {
     pub public_base: String,
     /// Ad-hoc result rows and paging cursors of this scope.
     pub cache: ScopeCache,
+    /// Tool-call counters of this scope, one set per tool, resolved once (no label lookup per
+    /// call); the last entry is for unknown tool names.
+    pub tool_metrics: Vec<(&'static str, ToolMetrics)>,
+    /// Where this scope's tool calls are recorded.
+    pub audit: crate::ops::audit::Audit,
 }
 
 impl Scope {
-    pub fn new(config: ScopeConfig, db: DynBackend, public_url: &str) -> Self {
+    pub fn new(config: ScopeConfig, db: DynBackend, public_url: &str, ops: &Ops) -> Self {
+        let metrics: &Metrics = &ops.metrics;
+        let tool_metrics = crate::tools::tool_names(config.profile)
+            .iter()
+            .chain(std::iter::once(&"unknown"))
+            .map(|t| (*t, metrics.tool(&config.path, t)))
+            .collect();
         Self {
+            tool_metrics,
+            audit: ops.audit.clone(),
             path: config.path.clone(),
             rules: config.access_rules(),
             database: config.database.clone(),
@@ -50,6 +65,15 @@ impl Scope {
 
     pub fn profile(&self) -> ToolProfile {
         self.config.profile
+    }
+
+    /// The counters of `tool` (or of `unknown`).
+    pub fn tool_metrics(&self, tool: &str) -> Option<&ToolMetrics> {
+        self.tool_metrics
+            .iter()
+            .find(|(t, _)| *t == tool)
+            .or_else(|| self.tool_metrics.last())
+            .map(|(_, m)| m)
     }
 }
 
@@ -75,10 +99,15 @@ struct Inner {
     oauth: std::sync::OnceLock<Arc<crate::oauth::OAuth>>,
     /// The edge: client IP, allowlists, rate limits, stream caps, TLS status.
     edge: Arc<crate::edge::EdgeState>,
+    /// Metrics, audit log and readiness.
+    ops: Arc<Ops>,
+    /// Secret the admin endpoint's callers must present (the OAuth server's when there is one,
+    /// else a fresh one; written to `{state_dir}/admin.token` when the endpoint starts).
+    admin_token: std::sync::OnceLock<String>,
 }
 
 impl AppState {
-    pub fn new(config: Config, scopes: Vec<Arc<Scope>>, no_auth: bool) -> Self {
+    pub fn new(config: Config, scopes: Vec<Arc<Scope>>, no_auth: bool, ops: Arc<Ops>) -> Self {
         let sessions = SessionStore::new(
             Duration::from_secs(config.server.session_idle_secs),
             config.server.max_sessions,
@@ -91,6 +120,8 @@ impl AppState {
                 streams: Arc::new(Semaphore::new(MAX_STREAMS)),
                 oauth: std::sync::OnceLock::new(),
                 edge: Arc::new(crate::edge::EdgeState::new(&config)),
+                ops,
+                admin_token: std::sync::OnceLock::new(),
                 config,
             }),
         }
@@ -120,6 +151,21 @@ impl AppState {
 
     pub fn no_auth(&self) -> bool {
         self.inner.no_auth
+    }
+
+    /// Metrics, audit log and readiness.
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.inner.ops
+    }
+
+    /// The admin endpoint's secret: the OAuth server's, else one made on first use.
+    pub fn admin_token(&self) -> &str {
+        if let Some(o) = self.oauth() {
+            return &o.admin_token;
+        }
+        self.inner
+            .admin_token
+            .get_or_init(|| crate::oauth::random_token(""))
     }
 
     /// The OAuth authorization server, when authentication is on.

@@ -372,6 +372,31 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A cheap round trip proving the database answers.
     async fn ping(&self) -> Result<(), DbError>;
+
+    /// Connection pool numbers for metrics; `None` for a backend without a pool.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+}
+
+/// Connection pool numbers, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Most connections the pool opens (`pool_size`).
+    pub max: u32,
+    /// Connections open now.
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// Of those, running a query.
+    pub in_use: u32,
+    /// Connections opened since start.
+    pub created: u64,
+    /// Connections discarded as broken since start (timeouts, lost connections, abandoned
+    /// streams).
+    pub discarded: u64,
+    /// Queries that had to wait for a free connection since start.
+    pub waits: u64,
 }
 
 /// Shared handle to a backend.

@@ -397,19 +397,7 @@ impl ErrorSink<DbError> for ConnectErrors {
     }
 }
 
-/// Pool counters (see [`MssqlBackend::pool_stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Connections open now.
-    pub connections: u32,
-    /// Of those, idle.
-    pub idle: u32,
-    /// Connections opened since start.
-    pub created: u64,
-    /// Connections discarded as broken since start (timeouts, lost connections, abandoned
-    /// streams).
-    pub discarded: u64,
-}
+pub use super::PoolStats;
 
 /// A SQL Server (or Azure SQL) database.
 pub struct MssqlBackend {
@@ -506,10 +494,13 @@ impl MssqlBackend {
     pub fn pool_stats(&self) -> PoolStats {
         let state = self.pool.state();
         PoolStats {
+            max: self.pool_size,
             connections: state.connections,
             idle: state.idle_connections,
+            in_use: state.connections.saturating_sub(state.idle_connections),
             created: state.statistics.connections_created,
             discarded: state.statistics.connections_closed_broken,
+            waits: state.statistics.get_waited + state.statistics.get_timed_out,
         }
     }
 
@@ -1762,6 +1753,10 @@ impl Backend for MssqlBackend {
             adhoc: false,
         })
         .await
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(MssqlBackend::pool_stats(self))
     }
 
     async fn ping(&self) -> Result<(), DbError> {

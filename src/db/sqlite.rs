@@ -12,7 +12,7 @@
 //! `mcp_fold(column) LIKE <lower-cased keyword>`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,10 @@ pub struct SqliteBackend {
     permits: Arc<Semaphore>,
     /// Per-query time limit.
     timeout: Duration,
+    /// `pool_size`, for metrics.
+    pool_size: u32,
+    /// Queries that found every connection busy and waited (for metrics).
+    waits: AtomicU64,
     /// Loaded once at start: the file is opened read-only, so its schema cannot change under us
     /// through this process.
     catalog: Arc<Catalog>,
@@ -57,6 +61,8 @@ impl SqliteBackend {
             idle: Arc::new(Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(pool_size.max(1) as usize)),
             timeout,
+            pool_size: pool_size.max(1),
+            waits: AtomicU64::new(0),
             catalog: Arc::new(catalog),
         })
     }
@@ -73,12 +79,17 @@ impl SqliteBackend {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, DbError> + Send + Sync + 'static,
     {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| DbError::Unavailable("the database is shutting down".into()))?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| DbError::Unavailable("the database is shutting down".into()))?
+            }
+        };
         let timeout = self.timeout;
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
         if let Some(mut conn) = pooled {
@@ -676,9 +687,37 @@ impl Backend for SqliteBackend {
             .await
     }
 
+    /// Opens the file afresh and reads its header: a pooled connection would keep answering
+    /// from a file that was deleted or replaced underneath it.
     async fn ping(&self) -> Result<(), DbError> {
-        self.with_conn(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
-            .await
+        let path = self.path.clone();
+        let timeout = self.timeout;
+        let check = tokio::task::spawn_blocking(move || {
+            let conn = open_conn(&path)?;
+            conn.query_row("PRAGMA schema_version", [], |_| Ok(()))
+                .map_err(|e| DbError::Unavailable(format!("{}: {e}", path.display())))
+        });
+        match tokio::time::timeout(timeout, check).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(DbError::Internal(e.to_string())),
+            Err(_) => Err(DbError::Timeout(timeout.as_secs())),
+        }
+    }
+
+    fn pool_stats(&self) -> Option<super::PoolStats> {
+        let in_use = self
+            .pool_size
+            .saturating_sub(self.permits.available_permits() as u32);
+        let idle = self.idle.lock().map(|v| v.len() as u32).unwrap_or(0);
+        Some(super::PoolStats {
+            max: self.pool_size,
+            connections: idle + in_use,
+            idle,
+            in_use,
+            created: 0,
+            discarded: 0,
+            waits: self.waits.load(Ordering::Relaxed),
+        })
     }
 }
 

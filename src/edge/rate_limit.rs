@@ -305,10 +305,12 @@ mod tests {
             "[[database]]\nname = \"m\"\nkind = \"sqlite\"\npath = \"/tmp/x.db\"\n\n[[scope]]\npath = \"/c\"\ndatabase = \"m\"\n\n[limits]\nclient_per_min = 1\nclient_burst = 1\n",
         )
         .expect("valid");
-        let app = crate::state::AppState::new(config, Vec::new(), false);
+        let ops = std::sync::Arc::new(crate::ops::Ops::new(&config));
+        let app = crate::state::AppState::new(config, Vec::new(), false, ops);
         let caller = |id: &str| crate::mcp::dispatch::Caller {
             user: Some("ann".into()),
             client_id: Some(id.into()),
+            ip: None,
         };
         let call = crate::mcp::protocol::Request {
             id: serde_json::json!(1),
@@ -334,6 +336,7 @@ mod tests {
         let anonymous = crate::mcp::dispatch::Caller {
             user: None,
             client_id: None,
+            ip: None,
         };
         assert!(limit_tool_call(&app, &anonymous, &call).is_none());
     }

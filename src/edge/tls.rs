@@ -85,6 +85,8 @@ pub struct TlsReport {
     pub issued: u64,
     /// Certificates loaded from the cache (ACME) or from the files (including reloads).
     pub loaded: u64,
+    /// Failed orders, renewals and reloads since start (for metrics).
+    pub errors: u64,
 }
 
 impl TlsReport {
@@ -116,6 +118,7 @@ impl TlsStatus {
                 not_after: None,
                 issued: 0,
                 loaded: 0,
+                errors: 0,
             }),
         }
     }
@@ -139,6 +142,7 @@ impl TlsStatus {
     fn failed(&self, error: String) {
         let mut r = self.lock();
         r.state = "error";
+        r.errors += 1;
         r.last_error = Some(error);
         r.last_error_at = Some(now_unix());
     }

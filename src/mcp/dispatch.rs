@@ -25,13 +25,23 @@ Use `search` with plain words to find rows (or `list tables`, `describe <table>`
 `sample <table>`, or a SELECT query), then `fetch` an id for the full record and its \
 related records. Results are capped; nothing you run can change data.";
 
-/// Who is calling, for logs and (later) the audit record.
+/// Who is calling, for logs and the audit record.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     /// Signed-in user, when authentication is on.
     pub user: Option<String>,
     /// OAuth client id, when authentication is on.
     pub client_id: Option<String>,
+    /// The client IP the edge decided (absent only for requests that never passed it).
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl Caller {
+    /// The same caller, seen from `ip`.
+    pub fn from_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
 }
 
 fn server_info() -> Value {
@@ -240,6 +250,7 @@ async fn call_tool(
     let started = Instant::now();
     let outcome = tools::call(scope, name, args).await;
     let elapsed = started.elapsed();
+    record_call(scope, name, args, caller, &outcome, elapsed);
     let modern = era == Era::Modern;
     let result = |text: &str, structured: Option<&RawValue>, is_error: bool| {
         to_raw(&CallToolResult {
@@ -268,6 +279,47 @@ async fn call_tool(
             result(&e.to_string(), None, true)
         }
     }
+}
+
+/// Counts the call and writes its audit record (queued; never waits).
+fn record_call(
+    scope: &Scope,
+    name: &str,
+    args: &Value,
+    caller: &Caller,
+    outcome: &Result<tools::ToolOutput, ToolError>,
+    elapsed: std::time::Duration,
+) {
+    use crate::ops::metrics::ToolStatus;
+    let status = match outcome {
+        Ok(_) => ToolStatus::Ok,
+        Err(
+            ToolError::UnknownTool(_) | ToolError::InvalidArguments(_) | ToolError::NotFound(_),
+        ) => ToolStatus::Invalid,
+        Err(ToolError::Refused(_)) => ToolStatus::Refused,
+        Err(ToolError::Db(_)) => ToolStatus::Error,
+    };
+    if let Some(m) = scope.tool_metrics(name) {
+        m.observe(status, elapsed.as_secs_f64());
+    }
+    if !scope.audit.enabled() {
+        return;
+    }
+    let mut r = crate::ops::audit::Record::new("tool_call", status.as_str());
+    r.scope = Some(scope.path.clone());
+    r.user = caller.user.clone();
+    r.client_id = caller.client_id.clone();
+    r.client_ip = caller.ip;
+    r.tool = Some(crate::tools::truncate(name, 64));
+    r.duration_ms = Some((elapsed.as_secs_f64() * 1e6).round() / 1e3);
+    match outcome {
+        Ok(out) => r.rows = Some(out.rows),
+        Err(e) => r.error = Some(e.to_string()),
+    }
+    if !args.is_null() {
+        r = r.with_query(args.to_string());
+    }
+    scope.audit.record(r);
 }
 
 fn resource_uri(scope: &Scope, t: &TableInfo) -> String {

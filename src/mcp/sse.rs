@@ -23,7 +23,8 @@ use super::json_body;
 use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
-use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
+use crate::oauth::ClientIp;
+use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session, may_use};
 use crate::state::AppState;
 
 /// Removes the session when its stream is dropped (client gone or server shutting down).
@@ -39,8 +40,12 @@ impl Drop for EndSessionOnDrop {
 }
 
 /// GET `{scope}/sse`
-pub async fn open(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
+pub async fn open(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Sse, &headers, ip) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -81,11 +86,12 @@ pub async fn open(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
 /// travels on the session's stream.
 pub async fn message(
     State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Sse, &headers, ip) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -146,8 +152,13 @@ pub async fn message(
 }
 
 /// POST `{scope}/sse`: one JSON-RPC request answered with JSON, no session (seed-guide style).
-pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Sse, &headers) {
+pub async fn plain_post(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Sse, &headers, ip) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -176,8 +187,13 @@ pub async fn plain_post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: B
 }
 
 /// GET `{scope}/records/{id}`: the record behind a search result's `url`, as JSON.
-pub async fn record(State(ctx): State<ScopeCtx>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(resp) = authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+pub async fn record(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
         return resp;
     }
     // The raw path keeps the id's own percent-encoding intact.

@@ -28,7 +28,8 @@ use super::protocol::{
     SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
-use crate::oauth::bearer::{Endpoint, authenticate, bind_session, may_use};
+use crate::oauth::ClientIp;
+use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session, may_use};
 use serde_json::value::RawValue;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -167,8 +168,13 @@ fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcErr
 }
 
 /// POST `{scope}/mcp`
-pub async fn post(State(ctx): State<ScopeCtx>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+pub async fn post(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -296,8 +302,12 @@ fn session_not_found() -> Response {
 }
 
 /// GET `{scope}/mcp`: the server-to-client stream of a 2025 session.
-pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+pub async fn get(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -356,8 +366,12 @@ pub async fn get(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
 }
 
 /// DELETE `{scope}/mcp`: ends a 2025 session.
-pub async fn delete(State(ctx): State<ScopeCtx>, headers: HeaderMap) -> Response {
-    let caller = match authenticate(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers) {
+pub async fn delete(
+    State(ctx): State<ScopeCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
         Ok(c) => c,
         Err(resp) => return resp,
     };

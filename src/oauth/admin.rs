@@ -51,14 +51,102 @@ pub enum Target {
     All,
 }
 
-/// The admin router (no state besides the app).
+/// The admin router (no state besides the app). `/metrics` sits outside the token check:
+/// the listener is loopback-only, and Prometheus cannot read a token that changes at every
+/// start.
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/admin/clients", get(clients))
         .route("/admin/grants", get(grants))
         .route("/admin/revoke", post(revoke))
+        .route("/admin/cache", get(cache_stats))
+        .route("/admin/cache/clear", post(cache_clear))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .route("/metrics", get(metrics))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/health/ready", get(ready))
         .with_state(app)
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    crate::ops::metrics_response(&app)
+}
+
+async fn ready(State(app): State<AppState>) -> Response {
+    let report = crate::ops::readiness(&app).await;
+    let status = if report.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report)).into_response()
+}
+
+/// Which scope a cache command is about (all when absent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CacheTarget {
+    pub scope: Option<String>,
+}
+
+#[allow(clippy::result_large_err)]
+fn selected<'a>(
+    app: &'a AppState,
+    scope: &Option<String>,
+) -> Result<Vec<&'a std::sync::Arc<crate::state::Scope>>, Response> {
+    let all = app.scopes();
+    let picked: Vec<_> = all
+        .iter()
+        .filter(|s| {
+            scope
+                .as_deref()
+                .is_none_or(|want| s.path.eq_ignore_ascii_case(want))
+        })
+        .collect();
+    if picked.is_empty() {
+        let known: Vec<&str> = all.iter().map(|s| s.path.as_str()).collect();
+        return Err((
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "unknown scope", "scopes": known})),
+        )
+            .into_response());
+    }
+    Ok(picked)
+}
+
+async fn cache_stats(
+    State(app): State<AppState>,
+    axum::extract::Query(target): axum::extract::Query<CacheTarget>,
+) -> Response {
+    let scopes = match selected(&app, &target.scope) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let list: Vec<_> = scopes
+        .iter()
+        .map(|s| json!({"scope": s.path, "stats": s.cache.stats()}))
+        .collect();
+    axum::Json(json!({"scopes": list})).into_response()
+}
+
+async fn cache_clear(
+    State(app): State<AppState>,
+    axum::Json(target): axum::Json<CacheTarget>,
+) -> Response {
+    let scopes = match selected(&app, &target.scope) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut cleared = Vec::new();
+    for s in scopes {
+        let before = s.cache.stats().entries;
+        s.cache.clear();
+        tracing::warn!(scope = %s.path, entries = before, "admin: cache cleared");
+        cleared.push(json!({"scope": s.path, "entries": before}));
+    }
+    axum::Json(json!({"cleared": cleared})).into_response()
 }
 
 /// Serves the admin endpoint on `listener` (a loopback address) until `shutdown`.
@@ -67,6 +155,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // With OAuth on, the token file was written when the store opened; without, here.
+    if app.oauth().is_none() {
+        let dir = &app.config().server.state_dir;
+        std::fs::create_dir_all(dir)?;
+        write_token_file(dir, app.admin_token())?;
+    }
     axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),
@@ -80,14 +174,12 @@ async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Respons
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|c| c.0.ip().is_loopback());
-    let token_ok = match (app.oauth(), req.headers().get(header::AUTHORIZATION)) {
-        (Some(o), Some(v)) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| super::ct_eq(t, &o.admin_token)),
-        _ => false,
-    };
+    let token_ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| super::ct_eq(t, app.admin_token()));
     if !(peer_ok && token_ok) {
         tracing::warn!(peer_ok, "admin: request refused");
         return (
@@ -193,6 +285,15 @@ async fn revoke(State(app): State<AppState>, axum::Json(target): axum::Json<Targ
     match result {
         Ok(n) => {
             tracing::warn!(?target, grants = n, "admin: grants revoked");
+            let mut r = crate::ops::audit::Record::new("oauth", "ok");
+            r.event = Some("admin_revoke");
+            match &target {
+                Target::Client(id) => r.client_id = Some(id.clone()),
+                Target::User(u) => r.user = Some(u.clone()),
+                Target::All => r = r.with_query("all"),
+            }
+            r.rows = Some(n);
+            app.ops().audit.record(r);
             axum::Json(json!({"revoked_grants": n})).into_response()
         }
         Err(e) => e.into_response(),
@@ -237,6 +338,16 @@ pub async fn call(
     token: &str,
     path: &str,
     body: Option<&Target>,
+) -> Result<serde_json::Value, AdminError> {
+    call_with(addr, token, path, body).await
+}
+
+/// [`call`] with any JSON body.
+pub async fn call_with<B: Serialize + ?Sized>(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    body: Option<&B>,
 ) -> Result<serde_json::Value, AdminError> {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}{path}");
@@ -289,6 +400,34 @@ pub fn format_listing(clients: &serde_json::Value, grants: &serde_json::Value) -
             s(&g["last_used_at"]),
             g["live_access_tokens"],
             g["live_refresh_tokens"],
+        ));
+    }
+    out
+}
+
+/// Human-readable `cache stats`.
+pub fn format_cache_stats(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for s in v["scopes"].as_array().into_iter().flatten() {
+        let st = &s["stats"];
+        let ratio = st["hit_ratio"]
+            .as_f64()
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "-".into());
+        let oldest = st["oldest_entry_age_secs"]
+            .as_u64()
+            .map(|a| format!("{a} s ago"))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{}: {} entries (max {}, ttl {} s), {} cursors, hits {}, misses {}, hit ratio {ratio}, oldest entry {oldest}, memory ~{} KiB\n",
+            s["scope"].as_str().unwrap_or("?"),
+            st["entries"],
+            st["max_entries"],
+            st["ttl_secs"],
+            st["cursors"],
+            st["hits"],
+            st["misses"],
+            st["memory_bytes"].as_u64().unwrap_or(0).div_ceil(1024),
         ));
     }
     out

@@ -312,6 +312,9 @@ async fn submit(
     if form.action.as_deref() == Some("deny") {
         ctx.oauth.pending.remove(&request_id);
         tracing::info!(scope = %ctx.scope.path, client_id = %pending.client_id, "oauth: authorization denied on the consent page");
+        let mut r = ctx.record("authorize", "denied", ip);
+        r.client_id = Some(pending.client_id.clone());
+        ctx.audit(r);
         return redirect(
             &ctx,
             &pending.redirect_uri,
@@ -335,6 +338,12 @@ async fn submit(
         || ctx.oauth.limits.count(&user_key, window, now) >= cfg.failed_logins_per_user
     {
         tracing::warn!(%ip, username = %crate::tools::truncate(&username, 64), scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
+        ctx.metrics().sign_in_failure(&ctx.scope.path);
+        let mut r = ctx.record("sign_in", "limited", ip);
+        r.user = Some(crate::tools::truncate(&username, 64));
+        r.client_id = Some(pending.client_id.clone());
+        r.error = Some("too many failed sign-ins".into());
+        ctx.audit(r);
         let msg = format!(
             "Too many failed sign-ins. Wait {} minutes and try again.",
             cfg.failed_login_window_secs.div_ceil(60)
@@ -354,6 +363,12 @@ async fn submit(
         ctx.oauth.limits.hit(&ip_key, window, now);
         let n = ctx.oauth.limits.hit(&user_key, window, now);
         tracing::warn!(%ip, username = %crate::tools::truncate(&username, 64), scope = %ctx.scope.path, client_id = %pending.client_id, failures = n, "oauth: failed sign-in");
+        ctx.metrics().sign_in_failure(&ctx.scope.path);
+        let mut r = ctx.record("sign_in", "failed", ip);
+        r.user = Some(crate::tools::truncate(&username, 64));
+        r.client_id = Some(pending.client_id.clone());
+        r.error = Some("wrong username or password".into());
+        ctx.audit(r);
         return html(
             StatusCode::UNAUTHORIZED,
             render_form(
@@ -368,6 +383,11 @@ async fn submit(
     ctx.oauth.limits.clear(&user_key);
     if !user.may_grant(&ctx.scope.path) {
         tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
+        let mut r = ctx.record("authorize", "refused", ip);
+        r.user = Some(user.username.clone());
+        r.client_id = Some(pending.client_id.clone());
+        r.error = Some("the user may not grant this scope".into());
+        ctx.audit(r);
         let msg = format!(
             "{} may not grant access to {}. Sign in as someone who may, or deny.",
             user.username, ctx.scope.path
@@ -412,6 +432,12 @@ async fn submit(
         );
     }
     tracing::info!(%ip, username = %user.username, scope = %ctx.scope.path, client_id = %pending.client_id, client_name = %pending.client_name, "oauth: access approved");
+    let mut r = ctx
+        .record("authorize", "approved", ip)
+        .with_query(format!("client_name={}", pending.client_name));
+    r.user = Some(user.username.clone());
+    r.client_id = Some(pending.client_id.clone());
+    ctx.audit(r);
     redirect(
         &ctx,
         &pending.redirect_uri,

@@ -47,8 +47,7 @@ impl Endpoint {
     }
 }
 
-/// Who is calling, or the 401/400 response to send instead. With authentication off
-/// (`demo`, `insecure_no_auth`) everyone is an anonymous caller.
+/// [`authenticate_at`] for a caller whose address does not matter (`0.0.0.0` in records).
 #[allow(clippy::result_large_err)]
 pub fn authenticate(
     app: &AppState,
@@ -56,8 +55,23 @@ pub fn authenticate(
     endpoint: Endpoint,
     headers: &HeaderMap,
 ) -> Result<Caller, Response> {
+    let unknown = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    authenticate_at(app, scope, endpoint, headers, unknown)
+}
+
+/// Who is calling (from `ip`, the client IP the edge decided), or the 401/400 response to
+/// send instead. With authentication off (`demo`, `insecure_no_auth`) everyone is an anonymous
+/// caller.
+#[allow(clippy::result_large_err)]
+pub fn authenticate_at(
+    app: &AppState,
+    scope: &Scope,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+) -> Result<Caller, Response> {
     if app.no_auth() {
-        return Ok(Caller::default());
+        return Ok(Caller::default().from_ip(ip));
     }
     let challenge =
         |error: Option<(&str, &str)>| unauthorized(&endpoint.metadata_url(app, scope), error);
@@ -84,6 +98,12 @@ pub fn authenticate(
     };
     let now = super::store::now_ms();
     let Some(grant) = oauth.store.check_access(&super::hash_token(token), now) else {
+        // A token was presented and refused: an OAuth decision worth a record (requests
+        // without any token, every client's first probe, are not).
+        let mut r = crate::ops::audit::Record::oauth("bearer", &scope.path, "refused");
+        r.client_ip = Some(ip);
+        r.error = Some("unknown, expired or revoked access token".into());
+        app.ops().audit.record(r);
         return Err(challenge(Some((
             "invalid_token",
             "the access token is unknown, expired or revoked",
@@ -111,6 +131,7 @@ pub fn authenticate(
     Ok(Caller {
         user: Some(grant.username.clone()),
         client_id: Some(grant.client_id.clone()),
+        ip: Some(ip),
     })
 }
 

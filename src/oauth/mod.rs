@@ -99,6 +99,27 @@ impl OAuthCtx {
     pub fn config(&self) -> &crate::config::OAuthConfig {
         &self.app.config().oauth
     }
+
+    /// An audit record of an OAuth decision at this scope (queued; never waits).
+    pub fn audit(&self, r: crate::ops::audit::Record) {
+        self.app.ops().audit.record(r);
+    }
+
+    /// A fresh OAuth audit record of `event` at this scope, from `ip`.
+    pub fn record(
+        &self,
+        event: &'static str,
+        outcome: &'static str,
+        ip: IpAddr,
+    ) -> crate::ops::audit::Record {
+        let mut r = crate::ops::audit::Record::oauth(event, &self.scope.path, outcome);
+        r.client_ip = Some(ip);
+        r
+    }
+
+    pub fn metrics(&self) -> &crate::ops::metrics::Metrics {
+        &self.app.ops().metrics
+    }
 }
 
 /// The OAuth routes (metadata, register, authorize, token, revoke) of every scope; empty when
@@ -225,25 +246,24 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The client's IP address, as the edge middleware decided it (trusted proxies taken into
-/// account); the TCP peer when the request did not pass the edge (in-process tests).
+/// The client's IP address as the edge decided it (trusted proxies honoured), else the TCP
+/// peer (requests that bypassed the edge middleware, in tests).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let edge = parts
-            .extensions
-            .get::<crate::edge::client_ip::ClientIp>()
-            .map(|c| c.ip);
-        Ok(ClientIp(edge.unwrap_or_else(|| {
+        if let Some(c) = parts.extensions.get::<crate::edge::client_ip::ClientIp>() {
+            return Ok(ClientIp(c.ip));
+        }
+        Ok(ClientIp(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip())
-                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-        })))
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ))
     }
 }
 

@@ -48,7 +48,18 @@ struct RegistrationRequest {
 async fn register(State(ctx): State<OAuthCtx>, ClientIp(ip): ClientIp, body: Bytes) -> Response {
     match register_inner(&ctx, ip, &body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let outcome = if e.status == axum::http::StatusCode::TOO_MANY_REQUESTS {
+                "limited"
+            } else {
+                "refused"
+            };
+            ctx.metrics().registration(&ctx.scope.path, outcome);
+            let mut r = ctx.record("register", outcome, ip);
+            r.error = Some(format!("{}: {}", e.error, e.description));
+            ctx.audit(r);
+            e.into_response()
+        }
     }
 }
 
@@ -136,6 +147,12 @@ async fn register_inner(
     let max = ctx.config().max_clients;
     super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max)).await?;
     tracing::info!(scope = %ctx.scope.path, %client_id, client_name = %name, %ip, auth = %method, "oauth: client registered");
+    ctx.metrics().registration(&ctx.scope.path, "ok");
+    let mut r = ctx
+        .record("register", "ok", ip)
+        .with_query(format!("client_name={name}"));
+    r.client_id = Some(client_id.clone());
+    ctx.audit(r);
     let mut body = json!({
         "client_id": client_id,
         "client_id_issued_at": now / 1000,

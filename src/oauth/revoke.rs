@@ -21,18 +21,33 @@ pub fn routes(ctx: OAuthCtx) -> Router {
         .layer(super::cors())
 }
 
-async fn revoke(State(ctx): State<OAuthCtx>, headers: HeaderMap, body: Bytes) -> Response {
-    match revoke_inner(&ctx, &headers, &body).await {
+async fn revoke(
+    State(ctx): State<OAuthCtx>,
+    super::ClientIp(ip): super::ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match revoke_inner(&ctx, ip, &headers, &body).await {
         Ok(()) => {
             let mut resp = axum::http::StatusCode::OK.into_response();
             no_store(&mut resp);
             resp
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let mut r = ctx.record("revoke", "refused", ip);
+            r.error = Some(format!("{}: {}", e.error, e.description));
+            ctx.audit(r);
+            e.into_response()
+        }
     }
 }
 
-async fn revoke_inner(ctx: &OAuthCtx, headers: &HeaderMap, body: &[u8]) -> Result<(), OAuthError> {
+async fn revoke_inner(
+    ctx: &OAuthCtx,
+    ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), OAuthError> {
     let params = super::token::parse_form(headers, body)?;
     let client = super::token::authenticate_client(ctx, headers, &params)?;
     let Some(token) = params.get("token") else {
@@ -59,5 +74,9 @@ async fn revoke_inner(ctx: &OAuthCtx, headers: &HeaderMap, body: &[u8]) -> Resul
         }
     }
     tracing::info!(scope = %ctx.scope.path, client_id = %client.client_id, username = %grant.username, kind = ?kind, "oauth: token revoked by its client");
+    let mut r = ctx.record("revoke", "ok", ip);
+    r.user = Some(grant.username.clone());
+    r.client_id = Some(client.client_id.clone());
+    ctx.audit(r);
     Ok(())
 }

@@ -681,6 +681,17 @@ impl Store {
         (access, refresh)
     }
 
+    /// Registered clients and live access tokens, for metrics (a scan of the in-memory index,
+    /// done once per scrape).
+    pub fn counts(&self, now: i64) -> (usize, usize) {
+        let access = self
+            .tokens
+            .iter()
+            .filter(|t| t.kind == TokenKind::Access && t.expires_at > now && !t.used)
+            .count();
+        (self.clients.len(), access)
+    }
+
     /// Whether the row for `hash` is on disk (tests use it to check write-through).
     pub fn persisted(&self, hash: &str) -> Result<bool, StoreError> {
         Ok(self

@@ -29,10 +29,36 @@ pub fn routes(ctx: OAuthCtx) -> Router {
         .layer(super::cors())
 }
 
-async fn token(State(ctx): State<OAuthCtx>, headers: HeaderMap, body: Bytes) -> Response {
-    match token_inner(&ctx, &headers, &body).await {
+async fn token(
+    State(ctx): State<OAuthCtx>,
+    super::ClientIp(ip): super::ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match token_inner(&ctx, ip, &headers, &body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Only the grant type and the client id are read back for the record: never the
+            // code, refresh token, verifier or secret.
+            let mut grant_type = String::new();
+            let mut client_id = None;
+            for (k, v) in url::form_urlencoded::parse(&body) {
+                match k.as_ref() {
+                    "grant_type" => grant_type = crate::tools::truncate(&v, 40),
+                    "client_id" => client_id = Some(crate::tools::truncate(&v, 200)),
+                    _ => {}
+                }
+            }
+            ctx.metrics()
+                .token_exchange(&ctx.scope.path, &grant_type, e.error);
+            let mut r = ctx
+                .record("token", "refused", ip)
+                .with_query(format!("grant_type={grant_type}"));
+            r.client_id = client_id;
+            r.error = Some(format!("{}: {}", e.error, e.description));
+            ctx.audit(r);
+            e.into_response()
+        }
     }
 }
 
@@ -161,6 +187,7 @@ fn valid_verifier(v: &str) -> bool {
 
 async fn token_inner(
     ctx: &OAuthCtx,
+    ip: std::net::IpAddr,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
@@ -190,6 +217,14 @@ async fn token_inner(
     match outcome {
         Ok((issued, grant)) => {
             tracing::info!(scope = %ctx.scope.path, client_id = %client.client_id, username = %grant.username, grant = grant_type, "oauth: tokens issued");
+            ctx.metrics()
+                .token_exchange(&ctx.scope.path, grant_type, "ok");
+            let mut r = ctx
+                .record("token", "ok", ip)
+                .with_query(format!("grant_type={grant_type}"));
+            r.user = Some(grant.username.clone());
+            r.client_id = Some(client.client_id.clone());
+            ctx.audit(r);
             let body = serde_json::json!({
                 "access_token": issued.access_token,
                 "token_type": "Bearer",

@@ -37,9 +37,69 @@ pub struct Cursor {
     pub page_size: usize,
 }
 
+/// The rows of one result and what `cache stats` reports about them.
+struct CachedResult {
+    rows: Vec<CachedRow>,
+    /// When it was stored (Unix milliseconds).
+    stored_at: i64,
+    /// Rough size in memory (the text of titles, values and SQL).
+    bytes: usize,
+}
+
+/// Numbers for `/metrics` (cheap: no walk over the entries).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheCounts {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// What `mssql-mcp cache stats` shows for one scope.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CacheStats {
+    /// Cached results (each the rows of one search or query).
+    pub entries: u64,
+    /// Open paging cursors.
+    pub cursors: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// hits / (hits + misses), when there was any lookup.
+    pub hit_ratio: Option<f64>,
+    /// Age of the oldest cached result, in seconds.
+    pub oldest_entry_age_secs: Option<u64>,
+    /// Estimated memory of the cached rows, in bytes.
+    pub memory_bytes: u64,
+    /// Seconds a result stays cached.
+    pub ttl_secs: u64,
+    /// Most results kept.
+    pub max_entries: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn estimate(rows: &[CachedRow]) -> usize {
+    rows.iter()
+        .map(|r| {
+            64 + r.title.len()
+                + r.values
+                    .iter()
+                    .map(|(k, v)| 48 + k.len() + v.to_string().len())
+                    .sum::<usize>()
+        })
+        .sum::<usize>()
+        + rows.first().map(|r| r.sql.len()).unwrap_or(0)
+}
+
 /// The caches of one scope.
 pub struct ScopeCache {
-    rows: Cache<String, Arc<Vec<CachedRow>>>,
+    rows: Cache<String, Arc<CachedResult>>,
+    ttl: Duration,
+    max_entries: u64,
     cursors: Cache<String, Cursor>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -65,13 +125,23 @@ impl ScopeCache {
                 .build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            ttl,
+            max_entries,
         }
     }
 
     /// Stores the rows of one result under a new token.
     pub fn put_rows(&self, rows: Vec<CachedRow>) -> String {
         let t = token();
-        self.rows.insert(t.clone(), Arc::new(rows));
+        let bytes = estimate(&rows);
+        self.rows.insert(
+            t.clone(),
+            Arc::new(CachedResult {
+                rows,
+                stored_at: now_ms(),
+                bytes,
+            }),
+        );
         t
     }
 
@@ -80,7 +150,7 @@ impl ScopeCache {
         let found = self
             .rows
             .get(token)
-            .and_then(|rows| rows.get(index).cloned());
+            .and_then(|r| r.rows.get(index).cloned());
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -101,20 +171,47 @@ impl ScopeCache {
         self.cursors.remove(id)
     }
 
-    /// Entries, hits and misses, for metrics and `cache stats`.
-    pub fn stats(&self) -> (u64, u64, u64) {
-        self.rows.run_pending_tasks();
-        (
-            self.rows.entry_count(),
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+    /// Entries, hits and misses, for metrics (moka's count may lag by a few inserts).
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            entries: self.rows.entry_count(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
-    /// Drops every cached result and cursor.
+    /// The full picture for `mssql-mcp cache stats` (walks every entry).
+    pub fn stats(&self) -> CacheStats {
+        self.rows.run_pending_tasks();
+        self.cursors.run_pending_tasks();
+        let now = now_ms();
+        let mut oldest: Option<i64> = None;
+        let mut bytes = 0u64;
+        for (_, r) in self.rows.iter() {
+            oldest = Some(oldest.map_or(r.stored_at, |o| o.min(r.stored_at)));
+            bytes += r.bytes as u64;
+        }
+        let hits = self.hits.load(Ordering::Relaxed);
+        let misses = self.misses.load(Ordering::Relaxed);
+        CacheStats {
+            entries: self.rows.entry_count(),
+            cursors: self.cursors.entry_count(),
+            hits,
+            misses,
+            hit_ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+            oldest_entry_age_secs: oldest.map(|t| ((now - t).max(0) / 1000) as u64),
+            memory_bytes: bytes,
+            ttl_secs: self.ttl.as_secs(),
+            max_entries: self.max_entries,
+        }
+    }
+
+    /// Drops every cached result and cursor; lookups miss from the next call on.
     pub fn clear(&self) {
         self.rows.invalidate_all();
         self.cursors.invalidate_all();
+        self.rows.run_pending_tasks();
+        self.cursors.run_pending_tasks();
     }
 }
 
@@ -142,6 +239,30 @@ mod tests {
         }
         c.rows.run_pending_tasks();
         assert!(c.rows.entry_count() <= 5);
+    }
+
+    #[test]
+    fn stats_report_age_size_and_hit_ratio_and_clear_empties_at_once() {
+        let c = ScopeCache::new(Duration::from_secs(60), 10);
+        let row = CachedRow {
+            title: "Alice".into(),
+            values: serde_json::json!({"id": 1, "name": "Alice"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            sql: Arc::from("SELECT 1"),
+        };
+        let t = c.put_rows(vec![row]);
+        assert!(c.get_row(&t, 0).is_some());
+        assert!(c.get_row(&t, 5).is_none());
+        let s = c.stats();
+        assert_eq!((s.entries, s.hits, s.misses), (1, 1, 1));
+        assert_eq!(s.hit_ratio, Some(0.5));
+        assert_eq!(s.oldest_entry_age_secs, Some(0));
+        assert!(s.memory_bytes > 0);
+        c.clear();
+        assert_eq!(c.stats().entries, 0);
+        assert!(c.get_row(&t, 0).is_none());
     }
 
     #[test]

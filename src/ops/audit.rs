@@ -1,0 +1,351 @@
+//! The audit log: one JSON record per tool call and per OAuth decision (time, scope, user,
+//! client id, client IP, tool or event, the query or id asked for, rows, duration, outcome,
+//! error).
+//!
+//! Handlers hand records to [`Audit::record`], which never waits: records go through a
+//! bounded channel to [`writer`], an owned task that appends them to `{state_dir}/audit.jsonl`
+//! (rotated by size: `audit.jsonl.1` is the newest rotated file) or writes them to standard
+//! error (the journal under systemd). When the writer falls behind, records are dropped and
+//! counted in `mssql_mcp_audit_dropped_total` rather than slowing requests down.
+//!
+//! Records never carry tokens, codes, client secrets or passwords: the fields are built from
+//! names and ids only, and the one free-text field with user input (`query`) holds tool
+//! arguments, which carry no credentials.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::IntCounter;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{AuditConfig, AuditOutput};
+
+/// The file name in the state directory.
+pub const FILE: &str = "audit.jsonl";
+
+/// Longest `query` kept in a record, in bytes (longer ones are cut and marked).
+const MAX_QUERY: usize = 4096;
+
+/// One audit record.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Record {
+    /// RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// `tool_call` or `oauth`.
+    pub kind: &'static str,
+    /// For `oauth`: `register`, `authorize`, `sign_in`, `token`, `revoke`, `admin_revoke`,
+    /// `bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'static str>,
+    /// Scope path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// What was asked for: the tool's arguments (search words, SQL, record id, table), or for
+    /// OAuth the grant type or client name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// `ok`, `invalid`, `refused`, `error`, `denied`, `approved`, `failed`, …
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Record {
+    /// A record stamped now.
+    pub fn new(kind: &'static str, outcome: &'static str) -> Self {
+        Self {
+            time: rfc3339_now(),
+            kind,
+            outcome,
+            ..Self::default()
+        }
+    }
+
+    /// An OAuth decision of `event` at `scope`.
+    pub fn oauth(event: &'static str, scope: &str, outcome: &'static str) -> Self {
+        Self {
+            event: Some(event),
+            scope: Some(scope.to_string()),
+            ..Self::new("oauth", outcome)
+        }
+    }
+
+    /// Sets `query`, cut to a bounded length on a character boundary.
+    pub fn with_query(mut self, q: impl Into<String>) -> Self {
+        let mut q: String = q.into();
+        if q.len() > MAX_QUERY {
+            let mut cut = MAX_QUERY;
+            while !q.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            q.truncate(cut);
+            q.push('…');
+        }
+        self.query = Some(q);
+        self
+    }
+}
+
+/// The sending side, cheap to clone; held by the app state.
+#[derive(Clone)]
+pub struct Audit {
+    tx: Option<mpsc::Sender<Record>>,
+    dropped: IntCounter,
+}
+
+impl Audit {
+    /// A sink and the receiver its [`writer`] drains (`None` receiver when audit is off).
+    pub fn new(
+        config: &AuditConfig,
+        dropped: IntCounter,
+    ) -> (Self, Option<mpsc::Receiver<Record>>) {
+        if config.output == AuditOutput::Off {
+            return (Self { tx: None, dropped }, None);
+        }
+        let (tx, rx) = mpsc::channel(config.queue);
+        (
+            Self {
+                tx: Some(tx),
+                dropped,
+            },
+            Some(rx),
+        )
+    }
+
+    /// Whether records are kept at all (callers skip building them when not).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues a record; never waits. A full queue drops it and counts the drop.
+    pub fn record(&self, r: Record) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(r).is_err()
+        {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// Where the writer puts records.
+enum Sink {
+    File(std::sync::Arc<std::sync::Mutex<RotatingFile>>),
+    Stderr,
+}
+
+/// The owned writer: drains `rx` until `stop`, then writes what is still queued and returns.
+pub async fn writer(
+    mut rx: mpsc::Receiver<Record>,
+    config: AuditConfig,
+    state_dir: PathBuf,
+    errors: IntCounter,
+    stop: CancellationToken,
+) {
+    let sink = match config.output {
+        AuditOutput::File => Sink::File(std::sync::Arc::new(std::sync::Mutex::new(
+            RotatingFile::new(state_dir.join(FILE), config.max_bytes, config.keep),
+        ))),
+        AuditOutput::Stderr => Sink::Stderr,
+        AuditOutput::Off => return,
+    };
+    let mut batch = Vec::new();
+    loop {
+        let open = tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => n > 0,
+            _ = stop.cancelled() => {
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                false
+            }
+        };
+        let lines: Vec<String> = batch
+            .drain(..)
+            .filter_map(|r| serde_json::to_string(&r).ok())
+            .collect();
+        if !lines.is_empty() {
+            // File writes are short but blocking: off the async workers.
+            let result = match &sink {
+                Sink::File(f) => {
+                    let f = f.clone();
+                    tokio::task::spawn_blocking(move || {
+                        f.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .write_lines(&lines)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                }
+                Sink::Stderr => {
+                    let mut err = std::io::stderr().lock();
+                    lines.iter().try_for_each(|l| writeln!(err, "{l}"))
+                }
+            };
+            if let Err(e) = result {
+                errors.inc();
+                tracing::error!(error = %e, "audit: cannot write records");
+            }
+        }
+        if !open {
+            return;
+        }
+    }
+}
+
+/// An append-only file rotated when it would pass `max_bytes`.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl RotatingFile {
+    pub fn new(path: PathBuf, max_bytes: u64, keep: u32) -> Self {
+        Self {
+            path,
+            max_bytes,
+            keep,
+            file: None,
+            size: 0,
+        }
+    }
+
+    fn open(&mut self) -> std::io::Result<&mut std::fs::File> {
+        if self.file.is_none() {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.create(true).append(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let f = opts.open(&self.path)?;
+            self.size = f.metadata()?.len();
+            self.file = Some(f);
+        }
+        match self.file.as_mut() {
+            Some(f) => Ok(f),
+            None => Err(std::io::Error::other("audit file not open")),
+        }
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        if self.keep == 0 {
+            return std::fs::remove_file(&self.path);
+        }
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(numbered(self.keep));
+        for n in (1..self.keep).rev() {
+            let from = numbered(n);
+            if from.exists() {
+                std::fs::rename(&from, numbered(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, numbered(1))
+    }
+
+    /// Appends lines, rotating first whenever the next line would pass the limit.
+    pub fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
+        for line in lines {
+            let len = line.len() as u64 + 1;
+            self.open()?;
+            if self.size > 0 && self.size + len > self.max_bytes {
+                self.rotate()?;
+            }
+            let f = self.open()?;
+            f.write_all(line.as_bytes())?;
+            f.write_all(b"\n")?;
+            self.size += len;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds (`2026-01-02T03:04:05.678Z`).
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_millis() as i64)
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant), no date crate needed.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_millis() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_file_rotates_before_it_passes_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut f = RotatingFile::new(dir.path().join(FILE), 100, 2);
+        let line = "x".repeat(39);
+        for _ in 0..7 {
+            f.write_lines(std::slice::from_ref(&line)).expect("write");
+        }
+        let len = |p: &str| std::fs::metadata(dir.path().join(p)).map(|m| m.len()).ok();
+        assert_eq!(len(FILE), Some(40));
+        assert_eq!(len("audit.jsonl.1"), Some(80));
+        assert_eq!(len("audit.jsonl.2"), Some(80));
+        assert_eq!(len("audit.jsonl.3"), None);
+    }
+
+    #[test]
+    fn long_queries_are_cut_on_a_character_boundary() {
+        let r = Record::new("tool_call", "ok").with_query("é".repeat(5000));
+        let q = r.query.unwrap_or_default();
+        assert!(q.len() <= MAX_QUERY + '…'.len_utf8());
+        assert!(q.ends_with('…'));
+    }
+}

@@ -1,0 +1,94 @@
+//! A [`Backend`] wrapper timing every database round trip into
+//! `mssql_mcp_db_query_duration_seconds{database, operation}`, so the backends themselves stay
+//! free of metrics code.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use prometheus::Histogram;
+
+use super::metrics::DbMetrics;
+use crate::db::{
+    Backend, Catalog, DbError, DynBackend, Page, PoolStats, RowSet, SearchRequest, SqlDialect,
+    TableInfo,
+};
+
+/// `inner`, timed.
+pub struct Metered {
+    inner: DynBackend,
+    metrics: DbMetrics,
+}
+
+impl Metered {
+    pub fn wrap(inner: DynBackend, metrics: DbMetrics) -> DynBackend {
+        Arc::new(Self { inner, metrics })
+    }
+}
+
+async fn timed<T>(h: &Histogram, f: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = f.await;
+    h.observe(started.elapsed().as_secs_f64());
+    out
+}
+
+#[async_trait]
+impl Backend for Metered {
+    fn dialect(&self) -> SqlDialect {
+        self.inner.dialect()
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
+        timed(&self.metrics.catalog, self.inner.catalog()).await
+    }
+
+    async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
+        timed(&self.metrics.query, self.inner.query(sql, page)).await
+    }
+
+    async fn sample(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        page: Page,
+    ) -> Result<RowSet, DbError> {
+        timed(
+            &self.metrics.sample,
+            self.inner.sample(table, columns, page),
+        )
+        .await
+    }
+
+    async fn lookup(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        key_columns: &[String],
+        key: &[String],
+        limit: usize,
+    ) -> Result<RowSet, DbError> {
+        timed(
+            &self.metrics.lookup,
+            self.inner.lookup(table, columns, key_columns, key, limit),
+        )
+        .await
+    }
+
+    async fn search(&self, req: SearchRequest<'_>) -> Result<RowSet, DbError> {
+        timed(&self.metrics.search, self.inner.search(req)).await
+    }
+
+    async fn ping(&self) -> Result<(), DbError> {
+        timed(&self.metrics.ping, self.inner.ping()).await
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        self.inner.pool_stats()
+    }
+}

@@ -1,0 +1,780 @@
+//! Operations, end to end: health and readiness, Prometheus metrics (checked by `promtool` and
+//! scraped by a real Prometheus), the audit log, cache management through the CLI, JSON logs,
+//! systemd readiness notification and the systemd unit.
+//!
+//! Servers run on `127.0.0.1:0` in this process (or the real binary as a child process where
+//! the test is about the process: logs, signals, systemd). Peers that come from Debian packages
+//! (`promtool`/`prometheus` from `prometheus`, `systemd-analyze` from `systemd`) are required
+//! under `CI`; elsewhere a missing one skips its test with a note.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mssql_mcp::app;
+use mssql_mcp::config::Config;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mssql-mcp");
+
+/// Whether `cmd` is installed; under `CI` its absence fails the test with the install hint.
+fn peer(cmd: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("`{cmd}` is missing: apt-get install -y {package} (listed in .ci/run)");
+        }
+        eprintln!("skipped: `{cmd}` is not installed (apt-get install -y {package})");
+    }
+    found
+}
+
+/// A small SQLite database with one table.
+fn make_db(dir: &Path) -> PathBuf {
+    let path = dir.join("crm.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create db");
+    conn.execute_batch(
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT);
+         INSERT INTO customers (name, city) VALUES ('Alice Martin', 'Lyon'), ('Bob Stone', 'Oslo'),
+           ('Carla Diaz', 'Lima');",
+    )
+    .expect("fill db");
+    path
+}
+
+/// A config serving `db` at `/chatgpt` and `/claude`, with `extra` TOML appended.
+fn config_text(dir: &Path, db: &Path, server_extra: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+insecure_no_auth = true
+state_dir = {state:?}
+shutdown_grace_secs = 2
+{server_extra}
+
+[[database]]
+name = "main"
+kind = "sqlite"
+path = {db:?}
+
+[[scope]]
+path = "/chatgpt"
+database = "main"
+profile = "chatgpt"
+
+[[scope]]
+path = "/claude"
+database = "main"
+profile = "full"
+
+{extra}
+"#,
+        state = dir.display().to_string(),
+        db = db.display().to_string(),
+    )
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), app::StartError>>,
+    state: mssql_mcp::state::AppState,
+}
+
+impl Server {
+    async fn start(config: Config, no_auth: bool) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = app::build_state(config, no_auth).await.expect("state");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app::run(state.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+            state,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    /// Stops the server and waits for it (and so for the audit writer's last flush).
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
+    }
+
+    /// `tools/call` over the seed-guide style `POST {scope}/sse` (plain JSON in and out).
+    async fn tool(&self, scope: &str, name: &str, args: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": name, "arguments": args}});
+        client()
+            .post(self.url(&format!("{scope}/sse")))
+            .json(&body)
+            .send()
+            .await
+            .expect("tool call")
+            .json()
+            .await
+            .expect("tool call JSON")
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = client().get(self.url(path)).send().await.expect("GET");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+async fn start_plain(extra: &str) -> (tempfile::TempDir, PathBuf, Server) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let config = Config::parse(&config_text(dir.path(), &db, "", extra)).expect("config");
+    let server = Server::start(config, true).await;
+    (dir, db, server)
+}
+
+fn audit_lines(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+        .collect()
+}
+
+/// A free loopback port (bound and released; the OS does not hand it out again at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test]
+async fn liveness_answers_and_readiness_reports_every_check() {
+    let (_dir, _db, srv) = start_plain("").await;
+    let resp = client().get(srv.url("/health")).send().await.expect("GET");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().contains_key("x-request-id"),
+        "every response carries its request id"
+    );
+    let (status, body) = srv.get("/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["checks"]["database:main"]["status"], "ok", "{v}");
+    assert_eq!(v["checks"]["tls"]["status"], "skipped");
+    assert_eq!(v["checks"]["state_dir"]["status"], "ok");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_turns_503_when_the_database_file_goes_away() {
+    let (_dir, db, srv) = start_plain("").await;
+    assert_eq!(srv.get("/health/ready").await.0, 200);
+    std::fs::remove_file(&db).expect("remove db");
+    // The last result is reused for a few seconds, so probes cannot hammer the database.
+    assert_eq!(srv.get("/health/ready").await.0, 200);
+    tokio::time::sleep(mssql_mcp::ops::READY_CACHE + Duration::from_millis(200)).await;
+    let (status, body) = srv.get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["checks"]["database:main"]["status"], "fail", "{v}");
+    assert_eq!(srv.get("/health").await.0, 200, "liveness is unaffected");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_fails_for_a_sql_server_that_does_not_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    std::fs::write(dir.path().join("pw"), "x").expect("password file");
+    let closed = free_port();
+    let extra = format!(
+        "[[database]]\nname = \"sales\"\nkind = \"mssql\"\nhost = \"127.0.0.1\"\nport = {closed}\ndatabase = \"Sales\"\nuser = \"reader\"\npassword = {{ file = {:?} }}\nencrypt = \"off\"\nconnect_timeout_secs = 2\n\n[[scope]]\npath = \"/sales\"\ndatabase = \"sales\"\n",
+        dir.path().join("pw").display().to_string()
+    );
+    let config = Config::parse(&config_text(dir.path(), &db, "", &extra)).expect("config");
+    let srv = Server::start(config, true).await;
+    let (status, body) = srv.get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["checks"]["database:sales"]["status"], "fail", "{v}");
+    assert_eq!(v["checks"]["database:main"]["status"], "ok", "{v}");
+    assert!(!body.contains("\"x\""), "no password in the report");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_tool_calls_requests_and_queries() {
+    let (_dir, _db, srv) = start_plain("").await;
+    let ok = srv
+        .tool(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT name FROM customers"}),
+        )
+        .await;
+    assert_eq!(ok["result"]["isError"], false, "{ok}");
+    let refused = srv
+        .tool(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "DELETE FROM customers"}),
+        )
+        .await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    srv.tool("/chatgpt", "search", json!({"query": "Alice"}))
+        .await;
+    let (status, text) = srv.get("/metrics").await;
+    assert_eq!(status, 200);
+    for want in [
+        r#"mssql_mcp_tool_calls_total{scope="/claude",status="ok",tool="execute_sql"} 1"#,
+        r#"mssql_mcp_tool_calls_total{scope="/claude",status="refused",tool="execute_sql"} 1"#,
+        r#"mssql_mcp_tool_calls_total{scope="/chatgpt",status="ok",tool="search"} 1"#,
+        r#"mssql_mcp_tool_duration_seconds_count{scope="/claude",tool="execute_sql"} 2"#,
+        r#"mssql_mcp_http_requests_total{method="POST",route="/claude/sse",status="200"} 2"#,
+        r#"mssql_mcp_http_request_duration_seconds_bucket{route="/claude/sse",le="+Inf"} 2"#,
+        r#"mssql_mcp_db_query_duration_seconds_count{database="main",operation="query"} 1"#,
+        r#"mssql_mcp_db_pool_max_connections{database="main"} 8"#,
+        r#"mssql_mcp_cache_entries{scope="/claude"}"#,
+        r#"mssql_mcp_build_info{version=""#,
+        "mssql_mcp_ip_denied_total 0",
+        "mssql_mcp_sse_streams 0",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+    // No raw paths: a 404 counts under one label, whatever was asked for.
+    srv.get("/no/such/page-12345").await;
+    let (_, text) = srv.get("/metrics").await;
+    assert!(!text.contains("page-12345"));
+    assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_metrics() {
+    if !peer("promtool", "prometheus") {
+        return;
+    }
+    let (_dir, _db, srv) = start_plain("").await;
+    srv.tool("/claude", "list_tables", json!({})).await;
+    let (_, text) = srv.get("/metrics").await;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_public_side_refuses_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    // The test client plays a reverse proxy forwarding an internet client.
+    let text = config_text(dir.path(), &db, "trusted_proxies = [\"127.0.0.1\"]", "");
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let public = client()
+        .get(srv.url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(public.status(), 403);
+    let body = public.text().await.unwrap_or_default();
+    assert!(!body.contains("mssql_mcp_"), "{body}");
+    assert_eq!(srv.get("/metrics").await.0, 200, "loopback may read them");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_server() {
+    if !peer("prometheus", "prometheus") {
+        return;
+    }
+    let (dir, _db, srv) = start_plain("").await;
+    srv.tool("/claude", "list_tables", json!({})).await;
+    let prom_port = free_port();
+    let conf = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: mssql-mcp\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            srv.addr.port()
+        ),
+    )
+    .expect("prometheus.yml");
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", conf.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let query = format!(
+        "http://127.0.0.1:{prom_port}/api/v1/query?query=mssql_mcp_tool_calls_total%7Btool%3D%22list_tables%22%2Cstatus%3D%22ok%22%7D"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    let mut found = None;
+    while Instant::now() < deadline {
+        if let Ok(r) = client().get(&query).send().await
+            && let Ok(v) = r.json::<Value>().await
+        {
+            if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
+                found = Some(value.to_string());
+                break;
+            }
+            last = v;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert_eq!(
+        found.as_deref(),
+        Some("1"),
+        "Prometheus never returned the metric; last answer: {last}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn tool_calls_are_audited_with_caller_query_rows_and_outcome() {
+    let (dir, _db, srv) = start_plain("").await;
+    srv.tool(
+        "/claude",
+        "execute_sql",
+        json!({"sql": "SELECT id, name FROM customers WHERE city = 'Lyon'"}),
+    )
+    .await;
+    srv.tool(
+        "/claude",
+        "execute_sql",
+        json!({"sql": "DROP TABLE customers"}),
+    )
+    .await;
+    srv.stop().await;
+    let lines = audit_lines(dir.path());
+    let calls: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "tool_call").collect();
+    assert_eq!(calls.len(), 2, "{lines:?}");
+    let ok = calls[0];
+    assert_eq!(ok["scope"], "/claude");
+    assert_eq!(ok["tool"], "execute_sql");
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert_eq!(ok["rows"], 1);
+    assert_eq!(ok["outcome"], "ok");
+    assert!(
+        ok["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("city = 'Lyon'"))
+    );
+    assert!(ok["duration_ms"].is_number());
+    assert!(ok["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let refused = calls[1];
+    assert_eq!(refused["outcome"], "refused");
+    assert!(refused["error"].is_string());
+}
+
+#[tokio::test]
+async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let password = "correct horse battery staple";
+    let hash = mssql_mcp::oauth::password::hash(password).expect("hash");
+    let text = config_text(
+        dir.path(),
+        &db,
+        "",
+        &format!(
+            "[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\nscopes = [\"*\"]\n"
+        ),
+    )
+    .replace("insecure_no_auth = true", "insecure_no_auth = false");
+    let srv = Server::start(Config::parse(&text).expect("config"), false).await;
+    // A registration (confidential client: the response carries a secret).
+    let reg: Value = client()
+        .post(srv.url("/chatgpt/register"))
+        .json(
+            &json!({"client_name": "Audit Test", "redirect_uris": ["https://chatgpt.com/cb"],
+            "token_endpoint_auth_method": "client_secret_post"}),
+        )
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("register JSON");
+    let client_id = reg["client_id"].as_str().expect("client_id").to_string();
+    let secret = reg["client_secret"].as_str().unwrap_or("").to_string();
+    // A token request with a made-up code: refused.
+    let code = "mcp_code_AUDITSECRETCODE0123456789";
+    let verifier = "VERIFIERSECRET0123456789012345678901234567890";
+    let resp = client()
+        .post(srv.url("/chatgpt/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+            ("code_verifier", verifier),
+            ("redirect_uri", "https://chatgpt.com/cb"),
+        ])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(resp.status(), 400);
+    // A made-up bearer token at the MCP endpoint: refused.
+    let bearer = "mcp_at_AUDITSECRETBEARER0123456789";
+    let resp = client()
+        .post(srv.url("/chatgpt/mcp"))
+        .bearer_auth(bearer)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("mcp");
+    assert_eq!(resp.status(), 401);
+    let metrics = srv.get("/metrics").await.1;
+    srv.stop().await;
+
+    let raw = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit file");
+    let lines = audit_lines(dir.path());
+    let event = |e: &str| {
+        lines
+            .iter()
+            .find(|l| l["kind"] == "oauth" && l["event"] == e)
+            .unwrap_or_else(|| panic!("no `{e}` record in {raw}"))
+    };
+    let r = event("register");
+    assert_eq!(r["outcome"], "ok");
+    assert_eq!(r["client_id"], client_id.as_str());
+    assert_eq!(r["client_ip"], "127.0.0.1");
+    let t = event("token");
+    assert_eq!(t["outcome"], "refused");
+    assert_eq!(t["client_id"], client_id.as_str());
+    assert!(
+        t["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid_grant"))
+    );
+    assert_eq!(event("bearer")["outcome"], "refused");
+    assert_eq!(event("bearer")["client_ip"], "127.0.0.1");
+    for secret_value in [code, verifier, bearer, password, hash.as_str()] {
+        assert!(!raw.contains(secret_value), "audit leaks `{secret_value}`");
+    }
+    if !secret.is_empty() {
+        assert!(!raw.contains(&secret), "audit leaks the client secret");
+    }
+    assert!(
+        metrics.contains(r#"mssql_mcp_oauth_registrations_total{outcome="ok",scope="/chatgpt"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"mssql_mcp_oauth_token_requests_total{grant_type="authorization_code",outcome="invalid_grant",scope="/chatgpt"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains("mssql_mcp_oauth_active_tokens 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_file_rotates_by_size() {
+    let (dir, _db, srv) = start_plain("[audit]\nmax_bytes = 4096\nkeep = 2\n").await;
+    let filler = "x".repeat(300);
+    for i in 0..40 {
+        srv.tool(
+            "/claude",
+            "execute_sql",
+            json!({"sql": format!("SELECT {i} AS n, '{filler}' AS pad")}),
+        )
+        .await;
+    }
+    srv.stop().await;
+    let size = |name: &str| std::fs::metadata(dir.path().join(name)).map(|m| m.len());
+    assert!(size("audit.jsonl").is_ok_and(|s| s <= 4096));
+    assert!(size("audit.jsonl.1").is_ok_and(|s| s <= 4096 && s > 2048));
+    assert!(size("audit.jsonl.2").is_ok());
+    assert!(
+        size("audit.jsonl.3").is_err(),
+        "only `keep` rotated files stay"
+    );
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while the server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_stats_and_clear_work_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("admin bind");
+    let admin_addr = admin.local_addr().expect("admin addr");
+    let text = config_text(
+        dir.path(),
+        &db,
+        "",
+        &format!("[admin]\nlisten = \"{admin_addr}\"\n"),
+    );
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &text).expect("config file");
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let (stop_admin, stopped) = oneshot::channel::<()>();
+    let admin_task = tokio::spawn(mssql_mcp::oauth::admin::serve(
+        srv.state.clone(),
+        admin,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // A query search whose rows have no key is cached, so `fetch` can resolve its ids.
+    let hits = srv
+        .tool(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT city FROM customers"}),
+        )
+        .await;
+    assert_eq!(hits["result"]["isError"], false, "{hits}");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("cache")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .expect("run the CLI");
+        assert!(
+            out.status.success(),
+            "cache {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stats = cli(&["stats", "--scope", "/chatgpt"]);
+    assert!(stats.starts_with("/chatgpt: 1 entries"), "{stats}");
+    assert!(stats.contains("oldest entry 0 s ago"), "{stats}");
+    assert!(stats.contains("memory ~1 KiB"), "{stats}");
+    let all = cli(&["stats"]);
+    assert!(all.contains("/claude: 0 entries"), "{all}");
+    let cleared = cli(&["clear", "--scope", "/chatgpt"]);
+    assert!(cleared.contains("/chatgpt: cleared 1 entries"), "{cleared}");
+    let after = cli(&["stats", "--scope", "/chatgpt"]);
+    assert!(after.starts_with("/chatgpt: 0 entries"), "{after}");
+    // The admin listener serves metrics too, without the admin token.
+    let m = client()
+        .get(format!("http://{admin_addr}/metrics"))
+        .send()
+        .await
+        .expect("admin metrics");
+    assert_eq!(m.status(), 200);
+    // Everything else there needs the token.
+    let refused = client()
+        .get(format!("http://{admin_addr}/admin/cache"))
+        .send()
+        .await
+        .expect("admin cache");
+    assert_eq!(refused.status(), 403);
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    srv.stop().await;
+}
+
+#[test]
+fn check_config_connect_reports_each_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config_text(dir.path(), &db, "", "")).expect("config");
+    let run = || {
+        Command::new(BIN)
+            .args(["check-config", "--connect", "--config"])
+            .arg(&config_path)
+            .output()
+            .expect("run check-config")
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("database `main`: answered in"), "{text}");
+    std::fs::remove_file(&db).expect("remove db");
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(69), "{text}");
+    assert!(text.contains("database `main`: FAILED"), "{text}");
+}
+
+/// Sends SIGTERM to a child process.
+fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+#[tokio::test]
+async fn the_binary_logs_json_with_request_ids_and_notifies_systemd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let port = free_port();
+    let admin_port = free_port();
+    let text = config_text(
+        dir.path(),
+        &db,
+        "",
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[log]\nformat = \"json\"\n"),
+    )
+    .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &text).expect("config file");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    let child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "info,tower_http=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(30), notify.recv(&mut buf))
+        .await
+        .expect("READY within 30 s")
+        .expect("recv");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let resp = client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .header("x-request-id", "ops-test-request-42")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        resp.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("ops-test-request-42")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminate(child.id().expect("pid"));
+    let n = tokio::time::timeout(Duration::from_secs(10), notify.recv(&mut buf))
+        .await
+        .expect("STOPPING within 10 s")
+        .expect("recv");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exit")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut request_lines = 0;
+    for line in stderr.lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["span"]["request_id"] == "ops-test-request-42" {
+            request_lines += 1;
+        }
+    }
+    assert!(
+        request_lines >= 2,
+        "the request's log lines carry its id:\n{stderr}"
+    );
+}
+
+/// The unit with `ExecStart` pointing at the built binary, in a temporary directory.
+fn unit_copy(dir: &Path) -> PathBuf {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/mssql-mcp.service"
+    ))
+    .expect("read the unit");
+    assert!(unit.contains("Type=notify"));
+    let path = dir.join("mssql-mcp.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/mssql-mcp", BIN)).expect("write unit");
+    path
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    if !peer("systemd-analyze", "systemd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = unit_copy(dir.path());
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "systemd-analyze verify:\n{text}");
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("mssql-mcp.service"))
+        .collect();
+    assert!(complaints.is_empty(), "systemd-analyze verify:\n{text}");
+    // The exposure score, for the record (lower is better; below 2 is "OK").
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze security");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or("no score");
+    eprintln!("systemd-analyze security: {score}");
+    let value: f64 = score
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    assert!(value < 2.5, "the unit's exposure grew: {score}");
+}
