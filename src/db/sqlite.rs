@@ -465,7 +465,9 @@ fn decode(v: ValueRef<'_>, ty: ColType) -> Value {
     }
 }
 
-/// Prepares `sql`, binds `params`, skips `page.offset` rows and collects up to `page.limit`.
+/// Prepares `sql` (through the statement cache: the backend's own SQL has bound parameters,
+/// so its text repeats), binds `params`, skips `page.offset` rows and collects up to
+/// `page.limit`.
 fn run(
     conn: &Connection,
     sql: &str,
@@ -473,6 +475,21 @@ fn run(
     page: Page,
 ) -> Result<RowSet, DbError> {
     let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
+    collect(&mut stmt, params, page)
+}
+
+/// Like [`run`] for ad-hoc SQL, whose text (literals included) rarely repeats: caching it
+/// would only churn the cache and finalize an evicted statement on every call.
+fn run_uncached(conn: &Connection, sql: &str, page: Page) -> Result<RowSet, DbError> {
+    let mut stmt = conn.prepare(sql).map_err(sql_err)?;
+    collect(&mut stmt, &[], page)
+}
+
+fn collect(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[rusqlite::types::Value],
+    page: Page,
+) -> Result<RowSet, DbError> {
     let columns: Vec<ResultColumn> = stmt
         .columns()
         .map(|c| ResultColumn {
@@ -574,7 +591,7 @@ impl Backend for SqliteBackend {
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         let sql = sql.to_string();
-        self.with_conn(move |c| run(c, &sql, &[], page)).await
+        self.with_conn(move |c| run_uncached(c, &sql, page)).await
     }
 
     async fn sample(

@@ -264,18 +264,34 @@ impl RotatingFile {
     }
 
     /// Appends lines, rotating first whenever the next line would pass the limit.
+    /// Lines that fit before the limit go out in one `write` each batch, not two per line.
     pub fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for line in lines {
             let len = line.len() as u64 + 1;
             self.open()?;
-            if self.size > 0 && self.size + len > self.max_bytes {
-                self.rotate()?;
+            if self.size + buf.len() as u64 > 0
+                && self.size + buf.len() as u64 + len > self.max_bytes
+            {
+                self.flush_buf(&mut buf)?;
+                if self.size > 0 {
+                    self.rotate()?;
+                }
             }
-            let f = self.open()?;
-            f.write_all(line.as_bytes())?;
-            f.write_all(b"\n")?;
-            self.size += len;
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
         }
+        self.flush_buf(&mut buf)
+    }
+
+    fn flush_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let f = self.open()?;
+        f.write_all(buf)?;
+        self.size += buf.len() as u64;
+        buf.clear();
         Ok(())
     }
 
