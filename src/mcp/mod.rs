@@ -31,6 +31,21 @@ pub struct ScopeCtx {
     pub scope: Arc<Scope>,
 }
 
+impl ScopeCtx {
+    /// The live session `sid` of this scope, if `caller` may use it (sessions are bound to the
+    /// user and client that opened them).
+    pub fn session_for(
+        &self,
+        caller: &dispatch::Caller,
+        sid: &str,
+    ) -> Option<Arc<session::Session>> {
+        self.app
+            .sessions()
+            .get(&self.scope.path, sid)
+            .filter(|s| crate::oauth::bearer::may_use(caller, s))
+    }
+}
+
 /// The MCP routes of every scope.
 pub fn routes(app: &AppState) -> Router {
     let mut router = Router::new();

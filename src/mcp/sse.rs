@@ -24,7 +24,7 @@ use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
 use crate::oauth::ClientIp;
-use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session, may_use};
+use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
 use crate::state::AppState;
 
 /// Removes the session when its stream is dropped (client gone or server shutting down).
@@ -96,10 +96,7 @@ pub async fn message(
         Err(resp) => return resp,
     };
     let sid = q.get("session_id").or_else(|| q.get("sessionId"));
-    let Some(session) = sid
-        .and_then(|id| ctx.app.sessions().get(&ctx.scope.path, id))
-        .filter(|s| may_use(&caller, s))
-    else {
+    let Some(session) = sid.and_then(|id| ctx.session_for(&caller, id)) else {
         let err = protocol::RpcError::invalid_request(
             "Not Found: unknown or ended session; open GET /sse again",
         )

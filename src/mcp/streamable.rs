@@ -29,7 +29,7 @@ use super::protocol::{
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
 use crate::oauth::ClientIp;
-use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session, may_use};
+use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
 use serde_json::value::RawValue;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -191,14 +191,7 @@ pub async fn post(
             // A 2025 session's notification must name a live session; anything else is accepted.
             if let Some(sid) = header_str(&headers, SESSION_HEADER) {
                 let modern = header_str(&headers, VERSION_HEADER) == Some(MODERN_VERSION);
-                if !modern
-                    && ctx
-                        .app
-                        .sessions()
-                        .get(&ctx.scope.path, sid)
-                        .filter(|s| may_use(&caller, s))
-                        .is_none()
-                {
+                if !modern && ctx.session_for(&caller, sid).is_none() {
                     return session_not_found();
                 }
             }
@@ -255,12 +248,7 @@ pub async fn post(
             .with_status(StatusCode::BAD_REQUEST);
             return rpc_error_response(Some(&req.id), &err);
         };
-        let Some(session) = ctx
-            .app
-            .sessions()
-            .get(&ctx.scope.path, sid)
-            .filter(|s| may_use(&caller, s))
-        else {
+        let Some(session) = ctx.session_for(&caller, sid) else {
             return session_not_found();
         };
         let negotiated = session
@@ -326,12 +314,7 @@ pub async fn get(
             .with_status(StatusCode::NOT_ACCEPTABLE);
         return rpc_error_response(None, &err);
     }
-    let Some(session) = ctx
-        .app
-        .sessions()
-        .get(&ctx.scope.path, sid)
-        .filter(|s| may_use(&caller, s))
-    else {
+    let Some(session) = ctx.session_for(&caller, sid) else {
         return session_not_found();
     };
     let Some(permit) = ctx.app.try_open_stream() else {
@@ -380,13 +363,7 @@ pub async fn delete(
             .with_status(StatusCode::BAD_REQUEST);
         return rpc_error_response(None, &err);
     };
-    if ctx
-        .app
-        .sessions()
-        .get(&ctx.scope.path, sid)
-        .is_some_and(|s| may_use(&caller, &s))
-        && ctx.app.sessions().remove(sid)
-    {
+    if ctx.session_for(&caller, sid).is_some() && ctx.app.sessions().remove(sid) {
         StatusCode::OK.into_response()
     } else {
         session_not_found()

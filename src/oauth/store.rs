@@ -537,6 +537,15 @@ impl Store {
         Ok(())
     }
 
+    /// Ids of the grants `keep` selects.
+    fn grant_ids(&self, keep: impl Fn(&Grant) -> bool) -> Vec<String> {
+        self.grants
+            .iter()
+            .filter(|g| keep(g.value()))
+            .map(|g| g.grant_id.clone())
+            .collect()
+    }
+
     /// Revokes grants and every code and token issued under them. Returns how many existed.
     pub fn revoke_grants(&self, ids: &[String]) -> Result<usize, StoreError> {
         if ids.is_empty() {
@@ -562,13 +571,7 @@ impl Store {
     /// Revokes every grant of a client (in every scope) and forgets the client. Returns the
     /// grants revoked.
     pub fn revoke_client(&self, client_id: &str) -> Result<usize, StoreError> {
-        let ids: Vec<String> = self
-            .grants
-            .iter()
-            .filter(|g| g.client_id == client_id)
-            .map(|g| g.grant_id.clone())
-            .collect();
-        let n = self.revoke_grants(&ids)?;
+        let n = self.revoke_grants(&self.grant_ids(|g| g.client_id == client_id))?;
         let keys: Vec<String> = self
             .clients
             .iter()
@@ -585,19 +588,12 @@ impl Store {
 
     /// Revokes every grant a user approved.
     pub fn revoke_user(&self, username: &str) -> Result<usize, StoreError> {
-        let ids: Vec<String> = self
-            .grants
-            .iter()
-            .filter(|g| g.username == username)
-            .map(|g| g.grant_id.clone())
-            .collect();
-        self.revoke_grants(&ids)
+        self.revoke_grants(&self.grant_ids(|g| g.username == username))
     }
 
     /// Revokes every grant.
     pub fn revoke_all(&self) -> Result<usize, StoreError> {
-        let ids: Vec<String> = self.grants.iter().map(|g| g.grant_id.clone()).collect();
-        self.revoke_grants(&ids)
+        self.revoke_grants(&self.grant_ids(|_| true))
     }
 
     // ----- housekeeping -----
