@@ -56,8 +56,8 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
     for (i, db) in config.databases.iter().enumerate() {
         let timeout = Duration::from_secs(db.query_timeout_secs);
         let backend: DynBackend = match &db.kind {
-            DatabaseKind::Sqlite { path } => Arc::new(
-                SqliteBackend::open(path, db.pool_size, timeout)
+            DatabaseKind::Sqlite { path, immutable } => Arc::new(
+                SqliteBackend::open(path, *immutable, db.pool_size, timeout)
                     .await
                     .map_err(|source| StartError::Database {
                         name: db.name.clone(),

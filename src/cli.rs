@@ -257,8 +257,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
     for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
-            DatabaseKind::Sqlite { path } => {
-                println!("database `{}`: sqlite {}", db.name, path.display())
+            DatabaseKind::Sqlite { path, immutable } => {
+                let note = if *immutable { " (immutable)" } else { "" };
+                println!("database `{}`: sqlite {}{note}", db.name, path.display())
             }
             DatabaseKind::Mssql(m) => {
                 println!("database `{}`: mssql {}", db.name, m.describe());
@@ -471,8 +472,8 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
     for (i, db) in config.databases.iter().enumerate() {
         let timeout = std::time::Duration::from_secs(db.query_timeout_secs);
         let opened: Result<crate::db::DynBackend, String> = match &db.kind {
-            DatabaseKind::Sqlite { path } => {
-                crate::db::sqlite::SqliteBackend::open(path, 1, timeout)
+            DatabaseKind::Sqlite { path, immutable } => {
+                crate::db::sqlite::SqliteBackend::open(path, *immutable, 1, timeout)
                     .await
                     .map(|b| std::sync::Arc::new(b) as crate::db::DynBackend)
                     .map_err(|e| e.to_string())

@@ -257,6 +257,12 @@ pub enum DatabaseKind {
     Sqlite {
         /// Path to the database file.
         path: PathBuf,
+        /// The file never changes while the server runs (no other process writes it): SQLite
+        /// then skips file locking and change detection on every query (`immutable=1`).
+        /// Default false. Wrong answers follow if the file does change, so leave it off for a
+        /// database something else updates.
+        #[serde(default)]
+        immutable: bool,
     },
     /// Microsoft SQL Server (or Azure SQL) over TDS.
     Mssql(Box<MssqlConfig>),

@@ -86,6 +86,8 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
             name: "demo".into(),
             kind: DatabaseKind::Sqlite {
                 path: db_path.to_path_buf(),
+                // Generated once, then only read: no locking needed.
+                immutable: true,
             },
             query_timeout_secs: 10,
             pool_size: 8,

@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 use serde::Serialize;
@@ -149,7 +149,13 @@ enum Sink {
     Stderr,
 }
 
+/// Most records written at once.
+const MAX_BATCH: usize = 1024;
+/// How long the writer waits for more records after the first of a batch arrives.
+const COALESCE: Duration = Duration::from_millis(20);
+
 /// The owned writer: drains `rx` until `stop`, then writes what is still queued and returns.
+/// Records reach the file within [`COALESCE`] of being recorded.
 pub async fn writer(
     mut rx: mpsc::Receiver<Record>,
     config: AuditConfig,
@@ -166,15 +172,24 @@ pub async fn writer(
     };
     let mut batch = Vec::new();
     loop {
-        let open = tokio::select! {
-            n = rx.recv_many(&mut batch, 256) => n > 0,
-            _ = stop.cancelled() => {
-                while let Ok(r) = rx.try_recv() {
-                    batch.push(r);
-                }
-                false
-            }
+        let mut open = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n > 0,
+            _ = stop.cancelled() => false,
         };
+        if open && batch.len() < MAX_BATCH {
+            // Let the records of the next few milliseconds join this write: under load that
+            // turns one hand-off to the blocking pool per record into a few per second.
+            tokio::select! {
+                _ = tokio::time::sleep(COALESCE) => {}
+                _ = stop.cancelled() => open = false,
+            }
+        }
+        while batch.len() < MAX_BATCH || !open {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
         let lines: Vec<String> = batch
             .drain(..)
             .filter_map(|r| serde_json::to_string(&r).ok())
