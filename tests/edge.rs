@@ -1273,6 +1273,67 @@ async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
     Ok(())
 }
 
+/// One HTTP/2 (prior knowledge, no TLS) GET to `addr` with the request target `uri`, whose
+/// authority hyper sends as `:authority` (and no `Host` header).
+async fn h2_get(
+    addr: SocketAddr,
+    uri: &str,
+) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(uri).body(String::new())?;
+    Ok(sender.send_request(req).await?.status().as_u16())
+}
+
+#[tokio::test]
+async fn http2_requests_are_checked_by_their_authority() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        "",
+    ))
+    .await;
+    let record = "/claude/records/main.items/1";
+    let port = server.addr.port();
+    for (authority, want) in [
+        ("evil.example.com", 403),
+        ("mcp.example.com.evil.example", 403),
+        ("mcp.example.com", 200),
+        (&*format!("localhost:{port}"), 200),
+        (&*format!("127.0.0.1:{port}"), 200),
+    ] {
+        let status = h2_get(server.addr, &format!("http://{authority}{record}")).await?;
+        assert_eq!(status, want, ":authority {authority}");
+    }
+    // An ordinary client speaking HTTP/2 to a name that resolves here (DNS rebinding).
+    let rebound = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("evil.example.com", server.addr)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let resp = rebound
+        .get(format!("http://evil.example.com:{port}{record}"))
+        .send()
+        .await?;
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 403);
+    let resp = rebound
+        .get(format!("http://localhost:{port}{record}"))
+        .send()
+        .await?;
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn sse_streams_are_capped_per_address_and_freed_when_closed() -> TestResult {
     let dir = tempfile::tempdir()?;
