@@ -129,10 +129,12 @@ pub fn router(state: &AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         // Counts every request by route template and status, refusals below included.
         .layer(from_fn_with_state(state.clone(), crate::ops::metrics::track))
-        // Security headers outside every refusal, so 403/413/429/503 carry them too.
-        .layer(from_fn_with_state(edge.clone(), edge::headers::add))
-        // The client IP is decided once, here; everything below reads it from extensions.
+        // The client IP (and X-Forwarded-Proto from a trusted proxy) is decided once, here;
+        // everything below reads it from extensions. It refuses nothing.
         .layer(from_fn_with_state(edge.clone(), edge::client_ip::decide))
+        // Security headers outside every refusal, so 403/413/429/503 carry them too; HSTS
+        // depends on how the request arrived, hence below the client IP.
+        .layer(from_fn_with_state(edge.clone(), edge::headers::add))
         // Refuse unknown addresses before they cost anything (not even a bucket entry).
         .layer(from_fn_with_state(edge.clone(), edge::allowlist::enforce))
         // Per-IP bucket, then the stricter bucket on OAuth endpoints.

@@ -1335,6 +1335,61 @@ async fn http2_requests_are_checked_by_their_authority() -> TestResult {
 }
 
 #[tokio::test]
+async fn behind_a_proxy_hsts_follows_forwarded_proto_from_trusted_proxies_only() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"\ntrusted_proxies = [\"127.0.0.4\"]",
+        "",
+    ))
+    .await;
+    let url = server.url("http", "/health");
+    let proxy = http_client(Some(ip("127.0.0.4")));
+    let direct = http_client(Some(ip("127.0.0.3")));
+    async fn hsts(c: &reqwest::Client, url: &str, proto: Option<&str>) -> bool {
+        let mut req = c.get(url);
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        let resp = req.send().await.expect("response");
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("x-frame-options").is_some());
+        resp.headers().get("strict-transport-security").is_some()
+    }
+    assert!(
+        hsts(&proxy, &url, Some("https")).await,
+        "trusted proxy, https"
+    );
+    assert!(
+        !hsts(&proxy, &url, Some("http")).await,
+        "trusted proxy, http"
+    );
+    assert!(
+        hsts(&proxy, &url, None).await,
+        "a trusted proxy that does not say: public_url decides"
+    );
+    assert!(
+        !hsts(&direct, &url, Some("https")).await,
+        "an untrusted peer's X-Forwarded-Proto is ignored; it came in plain HTTP"
+    );
+    assert!(!hsts(&direct, &url, None).await);
+    server.stop().await;
+
+    // Without trusted proxies nothing forwarded is believed and public_url decides.
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        "",
+    ))
+    .await;
+    let url = server.url("http", "/health");
+    assert!(hsts(&direct, &url, Some("http")).await);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn sse_streams_are_capped_per_address_and_freed_when_closed() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = Server::start(config(dir.path(), "", "[limits]\nsse_per_ip = 2\n")).await;
