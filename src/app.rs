@@ -208,6 +208,16 @@ pub async fn run(
             stopping.clone(),
         ))
     });
+    // Bound before ACME starts, so an HTTP-01 challenge never finds the port closed.
+    let redirect = match config.tls.http_redirect_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("tls.http_redirect_listen {addr}: {e}"))
+            })?;
+            Some((addr, listener))
+        }
+        None => None,
+    };
     let (prepared, tls_tasks) = edge::tls::prepare(
         &config.tls,
         &config.server.state_dir,
@@ -216,10 +226,10 @@ pub async fn run(
     )
     .await?;
     tasks.extend(tls_tasks);
-    if let Some(addr) = config.tls.http_redirect_listen {
-        let redirect = TcpListener::bind(addr).await?;
-        tracing::info!(%addr, "HTTP redirect listener");
-        let router = edge::tls::redirect_router(state.public_url());
+    if let Some((addr, redirect)) = redirect {
+        let http01 = prepared.http01();
+        tracing::info!(%addr, http01 = http01.is_some(), "HTTP redirect listener");
+        let router = edge::tls::redirect_router(state.public_url(), http01);
         let stop = stopping.clone();
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(redirect, router)
@@ -281,7 +291,7 @@ pub async fn run(
                 .serve(make)
                 .await
         }
-        Prepared::Acme(acme) => {
+        Prepared::Acme { acceptor: acme, .. } => {
             server
                 .acceptor(EdgeAcceptor::new(acme, handshake, idle))
                 .serve(make)

@@ -1,7 +1,8 @@
 //! The edge: everything between the socket and the routes, so the binary can face the
 //! internet on port 443 without NGINX or certbot.
 //!
-//! - [`tls`]: `acme` (rustls-acme, TLS-ALPN-01), `files` (reloadable PEM) or `off`.
+//! - [`tls`]: `acme` (rustls-acme, TLS-ALPN-01 or HTTP-01), `files` (reloadable PEM) or `off`;
+//!   the optional plain-HTTP listener (redirects, HTTP-01 tokens).
 //! - [`client_ip`]: the client IP and `X-Forwarded-Proto`, decided once per request (trusted
 //!   proxies only).
 //! - [`allowlist`]: CIDR allowlists, global and per scope, with named presets.
