@@ -129,10 +129,12 @@ pub fn router(state: &AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         // Counts every request by route template and status, refusals below included.
         .layer(from_fn_with_state(state.clone(), crate::ops::metrics::track))
-        // Security headers outside every refusal, so 403/413/429/503 carry them too.
-        .layer(from_fn_with_state(edge.clone(), edge::headers::add))
-        // The client IP is decided once, here; everything below reads it from extensions.
+        // The client IP (and X-Forwarded-Proto from a trusted proxy) is decided once, here;
+        // everything below reads it from extensions. It refuses nothing.
         .layer(from_fn_with_state(edge.clone(), edge::client_ip::decide))
+        // Security headers outside every refusal, so 403/413/429/503 carry them too; HSTS
+        // depends on how the request arrived, hence below the client IP.
+        .layer(from_fn_with_state(edge.clone(), edge::headers::add))
         // Refuse unknown addresses before they cost anything (not even a bucket entry).
         .layer(from_fn_with_state(edge.clone(), edge::allowlist::enforce))
         // Per-IP bucket, then the stricter bucket on OAuth endpoints.
@@ -206,6 +208,16 @@ pub async fn run(
             stopping.clone(),
         ))
     });
+    // Bound before ACME starts, so an HTTP-01 challenge never finds the port closed.
+    let redirect = match config.tls.http_redirect_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("tls.http_redirect_listen {addr}: {e}"))
+            })?;
+            Some((addr, listener))
+        }
+        None => None,
+    };
     let (prepared, tls_tasks) = edge::tls::prepare(
         &config.tls,
         &config.server.state_dir,
@@ -214,10 +226,10 @@ pub async fn run(
     )
     .await?;
     tasks.extend(tls_tasks);
-    if let Some(addr) = config.tls.http_redirect_listen {
-        let redirect = TcpListener::bind(addr).await?;
-        tracing::info!(%addr, "HTTP redirect listener");
-        let router = edge::tls::redirect_router(state.public_url());
+    if let Some((addr, redirect)) = redirect {
+        let http01 = prepared.http01();
+        tracing::info!(%addr, http01 = http01.is_some(), "HTTP redirect listener");
+        let router = edge::tls::redirect_router(state.public_url(), http01);
         let stop = stopping.clone();
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(redirect, router)
@@ -279,7 +291,7 @@ pub async fn run(
                 .serve(make)
                 .await
         }
-        Prepared::Acme(acme) => {
+        Prepared::Acme { acceptor: acme, .. } => {
             server
                 .acceptor(EdgeAcceptor::new(acme, handshake, idle))
                 .serve(make)

@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 /// Load tests (flood, slow-loris) take this so they do not measure each other.
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Tests that start Pebble take this: it and the ports it validates on are fixed.
+static PEBBLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -945,12 +948,14 @@ async fn sigterm_drains_open_streams_within_the_grace_period() -> TestResult {
 }
 
 // ---------------------------------------------------------------------------------------
-// ACME against Pebble. Pebble needs fixed ports, so one test runs every scenario in order.
+// ACME against Pebble. Pebble needs fixed ports, so these tests take the PEBBLE lock.
 // ---------------------------------------------------------------------------------------
 
 const PEBBLE_DIR_PORT: u16 = 14400;
 const PEBBLE_MGMT_PORT: u16 = 15400;
 const ACME_TLS_PORT: u16 = 15443;
+/// Where Pebble sends HTTP-01 requests (`"httpPort"` in its config).
+const ACME_HTTP_PORT: u16 = 15080;
 
 struct Pebble {
     child: tokio::process::Child,
@@ -968,7 +973,7 @@ impl Pebble {
             .map(|v| format!(",\"certificateValidityPeriod\": {v}"))
             .unwrap_or_default();
         let cfg = format!(
-            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{PEBBLE_DIR_PORT}","managementListenAddress":"127.0.0.1:{PEBBLE_MGMT_PORT}","certificate":{:?},"privateKey":{:?},"httpPort":15080,"tlsPort":{ACME_TLS_PORT},"ocspResponderURL":"","externalAccountBindingRequired":false{validity}}}}}"#,
+            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{PEBBLE_DIR_PORT}","managementListenAddress":"127.0.0.1:{PEBBLE_MGMT_PORT}","certificate":{:?},"privateKey":{:?},"httpPort":{ACME_HTTP_PORT},"tlsPort":{ACME_TLS_PORT},"ocspResponderURL":"","externalAccountBindingRequired":false{validity}}}}}"#,
             dir.join("pebble-cert.pem").display().to_string(),
             dir.join("pebble-key.pem").display().to_string(),
         );
@@ -979,7 +984,7 @@ impl Pebble {
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.join("pebble.log")).expect("pebble log"))
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -1021,15 +1026,27 @@ impl Pebble {
 use rustls::pki_types::pem::PemObject;
 
 fn acme_config(dir: &Path, pebble_dir: &Path, cache: &Path) -> Config {
-    config(
-        dir,
-        "",
-        &format!(
-            "[tls]\nmode = \"acme\"\ndomains = [\"localhost\"]\ncontact = [\"ops@example.com\"]\ndirectory = \"https://127.0.0.1:{PEBBLE_DIR_PORT}/dir\"\nca_file = {:?}\ncache_dir = {:?}\n",
-            pebble_dir.join("pebble-ca.pem").display().to_string(),
-            cache.display().to_string()
-        ),
+    config(dir, "", &acme_tls(pebble_dir, cache, ""))
+}
+
+/// `[tls]` for ACME against Pebble, plus `extra` keys in that table.
+fn acme_tls(pebble_dir: &Path, cache: &Path, extra: &str) -> String {
+    format!(
+        "[tls]\nmode = \"acme\"\ndomains = [\"localhost\"]\ncontact = [\"ops@example.com\"]\ndirectory = \"https://127.0.0.1:{PEBBLE_DIR_PORT}/dir\"\nca_file = {:?}\ncache_dir = {:?}\n{extra}",
+        pebble_dir.join("pebble-ca.pem").display().to_string(),
+        cache.display().to_string()
     )
+}
+
+fn pebble_missing() -> bool {
+    let missing = std::process::Command::new("pebble")
+        .arg("-version")
+        .output()
+        .is_err();
+    if missing {
+        eprintln!("SKIPPED: pebble is not installed (apt-get install -y pebble)");
+    }
+    missing
 }
 
 async fn wait_for<F: Fn(&mssql_mcp::edge::EdgeReport) -> bool>(
@@ -1071,14 +1088,10 @@ async fn fresh_get(addr: SocketAddr, root: &CertificateDer<'static>) -> Result<V
 
 #[tokio::test]
 async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> TestResult {
-    if std::process::Command::new("pebble")
-        .arg("-version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: pebble is not installed (apt-get install -y pebble)");
+    if pebble_missing() {
         return Ok(());
     }
+    let _pebble = PEBBLE.lock().await;
     let addr: SocketAddr = ([127, 0, 0, 1], ACME_TLS_PORT).into();
 
     // 1. Real TLS-ALPN-01 issuance; a client trusting only Pebble's root gets a valid chain.
@@ -1198,6 +1211,85 @@ async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> Te
     Ok(())
 }
 
+#[tokio::test]
+async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything_else() -> TestResult
+{
+    if pebble_missing() {
+        return Ok(());
+    }
+    let _pebble = PEBBLE.lock().await;
+    let addr: SocketAddr = ([127, 0, 0, 1], ACME_TLS_PORT).into();
+    let pebble_dir = tempfile::tempdir()?;
+    let pebble = Pebble::start(pebble_dir.path(), None).await;
+    let root = pebble.root().await;
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("acme-cache");
+    // Pebble fetches http://localhost:15080/.well-known/acme-challenge/{token}.
+    let tls = acme_tls(
+        pebble_dir.path(),
+        &cache,
+        &format!(
+            "challenge = \"http-01\"\nhttp_redirect_listen = \"127.0.0.1:{ACME_HTTP_PORT}\"\n"
+        ),
+    );
+    let public = format!("https://localhost:{ACME_TLS_PORT}");
+    let server = Server::start_on(
+        addr,
+        config(dir.path(), &format!("public_url = {public:?}"), &tls),
+    )
+    .await;
+    let r = wait_for(&server, Duration::from_secs(30), "HTTP-01 issuance", |r| {
+        r.tls.issued >= 1 || r.tls.state == "error"
+    })
+    .await;
+    assert_eq!(r.tls.state, "ok", "{r:?}");
+    // Pebble's own account of it: it fetched the token over HTTP from the port-80 listener.
+    let log = std::fs::read_to_string(pebble_dir.path().join("pebble.log"))?;
+    assert!(
+        log.contains(&format!(
+            "validate w/ HTTP: http://localhost:{ACME_HTTP_PORT}/.well-known/acme-challenge/"
+        )) && log.contains("set VALID"),
+        "{log}"
+    );
+    assert!(!log.contains("w/ TLS-ALPN"), "{log}");
+
+    // A client trusting only Pebble's root gets a valid chain, over HTTP/1.1 and HTTP/2.
+    fresh_get(addr, &root).await?;
+    let resp = https_client(&root, addr)
+        .get(server.url("https", "/health"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+
+    // Port 80 (here 15080) still redirects everything that is not a challenge.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let http = format!("http://127.0.0.1:{ACME_HTTP_PORT}");
+    let resp = plain.get(format!("{http}/chatgpt/mcp?x=1")).send().await?;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("{public}/chatgpt/mcp?x=1").as_str())
+    );
+    assert!(
+        resp.headers().get("strict-transport-security").is_none(),
+        "no HSTS over plain HTTP"
+    );
+    // A token that is not in progress is not found, not redirected.
+    let resp = plain
+        .get(format!("{http}/.well-known/acme-challenge/not-a-token"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 404);
+    server.stop().await;
+    pebble.stop().await;
+    Ok(())
+}
+
 /// Accepts any server certificate (only to show the server still answers after an outage).
 #[derive(Debug)]
 struct AcceptAny;
@@ -1269,6 +1361,136 @@ async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
         Some("https://mcp.example.com/chatgpt/mcp?x=1"),
         "built from public_url, never from Host"
     );
+    // Without challenge = "http-01" the challenge path is redirected like any other, and a
+    // forwarded scheme changes nothing here.
+    let resp = client
+        .get(format!(
+            "http://127.0.0.1:{port}/.well-known/acme-challenge/abc"
+        ))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("https://mcp.example.com/.well-known/acme-challenge/abc")
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// One HTTP/2 (prior knowledge, no TLS) GET to `addr` with the request target `uri`, whose
+/// authority hyper sends as `:authority` (and no `Host` header).
+async fn h2_get(
+    addr: SocketAddr,
+    uri: &str,
+) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(uri).body(String::new())?;
+    Ok(sender.send_request(req).await?.status().as_u16())
+}
+
+#[tokio::test]
+async fn http2_requests_are_checked_by_their_authority() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        "",
+    ))
+    .await;
+    let record = "/claude/records/main.items/1";
+    let port = server.addr.port();
+    for (authority, want) in [
+        ("evil.example.com", 403),
+        ("mcp.example.com.evil.example", 403),
+        ("mcp.example.com", 200),
+        (&*format!("localhost:{port}"), 200),
+        (&*format!("127.0.0.1:{port}"), 200),
+    ] {
+        let status = h2_get(server.addr, &format!("http://{authority}{record}")).await?;
+        assert_eq!(status, want, ":authority {authority}");
+    }
+    // An ordinary client speaking HTTP/2 to a name that resolves here (DNS rebinding).
+    let rebound = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("evil.example.com", server.addr)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let resp = rebound
+        .get(format!("http://evil.example.com:{port}{record}"))
+        .send()
+        .await?;
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 403);
+    let resp = rebound
+        .get(format!("http://localhost:{port}{record}"))
+        .send()
+        .await?;
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn behind_a_proxy_hsts_follows_forwarded_proto_from_trusted_proxies_only() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"\ntrusted_proxies = [\"127.0.0.4\"]",
+        "",
+    ))
+    .await;
+    let url = server.url("http", "/health");
+    let proxy = http_client(Some(ip("127.0.0.4")));
+    let direct = http_client(Some(ip("127.0.0.3")));
+    async fn hsts(c: &reqwest::Client, url: &str, proto: Option<&str>) -> bool {
+        let mut req = c.get(url);
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        let resp = req.send().await.expect("response");
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("x-frame-options").is_some());
+        resp.headers().get("strict-transport-security").is_some()
+    }
+    assert!(
+        hsts(&proxy, &url, Some("https")).await,
+        "trusted proxy, https"
+    );
+    assert!(
+        !hsts(&proxy, &url, Some("http")).await,
+        "trusted proxy, http"
+    );
+    assert!(
+        hsts(&proxy, &url, None).await,
+        "a trusted proxy that does not say: public_url decides"
+    );
+    assert!(
+        !hsts(&direct, &url, Some("https")).await,
+        "an untrusted peer's X-Forwarded-Proto is ignored; it came in plain HTTP"
+    );
+    assert!(!hsts(&direct, &url, None).await);
+    server.stop().await;
+
+    // Without trusted proxies nothing forwarded is believed and public_url decides.
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        "",
+    ))
+    .await;
+    let url = server.url("http", "/health");
+    assert!(hsts(&direct, &url, Some("http")).await);
     server.stop().await;
     Ok(())
 }

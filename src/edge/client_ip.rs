@@ -5,7 +5,8 @@
 //! The peer address of the TCP connection is the client, unless the peer is one of
 //! `server.trusted_proxies`: then `X-Forwarded-For` is read right to left, skipping trusted
 //! proxies, and the first untrusted hop is the client. A header sent by anyone else is ignored,
-//! so a client cannot choose its own address.
+//! so a client cannot choose its own address. `X-Forwarded-Proto` is kept the same way (only
+//! from a trusted proxy); it decides HSTS and nothing else (see [`super::headers`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -25,7 +26,11 @@ pub struct ClientIp {
     pub ip: IpAddr,
     /// The TCP peer (equal to `ip` without a trusted proxy).
     pub peer: IpAddr,
-    /// `X-Forwarded-Proto` from a trusted proxy: whether the client used https.
+    /// Whether the TCP peer is one of `server.trusted_proxies` (then its forwarded headers
+    /// were read).
+    pub via_proxy: bool,
+    /// `X-Forwarded-Proto` from a trusted proxy: whether the client used https (`None`: not a
+    /// trusted proxy, or it did not say). Used for HSTS only ([`super::headers`]).
     pub forwarded_https: Option<bool>,
 }
 
@@ -57,11 +62,13 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> ClientIp {
     let mut client = ClientIp {
         ip: peer,
         peer,
+        via_proxy: false,
         forwarded_https: None,
     };
     if trusted.is_empty() || !trusted.contains(peer) {
         return client;
     }
+    client.via_proxy = true;
     // Every X-Forwarded-For line, in order, as one list of hops (leftmost = farthest).
     let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
@@ -178,9 +185,12 @@ mod tests {
             resolve("10.0.0.5".parse().unwrap(), &h, &trusted()).forwarded_https,
             Some(true)
         );
-        assert_eq!(
-            resolve("203.0.113.1".parse().unwrap(), &h, &trusted()).forwarded_https,
-            None
-        );
+        let untrusted = resolve("203.0.113.1".parse().unwrap(), &h, &trusted());
+        assert_eq!(untrusted.forwarded_https, None);
+        assert!(!untrusted.via_proxy);
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let c = resolve("10.0.0.5".parse().unwrap(), &h, &trusted());
+        assert_eq!(c.forwarded_https, Some(false));
+        assert!(c.via_proxy);
     }
 }

@@ -23,6 +23,31 @@ pub enum TlsMode {
     Off,
 }
 
+/// How the ACME CA checks that this server answers for the domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum AcmeChallenge {
+    /// TLS-ALPN-01: a special certificate on the TLS port itself; needs nothing but that port.
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// HTTP-01: a token at `/.well-known/acme-challenge/…` on the plain-HTTP listener
+    /// (`http_redirect_listen`), which the CA fetches from port 80. For when the TLS port is
+    /// behind something that cannot pass TLS-ALPN-01 through (a TCP load balancer terminating
+    /// or inspecting TLS, a port forward from 443 that the CA cannot reach, …).
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+impl AcmeChallenge {
+    /// The name the CA and the configuration use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
+}
+
 /// `[tls]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,13 +66,17 @@ pub struct TlsConfig {
     pub ca_file: Option<PathBuf>,
     /// ACME: where the account key and certificates are cached (default `<state_dir>/acme`).
     pub cache_dir: Option<PathBuf>,
+    /// ACME: `tls-alpn-01` (default, on the TLS port) or `http-01` (on `http_redirect_listen`,
+    /// which must then be set).
+    pub challenge: AcmeChallenge,
     /// Files: the certificate chain (leaf first), PEM.
     pub cert: Option<PathBuf>,
     /// Files: the private key (PKCS#8, PKCS#1 or SEC1), PEM.
     pub key: Option<PathBuf>,
     /// Files: how often (seconds) to check the files for changes; 0 = only on SIGHUP.
     pub reload_poll_secs: u64,
-    /// Optional plain-HTTP listener (usually `0.0.0.0:80`) that only redirects to `public_url`.
+    /// Optional plain-HTTP listener (usually `0.0.0.0:80`) that redirects to `public_url` and,
+    /// with `challenge = "http-01"`, answers the CA's challenge requests.
     pub http_redirect_listen: Option<SocketAddr>,
     /// `Strict-Transport-Security` max-age in seconds (sent when TLS is on or the public URL is
     /// https); 0 disables the header.
@@ -63,6 +92,7 @@ impl Default for TlsConfig {
             directory: "staging".into(),
             ca_file: None,
             cache_dir: None,
+            challenge: AcmeChallenge::TlsAlpn01,
             cert: None,
             key: None,
             reload_poll_secs: 30,
@@ -129,6 +159,13 @@ impl TlsConfig {
                         ));
                     }
                 }
+                if self.challenge == AcmeChallenge::Http01 && self.http_redirect_listen.is_none() {
+                    return Err(ConfigError::new(
+                        "tls.challenge/tls.http_redirect_listen",
+                        "challenge = \"http-01\" is answered on the plain-HTTP listener, but `http_redirect_listen` is not set",
+                        "set http_redirect_listen = \"0.0.0.0:80\" (and open port 80), or remove `challenge` to use TLS-ALPN-01 on the TLS port",
+                    ));
+                }
             }
             TlsMode::Files => {
                 if self.cert.is_none() || self.key.is_none() {
@@ -140,6 +177,20 @@ impl TlsConfig {
                 }
             }
             TlsMode::Off => {}
+        }
+        if self.mode != TlsMode::Acme && self.challenge != AcmeChallenge::TlsAlpn01 {
+            return Err(ConfigError::new(
+                "tls.challenge",
+                format!(
+                    "applies to mode = \"acme\" only, but mode is \"{}\"",
+                    if self.mode == TlsMode::Files {
+                        "files"
+                    } else {
+                        "off"
+                    }
+                ),
+                "remove `challenge`, or set mode = \"acme\"",
+            ));
         }
         Ok(())
     }
@@ -326,7 +377,16 @@ pub fn describe(config: &crate::config::Config) {
     let tls = &config.tls;
     match tls.mode {
         TlsMode::Acme => println!(
-            "TLS: ACME (TLS-ALPN-01) for {} from {}{}",
+            "TLS: ACME ({}) for {} from {}{}",
+            match tls.challenge {
+                AcmeChallenge::TlsAlpn01 => "TLS-ALPN-01 on the TLS port".to_string(),
+                AcmeChallenge::Http01 => format!(
+                    "HTTP-01 on {}",
+                    tls.http_redirect_listen
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                ),
+            },
             tls.domains.join(", "),
             tls.directory_url(),
             if tls.directory == "staging" {
@@ -355,6 +415,11 @@ pub fn describe(config: &crate::config::Config) {
     }
     if let Some(r) = tls.http_redirect_listen {
         println!("HTTP redirect listener on {r}");
+        if tls.mode == TlsMode::Acme && tls.challenge == AcmeChallenge::Http01 && r.port() != 80 {
+            println!(
+                "  note: CAs fetch HTTP-01 tokens from port 80; {r} works only if port 80 is forwarded to it"
+            );
+        }
     }
     let lists: Vec<(String, &Vec<String>)> =
         std::iter::once(("access.allow".to_string(), &config.access.allow))
@@ -464,6 +529,34 @@ database = "main"
         )
         .unwrap_err();
         assert_eq!(err.key, "server.public_url");
+    }
+
+    #[test]
+    fn http01_needs_the_plain_http_listener_and_names_both_keys() {
+        let acme = "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\n";
+        let c = parse(acme).expect("valid");
+        assert_eq!(
+            c.tls.challenge,
+            super::AcmeChallenge::TlsAlpn01,
+            "the default"
+        );
+        let err = parse(&format!("{acme}challenge = \"http-01\"\n")).unwrap_err();
+        assert_eq!(err.key, "tls.challenge/tls.http_redirect_listen");
+        assert!(
+            err.fix.contains("http_redirect_listen = \"0.0.0.0:80\""),
+            "{err}"
+        );
+        let c = parse(&format!(
+            "{acme}challenge = \"http-01\"\nhttp_redirect_listen = \"0.0.0.0:80\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.tls.challenge, super::AcmeChallenge::Http01);
+        assert!(parse(&format!("{acme}challenge = \"dns-01\"\n")).is_err());
+        let err = parse(
+            "[tls]\nmode = \"off\"\nchallenge = \"http-01\"\nhttp_redirect_listen = \"0.0.0.0:80\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "tls.challenge");
     }
 
     #[test]

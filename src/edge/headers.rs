@@ -1,7 +1,7 @@
 //! Security headers on every response, as the seed guide's NGINX added them: HSTS (when the
-//! server is reached over https), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`,
-//! plus `Referrer-Policy: no-referrer`. A handler that sets one of them itself (e.g. a page with
-//! its own policy) keeps its value.
+//! request reached the server over https, see [`Hsts`]), `X-Frame-Options: DENY`,
+//! `X-Content-Type-Options: nosniff`, plus `Referrer-Policy: no-referrer`. A handler that sets
+//! one of them itself (e.g. a page with its own policy) keeps its value.
 //!
 //! The seed guide also sent `X-XSS-Protection: 1; mode=block`; browsers removed that filter and
 //! the header can itself open cross-site leaks, so this sends `0` (the current OWASP advice).
@@ -14,6 +14,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::EdgeState;
+use super::client_ip::ClientIp;
+use super::config::TlsMode;
 
 /// The fixed headers (HSTS is added separately, when it applies).
 pub const FIXED: [(HeaderName, &str); 4] = [
@@ -23,23 +25,72 @@ pub const FIXED: [(HeaderName, &str); 4] = [
     (header::X_XSS_PROTECTION, "0"),
 ];
 
-/// The `Strict-Transport-Security` value, or `None` when HSTS does not apply (plain HTTP
-/// public URL with TLS off, or `hsts_max_age_secs = 0`).
-pub fn hsts_value(config: &crate::config::Config) -> Option<HeaderValue> {
-    let https = config.tls.mode != super::config::TlsMode::Off
-        || config.public_url().starts_with("https://");
-    if !https || config.tls.hsts_max_age_secs == 0 {
-        return None;
+/// When `Strict-Transport-Security` is sent. HSTS belongs on responses that travel over https
+/// only (RFC 6797 §7.2), so per request:
+///
+/// - TLS terminates here (`tls.mode` acme or files): always;
+/// - `tls.mode = "off"`, the peer is a trusted proxy that sent `X-Forwarded-Proto`: when it
+///   says `https`;
+/// - `tls.mode = "off"`, `server.trusted_proxies` is set but the peer is not one of them: never
+///   (the request came around the proxies, in plain HTTP; its own `X-Forwarded-Proto` is
+///   ignored);
+/// - otherwise (no trusted proxies configured, or a trusted proxy that did not say): when
+///   `public_url` is https, the only statement of how clients reach the server.
+///
+/// In every case `hsts_max_age_secs = 0` turns it off, and so does `tls.mode = "off"` with an
+/// http `public_url`.
+#[derive(Debug, Clone)]
+pub struct Hsts {
+    /// The header value; `None` when HSTS is off altogether.
+    value: Option<HeaderValue>,
+    /// TLS terminates on this listener: every request arrived over https.
+    tls_here: bool,
+    /// `server.trusted_proxies` is not empty: a direct request bypassed them.
+    proxies_configured: bool,
+}
+
+impl Hsts {
+    pub fn new(config: &crate::config::Config) -> Self {
+        let tls_here = config.tls.mode != TlsMode::Off;
+        let https = tls_here || config.public_url().starts_with("https://");
+        let value = if !https || config.tls.hsts_max_age_secs == 0 {
+            None
+        } else {
+            HeaderValue::from_str(&format!(
+                "max-age={}; includeSubDomains",
+                config.tls.hsts_max_age_secs
+            ))
+            .ok()
+        };
+        Self {
+            value,
+            tls_here,
+            proxies_configured: !config.server.trusted_proxies.is_empty(),
+        }
     }
-    HeaderValue::from_str(&format!(
-        "max-age={}; includeSubDomains",
-        config.tls.hsts_max_age_secs
-    ))
-    .ok()
+
+    /// The header for a request from `client` (as [`super::client_ip`] decided it).
+    pub fn for_request(&self, client: Option<&ClientIp>) -> Option<&HeaderValue> {
+        let value = self.value.as_ref()?;
+        if self.tls_here {
+            return Some(value);
+        }
+        let over_https = match client {
+            Some(c) if c.via_proxy => c.forwarded_https.unwrap_or(true),
+            Some(_) => !self.proxies_configured,
+            // Not through the edge middleware (never on a listener): fall back to public_url.
+            None => true,
+        };
+        over_https.then_some(value)
+    }
 }
 
 /// Middleware: adds the security headers to the response unless already present.
 pub async fn add(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
+    let hsts = edge
+        .hsts
+        .for_request(req.extensions().get::<ClientIp>())
+        .cloned();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     for (name, value) in FIXED.iter() {
@@ -47,10 +98,84 @@ pub async fn add(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -
             h.insert(name.clone(), HeaderValue::from_static(value));
         }
     }
-    if let Some(v) = &edge.hsts
+    if let Some(v) = hsts
         && !h.contains_key(header::STRICT_TRANSPORT_SECURITY)
     {
-        h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+        h.insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn hsts(extra_server: &str, tls: &str) -> Hsts {
+        let text = format!(
+            "[server]\n{extra_server}\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = \"/tmp/x.db\"\n\n[[scope]]\npath = \"/chatgpt\"\ndatabase = \"main\"\n{tls}"
+        );
+        Hsts::new(&Config::parse(&text).expect("valid"))
+    }
+
+    fn client(via_proxy: bool, forwarded_https: Option<bool>) -> ClientIp {
+        let ip = "10.0.0.5".parse().expect("ip");
+        ClientIp {
+            ip,
+            peer: ip,
+            via_proxy,
+            forwarded_https,
+        }
+    }
+
+    #[test]
+    fn with_tls_here_every_request_gets_hsts_whatever_a_proxy_says() {
+        let h = hsts(
+            "trusted_proxies = [\"10.0.0.0/8\"]",
+            "[tls]\nmode = \"files\"\ncert = \"/c\"\nkey = \"/k\"\n",
+        );
+        assert!(h.for_request(Some(&client(true, Some(false)))).is_some());
+        assert!(h.for_request(Some(&client(false, None))).is_some());
+    }
+
+    #[test]
+    fn behind_trusted_proxies_hsts_follows_forwarded_proto() {
+        let h = hsts(
+            "public_url = \"https://mcp.example.com\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+            "",
+        );
+        assert!(h.for_request(Some(&client(true, Some(true)))).is_some());
+        assert!(h.for_request(Some(&client(true, Some(false)))).is_none());
+        assert!(
+            h.for_request(Some(&client(true, None))).is_some(),
+            "a proxy that does not say: public_url"
+        );
+        assert!(
+            h.for_request(Some(&client(false, None))).is_none(),
+            "around the proxies: plain HTTP"
+        );
+    }
+
+    #[test]
+    fn without_trusted_proxies_hsts_follows_the_public_url() {
+        let https = hsts("public_url = \"https://mcp.example.com\"", "");
+        assert!(https.for_request(Some(&client(false, None))).is_some());
+        let http = hsts("public_url = \"http://mcp.example.com\"", "");
+        assert!(http.for_request(Some(&client(false, None))).is_none());
+        let http_behind_proxy = hsts(
+            "public_url = \"http://mcp.example.com\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+            "",
+        );
+        assert!(
+            http_behind_proxy
+                .for_request(Some(&client(true, Some(true))))
+                .is_none(),
+            "an http public URL turns HSTS off"
+        );
+        let off = hsts(
+            "public_url = \"https://mcp.example.com\"",
+            "[tls]\nhsts_max_age_secs = 0\n",
+        );
+        assert!(off.for_request(Some(&client(false, None))).is_none());
+    }
 }

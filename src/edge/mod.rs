@@ -1,12 +1,15 @@
 //! The edge: everything between the socket and the routes, so the binary can face the
 //! internet on port 443 without NGINX or certbot.
 //!
-//! - [`tls`]: `acme` (rustls-acme, TLS-ALPN-01), `files` (reloadable PEM) or `off`.
-//! - [`client_ip`]: the client IP, decided once per request (trusted proxies only).
+//! - [`tls`]: `acme` (rustls-acme, TLS-ALPN-01 or HTTP-01), `files` (reloadable PEM) or `off`;
+//!   the optional plain-HTTP listener (redirects, HTTP-01 tokens).
+//! - [`client_ip`]: the client IP and `X-Forwarded-Proto`, decided once per request (trusted
+//!   proxies only).
 //! - [`allowlist`]: CIDR allowlists, global and per scope, with named presets.
 //! - [`rate_limit`]: per-IP, OAuth-endpoint and per-OAuth-client buckets (tower_governor).
 //! - [`limits`]: handshake/idle timeouts per connection, SSE stream caps, request timeout.
-//! - [`headers`]: HSTS and the other security headers on every response.
+//! - [`headers`]: HSTS (when the request arrived over https) and the other security headers on
+//!   every response.
 //! - [`config`]: `[tls]`, `[access]`, `[limits]` and their validation.
 //!
 //! `app.rs` stacks the middleware in one `ServiceBuilder`; [`EdgeState`] is what they share.
@@ -23,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::http::HeaderValue;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -91,8 +93,8 @@ pub struct EdgeState {
     pub request_timeout: Duration,
     /// `server.max_body_bytes`.
     pub max_body_bytes: usize,
-    /// The HSTS header value, when HSTS applies.
-    pub hsts: Option<HeaderValue>,
+    /// When and what `Strict-Transport-Security` to send.
+    pub hsts: headers::Hsts,
     /// Certificate state (ACME or files), updated by the TLS tasks.
     pub tls: Arc<TlsStatus>,
     /// Refusal counts.
@@ -127,7 +129,7 @@ impl EdgeState {
             streams: StreamCaps::new(config.limits.sse_per_ip, config.limits.sse_total),
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
             max_body_bytes: config.server.max_body_bytes,
-            hsts: headers::hsts_value(config),
+            hsts: headers::Hsts::new(config),
             tls: Arc::new(TlsStatus::new(config.tls.mode)),
             counters,
         }

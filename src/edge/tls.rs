@@ -1,7 +1,9 @@
 //! TLS for the listener, in one of three modes (`[tls] mode`):
 //!
 //! - `acme`: certificates from an ACME CA with rustls-acme over TLS-ALPN-01 on the TLS port
-//!   itself (no port 80 needed). Let's Encrypt *staging* unless `directory = "production"`;
+//!   itself (no port 80 needed), or over HTTP-01 (`challenge = "http-01"`): then the plain-HTTP
+//!   listener ([`redirect_router`]) answers `/.well-known/acme-challenge/{token}` from the ACME
+//!   state ([`Http01Responder`]). Let's Encrypt *staging* unless `directory = "production"`;
 //!   any other directory URL (and `ca_file` to trust it) for private CAs. The account key and
 //!   certificates are cached in `<state_dir>/acme`, so a restart serves the cached certificate
 //!   without a new order. The ACME state does nothing unless polled: [`Prepared`] carries the
@@ -15,7 +17,7 @@
 //! - `off`: plain HTTP behind another proxy.
 //!
 //! Every mode offers TLS 1.2 and 1.3 only (rustls has nothing older) with ALPN `h2` and
-//! `http/1.1`, and the ring crypto provider chosen explicitly.
+//! `http/1.1`, and the aws-lc-rs crypto provider chosen explicitly.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,12 +33,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 use rustls_acme::caches::DirCache;
-use rustls_acme::{AccountCache, AcmeConfig, CertCache, EventOk};
+use rustls_acme::{
+    AccountCache, AcmeConfig, CertCache, EventOk, ResolvesServerCertAcme, UseChallenge,
+};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{TlsConfig, TlsMode};
+use super::config::{AcmeChallenge, TlsConfig, TlsMode};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -245,8 +249,35 @@ pub enum Prepared {
     Off,
     /// Files mode: the rustls settings (their resolver reloads in place).
     Files(RustlsConfig),
-    /// ACME mode: rustls-acme's acceptor (answers TLS-ALPN-01 challenges itself).
-    Acme(rustls_acme::axum::AxumAcceptor),
+    /// ACME mode: rustls-acme's acceptor (answers TLS-ALPN-01 challenges itself), and with
+    /// HTTP-01 what the plain-HTTP listener answers the CA with.
+    Acme {
+        acceptor: rustls_acme::axum::AxumAcceptor,
+        http01: Option<Http01Responder>,
+    },
+}
+
+impl Prepared {
+    /// The HTTP-01 responder, when ACME runs with `challenge = "http-01"`.
+    pub fn http01(&self) -> Option<Http01Responder> {
+        match self {
+            Prepared::Acme { http01, .. } => http01.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Answers the CA's HTTP-01 requests from the ACME state: rustls-acme sets the token and key
+/// authorization of the one authorization in progress (it authorizes domains one at a time)
+/// and clears them once the CA has validated it.
+#[derive(Clone)]
+pub struct Http01Responder(Arc<ResolvesServerCertAcme>);
+
+impl Http01Responder {
+    /// The key authorization for `token`, if that is the challenge in progress.
+    pub fn key_authorization(&self, token: &str) -> Option<String> {
+        self.0.get_http_01_key_auth(token)
+    }
 }
 
 /// Sets TLS up for `config` and spawns the tasks it needs (stopped by `cancel`).
@@ -316,6 +347,10 @@ pub async fn prepare(
             let acme = base
                 .contact(contact)
                 .directory(tls.directory_url())
+                .challenge_type(match tls.challenge {
+                    AcmeChallenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
+                    AcmeChallenge::Http01 => UseChallenge::Http01,
+                })
                 .cache(ObservedCache {
                     inner: DirCache::new(cache_dir.clone()),
                     status: status.clone(),
@@ -323,14 +358,17 @@ pub async fn prepare(
             let state = acme.state();
             let config = server_config(state.resolver())?;
             let acceptor = state.axum_acceptor(Arc::new(config));
+            let http01 =
+                (tls.challenge == AcmeChallenge::Http01).then(|| Http01Responder(state.resolver()));
             tracing::info!(
                 domains = ?tls.domains,
                 directory = tls.directory_url(),
                 cache = %cache_dir.display(),
-                "ACME enabled (TLS-ALPN-01)"
+                challenge = tls.challenge.as_str(),
+                "ACME enabled"
             );
             let task = tokio::spawn(drive_acme(state, status, cancel));
-            Ok((Prepared::Acme(acceptor), vec![task]))
+            Ok((Prepared::Acme { acceptor, http01 }, vec![task]))
         }
     }
 }
@@ -523,11 +561,16 @@ async fn watch_files(
 }
 
 /// The optional plain-HTTP listener: every request is redirected (308) to the same path and
-/// query under the public URL. The target is built from configuration, never from `Host`.
-pub fn redirect_router(public_url: String) -> axum::Router {
+/// query under the public URL; the target is built from configuration, never from `Host`.
+/// With `http01`, `/.well-known/acme-challenge/{token}` is answered instead: the key
+/// authorization for the challenge in progress, or 404 for any other token (a redirect to
+/// https would make the CA fail the challenge on the TLS port, which is not ready for it).
+/// Nothing else is served here, and no HSTS: browsers ignore it over plain HTTP.
+pub fn redirect_router(public_url: String, http01: Option<Http01Responder>) -> axum::Router {
+    use axum::extract::Path;
     use axum::http::{HeaderValue, StatusCode, Uri, header};
     use axum::response::IntoResponse;
-    axum::Router::new().fallback(move |uri: Uri| {
+    let router = axum::Router::new().fallback(move |uri: Uri| {
         let target = format!(
             "{}{}",
             public_url,
@@ -539,7 +582,36 @@ pub fn redirect_router(public_url: String) -> axum::Router {
                 Err(_) => StatusCode::BAD_REQUEST.into_response(),
             }
         }
-    })
+    });
+    let Some(responder) = http01 else {
+        return router;
+    };
+    router.route(
+        "/.well-known/acme-challenge/{token}",
+        axum::routing::get(move |Path(token): Path<String>| async move {
+            match responder.key_authorization(&token) {
+                Some(key_auth) => {
+                    tracing::info!("ACME: answered the HTTP-01 challenge");
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/octet-stream"),
+                        )],
+                        key_auth,
+                    )
+                        .into_response()
+                }
+                None => {
+                    tracing::debug!("ACME: HTTP-01 request for a token not in progress");
+                    (
+                        StatusCode::NOT_FOUND,
+                        "no such ACME challenge in progress\n",
+                    )
+                        .into_response()
+                }
+            }
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! record pages search results link to.
 //!
 //! Transports turn HTTP into JSON-RPC messages and back; [`dispatch`] and the tools never see
-//! HTTP. `Host` and `Origin` are checked here for every MCP route (DNS-rebinding protection).
+//! HTTP. The request's authority (`Host`, or HTTP/2's `:authority`) and `Origin` are checked
+//! here for every MCP route (DNS-rebinding protection).
 
 pub mod dispatch;
 pub mod protocol;
@@ -93,24 +94,43 @@ pub fn json_body(status: StatusCode, body: Box<serde_json::value::RawValue>) -> 
         .into_response()
 }
 
-/// Refuses requests whose `Host` is not this server's or whose `Origin` is not allowed (403).
+/// Refuses requests addressed to another host (see [`request_authority`]) or whose `Origin` is
+/// not allowed (403).
 async fn check_host_and_origin(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    if let Err(msg) = host_and_origin_ok(&app, req.headers()) {
+    if let Err(msg) = host_and_origin_ok(&app, request_authority(&req), req.headers()) {
         let err = RpcError::invalid_request(msg).with_status(StatusCode::FORBIDDEN);
         return rpc_error_response(None, &err);
     }
     next.run(req).await
 }
 
-fn host_and_origin_ok(app: &AppState, headers: &HeaderMap) -> Result<(), String> {
+/// The host (and port) a request is addressed to: the request target's authority when it has
+/// one (HTTP/2's `:authority`, which replaces `Host`; an HTTP/1.1 absolute-form target, which
+/// takes precedence over `Host`), else the `Host` header (`""` when it is not visible ASCII,
+/// so it matches nothing).
+pub fn request_authority<B>(req: &axum::http::Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or("")),
+    }
+}
+
+fn host_and_origin_ok(
+    app: &AppState,
+    authority: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), String> {
     let public = app.public_url();
     let public_host = public
         .split_once("://")
         .map(|(_, h)| h)
         .unwrap_or(&public)
         .to_ascii_lowercase();
-    if let Some(host) = headers.get(header::HOST) {
-        let host = host.to_str().unwrap_or("").to_ascii_lowercase();
+    if let Some(host) = authority {
+        let host = host.to_ascii_lowercase();
         if !(host == public_host || is_loopback_authority(&host)) {
             return Err(format!(
                 "Forbidden: Host `{}` is not served here",
@@ -167,6 +187,27 @@ pub fn sse_headers(resp: &mut Response) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_authority_comes_from_the_target_before_the_host_header() {
+        let h2 = axum::http::Request::get("https://evil.example.com/claude/mcp")
+            .header(header::HOST, "localhost")
+            .body(())
+            .unwrap();
+        assert_eq!(request_authority(&h2), Some("evil.example.com"));
+        let h1 = axum::http::Request::get("/claude/mcp")
+            .header(header::HOST, "mcp.example.com:8443")
+            .body(())
+            .unwrap();
+        assert_eq!(request_authority(&h1), Some("mcp.example.com:8443"));
+        let neither = axum::http::Request::get("/claude/mcp").body(()).unwrap();
+        assert_eq!(request_authority(&neither), None);
+        let binary = axum::http::Request::get("/claude/mcp")
+            .header(header::HOST, HeaderValue::from_bytes(b"\xffx").unwrap())
+            .body(())
+            .unwrap();
+        assert_eq!(request_authority(&binary), Some(""), "matches nothing");
+    }
 
     #[test]
     fn loopback_authorities_are_recognised() {
