@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, ScopeConfig, ToolProfile};
+use crate::db::guard::CheckedQuery;
 use crate::db::{AccessRules, DynBackend};
 use crate::mcp::session::SessionStore;
 use crate::ops::Ops;
@@ -37,7 +38,13 @@ pub struct Scope {
     pub tool_metrics: Vec<(&'static str, ToolMetrics)>,
     /// Where this scope's tool calls are recorded.
     pub audit: crate::ops::audit::Audit,
+    /// Queries (as lifted templates) the guard accepted under this scope's rules, so a query
+    /// shape seen before is not parsed again. Only acceptances are kept.
+    pub accepted: moka::sync::Cache<String, Arc<CheckedQuery>>,
 }
+
+/// Most accepted query shapes remembered per scope.
+const ACCEPTED_QUERIES: u64 = 1024;
 
 impl Scope {
     pub fn new(config: ScopeConfig, db: DynBackend, public_url: &str, ops: &Ops) -> Self {
@@ -50,6 +57,7 @@ impl Scope {
         Self {
             tool_metrics,
             audit: ops.audit.clone(),
+            accepted: moka::sync::Cache::new(ACCEPTED_QUERIES),
             path: config.path.clone(),
             rules: config.access_rules(),
             database: config.database.clone(),

@@ -1166,9 +1166,76 @@ mod tests {
         }
     }
 
+    /// Every query these tests check is also checked as its lifted template
+    /// ([`crate::db::lift`]): the template must get the same verdict and see the same tables,
+    /// since the tools check only the template when it passes.
+    #[track_caller]
+    fn lifted_agrees(
+        d: SqlDialect,
+        r: &AccessRules,
+        sql: &str,
+        original: &Result<CheckedQuery, GuardError>,
+    ) {
+        let lifted = crate::db::lift::lift(sql, d);
+        if lifted.params.is_empty() {
+            return;
+        }
+        let template = check(&lifted.template, d, r);
+        match (original, &template) {
+            (Ok(a), Ok(b)) => assert_eq!(
+                (&a.tables, a.has_order_by),
+                (&b.tables, b.has_order_by),
+                "{sql:?} lifted to {:?}",
+                lifted.template
+            ),
+            (Err(_), Err(_)) => {}
+            _ => panic!(
+                "{sql:?} gives {original:?} but its template {:?} gives {template:?}",
+                lifted.template
+            ),
+        }
+    }
+
+    #[test]
+    fn lifting_never_changes_a_verdict() {
+        let r = rules(&[], &["secrets"], &["employees.salary"]);
+        let corpus = [
+            "SELECT * FROM customers WHERE customer_id = 42",
+            "SELECT name FROM employees WHERE salary = 5",
+            "SELECT name FROM employees WHERE name = 'salary' AND id > 3",
+            "SELECT name FROM employees WHERE id = 1 ORDER BY 1",
+            "SELECT * FROM employees WHERE id = 1 ORDER BY 2",
+            "SELECT * FROM secrets WHERE id = 1",
+            "SELECT a FROM t WHERE b = 'x' UNION SELECT salary FROM employees WHERE id = 2",
+            "SELECT a FROM t WHERE b = 1; DROP TABLE t",
+            "SELECT a FROM t WHERE b = 1; SELECT 2",
+            "SELECT a FROM t WHERE b IN (SELECT c FROM secrets WHERE d = 4)",
+            "SELECT a FROM t WHERE b = (SELECT load_extension('x') WHERE 1 = 1)",
+            "SELECT a FROM t JOIN employees e ON e.id = t.e AND e.salary > 1000",
+            "SELECT a FROM t WHERE b LIKE 'x%' AND c GLOB 'y*' AND d <> 'z' AND e != 2.5",
+            "SELECT count(*) FROM t GROUP BY a HAVING count(*) > 3",
+            "SELECT a FROM t WHERE b = 'it''s' LIMIT 10 OFFSET 5",
+            "SELECT a FROM t WHERE x = 1 INTO y",
+        ];
+        for sql in corpus {
+            let verdict = check(sql, Sqlite, &r);
+            lifted_agrees(Sqlite, &r, sql, &verdict);
+        }
+        // The corpus does exercise lifting.
+        assert!(
+            corpus
+                .iter()
+                .filter(|s| !crate::db::lift::lift(s, Sqlite).params.is_empty())
+                .count()
+                >= 12
+        );
+    }
+
     #[track_caller]
     fn passes_with(d: SqlDialect, r: &AccessRules, sql: &str) -> CheckedQuery {
-        match check(sql, d, r) {
+        let verdict = check(sql, d, r);
+        lifted_agrees(d, r, sql, &verdict);
+        match verdict {
             Ok(q) => q,
             Err(e) => panic!("expected {sql:?} to pass on {d:?}, got {e:?}"),
         }
@@ -1181,7 +1248,9 @@ mod tests {
 
     #[track_caller]
     fn refused_with(d: SqlDialect, r: &AccessRules, sql: &str) -> GuardError {
-        match check(sql, d, r) {
+        let verdict = check(sql, d, r);
+        lifted_agrees(d, r, sql, &verdict);
+        match verdict {
             Ok(q) => panic!("expected {sql:?} to be refused on {d:?}, it passed: {q:?}"),
             Err(e) => e,
         }

@@ -9,6 +9,7 @@
 
 pub mod demo_data;
 pub mod guard;
+pub mod lift;
 pub mod mssql;
 pub mod sqlite;
 
@@ -345,6 +346,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Runs a query that [`guard::check`] accepted and returns the requested page.
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError>;
+
+    /// Runs a query whose literals were lifted ([`lift::lift`]) and whose template the guard
+    /// accepted. Backends that bind parameters run the template (and may reuse its prepared
+    /// statement); the default runs the original text.
+    async fn query_lifted(&self, q: &lift::Lifted<'_>, page: Page) -> Result<RowSet, DbError> {
+        self.query(q.original, page).await
+    }
 
     /// Rows of a table in primary-key order (stable across pages).
     async fn sample(

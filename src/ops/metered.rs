@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use prometheus::Histogram;
 
 use super::metrics::DbMetrics;
+use crate::db::lift::Lifted;
 use crate::db::{
     Backend, Catalog, DbError, DynBackend, Page, PoolStats, RowSet, SearchRequest, SqlDialect,
     TableInfo,
@@ -50,6 +51,10 @@ impl Backend for Metered {
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         timed(&self.metrics.query, self.inner.query(sql, page)).await
+    }
+
+    async fn query_lifted(&self, q: &Lifted<'_>, page: Page) -> Result<RowSet, DbError> {
+        timed(&self.metrics.query, self.inner.query_lifted(q, page)).await
     }
 
     async fn sample(

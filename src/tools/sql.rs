@@ -1,6 +1,8 @@
 //! The SQL-shaped tools of the `full` profile: `list_tables`, `describe_table`,
 //! `get_table_sample`, `execute_sql`, and the table description `fetch` shares.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -10,6 +12,7 @@ use super::{
     RowObjects, ToolError, ToolOutput, resolve_table, table_list, visible_columns, visible_tables,
 };
 use crate::db::guard::{self, TableRef};
+use crate::db::lift::{self, Lifted};
 use crate::db::{Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
 use crate::state::Scope;
 
@@ -254,9 +257,9 @@ pub(crate) async fn run_sql(
     sql: &str,
     page: Page,
 ) -> Result<(RowSet, Vec<TableRef>, Vec<String>), ToolError> {
-    let checked = guard::check(sql, scope.db.dialect(), &scope.rules)?;
+    let (lifted, checked) = accept(scope, sql)?;
     let catalog = scope.db.catalog().await?;
-    let mut rs = match scope.db.query(sql, page).await {
+    let mut rs = match scope.db.query_lifted(&lifted, page).await {
         Ok(rs) => rs,
         Err(DbError::Sql(msg)) if looks_like_missing_table(&msg) => {
             return Err(ToolError::NotFound(format!(
@@ -268,7 +271,35 @@ pub(crate) async fn run_sql(
     };
     let masked = mask_columns(scope, &catalog, &checked.tables, &mut rs);
     rs.dedupe_column_names();
-    Ok((rs, checked.tables, masked))
+    Ok((rs, checked.tables.clone(), masked))
+}
+
+/// Lifts `sql`'s literals and has the guard check the template, once per template and scope.
+///
+/// Lifting never changes what is accepted: a template the guard refuses is dropped and the
+/// original text is checked (and, if accepted, run) as written, and refusals always come from
+/// checking the original, so their messages quote what the client sent.
+fn accept<'a>(
+    scope: &Scope,
+    sql: &'a str,
+) -> Result<(Lifted<'a>, Arc<guard::CheckedQuery>), ToolError> {
+    let dialect = scope.db.dialect();
+    let lifted = lift::lift(sql, dialect);
+    if let Some(checked) = scope.accepted.get(lifted.template.as_ref()) {
+        return Ok((lifted, checked));
+    }
+    if !lifted.params.is_empty()
+        && let Ok(checked) = guard::check(&lifted.template, dialect, &scope.rules)
+    {
+        let checked = Arc::new(checked);
+        scope
+            .accepted
+            .insert(lifted.template.to_string(), checked.clone());
+        return Ok((lifted, checked));
+    }
+    let checked = Arc::new(guard::check(sql, dialect, &scope.rules)?);
+    scope.accepted.insert(sql.to_string(), checked.clone());
+    Ok((Lifted::verbatim(sql), checked))
 }
 
 fn looks_like_missing_table(msg: &str) -> bool {
