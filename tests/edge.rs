@@ -1703,6 +1703,53 @@ async fn http2_requests_are_checked_by_their_authority() -> TestResult {
 }
 
 #[tokio::test]
+async fn an_explicit_default_port_and_any_case_in_the_authority_name_the_public_host() -> TestResult
+{
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        "",
+    ))
+    .await;
+    let record = "/claude/records/main.items/1";
+    let client = http_client(None);
+    for (host, want) in [
+        ("mcp.example.com:443", 200),
+        ("MCP.Example.COM:443", 200),
+        ("MCP.EXAMPLE.COM", 200),
+        ("mcp.example.com:80", 403),
+        ("mcp.example.com:8443", 403),
+    ] {
+        // HTTP/1.1: the Host header.
+        let resp = client
+            .get(server.url("http", record))
+            .header("host", host)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), want, "Host {host}");
+        // HTTP/2: the :authority pseudo-header.
+        let status = h2_get(server.addr, &format!("http://{host}{record}")).await?;
+        assert_eq!(status, want, ":authority {host}");
+    }
+    // The same for a browser's Origin.
+    let resp = client
+        .get(server.url("http", record))
+        .header("origin", "https://MCP.example.com:443")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(server.url("http", record))
+        .header("origin", "http://mcp.example.com:443")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 403, "another scheme is another origin");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn behind_a_proxy_hsts_follows_forwarded_proto_from_trusted_proxies_only() -> TestResult {
     let dir = tempfile::tempdir()?;
     let server = Server::start(config(
