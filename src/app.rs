@@ -5,6 +5,7 @@
 //! real server on `127.0.0.1:0` and stop it deterministically.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::config::{Config, ConfigError, DatabaseKind};
 use crate::db::DynBackend;
 use crate::db::mssql::{MssqlBackend, MssqlSettings};
 use crate::db::sqlite::SqliteBackend;
-use crate::edge::{self, limits::EdgeAcceptor, tls::Prepared};
+use crate::edge::{self, config::LimitsConfig, limits::EdgeAcceptor, tls::Prepared};
 use crate::state::{AppState, Scope};
 
 /// Startup failures after the config was validated (a database that cannot be opened, …).
@@ -119,12 +120,7 @@ pub fn router(state: &AppState) -> Router {
         // carries it, and the trace span around everything that follows.
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = id)
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         // Counts every request by route template and status, refusals below included.
@@ -155,6 +151,77 @@ pub fn router(state: &AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
         .layer(stack)
+}
+
+/// The plain-HTTP listener (`tls.http_redirect_listen`): the redirect to the public URL and,
+/// with `http01`, the ACME HTTP-01 challenge. It faces the same internet as the main listener,
+/// so it gets the same connection handling (see [`run`]) and a smaller stack of the same
+/// middleware, outermost first.
+pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>) -> Router {
+    let edge = state.edge().clone();
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::info_span!("plain_http", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Decided once, as on the main listener (trusted proxies included).
+        .layer(from_fn_with_state(edge.clone(), edge::client_ip::decide))
+        // The fixed security headers, on refusals too; never HSTS over plain HTTP.
+        .layer(axum::middleware::from_fn(edge::headers::add_fixed))
+        // The same per-IP bucket as the main listener: one address has one budget, whichever
+        // port it uses. Before the allowlist here, because the allowlist wraps only the
+        // redirect (below); the CA's requests are counted like anyone's.
+        .layer(edge.rate_limits.per_ip_layer())
+        // Nothing here reads a body; a declared oversized one is refused before anything else.
+        .layer(from_fn_with_state(edge.clone(), edge::limits::body_limit));
+    // No request timeout layer: every handler here answers at once from memory.
+    //
+    // The redirect tells a client where the server is, so only clients the allowlists admit
+    // learn it (the same decision the https side makes for that path). The CA validates
+    // HTTP-01 from addresses nobody publishes in advance, so the challenge route is merged
+    // outside the allowlist.
+    let redirect = edge::tls::redirect_routes(state.public_url())
+        .layer(from_fn_with_state(edge, edge::allowlist::enforce));
+    let routes = match http01 {
+        Some(responder) => redirect.merge(edge::tls::http01_routes(responder)),
+        None => redirect,
+    };
+    routes.layer(stack)
+}
+
+/// An axum-server on `listener` with the HTTP settings every listener shares: hyper's header
+/// read timeout (slow request heads, and on HTTP/1.1 the wait for the next request on a
+/// kept-alive connection) and HTTP/2 keep-alive pings. Callers add an [`EdgeAcceptor`] for
+/// the handshake deadline and the idle timeout.
+fn edge_server(
+    listener: TcpListener,
+    handle: axum_server::Handle<SocketAddr>,
+    limits: &LimitsConfig,
+    tls: bool,
+) -> std::io::Result<axum_server::Server<SocketAddr>> {
+    let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
+    let http = server.http_builder();
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
+    if tls {
+        // Head and body in one buffer, so a small response is one TLS record, not two.
+        http.http1().writev(false);
+    }
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    Ok(server)
+}
+
+/// The request id set by `SetRequestIdLayer` (or kept from the client), for the trace span.
+fn request_id(req: &Request) -> &str {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -226,16 +293,19 @@ pub async fn run(
     )
     .await?;
     tasks.extend(tls_tasks);
+    let handshake = Duration::from_secs(limits.header_read_timeout_secs);
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let plain_handle = axum_server::Handle::new();
     if let Some((addr, redirect)) = redirect {
         let http01 = prepared.http01();
         tracing::info!(%addr, http01 = http01.is_some(), "HTTP redirect listener");
-        let router = edge::tls::redirect_router(state.public_url(), http01);
-        let stop = stopping.clone();
+        let make = plain_router(&state, http01).into_make_service_with_connect_info::<SocketAddr>();
+        // The same connection handling as the main listener: header read timeout, idle
+        // timeout, no TLS.
+        let server = edge_server(redirect, plain_handle.clone(), &limits, false)?
+            .acceptor(EdgeAcceptor::new(DefaultAcceptor, handshake, idle));
         tasks.push(tokio::spawn(async move {
-            let served = axum::serve(redirect, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
+            if let Err(e) = server.serve(make).await {
                 tracing::error!(error = %e, "HTTP redirect listener failed");
             }
         }));
@@ -253,25 +323,17 @@ pub async fn run(
         stop.cancel();
         // End sessions so their SSE streams close and the drain can finish.
         closing.sessions().close_all();
+        plain_handle.graceful_shutdown(Some(grace));
         signal_handle.graceful_shutdown(Some(grace));
     }));
 
-    let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle);
-    let http = server.http_builder();
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
-    if config.tls.mode != edge::config::TlsMode::Off {
-        // Head and body in one buffer, so a small response is one TLS record, not two.
-        http.http1().writev(false);
-    }
-    http.http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let handshake = Duration::from_secs(limits.header_read_timeout_secs);
-    let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = edge_server(
+        listener,
+        handle,
+        &limits,
+        config.tls.mode != edge::config::TlsMode::Off,
+    )?;
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
     // Every listener is bound and the state built: tell systemd (a no-op without
     // NOTIFY_SOCKET, i.e. outside a Type=notify unit).
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {

@@ -141,19 +141,38 @@ fn root_store(cas: &[CertificateDer<'static>]) -> rustls::RootCertStore {
 
 /// An https client trusting only `ca`, resolving `localhost` to `addr`.
 fn https_client(ca: &CertificateDer<'static>, addr: SocketAddr) -> reqwest::Client {
+    https_client_from(ca, addr, None, false)
+}
+
+/// [`https_client`] with its sockets from `local`, and HTTP/1.1 only when `h1_only`.
+fn https_client_from(
+    ca: &CertificateDer<'static>,
+    addr: SocketAddr,
+    local: Option<IpAddr>,
+    h1_only: bool,
+) -> reqwest::Client {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(root_store(std::slice::from_ref(ca)))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
+    tls.alpn_protocols = if h1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
+    let builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .resolve("localhost", addr)
+        .local_address(local)
         .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+        .timeout(Duration::from_secs(10));
+    let builder = if h1_only {
+        builder.http1_only()
+    } else {
+        builder
+    };
+    builder.build().expect("client")
 }
 
 /// A test CA and a `localhost` leaf it signed.
@@ -1224,12 +1243,13 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
     let root = pebble.root().await;
     let dir = tempfile::tempdir()?;
     let cache = dir.path().join("acme-cache");
-    // Pebble fetches http://localhost:15080/.well-known/acme-challenge/{token}.
+    // Pebble fetches http://localhost:15080/.well-known/acme-challenge/{token}, from
+    // 127.0.0.1, an address the allowlist does not admit.
     let tls = acme_tls(
         pebble_dir.path(),
         &cache,
         &format!(
-            "challenge = \"http-01\"\nhttp_redirect_listen = \"127.0.0.1:{ACME_HTTP_PORT}\"\n"
+            "challenge = \"http-01\"\nhttp_redirect_listen = \"127.0.0.1:{ACME_HTTP_PORT}\"\n\n[access]\nallow = [\"127.0.0.2\"]\n"
         ),
     );
     let public = format!("https://localhost:{ACME_TLS_PORT}");
@@ -1253,21 +1273,28 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
     );
     assert!(!log.contains("w/ TLS-ALPN"), "{log}");
 
-    // A client trusting only Pebble's root gets a valid chain, over HTTP/1.1 and HTTP/2.
-    fresh_get(addr, &root).await?;
-    let resp = https_client(&root, addr)
-        .get(server.url("https", "/health"))
-        .send()
-        .await?;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    // A client trusting only Pebble's root gets a valid chain, over HTTP/1.1 and HTTP/2, from
+    // the allowed address; Pebble's address is refused there.
+    let allowed = Some(ip("127.0.0.2"));
+    for (h1_only, version) in [
+        (true, reqwest::Version::HTTP_11),
+        (false, reqwest::Version::HTTP_2),
+    ] {
+        let resp = https_client_from(&root, addr, allowed, h1_only)
+            .get(server.url("https", "/health"))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), version);
+    }
+    assert_eq!(
+        fresh_get(addr, &root).await,
+        Err("status 403".to_string()),
+        "127.0.0.1 is not allowed"
+    );
 
     // Port 80 (here 15080) still redirects everything that is not a challenge.
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let plain = no_redirects(allowed);
     let http = format!("http://127.0.0.1:{ACME_HTTP_PORT}");
     let resp = plain.get(format!("{http}/chatgpt/mcp?x=1")).send().await?;
     assert_eq!(resp.status(), 308);
@@ -1279,8 +1306,8 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
         resp.headers().get("strict-transport-security").is_none(),
         "no HSTS over plain HTTP"
     );
-    // A token that is not in progress is not found, not redirected.
-    let resp = plain
+    // A token that is not in progress is not found, not redirected, whoever asks.
+    let resp = no_redirects(None)
         .get(format!("{http}/.well-known/acme-challenge/not-a-token"))
         .send()
         .await?;
@@ -1379,6 +1406,241 @@ async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
     Ok(())
 }
 
+/// A loopback port nothing listens on right now (bound and released; another test may take it
+/// in between, which shows as a bind error when the server starts).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A client that does not follow redirects, its sockets from `local`.
+fn no_redirects(local: Option<IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(local)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Waits until the plain-HTTP listener on `port` answers (it starts after the main listener).
+async fn plain_listener_up(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "HTTP listener on {port} not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `[tls]` with only the plain-HTTP listener on `port` (TLS off).
+fn plain_listener(port: u16, limits: &str) -> String {
+    format!("[tls]\nhttp_redirect_listen = \"127.0.0.1:{port}\"\n\n[limits]\n{limits}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_on_the_http_listener_does_not_block_a_redirect_and_is_cut() -> TestResult {
+    let _load = LOAD.lock().await;
+    let dir = tempfile::tempdir()?;
+    let port = unused_port();
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        &plain_listener(port, "header_read_timeout_secs = 3"),
+    ))
+    .await;
+    plain_listener_up(port).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // 200 connections that send a request head one byte per second.
+    let stop_at = Instant::now() + Duration::from_secs(6);
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        slow.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return None;
+            };
+            let head =
+                b"GET /chatgpt/mcp HTTP/1.1\r\nHost: mcp.example.com\r\nX-Slow: aaaaaaaaaaaaaaaa";
+            let opened = Instant::now();
+            for b in head.iter() {
+                if Instant::now() > stop_at || s.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                let mut probe = [0u8; 64];
+                match tokio::time::timeout(Duration::from_secs(1), s.read(&mut probe)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(opened.elapsed()),
+                    _ => {}
+                }
+            }
+            None
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = no_redirects(Some(ip("127.0.0.6")));
+    let started = Instant::now();
+    let resp = client
+        .get(format!("http://127.0.0.1:{port}/chatgpt/mcp"))
+        .send()
+        .await?;
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 308);
+    assert!(took < Duration::from_millis(500), "redirect took {took:?}");
+    let mut cut = 0;
+    for t in slow {
+        if let Some(after) = t.await? {
+            assert!(after < Duration::from_secs(5), "cut after {after:?}");
+            cut += 1;
+        }
+    }
+    assert!(
+        cut >= 190,
+        "slow connections closed by the header timeout: {cut}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flood_on_the_http_listener_gets_429_while_another_address_is_redirected() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = unused_port();
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        &plain_listener(port, "per_ip_per_sec = 1\nper_ip_burst = 5"),
+    ))
+    .await;
+    plain_listener_up(port).await;
+    let url = format!("http://127.0.0.1:{port}/claude/mcp");
+    let flooder = no_redirects(Some(ip("127.0.0.2")));
+    let (mut redirected, mut limited, mut main_limited) = (0u64, 0u64, false);
+    let started = Instant::now();
+    for _ in 0..30 {
+        let resp = flooder.get(&url).send().await?;
+        match resp.status().as_u16() {
+            308 => redirected += 1,
+            429 => {
+                limited += 1;
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                assert!(retry.is_some_and(|s| s >= 1), "429 carries Retry-After");
+                assert_eq!(
+                    resp.headers()
+                        .get("x-content-type-options")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("nosniff")
+                );
+                if limited == 1 {
+                    // One budget per address across both listeners: the bucket just ran dry,
+                    // so the main listener refuses this address too.
+                    let main = flooder.get(server.url("http", "/health")).send().await?;
+                    main_limited = main.status() == 429;
+                }
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    // The burst of 5, plus one refill per second the loop took.
+    let refills = started.elapsed().as_secs() + 1;
+    assert!(
+        (5..=5 + refills).contains(&redirected),
+        "redirected {redirected} in {:?}",
+        started.elapsed()
+    );
+    assert!(limited >= 25 - refills, "the rest was limited: {limited}");
+    assert!(main_limited, "the main listener shares the per-IP bucket");
+    let calm = no_redirects(Some(ip("127.0.0.3")));
+    let resp = calm.get(&url).send().await?;
+    assert_eq!(resp.status(), 308, "another address keeps its bucket");
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("https://mcp.example.com/claude/mcp")
+    );
+    assert!(resp.headers().get("strict-transport-security").is_none());
+    assert!(server.state.edge().report().limited_ip > limited);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_the_http_listener_the_allowlist_guards_the_redirect_but_not_the_acme_challenge()
+-> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = unused_port();
+    // ACME with HTTP-01 against a directory nobody serves: orders fail (and are retried), but
+    // the challenge route is there, answering 404 for tokens not in progress.
+    let tls = format!(
+        "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\ndirectory = \"https://127.0.0.1:1/dir\"\nchallenge = \"http-01\"\nhttp_redirect_listen = \"127.0.0.1:{port}\"\n\n[access]\nallow = [\"127.0.0.2\"]\n"
+    );
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        &tls,
+    ))
+    .await;
+    plain_listener_up(port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let allowed = no_redirects(Some(ip("127.0.0.2")));
+    let other = no_redirects(Some(ip("127.0.0.3")));
+
+    let resp = other
+        .get(format!("{base}/.well-known/acme-challenge/some-token"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 404, "answered by the challenge responder");
+    assert_eq!(resp.text().await?, "no such ACME challenge in progress\n");
+
+    let resp = other.get(format!("{base}/chatgpt/mcp")).send().await?;
+    assert_eq!(resp.status(), 403, "the redirect is refused");
+    assert!(resp.headers().get("location").is_none());
+    let body: serde_json::Value = resp.json().await?;
+    assert_eq!(body["reason"], "client address not allowed");
+    // Paths next to the challenge route are redirects, so refused too.
+    for path in [
+        "/.well-known/acme-challenge/",
+        "/.well-known/acme-challenge/a/b",
+    ] {
+        let resp = other.get(format!("{base}{path}")).send().await?;
+        assert_eq!(resp.status(), 403, "{path}");
+    }
+
+    let resp = allowed.get(format!("{base}/chatgpt/mcp")).send().await?;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("https://mcp.example.com/chatgpt/mcp")
+    );
+    assert!(server.state.edge().report().denied >= 3);
+    server.stop().await;
+
+    // Without HTTP-01 the challenge path is an ordinary redirect, and the allowlist applies.
+    let dir = tempfile::tempdir()?;
+    let port = unused_port();
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        &format!(
+            "[tls]\nhttp_redirect_listen = \"127.0.0.1:{port}\"\n\n[access]\nallow = [\"127.0.0.2\"]\n"
+        ),
+    ))
+    .await;
+    plain_listener_up(port).await;
+    let resp = other
+        .get(format!(
+            "http://127.0.0.1:{port}/.well-known/acme-challenge/some-token"
+        ))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 403);
+    server.stop().await;
+    Ok(())
+}
+
 /// One HTTP/2 (prior knowledge, no TLS) GET to `addr` with the request target `uri`, whose
 /// authority hyper sends as `:authority` (and no `Host` header).
 async fn h2_get(
@@ -1436,6 +1698,53 @@ async fn http2_requests_are_checked_by_their_authority() -> TestResult {
         .await?;
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_explicit_default_port_and_any_case_in_the_authority_name_the_public_host() -> TestResult
+{
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "public_url = \"https://mcp.example.com\"",
+        "",
+    ))
+    .await;
+    let record = "/claude/records/main.items/1";
+    let client = http_client(None);
+    for (host, want) in [
+        ("mcp.example.com:443", 200),
+        ("MCP.Example.COM:443", 200),
+        ("MCP.EXAMPLE.COM", 200),
+        ("mcp.example.com:80", 403),
+        ("mcp.example.com:8443", 403),
+    ] {
+        // HTTP/1.1: the Host header.
+        let resp = client
+            .get(server.url("http", record))
+            .header("host", host)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), want, "Host {host}");
+        // HTTP/2: the :authority pseudo-header.
+        let status = h2_get(server.addr, &format!("http://{host}{record}")).await?;
+        assert_eq!(status, want, ":authority {host}");
+    }
+    // The same for a browser's Origin.
+    let resp = client
+        .get(server.url("http", record))
+        .header("origin", "https://MCP.example.com:443")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(server.url("http", record))
+        .header("origin", "http://mcp.example.com:443")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 403, "another scheme is another origin");
     server.stop().await;
     Ok(())
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -93,17 +93,29 @@ pub async fn add(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -
         .cloned();
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    for (name, value) in FIXED.iter() {
-        if !h.contains_key(name) {
-            h.insert(name.clone(), HeaderValue::from_static(value));
-        }
-    }
+    insert_fixed(h);
     if let Some(v) = hsts
         && !h.contains_key(header::STRICT_TRANSPORT_SECURITY)
     {
         h.insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
     resp
+}
+
+/// Middleware for the plain-HTTP listener: the fixed headers only. Never HSTS there, whatever
+/// the TLS mode: it arrived over plain HTTP, where browsers ignore it (RFC 6797 §7.2).
+pub async fn add_fixed(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    insert_fixed(resp.headers_mut());
+    resp
+}
+
+fn insert_fixed(h: &mut HeaderMap) {
+    for (name, value) in FIXED.iter() {
+        if !h.contains_key(name) {
+            h.insert(name.clone(), HeaderValue::from_static(value));
+        }
+    }
 }
 
 #[cfg(test)]

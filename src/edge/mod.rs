@@ -2,7 +2,7 @@
 //! internet on port 443 without NGINX or certbot.
 //!
 //! - [`tls`]: `acme` (rustls-acme, TLS-ALPN-01 or HTTP-01), `files` (reloadable PEM) or `off`;
-//!   the optional plain-HTTP listener (redirects, HTTP-01 tokens).
+//!   the optional plain-HTTP listener's routes (redirects, HTTP-01 tokens).
 //! - [`client_ip`]: the client IP and `X-Forwarded-Proto`, decided once per request (trusted
 //!   proxies only).
 //! - [`allowlist`]: CIDR allowlists, global and per scope, with named presets.
@@ -12,7 +12,8 @@
 //!   every response.
 //! - [`config`]: `[tls]`, `[access]`, `[limits]` and their validation.
 //!
-//! `app.rs` stacks the middleware in one `ServiceBuilder`; [`EdgeState`] is what they share.
+//! `app.rs` stacks the middleware in one `ServiceBuilder` per listener (the plain-HTTP one gets
+//! a smaller stack over the same connection handling); [`EdgeState`] is what they share.
 
 pub mod allowlist;
 pub mod client_ip;

@@ -2,7 +2,7 @@
 //!
 //! - `acme`: certificates from an ACME CA with rustls-acme over TLS-ALPN-01 on the TLS port
 //!   itself (no port 80 needed), or over HTTP-01 (`challenge = "http-01"`): then the plain-HTTP
-//!   listener ([`redirect_router`]) answers `/.well-known/acme-challenge/{token}` from the ACME
+//!   listener ([`http01_routes`]) answers `/.well-known/acme-challenge/{token}` from the ACME
 //!   state ([`Http01Responder`]). Let's Encrypt *staging* unless `directory = "production"`;
 //!   any other directory URL (and `ca_file` to trust it) for private CAs. The account key and
 //!   certificates are cached in `<state_dir>/acme`, so a restart serves the cached certificate
@@ -15,6 +15,10 @@
 //! - `files`: a PEM chain and key, reloaded on SIGHUP and when the files change (polled);
 //!   a bad new pair is reported and the old certificate stays in use.
 //! - `off`: plain HTTP behind another proxy.
+//!
+//! The optional plain-HTTP listener (`http_redirect_listen`) redirects everything else to the
+//! public URL ([`redirect_routes`]); `app::run` serves it with the same connection handling and
+//! a smaller middleware stack than the main listener (`app::plain_router`).
 //!
 //! Every mode offers TLS 1.2 and 1.3 only (rustls has nothing older) with ALPN `h2` and
 //! `http/1.1`, and the aws-lc-rs crypto provider chosen explicitly.
@@ -560,17 +564,13 @@ async fn watch_files(
     }
 }
 
-/// The optional plain-HTTP listener: every request is redirected (308) to the same path and
+/// The plain-HTTP listener's redirect: every request is redirected (308) to the same path and
 /// query under the public URL; the target is built from configuration, never from `Host`.
-/// With `http01`, `/.well-known/acme-challenge/{token}` is answered instead: the key
-/// authorization for the challenge in progress, or 404 for any other token (a redirect to
-/// https would make the CA fail the challenge on the TLS port, which is not ready for it).
-/// Nothing else is served here, and no HSTS: browsers ignore it over plain HTTP.
-pub fn redirect_router(public_url: String, http01: Option<Http01Responder>) -> axum::Router {
-    use axum::extract::Path;
+/// `app::plain_router` puts it behind the allowlist and the edge's other layers.
+pub fn redirect_routes(public_url: String) -> axum::Router {
     use axum::http::{HeaderValue, StatusCode, Uri, header};
     use axum::response::IntoResponse;
-    let router = axum::Router::new().fallback(move |uri: Uri| {
+    axum::Router::new().fallback(move |uri: Uri| {
         let target = format!(
             "{}{}",
             public_url,
@@ -582,12 +582,22 @@ pub fn redirect_router(public_url: String, http01: Option<Http01Responder>) -> a
                 Err(_) => StatusCode::BAD_REQUEST.into_response(),
             }
         }
-    });
-    let Some(responder) = http01 else {
-        return router;
-    };
-    router.route(
-        "/.well-known/acme-challenge/{token}",
+    })
+}
+
+/// The path prefix of HTTP-01 challenge requests (RFC 8555 §8.3).
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// With `challenge = "http-01"`, `/.well-known/acme-challenge/{token}` on the plain-HTTP
+/// listener: the key authorization for the challenge in progress, or 404 for any other token
+/// (a redirect to https would make the CA fail the challenge on the TLS port, which is not
+/// ready for it).
+pub fn http01_routes(responder: Http01Responder) -> axum::Router {
+    use axum::extract::Path;
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        &format!("{ACME_CHALLENGE_PREFIX}{{token}}"),
         axum::routing::get(move |Path(token): Path<String>| async move {
             match responder.key_authorization(&token) {
                 Some(key_auth) => {

@@ -4,7 +4,8 @@
 //!
 //! Transports turn HTTP into JSON-RPC messages and back; [`dispatch`] and the tools never see
 //! HTTP. The request's authority (`Host`, or HTTP/2's `:authority`) and `Origin` are checked
-//! here for every MCP route (DNS-rebinding protection).
+//! here for every MCP route (DNS-rebinding protection), against the public URL's host and port
+//! as clients may write them (`PublicOrigin`) or a loopback host.
 
 pub mod dispatch;
 pub mod protocol;
@@ -123,24 +124,21 @@ fn host_and_origin_ok(
     authority: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<(), String> {
-    let public = app.public_url();
-    let public_host = public
-        .split_once("://")
-        .map(|(_, h)| h)
-        .unwrap_or(&public)
-        .to_ascii_lowercase();
+    let public_url = app.public_url();
+    // Validated at load; a URL that does not parse matches nothing but loopback.
+    let public = PublicOrigin::parse(&public_url);
     if let Some(host) = authority {
-        let host = host.to_ascii_lowercase();
-        if !(host == public_host || is_loopback_authority(&host)) {
+        let served = public.as_ref().is_some_and(|p| p.is_authority(host));
+        if !(served || is_loopback_authority(&host.to_ascii_lowercase())) {
             return Err(format!(
                 "Forbidden: Host `{}` is not served here",
-                crate::tools::truncate(&host, 100)
+                crate::tools::truncate(&host.to_ascii_lowercase(), 100)
             ));
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
-        let allowed = origin == public.to_ascii_lowercase()
+        let allowed = public.as_ref().is_some_and(|p| p.is_origin(&origin))
             || origin.split_once("://").is_some_and(|(scheme, auth)| {
                 matches!(scheme, "http" | "https") && is_loopback_authority(auth)
             })
@@ -158,6 +156,89 @@ fn host_and_origin_ok(
         }
     }
     Ok(())
+}
+
+/// The public URL's scheme, host and port, compared the way clients may write them: the host
+/// case-insensitively (DNS names are), and an explicit default port for the scheme (`:443` for
+/// https, `:80` for http) the same as none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PublicOrigin<'a> {
+    /// `http` or `https`.
+    scheme: &'a str,
+    /// As configured (a bracketed IPv6 literal keeps its brackets).
+    host: &'a str,
+    /// The explicit port, or the scheme's default.
+    port: u16,
+}
+
+impl<'a> PublicOrigin<'a> {
+    /// `scheme://host[:port]`; `None` for another scheme or a malformed authority.
+    fn parse(url: &'a str) -> Option<Self> {
+        let (scheme, authority) = url.split_once("://")?;
+        let default = default_port(scheme)?;
+        let (host, port) = split_authority(authority.trim_end_matches('/'))?;
+        Some(Self {
+            scheme,
+            host,
+            port: port.unwrap_or(default),
+        })
+    }
+
+    /// Whether a request's authority (`Host`, `:authority`) names this host and port.
+    fn is_authority(&self, authority: &str) -> bool {
+        split_authority(authority).is_some_and(|(host, port)| {
+            host.eq_ignore_ascii_case(self.host)
+                && port.or_else(|| default_port(self.scheme)) == Some(self.port)
+        })
+    }
+
+    /// Whether an `Origin` (`scheme://host[:port]`) is this origin.
+    fn is_origin(&self, origin: &str) -> bool {
+        origin.split_once("://").is_some_and(|(scheme, authority)| {
+            scheme.eq_ignore_ascii_case(self.scheme) && self.is_authority(authority)
+        })
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else {
+        None
+    }
+}
+
+/// `host`, `host:port` or `[v6]:port` as (host, port). An empty port (`host:`) is no port
+/// (RFC 3986 §6.2.3); `None` for user info, a port that is not decimal digits or out of range,
+/// or an empty host.
+fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+    if authority.contains('@') {
+        return None;
+    }
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')? + 1;
+        let (host, rest) = authority.split_at(end);
+        match rest {
+            "" => (host, None),
+            _ => (host, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        None | Some("") => None,
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse::<u16>().ok()?),
+        Some(_) => return None,
+    };
+    Some((host, port))
 }
 
 /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
@@ -229,5 +310,70 @@ mod tests {
         ] {
             assert!(!is_loopback_authority(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_explicit_default_port_and_any_case_name_the_public_host() {
+        let https = PublicOrigin::parse("https://mcp.example.com").expect("parses");
+        for ok in [
+            "mcp.example.com",
+            "MCP.Example.COM",
+            "mcp.example.com:443",
+            "mcp.example.com:0443",
+            "mcp.example.com:",
+        ] {
+            assert!(https.is_authority(ok), "{ok}");
+        }
+        for bad in [
+            "mcp.example.com:80",
+            "mcp.example.com:8443",
+            "mcp.example.com:+443",
+            "mcp.example.com:443:443",
+            "mcp.example.com:99999",
+            "mcp.example.com.evil.example",
+            "evil.example.com:443",
+            "user@mcp.example.com",
+            ":443",
+            "",
+        ] {
+            assert!(!https.is_authority(bad), "{bad}");
+        }
+        let http = PublicOrigin::parse("http://MCP.example.com").expect("parses");
+        assert!(http.is_authority("mcp.example.com:80"));
+        assert!(http.is_authority("mcp.example.com"));
+        assert!(!http.is_authority("mcp.example.com:443"));
+    }
+
+    #[test]
+    fn a_non_default_public_port_must_be_named() {
+        let p = PublicOrigin::parse("https://mcp.example.com:8443").expect("parses");
+        assert!(p.is_authority("mcp.example.com:8443"));
+        assert!(p.is_authority("Mcp.Example.Com:8443"));
+        assert!(!p.is_authority("mcp.example.com"));
+        assert!(!p.is_authority("mcp.example.com:443"));
+        // An explicit default port in the public URL is the same as none.
+        let explicit = PublicOrigin::parse("https://mcp.example.com:443").expect("parses");
+        assert!(explicit.is_authority("mcp.example.com"));
+    }
+
+    #[test]
+    fn ipv6_public_hosts_compare_with_their_brackets() {
+        let p = PublicOrigin::parse("https://[2001:db8::1]").expect("parses");
+        assert!(p.is_authority("[2001:DB8::1]"));
+        assert!(p.is_authority("[2001:db8::1]:443"));
+        assert!(!p.is_authority("[2001:db8::1]:80"));
+        assert!(!p.is_authority("[2001:db8::1]x"));
+        assert!(!p.is_authority("2001:db8::1"));
+    }
+
+    #[test]
+    fn origins_match_by_scheme_host_and_effective_port() {
+        let p = PublicOrigin::parse("https://mcp.example.com").expect("parses");
+        assert!(p.is_origin("https://mcp.example.com"));
+        assert!(p.is_origin("HTTPS://MCP.example.com:443"));
+        assert!(!p.is_origin("http://mcp.example.com"));
+        assert!(!p.is_origin("http://mcp.example.com:443"));
+        assert!(!p.is_origin("https://mcp.example.com:8443"));
+        assert!(!p.is_origin("mcp.example.com"));
     }
 }
