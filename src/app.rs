@@ -21,7 +21,7 @@ use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, ConfigError, DatabaseKind};
@@ -118,7 +118,7 @@ pub fn router(state: &AppState) -> Router {
     let stack = ServiceBuilder::new()
         // A request id first, so every log line of the request (including refusals below)
         // carries it, and the trace span around everything that follows.
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(crate::ops::request_id::RequestIds::new()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
         }))
@@ -160,7 +160,7 @@ pub fn router(state: &AppState) -> Router {
 pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>) -> Router {
     let edge = state.edge().clone();
     let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(crate::ops::request_id::RequestIds::new()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::info_span!("plain_http", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
         }))

@@ -180,18 +180,30 @@ impl TableInfo {
             "display_name",
             "email",
         ];
+        // `FullName`, `full_name` and `FULLNAME` are all `full_name`.
+        fn same_ignoring_underscores(a: &str, b: &str) -> bool {
+            fn fold(s: &str) -> impl Iterator<Item = u8> + '_ {
+                s.bytes()
+                    .filter(|&c| c != b'_')
+                    .map(|c| c.to_ascii_lowercase())
+            }
+            fold(a).eq(fold(b))
+        }
         for want in EXACT {
-            if let Some(c) = self.columns.iter().find(|c| {
-                c.name
-                    .replace('_', "")
-                    .eq_ignore_ascii_case(&want.replace('_', ""))
-            }) {
+            if let Some(c) = self
+                .columns
+                .iter()
+                .find(|c| same_ignoring_underscores(&c.name, want))
+            {
                 return Some(c);
             }
         }
         self.columns.iter().find(|c| {
-            let n = c.name.to_ascii_lowercase();
-            c.kind == ValueKind::Text && (n.ends_with("name") || n.ends_with("title"))
+            let n = c.name.as_bytes();
+            let ends = |suffix: &[u8]| {
+                n.len() >= suffix.len() && n[n.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            };
+            c.kind == ValueKind::Text && (ends(b"name") || ends(b"title"))
         })
     }
 }
@@ -287,6 +299,18 @@ impl RowSet {
     /// Renames repeated column names (`name`, `name_2`, …) so rows can be JSON objects without
     /// one column overwriting another (`SELECT p.name, c.name …`, self-joins).
     pub fn dedupe_column_names(&mut self) {
+        // Nearly every result has distinct ASCII names: settle that without allocating.
+        let cols = &self.columns;
+        if cols.len() <= 64
+            && cols.iter().all(|c| c.name.is_ascii())
+            && !cols.iter().enumerate().any(|(i, a)| {
+                cols[..i]
+                    .iter()
+                    .any(|b| a.name.eq_ignore_ascii_case(&b.name))
+            })
+        {
+            return;
+        }
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for i in 0..self.columns.len() {
             let base = self.columns[i].name.clone();

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -176,6 +177,20 @@ fn open_conn(path: &Path, immutable: bool) -> Result<Connection, DbError> {
         opened.map_err(|e| DbError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.pragma_update(None, "query_only", true)
         .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    // Query planner stability: a statement's plan never depends on the values bound to it.
+    // Without it, a STAT4 build re-prepares a cached statement whenever a value bound against
+    // an indexed column changes, which undoes the statement cache for exactly the lookups the
+    // tools (and lifted ad-hoc queries) repeat. Defensive mode and an untrusted schema are
+    // more of the read-only layers: no writes to the schema or shadow tables, and no
+    // side-effecting functions called from views or triggers.
+    for (setting, on) in [
+        (DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true),
+        (DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true),
+        (DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false),
+    ] {
+        conn.set_db_config(setting, on)
+            .map_err(|e| DbError::Unavailable(format!("{setting:?}: {e}")))?;
+    }
     conn.set_prepared_statement_cache_capacity(64);
     register_fold(&conn).map_err(|e| DbError::Internal(e.to_string()))?;
     Ok(conn)
@@ -893,6 +908,51 @@ mod tests {
             assert_eq!(names(&got), names(&want), "{sql}");
         }
         assert_eq!(lifted_any, 9);
+    }
+
+    #[test]
+    fn cached_lookups_are_not_re_prepared_when_their_values_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("qpsg.sqlite");
+        let conn = Connection::open(&path).expect("create");
+        conn.execute_batch(
+            "CREATE TABLE o (id INTEGER PRIMARY KEY, c INTEGER, s TEXT);
+             CREATE INDEX o_c ON o (c);
+             WITH RECURSIVE n(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM n WHERE v < 500)
+             INSERT INTO o SELECT v, v % 7, 'x' FROM n;",
+        )
+        .expect("fill");
+        drop(conn);
+        let conn = open_query_conn(&path, false).expect("open");
+        assert!(
+            conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+                .expect("qpsg")
+        );
+        assert!(
+            conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE)
+                .expect("defensive")
+        );
+        assert!(
+            !conn
+                .db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA)
+                .expect("trusted")
+        );
+        let sql = "SELECT id FROM o WHERE c = ?1 ORDER BY id LIMIT 3";
+        for c in 0..7 {
+            let rs = run(
+                &conn,
+                sql,
+                &[rusqlite::types::Value::Integer(c)],
+                Page {
+                    offset: 0,
+                    limit: 3,
+                },
+            )
+            .expect("lookup");
+            assert_eq!(rs.rows.len(), 3);
+        }
+        let stmt = conn.prepare_cached(sql).expect("cached");
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     #[test]

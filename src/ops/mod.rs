@@ -14,6 +14,7 @@ pub mod audit;
 pub mod config;
 pub mod metered;
 pub mod metrics;
+pub mod request_id;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
