@@ -319,7 +319,16 @@ fn ident(s: &str) -> String {
 }
 
 fn kind_of(decl: &str) -> ValueKind {
-    let t = decl.to_ascii_uppercase();
+    /// Case-insensitive `contains` without an upper-cased copy (this runs per result column).
+    struct Upper<'a>(&'a [u8]);
+    impl Upper<'_> {
+        fn contains(&self, needle: &str) -> bool {
+            self.0
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+        }
+    }
+    let t = Upper(decl.as_bytes());
     if t.contains("BOOL") {
         ValueKind::Boolean
     } else if t.contains("INT") {
