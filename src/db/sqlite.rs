@@ -516,7 +516,11 @@ fn decode(v: ValueRef<'_>, ty: ColType) -> Value {
             _ => Value::Float(f),
         },
         ValueRef::Text(t) => {
-            let s = String::from_utf8_lossy(t).into_owned();
+            // Valid UTF-8 (the norm) is checked by the fast, vectorised path and copied once.
+            let s = match std::str::from_utf8(t) {
+                Ok(s) => s.to_owned(),
+                Err(_) => String::from_utf8_lossy(t).into_owned(),
+            };
             match kind {
                 ValueKind::Decimal => Value::Decimal(s),
                 _ => Value::Text(s),
