@@ -43,8 +43,9 @@ pub struct Scope {
     pub accepted: moka::sync::Cache<String, Arc<CheckedQuery>>,
 }
 
-/// Most accepted query shapes remembered per scope.
-const ACCEPTED_QUERIES: u64 = 1024;
+/// Bytes of accepted query shapes remembered per scope (query text plus a little per table):
+/// a few thousand typical queries, and a bound however long the queries are.
+const ACCEPTED_BYTES: u64 = 1 << 20;
 
 impl Scope {
     pub fn new(config: ScopeConfig, db: DynBackend, public_url: &str, ops: &Ops) -> Self {
@@ -57,7 +58,12 @@ impl Scope {
         Self {
             tool_metrics,
             audit: ops.audit.clone(),
-            accepted: moka::sync::Cache::new(ACCEPTED_QUERIES),
+            accepted: moka::sync::Cache::builder()
+                .weigher(|sql: &String, q: &Arc<CheckedQuery>| {
+                    u32::try_from(sql.len() + 64 * (1 + q.tables.len())).unwrap_or(u32::MAX)
+                })
+                .max_capacity(ACCEPTED_BYTES)
+                .build(),
             path: config.path.clone(),
             rules: config.access_rules(),
             database: config.database.clone(),
