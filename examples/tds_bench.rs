@@ -18,7 +18,7 @@
 //!
 //! Server side: a stateless 2026-07-28 MCP `tools/call` of `execute_sql` over HTTP/1.1
 //! keep-alive (one connection per worker), so each request pays HTTP, JSON-RPC, the SQL guard,
-//! the pool, the read-only batch around the query (`SET …; BEGIN TRANSACTION; … ROLLBACK`),
+//! the pool, the read-only batch around the query (`BEGIN TRANSACTION; … ROLLBACK`),
 //! value decoding and the JSON result. Plain side: `tiberius::Client::simple_query` with the
 //! same SQL text on one connection per worker, rows collected, nothing else. Every response is
 //! checked (status, no JSON-RPC error, no `isError`, the row count); any failure stops the run.
@@ -90,12 +90,11 @@ enum Side {
     Server,
 }
 
-/// The read-only batch the server sends for an ad-hoc query (`adhoc_batch` in
-/// `src/db/mssql.rs`, with the default 30 s query timeout and the default 500-row cap).
+/// The read-only batch the server sends for an ad-hoc query once its connection carries the
+/// scope's row cap (`adhoc_batch` in `src/db/mssql.rs`: the session settings and `SET
+/// ROWCOUNT` are sent once per connection, not per query).
 fn wrapped(sql: &str) -> String {
-    format!(
-        "SET NOCOUNT ON; SET LOCK_TIMEOUT 22500; SET ROWCOUNT 501; BEGIN TRANSACTION;\n{sql}\n;ROLLBACK TRANSACTION; SET ROWCOUNT 0;"
-    )
+    format!("BEGIN TRANSACTION;\n{sql}\n;ROLLBACK TRANSACTION;")
 }
 
 /// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
@@ -591,7 +590,7 @@ profile = "full"
     }
     println!();
     println!(
-        "Diagnostic: the plain client sending the server's read-only batch (`SET NOCOUNT ON; SET LOCK_TIMEOUT …; SET ROWCOUNT …; BEGIN TRANSACTION; <sql>; ROLLBACK TRANSACTION; SET ROWCOUNT 0;`), and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
+        "Diagnostic: the plain client sending the server's read-only batch (`BEGIN TRANSACTION; <sql>; ROLLBACK TRANSACTION;`), and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
     );
     println!();
     println!(

@@ -32,19 +32,31 @@
 //! SQL Server has no read-only transaction mode, so this backend is one layer of several: the
 //! guard (`db::guard`, MsSql dialect) admits one query and nothing that executes, writes or
 //! reaches other servers; the login should have read rights only (README); the connection
-//! declares `ApplicationIntent=ReadOnly`; and an ad-hoc query runs as
+//! declares `ApplicationIntent=ReadOnly`; every new connection runs [`session_setup`] once
 //!
 //! ```sql
-//! SET NOCOUNT ON; SET LOCK_TIMEOUT <ms>; SET ROWCOUNT <offset+limit+1>; BEGIN TRANSACTION;
-//! <query>
-//! ;ROLLBACK TRANSACTION; SET ROWCOUNT 0;
+//! SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT <ms>;
+//! SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;
 //! ```
 //!
-//! If that batch fails part-way, `IF @@TRANCOUNT > 0 ROLLBACK` runs before the connection is
-//! reused; if it cannot, the connection is discarded (closing a session rolls its transaction
-//! back). The row cap holds twice: `SET ROWCOUNT` on the server, and the client stops
-//! collecting at `offset + limit + 1` rows whatever the server sends. Rows beyond the cap are
-//! drained (up to [`DRAIN_ROWS`]) so the connection can be reused; past that it is discarded.
+//! (session settings that nothing a client sends can change: the guard refuses `SET`); and an
+//! ad-hoc query runs as
+//!
+//! ```sql
+//! [SET ROWCOUNT <offset+limit+1>;] BEGIN TRANSACTION;
+//! <query>
+//! ;ROLLBACK TRANSACTION;
+//! ```
+//!
+//! The row cap is tracked per connection ([`MssqlConn::rowcount`]) and sent only when it
+//! changes, so the usual batch is three statements; our own statements lift a cap that could
+//! cut them, and catalog loads reset it. If the batch fails part-way, `XACT_ABORT` has already
+//! rolled a run-time error's transaction back on the server, and `IF @@TRANCOUNT > 0 ROLLBACK;
+//! SET ROWCOUNT 0` runs before the connection is reused; if it cannot, the connection is
+//! discarded (closing a session rolls its transaction back). The row cap holds twice: `SET
+//! ROWCOUNT` on the server, and the client stops collecting at `offset + limit + 1` rows
+//! whatever the server sends. Rows beyond the cap are drained (up to [`DRAIN_ROWS`]) so the
+//! connection can be reused; past that it is discarded.
 //!
 //! Tools never send SQL for `sample`, `lookup` and `search`: they are built here with bracket
 //! quoting (`]` doubled) and bound parameters for every value that came from outside (keys,
@@ -274,6 +286,11 @@ pub struct MssqlConn {
     broken: bool,
     /// When the connection last finished an operation; long-idle connections are checked.
     last_used: Instant,
+    /// The `SET ROWCOUNT` in effect on the session: `Some(0)` after connecting, the row cap of
+    /// the last ad-hoc query after one ran to its end, `None` while a batch that changes it is
+    /// in flight (a connection left that way is discarded, see [`execute`]). Ad-hoc batches
+    /// set it only when it differs, and our own statements lift it when it could cut them.
+    rowcount: Option<u32>,
 }
 
 /// Opens connections for bb8.
@@ -298,17 +315,12 @@ impl Manager {
                         client,
                         broken: true,
                         last_used: Instant::now(),
+                        rowcount: None,
                     };
-                    // Session defaults for the statements built here; ad-hoc batches set
-                    // them again themselves. A plain batch (not sp_executesql), so the SETs
-                    // outlive it.
-                    let setup = format!(
-                        "SET NOCOUNT ON; SET LOCK_TIMEOUT {};",
-                        lock_timeout_ms(self.settings.query_timeout)
-                    );
+                    // A plain batch (not sp_executesql), so the SETs last for the session.
                     let stream = conn
                         .client
-                        .simple_query(setup)
+                        .simple_query(session_setup(self.settings.query_timeout))
                         .await
                         .map_err(|e| connect_error(&e, &self.ctx))?;
                     stream
@@ -316,6 +328,7 @@ impl Manager {
                         .await
                         .map_err(|e| connect_error(&e, &self.ctx))?;
                     conn.broken = false;
+                    conn.rowcount = Some(0);
                     return Ok(conn);
                 }
                 Err(TdsError::Routing { host, port }) if !redirected => {
@@ -633,6 +646,8 @@ enum Param {
 /// One round trip: a parameterised statement of ours, or a guarded ad-hoc query.
 #[derive(Debug, Clone)]
 struct Statement {
+    /// Our statement, or the guarded query alone (the batch around it is built in [`execute`],
+    /// where the connection's `SET ROWCOUNT` is known).
     sql: String,
     params: Vec<Param>,
     page: Page,
@@ -647,13 +662,16 @@ async fn execute(
     ctx: &ErrorContext,
 ) -> Result<RowSet, DbError> {
     conn.broken = true;
+    let cap = row_cap(stmt.page);
     let outcome = if stmt.adhoc {
-        match conn.client.simple_query(stmt.sql.as_str()).await {
+        let batch = adhoc_batch(&stmt.sql, cap, conn.rowcount);
+        conn.rowcount = None;
+        match conn.client.simple_query(batch).await {
             Ok(stream) => read_page(stream, stmt.page).await,
             Err(e) => Err(e),
         }
     } else {
-        let mut q = Query::new(stmt.sql.as_str());
+        let mut q = Query::new(own_statement(&stmt.sql, cap, conn.rowcount));
         for p in &stmt.params {
             match p {
                 Param::I64(i) => q.bind(*i),
@@ -670,6 +688,9 @@ async fn execute(
     };
     match outcome {
         Ok((rs, Drained::Complete)) => {
+            if stmt.adhoc {
+                conn.rowcount = Some(cap);
+            }
             conn.broken = false;
             Ok(rs)
         }
@@ -678,8 +699,10 @@ async fn execute(
         Err(e) if is_fatal(&e) => Err(query_error(&e, ctx)),
         Err(e) => {
             if stmt.adhoc {
-                // The batch stopped somewhere; make sure no transaction or row cap survives it.
+                // The batch stopped somewhere; make sure no transaction survives it and the
+                // row cap is known again.
                 if rollback(conn).await.is_ok() {
+                    conn.rowcount = Some(0);
                     conn.broken = false;
                 }
             } else {
@@ -1068,19 +1091,58 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
     (ms * 3 / 4).max(100)
 }
 
-/// The ad-hoc batch: see the module docs. The query goes on lines of its own so that a
-/// trailing `--` comment cannot swallow the rollback.
-fn adhoc_batch(sql: &str, page: Page, query_timeout: Duration) -> String {
-    let body = sql.trim().trim_end_matches(';').trim_end();
-    let cap = page
-        .offset
-        .saturating_add(page.limit)
-        .saturating_add(1)
-        .min(i32::MAX as usize);
+/// Run once on every new connection, as a plain batch so the settings last for the session.
+/// Nothing a client sends can change them later: the guard refuses `SET`, and our own
+/// statements set only `ROWCOUNT`.
+///
+/// - `NOCOUNT ON`: no row-count messages the client would only skip.
+/// - `XACT_ABORT ON`: a run-time error ends the batch *and rolls its transaction back* on the
+///   server, before our own recovery (`IF @@TRANCOUNT > 0 ROLLBACK`) even runs.
+/// - `LOCK_TIMEOUT`: see [`lock_timeout_ms`].
+/// - `READ COMMITTED`: SQL Server's default, stated so reads never see uncommitted rows
+///   whatever the login's or driver's default.
+/// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
+fn session_setup(query_timeout: Duration) -> String {
     format!(
-        "SET NOCOUNT ON; SET LOCK_TIMEOUT {}; SET ROWCOUNT {cap}; BEGIN TRANSACTION;\n{body}\n;ROLLBACK TRANSACTION; SET ROWCOUNT 0;",
+        "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT {}; \
+         SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;",
         lock_timeout_ms(query_timeout)
     )
+}
+
+/// The server-side row cap for a page: `offset + limit + 1` rows (the extra one tells whether
+/// more follow), at most `i32::MAX` (what `SET ROWCOUNT` takes).
+fn row_cap(page: Page) -> u32 {
+    page.offset
+        .saturating_add(page.limit)
+        .saturating_add(1)
+        .min(i32::MAX as usize) as u32
+}
+
+/// The ad-hoc batch: the query inside a transaction that is always rolled back, under the
+/// server-side row cap `cap`. `SET ROWCOUNT` is sent only when the session's value (see
+/// [`MssqlConn::rowcount`]) differs, and left in place afterwards: with one scope the cap is
+/// the same for every first page, so the usual batch is three statements. The query goes on
+/// lines of its own so that a trailing `--` comment cannot swallow the rollback.
+fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String {
+    let body = sql.trim().trim_end_matches(';').trim_end();
+    let set = if session_rowcount == Some(cap) {
+        String::new()
+    } else {
+        format!("SET ROWCOUNT {cap}; ")
+    };
+    format!("{set}BEGIN TRANSACTION;\n{body}\n;ROLLBACK TRANSACTION;")
+}
+
+/// One of our statements (run through sp_executesql), which may return up to `needed` rows.
+/// When the row cap an ad-hoc query left on the session could cut it, the statement lifts the
+/// cap first; a `SET` inside sp_executesql lasts only for that call (SQL Server restores it
+/// when the call returns), so the session keeps the value [`MssqlConn::rowcount`] records.
+fn own_statement(sql: &str, needed: u32, session_rowcount: Option<u32>) -> Cow<'_, str> {
+    match session_rowcount {
+        Some(n) if n == 0 || n >= needed => Cow::Borrowed(sql),
+        _ => Cow::Owned(format!("SET ROWCOUNT 0; {sql}")),
+    }
 }
 
 /// A key value typed for its column. `None` when it cannot equal any value of the column
@@ -1168,6 +1230,14 @@ async fn optional_rows(
 }
 
 async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalog, DbError> {
+    // An ad-hoc query's row cap would cut the catalog short (catalog loads are rare, so the
+    // extra round trip does not matter).
+    if conn.rowcount != Some(0) {
+        fetch_all(conn, "SET ROWCOUNT 0")
+            .await
+            .map_err(|e| query_error(&e, ctx))?;
+        conn.rowcount = Some(0);
+    }
     let tables = fetch_all(conn, TABLES_SQL)
         .await
         .map_err(|e| query_error(&e, ctx))?;
@@ -1682,7 +1752,7 @@ impl Backend for MssqlBackend {
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         self.run(Statement {
-            sql: adhoc_batch(sql, page, self.query_timeout),
+            sql: sql.to_string(),
             params: Vec::new(),
             page,
             adhoc: true,
@@ -2172,33 +2242,61 @@ mod tests {
 
     /// The peer accepts and ignores SET ROWCOUNT, so the batch text is checked here.
     #[test]
-    fn adhoc_queries_run_capped_inside_a_rolled_back_transaction() {
-        let batch = adhoc_batch(
-            "SELECT * FROM t -- note;\n ;; ",
-            Page {
-                offset: 10,
-                limit: 5,
-            },
-            Duration::from_secs(30),
-        );
+    fn adhoc_queries_run_inside_a_rolled_back_transaction_and_set_the_cap_only_when_it_changes() {
+        let page = Page {
+            offset: 10,
+            limit: 5,
+        };
+        assert_eq!(row_cap(page), 16);
+        // A fresh connection (ROWCOUNT 0), or one whose cap differs: the cap is set.
+        for session in [Some(0), Some(501), None] {
+            assert_eq!(
+                adhoc_batch("SELECT * FROM t -- note;\n ;; ", 16, session),
+                "SET ROWCOUNT 16; BEGIN TRANSACTION;\n\
+                 SELECT * FROM t -- note;\n\
+                 ;ROLLBACK TRANSACTION;",
+                "{session:?}"
+            );
+        }
+        // The same cap as the last query on this connection: three statements.
         assert_eq!(
-            batch,
-            "SET NOCOUNT ON; SET LOCK_TIMEOUT 22500; SET ROWCOUNT 16; BEGIN TRANSACTION;\n\
-             SELECT * FROM t -- note;\n\
-             ;ROLLBACK TRANSACTION; SET ROWCOUNT 0;"
+            adhoc_batch("SELECT 1", 16, Some(16)),
+            "BEGIN TRANSACTION;\nSELECT 1\n;ROLLBACK TRANSACTION;"
         );
-        let huge = adhoc_batch(
-            "SELECT 1",
-            Page {
-                offset: usize::MAX,
-                limit: 5,
-            },
-            Duration::from_secs(1),
+        let huge = Page {
+            offset: usize::MAX,
+            limit: 5,
+        };
+        assert_eq!(row_cap(huge), i32::MAX as u32);
+    }
+
+    /// The peer ignores SET ROWCOUNT, so whether a cap left by an ad-hoc query could cut one
+    /// of our own statements is checked on the text.
+    #[test]
+    fn own_statements_lift_a_session_row_cap_that_could_cut_them() {
+        let sql = "SELECT TOP (11) [a] FROM [t]";
+        // No cap, or one large enough: the statement as it is.
+        for session in [Some(0), Some(11), Some(501)] {
+            assert_eq!(own_statement(sql, 11, session), sql, "{session:?}");
+        }
+        // A smaller cap (or an unknown one) is lifted for this call only.
+        for session in [Some(6), None] {
+            assert_eq!(
+                own_statement(sql, 11, session),
+                format!("SET ROWCOUNT 0; {sql}"),
+                "{session:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_settings_are_made_once_per_session() {
+        assert_eq!(
+            session_setup(Duration::from_secs(30)),
+            "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT 22500; \
+             SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;"
         );
-        assert!(
-            huge.contains(&format!("SET ROWCOUNT {};", i32::MAX)),
-            "{huge}"
-        );
+        assert!(session_setup(Duration::from_millis(10)).contains("SET LOCK_TIMEOUT 100;"));
     }
 
     fn row(values: &[Option<&str>]) -> Vec<Value> {
