@@ -660,6 +660,39 @@ async fn search_matches_keywords_literally_and_scores_last() {
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 }
 
+/// The peer has no full-text engine: `sys.fulltext_indexes` does not exist there, which the
+/// catalog takes as "no full-text indexes" (without losing the connection), so every table is
+/// searched with `LIKE`. Part of a word matches, which `FREETEXTTABLE` would not do. The
+/// full-text statement itself is unit-tested in `src/db/mssql.rs`.
+#[tokio::test]
+async fn tables_without_a_full_text_index_are_searched_with_like() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    let cat = b.catalog().await.expect("catalog");
+    assert!(cat.tables.iter().all(|t| t.full_text.is_none()));
+    let stats = b.pool_stats();
+    assert_eq!((stats.created, stats.discarded), (1, 0), "{stats:?}");
+    let products = table(&b, "Products").await;
+    let cols = names(&products);
+    let text = vec!["Name".to_string(), "Category".to_string()];
+    let keywords = vec!["rind".to_string(), "arist".to_string()];
+    let rs = b
+        .search(SearchRequest {
+            table: &products,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 10,
+        })
+        .await
+        .expect("search");
+    // "Coffee Grinder" (kitchen) and the two barista products.
+    let mut found = ints(&rs, "Id");
+    found.sort_unstable();
+    assert_eq!(found, [2, 4, 5]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ad-hoc queries, row caps and connection reuse
 // ---------------------------------------------------------------------------------------------

@@ -65,6 +65,18 @@
 //! servers (the test peer among them) refuse parameters there. Keyword matching follows the
 //! column's collation: case-insensitive on SQL Server's default collations.
 //!
+//! # Full-text search
+//!
+//! A table with an enabled full-text index (`sys.fulltext_indexes`, its columns from
+//! `sys.fulltext_index_columns`, its key from the index's `unique_index_id`) is searched
+//! through it: `FREETEXTTABLE` over the indexed columns the request may search, the keywords
+//! as one bound free-text parameter, joined to the table on the index's key, in `RANK` order
+//! (see [`full_text_search_sql`]). Text columns outside the index are not searched on such a
+//! table (the index is the operator's statement of what is searchable, and the point of it is
+//! not to scan). Tables without one, or whose index covers none of the visible text columns,
+//! use `LIKE`; so does a table whose full-text query fails with a SQL error (an index dropped
+//! since the catalog was read, an offline full-text catalog).
+//!
 //! # Types
 //!
 //! Values are decoded from tiberius' `ColumnData` directly (no chrono/decimal features):
@@ -83,19 +95,20 @@
 //!
 //! Tables, views and columns come from `INFORMATION_SCHEMA`; primary keys (or, failing that,
 //! the first unique constraint), foreign keys and row estimates from `sys.key_constraints`,
-//! `sys.index_columns`, `sys.foreign_keys`, `sys.foreign_key_columns` and `sys.partitions`.
-//! A server without those views (or a login without metadata rights) gets "no keys", not an
-//! error. **Fallback key:** a table with no declared key uses a column named `Id`,
-//! `<Table>Id` or `<Table>_Id` (case-insensitive, also with the table name made singular:
-//! `Customers` → `CustomerId`), and says so with `key_is_heuristic = true`. The catalog is
-//! cached for [`CATALOG_TTL`] and reloaded lazily by one caller while the others keep the
-//! previous one (or wait and share the outcome); if a reload fails the previous one is served.
+//! `sys.index_columns`, `sys.foreign_keys`, `sys.foreign_key_columns` and `sys.partitions`;
+//! full-text indexes as *Full-text search* says. A server without those views (or a login
+//! without metadata rights) gets "no keys" (and no full-text indexes), not an error.
+//! **Fallback key:** a table with no declared key uses a column named `Id`, `<Table>Id` or
+//! `<Table>_Id` (case-insensitive, also with the table name made singular: `Customers` →
+//! `CustomerId`), and says so with `key_is_heuristic = true`. The catalog is cached for
+//! [`CATALOG_TTL`] and reloaded lazily by one caller while the others keep the previous one
+//! (or wait and share the outcome); if a reload fails the previous one is served.
 //!
 //! # Not covered
 //!
-//! Keyword search always uses `LIKE` (no `CONTAINS`/`FREETEXTTABLE` ranking where a full-text
-//! index exists); long text values (`nvarchar(max)`) are not cut here; the Azure redirect path
-//! has no test (no server here sends one).
+//! Full-text search has unit tests on its SQL and on canned catalog rows only (the test peer
+//! has no full-text engine); long text values (`nvarchar(max)`) are not cut here; the Azure
+//! redirect path has no test (no server here sends one).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -115,8 +128,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, Page, ResultColumn, RowSet, SearchRequest,
-    SqlDialect, TableInfo, Value, ValueKind,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, Page, ResultColumn, RowSet,
+    SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
 };
 use crate::config::{ApplicationIntent, ConfigError, MssqlConfig, MssqlEncrypt};
 
@@ -970,8 +983,9 @@ pub fn like_pattern(keyword: &str) -> String {
     s
 }
 
-/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact.
-fn select_list(table: &TableInfo, columns: &[String]) -> Result<String, DbError> {
+/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact. `q` is
+/// the table's alias with its dot (`t.`), or empty.
+fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String, DbError> {
     if columns.is_empty() {
         return Err(DbError::Sql("no visible columns to select".into()));
     }
@@ -983,23 +997,24 @@ fn select_list(table: &TableInfo, columns: &[String]) -> Result<String, DbError>
                 t == "money" || t == "smallmoney"
             });
             if is_money {
-                format!("CAST({} AS decimal(19,4)) AS {}", ident(c), ident(c))
+                format!("CAST({q}{} AS decimal(19,4)) AS {}", ident(c), ident(c))
             } else {
-                ident(c)
+                format!("{q}{}", ident(c))
             }
         })
         .collect::<Vec<_>>()
         .join(", "))
 }
 
-fn order_by(table: &TableInfo) -> String {
+/// The key columns to order by (`q` as in [`select_list`]).
+fn order_by(table: &TableInfo, q: &str) -> String {
     if table.primary_key.is_empty() {
         "(SELECT NULL)".to_string()
     } else {
         table
             .primary_key
             .iter()
-            .map(|c| ident(c))
+            .map(|c| format!("{q}{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -1010,9 +1025,9 @@ fn order_by(table: &TableInfo) -> String {
 fn sample_sql(table: &TableInfo, columns: &[String], page: Page) -> Result<String, DbError> {
     Ok(format!(
         "SELECT {} FROM {} ORDER BY {} OFFSET {} ROWS FETCH NEXT {} ROWS ONLY",
-        select_list(table, columns)?,
+        select_list(table, columns, "")?,
         table_ref(table),
-        order_by(table),
+        order_by(table, ""),
         page.offset.min(i64::MAX as usize),
         page.limit.saturating_add(1).min(i64::MAX as usize)
     ))
@@ -1032,55 +1047,166 @@ fn lookup_sql(
     let order = if table.primary_key.is_empty() {
         String::new()
     } else {
-        format!(" ORDER BY {}", order_by(table))
+        format!(" ORDER BY {}", order_by(table, ""))
     };
     Ok(format!(
         "SELECT TOP ({}) {} FROM {} WHERE {}{order}",
         limit.saturating_add(1),
-        select_list(table, columns)?,
+        select_list(table, columns, "")?,
         table_ref(table),
         cond.join(" AND ")
     ))
 }
 
-/// A text column as `LIKE` can take it (`xml` cannot be matched directly).
-fn like_operand(table: &TableInfo, column: &str) -> String {
+/// A text column as `LIKE` can take it (`xml` cannot be matched directly); `q` as in
+/// [`select_list`].
+fn like_operand(table: &TableInfo, column: &str, q: &str) -> String {
     let is_xml = table
         .column(column)
         .is_some_and(|c| c.data_type.eq_ignore_ascii_case("xml"));
     if is_xml {
-        format!("CONVERT(nvarchar(max), {})", ident(column))
+        format!("CONVERT(nvarchar(max), {q}{})", ident(column))
     } else {
-        ident(column)
+        format!("{q}{}", ident(column))
     }
 }
 
-fn search_sql(req: &SearchRequest<'_>) -> Result<String, DbError> {
-    let mut score = Vec::new();
-    let mut any = Vec::new();
+/// `<col> LIKE @Pn ESCAPE '\'` for each keyword and text column, keyword `k` (from 0) bound as
+/// `@P{first + k}`.
+fn like_tests(req: &SearchRequest<'_>, q: &str, first: usize) -> Vec<String> {
+    let mut tests = Vec::with_capacity(req.keywords.len() * req.text_columns.len());
     for k in 0..req.keywords.len() {
         for col in req.text_columns {
-            let test = format!(
+            tests.push(format!(
                 "{} LIKE @P{} ESCAPE '\\'",
-                like_operand(req.table, col),
-                k + 1
-            );
-            score.push(format!("CASE WHEN {test} THEN 1 ELSE 0 END"));
-            any.push(test);
+                like_operand(req.table, col, q),
+                k + first
+            ));
         }
     }
+    tests
+}
+
+/// Each test as 1 or 0, for summing into a score.
+fn score_of(tests: &[String]) -> Vec<String> {
+    tests
+        .iter()
+        .map(|t| format!("CASE WHEN {t} THEN 1 ELSE 0 END"))
+        .collect()
+}
+
+/// Keyword search without a full-text index: each keyword is a bound, escaped `LIKE` pattern
+/// (`@P1`, `@P2`, …) tried on each text column; the score counts the pairs that match.
+fn search_sql(req: &SearchRequest<'_>) -> Result<String, DbError> {
+    let tests = like_tests(req, "", 1);
     let tiebreak = if req.table.primary_key.is_empty() {
         String::new()
     } else {
-        format!(", {}", order_by(req.table))
+        format!(", {}", order_by(req.table, ""))
     };
     Ok(format!(
         "SELECT TOP ({}) {}, ({}) AS [_score] FROM {} WHERE {} ORDER BY [_score] DESC{tiebreak}",
         req.limit,
-        select_list(req.table, req.columns)?,
-        score.join(" + "),
+        select_list(req.table, req.columns, "")?,
+        score_of(&tests).join(" + "),
         table_ref(req.table),
-        any.join(" OR ")
+        tests.join(" OR ")
+    ))
+}
+
+/// How one table is searched for keywords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SearchPlan<'a> {
+    /// Bound `LIKE` patterns on every text column ([`search_sql`]).
+    Like,
+    /// `FREETEXTTABLE` over the table's full-text index ([`full_text_search_sql`]).
+    FullText {
+        /// The index's key column, joined on `[KEY]`.
+        key: &'a str,
+        /// The indexed columns this search may read: indexed *and* among the request's text
+        /// columns, so a column the scope hides is never searched.
+        columns: Vec<&'a str>,
+        /// The free text, bound as `@P1`.
+        text: String,
+    },
+}
+
+/// Full-text search when the table has a full-text index over at least one of the text
+/// columns the request may search; `LIKE` otherwise.
+fn search_plan<'a>(req: &SearchRequest<'a>) -> SearchPlan<'a> {
+    let Some(ft) = &req.table.full_text else {
+        return SearchPlan::Like;
+    };
+    let columns: Vec<&str> = ft
+        .columns
+        .iter()
+        .filter(|c| req.text_columns.contains(c))
+        .map(String::as_str)
+        .collect();
+    let text = free_text(req.keywords);
+    if columns.is_empty() || text.is_empty() {
+        return SearchPlan::Like;
+    }
+    SearchPlan::FullText {
+        key: &ft.key_column,
+        columns,
+        text,
+    }
+}
+
+/// The keywords as `FREETEXTTABLE`'s free text: words separated by spaces. Double quotes are
+/// dropped (text wholly inside them would turn into one exact phrase); nothing else in free
+/// text is syntax, and it travels as a bound parameter.
+fn free_text(keywords: &[String]) -> String {
+    keywords
+        .iter()
+        .map(|k| k.replace('"', " "))
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Keyword search through a full-text index:
+///
+/// ```sql
+/// SELECT TOP (n) t.[…], (1 + <LIKE matches>) AS [_score]
+/// FROM [s].[t] AS t
+/// JOIN FREETEXTTABLE([s].[t], ([c1], [c2]), @P1, n) AS ft ON t.[key] = ft.[KEY]
+/// ORDER BY ft.[RANK] DESC, t.[pk]
+/// ```
+///
+/// `FREETEXTTABLE` finds the best `n` rows by the index (word forms, the thesaurus, no table
+/// scan); they come in its `RANK` order. Their score is on the same scale as [`search_sql`]'s,
+/// so hits from tables with and without an index merge sensibly: one for being found, plus
+/// the keyword/column pairs that match literally (`@P2`, … as `LIKE` patterns), counted on
+/// those `n` rows only.
+fn full_text_search_sql(
+    req: &SearchRequest<'_>,
+    key: &str,
+    columns: &[&str],
+) -> Result<String, DbError> {
+    let mut score = vec!["1".to_string()];
+    score.extend(score_of(&like_tests(req, "t.", 2)));
+    let tiebreak = if req.table.primary_key.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", order_by(req.table, "t."))
+    };
+    let table = table_ref(req.table);
+    Ok(format!(
+        "SELECT TOP ({n}) {}, ({}) AS [_score] FROM {table} AS t \
+         JOIN FREETEXTTABLE({table}, ({}), @P1, {n}) AS ft ON t.{} = ft.[KEY] \
+         ORDER BY ft.[RANK] DESC{tiebreak}",
+        select_list(req.table, req.columns, "t.")?,
+        score.join(" + "),
+        columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ident(key),
+        n = req.limit,
     ))
 }
 
@@ -1205,6 +1331,19 @@ const FOREIGN_KEYS_SQL: &str = "SELECT fk.name, s.name, t.name, pc.name, rs.name
      JOIN sys.schemas rs ON rs.schema_id = rt.schema_id \
      JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id \
      ORDER BY s.name, t.name, fk.name, fkc.constraint_column_id";
+/// Enabled full-text indexes: the table, the index's key column, and each indexed column.
+/// Indexed views can carry one too, hence `sys.objects`.
+const FULL_TEXT_SQL: &str = "SELECT s.name, o.name, kc.name, c.name \
+     FROM sys.fulltext_indexes fi \
+     JOIN sys.objects o ON o.object_id = fi.object_id \
+     JOIN sys.schemas s ON s.schema_id = o.schema_id \
+     JOIN sys.index_columns kic ON kic.object_id = fi.object_id AND kic.index_id = fi.unique_index_id \
+          AND kic.is_included_column = 0 \
+     JOIN sys.columns kc ON kc.object_id = kic.object_id AND kc.column_id = kic.column_id \
+     JOIN sys.fulltext_index_columns fic ON fic.object_id = fi.object_id \
+     JOIN sys.columns c ON c.object_id = fic.object_id AND c.column_id = fic.column_id \
+     WHERE fi.is_enabled = 1 \
+     ORDER BY s.name, o.name, fic.column_id";
 const ROW_ESTIMATES_SQL: &str = "SELECT s.name, t.name, SUM(p.rows) \
      FROM sys.partitions p \
      JOIN sys.tables t ON t.object_id = p.object_id \
@@ -1247,7 +1386,10 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
     let keys = optional_rows(conn, KEYS_SQL, "key constraints", ctx).await?;
     let fks = optional_rows(conn, FOREIGN_KEYS_SQL, "foreign keys", ctx).await?;
     let estimates = optional_rows(conn, ROW_ESTIMATES_SQL, "row estimates", ctx).await?;
-    Ok(build_catalog(&tables, &columns, &keys, &fks, &estimates))
+    let full_text = optional_rows(conn, FULL_TEXT_SQL, "full-text indexes", ctx).await?;
+    Ok(build_catalog(
+        &tables, &columns, &keys, &fks, &estimates, &full_text,
+    ))
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -1275,6 +1417,7 @@ fn build_catalog(
     keys: &[Vec<Value>],
     fks: &[Vec<Value>],
     estimates: &[Vec<Value>],
+    full_text: &[Vec<Value>],
 ) -> Catalog {
     let mut out: Vec<TableInfo> = tables
         .iter()
@@ -1291,6 +1434,7 @@ fn build_catalog(
             key_is_heuristic: false,
             foreign_keys: Vec::new(),
             row_estimate: None,
+            full_text: None,
         })
         .collect();
     // Every catalog view spells a name the same way, so exact lookups suffice (and keep
@@ -1374,6 +1518,23 @@ fn build_catalog(
         if let Some(i) = find(&text(r.first()), &text(r.get(1))) {
             out[i].row_estimate = int(r.get(2));
         }
+    }
+    for r in full_text {
+        let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
+            continue;
+        };
+        let (key_column, column) = (text(r.get(2)), text(r.get(3)));
+        if key_column.is_empty() || column.is_empty() {
+            continue;
+        }
+        out[i]
+            .full_text
+            .get_or_insert_with(|| FullTextIndex {
+                key_column,
+                columns: Vec::new(),
+            })
+            .columns
+            .push(column);
     }
     for t in &mut out {
         if t.primary_key.is_empty()
@@ -1809,17 +1970,34 @@ impl Backend for MssqlBackend {
         if req.keywords.is_empty() || req.text_columns.is_empty() || req.limit == 0 {
             return Ok(RowSet::default());
         }
+        let page = Page {
+            offset: 0,
+            limit: req.limit,
+        };
+        let patterns = || req.keywords.iter().map(|k| Param::Str(like_pattern(k)));
+        if let SearchPlan::FullText { key, columns, text } = search_plan(&req) {
+            let stmt = Statement {
+                sql: full_text_search_sql(&req, key, &columns)?,
+                params: std::iter::once(Param::Str(text))
+                    .chain(patterns())
+                    .collect(),
+                page,
+                adhoc: false,
+            };
+            match self.run(stmt).await {
+                Ok(rs) => return Ok(rs),
+                // The index was dropped or disabled since the catalog was read, its catalog is
+                // offline, the login may not use it, …: LIKE still finds the rows.
+                Err(DbError::Sql(e)) => {
+                    tracing::warn!(table = %req.table.qualified(), error = %e, "full-text search failed; searching with LIKE instead");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.run(Statement {
             sql: search_sql(&req)?,
-            params: req
-                .keywords
-                .iter()
-                .map(|k| Param::Str(like_pattern(k)))
-                .collect(),
-            page: Page {
-                offset: 0,
-                limit: req.limit,
-            },
+            params: patterns().collect(),
+            page,
             adhoc: false,
         })
         .await
@@ -2102,6 +2280,7 @@ mod tests {
             key_is_heuristic: false,
             foreign_keys: Vec::new(),
             row_estimate: None,
+            full_text: None,
         }
     }
 
@@ -2240,6 +2419,187 @@ mod tests {
         assert!(sql.ends_with("ORDER BY [_score] DESC, [Id]"), "{sql}");
     }
 
+    /// A table with a full-text index over `Title` and `Body` (keyed on `DocKey`, not the
+    /// primary key), as the catalog reports it from SQL Server.
+    fn indexed_docs() -> TableInfo {
+        let mut t = canned_table(
+            "Docs",
+            &[
+                ("Id", "int"),
+                ("DocKey", "int"),
+                ("Title", "nvarchar"),
+                ("Body", "nvarchar"),
+                ("Author", "nvarchar"),
+                ("Secret", "nvarchar"),
+            ],
+            &["Id"],
+        );
+        t.full_text = Some(FullTextIndex {
+            key_column: "DocKey".into(),
+            columns: strings(&["Title", "Body", "Secret"]),
+        });
+        t
+    }
+
+    /// The peer has no full-text engine (no `sys.fulltext_indexes`, `FULLTEXTSERVICEPROPERTY`
+    /// says 0, no `FREETEXTTABLE`), so the full-text statement is checked on its text.
+    #[test]
+    fn full_text_search_uses_freetexttable_joined_on_the_index_key_in_rank_order() {
+        let t = indexed_docs();
+        let cols = strings(&["Id", "Title", "Author"]);
+        // `Secret` is indexed but hidden in this scope: not among the text columns.
+        let text = strings(&["Title", "Body", "Author"]);
+        let keywords = strings(&["refund", "damag"]);
+        let req = SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 10,
+        };
+        let plan = search_plan(&req);
+        assert_eq!(
+            plan,
+            SearchPlan::FullText {
+                key: "DocKey",
+                columns: vec!["Title", "Body"],
+                text: "refund damag".into(),
+            }
+        );
+        let SearchPlan::FullText { key, columns, .. } = plan else {
+            unreachable!()
+        };
+        let sql = full_text_search_sql(&req, key, &columns).expect("sql");
+        assert!(
+            sql.starts_with(
+                "SELECT TOP (10) t.[Id], t.[Title], t.[Author], (1 + CASE WHEN t.[Title] LIKE @P2 ESCAPE '\\' THEN 1 ELSE 0 END + "
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                " FROM [dbo].[Docs] AS t JOIN FREETEXTTABLE([dbo].[Docs], ([Title], [Body]), @P1, 10) AS ft \
+                 ON t.[DocKey] = ft.[KEY] ORDER BY ft.[RANK] DESC, t.[Id]"
+            ),
+            "{sql}"
+        );
+        assert!(sql.ends_with("ORDER BY ft.[RANK] DESC, t.[Id]"), "{sql}");
+        // Each keyword (@P2, @P3) against each text column, on the rows the index found.
+        assert_eq!(sql.matches("CASE WHEN").count(), 6, "{sql}");
+        assert!(sql.contains("t.[Author] LIKE @P3 ESCAPE"), "{sql}");
+        // The hidden column is neither searched nor scored; keywords never appear inline.
+        assert!(!sql.contains("Secret"), "{sql}");
+        assert!(!sql.contains("refund"), "{sql}");
+    }
+
+    /// What the peer exercises (it never reports a full-text index), and the edge cases.
+    #[test]
+    fn tables_without_a_usable_full_text_index_are_searched_with_like() {
+        let cols = strings(&["Id", "Title"]);
+        let keywords = strings(&["refund"]);
+        // No index at all.
+        let plain = canned_table("Docs", &[("Id", "int"), ("Title", "nvarchar")], &["Id"]);
+        let text = strings(&["Title"]);
+        let req = SearchRequest {
+            table: &plain,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 5,
+        };
+        assert_eq!(search_plan(&req), SearchPlan::Like);
+        // An index over columns the scope hides only.
+        let t = indexed_docs();
+        let text = strings(&["Author"]);
+        let req = SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 5,
+        };
+        assert_eq!(search_plan(&req), SearchPlan::Like);
+        // Keywords that leave no free text.
+        let text = strings(&["Title"]);
+        let quotes = strings(&["\"\""]);
+        let req = SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &quotes,
+            limit: 5,
+        };
+        assert_eq!(search_plan(&req), SearchPlan::Like);
+    }
+
+    #[test]
+    fn free_text_is_the_keywords_without_double_quotes() {
+        assert_eq!(
+            free_text(&strings(&["say", "\"hello\"", "o'brien", "a@b.com"])),
+            "say hello o'brien a@b.com"
+        );
+        assert_eq!(free_text(&strings(&["\"", " "])), "");
+    }
+
+    /// The peer has no sys.fulltext_indexes: the catalog side is tested on canned rows.
+    #[test]
+    fn full_text_indexes_come_from_the_catalog_with_their_key_and_columns() {
+        let tables = [
+            row(&[Some("dbo"), Some("Tickets"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("TicketView"), Some("VIEW")]),
+        ];
+        let c = |t: &str, name: &str, ty: &str| {
+            row(&[
+                Some("dbo"),
+                Some(t),
+                Some(name),
+                Some(ty),
+                Some("NO"),
+                None,
+                None,
+                None,
+                None,
+            ])
+        };
+        let columns = [
+            c("Tickets", "TicketId", "int"),
+            c("Tickets", "Subject", "nvarchar"),
+            c("Tickets", "Body", "nvarchar"),
+            c("Customers", "Id", "int"),
+            c("Customers", "Name", "nvarchar"),
+            c("TicketView", "Id", "int"),
+            c("TicketView", "Body", "nvarchar"),
+        ];
+        let ft = |t: &str, key: &str, col: &str| row(&[Some("dbo"), Some(t), Some(key), Some(col)]);
+        let full_text = [
+            ft("Tickets", "TicketId", "Subject"),
+            ft("Tickets", "TicketId", "Body"),
+            // An indexed view carries its own index.
+            ft("TicketView", "Id", "Body"),
+            // Rows for objects the catalog does not list are ignored.
+            ft("Gone", "Id", "Text"),
+        ];
+        let cat = build_catalog(&tables, &columns, &[], &[], &[], &full_text);
+        assert_eq!(
+            cat.find("Tickets").and_then(|t| t.full_text.clone()),
+            Some(FullTextIndex {
+                key_column: "TicketId".into(),
+                columns: strings(&["Subject", "Body"]),
+            })
+        );
+        assert_eq!(
+            cat.find("TicketView")
+                .and_then(|t| t.full_text.as_ref())
+                .map(|f| f.columns.clone()),
+            Some(strings(&["Body"]))
+        );
+        assert_eq!(
+            cat.find("Customers").map(|t| t.full_text.is_some()),
+            Some(false)
+        );
+    }
+
     /// The peer accepts and ignores SET ROWCOUNT, so the batch text is checked here.
     #[test]
     fn adhoc_queries_run_inside_a_rolled_back_transaction_and_set_the_cap_only_when_it_changes() {
@@ -2344,7 +2704,7 @@ mod tests {
             c("Boxes", "sales", "BoxId", "bigint"),
             c("Report", "dbo", "Id", "int"),
         ];
-        build_catalog(&tables, &columns, keys, fks, &[])
+        build_catalog(&tables, &columns, keys, fks, &[], &[])
     }
 
     /// The peer has no sys.key_constraints: declared keys are only testable on canned rows.
