@@ -30,6 +30,11 @@ pub const FILE: &str = "audit.jsonl";
 /// Longest `query` kept in a record, in bytes (longer ones are cut and marked).
 const MAX_QUERY: usize = 4096;
 
+/// Most records written at once.
+const BATCH: usize = 256;
+/// How long a partial batch waits for more records before it is written (see [`writer`]).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One audit record.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Record {
@@ -166,15 +171,26 @@ pub async fn writer(
     };
     let mut batch = Vec::new();
     loop {
-        let open = tokio::select! {
-            n = rx.recv_many(&mut batch, 256) => n > 0,
-            _ = stop.cancelled() => {
-                while let Ok(r) = rx.try_recv() {
-                    batch.push(r);
-                }
-                false
-            }
+        let mut open = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n > 0,
+            _ = stop.cancelled() => false,
         };
+        // A few records at a time (light load) wait up to LINGER for company, so the file sees
+        // one write per LINGER instead of one per request: each write is a hand-off to a
+        // blocking thread and back, which on a small machine costs more CPU than the request
+        // it records. Stopping ends the wait at once.
+        if open && batch.len() < BATCH {
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = stop.cancelled() => open = false,
+            }
+        }
+        while batch.len() < BATCH || !open {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
         let lines: Vec<String> = batch
             .drain(..)
             .filter_map(|r| serde_json::to_string(&r).ok())
