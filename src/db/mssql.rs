@@ -326,6 +326,11 @@ impl Manager {
             let tcp = TcpStream::connect_named(&config)
                 .await
                 .map_err(|e| connect_error(&e, &self.ctx))?;
+            // Requests are small writes that wait for an answer: Nagle's algorithm would only
+            // hold them back (tiberius' own examples set this too).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY could not be set on a SQL Server connection");
+            }
             match Client::connect(config.clone(), tcp.compat_write()).await {
                 Ok(client) => {
                     let mut conn = MssqlConn {
