@@ -10,7 +10,8 @@
 //! in this process (`app::build_state` + `app::run` on `127.0.0.1:0`, `pool_size = 4`). Then,
 //! for each workload and each concurrency (1 and 4), it runs the plain client and the server
 //! for `--secs` seconds each (after `--warmup` seconds of the same load), alternating which
-//! goes first over `--rounds` rounds, and prints a markdown table.
+//! goes first over `--rounds` rounds, and prints a markdown table: the ratio of the totals, and
+//! the median (and range) of the per-round ratios, each pairing two back-to-back runs.
 //!
 //! - **W1**: point lookup by key, `SELECT Id, Name, Email, City FROM Customers WHERE Id = N`.
 //! - **W2**: a 100-row result, `SELECT TOP 100 Id, CustomerId, ProductId, Quantity, Status,
@@ -18,7 +19,7 @@
 //!
 //! Server side: a stateless 2026-07-28 MCP `tools/call` of `execute_sql` over HTTP/1.1
 //! keep-alive (one connection per worker), so each request pays HTTP, JSON-RPC, the SQL guard,
-//! the pool, the read-only batch around the query (`SET …; BEGIN TRANSACTION; … ROLLBACK`),
+//! the pool, the read-only batch around the query (`BEGIN TRANSACTION; … ROLLBACK`),
 //! value decoding and the JSON result. Plain side: `tiberius::Client::simple_query` with the
 //! same SQL text on one connection per worker, rows collected, nothing else. Every response is
 //! checked (status, no JSON-RPC error, no `isError`, the row count); any failure stops the run.
@@ -90,12 +91,11 @@ enum Side {
     Server,
 }
 
-/// The read-only batch the server sends for an ad-hoc query (`adhoc_batch` in
-/// `src/db/mssql.rs`, with the default 30 s query timeout and the default 500-row cap).
+/// The read-only batch the server sends for an ad-hoc query once its connection carries the
+/// scope's row cap (`adhoc_batch` in `src/db/mssql.rs`: the session settings and `SET
+/// ROWCOUNT` are sent once per connection, not per query).
 fn wrapped(sql: &str) -> String {
-    format!(
-        "SET NOCOUNT ON; SET LOCK_TIMEOUT 22500; SET ROWCOUNT 501; BEGIN TRANSACTION;\n{sql}\n;ROLLBACK TRANSACTION; SET ROWCOUNT 0;"
-    )
+    format!("BEGIN TRANSACTION;\n{sql}\n;ROLLBACK TRANSACTION;")
 }
 
 /// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
@@ -513,7 +513,11 @@ profile = "full"
             let mut plain = Tally::default();
             let mut wrapped = Tally::default();
             let mut served = Tally::default();
+            // server / plain per round: the two run back to back, so a burst of load from
+            // elsewhere on the machine skews one round rather than the whole comparison.
+            let mut ratios = Vec::new();
             for round in 0..a.rounds {
+                let (mut round_plain, mut round_server) = (0.0, 0.0);
                 let order = if round % 2 == 0 {
                     [Side::Plain, Side::Server, Side::Wrapped]
                 } else {
@@ -552,13 +556,21 @@ profile = "full"
                         t.peer_cpu = cpu_time(&peer_pid).saturating_sub(peer0);
                         t.own_cpu = cpu_time("self").saturating_sub(own0);
                         match side {
-                            Side::Plain => plain.add(t),
+                            Side::Plain => {
+                                round_plain = t.rate();
+                                plain.add(t)
+                            }
                             Side::Wrapped => wrapped.add(t),
-                            Side::Server => served.add(t),
+                            Side::Server => {
+                                round_server = t.rate();
+                                served.add(t)
+                            }
                         }
                     }
                 }
+                ratios.push(round_server / round_plain.max(1e-9));
             }
+            ratios.sort_by(f64::total_cmp);
             eprintln!(
                 "{} x{conc}: plain {:.0}/s, server {:.0}/s, plain+wrapper {:.0}/s",
                 workload.label(),
@@ -566,23 +578,27 @@ profile = "full"
                 served.rate(),
                 wrapped.rate()
             );
-            results.push((workload, conc, plain, served, wrapped));
+            results.push((workload, conc, plain, served, wrapped, ratios));
         }
     }
 
     println!();
     println!(
-        "| workload | concurrency | plain tiberius req/s | through the server req/s | server / plain | plain p50 / p99 ms | server p50 / p99 ms |"
+        "| workload | concurrency | plain tiberius req/s | through the server req/s | server / plain | per round: median (min–max) | plain p50 / p99 ms | server p50 / p99 ms |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (workload, conc, plain, served, _) in &results {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (workload, conc, plain, served, _, ratios) in &results {
         let (mut plain, mut served) = (plain.clone(), served.clone());
+        let pct = |i: usize| 100.0 * ratios.get(i).copied().unwrap_or(0.0);
         println!(
-            "| {} | {conc} | {:.0} | {:.0} | {:.0}% | {:.2} / {:.2} | {:.2} / {:.2} |",
+            "| {} | {conc} | {:.0} | {:.0} | {:.0}% | {:.0}% ({:.0}–{:.0}%) | {:.2} / {:.2} | {:.2} / {:.2} |",
             workload.label(),
             plain.rate(),
             served.rate(),
             100.0 * served.rate() / plain.rate(),
+            pct(ratios.len() / 2),
+            pct(0),
+            pct(ratios.len().saturating_sub(1)),
             plain.percentile(0.5),
             plain.percentile(0.99),
             served.percentile(0.5),
@@ -591,14 +607,14 @@ profile = "full"
     }
     println!();
     println!(
-        "Diagnostic: the plain client sending the server's read-only batch (`SET NOCOUNT ON; SET LOCK_TIMEOUT …; SET ROWCOUNT …; BEGIN TRANSACTION; <sql>; ROLLBACK TRANSACTION; SET ROWCOUNT 0;`), and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
+        "Diagnostic: the plain client sending the server's read-only batch (`BEGIN TRANSACTION; <sql>; ROLLBACK TRANSACTION;`), and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
     );
     println!();
     println!(
         "| workload | concurrency | plain + wrapper req/s | server / (plain + wrapper) | peer CPU/req: plain / wrapper / server | this process CPU/req: plain / wrapper / server |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for (workload, conc, plain, served, wrapped) in &results {
+    for (workload, conc, plain, served, wrapped, _) in &results {
         println!(
             "| {} | {conc} | {:.0} | {:.0}% | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |",
             workload.label(),

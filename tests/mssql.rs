@@ -660,9 +660,133 @@ async fn search_matches_keywords_literally_and_scores_last() {
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 }
 
+/// The peer has no full-text engine: `sys.fulltext_indexes` does not exist there, which the
+/// catalog takes as "no full-text indexes" (without losing the connection), so every table is
+/// searched with `LIKE`. Part of a word matches, which `FREETEXTTABLE` would not do. The
+/// full-text statement itself is unit-tested in `src/db/mssql.rs`.
+#[tokio::test]
+async fn tables_without_a_full_text_index_are_searched_with_like() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    let cat = b.catalog().await.expect("catalog");
+    assert!(cat.tables.iter().all(|t| t.full_text.is_none()));
+    let stats = b.pool_stats();
+    assert_eq!((stats.created, stats.discarded), (1, 0), "{stats:?}");
+    let products = table(&b, "Products").await;
+    let cols = names(&products);
+    let text = vec!["Name".to_string(), "Category".to_string()];
+    let keywords = vec!["rind".to_string(), "arist".to_string()];
+    let rs = b
+        .search(SearchRequest {
+            table: &products,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 10,
+        })
+        .await
+        .expect("search");
+    // "Coffee Grinder" (kitchen) and the two barista products.
+    let mut found = ints(&rs, "Id");
+    found.sort_unstable();
+    assert_eq!(found, [2, 4, 5]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ad-hoc queries, row caps and connection reuse
 // ---------------------------------------------------------------------------------------------
+
+/// The transaction rides in the same batch as the query and is rolled back at its end: the
+/// query sees one open transaction, and so does the next one on the same connection.
+#[tokio::test]
+async fn every_adhoc_query_runs_in_its_own_rolled_back_transaction() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    for page_size in [5, 5, 7] {
+        let rs = b
+            .query("SELECT @@TRANCOUNT AS n", page(0, page_size))
+            .await
+            .expect("query");
+        assert_eq!(rs.rows, vec![vec![Value::Int(1)]], "page size {page_size}");
+    }
+    // Also after a query that failed inside its transaction.
+    b.query("SELECT * FROM Nope", page(0, 5))
+        .await
+        .expect_err("missing table");
+    let rs = b
+        .query("SELECT @@TRANCOUNT AS n", page(0, 5))
+        .await
+        .expect("query");
+    assert_eq!(rs.rows, vec![vec![Value::Int(1)]]);
+    let stats = b.pool_stats();
+    assert_eq!((stats.created, stats.discarded), (1, 0), "{stats:?}");
+}
+
+/// An ad-hoc query leaves its small row cap on the connection; what runs next there lifts or
+/// resets it. The peer ignores `SET ROWCOUNT`, so this shows that those statements run (the
+/// prefixed ones through sp_executesql too) on one reused connection; that the cap would
+/// otherwise cut them is unit-tested on the statement text.
+#[tokio::test]
+async fn a_small_adhoc_row_cap_does_not_cut_the_catalog_samples_lookups_or_searches() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    let small = page(0, 1);
+    b.query("SELECT label FROM Tags", small)
+        .await
+        .expect("query");
+    // The first catalog load, on the connection the query left with ROWCOUNT 2.
+    let cat = b.catalog().await.expect("catalog");
+    assert_eq!(cat.tables.len(), 5);
+    assert_eq!(cat.find("Customers").map(|t| t.columns.len()), Some(5));
+
+    let events = table(&b, "Events").await;
+    b.query("SELECT label FROM Tags", small)
+        .await
+        .expect("query");
+    let rs = b
+        .sample(&events, &["event_id".to_string()], page(0, 10))
+        .await
+        .expect("sample");
+    assert_eq!(ints(&rs, "event_id"), (1..=10).collect::<Vec<_>>());
+    assert!(rs.more);
+
+    let orders = table(&b, "Orders").await;
+    b.query("SELECT label FROM Tags", small)
+        .await
+        .expect("query");
+    let rs = b
+        .lookup(
+            &orders,
+            &names(&orders),
+            &["CustomerId".into()],
+            &["3".into()],
+            5,
+        )
+        .await
+        .expect("children");
+    assert_eq!(ints(&rs, "OrderId"), [2, 42, 82]);
+
+    let customers = table(&b, "Customers").await;
+    b.query("SELECT label FROM Tags", small)
+        .await
+        .expect("query");
+    let rs = b
+        .search(SearchRequest {
+            table: &customers,
+            columns: &["CustomerId".to_string()],
+            text_columns: &["Notes".to_string()],
+            keywords: &["delivery".to_string()],
+            limit: 8,
+        })
+        .await
+        .expect("search");
+    assert_eq!(rs.rows.len(), 8);
+    let stats = b.pool_stats();
+    assert_eq!((stats.created, stats.discarded), (1, 0), "{stats:?}");
+}
 
 #[tokio::test]
 async fn an_adhoc_query_is_cut_at_the_page_and_reports_more() {

@@ -156,6 +156,20 @@ pub struct TableInfo {
     pub foreign_keys: Vec<ForeignKey>,
     /// Approximate row count when the database can tell cheaply.
     pub row_estimate: Option<i64>,
+    /// The table's full-text index, when it has one (SQL Server); keyword search goes through
+    /// it instead of `LIKE`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_text: Option<FullTextIndex>,
+}
+
+/// A full-text index: which columns it covers and the unique key its matches are reported by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FullTextIndex {
+    /// The single-column unique index the full-text index is keyed on (the `[KEY]` that
+    /// `FREETEXTTABLE` returns, which need not be the primary key).
+    pub key_column: String,
+    /// The indexed columns, in column order.
+    pub columns: Vec<String>,
 }
 
 impl TableInfo {

@@ -32,19 +32,31 @@
 //! SQL Server has no read-only transaction mode, so this backend is one layer of several: the
 //! guard (`db::guard`, MsSql dialect) admits one query and nothing that executes, writes or
 //! reaches other servers; the login should have read rights only (README); the connection
-//! declares `ApplicationIntent=ReadOnly`; and an ad-hoc query runs as
+//! declares `ApplicationIntent=ReadOnly`; every new connection runs [`session_setup`] once
 //!
 //! ```sql
-//! SET NOCOUNT ON; SET LOCK_TIMEOUT <ms>; SET ROWCOUNT <offset+limit+1>; BEGIN TRANSACTION;
-//! <query>
-//! ;ROLLBACK TRANSACTION; SET ROWCOUNT 0;
+//! SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT <ms>;
+//! SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;
 //! ```
 //!
-//! If that batch fails part-way, `IF @@TRANCOUNT > 0 ROLLBACK` runs before the connection is
-//! reused; if it cannot, the connection is discarded (closing a session rolls its transaction
-//! back). The row cap holds twice: `SET ROWCOUNT` on the server, and the client stops
-//! collecting at `offset + limit + 1` rows whatever the server sends. Rows beyond the cap are
-//! drained (up to [`DRAIN_ROWS`]) so the connection can be reused; past that it is discarded.
+//! (session settings that nothing a client sends can change: the guard refuses `SET`); and an
+//! ad-hoc query runs as
+//!
+//! ```sql
+//! [SET ROWCOUNT <offset+limit+1>;] BEGIN TRANSACTION;
+//! <query>
+//! ;ROLLBACK TRANSACTION;
+//! ```
+//!
+//! The row cap is tracked per connection ([`MssqlConn::rowcount`]) and sent only when it
+//! changes, so the usual batch is three statements; our own statements lift a cap that could
+//! cut them, and catalog loads reset it. If the batch fails part-way, `XACT_ABORT` has already
+//! rolled a run-time error's transaction back on the server, and `IF @@TRANCOUNT > 0 ROLLBACK;
+//! SET ROWCOUNT 0` runs before the connection is reused; if it cannot, the connection is
+//! discarded (closing a session rolls its transaction back). The row cap holds twice: `SET
+//! ROWCOUNT` on the server, and the client stops collecting at `offset + limit + 1` rows
+//! whatever the server sends. Rows beyond the cap are drained (up to [`DRAIN_ROWS`]) so the
+//! connection can be reused; past that it is discarded.
 //!
 //! Tools never send SQL for `sample`, `lookup` and `search`: they are built here with bracket
 //! quoting (`]` doubled) and bound parameters for every value that came from outside (keys,
@@ -52,6 +64,18 @@
 //! FETCH NEXT m ROWS ONLY`) are our own integers and are written inline, because some TDS
 //! servers (the test peer among them) refuse parameters there. Keyword matching follows the
 //! column's collation: case-insensitive on SQL Server's default collations.
+//!
+//! # Full-text search
+//!
+//! A table with an enabled full-text index (`sys.fulltext_indexes`, its columns from
+//! `sys.fulltext_index_columns`, its key from the index's `unique_index_id`) is searched
+//! through it: `FREETEXTTABLE` over the indexed columns the request may search, the keywords
+//! as one bound free-text parameter, joined to the table on the index's key, in `RANK` order
+//! (see [`full_text_search_sql`]). Text columns outside the index are not searched on such a
+//! table (the index is the operator's statement of what is searchable, and the point of it is
+//! not to scan). Tables without one, or whose index covers none of the visible text columns,
+//! use `LIKE`; so does a table whose full-text query fails with a SQL error (an index dropped
+//! since the catalog was read, an offline full-text catalog).
 //!
 //! # Types
 //!
@@ -71,19 +95,20 @@
 //!
 //! Tables, views and columns come from `INFORMATION_SCHEMA`; primary keys (or, failing that,
 //! the first unique constraint), foreign keys and row estimates from `sys.key_constraints`,
-//! `sys.index_columns`, `sys.foreign_keys`, `sys.foreign_key_columns` and `sys.partitions`.
-//! A server without those views (or a login without metadata rights) gets "no keys", not an
-//! error. **Fallback key:** a table with no declared key uses a column named `Id`,
-//! `<Table>Id` or `<Table>_Id` (case-insensitive, also with the table name made singular:
-//! `Customers` → `CustomerId`), and says so with `key_is_heuristic = true`. The catalog is
-//! cached for [`CATALOG_TTL`] and reloaded lazily by one caller while the others keep the
-//! previous one (or wait and share the outcome); if a reload fails the previous one is served.
+//! `sys.index_columns`, `sys.foreign_keys`, `sys.foreign_key_columns` and `sys.partitions`;
+//! full-text indexes as *Full-text search* says. A server without those views (or a login
+//! without metadata rights) gets "no keys" (and no full-text indexes), not an error.
+//! **Fallback key:** a table with no declared key uses a column named `Id`, `<Table>Id` or
+//! `<Table>_Id` (case-insensitive, also with the table name made singular: `Customers` →
+//! `CustomerId`), and says so with `key_is_heuristic = true`. The catalog is cached for
+//! [`CATALOG_TTL`] and reloaded lazily by one caller while the others keep the previous one
+//! (or wait and share the outcome); if a reload fails the previous one is served.
 //!
 //! # Not covered
 //!
-//! Keyword search always uses `LIKE` (no `CONTAINS`/`FREETEXTTABLE` ranking where a full-text
-//! index exists); long text values (`nvarchar(max)`) are not cut here; the Azure redirect path
-//! has no test (no server here sends one).
+//! Full-text search has unit tests on its SQL and on canned catalog rows only (the test peer
+//! has no full-text engine); long text values (`nvarchar(max)`) are not cut here; the Azure
+//! redirect path has no test (no server here sends one).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -103,8 +128,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, Page, ResultColumn, RowSet, SearchRequest,
-    SqlDialect, TableInfo, Value, ValueKind,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, Page, ResultColumn, RowSet,
+    SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
 };
 use crate::config::{ApplicationIntent, ConfigError, MssqlConfig, MssqlEncrypt};
 
@@ -233,9 +258,13 @@ impl MssqlSettings {
         config.readonly(cfg.application_intent() == ApplicationIntent::ReadOnly);
         config.application_name(cfg.application_name());
         config.handshake_timeout(Some(connect_timeout));
-        // Our own timeout (tokio) is the one that counts; this backstop also covers the rare
-        // round trip made outside it.
-        config.command_timeout(Some(query_timeout + Duration::from_secs(5)));
+        // No per-round-trip timer in tiberius: every round trip already runs inside a tokio
+        // timeout of ours (query, catalog, ping, idle check, connect), and an operation cut off
+        // leaves its connection `broken`, so it is discarded. tiberius' timer (30 s by default)
+        // would add nothing but a `futures-timer` registration, and a wake of that crate's
+        // timer thread, every time a read waits for the server: about a tenth of this
+        // process's CPU per query on the TDS benchmark.
+        config.command_timeout(None);
         Ok(Self {
             config,
             target,
@@ -274,6 +303,11 @@ pub struct MssqlConn {
     broken: bool,
     /// When the connection last finished an operation; long-idle connections are checked.
     last_used: Instant,
+    /// The `SET ROWCOUNT` in effect on the session: `Some(0)` after connecting, the row cap of
+    /// the last ad-hoc query after one ran to its end, `None` while a batch that changes it is
+    /// in flight (a connection left that way is discarded, see [`execute`]). Ad-hoc batches
+    /// set it only when it differs, and our own statements lift it when it could cut them.
+    rowcount: Option<u32>,
 }
 
 /// Opens connections for bb8.
@@ -292,23 +326,23 @@ impl Manager {
             let tcp = TcpStream::connect_named(&config)
                 .await
                 .map_err(|e| connect_error(&e, &self.ctx))?;
+            // Requests are small writes that wait for an answer: Nagle's algorithm would only
+            // hold them back (tiberius' own examples set this too).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY could not be set on a SQL Server connection");
+            }
             match Client::connect(config.clone(), tcp.compat_write()).await {
                 Ok(client) => {
                     let mut conn = MssqlConn {
                         client,
                         broken: true,
                         last_used: Instant::now(),
+                        rowcount: None,
                     };
-                    // Session defaults for the statements built here; ad-hoc batches set
-                    // them again themselves. A plain batch (not sp_executesql), so the SETs
-                    // outlive it.
-                    let setup = format!(
-                        "SET NOCOUNT ON; SET LOCK_TIMEOUT {};",
-                        lock_timeout_ms(self.settings.query_timeout)
-                    );
+                    // A plain batch (not sp_executesql), so the SETs last for the session.
                     let stream = conn
                         .client
-                        .simple_query(setup)
+                        .simple_query(session_setup(self.settings.query_timeout))
                         .await
                         .map_err(|e| connect_error(&e, &self.ctx))?;
                     stream
@@ -316,6 +350,7 @@ impl Manager {
                         .await
                         .map_err(|e| connect_error(&e, &self.ctx))?;
                     conn.broken = false;
+                    conn.rowcount = Some(0);
                     return Ok(conn);
                 }
                 Err(TdsError::Routing { host, port }) if !redirected => {
@@ -633,6 +668,8 @@ enum Param {
 /// One round trip: a parameterised statement of ours, or a guarded ad-hoc query.
 #[derive(Debug, Clone)]
 struct Statement {
+    /// Our statement, or the guarded query alone (the batch around it is built in [`execute`],
+    /// where the connection's `SET ROWCOUNT` is known).
     sql: String,
     params: Vec<Param>,
     page: Page,
@@ -647,13 +684,16 @@ async fn execute(
     ctx: &ErrorContext,
 ) -> Result<RowSet, DbError> {
     conn.broken = true;
+    let cap = row_cap(stmt.page);
     let outcome = if stmt.adhoc {
-        match conn.client.simple_query(stmt.sql.as_str()).await {
+        let batch = adhoc_batch(&stmt.sql, cap, conn.rowcount);
+        conn.rowcount = None;
+        match conn.client.simple_query(batch).await {
             Ok(stream) => read_page(stream, stmt.page).await,
             Err(e) => Err(e),
         }
     } else {
-        let mut q = Query::new(stmt.sql.as_str());
+        let mut q = Query::new(own_statement(&stmt.sql, cap, conn.rowcount));
         for p in &stmt.params {
             match p {
                 Param::I64(i) => q.bind(*i),
@@ -670,6 +710,9 @@ async fn execute(
     };
     match outcome {
         Ok((rs, Drained::Complete)) => {
+            if stmt.adhoc {
+                conn.rowcount = Some(cap);
+            }
             conn.broken = false;
             Ok(rs)
         }
@@ -678,8 +721,10 @@ async fn execute(
         Err(e) if is_fatal(&e) => Err(query_error(&e, ctx)),
         Err(e) => {
             if stmt.adhoc {
-                // The batch stopped somewhere; make sure no transaction or row cap survives it.
+                // The batch stopped somewhere; make sure no transaction survives it and the
+                // row cap is known again.
                 if rollback(conn).await.is_ok() {
+                    conn.rowcount = Some(0);
                     conn.broken = false;
                 }
             } else {
@@ -947,8 +992,9 @@ pub fn like_pattern(keyword: &str) -> String {
     s
 }
 
-/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact.
-fn select_list(table: &TableInfo, columns: &[String]) -> Result<String, DbError> {
+/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact. `q` is
+/// the table's alias with its dot (`t.`), or empty.
+fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String, DbError> {
     if columns.is_empty() {
         return Err(DbError::Sql("no visible columns to select".into()));
     }
@@ -960,23 +1006,24 @@ fn select_list(table: &TableInfo, columns: &[String]) -> Result<String, DbError>
                 t == "money" || t == "smallmoney"
             });
             if is_money {
-                format!("CAST({} AS decimal(19,4)) AS {}", ident(c), ident(c))
+                format!("CAST({q}{} AS decimal(19,4)) AS {}", ident(c), ident(c))
             } else {
-                ident(c)
+                format!("{q}{}", ident(c))
             }
         })
         .collect::<Vec<_>>()
         .join(", "))
 }
 
-fn order_by(table: &TableInfo) -> String {
+/// The key columns to order by (`q` as in [`select_list`]).
+fn order_by(table: &TableInfo, q: &str) -> String {
     if table.primary_key.is_empty() {
         "(SELECT NULL)".to_string()
     } else {
         table
             .primary_key
             .iter()
-            .map(|c| ident(c))
+            .map(|c| format!("{q}{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -987,9 +1034,9 @@ fn order_by(table: &TableInfo) -> String {
 fn sample_sql(table: &TableInfo, columns: &[String], page: Page) -> Result<String, DbError> {
     Ok(format!(
         "SELECT {} FROM {} ORDER BY {} OFFSET {} ROWS FETCH NEXT {} ROWS ONLY",
-        select_list(table, columns)?,
+        select_list(table, columns, "")?,
         table_ref(table),
-        order_by(table),
+        order_by(table, ""),
         page.offset.min(i64::MAX as usize),
         page.limit.saturating_add(1).min(i64::MAX as usize)
     ))
@@ -1009,55 +1056,166 @@ fn lookup_sql(
     let order = if table.primary_key.is_empty() {
         String::new()
     } else {
-        format!(" ORDER BY {}", order_by(table))
+        format!(" ORDER BY {}", order_by(table, ""))
     };
     Ok(format!(
         "SELECT TOP ({}) {} FROM {} WHERE {}{order}",
         limit.saturating_add(1),
-        select_list(table, columns)?,
+        select_list(table, columns, "")?,
         table_ref(table),
         cond.join(" AND ")
     ))
 }
 
-/// A text column as `LIKE` can take it (`xml` cannot be matched directly).
-fn like_operand(table: &TableInfo, column: &str) -> String {
+/// A text column as `LIKE` can take it (`xml` cannot be matched directly); `q` as in
+/// [`select_list`].
+fn like_operand(table: &TableInfo, column: &str, q: &str) -> String {
     let is_xml = table
         .column(column)
         .is_some_and(|c| c.data_type.eq_ignore_ascii_case("xml"));
     if is_xml {
-        format!("CONVERT(nvarchar(max), {})", ident(column))
+        format!("CONVERT(nvarchar(max), {q}{})", ident(column))
     } else {
-        ident(column)
+        format!("{q}{}", ident(column))
     }
 }
 
-fn search_sql(req: &SearchRequest<'_>) -> Result<String, DbError> {
-    let mut score = Vec::new();
-    let mut any = Vec::new();
+/// `<col> LIKE @Pn ESCAPE '\'` for each keyword and text column, keyword `k` (from 0) bound as
+/// `@P{first + k}`.
+fn like_tests(req: &SearchRequest<'_>, q: &str, first: usize) -> Vec<String> {
+    let mut tests = Vec::with_capacity(req.keywords.len() * req.text_columns.len());
     for k in 0..req.keywords.len() {
         for col in req.text_columns {
-            let test = format!(
+            tests.push(format!(
                 "{} LIKE @P{} ESCAPE '\\'",
-                like_operand(req.table, col),
-                k + 1
-            );
-            score.push(format!("CASE WHEN {test} THEN 1 ELSE 0 END"));
-            any.push(test);
+                like_operand(req.table, col, q),
+                k + first
+            ));
         }
     }
+    tests
+}
+
+/// Each test as 1 or 0, for summing into a score.
+fn score_of(tests: &[String]) -> Vec<String> {
+    tests
+        .iter()
+        .map(|t| format!("CASE WHEN {t} THEN 1 ELSE 0 END"))
+        .collect()
+}
+
+/// Keyword search without a full-text index: each keyword is a bound, escaped `LIKE` pattern
+/// (`@P1`, `@P2`, …) tried on each text column; the score counts the pairs that match.
+fn search_sql(req: &SearchRequest<'_>) -> Result<String, DbError> {
+    let tests = like_tests(req, "", 1);
     let tiebreak = if req.table.primary_key.is_empty() {
         String::new()
     } else {
-        format!(", {}", order_by(req.table))
+        format!(", {}", order_by(req.table, ""))
     };
     Ok(format!(
         "SELECT TOP ({}) {}, ({}) AS [_score] FROM {} WHERE {} ORDER BY [_score] DESC{tiebreak}",
         req.limit,
-        select_list(req.table, req.columns)?,
-        score.join(" + "),
+        select_list(req.table, req.columns, "")?,
+        score_of(&tests).join(" + "),
         table_ref(req.table),
-        any.join(" OR ")
+        tests.join(" OR ")
+    ))
+}
+
+/// How one table is searched for keywords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SearchPlan<'a> {
+    /// Bound `LIKE` patterns on every text column ([`search_sql`]).
+    Like,
+    /// `FREETEXTTABLE` over the table's full-text index ([`full_text_search_sql`]).
+    FullText {
+        /// The index's key column, joined on `[KEY]`.
+        key: &'a str,
+        /// The indexed columns this search may read: indexed *and* among the request's text
+        /// columns, so a column the scope hides is never searched.
+        columns: Vec<&'a str>,
+        /// The free text, bound as `@P1`.
+        text: String,
+    },
+}
+
+/// Full-text search when the table has a full-text index over at least one of the text
+/// columns the request may search; `LIKE` otherwise.
+fn search_plan<'a>(req: &SearchRequest<'a>) -> SearchPlan<'a> {
+    let Some(ft) = &req.table.full_text else {
+        return SearchPlan::Like;
+    };
+    let columns: Vec<&str> = ft
+        .columns
+        .iter()
+        .filter(|c| req.text_columns.contains(c))
+        .map(String::as_str)
+        .collect();
+    let text = free_text(req.keywords);
+    if columns.is_empty() || text.is_empty() {
+        return SearchPlan::Like;
+    }
+    SearchPlan::FullText {
+        key: &ft.key_column,
+        columns,
+        text,
+    }
+}
+
+/// The keywords as `FREETEXTTABLE`'s free text: words separated by spaces. Double quotes are
+/// dropped (text wholly inside them would turn into one exact phrase); nothing else in free
+/// text is syntax, and it travels as a bound parameter.
+fn free_text(keywords: &[String]) -> String {
+    keywords
+        .iter()
+        .map(|k| k.replace('"', " "))
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Keyword search through a full-text index:
+///
+/// ```sql
+/// SELECT TOP (n) t.[…], (1 + <LIKE matches>) AS [_score]
+/// FROM [s].[t] AS t
+/// JOIN FREETEXTTABLE([s].[t], ([c1], [c2]), @P1, n) AS ft ON t.[key] = ft.[KEY]
+/// ORDER BY ft.[RANK] DESC, t.[pk]
+/// ```
+///
+/// `FREETEXTTABLE` finds the best `n` rows by the index (word forms, the thesaurus, no table
+/// scan); they come in its `RANK` order. Their score is on the same scale as [`search_sql`]'s,
+/// so hits from tables with and without an index merge sensibly: one for being found, plus
+/// the keyword/column pairs that match literally (`@P2`, … as `LIKE` patterns), counted on
+/// those `n` rows only.
+fn full_text_search_sql(
+    req: &SearchRequest<'_>,
+    key: &str,
+    columns: &[&str],
+) -> Result<String, DbError> {
+    let mut score = vec!["1".to_string()];
+    score.extend(score_of(&like_tests(req, "t.", 2)));
+    let tiebreak = if req.table.primary_key.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", order_by(req.table, "t."))
+    };
+    let table = table_ref(req.table);
+    Ok(format!(
+        "SELECT TOP ({n}) {}, ({}) AS [_score] FROM {table} AS t \
+         JOIN FREETEXTTABLE({table}, ({}), @P1, {n}) AS ft ON t.{} = ft.[KEY] \
+         ORDER BY ft.[RANK] DESC{tiebreak}",
+        select_list(req.table, req.columns, "t.")?,
+        score.join(" + "),
+        columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ident(key),
+        n = req.limit,
     ))
 }
 
@@ -1068,19 +1226,58 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
     (ms * 3 / 4).max(100)
 }
 
-/// The ad-hoc batch: see the module docs. The query goes on lines of its own so that a
-/// trailing `--` comment cannot swallow the rollback.
-fn adhoc_batch(sql: &str, page: Page, query_timeout: Duration) -> String {
-    let body = sql.trim().trim_end_matches(';').trim_end();
-    let cap = page
-        .offset
-        .saturating_add(page.limit)
-        .saturating_add(1)
-        .min(i32::MAX as usize);
+/// Run once on every new connection, as a plain batch so the settings last for the session.
+/// Nothing a client sends can change them later: the guard refuses `SET`, and our own
+/// statements set only `ROWCOUNT`.
+///
+/// - `NOCOUNT ON`: no row-count messages the client would only skip.
+/// - `XACT_ABORT ON`: a run-time error ends the batch *and rolls its transaction back* on the
+///   server, before our own recovery (`IF @@TRANCOUNT > 0 ROLLBACK`) even runs.
+/// - `LOCK_TIMEOUT`: see [`lock_timeout_ms`].
+/// - `READ COMMITTED`: SQL Server's default, stated so reads never see uncommitted rows
+///   whatever the login's or driver's default.
+/// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
+fn session_setup(query_timeout: Duration) -> String {
     format!(
-        "SET NOCOUNT ON; SET LOCK_TIMEOUT {}; SET ROWCOUNT {cap}; BEGIN TRANSACTION;\n{body}\n;ROLLBACK TRANSACTION; SET ROWCOUNT 0;",
+        "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT {}; \
+         SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;",
         lock_timeout_ms(query_timeout)
     )
+}
+
+/// The server-side row cap for a page: `offset + limit + 1` rows (the extra one tells whether
+/// more follow), at most `i32::MAX` (what `SET ROWCOUNT` takes).
+fn row_cap(page: Page) -> u32 {
+    page.offset
+        .saturating_add(page.limit)
+        .saturating_add(1)
+        .min(i32::MAX as usize) as u32
+}
+
+/// The ad-hoc batch: the query inside a transaction that is always rolled back, under the
+/// server-side row cap `cap`. `SET ROWCOUNT` is sent only when the session's value (see
+/// [`MssqlConn::rowcount`]) differs, and left in place afterwards: with one scope the cap is
+/// the same for every first page, so the usual batch is three statements. The query goes on
+/// lines of its own so that a trailing `--` comment cannot swallow the rollback.
+fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String {
+    let body = sql.trim().trim_end_matches(';').trim_end();
+    let set = if session_rowcount == Some(cap) {
+        String::new()
+    } else {
+        format!("SET ROWCOUNT {cap}; ")
+    };
+    format!("{set}BEGIN TRANSACTION;\n{body}\n;ROLLBACK TRANSACTION;")
+}
+
+/// One of our statements (run through sp_executesql), which may return up to `needed` rows.
+/// When the row cap an ad-hoc query left on the session could cut it, the statement lifts the
+/// cap first; a `SET` inside sp_executesql lasts only for that call (SQL Server restores it
+/// when the call returns), so the session keeps the value [`MssqlConn::rowcount`] records.
+fn own_statement(sql: &str, needed: u32, session_rowcount: Option<u32>) -> Cow<'_, str> {
+    match session_rowcount {
+        Some(n) if n == 0 || n >= needed => Cow::Borrowed(sql),
+        _ => Cow::Owned(format!("SET ROWCOUNT 0; {sql}")),
+    }
 }
 
 /// A key value typed for its column. `None` when it cannot equal any value of the column
@@ -1143,6 +1340,19 @@ const FOREIGN_KEYS_SQL: &str = "SELECT fk.name, s.name, t.name, pc.name, rs.name
      JOIN sys.schemas rs ON rs.schema_id = rt.schema_id \
      JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id \
      ORDER BY s.name, t.name, fk.name, fkc.constraint_column_id";
+/// Enabled full-text indexes: the table, the index's key column, and each indexed column.
+/// Indexed views can carry one too, hence `sys.objects`.
+const FULL_TEXT_SQL: &str = "SELECT s.name, o.name, kc.name, c.name \
+     FROM sys.fulltext_indexes fi \
+     JOIN sys.objects o ON o.object_id = fi.object_id \
+     JOIN sys.schemas s ON s.schema_id = o.schema_id \
+     JOIN sys.index_columns kic ON kic.object_id = fi.object_id AND kic.index_id = fi.unique_index_id \
+          AND kic.is_included_column = 0 \
+     JOIN sys.columns kc ON kc.object_id = kic.object_id AND kc.column_id = kic.column_id \
+     JOIN sys.fulltext_index_columns fic ON fic.object_id = fi.object_id \
+     JOIN sys.columns c ON c.object_id = fic.object_id AND c.column_id = fic.column_id \
+     WHERE fi.is_enabled = 1 \
+     ORDER BY s.name, o.name, fic.column_id";
 const ROW_ESTIMATES_SQL: &str = "SELECT s.name, t.name, SUM(p.rows) \
      FROM sys.partitions p \
      JOIN sys.tables t ON t.object_id = p.object_id \
@@ -1168,6 +1378,14 @@ async fn optional_rows(
 }
 
 async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalog, DbError> {
+    // An ad-hoc query's row cap would cut the catalog short (catalog loads are rare, so the
+    // extra round trip does not matter).
+    if conn.rowcount != Some(0) {
+        fetch_all(conn, "SET ROWCOUNT 0")
+            .await
+            .map_err(|e| query_error(&e, ctx))?;
+        conn.rowcount = Some(0);
+    }
     let tables = fetch_all(conn, TABLES_SQL)
         .await
         .map_err(|e| query_error(&e, ctx))?;
@@ -1177,7 +1395,10 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
     let keys = optional_rows(conn, KEYS_SQL, "key constraints", ctx).await?;
     let fks = optional_rows(conn, FOREIGN_KEYS_SQL, "foreign keys", ctx).await?;
     let estimates = optional_rows(conn, ROW_ESTIMATES_SQL, "row estimates", ctx).await?;
-    Ok(build_catalog(&tables, &columns, &keys, &fks, &estimates))
+    let full_text = optional_rows(conn, FULL_TEXT_SQL, "full-text indexes", ctx).await?;
+    Ok(build_catalog(
+        &tables, &columns, &keys, &fks, &estimates, &full_text,
+    ))
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -1205,6 +1426,7 @@ fn build_catalog(
     keys: &[Vec<Value>],
     fks: &[Vec<Value>],
     estimates: &[Vec<Value>],
+    full_text: &[Vec<Value>],
 ) -> Catalog {
     let mut out: Vec<TableInfo> = tables
         .iter()
@@ -1221,6 +1443,7 @@ fn build_catalog(
             key_is_heuristic: false,
             foreign_keys: Vec::new(),
             row_estimate: None,
+            full_text: None,
         })
         .collect();
     // Every catalog view spells a name the same way, so exact lookups suffice (and keep
@@ -1304,6 +1527,23 @@ fn build_catalog(
         if let Some(i) = find(&text(r.first()), &text(r.get(1))) {
             out[i].row_estimate = int(r.get(2));
         }
+    }
+    for r in full_text {
+        let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
+            continue;
+        };
+        let (key_column, column) = (text(r.get(2)), text(r.get(3)));
+        if key_column.is_empty() || column.is_empty() {
+            continue;
+        }
+        out[i]
+            .full_text
+            .get_or_insert_with(|| FullTextIndex {
+                key_column,
+                columns: Vec::new(),
+            })
+            .columns
+            .push(column);
     }
     for t in &mut out {
         if t.primary_key.is_empty()
@@ -1682,7 +1922,7 @@ impl Backend for MssqlBackend {
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         self.run(Statement {
-            sql: adhoc_batch(sql, page, self.query_timeout),
+            sql: sql.to_string(),
             params: Vec::new(),
             page,
             adhoc: true,
@@ -1739,17 +1979,34 @@ impl Backend for MssqlBackend {
         if req.keywords.is_empty() || req.text_columns.is_empty() || req.limit == 0 {
             return Ok(RowSet::default());
         }
+        let page = Page {
+            offset: 0,
+            limit: req.limit,
+        };
+        let patterns = || req.keywords.iter().map(|k| Param::Str(like_pattern(k)));
+        if let SearchPlan::FullText { key, columns, text } = search_plan(&req) {
+            let stmt = Statement {
+                sql: full_text_search_sql(&req, key, &columns)?,
+                params: std::iter::once(Param::Str(text))
+                    .chain(patterns())
+                    .collect(),
+                page,
+                adhoc: false,
+            };
+            match self.run(stmt).await {
+                Ok(rs) => return Ok(rs),
+                // The index was dropped or disabled since the catalog was read, its catalog is
+                // offline, the login may not use it, …: LIKE still finds the rows.
+                Err(DbError::Sql(e)) => {
+                    tracing::warn!(table = %req.table.qualified(), error = %e, "full-text search failed; searching with LIKE instead");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.run(Statement {
             sql: search_sql(&req)?,
-            params: req
-                .keywords
-                .iter()
-                .map(|k| Param::Str(like_pattern(k)))
-                .collect(),
-            page: Page {
-                offset: 0,
-                limit: req.limit,
-            },
+            params: patterns().collect(),
+            page,
             adhoc: false,
         })
         .await
@@ -2032,6 +2289,7 @@ mod tests {
             key_is_heuristic: false,
             foreign_keys: Vec::new(),
             row_estimate: None,
+            full_text: None,
         }
     }
 
@@ -2170,35 +2428,244 @@ mod tests {
         assert!(sql.ends_with("ORDER BY [_score] DESC, [Id]"), "{sql}");
     }
 
-    /// The peer accepts and ignores SET ROWCOUNT, so the batch text is checked here.
+    /// A table with a full-text index over `Title` and `Body` (keyed on `DocKey`, not the
+    /// primary key), as the catalog reports it from SQL Server.
+    fn indexed_docs() -> TableInfo {
+        let mut t = canned_table(
+            "Docs",
+            &[
+                ("Id", "int"),
+                ("DocKey", "int"),
+                ("Title", "nvarchar"),
+                ("Body", "nvarchar"),
+                ("Author", "nvarchar"),
+                ("Secret", "nvarchar"),
+            ],
+            &["Id"],
+        );
+        t.full_text = Some(FullTextIndex {
+            key_column: "DocKey".into(),
+            columns: strings(&["Title", "Body", "Secret"]),
+        });
+        t
+    }
+
+    /// The peer has no full-text engine (no `sys.fulltext_indexes`, `FULLTEXTSERVICEPROPERTY`
+    /// says 0, no `FREETEXTTABLE`), so the full-text statement is checked on its text.
     #[test]
-    fn adhoc_queries_run_capped_inside_a_rolled_back_transaction() {
-        let batch = adhoc_batch(
-            "SELECT * FROM t -- note;\n ;; ",
-            Page {
-                offset: 10,
-                limit: 5,
-            },
-            Duration::from_secs(30),
-        );
+    fn full_text_search_uses_freetexttable_joined_on_the_index_key_in_rank_order() {
+        let t = indexed_docs();
+        let cols = strings(&["Id", "Title", "Author"]);
+        // `Secret` is indexed but hidden in this scope: not among the text columns.
+        let text = strings(&["Title", "Body", "Author"]);
+        let keywords = strings(&["refund", "damag"]);
+        let req = SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 10,
+        };
+        let plan = search_plan(&req);
         assert_eq!(
-            batch,
-            "SET NOCOUNT ON; SET LOCK_TIMEOUT 22500; SET ROWCOUNT 16; BEGIN TRANSACTION;\n\
-             SELECT * FROM t -- note;\n\
-             ;ROLLBACK TRANSACTION; SET ROWCOUNT 0;"
+            plan,
+            SearchPlan::FullText {
+                key: "DocKey",
+                columns: vec!["Title", "Body"],
+                text: "refund damag".into(),
+            }
         );
-        let huge = adhoc_batch(
-            "SELECT 1",
-            Page {
-                offset: usize::MAX,
-                limit: 5,
-            },
-            Duration::from_secs(1),
+        let SearchPlan::FullText { key, columns, .. } = plan else {
+            unreachable!()
+        };
+        let sql = full_text_search_sql(&req, key, &columns).expect("sql");
+        assert!(
+            sql.starts_with(
+                "SELECT TOP (10) t.[Id], t.[Title], t.[Author], (1 + CASE WHEN t.[Title] LIKE @P2 ESCAPE '\\' THEN 1 ELSE 0 END + "
+            ),
+            "{sql}"
         );
         assert!(
-            huge.contains(&format!("SET ROWCOUNT {};", i32::MAX)),
-            "{huge}"
+            sql.contains(
+                " FROM [dbo].[Docs] AS t JOIN FREETEXTTABLE([dbo].[Docs], ([Title], [Body]), @P1, 10) AS ft \
+                 ON t.[DocKey] = ft.[KEY] ORDER BY ft.[RANK] DESC, t.[Id]"
+            ),
+            "{sql}"
         );
+        assert!(sql.ends_with("ORDER BY ft.[RANK] DESC, t.[Id]"), "{sql}");
+        // Each keyword (@P2, @P3) against each text column, on the rows the index found.
+        assert_eq!(sql.matches("CASE WHEN").count(), 6, "{sql}");
+        assert!(sql.contains("t.[Author] LIKE @P3 ESCAPE"), "{sql}");
+        // The hidden column is neither searched nor scored; keywords never appear inline.
+        assert!(!sql.contains("Secret"), "{sql}");
+        assert!(!sql.contains("refund"), "{sql}");
+    }
+
+    /// What the peer exercises (it never reports a full-text index), and the edge cases.
+    #[test]
+    fn tables_without_a_usable_full_text_index_are_searched_with_like() {
+        let cols = strings(&["Id", "Title"]);
+        let keywords = strings(&["refund"]);
+        // No index at all.
+        let plain = canned_table("Docs", &[("Id", "int"), ("Title", "nvarchar")], &["Id"]);
+        let text = strings(&["Title"]);
+        let req = SearchRequest {
+            table: &plain,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 5,
+        };
+        assert_eq!(search_plan(&req), SearchPlan::Like);
+        // An index over columns the scope hides only.
+        let t = indexed_docs();
+        let text = strings(&["Author"]);
+        let req = SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 5,
+        };
+        assert_eq!(search_plan(&req), SearchPlan::Like);
+        // Keywords that leave no free text.
+        let text = strings(&["Title"]);
+        let quotes = strings(&["\"\""]);
+        let req = SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &quotes,
+            limit: 5,
+        };
+        assert_eq!(search_plan(&req), SearchPlan::Like);
+    }
+
+    #[test]
+    fn free_text_is_the_keywords_without_double_quotes() {
+        assert_eq!(
+            free_text(&strings(&["say", "\"hello\"", "o'brien", "a@b.com"])),
+            "say hello o'brien a@b.com"
+        );
+        assert_eq!(free_text(&strings(&["\"", " "])), "");
+    }
+
+    /// The peer has no sys.fulltext_indexes: the catalog side is tested on canned rows.
+    #[test]
+    fn full_text_indexes_come_from_the_catalog_with_their_key_and_columns() {
+        let tables = [
+            row(&[Some("dbo"), Some("Tickets"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("TicketView"), Some("VIEW")]),
+        ];
+        let c = |t: &str, name: &str, ty: &str| {
+            row(&[
+                Some("dbo"),
+                Some(t),
+                Some(name),
+                Some(ty),
+                Some("NO"),
+                None,
+                None,
+                None,
+                None,
+            ])
+        };
+        let columns = [
+            c("Tickets", "TicketId", "int"),
+            c("Tickets", "Subject", "nvarchar"),
+            c("Tickets", "Body", "nvarchar"),
+            c("Customers", "Id", "int"),
+            c("Customers", "Name", "nvarchar"),
+            c("TicketView", "Id", "int"),
+            c("TicketView", "Body", "nvarchar"),
+        ];
+        let ft = |t: &str, key: &str, col: &str| row(&[Some("dbo"), Some(t), Some(key), Some(col)]);
+        let full_text = [
+            ft("Tickets", "TicketId", "Subject"),
+            ft("Tickets", "TicketId", "Body"),
+            // An indexed view carries its own index.
+            ft("TicketView", "Id", "Body"),
+            // Rows for objects the catalog does not list are ignored.
+            ft("Gone", "Id", "Text"),
+        ];
+        let cat = build_catalog(&tables, &columns, &[], &[], &[], &full_text);
+        assert_eq!(
+            cat.find("Tickets").and_then(|t| t.full_text.clone()),
+            Some(FullTextIndex {
+                key_column: "TicketId".into(),
+                columns: strings(&["Subject", "Body"]),
+            })
+        );
+        assert_eq!(
+            cat.find("TicketView")
+                .and_then(|t| t.full_text.as_ref())
+                .map(|f| f.columns.clone()),
+            Some(strings(&["Body"]))
+        );
+        assert_eq!(
+            cat.find("Customers").map(|t| t.full_text.is_some()),
+            Some(false)
+        );
+    }
+
+    /// The peer accepts and ignores SET ROWCOUNT, so the batch text is checked here.
+    #[test]
+    fn adhoc_queries_run_inside_a_rolled_back_transaction_and_set_the_cap_only_when_it_changes() {
+        let page = Page {
+            offset: 10,
+            limit: 5,
+        };
+        assert_eq!(row_cap(page), 16);
+        // A fresh connection (ROWCOUNT 0), or one whose cap differs: the cap is set.
+        for session in [Some(0), Some(501), None] {
+            assert_eq!(
+                adhoc_batch("SELECT * FROM t -- note;\n ;; ", 16, session),
+                "SET ROWCOUNT 16; BEGIN TRANSACTION;\n\
+                 SELECT * FROM t -- note;\n\
+                 ;ROLLBACK TRANSACTION;",
+                "{session:?}"
+            );
+        }
+        // The same cap as the last query on this connection: three statements.
+        assert_eq!(
+            adhoc_batch("SELECT 1", 16, Some(16)),
+            "BEGIN TRANSACTION;\nSELECT 1\n;ROLLBACK TRANSACTION;"
+        );
+        let huge = Page {
+            offset: usize::MAX,
+            limit: 5,
+        };
+        assert_eq!(row_cap(huge), i32::MAX as u32);
+    }
+
+    /// The peer ignores SET ROWCOUNT, so whether a cap left by an ad-hoc query could cut one
+    /// of our own statements is checked on the text.
+    #[test]
+    fn own_statements_lift_a_session_row_cap_that_could_cut_them() {
+        let sql = "SELECT TOP (11) [a] FROM [t]";
+        // No cap, or one large enough: the statement as it is.
+        for session in [Some(0), Some(11), Some(501)] {
+            assert_eq!(own_statement(sql, 11, session), sql, "{session:?}");
+        }
+        // A smaller cap (or an unknown one) is lifted for this call only.
+        for session in [Some(6), None] {
+            assert_eq!(
+                own_statement(sql, 11, session),
+                format!("SET ROWCOUNT 0; {sql}"),
+                "{session:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_settings_are_made_once_per_session() {
+        assert_eq!(
+            session_setup(Duration::from_secs(30)),
+            "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT 22500; \
+             SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;"
+        );
+        assert!(session_setup(Duration::from_millis(10)).contains("SET LOCK_TIMEOUT 100;"));
     }
 
     fn row(values: &[Option<&str>]) -> Vec<Value> {
@@ -2246,7 +2713,7 @@ mod tests {
             c("Boxes", "sales", "BoxId", "bigint"),
             c("Report", "dbo", "Id", "int"),
         ];
-        build_catalog(&tables, &columns, keys, fks, &[])
+        build_catalog(&tables, &columns, keys, fks, &[], &[])
     }
 
     /// The peer has no sys.key_constraints: declared keys are only testable on canned rows.

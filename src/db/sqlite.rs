@@ -462,6 +462,8 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
             key_is_heuristic,
             foreign_keys,
             row_estimate,
+            // FTS5 tables are separate virtual tables, not indexes on this one.
+            full_text: None,
         });
     }
     let pks: Vec<(String, Vec<String>)> = tables

@@ -2,9 +2,9 @@
 //! (natural-language questions) as well as the seed guide's commands and plain SQL.
 //!
 //! Natural language is split into keywords and matched against the visible text columns of
-//! every visible table with bound `LIKE` parameters (the backend builds the SQL), concurrently,
-//! each search bounded in rows and by the query timeout; hits are ranked by how many
-//! keyword/column pairs matched.
+//! every visible table with bound parameters (the backend builds the SQL: `LIKE` patterns, or
+//! a full-text index where a SQL Server table has one), concurrently, each search bounded in
+//! rows and by the query timeout; hits are ranked by how many keyword/column pairs matched.
 
 use serde_json::{Value, json};
 
