@@ -24,9 +24,12 @@
 //! same SQL text on one connection per worker, rows collected, nothing else. Every response is
 //! checked (status, no JSON-RPC error, no `isError`, the row count); any failure stops the run.
 //!
-//! The peer (one Python thread) is the bottleneck on purpose: the question is whether the
-//! server adds one. Its accept backlog is 5, so connections are opened one at a time and
-//! the pool is small.
+//! The peer is the bottleneck on purpose: the question is whether the server adds one. Its
+//! accept backlog is 5, so connections are opened one at a time and the pool is small.
+//!
+//! `--pin` puts the peer on CPU 0 and this process (server, plain client, load generator) on
+//! CPU 1 with `taskset`, as if the database ran on a host of its own; without it the two share
+//! both CPUs with each other and with whatever else the machine runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,6 +163,8 @@ struct Args {
     secs: u64,
     warmup: u64,
     rounds: u32,
+    /// Peer on CPU 0, this process on CPU 1 (see [`pin`]).
+    pin: bool,
 }
 
 fn args() -> Args {
@@ -167,6 +172,7 @@ fn args() -> Args {
         secs: 5,
         warmup: 1,
         rounds: 2,
+        pin: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -179,8 +185,9 @@ fn args() -> Args {
             "--secs" => a.secs = num().max(1),
             "--warmup" => a.warmup = num(),
             "--rounds" => a.rounds = num().max(1) as u32,
+            "--pin" => a.pin = true,
             "-h" | "--help" => {
-                println!("tds_bench [--secs N] [--warmup N] [--rounds N]");
+                println!("tds_bench [--secs N] [--warmup N] [--rounds N] [--pin]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}; try --help"),
@@ -413,8 +420,23 @@ async fn run_plain(
     total
 }
 
+/// Pins every thread of process `pid` to `cpu` with taskset(1) (util-linux), which threads
+/// created afterwards inherit.
+fn pin(pid: &str, cpu: u32) {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), pid])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("--pin needs taskset (util-linux)");
+    assert!(status.success(), "taskset could not pin {pid} to CPU {cpu}");
+}
+
 fn main() {
     let a = args();
+    if a.pin {
+        // Before the runtime starts, so every worker thread inherits CPU 1.
+        pin(&std::process::id().to_string(), 1);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -429,6 +451,9 @@ async fn bench(a: Args) {
     let port = common::free_port();
     let peer = PeerGuard(common::spawn_pysqlbridge(dir.path(), port));
     let peer_pid = peer.0.id().to_string();
+    if a.pin {
+        pin(&peer_pid, 0);
+    }
 
     let toml = format!(
         r#"

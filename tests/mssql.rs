@@ -5,8 +5,8 @@
 //! The peer is located at `$PYSQLBRIDGE_PYTHON` or `.ci/venv/bin/python`; when neither exists
 //! the tests fail with the command that installs it (they are never skipped silently).
 //!
-//! What the peer cannot do (declared keys, decimal/date/GUID types, `SET ROWCOUNT`, `WAITFOR`)
-//! is covered by unit tests in `src/db/mssql.rs` on canned values.
+//! What the peer cannot do (declared keys, decimal/date/GUID types, `SET ROWCOUNT`, `WAITFOR`,
+//! full-text search) is covered by unit tests in `src/db/mssql.rs` on canned values.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
