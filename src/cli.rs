@@ -66,6 +66,13 @@ pub enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// Generate the demo database into DIR and exit (`demo` runs this as a child process, so
+    /// the memory generation takes is returned to the system before serving starts).
+    #[command(hide = true)]
+    GenerateDemo {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// List the IP allowlist presets (`chatgpt`, `anthropic`) and their ranges.
     IpPresets,
     /// Show or clear the result caches of the running server (through its local admin
@@ -148,6 +155,13 @@ pub fn main() -> ExitCode {
             print!("{}", crate::edge::allowlist::describe_presets());
             ExitCode::SUCCESS
         }
+        Command::GenerateDemo { data_dir } => match crate::demo::ensure_database(&data_dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}\n  fix: pass a writable directory with --data-dir");
+                ExitCode::from(EX_USAGE)
+            }
+        },
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -169,7 +183,9 @@ pub fn main() -> ExitCode {
                     Command::Tokens { config, action } => tokens(&config, action).await,
                     Command::Cache { config, action } => cache(&config, action).await,
                     Command::CheckConfig { config, .. } => check_connect(&config).await,
-                    Command::HashPassword | Command::IpPresets => ExitCode::SUCCESS,
+                    Command::HashPassword | Command::IpPresets | Command::GenerateDemo { .. } => {
+                        ExitCode::SUCCESS
+                    }
                 }
             })
         }
@@ -322,9 +338,36 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining open requests");
 }
 
+/// Generates a missing demo database in a child process (`generate-demo`): the tens of
+/// megabytes generation touches then leave with the child instead of staying in this
+/// process's allocator. Anything that goes wrong here is left to the in-process generation
+/// that follows, which reports it.
+async fn generate_in_child(dir: &std::path::Path) {
+    if crate::demo::database_is_current(dir) {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let status = tokio::process::Command::new(exe)
+        .arg("generate-demo")
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await;
+    if let Err(e) = status {
+        tracing::debug!(error = %e, "could not generate the demo database in a child process");
+    }
+}
+
 async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     let dir = data_dir.unwrap_or_else(crate::demo::default_data_dir);
     let started = std::time::Instant::now();
+    generate_in_child(&dir).await;
     let db_path = match tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || crate::demo::ensure_database(&dir)

@@ -47,6 +47,11 @@ pub fn ensure_database(dir: &Path) -> Result<PathBuf, String> {
     result.map(|()| path)
 }
 
+/// Whether `dir` already holds a current demo database (nothing to generate).
+pub fn database_is_current(dir: &Path) -> bool {
+    is_current(&dir.join("demo.sqlite"))
+}
+
 fn is_current(path: &Path) -> bool {
     let Ok(conn) =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
