@@ -778,3 +778,64 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         .unwrap_or(10.0);
     assert!(value < 2.5, "the unit's exposure grew: {score}");
 }
+
+/// `demo` generates a missing database in a child process (`generate-demo`) so the serving
+/// process does not keep the generation's memory, then serves it.
+#[tokio::test]
+async fn the_demo_generates_a_missing_database_and_serves_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("fresh");
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start demo");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let health = format!("http://127.0.0.1:{port}/health");
+    while client()
+        .get(&health)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(data.join("demo.sqlite").is_file());
+    // (What the child saves is measured by benches/run.sh, a release build: idle RSS 14.9 MB
+    // against 20.5 MB when the serving process generated the file itself. A debug build's
+    // footprint is too different to assert on here.)
+    child.kill().await.expect("kill");
+
+    // The hidden command on its own: idempotent, and a clear error for a directory it cannot
+    // create.
+    let again = Command::new(BIN)
+        .args(["generate-demo", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("generate-demo");
+    assert!(again.status.success());
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "not a directory").expect("write");
+    let out = Command::new(BIN)
+        .args(["generate-demo", "--data-dir"])
+        .arg(blocked.join("sub"))
+        .output()
+        .expect("generate-demo");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fix: pass a writable directory"));
+}
