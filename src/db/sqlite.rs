@@ -319,29 +319,25 @@ fn ident(s: &str) -> String {
 }
 
 fn kind_of(decl: &str) -> ValueKind {
-    /// Case-insensitive `contains` without an upper-cased copy (this runs per result column).
-    struct Upper<'a>(&'a [u8]);
-    impl Upper<'_> {
-        fn contains(&self, needle: &str) -> bool {
-            self.0
-                .windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-        }
-    }
-    let t = Upper(decl.as_bytes());
-    if t.contains("BOOL") {
+    // Case-insensitive `contains` without an upper-cased copy (this runs per result column).
+    let has = |needle: &str| {
+        decl.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if has("BOOL") {
         ValueKind::Boolean
-    } else if t.contains("INT") {
+    } else if has("INT") {
         ValueKind::Integer
-    } else if t.contains("DEC") || t.contains("NUMERIC") || t.contains("MONEY") {
+    } else if has("DEC") || has("NUMERIC") || has("MONEY") {
         ValueKind::Decimal
-    } else if t.contains("DATE") || t.contains("TIME") {
+    } else if has("DATE") || has("TIME") {
         ValueKind::Temporal
-    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+    } else if has("CHAR") || has("CLOB") || has("TEXT") {
         ValueKind::Text
-    } else if t.contains("BLOB") || t.contains("BINARY") {
+    } else if has("BLOB") || has("BINARY") {
         ValueKind::Binary
-    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+    } else if has("REAL") || has("FLOA") || has("DOUB") {
         ValueKind::Float
     } else {
         ValueKind::Other
@@ -661,8 +657,12 @@ impl Backend for SqliteBackend {
         self.with_conn(move |c| run_uncached(c, &sql, page)).await
     }
 
-    /// The template through the statement cache: its text repeats while the values change.
+    /// A template with bound values goes through the statement cache: its text repeats while
+    /// the values change. Nothing lifted: the text as sent, uncached like any ad-hoc query.
     async fn query_lifted(&self, q: &Lifted<'_>, page: Page) -> Result<RowSet, DbError> {
+        if q.params.is_empty() {
+            return self.query(q.original, page).await;
+        }
         let sql = q.template.to_string();
         let params: Vec<rusqlite::types::Value> = q
             .params

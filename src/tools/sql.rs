@@ -277,8 +277,8 @@ pub(crate) async fn run_sql(
 /// Lifts `sql`'s literals and has the guard check the template, once per template and scope.
 ///
 /// Lifting never changes what is accepted: a template the guard refuses is dropped and the
-/// original text is checked (and, if accepted, run) as written, and refusals always come from
-/// checking the original, so their messages quote what the client sent.
+/// original text is checked (and, if accepted, run) as written, so refusals always quote what
+/// the client sent. Only accepted templates are remembered.
 fn accept<'a>(
     scope: &Scope,
     sql: &'a str,
@@ -288,18 +288,21 @@ fn accept<'a>(
     if let Some(checked) = scope.accepted.get(lifted.template.as_ref()) {
         return Ok((lifted, checked));
     }
-    if !lifted.params.is_empty()
-        && let Ok(checked) = guard::check(&lifted.template, dialect, &scope.rules)
-    {
-        let checked = Arc::new(checked);
-        scope
-            .accepted
-            .insert(lifted.template.to_string(), checked.clone());
-        return Ok((lifted, checked));
+    match guard::check(&lifted.template, dialect, &scope.rules) {
+        Ok(checked) => {
+            let checked = Arc::new(checked);
+            scope
+                .accepted
+                .insert(lifted.template.to_string(), checked.clone());
+            Ok((lifted, checked))
+        }
+        // Nothing was lifted: the template is the original, and this is its refusal.
+        Err(e) if lifted.params.is_empty() => Err(e.into()),
+        Err(_) => {
+            let checked = guard::check(sql, dialect, &scope.rules)?;
+            Ok((Lifted::verbatim(sql), Arc::new(checked)))
+        }
     }
-    let checked = Arc::new(guard::check(sql, dialect, &scope.rules)?);
-    scope.accepted.insert(sql.to_string(), checked.clone());
-    Ok((Lifted::verbatim(sql), checked))
 }
 
 fn looks_like_missing_table(msg: &str) -> bool {
