@@ -317,6 +317,27 @@ async fn token_request(
         .expect("token")
 }
 
+/// A refresh-token grant for `client_id`.
+async fn refresh_grant(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    refresh_token: &str,
+    client_id: &str,
+) -> reqwest::Response {
+    token_request(
+        c,
+        s,
+        scope,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+        ],
+    )
+    .await
+}
+
 /// Registration, sign-in (as alice), approval and code exchange: (client_id, token response).
 async fn full_flow(c: &reqwest::Client, s: &Server, scope: &str) -> (String, Value) {
     full_flow_as(c, s, scope, "alice", ALICE_PASSWORD).await
@@ -949,17 +970,7 @@ async fn a_replayed_code_is_refused_and_revokes_the_token_it_issued() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh(&first)),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&first), &client_id).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }
@@ -1027,17 +1038,7 @@ async fn a_token_for_one_scope_is_refused_at_another() {
         "{h}"
     );
     // Its refresh token and client are unknown at the other scope's token endpoint too.
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh(&t)),
-            ("client_id", &claude_client),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&t), &claude_client).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         r.json::<Value>().await.expect("json")["error"],
@@ -1070,17 +1071,7 @@ async fn a_reused_refresh_token_revokes_the_whole_grant() {
     let c = http();
     let (client_id, t) = full_flow(&c, &s, "/chatgpt").await;
     let old_refresh = refresh(&t);
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &old_refresh),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &old_refresh, &client_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let t2: Value = r.json().await.expect("json");
     assert_ne!(refresh(&t2), old_refresh, "refresh tokens rotate");
@@ -1090,17 +1081,7 @@ async fn a_reused_refresh_token_revokes_the_whole_grant() {
             .status(),
         StatusCode::OK
     );
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &old_refresh),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &old_refresh, &client_id).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         r.json::<Value>().await.expect("json")["error"],
@@ -1118,17 +1099,7 @@ async fn a_reused_refresh_token_revokes_the_whole_grant() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh(&t2)),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&t2), &client_id).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }
@@ -1160,17 +1131,7 @@ async fn revoked_tokens_stop_working() {
     );
     // Revoking the refresh token ends the grant: it cannot be refreshed either.
     assert_eq!(revoke(refresh(&t)).await.status(), StatusCode::OK);
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh(&t)),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&t), &client_id).await;
     assert_eq!(
         r.json::<Value>().await.expect("json")["error"],
         "invalid_grant"
@@ -1585,17 +1546,7 @@ async fn tokens_survive_a_restart_and_refresh_still_works() {
             .status(),
         StatusCode::OK
     );
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh(&t)),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&t), &client_id).await;
     assert_eq!(r.status(), StatusCode::OK);
     let t2: Value = r.json().await.expect("json");
     assert_eq!(
@@ -1629,17 +1580,7 @@ async fn tokens_stop_working_when_their_user_loses_the_scope_in_the_config() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let r = token_request(
-        &c,
-        &s,
-        "/chatgpt",
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh(&t)),
-            ("client_id", &client_id),
-        ],
-    )
-    .await;
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&t), &client_id).await;
     assert_eq!(
         r.json::<Value>().await.expect("json")["error"],
         "invalid_grant"
