@@ -11,6 +11,7 @@
 //! - [`cli`]: the command line (`demo`, `serve`, `check-config`, `tokens`, `cache`).
 //! - [`config`]: strict TOML configuration, validated before any port is bound.
 //! - [`demo`]: the no-setup demo: generates the embedded database and its two-scope config.
+//! - [`json`]: JSON text we wrote ourselves; tool results and responses assembled from it.
 //! - [`edge`]: TLS (ACME/files/off), client IP, allowlists, rate limits, timeouts, headers.
 //! - [`state`]: [`state::AppState`] and the per-scope [`state::Scope`].
 //! - [`app`]: builds backends and scopes, the router, and runs the server.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod edge;
+pub mod json;
 pub mod mcp;
 pub mod oauth;
 pub mod ops;

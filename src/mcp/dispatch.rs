@@ -5,8 +5,6 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
-
 use serde_json::{Map, Value, json};
 
 use super::protocol::{
@@ -14,6 +12,7 @@ use super::protocol::{
     MODERN_VERSION, Request, RpcError, SUPPORTED_VERSIONS,
 };
 use crate::db::TableInfo;
+use crate::json::Json;
 use crate::state::Scope;
 use crate::tools::{self, ToolError, visible_tables};
 
@@ -83,7 +82,7 @@ pub async fn handle(
     era: Era,
     req: &Request,
     caller: &Caller,
-) -> Result<Box<RawValue>, RpcError> {
+) -> Result<Json, RpcError> {
     if req.method == "tools/call" {
         return call_tool(scope, era, &req.params, caller).await;
     }
@@ -164,9 +163,8 @@ pub async fn handle(
     to_raw(&result)
 }
 
-fn to_raw(v: &impl Serialize) -> Result<Box<RawValue>, RpcError> {
-    serde_json::value::to_raw_value(v)
-        .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
+fn to_raw(v: &impl Serialize) -> Result<Json, RpcError> {
+    Json::encode(v).map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
 }
 
 /// The version `initialize` settles on for these params (see [`negotiate`]).
@@ -217,13 +215,29 @@ fn modern_meta() -> &'static Value {
     META.get_or_init(|| json!({ META_SERVER_INFO: server_info() }))
 }
 
-/// A `tools/call` result, serialised without building a `Value` tree: the tool's JSON goes
-/// in once as text and once, unparsed, as `structuredContent`.
+/// What follows `isError` in a successful `tools/call` result of this era (built once).
+fn tool_result_tail(era: Era) -> &'static Json {
+    static MODERN: OnceLock<Json> = OnceLock::new();
+    static LEGACY: OnceLock<Json> = OnceLock::new();
+    let (cell, members) = match era {
+        Era::Modern => (
+            &MODERN,
+            json!({"resultType": "complete", "_meta": modern_meta()}),
+        ),
+        Era::Legacy(_) => (&LEGACY, json!({})),
+    };
+    cell.get_or_init(|| {
+        // Our own constant object: encoding cannot fail, and an empty tail is still valid.
+        Json::encode(&members)
+            .map(|j| Json::object_members(&j))
+            .unwrap_or_else(|_| Json::no_members())
+    })
+}
+
+/// A failed `tools/call` result (the message as text, no structured content).
 #[derive(Serialize)]
-struct CallToolResult<'a> {
+struct CallToolError<'a> {
     content: [TextContent<'a>; 1],
-    #[serde(rename = "structuredContent", skip_serializing_if = "Option::is_none")]
-    structured: Option<&'a RawValue>,
     #[serde(rename = "isError")]
     is_error: bool,
     #[serde(rename = "resultType", skip_serializing_if = "Option::is_none")]
@@ -244,7 +258,7 @@ async fn call_tool(
     era: Era,
     params: &Value,
     caller: &Caller,
-) -> Result<Box<RawValue>, RpcError> {
+) -> Result<Json, RpcError> {
     let name = str_param(params, "name")?;
     let args = params.get("arguments").unwrap_or(&Value::Null);
     let started = Instant::now();
@@ -252,19 +266,10 @@ async fn call_tool(
     let elapsed = started.elapsed();
     record_call(scope, name, args, caller, &outcome, elapsed);
     let modern = era == Era::Modern;
-    let result = |text: &str, structured: Option<&RawValue>, is_error: bool| {
-        to_raw(&CallToolResult {
-            content: [TextContent { kind: "text", text }],
-            structured,
-            is_error,
-            result_type: modern.then_some("complete"),
-            meta: modern.then(modern_meta),
-        })
-    };
     match outcome {
         Ok(out) => {
             tracing::debug!(scope = %scope.path, tool = name, rows = out.rows, ms = elapsed.as_millis() as u64, user = caller.user.as_deref().unwrap_or("-"), "tool call ok");
-            result(out.json.get(), Some(&out.json), false)
+            Ok(Json::tool_result(&out.json, tool_result_tail(era)))
         }
         Err(ToolError::UnknownTool(t)) => Err(RpcError::invalid_params(format!(
             "Unknown tool: `{t}`; this endpoint offers: {}",
@@ -276,7 +281,15 @@ async fn call_tool(
             } else {
                 tracing::debug!(scope = %scope.path, tool = name, error = %e, "tool call refused");
             }
-            result(&e.to_string(), None, true)
+            to_raw(&CallToolError {
+                content: [TextContent {
+                    kind: "text",
+                    text: &e.to_string(),
+                }],
+                is_error: true,
+                result_type: modern.then_some("complete"),
+                meta: modern.then(modern_meta),
+            })
         }
     }
 }

@@ -82,15 +82,14 @@ pub fn rpc_error_response(id: Option<&Value>, err: &RpcError) -> Response {
 }
 
 /// An already serialised JSON body.
-pub fn json_body(status: StatusCode, body: Box<serde_json::value::RawValue>) -> Response {
-    let text: Box<str> = body.into();
+pub fn json_body(status: StatusCode, body: crate::json::Json) -> Response {
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        String::from(text),
+        body.into_bytes(),
     )
         .into_response()
 }

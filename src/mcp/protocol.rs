@@ -4,8 +4,8 @@
 //! `serde_json::Value`, and each method handler deserialises only the parameters it needs.
 //! That keeps one parse per request on the hot path and lets the three revisions share code.
 
+use crate::json::Json;
 use axum::http::StatusCode;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// Revisions served from the same endpoint, oldest first.
@@ -208,36 +208,23 @@ pub fn parse_value(v: Value) -> Result<Incoming, RpcError> {
 }
 
 /// A success response around an already serialised result.
-pub fn response(id: &Value, result: &RawValue) -> Box<RawValue> {
-    #[derive(serde::Serialize)]
-    struct Response<'a> {
-        jsonrpc: &'static str,
-        id: &'a Value,
-        result: &'a RawValue,
-    }
-    serialise(&Response {
-        jsonrpc: "2.0",
-        id,
-        result,
-    })
+pub fn response(id: &Value, result: &Json) -> Json {
+    Json::rpc_response(id, result)
 }
 
 /// An error response; `id` is null when the request could not be read.
-pub fn error_response(id: Option<&Value>, err: &RpcError) -> Box<RawValue> {
-    serialise(
+pub fn error_response(id: Option<&Value>, err: &RpcError) -> Json {
+    // Serialising our own JSON-RPC envelope (string keys, finite numbers) cannot fail; if it
+    // ever did, the client still gets a well-formed internal error.
+    Json::encode(
         &json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_json()}),
     )
-}
-
-fn serialise(v: &impl serde::Serialize) -> Box<RawValue> {
-    // Serialising our own JSON-RPC envelopes (string keys, finite numbers) cannot fail; if it
-    // ever did, the client still gets a well-formed internal error.
-    serde_json::value::to_raw_value(v).unwrap_or_else(|_| {
-        RawValue::from_string(
-            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error encoding the response"}}"#.to_string(),
+    .or_else(|_| {
+        Json::encode(
+            &json!({"jsonrpc": "2.0", "id": null, "error": {"code": INTERNAL_ERROR, "message": "internal error encoding the response"}}),
         )
-        .unwrap_or_default()
     })
+    .unwrap_or_else(|_| Json::no_members())
 }
 
 #[cfg(test)]

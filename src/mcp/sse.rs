@@ -135,7 +135,7 @@ pub async fn message(
         Err(e) => protocol::error_response(Some(&req.id), &e),
     };
     // A client that stopped reading loses its session rather than stalling the server.
-    match tokio::time::timeout(Duration::from_secs(10), outbox.send(reply.to_string())).await {
+    match tokio::time::timeout(Duration::from_secs(10), outbox.send(reply.into_string())).await {
         Ok(Ok(())) => (StatusCode::ACCEPTED, "Accepted").into_response(),
         _ => {
             ctx.app.sessions().remove(&session.id);
@@ -175,11 +175,7 @@ pub async fn plain_post(
         .unwrap_or(LATEST_LEGACY_VERSION);
     match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => json_body(StatusCode::OK, protocol::response(&req.id, &result)),
-        Err(e) => (
-            e.status,
-            axum::Json(protocol::error_response(Some(&req.id), &e)),
-        )
-            .into_response(),
+        Err(e) => json_body(e.status, protocol::error_response(Some(&req.id), &e)),
     }
 }
 

@@ -28,9 +28,9 @@ use super::protocol::{
     SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
+use crate::json::Json;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
-use serde_json::value::RawValue;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -65,11 +65,11 @@ fn reply_kind(headers: &HeaderMap) -> Result<Reply, RpcError> {
     }
 }
 
-fn reply(kind: Reply, body: Box<RawValue>, status: StatusCode) -> Response {
+fn reply(kind: Reply, body: Json, status: StatusCode) -> Response {
     match kind {
         Reply::Json => json_body(status, body),
         Reply::Sse => {
-            let data = body.to_string();
+            let data = body.into_string();
             let stream = futures::stream::once(async move {
                 Ok::<_, Infallible>(Event::default().event("message").data(data))
             });

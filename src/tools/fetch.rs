@@ -55,7 +55,7 @@ pub async fn fetch(scope: &Scope, id: &str) -> Result<ToolOutput, ToolError> {
     out.insert("text".into(), doc["text"].clone());
     out.insert("url".into(), Value::String(record_url(scope, id.trim())));
     out.insert("metadata".into(), doc["metadata"].clone());
-    ToolOutput::new(&out, 1)
+    ToolOutput::sized(&out, 1, 2048)
 }
 
 fn find_visible<'c>(

@@ -15,12 +15,12 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::config::ToolProfile;
 use crate::db::guard::GuardError;
 use crate::db::{Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind};
+use crate::json::Json;
 use crate::state::Scope;
 
 /// What a successful tool call returns.
@@ -28,7 +28,7 @@ use crate::state::Scope;
 pub struct ToolOutput {
     /// The result as JSON text, serialised once: it is sent as the text content and, without
     /// parsing it again, as `structuredContent`.
-    pub json: Box<RawValue>,
+    pub json: Json,
     /// Rows returned, for the audit record.
     pub rows: usize,
 }
@@ -36,14 +36,23 @@ pub struct ToolOutput {
 impl ToolOutput {
     /// Serialises a result.
     pub(crate) fn new<T: Serialize + ?Sized>(value: &T, rows: usize) -> Result<Self, ToolError> {
-        let json = serde_json::value::to_raw_value(value)
+        Self::sized(value, rows, 256)
+    }
+
+    /// Serialises a result expected to take about `capacity` bytes.
+    pub(crate) fn sized<T: Serialize + ?Sized>(
+        value: &T,
+        rows: usize,
+        capacity: usize,
+    ) -> Result<Self, ToolError> {
+        let json = Json::encode_sized(value, capacity)
             .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
         Ok(Self { json, rows })
     }
 
     /// The result parsed back into a JSON value (for callers outside the hot path).
     pub fn value(&self) -> Value {
-        serde_json::from_str(self.json.get()).unwrap_or(Value::Null)
+        self.json.to_value()
     }
 }
 

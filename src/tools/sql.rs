@@ -200,7 +200,9 @@ fn paged(
         next_cursor,
         masked_columns,
     };
-    ToolOutput::new(&out, rs.rows.len())
+    // About 24 bytes a cell (name, quotes, value) sizes the buffer once for typical rows.
+    let cells = rs.rows.len() * rs.columns.len();
+    ToolOutput::sized(&out, rs.rows.len(), 256 + cells * 24)
 }
 
 /// Resolves the page to run: from a cursor (which must belong to `target`) or from scratch.

@@ -1,0 +1,288 @@
+//! JSON text this process wrote itself, and the few ways responses are put together from it.
+//!
+//! A tool result is serialised once ([`Json::encode`]) and then goes into the JSON-RPC response
+//! twice: escaped, as the text content, and verbatim, as `structuredContent`. [`Json`] keeps the
+//! bytes (valid, compact UTF-8 JSON, because only `serde_json` or the builders here make one),
+//! so the response is assembled by copying slices into one buffer sized up front, instead of
+//! re-serialising through `RawValue` and growing a fresh buffer at each layer.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// JSON text produced by this process: valid, compact, UTF-8.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Json(Vec<u8>);
+
+impl Json {
+    /// Serialises `value` (compact).
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Self::encode_sized(value, 128)
+    }
+
+    /// Serialises `value` into a buffer that starts at `capacity` bytes, so a large result is
+    /// written without regrowing (and copying) its buffer again and again.
+    pub fn encode_sized<T: Serialize + ?Sized>(
+        value: &T,
+        capacity: usize,
+    ) -> Result<Self, serde_json::Error> {
+        let mut buf = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut buf, value)?;
+        Ok(Self(buf))
+    }
+
+    /// A JSON-RPC success response around `result`: `{"jsonrpc":"2.0","id":…,"result":…}`.
+    pub fn rpc_response(id: &serde_json::Value, result: &Json) -> Self {
+        let mut buf = Vec::with_capacity(result.0.len() + 64);
+        buf.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        // A JSON-RPC id is a string, a number or null; writing a `Value` into a Vec cannot fail.
+        let mark = buf.len();
+        if serde_json::to_writer(&mut buf, id).is_err() {
+            buf.truncate(mark);
+            buf.extend_from_slice(b"null");
+        }
+        buf.extend_from_slice(br#","result":"#);
+        buf.extend_from_slice(&result.0);
+        buf.push(b'}');
+        Self(buf)
+    }
+
+    /// A `tools/call` result whose text content is `structured` itself, as the MCP spec asks
+    /// for tools that return structured content:
+    /// `{"content":[{"type":"text","text":"<structured, escaped>"}],"structuredContent":<structured>,"isError":false<tail>}`.
+    /// `tail` is appended inside the object verbatim (e.g. `,"resultType":"complete"`); it must
+    /// be empty or start with `,` and hold complete members.
+    pub fn tool_result(structured: &Json, tail: &Json) -> Self {
+        const HEAD: &[u8] = br#"{"content":[{"type":"text","text":""#;
+        const MID: &[u8] = br#""}],"structuredContent":"#;
+        const END: &[u8] = br#","isError":false"#;
+        let n = structured.0.len();
+        // Escaping adds one byte per `"` or `\`; a quarter extra covers typical row data.
+        let mut buf = Vec::with_capacity(
+            HEAD.len() + n + n / 4 + MID.len() + n + END.len() + tail.0.len() + 1,
+        );
+        buf.extend_from_slice(HEAD);
+        escape_into(&mut buf, &structured.0);
+        buf.extend_from_slice(MID);
+        buf.extend_from_slice(&structured.0);
+        buf.extend_from_slice(END);
+        buf.extend_from_slice(&tail.0);
+        buf.push(b'}');
+        Self(buf)
+    }
+
+    /// The members of a JSON object without its braces, for [`Json::tool_result`]'s `tail`:
+    /// `{"a":1}` becomes `,"a":1`; `{}` (or anything not an object) becomes empty.
+    pub fn object_members(object: &Json) -> Self {
+        match object.0.as_slice() {
+            [b'{', inner @ .., b'}'] if !inner.is_empty() => {
+                let mut buf = Vec::with_capacity(inner.len() + 1);
+                buf.push(b',');
+                buf.extend_from_slice(inner);
+                Self(buf)
+            }
+            _ => Self(Vec::new()),
+        }
+    }
+
+    /// An empty `tail` for [`Json::tool_result`].
+    pub fn no_members() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The text as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, for a response body.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The text as a `String` (our own output is UTF-8; a bad byte, which cannot happen,
+    /// would be replaced rather than panic).
+    pub fn into_string(self) -> String {
+        String::from_utf8(self.0)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// The text parsed back into a value (for callers off the hot path).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for the empty text (only [`Json::object_members`] and [`Json::no_members`] make one).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// Appends `text` as the contents of a JSON string (without the quotes): `"` and `\` get a
+/// backslash, control characters their short or `\u00XX` form. Everything else, including
+/// multi-byte UTF-8, is copied as is.
+///
+/// Compact JSON from serde has a quote every few bytes, so this works a word at a time: eight
+/// bytes with nothing to escape (the common case) are copied with one test.
+pub fn escape_into(out: &mut Vec<u8>, text: &[u8]) {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    let mut run = 0; // start of the bytes not yet copied
+    while i + 8 <= text.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&text[i..i + 8]);
+        let w = u64::from_le_bytes(w);
+        // A byte is "special" if it is < 0x20, == '"' or == '\\'; the classic zero-byte test
+        // (x - 0x01…) & !x & 0x80… finds each, and is exact for the lowest special byte,
+        // which is the one we act on.
+        let quote = w ^ (LO * u64::from(b'"'));
+        let slash = w ^ (LO * u64::from(b'\\'));
+        let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+        let control = w.wrapping_sub(LO * 0x20) & !w & HI;
+        let hits = zero(quote) | zero(slash) | control;
+        if hits == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (hits.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&text[run..at]);
+        push_escape(out, text[at]);
+        i = at + 1;
+        run = i;
+    }
+    while i < text.len() {
+        let b = text[i];
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            out.extend_from_slice(&text[run..i]);
+            push_escape(out, b);
+            run = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&text[run..]);
+}
+
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn escaped(s: &str) -> String {
+        let mut out = Vec::new();
+        escape_into(&mut out, s.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The reference: serde_json's own string escaping, quotes stripped.
+    fn reference(s: &str) -> String {
+        let q = serde_json::to_string(s).unwrap();
+        q[1..q.len() - 1].to_string()
+    }
+
+    #[test]
+    fn escaping_round_trips_through_serde_for_every_special_byte_at_every_offset() {
+        let specials: Vec<char> = (0u8..0x20)
+            .map(char::from)
+            .chain(['"', '\\', '/', 'é', '€', '😀', '\u{7f}'])
+            .collect();
+        for &c in &specials {
+            for pad in 0..20 {
+                let s = format!("{}{c}{}{c}", "a".repeat(pad), "b".repeat(pad % 9));
+                let e = escaped(&s);
+                let back: String = serde_json::from_str(&format!("\"{e}\"")).unwrap();
+                assert_eq!(back, s, "char {:?} pad {pad}", c);
+            }
+        }
+    }
+
+    #[test]
+    fn escaping_matches_serde_where_serde_has_a_short_form() {
+        // serde writes \b \f \n \r \t and \u00XX for other controls: the same bytes as ours.
+        let all: String = (0u8..0x80).map(char::from).collect::<String>() + "naïve \"q\" \\ end";
+        assert_eq!(escaped(&all), reference(&all));
+        for len in 0..40 {
+            let s: String = "x\"".repeat(len);
+            assert_eq!(escaped(&s), reference(&s));
+        }
+    }
+
+    #[test]
+    fn bytes_near_the_special_ones_are_not_escaped() {
+        // 0x20 (space), '!' and '#', ']' and '[' sit next to the special bytes.
+        let s = " !#[]^_`{|}~ 0123456789 !#[]";
+        assert_eq!(escaped(s), s);
+    }
+
+    #[test]
+    fn a_tool_result_carries_the_same_json_as_text_and_structured_content() {
+        let structured = Json::encode(
+            &json!({"rows":[{"name":"O'Brien \"Bob\"","note":"line\nbreak \\ é"}],"n":1}),
+        )
+        .unwrap();
+        let tail = Json::object_members(&Json::encode(&json!({"resultType":"complete"})).unwrap());
+        let out = Json::tool_result(&structured, &tail).to_value();
+        let text = out["content"][0]["text"].as_str().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(text).unwrap(),
+            out["structuredContent"]
+        );
+        assert_eq!(out["content"][0]["type"], "text");
+        assert_eq!(out["isError"], false);
+        assert_eq!(out["resultType"], "complete");
+        assert_eq!(out.as_object().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_response_wraps_the_result_with_its_id() {
+        let result = Json::encode(&json!({"ok":true})).unwrap();
+        for id in [json!(7), json!("a\"b"), Value::Null] {
+            let v = Json::rpc_response(&id, &result).to_value();
+            assert_eq!(v, json!({"jsonrpc":"2.0","id":id,"result":{"ok":true}}));
+        }
+    }
+
+    #[test]
+    fn object_members_of_an_empty_object_are_empty() {
+        assert!(Json::object_members(&Json::encode(&json!({})).unwrap()).is_empty());
+        assert_eq!(
+            Json::object_members(&Json::encode(&json!({"a":1})).unwrap()).as_bytes(),
+            b",\"a\":1"
+        );
+    }
+}
