@@ -52,17 +52,22 @@ impl Json {
     /// `{"content":[{"type":"text","text":"<structured, escaped>"}],"structuredContent":<structured>,"isError":false<tail>}`.
     /// `tail` is appended inside the object verbatim (e.g. `,"resultType":"complete"`); it must
     /// be empty or start with `,` and hold complete members.
-    pub fn tool_result(structured: &Json, tail: &Json) -> Self {
+    ///
+    /// `escaped` is `structured` already escaped (from [`Dual`]); without it, it is escaped here.
+    pub fn tool_result(structured: &Json, escaped: Option<&[u8]>, tail: &Json) -> Self {
         const HEAD: &[u8] = br#"{"content":[{"type":"text","text":""#;
         const MID: &[u8] = br#""}],"structuredContent":"#;
         const END: &[u8] = br#","isError":false"#;
         let n = structured.0.len();
         // Escaping adds one byte per `"` or `\`; a quarter extra covers typical row data.
-        let mut buf = Vec::with_capacity(
-            HEAD.len() + n + n / 4 + MID.len() + n + END.len() + tail.0.len() + 1,
-        );
+        let text = escaped.map_or(n + n / 4, <[u8]>::len);
+        let mut buf =
+            Vec::with_capacity(HEAD.len() + text + MID.len() + n + END.len() + tail.0.len() + 1);
         buf.extend_from_slice(HEAD);
-        escape_into(&mut buf, &structured.0);
+        match escaped {
+            Some(e) => buf.extend_from_slice(e),
+            None => escape_into(&mut buf, &structured.0),
+        }
         buf.extend_from_slice(MID);
         buf.extend_from_slice(&structured.0);
         buf.extend_from_slice(END);
@@ -132,6 +137,84 @@ impl fmt::Debug for Json {
 impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// A result written once into two buffers: the JSON itself, and the same JSON escaped as the
+/// contents of a JSON string, ready to be the text content of a tool result. Writing both
+/// while serialising skips a second pass over the whole result, which for row data (a `"`
+/// every seven bytes) costs as much as serialising it.
+///
+/// The caller writes well-formed JSON through these methods (tests compare the output with
+/// serde's for the same value); [`Dual::finish`] returns it as [`Json`].
+pub struct Dual {
+    raw: Vec<u8>,
+    text: Vec<u8>,
+}
+
+impl Dual {
+    /// Two buffers of about `capacity` bytes each.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            raw: Vec::with_capacity(capacity),
+            text: Vec::with_capacity(capacity + capacity / 4),
+        }
+    }
+
+    /// JSON syntax or a literal with no `"` or `\` in it (`{`, `],`, `true`, `null`): the
+    /// same bytes in both forms.
+    pub fn syntax(&mut self, s: &[u8]) {
+        debug_assert!(!s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+        self.raw.extend_from_slice(s);
+        self.text.extend_from_slice(s);
+    }
+
+    /// A string, quoted and escaped.
+    pub fn string(&mut self, s: &str) {
+        let plain = !s.bytes().fold(false, |hit, b| {
+            hit | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if plain {
+            self.raw.push(b'"');
+            self.raw.extend_from_slice(s.as_bytes());
+            self.raw.push(b'"');
+            self.text.extend_from_slice(b"\\\"");
+            self.text.extend_from_slice(s.as_bytes());
+            self.text.extend_from_slice(b"\\\"");
+        } else {
+            let start = self.raw.len();
+            // Writing a `&str` into a Vec cannot fail.
+            if serde_json::to_writer(&mut self.raw, s).is_err() {
+                self.raw.truncate(start);
+                self.raw.extend_from_slice(b"null");
+            }
+            escape_into(&mut self.text, &self.raw[start..]);
+        }
+    }
+
+    /// An object key and its colon.
+    pub fn key(&mut self, k: &str) {
+        self.string(k);
+        self.syntax(b":");
+    }
+
+    /// An integer.
+    pub fn int(&mut self, i: impl itoa::Integer) {
+        let mut buf = itoa::Buffer::new();
+        self.syntax(buf.format(i).as_bytes());
+    }
+
+    /// Any other value, through serde.
+    pub fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), serde_json::Error> {
+        let start = self.raw.len();
+        serde_json::to_writer(&mut self.raw, v).inspect_err(|_| self.raw.truncate(start))?;
+        escape_into(&mut self.text, &self.raw[start..]);
+        Ok(())
+    }
+
+    /// The JSON and its escaped form.
+    pub fn finish(self) -> (Json, Vec<u8>) {
+        (Json(self.raw), self.text)
     }
 }
 
@@ -256,7 +339,7 @@ mod tests {
         )
         .unwrap();
         let tail = Json::object_members(&Json::encode(&json!({"resultType":"complete"})).unwrap());
-        let out = Json::tool_result(&structured, &tail).to_value();
+        let out = Json::tool_result(&structured, None, &tail).to_value();
         let text = out["content"][0]["text"].as_str().unwrap();
         assert_eq!(
             serde_json::from_str::<Value>(text).unwrap(),
@@ -266,6 +349,34 @@ mod tests {
         assert_eq!(out["isError"], false);
         assert_eq!(out["resultType"], "complete");
         assert_eq!(out.as_object().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn dual_writes_the_same_json_twice_once_escaped() {
+        let mut d = Dual::with_capacity(8);
+        d.syntax(b"{");
+        d.key("plain");
+        d.string("Anna Berg");
+        d.syntax(b",");
+        d.key("odd \"key\"");
+        d.string("tab\there \\ \"quoted\" \u{1}");
+        d.syntax(b",");
+        d.key("n");
+        d.int(-42i64);
+        d.syntax(b",");
+        d.key("v");
+        d.value(&json!([1.5, null, "x\"y"])).unwrap();
+        d.syntax(b"}");
+        let (raw, text) = d.finish();
+        let want = json!({"plain":"Anna Berg","odd \"key\"":"tab\there \\ \"quoted\" \u{1}","n":-42,"v":[1.5,null,"x\"y"]});
+        assert_eq!(raw.as_bytes(), serde_json::to_vec(&want).unwrap());
+        let mut escaped = Vec::new();
+        escape_into(&mut escaped, raw.as_bytes());
+        assert_eq!(text, escaped);
+        let out = Json::tool_result(&raw, Some(&text), &Json::no_members()).to_value();
+        let text = out["content"][0]["text"].as_str().unwrap();
+        assert_eq!(serde_json::from_str::<Value>(text).unwrap(), want);
+        assert_eq!(out["structuredContent"], want);
     }
 
     #[test]

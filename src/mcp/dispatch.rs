@@ -269,7 +269,11 @@ async fn call_tool(
     match outcome {
         Ok(out) => {
             tracing::debug!(scope = %scope.path, tool = name, rows = out.rows, ms = elapsed.as_millis() as u64, user = caller.user.as_deref().unwrap_or("-"), "tool call ok");
-            Ok(Json::tool_result(&out.json, tool_result_tail(era)))
+            Ok(Json::tool_result(
+                &out.json,
+                out.escaped.as_deref(),
+                tool_result_tail(era),
+            ))
         }
         Err(ToolError::UnknownTool(t)) => Err(RpcError::invalid_params(format!(
             "Unknown tool: `{t}`; this endpoint offers: {}",

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::config::ToolProfile;
 use crate::db::guard::GuardError;
 use crate::db::{Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind};
-use crate::json::Json;
+use crate::json::{Dual, Json};
 use crate::state::Scope;
 
 /// What a successful tool call returns.
@@ -29,6 +29,8 @@ pub struct ToolOutput {
     /// The result as JSON text, serialised once: it is sent as the text content and, without
     /// parsing it again, as `structuredContent`.
     pub json: Json,
+    /// `json` already escaped for the text content, when it was written with [`Dual`].
+    pub escaped: Option<Vec<u8>>,
     /// Rows returned, for the audit record.
     pub rows: usize,
 }
@@ -47,7 +49,21 @@ impl ToolOutput {
     ) -> Result<Self, ToolError> {
         let json = Json::encode_sized(value, capacity)
             .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
-        Ok(Self { json, rows })
+        Ok(Self {
+            json,
+            escaped: None,
+            rows,
+        })
+    }
+
+    /// A result written with [`Dual`].
+    pub(crate) fn dual(d: Dual, rows: usize) -> Self {
+        let (json, escaped) = d.finish();
+        Self {
+            json,
+            escaped: Some(escaped),
+            rows,
+        }
     }
 
     /// The result parsed back into a JSON value (for callers outside the hot path).
@@ -430,6 +446,38 @@ impl Serialize for RowObject<'_> {
         }
         m.end()
     }
+}
+
+impl RowObjects<'_> {
+    /// Writes the rows as [`RowObjects`]' `Serialize` does, into both forms at once.
+    pub(crate) fn write(&self, d: &mut Dual) -> Result<(), serde_json::Error> {
+        d.syntax(b"[");
+        for (r, row) in self.rows.iter().enumerate() {
+            d.syntax(if r == 0 { b"{" } else { b",{" });
+            for (i, (c, v)) in self.columns.iter().zip(row).enumerate() {
+                if i > 0 {
+                    d.syntax(b",");
+                }
+                d.key(&c.name);
+                write_cell(d, v)?;
+            }
+            d.syntax(b"}");
+        }
+        d.syntax(b"]");
+        Ok(())
+    }
+}
+
+/// One cell, as [`DbValue`]'s `Serialize` writes it.
+fn write_cell(d: &mut Dual, v: &DbValue) -> Result<(), serde_json::Error> {
+    match v {
+        DbValue::Null => d.syntax(b"null"),
+        DbValue::Bool(b) => d.syntax(if *b { b"true" } else { b"false" }),
+        DbValue::Int(i) => d.int(*i),
+        DbValue::Decimal(t) | DbValue::Text(t) => d.string(t),
+        DbValue::Float(_) | DbValue::Bytes(_) => d.value(v)?,
+    }
+    Ok(())
 }
 
 /// The id of a row of `table` if the selected columns include its whole primary key.

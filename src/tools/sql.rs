@@ -14,6 +14,7 @@ use super::{
 use crate::db::guard::{self, TableRef};
 use crate::db::lift::{self, Lifted};
 use crate::db::{Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
+use crate::json::Dual;
 use crate::state::Scope;
 
 /// Default page of `get_table_sample`.
@@ -155,7 +156,8 @@ fn join(v: &Value) -> String {
         .join(", ")
 }
 
-/// The paged result shared by `get_table_sample` and `execute_sql`.
+/// The paged result shared by `get_table_sample` and `execute_sql`. It is written by
+/// [`Paged::write`]; the derived `Serialize` is the reference its test compares against.
 #[derive(Serialize)]
 struct Paged<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,9 +202,61 @@ fn paged(
         next_cursor,
         masked_columns,
     };
-    // About 24 bytes a cell (name, quotes, value) sizes the buffer once for typical rows.
+    // About 24 bytes a cell (name, quotes, value) sizes the buffers once for typical rows.
     let cells = rs.rows.len() * rs.columns.len();
-    ToolOutput::sized(&out, rs.rows.len(), 256 + cells * 24)
+    let mut d = Dual::with_capacity(256 + cells * 24);
+    out.write(&mut d)
+        .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
+    Ok(ToolOutput::dual(d, rs.rows.len()))
+}
+
+impl Paged<'_> {
+    /// Writes the result (field for field what `Serialize` would) as JSON and escaped text.
+    fn write(&self, d: &mut Dual) -> Result<(), serde_json::Error> {
+        d.syntax(b"{");
+        if let Some(t) = &self.table {
+            d.key("table");
+            d.string(t);
+            d.syntax(b",");
+        }
+        d.key("columns");
+        string_array(d, self.columns.iter().copied());
+        d.syntax(b",");
+        d.key("rows");
+        self.rows.write(d)?;
+        d.syntax(b",");
+        d.key("row_count");
+        d.int(self.row_count);
+        d.syntax(b",");
+        d.key("offset");
+        d.int(self.offset);
+        d.syntax(b",");
+        d.key("truncated");
+        d.syntax(if self.truncated { b"true" } else { b"false" });
+        if let Some(c) = &self.next_cursor {
+            d.syntax(b",");
+            d.key("next_cursor");
+            d.string(c);
+        }
+        if !self.masked_columns.is_empty() {
+            d.syntax(b",");
+            d.key("masked_columns");
+            string_array(d, self.masked_columns.iter().map(String::as_str));
+        }
+        d.syntax(b"}");
+        Ok(())
+    }
+}
+
+fn string_array<'a>(d: &mut Dual, items: impl Iterator<Item = &'a str>) {
+    d.syntax(b"[");
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            d.syntax(b",");
+        }
+        d.string(s);
+    }
+    d.syntax(b"]");
 }
 
 /// Resolves the page to run: from a cursor (which must belong to `target`) or from scratch.
@@ -382,4 +436,84 @@ pub async fn execute_sql(
     let page = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
     let (rs, _tables, masked) = run_sql(scope, sql, page).await?;
     paged(scope, &rs, page, target, None, &masked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Value as DbValue;
+
+    fn col(name: &str) -> ResultColumn {
+        ResultColumn {
+            name: name.into(),
+            data_type: None,
+        }
+    }
+
+    /// `Paged::write` must produce byte for byte what serde produces for the same value, and
+    /// its escaped half must be exactly that JSON escaped.
+    fn same_as_serde(p: &Paged<'_>) {
+        let mut d = Dual::with_capacity(0);
+        p.write(&mut d).unwrap();
+        let (raw, escaped) = d.finish();
+        let want = serde_json::to_vec(p).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(raw.as_bytes()),
+            String::from_utf8_lossy(&want)
+        );
+        let mut again = Vec::new();
+        crate::json::escape_into(&mut again, &want);
+        assert_eq!(escaped, again);
+    }
+
+    #[test]
+    fn written_pages_match_serde_for_every_value_kind() {
+        let columns = vec![col("id"), col("name \"quoted\""), col("x"), col("ünï")];
+        let rows = [
+            vec![
+                DbValue::Int(i64::MIN),
+                DbValue::Text("O'Brien \"Bob\" \\ tab\t nl\n \u{1} é 😀".into()),
+                DbValue::Float(1.5),
+                DbValue::Decimal("-0.10".into()),
+            ],
+            vec![
+                DbValue::Null,
+                DbValue::Bool(true),
+                DbValue::Float(f64::NAN),
+                DbValue::Bytes(vec![0, 255, 34, 92]),
+            ],
+            vec![
+                DbValue::Bool(false),
+                DbValue::Text(String::new()),
+                DbValue::Float(-1e300),
+                DbValue::Float(f64::INFINITY),
+            ],
+        ];
+        let masked = ["secret".to_string(), "pa\"ss".to_string()];
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        for (table, cursor, masked, rows) in [
+            (None, None, &[][..], &rows[..]),
+            (
+                Some("main.t\"x".to_string()),
+                Some("c-1".to_string()),
+                &masked[..],
+                &rows[..],
+            ),
+            (Some("t".to_string()), None, &[][..], &rows[..0]),
+        ] {
+            same_as_serde(&Paged {
+                table,
+                columns: names.clone(),
+                rows: RowObjects {
+                    columns: &columns,
+                    rows,
+                },
+                row_count: rows.len(),
+                offset: 7,
+                truncated: cursor.is_some(),
+                next_cursor: cursor,
+                masked_columns: masked,
+            });
+        }
+    }
 }
