@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
+use compact_str::CompactString;
 use serde::Serialize;
 
 pub use guard::{AccessRules, SqlDialect};
@@ -56,14 +57,25 @@ pub enum Value {
     Int(i64),
     Float(f64),
     /// Exact decimal (DECIMAL, NUMERIC, MONEY) as its canonical text, never a float.
-    Decimal(String),
-    /// Text, and also dates and times already in ISO 8601 form and UUIDs.
-    Text(String),
+    Decimal(CompactString),
+    /// Text, and also dates and times already in ISO 8601 form and UUIDs. Up to 24 bytes
+    /// (most cells: names, cities, statuses, timestamps) live inline, without an allocation.
+    Text(CompactString),
     /// Binary data; serialised as base64.
     Bytes(Vec<u8>),
 }
 
 impl Value {
+    /// A text value.
+    pub fn text(s: impl Into<CompactString>) -> Self {
+        Value::Text(s.into())
+    }
+
+    /// An exact decimal value, from its canonical text.
+    pub fn decimal(s: impl Into<CompactString>) -> Self {
+        Value::Decimal(s.into())
+    }
+
     /// The value as a JSON value: integers as numbers, decimals as strings, binary as base64.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
@@ -74,7 +86,7 @@ impl Value {
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map(J::Number)
                 .unwrap_or_else(|| J::String(f.to_string())),
-            Value::Decimal(s) | Value::Text(s) => J::String(s.clone()),
+            Value::Decimal(s) | Value::Text(s) => J::String(s.to_string()),
             Value::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
         }
     }
@@ -86,7 +98,7 @@ impl Value {
             Value::Bool(b) => b.to_string(),
             Value::Int(i) => i.to_string(),
             Value::Float(f) => f.to_string(),
-            Value::Decimal(s) | Value::Text(s) => s.clone(),
+            Value::Decimal(s) | Value::Text(s) => s.to_string(),
             Value::Bytes(b) => format!("<{} bytes>", b.len()),
         }
     }

@@ -1403,7 +1403,7 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
 
 fn text(v: Option<&Value>) -> String {
     match v {
-        Some(Value::Text(s)) | Some(Value::Decimal(s)) => s.clone(),
+        Some(Value::Text(s)) | Some(Value::Decimal(s)) => s.to_string(),
         Some(Value::Null) | None => String::new(),
         Some(other) => other.display(),
     }
@@ -1703,12 +1703,12 @@ fn decode(data: ColumnData<'static>, column: ColumnType) -> (Value, bool) {
             v.map(|f| Value::Float(f.to_string().parse().unwrap_or(f64::from(f))))
         }
         ColumnData::F64(v) => v.map(|f| match column {
-            ColumnType::Money | ColumnType::Money4 => Value::Decimal(money_text(f)),
+            ColumnType::Money | ColumnType::Money4 => Value::decimal(money_text(f)),
             _ => Value::Float(f),
         }),
         ColumnData::Bit(v) => v.map(Value::Bool),
-        ColumnData::String(v) => v.map(|s| Value::Text(s.into_owned())),
-        ColumnData::Guid(v) => v.map(|g| Value::Text(g.to_string().to_ascii_uppercase())),
+        ColumnData::String(v) => v.map(|s| Value::text(s.into_owned())),
+        ColumnData::Guid(v) => v.map(|g| Value::text(g.to_string().to_ascii_uppercase())),
         ColumnData::Binary(v) => {
             return match v {
                 None => (Value::Null, false),
@@ -1725,27 +1725,27 @@ fn decode(data: ColumnData<'static>, column: ColumnType) -> (Value, bool) {
                 }
             };
         }
-        ColumnData::Numeric(v) => v.map(|n| Value::Decimal(decimal_text(n.value(), n.scale()))),
-        ColumnData::Xml(v) => v.map(|x| Value::Text(x.into_owned().into_string())),
+        ColumnData::Numeric(v) => v.map(|n| Value::decimal(decimal_text(n.value(), n.scale()))),
+        ColumnData::Xml(v) => v.map(|x| Value::text(x.into_owned().into_string())),
         ColumnData::DateTime(v) => {
-            v.map(|d| Value::Text(datetime_text(d.days(), d.seconds_fragments())))
+            v.map(|d| Value::text(datetime_text(d.days(), d.seconds_fragments())))
         }
         ColumnData::SmallDateTime(v) => {
-            v.map(|d| Value::Text(smalldatetime_text(d.days(), d.seconds_fragments())))
+            v.map(|d| Value::text(smalldatetime_text(d.days(), d.seconds_fragments())))
         }
-        ColumnData::Time(v) => v.map(|t| Value::Text(time_text(t.increments(), t.scale()))),
+        ColumnData::Time(v) => v.map(|t| Value::text(time_text(t.increments(), t.scale()))),
         ColumnData::Date(v) => {
-            v.map(|d| Value::Text(date_text(i64::from(d.days()) - DAYS_0001_TO_1970)))
+            v.map(|d| Value::text(date_text(i64::from(d.days()) - DAYS_0001_TO_1970)))
         }
         ColumnData::DateTime2(v) => v.map(|d| {
-            Value::Text(datetime2_text(
+            Value::text(datetime2_text(
                 i64::from(d.date().days()),
                 d.time().increments(),
                 d.time().scale(),
             ))
         }),
         ColumnData::DateTimeOffset(v) => v.map(|d| {
-            Value::Text(datetimeoffset_text(
+            Value::text(datetimeoffset_text(
                 i64::from(d.datetime2().date().days()),
                 d.datetime2().time().increments(),
                 d.datetime2().time().scale(),
@@ -2176,7 +2176,7 @@ mod tests {
                     ColumnData::DateTime(Some(DateTime::new(days, ticks + extra))),
                     ColumnType::Datetimen
                 ),
-                Value::Text(format!("2024-03-15T10:22:05{want}"))
+                Value::text(format!("2024-03-15T10:22:05{want}"))
             );
         }
         assert_eq!(
@@ -2674,7 +2674,7 @@ mod tests {
             .map(|v| match v {
                 Some(s) => match s.parse::<i64>() {
                     Ok(i) => Value::Int(i),
-                    Err(_) => Value::Text(s.to_string()),
+                    Err(_) => Value::text(*s),
                 },
                 None => Value::Null,
             })

@@ -484,7 +484,7 @@ mod tests {
             ],
             vec![
                 DbValue::Bool(false),
-                DbValue::Text(String::new()),
+                DbValue::Text("".into()),
                 DbValue::Float(-1e300),
                 DbValue::Float(f64::INFINITY),
             ],
