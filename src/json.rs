@@ -198,6 +198,19 @@ impl Dual {
         self.syntax(b":");
     }
 
+    /// A piece written once and appended many times (an object key repeated on every row).
+    pub fn piece(write: impl FnOnce(&mut Dual)) -> Piece {
+        let mut d = Dual::with_capacity(32);
+        write(&mut d);
+        Piece(d)
+    }
+
+    /// Appends a [`Piece`].
+    pub fn put(&mut self, p: &Piece) {
+        self.raw.extend_from_slice(&p.0.raw);
+        self.text.extend_from_slice(&p.0.text);
+    }
+
     /// An integer.
     pub fn int(&mut self, i: impl itoa::Integer) {
         let mut buf = itoa::Buffer::new();
@@ -217,6 +230,9 @@ impl Dual {
         (Json(self.raw), self.text)
     }
 }
+
+/// Something written with [`Dual`] once, to append again with [`Dual::put`].
+pub struct Piece(Dual);
 
 /// Appends `text` as the contents of a JSON string (without the quotes): `"` and `\` get a
 /// backslash, control characters their short or `\u00XX` form. Everything else, including

@@ -451,14 +451,25 @@ impl Serialize for RowObject<'_> {
 impl RowObjects<'_> {
     /// Writes the rows as [`RowObjects`]' `Serialize` does, into both forms at once.
     pub(crate) fn write(&self, d: &mut Dual) -> Result<(), serde_json::Error> {
+        // `"name":` in both forms, once per column rather than once per cell.
+        let keys: Vec<_> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Dual::piece(|k| {
+                    if i > 0 {
+                        k.syntax(b",");
+                    }
+                    k.key(&c.name);
+                })
+            })
+            .collect();
         d.syntax(b"[");
         for (r, row) in self.rows.iter().enumerate() {
             d.syntax(if r == 0 { b"{" } else { b",{" });
-            for (i, (c, v)) in self.columns.iter().zip(row).enumerate() {
-                if i > 0 {
-                    d.syntax(b",");
-                }
-                d.key(&c.name);
+            for (key, v) in keys.iter().zip(row) {
+                d.put(key);
                 write_cell(d, v)?;
             }
             d.syntax(b"}");

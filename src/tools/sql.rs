@@ -202,9 +202,9 @@ fn paged(
         next_cursor,
         masked_columns,
     };
-    // About 24 bytes a cell (name, quotes, value) sizes the buffers once for typical rows.
+    // About 32 bytes a cell (name, quotes, value) sizes the buffers once for typical rows.
     let cells = rs.rows.len() * rs.columns.len();
-    let mut d = Dual::with_capacity(256 + cells * 24);
+    let mut d = Dual::with_capacity(256 + cells * 32);
     out.write(&mut d)
         .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
     Ok(ToolOutput::dual(d, rs.rows.len()))
