@@ -31,38 +31,30 @@ impl Json {
         Ok(Self(buf))
     }
 
-    /// A JSON-RPC success response around `result`: `{"jsonrpc":"2.0","id":…,"result":…}`.
-    pub fn rpc_response(id: &serde_json::Value, result: &Json) -> Self {
-        let mut buf = Vec::with_capacity(result.0.len() + 64);
-        buf.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-        // A JSON-RPC id is a string, a number or null; writing a `Value` into a Vec cannot fail.
-        let mark = buf.len();
-        if serde_json::to_writer(&mut buf, id).is_err() {
-            buf.truncate(mark);
-            buf.extend_from_slice(b"null");
-        }
-        buf.extend_from_slice(br#","result":"#);
-        buf.extend_from_slice(&result.0);
-        buf.push(b'}');
-        Self(buf)
-    }
-
-    /// A `tools/call` result whose text content is `structured` itself, as the MCP spec asks
-    /// for tools that return structured content:
-    /// `{"content":[{"type":"text","text":"<structured, escaped>"}],"structuredContent":<structured>,"isError":false<tail>}`.
-    /// `tail` is appended inside the object verbatim (e.g. `,"resultType":"complete"`); it must
-    /// be empty or start with `,` and hold complete members.
+    /// A JSON-RPC response to `id` whose result is a `tools/call` result with `structured` as
+    /// its text content too, as the MCP spec asks of tools that return structured content:
+    /// `{"jsonrpc":"2.0","id":…,"result":{"content":[{"type":"text","text":"<structured, escaped>"}],"structuredContent":<structured>,"isError":false<tail>}}`,
+    /// written into one buffer sized up front.
     ///
-    /// `escaped` is `structured` already escaped (from [`Dual`]); without it, it is escaped here.
-    pub fn tool_result(structured: &Json, escaped: Option<&[u8]>, tail: &Json) -> Self {
-        const HEAD: &[u8] = br#"{"content":[{"type":"text","text":""#;
+    /// `escaped` is `structured` already escaped (from [`Dual`]); without it, it is escaped
+    /// here. `tail` is appended inside the result verbatim (e.g. `,"resultType":"complete"`);
+    /// it must be empty or start with `,` and hold complete members.
+    pub fn tool_response(
+        id: &serde_json::Value,
+        structured: &Json,
+        escaped: Option<&[u8]>,
+        tail: &Json,
+    ) -> Self {
+        const HEAD: &[u8] = br#","result":{"content":[{"type":"text","text":""#;
         const MID: &[u8] = br#""}],"structuredContent":"#;
         const END: &[u8] = br#","isError":false"#;
         let n = structured.0.len();
         // Escaping adds one byte per `"` or `\`; a quarter extra covers typical row data.
         let text = escaped.map_or(n + n / 4, <[u8]>::len);
-        let mut buf =
-            Vec::with_capacity(HEAD.len() + text + MID.len() + n + END.len() + tail.0.len() + 1);
+        let mut buf = Vec::with_capacity(
+            64 + HEAD.len() + text + MID.len() + n + END.len() + tail.0.len() + 2,
+        );
+        push_envelope_head(&mut buf, id);
         buf.extend_from_slice(HEAD);
         match escaped {
             Some(e) => buf.extend_from_slice(e),
@@ -72,11 +64,11 @@ impl Json {
         buf.extend_from_slice(&structured.0);
         buf.extend_from_slice(END);
         buf.extend_from_slice(&tail.0);
-        buf.push(b'}');
+        buf.extend_from_slice(b"}}");
         Self(buf)
     }
 
-    /// The members of a JSON object without its braces, for [`Json::tool_result`]'s `tail`:
+    /// The members of a JSON object without its braces, for [`Json::tool_response`]'s `tail`:
     /// `{"a":1}` becomes `,"a":1`; `{}` (or anything not an object) becomes empty.
     pub fn object_members(object: &Json) -> Self {
         match object.0.as_slice() {
@@ -90,7 +82,7 @@ impl Json {
         }
     }
 
-    /// An empty `tail` for [`Json::tool_result`].
+    /// An empty `tail` for [`Json::tool_response`].
     pub fn no_members() -> Self {
         Self(Vec::new())
     }
@@ -137,6 +129,17 @@ impl fmt::Debug for Json {
 impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// `{"jsonrpc":"2.0","id":<id>`.
+fn push_envelope_head(buf: &mut Vec<u8>, id: &serde_json::Value) {
+    buf.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    // A JSON-RPC id is a string, a number or null; writing a `Value` into a Vec cannot fail.
+    let mark = buf.len();
+    if serde_json::to_writer(&mut *buf, id).is_err() {
+        buf.truncate(mark);
+        buf.extend_from_slice(b"null");
     }
 }
 
@@ -355,7 +358,10 @@ mod tests {
         )
         .unwrap();
         let tail = Json::object_members(&Json::encode(&json!({"resultType":"complete"})).unwrap());
-        let out = Json::tool_result(&structured, None, &tail).to_value();
+        let out = Json::tool_response(&json!(3), &structured, None, &tail).to_value();
+        assert_eq!(out["jsonrpc"], "2.0");
+        assert_eq!(out["id"], 3);
+        let out = &out["result"];
         let text = out["content"][0]["text"].as_str().unwrap();
         assert_eq!(
             serde_json::from_str::<Value>(text).unwrap(),
@@ -389,18 +395,21 @@ mod tests {
         let mut escaped = Vec::new();
         escape_into(&mut escaped, raw.as_bytes());
         assert_eq!(text, escaped);
-        let out = Json::tool_result(&raw, Some(&text), &Json::no_members()).to_value();
+        let out =
+            Json::tool_response(&json!("id"), &raw, Some(&text), &Json::no_members()).to_value();
+        let out = &out["result"];
         let text = out["content"][0]["text"].as_str().unwrap();
         assert_eq!(serde_json::from_str::<Value>(text).unwrap(), want);
         assert_eq!(out["structuredContent"], want);
     }
 
     #[test]
-    fn a_response_wraps_the_result_with_its_id() {
-        let result = Json::encode(&json!({"ok":true})).unwrap();
+    fn a_tool_response_carries_any_id() {
+        let structured = Json::encode(&json!({"ok":true})).unwrap();
         for id in [json!(7), json!("a\"b"), Value::Null] {
-            let v = Json::rpc_response(&id, &result).to_value();
-            assert_eq!(v, json!({"jsonrpc":"2.0","id":id,"result":{"ok":true}}));
+            let v = Json::tool_response(&id, &structured, None, &Json::no_members()).to_value();
+            assert_eq!(v["id"], id);
+            assert_eq!(v["result"]["structuredContent"], json!({"ok":true}));
         }
     }
 

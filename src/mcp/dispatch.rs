@@ -75,7 +75,8 @@ pub fn check_modern_meta(req: &Request) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// Handles one request in `scope` and returns its serialised result. For `initialize` the
+/// Handles one request in `scope` and returns its serialised JSON-RPC response (a success;
+/// failures are the `Err` the transport turns into an error response). For `initialize` the
 /// transport creates the session, with the version [`negotiated_version`] picks.
 pub async fn handle(
     scope: &Scope,
@@ -84,7 +85,7 @@ pub async fn handle(
     caller: &Caller,
 ) -> Result<Json, RpcError> {
     if req.method == "tools/call" {
-        return call_tool(scope, era, &req.params, caller).await;
+        return call_tool(scope, era, &req.id, &req.params, caller).await;
     }
     let modern = era == Era::Modern;
     let mut result = match req.method.as_str() {
@@ -160,11 +161,23 @@ pub async fn handle(
             m.insert("cacheScope".into(), json!("public"));
         }
     }
-    to_raw(&result)
+    respond(&req.id, &result)
 }
 
-fn to_raw(v: &impl Serialize) -> Result<Json, RpcError> {
-    Json::encode(v).map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
+/// The success response to `id` carrying `result`.
+fn respond(id: &Value, result: &impl Serialize) -> Result<Json, RpcError> {
+    #[derive(Serialize)]
+    struct Response<'a, T> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a T,
+    }
+    Json::encode(&Response {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
 }
 
 /// The version `initialize` settles on for these params (see [`negotiate`]).
@@ -256,6 +269,7 @@ struct TextContent<'a> {
 async fn call_tool(
     scope: &Scope,
     era: Era,
+    id: &Value,
     params: &Value,
     caller: &Caller,
 ) -> Result<Json, RpcError> {
@@ -269,7 +283,8 @@ async fn call_tool(
     match outcome {
         Ok(out) => {
             tracing::debug!(scope = %scope.path, tool = name, rows = out.rows, ms = elapsed.as_millis() as u64, user = caller.user.as_deref().unwrap_or("-"), "tool call ok");
-            Ok(Json::tool_result(
+            Ok(Json::tool_response(
+                id,
                 &out.json,
                 out.escaped.as_deref(),
                 tool_result_tail(era),
@@ -285,15 +300,18 @@ async fn call_tool(
             } else {
                 tracing::debug!(scope = %scope.path, tool = name, error = %e, "tool call refused");
             }
-            to_raw(&CallToolError {
-                content: [TextContent {
-                    kind: "text",
-                    text: &e.to_string(),
-                }],
-                is_error: true,
-                result_type: modern.then_some("complete"),
-                meta: modern.then(modern_meta),
-            })
+            respond(
+                id,
+                &CallToolError {
+                    content: [TextContent {
+                        kind: "text",
+                        text: &e.to_string(),
+                    }],
+                    is_error: true,
+                    result_type: modern.then_some("complete"),
+                    meta: modern.then(modern_meta),
+                },
+            )
         }
     }
 }

@@ -207,11 +207,6 @@ pub fn parse_value(v: Value) -> Result<Incoming, RpcError> {
     }
 }
 
-/// A success response around an already serialised result.
-pub fn response(id: &Value, result: &Json) -> Json {
-    Json::rpc_response(id, result)
-}
-
 /// An error response; `id` is null when the request could not be read.
 pub fn error_response(id: Option<&Value>, err: &RpcError) -> Json {
     // Serialising our own JSON-RPC envelope (string keys, finite numbers) cannot fail; if it

@@ -130,7 +130,7 @@ pub async fn message(
                     .version
                     .set(dispatch::negotiated_version(&req.params));
             }
-            protocol::response(&req.id, &result)
+            result
         }
         Err(e) => protocol::error_response(Some(&req.id), &e),
     };
@@ -174,7 +174,7 @@ pub async fn plain_post(
         .filter(|v| *v != protocol::MODERN_VERSION)
         .unwrap_or(LATEST_LEGACY_VERSION);
     match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
-        Ok(result) => json_body(StatusCode::OK, protocol::response(&req.id, &result)),
+        Ok(result) => json_body(StatusCode::OK, result),
         Err(e) => json_body(e.status, protocol::error_response(Some(&req.id), &e)),
     }
 }

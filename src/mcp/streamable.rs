@@ -228,7 +228,7 @@ pub async fn post(
             .sessions()
             .create(&ctx.scope.path, Some(version), None);
         bind_session(&caller, &session);
-        let mut resp = reply(kind, protocol::response(&req.id, &result), StatusCode::OK);
+        let mut resp = reply(kind, result, StatusCode::OK);
         if let Ok(v) = HeaderValue::from_str(&session.id) {
             resp.headers_mut().insert(SESSION_HEADER, v);
         }
@@ -273,7 +273,7 @@ pub async fn post(
     };
 
     match dispatch::handle(&ctx.scope, era, &req, &caller).await {
-        Ok(result) => reply(kind, protocol::response(&req.id, &result), StatusCode::OK),
+        Ok(result) => reply(kind, result, StatusCode::OK),
         Err(e) => {
             let status = e.status;
             reply(kind, protocol::error_response(Some(&req.id), &e), status)
