@@ -165,6 +165,9 @@ pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>
             tracing::info_span!("plain_http", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
+        // Counted like the main listener's requests: the challenge route by its template, the
+        // rest (redirects, refusals) as `plain-http`.
+        .layer(from_fn_with_state(state.clone(), crate::ops::metrics::track_plain))
         // Decided once, as on the main listener (trusted proxies included).
         .layer(from_fn_with_state(edge.clone(), edge::client_ip::decide))
         // The fixed security headers, on refusals too; never HSTS over plain HTTP.
@@ -184,7 +187,10 @@ pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>
     let redirect = edge::tls::redirect_routes(state.public_url())
         .layer(from_fn_with_state(edge, edge::allowlist::enforce));
     let routes = match http01 {
-        Some(responder) => redirect.merge(edge::tls::http01_routes(responder)),
+        Some(responder) => redirect.merge(
+            edge::tls::http01_routes(responder)
+                .route_layer(axum::middleware::from_fn(crate::ops::metrics::mark_route)),
+        ),
         None => redirect,
     };
     routes.layer(stack)

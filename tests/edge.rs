@@ -1402,6 +1402,19 @@ async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
         resp.headers().get("location").and_then(|v| v.to_str().ok()),
         Some("https://mcp.example.com/.well-known/acme-challenge/abc")
     );
+    // Both redirects are counted, apart from the main listener's requests.
+    let metrics = client
+        .get(server.url("http", "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(
+            r#"mssql_mcp_http_requests_total{method="GET",route="plain-http",status="308"} 2"#
+        ),
+        "{metrics}"
+    );
     server.stop().await;
     Ok(())
 }

@@ -29,6 +29,9 @@ const BUCKETS: [f64; 14] = [
 
 /// The route label of requests no route answered (refused by the edge first, or 404).
 pub const UNMATCHED: &str = "unmatched";
+/// The `route` label of requests on the plain-HTTP listener outside the ACME challenge route:
+/// the redirect to https (and the edge's refusals in front of it).
+pub const PLAIN_HTTP: &str = "plain-http";
 
 /// Every metric of one server.
 pub struct Metrics {
@@ -489,6 +492,20 @@ pub async fn track(
     req: Request,
     next: Next,
 ) -> Response {
+    track_as(&app, UNMATCHED, req, next).await
+}
+
+/// [`track`] for the plain-HTTP listener: what no route there matched was redirected (or
+/// refused on the way), so it is counted under [`PLAIN_HTTP`] rather than as unmatched.
+pub async fn track_plain(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    track_as(&app, PLAIN_HTTP, req, next).await
+}
+
+async fn track_as(app: &AppState, unmatched: &'static str, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method: &'static str = match *req.method() {
         axum::http::Method::GET => "GET",
@@ -505,7 +522,7 @@ pub async fn track(
         .extensions()
         .get::<Route>()
         .map(|r| r.0.as_str())
-        .unwrap_or(UNMATCHED);
+        .unwrap_or(unmatched);
     app.ops().metrics.http(
         route,
         method,
