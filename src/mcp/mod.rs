@@ -183,10 +183,12 @@ impl<'a> PublicOrigin<'a> {
         })
     }
 
-    /// Whether a request's authority (`Host`, `:authority`) names this host and port.
+    /// Whether a request's authority (`Host`, `:authority`) names this host and port. A DNS
+    /// name may end in the root's dot (`mcp.example.com.` is the same name, written fully
+    /// qualified), on either side.
     fn is_authority(&self, authority: &str) -> bool {
         split_authority(authority).is_some_and(|(host, port)| {
-            host.eq_ignore_ascii_case(self.host)
+            without_root_dot(host).eq_ignore_ascii_case(without_root_dot(self.host))
                 && port.or_else(|| default_port(self.scheme)) == Some(self.port)
         })
     }
@@ -197,6 +199,13 @@ impl<'a> PublicOrigin<'a> {
             scheme.eq_ignore_ascii_case(self.scheme) && self.is_authority(authority)
         })
     }
+}
+
+/// `name.` as `name` (one trailing dot; a lone `.` stays).
+fn without_root_dot(host: &str) -> &str {
+    host.strip_suffix('.')
+        .filter(|h| !h.is_empty())
+        .unwrap_or(host)
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -320,9 +329,14 @@ mod tests {
             "mcp.example.com:443",
             "mcp.example.com:0443",
             "mcp.example.com:",
+            "mcp.example.com.",
+            "MCP.example.com.:443",
         ] {
             assert!(https.is_authority(ok), "{ok}");
         }
+        let dotted = PublicOrigin::parse("https://mcp.example.com.").expect("parses");
+        assert!(dotted.is_authority("mcp.example.com"));
+        assert!(dotted.is_authority("mcp.example.com."));
         for bad in [
             "mcp.example.com:80",
             "mcp.example.com:8443",
@@ -330,6 +344,8 @@ mod tests {
             "mcp.example.com:443:443",
             "mcp.example.com:99999",
             "mcp.example.com.evil.example",
+            "mcp.example.com..",
+            ".",
             "evil.example.com:443",
             "user@mcp.example.com",
             ":443",

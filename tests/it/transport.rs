@@ -256,6 +256,25 @@ async fn a_foreign_host_is_403() {
 }
 
 #[tokio::test]
+async fn the_public_host_written_fully_qualified_is_served() {
+    let srv = Server::demo_with(|c| {
+        c.server.public_url = Some("https://mcp.example.com".into());
+    })
+    .await;
+    for (host, status) in [
+        ("mcp.example.com.", 200),
+        ("MCP.example.com.:443", 200),
+        ("mcp.example.com..", 403),
+        ("mcp.example.com.evil.example.", 403),
+    ] {
+        let r = srv
+            .post_json("/claude/mcp", &[("host", host)], &initialize(V1125))
+            .await;
+        assert_eq!(r.status, status, "Host {host}: {}", r.text);
+    }
+}
+
+#[tokio::test]
 async fn a_foreign_origin_cannot_open_the_legacy_sse_stream() {
     let srv = Server::demo().await;
     let resp = open_stream(
