@@ -11,6 +11,7 @@
 //! connection gets [`FOLD_FUNCTION`], a Unicode lower-casing function, and search compares
 //! `mcp_fold(column) LIKE <lower-cased keyword>`.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -316,7 +317,20 @@ fn sql_err(e: rusqlite::Error) -> DbError {
 
 /// Quotes an identifier for SQLite.
 fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+    let mut out = String::with_capacity(s.len() + 2);
+    push_ident(&mut out, s);
+    out
+}
+
+/// Appends `s` as a quoted identifier (`"` doubled inside).
+fn push_ident(out: &mut String, s: &str) {
+    out.push('"');
+    if s.contains('"') {
+        out.push_str(&s.replace('"', "\"\""));
+    } else {
+        out.push_str(s);
+    }
+    out.push('"');
 }
 
 fn kind_of(decl: &str) -> ValueKind {
@@ -633,11 +647,19 @@ fn collect(
 }
 
 fn select_list(columns: &[String]) -> String {
-    columns
-        .iter()
-        .map(|c| ident(c))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::with_capacity(columns.len() * 16);
+    push_select_list(&mut out, columns);
+    out
+}
+
+/// Appends `"a", "b", …`.
+fn push_select_list(out: &mut String, columns: &[String]) {
+    for (i, c) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push_ident(out, c);
+    }
 }
 
 /// Escapes `%`, `_` and `\` so a keyword matches literally inside `LIKE … ESCAPE '\'`.
@@ -747,30 +769,33 @@ impl Backend for SqliteBackend {
         if key.len() != key_columns.len() || key.is_empty() {
             return Ok(RowSet::default());
         }
-        let mut cond = Vec::new();
-        let mut params = Vec::new();
+        // Built in one buffer: this runs for every `fetch` and every foreign-key neighbour.
+        let mut sql = String::with_capacity(128 + columns.len() * 16);
+        sql.push_str("SELECT ");
+        push_select_list(&mut sql, columns);
+        sql.push_str(" FROM ");
+        push_ident(&mut sql, &table.schema);
+        sql.push('.');
+        push_ident(&mut sql, &table.name);
+        sql.push_str(" WHERE ");
+        let mut params = Vec::with_capacity(key.len());
         for (i, (col, raw)) in key_columns.iter().zip(key).enumerate() {
             let kind = table
                 .column(col)
                 .map(|c| c.kind)
                 .unwrap_or(ValueKind::Other);
-            cond.push(format!("{} = ?{}", ident(col), i + 1));
+            if i > 0 {
+                sql.push_str(" AND ");
+            }
+            push_ident(&mut sql, col);
+            let _ = write!(sql, " = ?{}", i + 1);
             params.push(key_param(kind, raw));
         }
-        let order = if table.primary_key.is_empty() {
-            String::new()
-        } else {
-            format!(" ORDER BY {}", select_list(&table.primary_key))
-        };
-        let sql = format!(
-            "SELECT {} FROM {}.{} WHERE {}{} LIMIT {}",
-            select_list(columns),
-            ident(&table.schema),
-            ident(&table.name),
-            cond.join(" AND "),
-            order,
-            limit + 1
-        );
+        if !table.primary_key.is_empty() {
+            sql.push_str(" ORDER BY ");
+            push_select_list(&mut sql, &table.primary_key);
+        }
+        let _ = write!(sql, " LIMIT {}", limit + 1);
         self.with_conn(move |c| run(c, &sql, &params, Page { offset: 0, limit }))
             .await
     }
@@ -999,6 +1024,17 @@ mod tests {
         }
         let stmt = conn.prepare_cached(sql).expect("cached");
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    #[test]
+    fn identifiers_are_quoted_with_inner_quotes_doubled() {
+        assert_eq!(ident("orders"), "\"orders\"");
+        assert_eq!(ident("we\"ird\"\""), "\"we\"\"ird\"\"\"\"\"");
+        assert_eq!(
+            select_list(&["a b".into(), "c\"".into(), "é".into()]),
+            "\"a b\", \"c\"\"\", \"é\""
+        );
+        assert_eq!(select_list(&[]), "");
     }
 
     #[test]
