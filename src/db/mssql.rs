@@ -1237,7 +1237,9 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
 /// - `READ COMMITTED`: SQL Server's default, stated so reads never see uncommitted rows
 ///   whatever the login's or driver's default.
 /// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
-fn session_setup(query_timeout: Duration) -> String {
+///
+/// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
+pub fn session_setup(query_timeout: Duration) -> String {
     format!(
         "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT {}; \
          SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;",
@@ -1259,7 +1261,9 @@ fn row_cap(page: Page) -> u32 {
 /// [`MssqlConn::rowcount`]) differs, and left in place afterwards: with one scope the cap is
 /// the same for every first page, so the usual batch is three statements. The query goes on
 /// lines of its own so that a trailing `--` comment cannot swallow the rollback.
-fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String {
+///
+/// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
+pub fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String {
     let body = sql.trim().trim_end_matches(';').trim_end();
     let set = if session_rowcount == Some(cap) {
         String::new()
