@@ -26,8 +26,7 @@
 //! same SQL text on one connection per worker, rows collected, nothing else. Plain + read-only
 //! batch: connections of their own, set up once with the server's session settings and row
 //! cap (`mssql::session_setup`, `SET ROWCOUNT`), each query sent as the server sends it
-//! (`BEGIN TRANSACTION; <sql> ;ROLLBACK TRANSACTION;`, with the literals lifted and bound:
-//! see [`as_the_server_sends`]). Server minus
+//! (`mssql::adhoc_batch`: `BEGIN TRANSACTION; <sql> ;ROLLBACK TRANSACTION;`). Server minus
 //! this arm is what our process adds; this arm minus plain is what the required transaction
 //! wrapper costs the peer. Every response is checked (status, no JSON-RPC error, no
 //! `isError`, the row count); any failure stops the run.
@@ -411,29 +410,6 @@ async fn run_server(
     total
 }
 
-/// `sql` sent as the server sends an ad-hoc query to the peer on a connection that carries the
-/// row cap: its literals lifted (`db::lift`) and the read-only batch around the template run
-/// through sp_executesql (`mssql::adhoc_template_query`), or, when nothing was lifted, the
-/// batch as text (`mssql::adhoc_batch`).
-async fn as_the_server_sends(client: &mut Tds, sql: &str) -> Vec<tiberius::Row> {
-    use mssql_mcp::db::mssql::{adhoc_batch, adhoc_template_query};
-    let lifted = mssql_mcp::db::lift::lift(sql, mssql_mcp::db::SqlDialect::MsSql);
-    let stream = if lifted.params.is_empty() {
-        client
-            .simple_query(adhoc_batch(sql, ROW_CAP, Some(ROW_CAP)))
-            .await
-    } else {
-        adhoc_template_query(&lifted.template, &lifted.params, ROW_CAP)
-            .query(client)
-            .await
-    };
-    stream
-        .expect("batch query")
-        .into_first_result()
-        .await
-        .expect("batch rows")
-}
-
 async fn run_plain(
     clients: &mut Vec<Tds>,
     workload: Workload,
@@ -451,18 +427,19 @@ async fn run_plain(
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let sql = workload.sql(w, i);
-                let s = Instant::now();
-                let rows = if batch {
-                    as_the_server_sends(&mut client, &sql).await
+                let sql = if batch {
+                    mssql_mcp::db::mssql::adhoc_batch(&sql, ROW_CAP, Some(ROW_CAP))
                 } else {
-                    client
-                        .simple_query(sql.as_str())
-                        .await
-                        .expect("plain query")
-                        .into_first_result()
-                        .await
-                        .expect("plain rows")
+                    sql
                 };
+                let s = Instant::now();
+                let rows = client
+                    .simple_query(sql.as_str())
+                    .await
+                    .expect("plain query")
+                    .into_first_result()
+                    .await
+                    .expect("plain rows");
                 assert_eq!(rows.len(), workload.rows(), "{sql}");
                 t.latencies.push(s.elapsed().as_micros() as u32);
                 t.requests += 1;
@@ -592,8 +569,15 @@ profile = "full"
             .await
             .expect("plain rows");
         assert_eq!(got.len(), workload.rows(), "{sql}");
-        let got = as_the_server_sends(&mut batch_clients[0], &sql).await;
-        assert_eq!(got.len(), workload.rows(), "{sql} as the server sends it");
+        let batch = mssql_mcp::db::mssql::adhoc_batch(&sql, ROW_CAP, Some(ROW_CAP));
+        let got = batch_clients[0]
+            .simple_query(batch.as_str())
+            .await
+            .expect("batch query")
+            .into_first_result()
+            .await
+            .expect("batch rows");
+        assert_eq!(got.len(), workload.rows(), "{batch}");
     }
 
     let mut results = Vec::new();

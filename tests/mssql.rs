@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mssql_mcp::config::{MssqlConfig, MssqlEncrypt, SecretSource};
-use mssql_mcp::db::lift::{Lifted, Param, lift};
+use mssql_mcp::db::lift::lift;
 use mssql_mcp::db::mssql::{MssqlBackend, MssqlSettings};
 use mssql_mcp::db::{Backend, DbError, Page, RowSet, SearchRequest, SqlDialect, TableInfo, Value};
 
@@ -909,76 +909,6 @@ async fn a_query_future_dropped_mid_stream_does_not_desync_the_pool() {
     }
 }
 
-/// Ad-hoc queries are lifted (`db::lift`): literals after comparisons become typed parameters
-/// and the template runs through sp_executesql inside the same rolled-back transaction. Each
-/// query here gives the same rows (and columns) lifted as run as written.
-#[tokio::test]
-async fn lifted_and_unlifted_queries_return_the_same_rows() {
-    let _s = serial().await;
-    let peer = Peer::start();
-    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
-    for sql in [
-        "SELECT CustomerId, Name, Email, City FROM Customers WHERE CustomerId = 3",
-        "SELECT CustomerId, Name FROM Customers WHERE Name = N'Zoë Ærøskøbing'",
-        "SELECT CustomerId, Name FROM Customers WHERE Name = N'Café \"Olé\", Ltd'",
-        "SELECT CustomerId FROM Customers WHERE City = N'東京' ORDER BY CustomerId",
-        "SELECT CustomerId FROM Customers WHERE Name LIKE N'Customer 1%' ORDER BY CustomerId",
-        "SELECT TOP 5 OrderId, CustomerId FROM Orders WHERE OrderId > 100 ORDER BY OrderId",
-        "SELECT o.OrderId, c.Name FROM Orders o JOIN Customers c ON c.CustomerId = o.CustomerId AND o.Quantity >= 3 WHERE o.OrderId <= 20 ORDER BY o.OrderId",
-        "SELECT COUNT(*) AS n FROM Events WHERE event_id <> 7 AND kind = N'kind3'",
-        "SELECT Id, Name FROM Products WHERE Price < 3.5E1 ORDER BY Id",
-        "SELECT CustomerId FROM Customers WHERE CustomerId = 99999",
-    ] {
-        let lifted = lift(sql, SqlDialect::MsSql);
-        assert!(!lifted.params.is_empty(), "nothing lifted from {sql}");
-        let written = b.query(sql, page(0, 50)).await.expect(sql);
-        let template = b.query_lifted(&lifted, page(0, 50)).await.expect(sql);
-        let columns = |rs: &RowSet| {
-            rs.columns
-                .iter()
-                .map(|c| c.name.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(columns(&template), columns(&written), "{sql}");
-        assert_eq!(template.rows, written.rows, "{sql} as {}", lifted.template);
-        assert!(
-            !written.rows.is_empty() || sql.contains("99999"),
-            "{sql} finds nothing"
-        );
-    }
-    // The template is what runs, with the bound values (not the original text).
-    let original = "SELECT CustomerId FROM Customers WHERE CustomerId = 3";
-    let rigged = Lifted {
-        original,
-        template: "SELECT CustomerId FROM Customers WHERE CustomerId = @P1".into(),
-        params: vec![Param::Int(4)],
-    };
-    let rs = b.query_lifted(&rigged, page(0, 5)).await.expect("template");
-    assert_eq!(ints(&rs, "CustomerId"), [4]);
-    // Its transaction was rolled back: the next query sees only its own.
-    let rs = b
-        .query("SELECT @@TRANCOUNT AS n", page(0, 5))
-        .await
-        .expect("query");
-    assert_eq!(rs.rows, vec![vec![Value::Int(1)]]);
-    // A server error in a template leaves the connection usable too.
-    let err = b
-        .query_lifted(
-            &lift("SELECT * FROM Nope WHERE x = 1", SqlDialect::MsSql),
-            page(0, 5),
-        )
-        .await
-        .expect_err("missing table");
-    assert!(err.to_string().contains("208"), "{err}");
-    let rs = b
-        .query_lifted(&lift(original, SqlDialect::MsSql), page(0, 5))
-        .await
-        .expect("query after the error");
-    assert_eq!(ints(&rs, "CustomerId"), [3]);
-    let stats = b.pool_stats();
-    assert_eq!((stats.created, stats.discarded), (1, 0), "{stats:?}");
-}
-
 #[tokio::test]
 async fn a_missing_table_error_keeps_the_connection_usable() {
     let _s = serial().await;
@@ -1240,6 +1170,86 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         "{}",
         out.value()
     );
+}
+
+/// `execute_sql` lifts literals (`db::lift`) so that queries of one shape share one guard
+/// verdict; SQL Server still runs each text as sent. Each query here returns, through the tool,
+/// exactly the rows the backend returns for the same text, whether its shape was seen before
+/// or not; and the verdicts remembered are one per shape.
+#[tokio::test]
+async fn queries_of_one_shape_share_a_verdict_and_return_their_own_rows() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let mut config = tools_config(&peer);
+    config.scopes[0].deny_columns = vec!["dbo.Customers.Notes".into()];
+    let state = mssql_mcp::app::build_state(config, true)
+        .await
+        .expect("state");
+    let scope = state.scopes()[0].clone();
+    let shapes = [
+        [
+            "SELECT CustomerId, Name, Email, City FROM Customers WHERE CustomerId = 3",
+            "SELECT CustomerId, Name, Email, City FROM Customers WHERE CustomerId = 4",
+            "SELECT CustomerId, Name, Email, City FROM Customers WHERE CustomerId = 99999",
+        ],
+        [
+            "SELECT CustomerId, Name FROM Customers WHERE Name = N'Zoë Ærøskøbing' AND CustomerId > 0",
+            "SELECT CustomerId, Name FROM Customers WHERE Name = N'Café \"Olé\", Ltd' AND CustomerId > 1",
+            "SELECT CustomerId, Name FROM Customers WHERE Name = N'Customer 12' AND CustomerId > 11",
+        ],
+        [
+            "SELECT TOP 5 OrderId, CustomerId FROM Orders WHERE OrderId > 100 ORDER BY OrderId",
+            "SELECT TOP 5 OrderId, CustomerId FROM Orders WHERE OrderId > 7 ORDER BY OrderId",
+            "SELECT TOP 5 OrderId, CustomerId FROM Orders WHERE OrderId > 118 ORDER BY OrderId",
+        ],
+    ];
+    let mut found = 0;
+    for shape in shapes {
+        let template = lift(shape[0], SqlDialect::MsSql).template.into_owned();
+        for sql in shape {
+            assert_eq!(lift(sql, SqlDialect::MsSql).template, template, "{sql}");
+            let out = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+                .await
+                .expect(sql);
+            let want = scope.db.query(sql, page(0, 500)).await.expect(sql);
+            let want: Vec<serde_json::Value> = want
+                .rows
+                .iter()
+                .map(|r| serde_json::to_value(r).expect("json"))
+                .collect();
+            let got: Vec<serde_json::Value> = out.value()["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|r| {
+                    serde_json::Value::Array(
+                        r.as_object().expect("row").values().cloned().collect(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{sql}");
+            found += got.len();
+        }
+    }
+    assert_eq!(found, (1 + 1) + (1 + 1 + 1) + (5 + 5 + 2), "rows found");
+    scope.accepted.run_pending_tasks();
+    assert_eq!(scope.accepted.entry_count(), 3, "one verdict per shape");
+    // A shape's remembered verdict is only for that shape: the hidden column is refused
+    // whatever the literal, naming the query as sent.
+    for sql in [
+        "SELECT Notes FROM Customers WHERE CustomerId = 3",
+        "SELECT Notes FROM Customers WHERE CustomerId = 4",
+    ] {
+        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+            .await
+            .expect_err(sql);
+        assert!(
+            matches!(err, tools::ToolError::Refused(_)) && err.to_string().contains("Notes"),
+            "{sql}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]

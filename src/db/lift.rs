@@ -4,9 +4,10 @@
 //!
 //! Clients send the same query shapes over and over with different values. Keyed by the
 //! template, the guard's verdict ([`super::guard::check`]) is reused across those calls
-//! instead of the text being parsed afresh, and so is the database's prepared statement
-//! (SQLite's statement cache; SQL Server's plan cache, which `sp_executesql` with typed
-//! parameters hits for every value).
+//! instead of the text being parsed afresh (see `tools::sql::accept`). SQLite also runs the
+//! template, so its prepared statement is reused too. SQL Server runs the text as sent: bound
+//! through `sp_executesql`, the same queries cost the TDS test peer 50–80% more CPU each
+//! (`benches/README.md`), so there the template is only the verdict's key.
 //!
 //! A literal is lifted only where a bound parameter means exactly the same thing:
 //!
@@ -21,9 +22,10 @@
 //!   and the parameter has the literal's type:
 //!   - **SQLite**: integers (as `INTEGER`), other numbers (as `REAL`) and single-quoted strings
 //!     (as `TEXT`), which is what SQLite makes of those literals.
-//!   - **SQL Server**: integers that fit in 32 bits (T-SQL reads them as `int`; bound as `int`,
-//!     so arithmetic overflows where the literal's would), numbers with an exponent (`float`,
-//!     bound as `float`), and `N'…'` strings (bound as `nvarchar`). Plain `'…'` strings stay:
+//!   - **SQL Server**: integers that fit in 32 bits (T-SQL reads them as `int`; an `int`
+//!     parameter overflows where the literal would), numbers with an exponent (`float`), and
+//!     `N'…'` strings (`nvarchar`). The template serves only as a verdict's key there, but it
+//!     is kept to what a parameterised run would mean exactly. Plain `'…'` strings stay:
 //!     they are `varchar` in the database's code page, and an `nvarchar` parameter would keep
 //!     characters the code page would not, compare trailing blanks differently under `LIKE`,
 //!     order differently under SQL collations and turn a seek on a `varchar` column into a
@@ -62,7 +64,7 @@ pub struct Lifted<'a> {
     /// The SQL as the client sent it.
     pub original: &'a str,
     /// The SQL with each lifted literal replaced by `?N` (SQLite) or `@PN` (SQL Server, the
-    /// names tiberius gives bound parameters), N from 1; or the original text.
+    /// names tiberius would give bound parameters), N from 1; or the original text.
     pub template: Cow<'a, str>,
     /// The lifted values, in placeholder order.
     pub params: Vec<Param>,

@@ -50,15 +50,7 @@
 //!
 //! The row cap is tracked per connection ([`MssqlConn::rowcount`]) and sent only when it
 //! changes, so the usual batch is three statements; our own statements lift a cap that could
-//! cut them, and catalog loads reset it.
-//!
-//! A query whose literals were lifted ([`super::lift`]: integers, `float`s and `N'…'` strings
-//! right after a comparison in `WHERE`/`HAVING`/`ON`) runs as its template, the one the guard
-//! checked: the same batch through `sp_executesql`, the literals bound as `@P1`, `@P2`, … of
-//! the literal's own type (`int`, `float`, `nvarchar`). A `SET` inside `sp_executesql` lasts
-//! only for the call, so when the session's row cap differs it is set by a plain `SET
-//! ROWCOUNT` batch first. Every value of one query shape then shares one cached guard verdict
-//! (and one plan in SQL Server's cache). If the batch fails part-way, `XACT_ABORT` has already
+//! cut them, and catalog loads reset it. If the batch fails part-way, `XACT_ABORT` has already
 //! rolled a run-time error's transaction back on the server, and `IF @@TRANCOUNT > 0 ROLLBACK;
 //! SET ROWCOUNT 0` runs before the connection is reused; if it cannot, the connection is
 //! discarded (closing a session rolls its transaction back). The row cap holds twice: `SET
@@ -135,7 +127,6 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-use super::lift::Lifted;
 use super::{
     Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, Page, ResultColumn, RowSet,
     SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
@@ -667,28 +658,11 @@ fn is_config_problem(e: &DbError) -> bool {
 /// A bound parameter.
 #[derive(Debug, Clone, PartialEq)]
 enum Param {
-    /// `int`: the type T-SQL gives an integer literal that fits in 32 bits.
-    I32(i32),
     I64(i64),
     F64(f64),
     Bool(bool),
     Str(String),
     Guid(tiberius::Uuid),
-}
-
-impl From<&super::lift::Param> for Param {
-    /// A lifted literal, typed as T-SQL types the literal (`db::lift` lifts only integers
-    /// that fit in `int`, `float`s and `N'…'` strings).
-    fn from(p: &super::lift::Param) -> Self {
-        match p {
-            super::lift::Param::Int(i) => match i32::try_from(*i) {
-                Ok(i) => Param::I32(i),
-                Err(_) => Param::I64(*i),
-            },
-            super::lift::Param::Real(f) => Param::F64(*f),
-            super::lift::Param::Text(s) => Param::Str(s.clone()),
-        }
-    }
 }
 
 /// One round trip: a parameterised statement of ours, or a guarded ad-hoc query.
@@ -697,11 +671,9 @@ struct Statement {
     /// Our statement, or the guarded query alone (the batch around it is built in [`execute`],
     /// where the connection's `SET ROWCOUNT` is known).
     sql: String,
-    /// Bound values: `@P1`, `@P2`, … in `sql`.
     params: Vec<Param>,
     page: Page,
-    /// Run as the ad-hoc batch (transaction, row cap, rollback): a plain batch without
-    /// parameters, through `sp_executesql` with them (a lifted template).
+    /// Run as the ad-hoc batch (transaction, row cap, rollback) instead of via sp_executesql.
     adhoc: bool,
 }
 
@@ -713,42 +685,24 @@ async fn execute(
 ) -> Result<RowSet, DbError> {
     conn.broken = true;
     let cap = row_cap(stmt.page);
-    let outcome = if stmt.adhoc && stmt.params.is_empty() {
+    let outcome = if stmt.adhoc {
         let batch = adhoc_batch(&stmt.sql, cap, conn.rowcount);
         conn.rowcount = None;
         match conn.client.simple_query(batch).await {
             Ok(stream) => read_page(stream, stmt.page).await,
             Err(e) => Err(e),
         }
-    } else if stmt.adhoc {
-        // A lifted template: the same batch through sp_executesql. A `SET` in there would
-        // last only for the call, so a cap that differs from the session's is set by a batch
-        // of its own first (once per connection while one scope's first pages run).
-        let set = if conn.rowcount == Some(cap) {
-            Ok(())
-        } else {
-            conn.rowcount = None;
-            set_rowcount(conn, cap).await
-        };
-        match set {
-            Ok(()) => {
-                conn.rowcount = Some(cap);
-                let q = bound(
-                    adhoc_batch(&stmt.sql, cap, Some(cap)),
-                    stmt.params.iter().cloned(),
-                );
-                match q.query(&mut conn.client).await {
-                    Ok(stream) => read_page(stream, stmt.page).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
     } else {
-        let q = bound(
-            own_statement(&stmt.sql, cap, conn.rowcount),
-            stmt.params.iter().cloned(),
-        );
+        let mut q = Query::new(own_statement(&stmt.sql, cap, conn.rowcount));
+        for p in &stmt.params {
+            match p {
+                Param::I64(i) => q.bind(*i),
+                Param::F64(f) => q.bind(*f),
+                Param::Bool(b) => q.bind(*b),
+                Param::Str(s) => q.bind(s.as_str()),
+                Param::Guid(g) => q.bind(*g),
+            }
+        }
         match q.query(&mut conn.client).await {
             Ok(stream) => read_page(stream, stmt.page).await,
             Err(e) => Err(e),
@@ -780,47 +734,6 @@ async fn execute(
             Err(query_error(&e, ctx))
         }
     }
-}
-
-/// `sql` with `params` bound as `@P1`, `@P2`, … (sent through sp_executesql).
-fn bound<'a>(sql: impl Into<Cow<'a, str>>, params: impl IntoIterator<Item = Param>) -> Query<'a> {
-    let mut q = Query::new(sql);
-    for p in params {
-        match p {
-            Param::I32(i) => q.bind(i),
-            Param::I64(i) => q.bind(i),
-            Param::F64(f) => q.bind(f),
-            Param::Bool(b) => q.bind(b),
-            Param::Str(s) => q.bind(s),
-            Param::Guid(g) => q.bind(g),
-        }
-    }
-    q
-}
-
-/// What runs for a lifted ad-hoc query (`template` with its literals `params`) on a connection
-/// whose session row cap is already `cap`: the ad-hoc batch through sp_executesql.
-///
-/// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
-pub fn adhoc_template_query(
-    template: &str,
-    params: &[super::lift::Param],
-    cap: u32,
-) -> Query<'static> {
-    bound(
-        adhoc_batch(template, cap, Some(cap)),
-        params.iter().map(Param::from),
-    )
-}
-
-/// Sets the session's row cap with a plain batch (so it outlasts the batch), read to the end.
-async fn set_rowcount(conn: &mut MssqlConn, cap: u32) -> Result<(), TdsError> {
-    conn.client
-        .simple_query(format!("SET ROWCOUNT {cap};"))
-        .await?
-        .into_results()
-        .await?;
-    Ok(())
 }
 
 async fn rollback(conn: &mut MssqlConn) -> Result<(), TdsError> {
@@ -2015,21 +1928,6 @@ impl Backend for MssqlBackend {
         self.run(Statement {
             sql: sql.to_string(),
             params: Vec::new(),
-            page,
-            adhoc: true,
-        })
-        .await
-    }
-
-    /// A lifted template runs as itself with its literals bound (see [`execute`]), so every
-    /// value of one query shape shares the guard's cached verdict and SQL Server's plan.
-    async fn query_lifted(&self, q: &Lifted<'_>, page: Page) -> Result<RowSet, DbError> {
-        if q.params.is_empty() {
-            return self.query(q.original, page).await;
-        }
-        self.run(Statement {
-            sql: q.template.to_string(),
-            params: q.params.iter().map(Param::from).collect(),
             page,
             adhoc: true,
         })
