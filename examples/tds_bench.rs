@@ -41,6 +41,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the `mssql-mcp` binary runs with (`src/main.rs`), so the server side is
+/// measured as it is deployed; the plain client allocates little either way.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -179,6 +184,9 @@ struct Args {
     rounds: u32,
     /// Peer on CPU 0, this process on CPU 1 (see [`pin`]).
     pin: bool,
+    /// Only this workload / concurrency / arm (`--only w1x1:server`), for profiling one of
+    /// them; the ratios involving the arms left out are then meaningless.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -187,6 +195,7 @@ fn args() -> Args {
         warmup: 1,
         rounds: 2,
         pin: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -200,8 +209,11 @@ fn args() -> Args {
             "--warmup" => a.warmup = num(),
             "--rounds" => a.rounds = num().max(1) as u32,
             "--pin" => a.pin = true,
+            "--only" => a.only = it.next().map(|v| v.to_ascii_lowercase()),
             "-h" | "--help" => {
-                println!("tds_bench [--secs N] [--warmup N] [--rounds N] [--pin]");
+                println!(
+                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}; try --help"),
@@ -595,6 +607,12 @@ profile = "full"
             for round in 0..a.rounds {
                 let (mut round_plain, mut round_server, mut round_batch) = (0.0, 0.0, 0.0);
                 for side in Side::order(round) {
+                    if a.only.as_ref().is_some_and(|only| {
+                        let label = format!("{workload:?}x{conc}:{side:?}").to_ascii_lowercase();
+                        !label.starts_with(only.as_str())
+                    }) {
+                        continue;
+                    }
                     next_id += 1;
                     let id_base = next_id * 10_000_000_000;
                     for (secs, measured) in [(a.warmup, false), (a.secs, true)] {
