@@ -50,7 +50,10 @@
 //!
 //! The row cap is tracked per connection ([`MssqlConn::rowcount`]) and sent only when it
 //! changes, so the usual batch is three statements; our own statements lift a cap that could
-//! cut them, and catalog loads reset it. If the batch fails part-way, `XACT_ABORT` has already
+//! cut them, and catalog loads reset it. The query goes in as the client wrote it: its lifted
+//! template ([`super::lift`]) only keys the guard's remembered verdict, because bound through
+//! `sp_executesql` the same queries cost the TDS test peer 1.6–1.8× the CPU
+//! (`benches/README.md`). If the batch fails part-way, `XACT_ABORT` has already
 //! rolled a run-time error's transaction back on the server, and `IF @@TRANCOUNT > 0 ROLLBACK;
 //! SET ROWCOUNT 0` runs before the connection is reused; if it cannot, the connection is
 //! discarded (closing a session rolls its transaction back). The row cap holds twice: `SET
