@@ -1271,6 +1271,10 @@ mod tests {
             "SELECT a FROM t WHERE b = 1 AND c = (SELECT x FROM OPENQUERY(srv, 'select 1'))",
             "SELECT a FROM t WHERE b = 1 AND xp_cmdshell(N'dir') = 0",
             "SELECT a FROM t WHERE b = 1 FOR JSON PATH",
+            // A literal that a parameter would turn into a call or a qualified name.
+            "SELECT a FROM t WHERE b = 5(1)",
+            "SELECT a FROM t WHERE b = 5 .c",
+            "SELECT a FROM t WHERE b = N'x'(1)",
         ];
         for sql in corpus {
             let verdict = check(sql, MsSql, &r);

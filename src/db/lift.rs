@@ -112,10 +112,24 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
     let mut previous: Option<&Token> = None;
     // (byte range in `sql`, value)
     let mut lifted: Vec<(std::ops::Range<usize>, Param)> = Vec::new();
+    // Whether the previous token was lifted.
+    let mut just_lifted = false;
     for t in &tokens {
         let token = &t.token;
+        if matches!(token, Token::Whitespace(_)) {
+            continue;
+        }
+        // `5(1)` and `5 .c` do not parse, but `@P1(1)` is a call and `@P1 .c` a qualified
+        // name: such a literal stays, so the template cannot pass where the text would not.
+        if std::mem::take(&mut just_lifted)
+            && matches!(
+                token,
+                Token::LParen | Token::Period | Token::DoubleColon | Token::LBracket
+            )
+        {
+            lifted.pop();
+        }
         match token {
-            Token::Whitespace(_) => continue,
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
             // A condition has no top-level commas: this is a list (of tables, after `FROM a
@@ -154,6 +168,7 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
                     && let Some(param) = param_of(token, &sql[range.clone()], dialect)
                 {
                     lifted.push((range, param));
+                    just_lifted = true;
                 }
             }
             _ => {}
@@ -474,6 +489,10 @@ mod tests {
             "SELECT a FROM t WHERE b > c OPTION (MAX_GRANT_PERCENT = 10)",
             "SELECT a FROM t JOIN u ON u.id = t.u, v WITH (SPATIAL_WINDOW_MAX_CELLS = 256)",
             "SELECT a FROM t WHERE b > c FOR XML PATH",
+            // a parameter there would be a call or a qualified name
+            "SELECT a FROM t WHERE b = 5(1)",
+            "SELECT a FROM t WHERE b = 5 .c",
+            "SELECT a FROM t WHERE b = N'x'(1)",
         ] {
             assert_eq!(mssql(sql), (sql.to_string(), vec![]), "{sql}");
         }
