@@ -1292,6 +1292,90 @@ mod tests {
     }
 
     #[test]
+    fn lifting_agrees_whatever_follows_the_literal() {
+        // Each lifted literal with each thing that could follow it: the template must never
+        // get a verdict its original does not.
+        let r = rules(&[], &["secrets"], &["dbo.hidden.*", "main.hidden.*"]);
+        let follows = [
+            "",
+            "(1)",
+            " (1)",
+            " .c",
+            ".c",
+            " x",
+            " AS x",
+            "[1]",
+            "::int",
+            " COLLATE Latin1_General_BIN",
+            " + 1",
+            " IS NULL",
+            " AND c = 2",
+            " OR c LIKE N'y'",
+            ")",
+            " ORDER BY 1",
+            " BETWEEN 1 AND 2",
+            " IN (1)",
+            " ESCAPE N'!'",
+            "'x'",
+            "N'x'",
+            " 1",
+            "e5",
+            " $",
+            " @x",
+            ";",
+            "; DROP TABLE t",
+            " UNION SELECT c FROM secrets",
+            " FOR XML PATH",
+            " OPTION (MAXDOP 1)",
+            " -- c",
+            "/* c */",
+            "'",
+            "N",
+            "..c",
+            " .. c",
+            "@",
+            "#",
+            "[x]",
+            " [x]",
+            "\"x\"",
+            "e",
+            "E+5",
+            "$1",
+            "?",
+            ":x",
+            ".5",
+            "0x1",
+            " x'00'",
+            "--c",
+            "/**/(1)",
+            "/**/.c",
+            " (SELECT 1)",
+            " - 1",
+            "-1",
+            " WITH (NOLOCK)",
+            " JOIN secrets s ON 1 = 1",
+            ", secrets",
+        ];
+        for (d, literals) in [
+            (MsSql, ["5", "N'x'", "1.5E3", "0"]),
+            (Sqlite, ["5", "'x'", "1.5", "0"]),
+        ] {
+            for table in ["t", "hidden"] {
+                for op in ["=", "<>", ">", "LIKE", "!="] {
+                    for lit in literals {
+                        for tail in follows {
+                            let sql =
+                                format!("SELECT COUNT(*) FROM {table} WHERE b {op} {lit}{tail}");
+                            let verdict = check(&sql, d, &r);
+                            lifted_agrees(d, &r, &sql, &verdict);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn sql_server_variables_are_not_columns() {
         // A variable never names a hidden column (the server would refuse it as undeclared);
         // a bracketed `[@x]` is a column and is checked as one.

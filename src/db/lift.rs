@@ -112,23 +112,46 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
     let mut previous: Option<&Token> = None;
     // (byte range in `sql`, value)
     let mut lifted: Vec<(std::ops::Range<usize>, Param)> = Vec::new();
-    // Whether the previous token was lifted.
+    // Whether the previous token was lifted, and whether whitespace (or a comment) followed.
     let mut just_lifted = false;
+    let mut gap = false;
     for t in &tokens {
         let token = &t.token;
         if matches!(token, Token::Whitespace(_)) {
+            gap = true;
             continue;
         }
         // `5(1)` and `5 .c` do not parse, but `@P1(1)` is a call and `@P1 .c` a qualified
-        // name: such a literal stays, so the template cannot pass where the text would not.
+        // name; `N'x'e5` or `5#` do not either, but `@P1e5` and `@P1#` are other variables
+        // (and `'x'5` would be `?15`): a literal followed by one of those, or by anything
+        // but a closing parenthesis, a comma, a semicolon or an operator without a space
+        // between, stays, so the template cannot pass where the text would not.
         if std::mem::take(&mut just_lifted)
-            && matches!(
+            && (matches!(
                 token,
                 Token::LParen | Token::Period | Token::DoubleColon | Token::LBracket
-            )
+            ) || (!gap
+                && !matches!(
+                    token,
+                    Token::RParen
+                        | Token::Comma
+                        | Token::SemiColon
+                        | Token::Eq
+                        | Token::Neq
+                        | Token::Lt
+                        | Token::Gt
+                        | Token::LtEq
+                        | Token::GtEq
+                        | Token::Plus
+                        | Token::Minus
+                        | Token::Mul
+                        | Token::Div
+                        | Token::Mod
+                )))
         {
             lifted.pop();
         }
+        gap = false;
         match token {
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
