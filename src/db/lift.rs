@@ -18,6 +18,10 @@
 //!   `ORDER BY`/`GROUP BY` (a number there is a column position), `LIMIT`, `TOP`,
 //!   `OFFSET`/`FETCH`, `OPTION (…)` hints, type arguments or anything else where a literal is
 //!   syntax rather than a value;
+//! - nothing follows it that would make a placeholder mean something else: not `(`, `.`,
+//!   `::` or `[` (`@P1(1)` is a call where `5(1)` does not parse), nor, without a space
+//!   between, anything but `)`, `,`, `;` or an operator (`@P1e5` and `@P1#` are other names
+//!   where `N'x'e5` and `5#` do not parse; `'x'5` would make `?15`);
 //! - its text is exactly what the tokenizer read (so the bound value is the literal's value),
 //!   and the parameter has the literal's type:
 //!   - **SQLite**: integers (as `INTEGER`), other numbers (as `REAL`) and single-quoted strings
