@@ -1,5 +1,7 @@
 //! Throughput through the server against a TDS peer, beside a plain tiberius client issuing
-//! the same SQL on the same peer in the same run.
+//! the same SQL on the same peer in the same run, and the plain client sending what the server
+//! sends for that SQL (the read-only batch), which tells the peer's share of the difference
+//! from our process's share.
 //!
 //! ```sh
 //! cargo run --release --example tds_bench -- [--secs 5] [--warmup 1] [--rounds 2]
@@ -8,10 +10,10 @@
 //! Starts `pysqlbridge` (found like the tests find it: `$PYSQLBRIDGE_PYTHON` or
 //! `.ci/venv/bin/python`) on a free loopback port with a generated dataset, and the real server
 //! in this process (`app::build_state` + `app::run` on `127.0.0.1:0`, `pool_size = 4`). Then,
-//! for each workload and each concurrency (1 and 4), it runs the plain client and the server
-//! for `--secs` seconds each (after `--warmup` seconds of the same load), alternating which
-//! goes first over `--rounds` rounds, and prints a markdown table: the ratio of the totals, and
-//! the median (and range) of the per-round ratios, each pairing two back-to-back runs.
+//! for each workload and each concurrency (1 and 4), it runs three arms for `--secs` seconds
+//! each (after `--warmup` seconds of the same load), rotating which goes first over `--rounds`
+//! rounds, and prints a markdown table: the ratios of the totals, and the median (and range)
+//! of the per-round ratios, each pairing runs of the same round.
 //!
 //! - **W1**: point lookup by key, `SELECT Id, Name, Email, City FROM Customers WHERE Id = N`.
 //! - **W2**: a 100-row result, `SELECT TOP 100 Id, CustomerId, ProductId, Quantity, Status,
@@ -21,8 +23,13 @@
 //! keep-alive (one connection per worker), so each request pays HTTP, JSON-RPC, the SQL guard,
 //! the pool, the read-only batch around the query (`BEGIN TRANSACTION; … ROLLBACK`),
 //! value decoding and the JSON result. Plain side: `tiberius::Client::simple_query` with the
-//! same SQL text on one connection per worker, rows collected, nothing else. Every response is
-//! checked (status, no JSON-RPC error, no `isError`, the row count); any failure stops the run.
+//! same SQL text on one connection per worker, rows collected, nothing else. Plain + read-only
+//! batch: connections of their own, set up once with the server's session settings and row
+//! cap (`mssql::session_setup`, `SET ROWCOUNT`), each query sent as the server sends it
+//! (`mssql::adhoc_batch`: `BEGIN TRANSACTION; <sql> ;ROLLBACK TRANSACTION;`). Server minus
+//! this arm is what our process adds; this arm minus plain is what the required transaction
+//! wrapper costs the peer. Every response is checked (status, no JSON-RPC error, no
+//! `isError`, the row count); any failure stops the run.
 //!
 //! The peer is the bottleneck on purpose: the question is whether the server adds one. Its
 //! accept backlog is 5, so connections are opened one at a time and the pool is small.
@@ -33,6 +40,11 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The allocator the `mssql-mcp` binary runs with (`src/main.rs`), so the server side is
+/// measured as it is deployed; the plain client allocates little either way.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
@@ -45,6 +57,10 @@ mod common;
 const CUSTOMERS: i64 = 500;
 const ORDERS: i64 = 1_000;
 const POOL: u32 = 4;
+/// The server's row cap for a first page with the default `max_rows` (500): `offset + limit + 1`.
+const ROW_CAP: u32 = 501;
+/// The server's default query timeout, which sets the session's `LOCK_TIMEOUT`.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Workload {
@@ -87,18 +103,21 @@ impl Workload {
 enum Side {
     /// The bare statement on a plain tiberius connection.
     Plain,
-    /// Diagnostic: the plain connection sending the server's read-only batch around the
-    /// statement (what the peer has to parse and run for one `execute_sql`).
-    Wrapped,
     /// `execute_sql` through the server.
     Server,
+    /// The plain client sending what the server sends the peer for one `execute_sql` (see
+    /// [`batch_client`] and [`run_plain`]).
+    Batch,
 }
 
-/// The read-only batch the server sends for an ad-hoc query once its connection carries the
-/// scope's row cap (`adhoc_batch` in `src/db/mssql.rs`: the session settings and `SET
-/// ROWCOUNT` are sent once per connection, not per query).
-fn wrapped(sql: &str) -> String {
-    format!("BEGIN TRANSACTION;\n{sql}\n;ROLLBACK TRANSACTION;")
+impl Side {
+    /// The arms in the order round `round` runs them: rotated, so that no arm always runs
+    /// first (or last) after a change of workload.
+    fn order(round: u32) -> [Side; 3] {
+        let mut arms = [Side::Plain, Side::Server, Side::Batch];
+        arms.rotate_left(round as usize % 3);
+        arms
+    }
 }
 
 /// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
@@ -165,6 +184,9 @@ struct Args {
     rounds: u32,
     /// Peer on CPU 0, this process on CPU 1 (see [`pin`]).
     pin: bool,
+    /// Only this workload / concurrency / arm (`--only w1x1:server`), for profiling one of
+    /// them; the ratios involving the arms left out are then meaningless.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -173,6 +195,7 @@ fn args() -> Args {
         warmup: 1,
         rounds: 2,
         pin: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -186,8 +209,11 @@ fn args() -> Args {
             "--warmup" => a.warmup = num(),
             "--rounds" => a.rounds = num().max(1) as u32,
             "--pin" => a.pin = true,
+            "--only" => a.only = it.next().map(|v| v.to_ascii_lowercase()),
             "-h" | "--help" => {
-                println!("tds_bench [--secs N] [--warmup N] [--rounds N] [--pin]");
+                println!(
+                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}; try --help"),
@@ -300,6 +326,26 @@ async fn plain_client(port: u16) -> Tds {
         .expect("plain tiberius client")
 }
 
+/// A plain connection in the state the server's pooled connections are in: its session
+/// settings made once, and the row cap of a first page set (the server sends `SET ROWCOUNT`
+/// only when a connection's cap changes, so once per connection in this benchmark).
+async fn batch_client(port: u16) -> Tds {
+    let mut client = plain_client(port).await;
+    for setup in [
+        mssql_mcp::db::mssql::session_setup(QUERY_TIMEOUT),
+        format!("SET ROWCOUNT {ROW_CAP};"),
+    ] {
+        client
+            .simple_query(setup)
+            .await
+            .expect("session setup")
+            .into_results()
+            .await
+            .expect("session setup results");
+    }
+    client
+}
+
 /// One MCP `tools/call` of `execute_sql`; panics on anything but a good result.
 async fn server_call(http: &reqwest::Client, url: &str, id: u64, sql: &str, rows: usize) {
     let body = json!({
@@ -381,7 +427,7 @@ async fn run_plain(
     workload: Workload,
     conc: usize,
     secs: u64,
-    wrap: bool,
+    batch: bool,
 ) -> Tally {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
@@ -393,7 +439,11 @@ async fn run_plain(
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let sql = workload.sql(w, i);
-                let sql = if wrap { wrapped(&sql) } else { sql };
+                let sql = if batch {
+                    mssql_mcp::db::mssql::adhoc_batch(&sql, ROW_CAP, Some(ROW_CAP))
+                } else {
+                    sql
+                };
                 let s = Instant::now();
                 let rows = client
                     .simple_query(sql.as_str())
@@ -514,8 +564,10 @@ profile = "full"
 
     // Plain connections, opened one at a time (the peer's backlog is 5).
     let mut clients = Vec::new();
+    let mut batch_clients = Vec::new();
     for _ in 0..POOL {
         clients.push(plain_client(port).await);
+        batch_clients.push(batch_client(port).await);
     }
     // Every statement once through both sides before measuring: they must agree.
     for workload in [Workload::W1, Workload::W2] {
@@ -529,6 +581,15 @@ profile = "full"
             .await
             .expect("plain rows");
         assert_eq!(got.len(), workload.rows(), "{sql}");
+        let batch = mssql_mcp::db::mssql::adhoc_batch(&sql, ROW_CAP, Some(ROW_CAP));
+        let got = batch_clients[0]
+            .simple_query(batch.as_str())
+            .await
+            .expect("batch query")
+            .into_first_result()
+            .await
+            .expect("batch rows");
+        assert_eq!(got.len(), workload.rows(), "{batch}");
     }
 
     let mut results = Vec::new();
@@ -536,19 +597,22 @@ profile = "full"
     for workload in [Workload::W1, Workload::W2] {
         for conc in [1usize, 4] {
             let mut plain = Tally::default();
-            let mut wrapped = Tally::default();
+            let mut batched = Tally::default();
             let mut served = Tally::default();
-            // server / plain per round: the two run back to back, so a burst of load from
-            // elsewhere on the machine skews one round rather than the whole comparison.
+            // server / plain and server / batch per round: the arms of a round run back to
+            // back, so a burst of load from elsewhere on the machine skews one round rather
+            // than the whole comparison.
             let mut ratios = Vec::new();
+            let mut batch_ratios = Vec::new();
             for round in 0..a.rounds {
-                let (mut round_plain, mut round_server) = (0.0, 0.0);
-                let order = if round % 2 == 0 {
-                    [Side::Plain, Side::Server, Side::Wrapped]
-                } else {
-                    [Side::Server, Side::Plain, Side::Wrapped]
-                };
-                for side in order {
+                let (mut round_plain, mut round_server, mut round_batch) = (0.0, 0.0, 0.0);
+                for side in Side::order(round) {
+                    if a.only.as_ref().is_some_and(|only| {
+                        let label = format!("{workload:?}x{conc}:{side:?}").to_ascii_lowercase();
+                        !label.starts_with(only.as_str())
+                    }) {
+                        continue;
+                    }
                     next_id += 1;
                     let id_base = next_id * 10_000_000_000;
                     for (secs, measured) in [(a.warmup, false), (a.secs, true)] {
@@ -560,8 +624,8 @@ profile = "full"
                             Side::Plain => {
                                 run_plain(&mut clients, workload, conc, secs, false).await
                             }
-                            Side::Wrapped => {
-                                run_plain(&mut clients, workload, conc, secs, true).await
+                            Side::Batch => {
+                                run_plain(&mut batch_clients, workload, conc, secs, true).await
                             }
                             Side::Server => {
                                 run_server(
@@ -585,7 +649,10 @@ profile = "full"
                                 round_plain = t.rate();
                                 plain.add(t)
                             }
-                            Side::Wrapped => wrapped.add(t),
+                            Side::Batch => {
+                                round_batch = t.rate();
+                                batched.add(t)
+                            }
                             Side::Server => {
                                 round_server = t.rate();
                                 served.add(t)
@@ -594,68 +661,84 @@ profile = "full"
                     }
                 }
                 ratios.push(round_server / round_plain.max(1e-9));
+                batch_ratios.push(round_server / round_batch.max(1e-9));
             }
             ratios.sort_by(f64::total_cmp);
+            batch_ratios.sort_by(f64::total_cmp);
             eprintln!(
-                "{} x{conc}: plain {:.0}/s, server {:.0}/s, plain+wrapper {:.0}/s",
+                "{} x{conc}: plain {:.0}/s, plain + batch {:.0}/s, server {:.0}/s",
                 workload.label(),
                 plain.rate(),
+                batched.rate(),
                 served.rate(),
-                wrapped.rate()
             );
-            results.push((workload, conc, plain, served, wrapped, ratios));
+            results.push((workload, conc, plain, batched, served, ratios, batch_ratios));
         }
     }
 
+    // A ratio as a percentage, with the median and range of the per-round ratios.
+    fn ratio(total: f64, rounds: &[f64]) -> String {
+        let pct = |i: usize| 100.0 * rounds.get(i).copied().unwrap_or(0.0);
+        format!(
+            "{:.0}% ({:.0}%, {:.0}–{:.0}%)",
+            100.0 * total,
+            pct(rounds.len() / 2),
+            pct(0),
+            pct(rounds.len().saturating_sub(1))
+        )
+    }
     println!();
     println!(
-        "| workload | concurrency | plain tiberius req/s | through the server req/s | server / plain | per round: median (min–max) | plain p50 / p99 ms | server p50 / p99 ms |"
+        "Throughput (req/s) of the three arms; server / plain and server / (plain + batch) as the ratio of the totals (median of the per-round ratios, range):"
+    );
+    println!();
+    println!(
+        "| workload | concurrency | plain tiberius | plain + read-only batch | through the server | server / plain | server / (plain + batch) | (plain + batch) / plain |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (workload, conc, plain, served, _, ratios) in &results {
-        let (mut plain, mut served) = (plain.clone(), served.clone());
-        let pct = |i: usize| 100.0 * ratios.get(i).copied().unwrap_or(0.0);
+    for (workload, conc, plain, batched, served, ratios, batch_ratios) in &results {
         println!(
-            "| {} | {conc} | {:.0} | {:.0} | {:.0}% | {:.0}% ({:.0}–{:.0}%) | {:.2} / {:.2} | {:.2} / {:.2} |",
+            "| {} | {conc} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0}% |",
             workload.label(),
             plain.rate(),
+            batched.rate(),
             served.rate(),
-            100.0 * served.rate() / plain.rate(),
-            pct(ratios.len() / 2),
-            pct(0),
-            pct(ratios.len().saturating_sub(1)),
-            plain.percentile(0.5),
-            plain.percentile(0.99),
-            served.percentile(0.5),
-            served.percentile(0.99),
+            ratio(served.rate() / plain.rate(), ratios),
+            ratio(served.rate() / batched.rate(), batch_ratios),
+            100.0 * batched.rate() / plain.rate(),
         );
     }
     println!();
     println!(
-        "Diagnostic: the plain client sending the server's read-only batch (`BEGIN TRANSACTION; <sql>; ROLLBACK TRANSACTION;`), and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
+        "Latency (ms) and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
     );
     println!();
     println!(
-        "| workload | concurrency | plain + wrapper req/s | server / (plain + wrapper) | peer CPU/req: plain / wrapper / server | this process CPU/req: plain / wrapper / server |"
+        "| workload | concurrency | p50 / p99: plain | plain + batch | server | peer CPU/req: plain / batch / server | this process CPU/req: plain / batch / server |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (workload, conc, plain, served, wrapped, _) in &results {
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (workload, conc, plain, batched, served, _, _) in &results {
+        let (mut plain, mut batched, mut served) = (plain.clone(), batched.clone(), served.clone());
         println!(
-            "| {} | {conc} | {:.0} | {:.0}% | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |",
+            "| {} | {conc} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |",
             workload.label(),
-            wrapped.rate(),
-            100.0 * served.rate() / wrapped.rate(),
+            plain.percentile(0.5),
+            plain.percentile(0.99),
+            batched.percentile(0.5),
+            batched.percentile(0.99),
+            served.percentile(0.5),
+            served.percentile(0.99),
             plain.per_request(plain.peer_cpu),
-            wrapped.per_request(wrapped.peer_cpu),
+            batched.per_request(batched.peer_cpu),
             served.per_request(served.peer_cpu),
             plain.per_request(plain.own_cpu),
-            wrapped.per_request(wrapped.own_cpu),
+            batched.per_request(batched.own_cpu),
             served.per_request(served.own_cpu),
         );
     }
     println!(
-        "\n{} s per measured run after {} s of warm-up, {} round(s) alternating which side goes first; server pool_size = {POOL}, {} plain connections.",
-        a.secs, a.warmup, a.rounds, POOL
+        "\n{} s per measured run after {} s of warm-up, {} round(s) rotating which arm goes first; server pool_size = {POOL}; {} plain and {} plain + batch connections.",
+        a.secs, a.warmup, a.rounds, POOL, POOL
     );
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mssql_mcp::config::{MssqlConfig, MssqlEncrypt, SecretSource};
+use mssql_mcp::db::lift::lift;
 use mssql_mcp::db::mssql::{MssqlBackend, MssqlSettings};
-use mssql_mcp::db::{Backend, DbError, Page, RowSet, SearchRequest, TableInfo, Value};
+use mssql_mcp::db::{Backend, DbError, Page, RowSet, SearchRequest, SqlDialect, TableInfo, Value};
 
 mod common;
 use common::{LOGIN, PASSWORD, PASSWORD_ENV, free_port};
@@ -1169,6 +1170,86 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         "{}",
         out.value()
     );
+}
+
+/// `execute_sql` lifts literals (`db::lift`) so that queries of one shape share one guard
+/// verdict; SQL Server still runs each text as sent. Each query here returns, through the tool,
+/// exactly the rows the backend returns for the same text, whether its shape was seen before
+/// or not; and the verdicts remembered are one per shape.
+#[tokio::test]
+async fn queries_of_one_shape_share_a_verdict_and_return_their_own_rows() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let mut config = tools_config(&peer);
+    config.scopes[0].deny_columns = vec!["dbo.Customers.Notes".into()];
+    let state = mssql_mcp::app::build_state(config, true)
+        .await
+        .expect("state");
+    let scope = state.scopes()[0].clone();
+    let shapes = [
+        [
+            "SELECT CustomerId, Name, Email, City FROM Customers WHERE CustomerId = 3",
+            "SELECT CustomerId, Name, Email, City FROM Customers WHERE CustomerId = 4",
+            "SELECT CustomerId, Name, Email, City FROM Customers WHERE CustomerId = 99999",
+        ],
+        [
+            "SELECT CustomerId, Name FROM Customers WHERE Name = N'Zoë Ærøskøbing' AND CustomerId > 0",
+            "SELECT CustomerId, Name FROM Customers WHERE Name = N'Café \"Olé\", Ltd' AND CustomerId > 1",
+            "SELECT CustomerId, Name FROM Customers WHERE Name = N'Customer 12' AND CustomerId > 11",
+        ],
+        [
+            "SELECT TOP 5 OrderId, CustomerId FROM Orders WHERE OrderId > 100 ORDER BY OrderId",
+            "SELECT TOP 5 OrderId, CustomerId FROM Orders WHERE OrderId > 7 ORDER BY OrderId",
+            "SELECT TOP 5 OrderId, CustomerId FROM Orders WHERE OrderId > 118 ORDER BY OrderId",
+        ],
+    ];
+    let mut found = 0;
+    for shape in shapes {
+        let template = lift(shape[0], SqlDialect::MsSql).template.into_owned();
+        for sql in shape {
+            assert_eq!(lift(sql, SqlDialect::MsSql).template, template, "{sql}");
+            let out = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+                .await
+                .expect(sql);
+            let want = scope.db.query(sql, page(0, 500)).await.expect(sql);
+            let want: Vec<serde_json::Value> = want
+                .rows
+                .iter()
+                .map(|r| serde_json::to_value(r).expect("json"))
+                .collect();
+            let got: Vec<serde_json::Value> = out.value()["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|r| {
+                    serde_json::Value::Array(
+                        r.as_object().expect("row").values().cloned().collect(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{sql}");
+            found += got.len();
+        }
+    }
+    assert_eq!(found, (1 + 1) + (1 + 1 + 1) + (5 + 5 + 2), "rows found");
+    scope.accepted.run_pending_tasks();
+    assert_eq!(scope.accepted.entry_count(), 3, "one verdict per shape");
+    // A shape's remembered verdict is only for that shape: the hidden column is refused
+    // whatever the literal, naming the query as sent.
+    for sql in [
+        "SELECT Notes FROM Customers WHERE CustomerId = 3",
+        "SELECT Notes FROM Customers WHERE CustomerId = 4",
+    ] {
+        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+            .await
+            .expect_err(sql);
+        assert!(
+            matches!(err, tools::ToolError::Refused(_)) && err.to_string().contains("Notes"),
+            "{sql}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -617,6 +617,15 @@ impl<'a> Checker<'a> {
     }
 
     fn note_ident(&mut self, ident: &Ident) {
+        // T-SQL: an unquoted name starting with `@` is a variable or parameter (a column
+        // named so must be bracketed), never a column; among them the `@P1`, `@P2`, … of a
+        // lifted template (`db::lift`), whose verdict must be its original's.
+        if self.dialect == SqlDialect::MsSql
+            && ident.quote_style.is_none()
+            && ident.value.starts_with('@')
+        {
+            return;
+        }
         if self.quiet_depth == 0 {
             let n = self.norm(&ident.value);
             self.idents.push(n);
@@ -1229,6 +1238,150 @@ mod tests {
                 .count()
                 >= 12
         );
+    }
+
+    #[test]
+    fn lifting_never_changes_a_verdict_on_sql_server() {
+        // `dbo.hidden.*` hides every column of `hidden`: a template's `@P1` must not count as
+        // one of them.
+        let r = rules(&[], &["secrets"], &["employees.salary", "dbo.hidden.*"]);
+        let corpus = [
+            "SELECT Id, Name FROM Customers WHERE Id = 42",
+            "SELECT TOP 100 Id FROM Orders WHERE Id > 10 ORDER BY Id",
+            "SELECT name FROM employees WHERE salary = 5",
+            "SELECT name FROM employees WHERE name = N'salary' AND id > 3",
+            "SELECT * FROM employees WHERE id = 1 ORDER BY 2",
+            "SELECT * FROM secrets WHERE id = 1",
+            "SELECT COUNT(*) FROM hidden WHERE 1 = 1",
+            "SELECT COUNT(*) FROM hidden WHERE secret = 1",
+            "SELECT a FROM t WHERE b = N'x' UNION SELECT salary FROM employees WHERE id = 2",
+            "SELECT a FROM t WHERE b = 1; DROP TABLE t",
+            "SELECT a FROM t WHERE b = 1; EXEC sp_who",
+            "SELECT a FROM t WHERE b IN (SELECT c FROM secrets WHERE d = 4)",
+            "SELECT a FROM t WHERE b = (SELECT TOP 1 c FROM u WHERE d = 4)",
+            "SELECT a FROM t JOIN employees e ON e.id = t.e AND e.salary > 1000",
+            "SELECT a FROM t WHERE b LIKE N'x%' AND d <> N'z' AND e != 2.5E0",
+            "SELECT count(*) FROM t GROUP BY a HAVING count(*) > 3",
+            "SELECT a INTO x FROM t WHERE b = 1",
+            "SELECT a FROM t WITH (NOLOCK) WHERE b = 1",
+            "SELECT a FROM t WITH (UPDLOCK) WHERE b = 1",
+            "SELECT a FROM other.dbo.t WHERE b = 1",
+            "SELECT a FROM #tmp WHERE b = 1",
+            "SELECT a FROM t WHERE b = 1 AND EXISTS (SELECT 1 FROM sys.objects WHERE id = 2)",
+            "SELECT a FROM t WHERE b = 1 AND c = (SELECT x FROM OPENQUERY(srv, 'select 1'))",
+            "SELECT a FROM t WHERE b = 1 AND xp_cmdshell(N'dir') = 0",
+            "SELECT a FROM t WHERE b = 1 FOR JSON PATH",
+            // A literal that a parameter would turn into a call or a qualified name.
+            "SELECT a FROM t WHERE b = 5(1)",
+            "SELECT a FROM t WHERE b = 5 .c",
+            "SELECT a FROM t WHERE b = N'x'(1)",
+        ];
+        for sql in corpus {
+            let verdict = check(sql, MsSql, &r);
+            lifted_agrees(MsSql, &r, sql, &verdict);
+        }
+        assert!(check("SELECT COUNT(*) FROM hidden WHERE 1 = 1", MsSql, &r).is_ok());
+        // The corpus does exercise lifting.
+        assert!(
+            corpus
+                .iter()
+                .filter(|s| !crate::db::lift::lift(s, MsSql).params.is_empty())
+                .count()
+                >= 20
+        );
+    }
+
+    #[test]
+    fn lifting_agrees_whatever_follows_the_literal() {
+        // Each lifted literal with each thing that could follow it: the template must never
+        // get a verdict its original does not.
+        let r = rules(&[], &["secrets"], &["dbo.hidden.*", "main.hidden.*"]);
+        let follows = [
+            "",
+            "(1)",
+            " (1)",
+            " .c",
+            ".c",
+            " x",
+            " AS x",
+            "[1]",
+            "::int",
+            " COLLATE Latin1_General_BIN",
+            " + 1",
+            " IS NULL",
+            " AND c = 2",
+            " OR c LIKE N'y'",
+            ")",
+            " ORDER BY 1",
+            " BETWEEN 1 AND 2",
+            " IN (1)",
+            " ESCAPE N'!'",
+            "'x'",
+            "N'x'",
+            " 1",
+            "e5",
+            " $",
+            " @x",
+            ";",
+            "; DROP TABLE t",
+            " UNION SELECT c FROM secrets",
+            " FOR XML PATH",
+            " OPTION (MAXDOP 1)",
+            " -- c",
+            "/* c */",
+            "'",
+            "N",
+            "..c",
+            " .. c",
+            "@",
+            "#",
+            "[x]",
+            " [x]",
+            "\"x\"",
+            "e",
+            "E+5",
+            "$1",
+            "?",
+            ":x",
+            ".5",
+            "0x1",
+            " x'00'",
+            "--c",
+            "/**/(1)",
+            "/**/.c",
+            " (SELECT 1)",
+            " - 1",
+            "-1",
+            " WITH (NOLOCK)",
+            " JOIN secrets s ON 1 = 1",
+            ", secrets",
+        ];
+        for (d, literals) in [
+            (MsSql, ["5", "N'x'", "1.5E3", "0"]),
+            (Sqlite, ["5", "'x'", "1.5", "0"]),
+        ] {
+            for table in ["t", "hidden"] {
+                for op in ["=", "<>", ">", "LIKE", "!="] {
+                    for lit in literals {
+                        for tail in follows {
+                            let sql =
+                                format!("SELECT COUNT(*) FROM {table} WHERE b {op} {lit}{tail}");
+                            let verdict = check(&sql, d, &r);
+                            lifted_agrees(d, &r, &sql, &verdict);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sql_server_variables_are_not_columns() {
+        // A variable never names a hidden column (the server would refuse it as undeclared);
+        // a bracketed `[@x]` is a column and is checked as one.
+        let r = rules(&[], &[], &["t.*"]);
+        passes_with(MsSql, &r, "SELECT COUNT(*) FROM t WHERE @x = 1");
+        refused_with(MsSql, &r, "SELECT COUNT(*) FROM t WHERE [@x] = 1");
     }
 
     #[track_caller]

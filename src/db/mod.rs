@@ -397,11 +397,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs a query that [`guard::check`] accepted and returns the requested page.
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError>;
 
-    /// Runs a query whose literals were lifted ([`lift::lift`]) and whose template the guard
-    /// accepted. Backends that bind parameters run the template (and may reuse its prepared
-    /// statement); the default runs the original text.
+    /// Runs a query whose literals were lifted ([`lift::lift`]) and which the guard accepted.
+    /// Backends that bind parameters run the template (and may reuse its prepared statement);
+    /// the default runs the original text.
     async fn query_lifted(&self, q: &lift::Lifted<'_>, page: Page) -> Result<RowSet, DbError> {
         self.query(q.original, page).await
+    }
+
+    /// Whether [`Backend::query_lifted`] runs the template rather than the original text. The
+    /// guard checks what runs: the template here, else the original (the first of each
+    /// template; see `tools::sql::accept`).
+    fn runs_lifted_templates(&self) -> bool {
+        false
     }
 
     /// Rows of a table in primary-key order (stable across pages).

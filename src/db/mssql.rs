@@ -50,7 +50,10 @@
 //!
 //! The row cap is tracked per connection ([`MssqlConn::rowcount`]) and sent only when it
 //! changes, so the usual batch is three statements; our own statements lift a cap that could
-//! cut them, and catalog loads reset it. If the batch fails part-way, `XACT_ABORT` has already
+//! cut them, and catalog loads reset it. The query goes in as the client wrote it: its lifted
+//! template ([`super::lift`]) only keys the guard's remembered verdict, because bound through
+//! `sp_executesql` the same queries cost the TDS test peer 1.6–1.8× the CPU
+//! (`benches/README.md`). If the batch fails part-way, `XACT_ABORT` has already
 //! rolled a run-time error's transaction back on the server, and `IF @@TRANCOUNT > 0 ROLLBACK;
 //! SET ROWCOUNT 0` runs before the connection is reused; if it cannot, the connection is
 //! discarded (closing a session rolls its transaction back). The row cap holds twice: `SET
@@ -1237,7 +1240,9 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
 /// - `READ COMMITTED`: SQL Server's default, stated so reads never see uncommitted rows
 ///   whatever the login's or driver's default.
 /// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
-fn session_setup(query_timeout: Duration) -> String {
+///
+/// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
+pub fn session_setup(query_timeout: Duration) -> String {
     format!(
         "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT {}; \
          SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;",
@@ -1259,7 +1264,9 @@ fn row_cap(page: Page) -> u32 {
 /// [`MssqlConn::rowcount`]) differs, and left in place afterwards: with one scope the cap is
 /// the same for every first page, so the usual batch is three statements. The query goes on
 /// lines of its own so that a trailing `--` comment cannot swallow the rollback.
-fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String {
+///
+/// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
+pub fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String {
     let body = sql.trim().trim_end_matches(';').trim_end();
     let set = if session_rowcount == Some(cap) {
         String::new()

@@ -697,6 +697,10 @@ impl Backend for SqliteBackend {
         SqlDialect::Sqlite
     }
 
+    fn runs_lifted_templates(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }

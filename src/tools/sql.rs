@@ -330,11 +330,20 @@ pub(crate) async fn run_sql(
     Ok((rs, checked.tables.clone(), masked))
 }
 
-/// Lifts `sql`'s literals and has the guard check the template, once per template and scope.
+/// Lifts `sql`'s literals and has the guard check it once per template and scope.
 ///
-/// Lifting never changes what is accepted: a template the guard refuses is dropped and the
-/// original text is checked (and, if accepted, run) as written, so refusals always quote what
-/// the client sent. Only accepted templates are remembered.
+/// The verdict is remembered under the template, the query's shape with its lifted literals
+/// erased, and every query of that shape shares it: lifting never changes a verdict (the guard
+/// tests check every query they judge against its template), so queries that differ only in
+/// lifted literals get the same one. On a miss the guard checks what will run:
+///
+/// - a backend that runs templates ([`crate::db::Backend::runs_lifted_templates`], SQLite):
+///   the template; one the guard refuses is dropped and the original text is checked (and,
+///   if accepted, run) as written, so refusals always quote what the client sent;
+/// - otherwise (SQL Server, which runs the text as sent: see `db::mssql`): the original, so
+///   every remembered verdict is one the guard gave a query that ran.
+///
+/// Only acceptances are remembered.
 fn accept<'a>(
     scope: &Scope,
     sql: &'a str,
@@ -342,6 +351,13 @@ fn accept<'a>(
     let dialect = scope.db.dialect();
     let lifted = lift::lift(sql, dialect);
     if let Some(checked) = scope.accepted.get(lifted.template.as_ref()) {
+        return Ok((lifted, checked));
+    }
+    if lifted.params.is_empty() || !scope.db.runs_lifted_templates() {
+        let checked = Arc::new(guard::check(sql, dialect, &scope.rules)?);
+        scope
+            .accepted
+            .insert(lifted.template.to_string(), checked.clone());
         return Ok((lifted, checked));
     }
     match guard::check(&lifted.template, dialect, &scope.rules) {
@@ -352,8 +368,6 @@ fn accept<'a>(
                 .insert(lifted.template.to_string(), checked.clone());
             Ok((lifted, checked))
         }
-        // Nothing was lifted: the template is the original, and this is its refusal.
-        Err(e) if lifted.params.is_empty() => Err(e.into()),
         Err(_) => {
             let checked = guard::check(sql, dialect, &scope.rules)?;
             Ok((Lifted::verbatim(sql), Arc::new(checked)))
