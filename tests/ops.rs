@@ -786,6 +786,9 @@ async fn the_demo_generates_a_missing_database_and_serves_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("fresh");
     let port = free_port();
+    // Its stderr goes to a file, so a failure shows why (a full disk, say) instead of a timeout.
+    let log_path = dir.path().join("demo.stderr");
+    let log = std::fs::File::create(&log_path).expect("stderr file");
     let mut child = tokio::process::Command::new(BIN)
         .args([
             "demo",
@@ -795,11 +798,14 @@ async fn the_demo_generates_a_missing_database_and_serves_it() {
         ])
         .arg(&data)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("start demo");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stderr = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // A debug build generates the database several times slower than a release build, and
+    // other tests run beside this one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     let health = format!("http://127.0.0.1:{port}/health");
     while client()
         .get(&health)
@@ -809,9 +815,13 @@ async fn the_demo_generates_a_missing_database_and_serves_it() {
         .ok()
         != Some(200)
     {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the demo exited ({status}) before serving:\n{}", stderr());
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the demo did not start"
+            "the demo did not start within 180 s:\n{}",
+            stderr()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
