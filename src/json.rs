@@ -1,10 +1,12 @@
 //! JSON text this process wrote itself, and the few ways responses are put together from it.
 //!
-//! A tool result is serialised once ([`Json::encode`]) and then goes into the JSON-RPC response
-//! twice: escaped, as the text content, and verbatim, as `structuredContent`. [`Json`] keeps the
-//! bytes (valid, compact UTF-8 JSON, because only `serde_json` or the builders here make one),
-//! so the response is assembled by copying slices into one buffer sized up front, instead of
-//! re-serialising through `RawValue` and growing a fresh buffer at each layer.
+//! A tool result is serialised once and then goes into the JSON-RPC response twice: escaped, as
+//! the text content, and verbatim, as `structuredContent`. [`Json`] keeps the bytes (compact
+//! UTF-8 JSON: only `serde_json`, [`Dual`] or the builders here make one), so
+//! [`Json::tool_response`] assembles the whole response by copying slices into one buffer sized
+//! up front, instead of re-serialising through `RawValue` and growing a fresh buffer at each
+//! layer. Row results are written with [`Dual`], which produces the escaped form in the same
+//! pass; anything else is escaped by [`escape_into`] when the response is assembled.
 
 use std::fmt;
 
