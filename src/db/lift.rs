@@ -262,32 +262,15 @@ fn param_of(token: &Token, text: &str, dialect: SqlDialect) -> Option<Param> {
 /// A T-SQL literal as a parameter of the same type (see the module docs for what stays).
 fn mssql_param(token: &Token, text: &str) -> Option<Param> {
     match token {
-        Token::Number(n, false) if n == text => {
-            let b = n.as_bytes();
-            if b.iter().all(u8::is_ascii_digit) {
-                // `int`; anything larger is `numeric(p, 0)` to SQL Server.
-                n.parse::<i32>().ok().map(|i| Param::Int(i64::from(i)))
-            } else if b.iter().any(|c| matches!(c, b'e' | b'E'))
-                && b.iter().all(|c| c.is_ascii_digit() || b".eE+-".contains(c))
-                && b.first().is_some_and(|c| c.is_ascii_digit() || *c == b'.')
-            {
-                // An exponent makes a `float` literal.
-                n.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .map(Param::Real)
-            } else {
-                None
-            }
-        }
-        Token::NationalStringLiteral(s) => {
-            // Exactly `N'…'` with `''` for each quote.
-            let inner = text
-                .strip_prefix(['N', 'n'])?
-                .strip_prefix('\'')?
-                .strip_suffix('\'')?;
-            (inner.replace("''", "'") == *s && !s.contains('\0')).then(|| Param::Text(s.clone()))
-        }
+        // `int` (anything larger is `numeric(p, 0)` to SQL Server); only an exponent makes a
+        // `float` literal (a plain decimal point is `numeric`).
+        Token::Number(n, false) if n == text => number_param(
+            n,
+            |n| n.parse::<i32>().ok().map(i64::from),
+            |b| b.iter().any(|c| matches!(c, b'e' | b'E')),
+        ),
+        // Exactly `N'…'` with `''` for each quote.
+        Token::NationalStringLiteral(s) => quoted_param(text.strip_prefix(['N', 'n'])?, s),
         _ => None,
     }
 }
@@ -295,29 +278,41 @@ fn mssql_param(token: &Token, text: &str) -> Option<Param> {
 /// A SQLite literal as the value SQLite reads it as.
 fn sqlite_param(token: &Token, text: &str) -> Option<Param> {
     match token {
-        Token::Number(n, false) if n == text => {
-            let b = n.as_bytes();
-            if b.iter().all(u8::is_ascii_digit) {
-                // Too large for i64: SQLite reads it as a REAL; leave it in the text.
-                n.parse::<i64>().ok().map(Param::Int)
-            } else if b.iter().all(|c| c.is_ascii_digit() || b".eE+-".contains(c))
-                && b.first().is_some_and(|c| c.is_ascii_digit() || *c == b'.')
-            {
-                n.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .map(Param::Real)
-            } else {
-                None
-            }
-        }
-        Token::SingleQuotedString(s) => {
-            // Exactly `'…'` with `''` for each quote: no other escapes to second-guess.
-            let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
-            (inner.replace("''", "'") == *s && !s.contains('\0')).then(|| Param::Text(s.clone()))
-        }
+        // Too large for i64: SQLite reads it as a REAL; leave it in the text.
+        Token::Number(n, false) if n == text => number_param(n, |n| n.parse().ok(), |_| true),
+        // Exactly `'…'` with `''` for each quote: no other escapes to second-guess.
+        Token::SingleQuotedString(s) => quoted_param(text, s),
         _ => None,
     }
+}
+
+/// A number literal `n`: all digits is an integer if `int` reads it; a decimal or exponent
+/// form (digits, `.`, `e`, sign) is a finite real where `real` allows it.
+fn number_param(
+    n: &str,
+    int: impl Fn(&str) -> Option<i64>,
+    real: impl Fn(&[u8]) -> bool,
+) -> Option<Param> {
+    let b = n.as_bytes();
+    if b.iter().all(u8::is_ascii_digit) {
+        int(n).map(Param::Int)
+    } else if real(b)
+        && b.iter().all(|c| c.is_ascii_digit() || b".eE+-".contains(c))
+        && b.first().is_some_and(|c| c.is_ascii_digit() || *c == b'.')
+    {
+        n.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Param::Real)
+    } else {
+        None
+    }
+}
+
+/// The string `s` if `quoted` is exactly `'…'` spelling it, with `''` for each quote.
+fn quoted_param(quoted: &str, s: &str) -> Option<Param> {
+    let inner = quoted.strip_prefix('\'')?.strip_suffix('\'')?;
+    (inner.replace("''", "'") == s && !s.contains('\0')).then(|| Param::Text(s.to_string()))
 }
 
 /// Byte offsets of line starts, to turn the tokenizer's (line, column) into byte ranges.
