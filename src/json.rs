@@ -13,7 +13,6 @@ use std::fmt;
 use serde::Serialize;
 
 /// JSON text produced by this process: valid, compact, UTF-8.
-#[derive(Clone, PartialEq, Eq)]
 pub struct Json(Vec<u8>);
 
 impl Json {
@@ -111,24 +110,16 @@ impl Json {
         serde_json::from_slice(&self.0).unwrap_or(serde_json::Value::Null)
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True for the empty text (only [`Json::object_members`] and [`Json::no_members`] make one).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// The response for the one failure of our own: a response we could not encode.
+    pub fn internal_error_response() -> Self {
+        Self(
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error encoding the response"}}"#
+                .to_vec(),
+        )
     }
 }
 
 impl fmt::Debug for Json {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&String::from_utf8_lossy(&self.0))
-    }
-}
-
-impl fmt::Display for Json {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&String::from_utf8_lossy(&self.0))
     }
@@ -417,7 +408,15 @@ mod tests {
 
     #[test]
     fn object_members_of_an_empty_object_are_empty() {
-        assert!(Json::object_members(&Json::encode(&json!({})).unwrap()).is_empty());
+        assert!(
+            Json::object_members(&Json::encode(&json!({})).unwrap())
+                .as_bytes()
+                .is_empty()
+        );
+        assert_eq!(
+            Json::internal_error_response().to_value()["error"]["code"],
+            crate::mcp::protocol::INTERNAL_ERROR
+        );
         assert_eq!(
             Json::object_members(&Json::encode(&json!({"a":1})).unwrap()).as_bytes(),
             b",\"a\":1"

@@ -209,17 +209,20 @@ pub fn parse_value(v: Value) -> Result<Incoming, RpcError> {
 
 /// An error response; `id` is null when the request could not be read.
 pub fn error_response(id: Option<&Value>, err: &RpcError) -> Json {
-    // Serialising our own JSON-RPC envelope (string keys, finite numbers) cannot fail; if it
-    // ever did, the client still gets a well-formed internal error.
-    Json::encode(
-        &json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_json()}),
-    )
-    .or_else(|_| {
-        Json::encode(
-            &json!({"jsonrpc": "2.0", "id": null, "error": {"code": INTERNAL_ERROR, "message": "internal error encoding the response"}}),
-        )
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        jsonrpc: &'static str,
+        id: Option<&'a Value>,
+        error: Value,
+    }
+    // Our own envelope (string keys, finite numbers) cannot fail to encode; if it ever did,
+    // the client still gets a well-formed internal error.
+    Json::encode(&Envelope {
+        jsonrpc: "2.0",
+        id,
+        error: err.to_json(),
     })
-    .unwrap_or_else(|_| Json::no_members())
+    .unwrap_or_else(|_| Json::internal_error_response())
 }
 
 #[cfg(test)]
