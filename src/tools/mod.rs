@@ -47,8 +47,7 @@ impl ToolOutput {
         rows: usize,
         capacity: usize,
     ) -> Result<Self, ToolError> {
-        let json = Json::encode_sized(value, capacity)
-            .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
+        let json = Json::encode_sized(value, capacity).map_err(encoding_failed)?;
         Ok(Self {
             json,
             escaped: None,
@@ -56,20 +55,30 @@ impl ToolOutput {
         })
     }
 
-    /// A result written with [`Dual`].
-    pub(crate) fn dual(d: Dual, rows: usize) -> Self {
+    /// A result written by `write` with [`Dual`] into buffers of about `capacity` bytes.
+    pub(crate) fn dual(
+        rows: usize,
+        capacity: usize,
+        write: impl FnOnce(&mut Dual) -> Result<(), serde_json::Error>,
+    ) -> Result<Self, ToolError> {
+        let mut d = Dual::with_capacity(capacity);
+        write(&mut d).map_err(encoding_failed)?;
         let (json, escaped) = d.finish();
-        Self {
+        Ok(Self {
             json,
             escaped: Some(escaped),
             rows,
-        }
+        })
     }
 
     /// The result parsed back into a JSON value (for callers outside the hot path).
     pub fn value(&self) -> Value {
         self.json.to_value()
     }
+}
+
+fn encoding_failed(e: serde_json::Error) -> ToolError {
+    ToolError::Db(DbError::Internal(format!("encoding a result: {e}")))
 }
 
 /// Why a tool call failed. All but [`ToolError::UnknownTool`] become a result with

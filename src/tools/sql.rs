@@ -204,10 +204,7 @@ fn paged(
     };
     // About 32 bytes a cell (name, quotes, value) sizes the buffers once for typical rows.
     let cells = rs.rows.len() * rs.columns.len();
-    let mut d = Dual::with_capacity(256 + cells * 32);
-    out.write(&mut d)
-        .map_err(|e| ToolError::Db(DbError::Internal(format!("encoding a result: {e}"))))?;
-    Ok(ToolOutput::dual(d, rs.rows.len()))
+    ToolOutput::dual(rs.rows.len(), 256 + cells * 32, |d| out.write(d))
 }
 
 impl Paged<'_> {
