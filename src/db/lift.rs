@@ -125,34 +125,7 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
             gap = true;
             continue;
         }
-        // `5(1)` and `5 .c` do not parse, but `@P1(1)` is a call and `@P1 .c` a qualified
-        // name; `N'x'e5` or `5#` do not either, but `@P1e5` and `@P1#` are other variables
-        // (and `'x'5` would be `?15`): a literal followed by one of those, or by anything
-        // but a closing parenthesis, a comma, a semicolon or an operator without a space
-        // between, stays, so the template cannot pass where the text would not.
-        if std::mem::take(&mut just_lifted)
-            && (matches!(
-                token,
-                Token::LParen | Token::Period | Token::DoubleColon | Token::LBracket
-            ) || (!gap
-                && !matches!(
-                    token,
-                    Token::RParen
-                        | Token::Comma
-                        | Token::SemiColon
-                        | Token::Eq
-                        | Token::Neq
-                        | Token::Lt
-                        | Token::Gt
-                        | Token::LtEq
-                        | Token::GtEq
-                        | Token::Plus
-                        | Token::Minus
-                        | Token::Mul
-                        | Token::Div
-                        | Token::Mod
-                )))
-        {
+        if std::mem::take(&mut just_lifted) && !may_follow_a_parameter(token, gap) {
             lifted.pop();
         }
         gap = false;
@@ -223,6 +196,39 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
         template: Cow::Owned(template),
         params,
     }
+}
+
+/// Whether `token` (after whitespace or a comment if `gap`) may follow a lifted literal.
+///
+/// `5(1)` and `5 .c` do not parse, but `@P1(1)` is a call and `@P1 .c` a qualified name;
+/// `N'x'e5` or `5#` do not either, but `@P1e5` and `@P1#` are other variables (and `'x'5`
+/// would be `?15`). So a literal followed by one of those, or by anything but a closing
+/// parenthesis, a comma, a semicolon or an operator without a space between, stays in the
+/// text: the template cannot pass where the text would not.
+fn may_follow_a_parameter(token: &Token, gap: bool) -> bool {
+    if matches!(
+        token,
+        Token::LParen | Token::Period | Token::DoubleColon | Token::LBracket
+    ) {
+        return false;
+    }
+    gap || matches!(
+        token,
+        Token::RParen
+            | Token::Comma
+            | Token::SemiColon
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+    )
 }
 
 /// Tokens after which a literal is an operand, never syntax.
