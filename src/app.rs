@@ -123,30 +123,21 @@ pub fn router(state: &AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
-        // Counts every request by route template and status, refusals below included.
-        .layer(from_fn_with_state(state.clone(), crate::ops::metrics::track))
-        // The client IP (and X-Forwarded-Proto from a trusted proxy) is decided once, here;
-        // everything below reads it from extensions. It refuses nothing.
-        .layer(from_fn_with_state(edge.clone(), edge::client_ip::decide))
-        // Security headers outside every refusal, so 403/413/429/503 carry them too; HSTS
-        // depends on how the request arrived, hence below the client IP.
-        .layer(from_fn_with_state(edge.clone(), edge::headers::add))
-        // Refuse unknown addresses before they cost anything (not even a bucket entry).
-        .layer(from_fn_with_state(edge.clone(), edge::allowlist::enforce))
+        // Counts every request (refusals below included), decides the client IP once, refuses
+        // addresses the allowlists do not admit before they cost anything (not even a bucket
+        // entry), and adds the security headers to every response on the way back.
+        .layer(from_fn_with_state(state.clone(), edge::front))
         // Per-IP bucket, then the stricter bucket on OAuth endpoints.
         .layer(edge.rate_limits.per_ip_layer())
         .layer(edge.rate_limits.oauth_layer())
-        // SSE stream caps; marks streams so the timeout below leaves them alone.
-        .layer(from_fn_with_state(edge.clone(), edge::limits::stream_caps))
-        // 413 for bodies over the limit, before any handler buffers them.
-        .layer(from_fn_with_state(edge.clone(), edge::limits::body_limit))
-        // Innermost: bounds the time to a response head, never an SSE stream's body.
-        .layer(from_fn_with_state(edge, edge::limits::request_timeout));
+        // Innermost: SSE stream caps, 413 for bodies over the limit before any handler buffers
+        // them, and a bound on the time to a response head (never on an SSE stream's body).
+        .layer(from_fn_with_state(edge, edge::limits::admit));
     Router::new()
         .merge(crate::ops::routes(state))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
-        // Hands the matched route template out to `track` (set only inside the router).
+        // Hands the matched route template out to `edge::front`'s count (set only inside the router).
         .route_layer(axum::middleware::from_fn(crate::ops::metrics::mark_route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))

@@ -168,19 +168,27 @@ pub fn path_in_scope(path: &str, scope: &str) -> bool {
         .is_some_and(|(_, tail)| under(&format!("/{tail}")))
 }
 
-/// Middleware: 403 unless the global and the scope allowlists admit the client IP.
+/// Middleware (the plain-HTTP listener's redirect): [`refusal`] or the route.
 pub async fn enforce(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
-    let ip = ClientIp::of(&req);
-    if let Err(reason) = edge.allowlists.check(ip, req.uri().path()) {
-        edge.counters.denied.inc();
-        tracing::warn!(client_ip = %ip, path = %req.uri().path(), reason, "request denied by IP allowlist");
-        return (
+    match refusal(&edge, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// 403 unless the global and the scope allowlists admit the request's client IP.
+pub fn refusal(edge: &EdgeState, req: &Request) -> Option<Response> {
+    let ip = ClientIp::of(req);
+    let reason = edge.allowlists.check(ip, req.uri().path()).err()?;
+    edge.counters.denied.inc();
+    tracing::warn!(client_ip = %ip, path = %req.uri().path(), reason, "request denied by IP allowlist");
+    Some(
+        (
             StatusCode::FORBIDDEN,
             axum::Json(serde_json::json!({"error": "forbidden", "reason": reason})),
         )
-            .into_response();
-    }
-    next.run(req).await
+            .into_response(),
+    )
 }
 
 #[cfg(test)]

@@ -106,8 +106,15 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
-/// Middleware: stores the [`ClientIp`] in the request's extensions.
+/// Middleware for the plain-HTTP listener: [`decide_in`] (the main listener's
+/// [`super::front`] does the same).
 pub async fn decide(State(edge): State<Arc<EdgeState>>, mut req: Request, next: Next) -> Response {
+    decide_in(&edge, &mut req);
+    next.run(req).await
+}
+
+/// Stores the request's [`ClientIp`] in its extensions, where everything after reads it.
+pub fn decide_in(edge: &EdgeState, req: &mut Request) {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -115,7 +122,6 @@ pub async fn decide(State(edge): State<Arc<EdgeState>>, mut req: Request, next: 
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let client = resolve(peer, req.headers(), &edge.trusted_proxies);
     req.extensions_mut().insert(client);
-    next.run(req).await
 }
 
 #[cfg(test)]

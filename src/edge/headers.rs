@@ -6,14 +6,11 @@
 //! The seed guide also sent `X-XSS-Protection: 1; mode=block`; browsers removed that filter and
 //! the header can itself open cross-site leaks, so this sends `0` (the current OWASP advice).
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::EdgeState;
 use super::client_ip::ClientIp;
 use super::config::TlsMode;
 
@@ -85,21 +82,15 @@ impl Hsts {
     }
 }
 
-/// Middleware: adds the security headers to the response unless already present.
-pub async fn add(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
-    let hsts = edge
-        .hsts
-        .for_request(req.extensions().get::<ClientIp>())
-        .cloned();
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+/// Adds the security headers to a response unless already present: the fixed ones, and
+/// `hsts` (from [`Hsts::for_request`], decided before the request moved on).
+pub fn apply(h: &mut HeaderMap, hsts: Option<HeaderValue>) {
     insert_fixed(h);
     if let Some(v) = hsts
         && !h.contains_key(header::STRICT_TRANSPORT_SECURITY)
     {
         h.insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
-    resp
 }
 
 /// Middleware for the plain-HTTP listener: the fixed headers only. Never HSTS there, whatever

@@ -3,9 +3,9 @@
 //! - [`EdgeAcceptor`] wraps every accepted connection: a bounded TLS handshake, and an idle
 //!   timeout that closes a connection with no bytes in either direction and no request in
 //!   progress (HTTP/2 and HTTP/1 alike; hyper's header read timeout covers slow request heads);
-//! - [`stream_caps`]: concurrent long-lived SSE streams per client IP and overall;
-//! - [`request_timeout`]: a bound on producing a response head, never applied to SSE streams
-//!   (their bodies are not timed at all, only their head).
+//! - [`admit`], one middleware for three limits: concurrent long-lived SSE streams per client
+//!   IP and overall, the request body size, and a bound on producing a response head, never
+//!   applied to SSE streams (their bodies are not timed at all, only their head).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -297,10 +297,6 @@ impl StreamCaps {
     }
 }
 
-/// Marks a request that opens a long-lived SSE stream (set by [`stream_caps`]).
-#[derive(Debug, Clone, Copy)]
-pub struct LongLived;
-
 /// `GET …/sse`, or `GET …/mcp` accepting `text/event-stream`: a stream that stays open.
 pub fn opens_stream(req: &Request) -> bool {
     if req.method() != Method::GET {
@@ -318,56 +314,119 @@ pub fn opens_stream(req: &Request) -> bool {
             .is_some_and(|v| v.contains("text/event-stream"))
 }
 
-/// Middleware: caps concurrent SSE streams per client IP (429) and overall (503), and marks
-/// them [`LongLived`] so the request timeout leaves them alone.
-pub async fn stream_caps(
-    State(edge): State<Arc<EdgeState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    if !opens_stream(&req) {
-        return next.run(req).await;
-    }
-    let ip = ClientIp::of(&req);
-    let Ok(total) = edge.streams.total.clone().try_acquire_owned() else {
-        edge.counters.streams_refused.inc();
-        let mut resp = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"error": "too_many_streams", "reason": "server stream limit reached"})),
-        )
-            .into_response();
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-        return resp;
-    };
-    {
-        let mut map = edge
-            .streams
-            .per_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= edge.streams.per_ip_max {
-            drop(map);
-            edge.counters.streams_refused.inc();
-            let mut resp = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(serde_json::json!({"error": "too_many_streams", "reason": "too many open streams from this address"})),
-            )
-                .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-            return resp;
+/// Middleware, the innermost of the edge: per request, in this order,
+///
+/// 1. the SSE stream caps: a request that opens a long-lived stream takes a slot per client IP
+///    (429 when the address has too many) and one overall (503), held until its response body
+///    is dropped;
+/// 2. the body limit: 413 at once when `Content-Length` declares more than
+///    `server.max_body_bytes`, otherwise as soon as the streamed body crosses it (handlers read
+///    bodies through axum extractors, which answer 413 for a length-limit error);
+/// 3. the request timeout: 503 when a response head takes longer than
+///    `limits.request_timeout_secs`. Streams are not timed: their head comes at once and their
+///    body may last for hours.
+///
+/// One layer rather than three: each `from_fn` layer costs a boxed future and a clone of the
+/// service below it on every request.
+pub async fn admit(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
+    let slot = if opens_stream(&req) {
+        match take_stream_slot(&edge, ClientIp::of(&req)) {
+            Ok(slot) => Some(slot),
+            Err(status) => return too_many_streams(&edge, status),
         }
-        *n += 1;
+    } else {
+        None
+    };
+    let req = match limit_body(&edge, req) {
+        Ok(req) => req,
+        Err(max) => return too_large(max),
+    };
+    match slot {
+        Some(slot) => hold_until_body_ends(next.run(req).await, slot),
+        None => match tokio::time::timeout(edge.request_timeout, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => {
+                edge.counters.timed_out.inc();
+                refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the request took too long",
+                )
+            }
+        },
     }
-    let slot = StreamSlot {
+}
+
+/// Middleware for the plain-HTTP listener: the body limit of [`admit`] alone (nothing there
+/// opens a stream, and every handler answers at once from memory).
+pub async fn body_limit(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
+    match limit_body(&edge, req) {
+        Ok(req) => next.run(req).await,
+        Err(max) => too_large(max),
+    }
+}
+
+/// A stream slot for `ip`, or the status that refuses it: 503 when the server has no slot
+/// left, 429 when the address has too many streams open.
+fn take_stream_slot(edge: &Arc<EdgeState>, ip: IpAddr) -> Result<StreamSlot, StatusCode> {
+    let Ok(total) = edge.streams.total.clone().try_acquire_owned() else {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let mut map = edge
+        .streams
+        .per_ip
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let n = map.entry(ip).or_insert(0);
+    if *n >= edge.streams.per_ip_max {
+        return Err(StatusCode::TOO_MANY_REQUESTS);
+    }
+    *n += 1;
+    Ok(StreamSlot {
         caps: edge.clone(),
         ip,
         _total: total,
+    })
+}
+
+fn too_many_streams(edge: &EdgeState, status: StatusCode) -> Response {
+    edge.counters.streams_refused.inc();
+    let reason = if status == StatusCode::TOO_MANY_REQUESTS {
+        "too many open streams from this address"
+    } else {
+        "server stream limit reached"
     };
-    req.extensions_mut().insert(LongLived);
-    let resp = next.run(req).await;
+    let mut resp = refusal(status, "too_many_streams", reason);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    resp
+}
+
+/// The request with its body limited to `server.max_body_bytes`, or that limit when the
+/// request's `Content-Length` already says more.
+fn limit_body(edge: &EdgeState, req: Request) -> Result<Request, usize> {
+    let max = edge.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(max);
+    }
+    Ok(req.map(|b| Body::new(http_body_util::Limited::new(b, max))))
+}
+
+fn too_large(max: usize) -> Response {
+    refusal(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("request bodies are limited to {max} bytes"),
+    )
+}
+
+/// `resp` with a body that keeps `slot` until it is dropped (the stream ended).
+fn hold_until_body_ends(resp: Response, slot: StreamSlot) -> Response {
     let (parts, body) = resp.into_parts();
     Response::from_parts(
         parts,
@@ -376,6 +435,15 @@ pub async fn stream_caps(
             _slot: slot,
         }),
     )
+}
+
+/// The edge's JSON refusal body: `{"error": …, "reason": …}`.
+fn refusal(status: StatusCode, error: &str, reason: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": error, "reason": reason})),
+    )
+        .into_response()
 }
 
 /// A response body that holds a [`StreamSlot`] until it is dropped (the stream ended).
@@ -398,54 +466,6 @@ impl http_body::Body for SlotBody {
     }
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Middleware: 413 for a body over `server.max_body_bytes`, at once when `Content-Length`
-/// says so, otherwise as soon as the streamed body crosses the limit (handlers read bodies
-/// through axum extractors, which answer 413 for a length-limit error).
-pub async fn body_limit(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
-    let max = edge.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(serde_json::json!({"error": "payload_too_large", "reason": format!("request bodies are limited to {max} bytes")})),
-        )
-            .into_response();
-    }
-    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, max)));
-    next.run(req).await
-}
-
-/// Middleware: 503 when a response head takes longer than `limits.request_timeout_secs`.
-/// [`LongLived`] requests (SSE streams) are not timed: their head comes at once and their
-/// body may last for hours.
-pub async fn request_timeout(
-    State(edge): State<Arc<EdgeState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if req.extensions().get::<LongLived>().is_some() {
-        return next.run(req).await;
-    }
-    let limit = edge.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            edge.counters.timed_out.inc();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(
-                    serde_json::json!({"error": "timeout", "reason": "the request took too long"}),
-                ),
-            )
-                .into_response()
-        }
     }
 }
 

@@ -471,11 +471,11 @@ impl Default for Metrics {
     }
 }
 
-/// The matched route template, carried from inside the router to [`track`] on the response.
+/// The matched route template, carried from inside the router to [`Tracking`] on the response.
 #[derive(Clone)]
 struct Route(MatchedPath);
 
-/// Route layer: copies the route template into the response for [`track`].
+/// Route layer: copies the route template into the response for [`Tracking`].
 pub async fn mark_route(req: Request, next: Next) -> Response {
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let mut resp = next.run(req).await;
@@ -485,49 +485,59 @@ pub async fn mark_route(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Outer middleware: counts every request (including those the edge refused before routing)
-/// by route template, method and status, with the time to the response head.
-pub async fn track(
-    axum::extract::State(app): axum::extract::State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    track_as(&app, UNMATCHED, req, next).await
-}
-
-/// [`track`] for the plain-HTTP listener: what no route there matched was redirected (or
-/// refused on the way), so it is counted under [`PLAIN_HTTP`] rather than as unmatched.
+/// Middleware for the plain-HTTP listener: counts its requests like the main listener's (see
+/// [`Tracking`]); what no route there matched was redirected (or refused on the way), so it is
+/// counted under [`PLAIN_HTTP`] rather than as unmatched.
 pub async fn track_plain(
     axum::extract::State(app): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    track_as(&app, PLAIN_HTTP, req, next).await
+    let tracking = Tracking::start(&req);
+    let resp = next.run(req).await;
+    tracking.finish(&app, &resp, PLAIN_HTTP);
+    resp
 }
 
-async fn track_as(app: &AppState, unmatched: &'static str, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method: &'static str = match *req.method() {
-        axum::http::Method::GET => "GET",
-        axum::http::Method::POST => "POST",
-        axum::http::Method::DELETE => "DELETE",
-        axum::http::Method::OPTIONS => "OPTIONS",
-        axum::http::Method::HEAD => "HEAD",
-        axum::http::Method::PUT => "PUT",
-        axum::http::Method::PATCH => "PATCH",
-        _ => "other",
-    };
-    let resp = next.run(req).await;
-    let route = resp
-        .extensions()
-        .get::<Route>()
-        .map(|r| r.0.as_str())
-        .unwrap_or(unmatched);
-    app.ops().metrics.http(
-        route,
-        method,
-        resp.status().as_str(),
-        started.elapsed().as_secs_f64(),
-    );
-    resp
+/// One request being counted: by route template, method and status, with the time to the
+/// response head. Started by the outermost edge middleware, so requests the edge refuses
+/// before routing are counted too.
+pub struct Tracking {
+    started: Instant,
+    method: &'static str,
+}
+
+impl Tracking {
+    pub fn start(req: &Request) -> Self {
+        let method = match *req.method() {
+            axum::http::Method::GET => "GET",
+            axum::http::Method::POST => "POST",
+            axum::http::Method::DELETE => "DELETE",
+            axum::http::Method::OPTIONS => "OPTIONS",
+            axum::http::Method::HEAD => "HEAD",
+            axum::http::Method::PUT => "PUT",
+            axum::http::Method::PATCH => "PATCH",
+            _ => "other",
+        };
+        Self {
+            started: Instant::now(),
+            method,
+        }
+    }
+
+    /// Records `resp` under its route template ([`mark_route`]), or `unmatched` when no route
+    /// matched.
+    pub fn finish(self, app: &AppState, resp: &Response, unmatched: &'static str) {
+        let route = resp
+            .extensions()
+            .get::<Route>()
+            .map(|r| r.0.as_str())
+            .unwrap_or(unmatched);
+        app.ops().metrics.http(
+            route,
+            self.method,
+            resp.status().as_str(),
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
 }
