@@ -491,6 +491,11 @@ impl MssqlBackend {
             .retry_connection(false)
             // Checked in `acquire` only after an idle spell, not on every checkout.
             .test_on_check_out(false)
+            // The most recently used connection first: under light load one warm connection
+            // serves every query (no idle-spell checks, warm caches on both ends) and the
+            // others age out through the idle timeout, instead of every connection taking its
+            // turn and each turn being the one that finds it idle.
+            .queue_strategy(bb8::QueueStrategy::Lifo)
             .idle_timeout(Some(Duration::from_secs(300)))
             .max_lifetime(Some(Duration::from_secs(1800)))
             .error_sink(Box::new(ConnectErrors(connect_errors.clone())))
