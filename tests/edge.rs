@@ -967,22 +967,52 @@ async fn sigterm_drains_open_streams_within_the_grace_period() -> TestResult {
 }
 
 // ---------------------------------------------------------------------------------------
-// ACME against Pebble. Pebble needs fixed ports, so these tests take the PEBBLE lock.
+// ACME against Pebble. Its validation authority connects to ports named in its config, where
+// the server under test must listen; each test picks free ones (`PebblePorts::free`) and
+// these tests take the PEBBLE lock, so one Pebble runs at a time.
 // ---------------------------------------------------------------------------------------
 
-const PEBBLE_DIR_PORT: u16 = 14400;
-const PEBBLE_MGMT_PORT: u16 = 15400;
-const ACME_TLS_PORT: u16 = 15443;
-/// Where Pebble sends HTTP-01 requests (`"httpPort"` in its config).
-const ACME_HTTP_PORT: u16 = 15080;
+/// Loopback ports of one ACME test, free when picked.
+#[derive(Clone, Copy)]
+struct PebblePorts {
+    /// Pebble's ACME directory.
+    dir: u16,
+    /// Pebble's management interface (the roots of what it issued).
+    mgmt: u16,
+    /// Where Pebble validates TLS-ALPN-01 (`"tlsPort"`): the server's https listener.
+    tls: u16,
+    /// Where Pebble sends HTTP-01 requests (`"httpPort"`): the server's plain-HTTP listener.
+    http: u16,
+}
+
+impl PebblePorts {
+    fn free() -> Self {
+        // Held together while picking, so the four differ.
+        let listeners: Vec<std::net::TcpListener> = (0..4)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+            .collect();
+        let port = |i: usize| listeners[i].local_addr().expect("local addr").port();
+        Self {
+            dir: port(0),
+            mgmt: port(1),
+            tls: port(2),
+            http: port(3),
+        }
+    }
+
+    fn tls_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.tls).into()
+    }
+}
 
 struct Pebble {
     child: tokio::process::Child,
     ca: TestPki,
+    ports: PebblePorts,
 }
 
 impl Pebble {
-    async fn start(dir: &Path, validity_secs: Option<u64>) -> Pebble {
+    async fn start(dir: &Path, ports: PebblePorts, validity_secs: Option<u64>) -> Pebble {
         let ca = TestPki::new("pebble https CA");
         let (chain, key, _) = ca.leaf("pebble");
         std::fs::write(dir.join("pebble-cert.pem"), chain).expect("write");
@@ -992,9 +1022,13 @@ impl Pebble {
             .map(|v| format!(",\"certificateValidityPeriod\": {v}"))
             .unwrap_or_default();
         let cfg = format!(
-            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{PEBBLE_DIR_PORT}","managementListenAddress":"127.0.0.1:{PEBBLE_MGMT_PORT}","certificate":{:?},"privateKey":{:?},"httpPort":{ACME_HTTP_PORT},"tlsPort":{ACME_TLS_PORT},"ocspResponderURL":"","externalAccountBindingRequired":false{validity}}}}}"#,
+            r#"{{"pebble":{{"listenAddress":"127.0.0.1:{}","managementListenAddress":"127.0.0.1:{}","certificate":{:?},"privateKey":{:?},"httpPort":{},"tlsPort":{},"ocspResponderURL":"","externalAccountBindingRequired":false{validity}}}}}"#,
+            ports.dir,
+            ports.mgmt,
             dir.join("pebble-cert.pem").display().to_string(),
             dir.join("pebble-key.pem").display().to_string(),
+            ports.http,
+            ports.tls,
         );
         std::fs::write(dir.join("pebble.json"), cfg).expect("write");
         let child = tokio::process::Command::new("pebble")
@@ -1008,12 +1042,9 @@ impl Pebble {
             .kill_on_drop(true)
             .spawn()
             .expect("pebble (apt-get install pebble)");
-        let p = Pebble { child, ca };
+        let p = Pebble { child, ca, ports };
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", PEBBLE_DIR_PORT))
-            .await
-            .is_err()
-        {
+        while TcpStream::connect(("127.0.0.1", ports.dir)).await.is_err() {
             assert!(Instant::now() < deadline, "pebble did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -1024,10 +1055,10 @@ impl Pebble {
     async fn root(&self) -> CertificateDer<'static> {
         let client = https_client(
             &self.ca.ca_der,
-            SocketAddr::from(([127, 0, 0, 1], PEBBLE_MGMT_PORT)),
+            SocketAddr::from(([127, 0, 0, 1], self.ports.mgmt)),
         );
         let pem = client
-            .get(format!("https://localhost:{PEBBLE_MGMT_PORT}/roots/0"))
+            .get(format!("https://localhost:{}/roots/0", self.ports.mgmt))
             .send()
             .await
             .expect("roots")
@@ -1044,14 +1075,15 @@ impl Pebble {
 
 use rustls::pki_types::pem::PemObject;
 
-fn acme_config(dir: &Path, pebble_dir: &Path, cache: &Path) -> Config {
-    config(dir, "", &acme_tls(pebble_dir, cache, ""))
+fn acme_config(dir: &Path, ports: PebblePorts, pebble_dir: &Path, cache: &Path) -> Config {
+    config(dir, "", &acme_tls(ports, pebble_dir, cache, ""))
 }
 
 /// `[tls]` for ACME against Pebble, plus `extra` keys in that table.
-fn acme_tls(pebble_dir: &Path, cache: &Path, extra: &str) -> String {
+fn acme_tls(ports: PebblePorts, pebble_dir: &Path, cache: &Path, extra: &str) -> String {
     format!(
-        "[tls]\nmode = \"acme\"\ndomains = [\"localhost\"]\ncontact = [\"ops@example.com\"]\ndirectory = \"https://127.0.0.1:{PEBBLE_DIR_PORT}/dir\"\nca_file = {:?}\ncache_dir = {:?}\n{extra}",
+        "[tls]\nmode = \"acme\"\ndomains = [\"localhost\"]\ncontact = [\"ops@example.com\"]\ndirectory = \"https://127.0.0.1:{}/dir\"\nca_file = {:?}\ncache_dir = {:?}\n{extra}",
+        ports.dir,
         pebble_dir.join("pebble-ca.pem").display().to_string(),
         cache.display().to_string()
     )
@@ -1111,15 +1143,20 @@ async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> Te
         return Ok(());
     }
     let _pebble = PEBBLE.lock().await;
-    let addr: SocketAddr = ([127, 0, 0, 1], ACME_TLS_PORT).into();
+    let ports = PebblePorts::free();
+    let addr = ports.tls_addr();
 
     // 1. Real TLS-ALPN-01 issuance; a client trusting only Pebble's root gets a valid chain.
     let pebble_dir = tempfile::tempdir()?;
-    let pebble = Pebble::start(pebble_dir.path(), None).await;
+    let pebble = Pebble::start(pebble_dir.path(), ports, None).await;
     let root = pebble.root().await;
     let dir = tempfile::tempdir()?;
     let cache = dir.path().join("acme-cache");
-    let server = Server::start_on(addr, acme_config(dir.path(), pebble_dir.path(), &cache)).await;
+    let server = Server::start_on(
+        addr,
+        acme_config(dir.path(), ports, pebble_dir.path(), &cache),
+    )
+    .await;
     let r = wait_for(&server, Duration::from_secs(30), "issuance", |r| {
         r.tls.issued >= 1
     })
@@ -1143,7 +1180,11 @@ async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> Te
 
     // 2. A restart serves the cached certificate without a new order.
     let started = Instant::now();
-    let server = Server::start_on(addr, acme_config(dir.path(), pebble_dir.path(), &cache)).await;
+    let server = Server::start_on(
+        addr,
+        acme_config(dir.path(), ports, pebble_dir.path(), &cache),
+    )
+    .await;
     let r = wait_for(&server, Duration::from_secs(5), "cached certificate", |r| {
         r.tls.loaded >= 1
     })
@@ -1156,11 +1197,15 @@ async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> Te
 
     // 3. 30-second certificates renew and swap while a client keeps making requests.
     let pebble_dir = tempfile::tempdir()?;
-    let pebble = Pebble::start(pebble_dir.path(), Some(30)).await;
+    let pebble = Pebble::start(pebble_dir.path(), ports, Some(30)).await;
     let root = pebble.root().await;
     let dir = tempfile::tempdir()?;
     let cache = dir.path().join("acme-cache");
-    let server = Server::start_on(addr, acme_config(dir.path(), pebble_dir.path(), &cache)).await;
+    let server = Server::start_on(
+        addr,
+        acme_config(dir.path(), ports, pebble_dir.path(), &cache),
+    )
+    .await;
     wait_for(
         &server,
         Duration::from_secs(30),
@@ -1237,22 +1282,25 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
         return Ok(());
     }
     let _pebble = PEBBLE.lock().await;
-    let addr: SocketAddr = ([127, 0, 0, 1], ACME_TLS_PORT).into();
+    let ports = PebblePorts::free();
+    let addr = ports.tls_addr();
     let pebble_dir = tempfile::tempdir()?;
-    let pebble = Pebble::start(pebble_dir.path(), None).await;
+    let pebble = Pebble::start(pebble_dir.path(), ports, None).await;
     let root = pebble.root().await;
     let dir = tempfile::tempdir()?;
     let cache = dir.path().join("acme-cache");
-    // Pebble fetches http://localhost:15080/.well-known/acme-challenge/{token}, from
+    // Pebble fetches http://localhost:{ports.http}/.well-known/acme-challenge/{token}, from
     // 127.0.0.1, an address the allowlist does not admit.
     let tls = acme_tls(
+        ports,
         pebble_dir.path(),
         &cache,
         &format!(
-            "challenge = \"http-01\"\nhttp_redirect_listen = \"127.0.0.1:{ACME_HTTP_PORT}\"\n\n[access]\nallow = [\"127.0.0.2\"]\n"
+            "challenge = \"http-01\"\nhttp_redirect_listen = \"127.0.0.1:{}\"\n\n[access]\nallow = [\"127.0.0.2\"]\n",
+            ports.http
         ),
     );
-    let public = format!("https://localhost:{ACME_TLS_PORT}");
+    let public = format!("https://localhost:{}", ports.tls);
     let server = Server::start_on(
         addr,
         config(dir.path(), &format!("public_url = {public:?}"), &tls),
@@ -1267,7 +1315,8 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
     let log = std::fs::read_to_string(pebble_dir.path().join("pebble.log"))?;
     assert!(
         log.contains(&format!(
-            "validate w/ HTTP: http://localhost:{ACME_HTTP_PORT}/.well-known/acme-challenge/"
+            "validate w/ HTTP: http://localhost:{}/.well-known/acme-challenge/",
+            ports.http
         )) && log.contains("set VALID"),
         "{log}"
     );
@@ -1293,9 +1342,9 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
         "127.0.0.1 is not allowed"
     );
 
-    // Port 80 (here 15080) still redirects everything that is not a challenge.
+    // Port 80 (here ports.http) still redirects everything that is not a challenge.
     let plain = no_redirects(allowed);
-    let http = format!("http://127.0.0.1:{ACME_HTTP_PORT}");
+    let http = format!("http://127.0.0.1:{}", ports.http);
     let resp = plain.get(format!("{http}/chatgpt/mcp?x=1")).send().await?;
     assert_eq!(resp.status(), 308);
     assert_eq!(
