@@ -256,7 +256,8 @@ fn is_loopback_authority(auth: &str) -> bool {
     } else {
         auth.rsplit_once(':').map(|(h, _)| h).unwrap_or(auth)
     };
-    host == "localhost"
+    // `localhost.` is the same name written fully qualified (RFC 6761 §6.3 keeps it loopback).
+    without_root_dot(host) == "localhost"
         || host == "::1"
         || host
             .parse::<std::net::Ipv4Addr>()
@@ -303,6 +304,8 @@ mod tests {
         for ok in [
             "localhost",
             "localhost:8008",
+            "localhost.",
+            "localhost.:8008",
             "127.0.0.1:1",
             "127.0.0.2",
             "[::1]:80",
@@ -313,6 +316,8 @@ mod tests {
         for bad in [
             "evil.example.com",
             "localhost.evil.com",
+            "localhost..",
+            ".",
             "10.0.0.1:80",
             "[::2]:80",
         ] {

@@ -266,6 +266,9 @@ async fn the_public_host_written_fully_qualified_is_served() {
         ("MCP.example.com.:443", 200),
         ("mcp.example.com..", 403),
         ("mcp.example.com.evil.example.", 403),
+        // Loopback names are served whatever the public URL; `localhost.` is one of them.
+        ("localhost.", 200),
+        ("localhost..", 403),
     ] {
         let r = srv
             .post_json("/claude/mcp", &[("host", host)], &initialize(V1125))
