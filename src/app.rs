@@ -126,7 +126,7 @@ pub fn router(state: &AppState) -> Router {
         // Counts every request (refusals below included), decides the client IP once, refuses
         // addresses the allowlists do not admit before they cost anything (not even a bucket
         // entry), and adds the security headers to every response on the way back.
-        .layer(from_fn_with_state(state.clone(), edge::front))
+        .layer(from_fn_with_state(state.clone(), front))
         // Per-IP bucket, then the stricter bucket on OAuth endpoints.
         .layer(edge.rate_limits.per_ip_layer())
         .layer(edge.rate_limits.oauth_layer())
@@ -137,11 +137,43 @@ pub fn router(state: &AppState) -> Router {
         .merge(crate::ops::routes(state))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
-        // Hands the matched route template out to `edge::front`'s count (set only inside the router).
+        // Hands the matched route template out to `front`'s count (set only inside the router).
         .route_layer(axum::middleware::from_fn(crate::ops::metrics::mark_route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
         .layer(stack)
+}
+
+/// Middleware, the outermost of the edge's own on the main listener: per request, in this
+/// order,
+///
+/// 1. starts counting it for `http_requests_total` and the duration histogram (refusals
+///    below included, by route template, method and status);
+/// 2. decides the client IP, once ([`edge::client_ip`]); everything below reads it from
+///    the request's extensions;
+/// 3. refuses (403) an address the allowlists do not admit ([`edge::allowlist`]), before it
+///    costs anything else, not even a rate-limit bucket entry;
+/// 4. on the way back, adds the security headers ([`edge::headers`]) to every response,
+///    refusals from any layer below included, with HSTS when the request arrived over https.
+pub async fn front(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let tracking = crate::ops::metrics::Tracking::start(&req);
+    let edge = app.edge();
+    edge::client_ip::decide_in(edge, &mut req);
+    let hsts = edge
+        .hsts
+        .for_request(req.extensions().get::<edge::client_ip::ClientIp>())
+        .cloned();
+    let mut resp = match edge::allowlist::refusal(edge, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    };
+    edge::headers::apply(resp.headers_mut(), hsts);
+    tracking.finish(&app, &resp, crate::ops::metrics::UNMATCHED);
+    resp
 }
 
 /// The plain-HTTP listener (`tls.http_redirect_listen`): the redirect to the public URL and,

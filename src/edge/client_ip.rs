@@ -106,8 +106,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
-/// Middleware for the plain-HTTP listener: [`decide_in`] (the main listener's
-/// [`super::front`] does the same).
+/// Middleware for the plain-HTTP listener: [`decide_in`] (the main listener's `app::front`
+/// does the same).
 pub async fn decide(State(edge): State<Arc<EdgeState>>, mut req: Request, next: Next) -> Response {
     decide_in(&edge, &mut req);
     next.run(req).await

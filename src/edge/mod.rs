@@ -13,10 +13,12 @@
 //! - [`config`]: `[tls]`, `[access]`, `[limits]` and their validation.
 //!
 //! `app.rs` stacks the middleware in one `ServiceBuilder` per listener (the plain-HTTP one gets
-//! a smaller stack over the same connection handling); [`EdgeState`] is what they share. On the
-//! main listener the decisions that need no bucket run as two layers around the rate limits,
-//! [`front`] outside and [`limits::admit`] inside, rather than one layer each: every `from_fn`
-//! layer costs a boxed future and a clone of the service below it on every request.
+//! a smaller stack over the same connection handling); [`EdgeState`] is what they share. The
+//! checks are plain functions ([`client_ip::decide_in`], [`allowlist::refusal`],
+//! [`headers::apply`]) so that the main listener can run the ones that need no bucket as two
+//! layers around the rate limits, `app::front` outside and [`limits::admit`] inside, rather
+//! than one layer each: every `from_fn` layer costs a boxed future and a clone of the service
+//! below it on every request.
 
 pub mod allowlist;
 pub mod client_ip;
@@ -30,46 +32,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::ops::metrics::{Tracking, UNMATCHED};
-use crate::state::AppState;
 use allowlist::{Allowlists, IpSet};
 use limits::StreamCaps;
 use rate_limit::RateLimits;
 use tls::TlsStatus;
-
-/// Middleware, the outermost of the edge's own on the main listener: per request, in this
-/// order,
-///
-/// 1. starts counting it for `http_requests_total` and the duration histogram (refusals
-///    below included, by route template, method and status);
-/// 2. decides the client IP, once ([`client_ip`]); everything below reads it from the
-///    request's extensions;
-/// 3. refuses (403) an address the allowlists do not admit ([`allowlist`]), before it costs
-///    anything else, not even a rate-limit bucket entry;
-/// 4. on the way back, adds the security headers ([`headers`]) to every response, refusals
-///    from any layer below included, with HSTS when the request arrived over https.
-pub async fn front(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let tracking = Tracking::start(&req);
-    let edge = app.edge();
-    client_ip::decide_in(edge, &mut req);
-    let hsts = edge
-        .hsts
-        .for_request(req.extensions().get::<client_ip::ClientIp>())
-        .cloned();
-    let mut resp = match allowlist::refusal(edge, &req) {
-        Some(refused) => refused,
-        None => next.run(req).await,
-    };
-    headers::apply(resp.headers_mut(), hsts);
-    tracking.finish(&app, &resp, UNMATCHED);
-    resp
-}
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
