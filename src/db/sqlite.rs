@@ -730,7 +730,14 @@ impl Backend for SqliteBackend {
                 Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
             })
             .collect();
-        self.with_conn(move |c| run(c, &sql, &params, page)).await
+        match self.with_conn(move |c| run(c, &sql, &params, page)).await {
+            // SQLite's message quotes the statement it failed on, here the template: `?1`
+            // where the client wrote a literal, and offsets into the template. Running the
+            // text as sent (read-only, and only on this failing path) reports the same error
+            // in the client's own words; timeouts and outages are not retried.
+            Err(DbError::Sql(_)) => self.query(q.original, page).await,
+            other => other,
+        }
     }
 
     async fn sample(

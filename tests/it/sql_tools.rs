@@ -122,6 +122,23 @@ async fn a_query_on_a_missing_table_lists_the_visible_tables() {
 }
 
 #[tokio::test]
+async fn an_error_quotes_the_query_as_sent_not_its_lifted_template() {
+    // The literals are lifted into parameters before the query runs; an error must still
+    // show the client its own text (and an offset into it), not `?1`.
+    let srv = Server::demo().await;
+    let msg = srv
+        .tool_err(
+            "/claude",
+            "execute_sql",
+            sql("SELECT customer_id, no_such_column FROM customers WHERE customer_id = 42"),
+        )
+        .await;
+    assert!(msg.contains("no_such_column"), "{msg}");
+    assert!(msg.contains("customer_id = 42"), "{msg}");
+    assert!(!msg.contains("?1"), "{msg}");
+}
+
+#[tokio::test]
 async fn describing_a_missing_table_lists_the_visible_tables() {
     let srv = Server::demo().await;
     let msg = srv
