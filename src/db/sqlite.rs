@@ -731,11 +731,14 @@ impl Backend for SqliteBackend {
             })
             .collect();
         match self.with_conn(move |c| run(c, &sql, &params, page)).await {
-            // SQLite's message quotes the statement it failed on, here the template: `?1`
-            // where the client wrote a literal, and offsets into the template. Running the
-            // text as sent (read-only, and only on this failing path) reports the same error
-            // in the client's own words; timeouts and outages are not retried.
-            Err(DbError::Sql(_)) => self.query(q.original, page).await,
+            // A statement that fails to prepare is reported with its text: here the template,
+            // `?1` where the client wrote a literal, and offsets into it. Preparing the text
+            // as sent gives the same error in the client's own words. Only such errors (their
+            // message quotes the template) are retried, and preparing is cheap; errors while
+            // running, timeouts and outages are not.
+            Err(DbError::Sql(msg)) if msg.contains(q.template.as_ref()) => {
+                self.query(q.original, page).await
+            }
             other => other,
         }
     }
