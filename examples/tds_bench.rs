@@ -346,6 +346,18 @@ async fn batch_client(port: u16) -> Tds {
     client
 }
 
+/// The number of rows in `sql`'s first result set on a plain connection; panics on an error.
+async fn row_count(client: &mut Tds, sql: &str) -> usize {
+    client
+        .simple_query(sql)
+        .await
+        .expect("plain query")
+        .into_first_result()
+        .await
+        .expect("plain rows")
+        .len()
+}
+
 /// One MCP `tools/call` of `execute_sql`; panics on anything but a good result.
 async fn server_call(http: &reqwest::Client, url: &str, id: u64, sql: &str, rows: usize) {
     let body = json!({
@@ -445,14 +457,7 @@ async fn run_plain(
                     sql
                 };
                 let s = Instant::now();
-                let rows = client
-                    .simple_query(sql.as_str())
-                    .await
-                    .expect("plain query")
-                    .into_first_result()
-                    .await
-                    .expect("plain rows");
-                assert_eq!(rows.len(), workload.rows(), "{sql}");
+                assert_eq!(row_count(&mut client, &sql).await, workload.rows(), "{sql}");
                 t.latencies.push(s.elapsed().as_micros() as u32);
                 t.requests += 1;
                 i += 1;
@@ -573,23 +578,17 @@ profile = "full"
     for workload in [Workload::W1, Workload::W2] {
         let sql = workload.sql(0, 0);
         server_call(&http, &url, 1, &sql, workload.rows()).await;
-        let got = clients[0]
-            .simple_query(sql.as_str())
-            .await
-            .expect("plain query")
-            .into_first_result()
-            .await
-            .expect("plain rows");
-        assert_eq!(got.len(), workload.rows(), "{sql}");
+        assert_eq!(
+            row_count(&mut clients[0], &sql).await,
+            workload.rows(),
+            "{sql}"
+        );
         let batch = mssql_mcp::db::mssql::adhoc_batch(&sql, ROW_CAP, Some(ROW_CAP));
-        let got = batch_clients[0]
-            .simple_query(batch.as_str())
-            .await
-            .expect("batch query")
-            .into_first_result()
-            .await
-            .expect("batch rows");
-        assert_eq!(got.len(), workload.rows(), "{batch}");
+        assert_eq!(
+            row_count(&mut batch_clients[0], &batch).await,
+            workload.rows(),
+            "{batch}"
+        );
     }
 
     let mut results = Vec::new();

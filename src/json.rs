@@ -177,14 +177,9 @@ impl Dual {
             self.text.extend_from_slice(b"\\\"");
             self.text.extend_from_slice(s.as_bytes());
             self.text.extend_from_slice(b"\\\"");
-        } else {
-            let start = self.raw.len();
+        } else if self.value(s).is_err() {
             // Writing a `&str` into a Vec cannot fail.
-            if serde_json::to_writer(&mut self.raw, s).is_err() {
-                self.raw.truncate(start);
-                self.raw.extend_from_slice(b"null");
-            }
-            escape_into(&mut self.text, &self.raw[start..]);
+            self.syntax(b"null");
         }
     }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::protocol::{
     Era, LATEST_LEGACY_VERSION, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO,
-    MODERN_VERSION, Request, RpcError, SUPPORTED_VERSIONS,
+    MODERN_VERSION, Request, RpcError, SUPPORTED_VERSIONS, success_response,
 };
 use crate::db::TableInfo;
 use crate::json::Json;
@@ -161,23 +161,7 @@ pub async fn handle(
             m.insert("cacheScope".into(), json!("public"));
         }
     }
-    respond(&req.id, &result)
-}
-
-/// The success response to `id` carrying `result`.
-fn respond(id: &Value, result: &impl Serialize) -> Result<Json, RpcError> {
-    #[derive(Serialize)]
-    struct Response<'a, T> {
-        jsonrpc: &'static str,
-        id: &'a Value,
-        result: &'a T,
-    }
-    Json::encode(&Response {
-        jsonrpc: "2.0",
-        id,
-        result,
-    })
-    .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
+    success_response(&req.id, &result)
 }
 
 /// The version `initialize` settles on for these params (see [`negotiate`]).
@@ -300,7 +284,7 @@ async fn call_tool(
             } else {
                 tracing::debug!(scope = %scope.path, tool = name, error = %e, "tool call refused");
             }
-            respond(
+            success_response(
                 id,
                 &CallToolError {
                     content: [TextContent {

@@ -207,6 +207,23 @@ pub fn parse_value(v: Value) -> Result<Incoming, RpcError> {
     }
 }
 
+/// The success response to `id` carrying `result` (a tool result with structured content is
+/// assembled by [`Json::tool_response`] instead).
+pub fn success_response(id: &Value, result: &impl serde::Serialize) -> Result<Json, RpcError> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a, T> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a T,
+    }
+    Json::encode(&Envelope {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
+}
+
 /// An error response; `id` is null when the request could not be read.
 pub fn error_response(id: Option<&Value>, err: &RpcError) -> Json {
     #[derive(serde::Serialize)]

@@ -350,26 +350,22 @@ fn accept<'a>(
     if let Some(checked) = scope.accepted.get(lifted.template.as_ref()) {
         return Ok((lifted, checked));
     }
-    if lifted.params.is_empty() || !scope.db.runs_lifted_templates() {
-        let checked = Arc::new(guard::check(sql, dialect, &scope.rules)?);
-        scope
-            .accepted
-            .insert(lifted.template.to_string(), checked.clone());
-        return Ok((lifted, checked));
-    }
-    match guard::check(&lifted.template, dialect, &scope.rules) {
-        Ok(checked) => {
-            let checked = Arc::new(checked);
-            scope
-                .accepted
-                .insert(lifted.template.to_string(), checked.clone());
-            Ok((lifted, checked))
+    let checked = if lifted.params.is_empty() || !scope.db.runs_lifted_templates() {
+        guard::check(sql, dialect, &scope.rules)?
+    } else {
+        match guard::check(&lifted.template, dialect, &scope.rules) {
+            Ok(checked) => checked,
+            Err(_) => {
+                let checked = guard::check(sql, dialect, &scope.rules)?;
+                return Ok((Lifted::verbatim(sql), Arc::new(checked)));
+            }
         }
-        Err(_) => {
-            let checked = guard::check(sql, dialect, &scope.rules)?;
-            Ok((Lifted::verbatim(sql), Arc::new(checked)))
-        }
-    }
+    };
+    let checked = Arc::new(checked);
+    scope
+        .accepted
+        .insert(lifted.template.to_string(), checked.clone());
+    Ok((lifted, checked))
 }
 
 fn looks_like_missing_table(msg: &str) -> bool {
