@@ -15,9 +15,10 @@
 //! - [`edge`]: TLS (ACME/files/off), client IP, allowlists, rate limits, timeouts, headers.
 //! - [`state`]: [`state::AppState`] and the per-scope [`state::Scope`].
 //! - [`app`]: builds backends and scopes, the router, and runs the server.
-//! - [`mcp`]: protocol revisions, sessions, transports, dispatch.
+//! - [`mcp`]: protocol revisions, sessions, transports, dispatch, record pages.
 //! - [`oauth`]: the OAuth 2.1 authorization server (discovery, registration, sign-in page,
-//!   tokens, revocation, the bearer check in front of every MCP handler, admin endpoint).
+//!   tokens, revocation, the bearer check in front of every MCP handler, the record viewer's
+//!   browser sign-in, admin endpoint).
 //! - [`ops`]: `/health`, `/health/ready`, Prometheus `/metrics`, the audit log.
 //! - [`tools`]: tool definitions and implementations, record ids, result cache.
 //! - [`db`]: the `Backend` trait, catalog and values; `guard`, `sqlite`, `demo_data`.

@@ -65,7 +65,11 @@ fn make_database(dir: &Path) -> PathBuf {
         let conn = rusqlite::Connection::open(&path).expect("db");
         conn.execute_batch(
             "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT);
-             INSERT INTO customers VALUES (1, 'Ada Lovelace', 'London'), (2, 'Grace Hopper', 'Arlington');",
+             INSERT INTO customers VALUES (1, 'Ada Lovelace', 'London'), (2, 'Grace Hopper', 'Arlington');
+             CREATE TABLE orders (id INTEGER PRIMARY KEY,
+                 customer_id INTEGER NOT NULL REFERENCES customers(id), title TEXT NOT NULL, note TEXT);
+             INSERT INTO orders VALUES (1, 1, 'Engines for Ada', NULL),
+                 (2, 2, 'Rush order for Grace', '<b>rush</b> & ship');",
         )
         .expect("schema");
     }
@@ -1836,6 +1840,167 @@ fn chromium() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// Headless Chromium driven over WebDriver: chromedriver on a free loopback port, a fresh
+/// profile in `dir`. Quits (and kills chromedriver) on [`Browser::quit`] or drop.
+struct Browser {
+    wc: reqwest::Client,
+    sess: String,
+    driver: tokio::process::Child,
+}
+
+impl Browser {
+    /// None when Chromium is not installed outside CI (see [`chromium`]).
+    async fn start(dir: &Path) -> Option<Browser> {
+        let (driver, browser) = chromium()?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let driver = tokio::process::Command::new(driver)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver");
+        let wd = format!("http://127.0.0.1:{port}");
+        let wc = reqwest::Client::new();
+        for _ in 0..100 {
+            if wc.get(format!("{wd}/status")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = dir.join("chromium-profile");
+        let session = webdriver(&wc, reqwest::Method::POST, format!("{wd}/session"), Some(json!({"capabilities": {"alwaysMatch": {
+            "goog:chromeOptions": {"binary": browser, "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=900,820",
+                format!("--user-data-dir={}", profile.display()),
+            ]}}}}))).await;
+        let sid = session["sessionId"].as_str().expect("session").to_string();
+        Some(Browser {
+            wc,
+            sess: format!("{wd}/session/{sid}"),
+            driver,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        webdriver(&self.wc, method, format!("{}{path}", self.sess), body).await
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    async fn current_url(&self) -> String {
+        let v = self.call(reqwest::Method::GET, "/url", None).await;
+        v.as_str().expect("url").to_string()
+    }
+
+    /// The element matching `css` on the current page.
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .expect("element")
+            .to_string()
+    }
+
+    /// The visible text of the element matching `css`.
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        let v = self
+            .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await;
+        v.as_str().unwrap_or("").to_string()
+    }
+
+    /// Waits (up to 15 s) until the element matching `css` reads `want`, as a page loads
+    /// after a click; returns what it read last.
+    async fn wait_text(&self, css: &str, want: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..150 {
+            let found = self
+                .wc
+                .post(format!("{}/element", self.sess))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await;
+            if let Ok(r) = found
+                && let Ok(v) = r.json::<Value>().await
+                && let Some(e) = v["value"]["element-6066-11e4-a52e-4f735466cecf"].as_str()
+                && let Ok(r) = self
+                    .wc
+                    .get(format!("{}/element/{e}/text", self.sess))
+                    .send()
+                    .await
+                && let Ok(v) = r.json::<Value>().await
+                && let Some(t) = v["value"].as_str()
+            {
+                last = t.to_string();
+                if last == want {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// A screenshot of the page as a person sees it, kept under the target dir as `name`.
+    async fn screenshot(&self, name: &str) {
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("png"))
+            .expect("base64");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{} bytes",
+            png.len()
+        );
+        let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&shot, &png).expect("save screenshot");
+        eprintln!("screenshot: {}", shot.display());
+    }
+
+    async fn quit(mut self) {
+        let _ = self.wc.delete(&self.sess).send().await;
+        let _ = self.driver.kill().await;
+    }
+}
+
 async fn webdriver(
     c: &reqwest::Client,
     method: reqwest::Method,
@@ -1855,11 +2020,10 @@ async fn webdriver(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_and_approves_in_headless_chromium() {
-    use reqwest::Method;
-    let Some((driver, browser)) = chromium() else {
+    let dir = tempfile::tempdir().expect("dir");
+    let Some(b) = Browser::start(dir.path()).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "").await;
     let c = http();
 
@@ -1902,117 +2066,20 @@ async fn a_person_signs_in_and_approves_in_headless_chromium() {
         ],
     );
 
-    // chromedriver on a free loopback port, Chromium headless with a fresh profile.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let mut driver_proc = tokio::process::Command::new(driver)
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromedriver");
-    let wd = format!("http://127.0.0.1:{port}");
-    let wc = reqwest::Client::new();
-    for _ in 0..100 {
-        if wc.get(format!("{wd}/status")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let profile = dir.path().join("chromium-profile");
-    let session = webdriver(&wc, Method::POST, format!("{wd}/session"), Some(json!({"capabilities": {"alwaysMatch": {
-        "goog:chromeOptions": {"binary": browser, "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--window-size=900,820",
-            format!("--user-data-dir={}", profile.display()),
-        ]}}}}))).await;
-    let sid = session["sessionId"].as_str().expect("session").to_string();
-    let sess = format!("{wd}/session/{sid}");
-    webdriver(
-        &wc,
-        Method::POST,
-        format!("{sess}/url"),
-        Some(json!({"url": url})),
-    )
-    .await;
-    let find = |css: &'static str| {
-        let wc = wc.clone();
-        let sess = sess.clone();
-        async move {
-            let v = webdriver(
-                &wc,
-                Method::POST,
-                format!("{sess}/element"),
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-            v["element-6066-11e4-a52e-4f735466cecf"]
-                .as_str()
-                .expect("element")
-                .to_string()
-        }
-    };
-    let h1 = find("h1").await;
-    let heading = webdriver(&wc, Method::GET, format!("{sess}/element/{h1}/text"), None).await;
-    assert_eq!(heading, "Allow Claude Desktop (browser test) to read crm?");
-    let details = find("dl").await;
-    let text = webdriver(
-        &wc,
-        Method::GET,
-        format!("{sess}/element/{details}/text"),
-        None,
-    )
-    .await;
-    let text = text.as_str().unwrap_or("");
+    b.goto(&url).await;
+    assert_eq!(
+        b.text("h1").await,
+        "Allow Claude Desktop (browser test) to read crm?"
+    );
+    let text = b.text("dl").await;
     assert!(
         text.contains("/claude") && text.contains("127.0.0.1"),
         "{text}"
     );
-
-    // A screenshot of the page as a person sees it (kept for inspection).
-    let png = webdriver(&wc, Method::GET, format!("{sess}/screenshot"), None).await;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(png.as_str().expect("png"))
-        .expect("base64");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "{} bytes",
-        png.len()
-    );
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oauth-sign-in-page.png");
-    std::fs::write(&shot, &png).expect("save screenshot");
-    eprintln!("screenshot: {}", shot.display());
-
-    let user = find("#username").await;
-    webdriver(
-        &wc,
-        Method::POST,
-        format!("{sess}/element/{user}/value"),
-        Some(json!({"text": "bob"})),
-    )
-    .await;
-    let pw = find("#password").await;
-    webdriver(
-        &wc,
-        Method::POST,
-        format!("{sess}/element/{pw}/value"),
-        Some(json!({"text": BOB_PASSWORD})),
-    )
-    .await;
-    let approve_button = find("button.approve").await;
-    webdriver(
-        &wc,
-        Method::POST,
-        format!("{sess}/element/{approve_button}/click"),
-        Some(json!({})),
-    )
-    .await;
+    b.screenshot("oauth-sign-in-page.png").await;
+    b.type_into("#username", "bob").await;
+    b.type_into("#password", BOB_PASSWORD).await;
+    b.click("button.approve").await;
 
     let query = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
@@ -2046,9 +2113,328 @@ async fn a_person_signs_in_and_approves_in_headless_chromium() {
         StatusCode::OK
     );
 
-    let _ = wc.delete(&sess).send().await;
-    let _ = driver_proc.kill().await;
+    b.quit().await;
     cb_task.abort();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citation_link_opens_in_chromium_after_signing_in_and_its_related_links_work() {
+    let dir = tempfile::tempdir().expect("dir");
+    let Some(b) = Browser::start(dir.path()).await else {
+        return;
+    };
+    let s = start(dir.path(), "").await;
+    // What ChatGPT shows as a citation: the `url` of a search result.
+    let record = format!("{}/chatgpt/records/main.orders/2", s.base);
+    b.goto(&record).await;
+    assert!(
+        b.current_url().await.starts_with(&format!(
+            "{}/chatgpt/signin?next=%2Fchatgpt%2Frecords%2Fmain.orders%2F2",
+            s.base
+        )),
+        "{}",
+        b.current_url().await
+    );
+    assert_eq!(b.text("h1").await, "Sign in to view this record");
+    b.screenshot("record-viewer-sign-in.png").await;
+    // A wrong password stays on the form and says so.
+    b.type_into("#username", "alice").await;
+    b.type_into("#password", "not the password").await;
+    b.click("button.approve").await;
+    assert_eq!(
+        b.wait_text("p.error", "Wrong username or password.").await,
+        "Wrong username or password."
+    );
+    b.type_into("#password", ALICE_PASSWORD).await;
+    b.click("button.approve").await;
+    let want = "Rush order for Grace (orders 2)";
+    assert_eq!(b.wait_text("h1", want).await, want);
+    assert_eq!(b.current_url().await, record);
+    // Values are text, never markup.
+    let values = b.text("dl").await;
+    assert!(values.contains("<b>rush</b> & ship"), "{values}");
+    assert!(
+        b.text("p.note").await.ends_with("signed in as alice"),
+        "{}",
+        b.text("p.note").await
+    );
+    b.screenshot("record-page.png").await;
+    // The cookie opens the related records too, without signing in again.
+    b.click("ul a").await;
+    let want = "Grace Hopper (customers 2)";
+    assert_eq!(b.wait_text("h1", want).await, want);
+    assert_eq!(
+        b.current_url().await,
+        format!("{}/chatgpt/records/main.customers/2", s.base)
+    );
+    b.quit().await;
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------- record pages in a browser
+
+/// The `name=value` of cookie `name` in a response's `Set-Cookie` headers, with its attributes.
+fn set_cookie_named(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            (pair.to_string(), attrs.trim().to_string())
+        })
+}
+
+/// A browser's GET of `path` (it asks for HTML), with `cookie` if any.
+async fn browse(
+    c: &reqwest::Client,
+    s: &Server,
+    path: &str,
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut req = c.get(format!("{}{path}", s.base)).header(
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    );
+    if let Some(ck) = cookie {
+        req = req.header("cookie", ck);
+    }
+    req.send().await.expect("GET")
+}
+
+/// Signs in on a record viewer sign-in page at `path`; returns the response to the POST.
+async fn viewer_sign_in(
+    c: &reqwest::Client,
+    s: &Server,
+    path: &str,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    let r = browse(c, s, path, None).await;
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    let (form_cookie, _) = set_cookie_named(r.headers(), "mcp_signin").expect("form cookie");
+    let body = r.text().await.expect("body");
+    let scope = path.split("/signin").next().unwrap_or("");
+    c.post(format!("{}{scope}/signin", s.base))
+        .header("cookie", form_cookie)
+        .form(&[
+            ("csrf", hidden(&body, "csrf").expect("csrf").as_str()),
+            (
+                "next",
+                &hidden(&body, "next").expect("next").replace("&#39;", "'"),
+            ),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("POST")
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_else() {
+    use mssql_mcp::oauth::admin::{self, Target};
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let record = "/chatgpt/records/main.orders/2";
+
+    // Without a sign-in a browser is sent to the scope's sign-in page, and back after it.
+    let r = browse(&c, &s, record, None).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let signin = r.headers()[LOCATION].to_str().expect("ascii").to_string();
+    assert_eq!(
+        signin,
+        "/chatgpt/signin?next=%2Fchatgpt%2Frecords%2Fmain.orders%2F2"
+    );
+    // A program without a token still gets the OAuth challenge.
+    let r = c
+        .get(format!("{}{record}", s.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().contains_key(WWW_AUTHENTICATE));
+
+    // The page leads back only to a record of its own scope (no open redirect).
+    for next in [
+        "https://evil.example/",
+        "//evil.example/chatgpt/records/x",
+        "/claude/records/main.orders/2",
+        "/chatgpt/records/",
+        "/chatgpt/mcp",
+    ] {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        let r = browse(&c, &s, &format!("/chatgpt/signin?{q}"), None).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
+    }
+
+    // The form must come with the cookie set with it, and echo its value.
+    let r = browse(&c, &s, &signin, None).await;
+    let (form_cookie, attrs) = set_cookie_named(r.headers(), "mcp_signin").expect("form cookie");
+    assert!(
+        attrs.contains("HttpOnly") && attrs.contains("SameSite=Strict"),
+        "{attrs}"
+    );
+    let body = r.text().await.expect("body");
+    let csrf = hidden(&body, "csrf").expect("csrf");
+    for (cookie, csrf) in [(None, csrf.as_str()), (Some(form_cookie.as_str()), "x")] {
+        let mut req = c.post(format!("{}/chatgpt/signin", s.base)).form(&[
+            ("csrf", csrf),
+            ("next", record),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ]);
+        if let Some(ck) = cookie {
+            req = req.header("cookie", ck);
+        }
+        let r = req.send().await.expect("POST");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(set_cookie_named(r.headers(), "mcp_view").is_none());
+    }
+
+    // Wrong password, and someone who may not use the scope: refused on the form.
+    let r = viewer_sign_in(&c, &s, &signin, "alice", "wrong").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("Wrong username or password.")
+    );
+    let r = viewer_sign_in(&c, &s, &signin, "bob", BOB_PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie_named(r.headers(), "mcp_view").is_none());
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("bob may not grant access to /chatgpt. Sign in as someone who may."),
+    );
+
+    // Alice signs in: back to the record with a cookie for this scope's record pages only.
+    let r = viewer_sign_in(&c, &s, &signin, "alice", ALICE_PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], record);
+    let (view, attrs) = set_cookie_named(r.headers(), "mcp_view").expect("viewer cookie");
+    assert!(
+        attrs.contains("Path=/chatgpt/records;")
+            && attrs.contains("HttpOnly")
+            && attrs.contains("SameSite=Lax"),
+        "{attrs}"
+    );
+    let r = browse(&c, &s, record, Some(&view)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .contains("default-src 'none'")
+    );
+    let page = r.text().await.expect("body");
+    assert!(
+        page.contains("<h1>Rush order for Grace (orders 2)</h1>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;b&gt;rush&lt;/b&gt; &amp; ship"),
+        "{page}"
+    );
+    assert!(!page.contains("<b>rush</b>"), "{page}");
+    assert!(
+        page.contains(&format!(
+            "href=\"{}/chatgpt/records/main.customers/2\"",
+            s.base
+        )),
+        "{page}"
+    );
+    assert!(page.contains("signed in as alice"), "{page}");
+    // An unknown row is a 404 page, not a sign-in loop.
+    let r = browse(&c, &s, "/chatgpt/records/main.orders/99", Some(&view)).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("no row `main.orders/99` exists here")
+    );
+
+    // The cookie's value is no bearer token, and no key to another scope.
+    let token = view.trim_start_matches("mcp_view=");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(token))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = c
+        .get(format!("{}{record}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = browse(&c, &s, "/claude/records/main.orders/2", Some(&view)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()[LOCATION]
+            .to_str()
+            .expect("ascii")
+            .starts_with("/claude/signin?")
+    );
+    // Nor does an OAuth client's access token open pages from a cookie.
+    let (_, t) = full_flow(&c, &s, "/chatgpt").await;
+    let r = browse(&c, &s, record, Some(&format!("mcp_view={}", access(&t)))).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // The sign-in survives a restart, like every token...
+    let addr = s.addr;
+    s.stop().await;
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let s = start_on(dir.path(), listener, "").await;
+    let r = browse(&c, &s, record, Some(&view)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // ...and ends when the person's access is revoked.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(admin::serve(
+        s.state.clone().expect("in-process"),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let admin_token = admin::read_token(&dir.path().join("state")).expect("admin token");
+    let grants = admin::call(admin_addr, &admin_token, "/admin/grants", None)
+        .await
+        .expect("grants");
+    assert!(
+        grants["grants"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|g| g["client_id"] == "mssql-mcp:record-viewer" && g["user"] == "alice"),
+        "{grants}"
+    );
+    admin::call(
+        admin_addr,
+        &admin_token,
+        "/admin/revoke",
+        Some(&Target::User("alice".into())),
+    )
+    .await
+    .expect("revoke");
+    let r = browse(&c, &s, record, Some(&view)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let _ = stop.send(());
+    let _ = task.await;
     s.stop().await;
 }
 

@@ -398,10 +398,28 @@ async fn tool_calls_are_audited_with_caller_query_rows_and_outcome() {
         json!({"sql": "DROP TABLE customers"}),
     )
     .await;
+    // A record page (a search result's `url`) reads the database too.
+    let page = client()
+        .get(srv.url("/claude/records/main.customers/2"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("record page");
+    assert_eq!(page.status(), 200);
     srv.stop().await;
     let lines = audit_lines(dir.path());
     let calls: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "tool_call").collect();
-    assert_eq!(calls.len(), 2, "{lines:?}");
+    assert_eq!(calls.len(), 3, "{lines:?}");
+    assert_eq!(calls[2]["tool"], "fetch");
+    assert_eq!(calls[2]["outcome"], "ok");
+    assert_eq!(calls[2]["rows"], 1);
+    assert!(
+        calls[2]["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("main.customers/2") && q.contains("records")),
+        "{}",
+        calls[2]
+    );
     let ok = calls[0];
     assert_eq!(ok["scope"], "/claude");
     assert_eq!(ok["tool"], "execute_sql");

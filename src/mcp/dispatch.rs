@@ -301,7 +301,7 @@ async fn call_tool(
 }
 
 /// Counts the call and writes its audit record (queued; never waits).
-fn record_call(
+pub(crate) fn record_call(
     scope: &Scope,
     name: &str,
     args: &Value,

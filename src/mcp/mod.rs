@@ -9,6 +9,7 @@
 
 pub mod dispatch;
 pub mod protocol;
+pub mod records;
 pub mod session;
 pub mod sse;
 pub mod streamable;
@@ -66,7 +67,7 @@ pub fn routes(app: &AppState) -> Router {
             )
             .route(&format!("{p}/sse"), get(sse::open).post(sse::plain_post))
             .route(&format!("{p}/messages"), post(sse::message))
-            .route(&format!("{p}/records/{{*id}}"), get(sse::record))
+            .route(&format!("{p}/records/{{*id}}"), get(records::record))
             .with_state(ctx);
         router = router.merge(scoped);
     }

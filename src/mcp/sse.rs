@@ -2,8 +2,6 @@
 //! `GET {scope}/sse` opens a stream whose first event, `endpoint`, names the URL to POST
 //! messages to (`{scope}/messages?session_id=…`); responses come back on the stream. As in the
 //! seed guide, a plain JSON-RPC `POST {scope}/sse` is also answered directly with JSON.
-//!
-//! Also here: `GET {scope}/records/{id}`, the page behind every search result's `url`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -176,37 +174,5 @@ pub async fn plain_post(
     match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => json_body(StatusCode::OK, result),
         Err(e) => json_body(e.status, protocol::error_response(Some(&req.id), &e)),
-    }
-}
-
-/// GET `{scope}/records/{id}`: the record behind a search result's `url`, as JSON.
-pub async fn record(
-    State(ctx): State<ScopeCtx>,
-    ClientIp(ip): ClientIp,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(resp) = authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
-        return resp;
-    }
-    // The raw path keeps the id's own percent-encoding intact.
-    let prefix = format!("{}/records/", ctx.scope.path);
-    let Some(id) = uri.path().strip_prefix(&prefix) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match crate::tools::fetch::fetch(&ctx.scope, id).await {
-        Ok(out) => json_body(StatusCode::OK, out.json),
-        Err(e) => {
-            let status = match e {
-                crate::tools::ToolError::NotFound(_)
-                | crate::tools::ToolError::InvalidArguments(_) => StatusCode::NOT_FOUND,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            (
-                status,
-                axum::Json(serde_json::json!({"error": e.to_string()})),
-            )
-                .into_response()
-        }
     }
 }

@@ -24,7 +24,8 @@ use axum::routing::get;
 
 use super::bearer::Endpoint;
 use super::client_metadata;
-use super::store::{Client, Grant, now_ms};
+use super::page::{html, layout, page_headers};
+use super::store::{Client, Grant, TokenKind, now_ms};
 use super::{ClientIp, OAUTH_SCOPE, OAuthCtx, ct_eq, html_escape};
 use crate::config::ToolProfile;
 
@@ -327,76 +328,21 @@ async fn submit(
     }
     let username = form.username.unwrap_or_default();
     let password = form.password.unwrap_or_default();
-    let cfg = ctx.config();
-    let window = cfg.failed_login_window_secs as i64 * 1000;
-    let ip_key = format!("login-ip:{ip}");
-    let user_key = format!(
-        "login-user:{}",
-        crate::tools::truncate(&username.to_lowercase(), 64)
-    );
-    if ctx.oauth.limits.count(&ip_key, window, now) >= cfg.failed_logins_per_ip
-        || ctx.oauth.limits.count(&user_key, window, now) >= cfg.failed_logins_per_user
-    {
-        tracing::warn!(%ip, username = %crate::tools::truncate(&username, 64), scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
-        ctx.metrics().sign_in_failure(&ctx.scope.path);
-        let mut r = ctx.record("sign_in", "limited", ip);
-        r.user = Some(crate::tools::truncate(&username, 64));
-        r.client_id = Some(pending.client_id.clone());
-        r.error = Some("too many failed sign-ins".into());
-        ctx.audit(r);
-        let msg = format!(
-            "Too many failed sign-ins. Wait {} minutes and try again.",
-            cfg.failed_login_window_secs.div_ceil(60)
-        );
-        return html(
-            StatusCode::TOO_MANY_REQUESTS,
-            render_form(&ctx, &request_id, &pending, &username, Some(&msg)),
-        );
-    }
-    let user = cfg.users.iter().find(|u| u.username == username).cloned();
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified =
-        tokio::task::spawn_blocking(move || super::password::verify(&password, hash.as_deref()))
-            .await
-            .unwrap_or(false);
-    let Some(user) = user.filter(|_| verified) else {
-        ctx.oauth.limits.hit(&ip_key, window, now);
-        let n = ctx.oauth.limits.hit(&user_key, window, now);
-        tracing::warn!(%ip, username = %crate::tools::truncate(&username, 64), scope = %ctx.scope.path, client_id = %pending.client_id, failures = n, "oauth: failed sign-in");
-        ctx.metrics().sign_in_failure(&ctx.scope.path);
-        let mut r = ctx.record("sign_in", "failed", ip);
-        r.user = Some(crate::tools::truncate(&username, 64));
-        r.client_id = Some(pending.client_id.clone());
-        r.error = Some("wrong username or password".into());
-        ctx.audit(r);
-        return html(
-            StatusCode::UNAUTHORIZED,
-            render_form(
-                &ctx,
-                &request_id,
-                &pending,
-                &username,
-                Some("Wrong username or password."),
-            ),
-        );
+    let user = match check_sign_in(&ctx, ip, &username, password, &pending.client_id).await {
+        Ok(user) => user,
+        Err(Refused { status, message }) => {
+            let message = if status == StatusCode::FORBIDDEN {
+                format!("{message}, or deny.")
+            } else {
+                message
+            };
+            return html(
+                status,
+                render_form(&ctx, &request_id, &pending, &username, Some(&message)),
+            );
+        }
     };
-    ctx.oauth.limits.clear(&user_key);
-    if !user.may_grant(&ctx.scope.path) {
-        tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
-        let mut r = ctx.record("authorize", "refused", ip);
-        r.user = Some(user.username.clone());
-        r.client_id = Some(pending.client_id.clone());
-        r.error = Some("the user may not grant this scope".into());
-        ctx.audit(r);
-        let msg = format!(
-            "{} may not grant access to {}. Sign in as someone who may, or deny.",
-            user.username, ctx.scope.path
-        );
-        return html(
-            StatusCode::FORBIDDEN,
-            render_form(&ctx, &request_id, &pending, &username, Some(&msg)),
-        );
-    }
+    let cfg = ctx.config();
     // Single use: a second submission of the same page finds nothing.
     if ctx.oauth.pending.remove(&request_id).is_none() {
         return page_error(
@@ -421,7 +367,7 @@ async fn submit(
     };
     let expires = now + cfg.code_ttl_secs as i64 * 1000;
     if let Err(e) = super::blocking(&ctx.oauth.store, move |s| {
-        s.create_grant(grant, &code_hash, expires)
+        s.create_grant(grant, TokenKind::Code, &code_hash, expires)
     })
     .await
     {
@@ -444,6 +390,82 @@ async fn submit(
         &[("code", &code)],
         pending.state.as_deref(),
     )
+}
+
+/// Why a sign-in was refused: the status and the message to show on the form.
+pub(super) struct Refused {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// Checks a username and password typed on a page of this scope against `[[oauth.users]]`,
+/// within the failed sign-in limits (per client IP and per username), and that the person may
+/// use this scope. Failures are counted, logged, measured and audited (`client_id`: for
+/// whom the sign-in was).
+pub(super) async fn check_sign_in(
+    ctx: &OAuthCtx,
+    ip: std::net::IpAddr,
+    username: &str,
+    password: String,
+    client_id: &str,
+) -> Result<crate::config::OAuthUser, Refused> {
+    let now = now_ms();
+    let cfg = ctx.config();
+    let window = cfg.failed_login_window_secs as i64 * 1000;
+    let ip_key = format!("login-ip:{ip}");
+    let shown = crate::tools::truncate(username, 64);
+    let user_key = format!("login-user:{}", shown.to_lowercase());
+    let refused = |outcome: &'static str, event: &'static str, error: &str| {
+        let mut r = ctx.record(event, outcome, ip);
+        r.user = Some(shown.clone());
+        r.client_id = Some(client_id.to_string());
+        r.error = Some(error.into());
+        ctx.audit(r);
+    };
+    if ctx.oauth.limits.count(&ip_key, window, now) >= cfg.failed_logins_per_ip
+        || ctx.oauth.limits.count(&user_key, window, now) >= cfg.failed_logins_per_user
+    {
+        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
+        ctx.metrics().sign_in_failure(&ctx.scope.path);
+        refused("limited", "sign_in", "too many failed sign-ins");
+        return Err(Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "Too many failed sign-ins. Wait {} minutes and try again.",
+                cfg.failed_login_window_secs.div_ceil(60)
+            ),
+        });
+    }
+    let user = cfg.users.iter().find(|u| u.username == username).cloned();
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let verified =
+        tokio::task::spawn_blocking(move || super::password::verify(&password, hash.as_deref()))
+            .await
+            .unwrap_or(false);
+    let Some(user) = user.filter(|_| verified) else {
+        ctx.oauth.limits.hit(&ip_key, window, now);
+        let n = ctx.oauth.limits.hit(&user_key, window, now);
+        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
+        ctx.metrics().sign_in_failure(&ctx.scope.path);
+        refused("failed", "sign_in", "wrong username or password");
+        return Err(Refused {
+            status: StatusCode::UNAUTHORIZED,
+            message: "Wrong username or password.".into(),
+        });
+    };
+    ctx.oauth.limits.clear(&user_key);
+    if !user.may_grant(&ctx.scope.path) {
+        tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
+        refused("refused", "authorize", "the user may not grant this scope");
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "{} may not grant access to {}. Sign in as someone who may",
+                user.username, ctx.scope.path
+            ),
+        });
+    }
+    Ok(user)
 }
 
 fn failure(ctx: &OAuthCtx, f: Failure) -> Response {
@@ -499,66 +521,19 @@ fn redirect(
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    super::page::cookie(headers, COOKIE)
 }
 
 fn set_cookie(ctx: &OAuthCtx, resp: &mut Response, value: &str) {
-    let secure = if ctx.app.public_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{COOKIE}={value}; Path={}/authorize; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-        ctx.scope.path,
-        ctx.config().login_page_ttl_secs
+    super::page::set_cookie(
+        &ctx.app,
+        resp,
+        COOKIE,
+        value,
+        &format!("{}/authorize", ctx.scope.path),
+        ctx.config().login_page_ttl_secs,
+        "Strict",
     );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().append(header::SET_COOKIE, v);
-    }
-}
-
-fn page_headers(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-}
-
-fn html(status: StatusCode, body: String) -> Response {
-    let mut resp = (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response();
-    page_headers(&mut resp);
-    resp
 }
 
 fn page_error(ctx: &OAuthCtx, status: StatusCode, message: &str) -> Response {
@@ -572,30 +547,6 @@ fn page_error(ctx: &OAuthCtx, status: StatusCode, message: &str) -> Response {
         ),
     );
     html(status, body)
-}
-
-fn layout(title: &str, main: &str) -> String {
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · mssql-mcp</title>
-<style>
-body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}}
-main{{max-width:28rem;margin:3rem auto;background:#fff;border:1px solid #dde1e7;border-radius:10px;padding:2rem 2.2rem}}
-h1{{font-size:1.3rem;margin:0 0 1rem}}
-dl{{display:grid;grid-template-columns:auto 1fr;gap:.35rem 1rem;margin:0 0 1.2rem;font-size:.95rem}}
-dt{{color:#5b6475}} dd{{margin:0;font-weight:600;overflow-wrap:anywhere}}
-label{{display:block;font-size:.9rem;margin:.8rem 0 .3rem}}
-input[type=text],input[type=password]{{width:100%;box-sizing:border-box;padding:.55rem .6rem;border:1px solid #b9c0cc;border-radius:6px;font-size:1rem}}
-.buttons{{display:flex;gap:.8rem;margin-top:1.4rem}}
-button{{flex:1;padding:.6rem;border-radius:6px;font-size:1rem;cursor:pointer;border:1px solid #1f4fd1}}
-button.approve{{background:#1f4fd1;color:#fff}} button.deny{{background:#fff;color:#1f4fd1}}
-.error{{background:#fdecec;color:#8a1c1c;border:1px solid #f3b9b9;border-radius:6px;padding:.6rem .8rem}}
-.note,.muted{{color:#5b6475;font-size:.85rem}}
-</style></head>
-<body><main>{main}</main></body></html>
-"#
-    )
 }
 
 fn render_form(

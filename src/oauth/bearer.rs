@@ -109,7 +109,7 @@ pub fn authenticate_at(
             "the access token is unknown, expired or revoked",
         ))));
     };
-    if grant.scope != scope.path {
+    if grant.scope != scope.path || grant.client_id == super::viewer::VIEWER_CLIENT {
         tracing::warn!(scope = %scope.path, token_scope = %grant.scope, client_id = %grant.client_id, "oauth: token presented at another scope");
         return Err(challenge(Some((
             "invalid_token",

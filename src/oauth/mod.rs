@@ -11,6 +11,7 @@
 //! | `{scope}/authorize` | sign-in and consent page, PKCE S256, RFC 9207 `iss` | [`authorize`] |
 //! | `{scope}/token` | `authorization_code` and `refresh_token` grants | [`token`] |
 //! | `{scope}/revoke` | RFC 7009 revocation | [`revoke`] |
+//! | `{scope}/signin` | a person's browser sign-in to open record pages (citations) | [`viewer`] |
 //!
 //! HTTPS `client_id`s (client ID metadata documents) are fetched by [`client_metadata`]. The
 //! MCP handlers call [`bearer::authenticate`] first thing; [`store`] keeps clients, grants and
@@ -23,11 +24,13 @@ pub mod bearer;
 pub mod client_metadata;
 pub mod error;
 pub mod metadata;
+pub mod page;
 pub mod password;
 pub mod register;
 pub mod revoke;
 pub mod store;
 pub mod token;
+pub mod viewer;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -141,6 +144,7 @@ pub fn routes(app: &AppState) -> Router {
             .merge(metadata::routes(ctx.clone(), is_default))
             .merge(register::routes(ctx.clone()))
             .merge(authorize::routes(ctx.clone()))
+            .merge(viewer::routes(ctx.clone()))
             .merge(token::routes(ctx.clone()))
             .merge(revoke::routes(ctx));
     }

@@ -353,10 +353,12 @@ impl Store {
 
     // ----- grants and codes -----
 
-    /// Records an approval and its authorization code (by hash) in one transaction.
+    /// Records an approval and its first value (by hash) in one transaction: an authorization
+    /// code (the OAuth flow) or an access token (a record viewer's browser sign-in).
     pub fn create_grant(
         &self,
         grant: Grant,
+        kind: TokenKind,
         code_hash: &str,
         code_expires_at: i64,
     ) -> Result<Arc<Grant>, StoreError> {
@@ -377,13 +379,7 @@ impl Store {
                 grant.last_used_at.load(Ordering::Relaxed),
             ],
         )?;
-        insert_token(
-            &tx,
-            code_hash,
-            TokenKind::Code,
-            &grant.grant_id,
-            code_expires_at,
-        )?;
+        insert_token(&tx, code_hash, kind, &grant.grant_id, code_expires_at)?;
         let client = self.client(&grant.scope, &grant.client_id);
         if let Some(c) = &client {
             tx.execute(
@@ -397,7 +393,7 @@ impl Store {
         self.tokens.insert(
             code_hash.to_string(),
             TokenRecord {
-                kind: TokenKind::Code,
+                kind,
                 grant_id: grant.grant_id.clone(),
                 expires_at: code_expires_at,
                 used: false,
@@ -741,7 +737,12 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let now = now_ms();
         store
-            .create_grant(grant("g1", "alice", "c1"), "codehash", now + 60_000)
+            .create_grant(
+                grant("g1", "alice", "c1"),
+                TokenKind::Code,
+                "codehash",
+                now + 60_000,
+            )
             .expect("grant");
         let (issued, _) = store
             .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
@@ -763,7 +764,12 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let now = now_ms();
         store
-            .create_grant(grant("g1", "alice", "c1"), "codehash", now - 1)
+            .create_grant(
+                grant("g1", "alice", "c1"),
+                TokenKind::Code,
+                "codehash",
+                now - 1,
+            )
             .expect("grant");
         let r = store
             .redeem("codehash", TokenKind::Code, now, 1000, 1000)
@@ -778,7 +784,12 @@ mod tests {
         let access = {
             let store = Store::open(dir.path()).expect("open");
             store
-                .create_grant(grant("g1", "alice", "c1"), "codehash", now + 60_000)
+                .create_grant(
+                    grant("g1", "alice", "c1"),
+                    TokenKind::Code,
+                    "codehash",
+                    now + 60_000,
+                )
                 .expect("grant");
             let (issued, _) = store
                 .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
@@ -802,10 +813,20 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let now = now_ms();
         store
-            .create_grant(grant("g1", "alice", "c1"), "h1", now + 60_000)
+            .create_grant(
+                grant("g1", "alice", "c1"),
+                TokenKind::Code,
+                "h1",
+                now + 60_000,
+            )
             .expect("grant");
         store
-            .create_grant(grant("g2", "bob", "c1"), "h2", now + 60_000)
+            .create_grant(
+                grant("g2", "bob", "c1"),
+                TokenKind::Code,
+                "h2",
+                now + 60_000,
+            )
             .expect("grant");
         assert_eq!(store.revoke_user("alice").expect("db"), 1);
         assert!(store.grant("g1").is_none());
@@ -831,7 +852,12 @@ mod tests {
         store.save_client(client("idle"), 10).expect("save");
         store.save_client(client("busy"), 10).expect("save");
         store
-            .create_grant(grant("g1", "alice", "busy"), "h1", now + 60_000)
+            .create_grant(
+                grant("g1", "alice", "busy"),
+                TokenKind::Code,
+                "h1",
+                now + 60_000,
+            )
             .expect("grant");
         store
             .client("/chatgpt", "busy")
@@ -912,10 +938,15 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let now = now_ms();
         store
-            .create_grant(grant("g1", "alice", "c1"), "h1", now - 1)
+            .create_grant(grant("g1", "alice", "c1"), TokenKind::Code, "h1", now - 1)
             .expect("grant");
         store
-            .create_grant(grant("g2", "bob", "c1"), "h2", now + 60_000)
+            .create_grant(
+                grant("g2", "bob", "c1"),
+                TokenKind::Code,
+                "h2",
+                now + 60_000,
+            )
             .expect("grant");
         store.cleanup(now, 1000).expect("cleanup");
         assert!(store.grant("g1").is_none());

@@ -475,6 +475,50 @@ async fn the_record_url_serves_the_same_document_as_fetch() {
 }
 
 #[tokio::test]
+async fn a_browser_opening_a_record_url_gets_a_page_of_the_same_record() {
+    let srv = Server::demo().await;
+    let html = [("accept", "text/html,application/xhtml+xml,*/*;q=0.8")];
+    let id = "main.order_lines/3,2";
+    let doc = srv.tool_ok("/chatgpt", "fetch", json!({"id": id})).await;
+    let r = srv.get(&format!("/chatgpt/records/{id}"), &html).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.headers["content-type"], "text/html; charset=utf-8");
+    let title = doc["title"].as_str().expect("title");
+    assert!(r.text.contains(&format!("<h1>{title}</h1>")), "{}", r.text);
+    // Every visible value, and a link to every related record.
+    for (k, v) in doc["metadata"]["values"].as_object().expect("values") {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "NULL".into(),
+            other => other.to_string(),
+        };
+        assert!(r.text.contains(&format!("<dt>{k}</dt>")), "{k}: {}", r.text);
+        assert!(r.text.contains(&v), "{k} = {v}: {}", r.text);
+    }
+    assert!(
+        r.text.contains(&format!(
+            "href=\"{}/chatgpt/records/main.orders/3\"",
+            srv.base
+        )),
+        "{}",
+        r.text
+    );
+    // A table's page is its description; an unknown row a 404 page.
+    let r = srv.get("/chatgpt/records/main.orders", &html).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text.contains("<pre>") && r.text.contains("order_id"),
+        "{}",
+        r.text
+    );
+    let r = srv
+        .get("/chatgpt/records/main.orders/999999999", &html)
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(r.text.contains("<h1>No record to show</h1>"), "{}", r.text);
+}
+
+#[tokio::test]
 async fn the_record_url_of_an_unknown_row_is_404() {
     let srv = Server::demo().await;
     let r = srv.get("/chatgpt/records/main.orders/999999999", &[]).await;

@@ -1,0 +1,304 @@
+//! Record pages in a browser: `{scope}/signin` and the cookie behind `{scope}/records/…`.
+//!
+//! Every search result carries a `url`, `{public_url}{scope}/records/{id}`, which ChatGPT shows
+//! as a citation. The person who clicks it has a browser, not an OAuth client. With
+//! authentication on, a browser asking for HTML without a viewer cookie is sent (303) to
+//! `{scope}/signin?next=…`, signs in with an `[[oauth.users]]` name and password (the same
+//! check and failed sign-in limits as the consent page), and is sent back with a cookie:
+//!
+//! - Its value is an access token of a grant to the pseudo-client [`VIEWER_CLIENT`], kept in
+//!   the same store as every other token. So it survives restarts, expires after
+//!   `oauth.access_token_ttl_secs`, is listed by `mssql-mcp tokens list`, ends with
+//!   `tokens revoke --user`, and stops working when its user loses the scope in the config.
+//! - It is `HttpOnly`, `SameSite=Lax` (a citation is a link from another site),
+//!   `Path={scope}/records`, and `Secure` behind HTTPS.
+//! - It opens record pages of its scope only: [`super::bearer::authenticate_at`] refuses it at
+//!   the MCP endpoints, and [`viewer`] accepts no OAuth client's token from a cookie.
+//!
+//! The sign-in form is protected against login CSRF by a double submit: a random value in
+//! the form must equal a `SameSite=Strict` cookie set with the page. `next` must be a record
+//! path of this scope, so the page cannot be used as an open redirect.
+
+use std::sync::atomic::AtomicI64;
+
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::authorize::{Refused, check_sign_in};
+use super::page::{cookie, html, layout, page_headers, set_cookie};
+use super::store::{Grant, TokenKind, now_ms};
+use super::{ClientIp, OAUTH_SCOPE, OAuthCtx, ct_eq, html_escape};
+use crate::mcp::dispatch::Caller;
+use crate::state::{AppState, Scope};
+
+/// The client id of every record viewer grant. It contains a `:`, which no registered
+/// client id can (those are random base64url), so no client can be it.
+pub const VIEWER_CLIENT: &str = "mssql-mcp:record-viewer";
+/// The viewer session cookie (an access token of a [`VIEWER_CLIENT`] grant).
+const SESSION_COOKIE: &str = "mcp_view";
+/// The sign-in form's double-submit cookie.
+const FORM_COOKIE: &str = "mcp_signin";
+
+pub fn routes(ctx: OAuthCtx) -> Router {
+    let p = ctx.scope.path.clone();
+    Router::new()
+        .route(&format!("{p}/signin"), get(show).post(submit))
+        .with_state(ctx)
+}
+
+/// The signed-in viewer behind a browser's cookie at `scope`, if it has a live one.
+pub fn viewer(
+    app: &AppState,
+    scope: &Scope,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+) -> Option<Caller> {
+    let oauth = app.oauth()?;
+    let token = cookie(headers, SESSION_COOKIE)?;
+    let grant = oauth
+        .store
+        .check_access(&super::hash_token(&token), now_ms())?;
+    let user_ok = app
+        .config()
+        .oauth
+        .users
+        .iter()
+        .any(|u| u.username == grant.username && u.may_grant(&scope.path));
+    (grant.client_id == VIEWER_CLIENT && grant.scope == scope.path && user_ok).then(|| Caller {
+        user: Some(grant.username.clone()),
+        client_id: Some(VIEWER_CLIENT.to_string()),
+        ip: Some(ip),
+    })
+}
+
+/// 303 to this scope's sign-in page, to come back to `next` (a path of the record asked for).
+pub fn to_sign_in(scope: &Scope, next: &str) -> Response {
+    let location = format!(
+        "{}/signin?{}",
+        scope.path,
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish()
+    );
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    page_headers(&mut resp);
+    resp
+}
+
+/// `next` if it is the path of a record page of this scope (an absolute path, never another
+/// origin: no `//`, no backslash, nothing below a space).
+fn checked_next<'a>(ctx: &OAuthCtx, next: &'a str) -> Option<&'a str> {
+    let prefix = format!("{}/records/", ctx.scope.path);
+    (next.len() <= 2048
+        && next.starts_with(&prefix)
+        && next.len() > prefix.len()
+        && !next.contains("//")
+        && !next.contains('\\')
+        && next.bytes().all(|b| b > b' ' && b != 0x7f))
+    .then_some(next)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ShowQuery {
+    next: Option<String>,
+}
+
+async fn show(
+    State(ctx): State<OAuthCtx>,
+    Query(q): Query<ShowQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(next) = q.next.as_deref().and_then(|n| checked_next(&ctx, n)) else {
+        return bad_next(&ctx);
+    };
+    let (csrf, new_cookie) = match cookie(&headers, FORM_COOKIE) {
+        Some(c) => (c, false),
+        None => (super::random_token(""), true),
+    };
+    let mut resp = html(StatusCode::OK, render_form(&ctx, next, &csrf, "", None));
+    if new_cookie {
+        set_form_cookie(&ctx, &mut resp, &csrf, ctx.config().login_page_ttl_secs);
+    }
+    resp
+}
+
+/// The viewer sign-in form as posted.
+#[derive(Debug, serde::Deserialize)]
+struct ViewerSignIn {
+    csrf: Option<String>,
+    next: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+async fn submit(
+    State(ctx): State<OAuthCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<ViewerSignIn>,
+) -> Response {
+    let Some(next) = form.next.as_deref().and_then(|n| checked_next(&ctx, n)) else {
+        return bad_next(&ctx);
+    };
+    let csrf_ok = cookie(&headers, FORM_COOKIE)
+        .is_some_and(|c| ct_eq(&c, form.csrf.as_deref().unwrap_or("")));
+    if !csrf_ok {
+        tracing::warn!(%ip, scope = %ctx.scope.path, "oauth: record viewer sign-in form failed the CSRF check");
+        return message(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            "The form could not be verified (it must be sent from the page this browser loaded). Open the record link again.",
+        );
+    }
+    let csrf = form.csrf.unwrap_or_default();
+    let username = form.username.unwrap_or_default();
+    let password = form.password.unwrap_or_default();
+    let user = match check_sign_in(&ctx, ip, &username, password, VIEWER_CLIENT).await {
+        Ok(user) => user,
+        Err(Refused { status, message }) => {
+            let message = if status == StatusCode::FORBIDDEN {
+                format!("{message}.")
+            } else {
+                message
+            };
+            return html(
+                status,
+                render_form(&ctx, next, &csrf, &username, Some(&message)),
+            );
+        }
+    };
+    let now = now_ms();
+    let ttl_secs = ctx.config().access_token_ttl_secs;
+    let token = super::random_token("");
+    let hash = super::hash_token(&token);
+    let grant = Grant {
+        grant_id: super::random_token("g_"),
+        client_id: VIEWER_CLIENT.to_string(),
+        username: user.username.clone(),
+        scope: ctx.scope.path.clone(),
+        resource: format!("{}/records", ctx.scope.public_base),
+        oauth_scope: OAUTH_SCOPE.to_string(),
+        redirect_uri: String::new(),
+        code_challenge: String::new(),
+        created_at: now,
+        last_used_at: AtomicI64::new(now),
+    };
+    let expires = now + ttl_secs as i64 * 1000;
+    if let Err(e) = super::blocking(&ctx.oauth.store, move |s| {
+        s.create_grant(grant, TokenKind::Access, &hash, expires)
+    })
+    .await
+    {
+        return message(
+            &ctx,
+            e.status,
+            &format!("The sign-in could not be saved: {}", e.description),
+        );
+    }
+    tracing::info!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: signed in to view records");
+    let mut r = ctx.record("sign_in", "viewer", ip);
+    r.user = Some(user.username.clone());
+    r.client_id = Some(VIEWER_CLIENT.to_string());
+    ctx.audit(r);
+
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(next) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    page_headers(&mut resp);
+    set_cookie(
+        &ctx.app,
+        &mut resp,
+        SESSION_COOKIE,
+        &token,
+        &format!("{}/records", ctx.scope.path),
+        ttl_secs,
+        "Lax",
+    );
+    set_form_cookie(&ctx, &mut resp, "", 0);
+    resp
+}
+
+fn set_form_cookie(ctx: &OAuthCtx, resp: &mut Response, value: &str, max_age_secs: u64) {
+    set_cookie(
+        &ctx.app,
+        resp,
+        FORM_COOKIE,
+        value,
+        &format!("{}/signin", ctx.scope.path),
+        max_age_secs,
+        "Strict",
+    );
+}
+
+fn bad_next(ctx: &OAuthCtx) -> Response {
+    message(
+        ctx,
+        StatusCode::BAD_REQUEST,
+        &format!(
+            "This sign-in page only leads back to a record of {} (`next` must be a path under {}/records/). Open the record link again.",
+            ctx.scope.path, ctx.scope.path
+        ),
+    )
+}
+
+fn message(ctx: &OAuthCtx, status: StatusCode, text: &str) -> Response {
+    let main = format!(
+        "<h1>Sign-in cannot continue</h1><p class=\"error\">{}</p><p class=\"muted\">{} · {}</p>",
+        html_escape(text),
+        html_escape(&ctx.scope.path),
+        html_escape(ctx.issuer())
+    );
+    html(status, layout("Sign-in cannot continue", &main))
+}
+
+fn render_form(
+    ctx: &OAuthCtx,
+    next: &str,
+    csrf: &str,
+    username: &str,
+    error: Option<&str>,
+) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", html_escape(e)))
+        .unwrap_or_default();
+    let main = format!(
+        r#"<h1>Sign in to view this record</h1>
+{error}
+<dl>
+<dt>Scope</dt><dd>{scope}</dd>
+<dt>Database</dt><dd>{database}</dd>
+<dt>Record</dt><dd>{record}</dd>
+</dl>
+<form method="post" action="{action}">
+<input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="next" value="{next}">
+<label for="username">Username</label>
+<input type="text" id="username" name="username" value="{username}" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required>
+<div class="buttons">
+<button type="submit" class="approve">Sign in</button>
+</div>
+</form>
+<p class="note">Read-only. The sign-in lasts {minutes} minutes on this browser.</p>"#,
+        scope = html_escape(&ctx.scope.path),
+        database = html_escape(&ctx.scope.database),
+        record = html_escape(
+            next.strip_prefix(&format!("{}/records/", ctx.scope.path))
+                .unwrap_or(next)
+        ),
+        action = html_escape(&format!("{}/signin", ctx.scope.path)),
+        csrf = html_escape(csrf),
+        next = html_escape(next),
+        username = html_escape(username),
+        minutes = ctx.config().access_token_ttl_secs.div_ceil(60),
+    );
+    layout("Sign in", &main)
+}
