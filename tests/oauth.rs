@@ -2130,7 +2130,7 @@ async fn a_citation_link_opens_in_chromium_after_signing_in_and_its_related_link
     b.goto(&record).await;
     assert!(
         b.current_url().await.starts_with(&format!(
-            "{}/chatgpt/signin?next=%2Fchatgpt%2Frecords%2Fmain.orders%2F2",
+            "{}/chatgpt/sign-in?next=%2Fchatgpt%2Frecords%2Fmain.orders%2F2",
             s.base
         )),
         "{}",
@@ -2216,8 +2216,8 @@ async fn viewer_sign_in(
     assert_eq!(r.status(), StatusCode::OK, "{path}");
     let (form_cookie, _) = set_cookie_named(r.headers(), "mcp_signin").expect("form cookie");
     let body = r.text().await.expect("body");
-    let scope = path.split("/signin").next().unwrap_or("");
-    c.post(format!("{}{scope}/signin", s.base))
+    let scope = path.split("/sign-in").next().unwrap_or("");
+    c.post(format!("{}{scope}/sign-in", s.base))
         .header("cookie", form_cookie)
         .form(&[
             ("csrf", hidden(&body, "csrf").expect("csrf").as_str()),
@@ -2247,7 +2247,7 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
     let signin = r.headers()[LOCATION].to_str().expect("ascii").to_string();
     assert_eq!(
         signin,
-        "/chatgpt/signin?next=%2Fchatgpt%2Frecords%2Fmain.orders%2F2"
+        "/chatgpt/sign-in?next=%2Fchatgpt%2Frecords%2Fmain.orders%2F2"
     );
     // A program without a token still gets the OAuth challenge.
     let r = c
@@ -2269,7 +2269,7 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
         let q = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("next", next)
             .finish();
-        let r = browse(&c, &s, &format!("/chatgpt/signin?{q}"), None).await;
+        let r = browse(&c, &s, &format!("/chatgpt/sign-in?{q}"), None).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
     }
 
@@ -2283,7 +2283,7 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
     let body = r.text().await.expect("body");
     let csrf = hidden(&body, "csrf").expect("csrf");
     for (cookie, csrf) in [(None, csrf.as_str()), (Some(form_cookie.as_str()), "x")] {
-        let mut req = c.post(format!("{}/chatgpt/signin", s.base)).form(&[
+        let mut req = c.post(format!("{}/chatgpt/sign-in", s.base)).form(&[
             ("csrf", csrf),
             ("next", record),
             ("username", "alice"),
@@ -2385,7 +2385,7 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
         r.headers()[LOCATION]
             .to_str()
             .expect("ascii")
-            .starts_with("/claude/signin?")
+            .starts_with("/claude/sign-in?")
     );
     // Nor does an OAuth client's access token open pages from a cookie.
     let (_, t) = full_flow(&c, &s, "/chatgpt").await;

@@ -11,7 +11,7 @@
 //! | `{scope}/authorize` | sign-in and consent page, PKCE S256, RFC 9207 `iss` | [`authorize`] |
 //! | `{scope}/token` | `authorization_code` and `refresh_token` grants | [`token`] |
 //! | `{scope}/revoke` | RFC 7009 revocation | [`revoke`] |
-//! | `{scope}/signin` | a person's browser sign-in to open record pages (citations) | [`viewer`] |
+//! | `{scope}/sign-in` | a person's browser sign-in to open record pages (citations) | [`viewer`] |
 //!
 //! HTTPS `client_id`s (client ID metadata documents) are fetched by [`client_metadata`]. The
 //! MCP handlers call [`bearer::authenticate`] first thing; [`store`] keeps clients, grants and

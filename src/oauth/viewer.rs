@@ -1,9 +1,9 @@
-//! Record pages in a browser: `{scope}/signin` and the cookie behind `{scope}/records/…`.
+//! Record pages in a browser: `{scope}/sign-in` and the cookie behind `{scope}/records/…`.
 //!
 //! Every search result carries a `url`, `{public_url}{scope}/records/{id}`, which ChatGPT shows
 //! as a citation. The person who clicks it has a browser, not an OAuth client. With
 //! authentication on, a browser asking for HTML without a viewer cookie is sent (303) to
-//! `{scope}/signin?next=…`, signs in with an `[[oauth.users]]` name and password (the same
+//! `{scope}/sign-in?next=…`, signs in with an `[[oauth.users]]` name and password (the same
 //! check and failed sign-in limits as the consent page), and is sent back with a cookie:
 //!
 //! - Its value is an access token of a grant to the pseudo-client [`VIEWER_CLIENT`], kept in
@@ -45,7 +45,7 @@ const FORM_COOKIE: &str = "mcp_signin";
 pub fn routes(ctx: OAuthCtx) -> Router {
     let p = ctx.scope.path.clone();
     Router::new()
-        .route(&format!("{p}/signin"), get(show).post(submit))
+        .route(&format!("{p}/sign-in"), get(show).post(submit))
         .with_state(ctx)
 }
 
@@ -77,7 +77,7 @@ pub fn viewer(
 /// 303 to this scope's sign-in page, to come back to `next` (a path of the record asked for).
 pub fn to_sign_in(scope: &Scope, next: &str) -> Response {
     let location = format!(
-        "{}/signin?{}",
+        "{}/sign-in?{}",
         scope.path,
         url::form_urlencoded::Serializer::new(String::new())
             .append_pair("next", next)
@@ -231,7 +231,7 @@ fn set_form_cookie(ctx: &OAuthCtx, resp: &mut Response, value: &str, max_age_sec
         resp,
         FORM_COOKIE,
         value,
-        &format!("{}/signin", ctx.scope.path),
+        &format!("{}/sign-in", ctx.scope.path),
         max_age_secs,
         "Strict",
     );
@@ -294,7 +294,7 @@ fn render_form(
             next.strip_prefix(&format!("{}/records/", ctx.scope.path))
                 .unwrap_or(next)
         ),
-        action = html_escape(&format!("{}/signin", ctx.scope.path)),
+        action = html_escape(&format!("{}/sign-in", ctx.scope.path)),
         csrf = html_escape(csrf),
         next = html_escape(next),
         username = html_escape(username),
