@@ -2168,6 +2168,12 @@ async fn a_citation_link_opens_in_chromium_after_signing_in_and_its_related_link
         b.current_url().await,
         format!("{}/chatgpt/records/main.customers/2", s.base)
     );
+    // Signing out: the next citation asks for a sign-in again.
+    b.click("#sign-out").await;
+    assert_eq!(b.wait_text("h1", "Signed out").await, "Signed out");
+    b.goto(&record).await;
+    let want = "Sign in to view this record";
+    assert_eq!(b.wait_text("h1", want).await, want);
     b.quit().await;
     s.stop().await;
 }
@@ -2433,6 +2439,28 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
     .expect("revoke");
     let r = browse(&c, &s, record, Some(&view)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // Signing out ends the sign-in on the server, not just in the browser.
+    let r = viewer_sign_in(&c, &s, &signin, "alice", ALICE_PASSWORD).await;
+    let (view, _) = set_cookie_named(r.headers(), "mcp_view").expect("viewer cookie");
+    assert_eq!(
+        browse(&c, &s, record, Some(&view)).await.status(),
+        StatusCode::OK
+    );
+    let r = c
+        .post(format!("{}/chatgpt/records", s.base))
+        .header("cookie", &view)
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (cleared, attrs) = set_cookie_named(r.headers(), "mcp_view").expect("cleared cookie");
+    assert_eq!(cleared, "mcp_view=");
+    assert!(attrs.contains("Max-Age=0"), "{attrs}");
+    assert_eq!(
+        browse(&c, &s, record, Some(&view)).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let _ = stop.send(());
     let _ = task.await;
     s.stop().await;

@@ -191,5 +191,11 @@ fn render(scope: &Scope, doc: &Value, caller: &Caller) -> String {
         html_escape(&scope.database),
         html_escape(&scope.path)
     ));
+    if caller.client_id.as_deref() == Some(viewer::VIEWER_CLIENT) {
+        main.push_str(&format!(
+            "<form method=\"post\" action=\"{}/records\"><button type=\"submit\" class=\"deny\" id=\"sign-out\">Sign out</button></form>\n",
+            html_escape(&scope.path)
+        ));
+    }
     layout_wide(title, &main)
 }

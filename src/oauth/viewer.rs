@@ -15,6 +15,8 @@
 //! - It opens record pages of its scope only: [`super::bearer::authenticate_at`] refuses it at
 //!   the MCP endpoints, and [`viewer`] accepts no OAuth client's token from a cookie.
 //!
+//! Every record page has a sign-out button (POST `{scope}/records`), which revokes the grant.
+//!
 //! The sign-in form is protected against login CSRF by a double submit: a random value in
 //! the form must equal a `SameSite=Strict` cookie set with the page. `next` must be a record
 //! path of this scope, so the page cannot be used as an open redirect.
@@ -25,7 +27,7 @@ use axum::Router;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::authorize::{Refused, check_sign_in};
 use super::page::{cookie, html, layout, page_headers, set_cookie};
@@ -46,6 +48,8 @@ pub fn routes(ctx: OAuthCtx) -> Router {
     let p = ctx.scope.path.clone();
     Router::new()
         .route(&format!("{p}/sign-in"), get(show).post(submit))
+        // The cookie's own path, so the browser sends it.
+        .route(&format!("{p}/records"), post(sign_out))
         .with_state(ctx)
 }
 
@@ -222,6 +226,51 @@ async fn submit(
         "Lax",
     );
     set_form_cookie(&ctx, &mut resp, "", 0);
+    resp
+}
+
+/// POST `{scope}/records` (the button on every record page): ends this browser's viewer
+/// sign-in (its grant is revoked) and deletes the cookie.
+async fn sign_out(
+    State(ctx): State<OAuthCtx>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let grant = cookie(&headers, SESSION_COOKIE).and_then(|token| {
+        ctx.oauth
+            .store
+            .check_access(&super::hash_token(&token), now_ms())
+            .filter(|g| g.client_id == VIEWER_CLIENT && g.scope == ctx.scope.path)
+    });
+    if let Some(g) = grant {
+        let ids = vec![g.grant_id.clone()];
+        if let Err(e) = super::blocking(&ctx.oauth.store, move |s| s.revoke_grants(&ids)).await {
+            return message(
+                &ctx,
+                e.status,
+                &format!("The sign-out could not be saved: {}", e.description),
+            );
+        }
+        tracing::info!(%ip, username = %g.username, scope = %ctx.scope.path, "oauth: signed out of the record pages");
+        let mut r = ctx.record("sign_out", "viewer", ip);
+        r.user = Some(g.username.clone());
+        r.client_id = Some(VIEWER_CLIENT.to_string());
+        ctx.audit(r);
+    }
+    let main = format!(
+        "<h1>Signed out</h1><p>This browser no longer opens the records of {} until someone signs in again.</p>",
+        html_escape(&ctx.scope.path)
+    );
+    let mut resp = html(StatusCode::OK, layout("Signed out", &main));
+    set_cookie(
+        &ctx.app,
+        &mut resp,
+        SESSION_COOKIE,
+        "",
+        &format!("{}/records", ctx.scope.path),
+        0,
+        "Lax",
+    );
     resp
 }
 
