@@ -516,6 +516,21 @@ async fn a_browser_opening_a_record_url_gets_a_page_of_the_same_record() {
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
     assert!(r.text.contains("<h1>No record to show</h1>"), "{}", r.text);
+    // A row of an ad-hoc query (a cached id) shows its values and the query.
+    let sql = "SELECT status, count(*) AS n FROM orders GROUP BY status";
+    let found = srv
+        .tool_ok("/chatgpt", "search", json!({ "query": sql }))
+        .await;
+    let id = ids(&found)[0].clone();
+    assert!(id.starts_with("sql:"), "{id}");
+    let r = srv.get(&format!("/chatgpt/records/{id}"), &html).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text.contains("<dt>status</dt>") && r.text.contains("<dt>n</dt>"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(&format!("<pre>{sql}</pre>")), "{}", r.text);
 }
 
 #[tokio::test]
