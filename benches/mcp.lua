@@ -82,7 +82,12 @@ function response(status, headers, body)
   elseif not string.find(body, '"result":', 1, true) then
     no_result = no_result + 1
     if first_bad == "" then first_bad = string.sub(body, 1, 300) end
-  elseif string.find(body, '"isError":true', 1, true) then
+  -- `Error":true` rather than `"isError":true`: a plain find jumps from one occurrence of the
+  -- pattern's first byte to the next, and compact JSON has a `"` every few bytes but few `E`s.
+  -- On a 100-row result (80 KB) that took wrk 118-127 µs per response instead of 78-83. It
+  -- matches everything the longer pattern matches (so it misses no error) and more (a key
+  -- ending in `Error` set to true would count as an error, never the reverse).
+  elseif string.find(body, 'Error":true', 1, true) then
     is_error = is_error + 1
     if first_bad == "" then first_bad = string.sub(body, 1, 300) end
   end
