@@ -20,7 +20,8 @@
 //!   OrderDate FROM Orders WHERE Id > N ORDER BY Id`.
 //!
 //! Server side: a stateless 2026-07-28 MCP `tools/call` of `execute_sql` over HTTP/1.1
-//! keep-alive (one connection per worker), so each request pays HTTP, JSON-RPC, the SQL guard,
+//! keep-alive (one connection per worker; the client is a minimal HTTP/1.1 one, [`RawHttp`],
+//! so the load generator costs as little as wrk would; `--client reqwest` uses reqwest), so each request pays HTTP, JSON-RPC, the SQL guard,
 //! the pool, the read-only batch around the query (`BEGIN TRANSACTION; … ROLLBACK`),
 //! value decoding and the JSON result. Plain side: `tiberius::Client::simple_query` with the
 //! same SQL text on one connection per worker, rows collected, nothing else. Plain + read-only
@@ -187,6 +188,9 @@ struct Args {
     /// Only this workload / concurrency / arm (`--only w1x1:server`), for profiling one of
     /// them; the ratios involving the arms left out are then meaningless.
     only: Option<String>,
+    /// The server arm's HTTP client: `raw` (default), a minimal HTTP/1.1 keep-alive client
+    /// over a `TcpStream`, or `reqwest`.
+    raw_client: bool,
 }
 
 fn args() -> Args {
@@ -196,6 +200,7 @@ fn args() -> Args {
         rounds: 2,
         pin: false,
         only: None,
+        raw_client: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -210,9 +215,16 @@ fn args() -> Args {
             "--rounds" => a.rounds = num().max(1) as u32,
             "--pin" => a.pin = true,
             "--only" => a.only = it.next().map(|v| v.to_ascii_lowercase()),
+            "--client" => {
+                a.raw_client = match it.next().as_deref() {
+                    Some("raw") => true,
+                    Some("reqwest") => false,
+                    other => panic!("--client raw|reqwest, not {other:?}"),
+                }
+            }
             "-h" | "--help" => {
                 println!(
-                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server]"
+                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest]"
                 );
                 std::process::exit(0);
             }
@@ -358,8 +370,8 @@ async fn row_count(client: &mut Tds, sql: &str) -> usize {
         .len()
 }
 
-/// One MCP `tools/call` of `execute_sql`; panics on anything but a good result.
-async fn server_call(http: &reqwest::Client, url: &str, id: u64, sql: &str, rows: usize) {
+/// The JSON-RPC body of one `execute_sql` call.
+fn call_body(id: u64, sql: &str) -> Vec<u8> {
     let body = json!({
         "jsonrpc": "2.0",
         "id": id,
@@ -373,22 +385,14 @@ async fn server_call(http: &reqwest::Client, url: &str, id: u64, sql: &str, rows
             },
         },
     });
-    let resp = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "execute_sql")
-        .body(serde_json::to_vec(&body).expect("json"))
-        .send()
-        .await
-        .expect("POST");
-    let status = resp.status();
-    let text = resp.bytes().await.expect("body");
-    let text = std::str::from_utf8(&text).expect("utf-8");
+    serde_json::to_vec(&body).expect("json")
+}
+
+/// Panics unless `text` is a good `execute_sql` result of `rows` rows.
+fn check_result(status: u16, text: &[u8], sql: &str, rows: usize) {
+    let text = std::str::from_utf8(text).expect("utf-8");
     let want = format!("\"row_count\":{rows},");
-    if !status.is_success()
+    if status != 200
         || !text.contains("\"result\":")
         || text.contains("\"isError\":true")
         || !text.contains(&want)
@@ -397,9 +401,93 @@ async fn server_call(http: &reqwest::Client, url: &str, id: u64, sql: &str, rows
     }
 }
 
+/// A minimal HTTP/1.1 keep-alive client for the server arm: one request written with one
+/// `write_all`, the response read up to its `Content-Length`. It is the load generator, not
+/// the thing measured, so it does as little as an HTTP client can (like wrk); `--client
+/// reqwest` measures with reqwest instead.
+struct RawHttp {
+    stream: TcpStream,
+    head: String,
+    buf: Vec<u8>,
+}
+
+impl RawHttp {
+    async fn connect(addr: std::net::SocketAddr, path: &str) -> RawHttp {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: execute_sql\r\nContent-Length: "
+        );
+        RawHttp {
+            stream,
+            head,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// POSTs `body`; returns the status and the response body.
+    async fn post(&mut self, body: &[u8]) -> (u16, &[u8]) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut req = Vec::with_capacity(self.head.len() + 8 + body.len());
+        req.extend_from_slice(self.head.as_bytes());
+        req.extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
+        req.extend_from_slice(body);
+        self.stream.write_all(&req).await.expect("write request");
+        self.buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        let (status, body_start, len) = loop {
+            let n = self.stream.read(&mut chunk).await.expect("read response");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).expect("ascii head");
+                let status: u16 = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .expect("status");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .expect("content-length");
+                break (status, end + 4, len);
+            }
+        };
+        while self.buf.len() < body_start + len {
+            let n = self.stream.read(&mut chunk).await.expect("read body");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        (status, &self.buf[body_start..body_start + len])
+    }
+}
+
+/// One MCP `tools/call` of `execute_sql`; panics on anything but a good result.
+async fn server_call(http: &reqwest::Client, url: &str, id: u64, sql: &str, rows: usize) {
+    let resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "execute_sql")
+        .body(call_body(id, sql))
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let text = resp.bytes().await.expect("body");
+    check_result(status, &text, sql, rows);
+}
+
 async fn run_server(
     http: &reqwest::Client,
     url: &Arc<String>,
+    raw: Option<std::net::SocketAddr>,
     workload: Workload,
     conc: usize,
     secs: u64,
@@ -414,11 +502,21 @@ async fn run_server(
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut i = 0u64;
+            let mut conn = match raw {
+                Some(addr) => Some(RawHttp::connect(addr, "/bench/mcp").await),
+                None => None,
+            };
             while Instant::now() < deadline {
                 let sql = workload.sql(w, i);
                 let id = id_base + (w as u64) * 1_000_000_000 + i;
                 let s = Instant::now();
-                server_call(&http, &url, id, &sql, workload.rows()).await;
+                match conn.as_mut() {
+                    Some(c) => {
+                        let (status, body) = c.post(&call_body(id, &sql)).await;
+                        check_result(status, body, &sql, workload.rows());
+                    }
+                    None => server_call(&http, &url, id, &sql, workload.rows()).await,
+                }
                 t.latencies.push(s.elapsed().as_micros() as u32);
                 t.requests += 1;
                 i += 1;
@@ -630,6 +728,7 @@ profile = "full"
                                 run_server(
                                     &http,
                                     &url,
+                                    a.raw_client.then_some(addr),
                                     workload,
                                     conc,
                                     secs,
