@@ -116,13 +116,7 @@ pub fn authenticate_at(
             "the access token was issued for another resource",
         ))));
     }
-    let user_ok = app
-        .config()
-        .oauth
-        .users
-        .iter()
-        .any(|u| u.username == grant.username && u.may_grant(&scope.path));
-    if !user_ok {
+    if !user_may_use(app, &grant.username, scope) {
         return Err(challenge(Some((
             "invalid_token",
             "the person who approved this token may no longer use this scope",
@@ -133,6 +127,16 @@ pub fn authenticate_at(
         client_id: Some(grant.client_id.clone()),
         ip: Some(ip),
     })
+}
+
+/// Whether `username` is still a configured user who may use `scope` (checked on every use of
+/// a token, so taking a scope away from someone in the config ends their tokens for it).
+pub fn user_may_use(app: &AppState, username: &str, scope: &Scope) -> bool {
+    app.config()
+        .oauth
+        .users
+        .iter()
+        .any(|u| u.username == username && u.may_grant(&scope.path))
 }
 
 /// Who a session belongs to: the signed-in user and the client, or nobody (authentication off).

@@ -65,13 +65,10 @@ pub fn viewer(
     let grant = oauth
         .store
         .check_access(&super::hash_token(&token), now_ms())?;
-    let user_ok = app
-        .config()
-        .oauth
-        .users
-        .iter()
-        .any(|u| u.username == grant.username && u.may_grant(&scope.path));
-    (grant.client_id == VIEWER_CLIENT && grant.scope == scope.path && user_ok).then(|| Caller {
+    let ok = grant.client_id == VIEWER_CLIENT
+        && grant.scope == scope.path
+        && super::bearer::user_may_use(app, &grant.username, scope);
+    ok.then(|| Caller {
         user: Some(grant.username.clone()),
         client_id: Some(VIEWER_CLIENT.to_string()),
         ip: Some(ip),
