@@ -331,11 +331,6 @@ async fn submit(
     let user = match check_sign_in(&ctx, ip, &username, password, &pending.client_id).await {
         Ok(user) => user,
         Err(Refused { status, message }) => {
-            let message = if status == StatusCode::FORBIDDEN {
-                format!("{message}, or deny.")
-            } else {
-                message
-            };
             return html(
                 status,
                 render_form(&ctx, &request_id, &pending, &username, Some(&message)),
@@ -460,7 +455,7 @@ pub(super) async fn check_sign_in(
         return Err(Refused {
             status: StatusCode::FORBIDDEN,
             message: format!(
-                "{} may not grant access to {}. Sign in as someone who may",
+                "{} may not grant access to {}. Sign in as someone who may.",
                 user.username, ctx.scope.path
             ),
         });

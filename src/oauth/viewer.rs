@@ -163,11 +163,6 @@ async fn submit(
     let user = match check_sign_in(&ctx, ip, &username, password, VIEWER_CLIENT).await {
         Ok(user) => user,
         Err(Refused { status, message }) => {
-            let message = if status == StatusCode::FORBIDDEN {
-                format!("{message}.")
-            } else {
-                message
-            };
             return html(
                 status,
                 render_form(&ctx, next, &csrf, &username, Some(&message)),
