@@ -2271,6 +2271,8 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
         "/claude/records/main.orders/2",
         "/chatgpt/records/",
         "/chatgpt/mcp",
+        "/chatgpt/records/../mcp",
+        "/chatgpt/records/main.orders/é",
     ] {
         let q = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("next", next)

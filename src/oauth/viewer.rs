@@ -93,7 +93,8 @@ pub fn to_sign_in(scope: &Scope, next: &str) -> Response {
 }
 
 /// `next` if it is the path of a record page of this scope (an absolute path, never another
-/// origin: no `//`, no backslash, nothing below a space).
+/// origin: no `//`, no backslash, no `.` or `..` segment, visible ASCII only, as a `Location`
+/// header must be).
 fn checked_next<'a>(ctx: &OAuthCtx, next: &'a str) -> Option<&'a str> {
     let prefix = format!("{}/records/", ctx.scope.path);
     (next.len() <= 2048
@@ -101,7 +102,8 @@ fn checked_next<'a>(ctx: &OAuthCtx, next: &'a str) -> Option<&'a str> {
         && next.len() > prefix.len()
         && !next.contains("//")
         && !next.contains('\\')
-        && next.bytes().all(|b| b > b' ' && b != 0x7f))
+        && !next.split('/').any(|seg| seg == "." || seg == "..")
+        && next.bytes().all(|b| b > b' ' && b < 0x7f))
     .then_some(next)
 }
 
