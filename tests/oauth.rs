@@ -2303,6 +2303,11 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
         let r = req.send().await.expect("POST");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(set_cookie_named(r.headers(), "mcp_view").is_none());
+        // A fresh form to try again, with a cookie of its own.
+        assert!(set_cookie_named(r.headers(), "mcp_signin").is_some());
+        let body = r.text().await.expect("body");
+        assert!(body.contains("This form expired"), "{body}");
+        assert_ne!(hidden(&body, "csrf").as_deref(), Some(csrf));
     }
 
     // Wrong password, and someone who may not use the scope: refused on the form.

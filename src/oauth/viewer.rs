@@ -152,12 +152,22 @@ async fn submit(
     let csrf_ok = cookie(&headers, FORM_COOKIE)
         .is_some_and(|c| ct_eq(&c, form.csrf.as_deref().unwrap_or("")));
     if !csrf_ok {
+        // Most often the page outlived its cookie. Nothing was checked: show a fresh form
+        // (with a new cookie) rather than a dead end.
         tracing::warn!(%ip, scope = %ctx.scope.path, "oauth: record viewer sign-in form failed the CSRF check");
-        return message(
-            &ctx,
+        let csrf = super::random_token("");
+        let mut resp = html(
             StatusCode::FORBIDDEN,
-            "The form could not be verified (it must be sent from the page this browser loaded). Open the record link again.",
+            render_form(
+                &ctx,
+                next,
+                &csrf,
+                form.username.as_deref().unwrap_or(""),
+                Some("This form expired or did not come from this browser's page. Sign in again."),
+            ),
         );
+        set_form_cookie(&ctx, &mut resp, &csrf, ctx.config().login_page_ttl_secs);
+        return resp;
     }
     let csrf = form.csrf.unwrap_or_default();
     let username = form.username.unwrap_or_default();
