@@ -496,6 +496,69 @@ async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
         .await
         .expect("mcp");
     assert_eq!(resp.status(), 401);
+    // A person signing in to open a record page (a citation), then signing out.
+    let next = "/chatgpt/records/main.customers/1";
+    let page = client()
+        .get(srv.url(&format!(
+            "/chatgpt/sign-in?next={}",
+            next.replace('/', "%2F")
+        )))
+        .send()
+        .await
+        .expect("sign-in page");
+    assert_eq!(page.status(), 200);
+    let form_cookie = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let body = page.text().await.expect("page");
+    let marker = "name=\"csrf\" value=\"";
+    let start = body.find(marker).expect("csrf field") + marker.len();
+    let csrf = body[start..start + 43].to_string();
+    let signed_in = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(srv.url("/chatgpt/sign-in"))
+        .header("cookie", &form_cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("next", next),
+            ("username", "alice"),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status(), 303);
+    let view = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mcp_view="))
+        .and_then(|v| v.split(';').next())
+        .expect("viewer cookie")
+        .to_string();
+    let record = client()
+        .get(srv.url(next))
+        .header("accept", "text/html")
+        .header("cookie", &view)
+        .send()
+        .await
+        .expect("record page");
+    assert_eq!(record.status(), 200);
+    let out = client()
+        .post(srv.url("/chatgpt/records"))
+        .header("cookie", &view)
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), 200);
     let metrics = srv.get("/metrics").await.1;
     srv.stop().await;
 
@@ -521,7 +584,27 @@ async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
     );
     assert_eq!(event("bearer")["outcome"], "refused");
     assert_eq!(event("bearer")["client_ip"], "127.0.0.1");
-    for secret_value in [code, verifier, bearer, password, hash.as_str()] {
+    let viewer = event("sign_in");
+    assert_eq!(viewer["outcome"], "viewer");
+    assert_eq!(viewer["user"], "alice");
+    assert_eq!(viewer["client_id"], "mssql-mcp:record-viewer");
+    assert_eq!(event("sign_out")["user"], "alice");
+    let page_view = lines
+        .iter()
+        .find(|l| l["kind"] == "tool_call" && l["tool"] == "fetch")
+        .unwrap_or_else(|| panic!("no record page view in {raw}"));
+    assert_eq!(page_view["user"], "alice");
+    assert_eq!(page_view["client_id"], "mssql-mcp:record-viewer");
+    let view_token = view.trim_start_matches("mcp_view=");
+    for secret_value in [
+        code,
+        verifier,
+        bearer,
+        password,
+        hash.as_str(),
+        view_token,
+        &csrf,
+    ] {
         assert!(!raw.contains(secret_value), "audit leaks `{secret_value}`");
     }
     if !secret.is_empty() {
