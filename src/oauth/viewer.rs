@@ -210,25 +210,14 @@ async fn submit(
         );
     }
     tracing::info!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: signed in to view records");
-    let mut r = ctx.record("sign_in", "viewer", ip);
-    r.user = Some(user.username.clone());
-    r.client_id = Some(VIEWER_CLIENT.to_string());
-    ctx.audit(r);
+    audit(&ctx, "sign_in", ip, &user.username);
 
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(next) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     page_headers(&mut resp);
-    set_cookie(
-        &ctx.app,
-        &mut resp,
-        SESSION_COOKIE,
-        &token,
-        &format!("{}/records", ctx.scope.path),
-        ttl_secs,
-        "Lax",
-    );
+    set_session_cookie(&ctx, &mut resp, &token, ttl_secs);
     set_form_cookie(&ctx, &mut resp, "", 0);
     resp
 }
@@ -256,26 +245,36 @@ async fn sign_out(
             );
         }
         tracing::info!(%ip, username = %g.username, scope = %ctx.scope.path, "oauth: signed out of the record pages");
-        let mut r = ctx.record("sign_out", "viewer", ip);
-        r.user = Some(g.username.clone());
-        r.client_id = Some(VIEWER_CLIENT.to_string());
-        ctx.audit(r);
+        audit(&ctx, "sign_out", ip, &g.username);
     }
     let main = format!(
         "<h1>Signed out</h1><p>This browser no longer opens the records of {} until someone signs in again.</p>",
         html_escape(&ctx.scope.path)
     );
     let mut resp = html(StatusCode::OK, layout("Signed out", &main));
+    set_session_cookie(&ctx, &mut resp, "", 0);
+    resp
+}
+
+/// An audit record of a viewer sign-in or sign-out of `username`.
+fn audit(ctx: &OAuthCtx, event: &'static str, ip: std::net::IpAddr, username: &str) {
+    let mut r = ctx.record(event, "viewer", ip);
+    r.user = Some(username.to_string());
+    r.client_id = Some(VIEWER_CLIENT.to_string());
+    ctx.audit(r);
+}
+
+/// The viewer cookie (`SameSite=Lax`: a citation is a link from another site).
+fn set_session_cookie(ctx: &OAuthCtx, resp: &mut Response, value: &str, max_age_secs: u64) {
     set_cookie(
         &ctx.app,
-        &mut resp,
+        resp,
         SESSION_COOKIE,
-        "",
+        value,
         &format!("{}/records", ctx.scope.path),
-        0,
+        max_age_secs,
         "Lax",
     );
-    resp
 }
 
 fn set_form_cookie(ctx: &OAuthCtx, resp: &mut Response, value: &str, max_age_secs: u64) {
