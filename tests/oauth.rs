@@ -1841,7 +1841,9 @@ fn chromium() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Headless Chromium driven over WebDriver: chromedriver on a free loopback port, a fresh
-/// profile in `dir`. Quits (and kills chromedriver) on [`Browser::quit`] or drop.
+/// profile in `dir`. chromedriver runs in a process group of its own, which [`Browser::quit`]
+/// or a drop (a failed assertion) kills whole: killing chromedriver alone would leave
+/// Chromium's processes running after the test.
 struct Browser {
     wc: reqwest::Client,
     sess: String,
@@ -1864,6 +1866,7 @@ impl Browser {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver");
         let wd = format!("http://127.0.0.1:{port}");
@@ -1995,9 +1998,19 @@ impl Browser {
         eprintln!("screenshot: {}", shot.display());
     }
 
-    async fn quit(mut self) {
+    async fn quit(self) {
         let _ = self.wc.delete(&self.sess).send().await;
-        let _ = self.driver.kill().await;
+        // The group goes on drop.
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
 }
 
