@@ -262,7 +262,8 @@ async fn call_tool(
     let started = Instant::now();
     let outcome = tools::call(scope, name, args).await;
     let elapsed = started.elapsed();
-    record_call(scope, name, args, caller, &outcome, elapsed);
+    let rows = outcome.as_ref().map(|out| out.rows);
+    record_call(scope, name, args, caller, rows, elapsed);
     let modern = era == Era::Modern;
     match outcome {
         Ok(out) => {
@@ -300,13 +301,14 @@ async fn call_tool(
     }
 }
 
-/// Counts the call and writes its audit record (queued; never waits).
+/// Counts the call and writes its audit record (queued; never waits). `outcome`: the rows
+/// returned, or the error.
 pub(crate) fn record_call(
     scope: &Scope,
     name: &str,
     args: &Value,
     caller: &Caller,
-    outcome: &Result<tools::ToolOutput, ToolError>,
+    outcome: Result<usize, &ToolError>,
     elapsed: std::time::Duration,
 ) {
     use crate::ops::metrics::ToolStatus;
@@ -332,7 +334,7 @@ pub(crate) fn record_call(
     r.tool = Some(crate::tools::truncate(name, 64));
     r.duration_ms = Some((elapsed.as_secs_f64() * 1e6).round() / 1e3);
     match outcome {
-        Ok(out) => r.rows = Some(out.rows),
+        Ok(rows) => r.rows = Some(rows),
         Err(e) => r.error = Some(e.to_string()),
     }
     if !args.is_null() {

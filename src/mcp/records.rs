@@ -25,8 +25,8 @@ use crate::oauth::html_escape;
 use crate::oauth::page::{html, layout, layout_wide};
 use crate::oauth::viewer;
 use crate::state::Scope;
-use crate::tools::ToolError;
 use crate::tools::search::record_url;
+use crate::tools::{ToolError, ToolOutput};
 
 pub async fn record(
     State(ctx): State<ScopeCtx>,
@@ -52,25 +52,31 @@ pub async fn record(
         return StatusCode::NOT_FOUND.into_response();
     };
     let started = Instant::now();
-    let outcome = crate::tools::fetch::fetch(&ctx.scope, id).await;
+    let outcome = crate::tools::fetch::document(&ctx.scope, id)
+        .await
+        .and_then(|doc| {
+            // The JSON is written only for a program: a page is rendered from the document.
+            let json = if page {
+                None
+            } else {
+                Some(ToolOutput::sized(&doc, 1, 2048)?)
+            };
+            Ok((doc, json))
+        });
     dispatch::record_call(
         &ctx.scope,
         "fetch",
         &json!({"id": id, "via": "records"}),
         &caller,
-        &outcome,
+        outcome.as_ref().map(|_| 1),
         started.elapsed(),
     );
     match outcome {
-        Ok(out) if page => match serde_json::from_slice::<Value>(out.json.as_bytes()) {
-            Ok(doc) => html(StatusCode::OK, render(&ctx.scope, &doc, &caller)),
-            Err(e) => error_page(
-                &ctx.scope,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("the record could not be shown: {e}"),
-            ),
-        },
-        Ok(out) => json_body(StatusCode::OK, out.json),
+        Ok((_, Some(out))) => json_body(StatusCode::OK, out.json),
+        Ok((doc, None)) => html(
+            StatusCode::OK,
+            render(&ctx.scope, &Value::Object(doc), &caller),
+        ),
         Err(e) => {
             let status = match e {
                 ToolError::NotFound(_) | ToolError::InvalidArguments(_) => StatusCode::NOT_FOUND,

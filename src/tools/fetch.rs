@@ -20,6 +20,11 @@ use crate::state::Scope;
 const CHILDREN_PER_FK: usize = 5;
 
 pub async fn fetch(scope: &Scope, id: &str) -> Result<ToolOutput, ToolError> {
+    ToolOutput::sized(&document(scope, id).await?, 1, 2048)
+}
+
+/// The record behind `id`, as `fetch` returns it: `id`, `title`, `text`, `url`, `metadata`.
+pub async fn document(scope: &Scope, id: &str) -> Result<Map<String, Value>, ToolError> {
     let parsed = RecordId::parse(id).ok_or_else(|| {
         ToolError::InvalidArguments(format!(
             "`{}` is not an id from search; ids look like `main.customers` (a table) or `main.customers/42` (a row)",
@@ -55,7 +60,7 @@ pub async fn fetch(scope: &Scope, id: &str) -> Result<ToolOutput, ToolError> {
     out.insert("text".into(), doc["text"].clone());
     out.insert("url".into(), Value::String(record_url(scope, id.trim())));
     out.insert("metadata".into(), doc["metadata"].clone());
-    ToolOutput::sized(&out, 1, 2048)
+    Ok(out)
 }
 
 fn find_visible<'c>(
