@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use ipnet::IpNet;
 
 use super::EdgeState;
@@ -182,13 +182,7 @@ pub fn refusal(edge: &EdgeState, req: &Request) -> Option<Response> {
     let reason = edge.allowlists.check(ip, req.uri().path()).err()?;
     edge.counters.denied.inc();
     tracing::warn!(client_ip = %ip, path = %req.uri().path(), reason, "request denied by IP allowlist");
-    Some(
-        (
-            StatusCode::FORBIDDEN,
-            axum::Json(serde_json::json!({"error": "forbidden", "reason": reason})),
-        )
-            .into_response(),
-    )
+    Some(super::refusal(StatusCode::FORBIDDEN, "forbidden", reason))
 }
 
 #[cfg(test)]

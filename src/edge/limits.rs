@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -30,6 +30,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::EdgeState;
 use super::client_ip::ClientIp;
+use super::refusal;
 
 /// Activity of one connection, shared by its IO wrapper and its service wrapper.
 #[derive(Debug)]
@@ -435,15 +436,6 @@ fn hold_until_body_ends(resp: Response, slot: StreamSlot) -> Response {
             _slot: slot,
         }),
     )
-}
-
-/// The edge's JSON refusal body: `{"error": …, "reason": …}`.
-fn refusal(status: StatusCode, error: &str, reason: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({"error": error, "reason": reason})),
-    )
-        .into_response()
 }
 
 /// A response body that holds a [`StreamSlot`] until it is dropped (the stream ended).

@@ -34,6 +34,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
 use crate::config::Config;
 use allowlist::{Allowlists, IpSet};
 use limits::StreamCaps;
@@ -161,4 +164,13 @@ impl EdgeState {
             timed_out: self.counters.timed_out.get(),
         }
     }
+}
+
+/// The edge's JSON refusal: `status` with `{"error": …, "reason": …}`.
+pub(crate) fn refusal(status: StatusCode, error: &str, reason: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": error, "reason": reason})),
+    )
+        .into_response()
 }
