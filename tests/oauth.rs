@@ -232,13 +232,30 @@ fn hidden(body: &str, name: &str) -> Option<String> {
     Some(body[start..end].to_string())
 }
 
-fn cookie(headers: &HeaderMap) -> Option<String> {
+/// The `name=value` of cookie `name` in a response's `Set-Cookie` headers, with its attributes.
+fn set_cookie_named(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
     headers
         .get_all(SET_COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("mcp_authz="))
-        .map(|v| v.split(';').next().unwrap_or("").to_string())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| {
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            (pair.to_string(), attrs.trim().to_string())
+        })
+}
+
+/// The consent page's cookie (`mcp_authz=…`) set by a response.
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    set_cookie_named(headers, "mcp_authz").map(|(pair, _)| pair)
+}
+
+/// `req` with a `Cookie` header when there is one to send.
+fn with_cookie(req: reqwest::RequestBuilder, cookie: Option<&str>) -> reqwest::RequestBuilder {
+    match cookie {
+        Some(ck) => req.header("cookie", ck),
+        None => req,
+    }
 }
 
 /// The sign-in page of an authorization request: (request_id, csrf, cookie).
@@ -261,11 +278,13 @@ async fn post_form(
     cookie: Option<&str>,
     form: &[(&str, &str)],
 ) -> reqwest::Response {
-    let mut req = c.post(format!("{}{scope}/authorize", s.base)).form(form);
-    if let Some(ck) = cookie {
-        req = req.header("cookie", ck);
-    }
-    req.send().await.expect("post")
+    with_cookie(
+        c.post(format!("{}{scope}/authorize", s.base)).form(form),
+        cookie,
+    )
+    .send()
+    .await
+    .expect("post")
 }
 
 /// Signs in as `user` and approves; returns the redirect's query parameters.
@@ -2193,19 +2212,6 @@ async fn a_citation_link_opens_in_chromium_after_signing_in_and_its_related_link
 
 // ---------------------------------------------------------------- record pages in a browser
 
-/// The `name=value` of cookie `name` in a response's `Set-Cookie` headers, with its attributes.
-fn set_cookie_named(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| {
-            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
-            (pair.to_string(), attrs.trim().to_string())
-        })
-}
-
 /// A browser's GET of `path` (it asks for HTML), with `cookie` if any.
 async fn browse(
     c: &reqwest::Client,
@@ -2213,14 +2219,11 @@ async fn browse(
     path: &str,
     cookie: Option<&str>,
 ) -> reqwest::Response {
-    let mut req = c.get(format!("{}{path}", s.base)).header(
+    let req = c.get(format!("{}{path}", s.base)).header(
         "accept",
         "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
     );
-    if let Some(ck) = cookie {
-        req = req.header("cookie", ck);
-    }
-    req.send().await.expect("GET")
+    with_cookie(req, cookie).send().await.expect("GET")
 }
 
 /// Signs in on a record viewer sign-in page at `path`; returns the response to the POST.
@@ -2304,16 +2307,13 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
     let body = r.text().await.expect("body");
     let csrf = hidden(&body, "csrf").expect("csrf");
     for (cookie, csrf) in [(None, csrf.as_str()), (Some(form_cookie.as_str()), "x")] {
-        let mut req = c.post(format!("{}/chatgpt/sign-in", s.base)).form(&[
+        let req = c.post(format!("{}/chatgpt/sign-in", s.base)).form(&[
             ("csrf", csrf),
             ("next", record),
             ("username", "alice"),
             ("password", ALICE_PASSWORD),
         ]);
-        if let Some(ck) = cookie {
-            req = req.header("cookie", ck);
-        }
-        let r = req.send().await.expect("POST");
+        let r = with_cookie(req, cookie).send().await.expect("POST");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(set_cookie_named(r.headers(), "mcp_view").is_none());
         // A fresh form to try again, with a cookie of its own.
