@@ -1611,6 +1611,44 @@ async fn tokens_stop_working_when_their_user_loses_the_scope_in_the_config() {
     s.stop().await;
 }
 
+/// The loopback admin endpoint of `s` (state in `dir`), with the token it reads.
+struct Admin {
+    addr: SocketAddr,
+    token: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Admin {
+    async fn start(s: &Server, dir: &Path) -> Admin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve = mssql_mcp::oauth::admin::serve(
+            s.state.clone().expect("in-process"),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        );
+        let task = tokio::spawn(async move {
+            let _ = serve.await;
+        });
+        let token = mssql_mcp::oauth::admin::read_token(&dir.join("state")).expect("admin token");
+        Admin {
+            addr,
+            token,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 #[tokio::test]
 async fn the_admin_endpoint_lists_grants_and_revokes_a_user_at_once() {
     use mssql_mcp::oauth::admin::{self, Target};
@@ -1619,17 +1657,8 @@ async fn the_admin_endpoint_lists_grants_and_revokes_a_user_at_once() {
     let c = http();
     let (_, t) = full_flow(&c, &s, "/chatgpt").await;
     let (_, t2) = full_flow(&c, &s, "/claude").await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let admin_addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(admin::serve(
-        s.state.clone().expect("in-process"),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let token = admin::read_token(&dir.path().join("state")).expect("admin token");
+    let admin = Admin::start(&s, dir.path()).await;
+    let (admin_addr, token) = (admin.addr, admin.token.clone());
     // Without the token: refused.
     let r = c
         .get(format!("http://{admin_addr}/admin/grants"))
@@ -1671,8 +1700,7 @@ async fn the_admin_endpoint_lists_grants_and_revokes_a_user_at_once() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    let _ = stop.send(());
-    let _ = task.await;
+    admin.stop().await;
     s.stop().await;
 }
 
@@ -2427,17 +2455,8 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
     assert_eq!(r.status(), StatusCode::OK);
 
     // ...and ends when the person's access is revoked.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let admin_addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(admin::serve(
-        s.state.clone().expect("in-process"),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let admin_token = admin::read_token(&dir.path().join("state")).expect("admin token");
+    let admin_server = Admin::start(&s, dir.path()).await;
+    let (admin_addr, admin_token) = (admin_server.addr, admin_server.token.clone());
     let grants = admin::call(admin_addr, &admin_token, "/admin/grants", None)
         .await
         .expect("grants");
@@ -2481,8 +2500,7 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
         browse(&c, &s, record, Some(&view)).await.status(),
         StatusCode::SEE_OTHER
     );
-    let _ = stop.send(());
-    let _ = task.await;
+    admin_server.stop().await;
     s.stop().await;
 }
 
