@@ -1582,6 +1582,40 @@ async fn tokens_survive_a_restart_and_refresh_still_works() {
 }
 
 #[tokio::test]
+async fn tokens_stop_working_when_the_public_url_changes() {
+    // Their audience was an MCP endpoint under the old URL: neither the access token nor the
+    // refresh token may be used for the new one. The client authorizes again.
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let addr = s.addr;
+    let (client_id, t) = full_flow(&http(), &s, "/chatgpt").await;
+    s.stop().await;
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    let s = start_edited(dir.path(), listener, "", |text| {
+        text.replace(
+            &format!("public_url = \"http://{addr}\""),
+            &format!("public_url = \"http://localhost:{}\"", addr.port()),
+        )
+    })
+    .await;
+    let c = http();
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t))).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .contains("error=\"invalid_token\""),
+    );
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&t), &client_id).await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn tokens_stop_working_when_their_user_loses_the_scope_in_the_config() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "").await;

@@ -1,7 +1,8 @@
 //! The token check at the start of every MCP handler.
 //!
 //! Only the `Authorization: Bearer` header is read (never the query string). A token is
-//! accepted at a scope only if it was issued for that scope (its audience), is unexpired and
+//! accepted at a scope only if it was issued for one of that scope's MCP endpoints (its
+//! audience, RFC 8707; a record viewer's sign-in is another), is unexpired and
 //! unrevoked, and the person who approved it is still configured and may still grant the
 //! scope. Everything else is a 401 whose `WWW-Authenticate` points at the endpoint's RFC 9728
 //! metadata, so a client can discover how to get a token.
@@ -109,8 +110,8 @@ pub fn authenticate_at(
             "the access token is unknown, expired or revoked",
         ))));
     };
-    if grant.scope != scope.path || grant.client_id == super::viewer::VIEWER_CLIENT {
-        tracing::warn!(scope = %scope.path, token_scope = %grant.scope, client_id = %grant.client_id, "oauth: token presented at another scope");
+    if grant.scope != scope.path || !is_mcp_resource(&grant.resource, scope) {
+        tracing::warn!(scope = %scope.path, token_scope = %grant.scope, token_resource = %grant.resource, client_id = %grant.client_id, "oauth: token presented outside its audience");
         return Err(challenge(Some((
             "invalid_token",
             "the access token was issued for another resource",
@@ -127,6 +128,16 @@ pub fn authenticate_at(
         client_id: Some(grant.client_id.clone()),
         ip: Some(ip),
     })
+}
+
+/// Whether `resource` (a grant's audience) is one of `scope`'s MCP endpoints (`/mcp`, `/sse`),
+/// the only resources an OAuth client is granted ([`super::authorize::accepted_resource`]).
+/// Anything else (a record viewer's sign-in, or an endpoint under an earlier `public_url`) is
+/// another audience.
+pub fn is_mcp_resource(resource: &str, scope: &Scope) -> bool {
+    resource
+        .strip_prefix(scope.public_base.as_str())
+        .is_some_and(|rest| rest == "/mcp" || rest == "/sse")
 }
 
 /// Whether `username` is still a configured user who may use `scope` (checked on every use of

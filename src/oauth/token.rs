@@ -330,12 +330,19 @@ fn check_refresh(
     Ok(hash)
 }
 
-/// A `resource` in the token request must name the grant's resource (RFC 8707 §2.2).
+/// The grant's resource must still be an MCP endpoint of this scope (the audience its tokens
+/// are checked against, [`super::bearer::is_mcp_resource`]: not if `public_url` changed since),
+/// and a `resource` in the token request must name it (RFC 8707 §2.2).
 fn check_resource(
     ctx: &OAuthCtx,
     params: &HashMap<String, String>,
     granted: &str,
 ) -> Result<(), OAuthError> {
+    if !super::bearer::is_mcp_resource(granted, &ctx.scope) {
+        return Err(OAuthError::invalid_grant(
+            "the grant is for another resource (the server's public URL changed since); authorize again",
+        ));
+    }
     match params.get("resource") {
         None => Ok(()),
         Some(r) if super::authorize::accepted_resource(ctx, r).as_deref() == Some(granted) => {
@@ -349,12 +356,7 @@ fn check_resource(
 
 /// The approving person must still be configured and allowed the scope.
 fn check_user(ctx: &OAuthCtx, username: &str) -> Result<(), OAuthError> {
-    if ctx
-        .config()
-        .users
-        .iter()
-        .any(|u| u.username == username && u.may_grant(&ctx.scope.path))
-    {
+    if super::bearer::user_may_use(&ctx.app, username, &ctx.scope) {
         Ok(())
     } else {
         Err(OAuthError::invalid_grant(

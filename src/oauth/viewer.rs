@@ -12,8 +12,9 @@
 //!   `tokens revoke --user`, and stops working when its user loses the scope in the config.
 //! - It is `HttpOnly`, `SameSite=Lax` (a citation is a link from another site),
 //!   `Path={scope}/records`, and `Secure` behind HTTPS.
-//! - It opens record pages of its scope only: [`super::bearer::authenticate_at`] refuses it at
-//!   the MCP endpoints, and [`viewer`] accepts no OAuth client's token from a cookie.
+//! - Its audience (the grant's resource) is `{public_url}{scope}/records`, which no OAuth client
+//!   is ever granted: [`super::bearer::authenticate_at`] refuses it at the MCP endpoints, and
+//!   [`viewer`] accepts no OAuth client's token from a cookie.
 //!
 //! Every record page has a sign-out button (POST `{scope}/records`), which revokes the grant.
 //!
@@ -65,14 +66,23 @@ pub fn viewer(
     let grant = oauth
         .store
         .check_access(&super::hash_token(&token), now_ms())?;
-    let ok = grant.client_id == VIEWER_CLIENT
-        && grant.scope == scope.path
-        && super::bearer::user_may_use(app, &grant.username, scope);
+    let ok =
+        is_viewer_grant(&grant, scope) && super::bearer::user_may_use(app, &grant.username, scope);
     ok.then(|| Caller {
         user: Some(grant.username.clone()),
         client_id: Some(VIEWER_CLIENT.to_string()),
         ip: Some(ip),
     })
+}
+
+/// Whether `grant` is a viewer sign-in at `scope`: its audience is the scope's record pages
+/// (no OAuth client is ever granted that resource).
+fn is_viewer_grant(grant: &Grant, scope: &Scope) -> bool {
+    grant.scope == scope.path
+        && grant
+            .resource
+            .strip_prefix(scope.public_base.as_str())
+            .is_some_and(|rest| rest == "/records")
 }
 
 /// 303 to this scope's sign-in page, to come back to `next` (a path of the record asked for).
@@ -190,6 +200,7 @@ async fn submit(
         client_id: VIEWER_CLIENT.to_string(),
         username: user.username.clone(),
         scope: ctx.scope.path.clone(),
+        // The audience: this scope's record pages ([`is_viewer_grant`]).
         resource: format!("{}/records", ctx.scope.public_base),
         oauth_scope: OAUTH_SCOPE.to_string(),
         redirect_uri: String::new(),
@@ -233,7 +244,7 @@ async fn sign_out(
         ctx.oauth
             .store
             .check_access(&super::hash_token(&token), now_ms())
-            .filter(|g| g.client_id == VIEWER_CLIENT && g.scope == ctx.scope.path)
+            .filter(|g| is_viewer_grant(g, &ctx.scope))
     });
     if let Some(g) = grant {
         let ids = vec![g.grant_id.clone()];
