@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# Benchmark of mssql-mcp's demo server (and optionally DBHub 1.4.0 on the same data) with wrk.
-# See benches/README.md. Loopback only; every load run is bounded by wrk -d; everything this
-# script starts is stopped on exit.
+# Benchmark of mssql-mcp's demo server (and optionally DBHub 1.4.0 on the same data) under HTTP
+# load from examples/loadgen.rs (default) or wrk with benches/mcp.lua (--generator wrk).
+# See benches/README.md. Loopback only; every load run is bounded by its duration; everything
+# this script starts is stopped on exit.
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: benches/run.sh [--quick] [--duration N] [--with-dbhub] [--no-build] [--out FILE] [--strict]
+Usage: benches/run.sh [--quick] [--duration N] [--with-dbhub] [--generator rust|wrk] [--no-build] [--out FILE] [--strict]
 
   --quick        3 s per run (default 10 s) and a 1 s warm-up (default 2 s)
   --duration N   N seconds per measured run
   --warmup N     N seconds of warm-up before each measured run (0 = none)
   --with-dbhub   also run W1 (1 and 32 conns) and W2 against DBHub 1.4.0 on Node 22, same
                  demo.sqlite, and print the comparison (installs both into benches/.deps/ if absent)
-  --no-build     do not run `cargo build --release` first
+  --generator G  the load generator: `rust` (default; examples/loadgen.rs, one thread) or `wrk`
+                 (wrk -t2 with benches/mcp.lua). Both send the same requests and check every response
+  --no-build     do not run `cargo build --release` (and `--example loadgen`) first
   --out FILE     also write the markdown report to FILE
   --strict       exit 3 if a target from issue #2 is missed (errors always exit 1)
 
 Environment:
   BENCH_SERVER   server binary            (default: target/release/mssql-mcp, built first)
+  BENCH_LOADGEN  load generator binary    (default: target/release/examples/loadgen, built first)
   BENCH_NODE     Node >= 22.5 binary      (default: benches/.deps/node/.../bin/node, else `node` on PATH if >= 22.5)
   BENCH_DBHUB    DBHub's dist/index.js    (default: benches/.deps/dbhub/node_modules/@bytebase/dbhub/dist/index.js)
   BENCH_NO_INSTALL=1  never install Node/DBHub; print how to instead
@@ -31,6 +35,7 @@ WITH_DBHUB=0
 BUILD=1
 OUT=""
 STRICT=0
+GENERATOR=rust
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) DURATION=3; WARMUP=1 ;;
@@ -39,6 +44,8 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP="${2:?--warmup needs a value}"; shift ;;
     --warmup=*) WARMUP="${1#*=}" ;;
     --with-dbhub) WITH_DBHUB=1 ;;
+    --generator) GENERATOR="${2:?--generator needs rust or wrk}"; shift ;;
+    --generator=*) GENERATOR="${1#*=}" ;;
     --no-build) BUILD=0 ;;
     --out) OUT="${2:?--out needs a value}"; shift ;;
     --out=*) OUT="${1#*=}" ;;
@@ -48,6 +55,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+case "$GENERATOR" in rust|wrk) ;; *) echo "--generator takes rust or wrk" >&2; exit 2 ;; esac
 case "$DURATION$WARMUP" in *[!0-9]*) echo "--duration/--warmup take whole seconds" >&2; exit 2 ;; esac
 [ "$DURATION" -ge 1 ] || { echo "--duration must be >= 1" >&2; exit 2; }
 
@@ -88,20 +96,22 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- tools
-command -v wrk >/dev/null || die "wrk not found. Install it: apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)"
-command -v curl >/dev/null || die "curl not found"
-[ -f "$LUA" ] || die "missing $LUA"
-
-if [ -n "${BENCH_SERVER:-}" ]; then
-  SERVER="$BENCH_SERVER"
-else
-  SERVER="$ROOT/target/release/mssql-mcp"
-  if [ "$BUILD" = 1 ]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-  fi
+if [ "$GENERATOR" = wrk ]; then
+  command -v wrk >/dev/null || die "wrk not found. Install it: apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)"
+  [ -f "$LUA" ] || die "missing $LUA"
 fi
+command -v curl >/dev/null || die "curl not found"
+
+if [ "$BUILD" = 1 ] && { [ -z "${BENCH_SERVER:-}" ] || { [ "$GENERATOR" = rust ] && [ -z "${BENCH_LOADGEN:-}" ]; }; }; then
+  log "cargo build --release --bin mssql-mcp --example loadgen"
+  (cd "$ROOT" && cargo build --release --quiet --bin mssql-mcp --example loadgen) || die "cargo build --release failed"
+fi
+SERVER="${BENCH_SERVER:-$ROOT/target/release/mssql-mcp}"
 [ -x "$SERVER" ] || die "server binary not found: $SERVER (run cargo build --release, or set BENCH_SERVER)"
+LOADGEN="${BENCH_LOADGEN:-$ROOT/target/release/examples/loadgen}"
+if [ "$GENERATOR" = rust ]; then
+  [ -x "$LOADGEN" ] || die "load generator not found: $LOADGEN (run cargo build --release --example loadgen, or set BENCH_LOADGEN)"
+fi
 
 node_ok() { # $1 = node binary; true if >= 22.5
   local v
@@ -254,15 +264,24 @@ children_cpu() { # user + sys seconds of this shell's waited-for children (`time
   awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] } printf "%.3f", t }' "$WORK/times.out"
 }
 
-RESULTS="$WORK/results.tsv"   # server workload conns rps p50 p99 max errors rss_run_kb cpu/req srv_s wrk_s other_s
+RESULTS="$WORK/results.tsv"   # server workload conns rps p50 p99 max errors rss_run_kb cpu/req srv_s gen_s other_s kb
 : > "$RESULTS"
 TOTAL_ERRORS=0
 
+load() { # $1 = url, $2 = workload, $3 = connections, $4 = seconds; prints a BENCH_RESULT line
+  if [ "$GENERATOR" = rust ]; then
+    "$LOADGEN" "$1" --workload "$2" --connections "$3" --threads 1 --duration "$4" --timeout 10
+  else
+    local threads=2
+    [ "$3" -lt 2 ] && threads=1
+    wrk -t"$threads" -c"$3" -d"${4}s" --timeout 10s --latency -s "$LUA" "$1" -- "$2"
+  fi
+}
+
 run_load() { # $1 = server label, $2 = url, $3 = pid, $4 = workload, $5 = connections
-  local label="$1" url="$2" pid="$3" wl="$4" conns="$5" threads=2 out line
-  [ "$conns" -lt 2 ] && threads=1
+  local label="$1" url="$2" pid="$3" wl="$4" conns="$5" out line
   if [ "$WARMUP" -gt 0 ]; then
-    wrk -t"$threads" -c"$conns" -d"${WARMUP}s" --timeout 10s -s "$LUA" "$url" -- "$wl" > "$WORK/warmup.out" 2>&1 || true
+    load "$url" "$wl" "$conns" "$WARMUP" > "$WORK/warmup.out" 2>&1 || true
   fi
   echo 0 > "$WORK/rss.max"
   start_sampler "$pid" "$WORK/rss.max"
@@ -271,19 +290,19 @@ run_load() { # $1 = server label, $2 = url, $3 = pid, $4 = workload, $5 = connec
   local busy0 srv0 kids0 busy1 srv1 kids1
   children_cpu > "$WORK/kids0"
   busy0="$(cpu_busy)"; srv0="$(proc_cpu "$pid")"; kids0="$(cat "$WORK/kids0")"
-  wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 10s --latency -s "$LUA" "$url" -- "$wl" > "$out" 2>&1 \
-    || { stop_sampler; cat "$out" >&2; die "wrk failed"; }
+  load "$url" "$wl" "$conns" "$DURATION" > "$out" 2>&1 \
+    || { stop_sampler; cat "$out" >&2; die "the load generator ($GENERATOR) failed"; }
   busy1="$(cpu_busy)"; srv1="$(proc_cpu "$pid")"
   children_cpu > "$WORK/kids1"; kids1="$(cat "$WORK/kids1")"
   stop_sampler
-  # CPU seconds over the run: the server, wrk (children of this shell), everything else on the box
-  local srv_s wrk_s other_s
+  # CPU seconds over the run: the server, the load generator (children of this shell), everything else
+  local srv_s gen_s other_s
   srv_s="$(awk -v a="$srv0" -v b="$srv1" -v t="$TCK" 'BEGIN { printf "%.2f", (b - a) / t }')"
-  wrk_s="$(awk -v a="$kids0" -v b="$kids1" 'BEGIN { printf "%.2f", b - a }')"
-  other_s="$(awk -v a="$busy0" -v b="$busy1" -v t="$TCK" -v s="$srv_s" -v w="$wrk_s" \
+  gen_s="$(awk -v a="$kids0" -v b="$kids1" 'BEGIN { printf "%.2f", b - a }')"
+  other_s="$(awk -v a="$busy0" -v b="$busy1" -v t="$TCK" -v s="$srv_s" -v w="$gen_s" \
     'BEGIN { o = (b - a) / t - s - w; if (o < 0) o = 0; printf "%.2f", o }')"
   line="$(grep '^BENCH_RESULT ' "$out" || true)"
-  [ -n "$line" ] || { cat "$out" >&2; die "no BENCH_RESULT line from wrk"; }
+  [ -n "$line" ] || { cat "$out" >&2; die "no BENCH_RESULT line from the load generator"; }
   local requests=0 bytes=0 rps=0 p50_us=0 p99_us=0 max_us=0 non200=0 no_result=0 is_error=0 socket_errors=0 kv
   for kv in ${line#BENCH_RESULT }; do
     case "$kv" in
@@ -307,7 +326,7 @@ run_load() { # $1 = server label, $2 = url, $3 = pid, $4 = workload, $5 = connec
   cpu_per_req="$(awk -v s="$srv_s" -v n="$requests" 'BEGIN { if (n > 0) printf "%.0f", s * 1e6 / n; else print 0 }')"
   resp_kb="$(awk -v b="$bytes" -v n="$requests" 'BEGIN { if (n > 0) printf "%.1f", b / n / 1024; else print 0 }')"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$wl" "$conns" "$rps" "$p50_us" "$p99_us" \
-    "$max_us" "$errors" "$(cat "$WORK/rss.max")" "$cpu_per_req" "$srv_s" "$wrk_s" "$other_s" "$resp_kb" >> "$RESULTS"
+    "$max_us" "$errors" "$(cat "$WORK/rss.max")" "$cpu_per_req" "$srv_s" "$gen_s" "$other_s" "$resp_kb" >> "$RESULTS"
 }
 
 declare -A IDLE_KB PEAK_KB
@@ -363,16 +382,18 @@ report() {
   echo "### Benchmark $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- command: \`benches/run.sh$ARGS_TEXT\` (${DURATION} s per run after a ${WARMUP} s warm-up)"
-  echo "- machine: $(nproc) cores, $cpu, $mem; wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}') on the same cores"
+  local gen="examples/loadgen.rs (one thread)"
+  [ "$GENERATOR" = wrk ] && gen="wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}') with benches/mcp.lua (-t2; -t1 at 1 conn)"
+  echo "- machine: $(nproc) cores, $cpu, $mem; load generator $gen on the same cores"
   echo "- mssql-mcp $rev$( [ "$WITH_DBHUB" = 1 ] && echo ", DBHub $DBHUB_REAL_VERSION on Node $("$NODE" -p process.versions.node)")"
   echo
-  echo "| server | workload | conns | req/s | p50 | p99 | max | errors | RSS max during run | server CPU/req | response | CPU s: server / wrk / other |"
+  echo "| server | workload | conns | req/s | p50 | p99 | max | errors | RSS max during run | server CPU/req | response | CPU s: server / load gen / other |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  local s w c rps p50 p99 mx err rss cpr srv wrk_s oth kb
-  while IFS=$'\t' read -r s w c rps p50 p99 mx err rss cpr srv wrk_s oth kb; do
+  local s w c rps p50 p99 mx err rss cpr srv gen_s oth kb
+  while IFS=$'\t' read -r s w c rps p50 p99 mx err rss cpr srv gen_s oth kb; do
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s µs | %s KB | %s / %s / %s |\n' "$s" "$(wl_name "$w")" "$c" \
       "$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')" "$(ms "$p50")" "$(ms "$p99")" "$(ms "$mx")" "$err" "$(mb "$rss")" \
-      "$cpr" "$kb" "$srv" "$wrk_s" "$oth"
+      "$cpr" "$kb" "$srv" "$gen_s" "$oth"
   done < "$RESULTS"
   echo
   echo "CPU s = CPU seconds used during the ${DURATION} s run (at most $((DURATION * $(nproc))) on $(nproc) cores); a large"
@@ -445,6 +466,7 @@ ARGS_TEXT=""
 [ "$DURATION" != 10 ] && ARGS_TEXT="$ARGS_TEXT --duration $DURATION"
 [ "$WARMUP" != 2 ] && ARGS_TEXT="$ARGS_TEXT --warmup $WARMUP"
 [ "$WITH_DBHUB" = 1 ] && ARGS_TEXT="$ARGS_TEXT --with-dbhub"
+[ "$GENERATOR" != rust ] && ARGS_TEXT="$ARGS_TEXT --generator $GENERATOR"
 
 REPORT="$WORK/report.md"
 report > "$REPORT"
