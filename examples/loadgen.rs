@@ -66,7 +66,7 @@ struct Args {
 
 /// The three workloads of `benches/README.md`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Workload {
+pub enum Workload {
     /// `execute_sql`: `SELECT * FROM customers WHERE customer_id = N`, N in 1..=5000.
     W1,
     /// `execute_sql`: 100 orders after a random order id (always 100 rows).
@@ -420,36 +420,61 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
     Ok((addr, authority.to_owned(), path.to_owned()))
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.connections == 0 || args.threads == 0 || args.duration == 0 {
-        eprintln!("loadgen: --connections, --threads and --duration must be at least 1");
-        return ExitCode::from(2);
+/// One load run.
+pub struct Plan {
+    pub url: String,
+    pub workload: Workload,
+    pub connections: usize,
+    pub threads: usize,
+    pub duration: Duration,
+    pub timeout: Duration,
+}
+
+/// What a run measured.
+pub struct Summary {
+    pub requests: u64,
+    pub elapsed: Duration,
+    pub bytes: u64,
+    pub p50_us: u32,
+    pub p99_us: u32,
+    pub max_us: u32,
+    pub non200: u64,
+    pub no_result: u64,
+    pub is_error: u64,
+    pub socket_errors: u64,
+    /// The first bad response or failure, shortened.
+    pub first_bad: Option<String>,
+}
+
+impl Summary {
+    pub fn errors(&self) -> u64 {
+        self.non200 + self.no_result + self.is_error + self.socket_errors
     }
-    let (addr, authority, path) = match parse_url(&args.url) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let threads = args.threads.min(args.connections);
+}
+
+/// Runs `plan` on threads of its own and waits for it to end (after `plan.duration`).
+pub fn run(plan: &Plan) -> Result<Summary, String> {
+    if plan.connections == 0 || plan.threads == 0 || plan.duration.is_zero() {
+        return Err("--connections, --threads and --duration must be at least 1".into());
+    }
+    let (addr, authority, path) = parse_url(&plan.url)?;
+    let threads = plan.threads.min(plan.connections);
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {}\r\nContent-Length: ",
-        args.workload.tool()
+        plan.workload.tool()
     );
     let started = Instant::now();
     let target = std::sync::Arc::new(Target {
         addr,
         head: head.into_bytes(),
-        workload: args.workload,
-        deadline: started + Duration::from_secs(args.duration),
-        timeout: Duration::from_secs(args.timeout),
+        workload: plan.workload,
+        deadline: started + plan.duration,
+        timeout: plan.timeout,
     });
     let mut handles = Vec::new();
     for t in 0..threads {
         // connections t, t + threads, t + 2 * threads, ...
-        let mine: Vec<u64> = (t..args.connections)
+        let mine: Vec<u64> = (t..plan.connections)
             .step_by(threads)
             .map(|i| i as u64)
             .collect();
@@ -474,44 +499,69 @@ fn main() -> ExitCode {
     }
     let mut all = Stats::default();
     for h in handles {
-        match h.join() {
-            Ok(Ok(s)) => all.merge(s),
-            Ok(Err(e)) => {
-                eprintln!("loadgen: {e}");
-                return ExitCode::from(1);
-            }
-            Err(_) => {
-                eprintln!("loadgen: a load thread panicked");
-                return ExitCode::from(1);
-            }
-        }
+        all.merge(
+            h.join()
+                .map_err(|_| "a load thread panicked".to_string())??,
+        );
     }
-    let elapsed = started.elapsed().min(Duration::from_secs(args.duration));
+    let elapsed = started.elapsed().min(plan.duration);
     all.latencies_us.sort_unstable();
+    let lat = &all.latencies_us;
     let pct = |p: f64| -> u32 {
-        if all.latencies_us.is_empty() {
+        if lat.is_empty() {
             return 0;
         }
         // nearest rank
-        let rank = ((p / 100.0) * all.latencies_us.len() as f64).ceil() as usize;
-        all.latencies_us[rank.clamp(1, all.latencies_us.len()) - 1]
+        let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
+        lat[rank.clamp(1, lat.len()) - 1]
     };
-    let secs = elapsed.as_secs_f64();
+    Ok(Summary {
+        requests: all.requests,
+        elapsed,
+        bytes: all.bytes,
+        p50_us: pct(50.0),
+        p99_us: pct(99.0),
+        max_us: lat.last().copied().unwrap_or(0),
+        non200: all.non200,
+        no_result: all.no_result,
+        is_error: all.is_error,
+        socket_errors: all.socket_errors,
+        first_bad: all.first_bad,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let plan = Plan {
+        url: args.url,
+        workload: args.workload,
+        connections: args.connections,
+        threads: args.threads,
+        duration: Duration::from_secs(args.duration),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let s = match run(&plan) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
     println!(
         "BENCH_RESULT requests={} duration_us={} bytes={} rps={:.1} p50_us={} p99_us={} max_us={} non200={} no_result={} is_error={} socket_errors={}",
-        all.requests,
-        elapsed.as_micros(),
-        all.bytes,
-        all.requests as f64 / secs,
-        pct(50.0),
-        pct(99.0),
-        all.latencies_us.last().copied().unwrap_or(0),
-        all.non200,
-        all.no_result,
-        all.is_error,
-        all.socket_errors
+        s.requests,
+        s.elapsed.as_micros(),
+        s.bytes,
+        s.requests as f64 / s.elapsed.as_secs_f64(),
+        s.p50_us,
+        s.p99_us,
+        s.max_us,
+        s.non200,
+        s.no_result,
+        s.is_error,
+        s.socket_errors
     );
-    if let Some(bad) = all.first_bad {
+    if let Some(bad) = s.first_bad {
         println!("BENCH_FIRST_BAD {bad}");
     }
     ExitCode::SUCCESS

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bench_loadgen;
 mod hidden;
 mod legacy_sse;
 mod modern;
