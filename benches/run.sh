@@ -383,7 +383,10 @@ report() {
   echo
   echo "- command: \`benches/run.sh$ARGS_TEXT\` (${DURATION} s per run after a ${WARMUP} s warm-up)"
   local gen="examples/loadgen.rs (one thread)"
-  [ "$GENERATOR" = wrk ] && gen="wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}') with benches/mcp.lua (-t2; -t1 at 1 conn)"
+  if [ "$GENERATOR" = wrk ]; then
+    # `wrk -v` exits non-zero after printing its version
+    gen="wrk $( (wrk -v 2>&1 || true) | head -n1 | awk '{print $2}') with benches/mcp.lua (-t2; -t1 at 1 conn)"
+  fi
   echo "- machine: $(nproc) cores, $cpu, $mem; load generator $gen on the same cores"
   echo "- mssql-mcp $rev$( [ "$WITH_DBHUB" = 1 ] && echo ", DBHub $DBHUB_REAL_VERSION on Node $("$NODE" -p process.versions.node)")"
   echo
