@@ -162,8 +162,9 @@ enum Body {
     Chunked,
 }
 
-/// One keep-alive connection with its reused buffers.
-struct Conn {
+/// One keep-alive HTTP/1.1 connection with its reused buffers (also the server arm's client in
+/// `examples/tds_bench.rs`).
+pub struct Conn {
     stream: TcpStream,
     req: Vec<u8>,
     buf: Vec<u8>,
@@ -176,15 +177,33 @@ struct Conn {
 }
 
 /// Why one exchange failed.
-enum Failure {
+pub enum Failure {
     /// Connect, read or write failed, the peer closed, or the response was not HTTP.
     Socket(String),
     /// The run's deadline came first; not an error.
     Deadline,
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Socket(e) => f.write_str(e),
+            Failure::Deadline => f.write_str("the run ended"),
+        }
+    }
+}
+
+/// The head of a stateless MCP 2026-07-28 `tools/call` POST of `tool` to `path`, up to and
+/// including `Content-Length: ` (the length and body follow per request).
+pub fn request_head(path: &str, authority: &str, tool: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {tool}\r\nContent-Length: "
+    )
+    .into_bytes()
+}
+
 impl Conn {
-    async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -198,7 +217,7 @@ impl Conn {
     }
 
     /// The last response's body.
-    fn body(&self) -> &[u8] {
+    pub fn body(&self) -> &[u8] {
         let from = if self.body_chunked {
             &self.chunked
         } else {
@@ -209,7 +228,11 @@ impl Conn {
 
     /// Sends `body` and reads the whole response; returns the status, the bytes received and
     /// whether the server wants the connection closed.
-    async fn exchange(&mut self, head: &[u8], body: &[u8]) -> Result<(u16, usize, bool), Failure> {
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<(u16, usize, bool), Failure> {
         let sock = |e: std::io::Error| Failure::Socket(e.to_string());
         self.req.clear();
         self.req.extend_from_slice(head);
@@ -459,14 +482,11 @@ pub fn run(plan: &Plan) -> Result<Summary, String> {
     }
     let (addr, authority, path) = parse_url(&plan.url)?;
     let threads = plan.threads.min(plan.connections);
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {}\r\nContent-Length: ",
-        plan.workload.tool()
-    );
+    let head = request_head(&path, &authority, plan.workload.tool());
     let started = Instant::now();
     let target = std::sync::Arc::new(Target {
         addr,
-        head: head.into_bytes(),
+        head,
         workload: plan.workload,
         deadline: started + plan.duration,
         timeout: plan.timeout,

@@ -55,6 +55,10 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "loadgen.rs"]
+#[allow(dead_code)]
+mod loadgen;
+
 const CUSTOMERS: i64 = 500;
 const ORDERS: i64 = 1_000;
 const POOL: u32 = 4;
@@ -401,68 +405,30 @@ fn check_result(status: u16, text: &[u8], sql: &str, rows: usize) {
     }
 }
 
-/// A minimal HTTP/1.1 keep-alive client for the server arm: one request written with one
-/// `write_all`, the response read up to its `Content-Length`. It is the load generator, not
-/// the thing measured, so it does as little as an HTTP client can (like wrk); `--client
-/// reqwest` measures with reqwest instead.
+/// The server arm's HTTP/1.1 keep-alive client: `loadgen`'s connection (one `write_all` per
+/// request, the response read to its end into a reused buffer, no timers or pools). It is the
+/// load generator, not the thing measured, so it does as little as an HTTP client can (like
+/// wrk); `--client reqwest` measures with reqwest instead.
 struct RawHttp {
-    stream: TcpStream,
-    head: String,
-    buf: Vec<u8>,
+    conn: loadgen::Conn,
+    head: Vec<u8>,
 }
 
 impl RawHttp {
     async fn connect(addr: std::net::SocketAddr, path: &str) -> RawHttp {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: execute_sql\r\nContent-Length: "
-        );
+        let conn = loadgen::Conn::open(addr).await.expect("connect");
         RawHttp {
-            stream,
-            head,
-            buf: Vec::with_capacity(64 * 1024),
+            conn,
+            head: loadgen::request_head(path, &addr.to_string(), "execute_sql"),
         }
     }
 
     /// POSTs `body`; returns the status and the response body.
     async fn post(&mut self, body: &[u8]) -> (u16, &[u8]) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut req = Vec::with_capacity(self.head.len() + 8 + body.len());
-        req.extend_from_slice(self.head.as_bytes());
-        req.extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
-        req.extend_from_slice(body);
-        self.stream.write_all(&req).await.expect("write request");
-        self.buf.clear();
-        let mut chunk = [0u8; 16 * 1024];
-        let (status, body_start, len) = loop {
-            let n = self.stream.read(&mut chunk).await.expect("read response");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.buf[..end]).expect("ascii head");
-                let status: u16 = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .expect("status");
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .expect("content-length");
-                break (status, end + 4, len);
-            }
-        };
-        while self.buf.len() < body_start + len {
-            let n = self.stream.read(&mut chunk).await.expect("read body");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
+        match self.conn.exchange(&self.head, body).await {
+            Ok((status, _, _)) => (status, self.conn.body()),
+            Err(e) => panic!("server arm: {e}"),
         }
-        (status, &self.buf[body_start..body_start + len])
     }
 }
 
