@@ -7,11 +7,14 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: benches/run.sh [--quick] [--duration N] [--with-dbhub] [--generator rust|wrk] [--no-build] [--out FILE] [--strict]
+Usage: benches/run.sh [--quick] [--duration N] [--rounds N] [--with-dbhub] [--generator rust|wrk] [--no-build] [--out FILE] [--strict]
 
   --quick        3 s per run (default 10 s) and a 1 s warm-up (default 2 s)
   --duration N   N seconds per measured run
   --warmup N     N seconds of warm-up before each measured run (0 = none)
+  --rounds N     run every workload N times (default 1), alternating the servers round by round
+                 (both stay up); the comparison and the targets use the median of the per-round
+                 ratios, and the worst round's p99
   --with-dbhub   also run W1 (1 and 32 conns) and W2 against DBHub 1.4.0 on Node 22, same
                  demo.sqlite, and print the comparison (installs both into benches/.deps/ if absent)
   --generator G  the load generator: `rust` (default; examples/loadgen.rs, one thread) or `wrk`
@@ -36,6 +39,7 @@ BUILD=1
 OUT=""
 STRICT=0
 GENERATOR=rust
+ROUNDS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) DURATION=3; WARMUP=1 ;;
@@ -44,6 +48,8 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP="${2:?--warmup needs a value}"; shift ;;
     --warmup=*) WARMUP="${1#*=}" ;;
     --with-dbhub) WITH_DBHUB=1 ;;
+    --rounds) ROUNDS="${2:?--rounds needs a value}"; shift ;;
+    --rounds=*) ROUNDS="${1#*=}" ;;
     --generator) GENERATOR="${2:?--generator needs rust or wrk}"; shift ;;
     --generator=*) GENERATOR="${1#*=}" ;;
     --no-build) BUILD=0 ;;
@@ -56,7 +62,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$GENERATOR" in rust|wrk) ;; *) echo "--generator takes rust or wrk" >&2; exit 2 ;; esac
-case "$DURATION$WARMUP" in *[!0-9]*) echo "--duration/--warmup take whole seconds" >&2; exit 2 ;; esac
+case "$DURATION$WARMUP$ROUNDS" in *[!0-9]*) echo "--duration/--warmup/--rounds take whole numbers" >&2; exit 2 ;; esac
+[ "$ROUNDS" -ge 1 ] || { echo "--rounds must be >= 1" >&2; exit 2; }
 [ "$DURATION" -ge 1 ] || { echo "--duration must be >= 1" >&2; exit 2; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -264,7 +271,7 @@ children_cpu() { # user + sys seconds of this shell's waited-for children (`time
   awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub(/s$/, "", p[2]); t += p[1] * 60 + p[2] } printf "%.3f", t }' "$WORK/times.out"
 }
 
-RESULTS="$WORK/results.tsv"   # server workload conns rps p50 p99 max errors rss_run_kb cpu/req srv_s gen_s other_s kb
+RESULTS="$WORK/results.tsv"   # server workload conns rps p50 p99 max errors rss_run_kb cpu/req srv_s gen_s other_s kb round
 : > "$RESULTS"
 TOTAL_ERRORS=0
 
@@ -278,15 +285,15 @@ load() { # $1 = url, $2 = workload, $3 = connections, $4 = seconds; prints a BEN
   fi
 }
 
-run_load() { # $1 = server label, $2 = url, $3 = pid, $4 = workload, $5 = connections
-  local label="$1" url="$2" pid="$3" wl="$4" conns="$5" out line
+run_load() { # $1 = server label, $2 = url, $3 = pid, $4 = workload, $5 = connections, $6 = round
+  local label="$1" url="$2" pid="$3" wl="$4" conns="$5" round="$6" out line
   if [ "$WARMUP" -gt 0 ]; then
     load "$url" "$wl" "$conns" "$WARMUP" > "$WORK/warmup.out" 2>&1 || true
   fi
   echo 0 > "$WORK/rss.max"
   start_sampler "$pid" "$WORK/rss.max"
-  out="$WORK/$label-$wl-$conns.out"
-  log "$label $wl, $conns conn(s), ${DURATION}s"
+  out="$WORK/$label-$wl-$conns-$round.out"
+  log "$label $wl, $conns conn(s), ${DURATION}s$( [ "$ROUNDS" -gt 1 ] && echo ", round $round/$ROUNDS")"
   local busy0 srv0 kids0 busy1 srv1 kids1
   children_cpu > "$WORK/kids0"
   busy0="$(cpu_busy)"; srv0="$(proc_cpu "$pid")"; kids0="$(cat "$WORK/kids0")"
@@ -325,52 +332,71 @@ run_load() { # $1 = server label, $2 = url, $3 = pid, $4 = workload, $5 = connec
   local cpu_per_req resp_kb
   cpu_per_req="$(awk -v s="$srv_s" -v n="$requests" 'BEGIN { if (n > 0) printf "%.0f", s * 1e6 / n; else print 0 }')"
   resp_kb="$(awk -v b="$bytes" -v n="$requests" 'BEGIN { if (n > 0) printf "%.1f", b / n / 1024; else print 0 }')"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$wl" "$conns" "$rps" "$p50_us" "$p99_us" \
-    "$max_us" "$errors" "$(cat "$WORK/rss.max")" "$cpu_per_req" "$srv_s" "$gen_s" "$other_s" "$resp_kb" >> "$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$wl" "$conns" "$rps" "$p50_us" "$p99_us" \
+    "$max_us" "$errors" "$(cat "$WORK/rss.max")" "$cpu_per_req" "$srv_s" "$gen_s" "$other_s" "$resp_kb" "$round" >> "$RESULTS"
 }
 
-declare -A IDLE_KB PEAK_KB
+declare -A IDLE_KB PEAK_KB URL PID SPECS READY
 
-bench_server() { # $1 = label, $2 = url, $3 = pid, $4... = "workload:conns"
-  local label="$1" url="$2" pid="$3"; shift 3
-  IDLE_KB[$label]="$(rss_kb "$pid" VmRSS)"
-  local spec
-  for spec in "$@"; do smoke "$label" "$url" "${spec%%:*}" || { TOTAL_ERRORS=$((TOTAL_ERRORS + 1)); return 1; }; done
-  for spec in "$@"; do
-    run_load "$label" "$url" "$pid" "${spec%%:*}" "${spec##*:}"
-    kill -0 "$pid" 2>/dev/null || die "$label died during the run"
+ready_server() { # $1 = label: idle RSS now, then one smoke request per workload
+  local label="$1" spec
+  IDLE_KB[$label]="$(rss_kb "${PID[$label]}" VmRSS)"
+  for spec in ${SPECS[$label]}; do
+    smoke "$label" "${URL[$label]}" "${spec%%:*}" || { TOTAL_ERRORS=$((TOTAL_ERRORS + 1)); return 1; }
   done
-  PEAK_KB[$label]="$(rss_kb "$pid" VmHWM)"
+  READY[$label]=1
+}
+
+bench_round() { # $1 = label, $2 = round
+  local label="$1" spec
+  [ "${READY[$label]:-0}" = 1 ] || return 0
+  for spec in ${SPECS[$label]}; do
+    run_load "$label" "${URL[$label]}" "${PID[$label]}" "${spec%%:*}" "${spec##*:}" "$2"
+    kill -0 "${PID[$label]}" 2>/dev/null || die "$label died during the run"
+  done
 }
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-# ---------------------------------------------------------------- our server
+# ---------------------------------------------------------------- start both servers
 log "starting mssql-mcp demo ($SERVER)"
 "$SERVER" demo --listen 127.0.0.1:0 --data-dir "$DATA" > "$WORK/mssql-mcp.log" 2>&1 &
-OURS_PID=$!
-PIDS+=("$OURS_PID")
-OURS_URL="$(wait_for_line "$WORK/mssql-mcp.log" 'http://127\.0\.0\.1:[0-9]+/claude/mcp' "$OURS_PID")" || die "mssql-mcp did not start"
+PID[mssql-mcp]=$!
+PIDS+=("${PID[mssql-mcp]}")
+URL[mssql-mcp]="$(wait_for_line "$WORK/mssql-mcp.log" 'http://127\.0\.0\.1:[0-9]+/claude/mcp' "${PID[mssql-mcp]}")" || die "mssql-mcp did not start"
+SPECS[mssql-mcp]="w1:1 w1:32 w2:32 w3:32"
 sleep 0.5 # let start-up allocations settle before reading the idle RSS
-log "mssql-mcp at $OURS_URL (pid $OURS_PID)"
-bench_server mssql-mcp "$OURS_URL" "$OURS_PID" w1:1 w1:32 w2:32 w3:32 || true
-stop_pid "$OURS_PID"
+log "mssql-mcp at ${URL[mssql-mcp]} (pid ${PID[mssql-mcp]})"
+ready_server mssql-mcp || true
+SERVERS=(mssql-mcp)
 
-# ---------------------------------------------------------------- DBHub
 if [ "$WITH_DBHUB" = 1 ]; then
   [ -f "$DATA/demo.sqlite" ] || die "no $DATA/demo.sqlite to give DBHub"
   log "starting DBHub $DBHUB_REAL_VERSION on $("$NODE" --version) ($DBHUB)"
   "$NODE" "$DBHUB" --transport http --host 127.0.0.1 --port 0 --dsn "sqlite://$DATA/demo.sqlite" \
     > "$WORK/dbhub.log" 2>&1 &
-  DBHUB_PID=$!
-  PIDS+=("$DBHUB_PID")
-  port="$(wait_for_line "$WORK/dbhub.log" 'listening on 127\.0\.0\.1:[0-9]+' "$DBHUB_PID")" || die "DBHub did not start"
-  DBHUB_URL="http://127.0.0.1:${port##*:}/mcp"
+  PID[dbhub]=$!
+  PIDS+=("${PID[dbhub]}")
+  port="$(wait_for_line "$WORK/dbhub.log" 'listening on 127\.0\.0\.1:[0-9]+' "${PID[dbhub]}")" || die "DBHub did not start"
+  URL[dbhub]="http://127.0.0.1:${port##*:}/mcp"
+  SPECS[dbhub]="w1:1 w1:32 w2:32"
   sleep 0.5
-  log "DBHub at $DBHUB_URL (pid $DBHUB_PID)"
-  bench_server dbhub "$DBHUB_URL" "$DBHUB_PID" w1:1 w1:32 w2:32 || true
-  stop_pid "$DBHUB_PID"
+  log "DBHub at ${URL[dbhub]} (pid ${PID[dbhub]})"
+  ready_server dbhub || true
+  SERVERS+=(dbhub)
 fi
+
+# ---------------------------------------------------------------- rounds: the servers take turns
+# going first, so a slow spell of the machine does not always land on the same one. The server
+# not being measured sits idle.
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) = 1 ]; then order=("${SERVERS[@]}"); else order=(); for l in "${SERVERS[@]}"; do order=("$l" "${order[@]}"); done; fi
+  for l in "${order[@]}"; do bench_round "$l" "$round"; done
+done
+for l in "${SERVERS[@]}"; do
+  PEAK_KB[$l]="$(rss_kb "${PID[$l]}" VmHWM)"
+  stop_pid "${PID[$l]}"
+done
 
 # ---------------------------------------------------------------- report
 report() {
@@ -390,11 +416,11 @@ report() {
   echo "- machine: $(nproc) cores, $cpu, $mem; load generator $gen on the same cores"
   echo "- mssql-mcp $rev$( [ "$WITH_DBHUB" = 1 ] && echo ", DBHub $DBHUB_REAL_VERSION on Node $("$NODE" -p process.versions.node)")"
   echo
-  echo "| server | workload | conns | req/s | p50 | p99 | max | errors | RSS max during run | server CPU/req | response | CPU s: server / load gen / other |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  local s w c rps p50 p99 mx err rss cpr srv gen_s oth kb
-  while IFS=$'\t' read -r s w c rps p50 p99 mx err rss cpr srv gen_s oth kb; do
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s µs | %s KB | %s / %s / %s |\n' "$s" "$(wl_name "$w")" "$c" \
+  echo "| round | server | workload | conns | req/s | p50 | p99 | max | errors | RSS max during run | server CPU/req | response | CPU s: server / load gen / other |"
+  echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  local s w c rps p50 p99 mx err rss cpr srv gen_s oth kb rd
+  while IFS=$'\t' read -r s w c rps p50 p99 mx err rss cpr srv gen_s oth kb rd; do
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s µs | %s KB | %s / %s / %s |\n' "$rd" "$s" "$(wl_name "$w")" "$c" \
       "$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')" "$(ms "$p50")" "$(ms "$p99")" "$(ms "$mx")" "$err" "$(mb "$rss")" \
       "$cpr" "$kb" "$srv" "$gen_s" "$oth"
   done < "$RESULTS"
@@ -409,18 +435,21 @@ report() {
   done
   if [ "$WITH_DBHUB" = 1 ]; then
     echo
+    if [ "$ROUNDS" -gt 1 ]; then
+      echo "Medians over $ROUNDS rounds; the ratio is the median of the per-round ratios (range in brackets); p99 is the worst round's."
+      echo
+    fi
     echo "| workload | conns | mssql-mcp req/s | DBHub req/s | ratio | mssql-mcp p99 | DBHub p99 |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     for spec in w1:1 w1:32 w2:32; do
       w="${spec%%:*}"; c="${spec##*:}"
-      local a b
-      a="$(awk -F'\t' -v w="$w" -v c="$c" '$1=="mssql-mcp" && $2==w && $3==c { print $4 "\t" $6 }' "$RESULTS")"
-      b="$(awk -F'\t' -v w="$w" -v c="$c" '$1=="dbhub" && $2==w && $3==c { print $4 "\t" $6 }' "$RESULTS")"
-      [ -n "$a" ] && [ -n "$b" ] || continue
-      printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(wl_name "$w")" "$c" \
-        "$(awk -v r="${a%%$'\t'*}" 'BEGIN { printf "%.0f", r }')" "$(awk -v r="${b%%$'\t'*}" 'BEGIN { printf "%.0f", r }')" \
-        "$(awk -v x="${a%%$'\t'*}" -v y="${b%%$'\t'*}" 'BEGIN { if (y > 0) printf "%.1f×", x / y; else print "n/a" }')" \
-        "$(ms "${a##*$'\t'}")" "$(ms "${b##*$'\t'}")"
+      [ -n "$(median mssql-mcp "$w" "$c" 4)" ] && [ -n "$(median dbhub "$w" "$c" 4)" ] || continue
+      local range=""
+      [ "$ROUNDS" -gt 1 ] && range=" ($(ratios "$w" "$c" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.1f–%.1f", lo, hi }'))"
+      printf '| %s | %s | %s | %s | %s×%s | %s | %s |\n' "$(wl_name "$w")" "$c" \
+        "$(awk -v r="$(median mssql-mcp "$w" "$c" 4)" 'BEGIN { printf "%.0f", r }')" \
+        "$(awk -v r="$(median dbhub "$w" "$c" 4)" 'BEGIN { printf "%.0f", r }')" \
+        "$(ratio_median "$w" "$c")" "$range" "$(ms "$(worst mssql-mcp "$w" "$c" 6)")" "$(ms "$(worst dbhub "$w" "$c" 6)")"
     done
   fi
   echo
@@ -435,8 +464,21 @@ wl_name() {
   esac
 }
 
-get() { # server workload conns column(4=rps 6=p99)
-  awk -F'\t' -v s="$1" -v w="$2" -v c="$3" -v k="$4" '$1==s && $2==w && $3==c { print $k }' "$RESULTS"
+get() { # server workload conns column(4=rps 6=p99): one value per round, in round order
+  awk -F'\t' -v s="$1" -v w="$2" -v c="$3" -v k="$4" '$1==s && $2==w && $3==c { print $15 "\t" $k }' "$RESULTS" \
+    | sort -n | cut -f2
+}
+median() { # server workload conns column: the median over rounds (the mean of the middle two)
+  get "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+worst() { # server workload conns column: the largest over rounds
+  get "$@" | sort -g | tail -n 1
+}
+ratios() { # workload conns: mssql-mcp req/s ÷ DBHub req/s, one per round
+  paste <(get mssql-mcp "$1" "$2" 4) <(get dbhub "$1" "$2" 4) | awk -F'\t' '$2 > 0 { printf "%.2f\n", $1 / $2 }'
+}
+ratio_median() { # workload conns: the median of the per-round ratios, one decimal
+  ratios "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print 0; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f", m }'
 }
 
 MISSED=0
@@ -449,13 +491,13 @@ targets() {
   if [ "$WITH_DBHUB" = 1 ]; then
     for spec in "w1:32:20" "w2:32:10"; do
       IFS=: read -r w c want <<< "$spec"
-      r="$(awk -v x="$(get mssql-mcp "$w" "$c" 4)" -v y="$(get dbhub "$w" "$c" 4)" 'BEGIN { if (y > 0) printf "%.1f", x / y; else print 0 }')"
+      r="$(ratio_median "$w" "$c")"
       ok="$(awk -v r="$r" -v t="$want" 'BEGIN { print (r >= t) ? 1 : 0 }')"
       check "$(wl_name "$w") at $c conns >= ${want}× DBHub" "${r}×" "$ok"
     done
   fi
   for c in 1 32; do
-    v="$(get mssql-mcp w1 "$c" 6)"
+    v="$(worst mssql-mcp w1 "$c" 6)"
     [ -n "$v" ] || continue
     check "W1 p99 < 5 ms at $c conn(s)" "$(ms "$v")" "$([ "$v" -lt 5000 ] && echo 1 || echo 0)"
   done
@@ -468,6 +510,7 @@ targets() {
 ARGS_TEXT=""
 [ "$DURATION" != 10 ] && ARGS_TEXT="$ARGS_TEXT --duration $DURATION"
 [ "$WARMUP" != 2 ] && ARGS_TEXT="$ARGS_TEXT --warmup $WARMUP"
+[ "$ROUNDS" != 1 ] && ARGS_TEXT="$ARGS_TEXT --rounds $ROUNDS"
 [ "$WITH_DBHUB" = 1 ] && ARGS_TEXT="$ARGS_TEXT --with-dbhub"
 [ "$GENERATOR" != rust ] && ARGS_TEXT="$ARGS_TEXT --generator $GENERATOR"
 
