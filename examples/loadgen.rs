@@ -6,8 +6,9 @@
 //! target/release/examples/loadgen http://127.0.0.1:8008/claude/mcp --workload w1 -c 32 -d 10
 //! ```
 //!
-//! It sends the same requests as `benches/mcp.lua`, byte for byte (a stateless MCP 2026-07-28
-//! `tools/call`, a JSON-RPC id unique across connections, a random key per request), and checks
+//! It sends the requests `benches/mcp.lua` sends (the same headers, in another order, and the
+//! same body: a stateless MCP 2026-07-28 `tools/call`, a JSON-RPC id unique across connections,
+//! a random key per request; compared by capturing one of each), and checks
 //! every response the same way: a status other than 200, a body without `"result":` (a JSON-RPC
 //! error) and a body containing `Error":true` (a tool error) each count as an error, as do
 //! connect, read and write failures and requests slower than `--timeout`. At the end it prints
