@@ -18,13 +18,13 @@ use std::sync::atomic::AtomicI64;
 
 use axum::Router;
 use axum::extract::{Form, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 
 use super::bearer::Endpoint;
 use super::client_metadata;
-use super::page::{html, layout, page_headers};
+use super::page::{html, layout, see_other};
 use super::store::{Client, Grant, TokenKind, now_ms};
 use super::{ClientIp, OAUTH_SCOPE, OAuthCtx, ct_eq, html_escape};
 use crate::config::ToolProfile;
@@ -507,12 +507,7 @@ fn redirect(
         }
         q.append_pair("iss", ctx.issuer());
     }
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(url.as_str()) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    page_headers(&mut resp);
-    resp
+    see_other(url.as_str())
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {

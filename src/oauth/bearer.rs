@@ -135,9 +135,13 @@ pub fn authenticate_at(
 /// Anything else (a record viewer's sign-in, or an endpoint under an earlier `public_url`) is
 /// another audience.
 pub fn is_mcp_resource(resource: &str, scope: &Scope) -> bool {
-    resource
-        .strip_prefix(scope.public_base.as_str())
-        .is_some_and(|rest| rest == "/mcp" || rest == "/sse")
+    matches!(audience_path(resource, scope), Some("/mcp" | "/sse"))
+}
+
+/// The path of `resource` (a grant's audience) under `scope`'s public base (`/mcp`, `/sse`,
+/// `/records`), or `None` for a resource outside it (another scope, an earlier `public_url`).
+pub fn audience_path<'a>(resource: &'a str, scope: &Scope) -> Option<&'a str> {
+    resource.strip_prefix(scope.public_base.as_str())
 }
 
 /// Whether `username` is still a configured user who may use `scope` (checked on every use of

@@ -42,6 +42,16 @@ pub fn html(status: StatusCode, body: String) -> Response {
     resp
 }
 
+/// 303 to `location`, with the page headers.
+pub fn see_other(location: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    page_headers(&mut resp);
+    resp
+}
+
 /// A narrow page (forms, messages) around `main`, which must already be escaped.
 pub fn layout(title: &str, main: &str) -> String {
     document(title, "", main)

@@ -22,17 +22,18 @@
 //! the form must equal a `SameSite=Strict` cookie set with the page. `next` must be a record
 //! path of this scope, so the page cannot be used as an open redirect.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
 use axum::Router;
 use axum::extract::{Form, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::authorize::{Refused, check_sign_in};
-use super::page::{cookie, html, layout, page_headers, set_cookie};
-use super::store::{Grant, TokenKind, now_ms};
+use super::page::{cookie, html, layout, see_other, set_cookie};
+use super::store::{Grant, Store, TokenKind, now_ms};
 use super::{ClientIp, OAUTH_SCOPE, OAuthCtx, ct_eq, html_escape};
 use crate::mcp::dispatch::Caller;
 use crate::state::{AppState, Scope};
@@ -61,28 +62,25 @@ pub fn viewer(
     headers: &HeaderMap,
     ip: std::net::IpAddr,
 ) -> Option<Caller> {
-    let oauth = app.oauth()?;
-    let token = cookie(headers, SESSION_COOKIE)?;
-    let grant = oauth
-        .store
-        .check_access(&super::hash_token(&token), now_ms())?;
-    let ok =
-        is_viewer_grant(&grant, scope) && super::bearer::user_may_use(app, &grant.username, scope);
-    ok.then(|| Caller {
+    let grant = viewer_grant(&app.oauth()?.store, scope, headers)?;
+    super::bearer::user_may_use(app, &grant.username, scope).then(|| Caller {
         user: Some(grant.username.clone()),
         client_id: Some(VIEWER_CLIENT.to_string()),
         ip: Some(ip),
     })
 }
 
-/// Whether `grant` is a viewer sign-in at `scope`: its audience is the scope's record pages
-/// (no OAuth client is ever granted that resource).
-fn is_viewer_grant(grant: &Grant, scope: &Scope) -> bool {
-    grant.scope == scope.path
-        && grant
-            .resource
-            .strip_prefix(scope.public_base.as_str())
-            .is_some_and(|rest| rest == "/records")
+/// The live viewer sign-in behind the browser's cookie at `scope`: an unexpired, unrevoked
+/// grant whose audience is the scope's record pages (no OAuth client is ever granted that
+/// resource, so no client's token passes for one).
+fn viewer_grant(store: &Store, scope: &Scope, headers: &HeaderMap) -> Option<Arc<Grant>> {
+    let token = cookie(headers, SESSION_COOKIE)?;
+    store
+        .check_access(&super::hash_token(&token), now_ms())
+        .filter(|g| {
+            g.scope == scope.path
+                && super::bearer::audience_path(&g.resource, scope) == Some("/records")
+        })
 }
 
 /// 303 to this scope's sign-in page, to come back to `next` (a path of the record asked for).
@@ -94,12 +92,7 @@ pub fn to_sign_in(scope: &Scope, next: &str) -> Response {
             .append_pair("next", next)
             .finish()
     );
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    page_headers(&mut resp);
-    resp
+    see_other(&location)
 }
 
 /// `next` if it is the path of a record page of this scope (an absolute path, never another
@@ -200,7 +193,7 @@ async fn submit(
         client_id: VIEWER_CLIENT.to_string(),
         username: user.username.clone(),
         scope: ctx.scope.path.clone(),
-        // The audience: this scope's record pages ([`is_viewer_grant`]).
+        // The audience: this scope's record pages ([`viewer_grant`]).
         resource: format!("{}/records", ctx.scope.public_base),
         oauth_scope: OAUTH_SCOPE.to_string(),
         redirect_uri: String::new(),
@@ -223,11 +216,7 @@ async fn submit(
     tracing::info!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: signed in to view records");
     audit(&ctx, "sign_in", ip, &user.username);
 
-    let mut resp = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(next) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    page_headers(&mut resp);
+    let mut resp = see_other(next);
     set_session_cookie(&ctx, &mut resp, &token, ttl_secs);
     set_form_cookie(&ctx, &mut resp, "", 0);
     resp
@@ -240,13 +229,7 @@ async fn sign_out(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let grant = cookie(&headers, SESSION_COOKIE).and_then(|token| {
-        ctx.oauth
-            .store
-            .check_access(&super::hash_token(&token), now_ms())
-            .filter(|g| is_viewer_grant(g, &ctx.scope))
-    });
-    if let Some(g) = grant {
+    if let Some(g) = viewer_grant(&ctx.oauth.store, &ctx.scope, &headers) {
         let ids = vec![g.grant_id.clone()];
         if let Err(e) = super::blocking(&ctx.oauth.store, move |s| s.revoke_grants(&ids)).await {
             return message(
