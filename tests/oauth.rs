@@ -2475,9 +2475,47 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
             .expect("ascii")
             .starts_with("/claude/sign-in?")
     );
-    // Nor does an OAuth client's access token open pages from a cookie.
-    let (_, t) = full_flow(&c, &s, "/chatgpt").await;
+    // Nor does an OAuth client's access token open pages from a cookie: its shape (it carries
+    // a prefix) already keeps it out of the cookie.
+    let (client_id, t) = full_flow(&c, &s, "/chatgpt").await;
     let r = browse(&c, &s, record, Some(&format!("mcp_view={}", access(&t)))).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // The audience is checked as well: a token of the cookie's own shape whose grant is for
+    // the scope's MCP endpoint opens no page. No flow issues such a token, so it is written
+    // into the server's own store here, as the token endpoint would write an access token.
+    let planted = mssql_mcp::oauth::random_token("");
+    {
+        use mssql_mcp::oauth::store::{Grant, TokenKind, now_ms};
+        let store = &s
+            .state
+            .as_ref()
+            .expect("in-process")
+            .oauth()
+            .expect("oauth")
+            .store;
+        let now = now_ms();
+        let grant = Grant {
+            grant_id: mssql_mcp::oauth::random_token("g_"),
+            client_id,
+            username: "alice".into(),
+            scope: "/chatgpt".into(),
+            resource: format!("{}/chatgpt/mcp", s.base),
+            oauth_scope: mssql_mcp::oauth::OAUTH_SCOPE.into(),
+            redirect_uri: String::new(),
+            code_challenge: String::new(),
+            created_at: now,
+            last_used_at: std::sync::atomic::AtomicI64::new(now),
+        };
+        store
+            .create_grant(
+                grant,
+                TokenKind::Access,
+                &mssql_mcp::oauth::hash_token(&planted),
+                now + 600_000,
+            )
+            .expect("grant");
+    }
+    let r = browse(&c, &s, record, Some(&format!("mcp_view={planted}"))).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 
     // The sign-in survives a restart, like every token...
