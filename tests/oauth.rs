@@ -164,6 +164,15 @@ async fn start(dir: &Path, extra_oauth: &str) -> Server {
     start_on(dir, listener, extra_oauth).await
 }
 
+/// Stops `s` and starts it again on the same address with the same state directory, its
+/// configuration text changed by `edit` (`|t| t` for a plain restart).
+async fn restart(s: Server, dir: &Path, edit: impl FnOnce(String) -> String) -> Server {
+    let addr = s.addr;
+    s.stop().await;
+    let listener = TcpListener::bind(addr).await.expect("rebind");
+    start_edited(dir, listener, "", edit).await
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -1553,15 +1562,9 @@ async fn the_full_flow_gives_a_token_that_works_at_its_scope_and_names_the_user(
 async fn tokens_survive_a_restart_and_refresh_still_works() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "").await;
-    let addr = s.addr;
-    let (client_id, t) = {
-        let c = http();
-        full_flow(&c, &s, "/chatgpt").await
-    };
-    s.stop().await;
+    let (client_id, t) = full_flow(&http(), &s, "/chatgpt").await;
     // Same state directory, same address.
-    let listener = TcpListener::bind(addr).await.expect("rebind");
-    let s = start_on(dir.path(), listener, "").await;
+    let s = restart(s, dir.path(), |t| t).await;
     let c = http();
     assert_eq!(
         mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t)))
@@ -1589,9 +1592,7 @@ async fn tokens_stop_working_when_the_public_url_changes() {
     let s = start(dir.path(), "").await;
     let addr = s.addr;
     let (client_id, t) = full_flow(&http(), &s, "/chatgpt").await;
-    s.stop().await;
-    let listener = TcpListener::bind(addr).await.expect("rebind");
-    let s = start_edited(dir.path(), listener, "", |text| {
+    let s = restart(s, dir.path(), |text| {
         text.replace(
             &format!("public_url = \"http://{addr}\""),
             &format!("public_url = \"http://localhost:{}\"", addr.port()),
@@ -1619,11 +1620,8 @@ async fn tokens_stop_working_when_the_public_url_changes() {
 async fn tokens_stop_working_when_their_user_loses_the_scope_in_the_config() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "").await;
-    let addr = s.addr;
     let (client_id, t) = full_flow(&http(), &s, "/chatgpt").await;
-    s.stop().await;
-    let listener = TcpListener::bind(addr).await.expect("rebind");
-    let s = start_edited(dir.path(), listener, "", |text| {
+    let s = restart(s, dir.path(), |text| {
         text.replace(
             "scopes = [\"/chatgpt\", \"/claude\"]",
             "scopes = [\"/claude\"]",
@@ -2519,10 +2517,7 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 
     // The sign-in survives a restart, like every token...
-    let addr = s.addr;
-    s.stop().await;
-    let listener = TcpListener::bind(addr).await.expect("rebind");
-    let s = start_on(dir.path(), listener, "").await;
+    let s = restart(s, dir.path(), |t| t).await;
     let r = browse(&c, &s, record, Some(&view)).await;
     assert_eq!(r.status(), StatusCode::OK);
 
