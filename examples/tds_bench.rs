@@ -20,8 +20,9 @@
 //!   OrderDate FROM Orders WHERE Id > N ORDER BY Id`.
 //!
 //! Server side: a stateless 2026-07-28 MCP `tools/call` of `execute_sql` over HTTP/1.1
-//! keep-alive (one connection per worker; the client is a minimal HTTP/1.1 one, [`RawHttp`],
-//! so the load generator costs as little as wrk would; `--client reqwest` uses reqwest), so each request pays HTTP, JSON-RPC, the SQL guard,
+//! keep-alive (one connection per worker; the client is `loadgen`'s minimal HTTP/1.1
+//! connection, [`RawHttp`], so the load generator costs as little as wrk would; `--client
+//! reqwest` uses reqwest), so each request pays HTTP, JSON-RPC, the SQL guard,
 //! the pool, the read-only batch around the query (`BEGIN TRANSACTION; … ROLLBACK`),
 //! value decoding and the JSON result. Plain side: `tiberius::Client::simple_query` with the
 //! same SQL text on one connection per worker, rows collected, nothing else. Plain + read-only

@@ -38,7 +38,7 @@ pub struct SqliteBackend {
     /// Opened with `immutable=1` (no locking, no change detection).
     immutable: bool,
     /// Idle connections; a connection is taken out for the length of one query.
-    idle: Arc<Mutex<Vec<Connection>>>,
+    idle: Arc<Mutex<Vec<QueryConn>>>,
     /// Bounds concurrent queries to the pool size (and so the blocking threads used).
     permits: Arc<Semaphore>,
     /// Per-query time limit.
@@ -105,26 +105,14 @@ impl SqliteBackend {
         };
         let timeout = self.timeout;
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
-        if let Some(mut conn) = pooled {
-            let over_budget = Arc::new(AtomicBool::new(false));
-            let flag = over_budget.clone();
-            let deadline = Instant::now() + INLINE_BUDGET;
-            let _ = conn.progress_handler(
-                1000,
-                Some(move || {
-                    let over = Instant::now() > deadline;
-                    if over {
-                        flag.store(true, Ordering::Relaxed);
-                    }
-                    over
-                }),
-            );
-            let result = f(&conn);
-            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+        if let Some(qc) = pooled {
+            qc.budget.arm(INLINE_BUDGET);
+            let result = f(&qc.conn);
+            let over_budget = qc.budget.was_exceeded();
             if let Ok(mut v) = self.idle.lock() {
-                v.push(conn);
+                v.push(qc);
             }
-            if !over_budget.load(Ordering::Relaxed) {
+            if !over_budget {
                 return result.map_err(|e| interrupted_is_timeout(e, timeout));
             }
         }
@@ -134,17 +122,14 @@ impl SqliteBackend {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
-            let mut conn = match pooled {
+            let qc = match pooled {
                 Some(c) => c,
                 None => open_query_conn(&path, immutable)?,
             };
-            let deadline = Instant::now() + timeout;
-            // The handler runs every 4k VM steps; returning true interrupts the statement.
-            let _ = conn.progress_handler(4096, Some(move || Instant::now() > deadline));
-            let result = f(&conn).map_err(|e| interrupted_is_timeout(e, timeout));
-            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            qc.budget.arm(timeout);
+            let result = f(&qc.conn).map_err(|e| interrupted_is_timeout(e, timeout));
             if let Ok(mut v) = idle.lock() {
-                v.push(conn);
+                v.push(qc);
             }
             result
         })
@@ -242,12 +227,73 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
-/// A connection for ad-hoc queries: read-only, plus an authorizer as the last layer.
-fn open_query_conn(path: &Path, immutable: bool) -> Result<Connection, DbError> {
+/// A pooled query connection and the time budget its progress handler enforces.
+struct QueryConn {
+    conn: Connection,
+    budget: Arc<Budget>,
+}
+
+/// The deadline of the statement a connection runs, read by the progress handler installed
+/// once when the connection opens (installing and removing a handler per query cost more
+/// than a point lookup's whole decoding).
+struct Budget {
+    /// What `deadline_us` counts from.
+    epoch: Instant,
+    /// Microseconds after `epoch` past which the running statement is interrupted.
+    deadline_us: AtomicU64,
+    /// Set when the handler interrupted a statement since the last [`Budget::arm`].
+    exceeded: AtomicBool,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            deadline_us: AtomicU64::new(u64::MAX),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Gives the next statements on this connection `limit` from now.
+    fn arm(&self, limit: Duration) {
+        let deadline = (self.epoch.elapsed() + limit).as_micros();
+        self.deadline_us.store(
+            u64::try_from(deadline).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.exceeded.store(false, Ordering::Relaxed);
+    }
+
+    /// The progress handler: true (interrupt) once the deadline has passed.
+    fn expired(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let over = now > self.deadline_us.load(Ordering::Relaxed);
+        if over {
+            self.exceeded.store(true, Ordering::Relaxed);
+        }
+        over
+    }
+
+    fn was_exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+}
+
+/// How many SQLite virtual-machine steps pass between deadline checks (a few microseconds of
+/// work; one clock read each).
+const PROGRESS_STEPS: std::ffi::c_int = 1000;
+
+/// A connection for ad-hoc queries: read-only, plus an authorizer as the last layer, and a
+/// progress handler that interrupts whatever runs past the connection's [`Budget`].
+fn open_query_conn(path: &Path, immutable: bool) -> Result<QueryConn, DbError> {
     let mut conn = open_conn(path, immutable)?;
     conn.authorizer(Some(authorize))
         .map_err(|e| DbError::Internal(e.to_string()))?;
-    Ok(conn)
+    let budget = Arc::new(Budget::new());
+    let handler = budget.clone();
+    conn.progress_handler(PROGRESS_STEPS, Some(move || handler.expired()))
+        .map_err(|e| DbError::Internal(e.to_string()))?;
+    Ok(QueryConn { conn, budget })
 }
 
 /// SQLite's own check of every action a prepared statement will take.
@@ -334,7 +380,26 @@ fn push_ident(out: &mut String, s: &str) {
 }
 
 fn kind_of(decl: &str) -> ValueKind {
-    // Case-insensitive `contains` without an upper-cased copy (this runs per result column).
+    // The names SQLite's own documentation and this project's demo schema use, settled without
+    // the scan below (this runs per result column of every query); each gives what the scan
+    // would.
+    for (name, kind) in [
+        ("INTEGER", ValueKind::Integer),
+        ("TEXT", ValueKind::Text),
+        ("REAL", ValueKind::Float),
+        ("BLOB", ValueKind::Binary),
+    ] {
+        if decl.eq_ignore_ascii_case(name) {
+            return kind;
+        }
+    }
+    kind_by_scan(decl)
+}
+
+/// SQLite's type affinity rules, extended with the names other databases use for booleans,
+/// decimals and dates: the first family whose marker the declared type contains.
+fn kind_by_scan(decl: &str) -> ValueKind {
+    // Case-insensitive `contains` without an upper-cased copy.
     let has = |needle: &str| {
         decl.as_bytes()
             .windows(needle.len())
@@ -608,10 +673,15 @@ fn collect(
     let kinds: Vec<ColType> = columns
         .iter()
         .map(|c| match c.data_type.as_deref() {
-            Some(d) => ColType {
-                kind: kind_of(d),
-                scale: decimal_scale(d),
-            },
+            Some(d) => {
+                let kind = kind_of(d);
+                ColType {
+                    kind,
+                    scale: (kind == ValueKind::Decimal)
+                        .then(|| decimal_scale(d))
+                        .flatten(),
+                }
+            }
             None => ColType {
                 kind: ValueKind::Other,
                 scale: None,
@@ -1008,7 +1078,7 @@ mod tests {
         )
         .expect("fill");
         drop(conn);
-        let conn = open_query_conn(&path, false).expect("open");
+        let conn = open_query_conn(&path, false).expect("open").conn;
         assert!(
             conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
                 .expect("qpsg")
@@ -1200,5 +1270,14 @@ mod tests {
         assert_eq!(kind_of("VARCHAR(20)"), ValueKind::Text);
         assert_eq!(kind_of("DATETIME"), ValueKind::Temporal);
         assert_eq!(kind_of("BIGINT"), ValueKind::Integer);
+    }
+
+    #[test]
+    fn the_common_names_map_as_the_scan_would() {
+        for name in ["INTEGER", "integer", "Text", "TEXT", "real", "BLOB", "blob"] {
+            assert_eq!(kind_of(name), kind_by_scan(name), "{name}");
+        }
+        assert_eq!(kind_of("integer"), ValueKind::Integer);
+        assert_eq!(kind_of("Real"), ValueKind::Float);
     }
 }
