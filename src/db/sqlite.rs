@@ -399,25 +399,38 @@ fn kind_of(decl: &str) -> ValueKind {
 /// SQLite's type affinity rules, extended with the names other databases use for booleans,
 /// decimals and dates: the first family whose marker the declared type contains.
 fn kind_by_scan(decl: &str) -> ValueKind {
-    // Case-insensitive `contains` without an upper-cased copy.
-    let has = |needle: &str| {
-        decl.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
-    if has("BOOL") {
+    // Declared types are short: upper-cased once into a buffer on the stack, each marker is
+    // then a plain byte comparison per position.
+    let mut buf = [0u8; 64];
+    match buf.get_mut(..decl.len()) {
+        Some(upper) => {
+            upper.copy_from_slice(decl.as_bytes());
+            upper.make_ascii_uppercase();
+            kind_by_markers(|m| upper.windows(m.len()).any(|w| w == m))
+        }
+        None => kind_by_markers(|m| {
+            decl.as_bytes()
+                .windows(m.len())
+                .any(|w| w.eq_ignore_ascii_case(m))
+        }),
+    }
+}
+
+/// The kind for the first family whose marker `has` finds (markers in upper case).
+fn kind_by_markers(has: impl Fn(&[u8]) -> bool) -> ValueKind {
+    if has(b"BOOL") {
         ValueKind::Boolean
-    } else if has("INT") {
+    } else if has(b"INT") {
         ValueKind::Integer
-    } else if has("DEC") || has("NUMERIC") || has("MONEY") {
+    } else if has(b"DEC") || has(b"NUMERIC") || has(b"MONEY") {
         ValueKind::Decimal
-    } else if has("DATE") || has("TIME") {
+    } else if has(b"DATE") || has(b"TIME") {
         ValueKind::Temporal
-    } else if has("CHAR") || has("CLOB") || has("TEXT") {
+    } else if has(b"CHAR") || has(b"CLOB") || has(b"TEXT") {
         ValueKind::Text
-    } else if has("BLOB") || has("BINARY") {
+    } else if has(b"BLOB") || has(b"BINARY") {
         ValueKind::Binary
-    } else if has("REAL") || has("FLOA") || has("DOUB") {
+    } else if has(b"REAL") || has(b"FLOA") || has(b"DOUB") {
         ValueKind::Float
     } else {
         ValueKind::Other
@@ -1279,5 +1292,12 @@ mod tests {
         }
         assert_eq!(kind_of("integer"), ValueKind::Integer);
         assert_eq!(kind_of("Real"), ValueKind::Float);
+        // Longer than the stack buffer: the same markers, found in place.
+        let long = format!("national character varying{}", " ".repeat(60));
+        assert_eq!(kind_of(&long), ValueKind::Text);
+        assert_eq!(kind_of(&format!("{long} money")), ValueKind::Decimal);
+        assert_eq!(kind_of("Unsigned Big Int"), ValueKind::Integer);
+        assert_eq!(kind_of("double precision"), ValueKind::Float);
+        assert_eq!(kind_of("geometry"), ValueKind::Other);
     }
 }
