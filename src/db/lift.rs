@@ -41,6 +41,15 @@
 //!
 //! Everything else stays as written. If the template cannot be tokenized, or nothing is
 //! lifted, the template is the original text.
+//!
+//! Two readers feed these rules. Text made only of plain words, numbers, `'…'` strings,
+//! whitespace and the common operators, which is what clients send nearly always, is read by a
+//! small scanner of its own ([`simple_tokens`]); anything else (comments, other quoting,
+//! prefixed literals, variables, operators run together, non-ASCII outside strings) goes
+//! through sqlparser's tokenizer, which cost about 5% of a point lookup's server CPU by
+//! itself. A test runs both readers on random text from both kinds of pieces and requires
+//! the same template and values. Neither reader is a safety layer: the guard parses the
+//! template, and the template is what runs.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -95,7 +104,19 @@ enum Clause {
 }
 
 /// Lifts the literals of `sql` that can be bound (see the module docs).
+///
+/// Text made only of plain words, numbers, `'…'` strings, whitespace and the common operators
+/// (what clients send nearly always) is read by [`simple_tokens`]; anything else by sqlparser's
+/// tokenizer. Both feed the same rules, and a test holds them to the same result.
 pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
+    match simple_tokens(sql) {
+        Some(tokens) => lift_tokens(sql, dialect, tokens, |r| Some(r.clone())),
+        None => lift_tokenized(sql, dialect),
+    }
+}
+
+/// [`lift`] through sqlparser's tokenizer, whatever the text.
+fn lift_tokenized(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
     let tokenizer_dialect: &dyn Dialect = match dialect {
         SqlDialect::Sqlite => &SQLiteDialect {},
         SqlDialect::MsSql => &MsSqlDialect {},
@@ -110,70 +131,64 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
         return Lifted::verbatim(sql);
     }
     let lines = LineStarts::new(sql);
+    lift_tokens(
+        sql,
+        dialect,
+        tokens
+            .iter()
+            .map(|t| (Tok::of(&t.token), (t.span.start, t.span.end))),
+        |(start, end)| lines.range(*start, *end, sql),
+    )
+}
+
+/// The rules of the module docs over `tokens`, each with where it sits (`range` turns that into
+/// a byte range of `sql`; it is asked only for literals).
+fn lift_tokens<'s, 't, R>(
+    sql: &'s str,
+    dialect: SqlDialect,
+    tokens: impl IntoIterator<Item = (Tok<'t>, R)>,
+    range: impl Fn(&R) -> Option<std::ops::Range<usize>>,
+) -> Lifted<'s> {
     let mut clause = Clause::Other;
     // Clauses switch only at the top level; a condition covers everything nested in it.
     let mut depth = 0usize;
-    let mut previous: Option<&Token> = None;
+    // Whether the previous token (whitespace aside) was one after which a literal is a value.
+    let mut after_operator = false;
     // (byte range in `sql`, value)
     let mut lifted: Vec<(std::ops::Range<usize>, Param)> = Vec::new();
     // Whether the previous token was lifted, and whether whitespace (or a comment) followed.
     let mut just_lifted = false;
     let mut gap = false;
-    for t in &tokens {
-        let token = &t.token;
-        if matches!(token, Token::Whitespace(_)) {
+    for (token, at) in tokens {
+        if token == Tok::Gap {
             gap = true;
             continue;
         }
-        if std::mem::take(&mut just_lifted) && !may_follow_a_parameter(token, gap) {
+        if std::mem::take(&mut just_lifted) && !may_follow_a_parameter(&token, gap) {
             lifted.pop();
         }
         gap = false;
-        match token {
-            Token::LParen => depth += 1,
-            Token::RParen => depth = depth.saturating_sub(1),
+        match &token {
+            Tok::LParen => depth += 1,
+            Tok::RParen => depth = depth.saturating_sub(1),
             // A condition has no top-level commas: this is a list (of tables, after `FROM a
             // JOIN b ON …, c`, say), not the condition any more.
-            Token::Comma if depth == 0 => clause = Clause::Other,
-            Token::Word(w) if depth == 0 => match w.keyword {
-                Keyword::WHERE | Keyword::HAVING | Keyword::ON => clause = Clause::Condition,
-                Keyword::SELECT
-                | Keyword::FROM
-                | Keyword::JOIN
-                | Keyword::GROUP
-                | Keyword::ORDER
-                | Keyword::LIMIT
-                | Keyword::OFFSET
-                | Keyword::UNION
-                | Keyword::INTERSECT
-                | Keyword::EXCEPT
-                | Keyword::WINDOW
-                | Keyword::RETURNING
-                | Keyword::VALUES
-                // T-SQL: hints, `FOR XML/JSON/BROWSE`, `FETCH NEXT n ROWS`, `TOP n`, table
-                // hints: literals there are syntax.
-                | Keyword::OPTION
-                | Keyword::FOR
-                | Keyword::FETCH
-                | Keyword::TOP
-                | Keyword::WITH => clause = Clause::Other,
-                _ => {}
-            },
-            Token::Number(..) | Token::SingleQuotedString(_) | Token::NationalStringLiteral(_)
-                if clause == Clause::Condition
-                    && lifted.len() < MAX_PARAMS
-                    && previous.is_some_and(binds_a_value) =>
+            Tok::Comma if depth == 0 => clause = Clause::Other,
+            Tok::Word(Kw::Condition) if depth == 0 => clause = Clause::Condition,
+            Tok::Word(Kw::Clause) if depth == 0 => clause = Clause::Other,
+            Tok::Number(_) | Tok::Quoted(_) | Tok::National(_)
+                if clause == Clause::Condition && lifted.len() < MAX_PARAMS && after_operator =>
             {
-                if let Some(range) = lines.range(t.span.start, t.span.end, sql)
-                    && let Some(param) = param_of(token, &sql[range.clone()], dialect)
+                if let Some(r) = range(&at)
+                    && let Some(param) = param_of(&token, &sql[r.clone()], dialect)
                 {
-                    lifted.push((range, param));
+                    lifted.push((r, param));
                     just_lifted = true;
                 }
             }
             _ => {}
         }
-        previous = Some(token);
+        after_operator = binds_a_value(&token);
     }
     if lifted.is_empty() {
         return Lifted::verbatim(sql);
@@ -198,6 +213,252 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
     }
 }
 
+/// What the lifting rules need to know of a token.
+#[derive(Debug, Clone, PartialEq)]
+enum Tok<'t> {
+    /// Whitespace or a comment.
+    Gap,
+    LParen,
+    RParen,
+    Comma,
+    SemiColon,
+    /// `.`, `::`, `[`: after a placeholder, they would make it part of a name or a call.
+    Joins,
+    /// `=`, `<>`, `!=`, `<`, `<=`, `>`, `>=`.
+    Compare,
+    /// `==` (SQLite).
+    DoubleEq,
+    /// `+`, `-`, `*`, `/`, `%`.
+    Arithmetic,
+    /// A word, by what it means to the rules.
+    Word(Kw),
+    /// A number literal, as written (no `L` suffix).
+    Number(&'t str),
+    /// `'…'`, its value.
+    Quoted(Cow<'t, str>),
+    /// `N'…'`, its value.
+    National(Cow<'t, str>),
+    /// Anything else.
+    Other,
+}
+
+/// The keywords the rules act on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kw {
+    /// `WHERE`, `HAVING`, `ON`: a condition starts.
+    Condition,
+    /// A keyword that starts anything else at the top level (`SELECT`, `FROM`, `ORDER`, …).
+    Clause,
+    /// `LIKE`, `GLOB`: a literal after it is a value.
+    Like,
+    /// Any other word.
+    Plain,
+}
+
+impl Kw {
+    fn of(k: Keyword) -> Self {
+        match k {
+            Keyword::WHERE | Keyword::HAVING | Keyword::ON => Kw::Condition,
+            Keyword::SELECT
+            | Keyword::FROM
+            | Keyword::JOIN
+            | Keyword::GROUP
+            | Keyword::ORDER
+            | Keyword::LIMIT
+            | Keyword::OFFSET
+            | Keyword::UNION
+            | Keyword::INTERSECT
+            | Keyword::EXCEPT
+            | Keyword::WINDOW
+            | Keyword::RETURNING
+            | Keyword::VALUES
+            // T-SQL: hints, `FOR XML/JSON/BROWSE`, `FETCH NEXT n ROWS`, `TOP n`, table
+            // hints: literals there are syntax.
+            | Keyword::OPTION
+            | Keyword::FOR
+            | Keyword::FETCH
+            | Keyword::TOP
+            | Keyword::WITH => Kw::Clause,
+            Keyword::LIKE | Keyword::GLOB => Kw::Like,
+            _ => Kw::Plain,
+        }
+    }
+
+    /// The same for a plain (unquoted ASCII) word, without sqlparser's keyword table.
+    fn named(word: &str) -> Self {
+        const NAMED: [(&str, Keyword); 23] = [
+            ("WHERE", Keyword::WHERE),
+            ("HAVING", Keyword::HAVING),
+            ("ON", Keyword::ON),
+            ("SELECT", Keyword::SELECT),
+            ("FROM", Keyword::FROM),
+            ("JOIN", Keyword::JOIN),
+            ("GROUP", Keyword::GROUP),
+            ("ORDER", Keyword::ORDER),
+            ("LIMIT", Keyword::LIMIT),
+            ("OFFSET", Keyword::OFFSET),
+            ("UNION", Keyword::UNION),
+            ("INTERSECT", Keyword::INTERSECT),
+            ("EXCEPT", Keyword::EXCEPT),
+            ("WINDOW", Keyword::WINDOW),
+            ("RETURNING", Keyword::RETURNING),
+            ("VALUES", Keyword::VALUES),
+            ("OPTION", Keyword::OPTION),
+            ("FOR", Keyword::FOR),
+            ("FETCH", Keyword::FETCH),
+            ("TOP", Keyword::TOP),
+            ("WITH", Keyword::WITH),
+            ("LIKE", Keyword::LIKE),
+            ("GLOB", Keyword::GLOB),
+        ];
+        NAMED
+            .iter()
+            .find(|(name, _)| word.eq_ignore_ascii_case(name))
+            .map_or(Kw::Plain, |(_, k)| Kw::of(*k))
+    }
+}
+
+impl<'t> Tok<'t> {
+    fn of(token: &'t Token) -> Self {
+        match token {
+            Token::Whitespace(_) => Tok::Gap,
+            Token::LParen => Tok::LParen,
+            Token::RParen => Tok::RParen,
+            Token::Comma => Tok::Comma,
+            Token::SemiColon => Tok::SemiColon,
+            Token::Period | Token::DoubleColon | Token::LBracket => Tok::Joins,
+            Token::Eq | Token::Neq | Token::Lt | Token::Gt | Token::LtEq | Token::GtEq => {
+                Tok::Compare
+            }
+            Token::DoubleEq => Tok::DoubleEq,
+            Token::Plus | Token::Minus | Token::Mul | Token::Div | Token::Mod => Tok::Arithmetic,
+            Token::Word(w) => Tok::Word(Kw::of(w.keyword)),
+            Token::Number(n, false) => Tok::Number(n),
+            Token::SingleQuotedString(s) => Tok::Quoted(Cow::Borrowed(s)),
+            Token::NationalStringLiteral(s) => Tok::National(Cow::Borrowed(s)),
+            _ => Tok::Other,
+        }
+    }
+}
+
+/// The tokens of `sql` with their byte ranges, when it is made only of ASCII words, plain
+/// numbers (`42`, `1.5`), `'…'` strings (`''` for a quote, any text inside but a backslash),
+/// whitespace, parentheses, commas, semicolons, periods and the operators `=`, `==`, `<>`,
+/// `!=`, `<`, `<=`, `>`, `>=`, `+`, `-`, `*`, `/`, `%`. Anything else (comments, other quotes,
+/// prefixes such as `N'…'`, exponents, `@`, `?`, `:`, `$`, `[`, non-ASCII outside strings,
+/// operators run together) is `None`: sqlparser's tokenizer reads those.
+fn simple_tokens(sql: &str) -> Option<Vec<(Tok<'_>, std::ops::Range<usize>)>> {
+    let b = sql.as_bytes();
+    let at = |i: usize| b.get(i).copied();
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let is_operator = |c: u8| b"=<>!+-*/%|&^~@#:?".contains(&c);
+    let mut out: Vec<(Tok<'_>, std::ops::Range<usize>)> = Vec::with_capacity(b.len() / 4 + 1);
+    let mut i = 0;
+    while let Some(c) = at(i) {
+        let start = i;
+        i += 1;
+        let token = match c {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                while at(i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+                    i += 1;
+                }
+                Tok::Gap
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                while at(i).is_some_and(is_word) {
+                    i += 1;
+                }
+                // `N'…'`, `X'…'` and the like are literals of their own.
+                if at(i) == Some(b'\'') {
+                    return None;
+                }
+                Tok::Word(Kw::named(&sql[start..i]))
+            }
+            b'0'..=b'9' => {
+                while at(i).is_some_and(|c| c.is_ascii_digit()) {
+                    i += 1;
+                }
+                if at(i) == Some(b'.') {
+                    i += 1;
+                    let fraction = i;
+                    while at(i).is_some_and(|c| c.is_ascii_digit()) {
+                        i += 1;
+                    }
+                    if i == fraction {
+                        return None;
+                    }
+                }
+                if at(i).is_some_and(|c| is_word(c) || c == b'.' || c == b'\'') {
+                    return None;
+                }
+                Tok::Number(&sql[start..i])
+            }
+            b'\'' => {
+                let mut doubled = false;
+                loop {
+                    match at(i)? {
+                        b'\'' if at(i + 1) == Some(b'\'') => {
+                            doubled = true;
+                            i += 2;
+                        }
+                        b'\'' => {
+                            i += 1;
+                            break;
+                        }
+                        b'\\' => return None,
+                        _ => i += 1,
+                    }
+                }
+                if at(i).is_some_and(is_word) {
+                    return None;
+                }
+                let inner = &sql[start + 1..i - 1];
+                Tok::Quoted(if doubled {
+                    Cow::Owned(inner.replace("''", "'"))
+                } else {
+                    Cow::Borrowed(inner)
+                })
+            }
+            b'(' => Tok::LParen,
+            b')' => Tok::RParen,
+            b',' => Tok::Comma,
+            b';' => Tok::SemiColon,
+            // Only a qualified name's period (`t.id`): elsewhere sqlparser reads a `.` by what
+            // came before it (a number's start after an operator, say).
+            b'.' if matches!(out.last(), Some((Tok::Word(_), r)) if r.end == start)
+                && at(i).is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') =>
+            {
+                Tok::Joins
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' => Tok::Arithmetic,
+            b'=' if at(i) == Some(b'=') => {
+                i += 1;
+                Tok::DoubleEq
+            }
+            b'=' => Tok::Compare,
+            b'<' | b'>' | b'!' => {
+                match (c, at(i)) {
+                    (b'<', Some(b'=' | b'>')) | (b'>' | b'!', Some(b'=')) => i += 1,
+                    (b'<' | b'>', _) => {}
+                    _ => return None,
+                }
+                Tok::Compare
+            }
+            _ => return None,
+        };
+        // `--`, `/*`, `=>`, `->`, `<=>`, `||`, `-5` run together: sqlparser decides.
+        if matches!(
+            token,
+            Tok::Compare | Tok::DoubleEq | Tok::Arithmetic | Tok::Joins
+        ) && at(i).is_some_and(is_operator)
+        {
+            return None;
+        }
+        out.push((token, start..i));
+    }
+    Some(out)
+}
+
 /// Whether `token` (after whitespace or a comment if `gap`) may follow a lifted literal.
 ///
 /// `5(1)` and `5 .c` do not parse, but `@P1(1)` is a call and `@P1 .c` a qualified name;
@@ -205,45 +466,19 @@ pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
 /// would be `?15`). So a literal followed by one of those, or by anything but a closing
 /// parenthesis, a comma, a semicolon or an operator without a space between, stays in the
 /// text: the template cannot pass where the text would not.
-fn may_follow_a_parameter(token: &Token, gap: bool) -> bool {
-    if matches!(
-        token,
-        Token::LParen | Token::Period | Token::DoubleColon | Token::LBracket
-    ) {
+fn may_follow_a_parameter(token: &Tok<'_>, gap: bool) -> bool {
+    if matches!(token, Tok::LParen | Tok::Joins) {
         return false;
     }
     gap || matches!(
         token,
-        Token::RParen
-            | Token::Comma
-            | Token::SemiColon
-            | Token::Eq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
+        Tok::RParen | Tok::Comma | Tok::SemiColon | Tok::Compare | Tok::Arithmetic
     )
 }
 
 /// Tokens after which a literal is an operand, never syntax.
-fn binds_a_value(t: &Token) -> bool {
-    match t {
-        Token::Eq
-        | Token::DoubleEq
-        | Token::Neq
-        | Token::Lt
-        | Token::Gt
-        | Token::LtEq
-        | Token::GtEq => true,
-        Token::Word(w) => matches!(w.keyword, Keyword::LIKE | Keyword::GLOB),
-        _ => false,
-    }
+fn binds_a_value(t: &Tok<'_>) -> bool {
+    matches!(t, Tok::Compare | Tok::DoubleEq | Tok::Word(Kw::Like))
 }
 
 /// T-SQL tokens that name a variable or parameter (`@x`, `@@ROWCOUNT`, `?`, `$1`, `@ x`): a
@@ -258,7 +493,7 @@ fn names_a_variable(t: &Token) -> bool {
 }
 
 /// The bound value of a literal whose source text is `text`, when binding it is exact.
-fn param_of(token: &Token, text: &str, dialect: SqlDialect) -> Option<Param> {
+fn param_of(token: &Tok<'_>, text: &str, dialect: SqlDialect) -> Option<Param> {
     match dialect {
         SqlDialect::Sqlite => sqlite_param(token, text),
         SqlDialect::MsSql => mssql_param(token, text),
@@ -266,28 +501,28 @@ fn param_of(token: &Token, text: &str, dialect: SqlDialect) -> Option<Param> {
 }
 
 /// A T-SQL literal as a parameter of the same type (see the module docs for what stays).
-fn mssql_param(token: &Token, text: &str) -> Option<Param> {
+fn mssql_param(token: &Tok<'_>, text: &str) -> Option<Param> {
     match token {
         // `int` (anything larger is `numeric(p, 0)` to SQL Server); only an exponent makes a
         // `float` literal (a plain decimal point is `numeric`).
-        Token::Number(n, false) if n == text => number_param(
+        Tok::Number(n) if *n == text => number_param(
             n,
             |n| n.parse::<i32>().ok().map(i64::from),
             |b| b.iter().any(|c| matches!(c, b'e' | b'E')),
         ),
         // Exactly `N'…'` with `''` for each quote.
-        Token::NationalStringLiteral(s) => quoted_param(text.strip_prefix(['N', 'n'])?, s),
+        Tok::National(s) => quoted_param(text.strip_prefix(['N', 'n'])?, s),
         _ => None,
     }
 }
 
 /// A SQLite literal as the value SQLite reads it as.
-fn sqlite_param(token: &Token, text: &str) -> Option<Param> {
+fn sqlite_param(token: &Tok<'_>, text: &str) -> Option<Param> {
     match token {
         // Too large for i64: SQLite reads it as a REAL; leave it in the text.
-        Token::Number(n, false) if n == text => number_param(n, |n| n.parse().ok(), |_| true),
+        Tok::Number(n) if *n == text => number_param(n, |n| n.parse().ok(), |_| true),
         // Exactly `'…'` with `''` for each quote: no other escapes to second-guess.
-        Token::SingleQuotedString(s) => quoted_param(text, s),
+        Tok::Quoted(s) => quoted_param(text, s),
         _ => None,
     }
 }
@@ -544,6 +779,191 @@ mod tests {
                 "SELECT [@x] FROM t WHERE y = @P1".into(),
                 vec![Param::Int(5)]
             )
+        );
+    }
+
+    #[test]
+    fn what_clients_send_takes_the_simple_reader() {
+        for sql in [
+            "SELECT * FROM customers WHERE customer_id = 42",
+            "SELECT * FROM orders WHERE order_id > 10 ORDER BY order_id LIMIT 100",
+            "select count(*) from t where a.b <> 'x' and c >= 1.5;",
+            "SELECT TOP 100 Id, Name FROM Customers WHERE Id > 5 ORDER BY Id",
+            "SELECT a FROM t WHERE n = 'ü, ''quoted'''",
+        ] {
+            assert!(simple_tokens(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "SELECT 1 -- comment",
+            "SELECT /* c */ 1",
+            "SELECT * FROM t WHERE s = N'x'",
+            "SELECT * FROM t WHERE x = 1e5",
+            "SELECT * FROM t WHERE x = .5",
+            "SELECT * FROM [t] WHERE x = 1",
+            "SELECT * FROM t WHERE @x = 1",
+            "SELECT \"a\" FROM t WHERE x = 1",
+            "SELECT a FROM t WHERE x =-5",
+            "SELECT a FROM t WHERE m = 'x\\y'",
+            "SELECT a FROM t WHERE naïve = 1",
+        ] {
+            assert!(simple_tokens(sql).is_none(), "{sql}");
+        }
+    }
+
+    /// The simple reader and sqlparser's tokenizer must lift exactly the same: random text
+    /// from pieces of both kinds (and pieces that run together), in both dialects.
+    #[test]
+    fn the_simple_reader_lifts_what_the_tokenizer_lifts() {
+        // Pieces the simple reader takes, then pieces it leaves to the tokenizer.
+        const PIECES: &[&str] = &[
+            "SELECT",
+            "select",
+            "FROM",
+            "WHERE",
+            "where",
+            "HAVING",
+            "ON",
+            "JOIN",
+            "GROUP",
+            "BY",
+            "ORDER",
+            "LIMIT",
+            "OFFSET",
+            "UNION",
+            "AND",
+            "OR",
+            "NOT",
+            "IN",
+            "BETWEEN",
+            "LIKE",
+            "like",
+            "GLOB",
+            "WITH",
+            "AS",
+            "TOP",
+            "FETCH",
+            "FOR",
+            "OPTION",
+            "t",
+            "customers",
+            "customer_id",
+            "x1",
+            "_a",
+            "N",
+            "X",
+            "e",
+            "0",
+            "42",
+            "007",
+            "2147483647",
+            "2147483648",
+            "9223372036854775807",
+            "99999999999999999999",
+            "1.5",
+            "0.25",
+            "10.0",
+            "'a'",
+            "''",
+            "'O''Brien'",
+            "'ü'",
+            "'DROP TABLE'",
+            "'x'''",
+            "=",
+            "==",
+            "<>",
+            "!=",
+            "<",
+            "<=",
+            ">",
+            ">=",
+            "+",
+            "-",
+            "*",
+            "/",
+            "%",
+            "(",
+            ")",
+            ",",
+            ";",
+            ".",
+            // the rest
+            "5.",
+            ".5",
+            "1e5",
+            "1.5e3",
+            "1_000",
+            "'a\\b'",
+            "N'x'",
+            "X'00'",
+            "'",
+            "::",
+            "--",
+            "/*",
+            "*/",
+            "=>",
+            "->",
+            "<=>",
+            "||",
+            "!",
+            "@",
+            "@x",
+            "?",
+            ":a",
+            "$1",
+            "[a]",
+            "\"a\"",
+            "`a`",
+            "#",
+            "é",
+            "\u{a0}",
+        ];
+        let simple_pieces = PIECES
+            .iter()
+            .position(|p| *p == "5.")
+            .unwrap_or(PIECES.len());
+        const GAPS: &[&str] = &[" ", " ", " ", "", "\n", "  ", "\t", "\r\n"];
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut simple, mut lifted_some) = (0, 0);
+        for _ in 0..40_000 {
+            let mut sql = String::new();
+            // Half of the texts mostly from the simple pieces, half from all of them.
+            let from = if next(2) == 0 {
+                simple_pieces
+            } else {
+                PIECES.len()
+            };
+            for _ in 0..3 + next(22) {
+                let n = if next(10) == 0 { PIECES.len() } else { from };
+                sql.push_str(PIECES[next(n)]);
+                sql.push_str(GAPS[next(GAPS.len())]);
+            }
+            // Half of them in the shape clients send, so conditions (and lifting) are common.
+            if next(2) == 0 {
+                sql = format!("SELECT a FROM t WHERE c = {sql}");
+            }
+            let is_simple = simple_tokens(&sql).is_some();
+            simple += usize::from(is_simple);
+            for dialect in [SqlDialect::Sqlite, SqlDialect::MsSql] {
+                let fast = lift(&sql, dialect);
+                let slow = lift_tokenized(&sql, dialect);
+                assert_eq!(fast.template, slow.template, "{dialect:?}: {sql:?}");
+                assert_eq!(fast.params, slow.params, "{dialect:?}: {sql:?}");
+                if is_simple && !fast.params.is_empty() {
+                    lifted_some += 1;
+                }
+            }
+        }
+        // The comparison means something only if the simple reader was exercised, with lifting.
+        assert!(simple > 5_000, "only {simple} simple texts");
+        assert!(
+            lifted_some > 1_500,
+            "only {lifted_some} simple texts lifted"
         );
     }
 }
