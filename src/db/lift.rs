@@ -44,7 +44,7 @@
 //!
 //! Two readers feed these rules. Text made only of plain words, numbers, `'…'` strings,
 //! whitespace and the common operators, which is what clients send nearly always, is read by a
-//! small scanner of its own ([`simple_tokens`]); anything else (comments, other quoting,
+//! small scanner of its own (`simple_tokens`); anything else (comments, other quoting,
 //! prefixed literals, variables, operators run together, non-ASCII outside strings) goes
 //! through sqlparser's tokenizer, which cost about 5% of a point lookup's server CPU by
 //! itself. A test runs both readers on random text from both kinds of pieces and requires
@@ -106,7 +106,7 @@ enum Clause {
 /// Lifts the literals of `sql` that can be bound (see the module docs).
 ///
 /// Text made only of plain words, numbers, `'…'` strings, whitespace and the common operators
-/// (what clients send nearly always) is read by [`simple_tokens`]; anything else by sqlparser's
+/// (what clients send nearly always) is read by `simple_tokens`; anything else by sqlparser's
 /// tokenizer. Both feed the same rules, and a test holds them to the same result.
 pub fn lift(sql: &str, dialect: SqlDialect) -> Lifted<'_> {
     match simple_tokens(sql) {
