@@ -337,13 +337,41 @@ pub fn rfc3339(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
+    if !(0..=9999).contains(&y) {
+        // Outside what four digits hold; no clock this runs on says so, but stay correct.
+        return format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms.rem_euclid(1000)
+        );
+    }
+    // Written digit by digit: this runs for every audit record, and `format!` with seven
+    // padded fields cost more than the rest of the record.
+    let mut out = String::with_capacity(24);
+    push_digits(&mut out, y, 4);
+    for (sep, v) in [
+        ('-', m),
+        ('-', d),
+        ('T', rem / 3600),
+        (':', rem % 3600 / 60),
+        (':', rem % 60),
+    ] {
+        out.push(sep);
+        push_digits(&mut out, v, 2);
+    }
+    out.push('.');
+    push_digits(&mut out, ms.rem_euclid(1000), 3);
+    out.push('Z');
+    out
+}
+
+/// Appends the last `width` decimal digits of `v` (not negative), zero-padded.
+fn push_digits(out: &mut String, v: i64, width: u32) {
+    for p in (0..width).rev() {
+        out.push(char::from(b'0' + (v / 10_i64.pow(p) % 10) as u8));
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +383,23 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Before the epoch, and past four-digit years: still RFC 3339's shape.
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+        // Every millisecond of a day written digit by digit agrees with `format!`.
+        for ms in (1_764_115_200_000_i64..1_764_201_600_000).step_by(3_599_999) {
+            let secs = ms / 1000;
+            let rem = secs % 86_400;
+            let want = format!(
+                "2025-11-26T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                ms % 1000
+            );
+            assert_eq!(rfc3339(ms), want);
+        }
     }
 
     #[test]
