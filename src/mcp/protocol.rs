@@ -6,6 +6,7 @@
 
 use crate::json::Json;
 use axum::http::StatusCode;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 /// Revisions served from the same endpoint, oldest first.
@@ -149,7 +150,17 @@ pub enum Incoming {
 }
 
 /// Parses one JSON-RPC message. Batches are refused: no supported revision allows them.
+///
+/// A well-formed object is read straight into its members (`Members`), without building a
+/// map of the whole envelope; anything that does not read that way (not an object, broken
+/// JSON, a member given twice) is parsed as a `Value` and judged by [`parse_value`], so every
+/// error is the one it has always been.
 pub fn parse(body: &[u8]) -> Result<Incoming, RpcError> {
+    // Only an object: serde would also read a struct from an array of its members in order.
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if object && let Ok(m) = serde_json::from_slice::<Members>(body) {
+        return m.validate();
+    }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| RpcError::parse(format!("Parse error: body is not valid JSON ({e})")))?;
     parse_value(v)
@@ -164,46 +175,86 @@ pub fn parse_value(v: Value) -> Result<Incoming, RpcError> {
             "Invalid Request: expected a JSON-RPC object"
         }));
     };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(RpcError::invalid_request(
-            "Invalid Request: `jsonrpc` must be \"2.0\"",
-        ));
+    Members {
+        jsonrpc: obj.remove("jsonrpc"),
+        id: obj.remove("id"),
+        method: obj.remove("method"),
+        params: obj.remove("params"),
+        result: obj.contains_key("result").then_some(IgnoredAny),
+        error: obj.contains_key("error").then_some(IgnoredAny),
     }
-    let id = obj.remove("id");
-    if let Some(id) = &id
-        && !(id.is_string() || id.is_i64() || id.is_u64())
-    {
-        return Err(RpcError::invalid_request(
-            "Invalid Request: `id` must be a string or an integer",
-        ));
-    }
-    let method = match obj.remove("method") {
-        Some(Value::String(m)) => Some(m),
-        Some(_) => {
+    .validate()
+}
+
+/// The members of a JSON-RPC object this server reads, each `Some` when present (`null`
+/// included); others are ignored.
+#[derive(serde::Deserialize)]
+struct Members {
+    #[serde(default, deserialize_with = "present")]
+    jsonrpc: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<IgnoredAny>,
+}
+
+/// A member that is there, whatever its value (`Option`'s own reading makes `null` absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+impl Members {
+    fn validate(self) -> Result<Incoming, RpcError> {
+        if self.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
             return Err(RpcError::invalid_request(
-                "Invalid Request: `method` must be a string",
+                "Invalid Request: `jsonrpc` must be \"2.0\"",
             ));
         }
-        None => None,
-    };
-    let params = match obj.remove("params") {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => {
+        if let Some(id) = &self.id
+            && !(id.is_string() || id.is_i64() || id.is_u64())
+        {
             return Err(RpcError::invalid_request(
-                "Invalid Request: `params` must be an object",
+                "Invalid Request: `id` must be a string or an integer",
             ));
         }
-    };
-    match (id, method) {
-        (Some(id), Some(method)) => Ok(Incoming::Request(Request { id, method, params })),
-        (None, Some(method)) => Ok(Incoming::Notification { method, params }),
-        (Some(_), None) if obj.contains_key("result") || obj.contains_key("error") => {
-            Ok(Incoming::Response)
+        let method = match self.method {
+            Some(Value::String(m)) => Some(m),
+            Some(_) => {
+                return Err(RpcError::invalid_request(
+                    "Invalid Request: `method` must be a string",
+                ));
+            }
+            None => None,
+        };
+        let params = match self.params {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(p @ Value::Object(_)) => p,
+            Some(_) => {
+                return Err(RpcError::invalid_request(
+                    "Invalid Request: `params` must be an object",
+                ));
+            }
+        };
+        match (self.id, method) {
+            (Some(id), Some(method)) => Ok(Incoming::Request(Request { id, method, params })),
+            (None, Some(method)) => Ok(Incoming::Notification { method, params }),
+            (Some(_), None) if self.result.is_some() || self.error.is_some() => {
+                Ok(Incoming::Response)
+            }
+            _ => Err(RpcError::invalid_request(
+                "Invalid Request: a message needs `method` (request or notification) or `result`/`error` (response)",
+            )),
         }
-        _ => Err(RpcError::invalid_request(
-            "Invalid Request: a message needs `method` (request or notification) or `result`/`error` (response)",
-        )),
     }
 }
 
@@ -274,5 +325,60 @@ mod tests {
             parse(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
             Ok(Incoming::Response)
         ));
+    }
+
+    /// The direct read of an object must judge every message exactly as the `Value` path does.
+    #[test]
+    fn the_direct_read_and_the_value_path_agree() {
+        let cases: &[&str] = &[
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":-7,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","method":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":null}"#,
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}"#,
+            r#"{"jsonrpc":"2.0","id":3}"#,
+            r#"{"jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":2.0,"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":null,"id":1,"method":"ping"}"#,
+            r#"{"id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":{"deep":[1,2,3]}}"#,
+            r#"  {"jsonrpc":"2.0","id":1,"method":"ping"}  "#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            r#"[]"#,
+            r#""text""#,
+            r#"42"#,
+            r#"null"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"} trailing"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping""#,
+            r#""#,
+        ];
+        for case in cases {
+            let direct = parse(case.as_bytes());
+            let via_value = match serde_json::from_slice::<Value>(case.as_bytes()) {
+                Ok(v) => parse_value(v),
+                Err(e) => Err(RpcError::parse(format!(
+                    "Parse error: body is not valid JSON ({e})"
+                ))),
+            };
+            assert_eq!(format!("{direct:?}"), format!("{via_value:?}"), "{case}");
+        }
+        // The direct read is what well-formed objects take; a repeated member is left to the
+        // `Value` path (the last one wins there).
+        assert!(serde_json::from_slice::<Members>(cases[0].as_bytes()).is_ok());
+        assert!(serde_json::from_slice::<Members>(cases[22].as_bytes()).is_err());
     }
 }
