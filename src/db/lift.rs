@@ -55,7 +55,7 @@ use std::borrow::Cow;
 use std::fmt::Write;
 
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
-use sqlparser::keywords::Keyword;
+use sqlparser::keywords::{ALL_KEYWORDS, ALL_KEYWORDS_INDEX, Keyword};
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use super::guard::SqlDialect;
@@ -284,37 +284,18 @@ impl Kw {
         }
     }
 
-    /// The same for a plain (unquoted ASCII) word, without sqlparser's keyword table.
+    /// The same for a plain (unquoted ASCII) word: its keyword looked up in sqlparser's own
+    /// table, as its tokenizer does, but without an upper-cased copy of the word.
     fn named(word: &str) -> Self {
-        const NAMED: [(&str, Keyword); 23] = [
-            ("WHERE", Keyword::WHERE),
-            ("HAVING", Keyword::HAVING),
-            ("ON", Keyword::ON),
-            ("SELECT", Keyword::SELECT),
-            ("FROM", Keyword::FROM),
-            ("JOIN", Keyword::JOIN),
-            ("GROUP", Keyword::GROUP),
-            ("ORDER", Keyword::ORDER),
-            ("LIMIT", Keyword::LIMIT),
-            ("OFFSET", Keyword::OFFSET),
-            ("UNION", Keyword::UNION),
-            ("INTERSECT", Keyword::INTERSECT),
-            ("EXCEPT", Keyword::EXCEPT),
-            ("WINDOW", Keyword::WINDOW),
-            ("RETURNING", Keyword::RETURNING),
-            ("VALUES", Keyword::VALUES),
-            ("OPTION", Keyword::OPTION),
-            ("FOR", Keyword::FOR),
-            ("FETCH", Keyword::FETCH),
-            ("TOP", Keyword::TOP),
-            ("WITH", Keyword::WITH),
-            ("LIKE", Keyword::LIKE),
-            ("GLOB", Keyword::GLOB),
-        ];
-        NAMED
-            .iter()
-            .find(|(name, _)| word.eq_ignore_ascii_case(name))
-            .map_or(Kw::Plain, |(_, k)| Kw::of(*k))
+        ALL_KEYWORDS
+            .binary_search_by(|k| {
+                k.bytes()
+                    .map(|c| c.to_ascii_uppercase())
+                    .cmp(word.bytes().map(|c| c.to_ascii_uppercase()))
+            })
+            .ok()
+            .and_then(|i| ALL_KEYWORDS_INDEX.get(i))
+            .map_or(Kw::Plain, |k| Kw::of(*k))
     }
 }
 
