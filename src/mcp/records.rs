@@ -26,7 +26,7 @@ use crate::oauth::page::{html, layout, layout_wide};
 use crate::oauth::viewer;
 use crate::state::Scope;
 use crate::tools::search::record_url;
-use crate::tools::{ToolError, ToolOutput};
+use crate::tools::{ToolError, fetch};
 
 pub async fn record(
     State(ctx): State<ScopeCtx>,
@@ -52,17 +52,11 @@ pub async fn record(
         return StatusCode::NOT_FOUND.into_response();
     };
     let started = Instant::now();
-    let outcome = crate::tools::fetch::document(&ctx.scope, id)
-        .await
-        .and_then(|doc| {
-            // The JSON is written only for a program: a page is rendered from the document.
-            let json = if page {
-                None
-            } else {
-                Some(ToolOutput::sized(&doc, 1, 2048)?)
-            };
-            Ok((doc, json))
-        });
+    // The JSON is written only for a program: a page is rendered from the document.
+    let outcome = fetch::document(&ctx.scope, id).await.and_then(|doc| {
+        let json = (!page).then(|| fetch::output(&doc)).transpose()?;
+        Ok((doc, json))
+    });
     dispatch::record_call(
         &ctx.scope,
         "fetch",

@@ -20,7 +20,12 @@ use crate::state::Scope;
 const CHILDREN_PER_FK: usize = 5;
 
 pub async fn fetch(scope: &Scope, id: &str) -> Result<ToolOutput, ToolError> {
-    ToolOutput::sized(&document(scope, id).await?, 1, 2048)
+    output(&document(scope, id).await?)
+}
+
+/// A [`document`] as `fetch`'s tool output (one record).
+pub fn output(doc: &Map<String, Value>) -> Result<ToolOutput, ToolError> {
+    ToolOutput::sized(doc, 1, 2048)
 }
 
 /// The record behind `id`, as `fetch` returns it: `id`, `title`, `text`, `url`, `metadata`.
