@@ -53,6 +53,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::sync::LazyLock;
 
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
 use sqlparser::keywords::{ALL_KEYWORDS, ALL_KEYWORDS_INDEX, Keyword};
@@ -284,18 +285,22 @@ impl Kw {
         }
     }
 
-    /// The same for a plain (unquoted ASCII) word: its keyword looked up in sqlparser's own
-    /// table, as its tokenizer does, but without an upper-cased copy of the word.
+    /// The same for a plain (unquoted ASCII) word, as sqlparser's tokenizer would classify
+    /// it: the keywords the rules act on are taken once from sqlparser's own keyword table,
+    /// so a word is compared with those few names only, and without an upper-cased copy.
     fn named(word: &str) -> Self {
-        ALL_KEYWORDS
-            .binary_search_by(|k| {
-                k.bytes()
-                    .map(|c| c.to_ascii_uppercase())
-                    .cmp(word.bytes().map(|c| c.to_ascii_uppercase()))
-            })
-            .ok()
-            .and_then(|i| ALL_KEYWORDS_INDEX.get(i))
-            .map_or(Kw::Plain, |k| Kw::of(*k))
+        static ACTED_ON: LazyLock<Vec<(&str, Kw)>> = LazyLock::new(|| {
+            ALL_KEYWORDS
+                .iter()
+                .zip(ALL_KEYWORDS_INDEX)
+                .map(|(name, k)| (*name, Kw::of(*k)))
+                .filter(|(_, kw)| *kw != Kw::Plain)
+                .collect()
+        });
+        ACTED_ON
+            .iter()
+            .find(|(name, _)| word.eq_ignore_ascii_case(name))
+            .map_or(Kw::Plain, |(_, kw)| *kw)
     }
 }
 
