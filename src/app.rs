@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
@@ -21,8 +20,6 @@ use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, ConfigError, DatabaseKind};
 use crate::db::DynBackend;
@@ -115,65 +112,27 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
 pub fn router(state: &AppState) -> Router {
     let edge = state.edge().clone();
     // One stack, outermost first; each request passes these top to bottom.
+    // One stack, outermost first; each request passes these top to bottom.
     let stack = ServiceBuilder::new()
-        // A request id first, so every log line of the request (including refusals below)
-        // carries it, and the trace span around everything that follows.
-        .layer(SetRequestIdLayer::x_request_id(crate::ops::request_id::RequestIds::new()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
-        }))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // Counts every request (refusals below included), decides the client IP once, refuses
-        // addresses the allowlists do not admit before they cost anything (not even a bucket
-        // entry), and adds the security headers to every response on the way back.
-        .layer(from_fn_with_state(state.clone(), front))
+        // The request id, the trace span, the request count, the client IP and the allowlist
+        // on the way in; the security headers and the request id on the way out (see
+        // `edge::stack::Front`). Refusals below are counted and get the headers too.
+        .layer(edge::stack::FrontLayer::new(state.clone()))
         // Per-IP bucket, then the stricter bucket on OAuth endpoints.
         .layer(edge.rate_limits.per_ip_layer())
         .layer(edge.rate_limits.oauth_layer())
         // Innermost: SSE stream caps, 413 for bodies over the limit before any handler buffers
         // them, and a bound on the time to a response head (never on an SSE stream's body).
-        .layer(from_fn_with_state(edge, edge::limits::admit));
+        .layer(edge::stack::AdmitLayer::new(edge));
     Router::new()
         .merge(crate::ops::routes(state))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
-        // Hands the matched route template out to `front`'s count (set only inside the router).
-        .route_layer(axum::middleware::from_fn(crate::ops::metrics::mark_route))
+        // Hands the matched route template out to `Front`'s count (set only inside the router).
+        .route_layer(crate::ops::metrics::MarkRouteLayer)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
         .layer(stack)
-}
-
-/// Middleware, the outermost of the edge's own on the main listener: per request, in this
-/// order,
-///
-/// 1. starts counting it for `http_requests_total` and the duration histogram (refusals
-///    below included, by route template, method and status);
-/// 2. decides the client IP, once ([`edge::client_ip`]); everything below reads it from
-///    the request's extensions;
-/// 3. refuses (403) an address the allowlists do not admit ([`edge::allowlist`]), before it
-///    costs anything else, not even a rate-limit bucket entry;
-/// 4. on the way back, adds the security headers ([`edge::headers`]) to every response,
-///    refusals from any layer below included, with HSTS when the request arrived over https.
-pub async fn front(
-    axum::extract::State(app): axum::extract::State<AppState>,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let tracking = crate::ops::metrics::Tracking::start(&req);
-    let edge = app.edge();
-    edge::client_ip::decide_in(edge, &mut req);
-    let hsts = edge
-        .hsts
-        .for_request(req.extensions().get::<edge::client_ip::ClientIp>())
-        .cloned();
-    let mut resp = match edge::allowlist::refusal(edge, &req) {
-        Some(refused) => refused,
-        None => next.run(req).await,
-    };
-    edge::headers::apply(resp.headers_mut(), hsts);
-    tracking.finish(&app, &resp, crate::ops::metrics::UNMATCHED);
-    resp
 }
 
 /// The plain-HTTP listener (`tls.http_redirect_listen`): the redirect to the public URL and,
@@ -183,18 +142,11 @@ pub async fn front(
 pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>) -> Router {
     let edge = state.edge().clone();
     let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(crate::ops::request_id::RequestIds::new()))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            tracing::info_span!("plain_http", method = %req.method(), path = %req.uri().path(), request_id = request_id(req))
-        }))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // Counted like the main listener's requests: the challenge route by its template, the
-        // rest (redirects, refusals) as `plain-http`.
-        .layer(from_fn_with_state(state.clone(), crate::ops::metrics::track_plain))
-        // Decided once, as on the main listener (trusted proxies included).
-        .layer(from_fn_with_state(edge.clone(), edge::client_ip::decide))
-        // The fixed security headers, on refusals too; never HSTS over plain HTTP.
-        .layer(axum::middleware::from_fn(edge::headers::add_fixed))
+        // As on the main listener: the request id, the trace span (`plain_http`), the count
+        // (the challenge route by its template, the rest, redirects and refusals, as
+        // `plain-http`), the client IP (trusted proxies included) and the fixed security
+        // headers, on refusals too; never HSTS over plain HTTP.
+        .layer(edge::stack::FrontLayer::plain_http(state.clone()))
         // The same per-IP bucket as the main listener: one address has one budget, whichever
         // port it uses. Before the allowlist here, because the allowlist wraps only the
         // redirect (below); the CA's requests are counted like anyone's.
@@ -211,8 +163,7 @@ pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>
         .layer(from_fn_with_state(edge, edge::allowlist::enforce));
     let routes = match http01 {
         Some(responder) => redirect.merge(
-            edge::tls::http01_routes(responder)
-                .route_layer(axum::middleware::from_fn(crate::ops::metrics::mark_route)),
+            edge::tls::http01_routes(responder).route_layer(crate::ops::metrics::MarkRouteLayer),
         ),
         None => redirect,
     };
@@ -243,14 +194,6 @@ fn edge_server(
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     Ok(server)
-}
-
-/// The request id set by `SetRequestIdLayer` (or kept from the client), for the trace span.
-fn request_id(req: &Request) -> &str {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -773,7 +773,7 @@ async fn the_binary_logs_json_with_request_ids_and_notifies_systemd() {
         .args(["serve", "--config"])
         .arg(&config_path)
         .env("NOTIFY_SOCKET", &notify_path)
-        .env("RUST_LOG", "info,tower_http=debug")
+        .env("RUST_LOG", "info,mssql_mcp::request=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -9,12 +9,9 @@
 //! from a trusted proxy); it decides HSTS and nothing else (see [`super::headers`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 
 use super::EdgeState;
 use super::allowlist::IpSet;
@@ -104,13 +101,6 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .ok()
         .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
         .map(canonical)
-}
-
-/// Middleware for the plain-HTTP listener: [`decide_in`] (the main listener's `app::front`
-/// does the same).
-pub async fn decide(State(edge): State<Arc<EdgeState>>, mut req: Request, next: Next) -> Response {
-    decide_in(&edge, &mut req);
-    next.run(req).await
 }
 
 /// Stores the request's [`ClientIp`] in its extensions, where everything after reads it.

@@ -6,10 +6,7 @@
 //! The seed guide also sent `X-XSS-Protection: 1; mode=block`; browsers removed that filter and
 //! the header can itself open cross-site leaks, so this sends `0` (the current OWASP advice).
 
-use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::Response;
 
 use super::client_ip::ClientIp;
 use super::config::TlsMode;
@@ -91,14 +88,6 @@ pub fn apply(h: &mut HeaderMap, hsts: Option<HeaderValue>) {
     {
         h.insert(header::STRICT_TRANSPORT_SECURITY, v);
     }
-}
-
-/// Middleware for the plain-HTTP listener: the fixed headers only. Never HSTS there, whatever
-/// the TLS mode: it arrived over plain HTTP, where browsers ignore it (RFC 6797 §7.2).
-pub async fn add_fixed(req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
-    insert_fixed(resp.headers_mut());
-    resp
 }
 
 fn insert_fixed(h: &mut HeaderMap) {

@@ -315,7 +315,7 @@ pub fn opens_stream(req: &Request) -> bool {
             .is_some_and(|v| v.contains("text/event-stream"))
 }
 
-/// Middleware, the innermost of the edge: per request, in this order,
+/// The innermost of the edge's checks ([`super::stack::Admit`]): per request, in this order,
 ///
 /// 1. the SSE stream caps: a request that opens a long-lived stream takes a slot per client IP
 ///    (429 when the address has too many) and one overall (503), held until its response body
@@ -327,24 +327,27 @@ pub fn opens_stream(req: &Request) -> bool {
 ///    `limits.request_timeout_secs`. Streams are not timed: their head comes at once and their
 ///    body may last for hours.
 ///
-/// One layer rather than three: each `from_fn` layer costs a boxed future and a clone of the
-/// service below it on every request.
-pub async fn admit(State(edge): State<Arc<EdgeState>>, req: Request, next: Next) -> Response {
+/// `next` runs the rest of the stack.
+pub async fn admit<F, Fut>(edge: &Arc<EdgeState>, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let slot = if opens_stream(&req) {
-        match take_stream_slot(&edge, ClientIp::of(&req)) {
+        match take_stream_slot(edge, ClientIp::of(&req)) {
             Ok(slot) => Some(slot),
-            Err(status) => return too_many_streams(&edge, status),
+            Err(status) => return too_many_streams(edge, status),
         }
     } else {
         None
     };
-    let req = match limit_body(&edge, req) {
+    let req = match limit_body(edge, req) {
         Ok(req) => req,
         Err(max) => return too_large(max),
     };
     match slot {
-        Some(slot) => hold_until_body_ends(next.run(req).await, slot),
-        None => match tokio::time::timeout(edge.request_timeout, next.run(req)).await {
+        Some(slot) => hold_until_body_ends(next(req).await, slot),
+        None => match tokio::time::timeout(edge.request_timeout, next(req)).await {
             Ok(resp) => resp,
             Err(_) => {
                 edge.counters.timed_out.inc();

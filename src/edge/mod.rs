@@ -12,13 +12,16 @@
 //!   every response.
 //! - [`config`]: `[tls]`, `[access]`, `[limits]` and their validation.
 //!
+//! - [`stack`]: the main listener's own middleware as two tower services, [`stack::Front`]
+//!   and [`stack::Admit`], around the rate limits.
+//!
 //! `app.rs` stacks the middleware in one `ServiceBuilder` per listener (the plain-HTTP one gets
 //! a smaller stack over the same connection handling); [`EdgeState`] is what they share. The
 //! checks are plain functions ([`client_ip::decide_in`], [`allowlist::refusal`],
-//! [`headers::apply`]) so that the main listener can run the ones that need no bucket as two
-//! layers around the rate limits, `app::front` outside and [`limits::admit`] inside, rather
-//! than one layer each: every `from_fn` layer costs a boxed future and a clone of the service
-//! below it on every request.
+//! [`headers::apply`], [`limits::admit`]). On the main listener, the checks that need no
+//! bucket run in two services around the rate limits, [`stack::Front`] outside and
+//! [`stack::Admit`] inside, rather than in a layer each (see [`stack`] for what the layers
+//! cost).
 
 pub mod allowlist;
 pub mod client_ip;
@@ -26,6 +29,7 @@ pub mod config;
 pub mod headers;
 pub mod limits;
 pub mod rate_limit;
+pub mod stack;
 pub mod tls;
 
 use std::sync::Arc;

@@ -13,7 +13,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -475,28 +474,75 @@ impl Default for Metrics {
 #[derive(Clone)]
 struct Route(MatchedPath);
 
-/// Route layer: copies the route template into the response for [`Tracking`].
-pub async fn mark_route(req: Request, next: Next) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let mut resp = next.run(req).await;
-    if let Some(m) = matched {
-        resp.extensions_mut().insert(Route(m));
+/// Route layer ([`MarkRoute`]): copies the route template into the response for
+/// [`Tracking`]. A service of its own rather than `from_fn`, which would box its future and
+/// a clone of the route on every request.
+#[derive(Clone, Copy, Default)]
+pub struct MarkRouteLayer;
+
+impl<S> tower::Layer<S> for MarkRouteLayer {
+    type Service = MarkRoute<S>;
+    fn layer(&self, inner: S) -> MarkRoute<S> {
+        MarkRoute { inner }
     }
-    resp
 }
 
-/// Middleware for the plain-HTTP listener: counts its requests like the main listener's (see
-/// [`Tracking`]); what no route there matched was redirected (or refused on the way), so it is
-/// counted under [`PLAIN_HTTP`] rather than as unmatched.
-pub async fn track_plain(
-    axum::extract::State(app): axum::extract::State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let tracking = Tracking::start(&req);
-    let resp = next.run(req).await;
-    tracking.finish(&app, &resp, PLAIN_HTTP);
-    resp
+/// See [`MarkRouteLayer`].
+#[derive(Clone)]
+pub struct MarkRoute<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for MarkRoute<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Marked<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned().map(Route);
+        Marked {
+            inner: self.inner.call(req),
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`MarkRoute`]'s future: the route's, with the template added to its response.
+    pub struct Marked<F> {
+        #[pin]
+        inner: F,
+        route: Option<Route>,
+    }
+}
+
+impl<F, E> std::future::Future for Marked<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(route) = this.route.take() {
+            resp.extensions_mut().insert(route);
+        }
+        std::task::Poll::Ready(Ok(resp))
+    }
 }
 
 /// One request being counted: by route template, method and status, with the time to the
@@ -525,7 +571,7 @@ impl Tracking {
         }
     }
 
-    /// Records `resp` under its route template ([`mark_route`]), or `unmatched` when no route
+    /// Records `resp` under its route template ([`MarkRoute`]), or `unmatched` when no route
     /// matched.
     pub fn finish(self, app: &AppState, resp: &Response, unmatched: &'static str) {
         let route = resp
