@@ -15,13 +15,14 @@ pub mod sse;
 pub mod streamable;
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::future::{Either, Ready, ready};
 use serde_json::Value;
 
 use crate::state::{AppState, Scope};
@@ -71,10 +72,7 @@ pub fn routes(app: &AppState) -> Router {
             .with_state(ctx);
         router = router.merge(scoped);
     }
-    router.layer(middleware::from_fn_with_state(
-        app.clone(),
-        check_host_and_origin,
-    ))
+    router.layer(HostOriginLayer { app: app.clone() })
 }
 
 /// A JSON-RPC error as an HTTP response (with the error's own status).
@@ -96,13 +94,54 @@ pub fn json_body(status: StatusCode, body: crate::json::Json) -> Response {
 }
 
 /// Refuses requests addressed to another host (see [`request_authority`]) or whose `Origin` is
-/// not allowed (403).
-async fn check_host_and_origin(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    if let Err(msg) = host_and_origin_ok(&app, request_authority(&req), req.headers()) {
-        let err = RpcError::invalid_request(msg).with_status(StatusCode::FORBIDDEN);
-        return rpc_error_response(None, &err);
+/// not allowed (403), in front of every MCP route.
+///
+/// A service of its own rather than `from_fn`: the check needs nothing from the route's
+/// answer, so the future is the route's own or a ready refusal, with no box and no clone of the
+/// route per request.
+#[derive(Clone)]
+struct HostOriginLayer {
+    app: AppState,
+}
+
+impl<S> tower::Layer<S> for HostOriginLayer {
+    type Service = HostOrigin<S>;
+    fn layer(&self, inner: S) -> HostOrigin<S> {
+        HostOrigin {
+            inner,
+            app: self.app.clone(),
+        }
     }
-    next.run(req).await
+}
+
+/// See [`HostOriginLayer`].
+#[derive(Clone)]
+struct HostOrigin<S> {
+    inner: S,
+    app: AppState,
+}
+
+impl<S> tower::Service<Request> for HostOrigin<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match host_and_origin_ok(&self.app, request_authority(&req), req.headers()) {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(msg) => {
+                let err = RpcError::invalid_request(msg).with_status(StatusCode::FORBIDDEN);
+                Either::Left(ready(Ok(rpc_error_response(None, &err))))
+            }
+        }
+    }
 }
 
 /// The host (and port) a request is addressed to: the request target's authority when it has
