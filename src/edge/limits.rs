@@ -327,27 +327,36 @@ pub fn opens_stream(req: &Request) -> bool {
 ///    `limits.request_timeout_secs`. Streams are not timed: their head comes at once and their
 ///    body may last for hours.
 ///
-/// `next` runs the rest of the stack.
-pub async fn admit<F, Fut>(edge: &Arc<EdgeState>, req: Request, next: F) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = Response>,
-{
+/// This function makes checks 1 and 2 before the request moves on: the request to pass on
+/// (its body limited) and the stream slot it took, or the refusal. [`answer`] makes check 3.
+pub fn admit(
+    edge: &Arc<EdgeState>,
+    req: Request,
+) -> Result<(Request, Option<StreamSlot>), Response> {
     let slot = if opens_stream(&req) {
         match take_stream_slot(edge, ClientIp::of(&req)) {
             Ok(slot) => Some(slot),
-            Err(status) => return too_many_streams(edge, status),
+            Err(status) => return Err(too_many_streams(edge, status)),
         }
     } else {
         None
     };
-    let req = match limit_body(edge, req) {
-        Ok(req) => req,
-        Err(max) => return too_large(max),
-    };
+    match limit_body(edge, req) {
+        Ok(req) => Ok((req, slot)),
+        Err(max) => Err(too_large(max)),
+    }
+}
+
+/// The response to a request [`admit`] let through, from `served` (the rest of the stack):
+/// a stream's response with a body that holds `slot`, anything else within the request
+/// timeout or a 503.
+pub async fn answer<F>(edge: &EdgeState, slot: Option<StreamSlot>, served: F) -> Response
+where
+    F: Future<Output = Response>,
+{
     match slot {
-        Some(slot) => hold_until_body_ends(next(req).await, slot),
-        None => match tokio::time::timeout(edge.request_timeout, next(req)).await {
+        Some(slot) => hold_until_body_ends(served.await, slot),
+        None => match tokio::time::timeout(edge.request_timeout, served).await {
             Ok(resp) => resp,
             Err(_) => {
                 edge.counters.timed_out.inc();

@@ -11,18 +11,17 @@
 //! Buckets are keyed by the [`ClientIp`] decided earlier, so one flooding address drains only
 //! its own bucket. Idle keys are dropped by [`RateLimits::sweep`], run by an owned task.
 
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use governor::middleware::NoOpMiddleware;
-use tower::{Layer, Service, ServiceExt};
+use futures::future::Either;
+use tower::{Layer, Service};
 use tower_governor::governor::{Governor, GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::{GovernorError, GovernorLayer};
@@ -36,8 +35,13 @@ pub const OAUTH_ENDPOINTS: [&str; 4] = ["register", "authorize", "token", "sign-
 
 /// Whether `path` is an OAuth endpoint: `/token` or `/{scope}/token` (and the others).
 pub fn is_oauth_path(path: &str) -> bool {
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    matches!(segs.len(), 1 | 2) && segs.last().is_some_and(|s| OAUTH_ENDPOINTS.contains(s))
+    let mut segs = path.trim_end_matches('/').split('/').skip(1);
+    let (first, second) = (segs.next(), segs.next());
+    let last = match (first, second, segs.next()) {
+        (Some(last), None, _) | (Some(_), Some(last), None) => last,
+        _ => return false,
+    };
+    OAUTH_ENDPOINTS.contains(&last)
 }
 
 /// Keys requests by the [`ClientIp`] in their extensions.
@@ -253,28 +257,28 @@ pub struct OAuthBucket<S> {
     limited: Governor<ClientIpKey, NoOpMiddleware, S, Body>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S> Service<Request<Body>> for OAuthBucket<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+    type Future = Either<
+        S::Future,
+        <Governor<ClientIpKey, NoOpMiddleware, S, Body> as Service<Request<Body>>>::Future,
+    >;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is checked on the clone that handles the request (`oneshot`).
-        Poll::Ready(Ok(()))
+    /// Ready when both paths are: either may take the request.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.plain.poll_ready(cx))?;
+        self.limited.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         if is_oauth_path(req.uri().path()) {
-            Box::pin(self.limited.clone().oneshot(req))
+            Either::Right(self.limited.call(req))
         } else {
-            Box::pin(self.plain.clone().oneshot(req))
+            Either::Left(self.plain.call(req))
         }
     }
 }
@@ -294,7 +298,7 @@ mod tests {
         ] {
             assert!(is_oauth_path(p), "{p}");
         }
-        for p in ["/chatgpt/mcp", "/health", "/a/b/token", "/tokens", "/"] {
+        for p in ["/chatgpt/mcp", "/health", "/a/b/token", "/tokens", "/", "", "//", "/a//token"] {
             assert!(!is_oauth_path(p), "{p}");
         }
     }

@@ -10,14 +10,15 @@
 //! services instead of the five layers, the server spends about 7% less (`benches/README.md`,
 //! session 8).
 //!
-//! Each service costs one boxed future and one clone of the service below it per request. The clone is tower's usual `mem::replace`: the service that was polled ready
-//! serves the request, and its clone waits for the next one. The checks themselves stay plain
-//! functions in their own modules:
+//! Each service makes its checks and calls the service below it (which was polled ready) in
+//! `call`, and returns one boxed future that only waits for the answer: no clone of the stack
+//! below, no second future around it. The checks themselves stay plain functions in their own
+//! modules:
 //!
 //! - [`super::client_ip::decide_in`];
 //! - [`super::allowlist::refusal`];
 //! - [`super::headers::apply`];
-//! - [`super::limits::admit`];
+//! - [`super::limits::admit`] and [`super::limits::answer`];
 //! - `ops::metrics::Tracking`.
 
 use std::convert::Infallible;
@@ -25,7 +26,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::header::HeaderName;
@@ -43,6 +43,9 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> +
 
 /// The request id header, read from the request and copied to the response.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The log target of the start and end of each request.
+const REQUEST_LOG: &str = "mssql_mcp::request";
 
 /// Which listener a [`Front`] serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -124,7 +127,7 @@ pub struct Front<S> {
 
 impl<S> Service<Request> for Front<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -136,8 +139,6 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> BoxFuture {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) => v.clone(),
             None => {
@@ -148,23 +149,20 @@ where
         };
         let (method, path) = (req.method(), req.uri().path());
         let request_id = id.to_str().unwrap_or("-");
-        let listener = self.listener;
-        let span = match listener {
-            Listener::Main => {
-                tracing::info_span!("request", %method, path, request_id)
-            }
-            Listener::PlainHttp => {
-                tracing::info_span!("plain_http", %method, path, request_id)
-            }
+        let main = self.listener == Listener::Main;
+        let span = if main {
+            tracing::info_span!("request", %method, path, request_id)
+        } else {
+            tracing::info_span!("plain_http", %method, path, request_id)
         };
-        let app = self.app.clone();
-        let served = async move {
-            tracing::debug!(target: "mssql_mcp::request", "started processing request");
-            let started = Instant::now();
-            let tracking = Tracking::start(&req);
-            let edge = app.edge();
+        let tracking = Tracking::start(&req);
+        // The checks, and the call to the service below (which was polled ready), happen now;
+        // the future only waits for the answer.
+        let (hsts, outcome) = {
+            let _entered = span.enter();
+            tracing::debug!(target: REQUEST_LOG, "started processing request");
+            let edge = self.app.edge();
             super::client_ip::decide_in(edge, &mut req);
-            let main = listener == Listener::Main;
             let hsts = main
                 .then(|| {
                     let client = req.extensions().get::<super::client_ip::ClientIp>();
@@ -174,9 +172,17 @@ where
             let refused = main
                 .then(|| super::allowlist::refusal(edge, &req))
                 .flatten();
-            let mut resp = match refused {
-                Some(refused) => refused,
-                None => match inner.call(req).await {
+            let outcome = match refused {
+                Some(refused) => Err(refused),
+                None => Ok(self.inner.call(req)),
+            };
+            (hsts, outcome)
+        };
+        let app = self.app.clone();
+        let answered = async move {
+            let mut resp = match outcome {
+                Err(refused) => refused,
+                Ok(served) => match served.await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 },
@@ -185,18 +191,17 @@ where
             if !resp.headers().contains_key(&X_REQUEST_ID) {
                 resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
             }
-            let unmatched = if main { UNMATCHED } else { PLAIN_HTTP };
-            tracking.finish(&app, &resp, unmatched);
             let status = resp.status().as_u16();
-            let latency_ms = started.elapsed().as_millis() as u64;
+            let latency_ms = tracking.elapsed().as_millis() as u64;
+            tracking.finish(&app, &resp, if main { UNMATCHED } else { PLAIN_HTTP });
             if resp.status().is_server_error() {
-                tracing::error!(target: "mssql_mcp::request", status, latency_ms, "response failed");
+                tracing::error!(target: REQUEST_LOG, status, latency_ms, "response failed");
             } else {
-                tracing::debug!(target: "mssql_mcp::request", status, latency_ms, "finished processing request");
+                tracing::debug!(target: REQUEST_LOG, status, latency_ms, "finished processing request");
             }
             Ok(resp)
         };
-        Box::pin(served.instrument(span))
+        Box::pin(answered.instrument(span))
     }
 }
 
@@ -232,7 +237,7 @@ pub struct Admit<S> {
 
 impl<S> Service<Request> for Admit<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Response = Response, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -244,17 +249,20 @@ where
     }
 
     fn call(&mut self, req: Request) -> BoxFuture {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (req, slot) = match super::limits::admit(&self.edge, req) {
+            Ok(admitted) => admitted,
+            Err(refused) => return Box::pin(std::future::ready(Ok(refused))),
+        };
+        let served = self.inner.call(req);
         let edge = self.edge.clone();
         Box::pin(async move {
-            let next = |req| async move {
-                match inner.call(req).await {
+            let served = async move {
+                match served.await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 }
             };
-            Ok(super::limits::admit(&edge, req, next).await)
+            Ok(super::limits::answer(&edge, slot, served).await)
         })
     }
 }

@@ -571,6 +571,11 @@ impl Tracking {
         }
     }
 
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// Records `resp` under its route template ([`MarkRoute`]), or `unmatched` when no route
     /// matched.
     pub fn finish(self, app: &AppState, resp: &Response, unmatched: &'static str) {
