@@ -12,7 +12,8 @@
 //! - [`config`]: strict TOML configuration, validated before any port is bound.
 //! - [`demo`]: the no-setup demo: generates the embedded database and its two-scope config.
 //! - [`json`]: JSON text we wrote ourselves; tool results and responses assembled from it.
-//! - [`edge`]: TLS (ACME/files/off), client IP, allowlists, rate limits, timeouts, headers.
+//! - [`edge`]: TLS (ACME/files/off), client IP, allowlists, rate limits, timeouts, headers, and the
+//!   two tower services that run them on every request (`edge::stack`).
 //! - [`state`]: [`state::AppState`] and the per-scope [`state::Scope`].
 //! - [`app`]: builds backends and scopes, the router, and runs the server.
 //! - [`mcp`]: protocol revisions, sessions, transports, dispatch, record pages.
