@@ -19,8 +19,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
-use governor::middleware::NoOpMiddleware;
 use futures::future::Either;
+use governor::middleware::NoOpMiddleware;
 use tower::{Layer, Service};
 use tower_governor::governor::{Governor, GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
@@ -298,7 +298,16 @@ mod tests {
         ] {
             assert!(is_oauth_path(p), "{p}");
         }
-        for p in ["/chatgpt/mcp", "/health", "/a/b/token", "/tokens", "/", "", "//", "/a//token"] {
+        for p in [
+            "/chatgpt/mcp",
+            "/health",
+            "/a/b/token",
+            "/tokens",
+            "/",
+            "",
+            "//",
+            "/a//token",
+        ] {
             assert!(!is_oauth_path(p), "{p}");
         }
     }
