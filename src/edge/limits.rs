@@ -328,22 +328,23 @@ pub fn opens_stream(req: &Request) -> bool {
 ///    body may last for hours.
 ///
 /// This function makes checks 1 and 2 before the request moves on: the request to pass on
-/// (its body limited) and the stream slot it took, or the refusal. [`answer`] makes check 3.
+/// (its body limited) and the stream slot it took, or the refusal (boxed: refusals are rare
+/// and a `Response` is large). [`answer`] makes check 3.
 pub fn admit(
     edge: &Arc<EdgeState>,
     req: Request,
-) -> Result<(Request, Option<StreamSlot>), Response> {
+) -> Result<(Request, Option<StreamSlot>), Box<Response>> {
     let slot = if opens_stream(&req) {
         match take_stream_slot(edge, ClientIp::of(&req)) {
             Ok(slot) => Some(slot),
-            Err(status) => return Err(too_many_streams(edge, status)),
+            Err(status) => return Err(Box::new(too_many_streams(edge, status))),
         }
     } else {
         None
     };
     match limit_body(edge, req) {
         Ok(req) => Ok((req, slot)),
-        Err(max) => Err(too_large(max)),
+        Err(max) => Err(Box::new(too_large(max))),
     }
 }
 

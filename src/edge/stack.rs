@@ -251,7 +251,7 @@ where
     fn call(&mut self, req: Request) -> BoxFuture {
         let (req, slot) = match super::limits::admit(&self.edge, req) {
             Ok(admitted) => admitted,
-            Err(refused) => return Box::pin(std::future::ready(Ok(refused))),
+            Err(refused) => return Box::pin(std::future::ready(Ok(*refused))),
         };
         let served = self.inner.call(req);
         let edge = self.edge.clone();
