@@ -182,10 +182,10 @@ where
         let answered = async move {
             let mut resp = match outcome {
                 Err(refused) => refused,
-                Ok(served) => match served.await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                },
+                Ok(served) => {
+                    let Ok(resp) = served.await;
+                    resp
+                }
             };
             super::headers::apply(resp.headers_mut(), hsts);
             if !resp.headers().contains_key(&X_REQUEST_ID) {
@@ -257,10 +257,8 @@ where
         let edge = self.edge.clone();
         Box::pin(async move {
             let served = async move {
-                match served.await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                }
+                let Ok(resp) = served.await;
+                resp
             };
             Ok(super::limits::answer(&edge, slot, served).await)
         })
