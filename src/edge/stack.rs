@@ -191,9 +191,8 @@ where
             if !resp.headers().contains_key(&X_REQUEST_ID) {
                 resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
             }
-            let status = resp.status().as_u16();
-            let latency_ms = tracking.elapsed().as_millis() as u64;
-            tracking.finish(&app, &resp, if main { UNMATCHED } else { PLAIN_HTTP });
+            let took = tracking.finish(&app, &resp, if main { UNMATCHED } else { PLAIN_HTTP });
+            let (status, latency_ms) = (resp.status().as_u16(), took.as_millis() as u64);
             if resp.status().is_server_error() {
                 tracing::error!(target: REQUEST_LOG, status, latency_ms, "response failed");
             } else {

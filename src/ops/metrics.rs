@@ -10,7 +10,7 @@
 //! counted twice.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
@@ -571,24 +571,22 @@ impl Tracking {
         }
     }
 
-    /// Time since the request arrived.
-    pub fn elapsed(&self) -> std::time::Duration {
-        self.started.elapsed()
-    }
-
     /// Records `resp` under its route template ([`MarkRoute`]), or `unmatched` when no route
     /// matched.
-    pub fn finish(self, app: &AppState, resp: &Response, unmatched: &'static str) {
+    /// Returns the time it recorded, for the request's log line.
+    pub fn finish(self, app: &AppState, resp: &Response, unmatched: &'static str) -> Duration {
         let route = resp
             .extensions()
             .get::<Route>()
             .map(|r| r.0.as_str())
             .unwrap_or(unmatched);
+        let took = self.started.elapsed();
         app.ops().metrics.http(
             route,
             self.method,
             resp.status().as_str(),
-            self.started.elapsed().as_secs_f64(),
+            took.as_secs_f64(),
         );
+        took
     }
 }
