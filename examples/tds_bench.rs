@@ -1,19 +1,22 @@
 //! Throughput through the server against a TDS peer, beside a plain tiberius client issuing
-//! the same SQL on the same peer in the same run, and the plain client sending what the server
+//! the same SQL on the same peer in the same run; the plain client sending what the server
 //! sends for that SQL (the read-only batch), which tells the peer's share of the difference
-//! from our process's share.
+//! from our process's share; and that batch behind a bare HTTP server, the floor of any HTTP
+//! front on this machine.
 //!
 //! ```sh
-//! cargo run --release --example tds_bench -- [--secs 5] [--warmup 1] [--rounds 2]
+//! cargo run --release --example tds_bench -- [--secs 5] [--warmup 1] [--rounds 2] [--conc 1,4,32]
 //! ```
 //!
 //! Starts `pysqlbridge` (found like the tests find it: `$PYSQLBRIDGE_PYTHON` or
 //! `.ci/venv/bin/python`) on a free loopback port with a generated dataset, and the real server
 //! in this process (`app::build_state` + `app::run` on `127.0.0.1:0`, `pool_size = 4`). Then,
-//! for each workload and each concurrency (1 and 4), it runs three arms for `--secs` seconds
-//! each (after `--warmup` seconds of the same load), rotating which goes first over `--rounds`
-//! rounds, and prints a markdown table: the ratios of the totals, and the median (and range)
-//! of the per-round ratios, each pairing runs of the same round.
+//! for each workload and each concurrency (`--conc`, by default 1, 4 and 32: the issue's
+//! workloads are W1 at 1 and 32 connections and W2 at 32, and 4 is the pool's size), it runs
+//! four arms for `--secs` seconds each (after `--warmup` seconds of the same load), rotating
+//! which goes first over `--rounds` rounds, and prints a markdown table: the ratios of the
+//! totals, and the median (and range) of the per-round ratios, each pairing runs of the same
+//! round.
 //!
 //! - **W1**: point lookup by key, `SELECT Id, Name, Email, City FROM Customers WHERE Id = N`.
 //! - **W2**: a 100-row result, `SELECT TOP 100 Id, CustomerId, ProductId, Quantity, Status,
@@ -28,10 +31,13 @@
 //! same SQL text on one connection per worker, rows collected, nothing else. Plain + read-only
 //! batch: connections of their own, set up once with the server's session settings and row
 //! cap (`mssql::session_setup`, `SET ROWCOUNT`), each query sent as the server sends it
-//! (`mssql::adhoc_batch`: `BEGIN TRANSACTION; <sql> ;ROLLBACK TRANSACTION;`). Server minus
-//! this arm is what our process adds; this arm minus plain is what the required transaction
-//! wrapper costs the peer. Every response is checked (status, no JSON-RPC error, no
-//! `isError`, the row count); any failure stops the run.
+//! (`mssql::adhoc_batch`: `BEGIN TRANSACTION; <sql> ;ROLLBACK TRANSACTION;`). Bare HTTP hop
+//! ([`start_hop`]): the same load generator posting the SQL to a hyper HTTP/1.1 server with
+//! no routing, middleware, JSON, guard, audit or metrics, which runs the batch on one of four
+//! connections set up like the server's and answers with the row count. Server minus batch is
+//! what our process adds; hop minus batch is what any HTTP front adds; batch minus plain is
+//! what the required transaction wrapper costs the peer. Every response is checked (status,
+//! no JSON-RPC error, no `isError`, the row count); any failure stops the run.
 //!
 //! The peer is the bottleneck on purpose: the question is whether the server adds one. Its
 //! accept backlog is 5, so connections are opened one at a time and the pool is small.
@@ -105,23 +111,27 @@ impl Workload {
     }
 }
 
+/// The four arms; the discriminant indexes per-arm arrays.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Side {
     /// The bare statement on a plain tiberius connection.
-    Plain,
-    /// `execute_sql` through the server.
-    Server,
+    Plain = 0,
     /// The plain client sending what the server sends the peer for one `execute_sql` (see
     /// [`batch_client`] and [`run_plain`]).
-    Batch,
+    Batch = 1,
+    /// The same batch behind the thinnest HTTP server we could write (see [`start_hop`]): what
+    /// any HTTP front costs before it does anything of its own.
+    Hop = 2,
+    /// `execute_sql` through the server.
+    Server = 3,
 }
 
 impl Side {
     /// The arms in the order round `round` runs them: rotated, so that no arm always runs
     /// first (or last) after a change of workload.
-    fn order(round: u32) -> [Side; 3] {
-        let mut arms = [Side::Plain, Side::Server, Side::Batch];
-        arms.rotate_left(round as usize % 3);
+    fn order(round: u32) -> [Side; 4] {
+        let mut arms = [Side::Plain, Side::Server, Side::Batch, Side::Hop];
+        arms.rotate_left(round as usize % 4);
         arms
     }
 }
@@ -196,6 +206,12 @@ struct Args {
     /// The server arm's HTTP client: `raw` (default), a minimal HTTP/1.1 keep-alive client
     /// over a `TcpStream`, or `reqwest`.
     raw_client: bool,
+    /// Busy-wait this long after each response on the plain + batch arm (`--batch-delay-us`):
+    /// models a client that adds this much latency, without the wake-ups of a real hop.
+    batch_delay: Duration,
+    /// Concurrencies to run (`--conc 1,4,32`): the issue's workloads are W1 at 1 and 32
+    /// connections and W2 at 32; 4 is the server's pool size.
+    conc: Vec<usize>,
 }
 
 fn args() -> Args {
@@ -206,6 +222,8 @@ fn args() -> Args {
         pin: false,
         only: None,
         raw_client: true,
+        batch_delay: Duration::ZERO,
+        conc: vec![1, 4, 32],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -219,6 +237,18 @@ fn args() -> Args {
             "--warmup" => a.warmup = num(),
             "--rounds" => a.rounds = num().max(1) as u32,
             "--pin" => a.pin = true,
+            "--batch-delay-us" => a.batch_delay = Duration::from_micros(num()),
+            "--conc" => {
+                a.conc = it
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|c| match c.trim().parse::<usize>() {
+                        Ok(n) if n > 0 => n,
+                        _ => panic!("--conc takes a list like 1,4,32, not {c:?}"),
+                    })
+                    .collect()
+            }
             "--only" => a.only = it.next().map(|v| v.to_ascii_lowercase()),
             "--client" => {
                 a.raw_client = match it.next().as_deref() {
@@ -229,7 +259,7 @@ fn args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest]"
+                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest] [--batch-delay-us N] [--conc 1,4,32]"
                 );
                 std::process::exit(0);
             }
@@ -322,7 +352,9 @@ impl Drop for PeerGuard {
     }
 }
 
-async fn plain_client(port: u16) -> Tds {
+/// A plain tiberius connection. `timer`: keep tiberius' per-round-trip timer (its default, 30
+/// s); the server turns it off (`MssqlSettings` in `src/db/mssql.rs`), and so does the bare hop.
+async fn plain_client(port: u16, timer: bool) -> Tds {
     let mut config = tiberius::Config::new();
     config.host("127.0.0.1");
     config.port(port);
@@ -336,6 +368,9 @@ async fn plain_client(port: u16) -> Tds {
     config.encryption(tiberius::EncryptionLevel::Required);
     config.trust_cert();
     config.readonly(true);
+    if !timer {
+        config.command_timeout(None);
+    }
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
     tcp.set_nodelay(true).expect("nodelay");
     tiberius::Client::connect(config, tcp.compat_write())
@@ -346,8 +381,8 @@ async fn plain_client(port: u16) -> Tds {
 /// A plain connection in the state the server's pooled connections are in: its session
 /// settings made once, and the row cap of a first page set (the server sends `SET ROWCOUNT`
 /// only when a connection's cap changes, so once per connection in this benchmark).
-async fn batch_client(port: u16) -> Tds {
-    let mut client = plain_client(port).await;
+async fn batch_client(port: u16, timer: bool) -> Tds {
+    let mut client = plain_client(port, timer).await;
     for setup in [
         mssql_mcp::db::mssql::session_setup(QUERY_TIMEOUT),
         format!("SET ROWCOUNT {ROW_CAP};"),
@@ -499,12 +534,106 @@ async fn run_server(
     total
 }
 
+/// The bare hop's connections: as many as the server's pool, handed out one caller at a time.
+struct HopPool {
+    permits: tokio::sync::Semaphore,
+    conns: std::sync::Mutex<Vec<Tds>>,
+}
+
+/// Starts the thinnest HTTP front of the read-only batch we could write, on `127.0.0.1:0`: a
+/// bare hyper HTTP/1.1 server whose handler takes the request body as the SQL, sends it as
+/// the server would (`mssql::adhoc_batch`) on a connection set up like the server's pooled
+/// ones, and answers with the row count as text. No routing, middleware, JSON, guard, audit or
+/// metrics: what is left is HTTP over loopback, one more task hop and the TDS round trip, which
+/// every HTTP front pays. The server arm's distance from this arm is what our own code costs.
+async fn start_hop(conns: Vec<Tds>) -> std::net::SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Bytes, Incoming};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the bare hop");
+    let addr = listener.local_addr().expect("addr");
+    let pool = Arc::new(HopPool {
+        permits: tokio::sync::Semaphore::new(conns.len()),
+        conns: std::sync::Mutex::new(conns),
+    });
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let call = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let pool = pool.clone();
+                    async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let sql = String::from_utf8_lossy(&body);
+                        let batch = mssql_mcp::db::mssql::adhoc_batch(&sql, ROW_CAP, Some(ROW_CAP));
+                        let _permit = pool.permits.acquire().await.expect("never closed");
+                        let mut conn = pool
+                            .conns
+                            .lock()
+                            .expect("hop pool")
+                            .pop()
+                            .expect("a connection per permit");
+                        let rows = row_count(&mut conn, &batch).await;
+                        pool.conns.lock().expect("hop pool").push(conn);
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(
+                            rows.to_string(),
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), call)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The load of the server arm, sent to the bare hop: the SQL as the body, the row count back.
+async fn run_hop(addr: std::net::SocketAddr, workload: Workload, conc: usize, secs: u64) -> Tally {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            let mut i = 0u64;
+            let mut conn = RawHttp::connect(addr, "/hop").await;
+            let want = workload.rows().to_string();
+            while Instant::now() < deadline {
+                let sql = workload.sql(w, i);
+                let s = Instant::now();
+                let (status, body) = conn.post(sql.as_bytes()).await;
+                assert!(
+                    status == 200 && body == want.as_bytes(),
+                    "bare hop answered {status} {:?} to {sql}",
+                    String::from_utf8_lossy(body)
+                );
+                t.latencies.push(s.elapsed().as_micros() as u32);
+                t.requests += 1;
+                i += 1;
+            }
+            t
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        total.add(task.await.expect("hop worker"));
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
 async fn run_plain(
     clients: &mut Vec<Tds>,
     workload: Workload,
     conc: usize,
     secs: u64,
     batch: bool,
+    delay: Duration,
 ) -> Tally {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
@@ -526,6 +655,10 @@ async fn run_plain(
                 t.latencies.push(s.elapsed().as_micros() as u32);
                 t.requests += 1;
                 i += 1;
+                let waited = Instant::now();
+                while waited.elapsed() < delay {
+                    std::hint::spin_loop();
+                }
             }
             (client, t)
         }));
@@ -632,12 +765,20 @@ profile = "full"
         .build()
         .expect("http client");
 
-    // Plain connections, opened one at a time (the peer's backlog is 5).
+    // Plain connections, opened one at a time (the peer's backlog is 5): one per worker of the
+    // largest concurrency for each plain arm, and the bare hop's pool, the server's size.
+    let most = a.conc.iter().copied().max().unwrap_or(1);
     let mut clients = Vec::new();
     let mut batch_clients = Vec::new();
-    for _ in 0..POOL {
-        clients.push(plain_client(port).await);
-        batch_clients.push(batch_client(port).await);
+    let mut hop_clients = Vec::new();
+    for i in 0..most.max(POOL as usize) {
+        if i < most {
+            clients.push(plain_client(port, true).await);
+            batch_clients.push(batch_client(port, true).await);
+        }
+        if i < POOL as usize {
+            hop_clients.push(batch_client(port, false).await);
+        }
     }
     // Every statement once through both sides before measuring: they must agree.
     for workload in [Workload::W1, Workload::W2] {
@@ -656,20 +797,18 @@ profile = "full"
         );
     }
 
+    let hop = start_hop(hop_clients).await;
+
     let mut results = Vec::new();
     let mut next_id = 10u64;
     for workload in [Workload::W1, Workload::W2] {
-        for conc in [1usize, 4] {
-            let mut plain = Tally::default();
-            let mut batched = Tally::default();
-            let mut served = Tally::default();
-            // server / plain and server / batch per round: the arms of a round run back to
-            // back, so a burst of load from elsewhere on the machine skews one round rather
-            // than the whole comparison.
-            let mut ratios = Vec::new();
-            let mut batch_ratios = Vec::new();
+        for &conc in &a.conc {
+            let mut totals: [Tally; 4] = Default::default();
+            // Each round's rates: the arms of a round run back to back, so a burst of load
+            // from elsewhere on the machine skews one round rather than the whole comparison.
+            let mut rounds: Vec<[f64; 4]> = Vec::new();
             for round in 0..a.rounds {
-                let (mut round_plain, mut round_server, mut round_batch) = (0.0, 0.0, 0.0);
+                let mut rates = [0.0; 4];
                 for side in Side::order(round) {
                     if a.only.as_ref().is_some_and(|only| {
                         let label = format!("{workload:?}x{conc}:{side:?}").to_ascii_lowercase();
@@ -686,11 +825,21 @@ profile = "full"
                         let (peer0, own0) = (cpu_time(&peer_pid), cpu_time("self"));
                         let mut t = match side {
                             Side::Plain => {
-                                run_plain(&mut clients, workload, conc, secs, false).await
+                                run_plain(&mut clients, workload, conc, secs, false, Duration::ZERO)
+                                    .await
                             }
                             Side::Batch => {
-                                run_plain(&mut batch_clients, workload, conc, secs, true).await
+                                run_plain(
+                                    &mut batch_clients,
+                                    workload,
+                                    conc,
+                                    secs,
+                                    true,
+                                    a.batch_delay,
+                                )
+                                .await
                             }
+                            Side::Hop => run_hop(hop, workload, conc, secs).await,
                             Side::Server => {
                                 run_server(
                                     &http,
@@ -709,101 +858,94 @@ profile = "full"
                         }
                         t.peer_cpu = cpu_time(&peer_pid).saturating_sub(peer0);
                         t.own_cpu = cpu_time("self").saturating_sub(own0);
-                        match side {
-                            Side::Plain => {
-                                round_plain = t.rate();
-                                plain.add(t)
-                            }
-                            Side::Batch => {
-                                round_batch = t.rate();
-                                batched.add(t)
-                            }
-                            Side::Server => {
-                                round_server = t.rate();
-                                served.add(t)
-                            }
-                        }
+                        rates[side as usize] = t.rate();
+                        totals[side as usize].add(t);
                     }
                 }
-                ratios.push(round_server / round_plain.max(1e-9));
-                batch_ratios.push(round_server / round_batch.max(1e-9));
+                rounds.push(rates);
             }
-            ratios.sort_by(f64::total_cmp);
-            batch_ratios.sort_by(f64::total_cmp);
             eprintln!(
-                "{} x{conc}: plain {:.0}/s, plain + batch {:.0}/s, server {:.0}/s",
+                "{} x{conc}: plain {:.0}/s, plain + batch {:.0}/s, bare hop {:.0}/s, server {:.0}/s",
                 workload.label(),
-                plain.rate(),
-                batched.rate(),
-                served.rate(),
+                totals[0].rate(),
+                totals[1].rate(),
+                totals[2].rate(),
+                totals[3].rate(),
             );
-            results.push((workload, conc, plain, batched, served, ratios, batch_ratios));
+            results.push((workload, conc, totals, rounds));
         }
     }
 
-    // A ratio as a percentage, with the median and range of the per-round ratios.
-    fn ratio(total: f64, rounds: &[f64]) -> String {
-        let pct = |i: usize| 100.0 * rounds.get(i).copied().unwrap_or(0.0);
+    // `num` / `den` as a percentage: the ratio of the totals, then the median and range of
+    // the per-round ratios.
+    fn ratio(totals: &[Tally; 4], rounds: &[[f64; 4]], num: Side, den: Side) -> String {
+        let (n, d) = (num as usize, den as usize);
+        let mut each: Vec<f64> = rounds.iter().map(|r| r[n] / r[d].max(1e-9)).collect();
+        each.sort_by(f64::total_cmp);
+        let pct = |i: usize| 100.0 * each.get(i).copied().unwrap_or(0.0);
         format!(
             "{:.0}% ({:.0}%, {:.0}–{:.0}%)",
-            100.0 * total,
-            pct(rounds.len() / 2),
+            100.0 * totals[n].rate() / totals[d].rate().max(1e-9),
+            pct(each.len() / 2),
             pct(0),
-            pct(rounds.len().saturating_sub(1))
+            pct(each.len().saturating_sub(1))
         )
     }
     println!();
     println!(
-        "Throughput (req/s) of the three arms; server / plain and server / (plain + batch) as the ratio of the totals (median of the per-round ratios, range):"
+        "Throughput (req/s) of the four arms, and ratios as the ratio of the totals (median of the per-round ratios, range):"
     );
     println!();
     println!(
-        "| workload | concurrency | plain tiberius | plain + read-only batch | through the server | server / plain | server / (plain + batch) | (plain + batch) / plain |"
+        "| workload | concurrency | plain tiberius | plain + read-only batch | bare HTTP hop | through the server | server / plain | server / (plain + batch) | bare hop / plain | server / bare hop | (plain + batch) / plain |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (workload, conc, plain, batched, served, ratios, batch_ratios) in &results {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (workload, conc, totals, rounds) in &results {
         println!(
-            "| {} | {conc} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0}% |",
+            "| {} | {conc} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             workload.label(),
-            plain.rate(),
-            batched.rate(),
-            served.rate(),
-            ratio(served.rate() / plain.rate(), ratios),
-            ratio(served.rate() / batched.rate(), batch_ratios),
-            100.0 * batched.rate() / plain.rate(),
+            totals[0].rate(),
+            totals[1].rate(),
+            totals[2].rate(),
+            totals[3].rate(),
+            ratio(totals, rounds, Side::Server, Side::Plain),
+            ratio(totals, rounds, Side::Server, Side::Batch),
+            ratio(totals, rounds, Side::Hop, Side::Plain),
+            ratio(totals, rounds, Side::Server, Side::Hop),
+            ratio(totals, rounds, Side::Batch, Side::Plain),
         );
     }
     println!();
     println!(
-        "Latency (ms) and CPU per request (µs) of the peer and of this process (client or server, plus the load generator):"
+        "Latency (ms) and CPU per request (µs) of the peer and of this process (client, hop or server, plus the load generator); each cell plain / batch / hop / server:"
     );
     println!();
-    println!(
-        "| workload | concurrency | p50 / p99: plain | plain + batch | server | peer CPU/req: plain / batch / server | this process CPU/req: plain / batch / server |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (workload, conc, plain, batched, served, _, _) in &results {
-        let (mut plain, mut batched, mut served) = (plain.clone(), batched.clone(), served.clone());
+    println!("| workload | concurrency | p50 | p99 | peer CPU/req | this process CPU/req |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (workload, conc, totals, _) in &results {
+        let mut t = totals.clone();
+        let cells = |f: &mut dyn FnMut(&mut Tally) -> f64, t: &mut [Tally; 4], digits: usize| {
+            t.iter_mut()
+                .map(|x| format!("{:.*}", digits, f(x)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         println!(
-            "| {} | {conc} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |",
+            "| {} | {conc} | {} | {} | {} | {} |",
             workload.label(),
-            plain.percentile(0.5),
-            plain.percentile(0.99),
-            batched.percentile(0.5),
-            batched.percentile(0.99),
-            served.percentile(0.5),
-            served.percentile(0.99),
-            plain.per_request(plain.peer_cpu),
-            batched.per_request(batched.peer_cpu),
-            served.per_request(served.peer_cpu),
-            plain.per_request(plain.own_cpu),
-            batched.per_request(batched.own_cpu),
-            served.per_request(served.own_cpu),
+            cells(&mut |x| x.percentile(0.5), &mut t, 2),
+            cells(&mut |x| x.percentile(0.99), &mut t, 2),
+            cells(&mut |x| x.per_request(x.peer_cpu), &mut t, 0),
+            cells(&mut |x| x.per_request(x.own_cpu), &mut t, 0),
         );
     }
     println!(
-        "\n{} s per measured run after {} s of warm-up, {} round(s) rotating which arm goes first; server pool_size = {POOL}; {} plain and {} plain + batch connections.",
-        a.secs, a.warmup, a.rounds, POOL, POOL
+        "\n{} s per measured run after {} s of warm-up, {} round(s) rotating which arm goes first; server pool_size = {POOL}, bare hop {POOL} connections; {} plain and {} plain + batch connections.",
+        a.secs,
+        a.warmup,
+        a.rounds,
+        clients.len(),
+        batch_clients.len()
     );
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
