@@ -526,9 +526,14 @@ async fn run_server(
             t
         }));
     }
+    gather(tasks, started, "server worker").await
+}
+
+/// The workers' tallies as one, over the time since `started`.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Tally>>, started: Instant, what: &str) -> Tally {
     let mut total = Tally::default();
     for task in tasks {
-        total.add(task.await.expect("server worker"));
+        total.add(task.await.unwrap_or_else(|e| panic!("{what}: {e}")));
     }
     total.elapsed = started.elapsed();
     total
@@ -619,12 +624,7 @@ async fn run_hop(addr: std::net::SocketAddr, workload: Workload, conc: usize, se
             t
         }));
     }
-    let mut total = Tally::default();
-    for task in tasks {
-        total.add(task.await.expect("hop worker"));
-    }
-    total.elapsed = started.elapsed();
-    total
+    gather(tasks, started, "hop worker").await
 }
 
 async fn run_plain(
