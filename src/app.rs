@@ -112,7 +112,6 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
 pub fn router(state: &AppState) -> Router {
     let edge = state.edge().clone();
     // One stack, outermost first; each request passes these top to bottom.
-    // One stack, outermost first; each request passes these top to bottom.
     let stack = ServiceBuilder::new()
         // The request id, the trace span, the request count, the client IP and the allowlist
         // on the way in; the security headers and the request id on the way out (see

@@ -5,6 +5,7 @@
 //! log lines and responses together, not be unguessable. A request that arrives with its own
 //! `x-request-id` keeps it.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,25 +41,18 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
-    /// The next id: the run prefix as 8 hex digits, `-`, the counter as at least 8.
+    /// The next id: the run prefix as 8 hex digits, `-`, the counter as at least 8. Written
+    /// into a buffer on the stack (at most 8 + 1 + 16 bytes), not a `String`.
     pub fn next(&self) -> HeaderValue {
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let mut buf = [0u8; 25];
-        let mut len = push_hex(&mut buf, 0, u64::from(self.inner.prefix), 8);
-        buf[len] = b'-';
-        len = push_hex(&mut buf, len + 1, n, 8);
+        let len = {
+            let mut rest = &mut buf[..];
+            let _ = write!(rest, "{:08x}-{n:08x}", self.inner.prefix);
+            25 - rest.len()
+        };
         HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("-"))
     }
-}
-
-/// Writes `v` in lower-case hex at `buf[at..]`, at least `min` digits, and returns the end.
-fn push_hex(buf: &mut [u8; 25], at: usize, v: u64, min: usize) -> usize {
-    let digits = (16 - v.leading_zeros() as usize / 4).max(min);
-    for i in 0..digits {
-        let nibble = (v >> (4 * (digits - 1 - i))) & 0xf;
-        buf[at + i] = b"0123456789abcdef"[nibble as usize];
-    }
-    at + digits
 }
 
 #[cfg(test)]
@@ -73,14 +67,11 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a[..9], b[..9]);
         assert_eq!(a.len(), 17);
-        // The digits are written as `format!` would write them, past 8 digits too.
-        for n in [0u64, 1, 0xabc, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
-            let mut buf = [0u8; 25];
-            let end = push_hex(&mut buf, 0, n, 8);
-            assert_eq!(
-                std::str::from_utf8(&buf[..end]),
-                Ok(format!("{n:08x}").as_str())
-            );
+        // The id is what `format!` would write, past 8 counter digits too.
+        for n in [0xffff_ffff, 0x1_0000_0000, u64::MAX] {
+            ids.inner.next.store(n, Ordering::Relaxed);
+            let want = format!("{:08x}-{n:08x}", ids.inner.prefix);
+            assert_eq!(ids.next().to_str().ok(), Some(want.as_str()));
         }
         // Another run (another maker) starts from another prefix (1 in 2^32 to collide).
         let c = RequestIds::new().next();
