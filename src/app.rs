@@ -45,10 +45,33 @@ pub enum StartError {
     OAuth(#[from] crate::oauth::store::StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::edge::tls::TlsError),
+    #[error(
+        "server.state_dir `{path}`: cannot create it: {source}\n  fix: create it for the user the \
+         service runs as (mode 0700; the systemd unit's StateDirectory= does this), or point \
+         server.state_dir at a writable directory"
+    )]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Opens every configured database and builds the scopes.
 pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, StartError> {
+    // The audit file lives there even when nothing else does (no OAuth store without
+    // authentication): made now, so a directory that cannot be made stops the start instead
+    // of every audit record failing later.
+    if config.audit.output == crate::ops::config::AuditOutput::File {
+        let dir = config.server.state_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::ops::private_dir(&dir).map_err(|source| StartError::StateDir {
+                path: dir.display().to_string(),
+                source,
+            })
+        })
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::other(e)))??;
+    }
     let ops = Arc::new(crate::ops::Ops::new(&config));
     let mut backends: Vec<(String, DynBackend)> = Vec::new();
     for (i, db) in config.databases.iter().enumerate() {
@@ -242,7 +265,10 @@ pub async fn run(
             rx,
             config.audit.clone(),
             config.server.state_dir.clone(),
-            state.ops().metrics.audit_write_errors.clone(),
+            crate::ops::audit::WriterCounters {
+                write_errors: state.ops().metrics.audit_write_errors.clone(),
+                dropped: state.ops().metrics.audit_dropped.clone(),
+            },
             stopping.clone(),
         ))
     });

@@ -644,6 +644,68 @@ async fn the_audit_file_rotates_by_size() {
     );
 }
 
+/// Without authentication nothing else makes the state directory (there is no token store),
+/// and the audit log must not depend on it existing: the server makes it, private.
+#[tokio::test]
+async fn a_missing_state_directory_is_made_for_the_audit_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let state = dir.path().join("var").join("lib").join("mssql-mcp");
+    let config = Config::parse(&config_text(&state, &db, "", "")).expect("config");
+    let srv = Server::start(config, true).await;
+    srv.tool(
+        "/claude",
+        "execute_sql",
+        json!({"sql": "SELECT name FROM customers WHERE id = 2"}),
+    )
+    .await;
+    srv.stop().await;
+    let lines = audit_lines(&state);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["tool"], "execute_sql");
+    assert_eq!(lines[0]["outcome"], "ok");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o700));
+    }
+}
+
+/// A state directory that cannot be made stops `serve` at once, with the key and the fix,
+/// instead of a server that loses every audit record.
+#[tokio::test]
+async fn a_state_directory_that_cannot_be_made_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"a file").expect("blocker");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        config_text(&blocker.join("state"), &db, "", ""),
+    )
+    .expect("config");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("serve stops within 30 s")
+    .expect("run the binary");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("server.state_dir"), "{err}");
+    assert!(err.contains("not-a-dir"), "{err}");
+    assert!(err.contains("fix:"), "{err}");
+}
+
 // Multi-threaded: the CLI runs as a blocking child process while the server answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_stats_and_clear_work_through_the_cli() {

@@ -158,7 +158,7 @@ pub async fn serve(
     // With OAuth on, the token file was written when the store opened; without, here.
     if app.oauth().is_none() {
         let dir = &app.config().server.state_dir;
-        std::fs::create_dir_all(dir)?;
+        crate::ops::private_dir(dir)?;
         write_token_file(dir, app.admin_token())?;
     }
     axum::serve(

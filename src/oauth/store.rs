@@ -185,7 +185,7 @@ CREATE INDEX IF NOT EXISTS tokens_by_grant ON tokens(grant_id);
 impl Store {
     /// Opens (or creates) `oauth.sqlite` in `dir` and loads everything into memory.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        crate::ops::private_dir(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
         })?;

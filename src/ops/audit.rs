@@ -149,18 +149,68 @@ enum Sink {
     Stderr,
 }
 
+impl Sink {
+    /// Writes `lines`; on failure hands them back with the error, to be tried again.
+    async fn write(&self, lines: Vec<String>) -> Result<(), (std::io::Error, Vec<String>)> {
+        match self {
+            Sink::File(f) => {
+                // File writes are short but blocking: off the async workers.
+                let f = f.clone();
+                match tokio::task::spawn_blocking(move || {
+                    let written = f
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .write_lines(&lines);
+                    written.map_err(|e| (e, lines))
+                })
+                .await
+                {
+                    Ok(written) => written,
+                    // The blocking task panicked or was cancelled; its lines went with it.
+                    Err(e) => Err((std::io::Error::other(e), Vec::new())),
+                }
+            }
+            Sink::Stderr => {
+                let mut err = std::io::stderr().lock();
+                match lines.iter().try_for_each(|l| writeln!(err, "{l}")) {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err((e, lines)),
+                }
+            }
+        }
+    }
+}
+
+/// The writer's counters (`mssql_mcp_audit_write_errors_total`,
+/// `mssql_mcp_audit_dropped_total`).
+#[derive(Clone)]
+pub struct WriterCounters {
+    pub write_errors: IntCounter,
+    pub dropped: IntCounter,
+}
+
 /// Most records written at once.
 const MAX_BATCH: usize = 1024;
 /// How long the writer waits for more records after the first of a batch arrives.
 const COALESCE: Duration = Duration::from_millis(20);
+/// How soon lines whose write failed are tried again when no new record comes first.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often a write failure that goes on is logged (each one is counted).
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The owned writer: drains `rx` until `stop`, then writes what is still queued and returns.
 /// Records reach the file within [`COALESCE`] of being recorded.
+///
+/// A failed write (a full disk, a state directory removed or made unwritable) keeps its lines
+/// and tries them again with the next batch or after [`RETRY`], keeping at most the queue's
+/// size (`audit.queue`) of them; older ones beyond that are dropped and counted. Each failure
+/// is counted; the first of a run of failures is logged, then one line a minute at most, so a
+/// broken disk does not flood the log fifty times a second.
 pub async fn writer(
     mut rx: mpsc::Receiver<Record>,
     config: AuditConfig,
     state_dir: PathBuf,
-    errors: IntCounter,
+    counters: WriterCounters,
     stop: CancellationToken,
 ) {
     let sink = match config.output {
@@ -170,13 +220,19 @@ pub async fn writer(
         AuditOutput::Stderr => Sink::Stderr,
         AuditOutput::Off => return,
     };
+    let keep = config.queue.max(MAX_BATCH);
     let mut batch = Vec::new();
+    // Lines not yet written: this batch's, and any a failed write handed back.
+    let mut pending: Vec<String> = Vec::new();
+    let mut failing_since_log: u64 = 0;
+    let mut last_log: Option<tokio::time::Instant> = None;
     loop {
         let mut open = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n > 0,
             _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(RETRY), if !pending.is_empty() => true,
         };
-        if open && batch.len() < MAX_BATCH {
+        if open && !batch.is_empty() && batch.len() < MAX_BATCH {
             // Let the records of the next few milliseconds join this write: under load that
             // turns one hand-off to the blocking pool per record into a few per second.
             tokio::select! {
@@ -190,34 +246,52 @@ pub async fn writer(
                 Err(_) => break,
             }
         }
-        let lines: Vec<String> = batch
-            .drain(..)
-            .filter_map(|r| serde_json::to_string(&r).ok())
-            .collect();
-        if !lines.is_empty() {
-            // File writes are short but blocking: off the async workers.
-            let result = match &sink {
-                Sink::File(f) => {
-                    let f = f.clone();
-                    tokio::task::spawn_blocking(move || {
-                        f.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .write_lines(&lines)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        pending.extend(
+            batch
+                .drain(..)
+                .filter_map(|r| serde_json::to_string(&r).ok()),
+        );
+        if pending.len() > keep {
+            let excess = pending.len() - keep;
+            pending.drain(..excess);
+            counters.dropped.inc_by(excess as u64);
+        }
+        if !pending.is_empty() {
+            match sink.write(std::mem::take(&mut pending)).await {
+                Ok(()) => {
+                    if failing_since_log > 0 || last_log.is_some() {
+                        tracing::info!("audit: writing records again");
+                    }
+                    failing_since_log = 0;
+                    last_log = None;
                 }
-                Sink::Stderr => {
-                    let mut err = std::io::stderr().lock();
-                    lines.iter().try_for_each(|l| writeln!(err, "{l}"))
+                Err((e, lines)) => {
+                    counters.write_errors.inc();
+                    pending = lines;
+                    failing_since_log += 1;
+                    let now = tokio::time::Instant::now();
+                    if last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+                        tracing::error!(
+                            error = %e,
+                            failures = failing_since_log,
+                            waiting = pending.len(),
+                            path = %state_dir.join(FILE).display(),
+                            "audit: cannot write records; keeping them to try again"
+                        );
+                        last_log = Some(now);
+                        failing_since_log = 0;
+                    }
                 }
-            };
-            if let Err(e) = result {
-                errors.inc();
-                tracing::error!(error = %e, "audit: cannot write records");
             }
         }
         if !open {
+            if !pending.is_empty() {
+                counters.dropped.inc_by(pending.len() as u64);
+                tracing::error!(
+                    lost = pending.len(),
+                    "audit: records still unwritten at shutdown"
+                );
+            }
             return;
         }
     }
@@ -252,7 +326,17 @@ impl RotatingFile {
                 use std::os::unix::fs::OpenOptionsExt;
                 opts.mode(0o600);
             }
-            let f = opts.open(&self.path)?;
+            let f = match opts.open(&self.path) {
+                // The state directory is missing (never made, or removed while running):
+                // make it, private, and try once more.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(dir) = self.path.parent() {
+                        super::private_dir(dir)?;
+                    }
+                    opts.open(&self.path)?
+                }
+                other => other?,
+            };
             self.size = f.metadata()?.len();
             self.file = Some(f);
         }
@@ -415,6 +499,125 @@ mod tests {
         assert_eq!(len("audit.jsonl.1"), Some(80));
         assert_eq!(len("audit.jsonl.2"), Some(80));
         assert_eq!(len("audit.jsonl.3"), None);
+    }
+
+    #[test]
+    fn a_missing_state_directory_is_made_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state").join("nested");
+        let mut f = RotatingFile::new(state.join(FILE), 1 << 20, 2);
+        f.write_lines(&["{}".to_string()]).expect("write");
+        assert_eq!(
+            std::fs::read_to_string(state.join(FILE)).ok().as_deref(),
+            Some("{}\n")
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&state).map(|m| m.permissions().mode() & 0o777);
+            assert_eq!(mode.ok(), Some(0o700));
+        }
+    }
+
+    fn counters() -> WriterCounters {
+        WriterCounters {
+            write_errors: IntCounter::new("e", "e").expect("counter"),
+            dropped: IntCounter::new("d", "d").expect("counter"),
+        }
+    }
+
+    /// A write that fails keeps its lines: once the directory can be made they are written,
+    /// with the records that came after, in order. The failure is counted, nothing dropped.
+    #[tokio::test]
+    async fn lines_a_failed_write_kept_are_written_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file where the state directory should be: opening under it fails (ENOTDIR).
+        let state = dir.path().join("state");
+        std::fs::write(&state, b"not a directory").expect("blocker");
+        let config = AuditConfig::default();
+        let (audit, rx) = Audit::new(&config, IntCounter::new("q", "q").expect("counter"));
+        let Some(rx) = rx else {
+            panic!("audit is on by default");
+        };
+        let counters = counters();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(writer(
+            rx,
+            config,
+            state.clone(),
+            counters.clone(),
+            stop.clone(),
+        ));
+        audit.record(Record::new("tool_call", "first"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while counters.write_errors.get() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the write never failed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::fs::remove_file(&state).expect("remove blocker");
+        audit.record(Record::new("tool_call", "second"));
+        let file = state.join(FILE);
+        let lines = loop {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            if text.lines().count() >= 2 {
+                break text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "kept lines never written"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let outcomes: Vec<String> = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["outcome"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(outcomes, ["first", "second"]);
+        assert_eq!(counters.dropped.get(), 0);
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+
+    /// With nothing new arriving, kept lines are tried again on their own.
+    #[tokio::test]
+    async fn kept_lines_are_retried_without_new_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        std::fs::write(&state, b"not a directory").expect("blocker");
+        let config = AuditConfig::default();
+        let (audit, rx) = Audit::new(&config, IntCounter::new("q", "q").expect("counter"));
+        let Some(rx) = rx else {
+            panic!("audit is on by default");
+        };
+        let counters = counters();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(writer(
+            rx,
+            config,
+            state.clone(),
+            counters.clone(),
+            stop.clone(),
+        ));
+        audit.record(Record::new("tool_call", "only"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while counters.write_errors.get() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the write never failed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::fs::remove_file(&state).expect("remove blocker");
+        while !std::fs::read_to_string(state.join(FILE)).is_ok_and(|t| t.contains("\"only\"")) {
+            assert!(tokio::time::Instant::now() < deadline, "never retried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
 
     #[test]

@@ -277,3 +277,16 @@ async fn public_metrics(State(app): State<AppState>, req: Request) -> Response {
     }
     metrics_response(&app)
 }
+
+/// Creates `dir` and its missing parents, readable by the owner only (0700 on Unix): the state
+/// directory holds the token store, the admin token and the audit log.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
