@@ -44,7 +44,9 @@
 //!
 //! `--pin` puts the peer on CPU 0 and this process (server, plain client, load generator) on
 //! CPU 1 with `taskset`, as if the database ran on a host of its own; without it the two share
-//! both CPUs with each other and with whatever else the machine runs.
+//! both CPUs with each other and with whatever else the machine runs. The runtime has tokio's
+//! default number of worker threads, as the binary does (one per CPU it may use: one under
+//! `--pin`); `--workers N` sets it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -212,6 +214,10 @@ struct Args {
     /// Concurrencies to run (`--conc 1,4,32`): the workloads are W1 at 1 and 32
     /// connections and W2 at 32; 4 is the server's pool size.
     conc: Vec<usize>,
+    /// Runtime worker threads (`--workers N`). 0, the default, is tokio's default, one per CPU
+    /// this process may run on, which is what the `mssql-mcp` binary starts with: one under
+    /// `--pin`, as the binary would have under `taskset -c 1`. Session 9 and earlier ran two.
+    workers: usize,
 }
 
 fn args() -> Args {
@@ -224,6 +230,7 @@ fn args() -> Args {
         raw_client: true,
         batch_delay: Duration::ZERO,
         conc: vec![1, 4, 32],
+        workers: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -238,6 +245,7 @@ fn args() -> Args {
             "--rounds" => a.rounds = num().max(1) as u32,
             "--pin" => a.pin = true,
             "--batch-delay-us" => a.batch_delay = Duration::from_micros(num()),
+            "--workers" => a.workers = num() as usize,
             "--conc" => {
                 a.conc = it
                     .next()
@@ -259,7 +267,7 @@ fn args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest] [--batch-delay-us N] [--conc 1,4,32]"
+                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest] [--batch-delay-us N] [--conc 1,4,32] [--workers N]"
                 );
                 std::process::exit(0);
             }
@@ -687,14 +695,16 @@ fn pin(pid: &str, cpu: u32) {
 fn main() {
     let a = args();
     if a.pin {
-        // Before the runtime starts, so every worker thread inherits CPU 1.
+        // Before the runtime starts, so every worker thread inherits CPU 1 (and tokio's default
+        // worker count, which follows the CPUs this process may use, is one, as it would be
+        // for the binary under `taskset -c 1`).
         pin(&std::process::id().to_string(), 1);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if a.workers > 0 {
+        rt.worker_threads(a.workers);
+    }
+    let rt = rt.enable_all().build().expect("runtime");
     rt.block_on(bench(a));
 }
 
@@ -940,10 +950,11 @@ profile = "full"
         );
     }
     println!(
-        "\n{} s per measured run after {} s of warm-up, {} round(s) rotating which arm goes first; server pool_size = {POOL}, bare hop {POOL} connections; {} plain and {} plain + batch connections.",
+        "\n{} s per measured run after {} s of warm-up, {} round(s) rotating which arm goes first; {} runtime worker thread(s); server pool_size = {POOL}, bare hop {POOL} connections; {} plain and {} plain + batch connections.",
         a.secs,
         a.warmup,
         a.rounds,
+        tokio::runtime::Handle::current().metrics().num_workers(),
         clients.len(),
         batch_clients.len()
     );
