@@ -519,10 +519,79 @@ mod tests {
         }
     }
 
-    fn counters() -> WriterCounters {
-        WriterCounters {
-            write_errors: IntCounter::new("e", "e").expect("counter"),
-            dropped: IntCounter::new("d", "d").expect("counter"),
+    /// A writer whose state directory is blocked by a file, so that opening the audit file
+    /// under it fails (ENOTDIR), until the test removes the file.
+    struct Blocked {
+        _dir: tempfile::TempDir,
+        state: PathBuf,
+        audit: Audit,
+        counters: WriterCounters,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Blocked {
+        fn start() -> Blocked {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let state = dir.path().join("state");
+            std::fs::write(&state, b"not a directory").expect("blocker");
+            let config = AuditConfig::default();
+            let (audit, rx) = Audit::new(&config, IntCounter::new("q", "q").expect("counter"));
+            let Some(rx) = rx else {
+                panic!("audit is on by default");
+            };
+            let counters = WriterCounters {
+                write_errors: IntCounter::new("e", "e").expect("counter"),
+                dropped: IntCounter::new("d", "d").expect("counter"),
+            };
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(writer(
+                rx,
+                config,
+                state.clone(),
+                counters.clone(),
+                stop.clone(),
+            ));
+            Blocked {
+                _dir: dir,
+                state,
+                audit,
+                counters,
+                stop,
+                task,
+            }
+        }
+
+        /// Records `outcome`, waits for the write to fail, then unblocks the directory.
+        async fn fail_then_unblock(&self, outcome: &'static str) {
+            self.audit.record(Record::new("tool_call", outcome));
+            self.until("the write never failed", || {
+                self.counters.write_errors.get() > 0
+            })
+            .await;
+            std::fs::remove_file(&self.state).expect("remove blocker");
+        }
+
+        /// The audit file's text once `done` says it is complete.
+        async fn file_when(&self, done: impl Fn(&str) -> bool) -> String {
+            let file = self.state.join(FILE);
+            let read = || std::fs::read_to_string(&file).unwrap_or_default();
+            self.until("the kept lines were never written", || done(&read()))
+                .await;
+            read()
+        }
+
+        async fn until(&self, what: &str, cond: impl Fn() -> bool) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !cond() {
+                assert!(tokio::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
         }
     }
 
@@ -530,94 +599,28 @@ mod tests {
     /// with the records that came after, in order. The failure is counted, nothing dropped.
     #[tokio::test]
     async fn lines_a_failed_write_kept_are_written_later() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // A file where the state directory should be: opening under it fails (ENOTDIR).
-        let state = dir.path().join("state");
-        std::fs::write(&state, b"not a directory").expect("blocker");
-        let config = AuditConfig::default();
-        let (audit, rx) = Audit::new(&config, IntCounter::new("q", "q").expect("counter"));
-        let Some(rx) = rx else {
-            panic!("audit is on by default");
-        };
-        let counters = counters();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(writer(
-            rx,
-            config,
-            state.clone(),
-            counters.clone(),
-            stop.clone(),
-        ));
-        audit.record(Record::new("tool_call", "first"));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while counters.write_errors.get() == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the write never failed"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        std::fs::remove_file(&state).expect("remove blocker");
-        audit.record(Record::new("tool_call", "second"));
-        let file = state.join(FILE);
-        let lines = loop {
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            if text.lines().count() >= 2 {
-                break text;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "kept lines never written"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let outcomes: Vec<String> = lines
+        let w = Blocked::start();
+        w.fail_then_unblock("first").await;
+        w.audit.record(Record::new("tool_call", "second"));
+        let text = w.file_when(|t| t.lines().count() >= 2).await;
+        let outcomes: Vec<String> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| v["outcome"].as_str().map(str::to_string))
             .collect();
         assert_eq!(outcomes, ["first", "second"]);
-        assert_eq!(counters.dropped.get(), 0);
-        stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(w.counters.dropped.get(), 0);
+        w.stop().await;
     }
 
     /// With nothing new arriving, kept lines are tried again on their own.
     #[tokio::test]
     async fn kept_lines_are_retried_without_new_records() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = dir.path().join("state");
-        std::fs::write(&state, b"not a directory").expect("blocker");
-        let config = AuditConfig::default();
-        let (audit, rx) = Audit::new(&config, IntCounter::new("q", "q").expect("counter"));
-        let Some(rx) = rx else {
-            panic!("audit is on by default");
-        };
-        let counters = counters();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(writer(
-            rx,
-            config,
-            state.clone(),
-            counters.clone(),
-            stop.clone(),
-        ));
-        audit.record(Record::new("tool_call", "only"));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while counters.write_errors.get() == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the write never failed"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        std::fs::remove_file(&state).expect("remove blocker");
-        while !std::fs::read_to_string(state.join(FILE)).is_ok_and(|t| t.contains("\"only\"")) {
-            assert!(tokio::time::Instant::now() < deadline, "never retried");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let w = Blocked::start();
+        w.fail_then_unblock("only").await;
+        let text = w.file_when(|t| t.contains("\"only\"")).await;
+        assert_eq!(text.lines().count(), 1);
+        w.stop().await;
     }
 
     #[test]
