@@ -192,13 +192,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What is logged when `RUST_LOG` is not set: `info`, except tiberius' line for every error
+/// the SQL Server sends (`tiberius::tds::stream::token`, at ERROR). Those are answers to
+/// queries, not faults of this server: the tool call that got one reports it to the client,
+/// the audit records it, and `mcp::dispatch` logs it at WARN with the scope, the tool and the
+/// request id. tiberius' copy had none of that, came at the wrong level, and repeated it.
+pub fn default_log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::new("info,tiberius::tds::stream::token=off")
+}
+
 /// Logs to stderr: JSON lines (with the request span's fields, so every line of a request
 /// carries its request id) when `[log] format` says so or under journald, else human lines
 /// (coloured only on a terminal).
 fn init_tracing(format: crate::ops::config::LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| default_log_filter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -938,6 +938,42 @@ async fn a_missing_table_error_keeps_the_connection_usable() {
     assert_eq!(after.created, before.created, "{before:?} -> {after:?}");
 }
 
+/// Under the binary's default log filter, an error the server sends for a query is not logged
+/// again by tiberius at ERROR (the tool call reports it and `mcp::dispatch` logs it with the
+/// request id), while tiberius' warnings and our own lines still show.
+#[tokio::test]
+async fn a_query_error_is_not_logged_by_tiberius_under_the_default_filter() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(mssql_mcp::cli::default_log_filter())
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    b.catalog().await.expect("catalog");
+    let err = b
+        .query("SELECT * FROM NoSuchTable", page(0, 5))
+        .await
+        .expect_err("missing table");
+    assert!(matches!(err, DbError::Sql(_)), "{err:?}");
+    // The catalog load reads views the peer lacks: our INFO line says so.
+    let logged = logs.text();
+    assert!(
+        logged.contains("SQL Server catalog: cannot read key constraints"),
+        "{logged}"
+    );
+    // tiberius' own warning, per connection, is kept (the peer's certificate is trusted).
+    assert!(
+        logged.contains("Trusting the server certificate"),
+        "{logged}"
+    );
+    assert!(!logged.contains("NoSuchTable"), "{logged}");
+    assert!(!logged.contains("ERROR"), "{logged}");
+}
+
 /// A correlated subquery over 200 × 3,000 rows: about three seconds of work for the peer.
 const SLOW_QUERY: &str = "SELECT COUNT(*) AS n FROM Events a WHERE a.event_id <= 200 AND a.event_id > (SELECT COUNT(*) FROM Events b WHERE b.kind = a.kind AND b.event_id < a.event_id)";
 

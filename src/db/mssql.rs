@@ -1382,7 +1382,7 @@ async fn optional_rows(
     match fetch_all(conn, sql).await {
         Ok(rows) => Ok(rows),
         Err(e) if !is_fatal(&e) => {
-            tracing::debug!(error = %e, "SQL Server catalog: no {what} (treated as none)");
+            tracing::info!(error = %e, "SQL Server catalog: cannot read {what}");
             Ok(Vec::new())
         }
         Err(e) => Err(query_error(&e, ctx)),
@@ -1404,10 +1404,34 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
     let columns = fetch_all(conn, COLUMNS_SQL)
         .await
         .map_err(|e| query_error(&e, ctx))?;
-    let keys = optional_rows(conn, KEYS_SQL, "key constraints", ctx).await?;
-    let fks = optional_rows(conn, FOREIGN_KEYS_SQL, "foreign keys", ctx).await?;
-    let estimates = optional_rows(conn, ROW_ESTIMATES_SQL, "row estimates", ctx).await?;
-    let full_text = optional_rows(conn, FULL_TEXT_SQL, "full-text indexes", ctx).await?;
+    let keys = optional_rows(
+        conn,
+        KEYS_SQL,
+        "key constraints (ids fall back to unique-looking columns, marked heuristic)",
+        ctx,
+    )
+    .await?;
+    let fks = optional_rows(
+        conn,
+        FOREIGN_KEYS_SQL,
+        "foreign keys (fetch lists no related records)",
+        ctx,
+    )
+    .await?;
+    let estimates = optional_rows(
+        conn,
+        ROW_ESTIMATES_SQL,
+        "row estimates (tables are listed without sizes)",
+        ctx,
+    )
+    .await?;
+    let full_text = optional_rows(
+        conn,
+        FULL_TEXT_SQL,
+        "full-text indexes (search uses LIKE)",
+        ctx,
+    )
+    .await?;
     Ok(build_catalog(
         &tables, &columns, &keys, &fks, &estimates, &full_text,
     ))
