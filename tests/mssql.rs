@@ -1062,6 +1062,15 @@ async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
         .await
         .expect("before");
 
+    // From here on, what an operator reads (INFO and up; the pool's tasks run on this
+    // single-threaded runtime, so they log here too).
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let logging = tracing::subscriber::set_default(subscriber);
     peer.kill();
     for attempt in 0..3 {
         let started = Instant::now();
@@ -1095,6 +1104,13 @@ async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
         .await
         .expect("query after the restart");
     assert_eq!(rs.rows, vec![vec![Value::Int(EVENTS as i64)]]);
+    drop(logging);
+    // The outage is logged once when it begins and once when it ends, not once per attempt.
+    let logged = logs.text();
+    let count = |what: &str| logged.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("SQL Server connection attempt failed"), 1, "{logged}");
+    assert_eq!(count("SQL Server reachable again"), 1, "{logged}");
+    assert_eq!(count("catalog reload failed"), 0, "{logged}");
 }
 
 // ---------------------------------------------------------------------------------------------

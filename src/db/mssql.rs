@@ -147,6 +147,8 @@ pub const DRAIN_ROWS: usize = 1_000;
 pub const MAX_BINARY_BYTES: usize = 64 * 1024;
 /// How long a loaded catalog is served before it is reloaded on the next request.
 pub const CATALOG_TTL: Duration = Duration::from_secs(60);
+/// How long a failed reload leaves the previous catalog in place before the next try.
+pub const CATALOG_RETRY: Duration = Duration::from_secs(10);
 /// Connections kept idle and ready.
 const MIN_IDLE: u32 = 1;
 
@@ -319,6 +321,8 @@ pub struct Manager {
     ctx: ErrorContext,
     /// Limits concurrent connection attempts (gradual opening).
     gate: Semaphore,
+    /// Hears of connections made, to end a logged outage (see [`OutageLog`]).
+    outage: Arc<OutageLog>,
 }
 
 impl Manager {
@@ -380,7 +384,11 @@ impl ManageConnection for Manager {
             .map_err(|_| DbError::Unavailable("the backend is shutting down".into()))?;
         let limit = self.settings.connect_timeout;
         match tokio::time::timeout(limit, self.open()).await {
-            Ok(result) => result,
+            Ok(Ok(conn)) => {
+                self.outage.connected(&self.ctx.target);
+                Ok(conn)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(DbError::Unavailable(format!(
                 "could not connect to {} within {} s",
                 self.ctx.target,
@@ -415,8 +423,13 @@ async fn select_one(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<(), DbEr
     Ok(())
 }
 
-/// Receives connection failures from bb8 and tells waiting callers (see [`MssqlBackend::acquire`]).
-struct ConnectErrors(Arc<watch::Sender<Option<DbError>>>);
+/// Receives connection failures from bb8, logs them (see [`OutageLog`]) and tells waiting
+/// callers (see [`MssqlBackend::acquire`]).
+#[derive(Clone)]
+struct ConnectErrors {
+    latest: Arc<watch::Sender<Option<DbError>>>,
+    outage: Arc<OutageLog>,
+}
 
 impl fmt::Debug for ConnectErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -426,12 +439,82 @@ impl fmt::Debug for ConnectErrors {
 
 impl ErrorSink<DbError> for ConnectErrors {
     fn sink(&self, error: DbError) {
-        tracing::warn!(error = %error, "SQL Server connection attempt failed");
-        self.0.send_replace(Some(error));
+        self.outage.failed(&error);
+        self.latest.send_replace(Some(error));
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<DbError>> {
-        Box::new(ConnectErrors(self.0.clone()))
+        Box::new(self.clone())
+    }
+}
+
+/// How often a run of failed connection attempts is logged again while it lasts.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs a run of failed connection attempts as one event rather than one line per attempt
+/// (during an outage every tool call, and the pool's own top-ups, try to connect): the first
+/// failure at WARN, a WARN a minute at most while it lasts (with the count), and the first
+/// connection after it at INFO. The attempts between are logged at DEBUG. Each failed call
+/// is still logged by `mcp::dispatch`, with its request id.
+#[derive(Debug, Default)]
+struct OutageLog(std::sync::Mutex<OutageState>);
+
+#[derive(Debug, Default)]
+struct OutageState {
+    /// When the current run of failures began; `None` while connections succeed.
+    since: Option<Instant>,
+    /// Failed attempts in the current run.
+    failures: u64,
+    /// When the run was last logged at WARN.
+    warned: Option<Instant>,
+}
+
+impl OutageLog {
+    fn state(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failed(&self, error: &DbError) {
+        let now = Instant::now();
+        let mut st = self.state();
+        st.failures += 1;
+        let since = *st.since.get_or_insert(now);
+        if st
+            .warned
+            .is_none_or(|t| now.duration_since(t) >= OUTAGE_LOG_EVERY)
+        {
+            st.warned = Some(now);
+            let failures = st.failures;
+            drop(st);
+            if failures == 1 {
+                tracing::warn!(error = %error, "SQL Server connection attempt failed");
+            } else {
+                tracing::warn!(
+                    error = %error,
+                    failed_attempts = failures,
+                    for_secs = now.duration_since(since).as_secs(),
+                    "SQL Server connection attempts still failing"
+                );
+            }
+        } else {
+            drop(st);
+            tracing::debug!(error = %error, "SQL Server connection attempt failed");
+        }
+    }
+
+    fn connected(&self, target: &str) {
+        let mut st = self.state();
+        if let Some(since) = st.since.take() {
+            let failures = std::mem::take(&mut st.failures);
+            st.warned = None;
+            drop(st);
+            tracing::info!(
+                target = %target,
+                failed_attempts = failures,
+                after_secs = since.elapsed().as_secs(),
+                "SQL Server reachable again"
+            );
+        }
     }
 }
 
@@ -477,11 +560,13 @@ impl MssqlBackend {
         let ctx = settings.context();
         let (tx, _) = watch::channel(None);
         let connect_errors = Arc::new(tx);
+        let outage = Arc::new(OutageLog::default());
         let pool_size = settings.pool_size.max(1);
         let manager = Manager {
             ctx: ctx.clone(),
             gate: Semaphore::new(CONNECT_CONCURRENCY),
             settings: settings.clone(),
+            outage: outage.clone(),
         };
         let pool = Pool::builder()
             .max_size(pool_size)
@@ -498,7 +583,10 @@ impl MssqlBackend {
             .queue_strategy(bb8::QueueStrategy::Lifo)
             .idle_timeout(Some(Duration::from_secs(300)))
             .max_lifetime(Some(Duration::from_secs(1800)))
-            .error_sink(Box::new(ConnectErrors(connect_errors.clone())))
+            .error_sink(Box::new(ConnectErrors {
+                latest: connect_errors.clone(),
+                outage,
+            }))
             .build_unchecked(manager);
         Self {
             pool,
@@ -614,8 +702,11 @@ impl MssqlBackend {
         {
             return Some(Ok(c.clone()));
         }
+        // A load that failed answers the callers that were waiting for it; and while a
+        // previous catalog exists, it is served for [`CATALOG_RETRY`] after a failed reload
+        // instead of every call during an outage trying (and failing) to reload first.
         if let Some((at, e)) = &cache.failed
-            && *at >= asked
+            && (*at >= asked || (cache.loaded.is_some() && at.elapsed() < CATALOG_RETRY))
         {
             return Some(match &cache.loaded {
                 Some((_, c)) => Ok(c.clone()),
@@ -1947,7 +2038,13 @@ impl Backend for MssqlBackend {
                 cache.failed = Some((now, e.clone()));
                 match &cache.loaded {
                     Some((_, old)) => {
-                        tracing::warn!(error = %e, "SQL Server catalog reload failed; serving the previous one");
+                        // A database that is down is reported by the connection log (see
+                        // `OutageLog`); anything else (a permission taken away) is news.
+                        if e.is_transient() {
+                            tracing::debug!(error = %e, "SQL Server catalog reload failed; serving the previous one");
+                        } else {
+                            tracing::warn!(error = %e, "SQL Server catalog reload failed; serving the previous one");
+                        }
                         Ok(old.clone())
                     }
                     None => Err(e),
@@ -2971,6 +3068,65 @@ mod tests {
             "{text}"
         );
         assert!(is_config_problem(&e));
+    }
+
+    /// After a failed reload the previous catalog is served for `CATALOG_RETRY` without
+    /// another attempt. The server here accepts connections and never answers, so an attempt
+    /// would cost the whole connect timeout (2 s). No TDS peer can be told to go silent on
+    /// cue, hence a bare listener.
+    #[tokio::test]
+    async fn a_failed_reload_serves_the_previous_catalog_without_retrying_at_once() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "pw").expect("write");
+        let cfg = MssqlConfig {
+            host: Some("127.0.0.1".into()),
+            port: Some(port),
+            database: Some("Sales".into()),
+            user: Some("reader".into()),
+            password: Some(crate::config::SecretSource {
+                file: Some(file),
+                env: None,
+            }),
+            connect_timeout_secs: Some(2),
+            ..MssqlConfig::default()
+        };
+        let settings = MssqlSettings::from_config(&cfg, "database[0]", 1, Duration::from_secs(5))
+            .expect("settings");
+        let b = MssqlBackend::new(settings);
+        let old = Arc::new(build_catalog(&[], &[], &[], &[], &[], &[]));
+        let long_ago = Instant::now() - CATALOG_TTL - Duration::from_secs(1);
+        let unavailable = || DbError::Unavailable("down".into());
+        // Past its TTL, with a reload that failed a moment ago: served at once.
+        {
+            let mut cache = b.catalog_cache();
+            cache.loaded = Some((long_ago, old.clone()));
+            cache.failed = Some((Instant::now() - Duration::from_secs(1), unavailable()));
+        }
+        let started = Instant::now();
+        let got = b.catalog().await.expect("the previous catalog");
+        assert!(Arc::ptr_eq(&got, &old));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // Once the failure is older than CATALOG_RETRY, the next call tries again (and pays
+        // the connect timeout before falling back to the previous catalog).
+        b.catalog_cache().failed = Some((long_ago, unavailable()));
+        let started = Instant::now();
+        let got = b
+            .catalog()
+            .await
+            .expect("the previous catalog, after a try");
+        assert!(Arc::ptr_eq(&got, &old));
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
