@@ -1091,6 +1091,7 @@ async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
     }
     let err = b.ping().await.expect_err("ping while down");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    assert!(b.pool_stats().connect_failures >= 1, "{:?}", b.pool_stats());
 
     peer.spawn(); // same port, same data
     let rs = b

@@ -226,6 +226,31 @@ async fn readiness_fails_for_a_sql_server_that_does_not_answer() {
     assert_eq!(v["checks"]["database:sales"]["status"], "fail", "{v}");
     assert_eq!(v["checks"]["database:main"]["status"], "ok", "{v}");
     assert!(!body.contains("\"x\""), "no password in the report");
+    // The failed attempts are counted for alerting; the SQLite side opens a pooled
+    // connection for its first query.
+    srv.tool(
+        "/claude",
+        "execute_sql",
+        json!({"sql": "SELECT name FROM customers WHERE id = 1"}),
+    )
+    .await;
+    let (_, metrics) = srv.get("/metrics").await;
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert!(value("mssql_mcp_db_connect_failures_total{database=\"sales\"}") >= 1.0);
+    assert_eq!(
+        value("mssql_mcp_db_connect_failures_total{database=\"main\"}"),
+        0.0
+    );
+    assert!(value("mssql_mcp_db_pool_connections_opened_total{database=\"main\"}") >= 1.0);
+    assert_eq!(
+        value("mssql_mcp_db_pool_connections_opened_total{database=\"sales\"}"),
+        0.0
+    );
     srv.stop().await;
 }
 

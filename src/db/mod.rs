@@ -462,6 +462,8 @@ pub struct PoolStats {
     pub discarded: u64,
     /// Queries that had to wait for a free connection since start.
     pub waits: u64,
+    /// Failed attempts to open a connection since start (the database down or refusing).
+    pub connect_failures: u64,
 }
 
 /// Shared handle to a backend.

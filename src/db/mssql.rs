@@ -457,7 +457,11 @@ const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// connection after it at INFO. The attempts between are logged at DEBUG. Each failed call
 /// is still logged by `mcp::dispatch`, with its request id.
 #[derive(Debug, Default)]
-struct OutageLog(std::sync::Mutex<OutageState>);
+struct OutageLog {
+    state: std::sync::Mutex<OutageState>,
+    /// Every failed attempt since start (`mssql_mcp_db_connect_failures_total`).
+    total: std::sync::atomic::AtomicU64,
+}
 
 #[derive(Debug, Default)]
 struct OutageState {
@@ -471,10 +475,12 @@ struct OutageState {
 
 impl OutageLog {
     fn state(&self) -> std::sync::MutexGuard<'_, OutageState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn failed(&self, error: &DbError) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = Instant::now();
         let mut st = self.state();
         st.failures += 1;
@@ -523,6 +529,8 @@ pub use super::PoolStats;
 /// A SQL Server (or Azure SQL) database.
 pub struct MssqlBackend {
     pool: Pool<Manager>,
+    /// Failed connection attempts, logged and counted.
+    outage: Arc<OutageLog>,
     /// The latest failed connection attempt; waiting callers subscribe to hear of the next.
     connect_errors: Arc<watch::Sender<Option<DbError>>>,
     ctx: ErrorContext,
@@ -585,11 +593,12 @@ impl MssqlBackend {
             .max_lifetime(Some(Duration::from_secs(1800)))
             .error_sink(Box::new(ConnectErrors {
                 latest: connect_errors.clone(),
-                outage,
+                outage: outage.clone(),
             }))
             .build_unchecked(manager);
         Self {
             pool,
+            outage,
             connect_errors,
             ctx,
             query_timeout: settings.query_timeout,
@@ -632,6 +641,7 @@ impl MssqlBackend {
             created: state.statistics.connections_created,
             discarded: state.statistics.connections_closed_broken,
             waits: state.statistics.get_waited + state.statistics.get_timed_out,
+            connect_failures: self.outage.total.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -47,9 +47,18 @@ pub struct SqliteBackend {
     pool_size: u32,
     /// Queries that found every connection busy and waited (for metrics).
     waits: AtomicU64,
+    /// Connections opened, and attempts that failed (the file gone or unreadable), for metrics.
+    opens: Arc<OpenCounts>,
     /// Loaded once at start: the file is opened read-only, so its schema cannot change under us
     /// through this process.
     catalog: Arc<Catalog>,
+}
+
+/// See [`SqliteBackend::opens`].
+#[derive(Debug, Default)]
+struct OpenCounts {
+    opened: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl SqliteBackend {
@@ -76,6 +85,7 @@ impl SqliteBackend {
             timeout,
             pool_size: pool_size.max(1),
             waits: AtomicU64::new(0),
+            opens: Arc::default(),
             catalog: Arc::new(catalog),
         })
     }
@@ -119,12 +129,22 @@ impl SqliteBackend {
         let idle = self.idle.clone();
         let path = self.path.clone();
         let immutable = self.immutable;
+        let opens = self.opens.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
             let qc = match pooled {
                 Some(c) => c,
-                None => open_query_conn(&path, immutable)?,
+                None => match open_query_conn(&path, immutable) {
+                    Ok(c) => {
+                        opens.opened.fetch_add(1, Ordering::Relaxed);
+                        c
+                    }
+                    Err(e) => {
+                        opens.failed.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                },
             };
             qc.budget.arm(timeout);
             let result = f(&qc.conn).map_err(|e| interrupted_is_timeout(e, timeout));
@@ -948,9 +968,11 @@ impl Backend for SqliteBackend {
             connections: idle + in_use,
             idle,
             in_use,
-            created: 0,
+            created: self.opens.opened.load(Ordering::Relaxed),
+            // A connection goes back to the pool whatever its query did.
             discarded: 0,
             waits: self.waits.load(Ordering::Relaxed),
+            connect_failures: self.opens.failed.load(Ordering::Relaxed),
         })
     }
 }

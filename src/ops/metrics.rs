@@ -58,6 +58,9 @@ pub struct Metrics {
     pool_open: IntGaugeVec,
     pool_in_use: IntGaugeVec,
     pool_waits: IntCounterVec,
+    pool_opened: IntCounterVec,
+    pool_discarded: IntCounterVec,
+    connect_failures: IntCounterVec,
     rate_limited: IntCounterVec,
     ip_denied: IntCounter,
     streams_open: IntGauge,
@@ -284,6 +287,24 @@ impl Metrics {
                 "Queries that had to wait for a free connection, by database.",
                 &["database"],
             ),
+            pool_opened: counter(
+                &r,
+                "mssql_mcp_db_pool_connections_opened_total",
+                "Connections opened, by database.",
+                &["database"],
+            ),
+            pool_discarded: counter(
+                &r,
+                "mssql_mcp_db_pool_connections_discarded_total",
+                "Connections discarded as broken (timed out, lost, abandoned mid-stream), by database.",
+                &["database"],
+            ),
+            connect_failures: counter(
+                &r,
+                "mssql_mcp_db_connect_failures_total",
+                "Failed attempts to open a connection (the database down or refusing), by database.",
+                &["database"],
+            ),
             rate_limited: counter(
                 &r,
                 "mssql_mcp_rate_limited_total",
@@ -451,6 +472,12 @@ impl Metrics {
                     .set(p.connections as i64);
                 self.pool_in_use.with_label_values(&db).set(p.in_use as i64);
                 sync(&self.pool_waits.with_label_values(&db), p.waits);
+                sync(&self.pool_opened.with_label_values(&db), p.created);
+                sync(&self.pool_discarded.with_label_values(&db), p.discarded);
+                sync(
+                    &self.connect_failures.with_label_values(&db),
+                    p.connect_failures,
+                );
             }
         }
     }
