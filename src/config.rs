@@ -737,14 +737,18 @@ impl Config {
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        // serde_path_to_error names the key a wrong value sits at (`database[0].pool_size`);
+        // toml's span gives the line. Syntax errors have only the line.
+        let located = |e: &toml::de::Error, path: Option<String>| {
             let problem = hide_string_values(e.message());
-            let key = match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}")
-                }
-                None => "(file)".to_string(),
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let (key, problem) = match (path, line) {
+                (Some(p), Some(l)) => (p, format!("{problem} (line {l})")),
+                (Some(p), None) => (p, problem),
+                (None, Some(l)) => (format!("line {l}"), problem),
+                (None, None) => ("(file)".to_string(), problem),
             };
             let fix = if problem.contains("SecretSource") {
                 "secrets are never written inline: use { file = \"/path/to/secret\" } or { env = \"VARIABLE\" }"
@@ -752,6 +756,16 @@ impl Config {
                 "check the key's spelling and type against config.toml.example"
             };
             ConfigError::new(key, problem, fix)
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let mut err = located(&e, None);
+            err.fix = "fix the TOML syntax there (see config.toml.example)".into();
+            err
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = (path != ".").then_some(path);
+            located(e.inner(), path)
         })?;
         config.validate()?;
         Ok(config)
@@ -1121,10 +1135,44 @@ profile = "chatgpt"
     }
 
     #[test]
-    fn an_unknown_key_is_named_with_its_line() {
+    fn an_unknown_key_is_named_with_its_table_and_line() {
         let err = Config::parse(&format!("{MINIMAL}\nmax_rowz = 5\n")).unwrap_err();
-        assert!(err.key.starts_with("line"), "{err}");
-        assert!(err.problem.contains("max_rowz"), "{err}");
+        assert_eq!(err.key, "scope[0].max_rowz", "{err}");
+        assert!(err.problem.contains("unknown field"), "{err}");
+        assert!(err.problem.contains("(line "), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_key_and_line_without_the_value() {
+        let text = MINIMAL.replace(
+            "path = \"/tmp/x.db\"",
+            "path = \"/tmp/x.db\"\npool_size = \"eight\"",
+        );
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("pool_size"))
+            .map(|i| i + 1);
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "database[0].pool_size", "{err}");
+        assert!(
+            err.problem
+                .contains(&format!("(line {})", line.unwrap_or(0))),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("eight"), "{err}");
+        let err = Config::parse(&MINIMAL.replace(
+            "profile = \"chatgpt\"",
+            "profile = \"chatgpt\"\nmax_rows = -3",
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "scope[0].max_rows", "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_named_by_its_line() {
+        let err = Config::parse("[server\nlisten = 1\n").unwrap_err();
+        assert_eq!(err.key, "line 1", "{err}");
+        assert!(err.fix.contains("syntax"), "{err}");
     }
 
     #[test]
