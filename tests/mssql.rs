@@ -238,6 +238,16 @@ impl Drop for Peer {
 struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Logs {
+    /// Captures what `filter` lets through, on this thread, until the guard drops.
+    fn capture(&self, filter: tracing_subscriber::EnvFilter) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
     fn text(&self) -> String {
         let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
@@ -332,12 +342,7 @@ async fn a_wrong_password_fails_with_login_advice_and_never_shows_the_password()
     // Every log line, at every level, of this test's thread (the runtime is single-threaded,
     // so the pool's spawned connection attempts log here too).
     let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let _logging = logs.capture(tracing_subscriber::EnvFilter::new("trace"));
     let b = MssqlBackend::new(settings);
     let started = Instant::now();
     let err = b.ping().await.expect_err("wrong password must fail");
@@ -946,12 +951,7 @@ async fn a_query_error_is_not_logged_by_tiberius_under_the_default_filter() {
     let _s = serial().await;
     let peer = Peer::start();
     let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(mssql_mcp::cli::default_log_filter())
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let _logging = logs.capture(mssql_mcp::cli::default_log_filter());
     let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
     b.catalog().await.expect("catalog");
     let err = b
@@ -1065,12 +1065,7 @@ async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
     // From here on, what an operator reads (INFO and up; the pool's tasks run on this
     // single-threaded runtime, so they log here too).
     let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let logging = tracing::subscriber::set_default(subscriber);
+    let logging = logs.capture(tracing_subscriber::EnvFilter::new("info"));
     peer.kill();
     for attempt in 0..3 {
         let started = Instant::now();
