@@ -206,7 +206,10 @@ fn edge_server(
     let http = server.http_builder();
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs));
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+        // The read buffer holds the request head; a head that does not fit is refused (431).
+        // Bodies stream past it, so this limits only the head.
+        .max_buf_size(limits.max_header_bytes);
     if tls {
         // Head and body in one buffer, so a small response is one TLS record, not two.
         http.http1().writev(false);

@@ -235,6 +235,10 @@ pub struct LimitsConfig {
     pub idle_timeout_secs: u64,
     /// Longest time to produce a response's head (SSE streams are exempt once started).
     pub request_timeout_secs: u64,
+    /// Largest HTTP/1.1 request head (request line and headers) read, in bytes; a longer
+    /// one is answered 431. Bounds the memory each connection may hold before the request is
+    /// even routed (hyper's own default is about 400 KB).
+    pub max_header_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -251,6 +255,7 @@ impl Default for LimitsConfig {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 120,
             request_timeout_secs: 60,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -302,6 +307,14 @@ impl LimitsConfig {
                 "limits.request_timeout_secs",
                 format!("{} is out of range", self.request_timeout_secs),
                 "use 1 to 3600 seconds (default 60)",
+            ));
+        }
+        // hyper refuses (panics on) a read buffer under 8 KiB.
+        if !(8192..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(ConfigError::new(
+                "limits.max_header_bytes",
+                format!("{} is out of range", self.max_header_bytes),
+                "use 8192 to 1048576 bytes (default 65536)",
             ));
         }
         Ok(())
@@ -465,7 +478,7 @@ pub fn describe(config: &crate::config::Config) {
     }
     let l = &config.limits;
     println!(
-        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; SSE {} per IP, {} total; header {} s, idle {} s, request {} s",
+        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; SSE {} per IP, {} total; header {} s and {} bytes, idle {} s, request {} s",
         l.per_ip_per_sec,
         l.per_ip_burst,
         l.oauth_per_min,
@@ -475,6 +488,7 @@ pub fn describe(config: &crate::config::Config) {
         l.sse_per_ip,
         l.sse_total,
         l.header_read_timeout_secs,
+        l.max_header_bytes,
         l.idle_timeout_secs,
         l.request_timeout_secs
     );
@@ -515,6 +529,17 @@ database = "main"
         )
         .unwrap_err();
         assert_eq!(err.key, "tls.directory");
+    }
+
+    #[test]
+    fn the_request_head_limit_is_bounded_where_hyper_can_take_it() {
+        assert_eq!(parse("").expect("valid").limits.max_header_bytes, 65536);
+        for bad in ["100", "8191", "2000000"] {
+            let err = parse(&format!("[limits]\nmax_header_bytes = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "limits.max_header_bytes", "{bad}");
+            assert!(err.fix.contains("8192"), "{err}");
+        }
+        assert!(parse("[limits]\nmax_header_bytes = 8192\n").is_ok());
     }
 
     #[test]
