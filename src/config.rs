@@ -765,7 +765,23 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let path = (path != ".").then_some(path);
-            located(e.inner(), path)
+            let mut err = located(e.inner(), path);
+            if let Some(field) = mssql_field_at_fault(text, &err.key) {
+                err.key = format!("{}.{field}", err.key);
+                // The line toml gave is the table's; point at the key's own line instead.
+                let table_line = e
+                    .inner()
+                    .span()
+                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                if let Some(from) = table_line
+                    && let Some(to) = line_of_key(text, from, &field)
+                {
+                    err.problem = err
+                        .problem
+                        .replace(&format!("(line {from})"), &format!("(line {to})"));
+                }
+            }
+            err
         })?;
         config.validate()?;
         Ok(config)
@@ -1023,6 +1039,46 @@ impl Config {
 
 /// serde quotes a mistyped string value in full ("invalid type: string \"hunter2\", expected
 /// …"); that value may be a password written inline, so it is left out.
+/// Which key of a `kind = "mssql"` `[[database]]` table a deserialization error is about.
+/// `key` is where serde_path_to_error stopped (`database[0]`): the `kind`-tagged fields are
+/// buffered by serde before they reach [`MssqlConfig`], so the path cannot go further. This
+/// deserializes that table's SQL Server keys on their own to find the field.
+fn mssql_field_at_fault(text: &str, key: &str) -> Option<String> {
+    let index: usize = key
+        .strip_prefix("database[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let mut table = doc
+        .get("database")?
+        .as_array()?
+        .get(index)?
+        .as_table()?
+        .clone();
+    if table.get("kind")?.as_str()? != "mssql" {
+        return None;
+    }
+    for outer in ["kind", "name", "query_timeout_secs", "pool_size"] {
+        table.remove(outer);
+    }
+    match serde_path_to_error::deserialize::<_, MssqlConfig>(table) {
+        Err(e) => Some(e.path().to_string()).filter(|p| p != "."),
+        Ok(_) => None,
+    }
+}
+
+/// The first line at or after line `from` (1-based) that assigns `key`, 1-based.
+fn line_of_key(text: &str, from: usize, key: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find_map(|(i, l)| {
+            let rest = l.trim_start().strip_prefix(key)?;
+            rest.trim_start().starts_with('=').then_some(i + 1)
+        })
+}
+
 fn hide_string_values(problem: &str) -> String {
     for prefix in ["invalid type: string \"", "invalid value: string \""] {
         if let Some(start) = problem.find(prefix) {
@@ -1242,6 +1298,35 @@ database = "Sales"
 user = "mcp_reader"
 password = { env = "MSSQL_PASSWORD" }
 "#;
+
+    /// Inside `kind = "mssql"` serde buffers the keys, so its path stops at `database[0]`;
+    /// the key and its own line are found anyway.
+    #[test]
+    fn a_wrong_sql_server_key_is_named_with_its_own_line() {
+        let text = with_database(&MSSQL.replace("user = ", "port = \"1433x\"\nuser = "));
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("port"))
+            .map(|i| i + 1);
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "database[0].port", "{err}");
+        assert!(
+            err.problem
+                .contains(&format!("(line {})", line.unwrap_or(0))),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("1433x"), "{err}");
+        let err = Config::parse(&with_database(
+            &MSSQL.replace("user = ", "hots = \"a\"\nuser = "),
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "database[0].hots", "{err}");
+        let err = Config::parse(&with_database(
+            &MSSQL.replace("{ env = \"MSSQL_PASSWORD\" }", "\"hunter2\""),
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "database[0].password", "{err}");
+    }
 
     #[test]
     fn an_mssql_database_parses_with_defaults() {
