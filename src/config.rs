@@ -1198,24 +1198,24 @@ profile = "chatgpt"
         assert!(err.problem.contains("(line "), "{err}");
     }
 
+    /// `text` is refused at `key`, naming the line that starts with `line_start`, and the
+    /// error does not show `value`.
+    fn refused_at(text: &str, key: &str, line_start: &str, value: &str) {
+        let line = text.lines().position(|l| l.starts_with(line_start));
+        let err = Config::parse(text).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        let want = format!("(line {})", line.map_or(0, |i| i + 1));
+        assert!(err.problem.contains(&want), "{err}");
+        assert!(!err.to_string().contains(value), "{err}");
+    }
+
     #[test]
     fn a_value_of_the_wrong_type_is_named_by_its_key_and_line_without_the_value() {
         let text = MINIMAL.replace(
             "path = \"/tmp/x.db\"",
             "path = \"/tmp/x.db\"\npool_size = \"eight\"",
         );
-        let line = text
-            .lines()
-            .position(|l| l.starts_with("pool_size"))
-            .map(|i| i + 1);
-        let err = Config::parse(&text).unwrap_err();
-        assert_eq!(err.key, "database[0].pool_size", "{err}");
-        assert!(
-            err.problem
-                .contains(&format!("(line {})", line.unwrap_or(0))),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("eight"), "{err}");
+        refused_at(&text, "database[0].pool_size", "pool_size", "eight");
         let err = Config::parse(&MINIMAL.replace(
             "profile = \"chatgpt\"",
             "profile = \"chatgpt\"\nmax_rows = -3",
@@ -1304,18 +1304,7 @@ password = { env = "MSSQL_PASSWORD" }
     #[test]
     fn a_wrong_sql_server_key_is_named_with_its_own_line() {
         let text = with_database(&MSSQL.replace("user = ", "port = \"1433x\"\nuser = "));
-        let line = text
-            .lines()
-            .position(|l| l.starts_with("port"))
-            .map(|i| i + 1);
-        let err = Config::parse(&text).unwrap_err();
-        assert_eq!(err.key, "database[0].port", "{err}");
-        assert!(
-            err.problem
-                .contains(&format!("(line {})", line.unwrap_or(0))),
-            "{err}"
-        );
-        assert!(!err.to_string().contains("1433x"), "{err}");
+        refused_at(&text, "database[0].port", "port", "1433x");
         let err = Config::parse(&with_database(
             &MSSQL.replace("user = ", "hots = \"a\"\nuser = "),
         ))
