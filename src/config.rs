@@ -766,7 +766,7 @@ impl Config {
             let path = e.path().to_string();
             let path = (path != ".").then_some(path);
             let mut err = located(e.inner(), path);
-            if let Some(field) = mssql_field_at_fault(text, &err.key) {
+            if let Some(field) = kind_field_at_fault(text, &err.key) {
                 err.key = format!("{}.{field}", err.key);
                 // The line toml gave is the table's; point at the key's own line instead.
                 let table_line = e
@@ -1037,13 +1037,11 @@ impl Config {
     }
 }
 
-/// serde quotes a mistyped string value in full ("invalid type: string \"hunter2\", expected
-/// …"); that value may be a password written inline, so it is left out.
-/// Which key of a `kind = "mssql"` `[[database]]` table a deserialization error is about.
-/// `key` is where serde_path_to_error stopped (`database[0]`): the `kind`-tagged fields are
-/// buffered by serde before they reach [`MssqlConfig`], so the path cannot go further. This
-/// deserializes that table's SQL Server keys on their own to find the field.
-fn mssql_field_at_fault(text: &str, key: &str) -> Option<String> {
+/// Which key of a `[[database]]` table's `kind`-specific keys a deserialization error is
+/// about. `key` is where serde_path_to_error stopped (`database[0]`): serde buffers the
+/// `kind`-tagged fields before they reach [`DatabaseKind`], so the path cannot go further.
+/// This deserializes that table's own keys for its kind on their own to find the field.
+fn kind_field_at_fault(text: &str, key: &str) -> Option<String> {
     let index: usize = key
         .strip_prefix("database[")?
         .strip_suffix(']')?
@@ -1056,16 +1054,31 @@ fn mssql_field_at_fault(text: &str, key: &str) -> Option<String> {
         .get(index)?
         .as_table()?
         .clone();
-    if table.get("kind")?.as_str()? != "mssql" {
-        return None;
-    }
+    let kind = table.get("kind")?.as_str()?.to_string();
     for outer in ["kind", "name", "query_timeout_secs", "pool_size"] {
         table.remove(outer);
     }
-    match serde_path_to_error::deserialize::<_, MssqlConfig>(table) {
-        Err(e) => Some(e.path().to_string()).filter(|p| p != "."),
-        Ok(_) => None,
+    /// `kind = "sqlite"`'s keys, as [`DatabaseKind::Sqlite`] has them.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only deserialized, to find the key at fault
+    struct SqliteKeys {
+        path: PathBuf,
+        #[serde(default)]
+        immutable: bool,
     }
+    let path = match kind.as_str() {
+        "mssql" => serde_path_to_error::deserialize::<_, MssqlConfig>(table)
+            .err()?
+            .path()
+            .to_string(),
+        "sqlite" => serde_path_to_error::deserialize::<_, SqliteKeys>(table)
+            .err()?
+            .path()
+            .to_string(),
+        _ => return None,
+    };
+    Some(path).filter(|p| p != ".")
 }
 
 /// The first line at or after line `from` (1-based) that assigns `key`, 1-based.
@@ -1079,6 +1092,8 @@ fn line_of_key(text: &str, from: usize, key: &str) -> Option<usize> {
         })
 }
 
+/// serde quotes a mistyped string value in full ("invalid type: string \"hunter2\", expected
+/// …"); that value may be a password written inline, so it is left out.
 fn hide_string_values(problem: &str) -> String {
     for prefix in ["invalid type: string \"", "invalid value: string \""] {
         if let Some(start) = problem.find(prefix) {
@@ -1222,6 +1237,15 @@ profile = "chatgpt"
         ))
         .unwrap_err();
         assert_eq!(err.key, "scope[0].max_rows", "{err}");
+    }
+
+    #[test]
+    fn a_wrong_sqlite_key_is_named_with_its_own_line() {
+        let text = MINIMAL.replace(
+            "path = \"/tmp/x.db\"",
+            "path = \"/tmp/x.db\"\nimmutable = \"yes\"",
+        );
+        refused_at(&text, "database[0].immutable", "immutable", "yes");
     }
 
     #[test]
