@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
-use crate::config::{Config, ConfigError, DatabaseKind};
+use crate::config::{Config, ConfigError, DatabaseKind, SqliteConfig};
 use crate::db::DynBackend;
 use crate::db::mssql::{MssqlBackend, MssqlSettings};
 use crate::db::sqlite::SqliteBackend;
@@ -77,7 +77,7 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
     for (i, db) in config.databases.iter().enumerate() {
         let timeout = Duration::from_secs(db.query_timeout_secs);
         let backend: DynBackend = match &db.kind {
-            DatabaseKind::Sqlite { path, immutable } => Arc::new(
+            DatabaseKind::Sqlite(SqliteConfig { path, immutable }) => Arc::new(
                 SqliteBackend::open(path, *immutable, db.pool_size, timeout)
                     .await
                     .map_err(|source| StartError::Database {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigError, DatabaseKind, ToolProfile};
+use crate::config::{Config, ConfigError, DatabaseKind, SqliteConfig, ToolProfile};
 
 /// Exit code for a bad configuration or command line (sysexits `EX_USAGE`).
 pub const EX_USAGE: u8 = 64;
@@ -282,7 +282,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
     for (i, db) in config.databases.iter().enumerate() {
         match &db.kind {
-            DatabaseKind::Sqlite { path, immutable } => {
+            DatabaseKind::Sqlite(SqliteConfig { path, immutable }) => {
                 let note = if *immutable { " (immutable)" } else { "" };
                 println!("database `{}`: sqlite {}{note}", db.name, path.display())
             }
@@ -524,7 +524,7 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
     for (i, db) in config.databases.iter().enumerate() {
         let timeout = std::time::Duration::from_secs(db.query_timeout_secs);
         let opened: Result<crate::db::DynBackend, String> = match &db.kind {
-            DatabaseKind::Sqlite { path, immutable } => {
+            DatabaseKind::Sqlite(SqliteConfig { path, immutable }) => {
                 crate::db::sqlite::SqliteBackend::open(path, *immutable, 1, timeout)
                     .await
                     .map(|b| std::sync::Arc::new(b) as crate::db::DynBackend)

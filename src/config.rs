@@ -254,18 +254,23 @@ pub struct DatabaseConfig {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DatabaseKind {
     /// A SQLite file, opened read-only.
-    Sqlite {
-        /// Path to the database file.
-        path: PathBuf,
-        /// The file never changes while the server runs (no other process writes it): SQLite
-        /// then skips file locking and change detection on every query (`immutable=1`).
-        /// Default false. Wrong answers follow if the file does change, so leave it off for a
-        /// database something else updates.
-        #[serde(default)]
-        immutable: bool,
-    },
+    Sqlite(SqliteConfig),
     /// Microsoft SQL Server (or Azure SQL) over TDS.
     Mssql(Box<MssqlConfig>),
+}
+
+/// `[[database]]` with `kind = "sqlite"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Path to the database file.
+    pub path: PathBuf,
+    /// The file never changes while the server runs (no other process writes it): SQLite
+    /// then skips file locking and change detection on every query (`immutable=1`).
+    /// Default false. Wrong answers follow if the file does change, so leave it off for a
+    /// database something else updates.
+    #[serde(default)]
+    pub immutable: bool,
 }
 
 /// `[[database]]` with `kind = "mssql"`: where the server is and how to log in.
@@ -739,14 +744,15 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         // serde_path_to_error names the key a wrong value sits at (`database[0].pool_size`);
         // toml's span gives the line. Syntax errors have only the line.
-        let located = |e: &toml::de::Error, path: Option<String>| {
+        let line_of = |e: &toml::de::Error| {
+            e.span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let located = |e: &toml::de::Error, key: Option<String>, line: Option<usize>| {
             let problem = hide_string_values(e.message());
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let (key, problem) = match (path, line) {
-                (Some(p), Some(l)) => (p, format!("{problem} (line {l})")),
-                (Some(p), None) => (p, problem),
+            let (key, problem) = match (key, line) {
+                (Some(k), Some(l)) => (k, format!("{problem} (line {l})")),
+                (Some(k), None) => (k, problem),
                 (None, Some(l)) => (format!("line {l}"), problem),
                 (None, None) => ("(file)".to_string(), problem),
             };
@@ -758,30 +764,24 @@ impl Config {
             ConfigError::new(key, problem, fix)
         };
         let de = toml::Deserializer::parse(text).map_err(|e| {
-            let mut err = located(&e, None);
+            let mut err = located(&e, None, line_of(&e));
             err.fix = "fix the TOML syntax there (see config.toml.example)".into();
             err
         })?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let path = (path != ".").then_some(path);
-            let mut err = located(e.inner(), path);
-            if let Some(field) = kind_field_at_fault(text, &err.key) {
-                err.key = format!("{}.{field}", err.key);
-                // The line toml gave is the table's; point at the key's own line instead.
-                let table_line = e
-                    .inner()
-                    .span()
-                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-                if let Some(from) = table_line
-                    && let Some(to) = line_of_key(text, from, &field)
-                {
-                    err.problem = err
-                        .problem
-                        .replace(&format!("(line {from})"), &format!("(line {to})"));
-                }
+            let mut key = (path != ".").then_some(path);
+            let mut line = line_of(e.inner());
+            if let Some(at) = &key
+                && let Some(field) = kind_field_at_fault(text, at)
+            {
+                // The line toml gave is the table's; the key's own line is below it.
+                line = line
+                    .and_then(|from| line_of_key(text, from, &field))
+                    .or(line);
+                key = Some(format!("{at}.{field}"));
             }
-            err
+            located(e.inner(), key, line)
         })?;
         config.validate()?;
         Ok(config)
@@ -1058,21 +1058,12 @@ fn kind_field_at_fault(text: &str, key: &str) -> Option<String> {
     for outer in ["kind", "name", "query_timeout_secs", "pool_size"] {
         table.remove(outer);
     }
-    /// `kind = "sqlite"`'s keys, as [`DatabaseKind::Sqlite`] has them.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)] // only deserialized, to find the key at fault
-    struct SqliteKeys {
-        path: PathBuf,
-        #[serde(default)]
-        immutable: bool,
-    }
     let path = match kind.as_str() {
         "mssql" => serde_path_to_error::deserialize::<_, MssqlConfig>(table)
             .err()?
             .path()
             .to_string(),
-        "sqlite" => serde_path_to_error::deserialize::<_, SqliteKeys>(table)
+        "sqlite" => serde_path_to_error::deserialize::<_, SqliteConfig>(table)
             .err()?
             .path()
             .to_string(),

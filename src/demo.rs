@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, DatabaseConfig, DatabaseKind, ScopeConfig, ServerConfig, ToolProfile};
+use crate::config::{
+    Config, DatabaseConfig, DatabaseKind, ScopeConfig, ServerConfig, SqliteConfig, ToolProfile,
+};
 use crate::db::demo_data;
 
 /// Where the demo keeps its database when `--data-dir` is not given.
@@ -89,11 +91,11 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         },
         databases: vec![DatabaseConfig {
             name: "demo".into(),
-            kind: DatabaseKind::Sqlite {
+            kind: DatabaseKind::Sqlite(SqliteConfig {
                 path: db_path.to_path_buf(),
                 // Generated once, then only read: no locking needed.
                 immutable: true,
-            },
+            }),
             query_timeout_secs: 10,
             pool_size: 8,
         }],
