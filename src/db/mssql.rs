@@ -135,6 +135,7 @@ use super::{
     SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
 };
 use crate::config::{ApplicationIntent, ConfigError, MssqlConfig, MssqlEncrypt};
+use crate::ops::{FailureReport, FailureRun};
 
 /// Most connection attempts in flight at once (SQL Server logins are not free, and small
 /// servers have short accept backlogs).
@@ -454,70 +455,47 @@ const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Logs a run of failed connection attempts as one event rather than one line per attempt
 /// (during an outage every tool call, and the pool's own top-ups, try to connect): the first
 /// failure at WARN, a WARN a minute at most while it lasts (with the count), and the first
-/// connection after it at INFO. The attempts between are logged at DEBUG. Each failed call
-/// is still logged by `mcp::dispatch`, with its request id.
+/// connection after it at INFO (see [`FailureRun`]). The attempts between are logged at DEBUG.
+/// Each failed call is still logged by `mcp::dispatch`, with its request id.
 #[derive(Debug, Default)]
 struct OutageLog {
-    state: std::sync::Mutex<OutageState>,
+    run: std::sync::Mutex<FailureRun>,
     /// Every failed attempt since start (`mssql_mcp_db_connect_failures_total`).
     total: std::sync::atomic::AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct OutageState {
-    /// When the current run of failures began; `None` while connections succeed.
-    since: Option<Instant>,
-    /// Failed attempts in the current run.
-    failures: u64,
-    /// When the run was last logged at WARN.
-    warned: Option<Instant>,
-}
-
 impl OutageLog {
-    fn state(&self) -> std::sync::MutexGuard<'_, OutageState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn run(&self) -> std::sync::MutexGuard<'_, FailureRun> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn failed(&self, error: &DbError) {
         self.total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let now = Instant::now();
-        let mut st = self.state();
-        st.failures += 1;
-        let since = *st.since.get_or_insert(now);
-        if st
-            .warned
-            .is_none_or(|t| now.duration_since(t) >= OUTAGE_LOG_EVERY)
-        {
-            st.warned = Some(now);
-            let failures = st.failures;
-            drop(st);
-            if failures == 1 {
-                tracing::warn!(error = %error, "SQL Server connection attempt failed");
-            } else {
-                tracing::warn!(
-                    error = %error,
-                    failed_attempts = failures,
-                    for_secs = now.duration_since(since).as_secs(),
-                    "SQL Server connection attempts still failing"
-                );
+        let report = self.run().failed(Instant::now(), OUTAGE_LOG_EVERY);
+        match report {
+            FailureReport::First => {
+                tracing::warn!(error = %error, "SQL Server connection attempt failed")
             }
-        } else {
-            drop(st);
-            tracing::debug!(error = %error, "SQL Server connection attempt failed");
+            FailureReport::Ongoing { failures, secs } => tracing::warn!(
+                error = %error,
+                failed_attempts = failures,
+                for_secs = secs,
+                "SQL Server connection attempts still failing"
+            ),
+            FailureReport::Quiet => {
+                tracing::debug!(error = %error, "SQL Server connection attempt failed")
+            }
         }
     }
 
     fn connected(&self, target: &str) {
-        let mut st = self.state();
-        if let Some(since) = st.since.take() {
-            let failures = std::mem::take(&mut st.failures);
-            st.warned = None;
-            drop(st);
+        let ended = self.run().ended();
+        if let Some((failures, took)) = ended {
             tracing::info!(
                 target = %target,
                 failed_attempts = failures,
-                after_secs = since.elapsed().as_secs(),
+                after_secs = took.as_secs(),
                 "SQL Server reachable again"
             );
         }

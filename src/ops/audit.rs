@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 use serde::Serialize;
@@ -224,8 +224,7 @@ pub async fn writer(
     let mut batch = Vec::new();
     // Lines not yet written: this batch's, and any a failed write handed back.
     let mut pending: Vec<String> = Vec::new();
-    let mut failing_since_log: u64 = 0;
-    let mut last_log: Option<tokio::time::Instant> = None;
+    let mut failing = super::FailureRun::default();
     loop {
         let mut open = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n > 0,
@@ -259,27 +258,26 @@ pub async fn writer(
         if !pending.is_empty() {
             match sink.write(std::mem::take(&mut pending)).await {
                 Ok(()) => {
-                    if failing_since_log > 0 || last_log.is_some() {
-                        tracing::info!("audit: writing records again");
+                    if let Some((failures, _)) = failing.ended() {
+                        tracing::info!(failed_writes = failures, "audit: writing records again");
                     }
-                    failing_since_log = 0;
-                    last_log = None;
                 }
                 Err((e, lines)) => {
                     counters.write_errors.inc();
                     pending = lines;
-                    failing_since_log += 1;
-                    let now = tokio::time::Instant::now();
-                    if last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+                    let failed_writes = match failing.failed(Instant::now(), LOG_EVERY) {
+                        super::FailureReport::Quiet => None,
+                        super::FailureReport::First => Some(1),
+                        super::FailureReport::Ongoing { failures, .. } => Some(failures),
+                    };
+                    if let Some(failed_writes) = failed_writes {
                         tracing::error!(
                             error = %e,
-                            failures = failing_since_log,
+                            failed_writes,
                             waiting = pending.len(),
                             path = %state_dir.join(FILE).display(),
                             "audit: cannot write records; keeping them to try again"
                         );
-                        last_log = Some(now);
-                        failing_since_log = 0;
                     }
                 }
             }

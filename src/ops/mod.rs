@@ -290,3 +290,86 @@ pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
     b.create(dir)
 }
+
+/// A run of failures reported as one episode rather than one log line per failure: the first
+/// failure, then at most one reminder per `every` while the run lasts, then its end. Callers
+/// count every failure in their metrics and log what [`FailureRun::failed`] and
+/// [`FailureRun::ended`] say to log. Used by the audit writer and the SQL Server pool.
+#[derive(Debug, Default)]
+pub struct FailureRun {
+    /// When the run began; `None` while things work.
+    since: Option<Instant>,
+    /// Failures in the run.
+    failures: u64,
+    /// When the run was last reported.
+    reported: Option<Instant>,
+}
+
+/// What [`FailureRun::failed`] says to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReport {
+    /// The first failure of a run.
+    First,
+    /// A reminder: `failures` so far, for `secs` seconds.
+    Ongoing { failures: u64, secs: u64 },
+    /// Nothing (reported recently).
+    Quiet,
+}
+
+impl FailureRun {
+    /// Counts a failure at `now`; says whether and how to report it.
+    pub fn failed(&mut self, now: Instant, every: Duration) -> FailureReport {
+        self.failures += 1;
+        let since = *self.since.get_or_insert(now);
+        match self.reported {
+            None => {
+                self.reported = Some(now);
+                FailureReport::First
+            }
+            Some(t) if now.duration_since(t) >= every => {
+                self.reported = Some(now);
+                FailureReport::Ongoing {
+                    failures: self.failures,
+                    secs: now.duration_since(since).as_secs(),
+                }
+            }
+            Some(_) => FailureReport::Quiet,
+        }
+    }
+
+    /// A success: ends the run, if one was going on, returning its failures and length.
+    pub fn ended(&mut self) -> Option<(u64, Duration)> {
+        let since = self.since.take()?;
+        self.reported = None;
+        Some((std::mem::take(&mut self.failures), since.elapsed()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_run_reports_its_start_a_reminder_a_minute_and_its_end() {
+        let every = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut run = FailureRun::default();
+        assert_eq!(run.ended(), None, "no run, nothing ended");
+        assert_eq!(run.failed(at(0), every), FailureReport::First);
+        assert_eq!(run.failed(at(10), every), FailureReport::Quiet);
+        assert_eq!(run.failed(at(59), every), FailureReport::Quiet);
+        assert_eq!(
+            run.failed(at(61), every),
+            FailureReport::Ongoing {
+                failures: 4,
+                secs: 61
+            }
+        );
+        assert_eq!(run.failed(at(100), every), FailureReport::Quiet);
+        assert_eq!(run.ended().map(|(n, _)| n), Some(5));
+        // A new run starts over.
+        assert_eq!(run.failed(at(200), every), FailureReport::First);
+        assert_eq!(run.ended().map(|(n, _)| n), Some(1));
+    }
+}
