@@ -1215,28 +1215,23 @@ profile = "chatgpt"
         assert!(!err.to_string().contains(value), "{err}");
     }
 
+    /// A key of the table itself (`pool_size`) and one of its kind (`immutable`, which serde
+    /// reaches through the `kind` tag) are both named with their own lines.
     #[test]
     fn a_value_of_the_wrong_type_is_named_by_its_key_and_line_without_the_value() {
-        let text = MINIMAL.replace(
-            "path = \"/tmp/x.db\"",
-            "path = \"/tmp/x.db\"\npool_size = \"eight\"",
-        );
-        refused_at(&text, "database[0].pool_size", "pool_size", "eight");
+        for (key, value) in [("pool_size", "eight"), ("immutable", "yes")] {
+            let text = MINIMAL.replace(
+                "path = \"/tmp/x.db\"",
+                &format!("path = \"/tmp/x.db\"\n{key} = \"{value}\""),
+            );
+            refused_at(&text, &format!("database[0].{key}"), key, value);
+        }
         let err = Config::parse(&MINIMAL.replace(
             "profile = \"chatgpt\"",
             "profile = \"chatgpt\"\nmax_rows = -3",
         ))
         .unwrap_err();
         assert_eq!(err.key, "scope[0].max_rows", "{err}");
-    }
-
-    #[test]
-    fn a_wrong_sqlite_key_is_named_with_its_own_line() {
-        let text = MINIMAL.replace(
-            "path = \"/tmp/x.db\"",
-            "path = \"/tmp/x.db\"\nimmutable = \"yes\"",
-        );
-        refused_at(&text, "database[0].immutable", "immutable", "yes");
     }
 
     #[test]
