@@ -325,6 +325,19 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// A write past the process's file size limit (systemd's `LimitFSIZE=`, `ulimit -f`) raises
+/// SIGXFSZ, whose default action kills the process. Listened for (tokio keeps the handler for
+/// the life of the process), it does nothing and the write fails with `EFBIG` instead, which
+/// the audit writer handles as it does a full disk: it keeps the records and tries again.
+fn survive_file_size_limit() {
+    #[cfg(unix)]
+    if let Err(e) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+    {
+        tracing::warn!(error = %e, "cannot listen for SIGXFSZ: a file size limit would end the process");
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -405,6 +418,7 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     let bound = listener.local_addr().unwrap_or(listen);
     let mut config = crate::demo::config(bound, &db_path, &dir);
     config.server.public_url = Some(format!("http://{bound}"));
+    survive_file_size_limit();
     let state = match crate::app::build_state(config, true).await {
         Ok(s) => s,
         Err(e) => {
@@ -473,6 +487,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
+    survive_file_size_limit();
     let state = match crate::app::build_state(config, no_auth).await {
         Ok(s) => s,
         Err(crate::app::StartError::Config(e)) => return config_error(&e),

@@ -731,6 +731,115 @@ async fn a_state_directory_that_cannot_be_made_stops_the_start() {
     assert!(err.contains("fix:"), "{err}");
 }
 
+/// A write cut short (on a full disk; here by the process's file size limit, which makes a real
+/// `write` stop part-way and the next fail with EFBIG) leaves no torn line and repeats no
+/// record: the audit file is cut back to its last whole line and the records are kept; once the
+/// limit is lifted each is written exactly once. The server survives SIGXFSZ meanwhile.
+#[tokio::test]
+async fn an_audit_write_cut_short_leaves_whole_lines_and_loses_nothing() {
+    if !peer("prlimit", "util-linux") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let port = free_port();
+    let text =
+        config_text(dir.path(), &db, "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &text).expect("config file");
+    let mut child = tokio::process::Command::new("prlimit")
+        // The soft limit only: raising it again needs no privilege.
+        .arg("--fsize=3000:unlimited")
+        .arg("--")
+        .arg(BIN)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary under prlimit");
+    let pid = child.id().expect("pid");
+    // The server's log, read as it comes.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&l);
+                s.push('\n');
+            }
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client().get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "no answer within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let queries: Vec<String> = (0..30).map(|i| format!("SELECT {i} AS n")).collect();
+    for q in &queries {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "execute_sql", "arguments": {"sql": q}}});
+        let resp = client()
+            .post(format!("{base}/claude/sse"))
+            .json(&body)
+            .send()
+            .await
+            .expect("tool call");
+        assert_eq!(resp.status(), 200);
+    }
+    let logged = |what: &str| log.lock().map(|s| s.contains(what)).unwrap_or(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logged("audit: cannot write records") {
+        assert!(
+            Instant::now() < deadline,
+            "no write failure logged:\n{:?}",
+            log.lock()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Cut at the limit: whole lines only, fewer than were recorded.
+    let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit file");
+    assert!(text.len() <= 3000 && text.ends_with('\n'), "{text}");
+    let kept = audit_lines(dir.path()).len();
+    assert!(kept > 0 && kept < queries.len(), "{kept} lines");
+
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--fsize=unlimited:unlimited"])
+        .status()
+        .expect("run prlimit");
+    assert!(lifted.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let written = loop {
+        let calls: Vec<String> = audit_lines(dir.path())
+            .iter()
+            .filter(|l| l["tool"] == "execute_sql")
+            .map(|l| l["query"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if calls.len() >= queries.len() || Instant::now() > deadline {
+            break calls;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let want: Vec<String> = queries
+        .iter()
+        .map(|q| json!({ "sql": q }).to_string())
+        .collect();
+    assert_eq!(written, want, "each record once, in order");
+    assert!(logged("audit: writing records again"), "{:?}", log.lock());
+    let health = client().get(format!("{base}/health")).send().await;
+    assert!(
+        health.is_ok_and(|r| r.status() == 200),
+        "the server lives on"
+    );
+    terminate(pid);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+}
+
 // Multi-threaded: the CLI runs as a blocking child process while the server answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_stats_and_clear_work_through_the_cli() {

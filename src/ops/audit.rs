@@ -150,7 +150,8 @@ enum Sink {
 }
 
 impl Sink {
-    /// Writes `lines`; on failure hands them back with the error, to be tried again.
+    /// Writes `lines`; on failure hands back the error and the lines not written, to be tried
+    /// again. Lines written before the failure are not handed back, so none is written twice.
     async fn write(&self, lines: Vec<String>) -> Result<(), (std::io::Error, Vec<String>)> {
         match self {
             Sink::File(f) => {
@@ -161,7 +162,7 @@ impl Sink {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .write_lines(&lines);
-                    written.map_err(|e| (e, lines))
+                    written.map_err(|(e, done)| (e, lines.into_iter().skip(done).collect()))
                 })
                 .await
                 {
@@ -172,10 +173,12 @@ impl Sink {
             }
             Sink::Stderr => {
                 let mut err = std::io::stderr().lock();
-                match lines.iter().try_for_each(|l| writeln!(err, "{l}")) {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err((e, lines)),
+                for (done, l) in lines.iter().enumerate() {
+                    if let Err(e) = writeln!(err, "{l}") {
+                        return Err((e, lines.into_iter().skip(done).collect()));
+                    }
                 }
+                Ok(())
             }
         }
     }
@@ -295,13 +298,18 @@ pub async fn writer(
     }
 }
 
-/// An append-only file rotated when it would pass `max_bytes`.
+/// An append-only file rotated when it would pass `max_bytes`, whose lines are whole: a write
+/// that fails part-way is cut back off the file, and a file found ending mid-line (a process
+/// killed while writing, a cut that failed) gets a line break before the next record, so a
+/// torn line never swallows the one after it.
 pub struct RotatingFile {
     path: PathBuf,
     max_bytes: u64,
     keep: u32,
     file: Option<std::fs::File>,
     size: u64,
+    /// The file does not end with a line break.
+    torn: bool,
 }
 
 impl RotatingFile {
@@ -312,13 +320,15 @@ impl RotatingFile {
             keep,
             file: None,
             size: 0,
+            torn: false,
         }
     }
 
     fn open(&mut self) -> std::io::Result<&mut std::fs::File> {
         if self.file.is_none() {
             let mut opts = std::fs::OpenOptions::new();
-            opts.create(true).append(true);
+            // Read too: to see whether the file ends mid-line.
+            opts.create(true).append(true).read(true);
             #[cfg(unix)]
             {
                 use std::os::unix::fs::OpenOptionsExt;
@@ -336,6 +346,7 @@ impl RotatingFile {
                 other => other?,
             };
             self.size = f.metadata()?.len();
+            self.torn = self.size > 0 && last_byte(&f, self.size)? != b'\n';
             self.file = Some(f);
         }
         match self.file.as_mut() {
@@ -362,32 +373,52 @@ impl RotatingFile {
 
     /// Appends lines, rotating first whenever the next line would pass the limit.
     /// Lines that fit before the limit go out in one `write` each batch, not two per line.
-    pub fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
+    /// On failure, returns the error with how many of `lines` (from the first) were written;
+    /// the rest are not on the file, not even in part.
+    pub fn write_lines(&mut self, lines: &[String]) -> Result<(), (std::io::Error, usize)> {
         let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        // Lines written, and lines in `buf`.
+        let (mut done, mut held) = (0, 0);
         for line in lines {
             let len = line.len() as u64 + 1;
-            self.open()?;
+            self.open().map_err(|e| (e, done))?;
             if self.size + buf.len() as u64 > 0
                 && self.size + buf.len() as u64 + len > self.max_bytes
             {
-                self.flush_buf(&mut buf)?;
+                self.flush_buf(&mut buf).map_err(|e| (e, done))?;
+                done += std::mem::take(&mut held);
                 if self.size > 0 {
-                    self.rotate()?;
+                    self.rotate().map_err(|e| (e, done))?;
                 }
             }
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
+            held += 1;
         }
-        self.flush_buf(&mut buf)
+        self.flush_buf(&mut buf).map_err(|e| (e, done))
     }
 
+    /// Writes `buf` whole or not at all: a write can fail part-way (a full disk, a file size
+    /// limit), and then the file is cut back to where it began.
     fn flush_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
+        self.open()?;
+        let before = self.size;
+        if self.torn {
+            buf.insert(0, b'\n');
+        }
         let f = self.open()?;
-        f.write_all(buf)?;
+        if let Err(e) = f.write_all(buf) {
+            if f.set_len(before).is_err() {
+                // Not cut: open again before the next write, to see how the file ends.
+                self.file = None;
+            }
+            return Err(e);
+        }
         self.size += buf.len() as u64;
+        self.torn = false;
         buf.clear();
         Ok(())
     }
@@ -395,6 +426,24 @@ impl RotatingFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The last byte of `f`, which is `size` bytes long.
+fn last_byte(f: &std::fs::File, size: u64) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(&mut b, size - 1)?;
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = f;
+        f.seek(SeekFrom::Start(size - 1))?;
+        f.read_exact(&mut b)?;
+    }
+    Ok(b[0])
 }
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-01-02T03:04:05.678Z`).
@@ -497,6 +546,23 @@ mod tests {
         assert_eq!(len("audit.jsonl.1"), Some(80));
         assert_eq!(len("audit.jsonl.2"), Some(80));
         assert_eq!(len("audit.jsonl.3"), None);
+    }
+
+    /// A file left ending mid-line (the process was killed while writing) gets a line break
+    /// before the next record, which then stands on a line of its own.
+    #[test]
+    fn a_file_ending_mid_line_gets_a_line_break_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":").expect("torn file");
+        let mut f = RotatingFile::new(path.clone(), 1 << 20, 2);
+        f.write_lines(&["{\"c\":3}".to_string(), "{\"d\":4}".to_string()])
+            .expect("write");
+        f.write_lines(&["{\"e\":5}".to_string()]).expect("write");
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("{\"a\":1}\n{\"b\":\n{\"c\":3}\n{\"d\":4}\n{\"e\":5}\n")
+        );
     }
 
     #[test]
