@@ -295,6 +295,8 @@ pub async fn run(
     tasks.extend(tls_tasks);
     let handshake = Duration::from_secs(limits.header_read_timeout_secs);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
+    // One set of connection caps for every listener.
+    let caps = state.edge().connections.clone();
     let plain_handle = axum_server::Handle::new();
     if let Some((addr, redirect)) = redirect {
         let http01 = prepared.http01();
@@ -302,8 +304,9 @@ pub async fn run(
         let make = plain_router(&state, http01).into_make_service_with_connect_info::<SocketAddr>();
         // The same connection handling as the main listener: header read timeout, idle
         // timeout, no TLS.
-        let server = edge_server(redirect, plain_handle.clone(), &limits, false)?
-            .acceptor(EdgeAcceptor::new(DefaultAcceptor, handshake, idle));
+        let server = edge_server(redirect, plain_handle.clone(), &limits, false)?.acceptor(
+            EdgeAcceptor::new(DefaultAcceptor, caps.clone(), handshake, idle),
+        );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = server.serve(make).await {
                 tracing::error!(error = %e, "HTTP redirect listener failed");
@@ -342,20 +345,25 @@ pub async fn run(
     let served = match prepared {
         Prepared::Off => {
             server
-                .acceptor(EdgeAcceptor::new(DefaultAcceptor, handshake, idle))
+                .acceptor(EdgeAcceptor::new(
+                    DefaultAcceptor,
+                    caps.clone(),
+                    handshake,
+                    idle,
+                ))
                 .serve(make)
                 .await
         }
         Prepared::Files(rustls) => {
             let tls = RustlsAcceptor::new(rustls).handshake_timeout(handshake);
             server
-                .acceptor(EdgeAcceptor::new(tls, handshake, idle))
+                .acceptor(EdgeAcceptor::new(tls, caps.clone(), handshake, idle))
                 .serve(make)
                 .await
         }
         Prepared::Acme { acceptor: acme, .. } => {
             server
-                .acceptor(EdgeAcceptor::new(acme, handshake, idle))
+                .acceptor(EdgeAcceptor::new(acme, caps.clone(), handshake, idle))
                 .serve(make)
                 .await
         }

@@ -930,6 +930,81 @@ async fn idle_connections_are_closed_after_the_idle_timeout() -> TestResult {
     Ok(())
 }
 
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.2 and the like).
+async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(ip(from), 0))?;
+    sock.connect(to).await
+}
+
+/// Sends `GET /health` on a kept-alive HTTP/1.1 connection; the status, or `None` when the
+/// server closed the connection without an answer.
+async fn health_on(s: &mut TcpStream) -> Option<u16> {
+    let _ = s
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("neither an answer nor a close within 5 s"),
+        }
+    }
+    let head = String::from_utf8_lossy(&got);
+    head.split(' ').nth(1).and_then(|c| c.parse().ok())
+}
+
+/// Over `limits.max_connections_per_ip` one address's next connection is closed at accept
+/// while another address still gets in; over `limits.max_connections` every address is refused;
+/// a connection that closes gives its place back.
+#[tokio::test]
+async fn connections_over_the_per_ip_and_total_caps_are_closed_at_accept() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\nmax_connections = 5\nmax_connections_per_ip = 3\n",
+    ))
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.1", server.addr).await?;
+        assert_eq!(health_on(&mut s).await, Some(200));
+        held.push(s);
+    }
+    let mut s = connect_from("127.0.0.1", server.addr).await?;
+    assert_eq!(health_on(&mut s).await, None, "a fourth from one address");
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.2", server.addr).await?;
+        assert_eq!(health_on(&mut s).await, Some(200), "another address");
+        held.push(s);
+    }
+    let mut s = connect_from("127.0.0.3", server.addr).await?;
+    assert_eq!(health_on(&mut s).await, None, "a sixth in all");
+    let report = server.state.edge().report();
+    assert_eq!(report.connections_open, 5);
+    assert_eq!(report.connections_refused, 2);
+    // The connections held are still served.
+    for s in &mut held {
+        assert_eq!(health_on(s).await, Some(200));
+    }
+    // Closing one frees its place (once the server has seen the close).
+    drop(held.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = connect_from("127.0.0.3", server.addr).await?;
+        if health_on(&mut s).await == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn sigterm_drains_open_streams_within_the_grace_period() -> TestResult {
     let dir = tempfile::tempdir()?;

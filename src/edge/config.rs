@@ -223,6 +223,12 @@ pub struct LimitsConfig {
     pub client_per_min: u32,
     /// Burst for the per-client bucket.
     pub client_burst: u32,
+    /// Connections open at once across all clients and listeners; one more is closed at
+    /// accept. Keep it under the process's file descriptor limit (the unit's `LimitNOFILE`).
+    pub max_connections: u32,
+    /// Connections one client IP may hold open (peers in `server.trusted_proxies` are held
+    /// only to `max_connections`).
+    pub max_connections_per_ip: u32,
     /// Long-lived SSE streams one client IP may hold open.
     pub sse_per_ip: u32,
     /// Long-lived SSE streams open at once across all clients.
@@ -250,6 +256,8 @@ impl Default for LimitsConfig {
             oauth_burst: 60,
             client_per_min: 600,
             client_burst: 60,
+            max_connections: 16_384,
+            max_connections_per_ip: 512,
             sse_per_ip: 16,
             sse_total: 2048,
             header_read_timeout_secs: 10,
@@ -262,7 +270,9 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&str, u64); 8] = [
+        let positive: [(&str, u64); 10] = [
+            ("max_connections", self.max_connections.into()),
+            ("max_connections_per_ip", self.max_connections_per_ip.into()),
             ("per_ip_per_sec", self.per_ip_per_sec.into()),
             ("per_ip_burst", self.per_ip_burst.into()),
             ("oauth_per_min", self.oauth_per_min.into()),
@@ -478,13 +488,15 @@ pub fn describe(config: &crate::config::Config) {
     }
     let l = &config.limits;
     println!(
-        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; SSE {} per IP, {} total; header {} s and {} bytes, idle {} s, request {} s",
+        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; connections {} per IP, {} total; SSE {} per IP, {} total; header {} s and {} bytes, idle {} s, request {} s",
         l.per_ip_per_sec,
         l.per_ip_burst,
         l.oauth_per_min,
         l.oauth_burst,
         l.client_per_min,
         l.client_burst,
+        l.max_connections_per_ip,
+        l.max_connections,
         l.sse_per_ip,
         l.sse_total,
         l.header_read_timeout_secs,

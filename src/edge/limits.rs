@@ -1,8 +1,10 @@
 //! Limits that keep one client from starving the others:
 //!
-//! - [`EdgeAcceptor`] wraps every accepted connection: a bounded TLS handshake, and an idle
-//!   timeout that closes a connection with no bytes in either direction and no request in
-//!   progress (HTTP/2 and HTTP/1 alike; hyper's header read timeout covers slow request heads);
+//! - [`EdgeAcceptor`] wraps every accepted connection: the connection caps ([`ConnCaps`]:
+//!   open connections per client IP and overall, so one client cannot take every file
+//!   descriptor), a bounded TLS handshake, and an idle timeout that closes a connection with no
+//!   bytes in either direction and no request in progress (HTTP/2 and HTTP/1 alike; hyper's
+//!   header read timeout covers slow request heads);
 //! - [`admit`], one middleware for three limits: concurrent long-lived SSE streams per client
 //!   IP and overall, the request body size, and a bound on producing a response head, never
 //!   applied to SSE streams (their bodies are not timed at all, only their head).
@@ -67,15 +69,18 @@ pub struct IdleIo<I> {
     activity: Arc<Activity>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    /// The connection's place under the connection caps, given back when the IO is dropped.
+    _slot: Option<ConnSlot>,
 }
 
 impl<I> IdleIo<I> {
-    fn new(inner: I, activity: Arc<Activity>, idle: Duration) -> Self {
+    fn new(inner: I, activity: Arc<Activity>, idle: Duration, slot: Option<ConnSlot>) -> Self {
         Self {
             inner,
             timer: Box::pin(tokio::time::sleep(idle)),
             activity,
             idle,
+            _slot: slot,
         }
     }
 
@@ -196,19 +201,147 @@ where
     }
 }
 
-/// Wraps an inner acceptor (none, rustls files, or ACME): TCP_NODELAY, the idle timeout, and a
-/// deadline on whatever the inner acceptor does before HTTP starts (the TLS handshake).
+/// Open connections per client IP and overall (`limits.max_connections_per_ip`,
+/// `limits.max_connections`), counted from accept to close across every listener. A connection
+/// over either cap is closed at once, before TLS or HTTP: it has cost one accept and nothing
+/// else. Peers listed in `server.trusted_proxies` carry many clients and are held only to the
+/// overall cap.
+pub struct ConnCaps {
+    total_max: usize,
+    per_ip_max: usize,
+    exempt: super::allowlist::IpSet,
+    open: AtomicUsize,
+    state: Mutex<ConnCapsState>,
+    refused: Arc<super::Counters>,
+}
+
+#[derive(Default)]
+struct ConnCapsState {
+    per_ip: HashMap<IpAddr, usize>,
+    /// Refusals logged as one episode, not one line per connection.
+    refusing: crate::ops::FailureRun,
+}
+
+/// How often a run of refused connections is logged.
+const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// One open connection under the caps; gives its place back when dropped.
+pub struct ConnSlot {
+    caps: Arc<ConnCaps>,
+    /// `None` for a peer exempt from the per-IP cap.
+    ip: Option<IpAddr>,
+}
+
+impl ConnCaps {
+    pub fn new(
+        total_max: u32,
+        per_ip_max: u32,
+        exempt: super::allowlist::IpSet,
+        refused: Arc<super::Counters>,
+    ) -> Self {
+        Self {
+            total_max: total_max as usize,
+            per_ip_max: per_ip_max as usize,
+            exempt,
+            open: AtomicUsize::new(0),
+            state: Mutex::new(ConnCapsState::default()),
+            refused,
+        }
+    }
+
+    /// Connections open right now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// A place for a connection from `ip`, or `None` when a cap is reached (counted and
+    /// logged).
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        let ip = (!self.exempt.contains(ip)).then_some(ip);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let from_ip = ip.map_or(0, |ip| state.per_ip.get(&ip).copied().unwrap_or(0));
+        let open = self.open.load(Ordering::Relaxed);
+        let over = if open >= self.total_max {
+            Some("limits.max_connections")
+        } else if ip.is_some() && from_ip >= self.per_ip_max {
+            Some("limits.max_connections_per_ip")
+        } else {
+            None
+        };
+        if let Some(key) = over {
+            self.refused.connections_refused.inc();
+            let failures = match state
+                .refusing
+                .failed(std::time::Instant::now(), REFUSALS_LOG_EVERY)
+            {
+                crate::ops::FailureReport::Quiet => return None,
+                crate::ops::FailureReport::First => 1,
+                crate::ops::FailureReport::Ongoing { failures, .. } => failures,
+            };
+            drop(state);
+            tracing::warn!(
+                cap = key,
+                client_ip = ?ip,
+                open,
+                refused = failures,
+                "connection refused: a connection cap is reached (raise {key} if this is expected load)"
+            );
+            return None;
+        }
+        if let Some(ip) = ip {
+            *state.per_ip.entry(ip).or_insert(0) += 1;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if let Some((refused, lasted)) = state.refusing.ended() {
+            tracing::info!(
+                refused,
+                secs = lasted.as_secs(),
+                "connections accepted again after refusals at a connection cap"
+            );
+        }
+        Some(ConnSlot {
+            caps: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.caps.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut state = self.caps.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = state.per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// Wraps an inner acceptor (none, rustls files, or ACME): the connection caps, TCP_NODELAY, the
+/// idle timeout, and a deadline on whatever the inner acceptor does before HTTP starts (the TLS
+/// handshake).
 #[derive(Clone)]
 pub struct EdgeAcceptor<A> {
     inner: A,
+    caps: Arc<ConnCaps>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
 }
 
 impl<A> EdgeAcceptor<A> {
-    pub fn new(inner: A, handshake_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(
+        inner: A,
+        caps: Arc<ConnCaps>,
+        handshake_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
             inner,
+            caps,
             handshake_timeout,
             idle_timeout,
         }
@@ -227,9 +360,22 @@ where
     type Future = Pin<Box<dyn Future<Output = io::Result<(A::Stream, A::Service)>> + Send>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let slot = match stream.peer_addr() {
+            Ok(peer) => match self.caps.take(peer.ip()) {
+                Some(slot) => slot,
+                // Dropping the stream closes the connection.
+                None => {
+                    return Box::pin(std::future::ready(Err(io::Error::other(
+                        "connection cap reached",
+                    ))));
+                }
+            },
+            // The peer is already gone.
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = IdleIo::new(stream, activity.clone(), self.idle_timeout);
+        let io = IdleIo::new(stream, activity.clone(), self.idle_timeout, Some(slot));
         let service = InFlight {
             inner: service,
             activity,
@@ -479,11 +625,36 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Addresses no loopback test can come from: a trusted proxy is held only to the overall
+    /// cap (tests/edge.rs covers the caps over real sockets).
+    #[test]
+    fn a_trusted_proxy_is_held_only_to_the_overall_cap() {
+        let proxy = super::super::allowlist::IpSet::parse(&["10.0.0.1".into()]).expect("set");
+        let counters = Arc::new(super::super::Counters::default());
+        let caps = Arc::new(ConnCaps::new(3, 1, proxy, counters.clone()));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let a = caps.take(ip("192.0.2.1")).expect("first from an address");
+        assert!(caps.take(ip("192.0.2.1")).is_none(), "per-IP cap");
+        let p1 = caps.take(ip("10.0.0.1")).expect("proxy");
+        let _p2 = caps
+            .take(ip("10.0.0.1"))
+            .expect("proxy, past the per-IP cap");
+        assert!(caps.take(ip("198.51.100.7")).is_none(), "overall cap");
+        assert_eq!((caps.open(), counters.connections_refused.get()), (3, 2));
+        drop(p1);
+        drop(a);
+        assert!(caps.take(ip("198.51.100.7")).is_some());
+        assert!(
+            caps.take(ip("192.0.2.1")).is_some(),
+            "its place was given back"
+        );
+    }
+
     #[tokio::test]
     async fn an_idle_connection_reads_eof_after_the_idle_timeout() {
         let (a, mut b) = tokio::io::duplex(64);
         let activity = Arc::new(Activity::new());
-        let mut io = IdleIo::new(a, activity, Duration::from_millis(300));
+        let mut io = IdleIo::new(a, activity, Duration::from_millis(300), None);
         b.write_all(b"x").await.unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(io.read(&mut buf).await.unwrap(), 1);
@@ -497,7 +668,7 @@ mod tests {
         let (a, _b) = tokio::io::duplex(64);
         let activity = Arc::new(Activity::new());
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut io = IdleIo::new(a, activity.clone(), Duration::from_millis(200));
+        let mut io = IdleIo::new(a, activity.clone(), Duration::from_millis(200), None);
         let mut buf = [0u8; 8];
         let r = tokio::time::timeout(Duration::from_millis(700), io.read(&mut buf)).await;
         assert!(r.is_err(), "still open while a request runs");

@@ -75,6 +75,8 @@ pub struct Counters {
     pub streams_refused: Counter,
     /// Requests that hit the request timeout (503).
     pub timed_out: Counter,
+    /// Connections closed at accept by a connection cap.
+    pub connections_refused: Counter,
 }
 
 /// A snapshot of the edge's numbers, for `/health` and `/metrics`.
@@ -90,6 +92,8 @@ pub struct EdgeReport {
     pub streams_open: usize,
     pub streams_refused: u64,
     pub timed_out: u64,
+    pub connections_open: usize,
+    pub connections_refused: u64,
 }
 
 /// Shared by the edge middleware and readable by health and metrics.
@@ -102,6 +106,8 @@ pub struct EdgeState {
     pub rate_limits: RateLimits,
     /// Open SSE streams per IP and overall.
     pub streams: StreamCaps,
+    /// Open connections per IP and overall, shared by every listener's acceptor.
+    pub connections: Arc<limits::ConnCaps>,
     /// `limits.request_timeout_secs`.
     pub request_timeout: Duration,
     /// `server.max_body_bytes`.
@@ -135,8 +141,15 @@ impl EdgeState {
                 .collect(),
         };
         let counters = Arc::new(Counters::default());
+        let trusted_proxies = IpSet::parse(&config.server.trusted_proxies).unwrap_or_default();
         Self {
-            trusted_proxies: IpSet::parse(&config.server.trusted_proxies).unwrap_or_default(),
+            connections: Arc::new(limits::ConnCaps::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+                trusted_proxies.clone(),
+                counters.clone(),
+            )),
+            trusted_proxies,
             allowlists,
             rate_limits: RateLimits::new(&config.limits, counters.clone()),
             streams: StreamCaps::new(config.limits.sse_per_ip, config.limits.sse_total),
@@ -166,6 +179,8 @@ impl EdgeState {
             streams_open: self.streams.open(),
             streams_refused: self.counters.streams_refused.get(),
             timed_out: self.counters.timed_out.get(),
+            connections_open: self.connections.open(),
+            connections_refused: self.counters.connections_refused.get(),
         }
     }
 }

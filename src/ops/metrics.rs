@@ -66,6 +66,8 @@ pub struct Metrics {
     streams_open: IntGauge,
     streams_refused: IntCounter,
     timed_out: IntCounter,
+    connections_open: IntGauge,
+    connections_refused: IntCounter,
     cert_expiry: GaugeVec,
     acme_errors: IntCounter,
     /// Serialises scrapes, so two at once never copy the same increment twice.
@@ -316,6 +318,14 @@ impl Metrics {
                 "Requests refused by an IP allowlist.",
             ),
             streams_open: plain_gauge("mssql_mcp_sse_streams", "Open SSE streams."),
+            connections_open: plain_gauge(
+                "mssql_mcp_connections",
+                "Open client connections (all listeners).",
+            ),
+            connections_refused: plain_counter(
+                "mssql_mcp_connections_refused_total",
+                "Client connections closed at accept by limits.max_connections or limits.max_connections_per_ip.",
+            ),
             streams_refused: plain_counter(
                 "mssql_mcp_sse_streams_refused_total",
                 "SSE streams refused by the stream caps.",
@@ -437,6 +447,8 @@ impl Metrics {
         sync(&self.streams_refused, edge.streams_refused);
         sync(&self.timed_out, edge.timed_out);
         self.streams_open.set(edge.streams_open as i64);
+        sync(&self.connections_refused, edge.connections_refused);
+        self.connections_open.set(edge.connections_open as i64);
         sync(&self.acme_errors, edge.tls.errors);
         if let Some(t) = edge.tls.not_after {
             self.cert_expiry
