@@ -325,6 +325,17 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Raises this process's open-file limit (the soft one, up to the hard one) to what
+/// `limits.max_connections` needs; what it cannot reach lowers the connection cap instead
+/// (`edge::connection_cap`), with a warning.
+fn raise_open_file_limit(max_connections: u32) {
+    #[cfg(unix)]
+    if let Err(e) = rlimit::increase_nofile_limit(crate::edge::limits::fds_needed(max_connections))
+    {
+        tracing::debug!(error = %e, "could not raise the open-file limit");
+    }
+}
+
 /// A write past the process's file size limit (systemd's `LimitFSIZE=`, `ulimit -f`) raises
 /// SIGXFSZ, whose default action kills the process. Listened for (tokio keeps the handler for
 /// the life of the process), it does nothing and the write fails with `EFBIG` instead, which
@@ -419,6 +430,7 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     let mut config = crate::demo::config(bound, &db_path, &dir);
     config.server.public_url = Some(format!("http://{bound}"));
     survive_file_size_limit();
+    raise_open_file_limit(config.limits.max_connections);
     let state = match crate::app::build_state(config, true).await {
         Ok(s) => s,
         Err(e) => {
@@ -488,6 +500,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     survive_file_size_limit();
+    raise_open_file_limit(config.limits.max_connections);
     let state = match crate::app::build_state(config, no_auth).await {
         Ok(s) => s,
         Err(crate::app::StartError::Config(e)) => return config_error(&e),

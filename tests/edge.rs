@@ -2,8 +2,8 @@
 //! headers, SSE vs the request timeout, client IP and allowlists from loopback source
 //! addresses, rate limits, slow-loris, body limits, idle timeouts and graceful shutdown.
 //!
-//! Every server here is the real one (`app::run`) on a loopback port; every load loop is
-//! bounded in count and time.
+//! Every server here is the real one (`app::run`) on a loopback port, or the real binary where
+//! a process limit is the subject; every load loop is bounded in count and time.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -1002,6 +1002,89 @@ async fn connections_over_the_per_ip_and_total_caps_are_closed_at_accept() -> Te
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await;
+    Ok(())
+}
+
+/// Under an open-file limit too small for `limits.max_connections` (300 descriptors, a hard
+/// limit the binary cannot raise), the binary lowers its connection cap to fit and says so,
+/// then refuses connections past it instead of failing to accept them. A process limit, so
+/// the real binary under `prlimit` (util-linux).
+#[tokio::test]
+async fn the_connection_cap_is_fitted_under_the_open_file_limit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {state:?}\n\n\
+             [[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {db:?}\n\n\
+             [[scope]]\npath = \"/claude\"\ndatabase = \"main\"\nprofile = \"full\"\n",
+            state = dir.path().display().to_string(),
+            db = db.display().to_string(),
+        ),
+    )?;
+    let mut child = tokio::process::Command::new("prlimit")
+        .args(["--nofile=300:300", "--"])
+        .arg(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let to: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(to).await
+            && health_on(&mut s).await == Some(200)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 300 descriptors, half of them kept for the server's own: 150 connections.
+    let mut held = Vec::new();
+    let refused = loop {
+        let mut s = connect_from("127.0.0.1", to).await?;
+        match health_on(&mut s).await {
+            Some(200) => held.push(s),
+            Some(other) => panic!("status {other}"),
+            None => break held.len(),
+        }
+        assert!(held.len() <= 150, "more than the fitted cap accepted");
+    };
+    assert!((140..=150).contains(&refused), "refused after {refused}");
+    // The ones held still work, and a closed one frees a place.
+    for s in held.iter_mut().take(3) {
+        assert_eq!(health_on(s).await, Some(200));
+    }
+    held.truncate(refused - 5);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = connect_from("127.0.0.1", to).await?;
+        if health_on(&mut s).await == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place freed within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.start_kill();
+    let out = child.wait_with_output().await?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("limits.max_connections is lowered") && log.contains("150"),
+        "{log}"
+    );
+    assert!(
+        log.contains("connection refused: a connection cap is reached"),
+        "{log}"
+    );
     Ok(())
 }
 

@@ -225,6 +225,24 @@ struct ConnCapsState {
 /// How often a run of refused connections is logged.
 const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// File descriptors kept for everything but client connections (listeners, database and
+/// SQLite connections, the OAuth store, the audit file, ACME), up to half the limit.
+const RESERVED_FDS: u64 = 256;
+
+/// The open-file limit `max_connections` client connections need, with the server's own.
+pub fn fds_needed(max_connections: u32) -> u64 {
+    u64::from(max_connections) + RESERVED_FDS
+}
+
+/// The connection cap that fits an open-file limit of `soft`: `max_connections`, or fewer when
+/// the limit cannot hold them beside the server's own descriptors. Past the cap a connection is
+/// refused (counted, logged); past the descriptor limit it could not even be accepted, and
+/// axum-server retries a failed accept silently every 50 ms.
+pub fn fitted_connection_cap(max_connections: u32, soft: u64) -> u32 {
+    let room = soft.saturating_sub(RESERVED_FDS.min(soft / 2)).max(1);
+    room.min(u64::from(max_connections)) as u32
+}
+
 /// One open connection under the caps; gives its place back when dropped.
 pub struct ConnSlot {
     caps: Arc<ConnCaps>,
@@ -624,6 +642,17 @@ impl http_body::Body for SlotBody {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        assert_eq!(fitted_connection_cap(16_384, 65_536), 16_384);
+        assert_eq!(fitted_connection_cap(16_384, fds_needed(16_384)), 16_384);
+        assert_eq!(fitted_connection_cap(16_384, 1024), 768);
+        assert_eq!(fitted_connection_cap(16_384, 300), 150);
+        assert_eq!(fitted_connection_cap(100, 300), 100);
+        assert_eq!(fitted_connection_cap(16_384, 1), 1);
+        assert_eq!(fitted_connection_cap(16_384, u64::MAX), 16_384);
+    }
 
     /// Addresses no loopback test can come from: a trusted proxy is held only to the overall
     /// cap (tests/edge.rs covers the caps over real sockets).

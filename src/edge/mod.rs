@@ -144,7 +144,7 @@ impl EdgeState {
         let trusted_proxies = IpSet::parse(&config.server.trusted_proxies).unwrap_or_default();
         Self {
             connections: Arc::new(limits::ConnCaps::new(
-                config.limits.max_connections,
+                connection_cap(config.limits.max_connections),
                 config.limits.max_connections_per_ip,
                 trusted_proxies.clone(),
                 counters.clone(),
@@ -183,6 +183,27 @@ impl EdgeState {
             connections_refused: self.counters.connections_refused.get(),
         }
     }
+}
+
+/// `limits.max_connections`, fitted under this process's open-file limit (see
+/// [`limits::fitted_connection_cap`]; `serve` and `demo` first raise the limit as far as the
+/// hard limit allows), with a warning naming the key when it had to be lowered.
+fn connection_cap(max_connections: u32) -> u32 {
+    #[cfg(unix)]
+    if let Ok((soft, _)) = rlimit::Resource::NOFILE.get() {
+        let cap = limits::fitted_connection_cap(max_connections, soft);
+        if cap < max_connections {
+            tracing::warn!(
+                configured = max_connections,
+                cap,
+                open_file_limit = soft,
+                "limits.max_connections is lowered to fit the open-file limit; fix: raise the limit (LimitNOFILE= in the systemd unit, ulimit -n) to {} or set limits.max_connections to {cap} or less",
+                limits::fds_needed(max_connections)
+            );
+        }
+        return cap;
+    }
+    max_connections
 }
 
 /// The edge's JSON refusal: `status` with `{"error": …, "reason": …}`.
