@@ -1005,6 +1005,70 @@ async fn connections_over_the_per_ip_and_total_caps_are_closed_at_accept() -> Te
     Ok(())
 }
 
+/// Starts the `mssql-mcp` binary (after `wrapper`, e.g. `prlimit …  --`) serving the tiny
+/// database at `/claude` without authentication, its log in `dir/server.log`; returns once it
+/// answers `/health`. The port is picked by binding and releasing it; another test may grab it
+/// in between, so a server that exits at once is retried on a fresh port.
+async fn spawn_binary(
+    dir: &Path,
+    db: &Path,
+    wrapper: &[&str],
+) -> Result<(tokio::process::Child, SocketAddr), Box<dyn std::error::Error + Send + Sync>> {
+    let client = http_client(None);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let cfg = dir.join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
+                dir.display().to_string(),
+                db.display().to_string()
+            ),
+        )?;
+        let bin = env!("CARGO_BIN_EXE_mssql-mcp");
+        let (program, before) = match wrapper.split_first() {
+            Some((first, rest)) => (*first, rest),
+            None => (bin, &[][..]),
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(before);
+        if !wrapper.is_empty() {
+            cmd.arg(bin);
+        }
+        let mut child = cmd
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(dir.join("server.log"))?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if client
+                .get(format!("http://{addr}/health"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Ok((child, addr));
+            }
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill().await;
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        assert!(attempt < 3, "server did not start: {log}");
+    }
+}
+
 /// Under an open-file limit too small for `limits.max_connections` (300 descriptors, a hard
 /// limit the binary cannot raise), the binary lowers its connection cap to fit and says so,
 /// then refuses connections past it instead of failing to accept them. A process limit, so
@@ -1013,41 +1077,8 @@ async fn connections_over_the_per_ip_and_total_caps_are_closed_at_accept() -> Te
 async fn the_connection_cap_is_fitted_under_the_open_file_limit() -> TestResult {
     let dir = tempfile::tempdir()?;
     let db = tiny_db(dir.path());
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {state:?}\n\n\
-             [[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {db:?}\n\n\
-             [[scope]]\npath = \"/claude\"\ndatabase = \"main\"\nprofile = \"full\"\n",
-            state = dir.path().display().to_string(),
-            db = db.display().to_string(),
-        ),
-    )?;
-    let mut child = tokio::process::Command::new("prlimit")
-        .args(["--nofile=300:300", "--"])
-        .arg(env!("CARGO_BIN_EXE_mssql-mcp"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let to: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(to).await
-            && health_on(&mut s).await == Some(200)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no answer within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut child, to) =
+        spawn_binary(dir.path(), &db, &["prlimit", "--nofile=300:300", "--"]).await?;
     // 300 descriptors, half of them kept for the server's own: 150 connections.
     let mut held = Vec::new();
     let refused = loop {
@@ -1074,9 +1105,8 @@ async fn the_connection_cap_is_fitted_under_the_open_file_limit() -> TestResult 
         assert!(Instant::now() < deadline, "no place freed within 5 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.start_kill();
-    let out = child.wait_with_output().await?;
-    let log = String::from_utf8_lossy(&out.stderr);
+    let _ = child.kill().await;
+    let log = std::fs::read_to_string(dir.path().join("server.log"))?;
     assert!(
         log.contains("limits.max_connections is lowered") && log.contains("150"),
         "{log}"
@@ -1092,51 +1122,9 @@ async fn the_connection_cap_is_fitted_under_the_open_file_limit() -> TestResult 
 async fn sigterm_drains_open_streams_within_the_grace_period() -> TestResult {
     let dir = tempfile::tempdir()?;
     let db = tiny_db(dir.path());
+    let (mut child, addr) = spawn_binary(dir.path(), &db, &[]).await?;
+    let base = format!("http://{addr}");
     let client = http_client(None);
-    // The port is picked by binding and releasing it; another test may grab it in between,
-    // so a server that exits at once is retried on a fresh port.
-    let mut attempt = 0;
-    let (mut child, base) = loop {
-        attempt += 1;
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
-        };
-        let cfg = dir.path().join("config.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
-                dir.path().display().to_string(),
-                db.display().to_string()
-            ),
-        )?;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(dir.path().join("server.log"))?)
-            .kill_on_drop(true)
-            .spawn()?;
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut up = false;
-        while Instant::now() < deadline {
-            if client.get(format!("{base}/health")).send().await.is_ok() {
-                up = true;
-                break;
-            }
-            if child.try_wait()?.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if up {
-            break (child, base);
-        }
-        let _ = child.kill().await;
-        let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-        assert!(attempt < 3, "server did not start: {log}");
-    };
     let mut stream = client
         .get(format!("{base}/claude/sse"))
         .timeout(Duration::from_secs(30))
