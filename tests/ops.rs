@@ -290,9 +290,21 @@ async fn metrics_count_tool_calls_requests_and_queries() {
         r#"mssql_mcp_build_info{version=""#,
         "mssql_mcp_ip_denied_total 0",
         "mssql_mcp_sse_streams 0",
+        "mssql_mcp_connections_refused_total 0",
     ] {
         assert!(text.contains(want), "missing `{want}` in:\n{text}");
     }
+    // Process numbers, read from /proc at scrape time; the scrape's own connection is open.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{text}"))
+    };
+    assert!(value("mssql_mcp_connections") >= 1.0);
+    let (open, max) = (value("process_open_fds"), value("process_max_fds"));
+    assert!(open > 0.0 && open < max, "{open} of {max}");
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_start_time_seconds") > 1.7e9);
     // No raw paths: a 404 counts under one label, whatever was asked for.
     srv.get("/no/such/page-12345").await;
     let (_, text) = srv.get("/metrics").await;

@@ -7,7 +7,9 @@
 //! on the request path are resolved once where the label set is known in advance (per scope and
 //! tool, per database and operation); numbers other parts already keep (edge refusals, pool
 //! state, cache sizes, TLS state) are copied into the registry at scrape time instead of being
-//! counted twice.
+//! counted twice. The standard `process_*` metrics (CPU seconds, resident memory, open and
+//! maximum file descriptors, threads, start time) come from prometheus' process collector,
+//! which reads `/proc/self` at scrape time.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -164,6 +166,11 @@ fn register(r: &Registry, c: Box<dyn prometheus::core::Collector>) {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        register(
+            &r,
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        );
         let plain_counter =
             |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values::<&str>(&[]);
         let plain_gauge =
