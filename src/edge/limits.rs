@@ -274,8 +274,8 @@ impl ConnCaps {
 
     /// A place for a connection from `ip`, or `None` when a cap is reached (counted and
     /// logged).
-    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
-        let ip = (!self.exempt.contains(ip)).then_some(ip);
+    pub fn take(self: &Arc<Self>, peer: IpAddr) -> Option<ConnSlot> {
+        let ip = (!self.exempt.contains(peer)).then_some(peer);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let from_ip = ip.map_or(0, |ip| state.per_ip.get(&ip).copied().unwrap_or(0));
         let open = self.open.load(Ordering::Relaxed);
@@ -299,7 +299,7 @@ impl ConnCaps {
             drop(state);
             tracing::warn!(
                 cap = key,
-                client_ip = ?ip,
+                client_ip = %peer,
                 open,
                 refused = failures,
                 "connection refused: a connection cap is reached (raise {key} if this is expected load)"
