@@ -762,6 +762,54 @@ async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password(
     s.stop().await;
 }
 
+/// Wrong passwords sent all at once get no more checks than the limit allows: an attempt
+/// counts before its password is hashed, so a burst cannot slip past the lockout while the
+/// first attempts are still being checked. The right password is then refused too.
+#[tokio::test]
+async fn a_burst_of_parallel_wrong_passwords_gets_no_more_checks_than_the_limit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "failed_logins_per_user = 3").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let attempt = |pw: String| {
+        let form = [
+            ("request_id", rid.clone()),
+            ("csrf", csrf.clone()),
+            ("username", "alice".to_string()),
+            ("password", pw),
+            ("action", "approve".to_string()),
+        ];
+        let (c, s, ck) = (c.clone(), &s, ck.clone());
+        async move {
+            let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(&c, s, "/chatgpt", Some(&ck), &f).await.status()
+        }
+    };
+    let statuses = futures::future::join_all((0..12).map(|i| attempt(format!("guess-{i}")))).await;
+    let checked = statuses
+        .iter()
+        .filter(|st| **st == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|st| **st == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, limited), (3, 9), "{statuses:?}");
+    assert_eq!(
+        attempt(ALICE_PASSWORD.to_string()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_user_not_allowed_the_scope_cannot_approve_it() {
     let dir = tempfile::tempdir().expect("dir");

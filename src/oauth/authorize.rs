@@ -417,8 +417,11 @@ pub(super) async fn check_sign_in(
         r.error = Some(error.into());
         ctx.audit(r);
     };
-    if ctx.oauth.limits.count(&ip_key, window, now) >= cfg.failed_logins_per_ip
-        || ctx.oauth.limits.count(&user_key, window, now) >= cfg.failed_logins_per_user
+    // The attempt counts as a failure before the password is checked (argon2 takes tens of
+    // milliseconds), so attempts sent in parallel cannot all pass this check while the first
+    // ones are still hashing; a success gives its count back.
+    if ctx.oauth.limits.hit(&ip_key, window, now) > cfg.failed_logins_per_ip
+        || ctx.oauth.limits.hit(&user_key, window, now) > cfg.failed_logins_per_user
     {
         tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
@@ -438,8 +441,7 @@ pub(super) async fn check_sign_in(
             .await
             .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
-        ctx.oauth.limits.hit(&ip_key, window, now);
-        let n = ctx.oauth.limits.hit(&user_key, window, now);
+        let n = ctx.oauth.limits.count(&user_key, window, now);
         tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("failed", "sign_in", "wrong username or password");
@@ -449,6 +451,7 @@ pub(super) async fn check_sign_in(
         });
     };
     ctx.oauth.limits.clear(&user_key);
+    ctx.oauth.limits.undo(&ip_key, window, now);
     if !user.may_grant(&ctx.scope.path) {
         tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
         refused("refused", "authorize", "the user may not grant this scope");

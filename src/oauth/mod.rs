@@ -302,6 +302,16 @@ impl Limits {
         w.0
     }
 
+    /// Takes back one event of `key`'s current window (an attempt counted up front that
+    /// turned out not to be a failure).
+    pub fn undo(&self, key: &str, window_ms: i64, now: i64) {
+        if let Some(mut w) = self.windows.get_mut(key)
+            && w.1 + window_ms > now
+        {
+            w.0 = w.0.saturating_sub(1);
+        }
+    }
+
     pub fn clear(&self, key: &str) {
         self.windows.remove(key);
     }
@@ -346,6 +356,19 @@ pub fn cors() -> tower_http::cors::CorsLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_undone_event_leaves_the_window_as_it_was() {
+        let l = Limits::default();
+        assert_eq!((l.hit("k", 1000, 0), l.hit("k", 1000, 10)), (1, 2));
+        l.undo("k", 1000, 20);
+        assert_eq!(l.count("k", 1000, 20), 1);
+        // Past the window there is nothing to take back, and a new window starts at one.
+        l.undo("k", 1000, 1500);
+        assert_eq!(l.hit("k", 1000, 1500), 1);
+        l.undo("absent", 1000, 0);
+        assert_eq!(l.count("absent", 1000, 0), 0);
+    }
 
     #[test]
     fn tokens_are_long_random_and_hash_to_hex() {
