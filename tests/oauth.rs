@@ -382,30 +382,35 @@ async fn full_flow_as(
     user: &str,
     password: &str,
 ) -> (String, Value) {
+    let resource = format!("{}{scope}/mcp", s.base);
+    full_flow_for(c, s, scope, user, password, Some(&resource)).await
+}
+
+/// The whole flow asking for `resource` (none: the parameter left out, at both steps).
+async fn full_flow_for(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    user: &str,
+    password: &str,
+    resource: Option<&str>,
+) -> (String, Value) {
     let client_id = register_public(c, s, scope).await;
     let (verifier, challenge) = pkce();
-    let resource = format!("{}{scope}/mcp", s.base);
-    let url = authorize_url(
-        s,
-        scope,
-        &standard_params(&client_id, &challenge, &resource),
-    );
+    let mut params = standard_params(&client_id, &challenge, resource.unwrap_or_default());
+    params.retain(|(k, _)| resource.is_some() || *k != "resource");
+    let url = authorize_url(s, scope, &params);
     let q = approve(c, s, scope, &url, user, password).await;
     let code = q.get("code").expect("code").clone();
-    let r = token_request(
-        c,
-        s,
-        scope,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("code_verifier", &verifier),
-            ("client_id", &client_id),
-            ("redirect_uri", REDIRECT),
-            ("resource", &resource),
-        ],
-    )
-    .await;
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", REDIRECT),
+    ];
+    form.extend(resource.map(|r| ("resource", r)));
+    let r = token_request(c, s, scope, &form).await;
     assert_eq!(r.status(), StatusCode::OK);
     (client_id, r.json().await.expect("json"))
 }
@@ -952,6 +957,55 @@ async fn an_unknown_token_gets_401_with_invalid_token() {
         "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/chatgpt/mcp\", scope=\"mcp\", error=\"invalid_token\"",
         s.base
     )), "{h}");
+    s.stop().await;
+}
+
+/// Credentials that cannot be a bearer token are a malformed request (400 invalid_request,
+/// RFC 6750 §3.1); another scheme is no bearer token at all (a bare 401 challenge).
+#[tokio::test]
+async fn a_malformed_authorization_header_gets_400_invalid_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let long = format!("Bearer {}", "a".repeat(600));
+    let cases: [(&[&str], StatusCode, Option<&str>); 4] = [
+        (
+            &["Bearer a", "Bearer b"],
+            StatusCode::BAD_REQUEST,
+            Some("invalid_request"),
+        ),
+        (
+            &["Bearer  "],
+            StatusCode::BAD_REQUEST,
+            Some("invalid_request"),
+        ),
+        (
+            &[long.as_str()],
+            StatusCode::BAD_REQUEST,
+            Some("invalid_request"),
+        ),
+        (&["Basic YWxpY2U6eA=="], StatusCode::UNAUTHORIZED, None),
+    ];
+    for (values, status, error) in cases {
+        let mut req = c
+            .post(format!("{}/chatgpt/mcp", s.base))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
+        for v in values {
+            req = req.header("authorization", *v);
+        }
+        let r = req.send().await.expect("request");
+        assert_eq!(r.status(), status, "{values:?}");
+        let h = r.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(h.contains("resource_metadata="), "{h}");
+        match error {
+            Some(e) => assert!(h.contains(&format!("error=\"{e}\"")), "{h}"),
+            None => assert!(!h.contains("error="), "{h}"),
+        }
+    }
     s.stop().await;
 }
 
@@ -1564,12 +1618,6 @@ async fn the_full_flow_gives_a_token_that_works_at_its_scope_and_names_the_user(
     let t: Value = r.json().await.expect("json");
     assert_eq!(t["scope"], "mcp");
     let token = access(&t);
-    assert_eq!(
-        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
-            .await
-            .status(),
-        StatusCode::OK
-    );
     let r = c
         .post(format!("{}/chatgpt/sse", s.base))
         .bearer_auth(&token)
@@ -1596,13 +1644,87 @@ async fn the_full_flow_gives_a_token_that_works_at_its_scope_and_names_the_user(
     let caller = mssql_mcp::oauth::bearer::authenticate(
         s.state.as_ref().expect("in-process"),
         &scope,
-        mssql_mcp::oauth::bearer::Endpoint::Mcp,
+        mssql_mcp::oauth::bearer::Endpoint::Sse,
         &h,
     )
     .map_err(|_| "refused")
     .expect("caller");
     assert_eq!(caller.user.as_deref(), Some("alice"));
     assert_eq!(caller.client_id.as_deref(), Some(client_id.as_str()));
+    s.stop().await;
+}
+
+/// A token works at the endpoint it was granted for (RFC 8707): `/mcp`, or `/sse` (and its
+/// `/messages`), or both when the client named the scope's base URL or no resource at all;
+/// the records `fetch` cites take any of them.
+#[tokio::test]
+async fn each_token_works_only_at_the_endpoints_of_its_audience() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let base = format!("{}/chatgpt", s.base);
+    let at = |path: &'static str, token: String| {
+        let req = if path == "/mcp" {
+            c.post(format!("{base}/mcp"))
+                .header("accept", "application/json, text/event-stream")
+                .json(
+                    &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}}),
+                )
+        } else if path == "/sse" {
+            c.post(format!("{base}/sse"))
+                .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        } else {
+            c.get(format!("{base}{path}"))
+        };
+        async move {
+            req.bearer_auth(token)
+                .send()
+                .await
+                .expect("request")
+                .status()
+        }
+    };
+    let (ok, refused) = (StatusCode::OK, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        at("/records/main.customers/999", "mcp_at_unknown".into()).await,
+        refused,
+        "records check the token before looking for the record"
+    );
+    for (resource, at_mcp, at_sse) in [
+        (Some(format!("{base}/mcp")), ok, refused),
+        (Some(format!("{base}/sse")), refused, ok),
+        (Some(base.clone()), ok, ok),
+        (None, ok, ok),
+    ] {
+        let (_, t) = full_flow_for(
+            &c,
+            &s,
+            "/chatgpt",
+            "alice",
+            ALICE_PASSWORD,
+            resource.as_deref(),
+        )
+        .await;
+        let token = access(&t);
+        assert_eq!(
+            at("/mcp", token.clone()).await,
+            at_mcp,
+            "{resource:?} at /mcp"
+        );
+        assert_eq!(
+            at("/sse", token.clone()).await,
+            at_sse,
+            "{resource:?} at /sse"
+        );
+        // A record that does not exist: past the token check, a 404.
+        assert_eq!(
+            at("/records/main.customers/999", token).await,
+            StatusCode::NOT_FOUND,
+            "{resource:?} at /records"
+        );
+    }
     s.stop().await;
 }
 

@@ -41,7 +41,7 @@ pub async fn record(
             None => return viewer::to_sign_in(&ctx.scope, uri.path()),
         }
     } else {
-        match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
+        match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Records, &headers, ip) {
             Ok(c) => c,
             Err(resp) => return resp,
         }

@@ -201,7 +201,8 @@ async fn prepare(ctx: &OAuthCtx, query: &str) -> Result<Pending, Failure> {
         ));
     }
     let resource = match params.get("resource") {
-        None => Endpoint::Mcp.resource(&ctx.scope),
+        // No resource named: the scope's MCP server as a whole (both transports).
+        None => ctx.scope.public_base.clone(),
         Some(r) => match accepted_resource(ctx, r) {
             Some(r) => r,
             None => {
@@ -227,19 +228,14 @@ async fn prepare(ctx: &OAuthCtx, query: &str) -> Result<Pending, Failure> {
     })
 }
 
-/// The resource values a client may ask for at this scope: its `/mcp` or `/sse` endpoint
-/// (or the scope's base URL, meaning `/mcp`). Returns the canonical value to record.
+/// The resource values a client may ask for at this scope: its `/mcp` or `/sse` endpoint,
+/// whose tokens work there only, or the scope's base URL, whose tokens work at both. Returns
+/// the canonical value to record.
 pub fn accepted_resource(ctx: &OAuthCtx, resource: &str) -> Option<String> {
     let mcp = Endpoint::Mcp.resource(&ctx.scope);
     let sse = Endpoint::Sse.resource(&ctx.scope);
     let r = resource.trim_end_matches('/');
-    if r == mcp || r == sse {
-        Some(r.to_string())
-    } else if r == ctx.scope.public_base {
-        Some(mcp)
-    } else {
-        None
-    }
+    (r == mcp || r == sse || r == ctx.scope.public_base).then(|| r.to_string())
 }
 
 /// The client behind `client_id` at this scope: a registration, or a metadata document.

@@ -1,11 +1,13 @@
 //! The token check at the start of every MCP handler.
 //!
 //! Only the `Authorization: Bearer` header is read (never the query string). A token is
-//! accepted at a scope only if it was issued for one of that scope's MCP endpoints (its
-//! audience, RFC 8707; a record viewer's sign-in is another), is unexpired and
+//! accepted at an endpoint only if it was issued for it (its audience, RFC 8707: `/mcp` for
+//! Streamable HTTP, `/sse` for the legacy transport and its `/messages`, or the scope's base
+//! URL, which is what a client that names no resource gets and means both), is unexpired and
 //! unrevoked, and the person who approved it is still configured and may still grant the
-//! scope. Everything else is a 401 whose `WWW-Authenticate` points at the endpoint's RFC 9728
-//! metadata, so a client can discover how to get a token.
+//! scope. A record viewer's sign-in is another audience. Everything else is a 401 whose
+//! `WWW-Authenticate` points at the endpoint's RFC 9728 metadata, so a client can discover how
+//! to get a token; a malformed `Authorization` header is a 400 `invalid_request`.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,17 +20,33 @@ use crate::state::{AppState, Scope};
 /// Which MCP endpoint of a scope a request came to (each has its own resource metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// Streamable HTTP, `{scope}/mcp` (also `{scope}/records/…`).
+    /// Streamable HTTP, `{scope}/mcp`.
     Mcp,
     /// Legacy HTTP+SSE, `{scope}/sse` and `{scope}/messages`.
     Sse,
+    /// `{scope}/records/…` (the records `fetch` cites) for programs: any MCP token of the
+    /// scope, since a client reads them with whichever transport it uses. Its 401 points at
+    /// `/mcp`'s metadata.
+    Records,
 }
 
 impl Endpoint {
     fn suffix(self) -> &'static str {
         match self {
-            Endpoint::Mcp => "/mcp",
+            Endpoint::Mcp | Endpoint::Records => "/mcp",
             Endpoint::Sse => "/sse",
+        }
+    }
+
+    /// Whether a grant for `resource` may be used here.
+    fn admits(self, resource: &str, scope: &Scope) -> bool {
+        match (self, audience_path(resource, scope)) {
+            // The scope's base URL: both transports.
+            (_, Some("")) => true,
+            (Endpoint::Mcp, Some(p)) => p == "/mcp",
+            (Endpoint::Sse, Some(p)) => p == "/sse",
+            (Endpoint::Records, Some(p)) => p == "/mcp" || p == "/sse",
+            (_, None) => false,
         }
     }
 
@@ -83,20 +101,31 @@ pub fn authenticate_at(
             "no authorization server is running",
         ))));
     };
+    // No credentials: a bare challenge. Credentials that cannot be a bearer token (two
+    // headers, an empty or oversized token, bytes outside ASCII): 400 invalid_request
+    // (RFC 6750 §3.1). Another scheme (Basic, …) is no bearer token at all: a bare challenge.
+    let malformed = |what: &str| {
+        let mut r = challenge(Some(("invalid_request", what)));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        r
+    };
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(challenge(None));
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(challenge(None)),
+        (Some(_), Some(_)) => return Err(malformed("more than one Authorization header")),
+        (Some(v), None) => v,
     };
-    let Some(token) = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty() && t.len() <= 512)
-    else {
-        return Err(challenge(None));
+    let Ok(value) = value.to_str() else {
+        return Err(malformed("the Authorization header is not ASCII"));
     };
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(challenge(None));
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > 512 {
+        return Err(malformed("the bearer token is empty or too long"));
+    }
     let now = super::store::now_ms();
     let Some(grant) = oauth.store.check_access(&super::hash_token(token), now) else {
         // A token was presented and refused: an OAuth decision worth a record (requests
@@ -110,7 +139,7 @@ pub fn authenticate_at(
             "the access token is unknown, expired or revoked",
         ))));
     };
-    if grant.scope != scope.path || !is_mcp_resource(&grant.resource, scope) {
+    if grant.scope != scope.path || !endpoint.admits(&grant.resource, scope) {
         tracing::warn!(scope = %scope.path, token_scope = %grant.scope, token_resource = %grant.resource, client_id = %grant.client_id, "oauth: token presented outside its audience");
         return Err(challenge(Some((
             "invalid_token",
@@ -130,12 +159,12 @@ pub fn authenticate_at(
     })
 }
 
-/// Whether `resource` (a grant's audience) is one of `scope`'s MCP endpoints (`/mcp`, `/sse`),
-/// the only resources an OAuth client is granted ([`super::authorize::accepted_resource`]).
-/// Anything else (a record viewer's sign-in, or an endpoint under an earlier `public_url`) is
-/// another audience.
+/// Whether `resource` (a grant's audience) is one of `scope`'s MCP endpoints (`/mcp`, `/sse`)
+/// or its base URL (both), the only resources an OAuth client is granted
+/// ([`super::authorize::accepted_resource`]). Anything else (a record viewer's sign-in, or an
+/// endpoint under an earlier `public_url`) is another audience.
 pub fn is_mcp_resource(resource: &str, scope: &Scope) -> bool {
-    matches!(audience_path(resource, scope), Some("/mcp" | "/sse"))
+    matches!(audience_path(resource, scope), Some("" | "/mcp" | "/sse"))
 }
 
 /// The path of `resource` (a grant's audience) under `scope`'s public base (`/mcp`, `/sse`,
