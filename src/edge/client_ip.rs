@@ -53,6 +53,21 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The key per-address limits count under: an IPv4 address itself, an IPv6 address's /64
+/// network. One IPv6 subscriber or host is routinely given a whole /64 and can pick any address
+/// in it, so counting single IPv6 addresses would let one client take 2^64 separate allowances
+/// (rate limits, sign-in and registration limits, connection and stream caps). Allowlists and
+/// logs keep the full address.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
 /// Decides the client IP from the peer address and the headers.
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> ClientIp {
     let peer = canonical(peer);
@@ -117,6 +132,17 @@ pub fn decide_in(edge: &EdgeState, req: &mut Request) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_count_ipv4_addresses_and_ipv6_slash_64_networks() {
+        let key = |s: &str| limit_key(s.parse().expect("ip")).to_string();
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::1"), "::");
+    }
     use axum::http::HeaderValue;
 
     fn trusted() -> IpSet {

@@ -275,7 +275,7 @@ impl ConnCaps {
     /// A place for a connection from `ip`, or `None` when a cap is reached (counted and
     /// logged).
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Option<ConnSlot> {
-        let ip = (!self.exempt.contains(peer)).then_some(peer);
+        let ip = (!self.exempt.contains(peer)).then(|| super::client_ip::limit_key(peer));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let from_ip = ip.map_or(0, |ip| state.per_ip.get(&ip).copied().unwrap_or(0));
         let open = self.open.load(Ordering::Relaxed);
@@ -499,7 +499,7 @@ pub fn admit(
     req: Request,
 ) -> Result<(Request, Option<StreamSlot>), Box<Response>> {
     let slot = if opens_stream(&req) {
-        match take_stream_slot(edge, ClientIp::of(&req)) {
+        match take_stream_slot(edge, super::client_ip::limit_key(ClientIp::of(&req))) {
             Ok(slot) => Some(slot),
             Err(status) => return Err(Box::new(too_many_streams(edge, status))),
         }

@@ -51,7 +51,7 @@ pub struct ClientIpKey;
 impl KeyExtractor for ClientIpKey {
     type Key = IpAddr;
     fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
-        Ok(ClientIp::of(req))
+        Ok(super::client_ip::limit_key(ClientIp::of(req)))
     }
 }
 

@@ -84,11 +84,11 @@ async fn show(
     match prepare(&ctx, query.as_deref().unwrap_or("")).await {
         Ok(mut pending) => {
             let window = ctx.config().login_page_ttl_secs as i64 * 1000;
-            if ctx
-                .oauth
-                .limits
-                .hit(&format!("authorize:{ip}"), window, now_ms())
-                > PAGES_PER_ADDRESS
+            if ctx.oauth.limits.hit(
+                &format!("authorize:{}", crate::edge::client_ip::limit_key(ip)),
+                window,
+                now_ms(),
+            ) > PAGES_PER_ADDRESS
             {
                 tracing::warn!(%ip, "oauth: too many sign-in pages opened from one address");
                 return page_error(
@@ -403,7 +403,7 @@ pub(super) async fn check_sign_in(
     let now = now_ms();
     let cfg = ctx.config();
     let window = cfg.failed_login_window_secs as i64 * 1000;
-    let ip_key = format!("login-ip:{ip}");
+    let ip_key = format!("login-ip:{}", crate::edge::client_ip::limit_key(ip));
     let shown = crate::tools::truncate(username, 64);
     let user_key = format!("login-user:{}", shown.to_lowercase());
     let refused = |outcome: &'static str, event: &'static str, error: &str| {

@@ -70,11 +70,11 @@ async fn register_inner(
 ) -> Result<Response, OAuthError> {
     let now = now_ms();
     let limit = ctx.config().registrations_per_hour_per_ip;
-    if ctx
-        .oauth
-        .limits
-        .hit(&format!("register:{ip}"), 3_600_000, now)
-        > limit
+    if ctx.oauth.limits.hit(
+        &format!("register:{}", crate::edge::client_ip::limit_key(ip)),
+        3_600_000,
+        now,
+    ) > limit
     {
         tracing::warn!(%ip, "oauth: registration rate limit reached");
         return Err(OAuthError::too_many_requests(
