@@ -275,6 +275,12 @@ pub fn check(
         return Err(GuardError::TooComplex);
     }
     let kind = statement_kind(&tokens);
+    let tsql = (dialect == SqlDialect::MsSql).then(|| scan_tsql(sql, &tokens));
+    let indexed_by = dialect == SqlDialect::Sqlite
+        && tokens.iter().any(|t| {
+            matches!(&t.token, Token::Word(w)
+                if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("indexed"))
+        });
     let statements = Parser::new(d)
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
         .with_tokens_with_locations(tokens)
@@ -294,6 +300,16 @@ pub fn check(
     let mut checker = Checker::new(dialect, rules, query);
     if let ControlFlow::Break(e) = query.visit(&mut checker) {
         return Err(e);
+    }
+    if let Some(tsql) = tsql {
+        if let Some(msg) = tsql.refused {
+            return Err(GuardError::Forbidden(msg));
+        }
+        checker.column_hazard = tsql.column_hazard;
+    }
+    if indexed_by {
+        checker.column_hazard =
+            Some("`INDEXED BY`, whose row order can follow a hidden column,".into());
     }
     checker.finish(query)
 }
@@ -447,6 +463,149 @@ fn statement_kind(tokens: &[TokenWithSpan]) -> String {
         .unwrap_or_default()
 }
 
+/// T-SQL reserved keywords that begin a statement of their own and have no place inside one
+/// query. T-SQL needs no `;` between statements, and sqlparser accepts most of these as
+/// aliases, so `SELECT a FROM t SHUTDOWN` parses as one query where SQL Server runs two.
+/// Being reserved, none of them can be an unquoted name on SQL Server either. `MERGE` and
+/// `USE` are left out: they also occur in query and join hints (`OPTION (MERGE JOIN)`,
+/// `USE HINT`), and neither is a statement without more words after it, which sqlparser would
+/// not take as part of the query.
+const TSQL_STATEMENT_KEYWORDS: &[&str] = &[
+    "ALTER",
+    "BACKUP",
+    "BEGIN",
+    "BREAK",
+    "BULK",
+    "CHECKPOINT",
+    "CLOSE",
+    "COMMIT",
+    "CONTINUE",
+    "CREATE",
+    "DBCC",
+    "DEALLOCATE",
+    "DECLARE",
+    "DELETE",
+    "DENY",
+    "DISK",
+    "DROP",
+    "DUMP",
+    "EXEC",
+    "EXECUTE",
+    "EXIT",
+    "GOTO",
+    "GRANT",
+    "IF",
+    "INSERT",
+    "KILL",
+    "LINENO",
+    "LOAD",
+    "OPEN",
+    "PRINT",
+    "PROC",
+    "PROCEDURE",
+    "RAISERROR",
+    "READTEXT",
+    "RECONFIGURE",
+    "RESTORE",
+    "RETURN",
+    "REVERT",
+    "REVOKE",
+    "ROLLBACK",
+    "SAVE",
+    "SET",
+    "SETUSER",
+    "SHUTDOWN",
+    "TRAN",
+    "TRANSACTION",
+    "TRUNCATE",
+    "UPDATE",
+    "UPDATETEXT",
+    "WAITFOR",
+    "WHILE",
+    "WRITETEXT",
+];
+
+/// XML data type methods: their XQuery text can read any column of the query by name
+/// (`sql:column("salary")`), out of the guard's sight.
+const TSQL_XML_METHODS: &[&str] = &["value", "query", "exist", "nodes", "modify"];
+
+/// What the tokens of a T-SQL text show that its AST does not: a statement keyword (refused),
+/// `X'..'` (not T-SQL, which reads it as column `X` aliased `'..'`; refused), and ways to read
+/// a column without naming it, refused later only where a hidden column could be read: XML
+/// methods, `$IDENTITY`-style pseudo-columns and index hints (whose row order can reveal a
+/// hidden column).
+struct TsqlTokens {
+    refused: Option<String>,
+    column_hazard: Option<String>,
+}
+
+fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
+    // The character a token starts with (sqlparser reads both `0x41` and `X'41'` as one kind
+    // of token).
+    let lines: Vec<&str> = sql.split('\n').collect();
+    let first_char = |t: &TokenWithSpan| {
+        let at = t.span.start;
+        lines
+            .get((at.line as usize).wrapping_sub(1))
+            .and_then(|l| l.chars().nth((at.column as usize).wrapping_sub(1)))
+    };
+    let mut out = TsqlTokens {
+        refused: None,
+        column_hazard: None,
+    };
+    let spans: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let significant: Vec<&Token> = spans.iter().map(|t| &t.token).collect();
+    for (i, t) in significant.iter().enumerate() {
+        match t {
+            Token::Word(w) if w.quote_style.is_none() => {
+                let upper = w.value.to_uppercase();
+                if out.refused.is_none() && TSQL_STATEMENT_KEYWORDS.contains(&upper.as_str()) {
+                    out.refused = Some(format!(
+                        "`{}` is a T-SQL statement keyword, not allowed inside a query (write                          [{}] if it is a name)",
+                        w.value, w.value
+                    ));
+                }
+                let method = i > 0
+                    && matches!(significant[i - 1], Token::Period)
+                    && matches!(significant.get(i + 1), Some(Token::LParen))
+                    && TSQL_XML_METHODS.contains(&w.value.to_lowercase().as_str());
+                if method && out.column_hazard.is_none() {
+                    out.column_hazard = Some(format!(
+                        "the XML method `.{}()`, whose XQuery can read columns by name                          (sql:column),",
+                        w.value
+                    ));
+                }
+                if upper == "INDEX" && out.column_hazard.is_none() {
+                    out.column_hazard =
+                        Some("an index hint, whose row order can follow a hidden column,".into());
+                }
+            }
+            Token::HexStringLiteral(_)
+                if out.refused.is_none() && matches!(first_char(spans[i]), Some('x' | 'X')) =>
+            {
+                out.refused = Some(
+                    "`X'..'` is not a T-SQL literal (SQL Server reads it as column X); write                      0x.. for binary"
+                        .into(),
+                );
+            }
+            Token::Placeholder(p)
+                if p.starts_with('$')
+                    && p[1..].starts_with(|c: char| c.is_alphabetic() || c == '_')
+                    && out.column_hazard.is_none() =>
+            {
+                out.column_hazard = Some(format!(
+                    "the pseudo-column `{p}`, which reads a column without naming it,"
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 fn parser_message(e: &ParserError) -> String {
     match e {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
@@ -540,6 +699,10 @@ struct Checker<'a> {
     seen_tables: HashSet<(String, String)>,
     idents: Vec<String>,
     nested_wildcard: Option<String>,
+    /// Something that can read a column without naming it (an XML method, a pseudo-column
+    /// such as `$IDENTITY` or SQLite's `rowid`, an index hint): refused when a referenced
+    /// table has hidden columns.
+    column_hazard: Option<String>,
     natural_join: bool,
     /// `ORDER BY 3` / `GROUP BY 3`: a position can name a hidden column without spelling it.
     positional: Option<&'static str>,
@@ -575,6 +738,7 @@ impl<'a> Checker<'a> {
             seen_tables: HashSet::new(),
             idents: Vec::new(),
             nested_wildcard: None,
+            column_hazard: None,
             natural_join: false,
             positional: None,
         }
@@ -632,8 +796,9 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Whether an unqualified name refers to a CTE in scope: `Some(true)` certainly,
-    /// `Some(false)` only if the database compares names case-insensitively.
+    /// Whether an unqualified name (as written) refers to a CTE in scope: `Some(true)`
+    /// certainly, `Some(false)` only under some collations (SQL Server: the names differ in
+    /// case or width, or in trailing spaces), so the name is checked as a table too.
     fn cte_match(&self, name: &str) -> Option<bool> {
         let mut found = None;
         for scope in self.scopes.iter().rev() {
@@ -641,7 +806,9 @@ impl<'a> Checker<'a> {
                 match self.dialect {
                     SqlDialect::Sqlite if cte.eq_ignore_ascii_case(name) => return Some(true),
                     SqlDialect::MsSql if cte == name => return Some(true),
-                    SqlDialect::MsSql if cte.to_lowercase() == name.to_lowercase() => {
+                    SqlDialect::MsSql
+                        if self.norm(cte).to_lowercase() == self.norm(name).to_lowercase() =>
+                    {
                         found = Some(false)
                     }
                     _ => {}
@@ -799,7 +966,10 @@ impl<'a> Checker<'a> {
         if parts.iter().any(|p| p.is_empty()) {
             return forbid(format!("`{display}`: empty name part"));
         }
-        if schema.is_none() && self.cte_match(table) == Some(true) {
+        if schema.is_none()
+            && let Some(raw) = written.last()
+            && self.cte_match(raw) == Some(true)
+        {
             return ControlFlow::Continue(());
         }
         let t = self.fold(table);
@@ -895,6 +1065,22 @@ impl<'a> Checker<'a> {
                      the columns you mean"
                 )));
             }
+            let rowid = (self.dialect == SqlDialect::Sqlite)
+                .then(|| {
+                    self.idents.iter().find(|i| {
+                        ["rowid", "oid", "_rowid_"].contains(&i.to_ascii_lowercase().as_str())
+                    })
+                })
+                .flatten()
+                .map(|i| format!("`{i}`, which reads the INTEGER PRIMARY KEY column,"));
+            if let (Some(what), Some((_, table))) = (
+                self.column_hazard.as_ref().or(rowid.as_ref()),
+                applicable.first(),
+            ) {
+                return Err(GuardError::ColumnDenied(format!(
+                    "{what} could read hidden columns of `{table}`; leave it out of the query"
+                )));
+            }
             if let (Some(what), Some((_, table))) = (&self.nested_wildcard, applicable.first()) {
                 return Err(GuardError::ColumnDenied(format!(
                     "{what} would expand hidden columns of `{table}`; a `*` is only allowed in \
@@ -972,7 +1158,7 @@ impl Visitor for Checker<'_> {
             .map(|w| {
                 w.cte_tables
                     .iter()
-                    .map(|c| (self.norm(&c.alias.name.value), addr(&*c.query)))
+                    .map(|c| (c.alias.name.value.clone(), addr(&*c.query)))
                     .collect()
             })
             .unwrap_or_default();
@@ -1126,7 +1312,9 @@ impl Visitor for Checker<'_> {
                 }
             }
             Expr::Function(f) => self.check_function(f)?,
-            Expr::Exists { subquery, .. } => {
+            // Only a plain SELECT's projection is never returned: under a set operation
+            // (`EXISTS (SELECT * … INTERSECT SELECT …)`) every column is compared.
+            Expr::Exists { subquery, .. } if matches!(*subquery.body, SetExpr::Select(_)) => {
                 self.exists_queries.insert(addr(&**subquery));
             }
             Expr::In { target, .. } => match target {
@@ -1464,6 +1652,136 @@ mod tests {
 
     fn secret_rules() -> AccessRules {
         rules(&[], &["secret", "hr.*"], &["people.ssn", "*.password_hash"])
+    }
+
+    // ---- found by an adversarial review (session 11) ----
+
+    fn salary_rules() -> AccessRules {
+        rules(&[], &["secrets"], &["employees.salary", "employees.id"])
+    }
+
+    #[test]
+    fn a_set_operation_under_exists_cannot_compare_hidden_columns() {
+        let r = salary_rules();
+        for d in both() {
+            for sql in [
+                "SELECT e.name FROM employees e WHERE EXISTS (SELECT * FROM employees x \
+                 WHERE x.name = e.name INTERSECT SELECT e.name, 52000)",
+                "SELECT e.name FROM employees e WHERE EXISTS (SELECT * FROM employees x \
+                 EXCEPT SELECT e.name, 52000)",
+            ] {
+                assert_column_denied(d, &r, sql);
+            }
+            // A plain SELECT under EXISTS still may use `*`: its projection is never returned.
+            passes_with(
+                d,
+                &r,
+                "SELECT name FROM employees e WHERE EXISTS (SELECT * FROM employees x \
+                 WHERE x.name = e.name)",
+            );
+        }
+    }
+
+    #[test]
+    fn tsql_statement_keywords_after_a_query_are_refused() {
+        for sql in [
+            "SELECT a FROM t SHUTDOWN",
+            "SELECT a SHUTDOWN",
+            "SELECT a FROM (SELECT 1 AS a) COMMIT",
+            "SELECT a FROM t UNION SELECT b FROM u COMMIT",
+            "SELECT a FROM t CHECKPOINT",
+            "SELECT a FROM t RECONFIGURE",
+            "SELECT a FROM t ROLLBACK",
+            "SELECT a FROM t REVERT",
+            "SELECT a FROM t KILL",
+        ] {
+            let e = refused(MsSql, sql);
+            assert!(
+                matches!(&e, GuardError::Forbidden(m) if m.contains("statement keyword")),
+                "{sql}: {e:?}"
+            );
+        }
+        // Bracketed, such a word is a name; in a string or a comment it is text.
+        passes(MsSql, "SELECT [commit] FROM t AS [shutdown]");
+        passes(MsSql, "SELECT 'SHUTDOWN' AS s -- COMMIT");
+    }
+
+    #[test]
+    fn xml_methods_cannot_read_hidden_columns() {
+        let r = salary_rules();
+        for sql in [
+            "SELECT CAST(N'' AS xml).value(N'sql:column(\"salary\")', N'int') AS s FROM employees",
+            "SELECT name FROM employees WHERE CAST(N'' AS xml).exist(N'sql:column(\"salary\")[. > 6]') = 1",
+            "SELECT name FROM employees e CROSS APPLY (SELECT CAST(N'' AS xml) AS x) c \
+             WHERE x.value(N'sql:column(\"e.salary\")', N'int') > 1",
+        ] {
+            let m = assert_column_denied(MsSql, &r, sql);
+            assert!(m.contains("XML method"), "{m}");
+        }
+        // Without hidden columns an XML method is an ordinary expression.
+        passes(
+            MsSql,
+            "SELECT CAST(N'<a>1</a>' AS xml).value(N'(/a)[1]', N'int') AS v FROM t",
+        );
+    }
+
+    #[test]
+    fn pseudo_columns_cannot_read_hidden_columns() {
+        let r = salary_rules();
+        for sql in [
+            "SELECT $IDENTITY AS n FROM employees",
+            "SELECT $ROWGUID AS g FROM employees",
+            "SELECT $node_id AS g FROM employees",
+        ] {
+            assert_column_denied(MsSql, &r, sql);
+        }
+        passes(MsSql, "SELECT $IDENTITY AS n FROM t");
+        passes_with(MsSql, &r, "SELECT name FROM employees WHERE 1 = 1");
+        for sql in [
+            "SELECT rowid AS r FROM employees",
+            "SELECT name FROM employees ORDER BY _rowid_",
+            "SELECT oid FROM employees",
+        ] {
+            assert_column_denied(Sqlite, &r, sql);
+        }
+        passes(Sqlite, "SELECT rowid FROM t");
+    }
+
+    #[test]
+    fn index_hints_are_refused_on_tables_with_hidden_columns() {
+        let r = salary_rules();
+        assert_column_denied(
+            MsSql,
+            &r,
+            "SELECT name FROM employees WITH (INDEX(idx_salary))",
+        );
+        assert_column_denied(
+            Sqlite,
+            &r,
+            "SELECT name FROM employees INDEXED BY idx_salary",
+        );
+        passes(MsSql, "SELECT name FROM t WITH (INDEX(ix))");
+        passes(Sqlite, "SELECT name FROM t INDEXED BY ix");
+    }
+
+    #[test]
+    fn a_hex_string_is_refused_on_sql_server() {
+        // T-SQL reads `X'41'` as column X aliased '41'.
+        assert_forbidden(MsSql, "SELECT X'41' FROM employees");
+        passes(MsSql, "SELECT 0x41 AS b");
+    }
+
+    #[test]
+    fn a_cte_named_like_a_table_only_after_folding_width_is_checked_as_the_table() {
+        let r = salary_rules();
+        // On a width-sensitive collation `secrets` is the table, not the CTE.
+        assert_table_denied(
+            MsSql,
+            &r,
+            "WITH \u{ff53}\u{ff45}\u{ff43}\u{ff52}\u{ff45}\u{ff54}\u{ff53} AS (SELECT 1 AS a) \
+             SELECT * FROM secrets",
+        );
+        passes_with(MsSql, &r, "WITH s AS (SELECT 1 AS a) SELECT * FROM s");
     }
 
     // ---- accepted queries ----
