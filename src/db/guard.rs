@@ -71,7 +71,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
 /// Longest SQL text accepted, in bytes.
 pub const MAX_SQL_BYTES: usize = 256 * 1024;
@@ -525,6 +525,20 @@ const TSQL_STATEMENT_KEYWORDS: &[&str] = &[
     "WRITETEXT",
 ];
 
+/// Table hints T-SQL still takes without `WITH` after a table (`FROM t HOLDLOCK`), which
+/// sqlparser reads as an alias; locking hints are refused (see `ALLOWED_TABLE_HINTS`).
+const TSQL_BARE_LOCK_HINTS: &[&str] = &[
+    "HOLDLOCK",
+    "UPDLOCK",
+    "XLOCK",
+    "TABLOCK",
+    "TABLOCKX",
+    "PAGLOCK",
+    "ROWLOCK",
+    "SERIALIZABLE",
+    "REPEATABLEREAD",
+];
+
 /// XML data type methods: their XQuery text can read any column of the query by name
 /// (`sql:column("salary")`), out of the guard's sight.
 const TSQL_XML_METHODS: &[&str] = &["value", "query", "exist", "nodes", "modify"];
@@ -558,10 +572,25 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
     let significant: Vec<&Token> = spans.iter().map(|t| &t.token).collect();
+    // sqlparser ends a `--` comment at a line feed only; text after a lone carriage return
+    // inside one is out of its sight, whatever SQL Server makes of it.
+    let hidden_line = tokens.iter().any(|t| {
+        matches!(&t.token, Token::Whitespace(Whitespace::SingleLineComment { comment, .. })
+            if comment.trim_end_matches(['\r', '\n']).contains('\r'))
+    });
+    if hidden_line {
+        out.refused = Some("a `--` comment with a carriage return inside it is not allowed".into());
+    }
     for (i, t) in significant.iter().enumerate() {
         match t {
             Token::Word(w) if w.quote_style.is_none() => {
                 let upper = w.value.to_uppercase();
+                if out.refused.is_none() && TSQL_BARE_LOCK_HINTS.contains(&upper.as_str()) {
+                    out.refused = Some(format!(
+                        "`{}` is a locking hint, not allowed (write [{}] if it is a name)",
+                        w.value, w.value
+                    ));
+                }
                 if out.refused.is_none() && TSQL_STATEMENT_KEYWORDS.contains(&upper.as_str()) {
                     out.refused = Some(format!(
                         "`{}` is a T-SQL statement keyword, not allowed inside a query (write                          [{}] if it is a name)",
@@ -1762,6 +1791,16 @@ mod tests {
         );
         passes(MsSql, "SELECT name FROM t WITH (INDEX(ix))");
         passes(Sqlite, "SELECT name FROM t INDEXED BY ix");
+    }
+
+    #[test]
+    fn bare_lock_hints_and_hidden_comment_lines_are_refused_on_sql_server() {
+        assert_forbidden(MsSql, "SELECT a FROM t HOLDLOCK");
+        assert_forbidden(MsSql, "SELECT a FROM t UPDLOCK");
+        assert_forbidden(MsSql, "SELECT 1 AS a -- x\rSELECT 2");
+        // Windows line ends are ordinary.
+        passes(MsSql, "SELECT 1 AS a -- note\r\nFROM t");
+        passes(MsSql, "SELECT [holdlock] FROM t");
     }
 
     #[test]
