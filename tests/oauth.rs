@@ -280,6 +280,25 @@ async fn open_page(c: &reqwest::Client, url: &str) -> (String, String, String) {
     )
 }
 
+/// A new public client's sign-in page at `scope` (for its `/mcp`): the page's URL, request id,
+/// CSRF token and cookie.
+async fn consent_page(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+) -> (String, String, String, String) {
+    let client_id = register_public(c, s, scope).await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}{scope}/mcp", s.base);
+    let url = authorize_url(
+        s,
+        scope,
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let (rid, csrf, ck) = open_page(c, &url).await;
+    (url, rid, csrf, ck)
+}
+
 async fn post_form(
     c: &reqwest::Client,
     s: &Server,
@@ -616,15 +635,7 @@ async fn a_sign_in_form_without_its_csrf_token_or_cookie_is_refused() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "").await;
     let c = http();
-    let client_id = register_public(&c, &s, "/chatgpt").await;
-    let (_, challenge) = pkce();
-    let resource = format!("{}/chatgpt/mcp", s.base);
-    let url = authorize_url(
-        &s,
-        "/chatgpt",
-        &standard_params(&client_id, &challenge, &resource),
-    );
-    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let (_, rid, csrf, ck) = consent_page(&c, &s, "/chatgpt").await;
     type Attempt<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
     let attempts: Vec<Attempt> = vec![
         (
@@ -712,15 +723,7 @@ async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password(
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "failed_logins_per_user = 3").await;
     let c = http();
-    let client_id = register_public(&c, &s, "/chatgpt").await;
-    let (_, challenge) = pkce();
-    let resource = format!("{}/chatgpt/mcp", s.base);
-    let url = authorize_url(
-        &s,
-        "/chatgpt",
-        &standard_params(&client_id, &challenge, &resource),
-    );
-    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let (url, rid, csrf, ck) = consent_page(&c, &s, "/chatgpt").await;
     let form = |pw: &'static str| {
         vec![
             ("request_id", rid.clone()),
@@ -775,15 +778,7 @@ async fn a_burst_of_parallel_wrong_passwords_gets_no_more_checks_than_the_limit(
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "failed_logins_per_user = 3").await;
     let c = http();
-    let client_id = register_public(&c, &s, "/chatgpt").await;
-    let (_, challenge) = pkce();
-    let resource = format!("{}/chatgpt/mcp", s.base);
-    let url = authorize_url(
-        &s,
-        "/chatgpt",
-        &standard_params(&client_id, &challenge, &resource),
-    );
-    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let (_, rid, csrf, ck) = consent_page(&c, &s, "/chatgpt").await;
     let attempt = |pw: String| {
         let form = [
             ("request_id", rid.clone()),
@@ -820,15 +815,7 @@ async fn a_user_not_allowed_the_scope_cannot_approve_it() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "").await;
     let c = http();
-    let client_id = register_public(&c, &s, "/chatgpt").await;
-    let (_, challenge) = pkce();
-    let resource = format!("{}/chatgpt/mcp", s.base);
-    let url = authorize_url(
-        &s,
-        "/chatgpt",
-        &standard_params(&client_id, &challenge, &resource),
-    );
-    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let (_, rid, csrf, ck) = consent_page(&c, &s, "/chatgpt").await;
     let r = post_form(
         &c,
         &s,
@@ -858,15 +845,7 @@ async fn denying_redirects_back_with_access_denied_and_state() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "").await;
     let c = http();
-    let client_id = register_public(&c, &s, "/chatgpt").await;
-    let (_, challenge) = pkce();
-    let resource = format!("{}/chatgpt/mcp", s.base);
-    let url = authorize_url(
-        &s,
-        "/chatgpt",
-        &standard_params(&client_id, &challenge, &resource),
-    );
-    let (rid, csrf, ck) = open_page(&c, &url).await;
+    let (_, rid, csrf, ck) = consent_page(&c, &s, "/chatgpt").await;
     let r = post_form(
         &c,
         &s,
