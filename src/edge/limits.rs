@@ -272,7 +272,7 @@ impl ConnCaps {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// A place for a connection from `ip`, or `None` when a cap is reached (counted and
+    /// A place for a connection from `peer`, or `None` when a cap is reached (counted and
     /// logged).
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Option<ConnSlot> {
         let ip = (!self.exempt.contains(peer)).then(|| super::client_ip::limit_key(peer));
