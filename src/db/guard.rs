@@ -593,7 +593,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                 }
                 if out.refused.is_none() && TSQL_STATEMENT_KEYWORDS.contains(&upper.as_str()) {
                     out.refused = Some(format!(
-                        "`{}` is a T-SQL statement keyword, not allowed inside a query (write                          [{}] if it is a name)",
+                        "`{}` is a T-SQL statement keyword, not allowed inside a query (write [{}] if it is a name)",
                         w.value, w.value
                     ));
                 }
@@ -603,7 +603,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                     && TSQL_XML_METHODS.contains(&w.value.to_lowercase().as_str());
                 if method && out.column_hazard.is_none() {
                     out.column_hazard = Some(format!(
-                        "the XML method `.{}()`, whose XQuery can read columns by name                          (sql:column),",
+                        "the XML method `.{}()`, whose XQuery can read columns by name (sql:column),",
                         w.value
                     ));
                 }
@@ -616,7 +616,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                 if out.refused.is_none() && matches!(first_char(spans[i]), Some('x' | 'X')) =>
             {
                 out.refused = Some(
-                    "`X'..'` is not a T-SQL literal (SQL Server reads it as column X); write                      0x.. for binary"
+                    "`X'..'` is not a T-SQL literal (SQL Server reads it as column X); write 0x.. for binary"
                         .into(),
                 );
             }
