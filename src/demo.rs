@@ -118,6 +118,10 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
             oauth_per_min: 1_000_000,
             oauth_burst: 1_000_000,
             sse_per_ip: 2048,
+            // Fits a shell's usual 1,024 open files with the server's own reserve, so the demo
+            // never has to lower its cap (and warn) on a machine whose limit cannot be raised.
+            max_connections: 768,
+            max_connections_per_ip: 768,
             ..Default::default()
         },
         metrics: Default::default(),
