@@ -30,13 +30,30 @@ pub struct Session {
     /// Who opened it (signed-in user and OAuth client), when authentication is on; nobody
     /// else may use it (see `oauth::bearer::may_use`).
     pub owner: OnceLock<String>,
+    /// Whose quota it counts against ([`holder_of`]).
+    holder: String,
 }
 
-/// All live sessions.
+/// The quota key of a caller's sessions: the signed-in user, or without authentication the
+/// client's address (an IPv6 client by its /64).
+pub fn holder_of(caller: &crate::mcp::dispatch::Caller) -> String {
+    match (&caller.user, caller.ip) {
+        (Some(user), _) => format!("user:{user}"),
+        (None, Some(ip)) => format!("ip:{}", crate::edge::client_ip::limit_key(ip)),
+        (None, None) => "anonymous".to_string(),
+    }
+}
+
+/// All live sessions. Each holder (a user, or an address without authentication) may keep a
+/// sixteenth of the cap (at least 64): past that its own least recently used session ends, so
+/// one caller flooding `initialize` cannot push everyone else's sessions out.
 pub struct SessionStore {
     map: DashMap<String, Arc<Session>>,
+    /// Live sessions per holder.
+    held: DashMap<String, usize>,
     idle: Duration,
     max: usize,
+    per_holder: usize,
     epoch: Instant,
 }
 
@@ -49,10 +66,13 @@ fn new_id() -> String {
 
 impl SessionStore {
     pub fn new(idle: Duration, max: usize) -> Self {
+        let max = max.max(1);
         Self {
             map: DashMap::new(),
+            held: DashMap::new(),
             idle,
-            max: max.max(1),
+            max,
+            per_holder: (max / 16).max(64).min(max),
             epoch: Instant::now(),
         }
     }
@@ -61,17 +81,21 @@ impl SessionStore {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Creates a session in `scope`; beyond the cap the least recently used one is ended.
+    /// Creates a session in `scope` for `holder`. A holder at its quota ends its own least
+    /// recently used session; otherwise, beyond the cap, the least recently used one ends.
     pub fn create(
         &self,
         scope: &str,
+        holder: &str,
         version: Option<&'static str>,
         outbox: Option<mpsc::Sender<String>>,
     ) -> Arc<Session> {
-        if self.map.len() >= self.max {
+        let at_quota = self.held.get(holder).is_some_and(|n| *n >= self.per_holder);
+        if at_quota || self.map.len() >= self.max {
             let oldest = self
                 .map
                 .iter()
+                .filter(|e| !at_quota || e.value().holder == holder)
                 .min_by_key(|e| e.value().last_seen.load(Ordering::Relaxed))
                 .map(|e| e.key().clone());
             if let Some(id) = oldest {
@@ -90,7 +114,9 @@ impl SessionStore {
             outbox,
             closed: CancellationToken::new(),
             owner: OnceLock::new(),
+            holder: holder.to_string(),
         });
+        *self.held.entry(holder.to_string()).or_insert(0) += 1;
         self.map.insert(session.id.clone(), session.clone());
         session
     }
@@ -110,6 +136,10 @@ impl SessionStore {
         match self.map.remove(id) {
             Some((_, s)) => {
                 s.closed.cancel();
+                self.held.remove_if_mut(&s.holder, |_, n| {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                });
                 true
             }
             None => false,
@@ -156,8 +186,8 @@ mod tests {
     #[test]
     fn ids_are_long_visible_ascii_and_distinct() {
         let store = SessionStore::new(Duration::from_secs(60), 10);
-        let a = store.create("/x", None, None);
-        let b = store.create("/x", None, None);
+        let a = store.create("/x", "h", None, None);
+        let b = store.create("/x", "h", None, None);
         assert_eq!(a.id.len(), 64);
         assert!(a.id.bytes().all(|c| (0x21..=0x7e).contains(&c)));
         assert_ne!(a.id, b.id);
@@ -166,7 +196,7 @@ mod tests {
     #[test]
     fn a_session_is_invisible_from_another_scope() {
         let store = SessionStore::new(Duration::from_secs(60), 10);
-        let s = store.create("/chatgpt", None, None);
+        let s = store.create("/chatgpt", "h", None, None);
         assert!(store.get("/claude", &s.id).is_none());
         assert!(store.get("/chatgpt", &s.id).is_some());
     }
@@ -174,20 +204,41 @@ mod tests {
     #[test]
     fn the_cap_ends_the_least_recently_used_session() {
         let store = SessionStore::new(Duration::from_secs(60), 2);
-        let a = store.create("/x", None, None);
-        let b = store.create("/x", None, None);
+        let a = store.create("/x", "h", None, None);
+        let b = store.create("/x", "h", None, None);
         std::thread::sleep(Duration::from_millis(5));
         store.get("/x", &a.id);
-        let _c = store.create("/x", None, None);
+        let _c = store.create("/x", "h", None, None);
         assert_eq!(store.len(), 2);
         assert!(store.get("/x", &b.id).is_none());
         assert!(b.closed.is_cancelled());
     }
 
+    /// One holder flooding `initialize` ends only its own sessions (review finding: it used to
+    /// end everyone's, in every scope).
+    #[test]
+    fn a_holder_at_its_quota_ends_its_own_sessions_not_others() {
+        let store = SessionStore::new(Duration::from_secs(60), 16 * 64);
+        let victim = store.create("/claude", "ip:192.0.2.1", None, None);
+        let first = store.create("/chatgpt", "ip:198.51.100.9", None, None);
+        for _ in 0..5000 {
+            store.create("/chatgpt", "ip:198.51.100.9", None, None);
+        }
+        assert!(
+            store.get("/claude", &victim.id).is_some(),
+            "another holder's session lives"
+        );
+        assert!(first.closed.is_cancelled(), "the flooder's oldest ended");
+        assert_eq!(store.len(), 64 + 1);
+        assert_eq!(store.held.get("ip:198.51.100.9").map(|n| *n), Some(64));
+        store.remove(&victim.id);
+        assert!(store.held.get("ip:192.0.2.1").is_none());
+    }
+
     #[test]
     fn idle_sessions_are_reaped() {
         let store = SessionStore::new(Duration::from_millis(1), 10);
-        let s = store.create("/x", None, None);
+        let s = store.create("/x", "h", None, None);
         std::thread::sleep(Duration::from_millis(10));
         assert_eq!(store.reap(), 1);
         assert!(store.get("/x", &s.id).is_none());

@@ -53,7 +53,11 @@ pub async fn open(
         return rpc_error_response(None, &err);
     };
     let (tx, rx) = mpsc::channel::<String>(64);
-    let session = ctx.app.sessions().create(&ctx.scope.path, None, Some(tx));
+    let holder = crate::mcp::session::holder_of(&caller);
+    let session = ctx
+        .app
+        .sessions()
+        .create(&ctx.scope.path, &holder, None, Some(tx));
     bind_session(&caller, &session);
     let endpoint = format!("{}/messages?session_id={}", ctx.scope.path, session.id);
     let guard = EndSessionOnDrop {

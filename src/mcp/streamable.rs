@@ -223,10 +223,12 @@ pub async fn post(
             Err(e) => return rpc_error_response(Some(&req.id), &e),
         };
         let version = dispatch::negotiated_version(&req.params);
-        let session = ctx
-            .app
-            .sessions()
-            .create(&ctx.scope.path, Some(version), None);
+        let session = ctx.app.sessions().create(
+            &ctx.scope.path,
+            &crate::mcp::session::holder_of(&caller),
+            Some(version),
+            None,
+        );
         bind_session(&caller, &session);
         let mut resp = reply(kind, result, StatusCode::OK);
         if let Ok(v) = HeaderValue::from_str(&session.id) {
