@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use rand::RngExt;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// One live session.
@@ -24,7 +24,7 @@ pub struct Session {
     /// Milliseconds since the store's epoch when the session was last used.
     last_seen: AtomicU64,
     /// Legacy HTTP+SSE transport: where responses to POSTed messages go.
-    pub outbox: Option<mpsc::Sender<String>>,
+    pub outbox: Option<Outbox>,
     /// Cancelled when the session ends, closing its GET streams.
     pub closed: CancellationToken,
     /// Who opened it (signed-in user and OAuth client), when authentication is on; nobody
@@ -32,6 +32,50 @@ pub struct Session {
     pub owner: OnceLock<String>,
     /// Whose quota it counts against ([`holder_of`]).
     holder: String,
+}
+
+/// Bytes of replies a legacy SSE session may have waiting for its stream to take them. A client
+/// that stops reading holds at most this much (plus the socket's buffers), not 64 replies of
+/// any size; its next reply then waits, and after 10 s ends the session.
+pub const OUTBOX_BYTES: usize = 1 << 20;
+
+/// A legacy session's queue of replies, bounded in count and in bytes.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<(String, OwnedSemaphorePermit)>,
+    bytes: Arc<Semaphore>,
+    budget: usize,
+}
+
+/// The stream side of an [`Outbox`]: each reply comes with the bytes it holds, given back
+/// when the reply is dropped after being written.
+pub type OutboxReceiver = mpsc::Receiver<(String, OwnedSemaphorePermit)>;
+
+impl Outbox {
+    /// A queue of up to `count` replies and `budget` bytes.
+    pub fn new(count: usize, budget: usize) -> (Outbox, OutboxReceiver) {
+        let (tx, rx) = mpsc::channel(count.max(1));
+        let budget = budget.clamp(1, Semaphore::MAX_PERMITS);
+        let outbox = Outbox {
+            tx,
+            bytes: Arc::new(Semaphore::new(budget)),
+            budget,
+        };
+        (outbox, rx)
+    }
+
+    /// Queues `reply`, waiting while the queue is full (a reply larger than the budget waits
+    /// for the whole budget); `Err` once the stream is gone.
+    pub async fn send(&self, reply: String) -> Result<(), ()> {
+        let need = u32::try_from(reply.len().clamp(1, self.budget)).unwrap_or(u32::MAX);
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(need)
+            .await
+            .map_err(|_| ())?;
+        self.tx.send((reply, permit)).await.map_err(|_| ())
+    }
 }
 
 /// The quota key of a caller's sessions: the signed-in user, or without authentication the
@@ -88,7 +132,7 @@ impl SessionStore {
         scope: &str,
         holder: &str,
         version: Option<&'static str>,
-        outbox: Option<mpsc::Sender<String>>,
+        outbox: Option<Outbox>,
     ) -> Arc<Session> {
         let at_quota = self.held.get(holder).is_some_and(|n| *n >= self.per_holder);
         if at_quota || self.map.len() >= self.max {
@@ -233,6 +277,26 @@ mod tests {
         assert_eq!(store.held.get("ip:198.51.100.9").map(|n| *n), Some(64));
         store.remove(&victim.id);
         assert!(store.held.get("ip:192.0.2.1").is_none());
+    }
+
+    /// A stream that is not read holds at most the byte budget of replies: the next one waits.
+    #[tokio::test]
+    async fn an_unread_outbox_holds_at_most_its_byte_budget() {
+        let (outbox, mut rx) = Outbox::new(64, 1000);
+        let reply = "x".repeat(400);
+        outbox.send(reply.clone()).await.expect("first");
+        outbox.send(reply.clone()).await.expect("second");
+        let third = tokio::time::timeout(Duration::from_millis(200), outbox.send(reply.clone()));
+        assert!(third.await.is_err(), "1,200 bytes do not fit in 1,000");
+        // Reading one gives its bytes back.
+        drop(rx.recv().await);
+        outbox.send(reply.clone()).await.expect("after a read");
+        // A reply larger than the whole budget still goes, alone.
+        drop(rx.recv().await);
+        drop(rx.recv().await);
+        outbox.send("y".repeat(5000)).await.expect("a large reply");
+        drop(rx);
+        assert!(outbox.send(reply).await.is_err(), "the stream is gone");
     }
 
     #[test]

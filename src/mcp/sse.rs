@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::dispatch;
@@ -52,7 +51,7 @@ pub async fn open(
             .with_status(StatusCode::SERVICE_UNAVAILABLE);
         return rpc_error_response(None, &err);
     };
-    let (tx, rx) = mpsc::channel::<String>(64);
+    let (tx, rx) = crate::mcp::session::Outbox::new(64, crate::mcp::session::OUTBOX_BYTES);
     let holder = crate::mcp::session::holder_of(&caller);
     let session = ctx
         .app
@@ -68,8 +67,9 @@ pub async fn open(
     let first = futures::stream::once(async move {
         Ok::<_, Infallible>(Event::default().event("endpoint").data(endpoint))
     });
-    let messages =
-        ReceiverStream::new(rx).map(|json| Ok(Event::default().event("message").data(json)));
+    // Each reply's bytes go back to the outbox's budget once it has become an event.
+    let messages = ReceiverStream::new(rx)
+        .map(|(json, _bytes)| Ok(Event::default().event("message").data(json)));
     let stream = first
         .chain(messages)
         .take_until(async move { closed.cancelled().await })
