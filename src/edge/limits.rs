@@ -27,7 +27,6 @@ use axum::response::Response;
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use super::EdgeState;
@@ -201,25 +200,97 @@ where
     }
 }
 
+/// Places counted per client address (an IPv6 client by its /64) and in total, each given back
+/// when its [`Place`] is dropped: the one mechanism under the connection caps and the SSE
+/// stream caps.
+pub struct Caps {
+    total_max: usize,
+    per_ip_max: usize,
+    state: Mutex<CapsState>,
+}
+
+#[derive(Default)]
+struct CapsState {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Which cap refused a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    Total,
+    PerIp,
+}
+
+/// A place under [`Caps`]; given back when dropped.
+pub struct Place {
+    caps: Arc<Caps>,
+    /// `None` for a place counted only in the total.
+    ip: Option<IpAddr>,
+}
+
+impl Caps {
+    pub fn new(total_max: u32, per_ip_max: u32) -> Arc<Self> {
+        Arc::new(Self {
+            total_max: total_max as usize,
+            per_ip_max: per_ip_max as usize,
+            state: Mutex::new(CapsState::default()),
+        })
+    }
+
+    /// Places taken right now.
+    pub fn open(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+
+    /// A place for `ip` (`None`: counted only in the total), or the cap that is reached.
+    pub fn take(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Place, Over> {
+        let ip = ip.map(super::client_ip::limit_key);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.total >= self.total_max {
+            return Err(Over::Total);
+        }
+        if let Some(ip) = ip {
+            let n = state.per_ip.entry(ip).or_insert(0);
+            if *n >= self.per_ip_max {
+                return Err(Over::PerIp);
+            }
+            *n += 1;
+        }
+        state.total += 1;
+        Ok(Place {
+            caps: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut state = self.caps.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.total = state.total.saturating_sub(1);
+        if let Some(ip) = self.ip
+            && let Some(n) = state.per_ip.get_mut(&ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 /// Open connections per client IP and overall (`limits.max_connections_per_ip`,
 /// `limits.max_connections`), counted from accept to close across every listener. A connection
 /// over either cap is closed at once, before TLS or HTTP: it has cost one accept and nothing
 /// else. Peers listed in `server.trusted_proxies` carry many clients and are held only to the
 /// overall cap.
 pub struct ConnCaps {
-    total_max: usize,
-    per_ip_max: usize,
+    caps: Arc<Caps>,
     exempt: super::allowlist::IpSet,
-    open: AtomicUsize,
-    state: Mutex<ConnCapsState>,
-    refused: Arc<super::Counters>,
-}
-
-#[derive(Default)]
-struct ConnCapsState {
-    per_ip: HashMap<IpAddr, usize>,
     /// Refusals logged as one episode, not one line per connection.
-    refusing: crate::ops::FailureRun,
+    refusing: Mutex<crate::ops::FailureRun>,
+    refused: Arc<super::Counters>,
 }
 
 /// How often a run of refused connections is logged.
@@ -243,12 +314,8 @@ pub fn fitted_connection_cap(max_connections: u32, soft: u64) -> u32 {
     room.min(u64::from(max_connections)) as u32
 }
 
-/// One open connection under the caps; gives its place back when dropped.
-pub struct ConnSlot {
-    caps: Arc<ConnCaps>,
-    /// `None` for a peer exempt from the per-IP cap.
-    ip: Option<IpAddr>,
-}
+/// One open connection under the caps.
+pub type ConnSlot = Place;
 
 impl ConnCaps {
     pub fn new(
@@ -258,84 +325,57 @@ impl ConnCaps {
         refused: Arc<super::Counters>,
     ) -> Self {
         Self {
-            total_max: total_max as usize,
-            per_ip_max: per_ip_max as usize,
+            caps: Caps::new(total_max, per_ip_max),
             exempt,
-            open: AtomicUsize::new(0),
-            state: Mutex::new(ConnCapsState::default()),
+            refusing: Mutex::new(crate::ops::FailureRun::default()),
             refused,
         }
     }
 
     /// Connections open right now.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.caps.open()
     }
 
     /// A place for a connection from `peer`, or `None` when a cap is reached (counted and
     /// logged).
-    pub fn take(self: &Arc<Self>, peer: IpAddr) -> Option<ConnSlot> {
-        let ip = (!self.exempt.contains(peer)).then(|| super::client_ip::limit_key(peer));
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let from_ip = ip.map_or(0, |ip| state.per_ip.get(&ip).copied().unwrap_or(0));
-        let open = self.open.load(Ordering::Relaxed);
-        let over = if open >= self.total_max {
-            Some("limits.max_connections")
-        } else if ip.is_some() && from_ip >= self.per_ip_max {
-            Some("limits.max_connections_per_ip")
-        } else {
-            None
-        };
-        if let Some(key) = over {
-            self.refused.connections_refused.inc();
-            let failures = match state
-                .refusing
-                .failed(std::time::Instant::now(), REFUSALS_LOG_EVERY)
-            {
-                crate::ops::FailureReport::Quiet => return None,
-                crate::ops::FailureReport::First => 1,
-                crate::ops::FailureReport::Ongoing { failures, .. } => failures,
-            };
-            drop(state);
-            tracing::warn!(
-                cap = key,
-                client_ip = %peer,
-                open,
-                refused = failures,
-                "connection refused: a connection cap is reached (raise {key} if this is expected load)"
-            );
-            return None;
-        }
-        if let Some(ip) = ip {
-            *state.per_ip.entry(ip).or_insert(0) += 1;
-        }
-        self.open.fetch_add(1, Ordering::Relaxed);
-        if let Some((refused, lasted)) = state.refusing.ended() {
-            tracing::info!(
-                refused,
-                secs = lasted.as_secs(),
-                "connections accepted again after refusals at a connection cap"
-            );
-        }
-        Some(ConnSlot {
-            caps: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.caps.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = self.ip {
-            let mut state = self.caps.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = state.per_ip.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    state.per_ip.remove(&ip);
+    pub fn take(&self, peer: IpAddr) -> Option<ConnSlot> {
+        let taken = self
+            .caps
+            .take((!self.exempt.contains(peer)).then_some(peer));
+        let mut refusing = self.refusing.lock().unwrap_or_else(|p| p.into_inner());
+        let over = match taken {
+            Ok(slot) => {
+                if let Some((refused, lasted)) = refusing.ended() {
+                    tracing::info!(
+                        refused,
+                        secs = lasted.as_secs(),
+                        "connections accepted again after refusals at a connection cap"
+                    );
                 }
+                return Some(slot);
             }
-        }
+            Err(over) => over,
+        };
+        self.refused.connections_refused.inc();
+        let failures = match refusing.failed(std::time::Instant::now(), REFUSALS_LOG_EVERY) {
+            crate::ops::FailureReport::Quiet => return None,
+            crate::ops::FailureReport::First => 1,
+            crate::ops::FailureReport::Ongoing { failures, .. } => failures,
+        };
+        drop(refusing);
+        let key = match over {
+            Over::Total => "limits.max_connections",
+            Over::PerIp => "limits.max_connections_per_ip",
+        };
+        tracing::warn!(
+            cap = key,
+            client_ip = %peer,
+            open = self.open(),
+            refused = failures,
+            "connection refused: a connection cap is reached (raise {key} if this is expected load)"
+        );
+        None
     }
 }
 
@@ -412,55 +452,8 @@ where
     }
 }
 
-/// Counts of open SSE streams, per client IP and overall.
-pub struct StreamCaps {
-    per_ip_max: usize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    total: Arc<Semaphore>,
-}
-
-/// Held while a stream is open; releases its slots when the response body is dropped.
-pub struct StreamSlot {
-    caps: Arc<EdgeState>,
-    ip: IpAddr,
-    _total: OwnedSemaphorePermit,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .caps
-            .streams
-            .per_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl StreamCaps {
-    pub fn new(per_ip: u32, total: u32) -> Self {
-        Self {
-            per_ip_max: per_ip as usize,
-            per_ip: Mutex::new(HashMap::new()),
-            total: Arc::new(Semaphore::new(total as usize)),
-        }
-    }
-
-    /// Streams open right now.
-    pub fn open(&self) -> usize {
-        self.per_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .sum()
-    }
-}
+/// Held while an SSE stream is open; gives its places back when the response body is dropped.
+pub type StreamSlot = Place;
 
 /// `GET …/sse`, or `GET …/mcp` accepting `text/event-stream`: a stream that stays open.
 pub fn opens_stream(req: &Request) -> bool {
@@ -499,7 +492,7 @@ pub fn admit(
     req: Request,
 ) -> Result<(Request, Option<StreamSlot>), Box<Response>> {
     let slot = if opens_stream(&req) {
-        match take_stream_slot(edge, super::client_ip::limit_key(ClientIp::of(&req))) {
+        match take_stream_slot(edge, ClientIp::of(&req)) {
             Ok(slot) => Some(slot),
             Err(status) => return Err(Box::new(too_many_streams(edge, status))),
         }
@@ -546,24 +539,10 @@ pub async fn body_limit(State(edge): State<Arc<EdgeState>>, req: Request, next: 
 
 /// A stream slot for `ip`, or the status that refuses it: 503 when the server has no slot
 /// left, 429 when the address has too many streams open.
-fn take_stream_slot(edge: &Arc<EdgeState>, ip: IpAddr) -> Result<StreamSlot, StatusCode> {
-    let Ok(total) = edge.streams.total.clone().try_acquire_owned() else {
-        return Err(StatusCode::SERVICE_UNAVAILABLE);
-    };
-    let mut map = edge
-        .streams
-        .per_ip
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let n = map.entry(ip).or_insert(0);
-    if *n >= edge.streams.per_ip_max {
-        return Err(StatusCode::TOO_MANY_REQUESTS);
-    }
-    *n += 1;
-    Ok(StreamSlot {
-        caps: edge.clone(),
-        ip,
-        _total: total,
+fn take_stream_slot(edge: &EdgeState, ip: IpAddr) -> Result<StreamSlot, StatusCode> {
+    edge.streams.take(Some(ip)).map_err(|over| match over {
+        Over::Total => StatusCode::SERVICE_UNAVAILABLE,
+        Over::PerIp => StatusCode::TOO_MANY_REQUESTS,
     })
 }
 

@@ -43,7 +43,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::Config;
 use allowlist::{Allowlists, IpSet};
-use limits::StreamCaps;
 use rate_limit::RateLimits;
 use tls::TlsStatus;
 
@@ -105,7 +104,7 @@ pub struct EdgeState {
     /// The three rate-limit buckets.
     pub rate_limits: RateLimits,
     /// Open SSE streams per IP and overall.
-    pub streams: StreamCaps,
+    pub streams: Arc<limits::Caps>,
     /// Open connections per IP and overall, shared by every listener's acceptor.
     pub connections: Arc<limits::ConnCaps>,
     /// `limits.request_timeout_secs`.
@@ -152,7 +151,7 @@ impl EdgeState {
             trusted_proxies,
             allowlists,
             rate_limits: RateLimits::new(&config.limits, counters.clone()),
-            streams: StreamCaps::new(config.limits.sse_per_ip, config.limits.sse_total),
+            streams: limits::Caps::new(config.limits.sse_total, config.limits.sse_per_ip),
             request_timeout: Duration::from_secs(config.limits.request_timeout_secs),
             max_body_bytes: config.server.max_body_bytes,
             hsts: headers::Hsts::new(config),
