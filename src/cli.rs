@@ -325,6 +325,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// What `serve` and `demo` set up for the process before building the server: see
+/// [`raise_open_file_limit`] and [`survive_file_size_limit`].
+fn process_limits(max_connections: u32) {
+    survive_file_size_limit();
+    raise_open_file_limit(max_connections);
+}
+
 /// Raises this process's open-file limit (the soft one, up to the hard one) to what
 /// `limits.max_connections` needs; what it cannot reach lowers the connection cap instead
 /// (`edge::connection_cap`), with a warning.
@@ -429,8 +436,7 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     let bound = listener.local_addr().unwrap_or(listen);
     let mut config = crate::demo::config(bound, &db_path, &dir);
     config.server.public_url = Some(format!("http://{bound}"));
-    survive_file_size_limit();
-    raise_open_file_limit(config.limits.max_connections);
+    process_limits(config.limits.max_connections);
     let state = match crate::app::build_state(config, true).await {
         Ok(s) => s,
         Err(e) => {
@@ -499,8 +505,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    survive_file_size_limit();
-    raise_open_file_limit(config.limits.max_connections);
+    process_limits(config.limits.max_connections);
     let state = match crate::app::build_state(config, no_auth).await {
         Ok(s) => s,
         Err(crate::app::StartError::Config(e)) => return config_error(&e),

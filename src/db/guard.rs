@@ -556,22 +556,20 @@ struct TsqlTokens {
 fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
     // The character a token starts with (sqlparser reads both `0x41` and `X'41'` as one kind
     // of token).
-    let lines: Vec<&str> = sql.split('\n').collect();
     let first_char = |t: &TokenWithSpan| {
         let at = t.span.start;
-        lines
-            .get((at.line as usize).wrapping_sub(1))
+        sql.split('\n')
+            .nth((at.line as usize).wrapping_sub(1))
             .and_then(|l| l.chars().nth((at.column as usize).wrapping_sub(1)))
     };
     let mut out = TsqlTokens {
         refused: None,
         column_hazard: None,
     };
-    let spans: Vec<&TokenWithSpan> = tokens
+    let significant: Vec<&TokenWithSpan> = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
-    let significant: Vec<&Token> = spans.iter().map(|t| &t.token).collect();
     // sqlparser ends a `--` comment at a line feed only; text after a lone carriage return
     // inside one is out of its sight, whatever SQL Server makes of it.
     let hidden_line = tokens.iter().any(|t| {
@@ -582,7 +580,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
         out.refused = Some("a `--` comment with a carriage return inside it is not allowed".into());
     }
     for (i, t) in significant.iter().enumerate() {
-        match t {
+        match &t.token {
             Token::Word(w) if w.quote_style.is_none() => {
                 let upper = w.value.to_uppercase();
                 if out.refused.is_none() && TSQL_BARE_LOCK_HINTS.contains(&upper.as_str()) {
@@ -598,8 +596,10 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                     ));
                 }
                 let method = i > 0
-                    && matches!(significant[i - 1], Token::Period)
-                    && matches!(significant.get(i + 1), Some(Token::LParen))
+                    && matches!(significant[i - 1].token, Token::Period)
+                    && significant
+                        .get(i + 1)
+                        .is_some_and(|n| matches!(n.token, Token::LParen))
                     && TSQL_XML_METHODS.contains(&w.value.to_lowercase().as_str());
                 if method && out.column_hazard.is_none() {
                     out.column_hazard = Some(format!(
@@ -613,7 +613,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                 }
             }
             Token::HexStringLiteral(_)
-                if out.refused.is_none() && matches!(first_char(spans[i]), Some('x' | 'X')) =>
+                if out.refused.is_none() && matches!(first_char(t), Some('x' | 'X')) =>
             {
                 out.refused = Some(
                     "`X'..'` is not a T-SQL literal (SQL Server reads it as column X); write 0x.. for binary"

@@ -164,7 +164,8 @@ pub fn authenticate_at(
 /// ([`super::authorize::accepted_resource`]). Anything else (a record viewer's sign-in, or an
 /// endpoint under an earlier `public_url`) is another audience.
 pub fn is_mcp_resource(resource: &str, scope: &Scope) -> bool {
-    matches!(audience_path(resource, scope), Some("" | "/mcp" | "/sse"))
+    // What the records take: any MCP audience of the scope.
+    Endpoint::Records.admits(resource, scope)
 }
 
 /// The path of `resource` (a grant's audience) under `scope`'s public base (`/mcp`, `/sse`,
