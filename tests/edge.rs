@@ -1907,6 +1907,61 @@ async fn h2_get(
     Ok(sender.send_request(req).await?.status().as_u16())
 }
 
+/// HTTP/2 gets the same request head limit as HTTP/1.1 (431 past `limits.max_header_bytes`,
+/// counted over the decoded header list) and tells clients how many requests one connection
+/// may have in progress (`limits.max_streams_per_connection`), read here off the SETTINGS
+/// frame the server sent, through the h2 crate's client.
+#[tokio::test]
+async fn http2_heads_and_streams_in_progress_are_bounded() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\nmax_header_bytes = 16384\nmax_streams_per_connection = 7\n",
+    ))
+    .await;
+    let tcp = TcpStream::connect(server.addr).await?;
+    let (client, mut conn) = h2::client::handshake(tcp).await?;
+    let mut client = client.ready().await?;
+    let uri = format!("http://localhost:{}/health", server.addr.port());
+    let mut get = |padding: usize| -> Result<h2::client::ResponseFuture, h2::Error> {
+        let req = hyper::Request::get(&uri)
+            .header("x-padding", "p".repeat(padding))
+            .body(())
+            .map_err(|_| h2::Error::from(h2::Reason::INTERNAL_ERROR))?;
+        Ok(client.send_request(req, true)?.0)
+    };
+    let (small, large) = (get(8_000)?, get(20_000)?);
+    let statuses = tokio::select! {
+        r = async { Ok::<_, h2::Error>((small.await?.status(), large.await?.status())) } => r?,
+        r = &mut conn => panic!("the connection ended first: {r:?}"),
+    };
+    assert_eq!(statuses.0, 200);
+    assert_eq!(statuses.1, 431);
+    // Settings arrive before any response, so they are in force by now.
+    assert_eq!(conn.max_concurrent_send_streams(), 7);
+    server.stop().await;
+
+    // The defaults: 100 streams, and a 64 KiB head limit rather than h2's own 16 KiB.
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "", "")).await;
+    let tcp = TcpStream::connect(server.addr).await?;
+    let (client, mut conn) = h2::client::handshake(tcp).await?;
+    let mut client = client.ready().await?;
+    let req = hyper::Request::get(format!("http://localhost:{}/health", server.addr.port()))
+        .header("x-padding", "p".repeat(40_000))
+        .body(())?;
+    let (resp, _) = client.send_request(req, true)?;
+    let status = tokio::select! {
+        r = resp => r?.status(),
+        r = &mut conn => panic!("the connection ended first: {r:?}"),
+    };
+    assert_eq!(status, 200);
+    assert_eq!(conn.max_concurrent_send_streams(), 100);
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn http2_requests_are_checked_by_their_authority() -> TestResult {
     let dir = tempfile::tempdir()?;

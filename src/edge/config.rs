@@ -241,10 +241,16 @@ pub struct LimitsConfig {
     pub idle_timeout_secs: u64,
     /// Longest time to produce a response's head (SSE streams are exempt once started).
     pub request_timeout_secs: u64,
-    /// Largest HTTP/1.1 request head (request line and headers) read, in bytes; a longer
-    /// one is answered 431. Bounds the memory each connection may hold before the request is
-    /// even routed (hyper's own default is about 400 KB).
+    /// Largest request head read, in bytes; a longer one is answered 431. On HTTP/1.1 the
+    /// request line and headers as sent (hyper's own default is about 400 KB); on HTTP/2 the
+    /// decoded header list as RFC 9113 counts it (each field's name and value plus 32), sent to
+    /// clients as `SETTINGS_MAX_HEADER_LIST_SIZE` (h2's own default is 16 KiB). Bounds the
+    /// memory each request may hold before it is even routed.
     pub max_header_bytes: usize,
+    /// Requests one HTTP/2 connection may have in progress at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`); a client that opens more has them refused by the
+    /// protocol. RFC 9113 asks for at least 100; hyper's own default is 200.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for LimitsConfig {
@@ -264,6 +270,7 @@ impl Default for LimitsConfig {
             idle_timeout_secs: 120,
             request_timeout_secs: 60,
             max_header_bytes: 64 * 1024,
+            max_streams_per_connection: 100,
         }
     }
 }
@@ -325,6 +332,13 @@ impl LimitsConfig {
                 "limits.max_header_bytes",
                 format!("{} is out of range", self.max_header_bytes),
                 "use 8192 to 1048576 bytes (default 65536)",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_streams_per_connection) {
+            return Err(ConfigError::new(
+                "limits.max_streams_per_connection",
+                format!("{} is out of range", self.max_streams_per_connection),
+                "use 1 to 10000 (default 100; RFC 9113 asks for at least 100)",
             ));
         }
         Ok(())
@@ -488,7 +502,7 @@ pub fn describe(config: &crate::config::Config) {
     }
     let l = &config.limits;
     println!(
-        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; connections {} per IP, {} total; SSE {} per IP, {} total; header {} s and {} bytes, idle {} s, request {} s",
+        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; connections {} per IP, {} total; SSE {} per IP, {} total; header {} s and {} bytes, {} HTTP/2 streams per connection, idle {} s, request {} s",
         l.per_ip_per_sec,
         l.per_ip_burst,
         l.oauth_per_min,
@@ -501,6 +515,7 @@ pub fn describe(config: &crate::config::Config) {
         l.sse_total,
         l.header_read_timeout_secs,
         l.max_header_bytes,
+        l.max_streams_per_connection,
         l.idle_timeout_secs,
         l.request_timeout_secs
     );
@@ -552,6 +567,15 @@ database = "main"
             assert!(err.fix.contains("8192"), "{err}");
         }
         assert!(parse("[limits]\nmax_header_bytes = 8192\n").is_ok());
+        assert_eq!(
+            parse("").expect("valid").limits.max_streams_per_connection,
+            100
+        );
+        for bad in [0, 10_001] {
+            let err = parse(&format!("[limits]\nmax_streams_per_connection = {bad}\n"))
+                .unwrap_err();
+            assert_eq!(err.key, "limits.max_streams_per_connection", "{bad}");
+        }
     }
 
     #[test]
