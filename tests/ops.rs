@@ -852,6 +852,86 @@ async fn an_audit_write_cut_short_leaves_whole_lines_and_loses_nothing() {
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
 }
 
+/// Each batch of audit records is flushed to the disk (`fdatasync` on the audit file) by
+/// default, and not with `[audit] sync = false`: the real binary under `strace`, which names
+/// the file each call was given (`-y`).
+#[tokio::test]
+async fn audit_batches_reach_the_disk_unless_told_otherwise() {
+    if !peer("strace", "strace") {
+        return;
+    }
+    for (extra, want_sync) in [("", true), ("[audit]\nsync = false\n", false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = make_db(dir.path());
+        let port = free_port();
+        let admin = format!("[admin]\nlisten = \"127.0.0.1:{}\"\n\n{extra}", free_port());
+        let text = config_text(dir.path(), &db, "", &admin)
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, &text).expect("config file");
+        let trace = dir.path().join("strace.out");
+        let mut child = tokio::process::Command::new("strace")
+            .args(["-f", "-y", "-e", "trace=fdatasync,fsync", "-o"])
+            .arg(&trace)
+            .arg("--")
+            .arg(BIN)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the binary under strace");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client().get(format!("{base}/health")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "no answer within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for i in 0..3 {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "execute_sql", "arguments": {"sql": format!("SELECT {i} AS n")}}});
+            let resp = client()
+                .post(format!("{base}/claude/sse"))
+                .json(&body)
+                .send()
+                .await
+                .expect("tool call");
+            assert_eq!(resp.status(), 200);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while audit_lines(dir.path()).len() < 3 {
+            assert!(Instant::now() < deadline, "audit records not written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The flush follows the write; give it a moment, then stop the server (strace's
+        // child; a signal to strace would leave it running), and strace ends with it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let strace = child.id().expect("pid").to_string();
+        let server = Command::new("pgrep")
+            .args(["-P", &strace])
+            .output()
+            .expect("pgrep");
+        let server = String::from_utf8_lossy(&server.stdout).trim().to_string();
+        let server: u32 = server
+            .parse()
+            .unwrap_or_else(|_| panic!("server pid: {server:?}"));
+        terminate(server);
+        let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        assert!(ended.is_ok(), "strace and the server still running");
+        let calls = std::fs::read_to_string(&trace).expect("strace output");
+        let synced = calls
+            .lines()
+            .filter(|l| l.contains("audit.jsonl>") && l.contains("= 0"))
+            .count();
+        if want_sync {
+            assert!(synced >= 1, "no fdatasync of the audit file:\n{calls}");
+        } else {
+            assert_eq!(synced, 0, "the audit file was synced:\n{calls}");
+        }
+    }
+}
+
 // Multi-threaded: the CLI runs as a blocking child process while the server answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_stats_and_clear_work_through_the_cli() {

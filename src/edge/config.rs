@@ -572,8 +572,8 @@ database = "main"
             100
         );
         for bad in [0, 10_001] {
-            let err = parse(&format!("[limits]\nmax_streams_per_connection = {bad}\n"))
-                .unwrap_err();
+            let err =
+                parse(&format!("[limits]\nmax_streams_per_connection = {bad}\n")).unwrap_err();
             assert_eq!(err.key, "limits.max_streams_per_connection", "{bad}");
         }
     }

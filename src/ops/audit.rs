@@ -218,7 +218,8 @@ pub async fn writer(
 ) {
     let sink = match config.output {
         AuditOutput::File => Sink::File(std::sync::Arc::new(std::sync::Mutex::new(
-            RotatingFile::new(state_dir.join(FILE), config.max_bytes, config.keep),
+            RotatingFile::new(state_dir.join(FILE), config.max_bytes, config.keep)
+                .syncing(config.sync),
         ))),
         AuditOutput::Stderr => Sink::Stderr,
         AuditOutput::Off => return,
@@ -310,6 +311,8 @@ pub struct RotatingFile {
     size: u64,
     /// The file does not end with a line break.
     torn: bool,
+    /// Each write is followed by `fdatasync` ([`AuditConfig::sync`]).
+    sync: bool,
 }
 
 impl RotatingFile {
@@ -321,7 +324,14 @@ impl RotatingFile {
             file: None,
             size: 0,
             torn: false,
+            sync: false,
         }
+    }
+
+    /// Flush each write to the disk before reporting it done.
+    pub fn syncing(mut self, on: bool) -> Self {
+        self.sync = on;
+        self
     }
 
     fn open(&mut self) -> std::io::Result<&mut std::fs::File> {
@@ -387,6 +397,7 @@ impl RotatingFile {
             {
                 self.flush_buf(&mut buf).map_err(|e| (e, done))?;
                 done += std::mem::take(&mut held);
+                self.sync_data().map_err(|e| (e, done))?;
                 if self.size > 0 {
                     self.rotate().map_err(|e| (e, done))?;
                 }
@@ -395,7 +406,23 @@ impl RotatingFile {
             buf.push(b'\n');
             held += 1;
         }
-        self.flush_buf(&mut buf).map_err(|e| (e, done))
+        self.flush_buf(&mut buf).map_err(|e| (e, done))?;
+        self.sync_data().map_err(|e| (e, lines.len()))
+    }
+
+    /// `fdatasync` when syncing. A failure is reported but the lines it covers count as
+    /// written: they are in the file (a retry would write them twice), only perhaps not yet
+    /// on the disk.
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        match &self.file {
+            Some(f) if self.sync => f.sync_data().map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("fdatasync failed ({e}): records written but perhaps not on disk"),
+                )
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Writes `buf` whole or not at all: a write can fail part-way (a full disk, a file size
