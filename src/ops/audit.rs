@@ -182,6 +182,38 @@ impl Sink {
             }
         }
     }
+
+    /// Flushes what was written to the disk (`audit.sync`); the journal's own business for
+    /// stderr.
+    async fn sync(&self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => {
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || {
+                    f.lock().unwrap_or_else(|p| p.into_inner()).sync()
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            }
+            Sink::Stderr => Ok(()),
+        }
+    }
+}
+
+/// Counts a run of failures and logs the first, then one a minute at most.
+fn log_failure(failing: &mut super::FailureRun, e: &std::io::Error, waiting: usize, dir: &Path) {
+    let failed_writes = match failing.failed(Instant::now(), LOG_EVERY) {
+        super::FailureReport::Quiet => return,
+        super::FailureReport::First => 1,
+        super::FailureReport::Ongoing { failures, .. } => failures,
+    };
+    tracing::error!(
+        error = %e,
+        failed_writes,
+        waiting,
+        path = %dir.join(FILE).display(),
+        "audit: cannot write records; keeping them to try again"
+    );
 }
 
 /// The writer's counters (`mssql_mcp_audit_write_errors_total`,
@@ -196,13 +228,18 @@ pub struct WriterCounters {
 const MAX_BATCH: usize = 1024;
 /// How long the writer waits for more records after the first of a batch arrives.
 const COALESCE: Duration = Duration::from_millis(20);
+/// How long written records may wait for their flush to the disk (`audit.sync`): one
+/// `fdatasync` a second at most, however busy, since one per batch (up to fifty a second)
+/// measurably slowed a loaded server (`benches/README.md`, session 12).
+const SYNC_WITHIN: Duration = Duration::from_secs(1);
 /// How soon lines whose write failed are tried again when no new record comes first.
 const RETRY: Duration = Duration::from_secs(1);
 /// How often a write failure that goes on is logged (each one is counted).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The owned writer: drains `rx` until `stop`, then writes what is still queued and returns.
-/// Records reach the file within [`COALESCE`] of being recorded.
+/// Records reach the file within [`COALESCE`] of being recorded, and the disk within
+/// [`SYNC_WITHIN`] more when `audit.sync` is on (and at once on shutdown).
 ///
 /// A failed write (a full disk, a state directory removed or made unwritable) keeps its lines
 /// and tries them again with the next batch or after [`RETRY`], keeping at most the queue's
@@ -229,11 +266,25 @@ pub async fn writer(
     // Lines not yet written: this batch's, and any a failed write handed back.
     let mut pending: Vec<String> = Vec::new();
     let mut failing = super::FailureRun::default();
+    // When what was written last must be flushed to the disk.
+    let mut sync_due: Option<tokio::time::Instant> = None;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     loop {
         let mut open = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n > 0,
             _ = stop.cancelled() => false,
             _ = tokio::time::sleep(RETRY), if !pending.is_empty() => true,
+            _ = tokio::time::sleep_until(sync_due.unwrap_or_else(far)), if sync_due.is_some() => {
+                sync_due = match sink.sync().await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        counters.write_errors.inc();
+                        log_failure(&mut failing, &e, pending.len(), &state_dir);
+                        Some(tokio::time::Instant::now() + RETRY)
+                    }
+                };
+                continue;
+            }
         };
         if open && !batch.is_empty() && batch.len() < MAX_BATCH {
             // Let the records of the next few milliseconds join this write: under load that
@@ -265,28 +316,24 @@ pub async fn writer(
                     if let Some((failures, _)) = failing.ended() {
                         tracing::info!(failed_writes = failures, "audit: writing records again");
                     }
+                    if config.sync && sync_due.is_none() {
+                        sync_due = Some(tokio::time::Instant::now() + SYNC_WITHIN);
+                    }
                 }
                 Err((e, lines)) => {
                     counters.write_errors.inc();
                     pending = lines;
-                    let failed_writes = match failing.failed(Instant::now(), LOG_EVERY) {
-                        super::FailureReport::Quiet => None,
-                        super::FailureReport::First => Some(1),
-                        super::FailureReport::Ongoing { failures, .. } => Some(failures),
-                    };
-                    if let Some(failed_writes) = failed_writes {
-                        tracing::error!(
-                            error = %e,
-                            failed_writes,
-                            waiting = pending.len(),
-                            path = %state_dir.join(FILE).display(),
-                            "audit: cannot write records; keeping them to try again"
-                        );
-                    }
+                    log_failure(&mut failing, &e, pending.len(), &state_dir);
                 }
             }
         }
         if !open {
+            if sync_due.is_some()
+                && let Err(e) = sink.sync().await
+            {
+                counters.write_errors.inc();
+                tracing::error!(error = %e, "audit: cannot flush records to the disk at shutdown");
+            }
             if !pending.is_empty() {
                 counters.dropped.inc_by(pending.len() as u64);
                 tracing::error!(
@@ -311,8 +358,10 @@ pub struct RotatingFile {
     size: u64,
     /// The file does not end with a line break.
     torn: bool,
-    /// Each write is followed by `fdatasync` ([`AuditConfig::sync`]).
+    /// Writes are flushed to the disk by [`RotatingFile::sync`] ([`AuditConfig::sync`]).
     sync: bool,
+    /// Written since the last flush to the disk.
+    unsynced: bool,
 }
 
 impl RotatingFile {
@@ -325,10 +374,11 @@ impl RotatingFile {
             size: 0,
             torn: false,
             sync: false,
+            unsynced: false,
         }
     }
 
-    /// Flush each write to the disk before reporting it done.
+    /// Flush writes to the disk when [`RotatingFile::sync`] is called, and before rotating.
     pub fn syncing(mut self, on: bool) -> Self {
         self.sync = on;
         self
@@ -397,7 +447,8 @@ impl RotatingFile {
             {
                 self.flush_buf(&mut buf).map_err(|e| (e, done))?;
                 done += std::mem::take(&mut held);
-                self.sync_data().map_err(|e| (e, done))?;
+                // The file about to be renamed away is on the disk first.
+                self.sync().map_err(|e| (e, done))?;
                 if self.size > 0 {
                     self.rotate().map_err(|e| (e, done))?;
                 }
@@ -406,23 +457,31 @@ impl RotatingFile {
             buf.push(b'\n');
             held += 1;
         }
-        self.flush_buf(&mut buf).map_err(|e| (e, done))?;
-        self.sync_data().map_err(|e| (e, lines.len()))
+        self.flush_buf(&mut buf).map_err(|e| (e, done))
     }
 
-    /// `fdatasync` when syncing. A failure is reported but the lines it covers count as
-    /// written: they are in the file (a retry would write them twice), only perhaps not yet
-    /// on the disk.
-    fn sync_data(&mut self) -> std::io::Result<()> {
-        match &self.file {
-            Some(f) if self.sync => f.sync_data().map_err(|e| {
+    /// Whether there are writes [`RotatingFile::sync`] would flush.
+    fn unsynced(&self) -> bool {
+        self.sync && self.unsynced
+    }
+
+    /// `fdatasync` of what was written since the last one, when syncing. A failure is
+    /// reported but the lines it covers stay written: they are in the file (a retry would
+    /// write them twice), only perhaps not yet on the disk.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if !self.unsynced() {
+            return Ok(());
+        }
+        if let Some(f) = &self.file {
+            f.sync_data().map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("fdatasync failed ({e}): records written but perhaps not on disk"),
                 )
-            }),
-            _ => Ok(()),
+            })?;
         }
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Writes `buf` whole or not at all: a write can fail part-way (a full disk, a file size
@@ -446,6 +505,7 @@ impl RotatingFile {
         }
         self.size += buf.len() as u64;
         self.torn = false;
+        self.unsynced = true;
         buf.clear();
         Ok(())
     }

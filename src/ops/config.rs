@@ -48,9 +48,9 @@ pub struct AuditConfig {
     /// Records waiting to be written; beyond it new records are dropped and counted
     /// (`mssql_mcp_audit_dropped_total`) instead of slowing requests down.
     pub queue: usize,
-    /// `file`: flush each batch of records to the disk (`fdatasync`) before counting it
-    /// written, so a power loss or kernel crash loses none that were written. Batches are at
-    /// most one per 20 ms and off the request path, so this costs requests nothing.
+    /// `file`: flush written records to the disk (`fdatasync`) within a second, and at
+    /// shutdown, so a power loss or kernel crash loses at most the last second's. Off the
+    /// request path: requests never wait for it.
     pub sync: bool,
 }
 
