@@ -7,6 +7,7 @@
 //! (`promtool`/`prometheus` from `prometheus`, `systemd-analyze` from `systemd`) are required
 //! under `CI`; elsewhere a missing one skips its test with a note.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -759,18 +760,17 @@ async fn an_audit_write_cut_short_leaves_whole_lines_and_loses_nothing() {
         config_text(dir.path(), &db, "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &text).expect("config file");
-    let mut child = tokio::process::Command::new("prlimit")
-        // The soft limit only: raising it again needs no privilege.
-        .arg("--fsize=3000:unlimited")
-        .arg("--")
-        .arg(BIN)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary under prlimit");
+    // The soft limit only: raising it again needs no privilege.
+    let mut child = serve_under(
+        "prlimit",
+        &["--fsize=3000:unlimited".as_ref()],
+        &config_path,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("start the binary under prlimit");
     let pid = child.id().expect("pid");
     // The server's log, read as it comes.
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -787,22 +787,10 @@ async fn an_audit_write_cut_short_leaves_whole_lines_and_loses_nothing() {
         }
     });
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client().get(format!("{base}/health")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "no answer within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_healthy(&base).await;
     let queries: Vec<String> = (0..30).map(|i| format!("SELECT {i} AS n")).collect();
     for q in &queries {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "execute_sql", "arguments": {"sql": q}}});
-        let resp = client()
-            .post(format!("{base}/claude/sse"))
-            .json(&body)
-            .send()
-            .await
-            .expect("tool call");
-        assert_eq!(resp.status(), 200);
+        execute_sql(&base, q).await;
     }
     let logged = |what: &str| log.lock().map(|s| s.contains(what)).unwrap_or(false);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -871,34 +859,18 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, &text).expect("config file");
         let trace = dir.path().join("strace.out");
-        let mut child = tokio::process::Command::new("strace")
-            .args(["-f", "-y", "-ttt", "-e", "trace=fdatasync,fsync", "-o"])
-            .arg(&trace)
-            .arg("--")
-            .arg(BIN)
-            .args(["serve", "--config"])
-            .arg(&config_path)
+        let args = ["-f", "-y", "-ttt", "-e", "trace=fdatasync,fsync", "-o"].map(OsStr::new);
+        let args = [&args[..], &[trace.as_os_str()]].concat();
+        let mut child = serve_under("strace", &args, &config_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start the binary under strace");
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while client().get(format!("{base}/health")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "no answer within 60 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_healthy(&base).await;
         for i in 0..3 {
-            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "execute_sql", "arguments": {"sql": format!("SELECT {i} AS n")}}});
-            let resp = client()
-                .post(format!("{base}/claude/sse"))
-                .json(&body)
-                .send()
-                .await
-                .expect("tool call");
-            assert_eq!(resp.status(), 200);
+            execute_sql(&base, &format!("SELECT {i} AS n")).await;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while audit_lines(dir.path()).len() < 3 {
@@ -1041,6 +1013,39 @@ fn check_config_connect_reports_each_database() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(69), "{text}");
     assert!(text.contains("database `main`: FAILED"), "{text}");
+}
+
+/// `BIN serve --config <config>` run by `tool` (prlimit, strace) with `args` before `--`.
+fn serve_under(tool: &str, args: &[&OsStr], config: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(tool);
+    c.args(args)
+        .arg("--")
+        .arg(BIN)
+        .args(["serve", "--config"])
+        .arg(config);
+    c
+}
+
+/// Waits up to a minute for the binary at `base` to answer `/health`.
+async fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client().get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "no answer within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One `execute_sql` call through the binary at `base` (authentication off).
+async fn execute_sql(base: &str, sql: &str) {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "execute_sql", "arguments": {"sql": sql}}});
+    let resp = client()
+        .post(format!("{base}/claude/sse"))
+        .json(&body)
+        .send()
+        .await
+        .expect("tool call");
+    assert_eq!(resp.status(), 200);
 }
 
 /// Sends SIGTERM to a child process.
