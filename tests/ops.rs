@@ -849,7 +849,11 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
     if !peer("strace", "strace") {
         return;
     }
-    for (extra, want_sync) in [("", true), ("[audit]\nsync = false\n", false)] {
+    // Small files, so the run rotates and the directory has new names to flush too.
+    for (extra, want_sync) in [
+        ("[audit]\nmax_bytes = 4096\n", true),
+        ("[audit]\nmax_bytes = 4096\nsync = false\n", false),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = make_db(dir.path());
         let port = free_port();
@@ -869,11 +873,12 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
             .expect("start the binary under strace");
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&base).await;
-        for i in 0..3 {
-            execute_sql(&base, &format!("SELECT {i} AS n")).await;
+        let pad = "x".repeat(300);
+        for i in 0..30 {
+            execute_sql(&base, &format!("SELECT {i} AS n, '{pad}' AS pad")).await;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while audit_lines(dir.path()).len() < 3 {
+        while !dir.path().join("audit.jsonl.1").exists() || audit_lines(dir.path()).is_empty() {
             assert!(Instant::now() < deadline, "audit records not written");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -897,19 +902,29 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
         let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
         assert!(ended.is_ok(), "strace and the server still running");
         let calls = std::fs::read_to_string(&trace).expect("strace output");
-        // `PID SECONDS.MICROS fdatasync(FD</path/audit.jsonl>) = 0`
-        let synced: Vec<f64> = calls
+        // `PID SECONDS.MICROS fdatasync(FD</path/audit.jsonl>) = 0`, and `fsync(FD</path>)`
+        // for the directory.
+        let when = |what: &str| -> Vec<f64> {
+            calls
+                .lines()
+                .filter(|l| l.contains(what) && l.ends_with("= 0"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .collect()
+        };
+        let file = when("audit.jsonl>)");
+        let dir_synced = calls
             .lines()
-            .filter(|l| l.contains("audit.jsonl>") && l.contains("= 0"))
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .collect();
+            .filter(|l| l.contains(&format!("<{}>)", dir.path().display())))
+            .count();
         if want_sync {
             assert!(
-                synced.iter().any(|&t| t < stopped_at),
+                file.iter().any(|&t| t < stopped_at),
                 "no fdatasync of the audit file before shutdown:\n{calls}"
             );
+            assert!(dir_synced >= 1, "no fsync of the state directory:\n{calls}");
         } else {
-            assert!(synced.is_empty(), "the audit file was synced:\n{calls}");
+            assert!(file.is_empty(), "the audit file was synced:\n{calls}");
+            assert_eq!(dir_synced, 0, "the state directory was synced:\n{calls}");
         }
     }
 }

@@ -362,6 +362,8 @@ pub struct RotatingFile {
     sync: bool,
     /// Written since the last flush to the disk.
     unsynced: bool,
+    /// The directory's entries changed (the file made, or rotated) since its last flush.
+    dir_unsynced: bool,
 }
 
 impl RotatingFile {
@@ -375,6 +377,7 @@ impl RotatingFile {
             torn: false,
             sync: false,
             unsynced: false,
+            dir_unsynced: false,
         }
     }
 
@@ -407,6 +410,8 @@ impl RotatingFile {
             };
             self.size = f.metadata()?.len();
             self.torn = self.size > 0 && last_byte(&f, self.size)? != b'\n';
+            // Perhaps just made: its name reaches the disk with the directory.
+            self.dir_unsynced |= self.size == 0;
             self.file = Some(f);
         }
         match self.file.as_mut() {
@@ -417,6 +422,7 @@ impl RotatingFile {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file = None;
+        self.dir_unsynced = true;
         if self.keep == 0 {
             return std::fs::remove_file(&self.path);
         }
@@ -465,20 +471,31 @@ impl RotatingFile {
         self.sync && self.unsynced
     }
 
-    /// `fdatasync` of what was written since the last one, when syncing. A failure is
+    /// `fdatasync` of what was written since the last one (and `fsync` of the directory when
+    /// the file was made or rotated since), when syncing. A failure is
     /// reported but the lines it covers stay written: they are in the file (a retry would
     /// write them twice), only perhaps not yet on the disk.
     pub fn sync(&mut self) -> std::io::Result<()> {
         if !self.unsynced() {
             return Ok(());
         }
+        let failed = |e: std::io::Error| {
+            std::io::Error::new(
+                e.kind(),
+                format!("fdatasync failed ({e}): records written but perhaps not on disk"),
+            )
+        };
         if let Some(f) = &self.file {
-            f.sync_data().map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("fdatasync failed ({e}): records written but perhaps not on disk"),
-                )
-            })?;
+            f.sync_data().map_err(failed)?;
+        }
+        if self.dir_unsynced
+            && let Some(dir) = self.path.parent()
+        {
+            // A new or renamed file's name is the directory's data.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(failed)?;
+            self.dir_unsynced = false;
         }
         self.unsynced = false;
         Ok(())
