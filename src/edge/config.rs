@@ -244,7 +244,9 @@ pub struct LimitsConfig {
     /// Largest request head read, in bytes; a longer one is answered 431. On HTTP/1.1 the
     /// request line and headers as sent (hyper's own default is about 400 KB); on HTTP/2 the
     /// decoded header list as RFC 9113 counts it (each field's name and value plus 32), sent to
-    /// clients as `SETTINGS_MAX_HEADER_LIST_SIZE` (h2's own default is 16 KiB). Bounds the
+    /// clients as `SETTINGS_MAX_HEADER_LIST_SIZE` (hyper's own HTTP/2 default is 16 KiB); a list
+    /// that reaches it is answered 431, and a header block far beyond it (four times, or in too
+    /// many frames) ends the connection. Bounds the
     /// memory each request may hold before it is even routed.
     pub max_header_bytes: usize,
     /// Requests one HTTP/2 connection may have in progress at once

@@ -200,6 +200,37 @@ impl Sink {
     }
 }
 
+/// Flushes `sink` to the disk; a failure is counted and logged (the first of a run, then one a
+/// minute at most), and the end of a run of failures too. Whether it flushed.
+async fn flushed(sink: &Sink, counters: &WriterCounters, failing: &mut super::FailureRun) -> bool {
+    match sink.sync().await {
+        Ok(()) => {
+            if let Some((failures, _)) = failing.ended() {
+                tracing::info!(
+                    failed_flushes = failures,
+                    "audit: flushing records to the disk again"
+                );
+            }
+            true
+        }
+        Err(e) => {
+            counters.write_errors.inc();
+            let failed_flushes = match failing.failed(Instant::now(), LOG_EVERY) {
+                super::FailureReport::Quiet => return false,
+                super::FailureReport::First => 1,
+                super::FailureReport::Ongoing { failures, .. } => failures,
+            };
+            tracing::error!(
+                error = %e,
+                failed_flushes,
+                "audit: cannot flush records to the disk; those written since the last flush \
+                 may not survive a power loss (a later flush that succeeds cannot vouch for them)"
+            );
+            false
+        }
+    }
+}
+
 /// Counts a run of failures and logs the first, then one a minute at most.
 fn log_failure(failing: &mut super::FailureRun, e: &std::io::Error, waiting: usize, dir: &Path) {
     let failed_writes = match failing.failed(Instant::now(), LOG_EVERY) {
@@ -229,8 +260,8 @@ const MAX_BATCH: usize = 1024;
 /// How long the writer waits for more records after the first of a batch arrives.
 const COALESCE: Duration = Duration::from_millis(20);
 /// How long written records may wait for their flush to the disk (`audit.sync`): one
-/// `fdatasync` a second at most, however busy, since one per batch (up to fifty a second)
-/// measurably slowed a loaded server (`benches/README.md`, session 12).
+/// `fdatasync` a second however busy (plus one before each rotation), since one per batch (up
+/// to fifty a second) measurably slowed a loaded server (`benches/README.md`, session 12).
 const SYNC_WITHIN: Duration = Duration::from_secs(1);
 /// How soon lines whose write failed are tried again when no new record comes first.
 const RETRY: Duration = Duration::from_secs(1);
@@ -266,6 +297,7 @@ pub async fn writer(
     // Lines not yet written: this batch's, and any a failed write handed back.
     let mut pending: Vec<String> = Vec::new();
     let mut failing = super::FailureRun::default();
+    let mut flush_failing = super::FailureRun::default();
     // When what was written last must be flushed to the disk.
     let mut sync_due: Option<tokio::time::Instant> = None;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -275,13 +307,9 @@ pub async fn writer(
             _ = stop.cancelled() => false,
             _ = tokio::time::sleep(RETRY), if !pending.is_empty() => true,
             _ = tokio::time::sleep_until(sync_due.unwrap_or_else(far)), if sync_due.is_some() => {
-                sync_due = match sink.sync().await {
-                    Ok(()) => None,
-                    Err(e) => {
-                        counters.write_errors.inc();
-                        log_failure(&mut failing, &e, pending.len(), &state_dir);
-                        Some(tokio::time::Instant::now() + RETRY)
-                    }
+                sync_due = match flushed(&sink, &counters, &mut flush_failing).await {
+                    true => None,
+                    false => Some(tokio::time::Instant::now() + RETRY),
                 };
                 continue;
             }
@@ -324,15 +352,16 @@ pub async fn writer(
                     counters.write_errors.inc();
                     pending = lines;
                     log_failure(&mut failing, &e, pending.len(), &state_dir);
+                    // Lines written before the failure still need their flush.
+                    if config.sync && sync_due.is_none() {
+                        sync_due = Some(tokio::time::Instant::now() + SYNC_WITHIN);
+                    }
                 }
             }
         }
         if !open {
-            if sync_due.is_some()
-                && let Err(e) = sink.sync().await
-            {
-                counters.write_errors.inc();
-                tracing::error!(error = %e, "audit: cannot flush records to the disk at shutdown");
+            if config.sync {
+                flushed(&sink, &counters, &mut flush_failing).await;
             }
             if !pending.is_empty() {
                 counters.dropped.inc_by(pending.len() as u64);
@@ -364,6 +393,8 @@ pub struct RotatingFile {
     unsynced: bool,
     /// The directory's entries changed (the file made, or rotated) since its last flush.
     dir_unsynced: bool,
+    /// A flush before a rotation failed; [`RotatingFile::sync`] reports it.
+    flush_failed: Option<std::io::Error>,
 }
 
 impl RotatingFile {
@@ -378,6 +409,7 @@ impl RotatingFile {
             sync: false,
             unsynced: false,
             dir_unsynced: false,
+            flush_failed: None,
         }
     }
 
@@ -453,8 +485,13 @@ impl RotatingFile {
             {
                 self.flush_buf(&mut buf).map_err(|e| (e, done))?;
                 done += std::mem::take(&mut held);
-                // The file about to be renamed away is on the disk first.
-                self.sync().map_err(|e| (e, done))?;
+                // The file about to be renamed away goes to the disk first (a failure here is
+                // reported by the next `sync`, and does not stop the rotation or the writes).
+                if self.keep > 0
+                    && let Err(e) = self.flush_to_disk()
+                {
+                    self.flush_failed = Some(e);
+                }
                 if self.size > 0 {
                     self.rotate().map_err(|e| (e, done))?;
                 }
@@ -476,17 +513,29 @@ impl RotatingFile {
     /// reported but the lines it covers stay written: they are in the file (a retry would
     /// write them twice), only perhaps not yet on the disk.
     pub fn sync(&mut self) -> std::io::Result<()> {
+        let now = self.flush_to_disk();
+        match self.flush_failed.take() {
+            Some(e) => Err(e),
+            None => now,
+        }
+    }
+
+    fn flush_to_disk(&mut self) -> std::io::Result<()> {
         if !self.unsynced() {
             return Ok(());
         }
         let failed = |e: std::io::Error| {
             std::io::Error::new(
                 e.kind(),
-                format!("fdatasync failed ({e}): records written but perhaps not on disk"),
+                format!("fdatasync failed ({e}): records in the file may not be on the disk"),
             )
         };
-        if let Some(f) = &self.file {
-            f.sync_data().map_err(failed)?;
+        match &self.file {
+            Some(f) => f.sync_data().map_err(failed)?,
+            // Closed after a failed write: what was written before is still to flush.
+            None => std::fs::File::open(&self.path)
+                .and_then(|f| f.sync_data())
+                .map_err(failed)?,
         }
         if self.dir_unsynced
             && let Some(dir) = self.path.parent()
