@@ -195,8 +195,8 @@ pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>
 /// An axum-server on `listener` with the HTTP settings every listener shares: hyper's header
 /// read timeout (slow request heads, and on HTTP/1.1 the wait for the next request on a
 /// kept-alive connection), the request head limit on both protocols, HTTP/2's bound on
-/// requests in progress per connection, and HTTP/2 keep-alive pings. Callers add an [`EdgeAcceptor`] for
-/// the handshake deadline and the idle timeout.
+/// requests in progress per connection, and HTTP/2 keep-alive pings. Callers add an
+/// [`EdgeAcceptor`] for the handshake deadline and the idle timeout.
 fn edge_server(
     listener: TcpListener,
     handle: axum_server::Handle<SocketAddr>,
@@ -217,7 +217,7 @@ fn edge_server(
     }
     http.http2()
         .timer(TokioTimer::new())
-        // The same head limit as HTTP/1.1 (h2 answers an oversized head 431), and a bound on
+        // The same head limit as HTTP/1.1 (h2 answers a head that reaches it 431), and a bound on
         // the requests one connection may have in progress.
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_streams_per_connection)

@@ -132,6 +132,7 @@ pub fn decide_in(edge: &EdgeState, req: &mut Request) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn limits_count_ipv4_addresses_and_ipv6_slash_64_networks() {
@@ -143,7 +144,6 @@ mod tests {
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::1"), "::");
     }
-    use axum::http::HeaderValue;
 
     fn trusted() -> IpSet {
         IpSet::parse(&["10.0.0.0/8".into(), "::1".into()]).expect("valid")

@@ -358,11 +358,9 @@ impl ConnCaps {
             Err(over) => over,
         };
         self.refused.connections_refused.inc();
-        let failures = match refusing.failed(std::time::Instant::now(), REFUSALS_LOG_EVERY) {
-            crate::ops::FailureReport::Quiet => return None,
-            crate::ops::FailureReport::First => 1,
-            crate::ops::FailureReport::Ongoing { failures, .. } => failures,
-        };
+        let failures = refusing
+            .failed(std::time::Instant::now(), REFUSALS_LOG_EVERY)
+            .to_log()?;
         drop(refusing);
         let key = match over {
             Over::Total => "limits.max_connections",

@@ -48,7 +48,7 @@ pub struct Outbox {
 }
 
 /// The stream side of an [`Outbox`]: each reply comes with the bytes it holds, given back
-/// when the reply is dropped after being written.
+/// when the reply is taken off the queue to become an event on the stream.
 pub type OutboxReceiver = mpsc::Receiver<(String, OwnedSemaphorePermit)>;
 
 impl Outbox {

@@ -155,17 +155,11 @@ impl Sink {
     async fn write(&self, lines: Vec<String>) -> Result<(), (std::io::Error, Vec<String>)> {
         match self {
             Sink::File(f) => {
-                // File writes are short but blocking: off the async workers.
-                let f = f.clone();
-                match tokio::task::spawn_blocking(move || {
-                    let written = f
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .write_lines(&lines);
+                let written = on_file(f, move |file| {
+                    let written = file.write_lines(&lines);
                     written.map_err(|(e, done)| (e, lines.into_iter().skip(done).collect()))
-                })
-                .await
-                {
+                });
+                match written.await {
                     Ok(written) => written,
                     // The blocking task panicked or was cancelled; its lines went with it.
                     Err(e) => Err((std::io::Error::other(e), Vec::new())),
@@ -187,17 +181,23 @@ impl Sink {
     /// stderr.
     async fn sync(&self) -> std::io::Result<()> {
         match self {
-            Sink::File(f) => {
-                let f = f.clone();
-                tokio::task::spawn_blocking(move || {
-                    f.lock().unwrap_or_else(|p| p.into_inner()).sync()
-                })
+            Sink::File(f) => on_file(f, RotatingFile::sync)
                 .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            }
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
             Sink::Stderr => Ok(()),
         }
     }
+}
+
+/// Runs `op` on the file on the blocking pool: file writes and flushes are short but
+/// blocking, so off the async workers.
+async fn on_file<T: Send + 'static>(
+    file: &std::sync::Arc<std::sync::Mutex<RotatingFile>>,
+    op: impl FnOnce(&mut RotatingFile) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || op(&mut file.lock().unwrap_or_else(|p| p.into_inner())))
+        .await
 }
 
 /// Flushes `sink` to the disk; a failure is counted and logged (the first of a run, then one a
@@ -215,17 +215,15 @@ async fn flushed(sink: &Sink, counters: &WriterCounters, failing: &mut super::Fa
         }
         Err(e) => {
             counters.write_errors.inc();
-            let failed_flushes = match failing.failed(Instant::now(), LOG_EVERY) {
-                super::FailureReport::Quiet => return false,
-                super::FailureReport::First => 1,
-                super::FailureReport::Ongoing { failures, .. } => failures,
-            };
-            tracing::error!(
-                error = %e,
-                failed_flushes,
-                "audit: cannot flush records to the disk; those written since the last flush \
-                 may not survive a power loss (a later flush that succeeds cannot vouch for them)"
-            );
+            if let Some(failed_flushes) = failing.failed(Instant::now(), LOG_EVERY).to_log() {
+                tracing::error!(
+                    error = %e,
+                    failed_flushes,
+                    "audit: cannot flush records to the disk; those written since the last \
+                     flush may not survive a power loss (a later flush that succeeds cannot \
+                     vouch for them)"
+                );
+            }
             false
         }
     }
@@ -233,10 +231,8 @@ async fn flushed(sink: &Sink, counters: &WriterCounters, failing: &mut super::Fa
 
 /// Counts a run of failures and logs the first, then one a minute at most.
 fn log_failure(failing: &mut super::FailureRun, e: &std::io::Error, waiting: usize, dir: &Path) {
-    let failed_writes = match failing.failed(Instant::now(), LOG_EVERY) {
-        super::FailureReport::Quiet => return,
-        super::FailureReport::First => 1,
-        super::FailureReport::Ongoing { failures, .. } => failures,
+    let Some(failed_writes) = failing.failed(Instant::now(), LOG_EVERY).to_log() else {
+        return;
     };
     tracing::error!(
         error = %e,
@@ -344,19 +340,16 @@ pub async fn writer(
                     if let Some((failures, _)) = failing.ended() {
                         tracing::info!(failed_writes = failures, "audit: writing records again");
                     }
-                    if config.sync && sync_due.is_none() {
-                        sync_due = Some(tokio::time::Instant::now() + SYNC_WITHIN);
-                    }
                 }
                 Err((e, lines)) => {
                     counters.write_errors.inc();
                     pending = lines;
                     log_failure(&mut failing, &e, pending.len(), &state_dir);
-                    // Lines written before the failure still need their flush.
-                    if config.sync && sync_due.is_none() {
-                        sync_due = Some(tokio::time::Instant::now() + SYNC_WITHIN);
-                    }
                 }
+            }
+            // Whatever was written (all of it, or the lines before a failure) gets its flush.
+            if config.sync && sync_due.is_none() {
+                sync_due = Some(tokio::time::Instant::now() + SYNC_WITHIN);
             }
         }
         if !open {

@@ -316,6 +316,17 @@ pub enum FailureReport {
     Quiet,
 }
 
+impl FailureReport {
+    /// The failures so far to log with this report, or `None` when it says to stay quiet.
+    pub fn to_log(self) -> Option<u64> {
+        match self {
+            FailureReport::First => Some(1),
+            FailureReport::Ongoing { failures, .. } => Some(failures),
+            FailureReport::Quiet => None,
+        }
+    }
+}
+
 impl FailureRun {
     /// Counts a failure at `now`; says whether and how to report it.
     pub fn failed(&mut self, now: Instant, every: Duration) -> FailureReport {
