@@ -754,12 +754,7 @@ async fn an_audit_write_cut_short_leaves_whole_lines_and_loses_nothing() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = make_db(dir.path());
-    let port = free_port();
-    let text =
-        config_text(dir.path(), &db, "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, &text).expect("config file");
+    let (config_path, port) = binary_config(dir.path(), "");
     // The soft limit only: raising it again needs no privilege.
     let mut child = serve_under(
         "prlimit",
@@ -772,36 +767,14 @@ async fn an_audit_write_cut_short_leaves_whole_lines_and_loses_nothing() {
     .spawn()
     .expect("start the binary under prlimit");
     let pid = child.id().expect("pid");
-    // The server's log, read as it comes.
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = child.stderr.take().expect("stderr");
-    let sink = log.clone();
-    tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            if let Ok(mut s) = sink.lock() {
-                s.push_str(&l);
-                s.push('\n');
-            }
-        }
-    });
+    let log = Log::of(&mut child);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await;
     let queries: Vec<String> = (0..30).map(|i| format!("SELECT {i} AS n")).collect();
     for q in &queries {
         execute_sql(&base, q).await;
     }
-    let logged = |what: &str| log.lock().map(|s| s.contains(what)).unwrap_or(false);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !logged("audit: cannot write records") {
-        assert!(
-            Instant::now() < deadline,
-            "no write failure logged:\n{:?}",
-            log.lock()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    log.wait_for("audit: cannot write records").await;
     // Cut at the limit: whole lines only, fewer than were recorded.
     let text = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit file");
     assert!(text.len() <= 3000 && text.ends_with('\n'), "{text}");
@@ -830,7 +803,7 @@ async fn an_audit_write_cut_short_leaves_whole_lines_and_loses_nothing() {
         .map(|q| json!({ "sql": q }).to_string())
         .collect();
     assert_eq!(written, want, "each record once, in order");
-    assert!(logged("audit: writing records again"), "{:?}", log.lock());
+    assert!(log.has("audit: writing records again"), "{}", log.text());
     let health = client().get(format!("{base}/health")).send().await;
     assert!(
         health.is_ok_and(|r| r.status() == 200),
@@ -856,13 +829,7 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
         ("[audit]\nmax_bytes = 4096\nsync = false\n", false),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = make_db(dir.path());
-        let port = free_port();
-        let admin = format!("[admin]\nlisten = \"127.0.0.1:{}\"\n\n{extra}", free_port());
-        let text = config_text(dir.path(), &db, "", &admin)
-            .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, &text).expect("config file");
+        let (config_path, port) = binary_config(dir.path(), extra);
         let trace = dir.path().join("strace.out");
         let args = [
             "-f",
@@ -898,16 +865,7 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs_f64();
-        let strace = child.id().expect("pid").to_string();
-        let server = Command::new("pgrep")
-            .args(["-P", &strace])
-            .output()
-            .expect("pgrep");
-        let server = String::from_utf8_lossy(&server.stdout).trim().to_string();
-        let server: u32 = server
-            .parse()
-            .unwrap_or_else(|_| panic!("server pid: {server:?}"));
-        terminate(server);
+        terminate(child_of(&child));
         let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
         assert!(ended.is_ok(), "strace and the server still running");
         let calls = std::fs::read_to_string(&trace).expect("strace output");
@@ -952,6 +910,106 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
             );
         }
     }
+}
+
+/// A flush that fails (`fdatasync` of the audit file answering EIO, injected by `strace` into
+/// the real system call: no disk here fails on demand) is counted in
+/// `mssql_mcp_audit_write_errors_total`, logged once with the risk it carries, and tried again a
+/// second later until one succeeds, which is logged too; the records are neither lost nor
+/// written twice, and the server keeps answering meanwhile.
+#[tokio::test]
+async fn a_failed_audit_flush_is_counted_logged_and_tried_again() {
+    if !peer("strace", "strace") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config_path, port) = binary_config(dir.path(), "");
+    // `-P`: only the audit file's system calls are traced, so only its flushes fail (the
+    // first three; the server retries each a second after the last).
+    let file = std::fs::canonicalize(dir.path())
+        .expect("state dir")
+        .join("audit.jsonl");
+    let trace = dir.path().join("strace.out");
+    let args = [
+        OsStr::new("-f"),
+        OsStr::new("-y"),
+        OsStr::new("-P"),
+        file.as_os_str(),
+        OsStr::new("-e"),
+        OsStr::new("trace=fdatasync"),
+        OsStr::new("-e"),
+        OsStr::new("inject=fdatasync:error=EIO:when=1..3"),
+        OsStr::new("-o"),
+        trace.as_os_str(),
+    ];
+    let mut child = serve_under("strace", &args, &config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary under strace");
+    let log = Log::of(&mut child);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    let queries: Vec<String> = (0..10).map(|i| format!("SELECT {i} AS n")).collect();
+    for q in &queries {
+        execute_sql(&base, q).await;
+    }
+    log.wait_for("audit: cannot flush records to the disk")
+        .await;
+    // Three failures a second apart, then the flush that works.
+    log.wait_for("audit: flushing records to the disk again")
+        .await;
+    let text = log.text();
+    assert_eq!(
+        text.matches("audit: cannot flush records").count(),
+        1,
+        "one failure logged per run (then one a minute):\n{text}"
+    );
+    assert!(text.contains("may not survive a power loss"), "{text}");
+    let recovered = text
+        .lines()
+        .find(|l| l.contains("flushing records to the disk again"))
+        .unwrap_or_default();
+    assert!(recovered.contains("failed_flushes=3"), "{recovered}");
+    let metrics = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mssql_mcp_audit_write_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no write error counter:\n{metrics}"));
+    assert_eq!(errors, 3.0, "each failed flush counted");
+    let written: Vec<String> = audit_lines(dir.path())
+        .iter()
+        .filter(|l| l["tool"] == "execute_sql")
+        .map(|l| l["query"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let want: Vec<String> = queries
+        .iter()
+        .map(|q| json!({ "sql": q }).to_string())
+        .collect();
+    assert_eq!(written, want, "each record once, in order");
+    terminate(child_of(&child));
+    let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    assert!(ended.is_ok(), "strace and the server still running");
+    // The trace shows the real calls: three injected failures, then successes.
+    let calls = std::fs::read_to_string(&trace).expect("strace output");
+    let flushes: Vec<&str> = calls.lines().filter(|l| l.contains("fdatasync(")).collect();
+    assert!(flushes.len() >= 4, "{calls}");
+    assert!(
+        flushes[..3]
+            .iter()
+            .all(|l| l.contains("EIO") && l.contains("INJECTED")),
+        "{calls}"
+    );
+    assert!(flushes[3].ends_with("= 0"), "{calls}");
 }
 
 // Multi-threaded: the CLI runs as a blocking child process while the server answers it.
@@ -1055,6 +1113,20 @@ fn check_config_connect_reports_each_database() {
     assert!(text.contains("database `main`: FAILED"), "{text}");
 }
 
+/// A config file in `dir` for the binary, with a fresh database, `extra` appended and loopback
+/// ports of its own (the admin listener's too, so binaries started side by side do not meet on
+/// its default port); the path and the public port.
+fn binary_config(dir: &Path, extra: &str) -> (PathBuf, u16) {
+    let db = make_db(dir);
+    let port = free_port();
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:{}\"\n\n{extra}", free_port());
+    let text =
+        config_text(dir, &db, "", &admin).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config file");
+    (path, port)
+}
+
 /// `BIN serve --config <config>` run by `tool` (prlimit, strace) with `args` before `--`.
 fn serve_under(tool: &str, args: &[&OsStr], config: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(tool);
@@ -1086,6 +1158,62 @@ async fn execute_sql(base: &str, sql: &str) {
         .await
         .expect("tool call");
     assert_eq!(resp.status(), 200);
+}
+
+/// The pid of the one process `parent` (strace) started: the server.
+fn child_of(parent: &tokio::process::Child) -> u32 {
+    let parent = parent.id().expect("pid").to_string();
+    let out = Command::new("pgrep")
+        .args(["-P", &parent])
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    pid.parse()
+        .unwrap_or_else(|_| panic!("the server's pid: {pid:?}"))
+}
+
+/// A child process's stderr (the server's log), collected as it comes.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Log {
+    fn of(child: &mut tokio::process::Child) -> Log {
+        let log = Log::default();
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Ok(mut s) = sink.0.lock() {
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+            }
+        });
+        log
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn has(&self, what: &str) -> bool {
+        self.text().contains(what)
+    }
+
+    /// Waits up to 10 s for a line containing `what`.
+    async fn wait_for(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.has(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} logged within 10 s:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Sends SIGTERM to a child process.
