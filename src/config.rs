@@ -557,6 +557,10 @@ pub struct ScopeConfig {
     /// Most rows any one tool call returns (larger results page with a cursor).
     #[serde(default = "defaults::max_rows")]
     pub max_rows: usize,
+    /// About how many bytes of values one page of rows holds at most (a page that would pass
+    /// it ends early, with a cursor for the rest; the first row always comes).
+    #[serde(default = "defaults::max_result_bytes")]
+    pub max_result_bytes: usize,
     /// How long search results stay fetchable from the cache, in seconds.
     #[serde(default = "defaults::cache_ttl_secs")]
     pub cache_ttl_secs: u64,
@@ -618,6 +622,9 @@ mod defaults {
     pub fn max_rows() -> usize {
         500
     }
+    pub fn max_result_bytes() -> usize {
+        super::DEFAULT_MAX_RESULT_BYTES
+    }
     pub fn cache_ttl_secs() -> u64 {
         3600
     }
@@ -628,6 +635,13 @@ mod defaults {
 
 /// Upper bound on `max_rows`: one tool result must stay a reasonable size for a model.
 pub const MAX_ROWS_LIMIT: usize = 10_000;
+
+/// Default `max_result_bytes`: 256 KiB, about 64k tokens, above a 500-row page of ordinary
+/// rows and below what floods a model's context.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 256 * 1024;
+
+/// The range of `max_result_bytes`.
+pub const MAX_RESULT_BYTES_RANGE: std::ops::RangeInclusive<usize> = 4 * 1024..=64 * 1024 * 1024;
 
 /// A secret value (password, key). Never printed: `Debug` and `Display` show `<redacted>`.
 #[derive(Clone, Deserialize)]
@@ -877,6 +891,17 @@ impl Config {
                     format!("{key}.max_rows"),
                     format!("{} is out of range", scope.max_rows),
                     format!("use 1 to {MAX_ROWS_LIMIT} (default 500)"),
+                ));
+            }
+            if !MAX_RESULT_BYTES_RANGE.contains(&scope.max_result_bytes) {
+                return Err(ConfigError::new(
+                    format!("{key}.max_result_bytes"),
+                    format!("{} is out of range", scope.max_result_bytes),
+                    format!(
+                        "use {} to {} (default {DEFAULT_MAX_RESULT_BYTES})",
+                        MAX_RESULT_BYTES_RANGE.start(),
+                        MAX_RESULT_BYTES_RANGE.end()
+                    ),
                 ));
             }
             if scope.cache_entries == 0 {
@@ -1232,6 +1257,27 @@ profile = "chatgpt"
         ))
         .unwrap_err();
         assert_eq!(err.key, "scope[0].max_rows", "{err}");
+    }
+
+    #[test]
+    fn a_result_byte_cap_out_of_range_is_refused_with_the_range() {
+        for bad in ["100", "0", "1000000000"] {
+            let err = Config::parse(&MINIMAL.replace(
+                "profile = \"chatgpt\"",
+                &format!("profile = \"chatgpt\"\nmax_result_bytes = {bad}"),
+            ))
+            .unwrap_err();
+            assert_eq!(err.key, "scope[0].max_result_bytes", "{err}");
+            assert!(err.fix.contains("4096 to 67108864"), "{err}");
+        }
+        let c = Config::parse(&MINIMAL.replace(
+            "profile = \"chatgpt\"",
+            "profile = \"chatgpt\"\nmax_result_bytes = 4096",
+        ))
+        .expect("the lowest value is allowed");
+        assert_eq!(c.scopes[0].max_result_bytes, 4096);
+        let c = Config::parse(MINIMAL).expect("minimal");
+        assert_eq!(c.scopes[0].max_result_bytes, DEFAULT_MAX_RESULT_BYTES);
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         database: "demo".into(),
         profile,
         max_rows: 200,
+        max_result_bytes: crate::config::DEFAULT_MAX_RESULT_BYTES,
         cache_ttl_secs: 3600,
         cache_entries: 10_000,
         allow_tables: Vec::new(),

@@ -369,6 +369,13 @@ path = "/open"
 database = "db"
 profile = "full"
 max_rows = 200
+
+[[scope]]
+path = "/small"
+database = "db"
+profile = "full"
+max_rows = 200
+max_result_bytes = 4096
 "#;
 
 /// The peer is a Python process with an accept backlog of 5: SQL Server tests run one at a
@@ -1010,6 +1017,88 @@ async fn row_cap_and_cursor_paging(h: &Harness) {
     assert!(cursor.is_none(), "30 rows in pages of 12 end on the third");
 }
 
+/// A value longer than 64 KiB is cut to it at a character boundary and the result says which
+/// column and why; a page stops at the scope's `max_result_bytes` (the first row always
+/// comes) and its cursor carries on where it stopped, so every row still comes once.
+async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
+    const CUT: usize = 64 * 1024;
+    // 40,000 × "aé" (three bytes in UTF-8): 120,000 bytes, built by each database.
+    let long = match h.kind {
+        Kind::Sqlite => "replace(hex(zeroblob(40000)), '00', 'aé')",
+        Kind::Mssql => "REPLICATE(CAST(N'aé' AS nvarchar(max)), 40000)",
+    };
+    let full = "aé".repeat(40_000);
+    let q = format!("SELECT Id, {long} AS Big FROM Orders WHERE Id <= 2 ORDER BY Id");
+    let out = h.ok("/claude", "execute_sql", json!({ "sql": q })).await;
+    assert_eq!(rows(&out).len(), 2, "{}", out["notes"]);
+    for r in rows(&out) {
+        let big = r["Big"].as_str().expect("Big is text");
+        assert!(
+            big.len() <= CUT && big.len() > CUT - 4 && full.starts_with(big),
+            "cut to {} bytes",
+            big.len()
+        );
+    }
+    assert_eq!(out["cut_columns"], json!(["Big"]));
+    assert_eq!(out["truncated"], false);
+    let notes = out["notes"].to_string();
+    assert!(notes.contains("65536 bytes in Big were cut"), "{notes}");
+    // Values that fit are left alone, and say nothing.
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id, Status FROM Orders WHERE Id = 1"}),
+        )
+        .await;
+    assert!(
+        out.get("cut_columns").is_none() && out.get("notes").is_none(),
+        "{out}"
+    );
+
+    // The byte cap: 4 KiB pages of (Id, Status) hold far fewer than the 200-row cap.
+    let q = "SELECT Id, Status FROM Orders ORDER BY Id";
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = json!({ "sql": q });
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let out = h.ok("/small", "execute_sql", args).await;
+        assert_eq!(out["offset"], seen.len(), "{out}");
+        sizes.push(rows(&out).len());
+        seen.extend(rows(&out).iter().map(|r| r["Id"].as_i64().expect("Id")));
+        match out["next_cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(out["truncated"], true);
+                let notes = out["notes"].to_string();
+                assert!(notes.contains("max_result_bytes"), "{notes}");
+                cursor = Some(c.to_string());
+            }
+            None => break,
+        }
+        assert!(sizes.len() < 20, "paging does not end: {sizes:?}");
+    }
+    assert_eq!(seen, (1..=ORDERS).collect::<Vec<_>>());
+    assert!(
+        sizes.len() >= 2 && sizes.iter().all(|&n| n > 10 && n < MAX_ROWS),
+        "{sizes:?}"
+    );
+    // A row larger than the cap still comes, one per page.
+    let q = format!("SELECT Id, {long} AS Big FROM Orders WHERE Id <= 2 ORDER BY Id");
+    let out = h.ok("/small", "execute_sql", json!({ "sql": q })).await;
+    assert_eq!(rows(&out).len(), 1);
+    assert_eq!(out["truncated"], true);
+    let c = out["next_cursor"].as_str().expect("cursor");
+    let out = h
+        .ok("/small", "execute_sql", json!({"sql": q, "cursor": c}))
+        .await;
+    assert_eq!(rows(&out)[0]["Id"], 2, "{}", out["notes"]);
+    assert_eq!(out["truncated"], false);
+}
+
 /// Writes, procedure calls, several statements and `SELECT … INTO` are refused before they
 /// reach either database, and nothing changes.
 async fn refusal_corpus(h: &Harness) {
@@ -1342,6 +1431,7 @@ behaviours!(
     fetch_row_id_gives_the_same_values,
     execute_sql_point_lookup,
     row_cap_and_cursor_paging,
+    long_values_are_cut_and_pages_stop_at_the_byte_cap,
     refusal_corpus,
     unknown_table_lists_visible_tables,
     hidden_column_is_masked_and_refused,

@@ -274,7 +274,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 }
 
 fn page(offset: usize, limit: usize) -> Page {
-    Page { offset, limit }
+    Page::rows(offset, limit)
 }
 
 fn col(rs: &RowSet, name: &str) -> usize {

@@ -49,6 +49,36 @@ impl DbError {
     }
 }
 
+/// The most bytes one value keeps in a result (text as UTF-8, cut at a character boundary;
+/// binary before base64). Longer values are cut, and their column says so
+/// ([`ResultColumn::cut`]): one value must not fill a model's context or this process's memory.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The most bytes of one value the database is asked to send or make (SQL Server's `SET
+/// TEXTSIZE`, SQLite's `SQLITE_LIMIT_LENGTH`): it bounds this process's memory per value
+/// before the cut at [`MAX_VALUE_BYTES`].
+pub const MAX_BUILT_VALUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// `s` cut to at most [`MAX_VALUE_BYTES`] at a character boundary, and whether it was cut.
+pub fn cut_text(s: &str) -> (&str, bool) {
+    if s.len() <= MAX_VALUE_BYTES {
+        return (s, false);
+    }
+    let mut end = MAX_VALUE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&s[..end], true)
+}
+
+/// `b` cut to at most [`MAX_VALUE_BYTES`], and whether it was cut.
+pub fn cut_bytes(b: &[u8]) -> (&[u8], bool) {
+    (
+        &b[..b.len().min(MAX_VALUE_BYTES)],
+        b.len() > MAX_VALUE_BYTES,
+    )
+}
+
 /// One value of a result row, kept exact.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -88,6 +118,17 @@ impl Value {
                 .unwrap_or_else(|| J::String(f.to_string())),
             Value::Decimal(s) | Value::Text(s) => J::String(s.to_string()),
             Value::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+    }
+
+    /// About how many bytes the value takes in a result's JSON: its text, or its base64.
+    pub fn size(&self) -> usize {
+        match self {
+            Value::Null => 4,
+            Value::Bool(_) => 5,
+            Value::Int(_) | Value::Float(_) => 8,
+            Value::Decimal(s) | Value::Text(s) => s.len(),
+            Value::Bytes(b) => b.len().div_ceil(3) * 4,
         }
     }
 
@@ -304,12 +345,15 @@ pub fn split_qualified(s: &str) -> Vec<String> {
 }
 
 /// A column of a result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ResultColumn {
     pub name: String,
     /// Declared or decoded type name, when known.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub data_type: Option<String>,
+    /// Some of the page's values in this column were cut at [`MAX_VALUE_BYTES`].
+    #[serde(skip)]
+    pub cut: bool,
 }
 
 /// Rows of a result, at most the requested page.
@@ -317,8 +361,41 @@ pub struct ResultColumn {
 pub struct RowSet {
     pub columns: Vec<ResultColumn>,
     pub rows: Vec<Vec<Value>>,
-    /// More rows followed the page (the result was cut at the row cap).
+    /// More rows followed the page (the result was cut at the row cap or the byte cap).
     pub more: bool,
+    /// The page ended at [`Page::max_bytes`] before its row limit.
+    pub byte_capped: bool,
+}
+
+/// Counts a page's bytes as its rows are collected: a row is taken while the page stays
+/// within [`Page::max_bytes`], and the first row always (however large, its values are cut
+/// at [`MAX_VALUE_BYTES`]), so every page makes progress.
+#[derive(Debug)]
+pub struct PageBytes {
+    used: usize,
+    max: usize,
+}
+
+impl PageBytes {
+    pub fn new(page: Page) -> PageBytes {
+        PageBytes {
+            used: 0,
+            max: page.max_bytes,
+        }
+    }
+
+    /// Whether `row` joins the page (`taken` rows are in it already); counts it if so.
+    pub fn admits(&mut self, row: &[Value], taken: usize) -> bool {
+        // Each value also costs its column's name, quotes and separators; 8 bytes covers the
+        // punctuation, and names are short next to the values that make a page large.
+        let size: usize = row.iter().map(|v| v.size() + 8).sum();
+        let used = self.used.saturating_add(size);
+        if taken > 0 && used > self.max {
+            return false;
+        }
+        self.used = used;
+        true
+    }
 }
 
 impl RowSet {
@@ -362,11 +439,25 @@ impl RowSet {
     }
 }
 
-/// Which slice of a result to return: skip `offset` rows, then return up to `limit`.
+/// Which slice of a result to return: skip `offset` rows, then return up to `limit` rows and
+/// about `max_bytes` of values ([`PageBytes`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub offset: usize,
     pub limit: usize,
+    pub max_bytes: usize,
+}
+
+impl Page {
+    /// Up to `limit` rows after `offset`, with no byte cap (the backends' own statements,
+    /// whose rows are few or small).
+    pub const fn rows(offset: usize, limit: usize) -> Page {
+        Page {
+            offset,
+            limit,
+            max_bytes: usize::MAX,
+        }
+    }
 }
 
 /// A keyword search request against one table.
@@ -491,10 +582,43 @@ mod tests {
     }
 
     #[test]
+    fn values_are_cut_at_a_character_boundary() {
+        let s = "a".repeat(MAX_VALUE_BYTES - 1) + "é";
+        assert_eq!(cut_text(&s), (&s[..MAX_VALUE_BYTES - 1], true));
+        let s = "a".repeat(MAX_VALUE_BYTES);
+        assert_eq!(cut_text(&s), (s.as_str(), false));
+        let b = vec![1u8; MAX_VALUE_BYTES + 1];
+        assert_eq!(cut_bytes(&b), (&b[..MAX_VALUE_BYTES], true));
+        assert_eq!(cut_bytes(&b[..3]), (&b[..3], false));
+    }
+
+    #[test]
+    fn a_page_takes_rows_while_they_fit_and_always_its_first() {
+        let page = Page {
+            offset: 0,
+            limit: 100,
+            max_bytes: 100,
+        };
+        let mut bytes = PageBytes::new(page);
+        let big = [Value::text("x".repeat(500))];
+        assert!(bytes.admits(&big, 0), "the first row, however large");
+        assert!(!bytes.admits(&[Value::Int(1)], 1));
+        let mut bytes = PageBytes::new(page);
+        // (3 + 8) + (8 + 8) + (4 + 8) = 39 bytes a row: two fit in 100, three do not.
+        let row = [Value::text("abc"), Value::Int(7), Value::Null];
+        assert!(bytes.admits(&row, 0));
+        assert!(bytes.admits(&row, 1));
+        assert!(!bytes.admits(&row, 2));
+        assert_eq!(Value::Bytes(vec![0; 4]).size(), 8, "base64");
+        let mut unbounded = PageBytes::new(Page::rows(0, 10));
+        assert!((0..1000).all(|i| unbounded.admits(&big, i)));
+    }
+
+    #[test]
     fn repeated_column_names_get_suffixes() {
         let col = |n: &str| ResultColumn {
             name: n.into(),
-            data_type: None,
+            ..ResultColumn::default()
         };
         let mut rs = RowSet {
             columns: vec![col("name"), col("Name"), col("name_2"), col("id")],

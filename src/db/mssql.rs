@@ -36,7 +36,7 @@
 //!
 //! ```sql
 //! SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT <ms>;
-//! SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;
+//! SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; SET TEXTSIZE <16 MiB>;
 //! ```
 //!
 //! (session settings that nothing a client sends can change: the guard refuses `SET`); and an
@@ -90,9 +90,14 @@
 //! character types and `xml` as text; `date`, `time`, `datetime`, `datetime2`,
 //! `smalldatetime` as ISO 8601 text without a zone and `datetimeoffset` with its offset;
 //! `uniqueidentifier` in SQL Server's canonical upper-case form (what SSMS and
-//! `CONVERT(char(36), …)` show); binary types as bytes (base64 in JSON), cut at
-//! [`MAX_BINARY_BYTES`] with the column's type marked `(values truncated to … bytes)`;
+//! `CONVERT(char(36), …)` show); binary types as bytes (base64 in JSON);
 //! `sql_variant` as its base type; NULL as null.
+//!
+//! **Long values.** Text, `xml` and binary values longer than [`MAX_VALUE_BYTES`] are cut to
+//! it (text at a character boundary) and their column is flagged ([`ResultColumn::cut`]); the
+//! tools say so. The server never sends more than [`MAX_BUILT_VALUE_BYTES`] of one value
+//! (`SET TEXTSIZE`), and a page stops at its byte cap ([`Page::max_bytes`]), so what one
+//! query makes this process hold is bounded.
 //!
 //! # Catalog
 //!
@@ -110,8 +115,9 @@
 //! # Not covered
 //!
 //! Full-text search has unit tests on its SQL and on canned catalog rows only (the test peer
-//! has no full-text engine); long text values (`nvarchar(max)`) are not cut here; the Azure
-//! redirect path has no test (no server here sends one).
+//! has no full-text engine); the peer ignores `SET TEXTSIZE` (the cut at [`MAX_VALUE_BYTES`]
+//! is tested on it, the server's own limit is not); the Azure redirect path has no test (no
+//! server here sends one).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -131,8 +137,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, Page, ResultColumn, RowSet,
-    SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_BUILT_VALUE_BYTES,
+    MAX_VALUE_BYTES, Page, PageBytes, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo,
+    Value, ValueKind, cut_bytes, cut_text,
 };
 use crate::config::{ApplicationIntent, ConfigError, MssqlConfig, MssqlEncrypt};
 use crate::ops::{FailureReport, FailureRun};
@@ -144,8 +151,6 @@ pub const CONNECT_CONCURRENCY: usize = 2;
 pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_millis(500);
 /// Rows read and thrown away after the row cap before giving up on reusing the connection.
 pub const DRAIN_ROWS: usize = 1_000;
-/// Largest binary value returned; longer ones are cut (a model cannot use megabytes of base64).
-pub const MAX_BINARY_BYTES: usize = 64 * 1024;
 /// How long a loaded catalog is served before it is reloaded on the next request.
 pub const CATALOG_TTL: Duration = Duration::from_secs(60);
 /// How long a failed reload leaves the previous catalog in place before the next try.
@@ -271,6 +276,10 @@ impl MssqlSettings {
         // timer thread, every time a read waits for the server: about a tenth of this
         // process's CPU per query on the TDS benchmark.
         config.command_timeout(None);
+        // An `nvarchar` value with a lone UTF-16 surrogate (legacy UCS-2 data, or a value the
+        // server cut at `TEXTSIZE` inside a pair) reads with U+FFFD in its place instead of
+        // failing the whole query and discarding its connection.
+        config.lossy_utf16_decoding(true);
         Ok(Self {
             config,
             target,
@@ -843,10 +852,12 @@ enum Drained {
 /// notes whether one more followed, then drains what is left (at most [`DRAIN_ROWS`] rows).
 async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, Drained), TdsError> {
     let mut columns: Option<(usize, Vec<(String, ColumnType)>)> = None;
-    let mut truncated: Vec<bool> = Vec::new();
+    let mut cut: Vec<bool> = Vec::new();
     let mut rows = Vec::new();
     let mut seen = 0usize;
     let mut more = false;
+    let mut byte_capped = false;
+    let mut bytes = PageBytes::new(page);
     let mut extra = 0usize;
     let mut drained = Drained::Complete;
     while let Some(item) = stream.try_next().await? {
@@ -858,7 +869,7 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
                         .iter()
                         .map(|c| (c.name().to_string(), c.column_type()))
                         .collect();
-                    truncated = vec![false; cols.len()];
+                    cut = vec![false; cols.len()];
                     columns = Some((meta.result_index(), cols));
                 }
             }
@@ -884,13 +895,26 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
                 }
                 let types = columns.as_ref().map(|(_, c)| c.as_slice()).unwrap_or(&[]);
                 let mut values = Vec::with_capacity(types.len());
+                // Which of this row's values were cut (empty, so no allocation, nearly always).
+                let mut row_cut = Vec::new();
                 for (i, data) in row.into_iter().enumerate() {
                     let ty = types.get(i).map(|(_, t)| *t).unwrap_or(ColumnType::Null);
                     let (v, cut) = decode(data, ty);
-                    if cut && let Some(t) = truncated.get_mut(i) {
-                        *t = true;
+                    if cut {
+                        row_cut.push(i);
                     }
                     values.push(v);
+                }
+                if !bytes.admits(&values, rows.len()) {
+                    // The rest is drained like rows past the row cap.
+                    more = true;
+                    byte_capped = true;
+                    continue;
+                }
+                for i in row_cut {
+                    if let Some(c) = cut.get_mut(i) {
+                        *c = true;
+                    }
                 }
                 rows.push(values);
             }
@@ -899,17 +923,11 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
     let columns = columns
         .map(|(_, cols)| {
             cols.into_iter()
-                .zip(truncated)
+                .zip(cut)
                 .map(|((name, ty), cut)| ResultColumn {
                     name,
-                    data_type: Some(if cut {
-                        format!(
-                            "{} (values truncated to {MAX_BINARY_BYTES} bytes)",
-                            type_name(ty)
-                        )
-                    } else {
-                        type_name(ty).to_string()
-                    }),
+                    data_type: Some(type_name(ty).to_string()),
+                    cut,
                 })
                 .collect()
         })
@@ -919,6 +937,7 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
             columns,
             rows,
             more,
+            byte_capped,
         },
         drained,
     ))
@@ -927,10 +946,7 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
 /// Every row of a statement of ours (catalog queries), read to the end.
 async fn fetch_all(conn: &mut MssqlConn, sql: &str) -> Result<Vec<Vec<Value>>, TdsError> {
     conn.broken = true;
-    let page = Page {
-        offset: 0,
-        limit: usize::MAX - 1,
-    };
+    let page = Page::rows(0, usize::MAX - 1);
     let result = match conn.client.simple_query(sql).await {
         Ok(stream) => read_page(stream, page).await,
         Err(e) => Err(e),
@@ -1321,16 +1337,21 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
 /// - `XACT_ABORT ON`: a run-time error ends the batch *and rolls its transaction back* on the
 ///   server, before our own recovery (`IF @@TRANCOUNT > 0 ROLLBACK`) even runs.
 /// - `LOCK_TIMEOUT`: see [`lock_timeout_ms`].
-/// - `READ COMMITTED`: SQL Server's default, stated so reads never see uncommitted rows
-///   whatever the login's or driver's default.
+/// - `READ COMMITTED`: SQL Server's default, stated so reads see committed rows whatever the
+///   login's or driver's default (a query's own `NOLOCK` hint, which the guard admits, still
+///   reads uncommitted ones; it takes no locks).
 /// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
+/// - `TEXTSIZE`: the server sends at most [`MAX_BUILT_VALUE_BYTES`] of a `(max)`, `text`,
+///   `ntext`, `image` or `xml` value, so one value cannot make this process hold gigabytes
+///   before its cut at [`MAX_VALUE_BYTES`].
 ///
 /// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
 pub fn session_setup(query_timeout: Duration) -> String {
     format!(
         "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT {}; \
-         SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;",
-        lock_timeout_ms(query_timeout)
+         SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; SET TEXTSIZE {};",
+        lock_timeout_ms(query_timeout),
+        MAX_BUILT_VALUE_BYTES
     )
 }
 
@@ -1806,7 +1827,16 @@ fn type_name(t: ColumnType) -> &'static str {
     }
 }
 
-/// Decodes one value; the flag says a binary value was cut at [`MAX_BINARY_BYTES`].
+/// A text value cut at [`MAX_VALUE_BYTES`], and whether it was.
+fn text_value(v: Option<Cow<'_, str>>) -> (Value, bool) {
+    match v {
+        None => (Value::Null, false),
+        Some(s) if s.len() <= MAX_VALUE_BYTES => (Value::text(s.into_owned()), false),
+        Some(s) => (Value::text(cut_text(&s).0), true),
+    }
+}
+
+/// Decodes one value; the flag says a text or binary value was cut at [`MAX_VALUE_BYTES`].
 fn decode(data: ColumnData<'static>, column: ColumnType) -> (Value, bool) {
     let v = match data {
         ColumnData::U8(v) => v.map(|i| Value::Int(i64::from(i))),
@@ -1822,17 +1852,17 @@ fn decode(data: ColumnData<'static>, column: ColumnType) -> (Value, bool) {
             _ => Value::Float(f),
         }),
         ColumnData::Bit(v) => v.map(Value::Bool),
-        ColumnData::String(v) => v.map(|s| Value::text(s.into_owned())),
+        ColumnData::String(v) => return text_value(v),
         ColumnData::Guid(v) => v.map(|g| Value::text(g.to_string().to_ascii_uppercase())),
         ColumnData::Binary(v) => {
             return match v {
                 None => (Value::Null, false),
                 Some(b) => {
-                    let cut = b.len() > MAX_BINARY_BYTES;
+                    let cut = b.len() > MAX_VALUE_BYTES;
                     let bytes = match b {
-                        Cow::Borrowed(b) => b[..b.len().min(MAX_BINARY_BYTES)].to_vec(),
+                        Cow::Borrowed(b) => cut_bytes(b).0.to_vec(),
                         Cow::Owned(mut b) => {
-                            b.truncate(MAX_BINARY_BYTES);
+                            b.truncate(MAX_VALUE_BYTES);
                             b
                         }
                     };
@@ -1841,7 +1871,9 @@ fn decode(data: ColumnData<'static>, column: ColumnType) -> (Value, bool) {
             };
         }
         ColumnData::Numeric(v) => v.map(|n| Value::decimal(decimal_text(n.value(), n.scale()))),
-        ColumnData::Xml(v) => v.map(|x| Value::text(x.into_owned().into_string())),
+        ColumnData::Xml(v) => {
+            return text_value(v.map(|x| Cow::Owned(x.into_owned().into_string())));
+        }
         ColumnData::DateTime(v) => {
             v.map(|d| Value::text(datetime_text(d.days(), d.seconds_fragments())))
         }
@@ -2060,10 +2092,7 @@ impl Backend for MssqlBackend {
         self.run(Statement {
             sql: sample_sql(table, columns, page)?,
             params: Vec::new(),
-            page: Page {
-                offset: 0,
-                limit: page.limit,
-            },
+            page: Page { offset: 0, ..page },
             adhoc: false,
         })
         .await
@@ -2090,7 +2119,7 @@ impl Backend for MssqlBackend {
         self.run(Statement {
             sql: lookup_sql(table, columns, key_columns, limit)?,
             params,
-            page: Page { offset: 0, limit },
+            page: Page::rows(0, limit),
             adhoc: false,
         })
         .await
@@ -2100,10 +2129,7 @@ impl Backend for MssqlBackend {
         if req.keywords.is_empty() || req.text_columns.is_empty() || req.limit == 0 {
             return Ok(RowSet::default());
         }
-        let page = Page {
-            offset: 0,
-            limit: req.limit,
-        };
+        let page = Page::rows(0, req.limit);
         let patterns = || req.keywords.iter().map(|k| Param::Str(like_pattern(k)));
         if let SearchPlan::FullText { key, columns, text } = search_plan(&req) {
             let stmt = Statement {
@@ -2328,20 +2354,35 @@ mod tests {
 
     /// The peer's CSV/JSON sources have no binary or xml columns.
     #[test]
-    fn binary_is_capped_and_marked_and_xml_is_text() {
-        let big = vec![7u8; MAX_BINARY_BYTES + 10];
+    fn long_values_are_cut_and_marked_and_xml_is_text() {
+        let big = vec![7u8; MAX_VALUE_BYTES + 10];
         let (v, cut) = decode(
             ColumnData::Binary(Some(Cow::Owned(big))),
             ColumnType::BigVarBin,
         );
         assert!(cut);
-        assert!(matches!(v, Value::Bytes(ref b) if b.len() == MAX_BINARY_BYTES));
+        assert!(matches!(v, Value::Bytes(ref b) if b.len() == MAX_VALUE_BYTES));
         let (v, cut) = decode(
             ColumnData::Binary(Some(Cow::Owned(vec![0, 1, 255]))),
             ColumnType::BigBinary,
         );
         assert!(!cut);
         assert_eq!(v, Value::Bytes(vec![0, 1, 255]));
+        // Text and xml are cut too, at a character boundary.
+        let long = "é".repeat(MAX_VALUE_BYTES);
+        for data in [
+            ColumnData::String(Some(Cow::Owned(long.clone()))),
+            ColumnData::Xml(Some(Cow::Owned(XmlData::new(long.clone())))),
+        ] {
+            let (v, cut) = decode(data, ColumnType::NVarchar);
+            assert!(cut);
+            assert_eq!(v, Value::Text(long[..MAX_VALUE_BYTES].into()));
+        }
+        let (_, cut) = decode(
+            ColumnData::String(Some(Cow::Owned(long[..MAX_VALUE_BYTES].to_string()))),
+            ColumnType::NVarchar,
+        );
+        assert!(!cut, "a value of exactly the cap is whole");
         assert_eq!(
             dec(
                 ColumnData::Xml(Some(Cow::Owned(XmlData::new("<a>1</a>")))),
@@ -2436,45 +2477,19 @@ mod tests {
     #[test]
     fn sample_orders_by_the_key_or_by_nothing_and_pages_with_offset_fetch() {
         let t = canned_table("Odd]Name", &[("Id", "int"), ("Total", "money")], &["Id"]);
-        let sql = sample_sql(
-            &t,
-            &strings(&["Id", "Total"]),
-            Page {
-                offset: 20,
-                limit: 10,
-            },
-        )
-        .expect("sql");
+        let sql = sample_sql(&t, &strings(&["Id", "Total"]), Page::rows(20, 10)).expect("sql");
         assert_eq!(
             sql,
             "SELECT [Id], CAST([Total] AS decimal(19,4)) AS [Total] FROM [dbo].[Odd]]Name] \
              ORDER BY [Id] OFFSET 20 ROWS FETCH NEXT 11 ROWS ONLY"
         );
         let keyless = canned_table("Log", &[("Line", "nvarchar")], &[]);
-        let sql = sample_sql(
-            &keyless,
-            &strings(&["Line"]),
-            Page {
-                offset: 0,
-                limit: 5,
-            },
-        )
-        .expect("sql");
+        let sql = sample_sql(&keyless, &strings(&["Line"]), Page::rows(0, 5)).expect("sql");
         assert!(
             sql.contains("ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"),
             "{sql}"
         );
-        assert!(
-            sample_sql(
-                &keyless,
-                &[],
-                Page {
-                    offset: 0,
-                    limit: 5
-                }
-            )
-            .is_err()
-        );
+        assert!(sample_sql(&keyless, &[], Page::rows(0, 5)).is_err());
     }
 
     #[test]
@@ -2733,10 +2748,7 @@ mod tests {
     /// The peer accepts and ignores SET ROWCOUNT, so the batch text is checked here.
     #[test]
     fn adhoc_queries_run_inside_a_rolled_back_transaction_and_set_the_cap_only_when_it_changes() {
-        let page = Page {
-            offset: 10,
-            limit: 5,
-        };
+        let page = Page::rows(10, 5);
         assert_eq!(row_cap(page), 16);
         // A fresh connection (ROWCOUNT 0), or one whose cap differs: the cap is set.
         for session in [Some(0), Some(501), None] {
@@ -2753,10 +2765,7 @@ mod tests {
             adhoc_batch("SELECT 1", 16, Some(16)),
             "BEGIN TRANSACTION;\nSELECT 1\n;ROLLBACK TRANSACTION;"
         );
-        let huge = Page {
-            offset: usize::MAX,
-            limit: 5,
-        };
+        let huge = Page::rows(usize::MAX, 5);
         assert_eq!(row_cap(huge), i32::MAX as u32);
     }
 
@@ -2784,7 +2793,8 @@ mod tests {
         assert_eq!(
             session_setup(Duration::from_secs(30)),
             "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT 22500; \
-             SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0;"
+             SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; \
+             SET TEXTSIZE 16777216;"
         );
         assert!(session_setup(Duration::from_millis(10)).contains("SET LOCK_TIMEOUT 100;"));
     }

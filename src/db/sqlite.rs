@@ -21,14 +21,16 @@ use async_trait::async_trait;
 use compact_str::CompactString;
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
 use super::lift::{Lifted, Param};
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, Page, ResultColumn, RowSet, SearchRequest,
-    SqlDialect, TableInfo, Value, ValueKind,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, MAX_BUILT_VALUE_BYTES, MAX_VALUE_BYTES,
+    Page, PageBytes, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
+    cut_bytes, cut_text,
 };
 
 /// A read-only SQLite database with a small pool of connections.
@@ -198,6 +200,10 @@ fn open_conn(path: &Path, immutable: bool) -> Result<Connection, DbError> {
         conn.set_db_config(setting, on)
             .map_err(|e| DbError::Unavailable(format!("{setting:?}: {e}")))?;
     }
+    // Bounds what one query can make this process hold: a value (or row) larger fails with
+    // SQLITE_TOOBIG, instead of `hex(zeroblob(1e9))` taking gigabytes before the cut.
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_BUILT_VALUE_BYTES as i32)
+        .map_err(|e| DbError::Unavailable(format!("SQLITE_LIMIT_LENGTH: {e}")))?;
     conn.set_prepared_statement_cache_capacity(64);
     register_fold(&conn).map_err(|e| DbError::Internal(e.to_string()))?;
     Ok(conn)
@@ -375,6 +381,11 @@ fn sql_err(e: rusqlite::Error) -> DbError {
             | rusqlite::ErrorCode::DatabaseCorrupt => {
                 DbError::Unavailable(msg.unwrap_or_else(|| f.to_string()))
             }
+            rusqlite::ErrorCode::TooBig => DbError::Sql(format!(
+                "a value or row is larger than this server reads ({} MiB); select part of it \
+                 (substr) instead",
+                MAX_BUILT_VALUE_BYTES >> 20
+            )),
             _ => DbError::Sql(msg.unwrap_or_else(|| f.to_string())),
         },
         other => DbError::Sql(other.to_string()),
@@ -588,7 +599,30 @@ struct ColType {
     scale: Option<usize>,
 }
 
-fn decode(v: ValueRef<'_>, ty: ColType) -> Value {
+/// Decodes one value, text and blobs cut at [`MAX_VALUE_BYTES`] (the flag says so).
+fn decode(v: ValueRef<'_>, ty: ColType) -> (Value, bool) {
+    match v {
+        ValueRef::Text(t) if t.len() > MAX_VALUE_BYTES => {
+            // Cut the bytes, then drop a character the cut split (lossy decoding would turn it
+            // into U+FFFD, longer than what it replaces).
+            let s = String::from_utf8_lossy(&t[..MAX_VALUE_BYTES]);
+            let (s, _) = cut_text(&s);
+            let s = CompactString::from(s);
+            let v = match ty.kind {
+                ValueKind::Decimal => Value::Decimal(s),
+                _ => Value::Text(s),
+            };
+            (v, true)
+        }
+        ValueRef::Blob(b) => {
+            let (b, cut) = cut_bytes(b);
+            (Value::Bytes(b.to_vec()), cut)
+        }
+        v => (decode_whole(v, ty), false),
+    }
+}
+
+fn decode_whole(v: ValueRef<'_>, ty: ColType) -> Value {
     let kind = ty.kind;
     match v {
         ValueRef::Null => Value::Null,
@@ -677,11 +711,12 @@ fn collect(
     params: &[rusqlite::types::Value],
     page: Page,
 ) -> Result<RowSet, DbError> {
-    let columns: Vec<ResultColumn> = stmt
+    let mut columns: Vec<ResultColumn> = stmt
         .columns()
         .map(|c| ResultColumn {
             name: c.name().to_string(),
             data_type: c.decl_type().map(str::to_string),
+            cut: false,
         })
         .collect();
     let kinds: Vec<ColType> = columns
@@ -708,6 +743,9 @@ fn collect(
     let mut out = Vec::new();
     let mut seen = 0usize;
     let mut more = false;
+    let mut byte_capped = false;
+    let mut bytes = PageBytes::new(page);
+    let mut cut = vec![false; kinds.len()];
     while let Some(row) = rows.next().map_err(sql_err)? {
         if seen < page.offset {
             seen += 1;
@@ -718,15 +756,33 @@ fn collect(
             break;
         }
         let mut vals = Vec::with_capacity(kinds.len());
+        // Which of this row's values were cut (empty, so no allocation, nearly always).
+        let mut row_cut = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
-            vals.push(decode(row.get_ref(i).map_err(sql_err)?, *kind));
+            let (v, c) = decode(row.get_ref(i).map_err(sql_err)?, *kind);
+            if c {
+                row_cut.push(i);
+            }
+            vals.push(v);
+        }
+        if !bytes.admits(&vals, out.len()) {
+            more = true;
+            byte_capped = true;
+            break;
+        }
+        for i in row_cut {
+            cut[i] = true;
         }
         out.push(vals);
+    }
+    for (c, was_cut) in columns.iter_mut().zip(cut) {
+        c.cut = was_cut;
     }
     Ok(RowSet {
         columns,
         rows: out,
         more,
+        byte_capped,
     })
 }
 
@@ -849,10 +905,7 @@ impl Backend for SqliteBackend {
             rusqlite::types::Value::Integer(page.limit as i64 + 1),
             rusqlite::types::Value::Integer(page.offset as i64),
         ];
-        let inner = Page {
-            offset: 0,
-            limit: page.limit,
-        };
+        let inner = Page { offset: 0, ..page };
         self.with_conn(move |c| run(c, &sql, &params, inner)).await
     }
 
@@ -894,7 +947,7 @@ impl Backend for SqliteBackend {
             push_select_list(&mut sql, &table.primary_key);
         }
         let _ = write!(sql, " LIMIT {}", limit + 1);
-        self.with_conn(move |c| run(c, &sql, &params, Page { offset: 0, limit }))
+        self.with_conn(move |c| run(c, &sql, &params, Page::rows(0, limit)))
             .await
     }
 
@@ -936,7 +989,7 @@ impl Backend for SqliteBackend {
             .map(|k| rusqlite::types::Value::Text(like_pattern(&k.to_lowercase())))
             .collect();
         let limit = req.limit;
-        self.with_conn(move |c| run(c, &sql, &params, Page { offset: 0, limit }))
+        self.with_conn(move |c| run(c, &sql, &params, Page::rows(0, limit)))
             .await
     }
 
@@ -989,6 +1042,54 @@ mod tests {
         );
     }
 
+    /// Values past the cut are cut (text at a character boundary, blobs before base64) and
+    /// their columns flagged; values past SQLite's length limit fail with a clear error before
+    /// this process holds them.
+    #[tokio::test]
+    async fn long_values_are_cut_and_huge_ones_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.sqlite");
+        let conn = Connection::open(&path).expect("create");
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+            .expect("fill");
+        drop(conn);
+        let b = SqliteBackend::open(&path, true, 1, Duration::from_secs(5))
+            .await
+            .expect("open");
+        let rs = b
+            .query(
+                "SELECT replace(hex(zeroblob(40000)), '00', 'éx') AS t, zeroblob(70000) AS b, \
+                 'short' AS s",
+                Page::rows(0, 10),
+            )
+            .await
+            .expect("query");
+        let cut: Vec<bool> = rs.columns.iter().map(|c| c.cut).collect();
+        assert_eq!(cut, [true, true, false]);
+        let want = "éx".repeat(40_000);
+        match &rs.rows[0][..] {
+            [Value::Text(t), Value::Bytes(bytes), Value::Text(s)] => {
+                assert_eq!(t.as_str(), cut_text(&want).0);
+                // 21,845 × "éx" is 65,535 bytes; the next 'é' would straddle the cut.
+                assert_eq!(t.len(), MAX_VALUE_BYTES - 1);
+                assert_eq!(bytes.len(), MAX_VALUE_BYTES);
+                assert_eq!(s.as_str(), "short");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = b
+            .query(
+                "SELECT length(hex(zeroblob(10000000))) AS n",
+                Page::rows(0, 10),
+            )
+            .await
+            .expect_err("too big");
+        assert!(
+            matches!(&err, DbError::Sql(m) if m.contains("16 MiB") && m.contains("substr")),
+            "{err:?}"
+        );
+    }
+
     #[tokio::test]
     async fn immutable_databases_open_and_answer() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1003,26 +1104,14 @@ mod tests {
             .await
             .expect("open");
         let rs = b
-            .query(
-                "SELECT v FROM t WHERE id = 1",
-                Page {
-                    offset: 0,
-                    limit: 10,
-                },
-            )
+            .query("SELECT v FROM t WHERE id = 1", Page::rows(0, 10))
             .await
             .expect("query");
         assert_eq!(rs.rows.len(), 1);
         b.ping().await.expect("ping");
         // The promise is kept by the backend too: nothing can write through it.
         let err = b
-            .query(
-                "INSERT INTO t VALUES (2, 'y')",
-                Page {
-                    offset: 0,
-                    limit: 10,
-                },
-            )
+            .query("INSERT INTO t VALUES (2, 'y')", Page::rows(0, 10))
             .await
             .expect_err("read-only");
         assert!(matches!(err, DbError::Sql(_)), "{err:?}");
@@ -1044,10 +1133,7 @@ mod tests {
         let b = SqliteBackend::open(&path, false, 2, Duration::from_secs(5))
             .await
             .expect("open");
-        let page = Page {
-            offset: 0,
-            limit: 100,
-        };
+        let page = Page::rows(0, 100);
         let mut lifted_any = 0;
         for sql in [
             "SELECT * FROM t WHERE id = 2",
@@ -1114,10 +1200,7 @@ mod tests {
                 &conn,
                 sql,
                 &[rusqlite::types::Value::Integer(c)],
-                Page {
-                    offset: 0,
-                    limit: 3,
-                },
+                Page::rows(0, 3),
             )
             .expect("lookup");
             assert_eq!(rs.rows.len(), 3);
@@ -1201,15 +1284,15 @@ mod tests {
             scale: decimal_scale("DECIMAL(10,2)"),
         };
         assert_eq!(
-            decode(ValueRef::Real(12.5), ty),
+            decode(ValueRef::Real(12.5), ty).0,
             Value::Decimal("12.50".into())
         );
         assert_eq!(
-            decode(ValueRef::Integer(12), ty),
+            decode(ValueRef::Integer(12), ty).0,
             Value::Decimal("12.00".into())
         );
         assert_eq!(
-            decode(ValueRef::Real(0.1 + 0.2), ty),
+            decode(ValueRef::Real(0.1 + 0.2), ty).0,
             Value::Decimal("0.30".into())
         );
         assert_eq!(decimal_scale("NUMERIC(5)"), None);

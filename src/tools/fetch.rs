@@ -13,7 +13,7 @@ use super::sql::{describe, describe_text};
 use super::{
     ToolError, ToolOutput, row_id, row_object, row_title, truncate, visible_columns, visible_tables,
 };
-use crate::db::{Catalog, TableInfo};
+use crate::db::{Catalog, MAX_VALUE_BYTES, TableInfo};
 use crate::state::Scope;
 
 /// Child rows listed per referencing foreign key.
@@ -126,6 +126,18 @@ async fn fetch_row(
     for (k, v) in &values {
         text.push_str(&format!("{k}: {}\n", render(v)));
     }
+    let cut: Vec<&str> = rs
+        .columns
+        .iter()
+        .filter(|c| c.cut)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !cut.is_empty() {
+        text.push_str(&format!(
+            "(values longer than {MAX_VALUE_BYTES} bytes were cut to that length: {})\n",
+            cut.join(", ")
+        ));
+    }
 
     // Parents: rows this row points at through its foreign keys.
     let mut related = Vec::new();
@@ -235,6 +247,7 @@ async fn fetch_row(
             "primary_key": t.primary_key,
             "key_is_heuristic": t.key_is_heuristic,
             "values": values,
+            "cut_columns": cut,
             "related": related,
         },
     }))

@@ -152,6 +152,7 @@ async fn sample(scope: &Scope, rest: &str) -> Result<Vec<Hit>, ToolError> {
     let page = Page {
         offset: 0,
         limit: limit.clamp(1, scope.config.max_rows.min(MAX_RESULTS * 5)),
+        max_bytes: scope.config.max_result_bytes,
     };
     let rs = scope.db.sample(table, &columns, page).await?;
     Ok(rows_to_hits(scope, Some(table), &rs, "sample", 0))
@@ -247,6 +248,7 @@ async fn maybe_sql(scope: &Scope, q: &str) -> Result<Option<Vec<Hit>>, ToolError
     let page = Page {
         offset: 0,
         limit: scope.config.max_rows.min(MAX_RESULTS * 5),
+        max_bytes: scope.config.max_result_bytes,
     };
     match run_sql(scope, q, page).await {
         Ok((rs, tables, _masked)) => {

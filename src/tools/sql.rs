@@ -13,7 +13,7 @@ use super::{
 };
 use crate::db::guard::{self, TableRef};
 use crate::db::lift::{self, Lifted};
-use crate::db::{Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
+use crate::db::{Catalog, DbError, MAX_VALUE_BYTES, Page, ResultColumn, RowSet, TableInfo};
 use crate::json::Dual;
 use crate::state::Scope;
 
@@ -171,6 +171,12 @@ struct Paged<'a> {
     next_cursor: Option<String>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     masked_columns: &'a [String],
+    /// Columns some of whose values were cut at [`MAX_VALUE_BYTES`].
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    cut_columns: Vec<&'a str>,
+    /// Why the page is less than it might seem, for the model: values cut, a byte cap reached.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    notes: Vec<String>,
 }
 
 /// Builds the paged result, storing a cursor when more rows follow.
@@ -189,6 +195,29 @@ fn paged(
             page_size: page.limit,
         })
     });
+    let cut_columns: Vec<&str> = rs
+        .columns
+        .iter()
+        .filter(|c| c.cut)
+        .map(|c| c.name.as_str())
+        .collect();
+    let mut notes = Vec::new();
+    if !cut_columns.is_empty() {
+        notes.push(format!(
+            "values longer than {MAX_VALUE_BYTES} bytes in {} were cut to that length; \
+             select part of them (SUBSTRING) to read further",
+            cut_columns.join(", ")
+        ));
+    }
+    if rs.byte_capped {
+        notes.push(format!(
+            "this page stopped after {} rows at the scope's limit of {} bytes \
+             (max_result_bytes); pass next_cursor for the next rows, or select fewer or \
+             shorter columns",
+            rs.rows.len(),
+            page.max_bytes
+        ));
+    }
     let out = Paged {
         table,
         columns: rs.columns.iter().map(|c| c.name.as_str()).collect(),
@@ -201,6 +230,8 @@ fn paged(
         truncated: rs.more,
         next_cursor,
         masked_columns,
+        cut_columns,
+        notes,
     };
     // About 32 bytes a cell (name, quotes, value) sizes the buffers once for typical rows.
     let cells = rs.rows.len() * rs.columns.len();
@@ -239,6 +270,16 @@ impl Paged<'_> {
             d.syntax(b",");
             d.key("masked_columns");
             string_array(d, self.masked_columns.iter().map(String::as_str));
+        }
+        if !self.cut_columns.is_empty() {
+            d.syntax(b",");
+            d.key("cut_columns");
+            string_array(d, self.cut_columns.iter().copied());
+        }
+        if !self.notes.is_empty() {
+            d.syntax(b",");
+            d.key("notes");
+            string_array(d, self.notes.iter().map(String::as_str));
         }
         d.syntax(b"}");
         Ok(())
@@ -280,11 +321,13 @@ fn page_for(
             Ok(Page {
                 offset: c.offset,
                 limit: size.unwrap_or(c.page_size).min(cap),
+                max_bytes: scope.config.max_result_bytes,
             })
         }
         None => Ok(Page {
             offset: 0,
             limit: size.unwrap_or(default).min(cap),
+            max_bytes: scope.config.max_result_bytes,
         }),
     }
 }
@@ -453,7 +496,7 @@ mod tests {
     fn col(name: &str) -> ResultColumn {
         ResultColumn {
             name: name.into(),
-            data_type: None,
+            ..ResultColumn::default()
         }
     }
 
@@ -520,6 +563,12 @@ mod tests {
                 truncated: cursor.is_some(),
                 next_cursor: cursor,
                 masked_columns: masked,
+                cut_columns: if masked.is_empty() {
+                    Vec::new()
+                } else {
+                    vec!["x", "ünï \"q\""]
+                },
+                notes: masked.iter().map(|m| format!("note {m}")).collect(),
             });
         }
     }
