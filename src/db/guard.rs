@@ -19,8 +19,9 @@
 //! * dangerous functions anywhere (see [`is_dangerous_function`]);
 //! * names outside the scope's database: MsSql three- and four-part names (cross-database and
 //!   linked servers), `#temp` tables (tempdb); SQLite schemas other than `main`;
-//! * system catalogs (`sqlite_*`, `pragma_*`, `sys.*`, `INFORMATION_SCHEMA.*`, `sysobjects`, ...):
-//!   catalog access goes through the `list_tables` / `describe_table` tools;
+//! * system catalogs (`sqlite_*`, `pragma_*`, `sys.*`, `INFORMATION_SCHEMA.*`, `sysobjects`, ...)
+//!   and SQL Server's metadata functions that read them by name or id (`OBJECT_ID`,
+//!   `COL_NAME`, ...): catalog access goes through the `list_tables` / `describe_table` tools;
 //! * tables not visible under the rules, and explicit references to denied columns.
 //!
 //! Denied columns are refused when the query names them (`Identifier`, last part of a
@@ -345,7 +346,32 @@ const MSSQL_DANGEROUS_FUNCTIONS: &[&str] = &[
     "fn_virtualservernodes",
     "pwdcompare",
     "pwdencrypt",
+    "loginproperty",
+    "certprivatekey",
     "has_dbaccess",
+];
+
+/// SQL Server metadata functions that read the catalog by object name or id: the existence,
+/// columns and definitions of objects the scope hides (`COL_NAME(OBJECT_ID('secrets'), 1)`,
+/// `OBJECT_DEFINITION(…)`) would leak through them, as through `sys.*` (refused too). Schema
+/// questions go to `list_tables` and `describe_table`, which show only what the scope shows.
+const MSSQL_CATALOG_FUNCTIONS: &[&str] = &[
+    "object_id",
+    "object_name",
+    "object_schema_name",
+    "object_definition",
+    "objectproperty",
+    "objectpropertyex",
+    "col_name",
+    "col_length",
+    "columnproperty",
+    "index_col",
+    "indexproperty",
+    "indexkey_property",
+    "stats_date",
+    "has_perms_by_name",
+    "schema_id",
+    "schema_name",
 ];
 
 /// Whether a function (last part of its name) is refused anywhere in a query. Both dialects'
@@ -910,8 +936,16 @@ impl<'a> Checker<'a> {
                 f.name
             ));
         }
-        if is_dangerous_function(&self.norm(&last.value)) {
+        let name = self.norm(&last.value);
+        if is_dangerous_function(&name) {
             return forbid(format!("function `{}` is not allowed", f.name));
+        }
+        if MSSQL_CATALOG_FUNCTIONS.contains(&name.to_lowercase().as_str()) {
+            return forbid(format!(
+                "function `{}` reads the database catalog, which is not allowed; use the \
+                 list_tables and describe_table tools to explore the schema",
+                f.name
+            ));
         }
         let lower = last.value.to_lowercase();
         if let FunctionArguments::List(list) = &f.args
@@ -2383,6 +2417,30 @@ mod tests {
         assert_forbidden(MsSql, "SELECT dbo.xp_cmdshell('dir')");
         assert_forbidden(MsSql, "SELECT * FROM t WHERE 1 = sp_foo()");
         assert_forbidden(MsSql, "SELECT PWDCOMPARE('x', password_hash) FROM logins");
+        assert_forbidden(MsSql, "SELECT LOGINPROPERTY('sa', 'PasswordHash')");
+    }
+
+    #[test]
+    fn mssql_catalog_functions_are_refused_with_a_pointer_to_the_catalog_tools() {
+        for sql in [
+            "SELECT OBJECT_DEFINITION(OBJECT_ID('dbo.secrets'))",
+            "SELECT COL_NAME(OBJECT_ID(N'secrets'), 1)",
+            "SELECT id FROM t WHERE OBJECT_ID('secrets') IS NOT NULL",
+            "SELECT [object_name](1)",
+            "SELECT COLUMNPROPERTY(1, 'salary', 'Precision')",
+            "SELECT sys.objectpropertyex(1, 'IsTable')",
+            "SELECT HAS_PERMS_BY_NAME('secrets', 'OBJECT', 'SELECT')",
+            "SELECT (SELECT SCHEMA_ID('hr')) AS s",
+        ] {
+            match refused(MsSql, sql) {
+                GuardError::Forbidden(m) => assert!(m.contains("describe_table"), "{sql}: {m}"),
+                e => panic!("{sql}: {e:?}"),
+            }
+        }
+        // Not the same names as columns or aliases.
+        let r = AccessRules::default();
+        assert!(check("SELECT object_id FROM t", MsSql, &r).is_ok());
+        assert!(check("SELECT DB_NAME(), SUSER_SNAME(), @@VERSION", MsSql, &r).is_ok());
     }
 
     #[test]
