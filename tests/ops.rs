@@ -849,6 +849,7 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
             .expect("start the binary under strace");
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(&base).await;
+        let server = Reaper(child_of(&child));
         let pad = "x".repeat(300);
         for i in 0..30 {
             execute_sql(&base, &format!("SELECT {i} AS n, '{pad}' AS pad")).await;
@@ -865,7 +866,7 @@ async fn audit_batches_reach_the_disk_unless_told_otherwise() {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_secs_f64();
-        terminate(child_of(&child));
+        terminate(server.0);
         let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
         assert!(ended.is_ok(), "strace and the server still running");
         let calls = std::fs::read_to_string(&trace).expect("strace output");
@@ -951,6 +952,7 @@ async fn a_failed_audit_flush_is_counted_logged_and_tried_again() {
     let log = Log::of(&mut child);
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await;
+    let server = Reaper(child_of(&child));
     let queries: Vec<String> = (0..10).map(|i| format!("SELECT {i} AS n")).collect();
     for q in &queries {
         execute_sql(&base, q).await;
@@ -996,7 +998,7 @@ async fn a_failed_audit_flush_is_counted_logged_and_tried_again() {
         .map(|q| json!({ "sql": q }).to_string())
         .collect();
     assert_eq!(written, want, "each record once, in order");
-    terminate(child_of(&child));
+    terminate(server.0);
     let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     assert!(ended.is_ok(), "strace and the server still running");
     // The trace shows the real calls: three injected failures, then successes.
@@ -1170,6 +1172,19 @@ fn child_of(parent: &tokio::process::Child) -> u32 {
     let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     pid.parse()
         .unwrap_or_else(|_| panic!("the server's pid: {pid:?}"))
+}
+
+/// A grandchild's pid (the server under strace), killed on drop: a failed test kills strace
+/// (`kill_on_drop`), which would leave the server it traced running.
+struct Reaper(u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// A child process's stderr (the server's log), collected as it comes.
