@@ -636,8 +636,9 @@ mod defaults {
 /// Upper bound on `max_rows`: one tool result must stay a reasonable size for a model.
 pub const MAX_ROWS_LIMIT: usize = 10_000;
 
-/// Default `max_result_bytes`: 256 KiB, about 64k tokens, above a 500-row page of ordinary
-/// rows and below what floods a model's context.
+/// Default `max_result_bytes`: 256 KiB of values and column names (the response repeats
+/// them as structured content and as text), above a 500-row page of ordinary rows and below
+/// what floods a model's context.
 pub const DEFAULT_MAX_RESULT_BYTES: usize = 256 * 1024;
 
 /// The range of `max_result_bytes`.

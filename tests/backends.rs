@@ -376,6 +376,7 @@ database = "db"
 profile = "full"
 max_rows = 200
 max_result_bytes = 4096
+deny_columns = ["Customers.Phone"]
 "#;
 
 /// The peer is a Python process with an accept backlog of 5: SQL Server tests run one at a
@@ -1022,22 +1023,21 @@ async fn row_cap_and_cursor_paging(h: &Harness) {
 /// comes) and its cursor carries on where it stopped, so every row still comes once.
 async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     const CUT: usize = 64 * 1024;
-    // 40,000 × "aé" (three bytes in UTF-8): 120,000 bytes, built by each database.
+    // 40,000 × "😀a" (five bytes in UTF-8; a surrogate pair and a unit in UTF-16): 200,000
+    // bytes, built by each database. 13,107 of them fill 65,535 bytes, and the next emoji
+    // would straddle the cut.
     let long = match h.kind {
-        Kind::Sqlite => "replace(hex(zeroblob(40000)), '00', 'aé')",
-        Kind::Mssql => "REPLICATE(CAST(N'aé' AS nvarchar(max)), 40000)",
+        Kind::Sqlite => "replace(hex(zeroblob(40000)), '00', '😀a')",
+        Kind::Mssql => "REPLICATE(CAST(N'😀a' AS nvarchar(max)), 40000)",
     };
-    let full = "aé".repeat(40_000);
+    let full = "😀a".repeat(40_000);
     let q = format!("SELECT Id, {long} AS Big FROM Orders WHERE Id <= 2 ORDER BY Id");
     let out = h.ok("/claude", "execute_sql", json!({ "sql": q })).await;
     assert_eq!(rows(&out).len(), 2, "{}", out["notes"]);
     for r in rows(&out) {
         let big = r["Big"].as_str().expect("Big is text");
-        assert!(
-            big.len() <= CUT && big.len() > CUT - 4 && full.starts_with(big),
-            "cut to {} bytes",
-            big.len()
-        );
+        assert_eq!(big.len(), CUT - 1);
+        assert!(full.starts_with(big), "not a prefix of the value");
     }
     assert_eq!(out["cut_columns"], json!(["Big"]));
     assert_eq!(out["truncated"], false);
@@ -1097,6 +1097,34 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
         .await;
     assert_eq!(rows(&out)[0]["Id"], 2, "{}", out["notes"]);
     assert_eq!(out["truncated"], false);
+
+    // A hidden column does not count: `SELECT *` (Phone masked) pages exactly like the
+    // visible columns named, so where a page ends says nothing about the hidden values.
+    let pages = |sql: &'static str| async move {
+        let mut sizes = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut args = json!({ "sql": sql });
+            if let Some(c) = &cursor {
+                args["cursor"] = json!(c);
+            }
+            let out = h.ok("/small", "execute_sql", args).await;
+            assert!(rows(&out).iter().all(|r| r.get("Phone").is_none()), "{out}");
+            sizes.push(rows(&out).len());
+            match out["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break sizes,
+            }
+            assert!(sizes.len() < 40, "paging does not end: {sizes:?}");
+        }
+    };
+    let star = pages("SELECT * FROM Customers ORDER BY Id").await;
+    let named = pages(
+        "SELECT Id, Name, Email, City, Notes, IsActive FROM Customers ORDER BY Id",
+    )
+    .await;
+    assert!(star.len() > 1, "{star:?}");
+    assert_eq!(star, named);
 }
 
 /// Writes, procedure calls, several statements and `SELECT … INTO` are refused before they

@@ -537,7 +537,13 @@ async fn lookup_finds_a_row_through_the_fallback_key() {
     assert!(customers.key_is_heuristic);
     let cols = names(&customers);
     let rs = b
-        .lookup(&customers, &cols, &customers.primary_key, &["2".into()], 1)
+        .lookup(
+            &customers,
+            &cols,
+            &customers.primary_key,
+            &["2".into()],
+            page(0, 1),
+        )
         .await
         .expect("lookup");
     assert_eq!(rs.rows.len(), 1);
@@ -557,7 +563,7 @@ async fn lookup_finds_a_row_through_the_fallback_key() {
             &cols,
             &customers.primary_key,
             &["abc".into()],
-            1,
+            page(0, 1),
         )
         .await
         .expect("lookup");
@@ -570,7 +576,7 @@ async fn lookup_finds_a_row_through_the_fallback_key() {
             &names(&orders),
             &["CustomerId".into()],
             &["3".into()],
-            2,
+            page(0, 2),
         )
         .await
         .expect("children");
@@ -583,7 +589,7 @@ async fn lookup_finds_a_row_through_the_fallback_key() {
             &names(&orders),
             &orders.primary_key,
             &["10".into()],
-            1,
+            page(0, 1),
         )
         .await
         .expect("order 10");
@@ -740,7 +746,7 @@ async fn a_small_adhoc_row_cap_does_not_cut_the_catalog_samples_lookups_or_searc
     let peer = Peer::start();
     let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
     let small = page(0, 1);
-    b.query("SELECT label FROM Tags", small)
+    b.query("SELECT label FROM Tags", small.clone())
         .await
         .expect("query");
     // The first catalog load, on the connection the query left with ROWCOUNT 2.
@@ -749,7 +755,7 @@ async fn a_small_adhoc_row_cap_does_not_cut_the_catalog_samples_lookups_or_searc
     assert_eq!(cat.find("Customers").map(|t| t.columns.len()), Some(5));
 
     let events = table(&b, "Events").await;
-    b.query("SELECT label FROM Tags", small)
+    b.query("SELECT label FROM Tags", small.clone())
         .await
         .expect("query");
     let rs = b
@@ -760,7 +766,7 @@ async fn a_small_adhoc_row_cap_does_not_cut_the_catalog_samples_lookups_or_searc
     assert!(rs.more);
 
     let orders = table(&b, "Orders").await;
-    b.query("SELECT label FROM Tags", small)
+    b.query("SELECT label FROM Tags", small.clone())
         .await
         .expect("query");
     let rs = b
@@ -769,14 +775,14 @@ async fn a_small_adhoc_row_cap_does_not_cut_the_catalog_samples_lookups_or_searc
             &names(&orders),
             &["CustomerId".into()],
             &["3".into()],
-            5,
+            page(0, 5),
         )
         .await
         .expect("children");
     assert_eq!(ints(&rs, "OrderId"), [2, 42, 82]);
 
     let customers = table(&b, "Customers").await;
-    b.query("SELECT label FROM Tags", small)
+    b.query("SELECT label FROM Tags", small.clone())
         .await
         .expect("query");
     let rs = b
@@ -1024,7 +1030,7 @@ async fn eight_concurrent_callers_share_a_pool_of_four() {
                         &["CustomerId".to_string(), "Email".to_string()],
                         &customers.primary_key,
                         &[id.to_string()],
-                        1,
+                        page(0, 1),
                     )
                     .await
                     .expect("lookup");
@@ -1444,7 +1450,7 @@ async fn lookup_overhead_against_a_bare_tiberius_client() {
                     &cols,
                     &customers.primary_key,
                     &[(i % 40 + 1).to_string()],
-                    1,
+                    page(0, 1),
                 )
                 .await
                 .expect("lookup");

@@ -132,6 +132,25 @@ impl Value {
         }
     }
 
+    /// Cuts a text or binary value so that [`Value::size`] is at most `max` (text at a
+    /// character boundary; binary before base64).
+    pub fn cut_to(&mut self, max: usize) {
+        match self {
+            Value::Text(s) | Value::Decimal(s) if s.len() > max => {
+                let mut end = max;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+            }
+            Value::Bytes(b) if b.len().div_ceil(3) * 4 > max => {
+                b.truncate(max / 4 * 3);
+                b.shrink_to_fit();
+            }
+            _ => {}
+        }
+    }
+
     /// A short human rendering for titles and snippets.
     pub fn display(&self) -> String {
         match self {
@@ -368,33 +387,98 @@ pub struct RowSet {
 }
 
 /// Counts a page's bytes as its rows are collected: a row is taken while the page stays
-/// within [`Page::max_bytes`], and the first row always (however large, its values are cut
-/// at [`MAX_VALUE_BYTES`]), so every page makes progress.
+/// within [`Page::max_bytes`], and the first row always, its longest values cut to fit if it
+/// alone would pass the cap, so every page makes progress and none is unbounded. A value
+/// counts its text (or base64) and its column's name and punctuation, as a row object
+/// repeats the name in every row; hidden columns ([`Page::hidden`]) do not count, since they
+/// are dropped before anyone sees the page (and their size must not show in where it ends).
 #[derive(Debug)]
 pub struct PageBytes {
     used: usize,
     max: usize,
+    /// Per column: what its name and punctuation add to each value, or `None` for a hidden
+    /// column. Empty until [`PageBytes::columns`].
+    cells: Vec<Option<usize>>,
 }
 
+/// Least a value of a first row keeps when the row is cut to fit a page.
+const MIN_SHARE: usize = 256;
+
 impl PageBytes {
-    pub fn new(page: Page) -> PageBytes {
+    pub fn new(page: &Page) -> PageBytes {
         PageBytes {
             used: 0,
             max: page.max_bytes,
+            cells: Vec::new(),
         }
     }
 
-    /// Whether `row` joins the page (`taken` rows are in it already); counts it if so.
-    pub fn admits(&mut self, row: &[Value], taken: usize) -> bool {
-        // Each value also costs its column's name, quotes and separators; 8 bytes covers the
-        // punctuation, and names are short next to the values that make a page large.
-        let size: usize = row.iter().map(|v| v.size() + 8).sum();
-        let used = self.used.saturating_add(size);
-        if taken > 0 && used > self.max {
+    /// The result's column names, in order.
+    pub fn columns<'a>(&mut self, page: &Page, names: impl Iterator<Item = &'a str>) {
+        self.cells = names
+            .map(|n| (!page.hides(n)).then_some(n.len() + 6))
+            .collect();
+    }
+
+    /// Whether `row` joins the page (`taken` rows are in it already), counting it if so. A
+    /// first row that alone passes the cap is taken with its long values cut to share what
+    /// the cap leaves (their indices go to `cut`), and ends the page.
+    pub fn admit(&mut self, row: &mut [Value], taken: usize, cut: &mut Vec<usize>) -> bool {
+        let used = self.used.saturating_add(self.size(row));
+        if used <= self.max {
+            self.used = used;
+            return true;
+        }
+        if taken > 0 {
             return false;
         }
-        self.used = used;
+        // Cut to fit, it fills the page: the next row starts the next page.
+        self.shrink(row, cut);
+        self.used = self.max;
         true
+    }
+
+    /// What a value in column `i` adds besides itself, or `None` if the column is hidden.
+    fn overhead(&self, i: usize) -> Option<usize> {
+        match self.cells.get(i) {
+            Some(cell) => *cell,
+            None => Some(8),
+        }
+    }
+
+    fn size(&self, row: &[Value]) -> usize {
+        row.iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some(self.overhead(i)? + v.size()))
+            .sum()
+    }
+
+    fn shrink(&self, row: &mut [Value], cut: &mut Vec<usize>) {
+        let long = |v: &Value| matches!(v, Value::Text(_) | Value::Bytes(_));
+        let mut fixed = 0usize;
+        let mut longs = 0usize;
+        for (i, v) in row.iter().enumerate() {
+            if let Some(o) = self.overhead(i) {
+                fixed += o;
+                if long(v) {
+                    longs += 1;
+                } else {
+                    fixed += v.size();
+                }
+            }
+        }
+        if longs == 0 {
+            return;
+        }
+        let share = (self.max.saturating_sub(fixed) / longs).max(MIN_SHARE);
+        for (i, v) in row.iter_mut().enumerate() {
+            if self.overhead(i).is_some() && long(v) && v.size() > share {
+                v.cut_to(share);
+                if !cut.contains(&i) {
+                    cut.push(i);
+                }
+            }
+        }
     }
 }
 
@@ -441,22 +525,42 @@ impl RowSet {
 
 /// Which slice of a result to return: skip `offset` rows, then return up to `limit` rows and
 /// about `max_bytes` of values ([`PageBytes`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Page {
     pub offset: usize,
     pub limit: usize,
     pub max_bytes: usize,
+    /// Result columns the caller will drop (a scope's hidden columns of the tables a query
+    /// reads, lower-case): not counted against `max_bytes`.
+    pub hidden: Option<Arc<[String]>>,
 }
 
 impl Page {
-    /// Up to `limit` rows after `offset`, with no byte cap (the backends' own statements,
-    /// whose rows are few or small).
+    /// Up to `limit` rows after `offset`, with no byte cap (the catalog, and tests).
     pub const fn rows(offset: usize, limit: usize) -> Page {
         Page {
             offset,
             limit,
             max_bytes: usize::MAX,
+            hidden: None,
         }
+    }
+
+    /// Up to `limit` rows after `offset` and about `max_bytes` of values.
+    pub const fn bytes(offset: usize, limit: usize, max_bytes: usize) -> Page {
+        Page {
+            offset,
+            limit,
+            max_bytes,
+            hidden: None,
+        }
+    }
+
+    /// Whether result column `name` is one the caller drops.
+    pub fn hides(&self, name: &str) -> bool {
+        self.hidden
+            .as_ref()
+            .is_some_and(|h| h.iter().any(|n| n.eq_ignore_ascii_case(name)))
     }
 }
 
@@ -511,15 +615,16 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<RowSet, DbError>;
 
     /// Rows whose `key_columns` equal `key` (one text value per column, converted to the
-    /// column's type by the backend), at most `limit`. With the primary key this is a point
-    /// lookup; with a foreign key's columns it finds a row's children.
+    /// column's type by the backend), at most `page.limit` and `page.max_bytes` (`page.offset`
+    /// is not used). With the primary key this is a point lookup; with a foreign key's columns
+    /// it finds a row's children.
     async fn lookup(
         &self,
         table: &TableInfo,
         columns: &[String],
         key_columns: &[String],
         key: &[String],
-        limit: usize,
+        page: Page,
     ) -> Result<RowSet, DbError>;
 
     /// Rows of one table whose text columns contain the keywords, best matches first; the last
@@ -594,24 +699,60 @@ mod tests {
 
     #[test]
     fn a_page_takes_rows_while_they_fit_and_always_its_first() {
-        let page = Page {
-            offset: 0,
-            limit: 100,
-            max_bytes: 100,
-        };
-        let mut bytes = PageBytes::new(page);
-        let big = [Value::text("x".repeat(500))];
-        assert!(bytes.admits(&big, 0), "the first row, however large");
-        assert!(!bytes.admits(&[Value::Int(1)], 1));
-        let mut bytes = PageBytes::new(page);
-        // (3 + 8) + (8 + 8) + (4 + 8) = 39 bytes a row: two fit in 100, three do not.
+        let page = Page::bytes(0, 100, 100);
+        let mut cut = Vec::new();
+        // Names "a" and "bb": 7 and 8 bytes of overhead per value.
+        let mut bytes = PageBytes::new(&page);
+        bytes.columns(&page, ["a", "bb", "c"].into_iter());
+        // (3 + 7) + (8 + 8) + (4 + 7) = 37 bytes a row: two fit in 100, three do not.
         let row = [Value::text("abc"), Value::Int(7), Value::Null];
-        assert!(bytes.admits(&row, 0));
-        assert!(bytes.admits(&row, 1));
-        assert!(!bytes.admits(&row, 2));
+        assert!(bytes.admit(&mut row.clone(), 0, &mut cut));
+        assert!(bytes.admit(&mut row.clone(), 1, &mut cut));
+        assert!(!bytes.admit(&mut row.clone(), 2, &mut cut));
+        assert!(cut.is_empty());
         assert_eq!(Value::Bytes(vec![0; 4]).size(), 8, "base64");
-        let mut unbounded = PageBytes::new(Page::rows(0, 10));
-        assert!((0..1000).all(|i| unbounded.admits(&big, i)));
+        let mut unbounded = PageBytes::new(&Page::rows(0, 10));
+        let big = [Value::text("x".repeat(500))];
+        assert!((0..1000).all(|i| unbounded.admit(&mut big.clone(), i, &mut cut)));
+        assert!(cut.is_empty());
+    }
+
+    #[test]
+    fn a_first_row_past_the_cap_is_cut_to_fit() {
+        let page = Page::bytes(0, 100, 4096);
+        let mut bytes = PageBytes::new(&page);
+        bytes.columns(&page, ["id", "t", "b", "u"].into_iter());
+        let mut row = [
+            Value::Int(1),
+            Value::text("é".repeat(10_000)),
+            Value::Bytes(vec![1; 10_000]),
+            Value::text("short"),
+        ];
+        let mut cut = Vec::new();
+        assert!(bytes.admit(&mut row, 0, &mut cut));
+        assert_eq!(cut, [1, 2]);
+        let size: usize = row.iter().map(Value::size).sum();
+        assert!(size <= 4096, "{size}");
+        assert!(matches!(&row[1], Value::Text(t) if t.len() > 1000 && t.chars().all(|c| c == 'é')));
+        assert!(matches!(&row[2], Value::Bytes(b) if b.len() > 1000));
+        assert_eq!(row[3], Value::text("short"));
+        // Nothing more joins that page.
+        assert!(!bytes.admit(&mut [Value::Int(2)], 1, &mut cut));
+    }
+
+    #[test]
+    fn hidden_columns_do_not_count() {
+        let mut page = Page::bytes(0, 100, 100);
+        page.hidden = Some(Arc::from(vec!["secret".to_string()]));
+        let mut bytes = PageBytes::new(&page);
+        bytes.columns(&page, ["id", "SECRET"].into_iter());
+        let mut cut = Vec::new();
+        for taken in 0..5 {
+            let mut row = [Value::Int(1), Value::text("x".repeat(1000))];
+            assert!(bytes.admit(&mut row, taken, &mut cut), "row {taken}");
+            assert_eq!(row[1].size(), 1000, "a hidden value is not cut either");
+        }
+        assert!(cut.is_empty());
     }
 
     #[test]

@@ -58,8 +58,11 @@
 //! SET ROWCOUNT 0` runs before the connection is reused; if it cannot, the connection is
 //! discarded (closing a session rolls its transaction back). The row cap holds twice: `SET
 //! ROWCOUNT` on the server, and the client stops collecting at `offset + limit + 1` rows
-//! whatever the server sends. Rows beyond the cap are drained (up to [`DRAIN_ROWS`]) so the
-//! connection can be reused; past that it is discarded.
+//! whatever the server sends. Rows beyond the cap (or the page's byte cap) are drained, up to
+//! [`DRAIN_ROWS`] rows and [`DRAIN_BYTES`] of values, so the connection can be reused; past
+//! that it is discarded. Ad-hoc queries page by skipping `offset` rows client-side (an
+//! arbitrary query has no `ORDER BY` to hang `OFFSET` on), so later pages of a large result
+//! cost the server and the wire the rows before them again.
 //!
 //! Tools never send SQL for `sample`, `lookup` and `search`: they are built here with bracket
 //! quoting (`]` doubled) and bound parameters for every value that came from outside (keys,
@@ -95,9 +98,13 @@
 //!
 //! **Long values.** Text, `xml` and binary values longer than [`MAX_VALUE_BYTES`] are cut to
 //! it (text at a character boundary) and their column is flagged ([`ResultColumn::cut`]); the
-//! tools say so. The server never sends more than [`MAX_BUILT_VALUE_BYTES`] of one value
-//! (`SET TEXTSIZE`), and a page stops at its byte cap ([`Page::max_bytes`]), so what one
-//! query makes this process hold is bounded.
+//! tools say so. The server sends at most [`MAX_BUILT_VALUE_BYTES`] of one `varchar(max)`,
+//! `nvarchar(max)`, `varbinary(max)`, `text`, `ntext` or `image` value (`SET TEXTSIZE`), and a
+//! page stops at its byte cap ([`Page::max_bytes`]). Two gaps remain: `TEXTSIZE` does not
+//! apply to `xml`, so an `xml` value is read whole (up to SQL Server's 2 GB) before its cut;
+//! and a `varchar(max)` value longer than 16 MiB in a UTF-8 or double-byte collation can be
+//! cut by the server inside a character, which tiberius refuses to decode (the query fails;
+//! `nvarchar` decodes lossily and does not).
 //!
 //! # Catalog
 //!
@@ -149,8 +156,12 @@ use crate::ops::{FailureReport, FailureRun};
 pub const CONNECT_CONCURRENCY: usize = 2;
 /// A connection idle longer than this is checked with `SELECT 1` before it is handed out.
 pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_millis(500);
-/// Rows read and thrown away after the row cap before giving up on reusing the connection.
+/// Rows read and thrown away after the row (or byte) cap before giving up on reusing the
+/// connection.
 pub const DRAIN_ROWS: usize = 1_000;
+/// Bytes of values read and thrown away after the cap before giving up on the connection:
+/// past it, opening a new connection is cheaper than reading on.
+pub const DRAIN_BYTES: usize = 1024 * 1024;
 /// How long a loaded catalog is served before it is reloaded on the next request.
 pub const CATALOG_TTL: Duration = Duration::from_secs(60);
 /// How long a failed reload leaves the previous catalog in place before the next try.
@@ -780,12 +791,12 @@ async fn execute(
     ctx: &ErrorContext,
 ) -> Result<RowSet, DbError> {
     conn.broken = true;
-    let cap = row_cap(stmt.page);
+    let cap = row_cap(&stmt.page);
     let outcome = if stmt.adhoc {
         let batch = adhoc_batch(&stmt.sql, cap, conn.rowcount);
         conn.rowcount = None;
         match conn.client.simple_query(batch).await {
-            Ok(stream) => read_page(stream, stmt.page).await,
+            Ok(stream) => read_page(stream, &stmt.page).await,
             Err(e) => Err(e),
         }
     } else {
@@ -800,7 +811,7 @@ async fn execute(
             }
         }
         match q.query(&mut conn.client).await {
-            Ok(stream) => read_page(stream, stmt.page).await,
+            Ok(stream) => read_page(stream, &stmt.page).await,
             Err(e) => Err(e),
         }
     };
@@ -850,7 +861,10 @@ enum Drained {
 
 /// Reads the first result set of a response: skips `page.offset` rows, keeps `page.limit`,
 /// notes whether one more followed, then drains what is left (at most [`DRAIN_ROWS`] rows).
-async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, Drained), TdsError> {
+async fn read_page(
+    mut stream: QueryStream<'_>,
+    page: &Page,
+) -> Result<(RowSet, Drained), TdsError> {
     let mut columns: Option<(usize, Vec<(String, ColumnType)>)> = None;
     let mut cut: Vec<bool> = Vec::new();
     let mut rows = Vec::new();
@@ -859,6 +873,7 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
     let mut byte_capped = false;
     let mut bytes = PageBytes::new(page);
     let mut extra = 0usize;
+    let mut extra_bytes = 0usize;
     let mut drained = Drained::Complete;
     while let Some(item) = stream.try_next().await? {
         match item {
@@ -870,6 +885,7 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
                         .map(|c| (c.name().to_string(), c.column_type()))
                         .collect();
                     cut = vec![false; cols.len()];
+                    bytes.columns(page, cols.iter().map(|(n, _)| n.as_str()));
                     columns = Some((meta.result_index(), cols));
                 }
             }
@@ -879,7 +895,8 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
                     .is_some_and(|(idx, _)| *idx == row.result_index());
                 if !first || more {
                     extra += 1;
-                    if extra > DRAIN_ROWS {
+                    extra_bytes += row.cells().map(|(_, d)| data_size(d)).sum::<usize>();
+                    if extra > DRAIN_ROWS || extra_bytes > DRAIN_BYTES {
                         drained = Drained::Abandoned;
                         break;
                     }
@@ -905,7 +922,7 @@ async fn read_page(mut stream: QueryStream<'_>, page: Page) -> Result<(RowSet, D
                     }
                     values.push(v);
                 }
-                if !bytes.admits(&values, rows.len()) {
+                if !bytes.admit(&mut values, rows.len(), &mut row_cut) {
                     // The rest is drained like rows past the row cap.
                     more = true;
                     byte_capped = true;
@@ -948,7 +965,7 @@ async fn fetch_all(conn: &mut MssqlConn, sql: &str) -> Result<Vec<Vec<Value>>, T
     conn.broken = true;
     let page = Page::rows(0, usize::MAX - 1);
     let result = match conn.client.simple_query(sql).await {
-        Ok(stream) => read_page(stream, page).await,
+        Ok(stream) => read_page(stream, &page).await,
         Err(e) => Err(e),
     };
     match result {
@@ -1134,7 +1151,7 @@ fn order_by(table: &TableInfo, q: &str) -> String {
 
 /// `OFFSET`/`FETCH` take our own integers inline: some TDS servers (the test peer) refuse
 /// parameters there, and integers we computed cannot inject anything.
-fn sample_sql(table: &TableInfo, columns: &[String], page: Page) -> Result<String, DbError> {
+fn sample_sql(table: &TableInfo, columns: &[String], page: &Page) -> Result<String, DbError> {
     Ok(format!(
         "SELECT {} FROM {} ORDER BY {} OFFSET {} ROWS FETCH NEXT {} ROWS ONLY",
         select_list(table, columns, "")?,
@@ -1342,8 +1359,8 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
 ///   reads uncommitted ones; it takes no locks).
 /// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
 /// - `TEXTSIZE`: the server sends at most [`MAX_BUILT_VALUE_BYTES`] of a `(max)`, `text`,
-///   `ntext`, `image` or `xml` value, so one value cannot make this process hold gigabytes
-///   before its cut at [`MAX_VALUE_BYTES`].
+///   `ntext` or `image` value (not `xml`: see the module docs), so one value cannot make this
+///   process hold gigabytes before its cut at [`MAX_VALUE_BYTES`].
 ///
 /// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
 pub fn session_setup(query_timeout: Duration) -> String {
@@ -1357,7 +1374,7 @@ pub fn session_setup(query_timeout: Duration) -> String {
 
 /// The server-side row cap for a page: `offset + limit + 1` rows (the extra one tells whether
 /// more follow), at most `i32::MAX` (what `SET ROWCOUNT` takes).
-fn row_cap(page: Page) -> u32 {
+fn row_cap(page: &Page) -> u32 {
     page.offset
         .saturating_add(page.limit)
         .saturating_add(1)
@@ -1827,6 +1844,16 @@ fn type_name(t: ColumnType) -> &'static str {
     }
 }
 
+/// About how many bytes a value took on the wire (for the drain's budget).
+fn data_size(d: &ColumnData<'_>) -> usize {
+    match d {
+        ColumnData::String(Some(s)) => s.len(),
+        ColumnData::Binary(Some(b)) => b.len(),
+        ColumnData::Xml(Some(x)) => x.as_ref().as_ref().len(),
+        _ => 8,
+    }
+}
+
 /// A text value cut at [`MAX_VALUE_BYTES`], and whether it was.
 fn text_value(v: Option<Cow<'_, str>>) -> (Value, bool) {
     match v {
@@ -1863,6 +1890,8 @@ fn decode(data: ColumnData<'static>, column: ColumnType) -> (Value, bool) {
                         Cow::Borrowed(b) => cut_bytes(b).0.to_vec(),
                         Cow::Owned(mut b) => {
                             b.truncate(MAX_VALUE_BYTES);
+                            // Give back the rest of a value of up to `TEXTSIZE`.
+                            b.shrink_to_fit();
                             b
                         }
                     };
@@ -2090,7 +2119,7 @@ impl Backend for MssqlBackend {
         page: Page,
     ) -> Result<RowSet, DbError> {
         self.run(Statement {
-            sql: sample_sql(table, columns, page)?,
+            sql: sample_sql(table, columns, &page)?,
             params: Vec::new(),
             page: Page { offset: 0, ..page },
             adhoc: false,
@@ -2104,11 +2133,12 @@ impl Backend for MssqlBackend {
         columns: &[String],
         key_columns: &[String],
         key: &[String],
-        limit: usize,
+        page: Page,
     ) -> Result<RowSet, DbError> {
         if key.len() != key_columns.len() || key.is_empty() {
             return Ok(RowSet::default());
         }
+        let limit = page.limit;
         let mut params = Vec::with_capacity(key.len());
         for (col, raw) in key_columns.iter().zip(key) {
             match typed_key(table.column(col), raw) {
@@ -2119,7 +2149,7 @@ impl Backend for MssqlBackend {
         self.run(Statement {
             sql: lookup_sql(table, columns, key_columns, limit)?,
             params,
-            page: Page::rows(0, limit),
+            page: Page { offset: 0, ..page },
             adhoc: false,
         })
         .await
@@ -2137,7 +2167,7 @@ impl Backend for MssqlBackend {
                 params: std::iter::once(Param::Str(text))
                     .chain(patterns())
                     .collect(),
-                page,
+                page: page.clone(),
                 adhoc: false,
             };
             match self.run(stmt).await {
@@ -2477,19 +2507,19 @@ mod tests {
     #[test]
     fn sample_orders_by_the_key_or_by_nothing_and_pages_with_offset_fetch() {
         let t = canned_table("Odd]Name", &[("Id", "int"), ("Total", "money")], &["Id"]);
-        let sql = sample_sql(&t, &strings(&["Id", "Total"]), Page::rows(20, 10)).expect("sql");
+        let sql = sample_sql(&t, &strings(&["Id", "Total"]), &Page::rows(20, 10)).expect("sql");
         assert_eq!(
             sql,
             "SELECT [Id], CAST([Total] AS decimal(19,4)) AS [Total] FROM [dbo].[Odd]]Name] \
              ORDER BY [Id] OFFSET 20 ROWS FETCH NEXT 11 ROWS ONLY"
         );
         let keyless = canned_table("Log", &[("Line", "nvarchar")], &[]);
-        let sql = sample_sql(&keyless, &strings(&["Line"]), Page::rows(0, 5)).expect("sql");
+        let sql = sample_sql(&keyless, &strings(&["Line"]), &Page::rows(0, 5)).expect("sql");
         assert!(
             sql.contains("ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"),
             "{sql}"
         );
-        assert!(sample_sql(&keyless, &[], Page::rows(0, 5)).is_err());
+        assert!(sample_sql(&keyless, &[], &Page::rows(0, 5)).is_err());
     }
 
     #[test]
@@ -2749,7 +2779,7 @@ mod tests {
     #[test]
     fn adhoc_queries_run_inside_a_rolled_back_transaction_and_set_the_cap_only_when_it_changes() {
         let page = Page::rows(10, 5);
-        assert_eq!(row_cap(page), 16);
+        assert_eq!(row_cap(&page), 16);
         // A fresh connection (ROWCOUNT 0), or one whose cap differs: the cap is set.
         for session in [Some(0), Some(501), None] {
             assert_eq!(
@@ -2766,7 +2796,7 @@ mod tests {
             "BEGIN TRANSACTION;\nSELECT 1\n;ROLLBACK TRANSACTION;"
         );
         let huge = Page::rows(usize::MAX, 5);
-        assert_eq!(row_cap(huge), i32::MAX as u32);
+        assert_eq!(row_cap(&huge), i32::MAX as u32);
     }
 
     /// The peer ignores SET ROWCOUNT, so whether a cap left by an ad-hoc query could cut one

@@ -382,8 +382,8 @@ fn sql_err(e: rusqlite::Error) -> DbError {
                 DbError::Unavailable(msg.unwrap_or_else(|| f.to_string()))
             }
             rusqlite::ErrorCode::TooBig => DbError::Sql(format!(
-                "a value or row is larger than this server reads ({} MiB); select part of it \
-                 (substr) instead",
+                "a value or row larger than {} MiB cannot be read here; leave that column or \
+                 expression out of the query (length() of a stored column still works)",
                 MAX_BUILT_VALUE_BYTES >> 20
             )),
             _ => DbError::Sql(msg.unwrap_or_else(|| f.to_string())),
@@ -602,17 +602,31 @@ struct ColType {
 /// Decodes one value, text and blobs cut at [`MAX_VALUE_BYTES`] (the flag says so).
 fn decode(v: ValueRef<'_>, ty: ColType) -> (Value, bool) {
     match v {
-        ValueRef::Text(t) if t.len() > MAX_VALUE_BYTES => {
-            // Cut the bytes, then drop a character the cut split (lossy decoding would turn it
-            // into U+FFFD, longer than what it replaces).
-            let s = String::from_utf8_lossy(&t[..MAX_VALUE_BYTES]);
-            let (s, _) = cut_text(&s);
-            let s = CompactString::from(s);
+        ValueRef::Text(t) => {
+            // Cut the bytes before a character that would straddle the cap (not inside it:
+            // lossy decoding would turn the split character into a U+FFFD of its own).
+            let mut end = t.len().min(MAX_VALUE_BYTES);
+            while end < t.len() && end > 0 && t[end] & 0xC0 == 0x80 {
+                end -= 1;
+            }
+            let mut cut = end < t.len();
+            // Valid UTF-8 (the norm) is checked by the fast, vectorised path and copied once
+            // (inline, without an allocation, up to 24 bytes).
+            let s = match std::str::from_utf8(&t[..end]) {
+                Ok(s) => CompactString::from(s),
+                Err(_) => {
+                    // Each invalid byte becomes a three-byte U+FFFD: cut again after.
+                    let lossy = String::from_utf8_lossy(&t[..end]);
+                    let (s, more) = cut_text(&lossy);
+                    cut |= more;
+                    CompactString::from(s)
+                }
+            };
             let v = match ty.kind {
                 ValueKind::Decimal => Value::Decimal(s),
                 _ => Value::Text(s),
             };
-            (v, true)
+            (v, cut)
         }
         ValueRef::Blob(b) => {
             let (b, cut) = cut_bytes(b);
@@ -622,6 +636,7 @@ fn decode(v: ValueRef<'_>, ty: ColType) -> (Value, bool) {
     }
 }
 
+/// Decodes a number or NULL.
 fn decode_whole(v: ValueRef<'_>, ty: ColType) -> Value {
     let kind = ty.kind;
     match v {
@@ -645,19 +660,7 @@ fn decode_whole(v: ValueRef<'_>, ty: ColType) -> Value {
             }),
             _ => Value::Float(f),
         },
-        ValueRef::Text(t) => {
-            // Valid UTF-8 (the norm) is checked by the fast, vectorised path and copied once
-            // (inline, without an allocation, up to 24 bytes).
-            let s = match std::str::from_utf8(t) {
-                Ok(s) => CompactString::from(s),
-                Err(_) => CompactString::from(String::from_utf8_lossy(t)),
-            };
-            match kind {
-                ValueKind::Decimal => Value::Decimal(s),
-                _ => Value::Text(s),
-            }
-        }
-        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+        ValueRef::Text(_) | ValueRef::Blob(_) => Value::Null, // decoded by `decode`
     }
 }
 
@@ -693,7 +696,7 @@ fn run(
     conn: &Connection,
     sql: &str,
     params: &[rusqlite::types::Value],
-    page: Page,
+    page: &Page,
 ) -> Result<RowSet, DbError> {
     let mut stmt = conn.prepare_cached(sql).map_err(sql_err)?;
     collect(&mut stmt, params, page)
@@ -701,7 +704,7 @@ fn run(
 
 /// Like [`run`] for ad-hoc SQL, whose text (literals included) rarely repeats: caching it
 /// would only churn the cache and finalize an evicted statement on every call.
-fn run_uncached(conn: &Connection, sql: &str, page: Page) -> Result<RowSet, DbError> {
+fn run_uncached(conn: &Connection, sql: &str, page: &Page) -> Result<RowSet, DbError> {
     let mut stmt = conn.prepare(sql).map_err(sql_err)?;
     collect(&mut stmt, &[], page)
 }
@@ -709,7 +712,7 @@ fn run_uncached(conn: &Connection, sql: &str, page: Page) -> Result<RowSet, DbEr
 fn collect(
     stmt: &mut rusqlite::Statement<'_>,
     params: &[rusqlite::types::Value],
-    page: Page,
+    page: &Page,
 ) -> Result<RowSet, DbError> {
     let mut columns: Vec<ResultColumn> = stmt
         .columns()
@@ -745,6 +748,7 @@ fn collect(
     let mut more = false;
     let mut byte_capped = false;
     let mut bytes = PageBytes::new(page);
+    bytes.columns(page, columns.iter().map(|c| c.name.as_str()));
     let mut cut = vec![false; kinds.len()];
     while let Some(row) = rows.next().map_err(sql_err)? {
         if seen < page.offset {
@@ -765,7 +769,7 @@ fn collect(
             }
             vals.push(v);
         }
-        if !bytes.admits(&vals, out.len()) {
+        if !bytes.admit(&mut vals, out.len(), &mut row_cut) {
             more = true;
             byte_capped = true;
             break;
@@ -851,7 +855,7 @@ impl Backend for SqliteBackend {
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         let sql = sql.to_string();
-        self.with_conn(move |c| run_uncached(c, &sql, page)).await
+        self.with_conn(move |c| run_uncached(c, &sql, &page)).await
     }
 
     /// A template with bound values goes through the statement cache: its text repeats while
@@ -870,7 +874,8 @@ impl Backend for SqliteBackend {
                 Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
             })
             .collect();
-        match self.with_conn(move |c| run(c, &sql, &params, page)).await {
+        let first = page.clone();
+        match self.with_conn(move |c| run(c, &sql, &params, &first)).await {
             // A statement that fails to prepare is reported with its text: here the template,
             // `?1` where the client wrote a literal, and offsets into it. Preparing the text
             // as sent gives the same error in the client's own words. Only such errors (their
@@ -906,7 +911,7 @@ impl Backend for SqliteBackend {
             rusqlite::types::Value::Integer(page.offset as i64),
         ];
         let inner = Page { offset: 0, ..page };
-        self.with_conn(move |c| run(c, &sql, &params, inner)).await
+        self.with_conn(move |c| run(c, &sql, &params, &inner)).await
     }
 
     async fn lookup(
@@ -915,11 +920,12 @@ impl Backend for SqliteBackend {
         columns: &[String],
         key_columns: &[String],
         key: &[String],
-        limit: usize,
+        page: Page,
     ) -> Result<RowSet, DbError> {
         if key.len() != key_columns.len() || key.is_empty() {
             return Ok(RowSet::default());
         }
+        let page = Page { offset: 0, ..page };
         // Built in one buffer: this runs for every `fetch` and every foreign-key neighbour.
         let mut sql = String::with_capacity(128 + columns.len() * 16);
         sql.push_str("SELECT ");
@@ -946,9 +952,8 @@ impl Backend for SqliteBackend {
             sql.push_str(" ORDER BY ");
             push_select_list(&mut sql, &table.primary_key);
         }
-        let _ = write!(sql, " LIMIT {}", limit + 1);
-        self.with_conn(move |c| run(c, &sql, &params, Page::rows(0, limit)))
-            .await
+        let _ = write!(sql, " LIMIT {}", page.limit + 1);
+        self.with_conn(move |c| run(c, &sql, &params, &page)).await
     }
 
     async fn search(&self, req: SearchRequest<'_>) -> Result<RowSet, DbError> {
@@ -989,7 +994,7 @@ impl Backend for SqliteBackend {
             .map(|k| rusqlite::types::Value::Text(like_pattern(&k.to_lowercase())))
             .collect();
         let limit = req.limit;
-        self.with_conn(move |c| run(c, &sql, &params, Page::rows(0, limit)))
+        self.with_conn(move |c| run(c, &sql, &params, &Page::rows(0, limit)))
             .await
     }
 
@@ -1059,16 +1064,30 @@ mod tests {
         let rs = b
             .query(
                 "SELECT replace(hex(zeroblob(40000)), '00', 'éx') AS t, zeroblob(70000) AS b, \
-                 'short' AS s",
+                 'short' AS s, 'a' || replace(hex(zeroblob(20000)), '00', '😀') AS e, \
+                 CAST(x'ff' || zeroblob(30000) AS TEXT) AS bad",
                 Page::rows(0, 10),
             )
             .await
             .expect("query");
         let cut: Vec<bool> = rs.columns.iter().map(|c| c.cut).collect();
-        assert_eq!(cut, [true, true, false]);
+        assert_eq!(cut, [true, true, false, true, false]);
         let want = "éx".repeat(40_000);
         match &rs.rows[0][..] {
-            [Value::Text(t), Value::Bytes(bytes), Value::Text(s)] => {
+            [
+                Value::Text(t),
+                Value::Bytes(bytes),
+                Value::Text(s),
+                Value::Text(e),
+                Value::Text(bad),
+            ] => {
+                // 'a' and 16,383 emoji are 65,533 bytes; the next one would straddle the cut
+                // (and must not come back as U+FFFD).
+                assert_eq!(e.len(), MAX_VALUE_BYTES - 3);
+                assert!(e.starts_with('a') && e[1..].chars().all(|c| c == '😀'));
+                // Invalid UTF-8 reads lossily, and stays within the cut though U+FFFD is
+                // longer than the byte it replaces.
+                assert!(bad.starts_with('\u{FFFD}') && bad.len() <= MAX_VALUE_BYTES);
                 assert_eq!(t.as_str(), cut_text(&want).0);
                 // 21,845 × "éx" is 65,535 bytes; the next 'é' would straddle the cut.
                 assert_eq!(t.len(), MAX_VALUE_BYTES - 1);
@@ -1085,7 +1104,7 @@ mod tests {
             .await
             .expect_err("too big");
         assert!(
-            matches!(&err, DbError::Sql(m) if m.contains("16 MiB") && m.contains("substr")),
+            matches!(&err, DbError::Sql(m) if m.contains("16 MiB") && m.contains("leave that column")),
             "{err:?}"
         );
     }
@@ -1148,8 +1167,8 @@ mod tests {
         ] {
             let lifted = crate::db::lift::lift(sql, SqlDialect::Sqlite);
             lifted_any += usize::from(!lifted.params.is_empty());
-            let want = b.query(sql, page).await.expect(sql);
-            let got = b.query_lifted(&lifted, page).await.expect(sql);
+            let want = b.query(sql, page.clone()).await.expect(sql);
+            let got = b.query_lifted(&lifted, page.clone()).await.expect(sql);
             assert_eq!(
                 serde_json::to_value(&got.rows).expect("json"),
                 serde_json::to_value(&want.rows).expect("json"),
@@ -1200,7 +1219,7 @@ mod tests {
                 &conn,
                 sql,
                 &[rusqlite::types::Value::Integer(c)],
-                Page::rows(0, 3),
+                &Page::rows(0, 3),
             )
             .expect("lookup");
             assert_eq!(rs.rows.len(), 3);

@@ -138,6 +138,13 @@ fn render(scope: &Scope, doc: &Value, caller: &Caller) -> String {
                 ));
             }
             main.push_str("</dl>\n");
+            if let Some(cut) = meta["cut_columns"].as_array().filter(|c| !c.is_empty()) {
+                let names: Vec<&str> = cut.iter().filter_map(Value::as_str).collect();
+                main.push_str(&format!(
+                    "<p class=\"muted\">Values of {} were cut (at most 64 KiB each).</p>\n",
+                    html_escape(&names.join(", "))
+                ));
+            }
         }
         _ => main.push_str(&format!(
             "<pre>{}</pre>\n",

@@ -76,11 +76,11 @@ impl Backend for Metered {
         columns: &[String],
         key_columns: &[String],
         key: &[String],
-        limit: usize,
+        page: Page,
     ) -> Result<RowSet, DbError> {
         timed(
             &self.metrics.lookup,
-            self.inner.lookup(table, columns, key_columns, key, limit),
+            self.inner.lookup(table, columns, key_columns, key, page),
         )
         .await
     }

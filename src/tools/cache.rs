@@ -18,6 +18,8 @@ pub struct CachedRow {
     pub values: Map<String, Value>,
     /// The SQL that produced it, for provenance.
     pub sql: Arc<str>,
+    /// Columns with values cut in the result the row came from ([`crate::db::ResultColumn::cut`]).
+    pub cut_columns: Vec<String>,
 }
 
 /// What a paging cursor continues.
@@ -251,6 +253,7 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
             sql: Arc::from("SELECT 1"),
+            cut_columns: Vec::new(),
         };
         let t = c.put_rows(vec![row]);
         assert!(c.get_row(&t, 0).is_some());

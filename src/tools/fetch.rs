@@ -13,7 +13,7 @@ use super::sql::{describe, describe_text};
 use super::{
     ToolError, ToolOutput, row_id, row_object, row_title, truncate, visible_columns, visible_tables,
 };
-use crate::db::{Catalog, MAX_VALUE_BYTES, TableInfo};
+use crate::db::{Catalog, MAX_VALUE_BYTES, Page, TableInfo};
 use crate::state::Scope;
 
 /// Child rows listed per referencing foreign key.
@@ -46,16 +46,25 @@ pub async fn document(scope: &Scope, id: &str) -> Result<Map<String, Value>, Too
                     scope.config.cache_ttl_secs
                 ))
             })?;
-            let text = row
+            let mut text = row
                 .values
                 .iter()
                 .map(|(k, v)| format!("{k}: {}", render(v)))
                 .collect::<Vec<_>>()
                 .join("\n");
+            if !row.cut_columns.is_empty() {
+                text.push('\n');
+                text.push_str(&cut_note(&row.cut_columns));
+            }
             json!({
                 "title": row.title,
                 "text": text,
-                "metadata": {"kind": "query_row", "sql": &*row.sql, "values": row.values},
+                "metadata": {
+                    "kind": "query_row",
+                    "sql": &*row.sql,
+                    "values": row.values,
+                    "cut_columns": row.cut_columns,
+                },
             })
         }
     };
@@ -118,7 +127,11 @@ async fn fetch_row(
         )));
     }
     let columns = visible_columns(scope, t);
-    let rs = scope.db.lookup(t, &columns, &t.primary_key, key, 1).await?;
+    let page = |limit| Page::bytes(0, limit, scope.config.max_result_bytes);
+    let rs = scope
+        .db
+        .lookup(t, &columns, &t.primary_key, key, page(1))
+        .await?;
     let row = rs.rows.first().ok_or_else(not_found)?;
     let values = row_object(&rs.columns, row);
     let title = row_title(t, &rs.columns, row);
@@ -133,10 +146,8 @@ async fn fetch_row(
         .map(|c| c.name.as_str())
         .collect();
     if !cut.is_empty() {
-        text.push_str(&format!(
-            "(values longer than {MAX_VALUE_BYTES} bytes were cut to that length: {})\n",
-            cut.join(", ")
-        ));
+        text.push_str(&cut_note(&cut));
+        text.push('\n');
     }
 
     // Parents: rows this row points at through its foreign keys.
@@ -203,7 +214,7 @@ async fn fetch_row(
             }
             let kids = scope
                 .db
-                .lookup(child, &cols, &fk.columns, &vals, CHILDREN_PER_FK)
+                .lookup(child, &cols, &fk.columns, &vals, page(CHILDREN_PER_FK))
                 .await?;
             let ids: Vec<Value> = kids
                 .rows
@@ -251,6 +262,16 @@ async fn fetch_row(
             "related": related,
         },
     }))
+}
+
+/// The line a document carries when some of its values were cut.
+fn cut_note(columns: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = columns.iter().map(AsRef::as_ref).collect();
+    format!(
+        "(values of {} were cut: at most {MAX_VALUE_BYTES} bytes each, less when a row alone \
+         passes the scope's max_result_bytes)",
+        names.join(", ")
+    )
 }
 
 fn render(v: &Value) -> String {

@@ -16,7 +16,7 @@ use super::{
     truncate, visible_columns, visible_tables,
 };
 use crate::db::guard::GuardError;
-use crate::db::{Page, SearchRequest, TableInfo};
+use crate::db::{DbError, Page, SearchRequest, TableInfo};
 use crate::state::Scope;
 
 /// Most results one search returns.
@@ -149,11 +149,11 @@ async fn sample(scope: &Scope, rest: &str) -> Result<Vec<Hit>, ToolError> {
     let catalog = scope.db.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
     let columns = visible_columns(scope, table);
-    let page = Page {
-        offset: 0,
-        limit: limit.clamp(1, scope.config.max_rows.min(MAX_RESULTS * 5)),
-        max_bytes: scope.config.max_result_bytes,
-    };
+    let page = Page::bytes(
+        0,
+        limit.clamp(1, scope.config.max_rows.min(MAX_RESULTS * 5)),
+        scope.config.max_result_bytes,
+    );
     let rs = scope.db.sample(table, &columns, page).await?;
     Ok(rows_to_hits(scope, Some(table), &rs, "sample", 0))
 }
@@ -168,6 +168,12 @@ fn rows_to_hits(
 ) -> Vec<Hit> {
     let mut uncached: Vec<(usize, CachedRow)> = Vec::new();
     let mut hits = Vec::with_capacity(rs.rows.len());
+    let cut_columns: Vec<String> = rs
+        .columns
+        .iter()
+        .filter(|c| c.cut)
+        .map(|c| c.name.clone())
+        .collect();
     for (i, row) in rs.rows.iter().enumerate() {
         let values = row_object(&rs.columns, row);
         let text = truncate(
@@ -193,6 +199,7 @@ fn rows_to_hits(
                         title: title.clone(),
                         values,
                         sql: sql.into(),
+                        cut_columns: cut_columns.clone(),
                     },
                 ));
                 (
@@ -245,11 +252,11 @@ async fn maybe_sql(scope: &Scope, q: &str) -> Result<Option<Vec<Hit>>, ToolError
     if !STATEMENT_WORDS.contains(&first.as_str()) {
         return Ok(None);
     }
-    let page = Page {
-        offset: 0,
-        limit: scope.config.max_rows.min(MAX_RESULTS * 5),
-        max_bytes: scope.config.max_result_bytes,
-    };
+    let page = Page::bytes(
+        0,
+        scope.config.max_rows.min(MAX_RESULTS * 5),
+        scope.config.max_result_bytes,
+    );
     match run_sql(scope, q, page).await {
         Ok((rs, tables, _masked)) => {
             let catalog = scope.db.catalog().await?;
@@ -371,8 +378,21 @@ async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> 
         })
     });
     let results = futures::future::join_all(searches).await;
+    let mut failed = None;
+    let mut answered = 0usize;
     for ((table, _, text_cols), result) in plans.iter().zip(results) {
-        let rs = result?;
+        // One table whose query fails (a value too large to read, a column the login may not
+        // read) does not sink the others; a database that is down does.
+        let rs = match result {
+            Ok(rs) => rs,
+            Err(e @ DbError::Sql(_)) => {
+                tracing::warn!(table = %table.qualified(), error = %e, "search: a table's query failed; searching the others");
+                failed.get_or_insert(e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        answered += 1;
         let score_col = rs.columns.len().saturating_sub(1);
         for row in &rs.rows {
             let score = match row.get(score_col) {
@@ -391,6 +411,12 @@ async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> 
                 score,
             });
         }
+    }
+    // Every table failed: say why rather than "nothing found".
+    if let Some(e) = failed
+        && answered == 0
+    {
+        return Err(e.into());
     }
     // Stable sort keeps table order among equal scores.
     hits.sort_by_key(|h| std::cmp::Reverse(h.score));

@@ -183,7 +183,7 @@ struct Paged<'a> {
 fn paged(
     scope: &Scope,
     rs: &RowSet,
-    page: Page,
+    page: &Page,
     target: CursorTarget,
     table: Option<String>,
     masked_columns: &[String],
@@ -204,8 +204,9 @@ fn paged(
     let mut notes = Vec::new();
     if !cut_columns.is_empty() {
         notes.push(format!(
-            "values longer than {MAX_VALUE_BYTES} bytes in {} were cut to that length; \
-             select part of them (SUBSTRING) to read further",
+            "values longer than {MAX_VALUE_BYTES} bytes in {} were cut to that length (or \
+             shorter, to fit a row that alone passes max_result_bytes); select part of them \
+             (SUBSTRING) to read further",
             cut_columns.join(", ")
         ));
     }
@@ -318,17 +319,17 @@ fn page_for(
                     "`cursor` belongs to a different query; pass it with the same arguments as the page it came from".into(),
                 ));
             }
-            Ok(Page {
-                offset: c.offset,
-                limit: size.unwrap_or(c.page_size).min(cap),
-                max_bytes: scope.config.max_result_bytes,
-            })
+            Ok(Page::bytes(
+                c.offset,
+                size.unwrap_or(c.page_size).min(cap),
+                scope.config.max_result_bytes,
+            ))
         }
-        None => Ok(Page {
-            offset: 0,
-            limit: size.unwrap_or(default).min(cap),
-            max_bytes: scope.config.max_result_bytes,
-        }),
+        None => Ok(Page::bytes(
+            0,
+            size.unwrap_or(default).min(cap),
+            scope.config.max_result_bytes,
+        )),
     }
 }
 
@@ -343,18 +344,19 @@ pub async fn get_table_sample(
     let target = CursorTarget::Table(table.qualified());
     let page = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor)?;
     let columns = visible_columns(scope, table);
-    let rs = scope.db.sample(table, &columns, page).await?;
-    paged(scope, &rs, page, target, Some(table.qualified()), &[])
+    let rs = scope.db.sample(table, &columns, page.clone()).await?;
+    paged(scope, &rs, &page, target, Some(table.qualified()), &[])
 }
 
 /// Checks and runs ad-hoc SQL, dropping hidden columns; shared by `execute_sql` and `search`.
 pub(crate) async fn run_sql(
     scope: &Scope,
     sql: &str,
-    page: Page,
+    mut page: Page,
 ) -> Result<(RowSet, Vec<TableRef>, Vec<String>), ToolError> {
     let (lifted, checked) = accept(scope, sql)?;
     let catalog = scope.db.catalog().await?;
+    page.hidden = hidden_columns(scope, &catalog, &checked.tables);
     let mut rs = match scope.db.query_lifted(&lifted, page).await {
         Ok(rs) => rs,
         Err(DbError::Sql(msg)) if looks_like_missing_table(&msg) => {
@@ -414,6 +416,34 @@ fn accept<'a>(
 fn looks_like_missing_table(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
     m.contains("no such table") || m.contains("invalid object name")
+}
+
+/// The hidden columns of the tables a query reads (what [`mask_columns`] will drop, as far
+/// as the catalog knows them), so that they do not count against the page's byte cap.
+fn hidden_columns(scope: &Scope, catalog: &Catalog, tables: &[TableRef]) -> Option<Arc<[String]>> {
+    if scope.rules.deny_columns.is_empty() {
+        return None;
+    }
+    let mut hidden = Vec::new();
+    for t in tables {
+        let name = match &t.schema {
+            Some(s) => format!("{s}.{}", t.name),
+            None => t.name.clone(),
+        };
+        if let Some(info) = catalog.find(&name) {
+            hidden.extend(
+                info.columns
+                    .iter()
+                    .filter(|c| {
+                        scope
+                            .rules
+                            .column_denied(Some(&info.schema), &info.name, &c.name)
+                    })
+                    .map(|c| c.name.clone()),
+            );
+        }
+    }
+    (!hidden.is_empty()).then(|| hidden.into())
 }
 
 /// Removes result columns whose name is a hidden column of a referenced table. The guard
@@ -484,8 +514,8 @@ pub async fn execute_sql(
     }
     let target = CursorTarget::Sql(sql.to_string());
     let page = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
-    let (rs, _tables, masked) = run_sql(scope, sql, page).await?;
-    paged(scope, &rs, page, target, None, &masked)
+    let (rs, _tables, masked) = run_sql(scope, sql, page.clone()).await?;
+    paged(scope, &rs, &page, target, None, &masked)
 }
 
 #[cfg(test)]
