@@ -1119,10 +1119,8 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
         }
     };
     let star = pages("SELECT * FROM Customers ORDER BY Id").await;
-    let named = pages(
-        "SELECT Id, Name, Email, City, Notes, IsActive FROM Customers ORDER BY Id",
-    )
-    .await;
+    let named =
+        pages("SELECT Id, Name, Email, City, Notes, IsActive FROM Customers ORDER BY Id").await;
     assert!(star.len() > 1, "{star:?}");
     assert_eq!(star, named);
 }

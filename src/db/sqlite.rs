@@ -383,7 +383,7 @@ fn sql_err(e: rusqlite::Error) -> DbError {
             }
             rusqlite::ErrorCode::TooBig => DbError::Sql(format!(
                 "a value or row larger than {} MiB cannot be read here; leave that column or \
-                 expression out of the query (length() of a stored column still works)",
+                 expression out of the query",
                 MAX_BUILT_VALUE_BYTES >> 20
             )),
             _ => DbError::Sql(msg.unwrap_or_else(|| f.to_string())),

@@ -575,3 +575,72 @@ async fn a_self_join_result_describes_the_row_its_id_names() {
     }
     assert!(text.contains("Nadia") && text.contains("Layla"), "{hit}");
 }
+
+/// A value SQLite will not hand over (over 16 MiB) fails its own query with a clear error and
+/// does not sink a keyword search: the other tables are still searched.
+#[tokio::test]
+async fn a_table_too_large_to_read_does_not_sink_a_search() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
+         CREATE TABLE animals (id INTEGER PRIMARY KEY, name TEXT);
+         INSERT INTO animals VALUES (1, 'zebra crossing');",
+    )
+    .expect("schema");
+    let huge = format!("zebra {}", "x".repeat(17 * 1024 * 1024));
+    conn.execute("INSERT INTO notes VALUES (1, ?1)", [&huge])
+        .expect("huge row");
+    drop(conn);
+    let toml = format!(
+        r#"
+[server]
+insecure_no_auth = true
+state_dir = "{state}"
+
+[[database]]
+name = "big"
+kind = "sqlite"
+path = "{db}"
+
+[[scope]]
+path = "/chatgpt"
+database = "big"
+profile = "chatgpt"
+
+[[scope]]
+path = "/claude"
+database = "big"
+profile = "full"
+"#,
+        state = dir.path().display(),
+        db = path.display()
+    );
+    let srv = Server::with_config(&toml).await;
+    let found = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "zebra"}))
+        .await;
+    assert_eq!(ids(&found), ["main.animals/1"], "{found}");
+    let err = srv
+        .tool_err(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT body FROM notes"}),
+        )
+        .await;
+    assert!(
+        err.contains("16 MiB") && err.contains("leave that column"),
+        "{err}"
+    );
+    // The table's other columns still read.
+    let out = srv
+        .tool_ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT id FROM notes"}),
+        )
+        .await;
+    assert_eq!(out["rows"][0]["id"], 1, "{out}");
+    srv.stop().await;
+}
