@@ -1091,6 +1091,14 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     let out = h.ok("/small", "execute_sql", json!({ "sql": q })).await;
     assert_eq!(rows(&out).len(), 1);
     assert_eq!(out["truncated"], true);
+    // Cut further, to fit the 4 KiB page.
+    let big = rows(&out)[0]["Big"].as_str().expect("Big");
+    assert!(
+        big.len() < 4096 && full.starts_with(big),
+        "{} bytes",
+        big.len()
+    );
+    assert_eq!(out["cut_columns"], json!(["Big"]));
     let c = out["next_cursor"].as_str().expect("cursor");
     let out = h
         .ok("/small", "execute_sql", json!({"sql": q, "cursor": c}))

@@ -208,7 +208,8 @@ impl AccessRules {
     }
 }
 
-/// A table referenced by a query: unquoted identifiers as written.
+/// A table referenced by a query: unquoted identifiers, normalised as SQL Server compares
+/// names (full-width letters folded, trailing spaces dropped; as written on SQLite).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRef {
     pub schema: Option<String>,
@@ -370,6 +371,10 @@ const MSSQL_CATALOG_FUNCTIONS: &[&str] = &[
     "indexkey_property",
     "stats_date",
     "has_perms_by_name",
+    "permissions",
+    "ident_current",
+    "ident_seed",
+    "ident_incr",
     "schema_id",
     "schema_name",
 ];
@@ -1072,13 +1077,12 @@ impl<'a> Checker<'a> {
         if self.seen_tables.insert(key) {
             self.normalised_tables
                 .push((schema.map(str::to_string), table.to_string()));
-            let (ws, wt) = match written.as_slice() {
-                [s, t] => (Some(s.to_string()), t.to_string()),
-                _ => (None, table.to_string()),
-            };
+            // Normalised as the server compares names (full-width letters, trailing spaces),
+            // so that the catalog finds the table the server will read: masking its hidden
+            // columns depends on it.
             self.tables.push(TableRef {
-                schema: ws,
-                name: wt,
+                schema: schema.map(str::to_string),
+                name: table.to_string(),
             });
         }
         ControlFlow::Continue(())
@@ -2431,6 +2435,9 @@ mod tests {
             "SELECT sys.objectpropertyex(1, 'IsTable')",
             "SELECT HAS_PERMS_BY_NAME('secrets', 'OBJECT', 'SELECT')",
             "SELECT (SELECT SCHEMA_ID('hr')) AS s",
+            "SELECT IDENT_CURRENT('secrets')",
+            "SELECT [OBJECT_ID ]('secrets')",
+            "SELECT ＯＢＪＥＣＴ_ＩＤ('secrets')",
         ] {
             match refused(MsSql, sql) {
                 GuardError::Forbidden(m) => assert!(m.contains("describe_table"), "{sql}: {m}"),
@@ -2439,6 +2446,23 @@ mod tests {
         }
         // Not the same names as columns or aliases.
         let r = AccessRules::default();
+        // A two-part name the server resolves to `dbo.Orders` (width-insensitive collations,
+        // trailing spaces ignored) is reported that way, so the catalog finds it and its
+        // hidden columns are masked.
+        for sql in [
+            "SELECT * FROM dbo.[Ｏｒｄｅｒｓ]",
+            "SELECT * FROM [dbo ].[Orders ]",
+        ] {
+            let q = check(sql, MsSql, &r).expect(sql);
+            assert_eq!(
+                q.tables,
+                [TableRef {
+                    schema: Some("dbo".into()),
+                    name: "Orders".into()
+                }],
+                "{sql}"
+            );
+        }
         assert!(check("SELECT object_id FROM t", MsSql, &r).is_ok());
         assert!(check("SELECT DB_NAME(), SUSER_SNAME(), @@VERSION", MsSql, &r).is_ok());
     }

@@ -401,8 +401,9 @@ pub struct PageBytes {
     cells: Vec<Option<usize>>,
 }
 
-/// Least a value of a first row keeps when the row is cut to fit a page.
-const MIN_SHARE: usize = 256;
+/// Least a value of a first row keeps when the row is cut to fit a page (enough for any key
+/// or name; a row of many long columns can pass the cap by this much per column).
+const MIN_SHARE: usize = 64;
 
 impl PageBytes {
     pub fn new(page: &Page) -> PageBytes {
@@ -438,6 +439,11 @@ impl PageBytes {
         true
     }
 
+    /// Whether column `i` is hidden: its values are not even kept (the backends store NULL).
+    pub fn hidden(&self, i: usize) -> bool {
+        matches!(self.cells.get(i), Some(None))
+    }
+
     /// What a value in column `i` adds besides itself, or `None` if the column is hidden.
     fn overhead(&self, i: usize) -> Option<usize> {
         match self.cells.get(i) {
@@ -454,7 +460,7 @@ impl PageBytes {
     }
 
     fn shrink(&self, row: &mut [Value], cut: &mut Vec<usize>) {
-        let long = |v: &Value| matches!(v, Value::Text(_) | Value::Bytes(_));
+        let long = |v: &Value| matches!(v, Value::Text(_) | Value::Decimal(_) | Value::Bytes(_));
         let mut fixed = 0usize;
         let mut longs = 0usize;
         for (i, v) in row.iter().enumerate() {
@@ -531,7 +537,7 @@ pub struct Page {
     pub limit: usize,
     pub max_bytes: usize,
     /// Result columns the caller will drop (a scope's hidden columns of the tables a query
-    /// reads, lower-case): not counted against `max_bytes`.
+    /// reads; compared ignoring case): read as NULL and not counted against `max_bytes`.
     pub hidden: Option<Arc<[String]>>,
 }
 

@@ -915,6 +915,10 @@ async fn read_page(
                 // Which of this row's values were cut (empty, so no allocation, nearly always).
                 let mut row_cut = Vec::new();
                 for (i, data) in row.into_iter().enumerate() {
+                    if bytes.hidden(i) {
+                        values.push(Value::Null);
+                        continue;
+                    }
                     let ty = types.get(i).map(|(_, t)| *t).unwrap_or(ColumnType::Null);
                     let (v, cut) = decode(data, ty);
                     if cut {

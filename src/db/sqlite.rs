@@ -605,9 +605,13 @@ fn decode(v: ValueRef<'_>, ty: ColType) -> (Value, bool) {
         ValueRef::Text(t) => {
             // Cut the bytes before a character that would straddle the cap (not inside it:
             // lossy decoding would turn the split character into a U+FFFD of its own).
+            // A character has at most three continuation bytes; past that the bytes are not
+            // UTF-8 anyway and are cut where they are.
             let mut end = t.len().min(MAX_VALUE_BYTES);
-            while end < t.len() && end > 0 && t[end] & 0xC0 == 0x80 {
+            let mut back = 0;
+            while end < t.len() && end > 0 && back < 3 && t[end] & 0xC0 == 0x80 {
                 end -= 1;
+                back += 1;
             }
             let mut cut = end < t.len();
             // Valid UTF-8 (the norm) is checked by the fast, vectorised path and copied once
@@ -763,6 +767,10 @@ fn collect(
         // Which of this row's values were cut (empty, so no allocation, nearly always).
         let mut row_cut = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
+            if bytes.hidden(i) {
+                vals.push(Value::Null);
+                continue;
+            }
             let (v, c) = decode(row.get_ref(i).map_err(sql_err)?, *kind);
             if c {
                 row_cut.push(i);
@@ -1065,13 +1073,15 @@ mod tests {
             .query(
                 "SELECT replace(hex(zeroblob(40000)), '00', 'éx') AS t, zeroblob(70000) AS b, \
                  'short' AS s, 'a' || replace(hex(zeroblob(20000)), '00', '😀') AS e, \
-                 CAST(x'ff' || zeroblob(30000) AS TEXT) AS bad",
+                 CAST(x'ff' || zeroblob(65535) AS TEXT) AS bad, \
+                 CAST(zeroblob(70000) AS BLOB) AS z, \
+                 CAST(replace(hex(zeroblob(35000)), '00', x'80') AS TEXT) AS cont",
                 Page::rows(0, 10),
             )
             .await
             .expect("query");
         let cut: Vec<bool> = rs.columns.iter().map(|c| c.cut).collect();
-        assert_eq!(cut, [true, true, false, true, false]);
+        assert_eq!(cut, [true, true, false, true, true, true, true]);
         let want = "éx".repeat(40_000);
         match &rs.rows[0][..] {
             [
@@ -1080,13 +1090,18 @@ mod tests {
                 Value::Text(s),
                 Value::Text(e),
                 Value::Text(bad),
+                Value::Bytes(_),
+                Value::Text(cont),
             ] => {
+                // Continuation bytes only: the cut backs off three at most, then reads the
+                // rest lossily (and cuts again), never to nothing.
+                assert!(!cont.is_empty() && cont.len() <= MAX_VALUE_BYTES);
                 // 'a' and 16,383 emoji are 65,533 bytes; the next one would straddle the cut
                 // (and must not come back as U+FFFD).
                 assert_eq!(e.len(), MAX_VALUE_BYTES - 3);
                 assert!(e.starts_with('a') && e[1..].chars().all(|c| c == '😀'));
-                // Invalid UTF-8 reads lossily, and stays within the cut though U+FFFD is
-                // longer than the byte it replaces.
+                // Invalid UTF-8 reads lossily: exactly 65,536 bytes with one invalid byte
+                // grow by two as U+FFFD, so they are cut again (and flagged).
                 assert!(bad.starts_with('\u{FFFD}') && bad.len() <= MAX_VALUE_BYTES);
                 assert_eq!(t.as_str(), cut_text(&want).0);
                 // 21,845 × "éx" is 65,535 bytes; the next 'é' would straddle the cut.
