@@ -1057,31 +1057,14 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     );
 
     // The byte cap: 4 KiB pages of (Id, Status) hold far fewer than the 200-row cap.
-    let q = "SELECT Id, Status FROM Orders ORDER BY Id";
-    let mut seen = Vec::new();
-    let mut sizes = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({ "sql": q });
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let out = h.ok("/small", "execute_sql", args).await;
-        assert_eq!(out["offset"], seen.len(), "{out}");
-        sizes.push(rows(&out).len());
-        seen.extend(rows(&out).iter().map(|r| r["Id"].as_i64().expect("Id")));
-        match out["next_cursor"].as_str() {
-            Some(c) => {
-                assert_eq!(out["truncated"], true);
-                let notes = out["notes"].to_string();
-                assert!(notes.contains("max_result_bytes"), "{notes}");
-                cursor = Some(c.to_string());
-            }
-            None => break,
-        }
-        assert!(sizes.len() < 20, "paging does not end: {sizes:?}");
-    }
+    let pages = page_through(h, "/small", "SELECT Id, Status FROM Orders ORDER BY Id").await;
+    let seen: Vec<i64> = pages
+        .iter()
+        .flatten()
+        .map(|r| r["Id"].as_i64().expect("Id"))
+        .collect();
     assert_eq!(seen, (1..=ORDERS).collect::<Vec<_>>());
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
     assert!(
         sizes.len() >= 2 && sizes.iter().all(|&n| n > 10 && n < MAX_ROWS),
         "{sizes:?}"
@@ -1108,29 +1091,48 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
 
     // A hidden column does not count: `SELECT *` (Phone masked) pages exactly like the
     // visible columns named, so where a page ends says nothing about the hidden values.
-    let pages = |sql: &'static str| async move {
-        let mut sizes = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut args = json!({ "sql": sql });
-            if let Some(c) = &cursor {
-                args["cursor"] = json!(c);
-            }
-            let out = h.ok("/small", "execute_sql", args).await;
-            assert!(rows(&out).iter().all(|r| r.get("Phone").is_none()), "{out}");
-            sizes.push(rows(&out).len());
-            match out["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break sizes,
-            }
-            assert!(sizes.len() < 40, "paging does not end: {sizes:?}");
-        }
+    let sizes = |pages: Vec<Vec<Value>>| -> Vec<usize> {
+        assert!(pages.iter().flatten().all(|r| r.get("Phone").is_none()));
+        pages.iter().map(Vec::len).collect()
     };
-    let star = pages("SELECT * FROM Customers ORDER BY Id").await;
-    let named =
-        pages("SELECT Id, Name, Email, City, Notes, IsActive FROM Customers ORDER BY Id").await;
+    let star = sizes(page_through(h, "/small", "SELECT * FROM Customers ORDER BY Id").await);
+    let named = sizes(
+        page_through(
+            h,
+            "/small",
+            "SELECT Id, Name, Email, City, Notes, IsActive FROM Customers ORDER BY Id",
+        )
+        .await,
+    );
     assert!(star.len() > 1, "{star:?}");
     assert_eq!(star, named);
+}
+
+/// Every page of `sql` in `scope`, following `next_cursor` (checking `offset`, `truncated`
+/// and the byte-cap note on the way), as the rows of each page.
+async fn page_through(h: &Harness, scope: &str, sql: &str) -> Vec<Vec<Value>> {
+    let mut pages: Vec<Vec<Value>> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = json!({ "sql": sql });
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let out = h.ok(scope, "execute_sql", args).await;
+        let before: usize = pages.iter().map(Vec::len).sum();
+        assert_eq!(out["offset"], before, "{out}");
+        pages.push(rows(&out).clone());
+        match out["next_cursor"].as_str() {
+            Some(c) => {
+                assert_eq!(out["truncated"], true);
+                let notes = out["notes"].to_string();
+                assert!(notes.contains("max_result_bytes"), "{notes}");
+                cursor = Some(c.to_string());
+            }
+            None => return pages,
+        }
+        assert!(pages.len() < 40, "paging does not end");
+    }
 }
 
 /// Writes, procedure calls, several statements and `SELECT … INTO` are refused before they

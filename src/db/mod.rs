@@ -489,6 +489,15 @@ impl PageBytes {
 }
 
 impl RowSet {
+    /// The names of the columns some of whose values were cut ([`ResultColumn::cut`]).
+    pub fn cut_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.cut)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
     /// Renames repeated column names (`name`, `name_2`, …) so rows can be JSON objects without
     /// one column overwriting another (`SELECT p.name, c.name …`, self-joins).
     pub fn dedupe_column_names(&mut self) {

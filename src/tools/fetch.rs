@@ -139,12 +139,7 @@ async fn fetch_row(
     for (k, v) in &values {
         text.push_str(&format!("{k}: {}\n", render(v)));
     }
-    let cut: Vec<&str> = rs
-        .columns
-        .iter()
-        .filter(|c| c.cut)
-        .map(|c| c.name.as_str())
-        .collect();
+    let cut = rs.cut_columns();
     if !cut.is_empty() {
         text.push_str(&cut_note(&cut));
         text.push('\n');

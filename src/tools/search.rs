@@ -168,12 +168,7 @@ fn rows_to_hits(
 ) -> Vec<Hit> {
     let mut uncached: Vec<(usize, CachedRow)> = Vec::new();
     let mut hits = Vec::with_capacity(rs.rows.len());
-    let cut_columns: Vec<String> = rs
-        .columns
-        .iter()
-        .filter(|c| c.cut)
-        .map(|c| c.name.clone())
-        .collect();
+    let cut_columns: Vec<String> = rs.cut_columns().into_iter().map(String::from).collect();
     for (i, row) in rs.rows.iter().enumerate() {
         let values = row_object(&rs.columns, row);
         let text = truncate(

@@ -195,12 +195,7 @@ fn paged(
             page_size: page.limit,
         })
     });
-    let cut_columns: Vec<&str> = rs
-        .columns
-        .iter()
-        .filter(|c| c.cut)
-        .map(|c| c.name.as_str())
-        .collect();
+    let cut_columns = rs.cut_columns();
     let mut notes = Vec::new();
     if !cut_columns.is_empty() {
         notes.push(format!(
