@@ -858,6 +858,44 @@ async fn rows_past_the_cap_are_drained_and_the_connection_is_reused() {
     assert_eq!(after.created, before.created, "{before:?} -> {after:?}");
 }
 
+/// Rows past the cap that carry more than `DRAIN_BYTES` (1 MiB) are not read to the end: the
+/// connection is discarded, which is cheaper than reading megabytes to throw them away, and
+/// the next query opens a fresh one. Under the budget the connection is kept.
+#[tokio::test]
+async fn a_drain_past_its_byte_budget_discards_its_connection() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    b.ping().await.expect("ping");
+    let big = "SELECT OrderId, REPLICATE(CAST(N'x' AS nvarchar(max)), 100000) AS big FROM Orders";
+    // Ten rows of 100,000 characters, two kept: 800 KB drained, within the budget.
+    let before = b.pool_stats();
+    let rs = b
+        .query(&format!("{big} WHERE OrderId <= 10"), page(0, 2))
+        .await
+        .expect("query");
+    assert_eq!(rs.rows.len(), 2);
+    assert!(rs.more);
+    let after = b.pool_stats();
+    assert_eq!(after.discarded, before.discarded, "{before:?} -> {after:?}");
+    // 120 such rows: the drain passes 1 MiB after a few and gives up on the connection.
+    let rs = b.query(big, page(0, 2)).await.expect("query");
+    assert_eq!(rs.rows.len(), 2);
+    assert!(rs.more);
+    let after = b.pool_stats();
+    assert_eq!(
+        after.discarded,
+        before.discarded + 1,
+        "{before:?} -> {after:?}"
+    );
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+        .await
+        .expect("the next query");
+    assert_eq!(rs.rows.len(), 1);
+    assert_eq!(b.pool_stats().created, before.created + 1);
+}
+
 #[tokio::test]
 async fn a_stream_abandoned_past_the_drain_budget_discards_its_connection() {
     let _s = serial().await;
