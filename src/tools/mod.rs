@@ -162,7 +162,8 @@ fn definition(name: &str) -> Value {
                         "url": {"type": "string"}, "text": {"type": "string"}
                     },
                     "required": ["id", "title", "url"]
-                }}},
+                }},
+                "notes": {"type": "array", "items": {"type": "string"}}},
                 "required": ["results"]
             },
             "annotations": read_only()

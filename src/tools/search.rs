@@ -42,6 +42,8 @@ pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError>
         ));
     }
     let lower = q.to_lowercase();
+    // Why the results may be fewer than they seem (tables a keyword search had to skip).
+    let mut notes = Vec::new();
     let hits = if matches!(lower.as_str(), "list tables" | "show tables" | "tables") {
         list(scope).await?
     } else if let Some(rest) = strip_command(q, "describe") {
@@ -51,7 +53,7 @@ pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError>
     } else if let Some(hits) = maybe_sql(scope, q).await? {
         hits
     } else {
-        keywords_search(scope, q).await?
+        keywords_search(scope, q, &mut notes).await?
     };
     let n = hits.len();
     let results: Vec<Value> = hits
@@ -65,7 +67,11 @@ pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError>
             })
         })
         .collect();
-    ToolOutput::new(&json!({ "results": results }), n)
+    let mut out = json!({ "results": results });
+    if !notes.is_empty() {
+        out["notes"] = json!(notes);
+    }
+    ToolOutput::new(&out, n)
 }
 
 /// `{public base}{scope}/records/{id}`: where a person (or ChatGPT's citation) can open it.
@@ -337,7 +343,11 @@ fn stem(w: &str) -> String {
     w.to_string()
 }
 
-async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> {
+async fn keywords_search(
+    scope: &Scope,
+    q: &str,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Hit>, ToolError> {
     let words = keywords(q);
     if words.is_empty() {
         return Err(ToolError::InvalidArguments(format!(
@@ -382,6 +392,7 @@ async fn keywords_search(scope: &Scope, q: &str) -> Result<Vec<Hit>, ToolError> 
             Ok(rs) => rs,
             Err(e @ DbError::Sql(_)) => {
                 tracing::warn!(table = %table.qualified(), error = %e, "search: a table's query failed; searching the others");
+                notes.push(format!("{} was not searched: {e}", table.qualified()));
                 failed.get_or_insert(e);
                 continue;
             }

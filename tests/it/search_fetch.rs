@@ -622,6 +622,12 @@ profile = "full"
         .tool_ok("/chatgpt", "search", json!({"query": "zebra"}))
         .await;
     assert_eq!(ids(&found), ["main.animals/1"], "{found}");
+    // And says which table it could not search, and why.
+    let notes = found["notes"].to_string();
+    assert!(
+        notes.contains("main.notes was not searched") && notes.contains("16 MiB"),
+        "{notes}"
+    );
     let err = srv
         .tool_err(
             "/claude",
