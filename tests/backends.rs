@@ -1043,6 +1043,25 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     assert_eq!(out["truncated"], false);
     let notes = out["notes"].to_string();
     assert!(notes.contains("65536 bytes in Big were cut"), "{notes}");
+    // Rows of an ad-hoc query without its key are cached for `fetch`, which says which of
+    // that row's values were cut.
+    let q = format!(
+        "SELECT CASE WHEN Id = 1 THEN {long} ELSE 'short' END AS Big, Status FROM Orders \
+         WHERE Id <= 2 ORDER BY Id"
+    );
+    let found = h.ok("/claude", "search", json!({ "query": q })).await;
+    let ids = result_ids(&found);
+    assert_eq!(ids.len(), 2, "{found}");
+    assert!(ids.iter().all(|id| id.starts_with("sql:")), "{ids:?}");
+    for (id, cut) in ids.iter().zip([json!(["Big"]), json!([])]) {
+        let doc = h.ok("/claude", "fetch", json!({ "id": id })).await;
+        assert_eq!(doc["metadata"]["cut_columns"], cut, "{id}");
+        assert_eq!(
+            doc["text"].as_str().unwrap_or("").contains("were cut"),
+            cut != json!([]),
+            "{id}"
+        );
+    }
     // Values that fit are left alone, and say nothing.
     let out = h
         .ok(

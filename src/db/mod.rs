@@ -384,6 +384,9 @@ pub struct RowSet {
     pub more: bool,
     /// The page ended at [`Page::max_bytes`] before its row limit.
     pub byte_capped: bool,
+    /// The values that were cut, as (row, column) indices (the columns are also flagged,
+    /// [`ResultColumn::cut`]).
+    pub cut_values: Vec<(usize, usize)>,
 }
 
 /// Counts a page's bytes as its rows are collected: a row is taken while the page stays
@@ -489,6 +492,15 @@ impl PageBytes {
 }
 
 impl RowSet {
+    /// The names of the columns whose value in row `row` was cut.
+    pub fn cut_in_row(&self, row: usize) -> Vec<String> {
+        self.cut_values
+            .iter()
+            .filter(|(r, _)| *r == row)
+            .filter_map(|(_, c)| self.columns.get(*c).map(|c| c.name.clone()))
+            .collect()
+    }
+
     /// The names of the columns some of whose values were cut ([`ResultColumn::cut`]).
     pub fn cut_columns(&self) -> Vec<&str> {
         self.columns

@@ -867,6 +867,7 @@ async fn read_page(
 ) -> Result<(RowSet, Drained), TdsError> {
     let mut columns: Option<(usize, Vec<(String, ColumnType)>)> = None;
     let mut cut: Vec<bool> = Vec::new();
+    let mut cut_values = Vec::new();
     let mut rows = Vec::new();
     let mut seen = 0usize;
     let mut more = false;
@@ -936,6 +937,7 @@ async fn read_page(
                     if let Some(c) = cut.get_mut(i) {
                         *c = true;
                     }
+                    cut_values.push((rows.len(), i));
                 }
                 rows.push(values);
             }
@@ -959,6 +961,7 @@ async fn read_page(
             rows,
             more,
             byte_capped,
+            cut_values,
         },
         drained,
     ))

@@ -754,6 +754,7 @@ fn collect(
     let mut bytes = PageBytes::new(page);
     bytes.columns(page, columns.iter().map(|c| c.name.as_str()));
     let mut cut = vec![false; kinds.len()];
+    let mut cut_values = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
         if seen < page.offset {
             seen += 1;
@@ -784,6 +785,7 @@ fn collect(
         }
         for i in row_cut {
             cut[i] = true;
+            cut_values.push((out.len(), i));
         }
         out.push(vals);
     }
@@ -795,6 +797,7 @@ fn collect(
         rows: out,
         more,
         byte_capped,
+        cut_values,
     })
 }
 

@@ -18,7 +18,7 @@ pub struct CachedRow {
     pub values: Map<String, Value>,
     /// The SQL that produced it, for provenance.
     pub sql: Arc<str>,
-    /// Columns with values cut in the result the row came from ([`crate::db::ResultColumn::cut`]).
+    /// Columns whose value in this row was cut ([`crate::db::RowSet::cut_in_row`]).
     pub cut_columns: Vec<String>,
 }
 

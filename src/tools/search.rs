@@ -174,7 +174,6 @@ fn rows_to_hits(
 ) -> Vec<Hit> {
     let mut uncached: Vec<(usize, CachedRow)> = Vec::new();
     let mut hits = Vec::with_capacity(rs.rows.len());
-    let cut_columns: Vec<String> = rs.cut_columns().into_iter().map(String::from).collect();
     for (i, row) in rs.rows.iter().enumerate() {
         let values = row_object(&rs.columns, row);
         let text = truncate(
@@ -200,7 +199,7 @@ fn rows_to_hits(
                         title: title.clone(),
                         values,
                         sql: sql.into(),
-                        cut_columns: cut_columns.clone(),
+                        cut_columns: rs.cut_in_row(i),
                     },
                 ));
                 (

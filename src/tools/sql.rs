@@ -495,6 +495,11 @@ fn mask_columns(
             .map(|(_, v)| v)
             .collect();
     }
+    // Cut values keep pointing at their (now renumbered) columns.
+    rs.cut_values.retain(|(_, c)| keep(*c));
+    for (_, c) in &mut rs.cut_values {
+        *c -= hidden.iter().filter(|&&h| h < *c).count();
+    }
     names
 }
 
