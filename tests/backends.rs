@@ -1062,6 +1062,21 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
             "{id}"
         );
     }
+    // The same through a masked column: `c.*` brings Customers.Phone (hidden in /claude)
+    // before `Big`, so the cut value's column is renumbered when Phone is dropped. (The TDS
+    // peer expands `c.*` in a join to `Id` alone, so there only SQLite renumbers.)
+    let q = format!(
+        "SELECT c.*, CASE WHEN o.Id = 1 THEN {long} ELSE 'short' END AS Big \
+         FROM Customers c JOIN Orders o ON o.CustomerId = c.Id WHERE o.Id <= 2 ORDER BY o.Id"
+    );
+    let found = h.ok("/claude", "search", json!({ "query": q })).await;
+    let ids = result_ids(&found);
+    assert_eq!(ids.len(), 2, "{found}");
+    for (id, cut) in ids.iter().zip([json!(["Big"]), json!([])]) {
+        let doc = h.ok("/claude", "fetch", json!({ "id": id })).await;
+        assert!(doc["metadata"]["values"].get("Phone").is_none(), "{doc}");
+        assert_eq!(doc["metadata"]["cut_columns"], cut, "{id}");
+    }
     // Values that fit are left alone, and say nothing.
     let out = h
         .ok(
