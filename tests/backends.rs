@@ -1042,7 +1042,10 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     assert_eq!(out["cut_columns"], json!(["Big"]));
     assert_eq!(out["truncated"], false);
     let notes = out["notes"].to_string();
-    assert!(notes.contains("65536 bytes in Big were cut"), "{notes}");
+    assert!(
+        notes.contains("values of Big were cut: at most 65536 bytes"),
+        "{notes}"
+    );
     // Rows of an ad-hoc query without its key are cached for `fetch`, which says which of
     // that row's values were cut.
     let q = format!(

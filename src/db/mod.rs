@@ -50,8 +50,8 @@ impl DbError {
 }
 
 /// The most bytes one value keeps in a result (text as UTF-8, cut at a character boundary;
-/// binary before base64). Longer values are cut, and their column says so
-/// ([`ResultColumn::cut`]): one value must not fill a model's context or this process's memory.
+/// binary before base64). Longer values are cut, and the result says so
+/// ([`RowSet::cut_values`]): one value must not fill a model's context or this process's memory.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// The most bytes of one value the database is asked to send or make (SQL Server's `SET
@@ -370,9 +370,6 @@ pub struct ResultColumn {
     /// Declared or decoded type name, when known.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub data_type: Option<String>,
-    /// Some of the page's values in this column were cut at [`MAX_VALUE_BYTES`].
-    #[serde(skip)]
-    pub cut: bool,
 }
 
 /// Rows of a result, at most the requested page.
@@ -384,9 +381,73 @@ pub struct RowSet {
     pub more: bool,
     /// The page ended at [`Page::max_bytes`] before its row limit.
     pub byte_capped: bool,
-    /// The values that were cut, as (row, column) indices (the columns are also flagged,
-    /// [`ResultColumn::cut`]).
+    /// The values that were cut, as (row, column) indices, in row order.
     pub cut_values: Vec<(usize, usize)>,
+}
+
+/// A page's rows as a backend collects them: each decoded row is offered to [`PageRows::push`],
+/// which takes it while [`PageBytes`] lets it in and records which of its values were cut.
+#[derive(Debug)]
+pub struct PageRows {
+    bytes: PageBytes,
+    rows: Vec<Vec<Value>>,
+    cut_values: Vec<(usize, usize)>,
+    byte_capped: bool,
+}
+
+impl PageRows {
+    pub fn new(page: &Page) -> PageRows {
+        PageRows {
+            bytes: PageBytes::new(page),
+            rows: Vec::new(),
+            cut_values: Vec::new(),
+            byte_capped: false,
+        }
+    }
+
+    /// The result's column names, in order (see [`PageBytes::columns`]).
+    pub fn columns<'a>(&mut self, page: &Page, names: impl Iterator<Item = &'a str>) {
+        self.bytes.columns(page, names);
+    }
+
+    /// Whether column `i` is hidden: the backend stores NULL instead of decoding it.
+    pub fn hidden(&self, i: usize) -> bool {
+        self.bytes.hidden(i)
+    }
+
+    /// Rows taken so far.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Takes `row`, whose values at `cut` were cut while decoding, unless the byte cap ends
+    /// the page first: then the row is left out, the page is marked byte-capped, and this
+    /// says false (the caller stops collecting and notes that more rows follow).
+    pub fn push(&mut self, mut row: Vec<Value>, mut cut: Vec<usize>) -> bool {
+        if !self.bytes.admit(&mut row, self.rows.len(), &mut cut) {
+            self.byte_capped = true;
+            return false;
+        }
+        let r = self.rows.len();
+        self.cut_values.extend(cut.into_iter().map(|c| (r, c)));
+        self.rows.push(row);
+        true
+    }
+
+    /// The page as a [`RowSet`].
+    pub fn finish(self, columns: Vec<ResultColumn>, more: bool) -> RowSet {
+        RowSet {
+            columns,
+            rows: self.rows,
+            more,
+            byte_capped: self.byte_capped,
+            cut_values: self.cut_values,
+        }
+    }
 }
 
 /// Counts a page's bytes as its rows are collected: a row is taken while the page stays
@@ -501,12 +562,13 @@ impl RowSet {
             .collect()
     }
 
-    /// The names of the columns some of whose values were cut ([`ResultColumn::cut`]).
+    /// The names of the columns some of whose values were cut, in column order.
     pub fn cut_columns(&self) -> Vec<&str> {
-        self.columns
-            .iter()
-            .filter(|c| c.cut)
-            .map(|c| c.name.as_str())
+        let mut cols: Vec<usize> = self.cut_values.iter().map(|(_, c)| *c).collect();
+        cols.sort_unstable();
+        cols.dedup();
+        cols.iter()
+            .filter_map(|&c| self.columns.get(c).map(|c| c.name.as_str()))
             .collect()
     }
 

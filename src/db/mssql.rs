@@ -97,7 +97,7 @@
 //! `sql_variant` as its base type; NULL as null.
 //!
 //! **Long values.** Text, `xml` and binary values longer than [`MAX_VALUE_BYTES`] are cut to
-//! it (text at a character boundary) and their column is flagged ([`ResultColumn::cut`]); the
+//! it (text at a character boundary) and recorded ([`RowSet::cut_values`]); the
 //! tools say so. The server sends at most [`MAX_BUILT_VALUE_BYTES`] of one `varchar(max)`,
 //! `nvarchar(max)`, `varbinary(max)`, `text`, `ntext` or `image` value (`SET TEXTSIZE`), and a
 //! page stops at its byte cap ([`Page::max_bytes`]). Two gaps remain: `TEXTSIZE` does not
@@ -145,7 +145,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::{
     Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_BUILT_VALUE_BYTES,
-    MAX_VALUE_BYTES, Page, PageBytes, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo,
+    MAX_VALUE_BYTES, Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo,
     Value, ValueKind, cut_bytes, cut_text,
 };
 use crate::config::{ApplicationIntent, ConfigError, MssqlConfig, MssqlEncrypt};
@@ -866,13 +866,9 @@ async fn read_page(
     page: &Page,
 ) -> Result<(RowSet, Drained), TdsError> {
     let mut columns: Option<(usize, Vec<(String, ColumnType)>)> = None;
-    let mut cut: Vec<bool> = Vec::new();
-    let mut cut_values = Vec::new();
-    let mut rows = Vec::new();
+    let mut rows = PageRows::new(page);
     let mut seen = 0usize;
     let mut more = false;
-    let mut byte_capped = false;
-    let mut bytes = PageBytes::new(page);
     let mut extra = 0usize;
     let mut extra_bytes = 0usize;
     let mut drained = Drained::Complete;
@@ -885,8 +881,7 @@ async fn read_page(
                         .iter()
                         .map(|c| (c.name().to_string(), c.column_type()))
                         .collect();
-                    cut = vec![false; cols.len()];
-                    bytes.columns(page, cols.iter().map(|(n, _)| n.as_str()));
+                    rows.columns(page, cols.iter().map(|(n, _)| n.as_str()));
                     columns = Some((meta.result_index(), cols));
                 }
             }
@@ -914,57 +909,37 @@ async fn read_page(
                 let types = columns.as_ref().map(|(_, c)| c.as_slice()).unwrap_or(&[]);
                 let mut values = Vec::with_capacity(types.len());
                 // Which of this row's values were cut (empty, so no allocation, nearly always).
-                let mut row_cut = Vec::new();
+                let mut cut = Vec::new();
                 for (i, data) in row.into_iter().enumerate() {
-                    if bytes.hidden(i) {
+                    if rows.hidden(i) {
                         values.push(Value::Null);
                         continue;
                     }
                     let ty = types.get(i).map(|(_, t)| *t).unwrap_or(ColumnType::Null);
-                    let (v, cut) = decode(data, ty);
-                    if cut {
-                        row_cut.push(i);
+                    let (v, c) = decode(data, ty);
+                    if c {
+                        cut.push(i);
                     }
                     values.push(v);
                 }
-                if !bytes.admit(&mut values, rows.len(), &mut row_cut) {
+                if !rows.push(values, cut) {
                     // The rest is drained like rows past the row cap.
                     more = true;
-                    byte_capped = true;
-                    continue;
                 }
-                for i in row_cut {
-                    if let Some(c) = cut.get_mut(i) {
-                        *c = true;
-                    }
-                    cut_values.push((rows.len(), i));
-                }
-                rows.push(values);
             }
         }
     }
     let columns = columns
         .map(|(_, cols)| {
             cols.into_iter()
-                .zip(cut)
-                .map(|((name, ty), cut)| ResultColumn {
+                .map(|(name, ty)| ResultColumn {
                     name,
                     data_type: Some(type_name(ty).to_string()),
-                    cut,
                 })
                 .collect()
         })
         .unwrap_or_default();
-    Ok((
-        RowSet {
-            columns,
-            rows,
-            more,
-            byte_capped,
-            cut_values,
-        },
-        drained,
-    ))
+    Ok((rows.finish(columns, more), drained))
 }
 
 /// Every row of a statement of ours (catalog queries), read to the end.

@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use super::lift::{Lifted, Param};
 use super::{
     Backend, Catalog, ColumnInfo, DbError, ForeignKey, MAX_BUILT_VALUE_BYTES, MAX_VALUE_BYTES,
-    Page, PageBytes, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
+    Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
     cut_bytes, cut_text,
 };
 
@@ -636,35 +636,36 @@ fn decode(v: ValueRef<'_>, ty: ColType) -> (Value, bool) {
             let (b, cut) = cut_bytes(b);
             (Value::Bytes(b.to_vec()), cut)
         }
-        v => (decode_whole(v, ty), false),
+        ValueRef::Null => (Value::Null, false),
+        ValueRef::Integer(i) => (integer(i, ty), false),
+        ValueRef::Real(f) => (real(f, ty), false),
     }
 }
 
-/// Decodes a number or NULL.
-fn decode_whole(v: ValueRef<'_>, ty: ColType) -> Value {
-    let kind = ty.kind;
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => match kind {
-            ValueKind::Boolean => Value::Bool(i != 0),
-            ValueKind::Decimal => {
-                let mut t = CompactString::from(itoa::Buffer::new().format(i));
-                if let Some(s) = ty.scale.filter(|s| *s > 0) {
-                    t.push('.');
-                    (0..s).for_each(|_| t.push('0'));
-                }
-                Value::Decimal(t)
+/// An integer as its column's kind wants it: a boolean, an exact decimal, or a number.
+fn integer(i: i64, ty: ColType) -> Value {
+    match ty.kind {
+        ValueKind::Boolean => Value::Bool(i != 0),
+        ValueKind::Decimal => {
+            let mut t = CompactString::from(itoa::Buffer::new().format(i));
+            if let Some(s) = ty.scale.filter(|s| *s > 0) {
+                t.push('.');
+                (0..s).for_each(|_| t.push('0'));
             }
-            _ => Value::Int(i),
-        },
-        ValueRef::Real(f) => match kind {
-            ValueKind::Decimal => Value::Decimal(match ty.scale {
-                Some(s) => real_decimal(f, s),
-                None => compact_str::format_compact!("{f}"),
-            }),
-            _ => Value::Float(f),
-        },
-        ValueRef::Text(_) | ValueRef::Blob(_) => Value::Null, // decoded by `decode`
+            Value::Decimal(t)
+        }
+        _ => Value::Int(i),
+    }
+}
+
+/// A real as its column's kind wants it: an exact decimal at the column's scale, or a number.
+fn real(f: f64, ty: ColType) -> Value {
+    match ty.kind {
+        ValueKind::Decimal => Value::Decimal(match ty.scale {
+            Some(s) => real_decimal(f, s),
+            None => compact_str::format_compact!("{f}"),
+        }),
+        _ => Value::Float(f),
     }
 }
 
@@ -718,12 +719,11 @@ fn collect(
     params: &[rusqlite::types::Value],
     page: &Page,
 ) -> Result<RowSet, DbError> {
-    let mut columns: Vec<ResultColumn> = stmt
+    let columns: Vec<ResultColumn> = stmt
         .columns()
         .map(|c| ResultColumn {
             name: c.name().to_string(),
             data_type: c.decl_type().map(str::to_string),
-            cut: false,
         })
         .collect();
     let kinds: Vec<ColType> = columns
@@ -747,14 +747,10 @@ fn collect(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params.iter()))
         .map_err(sql_err)?;
-    let mut out = Vec::new();
+    let mut out = PageRows::new(page);
+    out.columns(page, columns.iter().map(|c| c.name.as_str()));
     let mut seen = 0usize;
     let mut more = false;
-    let mut byte_capped = false;
-    let mut bytes = PageBytes::new(page);
-    bytes.columns(page, columns.iter().map(|c| c.name.as_str()));
-    let mut cut = vec![false; kinds.len()];
-    let mut cut_values = Vec::new();
     while let Some(row) = rows.next().map_err(sql_err)? {
         if seen < page.offset {
             seen += 1;
@@ -766,39 +762,24 @@ fn collect(
         }
         let mut vals = Vec::with_capacity(kinds.len());
         // Which of this row's values were cut (empty, so no allocation, nearly always).
-        let mut row_cut = Vec::new();
+        let mut cut = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
-            if bytes.hidden(i) {
+            if out.hidden(i) {
                 vals.push(Value::Null);
                 continue;
             }
             let (v, c) = decode(row.get_ref(i).map_err(sql_err)?, *kind);
             if c {
-                row_cut.push(i);
+                cut.push(i);
             }
             vals.push(v);
         }
-        if !bytes.admit(&mut vals, out.len(), &mut row_cut) {
+        if !out.push(vals, cut) {
             more = true;
-            byte_capped = true;
             break;
         }
-        for i in row_cut {
-            cut[i] = true;
-            cut_values.push((out.len(), i));
-        }
-        out.push(vals);
     }
-    for (c, was_cut) in columns.iter_mut().zip(cut) {
-        c.cut = was_cut;
-    }
-    Ok(RowSet {
-        columns,
-        rows: out,
-        more,
-        byte_capped,
-        cut_values,
-    })
+    Ok(out.finish(columns, more))
 }
 
 fn select_list(columns: &[String]) -> String {
@@ -1083,8 +1064,7 @@ mod tests {
             )
             .await
             .expect("query");
-        let cut: Vec<bool> = rs.columns.iter().map(|c| c.cut).collect();
-        assert_eq!(cut, [true, true, false, true, true, true, true]);
+        assert_eq!(rs.cut_columns(), ["t", "b", "e", "bad", "z", "cont"]);
         let want = "éx".repeat(40_000);
         match &rs.rows[0][..] {
             [

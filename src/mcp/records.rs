@@ -141,9 +141,8 @@ fn render(scope: &Scope, doc: &Value, caller: &Caller) -> String {
             if let Some(cut) = meta["cut_columns"].as_array().filter(|c| !c.is_empty()) {
                 let names: Vec<&str> = cut.iter().filter_map(Value::as_str).collect();
                 main.push_str(&format!(
-                    "<p class=\"muted\">Values of {} were cut: at most 64 KiB each, less when \
-                     a row alone passes the scope's max_result_bytes.</p>\n",
-                    html_escape(&names.join(", "))
+                    "<p class=\"muted\">{}.</p>\n",
+                    html_escape(&crate::tools::cut_note(&names))
                 ));
             }
         }

@@ -11,9 +11,10 @@ use super::ids::RecordId;
 use super::search::record_url;
 use super::sql::{describe, describe_text};
 use super::{
-    ToolError, ToolOutput, row_id, row_object, row_title, truncate, visible_columns, visible_tables,
+    ToolError, ToolOutput, cut_note, row_id, row_object, row_title, truncate, visible_columns,
+    visible_tables,
 };
-use crate::db::{Catalog, MAX_VALUE_BYTES, Page, TableInfo};
+use crate::db::{Catalog, Page, TableInfo};
 use crate::state::Scope;
 
 /// Child rows listed per referencing foreign key.
@@ -53,8 +54,7 @@ pub async fn document(scope: &Scope, id: &str) -> Result<Map<String, Value>, Too
                 .collect::<Vec<_>>()
                 .join("\n");
             if !row.cut_columns.is_empty() {
-                text.push('\n');
-                text.push_str(&cut_note(&row.cut_columns));
+                text.push_str(&format!("\n({})", cut_note(&row.cut_columns)));
             }
             json!({
                 "title": row.title,
@@ -141,8 +141,7 @@ async fn fetch_row(
     }
     let cut = rs.cut_columns();
     if !cut.is_empty() {
-        text.push_str(&cut_note(&cut));
-        text.push('\n');
+        text.push_str(&format!("({})\n", cut_note(&cut)));
     }
 
     // Parents: rows this row points at through its foreign keys.
@@ -257,16 +256,6 @@ async fn fetch_row(
             "related": related,
         },
     }))
-}
-
-/// The line a document carries when some of its values were cut.
-fn cut_note(columns: &[impl AsRef<str>]) -> String {
-    let names: Vec<&str> = columns.iter().map(AsRef::as_ref).collect();
-    format!(
-        "(values of {} were cut: at most {MAX_VALUE_BYTES} bytes each, less when a row alone \
-         passes the scope's max_result_bytes)",
-        names.join(", ")
-    )
 }
 
 fn render(v: &Value) -> String {

@@ -570,6 +570,17 @@ pub(crate) fn searchable_columns(scope: &Scope, table: &TableInfo) -> Vec<String
 }
 
 /// Cuts `s` to at most `max` characters on a char boundary, marking the cut.
+/// What a result says when some of its values were cut (paged results, `fetch`, record pages).
+pub(crate) fn cut_note(columns: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = columns.iter().map(AsRef::as_ref).collect();
+    format!(
+        "values of {} were cut: at most {} bytes each, less when a row alone passes the \
+         scope's max_result_bytes; select part of them (SUBSTRING) to read further",
+        names.join(", "),
+        crate::db::MAX_VALUE_BYTES
+    )
+}
+
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::db::guard::{self, TableRef};
 use crate::db::lift::{self, Lifted};
-use crate::db::{Catalog, DbError, MAX_VALUE_BYTES, Page, ResultColumn, RowSet, TableInfo};
+use crate::db::{Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
 use crate::json::Dual;
 use crate::state::Scope;
 
@@ -171,7 +171,7 @@ struct Paged<'a> {
     next_cursor: Option<String>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     masked_columns: &'a [String],
-    /// Columns some of whose values were cut at [`MAX_VALUE_BYTES`].
+    /// Columns some of whose values were cut at [`crate::db::MAX_VALUE_BYTES`].
     #[serde(skip_serializing_if = "<[&str]>::is_empty")]
     cut_columns: Vec<&'a str>,
     /// Why the page is less than it might seem, for the model: values cut, a byte cap reached.
@@ -198,12 +198,7 @@ fn paged(
     let cut_columns = rs.cut_columns();
     let mut notes = Vec::new();
     if !cut_columns.is_empty() {
-        notes.push(format!(
-            "values longer than {MAX_VALUE_BYTES} bytes in {} were cut to that length (or \
-             shorter, to fit a row that alone passes max_result_bytes); select part of them \
-             (SUBSTRING) to read further",
-            cut_columns.join(", ")
-        ));
+        notes.push(super::cut_note(&cut_columns));
     }
     if rs.byte_capped {
         notes.push(format!(
@@ -351,7 +346,8 @@ pub(crate) async fn run_sql(
 ) -> Result<(RowSet, Vec<TableRef>, Vec<String>), ToolError> {
     let (lifted, checked) = accept(scope, sql)?;
     let catalog = scope.db.catalog().await?;
-    page.hidden = hidden_columns(scope, &catalog, &checked.tables);
+    let read = resolve(&catalog, &checked.tables);
+    page.hidden = hidden_columns(scope, &read);
     let mut rs = match scope.db.query_lifted(&lifted, page).await {
         Ok(rs) => rs,
         Err(DbError::Sql(msg)) if looks_like_missing_table(&msg) => {
@@ -362,7 +358,7 @@ pub(crate) async fn run_sql(
         }
         Err(e) => return Err(e.into()),
     };
-    let masked = mask_columns(scope, &catalog, &checked.tables, &mut rs);
+    let masked = mask_columns(scope, &read, &mut rs);
     rs.dedupe_column_names();
     Ok((rs, checked.tables.clone(), masked))
 }
@@ -413,31 +409,43 @@ fn looks_like_missing_table(msg: &str) -> bool {
     m.contains("no such table") || m.contains("invalid object name")
 }
 
+/// The tables a query reads, as the catalog knows them, or as written where it does not.
+fn resolve<'a>(
+    catalog: &'a Catalog,
+    tables: &'a [TableRef],
+) -> Vec<Result<&'a TableInfo, &'a TableRef>> {
+    tables
+        .iter()
+        .map(|t| {
+            let name = match &t.schema {
+                Some(s) => format!("{s}.{}", t.name),
+                None => t.name.clone(),
+            };
+            catalog.find(&name).ok_or(t)
+        })
+        .collect()
+}
+
 /// The hidden columns of the tables a query reads (what [`mask_columns`] will drop, as far
 /// as the catalog knows them), so that they do not count against the page's byte cap.
-fn hidden_columns(scope: &Scope, catalog: &Catalog, tables: &[TableRef]) -> Option<Arc<[String]>> {
+fn hidden_columns(scope: &Scope, read: &[Result<&TableInfo, &TableRef>]) -> Option<Arc<[String]>> {
     if scope.rules.deny_columns.is_empty() {
         return None;
     }
-    let mut hidden = Vec::new();
-    for t in tables {
-        let name = match &t.schema {
-            Some(s) => format!("{s}.{}", t.name),
-            None => t.name.clone(),
-        };
-        if let Some(info) = catalog.find(&name) {
-            hidden.extend(
-                info.columns
-                    .iter()
-                    .filter(|c| {
-                        scope
-                            .rules
-                            .column_denied(Some(&info.schema), &info.name, &c.name)
-                    })
-                    .map(|c| c.name.clone()),
-            );
-        }
-    }
+    let hidden: Vec<String> = read
+        .iter()
+        .flatten()
+        .flat_map(|info| {
+            info.columns
+                .iter()
+                .filter(|c| {
+                    scope
+                        .rules
+                        .column_denied(Some(&info.schema), &info.name, &c.name)
+                })
+                .map(|c| c.name.clone())
+        })
+        .collect();
     (!hidden.is_empty()).then(|| hidden.into())
 }
 
@@ -445,35 +453,23 @@ fn hidden_columns(scope: &Scope, catalog: &Catalog, tables: &[TableRef]) -> Opti
 /// already refused queries naming hidden columns; this catches `SELECT *`.
 fn mask_columns(
     scope: &Scope,
-    catalog: &Catalog,
-    tables: &[TableRef],
+    read: &[Result<&TableInfo, &TableRef>],
     rs: &mut RowSet,
 ) -> Vec<String> {
     if scope.rules.deny_columns.is_empty() {
         return Vec::new();
     }
-    let resolved: Vec<(Option<String>, String)> = tables
-        .iter()
-        .map(|t| {
-            let name = match &t.schema {
-                Some(s) => format!("{s}.{}", t.name),
-                None => t.name.clone(),
-            };
-            match catalog.find(&name) {
-                Some(info) => (Some(info.schema.clone()), info.name.clone()),
-                None => (t.schema.clone(), t.name.clone()),
-            }
+    let denied = |c: &str| {
+        read.iter().any(|t| match t {
+            Ok(info) => scope.rules.column_denied(Some(&info.schema), &info.name, c),
+            Err(t) => scope.rules.column_denied(t.schema.as_deref(), &t.name, c),
         })
-        .collect();
+    };
     let hidden: Vec<usize> = rs
         .columns
         .iter()
         .enumerate()
-        .filter(|(_, c)| {
-            resolved
-                .iter()
-                .any(|(s, t)| scope.rules.column_denied(s.as_deref(), t, &c.name))
-        })
+        .filter(|(_, c)| denied(&c.name))
         .map(|(i, _)| i)
         .collect();
     if hidden.is_empty() {
