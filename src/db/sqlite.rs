@@ -1039,20 +1039,23 @@ mod tests {
         );
     }
 
+    /// A database at `path` made by `setup`, opened read-only and immutable.
+    async fn immutable_over(path: &Path, setup: &str) -> SqliteBackend {
+        let conn = Connection::open(path).expect("create");
+        conn.execute_batch(setup).expect("fill");
+        drop(conn);
+        SqliteBackend::open(path, true, 1, Duration::from_secs(5))
+            .await
+            .expect("open")
+    }
+
     /// Values past the cut are cut (text at a character boundary, blobs before base64) and
     /// their columns flagged; values past SQLite's length limit fail with a clear error before
     /// this process holds them.
     #[tokio::test]
     async fn long_values_are_cut_and_huge_ones_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.sqlite");
-        let conn = Connection::open(&path).expect("create");
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
-            .expect("fill");
-        drop(conn);
-        let b = SqliteBackend::open(&path, true, 1, Duration::from_secs(5))
-            .await
-            .expect("open");
+        let b = immutable_over(&dir.path().join("t.sqlite"), "CREATE TABLE t (id INTEGER)").await;
         let rs = b
             .query(
                 "SELECT replace(hex(zeroblob(40000)), '00', 'éx') AS t, zeroblob(70000) AS b, \
@@ -1110,16 +1113,11 @@ mod tests {
     #[tokio::test]
     async fn immutable_databases_open_and_answer() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("odd name?.sqlite");
-        let conn = Connection::open(&path).expect("create");
-        conn.execute_batch(
+        let b = immutable_over(
+            &dir.path().join("odd name?.sqlite"),
             "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'x');",
         )
-        .expect("fill");
-        drop(conn);
-        let b = SqliteBackend::open(&path, true, 1, Duration::from_secs(5))
-            .await
-            .expect("open");
+        .await;
         let rs = b
             .query("SELECT v FROM t WHERE id = 1", Page::rows(0, 10))
             .await
