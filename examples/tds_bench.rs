@@ -874,6 +874,10 @@ profile = "full"
                 }
                 rounds.push(rates);
             }
+            if totals.iter().all(|t| t.rate() <= 0.0) {
+                // Left out by `--only`.
+                continue;
+            }
             eprintln!(
                 "{} x{conc}: plain {:.0}/s, plain + batch {:.0}/s, bare hop {:.0}/s, server {:.0}/s",
                 workload.label(),
@@ -890,6 +894,10 @@ profile = "full"
     // the per-round ratios.
     fn ratio(totals: &[Tally; 4], rounds: &[[f64; 4]], num: Side, den: Side) -> String {
         let (n, d) = (num as usize, den as usize);
+        // An arm left out by `--only` has no rate to compare.
+        if totals[n].rate() <= 0.0 || totals[d].rate() <= 0.0 {
+            return "–".to_string();
+        }
         let mut each: Vec<f64> = rounds.iter().map(|r| r[n] / r[d].max(1e-9)).collect();
         each.sort_by(f64::total_cmp);
         let pct = |i: usize| 100.0 * each.get(i).copied().unwrap_or(0.0);

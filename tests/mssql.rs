@@ -1264,6 +1264,85 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     );
 }
 
+/// Later pages of an ordered `execute_sql` query are skipped by the server (`OFFSET … FETCH`
+/// appended), not sent and dropped; the pages are exactly the ones reading and dropping gives,
+/// which a comment in the query still selects (the peer's log shows what arrived).
+#[tokio::test]
+async fn later_pages_of_an_ordered_query_are_skipped_by_the_server() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .expect("state");
+    let scope = state.scopes()[0].clone();
+    let page_through = |sql: &'static str| {
+        let scope = scope.clone();
+        async move {
+            let mut ids = Vec::new();
+            let mut args = json!({"sql": sql, "page_size": 400});
+            for _ in 0..20 {
+                let out = tools::call(&scope, "execute_sql", &args)
+                    .await
+                    .expect("execute_sql");
+                let v = out.value();
+                for row in v["rows"].as_array().expect("rows") {
+                    ids.push(row["event_id"].as_i64().expect("event_id"));
+                }
+                match v["next_cursor"].as_str() {
+                    Some(c) => args = json!({"sql": sql, "cursor": c}),
+                    None => return ids,
+                }
+            }
+            panic!("{sql}: more than 20 pages");
+        }
+    };
+    let log = peer.dir.path().join("server.log");
+    let expected: Vec<i64> = (1..=EVENTS as i64).rev().collect();
+
+    let ids = page_through("SELECT event_id FROM Events WHERE event_id > 0 AND event_id < 1000000 ORDER BY event_id DESC;").await;
+    assert_eq!(ids, expected);
+    // The peer logs a batch of more than 120 characters in full on a line of its own (the
+    // queries here are that long), a moment after it answers: wait for the batches that carry
+    // `what` (their "query in full" lines) to number `n`.
+    let batches = |what: &str, n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let sent = std::fs::read_to_string(&log).expect("peer log");
+            let found: Vec<String> = sent
+                .lines()
+                .filter(|l| l.contains("query in full") && l.contains(what))
+                .map(str::to_string)
+                .collect();
+            if found.len() >= n || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let pages = EVENTS / 400 + 1;
+    let sent = batches("ORDER BY event_id DESC\\n", pages);
+    assert_eq!(sent.len(), pages, "{sent:#?}");
+    for offset in (400..EVENTS).step_by(400) {
+        let skip = format!("DESC\\nOFFSET {offset} ROWS FETCH NEXT 401 ROWS ONLY\\n");
+        assert!(
+            sent.iter().any(|l| l.contains(&skip)),
+            "page at {offset} not skipped by the server: {sent:#?}"
+        );
+    }
+
+    // With a comment, the same pages by reading and dropping rows.
+    let ids = page_through(
+        "SELECT event_id FROM Events WHERE event_id > 0 AND event_id < 1000000 ORDER BY event_id DESC -- all",
+    )
+    .await;
+    assert_eq!(ids, expected);
+    let sent = batches("-- all", pages);
+    assert_eq!(sent.len(), pages, "{sent:#?}");
+    assert!(sent.iter().all(|l| !l.contains("OFFSET")), "{sent:#?}");
+}
+
 /// `execute_sql` lifts literals (`db::lift`) so that queries of one shape share one guard
 /// verdict; SQL Server still runs each text as sent. Each query here returns, through the tool,
 /// exactly the rows the backend returns for the same text, whether its shape was seen before

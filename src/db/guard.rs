@@ -223,6 +223,10 @@ pub struct CheckedQuery {
     pub tables: Vec<TableRef>,
     /// The top-level query has an `ORDER BY`.
     pub has_order_by: bool,
+    /// The top-level query is one `SELECT` (a `WITH` allowed) whose `ORDER BY` is its last
+    /// clause and which has no `TOP`, `OFFSET`, `FETCH` or `FOR`: appending `OFFSET … FETCH`
+    /// skips exactly the rows that reading and dropping them would ([`crate::db::Page`]).
+    pub pageable_in_sql: bool,
 }
 
 /// Why a query was refused.
@@ -664,6 +668,27 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
         }
     }
     out
+}
+
+/// See [`CheckedQuery::pageable_in_sql`]. A `TOP` conflicts with `OFFSET` on SQL Server, and
+/// the clauses after `ORDER BY` (`OFFSET`, `FETCH`, `FOR XML`, locking, settings) would end up
+/// on the wrong side of it; a set operation's arms are left alone for the same reason.
+fn pageable_in_sql(q: &Query) -> bool {
+    let ordered = q.order_by.as_ref().is_some_and(|o| {
+        matches!(o.kind, OrderByKind::Expressions(ref e) if !e.is_empty())
+            && o.interpolate.is_none()
+    });
+    let plain_select =
+        matches!(q.body.as_ref(), SetExpr::Select(s) if s.top.is_none() && s.into.is_none());
+    ordered
+        && plain_select
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.for_clause.is_none()
+        && q.locks.is_empty()
+        && q.settings.is_none()
+        && q.format_clause.is_none()
+        && q.pipe_operators.is_empty()
 }
 
 fn parser_message(e: &ParserError) -> String {
@@ -1158,6 +1183,7 @@ impl<'a> Checker<'a> {
         Ok(CheckedQuery {
             tables: self.tables,
             has_order_by: root.order_by.is_some(),
+            pageable_in_sql: pageable_in_sql(root),
         })
     }
 }
@@ -1447,8 +1473,8 @@ mod tests {
         let template = check(&lifted.template, d, r);
         match (original, &template) {
             (Ok(a), Ok(b)) => assert_eq!(
-                (&a.tables, a.has_order_by),
-                (&b.tables, b.has_order_by),
+                (&a.tables, a.has_order_by, a.pageable_in_sql),
+                (&b.tables, b.has_order_by, b.pageable_in_sql),
                 "{sql:?} lifted to {:?}",
                 lifted.template
             ),
@@ -2028,6 +2054,34 @@ mod tests {
             "SELECT id FROM dbo.orders ORDER BY id OFFSET 10 ROWS FETCH NEXT 5 ROWS ONLY",
         );
         assert!(q.has_order_by);
+    }
+
+    #[test]
+    fn only_an_ordered_plain_select_with_nothing_after_its_order_by_pages_in_sql() {
+        for sql in [
+            "SELECT id FROM dbo.orders ORDER BY id",
+            "SELECT DISTINCT city FROM customers WHERE id > 3 ORDER BY city DESC;",
+            "WITH c AS (SELECT TOP 5 id FROM t ORDER BY id) SELECT id FROM c ORDER BY id",
+            "SELECT id, (SELECT TOP 1 x FROM u) AS y FROM t ORDER BY 1",
+        ] {
+            assert!(passes(MsSql, sql).pageable_in_sql, "{sql}");
+        }
+        for sql in [
+            "SELECT id FROM t",
+            "SELECT TOP 10 id FROM t ORDER BY id",
+            "SELECT TOP (10) PERCENT id FROM t ORDER BY id",
+            "SELECT id FROM t ORDER BY id OFFSET 10 ROWS",
+            "SELECT id FROM t ORDER BY id OFFSET 10 ROWS FETCH NEXT 5 ROWS ONLY",
+            "SELECT id FROM t ORDER BY id FOR JSON PATH",
+            "SELECT id FROM t ORDER BY id FOR XML AUTO",
+            "SELECT id FROM a UNION SELECT id FROM b ORDER BY 1",
+            "SELECT * FROM (SELECT TOP 3 id FROM t ORDER BY id) s",
+        ] {
+            assert!(!passes(MsSql, sql).pageable_in_sql, "{sql}");
+        }
+        // A query hint would follow the ORDER BY; the parser does not take one at all.
+        refused(MsSql, "SELECT id FROM t ORDER BY id OPTION (MAXDOP 1)");
+        assert!(!passes(Sqlite, "SELECT id FROM t ORDER BY id LIMIT 5").pageable_in_sql);
     }
 
     #[test]

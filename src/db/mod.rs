@@ -622,6 +622,10 @@ pub struct Page {
     /// Result columns the caller will drop (a scope's hidden columns of the tables a query
     /// reads; compared ignoring case): read as NULL and not counted against `max_bytes`.
     pub hidden: Option<Arc<[String]>>,
+    /// The query's own top-level `ORDER BY` fixes its row order and nothing else in it limits
+    /// rows ([`crate::db::guard::CheckedQuery::pageable_in_sql`]), so a backend may skip
+    /// `offset` rows in SQL (`OFFSET … FETCH`) instead of reading and dropping them.
+    pub pageable_in_sql: bool,
 }
 
 impl Page {
@@ -632,6 +636,7 @@ impl Page {
             limit,
             max_bytes: usize::MAX,
             hidden: None,
+            pageable_in_sql: false,
         }
     }
 
@@ -642,6 +647,7 @@ impl Page {
             limit,
             max_bytes,
             hidden: None,
+            pageable_in_sql: false,
         }
     }
 

@@ -1371,13 +1371,36 @@ fn row_cap(page: &Page) -> u32 {
 ///
 /// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
 pub fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String {
-    let body = sql.trim().trim_end_matches(';').trim_end();
+    let body = statement_body(sql);
     let set = if session_rowcount == Some(cap) {
         String::new()
     } else {
         format!("SET ROWCOUNT {cap}; ")
     };
     format!("{set}BEGIN TRANSACTION;\n{body}\n;ROLLBACK TRANSACTION;")
+}
+
+/// A statement's text without the whitespace and terminating semicolons around it.
+fn statement_body(sql: &str) -> &str {
+    sql.trim_start()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+}
+
+/// A later page of an ad-hoc query that may be paged in SQL ([`Page::pageable_in_sql`]): the
+/// query with `OFFSET … FETCH` appended, so the server skips the earlier rows instead of
+/// sending them to be dropped here, and fetches one row past the page to tell whether more
+/// follow. Left to the reader (`None`) for a first page, and for a query with a comment,
+/// where the end of the text may not be the end of its `ORDER BY`.
+fn offset_fetch(sql: &str, page: &Page) -> Option<String> {
+    if page.offset == 0 || !page.pageable_in_sql || sql.contains("--") || sql.contains("/*") {
+        return None;
+    }
+    let body = statement_body(sql);
+    Some(format!(
+        "{body}\nOFFSET {} ROWS FETCH NEXT {} ROWS ONLY",
+        page.offset,
+        page.limit.saturating_add(1)
+    ))
 }
 
 /// One of our statements (run through sp_executesql), which may return up to `needed` rows.
@@ -2085,8 +2108,12 @@ impl Backend for MssqlBackend {
     }
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
+        let (sql, page) = match offset_fetch(sql, &page) {
+            Some(paged) => (paged, Page { offset: 0, ..page }),
+            None => (sql.to_string(), page),
+        };
         self.run(Statement {
-            sql: sql.to_string(),
+            sql,
             params: Vec::new(),
             page,
             adhoc: true,
@@ -2767,7 +2794,7 @@ mod tests {
             assert_eq!(
                 adhoc_batch("SELECT * FROM t -- note;\n ;; ", 16, session),
                 "SET ROWCOUNT 16; BEGIN TRANSACTION;\n\
-                 SELECT * FROM t -- note;\n\
+                 SELECT * FROM t -- note\n\
                  ;ROLLBACK TRANSACTION;",
                 "{session:?}"
             );
@@ -2779,6 +2806,35 @@ mod tests {
         );
         let huge = Page::rows(usize::MAX, 5);
         assert_eq!(row_cap(&huge), i32::MAX as u32);
+    }
+
+    #[test]
+    fn later_pages_of_an_ordered_query_are_skipped_by_the_server() {
+        let ordered = |offset, limit| Page {
+            pageable_in_sql: true,
+            ..Page::rows(offset, limit)
+        };
+        assert_eq!(
+            offset_fetch(" SELECT a FROM t ORDER BY a ; ;\n", &ordered(20, 10)).as_deref(),
+            Some("SELECT a FROM t ORDER BY a\nOFFSET 20 ROWS FETCH NEXT 11 ROWS ONLY")
+        );
+        // The first page, a query the guard did not find pageable, or one with a comment
+        // (whose end may not be the ORDER BY's): the reader skips rows as before.
+        assert_eq!(
+            offset_fetch("SELECT a FROM t ORDER BY a", &ordered(0, 10)),
+            None
+        );
+        assert_eq!(
+            offset_fetch("SELECT a FROM t ORDER BY a", &Page::rows(20, 10)),
+            None
+        );
+        for sql in [
+            "SELECT a FROM t ORDER BY a -- last",
+            "SELECT a FROM t /* x */ ORDER BY a",
+            "SELECT '--' AS a FROM t ORDER BY a",
+        ] {
+            assert_eq!(offset_fetch(sql, &ordered(20, 10)), None, "{sql}");
+        }
     }
 
     /// The peer ignores SET ROWCOUNT, so whether a cap left by an ad-hoc query could cut one

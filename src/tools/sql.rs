@@ -348,6 +348,7 @@ pub(crate) async fn run_sql(
     let catalog = scope.db.catalog().await?;
     let read = resolve(&catalog, &checked.tables);
     page.hidden = hidden_columns(scope, &read);
+    page.pageable_in_sql = checked.pageable_in_sql;
     let mut rs = match scope.db.query_lifted(&lifted, page).await {
         Ok(rs) => rs,
         Err(DbError::Sql(msg)) if looks_like_missing_table(&msg) => {
