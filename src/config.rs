@@ -567,6 +567,10 @@ pub struct ScopeConfig {
     /// Most cached search results kept for this scope.
     #[serde(default = "defaults::cache_entries")]
     pub cache_entries: u64,
+    /// About how many bytes of cached search results this scope keeps at most (the least
+    /// used go first).
+    #[serde(default = "defaults::cache_max_bytes")]
+    pub cache_max_bytes: u64,
     /// Tables visible in this scope (patterns, `*` wildcard; empty = all).
     #[serde(default)]
     pub allow_tables: Vec<String>,
@@ -631,7 +635,17 @@ mod defaults {
     pub fn cache_entries() -> u64 {
         10_000
     }
+    pub fn cache_max_bytes() -> u64 {
+        super::DEFAULT_CACHE_MAX_BYTES
+    }
 }
+
+/// Default `cache_max_bytes`: 64 MiB of cached search results per scope.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 << 20;
+
+/// Range of `cache_max_bytes`: at least a few full pages, at most what a moka weight can
+/// count (4 GiB).
+pub const CACHE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(u32::MAX as u64);
 
 /// Upper bound on `max_rows`: one tool result must stay a reasonable size for a model.
 pub const MAX_ROWS_LIMIT: usize = 10_000;
@@ -910,6 +924,17 @@ impl Config {
                     format!("{key}.cache_entries"),
                     "must be at least 1",
                     "remove it for the default of 10000",
+                ));
+            }
+            if !CACHE_MAX_BYTES_RANGE.contains(&scope.cache_max_bytes) {
+                return Err(ConfigError::new(
+                    format!("{key}.cache_max_bytes"),
+                    format!("{} is out of range", scope.cache_max_bytes),
+                    format!(
+                        "use {} to {} (default {DEFAULT_CACHE_MAX_BYTES})",
+                        CACHE_MAX_BYTES_RANGE.start(),
+                        CACHE_MAX_BYTES_RANGE.end()
+                    ),
                 ));
             }
             scope.access_rules().validate().map_err(|problem| {
@@ -1279,6 +1304,21 @@ profile = "chatgpt"
         assert_eq!(c.scopes[0].max_result_bytes, 4096);
         let c = Config::parse(MINIMAL).expect("minimal");
         assert_eq!(c.scopes[0].max_result_bytes, DEFAULT_MAX_RESULT_BYTES);
+    }
+
+    #[test]
+    fn a_cache_byte_budget_out_of_range_is_refused_with_the_range() {
+        for bad in ["1000", "0", "5000000000"] {
+            let err = Config::parse(&MINIMAL.replace(
+                "profile = \"chatgpt\"",
+                &format!("profile = \"chatgpt\"\ncache_max_bytes = {bad}"),
+            ))
+            .unwrap_err();
+            assert_eq!(err.key, "scope[0].cache_max_bytes", "{err}");
+            assert!(err.fix.contains("1048576 to 4294967295"), "{err}");
+        }
+        let c = Config::parse(MINIMAL).expect("minimal");
+        assert_eq!(c.scopes[0].cache_max_bytes, DEFAULT_CACHE_MAX_BYTES);
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
         max_result_bytes: crate::config::DEFAULT_MAX_RESULT_BYTES,
         cache_ttl_secs: 3600,
         cache_entries: 10_000,
+        cache_max_bytes: crate::config::DEFAULT_CACHE_MAX_BYTES,
         allow_tables: Vec::new(),
         deny_tables: Vec::new(),
         deny_columns,

@@ -72,6 +72,7 @@ impl Scope {
             cache: ScopeCache::new(
                 Duration::from_secs(config.cache_ttl_secs),
                 config.cache_entries,
+                config.cache_max_bytes,
             ),
             config,
         }

@@ -419,7 +419,7 @@ pub fn format_cache_stats(v: &serde_json::Value) -> String {
             .map(|a| format!("{a} s ago"))
             .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{}: {} entries (max {}, ttl {} s), {} cursors, hits {}, misses {}, hit ratio {ratio}, oldest entry {oldest}, memory ~{} KiB\n",
+            "{}: {} entries (max {}, ttl {} s), {} cursors, hits {}, misses {}, hit ratio {ratio}, oldest entry {oldest}, memory ~{} KiB (max {} KiB)\n",
             s["scope"].as_str().unwrap_or("?"),
             st["entries"],
             st["max_entries"],
@@ -428,6 +428,7 @@ pub fn format_cache_stats(v: &serde_json::Value) -> String {
             st["hits"],
             st["misses"],
             st["memory_bytes"].as_u64().unwrap_or(0).div_ceil(1024),
+            st["max_bytes"].as_u64().unwrap_or(0).div_ceil(1024),
         ));
     }
     out

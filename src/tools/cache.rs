@@ -1,6 +1,7 @@
 //! Per-scope caches: rows of ad-hoc query results (so `fetch` can resolve ids of rows that have
-//! no primary key) and paging cursors. Both are size-bounded and expire by TTL (moka), so a
-//! busy client cannot grow server memory without bound.
+//! no primary key) and paging cursors. Both expire (moka) and are bounded in entries; the rows
+//! also in bytes, and a cursor holds a digest of its query rather than the text, so a busy
+//! client cannot grow server memory without bound.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +26,17 @@ pub struct CachedRow {
 /// What a paging cursor continues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CursorTarget {
-    /// `execute_sql` of this exact text.
-    Sql(String),
+    /// `execute_sql` of this exact text (its SHA-256: the caller sends the text again).
+    Sql([u8; 32]),
     /// `get_table_sample` of this table id.
     Table(String),
+}
+
+impl CursorTarget {
+    pub fn sql(text: &str) -> CursorTarget {
+        use sha2::Digest;
+        CursorTarget::Sql(sha2::Sha256::digest(text.as_bytes()).into())
+    }
 }
 
 /// Server-side state behind an opaque cursor.
@@ -75,6 +83,8 @@ pub struct CacheStats {
     pub ttl_secs: u64,
     /// Most results kept.
     pub max_entries: u64,
+    /// About how many bytes of results are kept at most.
+    pub max_bytes: u64,
 }
 
 fn now_ms() -> i64 {
@@ -102,6 +112,7 @@ pub struct ScopeCache {
     rows: Cache<String, Arc<CachedResult>>,
     ttl: Duration,
     max_entries: u64,
+    max_bytes: u64,
     cursors: Cache<String, Cursor>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -115,11 +126,19 @@ pub fn token() -> String {
 }
 
 impl ScopeCache {
-    pub fn new(ttl: Duration, max_entries: u64) -> Self {
+    /// Results live `ttl`; at most `max_entries` of them and about `max_bytes` in all are kept
+    /// (the least used go first). A result larger than `max_bytes` is not kept.
+    pub fn new(ttl: Duration, max_entries: u64, max_bytes: u64) -> Self {
+        // One capacity bounds both: each result weighs its size, and at least an even share
+        // of the bytes per entry, so no more than `max_entries` fit either.
+        let share = (max_bytes / max_entries.max(1)).max(1);
         Self {
             rows: Cache::builder()
                 .time_to_live(ttl)
-                .max_capacity(max_entries)
+                .weigher(move |_: &String, r: &Arc<CachedResult>| {
+                    u32::try_from((r.bytes as u64).max(share)).unwrap_or(u32::MAX)
+                })
+                .max_capacity(max_bytes)
                 .build(),
             cursors: Cache::builder()
                 .time_to_idle(Duration::from_secs(600))
@@ -129,6 +148,7 @@ impl ScopeCache {
             misses: AtomicU64::new(0),
             ttl,
             max_entries,
+            max_bytes,
         }
     }
 
@@ -168,9 +188,16 @@ impl ScopeCache {
         t
     }
 
-    /// Takes a cursor (single use: the next page gets a fresh one).
-    pub fn take_cursor(&self, id: &str) -> Option<Cursor> {
-        self.cursors.remove(id)
+    /// Takes a cursor of `target` (single use: the next page gets a fresh one). A cursor of
+    /// another target is left in place and reported as `Err`, so a mistaken call does not
+    /// cost the caller its cursor.
+    pub fn take_cursor(&self, id: &str, target: &CursorTarget) -> Option<Result<Cursor, ()>> {
+        let found = self.cursors.get(id)?;
+        if &found.target != target {
+            return Some(Err(()));
+        }
+        // Removed only if still there: two calls racing with one cursor get one page.
+        self.cursors.remove(id).map(Ok)
     }
 
     /// Entries, hits and misses, for metrics (moka's count may lag by a few inserts).
@@ -205,6 +232,7 @@ impl ScopeCache {
             memory_bytes: bytes,
             ttl_secs: self.ttl.as_secs(),
             max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
         }
     }
 
@@ -222,30 +250,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_are_single_use() {
-        let c = ScopeCache::new(Duration::from_secs(60), 10);
+    fn cursors_are_single_use_and_survive_a_call_for_another_query() {
+        let c = ScopeCache::new(Duration::from_secs(60), 10, 1 << 20);
+        let target = CursorTarget::sql("SELECT 1");
         let id = c.put_cursor(Cursor {
-            target: CursorTarget::Sql("SELECT 1".into()),
+            target: target.clone(),
             offset: 10,
             page_size: 10,
         });
-        assert!(c.take_cursor(&id).is_some());
-        assert!(c.take_cursor(&id).is_none());
+        let other = CursorTarget::sql("SELECT 2");
+        assert!(matches!(c.take_cursor(&id, &other), Some(Err(()))));
+        assert!(matches!(c.take_cursor(&id, &target), Some(Ok(_))));
+        assert!(c.take_cursor(&id, &target).is_none());
+    }
+
+    fn row_of(bytes: usize) -> CachedRow {
+        CachedRow {
+            title: "x".repeat(bytes),
+            values: Map::new(),
+            sql: Arc::from("SELECT 1"),
+            cut_columns: Vec::new(),
+        }
     }
 
     #[test]
-    fn the_row_cache_is_bounded() {
-        let c = ScopeCache::new(Duration::from_secs(60), 5);
-        for _ in 0..50 {
-            c.put_rows(vec![]);
+    fn the_row_cache_is_bounded_in_bytes() {
+        let c = ScopeCache::new(Duration::from_secs(60), 10_000, 1 << 20);
+        // 100 results of 100 KiB: about ten fit in 1 MiB.
+        for _ in 0..100 {
+            c.put_rows(vec![row_of(100 << 10)]);
         }
+        let s = c.stats();
+        assert!(s.memory_bytes <= 1 << 20, "{s:?}");
+        assert!((5..=10).contains(&s.entries), "{s:?}");
+        // A result larger than the whole budget is not kept.
+        let t = c.put_rows(vec![row_of(2 << 20)]);
         c.rows.run_pending_tasks();
-        assert!(c.rows.entry_count() <= 5);
+        assert!(c.get_row(&t, 0).is_none());
+        // Small results are bounded by the entry count as before.
+        let c = ScopeCache::new(Duration::from_secs(60), 5, 1 << 20);
+        for _ in 0..50 {
+            c.put_rows(vec![row_of(10)]);
+        }
+        assert!(c.stats().entries <= 5);
     }
 
     #[test]
     fn stats_report_age_size_and_hit_ratio_and_clear_empties_at_once() {
-        let c = ScopeCache::new(Duration::from_secs(60), 10);
+        let c = ScopeCache::new(Duration::from_secs(60), 10, 1 << 20);
         let row = CachedRow {
             title: "Alice".into(),
             values: serde_json::json!({"id": 1, "name": "Alice"})

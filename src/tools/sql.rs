@@ -299,16 +299,20 @@ fn page_for(
     let cap = scope.config.max_rows;
     match cursor {
         Some(id) => {
-            let c = scope.cache.take_cursor(id).ok_or_else(|| {
-                ToolError::InvalidArguments(
-                    "`cursor` is unknown or expired; run the call again without a cursor".into(),
-                )
-            })?;
-            if &c.target != target {
-                return Err(ToolError::InvalidArguments(
-                    "`cursor` belongs to a different query; pass it with the same arguments as the page it came from".into(),
-                ));
-            }
+            let c = match scope.cache.take_cursor(id, target) {
+                Some(Ok(c)) => c,
+                Some(Err(())) => {
+                    return Err(ToolError::InvalidArguments(
+                        "`cursor` belongs to a different query; pass it with the same arguments as the page it came from".into(),
+                    ));
+                }
+                None => {
+                    return Err(ToolError::InvalidArguments(
+                        "`cursor` is unknown or expired; run the call again without a cursor"
+                            .into(),
+                    ));
+                }
+            };
             Ok(Page::bytes(
                 c.offset,
                 size.unwrap_or(c.page_size).min(cap),
@@ -509,7 +513,7 @@ pub async fn execute_sql(
     if sql.trim().is_empty() {
         return Err(ToolError::InvalidArguments("`sql` is empty".into()));
     }
-    let target = CursorTarget::Sql(sql.to_string());
+    let target = CursorTarget::sql(sql);
     let page = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
     let (rs, _tables, masked) = run_sql(scope, sql, page.clone()).await?;
     paged(scope, &rs, &page, target, None, &masked)
