@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, ScopeConfig, ToolProfile};
 use crate::db::guard::CheckedQuery;
-use crate::db::{AccessRules, DynBackend};
+use crate::db::{AccessRules, Catalog, DbError, DynBackend};
 use crate::mcp::session::SessionStore;
 use crate::ops::Ops;
 use crate::ops::metrics::{Metrics, ToolMetrics};
@@ -41,6 +41,9 @@ pub struct Scope {
     /// Queries (as lifted templates) the guard accepted under this scope's rules, so a query
     /// shape seen before is not parsed again. Only acceptances are kept.
     pub accepted: moka::sync::Cache<String, Arc<CheckedQuery>>,
+    /// The database's catalog as last seen, and what this scope may see of it
+    /// ([`crate::tools::scoped_catalog`]), worked out once per catalog load.
+    scoped: std::sync::Mutex<Option<(Arc<Catalog>, Arc<Catalog>)>>,
 }
 
 /// Bytes of accepted query shapes remembered per scope (query text plus a little per table):
@@ -74,8 +77,26 @@ impl Scope {
                 config.cache_entries,
                 config.cache_max_bytes,
             ),
+            scoped: std::sync::Mutex::new(None),
             config,
         }
+    }
+
+    /// The catalog as this scope may see it: no hidden table, and no hidden column anywhere,
+    /// not even in a key or a relationship ([`crate::tools::scoped_catalog`]). Everything
+    /// that describes tables or builds SQL of its own works from it; only ad-hoc SQL, which
+    /// must find hidden columns to mask them, reads the database's whole catalog.
+    pub async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
+        let raw = self.db.catalog().await?;
+        let mut cached = self.scoped.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, scoped)) = cached.as_ref()
+            && Arc::ptr_eq(seen, &raw)
+        {
+            return Ok(scoped.clone());
+        }
+        let scoped = Arc::new(crate::tools::scoped_catalog(&self.rules, &raw));
+        *cached = Some((raw, scoped.clone()));
+        Ok(scoped)
     }
 
     pub fn profile(&self) -> ToolProfile {

@@ -227,6 +227,31 @@ pub struct CheckedQuery {
     /// clause and which has no `TOP`, `OFFSET`, `FETCH` or `FOR`: appending `OFFSET … FETCH`
     /// skips exactly the rows that reading and dropping them would ([`crate::db::Page`]).
     pub pageable_in_sql: bool,
+    /// Which result columns are the read table's own column of that name, when the query
+    /// is one `SELECT` from one table (no join, no derived table); `None` otherwise.
+    pub plain_columns: Option<PlainColumns>,
+}
+
+/// The result columns of a one-table `SELECT` that carry the table's column of the same
+/// name unchanged (`id`, `o.id`, `o.id AS id`, `*`), so a row id built from them names the
+/// row the values came from. Names compare ignoring case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlainColumns {
+    /// A `*` or `t.*` brings every column of the table.
+    pub all: bool,
+    /// Result names given by a plain column reference (lower case).
+    pub plain: Vec<String>,
+    /// Result names given by anything else: an expression, or another column renamed.
+    pub other: Vec<String>,
+}
+
+impl PlainColumns {
+    /// Whether result column `name` is the table's column `name`, and nothing else is
+    /// named so.
+    pub fn is_plain(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        (self.all || self.plain.contains(&name)) && !self.other.contains(&name)
+    }
 }
 
 /// Why a query was refused.
@@ -689,6 +714,44 @@ fn pageable_in_sql(q: &Query) -> bool {
         && q.settings.is_none()
         && q.format_clause.is_none()
         && q.pipe_operators.is_empty()
+}
+
+/// See [`CheckedQuery::plain_columns`].
+fn plain_columns(q: &Query) -> Option<PlainColumns> {
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    match select.from.as_slice() {
+        [one] if one.joins.is_empty() && matches!(one.relation, TableFactor::Table { .. }) => {}
+        _ => return None,
+    }
+    let last_part = |e: &Expr| match e {
+        Expr::Identifier(i) => Some(i.value.to_lowercase()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_lowercase()),
+        _ => None,
+    };
+    let mut out = PlainColumns::default();
+    for item in &select.projection {
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => out.all = true,
+            SelectItem::UnnamedExpr(e) => match last_part(e) {
+                Some(name) => out.plain.push(name),
+                // Named by the database after the expression's text, never a bare column
+                // name; nothing to record.
+                None => {}
+            },
+            SelectItem::ExprWithAlias { expr, alias } => {
+                let name = alias.value.to_lowercase();
+                if last_part(expr).as_deref() == Some(name.as_str()) {
+                    out.plain.push(name);
+                } else {
+                    out.other.push(name);
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 fn parser_message(e: &ParserError) -> String {
@@ -1184,6 +1247,7 @@ impl<'a> Checker<'a> {
             tables: self.tables,
             has_order_by: root.order_by.is_some(),
             pageable_in_sql: pageable_in_sql(root),
+            plain_columns: plain_columns(root),
         })
     }
 }
@@ -1473,8 +1537,18 @@ mod tests {
         let template = check(&lifted.template, d, r);
         match (original, &template) {
             (Ok(a), Ok(b)) => assert_eq!(
-                (&a.tables, a.has_order_by, a.pageable_in_sql),
-                (&b.tables, b.has_order_by, b.pageable_in_sql),
+                (
+                    &a.tables,
+                    a.has_order_by,
+                    a.pageable_in_sql,
+                    &a.plain_columns
+                ),
+                (
+                    &b.tables,
+                    b.has_order_by,
+                    b.pageable_in_sql,
+                    &b.plain_columns
+                ),
                 "{sql:?} lifted to {:?}",
                 lifted.template
             ),
@@ -2082,6 +2156,43 @@ mod tests {
         // A query hint would follow the ORDER BY; the parser does not take one at all.
         refused(MsSql, "SELECT id FROM t ORDER BY id OPTION (MAXDOP 1)");
         assert!(!passes(Sqlite, "SELECT id FROM t ORDER BY id LIMIT 5").pageable_in_sql);
+    }
+
+    #[test]
+    fn plain_columns_are_the_tables_own_columns_unchanged() {
+        for d in both() {
+            let p = passes(d, "SELECT o.order_id, status AS status, total + 1 AS total, customer_id AS order_ref FROM orders o WHERE order_id = 5")
+                .plain_columns
+                .expect("one table");
+            assert!(p.is_plain("ORDER_ID") && p.is_plain("status"), "{p:?}");
+            assert!(
+                !p.is_plain("total") && !p.is_plain("order_ref") && !p.is_plain("customer_id"),
+                "{p:?}"
+            );
+            // A renamed column or an expression takes the key's name: not the key.
+            for sql in [
+                "SELECT customer_id AS order_id, status FROM orders",
+                "SELECT order_id + 1 AS order_id FROM orders",
+                "SELECT 7 AS order_id, COUNT(*) AS n FROM orders",
+                "SELECT *, 7 AS order_id FROM orders",
+            ] {
+                let p = passes(d, sql).plain_columns.expect("one table");
+                assert!(!p.is_plain("order_id"), "{sql}: {p:?}");
+            }
+            let p = passes(d, "SELECT o.* FROM orders o")
+                .plain_columns
+                .expect("one table");
+            assert!(p.is_plain("order_id"));
+            // Not one table read directly: no plain columns at all.
+            for sql in [
+                "SELECT order_id FROM (SELECT customer_id AS order_id FROM orders) s",
+                "SELECT b.order_id FROM orders a JOIN orders b ON b.order_id = a.order_id + 1",
+                "SELECT order_id FROM orders UNION SELECT customer_id FROM orders",
+                "SELECT order_id FROM orders, customers",
+            ] {
+                assert_eq!(passes(d, sql).plain_columns, None, "{sql}");
+            }
+        }
     }
 
     #[test]

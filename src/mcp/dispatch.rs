@@ -352,7 +352,7 @@ fn resource_uri(scope: &Scope, t: &TableInfo) -> String {
 }
 
 async fn resources_list(scope: &Scope) -> Result<Value, RpcError> {
-    let catalog = scope.db.catalog().await.map_err(db_rpc)?;
+    let catalog = scope.catalog().await.map_err(db_rpc)?;
     let resources: Vec<Value> = visible_tables(scope, &catalog)
         .into_iter()
         .map(|t| {
@@ -373,7 +373,7 @@ fn db_rpc(e: crate::db::DbError) -> RpcError {
 }
 
 async fn find_resource(scope: &Scope, era: Era, uri: &str) -> Result<Value, RpcError> {
-    let catalog = scope.db.catalog().await.map_err(db_rpc)?;
+    let catalog = scope.catalog().await.map_err(db_rpc)?;
     let found = visible_tables(scope, &catalog)
         .into_iter()
         .find(|t| resource_uri(scope, t) == uri);

@@ -91,7 +91,7 @@ fn find_visible<'c>(
 }
 
 async fn fetch_table(scope: &Scope, schema: &str, table: &str) -> Result<Value, ToolError> {
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let t = find_visible(scope, &catalog, schema, table).ok_or_else(|| {
         ToolError::NotFound(format!("no table `{schema}.{table}` is visible here"))
     })?;
@@ -109,7 +109,7 @@ async fn fetch_row(
     table: &str,
     key: &[String],
 ) -> Result<Value, ToolError> {
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let not_found = || {
         ToolError::NotFound(format!(
             "no row `{schema}.{table}/{}` exists here",

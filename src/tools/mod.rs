@@ -19,7 +19,9 @@ use serde_json::{Map, Value, json};
 
 use crate::config::ToolProfile;
 use crate::db::guard::GuardError;
-use crate::db::{Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind};
+use crate::db::{
+    AccessRules, Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind,
+};
 use crate::json::{Dual, Json};
 use crate::state::Scope;
 
@@ -373,6 +375,58 @@ pub(crate) fn visible_tables<'c>(scope: &Scope, catalog: &'c Catalog) -> Vec<&'c
         .iter()
         .filter(|t| scope.rules.table_visible(Some(&t.schema), &t.name))
         .collect()
+}
+
+/// What a scope with `rules` may see of `raw`: its visible tables, and of each only the
+/// visible columns. A primary key that includes a hidden column is dropped (the table's rows
+/// then get `sql:` ids, as rows of a table without a key do): an id would carry the hidden
+/// value, and `fetch` by key would test guesses of it. So is a foreign key that includes a
+/// hidden column on either side or points at a hidden table (a row's related ids would
+/// reveal its value), and a full-text index keyed on a hidden column.
+pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
+    let visible_table = |schema: &str, name: &str| rules.table_visible(Some(schema), name);
+    let hidden =
+        |schema: &str, table: &str, column: &str| rules.column_denied(Some(schema), table, column);
+    let tables = raw
+        .tables
+        .iter()
+        .filter(|t| visible_table(&t.schema, &t.name))
+        .map(|t| {
+            let mut t = t.clone();
+            if !rules.has_denied_columns(Some(&t.schema), &t.name)
+                && t.foreign_keys
+                    .iter()
+                    .all(|fk| !rules.has_denied_columns(Some(&fk.ref_schema), &fk.ref_table))
+            {
+                t.foreign_keys
+                    .retain(|fk| visible_table(&fk.ref_schema, &fk.ref_table));
+                return t;
+            }
+            let (schema, name) = (t.schema.clone(), t.name.clone());
+            let own_hidden = |c: &String| hidden(&schema, &name, c);
+            t.columns.retain(|c| !own_hidden(&c.name));
+            if t.primary_key.iter().any(own_hidden) {
+                t.primary_key.clear();
+                t.key_is_heuristic = false;
+            }
+            t.foreign_keys.retain(|fk| {
+                visible_table(&fk.ref_schema, &fk.ref_table)
+                    && !fk.columns.iter().any(own_hidden)
+                    && !fk
+                        .ref_columns
+                        .iter()
+                        .any(|c| hidden(&fk.ref_schema, &fk.ref_table, c))
+            });
+            if let Some(ft) = &mut t.full_text {
+                ft.columns.retain(|c| !own_hidden(c));
+                if own_hidden(&ft.key_column) || ft.columns.is_empty() {
+                    t.full_text = None;
+                }
+            }
+            t
+        })
+        .collect();
+    Catalog { tables }
 }
 
 /// Columns of `table` not hidden in this scope, in table order.

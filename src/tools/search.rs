@@ -89,7 +89,7 @@ fn strip_command<'a>(q: &'a str, cmd: &str) -> Option<&'a str> {
 }
 
 async fn list(scope: &Scope) -> Result<Vec<Hit>, ToolError> {
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     Ok(visible_tables(scope, &catalog)
         .into_iter()
         .map(|t| table_hit(scope, t, 0))
@@ -124,7 +124,7 @@ fn capitalise(s: &str) -> String {
 }
 
 async fn describe_hit(scope: &Scope, name: &str) -> Result<Vec<Hit>, ToolError> {
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
     let desc = describe(scope, &catalog, table);
     Ok(vec![Hit {
@@ -152,7 +152,7 @@ async fn sample(scope: &Scope, rest: &str) -> Result<Vec<Hit>, ToolError> {
             ));
         }
     };
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
     let columns = visible_columns(scope, table);
     let page = Page::bytes(
@@ -258,14 +258,18 @@ async fn maybe_sql(scope: &Scope, q: &str) -> Result<Option<Vec<Hit>>, ToolError
         scope.config.max_result_bytes,
     );
     match run_sql(scope, q, page).await {
-        Ok((rs, tables, _masked)) => {
-            let catalog = scope.db.catalog().await?;
-            // Rows get real ids when the query reads one table and selects its key.
-            let table = match tables.as_slice() {
-                [t] => catalog.find(&match &t.schema {
-                    Some(s) => format!("{s}.{}", t.name),
-                    None => t.name.clone(),
-                }),
+        Ok((rs, checked, _masked)) => {
+            let catalog = scope.catalog().await?;
+            // Rows get real ids when the query reads one table directly and selects its
+            // whole key unchanged; a computed or renamed column that takes a key column's
+            // name would make an id (and a citation) of another row.
+            let table = match (checked.tables.as_slice(), &checked.plain_columns) {
+                ([t], Some(plain)) => catalog
+                    .find(&match &t.schema {
+                        Some(s) => format!("{s}.{}", t.name),
+                        None => t.name.clone(),
+                    })
+                    .filter(|t| t.primary_key.iter().all(|k| plain.is_plain(k))),
                 _ => None,
             };
             Ok(Some(rows_to_hits(scope, table, &rs, q, 0)))
@@ -354,7 +358,7 @@ async fn keywords_search(
             truncate(q, 80)
         )));
     }
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let tables = visible_tables(scope, &catalog);
     let mut hits: Vec<Hit> = Vec::new();
     // A keyword naming a table (singular or plural) puts the table itself among the results.

@@ -21,7 +21,7 @@ use crate::state::Scope;
 const DEFAULT_SAMPLE: usize = 10;
 
 pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let tables: Vec<Value> = visible_tables(scope, &catalog)
         .into_iter()
         .map(|t| {
@@ -40,7 +40,7 @@ pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
 }
 
 pub async fn describe_table(scope: &Scope, name: &str) -> Result<ToolOutput, ToolError> {
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
     ToolOutput::new(&describe(scope, &catalog, table), 1)
 }
@@ -333,7 +333,7 @@ pub async fn get_table_sample(
     limit: Option<usize>,
     cursor: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
-    let catalog = scope.db.catalog().await?;
+    let catalog = scope.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
     let target = CursorTarget::Table(table.qualified());
     let page = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor)?;
@@ -347,8 +347,9 @@ pub(crate) async fn run_sql(
     scope: &Scope,
     sql: &str,
     mut page: Page,
-) -> Result<(RowSet, Vec<TableRef>, Vec<String>), ToolError> {
+) -> Result<(RowSet, Arc<guard::CheckedQuery>, Vec<String>), ToolError> {
     let (lifted, checked) = accept(scope, sql)?;
+    // The whole catalog, not the scope's: hidden columns must be found to be masked.
     let catalog = scope.db.catalog().await?;
     let read = resolve(&catalog, &checked.tables);
     page.hidden = hidden_columns(scope, &read);
@@ -365,7 +366,7 @@ pub(crate) async fn run_sql(
     };
     let masked = mask_columns(scope, &read, &mut rs);
     rs.dedupe_column_names();
-    Ok((rs, checked.tables.clone(), masked))
+    Ok((rs, checked, masked))
 }
 
 /// Lifts `sql`'s literals and has the guard check it once per template and scope.
@@ -515,7 +516,7 @@ pub async fn execute_sql(
     }
     let target = CursorTarget::sql(sql);
     let page = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
-    let (rs, _tables, masked) = run_sql(scope, sql, page.clone()).await?;
+    let (rs, _checked, masked) = run_sql(scope, sql, page.clone()).await?;
     paged(scope, &rs, &page, target, None, &masked)
 }
 

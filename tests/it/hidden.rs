@@ -343,3 +343,112 @@ async fn a_harmless_cte_that_shadows_a_denied_table_name_runs() {
         .await;
     assert_eq!(out["rows"][0]["a"], 1);
 }
+
+/// A scope that hides a foreign-key column (`orders.customer_id`) and part of a composite
+/// primary key (`order_lines.line_no`).
+fn keys_config() -> String {
+    config_toml(
+        "",
+        r#"
+[[scope]]
+path = "/keys"
+database = "demo"
+profile = "full"
+deny_columns = ["orders.customer_id", "order_lines.line_no"]
+"#,
+    )
+}
+
+/// A hidden column's name appears in no key or relationship, and its values in no id: a
+/// primary key that includes one is not a key here (its rows get `sql:` ids, and `fetch` by
+/// key cannot test guesses of the hidden value), and a foreign key through one is no link.
+#[tokio::test]
+async fn hidden_key_and_foreign_key_columns_appear_in_no_schema_id_or_link() {
+    let srv = Server::with_config(&keys_config()).await;
+    let lines = srv
+        .tool_ok("/keys", "describe_table", json!({"table": "order_lines"}))
+        .await;
+    assert!(!lines.to_string().contains("line_no"), "{lines}");
+    let orders = srv
+        .tool_ok("/keys", "describe_table", json!({"table": "orders"}))
+        .await;
+    assert!(!orders.to_string().contains("customer_id"), "{orders}");
+    let customers = srv
+        .tool_ok("/keys", "describe_table", json!({"table": "customers"}))
+        .await;
+    assert!(
+        !customers["referenced_by"]
+            .to_string()
+            .contains("main.orders"),
+        "{customers}"
+    );
+    for (tool, args) in [
+        ("list_tables", json!({})),
+        ("search", json!({"query": "describe order_lines"})),
+        ("fetch", json!({"id": "main.order_lines"})),
+        (
+            "get_table_sample",
+            json!({"table": "order_lines", "limit": 3}),
+        ),
+    ] {
+        let out = srv.tool_ok("/keys", tool, args.clone()).await;
+        assert!(!out.to_string().contains("line_no"), "{tool} {args}: {out}");
+    }
+    let c = Legacy::connect(&srv, "/keys", V1125).await;
+    let r = c
+        .request(
+            "resources/read",
+            json!({"uri": "db://keys/main.order_lines"}),
+        )
+        .await;
+    assert!(
+        r.text.contains("order_lines") && !r.text.contains("line_no"),
+        "{}",
+        r.text
+    );
+
+    // No oracle: an existing and a missing line get the same answer, which names no column.
+    let line = db_count("SELECT min(line_no) FROM order_lines WHERE order_id = 1042");
+    let real = srv
+        .tool_err(
+            "/keys",
+            "fetch",
+            json!({"id": format!("main.order_lines/1042,{line}")}),
+        )
+        .await;
+    let guess = srv
+        .tool_err("/keys", "fetch", json!({"id": "main.order_lines/1042,999"}))
+        .await;
+    assert_eq!(
+        real.replace(&line.to_string(), "N"),
+        guess.replace("999", "N")
+    );
+    assert!(!real.contains("line_no"), "{real}");
+    let page = srv
+        .get(&format!("/keys/records/main.order_lines/1042,{line}"), &[])
+        .await;
+    assert_eq!(page.status, 404, "{}", page.text);
+
+    // Rows of such a table are cited by `sql:` ids; an order links to no customer.
+    let found = srv
+        .tool_ok(
+            "/keys",
+            "search",
+            json!({"query": "SELECT * FROM order_lines WHERE order_id = 1042"}),
+        )
+        .await;
+    let ids: Vec<&str> = found["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(
+        !ids.is_empty() && ids.iter().all(|id| id.starts_with("sql:")),
+        "{found}"
+    );
+    let order = srv
+        .tool_ok("/keys", "fetch", json!({"id": "main.orders/1042"}))
+        .await;
+    assert!(!order.to_string().contains("customer"), "{order}");
+}

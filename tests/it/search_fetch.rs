@@ -650,3 +650,40 @@ profile = "full"
     assert_eq!(out["rows"][0]["id"], 1, "{out}");
     srv.stop().await;
 }
+
+/// A row id names the row its values came from: only a key selected unchanged from the one
+/// table read makes one. A computed or renamed column that takes the key's name, or a
+/// derived table, gets `sql:` ids instead of a citation of some other order.
+#[tokio::test]
+async fn sql_search_mints_row_ids_only_from_the_key_selected_unchanged() {
+    let srv = Server::demo().await;
+    let ids_of = |v: &serde_json::Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let plain = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT o.order_id, status AS status FROM orders o WHERE order_id = 1042"}),
+        )
+        .await;
+    assert_eq!(ids_of(&plain), ["main.orders/1042"], "{plain}");
+    for q in [
+        "SELECT order_id + 1 AS order_id, status FROM orders WHERE order_id = 1042",
+        "SELECT customer_id AS order_id, total_amount FROM orders WHERE order_id = 1042",
+        "SELECT 7 AS order_id, count(*) AS n FROM orders",
+        "SELECT order_id FROM (SELECT customer_id AS order_id FROM orders WHERE order_id = 1042) s",
+    ] {
+        let out = srv.tool_ok("/chatgpt", "search", json!({"query": q})).await;
+        let ids = ids_of(&out);
+        assert!(
+            !ids.is_empty() && ids.iter().all(|id| id.starts_with("sql:")),
+            "{q}: {out}"
+        );
+    }
+}
