@@ -734,12 +734,13 @@ fn plain_columns(q: &Query) -> Option<PlainColumns> {
     for item in &select.projection {
         match item {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => out.all = true,
-            SelectItem::UnnamedExpr(e) => match last_part(e) {
-                Some(name) => out.plain.push(name),
-                // Named by the database after the expression's text, never a bare column
-                // name; nothing to record.
-                None => {}
-            },
+            // An unnamed expression is named by the database after its text, never a bare
+            // column name; nothing to record for it.
+            SelectItem::UnnamedExpr(e) => {
+                if let Some(name) = last_part(e) {
+                    out.plain.push(name);
+                }
+            }
             SelectItem::ExprWithAlias { expr, alias } => {
                 let name = alias.value.to_lowercase();
                 if last_part(expr).as_deref() == Some(name.as_str()) {
