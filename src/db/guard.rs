@@ -81,6 +81,11 @@ pub const MAX_SQL_BYTES: usize = 256 * 1024;
 pub const MAX_OPERATOR_TOKENS: usize = 10_000;
 /// `sqlparser` recursion limit (nesting of parentheses, sub-queries, function calls, ...).
 pub const PARSER_RECURSION_LIMIT: usize = 100;
+/// Most table references (`FROM a, b JOIN c`, counted wherever they appear) accepted: each is
+/// checked against every CTE in scope, so together with [`MAX_CTES`] this bounds the work.
+pub const MAX_TABLE_REFERENCES: usize = 10_000;
+/// Most CTE definitions accepted in one query.
+pub const MAX_CTES: usize = 200;
 
 /// SQL dialect of a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,7 +280,8 @@ pub enum GuardError {
     ColumnDenied(String),
     #[error(
         "the query is too large or too deeply nested (at most {MAX_SQL_BYTES} bytes, \
-         {MAX_OPERATOR_TOKENS} operators and {PARSER_RECURSION_LIMIT} nesting levels)"
+         {MAX_OPERATOR_TOKENS} operators, {PARSER_RECURSION_LIMIT} nesting levels, \
+         {MAX_TABLE_REFERENCES} table references and {MAX_CTES} CTEs)"
     )]
     TooComplex,
     #[error("the access rules are invalid: {0}")]
@@ -615,12 +621,27 @@ struct TsqlTokens {
 
 fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
     // The character a token starts with (sqlparser reads both `0x41` and `X'41'` as one kind
-    // of token).
-    let first_char = |t: &TokenWithSpan| {
+    // of token). Locations are (line, column) in characters; the text is indexed once, on
+    // the first hex literal, so that many of them cost no more than one each.
+    let mut indexed: Option<(Vec<char>, Vec<usize>)> = None;
+    let mut first_char = |t: &TokenWithSpan| {
+        let (chars, line_starts) = indexed.get_or_insert_with(|| {
+            let chars: Vec<char> = sql.chars().collect();
+            let mut starts = vec![0];
+            starts.extend(
+                chars
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == '\n')
+                    .map(|(i, _)| i + 1),
+            );
+            (chars, starts)
+        });
         let at = t.span.start;
-        sql.split('\n')
-            .nth((at.line as usize).wrapping_sub(1))
-            .and_then(|l| l.chars().nth((at.column as usize).wrapping_sub(1)))
+        let line = line_starts.get((at.line as usize).checked_sub(1)?)?;
+        chars
+            .get(line + (at.column as usize).checked_sub(1)?)
+            .copied()
     };
     let mut out = TsqlTokens {
         refused: None,
@@ -664,6 +685,13 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                 if method && out.column_hazard.is_none() {
                     out.column_hazard = Some(format!(
                         "the XML method `.{}()`, whose XQuery can read columns by name (sql:column),",
+                        w.value
+                    ));
+                }
+                if (upper == "IDENTITYCOL" || upper == "ROWGUIDCOL") && out.column_hazard.is_none()
+                {
+                    out.column_hazard = Some(format!(
+                        "`{}`, which reads the identity or row GUID column without naming it,",
                         w.value
                     ));
                 }
@@ -822,6 +850,9 @@ fn column_pattern_table_part<'p>(
 /// CTE names of one `WITH`, with the address of each CTE's query.
 struct CteScope {
     names: Vec<(String, usize)>,
+    /// Each name as SQL Server compares it under a case- and width-insensitive collation
+    /// ([`Checker::collated`]), worked out once.
+    collated: Vec<String>,
     /// How many of `names` are in scope right now (SQL Server: no forward references).
     visible: usize,
 }
@@ -855,6 +886,9 @@ struct Checker<'a> {
     natural_join: bool,
     /// `ORDER BY 3` / `GROUP BY 3`: a position can name a hidden column without spelling it.
     positional: Option<&'static str>,
+    /// Table references and CTE definitions seen ([`MAX_TABLE_REFERENCES`], [`MAX_CTES`]).
+    relations: usize,
+    ctes: usize,
 }
 
 /// A bare number used as a column position.
@@ -890,7 +924,15 @@ impl<'a> Checker<'a> {
             column_hazard: None,
             natural_join: false,
             positional: None,
+            relations: 0,
+            ctes: 0,
         }
+    }
+
+    /// `s` as SQL Server compares names under its usual case- and width-insensitive
+    /// collations.
+    fn collated(&self, s: &str) -> String {
+        self.norm(s).to_lowercase()
     }
 
     fn fold(&self, s: &str) -> String {
@@ -902,20 +944,29 @@ impl<'a> Checker<'a> {
 
     /// Normalises an identifier the way the server compares names, beyond case: SQL Server
     /// ignores trailing spaces and (in its default, width-insensitive collations) maps
-    /// full-width forms to ASCII. Accent-insensitive collations are not emulated.
+    /// full-width forms to ASCII. A letter whose capital is ASCII (`ſ` → `S`, `ı` → `I`,
+    /// `ﬁ` → `FI`) is taken as that ASCII, in case a case-insensitive collation compares it
+    /// so. Accent-insensitive collations are not emulated.
     fn norm(&self, s: &str) -> String {
         match self.dialect {
             SqlDialect::Sqlite => s.to_string(),
-            SqlDialect::MsSql => s
-                .chars()
-                .map(|c| match c {
-                    '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-                    '\u{3000}' => ' ',
-                    _ => c,
-                })
-                .collect::<String>()
-                .trim_end_matches(' ')
-                .to_string(),
+            SqlDialect::MsSql => {
+                let mut out = String::with_capacity(s.len());
+                for c in s.chars() {
+                    match c {
+                        '\u{FF01}'..='\u{FF5E}' => {
+                            out.push(char::from_u32(c as u32 - 0xFEE0).unwrap_or(c));
+                        }
+                        '\u{3000}' => out.push(' '),
+                        c if !c.is_ascii() && c.to_uppercase().all(|u| u.is_ascii()) => {
+                            out.extend(c.to_uppercase().map(|u| u.to_ascii_lowercase()));
+                        }
+                        c => out.push(c),
+                    }
+                }
+                out.truncate(out.trim_end_matches(' ').len());
+                out
+            }
         }
     }
 
@@ -950,14 +1001,13 @@ impl<'a> Checker<'a> {
     /// case or width, or in trailing spaces), so the name is checked as a table too.
     fn cte_match(&self, name: &str) -> Option<bool> {
         let mut found = None;
+        let collated = (self.dialect == SqlDialect::MsSql).then(|| self.collated(name));
         for scope in self.scopes.iter().rev() {
-            for (cte, _) in scope.names.iter().take(scope.visible) {
+            for (i, (cte, _)) in scope.names.iter().take(scope.visible).enumerate() {
                 match self.dialect {
                     SqlDialect::Sqlite if cte.eq_ignore_ascii_case(name) => return Some(true),
                     SqlDialect::MsSql if cte == name => return Some(true),
-                    SqlDialect::MsSql
-                        if self.norm(cte).to_lowercase() == self.norm(name).to_lowercase() =>
-                    {
+                    SqlDialect::MsSql if collated.as_ref() == scope.collated.get(i) => {
                         found = Some(false)
                     }
                     _ => {}
@@ -1086,6 +1136,10 @@ impl<'a> Checker<'a> {
 
     /// Checks a name used as a table (in FROM or SQLite's `x IN table`).
     fn check_relation(&mut self, name: &ObjectName) -> Flow {
+        self.relations += 1;
+        if self.relations > MAX_TABLE_REFERENCES {
+            return ControlFlow::Break(GuardError::TooComplex);
+        }
         let mut written: Vec<&str> = Vec::with_capacity(name.0.len());
         for part in &name.0 {
             match part {
@@ -1320,12 +1374,24 @@ impl Visitor for Checker<'_> {
                     .collect()
             })
             .unwrap_or_default();
+        self.ctes += names.len();
+        if self.ctes > MAX_CTES {
+            return ControlFlow::Break(GuardError::TooComplex);
+        }
         let visible = match self.dialect {
             // SQLite: every CTE of a WITH is visible in all of its bodies.
             SqlDialect::Sqlite => names.len(),
             SqlDialect::MsSql => 0,
         };
-        self.scopes.push(CteScope { names, visible });
+        let collated = match self.dialect {
+            SqlDialect::Sqlite => Vec::new(),
+            SqlDialect::MsSql => names.iter().map(|(n, _)| self.collated(n)).collect(),
+        };
+        self.scopes.push(CteScope {
+            names,
+            collated,
+            visible,
+        });
         ControlFlow::Continue(())
     }
 
@@ -1894,16 +1960,70 @@ mod tests {
     }
 
     #[test]
+    fn letters_whose_capitals_are_ascii_name_the_hidden_column_too() {
+        let r = salary_rules();
+        // Long s (capital S) and dotless i (capital I), and the fi ligature (capital FI): a
+        // case-insensitive collation may compare them as the ASCII letters.
+        for sql in [
+            "SELECT \u{17F}alary AS s FROM employees",
+            "SELECT [\u{17F}ALARY] FROM employees",
+        ] {
+            assert_column_denied(MsSql, &r, sql);
+        }
+        let iban = rules(&[], &[], &["employees.iban", "employees.profile"]);
+        for sql in [
+            "SELECT \u{131}ban FROM employees",
+            "SELECT e.[pro\u{FB01}le] FROM employees e",
+        ] {
+            assert_column_denied(MsSql, &iban, sql);
+        }
+        // A name is still a name: ordinary non-ASCII letters pass.
+        passes_with(MsSql, &r, "SELECT name AS n\u{e4}me FROM employees");
+    }
+
+    #[test]
+    fn many_ctes_or_table_references_are_too_complex_and_cheap_to_refuse() {
+        for d in both() {
+            let ctes: Vec<String> = (0..=MAX_CTES)
+                .map(|i| format!("a{i} AS (SELECT 1 AS x)"))
+                .collect();
+            let sql = format!("WITH {} SELECT x FROM a0", ctes.join(", "));
+            assert_eq!(refused(d, &sql), GuardError::TooComplex);
+            let refs = vec!["t"; MAX_TABLE_REFERENCES + 1].join(", ");
+            let sql = format!("SELECT 1 AS x FROM {refs}");
+            assert_eq!(refused(d, &sql), GuardError::TooComplex);
+            // At the limits it passes.
+            let ctes: Vec<String> = (0..MAX_CTES)
+                .map(|i| format!("a{i} AS (SELECT 1 AS x)"))
+                .collect();
+            let refs = vec!["a0"; MAX_TABLE_REFERENCES - MAX_CTES].join(", ");
+            passes(
+                d,
+                &format!("WITH {} SELECT 1 AS x FROM {refs}", ctes.join(", ")),
+            );
+        }
+        // Many hex literals on one line: each is looked up in the text in constant time (it
+        // was a scan from the start per literal: seconds for a query of this size).
+        let sql = format!("SELECT {}", vec!["0x1"; 60_000].join(","));
+        let started = std::time::Instant::now();
+        let _ = check(&sql, MsSql, &AccessRules::default());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
     fn pseudo_columns_cannot_read_hidden_columns() {
         let r = salary_rules();
         for sql in [
             "SELECT $IDENTITY AS n FROM employees",
             "SELECT $ROWGUID AS g FROM employees",
             "SELECT $node_id AS g FROM employees",
+            "SELECT IDENTITYCOL AS n FROM employees",
+            "SELECT e.ROWGUIDCOL AS g FROM employees e",
         ] {
             assert_column_denied(MsSql, &r, sql);
         }
         passes(MsSql, "SELECT $IDENTITY AS n FROM t");
+        passes(MsSql, "SELECT IDENTITYCOL AS n FROM t");
         passes_with(MsSql, &r, "SELECT name FROM employees WHERE 1 = 1");
         for sql in [
             "SELECT rowid AS r FROM employees",
