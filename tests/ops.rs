@@ -1436,3 +1436,108 @@ async fn the_demo_generates_a_missing_database_and_serves_it() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fix: pass a writable directory"));
 }
+
+/// `tools/call` of `execute_sql` on the binary at `base`, returning the JSON-RPC response.
+async fn sql_call(base: &str, sql: &str) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "execute_sql", "arguments": {"sql": sql}}});
+    client()
+        .post(format!("{base}/claude/sse"))
+        .json(&body)
+        .send()
+        .await
+        .expect("tool call")
+        .json()
+        .await
+        .expect("tool call JSON")
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Work inside one step of a SQLite query cannot be interrupted (`instr` of two long texts
+/// takes their product): such a query runs off the async workers, so everything else keeps
+/// answering, and its caller gets the timeout at the timeout. And a row of many huge values
+/// fails with "out of memory" at SQLite's heap limit instead of taking gigabytes.
+#[tokio::test]
+async fn a_query_stuck_in_one_step_or_building_a_huge_row_holds_up_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, port) = binary_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "kind = \"sqlite\"",
+            "kind = \"sqlite\"\nquery_timeout_secs = 1",
+        ),
+    )
+    .expect("config");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    let pid = child.id().expect("pid");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+
+    // Several seconds of `instr` in one step; two at once, as many as a runtime has workers.
+    let slow = "SELECT instr(printf('%.*c', 400000, 'a'), printf('%.*c', 200000, 'a') || 'b') AS k";
+    let started = Instant::now();
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move { sql_call(&base, slow).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let (status, _) = {
+        let r = client()
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("health");
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "/health took {:?} while the queries ran",
+        asked.elapsed()
+    );
+    for call in calls {
+        let out = call.await.expect("call task");
+        let text = out.to_string();
+        assert_eq!(out["result"]["isError"], true, "{text}");
+        assert!(text.contains("time"), "{text}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the callers waited {:?} for a 1 s timeout",
+        started.elapsed()
+    );
+
+    let columns: Vec<String> = (0..60)
+        .map(|i| format!("zeroblob(16000000) AS c{i}"))
+        .collect();
+    let out = sql_call(&base, &format!("SELECT {}", columns.join(", "))).await;
+    let text = out.to_string();
+    assert_eq!(out["result"]["isError"], true, "{text}");
+    assert!(text.contains("memory"), "{text}");
+    let peak = peak_rss_kib(pid);
+    assert!(peak < 800 << 10, "peak RSS {peak} KiB");
+    let out = sql_call(&base, "SELECT count(*) AS n FROM customers").await;
+    assert_eq!(out["result"]["isError"], false, "{out}");
+
+    terminate(pid);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+}

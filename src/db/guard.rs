@@ -232,6 +232,11 @@ pub struct CheckedQuery {
     /// clause and which has no `TOP`, `OFFSET`, `FETCH` or `FOR`: appending `OFFSET … FETCH`
     /// skips exactly the rows that reading and dropping them would ([`crate::db::Page`]).
     pub pageable_in_sql: bool,
+    /// No step of the query can take long on its own: it calls only functions whose cost is
+    /// at most linear in their arguments ([`LINEAR_FUNCTIONS`]) and matches no patterns
+    /// (`LIKE`, `GLOB`, `REGEXP`, ...), whose cost can be the product of two long values.
+    /// Between steps a query can always be interrupted; within one it cannot.
+    pub linear_steps: bool,
     /// Which result columns are the read table's own column of that name, when the query
     /// is one `SELECT` from one table (no join, no derived table); `None` otherwise.
     pub plain_columns: Option<PlainColumns>,
@@ -349,6 +354,123 @@ pub fn check(
             Some("`INDEXED BY`, whose row order can follow a hidden column,".into());
     }
     checker.finish(query)
+}
+
+/// Functions whose cost is at most linear in their arguments (the rest, such as `instr`,
+/// `replace`, `printf` or the JSON functions, may take the product of two long arguments, or
+/// build a long value; see [`CheckedQuery::linear_steps`]). Compared in lower case.
+const LINEAR_FUNCTIONS: &[&str] = &[
+    "abs",
+    "avg",
+    "count",
+    "count_big",
+    "max",
+    "min",
+    "sum",
+    "total",
+    "coalesce",
+    "ifnull",
+    "isnull",
+    "iif",
+    "nullif",
+    "length",
+    "len",
+    "octet_length",
+    "lower",
+    "upper",
+    "round",
+    "typeof",
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "unixepoch",
+    "strftime",
+    "hex",
+    "quote",
+    "unicode",
+    "char",
+    "likely",
+    "unlikely",
+    "likelihood",
+    "sign",
+    "ceil",
+    "ceiling",
+    "floor",
+    "trunc",
+    "mod",
+    "pow",
+    "power",
+    "sqrt",
+    "exp",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "pi",
+    "concat",
+    "concat_ws",
+    "group_concat",
+    "string_agg",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+    "percent_rank",
+    "cume_dist",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "getdate",
+    "sysdatetime",
+    "datepart",
+    "datediff",
+    "dateadd",
+    "year",
+    "month",
+    "day",
+    "convert",
+    "try_convert",
+    "try_cast",
+];
+
+/// Operators whose cost is at most linear in their operands (comparison, arithmetic,
+/// logic, concatenation); pattern matches and the rest are not.
+fn is_linear_operator(op: &sqlparser::ast::BinaryOperator) -> bool {
+    use sqlparser::ast::BinaryOperator as B;
+    matches!(
+        op,
+        B::Plus
+            | B::Minus
+            | B::Multiply
+            | B::Divide
+            | B::Modulo
+            | B::StringConcat
+            | B::Gt
+            | B::Lt
+            | B::GtEq
+            | B::LtEq
+            | B::Eq
+            | B::NotEq
+            | B::Spaceship
+            | B::And
+            | B::Or
+            | B::Xor
+            | B::BitwiseOr
+            | B::BitwiseAnd
+            | B::BitwiseXor
+            | B::PGBitwiseShiftLeft
+            | B::PGBitwiseShiftRight
+    )
 }
 
 /// SQLite functions refused anywhere (file and extension access).
@@ -889,6 +1011,8 @@ struct Checker<'a> {
     /// Table references and CTE definitions seen ([`MAX_TABLE_REFERENCES`], [`MAX_CTES`]).
     relations: usize,
     ctes: usize,
+    /// Something one step of which may take long ([`CheckedQuery::linear_steps`]).
+    slow_step: Option<String>,
 }
 
 /// A bare number used as a column position.
@@ -926,6 +1050,7 @@ impl<'a> Checker<'a> {
             positional: None,
             relations: 0,
             ctes: 0,
+            slow_step: None,
         }
     }
 
@@ -1092,6 +1217,16 @@ impl<'a> Checker<'a> {
             ));
         }
         let lower = last.value.to_lowercase();
+        let args = match &f.args {
+            FunctionArguments::List(list) => list.args.len(),
+            _ => 0,
+        };
+        let linear = LINEAR_FUNCTIONS.contains(&lower.as_str())
+            // With a second argument, trim compares every character with every one to trim.
+            && !(matches!(lower.as_str(), "trim" | "ltrim" | "rtrim") && args > 1);
+        if !linear && self.slow_step.is_none() {
+            self.slow_step = Some(format!("{}()", f.name));
+        }
         if let FunctionArguments::List(list) = &f.args
             && lower != "count"
             && lower != "count_big"
@@ -1303,6 +1438,7 @@ impl<'a> Checker<'a> {
             has_order_by: root.order_by.is_some(),
             pageable_in_sql: pageable_in_sql(root),
             plain_columns: plain_columns(root),
+            linear_steps: self.slow_step.is_none(),
         })
     }
 }
@@ -1555,6 +1691,29 @@ impl Visitor for Checker<'_> {
             },
             Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => {
                 self.note_nested_wildcard("a `*` inside an expression");
+            }
+            Expr::Like { .. }
+            | Expr::ILike { .. }
+            | Expr::SimilarTo { .. }
+            | Expr::RLike { .. }
+                if self.slow_step.is_none() =>
+            {
+                self.slow_step = Some("a pattern match".into());
+            }
+            Expr::BinaryOp { op, .. } if !is_linear_operator(op) && self.slow_step.is_none() => {
+                self.slow_step = Some(format!("the operator {op}"));
+            }
+            // Searching one text in another, or trimming a set of characters: the product of
+            // the two lengths.
+            Expr::Position { .. } if self.slow_step.is_none() => {
+                self.slow_step = Some("POSITION".into());
+            }
+            Expr::Trim {
+                trim_what,
+                trim_characters,
+                ..
+            } if (trim_what.is_some() || trim_characters.is_some()) && self.slow_step.is_none() => {
+                self.slow_step = Some("TRIM of given characters".into());
             }
             _ => {}
         }
@@ -2277,6 +2436,35 @@ mod tests {
         // A query hint would follow the ORDER BY; the parser does not take one at all.
         refused(MsSql, "SELECT id FROM t ORDER BY id OPTION (MAXDOP 1)");
         assert!(!passes(Sqlite, "SELECT id FROM t ORDER BY id LIMIT 5").pageable_in_sql);
+    }
+
+    #[test]
+    fn only_linear_functions_and_operators_make_linear_steps() {
+        for d in both() {
+            for sql in [
+                "SELECT id, lower(name) AS n, count(*) AS c FROM t WHERE a = 1 AND b > 2 GROUP BY id, name",
+                "SELECT substr(name, 1, 3) || trim(city) AS x FROM t ORDER BY 1",
+                "SELECT coalesce(a, 0) + abs(b) * 2 AS s FROM t",
+            ] {
+                assert!(passes(d, sql).linear_steps, "{sql}");
+            }
+            for sql in [
+                "SELECT instr(a, b) AS i FROM t",
+                "SELECT replace(a, 'x', b) AS r FROM t",
+                "SELECT printf('%.*c', 1000000, 'a') AS p",
+                "SELECT id FROM t WHERE name LIKE '%a%b%'",
+                "SELECT id FROM t WHERE lower(name) NOT LIKE b",
+            ] {
+                assert!(!passes(d, sql).linear_steps, "{sql}");
+            }
+        }
+        for sql in [
+            "SELECT id FROM t WHERE name GLOB '*a*'",
+            "SELECT trim(a, b) AS r FROM t",
+            "SELECT ltrim(a, 'xy') AS r FROM t",
+        ] {
+            assert!(!passes(Sqlite, sql).linear_steps, "{sql}");
+        }
     }
 
     #[test]

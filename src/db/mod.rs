@@ -626,6 +626,11 @@ pub struct Page {
     /// rows ([`crate::db::guard::CheckedQuery::pageable_in_sql`]), so a backend may skip
     /// `offset` rows in SQL (`OFFSET … FETCH`) instead of reading and dropping them.
     pub pageable_in_sql: bool,
+    /// No step of the query can take long on its own
+    /// ([`crate::db::guard::CheckedQuery::linear_steps`]; true of the backends' own
+    /// statements), so a backend may start it on the async worker and move it elsewhere when
+    /// it runs long (SQLite); otherwise it runs where it cannot hold up other requests.
+    pub linear_steps: bool,
 }
 
 impl Page {
@@ -637,6 +642,7 @@ impl Page {
             max_bytes: usize::MAX,
             hidden: None,
             pageable_in_sql: false,
+            linear_steps: true,
         }
     }
 
@@ -648,6 +654,7 @@ impl Page {
             max_bytes,
             hidden: None,
             pageable_in_sql: false,
+            linear_steps: true,
         }
     }
 

@@ -99,7 +99,19 @@ impl SqliteBackend {
     /// here on the async worker with a budget of [`INLINE_BUDGET`]; a query that needs longer
     /// is interrupted by SQLite's progress handler and run again on the blocking pool with the
     /// full timeout. Re-running is safe because every connection is read-only.
+    ///
+    /// The progress handler runs between steps of the query, so a single step that takes
+    /// long (`instr` of two long values) cannot be interrupted: a query that may have such a
+    /// step (`linear_steps` false, [`Page::linear_steps`]) goes to the blocking pool at once.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, DbError> + Send + Sync + 'static,
+    {
+        self.with_conn_where(true, f).await
+    }
+
+    async fn with_conn_where<T, F>(&self, linear_steps: bool, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, DbError> + Send + Sync + 'static,
@@ -116,7 +128,11 @@ impl SqliteBackend {
             }
         };
         let timeout = self.timeout;
-        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let pooled = if linear_steps {
+            self.idle.lock().ok().and_then(|mut v| v.pop())
+        } else {
+            None
+        };
         if let Some(qc) = pooled {
             qc.budget.arm(INLINE_BUDGET);
             let result = f(&qc.conn);
@@ -132,7 +148,7 @@ impl SqliteBackend {
         let path = self.path.clone();
         let immutable = self.immutable;
         let opens = self.opens.clone();
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
             let qc = match pooled {
@@ -154,11 +170,20 @@ impl SqliteBackend {
                 v.push(qc);
             }
             result
-        })
-        .await
-        .map_err(|e| DbError::Internal(e.to_string()))?
+        });
+        // A step the progress handler cannot interrupt may outlast the timeout: the caller
+        // gets its answer at the timeout all the same, and the thread (holding its permit,
+        // so the pool stays bounded) finishes the step alone.
+        match tokio::time::timeout(timeout + TIMEOUT_GRACE, task).await {
+            Ok(joined) => joined.map_err(|e| DbError::Internal(e.to_string()))?,
+            Err(_) => Err(DbError::Timeout(timeout.as_secs())),
+        }
     }
 }
+
+/// How long after the query timeout a caller stops waiting for a query that could not be
+/// interrupted.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a query may run inline on the async worker before it moves to the blocking pool.
 const INLINE_BUDGET: Duration = Duration::from_millis(2);
@@ -204,10 +229,28 @@ fn open_conn(path: &Path, immutable: bool) -> Result<Connection, DbError> {
     // SQLITE_TOOBIG, instead of `hex(zeroblob(1e9))` taking gigabytes before the cut.
     conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_BUILT_VALUE_BYTES as i32)
         .map_err(|e| DbError::Unavailable(format!("SQLITE_LIMIT_LENGTH: {e}")))?;
+    // A LIKE or GLOB pattern costs its length times the text's in the worst case.
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH,
+        MAX_LIKE_PATTERN_BYTES,
+    )
+    .map_err(|e| DbError::Unavailable(format!("SQLITE_LIMIT_LIKE_PATTERN_LENGTH: {e}")))?;
+    // The length limit bounds each value, not a row of many: `SELECT zeroblob(16000000),
+    // zeroblob(16000000), …` would make SQLite hold gigabytes. All of SQLite in this
+    // process (every database and the OAuth store) may hold at most this much; past it a
+    // query fails with "out of memory" instead of the process being killed.
+    conn.pragma_update(None, "hard_heap_limit", SQLITE_HEAP_LIMIT_BYTES)
+        .map_err(|e| DbError::Unavailable(format!("hard_heap_limit: {e}")))?;
     conn.set_prepared_statement_cache_capacity(64);
     register_fold(&conn).map_err(|e| DbError::Internal(e.to_string()))?;
     Ok(conn)
 }
+
+/// Longest `LIKE`/`GLOB` pattern a query may use (SQLite's default is 50,000 bytes).
+const MAX_LIKE_PATTERN_BYTES: i32 = 1_000;
+
+/// Most memory SQLite may hold in this process ([`open_conn`]).
+pub const SQLITE_HEAP_LIMIT_BYTES: i64 = 512 << 20;
 
 /// The name of the Unicode lower-casing SQL function registered on every connection.
 pub const FOLD_FUNCTION: &str = "mcp_fold";
@@ -847,7 +890,8 @@ impl Backend for SqliteBackend {
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         let sql = sql.to_string();
-        self.with_conn(move |c| run_uncached(c, &sql, &page)).await
+        self.with_conn_where(page.linear_steps, move |c| run_uncached(c, &sql, &page))
+            .await
     }
 
     /// A template with bound values goes through the statement cache: its text repeats while
@@ -867,7 +911,11 @@ impl Backend for SqliteBackend {
             })
             .collect();
         let first = page.clone();
-        match self.with_conn(move |c| run(c, &sql, &params, &first)).await {
+        let linear_steps = page.linear_steps;
+        match self
+            .with_conn_where(linear_steps, move |c| run(c, &sql, &params, &first))
+            .await
+        {
             // A statement that fails to prepare is reported with its text: here the template,
             // `?1` where the client wrote a literal, and offsets into it. Preparing the text
             // as sent gives the same error in the client's own words. Only such errors (their

@@ -282,6 +282,9 @@ async fn maybe_sql(scope: &Scope, q: &str) -> Result<Option<Vec<Hit>>, ToolError
     }
 }
 
+/// Longest keyword searched for, in characters.
+const MAX_KEYWORD_CHARS: usize = 64;
+
 /// Lower-case keywords of a natural-language query, stopwords removed.
 pub(crate) fn keywords(q: &str) -> Vec<String> {
     const STOP: [&str; 64] = [
@@ -303,8 +306,10 @@ pub(crate) fn keywords(q: &str) -> Vec<String> {
             continue;
         }
         // Keywords match as substrings, so a light stem finds "refund" for "refunds" and
-        // "ship" for "shipping".
-        let w = stem(&w);
+        // "ship" for "shipping". A longer word than any real one matches by its beginning:
+        // a pattern costs its length times each text's, and patterns are bounded (SQLite:
+        // 1,000 bytes).
+        let w: String = stem(&w).chars().take(MAX_KEYWORD_CHARS).collect();
         if out.contains(&w) {
             continue;
         }

@@ -354,6 +354,7 @@ pub(crate) async fn run_sql(
     let read = resolve(&catalog, &checked.tables);
     page.hidden = hidden_columns(scope, &read);
     page.pageable_in_sql = checked.pageable_in_sql;
+    page.linear_steps = checked.linear_steps;
     let mut rs = match scope.db.query_lifted(&lifted, page).await {
         Ok(rs) => rs,
         Err(DbError::Sql(msg)) if looks_like_missing_table(&msg) => {
