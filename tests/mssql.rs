@@ -896,6 +896,50 @@ async fn a_drain_past_its_byte_budget_discards_its_connection() {
     assert_eq!(b.pool_stats().created, before.created + 1);
 }
 
+/// tiberius reads every value of a row before handing it over, so a result's width bounds
+/// what one row can make the server hold: past the column limit the query fails before its
+/// first row, saying why, and the connection left mid-response is replaced.
+#[tokio::test]
+async fn a_result_wider_than_the_column_limit_fails_before_its_first_row() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(10));
+    let columns = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("OrderId AS c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let limit = mssql_mcp::db::mssql::MAX_RESULT_COLUMNS;
+    let rs = b
+        .query(
+            &format!("SELECT {} FROM Orders", columns(limit)),
+            page(0, 2),
+        )
+        .await
+        .expect("at the limit");
+    assert_eq!((rs.columns.len(), rs.rows.len()), (limit, 2));
+    let before = b.pool_stats();
+    let err = b
+        .query(
+            &format!("SELECT {} FROM Orders", columns(limit + 1)),
+            page(0, 2),
+        )
+        .await
+        .expect_err("past the limit");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("{} columns", limit + 1)) && msg.contains("fewer"),
+        "{msg}"
+    );
+    assert_eq!(b.pool_stats().discarded, before.discarded + 1);
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+        .await
+        .expect("the next query");
+    assert_eq!(rs.rows, vec![vec![Value::Int(120)]]);
+}
+
 #[tokio::test]
 async fn a_stream_abandoned_past_the_drain_budget_discards_its_connection() {
     let _s = serial().await;

@@ -36,7 +36,7 @@
 //!
 //! ```sql
 //! SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT <ms>;
-//! SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; SET TEXTSIZE <16 MiB>;
+//! SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; SET TEXTSIZE 131088;
 //! ```
 //!
 //! (session settings that nothing a client sends can change: the guard refuses `SET`); and an
@@ -98,13 +98,15 @@
 //!
 //! **Long values.** Text, `xml` and binary values longer than [`MAX_VALUE_BYTES`] are cut to
 //! it (text at a character boundary) and recorded ([`RowSet::cut_values`]); the
-//! tools say so. The server sends at most [`MAX_BUILT_VALUE_BYTES`] of one `varchar(max)`,
-//! `nvarchar(max)`, `varbinary(max)`, `text`, `ntext` or `image` value (`SET TEXTSIZE`), and a
-//! page stops at its byte cap ([`Page::max_bytes`]). Two gaps remain: `TEXTSIZE` does not
-//! apply to `xml`, so an `xml` value is read whole (up to SQL Server's 2 GB) before its cut;
-//! and a `varchar(max)` value longer than 16 MiB in a UTF-8 or double-byte collation can be
-//! cut by the server inside a character, which tiberius refuses to decode (the query fails;
-//! `nvarchar` decodes lossily and does not).
+//! tools say so. The server sends at most [`TEXTSIZE_BYTES`] (128 KiB) of one `varchar(max)`,
+//! `nvarchar(max)`, `varbinary(max)`, `text`, `ntext` or `image` value (`SET TEXTSIZE`), a
+//! result has at most [`MAX_RESULT_COLUMNS`] columns (tiberius reads a whole row before
+//! handing it over, so together they bound a row at 128 MiB), and a page stops at its byte
+//! cap ([`Page::max_bytes`]). Two gaps remain: `TEXTSIZE` does not apply to `xml`, so an `xml`
+//! value is read whole (up to SQL Server's 2 GB) before its cut; and a `varchar(max)` value
+//! longer than 128 KiB in a UTF-8 or double-byte collation can be cut by the server inside a
+//! character, which tiberius refuses to decode: the query fails with an error that says to
+//! select part of the value or cast it to `nvarchar(max)` (`nvarchar` decodes lossily).
 //!
 //! # Catalog
 //!
@@ -144,9 +146,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_BUILT_VALUE_BYTES,
-    MAX_VALUE_BYTES, Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo,
-    Value, ValueKind, cut_bytes, cut_text,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_VALUE_BYTES, Page,
+    PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
+    cut_bytes, cut_text,
 };
 use crate::config::{ApplicationIntent, ConfigError, MssqlConfig, MssqlEncrypt};
 use crate::ops::{FailureReport, FailureRun};
@@ -797,7 +799,7 @@ async fn execute(
         conn.rowcount = None;
         match conn.client.simple_query(batch).await {
             Ok(stream) => read_page(stream, &stmt.page).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     } else {
         let mut q = Query::new(own_statement(&stmt.sql, cap, conn.rowcount));
@@ -812,7 +814,7 @@ async fn execute(
         }
         match q.query(&mut conn.client).await {
             Ok(stream) => read_page(stream, &stmt.page).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     };
     match outcome {
@@ -825,8 +827,13 @@ async fn execute(
         }
         // More than DRAIN_ROWS rows past the cap: the rows are good, the connection is not.
         Ok((rs, Drained::Abandoned)) => Ok(rs),
-        Err(e) if is_fatal(&e) => Err(query_error(&e, ctx)),
-        Err(e) => {
+        // The stream was left mid-response: the connection goes.
+        Err(ReadError::TooWide(n)) => Err(DbError::Sql(format!(
+            "the result has {n} columns, more than the {MAX_RESULT_COLUMNS} a query may return; \
+             select fewer columns"
+        ))),
+        Err(ReadError::Tds(e)) if is_fatal(&e) => Err(query_error(&e, ctx)),
+        Err(ReadError::Tds(e)) => {
             if stmt.adhoc {
                 // The batch stopped somewhere; make sure no transaction survives it and the
                 // row cap is known again.
@@ -852,6 +859,25 @@ async fn rollback(conn: &mut MssqlConn) -> Result<(), TdsError> {
     Ok(())
 }
 
+/// Most columns a result may have: every value of a row is read before the row is handed
+/// over, so columns × `TEXTSIZE` bounds what one row makes this process hold (128 MiB).
+pub const MAX_RESULT_COLUMNS: usize = 1_024;
+
+/// Why reading a response stopped early.
+#[derive(Debug)]
+enum ReadError {
+    Tds(TdsError),
+    /// More result columns than [`MAX_RESULT_COLUMNS`]; the stream was abandoned before
+    /// its first row.
+    TooWide(usize),
+}
+
+impl From<TdsError> for ReadError {
+    fn from(e: TdsError) -> Self {
+        ReadError::Tds(e)
+    }
+}
+
 /// Whether a stream was read to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drained {
@@ -864,7 +890,7 @@ enum Drained {
 async fn read_page(
     mut stream: QueryStream<'_>,
     page: &Page,
-) -> Result<(RowSet, Drained), TdsError> {
+) -> Result<(RowSet, Drained), ReadError> {
     let mut columns: Option<(usize, Vec<(String, ColumnType)>)> = None;
     let mut rows = PageRows::new(page);
     let mut seen = 0usize;
@@ -875,6 +901,9 @@ async fn read_page(
     while let Some(item) = stream.try_next().await? {
         match item {
             QueryItem::Metadata(meta) => {
+                if meta.columns().len() > MAX_RESULT_COLUMNS {
+                    return Err(ReadError::TooWide(meta.columns().len()));
+                }
                 if columns.is_none() {
                     let cols: Vec<(String, ColumnType)> = meta
                         .columns()
@@ -948,8 +977,12 @@ async fn fetch_all(conn: &mut MssqlConn, sql: &str) -> Result<Vec<Vec<Value>>, T
     let page = Page::rows(0, usize::MAX - 1);
     let result = match conn.client.simple_query(sql).await {
         Ok(stream) => read_page(stream, &page).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
+    let result = result.map_err(|e| match e {
+        ReadError::Tds(e) => e,
+        ReadError::TooWide(n) => TdsError::Protocol(format!("{n} columns").into()),
+    });
     match result {
         Ok((rs, _)) => {
             conn.broken = false;
@@ -1019,6 +1052,13 @@ fn query_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
             ctx.target
         )),
         TdsError::Tls(m) => DbError::Unavailable(format!("TLS error with {}: {m}", ctx.target)),
+        TdsError::Encoding(m) => DbError::Sql(format!(
+            "a text value could not be decoded ({m}): a varchar(max) value longer than {} KiB in \
+             a UTF-8 or double-byte collation is cut by the server, possibly inside a \
+             character; select part of it (SUBSTRING(col, 1, 60000)) or CAST(col AS \
+             nvarchar(max))",
+            TEXTSIZE_BYTES / 1024
+        )),
         other => {
             tracing::warn!(error = %other, "SQL Server protocol or decoding error; connection discarded");
             DbError::Internal(other.to_string())
@@ -1340,9 +1380,9 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
 ///   login's or driver's default (a query's own `NOLOCK` hint, which the guard admits, still
 ///   reads uncommitted ones; it takes no locks).
 /// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
-/// - `TEXTSIZE`: the server sends at most [`MAX_BUILT_VALUE_BYTES`] of a `(max)`, `text`,
-///   `ntext` or `image` value (not `xml`: see the module docs), so one value cannot make this
-///   process hold gigabytes before its cut at [`MAX_VALUE_BYTES`].
+/// - `TEXTSIZE`: the server sends at most [`TEXTSIZE_BYTES`] of a `(max)`, `text`, `ntext` or
+///   `image` value (not `xml`: see the module docs), so one value cannot make this process
+///   hold gigabytes before its cut at [`MAX_VALUE_BYTES`].
 ///
 /// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
 pub fn session_setup(query_timeout: Duration) -> String {
@@ -1350,9 +1390,14 @@ pub fn session_setup(query_timeout: Duration) -> String {
         "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT {}; \
          SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; SET TEXTSIZE {};",
         lock_timeout_ms(query_timeout),
-        MAX_BUILT_VALUE_BYTES
+        TEXTSIZE_BYTES
     )
 }
+
+/// What the server sends of one long value: twice [`MAX_VALUE_BYTES`] and a little, so that
+/// a value the server cut is longer than the cut here whatever its encoding (an `nvarchar`
+/// of ASCII takes two bytes a character on the wire and one in UTF-8) and is reported cut.
+pub const TEXTSIZE_BYTES: usize = 2 * MAX_VALUE_BYTES + 16;
 
 /// The server-side row cap for a page: `offset + limit + 1` rows (the extra one tells whether
 /// more follow), at most `i32::MAX` (what `SET ROWCOUNT` takes).
@@ -2862,7 +2907,7 @@ mod tests {
             session_setup(Duration::from_secs(30)),
             "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT 22500; \
              SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; \
-             SET TEXTSIZE 16777216;"
+             SET TEXTSIZE 131088;"
         );
         assert!(session_setup(Duration::from_millis(10)).contains("SET LOCK_TIMEOUT 100;"));
     }
