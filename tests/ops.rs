@@ -476,6 +476,66 @@ async fn tool_calls_are_audited_with_caller_query_rows_and_outcome() {
     assert!(refused["error"].is_string());
 }
 
+/// A call whose client goes away before the answer is still counted and audited, as
+/// `cancelled` with its query: the query may well still be running in the database.
+#[tokio::test]
+async fn a_call_abandoned_by_its_client_is_audited_as_cancelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let text = config_text(dir.path(), &db, "", "").replace(
+        "kind = \"sqlite\"",
+        "kind = \"sqlite\"\nquery_timeout_secs = 3",
+    );
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) \
+                SELECT count(*) AS n FROM c";
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "execute_sql", "arguments": {"sql": slow}}});
+    let gave_up = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client")
+        .post(srv.url("/claude/sse"))
+        .json(&body)
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the slow query answered within 0.5 s");
+    // The server notices the closed connection and drops the call.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cancelled = loop {
+        let (_, metrics) = srv.get("/metrics").await;
+        if let Some(line) = metrics.lines().find(|l| {
+            l.starts_with("mssql_mcp_tool_calls_total")
+                && l.contains("tool=\"execute_sql\"")
+                && l.contains("status=\"cancelled\"")
+        }) {
+            if line.ends_with(" 1") {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(cancelled, "no cancelled call counted");
+    srv.stop().await;
+    let lines = audit_lines(dir.path());
+    let call = lines
+        .iter()
+        .find(|l| l["kind"] == "tool_call")
+        .unwrap_or_else(|| panic!("no tool call audited: {lines:?}"));
+    assert_eq!(call["outcome"], "cancelled", "{call}");
+    assert_eq!(call["tool"], "execute_sql");
+    assert!(
+        call["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("RECURSIVE")),
+        "{call}"
+    );
+}
+
 #[tokio::test]
 async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
     let dir = tempfile::tempdir().expect("tempdir");

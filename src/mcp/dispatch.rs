@@ -259,11 +259,9 @@ async fn call_tool(
 ) -> Result<Json, RpcError> {
     let name = str_param(params, "name")?;
     let args = params.get("arguments").unwrap_or(&Value::Null);
-    let started = Instant::now();
+    let pending = PendingCall::new(scope, name, args, caller);
     let outcome = tools::call(scope, name, args).await;
-    let elapsed = started.elapsed();
-    let rows = outcome.as_ref().map(|out| out.rows);
-    record_call(scope, name, args, caller, rows, elapsed);
+    let elapsed = pending.finish(outcome.as_ref().map(|out| out.rows));
     let modern = era == Era::Modern;
     match outcome {
         Ok(out) => {
@@ -301,25 +299,95 @@ async fn call_tool(
     }
 }
 
-/// Counts the call and writes its audit record (queued; never waits). `outcome`: the rows
-/// returned, or the error.
-pub(crate) fn record_call(
+/// A tool call under way, counted and audited exactly once: by [`PendingCall::finish`] with
+/// its outcome, or, when the call's future is dropped first (the client went away, the
+/// request timed out, the server shut down), as `cancelled` when it is dropped. Otherwise a
+/// query a client abandoned, which may still be running in the database, would leave no
+/// trace.
+pub(crate) struct PendingCall<'a> {
+    scope: &'a Scope,
+    name: &'a str,
+    args: &'a Value,
+    caller: &'a Caller,
+    started: Instant,
+    done: bool,
+}
+
+impl<'a> PendingCall<'a> {
+    pub(crate) fn new(
+        scope: &'a Scope,
+        name: &'a str,
+        args: &'a Value,
+        caller: &'a Caller,
+    ) -> Self {
+        PendingCall {
+            scope,
+            name,
+            args,
+            caller,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Records the outcome (the rows returned, or the error) and says how long it took.
+    pub(crate) fn finish(mut self, outcome: Result<usize, &ToolError>) -> std::time::Duration {
+        use crate::ops::metrics::ToolStatus;
+        self.done = true;
+        let status = match outcome {
+            Ok(_) => ToolStatus::Ok,
+            Err(
+                ToolError::UnknownTool(_) | ToolError::InvalidArguments(_) | ToolError::NotFound(_),
+            ) => ToolStatus::Invalid,
+            Err(ToolError::Refused(_)) => ToolStatus::Refused,
+            Err(ToolError::Db(_)) => ToolStatus::Error,
+        };
+        let elapsed = self.started.elapsed();
+        let error = outcome.err().map(ToString::to_string);
+        let rows = outcome.ok();
+        record_call(
+            self.scope,
+            self.name,
+            self.args,
+            self.caller,
+            status,
+            rows,
+            error,
+            elapsed,
+        );
+        elapsed
+    }
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            record_call(
+                self.scope,
+                self.name,
+                self.args,
+                self.caller,
+                crate::ops::metrics::ToolStatus::Cancelled,
+                None,
+                Some("the call was cancelled before it finished (the client went away or the request timed out)".into()),
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
+/// Counts the call and writes its audit record (queued; never waits).
+#[allow(clippy::too_many_arguments)]
+fn record_call(
     scope: &Scope,
     name: &str,
     args: &Value,
     caller: &Caller,
-    outcome: Result<usize, &ToolError>,
+    status: crate::ops::metrics::ToolStatus,
+    rows: Option<usize>,
+    error: Option<String>,
     elapsed: std::time::Duration,
 ) {
-    use crate::ops::metrics::ToolStatus;
-    let status = match outcome {
-        Ok(_) => ToolStatus::Ok,
-        Err(
-            ToolError::UnknownTool(_) | ToolError::InvalidArguments(_) | ToolError::NotFound(_),
-        ) => ToolStatus::Invalid,
-        Err(ToolError::Refused(_)) => ToolStatus::Refused,
-        Err(ToolError::Db(_)) => ToolStatus::Error,
-    };
     if let Some(m) = scope.tool_metrics(name) {
         m.observe(status, elapsed.as_secs_f64());
     }
@@ -333,10 +401,8 @@ pub(crate) fn record_call(
     r.client_ip = caller.ip;
     r.tool = Some(crate::tools::truncate(name, 64));
     r.duration_ms = Some((elapsed.as_secs_f64() * 1e6).round() / 1e3);
-    match outcome {
-        Ok(rows) => r.rows = Some(rows),
-        Err(e) => r.error = Some(e.to_string()),
-    }
+    r.rows = rows;
+    r.error = error;
     if !args.is_null() {
         r = r.with_query(args.to_string());
     }

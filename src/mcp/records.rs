@@ -10,8 +10,6 @@
 //!
 //! Either way the lookup is audited like a `fetch` tool call, with who asked.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -51,20 +49,14 @@ pub async fn record(
     let Some(id) = uri.path().strip_prefix(&prefix) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let started = Instant::now();
+    let args = json!({"id": id, "via": "records"});
+    let pending = dispatch::PendingCall::new(&ctx.scope, "fetch", &args, &caller);
     // The JSON is written only for a program: a page is rendered from the document.
     let outcome = fetch::document(&ctx.scope, id).await.and_then(|doc| {
         let json = (!page).then(|| fetch::output(&doc)).transpose()?;
         Ok((doc, json))
     });
-    dispatch::record_call(
-        &ctx.scope,
-        "fetch",
-        &json!({"id": id, "via": "records"}),
-        &caller,
-        outcome.as_ref().map(|_| 1),
-        started.elapsed(),
-    );
+    pending.finish(outcome.as_ref().map(|_| 1));
     match outcome {
         Ok((_, Some(out))) => json_body(StatusCode::OK, out.json),
         Ok((doc, None)) => html(

@@ -83,6 +83,7 @@ pub struct ToolMetrics {
     invalid: IntCounter,
     refused: IntCounter,
     error: IntCounter,
+    cancelled: IntCounter,
     duration: Histogram,
 }
 
@@ -96,6 +97,9 @@ pub enum ToolStatus {
     Refused,
     /// The database failed.
     Error,
+    /// The call was given up before it finished: its client went away, or the request ran
+    /// past its time limit.
+    Cancelled,
 }
 
 impl ToolStatus {
@@ -105,6 +109,7 @@ impl ToolStatus {
             ToolStatus::Invalid => "invalid",
             ToolStatus::Refused => "refused",
             ToolStatus::Error => "error",
+            ToolStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -116,6 +121,7 @@ impl ToolMetrics {
             ToolStatus::Invalid => self.invalid.inc(),
             ToolStatus::Refused => self.refused.inc(),
             ToolStatus::Error => self.error.inc(),
+            ToolStatus::Cancelled => self.cancelled.inc(),
         }
         self.duration.observe(secs);
     }
@@ -207,7 +213,7 @@ impl Metrics {
             tool_calls: counter(
                 &r,
                 "mssql_mcp_tool_calls_total",
-                "Tool executions by scope, tool and status (ok, invalid, refused, error).",
+                "Tool executions by scope, tool and status (ok, invalid, refused, error, cancelled).",
                 &["scope", "tool", "status"],
             ),
             tool_duration: histogram(
@@ -365,6 +371,7 @@ impl Metrics {
             invalid: c(ToolStatus::Invalid),
             refused: c(ToolStatus::Refused),
             error: c(ToolStatus::Error),
+            cancelled: c(ToolStatus::Cancelled),
             duration: self.tool_duration.with_label_values(&[scope, tool]),
         }
     }
