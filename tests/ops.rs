@@ -505,14 +505,14 @@ async fn a_call_abandoned_by_its_client_is_audited_as_cancelled() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let cancelled = loop {
         let (_, metrics) = srv.get("/metrics").await;
-        if let Some(line) = metrics.lines().find(|l| {
+        let counted = metrics.lines().any(|l| {
             l.starts_with("mssql_mcp_tool_calls_total")
                 && l.contains("tool=\"execute_sql\"")
                 && l.contains("status=\"cancelled\"")
-        }) {
-            if line.ends_with(" 1") {
-                break true;
-            }
+                && l.ends_with(" 1")
+        });
+        if counted {
+            break true;
         }
         if Instant::now() > deadline {
             break false;
