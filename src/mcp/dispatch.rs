@@ -47,13 +47,23 @@ fn server_info() -> Value {
     json!({"name": "mssql-mcp", "title": "mssql-mcp", "version": env!("CARGO_PKG_VERSION")})
 }
 
-fn capabilities() -> Value {
-    json!({
-        "tools": {"listChanged": false},
-        "resources": {"subscribe": true, "listChanged": false},
-        "prompts": {"listChanged": false},
-        "logging": {},
-    })
+/// What the server offers in `era`. The stateless 2026-07-28 revision has no
+/// `resources/subscribe` (`subscriptions/listen` replaces it, which this server does not
+/// offer: a read-only schema never changes while it is served) and no `logging/setLevel`.
+fn capabilities(era: Era) -> Value {
+    match era {
+        Era::Modern => json!({
+            "tools": {"listChanged": false},
+            "resources": {"subscribe": false, "listChanged": false},
+            "prompts": {"listChanged": false},
+        }),
+        _ => json!({
+            "tools": {"listChanged": false},
+            "resources": {"subscribe": true, "listChanged": false},
+            "prompts": {"listChanged": false},
+            "logging": {},
+        }),
+    }
 }
 
 /// Checks the per-request `_meta` a 2026-07-28 request must carry.
@@ -93,7 +103,7 @@ pub async fn handle(
         "ping" if !modern => json!({}),
         "server/discover" => json!({
             "supportedVersions": SUPPORTED_VERSIONS,
-            "capabilities": capabilities(),
+            "capabilities": capabilities(era),
             "instructions": INSTRUCTIONS,
             "serverInfo": server_info(),
         }),
@@ -101,7 +111,7 @@ pub async fn handle(
         "resources/list" => resources_list(scope).await?,
         "resources/templates/list" => json!({"resourceTemplates": []}),
         "resources/read" => resources_read(scope, era, &req.params).await?,
-        "resources/subscribe" | "resources/unsubscribe" => {
+        "resources/subscribe" | "resources/unsubscribe" if !modern => {
             // Schemas of a read-only database do not change while we serve it, so a
             // subscription never fires; we accept it for known resources.
             let uri = str_param(&req.params, "uri")?;
@@ -188,7 +198,7 @@ fn initialize(params: &Value) -> Result<Value, RpcError> {
     let requested = str_param(params, "protocolVersion")?;
     Ok(json!({
         "protocolVersion": negotiate(requested),
-        "capabilities": capabilities(),
+        "capabilities": capabilities(Era::Legacy(LATEST_LEGACY_VERSION)),
         "serverInfo": server_info(),
         "instructions": INSTRUCTIONS,
     }))

@@ -253,6 +253,32 @@ async fn logging_set_level_is_not_part_of_the_modern_revision() {
     assert_eq!(r.error_code(), Some(-32601), "{}", r.text);
 }
 
+/// 2026-07-28 replaced `resources/subscribe` with `subscriptions/listen`; the server
+/// offers neither there, and says so in its capabilities.
+#[tokio::test]
+async fn resource_subscriptions_are_not_part_of_the_modern_revision() {
+    let srv = Server::demo().await;
+    for method in [
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "subscriptions/listen",
+    ] {
+        let r = srv
+            .modern("/claude")
+            .request(method, json!({"uri": "db://claude/main.orders"}))
+            .await;
+        assert_eq!(r.status, 404, "{method}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32601), "{method}: {}", r.text);
+    }
+    let caps = srv
+        .modern("/claude")
+        .result("server/discover", json!({}))
+        .await["capabilities"]
+        .clone();
+    assert_eq!(caps["resources"]["subscribe"], false, "{caps}");
+    assert!(caps.get("logging").is_none(), "{caps}");
+}
+
 #[tokio::test]
 async fn server_discover_describes_the_server() {
     let srv = Server::demo().await;
