@@ -810,6 +810,70 @@ async fn a_burst_of_parallel_wrong_passwords_gets_no_more_checks_than_the_limit(
     s.stop().await;
 }
 
+/// Each password check holds 19 MiB, so parallel sign-ins wait for one of a few slots instead
+/// of all hashing at once; every one of them still gets its right answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_sign_ins_all_get_their_answer_but_only_a_few_passwords_are_checked_at_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(
+        dir.path(),
+        "failed_logins_per_ip = 1000\nfailed_logins_per_user = 1000",
+    )
+    .await;
+    let c = http();
+    let path = "/chatgpt/sign-in?next=/chatgpt/records/main.customers/1";
+    // Every form is loaded first, so the sign-ins all arrive together.
+    let mut forms = Vec::new();
+    for _ in 0..24 {
+        let r = browse(&c, &s, path, None).await;
+        let (cookie, _) = set_cookie_named(r.headers(), "mcp_signin").expect("form cookie");
+        let body = r.text().await.expect("body");
+        forms.push((cookie, hidden(&body, "csrf").expect("csrf")));
+    }
+    let attempts = forms.into_iter().enumerate().map(|(i, (cookie, csrf))| {
+        let password = if i == 7 {
+            ALICE_PASSWORD.to_string()
+        } else {
+            format!("guess-{i}")
+        };
+        let req = c
+            .post(format!("{}/chatgpt/sign-in", s.base))
+            .header("cookie", cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("next", "/chatgpt/records/main.customers/1"),
+                ("username", "alice"),
+                ("password", &password),
+            ]);
+        async move { req.send().await.expect("POST").status() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    for (i, st) in statuses.iter().enumerate() {
+        let want = if i == 7 {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(*st, want, "attempt {i}: {statuses:?}");
+    }
+    // Twice the CPUs at once, at most.
+    let bound = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gate = &s
+        .state
+        .as_ref()
+        .expect("state")
+        .oauth()
+        .expect("oauth")
+        .password_checks;
+    assert_eq!(gate.permits(), bound);
+    assert!(
+        (1..=bound).contains(&gate.peak()),
+        "{} checks ran at once, {bound} allowed",
+        gate.peak(),
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_user_not_allowed_the_scope_cannot_approve_it() {
     let dir = tempfile::tempdir().expect("dir");

@@ -326,11 +326,14 @@ async fn submit(
     let password = form.password.unwrap_or_default();
     let user = match check_sign_in(&ctx, ip, &username, password, &pending.client_id).await {
         Ok(user) => user,
-        Err(Refused { status, message }) => {
-            return html(
-                status,
-                render_form(&ctx, &request_id, &pending, &username, Some(&message)),
-            );
+        Err(refused) => {
+            return refused.respond(render_form(
+                &ctx,
+                &request_id,
+                &pending,
+                &username,
+                Some(&refused.message),
+            ));
         }
     };
     let cfg = ctx.config();
@@ -389,6 +392,21 @@ pub(super) struct Refused {
     pub message: String,
 }
 
+impl Refused {
+    /// The form page `body` (showing the message) with the status; a busy answer (503) says
+    /// when to try again.
+    pub fn respond(&self, body: String) -> Response {
+        let mut resp = html(self.status, body);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        resp
+    }
+}
+
 /// Checks a username and password typed on a page of this scope against `[[oauth.users]]`,
 /// within the failed sign-in limits (per client IP and per username), and that the person may
 /// use this scope. Failures are counted, logged, measured and audited (`client_id`: for
@@ -432,10 +450,16 @@ pub(super) async fn check_sign_in(
     }
     let user = cfg.users.iter().find(|u| u.username == username).cloned();
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified =
-        tokio::task::spawn_blocking(move || super::password::verify(&password, hash.as_deref()))
-            .await
-            .unwrap_or(false);
+    let Some(verified) = ctx.oauth.password_checks.verify(password, hash).await else {
+        // Nothing was checked, so the attempt is not a failure: its counts are given back.
+        ctx.oauth.limits.undo(&ip_key, window, now);
+        ctx.oauth.limits.undo(&user_key, window, now);
+        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
+        return Err(Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "The server is busy checking other sign-ins. Try again in a moment.".into(),
+        });
+    };
     let Some(user) = user.filter(|_| verified) else {
         let n = ctx.oauth.limits.count(&user_key, window, now);
         tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");

@@ -62,6 +62,8 @@ pub struct OAuth {
     pub limits: Limits,
     /// Fetches and caches client ID metadata documents.
     pub metadata_docs: client_metadata::Fetcher,
+    /// Bounds the password checks running at once (each holds 19 MiB).
+    pub password_checks: password::Gate,
     /// Random secret the admin CLI must present (written to `{state_dir}/admin.token`).
     pub admin_token: String,
 }
@@ -81,6 +83,7 @@ impl OAuth {
             pending: DashMap::new(),
             limits: Limits::default(),
             metadata_docs: client_metadata::Fetcher::new(),
+            password_checks: password::Gate::default(),
             admin_token,
         })
     }

@@ -31,7 +31,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use super::authorize::{Refused, check_sign_in};
+use super::authorize::check_sign_in;
 use super::page::{cookie, html, layout, see_other, set_cookie};
 use super::store::{Grant, Store, TokenKind, now_ms};
 use super::{ClientIp, OAUTH_SCOPE, OAuthCtx, ct_eq, html_escape};
@@ -177,11 +177,14 @@ async fn submit(
     let password = form.password.unwrap_or_default();
     let user = match check_sign_in(&ctx, ip, &username, password, VIEWER_CLIENT).await {
         Ok(user) => user,
-        Err(Refused { status, message }) => {
-            return html(
-                status,
-                render_form(&ctx, next, &csrf, &username, Some(&message)),
-            );
+        Err(refused) => {
+            return refused.respond(render_form(
+                &ctx,
+                next,
+                &csrf,
+                &username,
+                Some(&refused.message),
+            ));
         }
     };
     let now = now_ms();
