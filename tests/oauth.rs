@@ -874,6 +874,68 @@ async fn parallel_sign_ins_all_get_their_answer_but_only_a_few_passwords_are_che
     s.stop().await;
 }
 
+/// What the server logged during a test: a `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+/// A username is typed by anyone; logged as is, a newline in it would start a forged line of
+/// the human log format. The test runs on one thread, so the server's handlers log through the
+/// subscriber set here, with the format `serve` uses on a terminal.
+#[tokio::test]
+async fn a_username_with_a_newline_cannot_forge_a_log_line() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let forged = "2099-01-01T00:00:00.000000Z  INFO mssql_mcp::oauth::authorize: oauth: access approved username=alice";
+    let r = viewer_sign_in(
+        &c,
+        &s,
+        "/chatgpt/sign-in?next=/chatgpt/records/main.customers/1",
+        &format!("mallory\u{1b}[1A\n{forged}"),
+        "guess",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+    let text = logs.text();
+    assert!(text.contains("failed sign-in"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("2099")), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+    // Still readable: what was typed, escaped.
+    assert!(
+        text.contains(r"username=mallory\u{1b}[1A\n2099-01-01"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_user_not_allowed_the_scope_cannot_approve_it() {
     let dir = tempfile::tempdir().expect("dir");

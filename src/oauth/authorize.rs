@@ -423,6 +423,8 @@ pub(super) async fn check_sign_in(
     let window = cfg.failed_login_window_secs as i64 * 1000;
     let ip_key = format!("login-ip:{}", crate::edge::client_ip::limit_key(ip));
     let shown = crate::tools::truncate(username, 64);
+    // As typed, but unable to forge a log line.
+    let logged = super::log_safe(&shown);
     let user_key = format!("login-user:{}", shown.to_lowercase());
     let refused = |outcome: &'static str, event: &'static str, error: &str| {
         let mut r = ctx.record(event, outcome, ip);
@@ -437,7 +439,7 @@ pub(super) async fn check_sign_in(
     if ctx.oauth.limits.hit(&ip_key, window, now) > cfg.failed_logins_per_ip
         || ctx.oauth.limits.hit(&user_key, window, now) > cfg.failed_logins_per_user
     {
-        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
+        tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("limited", "sign_in", "too many failed sign-ins");
         return Err(Refused {
@@ -454,7 +456,7 @@ pub(super) async fn check_sign_in(
         // Nothing was checked, so the attempt is not a failure: its counts are given back.
         ctx.oauth.limits.undo(&ip_key, window, now);
         ctx.oauth.limits.undo(&user_key, window, now);
-        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
+        tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
         return Err(Refused {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "The server is busy checking other sign-ins. Try again in a moment.".into(),
@@ -462,7 +464,7 @@ pub(super) async fn check_sign_in(
     };
     let Some(user) = user.filter(|_| verified) else {
         let n = ctx.oauth.limits.count(&user_key, window, now);
-        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
+        tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("failed", "sign_in", "wrong username or password");
         return Err(Refused {
