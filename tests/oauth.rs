@@ -2590,6 +2590,48 @@ async fn viewer_sign_in(
         .expect("POST")
 }
 
+/// A browser resolves `%2e` as a dot, so an escaped dot segment in `next` would lead out of
+/// the record pages after sign-in. A `%2E` inside a record id (a key with a dot) is fine.
+#[tokio::test]
+async fn the_viewer_sign_in_refuses_escaped_dot_segments_in_next() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let page = |next: &str| {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        format!("/chatgpt/sign-in?{q}")
+    };
+    for next in [
+        "/chatgpt/records/%2e%2e/%2e%2e/claude/mcp",
+        "/chatgpt/records/%2E%2E/mcp",
+        "/chatgpt/records/.%2e/mcp",
+        "/chatgpt/records/%2e./mcp",
+        "/chatgpt/records/x/%2e",
+    ] {
+        let r = browse(&c, &s, &page(next), None).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
+        // The form's POST checks the same.
+        let r = c
+            .post(format!("{}/chatgpt/sign-in", s.base))
+            .form(&[("next", next), ("username", "alice"), ("password", "x")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
+    }
+    for next in [
+        "/chatgpt/records/main.orders/a%2Eb",
+        "/chatgpt/records/main.orders/%2E%2E%2Fx",
+        "/chatgpt/records/main.orders/%2e%2e.",
+    ] {
+        let r = browse(&c, &s, &page(next), None).await;
+        assert_eq!(r.status(), StatusCode::OK, "{next}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_else() {
     use mssql_mcp::oauth::admin::{self, Target};
