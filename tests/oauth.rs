@@ -936,6 +936,101 @@ async fn a_username_with_a_newline_cannot_forge_a_log_line() {
     );
 }
 
+/// A client whose sockets come from the loopback address `local` (127.0.3.1 and the like), so
+/// one test can be many networks.
+fn http_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(local.parse::<std::net::IpAddr>().ok())
+        .build()
+        .expect("client")
+}
+
+/// Sign-in pages are counted per network (an IPv4 /24), not per address; and once as many are
+/// pending as the server keeps, the oldest are dropped instead of everyone being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_pages_are_limited_per_network_and_a_full_server_drops_its_oldest_page() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let (first_url, first_rid, first_csrf, first_ck) = consent_page(&http(), &s, "/chatgpt").await;
+    let open = |from: String, n: usize| {
+        let (c, url) = (http_from(&from), first_url.clone());
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..n {
+                statuses.push(c.get(&url).send().await.expect("GET").status());
+            }
+            statuses
+        }
+    };
+    // 127.0.1.x shares one allowance of 200, wherever in the /24 the pages come from.
+    assert!(
+        open("127.0.1.1".into(), 150)
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::OK)
+    );
+    assert!(
+        open("127.0.1.2".into(), 50)
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::OK)
+    );
+    assert_eq!(
+        open("127.0.1.3".into(), 1).await,
+        [StatusCode::TOO_MANY_REQUESTS]
+    );
+    assert_eq!(open("127.0.2.1".into(), 1).await, [StatusCode::OK]);
+    // 50 more networks open 10,000 pages: more than the server keeps, yet every one opens.
+    let all = futures::future::join_all((3..53).map(|n| open(format!("127.0.{n}.1"), 200))).await;
+    let refused: Vec<_> = all
+        .iter()
+        .flatten()
+        .filter(|s| **s != StatusCode::OK)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    // The oldest page is gone; a page opened now works.
+    let r = post_form(
+        &http(),
+        &s,
+        "/chatgpt",
+        Some(&first_ck),
+        &[
+            ("request_id", &first_rid),
+            ("csrf", &first_csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("has expired"));
+    let c = http_from("127.0.99.1");
+    let (rid, csrf, ck) = open_page(&c, &first_url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_user_not_allowed_the_scope_cannot_approve_it() {
     let dir = tempfile::tempdir().expect("dir");
