@@ -810,6 +810,227 @@ async fn a_burst_of_parallel_wrong_passwords_gets_no_more_checks_than_the_limit(
     s.stop().await;
 }
 
+/// Each password check holds 19 MiB, so parallel sign-ins wait for one of a few slots instead
+/// of all hashing at once; every one of them still gets its right answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_sign_ins_all_get_their_answer_but_only_a_few_passwords_are_checked_at_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(
+        dir.path(),
+        "failed_logins_per_ip = 1000\nfailed_logins_per_user = 1000",
+    )
+    .await;
+    let c = http();
+    let path = "/chatgpt/sign-in?next=/chatgpt/records/main.customers/1";
+    // Every form is loaded first, so the sign-ins all arrive together.
+    let mut forms = Vec::new();
+    for _ in 0..24 {
+        let r = browse(&c, &s, path, None).await;
+        let (cookie, _) = set_cookie_named(r.headers(), "mcp_signin").expect("form cookie");
+        let body = r.text().await.expect("body");
+        forms.push((cookie, hidden(&body, "csrf").expect("csrf")));
+    }
+    let attempts = forms.into_iter().enumerate().map(|(i, (cookie, csrf))| {
+        let password = if i == 7 {
+            ALICE_PASSWORD.to_string()
+        } else {
+            format!("guess-{i}")
+        };
+        let req = c
+            .post(format!("{}/chatgpt/sign-in", s.base))
+            .header("cookie", cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("next", "/chatgpt/records/main.customers/1"),
+                ("username", "alice"),
+                ("password", &password),
+            ]);
+        async move { req.send().await.expect("POST").status() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    for (i, st) in statuses.iter().enumerate() {
+        let want = if i == 7 {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(*st, want, "attempt {i}: {statuses:?}");
+    }
+    // Twice the CPUs at once, at most.
+    let bound = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gate = &s
+        .state
+        .as_ref()
+        .expect("state")
+        .oauth()
+        .expect("oauth")
+        .password_checks;
+    assert_eq!(gate.permits(), bound);
+    assert!(
+        (1..=bound).contains(&gate.peak()),
+        "{} checks ran at once, {bound} allowed",
+        gate.peak(),
+    );
+    s.stop().await;
+}
+
+/// What the server logged during a test: a `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+/// A username is typed by anyone; logged as is, a newline in it would start a forged line of
+/// the human log format. The test runs on one thread, so the server's handlers log through the
+/// subscriber set here, with the format `serve` uses on a terminal.
+#[tokio::test]
+async fn a_username_with_a_newline_cannot_forge_a_log_line() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let forged = "2099-01-01T00:00:00.000000Z  INFO mssql_mcp::oauth::authorize: oauth: access approved username=alice";
+    let r = viewer_sign_in(
+        &c,
+        &s,
+        "/chatgpt/sign-in?next=/chatgpt/records/main.customers/1",
+        &format!("mallory\u{1b}[1A\n{forged}"),
+        "guess",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    s.stop().await;
+    let text = logs.text();
+    assert!(text.contains("failed sign-in"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("2099")), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+    // Still readable: what was typed, escaped.
+    assert!(
+        text.contains(r"username=mallory\u{1b}[1A\n2099-01-01"),
+        "{text}"
+    );
+}
+
+/// A client whose sockets come from the loopback address `local` (127.0.3.1 and the like), so
+/// one test can be many networks.
+fn http_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(local.parse::<std::net::IpAddr>().ok())
+        .build()
+        .expect("client")
+}
+
+/// Sign-in pages are counted per network (an IPv4 /24), not per address; and once as many are
+/// pending as the server keeps, the oldest are dropped instead of everyone being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_pages_are_limited_per_network_and_a_full_server_drops_its_oldest_page() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let (first_url, first_rid, first_csrf, first_ck) = consent_page(&http(), &s, "/chatgpt").await;
+    let open = |from: String, n: usize| {
+        let (c, url) = (http_from(&from), first_url.clone());
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..n {
+                statuses.push(c.get(&url).send().await.expect("GET").status());
+            }
+            statuses
+        }
+    };
+    // 127.0.1.x shares one allowance of 200, wherever in the /24 the pages come from.
+    assert!(
+        open("127.0.1.1".into(), 150)
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::OK)
+    );
+    assert!(
+        open("127.0.1.2".into(), 50)
+            .await
+            .iter()
+            .all(|s| *s == StatusCode::OK)
+    );
+    assert_eq!(
+        open("127.0.1.3".into(), 1).await,
+        [StatusCode::TOO_MANY_REQUESTS]
+    );
+    assert_eq!(open("127.0.2.1".into(), 1).await, [StatusCode::OK]);
+    // 50 more networks open 10,000 pages: more than the server keeps, yet every one opens.
+    let all = futures::future::join_all((3..53).map(|n| open(format!("127.0.{n}.1"), 200))).await;
+    let refused: Vec<_> = all
+        .iter()
+        .flatten()
+        .filter(|s| **s != StatusCode::OK)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    // The oldest page is gone; a page opened now works.
+    let r = post_form(
+        &http(),
+        &s,
+        "/chatgpt",
+        Some(&first_ck),
+        &[
+            ("request_id", &first_rid),
+            ("csrf", &first_csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("has expired"));
+    let c = http_from("127.0.99.1");
+    let (rid, csrf, ck) = open_page(&c, &first_url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[
+            ("request_id", &rid),
+            ("csrf", &csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_user_not_allowed_the_scope_cannot_approve_it() {
     let dir = tempfile::tempdir().expect("dir");
@@ -2462,6 +2683,48 @@ async fn viewer_sign_in(
         .send()
         .await
         .expect("POST")
+}
+
+/// A browser resolves `%2e` as a dot, so an escaped dot segment in `next` would lead out of
+/// the record pages after sign-in. A `%2E` inside a record id (a key with a dot) is fine.
+#[tokio::test]
+async fn the_viewer_sign_in_refuses_escaped_dot_segments_in_next() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let page = |next: &str| {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        format!("/chatgpt/sign-in?{q}")
+    };
+    for next in [
+        "/chatgpt/records/%2e%2e/%2e%2e/claude/mcp",
+        "/chatgpt/records/%2E%2E/mcp",
+        "/chatgpt/records/.%2e/mcp",
+        "/chatgpt/records/%2e./mcp",
+        "/chatgpt/records/x/%2e",
+    ] {
+        let r = browse(&c, &s, &page(next), None).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
+        // The form's POST checks the same.
+        let r = c
+            .post(format!("{}/chatgpt/sign-in", s.base))
+            .form(&[("next", next), ("username", "alice"), ("password", "x")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
+    }
+    for next in [
+        "/chatgpt/records/main.orders/a%2Eb",
+        "/chatgpt/records/main.orders/%2E%2E%2Fx",
+        "/chatgpt/records/main.orders/%2e%2e.",
+    ] {
+        let r = browse(&c, &s, &page(next), None).await;
+        assert_eq!(r.status(), StatusCode::OK, "{next}");
+    }
+    s.stop().await;
 }
 
 #[tokio::test]

@@ -36,11 +36,15 @@ pub fn routes(ctx: OAuthCtx) -> Router {
         .with_state(ctx)
 }
 
-/// Most authorization requests waiting for a sign-in at once.
+/// Most authorization requests waiting for a sign-in at once. Beyond it the oldest are dropped
+/// (their pages say they expired), so filling it locks nobody out.
 const MAX_PENDING: usize = 10_000;
-/// Most sign-in pages one address may open per `login_page_ttl_secs` (so one address cannot
-/// fill the pending requests and lock everyone else out).
-const PAGES_PER_ADDRESS: u32 = 200;
+/// How many of the oldest requests go at once when the cap is reached (one sort per batch).
+const EVICT_BATCH: usize = MAX_PENDING / 100;
+/// Most sign-in pages one network (an IPv4 /24, an IPv6 /48) may open per
+/// `login_page_ttl_secs`: a few addresses cannot churn through the pending requests, while an
+/// office behind one NAT has plenty.
+const PAGES_PER_NETWORK: u32 = 200;
 /// The cookie binding a sign-in form to the browser that loaded it.
 const COOKIE: &str = "mcp_authz";
 
@@ -84,29 +88,21 @@ async fn show(
     match prepare(&ctx, query.as_deref().unwrap_or("")).await {
         Ok(mut pending) => {
             let window = ctx.config().login_page_ttl_secs as i64 * 1000;
-            if ctx.oauth.limits.hit(
-                &format!("authorize:{}", crate::edge::client_ip::limit_key(ip)),
-                window,
-                now_ms(),
-            ) > PAGES_PER_ADDRESS
+            if ctx
+                .oauth
+                .limits
+                .hit(&format!("authorize:{}", network(ip)), window, now_ms())
+                > PAGES_PER_NETWORK
             {
-                tracing::warn!(%ip, "oauth: too many sign-in pages opened from one address");
+                tracing::warn!(%ip, "oauth: too many sign-in pages opened from one network");
                 return page_error(
                     &ctx,
                     StatusCode::TOO_MANY_REQUESTS,
-                    "Too many sign-ins were started from this address. Try again later.",
+                    "Too many sign-ins were started from this network. Try again later.",
                 );
             }
             if ctx.oauth.pending.len() >= MAX_PENDING {
-                let now = now_ms();
-                ctx.oauth.pending.retain(|_, p| p.expires_at > now);
-                if ctx.oauth.pending.len() >= MAX_PENDING {
-                    return page_error(
-                        &ctx,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Too many sign-ins are in progress. Try again in a few minutes.",
-                    );
-                }
+                make_room(&ctx.oauth.pending, now_ms());
             }
             let (cookie, new_cookie) = match cookie_value(&headers) {
                 Some(c) => (c, false),
@@ -124,6 +120,39 @@ async fn show(
         }
         Err(f) => failure(&ctx, f),
     }
+}
+
+/// The network sign-in pages are counted under: an IPv4 address's /24, an IPv6 address's /48
+/// (what one site or subscriber usually holds).
+fn network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match crate::edge::client_ip::canonical(ip) {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & !0xff)),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 80) - 1))),
+    }
+}
+
+/// Drops expired requests and, if that is not enough, the oldest ones, leaving room for a
+/// batch of new ones.
+fn make_room(pending: &dashmap::DashMap<String, Pending>, now: i64) {
+    pending.retain(|_, p| p.expires_at > now);
+    let excess = pending.len().saturating_sub(MAX_PENDING - EVICT_BATCH);
+    if excess == 0 {
+        return;
+    }
+    // Every page lives as long, so the soonest to expire is the oldest.
+    let mut by_age: Vec<(i64, String)> = pending
+        .iter()
+        .map(|p| (p.expires_at, p.key().clone()))
+        .collect();
+    by_age.sort_unstable();
+    for (_, id) in by_age.into_iter().take(excess) {
+        pending.remove(&id);
+    }
+    tracing::warn!(
+        dropped = excess,
+        "oauth: too many sign-ins in progress; the oldest sign-in pages were dropped"
+    );
 }
 
 /// Validates an authorization request into a pending one (without the browser binding).
@@ -326,11 +355,14 @@ async fn submit(
     let password = form.password.unwrap_or_default();
     let user = match check_sign_in(&ctx, ip, &username, password, &pending.client_id).await {
         Ok(user) => user,
-        Err(Refused { status, message }) => {
-            return html(
-                status,
-                render_form(&ctx, &request_id, &pending, &username, Some(&message)),
-            );
+        Err(refused) => {
+            return refused.respond(render_form(
+                &ctx,
+                &request_id,
+                &pending,
+                &username,
+                Some(&refused.message),
+            ));
         }
     };
     let cfg = ctx.config();
@@ -389,6 +421,21 @@ pub(super) struct Refused {
     pub message: String,
 }
 
+impl Refused {
+    /// The form page `body` (showing the message) with the status; a busy answer (503) says
+    /// when to try again.
+    pub fn respond(&self, body: String) -> Response {
+        let mut resp = html(self.status, body);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        resp
+    }
+}
+
 /// Checks a username and password typed on a page of this scope against `[[oauth.users]]`,
 /// within the failed sign-in limits (per client IP and per username), and that the person may
 /// use this scope. Failures are counted, logged, measured and audited (`client_id`: for
@@ -405,6 +452,8 @@ pub(super) async fn check_sign_in(
     let window = cfg.failed_login_window_secs as i64 * 1000;
     let ip_key = format!("login-ip:{}", crate::edge::client_ip::limit_key(ip));
     let shown = crate::tools::truncate(username, 64);
+    // As typed, but unable to forge a log line.
+    let logged = super::log_safe(&shown);
     let user_key = format!("login-user:{}", shown.to_lowercase());
     let refused = |outcome: &'static str, event: &'static str, error: &str| {
         let mut r = ctx.record(event, outcome, ip);
@@ -419,7 +468,7 @@ pub(super) async fn check_sign_in(
     if ctx.oauth.limits.hit(&ip_key, window, now) > cfg.failed_logins_per_ip
         || ctx.oauth.limits.hit(&user_key, window, now) > cfg.failed_logins_per_user
     {
-        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
+        tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("limited", "sign_in", "too many failed sign-ins");
         return Err(Refused {
@@ -432,13 +481,19 @@ pub(super) async fn check_sign_in(
     }
     let user = cfg.users.iter().find(|u| u.username == username).cloned();
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified =
-        tokio::task::spawn_blocking(move || super::password::verify(&password, hash.as_deref()))
-            .await
-            .unwrap_or(false);
+    let Some(verified) = ctx.oauth.password_checks.verify(password, hash).await else {
+        // Nothing was checked, so the attempt is not a failure: its counts are given back.
+        ctx.oauth.limits.undo(&ip_key, window, now);
+        ctx.oauth.limits.undo(&user_key, window, now);
+        tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
+        return Err(Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "The server is busy checking other sign-ins. Try again in a moment.".into(),
+        });
+    };
     let Some(user) = user.filter(|_| verified) else {
         let n = ctx.oauth.limits.count(&user_key, window, now);
-        tracing::warn!(%ip, username = %shown, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
+        tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("failed", "sign_in", "wrong username or password");
         return Err(Refused {
@@ -597,4 +652,48 @@ fn render_form(
         error = error,
     );
     layout("Sign in", &main)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_counted_per_ipv4_slash_24_and_ipv6_slash_48() {
+        let net = |s: &str| network(s.parse().expect("ip")).to_string();
+        assert_eq!(net("203.0.113.7"), "203.0.113.0");
+        assert_eq!(net("::ffff:203.0.113.7"), "203.0.113.0");
+        assert_eq!(net("2001:db8:1:2:3::9"), "2001:db8:1::");
+        assert_ne!(net("2001:db8:1::1"), net("2001:db8:2::1"));
+    }
+
+    #[test]
+    fn a_full_list_of_pending_sign_ins_drops_its_oldest() {
+        let pending = dashmap::DashMap::new();
+        let page = |expires_at| Pending {
+            scope: "/chatgpt".into(),
+            client_id: "c".into(),
+            client_name: "c".into(),
+            metadata_document: false,
+            redirect_uri: "https://chatgpt.com/cb".into(),
+            state: None,
+            code_challenge: String::new(),
+            resource: String::new(),
+            csrf: String::new(),
+            browser: String::new(),
+            expires_at,
+        };
+        for i in 0..MAX_PENDING {
+            pending.insert(format!("r{i}"), page(1_000 + i as i64));
+        }
+        make_room(&pending, 0);
+        assert_eq!(pending.len(), MAX_PENDING - EVICT_BATCH);
+        assert!(
+            !pending.contains_key("r0") && !pending.contains_key(&format!("r{}", EVICT_BATCH - 1))
+        );
+        assert!(pending.contains_key(&format!("r{EVICT_BATCH}")));
+        // Expired ones go first, and then nothing else has to.
+        make_room(&pending, 1_000 + 2 * EVICT_BATCH as i64 - 1);
+        assert_eq!(pending.len(), MAX_PENDING - 2 * EVICT_BATCH);
+    }
 }

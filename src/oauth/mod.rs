@@ -62,6 +62,8 @@ pub struct OAuth {
     pub limits: Limits,
     /// Fetches and caches client ID metadata documents.
     pub metadata_docs: client_metadata::Fetcher,
+    /// Bounds the password checks running at once (each holds 19 MiB).
+    pub password_checks: password::Gate,
     /// Random secret the admin CLI must present (written to `{state_dir}/admin.token`).
     pub admin_token: String,
 }
@@ -81,6 +83,7 @@ impl OAuth {
             pending: DashMap::new(),
             limits: Limits::default(),
             metadata_docs: client_metadata::Fetcher::new(),
+            password_checks: password::Gate::default(),
             admin_token,
         })
     }
@@ -322,6 +325,23 @@ impl Limits {
     }
 }
 
+/// Text a stranger typed (a username), made safe for one field of a log line: control
+/// characters (a newline would start a forged line in the human log format), invisible
+/// direction marks and the backslash itself are written as escapes such as `\n` and
+/// `\u{202e}`, so what was typed can still be read and nothing passes for something else.
+pub fn log_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}');
+        if c == '\\' || c.is_control() || invisible {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// HTML-escapes text for the server-rendered pages.
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -387,6 +407,17 @@ mod tests {
         assert_eq!(l.count("ip:1", 1000, 999), 2);
         assert_eq!(l.count("ip:1", 1000, 1000), 0);
         assert_eq!(l.hit("ip:1", 1000, 1000), 1);
+    }
+
+    #[test]
+    fn typed_text_cannot_break_a_log_line() {
+        assert_eq!(log_safe("alice"), "alice");
+        assert_eq!(log_safe("Zoë Ångström"), "Zoë Ångström");
+        assert_eq!(
+            log_safe("x\n2025-01-01T00:00:00Z  INFO fake\r\u{1b}[2J"),
+            "x\\n2025-01-01T00:00:00Z  INFO fake\\r\\u{1b}[2J"
+        );
+        assert_eq!(log_safe("a\\nb\u{202e}"), "a\\\\nb\\u{202e}");
     }
 
     #[test]

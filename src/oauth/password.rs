@@ -1,9 +1,18 @@
 //! Password hashing for `[[oauth.users]]`: argon2id PHC strings made by
 //! `mssql-mcp hash-password`, verified in constant time by the argon2 crate.
+//!
+//! Each check holds 19 MiB while it runs, so checks go through one [`Gate`]: a few at a time
+//! (twice the CPUs), and a sign-in that finds no free slot within a few seconds is told to
+//! try again rather than queued.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngExt;
+use tokio::sync::Semaphore;
 
 /// Hashes a password with argon2id (19 MiB, 2 passes: the OWASP baseline).
 pub fn hash(password: &str) -> Result<String, String> {
@@ -48,9 +57,110 @@ pub fn verify(password: &str, phc: Option<&str>) -> bool {
     ok && known
 }
 
+/// Bounds how many password checks run at once (each takes 19 MiB and a CPU for tens of
+/// milliseconds; without a bound, parallel wrong sign-ins grow memory without limit).
+pub struct Gate {
+    slots: Arc<Semaphore>,
+    permits: usize,
+    /// How long a check waits for a slot before the sign-in is answered "busy".
+    wait: Duration,
+    /// Checks running now, and the most seen at once (for tests and metrics).
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Default for Gate {
+    /// Twice the available CPUs at once, waiting up to 3 seconds for a slot.
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Gate::new(2 * cpus, Duration::from_secs(3))
+    }
+}
+
+impl Gate {
+    pub fn new(permits: usize, wait: Duration) -> Self {
+        let permits = permits.max(1);
+        Gate {
+            slots: Arc::new(Semaphore::new(permits)),
+            permits,
+            wait,
+            running: Arc::new(AtomicUsize::new(0)),
+            peak: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Checks `password` against `phc` (see [`verify`]) once a slot is free. `None` when no
+    /// slot freed within the wait: the server is busy and nothing was checked.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Option<bool> {
+        self.run(move || verify(&password, phc.as_deref()))
+            .await
+            .map(|r| r.unwrap_or(false))
+    }
+
+    /// Runs `f` on the blocking pool once a slot is free, `None` if none freed within the
+    /// wait. The slot is held by the blocking task itself, so a caller that goes away (the
+    /// browser closed the connection) does not free it before the work ends.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<Result<T, tokio::task::JoinError>> {
+        let permit = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        let (running, peak) = (self.running.clone(), self.peak.clone());
+        Some(
+            tokio::task::spawn_blocking(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let out = f();
+                running.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
+                out
+            })
+            .await,
+        )
+    }
+
+    /// How many checks may run at once.
+    pub fn permits(&self) -> usize {
+        self.permits
+    }
+
+    /// The most checks that ever ran at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_gate_runs_no_more_than_its_permits_at_once_and_turns_away_who_waits_too_long() {
+        let gate = Arc::new(Gate::new(3, Duration::from_secs(10)));
+        let work = || std::thread::sleep(Duration::from_millis(20));
+        let all = futures::future::join_all((0..24).map(|_| {
+            let g = gate.clone();
+            async move { g.run(work).await.map(|r| r.is_ok()) }
+        }))
+        .await;
+        assert!(all.iter().all(|r| *r == Some(true)), "{all:?}");
+        assert!((2..=3).contains(&gate.peak()), "{}", gate.peak());
+
+        // With every slot taken for longer than the wait, the next caller is turned away.
+        let gate = Arc::new(Gate::new(1, Duration::from_millis(50)));
+        let g = gate.clone();
+        let busy = tokio::spawn(async move {
+            g.run(|| std::thread::sleep(Duration::from_millis(500)))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(gate.run(|| ()).await.is_none());
+        assert!(matches!(busy.await, Ok(Some(Ok(())))));
+        assert!(gate.run(|| ()).await.is_some());
+    }
 
     #[test]
     fn a_hash_verifies_its_password_only() {

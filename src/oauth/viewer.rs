@@ -31,7 +31,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use super::authorize::{Refused, check_sign_in};
+use super::authorize::check_sign_in;
 use super::page::{cookie, html, layout, see_other, set_cookie};
 use super::store::{Grant, Store, TokenKind, now_ms};
 use super::{ClientIp, OAUTH_SCOPE, OAuthCtx, ct_eq, html_escape};
@@ -96,8 +96,8 @@ pub fn to_sign_in(scope: &Scope, next: &str) -> Response {
 }
 
 /// `next` if it is the path of a record page of this scope (an absolute path, never another
-/// origin: no `//`, no backslash, no `.` or `..` segment, visible ASCII only, as a `Location`
-/// header must be).
+/// origin: no `//`, no backslash, no dot segment, visible ASCII only, as a `Location` header
+/// must be).
 fn checked_next<'a>(ctx: &OAuthCtx, next: &'a str) -> Option<&'a str> {
     let prefix = format!("{}/records/", ctx.scope.path);
     (next.len() <= 2048
@@ -105,9 +105,18 @@ fn checked_next<'a>(ctx: &OAuthCtx, next: &'a str) -> Option<&'a str> {
         && next.len() > prefix.len()
         && !next.contains("//")
         && !next.contains('\\')
-        && !next.split('/').any(|seg| seg == "." || seg == "..")
+        && !next.split('/').any(is_dot_segment)
         && next.bytes().all(|b| b > b' ' && b < 0x7f))
     .then_some(next)
+}
+
+/// Whether a path segment is `.` or `..` as a browser resolves it: the URL standard counts
+/// `%2e` (any case) as a dot, so `/records/%2e%2e/%2E./mcp` leaves the record pages. Other
+/// escapes stay: record ids write `.` and `/` inside a key as `%2E` and `%2F`, and a browser
+/// neither splits a segment at `%2F` nor resolves `%5C`.
+fn is_dot_segment(segment: &str) -> bool {
+    let s = segment.to_ascii_lowercase().replace("%2e", ".");
+    s == "." || s == ".."
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -177,11 +186,14 @@ async fn submit(
     let password = form.password.unwrap_or_default();
     let user = match check_sign_in(&ctx, ip, &username, password, VIEWER_CLIENT).await {
         Ok(user) => user,
-        Err(Refused { status, message }) => {
-            return html(
-                status,
-                render_form(&ctx, next, &csrf, &username, Some(&message)),
-            );
+        Err(refused) => {
+            return refused.respond(render_form(
+                &ctx,
+                next,
+                &csrf,
+                &username,
+                Some(&refused.message),
+            ));
         }
     };
     let now = now_ms();
