@@ -50,7 +50,7 @@ pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError>
         describe_hit(scope, rest).await?
     } else if let Some(rest) = strip_command(q, "sample") {
         sample(scope, rest).await?
-    } else if let Some(hits) = maybe_sql(scope, q).await? {
+    } else if let Some(hits) = maybe_sql(scope, q, &mut notes).await? {
         hits
     } else {
         keywords_search(scope, q, &mut notes).await?
@@ -238,7 +238,11 @@ fn plain(v: &Value) -> String {
 }
 
 /// Runs `q` as SQL when it is SQL; `Ok(None)` when it is not (so it is searched as words).
-async fn maybe_sql(scope: &Scope, q: &str) -> Result<Option<Vec<Hit>>, ToolError> {
+async fn maybe_sql(
+    scope: &Scope,
+    q: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<Vec<Hit>>, ToolError> {
     const STATEMENT_WORDS: [&str; 22] = [
         "select", "with", "insert", "update", "delete", "drop", "create", "alter", "exec",
         "execute", "merge", "truncate", "grant", "revoke", "declare", "waitfor", "attach",
@@ -276,6 +280,14 @@ async fn maybe_sql(scope: &Scope, q: &str) -> Result<Option<Vec<Hit>>, ToolError
         }
         // Words like "update on shipping delays" are not SQL: search them as words.
         Err(ToolError::Refused(GuardError::Parse(_))) if first != "select" && first != "with" => {
+            Ok(None)
+        }
+        // "Select customers in Germany with refunds" is a question too; a SELECT that does
+        // not parse is searched as words, and the note says why, in case it was meant as SQL.
+        Err(ToolError::Refused(GuardError::Parse(e))) => {
+            notes.push(format!(
+                "the query was searched as words: as SQL it does not parse ({e})"
+            ));
             Ok(None)
         }
         Err(e) => Err(e),

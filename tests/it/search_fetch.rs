@@ -687,3 +687,44 @@ async fn sql_search_mints_row_ids_only_from_the_key_selected_unchanged() {
         );
     }
 }
+
+/// A question that starts like SQL but is not ("Select customers in …") is searched as words,
+/// with a note saying it did not parse as SQL; a real SELECT still runs as SQL, and a
+/// forbidden one is still refused.
+#[tokio::test]
+async fn a_question_starting_with_select_or_with_is_searched_as_words() {
+    let srv = Server::demo().await;
+    for q in [
+        "select customers in Germany with refunds",
+        "With refunds over 100 dollars",
+    ] {
+        let out = srv.tool_ok("/chatgpt", "search", json!({"query": q})).await;
+        assert!(
+            out["results"].as_array().is_some_and(|r| !r.is_empty()),
+            "{q}: {out}"
+        );
+        assert!(
+            out["notes"][0]
+                .as_str()
+                .is_some_and(|n| n.contains("searched as words")),
+            "{q}: {out}"
+        );
+    }
+    let sql = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT order_id FROM orders WHERE order_id = 1042"}),
+        )
+        .await;
+    assert_eq!(sql["results"][0]["id"], "main.orders/1042", "{sql}");
+    assert!(sql.get("notes").is_none(), "{sql}");
+    let msg = srv
+        .tool_err(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT * INTO copy FROM orders"}),
+        )
+        .await;
+    assert!(msg.contains("INTO"), "{msg}");
+}
