@@ -36,16 +36,19 @@ pub struct ScopeCtx {
 }
 
 impl ScopeCtx {
-    /// The live session `sid` of this scope, if `caller` may use it (sessions are bound to the
-    /// user and client that opened them).
+    /// The live session `sid` of this scope and transport (a legacy HTTP+SSE session has an
+    /// outbox, a Streamable HTTP one none; neither is valid on the other's endpoints), if
+    /// `caller` may use it (sessions are bound to the user and client that opened them).
     pub fn session_for(
         &self,
         caller: &dispatch::Caller,
         sid: &str,
+        legacy_sse: bool,
     ) -> Option<Arc<session::Session>> {
         self.app
             .sessions()
             .get(&self.scope.path, sid)
+            .filter(|s| s.outbox.is_some() == legacy_sse)
             .filter(|s| crate::oauth::bearer::may_use(caller, s))
     }
 }

@@ -98,7 +98,7 @@ pub async fn message(
         Err(resp) => return resp,
     };
     let sid = q.get("session_id").or_else(|| q.get("sessionId"));
-    let Some(session) = sid.and_then(|id| ctx.session_for(&caller, id)) else {
+    let Some(session) = sid.and_then(|id| ctx.session_for(&caller, id, true)) else {
         let err = protocol::RpcError::invalid_request(
             "Not Found: unknown or ended session; open GET /sse again",
         )

@@ -191,7 +191,7 @@ pub async fn post(
             // A 2025 session's notification must name a live session; anything else is accepted.
             if let Some(sid) = header_str(&headers, SESSION_HEADER) {
                 let modern = header_str(&headers, VERSION_HEADER) == Some(MODERN_VERSION);
-                if !modern && ctx.session_for(&caller, sid).is_none() {
+                if !modern && ctx.session_for(&caller, sid, false).is_none() {
                     return session_not_found();
                 }
             }
@@ -250,7 +250,7 @@ pub async fn post(
             .with_status(StatusCode::BAD_REQUEST);
             return rpc_error_response(Some(&req.id), &err);
         };
-        let Some(session) = ctx.session_for(&caller, sid) else {
+        let Some(session) = ctx.session_for(&caller, sid, false) else {
             return session_not_found();
         };
         let negotiated = session
@@ -316,7 +316,7 @@ pub async fn get(
             .with_status(StatusCode::NOT_ACCEPTABLE);
         return rpc_error_response(None, &err);
     }
-    let Some(session) = ctx.session_for(&caller, sid) else {
+    let Some(session) = ctx.session_for(&caller, sid, false) else {
         return session_not_found();
     };
     let Some(permit) = ctx.app.try_open_stream() else {
@@ -365,7 +365,7 @@ pub async fn delete(
             .with_status(StatusCode::BAD_REQUEST);
         return rpc_error_response(None, &err);
     };
-    if ctx.session_for(&caller, sid).is_some() && ctx.app.sessions().remove(sid) {
+    if ctx.session_for(&caller, sid, false).is_some() && ctx.app.sessions().remove(sid) {
         StatusCode::OK.into_response()
     } else {
         session_not_found()

@@ -261,3 +261,41 @@ async fn an_oversized_body_to_the_plain_sse_endpoint_is_413() {
     let r = srv.post_json("/claude/sse", &[], &body).await;
     assert_eq!(r.status, 413);
 }
+
+/// A legacy HTTP+SSE session is valid only on its own endpoints: its id on the Streamable
+/// HTTP endpoint is an unknown session there (POST, GET and DELETE), and the legacy stream
+/// lives on.
+#[tokio::test]
+async fn a_legacy_session_id_is_unknown_on_the_streamable_endpoint() {
+    let srv = Server::demo().await;
+    let mut s = open(&srv, "/claude").await;
+    let sid = s
+        .endpoint
+        .split("session_id=")
+        .nth(1)
+        .expect("session id in the endpoint")
+        .to_string();
+    let headers = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", V1125),
+    ];
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &headers,
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = srv
+        .get(
+            "/claude/mcp",
+            &[("accept", "text/event-stream"), headers[0], headers[1]],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = srv.delete("/claude/mcp", &headers).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let reply = s.round_trip(&srv, &initialize(V0618)).await;
+    assert!(reply["result"]["serverInfo"].is_object(), "{reply}");
+}
