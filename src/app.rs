@@ -267,7 +267,10 @@ pub async fn run(
             sweep_edge.rate_limits.sweep();
         }
     }));
-    // The audit writer drains its queue after `stopping`, so it is awaited, not aborted.
+    // The audit writer has a signal of its own, fired only once serving (the drain included)
+    // has returned: tool calls that finish during the drain are answered, so they are audited
+    // too. It then writes what is still queued, so it is awaited, not aborted.
+    let audit_stop = CancellationToken::new();
     let audit_writer = state.ops().take_audit_rx().map(|rx| {
         tokio::spawn(crate::ops::audit::writer(
             rx,
@@ -277,7 +280,7 @@ pub async fn run(
                 write_errors: state.ops().metrics.audit_write_errors.clone(),
                 dropped: state.ops().metrics.audit_dropped.clone(),
             },
-            stopping.clone(),
+            audit_stop.clone(),
         ))
     });
     // Bound before ACME starts, so an HTTP-01 challenge never finds the port closed.
@@ -377,6 +380,8 @@ pub async fn run(
     for t in tasks {
         t.abort();
     }
+    // The drain is over: no request left to record anything.
+    audit_stop.cancel();
     if let Some(w) = audit_writer
         && tokio::time::timeout(Duration::from_secs(5), w)
             .await

@@ -476,6 +476,56 @@ async fn tool_calls_are_audited_with_caller_query_rows_and_outcome() {
     assert!(refused["error"].is_string());
 }
 
+/// A tool call still running when the shutdown starts is answered during the drain, and
+/// audited: the audit writer stops only once the drain is over.
+#[tokio::test]
+async fn a_tool_call_answered_during_the_shutdown_drain_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let text = config_text(dir.path(), &db, "", "")
+        .replace("shutdown_grace_secs = 2", "shutdown_grace_secs = 30");
+    let mut srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    // About a second or two of SQLite work, counted in one row.
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                WHERE x < 1000000) SELECT count(*) AS n FROM c";
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "execute_sql", "arguments": {"sql": slow}}});
+    let call = client().post(srv.url("/claude/sse")).json(&body).send();
+    let call = tokio::spawn(async move {
+        let resp = call.await.expect("tool call");
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.text().await.unwrap_or_default(),
+            Instant::now(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stop_sent = Instant::now();
+    if let Some(tx) = srv.stop.take() {
+        let _ = tx.send(());
+    }
+    let (status, text, answered) = call.await.expect("the call's task");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("1000000"), "the query's answer: {text}");
+    assert!(
+        answered > stop_sent,
+        "the call must still be running when the shutdown starts (it took too little time)"
+    );
+    tokio::time::timeout(Duration::from_secs(30), &mut srv.task)
+        .await
+        .expect("the server stops after the drain")
+        .expect("server task")
+        .expect("server result");
+    let lines = audit_lines(dir.path());
+    let call = lines
+        .iter()
+        .find(|l| l["kind"] == "tool_call" && l["tool"] == "execute_sql")
+        .unwrap_or_else(|| panic!("no record of the call answered during the drain: {lines:?}"));
+    assert_eq!(call["outcome"], "ok", "{call}");
+    assert_eq!(call["rows"], 1, "{call}");
+}
+
 #[tokio::test]
 async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
     let dir = tempfile::tempdir().expect("tempdir");
