@@ -1153,6 +1153,42 @@ async fn sigterm_drains_open_streams_within_the_grace_period() -> TestResult {
     Ok(())
 }
 
+/// `systemctl reload` sends SIGHUP; with `tls.mode = "off"` there is nothing to reload, and
+/// the server says so and keeps serving instead of dying of the signal.
+#[tokio::test]
+async fn sighup_in_tls_off_mode_is_logged_and_the_server_keeps_serving() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let (mut child, addr) = spawn_binary(dir.path(), &db, &[]).await?;
+    let pid = child.id().ok_or("no pid")?;
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?;
+    let log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("SIGHUP: nothing to reload in tls.mode=off") {
+        assert!(
+            child.try_wait()?.is_none(),
+            "the server ended on SIGHUP:\n{}",
+            log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP line logged:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = http_client(None)
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert!(child.try_wait()?.is_none(), "still running");
+    let _ = child.kill().await;
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // ACME against Pebble. Its validation authority connects to ports named in its config, where
 // the server under test must listen; each test picks free ones (`PebblePorts::free`) and

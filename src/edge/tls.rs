@@ -292,7 +292,7 @@ pub async fn prepare(
     cancel: CancellationToken,
 ) -> Result<(Prepared, Vec<JoinHandle<()>>), TlsError> {
     match tls.mode {
-        TlsMode::Off => Ok((Prepared::Off, Vec::new())),
+        TlsMode::Off => Ok((Prepared::Off, nothing_to_reload("off", cancel))),
         TlsMode::Files => {
             let (cert, key) = match (&tls.cert, &tls.key) {
                 (Some(c), Some(k)) => (c.clone(), k.clone()),
@@ -371,10 +371,33 @@ pub async fn prepare(
                 challenge = tls.challenge.as_str(),
                 "ACME enabled"
             );
-            let task = tokio::spawn(drive_acme(state, status, cancel));
-            Ok((Prepared::Acme { acceptor, http01 }, vec![task]))
+            let mut tasks = nothing_to_reload("acme", cancel.clone());
+            tasks.push(tokio::spawn(drive_acme(state, status, cancel)));
+            Ok((Prepared::Acme { acceptor, http01 }, tasks))
         }
     }
+}
+
+/// Where SIGHUP has nothing to reload (`tls.mode` `off`, or `acme`, which renews by itself),
+/// a task that says so in the log for each one, so that `systemctl reload` is seen to do
+/// nothing. The process already survives SIGHUP (`cli` listens for it before anything else);
+/// this only makes it visible. Stopped by `cancel`.
+fn nothing_to_reload(mode: &'static str, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        return vec![tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: nothing to reload in tls.mode={mode}");
+                    }
+                }
+            }
+        })];
+    }
+    let _ = (mode, cancel);
+    Vec::new()
 }
 
 /// A client config that trusts only the CAs in `ca_file` (private ACME directories).
