@@ -2177,3 +2177,64 @@ async fn sse_streams_are_capped_per_address_and_freed_when_closed() -> TestResul
     server.stop().await;
     Ok(())
 }
+
+/// A 2025-revision MCP session at `/claude/mcp` (authentication off): its `Mcp-Session-Id`.
+async fn mcp_session(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "edge-test", "version": "1"}}});
+    let resp = client
+        .post(format!("{base}/claude/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Mcp-Session-Id")?
+        .to_string();
+    Ok(sid)
+}
+
+/// `GET /mcp` with `Accept: */*` opens a stream as `text/event-stream` does, so it takes a
+/// place under `limits.sse_per_ip` the same way and is refused past it.
+#[tokio::test]
+async fn mcp_get_streams_accepting_anything_are_capped_like_event_streams() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "", "[limits]\nsse_per_ip = 2\n")).await;
+    let base = format!("http://127.0.0.1:{}", server.addr.port());
+    let c = http_client(Some(ip("127.0.0.9")));
+    for accept in ["*/*", "text/event-stream"] {
+        let mut open = Vec::new();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let sid = mcp_session(&c, &base).await?;
+            let resp = c
+                .get(format!("{base}/claude/mcp"))
+                .header("accept", accept)
+                .header("mcp-session-id", sid)
+                .header("mcp-protocol-version", "2025-06-18")
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await?;
+            statuses.push(resp.status().as_u16());
+            open.push(resp);
+        }
+        assert_eq!(statuses, [200, 200, 429], "Accept: {accept}");
+        drop(open);
+        // The places come back once the server sees the streams close.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.state.edge().report().streams_open > 0 {
+            assert!(Instant::now() < deadline, "streams never freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    server.stop().await;
+    Ok(())
+}
