@@ -1014,6 +1014,16 @@ async fn spawn_binary(
     db: &Path,
     wrapper: &[&str],
 ) -> Result<(tokio::process::Child, SocketAddr), Box<dyn std::error::Error + Send + Sync>> {
+    spawn_binary_with(dir, db, wrapper, "").await
+}
+
+/// [`spawn_binary`] with `extra` TOML after the config's sections.
+async fn spawn_binary_with(
+    dir: &Path,
+    db: &Path,
+    wrapper: &[&str],
+    extra: &str,
+) -> Result<(tokio::process::Child, SocketAddr), Box<dyn std::error::Error + Send + Sync>> {
     let client = http_client(None);
     let mut attempt = 0;
     loop {
@@ -1026,7 +1036,7 @@ async fn spawn_binary(
         std::fs::write(
             &cfg,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n\n{extra}\n",
                 dir.display().to_string(),
                 db.display().to_string()
             ),
@@ -2236,5 +2246,42 @@ async fn mcp_get_streams_accepting_anything_are_capped_like_event_streams() -> T
         }
     }
     server.stop().await;
+    Ok(())
+}
+
+/// A scanner's flood of requests from an address the allowlist refuses: every one is refused
+/// and counted, but the log gets the first of the episode, not a line each.
+#[tokio::test]
+async fn a_flood_of_allowlist_refusals_is_counted_in_full_but_logged_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let (mut child, addr) =
+        spawn_binary_with(dir.path(), &db, &[], "[access]\nallow = [\"127.0.0.2\"]\n").await?;
+    let refused = http_client(None);
+    let admitted = http_client(Some(ip("127.0.0.2")));
+    for _ in 0..200 {
+        let r = refused.get(format!("http://{addr}/health")).send().await?;
+        assert_eq!(r.status(), 403);
+    }
+    let metrics = admitted
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let denied: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mssql_mcp_ip_denied_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no mssql_mcp_ip_denied_total in:\n{metrics}"))?;
+    // `spawn_binary` polled `/health` from the refused address too until the server answered.
+    assert!(denied >= 200, "{denied} refusals counted");
+    let _ = child.kill().await;
+    let log = std::fs::read_to_string(dir.path().join("server.log"))?;
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("denied by IP allowlist"))
+        .count();
+    assert_eq!(lines, 1, "one line for the episode:\n{log}");
     Ok(())
 }
