@@ -930,6 +930,37 @@ async fn idle_connections_are_closed_after_the_idle_timeout() -> TestResult {
     Ok(())
 }
 
+/// An idle HTTP/2 connection whose client answers pings (as hyper's does) is still closed by
+/// the idle timeout: the server's keep-alive pings come only after it (35 s here, past the
+/// 30 s they used to come at, whose ping and ACK counted as activity).
+#[tokio::test]
+async fn an_idle_http2_connection_answering_pings_is_closed_by_the_idle_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "", "[limits]\nidle_timeout_secs = 35\n")).await;
+    let tcp = TcpStream::connect(server.addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("http://localhost/health").body(String::new())?;
+    assert_eq!(sender.send_request(req).await?.status(), 200);
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(50), conn).await;
+    let after = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "HTTP/2 connection still open after {after:?}"
+    );
+    assert!(
+        after >= Duration::from_secs(33),
+        "HTTP/2 idle close after {after:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
 /// A TCP connection to `to` from the loopback address `from` (127.0.0.2 and the like).
 async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = tokio::net::TcpSocket::new_v4()?;
