@@ -759,6 +759,32 @@ async fn oauth_endpoints_have_the_stricter_bucket() -> TestResult {
     Ok(())
 }
 
+/// A client that waits the `Retry-After` it was given is admitted: the wait is rounded up, not
+/// down (one OAuth request per 1.5 s: a refusal right after one must say 2, not 1).
+#[tokio::test]
+async fn a_client_that_obeys_retry_after_is_admitted() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\noauth_per_min = 40\noauth_burst = 1\n",
+    ))
+    .await;
+    let c = http_client(Some(ip("127.0.0.6")));
+    let url = server.url("http", "/chatgpt/token");
+    let (s, _, _) = timed_get(&c, &url).await;
+    assert_ne!(s, 429);
+    let (s, _, retry) = timed_get(&c, &url).await;
+    assert_eq!(s, 429);
+    let secs: u64 = retry.and_then(|r| r.parse().ok()).ok_or("Retry-After")?;
+    assert_eq!(secs, 2, "1.5 s rounded up");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (s, _, _) = timed_get(&c, &url).await;
+    assert_ne!(s, 429, "admitted after waiting Retry-After");
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_connections_do_not_block_a_normal_request_and_are_cut() -> TestResult {
     let _load = LOAD.lock().await;
