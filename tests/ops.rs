@@ -209,6 +209,52 @@ async fn readiness_turns_503_when_the_database_file_goes_away() {
     srv.stop().await;
 }
 
+/// The public listener's readiness report says which check failed, not why (the database
+/// error names the file); the admin listener's says why.
+#[tokio::test]
+async fn readiness_details_are_shown_on_the_admin_listener_only() {
+    let (dir, db, srv) = start_plain("").await;
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let admin_addr = admin.local_addr().expect("admin addr");
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let admin_task = tokio::spawn(mssql_mcp::oauth::admin::serve(
+        srv.state.clone(),
+        admin,
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+    std::fs::remove_file(&db).expect("remove db");
+    let (status, body) = srv.get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["status"], "fail", "{v}");
+    assert_eq!(v["checks"]["database:main"]["status"], "fail", "{v}");
+    assert_eq!(v["checks"]["state_dir"]["status"], "ok", "{v}");
+    let dir_text = dir.path().display().to_string();
+    assert!(
+        !body.contains("detail") && !body.contains(&dir_text),
+        "no detail on the public listener: {body}"
+    );
+    let resp = client()
+        .get(format!("http://{admin_addr}/health/ready"))
+        .send()
+        .await
+        .expect("admin GET");
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.expect("admin JSON");
+    assert!(
+        v["checks"]["database:main"]["detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "the admin listener gives the detail: {v}"
+    );
+    assert_eq!(v["checks"]["state_dir"]["detail"], "writable", "{v}");
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn readiness_fails_for_a_sql_server_that_does_not_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
