@@ -311,7 +311,12 @@ pub async fn run(
         state.edge().tls.clone(),
         stopping.clone(),
     )
-    .await?;
+    .await
+    // A certificate, key or CA file that cannot be used is the configuration's fault.
+    .map_err(|e| match edge::tls::file_error(&config.tls, e) {
+        Ok(config_error) => StartError::Config(config_error),
+        Err(e) => StartError::Tls(e),
+    })?;
     tasks.extend(tls_tasks);
     let handshake = Duration::from_secs(limits.header_read_timeout_secs);
     let idle = Duration::from_secs(limits.idle_timeout_secs);

@@ -234,6 +234,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
+    // What `serve` loads at start, so a missing file fails here rather than in a restart loop.
+    if let Err(e) = crate::edge::tls::check_files(&config.tls) {
+        return config_error(&e);
+    }
     println!("{} is valid.", path.display());
     println!(
         "Listening on {}; public URL {}",
@@ -550,6 +554,8 @@ async fn serve(config: Config) -> ExitCode {
     let _ = stop_admin.send(());
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A TLS file that cannot be used (see `edge::tls::file_error`).
+        Err(crate::app::StartError::Config(e)) => config_error(&e),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EX_UNAVAILABLE)

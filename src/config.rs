@@ -1398,6 +1398,14 @@ profile = "chatgpt"
     }
 
     #[test]
+    fn presets_are_not_metrics_scrapers() {
+        let text = format!("[metrics]\nallow = [\"127.0.0.1\", \"anthropic\"]\n{MINIMAL}");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "metrics.allow");
+        assert!(err.problem.contains("anthropic"), "{err}");
+    }
+
+    #[test]
     fn a_public_url_with_a_path_is_refused() {
         let text = format!("[server]\npublic_url = \"https://x.example/sub\"\n{MINIMAL}");
         let err = Config::parse(&text).unwrap_err();

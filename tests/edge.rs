@@ -2342,3 +2342,41 @@ async fn a_flood_of_allowlist_refusals_is_counted_in_full_but_logged_once() -> T
     assert_eq!(lines, 1, "one line for the episode:\n{log}");
     Ok(())
 }
+
+/// A TLS certificate file that is missing is the configuration's fault: `check-config` says so
+/// and `serve` exits with 64 (not restarted by systemd) naming `tls.cert`, not with 69.
+#[tokio::test]
+async fn a_missing_tls_file_is_a_config_error_for_check_config_and_serve() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let cfg = dir.path().join("config.toml");
+    let missing = dir.path().join("nope.pem");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_no_auth = true\nstate_dir = {state:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nmode = \"files\"\ncert = {missing:?}\nkey = {missing:?}\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {db:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
+            state = dir.path().display().to_string(),
+            missing = missing.display().to_string(),
+            db = db.display().to_string(),
+        ),
+    )?;
+    let bin = env!("CARGO_BIN_EXE_mssql-mcp");
+    for command in ["check-config", "serve"] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(bin)
+                .args([command, "--config"])
+                .arg(&cfg)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await??;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command}: {stderr}");
+        assert!(
+            stderr.contains("tls.cert") && stderr.contains("nope.pem"),
+            "{command}: {stderr}"
+        );
+    }
+    Ok(())
+}

@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{AcmeChallenge, TlsConfig, TlsMode};
+use crate::config::ConfigError;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +282,48 @@ impl Http01Responder {
     /// The key authorization for `token`, if that is the challenge in progress.
     pub fn key_authorization(&self, token: &str) -> Option<String> {
         self.0.get_http_01_key_auth(token)
+    }
+}
+
+/// A TLS failure at start that a configured file caused (`tls.cert`, `tls.key`,
+/// `tls.ca_file`: missing, unreadable, not PEM, or a key that is not the certificate's), as a
+/// configuration error naming the key and the fix: restarting cannot help, so `serve` exits
+/// with 64 rather than 69 (which systemd restarts). `Err` hands back any other failure.
+pub fn file_error(tls: &TlsConfig, e: TlsError) -> Result<ConfigError, TlsError> {
+    let is = |p: &Path, c: &Option<PathBuf>| c.as_deref() == Some(p);
+    let key = match &e {
+        TlsError::Read { path, .. } if is(path, &tls.ca_file) => "tls.ca_file",
+        TlsError::CaFile { .. } => "tls.ca_file",
+        TlsError::Read { path, .. } if is(path, &tls.key) => "tls.key",
+        TlsError::Read { path, .. } if is(path, &tls.cert) => "tls.cert",
+        TlsError::NoCertificate(_) => "tls.cert",
+        TlsError::NoKey(_) | TlsError::Key { .. } => "tls.key",
+        TlsError::Mismatch(_) => "tls.cert/tls.key",
+        TlsError::Read { .. } | TlsError::Rustls(_) => return Err(e),
+    };
+    let fix = if key == "tls.ca_file" {
+        "point tls.ca_file at a readable PEM file with your ACME server's CA certificate"
+    } else {
+        "point tls.cert at the PEM certificate chain and tls.key at its private key, both \
+         readable by the service's user (e.g. /etc/mssql-mcp/fullchain.pem and privkey.pem)"
+    };
+    Ok(ConfigError::new(key, e.to_string(), fix))
+}
+
+/// `check-config`: loads the files TLS will need at start (the certificate and key in
+/// `files` mode, `tls.ca_file` in `acme` mode), so a missing or unusable one is reported
+/// before the service starts.
+pub fn check_files(tls: &TlsConfig) -> Result<(), ConfigError> {
+    let loaded = match (tls.mode, &tls.cert, &tls.key, &tls.ca_file) {
+        (TlsMode::Files, Some(cert), Some(key), _) => load_pair(cert, key).map(|_| ()),
+        (TlsMode::Acme, _, _, Some(ca)) => client_config(ca).map(|_| ()),
+        _ => Ok(()),
+    };
+    match loaded {
+        Ok(()) => Ok(()),
+        Err(e) => Err(file_error(tls, e).unwrap_or_else(|e| {
+            ConfigError::new("tls", e.to_string(), "check the [tls] settings")
+        })),
     }
 }
 
