@@ -195,7 +195,8 @@ pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>
 /// An axum-server on `listener` with the HTTP settings every listener shares: hyper's header
 /// read timeout (slow request heads, and on HTTP/1.1 the wait for the next request on a
 /// kept-alive connection), the request head limit on both protocols, HTTP/2's bound on
-/// requests in progress per connection, and HTTP/2 keep-alive pings. Callers add an
+/// requests in progress per connection, and HTTP/2 keep-alive pings (after the idle timeout:
+/// see [`http2_keep_alive_interval`]). Callers add an
 /// [`EdgeAcceptor`] for the handshake deadline and the idle timeout.
 fn edge_server(
     listener: TcpListener,
@@ -221,9 +222,20 @@ fn edge_server(
         // the requests one connection may have in progress.
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_streams_per_connection)
-        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_interval(http2_keep_alive_interval(limits))
         .keep_alive_timeout(Duration::from_secs(20));
     Ok(server)
+}
+
+/// How long an HTTP/2 connection may go without a frame from the client before hyper pings it
+/// (and closes it when the ACK does not come within 20 s): past `limits.idle_timeout_secs`.
+/// hyper pings idle connections too, and the ping and its ACK are bytes both ways, which the
+/// idle timeout ([`edge::limits::IdleIo`]) counts as activity: a ping sooner than the idle
+/// timeout would keep an idle connection open for as long as the client answers pings. Later,
+/// the idle timeout closes an idle connection first, and the ping is left to find dead peers
+/// of busy connections (an SSE stream, on which the client sends nothing for hours).
+pub fn http2_keep_alive_interval(limits: &LimitsConfig) -> Duration {
+    Duration::from_secs(limits.idle_timeout_secs.saturating_add(30))
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -267,7 +279,10 @@ pub async fn run(
             sweep_edge.rate_limits.sweep();
         }
     }));
-    // The audit writer drains its queue after `stopping`, so it is awaited, not aborted.
+    // The audit writer has a signal of its own, fired only once serving (the drain included)
+    // has returned: tool calls that finish during the drain are answered, so they are audited
+    // too. It then writes what is still queued, so it is awaited, not aborted.
+    let audit_stop = CancellationToken::new();
     let audit_writer = state.ops().take_audit_rx().map(|rx| {
         tokio::spawn(crate::ops::audit::writer(
             rx,
@@ -277,7 +292,7 @@ pub async fn run(
                 write_errors: state.ops().metrics.audit_write_errors.clone(),
                 dropped: state.ops().metrics.audit_dropped.clone(),
             },
-            stopping.clone(),
+            audit_stop.clone(),
         ))
     });
     // Bound before ACME starts, so an HTTP-01 challenge never finds the port closed.
@@ -296,7 +311,12 @@ pub async fn run(
         state.edge().tls.clone(),
         stopping.clone(),
     )
-    .await?;
+    .await
+    // A certificate, key or CA file that cannot be used is the configuration's fault.
+    .map_err(|e| match edge::tls::file_error(&config.tls, e) {
+        Ok(config_error) => StartError::Config(config_error),
+        Err(e) => StartError::Tls(e),
+    })?;
     tasks.extend(tls_tasks);
     let handshake = Duration::from_secs(limits.header_read_timeout_secs);
     let idle = Duration::from_secs(limits.idle_timeout_secs);
@@ -377,6 +397,8 @@ pub async fn run(
     for t in tasks {
         t.abort();
     }
+    // The drain is over: no request left to record anything.
+    audit_stop.cancel();
     if let Some(w) = audit_writer
         && tokio::time::timeout(Duration::from_secs(5), w)
             .await
@@ -385,4 +407,23 @@ pub async fn run(
         tracing::warn!("audit: the writer did not finish within 5 s");
     }
     served.map_err(StartError::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_pings_come_only_after_the_idle_timeout() {
+        for idle in [20, 120, 86_400] {
+            let limits = LimitsConfig {
+                idle_timeout_secs: idle,
+                ..LimitsConfig::default()
+            };
+            assert!(
+                http2_keep_alive_interval(&limits) > Duration::from_secs(idle),
+                "idle timeout {idle} s"
+            );
+        }
+    }
 }

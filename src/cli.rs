@@ -234,6 +234,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
+    // What `serve` loads at start, so a missing file fails here rather than in a restart loop.
+    if let Err(e) = crate::edge::tls::check_files(&config.tls) {
+        return config_error(&e);
+    }
     println!("{} is valid.", path.display());
     println!(
         "Listening on {}; public URL {}",
@@ -356,6 +360,18 @@ fn survive_file_size_limit() {
     }
 }
 
+/// SIGHUP's default action kills the process, and `systemctl reload` (the unit's `ExecReload=`)
+/// sends it. Listened for first thing in `serve` and `demo` (tokio keeps the handler for the
+/// life of the process), it can no longer end the server in any mode or at any moment of the
+/// start: `edge::tls::prepare` then reloads the certificate on it in `tls.mode = "files"` and
+/// logs that there is nothing to reload in the other modes.
+fn survive_hangup() {
+    #[cfg(unix)]
+    if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tracing::warn!(error = %e, "cannot listen for SIGHUP: `systemctl reload` would end the process");
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -405,6 +421,7 @@ async fn generate_in_child(dir: &std::path::Path) {
 }
 
 async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
+    survive_hangup();
     let dir = data_dir.unwrap_or_else(crate::demo::default_data_dir);
     let started = std::time::Instant::now();
     generate_in_child(&dir).await;
@@ -476,6 +493,7 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    survive_hangup();
     let no_auth = config.server.insecure_no_auth;
     if !no_auth && let Err(e) = require_oauth_users(&config) {
         return config_error(&e);
@@ -536,6 +554,8 @@ async fn serve(config: Config) -> ExitCode {
     let _ = stop_admin.send(());
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A TLS file that cannot be used (see `edge::tls::file_error`).
+        Err(crate::app::StartError::Config(e)) => config_error(&e),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(EX_UNAVAILABLE)

@@ -1175,6 +1175,26 @@ fn validate_public_url(url: &str) -> Result<(), ConfigError> {
             fix,
         ));
     }
+    // The host and port are what every request's Host is checked against: one that does not
+    // parse (a port like `80x`) would pass the checks above and then refuse every request.
+    let parsed = url::Url::parse(url).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("`{url}` is not a valid URL: {e}"),
+            "write a host name or address and, if not the scheme's default, a port from 1 to \
+             65535, e.g. \"https://mcp.example.com\" or \"http://127.0.0.1:8080\"",
+        )
+    })?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(key, format!("`{url}` has no host"), fix));
+    }
+    if parsed.port() == Some(0) {
+        return Err(ConfigError::new(
+            key,
+            format!("`{url}` has port 0"),
+            "write the port clients connect to (1 to 65535), or none for the scheme's default",
+        ));
+    }
     Ok(())
 }
 
@@ -1352,6 +1372,37 @@ profile = "chatgpt"
                 Config::parse(&MINIMAL.replace("\"/chatgpt\"", &format!("{bad:?}"))).unwrap_err();
             assert_eq!(err.key, "scope[0].path", "{bad}");
         }
+    }
+
+    #[test]
+    fn a_public_url_with_a_malformed_port_or_no_host_is_refused() {
+        for bad in [
+            "http://mcp.example.com:80x",
+            "https://mcp.example.com:99999",
+            "https://mcp.example.com:0",
+            "http://:8080",
+        ] {
+            let text = format!("[server]\npublic_url = \"{bad}\"\n{MINIMAL}");
+            let err = Config::parse(&text).unwrap_err();
+            assert_eq!(err.key, "server.public_url", "{bad}");
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        }
+        for good in [
+            "http://127.0.0.1:8080",
+            "https://[::1]:8443",
+            "https://mcp.example.com",
+        ] {
+            let text = format!("[server]\npublic_url = \"{good}\"\n{MINIMAL}");
+            assert!(Config::parse(&text).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn presets_are_not_metrics_scrapers() {
+        let text = format!("[metrics]\nallow = [\"127.0.0.1\", \"anthropic\"]\n{MINIMAL}");
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key, "metrics.allow");
+        assert!(err.problem.contains("anthropic"), "{err}");
     }
 
     #[test]

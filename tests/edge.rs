@@ -759,6 +759,32 @@ async fn oauth_endpoints_have_the_stricter_bucket() -> TestResult {
     Ok(())
 }
 
+/// A client that waits the `Retry-After` it was given is admitted: the wait is rounded up, not
+/// down (one OAuth request per 1.5 s: a refusal right after one must say 2, not 1).
+#[tokio::test]
+async fn a_client_that_obeys_retry_after_is_admitted() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(
+        dir.path(),
+        "",
+        "[limits]\noauth_per_min = 40\noauth_burst = 1\n",
+    ))
+    .await;
+    let c = http_client(Some(ip("127.0.0.6")));
+    let url = server.url("http", "/chatgpt/token");
+    let (s, _, _) = timed_get(&c, &url).await;
+    assert_ne!(s, 429);
+    let (s, _, retry) = timed_get(&c, &url).await;
+    assert_eq!(s, 429);
+    let secs: u64 = retry.and_then(|r| r.parse().ok()).ok_or("Retry-After")?;
+    assert_eq!(secs, 2, "1.5 s rounded up");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (s, _, _) = timed_get(&c, &url).await;
+    assert_ne!(s, 429, "admitted after waiting Retry-After");
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_connections_do_not_block_a_normal_request_and_are_cut() -> TestResult {
     let _load = LOAD.lock().await;
@@ -930,6 +956,37 @@ async fn idle_connections_are_closed_after_the_idle_timeout() -> TestResult {
     Ok(())
 }
 
+/// An idle HTTP/2 connection whose client answers pings (as hyper's does) is still closed by
+/// the idle timeout: the server's keep-alive pings come only after it (35 s here, past the
+/// 30 s they used to come at, whose ping and ACK counted as activity).
+#[tokio::test]
+async fn an_idle_http2_connection_answering_pings_is_closed_by_the_idle_timeout() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "", "[limits]\nidle_timeout_secs = 35\n")).await;
+    let tcp = TcpStream::connect(server.addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get("http://localhost/health").body(String::new())?;
+    assert_eq!(sender.send_request(req).await?.status(), 200);
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(50), conn).await;
+    let after = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "HTTP/2 connection still open after {after:?}"
+    );
+    assert!(
+        after >= Duration::from_secs(33),
+        "HTTP/2 idle close after {after:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
 /// A TCP connection to `to` from the loopback address `from` (127.0.0.2 and the like).
 async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = tokio::net::TcpSocket::new_v4()?;
@@ -1014,6 +1071,16 @@ async fn spawn_binary(
     db: &Path,
     wrapper: &[&str],
 ) -> Result<(tokio::process::Child, SocketAddr), Box<dyn std::error::Error + Send + Sync>> {
+    spawn_binary_with(dir, db, wrapper, "").await
+}
+
+/// [`spawn_binary`] with `extra` TOML after the config's sections.
+async fn spawn_binary_with(
+    dir: &Path,
+    db: &Path,
+    wrapper: &[&str],
+    extra: &str,
+) -> Result<(tokio::process::Child, SocketAddr), Box<dyn std::error::Error + Send + Sync>> {
     let client = http_client(None);
     let mut attempt = 0;
     loop {
@@ -1026,7 +1093,7 @@ async fn spawn_binary(
         std::fs::write(
             &cfg,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n\n{extra}\n",
                 dir.display().to_string(),
                 db.display().to_string()
             ),
@@ -1150,6 +1217,42 @@ async fn sigterm_drains_open_streams_within_the_grace_period() -> TestResult {
     })
     .await;
     assert!(end.is_ok(), "the SSE stream was closed by the drain");
+    Ok(())
+}
+
+/// `systemctl reload` sends SIGHUP; with `tls.mode = "off"` there is nothing to reload, and
+/// the server says so and keeps serving instead of dying of the signal.
+#[tokio::test]
+async fn sighup_in_tls_off_mode_is_logged_and_the_server_keeps_serving() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let (mut child, addr) = spawn_binary(dir.path(), &db, &[]).await?;
+    let pid = child.id().ok_or("no pid")?;
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?;
+    let log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log().contains("SIGHUP: nothing to reload in tls.mode=off") {
+        assert!(
+            child.try_wait()?.is_none(),
+            "the server ended on SIGHUP:\n{}",
+            log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP line logged:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = http_client(None)
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert!(child.try_wait()?.is_none(), "still running");
+    let _ = child.kill().await;
     Ok(())
 }
 
@@ -2139,5 +2242,141 @@ async fn sse_streams_are_capped_per_address_and_freed_when_closed() -> TestResul
     }
     drop(s2);
     server.stop().await;
+    Ok(())
+}
+
+/// A 2025-revision MCP session at `/claude/mcp` (authentication off): its `Mcp-Session-Id`.
+async fn mcp_session(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "edge-test", "version": "1"}}});
+    let resp = client
+        .post(format!("{base}/claude/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Mcp-Session-Id")?
+        .to_string();
+    Ok(sid)
+}
+
+/// `GET /mcp` with `Accept: */*` opens a stream as `text/event-stream` does, so it takes a
+/// place under `limits.sse_per_ip` the same way and is refused past it.
+#[tokio::test]
+async fn mcp_get_streams_accepting_anything_are_capped_like_event_streams() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(config(dir.path(), "", "[limits]\nsse_per_ip = 2\n")).await;
+    let base = format!("http://127.0.0.1:{}", server.addr.port());
+    let c = http_client(Some(ip("127.0.0.9")));
+    for accept in ["*/*", "text/event-stream"] {
+        let mut open = Vec::new();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let sid = mcp_session(&c, &base).await?;
+            let resp = c
+                .get(format!("{base}/claude/mcp"))
+                .header("accept", accept)
+                .header("mcp-session-id", sid)
+                .header("mcp-protocol-version", "2025-06-18")
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await?;
+            statuses.push(resp.status().as_u16());
+            open.push(resp);
+        }
+        assert_eq!(statuses, [200, 200, 429], "Accept: {accept}");
+        drop(open);
+        // The places come back once the server sees the streams close.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.state.edge().report().streams_open > 0 {
+            assert!(Instant::now() < deadline, "streams never freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// A scanner's flood of requests from an address the allowlist refuses: every one is refused
+/// and counted, but the log gets the first of the episode, not a line each.
+#[tokio::test]
+async fn a_flood_of_allowlist_refusals_is_counted_in_full_but_logged_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let (mut child, addr) =
+        spawn_binary_with(dir.path(), &db, &[], "[access]\nallow = [\"127.0.0.2\"]\n").await?;
+    let refused = http_client(None);
+    let admitted = http_client(Some(ip("127.0.0.2")));
+    for _ in 0..200 {
+        let r = refused.get(format!("http://{addr}/health")).send().await?;
+        assert_eq!(r.status(), 403);
+    }
+    let metrics = admitted
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let denied: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mssql_mcp_ip_denied_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no mssql_mcp_ip_denied_total in:\n{metrics}"))?;
+    // `spawn_binary` polled `/health` from the refused address too until the server answered.
+    assert!(denied >= 200, "{denied} refusals counted");
+    let _ = child.kill().await;
+    let log = std::fs::read_to_string(dir.path().join("server.log"))?;
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("denied by IP allowlist"))
+        .count();
+    assert_eq!(lines, 1, "one line for the episode:\n{log}");
+    Ok(())
+}
+
+/// A TLS certificate file that is missing is the configuration's fault: `check-config` says so
+/// and `serve` exits with 64 (not restarted by systemd) naming `tls.cert`, not with 69.
+#[tokio::test]
+async fn a_missing_tls_file_is_a_config_error_for_check_config_and_serve() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let cfg = dir.path().join("config.toml");
+    let missing = dir.path().join("nope.pem");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_no_auth = true\nstate_dir = {state:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nmode = \"files\"\ncert = {missing:?}\nkey = {missing:?}\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {db:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
+            state = dir.path().display().to_string(),
+            missing = missing.display().to_string(),
+            db = db.display().to_string(),
+        ),
+    )?;
+    let bin = env!("CARGO_BIN_EXE_mssql-mcp");
+    for command in ["check-config", "serve"] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(bin)
+                .args([command, "--config"])
+                .arg(&cfg)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await??;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{command}: {stderr}");
+        assert!(
+            stderr.contains("tls.cert") && stderr.contains("nope.pem"),
+            "{command}: {stderr}"
+        );
+    }
     Ok(())
 }

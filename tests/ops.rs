@@ -209,6 +209,52 @@ async fn readiness_turns_503_when_the_database_file_goes_away() {
     srv.stop().await;
 }
 
+/// The public listener's readiness report says which check failed, not why (the database
+/// error names the file); the admin listener's says why.
+#[tokio::test]
+async fn readiness_details_are_shown_on_the_admin_listener_only() {
+    let (dir, db, srv) = start_plain("").await;
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let admin_addr = admin.local_addr().expect("admin addr");
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let admin_task = tokio::spawn(mssql_mcp::oauth::admin::serve(
+        srv.state.clone(),
+        admin,
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+    std::fs::remove_file(&db).expect("remove db");
+    let (status, body) = srv.get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["status"], "fail", "{v}");
+    assert_eq!(v["checks"]["database:main"]["status"], "fail", "{v}");
+    assert_eq!(v["checks"]["state_dir"]["status"], "ok", "{v}");
+    let dir_text = dir.path().display().to_string();
+    assert!(
+        !body.contains("detail") && !body.contains(&dir_text),
+        "no detail on the public listener: {body}"
+    );
+    let resp = client()
+        .get(format!("http://{admin_addr}/health/ready"))
+        .send()
+        .await
+        .expect("admin GET");
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.expect("admin JSON");
+    assert!(
+        v["checks"]["database:main"]["detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "the admin listener gives the detail: {v}"
+    );
+    assert_eq!(v["checks"]["state_dir"]["detail"], "writable", "{v}");
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn readiness_fails_for_a_sql_server_that_does_not_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -534,6 +580,56 @@ async fn a_call_abandoned_by_its_client_is_audited_as_cancelled() {
             .is_some_and(|q| q.contains("RECURSIVE")),
         "{call}"
     );
+}
+
+/// A tool call still running when the shutdown starts is answered during the drain, and
+/// audited: the audit writer stops only once the drain is over.
+#[tokio::test]
+async fn a_tool_call_answered_during_the_shutdown_drain_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let text = config_text(dir.path(), &db, "", "")
+        .replace("shutdown_grace_secs = 2", "shutdown_grace_secs = 30");
+    let mut srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    // About a second or two of SQLite work, counted in one row.
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                WHERE x < 1000000) SELECT count(*) AS n FROM c";
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "execute_sql", "arguments": {"sql": slow}}});
+    let call = client().post(srv.url("/claude/sse")).json(&body).send();
+    let call = tokio::spawn(async move {
+        let resp = call.await.expect("tool call");
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.text().await.unwrap_or_default(),
+            Instant::now(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stop_sent = Instant::now();
+    if let Some(tx) = srv.stop.take() {
+        let _ = tx.send(());
+    }
+    let (status, text, answered) = call.await.expect("the call's task");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("1000000"), "the query's answer: {text}");
+    assert!(
+        answered > stop_sent,
+        "the call must still be running when the shutdown starts (it took too little time)"
+    );
+    tokio::time::timeout(Duration::from_secs(30), &mut srv.task)
+        .await
+        .expect("the server stops after the drain")
+        .expect("server task")
+        .expect("server result");
+    let lines = audit_lines(dir.path());
+    let call = lines
+        .iter()
+        .find(|l| l["kind"] == "tool_call" && l["tool"] == "execute_sql")
+        .unwrap_or_else(|| panic!("no record of the call answered during the drain: {lines:?}"));
+    assert_eq!(call["outcome"], "ok", "{call}");
+    assert_eq!(call["rows"], 1, "{call}");
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 //! prefer authentication over address checks in any case.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -17,6 +18,7 @@ use ipnet::IpNet;
 
 use super::EdgeState;
 use super::client_ip::ClientIp;
+use crate::ops::FailureReport;
 
 /// A named set of client ranges the operator can allow by name.
 pub struct Preset {
@@ -176,13 +178,81 @@ pub async fn enforce(State(edge): State<Arc<EdgeState>>, req: Request, next: Nex
     }
 }
 
-/// 403 unless the global and the scope allowlists admit the request's client IP.
+/// 403 unless the global and the scope allowlists admit the request's client IP. Each refusal
+/// is counted (`mssql_mcp_ip_denied_total`); the log gets them as episodes ([`Denials`]).
 pub fn refusal(edge: &EdgeState, req: &Request) -> Option<Response> {
     let ip = ClientIp::of(req);
     let reason = edge.allowlists.check(ip, req.uri().path()).err()?;
     edge.counters.denied.inc();
-    tracing::warn!(client_ip = %ip, path = %req.uri().path(), reason, "request denied by IP allowlist");
+    edge.denials
+        .refused(Instant::now(), ip, req.uri().path(), reason);
     Some(super::refusal(StatusCode::FORBIDDEN, "forbidden", reason))
+}
+
+/// How often an episode of refusals is summarized in the log, and how long without a refusal
+/// ends one.
+pub const DENIALS_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Allowlist refusals in the log as episodes, not one line per request: a scanner sending
+/// thousands of requests would otherwise flood the journal (refusals come before the rate
+/// limits, so nothing else slows them). The first refusal of an episode is logged with its
+/// address, path and reason; then at most one summary a minute with the count so far and the
+/// latest refusal; a minute without a refusal ends the episode, and its total is logged when
+/// the next one begins. The metric counts every refusal.
+#[derive(Default)]
+pub struct Denials(Mutex<DenialRun>);
+
+#[derive(Default)]
+struct DenialRun {
+    run: crate::ops::FailureRun,
+    /// When the latest refusal came.
+    last: Option<Instant>,
+}
+
+impl Denials {
+    /// Counts a refusal at `now` and logs what the episode calls for; returns that report.
+    pub fn refused(
+        &self,
+        now: Instant,
+        ip: IpAddr,
+        path: &str,
+        reason: &'static str,
+    ) -> FailureReport {
+        let mut d = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let ended = match d.last {
+            Some(t) if now.saturating_duration_since(t) >= DENIALS_LOG_EVERY => d.run.ended(),
+            _ => None,
+        };
+        d.last = Some(now);
+        let report = d.run.failed(now, DENIALS_LOG_EVERY);
+        drop(d);
+        if let Some((refused, lasted)) = ended {
+            tracing::info!(
+                refused,
+                secs = lasted.as_secs(),
+                "an episode of requests denied by IP allowlist ended"
+            );
+        }
+        match report {
+            FailureReport::First => tracing::warn!(
+                client_ip = %ip,
+                path,
+                reason,
+                "request denied by IP allowlist (more refusals are counted in \
+                 mssql_mcp_ip_denied_total and summarized here once a minute)"
+            ),
+            FailureReport::Ongoing { failures, secs } => tracing::warn!(
+                refused = failures,
+                secs,
+                client_ip = %ip,
+                path,
+                reason,
+                "requests denied by IP allowlist: still refusing (the latest named)"
+            ),
+            FailureReport::Quiet => {}
+        }
+        report
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +291,28 @@ mod tests {
     fn an_unknown_entry_is_named() {
         let err = IpSet::parse(&["10.0.0.0/8".into(), "chatgtp".into()]).unwrap_err();
         assert_eq!(err, "chatgtp");
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_episode_then_once_a_minute() {
+        let d = Denials::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(d.refused(at(0), ip, "/x", "r"), FailureReport::First);
+        for i in 1..1000 {
+            assert_eq!(d.refused(at(i), ip, "/x", "r"), FailureReport::Quiet);
+        }
+        assert_eq!(
+            d.refused(at(60_000), ip, "/x", "r"),
+            FailureReport::Ongoing {
+                failures: 1001,
+                secs: 60
+            }
+        );
+        assert_eq!(d.refused(at(61_000), ip, "/x", "r"), FailureReport::Quiet);
+        // A minute without a refusal ends the episode: the next one is logged again.
+        assert_eq!(d.refused(at(121_000), ip, "/x", "r"), FailureReport::First);
     }
 
     #[test]

@@ -405,10 +405,51 @@ pub fn validate(config: &crate::config::Config) -> Result<(), ConfigError> {
         ));
     }
     drop(trusted);
+    // A /0 would believe every peer's X-Forwarded-For: any client could name any address and
+    // pass the allowlists and the per-IP limits.
+    if let Some(all) = config.server.trusted_proxies.iter().find(|e| {
+        e.trim()
+            .parse::<ipnet::IpNet>()
+            .is_ok_and(|n| n.prefix_len() == 0)
+    }) {
+        return Err(ConfigError::new(
+            "server.trusted_proxies",
+            format!(
+                "`{all}` trusts every peer, so any client could set its own address with X-Forwarded-For"
+            ),
+            "list only the addresses of your own reverse proxies (e.g. \"127.0.0.1\" or \"10.0.0.5/32\")",
+        ));
+    }
     for (i, s) in config.scopes.iter().enumerate() {
         parse_allow(&format!("scope[{i}].allow_ips"), &s.allow_ips)?;
     }
+    if let Some(plain) = config.tls.http_redirect_listen {
+        for (key, other) in [
+            ("server.listen", config.server.listen),
+            ("admin.listen", config.admin.listen),
+        ] {
+            if same_socket(plain, other) {
+                return Err(ConfigError::new(
+                    "tls.http_redirect_listen",
+                    format!(
+                        "{plain} is the same port as {key} ({other}): the second listener could not bind"
+                    ),
+                    format!(
+                        "give tls.http_redirect_listen and {key} different ports (the plain-HTTP listener is usually \"0.0.0.0:80\")"
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Whether listeners on `a` and `b` would want the same socket: one port (not 0, which picks
+/// a free one), and the same address or a wildcard one.
+fn same_socket(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Prints the edge part of `check-config`: TLS, allowlists (with the presets they use), limits.
@@ -644,6 +685,45 @@ database = "main"
         ))
         .unwrap_err();
         assert_eq!(err.key, "server.trusted_proxies");
+    }
+
+    #[test]
+    fn proxies_trusting_every_address_are_refused() {
+        for all in ["0.0.0.0/0", "::/0"] {
+            let err = Config::parse(&format!(
+                "[server]\ntrusted_proxies = [\"127.0.0.1\", \"{all}\"]\n{BASE}"
+            ))
+            .unwrap_err();
+            assert_eq!(err.key, "server.trusted_proxies", "{all}");
+            assert!(err.problem.contains(all), "{err}");
+        }
+        assert!(
+            Config::parse(&format!(
+                "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n{BASE}"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_http_listener_may_not_share_a_port_with_another_listener() {
+        for (plain, admin) in [
+            ("127.0.0.1:9090", "127.0.0.1:9090"),
+            ("0.0.0.0:9090", "127.0.0.1:9090"),
+        ] {
+            let err = Config::parse(&format!(
+                "[tls]\nhttp_redirect_listen = \"{plain}\"\n[admin]\nlisten = \"{admin}\"\n{BASE}"
+            ))
+            .unwrap_err();
+            assert_eq!(err.key, "tls.http_redirect_listen", "{plain}");
+            assert!(err.problem.contains("admin.listen"), "{err}");
+        }
+        assert!(
+            Config::parse(&format!(
+                "[tls]\nhttp_redirect_listen = \"0.0.0.0:80\"\n[admin]\nlisten = \"127.0.0.1:9090\"\n{BASE}"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -453,7 +453,9 @@ where
 /// Held while an SSE stream is open; gives its places back when the response body is dropped.
 pub type StreamSlot = Place;
 
-/// `GET …/sse`, or `GET …/mcp` accepting `text/event-stream`: a stream that stays open.
+/// `GET …/sse`, or `GET …/mcp` whose `Accept` the handler takes as asking for a stream
+/// ([`crate::mcp::streamable::get_accepts_stream`]: `text/event-stream` or `*/*`): a stream
+/// that stays open.
 pub fn opens_stream(req: &Request) -> bool {
     if req.method() != Method::GET {
         return false;
@@ -462,12 +464,7 @@ pub fn opens_stream(req: &Request) -> bool {
     if path.ends_with("/sse") {
         return true;
     }
-    path.ends_with("/mcp")
-        && req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/event-stream"))
+    path.ends_with("/mcp") && crate::mcp::streamable::get_accepts_stream(req.headers())
 }
 
 /// The innermost of the edge's checks ([`super::stack::Admit`]): per request, in this order,

@@ -117,6 +117,8 @@ pub struct EdgeState {
     pub tls: Arc<TlsStatus>,
     /// Refusal counts.
     pub counters: Arc<Counters>,
+    /// Allowlist refusals, logged as episodes.
+    pub denials: allowlist::Denials,
 }
 
 impl EdgeState {
@@ -157,6 +159,7 @@ impl EdgeState {
             hsts: headers::Hsts::new(config),
             tls: Arc::new(TlsStatus::new(config.tls.mode)),
             counters,
+            denials: allowlist::Denials::default(),
         }
     }
 

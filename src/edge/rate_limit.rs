@@ -7,7 +7,8 @@
 //! - tool calls per OAuth client or user, through [`RateLimits::check_client`], which the MCP
 //!   layer calls once it knows who is calling.
 //!
-//! A limited request gets 429 with `Retry-After` (whole seconds, at least 1) and is counted.
+//! A limited request gets 429 with `Retry-After` (whole seconds, rounded up, so a client that
+//! waits that long is admitted) and is counted.
 //! Buckets are keyed by the [`ClientIp`] decided earlier, so one flooding address drains only
 //! its own bucket. Idle keys are dropped by [`RateLimits::sweep`], run by an owned task.
 
@@ -215,8 +216,12 @@ pub fn too_many_after(secs: u64) -> Response<Body> {
 
 fn too_many(e: GovernorError) -> Response<Body> {
     match e {
-        // tower_governor truncates the wait to whole seconds; never tell a client "0".
-        GovernorError::TooManyRequests { wait_time, .. } => too_many_after(wait_time.max(1)),
+        // tower_governor truncates the wait to whole seconds, so the true wait is up to a second
+        // longer than `wait_time`: one more second, so that a client that waits as told is
+        // admitted (and is never told "0").
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            too_many_after(wait_time.saturating_add(1))
+        }
         other => {
             tracing::error!(error = %other, "rate limiter failed");
             (

@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{AcmeChallenge, TlsConfig, TlsMode};
+use crate::config::ConfigError;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +285,48 @@ impl Http01Responder {
     }
 }
 
+/// A TLS failure at start that a configured file caused (`tls.cert`, `tls.key`,
+/// `tls.ca_file`: missing, unreadable, not PEM, or a key that is not the certificate's), as a
+/// configuration error naming the key and the fix: restarting cannot help, so `serve` exits
+/// with 64 rather than 69 (which systemd restarts). `Err` hands back any other failure.
+pub fn file_error(tls: &TlsConfig, e: TlsError) -> Result<ConfigError, TlsError> {
+    let is = |p: &Path, c: &Option<PathBuf>| c.as_deref() == Some(p);
+    let key = match &e {
+        TlsError::Read { path, .. } if is(path, &tls.ca_file) => "tls.ca_file",
+        TlsError::CaFile { .. } => "tls.ca_file",
+        TlsError::Read { path, .. } if is(path, &tls.key) => "tls.key",
+        TlsError::Read { path, .. } if is(path, &tls.cert) => "tls.cert",
+        TlsError::NoCertificate(_) => "tls.cert",
+        TlsError::NoKey(_) | TlsError::Key { .. } => "tls.key",
+        TlsError::Mismatch(_) => "tls.cert/tls.key",
+        TlsError::Read { .. } | TlsError::Rustls(_) => return Err(e),
+    };
+    let fix = if key == "tls.ca_file" {
+        "point tls.ca_file at a readable PEM file with your ACME server's CA certificate"
+    } else {
+        "point tls.cert at the PEM certificate chain and tls.key at its private key, both \
+         readable by the service's user (e.g. /etc/mssql-mcp/fullchain.pem and privkey.pem)"
+    };
+    Ok(ConfigError::new(key, e.to_string(), fix))
+}
+
+/// `check-config`: loads the files TLS will need at start (the certificate and key in
+/// `files` mode, `tls.ca_file` in `acme` mode), so a missing or unusable one is reported
+/// before the service starts.
+pub fn check_files(tls: &TlsConfig) -> Result<(), ConfigError> {
+    let loaded = match (tls.mode, &tls.cert, &tls.key, &tls.ca_file) {
+        (TlsMode::Files, Some(cert), Some(key), _) => load_pair(cert, key).map(|_| ()),
+        (TlsMode::Acme, _, _, Some(ca)) => client_config(ca).map(|_| ()),
+        _ => Ok(()),
+    };
+    match loaded {
+        Ok(()) => Ok(()),
+        Err(e) => Err(file_error(tls, e).unwrap_or_else(|e| {
+            ConfigError::new("tls", e.to_string(), "check the [tls] settings")
+        })),
+    }
+}
+
 /// Sets TLS up for `config` and spawns the tasks it needs (stopped by `cancel`).
 pub async fn prepare(
     tls: &TlsConfig,
@@ -292,7 +335,7 @@ pub async fn prepare(
     cancel: CancellationToken,
 ) -> Result<(Prepared, Vec<JoinHandle<()>>), TlsError> {
     match tls.mode {
-        TlsMode::Off => Ok((Prepared::Off, Vec::new())),
+        TlsMode::Off => Ok((Prepared::Off, nothing_to_reload("off", cancel))),
         TlsMode::Files => {
             let (cert, key) = match (&tls.cert, &tls.key) {
                 (Some(c), Some(k)) => (c.clone(), k.clone()),
@@ -371,10 +414,33 @@ pub async fn prepare(
                 challenge = tls.challenge.as_str(),
                 "ACME enabled"
             );
-            let task = tokio::spawn(drive_acme(state, status, cancel));
-            Ok((Prepared::Acme { acceptor, http01 }, vec![task]))
+            let mut tasks = nothing_to_reload("acme", cancel.clone());
+            tasks.push(tokio::spawn(drive_acme(state, status, cancel)));
+            Ok((Prepared::Acme { acceptor, http01 }, tasks))
         }
     }
+}
+
+/// Where SIGHUP has nothing to reload (`tls.mode` `off`, or `acme`, which renews by itself),
+/// a task that says so in the log for each one, so that `systemctl reload` is seen to do
+/// nothing. The process already survives SIGHUP (`cli` listens for it before anything else);
+/// this only makes it visible. Stopped by `cancel`.
+fn nothing_to_reload(mode: &'static str, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        return vec![tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: nothing to reload in tls.mode={mode}");
+                    }
+                }
+            }
+        })];
+    }
+    let _ = (mode, cancel);
+    Vec::new()
 }
 
 /// A client config that trusts only the CAs in `ca_file` (private ACME directories).

@@ -41,6 +41,15 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Whether a `GET {scope}/mcp` with these headers asks for the server-to-client stream: its
+/// `Accept` names `text/event-stream` or `*/*`. The one test for both this handler and the
+/// edge's stream caps (`edge::limits::opens_stream`), so that no `Accept` value opens a stream
+/// the caps did not count.
+pub fn get_accepts_stream(headers: &HeaderMap) -> bool {
+    header_str(headers, header::ACCEPT.as_str())
+        .is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"))
+}
+
 /// What the client accepts for a response to a request.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reply {
@@ -301,8 +310,7 @@ pub async fn get(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let accepts_sse = header_str(&headers, header::ACCEPT.as_str())
-        .is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"));
+    let accepts_sse = get_accepts_stream(&headers);
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {
         return (
             StatusCode::METHOD_NOT_ALLOWED,

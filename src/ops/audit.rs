@@ -107,6 +107,9 @@ impl Record {
 pub struct Audit {
     tx: Option<mpsc::Sender<Record>>,
     dropped: IntCounter,
+    /// Set once a record met a closed channel (the writer gone): logged once, since every
+    /// later record is lost the same way.
+    closed_logged: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Audit {
@@ -115,14 +118,21 @@ impl Audit {
         config: &AuditConfig,
         dropped: IntCounter,
     ) -> (Self, Option<mpsc::Receiver<Record>>) {
+        let closed_logged = std::sync::Arc::default();
         if config.output == AuditOutput::Off {
-            return (Self { tx: None, dropped }, None);
+            let off = Self {
+                tx: None,
+                dropped,
+                closed_logged,
+            };
+            return (off, None);
         }
         let (tx, rx) = mpsc::channel(config.queue);
         (
             Self {
                 tx: Some(tx),
                 dropped,
+                closed_logged,
             },
             Some(rx),
         )
@@ -133,12 +143,31 @@ impl Audit {
         self.tx.is_some()
     }
 
-    /// Queues a record; never waits. A full queue drops it and counts the drop.
+    /// Queues a record; never waits. A full queue drops it and counts the drop. So does a
+    /// closed one (the writer has returned, which `app::run` lets happen only after serving
+    /// ends), logged the first time: a record lost that way is a bug, not load.
     pub fn record(&self, r: Record) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(r).is_err()
-        {
-            self.dropped.inc();
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        match tx.try_send(r) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.dropped.inc(),
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                self.dropped.inc();
+                if !self
+                    .closed_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::error!(
+                        kind = r.kind,
+                        event = r.event,
+                        tool = r.tool.as_deref(),
+                        "audit: a record came after the audit writer stopped and is lost \
+                         (counted in mssql_mcp_audit_dropped_total; later ones are not logged)"
+                    );
+                }
+            }
         }
     }
 }

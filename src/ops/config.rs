@@ -106,6 +106,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             "list entries such as \"127.0.0.1\" or \"10.0.0.0/8\"",
         ));
     }
+    if let Some(p) = config
+        .metrics
+        .allow
+        .iter()
+        .find(|e| crate::edge::allowlist::preset(e.trim()).is_some())
+    {
+        return Err(ConfigError::new(
+            "metrics.allow",
+            format!(
+                "`{p}` is a preset: the ranges an AI vendor's clients come from, not a scraper"
+            ),
+            "list the addresses of your Prometheus (e.g. \"127.0.0.1\" or \"10.0.0.7\"), or scrape the admin listener",
+        ));
+    }
     let a = &config.audit;
     if a.max_bytes < 4096 {
         return Err(ConfigError::new(

@@ -1,10 +1,11 @@
 //! Operations: what an operator running the binary on a VM lives with.
 //!
 //! - `/health`: liveness (the process answers), always 200 while it runs.
-//! - `/health/ready`: readiness, 200 or 503 with each check's status and detail: every scope's
-//!   database answers (checked at most every [`READY_CACHE`], so probes cannot hammer it), the
+//! - `/health/ready`: readiness, 200 or 503 with each check's status: every scope's database
+//!   answers (checked at most every [`READY_CACHE`], so probes cannot hammer it), the
 //!   certificate is valid and not near expiry (when TLS is on), the state directory is
-//!   writable. Details name only what the operator configured.
+//!   writable. Each check's detail (an error naming a host and port or a path) is given only on
+//!   the admin listener; the public one says `ok` or `fail`.
 //! - `/metrics`: Prometheus text format ([`metrics`]), on the main listener only for
 //!   `[metrics] allow` addresses (loopback by default), and always on the admin listener.
 //! - [`audit`]: the audit log of tool calls and OAuth decisions.
@@ -110,6 +111,10 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Check {
     /// `ok`, `fail` or `skipped`.
     pub status: &'static str,
+    /// What was found: a database error (which may name a host and port or a file path), the
+    /// state directory's path, an ACME error. Only on the admin listener (see
+    /// [`ReadyReport::public`]); empty, and left out, on the public one.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
 }
 
@@ -119,6 +124,18 @@ pub struct ReadyReport {
     /// `ok` or `fail`.
     pub status: &'static str,
     pub checks: BTreeMap<String, Check>,
+}
+
+impl ReadyReport {
+    /// The report for the public listener, which anyone the allowlists admit can read: the
+    /// overall status and each check's, without details (those name hosts, ports, paths and
+    /// errors). The admin listener's `/health/ready` has them.
+    pub fn public(mut self) -> Self {
+        for c in self.checks.values_mut() {
+            c.detail.clear();
+        }
+        self
+    }
 }
 
 fn ok(detail: impl Into<String>) -> Check {
@@ -236,8 +253,9 @@ fn state_dir_writable(dir: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// `/health/ready` on the main listener: statuses only ([`ReadyReport::public`]).
 async fn ready(State(app): State<AppState>) -> Response {
-    let report = readiness(&app).await;
+    let report = readiness(&app).await.public();
     let status = if report.status == "ok" {
         StatusCode::OK
     } else {
