@@ -315,6 +315,31 @@ async fn post_form(
     .expect("post")
 }
 
+/// Posts alice's approval of the sign-in page `rid` (with its CSRF token and cookie).
+async fn alice_approves(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    cookie: &str,
+    rid: &str,
+    csrf: &str,
+) -> reqwest::Response {
+    post_form(
+        c,
+        s,
+        scope,
+        Some(cookie),
+        &[
+            ("request_id", rid),
+            ("csrf", csrf),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ],
+    )
+    .await
+}
+
 /// Signs in as `user` and approves; returns the redirect's query parameters.
 async fn approve(
     c: &reqwest::Client,
@@ -684,36 +709,10 @@ async fn a_sign_in_form_without_its_csrf_token_or_cookie_is_refused() {
         assert!(r.headers().get(LOCATION).is_none());
     }
     // The genuine form still works afterwards.
-    let r = post_form(
-        &c,
-        &s,
-        "/chatgpt",
-        Some(&ck),
-        &[
-            ("request_id", &rid),
-            ("csrf", &csrf),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-            ("action", "approve"),
-        ],
-    )
-    .await;
+    let r = alice_approves(&c, &s, "/chatgpt", &ck, &rid, &csrf).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     // And only once.
-    let r = post_form(
-        &c,
-        &s,
-        "/chatgpt",
-        Some(&ck),
-        &[
-            ("request_id", &rid),
-            ("csrf", &csrf),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-            ("action", "approve"),
-        ],
-    )
-    .await;
+    let r = alice_approves(&c, &s, "/chatgpt", &ck, &rid, &csrf).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }
@@ -1013,20 +1012,7 @@ async fn sign_in_pages_are_limited_per_network_and_a_full_server_drops_its_oldes
     assert!(r.text().await.expect("body").contains("has expired"));
     let c = http_from("127.0.99.1");
     let (rid, csrf, ck) = open_page(&c, &first_url).await;
-    let r = post_form(
-        &c,
-        &s,
-        "/chatgpt",
-        Some(&ck),
-        &[
-            ("request_id", &rid),
-            ("csrf", &csrf),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-            ("action", "approve"),
-        ],
-    )
-    .await;
+    let r = alice_approves(&c, &s, "/chatgpt", &ck, &rid, &csrf).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     s.stop().await;
 }
