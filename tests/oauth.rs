@@ -1587,6 +1587,9 @@ async fn an_unknown_client_at_the_token_endpoint_gets_401_invalid_client() {
     s.stop().await;
 }
 
+/// Registrations are limited per address; at the client cap the least recently used client
+/// without a live grant makes room (for good: it stays gone after a restart), and only when
+/// every client holds a grant is a new one refused.
 #[tokio::test]
 async fn registration_is_rate_limited_per_address_and_capped() {
     let dir = tempfile::tempdir().expect("dir");
@@ -1609,7 +1612,22 @@ async fn registration_is_rate_limited_per_address_and_capped() {
     s.stop().await;
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "max_clients = 1").await;
-    register_public(&c, &s, "/chatgpt").await;
+    let idle = register_public(&c, &s, "/chatgpt").await;
+    // The cap is reached: registering at another scope evicts the idle client.
+    let (busy, _) = full_flow(&c, &s, "/claude").await;
+    let (_, challenge) = pkce();
+    let page = |s: &Server, scope: &str, client_id: &str| {
+        let resource = format!("{}{scope}/mcp", s.base);
+        authorize_url(s, scope, &standard_params(client_id, &challenge, &resource))
+    };
+    let r = c
+        .get(page(&s, "/chatgpt", &idle))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("not registered"));
+    // The one client left holds a grant, so there is no room.
     let r = register(
         &c,
         &s,
@@ -1622,6 +1640,19 @@ async fn registration_is_rate_limited_per_address_and_capped() {
         r.json::<Value>().await.expect("json")["error"],
         "temporarily_unavailable"
     );
+    let s = restart(s, dir.path(), |t| t).await;
+    let r = c
+        .get(page(&s, "/chatgpt", &idle))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "the eviction was saved"
+    );
+    let r = c.get(page(&s, "/claude", &busy)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
     s.stop().await;
 }
 

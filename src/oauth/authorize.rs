@@ -288,7 +288,7 @@ async fn resolve_client(ctx: &OAuthCtx, client_id: &str) -> Result<std::sync::Ar
         .map_err(|e| format!("The client's metadata document could not be used: {e}"))?;
     tracing::info!(scope = %ctx.scope.path, %client_id, "oauth: client metadata document fetched");
     let max = ctx.config().max_clients;
-    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max))
+    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max, now))
         .await
         .map_err(|e| format!("The client could not be saved: {}", e.description))
 }
