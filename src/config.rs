@@ -90,7 +90,9 @@ pub struct OAuthConfig {
     pub code_ttl_secs: u64,
     /// How long the sign-in page of one authorization request stays valid, in seconds.
     pub login_page_ttl_secs: u64,
-    /// Most registered clients kept (all scopes); registration fails beyond it.
+    /// Most registered clients kept (all scopes). At the limit a new client takes the place of
+    /// the least recently used one without a live grant; only when every client holds a live
+    /// grant is registration refused (503 `temporarily_unavailable`).
     pub max_clients: usize,
     /// A client with no live grant and no activity for this many seconds is forgotten.
     pub unused_client_ttl_secs: u64,

@@ -1573,6 +1573,9 @@ async fn an_unknown_client_at_the_token_endpoint_gets_401_invalid_client() {
     s.stop().await;
 }
 
+/// Registrations are limited per address; at the client cap the least recently used client
+/// without a live grant makes room (for good: it stays gone after a restart), and only when
+/// every client holds a grant is a new one refused.
 #[tokio::test]
 async fn registration_is_rate_limited_per_address_and_capped() {
     let dir = tempfile::tempdir().expect("dir");
@@ -1595,7 +1598,22 @@ async fn registration_is_rate_limited_per_address_and_capped() {
     s.stop().await;
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "max_clients = 1").await;
-    register_public(&c, &s, "/chatgpt").await;
+    let idle = register_public(&c, &s, "/chatgpt").await;
+    // The cap is reached: registering at another scope evicts the idle client.
+    let (busy, _) = full_flow(&c, &s, "/claude").await;
+    let (_, challenge) = pkce();
+    let page = |s: &Server, scope: &str, client_id: &str| {
+        let resource = format!("{}{scope}/mcp", s.base);
+        authorize_url(s, scope, &standard_params(client_id, &challenge, &resource))
+    };
+    let r = c
+        .get(page(&s, "/chatgpt", &idle))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("not registered"));
+    // The one client left holds a grant, so there is no room.
     let r = register(
         &c,
         &s,
@@ -1608,6 +1626,19 @@ async fn registration_is_rate_limited_per_address_and_capped() {
         r.json::<Value>().await.expect("json")["error"],
         "temporarily_unavailable"
     );
+    let s = restart(s, dir.path(), |t| t).await;
+    let r = c
+        .get(page(&s, "/chatgpt", &idle))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "the eviction was saved"
+    );
+    let r = c.get(page(&s, "/claude", &busy)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
     s.stop().await;
 }
 
@@ -1632,6 +1663,80 @@ async fn a_metadata_document_client_id_on_a_private_address_is_never_fetched() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{client_id}");
         assert!(r.headers().get(LOCATION).is_none());
     }
+    s.stop().await;
+}
+
+/// How many metadata document fetches the server has attempted.
+fn document_fetches(s: &Server) -> u64 {
+    s.state
+        .as_ref()
+        .and_then(|st| st.oauth())
+        .map(|o| o.metadata_docs.attempts())
+        .unwrap_or_default()
+}
+
+/// The status and page of `/authorize` at `/chatgpt` for the metadata document `client_id`.
+async fn document_page(c: &reqwest::Client, s: &Server, client_id: &str) -> (StatusCode, String) {
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let url = authorize_url(
+        s,
+        "/chatgpt",
+        &standard_params(client_id, &challenge, &resource),
+    );
+    let r = c.get(url).send().await.expect("get");
+    (r.status(), r.text().await.expect("body"))
+}
+
+/// A failed fetch is remembered for a minute: asking again gets the same answer without a new
+/// fetch. (The fetcher refuses loopback, so an unresolvable host stands in for a bad one.)
+#[tokio::test]
+async fn a_failed_metadata_document_fetch_is_remembered_instead_of_repeated() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let url = "https://unreachable.invalid/client.json";
+    let (status, first) = document_page(&c, &s, url).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(first.contains("cannot resolve"), "{first}");
+    assert_eq!(document_fetches(&s), 1);
+    let (status, again) = document_page(&c, &s, url).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(again.contains("cannot resolve"), "{again}");
+    assert_eq!(document_fetches(&s), 1, "answered from memory");
+    s.stop().await;
+}
+
+/// Fetching a metadata document costs the asking address one of its registrations, taken
+/// before the fetch: past the limit it is refused without one.
+#[tokio::test]
+async fn a_metadata_document_fetch_counts_against_the_addresss_registrations_before_it_starts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "registrations_per_hour_per_ip = 2").await;
+    let c = http_from("127.0.5.1");
+    for (n, url) in [
+        "https://unreachable.invalid/a.json",
+        "https://unreachable.invalid/b.json",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(document_page(&c, &s, url).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(document_fetches(&s), n as u64 + 1);
+    }
+    let (status, page) = document_page(&c, &s, "https://unreachable.invalid/c.json").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert_eq!(document_fetches(&s), 2, "refused before fetching");
+    // One allowance for both ways of becoming a client; other addresses keep theirs.
+    let r = register(
+        &c,
+        &s,
+        "/chatgpt",
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    register_public(&http_from("127.0.6.1"), &s, "/chatgpt").await;
     s.stop().await;
 }
 

@@ -85,7 +85,7 @@ async fn show(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    match prepare(&ctx, query.as_deref().unwrap_or("")).await {
+    match prepare(&ctx, ip, query.as_deref().unwrap_or("")).await {
         Ok(mut pending) => {
             let window = ctx.config().login_page_ttl_secs as i64 * 1000;
             if ctx
@@ -156,7 +156,7 @@ fn make_room(pending: &dashmap::DashMap<String, Pending>, now: i64) {
 }
 
 /// Validates an authorization request into a pending one (without the browser binding).
-async fn prepare(ctx: &OAuthCtx, query: &str) -> Result<Pending, Failure> {
+async fn prepare(ctx: &OAuthCtx, ip: std::net::IpAddr, query: &str) -> Result<Pending, Failure> {
     let mut params: HashMap<String, String> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if params.insert(k.to_string(), v.to_string()).is_some() {
@@ -175,9 +175,7 @@ async fn prepare(ctx: &OAuthCtx, query: &str) -> Result<Pending, Failure> {
             "The request names no client (client_id is missing).".into(),
         ));
     };
-    let client = resolve_client(ctx, client_id)
-        .await
-        .map_err(|m| Failure::Page(StatusCode::BAD_REQUEST, m))?;
+    let client = resolve_client(ctx, ip, client_id).await?;
     let redirect_uri = match params.get("redirect_uri") {
         Some(r) if client.redirect_uris.iter().any(|u| u == r) => r.clone(),
         Some(_) => {
@@ -267,9 +265,16 @@ pub fn accepted_resource(ctx: &OAuthCtx, resource: &str) -> Option<String> {
     (r == mcp || r == sse || r == ctx.scope.public_base).then(|| r.to_string())
 }
 
-/// The client behind `client_id` at this scope: a registration, or a metadata document.
-async fn resolve_client(ctx: &OAuthCtx, client_id: &str) -> Result<std::sync::Arc<Client>, String> {
-    let unknown = "This client is not registered here (or was removed). Connect again from the app so it can register.".to_string();
+/// The client behind `client_id` at this scope: a registration, or a metadata document. A
+/// document fetch costs `ip`'s address one of its registrations, counted before fetching; a
+/// document that failed within the last minute is answered from memory, without a fetch.
+async fn resolve_client(
+    ctx: &OAuthCtx,
+    ip: std::net::IpAddr,
+    client_id: &str,
+) -> Result<std::sync::Arc<Client>, Failure> {
+    let refused = |m: String| Failure::Page(StatusCode::BAD_REQUEST, m);
+    let unknown = refused("This client is not registered here (or was removed). Connect again from the app so it can register.".to_string());
     let now = now_ms();
     if let Some(c) = ctx.oauth.store.client(&ctx.scope.path, client_id)
         && (!c.metadata_document || c.created_at + client_metadata::CACHE_MS > now)
@@ -279,18 +284,34 @@ async fn resolve_client(ctx: &OAuthCtx, client_id: &str) -> Result<std::sync::Ar
     if !client_metadata::is_document_url(client_id) || !ctx.config().client_metadata_documents {
         return Err(unknown);
     }
+    let unusable = |e: String| {
+        refused(format!(
+            "The client's metadata document could not be used: {e}"
+        ))
+    };
+    let docs = &ctx.oauth.metadata_docs;
+    client_metadata::check_document_url(client_id).map_err(unusable)?;
+    if let Some(e) = docs.recent_failure(client_id, &ctx.scope.path, now) {
+        return Err(unusable(e));
+    }
+    if super::register::over_registration_limit(ctx, ip, now) {
+        let client_id = super::log_safe(client_id);
+        tracing::warn!(%ip, %client_id, "oauth: metadata document not fetched: registration rate limit reached");
+        return Err(Failure::Page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many clients were registered from this address. Try again later.".into(),
+        ));
+    }
     let rules = ctx.scope.config.redirect_hosts();
-    let client = ctx
-        .oauth
-        .metadata_docs
+    let client = docs
         .fetch(client_id, &ctx.scope.path, &rules)
         .await
-        .map_err(|e| format!("The client's metadata document could not be used: {e}"))?;
+        .map_err(unusable)?;
     tracing::info!(scope = %ctx.scope.path, %client_id, "oauth: client metadata document fetched");
     let max = ctx.config().max_clients;
-    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max))
+    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max, now))
         .await
-        .map_err(|e| format!("The client could not be saved: {}", e.description))
+        .map_err(|e| refused(format!("The client could not be saved: {}", e.description)))
 }
 
 /// The sign-in form as posted.

@@ -5,10 +5,14 @@
 //! Fetching a URL chosen by a stranger is a server-side request forgery risk, so: HTTPS only,
 //! no userinfo or fragment, every address the host resolves to must be public (no loopback,
 //! private, link-local, …), the connection goes to exactly the checked addresses, redirects
-//! are not followed, and the fetch is bounded in time (5 s) and size (64 KiB).
+//! are not followed, and the fetch is bounded in time (5 s) and size (64 KiB). A fetch costs
+//! the asking address one of its registrations (`/authorize` counts it before fetching), and a
+//! failed fetch is remembered for a minute, so asking again refetches nothing.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicI64;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,12 +24,23 @@ use super::store::Client;
 const MAX_BYTES: usize = 64 * 1024;
 /// How long a fetched document is trusted before it is fetched again.
 pub const CACHE_MS: i64 = 3_600_000;
+/// How long a failed fetch is remembered: the same document asked for again within it gets
+/// the same answer without a new fetch.
+pub const FAILURE_MEMORY_MS: i64 = 60_000;
+/// Most failed fetches remembered at once; beyond it the one remembered longest is forgotten.
+const MAX_FAILURES: usize = 1000;
 
 /// Fetches metadata documents (the fetched clients are kept in the store).
 pub struct Fetcher {
     /// Only for tests against a local HTTPS server: loopback addresses are allowed and this
     /// root is trusted. The server never sets it (no configuration reaches it).
     local_test_root: Option<reqwest::Certificate>,
+    /// Fetches attempted (a host lookup or more): tests read it to see that an answer came
+    /// without one.
+    attempts: AtomicU64,
+    /// Recently failed fetches by `"{scope} {url}"` (redirect URI rules differ per scope):
+    /// until when each is remembered, and its error.
+    failures: Mutex<HashMap<String, (i64, String)>>,
 }
 
 impl Default for Fetcher {
@@ -47,6 +62,8 @@ impl Fetcher {
     pub fn new() -> Self {
         Self {
             local_test_root: None,
+            attempts: AtomicU64::new(0),
+            failures: Mutex::default(),
         }
     }
 
@@ -57,13 +74,67 @@ impl Fetcher {
         let root = reqwest::Certificate::from_pem(root_pem).map_err(|e| e.to_string())?;
         Ok(Self {
             local_test_root: Some(root),
+            attempts: AtomicU64::new(0),
+            failures: Mutex::default(),
         })
     }
 
+    /// How many fetches were attempted (a host lookup or more) since the server started.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// The error of a fetch of `url` for `scope` that failed less than
+    /// [`FAILURE_MEMORY_MS`] before `now`, if any.
+    pub fn recent_failure(&self, url: &str, scope: &str, now: i64) -> Option<String> {
+        self.failures()
+            .get(&failure_key(scope, url))
+            .filter(|(until, _)| *until > now)
+            .map(|(_, error)| error.clone())
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, String)>> {
+        // The map is only read and replaced entry by entry; a panic cannot leave it torn.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers a failed fetch, within [`MAX_FAILURES`].
+    fn remember_failure(&self, key: String, error: &str, now: i64) {
+        let mut failures = self.failures();
+        if failures.len() >= MAX_FAILURES && !failures.contains_key(&key) {
+            failures.retain(|_, (until, _)| *until > now);
+            if failures.len() >= MAX_FAILURES
+                && let Some(oldest) = failures
+                    .iter()
+                    .min_by_key(|(_, (until, _))| *until)
+                    .map(|(k, _)| k.clone())
+            {
+                failures.remove(&oldest);
+            }
+        }
+        failures.insert(key, (now + FAILURE_MEMORY_MS, error.to_string()));
+    }
+
     /// Fetches and validates the document at `url` for `scope`, with `rules` for its redirect
-    /// URIs. The error text is safe to show on the sign-in page.
+    /// URIs, and remembers a failure (see [`Fetcher::recent_failure`]); it always fetches, so
+    /// callers ask that first. The error text is safe to show on the sign-in page.
     pub async fn fetch(&self, url: &str, scope: &str, rules: &[String]) -> Result<Client, String> {
         let parsed = check_document_url(url)?;
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let fetched = self.fetch_checked(&parsed, url, scope, rules).await;
+        if let Err(e) = &fetched {
+            self.remember_failure(failure_key(scope, url), e, super::store::now_ms());
+        }
+        fetched
+    }
+
+    async fn fetch_checked(
+        &self,
+        parsed: &url::Url,
+        url: &str,
+        scope: &str,
+        rules: &[String],
+    ) -> Result<Client, String> {
         let host = parsed.host_str().unwrap_or("").to_string();
         let port = parsed.port_or_known_default().unwrap_or(443);
         let addrs: Vec<SocketAddr> = match tokio::time::timeout(
@@ -129,6 +200,11 @@ impl Fetcher {
         }
         parse_document(url, &body, scope, rules)
     }
+}
+
+/// The failure memory's key: `"{scope} {url}"` (no accepted URL contains a space).
+fn failure_key(scope: &str, url: &str) -> String {
+    format!("{scope} {url}")
 }
 
 /// Validates a fetched document and turns it into a (public) client of `scope`.
@@ -297,6 +373,25 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(err.contains("non-public"), "{err}");
+    }
+
+    #[test]
+    fn a_failure_is_remembered_for_a_minute_per_scope_and_the_memory_is_bounded() {
+        let f = Fetcher::new();
+        let url = "https://app.example.com/c.json";
+        f.remember_failure(failure_key("/chatgpt", url), "no", 0);
+        assert_eq!(
+            f.recent_failure(url, "/chatgpt", 59_999).as_deref(),
+            Some("no")
+        );
+        assert_eq!(f.recent_failure(url, "/claude", 0), None);
+        assert_eq!(f.recent_failure(url, "/chatgpt", FAILURE_MEMORY_MS), None);
+        for n in 1..=MAX_FAILURES as i64 {
+            f.remember_failure(failure_key("/chatgpt", &format!("{url}{n}")), "no", n);
+        }
+        assert_eq!(f.failures().len(), MAX_FAILURES);
+        // The one remembered longest made room.
+        assert_eq!(f.recent_failure(url, "/chatgpt", MAX_FAILURES as i64), None);
     }
 
     #[test]

@@ -69,13 +69,7 @@ async fn register_inner(
     body: &[u8],
 ) -> Result<Response, OAuthError> {
     let now = now_ms();
-    let limit = ctx.config().registrations_per_hour_per_ip;
-    if ctx.oauth.limits.hit(
-        &format!("register:{}", crate::edge::client_ip::limit_key(ip)),
-        3_600_000,
-        now,
-    ) > limit
-    {
+    if over_registration_limit(ctx, ip, now) {
         tracing::warn!(%ip, "oauth: registration rate limit reached");
         return Err(OAuthError::too_many_requests(
             "too many registrations from this address; try again later",
@@ -145,7 +139,7 @@ async fn register_inner(
         last_used_at: AtomicI64::new(now),
     };
     let max = ctx.config().max_clients;
-    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max)).await?;
+    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max, now)).await?;
     tracing::info!(scope = %ctx.scope.path, %client_id, client_name = %name, %ip, auth = %method, "oauth: client registered");
     ctx.metrics().registration(&ctx.scope.path, "ok");
     let mut r = ctx
@@ -170,6 +164,14 @@ async fn register_inner(
     let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
     super::error::no_store(&mut resp);
     Ok(resp)
+}
+
+/// Counts one registration from `ip`'s address (a dynamic registration, or a client ID
+/// metadata document about to be fetched: both add a client) and says whether it is beyond
+/// `registrations_per_hour_per_ip`.
+pub(super) fn over_registration_limit(ctx: &OAuthCtx, ip: std::net::IpAddr, now: i64) -> bool {
+    let key = format!("register:{}", crate::edge::client_ip::limit_key(ip));
+    ctx.oauth.limits.hit(&key, 3_600_000, now) > ctx.config().registrations_per_hour_per_ip
 }
 
 /// A display name without control characters, at most 100 characters.

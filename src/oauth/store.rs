@@ -11,6 +11,7 @@
 //! Tokens are stored as SHA-256 hashes: they are 256-bit random values, so a fast hash is
 //! enough, and a copy of the file hands out no usable token.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -323,14 +324,28 @@ impl Store {
     }
 
     /// Saves a client (a registration, or a fetched metadata document, which replaces the
-    /// earlier copy). Refuses a new one beyond `max`.
-    pub fn save_client(&self, client: Client, max: usize) -> Result<Arc<Client>, StoreError> {
+    /// earlier copy). A new one beyond `max` takes the place of the least recently used client
+    /// without a live grant (no unexpired code or token: what `cleanup` calls unused, less the
+    /// wait), which is deleted in the same transaction, so it stays gone after a restart; only
+    /// when every client holds a live grant is the new one refused.
+    pub fn save_client(
+        &self,
+        client: Client,
+        max: usize,
+        now: i64,
+    ) -> Result<Arc<Client>, StoreError> {
         let mut conn = self.db();
         let key = client.store_key();
-        if !self.clients.contains_key(&key) && self.clients.len() >= max {
-            return Err(StoreError::TooManyClients);
-        }
+        // Under the connection lock, so no grant or token changes while the room is chosen.
+        let evicted = if self.clients.contains_key(&key) {
+            Vec::new()
+        } else {
+            self.room_for_one(max, now)?
+        };
         let tx = conn.transaction()?;
+        for old in &evicted {
+            tx.execute("DELETE FROM clients WHERE client_id = ?1", params![old])?;
+        }
         tx.execute(
             "INSERT OR REPLACE INTO clients (client_id, scope, name, redirect_uris, secret_hash, auth_method, metadata_document, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
@@ -346,9 +361,62 @@ impl Store {
             ],
         )?;
         tx.commit()?;
+        for old in &evicted {
+            self.clients.remove(old);
+        }
+        if !evicted.is_empty() {
+            tracing::info!(
+                forgotten = ?evicted,
+                "oauth: the client limit is reached; the least recently used clients without a live grant were forgotten"
+            );
+        }
         let client = Arc::new(client);
         self.clients.insert(key, client.clone());
         Ok(client)
+    }
+
+    /// The keys of the clients to forget so that one more fits under `max`: the least
+    /// recently used without a live grant (an in-memory scan, done only at the limit).
+    /// Refuses when too few have none.
+    fn room_for_one(&self, max: usize, now: i64) -> Result<Vec<String>, StoreError> {
+        let need = (self.clients.len() + 1).saturating_sub(max);
+        if need == 0 {
+            return Ok(Vec::new());
+        }
+        let holding = self.clients_holding(&self.live_grants(now));
+        let mut idle: Vec<(i64, String)> = self
+            .clients
+            .iter()
+            .filter(|c| !holding.contains(&(c.scope.clone(), c.client_id.clone())))
+            .map(|c| (c.last_used_at.load(Ordering::Relaxed), c.key().clone()))
+            .collect();
+        if idle.len() < need {
+            return Err(StoreError::TooManyClients);
+        }
+        if idle.len() > need {
+            idle.select_nth_unstable(need - 1);
+            idle.truncate(need);
+        }
+        Ok(idle.into_iter().map(|(_, key)| key).collect())
+    }
+
+    /// Ids of the live grants: those with a code or token that has not expired (a used one
+    /// counts too: it is kept until then so that its replay is caught).
+    fn live_grants(&self, now: i64) -> HashSet<String> {
+        self.tokens
+            .iter()
+            .filter(|t| t.expires_at > now)
+            .map(|t| t.grant_id.clone())
+            .collect()
+    }
+
+    /// `(scope, client_id)` of the clients holding one of the `live` grants.
+    fn clients_holding(&self, live: &HashSet<String>) -> HashSet<(String, String)> {
+        self.grants
+            .iter()
+            .filter(|g| live.contains(&g.grant_id))
+            .map(|g| (g.scope.clone(), g.client_id.clone()))
+            .collect()
     }
 
     // ----- grants and codes -----
@@ -599,24 +667,14 @@ impl Store {
     /// Returns how many rows went.
     pub fn cleanup(&self, now: i64, unused_client_ttl_ms: i64) -> Result<usize, StoreError> {
         let mut conn = self.db();
-        let live_grants: std::collections::HashSet<String> = self
-            .tokens
-            .iter()
-            .filter(|t| t.expires_at > now)
-            .map(|t| t.grant_id.clone())
-            .collect();
+        let live_grants = self.live_grants(now);
         let dead_grants: Vec<String> = self
             .grants
             .iter()
             .filter(|g| !live_grants.contains(&g.grant_id))
             .map(|g| g.grant_id.clone())
             .collect();
-        let clients_with_grants: std::collections::HashSet<(String, String)> = self
-            .grants
-            .iter()
-            .filter(|g| live_grants.contains(&g.grant_id))
-            .map(|g| (g.scope.clone(), g.client_id.clone()))
-            .collect();
+        let clients_with_grants = self.clients_holding(&live_grants);
         let dead_clients: Vec<String> = self
             .clients
             .iter()
@@ -849,8 +907,8 @@ mod tests {
             created_at: now - 10_000,
             last_used_at: AtomicI64::new(now - 10_000),
         };
-        store.save_client(client("idle"), 10).expect("save");
-        store.save_client(client("busy"), 10).expect("save");
+        store.save_client(client("idle"), 10, now).expect("save");
+        store.save_client(client("busy"), 10, now).expect("save");
         store
             .create_grant(
                 grant("g1", "alice", "busy"),
@@ -888,8 +946,8 @@ mod tests {
         };
         {
             let store = Store::open(dir.path()).expect("open");
-            store.save_client(doc("/chatgpt"), 10).expect("save");
-            store.save_client(doc("/claude"), 10).expect("save");
+            store.save_client(doc("/chatgpt"), 10, 0).expect("save");
+            store.save_client(doc("/claude"), 10, 0).expect("save");
         }
         let store = Store::open(dir.path()).expect("reopen");
         for scope in ["/chatgpt", "/claude"] {
@@ -908,9 +966,10 @@ mod tests {
     }
 
     #[test]
-    fn the_client_cap_refuses_new_clients_but_not_updates() {
+    fn at_the_client_cap_the_least_recently_used_client_without_a_live_grant_makes_room() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
         let c = |id: &str| Client {
             client_id: id.into(),
             scope: "/chatgpt".into(),
@@ -918,18 +977,45 @@ mod tests {
             redirect_uris: vec![],
             secret_hash: None,
             auth_method: "none".into(),
-            metadata_document: true,
-            created_at: 0,
-            last_used_at: AtomicI64::new(0),
+            metadata_document: false,
+            created_at: now,
+            last_used_at: AtomicI64::new(now),
         };
-        store.save_client(c("a"), 1).expect("first");
+        let grant_until = |g: &str, client: &str, expires_at: i64| {
+            store
+                .create_grant(grant(g, "alice", client), TokenKind::Code, g, expires_at)
+                .expect("grant")
+        };
+        let used_at = |id: &str, at: i64| {
+            if let Some(c) = store.client("/chatgpt", id) {
+                c.last_used_at.store(at, Ordering::Relaxed);
+            }
+        };
+        for id in ["held", "expired", "idle"] {
+            store.save_client(c(id), 3, now).expect("save");
+        }
+        grant_until("g1", "held", now + 60_000);
+        grant_until("g2", "expired", now - 1);
+        used_at("held", now - 3000);
+        used_at("expired", now - 2000);
+        used_at("idle", now - 1000);
+        // `held` is the least recently used, but its grant is live; `expired`'s is not.
+        store.save_client(c("new"), 3, now).expect("room made");
+        assert!(store.client("/chatgpt", "expired").is_none());
+        assert!(store.client("/chatgpt", "held").is_some());
+        store
+            .save_client(c("new"), 3, now)
+            .expect("an update needs no room");
+        assert_eq!(store.client_count(), 3);
+        grant_until("g3", "idle", now + 60_000);
+        grant_until("g4", "new", now + 60_000);
         assert!(matches!(
-            store.save_client(c("b"), 1),
+            store.save_client(c("refused"), 3, now),
             Err(StoreError::TooManyClients)
         ));
-        store
-            .save_client(c("a"), 1)
-            .expect("refresh of an existing one");
+        let reopened = Store::open(dir.path()).expect("reopen");
+        assert!(reopened.client("/chatgpt", "expired").is_none());
+        assert_eq!(reopened.client_count(), 3);
     }
 
     #[test]
