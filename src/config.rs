@@ -939,6 +939,21 @@ impl Config {
                     ),
                 ));
             }
+            // A cached result is about one page: a budget of a few pages at least, or
+            // results would not be kept at all.
+            if scope.cache_max_bytes < 4 * scope.max_result_bytes as u64 {
+                return Err(ConfigError::new(
+                    format!("{key}.cache_max_bytes"),
+                    format!(
+                        "{} is less than four pages of max_result_bytes ({})",
+                        scope.cache_max_bytes, scope.max_result_bytes
+                    ),
+                    format!(
+                        "raise it to at least {} or lower max_result_bytes",
+                        4 * scope.max_result_bytes as u64
+                    ),
+                ));
+            }
             scope.access_rules().validate().map_err(|problem| {
                 ConfigError::new(
                     format!("{key}.allow_tables/deny_tables/deny_columns"),
@@ -1341,6 +1356,13 @@ profile = "chatgpt"
         }
         let c = Config::parse(MINIMAL).expect("minimal");
         assert_eq!(c.scopes[0].cache_max_bytes, DEFAULT_CACHE_MAX_BYTES);
+        let err = Config::parse(&MINIMAL.replace(
+            "profile = \"chatgpt\"",
+            "profile = \"chatgpt\"\nmax_result_bytes = 33554432",
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "scope[0].cache_max_bytes", "{err}");
+        assert!(err.fix.contains("134217728"), "{err}");
     }
 
     #[test]

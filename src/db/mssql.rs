@@ -105,8 +105,10 @@
 //! cap ([`Page::max_bytes`]). Two gaps remain: `TEXTSIZE` does not apply to `xml`, so an `xml`
 //! value is read whole (up to SQL Server's 2 GB) before its cut; and a `varchar(max)` value
 //! longer than 128 KiB in a UTF-8 or double-byte collation can be cut by the server inside a
-//! character, which tiberius refuses to decode: the query fails with an error that says to
-//! select part of the value or cast it to `nvarchar(max)` (`nvarchar` decodes lossily).
+//! character, which tiberius refuses to decode. The server's own statements (samples,
+//! lookups, search) therefore select `varchar(max)` and `text` columns as `nvarchar(max)`,
+//! whose cut falls between UTF-16 units and decodes lossily; an ad-hoc query that selects
+//! such a value fails with an error that says to select part of it or cast it.
 //!
 //! # Catalog
 //!
@@ -1143,12 +1145,17 @@ fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String,
     Ok(columns
         .iter()
         .map(|c| {
-            let is_money = table.column(c).is_some_and(|ci| {
-                let t = ci.data_type.to_ascii_lowercase();
-                t == "money" || t == "smallmoney"
-            });
-            if is_money {
+            let t = table
+                .column(c)
+                .map(|ci| ci.data_type.to_ascii_lowercase())
+                .unwrap_or_default();
+            if t == "money" || t == "smallmoney" {
                 format!("CAST({q}{} AS decimal(19,4)) AS {}", ident(c), ident(c))
+            } else if t == "varchar(max)" || t == "text" {
+                // The server cuts a long value at TEXTSIZE, in bytes, which in a UTF-8 or
+                // double-byte collation can fall inside a character that could then not be
+                // decoded; as nvarchar it is cut between UTF-16 units, which decode lossily.
+                format!("CONVERT(nvarchar(max), {q}{}) AS {}", ident(c), ident(c))
             } else {
                 format!("{q}{}", ident(c))
             }
@@ -2574,6 +2581,31 @@ mod tests {
             "{sql}"
         );
         assert!(sample_sql(&keyless, &[], &Page::rows(0, 5)).is_err());
+        // Long varchar and text come back as nvarchar: the server's cut at TEXTSIZE then
+        // falls between UTF-16 units, never inside a UTF-8 or double-byte character.
+        let notes = canned_table(
+            "Notes",
+            &[
+                ("Id", "int"),
+                ("Body", "varchar(max)"),
+                ("Old", "text"),
+                ("Short", "varchar(50)"),
+            ],
+            &["Id"],
+        );
+        let sql = sample_sql(
+            &notes,
+            &strings(&["Id", "Body", "Old", "Short"]),
+            &Page::rows(0, 5),
+        )
+        .expect("sql");
+        assert!(
+            sql.starts_with(
+                "SELECT [Id], CONVERT(nvarchar(max), [Body]) AS [Body], \
+                 CONVERT(nvarchar(max), [Old]) AS [Old], [Short] FROM"
+            ),
+            "{sql}"
+        );
     }
 
     #[test]

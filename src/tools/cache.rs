@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use rand::RngExt;
 use serde_json::{Map, Value};
@@ -132,8 +133,12 @@ impl ScopeCache {
         // One capacity bounds both: each result weighs its size, and at least an even share
         // of the bytes per entry, so no more than `max_entries` fit either.
         let share = (max_bytes / max_entries.max(1)).max(1);
+        // Least recently used first: moka's default policy (TinyLFU) admits a new entry only
+        // if it was asked for more often than what it would push out, and a result is stored
+        // before anyone asks for it, so a full cache would turn every new result away.
         Self {
             rows: Cache::builder()
+                .eviction_policy(EvictionPolicy::lru())
                 .time_to_live(ttl)
                 .weigher(move |_: &String, r: &Arc<CachedResult>| {
                     u32::try_from((r.bytes as u64).max(share)).unwrap_or(u32::MAX)
@@ -141,6 +146,7 @@ impl ScopeCache {
                 .max_capacity(max_bytes)
                 .build(),
             cursors: Cache::builder()
+                .eviction_policy(EvictionPolicy::lru())
                 .time_to_idle(Duration::from_secs(600))
                 .max_capacity(max_entries)
                 .build(),
@@ -283,6 +289,10 @@ mod tests {
         let s = c.stats();
         assert!(s.memory_bytes <= 1 << 20, "{s:?}");
         assert!((5..=10).contains(&s.entries), "{s:?}");
+        // The newest results are the ones kept: a full cache makes room for them.
+        let newest = c.put_rows(vec![row_of(100 << 10)]);
+        c.rows.run_pending_tasks();
+        assert!(c.get_row(&newest, 0).is_some(), "{:?}", c.stats());
         // A result larger than the whole budget is not kept.
         let t = c.put_rows(vec![row_of(2 << 20)]);
         c.rows.run_pending_tasks();
