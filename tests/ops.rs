@@ -1617,6 +1617,22 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `BIN serve --config <config>` listening on `port`, once it answers `/health`: the child,
+/// its pid and its base URL.
+async fn serve_healthy(config: &Path, port: u16) -> (tokio::process::Child, u32, String) {
+    let child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    let pid = child.id().expect("pid");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    (child, pid, base)
+}
+
 /// Work inside one step of a SQLite query cannot be interrupted (`instr` of two long texts
 /// takes their product): such a query runs off the async workers, so everything else keeps
 /// answering, and its caller gets the timeout at the timeout. And a row of many huge values
@@ -1634,16 +1650,7 @@ async fn a_query_stuck_in_one_step_or_building_a_huge_row_holds_up_nothing() {
         ),
     )
     .expect("config");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
-    let pid = child.id().expect("pid");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base).await;
+    let (mut child, pid, base) = serve_healthy(&config, port).await;
 
     // Seconds of `instr` in one step (tens of seconds in a debug build, which the test stops
     // with the process); two at once, as many as a runtime has workers.
@@ -1690,16 +1697,7 @@ async fn a_query_stuck_in_one_step_or_building_a_huge_row_holds_up_nothing() {
     // the memory limit rather than the time limit.
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, port) = binary_config(dir.path(), "");
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
-    let pid = child.id().expect("pid");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base).await;
+    let (mut child, pid, base) = serve_healthy(&config, port).await;
     let columns: Vec<String> = (0..60)
         .map(|i| format!("zeroblob(16000000) AS c{i}"))
         .collect();
