@@ -1105,21 +1105,30 @@ async fn a_failed_audit_flush_is_counted_logged_and_tried_again() {
     }
     log.wait_for("audit: cannot flush records to the disk")
         .await;
-    // Three failures a second apart, then the flush that works.
+    // Failures a second apart, then the flush that works. strace counts injections per
+    // thread and a flush may run on any blocking thread, so how many flushes fail, and in
+    // how many runs, varies; every run of failures is logged once and ends in a retry that
+    // works.
     log.wait_for("audit: flushing records to the disk again")
         .await;
     let text = log.text();
     assert_eq!(
         text.matches("audit: cannot flush records").count(),
-        1,
-        "one failure logged per run (then one a minute):\n{text}"
+        text.matches("flushing records to the disk again").count(),
+        "one failure logged per run of failures (then one a minute):\n{text}"
     );
     assert!(text.contains("may not survive a power loss"), "{text}");
     let recovered = text
         .lines()
         .find(|l| l.contains("flushing records to the disk again"))
         .unwrap_or_default();
-    assert!(recovered.contains("failed_flushes=3"), "{recovered}");
+    let failed: u32 = recovered
+        .split("failed_flushes=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no failure count: {recovered}"));
+    assert!(failed >= 1, "{recovered}");
     let metrics = client()
         .get(format!("{base}/metrics"))
         .send()
@@ -1133,7 +1142,10 @@ async fn a_failed_audit_flush_is_counted_logged_and_tried_again() {
         .find_map(|l| l.strip_prefix("mssql_mcp_audit_write_errors_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no write error counter:\n{metrics}"));
-    assert_eq!(errors, 3.0, "each failed flush counted");
+    assert!(
+        errors >= f64::from(failed),
+        "each failed flush counted: {errors}"
+    );
     let written: Vec<String> = audit_lines(dir.path())
         .iter()
         .filter(|l| l["tool"] == "execute_sql")
@@ -1147,17 +1159,20 @@ async fn a_failed_audit_flush_is_counted_logged_and_tried_again() {
     terminate(server.0);
     let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     assert!(ended.is_ok(), "strace and the server still running");
-    // The trace shows the real calls: three injected failures, then successes.
+    // The trace shows the real calls: every counted failure an injected one, and a flush
+    // that worked after the first of them.
     let calls = std::fs::read_to_string(&trace).expect("strace output");
     let flushes: Vec<&str> = calls.lines().filter(|l| l.contains("fdatasync(")).collect();
-    assert!(flushes.len() >= 4, "{calls}");
+    let injected = flushes.iter().filter(|l| l.contains("INJECTED")).count();
+    assert!(injected as f64 >= errors, "{errors} counted:\n{calls}");
+    let first = flushes
+        .iter()
+        .position(|l| l.contains("INJECTED"))
+        .unwrap_or_else(|| panic!("no injected failure:\n{calls}"));
     assert!(
-        flushes[..3]
-            .iter()
-            .all(|l| l.contains("EIO") && l.contains("INJECTED")),
+        flushes[first..].iter().any(|l| l.ends_with("= 0")),
         "{calls}"
     );
-    assert!(flushes[3].ends_with("= 0"), "{calls}");
 }
 
 // Multi-threaded: the CLI runs as a blocking child process while the server answers it.
