@@ -59,12 +59,21 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// (rate limits, sign-in and registration limits, connection and stream caps). Allowlists and
 /// logs keep the full address.
 pub fn limit_key(ip: IpAddr) -> IpAddr {
+    network(ip, 32, 64)
+}
+
+/// The network of `ip` (an IPv4-mapped address as IPv4): its first `v4_bits` or `v6_bits`
+/// bits, the rest zero.
+pub fn network(ip: IpAddr, v4_bits: u32, v6_bits: u32) -> IpAddr {
     match canonical(ip) {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - v4_bits.min(32)).unwrap_or(0);
+            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & mask))
         }
-        v4 => v4,
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - v6_bits.min(128)).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
     }
 }
 

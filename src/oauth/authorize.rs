@@ -125,11 +125,7 @@ async fn show(
 /// The network sign-in pages are counted under: an IPv4 address's /24, an IPv6 address's /48
 /// (what one site or subscriber usually holds).
 fn network(ip: std::net::IpAddr) -> std::net::IpAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    match crate::edge::client_ip::canonical(ip) {
-        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & !0xff)),
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 80) - 1))),
-    }
+    crate::edge::client_ip::network(ip, 24, 48)
 }
 
 /// Drops expired requests and, if that is not enough, the oldest ones, leaving room for a
