@@ -72,6 +72,9 @@ struct Table {
     columns: Vec<(&'static str, &'static str)>,
     rows: Vec<Vec<F>>,
     foreign_keys: Vec<(&'static str, &'static str)>,
+    /// Created `WITHOUT ROWID` on SQLite (the peer has no such thing): a table with no
+    /// `rowid` to fall back on when its key is hidden.
+    without_rowid: bool,
 }
 
 impl Table {
@@ -151,6 +154,7 @@ fn dataset() -> Vec<Table> {
             })
             .collect(),
         foreign_keys: vec![],
+        without_rowid: false,
     };
     let product_names = [
         "Espresso Machine",
@@ -195,6 +199,7 @@ fn dataset() -> Vec<Table> {
             })
             .collect(),
         foreign_keys: vec![],
+        without_rowid: false,
     };
     let orders = Table {
         name: "Orders",
@@ -223,6 +228,7 @@ fn dataset() -> Vec<Table> {
             })
             .collect(),
         foreign_keys: vec![("CustomerId", "Customers"), ("ProductId", "Products")],
+        without_rowid: true,
     };
     let salaries = Table {
         name: "Salaries",
@@ -241,6 +247,7 @@ fn dataset() -> Vec<Table> {
             })
             .collect(),
         foreign_keys: vec![],
+        without_rowid: false,
     };
     vec![customers, products, orders, salaries]
 }
@@ -267,9 +274,14 @@ fn write_sqlite(path: &Path) {
             ));
         }
         conn.execute_batch(&format!(
-            "CREATE TABLE \"{}\" ({});",
+            "CREATE TABLE \"{}\" ({}){};",
             t.name,
-            cols.join(", ")
+            cols.join(", "),
+            if t.without_rowid {
+                " WITHOUT ROWID"
+            } else {
+                ""
+            }
         ))
         .expect("create table");
         let placeholders = (1..=t.columns.len())
@@ -346,7 +358,9 @@ enum Kind {
 /// Scopes of the harness configuration:
 /// - `/chatgpt`: profile `chatgpt`, `Salaries` denied, `Customers.Phone` hidden;
 /// - `/claude`: profile `full`, the same rules;
-/// - `/open`: profile `full`, nothing hidden (the control).
+/// - `/open`: profile `full`, nothing hidden (the control);
+/// - `/keyless`: profile `full`, `Orders.Id` (the key) hidden, so `Orders` has no key;
+/// - `/small`: profile `full`, a 4 KiB page, `Customers.Phone` hidden.
 const SCOPES: &str = r#"
 [[scope]]
 path = "/chatgpt"
@@ -369,6 +383,13 @@ path = "/open"
 database = "db"
 profile = "full"
 max_rows = 200
+
+[[scope]]
+path = "/keyless"
+database = "db"
+profile = "full"
+max_rows = 200
+deny_columns = ["Orders.Id"]
 
 [[scope]]
 path = "/small"
@@ -1018,6 +1039,39 @@ async fn row_cap_and_cursor_paging(h: &Harness) {
     assert!(cursor.is_none(), "30 rows in pages of 12 end on the third");
 }
 
+/// A table whose key is hidden has no key in the scope: its samples order by the visible
+/// columns, so pages neither fail (`Orders` is `WITHOUT ROWID` on SQLite: no `rowid`) nor
+/// repeat or skip rows, and the hidden key shows nowhere.
+async fn sample_of_a_table_whose_key_is_hidden_pages_stably(h: &Harness) {
+    let mut seen: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..4 {
+        let mut args = json!({"table": "Orders", "limit": 100});
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let out = h.ok("/keyless", "get_table_sample", args).await;
+        assert!(!out.to_string().contains("\"Id\""), "{out}");
+        seen.extend(rows(&out).iter().cloned());
+        cursor = out["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(
+        cursor.is_none(),
+        "250 rows in pages of 100 end on the third"
+    );
+    let mut expected: Vec<String> = (1..=ORDERS)
+        .map(|i| h.expected_values("Orders", i, &["Id"]).to_string())
+        .collect();
+    let mut got: Vec<String> = seen.iter().map(Value::to_string).collect();
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "every row once");
+}
+
 /// A value longer than 64 KiB is cut to it at a character boundary and the result says which
 /// column and why; a page stops at the scope's `max_result_bytes` (the first row always
 /// comes) and its cursor carries on where it stopped, so every row still comes once.
@@ -1504,6 +1558,7 @@ behaviours!(
     fetch_row_id_gives_the_same_values,
     execute_sql_point_lookup,
     row_cap_and_cursor_paging,
+    sample_of_a_table_whose_key_is_hidden_pages_stably,
     long_values_are_cut_and_pages_stop_at_the_byte_cap,
     refusal_corpus,
     unknown_table_lists_visible_tables,

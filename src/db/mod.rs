@@ -708,7 +708,11 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
-    /// Rows of a table in primary-key order (stable across pages).
+    /// Rows of a table in primary-key order (stable across pages). A table without a key
+    /// (in the scope's catalog, where a key that includes a hidden column is dropped) is
+    /// ordered by the `columns` asked for that the database can order, never by a column
+    /// left out of them: those are the visible ones, and their order must not reveal a
+    /// hidden key's.
     async fn sample(
         &self,
         table: &TableInfo,

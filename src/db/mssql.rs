@@ -1164,28 +1164,76 @@ fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String,
         .join(", "))
 }
 
-/// The key columns to order by (`q` as in [`select_list`]).
-fn order_by(table: &TableInfo, q: &str) -> String {
-    if table.primary_key.is_empty() {
-        "(SELECT NULL)".to_string()
+/// What a statement of ours orders its rows by (`q` as in [`select_list`]): the table's key
+/// when it has one in this scope; else every column of `columns` (the visible ones the
+/// statement selects) that SQL Server can sort ([`orderable`]), so that pages are stable
+/// and their order tells nothing of a hidden key. `None` when there is neither.
+fn order_by(table: &TableInfo, columns: &[String], q: &str) -> Option<String> {
+    let order: Vec<String> = if table.primary_key.is_empty() {
+        columns
+            .iter()
+            .filter(|c| table.column(c).is_some_and(|c| orderable(&c.data_type)))
+            .map(|c| format!("{q}{}", ident(c)))
+            .collect()
     } else {
         table
             .primary_key
             .iter()
             .map(|c| format!("{q}{}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+            .collect()
+    };
+    (!order.is_empty()).then(|| order.join(", "))
+}
+
+/// Whether SQL Server can sort a column declared `data_type` (as [`declared_type`] writes it).
+/// A list of the types that can, rather than of those that cannot: `text`, `ntext`, `image`,
+/// `xml`, `geography` and `geometry` cannot be compared at all, and user (CLR) types,
+/// `hierarchyid` and `sql_variant` are left out too, as types whose order is their own.
+fn orderable(data_type: &str) -> bool {
+    let base = data_type.split('(').next().unwrap_or_default().trim();
+    [
+        "bit",
+        "tinyint",
+        "smallint",
+        "int",
+        "bigint",
+        "decimal",
+        "numeric",
+        "money",
+        "smallmoney",
+        "float",
+        "real",
+        "char",
+        "varchar",
+        "nchar",
+        "nvarchar",
+        "sysname",
+        "date",
+        "time",
+        "datetime",
+        "datetime2",
+        "smalldatetime",
+        "datetimeoffset",
+        "binary",
+        "varbinary",
+        "uniqueidentifier",
+        "timestamp",
+        "rowversion",
+    ]
+    .iter()
+    .any(|t| t.eq_ignore_ascii_case(base))
 }
 
 /// `OFFSET`/`FETCH` take our own integers inline: some TDS servers (the test peer) refuse
-/// parameters there, and integers we computed cannot inject anything.
+/// parameters there, and integers we computed cannot inject anything. `OFFSET` needs an
+/// `ORDER BY`; when no visible column can be sorted it is `(SELECT NULL)`, and pages of such
+/// a table may repeat or skip rows.
 fn sample_sql(table: &TableInfo, columns: &[String], page: &Page) -> Result<String, DbError> {
     Ok(format!(
         "SELECT {} FROM {} ORDER BY {} OFFSET {} ROWS FETCH NEXT {} ROWS ONLY",
         select_list(table, columns, "")?,
         table_ref(table),
-        order_by(table, ""),
+        order_by(table, columns, "").unwrap_or_else(|| "(SELECT NULL)".to_string()),
         page.offset.min(i64::MAX as usize),
         page.limit.saturating_add(1).min(i64::MAX as usize)
     ))
@@ -1202,11 +1250,9 @@ fn lookup_sql(
         .enumerate()
         .map(|(i, c)| format!("{} = @P{}", ident(c), i + 1))
         .collect();
-    let order = if table.primary_key.is_empty() {
-        String::new()
-    } else {
-        format!(" ORDER BY {}", order_by(table, ""))
-    };
+    let order = order_by(table, columns, "")
+        .map(|o| format!(" ORDER BY {o}"))
+        .unwrap_or_default();
     Ok(format!(
         "SELECT TOP ({}) {} FROM {} WHERE {}{order}",
         limit.saturating_add(1),
@@ -1257,11 +1303,9 @@ fn score_of(tests: &[String]) -> Vec<String> {
 /// (`@P1`, `@P2`, …) tried on each text column; the score counts the pairs that match.
 fn search_sql(req: &SearchRequest<'_>) -> Result<String, DbError> {
     let tests = like_tests(req, "", 1);
-    let tiebreak = if req.table.primary_key.is_empty() {
-        String::new()
-    } else {
-        format!(", {}", order_by(req.table, ""))
-    };
+    let tiebreak = order_by(req.table, req.columns, "")
+        .map(|o| format!(", {o}"))
+        .unwrap_or_default();
     Ok(format!(
         "SELECT TOP ({}) {}, ({}) AS [_score] FROM {} WHERE {} ORDER BY [_score] DESC{tiebreak}",
         req.limit,
@@ -1346,11 +1390,9 @@ fn full_text_search_sql(
 ) -> Result<String, DbError> {
     let mut score = vec!["1".to_string()];
     score.extend(score_of(&like_tests(req, "t.", 2)));
-    let tiebreak = if req.table.primary_key.is_empty() {
-        String::new()
-    } else {
-        format!(", {}", order_by(req.table, "t."))
-    };
+    let tiebreak = order_by(req.table, req.columns, "t.")
+        .map(|o| format!(", {o}"))
+        .unwrap_or_default();
     let table = table_ref(req.table);
     Ok(format!(
         "SELECT TOP ({n}) {}, ({}) AS [_score] FROM {table} AS t \
@@ -2566,7 +2608,7 @@ mod tests {
     }
 
     #[test]
-    fn sample_orders_by_the_key_or_by_nothing_and_pages_with_offset_fetch() {
+    fn sample_orders_by_the_key_and_pages_with_offset_fetch() {
         let t = canned_table("Odd]Name", &[("Id", "int"), ("Total", "money")], &["Id"]);
         let sql = sample_sql(&t, &strings(&["Id", "Total"]), &Page::rows(20, 10)).expect("sql");
         assert_eq!(
@@ -2575,11 +2617,6 @@ mod tests {
              ORDER BY [Id] OFFSET 20 ROWS FETCH NEXT 11 ROWS ONLY"
         );
         let keyless = canned_table("Log", &[("Line", "nvarchar")], &[]);
-        let sql = sample_sql(&keyless, &strings(&["Line"]), &Page::rows(0, 5)).expect("sql");
-        assert!(
-            sql.contains("ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"),
-            "{sql}"
-        );
         assert!(sample_sql(&keyless, &[], &Page::rows(0, 5)).is_err());
         // Long varchar and text come back as nvarchar: the server's cut at TEXTSIZE then
         // falls between UTF-16 units, never inside a UTF-8 or double-byte character.
@@ -2606,6 +2643,79 @@ mod tests {
             ),
             "{sql}"
         );
+    }
+
+    /// A key that includes a hidden column is dropped from the scope's catalog
+    /// (`tools::scoped_catalog`). Ordering by `(SELECT NULL)` then made `OFFSET` pages
+    /// unstable (rows repeated or skipped), so the statements order by every visible column
+    /// SQL Server can sort, and never by the hidden one.
+    #[test]
+    fn a_table_whose_key_is_hidden_is_ordered_by_its_sortable_visible_columns() {
+        let mut raw = canned_table(
+            "Events",
+            &[
+                ("Code", "nvarchar(20)"),
+                ("At", "datetime2(7)"),
+                ("Body", "xml"),
+                ("Old", "text"),
+                ("Place", "geography"),
+                ("Tag", "varchar(max)"),
+                ("Amount", "money"),
+            ],
+            &["Code", "At"],
+        );
+        raw.full_text = Some(FullTextIndex {
+            key_column: "At".into(),
+            columns: vec!["Tag".into()],
+        });
+        let rules = crate::db::AccessRules {
+            deny_columns: vec!["Events.Code".into()],
+            ..crate::db::AccessRules::default()
+        };
+        let catalog = crate::tools::scoped_catalog(&rules, &Catalog { tables: vec![raw] });
+        let t = catalog.find("Events").expect("Events");
+        assert!(t.primary_key.is_empty(), "{t:?}");
+        let cols = strings(&["At", "Body", "Old", "Place", "Tag", "Amount"]);
+        let order = "[At], [Tag], [Amount]";
+        let sql = sample_sql(t, &cols, &Page::rows(10, 10)).expect("sql");
+        assert!(
+            sql.ends_with(&format!(
+                "ORDER BY {order} OFFSET 10 ROWS FETCH NEXT 11 ROWS ONLY"
+            )),
+            "{sql}"
+        );
+        let sql = lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql");
+        assert!(sql.ends_with(&format!(" ORDER BY {order}")), "{sql}");
+        let keywords = strings(&["a"]);
+        let text = strings(&["Tag"]);
+        let req = SearchRequest {
+            table: t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 10,
+        };
+        let sql = search_sql(&req).expect("sql");
+        assert!(sql.ends_with(&format!("DESC, {order}")), "{sql}");
+        let sql = full_text_search_sql(&req, "At", &["Tag"]).expect("sql");
+        assert!(sql.ends_with("DESC, t.[At], t.[Tag], t.[Amount]"), "{sql}");
+        for sql in [
+            sample_sql(t, &cols, &Page::rows(0, 5)).expect("sql"),
+            lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql"),
+            search_sql(&req).expect("sql"),
+        ] {
+            assert!(!sql.contains("Code"), "the hidden column: {sql}");
+        }
+        // Nothing sortable is visible: `OFFSET` still needs an `ORDER BY`; lookups and
+        // searches do without one.
+        let unsortable = strings(&["Body", "Old", "Place"]);
+        let sql = sample_sql(t, &unsortable, &Page::rows(0, 5)).expect("sql");
+        assert!(
+            sql.ends_with("ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"),
+            "{sql}"
+        );
+        let sql = lookup_sql(t, &unsortable, &strings(&["At"]), 5).expect("sql");
+        assert!(!sql.contains("ORDER BY"), "{sql}");
     }
 
     #[test]

@@ -825,6 +825,35 @@ fn collect(
     Ok(out.finish(columns, more))
 }
 
+/// The columns a sample, a lookup or a search orders its rows by: the table's key when it
+/// has one in this scope, else every column the caller selects (all of them visible, and
+/// SQLite orders values of any type), so that pages are stable and their order tells
+/// nothing of a hidden key. Never `rowid`: views and `WITHOUT ROWID` tables have none, and
+/// in a rowid table it follows the integer key, which may be the hidden column. Empty only
+/// when nothing is selected.
+fn order_columns<'a>(table: &'a TableInfo, columns: &'a [String]) -> &'a [String] {
+    if table.primary_key.is_empty() {
+        columns
+    } else {
+        &table.primary_key
+    }
+}
+
+/// A page of `table`'s rows in [`order_columns`] order; `?1` is the row count, `?2` the
+/// offset.
+fn sample_sql(table: &TableInfo, columns: &[String]) -> String {
+    let order = match order_columns(table, columns) {
+        [] => String::new(),
+        cols => format!(" ORDER BY {}", select_list(cols)),
+    };
+    format!(
+        "SELECT {} FROM {}.{}{order} LIMIT ?1 OFFSET ?2",
+        select_list(columns),
+        ident(&table.schema),
+        ident(&table.name),
+    )
+}
+
 fn select_list(columns: &[String]) -> String {
     let mut out = String::with_capacity(columns.len() * 16);
     push_select_list(&mut out, columns);
@@ -934,18 +963,7 @@ impl Backend for SqliteBackend {
         columns: &[String],
         page: Page,
     ) -> Result<RowSet, DbError> {
-        let order = if table.primary_key.is_empty() {
-            "rowid".to_string()
-        } else {
-            select_list(&table.primary_key)
-        };
-        let sql = format!(
-            "SELECT {} FROM {}.{} ORDER BY {} LIMIT ?1 OFFSET ?2",
-            select_list(columns),
-            ident(&table.schema),
-            ident(&table.name),
-            order
-        );
+        let sql = sample_sql(table, columns);
         let params = vec![
             rusqlite::types::Value::Integer(page.limit as i64 + 1),
             rusqlite::types::Value::Integer(page.offset as i64),
@@ -988,9 +1006,10 @@ impl Backend for SqliteBackend {
             let _ = write!(sql, " = ?{}", i + 1);
             params.push(key_param(kind, raw));
         }
-        if !table.primary_key.is_empty() {
+        let order = order_columns(table, columns);
+        if !order.is_empty() {
             sql.push_str(" ORDER BY ");
-            push_select_list(&mut sql, &table.primary_key);
+            push_select_list(&mut sql, order);
         }
         let _ = write!(sql, " LIMIT {}", page.limit + 1);
         self.with_conn(move |c| run(c, &sql, &params, &page)).await
@@ -1013,10 +1032,9 @@ impl Backend for SqliteBackend {
                 any.push(test);
             }
         }
-        let order = if req.table.primary_key.is_empty() {
-            String::new()
-        } else {
-            format!(", {}", select_list(&req.table.primary_key))
+        let order = match order_columns(req.table, req.columns) {
+            [] => String::new(),
+            cols => format!(", {}", select_list(cols)),
         };
         let sql = format!(
             "SELECT {}, ({}) AS _score FROM {}.{} WHERE {} ORDER BY _score DESC{} LIMIT {}",
@@ -1359,6 +1377,59 @@ mod tests {
             Value::Decimal("0.30".into())
         );
         assert_eq!(decimal_scale("NUMERIC(5)"), None);
+    }
+
+    /// A scope that hides `code`, the key of a `WITHOUT ROWID` table, and a view with no key
+    /// at all: neither has a `rowid` to order by, and the hidden key must not order the rows
+    /// either. Samples order by the visible columns, and two pages hold every row once.
+    #[tokio::test]
+    async fn tables_without_a_visible_key_sample_in_visible_column_order_and_page_stably() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyless.sqlite");
+        {
+            let c = Connection::open(&path).expect("create");
+            c.execute_batch(
+                "CREATE TABLE parts (code TEXT PRIMARY KEY, name TEXT, qty INTEGER) WITHOUT ROWID;
+                 INSERT INTO parts VALUES ('a', 'nut', 3), ('b', 'bolt', 1), ('c', 'nut', 1),
+                                          ('d', 'gear', 2), ('e', 'bolt', 2);
+                 CREATE VIEW part_names AS SELECT name, qty FROM parts;",
+            )
+            .expect("fixture");
+        }
+        let b = SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
+            .await
+            .expect("open");
+        let rules = crate::db::AccessRules {
+            deny_columns: vec!["parts.code".into()],
+            ..crate::db::AccessRules::default()
+        };
+        let catalog = crate::tools::scoped_catalog(&rules, &b.catalog().await.expect("catalog"));
+        let visible: Vec<String> = vec!["name".into(), "qty".into()];
+        let sorted = vec![
+            vec![Value::text("bolt"), Value::Int(1)],
+            vec![Value::text("bolt"), Value::Int(2)],
+            vec![Value::text("gear"), Value::Int(2)],
+            vec![Value::text("nut"), Value::Int(1)],
+            vec![Value::text("nut"), Value::Int(3)],
+        ];
+        for name in ["parts", "part_names"] {
+            let table = catalog.find(name).expect(name);
+            assert!(table.primary_key.is_empty(), "{name}: {table:?}");
+            let sql = sample_sql(table, &visible);
+            assert!(
+                sql.ends_with("ORDER BY \"name\", \"qty\" LIMIT ?1 OFFSET ?2"),
+                "{sql}"
+            );
+            let mut rows = Vec::new();
+            for offset in [0, 3] {
+                let rs = b
+                    .sample(table, &visible, Page::rows(offset, 3))
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} at {offset}: {e}"));
+                rows.extend(rs.rows);
+            }
+            assert_eq!(rows, sorted, "{name}");
+        }
     }
 
     /// Keyword search must find `Ærøskøbing` from `ærøskøbing` (the tools lower-case every

@@ -452,3 +452,43 @@ async fn hidden_key_and_foreign_key_columns_appear_in_no_schema_id_or_link() {
         .await;
     assert!(!order.to_string().contains("customer"), "{order}");
 }
+
+/// A table whose key includes a hidden column has no key in the scope, and its samples must
+/// not follow the hidden key's order either: `order_lines` is a rowid table whose rows were
+/// inserted in `(order_id, line_no)` order, so ordering by `rowid` would list each order's
+/// lines by the hidden `line_no`. They come ordered by the visible columns, and the pages of
+/// a sample join up to the sample in one page.
+#[tokio::test]
+async fn a_sample_of_a_table_whose_key_is_hidden_follows_only_visible_values() {
+    let srv = Server::with_config(&keys_config()).await;
+    let sample = |limit: u64, cursor: Option<String>| {
+        let mut args = json!({"table": "order_lines", "limit": limit});
+        if let Some(c) = cursor {
+            args["cursor"] = json!(c);
+        }
+        let srv = &srv;
+        async move { srv.tool_ok("/keys", "get_table_sample", args).await }
+    };
+    let rows = |out: &Value| out["rows"].as_array().expect("rows").clone();
+    let whole = rows(&sample(60, None).await);
+    assert_eq!(whole.len(), 60);
+    let keys: Vec<(i64, i64)> = whole
+        .iter()
+        .map(|r| {
+            (
+                r["order_id"].as_i64().expect("order_id"),
+                r["product_id"].as_i64().expect("product_id"),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted, "ordered by the visible columns");
+    let first = sample(30, None).await;
+    let cursor = first["next_cursor"].as_str().map(str::to_string);
+    assert!(cursor.is_some(), "{first}");
+    let mut paged = rows(&first);
+    paged.extend(rows(&sample(30, cursor).await));
+    assert_eq!(paged, whole);
+    assert!(!Value::Array(whole).to_string().contains("line_no"));
+}
