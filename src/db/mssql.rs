@@ -102,13 +102,23 @@
 //! `nvarchar(max)`, `varbinary(max)`, `text`, `ntext` or `image` value (`SET TEXTSIZE`), a
 //! result has at most [`MAX_RESULT_COLUMNS`] columns (tiberius reads a whole row before
 //! handing it over, so together they bound a row at 128 MiB), and a page stops at its byte
-//! cap ([`Page::max_bytes`]). Two gaps remain: `TEXTSIZE` does not apply to `xml`, so an `xml`
-//! value is read whole (up to SQL Server's 2 GB) before its cut; and a `varchar(max)` value
+//! cap ([`Page::max_bytes`]). `TEXTSIZE` does not apply to `xml`, and a `varchar(max)` value
 //! longer than 128 KiB in a UTF-8 or double-byte collation can be cut by the server inside a
 //! character, which tiberius refuses to decode. The server's own statements (samples,
-//! lookups, search) therefore select `varchar(max)` and `text` columns as `nvarchar(max)`,
-//! whose cut falls between UTF-16 units and decodes lossily; an ad-hoc query that selects
-//! such a value fails with an error that says to select part of it or cast it.
+//! lookups, search) therefore select `varchar(max)`, `text` and `xml` columns as
+//! `nvarchar(max)`: `TEXTSIZE` bounds it, and its cut falls between UTF-16 units and decodes
+//! lossily. In an ad-hoc query two gaps remain. A `varchar(max)` value cut inside a
+//! character fails the query with an error that says to select part of it or cast it. And
+//! an `xml` value is not bounded before the cut here: tiberius reads the whole value into
+//! memory (up to its `i32::MAX`-byte limit for one value, past which the query fails and
+//! the connection is discarded) and decodes it to a `String` before [`decode`] sees it, so
+//! one `xml` value can make this process hold about 2 GiB of UTF-16 and the up to 3 GiB
+//! `String` made from it at once, and a row that much for each of its `xml` columns. Rows
+//! past a page are read the same way while they are drained ([`DRAIN_BYTES`] stops the
+//! drain only after the row that passes it), and so are hidden columns, which are masked
+//! after the row is read. Where that matters, deny the login `SELECT` on large `xml`
+//! columns: a scope's `deny_columns` refuses queries that name them, but a `*` still reads
+//! them.
 //!
 //! # Catalog
 //!
@@ -1136,8 +1146,9 @@ pub fn like_pattern(keyword: &str) -> String {
     s
 }
 
-/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact. `q` is
-/// the table's alias with its dot (`t.`), or empty.
+/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact, and
+/// `varchar(max)`, `text` and `xml` columns are read as `nvarchar(max)` so `TEXTSIZE` bounds
+/// them. `q` is the table's alias with its dot (`t.`), or empty.
 fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String, DbError> {
     if columns.is_empty() {
         return Err(DbError::Sql("no visible columns to select".into()));
@@ -1151,10 +1162,12 @@ fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String,
                 .unwrap_or_default();
             if t == "money" || t == "smallmoney" {
                 format!("CAST({q}{} AS decimal(19,4)) AS {}", ident(c), ident(c))
-            } else if t == "varchar(max)" || t == "text" {
+            } else if t == "varchar(max)" || t == "text" || t == "xml" {
                 // The server cuts a long value at TEXTSIZE, in bytes, which in a UTF-8 or
                 // double-byte collation can fall inside a character that could then not be
                 // decoded; as nvarchar it is cut between UTF-16 units, which decode lossily.
+                // TEXTSIZE does not apply to xml at all: as xml a value would arrive whole,
+                // up to 2 GB, before the cut at MAX_VALUE_BYTES.
                 format!("CONVERT(nvarchar(max), {q}{}) AS {}", ident(c), ident(c))
             } else {
                 format!("{q}{}", ident(c))
@@ -1447,6 +1460,10 @@ pub fn session_setup(query_timeout: Duration) -> String {
 /// a value the server cut is longer than the cut here whatever its encoding (an `nvarchar`
 /// of ASCII takes two bytes a character on the wire and one in UTF-8) and is reported cut.
 pub const TEXTSIZE_BYTES: usize = 2 * MAX_VALUE_BYTES + 16;
+
+// A value the server cut at `TEXTSIZE` holds at least `TEXTSIZE_BYTES / 2` characters
+// (UTF-16 units), at least one UTF-8 byte each: more than the cut here, so it is reported.
+const _: () = assert!(TEXTSIZE_BYTES / 2 > MAX_VALUE_BYTES);
 
 /// The server-side row cap for a page: `offset + limit + 1` rows (the extra one tells whether
 /// more follow), at most `i32::MAX` (what `SET ROWCOUNT` takes).
@@ -2716,6 +2733,52 @@ mod tests {
         );
         let sql = lookup_sql(t, &unsortable, &strings(&["At"]), 5).expect("sql");
         assert!(!sql.contains("ORDER BY"), "{sql}");
+    }
+
+    /// SQL Server does not apply `SET TEXTSIZE` to `xml`, so the server's own statements
+    /// read an `xml` column as `nvarchar(max)`, which it bounds; what arrives of a long one
+    /// is still reported cut. Tested on the SQL text: the test peer has no `xml` columns and
+    /// ignores `TEXTSIZE`.
+    #[test]
+    fn xml_columns_are_read_as_nvarchar_so_textsize_bounds_them() {
+        let t = canned_table(
+            "Docs",
+            &[("Id", "int"), ("Doc", "xml"), ("Title", "nvarchar(50)")],
+            &["Id"],
+        );
+        let cols = strings(&["Id", "Doc", "Title"]);
+        let list = "[Id], CONVERT(nvarchar(max), [Doc]) AS [Doc], [Title] FROM";
+        let sql = sample_sql(&t, &cols, &Page::rows(0, 5)).expect("sql");
+        assert!(sql.starts_with(&format!("SELECT {list}")), "{sql}");
+        let sql = lookup_sql(&t, &cols, &strings(&["Id"]), 1).expect("sql");
+        assert!(sql.starts_with(&format!("SELECT TOP (2) {list}")), "{sql}");
+        let keywords = strings(&["a"]);
+        let text = strings(&["Title"]);
+        let req = SearchRequest {
+            table: &t,
+            columns: &cols,
+            text_columns: &text,
+            keywords: &keywords,
+            limit: 10,
+        };
+        let sql = search_sql(&req).expect("sql");
+        assert!(
+            sql.contains("[Id], CONVERT(nvarchar(max), [Doc]) AS [Doc], [Title], ("),
+            "{sql}"
+        );
+        let sql = full_text_search_sql(&req, "Id", &["Title"]).expect("sql");
+        assert!(
+            sql.contains("t.[Id], CONVERT(nvarchar(max), t.[Doc]) AS [Doc], t.[Title], ("),
+            "{sql}"
+        );
+        // The shortest value the server cuts at TEXTSIZE (ASCII: two bytes a character on
+        // the wire, one in UTF-8) is longer than the cut here, so it is reported cut.
+        let (v, cut) = decode(
+            ColumnData::String(Some(Cow::Owned("<".repeat(TEXTSIZE_BYTES / 2)))),
+            ColumnType::NVarchar,
+        );
+        assert!(cut);
+        assert_eq!(v.size(), MAX_VALUE_BYTES);
     }
 
     #[test]
