@@ -40,9 +40,13 @@
 //! bodies; SQL Server: a CTE sees itself and earlier CTEs, and a reference that matches a CTE
 //! only case-insensitively is checked as a table too, in case the collation is case-sensitive).
 //!
-//! SQL Server names are normalised like the server compares them (trailing spaces ignored,
-//! full-width letters folded) before matching; accent-insensitive collations are not emulated,
-//! so deny rules on such databases should be backed by server permissions.
+//! Names are matched against the rules so that a collation can only make the guard stricter
+//! (see [`AccessRules`]): a name that folds to a denied name as some SQL Server collation may
+//! fold it (trailing spaces ignored, full-width letters and letters such as `ſ` and `ı`
+//! folded to ASCII; [`fold_name`]) is refused, while an allowed name admits only names that
+//! differ from it in ASCII case (and, on SQL Server, trailing spaces). Accent-insensitive
+//! collations are not emulated, so deny rules on such databases should be backed by server
+//! permissions.
 //!
 //! Unqualified table names are taken to be in the dialect's default schema (`main` for SQLite,
 //! `dbo` for SQL Server) when matched against dotted patterns. A login whose default schema is
@@ -104,10 +108,18 @@ impl SqlDialect {
     }
 }
 
-/// Table and column access rules of one scope. Patterns are case-insensitive; `*` matches any
-/// run of characters; a pattern with a dot is matched against `schema.table` (e.g. `dbo.*`,
-/// `main.orders`), a pattern without a dot against the bare table name. Empty `allow_tables`
-/// means all tables allowed. Deny wins over allow.
+/// Table and column access rules of one scope. `*` matches any run of characters; a pattern
+/// with a dot is matched against `schema.table` (e.g. `dbo.*`, `main.orders`), a pattern
+/// without a dot against the bare table name. Empty `allow_tables` means all tables allowed.
+/// Deny wins over allow.
+///
+/// Matching only ever errs towards hiding. A `deny_tables` or `deny_columns` pattern matches
+/// a name in any case, and also when both fold to the same name ([`fold_name`]: full-width
+/// forms, letters whose capital is ASCII such as `ſ` and `ı`, trailing spaces), in case the
+/// database's collation compares them so. An `allow_tables` pattern matches only a name
+/// that differs from it in the case of ASCII letters at most ([`allow_match`]), which every
+/// collation and SQLite take for the same name: `items` does not admit a table named `ıtems`
+/// or `Ｉtems`, which some collations take for another table.
 ///
 /// When the schema is unknown (`None`), the schema part of dotted patterns is not compared.
 /// Identifiers that themselves contain a dot cannot be expressed in patterns. Invalid rules
@@ -129,7 +141,7 @@ impl AccessRules {
         if self
             .deny_tables
             .iter()
-            .any(|p| table_pattern_matches(p, schema, table))
+            .any(|p| table_pattern_matches(p, schema, table, deny_match))
         {
             return false;
         }
@@ -137,7 +149,7 @@ impl AccessRules {
             || self
                 .allow_tables
                 .iter()
-                .any(|p| table_pattern_matches(p, schema, table))
+                .any(|p| table_pattern_matches(p, schema, table, allow_match))
     }
 
     /// Whether `column` of `schema.table` is hidden.
@@ -146,7 +158,7 @@ impl AccessRules {
             return true;
         }
         self.deny_columns.iter().any(|p| {
-            column_pattern_table_part(p, schema, table).is_some_and(|col| glob_match(col, column))
+            column_pattern_table_part(p, schema, table).is_some_and(|col| deny_match(col, column))
         })
     }
 
@@ -920,10 +932,57 @@ fn addr<T>(x: &T) -> usize {
     x as *const T as usize
 }
 
+/// A name as a case-insensitive SQL Server collation may compare it, beyond case: trailing
+/// spaces dropped (SQL Server always ignores them), full-width forms as ASCII (default
+/// collations are width-insensitive), and a letter whose capital is ASCII (`ſ` → `S`,
+/// `ı` → `I`, `ﬁ` → `FI`) as that ASCII, lower-cased, in case a collation compares it so.
+/// Accent-insensitive collations are not emulated. The guard only ever hides more for it
+/// ([`deny_match`]); it never admits a name for it ([`allow_match`]).
+pub fn fold_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\u{FF01}'..='\u{FF5E}' => {
+                out.push(char::from_u32(c as u32 - 0xFEE0).unwrap_or(c));
+            }
+            '\u{3000}' => out.push(' '),
+            c if !c.is_ascii() && c.to_uppercase().all(|u| u.is_ascii()) => {
+                out.extend(c.to_uppercase().map(|u| u.to_ascii_lowercase()));
+            }
+            c => out.push(c),
+        }
+    }
+    out.truncate(out.trim_end_matches(' ').len());
+    out
+}
+
 /// `*` matches any run of characters; case-insensitive; iterative (no backtracking blow-up).
 fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
+    glob_chars(&pattern.to_lowercase(), &text.to_lowercase())
+}
+
+/// Whether a name matches a `deny_*` pattern part: in any case ([`glob_match`]), or once
+/// folded ([`fold_name`]) as some collations compare names. Errs towards a match.
+fn deny_match(pattern: &str, text: &str) -> bool {
+    if glob_match(pattern, text) {
+        return true;
+    }
+    let text = fold_name(text);
+    glob_match(pattern, &text) || glob_match(&fold_name(pattern), &text)
+}
+
+/// Whether a name matches an `allow_tables` pattern part: ASCII letters in any case, every
+/// other character exactly as written. Errs towards no match: a letter that only some
+/// collations equate with another (`ı` and `i`, `ſ` and `s`, `K` (Kelvin) and `k`, `é`
+/// and `É` on SQLite) does not admit a table the operator did not name.
+fn allow_match(pattern: &str, text: &str) -> bool {
+    glob_chars(&pattern.to_ascii_lowercase(), &text.to_ascii_lowercase())
+}
+
+/// [`glob_match`] on names already brought to one case.
+fn glob_chars(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
@@ -950,16 +1009,24 @@ fn glob_match(pattern: &str, text: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
-fn table_pattern_matches(pattern: &str, schema: Option<&str>, table: &str) -> bool {
+/// Whether a table pattern matches `schema.table`, each part compared by `matches`
+/// ([`allow_match`] or [`deny_match`]).
+fn table_pattern_matches(
+    pattern: &str,
+    schema: Option<&str>,
+    table: &str,
+    matches: fn(&str, &str) -> bool,
+) -> bool {
     let parts: Vec<&str> = pattern.split('.').collect();
     match parts.as_slice() {
-        [t] => glob_match(t, table),
-        [s, t] => schema.is_none_or(|sc| glob_match(s, sc)) && glob_match(t, table),
+        [t] => matches(t, table),
+        [s, t] => schema.is_none_or(|sc| matches(s, sc)) && matches(t, table),
         _ => false,
     }
 }
 
-/// The column part of a `deny_columns` pattern if its table (and schema) parts match.
+/// The column part of a `deny_columns` pattern if its table (and schema) parts match
+/// ([`deny_match`]).
 fn column_pattern_table_part<'p>(
     pattern: &'p str,
     schema: Option<&str>,
@@ -967,8 +1034,8 @@ fn column_pattern_table_part<'p>(
 ) -> Option<&'p str> {
     let parts: Vec<&'p str> = pattern.split('.').collect();
     match parts.as_slice() {
-        [t, c] if glob_match(t, table) => Some(c),
-        [s, t, c] if schema.is_none_or(|sc| glob_match(s, sc)) && glob_match(t, table) => Some(c),
+        [t, c] if deny_match(t, table) => Some(c),
+        [s, t, c] if schema.is_none_or(|sc| deny_match(s, sc)) && deny_match(t, table) => Some(c),
         _ => None,
     }
 }
@@ -999,7 +1066,8 @@ struct Checker<'a> {
     /// Object names visited as relations that are not tables (allowed table functions).
     not_tables: HashSet<usize>,
     tables: Vec<TableRef>,
-    /// Normalised `(schema, table)` of each entry of `tables`, as matched against the rules.
+    /// `(schema, table)` of each entry of `tables` as written (less trailing spaces on SQL
+    /// Server), as matched against the rules.
     normalised_tables: Vec<(Option<String>, String)>,
     /// Folded `(schema, table)` keys of `tables`, for deduplication.
     seen_tables: HashSet<(String, String)>,
@@ -1071,31 +1139,24 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Normalises an identifier the way the server compares names, beyond case: SQL Server
-    /// ignores trailing spaces and (in its default, width-insensitive collations) maps
-    /// full-width forms to ASCII. A letter whose capital is ASCII (`ſ` → `S`, `ı` → `I`,
-    /// `ﬁ` → `FI`) is taken as that ASCII, in case a case-insensitive collation compares it
-    /// so. Accent-insensitive collations are not emulated.
+    /// Normalises an identifier the way some collation may compare names, beyond case
+    /// ([`fold_name`] on SQL Server; as written on SQLite). Used to find what a name could
+    /// mean (system catalogs, CTEs, dangerous functions, the catalog entry whose hidden
+    /// columns to mask), never to admit a table: the rules match [`Checker::plain`] names and
+    /// fold on their own, towards hiding only.
     fn norm(&self, s: &str) -> String {
         match self.dialect {
             SqlDialect::Sqlite => s.to_string(),
-            SqlDialect::MsSql => {
-                let mut out = String::with_capacity(s.len());
-                for c in s.chars() {
-                    match c {
-                        '\u{FF01}'..='\u{FF5E}' => {
-                            out.push(char::from_u32(c as u32 - 0xFEE0).unwrap_or(c));
-                        }
-                        '\u{3000}' => out.push(' '),
-                        c if !c.is_ascii() && c.to_uppercase().all(|u| u.is_ascii()) => {
-                            out.extend(c.to_uppercase().map(|u| u.to_ascii_lowercase()));
-                        }
-                        c => out.push(c),
-                    }
-                }
-                out.truncate(out.trim_end_matches(' ').len());
-                out
-            }
+            SqlDialect::MsSql => fold_name(s),
+        }
+    }
+
+    /// An identifier as every collation of the server compares it, beyond case: SQL Server
+    /// always ignores trailing spaces; SQLite compares names as written.
+    fn plain<'s>(&self, s: &'s str) -> &'s str {
+        match self.dialect {
+            SqlDialect::Sqlite => s,
+            SqlDialect::MsSql => s.trim_end_matches(' '),
         }
     }
 
@@ -1120,7 +1181,8 @@ impl<'a> Checker<'a> {
             return;
         }
         if self.quiet_depth == 0 {
-            let n = self.norm(&ident.value);
+            // As written (less trailing spaces): `deny_match` folds it against the rules.
+            let n = self.plain(&ident.value).to_string();
             self.idents.push(n);
         }
     }
@@ -1346,9 +1408,19 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+        // The rules see the name as written (less trailing spaces) and fold it themselves,
+        // towards hiding only: `ıtems` is refused where `items` is denied, and not admitted
+        // where `items` is allowed.
+        let (plain_schema, plain_table) = match written.as_slice() {
+            [s, t] => (Some(self.plain(s)), self.plain(t)),
+            _ => (
+                None,
+                self.plain(written.last().copied().unwrap_or_default()),
+            ),
+        };
         if !self
             .rules
-            .table_visible(Some(self.effective_schema(schema)), table)
+            .table_visible(Some(self.effective_schema(plain_schema)), plain_table)
         {
             return ControlFlow::Break(GuardError::TableDenied(format!(
                 "table `{display}` is not accessible in this scope; use list_tables to see the \
@@ -1358,7 +1430,7 @@ impl<'a> Checker<'a> {
         let key = (self.fold(schema.unwrap_or("")), t);
         if self.seen_tables.insert(key) {
             self.normalised_tables
-                .push((schema.map(str::to_string), table.to_string()));
+                .push((plain_schema.map(str::to_string), plain_table.to_string()));
             // Normalised as the server compares names (full-width letters, trailing spaces),
             // so that the catalog finds the table the server will read: masking its hidden
             // columns depends on it.
@@ -1395,7 +1467,7 @@ impl<'a> Checker<'a> {
                 if !seen.insert(key) {
                     continue;
                 }
-                if let Some((_, table)) = applicable.iter().find(|(c, _)| glob_match(c, ident)) {
+                if let Some((_, table)) = applicable.iter().find(|(c, _)| deny_match(c, ident)) {
                     return Err(GuardError::ColumnDenied(format!(
                         "column `{ident}` of table `{table}` is hidden in this scope; remove it \
                          from the query"
@@ -3299,6 +3371,77 @@ mod tests {
             "SELECT * FROM [sys ].[objects]",
         );
         assert_column_denied(MsSql, &r, "SELECT [ssn  ] FROM people");
+    }
+
+    /// Folding a name (`ı` → `i`, `ſ` → `s`, full width, trailing spaces) may only refuse
+    /// more: an allowed name admits a table only if it differs from it in ASCII case, so a
+    /// table literally named `ıtems` (another table under collations that tell `ı` from `i`)
+    /// is not admitted because `items` is allowed.
+    #[test]
+    fn an_allowed_name_admits_only_names_equal_to_it_up_to_ascii_case() {
+        let r = rules(&["items", "dbo.keys"], &[], &[]);
+        assert!(r.table_visible(Some("dbo"), "ITEMS"));
+        assert!(r.table_visible(Some("DBO"), "Keys"));
+        for lookalike in [
+            "\u{131}tems",  // dotless ı
+            "\u{130}TEMS",  // İ
+            "\u{FF49}tems", // full-width ｉ
+            "item\u{17F}",  // long ſ
+            "\u{212A}eys",  // Kelvin sign, whose lower case is `k`
+        ] {
+            assert!(!r.table_visible(Some("dbo"), lookalike), "{lookalike}");
+        }
+        for d in both() {
+            passes_with(d, &r, "SELECT * FROM ITEMS");
+            for sql in [
+                "SELECT * FROM \u{131}tems",
+                "SELECT * FROM [item\u{17F}]",
+                "SELECT * FROM \"item\u{17F}\"",
+            ] {
+                if d == Sqlite && sql.contains('[') {
+                    continue;
+                }
+                assert_table_denied(d, &r, sql);
+            }
+        }
+        passes_with(MsSql, &r, "SELECT * FROM [items  ]");
+        assert_table_denied(
+            MsSql,
+            &r,
+            "SELECT * FROM \u{FF49}\u{FF54}\u{FF45}\u{FF4D}\u{FF53}",
+        );
+        assert_table_denied(MsSql, &r, "SELECT * FROM dbo.[\u{212A}eys]");
+    }
+
+    /// The other direction: a name that folds to a denied name is refused, whichever of the
+    /// two is written with the letter that folds, in queries and in the rules the tools
+    /// apply to catalog names.
+    #[test]
+    fn a_name_that_folds_to_a_denied_name_is_refused() {
+        let r = rules(&[], &["secret"], &["people.ssn"]);
+        assert!(!r.table_visible(Some("dbo"), "\u{17F}ecret"));
+        assert!(!r.table_visible(Some("dbo"), "SECRET "));
+        assert!(r.column_denied(Some("dbo"), "people", "\u{17F}sn"));
+        assert!(r.column_denied(Some("dbo"), "people", "\u{FF53}sn"));
+        for d in both() {
+            assert_table_denied(d, &r, "SELECT * FROM \"\u{17F}ecret\"");
+            assert_column_denied(d, &r, "SELECT \"\u{17F}sn\" FROM people");
+        }
+        // The rule written with the letter that folds.
+        let r = rules(&[], &["\u{17F}ecret"], &["people.\u{17F}sn"]);
+        assert!(!r.table_visible(Some("dbo"), "secret"));
+        assert!(!r.table_visible(Some("dbo"), "\u{17F}ecret"));
+        assert!(r.column_denied(Some("dbo"), "people", "SSN"));
+        for d in both() {
+            assert_table_denied(d, &r, "SELECT * FROM secret");
+            assert_table_denied(d, &r, "SELECT * FROM \"\u{17F}ecret\"");
+            assert_column_denied(d, &r, "SELECT \"\u{17F}sn\" FROM people");
+            assert_column_denied(d, &r, "SELECT ssn FROM people");
+        }
+        // A table whose name folds to one with hidden columns has them hidden too.
+        let r = rules(&[], &[], &["secret.pay"]);
+        assert!(r.has_denied_columns(Some("dbo"), "\u{17F}ecret"));
+        assert_column_denied(MsSql, &r, "SELECT pay FROM [\u{17F}ecret]");
     }
 
     // ---- rules API ----
