@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError, DatabaseKind, SqliteConfig, ToolProfile};
+use crate::stdout::{errln, out, outln};
 
 /// Exit code for a bad configuration or command line (sysexits `EX_USAGE`).
 pub const EX_USAGE: u8 = 64;
@@ -121,8 +122,13 @@ pub enum TokensAction {
     },
 }
 
-/// Entry point used by `main.rs`.
+/// Entry point used by `main.rs`: the command, then what [`crate::stdout::finish`] makes of
+/// its exit code (a reader of standard output who went away is no failure; a full disk is).
 pub fn main() -> ExitCode {
+    crate::stdout::finish(run())
+}
+
+fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -152,13 +158,13 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config, connect } if !connect => check_config(&config),
         Command::HashPassword => hash_password(),
         Command::IpPresets => {
-            print!("{}", crate::edge::allowlist::describe_presets());
+            out!("{}", crate::edge::allowlist::describe_presets());
             ExitCode::SUCCESS
         }
         Command::GenerateDemo { data_dir } => match crate::demo::ensure_database(&data_dir) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}\n  fix: pass a writable directory with --data-dir");
+                errln!("error: {e}\n  fix: pass a writable directory with --data-dir");
                 ExitCode::from(EX_USAGE)
             }
         },
@@ -169,7 +175,7 @@ pub fn main() -> ExitCode {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
+                    errln!("error: cannot start the async runtime: {e}");
                     return ExitCode::from(EX_UNAVAILABLE);
                 }
             };
@@ -225,7 +231,7 @@ fn init_tracing(format: crate::ops::config::LogFormat) {
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("{e}");
+    errln!("{e}");
     ExitCode::from(EX_USAGE)
 }
 
@@ -238,18 +244,18 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     if let Err(e) = crate::edge::tls::check_files(&config.tls) {
         return config_error(&e);
     }
-    println!("{} is valid.", path.display());
-    println!(
+    outln!("{} is valid.", path.display());
+    outln!(
         "Listening on {}; public URL {}",
         config.server.listen,
         config.public_url()
     );
     if config.server.insecure_no_auth {
-        println!("WARNING: server.insecure_no_auth = true: MCP endpoints need no token.");
+        outln!("WARNING: server.insecure_no_auth = true: MCP endpoints need no token.");
     } else if let Err(e) = require_oauth_users(&config) {
         return config_error(&e);
     } else {
-        println!(
+        outln!(
             "OAuth: {} user(s) may sign in; root discovery answers for {}; admin endpoint {}",
             config.oauth.users.len(),
             config.default_scope_path().unwrap_or("-"),
@@ -257,7 +263,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         );
     }
     crate::edge::config::describe(&config);
-    println!(
+    outln!(
         "Health: /health, /health/ready; metrics: /metrics for {} on the main listener, always on the admin listener {}",
         if config.metrics.allow.is_empty() {
             "nobody".to_string()
@@ -267,7 +273,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         config.admin.listen
     );
     match config.audit.output {
-        crate::ops::config::AuditOutput::File => println!(
+        crate::ops::config::AuditOutput::File => outln!(
             "Audit: {} (rotated at {} bytes, {} kept)",
             config
                 .server
@@ -278,9 +284,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             config.audit.keep
         ),
         crate::ops::config::AuditOutput::Stderr => {
-            println!("Audit: standard error (the journal under systemd)")
+            outln!("Audit: standard error (the journal under systemd)")
         }
-        crate::ops::config::AuditOutput::Off => println!(
+        crate::ops::config::AuditOutput::Off => outln!(
             "WARNING: [audit] output = \"off\": tool calls and OAuth decisions are not recorded"
         ),
     }
@@ -288,10 +294,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         match &db.kind {
             DatabaseKind::Sqlite(SqliteConfig { path, immutable }) => {
                 let note = if *immutable { " (immutable)" } else { "" };
-                println!("database `{}`: sqlite {}{note}", db.name, path.display())
+                outln!("database `{}`: sqlite {}{note}", db.name, path.display())
             }
             DatabaseKind::Mssql(m) => {
-                println!("database `{}`: mssql {}", db.name, m.describe());
+                outln!("database `{}`: mssql {}", db.name, m.describe());
                 // The secrets may only be readable by the service (systemd credentials), so an
                 // unreadable one is a warning here, not an error.
                 let sources = [
@@ -302,7 +308,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                     if let Some(src) = src
                         && let Err(e) = src.load(&format!("database[{i}].{name}"))
                     {
-                        println!("WARNING: {e}");
+                        outln!("WARNING: {e}");
                     }
                 }
             }
@@ -315,7 +321,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 "full (search, fetch, list_tables, describe_table, get_table_sample, execute_sql)"
             }
         };
-        println!(
+        outln!(
             "scope {}: {}{}/mcp and {}{}/sse → database `{}`, profile {profile}, max_rows {}",
             s.path,
             config.public_url(),
@@ -433,18 +439,18 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
-            eprintln!("error: {e}\n  fix: pass a writable directory with --data-dir");
+            errln!("error: {e}\n  fix: pass a writable directory with --data-dir");
             return ExitCode::from(EX_USAGE);
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
+            errln!(
                 "error: cannot listen on {listen}: {e}\n  fix: pass another address with --listen"
             );
             return ExitCode::from(EX_UNAVAILABLE);
@@ -457,36 +463,36 @@ async fn demo(listen: SocketAddr, data_dir: Option<PathBuf>) -> ExitCode {
     let state = match crate::app::build_state(config, true).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
     let base = state.public_url();
-    eprintln!();
-    eprintln!("  !!! DEMO MODE: AUTHENTICATION IS OFF !!!");
-    eprintln!("  Anyone who can reach {bound} can query this database.");
-    eprintln!("  For a real deployment use `mssql-mcp serve --config <file>`.");
-    eprintln!();
-    eprintln!(
+    errln!();
+    errln!("  !!! DEMO MODE: AUTHENTICATION IS OFF !!!");
+    errln!("  Anyone who can reach {bound} can query this database.");
+    errln!("  For a real deployment use `mssql-mcp serve --config <file>`.");
+    errln!();
+    errln!(
         "  demo database: {} (ready in {:.1?})",
         db_path.display(),
         started.elapsed()
     );
-    eprintln!(
+    errln!(
         "  ChatGPT scope (search, fetch):  {base}/chatgpt/mcp   (legacy SSE: {base}/chatgpt/sse)"
     );
-    eprintln!(
+    errln!(
         "  Claude scope (all tools):       {base}/claude/mcp    (legacy SSE: {base}/claude/sse)"
     );
-    eprintln!(
+    errln!(
         "  try: npx @modelcontextprotocol/inspector --cli {base}/claude/mcp --transport http --method tools/list"
     );
-    eprintln!();
+    errln!();
     tracing::warn!(listen = %bound, "demo mode: authentication is OFF");
     match crate::app::run(state, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
@@ -501,7 +507,7 @@ async fn serve(config: Config) -> ExitCode {
     let listener = match TcpListener::bind(config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
+            errln!(
                 "error: cannot listen on {}: {e}\n  fix: change server.listen or free the port",
                 config.server.listen
             );
@@ -516,7 +522,7 @@ async fn serve(config: Config) -> ExitCode {
     let admin_listener = match TcpListener::bind(config.admin.listen).await {
         Ok(l) => Some(l),
         Err(e) => {
-            eprintln!(
+            errln!(
                 "error: cannot listen on {} (admin): {e}\n  fix: change admin.listen or free the port",
                 config.admin.listen
             );
@@ -528,7 +534,7 @@ async fn serve(config: Config) -> ExitCode {
         Ok(s) => s,
         Err(crate::app::StartError::Config(e)) => return config_error(&e),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
@@ -557,7 +563,7 @@ async fn serve(config: Config) -> ExitCode {
         // A TLS file that cannot be used (see `edge::tls::file_error`).
         Err(crate::app::StartError::Config(e)) => config_error(&e),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
@@ -604,14 +610,14 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => println!(
+            Ok(()) => outln!(
                 "database `{}`: answered in {} ms",
                 db.name,
                 started.elapsed().as_millis()
             ),
             Err(e) => {
                 failed = true;
-                println!("database `{}`: FAILED: {e}", db.name);
+                outln!("database `{}`: FAILED: {e}", db.name);
             }
         }
     }
@@ -631,7 +637,7 @@ async fn cache(path: &std::path::Path, action: CacheAction) -> ExitCode {
     let token = match admin::read_token(&config.server.state_dir) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
@@ -647,7 +653,7 @@ async fn cache(path: &std::path::Path, action: CacheAction) -> ExitCode {
             };
             admin::call_with(addr, &token, &path, None::<&()>)
                 .await
-                .map(|v| print!("{}", admin::format_cache_stats(&v)))
+                .map(|v| out!("{}", admin::format_cache_stats(&v)))
         }
         CacheAction::Clear { scope } => admin::call_with(
             addr,
@@ -658,7 +664,7 @@ async fn cache(path: &std::path::Path, action: CacheAction) -> ExitCode {
         .await
         .map(|v| {
             for c in v["cleared"].as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "{}: cleared {} entries",
                     c["scope"].as_str().unwrap_or("?"),
                     c["entries"]
@@ -669,7 +675,7 @@ async fn cache(path: &std::path::Path, action: CacheAction) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
@@ -708,14 +714,14 @@ fn read_password() -> Result<String, String> {
             .ok()
     };
     let ask = |prompt: &str| -> Result<String, String> {
-        eprint!("{prompt}");
+        crate::stdout::write_err(format_args!("{prompt}"));
         let _ = std::io::stderr().flush();
         let hidden = stty("-echo").is_some_and(|s| s.success());
         let mut line = String::new();
         let read = stdin.lock().read_line(&mut line);
         if hidden {
             stty("echo");
-            eprintln!();
+            errln!();
         }
         read.map_err(|e| format!("cannot read the terminal: {e}"))?;
         Ok(line.trim_end_matches(['\n', '\r']).to_string())
@@ -732,23 +738,23 @@ fn hash_password() -> ExitCode {
     let password = match read_password() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EX_USAGE);
         }
     };
     if password.chars().count() < 12 {
-        eprintln!(
+        errln!(
             "error: the password is shorter than 12 characters\n  fix: choose a longer one (a passphrase of several words is easiest)"
         );
         return ExitCode::from(EX_USAGE);
     }
     match crate::oauth::password::hash(&password) {
         Ok(h) => {
-            println!("{h}");
+            outln!("{h}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: cannot hash: {e}");
+            errln!("error: cannot hash: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
@@ -763,7 +769,7 @@ async fn tokens(path: &std::path::Path, action: TokensAction) -> ExitCode {
     let token = match admin::read_token(&config.server.state_dir) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
@@ -775,7 +781,7 @@ async fn tokens(path: &std::path::Path, action: TokensAction) -> ExitCode {
                 admin::call(addr, &token, "/admin/grants", None).await,
             ) {
                 (Ok(c), Ok(g)) => {
-                    print!("{}", admin::format_listing(&c, &g));
+                    out!("{}", admin::format_listing(&c, &g));
                     Ok(())
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
@@ -787,7 +793,7 @@ async fn tokens(path: &std::path::Path, action: TokensAction) -> ExitCode {
                 (None, Some(u), false) => Target::User(u),
                 (None, None, true) => Target::All,
                 _ => {
-                    eprintln!(
+                    errln!(
                         "error: say what to revoke\n  fix: pass exactly one of --client ID, --user NAME or --all"
                     );
                     return ExitCode::from(EX_USAGE);
@@ -795,13 +801,13 @@ async fn tokens(path: &std::path::Path, action: TokensAction) -> ExitCode {
             };
             admin::call(addr, &token, "/admin/revoke", Some(&target))
                 .await
-                .map(|v| println!("revoked {} grant(s)", v["revoked_grants"]))
+                .map(|v| outln!("revoked {} grant(s)", v["revoked_grants"]))
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }

@@ -15,6 +15,7 @@
 //! - [`edge`]: TLS (ACME/files/off), client IP, allowlists, rate limits, timeouts, headers, and the
 //!   two tower services that run them on every request (`edge::stack`).
 //! - [`state`]: [`state::AppState`] and the per-scope [`state::Scope`].
+//! - [`stdout`]: the CLI's output, for which a closed pipe is a normal end, never a panic.
 //! - [`app`]: builds backends and scopes, the router, and runs the server.
 //! - [`mcp`]: protocol revisions, sessions, transports, dispatch, record pages.
 //! - [`oauth`]: the OAuth 2.1 authorization server (discovery, registration, sign-in page,
@@ -37,4 +38,5 @@ pub mod mcp;
 pub mod oauth;
 pub mod ops;
 pub mod state;
+pub mod stdout;
 pub mod tools;

@@ -1276,6 +1276,81 @@ fn check_config_connect_reports_each_database() {
     assert!(text.contains("database `main`: FAILED"), "{text}");
 }
 
+/// Runs the binary with `args`, its standard output a pipe whose reading end is already closed
+/// (what `| head -1` leaves once `head` has its line): the exit code and standard error.
+fn run_into_closed_pipe(args: &[&OsStr]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the binary");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_output_into_a_closed_pipe_ends_quietly_with_the_status_it_would_have_had() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config_text(dir.path(), &db, "", "")).expect("config");
+    let config = config_path.as_os_str();
+    let cases: [(&[&OsStr], i32); 2] = [
+        (&["check-config".as_ref(), "--config".as_ref(), config], 0),
+        (&["ip-presets".as_ref()], 0),
+    ];
+    for (args, want) in cases {
+        let (code, stderr) = run_into_closed_pipe(args);
+        assert_eq!(code, Some(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: nothing to report: {stderr}");
+    }
+    // A failure is still one: the database is gone, so `--connect` exits 69 as it would into
+    // a terminal.
+    std::fs::remove_file(&db).expect("remove db");
+    let args: [&OsStr; 4] = [
+        "check-config".as_ref(),
+        "--connect".as_ref(),
+        "--config".as_ref(),
+        config,
+    ];
+    let (code, stderr) = run_into_closed_pipe(&args);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn cli_output_onto_a_full_disk_is_an_io_error_not_a_panic() {
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full");
+        return;
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let out = Command::new(BIN)
+        .arg("ip-presets")
+        .stdin(Stdio::null())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output"),
+        "{stderr}"
+    );
+}
+
 /// A config file in `dir` for the binary, with a fresh database, `extra` appended and loopback
 /// ports of its own (the admin listener's too, so binaries started side by side do not meet on
 /// its default port); the path and the public port.

@@ -456,7 +456,7 @@ fn same_socket(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
 pub fn describe(config: &crate::config::Config) {
     let tls = &config.tls;
     match tls.mode {
-        TlsMode::Acme => println!(
+        TlsMode::Acme => crate::stdout::outln!(
             "TLS: ACME ({}) for {} from {}{}",
             match tls.challenge {
                 AcmeChallenge::TlsAlpn01 => "TLS-ALPN-01 on the TLS port".to_string(),
@@ -475,7 +475,7 @@ pub fn describe(config: &crate::config::Config) {
                 ""
             }
         ),
-        TlsMode::Files => println!(
+        TlsMode::Files => crate::stdout::outln!(
             "TLS: files {} + {} (reloaded on SIGHUP{})",
             tls.cert
                 .as_deref()
@@ -491,12 +491,12 @@ pub fn describe(config: &crate::config::Config) {
                 String::new()
             }
         ),
-        TlsMode::Off => println!("TLS: off (plain HTTP; put a TLS proxy in front)"),
+        TlsMode::Off => crate::stdout::outln!("TLS: off (plain HTTP; put a TLS proxy in front)"),
     }
     if let Some(r) = tls.http_redirect_listen {
-        println!("HTTP redirect listener on {r}");
+        crate::stdout::outln!("HTTP redirect listener on {r}");
         if tls.mode == TlsMode::Acme && tls.challenge == AcmeChallenge::Http01 && r.port() != 80 {
-            println!(
+            crate::stdout::outln!(
                 "  note: CAs fetch HTTP-01 tokens from port 80; {r} works only if port 80 is forwarded to it"
             );
         }
@@ -515,7 +515,7 @@ pub fn describe(config: &crate::config::Config) {
         if entries.is_empty() {
             continue;
         }
-        println!("allowlist {name}: {}", entries.join(", "));
+        crate::stdout::outln!("allowlist {name}: {}", entries.join(", "));
         for e in entries {
             if let Some(p) = allowlist::preset(e)
                 && !presets_used.contains(&p.name)
@@ -525,11 +525,11 @@ pub fn describe(config: &crate::config::Config) {
         }
     }
     if config.access.allow.is_empty() {
-        println!("allowlist access.allow: everyone");
+        crate::stdout::outln!("allowlist access.allow: everyone");
     }
     for name in presets_used {
         if let Some(p) = allowlist::preset(name) {
-            println!(
+            crate::stdout::outln!(
                 "  preset {} (as of {}; changes over time): {}",
                 p.name,
                 p.as_of,
@@ -538,13 +538,13 @@ pub fn describe(config: &crate::config::Config) {
         }
     }
     if !config.server.trusted_proxies.is_empty() {
-        println!(
+        crate::stdout::outln!(
             "trusted proxies: {}",
             config.server.trusted_proxies.join(", ")
         );
     }
     let l = &config.limits;
-    println!(
+    crate::stdout::outln!(
         "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; connections {} per IP, {} total; SSE {} per IP, {} total; header {} s and {} bytes, {} HTTP/2 streams per connection, idle {} s, request {} s",
         l.per_ip_per_sec,
         l.per_ip_burst,
