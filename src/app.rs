@@ -143,14 +143,19 @@ pub fn router(state: &AppState) -> Router {
         // Per-IP bucket, then the stricter bucket on OAuth endpoints.
         .layer(edge.rate_limits.per_ip_layer())
         .layer(edge.rate_limits.oauth_layer())
-        // Innermost: SSE stream caps, 413 for bodies over the limit before any handler buffers
-        // them, and a bound on the time to a response head (never on an SSE stream's body).
-        .layer(edge::stack::AdmitLayer::new(edge));
+        // Innermost: SSE stream caps, and 413 for bodies over the limit before any handler
+        // buffers them.
+        .layer(edge::stack::AdmitLayer::new(edge.clone()));
     Router::new()
         .merge(crate::ops::routes(state))
         .merge(crate::mcp::routes(state))
         .merge(crate::oauth::routes(state))
-        // Hands the matched route template out to `Front`'s count (set only inside the router).
+        // A bound on the time to a response head (never on an SSE stream's body), around each
+        // route, so that `MarkRouteLayer` (added next, so wrapping it) puts the route template
+        // on its 503.
+        .route_layer(edge::stack::DeadlineLayer::new(edge))
+        // Hands the matched route template out to `Front`'s count (set only inside the router),
+        // on the timeout's 503 too.
         .route_layer(crate::ops::metrics::MarkRouteLayer)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))

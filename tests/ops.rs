@@ -350,6 +350,53 @@ async fn metrics_count_tool_calls_requests_and_queries() {
     srv.stop().await;
 }
 
+/// A tool call that outlasts `limits.request_timeout_secs` is answered 503 and counted under
+/// its route, not as `unmatched` (the timeout once sat outside the router, which knows the
+/// route).
+#[tokio::test]
+async fn a_request_that_times_out_is_counted_under_its_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    // The query runs until SQLite's progress handler stops it at 3 s, past the 1 s request
+    // timeout (and no longer: the call's future is dropped at 1 s, the query is not).
+    let text = config_text(dir.path(), &db, "", "[limits]\nrequest_timeout_secs = 1\n").replace(
+        "kind = \"sqlite\"",
+        "kind = \"sqlite\"\nquery_timeout_secs = 3",
+    );
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "execute_sql", "arguments": {"sql": slow}}});
+    let started = Instant::now();
+    let resp = client()
+        .post(srv.url("/claude/sse"))
+        .json(&body)
+        .send()
+        .await
+        .expect("tool call");
+    assert_eq!(resp.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "answered at the request timeout, not the query's: {:?}",
+        started.elapsed()
+    );
+    let (status, text) = srv.get("/metrics").await;
+    assert_eq!(status, 200);
+    for want in [
+        r#"mssql_mcp_http_requests_total{method="POST",route="/claude/sse",status="503"} 1"#,
+        r#"mssql_mcp_http_request_duration_seconds_count{route="/claude/sse"} 1"#,
+        r#"mssql_mcp_tool_calls_total{scope="/claude",status="cancelled",tool="execute_sql"} 1"#,
+        "mssql_mcp_http_timeouts_total 1",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+    assert!(
+        !text.contains(r#"route="unmatched""#),
+        "nothing here is unmatched:\n{text}"
+    );
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn promtool_accepts_the_metrics() {
     if !peer("promtool", "prometheus") {

@@ -467,7 +467,8 @@ pub fn opens_stream(req: &Request) -> bool {
     path.ends_with("/mcp") && crate::mcp::streamable::get_accepts_stream(req.headers())
 }
 
-/// The innermost of the edge's checks ([`super::stack::Admit`]): per request, in this order,
+/// The innermost of the edge's checks ([`super::stack::Admit`]) and the request timeout
+/// ([`super::stack::Deadline`]), per request, in this order:
 ///
 /// 1. the SSE stream caps: a request that opens a long-lived stream takes a slot per client IP
 ///    (429 when the address has too many) and one overall (503), held until its response body
@@ -475,13 +476,15 @@ pub fn opens_stream(req: &Request) -> bool {
 /// 2. the body limit: 413 at once when `Content-Length` declares more than
 ///    `server.max_body_bytes`, otherwise as soon as the streamed body crosses it (handlers read
 ///    bodies through axum extractors, which answer 413 for a length-limit error);
-/// 3. the request timeout: 503 when a response head takes longer than
+/// 3. the request timeout: 503 ([`timed_out`]) when a response head takes longer than
 ///    `limits.request_timeout_secs`. Streams are not timed: their head comes at once and their
-///    body may last for hours.
+///    body may last for hours. This check sits inside the router, around each route, so a
+///    request that times out is still counted under its route template (`ops::metrics`);
+///    requests no route matches are answered at once.
 ///
 /// This function makes checks 1 and 2 before the request moves on: the request to pass on
 /// (its body limited) and the stream slot it took, or the refusal (boxed: refusals are rare
-/// and a `Response` is large). [`answer`] makes check 3.
+/// and a `Response` is large). [`answer`] ties the slot to the response.
 pub fn admit(
     edge: &Arc<EdgeState>,
     req: Request,
@@ -501,26 +504,26 @@ pub fn admit(
 }
 
 /// The response to a request [`admit`] let through, from `served` (the rest of the stack):
-/// a stream's response with a body that holds `slot`, anything else within the request
-/// timeout or a 503.
-pub async fn answer<F>(edge: &EdgeState, slot: Option<StreamSlot>, served: F) -> Response
+/// a stream's response with a body that holds `slot`, anything else as it comes.
+pub async fn answer<F>(slot: Option<StreamSlot>, served: F) -> Response
 where
     F: Future<Output = Response>,
 {
     match slot {
         Some(slot) => hold_until_body_ends(served.await, slot),
-        None => match tokio::time::timeout(edge.request_timeout, served).await {
-            Ok(resp) => resp,
-            Err(_) => {
-                edge.counters.timed_out.inc();
-                refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "the request took too long",
-                )
-            }
-        },
+        None => served.await,
     }
+}
+
+/// The answer to a request whose response head did not come within
+/// `limits.request_timeout_secs` (check 3 of [`admit`]), counted.
+pub fn timed_out(edge: &EdgeState) -> Response {
+    edge.counters.timed_out.inc();
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        "the request took too long",
+    )
 }
 
 /// Middleware for the plain-HTTP listener: the body limit of [`admit`] alone (nothing there

@@ -1,6 +1,7 @@
 //! The main listener's own middleware, written as two tower services that sit around the
-//! rate limits: [`Front`] outside them and [`Admit`] inside them (`app::router` stacks them).
-//! The plain-HTTP listener has a [`Front`] too (`app::plain_router`).
+//! rate limits: [`Front`] outside them and [`Admit`] inside them (`app::router` stacks them),
+//! and the request timeout, [`Deadline`], around each route inside the router. The plain-HTTP
+//! listener has a [`Front`] too (`app::plain_router`).
 //!
 //! Until session 8 the same work was done by five layers: tower-http's request-id, propagate
 //! and trace layers, and two `axum::middleware::from_fn` layers. Each of the five had a future
@@ -18,7 +19,7 @@
 //! - [`super::client_ip::decide_in`];
 //! - [`super::allowlist::refusal`];
 //! - [`super::headers::apply`];
-//! - [`super::limits::admit`] and [`super::limits::answer`];
+//! - [`super::limits::admit`], [`super::limits::answer`] and [`super::limits::timed_out`];
 //! - `ops::metrics::Tracking`.
 
 use std::convert::Infallible;
@@ -226,8 +227,9 @@ impl<S> Layer<S> for AdmitLayer {
     }
 }
 
-/// The innermost middleware on the main listener: the stream caps, the body limit and the
-/// request timeout, as [`super::limits::admit`] describes.
+/// The innermost middleware on the main listener: the stream caps and the body limit, as
+/// [`super::limits::admit`] describes (the request timeout is [`Deadline`], inside the
+/// router).
 #[derive(Clone)]
 pub struct Admit<S> {
     inner: S,
@@ -253,13 +255,106 @@ where
             Err(refused) => return Box::pin(std::future::ready(Ok(*refused))),
         };
         let served = self.inner.call(req);
-        let edge = self.edge.clone();
         Box::pin(async move {
             let served = async move {
                 let Ok(resp) = served.await;
                 resp
             };
-            Ok(super::limits::answer(&edge, slot, served).await)
+            Ok(super::limits::answer(slot, served).await)
         })
+    }
+}
+
+/// Builds [`Deadline`].
+#[derive(Clone)]
+pub struct DeadlineLayer {
+    edge: Arc<EdgeState>,
+}
+
+impl DeadlineLayer {
+    pub fn new(edge: Arc<EdgeState>) -> Self {
+        Self { edge }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline {
+            inner,
+            edge: self.edge.clone(),
+        }
+    }
+}
+
+/// The request timeout (check 3 of [`super::limits::admit`]): a 503 when a response head
+/// takes longer than `limits.request_timeout_secs`; streams are not timed.
+///
+/// A route layer, inside the router, rather than part of [`Admit`]: the route template is
+/// only known once the router has matched, and `ops::metrics::MarkRoute` (around this) puts
+/// it on the 503 too, so a request that times out is counted under its route (in [`Admit`],
+/// outside the router, every timeout was counted as `unmatched`). No box: its future is
+/// [`Timed`].
+#[derive(Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    edge: Arc<EdgeState>,
+}
+
+impl<S> Service<Request> for Deadline<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Timed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Timed<S::Future> {
+        if super::limits::opens_stream(&req) {
+            return Timed::Unbounded {
+                inner: self.inner.call(req),
+            };
+        }
+        Timed::Bounded {
+            inner: tokio::time::timeout(self.edge.request_timeout, self.inner.call(req)),
+            edge: self.edge.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Deadline`]'s future: the route's, within the request timeout unless it opens a stream.
+    #[project = TimedProj]
+    pub enum Timed<F> {
+        Bounded {
+            #[pin]
+            inner: tokio::time::Timeout<F>,
+            edge: Arc<EdgeState>,
+        },
+        Unbounded {
+            #[pin]
+            inner: F,
+        },
+    }
+}
+
+impl<F> Future for Timed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TimedProj::Unbounded { inner } => inner.poll(cx),
+            TimedProj::Bounded { inner, edge } => match std::task::ready!(inner.poll(cx)) {
+                Ok(answered) => Poll::Ready(answered),
+                Err(_elapsed) => Poll::Ready(Ok(super::limits::timed_out(edge))),
+            },
+        }
     }
 }
