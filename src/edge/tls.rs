@@ -11,7 +11,7 @@
 //!   certificate for new handshakes (open connections keep theirs). When the CA is unreachable
 //!   the cached certificate keeps being served, rustls-acme retries with exponential backoff,
 //!   and the failure is logged and kept in [`TlsStatus`] (for `/health` and metrics, with the
-//!   certificate's remaining lifetime in seconds).
+//!   certificate's remaining lifetime in seconds; the error's text only on the admin listener).
 //! - `files`: a PEM chain and key, reloaded on SIGHUP and when the files change (polled);
 //!   a bad new pair is reported and the old certificate stays in use.
 //! - `off`: plain HTTP behind another proxy.

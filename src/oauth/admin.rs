@@ -63,16 +63,18 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/cache/clear", post(cache_clear))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .route("/metrics", get(metrics))
-        .route(
-            "/health",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/health", get(health))
         .route("/health/ready", get(ready))
         .with_state(app)
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
     crate::ops::metrics_response(&app)
+}
+
+/// `/health` with the details the public one leaves out (the last TLS error).
+async fn health(State(app): State<AppState>) -> Response {
+    axum::Json(crate::ops::health_body(&app, true)).into_response()
 }
 
 async fn ready(State(app): State<AppState>) -> Response {

@@ -1,6 +1,7 @@
 //! Operations: what an operator running the binary on a VM lives with.
 //!
-//! - `/health`: liveness (the process answers), always 200 while it runs.
+//! - `/health`: liveness (the process answers), always 200 while it runs, with the TLS state;
+//!   the last ACME or reload error's text only on the admin listener.
 //! - `/health/ready`: readiness, 200 or 503 with each check's status: every scope's database
 //!   answers (checked at most every [`READY_CACHE`], so probes cannot hammer it), the
 //!   certificate is valid and not near expiry (when TLS is on), the state directory is
@@ -90,20 +91,31 @@ pub fn routes(app: &AppState) -> Router {
         .with_state(app.clone())
 }
 
-/// Liveness, plus the certificate's state when TLS is on: an ACME failure shows here (the
-/// server keeps serving the previous certificate) with the seconds the certificate has left.
+/// Liveness on the main listener: [`health_body`] without details.
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(health_body(&state, false))
+}
+
+/// Liveness, plus the certificate's state when TLS is on: an ACME failure shows here as
+/// `"state": "error"` (the server keeps serving the previous certificate) with the seconds the
+/// certificate has left. The failure's text (which may carry the CA's account and order URLs
+/// and internal detail) and its time only with `details`: on the admin listener, as with the
+/// readiness details.
+pub fn health_body(app: &AppState, details: bool) -> serde_json::Value {
     let mut body = serde_json::json!({"status": "ok"});
-    let edge = state.edge().report();
+    let edge = app.edge().report();
     if edge.tls.mode != "off" {
         body["tls"] = serde_json::json!({
             "mode": edge.tls.mode,
             "state": edge.tls.state,
             "cert_expires_in_secs": edge.cert_expires_in_secs,
-            "last_error": edge.tls.last_error,
         });
+        if details {
+            body["tls"]["last_error"] = serde_json::json!(edge.tls.last_error);
+            body["tls"]["last_error_at"] = serde_json::json!(edge.tls.last_error_at);
+        }
     }
-    axum::Json(body)
+    body
 }
 
 /// One check of the readiness report.
