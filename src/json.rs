@@ -38,20 +38,28 @@ impl Json {
     /// written into one buffer sized up front.
     ///
     /// `escaped` is `structured` already escaped (from [`Dual`]); without it, it is escaped
-    /// here. `tail` is appended inside the result verbatim (e.g. `,"resultType":"complete"`);
-    /// it must be empty or start with `,` and hold complete members.
+    /// here. Without `with_structured` (a session of a revision before 2025-06-18, which has
+    /// no `structuredContent`) the JSON is the text content alone. `tail` is appended inside
+    /// the result verbatim (e.g. `,"resultType":"complete"`); it must be empty or start with
+    /// `,` and hold complete members.
     pub fn tool_response(
         id: &serde_json::Value,
         structured: &Json,
         escaped: Option<&[u8]>,
+        with_structured: bool,
         tail: &Json,
     ) -> Self {
         const HEAD: &[u8] = br#","result":{"content":[{"type":"text","text":""#;
         const MID: &[u8] = br#""}],"structuredContent":"#;
+        const TEXT_ONLY: &[u8] = br#""}]"#;
         const END: &[u8] = br#","isError":false"#;
-        let n = structured.0.len();
+        let n = if with_structured {
+            structured.0.len()
+        } else {
+            0
+        };
         // Escaping adds one byte per `"` or `\`; a quarter extra covers typical row data.
-        let text = escaped.map_or(n + n / 4, <[u8]>::len);
+        let text = escaped.map_or(structured.0.len() * 5 / 4, <[u8]>::len);
         let mut buf = Vec::with_capacity(
             64 + HEAD.len() + text + MID.len() + n + END.len() + tail.0.len() + 2,
         );
@@ -61,8 +69,12 @@ impl Json {
             Some(e) => buf.extend_from_slice(e),
             None => escape_into(&mut buf, &structured.0),
         }
-        buf.extend_from_slice(MID);
-        buf.extend_from_slice(&structured.0);
+        if with_structured {
+            buf.extend_from_slice(MID);
+            buf.extend_from_slice(&structured.0);
+        } else {
+            buf.extend_from_slice(TEXT_ONLY);
+        }
         buf.extend_from_slice(END);
         buf.extend_from_slice(&tail.0);
         buf.extend_from_slice(b"}}");
@@ -346,7 +358,7 @@ mod tests {
         )
         .unwrap();
         let tail = Json::object_members(&Json::encode(&json!({"resultType":"complete"})).unwrap());
-        let out = Json::tool_response(&json!(3), &structured, None, &tail).to_value();
+        let out = Json::tool_response(&json!(3), &structured, None, true, &tail).to_value();
         assert_eq!(out["jsonrpc"], "2.0");
         assert_eq!(out["id"], 3);
         let out = &out["result"];
@@ -383,8 +395,8 @@ mod tests {
         let mut escaped = Vec::new();
         escape_into(&mut escaped, raw.as_bytes());
         assert_eq!(text, escaped);
-        let out =
-            Json::tool_response(&json!("id"), &raw, Some(&text), &Json::no_members()).to_value();
+        let out = Json::tool_response(&json!("id"), &raw, Some(&text), true, &Json::no_members())
+            .to_value();
         let out = &out["result"];
         let text = out["content"][0]["text"].as_str().unwrap();
         assert_eq!(serde_json::from_str::<Value>(text).unwrap(), want);
@@ -395,9 +407,29 @@ mod tests {
     fn a_tool_response_carries_any_id() {
         let structured = Json::encode(&json!({"ok":true})).unwrap();
         for id in [json!(7), json!("a\"b"), Value::Null] {
-            let v = Json::tool_response(&id, &structured, None, &Json::no_members()).to_value();
+            let v =
+                Json::tool_response(&id, &structured, None, true, &Json::no_members()).to_value();
             assert_eq!(v["id"], id);
             assert_eq!(v["result"]["structuredContent"], json!({"ok":true}));
+        }
+    }
+
+    #[test]
+    fn a_tool_result_without_structured_content_is_the_text_alone() {
+        let structured = Json::encode(&json!({"rows":[{"name":"O'Brien \"Bob\""}]})).unwrap();
+        for escaped in [
+            None,
+            Some(br#"{\"rows\":[{\"name\":\"O'Brien \\\"Bob\\\"\"}]}"#.as_slice()),
+        ] {
+            let out =
+                Json::tool_response(&json!(1), &structured, escaped, false, &Json::no_members())
+                    .to_value();
+            let out = &out["result"];
+            assert_eq!(
+                out,
+                &json!({"content":[{"type":"text","text":r#"{"rows":[{"name":"O'Brien \"Bob\""}]}"#}],"isError":false}),
+                "{escaped:?}"
+            );
         }
     }
 

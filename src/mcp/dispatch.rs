@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::protocol::{
     Era, LATEST_LEGACY_VERSION, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO,
-    MODERN_VERSION, Request, RpcError, SUPPORTED_VERSIONS, success_response,
+    MODERN_VERSION, Request, RpcError, SSE_ONLY_VERSIONS, SUPPORTED_VERSIONS, Shapes,
+    success_response,
 };
 use crate::db::TableInfo;
 use crate::json::Json;
@@ -43,8 +44,20 @@ impl Caller {
     }
 }
 
-fn server_info() -> Value {
-    json!({"name": "mssql-mcp", "title": "mssql-mcp", "version": env!("CARGO_PKG_VERSION")})
+fn server_info(shapes: Shapes) -> Value {
+    let mut info =
+        json!({"name": "mssql-mcp", "title": "mssql-mcp", "version": env!("CARGO_PKG_VERSION")});
+    without_title(&mut info, shapes);
+    info
+}
+
+/// Leaves `title` out of `v` for a revision without it (keeping the order of the rest).
+fn without_title(v: &mut Value, shapes: Shapes) {
+    if !shapes.titles()
+        && let Value::Object(m) = v
+    {
+        m.shift_remove("title");
+    }
 }
 
 /// What the server offers in `era`. The stateless 2026-07-28 revision has no
@@ -86,8 +99,9 @@ pub fn check_modern_meta(req: &Request) -> Result<(), RpcError> {
 }
 
 /// Handles one request in `scope` and returns its serialised JSON-RPC response (a success;
-/// failures are the `Err` the transport turns into an error response). For `initialize` the
-/// transport creates the session, with the version [`negotiated_version`] picks.
+/// failures are the `Err` the transport turns into an error response). Results take the
+/// shapes of `era`'s revision ([`Shapes`]). For `initialize` the transport passes the version
+/// [`negotiated_version`] picks, which the result names, and creates the session with it.
 pub async fn handle(
     scope: &Scope,
     era: Era,
@@ -99,16 +113,16 @@ pub async fn handle(
     }
     let modern = era == Era::Modern;
     let mut result = match req.method.as_str() {
-        "initialize" => initialize(&req.params)?,
+        "initialize" => initialize(&req.params, era)?,
         "ping" if !modern => json!({}),
         "server/discover" => json!({
             "supportedVersions": SUPPORTED_VERSIONS,
             "capabilities": capabilities(era),
             "instructions": INSTRUCTIONS,
-            "serverInfo": server_info(),
+            "serverInfo": server_info(era.shapes()),
         }),
-        "tools/list" => json!({"tools": tools::definitions(scope.profile())}),
-        "resources/list" => resources_list(scope).await?,
+        "tools/list" => json!({"tools": tools::definitions(scope.profile(), era.shapes())}),
+        "resources/list" => resources_list(scope, era.shapes()).await?,
         "resources/templates/list" => json!({"resourceTemplates": []}),
         "resources/read" => resources_read(scope, era, &req.params).await?,
         "resources/subscribe" | "resources/unsubscribe" if !modern => {
@@ -118,7 +132,7 @@ pub async fn handle(
             find_resource(scope, era, uri).await?;
             json!({})
         }
-        "prompts/list" => json!({"prompts": [explore_prompt()]}),
+        "prompts/list" => json!({"prompts": [explore_prompt(era.shapes())]}),
         "prompts/get" => prompts_get(&req.params)?,
         "logging/setLevel" if !modern => {
             let level = str_param(&req.params, "level")?;
@@ -156,7 +170,7 @@ pub async fn handle(
         }
         let meta = m.entry("_meta").or_insert_with(|| json!({}));
         if let Value::Object(meta) = meta {
-            meta.insert(META_SERVER_INFO.into(), server_info());
+            meta.insert(META_SERVER_INFO.into(), server_info(Shapes::Current));
         }
         if matches!(
             req.method.as_str(),
@@ -174,32 +188,52 @@ pub async fn handle(
     success_response(&req.id, &result)
 }
 
+/// The transport an `initialize` came on, which decides the revisions it may settle on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP (`{scope}/mcp`): 2025-06-18 and 2025-11-25.
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (`{scope}/sse`, `{scope}/messages`): those, and the
+    /// revisions whose transport it is ([`SSE_ONLY_VERSIONS`]).
+    LegacySse,
+}
+
 /// The version `initialize` settles on for these params (see [`negotiate`]).
-pub fn negotiated_version(params: &Value) -> &'static str {
+pub fn negotiated_version(params: &Value, transport: Transport) -> &'static str {
     negotiate(
         params
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or(""),
+        transport,
     )
 }
 
-/// Picks the version for `initialize`: the client's if we support it (and it is a session
-/// revision), else our latest session revision.
-pub fn negotiate(requested: &str) -> &'static str {
+/// Picks the version for `initialize`: the client's if we serve it on `transport` (and it is
+/// a session revision), else our latest session revision, which the spec lets the client
+/// refuse by disconnecting.
+pub fn negotiate(requested: &str, transport: Transport) -> &'static str {
     match requested {
         "2025-06-18" => "2025-06-18",
         "2025-11-25" => "2025-11-25",
+        v if transport == Transport::LegacySse => SSE_ONLY_VERSIONS
+            .iter()
+            .copied()
+            .find(|s| *s == v)
+            .unwrap_or(LATEST_LEGACY_VERSION),
         _ => LATEST_LEGACY_VERSION,
     }
 }
 
-fn initialize(params: &Value) -> Result<Value, RpcError> {
-    let requested = str_param(params, "protocolVersion")?;
+/// The `initialize` result for a session of `era`, the version [`negotiate`] picked (the
+/// capabilities are the same in every session revision: all of them have tools, resources
+/// with subscriptions, prompts and logging).
+fn initialize(params: &Value, era: Era) -> Result<Value, RpcError> {
+    str_param(params, "protocolVersion")?;
     Ok(json!({
-        "protocolVersion": negotiate(requested),
-        "capabilities": capabilities(Era::Legacy(LATEST_LEGACY_VERSION)),
-        "serverInfo": server_info(),
+        "protocolVersion": era.version(),
+        "capabilities": capabilities(era),
+        "serverInfo": server_info(era.shapes()),
         "instructions": INSTRUCTIONS,
     }))
 }
@@ -219,7 +253,7 @@ fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, RpcError> {
 /// `_meta` every 2026-07-28 result carries (built once).
 fn modern_meta() -> &'static Value {
     static META: OnceLock<Value> = OnceLock::new();
-    META.get_or_init(|| json!({ META_SERVER_INFO: server_info() }))
+    META.get_or_init(|| json!({ META_SERVER_INFO: server_info(Shapes::Current) }))
 }
 
 /// What follows `isError` in a successful `tools/call` result of this era (built once).
@@ -280,6 +314,7 @@ async fn call_tool(
                 id,
                 &out.json,
                 out.escaped.as_deref(),
+                era.shapes().structured(),
                 tool_result_tail(era),
             ))
         }
@@ -427,18 +462,20 @@ fn resource_uri(scope: &Scope, t: &TableInfo) -> String {
     )
 }
 
-async fn resources_list(scope: &Scope) -> Result<Value, RpcError> {
+async fn resources_list(scope: &Scope, shapes: Shapes) -> Result<Value, RpcError> {
     let catalog = scope.catalog().await.map_err(db_rpc)?;
     let resources: Vec<Value> = visible_tables(scope, &catalog)
         .into_iter()
         .map(|t| {
-            json!({
+            let mut r = json!({
                 "uri": resource_uri(scope, t),
                 "name": t.qualified(),
                 "title": format!("{} {}", t.kind, t.qualified()),
                 "description": format!("Schema of {} ({} rows): columns, keys, relationships", t.qualified(), t.row_estimate.map(|n| n.to_string()).unwrap_or_else(|| "?".into())),
                 "mimeType": "application/json",
-            })
+            });
+            without_title(&mut r, shapes);
+            r
         })
         .collect();
     Ok(json!({ "resources": resources }))
@@ -472,13 +509,15 @@ async fn resources_read(scope: &Scope, era: Era, params: &Value) -> Result<Value
     Ok(json!({"contents": [{"uri": uri, "mimeType": "application/json", "text": text}]}))
 }
 
-fn explore_prompt() -> Value {
-    json!({
+fn explore_prompt(shapes: Shapes) -> Value {
+    let mut p = json!({
         "name": "explore_database",
         "title": "Explore the database",
         "description": "A starting plan for exploring this database about a topic.",
         "arguments": [{"name": "topic", "description": "What you want to learn about (optional).", "required": false}]
-    })
+    });
+    without_title(&mut p, shapes);
+    p
 }
 
 fn prompts_get(params: &Value) -> Result<Value, RpcError> {

@@ -21,6 +21,46 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 pub const KNOWN_SESSION_VERSIONS: [&str; 4] =
     ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
+/// Revisions `initialize` settles on only on the legacy HTTP+SSE endpoint (`mcp::sse`), which
+/// is the transport of 2024-11-05 and which 2025-03-26 still describes for compatibility: a
+/// client that speaks only one of them would disconnect when offered a newer one. Results on
+/// such a session take that revision's shapes ([`Shapes`]). On Streamable HTTP (which
+/// 2024-11-05 did not have) `initialize` keeps settling on 2025-06-18 or 2025-11-25.
+pub const SSE_ONLY_VERSIONS: [&str; 2] = ["2024-11-05", "2025-03-26"];
+
+/// What a revision's results may carry, where the revisions we serve differ: every member we
+/// send that an older revision's schema lacks is left out for a session of that revision, and
+/// nothing else changes (tools, their arguments and the text of their results are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shapes {
+    /// 2024-11-05: no `title` (tools, resources, prompts, `serverInfo`), no tool
+    /// `annotations`, no `outputSchema`, no `structuredContent` (a tool's JSON result is its
+    /// text content alone).
+    V2024_11_05,
+    /// 2025-03-26: tool `annotations`; still no `title`, `outputSchema` or
+    /// `structuredContent`.
+    V2025_03_26,
+    /// 2025-06-18 and later: everything.
+    Current,
+}
+
+impl Shapes {
+    /// `title` on tools, resources, prompts and `serverInfo` (2025-06-18).
+    pub fn titles(self) -> bool {
+        self == Shapes::Current
+    }
+
+    /// A tool's `outputSchema`, and `structuredContent` in its results (2025-06-18).
+    pub fn structured(self) -> bool {
+        self == Shapes::Current
+    }
+
+    /// A tool's `annotations` (2025-03-26).
+    pub fn tool_annotations(self) -> bool {
+        self != Shapes::V2024_11_05
+    }
+}
+
 /// `_meta` key carrying the protocol version on every 2026-07-28 request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key carrying the client capabilities on every 2026-07-28 request.
@@ -41,7 +81,9 @@ pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 /// Which protocol era a request belongs to; decides session handling and result shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
-    /// 2025-06-18 or 2025-11-25: `initialize`, sessions, GET streams.
+    /// `initialize` and sessions, with the revision they settled on: 2025-06-18 or 2025-11-25
+    /// (GET streams on Streamable HTTP), or 2024-11-05 or 2025-03-26 on the legacy HTTP+SSE
+    /// endpoint ([`SSE_ONLY_VERSIONS`]).
     Legacy(&'static str),
     /// 2026-07-28: stateless, every request self-describing.
     Modern,
@@ -54,11 +96,26 @@ impl Era {
             Era::Modern => MODERN_VERSION,
         }
     }
+
+    /// The result shapes of this era's revision.
+    pub fn shapes(self) -> Shapes {
+        match self {
+            Era::Legacy("2024-11-05") => Shapes::V2024_11_05,
+            Era::Legacy("2025-03-26") => Shapes::V2025_03_26,
+            _ => Shapes::Current,
+        }
+    }
 }
 
 /// Maps a version string to the `'static` one we support, if any.
 pub fn supported_version(v: &str) -> Option<&'static str> {
     SUPPORTED_VERSIONS.iter().copied().find(|s| *s == v)
+}
+
+/// Maps a version string to the `'static` session revision it names, if any
+/// ([`KNOWN_SESSION_VERSIONS`]).
+pub fn known_session_version(v: &str) -> Option<&'static str> {
+    KNOWN_SESSION_VERSIONS.iter().copied().find(|s| *s == v)
 }
 
 /// A JSON-RPC error, with the HTTP status it travels with.

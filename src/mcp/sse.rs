@@ -1,7 +1,15 @@
-//! The older HTTP+SSE transport (protocol 2024-11-05 style), still used by some clients:
+//! The older HTTP+SSE transport (protocol 2024-11-05), still used by some clients:
 //! `GET {scope}/sse` opens a stream whose first event, `endpoint`, names the URL to POST
 //! messages to (`{scope}/messages?session_id=…`); responses come back on the stream. As in the
 //! seed guide, a plain JSON-RPC `POST {scope}/sse` is also answered directly with JSON.
+//!
+//! Being the transport of 2024-11-05 (and of 2025-03-26's backwards compatibility),
+//! `initialize` here settles on either of those when the client asks for it
+//! ([`dispatch::Transport::LegacySse`]), and the session's results then take that revision's
+//! shapes (`protocol::Shapes`: no `title`, `outputSchema` or `structuredContent`, and tool
+//! `annotations` only from 2025-03-26). A plain POST has no session to remember the revision
+//! by: its results take the shapes of the revision its `MCP-Protocol-Version` header names
+//! (any session revision), or of the latest session revision without one.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::dispatch;
+use super::dispatch::{self, Transport};
 use super::json_body;
 use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
 use super::streamable::VERSION_HEADER;
@@ -120,17 +128,18 @@ pub async fn message(
     if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
         return limited;
     }
-    let version = session
-        .version
-        .get()
-        .copied()
-        .unwrap_or(LATEST_LEGACY_VERSION);
+    let settled = session.version.get().copied();
+    // A second `initialize` cannot change what the session settled on.
+    let version = match settled {
+        None if req.method == "initialize" => {
+            dispatch::negotiated_version(&req.params, Transport::LegacySse)
+        }
+        settled => settled.unwrap_or(LATEST_LEGACY_VERSION),
+    };
     let reply = match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => {
             if req.method == "initialize" {
-                let _ = session
-                    .version
-                    .set(dispatch::negotiated_version(&req.params));
+                let _ = session.version.set(version);
             }
             result
         }
@@ -169,12 +178,15 @@ pub async fn plain_post(
     if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
         return limited;
     }
-    let version = headers
-        .get(VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(protocol::supported_version)
-        .filter(|v| *v != protocol::MODERN_VERSION)
-        .unwrap_or(LATEST_LEGACY_VERSION);
+    let version = if req.method == "initialize" {
+        dispatch::negotiated_version(&req.params, Transport::LegacySse)
+    } else {
+        headers
+            .get(VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(protocol::known_session_version)
+            .unwrap_or(LATEST_LEGACY_VERSION)
+    };
     match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => json_body(StatusCode::OK, result),
         Err(e) => json_body(e.status, protocol::error_response(Some(&req.id), &e)),

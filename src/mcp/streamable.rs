@@ -220,18 +220,12 @@ pub async fn post(
         .is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
 
     if req.method == "initialize" {
-        let result = match dispatch::handle(
-            &ctx.scope,
-            Era::Legacy(protocol::LATEST_LEGACY_VERSION),
-            &req,
-            &caller,
-        )
-        .await
-        {
+        let version =
+            dispatch::negotiated_version(&req.params, dispatch::Transport::StreamableHttp);
+        let result = match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
             Ok(r) => r,
             Err(e) => return rpc_error_response(Some(&req.id), &e),
         };
-        let version = dispatch::negotiated_version(&req.params);
         let session = ctx.app.sessions().create(
             &ctx.scope.path,
             &crate::mcp::session::holder_of(&caller),

@@ -23,6 +23,7 @@ use crate::db::{
     AccessRules, Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind,
 };
 use crate::json::{Dual, Json};
+use crate::mcp::protocol::Shapes;
 use crate::state::Scope;
 
 /// What a successful tool call returns.
@@ -114,19 +115,42 @@ pub fn tool_names(profile: ToolProfile) -> &'static [&'static str] {
     }
 }
 
-/// The `tools` array of `tools/list` for a profile (built once).
-pub fn definitions(profile: ToolProfile) -> &'static Value {
-    static CHATGPT: OnceLock<Value> = OnceLock::new();
-    static FULL: OnceLock<Value> = OnceLock::new();
-    let cell = match profile {
-        ToolProfile::Chatgpt => &CHATGPT,
-        ToolProfile::Full => &FULL,
+/// The `tools` array of `tools/list` for a profile, in the shapes of a session's revision
+/// (built once each): a revision without `title`, `outputSchema` or tool `annotations` gets
+/// definitions without them.
+pub fn definitions(profile: ToolProfile, shapes: Shapes) -> &'static Value {
+    static CELLS: [[OnceLock<Value>; 3]; 2] = [
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+    ];
+    let row = match profile {
+        ToolProfile::Chatgpt => 0,
+        ToolProfile::Full => 1,
     };
-    cell.get_or_init(|| {
+    let column = match shapes {
+        Shapes::Current => 0,
+        Shapes::V2025_03_26 => 1,
+        Shapes::V2024_11_05 => 2,
+    };
+    CELLS[row][column].get_or_init(|| {
         Value::Array(
             tool_names(profile)
                 .iter()
-                .map(|name| definition(name))
+                .map(|name| {
+                    let mut d = definition(name);
+                    if let Value::Object(m) = &mut d {
+                        if !shapes.titles() {
+                            m.shift_remove("title");
+                        }
+                        if !shapes.structured() {
+                            m.shift_remove("outputSchema");
+                        }
+                        if !shapes.tool_annotations() {
+                            m.shift_remove("annotations");
+                        }
+                    }
+                    d
+                })
                 .collect(),
         )
     })
@@ -290,7 +314,7 @@ pub async fn call(scope: &Scope, name: &str, args: &Value) -> Result<ToolOutput,
 
 fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolError> {
     // Every tool is in the full profile; its definitions are built once.
-    let Some(def) = definitions(ToolProfile::Full)
+    let Some(def) = definitions(ToolProfile::Full, Shapes::Current)
         .as_array()
         .and_then(|defs| defs.iter().find(|d| d["name"] == name))
     else {

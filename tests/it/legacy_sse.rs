@@ -299,3 +299,255 @@ async fn a_legacy_session_id_is_unknown_on_the_streamable_endpoint() {
     let reply = s.round_trip(&srv, &initialize(V0618)).await;
     assert!(reply["result"]["serverInfo"].is_object(), "{reply}");
 }
+
+/// The members each object may have in a revision's schema
+/// (`schema/<revision>/schema.json` of modelcontextprotocol/modelcontextprotocol): 2024-11-05
+/// and 2025-03-26 differ only in `Tool.annotations`.
+struct Schema {
+    version: &'static str,
+    initialize_result: &'static [&'static str],
+    implementation: &'static [&'static str],
+    tool: &'static [&'static str],
+    call_tool_result: &'static [&'static str],
+    text_content: &'static [&'static str],
+    resource: &'static [&'static str],
+    prompt: &'static [&'static str],
+}
+
+const V20241105: Schema = Schema {
+    version: "2024-11-05",
+    initialize_result: &[
+        "_meta",
+        "capabilities",
+        "instructions",
+        "protocolVersion",
+        "serverInfo",
+    ],
+    implementation: &["name", "version"],
+    tool: &["description", "inputSchema", "name"],
+    call_tool_result: &["_meta", "content", "isError"],
+    text_content: &["annotations", "text", "type"],
+    resource: &[
+        "annotations",
+        "description",
+        "mimeType",
+        "name",
+        "size",
+        "uri",
+    ],
+    prompt: &["arguments", "description", "name"],
+};
+
+const V20250326: Schema = Schema {
+    version: "2025-03-26",
+    tool: &["annotations", "description", "inputSchema", "name"],
+    ..V20241105
+};
+
+/// Asserts that `v` is an object with only members `allowed` names.
+fn only_members(what: &str, v: &Value, allowed: &[&str]) {
+    let members = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{what} is not an object: {v}"));
+    for key in members.keys() {
+        assert!(
+            allowed.contains(&key.as_str()),
+            "{what} has `{key}`, which its revision does not: {v}"
+        );
+    }
+}
+
+/// A client of the HTTP+SSE transport that speaks only `schema.version`: `initialize` settles
+/// on its revision, and everything it then gets is valid in that revision.
+async fn an_older_client_gets_its_revision_on_the_legacy_stream(schema: &Schema) {
+    let v = schema.version;
+    let srv = Server::demo().await;
+    let mut s = open(&srv, "/claude").await;
+    let init = s.round_trip(&srv, &initialize(v)).await;
+    assert_eq!(init["result"]["protocolVersion"], v, "{init}");
+    only_members(
+        "InitializeResult",
+        &init["result"],
+        schema.initialize_result,
+    );
+    only_members(
+        "serverInfo",
+        &init["result"]["serverInfo"],
+        schema.implementation,
+    );
+    assert!(
+        init["result"]["capabilities"]["tools"].is_object(),
+        "{init}"
+    );
+    let n = srv
+        .post_json(
+            &s.endpoint,
+            &[],
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    assert_eq!(n.status, 202);
+
+    let listed = s.round_trip(&srv, &rpc("tools/list", json!({}))).await;
+    let tools = listed["result"]["tools"].as_array().expect("tools");
+    assert_eq!(tools.len(), 6, "{listed}");
+    for t in tools {
+        only_members("Tool", t, schema.tool);
+    }
+    let annotated = tools
+        .iter()
+        .all(|t| t["annotations"]["readOnlyHint"] == true);
+    assert_eq!(annotated, schema.tool.contains(&"annotations"), "{listed}");
+
+    let call = rpc(
+        "tools/call",
+        json!({"name": "execute_sql", "arguments": {"sql": "SELECT count(*) AS n FROM customers"}}),
+    );
+    let reply = s.round_trip(&srv, &call).await;
+    let result = &reply["result"];
+    only_members("CallToolResult", result, schema.call_tool_result);
+    assert_eq!(result["isError"], false, "{reply}");
+    let content = result["content"].as_array().expect("content");
+    assert_eq!(content.len(), 1, "{reply}");
+    only_members("TextContent", &content[0], schema.text_content);
+    assert_eq!(content[0]["type"], "text");
+    let rows: Value =
+        serde_json::from_str(content[0]["text"].as_str().expect("text")).expect("JSON text");
+    assert_eq!(rows["rows"][0]["n"], CUSTOMERS, "{reply}");
+
+    let refused = s
+        .round_trip(
+            &srv,
+            &rpc(
+                "tools/call",
+                json!({"name": "execute_sql", "arguments": {"sql": "DELETE FROM customers"}}),
+            ),
+        )
+        .await;
+    only_members(
+        "CallToolResult",
+        &refused["result"],
+        schema.call_tool_result,
+    );
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+
+    let resources = s.round_trip(&srv, &rpc("resources/list", json!({}))).await;
+    let resources = resources["result"]["resources"]
+        .as_array()
+        .expect("resources");
+    assert!(!resources.is_empty());
+    for r in resources {
+        only_members("Resource", r, schema.resource);
+    }
+    let prompts = s.round_trip(&srv, &rpc("prompts/list", json!({}))).await;
+    for p in prompts["result"]["prompts"].as_array().expect("prompts") {
+        only_members("Prompt", p, schema.prompt);
+    }
+}
+
+#[tokio::test]
+async fn a_2024_11_05_client_gets_2024_11_05_and_results_of_that_revision() {
+    an_older_client_gets_its_revision_on_the_legacy_stream(&V20241105).await;
+}
+
+#[tokio::test]
+async fn a_2025_03_26_client_gets_2025_03_26_and_results_of_that_revision() {
+    an_older_client_gets_its_revision_on_the_legacy_stream(&V20250326).await;
+}
+
+/// `search` then `fetch`, as ChatGPT's older connectors do over `/sse`, on a 2024-11-05
+/// session: the results are the JSON text alone.
+#[tokio::test]
+async fn search_then_fetch_work_for_a_2024_11_05_client() {
+    let srv = Server::demo().await;
+    let mut s = open(&srv, "/chatgpt").await;
+    let init = s.round_trip(&srv, &initialize("2024-11-05")).await;
+    assert_eq!(init["result"]["protocolVersion"], "2024-11-05", "{init}");
+    let text_of = |reply: &Value| -> Value {
+        only_members(
+            "CallToolResult",
+            &reply["result"],
+            V20241105.call_tool_result,
+        );
+        serde_json::from_str(
+            reply["result"]["content"][0]["text"]
+                .as_str()
+                .expect("text content"),
+        )
+        .expect("JSON text")
+    };
+    let found = s
+        .round_trip(
+            &srv,
+            &rpc(
+                "tools/call",
+                json!({"name": "search", "arguments": {"query": "invoice"}}),
+            ),
+        )
+        .await;
+    let id = text_of(&found)["results"][0]["id"]
+        .as_str()
+        .expect("a result")
+        .to_string();
+    let fetched = s
+        .round_trip(
+            &srv,
+            &rpc(
+                "tools/call",
+                json!({"name": "fetch", "arguments": {"id": id}}),
+            ),
+        )
+        .await;
+    assert_eq!(text_of(&fetched)["id"], id.as_str(), "{fetched}");
+}
+
+/// Streamable HTTP keeps its own revisions: a client asking it for 2024-11-05 (which had no
+/// Streamable HTTP) is offered the latest session revision, as before.
+#[tokio::test]
+async fn the_streamable_endpoint_still_offers_its_latest_session_revision_for_2024_11_05() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json("/claude/mcp", &[], &initialize("2024-11-05"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["result"]["protocolVersion"], V1125, "{}", r.text);
+    assert_eq!(r.json["result"]["serverInfo"]["title"], "mssql-mcp");
+}
+
+/// A plain POST to `/sse` has no session: `initialize` answers the client's revision, and each
+/// request's results take the shapes of the revision its `MCP-Protocol-Version` names.
+#[tokio::test]
+async fn a_plain_post_to_sse_takes_the_shapes_of_its_version_header() {
+    let srv = Server::demo().await;
+    let r = srv
+        .post_json("/claude/sse", &[], &initialize("2024-11-05"))
+        .await;
+    assert_eq!(
+        r.json["result"]["protocolVersion"], "2024-11-05",
+        "{}",
+        r.text
+    );
+    let call = rpc(
+        "tools/call",
+        json!({"name": "execute_sql", "arguments": {"sql": "SELECT 1 AS one"}}),
+    );
+    let old = srv
+        .post_json(
+            "/claude/sse",
+            &[("mcp-protocol-version", "2024-11-05")],
+            &call,
+        )
+        .await;
+    assert_eq!(old.status, 200, "{}", old.text);
+    only_members(
+        "CallToolResult",
+        &old.json["result"],
+        V20241105.call_tool_result,
+    );
+    let current = srv.post_json("/claude/sse", &[], &call).await;
+    assert_eq!(
+        current.json["result"]["structuredContent"]["rows"][0]["one"], 1,
+        "{}",
+        current.text
+    );
+}
