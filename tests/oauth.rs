@@ -1574,8 +1574,9 @@ async fn an_unknown_client_at_the_token_endpoint_gets_401_invalid_client() {
 }
 
 /// Registrations are limited per address; at the client cap the least recently used client
-/// without a live grant makes room (for good: it stays gone after a restart), and only when
-/// every client holds a grant is a new one refused.
+/// that is not spared (no live grant, older than a sign-in page, no page open) makes room (for
+/// good: it stays gone after a restart), and only when every client is spared is a new one
+/// refused.
 #[tokio::test]
 async fn registration_is_rate_limited_per_address_and_capped() {
     let dir = tempfile::tempdir().expect("dir");
@@ -1598,7 +1599,9 @@ async fn registration_is_rate_limited_per_address_and_capped() {
     s.stop().await;
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "max_clients = 1").await;
-    let idle = register_public(&c, &s, "/chatgpt").await;
+    let idle = "mcp_client_idle";
+    plant_client(&s, "/chatgpt", idle, Duration::from_secs(86_400));
+    let idle = idle.to_string();
     // The cap is reached: registering at another scope evicts the idle client.
     let (busy, _) = full_flow(&c, &s, "/claude").await;
     let (_, challenge) = pkce();
@@ -1622,6 +1625,7 @@ async fn registration_is_rate_limited_per_address_and_capped() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
     assert_eq!(
         r.json::<Value>().await.expect("json")["error"],
         "temporarily_unavailable"
@@ -1639,6 +1643,194 @@ async fn registration_is_rate_limited_per_address_and_capped() {
     );
     let r = c.get(page(&s, "/claude", &busy)).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+/// The running server's OAuth store.
+fn store_of(s: &Server) -> &mssql_mcp::oauth::store::Store {
+    &s.state
+        .as_ref()
+        .expect("in-process")
+        .oauth()
+        .expect("oauth")
+        .store
+}
+
+/// Puts a public client of `scope` (redirecting to [`REDIRECT`]) into the running server's
+/// store as if it had registered `age` ago and not been used since.
+fn plant_client(s: &Server, scope: &str, client_id: &str, age: Duration) {
+    plant(s, scope, client_id, false, age);
+}
+
+fn plant(s: &Server, scope: &str, client_id: &str, metadata_document: bool, age: Duration) {
+    use mssql_mcp::oauth::store::{Client, ClientCap, now_ms};
+    let at = now_ms() - age.as_millis() as i64;
+    let client = Client {
+        client_id: client_id.into(),
+        scope: scope.into(),
+        name: "Planted Client".into(),
+        redirect_uris: vec![REDIRECT.into()],
+        secret_hash: None,
+        auth_method: "none".into(),
+        metadata_document,
+        created_at: at,
+        last_used_at: std::sync::atomic::AtomicI64::new(at),
+    };
+    let cap = ClientCap {
+        max: usize::MAX,
+        ..ClientCap::default()
+    };
+    store_of(s)
+        .save_client(client, &cap, now_ms())
+        .expect("plant");
+}
+
+/// The sign-in page of `client_id` at `scope` (for its `/mcp`): (code verifier, request id,
+/// CSRF token, cookie).
+async fn page_for(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    client_id: &str,
+) -> (String, String, String, String) {
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}{scope}/mcp", s.base);
+    let url = authorize_url(s, scope, &standard_params(client_id, &challenge, &resource));
+    let (rid, csrf, ck) = open_page(c, &url).await;
+    (verifier, rid, csrf, ck)
+}
+
+/// Alice approves the open page and the code is exchanged: the token response.
+async fn approve_and_exchange(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    client_id: &str,
+    (verifier, rid, csrf, ck): &(String, String, String, String),
+) -> reqwest::Response {
+    let r = alice_approves(c, s, scope, ck, rid, csrf).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    let code = redirect_params(r.headers()).remove("code").expect("code");
+    token_request(
+        c,
+        s,
+        scope,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", verifier),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await
+}
+
+/// A client that has just registered holds no grant until its user approves: at the client
+/// cap it is not the one to make room, however long its user takes to open the page.
+#[tokio::test]
+async fn the_client_cap_spares_a_client_registered_less_than_a_sign_in_page_ago() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "max_clients = 1").await;
+    let c = http();
+    let first = register_public(&c, &s, "/chatgpt").await;
+    let r = register(
+        &c,
+        &s,
+        "/claude",
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("60")
+    );
+    let page = page_for(&c, &s, "/chatgpt", &first).await;
+    let r = approve_and_exchange(&c, &s, "/chatgpt", &first, &page).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    s.stop().await;
+}
+
+/// A client whose user has the sign-in page open is spared at the client cap, however old the
+/// client is, and the sign-in then completes.
+#[tokio::test]
+async fn the_client_cap_spares_a_client_whose_sign_in_page_is_open() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "max_clients = 1").await;
+    let c = http();
+    let old = "mcp_client_old";
+    plant_client(&s, "/chatgpt", old, Duration::from_secs(86_400));
+    let page = page_for(&c, &s, "/chatgpt", old).await;
+    let r = register(
+        &c,
+        &s,
+        "/claude",
+        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = approve_and_exchange(&c, &s, "/chatgpt", old, &page).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    s.stop().await;
+}
+
+/// Opening the sign-in page counts as using the client: at the cap, idle clients make room
+/// before one whose user just looked at its page (and here denied it, so it holds nothing).
+#[tokio::test]
+async fn opening_the_sign_in_page_marks_the_client_as_used() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "max_clients = 2").await;
+    let c = http();
+    let (opened, idle) = ("mcp_client_opened", "mcp_client_idle");
+    plant_client(&s, "/chatgpt", opened, Duration::from_secs(2 * 86_400));
+    plant_client(&s, "/chatgpt", idle, Duration::from_secs(86_400));
+    let (_, rid, csrf, ck) = page_for(&c, &s, "/chatgpt", opened).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck),
+        &[("request_id", &rid), ("csrf", &csrf), ("action", "deny")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    register_public(&c, &s, "/claude").await;
+    let store = store_of(&s);
+    assert!(
+        store.client("/chatgpt", idle).is_none(),
+        "the idle one made room"
+    );
+    assert!(store.client("/chatgpt", opened).is_some());
+    s.stop().await;
+}
+
+/// A client removed while its user is on the sign-in page gets no code: the approval ends on a
+/// page saying to connect again, not in a code no token request could redeem.
+#[tokio::test]
+async fn an_approval_for_a_client_removed_meanwhile_mints_no_code() {
+    use mssql_mcp::oauth::admin::{self, Target};
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, rid, csrf, ck) = page_for(&c, &s, "/chatgpt", &client_id).await;
+    let admin_server = Admin::start(&s, dir.path()).await;
+    admin::call(
+        admin_server.addr,
+        &admin_server.token,
+        "/admin/revoke",
+        Some(&Target::Client(client_id.clone())),
+    )
+    .await
+    .expect("revoke");
+    admin_server.stop().await;
+    let r = alice_approves(&c, &s, "/chatgpt", &ck, &rid, &csrf).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(LOCATION).is_none());
+    let body = r.text().await.expect("body");
+    assert!(body.contains("connect again"), "{body}");
+    assert!(store_of(&s).grants().is_empty(), "nothing was saved");
     s.stop().await;
 }
 

@@ -109,6 +109,10 @@ async fn show(
                 None => (super::random_token(""), true),
             };
             pending.browser = super::hash_token(&cookie);
+            // Someone is about to sign in for this client: the client cap displaces it last.
+            ctx.oauth
+                .store
+                .touch_client(&pending.scope, &pending.client_id, now_ms());
             let request_id = super::random_token("");
             let body = render_form(&ctx, &request_id, &pending, "", None);
             ctx.oauth.pending.insert(request_id, pending);
@@ -304,8 +308,8 @@ async fn resolve_client(
         .await
         .map_err(unusable)?;
     tracing::info!(scope = %ctx.scope.path, %client_id, "oauth: client metadata document fetched");
-    let max = ctx.config().max_clients;
-    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, max, now))
+    let cap = ctx.client_cap(now);
+    super::blocking(&ctx.oauth.store, move |s| s.save_client(client, &cap, now))
         .await
         .map_err(|e| refused(format!("The client could not be saved: {}", e.description)))
 }
@@ -411,6 +415,21 @@ async fn submit(
     })
     .await
     {
+        if e.error == "invalid_client" {
+            // Removed while its user was signing in: a code for it could never be redeemed,
+            // and its redirect URI is no longer vouched for, so the answer stays on the page.
+            tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, client_id = %pending.client_id, "oauth: approval for a client that is no longer registered; no code issued");
+            let mut r = ctx.record("authorize", "refused", ip);
+            r.user = Some(user.username.clone());
+            r.client_id = Some(pending.client_id.clone());
+            r.error = Some("the client is no longer registered".into());
+            ctx.audit(r);
+            return page_error(
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                "This app's registration was removed before the sign-in finished, so no access was granted. Go back to the app and connect again.",
+            );
+        }
         return page_error(
             &ctx,
             e.status,

@@ -5,6 +5,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// The `Retry-After` of a 503 (the client cap is full of clients that are spared: most stop
+/// being spared within a sign-in page's lifetime).
+pub const RETRY_AFTER_SECS: u32 = 60;
+
 /// An OAuth error response.
 #[derive(Debug, Clone)]
 pub struct OAuthError {
@@ -57,6 +61,7 @@ impl OAuthError {
     pub fn too_many_requests(d: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", d)
     }
+    /// 503, sent with `Retry-After` ([`RETRY_AFTER_SECS`]).
     pub fn temporarily_unavailable(d: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +90,9 @@ impl From<super::store::StoreError> for OAuthError {
             super::store::StoreError::TooManyClients => OAuthError::temporarily_unavailable(
                 "the server holds as many clients as it may; try again later",
             ),
+            super::store::StoreError::ClientGone => {
+                OAuthError::invalid_client("the client is no longer registered; register again")
+            }
             other => OAuthError::server_error(other),
         }
     }
@@ -95,6 +103,10 @@ impl IntoResponse for OAuthError {
         let body = serde_json::json!({"error": self.error, "error_description": self.description});
         let mut resp = (self.status, axum::Json(body)).into_response();
         no_store(&mut resp);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if self.basic_challenge {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -31,6 +31,23 @@ pub enum StoreError {
     },
     #[error("the client limit is reached")]
     TooManyClients,
+    /// An approval for a client that is no longer registered (evicted, forgotten or revoked
+    /// while its user was on the sign-in page): no code is minted for it.
+    #[error("the client is no longer registered")]
+    ClientGone,
+}
+
+/// The client cap, and the clients a new one must never displace to stay under it.
+#[derive(Debug, Default)]
+pub struct ClientCap {
+    /// Most clients kept, all scopes (`oauth.max_clients`).
+    pub max: usize,
+    /// Clients saved less than this long ago (ms) are spared: their user may be on the sign-in
+    /// page still (`oauth.login_page_ttl_secs`), and they hold no grant before approving.
+    pub young_ms: i64,
+    /// `(scope, client_id)` of the clients with an unexpired sign-in page open: spared for the
+    /// same reason, however old the client is.
+    pub signing_in: HashSet<(String, String)>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -59,7 +76,8 @@ pub struct Client {
     /// Known through a client ID metadata document rather than registration.
     pub metadata_document: bool,
     pub created_at: i64,
-    /// Last registration, authorization or token request; unused clients are forgotten.
+    /// Last registration, sign-in page opened, approval or token request: unused clients are
+    /// forgotten, and the client cap displaces the least recently used first.
     pub last_used_at: AtomicI64,
 }
 
@@ -323,15 +341,25 @@ impl Store {
         self.clients.iter().map(|c| c.value().clone()).collect()
     }
 
+    /// Marks a client of `scope` as used at `now` (in memory; `cleanup` writes it), so the
+    /// client cap displaces it last.
+    pub fn touch_client(&self, scope: &str, client_id: &str, now: i64) {
+        if let Some(c) = self.client(scope, client_id) {
+            c.last_used_at.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
     /// Saves a client (a registration, or a fetched metadata document, which replaces the
-    /// earlier copy). A new one beyond `max` takes the place of the least recently used client
-    /// without a live grant (no unexpired code or token: what `cleanup` calls unused, less the
-    /// wait), which is deleted in the same transaction, so it stays gone after a restart; only
-    /// when every client holds a live grant is the new one refused.
+    /// earlier copy). A new one beyond `cap.max` takes the place of the least recently used
+    /// client that is not spared, which is deleted in the same transaction, so it stays gone
+    /// after a restart. Spared are the clients with a live grant (an unexpired code or token),
+    /// those younger than `cap.young_ms` and those in `cap.signing_in`: a client whose user is
+    /// still signing in holds no grant yet. When too few are left to displace, the new one is
+    /// refused ([`StoreError::TooManyClients`]).
     pub fn save_client(
         &self,
         client: Client,
-        max: usize,
+        cap: &ClientCap,
         now: i64,
     ) -> Result<Arc<Client>, StoreError> {
         let mut conn = self.db();
@@ -340,7 +368,7 @@ impl Store {
         let evicted = if self.clients.contains_key(&key) {
             Vec::new()
         } else {
-            self.room_for_one(max, now)?
+            self.room_for_one(cap, now)?
         };
         let tx = conn.transaction()?;
         for old in &evicted {
@@ -375,11 +403,11 @@ impl Store {
         Ok(client)
     }
 
-    /// The keys of the clients to forget so that one more fits under `max`: the least
-    /// recently used without a live grant (an in-memory scan, done only at the limit).
-    /// Refuses when too few have none.
-    fn room_for_one(&self, max: usize, now: i64) -> Result<Vec<String>, StoreError> {
-        let need = (self.clients.len() + 1).saturating_sub(max);
+    /// The keys of the clients to forget so that one more fits under `cap.max`: the least
+    /// recently used of those not spared (see [`Store::save_client`]; an in-memory scan, done
+    /// only at the limit). Refuses when too few are left.
+    fn room_for_one(&self, cap: &ClientCap, now: i64) -> Result<Vec<String>, StoreError> {
+        let need = (self.clients.len() + 1).saturating_sub(cap.max);
         if need == 0 {
             return Ok(Vec::new());
         }
@@ -387,7 +415,12 @@ impl Store {
         let mut idle: Vec<(i64, String)> = self
             .clients
             .iter()
-            .filter(|c| !holding.contains(&(c.scope.clone(), c.client_id.clone())))
+            .filter(|c| {
+                let who = (c.scope.clone(), c.client_id.clone());
+                c.created_at.saturating_add(cap.young_ms) <= now
+                    && !holding.contains(&who)
+                    && !cap.signing_in.contains(&who)
+            })
             .map(|c| (c.last_used_at.load(Ordering::Relaxed), c.key().clone()))
             .collect();
         if idle.len() < need {
@@ -422,7 +455,10 @@ impl Store {
     // ----- grants and codes -----
 
     /// Records an approval and its first value (by hash) in one transaction: an authorization
-    /// code (the OAuth flow) or an access token (a record viewer's browser sign-in).
+    /// code (the OAuth flow) or an access token (a record viewer's browser sign-in, whose
+    /// pseudo-client is never registered). A code is minted only for a client that is still
+    /// registered, checked under the lock every client removal takes: otherwise
+    /// [`StoreError::ClientGone`], and nothing is written.
     pub fn create_grant(
         &self,
         grant: Grant,
@@ -431,6 +467,10 @@ impl Store {
         code_expires_at: i64,
     ) -> Result<Arc<Grant>, StoreError> {
         let mut conn = self.db();
+        let client = self.client(&grant.scope, &grant.client_id);
+        if kind == TokenKind::Code && client.is_none() {
+            return Err(StoreError::ClientGone);
+        }
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO grants (grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -448,7 +488,6 @@ impl Store {
             ],
         )?;
         insert_token(&tx, code_hash, kind, &grant.grant_id, code_expires_at)?;
-        let client = self.client(&grant.scope, &grant.client_id);
         if let Some(c) = &client {
             tx.execute(
                 "UPDATE clients SET last_used_at = ?2 WHERE client_id = ?1",
@@ -635,19 +674,22 @@ impl Store {
     /// Revokes every grant of a client (in every scope) and forgets the client. Returns the
     /// grants revoked.
     pub fn revoke_client(&self, client_id: &str) -> Result<usize, StoreError> {
-        let n = self.revoke_grants(&self.grant_ids(|g| g.client_id == client_id))?;
-        let keys: Vec<String> = self
-            .clients
-            .iter()
-            .filter(|c| c.client_id == client_id)
-            .map(|c| c.store_key())
-            .collect();
-        let conn = self.db();
-        for key in keys {
-            conn.execute("DELETE FROM clients WHERE client_id = ?1", params![key])?;
-            self.clients.remove(&key);
+        // The client goes first: an approval finishing meanwhile then finds it gone
+        // ([`Store::create_grant`]) or made its grant already, which is revoked below.
+        {
+            let conn = self.db();
+            let keys: Vec<String> = self
+                .clients
+                .iter()
+                .filter(|c| c.client_id == client_id)
+                .map(|c| c.store_key())
+                .collect();
+            for key in keys {
+                conn.execute("DELETE FROM clients WHERE client_id = ?1", params![key])?;
+                self.clients.remove(&key);
+            }
         }
-        Ok(n)
+        self.revoke_grants(&self.grant_ids(|g| g.client_id == client_id))
     }
 
     /// Revokes every grant a user approved.
@@ -774,6 +816,32 @@ fn insert_token(
 mod tests {
     use super::*;
 
+    fn cap(max: usize) -> ClientCap {
+        ClientCap {
+            max,
+            ..ClientCap::default()
+        }
+    }
+
+    /// A store in `dir` with the client `c1` of `/chatgpt` registered (codes are minted for
+    /// registered clients only).
+    fn open_with_c1(dir: &Path) -> Store {
+        let store = Store::open(dir).expect("open");
+        let c1 = Client {
+            client_id: "c1".into(),
+            scope: "/chatgpt".into(),
+            name: "c1".into(),
+            redirect_uris: vec!["https://chatgpt.com/cb".into()],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: false,
+            created_at: 0,
+            last_used_at: AtomicI64::new(0),
+        };
+        store.save_client(c1, &cap(10), 0).expect("save c1");
+        store
+    }
+
     fn grant(id: &str, user: &str, client: &str) -> Grant {
         Grant {
             grant_id: id.into(),
@@ -792,7 +860,7 @@ mod tests {
     #[test]
     fn a_code_redeems_once_and_a_second_use_revokes_what_it_issued() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = open_with_c1(dir.path());
         let now = now_ms();
         store
             .create_grant(
@@ -819,7 +887,7 @@ mod tests {
     #[test]
     fn an_expired_code_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = open_with_c1(dir.path());
         let now = now_ms();
         store
             .create_grant(
@@ -840,7 +908,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = now_ms();
         let access = {
-            let store = Store::open(dir.path()).expect("open");
+            let store = open_with_c1(dir.path());
             store
                 .create_grant(
                     grant("g1", "alice", "c1"),
@@ -868,7 +936,7 @@ mod tests {
     #[test]
     fn revoking_a_user_ends_only_their_grants() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = open_with_c1(dir.path());
         let now = now_ms();
         store
             .create_grant(
@@ -907,8 +975,12 @@ mod tests {
             created_at: now - 10_000,
             last_used_at: AtomicI64::new(now - 10_000),
         };
-        store.save_client(client("idle"), 10, now).expect("save");
-        store.save_client(client("busy"), 10, now).expect("save");
+        store
+            .save_client(client("idle"), &cap(10), now)
+            .expect("save");
+        store
+            .save_client(client("busy"), &cap(10), now)
+            .expect("save");
         store
             .create_grant(
                 grant("g1", "alice", "busy"),
@@ -946,8 +1018,12 @@ mod tests {
         };
         {
             let store = Store::open(dir.path()).expect("open");
-            store.save_client(doc("/chatgpt"), 10, 0).expect("save");
-            store.save_client(doc("/claude"), 10, 0).expect("save");
+            store
+                .save_client(doc("/chatgpt"), &cap(10), 0)
+                .expect("save");
+            store
+                .save_client(doc("/claude"), &cap(10), 0)
+                .expect("save");
         }
         let store = Store::open(dir.path()).expect("reopen");
         for scope in ["/chatgpt", "/claude"] {
@@ -992,7 +1068,7 @@ mod tests {
             }
         };
         for id in ["held", "expired", "idle"] {
-            store.save_client(c(id), 3, now).expect("save");
+            store.save_client(c(id), &cap(3), now).expect("save");
         }
         grant_until("g1", "held", now + 60_000);
         grant_until("g2", "expired", now - 1);
@@ -1000,17 +1076,19 @@ mod tests {
         used_at("expired", now - 2000);
         used_at("idle", now - 1000);
         // `held` is the least recently used, but its grant is live; `expired`'s is not.
-        store.save_client(c("new"), 3, now).expect("room made");
+        store
+            .save_client(c("new"), &cap(3), now)
+            .expect("room made");
         assert!(store.client("/chatgpt", "expired").is_none());
         assert!(store.client("/chatgpt", "held").is_some());
         store
-            .save_client(c("new"), 3, now)
+            .save_client(c("new"), &cap(3), now)
             .expect("an update needs no room");
         assert_eq!(store.client_count(), 3);
         grant_until("g3", "idle", now + 60_000);
         grant_until("g4", "new", now + 60_000);
         assert!(matches!(
-            store.save_client(c("refused"), 3, now),
+            store.save_client(c("refused"), &cap(3), now),
             Err(StoreError::TooManyClients)
         ));
         let reopened = Store::open(dir.path()).expect("reopen");
@@ -1019,9 +1097,66 @@ mod tests {
     }
 
     #[test]
-    fn cleanup_drops_expired_tokens_and_empty_grants() {
+    fn at_the_client_cap_clients_still_signing_in_are_never_displaced() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        let c = |id: &str, created_at: i64| Client {
+            client_id: id.into(),
+            scope: "/chatgpt".into(),
+            name: "x".into(),
+            redirect_uris: vec![],
+            secret_hash: None,
+            auth_method: "none".into(),
+            metadata_document: false,
+            created_at,
+            last_used_at: AtomicI64::new(created_at),
+        };
+        let cap = ClientCap {
+            max: 2,
+            young_ms: 600_000,
+            signing_in: [("/chatgpt".to_string(), "on-page".to_string())].into(),
+        };
+        store
+            .save_client(c("on-page", now - 3_600_000), &cap, now)
+            .expect("save");
+        store
+            .save_client(c("young", now - 1000), &cap, now)
+            .expect("save");
+        // The oldest and least recently used client has a page open; the other is young.
+        assert!(matches!(
+            store.save_client(c("refused", now), &cap, now),
+            Err(StoreError::TooManyClients)
+        ));
+        assert_eq!(store.client_count(), 2);
+        // Once the young one is past a sign-in page's lifetime, it makes room.
+        let later = now + 600_000;
+        store
+            .save_client(c("new", later), &cap, later)
+            .expect("room made");
+        assert!(store.client("/chatgpt", "young").is_none());
+        assert!(store.client("/chatgpt", "on-page").is_some());
+    }
+
+    #[test]
+    fn no_code_is_minted_for_a_client_that_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = now_ms();
+        let r = store.create_grant(
+            grant("g1", "alice", "gone"),
+            TokenKind::Code,
+            "h1",
+            now + 60_000,
+        );
+        assert!(matches!(r, Err(StoreError::ClientGone)));
+        assert!(store.grant("g1").is_none() && !store.persisted("h1").expect("db"));
+    }
+
+    #[test]
+    fn cleanup_drops_expired_tokens_and_empty_grants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_with_c1(dir.path());
         let now = now_ms();
         store
             .create_grant(grant("g1", "alice", "c1"), TokenKind::Code, "h1", now - 1)
