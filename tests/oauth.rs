@@ -3010,6 +3010,37 @@ async fn the_viewer_sign_in_refuses_escaped_dot_segments_in_next() {
     s.stop().await;
 }
 
+/// A dot segment followed by a query or fragment still ends the path there, so a browser
+/// resolves it: `/chatgpt/records/..?x` leads to `/chatgpt/?x`. `next` is a bare record path.
+#[tokio::test]
+async fn the_viewer_sign_in_refuses_dot_segments_followed_by_a_query_or_fragment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    for next in [
+        "/chatgpt/records/..?x",
+        "/chatgpt/records/..#x",
+        "/chatgpt/records/%2e%2e?x",
+        "/chatgpt/records/x/..?",
+        "/chatgpt/records/x/.#y",
+        "/chatgpt/records/..?/../../claude/mcp",
+    ] {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        let r = browse(&c, &s, &format!("/chatgpt/sign-in?{q}"), None).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
+        let r = c
+            .post(format!("{}/chatgpt/sign-in", s.base))
+            .form(&[("next", next), ("username", "alice"), ("password", "x")])
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{next}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_else() {
     use mssql_mcp::oauth::admin::{self, Target};

@@ -97,23 +97,33 @@ pub fn to_sign_in(scope: &Scope, next: &str) -> Response {
 
 /// `next` if it is the path of a record page of this scope (an absolute path, never another
 /// origin: no `//`, no backslash, no dot segment, visible ASCII only, as a `Location` header
-/// must be).
+/// must be). It is a path and nothing more, as [`to_sign_in`] writes it: a `?` or `#` would
+/// end the path where a segment check on the whole text does not see it end, so that
+/// `/records/..?x` would pass as a segment `..?x` and leave the record pages.
 fn checked_next<'a>(ctx: &OAuthCtx, next: &'a str) -> Option<&'a str> {
-    let prefix = format!("{}/records/", ctx.scope.path);
-    (next.len() <= 2048
-        && next.starts_with(&prefix)
+    is_record_path(&format!("{}/records/", ctx.scope.path), next).then_some(next)
+}
+
+/// Whether `next` is a bare path under `prefix` that stays there when a browser follows it.
+fn is_record_path(prefix: &str, next: &str) -> bool {
+    // A browser ends the path at the first `?` or `#` (both refused as well: `next` is a bare
+    // path); the dot segment check looks at the segments up to there.
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    next.len() <= 2048
+        && next.starts_with(prefix)
         && next.len() > prefix.len()
+        && !next.contains(['?', '#'])
         && !next.contains("//")
         && !next.contains('\\')
-        && !next.split('/').any(is_dot_segment)
-        && next.bytes().all(|b| b > b' ' && b < 0x7f))
-    .then_some(next)
+        && !path.split('/').any(is_dot_segment)
+        && next.bytes().all(|b| b > b' ' && b < 0x7f)
 }
 
 /// Whether a path segment is `.` or `..` as a browser resolves it: the URL standard counts
 /// `%2e` (any case) as a dot, so `/records/%2e%2e/%2E./mcp` leaves the record pages. Other
 /// escapes stay: record ids write `.` and `/` inside a key as `%2E` and `%2F`, and a browser
-/// neither splits a segment at `%2F` nor resolves `%5C`.
+/// neither splits a segment at `%2F` nor resolves `%5C`. The segment must already end where
+/// the path does (before any `?` or `#`).
 fn is_dot_segment(segment: &str) -> bool {
     let s = segment.to_ascii_lowercase().replace("%2e", ".");
     s == "." || s == ".."
@@ -359,4 +369,31 @@ fn render_form(
         minutes = ctx.config().access_token_ttl_secs.div_ceil(60),
     );
     layout("Sign in", &main)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_a_bare_record_path_without_dot_segments_whatever_follows_them() {
+        let ok = |next: &str| is_record_path("/chatgpt/records/", next);
+        assert!(ok("/chatgpt/records/main.orders/2"));
+        assert!(ok("/chatgpt/records/main.orders/a%2Eb"));
+        assert!(ok("/chatgpt/records/main.orders/%2e%2e."));
+        for bad in [
+            "/chatgpt/records/..",
+            "/chatgpt/records/..?x",
+            "/chatgpt/records/..#x",
+            "/chatgpt/records/%2e%2e?x",
+            "/chatgpt/records/x/.?",
+            "/chatgpt/records/x/%2E#",
+            "/chatgpt/records/x/..?/y",
+            "/chatgpt/records/main.orders/2?x=1",
+            "/chatgpt/records/",
+            "/chatgpt/recordsx/1",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
+    }
 }
