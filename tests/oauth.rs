@@ -1932,6 +1932,35 @@ async fn a_metadata_document_fetch_counts_against_the_addresss_registrations_bef
     s.stop().await;
 }
 
+/// A document already known at the scope is fetched again after its cache hour: that refresh
+/// adds no client, so it costs no registration, while a first fetch still does. (The fetcher
+/// refuses loopback, so an unresolvable host stands in: what counts is that it was tried.)
+#[tokio::test]
+async fn refreshing_a_known_metadata_document_costs_no_registration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "registrations_per_hour_per_ip = 1").await;
+    let c = http_from("127.0.8.1");
+    let known = "https://unreachable.invalid/known.json";
+    plant(&s, "/chatgpt", known, true, Duration::from_secs(2 * 3600));
+    register_public(&c, &s, "/chatgpt").await;
+    let (status, page) = document_page(&c, &s, known).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("cannot resolve"), "{page}");
+    assert_eq!(
+        document_fetches(&s),
+        1,
+        "refetched despite the spent allowance"
+    );
+    let (status, page) = document_page(&c, &s, "https://unreachable.invalid/new.json").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert_eq!(
+        document_fetches(&s),
+        1,
+        "a new document still costs a registration"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn an_mcp_session_belongs_to_the_user_who_opened_it() {
     let dir = tempfile::tempdir().expect("dir");

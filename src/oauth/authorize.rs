@@ -266,8 +266,10 @@ pub fn accepted_resource(ctx: &OAuthCtx, resource: &str) -> Option<String> {
 }
 
 /// The client behind `client_id` at this scope: a registration, or a metadata document. A
-/// document fetch costs `ip`'s address one of its registrations, counted before fetching; a
-/// document that failed within the last minute is answered from memory, without a fetch.
+/// first fetch of a document adds a client, so it costs `ip`'s address one of its
+/// registrations, counted before fetching; fetching again a document already known at this
+/// scope (past [`client_metadata::CACHE_MS`]) adds none and costs none. A document that
+/// failed within the last minute is answered from memory, without a fetch.
 async fn resolve_client(
     ctx: &OAuthCtx,
     ip: std::net::IpAddr,
@@ -276,10 +278,11 @@ async fn resolve_client(
     let refused = |m: String| Failure::Page(StatusCode::BAD_REQUEST, m);
     let unknown = refused("This client is not registered here (or was removed). Connect again from the app so it can register.".to_string());
     let now = now_ms();
-    if let Some(c) = ctx.oauth.store.client(&ctx.scope.path, client_id)
+    let known = ctx.oauth.store.client(&ctx.scope.path, client_id);
+    if let Some(c) = &known
         && (!c.metadata_document || c.created_at + client_metadata::CACHE_MS > now)
     {
-        return Ok(c);
+        return Ok(c.clone());
     }
     if !client_metadata::is_document_url(client_id) || !ctx.config().client_metadata_documents {
         return Err(unknown);
@@ -294,7 +297,9 @@ async fn resolve_client(
     if let Some(e) = docs.recent_failure(client_id, &ctx.scope.path, now) {
         return Err(unusable(e));
     }
-    if super::register::over_registration_limit(ctx, ip, now) {
+    // Past here `known` is a document whose cached copy is stale: refreshing it is no
+    // registration.
+    if known.is_none() && super::register::over_registration_limit(ctx, ip, now) {
         let client_id = super::log_safe(client_id);
         tracing::warn!(%ip, %client_id, "oauth: metadata document not fetched: registration rate limit reached");
         return Err(Failure::Page(

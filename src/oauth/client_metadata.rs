@@ -5,8 +5,9 @@
 //! Fetching a URL chosen by a stranger is a server-side request forgery risk, so: HTTPS only,
 //! no userinfo or fragment, every address the host resolves to must be public (no loopback,
 //! private, link-local, …), the connection goes to exactly the checked addresses, redirects
-//! are not followed, and the fetch is bounded in time (5 s) and size (64 KiB). A fetch costs
-//! the asking address one of its registrations (`/authorize` counts it before fetching), and a
+//! are not followed, and the fetch is bounded in time (5 s) and size (64 KiB). A first fetch
+//! at a scope costs the asking address one of its registrations (`/authorize` counts it before
+//! fetching; refreshing a document already known there adds no client and costs none), and a
 //! failed fetch is remembered for a minute, so asking again refetches nothing.
 
 use std::collections::HashMap;

@@ -167,8 +167,8 @@ async fn register_inner(
 }
 
 /// Counts one registration from `ip`'s address (a dynamic registration, or a client ID
-/// metadata document about to be fetched: both add a client) and says whether it is beyond
-/// `registrations_per_hour_per_ip`.
+/// metadata document about to be fetched for the first time at a scope: both add a client)
+/// and says whether it is beyond `registrations_per_hour_per_ip`.
 pub(super) fn over_registration_limit(ctx: &OAuthCtx, ip: std::net::IpAddr, now: i64) -> bool {
     let key = format!("register:{}", crate::edge::client_ip::limit_key(ip));
     ctx.oauth.limits.hit(&key, 3_600_000, now) > ctx.config().registrations_per_hour_per_ip
