@@ -1384,6 +1384,160 @@ async fn a_token_for_one_scope_is_refused_at_another() {
     s.stop().await;
 }
 
+/// A grant made without a `resource` is for the scope's whole MCP server, both transports. The
+/// token request may name one of its endpoints (in any spelling `/authorize` accepts), and the
+/// access token is then bound to that endpoint only (RFC 8707 §2.2); the refresh token keeps
+/// the whole grant. Anything outside it stays `invalid_target`, and a grant for one endpoint
+/// cannot be widened.
+#[tokio::test]
+async fn a_token_request_may_name_an_endpoint_within_a_grant_made_without_a_resource() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let base = format!("{}/chatgpt", s.base);
+    let at_sse = |token: String| {
+        let req = c
+            .post(format!("{base}/sse"))
+            .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            .bearer_auth(token);
+        async move { req.send().await.expect("sse").status() }
+    };
+    let at_mcp = |scope: &'static str, token: String| {
+        let (c, s) = (&c, &s);
+        async move { mcp_initialize(c, s, scope, Some(&token)).await.status() }
+    };
+    let refresh_naming = |t: &Value, client_id: &str, resource: String| {
+        let form = [
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", refresh(t)),
+            ("client_id", client_id.to_string()),
+            ("resource", resource),
+        ];
+        let (c, s) = (&c, &s);
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            token_request(c, s, "/chatgpt", &form).await
+        }
+    };
+    let (ok, refused) = (StatusCode::OK, StatusCode::UNAUTHORIZED);
+
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (verifier, challenge) = pkce();
+    let mut params = standard_params(&client_id, &challenge, "");
+    params.retain(|(k, _)| *k != "resource");
+    let q = approve(
+        &c,
+        &s,
+        "/chatgpt",
+        &authorize_url(&s, "/chatgpt", &params),
+        "alice",
+        ALICE_PASSWORD,
+    )
+    .await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", q.get("code").expect("code")),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("resource", &format!("{base}/mcp")),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(at_mcp("/chatgpt", access(&t)).await, ok);
+    assert_eq!(at_sse(access(&t)).await, refused, "bound to /mcp only");
+    assert_eq!(at_mcp("/claude", access(&t)).await, refused);
+
+    // Outside the grant: refused, and the refresh token is not spent by trying.
+    for outside in [
+        format!("{}/claude/mcp", s.base),
+        format!("{base}/records"),
+        format!("{base}/mcp/x"),
+        "https://elsewhere.example/chatgpt/mcp".to_string(),
+    ] {
+        let r = refresh_naming(&t, &client_id, outside.clone()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{outside}");
+        assert_eq!(
+            r.json::<Value>().await.expect("json")["error"],
+            "invalid_target",
+            "{outside}"
+        );
+    }
+    // The refresh token still carries the whole grant: another endpoint, with a trailing
+    // slash as `/authorize` accepts it...
+    let r = refresh_naming(&t, &client_id, format!("{base}/sse/")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(at_sse(access(&t)).await, ok);
+    assert_eq!(at_mcp("/chatgpt", access(&t)).await, refused);
+    // ...or the whole scope again.
+    let r = refresh_naming(&t, &client_id, base.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.expect("json");
+    assert_eq!(at_sse(access(&t)).await, ok);
+    assert_eq!(at_mcp("/chatgpt", access(&t)).await, ok);
+
+    // A grant for `/mcp` cannot be widened to the scope or moved to `/sse`.
+    let (client_id, t) = full_flow(&c, &s, "/chatgpt").await;
+    for wider in [base.clone(), format!("{base}/sse")] {
+        let r = refresh_naming(&t, &client_id, wider.clone()).await;
+        assert_eq!(
+            r.json::<Value>().await.expect("json")["error"],
+            "invalid_target",
+            "{wider}"
+        );
+    }
+    let r = refresh_naming(&t, &client_id, format!("{base}/mcp/")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+/// An access token bound to one endpoint at the token endpoint stays bound after a restart.
+#[tokio::test]
+async fn a_token_bound_at_the_token_endpoint_stays_bound_after_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let base = format!("{}/chatgpt", s.base);
+    let (client_id, t) = full_flow_for(&c, &s, "/chatgpt", "alice", ALICE_PASSWORD, None).await;
+    let r = token_request(
+        &c,
+        &s,
+        "/chatgpt",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh(&t)),
+            ("client_id", &client_id),
+            ("resource", &format!("{base}/sse")),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let token = access(&r.json::<Value>().await.expect("json"));
+    let s = restart(s, dir.path(), |t| t).await;
+    assert_eq!(
+        mcp_initialize(&c, &s, "/chatgpt", Some(&token))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = c
+        .post(format!("{base}/sse"))
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(r.status(), StatusCode::OK);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_reused_refresh_token_revokes_the_whole_grant() {
     let dir = tempfile::tempdir().expect("dir");

@@ -1,9 +1,10 @@
 //! The token check at the start of every MCP handler.
 //!
 //! Only the `Authorization: Bearer` header is read (never the query string). A token is
-//! accepted at an endpoint only if it was issued for it (its audience, RFC 8707: `/mcp` for
-//! Streamable HTTP, `/sse` for the legacy transport and its `/messages`, or the scope's base
-//! URL, which is what a client that names no resource gets and means both), is unexpired and
+//! accepted at an endpoint only if it was issued for it (its audience, RFC 8707, the resource
+//! the token request named, else the one `/authorize` granted: `/mcp` for Streamable HTTP,
+//! `/sse` for the legacy transport and its `/messages`, or the scope's base URL, which is
+//! what a client that names no resource gets and means both), is unexpired and
 //! unrevoked, and the person who approved it is still configured and may still grant the
 //! scope. A record viewer's sign-in is another audience. Everything else is a 401 whose
 //! `WWW-Authenticate` points at the endpoint's RFC 9728 metadata, so a client can discover how
@@ -127,7 +128,7 @@ pub fn authenticate_at(
         return Err(malformed("the bearer token is empty or too long"));
     }
     let now = super::store::now_ms();
-    let Some(grant) = oauth.store.check_access(&super::hash_token(token), now) else {
+    let Some(access) = oauth.store.check_access(&super::hash_token(token), now) else {
         // A token was presented and refused: an OAuth decision worth a record (requests
         // without any token, every client's first probe, are not).
         let mut r = crate::ops::audit::Record::oauth("bearer", &scope.path, "refused");
@@ -139,8 +140,9 @@ pub fn authenticate_at(
             "the access token is unknown, expired or revoked",
         ))));
     };
-    if grant.scope != scope.path || !endpoint.admits(&grant.resource, scope) {
-        tracing::warn!(scope = %scope.path, token_scope = %grant.scope, token_resource = %grant.resource, client_id = %grant.client_id, "oauth: token presented outside its audience");
+    let grant = &access.grant;
+    if grant.scope != scope.path || !endpoint.admits(&access.resource, scope) {
+        tracing::warn!(scope = %scope.path, token_scope = %grant.scope, token_resource = %access.resource, client_id = %grant.client_id, "oauth: token presented outside its audience");
         return Err(challenge(Some((
             "invalid_token",
             "the access token was issued for another resource",

@@ -156,6 +156,18 @@ pub struct TokenRecord {
     /// Codes and refresh tokens are single use; a used one is kept until it expires so a
     /// second use is recognised as theft.
     pub used: bool,
+    /// The audience of an access token bound to less than its grant's resource (a token
+    /// request named one endpoint of a grant for the scope's base URL, RFC 8707 §2.2);
+    /// `None`: the grant's.
+    pub resource: Option<String>,
+}
+
+/// A live access token: the grant behind it and the audience it is bound to.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub grant: Arc<Grant>,
+    /// The RFC 8707 resource the token may be used at: its own, else its grant's.
+    pub resource: String,
 }
 
 /// A freshly minted token pair (plain values, returned once).
@@ -197,7 +209,7 @@ CREATE TABLE IF NOT EXISTS grants (
     created_at INTEGER NOT NULL, last_used_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY, kind TEXT NOT NULL, grant_id TEXT NOT NULL,
-    expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+    expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0, resource TEXT);
 CREATE INDEX IF NOT EXISTS tokens_by_grant ON tokens(grant_id);
 ";
 
@@ -222,6 +234,13 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // A file written before access tokens could be bound to less than their grant.
+        let has_resource = conn
+            .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'resource'")?
+            .exists([])?;
+        if !has_resource {
+            conn.execute_batch("ALTER TABLE tokens ADD COLUMN resource TEXT")?;
+        }
         let store = Store {
             conn: Mutex::new(conn),
             clients: DashMap::new(),
@@ -289,7 +308,8 @@ impl Store {
             let g = g?;
             self.grants.insert(g.grant_id.clone(), Arc::new(g));
         }
-        let mut stmt = conn.prepare("SELECT hash, kind, grant_id, expires_at, used FROM tokens")?;
+        let mut stmt =
+            conn.prepare("SELECT hash, kind, grant_id, expires_at, used, resource FROM tokens")?;
         let rows = stmt.query_map([], |r| {
             let kind: String = r.get(1)?;
             Ok((
@@ -298,10 +318,11 @@ impl Store {
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)? != 0,
+                r.get::<_, Option<String>>(5)?,
             ))
         })?;
         for row in rows {
-            let (hash, kind, grant_id, expires_at, used) = row?;
+            let (hash, kind, grant_id, expires_at, used, resource) = row?;
             let Some(kind) = TokenKind::parse(&kind) else {
                 continue;
             };
@@ -312,6 +333,7 @@ impl Store {
                     grant_id,
                     expires_at,
                     used,
+                    resource,
                 },
             );
         }
@@ -487,7 +509,7 @@ impl Store {
                 grant.last_used_at.load(Ordering::Relaxed),
             ],
         )?;
-        insert_token(&tx, code_hash, kind, &grant.grant_id, code_expires_at)?;
+        insert_token(&tx, code_hash, kind, &grant.grant_id, code_expires_at, None)?;
         if let Some(c) = &client {
             tx.execute(
                 "UPDATE clients SET last_used_at = ?2 WHERE client_id = ?1",
@@ -504,6 +526,7 @@ impl Store {
                 grant_id: grant.grant_id.clone(),
                 expires_at: code_expires_at,
                 used: false,
+                resource: None,
             },
         );
         if let Some(c) = client {
@@ -531,7 +554,9 @@ impl Store {
     }
 
     /// Redeems a single-use code or refresh token (`hash`) for a new access and refresh
-    /// token. A second use revokes the whole grant.
+    /// token. A second use revokes the whole grant. The access token is bound to `audience`
+    /// when the token request named a resource narrower than the grant's (`None`: the
+    /// grant's); the refresh token always carries the whole grant.
     pub fn redeem(
         &self,
         hash: &str,
@@ -539,6 +564,7 @@ impl Store {
         now: i64,
         access_ttl_ms: i64,
         refresh_ttl_ms: i64,
+        audience: Option<&str>,
     ) -> Result<Result<(Issued, Arc<Grant>), RedeemError>, StoreError> {
         let mut conn = self.db();
         let Some(rec) = self.tokens.get(hash).map(|r| r.clone()) else {
@@ -575,6 +601,7 @@ impl Store {
             TokenKind::Access,
             &grant.grant_id,
             now + access_ttl_ms,
+            audience,
         )?;
         insert_token(
             &tx,
@@ -582,6 +609,7 @@ impl Store {
             TokenKind::Refresh,
             &grant.grant_id,
             now + refresh_ttl_ms,
+            None,
         )?;
         tx.execute(
             "UPDATE grants SET last_used_at = ?2 WHERE grant_id = ?1",
@@ -591,9 +619,14 @@ impl Store {
         if let Some(mut r) = self.tokens.get_mut(hash) {
             r.used = true;
         }
-        for (h, k, ttl) in [
-            (access_hash, TokenKind::Access, access_ttl_ms),
-            (refresh_hash, TokenKind::Refresh, refresh_ttl_ms),
+        for (h, k, ttl, resource) in [
+            (
+                access_hash,
+                TokenKind::Access,
+                access_ttl_ms,
+                audience.map(str::to_string),
+            ),
+            (refresh_hash, TokenKind::Refresh, refresh_ttl_ms, None),
         ] {
             self.tokens.insert(
                 h,
@@ -602,6 +635,7 @@ impl Store {
                     grant_id: grant.grant_id.clone(),
                     expires_at: now + ttl,
                     used: false,
+                    resource,
                 },
             );
         }
@@ -619,15 +653,19 @@ impl Store {
         )))
     }
 
-    /// The grant behind a live access token (the bearer check; memory only).
-    pub fn check_access(&self, hash: &str, now: i64) -> Option<Arc<Grant>> {
+    /// The grant and audience behind a live access token (the bearer check; memory only).
+    pub fn check_access(&self, hash: &str, now: i64) -> Option<Access> {
         let rec = self.tokens.get(hash)?;
         if rec.kind != TokenKind::Access || rec.expires_at <= now {
             return None;
         }
         let grant = self.grant(&rec.grant_id)?;
         grant.last_used_at.store(now, Ordering::Relaxed);
-        Some(grant)
+        let resource = rec
+            .resource
+            .clone()
+            .unwrap_or_else(|| grant.resource.clone());
+        Some(Access { grant, resource })
     }
 
     // ----- revocation -----
@@ -804,10 +842,11 @@ fn insert_token(
     kind: TokenKind,
     grant_id: &str,
     expires_at: i64,
+    resource: Option<&str>,
 ) -> Result<(), rusqlite::Error> {
     tx.execute(
-        "INSERT INTO tokens (hash, kind, grant_id, expires_at, used) VALUES (?1, ?2, ?3, ?4, 0)",
-        params![hash, kind.as_str(), grant_id, expires_at],
+        "INSERT INTO tokens (hash, kind, grant_id, expires_at, used, resource) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        params![hash, kind.as_str(), grant_id, expires_at, resource],
     )?;
     Ok(())
 }
@@ -871,13 +910,27 @@ mod tests {
             )
             .expect("grant");
         let (issued, _) = store
-            .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
+            .redeem(
+                "codehash",
+                TokenKind::Code,
+                now,
+                3_600_000,
+                86_400_000,
+                None,
+            )
             .expect("db")
             .expect("first use");
         let access = super::super::hash_token(&issued.access_token);
         assert!(store.check_access(&access, now).is_some());
         let again = store
-            .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
+            .redeem(
+                "codehash",
+                TokenKind::Code,
+                now,
+                3_600_000,
+                86_400_000,
+                None,
+            )
             .expect("db");
         assert_eq!(again.err(), Some(RedeemError::Reused));
         assert!(store.check_access(&access, now).is_none());
@@ -898,7 +951,7 @@ mod tests {
             )
             .expect("grant");
         let r = store
-            .redeem("codehash", TokenKind::Code, now, 1000, 1000)
+            .redeem("codehash", TokenKind::Code, now, 1000, 1000, None)
             .expect("db");
         assert_eq!(r.err(), Some(RedeemError::Expired));
     }
@@ -918,17 +971,24 @@ mod tests {
                 )
                 .expect("grant");
             let (issued, _) = store
-                .redeem("codehash", TokenKind::Code, now, 3_600_000, 86_400_000)
+                .redeem(
+                    "codehash",
+                    TokenKind::Code,
+                    now,
+                    3_600_000,
+                    86_400_000,
+                    None,
+                )
                 .expect("db")
                 .expect("redeem");
             super::super::hash_token(&issued.access_token)
         };
         let store = Store::open(dir.path()).expect("reopen");
-        let g = store.check_access(&access, now).expect("still valid");
-        assert_eq!(g.username, "alice");
+        let a = store.check_access(&access, now).expect("still valid");
+        assert_eq!(a.grant.username, "alice");
         // The used code is remembered too, so a replay after a restart is still caught.
         let r = store
-            .redeem("codehash", TokenKind::Code, now, 1, 1)
+            .redeem("codehash", TokenKind::Code, now, 1, 1, None)
             .expect("db");
         assert_eq!(r.err(), Some(RedeemError::Reused));
     }
@@ -1151,6 +1211,72 @@ mod tests {
         );
         assert!(matches!(r, Err(StoreError::ClientGone)));
         assert!(store.grant("g1").is_none() && !store.persisted("h1").expect("db"));
+    }
+
+    #[test]
+    fn an_access_token_bound_narrower_than_its_grant_stays_so_after_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = now_ms();
+        let narrow = "http://x/chatgpt/sse";
+        let (access, refresh) = {
+            let store = open_with_c1(dir.path());
+            let mut g = grant("g1", "alice", "c1");
+            g.resource = "http://x/chatgpt".into();
+            store
+                .create_grant(g, TokenKind::Code, "codehash", now + 60_000)
+                .expect("grant");
+            let (issued, _) = store
+                .redeem(
+                    "codehash",
+                    TokenKind::Code,
+                    now,
+                    60_000,
+                    60_000,
+                    Some(narrow),
+                )
+                .expect("db")
+                .expect("redeem");
+            (
+                super::super::hash_token(&issued.access_token),
+                super::super::hash_token(&issued.refresh_token),
+            )
+        };
+        let store = Store::open(dir.path()).expect("reopen");
+        let a = store.check_access(&access, now).expect("live");
+        assert_eq!(a.resource, narrow);
+        assert_eq!(a.grant.resource, "http://x/chatgpt");
+        let (rec, _) = store.lookup(&refresh, TokenKind::Refresh).expect("refresh");
+        assert_eq!(
+            rec.resource, None,
+            "the refresh token carries the whole grant"
+        );
+    }
+
+    #[test]
+    fn a_state_file_from_before_token_audiences_opens_and_keeps_its_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = now_ms();
+        {
+            let conn = Connection::open(dir.path().join("oauth.sqlite")).expect("create");
+            conn.execute_batch(&SCHEMA.replace(", resource TEXT);", ");"))
+                .expect("old schema");
+            conn.execute(
+                "INSERT INTO tokens (hash, kind, grant_id, expires_at, used) VALUES ('h', 'access', 'g1', ?1, 0)",
+                params![now + 60_000],
+            )
+            .expect("old token");
+        }
+        let store = Store::open(dir.path()).expect("migrated");
+        let rec = store.tokens.get("h").map(|r| r.clone()).expect("kept");
+        assert_eq!((rec.kind, rec.resource), (TokenKind::Access, None));
+        let has_column = store
+            .db()
+            .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'resource'")
+            .and_then(|mut q| q.exists([]))
+            .expect("pragma");
+        assert!(has_column);
+        drop(store);
+        Store::open(dir.path()).expect("opens again once migrated");
     }
 
     #[test]

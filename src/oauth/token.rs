@@ -194,7 +194,7 @@ async fn token_inner(
     let params = parse_form(headers, body)?;
     let client = authenticate_client(ctx, headers, &params)?;
     let grant_type = params.get("grant_type").map(String::as_str).unwrap_or("");
-    let (hash, kind) = match grant_type {
+    let ((hash, audience), kind) = match grant_type {
         "authorization_code" => (check_code(ctx, &client, &params)?, TokenKind::Code),
         "refresh_token" => (check_refresh(ctx, &client, &params)?, TokenKind::Refresh),
         "" => return Err(OAuthError::invalid_request("grant_type is required")),
@@ -211,7 +211,7 @@ async fn token_inner(
     let now = now_ms();
     let h = hash.clone();
     let outcome = super::blocking(&ctx.oauth.store, move |s| {
-        s.redeem(&h, kind, now, access_ttl, refresh_ttl)
+        s.redeem(&h, kind, now, access_ttl, refresh_ttl, audience.as_deref())
     })
     .await?;
     match outcome {
@@ -255,12 +255,16 @@ async fn token_inner(
     }
 }
 
-/// Checks an authorization code request; returns the code's hash to redeem.
+/// A code or refresh token's hash to redeem, and the audience to bind the new access token to
+/// when the request named one narrower than the grant's ([`check_resource`]).
+type Redeemable = (String, Option<String>);
+
+/// Checks an authorization code request.
 fn check_code(
     ctx: &OAuthCtx,
     client: &Client,
     params: &HashMap<String, String>,
-) -> Result<String, OAuthError> {
+) -> Result<Redeemable, OAuthError> {
     let Some(code) = params.get("code") else {
         return Err(OAuthError::invalid_request("code is required"));
     };
@@ -282,7 +286,7 @@ fn check_code(
     }
     if rec.used {
         // Redeeming a used code revokes its grant; let `redeem` do it and report it.
-        return Ok(hash);
+        return Ok((hash, None));
     }
     if params
         .get("redirect_uri")
@@ -297,17 +301,17 @@ fn check_code(
             "the code_verifier does not match the code_challenge",
         ));
     }
-    check_resource(ctx, params, &grant.resource)?;
+    let audience = check_resource(ctx, params, &grant.resource)?;
     check_user(ctx, &grant.username)?;
-    Ok(hash)
+    Ok((hash, audience))
 }
 
-/// Checks a refresh request; returns the refresh token's hash to redeem.
+/// Checks a refresh request.
 fn check_refresh(
     ctx: &OAuthCtx,
     client: &Client,
     params: &HashMap<String, String>,
-) -> Result<String, OAuthError> {
+) -> Result<Redeemable, OAuthError> {
     let Some(token) = params.get("refresh_token") else {
         return Err(OAuthError::invalid_request("refresh_token is required"));
     };
@@ -323,33 +327,39 @@ fn check_refresh(
         ));
     }
     if rec.used {
-        return Ok(hash);
+        return Ok((hash, None));
     }
-    check_resource(ctx, params, &grant.resource)?;
+    let audience = check_resource(ctx, params, &grant.resource)?;
     check_user(ctx, &grant.username)?;
-    Ok(hash)
+    Ok((hash, audience))
 }
 
 /// The grant's resource must still be an MCP endpoint of this scope (the audience its tokens
 /// are checked against, [`super::bearer::is_mcp_resource`]: not if `public_url` changed since),
-/// and a `resource` in the token request must name it (RFC 8707 §2.2).
+/// and a `resource` in the token request must lie within it (RFC 8707 §2.2), in any spelling
+/// `/authorize` accepts ([`super::authorize::accepted_resource`]): the granted resource itself,
+/// or, for a grant of the scope's base URL (what a client that named no resource at
+/// `/authorize` gets), one of the scope's endpoints, `/mcp` or `/sse`. Returns the audience to
+/// bind the new access token to when it is narrower than the grant's.
 fn check_resource(
     ctx: &OAuthCtx,
     params: &HashMap<String, String>,
     granted: &str,
-) -> Result<(), OAuthError> {
+) -> Result<Option<String>, OAuthError> {
     if !super::bearer::is_mcp_resource(granted, &ctx.scope) {
         return Err(OAuthError::invalid_grant(
             "the grant is for another resource (the server's public URL changed since); authorize again",
         ));
     }
-    match params.get("resource") {
-        None => Ok(()),
-        Some(r) if super::authorize::accepted_resource(ctx, r).as_deref() == Some(granted) => {
-            Ok(())
-        }
-        Some(_) => Err(OAuthError::invalid_target(
-            "resource differs from the one authorized",
+    let Some(asked) = params.get("resource") else {
+        return Ok(None);
+    };
+    let whole_scope = super::bearer::audience_path(granted, &ctx.scope) == Some("");
+    match super::authorize::accepted_resource(ctx, asked) {
+        Some(r) if r == granted => Ok(None),
+        Some(r) if whole_scope => Ok(Some(r)),
+        _ => Err(OAuthError::invalid_target(
+            "resource is not within the one authorized",
         )),
     }
 }

@@ -77,10 +77,11 @@ fn viewer_grant(store: &Store, scope: &Scope, headers: &HeaderMap) -> Option<Arc
     let token = cookie(headers, SESSION_COOKIE)?;
     store
         .check_access(&super::hash_token(&token), now_ms())
-        .filter(|g| {
-            g.scope == scope.path
-                && super::bearer::audience_path(&g.resource, scope) == Some("/records")
+        .filter(|a| {
+            a.grant.scope == scope.path
+                && super::bearer::audience_path(&a.resource, scope) == Some("/records")
         })
+        .map(|a| a.grant)
 }
 
 /// 303 to this scope's sign-in page, to come back to `next` (a path of the record asked for).
