@@ -117,6 +117,21 @@ impl Json {
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
+    /// A JSON array of `items`, in order (a JSON-RPC batch response).
+    pub fn array(items: Vec<Json>) -> Self {
+        let len = items.iter().map(|j| j.0.len() + 1).sum::<usize>() + 1;
+        let mut buf = Vec::with_capacity(len);
+        buf.push(b'[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(&item.0);
+        }
+        buf.push(b']');
+        Self(buf)
+    }
+
     /// The text parsed back into a value (for callers off the hot path).
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::from_slice(&self.0).unwrap_or(serde_json::Value::Null)

@@ -182,6 +182,20 @@ pub fn limit_tool_call(
     caller: &crate::mcp::dispatch::Caller,
     req: &crate::mcp::protocol::Request,
 ) -> Option<Response<Body>> {
+    let (err, secs) = tool_call_refusal(app, caller, req)?;
+    let mut resp = crate::mcp::rpc_error_response(Some(&req.id), &err);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    Some(resp)
+}
+
+/// [`limit_tool_call`]'s verdict as a JSON-RPC error (429) and the seconds to wait, for a
+/// message of a JSON-RPC batch, which is answered in the batch's array.
+pub fn tool_call_refusal(
+    app: &crate::state::AppState,
+    caller: &crate::mcp::dispatch::Caller,
+    req: &crate::mcp::protocol::Request,
+) -> Option<(crate::mcp::protocol::RpcError, u64)> {
     if req.method != "tools/call" {
         return None;
     }
@@ -192,10 +206,7 @@ pub fn limit_tool_call(
         wait.secs()
     ))
     .with_status(StatusCode::TOO_MANY_REQUESTS);
-    let mut resp = crate::mcp::rpc_error_response(Some(&req.id), &err);
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(wait.secs()));
-    Some(resp)
+    Some((err, wait.secs()))
 }
 
 /// 429 with `Retry-After` and a short JSON body.

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::protocol::{
     Era, LATEST_LEGACY_VERSION, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO,
-    MODERN_VERSION, Request, RpcError, SSE_ONLY_VERSIONS, SUPPORTED_VERSIONS, Shapes,
-    success_response,
+    MODERN_VERSION, Request, RpcError, SSE_SESSION_VERSIONS, STREAMABLE_SESSION_VERSIONS,
+    SUPPORTED_VERSIONS, Shapes, success_response,
 };
 use crate::db::TableInfo;
 use crate::json::Json;
@@ -191,10 +191,10 @@ pub async fn handle(
 /// The transport an `initialize` came on, which decides the revisions it may settle on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// Streamable HTTP (`{scope}/mcp`): 2025-06-18 and 2025-11-25.
+    /// Streamable HTTP (`{scope}/mcp`): [`STREAMABLE_SESSION_VERSIONS`].
     StreamableHttp,
-    /// The legacy HTTP+SSE transport (`{scope}/sse`, `{scope}/messages`): those, and the
-    /// revisions whose transport it is ([`SSE_ONLY_VERSIONS`]).
+    /// The legacy HTTP+SSE transport (`{scope}/sse`, `{scope}/messages`):
+    /// [`SSE_SESSION_VERSIONS`], which add 2024-11-05, the revision whose transport it is.
     LegacySse,
 }
 
@@ -213,16 +213,15 @@ pub fn negotiated_version(params: &Value, transport: Transport) -> &'static str 
 /// a session revision), else our latest session revision, which the spec lets the client
 /// refuse by disconnecting.
 pub fn negotiate(requested: &str, transport: Transport) -> &'static str {
-    match requested {
-        "2025-06-18" => "2025-06-18",
-        "2025-11-25" => "2025-11-25",
-        v if transport == Transport::LegacySse => SSE_ONLY_VERSIONS
-            .iter()
-            .copied()
-            .find(|s| *s == v)
-            .unwrap_or(LATEST_LEGACY_VERSION),
-        _ => LATEST_LEGACY_VERSION,
-    }
+    let offered: &[&'static str] = match transport {
+        Transport::StreamableHttp => &STREAMABLE_SESSION_VERSIONS,
+        Transport::LegacySse => &SSE_SESSION_VERSIONS,
+    };
+    offered
+        .iter()
+        .copied()
+        .find(|v| *v == requested)
+        .unwrap_or(LATEST_LEGACY_VERSION)
 }
 
 /// The `initialize` result for a session of `era`, the version [`negotiate`] picked (the

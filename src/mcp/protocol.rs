@@ -9,8 +9,10 @@ use axum::http::StatusCode;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
-/// Revisions served from the same endpoint, oldest first.
-pub const SUPPORTED_VERSIONS: [&str; 3] = ["2025-06-18", "2025-11-25", MODERN_VERSION];
+/// Revisions served from the same endpoint, oldest first (2024-11-05 is served on the legacy
+/// HTTP+SSE endpoint only: [`SSE_SESSION_VERSIONS`]).
+pub const SUPPORTED_VERSIONS: [&str; 4] =
+    ["2025-03-26", "2025-06-18", "2025-11-25", MODERN_VERSION];
 /// The newest revision that still uses `initialize` and sessions.
 pub const LATEST_LEGACY_VERSION: &str = "2025-11-25";
 /// The stateless revision: per-request `_meta`, `server/discover`, header checks.
@@ -21,12 +23,20 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 pub const KNOWN_SESSION_VERSIONS: [&str; 4] =
     ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
-/// Revisions `initialize` settles on only on the legacy HTTP+SSE endpoint (`mcp::sse`), which
-/// is the transport of 2024-11-05 and which 2025-03-26 still describes for compatibility: a
-/// client that speaks only one of them would disconnect when offered a newer one. Results on
-/// such a session take that revision's shapes ([`Shapes`]). On Streamable HTTP (which
-/// 2024-11-05 did not have) `initialize` keeps settling on 2025-06-18 or 2025-11-25.
-pub const SSE_ONLY_VERSIONS: [&str; 2] = ["2024-11-05", "2025-03-26"];
+/// Revisions `initialize` settles on at `{scope}/mcp` (Streamable HTTP, which 2025-03-26
+/// introduced): a client asking for one of them gets it, and its results take that
+/// revision's shapes ([`Shapes`]); a 2025-03-26 session also takes JSON-RPC batches, which
+/// only that revision has (`mcp::streamable`).
+pub const STREAMABLE_SESSION_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// Revisions `initialize` settles on at the legacy HTTP+SSE endpoint (`mcp::sse`): those of
+/// Streamable HTTP, and 2024-11-05, whose transport it is (a client that speaks only 2024-11-05
+/// would disconnect when offered a newer one).
+pub const SSE_SESSION_VERSIONS: [&str; 4] =
+    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// Most messages one JSON-RPC batch may hold (2025-03-26 sessions on Streamable HTTP).
+pub const MAX_BATCH: usize = 32;
 
 /// What a revision's results may carry, where the revisions we serve differ: every member we
 /// send that an older revision's schema lacks is left out for a session of that revision, and
@@ -82,8 +92,8 @@ pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
     /// `initialize` and sessions, with the revision they settled on: 2025-06-18 or 2025-11-25
-    /// (GET streams on Streamable HTTP), or 2024-11-05 or 2025-03-26 on the legacy HTTP+SSE
-    /// endpoint ([`SSE_ONLY_VERSIONS`]).
+    /// (GET streams on Streamable HTTP), 2025-03-26 (Streamable HTTP or the legacy HTTP+SSE
+    /// endpoint), or 2024-11-05 (the legacy HTTP+SSE endpoint only).
     Legacy(&'static str),
     /// 2026-07-28: stateless, every request self-describing.
     Modern,

@@ -292,7 +292,7 @@ async fn server_discover_describes_the_server() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(versions, [V0618, V1125, MODERN]);
+    assert_eq!(versions, ["2025-03-26", V0618, V1125, MODERN]);
     assert!(result["capabilities"]["tools"].is_object(), "{result}");
     assert!(result["capabilities"]["resources"].is_object(), "{result}");
     assert_eq!(result["resultType"], "complete");

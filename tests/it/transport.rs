@@ -653,3 +653,170 @@ async fn shutdown_ends_open_streams_promptly() {
     assert_eq!(mcp_stream.next_event(Duration::from_secs(2)).await, None);
     assert_eq!(sse_stream.next_event(Duration::from_secs(2)).await, None);
 }
+
+const V0326: &str = "2025-03-26";
+
+/// A 2025-03-26 client on Streamable HTTP (which that revision introduced; the official SDKs
+/// up to 1.12 speak only it and disconnect when offered a newer one) gets 2025-03-26, and
+/// results without what that revision lacks: `title`, `outputSchema`, `structuredContent`.
+#[tokio::test]
+async fn initialize_keeps_2025_03_26_and_results_take_its_shapes() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0326).await;
+    assert_eq!(c.version, V0326);
+    let tools = c.result("tools/list", json!({})).await;
+    let tools = tools["tools"].as_array().expect("tools");
+    assert_eq!(tools.len(), 6, "{tools:?}");
+    for t in tools {
+        assert!(t.get("title").is_none(), "{t}");
+        assert!(t.get("outputSchema").is_none(), "{t}");
+        assert_eq!(t["annotations"]["readOnlyHint"], true, "{t}");
+    }
+    let result = c
+        .call_tool(
+            "execute_sql",
+            json!({"sql": "SELECT count(*) AS n FROM customers"}),
+        )
+        .await;
+    assert!(result.get("structuredContent").is_none(), "{result}");
+    let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().expect("text"))
+        .expect("JSON text");
+    assert_eq!(text["rows"][0]["n"], CUSTOMERS, "{result}");
+}
+
+/// Posts `body` on `c`'s session, as its client would.
+async fn post_on(c: &Legacy<'_>, body: &Value) -> Resp {
+    c.srv
+        .post_json(&c.path(), &[("mcp-session-id", &c.session)], body)
+        .await
+}
+
+/// 2025-03-26 allows JSON-RPC batches: the requests are answered in order in one array,
+/// notifications get nothing, and a message that is wrong gets its own error in its place
+/// without stopping the others (JSON-RPC 2.0 batch semantics).
+#[tokio::test]
+async fn a_2025_03_26_session_takes_a_batch_and_answers_each_request_in_order() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0326).await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "a", "method": "tools/list"},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "x"}},
+        {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "execute_sql",
+            "arguments": {"sql": "SELECT count(*) AS n FROM orders"}}},
+        {"jsonrpc": "1.0", "id": 8, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 9, "method": "initialize", "params": {"protocolVersion": V0326,
+            "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "execute_sql",
+            "arguments": {"sql": "DELETE FROM orders"}}},
+        {"jsonrpc": "2.0", "id": 11, "method": "no/such/method"}
+    ]);
+    let r = post_on(&c, &batch).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let answers = r.json.as_array().expect("an array of responses");
+    let ids: Vec<&Value> = answers.iter().map(|a| &a["id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            &json!("a"),
+            &json!(7),
+            &Value::Null,
+            &json!(9),
+            &json!(10),
+            &json!(11)
+        ],
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        answers[0]["result"]["tools"].as_array().map(Vec::len),
+        Some(6)
+    );
+    let counted: Value = serde_json::from_str(
+        answers[1]["result"]["content"][0]["text"]
+            .as_str()
+            .expect("text"),
+    )
+    .expect("JSON text");
+    assert!(
+        counted["rows"][0]["n"].as_i64().is_some_and(|n| n > 0),
+        "{counted}"
+    );
+    assert_eq!(answers[2]["error"]["code"], -32600, "{}", r.text);
+    assert_eq!(answers[3]["error"]["code"], -32600, "{}", r.text);
+    assert!(
+        answers[3]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("initialize must not be part of a JSON-RPC batch")),
+        "{}",
+        r.text
+    );
+    assert_eq!(answers[4]["result"]["isError"], true, "{}", r.text);
+    assert_eq!(answers[5]["error"]["code"], -32601, "{}", r.text);
+    // The session is still the one it was: a single request after the batch works.
+    assert_eq!(c.result("ping", json!({})).await, json!({}));
+}
+
+#[tokio::test]
+async fn a_batch_of_notifications_and_responses_only_is_202() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0326).await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
+        {"jsonrpc": "2.0", "id": 5, "result": {}}
+    ]);
+    let r = post_on(&c, &batch).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!(r.text.is_empty(), "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_empty_or_oversized_batch_is_refused_and_runs_nothing() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0326).await;
+    let r = post_on(&c, &json!([])).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32600), "{}", r.text);
+    assert!(r.error_message().contains("empty"), "{}", r.text);
+
+    let big: Vec<Value> = (0..33)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+        .collect();
+    let r = post_on(&c, &Value::Array(big)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.error_message().contains("at most 32"), "{}", r.text);
+    let r = srv
+        .post_raw(
+            &c.path(),
+            &[("mcp-session-id", &c.session)],
+            b"[{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"ping\"},".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32700), "{}", r.text);
+}
+
+/// Later revisions removed batches: a session of one of them is told so, with its revision.
+#[tokio::test]
+async fn a_batch_on_a_later_session_is_refused_naming_its_revision() {
+    let srv = Server::demo().await;
+    for v in [V0618, V1125] {
+        let c = Legacy::connect(&srv, "/claude", v).await;
+        let r = post_on(&c, &json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}])).await;
+        assert_eq!(r.status, 400, "{v}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32600), "{v}: {}", r.text);
+        assert!(
+            r.error_message().contains("2025-03-26 only") && r.error_message().contains(v),
+            "{v}: {}",
+            r.text
+        );
+    }
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("mcp-session-id", "no-such-session")],
+            &json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
