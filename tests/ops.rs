@@ -1850,3 +1850,76 @@ async fn a_query_stuck_in_one_step_or_building_a_huge_row_holds_up_nothing() {
     terminate(pid);
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
 }
+
+/// A JSON-RPC batch (2025-03-26) has the request timeout as a whole: it stops short of it and
+/// answers every request, those that ran with their results and the rest with an error
+/// saying they were not answered, instead of a 503 that hides what ran.
+#[tokio::test]
+async fn a_batch_that_outlasts_the_request_timeout_answers_what_ran() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let text = config_text(dir.path(), &db, "", "[limits]\nrequest_timeout_secs = 1\n").replace(
+        "kind = \"sqlite\"",
+        "kind = \"sqlite\"\nquery_timeout_secs = 3",
+    );
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let init = client()
+        .post(srv.url("/claude/mcp"))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(init.status(), 200);
+    let sid = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("session id")
+        .to_string();
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "execute_sql", "arguments": {"sql": slow}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
+    ]);
+    let started = Instant::now();
+    let resp = client()
+        .post(srv.url("/claude/mcp"))
+        .header("mcp-session-id", &sid)
+        .json(&batch)
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "answered before the request timeout: {:?}",
+        started.elapsed()
+    );
+    let answers: Value = resp.json().await.expect("JSON");
+    assert_eq!(answers[0]["id"], 1, "{answers}");
+    assert_eq!(answers[0]["result"], json!({}), "{answers}");
+    for (i, id) in [(1, 2), (2, 3)] {
+        assert_eq!(answers[i]["id"], id, "{answers}");
+        assert_eq!(answers[i]["error"]["code"], -32001, "{answers}");
+        assert!(
+            answers[i]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("send it again on its own")),
+            "{answers}"
+        );
+    }
+    let (_, metrics) = srv.get("/metrics").await;
+    for want in [
+        r#"mssql_mcp_tool_calls_total{scope="/claude",status="cancelled",tool="execute_sql"} 1"#,
+        "mssql_mcp_http_timeouts_total 0",
+    ] {
+        assert!(metrics.contains(want), "missing `{want}` in:\n{metrics}");
+    }
+    srv.stop().await;
+}

@@ -1,5 +1,5 @@
-//! MCP over HTTP: the Streamable HTTP endpoint `{scope}/mcp` (2025-06-18, 2025-11-25 and
-//! 2026-07-28 from one endpoint), the older HTTP+SSE transport at `{scope}/sse`, and the
+//! MCP over HTTP: the Streamable HTTP endpoint `{scope}/mcp` (2025-03-26, 2025-06-18,
+//! 2025-11-25 and 2026-07-28 from one endpoint), the older HTTP+SSE transport at `{scope}/sse`, and the
 //! record pages search results link to.
 //!
 //! Transports turn HTTP into JSON-RPC messages and back; [`dispatch`] and the tools never see
@@ -7,6 +7,7 @@
 //! here for every MCP route (DNS-rebinding protection), against the public URL's host and port
 //! as clients may write them (`PublicOrigin`) or a loopback host.
 
+pub mod batch;
 pub mod dispatch;
 pub mod protocol;
 pub mod records;

@@ -26,7 +26,7 @@ pub const KNOWN_SESSION_VERSIONS: [&str; 4] =
 /// Revisions `initialize` settles on at `{scope}/mcp` (Streamable HTTP, which 2025-03-26
 /// introduced): a client asking for one of them gets it, and its results take that
 /// revision's shapes ([`Shapes`]); a 2025-03-26 session also takes JSON-RPC batches, which
-/// only that revision has (`mcp::streamable`).
+/// only that revision has (`mcp::batch`).
 pub const STREAMABLE_SESSION_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// Revisions `initialize` settles on at the legacy HTTP+SSE endpoint (`mcp::sse`): those of
@@ -34,9 +34,6 @@ pub const STREAMABLE_SESSION_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", 
 /// would disconnect when offered a newer one).
 pub const SSE_SESSION_VERSIONS: [&str; 4] =
     ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
-
-/// Most messages one JSON-RPC batch may hold (2025-03-26 sessions on Streamable HTTP).
-pub const MAX_BATCH: usize = 32;
 
 /// What a revision's results may carry, where the revisions we serve differ: every member we
 /// send that an older revision's schema lacks is left out for a session of that revision, and

@@ -9,7 +9,10 @@
 //! shapes (`protocol::Shapes`: no `title`, `outputSchema` or `structuredContent`, and tool
 //! `annotations` only from 2025-03-26). A plain POST has no session to remember the revision
 //! by: its results take the shapes of the revision its `MCP-Protocol-Version` header names
-//! (any session revision), or of the latest session revision without one.
+//! (any session revision), or of 2025-03-26 without one (the default the 2025 revisions give a
+//! missing header; 2024-11-05 and 2025-03-26 clients send none). A 2025-03-26 session may
+//! POST JSON-RPC batches to its message URL ([`super::batch`]); the answers travel as one
+//! event.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,14 +26,18 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::batch;
 use super::dispatch::{self, Transport};
 use super::json_body;
-use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION};
+use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION, RpcError};
+use super::session::{Outbox, Session};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
+use crate::json::Json;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
 use crate::state::AppState;
+use serde_json::Value;
 
 /// Removes the session when its stream is dropped (client gone or server shutting down).
 struct EndSessionOnDrop {
@@ -120,6 +127,29 @@ pub async fn message(
         .with_status(StatusCode::BAD_REQUEST);
         return rpc_error_response(None, &err);
     };
+    if batch::is_batch(&body) {
+        let refuse =
+            |e: RpcError| rpc_error_response(None, &e.with_status(StatusCode::BAD_REQUEST));
+        let settled = session.version.get().copied();
+        if settled != Some("2025-03-26") {
+            return refuse(RpcError::invalid_request(format!(
+                "Invalid Request: JSON-RPC batches are part of protocol 2025-03-26 only; this \
+                 session {}: send one message per POST",
+                settled.map_or("has not sent initialize yet".to_string(), |v| format!(
+                    "uses {v}"
+                ))
+            )));
+        }
+        let messages = match batch::messages(&body) {
+            Ok(m) => m,
+            Err(e) => return refuse(e),
+        };
+        let answers = batch::answer(&ctx, &caller, Era::Legacy("2025-03-26"), messages).await;
+        if answers.is_empty() {
+            return (StatusCode::ACCEPTED, "Accepted").into_response();
+        }
+        return deliver(&ctx, &session, &outbox, Json::array(answers), None).await;
+    }
     let req = match protocol::parse(&body) {
         Ok(Incoming::Request(r)) => r,
         Ok(_) => return StatusCode::ACCEPTED.into_response(),
@@ -145,16 +175,27 @@ pub async fn message(
         }
         Err(e) => protocol::error_response(Some(&req.id), &e),
     };
-    // A client that stopped reading loses its session rather than stalling the server.
+    deliver(&ctx, &session, &outbox, reply, Some(&req.id)).await
+}
+
+/// Puts `reply` on the session's stream: 202, or 404 (and the session ends) when the client
+/// has stopped reading it, rather than stalling the server.
+async fn deliver(
+    ctx: &ScopeCtx,
+    session: &Session,
+    outbox: &Outbox,
+    reply: Json,
+    id: Option<&Value>,
+) -> Response {
     match tokio::time::timeout(Duration::from_secs(10), outbox.send(reply.into_string())).await {
         Ok(Ok(())) => (StatusCode::ACCEPTED, "Accepted").into_response(),
         _ => {
             ctx.app.sessions().remove(&session.id);
-            let err = protocol::RpcError::invalid_request(
+            let err = RpcError::invalid_request(
                 "Not Found: the session's stream is closed; open GET /sse again",
             )
             .with_status(StatusCode::NOT_FOUND);
-            rpc_error_response(Some(&req.id), &err)
+            rpc_error_response(id, &err)
         }
     }
 }
@@ -185,7 +226,10 @@ pub async fn plain_post(
             .get(VERSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(protocol::known_session_version)
-            .unwrap_or(LATEST_LEGACY_VERSION)
+            // No header: 2025-03-26, as on Streamable HTTP; the clients that send none are
+            // those of 2024-11-05 and 2025-03-26 (the header came with 2025-06-18), and the
+            // two differ only in tool annotations, which a 2024-11-05 client ignores.
+            .unwrap_or("2025-03-26")
     };
     match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => json_body(StatusCode::OK, result),

@@ -1,9 +1,9 @@
-//! Streamable HTTP at `{scope}/mcp`, three revisions on one endpoint:
+//! Streamable HTTP at `{scope}/mcp`, four revisions on one endpoint:
 //!
 //! - a POSTed `initialize` starts a 2025 session (`Mcp-Session-Id` in the response), on
 //!   2025-03-26, 2025-06-18 or 2025-11-25 as the client asks (else 2025-11-25); a 2025-03-26
 //!   session's results take that revision's shapes, and it may POST JSON-RPC batches
-//!   ([`post_batch`]);
+//!   ([`super::batch`]);
 //! - a request carrying 2026-07-28 `_meta` (or that version header) is served statelessly
 //!   after its `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers are checked against
 //!   the body (400 / -32020 on any mismatch);
@@ -25,12 +25,12 @@ use base64::Engine;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::dispatch;
 use super::protocol::{
     self, Era, Incoming, META_PROTOCOL_VERSION, MODERN_VERSION, Request, RpcError,
     SUPPORTED_VERSIONS, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
+use super::{batch, dispatch};
 use crate::json::Json;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
@@ -193,7 +193,7 @@ pub async fn post(
     if let Err(e) = check_content_type(&headers) {
         return rpc_error_response(None, &e);
     }
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+    if batch::is_batch(&body) {
         return post_batch(&ctx, &caller, &headers, &body).await;
     }
     let msg = match protocol::parse(&body) {
@@ -292,36 +292,22 @@ pub async fn post(
     }
 }
 
-/// A JSON-RPC batch: an array of messages, which 2025-03-26 allows and no later revision does.
-/// Taken on a session that settled on 2025-03-26; anything else gets a 400 saying to send one
-/// message per POST.
-///
-/// The batch holds 1 to [`MAX_BATCH`] messages, and `initialize` may not be one of them (the
-/// 2025-03-26 lifecycle). Its requests are answered in order, one after another (a batch
-/// takes no more of the pool at once than a single request), in one `application/json` array,
-/// whatever the `Accept` (2025-03-26 clients accept both kinds); a batch of notifications and
-/// responses only is 202. Each message is checked on its own, as JSON-RPC 2.0 asks: one that is
-/// not a valid message gets an error with `id: null` in its place and the others still run,
-/// and each `tools/call` counts against the client's rate limit (over it: that call's error,
-/// the others still run).
+/// A JSON-RPC batch ([`super::batch`]), taken on a session that settled on 2025-03-26;
+/// anything else gets a 400 saying to send one message per POST. The answers go back in one
+/// JSON array (202 when there are none), or as one event when the client accepts only event
+/// streams.
 async fn post_batch(
     ctx: &ScopeCtx,
     caller: &dispatch::Caller,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    let refuse = |msg: String| {
-        rpc_error_response(
-            None,
-            &RpcError::invalid_request(msg).with_status(StatusCode::BAD_REQUEST),
-        )
-    };
+    let refuse = |e: RpcError| rpc_error_response(None, &e.with_status(StatusCode::BAD_REQUEST));
     let Some(sid) = header_str(headers, SESSION_HEADER) else {
-        return refuse(
+        return refuse(RpcError::invalid_request(
             "Invalid Request: JSON-RPC batches belong to a protocol 2025-03-26 session; send \
-             initialize first, or one message per POST"
-                .into(),
-        );
+             initialize first, or one message per POST",
+        ));
     };
     let Some(session) = ctx.session_for(caller, sid, false) else {
         return session_not_found();
@@ -332,72 +318,32 @@ async fn post_batch(
         .copied()
         .unwrap_or(protocol::LATEST_LEGACY_VERSION);
     if negotiated != "2025-03-26" {
-        return refuse(format!(
+        return refuse(RpcError::invalid_request(format!(
             "Invalid Request: JSON-RPC batches are part of protocol 2025-03-26 only; this session \
              uses {negotiated}: send one message per POST"
-        ));
+        )));
     }
     if let Some(v) = header_str(headers, VERSION_HEADER)
         && !protocol::KNOWN_SESSION_VERSIONS.contains(&v)
     {
-        return refuse(format!(
+        return refuse(RpcError::invalid_request(format!(
             "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
             crate::tools::truncate(v, 40)
-        ));
+        )));
     }
-    let messages: Vec<Value> = match serde_json::from_slice(body) {
-        Ok(m) => m,
-        Err(e) => {
-            let err = RpcError::parse(format!("Parse error: body is not valid JSON ({e})"));
-            return rpc_error_response(None, &err);
-        }
+    let kind = match reply_kind(headers) {
+        Ok(k) => k,
+        Err(e) => return rpc_error_response(None, &e),
     };
-    if messages.is_empty() {
-        return refuse("Invalid Request: an empty JSON-RPC batch".into());
-    }
-    if messages.len() > protocol::MAX_BATCH {
-        return refuse(format!(
-            "Invalid Request: a JSON-RPC batch may hold at most {} messages (this one has {}); \
-             send the rest in another POST",
-            protocol::MAX_BATCH,
-            messages.len()
-        ));
-    }
-    let era = Era::Legacy(negotiated);
-    let mut answers = Vec::with_capacity(messages.len());
-    for message in messages {
-        let req = match protocol::parse_value(message) {
-            Ok(Incoming::Request(req)) => req,
-            Ok(Incoming::Notification { .. } | Incoming::Response) => continue,
-            Err(e) => {
-                answers.push(protocol::error_response(None, &e));
-                continue;
-            }
-        };
-        if req.method == "initialize" {
-            let err = RpcError::invalid_request(
-                "Invalid Request: initialize must not be part of a JSON-RPC batch",
-            );
-            answers.push(protocol::error_response(Some(&req.id), &err));
-            continue;
-        }
-        if let Some((err, _secs)) =
-            crate::edge::rate_limit::tool_call_refusal(&ctx.app, caller, &req)
-        {
-            answers.push(protocol::error_response(Some(&req.id), &err));
-            continue;
-        }
-        answers.push(
-            match dispatch::handle(&ctx.scope, era, &req, caller).await {
-                Ok(result) => result,
-                Err(e) => protocol::error_response(Some(&req.id), &e),
-            },
-        );
-    }
+    let messages = match batch::messages(body) {
+        Ok(m) => m,
+        Err(e) => return refuse(e),
+    };
+    let answers = batch::answer(ctx, caller, Era::Legacy(negotiated), messages).await;
     if answers.is_empty() {
         return StatusCode::ACCEPTED.into_response();
     }
-    json_body(StatusCode::OK, Json::array(answers))
+    reply(kind, Json::array(answers), StatusCode::OK)
 }
 
 fn session_not_found() -> Response {

@@ -247,10 +247,14 @@ async fn a_plain_post_to_sse_can_call_a_tool() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        r.json["result"]["structuredContent"]["metadata"]["values"]["customer_id"],
-        1
-    );
+    // Without `MCP-Protocol-Version` the shapes are 2025-03-26's: the JSON is the text content.
+    let doc: Value = serde_json::from_str(
+        r.json["result"]["content"][0]["text"]
+            .as_str()
+            .expect("text"),
+    )
+    .expect("JSON text");
+    assert_eq!(doc["metadata"]["values"]["customer_id"], 1, "{}", r.text);
 }
 
 #[tokio::test]
@@ -544,10 +548,99 @@ async fn a_plain_post_to_sse_takes_the_shapes_of_its_version_header() {
         &old.json["result"],
         V20241105.call_tool_result,
     );
-    let current = srv.post_json("/claude/sse", &[], &call).await;
+    let current = srv
+        .post_json(
+            "/claude/sse",
+            &[("mcp-protocol-version", "2025-11-25")],
+            &call,
+        )
+        .await;
     assert_eq!(
         current.json["result"]["structuredContent"]["rows"][0]["one"], 1,
         "{}",
         current.text
+    );
+    // No header: 2025-03-26, the default of a missing header (older clients send none).
+    let bare = srv.post_json("/claude/sse", &[], &call).await;
+    assert_eq!(bare.status, 200, "{}", bare.text);
+    only_members(
+        "CallToolResult",
+        &bare.json["result"],
+        V20250326.call_tool_result,
+    );
+    let listed = srv
+        .post_json("/claude/sse", &[], &rpc("tools/list", json!({})))
+        .await;
+    for t in listed.json["result"]["tools"].as_array().expect("tools") {
+        only_members("Tool", t, V20250326.tool);
+    }
+}
+
+/// 2025-03-26 has JSON-RPC batches whatever the transport: on a 2025-03-26 session of the
+/// HTTP+SSE transport a batch POSTed to the message URL is accepted (202) and its answers,
+/// in order, travel on the stream as one event holding an array.
+#[tokio::test]
+async fn a_2025_03_26_session_on_the_legacy_stream_takes_a_batch() {
+    let srv = Server::demo().await;
+    let mut s = open(&srv, "/claude").await;
+    let init = s.round_trip(&srv, &initialize("2025-03-26")).await;
+    assert_eq!(init["result"]["protocolVersion"], "2025-03-26", "{init}");
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute_sql",
+            "arguments": {"sql": "SELECT count(*) AS n FROM customers"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        [{"jsonrpc": "2.0", "id": 9, "method": "ping"}],
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    ]);
+    let r = srv.post_json(&s.endpoint, &[], &batch).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let ev = s
+        .events
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the answers on the stream");
+    let answers: Value = serde_json::from_str(&ev.data).expect("JSON");
+    let answers = answers.as_array().expect("one event holding an array");
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers[0]["id"], 1);
+    let rows: Value = serde_json::from_str(
+        answers[0]["result"]["content"][0]["text"]
+            .as_str()
+            .expect("text"),
+    )
+    .expect("JSON text");
+    assert_eq!(rows["rows"][0]["n"], CUSTOMERS);
+    assert_eq!(answers[1]["id"], Value::Null);
+    assert!(
+        answers[1]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a batch may not hold a batch")),
+        "{answers:?}"
+    );
+    assert_eq!(answers[2]["id"], 2);
+    assert_eq!(answers[2]["result"], json!({}));
+}
+
+/// 2024-11-05 has no batches, and a session that has not settled on a revision has none yet.
+#[tokio::test]
+async fn a_batch_on_a_2024_11_05_or_unsettled_legacy_session_is_refused() {
+    let srv = Server::demo().await;
+    let batch = json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]);
+    let s = open(&srv, "/claude").await;
+    let r = srv.post_json(&s.endpoint, &[], &batch).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.error_message().contains("has not sent initialize yet"),
+        "{}",
+        r.text
+    );
+    let mut s = open(&srv, "/claude").await;
+    s.round_trip(&srv, &initialize("2024-11-05")).await;
+    let r = srv.post_json(&s.endpoint, &[], &batch).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.error_message().contains("2025-03-26 only") && r.error_message().contains("2024-11-05"),
+        "{}",
+        r.text
     );
 }

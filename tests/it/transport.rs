@@ -779,12 +779,23 @@ async fn an_empty_or_oversized_batch_is_refused_and_runs_nothing() {
     assert_eq!(r.error_code(), Some(-32600), "{}", r.text);
     assert!(r.error_message().contains("empty"), "{}", r.text);
 
+    // 33 tool calls: refused as a whole, so none of them runs (none is counted).
     let big: Vec<Value> = (0..33)
-        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+            "name": "execute_sql", "arguments": {"sql": "SELECT 1 AS one"}}})
+        })
         .collect();
     let r = post_on(&c, &Value::Array(big)).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.error_message().contains("at most 32"), "{}", r.text);
+    let metrics = srv.get("/metrics", &[]).await.text;
+    assert!(
+        metrics.contains(
+            r#"mssql_mcp_tool_calls_total{scope="/claude",status="ok",tool="execute_sql"} 0"#
+        ),
+        "a refused batch ran a tool call:\n{metrics}"
+    );
     let r = srv
         .post_raw(
             &c.path(),
@@ -794,6 +805,15 @@ async fn an_empty_or_oversized_batch_is_refused_and_runs_nothing() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.error_code(), Some(-32700), "{}", r.text);
+    // What the single-message path answers 406, a batch does too.
+    let r = srv
+        .post_raw(
+            &c.path(),
+            &[("mcp-session-id", &c.session), ("accept", "text/html")],
+            b"[{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"ping\"}]".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 406, "{}", r.text);
 }
 
 /// Later revisions removed batches: a session of one of them is told so, with its revision.
