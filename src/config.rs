@@ -91,10 +91,10 @@ pub struct OAuthConfig {
     /// How long the sign-in page of one authorization request stays valid, in seconds.
     pub login_page_ttl_secs: u64,
     /// Most registered clients kept (all scopes). At the limit a new client takes the place of
-    /// the least recently used one that is not spared; spared are clients with a live grant,
-    /// clients younger than `login_page_ttl_secs` and clients with a sign-in page open (their
-    /// user may still approve them). When every client is spared, registration is refused
-    /// (503 `temporarily_unavailable` with `Retry-After`).
+    /// one without a live grant: the least recently used of those registered at least
+    /// `login_page_ttl_secs` ago, else the oldest younger one (its user may still be signing
+    /// in). Only when every client holds a live grant is registration refused (503
+    /// `temporarily_unavailable` with `Retry-After`).
     pub max_clients: usize,
     /// A client with no live grant and no activity for this many seconds is forgotten.
     pub unused_client_ttl_secs: u64,

@@ -1727,10 +1727,9 @@ async fn an_unknown_client_at_the_token_endpoint_gets_401_invalid_client() {
     s.stop().await;
 }
 
-/// Registrations are limited per address; at the client cap the least recently used client
-/// that is not spared (no live grant, older than a sign-in page, no page open) makes room (for
-/// good: it stays gone after a restart), and only when every client is spared is a new one
-/// refused.
+/// Registrations are limited per address; at the client cap a client without a live grant
+/// makes room (for good: it stays gone after a restart), and only when every client holds a
+/// live grant is a new one refused.
 #[tokio::test]
 async fn registration_is_rate_limited_per_address_and_capped() {
     let dir = tempfile::tempdir().expect("dir");
@@ -1817,8 +1816,25 @@ fn plant_client(s: &Server, scope: &str, client_id: &str, age: Duration) {
 }
 
 fn plant(s: &Server, scope: &str, client_id: &str, metadata_document: bool, age: Duration) {
+    let at = mssql_mcp::oauth::store::now_ms() - age.as_millis() as i64;
+    plant_at(s, scope, client_id, metadata_document, at, at);
+}
+
+/// Like [`plant_client`], but last used at `last_used_at` (ms since the epoch).
+fn plant_used(s: &Server, scope: &str, client_id: &str, age: Duration, last_used_at: i64) {
+    let at = mssql_mcp::oauth::store::now_ms() - age.as_millis() as i64;
+    plant_at(s, scope, client_id, false, at, last_used_at);
+}
+
+fn plant_at(
+    s: &Server,
+    scope: &str,
+    client_id: &str,
+    metadata_document: bool,
+    at: i64,
+    last_used_at: i64,
+) {
     use mssql_mcp::oauth::store::{Client, ClientCap, now_ms};
-    let at = now_ms() - age.as_millis() as i64;
     let client = Client {
         client_id: client_id.into(),
         scope: scope.into(),
@@ -1828,7 +1844,7 @@ fn plant(s: &Server, scope: &str, client_id: &str, metadata_document: bool, age:
         auth_method: "none".into(),
         metadata_document,
         created_at: at,
-        last_used_at: std::sync::atomic::AtomicI64::new(at),
+        last_used_at: std::sync::atomic::AtomicI64::new(last_used_at),
     };
     let cap = ClientCap {
         max: usize::MAX,
@@ -1881,81 +1897,114 @@ async fn approve_and_exchange(
 }
 
 /// A client that has just registered holds no grant until its user approves: at the client
-/// cap it is not the one to make room, however long its user takes to open the page.
+/// cap an older client without a live grant makes room before it, even one used more recently.
 #[tokio::test]
 async fn the_client_cap_spares_a_client_registered_less_than_a_sign_in_page_ago() {
     let dir = tempfile::tempdir().expect("dir");
-    let s = start(dir.path(), "max_clients = 1").await;
+    let s = start(dir.path(), "max_clients = 2").await;
     let c = http();
     let first = register_public(&c, &s, "/chatgpt").await;
-    let r = register(
-        &c,
+    // Used a millisecond after `first` registered, whatever the clock's resolution.
+    let active = "mcp_client_active";
+    plant_used(
         &s,
-        "/claude",
-        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-        Some("60")
+        "/chatgpt",
+        active,
+        Duration::from_secs(86_400),
+        mssql_mcp::oauth::store::now_ms() + 1,
     );
     let page = page_for(&c, &s, "/chatgpt", &first).await;
+    register_public(&c, &s, "/claude").await;
+    assert!(store_of(&s).client("/chatgpt", active).is_none());
     let r = approve_and_exchange(&c, &s, "/chatgpt", &first, &page).await;
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
     s.stop().await;
 }
 
-/// A client whose user has the sign-in page open is spared at the client cap, however old the
-/// client is, and the sign-in then completes.
+/// An open sign-in page does not spare an older client: a new registration still takes its
+/// place, and the approval then ends on a page saying to connect again, with no code.
 #[tokio::test]
-async fn the_client_cap_spares_a_client_whose_sign_in_page_is_open() {
+async fn the_client_cap_displaces_an_old_client_even_while_its_sign_in_page_is_open() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "max_clients = 1").await;
     let c = http();
     let old = "mcp_client_old";
     plant_client(&s, "/chatgpt", old, Duration::from_secs(86_400));
-    let page = page_for(&c, &s, "/chatgpt", old).await;
-    let r = register(
-        &c,
-        &s,
-        "/claude",
-        json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let r = approve_and_exchange(&c, &s, "/chatgpt", old, &page).await;
-    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let (_, rid, csrf, ck) = page_for(&c, &s, "/chatgpt", old).await;
+    register_public(&c, &s, "/claude").await;
+    assert!(store_of(&s).client("/chatgpt", old).is_none());
+    let r = alice_approves(&c, &s, "/chatgpt", &ck, &rid, &csrf).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(LOCATION).is_none());
+    let body = r.text().await.expect("body");
+    assert!(body.contains("connect again"), "{body}");
     s.stop().await;
 }
 
-/// Opening the sign-in page counts as using the client: at the cap, idle clients make room
-/// before one whose user just looked at its page (and here denied it, so it holds nothing).
+/// Opening the sign-in page (which needs no sign-in) does not count as using the client: at
+/// the cap it makes room in its turn, before a client used more recently.
 #[tokio::test]
-async fn opening_the_sign_in_page_marks_the_client_as_used() {
+async fn opening_the_sign_in_page_does_not_mark_the_client_as_used() {
     let dir = tempfile::tempdir().expect("dir");
     let s = start(dir.path(), "max_clients = 2").await;
     let c = http();
     let (opened, idle) = ("mcp_client_opened", "mcp_client_idle");
     plant_client(&s, "/chatgpt", opened, Duration::from_secs(2 * 86_400));
     plant_client(&s, "/chatgpt", idle, Duration::from_secs(86_400));
-    let (_, rid, csrf, ck) = page_for(&c, &s, "/chatgpt", opened).await;
-    let r = post_form(
-        &c,
-        &s,
-        "/chatgpt",
-        Some(&ck),
-        &[("request_id", &rid), ("csrf", &csrf), ("action", "deny")],
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    page_for(&c, &s, "/chatgpt", opened).await;
     register_public(&c, &s, "/claude").await;
     let store = store_of(&s);
+    assert!(store.client("/chatgpt", opened).is_none(), "it made room");
+    assert!(store.client("/chatgpt", idle).is_some());
+    s.stop().await;
+}
+
+/// The lockout attack in small: the cap is full of old clients whose sign-in pages someone
+/// keeps opening, and a new registration still gets in by taking one's place.
+#[tokio::test]
+async fn reopening_sign_in_pages_cannot_lock_out_registration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "max_clients = 3").await;
+    let c = http();
+    let squatters = ["mcp_client_s1", "mcp_client_s2", "mcp_client_s3"];
+    for id in squatters {
+        plant_client(&s, "/chatgpt", id, Duration::from_secs(86_400));
+    }
+    for _ in 0..2 {
+        for id in squatters {
+            page_for(&c, &s, "/chatgpt", id).await;
+        }
+    }
+    let (client_id, _) = full_flow(&c, &s, "/claude").await;
+    assert!(store_of(&s).client("/claude", &client_id).is_some());
+    let left = squatters
+        .iter()
+        .filter(|id| store_of(&s).client("/chatgpt", id).is_some())
+        .count();
+    assert_eq!(left, 2, "exactly one made room");
+    s.stop().await;
+}
+
+/// A flood of fresh registrations from many addresses cannot lock out either: clients
+/// registered less than a sign-in page ago make room too (the oldest first) when no other
+/// client without a live grant is left.
+#[tokio::test]
+async fn fresh_registrations_from_many_addresses_cannot_lock_out_registration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "max_clients = 3").await;
+    let mut flood = Vec::new();
+    for n in 1..=3 {
+        flood.push(register_public(&http_from(&format!("127.0.{n}.1")), &s, "/chatgpt").await);
+    }
+    let (client_id, _) = full_flow(&http(), &s, "/claude").await;
+    let store = store_of(&s);
+    assert!(store.client("/claude", &client_id).is_some());
     assert!(
-        store.client("/chatgpt", idle).is_none(),
-        "the idle one made room"
+        store.client("/chatgpt", &flood[0]).is_none(),
+        "the oldest made room"
     );
-    assert!(store.client("/chatgpt", opened).is_some());
+    assert!(store.client("/chatgpt", &flood[1]).is_some());
+    assert!(store.client("/chatgpt", &flood[2]).is_some());
     s.stop().await;
 }
 

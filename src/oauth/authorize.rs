@@ -109,10 +109,6 @@ async fn show(
                 None => (super::random_token(""), true),
             };
             pending.browser = super::hash_token(&cookie);
-            // Someone is about to sign in for this client: the client cap displaces it last.
-            ctx.oauth
-                .store
-                .touch_client(&pending.scope, &pending.client_id, now_ms());
             let request_id = super::random_token("");
             let body = render_form(&ctx, &request_id, &pending, "", None);
             ctx.oauth.pending.insert(request_id, pending);
@@ -313,7 +309,7 @@ async fn resolve_client(
         .await
         .map_err(unusable)?;
     tracing::info!(scope = %ctx.scope.path, %client_id, "oauth: client metadata document fetched");
-    let cap = ctx.client_cap(now);
+    let cap = ctx.client_cap();
     super::blocking(&ctx.oauth.store, move |s| s.save_client(client, &cap, now))
         .await
         .map_err(|e| refused(format!("The client could not be saved: {}", e.description)))

@@ -5,8 +5,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-/// The `Retry-After` of a 503 (the client cap is full of clients that are spared: most stop
-/// being spared within a sign-in page's lifetime).
+/// The `Retry-After` of a 503 (the client cap is full of clients holding live grants: room
+/// comes back when one's last code or token expires or is revoked).
 pub const RETRY_AFTER_SECS: u32 = 60;
 
 /// An OAuth error response.

@@ -127,21 +127,13 @@ impl OAuthCtx {
         &self.app.ops().metrics
     }
 
-    /// The client cap a new client must fit under at `now`: `max_clients`, sparing clients
-    /// younger than a sign-in page's lifetime and those with a sign-in page open (any scope),
-    /// whose users may still approve them.
-    pub fn client_cap(&self, now: i64) -> store::ClientCap {
+    /// The client cap a new client must fit under: `max_clients`, displacing clients younger
+    /// than a sign-in page's lifetime (whose users may still approve them) last.
+    pub fn client_cap(&self) -> store::ClientCap {
         let cfg = self.config();
         store::ClientCap {
             max: cfg.max_clients,
             young_ms: cfg.login_page_ttl_secs as i64 * 1000,
-            signing_in: self
-                .oauth
-                .pending
-                .iter()
-                .filter(|p| p.expires_at > now)
-                .map(|p| (p.scope.clone(), p.client_id.clone()))
-                .collect(),
         }
     }
 }

@@ -138,7 +138,7 @@ async fn register_inner(
         created_at: now,
         last_used_at: AtomicI64::new(now),
     };
-    let cap = ctx.client_cap(now);
+    let cap = ctx.client_cap();
     super::blocking(&ctx.oauth.store, move |s| s.save_client(client, &cap, now)).await?;
     tracing::info!(scope = %ctx.scope.path, %client_id, client_name = %name, %ip, auth = %method, "oauth: client registered");
     ctx.metrics().registration(&ctx.scope.path, "ok");

@@ -37,17 +37,15 @@ pub enum StoreError {
     ClientGone,
 }
 
-/// The client cap, and the clients a new one must never displace to stay under it.
+/// The client cap, and which clients a new one displaces last to stay under it.
 #[derive(Debug, Default)]
 pub struct ClientCap {
     /// Most clients kept, all scopes (`oauth.max_clients`).
     pub max: usize,
-    /// Clients saved less than this long ago (ms) are spared: their user may be on the sign-in
-    /// page still (`oauth.login_page_ttl_secs`), and they hold no grant before approving.
+    /// Clients saved less than this long ago (ms) make room only when no older client without
+    /// a live grant is left: their user may be on the sign-in page still
+    /// (`oauth.login_page_ttl_secs`), and they hold no grant before approving.
     pub young_ms: i64,
-    /// `(scope, client_id)` of the clients with an unexpired sign-in page open: spared for the
-    /// same reason, however old the client is.
-    pub signing_in: HashSet<(String, String)>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -76,8 +74,9 @@ pub struct Client {
     /// Known through a client ID metadata document rather than registration.
     pub metadata_document: bool,
     pub created_at: i64,
-    /// Last registration, sign-in page opened, approval or token request: unused clients are
-    /// forgotten, and the client cap displaces the least recently used first.
+    /// Last registration, approval or token request: unused clients are forgotten, and the
+    /// client cap displaces the least recently used first. Opening a sign-in page does not
+    /// count: anyone may do it, so it must not keep a client alive.
     pub last_used_at: AtomicI64,
 }
 
@@ -363,21 +362,14 @@ impl Store {
         self.clients.iter().map(|c| c.value().clone()).collect()
     }
 
-    /// Marks a client of `scope` as used at `now` (in memory; `cleanup` writes it), so the
-    /// client cap displaces it last.
-    pub fn touch_client(&self, scope: &str, client_id: &str, now: i64) {
-        if let Some(c) = self.client(scope, client_id) {
-            c.last_used_at.fetch_max(now, Ordering::Relaxed);
-        }
-    }
-
     /// Saves a client (a registration, or a fetched metadata document, which replaces the
-    /// earlier copy). A new one beyond `cap.max` takes the place of the least recently used
-    /// client that is not spared, which is deleted in the same transaction, so it stays gone
-    /// after a restart. Spared are the clients with a live grant (an unexpired code or token),
-    /// those younger than `cap.young_ms` and those in `cap.signing_in`: a client whose user is
-    /// still signing in holds no grant yet. When too few are left to displace, the new one is
-    /// refused ([`StoreError::TooManyClients`]).
+    /// earlier copy). A new one beyond `cap.max` takes the place of a client without a live
+    /// grant (an unexpired code or token), which is deleted in the same transaction, so it
+    /// stays gone after a restart: the least recently used of those saved at least
+    /// `cap.young_ms` ago, or when none is left, the oldest of the younger ones (whose user may
+    /// still be signing in, with no grant yet). Only when every client holds a live grant is
+    /// the new one refused ([`StoreError::TooManyClients`]), so no one can lock registration
+    /// out without signing in.
     pub fn save_client(
         &self,
         client: Client,
@@ -417,7 +409,7 @@ impl Store {
         if !evicted.is_empty() {
             tracing::info!(
                 forgotten = ?evicted,
-                "oauth: the client limit is reached; the least recently used clients without a live grant were forgotten"
+                "oauth: the client limit is reached; clients without a live grant were forgotten to make room"
             );
         }
         let client = Arc::new(client);
@@ -425,25 +417,31 @@ impl Store {
         Ok(client)
     }
 
-    /// The keys of the clients to forget so that one more fits under `cap.max`: the least
-    /// recently used of those not spared (see [`Store::save_client`]; an in-memory scan, done
-    /// only at the limit). Refuses when too few are left.
+    /// The keys of the clients to forget so that one more fits under `cap.max`, in the order
+    /// of [`Store::save_client`] (an in-memory scan, done only at the limit). Refuses only when
+    /// too few clients are without a live grant.
     fn room_for_one(&self, cap: &ClientCap, now: i64) -> Result<Vec<String>, StoreError> {
         let need = (self.clients.len() + 1).saturating_sub(cap.max);
         if need == 0 {
             return Ok(Vec::new());
         }
         let holding = self.clients_holding(&self.live_grants(now));
-        let mut idle: Vec<(i64, String)> = self
+        // Sorted by (young, then by age if young, else by last use): older clients make room
+        // first, least recently used first; the young ones only after them, oldest first.
+        // Nothing is spared beyond that: sparing a client that anyone can create (a
+        // registration) or keep (a sign-in page) would let anyone fill the cap for good.
+        let mut idle: Vec<((bool, i64), String)> = self
             .clients
             .iter()
-            .filter(|c| {
-                let who = (c.scope.clone(), c.client_id.clone());
-                c.created_at.saturating_add(cap.young_ms) <= now
-                    && !holding.contains(&who)
-                    && !cap.signing_in.contains(&who)
+            .filter(|c| !holding.contains(&(c.scope.clone(), c.client_id.clone())))
+            .map(|c| {
+                let order = if now < c.created_at.saturating_add(cap.young_ms) {
+                    (true, c.created_at)
+                } else {
+                    (false, c.last_used_at.load(Ordering::Relaxed))
+                };
+                (order, c.key().clone())
             })
-            .map(|c| (c.last_used_at.load(Ordering::Relaxed), c.key().clone()))
             .collect();
         if idle.len() < need {
             return Err(StoreError::TooManyClients);
@@ -1157,7 +1155,7 @@ mod tests {
     }
 
     #[test]
-    fn at_the_client_cap_clients_still_signing_in_are_never_displaced() {
+    fn at_the_client_cap_young_clients_make_room_last_and_only_live_grants_are_spared() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let now = now_ms();
@@ -1173,29 +1171,36 @@ mod tests {
             last_used_at: AtomicI64::new(created_at),
         };
         let cap = ClientCap {
-            max: 2,
+            max: 3,
             young_ms: 600_000,
-            signing_in: [("/chatgpt".to_string(), "on-page".to_string())].into(),
         };
-        store
-            .save_client(c("on-page", now - 3_600_000), &cap, now)
-            .expect("save");
-        store
-            .save_client(c("young", now - 1000), &cap, now)
-            .expect("save");
-        // The oldest and least recently used client has a page open; the other is young.
-        assert!(matches!(
-            store.save_client(c("refused", now), &cap, now),
-            Err(StoreError::TooManyClients)
-        ));
-        assert_eq!(store.client_count(), 2);
-        // Once the young one is past a sign-in page's lifetime, it makes room.
-        let later = now + 600_000;
-        store
-            .save_client(c("new", later), &cap, later)
-            .expect("room made");
-        assert!(store.client("/chatgpt", "young").is_none());
-        assert!(store.client("/chatgpt", "on-page").is_some());
+        let save = |id: &str, created_at: i64| store.save_client(c(id, created_at), &cap, now);
+        let hold = |g: &str, client: &str| {
+            store
+                .create_grant(grant(g, "alice", client), TokenKind::Code, g, now + 60_000)
+                .expect("grant")
+        };
+        let kept = |id: &str| store.client("/chatgpt", id).is_some();
+        save("old", now - 3_600_000).expect("save");
+        save("y1", now - 2000).expect("save");
+        save("y2", now - 1000).expect("save");
+        // Used after every young one registered, and still the first to make room.
+        if let Some(old) = store.client("/chatgpt", "old") {
+            old.last_used_at.store(now, Ordering::Relaxed);
+        }
+        save("y3", now - 500).expect("room made");
+        assert!(!kept("old") && kept("y1"));
+        // Only young clients are left: the oldest makes room, rather than a refusal.
+        save("y4", now).expect("room made");
+        assert!(!kept("y1") && kept("y2") && kept("y3") && kept("y4"));
+        // Grants are what is spared; the one client without a live grant makes room.
+        hold("g3", "y3");
+        hold("g4", "y4");
+        save("y5", now).expect("room made");
+        assert!(!kept("y2") && kept("y3") && kept("y4") && kept("y5"));
+        hold("g5", "y5");
+        assert!(matches!(save("y6", now), Err(StoreError::TooManyClients)));
+        assert_eq!(store.client_count(), 3);
     }
 
     #[test]
