@@ -223,23 +223,29 @@ impl Store {
     }
 
     fn open_file(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
+        // First, so that another process starting at the same time makes this one wait.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        // Under the write lock from the start (IMMEDIATE): two processes opening an old file
+        // at once (overlapping restarts) would otherwise both see the column missing, and the
+        // second would fail to add it.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
         // A file written before access tokens could be bound to less than their grant.
-        let has_resource = conn
+        let has_resource = tx
             .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'resource'")?
             .exists([])?;
         if !has_resource {
-            conn.execute_batch("ALTER TABLE tokens ADD COLUMN resource TEXT")?;
+            tx.execute_batch("ALTER TABLE tokens ADD COLUMN resource TEXT")?;
         }
+        tx.commit()?;
         let store = Store {
             conn: Mutex::new(conn),
             clients: DashMap::new(),
@@ -1282,6 +1288,54 @@ mod tests {
         assert!(has_column);
         drop(store);
         Store::open(dir.path()).expect("opens again once migrated");
+    }
+
+    /// Overlapping restarts: several processes opening the same old file at once must all
+    /// start, whichever of them adds the column.
+    #[test]
+    fn a_state_file_from_before_token_audiences_opened_by_many_at_once_migrates_once() {
+        const OPENERS: usize = 8;
+        for round in 0..10 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("oauth.sqlite");
+            {
+                let conn = Connection::open(&path).expect("create");
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .expect("wal");
+                conn.execute_batch(&SCHEMA.replace(", resource TEXT);", ");"))
+                    .expect("old schema");
+            }
+            let start = std::sync::Barrier::new(OPENERS);
+            let results: Vec<Result<Store, StoreError>> = std::thread::scope(|scope| {
+                let openers: Vec<_> = (0..OPENERS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            Store::open_file(&path)
+                        })
+                    })
+                    .collect();
+                openers
+                    .into_iter()
+                    .map(|t| t.join().expect("no panic"))
+                    .collect()
+            });
+            for r in results {
+                if let Err(e) = r {
+                    panic!("round {round}: an opener failed: {e}");
+                }
+            }
+            let columns: i64 = Connection::open(&path)
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT count(*) FROM pragma_table_info('tokens') WHERE name = 'resource'",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .expect("pragma");
+            assert_eq!(columns, 1);
+        }
     }
 
     #[test]
