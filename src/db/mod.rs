@@ -232,6 +232,14 @@ pub struct TableInfo {
     /// it instead of `LIKE`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_text: Option<FullTextIndex>,
+    /// True when the table has a key that this scope cannot use because it includes a hidden
+    /// column (`tools::scoped_catalog` then clears `primary_key` and sets this). Only such a
+    /// table is sampled in the order of its visible columns, so that pages stay stable without
+    /// following the hidden key; a table that simply has no key keeps the cheap unordered scan
+    /// (sorting a large heap by every column would run into the query timeout). Never shown:
+    /// it would say that a hidden column exists.
+    #[serde(skip)]
+    pub key_hidden: bool,
 }
 
 /// A full-text index: which columns it covers and the unique key its matches are reported by.
@@ -708,11 +716,12 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
-    /// Rows of a table in primary-key order (stable across pages). A table without a key
-    /// (in the scope's catalog, where a key that includes a hidden column is dropped) is
-    /// ordered by the `columns` asked for that the database can order, never by a column
-    /// left out of them: those are the visible ones, and their order must not reveal a
-    /// hidden key's.
+    /// Rows of a table in primary-key order (stable across pages). A table without a key is
+    /// read in whatever order the database scans it, with no sort (SQLite scans a table in
+    /// rowid or key order). A table whose key the scope hid ([`TableInfo::key_hidden`]) is
+    /// ordered by the `columns` asked for that the database can sort cheaply enough, never by
+    /// a column left out of them: those are the visible ones, and their order must not
+    /// reveal the hidden key's.
     async fn sample(
         &self,
         table: &TableInfo,

@@ -69,7 +69,10 @@
 //! `LIKE` patterns with `%`, `_`, `[` and `\` escaped). Row counts (`TOP (n)`, `OFFSET n ROWS
 //! FETCH NEXT m ROWS ONLY`) are our own integers and are written inline, because some TDS
 //! servers (the test peer among them) refuse parameters there. Keyword matching follows the
-//! column's collation: case-insensitive on SQL Server's default collations.
+//! column's collation: case-insensitive on SQL Server's default collations. Samples page in
+//! key order; a table without a key pages in scan order (`ORDER BY (SELECT NULL)`, no sort,
+//! so a large heap answers at once), and only a table whose key the scope hid is sorted, by
+//! up to 16 of its visible columns that are not large objects (see [`order_by`]).
 //!
 //! # Full-text search
 //!
@@ -1177,25 +1180,50 @@ fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String,
         .join(", "))
 }
 
-/// What a statement of ours orders its rows by (`q` as in [`select_list`]): the table's key
-/// when it has one in this scope; else every column of `columns` (the visible ones the
-/// statement selects) that SQL Server can sort ([`orderable`]), so that pages are stable
-/// and their order tells nothing of a hidden key. `None` when there is neither.
+/// At most this many columns order a table whose key the scope hid ([`order_by`]): enough to
+/// make pages stable in practice, and a bound on the sort's width.
+const MAX_SORT_COLUMNS: usize = 16;
+
+/// What a statement of ours orders its rows by (`q` as in [`select_list`]), `None` for no
+/// order:
+/// - the table's key when it has one in this scope;
+/// - nothing for a table that simply has no key (a heap, a view): `ORDER BY` every column
+///   of a large heap would sort all of it for each page and run into the query timeout, so
+///   samples keep `ORDER BY (SELECT NULL)` and lookups and searches add no tie-break;
+/// - for a table whose key the scope hid ([`TableInfo::key_hidden`]), the first
+///   [`MAX_SORT_COLUMNS`] columns of `columns` (the visible ones the statement selects) that
+///   SQL Server can sort ([`orderable`]) and that are not large objects ([`large_object`]),
+///   so that pages are stable and their order tells nothing of the hidden key.
 fn order_by(table: &TableInfo, columns: &[String], q: &str) -> Option<String> {
-    let order: Vec<String> = if table.primary_key.is_empty() {
-        columns
-            .iter()
-            .filter(|c| table.column(c).is_some_and(|c| orderable(&c.data_type)))
-            .map(|c| format!("{q}{}", ident(c)))
-            .collect()
-    } else {
+    let order: Vec<String> = if !table.primary_key.is_empty() {
         table
             .primary_key
             .iter()
             .map(|c| format!("{q}{}", ident(c)))
             .collect()
+    } else if table.key_hidden {
+        columns
+            .iter()
+            .filter(|c| {
+                table
+                    .column(c)
+                    .is_some_and(|c| orderable(&c.data_type) && !large_object(&c.data_type))
+            })
+            .take(MAX_SORT_COLUMNS)
+            .map(|c| format!("{q}{}", ident(c)))
+            .collect()
+    } else {
+        Vec::new()
     };
     (!order.is_empty()).then(|| order.join(", "))
+}
+
+/// Whether a column declared `data_type` holds values of up to 2 GB: `varchar(max)`,
+/// `nvarchar(max)`, `varbinary(max)` (and `text`, `ntext`, `image`, `xml`, which
+/// [`orderable`] already refuses). Sorting by one spills whole values to `tempdb`.
+fn large_object(data_type: &str) -> bool {
+    let lower = data_type.trim().to_ascii_lowercase();
+    lower.ends_with("(max)") || ["text", "ntext", "image", "xml"].contains(&lower.as_str())
 }
 
 /// Whether SQL Server can sort a column declared `data_type` (as [`declared_type`] writes it).
@@ -1239,8 +1267,9 @@ fn orderable(data_type: &str) -> bool {
 
 /// `OFFSET`/`FETCH` take our own integers inline: some TDS servers (the test peer) refuse
 /// parameters there, and integers we computed cannot inject anything. `OFFSET` needs an
-/// `ORDER BY`; when no visible column can be sorted it is `(SELECT NULL)`, and pages of such
-/// a table may repeat or skip rows.
+/// `ORDER BY`; when [`order_by`] gives none it is `(SELECT NULL)`, which costs no sort: the
+/// server reads the rows in its scan order and promises none, so pages may repeat or skip
+/// rows (a plain scan of an unchanged table keeps its order in practice).
 fn sample_sql(table: &TableInfo, columns: &[String], page: &Page) -> Result<String, DbError> {
     Ok(format!(
         "SELECT {} FROM {} ORDER BY {} OFFSET {} ROWS FETCH NEXT {} ROWS ONLY",
@@ -1713,6 +1742,7 @@ fn build_catalog(
             foreign_keys: Vec::new(),
             row_estimate: None,
             full_text: None,
+            key_hidden: false,
         })
         .collect();
     // Every catalog view spells a name the same way, so exact lookups suffice (and keep
@@ -2602,6 +2632,7 @@ mod tests {
             foreign_keys: Vec::new(),
             row_estimate: None,
             full_text: None,
+            key_hidden: false,
         }
     }
 
@@ -2664,8 +2695,9 @@ mod tests {
 
     /// A key that includes a hidden column is dropped from the scope's catalog
     /// (`tools::scoped_catalog`). Ordering by `(SELECT NULL)` then made `OFFSET` pages
-    /// unstable (rows repeated or skipped), so the statements order by every visible column
-    /// SQL Server can sort, and never by the hidden one.
+    /// unstable (rows repeated or skipped), so the statements order by the visible columns
+    /// SQL Server can sort (less large objects such as `varchar(max)`), and never by the
+    /// hidden one.
     #[test]
     fn a_table_whose_key_is_hidden_is_ordered_by_its_sortable_visible_columns() {
         let mut raw = canned_table(
@@ -2693,7 +2725,7 @@ mod tests {
         let t = catalog.find("Events").expect("Events");
         assert!(t.primary_key.is_empty(), "{t:?}");
         let cols = strings(&["At", "Body", "Old", "Place", "Tag", "Amount"]);
-        let order = "[At], [Tag], [Amount]";
+        let order = "[At], [Amount]";
         let sql = sample_sql(t, &cols, &Page::rows(10, 10)).expect("sql");
         assert!(
             sql.ends_with(&format!(
@@ -2715,7 +2747,7 @@ mod tests {
         let sql = search_sql(&req).expect("sql");
         assert!(sql.ends_with(&format!("DESC, {order}")), "{sql}");
         let sql = full_text_search_sql(&req, "At", &["Tag"]).expect("sql");
-        assert!(sql.ends_with("DESC, t.[At], t.[Tag], t.[Amount]"), "{sql}");
+        assert!(sql.ends_with("DESC, t.[At], t.[Amount]"), "{sql}");
         for sql in [
             sample_sql(t, &cols, &Page::rows(0, 5)).expect("sql"),
             lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql"),
@@ -2733,6 +2765,108 @@ mod tests {
         );
         let sql = lookup_sql(t, &unsortable, &strings(&["At"]), 5).expect("sql");
         assert!(!sql.contains("ORDER BY"), "{sql}");
+    }
+
+    /// A heap of 50 million rows has no key: sorting it by every column for each page (as a
+    /// hidden key's table is) ran into the query timeout where `(SELECT NULL)` answers at
+    /// once. A table without a key is read in scan order, and lookups and searches of it add
+    /// no tie-break.
+    #[test]
+    fn a_table_without_a_key_is_read_unsorted() {
+        let mut raw = canned_table(
+            "Log",
+            &[
+                ("At", "datetime2(7)"),
+                ("Line", "nvarchar(max)"),
+                ("Level", "int"),
+            ],
+            &[],
+        );
+        raw.full_text = Some(FullTextIndex {
+            key_column: "At".into(),
+            columns: vec!["Line".into()],
+        });
+        let cols = strings(&["At", "Line", "Level"]);
+        // Through the scope's catalog too: hiding a column that is not in a key leaves the
+        // table as key-less as it was, not "key hidden".
+        let rules = crate::db::AccessRules {
+            deny_columns: vec!["Log.Level".into()],
+            ..crate::db::AccessRules::default()
+        };
+        let scoped = crate::tools::scoped_catalog(
+            &rules,
+            &Catalog {
+                tables: vec![raw.clone()],
+            },
+        );
+        let t_scoped = scoped.find("Log").expect("Log");
+        assert!(!t_scoped.key_hidden, "{t_scoped:?}");
+        for (t, cols) in [(&raw, cols.clone()), (t_scoped, strings(&["At", "Line"]))] {
+            let sql = sample_sql(t, &cols, &Page::rows(20, 10)).expect("sql");
+            assert!(
+                sql.ends_with("ORDER BY (SELECT NULL) OFFSET 20 ROWS FETCH NEXT 11 ROWS ONLY"),
+                "{sql}"
+            );
+            let sql = lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql");
+            assert!(!sql.contains("ORDER BY"), "{sql}");
+            let keywords = strings(&["a"]);
+            let text = strings(&["Line"]);
+            let req = SearchRequest {
+                table: t,
+                columns: &cols,
+                text_columns: &text,
+                keywords: &keywords,
+                limit: 10,
+            };
+            let sql = search_sql(&req).expect("sql");
+            assert!(sql.ends_with("ORDER BY [_score] DESC"), "{sql}");
+            let sql = full_text_search_sql(&req, "At", &["Line"]).expect("sql");
+            assert!(sql.ends_with("ORDER BY ft.[RANK] DESC"), "{sql}");
+        }
+    }
+
+    /// Sorting by an `nvarchar(max)` or `varbinary(max)` column spills whole values to
+    /// `tempdb`: a table whose key is hidden is ordered by its other visible columns, and by
+    /// at most 16 of them.
+    #[test]
+    fn a_table_whose_key_is_hidden_is_not_sorted_by_large_objects_or_too_many_columns() {
+        let mut columns: Vec<(String, String)> = vec![
+            ("Id".into(), "int".into()),
+            ("Note".into(), "nvarchar(max)".into()),
+            ("Blob".into(), "varbinary(max)".into()),
+            ("Name".into(), "nvarchar(50)".into()),
+        ];
+        columns.extend((1..=20).map(|i| (format!("C{i}"), "int".to_string())));
+        let spec: Vec<(&str, &str)> = columns
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let raw = canned_table("Wide", &spec, &["Id"]);
+        let rules = crate::db::AccessRules {
+            deny_columns: vec!["Wide.Id".into()],
+            ..crate::db::AccessRules::default()
+        };
+        let catalog = crate::tools::scoped_catalog(&rules, &Catalog { tables: vec![raw] });
+        let t = catalog.find("Wide").expect("Wide");
+        assert!(t.primary_key.is_empty() && t.key_hidden, "{t:?}");
+        let visible: Vec<String> = columns[1..].iter().map(|(n, _)| n.clone()).collect();
+        let expected: Vec<String> = std::iter::once("[Name]".to_string())
+            .chain((1..=15).map(|i| format!("[C{i}]")))
+            .collect();
+        let sql = sample_sql(t, &visible, &Page::rows(0, 5)).expect("sql");
+        assert!(
+            sql.ends_with(&format!(
+                "ORDER BY {} OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY",
+                expected.join(", ")
+            )),
+            "{sql}"
+        );
+        let lobs = strings(&["Note", "Blob"]);
+        let sql = sample_sql(t, &lobs, &Page::rows(0, 5)).expect("sql");
+        assert!(
+            sql.ends_with("ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"),
+            "{sql}"
+        );
     }
 
     /// SQL Server does not apply `SET TEXTSIZE` to `xml`, so the server's own statements

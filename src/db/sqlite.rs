@@ -10,6 +10,10 @@
 //! collations: SQLite's `LIKE` folds ASCII letters only (`'Æ' LIKE 'æ'` is false), so each
 //! connection gets [`FOLD_FUNCTION`], a Unicode lower-casing function, and search compares
 //! `mcp_fold(column) LIKE <lower-cased keyword>`.
+//!
+//! Samples page with `LIMIT`/`OFFSET` in key order. A view or a table without a key has no
+//! `ORDER BY` (SQLite scans it the same way for every page, with no sort); only a table whose
+//! key the scope hid is sorted, by the visible columns (see [`order_columns`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -608,6 +612,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
             row_estimate,
             // FTS5 tables are separate virtual tables, not indexes on this one.
             full_text: None,
+            key_hidden: false,
         });
     }
     let pks: Vec<(String, Vec<String>)> = tables
@@ -825,17 +830,23 @@ fn collect(
     Ok(out.finish(columns, more))
 }
 
-/// The columns a sample, a lookup or a search orders its rows by: the table's key when it
-/// has one in this scope, else every column the caller selects (all of them visible, and
-/// SQLite orders values of any type), so that pages are stable and their order tells
-/// nothing of a hidden key. Never `rowid`: views and `WITHOUT ROWID` tables have none, and
-/// in a rowid table it follows the integer key, which may be the hidden column. Empty only
-/// when nothing is selected.
+/// The columns a sample, a lookup or a search orders its rows by, empty for no `ORDER BY`:
+/// - the table's key when it has one in this scope;
+/// - none for a table that simply has no key: SQLite then scans a table in rowid (or, for a
+///   `WITHOUT ROWID` table, key) order, the same way for every page, without the sort that
+///   `ORDER BY` every column would cost on a large table. Not `ORDER BY rowid` either: a view
+///   has no rowid, nor has a `WITHOUT ROWID` table;
+/// - for a table whose key the scope hid ([`TableInfo::key_hidden`]), every column the caller
+///   selects (all of them visible, and SQLite orders values of any type), so that pages are
+///   stable and their order tells nothing of the hidden key, which the scan order (or
+///   `rowid`, an alias of an `INTEGER PRIMARY KEY`) would follow.
 fn order_columns<'a>(table: &'a TableInfo, columns: &'a [String]) -> &'a [String] {
-    if table.primary_key.is_empty() {
+    if !table.primary_key.is_empty() {
+        &table.primary_key
+    } else if table.key_hidden {
         columns
     } else {
-        &table.primary_key
+        &[]
     }
 }
 
@@ -1379,56 +1390,128 @@ mod tests {
         assert_eq!(decimal_scale("NUMERIC(5)"), None);
     }
 
-    /// A scope that hides `code`, the key of a `WITHOUT ROWID` table, and a view with no key
-    /// at all: neither has a `rowid` to order by, and the hidden key must not order the rows
-    /// either. Samples order by the visible columns, and two pages hold every row once.
-    #[tokio::test]
-    async fn tables_without_a_visible_key_sample_in_visible_column_order_and_page_stably() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("keyless.sqlite");
-        {
-            let c = Connection::open(&path).expect("create");
-            c.execute_batch(
-                "CREATE TABLE parts (code TEXT PRIMARY KEY, name TEXT, qty INTEGER) WITHOUT ROWID;
-                 INSERT INTO parts VALUES ('a', 'nut', 3), ('b', 'bolt', 1), ('c', 'nut', 1),
-                                          ('d', 'gear', 2), ('e', 'bolt', 2);
-                 CREATE VIEW part_names AS SELECT name, qty FROM parts;",
-            )
-            .expect("fixture");
-        }
-        let b = SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
-            .await
-            .expect("open");
+    /// `parts` is a `WITHOUT ROWID` table whose key `code` the scope hides (in
+    /// [`keyless_catalog`]), `part_names` a view and `notes` a rowid table, neither with a
+    /// key.
+    fn keyless_fixture(path: &Path) {
+        let c = Connection::open(path).expect("create");
+        c.execute_batch(
+            "CREATE TABLE parts (code TEXT PRIMARY KEY, name TEXT, qty INTEGER) WITHOUT ROWID;
+             INSERT INTO parts VALUES ('a', 'nut', 3), ('b', 'bolt', 1), ('c', 'nut', 1),
+                                      ('d', 'gear', 2), ('e', 'bolt', 2);
+             CREATE VIEW part_names AS SELECT name, qty FROM parts;
+             CREATE TABLE notes (body TEXT, n INTEGER);
+             INSERT INTO notes VALUES ('e', 5), ('d', 4), ('c', 3), ('b', 2), ('a', 1);",
+        )
+        .expect("fixture");
+    }
+
+    async fn keyless_catalog(b: &SqliteBackend) -> Catalog {
         let rules = crate::db::AccessRules {
             deny_columns: vec!["parts.code".into()],
             ..crate::db::AccessRules::default()
         };
-        let catalog = crate::tools::scoped_catalog(&rules, &b.catalog().await.expect("catalog"));
+        crate::tools::scoped_catalog(&rules, &b.catalog().await.expect("catalog"))
+    }
+
+    /// Two pages of `table`'s sample of `columns`, of three rows each.
+    async fn two_pages(
+        b: &SqliteBackend,
+        table: &TableInfo,
+        columns: &[String],
+    ) -> Vec<Vec<Value>> {
+        let mut rows = Vec::new();
+        for offset in [0, 3] {
+            let rs = b
+                .sample(table, columns, Page::rows(offset, 3))
+                .await
+                .unwrap_or_else(|e| panic!("{} at {offset}: {e}", table.name));
+            rows.extend(rs.rows);
+        }
+        rows
+    }
+
+    /// A scope that hides `code`, the key of a `WITHOUT ROWID` table: the table has no
+    /// `rowid` to order by, and the hidden key must not order the rows either (a scan of the
+    /// table follows it). Samples order by the visible columns, and two pages hold every row
+    /// once.
+    #[tokio::test]
+    async fn a_table_whose_key_is_hidden_samples_in_visible_column_order_and_pages_stably() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyless.sqlite");
+        keyless_fixture(&path);
+        let b = SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
+            .await
+            .expect("open");
+        let catalog = keyless_catalog(&b).await;
         let visible: Vec<String> = vec!["name".into(), "qty".into()];
-        let sorted = vec![
-            vec![Value::text("bolt"), Value::Int(1)],
-            vec![Value::text("bolt"), Value::Int(2)],
-            vec![Value::text("gear"), Value::Int(2)],
-            vec![Value::text("nut"), Value::Int(1)],
-            vec![Value::text("nut"), Value::Int(3)],
-        ];
-        for name in ["parts", "part_names"] {
+        let table = catalog.find("parts").expect("parts");
+        assert!(
+            table.primary_key.is_empty() && table.key_hidden,
+            "{table:?}"
+        );
+        let sql = sample_sql(table, &visible);
+        assert!(
+            sql.ends_with("ORDER BY \"name\", \"qty\" LIMIT ?1 OFFSET ?2"),
+            "{sql}"
+        );
+        assert_eq!(
+            two_pages(&b, table, &visible).await,
+            vec![
+                vec![Value::text("bolt"), Value::Int(1)],
+                vec![Value::text("bolt"), Value::Int(2)],
+                vec![Value::text("gear"), Value::Int(2)],
+                vec![Value::text("nut"), Value::Int(1)],
+                vec![Value::text("nut"), Value::Int(3)],
+            ]
+        );
+    }
+
+    /// Sorting a large table by every column for each page is slow: a view or a table that
+    /// simply has no key is sampled, looked up and searched with no `ORDER BY` (SQLite scans
+    /// it the same way for every page), and never `ORDER BY rowid`, which a view has not.
+    #[tokio::test]
+    async fn a_table_or_view_without_a_key_samples_unsorted_in_scan_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyless.sqlite");
+        keyless_fixture(&path);
+        let b = SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
+            .await
+            .expect("open");
+        let catalog = keyless_catalog(&b).await;
+        let scanned = |rows: &[(&str, i64)]| -> Vec<Vec<Value>> {
+            rows.iter()
+                .map(|(t, n)| vec![Value::text(*t), Value::Int(*n)])
+                .collect()
+        };
+        for (name, columns, rows) in [
+            (
+                "part_names",
+                ["name", "qty"],
+                scanned(&[
+                    ("nut", 3),
+                    ("bolt", 1),
+                    ("nut", 1),
+                    ("gear", 2),
+                    ("bolt", 2),
+                ]),
+            ),
+            (
+                "notes",
+                ["body", "n"],
+                scanned(&[("e", 5), ("d", 4), ("c", 3), ("b", 2), ("a", 1)]),
+            ),
+        ] {
             let table = catalog.find(name).expect(name);
-            assert!(table.primary_key.is_empty(), "{name}: {table:?}");
-            let sql = sample_sql(table, &visible);
             assert!(
-                sql.ends_with("ORDER BY \"name\", \"qty\" LIMIT ?1 OFFSET ?2"),
-                "{sql}"
+                table.primary_key.is_empty() && !table.key_hidden,
+                "{table:?}"
             );
-            let mut rows = Vec::new();
-            for offset in [0, 3] {
-                let rs = b
-                    .sample(table, &visible, Page::rows(offset, 3))
-                    .await
-                    .unwrap_or_else(|e| panic!("{name} at {offset}: {e}"));
-                rows.extend(rs.rows);
-            }
-            assert_eq!(rows, sorted, "{name}");
+            let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+            let sql = sample_sql(table, &columns);
+            assert!(!sql.contains("ORDER BY"), "{sql}");
+            assert!(order_columns(table, &columns).is_empty(), "{name}");
+            assert_eq!(two_pages(&b, table, &columns).await, rows, "{name}");
         }
     }
 

@@ -406,7 +406,9 @@ pub(crate) fn visible_tables<'c>(scope: &Scope, catalog: &'c Catalog) -> Vec<&'c
 /// then get `sql:` ids, as rows of a table without a key do): an id would carry the hidden
 /// value, and `fetch` by key would test guesses of it. So is a foreign key that includes a
 /// hidden column on either side or points at a hidden table (a row's related ids would
-/// reveal its value), and a full-text index keyed on a hidden column.
+/// reveal its value), and a full-text index keyed on a hidden column. A table whose key was
+/// dropped is marked [`TableInfo::key_hidden`], so that its samples are ordered by visible
+/// columns rather than scanned in the hidden key's order.
 pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
     let visible_table = |schema: &str, name: &str| rules.table_visible(Some(schema), name);
     let hidden =
@@ -432,6 +434,7 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
             if t.primary_key.iter().any(own_hidden) {
                 t.primary_key.clear();
                 t.key_is_heuristic = false;
+                t.key_hidden = true;
             }
             t.foreign_keys.retain(|fk| {
                 visible_table(&fk.ref_schema, &fk.ref_table)
