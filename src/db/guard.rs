@@ -42,11 +42,11 @@
 //!
 //! Names are matched against the rules so that a collation can only make the guard stricter
 //! (see [`AccessRules`]): a name that folds to a denied name as some SQL Server collation may
-//! fold it (trailing spaces ignored, full-width letters and letters such as `ſ` and `ı`
-//! folded to ASCII; [`fold_name`]) is refused, while an allowed name admits only names that
-//! differ from it in ASCII case (and, on SQL Server, trailing spaces). Accent-insensitive
-//! collations are not emulated, so deny rules on such databases should be backed by server
-//! permissions.
+//! fold it (trailing spaces ignored, full-width letters, the letters `ſ`, `ı` and `İ` and
+//! ligatures such as `ﬁ` folded to ASCII; [`fold_name`]) is refused, while an allowed name
+//! admits only names that differ from it in ASCII case (and, on SQL Server, trailing spaces).
+//! Other look-alike letters and accent-insensitive collations are not emulated, so deny rules
+//! on such databases should be backed by server permissions.
 //!
 //! Unqualified table names are taken to be in the dialect's default schema (`main` for SQLite,
 //! `dbo` for SQL Server) when matched against dotted patterns. A login whose default schema is
@@ -115,8 +115,8 @@ impl SqlDialect {
 ///
 /// Matching only ever errs towards hiding. A `deny_tables` or `deny_columns` pattern matches
 /// a name in any case, and also when both fold to the same name ([`fold_name`]: full-width
-/// forms, letters whose capital is ASCII such as `ſ` and `ı`, trailing spaces), in case the
-/// database's collation compares them so. An `allow_tables` pattern matches only a name
+/// forms, letters whose capital is ASCII such as `ſ` and `ı`, the dotted capital `İ`,
+/// trailing spaces), in case the database's collation compares them so. An `allow_tables` pattern matches only a name
 /// that differs from it in the case of ASCII letters at most ([`allow_match`]), which every
 /// collation and SQLite take for the same name: `items` does not admit a table named `ıtems`
 /// or `Ｉtems`, which some collations take for another table.
@@ -934,8 +934,11 @@ fn addr<T>(x: &T) -> usize {
 
 /// A name as a case-insensitive SQL Server collation may compare it, beyond case: trailing
 /// spaces dropped (SQL Server always ignores them), full-width forms as ASCII (default
-/// collations are width-insensitive), and a letter whose capital is ASCII (`ſ` → `S`,
-/// `ı` → `I`, `ﬁ` → `FI`) as that ASCII, lower-cased, in case a collation compares it so.
+/// collations are width-insensitive), a letter whose capital is ASCII (`ſ` → `S`,
+/// `ı` → `I`, `ﬁ` → `FI`) as that ASCII, lower-cased, and `İ` (dotted capital I, which a
+/// Turkish collation pairs with `i`) as `i`, in case a collation compares them so. Letters
+/// whose small letter is ASCII (`K`, the Kelvin sign) or another letter's (`Å`, the
+/// Ångström sign) need no folding here: the rules compare names in Unicode lower case.
 /// Accent-insensitive collations are not emulated. The guard only ever hides more for it
 /// ([`deny_match`]); it never admits a name for it ([`allow_match`]).
 pub fn fold_name(s: &str) -> String {
@@ -946,6 +949,9 @@ pub fn fold_name(s: &str) -> String {
                 out.push(char::from_u32(c as u32 - 0xFEE0).unwrap_or(c));
             }
             '\u{3000}' => out.push(' '),
+            // Its capital is itself and its small letter `i` with a combining dot, so neither
+            // the arm below nor lower-casing brings it to `i`.
+            '\u{130}' => out.push('i'),
             c if !c.is_ascii() && c.to_uppercase().all(|u| u.is_ascii()) => {
                 out.extend(c.to_uppercase().map(|u| u.to_ascii_lowercase()));
             }
@@ -3442,6 +3448,58 @@ mod tests {
         let r = rules(&[], &[], &["secret.pay"]);
         assert!(r.has_denied_columns(Some("dbo"), "\u{17F}ecret"));
         assert_column_denied(MsSql, &r, "SELECT pay FROM [\u{17F}ecret]");
+    }
+
+    /// `İ` (U+0130) is its own capital and lower-cases to `i` plus a combining dot, so it
+    /// escaped both the case-insensitive match and the folding; under a Turkish_CI collation
+    /// `[İTEMS]` is the table `items`.
+    #[test]
+    fn a_dotted_capital_i_is_refused_where_i_is_denied() {
+        let r = rules(&[], &["items"], &["people.ssn"]);
+        assert_eq!(fold_name("\u{130}TEMS"), "iTEMS");
+        assert!(!r.table_visible(Some("dbo"), "\u{130}TEMS"));
+        assert!(!r.table_visible(Some("dbo"), "\u{130}tems"));
+        for d in both() {
+            assert_table_denied(d, &r, "SELECT * FROM \"\u{130}TEMS\"");
+        }
+        assert_table_denied(MsSql, &r, "SELECT * FROM [\u{130}TEMS]");
+        // The rule written with it.
+        let r = rules(&[], &["\u{130}tems"], &["people.ss\u{130}d"]);
+        assert!(!r.table_visible(Some("dbo"), "items"));
+        assert!(!r.table_visible(Some("dbo"), "ITEMS"));
+        assert!(r.column_denied(Some("dbo"), "people", "SSID"));
+        for d in both() {
+            assert_table_denied(d, &r, "SELECT * FROM items");
+            assert_column_denied(d, &r, "SELECT ssid FROM people");
+        }
+        // Still no name is admitted for it.
+        let r = rules(&["items"], &[], &[]);
+        assert!(!r.table_visible(Some("dbo"), "\u{130}tems"));
+    }
+
+    /// The other letters some collation may take for an ASCII one are caught already: `ı`
+    /// and `ſ` fold to `i` and `s` ([`fold_name`]), the Kelvin sign lower-cases to `k` and
+    /// the Ångström sign to `å`.
+    #[test]
+    fn dotless_i_long_s_kelvin_and_angstrom_signs_are_refused_where_their_letter_is_denied() {
+        let r = rules(&[], &["items", "sums", "kits", "\u{E5}sa"], &["people.key"]);
+        for name in [
+            "\u{131}tems",
+            "ITEM\u{17F}",
+            "\u{17F}UMS",
+            "\u{212A}its",
+            "\u{212B}SA",
+            "\u{C5}sa",
+        ] {
+            assert!(!r.table_visible(Some("dbo"), name), "{name}");
+            for d in both() {
+                assert_table_denied(d, &r, &format!("SELECT * FROM \"{name}\""));
+            }
+        }
+        assert!(r.column_denied(Some("dbo"), "people", "\u{212A}EY"));
+        for d in both() {
+            assert_column_denied(d, &r, "SELECT \"\u{212A}ey\" FROM people");
+        }
     }
 
     // ---- rules API ----
