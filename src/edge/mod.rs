@@ -168,6 +168,12 @@ impl EdgeState {
         self.rate_limits.check_client(client_id)
     }
 
+    /// The per-IP bucket for a further message of a JSON-RPC batch; see
+    /// [`RateLimits::check_ip`](rate_limit::RateLimits::check_ip).
+    pub fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), rate_limit::RetryAfter> {
+        self.rate_limits.check_ip(ip)
+    }
+
     /// Numbers for `/health` and `/metrics`.
     pub fn report(&self) -> EdgeReport {
         let tls = self.tls.report();

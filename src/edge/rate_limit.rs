@@ -146,6 +146,20 @@ impl RateLimits {
         }
     }
 
+    /// The per-IP bucket, charged once more for a message past the first of a JSON-RPC batch
+    /// (the layer charged the POST itself); on `Err`, the message is refused.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        match self.per_ip.limiter().check_key(&ip) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                self.counters.limited_ip.inc();
+                let clock = governor::clock::DefaultClock::default();
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+                Err(RetryAfter(wait))
+            }
+        }
+    }
+
     /// The per-IP layer for the middleware stack.
     pub fn per_ip_layer(&self) -> GovernorLayer<ClientIpKey, NoOpMiddleware, Body> {
         let counters = self.counters.clone();

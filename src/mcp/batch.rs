@@ -9,10 +9,15 @@
 //! place and the others still run; each `tools/call` counts against the client's rate limit
 //! (over it: that call's error, and the others still run).
 //!
-//! The whole POST has the request timeout (`limits.request_timeout_secs`), so the batch stops
-//! short of it: a request still running when its share is spent is cancelled (and audited as
-//! such), and it and the requests after it are answered with [`NOT_ANSWERED`], so that the
-//! client learns which ran instead of getting a 503 for all of them.
+//! Every request past the first also costs a token of the address's per-IP bucket (the edge
+//! layer charged the POST once), so a batch of 32 is not 32 requests for the price of one;
+//! over it, that request's error.
+//!
+//! The whole POST has the request timeout (`limits.request_timeout_secs`), counted from when
+//! `edge::stack::Deadline` started timing it ([`Budget`]), so the batch stops short of it: a
+//! request still running when the time is spent is cancelled (and audited as such), and it and
+//! the requests after it are answered with [`NOT_ANSWERED`], so that the client learns which
+//! ran instead of getting a 503 for all of them.
 
 use std::time::{Duration, Instant};
 
@@ -36,7 +41,9 @@ pub fn is_batch(body: &[u8]) -> bool {
 }
 
 /// The messages of a batch body: a parse error (-32700) for a body that is not JSON, an
-/// invalid request (-32600) for an empty batch or one over [`MAX_BATCH`].
+/// invalid request (-32600) for an empty batch, one over [`MAX_BATCH`], or one that mixes
+/// responses with requests or notifications (2025-03-26: a batch holds requests and/or
+/// notifications, or responses only).
 pub fn messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
     let messages: Vec<Value> = serde_json::from_slice(body)
         .map_err(|e| RpcError::parse(format!("Parse error: body is not valid JSON ({e})")))?;
@@ -52,16 +59,58 @@ pub fn messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
             messages.len()
         )));
     }
+    let sends = messages.iter().any(|m| m.get("method").is_some());
+    let answers = messages.iter().any(|m| {
+        m.get("method").is_none() && (m.get("result").is_some() || m.get("error").is_some())
+    });
+    if sends && answers {
+        return Err(RpcError::invalid_request(
+            "Invalid Request: a JSON-RPC batch holds requests and notifications, or responses \
+             only; send the responses in a POST of their own",
+        ));
+    }
     Ok(messages)
+}
+
+/// The time a batch has: the request timeout from when the edge started timing the request,
+/// less a margin to write the answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The request timeout.
+    pub total: Duration,
+    /// When the answers must be ready.
+    pub deadline: Instant,
+}
+
+impl Budget {
+    /// `started` is `edge::stack::Started` (now, for a request that did not pass it).
+    pub fn new(ctx: &ScopeCtx, started: Option<Instant>) -> Self {
+        let total = ctx.app.edge().request_timeout;
+        let started = started.unwrap_or_else(Instant::now);
+        Self {
+            total,
+            deadline: started + total.saturating_sub(margin(total)),
+        }
+    }
+
+    /// What is left of the budget now.
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
 }
 
 /// The answers to `messages`, in order: one per request and per invalid message, none for
 /// notifications and responses (so an empty list means "202").
-pub async fn answer(ctx: &ScopeCtx, caller: &Caller, era: Era, messages: Vec<Value>) -> Vec<Json> {
-    let budget = ctx.app.edge().request_timeout;
-    let deadline = Instant::now() + budget.saturating_sub(margin(budget));
+pub async fn answer(
+    ctx: &ScopeCtx,
+    caller: &Caller,
+    era: Era,
+    messages: Vec<Value>,
+    budget: &Budget,
+) -> Vec<Json> {
     let mut answers = Vec::with_capacity(messages.len());
     let mut out_of_time = false;
+    let mut requests = 0usize;
     for message in messages {
         if message.is_array() {
             let err = RpcError::invalid_request("Invalid Request: a batch may not hold a batch");
@@ -76,6 +125,7 @@ pub async fn answer(ctx: &ScopeCtx, caller: &Caller, era: Era, messages: Vec<Val
                 continue;
             }
         };
+        requests += 1;
         if req.method == "initialize" {
             let err = RpcError::invalid_request(
                 "Invalid Request: initialize must not be part of a JSON-RPC batch",
@@ -83,10 +133,21 @@ pub async fn answer(ctx: &ScopeCtx, caller: &Caller, era: Era, messages: Vec<Val
             answers.push(protocol::error_response(Some(&req.id), &err));
             continue;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = budget.left();
         if out_of_time || left.is_zero() {
             out_of_time = true;
-            answers.push(not_answered(&req.id, budget));
+            answers.push(not_answered(&req.id, budget.total));
+            continue;
+        }
+        if requests > 1
+            && let Some(ip) = caller.ip
+            && let Err(wait) = ctx.app.edge().check_ip(ip)
+        {
+            let err = RpcError::invalid_request(format!(
+                "Rate limited: too many requests from this address; retry after {} s",
+                wait.secs()
+            ));
+            answers.push(protocol::error_response(Some(&req.id), &err));
             continue;
         }
         if let Some((err, _secs)) =
@@ -101,17 +162,17 @@ pub async fn answer(ctx: &ScopeCtx, caller: &Caller, era: Era, messages: Vec<Val
             Ok(Err(e)) => protocol::error_response(Some(&req.id), &e),
             Err(_elapsed) => {
                 out_of_time = true;
-                not_answered(&req.id, budget)
+                not_answered(&req.id, budget.total)
             }
         });
     }
     answers
 }
 
-/// What the batch keeps back from the request timeout to write its answers: a tenth, at most
-/// a second.
+/// What the batch keeps back from the request timeout to write its answers: a quarter, at
+/// most two seconds.
 fn margin(budget: Duration) -> Duration {
-    (budget / 10).min(Duration::from_secs(1))
+    (budget / 4).min(Duration::from_secs(2))
 }
 
 fn not_answered(id: &Value, budget: Duration) -> Json {
@@ -152,8 +213,21 @@ mod tests {
     }
 
     #[test]
-    fn the_margin_is_a_tenth_of_the_budget_at_most_a_second() {
-        assert_eq!(margin(Duration::from_secs(1)), Duration::from_millis(100));
-        assert_eq!(margin(Duration::from_secs(60)), Duration::from_secs(1));
+    fn the_margin_is_a_quarter_of_the_budget_at_most_two_seconds() {
+        assert_eq!(margin(Duration::from_secs(1)), Duration::from_millis(250));
+        assert_eq!(margin(Duration::from_secs(60)), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_batch_may_not_mix_responses_with_requests_or_notifications() {
+        let mixed =
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"result":{}}]"#;
+        let err = messages(mixed).err();
+        assert!(err.is_some_and(|e| e.code == -32600 && e.message.contains("responses only")));
+        let notes = br#"[{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":2,"error":{}}]"#;
+        assert!(messages(notes).is_err());
+        let responses =
+            br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{}}]"#;
+        assert_eq!(messages(responses).map(|m| m.len()).ok(), Some(2));
     }
 }

@@ -12,14 +12,14 @@
 //! (any session revision), or of 2025-03-26 without one (the default the 2025 revisions give a
 //! missing header; 2024-11-05 and 2025-03-26 clients send none). A 2025-03-26 session may
 //! POST JSON-RPC batches to its message URL ([`super::batch`]); the answers travel as one
-//! event.
+//! event each.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,7 @@ use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION, RpcError};
 use super::session::{Outbox, Session};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
+use crate::edge::stack::Started;
 use crate::json::Json;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
@@ -105,6 +106,7 @@ pub async fn message(
     State(ctx): State<ScopeCtx>,
     ClientIp(ip): ClientIp,
     Query(q): Query<HashMap<String, String>>,
+    started: Option<Extension<Started>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -144,11 +146,18 @@ pub async fn message(
             Ok(m) => m,
             Err(e) => return refuse(e),
         };
-        let answers = batch::answer(&ctx, &caller, Era::Legacy("2025-03-26"), messages).await;
-        if answers.is_empty() {
-            return (StatusCode::ACCEPTED, "Accepted").into_response();
+        let budget = batch::Budget::new(&ctx, started.map(|Extension(Started(at))| at));
+        let answers =
+            batch::answer(&ctx, &caller, Era::Legacy("2025-03-26"), messages, &budget).await;
+        // One event per answer (an event holds one JSON-RPC message in the SDKs' parsers),
+        // each put on the stream within what is left of the request's time.
+        for answer in answers {
+            let wait = budget.left() + Duration::from_millis(100);
+            if let Some(refused) = deliver(&ctx, &session, &outbox, answer, None, wait).await {
+                return refused;
+            }
         }
-        return deliver(&ctx, &session, &outbox, Json::array(answers), None).await;
+        return (StatusCode::ACCEPTED, "Accepted").into_response();
     }
     let req = match protocol::parse(&body) {
         Ok(Incoming::Request(r)) => r,
@@ -175,27 +184,33 @@ pub async fn message(
         }
         Err(e) => protocol::error_response(Some(&req.id), &e),
     };
-    deliver(&ctx, &session, &outbox, reply, Some(&req.id)).await
+    let wait = Duration::from_secs(10);
+    match deliver(&ctx, &session, &outbox, reply, Some(&req.id), wait).await {
+        Some(refused) => refused,
+        None => (StatusCode::ACCEPTED, "Accepted").into_response(),
+    }
 }
 
-/// Puts `reply` on the session's stream: 202, or 404 (and the session ends) when the client
-/// has stopped reading it, rather than stalling the server.
+/// Puts `reply` on the session's stream within `wait`: `None` when it is there, else the 404
+/// to answer (and the session ends), when the client has stopped reading its stream, rather
+/// than stalling the server.
 async fn deliver(
     ctx: &ScopeCtx,
     session: &Session,
     outbox: &Outbox,
     reply: Json,
     id: Option<&Value>,
-) -> Response {
-    match tokio::time::timeout(Duration::from_secs(10), outbox.send(reply.into_string())).await {
-        Ok(Ok(())) => (StatusCode::ACCEPTED, "Accepted").into_response(),
+    wait: Duration,
+) -> Option<Response> {
+    match tokio::time::timeout(wait, outbox.send(reply.into_string())).await {
+        Ok(Ok(())) => None,
         _ => {
             ctx.app.sessions().remove(&session.id);
             let err = RpcError::invalid_request(
                 "Not Found: the session's stream is closed; open GET /sse again",
             )
             .with_status(StatusCode::NOT_FOUND);
-            rpc_error_response(id, &err)
+            Some(rpc_error_response(id, &err))
         }
     }
 }

@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,7 @@ use super::protocol::{
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
 use super::{batch, dispatch};
+use crate::edge::stack::Started;
 use crate::json::Json;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
@@ -183,6 +184,7 @@ fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcErr
 pub async fn post(
     State(ctx): State<ScopeCtx>,
     ClientIp(ip): ClientIp,
+    started: Option<Extension<Started>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -194,7 +196,8 @@ pub async fn post(
         return rpc_error_response(None, &e);
     }
     if batch::is_batch(&body) {
-        return post_batch(&ctx, &caller, &headers, &body).await;
+        let budget = batch::Budget::new(&ctx, started.map(|Extension(Started(at))| at));
+        return post_batch(&ctx, &caller, &headers, &body, &budget).await;
     }
     let msg = match protocol::parse(&body) {
         Ok(m) => m,
@@ -294,13 +297,14 @@ pub async fn post(
 
 /// A JSON-RPC batch ([`super::batch`]), taken on a session that settled on 2025-03-26;
 /// anything else gets a 400 saying to send one message per POST. The answers go back in one
-/// JSON array (202 when there are none), or as one event when the client accepts only event
-/// streams.
+/// JSON array (202 when there are none), or, to a client that accepts only event streams, as
+/// one event each (an event holds one JSON-RPC message in the SDKs' parsers).
 async fn post_batch(
     ctx: &ScopeCtx,
     caller: &dispatch::Caller,
     headers: &HeaderMap,
     body: &[u8],
+    budget: &batch::Budget,
 ) -> Response {
     let refuse = |e: RpcError| rpc_error_response(None, &e.with_status(StatusCode::BAD_REQUEST));
     let Some(sid) = header_str(headers, SESSION_HEADER) else {
@@ -339,11 +343,22 @@ async fn post_batch(
         Ok(m) => m,
         Err(e) => return refuse(e),
     };
-    let answers = batch::answer(ctx, caller, Era::Legacy(negotiated), messages).await;
+    let answers = batch::answer(ctx, caller, Era::Legacy(negotiated), messages, budget).await;
     if answers.is_empty() {
         return StatusCode::ACCEPTED.into_response();
     }
-    reply(kind, Json::array(answers), StatusCode::OK)
+    match kind {
+        Reply::Json => json_body(StatusCode::OK, Json::array(answers)),
+        Reply::Sse => {
+            let events = answers.into_iter().map(|a| {
+                Ok::<_, Infallible>(Event::default().event("message").data(a.into_string()))
+            });
+            let mut resp =
+                (StatusCode::OK, Sse::new(futures::stream::iter(events))).into_response();
+            sse_headers(&mut resp);
+            resp
+        }
+    }
 }
 
 fn session_not_found() -> Response {

@@ -577,8 +577,8 @@ async fn a_plain_post_to_sse_takes_the_shapes_of_its_version_header() {
 }
 
 /// 2025-03-26 has JSON-RPC batches whatever the transport: on a 2025-03-26 session of the
-/// HTTP+SSE transport a batch POSTed to the message URL is accepted (202) and its answers,
-/// in order, travel on the stream as one event holding an array.
+/// HTTP+SSE transport a batch POSTed to the message URL is accepted (202) and its answers
+/// travel on the stream in order, one event each (the SDKs parse an event as one message).
 #[tokio::test]
 async fn a_2025_03_26_session_on_the_legacy_stream_takes_a_batch() {
     let srv = Server::demo().await;
@@ -594,14 +594,18 @@ async fn a_2025_03_26_session_on_the_legacy_stream_takes_a_batch() {
     ]);
     let r = srv.post_json(&s.endpoint, &[], &batch).await;
     assert_eq!(r.status, 202, "{}", r.text);
-    let ev = s
-        .events
-        .next_event(Duration::from_secs(10))
-        .await
-        .expect("the answers on the stream");
-    let answers: Value = serde_json::from_str(&ev.data).expect("JSON");
-    let answers = answers.as_array().expect("one event holding an array");
-    assert_eq!(answers.len(), 3, "{answers:?}");
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let ev = s
+            .events
+            .next_event(Duration::from_secs(10))
+            .await
+            .expect("an answer on the stream");
+        assert_eq!(ev.event.as_deref(), Some("message"), "{ev:?}");
+        let answer: Value = serde_json::from_str(&ev.data).expect("JSON");
+        assert!(answer.is_object(), "one message per event: {answer}");
+        answers.push(answer);
+    }
     assert_eq!(answers[0]["id"], 1);
     let rows: Value = serde_json::from_str(
         answers[0]["result"]["content"][0]["text"]

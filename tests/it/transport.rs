@@ -757,17 +757,59 @@ async fn a_2025_03_26_session_takes_a_batch_and_answers_each_request_in_order() 
     assert_eq!(c.result("ping", json!({})).await, json!({}));
 }
 
+/// A batch of notifications only, or of responses only, has nothing to answer: 202. Mixing
+/// the two is not a batch 2025-03-26 allows: 400.
 #[tokio::test]
-async fn a_batch_of_notifications_and_responses_only_is_202() {
+async fn a_batch_of_notifications_or_of_responses_is_202_and_a_mix_is_refused() {
     let srv = Server::demo().await;
     let c = Legacy::connect(&srv, "/claude", V0326).await;
-    let batch = json!([
+    for batch in [
+        json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]),
+        json!([{"jsonrpc": "2.0", "id": 5, "result": {}}, {"jsonrpc": "2.0", "id": 6,
+            "error": {"code": -1, "message": "no"}}]),
+    ] {
+        let r = post_on(&c, &batch).await;
+        assert_eq!(r.status, 202, "{batch}: {}", r.text);
+        assert!(r.text.is_empty(), "{}", r.text);
+    }
+    let mixed = json!([
         {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
         {"jsonrpc": "2.0", "id": 5, "result": {}}
     ]);
-    let r = post_on(&c, &batch).await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    assert!(r.text.is_empty(), "{}", r.text);
+    let r = post_on(&c, &mixed).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.error_message().contains("responses only"), "{}", r.text);
+}
+
+/// A client that accepts only event streams gets each answer as an event of its own.
+#[tokio::test]
+async fn a_batch_answered_as_an_event_stream_has_one_event_per_answer() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0326).await;
+    let body = json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                      {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]);
+    let r = srv
+        .post_raw(
+            &c.path(),
+            &[
+                ("mcp-session-id", &c.session),
+                ("content-type", "application/json"),
+                ("accept", "text/event-stream"),
+            ],
+            serde_json::to_vec(&body).expect("JSON"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let data: Vec<Value> = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).expect("JSON event"))
+        .collect();
+    assert_eq!(data.len(), 2, "{}", r.text);
+    assert_eq!(data[0]["id"], 1);
+    assert_eq!(data[1]["id"], 2);
+    assert!(data[1]["result"]["tools"].is_array(), "{}", r.text);
 }
 
 #[tokio::test]
