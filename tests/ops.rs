@@ -1863,23 +1863,7 @@ async fn a_batch_that_outlasts_the_request_timeout_answers_what_ran() {
         "kind = \"sqlite\"\nquery_timeout_secs = 3",
     );
     let srv = Server::start(Config::parse(&text).expect("config"), true).await;
-    let init = client()
-        .post(srv.url("/claude/mcp"))
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-03-26", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"}}}),
-        )
-        .send()
-        .await
-        .expect("initialize");
-    assert_eq!(init.status(), 200);
-    let sid = init
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("session id")
-        .to_string();
+    let sid = session_0326(&srv).await;
     let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
     let batch = json!([
         {"jsonrpc": "2.0", "id": 1, "method": "ping"},
@@ -1937,23 +1921,7 @@ async fn each_request_of_a_batch_counts_against_the_per_ip_limit() {
         "[limits]\nper_ip_per_sec = 1\nper_ip_burst = 4\n",
     );
     let srv = Server::start(Config::parse(&text).expect("config"), true).await;
-    let init = client()
-        .post(srv.url("/claude/mcp"))
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-03-26", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"}}}),
-        )
-        .send()
-        .await
-        .expect("initialize");
-    assert_eq!(init.status(), 200);
-    let sid = init
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("session id")
-        .to_string();
+    let sid = session_0326(&srv).await;
     // Four tokens: initialize takes one, the batch's POST one (for its first request), its
     // second and third requests one each; the fourth and fifth find the bucket empty.
     let batch: Vec<Value> = (1..=5)
@@ -1979,4 +1947,24 @@ async fn each_request_of_a_batch_counts_against_the_per_ip_limit() {
         );
     }
     srv.stop().await;
+}
+
+/// Starts a 2025-03-26 session on `/claude/mcp` (the revision with JSON-RPC batches); its id.
+async fn session_0326(srv: &Server) -> String {
+    let init = client()
+        .post(srv.url("/claude/mcp"))
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(init.status(), 200);
+    init.headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("session id")
+        .to_string()
 }

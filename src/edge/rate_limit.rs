@@ -135,29 +135,17 @@ impl RateLimits {
     /// The per-OAuth-client (or per-user) bucket for tool calls. Call it with the client id once
     /// the bearer token is checked; on `Err`, answer 429 with `Retry-After: secs()`.
     pub fn check_client(&self, client_id: &str) -> Result<(), RetryAfter> {
-        match self.client.limiter().check_key(&client_id.to_string()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                self.counters.limited_client.inc();
-                let clock = governor::clock::DefaultClock::default();
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
-                Err(RetryAfter(wait))
-            }
-        }
+        let verdict = self.client.limiter().check_key(&client_id.to_string());
+        counted(verdict, &self.counters.limited_client)
     }
 
     /// The per-IP bucket, charged once more for a message past the first of a JSON-RPC batch
     /// (the layer charged the POST itself); on `Err`, the message is refused.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), RetryAfter> {
-        match self.per_ip.limiter().check_key(&ip) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                self.counters.limited_ip.inc();
-                let clock = governor::clock::DefaultClock::default();
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
-                Err(RetryAfter(wait))
-            }
-        }
+        counted(
+            self.per_ip.limiter().check_key(&ip),
+            &self.counters.limited_ip,
+        )
     }
 
     /// The per-IP layer for the middleware stack.
@@ -221,6 +209,18 @@ pub fn tool_call_refusal(
     ))
     .with_status(StatusCode::TOO_MANY_REQUESTS);
     Some((err, wait.secs()))
+}
+
+/// A bucket's verdict as [`RetryAfter`], with a refusal counted in `limited`.
+fn counted(
+    verdict: Result<(), governor::NotUntil<governor::clock::QuantaInstant>>,
+    limited: &super::Counter,
+) -> Result<(), RetryAfter> {
+    verdict.map_err(|not_until| {
+        limited.inc();
+        let clock = governor::clock::DefaultClock::default();
+        RetryAfter(not_until.wait_time_from(governor::clock::Clock::now(&clock)))
+    })
 }
 
 /// 429 with `Retry-After` and a short JSON body.

@@ -262,14 +262,9 @@ pub async fn post(
             .with_status(StatusCode::BAD_REQUEST);
             return rpc_error_response(Some(&req.id), &err);
         };
-        let Some(session) = ctx.session_for(&caller, sid, false) else {
+        let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
             return session_not_found();
         };
-        let negotiated = session
-            .version
-            .get()
-            .copied()
-            .unwrap_or(protocol::LATEST_LEGACY_VERSION);
         match header_version {
             None => Era::Legacy(negotiated),
             // Any revision a client may legitimately send is accepted (the official SDKs send
@@ -313,14 +308,9 @@ async fn post_batch(
              initialize first, or one message per POST",
         ));
     };
-    let Some(session) = ctx.session_for(caller, sid, false) else {
+    let Some(negotiated) = session_revision(ctx, caller, sid) else {
         return session_not_found();
     };
-    let negotiated = session
-        .version
-        .get()
-        .copied()
-        .unwrap_or(protocol::LATEST_LEGACY_VERSION);
     if negotiated != "2025-03-26" {
         return refuse(RpcError::invalid_request(format!(
             "Invalid Request: JSON-RPC batches are part of protocol 2025-03-26 only; this session \
@@ -359,6 +349,18 @@ async fn post_batch(
             resp
         }
     }
+}
+
+/// The revision the Streamable HTTP session `sid` of `caller` settled on, if it is live.
+fn session_revision(ctx: &ScopeCtx, caller: &dispatch::Caller, sid: &str) -> Option<&'static str> {
+    let session = ctx.session_for(caller, sid, false)?;
+    Some(
+        session
+            .version
+            .get()
+            .copied()
+            .unwrap_or(protocol::LATEST_LEGACY_VERSION),
+    )
 }
 
 fn session_not_found() -> Response {
