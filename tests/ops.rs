@@ -1968,3 +1968,52 @@ async fn session_0326(srv: &Server) -> String {
         .expect("session id")
         .to_string()
 }
+
+/// A batch's time counts from when the request arrived, not from when its body was read: a
+/// body that takes half the request timeout to arrive still gets its answers (the slow call
+/// cut short and marked not answered) instead of the edge's 503.
+#[tokio::test]
+async fn a_batch_whose_body_arrives_slowly_still_answers_before_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let text = config_text(dir.path(), &db, "", "[limits]\nrequest_timeout_secs = 1\n").replace(
+        "kind = \"sqlite\"",
+        "kind = \"sqlite\"\nquery_timeout_secs = 3",
+    );
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let sid = session_0326(&srv).await;
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let body = serde_json::to_vec(&json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "execute_sql", "arguments": {"sql": slow}}}
+    ]))
+    .expect("JSON");
+    let mut conn = tokio::net::TcpStream::connect(srv.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /claude/mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        srv.addr,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("head");
+    // Half the request timeout before the body: the batch then has 250 ms left, less than
+    // the 750 ms it would think it had if it counted from reading the body.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    conn.write_all(&body).await.expect("body");
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut response))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let json = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    let answers: Value = serde_json::from_str(json).expect("a JSON array");
+    assert_eq!(answers[0]["result"], json!({}), "{answers}");
+    assert_eq!(answers[1]["error"]["code"], -32001, "{answers}");
+    srv.stop().await;
+}
