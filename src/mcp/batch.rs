@@ -25,10 +25,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::ScopeCtx;
+use axum::extract::Extension;
+use axum::http::StatusCode;
+use axum::response::Response;
+
 use super::dispatch::{self, Caller};
 use super::protocol::{self, Era, Incoming, RpcError};
+use super::{ScopeCtx, rpc_error_response};
+use crate::edge::stack::Started;
 use crate::json::Json;
+
+/// The one revision with batches.
+pub const BATCH_VERSION: &str = "2025-03-26";
 
 /// Most messages one batch may hold.
 pub const MAX_BATCH: usize = 32;
@@ -42,11 +50,41 @@ pub fn is_batch(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
-/// The messages of a batch body: a parse error (-32700) for a body that is not JSON, an
-/// invalid request (-32600) for an empty batch, one over [`MAX_BATCH`], or one that mixes
-/// responses with requests or notifications (2025-03-26: a batch holds requests and/or
-/// notifications, or responses only).
-pub fn messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
+/// The era a batch runs in, for a session that `settled` on a revision (`None`: not yet), or
+/// the 400 telling the client to send one message per POST.
+pub fn era(settled: Option<&'static str>) -> Result<Era, Response> {
+    match settled {
+        Some(BATCH_VERSION) => Ok(Era::Legacy(BATCH_VERSION)),
+        settled => Err(refusal(settled)),
+    }
+}
+
+/// The 400 for a batch outside a 2025-03-26 session: of a session that settled on `settled`,
+/// or (`None`) of one that has not sent `initialize` yet or of no session at all.
+pub fn refusal(settled: Option<&str>) -> Response {
+    let session = match settled {
+        Some(v) => format!("this session uses {v}"),
+        None => "send initialize first".to_string(),
+    };
+    bad_request(RpcError::invalid_request(format!(
+        "Invalid Request: JSON-RPC batches are part of protocol {BATCH_VERSION} only; \
+         {session}, or send one message per POST"
+    )))
+}
+
+fn bad_request(e: RpcError) -> Response {
+    rpc_error_response(None, &e.with_status(StatusCode::BAD_REQUEST))
+}
+
+/// The messages of a batch body, or the 400 that refuses it whole: a parse error (-32700)
+/// for a body that is not JSON, an invalid request (-32600) for an empty batch, one over
+/// [`MAX_BATCH`], or one that mixes responses with requests or notifications (2025-03-26: a
+/// batch holds requests and/or notifications, or responses only).
+pub fn messages(body: &[u8]) -> Result<Vec<Value>, Response> {
+    checked_messages(body).map_err(bad_request)
+}
+
+fn checked_messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
     let messages: Vec<Value> = serde_json::from_slice(body)
         .map_err(|e| RpcError::parse(format!("Parse error: body is not valid JSON ({e})")))?;
     if messages.is_empty() {
@@ -85,10 +123,11 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// `started` is `edge::stack::Started` (now, for a request that did not pass it).
-    pub fn new(ctx: &ScopeCtx, started: Option<Instant>) -> Self {
+    /// `started` is when `edge::stack::Deadline` started timing the request (now, for a
+    /// request that did not pass it).
+    pub fn new(ctx: &ScopeCtx, started: Option<Extension<Started>>) -> Self {
         let total = ctx.app.edge().request_timeout;
-        let started = started.unwrap_or_else(Instant::now);
+        let started = started.map_or_else(Instant::now, |Extension(Started(at))| at);
         Self {
             total,
             deadline: started + total.saturating_sub(margin(total)),
@@ -202,15 +241,21 @@ mod tests {
 
     #[test]
     fn batch_bodies_are_checked_as_a_whole_first() {
-        assert_eq!(messages(b"[1, 2").map_err(|e| e.code).err(), Some(-32700));
-        assert_eq!(messages(b"[]").map_err(|e| e.code).err(), Some(-32600));
+        assert_eq!(
+            checked_messages(b"[1, 2").map_err(|e| e.code).err(),
+            Some(-32700)
+        );
+        assert_eq!(
+            checked_messages(b"[]").map_err(|e| e.code).err(),
+            Some(-32600)
+        );
         let full = format!("[{}]", vec!["{}"; MAX_BATCH].join(","));
         assert_eq!(
-            messages(full.as_bytes()).map(|m| m.len()).ok(),
+            checked_messages(full.as_bytes()).map(|m| m.len()).ok(),
             Some(MAX_BATCH)
         );
         let over = format!("[{}]", vec!["{}"; MAX_BATCH + 1].join(","));
-        let err = messages(over.as_bytes()).err().map(|e| e.message);
+        let err = checked_messages(over.as_bytes()).err().map(|e| e.message);
         assert!(err.is_some_and(|m| m.contains("at most 32")));
     }
 
@@ -224,12 +269,12 @@ mod tests {
     fn a_batch_may_not_mix_responses_with_requests_or_notifications() {
         let mixed =
             br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"result":{}}]"#;
-        let err = messages(mixed).err();
+        let err = checked_messages(mixed).err();
         assert!(err.is_some_and(|e| e.code == -32600 && e.message.contains("responses only")));
         let notes = br#"[{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":2,"error":{}}]"#;
-        assert!(messages(notes).is_err());
+        assert!(checked_messages(notes).is_err());
         let responses =
             br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{}}]"#;
-        assert_eq!(messages(responses).map(|m| m.len()).ok(), Some(2));
+        assert_eq!(checked_messages(responses).map(|m| m.len()).ok(), Some(2));
     }
 }

@@ -47,17 +47,8 @@ impl Caller {
 fn server_info(shapes: Shapes) -> Value {
     let mut info =
         json!({"name": "mssql-mcp", "title": "mssql-mcp", "version": env!("CARGO_PKG_VERSION")});
-    without_title(&mut info, shapes);
+    shapes.fit_title(&mut info);
     info
-}
-
-/// Leaves `title` out of `v` for a revision without it (keeping the order of the rest).
-fn without_title(v: &mut Value, shapes: Shapes) {
-    if !shapes.titles()
-        && let Value::Object(m) = v
-    {
-        m.shift_remove("title");
-    }
 }
 
 /// What the server offers in `era`. The stateless 2026-07-28 revision has no
@@ -473,7 +464,7 @@ async fn resources_list(scope: &Scope, shapes: Shapes) -> Result<Value, RpcError
                 "description": format!("Schema of {} ({} rows): columns, keys, relationships", t.qualified(), t.row_estimate.map(|n| n.to_string()).unwrap_or_else(|| "?".into())),
                 "mimeType": "application/json",
             });
-            without_title(&mut r, shapes);
+            shapes.fit_title(&mut r);
             r
         })
         .collect();
@@ -515,7 +506,7 @@ fn explore_prompt(shapes: Shapes) -> Value {
         "description": "A starting plan for exploring this database about a topic.",
         "arguments": [{"name": "topic", "description": "What you want to learn about (optional).", "required": false}]
     });
-    without_title(&mut p, shapes);
+    shapes.fit_title(&mut p);
     p
 }
 

@@ -20,8 +20,7 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 
 /// Revisions a client of a 2025 session may name in `MCP-Protocol-Version` (a missing header
 /// means 2025-03-26; SDKs built for older revisions still send theirs).
-pub const KNOWN_SESSION_VERSIONS: [&str; 4] =
-    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub const KNOWN_SESSION_VERSIONS: [&str; 4] = SSE_SESSION_VERSIONS;
 
 /// Revisions `initialize` settles on at `{scope}/mcp` (Streamable HTTP, which 2025-03-26
 /// introduced): a client asking for one of them gets it, and its results take that
@@ -65,6 +64,30 @@ impl Shapes {
     /// A tool's `annotations` (2025-03-26).
     pub fn tool_annotations(self) -> bool {
         self != Shapes::V2024_11_05
+    }
+
+    /// Leaves `title` out of an object (a tool, resource, prompt or `serverInfo`) for a
+    /// revision without it.
+    pub fn fit_title(self, v: &mut Value) {
+        if !self.titles()
+            && let Value::Object(m) = v
+        {
+            m.shift_remove("title");
+        }
+    }
+
+    /// Leaves out of a tool definition what the revision lacks: `title`, `outputSchema`,
+    /// `annotations`.
+    pub fn fit_tool(self, v: &mut Value) {
+        self.fit_title(v);
+        if let Value::Object(m) = v {
+            if !self.structured() {
+                m.shift_remove("outputSchema");
+            }
+            if !self.tool_annotations() {
+                m.shift_remove("annotations");
+            }
+        }
     }
 }
 

@@ -130,25 +130,16 @@ pub async fn message(
         return rpc_error_response(None, &err);
     };
     if batch::is_batch(&body) {
-        let refuse =
-            |e: RpcError| rpc_error_response(None, &e.with_status(StatusCode::BAD_REQUEST));
-        let settled = session.version.get().copied();
-        if settled != Some("2025-03-26") {
-            return refuse(RpcError::invalid_request(format!(
-                "Invalid Request: JSON-RPC batches are part of protocol 2025-03-26 only; this \
-                 session {}: send one message per POST",
-                settled.map_or("has not sent initialize yet".to_string(), |v| format!(
-                    "uses {v}"
-                ))
-            )));
-        }
+        let era = match batch::era(session.version.get().copied()) {
+            Ok(era) => era,
+            Err(refused) => return refused,
+        };
         let messages = match batch::messages(&body) {
             Ok(m) => m,
-            Err(e) => return refuse(e),
+            Err(refused) => return refused,
         };
-        let budget = batch::Budget::new(&ctx, started.map(|Extension(Started(at))| at));
-        let answers =
-            batch::answer(&ctx, &caller, Era::Legacy("2025-03-26"), messages, &budget).await;
+        let budget = batch::Budget::new(&ctx, started);
+        let answers = batch::answer(&ctx, &caller, era, messages, &budget).await;
         // One event per answer (an event holds one JSON-RPC message in the SDKs' parsers),
         // each put on the stream within what is left of the request's time.
         for answer in answers {

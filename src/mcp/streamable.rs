@@ -81,15 +81,34 @@ fn reply_kind(headers: &HeaderMap) -> Result<Reply, RpcError> {
 fn reply(kind: Reply, body: Json, status: StatusCode) -> Response {
     match kind {
         Reply::Json => json_body(status, body),
-        Reply::Sse => {
-            let data = body.into_string();
-            let stream = futures::stream::once(async move {
-                Ok::<_, Infallible>(Event::default().event("message").data(data))
-            });
-            let mut resp = (status, Sse::new(stream)).into_response();
-            sse_headers(&mut resp);
-            resp
+        Reply::Sse => events(status, vec![body]),
+    }
+}
+
+/// `messages` as an event stream, one `message` event each (the SDKs parse an event as one
+/// JSON-RPC message).
+fn events(status: StatusCode, messages: Vec<Json>) -> Response {
+    let events = messages
+        .into_iter()
+        .map(|m| Ok::<_, Infallible>(Event::default().event("message").data(m.into_string())));
+    let mut resp = (status, Sse::new(futures::stream::iter(events))).into_response();
+    sse_headers(&mut resp);
+    resp
+}
+
+/// A 2025 session's `MCP-Protocol-Version`: any revision a client may legitimately send is
+/// accepted (the official SDKs send older ones too), and the session keeps behaving as
+/// `negotiated`; unknown values are a 400.
+fn check_session_header(headers: &HeaderMap, negotiated: &str) -> Result<(), RpcError> {
+    match header_str(headers, VERSION_HEADER) {
+        Some(v) if !protocol::KNOWN_SESSION_VERSIONS.contains(&v) => {
+            Err(RpcError::invalid_request(format!(
+                "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
+                crate::tools::truncate(v, 40)
+            ))
+            .with_status(StatusCode::BAD_REQUEST))
         }
+        _ => Ok(()),
     }
 }
 
@@ -196,7 +215,7 @@ pub async fn post(
         return rpc_error_response(None, &e);
     }
     if batch::is_batch(&body) {
-        let budget = batch::Budget::new(&ctx, started.map(|Extension(Started(at))| at));
+        let budget = batch::Budget::new(&ctx, started);
         return post_batch(&ctx, &caller, &headers, &body, &budget).await;
     }
     let msg = match protocol::parse(&body) {
@@ -265,20 +284,10 @@ pub async fn post(
         let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
             return session_not_found();
         };
-        match header_version {
-            None => Era::Legacy(negotiated),
-            // Any revision a client may legitimately send is accepted (the official SDKs send
-            // older ones too); the session keeps behaving as negotiated. Unknown values are 400.
-            Some(v) if protocol::KNOWN_SESSION_VERSIONS.contains(&v) => Era::Legacy(negotiated),
-            Some(v) => {
-                let err = RpcError::invalid_request(format!(
-                    "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
-                    crate::tools::truncate(v, 40)
-                ))
-                .with_status(StatusCode::BAD_REQUEST);
-                return rpc_error_response(Some(&req.id), &err);
-            }
+        if let Err(e) = check_session_header(&headers, negotiated) {
+            return rpc_error_response(Some(&req.id), &e);
         }
+        Era::Legacy(negotiated)
     };
 
     match dispatch::handle(&ctx.scope, era, &req, &caller).await {
@@ -293,7 +302,7 @@ pub async fn post(
 /// A JSON-RPC batch ([`super::batch`]), taken on a session that settled on 2025-03-26;
 /// anything else gets a 400 saying to send one message per POST. The answers go back in one
 /// JSON array (202 when there are none), or, to a client that accepts only event streams, as
-/// one event each (an event holds one JSON-RPC message in the SDKs' parsers).
+/// one event each.
 async fn post_batch(
     ctx: &ScopeCtx,
     caller: &dispatch::Caller,
@@ -301,53 +310,32 @@ async fn post_batch(
     body: &[u8],
     budget: &batch::Budget,
 ) -> Response {
-    let refuse = |e: RpcError| rpc_error_response(None, &e.with_status(StatusCode::BAD_REQUEST));
     let Some(sid) = header_str(headers, SESSION_HEADER) else {
-        return refuse(RpcError::invalid_request(
-            "Invalid Request: JSON-RPC batches belong to a protocol 2025-03-26 session; send \
-             initialize first, or one message per POST",
-        ));
+        return batch::refusal(None);
     };
     let Some(negotiated) = session_revision(ctx, caller, sid) else {
         return session_not_found();
     };
-    if negotiated != "2025-03-26" {
-        return refuse(RpcError::invalid_request(format!(
-            "Invalid Request: JSON-RPC batches are part of protocol 2025-03-26 only; this session \
-             uses {negotiated}: send one message per POST"
-        )));
-    }
-    if let Some(v) = header_str(headers, VERSION_HEADER)
-        && !protocol::KNOWN_SESSION_VERSIONS.contains(&v)
-    {
-        return refuse(RpcError::invalid_request(format!(
-            "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
-            crate::tools::truncate(v, 40)
-        )));
-    }
-    let kind = match reply_kind(headers) {
+    let era = match batch::era(Some(negotiated)) {
+        Ok(era) => era,
+        Err(refused) => return refused,
+    };
+    let checked = check_session_header(headers, negotiated).and_then(|()| reply_kind(headers));
+    let kind = match checked {
         Ok(k) => k,
         Err(e) => return rpc_error_response(None, &e),
     };
     let messages = match batch::messages(body) {
         Ok(m) => m,
-        Err(e) => return refuse(e),
+        Err(refused) => return refused,
     };
-    let answers = batch::answer(ctx, caller, Era::Legacy(negotiated), messages, budget).await;
+    let answers = batch::answer(ctx, caller, era, messages, budget).await;
     if answers.is_empty() {
         return StatusCode::ACCEPTED.into_response();
     }
     match kind {
         Reply::Json => json_body(StatusCode::OK, Json::array(answers)),
-        Reply::Sse => {
-            let events = answers.into_iter().map(|a| {
-                Ok::<_, Infallible>(Event::default().event("message").data(a.into_string()))
-            });
-            let mut resp =
-                (StatusCode::OK, Sse::new(futures::stream::iter(events))).into_response();
-            sse_headers(&mut resp);
-            resp
-        }
+        Reply::Sse => events(StatusCode::OK, answers),
     }
 }
 

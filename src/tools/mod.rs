@@ -138,17 +138,7 @@ pub fn definitions(profile: ToolProfile, shapes: Shapes) -> &'static Value {
                 .iter()
                 .map(|name| {
                     let mut d = definition(name);
-                    if let Value::Object(m) = &mut d {
-                        if !shapes.titles() {
-                            m.shift_remove("title");
-                        }
-                        if !shapes.structured() {
-                            m.shift_remove("outputSchema");
-                        }
-                        if !shapes.tool_annotations() {
-                            m.shift_remove("annotations");
-                        }
-                    }
+                    shapes.fit_tool(&mut d);
                     d
                 })
                 .collect(),

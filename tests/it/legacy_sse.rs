@@ -634,7 +634,7 @@ async fn a_batch_on_a_2024_11_05_or_unsettled_legacy_session_is_refused() {
     let r = srv.post_json(&s.endpoint, &[], &batch).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(
-        r.error_message().contains("has not sent initialize yet"),
+        r.error_message().contains("send initialize first"),
         "{}",
         r.text
     );
