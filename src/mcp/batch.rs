@@ -27,11 +27,10 @@ use serde_json::Value;
 
 use axum::extract::Extension;
 use axum::http::StatusCode;
-use axum::response::Response;
 
+use super::ScopeCtx;
 use super::dispatch::{self, Caller};
 use super::protocol::{self, Era, Incoming, RpcError};
-use super::{ScopeCtx, rpc_error_response};
 use crate::edge::stack::Started;
 use crate::json::Json;
 
@@ -52,7 +51,7 @@ pub fn is_batch(body: &[u8]) -> bool {
 
 /// The era a batch runs in, for a session that `settled` on a revision (`None`: not yet), or
 /// the 400 telling the client to send one message per POST.
-pub fn era(settled: Option<&'static str>) -> Result<Era, Response> {
+pub fn era(settled: Option<&'static str>) -> Result<Era, RpcError> {
     match settled {
         Some(BATCH_VERSION) => Ok(Era::Legacy(BATCH_VERSION)),
         settled => Err(refusal(settled)),
@@ -61,27 +60,24 @@ pub fn era(settled: Option<&'static str>) -> Result<Era, Response> {
 
 /// The 400 for a batch outside a 2025-03-26 session: of a session that settled on `settled`,
 /// or (`None`) of one that has not sent `initialize` yet or of no session at all.
-pub fn refusal(settled: Option<&str>) -> Response {
+pub fn refusal(settled: Option<&str>) -> RpcError {
     let session = match settled {
         Some(v) => format!("this session uses {v}"),
         None => "send initialize first".to_string(),
     };
-    bad_request(RpcError::invalid_request(format!(
+    RpcError::invalid_request(format!(
         "Invalid Request: JSON-RPC batches are part of protocol {BATCH_VERSION} only; \
          {session}, or send one message per POST"
-    )))
-}
-
-fn bad_request(e: RpcError) -> Response {
-    rpc_error_response(None, &e.with_status(StatusCode::BAD_REQUEST))
+    ))
+    .with_status(StatusCode::BAD_REQUEST)
 }
 
 /// The messages of a batch body, or the 400 that refuses it whole: a parse error (-32700)
 /// for a body that is not JSON, an invalid request (-32600) for an empty batch, one over
 /// [`MAX_BATCH`], or one that mixes responses with requests or notifications (2025-03-26: a
 /// batch holds requests and/or notifications, or responses only).
-pub fn messages(body: &[u8]) -> Result<Vec<Value>, Response> {
-    checked_messages(body).map_err(bad_request)
+pub fn messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
+    checked_messages(body).map_err(|e| e.with_status(StatusCode::BAD_REQUEST))
 }
 
 fn checked_messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {

@@ -132,11 +132,11 @@ pub async fn message(
     if batch::is_batch(&body) {
         let era = match batch::era(session.version.get().copied()) {
             Ok(era) => era,
-            Err(refused) => return refused,
+            Err(e) => return rpc_error_response(None, &e),
         };
         let messages = match batch::messages(&body) {
             Ok(m) => m,
-            Err(refused) => return refused,
+            Err(e) => return rpc_error_response(None, &e),
         };
         let budget = batch::Budget::new(&ctx, started);
         let answers = batch::answer(&ctx, &caller, era, messages, &budget).await;

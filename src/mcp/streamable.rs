@@ -311,14 +311,14 @@ async fn post_batch(
     budget: &batch::Budget,
 ) -> Response {
     let Some(sid) = header_str(headers, SESSION_HEADER) else {
-        return batch::refusal(None);
+        return rpc_error_response(None, &batch::refusal(None));
     };
     let Some(negotiated) = session_revision(ctx, caller, sid) else {
         return session_not_found();
     };
     let era = match batch::era(Some(negotiated)) {
         Ok(era) => era,
-        Err(refused) => return refused,
+        Err(e) => return rpc_error_response(None, &e),
     };
     let checked = check_session_header(headers, negotiated).and_then(|()| reply_kind(headers));
     let kind = match checked {
@@ -327,7 +327,7 @@ async fn post_batch(
     };
     let messages = match batch::messages(body) {
         Ok(m) => m,
-        Err(refused) => return refused,
+        Err(e) => return rpc_error_response(None, &e),
     };
     let answers = batch::answer(ctx, caller, era, messages, budget).await;
     if answers.is_empty() {
