@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use axum::extract::Extension;
-use axum::http::StatusCode;
 
 use super::ScopeCtx;
 use super::dispatch::{self, Caller};
@@ -69,7 +68,6 @@ pub fn refusal(settled: Option<&str>) -> RpcError {
         "Invalid Request: JSON-RPC batches are part of protocol {BATCH_VERSION} only; \
          {session}, or send one message per POST"
     ))
-    .with_status(StatusCode::BAD_REQUEST)
 }
 
 /// The messages of a batch body, or the 400 that refuses it whole: a parse error (-32700)
@@ -77,10 +75,6 @@ pub fn refusal(settled: Option<&str>) -> RpcError {
 /// [`MAX_BATCH`], or one that mixes responses with requests or notifications (2025-03-26: a
 /// batch holds requests and/or notifications, or responses only).
 pub fn messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
-    checked_messages(body).map_err(|e| e.with_status(StatusCode::BAD_REQUEST))
-}
-
-fn checked_messages(body: &[u8]) -> Result<Vec<Value>, RpcError> {
     let messages: Vec<Value> = serde_json::from_slice(body)
         .map_err(|e| RpcError::parse(format!("Parse error: body is not valid JSON ({e})")))?;
     if messages.is_empty() {
@@ -237,21 +231,15 @@ mod tests {
 
     #[test]
     fn batch_bodies_are_checked_as_a_whole_first() {
-        assert_eq!(
-            checked_messages(b"[1, 2").map_err(|e| e.code).err(),
-            Some(-32700)
-        );
-        assert_eq!(
-            checked_messages(b"[]").map_err(|e| e.code).err(),
-            Some(-32600)
-        );
+        assert_eq!(messages(b"[1, 2").map_err(|e| e.code).err(), Some(-32700));
+        assert_eq!(messages(b"[]").map_err(|e| e.code).err(), Some(-32600));
         let full = format!("[{}]", vec!["{}"; MAX_BATCH].join(","));
         assert_eq!(
-            checked_messages(full.as_bytes()).map(|m| m.len()).ok(),
+            messages(full.as_bytes()).map(|m| m.len()).ok(),
             Some(MAX_BATCH)
         );
         let over = format!("[{}]", vec!["{}"; MAX_BATCH + 1].join(","));
-        let err = checked_messages(over.as_bytes()).err().map(|e| e.message);
+        let err = messages(over.as_bytes()).err().map(|e| e.message);
         assert!(err.is_some_and(|m| m.contains("at most 32")));
     }
 
@@ -265,12 +253,12 @@ mod tests {
     fn a_batch_may_not_mix_responses_with_requests_or_notifications() {
         let mixed =
             br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"result":{}}]"#;
-        let err = checked_messages(mixed).err();
+        let err = messages(mixed).err();
         assert!(err.is_some_and(|e| e.code == -32600 && e.message.contains("responses only")));
         let notes = br#"[{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":2,"error":{}}]"#;
-        assert!(checked_messages(notes).is_err());
+        assert!(messages(notes).is_err());
         let responses =
             br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{}}]"#;
-        assert_eq!(checked_messages(responses).map(|m| m.len()).ok(), Some(2));
+        assert_eq!(messages(responses).map(|m| m.len()).ok(), Some(2));
     }
 }
