@@ -1218,12 +1218,11 @@ fn order_by(table: &TableInfo, columns: &[String], q: &str) -> Option<String> {
     (!order.is_empty()).then(|| order.join(", "))
 }
 
-/// Whether a column declared `data_type` holds values of up to 2 GB: `varchar(max)`,
-/// `nvarchar(max)`, `varbinary(max)` (and `text`, `ntext`, `image`, `xml`, which
-/// [`orderable`] already refuses). Sorting by one spills whole values to `tempdb`.
+/// Whether a sortable column declared `data_type` holds values of up to 2 GB: `varchar(max)`,
+/// `nvarchar(max)`, `varbinary(max)` (`text`, `ntext`, `image` and `xml` are not
+/// [`orderable`] at all). Sorting by one spills whole values to `tempdb`.
 fn large_object(data_type: &str) -> bool {
-    let lower = data_type.trim().to_ascii_lowercase();
-    lower.ends_with("(max)") || ["text", "ntext", "image", "xml"].contains(&lower.as_str())
+    data_type.trim().to_ascii_lowercase().ends_with("(max)")
 }
 
 /// Whether SQL Server can sort a column declared `data_type` (as [`declared_type`] writes it).
