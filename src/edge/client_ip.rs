@@ -13,6 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
 
+use std::time::Instant;
+
 use super::EdgeState;
 use super::allowlist::IpSet;
 
@@ -29,6 +31,10 @@ pub struct ClientIp {
     /// `X-Forwarded-Proto` from a trusted proxy: whether the client used https (`None`: not a
     /// trusted proxy, or it did not say). Used for HSTS only ([`super::headers`]).
     pub forwarded_https: Option<bool>,
+    /// When the edge decided this, first thing for every request: the request's arrival, from
+    /// which a handler that must answer within the request timeout counts (a JSON-RPC batch,
+    /// `mcp::batch`).
+    pub arrived: Instant,
 }
 
 impl ClientIp {
@@ -85,6 +91,7 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> ClientIp {
         peer,
         via_proxy: false,
         forwarded_https: None,
+        arrived: Instant::now(),
     };
     if trusted.is_empty() || !trusted.contains(peer) {
         return client;

@@ -117,6 +117,7 @@ mod tests {
             peer: ip,
             via_proxy,
             forwarded_https,
+            arrived: std::time::Instant::now(),
         }
     }
 

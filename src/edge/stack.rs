@@ -27,7 +27,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::header::HeaderName;
@@ -266,12 +265,6 @@ where
     }
 }
 
-/// When [`Deadline`] began timing a request (a request extension), so that a handler that
-/// must answer within the request timeout (a JSON-RPC batch, `mcp::batch`) counts from the
-/// same start, the reading of the body included.
-#[derive(Debug, Clone, Copy)]
-pub struct Started(pub Instant);
-
 /// Builds [`Deadline`].
 #[derive(Clone)]
 pub struct DeadlineLayer {
@@ -320,8 +313,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Timed<S::Future> {
-        req.extensions_mut().insert(Started(Instant::now()));
+    fn call(&mut self, req: Request) -> Timed<S::Future> {
         if super::limits::opens_stream(&req) {
             return Timed::Unbounded {
                 inner: self.inner.call(req),

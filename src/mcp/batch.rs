@@ -15,8 +15,8 @@
 //! layer charged the POST once), so a batch of 32 is not 32 requests for the price of one;
 //! over it, that request's error.
 //!
-//! The whole POST has the request timeout (`limits.request_timeout_secs`), counted from when
-//! `edge::stack::Deadline` started timing it ([`Budget`]), so the batch stops short of it: a
+//! The whole POST has the request timeout (`limits.request_timeout_secs`), counted from the
+//! request's arrival at the edge ([`Budget`]), so the batch stops short of it: a
 //! request still running when the time is spent is cancelled (and audited as such), and it and
 //! the requests after it are answered with [`NOT_ANSWERED`], so that the client learns which
 //! ran instead of getting a 503 for all of them.
@@ -30,7 +30,7 @@ use axum::extract::Extension;
 use super::ScopeCtx;
 use super::dispatch::{self, Caller};
 use super::protocol::{self, Era, Incoming, RpcError};
-use crate::edge::stack::Started;
+use crate::edge::client_ip::ClientIp as EdgeClient;
 use crate::json::Json;
 
 /// The one revision with batches.
@@ -113,11 +113,11 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// `started` is when `edge::stack::Deadline` started timing the request (now, for a
-    /// request that did not pass it).
-    pub fn new(ctx: &ScopeCtx, started: Option<Extension<Started>>) -> Self {
+    /// `client` is what the edge decided first thing for the request, with its arrival (now,
+    /// for a request that did not pass the edge).
+    pub fn new(ctx: &ScopeCtx, client: Option<Extension<EdgeClient>>) -> Self {
         let total = ctx.app.edge().request_timeout;
-        let started = started.map_or_else(Instant::now, |Extension(Started(at))| at);
+        let started = client.map_or_else(Instant::now, |Extension(c)| c.arrived);
         Self {
             total,
             deadline: started + total.saturating_sub(margin(total)),

@@ -33,7 +33,7 @@ use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION, RpcError};
 use super::session::{Outbox, Session};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
-use crate::edge::stack::Started;
+use crate::edge::client_ip::ClientIp as EdgeClient;
 use crate::json::Json;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
@@ -106,7 +106,7 @@ pub async fn message(
     State(ctx): State<ScopeCtx>,
     ClientIp(ip): ClientIp,
     Query(q): Query<HashMap<String, String>>,
-    started: Option<Extension<Started>>,
+    edge_client: Option<Extension<EdgeClient>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -138,7 +138,7 @@ pub async fn message(
             Ok(m) => m,
             Err(e) => return rpc_error_response(None, &e),
         };
-        let budget = batch::Budget::new(&ctx, started);
+        let budget = batch::Budget::new(&ctx, edge_client);
         let answers = batch::answer(&ctx, &caller, era, messages, &budget).await;
         // One event per answer (an event holds one JSON-RPC message in the SDKs' parsers),
         // each put on the stream within what is left of the request's time.

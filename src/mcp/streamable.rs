@@ -31,7 +31,7 @@ use super::protocol::{
 };
 use super::{ScopeCtx, json_body, rpc_error_response, sse_headers};
 use super::{batch, dispatch};
-use crate::edge::stack::Started;
+use crate::edge::client_ip::ClientIp as EdgeClient;
 use crate::json::Json;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at, bind_session};
@@ -203,7 +203,7 @@ fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcErr
 pub async fn post(
     State(ctx): State<ScopeCtx>,
     ClientIp(ip): ClientIp,
-    started: Option<Extension<Started>>,
+    edge_client: Option<Extension<EdgeClient>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -215,7 +215,7 @@ pub async fn post(
         return rpc_error_response(None, &e);
     }
     if batch::is_batch(&body) {
-        let budget = batch::Budget::new(&ctx, started);
+        let budget = batch::Budget::new(&ctx, edge_client);
         return post_batch(&ctx, &caller, &headers, &body, &budget).await;
     }
     let msg = match protocol::parse(&body) {
