@@ -6,9 +6,9 @@
 //! 2025-03-26 lifecycle). Its requests are answered in order, one after another (a batch takes
 //! no more of the pool at once than a single request, except that a SQLite query cut off at the
 //! deadline runs on to its own timeout, as any cancelled query does), and each message is
-//! checked on its own,
-//! as JSON-RPC 2.0 asks: one that is not a valid message gets an error with `id: null` in its
-//! place and the others still run; each `tools/call` counts against the client's rate limit
+//! checked on its own, as JSON-RPC 2.0 asks: one that is not a valid message gets an error in
+//! its place (under its id when the id can be read, `id: null` otherwise) and the others
+//! still run; each `tools/call` counts against the client's rate limit
 //! (over it: that call's error, and the others still run).
 //!
 //! Every request past the first also costs a token of the address's per-IP bucket (the edge

@@ -155,6 +155,9 @@ pub struct RpcError {
     pub message: String,
     pub data: Option<Value>,
     pub status: StatusCode,
+    /// The id of the message this error answers, when that message was invalid but its id
+    /// could still be read (JSON-RPC 2.0 answers with `id: null` only when it could not).
+    pub id: Option<Value>,
 }
 
 impl RpcError {
@@ -170,6 +173,7 @@ impl RpcError {
             message: message.into(),
             data: None,
             status,
+            id: None,
         }
     }
     pub fn parse(message: impl Into<String>) -> Self {
@@ -196,6 +200,11 @@ impl RpcError {
     }
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+    /// This error answers the message whose id is `id`.
+    fn answering(mut self, id: Option<Value>) -> Self {
+        self.id = id;
         self
     }
 
@@ -308,11 +317,6 @@ where
 
 impl Members {
     fn validate(self) -> Result<Incoming, RpcError> {
-        if self.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
-            return Err(RpcError::invalid_request(
-                "Invalid Request: `jsonrpc` must be \"2.0\"",
-            ));
-        }
         if let Some(id) = &self.id
             && !(id.is_string() || id.is_i64() || id.is_u64())
         {
@@ -320,33 +324,32 @@ impl Members {
                 "Invalid Request: `id` must be a string or an integer",
             ));
         }
+        // From here on the id is readable, so an error answers it.
+        let id = self.id;
+        let invalid = |message: &str| RpcError::invalid_request(message).answering(id.clone());
+        if self.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
+            return Err(invalid("Invalid Request: `jsonrpc` must be \"2.0\""));
+        }
         let method = match self.method {
             Some(Value::String(m)) => Some(m),
-            Some(_) => {
-                return Err(RpcError::invalid_request(
-                    "Invalid Request: `method` must be a string",
-                ));
-            }
+            Some(_) => return Err(invalid("Invalid Request: `method` must be a string")),
             None => None,
         };
         let params = match self.params {
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(p @ Value::Object(_)) => p,
-            Some(_) => {
-                return Err(RpcError::invalid_request(
-                    "Invalid Request: `params` must be an object",
-                ));
-            }
+            Some(_) => return Err(invalid("Invalid Request: `params` must be an object")),
         };
-        match (self.id, method) {
+        match (id, method) {
             (Some(id), Some(method)) => Ok(Incoming::Request(Request { id, method, params })),
             (None, Some(method)) => Ok(Incoming::Notification { method, params }),
             (Some(_), None) if self.result.is_some() || self.error.is_some() => {
                 Ok(Incoming::Response)
             }
-            _ => Err(RpcError::invalid_request(
+            (id, None) => Err(RpcError::invalid_request(
                 "Invalid Request: a message needs `method` (request or notification) or `result`/`error` (response)",
-            )),
+            )
+            .answering(id)),
         }
     }
 }
@@ -368,8 +371,10 @@ pub fn success_response(id: &Value, result: &impl serde::Serialize) -> Result<Js
     .map_err(|e| RpcError::internal(format!("could not encode the result: {e}")))
 }
 
-/// An error response; `id` is null when the request could not be read.
+/// An error response to `id`, or else to the id `err` carries; `id: null` when neither
+/// names one (the request's id could not be read).
 pub fn error_response(id: Option<&Value>, err: &RpcError) -> Json {
+    let id = id.or(err.id.as_ref());
     #[derive(serde::Serialize)]
     struct Envelope<'a> {
         jsonrpc: &'static str,
@@ -389,6 +394,43 @@ pub fn error_response(id: Option<&Value>, err: &RpcError) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// JSON-RPC 2.0: the error answers the request's id whenever the id can be read; it is
+    /// `null` only when it cannot.
+    #[test]
+    fn an_invalid_message_with_a_readable_id_is_answered_under_that_id() {
+        let answered = |body: &[u8]| {
+            let err = parse(body).unwrap_err();
+            assert_eq!(err.code, INVALID_REQUEST, "{}", err.message);
+            let reply: Value = serde_json::from_slice(&error_response(None, &err).into_bytes())
+                .expect("an error response is JSON");
+            reply["id"].clone()
+        };
+        assert_eq!(
+            answered(br#"{"jsonrpc":"2.0","id":7,"method":"ping","params":[1]}"#),
+            json!(7)
+        );
+        assert_eq!(
+            answered(br#"{"jsonrpc":"1.0","id":"a","method":"ping"}"#),
+            json!("a")
+        );
+        assert_eq!(
+            answered(br#"{"jsonrpc":"2.0","id":8,"method":3}"#),
+            json!(8)
+        );
+        assert_eq!(answered(br#"{"jsonrpc":"2.0","id":9}"#), json!(9));
+        // Unreadable ids stay null.
+        assert_eq!(
+            answered(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#),
+            Value::Null
+        );
+        assert_eq!(answered(br#"{"jsonrpc":"2.0","method":5}"#), Value::Null);
+        // An id given to the response wins over the one the error carries.
+        let err = parse(br#"{"jsonrpc":"2.0","id":7,"method":3}"#).unwrap_err();
+        let reply: Value =
+            serde_json::from_slice(&error_response(Some(&json!(1)), &err).into_bytes()).unwrap();
+        assert_eq!(reply["id"], json!(1));
+    }
 
     #[test]
     fn a_request_with_an_object_id_is_invalid() {

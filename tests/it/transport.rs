@@ -172,6 +172,32 @@ async fn malformed_json_is_a_400_parse_error_with_a_null_id() {
     assert_eq!(r.json["id"], Value::Null);
 }
 
+/// JSON-RPC 2.0: an invalid request whose id can be read is answered under that id, so the
+/// client can match the error to its request; only an unreadable id is answered as `null`.
+#[tokio::test]
+async fn an_invalid_request_with_a_readable_id_is_answered_under_it() {
+    let srv = Server::demo().await;
+    for (body, id) in [
+        (
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": [1]}),
+            json!(5),
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": "q", "method": 12}),
+            json!("q"),
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}),
+            Value::Null,
+        ),
+    ] {
+        let r = srv.post_json("/claude/mcp", &[], &body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32600), "{body}: {}", r.text);
+        assert_eq!(r.json["id"], id, "{body}: {}", r.text);
+    }
+}
+
 #[tokio::test]
 async fn a_batch_is_an_invalid_request() {
     let srv = Server::demo().await;
@@ -704,6 +730,7 @@ async fn a_2025_03_26_session_takes_a_batch_and_answers_each_request_in_order() 
         {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "execute_sql",
             "arguments": {"sql": "SELECT count(*) AS n FROM orders"}}},
         {"jsonrpc": "1.0", "id": 8, "method": "ping"},
+        {"jsonrpc": "2.0", "id": {"not": "an id"}, "method": "ping"},
         {"jsonrpc": "2.0", "id": 9, "method": "initialize", "params": {"protocolVersion": V0326,
             "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
         {"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "execute_sql",
@@ -720,6 +747,7 @@ async fn a_2025_03_26_session_takes_a_batch_and_answers_each_request_in_order() 
         [
             &json!("a"),
             &json!(7),
+            &json!(8),
             &Value::Null,
             &json!(9),
             &json!(10),
@@ -742,17 +770,19 @@ async fn a_2025_03_26_session_takes_a_batch_and_answers_each_request_in_order() 
         counted["rows"][0]["n"].as_i64().is_some_and(|n| n > 0),
         "{counted}"
     );
+    // An invalid message is answered under its id when the id is readable, `null` otherwise.
     assert_eq!(answers[2]["error"]["code"], -32600, "{}", r.text);
     assert_eq!(answers[3]["error"]["code"], -32600, "{}", r.text);
+    assert_eq!(answers[4]["error"]["code"], -32600, "{}", r.text);
     assert!(
-        answers[3]["error"]["message"]
+        answers[4]["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("initialize must not be part of a JSON-RPC batch")),
         "{}",
         r.text
     );
-    assert_eq!(answers[4]["result"]["isError"], true, "{}", r.text);
-    assert_eq!(answers[5]["error"]["code"], -32601, "{}", r.text);
+    assert_eq!(answers[5]["result"]["isError"], true, "{}", r.text);
+    assert_eq!(answers[6]["error"]["code"], -32601, "{}", r.text);
     // The session is still the one it was: a single request after the batch works.
     assert_eq!(c.result("ping", json!({})).await, json!({}));
 }
