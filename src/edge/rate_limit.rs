@@ -203,11 +203,13 @@ pub fn tool_call_refusal(
     }
     let key = caller.client_id.as_deref().or(caller.user.as_deref())?;
     let wait = app.edge().check_client(key).err()?;
-    let err = crate::mcp::protocol::RpcError::invalid_request(format!(
-        "Rate limited: too many tool calls from this client; retry after {} s",
-        wait.secs()
-    ))
-    .with_status(StatusCode::TOO_MANY_REQUESTS);
+    let err = crate::mcp::protocol::RpcError::refused(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "Rate limited: too many tool calls from this client; retry after {} s",
+            wait.secs()
+        ),
+    );
     Some((err, wait.secs()))
 }
 

@@ -174,10 +174,13 @@ pub async fn answer(
             && let Some(ip) = caller.ip
             && let Err(wait) = ctx.app.edge().check_ip(ip)
         {
-            let err = RpcError::invalid_request(format!(
-                "Rate limited: too many requests from this address; retry after {} s",
-                wait.secs()
-            ));
+            let err = RpcError::refused(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Rate limited: too many requests from this address; retry after {} s",
+                    wait.secs()
+                ),
+            );
             answers.push(protocol::error_response(Some(&req.id), &err));
             continue;
         }

@@ -141,7 +141,7 @@ where
         match host_and_origin_ok(&self.app, request_authority(&req), req.headers()) {
             Ok(()) => Either::Right(self.inner.call(req)),
             Err(msg) => {
-                let err = RpcError::invalid_request(msg).with_status(StatusCode::FORBIDDEN);
+                let err = RpcError::refused(StatusCode::FORBIDDEN, msg);
                 Either::Left(ready(Ok(rpc_error_response(None, &err))))
             }
         }

@@ -103,6 +103,13 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
+/// A well-formed message the transport refuses (rate limited, not acceptable, no session
+/// header, too many streams, a forbidden origin): the code the official SDKs use for such
+/// refusals; the HTTP status says which.
+pub const SERVER_ERROR: i64 = -32000;
+/// The session named by `Mcp-Session-Id` (or the legacy `session_id`) is unknown or ended:
+/// the official SDKs' code, with a 404.
+pub const SESSION_NOT_FOUND: i64 = -32001;
 /// 2026-07-28: a required header is missing, malformed or disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// 2026-07-28: the requested protocol version is not supported.
@@ -190,6 +197,14 @@ impl RpcError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(INTERNAL_ERROR, message)
+    }
+    /// The transport refuses a well-formed message, with `status` (see [`SERVER_ERROR`]).
+    pub fn refused(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(SERVER_ERROR, message).with_status(status)
+    }
+    /// A 404 for an unknown or ended session (see [`SESSION_NOT_FOUND`]).
+    pub fn session_not_found(message: impl Into<String>) -> Self {
+        Self::new(SESSION_NOT_FOUND, message).with_status(StatusCode::NOT_FOUND)
     }
     pub fn header_mismatch(message: impl Into<String>) -> Self {
         Self::new(HEADER_MISMATCH, message)
@@ -324,9 +339,11 @@ impl Members {
                 "Invalid Request: `id` must be a string or an integer",
             ));
         }
-        // From here on the id is readable, so an error answers it.
-        let id = self.id;
-        let invalid = |message: &str| RpcError::invalid_request(message).answering(id.clone());
+        // From here on the id is readable, so an error answers it, if the message is a request
+        // (it has `method`): a response's id is one of the server's own request ids, which a
+        // client must not take as the id of one of its requests.
+        let answers = self.method.as_ref().and(self.id.clone());
+        let invalid = |message: &str| RpcError::invalid_request(message).answering(answers.clone());
         if self.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
             return Err(invalid("Invalid Request: `jsonrpc` must be \"2.0\""));
         }
@@ -340,16 +357,15 @@ impl Members {
             Some(p @ Value::Object(_)) => p,
             Some(_) => return Err(invalid("Invalid Request: `params` must be an object")),
         };
-        match (id, method) {
+        match (self.id, method) {
             (Some(id), Some(method)) => Ok(Incoming::Request(Request { id, method, params })),
             (None, Some(method)) => Ok(Incoming::Notification { method, params }),
             (Some(_), None) if self.result.is_some() || self.error.is_some() => {
                 Ok(Incoming::Response)
             }
-            (id, None) => Err(RpcError::invalid_request(
+            _ => Err(RpcError::invalid_request(
                 "Invalid Request: a message needs `method` (request or notification) or `result`/`error` (response)",
-            )
-            .answering(id)),
+            )),
         }
     }
 }
@@ -418,7 +434,12 @@ mod tests {
             answered(br#"{"jsonrpc":"2.0","id":8,"method":3}"#),
             json!(8)
         );
-        assert_eq!(answered(br#"{"jsonrpc":"2.0","id":9}"#), json!(9));
+        // Without `method` the id may be one of the server's own (a response's): not echoed.
+        assert_eq!(answered(br#"{"jsonrpc":"2.0","id":9}"#), Value::Null);
+        assert_eq!(
+            answered(br#"{"jsonrpc":"1.0","id":3,"result":{}}"#),
+            Value::Null
+        );
         // Unreadable ids stay null.
         assert_eq!(
             answered(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#),

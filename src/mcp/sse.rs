@@ -63,8 +63,10 @@ pub async fn open(
         Err(resp) => return resp,
     };
     let Some(permit) = ctx.app.try_open_stream() else {
-        let err = protocol::RpcError::invalid_request("Too many open streams; try again later")
-            .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        let err = protocol::RpcError::refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many open streams; try again later",
+        );
         return rpc_error_response(None, &err);
     };
     let (tx, rx) = crate::mcp::session::Outbox::new(64, crate::mcp::session::OUTBOX_BYTES);
@@ -116,17 +118,16 @@ pub async fn message(
     };
     let sid = q.get("session_id").or_else(|| q.get("sessionId"));
     let Some(session) = sid.and_then(|id| ctx.session_for(&caller, id, true)) else {
-        let err = protocol::RpcError::invalid_request(
+        let err = protocol::RpcError::session_not_found(
             "Not Found: unknown or ended session; open GET /sse again",
-        )
-        .with_status(StatusCode::NOT_FOUND);
+        );
         return rpc_error_response(None, &err);
     };
     let Some(outbox) = session.outbox.clone() else {
-        let err = protocol::RpcError::invalid_request(
+        let err = protocol::RpcError::refused(
+            StatusCode::BAD_REQUEST,
             "Bad Request: this session belongs to the Streamable HTTP endpoint; POST to /mcp",
-        )
-        .with_status(StatusCode::BAD_REQUEST);
+        );
         return rpc_error_response(None, &err);
     };
     if batch::is_batch(&body) {
@@ -197,10 +198,9 @@ async fn deliver(
         Ok(Ok(())) => None,
         _ => {
             ctx.app.sessions().remove(&session.id);
-            let err = RpcError::invalid_request(
+            let err = RpcError::session_not_found(
                 "Not Found: the session's stream is closed; open GET /sse again",
-            )
-            .with_status(StatusCode::NOT_FOUND);
+            );
             Some(rpc_error_response(id, &err))
         }
     }

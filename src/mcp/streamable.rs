@@ -71,10 +71,10 @@ fn reply_kind(headers: &HeaderMap) -> Result<Reply, RpcError> {
     } else if a.contains("text/event-stream") {
         Ok(Reply::Sse)
     } else {
-        Err(RpcError::invalid_request(
+        Err(RpcError::refused(
+            StatusCode::NOT_ACCEPTABLE,
             "Not Acceptable: the client must accept application/json and text/event-stream",
-        )
-        .with_status(StatusCode::NOT_ACCEPTABLE))
+        ))
     }
 }
 
@@ -96,18 +96,19 @@ fn events(status: StatusCode, messages: Vec<Json>) -> Response {
     resp
 }
 
-/// A 2025 session's `MCP-Protocol-Version`: any revision a client may legitimately send is
-/// accepted (the official SDKs send older ones too), and the session keeps behaving as
-/// `negotiated`; unknown values are a 400.
+/// A 2025 session's `MCP-Protocol-Version`, on every request, notification, response, GET and
+/// DELETE of the session: any revision a client may legitimately send is accepted (the
+/// official SDKs send older ones too), and the session keeps behaving as `negotiated`;
+/// unknown values are a 400.
 fn check_session_header(headers: &HeaderMap, negotiated: &str) -> Result<(), RpcError> {
     match header_str(headers, VERSION_HEADER) {
-        Some(v) if !protocol::KNOWN_SESSION_VERSIONS.contains(&v) => {
-            Err(RpcError::invalid_request(format!(
+        Some(v) if !protocol::KNOWN_SESSION_VERSIONS.contains(&v) => Err(RpcError::refused(
+            StatusCode::BAD_REQUEST,
+            format!(
                 "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
                 crate::tools::truncate(v, 40)
-            ))
-            .with_status(StatusCode::BAD_REQUEST))
-        }
+            ),
+        )),
         _ => Ok(()),
     }
 }
@@ -115,10 +116,13 @@ fn check_session_header(headers: &HeaderMap, negotiated: &str) -> Result<(), Rpc
 fn check_content_type(headers: &HeaderMap) -> Result<(), RpcError> {
     match header_str(headers, header::CONTENT_TYPE.as_str()) {
         Some(ct) if !ct.to_ascii_lowercase().starts_with("application/json") => {
-            Err(RpcError::invalid_request(format!(
-                "Unsupported Media Type `{ct}`: POST a JSON-RPC message as application/json"
+            Err(RpcError::refused(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Unsupported Media Type `{}`: POST a JSON-RPC message as application/json",
+                    crate::tools::truncate(ct, 80)
+                ),
             ))
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
         }
         _ => Ok(()),
     }
@@ -138,17 +142,63 @@ fn decode_header_value(v: &str) -> Option<String> {
     }
 }
 
+/// Whether a message is one of 2026-07-28: it carries that revision's `_meta` protocol
+/// version, or names the revision in its header.
+fn is_modern(headers: &HeaderMap, params: &Value) -> bool {
+    meta_version(params).is_some() || header_str(headers, VERSION_HEADER) == Some(MODERN_VERSION)
+}
+
+/// `params._meta`'s protocol version, when it has one (a non-string reads as "").
+fn meta_version(params: &Value) -> Option<&str> {
+    params
+        .get("_meta")
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .map(|v| v.as_str().unwrap_or(""))
+}
+
+fn version_header_required(headers: &HeaderMap) -> Result<&str, RpcError> {
+    header_str(headers, VERSION_HEADER).ok_or_else(|| {
+        RpcError::header_mismatch("Header mismatch: MCP-Protocol-Version header is required")
+    })
+}
+
+/// The header checks of 2026-07-28 for a notification: every POST names the revision in
+/// `MCP-Protocol-Version` (matching `_meta` where the notification has it) and its method in
+/// `Mcp-Method`.
+fn check_modern_notification(
+    headers: &HeaderMap,
+    method: &str,
+    params: &Value,
+) -> Result<(), RpcError> {
+    let header_version = version_header_required(headers)?;
+    let meta = meta_version(params);
+    if let Some(meta) = meta
+        && meta != header_version
+    {
+        return Err(RpcError::header_mismatch(format!(
+            "Header mismatch: MCP-Protocol-Version header value '{}' does not match body value '{}'",
+            crate::tools::truncate(header_version, 40),
+            crate::tools::truncate(meta, 40)
+        )));
+    }
+    if header_version != MODERN_VERSION {
+        return Err(RpcError::new(
+            UNSUPPORTED_PROTOCOL_VERSION,
+            format!(
+                "Unsupported protocol version `{}`",
+                crate::tools::truncate(header_version, 40)
+            ),
+        )
+        .with_data(json!({"supported": SUPPORTED_VERSIONS})));
+    }
+    check_method_headers(headers, method, params)
+}
+
 /// The header checks of 2026-07-28 (Streamable HTTP, "Server Validation").
 fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcError> {
-    let header_version = header_str(headers, VERSION_HEADER).ok_or_else(|| {
-        RpcError::header_mismatch("Header mismatch: MCP-Protocol-Version header is required")
-    })?;
+    let header_version = version_header_required(headers)?;
     dispatch::check_modern_meta(req)?;
-    let meta_version = req
-        .meta()
-        .and_then(|m| m.get(META_PROTOCOL_VERSION))
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let meta_version = meta_version(&req.params).unwrap_or("");
     if protocol::supported_version(meta_version).is_none() || meta_version != MODERN_VERSION {
         return Err(RpcError::new(
             UNSUPPORTED_PROTOCOL_VERSION,
@@ -161,27 +211,34 @@ fn check_modern_headers(headers: &HeaderMap, req: &Request) -> Result<(), RpcErr
             "Header mismatch: MCP-Protocol-Version header value '{header_version}' does not match body value '{meta_version}'"
         )));
     }
+    check_method_headers(headers, &req.method, &req.params)
+}
+
+/// 2026-07-28's `Mcp-Method` (every message) and `Mcp-Name` (the methods that name a tool,
+/// prompt or resource) against the body.
+fn check_method_headers(headers: &HeaderMap, method: &str, params: &Value) -> Result<(), RpcError> {
     match header_str(headers, METHOD_HEADER) {
         None => {
             return Err(RpcError::header_mismatch(
                 "Header mismatch: Mcp-Method header is required",
             ));
         }
-        Some(m) if m != req.method => {
+        Some(m) if m != method => {
             return Err(RpcError::header_mismatch(format!(
-                "Header mismatch: Mcp-Method header value '{m}' does not match body value '{}'",
-                req.method
+                "Header mismatch: Mcp-Method header value '{}' does not match body value '{}'",
+                crate::tools::truncate(m, 100),
+                crate::tools::truncate(method, 100)
             )));
         }
         Some(_) => {}
     }
-    let name_key = match req.method.as_str() {
+    let name_key = match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
         _ => None,
     };
     if let Some(key) = name_key {
-        let body = req.params.get(key).and_then(Value::as_str).unwrap_or("");
+        let body = params.get(key).and_then(Value::as_str).unwrap_or("");
         let raw = header_str(headers, NAME_HEADER).ok_or_else(|| {
             RpcError::header_mismatch("Header mismatch: Mcp-Name header is required")
         })?;
@@ -224,12 +281,21 @@ pub async fn post(
     };
     let req = match msg {
         Incoming::Request(r) => r,
+        Incoming::Notification { method, params } if is_modern(&headers, &params) => {
+            return match check_modern_notification(&headers, &method, &params) {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(e) => rpc_error_response(None, &e),
+            };
+        }
         Incoming::Notification { .. } | Incoming::Response => {
-            // A 2025 session's notification must name a live session; anything else is accepted.
+            // A 2025 session's notification or response must name a live session, with a
+            // version header it could send; one without a session header is accepted.
             if let Some(sid) = header_str(&headers, SESSION_HEADER) {
-                let modern = header_str(&headers, VERSION_HEADER) == Some(MODERN_VERSION);
-                if !modern && ctx.session_for(&caller, sid, false).is_none() {
-                    return session_not_found();
+                let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
+                    return session_not_found(None);
+                };
+                if let Err(e) = check_session_header(&headers, negotiated) {
+                    return rpc_error_response(None, &e);
                 }
             }
             return StatusCode::ACCEPTED.into_response();
@@ -242,10 +308,6 @@ pub async fn post(
         Ok(k) => k,
         Err(e) => return rpc_error_response(Some(&req.id), &e),
     };
-    let header_version = header_str(&headers, VERSION_HEADER);
-    let has_modern_meta = req
-        .meta()
-        .is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
 
     if req.method == "initialize" {
         let version =
@@ -268,21 +330,21 @@ pub async fn post(
         return resp;
     }
 
-    let era = if has_modern_meta || header_version == Some(MODERN_VERSION) {
+    let era = if is_modern(&headers, &req.params) {
         if let Err(e) = check_modern_headers(&headers, &req) {
             return rpc_error_response(Some(&req.id), &e);
         }
         Era::Modern
     } else {
         let Some(sid) = header_str(&headers, SESSION_HEADER) else {
-            let err = RpcError::invalid_request(
+            let err = RpcError::refused(
+                StatusCode::BAD_REQUEST,
                 "Bad Request: Mcp-Session-Id header is required; send initialize first (or use protocol 2026-07-28 with per-request _meta)",
-            )
-            .with_status(StatusCode::BAD_REQUEST);
+            );
             return rpc_error_response(Some(&req.id), &err);
         };
         let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
-            return session_not_found();
+            return session_not_found(Some(&req.id));
         };
         if let Err(e) = check_session_header(&headers, negotiated) {
             return rpc_error_response(Some(&req.id), &e);
@@ -314,7 +376,7 @@ async fn post_batch(
         return rpc_error_response(None, &batch::refusal(None));
     };
     let Some(negotiated) = session_revision(ctx, caller, sid) else {
-        return session_not_found();
+        return session_not_found(None);
     };
     let era = match batch::era(Some(negotiated)) {
         Ok(era) => era,
@@ -351,12 +413,12 @@ fn session_revision(ctx: &ScopeCtx, caller: &dispatch::Caller, sid: &str) -> Opt
     )
 }
 
-fn session_not_found() -> Response {
-    let err = RpcError::invalid_request(
+/// The 404 for an unknown or ended session, answering request `id` when there is one.
+fn session_not_found(id: Option<&Value>) -> Response {
+    let err = RpcError::session_not_found(
         "Not Found: the session has ended or never existed; send initialize to start a new one",
-    )
-    .with_status(StatusCode::NOT_FOUND);
-    rpc_error_response(None, &err)
+    );
+    rpc_error_response(id, &err)
 }
 
 /// GET `{scope}/mcp`: the server-to-client stream of a 2025 session.
@@ -379,24 +441,35 @@ pub async fn get(
             .into_response();
     };
     if !accepts_sse {
-        let err = RpcError::invalid_request("Not Acceptable: GET must accept text/event-stream")
-            .with_status(StatusCode::NOT_ACCEPTABLE);
+        let err = RpcError::refused(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: GET must accept text/event-stream",
+        );
         return rpc_error_response(None, &err);
     }
     let Some(session) = ctx.session_for(&caller, sid, false) else {
-        return session_not_found();
+        return session_not_found(None);
     };
+    let negotiated = session.version.get().copied();
+    if let Err(e) = check_session_header(
+        &headers,
+        negotiated.unwrap_or(protocol::LATEST_LEGACY_VERSION),
+    ) {
+        return rpc_error_response(None, &e);
+    }
     let Some(permit) = ctx.app.try_open_stream() else {
-        let err = RpcError::invalid_request("Too many open streams; try again later")
-            .with_status(StatusCode::SERVICE_UNAVAILABLE);
+        let err = RpcError::refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many open streams; try again later",
+        );
         return rpc_error_response(None, &err);
     };
-    let priming = session.version.get().copied() == Some("2025-11-25");
+    let priming = negotiated == Some("2025-11-25");
     let closed = session.closed.clone();
     let first = futures::stream::iter(priming.then(|| {
         Ok::<_, Infallible>(
             Event::default()
-                .id("0")
+                .id(priming_event_id())
                 .retry(Duration::from_secs(3))
                 .data(""),
         )
@@ -417,6 +490,15 @@ pub async fn get(
     resp
 }
 
+/// A fresh id for a GET stream's priming event: event ids must be unique across all the
+/// streams of a session (2025-11-25, "Resumability"), and a session may open several streams,
+/// one after another or at once. Unique in the process, which outlives every session.
+fn priming_event_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("p{n}")
+}
+
 /// DELETE `{scope}/mcp`: ends a 2025 session.
 pub async fn delete(
     State(ctx): State<ScopeCtx>,
@@ -428,14 +510,22 @@ pub async fn delete(
         Err(resp) => return resp,
     };
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {
-        let err = RpcError::invalid_request("Bad Request: Mcp-Session-Id header is required")
-            .with_status(StatusCode::BAD_REQUEST);
+        let err = RpcError::refused(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        );
         return rpc_error_response(None, &err);
     };
-    if ctx.session_for(&caller, sid, false).is_some() && ctx.app.sessions().remove(sid) {
+    let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
+        return session_not_found(None);
+    };
+    if let Err(e) = check_session_header(&headers, negotiated) {
+        return rpc_error_response(None, &e);
+    }
+    if ctx.app.sessions().remove(sid) {
         StatusCode::OK.into_response()
     } else {
-        session_not_found()
+        session_not_found(None)
     }
 }
 

@@ -15,24 +15,35 @@ fn tools_list() -> Value {
 #[tokio::test]
 async fn a_request_without_a_session_is_refused_with_400() {
     let srv = Server::demo().await;
-    let r = srv.post_json("/claude/mcp", &[], &tools_list()).await;
+    let list = tools_list();
+    let r = srv.post_json("/claude/mcp", &[], &list).await;
     assert_eq!(r.status, 400, "{}", r.text);
-    assert_eq!(r.error_code(), Some(-32600), "{}", r.text);
+    // The official SDKs' code for a transport refusal of a well-formed request.
+    assert_eq!(r.error_code(), Some(-32000), "{}", r.text);
     assert!(r.error_message().contains("Mcp-Session-Id"), "{}", r.text);
+    assert_eq!(
+        r.json["id"], list["id"],
+        "the refusal answers it: {}",
+        r.text
+    );
 }
 
 #[tokio::test]
 async fn a_request_with_an_unknown_session_is_404() {
     let srv = Server::demo().await;
     let bogus = "0".repeat(64);
+    let list = tools_list();
     let r = srv
         .post_json(
             "/claude/mcp",
             &[("mcp-session-id", &bogus), ("mcp-protocol-version", V1125)],
-            &tools_list(),
+            &list,
         )
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
+    // The official SDKs' code for it, answering the request (its id was readable).
+    assert_eq!(r.error_code(), Some(-32001), "{}", r.text);
+    assert_eq!(r.json["id"], list["id"], "{}", r.text);
 }
 
 #[tokio::test]
@@ -484,7 +495,8 @@ async fn the_get_stream_of_2025_11_25_starts_with_a_priming_event() {
         .next_event(Duration::from_secs(5))
         .await
         .expect("a priming event");
-    assert_eq!(first.id.as_deref(), Some("0"), "{first:?}");
+    let primed = first.id.clone().expect("a priming event has an id");
+    assert!(!primed.is_empty(), "{first:?}");
     assert_eq!(first.data, "", "{first:?}");
     assert!(
         first
@@ -493,6 +505,116 @@ async fn the_get_stream_of_2025_11_25_starts_with_a_priming_event() {
             .is_some_and(|r| r.parse::<u64>().is_ok()),
         "a priming event carries a retry delay: {first:?}"
     );
+    // Event ids are unique across all the streams of a session (2025-11-25, resumability):
+    // a second stream of the same session is primed with another id.
+    let again = open_stream(
+        &srv.client,
+        &srv.url("/claude/mcp"),
+        &[
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", &c.session),
+            ("mcp-protocol-version", V1125),
+        ],
+    )
+    .await;
+    assert_eq!(again.status().as_u16(), 200);
+    let second = SseReader::new(again)
+        .next_event(Duration::from_secs(5))
+        .await
+        .expect("a priming event on the second stream");
+    let second_id = second.id.expect("a priming event has an id");
+    assert_ne!(
+        second_id, primed,
+        "two streams of one session share an event id"
+    );
+}
+
+/// 2025-06-18: an unsupported `MCP-Protocol-Version` is a 400 on every request of a session,
+/// not only on JSON-RPC requests: notifications, responses, the GET stream and DELETE too; and
+/// the session survives the refused DELETE.
+#[tokio::test]
+async fn an_unknown_version_header_is_a_400_on_every_kind_of_session_request() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let bad = [
+        ("mcp-session-id", c.session.as_str()),
+        ("mcp-protocol-version", "1999-01-01"),
+    ];
+    let notification = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1}});
+    let response = json!({"jsonrpc": "2.0", "id": 99, "result": {}});
+    for body in [&notification, &response] {
+        let r = srv.post_json("/claude/mcp", &bad, body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32000), "{body}: {}", r.text);
+        assert!(r.error_message().contains("1999-01-01"), "{}", r.text);
+    }
+    let get = open_stream(
+        &srv.client,
+        &srv.url("/claude/mcp"),
+        &[
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", &c.session),
+            ("mcp-protocol-version", "1999-01-01"),
+        ],
+    )
+    .await;
+    assert_eq!(get.status().as_u16(), 400);
+    let delete = srv
+        .client
+        .delete(srv.url("/claude/mcp"))
+        .header("mcp-session-id", &c.session)
+        .header("mcp-protocol-version", "1999-01-01")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(delete.status().as_u16(), 400);
+    // Still live: the same notification with the session's own revision is accepted.
+    let good = [
+        ("mcp-session-id", c.session.as_str()),
+        ("mcp-protocol-version", V1125),
+    ];
+    let r = srv.post_json("/claude/mcp", &good, &notification).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+}
+
+/// 2026-07-28: every POST, notifications included, names the revision in
+/// `MCP-Protocol-Version` (matching `_meta`) and its method in `Mcp-Method`.
+#[tokio::test]
+async fn a_modern_notification_with_missing_or_mismatched_headers_is_a_400() {
+    let srv = Server::demo().await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+        "requestId": 1, "_meta": modern_meta()}});
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("mcp-method", "notifications/cancelled")],
+            "MCP-Protocol-Version header is required",
+        ),
+        (
+            &[("mcp-protocol-version", MODERN)],
+            "Mcp-Method header is required",
+        ),
+        (
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "notifications/progress"),
+            ],
+            "Mcp-Method header value",
+        ),
+        (
+            &[
+                ("mcp-protocol-version", V1125),
+                ("mcp-method", "notifications/cancelled"),
+            ],
+            "does not match body value",
+        ),
+    ];
+    for (headers, says) in cases {
+        let r = srv.post_json("/claude/mcp", headers, &note).await;
+        assert_eq!(r.status, 400, "{headers:?}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32020), "{headers:?}: {}", r.text);
+        assert!(r.error_message().contains(says), "{headers:?}: {}", r.text);
+    }
 }
 
 #[tokio::test]
