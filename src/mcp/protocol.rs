@@ -163,8 +163,9 @@ pub struct RpcError {
     pub data: Option<Value>,
     pub status: StatusCode,
     /// The id of the message this error answers, when that message was invalid but its id
-    /// could still be read (JSON-RPC 2.0 answers with `id: null` only when it could not).
-    pub id: Option<Value>,
+    /// could still be read (JSON-RPC 2.0 answers with `id: null` only when it could not);
+    /// boxed, as it is rare, to keep `Result<_, RpcError>` small.
+    pub id: Option<Box<Value>>,
 }
 
 impl RpcError {
@@ -219,7 +220,7 @@ impl RpcError {
     }
     /// This error answers the message whose id is `id`.
     fn answering(mut self, id: Option<Value>) -> Self {
-        self.id = id;
+        self.id = id.map(Box::new);
         self
     }
 
@@ -390,7 +391,7 @@ pub fn success_response(id: &Value, result: &impl serde::Serialize) -> Result<Js
 /// An error response to `id`, or else to the id `err` carries; `id: null` when neither
 /// names one (the request's id could not be read).
 pub fn error_response(id: Option<&Value>, err: &RpcError) -> Json {
-    let id = id.or(err.id.as_ref());
+    let id = id.or(err.id.as_deref());
     #[derive(serde::Serialize)]
     struct Envelope<'a> {
         jsonrpc: &'static str,
