@@ -1219,6 +1219,7 @@ async fn a_wrong_code_verifier_is_refused_with_invalid_grant() {
             ("code", &q["code"]),
             ("code_verifier", &other_verifier),
             ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
         ],
     )
     .await;
@@ -1264,6 +1265,7 @@ async fn a_replayed_code_is_refused_and_revokes_the_token_it_issued() {
         ("code", q["code"].as_str()),
         ("code_verifier", &verifier),
         ("client_id", &client_id),
+        ("redirect_uri", REDIRECT),
     ];
     let first: Value = token_request(&c, &s, "/chatgpt", &form)
         .await
@@ -1319,6 +1321,7 @@ async fn an_expired_code_is_refused() {
             ("code", &q["code"]),
             ("code_verifier", &verifier),
             ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
         ],
     )
     .await;
@@ -1640,6 +1643,7 @@ async fn a_confidential_client_gets_its_secret_once_and_must_use_it() {
         ("grant_type", "authorization_code"),
         ("code", q["code"].as_str()),
         ("code_verifier", verifier.as_str()),
+        ("redirect_uri", REDIRECT),
     ];
     // Without the secret, and with a wrong one: 401 invalid_client.
     let r = c
@@ -3751,4 +3755,75 @@ async fn the_tokens_command_lists_and_revokes_on_the_running_server() {
     );
     let (code, _) = tokens(&["revoke"]);
     assert_eq!(code, Some(64));
+}
+
+/// RFC 6749 §4.1.3, kept by OAuth 2.1: a token request must repeat the authorization
+/// request's `redirect_uri` when that named one, and the same URI; a client that named none
+/// (it has one registered URI) may leave it out, or name that URI.
+#[tokio::test]
+async fn the_token_request_repeats_the_redirect_uri_the_authorization_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    // Named at /authorize: the token request without it, or with another, is refused.
+    let (verifier, challenge) = pkce();
+    let url = authorize_url(
+        &s,
+        "/chatgpt",
+        &standard_params(&client_id, &challenge, &resource),
+    );
+    let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+    let base = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", client_id.as_str()),
+    ];
+    let r = token_request(&c, &s, "/chatgpt", &base).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"], "invalid_request", "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("redirect_uri is required")),
+        "{v}"
+    );
+    let mut other = base.to_vec();
+    other.push(("redirect_uri", "http://127.0.0.1:9/elsewhere"));
+    let r = token_request(&c, &s, "/chatgpt", &other).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"], "invalid_grant", "{v}");
+    // The refusals above did not spend the code: with the URI it is exchanged.
+    let mut right = base.to_vec();
+    right.push(("redirect_uri", REDIRECT));
+    let r = token_request(&c, &s, "/chatgpt", &right).await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+
+    // Not named at /authorize: optional at /token, and if given, the registered one.
+    for given in [None, Some(REDIRECT)] {
+        let (verifier, challenge) = pkce();
+        let mut params = standard_params(&client_id, &challenge, &resource);
+        params.retain(|(k, _)| *k != "redirect_uri");
+        let url = authorize_url(&s, "/chatgpt", &params);
+        let q = approve(&c, &s, "/chatgpt", &url, "alice", ALICE_PASSWORD).await;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", q["code"].as_str()),
+            ("code_verifier", verifier.as_str()),
+            ("client_id", client_id.as_str()),
+        ];
+        form.extend(given.map(|g| ("redirect_uri", g)));
+        let r = token_request(&c, &s, "/chatgpt", &form).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{given:?}: {:?}",
+            r.text().await
+        );
+    }
+    s.stop().await;
 }

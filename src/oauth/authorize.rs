@@ -55,7 +55,10 @@ pub struct Pending {
     pub client_id: String,
     pub client_name: String,
     pub metadata_document: bool,
+    /// Where the answer goes: the request's `redirect_uri`, or the client's only one.
     pub redirect_uri: String,
+    /// Whether the request named `redirect_uri` (the token request must then repeat it).
+    pub redirect_uri_named: bool,
     pub state: Option<String>,
     pub code_challenge: String,
     pub resource: String,
@@ -241,6 +244,7 @@ async fn prepare(ctx: &OAuthCtx, ip: std::net::IpAddr, query: &str) -> Result<Pe
         client_id: client.client_id.clone(),
         client_name: client.name.clone(),
         metadata_document: client.metadata_document,
+        redirect_uri_named: params.contains_key("redirect_uri"),
         redirect_uri,
         state,
         code_challenge: challenge.clone(),
@@ -405,7 +409,12 @@ async fn submit(
         scope: ctx.scope.path.clone(),
         resource: pending.resource.clone(),
         oauth_scope: OAUTH_SCOPE.to_string(),
-        redirect_uri: pending.redirect_uri.clone(),
+        // What the token request must repeat: nothing when the request named no URI.
+        redirect_uri: if pending.redirect_uri_named {
+            pending.redirect_uri.clone()
+        } else {
+            String::new()
+        },
         code_challenge: pending.code_challenge.clone(),
         created_at: now,
         last_used_at: AtomicI64::new(now),
@@ -713,6 +722,7 @@ mod tests {
             client_name: "c".into(),
             metadata_document: false,
             redirect_uri: "https://chatgpt.com/cb".into(),
+            redirect_uri_named: true,
             state: None,
             code_challenge: String::new(),
             resource: String::new(),

@@ -111,7 +111,9 @@ pub struct Grant {
     pub resource: String,
     /// OAuth scope string granted.
     pub oauth_scope: String,
-    /// The redirect URI of the authorization request (the token request must repeat it).
+    /// The redirect URI the authorization request named, which the token request must repeat
+    /// (RFC 6749 §4.1.3, kept by OAuth 2.1); empty when it named none and the client's only
+    /// registered URI was used.
     pub redirect_uri: String,
     /// PKCE S256 challenge of the authorization request.
     pub code_challenge: String,

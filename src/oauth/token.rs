@@ -288,14 +288,7 @@ fn check_code(
         // Redeeming a used code revokes its grant; let `redeem` do it and report it.
         return Ok((hash, None));
     }
-    if params
-        .get("redirect_uri")
-        .is_some_and(|r| *r != grant.redirect_uri)
-    {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri differs from the authorization request",
-        ));
-    }
+    check_redirect_uri(client, &grant.redirect_uri, params.get("redirect_uri"))?;
     if !valid_verifier(verifier) || !ct_eq(&s256(verifier), &grant.code_challenge) {
         return Err(OAuthError::invalid_grant(
             "the code_verifier does not match the code_challenge",
@@ -332,6 +325,28 @@ fn check_refresh(
     let audience = check_resource(ctx, params, &grant.resource)?;
     check_user(ctx, &grant.username)?;
     Ok((hash, audience))
+}
+
+/// The token request's `redirect_uri` against the grant's (RFC 6749 §4.1.3, kept by OAuth
+/// 2.1): required, and identical, when the authorization request named one (`granted` is not
+/// empty); otherwise optional, and then one of the client's registered URIs (the one the
+/// authorization used, as a client that named none has exactly one).
+fn check_redirect_uri(
+    client: &Client,
+    granted: &str,
+    given: Option<&String>,
+) -> Result<(), OAuthError> {
+    match given {
+        None if granted.is_empty() => Ok(()),
+        None => Err(OAuthError::invalid_request(
+            "redirect_uri is required: the authorization request named one",
+        )),
+        Some(r) if granted.is_empty() && client.redirect_uris.iter().any(|u| u == r) => Ok(()),
+        Some(r) if *r == granted => Ok(()),
+        Some(_) => Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        )),
+    }
 }
 
 /// The grant's resource must still be an MCP endpoint of this scope (the audience its tokens
