@@ -717,10 +717,20 @@ impl SecretSource {
             (Some(path), None) => {
                 let expanded = expand_credentials_dir(path);
                 let text = std::fs::read_to_string(&expanded).map_err(|e| {
+                    let unexpanded = expanded.to_string_lossy().contains(CREDENTIALS_VAR);
                     ConfigError::new(
                         format!("{key}.file"),
                         format!("cannot read {}: {e}", expanded.display()),
-                        "point it at a readable file (with systemd, LoadCredential= and $CREDENTIALS_DIRECTORY/name)",
+                        if unexpanded {
+                            // Outside the unit (e.g. `sudo mssql-mcp check-config`), systemd
+                            // has not set the variable.
+                            "$CREDENTIALS_DIRECTORY is not set: systemd sets it for the service; \
+                             elsewhere run with CREDENTIALS_DIRECTORY=<the directory LoadCredential= \
+                             reads from>, e.g. CREDENTIALS_DIRECTORY=/etc/mssql-mcp"
+                        } else {
+                            "point it at a readable file (with systemd, LoadCredential= and \
+                             $CREDENTIALS_DIRECTORY/name)"
+                        },
                     )
                 })?;
                 let value = text.trim_end_matches(['\n', '\r']).to_string();
@@ -750,12 +760,13 @@ impl SecretSource {
     }
 }
 
+/// What a secret's `file` may start with: systemd's directory of the unit's credentials.
+const CREDENTIALS_VAR: &str = "$CREDENTIALS_DIRECTORY";
+
 fn expand_credentials_dir(path: &Path) -> PathBuf {
     let s = path.to_string_lossy();
     match std::env::var("CREDENTIALS_DIRECTORY") {
-        Ok(dir) if s.contains("$CREDENTIALS_DIRECTORY") => {
-            PathBuf::from(s.replace("$CREDENTIALS_DIRECTORY", &dir))
-        }
+        Ok(dir) if s.contains(CREDENTIALS_VAR) => PathBuf::from(s.replace(CREDENTIALS_VAR, &dir)),
         _ => path.to_path_buf(),
     }
 }
@@ -1044,12 +1055,18 @@ impl Config {
                 ));
             }
         }
-        if o.max_clients == 0 || o.failed_logins_per_user == 0 || o.failed_logins_per_ip == 0 {
-            return Err(ConfigError::new(
-                "oauth.max_clients/failed_logins_per_user/failed_logins_per_ip",
-                "must be at least 1",
-                "remove the key for its default",
-            ));
+        for (name, zero) in [
+            ("max_clients", o.max_clients == 0),
+            ("failed_logins_per_user", o.failed_logins_per_user == 0),
+            ("failed_logins_per_ip", o.failed_logins_per_ip == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::new(
+                    format!("oauth.{name}"),
+                    "must be at least 1",
+                    "remove the key for its default",
+                ));
+            }
         }
         let mut names = HashSet::new();
         for (i, u) in o.users.iter().enumerate() {
@@ -1277,6 +1294,45 @@ path = "/chatgpt"
 database = "main"
 profile = "chatgpt"
 "#;
+
+    /// Each OAuth count that must be at least 1 is named on its own.
+    #[test]
+    fn a_zero_oauth_count_names_its_own_key() {
+        for name in [
+            "max_clients",
+            "failed_logins_per_user",
+            "failed_logins_per_ip",
+        ] {
+            let err = Config::parse(&format!("[oauth]\n{name} = 0\n{MINIMAL}")).unwrap_err();
+            assert_eq!(err.key, format!("oauth.{name}"), "{err}");
+        }
+    }
+
+    /// A credential path read outside the systemd unit (`sudo mssql-mcp check-config`) keeps
+    /// its `$CREDENTIALS_DIRECTORY`; the error says how to set it rather than only "not found".
+    #[test]
+    fn an_unset_credentials_directory_is_named_in_the_fix() {
+        if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+            // Run under a unit with credentials: the variable is set, so nothing to show.
+            return;
+        }
+        let source = SecretSource {
+            file: Some(PathBuf::from("$CREDENTIALS_DIRECTORY/db-password")),
+            env: None,
+        };
+        let err = source.load("database[0].password").unwrap_err();
+        assert_eq!(err.key, "database[0].password.file", "{err}");
+        assert!(
+            err.fix.contains("CREDENTIALS_DIRECTORY=/etc/mssql-mcp"),
+            "{err}"
+        );
+        let plain = SecretSource {
+            file: Some(PathBuf::from("/nonexistent/db-password")),
+            env: None,
+        };
+        let err = plain.load("database[0].password").unwrap_err();
+        assert!(!err.fix.contains("is not set"), "{err}");
+    }
 
     #[test]
     fn a_minimal_config_parses_with_defaults() {

@@ -288,7 +288,7 @@ impl MssqlSettings {
                     config,
                     target,
                     format!("{key}.user / {key}.password"),
-                    format!("{key}.encrypt / trust_server_certificate / ca_file"),
+                    format!("{key}.encrypt / {key}.trust_server_certificate / {key}.ca_file"),
                 )
             }
         };

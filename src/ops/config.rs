@@ -83,7 +83,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `auto` (default), `human` or `json`. The level comes from `RUST_LOG` (default `info`).
+    /// `auto` (default), `human` or `json`. The level comes from `RUST_LOG` (default
+    /// `info,tiberius::tds::stream::token=off`: tiberius logs every server message at info).
     pub format: LogFormat,
 }
 
