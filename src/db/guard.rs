@@ -2874,6 +2874,21 @@ mod tests {
 
     // ---- constructs refused inside queries ----
 
+    /// `NEXT VALUE FOR` advances a sequence, and a rollback does not undo that: a write that
+    /// the per-query transaction cannot take back. The parser does not read it today, so it
+    /// is refused as a parse error; if a `sqlparser` upgrade learns it, this test fails and
+    /// the guard must refuse it by name.
+    #[test]
+    fn next_value_for_a_sequence_is_refused() {
+        for sql in [
+            "SELECT NEXT VALUE FOR dbo.seq",
+            "SELECT a, NEXT VALUE FOR s OVER (ORDER BY a) FROM t",
+            "SELECT a FROM t WHERE a > (SELECT NEXT VALUE FOR s)",
+        ] {
+            refused(MsSql, sql);
+        }
+    }
+
     #[test]
     fn select_into_is_refused() {
         for d in both() {
