@@ -1559,18 +1559,33 @@ fn key_param(kind: ValueKind, raw: &str) -> Option<Param> {
     let t = raw.trim();
     match kind {
         ValueKind::Integer => t.parse::<i64>().ok().map(Param::I64),
-        ValueKind::Float => t.parse::<f64>().ok().map(Param::F64),
+        // NaN and the infinities are no value of a float column (the server refuses them as
+        // parameters), and `1e999` parses as infinity.
+        ValueKind::Float => t
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Param::F64),
         ValueKind::Boolean => match t.to_ascii_lowercase().as_str() {
             "1" | "true" => Some(Param::Bool(true)),
             "0" | "false" => Some(Param::Bool(false)),
             _ => None,
         },
         // Decimals travel as text and are converted by the server (the column's type has the
-        // higher precedence), which keeps them exact; text that is no number cannot match.
-        ValueKind::Decimal => t.parse::<f64>().ok().map(|_| Param::Str(t.to_string())),
+        // higher precedence), which keeps them exact; text that is no plain decimal number
+        // (`abc`, `inf`, `1e5`, which the server's conversion to numeric refuses) cannot match.
+        ValueKind::Decimal => is_decimal_literal(t).then(|| Param::Str(t.to_string())),
         // Dates too (the server's conversion is the authority on date formats).
         _ => Some(Param::Str(raw.to_string())),
     }
+}
+
+/// `[+-]digits[.digits]` or `[+-].digits`: what SQL Server converts to `decimal` / `numeric`.
+fn is_decimal_literal(t: &str) -> bool {
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    !(whole.is_empty() && fraction.is_empty()) && digits(whole) && digits(fraction)
 }
 
 /// A key value for a column of declared type `data_type`: GUIDs are checked and bound as
@@ -2945,6 +2960,16 @@ mod tests {
             Some(Param::Str("12.30".into()))
         );
         assert_eq!(key_param(ValueKind::Decimal, "twelve"), None);
+        // Numbers the server cannot take as a key value find nothing rather than fail.
+        for odd in ["NaN", "inf", "-infinity", "1e999"] {
+            assert_eq!(key_param(ValueKind::Float, odd), None, "{odd}");
+        }
+        for odd in ["inf", "NaN", "1e5", ".", "-", "1.2.3", "+"] {
+            assert_eq!(key_param(ValueKind::Decimal, odd), None, "{odd}");
+        }
+        for plain in ["-12", "+0.5", ".5", "7.", "00012.3400"] {
+            assert!(key_param(ValueKind::Decimal, plain).is_some(), "{plain}");
+        }
         // GUIDs are checked and bound as uniqueidentifier (the peer has no such columns).
         let guid = ColumnInfo {
             name: "RowGuid".into(),

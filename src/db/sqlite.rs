@@ -636,8 +636,20 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
 /// The scale `s` of a declared `DECIMAL(p,s)` / `NUMERIC(p,s)`.
 fn decimal_scale(decl: &str) -> Option<usize> {
     let inner = decl.split_once('(')?.1.split_once(')')?.0;
-    inner.split_once(',')?.1.trim().parse().ok()
+    inner
+        .split_once(',')?
+        .1
+        .trim()
+        .parse()
+        .ok()
+        // SQL's largest scale; SQLite keeps any declaration, and a scale of billions would
+        // pad every value with that many zeros.
+        .filter(|s| *s <= MAX_DECIMAL_SCALE)
 }
+
+/// The largest decimal scale restored from a declared type (SQL Server's and most databases'
+/// maximum precision).
+const MAX_DECIMAL_SCALE: usize = 38;
 
 /// Column decoding info: broad kind plus, for decimals, the declared scale. SQLite stores
 /// `DECIMAL(10,2)` values as numbers (12.50 becomes 12.5), so the scale restores the text.
@@ -1388,6 +1400,9 @@ mod tests {
             Value::Decimal("0.30".into())
         );
         assert_eq!(decimal_scale("NUMERIC(5)"), None);
+        // A declared scale past SQL's largest is not restored (it would pad every value).
+        assert_eq!(decimal_scale("NUMERIC(1,4000000000)"), None);
+        assert_eq!(decimal_scale("NUMERIC(38,38)"), Some(38));
     }
 
     /// `parts` is a `WITHOUT ROWID` table whose key `code` the scope hides (in

@@ -351,7 +351,12 @@ pub async fn call_with<B: Serialize + ?Sized>(
     path: &str,
     body: Option<&B>,
 ) -> Result<serde_json::Value, AdminError> {
-    let client = reqwest::Client::new();
+    // Never through a proxy from the environment: the admin token goes over plain HTTP to
+    // this host's own listener.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|source| AdminError::Unreachable { addr, source })?;
     let url = format!("http://{addr}{path}");
     let req = match body {
         Some(b) => client.post(&url).json(b),

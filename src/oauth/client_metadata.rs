@@ -165,6 +165,9 @@ impl Fetcher {
             builder = builder.tls_certs_only([root.clone()]);
         }
         let client = builder
+            // Straight to the checked address: a proxy from the environment would resolve
+            // the name again and defeat the pinning above.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(3))
@@ -255,7 +258,20 @@ pub fn check_document_url(url: &str) -> Result<url::Url, String> {
     if url.len() > 2000 {
         return Err("the client_id URL is too long".into());
     }
+    // The id is stored, logged and listed as written: no control characters or spaces (a
+    // newline or an escape sequence would forge log lines or reach an operator's terminal).
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("the client_id URL must not contain control characters or spaces".into());
+    }
     let parsed = url::Url::parse(url).map_err(|e| format!("the client_id is not a URL: {e}"))?;
+    // What the parser would write back, so that one client has one spelling (no case
+    // variants of the host, no default port, no escapes the parser would change).
+    if parsed.as_str() != url {
+        return Err(format!(
+            "the client_id URL must be written in its normal form ({})",
+            parsed.as_str()
+        ));
+    }
     if parsed.scheme() != "https" {
         return Err("a URL client_id must use https".into());
     }
@@ -304,9 +320,17 @@ pub fn is_public(ip: IpAddr) -> bool {
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                // IPv4-compatible (::/96, deprecated): an IPv4 address in disguise.
+                || s[..6] == [0; 6]
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                // Site-local (fec0::/10, deprecated but still routed inside some networks).
+                || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
+                // Teredo (2001::/32) and 6to4 (2002::/16) carry an IPv4 address inside, which
+                // may be a private one.
+                || (s[0] == 0x2001 && s[1] == 0)
+                || s[0] == 0x2002
                 || (s[0] == 0x64 && s[1] == 0xff9b))
         }
     }
@@ -338,6 +362,11 @@ mod tests {
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
             "2001:db8::1",
+            "::7f00:1",
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
         ] {
             let ip: IpAddr = bad.parse().expect("ip");
             assert!(!is_public(ip), "{bad}");
@@ -360,6 +389,11 @@ mod tests {
             "https://127.0.0.1/c.json",
             "https://[::1]/c.json",
             "https://app.example.com/a/../c.json",
+            "https://app.example.com/c.json\n2026 forged log line",
+            "https://app.example.com/c\u{1b}]52;c;x\u{7}.json",
+            "https://App.Example.com/c.json",
+            "https://app.example.com:443/c.json",
+            "https://app.example.com/c .json",
         ] {
             assert!(check_document_url(bad).is_err(), "{bad}");
         }
