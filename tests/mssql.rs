@@ -1504,6 +1504,62 @@ async fn a_wrong_password_stops_the_server_at_start() {
     assert!(!text.contains("not-the-password"), "{text}");
 }
 
+/// A server that stops answering without closing anything (a host gone, a firewall dropping
+/// packets; here the peer stopped with SIGSTOP, so the kernel keeps its connections open):
+/// the first call fails after one idle check, not one check per idle connection, the idle
+/// connections are given up, and the pool recovers when the server answers again.
+#[tokio::test]
+async fn a_server_that_stops_answering_fails_a_call_after_one_idle_check() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let cfg = MssqlConfig {
+        connect_timeout_secs: Some(2),
+        ..peer.config()
+    };
+    let b = Arc::new(peer.backend_with(&cfg, 4, Duration::from_secs(10)));
+    let products = table(&b, "Products").await;
+    let cols = names(&products);
+    // Four connections in the pool, all used once.
+    let warm: Vec<_> = (0..4)
+        .map(|_| {
+            let (b, products, cols) = (b.clone(), products.clone(), cols.clone());
+            tokio::spawn(async move { b.sample(&products, &cols, page(0, 5)).await })
+        })
+        .collect();
+    for w in warm {
+        w.await.expect("task").expect("sample");
+    }
+    assert!(b.pool_stats().connections >= 2, "{:?}", b.pool_stats());
+    let pid = peer.child.as_ref().expect("running").id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // Past the idle time after which a connection is checked before use.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = Instant::now();
+    let err = b
+        .sample(&products, &cols, page(0, 5))
+        .await
+        .expect_err("the server does not answer");
+    let took = started.elapsed();
+    signal("-CONT");
+    assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+    assert!(err.to_string().contains("did not answer"), "{err}");
+    // One check (at most the 2 s connect timeout), not one per idle connection.
+    assert!(took < Duration::from_millis(3_500), "took {took:?}");
+    // Answering again: the next call succeeds, on a fresh connection.
+    let rs = b
+        .sample(&products, &cols, page(0, 5))
+        .await
+        .expect("the first call after the server answers again");
+    assert_eq!(ints(&rs, "Id"), [1, 2, 3, 4, 5]);
+}
+
 /// A server that accepts TCP connections and then says nothing (a hung host behind a load
 /// balancer): every caller fails within about one connect timeout, together.
 #[tokio::test]

@@ -1949,6 +1949,75 @@ async fn each_request_of_a_batch_counts_against_the_per_ip_limit() {
     srv.stop().await;
 }
 
+/// A tool call answered without running still leaves an audit record saying who asked for
+/// what: one refused by a rate limit (here the per-IP bucket, in a batch), and one whose tool
+/// the server could not even name.
+#[tokio::test]
+async fn tool_calls_refused_before_they_run_are_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let text = config_text(
+        dir.path(),
+        &db,
+        "",
+        "[limits]\nper_ip_per_sec = 1\nper_ip_burst = 3\n",
+    );
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let sid = session_0326(&srv).await;
+    // Three tokens: initialize one, the POST one (its first message), the second message
+    // one; the third message, a tool call, finds the bucket empty.
+    let call = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "execute_sql", "arguments": {"sql": format!("SELECT {id} AS n")}}})
+    };
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"arguments": {}}},
+        call(2),
+        call(3)
+    ]);
+    let resp = client()
+        .post(srv.url("/claude/mcp"))
+        .header("mcp-session-id", &sid)
+        .json(&batch)
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(resp.status(), 200);
+    let answers: Value = resp.json().await.expect("JSON");
+    assert_eq!(answers[0]["error"]["code"], -32602, "{answers}");
+    assert_eq!(answers[1]["result"]["isError"], false, "{answers}");
+    assert_eq!(answers[2]["error"]["code"], -32000, "{answers}");
+    srv.stop().await;
+    let lines = audit_lines(dir.path());
+    let calls: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "tool_call").collect();
+    assert_eq!(calls.len(), 3, "{lines:?}");
+    assert_eq!(calls[0]["outcome"], "invalid", "{}", calls[0]);
+    assert!(
+        calls[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("params.name")),
+        "{}",
+        calls[0]
+    );
+    assert_eq!(calls[1]["outcome"], "ok", "{}", calls[1]);
+    assert_eq!(calls[2]["outcome"], "refused", "{}", calls[2]);
+    assert_eq!(calls[2]["tool"], "execute_sql", "{}", calls[2]);
+    assert!(
+        calls[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("rate limited")),
+        "{}",
+        calls[2]
+    );
+    assert!(
+        calls[2]["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("SELECT 3")),
+        "{}",
+        calls[2]
+    );
+}
+
 /// Starts a 2025-03-26 session on `/claude/mcp` (the revision with JSON-RPC batches); its id.
 async fn session_0326(srv: &Server) -> String {
     let init = client()

@@ -171,6 +171,9 @@ use crate::ops::{FailureReport, FailureRun};
 /// Most connection attempts in flight at once (SQL Server logins are not free, and small
 /// servers have short accept backlogs).
 pub const CONNECT_CONCURRENCY: usize = 2;
+/// How long the check of an idle connection may take (at most the connect timeout): a
+/// server that cannot answer `SELECT 1` this fast is reported down by `/health` too.
+pub const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection idle longer than this is checked with `SELECT 1` before it is handed out.
 pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_millis(500);
 /// Rows read and thrown away after the row (or byte) cap before giving up on reusing the
@@ -556,6 +559,9 @@ pub struct MssqlBackend {
     catalog: std::sync::Mutex<CatalogCache>,
     /// Held while the catalog loads, so concurrent callers share one load.
     catalog_load: tokio::sync::Mutex<()>,
+    /// When a check of an idle connection last went unanswered: connections idle since before
+    /// then are given up without a check of their own (see [`MssqlBackend::acquire`]).
+    unanswered_check: std::sync::Mutex<Option<Instant>>,
 }
 
 /// See [`MssqlBackend::catalog`].
@@ -621,6 +627,7 @@ impl MssqlBackend {
             pool_size,
             catalog: std::sync::Mutex::new(CatalogCache::default()),
             catalog_load: tokio::sync::Mutex::new(()),
+            unanswered_check: std::sync::Mutex::new(None),
         }
     }
 
@@ -662,6 +669,12 @@ impl MssqlBackend {
 
     /// A healthy connection: waits for the pool (bounded by the connect timeout), fails at once
     /// when a connection attempt fails meanwhile, and checks connections that sat idle.
+    ///
+    /// A check that goes unanswered ([`IDLE_CHECK_TIMEOUT`]) means the server or the network
+    /// stopped answering without closing anything (a host gone, a firewall dropping packets):
+    /// the call fails then, instead of checking the next idle connection, and the next one,
+    /// each for as long; and every connection idle since before it is given up without a
+    /// round trip of its own.
     async fn acquire(&self) -> Result<PooledConnection<'_, Manager>, DbError> {
         let mut failures = self.connect_errors.subscribe();
         // Each stale connection found costs one try; a fresh one follows at the latest after
@@ -697,14 +710,34 @@ impl MssqlBackend {
             if conn.last_used.elapsed() <= VALIDATE_AFTER_IDLE {
                 return Ok(conn);
             }
-            match tokio::time::timeout(self.connect_timeout, select_one(&mut conn, &self.ctx)).await
-            {
+            let unanswered = *self
+                .unanswered_check
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if unanswered.is_some_and(|at| conn.last_used < at) {
+                conn.broken = true;
+                continue;
+            }
+            let check = self.connect_timeout.min(IDLE_CHECK_TIMEOUT);
+            match tokio::time::timeout(check, select_one(&mut conn, &self.ctx)).await {
                 Ok(Ok(())) => return Ok(conn),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "discarding a stale SQL Server connection");
                     conn.broken = true;
                 }
-                Err(_) => conn.broken = true,
+                Err(_) => {
+                    conn.broken = true;
+                    *self
+                        .unanswered_check
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    tracing::warn!(target = %self.ctx.target, "a pooled connection did not answer its check; giving up the idle ones");
+                    return Err(DbError::Unavailable(format!(
+                        "{} did not answer within {} s; it may be down or unreachable",
+                        self.ctx.target,
+                        check.as_secs()
+                    )));
+                }
             }
         }
         Err(DbError::Unavailable(format!(

@@ -32,6 +32,7 @@ use super::dispatch::{self, Caller};
 use super::protocol::{self, Era, Incoming, RpcError};
 use crate::edge::client_ip::ClientIp as EdgeClient;
 use crate::json::Json;
+use crate::ops::metrics::ToolStatus;
 
 /// The one revision with batches.
 pub const BATCH_VERSION: &str = "2025-03-26";
@@ -167,6 +168,8 @@ pub async fn answer(
         let left = budget.left();
         if out_of_time || left.is_zero() {
             out_of_time = true;
+            let why = "not run: the batch reached the request time limit first";
+            dispatch::audit_unrun(&ctx.scope, &req, caller, ToolStatus::Cancelled, why);
             answers.push(not_answered(&req.id, budget.total));
             continue;
         }
@@ -181,12 +184,15 @@ pub async fn answer(
                     wait.secs()
                 ),
             );
+            let why = "rate limited: too many requests from this address";
+            dispatch::audit_unrun(&ctx.scope, &req, caller, ToolStatus::Refused, why);
             answers.push(protocol::error_response(Some(&req.id), &err));
             continue;
         }
         if let Some((err, _secs)) =
             crate::edge::rate_limit::tool_call_refusal(&ctx.app, caller, &req)
         {
+            dispatch::audit_rate_limited(&ctx.scope, &req, caller);
             answers.push(protocol::error_response(Some(&req.id), &err));
             continue;
         }

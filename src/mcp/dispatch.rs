@@ -291,8 +291,26 @@ async fn call_tool(
     params: &Value,
     caller: &Caller,
 ) -> Result<Json, RpcError> {
-    let name = str_param(params, "name")?;
     let args = params.get("arguments").unwrap_or(&Value::Null);
+    let name = match str_param(params, "name") {
+        Ok(name) => name,
+        Err(e) => {
+            // Audited too: who sent a call the server could not even name.
+            let status = crate::ops::metrics::ToolStatus::Invalid;
+            let why = Some(e.message.clone());
+            record_call(
+                scope,
+                "",
+                args,
+                caller,
+                status,
+                None,
+                why,
+                std::time::Duration::ZERO,
+            );
+            return Err(e);
+        }
+    };
     let pending = PendingCall::new(scope, name, args, caller);
     let outcome = tools::call(scope, name, args).await;
     let elapsed = pending.finish(outcome.as_ref().map(|out| out.rows));
@@ -409,6 +427,49 @@ impl Drop for PendingCall<'_> {
             );
         }
     }
+}
+
+/// Audits a `tools/call` that was answered without running (rate limited, or a batch out of
+/// time before it started), so that the audit log shows who asked for what even then;
+/// `req` of another method is not a tool call and is not recorded.
+pub(crate) fn audit_unrun(
+    scope: &Scope,
+    req: &crate::mcp::protocol::Request,
+    caller: &Caller,
+    status: crate::ops::metrics::ToolStatus,
+    why: &str,
+) {
+    if req.method != "tools/call" {
+        return;
+    }
+    let name = req.params.get("name").and_then(Value::as_str).unwrap_or("");
+    let args = req.params.get("arguments").unwrap_or(&Value::Null);
+    record_call(
+        scope,
+        name,
+        args,
+        caller,
+        status,
+        None,
+        Some(why.to_string()),
+        std::time::Duration::ZERO,
+    );
+}
+
+/// [`audit_unrun`] for a call the client's rate limit refused.
+pub(crate) fn audit_rate_limited(
+    scope: &Scope,
+    req: &crate::mcp::protocol::Request,
+    caller: &Caller,
+) {
+    let why = "rate limited: too many tool calls from this client";
+    audit_unrun(
+        scope,
+        req,
+        caller,
+        crate::ops::metrics::ToolStatus::Refused,
+        why,
+    );
 }
 
 /// Counts the call and writes its audit record (queued; never waits).

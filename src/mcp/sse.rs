@@ -157,6 +157,7 @@ pub async fn message(
         Err(e) => return rpc_error_response(None, &e),
     };
     if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        dispatch::audit_rate_limited(&ctx.scope, &req, &caller);
         return limited;
     }
     let settled = session.version.get().copied();
@@ -223,6 +224,7 @@ pub async fn plain_post(
         Err(e) => return rpc_error_response(None, &e),
     };
     if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        dispatch::audit_rate_limited(&ctx.scope, &req, &caller);
         return limited;
     }
     let version = if req.method == "initialize" {

@@ -302,6 +302,7 @@ pub async fn post(
         }
     };
     if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
+        dispatch::audit_rate_limited(&ctx.scope, &req, &caller);
         return limited;
     }
     let kind = match reply_kind(&headers) {

@@ -23,6 +23,8 @@ use crate::state::Scope;
 const MAX_RESULTS: usize = 20;
 /// Rows asked of each table in a keyword search.
 const PER_TABLE: usize = 10;
+/// Tables searched at once by a backend without pool numbers.
+const DEFAULT_SEARCHES_AT_ONCE: usize = 4;
 /// Most keywords used from one query.
 const MAX_KEYWORDS: usize = 8;
 
@@ -393,26 +395,49 @@ async fn keywords_search(
         .map(|t| (*t, visible_columns(scope, t), searchable_columns(scope, t)))
         .filter(|(_, _, text)| !text.is_empty())
         .collect();
-    let searches = plans.iter().map(|(t, cols, text)| {
-        scope.db.search(SearchRequest {
-            table: t,
-            columns: cols,
-            text_columns: text,
-            keywords: &words,
-            limit: PER_TABLE,
+    // Made up front (the futures do nothing until polled): a lazy iterator's closure would
+    // make the handler's future not `Send` for every lifetime.
+    let searches: Vec<_> = plans
+        .iter()
+        .map(|(t, cols, text)| {
+            scope.db.search(SearchRequest {
+                table: t,
+                columns: cols,
+                text_columns: text,
+                keywords: &words,
+                limit: PER_TABLE,
+            })
         })
-    });
-    let results = futures::future::join_all(searches).await;
+        .collect();
+    // At most half the pool at once (the tables are many, the connections few): the others'
+    // calls still find a connection, and no table's query waits so long for one that it fails.
+    let at_once = scope
+        .db
+        .pool_stats()
+        .map_or(DEFAULT_SEARCHES_AT_ONCE, |p| (p.max as usize / 2).max(1));
+    let results: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
+        futures::stream::iter(searches),
+        at_once,
+    ))
+    .await;
     let mut failed = None;
     let mut answered = 0usize;
     for ((table, _, text_cols), result) in plans.iter().zip(results) {
         // One table whose query fails (a value too large to read, a column the login may not
-        // read) does not sink the others; a database that is down does.
+        // read) or runs out of time (a large table without a full-text index) does not sink
+        // the others; a database that is down does.
         let rs = match result {
             Ok(rs) => rs,
-            Err(e @ DbError::Sql(_)) => {
+            Err(e @ (DbError::Sql(_) | DbError::Timeout(_))) => {
                 tracing::warn!(table = %table.qualified(), error = %e, "search: a table's query failed; searching the others");
-                notes.push(format!("{} was not searched: {e}", table.qualified()));
+                notes.push(match e {
+                    DbError::Timeout(secs) => format!(
+                        "{} was not searched: its keyword scan took longer than {secs} s (a \
+                         full-text index on its text columns makes this fast)",
+                        table.qualified()
+                    ),
+                    _ => format!("{} was not searched: {e}", table.qualified()),
+                });
                 failed.get_or_insert(e);
                 continue;
             }
