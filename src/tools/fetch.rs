@@ -14,7 +14,7 @@ use super::{
     ToolError, ToolOutput, cut_note, row_id, row_object, row_title, truncate, visible_columns,
     visible_tables,
 };
-use crate::db::{Catalog, Page, TableInfo};
+use crate::db::{Catalog, DbError, Page, TableInfo};
 use crate::state::Scope;
 
 /// Child rows listed per referencing foreign key.
@@ -206,10 +206,25 @@ async fn fetch_row(
             if cols.is_empty() {
                 continue;
             }
-            let kids = scope
+            let relation = format!("{}.{} → this", child.qualified(), fk.columns.join(","));
+            let kids = match scope
                 .db
                 .lookup(child, &cols, &fk.columns, &vals, page(CHILDREN_PER_FK))
-                .await?;
+                .await
+            {
+                Ok(kids) => kids,
+                // The row itself was read: a child table the login may not read, or whose
+                // lookup ran out of time, is left out with a note instead of failing the
+                // fetch; a database that is down still fails it.
+                Err(e @ (DbError::Sql(_) | DbError::Timeout(_))) => {
+                    tracing::warn!(table = %child.qualified(), error = %e, "fetch: a child lookup failed; leaving it out");
+                    related.push(
+                        json!({"relation": relation, "ids": [], "note": format!("not read: {e}")}),
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let ids: Vec<Value> = kids
                 .rows
                 .iter()
@@ -218,7 +233,7 @@ async fn fetch_row(
                 .collect();
             if !ids.is_empty() {
                 related.push(json!({
-                    "relation": format!("{}.{} → this", child.qualified(), fk.columns.join(",")),
+                    "relation": relation,
                     "ids": ids,
                     "more": kids.more,
                 }));
@@ -228,9 +243,10 @@ async fn fetch_row(
     if !related.is_empty() {
         text.push_str("Related:\n");
         for r in &related {
-            let ids = match (&r["id"], &r["ids"]) {
-                (Value::String(id), _) => id.clone(),
-                (_, Value::Array(a)) => a
+            let ids = match (&r["id"], &r["ids"], &r["note"]) {
+                (_, _, Value::String(note)) => format!("({note})"),
+                (Value::String(id), _, _) => id.clone(),
+                (_, Value::Array(a), _) => a
                     .iter()
                     .filter_map(Value::as_str)
                     .collect::<Vec<_>>()

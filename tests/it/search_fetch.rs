@@ -651,6 +651,57 @@ profile = "full"
     srv.stop().await;
 }
 
+/// A fetch reads the row and then a few rows of the tables that point at it; a child table
+/// whose lookup fails (here a value SQLite will not hand over) is left out with a note, and
+/// the row still comes back.
+#[tokio::test]
+async fn a_child_table_that_cannot_be_read_does_not_sink_a_fetch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kids.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE owners (id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE pets (id INTEGER PRIMARY KEY, owner_id INTEGER REFERENCES owners(id),
+                            name TEXT);
+         INSERT INTO owners VALUES (1, 'Ada');",
+    )
+    .expect("schema");
+    let huge = "x".repeat(17 * 1024 * 1024);
+    conn.execute("INSERT INTO pets VALUES (1, 1, ?1)", [&huge])
+        .expect("huge row");
+    drop(conn);
+    let toml = format!(
+        r#"
+[server]
+insecure_no_auth = true
+state_dir = "{state}"
+
+[[database]]
+name = "kids"
+kind = "sqlite"
+path = "{db}"
+
+[[scope]]
+path = "/chatgpt"
+database = "kids"
+profile = "chatgpt"
+"#,
+        state = dir.path().display(),
+        db = path.display()
+    );
+    let srv = Server::with_config(&toml).await;
+    let row = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.owners/1"}))
+        .await;
+    let text = row["text"].as_str().unwrap_or_default();
+    assert!(text.contains("Ada"), "{row}");
+    assert!(
+        text.contains("main.pets.owner_id → this") && text.contains("not read"),
+        "{row}"
+    );
+    srv.stop().await;
+}
+
 /// A row id names the row its values came from: only a key selected unchanged from the one
 /// table read makes one. A computed or renamed column that takes the key's name, or a
 /// derived table, gets `sql:` ids instead of a citation of some other order.
