@@ -100,7 +100,9 @@ pub struct OAuthConfig {
     pub unused_client_ttl_secs: u64,
     /// Dynamic client registrations accepted per client IP address per hour.
     pub registrations_per_hour_per_ip: u32,
-    /// Failed sign-ins per username within `failed_login_window_secs` before it is locked.
+    /// Failed sign-ins per username from one network (IPv4 /24, IPv6 /48) within
+    /// `failed_login_window_secs` before the name is locked for that network (for all networks
+    /// at ten times this, counted together).
     pub failed_logins_per_user: u32,
     /// Failed sign-ins per client IP address within `failed_login_window_secs` before it is locked.
     pub failed_logins_per_ip: u32,

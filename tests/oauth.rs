@@ -769,6 +769,78 @@ async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password(
     s.stop().await;
 }
 
+/// Wrong passwords for a name lock it for the network they come from, not for its owner on
+/// another network (no lockout by strangers); failures from many networks together, ten times
+/// the limit, lock it everywhere. Networks here are client addresses told by a trusted proxy.
+#[tokio::test]
+async fn a_name_locked_from_one_network_still_signs_in_from_another() {
+    let dir = tempfile::tempdir().expect("dir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let s = start_edited(
+        dir.path(),
+        listener,
+        "failed_logins_per_user = 2\nfailed_logins_per_ip = 1000",
+        |t| {
+            t.replacen(
+                "[server]\n",
+                "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+                1,
+            )
+        },
+    )
+    .await;
+    let c = http();
+    let (url, _, _, _) = consent_page(&c, &s, "/chatgpt").await;
+    // One sign-in attempt as alice from `from`, on a fresh page: its status.
+    let attempt = |from: String, pw: &'static str| {
+        let (c, s, url) = (c.clone(), &s, url.clone());
+        async move {
+            let (rid, csrf, ck) = open_page(&c, &url).await;
+            with_cookie(
+                c.post(format!("{}/chatgpt/authorize", s.base))
+                    .header("x-forwarded-for", from)
+                    .form(&[
+                        ("request_id", rid.as_str()),
+                        ("csrf", csrf.as_str()),
+                        ("username", "alice"),
+                        ("password", pw),
+                        ("action", "approve"),
+                    ]),
+                Some(&ck),
+            )
+            .send()
+            .await
+            .expect("post")
+            .status()
+        }
+    };
+    let stranger = || "203.0.113.9".to_string();
+    for _ in 0..2 {
+        assert_eq!(attempt(stranger(), "guess").await, StatusCode::UNAUTHORIZED);
+    }
+    // Locked for the stranger's network, even with the right password...
+    assert_eq!(
+        attempt(stranger(), ALICE_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...but not for alice on hers.
+    assert_eq!(
+        attempt("198.51.100.4".into(), ALICE_PASSWORD).await,
+        StatusCode::SEE_OTHER
+    );
+    // Guessing spread over many networks: 10 x 2 failures in all (the stranger's two count)
+    // lock the name everywhere.
+    for n in 0..18 {
+        let st = attempt(format!("192.0.{n}.1"), "guess").await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    assert_eq!(
+        attempt("198.51.100.4".into(), ALICE_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    s.stop().await;
+}
+
 /// Wrong passwords sent all at once get no more checks than the limit allows: an attempt
 /// counts before its password is hashed, so a burst cannot slip past the lockout while the
 /// first attempts are still being checked. The right password is then refused too.

@@ -45,6 +45,9 @@ const EVICT_BATCH: usize = MAX_PENDING / 100;
 /// `login_page_ttl_secs`: a few addresses cannot churn through the pending requests, while an
 /// office behind one NAT has plenty.
 const PAGES_PER_NETWORK: u32 = 200;
+/// A username is locked everywhere after this many times `failed_logins_per_user` failed
+/// sign-ins from all networks together (one network locks it for itself at the limit).
+const USER_LOCK_NETWORKS: u32 = 10;
 /// The cookie binding a sign-in form to the browser that loaded it.
 const COOKIE: &str = "mcp_authz";
 
@@ -500,7 +503,13 @@ pub(super) async fn check_sign_in(
     let shown = crate::tools::truncate(username, 64);
     // As typed, but unable to forge a log line.
     let logged = super::log_safe(&shown);
-    let user_key = format!("login-user:{}", shown.to_lowercase());
+    // Per name from one network (an IPv4 /24, an IPv6 /48): someone guessing from their
+    // network locks the name there only, not for its owner elsewhere; and per name from all
+    // networks together, at USER_LOCK_NETWORKS times the limit, against guessing spread over
+    // many networks.
+    let name = shown.to_lowercase();
+    let user_key = format!("login-user:{name}@{}", network(ip));
+    let all_key = format!("login-user:{name}");
     let refused = |outcome: &'static str, event: &'static str, error: &str| {
         let mut r = ctx.record(event, outcome, ip);
         r.user = Some(shown.clone());
@@ -511,8 +520,12 @@ pub(super) async fn check_sign_in(
     // The attempt counts as a failure before the password is checked (argon2 takes tens of
     // milliseconds), so attempts sent in parallel cannot all pass this check while the first
     // ones are still hashing; a success gives its count back.
+    let all_limit = cfg
+        .failed_logins_per_user
+        .saturating_mul(USER_LOCK_NETWORKS);
     if ctx.oauth.limits.hit(&ip_key, window, now) > cfg.failed_logins_per_ip
         || ctx.oauth.limits.hit(&user_key, window, now) > cfg.failed_logins_per_user
+        || ctx.oauth.limits.hit(&all_key, window, now) > all_limit
     {
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
@@ -531,6 +544,7 @@ pub(super) async fn check_sign_in(
         // Nothing was checked, so the attempt is not a failure: its counts are given back.
         ctx.oauth.limits.undo(&ip_key, window, now);
         ctx.oauth.limits.undo(&user_key, window, now);
+        ctx.oauth.limits.undo(&all_key, window, now);
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
         return Err(Refused {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -548,6 +562,7 @@ pub(super) async fn check_sign_in(
         });
     };
     ctx.oauth.limits.clear(&user_key);
+    ctx.oauth.limits.undo(&all_key, window, now);
     ctx.oauth.limits.undo(&ip_key, window, now);
     if !user.may_grant(&ctx.scope.path) {
         tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
