@@ -542,9 +542,9 @@ pub(super) async fn check_sign_in(
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let Some(verified) = ctx.oauth.password_checks.verify(password, hash).await else {
         // Nothing was checked, so the attempt is not a failure: its counts are given back.
-        ctx.oauth.limits.undo(&ip_key, window, now);
-        ctx.oauth.limits.undo(&user_key, window, now);
-        ctx.oauth.limits.undo(&all_key, window, now);
+        ctx.oauth.limits.undo(&ip_key, now);
+        ctx.oauth.limits.undo(&user_key, now);
+        ctx.oauth.limits.undo(&all_key, now);
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
         return Err(Refused {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -552,7 +552,7 @@ pub(super) async fn check_sign_in(
         });
     };
     let Some(user) = user.filter(|_| verified) else {
-        let n = ctx.oauth.limits.count(&user_key, window, now);
+        let n = ctx.oauth.limits.count(&user_key, now);
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("failed", "sign_in", "wrong username or password");
@@ -562,8 +562,8 @@ pub(super) async fn check_sign_in(
         });
     };
     ctx.oauth.limits.clear(&user_key);
-    ctx.oauth.limits.undo(&all_key, window, now);
-    ctx.oauth.limits.undo(&ip_key, window, now);
+    ctx.oauth.limits.undo(&all_key, now);
+    ctx.oauth.limits.undo(&ip_key, now);
     if !user.may_grant(&ctx.scope.path) {
         tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
         refused("refused", "authorize", "the user may not grant this scope");

@@ -284,44 +284,100 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// Fixed-window counters (failed sign-ins, registrations) keyed by IP or username.
+/// Fixed-window counters (failed sign-ins, registrations, sign-in pages) keyed by IP,
+/// network or username, each with its own window length.
 #[derive(Default)]
 pub struct Limits {
-    windows: DashMap<String, (u32, i64)>,
+    windows: DashMap<String, Window>,
+    /// When expired windows were last dropped to make room (milliseconds).
+    made_room_at: std::sync::atomic::AtomicI64,
 }
 
-/// Beyond this many keys, expired windows are dropped at once (bounds memory under attack).
+/// One key's count, and when and for how long its window runs (milliseconds).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    count: u32,
+    start: i64,
+    length: i64,
+}
+
+impl Window {
+    fn live(&self, now: i64) -> bool {
+        self.start + self.length > now
+    }
+}
+
+/// Most keys tracked at once (bounds memory under a flood of addresses or names).
 const MAX_LIMIT_KEYS: usize = 100_000;
+/// How often a full table is searched for expired windows to drop, at most (milliseconds).
+const MAKE_ROOM_EVERY_MS: i64 = 1_000;
 
 impl Limits {
-    /// Events counted for `key` in the current window.
-    pub fn count(&self, key: &str, window_ms: i64, now: i64) -> u32 {
+    /// Events counted for `key` in its current window.
+    pub fn count(&self, key: &str, now: i64) -> u32 {
         match self.windows.get(key) {
-            Some(w) if w.1 + window_ms > now => w.0,
+            Some(w) if w.live(now) => w.count,
             _ => 0,
         }
     }
 
-    /// Counts one event for `key`; returns the count in the current window.
+    /// Counts one event for `key` in a window of `window_ms`; returns the count in the current
+    /// window. A new key when the table is full, even after dropping the windows that ended,
+    /// counts as over every limit (`u32::MAX`): under a flood of keys the limits fail closed,
+    /// rather than stop counting and let guesses through.
     pub fn hit(&self, key: &str, window_ms: i64, now: i64) -> u32 {
-        if self.windows.len() >= MAX_LIMIT_KEYS {
-            self.windows.retain(|_, w| w.1 + window_ms > now);
+        if let Some(mut w) = self.windows.get_mut(key) {
+            if !w.live(now) {
+                *w = Window {
+                    count: 0,
+                    start: now,
+                    length: window_ms,
+                };
+            }
+            w.count = w.count.saturating_add(1);
+            return w.count;
         }
-        let mut w = self.windows.entry(key.to_string()).or_insert((0, now));
-        if w.1 + window_ms <= now {
-            *w = (0, now);
+        if self.windows.len() >= MAX_LIMIT_KEYS && !self.make_room(now) {
+            return u32::MAX;
         }
-        w.0 = w.0.saturating_add(1);
-        w.0
+        let mut w = self.windows.entry(key.to_string()).or_insert(Window {
+            count: 0,
+            start: now,
+            length: window_ms,
+        });
+        w.count = w.count.saturating_add(1);
+        w.count
+    }
+
+    /// Drops the windows that ended, at most once per [`MAKE_ROOM_EVERY_MS`] (a full table of
+    /// live windows is not searched on every hit); whether there is room now.
+    fn make_room(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.made_room_at.load(Ordering::Relaxed);
+        if now - last >= MAKE_ROOM_EVERY_MS
+            && self
+                .made_room_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.windows.retain(|_, w| w.live(now));
+            if self.windows.len() >= MAX_LIMIT_KEYS {
+                tracing::warn!(
+                    keys = MAX_LIMIT_KEYS,
+                    "oauth: the sign-in and registration limits track as many keys as they may; new addresses and names are refused until windows end"
+                );
+            }
+        }
+        self.windows.len() < MAX_LIMIT_KEYS
     }
 
     /// Takes back one event of `key`'s current window (an attempt counted up front that
     /// turned out not to be a failure).
-    pub fn undo(&self, key: &str, window_ms: i64, now: i64) {
+    pub fn undo(&self, key: &str, now: i64) {
         if let Some(mut w) = self.windows.get_mut(key)
-            && w.1 + window_ms > now
+            && w.live(now)
         {
-            w.0 = w.0.saturating_sub(1);
+            w.count = w.count.saturating_sub(1);
         }
     }
 
@@ -329,9 +385,9 @@ impl Limits {
         self.windows.remove(key);
     }
 
-    /// Drops windows older than a day.
+    /// Drops the windows that ended.
     fn prune(&self, now: i64) {
-        self.windows.retain(|_, w| w.1 + 86_400_000 > now);
+        self.windows.retain(|_, w| w.live(now));
     }
 }
 
@@ -391,13 +447,13 @@ mod tests {
     fn an_undone_event_leaves_the_window_as_it_was() {
         let l = Limits::default();
         assert_eq!((l.hit("k", 1000, 0), l.hit("k", 1000, 10)), (1, 2));
-        l.undo("k", 1000, 20);
-        assert_eq!(l.count("k", 1000, 20), 1);
+        l.undo("k", 20);
+        assert_eq!(l.count("k", 20), 1);
         // Past the window there is nothing to take back, and a new window starts at one.
-        l.undo("k", 1000, 1500);
+        l.undo("k", 1500);
         assert_eq!(l.hit("k", 1000, 1500), 1);
-        l.undo("absent", 1000, 0);
-        assert_eq!(l.count("absent", 1000, 0), 0);
+        l.undo("absent", 0);
+        assert_eq!(l.count("absent", 0), 0);
     }
 
     #[test]
@@ -409,13 +465,32 @@ mod tests {
         assert_eq!(hash_token(&a).len(), 64);
     }
 
+    /// A full table makes room by dropping only windows that ended, each by its own length
+    /// (an hour-long registration count outlives a flood of minute-long ones), and a new key
+    /// it has no room for is over every limit.
+    #[test]
+    fn a_full_limit_table_keeps_live_windows_and_refuses_new_keys() {
+        let l = Limits::default();
+        assert_eq!(l.hit("long", 3_600_000, 0), 1);
+        for i in 1..MAX_LIMIT_KEYS {
+            l.hit(&format!("short:{i}"), 60_000, 0);
+        }
+        // Full of live windows: a new key is refused, known ones still count.
+        assert_eq!(l.hit("newcomer", 60_000, 10), u32::MAX);
+        assert_eq!(l.hit("short:1", 60_000, 10), 2);
+        // The short windows end; the long one lives on, and there is room again.
+        assert_eq!(l.hit("newcomer", 60_000, 120_000), 1);
+        assert_eq!(l.count("long", 120_000), 1);
+        assert_eq!(l.hit("long", 3_600_000, 120_000), 2);
+    }
+
     #[test]
     fn limits_count_within_a_window_and_reset_after() {
         let l = Limits::default();
         assert_eq!(l.hit("ip:1", 1000, 0), 1);
         assert_eq!(l.hit("ip:1", 1000, 10), 2);
-        assert_eq!(l.count("ip:1", 1000, 999), 2);
-        assert_eq!(l.count("ip:1", 1000, 1000), 0);
+        assert_eq!(l.count("ip:1", 999), 2);
+        assert_eq!(l.count("ip:1", 1000), 0);
         assert_eq!(l.hit("ip:1", 1000, 1000), 1);
     }
 
