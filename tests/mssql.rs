@@ -1093,6 +1093,29 @@ async fn a_query_over_its_time_limit_times_out_and_its_connection_is_discarded()
     assert_eq!(rs.rows, vec![vec![Value::Int(12)]]);
 }
 
+/// A pool whose every connection is running a query still answers `ping` (what `/health`
+/// asks) at once, on a connection of the check's own, instead of waiting for one to come free
+/// and reporting the database down when none does in time.
+#[tokio::test]
+async fn ping_answers_while_every_pooled_connection_is_busy() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = Arc::new(peer.backend_with(&peer.config(), 1, Duration::from_secs(30)));
+    b.ping().await.expect("ping");
+    let slow = {
+        let b = b.clone();
+        tokio::spawn(async move { b.query(SLOW_QUERY, page(0, 1)).await })
+    };
+    // The slow query has the pool's one connection by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.pool_stats().in_use, 1, "{:?}", b.pool_stats());
+    let started = Instant::now();
+    b.ping().await.expect("ping while the pool is busy");
+    let took = started.elapsed();
+    assert!(!slow.is_finished(), "the slow query ended first ({took:?})");
+    slow.await.expect("task").expect("the slow query");
+}
+
 #[tokio::test]
 async fn eight_concurrent_callers_share_a_pool_of_four() {
     let _s = serial().await;

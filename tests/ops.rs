@@ -199,6 +199,33 @@ async fn readiness_turns_503_when_the_database_file_goes_away() {
     srv.stop().await;
 }
 
+/// A database whose every connection is busy running queries answers: readiness stays 200
+/// instead of reporting it down because the check found no free connection (SQLite's check
+/// opens a connection of its own; SQL Server's does when the pool is full, tested in
+/// `tests/mssql.rs`).
+#[tokio::test]
+async fn readiness_reports_a_busy_pool_as_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let text = config_text(dir.path(), &db, "", "").replace(
+        "kind = \"sqlite\"",
+        "kind = \"sqlite\"\npool_size = 1\nquery_timeout_secs = 9",
+    );
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let query = srv.tool("/claude", "execute_sql", json!({ "sql": slow }));
+    let probe = async {
+        // The slow query has the pool's one connection by now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        srv.get("/health/ready").await
+    };
+    let (_, (status, body)) = tokio::join!(query, probe);
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["checks"]["database:main"]["status"], "ok", "{v}");
+    srv.stop().await;
+}
+
 /// The public listener's readiness report says which check failed, not why (the database
 /// error names the file); the admin listener's says why.
 #[tokio::test]

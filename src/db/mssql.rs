@@ -562,6 +562,8 @@ pub struct MssqlBackend {
     /// When a check of an idle connection last went unanswered: connections idle since before
     /// then are given up without a check of their own (see [`MssqlBackend::acquire`]).
     unanswered_check: std::sync::Mutex<Option<Instant>>,
+    /// Opens a connection of its own for [`Backend::ping`] while every pooled one is busy.
+    pinger: Manager,
 }
 
 /// See [`MssqlBackend::catalog`].
@@ -597,6 +599,12 @@ impl MssqlBackend {
             settings: settings.clone(),
             outage: outage.clone(),
         };
+        let pinger = Manager {
+            ctx: ctx.clone(),
+            gate: Semaphore::new(1),
+            settings: settings.clone(),
+            outage: outage.clone(),
+        };
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(MIN_IDLE.min(pool_size)))
@@ -628,6 +636,7 @@ impl MssqlBackend {
             catalog: std::sync::Mutex::new(CatalogCache::default()),
             catalog_load: tokio::sync::Mutex::new(()),
             unanswered_check: std::sync::Mutex::new(None),
+            pinger,
         }
     }
 
@@ -2391,6 +2400,16 @@ impl Backend for MssqlBackend {
     }
 
     async fn ping(&self) -> Result<(), DbError> {
+        // Every pooled connection running a query: waiting for one would say nothing about
+        // the server (and time out `/health` on a busy pool), so ask on a connection of the
+        // check's own, closed after.
+        let state = self.pool.state();
+        if state.idle_connections == 0 && state.connections >= self.pool_size {
+            let mut conn = ManageConnection::connect(&self.pinger).await?;
+            let checked =
+                tokio::time::timeout(self.query_timeout, select_one(&mut conn, &self.ctx)).await;
+            return checked.unwrap_or(Err(DbError::Timeout(self.query_timeout.as_secs())));
+        }
         let mut conn = self.acquire().await?;
         match tokio::time::timeout(self.query_timeout, select_one(&mut conn, &self.ctx)).await {
             Ok(r) => r,
