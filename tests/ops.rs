@@ -1940,29 +1940,13 @@ async fn a_batch_that_outlasts_the_request_timeout_answers_what_ran() {
 #[tokio::test]
 async fn each_request_of_a_batch_counts_against_the_per_ip_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = make_db(dir.path());
-    let text = config_text(
-        dir.path(),
-        &db,
-        "",
-        "[limits]\nper_ip_per_sec = 1\nper_ip_burst = 4\n",
-    );
-    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
-    let sid = session_0326(&srv).await;
+    let (srv, sid) = limited_0326(dir.path(), 4).await;
     // Four tokens: initialize takes one, the batch's POST one (for its first request), its
     // second and third requests one each; the fourth and fifth find the bucket empty.
     let batch: Vec<Value> = (1..=5)
         .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
         .collect();
-    let resp = client()
-        .post(srv.url("/claude/mcp"))
-        .header("mcp-session-id", &sid)
-        .json(&batch)
-        .send()
-        .await
-        .expect("batch");
-    assert_eq!(resp.status(), 200);
-    let answers: Value = resp.json().await.expect("JSON");
+    let answers = post_batch(&srv, &sid, &json!(batch)).await;
     for i in [0, 1, 2] {
         assert_eq!(answers[i]["result"], json!({}), "{answers}");
     }
@@ -1982,15 +1966,7 @@ async fn each_request_of_a_batch_counts_against_the_per_ip_limit() {
 #[tokio::test]
 async fn tool_calls_refused_before_they_run_are_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = make_db(dir.path());
-    let text = config_text(
-        dir.path(),
-        &db,
-        "",
-        "[limits]\nper_ip_per_sec = 1\nper_ip_burst = 3\n",
-    );
-    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
-    let sid = session_0326(&srv).await;
+    let (srv, sid) = limited_0326(dir.path(), 3).await;
     // Three tokens: initialize one, the POST one (its first message), the second message
     // one; the third message, a tool call, finds the bucket empty.
     let call = |id: i64| {
@@ -2002,15 +1978,7 @@ async fn tool_calls_refused_before_they_run_are_audited() {
         call(2),
         call(3)
     ]);
-    let resp = client()
-        .post(srv.url("/claude/mcp"))
-        .header("mcp-session-id", &sid)
-        .json(&batch)
-        .send()
-        .await
-        .expect("batch");
-    assert_eq!(resp.status(), 200);
-    let answers: Value = resp.json().await.expect("JSON");
+    let answers = post_batch(&srv, &sid, &json!(batch)).await;
     assert_eq!(answers[0]["error"]["code"], -32602, "{answers}");
     assert_eq!(answers[1]["result"]["isError"], false, "{answers}");
     assert_eq!(answers[2]["error"]["code"], -32000, "{answers}");
@@ -2043,6 +2011,30 @@ async fn tool_calls_refused_before_they_run_are_audited() {
         "{}",
         calls[2]
     );
+}
+
+/// A server whose per-IP bucket holds `burst` tokens (one more each second), with a 2025-03-26
+/// session open on it (which took one of them).
+async fn limited_0326(dir: &Path, burst: u32) -> (Server, String) {
+    let db = make_db(dir);
+    let limits = format!("[limits]\nper_ip_per_sec = 1\nper_ip_burst = {burst}\n");
+    let text = config_text(dir, &db, "", &limits);
+    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let sid = session_0326(&srv).await;
+    (srv, sid)
+}
+
+/// POSTs the JSON-RPC batch `batch` on session `sid`: its answers (a 200 is expected).
+async fn post_batch(srv: &Server, sid: &str, batch: &Value) -> Value {
+    let resp = client()
+        .post(srv.url("/claude/mcp"))
+        .header("mcp-session-id", sid)
+        .json(batch)
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("JSON")
 }
 
 /// Starts a 2025-03-26 session on `/claude/mcp` (the revision with JSON-RPC batches); its id.

@@ -576,6 +576,35 @@ async fn a_self_join_result_describes_the_row_its_id_names() {
     assert!(text.contains("Nadia") && text.contains("Layla"), "{hit}");
 }
 
+/// A server without authentication on the SQLite file `db`, with a `/chatgpt` scope (search and
+/// fetch) and a `/claude` one (every tool); its state in `state`.
+fn sqlite_file_config(state: &std::path::Path, db: &std::path::Path) -> String {
+    format!(
+        r#"
+[server]
+insecure_no_auth = true
+state_dir = "{state}"
+
+[[database]]
+name = "file"
+kind = "sqlite"
+path = "{db}"
+
+[[scope]]
+path = "/chatgpt"
+database = "file"
+profile = "chatgpt"
+
+[[scope]]
+path = "/claude"
+database = "file"
+profile = "full"
+"#,
+        state = state.display(),
+        db = db.display()
+    )
+}
+
 /// A value SQLite will not hand over (over 16 MiB) fails its own query with a clear error and
 /// does not sink a keyword search: the other tables are still searched.
 #[tokio::test]
@@ -593,31 +622,7 @@ async fn a_table_too_large_to_read_does_not_sink_a_search() {
     conn.execute("INSERT INTO notes VALUES (1, ?1)", [&huge])
         .expect("huge row");
     drop(conn);
-    let toml = format!(
-        r#"
-[server]
-insecure_no_auth = true
-state_dir = "{state}"
-
-[[database]]
-name = "big"
-kind = "sqlite"
-path = "{db}"
-
-[[scope]]
-path = "/chatgpt"
-database = "big"
-profile = "chatgpt"
-
-[[scope]]
-path = "/claude"
-database = "big"
-profile = "full"
-"#,
-        state = dir.path().display(),
-        db = path.display()
-    );
-    let srv = Server::with_config(&toml).await;
+    let srv = Server::with_config(&sqlite_file_config(dir.path(), &path)).await;
     let found = srv
         .tool_ok("/chatgpt", "search", json!({"query": "zebra"}))
         .await;
@@ -670,26 +675,7 @@ async fn a_child_table_that_cannot_be_read_does_not_sink_a_fetch() {
     conn.execute("INSERT INTO pets VALUES (1, 1, ?1)", [&huge])
         .expect("huge row");
     drop(conn);
-    let toml = format!(
-        r#"
-[server]
-insecure_no_auth = true
-state_dir = "{state}"
-
-[[database]]
-name = "kids"
-kind = "sqlite"
-path = "{db}"
-
-[[scope]]
-path = "/chatgpt"
-database = "kids"
-profile = "chatgpt"
-"#,
-        state = dir.path().display(),
-        db = path.display()
-    );
-    let srv = Server::with_config(&toml).await;
+    let srv = Server::with_config(&sqlite_file_config(dir.path(), &path)).await;
     let row = srv
         .tool_ok("/chatgpt", "fetch", json!({"id": "main.owners/1"}))
         .await;

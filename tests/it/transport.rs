@@ -468,20 +468,25 @@ async fn a_modern_notification_is_accepted_with_202() {
     assert_eq!(r.status, 202, "{}", r.text);
 }
 
-#[tokio::test]
-async fn the_get_stream_of_2025_11_25_starts_with_a_priming_event() {
-    let srv = Server::demo().await;
-    let c = Legacy::connect(&srv, "/claude", V1125).await;
-    let resp = open_stream(
+/// `GET /claude/mcp`, the server-to-client stream of session `sid`, naming `version`.
+async fn session_stream(srv: &Server, sid: &str, version: &str) -> reqwest::Response {
+    open_stream(
         &srv.client,
         &srv.url("/claude/mcp"),
         &[
             ("accept", "text/event-stream"),
-            ("mcp-session-id", &c.session),
-            ("mcp-protocol-version", V1125),
+            ("mcp-session-id", sid),
+            ("mcp-protocol-version", version),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn the_get_stream_of_2025_11_25_starts_with_a_priming_event() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let resp = session_stream(&srv, &c.session, V1125).await;
     assert_eq!(resp.status().as_u16(), 200);
     let ct = resp
         .headers()
@@ -507,16 +512,7 @@ async fn the_get_stream_of_2025_11_25_starts_with_a_priming_event() {
     );
     // Event ids are unique across all the streams of a session (2025-11-25, resumability):
     // a second stream of the same session is primed with another id.
-    let again = open_stream(
-        &srv.client,
-        &srv.url("/claude/mcp"),
-        &[
-            ("accept", "text/event-stream"),
-            ("mcp-session-id", &c.session),
-            ("mcp-protocol-version", V1125),
-        ],
-    )
-    .await;
+    let again = session_stream(&srv, &c.session, V1125).await;
     assert_eq!(again.status().as_u16(), 200);
     let second = SseReader::new(again)
         .next_event(Duration::from_secs(5))
@@ -549,16 +545,7 @@ async fn an_unknown_version_header_is_a_400_on_every_kind_of_session_request() {
         assert_eq!(r.error_code(), Some(-32000), "{body}: {}", r.text);
         assert!(r.error_message().contains("1999-01-01"), "{}", r.text);
     }
-    let get = open_stream(
-        &srv.client,
-        &srv.url("/claude/mcp"),
-        &[
-            ("accept", "text/event-stream"),
-            ("mcp-session-id", &c.session),
-            ("mcp-protocol-version", "1999-01-01"),
-        ],
-    )
-    .await;
+    let get = session_stream(&srv, &c.session, "1999-01-01").await;
     assert_eq!(get.status().as_u16(), 400);
     let delete = srv
         .client
