@@ -148,6 +148,20 @@ async fn start_plain(extra: &str) -> (tempfile::TempDir, PathBuf, Server) {
     (dir, db, server)
 }
 
+/// A query SQLite works at until its time limit stops it (a count to 10^12).
+const SLOW_SQL: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+
+/// A server on a fresh database in `dir` whose requests time out after 1 s and whose queries
+/// after 3 s.
+async fn start_timing_out(dir: &Path) -> Server {
+    let db = make_db(dir);
+    let text = config_text(dir, &db, "", "[limits]\nrequest_timeout_secs = 1\n").replace(
+        "kind = \"sqlite\"",
+        "kind = \"sqlite\"\nquery_timeout_secs = 3",
+    );
+    Server::start(Config::parse(&text).expect("config"), true).await
+}
+
 fn audit_lines(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("audit.jsonl"))
         .unwrap_or_default()
@@ -212,7 +226,7 @@ async fn readiness_reports_a_busy_pool_as_up() {
         "kind = \"sqlite\"\npool_size = 1\nquery_timeout_secs = 9",
     );
     let srv = Server::start(Config::parse(&text).expect("config"), true).await;
-    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let slow = SLOW_SQL;
     let query = srv.tool("/claude", "execute_sql", json!({ "sql": slow }));
     let probe = async {
         // The slow query has the pool's one connection by now.
@@ -383,15 +397,10 @@ async fn metrics_count_tool_calls_requests_and_queries() {
 #[tokio::test]
 async fn a_request_that_times_out_is_counted_under_its_route() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = make_db(dir.path());
     // The query runs until SQLite's progress handler stops it at 3 s, past the 1 s request
     // timeout (and no longer: the call's future is dropped at 1 s, the query is not).
-    let text = config_text(dir.path(), &db, "", "[limits]\nrequest_timeout_secs = 1\n").replace(
-        "kind = \"sqlite\"",
-        "kind = \"sqlite\"\nquery_timeout_secs = 3",
-    );
-    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
-    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let srv = start_timing_out(dir.path()).await;
+    let slow = SLOW_SQL;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "execute_sql", "arguments": {"sql": slow}}});
     let started = Instant::now();
@@ -1884,14 +1893,9 @@ async fn a_query_stuck_in_one_step_or_building_a_huge_row_holds_up_nothing() {
 #[tokio::test]
 async fn a_batch_that_outlasts_the_request_timeout_answers_what_ran() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = make_db(dir.path());
-    let text = config_text(dir.path(), &db, "", "[limits]\nrequest_timeout_secs = 1\n").replace(
-        "kind = \"sqlite\"",
-        "kind = \"sqlite\"\nquery_timeout_secs = 3",
-    );
-    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let srv = start_timing_out(dir.path()).await;
     let sid = session_0326(&srv).await;
-    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let slow = SLOW_SQL;
     let batch = json!([
         {"jsonrpc": "2.0", "id": 1, "method": "ping"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -2064,14 +2068,9 @@ async fn session_0326(srv: &Server) -> String {
 async fn a_batch_whose_body_arrives_slowly_still_answers_before_the_request_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = make_db(dir.path());
-    let text = config_text(dir.path(), &db, "", "[limits]\nrequest_timeout_secs = 1\n").replace(
-        "kind = \"sqlite\"",
-        "kind = \"sqlite\"\nquery_timeout_secs = 3",
-    );
-    let srv = Server::start(Config::parse(&text).expect("config"), true).await;
+    let srv = start_timing_out(dir.path()).await;
     let sid = session_0326(&srv).await;
-    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000000) SELECT count(*) AS n FROM c";
+    let slow = SLOW_SQL;
     let body = serde_json::to_vec(&json!([
         {"jsonrpc": "2.0", "id": 1, "method": "ping"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call",

@@ -593,18 +593,14 @@ impl MssqlBackend {
         let connect_errors = Arc::new(tx);
         let outage = Arc::new(OutageLog::default());
         let pool_size = settings.pool_size.max(1);
-        let manager = Manager {
+        let opener = |attempts| Manager {
             ctx: ctx.clone(),
-            gate: Semaphore::new(CONNECT_CONCURRENCY),
+            gate: Semaphore::new(attempts),
             settings: settings.clone(),
             outage: outage.clone(),
         };
-        let pinger = Manager {
-            ctx: ctx.clone(),
-            gate: Semaphore::new(1),
-            settings: settings.clone(),
-            outage: outage.clone(),
-        };
+        let manager = opener(CONNECT_CONCURRENCY);
+        let pinger = opener(1);
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(MIN_IDLE.min(pool_size)))
@@ -2702,6 +2698,23 @@ mod tests {
         }
     }
 
+    /// The LIKE search and the full-text search (keyed on `At`) of table `t` for the keyword
+    /// `a` in its text column `text`.
+    fn searches_of(t: &TableInfo, cols: &[String], text: &str) -> (String, String) {
+        let keywords = strings(&["a"]);
+        let text_columns = strings(&[text]);
+        let req = SearchRequest {
+            table: t,
+            columns: cols,
+            text_columns: &text_columns,
+            keywords: &keywords,
+            limit: 10,
+        };
+        let like = search_sql(&req).expect("sql");
+        let full_text = full_text_search_sql(&req, "At", &[text]).expect("sql");
+        (like, full_text)
+    }
+
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -2801,23 +2814,16 @@ mod tests {
         );
         let sql = lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql");
         assert!(sql.ends_with(&format!(" ORDER BY {order}")), "{sql}");
-        let keywords = strings(&["a"]);
-        let text = strings(&["Tag"]);
-        let req = SearchRequest {
-            table: t,
-            columns: &cols,
-            text_columns: &text,
-            keywords: &keywords,
-            limit: 10,
-        };
-        let sql = search_sql(&req).expect("sql");
-        assert!(sql.ends_with(&format!("DESC, {order}")), "{sql}");
-        let sql = full_text_search_sql(&req, "At", &["Tag"]).expect("sql");
-        assert!(sql.ends_with("DESC, t.[At], t.[Amount]"), "{sql}");
+        let (like, full_text) = searches_of(t, &cols, "Tag");
+        assert!(like.ends_with(&format!("DESC, {order}")), "{like}");
+        assert!(
+            full_text.ends_with("DESC, t.[At], t.[Amount]"),
+            "{full_text}"
+        );
         for sql in [
             sample_sql(t, &cols, &Page::rows(0, 5)).expect("sql"),
             lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql"),
-            search_sql(&req).expect("sql"),
+            like,
         ] {
             assert!(!sql.contains("Code"), "the hidden column: {sql}");
         }
@@ -2875,19 +2881,12 @@ mod tests {
             );
             let sql = lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql");
             assert!(!sql.contains("ORDER BY"), "{sql}");
-            let keywords = strings(&["a"]);
-            let text = strings(&["Line"]);
-            let req = SearchRequest {
-                table: t,
-                columns: &cols,
-                text_columns: &text,
-                keywords: &keywords,
-                limit: 10,
-            };
-            let sql = search_sql(&req).expect("sql");
-            assert!(sql.ends_with("ORDER BY [_score] DESC"), "{sql}");
-            let sql = full_text_search_sql(&req, "At", &["Line"]).expect("sql");
-            assert!(sql.ends_with("ORDER BY ft.[RANK] DESC"), "{sql}");
+            let (like, full_text) = searches_of(t, &cols, "Line");
+            assert!(like.ends_with("ORDER BY [_score] DESC"), "{like}");
+            assert!(
+                full_text.ends_with("ORDER BY ft.[RANK] DESC"),
+                "{full_text}"
+            );
         }
     }
 

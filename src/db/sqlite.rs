@@ -1421,6 +1421,17 @@ mod tests {
         .expect("fixture");
     }
 
+    /// The backend on [`keyless_fixture`] in `dir`, and its catalog as [`keyless_catalog`].
+    async fn keyless_backend(dir: &Path) -> (SqliteBackend, Catalog) {
+        let path = dir.join("keyless.sqlite");
+        keyless_fixture(&path);
+        let b = SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
+            .await
+            .expect("open");
+        let catalog = keyless_catalog(&b).await;
+        (b, catalog)
+    }
+
     async fn keyless_catalog(b: &SqliteBackend) -> Catalog {
         let rules = crate::db::AccessRules {
             deny_columns: vec!["parts.code".into()],
@@ -1453,12 +1464,7 @@ mod tests {
     #[tokio::test]
     async fn a_table_whose_key_is_hidden_samples_in_visible_column_order_and_pages_stably() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("keyless.sqlite");
-        keyless_fixture(&path);
-        let b = SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
-            .await
-            .expect("open");
-        let catalog = keyless_catalog(&b).await;
+        let (b, catalog) = keyless_backend(dir.path()).await;
         let visible: Vec<String> = vec!["name".into(), "qty".into()];
         let table = catalog.find("parts").expect("parts");
         assert!(
@@ -1488,12 +1494,7 @@ mod tests {
     #[tokio::test]
     async fn a_table_or_view_without_a_key_samples_unsorted_in_scan_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("keyless.sqlite");
-        keyless_fixture(&path);
-        let b = SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
-            .await
-            .expect("open");
-        let catalog = keyless_catalog(&b).await;
+        let (b, catalog) = keyless_backend(dir.path()).await;
         let scanned = |rows: &[(&str, i64)]| -> Vec<Vec<Value>> {
             rows.iter()
                 .map(|(t, n)| vec![Value::text(*t), Value::Int(*n)])

@@ -14,6 +14,7 @@ use super::protocol::{
 };
 use crate::db::TableInfo;
 use crate::json::Json;
+use crate::ops::metrics::ToolStatus;
 use crate::state::Scope;
 use crate::tools::{self, ToolError, visible_tables};
 
@@ -296,18 +297,7 @@ async fn call_tool(
         Ok(name) => name,
         Err(e) => {
             // Audited too: who sent a call the server could not even name.
-            let status = crate::ops::metrics::ToolStatus::Invalid;
-            let why = Some(e.message.clone());
-            record_call(
-                scope,
-                "",
-                args,
-                caller,
-                status,
-                None,
-                why,
-                std::time::Duration::ZERO,
-            );
+            audit_unrun_call(scope, params, caller, ToolStatus::Invalid, &e.message);
             return Err(e);
         }
     };
@@ -385,7 +375,6 @@ impl<'a> PendingCall<'a> {
 
     /// Records the outcome (the rows returned, or the error) and says how long it took.
     pub(crate) fn finish(mut self, outcome: Result<usize, &ToolError>) -> std::time::Duration {
-        use crate::ops::metrics::ToolStatus;
         self.done = true;
         let status = match outcome {
             Ok(_) => ToolStatus::Ok,
@@ -420,7 +409,7 @@ impl Drop for PendingCall<'_> {
                 self.name,
                 self.args,
                 self.caller,
-                crate::ops::metrics::ToolStatus::Cancelled,
+                ToolStatus::Cancelled,
                 None,
                 Some("the call was cancelled before it finished (the client went away or the request timed out)".into()),
                 self.started.elapsed(),
@@ -436,14 +425,19 @@ pub(crate) fn audit_unrun(
     scope: &Scope,
     req: &crate::mcp::protocol::Request,
     caller: &Caller,
-    status: crate::ops::metrics::ToolStatus,
+    status: ToolStatus,
     why: &str,
 ) {
-    if req.method != "tools/call" {
-        return;
+    if req.method == "tools/call" {
+        audit_unrun_call(scope, &req.params, caller, status, why);
     }
-    let name = req.params.get("name").and_then(Value::as_str).unwrap_or("");
-    let args = req.params.get("arguments").unwrap_or(&Value::Null);
+}
+
+/// Audits the tool call with `params` that did not run, and why (its name as given, or none).
+fn audit_unrun_call(scope: &Scope, params: &Value, caller: &Caller, status: ToolStatus, why: &str) {
+    let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+    let args = params.get("arguments").unwrap_or(&Value::Null);
+    let zero = std::time::Duration::ZERO;
     record_call(
         scope,
         name,
@@ -451,8 +445,8 @@ pub(crate) fn audit_unrun(
         caller,
         status,
         None,
-        Some(why.to_string()),
-        std::time::Duration::ZERO,
+        Some(why.into()),
+        zero,
     );
 }
 
@@ -463,13 +457,7 @@ pub(crate) fn audit_rate_limited(
     caller: &Caller,
 ) {
     let why = "rate limited: too many tool calls from this client";
-    audit_unrun(
-        scope,
-        req,
-        caller,
-        crate::ops::metrics::ToolStatus::Refused,
-        why,
-    );
+    audit_unrun(scope, req, caller, ToolStatus::Refused, why);
 }
 
 /// Counts the call and writes its audit record (queued; never waits).
@@ -479,7 +467,7 @@ fn record_call(
     name: &str,
     args: &Value,
     caller: &Caller,
-    status: crate::ops::metrics::ToolStatus,
+    status: ToolStatus,
     rows: Option<usize>,
     error: Option<String>,
     elapsed: std::time::Duration,

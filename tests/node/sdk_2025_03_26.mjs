@@ -18,21 +18,10 @@ import { SSEClientTransport } from "sdk-2025-03-26/client/sse.js";
 import { StreamableHTTPClientTransport } from "sdk-2025-03-26/client/streamableHttp.js";
 import { LATEST_PROTOCOL_VERSION } from "sdk-2025-03-26/types.js";
 
-const BASE = (process.argv[2] ?? process.env.MCP_BASE_URL ?? "").replace(/\/+$/, "");
-if (!/^https?:\/\//.test(BASE)) {
-  console.error("usage: node sdk_2025_03_26.mjs <base-url>   (or set MCP_BASE_URL)");
-  process.exit(2);
-}
+import { SCOPES, baseUrl, transports } from "./sdk_common.mjs";
 
-const SCOPES = {
-  chatgpt: ["fetch", "search"],
-  claude: ["describe_table", "execute_sql", "fetch", "get_table_sample", "list_tables", "search"],
-};
-
-const TRANSPORTS = {
-  "streamable-http": (scope) => new StreamableHTTPClientTransport(new URL(`${BASE}/${scope}/mcp`)),
-  sse: (scope) => new SSEClientTransport(new URL(`${BASE}/${scope}/sse`)),
-};
+const BASE = baseUrl("sdk_2025_03_26.mjs");
+const TRANSPORTS = transports(BASE, { StreamableHTTPClientTransport, SSEClientTransport });
 
 test("the installed SDK is the 2025-03-26 one", () => {
   assert.equal(LATEST_PROTOCOL_VERSION, "2025-03-26");

@@ -16,21 +16,10 @@ import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
 
-const BASE = (process.argv[2] ?? process.env.MCP_BASE_URL ?? "").replace(/\/+$/, "");
-if (!/^https?:\/\//.test(BASE)) {
-  console.error("usage: node sdk_client.mjs <base-url>   (or set MCP_BASE_URL), e.g. http://127.0.0.1:8080");
-  process.exit(2);
-}
+import { SCOPES, baseUrl, transports } from "./sdk_common.mjs";
 
-const SCOPES = {
-  chatgpt: ["fetch", "search"],
-  claude: ["describe_table", "execute_sql", "fetch", "get_table_sample", "list_tables", "search"],
-};
-
-const TRANSPORTS = {
-  "streamable-http": (scope) => new StreamableHTTPClientTransport(new URL(`${BASE}/${scope}/mcp`)),
-  sse: (scope) => new SSEClientTransport(new URL(`${BASE}/${scope}/sse`)),
-};
+const BASE = baseUrl("sdk_client.mjs");
+const TRANSPORTS = transports(BASE, { StreamableHTTPClientTransport, SSEClientTransport });
 
 // Words that say nothing about a row: column-ish values, booleans, SQL-ish noise.
 const BORING = new Set(["null", "true", "false", "none", "table", "rows", "related", "main", "dbo", "example"]);
