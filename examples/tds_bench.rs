@@ -15,8 +15,10 @@
 //! workloads are W1 at 1 and 32 connections and W2 at 32, and 4 is the pool's size), it runs
 //! four arms for `--secs` seconds each (after `--warmup` seconds of the same load), rotating
 //! which goes first over `--rounds` rounds, and prints a markdown table: the ratios of the
-//! totals, and the median (and range) of the per-round ratios, each pairing runs of the same
-//! round.
+//! totals, the median (and range) of the per-round ratios, each pairing runs of the same
+//! round, and from four rounds on a 95% bootstrap interval over the rounds. `--secs` and
+//! `--warmup` take fractions: on a host whose speed drifts, many short rounds (`--secs 0.5
+//! --warmup 0.1 --rounds 60`) spread the drift over every arm.
 //!
 //! - **W1**: point lookup by key, `SELECT Id, Name, Email, City FROM Customers WHERE Id = N`.
 //! - **W2**: a 100-row result, `SELECT TOP 100 Id, CustomerId, ProductId, Quantity, Status,
@@ -197,8 +199,10 @@ impl Tally {
 type Tds = tiberius::Client<Compat<TcpStream>>;
 
 struct Args {
-    secs: u64,
-    warmup: u64,
+    /// Seconds per measured run and per warm-up (`--secs 0.5`): short runs over many rounds
+    /// interleave the arms finely, so a drift in the host's speed lands on all of them.
+    secs: Duration,
+    warmup: Duration,
     rounds: u32,
     /// Peer on CPU 0, this process on CPU 1 (see [`pin`]).
     pin: bool,
@@ -222,8 +226,8 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        secs: 5,
-        warmup: 1,
+        secs: Duration::from_secs(5),
+        warmup: Duration::from_secs(1),
         rounds: 2,
         pin: false,
         only: None,
@@ -234,18 +238,24 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut num = || -> u64 {
+        let num = |it: &mut std::iter::Skip<std::env::Args>| -> u64 {
             it.next()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("{flag} needs a number"))
         };
+        let seconds = |it: &mut std::iter::Skip<std::env::Args>| -> Duration {
+            it.next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .and_then(|v| Duration::try_from_secs_f64(v).ok())
+                .unwrap_or_else(|| panic!("{flag} needs a number of seconds"))
+        };
         match flag.as_str() {
-            "--secs" => a.secs = num().max(1),
-            "--warmup" => a.warmup = num(),
-            "--rounds" => a.rounds = num().max(1) as u32,
+            "--secs" => a.secs = seconds(&mut it).max(Duration::from_millis(100)),
+            "--warmup" => a.warmup = seconds(&mut it),
+            "--rounds" => a.rounds = num(&mut it).max(1) as u32,
             "--pin" => a.pin = true,
-            "--batch-delay-us" => a.batch_delay = Duration::from_micros(num()),
-            "--workers" => a.workers = num() as usize,
+            "--batch-delay-us" => a.batch_delay = Duration::from_micros(num(&mut it)),
+            "--workers" => a.workers = num(&mut it) as usize,
             "--conc" => {
                 a.conc = it
                     .next()
@@ -267,7 +277,7 @@ fn args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "tds_bench [--secs N] [--warmup N] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest] [--batch-delay-us N] [--conc 1,4,32] [--workers N]"
+                    "tds_bench [--secs S] [--warmup S] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest] [--batch-delay-us N] [--conc 1,4,32] [--workers N]"
                 );
                 std::process::exit(0);
             }
@@ -500,10 +510,10 @@ async fn run_server(
     raw: Option<std::net::SocketAddr>,
     workload: Workload,
     conc: usize,
-    secs: u64,
+    secs: Duration,
     id_base: u64,
 ) -> Tally {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + secs;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..conc {
@@ -606,8 +616,13 @@ async fn start_hop(conns: Vec<Tds>) -> std::net::SocketAddr {
 }
 
 /// The load of the server arm, sent to the bare hop: the SQL as the body, the row count back.
-async fn run_hop(addr: std::net::SocketAddr, workload: Workload, conc: usize, secs: u64) -> Tally {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+async fn run_hop(
+    addr: std::net::SocketAddr,
+    workload: Workload,
+    conc: usize,
+    secs: Duration,
+) -> Tally {
+    let deadline = Instant::now() + secs;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..conc {
@@ -639,11 +654,11 @@ async fn run_plain(
     clients: &mut Vec<Tds>,
     workload: Workload,
     conc: usize,
-    secs: u64,
+    secs: Duration,
     batch: bool,
     delay: Duration,
 ) -> Tally {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let deadline = Instant::now() + secs;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..conc {
@@ -829,7 +844,7 @@ profile = "full"
                     next_id += 1;
                     let id_base = next_id * 10_000_000_000;
                     for (secs, measured) in [(a.warmup, false), (a.secs, true)] {
-                        if secs == 0 {
+                        if secs.is_zero() {
                             continue;
                         }
                         let (peer0, own0) = (cpu_time(&peer_pid), cpu_time("self"));
@@ -890,8 +905,32 @@ profile = "full"
         }
     }
 
+    // A 95% interval for the ratio of the mean rates, by resampling whole rounds (a
+    // percentile bootstrap, 2,000 draws, fixed seed so a report can be reproduced from its
+    // rounds). The rounds are the unit because the host's speed drifts between them; within
+    // one round the arms run back to back.
+    fn interval(rounds: &[[f64; 4]], n: usize, d: usize) -> (f64, f64) {
+        if rounds.len() < 4 {
+            return (f64::NAN, f64::NAN);
+        }
+        let mut rng = fastrand::Rng::with_seed(0x6d73_7371_6c6d_6370);
+        let mut draws: Vec<f64> = (0..2000)
+            .map(|_| {
+                let (mut num, mut den) = (0.0, 0.0);
+                for _ in 0..rounds.len() {
+                    let r = &rounds[rng.usize(..rounds.len())];
+                    num += r[n];
+                    den += r[d];
+                }
+                num / den.max(1e-9)
+            })
+            .collect();
+        draws.sort_by(f64::total_cmp);
+        (100.0 * draws[50], 100.0 * draws[1949])
+    }
+
     // `num` / `den` as a percentage: the ratio of the totals, then the median and range of
-    // the per-round ratios.
+    // the per-round ratios, and with four rounds or more the bootstrap interval.
     fn ratio(totals: &[Tally; 4], rounds: &[[f64; 4]], num: Side, den: Side) -> String {
         let (n, d) = (num as usize, den as usize);
         // An arm left out by `--only` has no rate to compare.
@@ -901,8 +940,14 @@ profile = "full"
         let mut each: Vec<f64> = rounds.iter().map(|r| r[n] / r[d].max(1e-9)).collect();
         each.sort_by(f64::total_cmp);
         let pct = |i: usize| 100.0 * each.get(i).copied().unwrap_or(0.0);
+        let (lo, hi) = interval(rounds, n, d);
+        let ci = if lo.is_nan() {
+            String::new()
+        } else {
+            format!(" [95% {lo:.0}–{hi:.0}%]")
+        };
         format!(
-            "{:.0}% ({:.0}%, {:.0}–{:.0}%)",
+            "{:.0}% ({:.0}%, {:.0}–{:.0}%){ci}",
             100.0 * totals[n].rate() / totals[d].rate().max(1e-9),
             pct(each.len() / 2),
             pct(0),
@@ -911,7 +956,7 @@ profile = "full"
     }
     println!();
     println!(
-        "Throughput (req/s) of the four arms, and ratios as the ratio of the totals (median of the per-round ratios, range):"
+        "Throughput (req/s) of the four arms, and ratios as the ratio of the totals (median of the per-round ratios, range) [95% bootstrap interval over rounds]:"
     );
     println!();
     println!(
@@ -959,8 +1004,8 @@ profile = "full"
     }
     println!(
         "\n{} s per measured run after {} s of warm-up, {} round(s) rotating which arm goes first; {} runtime worker thread(s); server pool_size = {POOL}, bare hop {POOL} connections; {} plain and {} plain + batch connections.",
-        a.secs,
-        a.warmup,
+        a.secs.as_secs_f64(),
+        a.warmup.as_secs_f64(),
         a.rounds,
         tokio::runtime::Handle::current().metrics().num_workers(),
         clients.len(),
