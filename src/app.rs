@@ -107,12 +107,27 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
         backends.push((db.name.clone(), backend));
     }
     let public_url = config.public_url();
+    let request_timeout = Duration::from_secs(config.limits.request_timeout_secs);
     let scopes = config
         .scopes
         .iter()
         .filter_map(|s| {
             let db = backends.iter().find(|(n, _)| *n == s.database)?.1.clone();
-            Some(Arc::new(Scope::new(s.clone(), db, &public_url, &ops)))
+            let query_timeout = config
+                .databases
+                .iter()
+                .find(|d| d.name == s.database)
+                .map_or(request_timeout, |d| {
+                    Duration::from_secs(d.query_timeout_secs)
+                });
+            let budget = query_timeout.min(request_timeout * 9 / 10);
+            Some(Arc::new(Scope::new(
+                s.clone(),
+                db,
+                &public_url,
+                &ops,
+                budget,
+            )))
         })
         .collect();
     let oauth = if no_auth {

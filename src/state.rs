@@ -38,6 +38,10 @@ pub struct Scope {
     pub tool_metrics: Vec<(&'static str, ToolMetrics)>,
     /// Where this scope's tool calls are recorded.
     pub audit: crate::ops::audit::Audit,
+    /// How long one keyword search may take over all its tables: the database's query timeout,
+    /// and at most nine tenths of the request timeout, so a search that runs out answers with
+    /// what it found instead of the request timing out.
+    pub search_budget: Duration,
     /// Queries (as lifted templates) the guard accepted under this scope's rules, so a query
     /// shape seen before is not parsed again. Only acceptances are kept.
     pub accepted: moka::sync::Cache<String, Arc<CheckedQuery>>,
@@ -51,7 +55,13 @@ pub struct Scope {
 const ACCEPTED_BYTES: u64 = 1 << 20;
 
 impl Scope {
-    pub fn new(config: ScopeConfig, db: DynBackend, public_url: &str, ops: &Ops) -> Self {
+    pub fn new(
+        config: ScopeConfig,
+        db: DynBackend,
+        public_url: &str,
+        ops: &Ops,
+        search_budget: Duration,
+    ) -> Self {
         let metrics: &Metrics = &ops.metrics;
         let tool_metrics = crate::tools::tool_names(config.profile)
             .iter()
@@ -60,6 +70,7 @@ impl Scope {
             .collect();
         Self {
             tool_metrics,
+            search_budget,
             audit: ops.audit.clone(),
             accepted: moka::sync::Cache::builder()
                 .weigher(|sql: &String, q: &Arc<CheckedQuery>| {

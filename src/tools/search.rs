@@ -415,11 +415,30 @@ async fn keywords_search(
         .db
         .pool_stats()
         .map_or(DEFAULT_SEARCHES_AT_ONCE, |p| (p.max as usize / 2).max(1));
-    let results: Vec<_> = futures::StreamExt::collect(futures::StreamExt::buffered(
-        futures::stream::iter(searches),
-        at_once,
-    ))
-    .await;
+    // Tagged with their table's place, so a table answered out of turn is kept when the time
+    // runs out; made into a `Vec` first for the same reason as `searches`.
+    let tagged: Vec<_> = searches
+        .into_iter()
+        .enumerate()
+        .map(|(i, search)| async move { (i, search.await) })
+        .collect();
+    let mut running = futures::StreamExt::buffer_unordered(futures::stream::iter(tagged), at_once);
+    let mut results: Vec<Option<Result<crate::db::RowSet, DbError>>> =
+        std::iter::repeat_with(|| None).take(plans.len()).collect();
+    // The whole search has one budget (`Scope::search_budget`): the tables still running or
+    // waiting when it runs out are left out with a note, and the others are answered, rather
+    // than the request timing out with nothing.
+    let deadline = tokio::time::Instant::now() + scope.search_budget;
+    while let Ok(Some((i, result))) =
+        tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut running)).await
+    {
+        if let Some(slot) = results.get_mut(i) {
+            *slot = Some(result);
+        }
+    }
+    // Cancels what is still running (each such connection is discarded, see `db::mssql`).
+    drop(running);
+    let budget_secs = scope.search_budget.as_secs().max(1);
     let mut failed = None;
     let mut answered = 0usize;
     for ((table, _, text_cols), result) in plans.iter().zip(results) {
@@ -427,8 +446,18 @@ async fn keywords_search(
         // read) or runs out of time (a large table without a full-text index) does not sink
         // the others; a database that is down does.
         let rs = match result {
-            Ok(rs) => rs,
-            Err(e @ (DbError::Sql(_) | DbError::Timeout(_))) => {
+            Some(Ok(rs)) => rs,
+            None => {
+                notes.push(format!(
+                    "{} was not searched: the search ran out of its {budget_secs} s before this \
+                     table's scan finished (full-text indexes on the slow tables' text columns, \
+                     or fewer words, make this fast)",
+                    table.qualified()
+                ));
+                failed.get_or_insert(DbError::Timeout(budget_secs));
+                continue;
+            }
+            Some(Err(e @ (DbError::Sql(_) | DbError::Timeout(_)))) => {
                 tracing::warn!(table = %table.qualified(), error = %e, "search: a table's query failed; searching the others");
                 notes.push(match e {
                     DbError::Timeout(secs) => format!(
@@ -441,7 +470,7 @@ async fn keywords_search(
                 failed.get_or_insert(e);
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Some(Err(e)) => return Err(e.into()),
         };
         answered += 1;
         let score_col = rs.columns.len().saturating_sub(1);
@@ -563,6 +592,131 @@ mod tests {
             keywords("anna.berg@example.com Zürich"),
             vec!["anna.berg@example.com", "zürich"]
         );
+    }
+
+    /// A real SQLite database whose `search` on one table is made slow. No peer can be made
+    /// slow for one table and fast for another on demand, so the delay is injected here;
+    /// everything else is the real backend.
+    struct SlowTable {
+        inner: crate::db::DynBackend,
+        slow: &'static str,
+        delay: std::time::Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::db::Backend for SlowTable {
+        fn dialect(&self) -> crate::db::SqlDialect {
+            self.inner.dialect()
+        }
+        fn kind(&self) -> &'static str {
+            self.inner.kind()
+        }
+        async fn catalog(&self) -> Result<std::sync::Arc<crate::db::Catalog>, DbError> {
+            self.inner.catalog().await
+        }
+        async fn query(&self, sql: &str, page: Page) -> Result<crate::db::RowSet, DbError> {
+            self.inner.query(sql, page).await
+        }
+        async fn sample(
+            &self,
+            table: &TableInfo,
+            columns: &[String],
+            page: Page,
+        ) -> Result<crate::db::RowSet, DbError> {
+            self.inner.sample(table, columns, page).await
+        }
+        async fn lookup(
+            &self,
+            table: &TableInfo,
+            columns: &[String],
+            key_columns: &[String],
+            key: &[String],
+            page: Page,
+        ) -> Result<crate::db::RowSet, DbError> {
+            self.inner
+                .lookup(table, columns, key_columns, key, page)
+                .await
+        }
+        async fn search(&self, req: SearchRequest<'_>) -> Result<crate::db::RowSet, DbError> {
+            if req.table.name == self.slow {
+                tokio::time::sleep(self.delay).await;
+            }
+            self.inner.search(req).await
+        }
+        async fn ping(&self) -> Result<(), DbError> {
+            self.inner.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_search_out_of_time_answers_what_it_found_and_names_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("two.sqlite");
+        {
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE quick_notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+                 CREATE TABLE slow_notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+                 INSERT INTO quick_notes VALUES (1, 'the apricot harvest'), (2, 'pears');
+                 INSERT INTO slow_notes VALUES (1, 'apricot jam');",
+            )
+            .expect("fixture");
+        }
+        let toml = format!(
+            "[server]\ninsecure_no_auth = true\nstate_dir = \"{}\"\n[audit]\noutput = \"off\"\n\
+             [[database]]\nname = \"d\"\nkind = \"sqlite\"\npath = \"{}\"\n\
+             [[scope]]\npath = \"/t\"\ndatabase = \"d\"\n",
+            dir.path().display(),
+            path.display()
+        );
+        let config = crate::config::Config::parse(&toml).expect("config");
+        let ops = crate::ops::Ops::new(&config);
+        let sqlite = crate::db::sqlite::SqliteBackend::open(
+            &path,
+            false,
+            4,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("sqlite");
+        let db: crate::db::DynBackend = std::sync::Arc::new(SlowTable {
+            inner: std::sync::Arc::new(sqlite),
+            slow: "slow_notes",
+            delay: std::time::Duration::from_secs(20),
+        });
+        let budget = std::time::Duration::from_millis(300);
+        let scope = Scope::new(
+            config.scopes[0].clone(),
+            db,
+            "http://127.0.0.1",
+            &ops,
+            budget,
+        );
+
+        let started = std::time::Instant::now();
+        let out = search(&scope, "apricot").await.expect("search");
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        let text = out.json.into_string();
+        assert!(text.contains("the apricot harvest"), "{text}");
+        assert!(!text.contains("apricot jam"), "{text}");
+        assert!(
+            text.contains("main.slow_notes was not searched: the search ran out of its 1 s"),
+            "{text}"
+        );
+
+        // Every table out of time: a timeout error, not an empty success.
+        let db: crate::db::DynBackend = std::sync::Arc::new(SlowTable {
+            inner: scope.db.clone(),
+            slow: "quick_notes",
+            delay: std::time::Duration::from_secs(20),
+        });
+        let config2 = config.scopes[0].clone();
+        let both_slow = Scope::new(config2, db, "http://127.0.0.1", &ops, budget);
+        let err = search(&both_slow, "apricot")
+            .await
+            .expect_err("all out of time");
+        assert!(err.to_string().contains("1 s"), "{err}");
     }
 
     #[test]
