@@ -770,8 +770,27 @@ impl Store {
             })
             .map(|c| c.store_key())
             .collect();
+        // A used code outlives its minute while its grant lives: presented again later, it
+        // still revokes the grant (RFC 6749 §4.1.2), instead of reading as merely unknown.
+        // One per grant, so this keeps little.
+        let kept = |t: &TokenRecord| {
+            t.expires_at > now
+                || (t.kind == TokenKind::Code && t.used && live_grants.contains(&t.grant_id))
+        };
+        let doomed: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|t| !kept(t.value()))
+            .map(|t| t.key().clone())
+            .collect();
         let tx = conn.transaction()?;
-        let mut n = tx.execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now])?;
+        let mut n = 0;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM tokens WHERE hash = ?1")?;
+            for hash in &doomed {
+                n += delete.execute(params![hash])?;
+            }
+        }
         for id in &dead_grants {
             n += tx.execute("DELETE FROM grants WHERE grant_id = ?1", params![id])?;
         }
@@ -791,7 +810,9 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        self.tokens.retain(|_, t| t.expires_at > now);
+        for hash in &doomed {
+            self.tokens.remove(hash);
+        }
         for id in &dead_grants {
             self.grants.remove(id);
         }
@@ -941,6 +962,77 @@ mod tests {
         assert_eq!(again.err(), Some(RedeemError::Reused));
         assert!(store.check_access(&access, now).is_none());
         assert!(!store.persisted(&access).expect("db"));
+    }
+
+    #[test]
+    fn a_code_replayed_after_its_minute_still_revokes_its_grant_even_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_with_c1(dir.path());
+        let now = now_ms();
+        store
+            .create_grant(
+                grant("g1", "alice", "c1"),
+                TokenKind::Code,
+                "codehash",
+                now + 60_000,
+            )
+            .expect("grant");
+        let (issued, _) = store
+            .redeem(
+                "codehash",
+                TokenKind::Code,
+                now,
+                3_600_000,
+                86_400_000,
+                None,
+            )
+            .expect("db")
+            .expect("first use");
+        let access = super::super::hash_token(&issued.access_token);
+        // Two minutes on, the code has expired and cleanup has run, here and after a restart.
+        let later = now + 120_000;
+        store.cleanup(later, 1000).expect("cleanup");
+        assert!(store.persisted("codehash").expect("db"));
+        drop(store);
+        let store = open_with_c1(dir.path());
+        store.cleanup(later, 1000).expect("cleanup");
+        assert!(store.check_access(&access, later).is_some());
+        let replay = store
+            .redeem(
+                "codehash",
+                TokenKind::Code,
+                later,
+                3_600_000,
+                86_400_000,
+                None,
+            )
+            .expect("db");
+        assert_eq!(replay.err(), Some(RedeemError::Reused));
+        assert!(store.check_access(&access, later).is_none());
+        assert!(store.grant("g1").is_none());
+    }
+
+    #[test]
+    fn a_used_code_goes_with_its_grant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_with_c1(dir.path());
+        let now = now_ms();
+        store
+            .create_grant(
+                grant("g1", "alice", "c1"),
+                TokenKind::Code,
+                "codehash",
+                now + 60_000,
+            )
+            .expect("grant");
+        store
+            .redeem("codehash", TokenKind::Code, now, 1000, 2000, None)
+            .expect("db")
+            .expect("first use");
+        // Every token of the grant has expired: the used code is not kept for ever.
+        store.cleanup(now + 120_000, 1000).expect("cleanup");
+        assert!(!store.persisted("codehash").expect("db"));
+        assert!(store.grant("g1").is_none());
     }
 
     #[test]
