@@ -825,6 +825,7 @@ enum Param {
     Bool(bool),
     Str(String),
     Guid(tiberius::Uuid),
+    Bytes(Vec<u8>),
 }
 
 /// One round trip: a parameterised statement of ours, or a guarded ad-hoc query.
@@ -863,6 +864,7 @@ async fn execute(
                 Param::Bool(b) => q.bind(*b),
                 Param::Str(s) => q.bind(s.as_str()),
                 Param::Guid(g) => q.bind(*g),
+                Param::Bytes(b) => q.bind(b.as_slice()),
             }
         }
         match q.query(&mut conn.client).await {
@@ -1613,6 +1615,8 @@ fn key_param(kind: ValueKind, raw: &str) -> Option<Param> {
         // higher precedence), which keeps them exact; text that is no plain decimal number
         // (`abc`, `inf`, `1e5`, which the server's conversion to numeric refuses) cannot match.
         ValueKind::Decimal => is_decimal_literal(t).then(|| Param::Str(t.to_string())),
+        // Bytes as row ids write them (`0x…`); anything else equals no binary value.
+        ValueKind::Binary => crate::tools::key_bytes(t).map(Param::Bytes),
         // Dates too (the server's conversion is the authority on date formats).
         _ => Some(Param::Str(raw.to_string())),
     }
@@ -2999,6 +3003,13 @@ mod tests {
              ORDER BY [OrderId], [Line]"
         );
         assert_eq!(key_param(ValueKind::Integer, " 42 "), Some(Param::I64(42)));
+        // Binary keys as row ids write them; anything else (the old `<3 bytes>`) finds nothing.
+        assert_eq!(
+            key_param(ValueKind::Binary, "0x00ff10"),
+            Some(Param::Bytes(vec![0, 255, 16]))
+        );
+        assert_eq!(key_param(ValueKind::Binary, "<3 bytes>"), None);
+        assert_eq!(key_param(ValueKind::Binary, "0x0"), None);
         assert_eq!(key_param(ValueKind::Integer, "abc"), None);
         assert_eq!(
             key_param(ValueKind::Boolean, "true"),

@@ -918,6 +918,11 @@ fn key_param(kind: ValueKind, raw: &str) -> rusqlite::types::Value {
             Ok(f) => V::Real(f),
             Err(_) => V::Text(raw.to_string()),
         },
+        // Bytes as row ids write them (`0x…`); other text equals no blob.
+        ValueKind::Binary => match crate::tools::key_bytes(raw) {
+            Some(b) => V::Blob(b),
+            None => V::Text(raw.to_string()),
+        },
         _ => V::Text(raw.to_string()),
     }
 }

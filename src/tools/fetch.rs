@@ -134,6 +134,12 @@ async fn fetch_row(
         .await?;
     let row = rs.rows.first().ok_or_else(not_found)?;
     let values = row_object(&rs.columns, row);
+    // A column's value as a key of another row's id or lookup (bytes as hex, as row ids
+    // write them); `None` when it is NULL or not among the columns read.
+    let key_of = |name: &str| -> Option<String> {
+        let i = rs.columns.iter().position(|c| c.name == name)?;
+        super::key_text(row.get(i)?)
+    };
     let title = row_title(t, &rs.columns, row);
     let mut text = format!("{title}\n");
     for (k, v) in &values {
@@ -150,14 +156,7 @@ async fn fetch_row(
         let Some(parent) = find_visible(scope, &catalog, &fk.ref_schema, &fk.ref_table) else {
             continue;
         };
-        let vals: Option<Vec<String>> = fk
-            .columns
-            .iter()
-            .map(|c| match values.get(c) {
-                Some(Value::Null) | None => None,
-                Some(v) => Some(render(v)),
-            })
-            .collect();
+        let vals: Option<Vec<String>> = fk.columns.iter().map(|c| key_of(c)).collect();
         // Only when the FK points at the parent's primary key is the id a row id.
         if let Some(vals) = vals
             && fk.ref_columns.len() == parent.primary_key.len()
@@ -179,11 +178,7 @@ async fn fetch_row(
             fk.ref_schema.eq_ignore_ascii_case(&t.schema)
                 && fk.ref_table.eq_ignore_ascii_case(&t.name)
         }) {
-            let vals: Option<Vec<String>> = fk
-                .ref_columns
-                .iter()
-                .map(|c| values.get(c).filter(|v| !v.is_null()).map(render))
-                .collect();
+            let vals: Option<Vec<String>> = fk.ref_columns.iter().map(|c| key_of(c)).collect();
             let Some(vals) = vals else { continue };
             if fk.columns.iter().any(|c| {
                 scope

@@ -5,8 +5,9 @@
 //!   (e.g. `main.order_lines/1001,3`);
 //! - a row of an ad-hoc query result: `sql:<token>/<n>`, resolved from the result cache.
 //!
-//! Each part is percent-encoded for `%`, `.`, `/`, `,` and anything outside printable ASCII,
-//! so any table name or key value round-trips.
+//! Each part is percent-encoded for `%`, `.`, `/`, `,`, `?`, `#`, `\` (which browsers turn into
+//! `/` in a URL) and anything outside printable ASCII, so any table name or key value
+//! round-trips, in a record URL too.
 
 use std::fmt::Write;
 
@@ -32,7 +33,7 @@ const CACHED_PREFIX: &str = "sql:";
 
 fn encode_into(out: &mut String, s: &str) {
     for b in s.bytes() {
-        if b.is_ascii_graphic() && !matches!(b, b'%' | b'.' | b'/' | b',' | b'?' | b'#') {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b'.' | b'/' | b',' | b'?' | b'#' | b'\\') {
             out.push(b as char);
         } else {
             let _ = write!(out, "%{b:02X}");

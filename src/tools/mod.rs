@@ -11,6 +11,7 @@ pub mod ids;
 pub mod search;
 pub mod sql;
 
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use serde::Serialize;
@@ -572,6 +573,40 @@ fn write_cell(d: &mut Dual, v: &DbValue) -> Result<(), serde_json::Error> {
     Ok(())
 }
 
+/// A key value as it is written in a row id: bytes as `0x` and upper-case hex (the form
+/// T-SQL writes a binary literal in, which the backends' lookups read back), everything else
+/// as displayed. `None` for NULL, which no key equals.
+pub(crate) fn key_text(v: &DbValue) -> Option<String> {
+    match v {
+        DbValue::Null => None,
+        DbValue::Bytes(b) => {
+            let mut s = String::with_capacity(2 + 2 * b.len());
+            s.push_str("0x");
+            for byte in b {
+                let _ = write!(s, "{byte:02X}");
+            }
+            Some(s)
+        }
+        v => Some(v.display()),
+    }
+}
+
+/// Bytes written as [`key_text`] writes them (`0x` and hex digits, either case); `None`
+/// for anything else, which then matches no binary key.
+pub(crate) fn key_bytes(t: &str) -> Option<Vec<u8>> {
+    let hex = t
+        .trim()
+        .strip_prefix("0x")
+        .or_else(|| t.trim().strip_prefix("0X"))?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// The id of a row of `table` if the selected columns include its whole primary key.
 pub(crate) fn row_id(
     table: &TableInfo,
@@ -586,10 +621,7 @@ pub(crate) fn row_id(
         let i = columns
             .iter()
             .position(|c| c.name.eq_ignore_ascii_case(pk))?;
-        match &row[i] {
-            DbValue::Null => return None,
-            v => key.push(v.display()),
-        }
+        key.push(key_text(&row[i])?);
     }
     Some(ids::RecordId::row(
         &table.schema,

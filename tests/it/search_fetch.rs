@@ -765,3 +765,81 @@ async fn a_question_starting_with_select_or_with_is_searched_as_words() {
         .await;
     assert!(msg.contains("INTO"), "{msg}");
 }
+
+/// Rows keyed by bytes get ids of their own (`0x` and hex, as T-SQL writes a binary literal)
+/// that fetch reads back, and a child found through a binary foreign key links back to its
+/// parent; a key with a backslash is written `%5C`, which browsers keep as it is (a raw `\`
+/// in a record URL would be turned into `/`).
+#[tokio::test]
+async fn binary_and_backslash_keys_make_ids_that_fetch_finds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keys.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE devices (serial BLOB PRIMARY KEY, label TEXT);
+         CREATE TABLE readings (id INTEGER PRIMARY KEY, device BLOB REFERENCES devices(serial),
+                                note TEXT);
+         CREATE TABLE accounts (login TEXT PRIMARY KEY, name TEXT);
+         INSERT INTO devices VALUES (x'00FF10', 'pump walrus'), (x'0A0B', 'valve walrus');
+         INSERT INTO readings VALUES (1, x'0A0B', 'walrus reading');
+         INSERT INTO accounts VALUES ('CORP\\alice', 'Alice walrus');",
+    )
+    .expect("schema");
+    drop(conn);
+    let srv = Server::with_config(&sqlite_file_config(dir.path(), &path)).await;
+    let found = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "walrus"}))
+        .await;
+    let mut got = ids(&found);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "main.accounts/CORP%5Calice",
+            "main.devices/0x00FF10",
+            "main.devices/0x0A0B",
+            "main.readings/1"
+        ],
+        "{found}"
+    );
+    let pump = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.devices/0x00FF10"}))
+        .await;
+    assert!(
+        pump["text"].as_str().unwrap_or("").contains("pump walrus"),
+        "{pump}"
+    );
+    // Lower-case hex is the same key; text that is no hex finds nothing.
+    let valve = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.devices/0x0a0b"}))
+        .await;
+    assert!(valve.to_string().contains("valve walrus"), "{valve}");
+    assert!(
+        valve.to_string().contains("main.readings/1"),
+        "the child through the binary foreign key: {valve}"
+    );
+    let err = srv
+        .tool_err(
+            "/chatgpt",
+            "fetch",
+            json!({"id": "main.devices/%3C3%20bytes%3E"}),
+        )
+        .await;
+    assert!(err.contains("no row"), "{err}");
+    let reading = srv
+        .tool_ok("/chatgpt", "fetch", json!({"id": "main.readings/1"}))
+        .await;
+    assert!(
+        reading.to_string().contains("main.devices/0x0A0B"),
+        "the parent's id: {reading}"
+    );
+    let alice = srv
+        .tool_ok(
+            "/chatgpt",
+            "fetch",
+            json!({"id": "main.accounts/CORP%5Calice"}),
+        )
+        .await;
+    assert!(alice.to_string().contains("Alice walrus"), "{alice}");
+    srv.stop().await;
+}
