@@ -68,10 +68,10 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, ForClause, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
-    InTarget, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, OrderByKind, Query,
-    Select, SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
-    WildcardAdditionalOptions,
+    BinaryOperator, Expr, ForClause, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, Ident, InTarget, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
+    OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator, Value,
+    Visit, Visitor, WildcardAdditionalOptions,
 };
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
 use sqlparser::keywords::Keyword;
@@ -359,11 +359,12 @@ pub fn check(
         if let Some(msg) = tsql.refused {
             return Err(GuardError::Forbidden(msg));
         }
-        checker.column_hazard = tsql.column_hazard;
+        checker.column_hazard = checker.column_hazard.or(tsql.column_hazard);
     }
     if indexed_by {
-        checker.column_hazard =
-            Some("`INDEXED BY`, whose row order can follow a hidden column,".into());
+        checker.column_hazard = checker.column_hazard.or(Some(
+            "`INDEXED BY`, whose row order can follow a hidden column,".into(),
+        ));
     }
     checker.finish(query)
 }
@@ -795,6 +796,41 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
         out.refused = Some("a `--` comment with a carriage return inside it is not allowed".into());
     }
     for (i, t) in significant.iter().enumerate() {
+        if let Token::Word(w) = &t.token {
+            if out.refused.is_none()
+                && let Some(c) = w.value.chars().find(|c| is_invisible(*c))
+            {
+                out.refused = Some(format!(
+                    "the name `{}` has an invisible character (U+{:04X}) in it, which SQL Server \
+                     may ignore when it compares names; write the name without it",
+                    w.value.escape_default(),
+                    c as u32
+                ));
+            }
+            let method = i > 0
+                && matches!(significant[i - 1].token, Token::Period)
+                && significant
+                    .get(i + 1)
+                    .is_some_and(|n| matches!(n.token, Token::LParen))
+                && TSQL_XML_METHODS.contains(&w.value.to_lowercase().as_str());
+            if method && out.column_hazard.is_none() {
+                out.column_hazard = Some(format!(
+                    "the XML method `.{}()`, whose XQuery can read columns by name (sql:column),",
+                    w.value
+                ));
+            }
+            // `FORCESEEK(ix(cols))` names an index without the word INDEX.
+            if w.value.eq_ignore_ascii_case("forceseek")
+                && significant
+                    .get(i + 1)
+                    .is_some_and(|n| matches!(n.token, Token::LParen))
+                && out.column_hazard.is_none()
+            {
+                out.column_hazard = Some(
+                    "a FORCESEEK index hint, whose row order can follow a hidden column,".into(),
+                );
+            }
+        }
         match &t.token {
             Token::Word(w) if w.quote_style.is_none() => {
                 let upper = w.value.to_uppercase();
@@ -808,18 +844,6 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                     out.refused = Some(format!(
                         "`{}` is a T-SQL statement keyword, not allowed inside a query (write [{}] if it is a name)",
                         w.value, w.value
-                    ));
-                }
-                let method = i > 0
-                    && matches!(significant[i - 1].token, Token::Period)
-                    && significant
-                        .get(i + 1)
-                        .is_some_and(|n| matches!(n.token, Token::LParen))
-                    && TSQL_XML_METHODS.contains(&w.value.to_lowercase().as_str());
-                if method && out.column_hazard.is_none() {
-                    out.column_hazard = Some(format!(
-                        "the XML method `.{}()`, whose XQuery can read columns by name (sql:column),",
-                        w.value
                     ));
                 }
                 if (upper == "IDENTITYCOL" || upper == "ROWGUIDCOL") && out.column_hazard.is_none()
@@ -1093,9 +1117,41 @@ struct Checker<'a> {
     slow_step: Option<String>,
 }
 
-/// A bare number used as a column position.
+/// A number used as a column position: bare, or as SQLite still reads it, behind unary `+`,
+/// parentheses, `COLLATE`, or `likely()` / `unlikely()` / `likelihood()` (SQLite's
+/// `resolveOrderGroupBy` looks through all of these).
 fn is_position(e: &Expr) -> bool {
-    matches!(e, Expr::Value(v) if matches!(v.value, Value::Number(..)))
+    match e {
+        Expr::Value(v) => matches!(v.value, Value::Number(..)),
+        Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        }
+        | Expr::Nested(expr)
+        | Expr::Collate { expr, .. } => is_position(expr),
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            matches!(name.as_str(), "likely" | "unlikely" | "likelihood")
+                && matches!(&f.args, FunctionArguments::List(l)
+                    if l.args.first().is_some_and(|a| matches!(a,
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) if is_position(e))))
+        }
+        _ => false,
+    }
+}
+
+/// A character a collation may give no weight when it compares names: the Unicode
+/// default-ignorable code points (soft hyphen, zero-width and bidirectional marks, variation
+/// selectors, tags, …) and control characters. `[sec\u{AD}rets]` could then name `secrets`
+/// while matching no rule.
+fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{AD}' | '\u{34F}' | '\u{61C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+            | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 type Flow = ControlFlow<GuardError>;
@@ -1280,6 +1336,26 @@ impl<'a> Checker<'a> {
         let name = self.norm(&last.value);
         if is_dangerous_function(&name) {
             return forbid(format!("function `{}` is not allowed", f.name));
+        }
+        // `location.STAsText()`: a method of the column `location` (a CLR type). Its
+        // qualifier may be a column, so it is checked as one.
+        for part in &parts[..parts.len() - 1] {
+            if let Some(ident) = part.as_ident() {
+                self.note_ident(ident);
+            }
+        }
+        // SQLite's full-text helpers read a table's columns by number.
+        if self.dialect == SqlDialect::Sqlite
+            && matches!(
+                name.to_ascii_lowercase().as_str(),
+                "snippet" | "highlight" | "bm25" | "matchinfo" | "offsets" | "fts5_get_locale"
+            )
+            && self.column_hazard.is_none()
+        {
+            self.column_hazard = Some(format!(
+                "the full-text function `{}()`, which reads columns by number,",
+                f.name
+            ));
         }
         if MSSQL_CATALOG_FUNCTIONS.contains(&name.to_lowercase().as_str()) {
             return forbid(format!(
@@ -1688,13 +1764,13 @@ impl Visitor for Checker<'_> {
                             matches!(a, FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))
                                 if ALLOWED_TABLE_HINTS.contains(&i.value.to_lowercase().as_str()))
                         });
+                    // Refused, though harmless on a table: on a function, SQL Server reads
+                    // the same text as a call whose arguments are columns in scope.
                     if legacy_hints {
-                        for a in &args.args {
-                            if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a {
-                                self.quiet_exprs.insert(addr(e));
-                            }
-                        }
-                        return ControlFlow::Continue(());
+                        return forbid(format!(
+                            "`{name} (...)` is the old table-hint form, which SQL Server can also \
+                             read as a function call; write `{name} WITH (...)`"
+                        ));
                     }
                     let last = name
                         .0
@@ -1748,9 +1824,11 @@ impl Visitor for Checker<'_> {
         }
         match expr {
             Expr::Identifier(i) => self.note_ident(i),
+            // Every part may be a column: in T-SQL `location.Lat` reads the property `Lat` of
+            // the column `location` (a CLR type) when no table is called `location`.
             Expr::CompoundIdentifier(parts) => {
-                if let Some(last) = parts.last() {
-                    self.note_ident(last);
+                for part in parts {
+                    self.note_ident(part);
                 }
             }
             Expr::Function(f) => self.check_function(f)?,
@@ -1769,7 +1847,13 @@ impl Visitor for Checker<'_> {
                     ));
                 }
                 InTarget::Unnest(_) => return forbid("UNNEST is not allowed"),
-                InTarget::Table { args: None, .. } | InTarget::List(_) | InTarget::Subquery(_) => {}
+                // SQLite reads `x IN t` as `x IN (SELECT * FROM t)`: every column of `t`.
+                InTarget::Table { args: None, name } => {
+                    self.note_nested_wildcard(&format!(
+                        "`IN {name}`, which compares every column,"
+                    ));
+                }
+                InTarget::List(_) | InTarget::Subquery(_) => {}
             },
             Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => {
                 self.note_nested_wildcard("a `*` inside an expression");
@@ -1781,6 +1865,15 @@ impl Visitor for Checker<'_> {
                 if self.slow_step.is_none() =>
             {
                 self.slow_step = Some("a pattern match".into());
+            }
+            // `docs MATCH 'body: x'` names its columns inside a string, out of sight.
+            Expr::BinaryOp {
+                op: BinaryOperator::Match,
+                ..
+            } if self.column_hazard.is_none() => {
+                self.column_hazard = Some(
+                    "a full-text MATCH, whose query text can name any column of the table,".into(),
+                );
             }
             Expr::BinaryOp { op, .. } if !is_linear_operator(op) && self.slow_step.is_none() => {
                 self.slow_step = Some(format!("the operator {op}"));
@@ -2639,7 +2732,93 @@ mod tests {
     fn mssql_non_locking_table_hints_pass() {
         passes(MsSql, "SELECT * FROM dbo.t WITH (NOLOCK)");
         passes(MsSql, "SELECT * FROM dbo.t WITH (NOLOCK, INDEX(ix_t))");
-        passes(MsSql, "SELECT * FROM dbo.t (NOLOCK)");
+    }
+
+    /// The old hint form `t (NOLOCK)` is also how a call of a function with column arguments
+    /// reads: `fn_my_permissions(nolock, nowait)` would list a hidden table's columns.
+    #[test]
+    fn mssql_old_hint_form_is_refused_with_the_new_form_as_the_fix() {
+        let e = refused(MsSql, "SELECT * FROM dbo.t (NOLOCK)");
+        assert!(e.to_string().contains("write `dbo.t WITH (...)`"), "{e}");
+        refused(
+            MsSql,
+            "SELECT p.* FROM (SELECT N'dbo.secrets' AS nolock, N'OBJECT' AS nowait) d \
+             CROSS APPLY fn_my_permissions(nolock, nowait) p",
+        );
+    }
+
+    /// Found by a review (session 17): ways to reach a hidden column without naming it where
+    /// the guard looked.
+    #[test]
+    fn hidden_columns_stay_hidden_behind_in_table_methods_positions_and_invisible_characters() {
+        let r = rules(&[], &["secrets"], &["employees.salary", "stores.location"]);
+        // SQLite: `x IN t` compares every column of t.
+        let e = refused_with(
+            Sqlite,
+            &r,
+            "SELECT e.id FROM employees e WHERE (e.id, e.name, 1) IN employees",
+        );
+        assert!(e.to_string().contains("IN employees"), "{e}");
+        passes_with(
+            Sqlite,
+            &r,
+            "SELECT id FROM employees WHERE id IN (SELECT id FROM employees)",
+        );
+        // Positions behind `+`, parentheses, COLLATE and likely().
+        for order in ["+3", "(3)", "3 COLLATE BINARY", "likely(3)"] {
+            refused_with(
+                Sqlite,
+                &r,
+                &format!("SELECT * FROM employees ORDER BY {order}"),
+            );
+        }
+        refused_with(Sqlite, &r, "SELECT dept FROM employees GROUP BY +2");
+        passes_with(
+            Sqlite,
+            &r,
+            "SELECT * FROM employees ORDER BY name COLLATE NOCASE",
+        );
+        // SQLite full-text: MATCH and the helpers read columns by number or inside a string.
+        for sql in [
+            "SELECT name FROM employees WHERE employees MATCH 'salary: 9*'",
+            "SELECT name, snippet(employees, 3, '', '', '', 8) FROM employees",
+        ] {
+            let e = refused_with(Sqlite, &r, sql);
+            assert!(e.to_string().contains("full-text"), "{sql}: {e}");
+        }
+        // T-SQL: a CLR column's methods and properties.
+        for sql in [
+            "SELECT location.STAsText() AS a FROM stores",
+            "SELECT location.Lat AS b FROM stores",
+            "SELECT s.id FROM stores s WHERE s.location.STDistance(s.location) > 0",
+        ] {
+            let e = refused_with(MsSql, &r, sql);
+            assert!(e.to_string().contains("location"), "{sql}: {e}");
+        }
+        passes_with(MsSql, &r, "SELECT s.id, s.name FROM stores s");
+        // T-SQL: an invisible character a collation ignores.
+        for sql in [
+            "SELECT * FROM [secr\u{AD}ets]",
+            "SELECT [sal\u{200B}ary] FROM employees",
+            "SELECT name FROM [sys\u{AD}].[columns]",
+            "SELECT \"na\u{FEFF}me\" FROM employees",
+        ] {
+            let e = refused_with(MsSql, &r, sql);
+            assert!(e.to_string().contains("invisible character"), "{sql}: {e}");
+        }
+        passes_with(MsSql, &r, "SELECT [Zürich-東京] FROM employees");
+        // T-SQL: XML methods in brackets, and FORCESEEK's index.
+        for sql in [
+            "SELECT CAST(N'' AS xml).[value](N'sql:column(\"salary\")', N'int') AS s FROM employees",
+            "SELECT name FROM employees WITH (FORCESEEK(ix_dept_salary(dept))) WHERE dept = N'x'",
+        ] {
+            refused_with(MsSql, &r, sql);
+        }
+        passes_with(
+            MsSql,
+            &r,
+            "SELECT name FROM employees WITH (FORCESEEK) WHERE dept = N'x'",
+        );
     }
 
     #[test]
