@@ -841,6 +841,59 @@ async fn a_name_locked_from_one_network_still_signs_in_from_another() {
     s.stop().await;
 }
 
+/// Registrations count per address and, ten times that, per network: a block of addresses
+/// (here told by a trusted proxy) cannot register without end.
+#[tokio::test]
+async fn registration_is_rate_limited_per_network_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let s = start_edited(
+        dir.path(),
+        listener,
+        "registrations_per_hour_per_ip = 1\nmax_clients = 1000",
+        |t| {
+            t.replacen(
+                "[server]\n",
+                "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+                1,
+            )
+        },
+    )
+    .await;
+    let c = http();
+    let from = |addr: String| {
+        let (c, s) = (c.clone(), &s);
+        async move {
+            c.post(format!("{}/chatgpt/register", s.base))
+                .header("x-forwarded-for", addr)
+                .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}))
+                .send()
+                .await
+                .expect("register")
+                .status()
+        }
+    };
+    // Ten addresses of one IPv6 /48 (each its own /64) register once each...
+    for n in 0..10 {
+        let st = from(format!("2001:db8:7:{n:x}::1")).await;
+        assert_eq!(st, StatusCode::CREATED, "address {n}");
+    }
+    // ...an eleventh address of that /48 is refused, though it never registered...
+    assert_eq!(
+        from("2001:db8:7:ff::1".into()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...an address elsewhere keeps its own limit of one...
+    assert_eq!(from("203.0.113.5".into()).await, StatusCode::CREATED);
+    assert_eq!(
+        from("203.0.113.5".into()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...while another network still registers.
+    assert_eq!(from("2001:db8:8::1".into()).await, StatusCode::CREATED);
+    s.stop().await;
+}
+
 /// Wrong passwords sent all at once get no more checks than the limit allows: an attempt
 /// counts before its password is hashed, so a burst cannot slip past the lockout while the
 /// first attempts are still being checked. The right password is then refused too.

@@ -166,12 +166,25 @@ async fn register_inner(
     Ok(resp)
 }
 
-/// Counts one registration from `ip`'s address (a dynamic registration, or a client ID
-/// metadata document about to be fetched for the first time at a scope: both add a client)
-/// and says whether it is beyond `registrations_per_hour_per_ip`.
+/// How many times `registrations_per_hour_per_ip` one network (an IPv4 /24, an IPv6 /48)
+/// may register in all: an office behind a few addresses is not held back, and someone with
+/// a whole block of addresses cannot register without end (each registration can displace a
+/// client that is still waiting for its user to sign in, at the client cap).
+const REGISTRATION_NETWORK_FACTOR: u32 = 10;
+
+/// Counts one registration from `ip`'s address and its network (a dynamic registration, or
+/// a client ID metadata document about to be fetched for the first time at a scope: both add
+/// a client) and says whether it is beyond `registrations_per_hour_per_ip` for the address
+/// (an IPv6 /64), or [`REGISTRATION_NETWORK_FACTOR`] times that for the network.
 pub(super) fn over_registration_limit(ctx: &OAuthCtx, ip: std::net::IpAddr, now: i64) -> bool {
-    let key = format!("register:{}", crate::edge::client_ip::limit_key(ip));
-    ctx.oauth.limits.hit(&key, 3_600_000, now) > ctx.config().registrations_per_hour_per_ip
+    use crate::edge::client_ip::{limit_key, network};
+    let limit = ctx.config().registrations_per_hour_per_ip;
+    let address = format!("register:{}", limit_key(ip));
+    let block = format!("register-net:{}", network(ip, 24, 48));
+    let by_address = ctx.oauth.limits.hit(&address, 3_600_000, now) > limit;
+    let by_network = ctx.oauth.limits.hit(&block, 3_600_000, now)
+        > limit.saturating_mul(REGISTRATION_NETWORK_FACTOR);
+    by_address || by_network
 }
 
 /// A display name without control characters, at most 100 characters.
