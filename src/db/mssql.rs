@@ -807,12 +807,20 @@ impl MssqlBackend {
     }
 }
 
-/// True for failures an operator must fix (as opposed to a database that is down).
+/// True for failures an operator must fix (as opposed to a database that is down): the
+/// messages [`connect_error`] and [`server_error`] start with. By their start, not anywhere
+/// in them: a host named `SQLTLS01` in "cannot reach SQLTLS01:1433" is a database that is
+/// down.
 fn is_config_problem(e: &DbError) -> bool {
     match e {
-        DbError::Unavailable(m) => {
-            m.contains("login failed") || m.contains("TLS") || m.contains("cannot open database")
-        }
+        DbError::Unavailable(m) => [
+            "login failed",
+            "TLS with",
+            "TLS error with",
+            "cannot open database",
+        ]
+        .iter()
+        .any(|start| m.starts_with(start)),
         _ => false,
     }
 }
@@ -3003,6 +3011,13 @@ mod tests {
              ORDER BY [OrderId], [Line]"
         );
         assert_eq!(key_param(ValueKind::Integer, " 42 "), Some(Param::I64(42)));
+        // A host whose name says TLS is still only a database that is down.
+        assert!(!is_config_problem(&DbError::Unavailable(
+            "cannot reach SQLTLS01:1433: connection refused".into()
+        )));
+        assert!(is_config_problem(&DbError::Unavailable(
+            "TLS with db:1433 failed: handshake".into()
+        )));
         // Binary keys as row ids write them; anything else (the old `<3 bytes>`) finds nothing.
         assert_eq!(
             key_param(ValueKind::Binary, "0x00ff10"),
