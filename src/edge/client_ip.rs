@@ -97,17 +97,19 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> ClientIp {
         return client;
     }
     client.via_proxy = true;
-    // Every X-Forwarded-For line, in order, as one list of hops (leftmost = farthest).
-    let hops: Vec<&str> = headers
+    // Every X-Forwarded-For line, in order, as one list of hops (leftmost = farthest). Split
+    // as bytes: a proxy appends the address it saw to whatever the client sent on the same
+    // line, so a line with a byte that is not text still ends with a hop we can read. (Taken
+    // as text, the whole line would be dropped and the client would look like the proxy.)
+    let hops: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|s| !s.is_empty())
         .collect();
     for hop in hops.iter().rev() {
-        match parse_hop(hop) {
+        match std::str::from_utf8(hop).ok().and_then(parse_hop) {
             Some(ip) => {
                 client.ip = ip;
                 if !trusted.contains(ip) {
@@ -202,6 +204,27 @@ mod tests {
             &trusted(),
         );
         assert_eq!(c.ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    /// A byte that is not text in what the client sent, on the line the proxy appended the
+    /// client's address to: the address is still found (it was the proxy's before).
+    #[test]
+    fn a_line_with_a_non_text_byte_still_yields_the_address_the_proxy_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x80, 203.0.113.9").expect("hyper accepts the byte"),
+        );
+        let c = resolve("10.0.0.5".parse().unwrap(), &h, &trusted());
+        assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+        // And the unreadable hop itself is garbage: nothing left of it is believed.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"198.51.100.1, \x80, 10.0.0.7").expect("bytes"),
+        );
+        let c = resolve("10.0.0.5".parse().unwrap(), &h, &trusted());
+        assert_eq!(c.ip, "10.0.0.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]
