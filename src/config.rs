@@ -653,6 +653,13 @@ pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 << 20;
 /// count (4 GiB).
 pub const CACHE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(u32::MAX as u64);
 
+/// Range of `cache_ttl_secs`. 0 would expire every `sql:` id before `fetch` could read it,
+/// and moka panics at startup on a time to live past about a thousand years. A cached row is
+/// a search result quoted in one conversation, kept as it was read (later changes and
+/// revoked access do not reach it), so a week covers a conversation taken up again days
+/// later without serving stale copies for longer.
+pub const CACHE_TTL_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=7 * 86_400;
+
 /// Upper bound on `max_rows`: one tool result must stay a reasonable size for a model.
 pub const MAX_ROWS_LIMIT: usize = 10_000;
 
@@ -933,6 +940,17 @@ impl Config {
                         "use {} to {} (default {DEFAULT_MAX_RESULT_BYTES})",
                         MAX_RESULT_BYTES_RANGE.start(),
                         MAX_RESULT_BYTES_RANGE.end()
+                    ),
+                ));
+            }
+            if !CACHE_TTL_SECS_RANGE.contains(&scope.cache_ttl_secs) {
+                return Err(ConfigError::new(
+                    format!("{key}.cache_ttl_secs"),
+                    format!("{} is out of range", scope.cache_ttl_secs),
+                    format!(
+                        "use {} to {} seconds (default 3600)",
+                        CACHE_TTL_SECS_RANGE.start(),
+                        CACHE_TTL_SECS_RANGE.end()
                     ),
                 ));
             }
@@ -1401,6 +1419,30 @@ profile = "chatgpt"
         assert_eq!(c.scopes[0].max_result_bytes, 4096);
         let c = Config::parse(MINIMAL).expect("minimal");
         assert_eq!(c.scopes[0].max_result_bytes, DEFAULT_MAX_RESULT_BYTES);
+    }
+
+    #[test]
+    fn a_cache_time_to_live_out_of_range_is_refused_with_the_range() {
+        // 0 expires every id at once; the largest TOML integer made moka panic at startup.
+        for bad in ["0", "604801", "9223372036854775807"] {
+            let err = Config::parse(&MINIMAL.replace(
+                "profile = \"chatgpt\"",
+                &format!("profile = \"chatgpt\"\ncache_ttl_secs = {bad}"),
+            ))
+            .unwrap_err();
+            assert_eq!(err.key, "scope[0].cache_ttl_secs", "{err}");
+            assert!(err.fix.contains("1 to 604800 seconds"), "{err}");
+        }
+        for good in ["1", "604800"] {
+            let c = Config::parse(&MINIMAL.replace(
+                "profile = \"chatgpt\"",
+                &format!("profile = \"chatgpt\"\ncache_ttl_secs = {good}"),
+            ))
+            .expect("the ends of the range are allowed");
+            assert_eq!(c.scopes[0].cache_ttl_secs.to_string(), good);
+        }
+        let c = Config::parse(MINIMAL).expect("minimal");
+        assert_eq!(c.scopes[0].cache_ttl_secs, 3600);
     }
 
     #[test]
