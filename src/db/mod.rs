@@ -310,20 +310,48 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Finds a table by `name` or `schema.name`, case-insensitively; brackets and quotes around
-    /// the parts are accepted (`[dbo].[Customers]`, `"main"."orders"`).
+    /// Finds a table by `name` or `schema.name` as [`Catalog::table`] does; brackets and quotes
+    /// around the parts are accepted (`[dbo].[Customers]`, `"main"."orders"`).
     pub fn find(&self, wanted: &str) -> Option<&TableInfo> {
         let parts: Vec<String> = split_qualified(wanted);
         match parts.as_slice() {
-            [name] => self
-                .tables
-                .iter()
-                .find(|t| t.name.eq_ignore_ascii_case(name)),
-            [schema, name] => self.tables.iter().find(|t| {
-                t.schema.eq_ignore_ascii_case(schema) && t.name.eq_ignore_ascii_case(name)
-            }),
+            [name] => self.table(None, name),
+            [schema, name] => self.table(Some(schema), name),
             _ => None,
         }
+    }
+
+    /// The table `schema.name` (without a schema, the first in catalog order named so): the
+    /// one spelled exactly so, or else the one equal up to ASCII case when that is the only
+    /// spelling there is. A database with a case-sensitive collation may hold both `Users` and
+    /// `users`, and an id or a name must reach the table it names, never whichever of the two
+    /// comes first; a name in a third case (`USERS`) could mean either and finds none.
+    pub fn table(&self, schema: Option<&str>, name: &str) -> Option<&TableInfo> {
+        let exact = |t: &&TableInfo| t.name == name && schema.is_none_or(|s| t.schema == s);
+        if let Some(t) = self.tables.iter().find(exact) {
+            return Some(t);
+        }
+        let mut folded = self.tables.iter().filter(|t| {
+            t.name.eq_ignore_ascii_case(name)
+                && schema.is_none_or(|s| t.schema.eq_ignore_ascii_case(s))
+        });
+        let first = folded.next()?;
+        // Without a schema, one spelling in several schemas is the first, as an exact name is.
+        let same_spelling =
+            |t: &TableInfo| t.name == first.name && (schema.is_none() || t.schema == first.schema);
+        folded.all(same_spelling).then_some(first)
+    }
+
+    /// Whether `schema.name` (as a foreign key names its target) is `t`: the same table
+    /// [`Catalog::table`] finds, so that with `Users` and `users` both present a key on one is
+    /// never listed as pointing at the other.
+    pub fn names(&self, schema: &str, name: &str, t: &TableInfo) -> bool {
+        // The cheap test first: most keys point elsewhere and need no lookup.
+        schema.eq_ignore_ascii_case(&t.schema)
+            && name.eq_ignore_ascii_case(&t.name)
+            && self
+                .table(Some(schema), name)
+                .is_some_and(|found| std::ptr::eq(found, t))
     }
 }
 
@@ -783,6 +811,61 @@ pub type DynBackend = Arc<dyn Backend>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(schema: &str, name: &str) -> TableInfo {
+        TableInfo {
+            schema: schema.into(),
+            name: name.into(),
+            kind: "table",
+            columns: Vec::new(),
+            primary_key: vec!["id".into()],
+            key_is_heuristic: false,
+            foreign_keys: Vec::new(),
+            row_estimate: None,
+            full_text: None,
+            key_hidden: false,
+        }
+    }
+
+    /// Built by hand: SQLite compares table names without case, so no SQLite file can hold
+    /// both `Users` and `users`, which a SQL Server database with a case-sensitive collation
+    /// can (and sorts `Users` first).
+    #[test]
+    fn a_name_finds_its_own_spelling_before_another_case_and_none_when_the_case_is_ambiguous() {
+        let catalog = Catalog {
+            tables: vec![
+                table("dbo", "Users"),
+                table("dbo", "orders"),
+                table("dbo", "users"),
+                table("sales", "orders"),
+            ],
+        };
+        let found = |schema: Option<&str>, name: &str| {
+            catalog.table(schema, name).map(TableInfo::qualified)
+        };
+        assert_eq!(found(Some("dbo"), "users").as_deref(), Some("dbo.users"));
+        assert_eq!(found(Some("dbo"), "Users").as_deref(), Some("dbo.Users"));
+        assert_eq!(found(None, "users").as_deref(), Some("dbo.users"));
+        assert_eq!(
+            catalog.find("[dbo].[users]").map(TableInfo::qualified),
+            Some("dbo.users".into())
+        );
+        // A third spelling could mean either table: none is chosen.
+        assert_eq!(found(Some("dbo"), "USERS"), None);
+        assert_eq!(found(None, "USERS"), None);
+        // With one spelling, any case still finds it, in any schema case too.
+        assert_eq!(found(Some("DBO"), "ORDERS").as_deref(), Some("dbo.orders"));
+        assert_eq!(found(None, "Orders").as_deref(), Some("dbo.orders"));
+        assert_eq!(
+            found(Some("sales"), "Orders").as_deref(),
+            Some("sales.orders")
+        );
+        // A foreign key to `dbo.users` names `users`, never `Users`.
+        let (upper, lower) = (&catalog.tables[0], &catalog.tables[2]);
+        assert!(catalog.names("dbo", "users", lower));
+        assert!(!catalog.names("dbo", "users", upper));
+        assert!(catalog.names("DBO", "ORDERS", &catalog.tables[1]));
+    }
 
     #[test]
     fn values_serialise_without_loss() {

@@ -77,6 +77,8 @@ pub async fn document(scope: &Scope, id: &str) -> Result<Map<String, Value>, Too
     Ok(out)
 }
 
+/// The visible table an id (or a foreign key) names, found as [`Catalog::table`] finds it:
+/// the exact spelling first, so that `Users` and `users` each reach their own table.
 fn find_visible<'c>(
     scope: &Scope,
     catalog: &'c Catalog,
@@ -84,9 +86,7 @@ fn find_visible<'c>(
     table: &str,
 ) -> Option<&'c TableInfo> {
     catalog
-        .tables
-        .iter()
-        .find(|t| t.schema.eq_ignore_ascii_case(schema) && t.name.eq_ignore_ascii_case(table))
+        .table(Some(schema), table)
         .filter(|t| scope.rules.table_visible(Some(&t.schema), &t.name))
 }
 
@@ -174,10 +174,11 @@ async fn fetch_row(
     }
     // Children: a few rows of tables that point at this one.
     for child in visible_tables(scope, &catalog) {
-        for fk in child.foreign_keys.iter().filter(|fk| {
-            fk.ref_schema.eq_ignore_ascii_case(&t.schema)
-                && fk.ref_table.eq_ignore_ascii_case(&t.name)
-        }) {
+        for fk in child
+            .foreign_keys
+            .iter()
+            .filter(|fk| catalog.names(&fk.ref_schema, &fk.ref_table, t))
+        {
             let vals: Option<Vec<String>> = fk.ref_columns.iter().map(|c| key_of(c)).collect();
             let Some(vals) = vals else { continue };
             if fk.columns.iter().any(|c| {

@@ -83,10 +83,7 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
             other
                 .foreign_keys
                 .iter()
-                .filter(|fk| {
-                    fk.ref_table.eq_ignore_ascii_case(&table.name)
-                        && fk.ref_schema.eq_ignore_ascii_case(&table.schema)
-                })
+                .filter(|fk| catalog.names(&fk.ref_schema, &fk.ref_table, table))
                 .map(move |fk| json!({"table": other.qualified(), "columns": fk.columns}))
         })
         .collect();
