@@ -1467,6 +1467,20 @@ async fn acme_against_pebble_issues_caches_renews_and_survives_an_outage() -> Te
             .is_some_and(|s| s > 0)
     );
     server.stop().await;
+    // The cache holds the certificate's private key and the account key: the directory is
+    // the service's alone and so is every file in it, whatever this process's umask is.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(&cache)?, 0o700, "{}", cache.display());
+        let mut files = 0;
+        for entry in std::fs::read_dir(&cache)? {
+            let path = entry?.path();
+            assert_eq!(mode(&path)?, 0o600, "{}", path.display());
+            files += 1;
+        }
+        assert!(files >= 2, "a certificate and an account in the cache");
+    }
 
     // 2. A restart serves the cached certificate without a new order.
     let started = Instant::now();
@@ -2452,6 +2466,44 @@ async fn a_flood_of_allowlist_refusals_is_counted_in_full_but_logged_once() -> T
         .filter(|l| l.contains("denied by IP allowlist"))
         .count();
     assert_eq!(lines, 1, "one line for the episode:\n{log}");
+    Ok(())
+}
+
+/// An ACME cache the service cannot write stops `serve` at once as a config error naming
+/// `tls.cache_dir`: without it every start would order a new certificate.
+#[tokio::test]
+async fn an_acme_cache_dir_that_cannot_be_written_stops_serve_as_a_config_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let cfg = dir.path().join("config.toml");
+    // Under a regular file, so not even root can make it.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"")?;
+    let cache = blocker.join("acme");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_no_auth = true\nstate_dir = {state:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[tls]\nmode = \"acme\"\ndomains = [\"localhost\"]\ncontact = [\"ops@example.com\"]\ndirectory = \"https://127.0.0.1:9/dir\"\ncache_dir = {cache:?}\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {db:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n",
+            state = dir.path().display().to_string(),
+            cache = cache.display().to_string(),
+            db = db.display().to_string(),
+        ),
+    )?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("tls.cache_dir") && stderr.contains("cannot write there"),
+        "{stderr}"
+    );
     Ok(())
 }
 

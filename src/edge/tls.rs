@@ -67,6 +67,48 @@ pub enum TlsError {
     CaFile { path: PathBuf, problem: String },
     #[error("TLS settings: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{path}: cannot write there: {source}")]
+    CacheDir { path: PathBuf, source: io::Error },
+}
+
+/// Makes the ACME cache directory (0700) and proves it writable with a file of our own, so a
+/// cache that cannot keep the certificate stops the start instead of ordering a new
+/// certificate on every start.
+fn writable_cache_dir(dir: &Path) -> Result<(), TlsError> {
+    let fail = |source| TlsError::CacheDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    crate::ops::private_dir(dir).map_err(fail)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    tighten(dir);
+    Ok(())
+}
+
+/// The cache holds the certificate's private key and the ACME account key: the directory is
+/// made 0700 and every file in it 0600, whatever the umask made them (Docker's is 022).
+fn tighten(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |p: &Path, mode: u32| {
+            if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+                tracing::warn!(path = %p.display(), error = %e, "ACME cache: cannot restrict permissions");
+            }
+        };
+        set(dir, 0o700);
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    set(&entry.path(), 0o600);
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 fn now_unix() -> i64 {
@@ -286,7 +328,8 @@ impl Http01Responder {
 }
 
 /// A TLS failure at start that a configured file caused (`tls.cert`, `tls.key`,
-/// `tls.ca_file`: missing, unreadable, not PEM, or a key that is not the certificate's), as a
+/// `tls.ca_file`: missing, unreadable, not PEM, or a key that is not the certificate's;
+/// `tls.cache_dir`: not writable), as a
 /// configuration error naming the key and the fix: restarting cannot help, so `serve` exits
 /// with 64 rather than 69 (which systemd restarts). `Err` hands back any other failure.
 pub fn file_error(tls: &TlsConfig, e: TlsError) -> Result<ConfigError, TlsError> {
@@ -299,10 +342,16 @@ pub fn file_error(tls: &TlsConfig, e: TlsError) -> Result<ConfigError, TlsError>
         TlsError::NoCertificate(_) => "tls.cert",
         TlsError::NoKey(_) | TlsError::Key { .. } => "tls.key",
         TlsError::Mismatch(_) => "tls.cert/tls.key",
+        TlsError::CacheDir { .. } => "tls.cache_dir",
         TlsError::Read { .. } | TlsError::Rustls(_) => return Err(e),
     };
     let fix = if key == "tls.ca_file" {
         "point tls.ca_file at a readable PEM file with your ACME server's CA certificate"
+    } else if key == "tls.cache_dir" {
+        "point tls.cache_dir at a directory the service's user can write (under systemd, inside \
+         its StateDirectory: ProtectSystem=strict makes the rest read-only), or leave it out to \
+         use {state_dir}/acme; without a cache every start orders a new certificate and soon \
+         hits the CA's rate limits"
     } else {
         "point tls.cert at the PEM certificate chain and tls.key at its private key, both \
          readable by the service's user (e.g. /etc/mssql-mcp/fullchain.pem and privkey.pem)"
@@ -387,6 +436,7 @@ pub async fn prepare(
                     }
                 })
                 .collect();
+            writable_cache_dir(&cache_dir)?;
             let base = match &tls.ca_file {
                 Some(ca) => AcmeConfig::new_with_client_config(&tls.domains, client_config(ca)?),
                 None => AcmeConfig::new(&tls.domains),
@@ -400,6 +450,7 @@ pub async fn prepare(
                 })
                 .cache(ObservedCache {
                     inner: DirCache::new(cache_dir.clone()),
+                    dir: cache_dir.clone(),
                     status: status.clone(),
                 });
             let state = acme.state();
@@ -509,6 +560,8 @@ async fn drive_acme(
 /// rustls-acme's directory cache, noting the certificate's expiry as it passes through.
 struct ObservedCache {
     inner: DirCache<PathBuf>,
+    /// The directory `inner` writes to, to restrict what it wrote ([`tighten`]).
+    dir: PathBuf,
     status: Arc<TlsStatus>,
 }
 
@@ -533,7 +586,9 @@ impl CertCache for ObservedCache {
         cert: &[u8],
     ) -> Result<(), io::Error> {
         self.status.set_not_after(pem_not_after(cert));
-        self.inner.store_cert(domains, directory_url, cert).await
+        self.inner.store_cert(domains, directory_url, cert).await?;
+        tighten(&self.dir);
+        Ok(())
     }
 }
 
@@ -555,7 +610,9 @@ impl AccountCache for ObservedCache {
     ) -> Result<(), io::Error> {
         self.inner
             .store_account(contact, directory_url, account)
-            .await
+            .await?;
+        tighten(&self.dir);
+        Ok(())
     }
 }
 
