@@ -48,6 +48,39 @@ pub struct Cursor {
     pub page_size: usize,
 }
 
+/// A cursor taken out of the cache while its page runs. Out of the cache, so that a second
+/// call with the same cursor meanwhile is refused and one cursor never answers two pages.
+/// [`TakenCursor::spend`] once the page is answered; dropped unspent (the page's query
+/// failed or timed out, or the call was cancelled) it is put back under its id, so that the
+/// client can ask for that page again instead of starting over from the first.
+pub struct TakenCursor<'a> {
+    cache: &'a ScopeCache,
+    id: String,
+    cursor: Cursor,
+    spent: bool,
+}
+
+impl TakenCursor<'_> {
+    /// Where the page starts and how many rows it holds.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// The page was answered: the cursor is used up.
+    pub fn spend(mut self) {
+        self.spent = true;
+    }
+}
+
+impl Drop for TakenCursor<'_> {
+    fn drop(&mut self) {
+        if !self.spent {
+            let id = std::mem::take(&mut self.id);
+            self.cache.cursors.insert(id, self.cursor.clone());
+        }
+    }
+}
+
 /// The rows of one result and what `cache stats` reports about them.
 struct CachedResult {
     rows: Vec<CachedRow>,
@@ -194,16 +227,27 @@ impl ScopeCache {
         t
     }
 
-    /// Takes a cursor of `target` (single use: the next page gets a fresh one). A cursor of
-    /// another target is left in place and reported as `Err`, so a mistaken call does not
-    /// cost the caller its cursor.
-    pub fn take_cursor(&self, id: &str, target: &CursorTarget) -> Option<Result<Cursor, ()>> {
+    /// Takes a cursor of `target` for the page it continues (single use: the page answered
+    /// carries a fresh one). A cursor of another target is left in place and reported as
+    /// `Err`, so a mistaken call does not cost the caller its cursor; nor does a page that
+    /// fails ([`TakenCursor`]).
+    pub fn take_cursor(
+        &self,
+        id: &str,
+        target: &CursorTarget,
+    ) -> Option<Result<TakenCursor<'_>, ()>> {
         let found = self.cursors.get(id)?;
         if &found.target != target {
             return Some(Err(()));
         }
         // Removed only if still there: two calls racing with one cursor get one page.
-        self.cursors.remove(id).map(Ok)
+        let cursor = self.cursors.remove(id)?;
+        Some(Ok(TakenCursor {
+            cache: self,
+            id: id.to_string(),
+            cursor,
+            spent: false,
+        }))
     }
 
     /// Entries, hits and misses, for metrics (moka's count may lag by a few inserts).
@@ -266,8 +310,28 @@ mod tests {
         });
         let other = CursorTarget::sql("SELECT 2");
         assert!(matches!(c.take_cursor(&id, &other), Some(Err(()))));
-        assert!(matches!(c.take_cursor(&id, &target), Some(Ok(_))));
-        assert!(c.take_cursor(&id, &target).is_none());
+        let Some(Ok(taken)) = c.take_cursor(&id, &target) else {
+            panic!("the cursor of its own query is taken");
+        };
+        assert!(c.take_cursor(&id, &target).is_none(), "not twice at once");
+        taken.spend();
+        assert!(c.take_cursor(&id, &target).is_none(), "spent");
+    }
+
+    #[test]
+    fn a_cursor_whose_page_failed_is_back_in_the_cache() {
+        let c = ScopeCache::new(Duration::from_secs(60), 10, 1 << 20);
+        let target = CursorTarget::sql("SELECT 1");
+        let id = c.put_cursor(Cursor {
+            target: target.clone(),
+            offset: 10,
+            page_size: 10,
+        });
+        drop(c.take_cursor(&id, &target));
+        let Some(Ok(again)) = c.take_cursor(&id, &target) else {
+            panic!("an unspent cursor is put back");
+        };
+        assert_eq!(again.cursor().offset, 10);
     }
 
     fn row_of(bytes: usize) -> CachedRow {

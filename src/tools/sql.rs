@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::cache::{Cursor, CursorTarget};
+use super::cache::{Cursor, CursorTarget, TakenCursor};
 use super::ids::RecordId;
 use super::{
     RowObjects, ToolError, ToolOutput, resolve_table, table_list, visible_columns, visible_tables,
@@ -286,17 +286,19 @@ fn string_array<'a>(d: &mut Dual, items: impl Iterator<Item = &'a str>) {
 }
 
 /// Resolves the page to run: from a cursor (which must belong to `target`) or from scratch.
-fn page_for(
-    scope: &Scope,
+/// A cursor comes back taken: the caller spends it once the page is answered, and it returns
+/// to the cache if the page fails.
+fn page_for<'s>(
+    scope: &'s Scope,
     target: &CursorTarget,
     size: Option<usize>,
     default: usize,
     cursor: Option<&str>,
-) -> Result<Page, ToolError> {
+) -> Result<(Page, Option<TakenCursor<'s>>), ToolError> {
     let cap = scope.config.max_rows;
     match cursor {
         Some(id) => {
-            let c = match scope.cache.take_cursor(id, target) {
+            let taken = match scope.cache.take_cursor(id, target) {
                 Some(Ok(c)) => c,
                 Some(Err(())) => {
                     return Err(ToolError::InvalidArguments(
@@ -310,18 +312,34 @@ fn page_for(
                     ));
                 }
             };
-            Ok(Page::bytes(
+            let c = taken.cursor();
+            let page = Page::bytes(
                 c.offset,
                 size.unwrap_or(c.page_size).min(cap),
                 scope.config.max_result_bytes,
-            ))
+            );
+            Ok((page, Some(taken)))
         }
-        None => Ok(Page::bytes(
-            0,
-            size.unwrap_or(default).min(cap),
-            scope.config.max_result_bytes,
+        None => Ok((
+            Page::bytes(
+                0,
+                size.unwrap_or(default).min(cap),
+                scope.config.max_result_bytes,
+            ),
+            None,
         )),
     }
+}
+
+/// The answered page's cursor is used up; a failed page's goes back (see [`page_for`]).
+fn spend_on_success(
+    out: Result<ToolOutput, ToolError>,
+    taken: Option<TakenCursor<'_>>,
+) -> Result<ToolOutput, ToolError> {
+    if out.is_ok() {
+        taken.into_iter().for_each(TakenCursor::spend);
+    }
+    out
 }
 
 pub async fn get_table_sample(
@@ -333,10 +351,13 @@ pub async fn get_table_sample(
     let catalog = scope.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
     let target = CursorTarget::Table(table.qualified());
-    let page = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor)?;
+    let (page, taken) = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor)?;
     let columns = visible_columns(scope, table);
-    let rs = scope.db.sample(table, &columns, page.clone()).await?;
-    paged(scope, &rs, &page, target, Some(table.qualified()), &[])
+    let out = match scope.db.sample(table, &columns, page.clone()).await {
+        Ok(rs) => paged(scope, &rs, &page, target, Some(table.qualified()), &[]),
+        Err(e) => Err(e.into()),
+    };
+    spend_on_success(out, taken)
 }
 
 /// Checks and runs ad-hoc SQL, dropping hidden columns; shared by `execute_sql` and `search`.
@@ -513,9 +534,12 @@ pub async fn execute_sql(
         return Err(ToolError::InvalidArguments("`sql` is empty".into()));
     }
     let target = CursorTarget::sql(sql);
-    let page = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
-    let (rs, _checked, masked) = run_sql(scope, sql, page.clone()).await?;
-    paged(scope, &rs, &page, target, None, &masked)
+    let (page, taken) = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
+    let out = match run_sql(scope, sql, page.clone()).await {
+        Ok((rs, _checked, masked)) => paged(scope, &rs, &page, target, None, &masked),
+        Err(e) => Err(e),
+    };
+    spend_on_success(out, taken)
 }
 
 #[cfg(test)]

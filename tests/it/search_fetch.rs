@@ -688,6 +688,70 @@ async fn a_child_table_that_cannot_be_read_does_not_sink_a_fetch() {
     srv.stop().await;
 }
 
+/// A page whose query fails (here at a value SQLite will not hand over) keeps its cursor:
+/// once the value is readable again, the same cursor gives that page, without starting over
+/// from the first. It still answers one page only.
+#[tokio::test]
+async fn a_cursor_whose_page_failed_still_gives_that_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pages.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
+         INSERT INTO notes VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e');",
+    )
+    .expect("schema");
+    // Row 4 is read by the second page of two rows (and looked past by neither the first).
+    let huge = "x".repeat(17 * 1024 * 1024);
+    conn.execute("UPDATE notes SET body = ?1 WHERE id = 4", [&huge])
+        .expect("huge row");
+    let srv = Server::with_config(&sqlite_file_config(dir.path(), &path)).await;
+    let q = "SELECT id, body FROM notes ORDER BY id";
+    let first_sql = srv
+        .tool_ok("/claude", "execute_sql", json!({"sql": q, "page_size": 2}))
+        .await;
+    let first_sample = srv
+        .tool_ok(
+            "/claude",
+            "get_table_sample",
+            json!({"table": "notes", "limit": 2}),
+        )
+        .await;
+    let calls = [
+        ("execute_sql", json!({"sql": q}), &first_sql),
+        ("get_table_sample", json!({"table": "notes"}), &first_sample),
+    ];
+    let with_cursor = |args: &Value, first: &Value| {
+        let mut args = args.clone();
+        args["cursor"] = first["next_cursor"].clone();
+        args
+    };
+    for (tool, args, first) in &calls {
+        assert!(first["next_cursor"].is_string(), "{tool}: {first}");
+        let err = srv
+            .tool_err("/claude", tool, with_cursor(args, first))
+            .await;
+        assert!(err.contains("16 MiB"), "{tool}: {err}");
+    }
+    conn.execute("UPDATE notes SET body = 'd' WHERE id = 4", [])
+        .expect("shrink");
+    for (tool, args, first) in &calls {
+        let second = srv.tool_ok("/claude", tool, with_cursor(args, first)).await;
+        let ids: Vec<i64> = second["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|r| r["id"].as_i64())
+            .collect();
+        assert_eq!(ids, [3, 4], "{tool}: {second}");
+        let again = srv
+            .tool_err("/claude", tool, with_cursor(args, first))
+            .await;
+        assert!(again.contains("unknown or expired"), "{tool}: {again}");
+    }
+    srv.stop().await;
+}
+
 /// A row id names the row its values came from: only a key selected unchanged from the one
 /// table read makes one. A computed or renamed column that takes the key's name, or a
 /// derived table, gets `sql:` ids instead of a citation of some other order.
