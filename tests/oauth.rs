@@ -766,7 +766,30 @@ async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password(
     )
     .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A password typed into the username box is not written down: a name no user has is
+    // audited as its length only. Alice's own name still is (her failures above).
+    let (rid3, csrf3, ck3) = open_page(&c, &url).await;
+    let r = post_form(
+        &c,
+        &s,
+        "/chatgpt",
+        Some(&ck3),
+        &[
+            ("request_id", &rid3),
+            ("csrf", &csrf3),
+            ("username", BOB_PASSWORD),
+            ("password", ""),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     s.stop().await;
+    let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).expect("audit file");
+    assert!(!audit.contains(BOB_PASSWORD), "{audit}");
+    assert!(!audit.contains("mallory"), "{audit}");
+    assert!(audit.contains("(no such user, 7 characters)"), "{audit}");
+    assert!(audit.contains("\"user\":\"alice\""), "{audit}");
 }
 
 /// Wrong passwords for a name lock it for the network they come from, not for its owner on

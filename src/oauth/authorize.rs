@@ -322,14 +322,25 @@ async fn resolve_client(
         .map_err(|e| refused(format!("The client could not be saved: {}", e.description)))
 }
 
-/// The sign-in form as posted.
-#[derive(Debug, serde::Deserialize)]
+/// The sign-in form as posted. `Debug` leaves the password out.
+#[derive(serde::Deserialize)]
 pub struct SignIn {
     request_id: Option<String>,
     csrf: Option<String>,
     username: Option<String>,
     password: Option<String>,
     action: Option<String>,
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("request_id", &self.request_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
 }
 
 async fn submit(
@@ -500,14 +511,21 @@ pub(super) async fn check_sign_in(
     let cfg = ctx.config();
     let window = cfg.failed_login_window_secs as i64 * 1000;
     let ip_key = format!("login-ip:{}", crate::edge::client_ip::limit_key(ip));
-    let shown = crate::tools::truncate(username, 64);
-    // As typed, but unable to forge a log line.
+    let typed = crate::tools::truncate(username, 64);
+    // A configured user's name is logged and audited as typed (unable to forge a log line);
+    // any other text is not written down at all: it is often a password typed into the
+    // username box.
+    let shown = if ctx.config().users.iter().any(|u| u.username == username) {
+        typed.clone()
+    } else {
+        format!("(no such user, {} characters)", username.chars().count())
+    };
     let logged = super::log_safe(&shown);
     // Per name from one network (an IPv4 /24, an IPv6 /48): someone guessing from their
     // network locks the name there only, not for its owner elsewhere; and per name from all
     // networks together, at USER_LOCK_NETWORKS times the limit, against guessing spread over
     // many networks.
-    let name = shown.to_lowercase();
+    let name = typed.to_lowercase();
     let user_key = format!("login-user:{name}@{}", network(ip));
     let all_key = format!("login-user:{name}");
     let refused = |outcome: &'static str, event: &'static str, error: &str| {

@@ -171,12 +171,19 @@ pub struct Access {
     pub resource: String,
 }
 
-/// A freshly minted token pair (plain values, returned once).
-#[derive(Debug)]
+/// A freshly minted token pair (plain values, returned once). `Debug` leaves them out.
 pub struct Issued {
     pub access_token: String,
     pub refresh_token: String,
     pub access_expires_in: i64,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("access_expires_in", &self.access_expires_in)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a single-use value could not be redeemed.
@@ -949,6 +956,12 @@ mod tests {
             .expect("first use");
         let access = super::super::hash_token(&issued.access_token);
         assert!(store.check_access(&access, now).is_some());
+        // A `{:?}` of the pair, in a log line or an error, shows no token.
+        let shown = format!("{issued:?}");
+        assert!(
+            !shown.contains(&issued.access_token) && !shown.contains(&issued.refresh_token),
+            "{shown}"
+        );
         let again = store
             .redeem(
                 "codehash",

@@ -154,13 +154,23 @@ async fn show(
     resp
 }
 
-/// The viewer sign-in form as posted.
-#[derive(Debug, serde::Deserialize)]
+/// The viewer sign-in form as posted. `Debug` leaves the password out.
+#[derive(serde::Deserialize)]
 struct ViewerSignIn {
     csrf: Option<String>,
     next: Option<String>,
     username: Option<String>,
     password: Option<String>,
+}
+
+impl std::fmt::Debug for ViewerSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewerSignIn")
+            .field("next", &self.next)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 async fn submit(
