@@ -33,12 +33,20 @@ pub const TOKEN_FILE: &str = "admin.token";
 pub fn write_token_file(dir: &Path, token: &str) -> std::io::Result<()> {
     let path = dir.join(TOKEN_FILE);
     let tmp = dir.join(format!("{TOKEN_FILE}.tmp"));
-    std::fs::write(&tmp, token)?;
+    // Made 0600 by `open` itself, never readable by others for a moment under a loose umask;
+    // a left-over temporary file (which could have any mode) is removed first.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
     }
+    std::io::Write::write_all(&mut opts.open(&tmp)?, token.as_bytes())?;
     std::fs::rename(tmp, path)
 }
 
@@ -450,5 +458,26 @@ mod tests {
         assert_eq!(iso(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(iso(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    /// The token file is private from its first byte, even where a temporary file left by
+    /// a crash had a loose mode.
+    #[cfg(unix)]
+    #[test]
+    fn the_token_file_is_private_even_over_a_stale_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = dir.path().join(format!("{TOKEN_FILE}.tmp"));
+        std::fs::write(&stale, "old").expect("stale");
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_token_file(dir.path(), "mcp_admin_x").expect("write");
+        let path = dir.path().join(TOKEN_FILE);
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o600));
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("mcp_admin_x")
+        );
+        assert!(!stale.exists());
     }
 }

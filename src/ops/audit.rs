@@ -474,6 +474,26 @@ impl RotatingFile {
         }
     }
 
+    /// Lets go of the open file when the path no longer names it: moved away or deleted by
+    /// someone else (logrotate, an operator). The next write makes a new file at the path
+    /// instead of following the old one, where records would go unseen or, once it is
+    /// deleted, be lost. One `stat` per batch of records.
+    fn reopen_if_moved(&mut self) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let Some(f) = &self.file else { return };
+            let same = match (f.metadata(), std::fs::metadata(&self.path)) {
+                (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+                _ => false,
+            };
+            if !same {
+                tracing::info!(path = %self.path.display(), "audit: the file was moved or deleted; starting a new one");
+                self.file = None;
+            }
+        }
+    }
+
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file = None;
         self.dir_unsynced = true;
@@ -499,6 +519,7 @@ impl RotatingFile {
         let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         // Lines written, and lines in `buf`.
         let (mut done, mut held) = (0, 0);
+        self.reopen_if_moved();
         for line in lines {
             let len = line.len() as u64 + 1;
             self.open().map_err(|e| (e, done))?;
@@ -721,6 +742,40 @@ mod tests {
         assert_eq!(len("audit.jsonl.1"), Some(80));
         assert_eq!(len("audit.jsonl.2"), Some(80));
         assert_eq!(len("audit.jsonl.3"), None);
+    }
+
+    /// A file moved away (logrotate) or deleted by someone else is not written to any more:
+    /// the next records start a new file at the path.
+    #[test]
+    fn a_file_moved_or_deleted_by_someone_else_is_started_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        let mut f = RotatingFile::new(path.clone(), 1 << 20, 2);
+        f.write_lines(&["{\"a\":1}".to_string()]).expect("write");
+        let moved = dir.path().join("audit.jsonl-20261127");
+        std::fs::rename(&path, &moved).expect("logrotate");
+        f.write_lines(&["{\"b\":2}".to_string()]).expect("write");
+        assert_eq!(
+            std::fs::read_to_string(&moved).ok().as_deref(),
+            Some("{\"a\":1}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("{\"b\":2}\n")
+        );
+        std::fs::remove_file(&path).expect("an operator deletes it");
+        f.write_lines(&["{\"c\":3}".to_string()]).expect("write");
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("{\"c\":3}\n")
+        );
+        // Still private when made again.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+            assert_eq!(mode.ok(), Some(0o600));
+        }
     }
 
     /// A file left ending mid-line (the process was killed while writing) gets a line break
