@@ -354,7 +354,9 @@ pub fn file_error(tls: &TlsConfig, e: TlsError) -> Result<ConfigError, TlsError>
          hits the CA's rate limits"
     } else {
         "point tls.cert at the PEM certificate chain and tls.key at its private key, both \
-         readable by the service's user (e.g. /etc/mssql-mcp/fullchain.pem and privkey.pem)"
+         readable by the service's user (e.g. /etc/mssql-mcp/fullchain.pem and privkey.pem; \
+         under the unit's DynamicUser, through a group: chgrp ssl-cert privkey.pem, chmod 0640, \
+         and SupplementaryGroups=ssl-cert in a drop-in)"
     };
     Ok(ConfigError::new(key, e.to_string(), fix))
 }
