@@ -461,6 +461,11 @@ pub fn opens_stream(req: &Request) -> bool {
         return false;
     }
     let path = req.uri().path();
+    // A record id may end in `/sse` or `/mcp` too (`{scope}/records/main.t/sse`, a row keyed
+    // `sse`): that page is an ordinary request, with the request timeout.
+    if path.contains("/records/") {
+        return false;
+    }
     if path.ends_with("/sse") {
         return true;
     }
@@ -705,5 +710,16 @@ mod tests {
             "application/json, text/event-stream"
         )));
         assert!(!opens_stream(&req(Method::GET, "/health", "*/*")));
+        // A record whose key is `sse` or `mcp` is a page, timed like any request.
+        assert!(!opens_stream(&req(
+            Method::GET,
+            "/claude/records/main.t/sse",
+            "*/*"
+        )));
+        assert!(!opens_stream(&req(
+            Method::GET,
+            "/claude/records/main.t/mcp",
+            "*/*"
+        )));
     }
 }
