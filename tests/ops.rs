@@ -765,52 +765,7 @@ async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
     assert_eq!(resp.status(), 401);
     // A person signing in to open a record page (a citation), then signing out.
     let next = "/chatgpt/records/main.customers/1";
-    let page = client()
-        .get(srv.url(&format!(
-            "/chatgpt/sign-in?next={}",
-            next.replace('/', "%2F")
-        )))
-        .send()
-        .await
-        .expect("sign-in page");
-    assert_eq!(page.status(), 200);
-    let form_cookie = page.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let body = page.text().await.expect("page");
-    let marker = "name=\"csrf\" value=\"";
-    let start = body.find(marker).expect("csrf field") + marker.len();
-    let csrf = body[start..start + 43].to_string();
-    let signed_in = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-        .post(srv.url("/chatgpt/sign-in"))
-        .header("cookie", &form_cookie)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("next", next),
-            ("username", "alice"),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(signed_in.status(), 303);
-    let view = signed_in
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("mcp_view="))
-        .and_then(|v| v.split(';').next())
-        .expect("viewer cookie")
-        .to_string();
+    let (view, csrf) = viewer_sign_in(&srv, next, "alice", password).await;
     let record = client()
         .get(srv.url(next))
         .header("accept", "text/html")
@@ -886,6 +841,196 @@ async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
         metrics.contains("mssql_mcp_oauth_active_tokens 0"),
         "{metrics}"
     );
+}
+
+/// Signs `user` in on `/chatgpt`'s record viewer sign-in page, for the record page `next`:
+/// the viewer cookie (`mcp_view=…`) and the form's CSRF token.
+async fn viewer_sign_in(srv: &Server, next: &str, user: &str, password: &str) -> (String, String) {
+    let page = client()
+        .get(srv.url(&format!(
+            "/chatgpt/sign-in?next={}",
+            next.replace('/', "%2F")
+        )))
+        .send()
+        .await
+        .expect("sign-in page");
+    assert_eq!(page.status(), 200);
+    let form_cookie = page.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let body = page.text().await.expect("page");
+    let marker = "name=\"csrf\" value=\"";
+    let start = body.find(marker).expect("csrf field") + marker.len();
+    let csrf = body[start..start + 43].to_string();
+    let signed_in = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(srv.url("/chatgpt/sign-in"))
+        .header("cookie", &form_cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("next", next),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status(), 303);
+    let view = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mcp_view="))
+        .and_then(|v| v.split(';').next())
+        .expect("viewer cookie")
+        .to_string();
+    (view, csrf)
+}
+
+/// A record page is a `fetch`, and costs what a `fetch` tool call does: it draws on the
+/// caller's per-client tool-call bucket (shared with its `tools/call`s), and past it gets 429
+/// with `Retry-After`, as JSON for a program and as a page for a browser (whose sign-in has a
+/// bucket per person), and an audit record saying it was refused.
+#[tokio::test]
+async fn record_pages_count_against_the_per_client_tool_call_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = make_db(dir.path());
+    let password = "correct horse battery staple";
+    let hash = mssql_mcp::oauth::password::hash(password).expect("hash");
+    let text = config_text(
+        dir.path(),
+        &db,
+        "",
+        &format!(
+            "[limits]\nclient_per_min = 1\nclient_burst = 2\n\n\
+             [[oauth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\nscopes = [\"*\"]\n"
+        ),
+    )
+    .replace("insecure_no_auth = true", "insecure_no_auth = false");
+    let srv = Server::start(Config::parse(&text).expect("config"), false).await;
+    // A program's access token, written into the store as the token endpoint would write it
+    // (the whole OAuth flow is tested in tests/oauth.rs).
+    let token = mssql_mcp::oauth::random_token("mcp_at_");
+    {
+        use mssql_mcp::oauth::store::{Grant, TokenKind, now_ms};
+        let scope = srv
+            .state
+            .scopes()
+            .iter()
+            .find(|s| s.path == "/chatgpt")
+            .expect("scope");
+        let now = now_ms();
+        let grant = Grant {
+            grant_id: mssql_mcp::oauth::random_token("g_"),
+            client_id: "mcp_client_reader".into(),
+            username: "alice".into(),
+            scope: "/chatgpt".into(),
+            resource: scope.public_base.clone(),
+            oauth_scope: mssql_mcp::oauth::OAUTH_SCOPE.into(),
+            redirect_uri: String::new(),
+            code_challenge: String::new(),
+            created_at: now,
+            last_used_at: std::sync::atomic::AtomicI64::new(now),
+        };
+        srv.state
+            .oauth()
+            .expect("oauth")
+            .store
+            .create_grant(
+                grant,
+                TokenKind::Access,
+                &mssql_mcp::oauth::hash_token(&token),
+                now + 600_000,
+            )
+            .expect("grant");
+    }
+    let record = "/chatgpt/records/main.customers/1";
+    let read = || client().get(srv.url(record)).bearer_auth(&token).send();
+    assert_eq!(read().await.expect("record").status(), 200);
+    let call = client()
+        .post(srv.url("/chatgpt/sse"))
+        .bearer_auth(&token)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "fetch", "arguments": {"id": "main.customers/2"}}}))
+        .send()
+        .await
+        .expect("tool call");
+    assert_eq!(call.status(), 200);
+    // The burst of two is spent: the next page is refused, and says when to come back.
+    let limited = read().await.expect("record");
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = limited.json().await.expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Rate limited: too many tool calls")),
+        "{body}"
+    );
+
+    // A person's browser has a bucket of its own, and is told on a page.
+    let (view, _) = viewer_sign_in(&srv, record, "alice", password).await;
+    let browse = || {
+        client()
+            .get(srv.url(record))
+            .header("accept", "text/html")
+            .header("cookie", &view)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(browse().await.expect("page").status(), 200);
+    }
+    let limited = browse().await.expect("page");
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert!(
+        limited.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/html"))
+    );
+    let page = limited.text().await.expect("page");
+    assert!(page.contains("Rate limited: too many tool calls"), "{page}");
+    srv.stop().await;
+
+    let lines = audit_lines(dir.path());
+    let refused: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "tool_call" && l["outcome"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{lines:?}");
+    for (r, client_id) in refused
+        .iter()
+        .zip(["mcp_client_reader", "mssql-mcp:record-viewer"])
+    {
+        assert_eq!(r["tool"], "fetch", "{r}");
+        assert_eq!(r["client_id"], client_id, "{r}");
+        assert_eq!(r["user"], "alice", "{r}");
+        assert!(
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("rate limited")),
+            "{r}"
+        );
+        assert!(
+            r["query"]
+                .as_str()
+                .is_some_and(|q| q.contains("main.customers/1")),
+            "{r}"
+        );
+    }
 }
 
 #[tokio::test]

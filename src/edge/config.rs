@@ -219,7 +219,7 @@ pub struct LimitsConfig {
     pub oauth_per_min: u32,
     /// Burst for the OAuth bucket.
     pub oauth_burst: u32,
-    /// Tool calls per minute each OAuth client (or user) may make.
+    /// Tool calls per minute each OAuth client (or user) may make; a record page is a `fetch`.
     pub client_per_min: u32,
     /// Burst for the per-client bucket.
     pub client_burst: u32,

@@ -4,8 +4,8 @@
 //! - OAuth endpoints (`/register`, `/authorize`, `/token`, `/sign-in` at the root or under any
 //!   scope), a stricter bucket per client IP on top ([`OAuthBucketLayer`]): slows password and
 //!   code guessing;
-//! - tool calls per OAuth client or user, through [`RateLimits::check_client`], which the MCP
-//!   layer calls once it knows who is calling.
+//! - tool calls (and record pages, each a `fetch`) per OAuth client or user, through
+//!   [`charge_tool_call`], which the MCP layer calls once it knows who is calling.
 //!
 //! A limited request gets 429 with `Retry-After` (whole seconds, rounded up, so a client that
 //! waits that long is admitted) and is counted.
@@ -201,16 +201,40 @@ pub fn tool_call_refusal(
     if req.method != "tools/call" {
         return None;
     }
-    let key = caller.client_id.as_deref().or(caller.user.as_deref())?;
-    let wait = app.edge().check_client(key).err()?;
+    let wait = charge_tool_call(app, caller)?;
     let err = crate::mcp::protocol::RpcError::refused(
         StatusCode::TOO_MANY_REQUESTS,
-        format!(
-            "Rate limited: too many tool calls from this client; retry after {} s",
-            wait.secs()
-        ),
+        tool_calls_limited(wait),
     );
     Some((err, wait.secs()))
+}
+
+/// Charges one tool call of `caller` to its per-client bucket: `Some` wait when the bucket is
+/// used up and the call must be refused. For every way of doing a tool's work: a `tools/call`
+/// ([`tool_call_refusal`]) and a record page, which is a `fetch` (`mcp::records`), so that a
+/// token cannot read records faster than it may call tools. Callers without an authenticated
+/// user or client (authentication off) are not counted.
+pub fn charge_tool_call(
+    app: &crate::state::AppState,
+    caller: &crate::mcp::dispatch::Caller,
+) -> Option<RetryAfter> {
+    let viewer = crate::oauth::viewer::VIEWER_CLIENT;
+    let key = match (caller.client_id.as_deref(), caller.user.as_deref()) {
+        // Every browser signed in to record pages shares the viewer pseudo-client's id: each
+        // person gets a bucket of their own, or one would use up everyone's.
+        (Some(id), Some(user)) if id == viewer => std::borrow::Cow::Owned(format!("{id}/{user}")),
+        (Some(id), _) => std::borrow::Cow::Borrowed(id),
+        (None, user) => std::borrow::Cow::Borrowed(user?),
+    };
+    app.edge().check_client(&key).err()
+}
+
+/// What a caller refused by [`charge_tool_call`] is told.
+pub fn tool_calls_limited(wait: RetryAfter) -> String {
+    format!(
+        "Rate limited: too many tool calls from this client; retry after {} s",
+        wait.secs()
+    )
 }
 
 /// A bucket's verdict as [`RetryAfter`], with a refusal counted in `limited`.
@@ -384,6 +408,17 @@ mod tests {
             ip: None,
         };
         assert!(limit_tool_call(&app, &anonymous, &call).is_none());
+        // Record pages draw on the same buckets: client `b` has used its one call above.
+        assert!(charge_tool_call(&app, &caller("b")).is_some());
+        // A browser's record pages: one bucket per person, not one for every browser.
+        let viewer = |user: &str| crate::mcp::dispatch::Caller {
+            user: Some(user.into()),
+            client_id: Some(crate::oauth::viewer::VIEWER_CLIENT.into()),
+            ip: None,
+        };
+        assert!(charge_tool_call(&app, &viewer("ann")).is_none());
+        assert!(charge_tool_call(&app, &viewer("ann")).is_some());
+        assert!(charge_tool_call(&app, &viewer("bob")).is_none());
     }
 
     #[test]

@@ -437,6 +437,18 @@ pub(crate) fn audit_unrun(
 fn audit_unrun_call(scope: &Scope, params: &Value, caller: &Caller, status: ToolStatus, why: &str) {
     let name = params.get("name").and_then(Value::as_str).unwrap_or("");
     let args = params.get("arguments").unwrap_or(&Value::Null);
+    audit_unrun_tool(scope, name, args, caller, status, why);
+}
+
+/// Audits a call of tool `name` with `args` that did not run, and why.
+fn audit_unrun_tool(
+    scope: &Scope,
+    name: &str,
+    args: &Value,
+    caller: &Caller,
+    status: ToolStatus,
+    why: &str,
+) {
     let zero = std::time::Duration::ZERO;
     record_call(
         scope,
@@ -450,14 +462,22 @@ fn audit_unrun_call(scope: &Scope, params: &Value, caller: &Caller, status: Tool
     );
 }
 
+/// Why a call the client's rate limit refused did not run, in its audit record.
+const RATE_LIMITED: &str = "rate limited: too many tool calls from this client";
+
 /// [`audit_unrun`] for a call the client's rate limit refused.
 pub(crate) fn audit_rate_limited(
     scope: &Scope,
     req: &crate::mcp::protocol::Request,
     caller: &Caller,
 ) {
-    let why = "rate limited: too many tool calls from this client";
-    audit_unrun(scope, req, caller, ToolStatus::Refused, why);
+    audit_unrun(scope, req, caller, ToolStatus::Refused, RATE_LIMITED);
+}
+
+/// [`audit_rate_limited`] for a call of `name` made without `tools/call`: a record page, which
+/// is a `fetch`.
+pub(crate) fn audit_rate_limited_tool(scope: &Scope, name: &str, args: &Value, caller: &Caller) {
+    audit_unrun_tool(scope, name, args, caller, ToolStatus::Refused, RATE_LIMITED);
 }
 
 /// Counts the call and writes its audit record (queued; never waits).

@@ -8,15 +8,17 @@
 //!   authentication on it needs a record viewer cookie; without one it is sent to the scope's
 //!   sign-in page and back ([`crate::oauth::viewer`]).
 //!
-//! Either way the lookup is audited like a `fetch` tool call, with who asked.
+//! Either way the lookup is audited like a `fetch` tool call, with who asked, and counts
+//! against the caller's per-client tool-call limit like one (429 with `Retry-After` past it).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::dispatch::{self, Caller};
 use super::{ScopeCtx, json_body};
+use crate::edge::rate_limit;
 use crate::oauth::ClientIp;
 use crate::oauth::bearer::{Endpoint, authenticate_at};
 use crate::oauth::html_escape;
@@ -50,6 +52,15 @@ pub async fn record(
         return StatusCode::NOT_FOUND.into_response();
     };
     let args = json!({"id": id, "via": "records"});
+    // A page is a `fetch`, and costs what a `fetch` tool call does.
+    if let Some(wait) = rate_limit::charge_tool_call(&ctx.app, &caller) {
+        dispatch::audit_rate_limited_tool(&ctx.scope, "fetch", &args, &caller);
+        let message = rate_limit::tool_calls_limited(wait);
+        let mut resp = refusal(&ctx.scope, page, StatusCode::TOO_MANY_REQUESTS, &message);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.secs()));
+        return resp;
+    }
     let pending = dispatch::PendingCall::new(&ctx.scope, "fetch", &args, &caller);
     // The JSON is written only for a program: a page is rendered from the document.
     let outcome = fetch::document(&ctx.scope, id).await.and_then(|doc| {
@@ -68,12 +79,17 @@ pub async fn record(
                 ToolError::NotFound(_) | ToolError::InvalidArguments(_) => StatusCode::NOT_FOUND,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
-            if page {
-                error_page(&ctx.scope, status, &e.to_string())
-            } else {
-                (status, axum::Json(json!({"error": e.to_string()}))).into_response()
-            }
+            refusal(&ctx.scope, page, status, &e.to_string())
         }
+    }
+}
+
+/// A record not shown, and why: a page for a browser, JSON for a program.
+fn refusal(scope: &Scope, page: bool, status: StatusCode, message: &str) -> Response {
+    if page {
+        error_page(scope, status, message)
+    } else {
+        (status, axum::Json(json!({"error": message}))).into_response()
     }
 }
 
