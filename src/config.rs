@@ -859,6 +859,44 @@ impl Config {
                 "remove it for the default of 10000",
             ));
         }
+        // A session idle for less than a minute ends between a model's calls; a shutdown grace
+        // past five minutes is more than any service manager waits (the shipped unit's
+        // TimeoutStopSec is 30 s: keep the grace under it by the audit flush's 5 s).
+        for (key, value, min, max, default) in [
+            (
+                "server.session_idle_secs",
+                self.server.session_idle_secs,
+                60,
+                30 * 86_400,
+                3600,
+            ),
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs,
+                0,
+                300,
+                10,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{value} is out of range"),
+                    format!("use {min} to {max} (default {default})"),
+                ));
+            }
+        }
+        for (i, o) in self.server.allowed_origins.iter().enumerate() {
+            if !is_origin(o) {
+                return Err(ConfigError::new(
+                    format!("server.allowed_origins[{i}]"),
+                    format!(
+                        "`{o}` is not an origin (a browser sends scheme://host[:port], no path)"
+                    ),
+                    "write it as the browser sends it, e.g. \"https://app.example.com\" (no trailing slash)",
+                ));
+            }
+        }
         let mut names = HashSet::new();
         for (i, db) in self.databases.iter().enumerate() {
             let key = format!("database[{i}]");
@@ -1077,6 +1115,10 @@ impl Config {
         }
         for (name, zero) in [
             ("max_clients", o.max_clients == 0),
+            (
+                "registrations_per_hour_per_ip",
+                o.registrations_per_hour_per_ip == 0,
+            ),
             ("failed_logins_per_user", o.failed_logins_per_user == 0),
             ("failed_logins_per_ip", o.failed_logins_per_ip == 0),
         ] {
@@ -1107,11 +1149,18 @@ impl Config {
                     "give every user a unique name of 1 to 64 visible characters",
                 ));
             }
-            if !u.password_hash.starts_with("$argon2id$") {
+            if let Err(problem) = crate::oauth::password::check_hash(&u.password_hash) {
                 return Err(ConfigError::new(
                     format!("{key}.password_hash"),
-                    "is not an argon2id hash",
+                    problem,
                     "paste the output of `mssql-mcp hash-password` (it reads the password from the terminal or stdin)",
+                ));
+            }
+            if u.scopes.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{key}.scopes"),
+                    "is empty, so the user could sign in to nothing",
+                    "list scope paths such as [\"/chatgpt\"], or [\"*\"] for every scope",
                 ));
             }
             for (j, s) in u.scopes.iter().enumerate() {
@@ -1207,6 +1256,18 @@ fn hide_string_values(problem: &str) -> String {
         }
     }
     problem.to_string()
+}
+
+/// `scheme://host[:port]` as a browser sends it in `Origin`: http or https, a host that
+/// parses, no path, query, user or trailing slash.
+fn is_origin(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+        && url::Url::parse(o).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
 }
 
 fn validate_public_url(url: &str) -> Result<(), ConfigError> {
@@ -1724,7 +1785,7 @@ password = { env = "MSSQL_PASSWORD" }
         assert_eq!(m.encrypt(), MssqlEncrypt::Required);
     }
 
-    const USER: &str = "\n[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g\"\nscopes = [\"/chatgpt\"]\n";
+    const USER: &str = "\n[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$+N5YXLaYg+MnyUam/iw9ig$NMM2bTqRxvACvX5XaxTmB7BY+5JSYpR3T/vFHPNWSms\"\nscopes = [\"/chatgpt\"]\n";
 
     #[test]
     fn oauth_users_need_an_argon2id_hash_and_known_scopes() {
@@ -1744,6 +1805,73 @@ password = { env = "MSSQL_PASSWORD" }
         ))
         .unwrap_err();
         assert_eq!(err.key, "oauth.users[0].scopes[0]");
+        // Parsed, not only its prefix: a cut-off hash would fail every sign-in silently, and
+        // one asking for 4 GiB would hold that much per sign-in.
+        for bad in [
+            "$argon2id$v=19$m=19456,t=2,p=1$+N5YXLaYg+MnyUam/iw9ig",
+            "$argon2id$v=19$m=4194304,t=2,p=1$+N5YXLaYg+MnyUam/iw9ig$NMM2bTqRxvACvX5XaxTmB7BY+5JSYpR3T/vFHPNWSms",
+            "$argon2id$garbage",
+        ] {
+            let err = Config::parse(&format!(
+                "{MINIMAL}{}",
+                USER.replace(
+                    "$argon2id$v=19$m=19456,t=2,p=1$+N5YXLaYg+MnyUam/iw9ig$NMM2bTqRxvACvX5XaxTmB7BY+5JSYpR3T/vFHPNWSms",
+                    bad
+                )
+            ))
+            .unwrap_err();
+            assert_eq!(err.key, "oauth.users[0].password_hash", "{bad}");
+        }
+        let real = crate::oauth::password::hash("a real passphrase").expect("hash");
+        Config::parse(&format!(
+            "{MINIMAL}{}",
+            USER.replace(
+                "$argon2id$v=19$m=19456,t=2,p=1$+N5YXLaYg+MnyUam/iw9ig$NMM2bTqRxvACvX5XaxTmB7BY+5JSYpR3T/vFHPNWSms",
+                &real
+            )
+        ))
+        .expect("what hash-password writes is accepted");
+        let err = Config::parse(&format!(
+            "{MINIMAL}{}",
+            USER.replace("[\"/chatgpt\"]", "[]")
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "oauth.users[0].scopes");
+    }
+
+    /// Values that used to pass the check and then misbehave at run time.
+    #[test]
+    fn server_and_oauth_values_that_cannot_work_are_refused() {
+        for (text, key) in [
+            (
+                "[server]\nsession_idle_secs = 0\n",
+                "server.session_idle_secs",
+            ),
+            (
+                "[server]\nshutdown_grace_secs = 100000\n",
+                "server.shutdown_grace_secs",
+            ),
+            (
+                "[server]\nallowed_origins = [\"https://app.example.com/\"]\n",
+                "server.allowed_origins[0]",
+            ),
+            (
+                "[server]\nallowed_origins = [\"app.example.com\"]\n",
+                "server.allowed_origins[0]",
+            ),
+            (
+                "[oauth]\nregistrations_per_hour_per_ip = 0\n",
+                "oauth.registrations_per_hour_per_ip",
+            ),
+        ] {
+            let err = Config::parse(&format!("{text}{MINIMAL}")).unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+        }
+        let c = Config::parse(&format!(
+            "[server]\nallowed_origins = [\"https://app.example.com\", \"http://10.0.0.7:3000\"]\n{MINIMAL}"
+        ))
+        .expect("origins as browsers send them");
+        assert_eq!(c.server.allowed_origins.len(), 2);
     }
 
     #[test]

@@ -37,6 +37,45 @@ fn dummy_hash() -> Option<&'static str> {
         .as_deref()
 }
 
+/// Most memory one check may take, in KiB (64 MiB). `hash-password` uses 19 MiB (OWASP's
+/// first choice); a hash made elsewhere with far more would hold that much per sign-in, times
+/// the checks the [`Gate`] lets run at once.
+const MAX_MEMORY_KIB: u32 = 64 * 1024;
+/// Most passes and lanes a configured hash may ask for.
+const MAX_PASSES: u32 = 16;
+const MAX_LANES: u32 = 16;
+
+/// Whether `phc` is an argon2id hash the server can check, at a bounded cost: what the config
+/// check asks of `oauth.users[].password_hash`. A hash that does not parse would fail every
+/// sign-in without saying why.
+pub fn check_hash(phc: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(phc).map_err(|e| format!("is not a PHC hash string ({e})"))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "is an {} hash, not argon2id",
+            parsed.algorithm.as_str()
+        ));
+    }
+    if parsed.hash.is_none() || parsed.salt.is_none() {
+        return Err("has no salt or no hash value".into());
+    }
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|e| format!("has parameters argon2 refuses ({e})"))?;
+    if params.m_cost() > MAX_MEMORY_KIB
+        || params.t_cost() > MAX_PASSES
+        || params.p_cost() > MAX_LANES
+    {
+        return Err(format!(
+            "asks for m={} KiB, t={}, p={}: more than {MAX_MEMORY_KIB} KiB, {MAX_PASSES} passes \
+             or {MAX_LANES} lanes per sign-in",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `password` matches `phc` (an argon2id PHC string). `None` checks against a dummy
 /// hash and always fails, taking the same time.
 pub fn verify(password: &str, phc: Option<&str>) -> bool {
