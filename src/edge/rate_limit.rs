@@ -142,8 +142,12 @@ impl RateLimits {
     /// The per-IP bucket, charged once more for a message past the first of a JSON-RPC batch
     /// (the layer charged the POST itself); on `Err`, the message is refused.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        // The layer's key: an IPv6 client by its /64, so changing the address within it does
+        // not open a bucket of its own.
         counted(
-            self.per_ip.limiter().check_key(&ip),
+            self.per_ip
+                .limiter()
+                .check_key(&super::client_ip::limit_key(ip)),
             &self.counters.limited_ip,
         )
     }
@@ -366,6 +370,28 @@ mod tests {
         ] {
             assert!(!is_oauth_path(p), "{p}");
         }
+    }
+
+    /// A batch's further messages draw on the same bucket the layer charged: an IPv6
+    /// client's /64, whatever address in it each message comes from.
+    #[test]
+    fn batch_messages_draw_on_the_layers_bucket_for_the_whole_slash_64() {
+        let config = crate::config::Config::parse(
+            "[[database]]\nname = \"m\"\nkind = \"sqlite\"\npath = \"/tmp/x.db\"\n\n[[scope]]\npath = \"/c\"\ndatabase = \"m\"\n\n[limits]\nper_ip_per_sec = 1\nper_ip_burst = 2\n",
+        )
+        .expect("valid");
+        let limits = RateLimits::new(&config.limits, Arc::new(Counters::default()));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(limits.check_ip(ip("2001:db8:1:2::1")).is_ok());
+        assert!(limits.check_ip(ip("2001:db8:1:2::2")).is_ok());
+        assert!(
+            limits.check_ip(ip("2001:db8:1:2::3")).is_err(),
+            "a third address of the /64 finds the bucket empty"
+        );
+        assert!(
+            limits.check_ip(ip("2001:db8:1:3::1")).is_ok(),
+            "another /64"
+        );
     }
 
     #[test]
