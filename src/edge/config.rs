@@ -389,6 +389,52 @@ pub fn validate(config: &crate::config::Config) -> Result<(), ConfigError> {
             "write the https:// URL clients reach (e.g. \"https://mcp.example.com\")",
         ));
     }
+    // Without a public URL the server names itself after its listen address (see
+    // `default_public_url`): a wildcard one (0.0.0.0, ::) is no host a client can reach, and
+    // every request's Host would be refused against it.
+    let listen = config.server.listen;
+    if config.server.public_url.is_none()
+        && config.tls.mode != TlsMode::Acme
+        && listen.ip().is_unspecified()
+    {
+        return Err(ConfigError::new(
+            "server.public_url",
+            format!("is not set, and server.listen ({listen}) names no host clients can reach"),
+            "set server.public_url to the URL clients use, e.g. \"https://mcp.example.com\": \
+             requests must be addressed to it, and every URL the server hands out starts with it",
+        ));
+    }
+    // ACME gets a certificate for tls.domains only: a public URL on another host would be
+    // served a certificate for the wrong name.
+    if config.tls.mode == TlsMode::Acme
+        && let Some(url) = config.server.public_url.as_deref()
+        && let Ok(parsed) = url::Url::parse(url)
+        && let Some(host) = parsed.host_str()
+        && !config.tls.domains.iter().any(|d| {
+            d.trim_end_matches('.')
+                .eq_ignore_ascii_case(host.trim_end_matches('.'))
+        })
+    {
+        return Err(ConfigError::new(
+            "server.public_url",
+            format!(
+                "its host `{host}` is not among tls.domains ({}), so clients would get a \
+                 certificate for another name",
+                config.tls.domains.join(", ")
+            ),
+            "add the host to tls.domains, or make public_url use one of them",
+        ));
+    }
+    if same_socket(config.server.listen, config.admin.listen) {
+        return Err(ConfigError::new(
+            "admin.listen",
+            format!(
+                "{} is the same port as server.listen ({}): the second listener could not bind",
+                config.admin.listen, config.server.listen
+            ),
+            "give admin.listen a port of its own (default 127.0.0.1:8009)",
+        ));
+    }
     config.limits.validate()?;
     parse_allow("access.allow", &config.access.allow)?;
     let trusted = parse_allow("server.trusted_proxies", &config.server.trusted_proxies)?;
@@ -633,6 +679,37 @@ database = "main"
         )
         .unwrap_err();
         assert_eq!(err.key, "server.public_url");
+    }
+
+    /// Configurations `check-config` used to call valid that could not serve anyone.
+    #[test]
+    fn the_public_url_must_name_a_reachable_host_and_the_certificate_s() {
+        // A wildcard listen address is no host for clients to reach.
+        for listen in ["0.0.0.0:8008", "[::]:8443"] {
+            let err = parse(&format!("[server]\nlisten = \"{listen}\"\n")).unwrap_err();
+            assert_eq!(err.key, "server.public_url", "{listen}");
+        }
+        parse(
+            "[server]\nlisten = \"0.0.0.0:8008\"\npublic_url = \"http://mcp.example.com:8008\"\n",
+        )
+        .expect("with a public URL");
+        // ACME's certificate covers tls.domains only.
+        let acme = "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\n";
+        let err = parse(&format!(
+            "[server]\npublic_url = \"https://other.example.com\"\n{acme}"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "server.public_url");
+        assert!(err.problem.contains("other.example.com"), "{err}");
+        parse(&format!(
+            "[server]\npublic_url = \"https://MCP.example.com\"\n{acme}"
+        ))
+        .expect("the same host in another case");
+        // The admin listener cannot share the main listener's port.
+        let err =
+            parse("[server]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"\n")
+                .unwrap_err();
+        assert_eq!(err.key, "admin.listen");
     }
 
     #[test]
