@@ -250,6 +250,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         config.server.listen,
         config.public_url()
     );
+    for warning in crate::edge::config::warnings(&config) {
+        outln!("WARNING: {warning}");
+    }
     if config.server.insecure_no_auth {
         outln!("WARNING: server.insecure_no_auth = true: MCP endpoints need no token.");
     } else if let Err(e) = require_oauth_users(&config) {
@@ -518,6 +521,9 @@ async fn serve(config: Config) -> ExitCode {
         tracing::warn!(
             "server.insecure_no_auth = true: MCP endpoints accept requests without a token"
         );
+    }
+    for warning in crate::edge::config::warnings(&config) {
+        tracing::warn!("{warning}");
     }
     let admin_listener = match TcpListener::bind(config.admin.listen).await {
         Ok(l) => Some(l),

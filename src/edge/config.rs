@@ -498,6 +498,28 @@ fn same_socket(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// Settings that are valid but probably not what the operator meant, as one line each, for
+/// `check-config` and the log at start.
+pub fn warnings(config: &crate::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let https_url = config
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    if config.tls.mode == TlsMode::Off && https_url && config.server.trusted_proxies.is_empty() {
+        out.push(
+            "tls.mode = \"off\" with an https public_url means a TLS proxy in front, but \
+             server.trusted_proxies is empty: every client will appear as the proxy's address \
+             (one rate-limit bucket and one sign-in lockout for everyone, the proxy's address in \
+             the audit log, and /metrics open to all if the proxy is on this machine); list the \
+             proxy's address in server.trusted_proxies"
+                .to_string(),
+        );
+    }
+    out
+}
+
 /// Prints the edge part of `check-config`: TLS, allowlists (with the presets they use), limits.
 pub fn describe(config: &crate::config::Config) {
     let tls = &config.tls;
@@ -710,6 +732,17 @@ database = "main"
             parse("[server]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"\n")
                 .unwrap_err();
         assert_eq!(err.key, "admin.listen");
+    }
+
+    #[test]
+    fn a_tls_proxy_that_is_not_trusted_is_warned_about() {
+        let behind = "[server]\npublic_url = \"https://mcp.example.com\"\n[tls]\nmode = \"off\"\n";
+        let c = parse(behind).expect("valid");
+        assert_eq!(super::warnings(&c).len(), 1);
+        assert!(super::warnings(&c)[0].contains("server.trusted_proxies"));
+        let c = parse(&behind.replace("[tls]", "trusted_proxies = [\"127.0.0.1\"]\n[tls]"))
+            .expect("valid");
+        assert!(super::warnings(&c).is_empty());
     }
 
     #[test]
