@@ -1265,14 +1265,14 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     let scope = state.scopes()[0].clone();
     assert_eq!(scope.db.kind(), "mssql");
 
-    let out = tools::call(&scope, "search", &json!({"query": "Zoë"}))
+    let out = tools::call(&scope, "search", &json!({"query": "Zoë"}), None)
         .await
         .expect("search");
     let results = out.value()["results"].as_array().expect("results").clone();
     assert!(!results.is_empty(), "{}", out.value());
     let id = results[0]["id"].as_str().expect("id").to_string();
 
-    let out = tools::call(&scope, "fetch", &json!({"id": id}))
+    let out = tools::call(&scope, "fetch", &json!({"id": id}), None)
         .await
         .expect("fetch through the fallback key");
     let fetched = out.value().to_string();
@@ -1283,6 +1283,7 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         &scope,
         "execute_sql",
         &json!({"sql": "SELECT Name, City FROM Customers ORDER BY CustomerId", "page_size": 3}),
+        None,
     )
     .await
     .expect("execute_sql");
@@ -1292,9 +1293,14 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         "{text}"
     );
 
-    let err = tools::call(&scope, "execute_sql", &json!({"sql": "SELECT * FROM Nope"}))
-        .await
-        .expect_err("missing table");
+    let err = tools::call(
+        &scope,
+        "execute_sql",
+        &json!({"sql": "SELECT * FROM Nope"}),
+        None,
+    )
+    .await
+    .expect_err("missing table");
     let msg = err.to_string();
     assert!(msg.contains("Customers") && msg.contains("Orders"), "{msg}");
 
@@ -1308,7 +1314,7 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         "SELECT * FROM OPENROWSET('SQLNCLI', 'Server=x;', 'SELECT 1')",
         "WAITFOR DELAY '00:00:05'",
     ] {
-        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}), None)
             .await
             .expect_err(sql);
         assert!(
@@ -1321,6 +1327,7 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         &scope,
         "get_table_sample",
         &json!({"table": "dbo.Products", "limit": 2}),
+        None,
     )
     .await
     .expect("sample");
@@ -1350,7 +1357,7 @@ async fn later_pages_of_an_ordered_query_are_skipped_by_the_server() {
             let mut ids = Vec::new();
             let mut args = json!({"sql": sql, "page_size": 400});
             for _ in 0..20 {
-                let out = tools::call(&scope, "execute_sql", &args)
+                let out = tools::call(&scope, "execute_sql", &args, None)
                     .await
                     .expect("execute_sql");
                 let v = out.value();
@@ -1448,7 +1455,7 @@ async fn queries_of_one_shape_share_a_verdict_and_return_their_own_rows() {
         let template = lift(shape[0], SqlDialect::MsSql).template.into_owned();
         for sql in shape {
             assert_eq!(lift(sql, SqlDialect::MsSql).template, template, "{sql}");
-            let out = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+            let out = tools::call(&scope, "execute_sql", &json!({"sql": sql}), None)
                 .await
                 .expect(sql);
             let want = scope.db.query(sql, page(0, 500)).await.expect(sql);
@@ -1480,7 +1487,7 @@ async fn queries_of_one_shape_share_a_verdict_and_return_their_own_rows() {
         "SELECT Notes FROM Customers WHERE CustomerId = 3",
         "SELECT Notes FROM Customers WHERE CustomerId = 4",
     ] {
-        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}))
+        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}), None)
             .await
             .expect_err(sql);
         assert!(

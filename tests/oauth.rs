@@ -917,6 +917,75 @@ async fn registration_is_rate_limited_per_network_too() {
     s.stop().await;
 }
 
+/// A 2026-07-28 `tools/call` with `token`; the whole JSON-RPC answer.
+async fn tool_call(
+    c: &reqwest::Client,
+    s: &Server,
+    scope: &str,
+    token: &str,
+    name: &str,
+    args: Value,
+) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": name,
+        "arguments": args,
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    }});
+    let r = c
+        .post(format!("{}{scope}/mcp", s.base))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", name)
+        .json(&body)
+        .send()
+        .await
+        .expect("tools/call");
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.expect("json")
+}
+
+/// The rows of an ad-hoc query (cached `sql:` ids) are the asking user's: another user of the
+/// scope holding the id (a record URL in a shared chat) finds nothing, as if it had expired.
+#[tokio::test]
+async fn cached_query_rows_are_read_back_only_by_the_user_who_asked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, alice) = full_flow_as(&c, &s, "/claude", "alice", ALICE_PASSWORD).await;
+    let (_, bob) = full_flow_as(&c, &s, "/claude", "bob", BOB_PASSWORD).await;
+    let (alice, bob) = (
+        alice["access_token"].as_str().expect("token").to_string(),
+        bob["access_token"].as_str().expect("token").to_string(),
+    );
+    let found = tool_call(
+        &c,
+        &s,
+        "/claude",
+        &alice,
+        "search",
+        json!({"query": "SELECT city, COUNT(*) AS n FROM customers GROUP BY city"}),
+    )
+    .await;
+    let id = found["result"]["structuredContent"]["results"][0]["id"]
+        .as_str()
+        .expect("a hit")
+        .to_string();
+    assert!(id.starts_with("sql:"), "{found}");
+    let mine = tool_call(&c, &s, "/claude", &alice, "fetch", json!({"id": id})).await;
+    assert_ne!(mine["result"]["isError"], true, "{mine}");
+    assert!(mine.to_string().contains("Arlington"), "{mine}");
+    let theirs = tool_call(&c, &s, "/claude", &bob, "fetch", json!({"id": id})).await;
+    assert_eq!(theirs["result"]["isError"], true, "{theirs}");
+    assert!(theirs.to_string().contains("expired"), "{theirs}");
+    assert!(!theirs.to_string().contains("Arlington"), "{theirs}");
+    s.stop().await;
+}
+
 /// Wrong passwords sent all at once get no more checks than the limit allows: an attempt
 /// counts before its password is hashed, so a burst cannot slip past the lockout while the
 /// first attempts are still being checked. The right password is then refused too.

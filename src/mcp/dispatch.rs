@@ -302,7 +302,7 @@ async fn call_tool(
         }
     };
     let pending = PendingCall::new(scope, name, args, caller);
-    let outcome = tools::call(scope, name, args).await;
+    let outcome = tools::call(scope, name, args, caller.user.as_deref()).await;
     let elapsed = pending.finish(outcome.as_ref().map(|out| out.rows));
     let modern = era == Era::Modern;
     match outcome {

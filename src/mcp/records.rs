@@ -63,10 +63,12 @@ pub async fn record(
     }
     let pending = dispatch::PendingCall::new(&ctx.scope, "fetch", &args, &caller);
     // The JSON is written only for a program: a page is rendered from the document.
-    let outcome = fetch::document(&ctx.scope, id).await.and_then(|doc| {
-        let json = (!page).then(|| fetch::output(&doc)).transpose()?;
-        Ok((doc, json))
-    });
+    let outcome = fetch::document(&ctx.scope, id, caller.user.as_deref())
+        .await
+        .and_then(|doc| {
+            let json = (!page).then(|| fetch::output(&doc)).transpose()?;
+            Ok((doc, json))
+        });
     pending.finish(outcome.as_ref().map(|_| 1));
     match outcome {
         Ok((_, Some(out))) => json_body(StatusCode::OK, out.json),

@@ -84,6 +84,9 @@ impl Drop for TakenCursor<'_> {
 /// The rows of one result and what `cache stats` reports about them.
 struct CachedResult {
     rows: Vec<CachedRow>,
+    /// The signed-in user whose query made it: only they read it back. `None` without
+    /// authentication.
+    owner: Option<String>,
     /// When it was stored (Unix milliseconds).
     stored_at: i64,
     /// Rough size in memory (the text of titles, values and SQL).
@@ -191,14 +194,15 @@ impl ScopeCache {
         }
     }
 
-    /// Stores the rows of one result under a new token.
-    pub fn put_rows(&self, rows: Vec<CachedRow>) -> String {
+    /// Stores the rows of one result of `owner`'s under a new token.
+    pub fn put_rows(&self, rows: Vec<CachedRow>, owner: Option<&str>) -> String {
         let t = token();
         let bytes = estimate(&rows);
         self.rows.insert(
             t.clone(),
             Arc::new(CachedResult {
                 rows,
+                owner: owner.map(str::to_string),
                 stored_at: now_ms(),
                 bytes,
             }),
@@ -206,11 +210,14 @@ impl ScopeCache {
         t
     }
 
-    /// Row `index` of the result stored under `token`.
-    pub fn get_row(&self, token: &str, index: usize) -> Option<CachedRow> {
+    /// Row `index` of the result stored under `token`, if `owner` is whose it is. Another
+    /// user of the scope holding the id (a record URL in a shared chat) finds nothing, as if
+    /// it had expired: the query and its rows were that user's.
+    pub fn get_row(&self, token: &str, index: usize, owner: Option<&str>) -> Option<CachedRow> {
         let found = self
             .rows
             .get(token)
+            .filter(|r| r.owner.is_none() || r.owner.as_deref() == owner)
             .and_then(|r| r.rows.get(index).cloned());
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -348,23 +355,23 @@ mod tests {
         let c = ScopeCache::new(Duration::from_secs(60), 10_000, 1 << 20);
         // 100 results of 100 KiB: about ten fit in 1 MiB.
         for _ in 0..100 {
-            c.put_rows(vec![row_of(100 << 10)]);
+            c.put_rows(vec![row_of(100 << 10)], None);
         }
         let s = c.stats();
         assert!(s.memory_bytes <= 1 << 20, "{s:?}");
         assert!((5..=10).contains(&s.entries), "{s:?}");
         // The newest results are the ones kept: a full cache makes room for them.
-        let newest = c.put_rows(vec![row_of(100 << 10)]);
+        let newest = c.put_rows(vec![row_of(100 << 10)], None);
         c.rows.run_pending_tasks();
-        assert!(c.get_row(&newest, 0).is_some(), "{:?}", c.stats());
+        assert!(c.get_row(&newest, 0, None).is_some(), "{:?}", c.stats());
         // A result larger than the whole budget is not kept.
-        let t = c.put_rows(vec![row_of(2 << 20)]);
+        let t = c.put_rows(vec![row_of(2 << 20)], None);
         c.rows.run_pending_tasks();
-        assert!(c.get_row(&t, 0).is_none());
+        assert!(c.get_row(&t, 0, None).is_none());
         // Small results are bounded by the entry count as before.
         let c = ScopeCache::new(Duration::from_secs(60), 5, 1 << 20);
         for _ in 0..50 {
-            c.put_rows(vec![row_of(10)]);
+            c.put_rows(vec![row_of(10)], None);
         }
         assert!(c.stats().entries <= 5);
     }
@@ -381,17 +388,22 @@ mod tests {
             sql: Arc::from("SELECT 1"),
             cut_columns: Vec::new(),
         };
-        let t = c.put_rows(vec![row]);
-        assert!(c.get_row(&t, 0).is_some());
-        assert!(c.get_row(&t, 5).is_none());
+        let t = c.put_rows(vec![row], None);
+        assert!(c.get_row(&t, 0, None).is_some());
+        assert!(c.get_row(&t, 5, None).is_none());
         let s = c.stats();
         assert_eq!((s.entries, s.hits, s.misses), (1, 1, 1));
         assert_eq!(s.hit_ratio, Some(0.5));
         assert_eq!(s.oldest_entry_age_secs, Some(0));
         assert!(s.memory_bytes > 0);
+        // A signed-in user's result is theirs: not another user's, not an anonymous reader's.
+        let mine = c.put_rows(vec![row_of(10)], Some("alice"));
+        assert!(c.get_row(&mine, 0, Some("alice")).is_some());
+        assert!(c.get_row(&mine, 0, Some("bob")).is_none());
+        assert!(c.get_row(&mine, 0, None).is_none());
         c.clear();
         assert_eq!(c.stats().entries, 0);
-        assert!(c.get_row(&t, 0).is_none());
+        assert!(c.get_row(&t, 0, None).is_none());
     }
 
     #[test]

@@ -20,8 +20,10 @@ use crate::state::Scope;
 /// Child rows listed per referencing foreign key.
 const CHILDREN_PER_FK: usize = 5;
 
-pub async fn fetch(scope: &Scope, id: &str) -> Result<ToolOutput, ToolError> {
-    output(&document(scope, id).await?)
+/// `owner`: the signed-in user asking, who alone reads the cached `sql:` rows of their own
+/// queries.
+pub async fn fetch(scope: &Scope, id: &str, owner: Option<&str>) -> Result<ToolOutput, ToolError> {
+    output(&document(scope, id, owner).await?)
 }
 
 /// A [`document`] as `fetch`'s tool output (one record).
@@ -30,7 +32,11 @@ pub fn output(doc: &Map<String, Value>) -> Result<ToolOutput, ToolError> {
 }
 
 /// The record behind `id`, as `fetch` returns it: `id`, `title`, `text`, `url`, `metadata`.
-pub async fn document(scope: &Scope, id: &str) -> Result<Map<String, Value>, ToolError> {
+pub async fn document(
+    scope: &Scope,
+    id: &str,
+    owner: Option<&str>,
+) -> Result<Map<String, Value>, ToolError> {
     let parsed = RecordId::parse(id).ok_or_else(|| {
         ToolError::InvalidArguments(format!(
             "`{}` is not an id from search; ids look like `main.customers` (a table) or `main.customers/42` (a row)",
@@ -41,7 +47,7 @@ pub async fn document(scope: &Scope, id: &str) -> Result<Map<String, Value>, Too
         RecordId::Table { schema, table } => fetch_table(scope, &schema, &table).await?,
         RecordId::Row { schema, table, key } => fetch_row(scope, &schema, &table, &key).await?,
         RecordId::Cached { token, index } => {
-            let row = scope.cache.get_row(&token, index).ok_or_else(|| {
+            let row = scope.cache.get_row(&token, index, owner).ok_or_else(|| {
                 ToolError::NotFound(format!(
                     "`{id}` has expired from the result cache (results are kept {} s); run the search again",
                     scope.config.cache_ttl_secs

@@ -261,8 +261,14 @@ fn definition(name: &str) -> Value {
     }
 }
 
-/// Runs tool `name` with `args` in `scope`.
-pub async fn call(scope: &Scope, name: &str, args: &Value) -> Result<ToolOutput, ToolError> {
+/// Runs tool `name` with `args` in `scope` for `owner`, the signed-in user (`None` without
+/// authentication): the ad-hoc rows a call caches are theirs alone.
+pub async fn call(
+    scope: &Scope,
+    name: &str,
+    args: &Value,
+    owner: Option<&str>,
+) -> Result<ToolOutput, ToolError> {
     if !tool_names(scope.profile()).contains(&name) {
         return Err(ToolError::UnknownTool(name.to_string()));
     }
@@ -277,8 +283,8 @@ pub async fn call(scope: &Scope, name: &str, args: &Value) -> Result<ToolOutput,
     };
     check_known_args(name, args)?;
     match name {
-        "search" => search::search(scope, str_arg(args, "query")?).await,
-        "fetch" => fetch::fetch(scope, str_arg(args, "id")?).await,
+        "search" => search::search(scope, str_arg(args, "query")?, owner).await,
+        "fetch" => fetch::fetch(scope, str_arg(args, "id")?, owner).await,
         "list_tables" => sql::list_tables(scope).await,
         "describe_table" => sql::describe_table(scope, str_arg(args, "table")?).await,
         "get_table_sample" => {

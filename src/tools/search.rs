@@ -36,7 +36,13 @@ struct Hit {
     score: i64,
 }
 
-pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError> {
+/// `owner` is the signed-in user asking: rows that get cached `sql:` ids are theirs alone
+/// ([`super::cache::ScopeCache::get_row`]).
+pub async fn search(
+    scope: &Scope,
+    query: &str,
+    owner: Option<&str>,
+) -> Result<ToolOutput, ToolError> {
     let q = query.trim();
     if q.is_empty() {
         return Err(ToolError::InvalidArguments(
@@ -51,8 +57,8 @@ pub async fn search(scope: &Scope, query: &str) -> Result<ToolOutput, ToolError>
     } else if let Some(rest) = strip_command(q, "describe") {
         describe_hit(scope, rest).await?
     } else if let Some(rest) = strip_command(q, "sample") {
-        sample(scope, rest).await?
-    } else if let Some(hits) = maybe_sql(scope, q, &mut notes).await? {
+        sample(scope, rest, owner).await?
+    } else if let Some(hits) = maybe_sql(scope, q, owner, &mut notes).await? {
         hits
     } else {
         keywords_search(scope, q, &mut notes).await?
@@ -138,7 +144,7 @@ async fn describe_hit(scope: &Scope, name: &str) -> Result<Vec<Hit>, ToolError> 
 }
 
 /// `sample <table> [limit N]`
-async fn sample(scope: &Scope, rest: &str) -> Result<Vec<Hit>, ToolError> {
+async fn sample(scope: &Scope, rest: &str, owner: Option<&str>) -> Result<Vec<Hit>, ToolError> {
     let words: Vec<&str> = rest.split_whitespace().collect();
     let (name, limit) = match words.as_slice() {
         [name] => (*name, 10),
@@ -163,7 +169,7 @@ async fn sample(scope: &Scope, rest: &str) -> Result<Vec<Hit>, ToolError> {
         scope.config.max_result_bytes,
     );
     let rs = scope.db.sample(table, &columns, page).await?;
-    Ok(rows_to_hits(scope, Some(table), &rs, "sample", 0))
+    Ok(rows_to_hits(scope, Some(table), &rs, "sample", 0, owner))
 }
 
 /// Turns rows into hits: row ids when the table and key are known, cached ids otherwise.
@@ -173,6 +179,7 @@ fn rows_to_hits(
     rs: &crate::db::RowSet,
     sql: &str,
     score: i64,
+    owner: Option<&str>,
 ) -> Vec<Hit> {
     let mut uncached: Vec<(usize, CachedRow)> = Vec::new();
     let mut hits = Vec::with_capacity(rs.rows.len());
@@ -223,7 +230,7 @@ fn rows_to_hits(
     }
     if !uncached.is_empty() {
         let (positions, rows): (Vec<usize>, Vec<CachedRow>) = uncached.into_iter().unzip();
-        let token = scope.cache.put_rows(rows);
+        let token = scope.cache.put_rows(rows, owner);
         for (n, pos) in positions.into_iter().enumerate() {
             hits[pos].id = RecordId::cached(&token, n);
         }
@@ -243,6 +250,7 @@ fn plain(v: &Value) -> String {
 async fn maybe_sql(
     scope: &Scope,
     q: &str,
+    owner: Option<&str>,
     notes: &mut Vec<String>,
 ) -> Result<Option<Vec<Hit>>, ToolError> {
     const STATEMENT_WORDS: [&str; 22] = [
@@ -278,7 +286,7 @@ async fn maybe_sql(
                     .filter(|t| t.primary_key.iter().all(|k| plain.is_plain(k))),
                 _ => None,
             };
-            Ok(Some(rows_to_hits(scope, table, &rs, q, 0)))
+            Ok(Some(rows_to_hits(scope, table, &rs, q, 0, owner)))
         }
         // Words like "update on shipping delays" are not SQL: search them as words.
         Err(ToolError::Refused(GuardError::Parse(_))) if first != "select" && first != "with" => {
@@ -694,7 +702,7 @@ mod tests {
         );
 
         let started = std::time::Instant::now();
-        let out = search(&scope, "apricot").await.expect("search");
+        let out = search(&scope, "apricot", None).await.expect("search");
         let took = started.elapsed();
         assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
         let text = out.json.into_string();
@@ -713,7 +721,7 @@ mod tests {
         });
         let config2 = config.scopes[0].clone();
         let both_slow = Scope::new(config2, db, "http://127.0.0.1", &ops, budget);
-        let err = search(&both_slow, "apricot")
+        let err = search(&both_slow, "apricot", None)
             .await
             .expect_err("all out of time");
         assert!(err.to_string().contains("1 s"), "{err}");
