@@ -912,8 +912,16 @@ async fn registration_is_rate_limited_per_network_too() {
         from("203.0.113.5".into()).await,
         StatusCode::TOO_MANY_REQUESTS
     );
-    // ...while another network still registers.
+    // ...while another network still registers, and one address hammering the endpoint past
+    // its own limit does not use up its network's registrations.
     assert_eq!(from("2001:db8:8::1".into()).await, StatusCode::CREATED);
+    for _ in 0..20 {
+        assert_eq!(
+            from("2001:db8:8::1".into()).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    assert_eq!(from("2001:db8:8:1::1".into()).await, StatusCode::CREATED);
     s.stop().await;
 }
 
@@ -1145,11 +1153,10 @@ async fn a_username_with_a_newline_cannot_forge_a_log_line() {
     assert!(text.contains("failed sign-in"), "{text}");
     assert!(!text.lines().any(|l| l.starts_with("2099")), "{text}");
     assert!(!text.contains('\u{1b}'), "{text}");
-    // Still readable: what was typed, escaped.
-    assert!(
-        text.contains(r"username=mallory\u{1b}[1A\n2099-01-01"),
-        "{text}"
-    );
+    // A name no user has is not written down at all, only its length (it could be a
+    // password typed into the wrong box); configured names cannot hold control characters.
+    assert!(text.contains("(no such user, "), "{text}");
+    assert!(!text.contains("mallory"), "{text}");
 }
 
 /// A client whose sockets come from the loopback address `local` (127.0.3.1 and the like), so

@@ -181,10 +181,12 @@ pub(super) fn over_registration_limit(ctx: &OAuthCtx, ip: std::net::IpAddr, now:
     let limit = ctx.config().registrations_per_hour_per_ip;
     let address = format!("register:{}", limit_key(ip));
     let block = format!("register-net:{}", network(ip, 24, 48));
-    let by_address = ctx.oauth.limits.hit(&address, 3_600_000, now) > limit;
-    let by_network = ctx.oauth.limits.hit(&block, 3_600_000, now)
-        > limit.saturating_mul(REGISTRATION_NETWORK_FACTOR);
-    by_address || by_network
+    // An address past its own limit is refused without counting against its network, so one
+    // address hammering the endpoint cannot use up the network's registrations for everyone.
+    if ctx.oauth.limits.hit(&address, 3_600_000, now) > limit {
+        return true;
+    }
+    ctx.oauth.limits.hit(&block, 3_600_000, now) > limit.saturating_mul(REGISTRATION_NETWORK_FACTOR)
 }
 
 /// A display name without control characters, at most 100 characters.
