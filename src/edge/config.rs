@@ -613,7 +613,7 @@ pub fn describe(config: &crate::config::Config) {
     }
     let l = &config.limits;
     crate::stdout::outln!(
-        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client; connections {} per IP, {} total; SSE {} per IP, {} total; header {} s and {} bytes, {} HTTP/2 streams per connection, idle {} s, request {} s",
+        "limits: {}/s burst {} per IP; OAuth {}/min burst {}; tool calls {}/min burst {} per client and user; connections {} per IP, {} total; SSE {} per IP, {} total; header {} s and {} bytes, {} HTTP/2 streams per connection, idle {} s, request {} s",
         l.per_ip_per_sec,
         l.per_ip_burst,
         l.oauth_per_min,

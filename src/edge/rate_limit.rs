@@ -222,12 +222,13 @@ pub fn charge_tool_call(
     app: &crate::state::AppState,
     caller: &crate::mcp::dispatch::Caller,
 ) -> Option<RetryAfter> {
-    let viewer = crate::oauth::viewer::VIEWER_CLIENT;
+    // One bucket per client and person: every browser signed in to record pages shares the
+    // viewer pseudo-client's id, and every user of an app that identifies itself by a client
+    // ID metadata document shares that document's URL; keyed by the id alone, one person
+    // would use up everyone's calls.
     let key = match (caller.client_id.as_deref(), caller.user.as_deref()) {
-        // Every browser signed in to record pages shares the viewer pseudo-client's id: each
-        // person gets a bucket of their own, or one would use up everyone's.
-        (Some(id), Some(user)) if id == viewer => std::borrow::Cow::Owned(format!("{id}/{user}")),
-        (Some(id), _) => std::borrow::Cow::Borrowed(id),
+        (Some(id), Some(user)) => std::borrow::Cow::Owned(format!("{id}/{user}")),
+        (Some(id), None) => std::borrow::Cow::Borrowed(id),
         (None, user) => std::borrow::Cow::Borrowed(user?),
     };
     app.edge().check_client(&key).err()
@@ -420,6 +421,13 @@ mod tests {
             limit_tool_call(&app, &caller("b"), &call).is_none(),
             "per client"
         );
+        // And per person: another user of the same client (a client ID metadata document is
+        // one id for all its users) has a bucket of their own.
+        let bob = crate::mcp::dispatch::Caller {
+            user: Some("bob".into()),
+            ..caller("a")
+        };
+        assert!(limit_tool_call(&app, &bob, &call).is_none(), "per person");
         let list = crate::mcp::protocol::Request {
             method: "tools/list".into(),
             ..call.clone()
