@@ -359,6 +359,11 @@ pub fn check(
         if let Some(msg) = tsql.refused {
             return Err(GuardError::Forbidden(msg));
         }
+        if let Some(msg) = tsql.invisible
+            && !(rules.deny_tables.is_empty() && rules.deny_columns.is_empty())
+        {
+            return Err(GuardError::Forbidden(msg));
+        }
         checker.column_hazard = checker.column_hazard.or(tsql.column_hazard);
     }
     if indexed_by {
@@ -752,6 +757,9 @@ const TSQL_XML_METHODS: &[&str] = &["value", "query", "exist", "nodes", "modify"
 struct TsqlTokens {
     refused: Option<String>,
     column_hazard: Option<String>,
+    /// A name with a character a collation may ignore ([`is_invisible`]): refused where deny
+    /// rules could be dodged with it, allowed elsewhere (Persian names hold U+200C).
+    invisible: Option<String>,
 }
 
 fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
@@ -781,6 +789,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
     let mut out = TsqlTokens {
         refused: None,
         column_hazard: None,
+        invisible: None,
     };
     let significant: Vec<&TokenWithSpan> = tokens
         .iter()
@@ -797,10 +806,10 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
     }
     for (i, t) in significant.iter().enumerate() {
         if let Token::Word(w) = &t.token {
-            if out.refused.is_none()
+            if out.invisible.is_none()
                 && let Some(c) = w.value.chars().find(|c| is_invisible(*c))
             {
-                out.refused = Some(format!(
+                out.invisible = Some(format!(
                     "the name `{}` has an invisible character (U+{:04X}) in it, which SQL Server \
                      may ignore when it compares names; write the name without it",
                     w.value.escape_default(),
@@ -1083,6 +1092,12 @@ struct CteScope {
 struct Checker<'a> {
     dialect: SqlDialect,
     rules: &'a AccessRules,
+    /// SQL Server: the parts before the last of dotted names (`location` in `location.Lat`,
+    /// `location.STAsText()`). A part that names no table, alias or CTE of the query is a
+    /// column whose CLR property or method is read, so [`Checker::finish`] checks it as one.
+    qualifiers: Vec<String>,
+    /// Lower-cased names of every table, alias and CTE the query mentions.
+    relation_names: HashSet<String>,
     root: usize,
     /// The root query is a plain SELECT whose result names are the source column names.
     root_names_columns: bool,
@@ -1165,6 +1180,8 @@ impl<'a> Checker<'a> {
         Checker {
             dialect,
             rules,
+            qualifiers: Vec::new(),
+            relation_names: HashSet::new(),
             root: addr(root),
             root_names_columns: matches!(*root.body, SetExpr::Select(_))
                 && root.for_clause.is_none(),
@@ -1246,6 +1263,18 @@ impl<'a> Checker<'a> {
             // As written (less trailing spaces): `deny_match` folds it against the rules.
             let n = self.plain(&ident.value).to_string();
             self.idents.push(n);
+        }
+    }
+
+    /// See [`Checker::qualifiers`]. SQLite has no CLR types: there a qualifier is always a
+    /// table, alias or schema.
+    fn note_qualifiers(&mut self, parts: &[Ident]) {
+        if self.dialect == SqlDialect::MsSql && self.quiet_depth == 0 {
+            let names: Vec<String> = parts
+                .iter()
+                .map(|p| self.plain(&p.value).to_string())
+                .collect();
+            self.qualifiers.extend(names);
         }
     }
 
@@ -1337,13 +1366,13 @@ impl<'a> Checker<'a> {
         if is_dangerous_function(&name) {
             return forbid(format!("function `{}` is not allowed", f.name));
         }
-        // `location.STAsText()`: a method of the column `location` (a CLR type). Its
-        // qualifier may be a column, so it is checked as one.
-        for part in &parts[..parts.len() - 1] {
-            if let Some(ident) = part.as_ident() {
-                self.note_ident(ident);
-            }
-        }
+        // `location.STAsText()`: a method of the column `location` (a CLR type), when
+        // `location` is no schema; see [`Checker::qualifiers`].
+        let before: Vec<Ident> = parts[..parts.len() - 1]
+            .iter()
+            .filter_map(|p| p.as_ident().cloned())
+            .collect();
+        self.note_qualifiers(&before);
         // SQLite's full-text helpers read a table's columns by number.
         if self.dialect == SqlDialect::Sqlite
             && matches!(
@@ -1525,7 +1554,7 @@ impl<'a> Checker<'a> {
     }
 
     /// Column rules, once every table is known.
-    fn finish(self, root: &Query) -> Result<CheckedQuery, GuardError> {
+    fn finish(mut self, root: &Query) -> Result<CheckedQuery, GuardError> {
         // deny_columns patterns that apply to some referenced table: (column part, table).
         let mut applicable: Vec<(String, String)> = Vec::new();
         for (schema, table) in &self.normalised_tables {
@@ -1543,6 +1572,13 @@ impl<'a> Checker<'a> {
             }
         }
         if !applicable.is_empty() {
+            let columns: Vec<String> = self
+                .qualifiers
+                .iter()
+                .filter(|q| !self.relation_names.contains(&q.to_lowercase()))
+                .cloned()
+                .collect();
+            self.idents.extend(columns);
             let mut seen: HashSet<String> = HashSet::new();
             for ident in &self.idents {
                 let key = ident.to_lowercase();
@@ -1668,6 +1704,8 @@ impl Visitor for Checker<'_> {
                     .collect()
             })
             .unwrap_or_default();
+        self.relation_names
+            .extend(names.iter().map(|(n, _)| n.to_lowercase()));
         self.ctes += names.len();
         if self.ctes > MAX_CTES {
             return ControlFlow::Break(GuardError::TooComplex);
@@ -1735,6 +1773,12 @@ impl Visitor for Checker<'_> {
                 with_hints,
                 ..
             } => {
+                if let Some(ObjectNamePart::Identifier(last)) = name.0.last() {
+                    self.relation_names.insert(last.value.to_lowercase());
+                }
+                if let Some(a) = alias {
+                    self.relation_names.insert(a.name.value.to_lowercase());
+                }
                 if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
                     return forbid(format!(
                         "column alias lists on table `{name}` are not supported"
@@ -1824,11 +1868,10 @@ impl Visitor for Checker<'_> {
         }
         match expr {
             Expr::Identifier(i) => self.note_ident(i),
-            // Every part may be a column: in T-SQL `location.Lat` reads the property `Lat` of
-            // the column `location` (a CLR type) when no table is called `location`.
             Expr::CompoundIdentifier(parts) => {
-                for part in parts {
-                    self.note_ident(part);
+                if let Some((last, before)) = parts.split_last() {
+                    self.note_ident(last);
+                    self.note_qualifiers(before);
                 }
             }
             Expr::Function(f) => self.check_function(f)?,
@@ -1867,13 +1910,16 @@ impl Visitor for Checker<'_> {
                 self.slow_step = Some("a pattern match".into());
             }
             // `docs MATCH 'body: x'` names its columns inside a string, out of sight.
+            // And, like every other non-linear operator, it is a step that may run long.
             Expr::BinaryOp {
                 op: BinaryOperator::Match,
                 ..
-            } if self.column_hazard.is_none() => {
-                self.column_hazard = Some(
-                    "a full-text MATCH, whose query text can name any column of the table,".into(),
-                );
+            } => {
+                self.column_hazard.get_or_insert_with(|| {
+                    "a full-text MATCH, whose query text can name any column of the table,".into()
+                });
+                self.slow_step
+                    .get_or_insert_with(|| "the operator MATCH".into());
             }
             Expr::BinaryOp { op, .. } if !is_linear_operator(op) && self.slow_step.is_none() => {
                 self.slow_step = Some(format!("the operator {op}"));
@@ -2779,6 +2825,8 @@ mod tests {
             "SELECT * FROM employees ORDER BY name COLLATE NOCASE",
         );
         // SQLite full-text: MATCH and the helpers read columns by number or inside a string.
+        // MATCH is a step that may run long, like any non-linear operator.
+        assert!(!passes(Sqlite, "SELECT * FROM docs WHERE docs MATCH 'x'").linear_steps);
         for sql in [
             "SELECT name FROM employees WHERE employees MATCH 'salary: 9*'",
             "SELECT name, snippet(employees, 3, '', '', '', 8) FROM employees",
@@ -2796,6 +2844,15 @@ mod tests {
             assert!(e.to_string().contains("location"), "{sql}: {e}");
         }
         passes_with(MsSql, &r, "SELECT s.id, s.name FROM stores s");
+        // A qualifier that names a table, alias or CTE is no column, hidden name or not.
+        passes_with(
+            MsSql,
+            &r,
+            "SELECT salary.amount FROM employees e JOIN salary ON salary.emp_id = e.id",
+        );
+        let notes = rules(&[], &[], &["*.notes"]);
+        passes_with(Sqlite, &notes, "SELECT notes.id FROM notes");
+        passes_with(MsSql, &notes, "SELECT notes.id FROM dbo.notes");
         // T-SQL: an invisible character a collation ignores.
         for sql in [
             "SELECT * FROM [secr\u{AD}ets]",
@@ -2807,6 +2864,8 @@ mod tests {
             assert!(e.to_string().contains("invisible character"), "{sql}: {e}");
         }
         passes_with(MsSql, &r, "SELECT [Zürich-東京] FROM employees");
+        // Without deny rules there is nothing to dodge: a Persian name keeps its U+200C.
+        passes(MsSql, "SELECT [نام\u{200C}خانوادگی] FROM people");
         // T-SQL: XML methods in brackets, and FORCESEEK's index.
         for sql in [
             "SELECT CAST(N'' AS xml).[value](N'sql:column(\"salary\")', N'int') AS s FROM employees",
