@@ -1258,13 +1258,17 @@ fn hide_string_values(problem: &str) -> String {
     problem.to_string()
 }
 
-/// `scheme://host[:port]` as a browser sends it in `Origin`: http or https, a host that
-/// parses, no path, query, user or trailing slash.
+/// `scheme://host[:port]` as a browser sends it in `Origin` (any scheme: apps send
+/// `tauri://localhost`, `vscode-webview://…`), a host that parses, no path, query, user or
+/// trailing slash.
 fn is_origin(o: &str) -> bool {
     let Some((scheme, rest)) = o.split_once("://") else {
         return false;
     };
-    matches!(scheme, "http" | "https")
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', '@', ' '])
         && url::Url::parse(o).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
@@ -1868,10 +1872,10 @@ password = { env = "MSSQL_PASSWORD" }
             assert_eq!(err.key, key, "{text}");
         }
         let c = Config::parse(&format!(
-            "[server]\nallowed_origins = [\"https://app.example.com\", \"http://10.0.0.7:3000\"]\n{MINIMAL}"
+            "[server]\nallowed_origins = [\"https://app.example.com\", \"http://10.0.0.7:3000\", \"tauri://localhost\"]\n{MINIMAL}"
         ))
-        .expect("origins as browsers send them");
-        assert_eq!(c.server.allowed_origins.len(), 2);
+        .expect("origins as browsers and apps send them");
+        assert_eq!(c.server.allowed_origins.len(), 3);
     }
 
     #[test]

@@ -392,11 +392,10 @@ pub fn validate(config: &crate::config::Config) -> Result<(), ConfigError> {
     // Without a public URL the server names itself after its listen address (see
     // `default_public_url`): a wildcard one (0.0.0.0, ::) is no host a client can reach, and
     // every request's Host would be refused against it.
+    // (Without authentication it is only a warning: requests to a loopback Host are always
+    // taken, so a container published on 127.0.0.1 still works.)
     let listen = config.server.listen;
-    if config.server.public_url.is_none()
-        && config.tls.mode != TlsMode::Acme
-        && listen.ip().is_unspecified()
-    {
+    if wildcard_without_public_url(config) && !config.server.insecure_no_auth {
         return Err(ConfigError::new(
             "server.public_url",
             format!("is not set, and server.listen ({listen}) names no host clients can reach"),
@@ -498,10 +497,24 @@ fn same_socket(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// No `public_url`, and a wildcard listen address for the server to name itself after.
+fn wildcard_without_public_url(config: &crate::config::Config) -> bool {
+    config.server.public_url.is_none()
+        && config.tls.mode != TlsMode::Acme
+        && config.server.listen.ip().is_unspecified()
+}
+
 /// Settings that are valid but probably not what the operator meant, as one line each, for
 /// `check-config` and the log at start.
 pub fn warnings(config: &crate::config::Config) -> Vec<String> {
     let mut out = Vec::new();
+    if wildcard_without_public_url(config) {
+        out.push(format!(
+            "server.public_url is not set and server.listen ({}) names no host: only requests \
+             addressed to a loopback host are taken; set server.public_url to the URL clients use",
+            config.server.listen
+        ));
+    }
     let https_url = config
         .server
         .public_url
@@ -706,10 +719,16 @@ database = "main"
     /// Configurations `check-config` used to call valid that could not serve anyone.
     #[test]
     fn the_public_url_must_name_a_reachable_host_and_the_certificate_s() {
-        // A wildcard listen address is no host for clients to reach.
+        // A wildcard listen address is no host for clients to reach (OAuth hands out URLs
+        // built on it); without authentication it is a warning.
         for listen in ["0.0.0.0:8008", "[::]:8443"] {
             let err = parse(&format!("[server]\nlisten = \"{listen}\"\n")).unwrap_err();
             assert_eq!(err.key, "server.public_url", "{listen}");
+            let c = parse(&format!(
+                "[server]\nlisten = \"{listen}\"\ninsecure_no_auth = true\n"
+            ))
+            .expect("valid without authentication");
+            assert!(super::warnings(&c)[0].contains("server.public_url"));
         }
         parse(
             "[server]\nlisten = \"0.0.0.0:8008\"\npublic_url = \"http://mcp.example.com:8008\"\n",

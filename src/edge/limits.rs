@@ -460,16 +460,19 @@ pub fn opens_stream(req: &Request) -> bool {
     if req.method() != Method::GET {
         return false;
     }
-    let path = req.uri().path();
-    // A record id may end in `/sse` or `/mcp` too (`{scope}/records/main.t/sse`, a row keyed
-    // `sse`): that page is an ordinary request, with the request timeout.
-    if path.contains("/records/") {
+    // Exactly `{scope}/sse` or `{scope}/mcp` (a scope path is one segment): a record page
+    // whose id ends so (`{scope}/records/main.t/sse`, a row keyed `sse`) is an ordinary
+    // request, with the request timeout.
+    let mut segments = req.uri().path().trim_start_matches('/').split('/');
+    let (Some(_scope), Some(last), None) = (segments.next(), segments.next(), segments.next())
+    else {
         return false;
+    };
+    match last {
+        "sse" => true,
+        "mcp" => crate::mcp::streamable::get_accepts_stream(req.headers()),
+        _ => false,
     }
-    if path.ends_with("/sse") {
-        return true;
-    }
-    path.ends_with("/mcp") && crate::mcp::streamable::get_accepts_stream(req.headers())
 }
 
 /// The innermost of the edge's checks ([`super::stack::Admit`]) and the request timeout
@@ -721,5 +724,7 @@ mod tests {
             "/claude/records/main.t/mcp",
             "*/*"
         )));
+        // A scope may be called `records`: its streams are streams.
+        assert!(opens_stream(&req(Method::GET, "/records/sse", "*/*")));
     }
 }

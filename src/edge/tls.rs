@@ -342,16 +342,18 @@ pub fn file_error(tls: &TlsConfig, e: TlsError) -> Result<ConfigError, TlsError>
         TlsError::NoCertificate(_) => "tls.cert",
         TlsError::NoKey(_) | TlsError::Key { .. } => "tls.key",
         TlsError::Mismatch(_) => "tls.cert/tls.key",
+        // Unset, the cache is `<state_dir>/acme`: the key to fix is the state directory's.
+        TlsError::CacheDir { .. } if tls.cache_dir.is_none() => "server.state_dir",
         TlsError::CacheDir { .. } => "tls.cache_dir",
         TlsError::Read { .. } | TlsError::Rustls(_) => return Err(e),
     };
     let fix = if key == "tls.ca_file" {
         "point tls.ca_file at a readable PEM file with your ACME server's CA certificate"
-    } else if key == "tls.cache_dir" {
-        "point tls.cache_dir at a directory the service's user can write (under systemd, inside \
-         its StateDirectory: ProtectSystem=strict makes the rest read-only), or leave it out to \
-         use {state_dir}/acme; without a cache every start orders a new certificate and soon \
-         hits the CA's rate limits"
+    } else if key == "tls.cache_dir" || key == "server.state_dir" {
+        "point it at a directory the service's user can write (under systemd, inside its \
+         StateDirectory: ProtectSystem=strict makes the rest read-only); without a cache for \
+         the certificate (tls.cache_dir, by default <state_dir>/acme) every start orders a new \
+         one and soon hits the CA's rate limits"
     } else {
         "point tls.cert at the PEM certificate chain and tls.key at its private key, both \
          readable by the service's user (e.g. /etc/mssql-mcp/fullchain.pem and privkey.pem; \

@@ -798,6 +798,12 @@ impl Store {
                 n += delete.execute(params![hash])?;
             }
         }
+        // Rows the index never held (a kind this version does not know) still go when they
+        // expire; used codes are all in the index, so the ones kept above are not touched.
+        n += tx.execute(
+            "DELETE FROM tokens WHERE expires_at <= ?1 AND kind <> ?2",
+            params![now, TokenKind::Code.as_str()],
+        )?;
         for id in &dead_grants {
             n += tx.execute("DELETE FROM grants WHERE grant_id = ?1", params![id])?;
         }
@@ -1042,9 +1048,19 @@ mod tests {
             .redeem("codehash", TokenKind::Code, now, 1000, 2000, None)
             .expect("db")
             .expect("first use");
+        // A row the index never held (a kind this version does not know) goes too.
+        rusqlite::Connection::open(dir.path().join("oauth.sqlite"))
+            .and_then(|c| {
+                c.execute(
+                    "INSERT INTO tokens (hash, kind, grant_id, expires_at, used) VALUES ('odd', 'mystery', 'g1', ?1, 0)",
+                    params![now],
+                )
+            })
+            .expect("a row of an unknown kind");
         // Every token of the grant has expired: the used code is not kept for ever.
         store.cleanup(now + 120_000, 1000).expect("cleanup");
         assert!(!store.persisted("codehash").expect("db"));
+        assert!(!store.persisted("odd").expect("db"));
         assert!(store.grant("g1").is_none());
     }
 

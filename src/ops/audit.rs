@@ -489,7 +489,15 @@ impl RotatingFile {
             };
             if !same {
                 tracing::info!(path = %self.path.display(), "audit: the file was moved or deleted; starting a new one");
+                // What went into the old file reaches the disk before it is let go, as before
+                // a rotation (with `[audit] sync`).
+                if self.sync
+                    && let Err(e) = f.sync_data()
+                {
+                    self.flush_failed = Some(e);
+                }
                 self.file = None;
+                self.unsynced = false;
             }
         }
     }
