@@ -792,24 +792,29 @@ async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password(
     assert!(audit.contains("\"user\":\"alice\""), "{audit}");
 }
 
+/// A server with `extra_oauth` that believes `X-Forwarded-For` from loopback, so one test can
+/// act as clients on many networks.
+async fn start_behind_proxy(dir: &Path, extra_oauth: &str) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_edited(dir, listener, extra_oauth, |t| {
+        t.replacen(
+            "[server]\n",
+            "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            1,
+        )
+    })
+    .await
+}
+
 /// Wrong passwords for a name lock it for the network they come from, not for its owner on
 /// another network (no lockout by strangers); failures from many networks together, ten times
 /// the limit, lock it everywhere. Networks here are client addresses told by a trusted proxy.
 #[tokio::test]
 async fn a_name_locked_from_one_network_still_signs_in_from_another() {
     let dir = tempfile::tempdir().expect("dir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let s = start_edited(
+    let s = start_behind_proxy(
         dir.path(),
-        listener,
         "failed_logins_per_user = 2\nfailed_logins_per_ip = 1000",
-        |t| {
-            t.replacen(
-                "[server]\n",
-                "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
-                1,
-            )
-        },
     )
     .await;
     let c = http();
@@ -869,18 +874,9 @@ async fn a_name_locked_from_one_network_still_signs_in_from_another() {
 #[tokio::test]
 async fn registration_is_rate_limited_per_network_too() {
     let dir = tempfile::tempdir().expect("dir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let s = start_edited(
+    let s = start_behind_proxy(
         dir.path(),
-        listener,
         "registrations_per_hour_per_ip = 1\nmax_clients = 1000",
-        |t| {
-            t.replacen(
-                "[server]\n",
-                "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
-                1,
-            )
-        },
     )
     .await;
     let c = http();

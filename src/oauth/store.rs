@@ -936,11 +936,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_code_redeems_once_and_a_second_use_revokes_what_it_issued() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = open_with_c1(dir.path());
-        let now = now_ms();
+    /// Grant `g1` to alice through client `c1` with the code `codehash`, redeemed once.
+    fn redeemed_code(store: &Store, now: i64, access_ttl: i64, refresh_ttl: i64) -> Issued {
         store
             .create_grant(
                 grant("g1", "alice", "c1"),
@@ -954,12 +951,21 @@ mod tests {
                 "codehash",
                 TokenKind::Code,
                 now,
-                3_600_000,
-                86_400_000,
+                access_ttl,
+                refresh_ttl,
                 None,
             )
             .expect("db")
             .expect("first use");
+        issued
+    }
+
+    #[test]
+    fn a_code_redeems_once_and_a_second_use_revokes_what_it_issued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_with_c1(dir.path());
+        let now = now_ms();
+        let issued = redeemed_code(&store, now, 3_600_000, 86_400_000);
         let access = super::super::hash_token(&issued.access_token);
         assert!(store.check_access(&access, now).is_some());
         // A `{:?}` of the pair, in a log line or an error, shows no token.
@@ -988,25 +994,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open_with_c1(dir.path());
         let now = now_ms();
-        store
-            .create_grant(
-                grant("g1", "alice", "c1"),
-                TokenKind::Code,
-                "codehash",
-                now + 60_000,
-            )
-            .expect("grant");
-        let (issued, _) = store
-            .redeem(
-                "codehash",
-                TokenKind::Code,
-                now,
-                3_600_000,
-                86_400_000,
-                None,
-            )
-            .expect("db")
-            .expect("first use");
+        let issued = redeemed_code(&store, now, 3_600_000, 86_400_000);
         let access = super::super::hash_token(&issued.access_token);
         // Two minutes on, the code has expired and cleanup has run, here and after a restart.
         let later = now + 120_000;
@@ -1036,18 +1024,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open_with_c1(dir.path());
         let now = now_ms();
-        store
-            .create_grant(
-                grant("g1", "alice", "c1"),
-                TokenKind::Code,
-                "codehash",
-                now + 60_000,
-            )
-            .expect("grant");
-        store
-            .redeem("codehash", TokenKind::Code, now, 1000, 2000, None)
-            .expect("db")
-            .expect("first use");
+        redeemed_code(&store, now, 1000, 2000);
         // A row the index never held (a kind this version does not know) goes too.
         rusqlite::Connection::open(dir.path().join("oauth.sqlite"))
             .and_then(|c| {
