@@ -1832,9 +1832,14 @@ impl Visitor for Checker<'_> {
                 }
                 ControlFlow::Continue(())
             }
-            TableFactor::Derived { .. }
-            | TableFactor::Pivot { .. }
-            | TableFactor::Unpivot { .. } => ControlFlow::Continue(()),
+            TableFactor::Derived { alias, .. }
+            | TableFactor::Pivot { alias, .. }
+            | TableFactor::Unpivot { alias, .. } => {
+                if let Some(a) = alias {
+                    self.relation_names.insert(a.name.value.to_lowercase());
+                }
+                ControlFlow::Continue(())
+            }
             TableFactor::NestedJoin {
                 table_with_joins, ..
             } => {
@@ -2853,6 +2858,11 @@ mod tests {
         let notes = rules(&[], &[], &["*.notes"]);
         passes_with(Sqlite, &notes, "SELECT notes.id FROM notes");
         passes_with(MsSql, &notes, "SELECT notes.id FROM dbo.notes");
+        passes_with(
+            MsSql,
+            &notes,
+            "SELECT notes.id FROM (SELECT id FROM dbo.t) AS notes",
+        );
         // T-SQL: an invisible character a collation ignores.
         for sql in [
             "SELECT * FROM [secr\u{AD}ets]",
