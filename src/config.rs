@@ -878,13 +878,7 @@ impl Config {
                 10,
             ),
         ] {
-            if !(min..=max).contains(&value) {
-                return Err(ConfigError::new(
-                    key,
-                    format!("{value} is out of range"),
-                    format!("use {min} to {max} (default {default})"),
-                ));
-            }
+            check_range(key, value, min, max, default)?;
         }
         for (i, o) in self.server.allowed_origins.iter().enumerate() {
             if !is_origin(o) {
@@ -1105,13 +1099,7 @@ impl Config {
             ),
         ];
         for (key, value, min, max, default) in ranges {
-            if value < min || value > max {
-                return Err(ConfigError::new(
-                    key,
-                    format!("{value} is out of range"),
-                    format!("use {min} to {max} (default {default})"),
-                ));
-            }
+            check_range(key, value, min, max, default)?;
         }
         for (name, zero) in [
             ("max_clients", o.max_clients == 0),
@@ -1256,6 +1244,24 @@ fn hide_string_values(problem: &str) -> String {
         }
     }
     problem.to_string()
+}
+
+/// `value` of `key` within `min..=max`, else an error giving the range and the default.
+fn check_range(
+    key: &str,
+    value: u64,
+    min: u64,
+    max: u64,
+    default: impl std::fmt::Display,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        key,
+        format!("{value} is out of range"),
+        format!("use {min} to {max} (default {default})"),
+    ))
 }
 
 /// `scheme://host[:port]` as a browser sends it in `Origin` (any scheme: apps send

@@ -705,21 +705,28 @@ async fn a_tool_call_answered_during_the_shutdown_drain_is_audited() {
     assert_eq!(call["rows"], 1, "{call}");
 }
 
+/// A config with authentication on and `extra` before one user, alice (every scope); her
+/// password and its hash.
+fn with_alice(dir: &Path, db: &Path, extra: &str) -> (String, &'static str, String) {
+    let password = "correct horse battery staple";
+    let hash = mssql_mcp::oauth::password::hash(password).expect("hash");
+    let text = config_text(
+        dir,
+        db,
+        "",
+        &format!(
+            "{extra}[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\nscopes = [\"*\"]\n"
+        ),
+    )
+    .replace("insecure_no_auth = true", "insecure_no_auth = false");
+    (text, password, hash)
+}
+
 #[tokio::test]
 async fn oauth_decisions_are_audited_without_tokens_secrets_or_passwords() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = make_db(dir.path());
-    let password = "correct horse battery staple";
-    let hash = mssql_mcp::oauth::password::hash(password).expect("hash");
-    let text = config_text(
-        dir.path(),
-        &db,
-        "",
-        &format!(
-            "[[oauth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\nscopes = [\"*\"]\n"
-        ),
-    )
-    .replace("insecure_no_auth = true", "insecure_no_auth = false");
+    let (text, password, hash) = with_alice(dir.path(), &db, "");
     let srv = Server::start(Config::parse(&text).expect("config"), false).await;
     // A registration (confidential client: the response carries a secret).
     let reg: Value = client()
@@ -903,18 +910,11 @@ async fn viewer_sign_in(srv: &Server, next: &str, user: &str, password: &str) ->
 async fn record_pages_count_against_the_per_client_tool_call_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = make_db(dir.path());
-    let password = "correct horse battery staple";
-    let hash = mssql_mcp::oauth::password::hash(password).expect("hash");
-    let text = config_text(
+    let (text, password, _) = with_alice(
         dir.path(),
         &db,
-        "",
-        &format!(
-            "[limits]\nclient_per_min = 1\nclient_burst = 2\n\n\
-             [[oauth.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\nscopes = [\"*\"]\n"
-        ),
-    )
-    .replace("insecure_no_auth = true", "insecure_no_auth = false");
+        "[limits]\nclient_per_min = 1\nclient_burst = 2\n\n",
+    );
     let srv = Server::start(Config::parse(&text).expect("config"), false).await;
     // A program's access token, written into the store as the token endpoint would write it
     // (the whole OAuth flow is tested in tests/oauth.rs).

@@ -2992,6 +2992,18 @@ mod tests {
         assert_eq!(v.size(), MAX_VALUE_BYTES);
     }
 
+    /// Fatal at start only by how our own messages begin: a host whose name says TLS is still
+    /// only a database that is down.
+    #[test]
+    fn only_login_tls_and_database_name_failures_stop_the_start() {
+        assert!(!is_config_problem(&DbError::Unavailable(
+            "cannot reach SQLTLS01:1433: connection refused".into()
+        )));
+        assert!(is_config_problem(&DbError::Unavailable(
+            "TLS with db:1433 failed: handshake".into()
+        )));
+    }
+
     #[test]
     fn lookups_bind_one_parameter_per_key_column() {
         let t = canned_table(
@@ -3011,13 +3023,6 @@ mod tests {
              ORDER BY [OrderId], [Line]"
         );
         assert_eq!(key_param(ValueKind::Integer, " 42 "), Some(Param::I64(42)));
-        // A host whose name says TLS is still only a database that is down.
-        assert!(!is_config_problem(&DbError::Unavailable(
-            "cannot reach SQLTLS01:1433: connection refused".into()
-        )));
-        assert!(is_config_problem(&DbError::Unavailable(
-            "TLS with db:1433 failed: handshake".into()
-        )));
         // Binary keys as row ids write them; anything else (the old `<3 bytes>`) finds nothing.
         assert_eq!(
             key_param(ValueKind::Binary, "0x00ff10"),
@@ -3025,6 +3030,7 @@ mod tests {
         );
         assert_eq!(key_param(ValueKind::Binary, "<3 bytes>"), None);
         assert_eq!(key_param(ValueKind::Binary, "0x0"), None);
+        assert_eq!(key_param(ValueKind::Binary, "0x+A+B"), None);
         assert_eq!(key_param(ValueKind::Integer, "abc"), None);
         assert_eq!(
             key_param(ValueKind::Boolean, "true"),

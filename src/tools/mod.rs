@@ -600,11 +600,10 @@ pub(crate) fn key_text(v: &DbValue) -> Option<String> {
 /// Bytes written as [`key_text`] writes them (`0x` and hex digits, either case); `None`
 /// for anything else, which then matches no binary key.
 pub(crate) fn key_bytes(t: &str) -> Option<Vec<u8>> {
-    let hex = t
-        .trim()
-        .strip_prefix("0x")
-        .or_else(|| t.trim().strip_prefix("0X"))?;
-    if hex.len() % 2 != 0 {
+    let t = t.trim();
+    let hex = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X"))?;
+    // Hex digits only: `from_str_radix` alone would take a `+` too.
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..hex.len())
