@@ -169,7 +169,7 @@ async fn sample(scope: &Scope, rest: &str, owner: Option<&str>) -> Result<Vec<Hi
         scope.config.max_result_bytes,
     );
     let rs = scope.db.sample(table, &columns, page).await?;
-    Ok(rows_to_hits(scope, Some(table), &rs, "sample", 0, owner))
+    Ok(rows_to_hits(scope, Some(table), &rs, "sample", owner))
 }
 
 /// Turns rows into hits: row ids when the table and key are known, cached ids otherwise.
@@ -178,7 +178,6 @@ fn rows_to_hits(
     table: Option<&TableInfo>,
     rs: &crate::db::RowSet,
     sql: &str,
-    score: i64,
     owner: Option<&str>,
 ) -> Vec<Hit> {
     let mut uncached: Vec<(usize, CachedRow)> = Vec::new();
@@ -225,7 +224,7 @@ fn rows_to_hits(
             id,
             title,
             text,
-            score,
+            score: 0,
         });
     }
     if !uncached.is_empty() {
@@ -286,7 +285,7 @@ async fn maybe_sql(
                     .filter(|t| t.primary_key.iter().all(|k| plain.is_plain(k))),
                 _ => None,
             };
-            Ok(Some(rows_to_hits(scope, table, &rs, q, 0, owner)))
+            Ok(Some(rows_to_hits(scope, table, &rs, q, owner)))
         }
         // Words like "update on shipping delays" are not SQL: search them as words.
         Err(ToolError::Refused(GuardError::Parse(_))) if first != "select" && first != "with" => {
