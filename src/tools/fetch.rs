@@ -123,6 +123,7 @@ async fn fetch_row(
         ))
     };
     let t = find_visible(scope, &catalog, schema, table).ok_or_else(not_found)?;
+    let key = super::ids::unpad_key(t.primary_key.len(), key);
     if t.primary_key.len() != key.len() {
         return Err(ToolError::InvalidArguments(format!(
             "{} has a {}-column key ({}), but the id gives {} value(s)",

@@ -8,6 +8,12 @@
 //! Each part is percent-encoded for `%`, `.`, `/`, `,`, `?`, `#`, `\` (which browsers turn into
 //! `/` in a URL) and anything outside printable ASCII, so any table name or key value
 //! round-trips, in a record URL too.
+//!
+//! A one-value key whose segment would be empty, `%2E` or `%2E%2E` gets a trailing `,`. Browsers
+//! read `%2E` as a dot, so `main.t/%2E%2E` in a record URL would step out of the table, and an
+//! empty key would not parse at all. The padded id has one value more than the table's key
+//! columns, and the last is empty; `fetch`, which knows the key's width, drops it
+//! ([`unpad_key`]). No id written before meant anything else: its value count was wrong.
 
 use std::fmt::Write;
 
@@ -72,11 +78,15 @@ impl RecordId {
     pub fn row<'a>(schema: &str, table: &str, key: impl IntoIterator<Item = &'a str>) -> String {
         let mut s = Self::table(schema, table);
         s.push('/');
+        let start = s.len();
         for (i, k) in key.into_iter().enumerate() {
             if i > 0 {
                 s.push(',');
             }
             encode_into(&mut s, k);
+        }
+        if matches!(&s[start..], "" | "%2E" | "%2E%2E") {
+            s.push(',');
         }
         s
     }
@@ -120,6 +130,15 @@ impl RecordId {
     }
 }
 
+/// A row id's key values for a table whose key has `width` columns: the padding `,` that
+/// [`RecordId::row`] adds after an empty or dot-only value is dropped.
+pub fn unpad_key(width: usize, key: &[String]) -> &[String] {
+    match key.split_last() {
+        Some((last, rest)) if last.is_empty() && rest.len() == width => rest,
+        _ => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +163,29 @@ mod tests {
             "main.order_lines/1001,3"
         );
         assert_eq!(RecordId::table("dbo", "Customers"), "dbo.Customers");
+    }
+
+    #[test]
+    fn empty_and_dot_only_keys_are_padded_and_round_trip() {
+        for (value, id) in [
+            ("", "main.t/,"),
+            (".", "main.t/%2E,"),
+            ("..", "main.t/%2E%2E,"),
+        ] {
+            assert_eq!(RecordId::row("main", "t", [value]), id);
+            let Some(RecordId::Row { key, .. }) = RecordId::parse(id) else {
+                panic!("{id} does not parse");
+            };
+            assert_eq!(unpad_key(1, &key), [value.to_string()], "{id}");
+        }
+        // Neither a longer run of dots nor a composite key is a dot segment: no padding.
+        assert_eq!(RecordId::row("main", "t", ["..."]), "main.t/%2E%2E%2E");
+        assert_eq!(RecordId::row("main", "t", ["", ""]), "main.t/,");
+        assert_eq!(RecordId::row("main", "t", [".", ".."]), "main.t/%2E,%2E%2E");
+        // A two-column key whose last value is empty keeps it.
+        let two = ["a".to_string(), String::new()];
+        assert_eq!(unpad_key(2, &two), two);
+        assert_eq!(unpad_key(1, &two), ["a".to_string()]);
     }
 
     #[test]

@@ -907,3 +907,48 @@ async fn binary_and_backslash_keys_make_ids_that_fetch_finds() {
     assert!(alice.to_string().contains("Alice walrus"), "{alice}");
     srv.stop().await;
 }
+
+/// Keys that are empty or only dots get ids whose record URLs survive a browser: `%2E` is a
+/// dot to a WHATWG URL parser (reqwest's `url` crate is one), so `…/main.accounts/%2E%2E`
+/// would resolve to `…/records/main.accounts` and an empty key would not parse. The padded
+/// ids (`%2E%2E,`) fetch the row, by id and by URL.
+#[tokio::test]
+async fn empty_and_dot_only_keys_make_ids_and_urls_that_find_their_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keys.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE accounts (login TEXT PRIMARY KEY, name TEXT);
+         INSERT INTO accounts VALUES ('', 'Empty walrus'), ('.', 'Dot walrus'),
+                                     ('..', 'Dots walrus'), ('...', 'Three walrus');",
+    )
+    .expect("schema");
+    drop(conn);
+    let srv = Server::with_config(&sqlite_file_config(dir.path(), &path)).await;
+    let found = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "walrus"}))
+        .await;
+    let mut got = ids(&found);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "main.accounts/%2E%2E%2E",
+            "main.accounts/%2E%2E,",
+            "main.accounts/%2E,",
+            "main.accounts/,"
+        ],
+        "{found}"
+    );
+    for hit in results(&found) {
+        let id = hit["id"].as_str().unwrap_or("");
+        let doc = srv.tool_ok("/chatgpt", "fetch", json!({"id": id})).await;
+        assert_eq!(doc["title"], hit["title"], "{id}: {doc}");
+        let url = hit["url"].as_str().unwrap_or("");
+        let page = srv.client.get(url).send().await.expect("GET record");
+        assert_eq!(page.status().as_u16(), 200, "{url}");
+        let body: Value = page.json().await.expect("JSON");
+        assert_eq!(body, doc, "{url}");
+    }
+    srv.stop().await;
+}
