@@ -955,6 +955,7 @@ async fn tool_call(
 
 /// The rows of an ad-hoc query (cached `sql:` ids) are the asking user's: another user of the
 /// scope holding the id (a record URL in a shared chat) finds nothing, as if it had expired.
+/// The same goes for a paging cursor.
 #[tokio::test]
 async fn cached_query_rows_are_read_back_only_by_the_user_who_asked() {
     let dir = tempfile::tempdir().expect("dir");
@@ -987,6 +988,30 @@ async fn cached_query_rows_are_read_back_only_by_the_user_who_asked() {
     assert_eq!(theirs["result"]["isError"], true, "{theirs}");
     assert!(theirs.to_string().contains("expired"), "{theirs}");
     assert!(!theirs.to_string().contains("Arlington"), "{theirs}");
+    // So are paging cursors: Bob sending Alice's cursor with her query does not page on.
+    let sql = "SELECT id FROM customers ORDER BY id";
+    let first = tool_call(
+        &c,
+        &s,
+        "/claude",
+        &alice,
+        "execute_sql",
+        json!({"sql": sql, "page_size": 1}),
+    )
+    .await;
+    let cursor = first["result"]["structuredContent"]["next_cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a cursor: {first}"))
+        .to_string();
+    let args = json!({"sql": sql, "page_size": 2, "cursor": cursor});
+    let theirs = tool_call(&c, &s, "/claude", &bob, "execute_sql", args.clone()).await;
+    assert_eq!(theirs["result"]["isError"], true, "{theirs}");
+    assert!(
+        theirs.to_string().contains("unknown or expired"),
+        "{theirs}"
+    );
+    let mine = tool_call(&c, &s, "/claude", &alice, "execute_sql", args).await;
+    assert_ne!(mine["result"]["isError"], true, "{mine}");
     s.stop().await;
 }
 

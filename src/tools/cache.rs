@@ -1,10 +1,12 @@
 //! Per-scope caches: rows of ad-hoc query results (so `fetch` can resolve ids of rows that have
 //! no primary key) and paging cursors. Both expire (moka) and are bounded in entries; the rows
 //! also in bytes, and a cursor holds a digest of its query rather than the text, so a busy
-//! client cannot grow server memory without bound.
+//! client cannot grow server memory without bound. One signed-in user holds at most half of
+//! either cache ([`Shares`]), so a busy user cannot push everyone else's out.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use moka::policy::EvictionPolicy;
@@ -46,6 +48,9 @@ pub struct Cursor {
     pub target: CursorTarget,
     pub offset: usize,
     pub page_size: usize,
+    /// The signed-in user it was given to: only they page on with it. `None` without
+    /// authentication.
+    pub owner: Option<String>,
 }
 
 /// A cursor taken out of the cache while its page runs. Out of the cache, so that a second
@@ -144,13 +149,73 @@ fn estimate(rows: &[CachedRow]) -> usize {
         + rows.first().map(|r| r.sql.len()).unwrap_or(0)
 }
 
+/// What each signed-in user holds of one cache, in the order stored: at most `max_weight`
+/// and `max_entries`. Past either, the user's own oldest entries go, whatever their use since
+/// (moka's LRU order is not visible from outside). A token whose entry already expired or was
+/// evicted still counts until it is the oldest, so a user is held to less than the share,
+/// never more. Without authentication there is no owner and no share.
+struct Shares {
+    max_weight: u64,
+    max_entries: usize,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    tokens: VecDeque<(String, u64)>,
+    weight: u64,
+}
+
+impl Shares {
+    fn new(max_weight: u64, max_entries: u64) -> Self {
+        Self {
+            max_weight,
+            max_entries: usize::try_from(max_entries).unwrap_or(usize::MAX).max(1),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts `token` (weighing `weight`) as `owner`'s, and returns the tokens of theirs that
+    /// must go to keep them within the share (never the one just stored).
+    fn add(&self, owner: &str, token: &str, weight: u64) -> Vec<String> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let h = match held.get_mut(owner) {
+            Some(h) => h,
+            None => held.entry(owner.to_string()).or_default(),
+        };
+        h.tokens.push_back((token.to_string(), weight));
+        h.weight += weight;
+        let mut evict = Vec::new();
+        while h.tokens.len() > 1
+            && (h.weight > self.max_weight || h.tokens.len() > self.max_entries)
+        {
+            if let Some((t, w)) = h.tokens.pop_front() {
+                h.weight -= w;
+                evict.push(t);
+            }
+        }
+        evict
+    }
+
+    fn clear(&self) {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// The caches of one scope.
 pub struct ScopeCache {
     rows: Cache<String, Arc<CachedResult>>,
+    row_shares: Shares,
+    /// Each result weighs its size, and at least this (an even share of the bytes per entry).
+    min_weight: u64,
     ttl: Duration,
     max_entries: u64,
     max_bytes: u64,
     cursors: Cache<String, Cursor>,
+    cursor_shares: Shares,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -186,6 +251,9 @@ impl ScopeCache {
                 .time_to_idle(Duration::from_secs(600))
                 .max_capacity(max_entries)
                 .build(),
+            row_shares: Shares::new(max_bytes / 2, max_entries / 2),
+            cursor_shares: Shares::new(u64::MAX, max_entries / 2),
+            min_weight: share,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             ttl,
@@ -194,10 +262,17 @@ impl ScopeCache {
         }
     }
 
-    /// Stores the rows of one result of `owner`'s under a new token.
+    /// Stores the rows of one result of `owner`'s under a new token; past the owner's share
+    /// of the cache, their oldest results go.
     pub fn put_rows(&self, rows: Vec<CachedRow>, owner: Option<&str>) -> String {
         let t = token();
         let bytes = estimate(&rows);
+        if let Some(owner) = owner {
+            let weight = (bytes as u64).max(self.min_weight);
+            for old in self.row_shares.add(owner, &t, weight) {
+                self.rows.invalidate(&old);
+            }
+        }
         self.rows.insert(
             t.clone(),
             Arc::new(CachedResult {
@@ -227,23 +302,33 @@ impl ScopeCache {
         found
     }
 
-    /// Stores a cursor and returns its opaque id.
+    /// Stores a cursor and returns its opaque id; past its owner's share of the cursors,
+    /// their oldest go.
     pub fn put_cursor(&self, cursor: Cursor) -> String {
         let t = token();
+        if let Some(owner) = &cursor.owner {
+            for old in self.cursor_shares.add(owner, &t, 1) {
+                self.cursors.invalidate(&old);
+            }
+        }
         self.cursors.insert(t.clone(), cursor);
         t
     }
 
-    /// Takes a cursor of `target` for the page it continues (single use: the page answered
-    /// carries a fresh one). A cursor of another target is left in place and reported as
-    /// `Err`, so a mistaken call does not cost the caller its cursor; nor does a page that
-    /// fails ([`TakenCursor`]).
+    /// Takes `owner`'s cursor of `target` for the page it continues (single use: the page
+    /// answered carries a fresh one). Another user's cursor is not found. A cursor of another
+    /// target is left in place and reported as `Err`, so a mistaken call does not cost the
+    /// caller its cursor; nor does a page that fails ([`TakenCursor`]).
     pub fn take_cursor(
         &self,
         id: &str,
         target: &CursorTarget,
+        owner: Option<&str>,
     ) -> Option<Result<TakenCursor<'_>, ()>> {
-        let found = self.cursors.get(id)?;
+        let found = self
+            .cursors
+            .get(id)
+            .filter(|c| c.owner.is_none() || c.owner.as_deref() == owner)?;
         if &found.target != target {
             return Some(Err(()));
         }
@@ -297,6 +382,8 @@ impl ScopeCache {
     pub fn clear(&self) {
         self.rows.invalidate_all();
         self.cursors.invalidate_all();
+        self.row_shares.clear();
+        self.cursor_shares.clear();
         self.rows.run_pending_tasks();
         self.cursors.run_pending_tasks();
     }
@@ -314,15 +401,19 @@ mod tests {
             target: target.clone(),
             offset: 10,
             page_size: 10,
+            owner: None,
         });
         let other = CursorTarget::sql("SELECT 2");
-        assert!(matches!(c.take_cursor(&id, &other), Some(Err(()))));
-        let Some(Ok(taken)) = c.take_cursor(&id, &target) else {
+        assert!(matches!(c.take_cursor(&id, &other, None), Some(Err(()))));
+        let Some(Ok(taken)) = c.take_cursor(&id, &target, None) else {
             panic!("the cursor of its own query is taken");
         };
-        assert!(c.take_cursor(&id, &target).is_none(), "not twice at once");
+        assert!(
+            c.take_cursor(&id, &target, None).is_none(),
+            "not twice at once"
+        );
         taken.spend();
-        assert!(c.take_cursor(&id, &target).is_none(), "spent");
+        assert!(c.take_cursor(&id, &target, None).is_none(), "spent");
     }
 
     #[test]
@@ -333,9 +424,10 @@ mod tests {
             target: target.clone(),
             offset: 10,
             page_size: 10,
+            owner: None,
         });
-        drop(c.take_cursor(&id, &target));
-        let Some(Ok(again)) = c.take_cursor(&id, &target) else {
+        drop(c.take_cursor(&id, &target, None));
+        let Some(Ok(again)) = c.take_cursor(&id, &target, None) else {
             panic!("an unspent cursor is put back");
         };
         assert_eq!(again.cursor().offset, 10);
@@ -404,6 +496,64 @@ mod tests {
         c.clear();
         assert_eq!(c.stats().entries, 0);
         assert!(c.get_row(&t, 0, None).is_none());
+    }
+
+    /// One signed-in user holds at most half of the results and half of the cursors; past
+    /// it their own oldest go, and what other users stored stays.
+    #[test]
+    fn a_busy_user_cannot_push_another_users_entries_out() {
+        let c = ScopeCache::new(Duration::from_secs(60), 10, 1 << 20);
+        let bob_row = c.put_rows(vec![row_of(10)], Some("bob"));
+        let bob_cursor = c.put_cursor(Cursor {
+            target: CursorTarget::sql("SELECT 1"),
+            offset: 5,
+            page_size: 5,
+            owner: Some("bob".into()),
+        });
+        let mut alice_rows = Vec::new();
+        let mut alice_cursors = Vec::new();
+        for _ in 0..50 {
+            alice_rows.push(c.put_rows(vec![row_of(10)], Some("alice")));
+            alice_cursors.push(c.put_cursor(Cursor {
+                target: CursorTarget::sql("SELECT 2"),
+                offset: 5,
+                page_size: 5,
+                owner: Some("alice".into()),
+            }));
+        }
+        c.rows.run_pending_tasks();
+        c.cursors.run_pending_tasks();
+        assert!(
+            c.get_row(&bob_row, 0, Some("bob")).is_some(),
+            "{:?}",
+            c.stats()
+        );
+        let sql1 = CursorTarget::sql("SELECT 1");
+        assert!(
+            matches!(c.take_cursor(&bob_cursor, &sql1, Some("bob")), Some(Ok(_))),
+            "bob's cursor stays"
+        );
+        // Alice keeps her newest five of each, and only those.
+        let kept = |ids: &[String], found: &dyn Fn(&str) -> bool| {
+            ids.iter().map(|t| found(t)).collect::<Vec<_>>()
+        };
+        let rows = kept(&alice_rows, &|t| c.get_row(t, 0, Some("alice")).is_some());
+        assert_eq!(rows.iter().filter(|&&k| k).count(), 5, "{rows:?}");
+        assert!(rows[45..].iter().all(|&k| k), "{rows:?}");
+        let sql2 = CursorTarget::sql("SELECT 2");
+        let cursors = kept(&alice_cursors, &|t| {
+            matches!(c.take_cursor(t, &sql2, Some("alice")), Some(Ok(_)))
+        });
+        assert!(cursors[45..].iter().all(|&k| k), "{cursors:?}");
+        assert_eq!(cursors.iter().filter(|&&k| k).count(), 5, "{cursors:?}");
+        // A cursor is its owner's: another user does not find it.
+        let last = alice_cursors.last().map(String::as_str).unwrap_or("");
+        assert!(c.take_cursor(last, &sql2, Some("bob")).is_none());
+        // Without authentication nobody owns anything, and there are no shares.
+        let c = ScopeCache::new(Duration::from_secs(60), 10, 1 << 20);
+        let anon: Vec<_> = (0..8).map(|_| c.put_rows(vec![row_of(10)], None)).collect();
+        c.rows.run_pending_tasks();
+        assert!(anon.iter().all(|t| c.get_row(t, 0, None).is_some()));
     }
 
     #[test]

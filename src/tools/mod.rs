@@ -293,6 +293,7 @@ pub async fn call(
                 str_arg(args, "table")?,
                 opt_usize_arg(args, "limit")?,
                 opt_str_arg(args, "cursor")?,
+                owner,
             )
             .await
         }
@@ -302,6 +303,7 @@ pub async fn call(
                 str_arg(args, "sql")?,
                 opt_usize_arg(args, "page_size")?,
                 opt_str_arg(args, "cursor")?,
+                owner,
             )
             .await
         }

@@ -184,12 +184,14 @@ fn paged(
     target: CursorTarget,
     table: Option<String>,
     masked_columns: &[String],
+    owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
     let next_cursor = rs.more.then(|| {
         scope.cache.put_cursor(Cursor {
             target,
             offset: page.offset + rs.rows.len(),
             page_size: page.limit,
+            owner: owner.map(str::to_string),
         })
     });
     let cut_columns = rs.cut_columns();
@@ -294,11 +296,12 @@ fn page_for<'s>(
     size: Option<usize>,
     default: usize,
     cursor: Option<&str>,
+    owner: Option<&str>,
 ) -> Result<(Page, Option<TakenCursor<'s>>), ToolError> {
     let cap = scope.config.max_rows;
     match cursor {
         Some(id) => {
-            let taken = match scope.cache.take_cursor(id, target) {
+            let taken = match scope.cache.take_cursor(id, target, owner) {
                 Some(Ok(c)) => c,
                 Some(Err(())) => {
                     return Err(ToolError::InvalidArguments(
@@ -347,14 +350,18 @@ pub async fn get_table_sample(
     name: &str,
     limit: Option<usize>,
     cursor: Option<&str>,
+    owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
     let catalog = scope.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
     let target = CursorTarget::Table(table.qualified());
-    let (page, taken) = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor)?;
+    let (page, taken) = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor, owner)?;
     let columns = visible_columns(scope, table);
     let out = match scope.db.sample(table, &columns, page.clone()).await {
-        Ok(rs) => paged(scope, &rs, &page, target, Some(table.qualified()), &[]),
+        Ok(rs) => {
+            let name = Some(table.qualified());
+            paged(scope, &rs, &page, target, name, &[], owner)
+        }
         Err(e) => Err(e.into()),
     };
     spend_on_success(out, taken)
@@ -529,14 +536,16 @@ pub async fn execute_sql(
     sql: &str,
     page_size: Option<usize>,
     cursor: Option<&str>,
+    owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
     if sql.trim().is_empty() {
         return Err(ToolError::InvalidArguments("`sql` is empty".into()));
     }
     let target = CursorTarget::sql(sql);
-    let (page, taken) = page_for(scope, &target, page_size, scope.config.max_rows, cursor)?;
+    let max = scope.config.max_rows;
+    let (page, taken) = page_for(scope, &target, page_size, max, cursor, owner)?;
     let out = match run_sql(scope, sql, page.clone()).await {
-        Ok((rs, _checked, masked)) => paged(scope, &rs, &page, target, None, &masked),
+        Ok((rs, _checked, masked)) => paged(scope, &rs, &page, target, None, &masked, owner),
         Err(e) => Err(e),
     };
     spend_on_success(out, taken)
