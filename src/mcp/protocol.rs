@@ -15,6 +15,11 @@ pub const SUPPORTED_VERSIONS: [&str; 4] =
     ["2025-03-26", "2025-06-18", "2025-11-25", MODERN_VERSION];
 /// The newest revision that still uses `initialize` and sessions.
 pub const LATEST_LEGACY_VERSION: &str = "2025-11-25";
+/// What a client gets that has named no revision: no `MCP-Protocol-Version` header on a plain
+/// POST, or a request on a legacy HTTP+SSE session before `initialize`. The clients that name
+/// none are those of 2024-11-05 and 2025-03-26 (the header came with 2025-06-18), and the two
+/// differ only in tool annotations, which a 2024-11-05 client ignores.
+pub const UNNAMED_VERSION: &str = "2025-03-26";
 /// The stateless revision: per-request `_meta`, `server/discover`, header checks.
 pub const MODERN_VERSION: &str = "2026-07-28";
 

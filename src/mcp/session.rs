@@ -5,7 +5,7 @@
 //! stream closing, or by idling past `server.session_idle_secs`. An ended id answers 404. The
 //! 2026-07-28 revision has no sessions and never touches this store.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ pub struct Session {
     pub version: OnceLock<&'static str>,
     /// Milliseconds since the store's epoch when the session was last used.
     last_seen: AtomicU64,
+    /// Its streams open now ([`Session::stream_opened`]); a session with one is in use.
+    streams: AtomicUsize,
     /// Legacy HTTP+SSE transport: where responses to POSTed messages go.
     pub outbox: Option<Outbox>,
     /// Cancelled when the session ends, closing its GET streams.
@@ -32,6 +34,25 @@ pub struct Session {
     pub owner: OnceLock<String>,
     /// Whose quota it counts against ([`holder_of`]).
     holder: String,
+}
+
+impl Session {
+    /// Counts a stream of the session as open until the guard drops. A client holding a
+    /// stream open is using its session even when it POSTs nothing: the reaper does not end
+    /// it, and its idle time starts when its last stream closes.
+    pub fn stream_opened(self: &Arc<Self>) -> OpenStream {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self.clone())
+    }
+}
+
+/// One open stream of a session ([`Session::stream_opened`]).
+pub struct OpenStream(Arc<Session>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Bytes of replies a legacy SSE session may have waiting for its stream to take them. A client
@@ -155,6 +176,7 @@ impl SessionStore {
             scope: scope.to_string(),
             version: v,
             last_seen: AtomicU64::new(self.now_ms()),
+            streams: AtomicUsize::new(0),
             outbox,
             closed: CancellationToken::new(),
             owner: OnceLock::new(),
@@ -190,14 +212,22 @@ impl SessionStore {
         }
     }
 
-    /// Ends sessions idle for longer than the limit; returns how many.
+    /// Ends sessions idle for longer than the limit; returns how many. A session with an
+    /// open stream is in use: it counts as seen now.
     pub fn reap(&self) -> usize {
         let limit = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
         let now = self.now_ms();
         let stale: Vec<String> = self
             .map
             .iter()
-            .filter(|e| now.saturating_sub(e.value().last_seen.load(Ordering::Relaxed)) > limit)
+            .filter(|e| {
+                let s = e.value();
+                if s.streams.load(Ordering::Relaxed) > 0 {
+                    s.last_seen.store(now, Ordering::Relaxed);
+                    return false;
+                }
+                now.saturating_sub(s.last_seen.load(Ordering::Relaxed)) > limit
+            })
             .map(|e| e.key().clone())
             .collect();
         for id in &stale {
@@ -226,6 +256,24 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_with_an_open_stream_is_not_idle() {
+        let store = SessionStore::new(Duration::from_millis(20), 10);
+        let streaming = store.create("/x", "h", None, None);
+        let quiet = store.create("/x", "h", None, None);
+        let stream = streaming.stream_opened();
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(store.reap(), 1, "only the quiet one ends");
+        assert!(store.get("/x", &quiet.id).is_none());
+        assert!(!streaming.closed.is_cancelled());
+        // Its idle time starts when the stream closes.
+        drop(stream);
+        assert_eq!(store.reap(), 0);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(store.reap(), 1);
+        assert!(streaming.closed.is_cancelled());
+    }
 
     #[test]
     fn ids_are_long_visible_ascii_and_distinct() {

@@ -29,7 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::batch;
 use super::dispatch::{self, Transport};
 use super::json_body;
-use super::protocol::{self, Era, Incoming, LATEST_LEGACY_VERSION, RpcError};
+use super::protocol::{self, Era, Incoming, RpcError, UNNAMED_VERSION};
 use super::session::{Outbox, Session};
 use super::streamable::VERSION_HEADER;
 use super::{ScopeCtx, rpc_error_response, sse_headers};
@@ -82,6 +82,7 @@ pub async fn open(
         id: session.id.clone(),
     };
     let closed = session.closed.clone();
+    let open = session.stream_opened();
     let first = futures::stream::once(async move {
         Ok::<_, Infallible>(Event::default().event("endpoint").data(endpoint))
     });
@@ -92,7 +93,7 @@ pub async fn open(
         .chain(messages)
         .take_until(async move { closed.cancelled().await })
         .map(move |e| {
-            let _held = (&guard, &permit);
+            let _held = (&guard, &permit, &open);
             e
         });
     let mut resp = Sse::new(stream)
@@ -161,12 +162,14 @@ pub async fn message(
         return limited;
     }
     let settled = session.version.get().copied();
-    // A second `initialize` cannot change what the session settled on.
+    // A second `initialize` cannot change what the session settled on. Before one (a client
+    // that reconnected to a fresh session), the session has the shapes of the revisions that
+    // used this transport.
     let version = match settled {
         None if req.method == "initialize" => {
             dispatch::negotiated_version(&req.params, Transport::LegacySse)
         }
-        settled => settled.unwrap_or(LATEST_LEGACY_VERSION),
+        settled => settled.unwrap_or(UNNAMED_VERSION),
     };
     let reply = match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => {
@@ -234,10 +237,7 @@ pub async fn plain_post(
             .get(VERSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(protocol::known_session_version)
-            // No header: 2025-03-26, as on Streamable HTTP; the clients that send none are
-            // those of 2024-11-05 and 2025-03-26 (the header came with 2025-06-18), and the
-            // two differ only in tool annotations, which a 2024-11-05 client ignores.
-            .unwrap_or("2025-03-26")
+            .unwrap_or(UNNAMED_VERSION)
     };
     match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
         Ok(result) => json_body(StatusCode::OK, result),

@@ -465,28 +465,34 @@ pub async fn get(
         );
         return rpc_error_response(None, &err);
     };
-    let priming = negotiated == Some("2025-11-25");
     let closed = session.closed.clone();
-    let first = futures::stream::iter(priming.then(|| {
-        Ok::<_, Infallible>(
-            Event::default()
-                .id(priming_event_id())
-                .retry(Duration::from_secs(3))
-                .data(""),
-        )
-    }));
+    let open = session.stream_opened();
     // Nothing is pushed on this stream (the server sends no requests or notifications of
     // its own); it stays open until the session ends or the server shuts down.
-    let stream = first
-        .chain(futures::stream::pending())
+    let stream = futures::stream::pending::<Result<Event, Infallible>>()
         .take_until(async move { closed.cancelled().await })
         .map(move |e| {
-            let _held = &permit;
+            let _held = (&permit, &open);
             e
         });
-    let mut resp = Sse::new(stream)
+    let resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
+    // 2025-11-25 starts the stream with an event of an id and an empty `data` field, which a
+    // client keeps as the point to resume from. axum writes no `data` line for empty data,
+    // and an event without one is never dispatched (WHATWG event stream parsing), so the
+    // priming event is written here as bytes.
+    let mut resp = if negotiated == Some("2025-11-25") {
+        let (parts, body) = resp.into_parts();
+        let priming = format!("id: {}\nretry: 3000\ndata: \n\n", priming_event_id());
+        let first = futures::stream::once(async move { Ok(Bytes::from(priming)) });
+        Response::from_parts(
+            parts,
+            axum::body::Body::from_stream(first.chain(body.into_data_stream())),
+        )
+    } else {
+        resp
+    };
     sse_headers(&mut resp);
     resp
 }

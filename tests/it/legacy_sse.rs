@@ -576,6 +576,20 @@ async fn a_plain_post_to_sse_takes_the_shapes_of_its_version_header() {
     }
 }
 
+/// A request on a legacy session before `initialize` (a client whose stream reconnected to a
+/// fresh session) gets the shapes of the revisions that used this transport, not the newest's.
+#[tokio::test]
+async fn a_legacy_session_before_initialize_gets_2025_03_26_shapes() {
+    let srv = Server::demo().await;
+    let mut s = open(&srv, "/claude").await;
+    let listed = s.round_trip(&srv, &rpc("tools/list", json!({}))).await;
+    let tools = listed["result"]["tools"].as_array().expect("tools");
+    assert!(!tools.is_empty(), "{listed}");
+    for t in tools {
+        only_members("Tool", t, V20250326.tool);
+    }
+}
+
 /// 2025-03-26 has JSON-RPC batches whatever the transport: on a 2025-03-26 session of the
 /// HTTP+SSE transport a batch POSTed to the message URL is accepted (202) and its answers
 /// travel on the stream in order, one event each (the SDKs parse an event as one message).

@@ -503,6 +503,7 @@ async fn the_get_stream_of_2025_11_25_starts_with_a_priming_event() {
     let primed = first.id.clone().expect("a priming event has an id");
     assert!(!primed.is_empty(), "{first:?}");
     assert_eq!(first.data, "", "{first:?}");
+    assert!(first.has_data, "an empty data field, not none: {first:?}");
     assert!(
         first
             .retry
