@@ -131,18 +131,42 @@ impl Budget {
     }
 }
 
-/// The answers to `messages`, in order: one per request and per invalid message, none for
-/// notifications and responses (so an empty list means "202").
+/// What a batch gets back ([`answer`]).
+pub struct Answers {
+    /// One per request and per invalid message, in order; none for notifications and
+    /// responses.
+    pub answers: Vec<Json>,
+    /// Whether a member was a request, valid or not, whose id the client waits on.
+    pub requests: bool,
+}
+
+impl Answers {
+    /// The HTTP status of the reply (MCP 2025-03-26, "Sending Messages to the Server"):
+    /// `None` for 202 and no body (notifications and responses only); 200 when a request is
+    /// answered; 400 when no member was a request and some were invalid, so the input could not
+    /// be accepted (the body holds their errors, JSON-RPC 2.0 §6).
+    pub fn status(&self) -> Option<axum::http::StatusCode> {
+        use axum::http::StatusCode;
+        match (self.answers.is_empty(), self.requests) {
+            (true, _) => None,
+            (false, true) => Some(StatusCode::OK),
+            (false, false) => Some(StatusCode::BAD_REQUEST),
+        }
+    }
+}
+
+/// The answers to `messages` ([`Answers`]).
 pub async fn answer(
     ctx: &ScopeCtx,
     caller: &Caller,
     era: Era,
     messages: Vec<Value>,
     budget: &Budget,
-) -> Vec<Json> {
+) -> Answers {
     let mut answers = Vec::with_capacity(messages.len());
     let mut out_of_time = false;
     let mut requests = 0usize;
+    let mut invalid_requests = false;
     for message in messages {
         if message.is_array() {
             let err = RpcError::invalid_request("Invalid Request: a batch may not hold a batch");
@@ -153,6 +177,8 @@ pub async fn answer(
             Ok(Incoming::Request(req)) => req,
             Ok(Incoming::Notification { .. } | Incoming::Response) => continue,
             Err(e) => {
+                // An invalid request whose id could be read is answered under it.
+                invalid_requests |= e.id.is_some();
                 answers.push(protocol::error_response(None, &e));
                 continue;
             }
@@ -206,7 +232,10 @@ pub async fn answer(
             }
         });
     }
-    answers
+    Answers {
+        answers,
+        requests: requests > 0 || invalid_requests,
+    }
 }
 
 /// What the batch keeps back from the request timeout to write its answers: a quarter, at
@@ -250,6 +279,16 @@ mod tests {
         let over = format!("[{}]", vec!["{}"; MAX_BATCH + 1].join(","));
         let err = messages(over.as_bytes()).err().map(|e| e.message);
         assert!(err.is_some_and(|m| m.contains("at most 32")));
+    }
+
+    #[test]
+    fn a_batch_with_no_request_and_an_invalid_member_is_a_400() {
+        use axum::http::StatusCode;
+        let one = || vec![Json::no_members()];
+        let status = |answers, requests| Answers { answers, requests }.status();
+        assert_eq!(status(Vec::new(), false), None);
+        assert_eq!(status(one(), true), Some(StatusCode::OK));
+        assert_eq!(status(one(), false), Some(StatusCode::BAD_REQUEST));
     }
 
     #[test]

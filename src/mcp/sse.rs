@@ -141,10 +141,14 @@ pub async fn message(
             Err(e) => return rpc_error_response(None, &e),
         };
         let budget = batch::Budget::new(&ctx, edge_client);
-        let answers = batch::answer(&ctx, &caller, era, messages, &budget).await;
+        let answered = batch::answer(&ctx, &caller, era, messages, &budget).await;
+        // No request and some invalid members: the POST itself is refused, with their errors.
+        if answered.status() == Some(StatusCode::BAD_REQUEST) {
+            return json_body(StatusCode::BAD_REQUEST, Json::array(answered.answers));
+        }
         // One event per answer (an event holds one JSON-RPC message in the SDKs' parsers),
         // each put on the stream within what is left of the request's time.
-        for answer in answers {
+        for answer in answered.answers {
             let wait = budget.left() + Duration::from_millis(100);
             if let Some(refused) = deliver(&ctx, &session, &outbox, answer, None, wait).await {
                 return refused;

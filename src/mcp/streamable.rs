@@ -45,13 +45,45 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Whether `Accept` names one of `wanted` (media ranges, compared without case), counting
+/// every `Accept` line and skipping ranges given `q=0` (RFC 9110 §12.5.1).
+fn accepts(headers: &HeaderMap, wanted: &[&str]) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .split_once('=')
+                    .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("q") && is_zero(v.trim()))
+            });
+            !refused && wanted.iter().any(|w| media.eq_ignore_ascii_case(w))
+        })
+}
+
+/// A quality value of zero (`0`, `0.`, `0.000`).
+fn is_zero(q: &str) -> bool {
+    q.strip_prefix('0').is_some_and(|rest| {
+        rest.is_empty()
+            || rest
+                .strip_prefix('.')
+                .is_some_and(|d| d.bytes().all(|b| b == b'0'))
+    })
+}
+
+const STREAM_RANGES: [&str; 3] = ["text/event-stream", "text/*", "*/*"];
+const JSON_RANGES: [&str; 3] = ["application/json", "application/*", "*/*"];
+
 /// Whether a `GET {scope}/mcp` with these headers asks for the server-to-client stream: its
-/// `Accept` names `text/event-stream` or `*/*`. The one test for both this handler and the
-/// edge's stream caps (`edge::limits::opens_stream`), so that no `Accept` value opens a stream
-/// the caps did not count.
+/// `Accept` takes `text/event-stream`. The one test for both this handler and the edge's
+/// stream caps (`edge::limits::opens_stream`), so that no `Accept` value opens a stream the
+/// caps did not count.
 pub fn get_accepts_stream(headers: &HeaderMap) -> bool {
-    header_str(headers, header::ACCEPT.as_str())
-        .is_some_and(|a| a.contains("text/event-stream") || a.contains("*/*"))
+    accepts(headers, &STREAM_RANGES)
 }
 
 /// What the client accepts for a response to a request.
@@ -62,13 +94,9 @@ enum Reply {
 }
 
 fn reply_kind(headers: &HeaderMap) -> Result<Reply, RpcError> {
-    let Some(accept) = header_str(headers, header::ACCEPT.as_str()) else {
-        return Ok(Reply::Json);
-    };
-    let a = accept.to_ascii_lowercase();
-    if a.contains("application/json") || a.contains("*/*") || a.contains("application/*") {
+    if !headers.contains_key(header::ACCEPT) || accepts(headers, &JSON_RANGES) {
         Ok(Reply::Json)
-    } else if a.contains("text/event-stream") {
+    } else if accepts(headers, &STREAM_RANGES) {
         Ok(Reply::Sse)
     } else {
         Err(RpcError::refused(
@@ -97,20 +125,29 @@ fn events(status: StatusCode, messages: Vec<Json>) -> Response {
 }
 
 /// A 2025 session's `MCP-Protocol-Version`, on every request, notification, response, GET and
-/// DELETE of the session: any revision a client may legitimately send is accepted (the
-/// official SDKs send older ones too), and the session keeps behaving as `negotiated`;
-/// unknown values are a 400.
-fn check_session_header(headers: &HeaderMap, negotiated: &str) -> Result<(), RpcError> {
-    match header_str(headers, VERSION_HEADER) {
-        Some(v) if !protocol::KNOWN_SESSION_VERSIONS.contains(&v) => Err(RpcError::refused(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Bad Request: unsupported MCP-Protocol-Version `{}`; this session uses {negotiated}",
-                crate::tools::truncate(v, 40)
-            ),
-        )),
-        _ => Ok(()),
+/// DELETE of the session (`negotiated`), and on a notification or response sent without one
+/// (`None`): any revision a client may legitimately send is accepted (the official SDKs send
+/// older ones too), and the session keeps behaving as `negotiated`; an unknown value, or one
+/// that is not text, is a 400 (2025-06-18, "Protocol Version Header").
+fn check_session_header(headers: &HeaderMap, negotiated: Option<&str>) -> Result<(), RpcError> {
+    let Some(value) = headers.get(VERSION_HEADER) else {
+        return Ok(());
+    };
+    let v = value.to_str().unwrap_or("(not text)");
+    if protocol::KNOWN_SESSION_VERSIONS.contains(&v) {
+        return Ok(());
     }
+    let uses = match negotiated {
+        Some(n) => format!("this session uses {n}"),
+        None => format!("supported: {}", protocol::KNOWN_SESSION_VERSIONS.join(", ")),
+    };
+    Err(RpcError::refused(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "Bad Request: unsupported MCP-Protocol-Version `{}`; {uses}",
+            crate::tools::truncate(v, 40)
+        ),
+    ))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), RpcError> {
@@ -288,15 +325,18 @@ pub async fn post(
             };
         }
         Incoming::Notification { .. } | Incoming::Response => {
-            // A 2025 session's notification or response must name a live session, with a
-            // version header it could send; one without a session header is accepted.
-            if let Some(sid) = header_str(&headers, SESSION_HEADER) {
-                let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
-                    return session_not_found(None);
-                };
-                if let Err(e) = check_session_header(&headers, negotiated) {
-                    return rpc_error_response(None, &e);
-                }
+            // A 2025 session's notification or response must name a live session; one without
+            // a session header is accepted. Either way its version header must be one a
+            // client could send.
+            let negotiated = match header_str(&headers, SESSION_HEADER) {
+                Some(sid) => match session_revision(&ctx, &caller, sid) {
+                    Some(n) => Some(n),
+                    None => return session_not_found(None),
+                },
+                None => None,
+            };
+            if let Err(e) = check_session_header(&headers, negotiated) {
+                return rpc_error_response(None, &e);
             }
             return StatusCode::ACCEPTED.into_response();
         }
@@ -347,7 +387,7 @@ pub async fn post(
         let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
             return session_not_found(Some(&req.id));
         };
-        if let Err(e) = check_session_header(&headers, negotiated) {
+        if let Err(e) = check_session_header(&headers, Some(negotiated)) {
             return rpc_error_response(Some(&req.id), &e);
         }
         Era::Legacy(negotiated)
@@ -355,10 +395,10 @@ pub async fn post(
 
     match dispatch::handle(&ctx.scope, era, &req, &caller).await {
         Ok(result) => reply(kind, result, StatusCode::OK),
-        Err(e) => {
-            let status = e.status;
-            reply(kind, protocol::error_response(Some(&req.id), &e), status)
-        }
+        // An error with a status of its own (a 404 for an unknown method of 2026-07-28) is
+        // JSON, as every refusal is: a client reads a 4xx body as JSON.
+        Err(e) if e.status != StatusCode::OK => rpc_error_response(Some(&req.id), &e),
+        Err(e) => reply(kind, protocol::error_response(Some(&req.id), &e), e.status),
     }
 }
 
@@ -373,6 +413,12 @@ async fn post_batch(
     body: &[u8],
     budget: &batch::Budget,
 ) -> Response {
+    // A body that is no batch at all is refused first, whatever the session (JSON-RPC 2.0:
+    // a parse error is one response object).
+    let messages = match batch::messages(body) {
+        Ok(m) => m,
+        Err(e) => return rpc_error_response(None, &e),
+    };
     let Some(sid) = header_str(headers, SESSION_HEADER) else {
         return rpc_error_response(None, &batch::refusal(None));
     };
@@ -383,22 +429,17 @@ async fn post_batch(
         Ok(era) => era,
         Err(e) => return rpc_error_response(None, &e),
     };
-    let checked = check_session_header(headers, negotiated).and_then(|()| reply_kind(headers));
+    let checked =
+        check_session_header(headers, Some(negotiated)).and_then(|()| reply_kind(headers));
     let kind = match checked {
         Ok(k) => k,
         Err(e) => return rpc_error_response(None, &e),
     };
-    let messages = match batch::messages(body) {
-        Ok(m) => m,
-        Err(e) => return rpc_error_response(None, &e),
-    };
-    let answers = batch::answer(ctx, caller, era, messages, budget).await;
-    if answers.is_empty() {
-        return StatusCode::ACCEPTED.into_response();
-    }
-    match kind {
-        Reply::Json => json_body(StatusCode::OK, Json::array(answers)),
-        Reply::Sse => events(StatusCode::OK, answers),
+    let answered = batch::answer(ctx, caller, era, messages, budget).await;
+    match (answered.status(), kind) {
+        (None, _) => StatusCode::ACCEPTED.into_response(),
+        (Some(StatusCode::OK), Reply::Sse) => events(StatusCode::OK, answered.answers),
+        (Some(status), _) => json_body(status, Json::array(answered.answers)),
     }
 }
 
@@ -436,7 +477,7 @@ pub async fn get(
     let Some(sid) = header_str(&headers, SESSION_HEADER) else {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
+            [(header::ALLOW, "GET, POST, DELETE")],
             "GET needs an Mcp-Session-Id (2025 revisions); 2026-07-28 clients use POST only\n",
         )
             .into_response();
@@ -454,7 +495,7 @@ pub async fn get(
     let negotiated = session.version.get().copied();
     if let Err(e) = check_session_header(
         &headers,
-        negotiated.unwrap_or(protocol::LATEST_LEGACY_VERSION),
+        Some(negotiated.unwrap_or(protocol::LATEST_LEGACY_VERSION)),
     ) {
         return rpc_error_response(None, &e);
     }
@@ -526,7 +567,7 @@ pub async fn delete(
     let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
         return session_not_found(None);
     };
-    if let Err(e) = check_session_header(&headers, negotiated) {
+    if let Err(e) = check_session_header(&headers, Some(negotiated)) {
         return rpc_error_response(None, &e);
     }
     if ctx.app.sessions().remove(sid) {

@@ -637,6 +637,14 @@ async fn a_2025_03_26_session_on_the_legacy_stream_takes_a_batch() {
     );
     assert_eq!(answers[2]["id"], 2);
     assert_eq!(answers[2]["result"], json!({}));
+    // No request and an invalid member: the POST is refused with the errors, nothing goes
+    // on the stream, and the session goes on.
+    let bad = json!([{"jsonrpc": "2.0", "method": "notifications/initialized"}, 5]);
+    let r = srv.post_json(&s.endpoint, &[], &bad).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json[0]["error"]["code"], -32600, "{}", r.text);
+    let pong = s.round_trip(&srv, &rpc("ping", json!({}))).await;
+    assert_eq!(pong["result"], json!({}), "{pong}");
 }
 
 /// 2024-11-05 has no batches, and a session that has not settled on a revision has none yet.

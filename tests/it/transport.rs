@@ -1022,3 +1022,163 @@ async fn a_batch_on_a_later_session_is_refused_naming_its_revision() {
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
 }
+
+/// A batch with no request but with invalid members cannot be accepted: 400, and the body is
+/// the members' errors (JSON-RPC 2.0 §6; MCP 2025-03-26, input of notifications or responses
+/// only that the server cannot accept). With a request in it, it is answered as before.
+#[tokio::test]
+async fn a_batch_with_no_request_and_invalid_members_is_a_400_with_their_errors() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0326).await;
+    for batch in [
+        json!([1, 2]),
+        json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}, 5]),
+        json!([{"jsonrpc": "2.0", "id": 1, "result": {}}, {"foo": "boo"}]),
+    ] {
+        let r = post_on(&c, &batch).await;
+        assert_eq!(r.status, 400, "{batch}: {}", r.text);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let errors = r.json.as_array().expect("an array of errors");
+        assert!(!errors.is_empty(), "{batch}: {}", r.text);
+        for e in errors {
+            assert_eq!(e["error"]["code"], -32600, "{batch}: {}", r.text);
+            assert_eq!(e["id"], Value::Null, "{batch}: {}", r.text);
+        }
+    }
+    // An invalid request whose id is readable is one the client waits for: 200, its error
+    // under its id.
+    let r = post_on(
+        &c,
+        &json!([{"jsonrpc": "1.0", "id": 5, "method": "ping"}, 7]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json[0]["id"], 5, "{}", r.text);
+}
+
+/// A body that is not JSON is a parse error (-32700) first, whatever the session or its
+/// revision: JSON-RPC answers it with one response object.
+#[tokio::test]
+async fn a_batch_that_is_not_json_is_a_parse_error_on_any_session() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    for headers in [
+        vec![("content-type", "application/json")],
+        vec![
+            ("content-type", "application/json"),
+            ("mcp-session-id", c.session.as_str()),
+        ],
+    ] {
+        let r = srv
+            .post_raw(
+                "/claude/mcp",
+                &headers,
+                b"[{\"jsonrpc\":\"2.0\",\"method\"".to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.error_code(), Some(-32700), "{}", r.text);
+        assert_eq!(r.json["id"], Value::Null, "{}", r.text);
+    }
+}
+
+/// `MCP-Protocol-Version` is checked on a notification without a session too, and a value
+/// that is not text is unsupported, not absent (2025-06-18: an invalid or unsupported value
+/// is a 400).
+#[tokio::test]
+async fn an_unsupported_or_unreadable_version_header_is_a_400_with_or_without_a_session() {
+    let srv = Server::demo().await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = srv
+        .post_json(
+            "/claude/mcp",
+            &[("mcp-protocol-version", "1999-01-01")],
+            &note,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.error_message().contains("1999-01-01"), "{}", r.text);
+    let ok = srv
+        .post_json("/claude/mcp", &[("mcp-protocol-version", V0618)], &note)
+        .await;
+    assert_eq!(ok.status, 202, "{}", ok.text);
+    let c = Legacy::connect(&srv, "/claude", V1125).await;
+    let not_text = reqwest::header::HeaderValue::from_bytes(b"2025-06-18\xff").expect("value");
+    let r = srv
+        .client
+        .post(srv.url("/claude/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &c.session)
+        .header("mcp-protocol-version", not_text)
+        .body(serde_json::to_vec(&tools_list()).expect("json"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+/// `Accept` is read as RFC 9110 has it: media types without case, `text/*`, every `Accept`
+/// line, and a range given `q=0` refused.
+#[tokio::test]
+async fn the_get_stream_reads_accept_as_http_does() {
+    let srv = Server::demo().await;
+    let c = Legacy::connect(&srv, "/claude", V0618).await;
+    let open = |accept: Vec<&'static str>| {
+        let mut req = srv
+            .client
+            .get(srv.url("/claude/mcp"))
+            .header("mcp-session-id", &c.session)
+            .header("mcp-protocol-version", V0618);
+        for a in accept {
+            req = req.header("accept", a);
+        }
+        async move { req.send().await.expect("GET").status().as_u16() }
+    };
+    assert_eq!(open(vec!["Text/Event-Stream"]).await, 200);
+    assert_eq!(open(vec!["text/*"]).await, 200);
+    assert_eq!(
+        open(vec!["application/json", "text/event-stream"]).await,
+        200
+    );
+    assert_eq!(
+        open(vec!["text/event-stream;q=0, application/json"]).await,
+        406
+    );
+    assert_eq!(open(vec!["application/json"]).await, 406);
+}
+
+/// A GET without a session is a 405 that lists every method the endpoint serves.
+#[tokio::test]
+async fn a_405_lists_the_methods_of_the_endpoint() {
+    let srv = Server::demo().await;
+    let r = srv
+        .get("/claude/mcp", &[("accept", "text/event-stream")])
+        .await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    assert_eq!(r.header("allow"), Some("GET, POST, DELETE"));
+}
+
+/// An error with an HTTP status of its own goes back as JSON even to a client that accepts
+/// only event streams: a client reads a 4xx body as JSON.
+#[tokio::test]
+async fn a_4xx_error_is_json_even_for_an_event_stream_client() {
+    let srv = Server::demo().await;
+    let mut params = json!({});
+    params["_meta"] = modern_meta();
+    let r = srv
+        .post_raw(
+            "/claude/mcp",
+            &[
+                ("content-type", "application/json"),
+                ("accept", "text/event-stream"),
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "nope/nope"),
+            ],
+            serde_json::to_vec(&rpc("nope/nope", params)).expect("json"),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.error_code(), Some(-32601), "{}", r.text);
+}
