@@ -3244,6 +3244,70 @@ async fn webdriver(
     v["value"].clone()
 }
 
+/// A browser-based MCP client: a page of another origin (`localhost` against the server's
+/// `127.0.0.1`, both loopback, so allowed) calls `/claude/mcp` with a bearer token. Chromium
+/// sends a CORS preflight first (the JSON body and the MCP headers are not "simple"), and the
+/// page can read the answer and its `Mcp-Session-Id`. A page whose origin is not allowed
+/// (an opaque `data:` page, origin `null`) gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_page_of_an_allowed_origin_calls_mcp_across_origins() {
+    let dir = tempfile::tempdir().expect("dir");
+    let Some(b) = Browser::start(dir.path()).await else {
+        return;
+    };
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, tokens) = full_flow_as(&c, &s, "/claude", "alice", ALICE_PASSWORD).await;
+    let token = tokens["access_token"].as_str().expect("token");
+    let port = s.base.rsplit(':').next().expect("port");
+    let script = r#"
+        const [url, token, done] = arguments;
+        fetch(url, {method: "POST", headers: {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "authorization": "Bearer " + token,
+            "mcp-protocol-version": "2025-11-25"},
+          body: JSON.stringify({jsonrpc: "2.0", id: 1, method: "initialize", params: {
+            protocolVersion: "2025-11-25", capabilities: {},
+            clientInfo: {name: "browser", version: "1"}}})})
+          .then(async r => done({status: r.status, session: r.headers.get("mcp-session-id"),
+                                 body: await r.text()}))
+          .catch(e => done({error: String(e)}));
+    "#;
+    let mcp = format!("{}/claude/mcp", s.base);
+    b.goto(&format!("http://localhost:{port}/health")).await;
+    let got = b
+        .call(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({"script": script, "args": [mcp, token]})),
+        )
+        .await;
+    assert_eq!(got["status"], 200, "{got}");
+    assert!(
+        got["session"].as_str().is_some_and(|s| s.len() == 64),
+        "the session id is readable: {got}"
+    );
+    assert!(
+        got["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("protocolVersion"),
+        "{got}"
+    );
+    b.goto("data:text/html,<p>elsewhere</p>").await;
+    let refused = b
+        .call(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({"script": script, "args": [mcp, token]})),
+        )
+        .await;
+    assert!(refused["error"].is_string(), "{refused}");
+    b.quit().await;
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_and_approves_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("dir");

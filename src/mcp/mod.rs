@@ -76,7 +76,41 @@ pub fn routes(app: &AppState) -> Router {
             .with_state(ctx);
         router = router.merge(scoped);
     }
-    router.layer(HostOriginLayer { app: app.clone() })
+    // The Host and Origin check comes first, so a preflight from a foreign origin is a 403 too.
+    router
+        .layer(cors(app))
+        .layer(HostOriginLayer { app: app.clone() })
+}
+
+/// CORS for browser-based MCP clients: the origins [`origin_allowed`] admits (the public
+/// URL's, loopback ones and `server.allowed_origins`) may call the MCP endpoints with a
+/// bearer token (no cookies) and read the session id and the `WWW-Authenticate` challenge.
+fn cors(app: &AppState) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let app = app.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| origin_allowed(&app, &o.to_ascii_lowercase()))
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("mcp-method"),
+            HeaderName::from_static("mcp-name"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("mcp-session-id"),
+            header::WWW_AUTHENTICATE,
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 /// A JSON-RPC error as an HTTP response (with the error's own status).
@@ -181,17 +215,7 @@ fn host_and_origin_ok(
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
-        let allowed = public.as_ref().is_some_and(|p| p.is_origin(&origin))
-            || origin.split_once("://").is_some_and(|(scheme, auth)| {
-                matches!(scheme, "http" | "https") && is_loopback_authority(auth)
-            })
-            || app
-                .config()
-                .server
-                .allowed_origins
-                .iter()
-                .any(|o| o.eq_ignore_ascii_case(&origin));
-        if !allowed {
+        if !origin_allowed(app, &origin) {
             return Err(format!(
                 "Forbidden: Origin `{}` is not allowed (add it to server.allowed_origins)",
                 crate::tools::truncate(&origin, 100)
@@ -199,6 +223,22 @@ fn host_and_origin_ok(
         }
     }
     Ok(())
+}
+
+/// Whether a browser page of `origin` (lower case) may call the MCP endpoints: the public
+/// URL's origin, an http(s) loopback origin, or one of `server.allowed_origins`.
+fn origin_allowed(app: &AppState, origin: &str) -> bool {
+    let public_url = app.public_url();
+    PublicOrigin::parse(&public_url).is_some_and(|p| p.is_origin(origin))
+        || origin.split_once("://").is_some_and(|(scheme, auth)| {
+            matches!(scheme, "http" | "https") && is_loopback_authority(auth)
+        })
+        || app
+            .config()
+            .server
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
 }
 
 /// The public URL's scheme, host and port, compared the way clients may write them: the host
