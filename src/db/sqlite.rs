@@ -152,6 +152,10 @@ impl SqliteBackend {
         let path = self.path.clone();
         let immutable = self.immutable;
         let opens = self.opens.clone();
+        // Dropped before the query ends (the caller cancelled the request, or went away), it
+        // interrupts the query, so the thread and its permit are not held to the timeout.
+        let running = StopOnDrop::default();
+        let slot = running.thread_side();
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
@@ -169,7 +173,13 @@ impl SqliteBackend {
                 },
             };
             qc.budget.arm(timeout);
-            let result = f(&qc.conn).map_err(|e| interrupted_is_timeout(e, timeout));
+            let result = if slot.start(&qc.budget) {
+                let result = f(&qc.conn).map_err(|e| interrupted_is_timeout(e, timeout));
+                slot.finish();
+                result
+            } else {
+                Err(DbError::Unavailable("the request was cancelled".into()))
+            };
             if let Ok(mut v) = idle.lock() {
                 v.push(qc);
             }
@@ -181,6 +191,58 @@ impl SqliteBackend {
         match tokio::time::timeout(timeout + TIMEOUT_GRACE, task).await {
             Ok(joined) => joined.map_err(|e| DbError::Internal(e.to_string()))?,
             Err(_) => Err(DbError::Timeout(timeout.as_secs())),
+        }
+    }
+}
+
+/// The query of one call on the blocking pool, as its caller holds it: dropped while the
+/// query runs, it ends the query at its next progress check (a dropped future cannot stop a
+/// thread otherwise). [`StopOnDrop::thread_side`] is what the thread holds.
+#[derive(Default)]
+struct StopOnDrop(Arc<std::sync::Mutex<Stop>>);
+
+/// The thread's side of a [`StopOnDrop`].
+struct StopSignal(Arc<std::sync::Mutex<Stop>>);
+
+#[derive(Default)]
+struct Stop {
+    /// The caller is gone.
+    stopped: bool,
+    /// The budget of the connection running the query, while it runs.
+    budget: Option<Arc<Budget>>,
+}
+
+fn lock_stop(stop: &std::sync::Mutex<Stop>) -> std::sync::MutexGuard<'_, Stop> {
+    stop.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StopOnDrop {
+    fn thread_side(&self) -> StopSignal {
+        StopSignal(self.0.clone())
+    }
+}
+
+impl StopSignal {
+    /// The query starts on a connection of `budget`: false when the caller is already gone.
+    fn start(&self, budget: &Arc<Budget>) -> bool {
+        let mut s = lock_stop(&self.0);
+        s.budget = Some(budget.clone());
+        !s.stopped
+    }
+
+    /// The query ended: its connection goes back to the pool, out of the caller's reach.
+    fn finish(&self) {
+        lock_stop(&self.0).budget = None;
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let mut s = lock_stop(&self.0);
+        s.stopped = true;
+        if let Some(budget) = s.budget.take() {
+            budget.expire();
         }
     }
 }
@@ -335,6 +397,11 @@ impl Budget {
             Ordering::Relaxed,
         );
         self.exceeded.store(false, Ordering::Relaxed);
+    }
+
+    /// Interrupts the running statement at the handler's next check.
+    fn expire(&self) {
+        self.deadline_us.store(0, Ordering::Relaxed);
     }
 
     /// The progress handler: true (interrupt) once the deadline has passed.

@@ -162,6 +162,7 @@ pub async fn answer(
     era: Era,
     messages: Vec<Value>,
     budget: &Budget,
+    session: Option<&std::sync::Arc<crate::mcp::session::Session>>,
 ) -> Answers {
     let mut answers = Vec::with_capacity(messages.len());
     let mut out_of_time = false;
@@ -175,7 +176,13 @@ pub async fn answer(
         }
         let req = match protocol::parse_value(message) {
             Ok(Incoming::Request(req)) => req,
-            Ok(Incoming::Notification { .. } | Incoming::Response) => continue,
+            Ok(Incoming::Notification { method, params }) => {
+                if let Some(session) = session {
+                    dispatch::notified(session, &method, &params);
+                }
+                continue;
+            }
+            Ok(Incoming::Response) => continue,
             Err(e) => {
                 // An invalid request whose id could be read is answered under it.
                 invalid_requests |= e.id.is_some();
@@ -222,10 +229,12 @@ pub async fn answer(
             answers.push(protocol::error_response(Some(&req.id), &err));
             continue;
         }
-        let handled = tokio::time::timeout(left, dispatch::handle(&ctx.scope, era, &req, caller));
-        answers.push(match handled.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => protocol::error_response(Some(&req.id), &e),
+        let handled = dispatch::handle_cancellable(&ctx.scope, era, &req, caller, session);
+        answers.push(match tokio::time::timeout(left, handled).await {
+            // Cancelled by its client: no answer.
+            Ok(None) => continue,
+            Ok(Some(Ok(result))) => result,
+            Ok(Some(Err(e))) => protocol::error_response(Some(&req.id), &e),
             Err(_elapsed) => {
                 out_of_time = true;
                 not_answered(&req.id, budget.total)

@@ -90,6 +90,36 @@ pub fn check_modern_meta(req: &Request) -> Result<(), RpcError> {
     Ok(())
 }
 
+/// [`handle`] for a request of `session` (when it has one), unless its client cancels it
+/// first with `notifications/cancelled`: `None` then. The request's future is dropped, so a
+/// tool call still running is cancelled (its query with it) and audited as cancelled.
+pub async fn handle_cancellable(
+    scope: &Scope,
+    era: Era,
+    req: &Request,
+    caller: &Caller,
+    session: Option<&std::sync::Arc<crate::mcp::session::Session>>,
+) -> Option<Result<Json, RpcError>> {
+    let Some(session) = session else {
+        return Some(handle(scope, era, req, caller).await);
+    };
+    let running = session.track(&req.id);
+    tokio::select! {
+        result = handle(scope, era, req, caller) => Some(result),
+        () = running.token.cancelled() => None,
+    }
+}
+
+/// A notification of a session's client: `notifications/cancelled` stops the request it
+/// names ([`crate::mcp::session::Session::cancel`]); the others need nothing from us.
+pub fn notified(session: &crate::mcp::session::Session, method: &str, params: &Value) {
+    if method == "notifications/cancelled"
+        && let Some(id) = params.get("requestId")
+    {
+        session.cancel(id);
+    }
+}
+
 /// Handles one request in `scope` and returns its serialised JSON-RPC response (a success;
 /// failures are the `Err` the transport turns into an error response). Results take the
 /// shapes of `era`'s revision ([`Shapes`]). For `initialize` the transport passes the version
@@ -411,7 +441,7 @@ impl Drop for PendingCall<'_> {
                 self.caller,
                 ToolStatus::Cancelled,
                 None,
-                Some("the call was cancelled before it finished (the client went away or the request timed out)".into()),
+                Some("the call was cancelled before it finished (the client cancelled it or went away, or the request timed out)".into()),
                 self.started.elapsed(),
             );
         }

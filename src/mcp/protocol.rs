@@ -115,6 +115,10 @@ pub const SERVER_ERROR: i64 = -32000;
 /// The session named by `Mcp-Session-Id` (or the legacy `session_id`) is unknown or ended:
 /// the official SDKs' code, with a 404.
 pub const SESSION_NOT_FOUND: i64 = -32001;
+/// A request its client cancelled (`notifications/cancelled`), for a client that takes only
+/// JSON and so must get some answer: the Language Server Protocol's code for it, which MCP's
+/// cancellation came from.
+pub const REQUEST_CANCELLED: i64 = -32800;
 /// 2026-07-28: a required header is missing, malformed or disagrees with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
 /// 2026-07-28: the requested protocol version is not supported.

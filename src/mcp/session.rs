@@ -25,6 +25,10 @@ pub struct Session {
     last_seen: AtomicU64,
     /// Its streams open now ([`Session::stream_opened`]); a session with one is in use.
     streams: AtomicUsize,
+    /// Its requests running now, by id (as JSON text), so that `notifications/cancelled` can
+    /// stop one ([`Session::track`]). The number tells one request from a later one that
+    /// reused its id.
+    running: DashMap<String, (u64, CancellationToken)>,
     /// Legacy HTTP+SSE transport: where responses to POSTed messages go.
     pub outbox: Option<Outbox>,
     /// Cancelled when the session ends, closing its GET streams.
@@ -43,6 +47,49 @@ impl Session {
     pub fn stream_opened(self: &Arc<Self>) -> OpenStream {
         self.streams.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.clone())
+    }
+}
+
+impl Session {
+    /// Registers request `id` as running until the returned guard drops; its token is
+    /// cancelled if the client sends `notifications/cancelled` for it meanwhile.
+    pub fn track(self: &Arc<Self>, id: &serde_json::Value) -> Running {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let seq = NEXT.fetch_add(1, Ordering::Relaxed);
+        let key = id.to_string();
+        let token = CancellationToken::new();
+        self.running.insert(key.clone(), (seq, token.clone()));
+        Running {
+            session: self.clone(),
+            key,
+            seq,
+            token,
+        }
+    }
+
+    /// A `notifications/cancelled` for request `id`: stops it if it is still running (2025-03-26
+    /// on, "Cancellation"). An unknown or finished id is ignored, as the revisions ask.
+    pub fn cancel(&self, id: &serde_json::Value) {
+        if let Some(entry) = self.running.get(&id.to_string()) {
+            entry.value().1.cancel();
+        }
+    }
+}
+
+/// A request of a session while it runs ([`Session::track`]).
+pub struct Running {
+    session: Arc<Session>,
+    key: String,
+    seq: u64,
+    /// Cancelled when the client cancels the request.
+    pub token: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.session
+            .running
+            .remove_if(&self.key, |_, (seq, _)| *seq == self.seq);
     }
 }
 
@@ -177,6 +224,7 @@ impl SessionStore {
             version: v,
             last_seen: AtomicU64::new(self.now_ms()),
             streams: AtomicUsize::new(0),
+            running: DashMap::new(),
             outbox,
             closed: CancellationToken::new(),
             owner: OnceLock::new(),
@@ -256,6 +304,28 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_request_is_the_running_one_with_that_id() {
+        let store = SessionStore::new(Duration::from_secs(60), 10);
+        let s = store.create("/x", "h", None, None);
+        let first = s.track(&serde_json::json!(7));
+        s.cancel(&serde_json::json!("7"));
+        assert!(
+            !first.token.is_cancelled(),
+            "the string \"7\" is another id"
+        );
+        s.cancel(&serde_json::json!(7));
+        assert!(first.token.is_cancelled());
+        // A later request reusing the id is not cancelled when the first one's guard drops.
+        let second = s.track(&serde_json::json!(7));
+        drop(first);
+        assert_eq!(s.running.len(), 1);
+        s.cancel(&serde_json::json!(7));
+        assert!(second.token.is_cancelled());
+        drop(second);
+        assert!(s.running.is_empty());
+    }
 
     #[test]
     fn a_session_with_an_open_stream_is_not_idle() {

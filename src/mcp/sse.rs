@@ -141,7 +141,7 @@ pub async fn message(
             Err(e) => return rpc_error_response(None, &e),
         };
         let budget = batch::Budget::new(&ctx, edge_client);
-        let answered = batch::answer(&ctx, &caller, era, messages, &budget).await;
+        let answered = batch::answer(&ctx, &caller, era, messages, &budget, Some(&session)).await;
         // No request and some invalid members: the POST itself is refused, with their errors.
         if answered.status() == Some(StatusCode::BAD_REQUEST) {
             return json_body(StatusCode::BAD_REQUEST, Json::array(answered.answers));
@@ -158,7 +158,11 @@ pub async fn message(
     }
     let req = match protocol::parse(&body) {
         Ok(Incoming::Request(r)) => r,
-        Ok(_) => return StatusCode::ACCEPTED.into_response(),
+        Ok(Incoming::Notification { method, params }) => {
+            dispatch::notified(&session, &method, &params);
+            return StatusCode::ACCEPTED.into_response();
+        }
+        Ok(Incoming::Response) => return StatusCode::ACCEPTED.into_response(),
         Err(e) => return rpc_error_response(None, &e),
     };
     if let Some(limited) = crate::edge::rate_limit::limit_tool_call(&ctx.app, &caller, &req) {
@@ -175,7 +179,13 @@ pub async fn message(
         }
         settled => settled.unwrap_or(UNNAMED_VERSION),
     };
-    let reply = match dispatch::handle(&ctx.scope, Era::Legacy(version), &req, &caller).await {
+    let era = Era::Legacy(version);
+    let handled = dispatch::handle_cancellable(&ctx.scope, era, &req, &caller, Some(&session));
+    // A request its client cancelled gets no answer on the stream.
+    let Some(handled) = handled.await else {
+        return (StatusCode::ACCEPTED, "Accepted").into_response();
+    };
+    let reply = match handled {
         Ok(result) => {
             if req.method == "initialize" {
                 let _ = session.version.set(version);

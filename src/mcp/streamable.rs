@@ -324,19 +324,23 @@ pub async fn post(
                 Err(e) => rpc_error_response(None, &e),
             };
         }
-        Incoming::Notification { .. } | Incoming::Response => {
+        other => {
             // A 2025 session's notification or response must name a live session; one without
             // a session header is accepted. Either way its version header must be one a
             // client could send.
-            let negotiated = match header_str(&headers, SESSION_HEADER) {
-                Some(sid) => match session_revision(&ctx, &caller, sid) {
-                    Some(n) => Some(n),
+            let session = match header_str(&headers, SESSION_HEADER) {
+                Some(sid) => match ctx.session_for(&caller, sid, false) {
+                    Some(s) => Some(s),
                     None => return session_not_found(None),
                 },
                 None => None,
             };
+            let negotiated = session.as_deref().map(revision);
             if let Err(e) = check_session_header(&headers, negotiated) {
                 return rpc_error_response(None, &e);
+            }
+            if let (Some(session), Incoming::Notification { method, params }) = (&session, &other) {
+                dispatch::notified(session, method, params);
             }
             return StatusCode::ACCEPTED.into_response();
         }
@@ -371,6 +375,7 @@ pub async fn post(
         return resp;
     }
 
+    let mut session = None;
     let era = if is_modern(&headers, &req.params) {
         if let Err(e) = check_modern_headers(&headers, &req) {
             return rpc_error_response(Some(&req.id), &e);
@@ -384,16 +389,23 @@ pub async fn post(
             );
             return rpc_error_response(Some(&req.id), &err);
         };
-        let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
+        let Some(live) = ctx.session_for(&caller, sid, false) else {
             return session_not_found(Some(&req.id));
         };
+        let negotiated = revision(&live);
         if let Err(e) = check_session_header(&headers, Some(negotiated)) {
             return rpc_error_response(Some(&req.id), &e);
         }
+        session = Some(live);
         Era::Legacy(negotiated)
     };
 
-    match dispatch::handle(&ctx.scope, era, &req, &caller).await {
+    let handled =
+        dispatch::handle_cancellable(&ctx.scope, era, &req, &caller, session.as_ref()).await;
+    let Some(handled) = handled else {
+        return cancelled(kind, &req.id);
+    };
+    match handled {
         Ok(result) => reply(kind, result, StatusCode::OK),
         // An error with a status of its own (a 404 for an unknown method of 2026-07-28) is
         // JSON, as every refusal is: a client reads a 4xx body as JSON.
@@ -422,9 +434,10 @@ async fn post_batch(
     let Some(sid) = header_str(headers, SESSION_HEADER) else {
         return rpc_error_response(None, &batch::refusal(None));
     };
-    let Some(negotiated) = session_revision(ctx, caller, sid) else {
+    let Some(session) = ctx.session_for(caller, sid, false) else {
         return session_not_found(None);
     };
+    let negotiated = revision(&session);
     let era = match batch::era(Some(negotiated)) {
         Ok(era) => era,
         Err(e) => return rpc_error_response(None, &e),
@@ -435,7 +448,7 @@ async fn post_batch(
         Ok(k) => k,
         Err(e) => return rpc_error_response(None, &e),
     };
-    let answered = batch::answer(ctx, caller, era, messages, budget).await;
+    let answered = batch::answer(ctx, caller, era, messages, budget, Some(&session)).await;
     match (answered.status(), kind) {
         (None, _) => StatusCode::ACCEPTED.into_response(),
         (Some(StatusCode::OK), Reply::Sse) => events(StatusCode::OK, answered.answers),
@@ -445,14 +458,32 @@ async fn post_batch(
 
 /// The revision the Streamable HTTP session `sid` of `caller` settled on, if it is live.
 fn session_revision(ctx: &ScopeCtx, caller: &dispatch::Caller, sid: &str) -> Option<&'static str> {
-    let session = ctx.session_for(caller, sid, false)?;
-    Some(
-        session
-            .version
-            .get()
-            .copied()
-            .unwrap_or(protocol::LATEST_LEGACY_VERSION),
-    )
+    ctx.session_for(caller, sid, false).map(|s| revision(&s))
+}
+
+/// The revision a Streamable HTTP session settled on (`initialize` sets it as it creates one).
+fn revision(session: &crate::mcp::session::Session) -> &'static str {
+    session
+        .version
+        .get()
+        .copied()
+        .unwrap_or(protocol::LATEST_LEGACY_VERSION)
+}
+
+/// The answer to a request its client cancelled: none (the revisions ask the receiver not to
+/// respond), so an event stream that ends without an event; a client that takes only JSON
+/// gets an error it will not look for, as a POST must be answered.
+fn cancelled(kind: Reply, id: &Value) -> Response {
+    match kind {
+        Reply::Sse => events(StatusCode::OK, Vec::new()),
+        Reply::Json => {
+            let err = RpcError::new(
+                protocol::REQUEST_CANCELLED,
+                "Request cancelled: the client sent notifications/cancelled for it",
+            );
+            json_body(StatusCode::OK, protocol::error_response(Some(id), &err))
+        }
+    }
 }
 
 /// The 404 for an unknown or ended session, answering request `id` when there is one.

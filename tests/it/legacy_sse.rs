@@ -670,3 +670,36 @@ async fn a_batch_on_a_2024_11_05_or_unsettled_legacy_session_is_refused() {
         r.text
     );
 }
+
+/// On the legacy transport too, `notifications/cancelled` stops the request it names: its
+/// POST ends at once and no answer goes on the stream; the next request's answer is the next
+/// event.
+#[tokio::test]
+async fn a_cancelled_request_gets_no_answer_on_the_stream() {
+    let srv = Server::demo().await;
+    let mut s = open(&srv, "/claude").await;
+    s.round_trip(&srv, &initialize("2024-11-05")).await;
+    let forever =
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r";
+    let call = rpc(
+        "tools/call",
+        json!({"name": "execute_sql", "arguments": {"sql": forever}}),
+    );
+    let started = std::time::Instant::now();
+    let slow = srv.post_json(&s.endpoint, &[], &call);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                          "params": {"requestId": call["id"]}});
+        srv.post_json(&s.endpoint, &[], &note).await
+    };
+    let (r, n) = tokio::join!(slow, cancel);
+    assert_eq!((r.status, n.status), (202, 202), "{} {}", r.text, n.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let pong = s.round_trip(&srv, &rpc("ping", json!({}))).await;
+    assert_eq!(pong["result"], json!({}), "{pong}");
+}

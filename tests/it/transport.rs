@@ -2,7 +2,7 @@
 //! error paths every revision shares: JSON-RPC envelope errors, content type, body size,
 //! Host/Origin validation, response formats.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -1181,4 +1181,93 @@ async fn a_4xx_error_is_json_even_for_an_event_stream_client() {
     assert_eq!(r.status, 404, "{}", r.text);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.error_code(), Some(-32601), "{}", r.text);
+}
+
+/// `notifications/cancelled` stops the request it names: a query that would run to its 20 s
+/// timeout ends at once, the POST is answered (a JSON client must get something: -32800, which
+/// it no longer waits for), and the call is counted as cancelled. The session goes on.
+#[tokio::test]
+async fn a_cancelled_request_stops_and_its_post_ends() {
+    let toml = config_toml(
+        "query_timeout_secs = 20",
+        "[[scope]]\npath = \"/t\"\ndatabase = \"demo\"\nprofile = \"full\"\n",
+    );
+    let srv = Server::with_config(&toml).await;
+    let c = Legacy::connect(&srv, "/t", V1125).await;
+    let forever =
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r";
+    let call = rpc(
+        "tools/call",
+        json!({"name": "execute_sql", "arguments": {"sql": forever}}),
+    );
+    let id = call["id"].clone();
+    let headers = [
+        ("mcp-session-id", c.session.as_str()),
+        ("mcp-protocol-version", V1125),
+    ];
+    let started = Instant::now();
+    let slow = srv.post_json("/t/mcp", &headers, &call);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.notify(
+            "notifications/cancelled",
+            json!({"requestId": id, "reason": "the user stopped it"}),
+        )
+        .await
+    };
+    let (r, n) = tokio::join!(slow, cancel);
+    let took = started.elapsed();
+    assert_eq!(n.status, 202, "{}", n.text);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32800), "{}", r.text);
+    assert_eq!(r.json["id"], id, "{}", r.text);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let metrics = srv.get("/metrics", &[]).await.text;
+    assert!(
+        metrics.contains(
+            r#"mssql_mcp_tool_calls_total{scope="/t",status="cancelled",tool="execute_sql"} 1"#
+        ),
+        "{metrics}"
+    );
+    // The query itself stopped: its connection is back in the pool well before its timeout.
+    let idle_again = async {
+        loop {
+            let m = srv.get("/metrics", &[]).await.text;
+            if m.contains(r#"mssql_mcp_db_pool_connections_in_use{database="demo"} 0"#) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let stopped = tokio::time::timeout(Duration::from_secs(5), idle_again).await;
+    assert!(
+        stopped.is_ok(),
+        "the cancelled query still holds its connection"
+    );
+    // A client that takes only event streams gets a stream that ends with no answer.
+    let call = rpc(
+        "tools/call",
+        json!({"name": "execute_sql", "arguments": {"sql": forever}}),
+    );
+    let id = call["id"].clone();
+    let stream_only = [
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream"),
+        ("mcp-session-id", c.session.as_str()),
+        ("mcp-protocol-version", V1125),
+    ];
+    let slow = srv.post_raw(
+        "/t/mcp",
+        &stream_only,
+        serde_json::to_vec(&call).expect("json"),
+    );
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.notify("notifications/cancelled", json!({"requestId": id}))
+            .await
+    };
+    let (r, _) = tokio::join!(slow, cancel);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!r.text.contains("data:"), "no answer: {}", r.text);
+    assert_eq!(c.result("ping", json!({})).await, json!({}));
 }

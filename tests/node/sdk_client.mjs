@@ -253,6 +253,31 @@ for (const [transportName, makeTransport] of Object.entries(TRANSPORTS)) {
           const again = await callOk(client, "execute_sql", { sql: `SELECT COUNT(*) AS n FROM ${table.id}` });
           assert.deepEqual(again.rows ?? again, out.rows ?? out);
         });
+
+        test("a call the client aborts is cancelled on the server, and the session goes on", async () => {
+          // The SDK sends notifications/cancelled when its signal aborts; the server stops the
+          // query (which would otherwise run to the query timeout) and counts it as cancelled.
+          const metric = `mssql_mcp_tool_calls_total{scope="/claude",status="cancelled",tool="execute_sql"}`;
+          const cancelledSoFar = async () => {
+            const text = await (await fetch(`${BASE}/metrics`)).text();
+            const line = text.split("\n").find((l) => l.startsWith(metric + " "));
+            return Number(line?.split(" ")[1] ?? 0);
+          };
+          const before = await cancelledSoFar();
+          const controller = new AbortController();
+          setTimeout(() => controller.abort(new Error("the user stopped it")), 300);
+          const forever = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r";
+          await assert.rejects(
+            client.callTool({ name: "execute_sql", arguments: { sql: forever } }, undefined, { signal: controller.signal }),
+          );
+          let now = before;
+          for (let i = 0; i < 50 && now === before; i++) {
+            await new Promise((r) => setTimeout(r, 100));
+            now = await cancelledSoFar();
+          }
+          assert.equal(now, before + 1, "the server counted the call as cancelled within 5 s");
+          assert.deepEqual(await client.ping(), {});
+        });
       }
 
       if (scope === "chatgpt") {
