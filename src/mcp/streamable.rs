@@ -403,7 +403,7 @@ pub async fn post(
     let handled =
         dispatch::handle_cancellable(&ctx.scope, era, &req, &caller, session.as_ref()).await;
     let Some(handled) = handled else {
-        return cancelled(kind, &req.id);
+        return cancelled(&headers, &req.id);
     };
     match handled {
         Ok(result) => reply(kind, result, StatusCode::OK),
@@ -471,12 +471,13 @@ fn revision(session: &crate::mcp::session::Session) -> &'static str {
 }
 
 /// The answer to a request its client cancelled: none (the revisions ask the receiver not to
-/// respond), so an event stream that ends without an event; a client that takes only JSON
-/// gets an error it will not look for, as a POST must be answered.
-fn cancelled(kind: Reply, id: &Value) -> Response {
-    match kind {
-        Reply::Sse => events(StatusCode::OK, Vec::new()),
-        Reply::Json => {
+/// respond), so an event stream that ends without an event to a client that takes event
+/// streams at all; one that takes only JSON gets an error it will not look for, as a POST
+/// must be answered.
+fn cancelled(headers: &HeaderMap, id: &Value) -> Response {
+    match get_accepts_stream(headers) {
+        true => events(StatusCode::OK, Vec::new()),
+        false => {
             let err = RpcError::new(
                 protocol::REQUEST_CANCELLED,
                 "Request cancelled: the client sent notifications/cancelled for it",

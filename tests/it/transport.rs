@@ -1184,8 +1184,9 @@ async fn a_4xx_error_is_json_even_for_an_event_stream_client() {
 }
 
 /// `notifications/cancelled` stops the request it names: a query that would run to its 20 s
-/// timeout ends at once, the POST is answered (a JSON client must get something: -32800, which
-/// it no longer waits for), and the call is counted as cancelled. The session goes on.
+/// timeout ends at once, the POST is answered (a client that takes only JSON must get
+/// something: -32800, which it no longer waits for; one that takes event streams gets a stream
+/// with no answer), and the call is counted as cancelled. The session goes on.
 #[tokio::test]
 async fn a_cancelled_request_stops_and_its_post_ends() {
     let toml = config_toml(
@@ -1201,12 +1202,15 @@ async fn a_cancelled_request_stops_and_its_post_ends() {
         json!({"name": "execute_sql", "arguments": {"sql": forever}}),
     );
     let id = call["id"].clone();
-    let headers = [
+    let started = Instant::now();
+    let json_only = [
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
         ("mcp-session-id", c.session.as_str()),
         ("mcp-protocol-version", V1125),
     ];
-    let started = Instant::now();
-    let slow = srv.post_json("/t/mcp", &headers, &call);
+    let body = serde_json::to_vec(&call).expect("json");
+    let slow = srv.post_raw("/t/mcp", &json_only, body);
     let cancel = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         c.notify(
@@ -1244,7 +1248,7 @@ async fn a_cancelled_request_stops_and_its_post_ends() {
         stopped.is_ok(),
         "the cancelled query still holds its connection"
     );
-    // A client that takes only event streams gets a stream that ends with no answer.
+    // A client that takes event streams gets a stream that ends with no answer.
     let call = rpc(
         "tools/call",
         json!({"name": "execute_sql", "arguments": {"sql": forever}}),
@@ -1252,7 +1256,7 @@ async fn a_cancelled_request_stops_and_its_post_ends() {
     let id = call["id"].clone();
     let stream_only = [
         ("content-type", "application/json"),
-        ("accept", "text/event-stream"),
+        ("accept", "application/json, text/event-stream"),
         ("mcp-session-id", c.session.as_str()),
         ("mcp-protocol-version", V1125),
     ];
