@@ -515,7 +515,7 @@ pub(super) async fn check_sign_in(
     // A configured user's name is logged and audited as typed (unable to forge a log line);
     // any other text is not written down at all: it is often a password typed into the
     // username box.
-    let shown = if ctx.config().users.iter().any(|u| u.username == username) {
+    let shown = if cfg.users.iter().any(|u| u.username == username) {
         typed.clone()
     } else {
         format!("(no such user, {} characters)", username.chars().count())
@@ -528,6 +528,12 @@ pub(super) async fn check_sign_in(
     let name = typed.to_lowercase();
     let user_key = format!("login-user:{name}@{}", network(ip));
     let all_key = format!("login-user:{name}");
+    // An address counts by its network when the table has no room for it (a flood of
+    // addresses), and a name is counted only if it is a configured user's: a name nobody has
+    // has no account to guess, and counting each typed name would let random names fill the
+    // table (and keep typed passwords in memory).
+    let net_key = format!("login-net:{}", network(ip));
+    let known = cfg.users.iter().any(|u| u.username == username);
     let refused = |outcome: &'static str, event: &'static str, error: &str| {
         let mut r = ctx.record(event, outcome, ip);
         r.user = Some(shown.clone());
@@ -541,9 +547,10 @@ pub(super) async fn check_sign_in(
     let all_limit = cfg
         .failed_logins_per_user
         .saturating_mul(USER_LOCK_NETWORKS);
-    if ctx.oauth.limits.hit(&ip_key, window, now) > cfg.failed_logins_per_ip
-        || ctx.oauth.limits.hit(&user_key, window, now) > cfg.failed_logins_per_user
-        || ctx.oauth.limits.hit(&all_key, window, now) > all_limit
+    let (ip_count, ip_key) = ctx.oauth.limits.hit_or(&ip_key, &net_key, window, now);
+    if ip_count > cfg.failed_logins_per_ip
+        || (known && ctx.oauth.limits.hit(&user_key, window, now) > cfg.failed_logins_per_user)
+        || (known && ctx.oauth.limits.hit(&all_key, window, now) > all_limit)
     {
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
@@ -560,7 +567,7 @@ pub(super) async fn check_sign_in(
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let Some(verified) = ctx.oauth.password_checks.verify(password, hash).await else {
         // Nothing was checked, so the attempt is not a failure: its counts are given back.
-        ctx.oauth.limits.undo(&ip_key, now);
+        ctx.oauth.limits.undo(ip_key, now);
         ctx.oauth.limits.undo(&user_key, now);
         ctx.oauth.limits.undo(&all_key, now);
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
@@ -581,7 +588,7 @@ pub(super) async fn check_sign_in(
     };
     ctx.oauth.limits.clear(&user_key);
     ctx.oauth.limits.undo(&all_key, now);
-    ctx.oauth.limits.undo(&ip_key, now);
+    ctx.oauth.limits.undo(ip_key, now);
     if !user.may_grant(&ctx.scope.path) {
         tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
         refused("refused", "authorize", "the user may not grant this scope");

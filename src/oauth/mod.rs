@@ -286,8 +286,25 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 /// Fixed-window counters (failed sign-ins, registrations, sign-in pages) keyed by IP,
 /// network or username, each with its own window length.
-#[derive(Default)]
+///
+/// A key reads `purpose:…` (`register:`, `register-net:`, `login-ip:`, `login-user:`,
+/// `authorize:`), and each kind of count has a table of its own, bounded in keys: a flood of
+/// one kind (registrations from a block of addresses) cannot fill the table another kind
+/// (sign-ins) needs.
 pub struct Limits {
+    tables: [LimitTable; 4],
+    /// Most keys one table holds.
+    capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::with_capacity(MAX_LIMIT_KEYS)
+    }
+}
+
+#[derive(Default)]
+struct LimitTable {
     windows: DashMap<String, Window>,
     /// When expired windows were last dropped to make room (milliseconds).
     made_room_at: std::sync::atomic::AtomicI64,
@@ -307,26 +324,69 @@ impl Window {
     }
 }
 
-/// Most keys tracked at once (bounds memory under a flood of addresses or names).
+/// Most keys one table tracks at once (bounds memory under a flood of addresses or names).
 const MAX_LIMIT_KEYS: usize = 100_000;
 /// How often a full table is searched for expired windows to drop, at most (milliseconds).
 const MAKE_ROOM_EVERY_MS: i64 = 1_000;
 
 impl Limits {
+    /// Tables of at most `capacity` keys each.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            tables: Default::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The table of `key`'s kind.
+    fn table(&self, key: &str) -> &LimitTable {
+        let i = match key.split(':').next().unwrap_or("") {
+            "register" | "register-net" => 0,
+            "login-ip" | "login-net" | "login-user" => 1,
+            "authorize" => 2,
+            _ => 3,
+        };
+        &self.tables[i]
+    }
+
     /// Events counted for `key` in its current window.
     pub fn count(&self, key: &str, now: i64) -> u32 {
-        match self.windows.get(key) {
+        match self.table(key).windows.get(key) {
             Some(w) if w.live(now) => w.count,
             _ => 0,
         }
     }
 
     /// Counts one event for `key` in a window of `window_ms`; returns the count in the current
-    /// window. A new key when the table is full, even after dropping the windows that ended,
+    /// window. A new key when its table is full, even after dropping the windows that ended,
     /// counts as over every limit (`u32::MAX`): under a flood of keys the limits fail closed,
-    /// rather than stop counting and let guesses through.
+    /// rather than stop counting and let guesses through. [`Limits::hit_or`] falls back to a
+    /// coarser key instead.
     pub fn hit(&self, key: &str, window_ms: i64, now: i64) -> u32 {
-        if let Some(mut w) = self.windows.get_mut(key) {
+        self.try_hit(key, window_ms, now).unwrap_or(u32::MAX)
+    }
+
+    /// Counts one event for `key`, or, when its table has no room for it, for `coarse` (an
+    /// address's network for the address): a flood of new addresses is then held to their
+    /// networks' counts instead of turning away everyone new. Returns the count and the key
+    /// that was counted.
+    pub fn hit_or<'k>(
+        &self,
+        key: &'k str,
+        coarse: &'k str,
+        window_ms: i64,
+        now: i64,
+    ) -> (u32, &'k str) {
+        match self.try_hit(key, window_ms, now) {
+            Some(n) => (n, key),
+            None => (self.hit(coarse, window_ms, now), coarse),
+        }
+    }
+
+    /// [`Limits::hit`], or `None` for a new key its table has no room for.
+    fn try_hit(&self, key: &str, window_ms: i64, now: i64) -> Option<u32> {
+        let table = self.table(key);
+        if let Some(mut w) = table.windows.get_mut(key) {
             if !w.live(now) {
                 *w = Window {
                     count: 0,
@@ -335,46 +395,55 @@ impl Limits {
                 };
             }
             w.count = w.count.saturating_add(1);
-            return w.count;
+            return Some(w.count);
         }
-        if self.windows.len() >= MAX_LIMIT_KEYS && !self.make_room(now) {
-            return u32::MAX;
+        if table.windows.len() >= self.capacity && !self.make_room(table, now) {
+            return None;
         }
-        let mut w = self.windows.entry(key.to_string()).or_insert(Window {
+        let mut w = table.windows.entry(key.to_string()).or_insert(Window {
             count: 0,
             start: now,
             length: window_ms,
         });
         w.count = w.count.saturating_add(1);
-        w.count
+        Some(w.count)
     }
 
-    /// Drops the windows that ended, at most once per [`MAKE_ROOM_EVERY_MS`] (a full table of
-    /// live windows is not searched on every hit); whether there is room now.
-    fn make_room(&self, now: i64) -> bool {
+    /// Drops the windows of `table` that ended, at most once per [`MAKE_ROOM_EVERY_MS`] (a
+    /// full table of live windows is not searched on every hit); whether there is room now.
+    fn make_room(&self, table: &LimitTable, now: i64) -> bool {
         use std::sync::atomic::Ordering;
-        let last = self.made_room_at.load(Ordering::Relaxed);
+        let last = table.made_room_at.load(Ordering::Relaxed);
         if now - last >= MAKE_ROOM_EVERY_MS
-            && self
+            && table
                 .made_room_at
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.windows.retain(|_, w| w.live(now));
-            if self.windows.len() >= MAX_LIMIT_KEYS {
+            table.windows.retain(|_, w| w.live(now));
+            if table.windows.len() >= self.capacity {
                 tracing::warn!(
-                    keys = MAX_LIMIT_KEYS,
-                    "oauth: the sign-in and registration limits track as many keys as they may; new addresses and names are refused until windows end"
+                    keys = self.capacity,
+                    "oauth: a sign-in or registration limit tracks as many keys as it may; new addresses count by their network, new names are refused until windows end"
                 );
             }
         }
-        self.windows.len() < MAX_LIMIT_KEYS
+        table.windows.len() < self.capacity
+    }
+
+    /// Keys tracked now, over all tables (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.tables.iter().map(|t| t.windows.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Takes back one event of `key`'s current window (an attempt counted up front that
     /// turned out not to be a failure).
     pub fn undo(&self, key: &str, now: i64) {
-        if let Some(mut w) = self.windows.get_mut(key)
+        if let Some(mut w) = self.table(key).windows.get_mut(key)
             && w.live(now)
         {
             w.count = w.count.saturating_sub(1);
@@ -382,12 +451,14 @@ impl Limits {
     }
 
     pub fn clear(&self, key: &str) {
-        self.windows.remove(key);
+        self.table(key).windows.remove(key);
     }
 
     /// Drops the windows that ended.
     fn prune(&self, now: i64) {
-        self.windows.retain(|_, w| w.live(now));
+        for t in &self.tables {
+            t.windows.retain(|_, w| w.live(now));
+        }
     }
 }
 
@@ -445,7 +516,7 @@ mod tests {
 
     #[test]
     fn an_undone_event_leaves_the_window_as_it_was() {
-        let l = Limits::default();
+        let l = Limits::with_capacity(100);
         assert_eq!((l.hit("k", 1000, 0), l.hit("k", 1000, 10)), (1, 2));
         l.undo("k", 20);
         assert_eq!(l.count("k", 20), 1);
@@ -466,27 +537,70 @@ mod tests {
     }
 
     /// A full table makes room by dropping only windows that ended, each by its own length
-    /// (an hour-long registration count outlives a flood of minute-long ones), and a new key
-    /// it has no room for is over every limit.
+    /// (an hour-long count outlives a flood of minute-long ones), and a new key it has no room
+    /// for is over every limit, or counts by its coarser key with `hit_or`. Each kind of key
+    /// has its own table: a flood of registrations leaves sign-ins alone.
     #[test]
     fn a_full_limit_table_keeps_live_windows_and_refuses_new_keys() {
-        let l = Limits::default();
-        assert_eq!(l.hit("long", 3_600_000, 0), 1);
-        for i in 1..MAX_LIMIT_KEYS {
-            l.hit(&format!("short:{i}"), 60_000, 0);
+        let l = Limits::with_capacity(1000);
+        assert_eq!(l.hit("register:long", 3_600_000, 0), 1);
+        for i in 1..1000 {
+            l.hit(&format!("register:{i}"), 60_000, 0);
         }
         // Full of live windows: a new key is refused, known ones still count.
-        assert_eq!(l.hit("newcomer", 60_000, 10), u32::MAX);
-        assert_eq!(l.hit("short:1", 60_000, 10), 2);
+        assert_eq!(l.hit("register:newcomer", 60_000, 10), u32::MAX);
+        assert_eq!(l.hit("register:1", 60_000, 10), 2);
+        // ... or counted by its network.
+        let (n, counted) = l.hit_or("register:new2", "register-net:x", 60_000, 10);
+        assert_eq!(
+            (n, counted),
+            (u32::MAX, "register-net:x"),
+            "the same table is full"
+        );
+        // Other kinds of key have tables of their own.
+        assert_eq!(l.hit("login-ip:1.2.3.4", 60_000, 10), 1);
+        assert_eq!(l.hit("authorize:1.2.3.0", 60_000, 10), 1);
         // The short windows end; the long one lives on, and there is room again.
-        assert_eq!(l.hit("newcomer", 60_000, 120_000), 1);
-        assert_eq!(l.count("long", 120_000), 1);
-        assert_eq!(l.hit("long", 3_600_000, 120_000), 2);
+        assert_eq!(l.hit("register:newcomer", 60_000, 120_000), 1);
+        assert_eq!(l.count("register:long", 120_000), 1);
+        assert_eq!(l.hit("register:long", 3_600_000, 120_000), 2);
+    }
+
+    #[test]
+    fn a_new_key_with_no_room_counts_by_its_coarser_key() {
+        let l = Limits::with_capacity(10);
+        for i in 0..9 {
+            l.hit(&format!("login-ip:{i}"), 60_000, 0);
+        }
+        assert_eq!(
+            l.hit_or("login-ip:a", "login-net:n", 60_000, 0),
+            (1, "login-ip:a")
+        );
+        // Full now: new addresses count by their network.
+        assert_eq!(
+            l.hit_or("login-ip:b", "login-net:n", 60_000, 1),
+            (u32::MAX, "login-net:n")
+        );
+        let l = Limits::with_capacity(10);
+        for i in 0..8 {
+            l.hit(&format!("login-ip:{i}"), 60_000, 0);
+        }
+        l.hit("login-net:n", 60_000, 0);
+        l.hit("login-ip:a", 60_000, 0);
+        assert_eq!(
+            l.hit_or("login-ip:b", "login-net:n", 60_000, 1),
+            (2, "login-net:n")
+        );
+        assert_eq!(
+            l.hit_or("login-ip:c", "login-net:n", 60_000, 1),
+            (3, "login-net:n")
+        );
+        assert_eq!(l.len(), 10);
     }
 
     #[test]
     fn limits_count_within_a_window_and_reset_after() {
-        let l = Limits::default();
+        let l = Limits::with_capacity(100);
         assert_eq!(l.hit("ip:1", 1000, 0), 1);
         assert_eq!(l.hit("ip:1", 1000, 10), 2);
         assert_eq!(l.count("ip:1", 999), 2);

@@ -177,16 +177,35 @@ const REGISTRATION_NETWORK_FACTOR: u32 = 10;
 /// a client) and says whether it is beyond `registrations_per_hour_per_ip` for the address
 /// (an IPv6 /64), or [`REGISTRATION_NETWORK_FACTOR`] times that for the network.
 pub(super) fn over_registration_limit(ctx: &OAuthCtx, ip: std::net::IpAddr, now: i64) -> bool {
+    registration_over(
+        &ctx.oauth.limits,
+        ip,
+        ctx.config().registrations_per_hour_per_ip,
+        now,
+    )
+}
+
+fn registration_over(limits: &super::Limits, ip: std::net::IpAddr, limit: u32, now: i64) -> bool {
     use crate::edge::client_ip::{limit_key, network};
-    let limit = ctx.config().registrations_per_hour_per_ip;
     let address = format!("register:{}", limit_key(ip));
     let block = format!("register-net:{}", network(ip, 24, 48));
-    // An address past its own limit is refused without counting against its network, so one
-    // address hammering the endpoint cannot use up the network's registrations for everyone.
-    if ctx.oauth.limits.hit(&address, 3_600_000, now) > limit {
+    let block_limit = limit.saturating_mul(REGISTRATION_NETWORK_FACTOR);
+    // A network past its limit is refused before anything is counted, so a block of
+    // addresses cannot fill the table with keys of addresses it will never be let through.
+    if limits.count(&block, now) >= block_limit {
         return true;
     }
-    ctx.oauth.limits.hit(&block, 3_600_000, now) > limit.saturating_mul(REGISTRATION_NETWORK_FACTOR)
+    // An address past its own limit is refused without counting against its network, so one
+    // address hammering the endpoint cannot use up the network's registrations for everyone.
+    // With no room for a new address, it counts by its network alone.
+    let (n, counted) = limits.hit_or(&address, &block, 3_600_000, now);
+    if counted == block {
+        return n > block_limit;
+    }
+    if n > limit {
+        return true;
+    }
+    limits.hit(&block, 3_600_000, now) > block_limit
 }
 
 /// A display name without control characters, at most 100 characters.
@@ -278,6 +297,38 @@ fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Registrations from many addresses of one network: once the network is past its limit,
+    /// new addresses are refused without being tracked, so a block of addresses cannot fill
+    /// the table; and addresses of other networks still register.
+    #[test]
+    fn a_network_past_its_limit_adds_no_more_keys() {
+        let limits = super::super::Limits::with_capacity(1000);
+        let ip =
+            |i: u16| std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, i, 0, 0, 0, 1));
+        let limit = 2;
+        let cap = (limit * REGISTRATION_NETWORK_FACTOR) as u16;
+        for i in 0..cap {
+            assert!(!registration_over(&limits, ip(i), limit, 0), "address {i}");
+        }
+        let tracked = limits.len();
+        for i in cap..cap + 500 {
+            assert!(registration_over(&limits, ip(i), limit, 0), "address {i}");
+        }
+        assert_eq!(limits.len(), tracked, "refused addresses are not tracked");
+        let elsewhere =
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 1));
+        assert!(!registration_over(&limits, elsewhere, limit, 0));
+        // An address past its own limit does not count against its network.
+        let limits = super::super::Limits::with_capacity(1000);
+        for _ in 0..limit {
+            assert!(!registration_over(&limits, ip(0), limit, 0));
+        }
+        for _ in 0..50 {
+            assert!(registration_over(&limits, ip(0), limit, 0));
+        }
+        assert!(!registration_over(&limits, ip(1), limit, 0));
+    }
     use crate::config::DEFAULT_REDIRECT_HOSTS;
 
     fn rules() -> Vec<String> {
