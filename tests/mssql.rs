@@ -1639,6 +1639,60 @@ async fn a_server_that_never_answers_costs_one_connect_timeout_not_one_per_calle
     drop(silent);
 }
 
+/// Settings for a server at `127.0.0.1:port` that is not the peer (a silent listener), with
+/// a connect timeout of `connect_secs`.
+fn settings_for_port(dir: &Path, port: u16, connect_secs: u64) -> MssqlSettings {
+    std::fs::write(dir.join("pw"), "x").expect("write");
+    let cfg = MssqlConfig {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        database: Some("db".into()),
+        user: Some("u".into()),
+        password: Some(SecretSource {
+            file: Some(dir.join("pw")),
+            env: None,
+        }),
+        trust_server_certificate: Some(true),
+        connect_timeout_secs: Some(connect_secs),
+        ..MssqlConfig::default()
+    };
+    MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(5)).expect("settings")
+}
+
+/// A server that takes the TCP connection and then says nothing (hung, overloaded, or not a
+/// SQL Server) is a database that is down, not a TLS misconfiguration: the start goes on, and
+/// the error says the login stalled. tiberius' own handshake timeout says "prelogin, TLS
+/// negotiation and login", which was once read as a TLS failure and stopped the start.
+#[tokio::test]
+async fn a_server_that_accepts_but_never_logs_in_does_not_stop_the_start() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts every connection and holds it open without a byte.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = MssqlBackend::open(settings_for_port(dir.path(), port, 1))
+        .await
+        .expect("a stalled login is no configuration error");
+    let err = b.catalog().await.expect_err("nothing logs in");
+    let text = err.to_string();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        text.contains(&format!(
+            "127.0.0.1:{port} accepted the connection but did not complete the login within 1 s"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("TLS"), "{text}");
+    holder.abort();
+}
+
 /// Not a test: compares point lookups through the backend (pool, validation, decoding) with a
 /// bare tiberius client sending the same statement on one connection. Run with
 /// `cargo test --release --test mssql -- --ignored --nocapture lookup_overhead`.

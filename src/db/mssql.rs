@@ -146,6 +146,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -299,7 +300,12 @@ impl MssqlSettings {
         // and stays on unless the operator turns it off here.
         config.readonly(cfg.application_intent() == ApplicationIntent::ReadOnly);
         config.application_name(cfg.application_name());
-        config.handshake_timeout(Some(connect_timeout));
+        // No handshake timer in tiberius either: the whole connection attempt (TCP, prelogin,
+        // TLS, login, session setup) runs inside one tokio timeout of the connect timeout
+        // ([`Manager`]'s `connect`), which knows whether the server took the TCP connection. A
+        // second timer of the same length would only race it, and tiberius' message for its
+        // own ("… prelogin, TLS negotiation and login …") reads like a TLS failure.
+        config.handshake_timeout(None);
         // No per-round-trip timer in tiberius: every round trip already runs inside a tokio
         // timeout of ours (query, catalog, ping, idle check, connect), and an operation cut off
         // leaves its connection `broken`, so it is discarded. tiberius' timer (30 s by default)
@@ -367,13 +373,17 @@ pub struct Manager {
 }
 
 impl Manager {
-    async fn open(&self) -> Result<MssqlConn, DbError> {
+    /// Opens one connection. `accepted` is set once a TCP connection stands, so that a
+    /// timeout around this call can tell a server that is out of reach from one that took
+    /// the connection and then stalled in the handshake (see [`ManageConnection::connect`]).
+    async fn open(&self, accepted: &AtomicBool) -> Result<MssqlConn, DbError> {
         let mut config = self.settings.config.clone();
         let mut redirected = false;
         loop {
             let tcp = TcpStream::connect_named(&config)
                 .await
-                .map_err(|e| connect_error(&e, &self.ctx))?;
+                .map_err(|e| reach_error(&e, &self.ctx))?;
+            accepted.store(true, Ordering::Relaxed);
             // Requests are small writes that wait for an answer: Nagle's algorithm would only
             // hold them back (tiberius' own examples set this too).
             if let Err(e) = tcp.set_nodelay(true) {
@@ -424,12 +434,16 @@ impl ManageConnection for Manager {
             .await
             .map_err(|_| DbError::Unavailable("the backend is shutting down".into()))?;
         let limit = self.settings.connect_timeout;
-        match tokio::time::timeout(limit, self.open()).await {
+        let accepted = AtomicBool::new(false);
+        match tokio::time::timeout(limit, self.open(&accepted)).await {
             Ok(Ok(conn)) => {
                 self.outage.connected(&self.ctx.target);
                 Ok(conn)
             }
             Ok(Err(e)) => Err(e),
+            Err(_) if accepted.load(Ordering::Relaxed) => {
+                Err(login_stalled(&self.ctx, limit.as_secs()))
+            }
             Err(_) => Err(DbError::Unavailable(format!(
                 "could not connect to {} within {} s",
                 self.ctx.target,
@@ -1072,12 +1086,64 @@ fn is_fatal(e: &TdsError) -> bool {
     }
 }
 
+/// A server that took the TCP connection but did not finish the handshake (prelogin, TLS,
+/// login, session setup) within the connect timeout: overloaded, hung, or not SQL Server.
+/// Transient, not a configuration problem: the next attempt may well succeed.
+fn login_stalled(ctx: &ErrorContext, secs: u64) -> DbError {
+    DbError::Unavailable(format!(
+        "{} accepted the connection but did not complete the login within {secs} s; it may be \
+         overloaded or hung (or not a SQL Server)",
+        ctx.target
+    ))
+}
+
+/// Whether an I/O error's message is one rustls (through tokio-rustls) makes: the handshake
+/// failures that are not certificate rejections (those come as [`TdsError::Tls`]) surface as
+/// I/O errors carrying rustls' own text. Matched by how the message starts, not by "tls"
+/// anywhere in it: tiberius' handshake-timeout message mentions "TLS negotiation".
+fn is_rustls_message(message: &str) -> bool {
+    [
+        "tls handshake eof",
+        "received corrupt message",
+        "received unexpected message",
+        "received unexpected handshake message",
+        "received fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+        "peer sent no certificates",
+        "invalid peer certificate",
+        "cannot decrypt peer's message",
+        "peer sent excess record size",
+    ]
+    .iter()
+    .any(|start| message.starts_with(start))
+}
+
+/// Maps a failure while opening the TCP connection (before any TDS): nothing answered there.
+fn reach_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
+    match e {
+        TdsError::Io { message, .. } => {
+            DbError::Unavailable(format!("cannot reach {}: {message}", ctx.target))
+        }
+        other => connect_error(other, ctx),
+    }
+}
+
 /// Maps a failure while opening a connection.
 fn connect_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
     match e {
+        // A handshake that timed out is a server that stalled, whatever stage it stalled in.
+        TdsError::Io {
+            kind: std::io::ErrorKind::TimedOut,
+            ..
+        } => DbError::Unavailable(format!(
+            "{} accepted the connection but did not complete the login in time; it may be \
+             overloaded or hung (or not a SQL Server)",
+            ctx.target
+        )),
         // A TLS handshake the server broke off (e.g. `strict` against a server without
-        // TDS 8.0) surfaces as I/O.
-        TdsError::Io { message, .. } if message.to_ascii_lowercase().contains("tls") => {
+        // TDS 8.0) surfaces as I/O with rustls' message.
+        TdsError::Io { message, .. } if is_rustls_message(message) => {
             DbError::Unavailable(format!(
                 "TLS with {} failed: {message} — check {} (`strict` needs SQL Server 2022 or Azure SQL)",
                 ctx.target, ctx.tls_hint
@@ -3625,6 +3691,47 @@ mod tests {
             "{text}"
         );
         assert!(is_config_problem(&e));
+    }
+
+    /// tiberius' handshake-timeout message mentions "TLS negotiation"; a timed-out handshake
+    /// is a server that stalled (transient), not a TLS configuration problem. rustls' own
+    /// handshake failures still read as TLS. (The peer always completes its handshakes; the
+    /// stall itself is tested in `tests/mssql.rs` against a silent listener.)
+    #[test]
+    fn a_timed_out_handshake_is_a_stall_and_rustls_failures_are_tls() {
+        let c = ctx();
+        let timed_out = TdsError::Io {
+            kind: std::io::ErrorKind::TimedOut,
+            message: "the connection handshake (prelogin, TLS negotiation and login) did not \
+                      complete within 5s; the server accepted the TCP connection"
+                .into(),
+        };
+        let e = connect_error(&timed_out, &c);
+        assert!(!is_config_problem(&e), "{e}");
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .contains("accepted the connection but did not complete the login"),
+            "{e}"
+        );
+        for rustls in [
+            "tls handshake eof",
+            "received corrupt message of type InvalidContentType",
+            "received fatal alert: HandshakeFailure",
+        ] {
+            let io = TdsError::Io {
+                kind: std::io::ErrorKind::InvalidData,
+                message: rustls.into(),
+            };
+            let e = connect_error(&io, &c);
+            assert!(is_config_problem(&e), "{rustls}: {e}");
+        }
+        // Not every message that mentions TLS comes from rustls.
+        let io = TdsError::Io {
+            kind: std::io::ErrorKind::ConnectionReset,
+            message: "connection reset while waiting for the TLS prelogin reply".into(),
+        };
+        assert!(!is_config_problem(&connect_error(&io, &c)));
     }
 
     /// After a failed reload the previous catalog is served for `CATALOG_RETRY` without
