@@ -1693,6 +1693,30 @@ async fn a_server_that_accepts_but_never_logs_in_does_not_stop_the_start() {
     holder.abort();
 }
 
+/// A pool timeout with no connection at all says the connection attempts took too long, not
+/// what an earlier attempt said: here the port first refuses (that failure is stored), then a
+/// silent listener takes it over, and the next call must not blame a refusal.
+#[tokio::test]
+async fn a_connect_that_times_out_is_not_blamed_on_an_earlier_failure() {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = MssqlBackend::new(settings_for_port(dir.path(), port, 1));
+    let err = b.ping().await.expect_err("nothing listens yet");
+    assert!(err.to_string().contains("cannot reach"), "{err}");
+    let silent = TcpListener::bind(("127.0.0.1", port)).expect("bind the same port");
+    for attempt in 0..3 {
+        let err = b.ping().await.expect_err("nothing answers");
+        let text = err.to_string();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(
+            !text.contains("cannot reach") && !text.to_lowercase().contains("refused"),
+            "attempt {attempt}: {text}"
+        );
+        assert!(text.contains("within 1 s"), "attempt {attempt}: {text}");
+    }
+    drop(silent);
+}
+
 /// Not a test: compares point lookups through the backend (pool, validation, decoding) with a
 /// bare tiberius client sending the same statement on one connection. Run with
 /// `cargo test --release --test mssql -- --ignored --nocapture lookup_overhead`.

@@ -370,7 +370,12 @@ pub struct Manager {
     gate: Semaphore,
     /// Hears of connections made, to end a logged outage (see [`OutageLog`]).
     outage: Arc<OutageLog>,
+    /// The latest failed attempt, cleared when one succeeds (see [`MssqlBackend::acquire`]).
+    connect_errors: Arc<watch::Sender<Option<ConnectFailure>>>,
 }
+
+/// A failed connection attempt and when it failed.
+type ConnectFailure = (Instant, DbError);
 
 impl Manager {
     /// Opens one connection. `accepted` is set once a TCP connection stands, so that a
@@ -438,6 +443,12 @@ impl ManageConnection for Manager {
         match tokio::time::timeout(limit, self.open(&accepted)).await {
             Ok(Ok(conn)) => {
                 self.outage.connected(&self.ctx.target);
+                // A failure from before this success says nothing about the server any more.
+                // Cleared without waking anyone: waiters wake only for failures.
+                self.connect_errors.send_if_modified(|latest| {
+                    *latest = None;
+                    false
+                });
                 Ok(conn)
             }
             Ok(Err(e)) => Err(e),
@@ -482,7 +493,7 @@ async fn select_one(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<(), DbEr
 /// callers (see [`MssqlBackend::acquire`]).
 #[derive(Clone)]
 struct ConnectErrors {
-    latest: Arc<watch::Sender<Option<DbError>>>,
+    latest: Arc<watch::Sender<Option<ConnectFailure>>>,
     outage: Arc<OutageLog>,
 }
 
@@ -495,7 +506,7 @@ impl fmt::Debug for ConnectErrors {
 impl ErrorSink<DbError> for ConnectErrors {
     fn sink(&self, error: DbError) {
         self.outage.failed(&error);
-        self.latest.send_replace(Some(error));
+        self.latest.send_replace(Some((Instant::now(), error)));
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<DbError>> {
@@ -563,8 +574,9 @@ pub struct MssqlBackend {
     pool: Pool<Manager>,
     /// Failed connection attempts, logged and counted.
     outage: Arc<OutageLog>,
-    /// The latest failed connection attempt; waiting callers subscribe to hear of the next.
-    connect_errors: Arc<watch::Sender<Option<DbError>>>,
+    /// The latest failed connection attempt since the last one that succeeded; waiting
+    /// callers subscribe to hear of the next.
+    connect_errors: Arc<watch::Sender<Option<ConnectFailure>>>,
     ctx: ErrorContext,
     query_timeout: Duration,
     connect_timeout: Duration,
@@ -612,6 +624,7 @@ impl MssqlBackend {
             gate: Semaphore::new(attempts),
             settings: settings.clone(),
             outage: outage.clone(),
+            connect_errors: connect_errors.clone(),
         };
         let manager = opener(CONNECT_CONCURRENCY);
         let pinger = opener(1);
@@ -695,6 +708,7 @@ impl MssqlBackend {
     /// each for as long; and every connection idle since before it is given up without a
     /// round trip of its own.
     async fn acquire(&self) -> Result<PooledConnection<'_, Manager>, DbError> {
+        let asked = Instant::now();
         let mut failures = self.connect_errors.subscribe();
         // Each stale connection found costs one try; a fresh one follows at the latest after
         // the whole pool was checked.
@@ -703,7 +717,7 @@ impl MssqlBackend {
                 got = self.pool.get() => got,
                 changed = failures.changed() => {
                     let err = match changed {
-                        Ok(()) => failures.borrow_and_update().clone(),
+                        Ok(()) => failures.borrow_and_update().clone().map(|(_, e)| e),
                         Err(_) => None,
                     };
                     return Err(err.unwrap_or_else(|| DbError::Unavailable(format!("cannot connect to {}", self.ctx.target))));
@@ -714,16 +728,30 @@ impl MssqlBackend {
                 Err(RunError::User(e)) => return Err(e),
                 Err(RunError::TimedOut) => {
                     let state = self.pool.state();
-                    let last = self.connect_errors.borrow().clone();
-                    return Err(match last {
-                        Some(e) if state.connections == 0 => e,
-                        _ => DbError::Unavailable(format!(
+                    if state.connections > 0 {
+                        return Err(DbError::Unavailable(format!(
                             "no connection to {} became free within {} s ({} in use); try again shortly",
                             self.ctx.target,
                             self.connect_timeout.as_secs(),
                             state.connections
-                        )),
-                    });
+                        )));
+                    }
+                    // No connection at all: the attempts made for this call did not finish in
+                    // time. A failure is named only if it came while this call waited (an
+                    // older one may describe an outage that has changed since).
+                    let recent = self
+                        .connect_errors
+                        .borrow()
+                        .as_ref()
+                        .filter(|(at, _)| *at >= asked)
+                        .map(|(_, e)| e.clone());
+                    return Err(recent.unwrap_or_else(|| {
+                        DbError::Unavailable(format!(
+                            "could not connect to {} within {} s",
+                            self.ctx.target,
+                            self.connect_timeout.as_secs()
+                        ))
+                    }));
                 }
             };
             if conn.last_used.elapsed() <= VALIDATE_AFTER_IDLE {
