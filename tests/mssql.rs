@@ -1590,6 +1590,41 @@ async fn a_server_that_stops_answering_fails_a_call_after_one_idle_check() {
     assert_eq!(ints(&rs, "Id"), [1, 2, 3, 4, 5]);
 }
 
+/// A catalog load that runs out of time says so, not that the model should narrow a query it
+/// never wrote. The peer is stopped (SIGSTOP) right after a query, so the load gets a fresh
+/// connection without an idle check and then waits for the catalog's answer.
+#[tokio::test]
+async fn a_catalog_load_that_runs_out_of_time_says_it_was_the_catalog() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(1));
+    b.query("SELECT 1 AS one", page(0, 1))
+        .await
+        .expect("warm the pool");
+    let pid = peer.child.as_ref().expect("running").id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let result = b.catalog().await;
+    signal("-CONT");
+    let err = result.expect_err("the server does not answer");
+    let text = err.to_string();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        text.contains(&format!(
+            "reading the catalog of {} took longer than 2 s",
+            peer.addr()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("narrow it"), "{text}");
+}
+
 /// A server that accepts TCP connections and then says nothing (a hung host behind a load
 /// balancer): every caller fails within about one connect timeout, together.
 #[tokio::test]

@@ -844,7 +844,14 @@ impl MssqlBackend {
                 conn.last_used = Instant::now();
                 r
             }
-            Err(_) => Err(DbError::Timeout(limit.as_secs())),
+            // Not `DbError::Timeout`: its message tells the model to narrow a query it did
+            // not write.
+            Err(_) => Err(DbError::Unavailable(format!(
+                "reading the catalog of {} took longer than {} s; the server may be \
+                 overloaded or its metadata locked; try again shortly",
+                self.ctx.target,
+                limit.as_secs()
+            ))),
         }
     }
 }
