@@ -91,8 +91,9 @@
 //! Values are decoded from tiberius' `ColumnData` directly (no chrono/decimal features):
 //! integers and `bit` as numbers and booleans; `decimal`/`numeric` as exact decimal strings
 //! with their scale; `money`/`smallmoney` as decimal strings with four places (tiberius hands
-//! money over as `f64`: exact up to ±900 billion, and `sample`/`lookup`/`search` cast money
-//! columns to `decimal(19,4)` so they are exact at any size); `float`/`real` as numbers; all
+//! money over as `f64`, exact below ±2^39 / 10^4, about ±549.7 billion: see [`money_text`];
+//! `sample`/`lookup`/`search` cast money columns to `decimal(19,4)` so they are exact at any
+//! size); `float`/`real` as numbers; all
 //! character types and `xml` as text; `date`, `time`, `datetime`, `datetime2`,
 //! `smalldatetime` as ISO 8601 text without a zone and `datetimeoffset` with its offset;
 //! `uniqueidentifier` in SQL Server's canonical upper-case form (what SSMS and
@@ -2261,10 +2262,20 @@ fn decimal_text(value: i128, scale: u8) -> String {
     format!("{sign}{int}.{frac}")
 }
 
-/// Money as four-place decimal text. tiberius gives `scaled / 10^4` as f64; multiplying back
-/// and rounding recovers the exact scaled integer up to about ±900 billion.
+/// Money as four-place decimal text. tiberius gives the scaled integer `s` as
+/// `s as f64 / 10^4`. Below ±2^39 (about ±549 billion) the f64 spacing is finer than 0.0001,
+/// so exactly one integer gives back `f` that way; `f * 10^4` rounded lands within one of
+/// it (the two roundings can add up to more than a half: 376920091028.4025 gives …4026), so
+/// the neighbours are tried too. Past that bound several amounts share one f64 and the
+/// nearest is shown (the tools' own statements cast money to `decimal(19,4)`, exact at any
+/// size; only ad-hoc queries read money this way).
 fn money_text(f: f64) -> String {
-    decimal_text((f * 10_000.0).round() as i128, 4)
+    let r = (f * 10_000.0).round() as i128;
+    let exact = [r, r - 1, r + 1]
+        .into_iter()
+        .find(|&c| c as f64 / 10_000.0 == f)
+        .unwrap_or(r);
+    decimal_text(exact, 4)
 }
 
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), as `YYYY-MM-DD`.
@@ -3767,6 +3778,35 @@ mod tests {
             message: "connection reset while waiting for the TLS prelogin reply".into(),
         };
         assert!(!is_config_problem(&connect_error(&io, &c)));
+    }
+
+    /// tiberius hands money over as `scaled as f64 / 1e4`; rounding `f * 1e4` alone is off by
+    /// one for some amounts this large (the peer has no money type).
+    #[test]
+    fn large_money_amounts_stay_exact() {
+        for (scaled, want) in [
+            (3_769_200_910_284_025_i64, "376920091028.4025"),
+            (-3_769_200_910_284_025_i64, "-376920091028.4025"),
+            (5_497_558_138_879_999_i64, "549755813887.9999"),
+            (1, "0.0001"),
+        ] {
+            let f = scaled as f64 / 1e4;
+            assert_eq!(
+                dec(ColumnData::F64(Some(f)), ColumnType::Money),
+                Value::Decimal(want.into()),
+                "{scaled}"
+            );
+        }
+        // Every amount in a band just under the bound reads back as itself.
+        let top = (1_i64 << 39) * 10_000 - 1;
+        for scaled in (top - 200_000..=top).step_by(7) {
+            let f = scaled as f64 / 1e4;
+            assert_eq!(
+                money_text(f),
+                decimal_text(i128::from(scaled), 4),
+                "{scaled}"
+            );
+        }
     }
 
     /// After a failed reload the previous catalog is served for `CATALOG_RETRY` without
