@@ -1217,18 +1217,33 @@ fn query_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
             ctx.target
         )),
         TdsError::Tls(m) => DbError::Unavailable(format!("TLS error with {}: {m}", ctx.target)),
-        TdsError::Encoding(m) => DbError::Sql(format!(
-            "a text value could not be decoded ({m}): a varchar(max) value longer than {} KiB in \
-             a UTF-8 or double-byte collation is cut by the server, possibly inside a \
-             character; select part of it (SUBSTRING(col, 1, 60000)) or CAST(col AS \
-             nvarchar(max))",
-            TEXTSIZE_BYTES / 1024
-        )),
+        TdsError::Encoding(m) => encoding_error(m),
         other => {
             tracing::warn!(error = %other, "SQL Server protocol or decoding error; connection discarded");
             DbError::Internal(other.to_string())
         }
     }
+}
+
+/// A `char`/`varchar`/`text` value (or a `sql_variant` holding one) that tiberius could not
+/// decode: its collation's code page is one tiberius does not know, or the bytes are not
+/// valid in it (data stored under another code page, or a `varchar(max)` value the server
+/// cut at `TEXTSIZE` inside a character). Read as `nvarchar`, the server converts it.
+fn encoding_error(m: &str) -> DbError {
+    if m.contains("encoding:") {
+        return DbError::Sql(format!(
+            "a text value could not be decoded ({m}): its column's collation uses a code page \
+             this server cannot read; select it as CAST(col AS nvarchar(max))"
+        ));
+    }
+    DbError::Sql(format!(
+        "a text value could not be decoded ({m}): a char, varchar or text value holds bytes \
+         that are not valid in its column's code page, or a varchar(max) value longer than {} \
+         KiB in a UTF-8 or double-byte collation was cut by the server inside a character; \
+         select it as CAST(col AS nvarchar(max)) (and a long one in part, with \
+         SUBSTRING(col, 1, 60000))",
+        TEXTSIZE_BYTES / 1024
+    ))
 }
 
 /// Maps a SQL Server error number to a message a model (and an operator) can act on.
@@ -3737,6 +3752,32 @@ mod tests {
             "{text}"
         );
         assert!(is_config_problem(&e));
+    }
+
+    /// tiberius refuses a `varchar` value whose bytes are not valid in its code page, and one
+    /// in a collation whose code page it does not know; the peer serves only `nvarchar`
+    /// columns, so neither can come from it. The message names the actual causes rather
+    /// than only the `varchar(max)` cut.
+    #[test]
+    fn undecodable_text_is_explained_by_its_code_page() {
+        let c = ctx();
+        let e = query_error(&TdsError::Encoding("invalid sequence".into()), &c);
+        let text = e.to_string();
+        assert!(matches!(e, DbError::Sql(_)), "{e:?}");
+        assert!(
+            text.contains("not valid in its column's code page")
+                && text.contains("CAST(col AS nvarchar(max))"),
+            "{text}"
+        );
+        let e = query_error(
+            &TdsError::Encoding("encoding: unspported encoding (LCID: 0x0401, sort ID: 0)".into()),
+            &c,
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("code page this server cannot read") && !text.contains("KiB"),
+            "{text}"
+        );
     }
 
     /// tiberius' handshake-timeout message mentions "TLS negotiation"; a timed-out handshake
