@@ -596,6 +596,54 @@ async fn lookup_finds_a_row_through_the_fallback_key() {
     assert_eq!(rs.rows[0][col(&rs, "Status")], Value::Null);
 }
 
+/// Keys of `varchar` and `real` columns are cast to the column's type in the lookup (see
+/// `key_condition` in `src/db/mssql.rs`). The peer serves only `nvarchar` and `float`
+/// columns, so here the catalog entry says `varchar(11)` and `real` for an `nvarchar` and a
+/// `float` column: this shows the peer runs the statement, finds rows through it, and that a
+/// value the cast would cut (`Customer 07x` into `varchar(11)`) finds nothing.
+#[tokio::test]
+async fn varchar_and_real_keys_are_cast_to_the_column_type_and_stay_exact() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    let mut customers = table(&b, "Customers").await;
+    for c in &mut customers.columns {
+        if c.name == "Name" {
+            c.data_type = "varchar(11)".into();
+        }
+    }
+    let name = |rs: &RowSet| -> Vec<Value> {
+        rs.rows.iter().map(|r| r[col(rs, "Name")].clone()).collect()
+    };
+    let lookup = |t: TableInfo, key_col: &'static str, key: &'static str| {
+        let b = &b;
+        async move {
+            b.lookup(&t, &names(&t), &[key_col.into()], &[key.into()], page(0, 5))
+                .await
+                .unwrap_or_else(|e| panic!("{key_col} = {key}: {e}"))
+        }
+    };
+    let rs = lookup(customers.clone(), "Name", "Customer 07").await;
+    assert_eq!(name(&rs), [Value::Text("Customer 07".into())]);
+    let rs = lookup(customers.clone(), "Name", "Customer 07x").await;
+    assert!(rs.rows.is_empty(), "{:?}", rs.rows);
+    customers.columns.iter_mut().for_each(|c| {
+        if c.name == "Name" {
+            c.data_type = "varchar(max)".into();
+        }
+    });
+    let rs = lookup(customers, "Name", "Customer 12").await;
+    assert_eq!(name(&rs), [Value::Text("Customer 12".into())]);
+    let mut products = table(&b, "Products").await;
+    for c in &mut products.columns {
+        if c.name == "Price" {
+            c.data_type = "real".into();
+        }
+    }
+    let rs = lookup(products, "Price", "20.5").await;
+    assert_eq!(ints(&rs, "Id"), [2]);
+}
+
 #[tokio::test]
 async fn sample_pages_in_key_order() {
     let _s = serial().await;

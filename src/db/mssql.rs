@@ -1454,7 +1454,7 @@ fn lookup_sql(
     let cond: Vec<String> = key_columns
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("{} = @P{}", ident(c), i + 1))
+        .map(|(i, c)| key_condition(c, table.column(c), i + 1))
         .collect();
     let order = order_by(table, columns, "")
         .map(|o| format!(" ORDER BY {o}"))
@@ -1466,6 +1466,49 @@ fn lookup_sql(
         table_ref(table),
         cond.join(" AND ")
     ))
+}
+
+/// Key column `column` (declared as `info` says) equal to the key value bound as `@P{n}`
+/// ([`typed_key`] binds it):
+///
+/// - `char`/`varchar`: the value travels as `nvarchar` (tiberius binds text so), and against
+///   a non-Unicode column that makes SQL Server convert the *column* (`CONVERT_IMPLICIT`),
+///   which under SQL_* collations turns the index seek into a scan. So the parameter is cast
+///   to the column's type instead, and, since that cast turns characters outside the code
+///   page into `?` (or cuts a value longer than the column), the cast value must read back
+///   as the parameter itself: `[c] = CAST(@P1 AS varchar(10)) AND CAST(CAST(@P1 AS
+///   varchar(10)) AS nvarchar(max)) = @P1`. The second test touches no column, so it costs
+///   no scan. (The cast uses the database's default collation; a key column whose collation
+///   has another code page is compared in that one after conversion.)
+/// - `real`: ids write a `real` as its shortest `f32` text, bound as `float` it would equal
+///   no `real` value but an exact binary fraction, so it is cast to `real`.
+/// - `hierarchyid`: ids write it as its bytes (`0x…`, bound as `varbinary`), cast back.
+fn key_condition(column: &str, info: Option<&ColumnInfo>, n: usize) -> String {
+    let c = ident(column);
+    let declared = info.map(|i| i.data_type.to_ascii_lowercase());
+    let declared = declared.as_deref().unwrap_or_default();
+    let (base, size) = match declared.split_once('(') {
+        Some((base, rest)) => (base.trim(), rest.trim_end_matches(')').trim()),
+        None => (declared.trim(), ""),
+    };
+    match base {
+        "char" | "varchar" => {
+            // A declared size is digits or `max` (see `declared_type`); anything else, or no
+            // size, is read as `max` rather than a cast that could cut the value.
+            let size = if !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit()) {
+                size
+            } else {
+                "max"
+            };
+            format!(
+                "{c} = CAST(@P{n} AS varchar({size})) \
+                 AND CAST(CAST(@P{n} AS varchar({size})) AS nvarchar(max)) = @P{n}"
+            )
+        }
+        "real" => format!("{c} = CAST(@P{n} AS real)"),
+        "hierarchyid" => format!("{c} = CAST(@P{n} AS hierarchyid)"),
+        _ => format!("{c} = @P{n}"),
+    }
 }
 
 /// A text column as `LIKE` can take it (`xml` cannot be matched directly); `q` as in
@@ -1756,11 +1799,16 @@ fn is_decimal_literal(t: &str) -> bool {
 }
 
 /// A key value for a column of declared type `data_type`: GUIDs are checked and bound as
-/// `uniqueidentifier`; everything else as [`key_param`] says.
+/// `uniqueidentifier`, `hierarchyid` values as bytes; everything else as [`key_param`] says.
+/// [`key_condition`] casts some of them to the column's type.
 fn typed_key(column: Option<&ColumnInfo>, raw: &str) -> Option<Param> {
     match column {
         Some(c) if c.data_type.eq_ignore_ascii_case("uniqueidentifier") => {
             tiberius::Uuid::parse_str(raw.trim()).ok().map(Param::Guid)
+        }
+        // Read as its bytes (a CLR type arrives as binary), cast back by `key_condition`.
+        Some(c) if c.data_type.eq_ignore_ascii_case("hierarchyid") => {
+            crate::tools::key_bytes(raw).map(Param::Bytes)
         }
         Some(c) => key_param(c.kind, raw),
         None => key_param(ValueKind::Other, raw),
@@ -3192,6 +3240,58 @@ mod tests {
             Some(Param::Guid(_))
         ));
         assert_eq!(typed_key(Some(&guid), "not-a-guid"), None);
+    }
+
+    /// Text keys of `char`/`varchar` columns are cast to the column's type (no conversion of
+    /// the column, so an index seek) and must read back as themselves; `real` keys are cast
+    /// to `real`, `hierarchyid` keys travel as bytes. The peer serves only `nvarchar` and
+    /// `float` columns and shows no plans, so the statement is checked here;
+    /// `tests/mssql.rs` runs it against the peer with the column declared `varchar`.
+    #[test]
+    fn non_unicode_real_and_hierarchyid_keys_are_cast_to_the_column_type() {
+        let t = canned_table(
+            "Codes",
+            &[
+                ("Code", "varchar(10)"),
+                ("Cc", "char(3)"),
+                ("Long", "varchar(max)"),
+                ("Weight", "real"),
+                ("Node", "hierarchyid"),
+                ("Name", "nvarchar(50)"),
+            ],
+            &["Code", "Cc", "Long", "Weight", "Node", "Name"],
+        );
+        let sql = lookup_sql(
+            &t,
+            &strings(&["Name"]),
+            &strings(&["Code", "Cc", "Long", "Weight", "Node", "Name"]),
+            1,
+        )
+        .expect("sql");
+        let cond = sql
+            .split(" WHERE ")
+            .nth(1)
+            .and_then(|w| w.split(" ORDER BY ").next())
+            .expect("where");
+        assert_eq!(
+            cond,
+            "[Code] = CAST(@P1 AS varchar(10)) \
+             AND CAST(CAST(@P1 AS varchar(10)) AS nvarchar(max)) = @P1 \
+             AND [Cc] = CAST(@P2 AS varchar(3)) \
+             AND CAST(CAST(@P2 AS varchar(3)) AS nvarchar(max)) = @P2 \
+             AND [Long] = CAST(@P3 AS varchar(max)) \
+             AND CAST(CAST(@P3 AS varchar(max)) AS nvarchar(max)) = @P3 \
+             AND [Weight] = CAST(@P4 AS real) \
+             AND [Node] = CAST(@P5 AS hierarchyid) \
+             AND [Name] = @P6"
+        );
+        let node = t.column("Node");
+        assert_eq!(
+            typed_key(node, "0x5ac0"),
+            Some(Param::Bytes(vec![0x5a, 0xc0]))
+        );
+        assert_eq!(typed_key(node, "/1/3/"), None);
+        assert_eq!(typed_key(t.column("Weight"), "0.1"), Some(Param::F64(0.1)));
     }
 
     #[test]
