@@ -92,8 +92,8 @@
 //! integers and `bit` as numbers and booleans; `decimal`/`numeric` as exact decimal strings
 //! with their scale; `money`/`smallmoney` as decimal strings with four places (tiberius hands
 //! money over as `f64`, exact below ±2^39 / 10^4, about ±549.7 billion: see [`money_text`];
-//! `sample`/`lookup`/`search` cast money columns to `decimal(19,4)` so they are exact at any
-//! size); `float`/`real` as numbers; all
+//! `sample`/`lookup`/`search` cast money columns, and money in `sql_variant` columns, to
+//! `decimal(19,4)` so they are exact at any size); `float`/`real` as numbers; all
 //! character types and `xml` as text; `date`, `time`, `datetime`, `datetime2`,
 //! `smalldatetime` as ISO 8601 text without a zone and `datetimeoffset` with its offset;
 //! `uniqueidentifier` in SQL Server's canonical upper-case form (what SSMS and
@@ -1314,7 +1314,8 @@ pub fn like_pattern(keyword: &str) -> String {
     s
 }
 
-/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact, and
+/// The select list; money columns (and money held in `sql_variant` columns) are cast to
+/// `decimal(19,4)` so they arrive exact, and
 /// `varchar(max)`, `text` and `xml` columns are read as `nvarchar(max)` so `TEXTSIZE` bounds
 /// them. `q` is the table's alias with its dot (`t.`), or empty.
 fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String, DbError> {
@@ -1330,6 +1331,15 @@ fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String,
                 .unwrap_or_default();
             if t == "money" || t == "smallmoney" {
                 format!("CAST({q}{} AS decimal(19,4)) AS {}", ident(c), ident(c))
+            } else if t == "sql_variant" {
+                // tiberius hands a variant's money over as f64 (indistinguishable from a
+                // float), so money in a variant is sent as an exact decimal variant instead.
+                let v = format!("{q}{}", ident(c));
+                format!(
+                    "CASE WHEN SQL_VARIANT_PROPERTY({v}, 'BaseType') IN ('money', 'smallmoney') \
+                     THEN CAST(CAST({v} AS decimal(19,4)) AS sql_variant) ELSE {v} END AS {}",
+                    ident(c)
+                )
             } else if t == "varchar(max)" || t == "text" || t == "xml" {
                 // The server cuts a long value at TEXTSIZE, in bytes, which in a UTF-8 or
                 // double-byte collation can fall inside a character that could then not be
@@ -3292,6 +3302,20 @@ mod tests {
         );
         assert_eq!(typed_key(node, "/1/3/"), None);
         assert_eq!(typed_key(t.column("Weight"), "0.1"), Some(Param::F64(0.1)));
+    }
+
+    /// tiberius decodes money inside a `sql_variant` as a plain f64; the statements of ours
+    /// send such money as a decimal variant instead. The peer has no `sql_variant` columns.
+    #[test]
+    fn money_in_a_variant_column_is_read_as_an_exact_decimal() {
+        let t = canned_table("Props", &[("Id", "int"), ("Val", "sql_variant")], &["Id"]);
+        let sql = sample_sql(&t, &strings(&["Id", "Val"]), &Page::rows(0, 5)).expect("sql");
+        assert_eq!(
+            sql,
+            "SELECT [Id], CASE WHEN SQL_VARIANT_PROPERTY([Val], 'BaseType') IN ('money', \
+             'smallmoney') THEN CAST(CAST([Val] AS decimal(19,4)) AS sql_variant) ELSE [Val] \
+             END AS [Val] FROM [dbo].[Props] ORDER BY [Id] OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"
+        );
     }
 
     #[test]
