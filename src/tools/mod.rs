@@ -10,6 +10,8 @@ pub mod fetch;
 pub mod ids;
 pub mod search;
 pub mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -612,6 +614,19 @@ pub(crate) fn key_bytes(t: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Queries run at once by a backend without pool numbers.
+const DEFAULT_QUERIES_AT_ONCE: usize = 4;
+
+/// How many queries one tool call runs at once (the tables of a keyword search, the child
+/// lookups of a fetch): at most half the pool, so other calls still find a connection and
+/// none of these waits so long for one that it fails.
+pub(crate) fn at_once(scope: &Scope) -> usize {
+    scope
+        .db
+        .pool_stats()
+        .map_or(DEFAULT_QUERIES_AT_ONCE, |p| (p.max as usize / 2).max(1))
 }
 
 /// The id of a row of `table` if the selected columns include its whole primary key.
