@@ -143,9 +143,13 @@ async fn fetch_row(
     let row = rs.rows.first().ok_or_else(not_found)?;
     let values = row_object(&rs.columns, row);
     // A column's value as a key of another row's id or lookup (bytes as hex, as row ids
-    // write them); `None` when it is NULL or not among the columns read.
+    // write them); `None` when it is NULL, not among the columns read, or cut (a cut value
+    // would name another row, or none).
     let key_of = |name: &str| -> Option<String> {
         let i = rs.columns.iter().position(|c| c.name == name)?;
+        if rs.is_cut(0, i) {
+            return None;
+        }
         super::key_text(row.get(i)?)
     };
     let title = row_title(t, &rs.columns, row);
@@ -273,7 +277,8 @@ async fn fetch_row(
         let ids: Vec<Value> = kids
             .rows
             .iter()
-            .filter_map(|r| row_id(child, &kids.columns, r))
+            .enumerate()
+            .filter_map(|(r, row)| row_id(child, &kids.columns, row, |c| kids.is_cut(r, c)))
             .map(Value::String)
             .collect();
         if !ids.is_empty() {

@@ -190,7 +190,9 @@ fn rows_to_hits(
                 .join("; "),
             300,
         );
-        let (id, title) = match table.and_then(|t| row_id(t, &rs.columns, row).map(|id| (t, id))) {
+        let id =
+            table.and_then(|t| row_id(t, &rs.columns, row, |c| rs.is_cut(i, c)).map(|id| (t, id)));
+        let (id, title) = match id {
             Some((t, id)) => (id, row_title(t, &rs.columns, row)),
             None => {
                 let title = values
@@ -476,14 +478,14 @@ async fn keywords_search(
         };
         answered += 1;
         let score_col = rs.columns.len().saturating_sub(1);
-        for row in &rs.rows {
+        for (r, row) in rs.rows.iter().enumerate() {
             let score = match row.get(score_col) {
                 Some(crate::db::Value::Int(s)) => *s,
                 _ => 0,
             };
             let cols = &rs.columns[..score_col];
             let values = &row[..score_col];
-            let Some(id) = row_id(table, cols, values) else {
+            let Some(id) = row_id(table, cols, values, |c| rs.is_cut(r, c)) else {
                 continue;
             };
             hits.push(Hit {
