@@ -1820,6 +1820,14 @@ fn typed_key(column: Option<&ColumnInfo>, raw: &str) -> Option<Param> {
         Some(c) if c.data_type.eq_ignore_ascii_case("hierarchyid") => {
             crate::tools::key_bytes(raw).map(Param::Bytes)
         }
+        // Cast to `real` by `key_condition`: a number past `real`'s range would make the cast
+        // overflow (an error) where it can only equal nothing.
+        Some(c) if c.data_type.eq_ignore_ascii_case("real") => {
+            key_param(c.kind, raw).filter(|p| match p {
+                Param::F64(f) => (*f as f32).is_finite(),
+                _ => true,
+            })
+        }
         Some(c) => key_param(c.kind, raw),
         None => key_param(ValueKind::Other, raw),
     }
@@ -3302,6 +3310,12 @@ mod tests {
         );
         assert_eq!(typed_key(node, "/1/3/"), None);
         assert_eq!(typed_key(t.column("Weight"), "0.1"), Some(Param::F64(0.1)));
+        // Past `real`'s range: no value of the column, and no overflow error from the cast.
+        assert_eq!(typed_key(t.column("Weight"), "1e39"), None);
+        assert_eq!(
+            typed_key(t.column("Weight"), "-3.4e38"),
+            Some(Param::F64(-3.4e38))
+        );
     }
 
     /// tiberius decodes money inside a `sql_variant` as a plain f64; the statements of ours
