@@ -596,6 +596,54 @@ async fn lookup_finds_a_row_through_the_fallback_key() {
     assert_eq!(rs.rows[0][col(&rs, "Status")], Value::Null);
 }
 
+/// Keys of `varchar` and `real` columns are cast to the column's type in the lookup (see
+/// `key_condition` in `src/db/mssql.rs`). The peer serves only `nvarchar` and `float`
+/// columns, so here the catalog entry says `varchar(11)` and `real` for an `nvarchar` and a
+/// `float` column: this shows the peer runs the statement, finds rows through it, and that a
+/// value the cast would cut (`Customer 07x` into `varchar(11)`) finds nothing.
+#[tokio::test]
+async fn varchar_and_real_keys_are_cast_to_the_column_type_and_stay_exact() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend();
+    let mut customers = table(&b, "Customers").await;
+    for c in &mut customers.columns {
+        if c.name == "Name" {
+            c.data_type = "varchar(11)".into();
+        }
+    }
+    let name = |rs: &RowSet| -> Vec<Value> {
+        rs.rows.iter().map(|r| r[col(rs, "Name")].clone()).collect()
+    };
+    let lookup = |t: TableInfo, key_col: &'static str, key: &'static str| {
+        let b = &b;
+        async move {
+            b.lookup(&t, &names(&t), &[key_col.into()], &[key.into()], page(0, 5))
+                .await
+                .unwrap_or_else(|e| panic!("{key_col} = {key}: {e}"))
+        }
+    };
+    let rs = lookup(customers.clone(), "Name", "Customer 07").await;
+    assert_eq!(name(&rs), [Value::Text("Customer 07".into())]);
+    let rs = lookup(customers.clone(), "Name", "Customer 07x").await;
+    assert!(rs.rows.is_empty(), "{:?}", rs.rows);
+    customers.columns.iter_mut().for_each(|c| {
+        if c.name == "Name" {
+            c.data_type = "varchar(max)".into();
+        }
+    });
+    let rs = lookup(customers, "Name", "Customer 12").await;
+    assert_eq!(name(&rs), [Value::Text("Customer 12".into())]);
+    let mut products = table(&b, "Products").await;
+    for c in &mut products.columns {
+        if c.name == "Price" {
+            c.data_type = "real".into();
+        }
+    }
+    let rs = lookup(products, "Price", "20.5").await;
+    assert_eq!(ints(&rs, "Id"), [2]);
+}
+
 #[tokio::test]
 async fn sample_pages_in_key_order() {
     let _s = serial().await;
@@ -1590,6 +1638,41 @@ async fn a_server_that_stops_answering_fails_a_call_after_one_idle_check() {
     assert_eq!(ints(&rs, "Id"), [1, 2, 3, 4, 5]);
 }
 
+/// A catalog load that runs out of time says so, not that the model should narrow a query it
+/// never wrote. The peer is stopped (SIGSTOP) right after a query, so the load gets a fresh
+/// connection without an idle check and then waits for the catalog's answer.
+#[tokio::test]
+async fn a_catalog_load_that_runs_out_of_time_says_it_was_the_catalog() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let b = peer.backend_with(&peer.config(), 1, Duration::from_secs(1));
+    b.query("SELECT 1 AS one", page(0, 1))
+        .await
+        .expect("warm the pool");
+    let pid = peer.child.as_ref().expect("running").id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let result = b.catalog().await;
+    signal("-CONT");
+    let err = result.expect_err("the server does not answer");
+    let text = err.to_string();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        text.contains(&format!(
+            "reading the catalog of {} took longer than 2 s",
+            peer.addr()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("narrow it"), "{text}");
+}
+
 /// A server that accepts TCP connections and then says nothing (a hung host behind a load
 /// balancer): every caller fails within about one connect timeout, together.
 #[tokio::test]
@@ -1636,6 +1719,84 @@ async fn a_server_that_never_answers_costs_one_connect_timeout_not_one_per_calle
         "took {:?}",
         started.elapsed()
     );
+    drop(silent);
+}
+
+/// Settings for a server at `127.0.0.1:port` that is not the peer (a silent listener), with
+/// a connect timeout of `connect_secs`.
+fn settings_for_port(dir: &Path, port: u16, connect_secs: u64) -> MssqlSettings {
+    std::fs::write(dir.join("pw"), "x").expect("write");
+    let cfg = MssqlConfig {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        database: Some("db".into()),
+        user: Some("u".into()),
+        password: Some(SecretSource {
+            file: Some(dir.join("pw")),
+            env: None,
+        }),
+        trust_server_certificate: Some(true),
+        connect_timeout_secs: Some(connect_secs),
+        ..MssqlConfig::default()
+    };
+    MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(5)).expect("settings")
+}
+
+/// A server that takes the TCP connection and then says nothing (hung, overloaded, or not a
+/// SQL Server) is a database that is down, not a TLS misconfiguration: the start goes on, and
+/// the error says the login stalled. tiberius' own handshake timeout says "prelogin, TLS
+/// negotiation and login", which was once read as a TLS failure and stopped the start.
+#[tokio::test]
+async fn a_server_that_accepts_but_never_logs_in_does_not_stop_the_start() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts every connection and holds it open without a byte.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = MssqlBackend::open(settings_for_port(dir.path(), port, 1))
+        .await
+        .expect("a stalled login is no configuration error");
+    let err = b.catalog().await.expect_err("nothing logs in");
+    let text = err.to_string();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        text.contains(&format!(
+            "127.0.0.1:{port} accepted the connection but did not complete the login within 1 s"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("TLS"), "{text}");
+    holder.abort();
+}
+
+/// A pool timeout with no connection at all says the connection attempts took too long, not
+/// what an earlier attempt said: here the port first refuses (that failure is stored), then a
+/// silent listener takes it over, and the next call must not blame a refusal.
+#[tokio::test]
+async fn a_connect_that_times_out_is_not_blamed_on_an_earlier_failure() {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = MssqlBackend::new(settings_for_port(dir.path(), port, 1));
+    let err = b.ping().await.expect_err("nothing listens yet");
+    assert!(err.to_string().contains("cannot reach"), "{err}");
+    let silent = TcpListener::bind(("127.0.0.1", port)).expect("bind the same port");
+    for attempt in 0..3 {
+        let err = b.ping().await.expect_err("nothing answers");
+        let text = err.to_string();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(
+            !text.contains("cannot reach") && !text.to_lowercase().contains("refused"),
+            "attempt {attempt}: {text}"
+        );
+        assert!(text.contains("within 1 s"), "attempt {attempt}: {text}");
+    }
     drop(silent);
 }
 

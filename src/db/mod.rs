@@ -589,6 +589,11 @@ impl PageBytes {
 }
 
 impl RowSet {
+    /// Whether the value in row `row`, column `column` was cut.
+    pub fn is_cut(&self, row: usize, column: usize) -> bool {
+        self.cut_values.contains(&(row, column))
+    }
+
     /// The names of the columns whose value in row `row` was cut.
     pub fn cut_in_row(&self, row: usize) -> Vec<String> {
         self.cut_values

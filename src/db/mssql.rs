@@ -91,8 +91,9 @@
 //! Values are decoded from tiberius' `ColumnData` directly (no chrono/decimal features):
 //! integers and `bit` as numbers and booleans; `decimal`/`numeric` as exact decimal strings
 //! with their scale; `money`/`smallmoney` as decimal strings with four places (tiberius hands
-//! money over as `f64`: exact up to ±900 billion, and `sample`/`lookup`/`search` cast money
-//! columns to `decimal(19,4)` so they are exact at any size); `float`/`real` as numbers; all
+//! money over as `f64`, exact below ±2^39 / 10^4, about ±549.7 billion: see [`money_text`];
+//! `sample`/`lookup`/`search` cast money columns, and money in `sql_variant` columns, to
+//! `decimal(19,4)` so they are exact at any size); `float`/`real` as numbers; all
 //! character types and `xml` as text; `date`, `time`, `datetime`, `datetime2`,
 //! `smalldatetime` as ISO 8601 text without a zone and `datetimeoffset` with its offset;
 //! `uniqueidentifier` in SQL Server's canonical upper-case form (what SSMS and
@@ -146,6 +147,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -299,7 +301,12 @@ impl MssqlSettings {
         // and stays on unless the operator turns it off here.
         config.readonly(cfg.application_intent() == ApplicationIntent::ReadOnly);
         config.application_name(cfg.application_name());
-        config.handshake_timeout(Some(connect_timeout));
+        // No handshake timer in tiberius either: the whole connection attempt (TCP, prelogin,
+        // TLS, login, session setup) runs inside one tokio timeout of the connect timeout
+        // ([`Manager`]'s `connect`), which knows whether the server took the TCP connection. A
+        // second timer of the same length would only race it, and tiberius' message for its
+        // own ("… prelogin, TLS negotiation and login …") reads like a TLS failure.
+        config.handshake_timeout(None);
         // No per-round-trip timer in tiberius: every round trip already runs inside a tokio
         // timeout of ours (query, catalog, ping, idle check, connect), and an operation cut off
         // leaves its connection `broken`, so it is discarded. tiberius' timer (30 s by default)
@@ -364,16 +371,25 @@ pub struct Manager {
     gate: Semaphore,
     /// Hears of connections made, to end a logged outage (see [`OutageLog`]).
     outage: Arc<OutageLog>,
+    /// The latest failed attempt, cleared when one succeeds (see [`MssqlBackend::acquire`]).
+    connect_errors: Arc<watch::Sender<Option<ConnectFailure>>>,
 }
 
+/// A failed connection attempt and when it failed.
+type ConnectFailure = (Instant, DbError);
+
 impl Manager {
-    async fn open(&self) -> Result<MssqlConn, DbError> {
+    /// Opens one connection. `accepted` is set once a TCP connection stands, so that a
+    /// timeout around this call can tell a server that is out of reach from one that took
+    /// the connection and then stalled in the handshake (see [`ManageConnection::connect`]).
+    async fn open(&self, accepted: &AtomicBool) -> Result<MssqlConn, DbError> {
         let mut config = self.settings.config.clone();
         let mut redirected = false;
         loop {
             let tcp = TcpStream::connect_named(&config)
                 .await
-                .map_err(|e| connect_error(&e, &self.ctx))?;
+                .map_err(|e| reach_error(&e, &self.ctx))?;
+            accepted.store(true, Ordering::Relaxed);
             // Requests are small writes that wait for an answer: Nagle's algorithm would only
             // hold them back (tiberius' own examples set this too).
             if let Err(e) = tcp.set_nodelay(true) {
@@ -424,12 +440,22 @@ impl ManageConnection for Manager {
             .await
             .map_err(|_| DbError::Unavailable("the backend is shutting down".into()))?;
         let limit = self.settings.connect_timeout;
-        match tokio::time::timeout(limit, self.open()).await {
+        let accepted = AtomicBool::new(false);
+        match tokio::time::timeout(limit, self.open(&accepted)).await {
             Ok(Ok(conn)) => {
                 self.outage.connected(&self.ctx.target);
+                // A failure from before this success says nothing about the server any more.
+                // Cleared without waking anyone: waiters wake only for failures.
+                self.connect_errors.send_if_modified(|latest| {
+                    *latest = None;
+                    false
+                });
                 Ok(conn)
             }
             Ok(Err(e)) => Err(e),
+            Err(_) if accepted.load(Ordering::Relaxed) => {
+                Err(login_stalled(&self.ctx, limit.as_secs()))
+            }
             Err(_) => Err(DbError::Unavailable(format!(
                 "could not connect to {} within {} s",
                 self.ctx.target,
@@ -468,7 +494,7 @@ async fn select_one(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<(), DbEr
 /// callers (see [`MssqlBackend::acquire`]).
 #[derive(Clone)]
 struct ConnectErrors {
-    latest: Arc<watch::Sender<Option<DbError>>>,
+    latest: Arc<watch::Sender<Option<ConnectFailure>>>,
     outage: Arc<OutageLog>,
 }
 
@@ -481,7 +507,7 @@ impl fmt::Debug for ConnectErrors {
 impl ErrorSink<DbError> for ConnectErrors {
     fn sink(&self, error: DbError) {
         self.outage.failed(&error);
-        self.latest.send_replace(Some(error));
+        self.latest.send_replace(Some((Instant::now(), error)));
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<DbError>> {
@@ -549,8 +575,9 @@ pub struct MssqlBackend {
     pool: Pool<Manager>,
     /// Failed connection attempts, logged and counted.
     outage: Arc<OutageLog>,
-    /// The latest failed connection attempt; waiting callers subscribe to hear of the next.
-    connect_errors: Arc<watch::Sender<Option<DbError>>>,
+    /// The latest failed connection attempt since the last one that succeeded; waiting
+    /// callers subscribe to hear of the next.
+    connect_errors: Arc<watch::Sender<Option<ConnectFailure>>>,
     ctx: ErrorContext,
     query_timeout: Duration,
     connect_timeout: Duration,
@@ -598,6 +625,7 @@ impl MssqlBackend {
             gate: Semaphore::new(attempts),
             settings: settings.clone(),
             outage: outage.clone(),
+            connect_errors: connect_errors.clone(),
         };
         let manager = opener(CONNECT_CONCURRENCY);
         let pinger = opener(1);
@@ -681,6 +709,7 @@ impl MssqlBackend {
     /// each for as long; and every connection idle since before it is given up without a
     /// round trip of its own.
     async fn acquire(&self) -> Result<PooledConnection<'_, Manager>, DbError> {
+        let asked = Instant::now();
         let mut failures = self.connect_errors.subscribe();
         // Each stale connection found costs one try; a fresh one follows at the latest after
         // the whole pool was checked.
@@ -689,7 +718,7 @@ impl MssqlBackend {
                 got = self.pool.get() => got,
                 changed = failures.changed() => {
                     let err = match changed {
-                        Ok(()) => failures.borrow_and_update().clone(),
+                        Ok(()) => failures.borrow_and_update().clone().map(|(_, e)| e),
                         Err(_) => None,
                     };
                     return Err(err.unwrap_or_else(|| DbError::Unavailable(format!("cannot connect to {}", self.ctx.target))));
@@ -700,16 +729,30 @@ impl MssqlBackend {
                 Err(RunError::User(e)) => return Err(e),
                 Err(RunError::TimedOut) => {
                     let state = self.pool.state();
-                    let last = self.connect_errors.borrow().clone();
-                    return Err(match last {
-                        Some(e) if state.connections == 0 => e,
-                        _ => DbError::Unavailable(format!(
+                    if state.connections > 0 {
+                        return Err(DbError::Unavailable(format!(
                             "no connection to {} became free within {} s ({} in use); try again shortly",
                             self.ctx.target,
                             self.connect_timeout.as_secs(),
                             state.connections
-                        )),
-                    });
+                        )));
+                    }
+                    // No connection at all: the attempts made for this call did not finish in
+                    // time. A failure is named only if it came while this call waited (an
+                    // older one may describe an outage that has changed since).
+                    let recent = self
+                        .connect_errors
+                        .borrow()
+                        .as_ref()
+                        .filter(|(at, _)| *at >= asked)
+                        .map(|(_, e)| e.clone());
+                    return Err(recent.unwrap_or_else(|| {
+                        DbError::Unavailable(format!(
+                            "could not connect to {} within {} s",
+                            self.ctx.target,
+                            self.connect_timeout.as_secs()
+                        ))
+                    }));
                 }
             };
             if conn.last_used.elapsed() <= VALIDATE_AFTER_IDLE {
@@ -802,7 +845,14 @@ impl MssqlBackend {
                 conn.last_used = Instant::now();
                 r
             }
-            Err(_) => Err(DbError::Timeout(limit.as_secs())),
+            // Not `DbError::Timeout`: its message tells the model to narrow a query it did
+            // not write.
+            Err(_) => Err(DbError::Unavailable(format!(
+                "reading the catalog of {} took longer than {} s; the server may be \
+                 overloaded or its metadata locked; try again shortly",
+                self.ctx.target,
+                limit.as_secs()
+            ))),
         }
     }
 }
@@ -1072,12 +1122,64 @@ fn is_fatal(e: &TdsError) -> bool {
     }
 }
 
+/// A server that took the TCP connection but did not finish the handshake (prelogin, TLS,
+/// login, session setup) within the connect timeout: overloaded, hung, or not SQL Server.
+/// Transient, not a configuration problem: the next attempt may well succeed.
+fn login_stalled(ctx: &ErrorContext, secs: u64) -> DbError {
+    DbError::Unavailable(format!(
+        "{} accepted the connection but did not complete the login within {secs} s; it may be \
+         overloaded or hung (or not a SQL Server)",
+        ctx.target
+    ))
+}
+
+/// Whether an I/O error's message is one rustls (through tokio-rustls) makes: the handshake
+/// failures that are not certificate rejections (those come as [`TdsError::Tls`]) surface as
+/// I/O errors carrying rustls' own text. Matched by how the message starts, not by "tls"
+/// anywhere in it: tiberius' handshake-timeout message mentions "TLS negotiation".
+fn is_rustls_message(message: &str) -> bool {
+    [
+        "tls handshake eof",
+        "received corrupt message",
+        "received unexpected message",
+        "received unexpected handshake message",
+        "received fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+        "peer sent no certificates",
+        "invalid peer certificate",
+        "cannot decrypt peer's message",
+        "peer sent excess record size",
+    ]
+    .iter()
+    .any(|start| message.starts_with(start))
+}
+
+/// Maps a failure while opening the TCP connection (before any TDS): nothing answered there.
+fn reach_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
+    match e {
+        TdsError::Io { message, .. } => {
+            DbError::Unavailable(format!("cannot reach {}: {message}", ctx.target))
+        }
+        other => connect_error(other, ctx),
+    }
+}
+
 /// Maps a failure while opening a connection.
 fn connect_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
     match e {
+        // A handshake that timed out is a server that stalled, whatever stage it stalled in.
+        TdsError::Io {
+            kind: std::io::ErrorKind::TimedOut,
+            ..
+        } => DbError::Unavailable(format!(
+            "{} accepted the connection but did not complete the login in time; it may be \
+             overloaded or hung (or not a SQL Server)",
+            ctx.target
+        )),
         // A TLS handshake the server broke off (e.g. `strict` against a server without
-        // TDS 8.0) surfaces as I/O.
-        TdsError::Io { message, .. } if message.to_ascii_lowercase().contains("tls") => {
+        // TDS 8.0) surfaces as I/O with rustls' message.
+        TdsError::Io { message, .. } if is_rustls_message(message) => {
             DbError::Unavailable(format!(
                 "TLS with {} failed: {message} — check {} (`strict` needs SQL Server 2022 or Azure SQL)",
                 ctx.target, ctx.tls_hint
@@ -1115,18 +1217,33 @@ fn query_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
             ctx.target
         )),
         TdsError::Tls(m) => DbError::Unavailable(format!("TLS error with {}: {m}", ctx.target)),
-        TdsError::Encoding(m) => DbError::Sql(format!(
-            "a text value could not be decoded ({m}): a varchar(max) value longer than {} KiB in \
-             a UTF-8 or double-byte collation is cut by the server, possibly inside a \
-             character; select part of it (SUBSTRING(col, 1, 60000)) or CAST(col AS \
-             nvarchar(max))",
-            TEXTSIZE_BYTES / 1024
-        )),
+        TdsError::Encoding(m) => encoding_error(m),
         other => {
             tracing::warn!(error = %other, "SQL Server protocol or decoding error; connection discarded");
             DbError::Internal(other.to_string())
         }
     }
+}
+
+/// A `char`/`varchar`/`text` value (or a `sql_variant` holding one) that tiberius could not
+/// decode: its collation's code page is one tiberius does not know, or the bytes are not
+/// valid in it (data stored under another code page, or a `varchar(max)` value the server
+/// cut at `TEXTSIZE` inside a character). Read as `nvarchar`, the server converts it.
+fn encoding_error(m: &str) -> DbError {
+    if m.contains("encoding:") {
+        return DbError::Sql(format!(
+            "a text value could not be decoded ({m}): its column's collation uses a code page \
+             this server cannot read; select it as CAST(col AS nvarchar(max))"
+        ));
+    }
+    DbError::Sql(format!(
+        "a text value could not be decoded ({m}): a char, varchar or text value holds bytes \
+         that are not valid in its column's code page, or a varchar(max) value longer than {} \
+         KiB in a UTF-8 or double-byte collation was cut by the server inside a character; \
+         select it as CAST(col AS nvarchar(max)) (and a long one in part, with \
+         SUBSTRING(col, 1, 60000))",
+        TEXTSIZE_BYTES / 1024
+    ))
 }
 
 /// Maps a SQL Server error number to a message a model (and an operator) can act on.
@@ -1197,7 +1314,8 @@ pub fn like_pattern(keyword: &str) -> String {
     s
 }
 
-/// The select list; money columns are cast to `decimal(19,4)` so they arrive exact, and
+/// The select list; money columns (and money held in `sql_variant` columns) are cast to
+/// `decimal(19,4)` so they arrive exact, and
 /// `varchar(max)`, `text` and `xml` columns are read as `nvarchar(max)` so `TEXTSIZE` bounds
 /// them. `q` is the table's alias with its dot (`t.`), or empty.
 fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String, DbError> {
@@ -1213,6 +1331,15 @@ fn select_list(table: &TableInfo, columns: &[String], q: &str) -> Result<String,
                 .unwrap_or_default();
             if t == "money" || t == "smallmoney" {
                 format!("CAST({q}{} AS decimal(19,4)) AS {}", ident(c), ident(c))
+            } else if t == "sql_variant" {
+                // tiberius hands a variant's money over as f64 (indistinguishable from a
+                // float), so money in a variant is sent as an exact decimal variant instead.
+                let v = format!("{q}{}", ident(c));
+                format!(
+                    "CASE WHEN SQL_VARIANT_PROPERTY({v}, 'BaseType') IN ('money', 'smallmoney') \
+                     THEN CAST(CAST({v} AS decimal(19,4)) AS sql_variant) ELSE {v} END AS {}",
+                    ident(c)
+                )
             } else if t == "varchar(max)" || t == "text" || t == "xml" {
                 // The server cuts a long value at TEXTSIZE, in bytes, which in a UTF-8 or
                 // double-byte collation can fall inside a character that could then not be
@@ -1337,7 +1464,7 @@ fn lookup_sql(
     let cond: Vec<String> = key_columns
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("{} = @P{}", ident(c), i + 1))
+        .map(|(i, c)| key_condition(c, table.column(c), i + 1))
         .collect();
     let order = order_by(table, columns, "")
         .map(|o| format!(" ORDER BY {o}"))
@@ -1349,6 +1476,49 @@ fn lookup_sql(
         table_ref(table),
         cond.join(" AND ")
     ))
+}
+
+/// Key column `column` (declared as `info` says) equal to the key value bound as `@P{n}`
+/// ([`typed_key`] binds it):
+///
+/// - `char`/`varchar`: the value travels as `nvarchar` (tiberius binds text so), and against
+///   a non-Unicode column that makes SQL Server convert the *column* (`CONVERT_IMPLICIT`),
+///   which under SQL_* collations turns the index seek into a scan. So the parameter is cast
+///   to the column's type instead, and, since that cast turns characters outside the code
+///   page into `?` (or cuts a value longer than the column), the cast value must read back
+///   as the parameter itself: `[c] = CAST(@P1 AS varchar(10)) AND CAST(CAST(@P1 AS
+///   varchar(10)) AS nvarchar(max)) = @P1`. The second test touches no column, so it costs
+///   no scan. (The cast uses the database's default collation; a key column whose collation
+///   has another code page is compared in that one after conversion.)
+/// - `real`: ids write a `real` as its shortest `f32` text, bound as `float` it would equal
+///   no `real` value but an exact binary fraction, so it is cast to `real`.
+/// - `hierarchyid`: ids write it as its bytes (`0x…`, bound as `varbinary`), cast back.
+fn key_condition(column: &str, info: Option<&ColumnInfo>, n: usize) -> String {
+    let c = ident(column);
+    let declared = info.map(|i| i.data_type.to_ascii_lowercase());
+    let declared = declared.as_deref().unwrap_or_default();
+    let (base, size) = match declared.split_once('(') {
+        Some((base, rest)) => (base.trim(), rest.trim_end_matches(')').trim()),
+        None => (declared.trim(), ""),
+    };
+    match base {
+        "char" | "varchar" => {
+            // A declared size is digits or `max` (see `declared_type`); anything else, or no
+            // size, is read as `max` rather than a cast that could cut the value.
+            let size = if !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit()) {
+                size
+            } else {
+                "max"
+            };
+            format!(
+                "{c} = CAST(@P{n} AS varchar({size})) \
+                 AND CAST(CAST(@P{n} AS varchar({size})) AS nvarchar(max)) = @P{n}"
+            )
+        }
+        "real" => format!("{c} = CAST(@P{n} AS real)"),
+        "hierarchyid" => format!("{c} = CAST(@P{n} AS hierarchyid)"),
+        _ => format!("{c} = @P{n}"),
+    }
 }
 
 /// A text column as `LIKE` can take it (`xml` cannot be matched directly); `q` as in
@@ -1639,11 +1809,24 @@ fn is_decimal_literal(t: &str) -> bool {
 }
 
 /// A key value for a column of declared type `data_type`: GUIDs are checked and bound as
-/// `uniqueidentifier`; everything else as [`key_param`] says.
+/// `uniqueidentifier`, `hierarchyid` values as bytes; everything else as [`key_param`] says.
+/// [`key_condition`] casts some of them to the column's type.
 fn typed_key(column: Option<&ColumnInfo>, raw: &str) -> Option<Param> {
     match column {
         Some(c) if c.data_type.eq_ignore_ascii_case("uniqueidentifier") => {
             tiberius::Uuid::parse_str(raw.trim()).ok().map(Param::Guid)
+        }
+        // Read as its bytes (a CLR type arrives as binary), cast back by `key_condition`.
+        Some(c) if c.data_type.eq_ignore_ascii_case("hierarchyid") => {
+            crate::tools::key_bytes(raw).map(Param::Bytes)
+        }
+        // Cast to `real` by `key_condition`: a number past `real`'s range would make the cast
+        // overflow (an error) where it can only equal nothing.
+        Some(c) if c.data_type.eq_ignore_ascii_case("real") => {
+            key_param(c.kind, raw).filter(|p| match p {
+                Param::F64(f) => (*f as f32).is_finite(),
+                _ => true,
+            })
         }
         Some(c) => key_param(c.kind, raw),
         None => key_param(ValueKind::Other, raw),
@@ -2160,10 +2343,20 @@ fn decimal_text(value: i128, scale: u8) -> String {
     format!("{sign}{int}.{frac}")
 }
 
-/// Money as four-place decimal text. tiberius gives `scaled / 10^4` as f64; multiplying back
-/// and rounding recovers the exact scaled integer up to about ±900 billion.
+/// Money as four-place decimal text. tiberius gives the scaled integer `s` as
+/// `s as f64 / 10^4`. Below ±2^39 (about ±549 billion) the f64 spacing is finer than 0.0001,
+/// so exactly one integer gives back `f` that way; `f * 10^4` rounded lands within one of
+/// it (the two roundings can add up to more than a half: 376920091028.4025 gives …4026), so
+/// the neighbours are tried too. Past that bound several amounts share one f64 and the
+/// nearest is shown (the tools' own statements cast money to `decimal(19,4)`, exact at any
+/// size; only ad-hoc queries read money this way).
 fn money_text(f: f64) -> String {
-    decimal_text((f * 10_000.0).round() as i128, 4)
+    let r = (f * 10_000.0).round() as i128;
+    let exact = [r, r - 1, r + 1]
+        .into_iter()
+        .find(|&c| c as f64 / 10_000.0 == f)
+        .unwrap_or(r);
+    decimal_text(exact, 4)
 }
 
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), as `YYYY-MM-DD`.
@@ -3067,6 +3260,78 @@ mod tests {
         assert_eq!(typed_key(Some(&guid), "not-a-guid"), None);
     }
 
+    /// Text keys of `char`/`varchar` columns are cast to the column's type (no conversion of
+    /// the column, so an index seek) and must read back as themselves; `real` keys are cast
+    /// to `real`, `hierarchyid` keys travel as bytes. The peer serves only `nvarchar` and
+    /// `float` columns and shows no plans, so the statement is checked here;
+    /// `tests/mssql.rs` runs it against the peer with the column declared `varchar`.
+    #[test]
+    fn non_unicode_real_and_hierarchyid_keys_are_cast_to_the_column_type() {
+        let t = canned_table(
+            "Codes",
+            &[
+                ("Code", "varchar(10)"),
+                ("Cc", "char(3)"),
+                ("Long", "varchar(max)"),
+                ("Weight", "real"),
+                ("Node", "hierarchyid"),
+                ("Name", "nvarchar(50)"),
+            ],
+            &["Code", "Cc", "Long", "Weight", "Node", "Name"],
+        );
+        let sql = lookup_sql(
+            &t,
+            &strings(&["Name"]),
+            &strings(&["Code", "Cc", "Long", "Weight", "Node", "Name"]),
+            1,
+        )
+        .expect("sql");
+        let cond = sql
+            .split(" WHERE ")
+            .nth(1)
+            .and_then(|w| w.split(" ORDER BY ").next())
+            .expect("where");
+        assert_eq!(
+            cond,
+            "[Code] = CAST(@P1 AS varchar(10)) \
+             AND CAST(CAST(@P1 AS varchar(10)) AS nvarchar(max)) = @P1 \
+             AND [Cc] = CAST(@P2 AS varchar(3)) \
+             AND CAST(CAST(@P2 AS varchar(3)) AS nvarchar(max)) = @P2 \
+             AND [Long] = CAST(@P3 AS varchar(max)) \
+             AND CAST(CAST(@P3 AS varchar(max)) AS nvarchar(max)) = @P3 \
+             AND [Weight] = CAST(@P4 AS real) \
+             AND [Node] = CAST(@P5 AS hierarchyid) \
+             AND [Name] = @P6"
+        );
+        let node = t.column("Node");
+        assert_eq!(
+            typed_key(node, "0x5ac0"),
+            Some(Param::Bytes(vec![0x5a, 0xc0]))
+        );
+        assert_eq!(typed_key(node, "/1/3/"), None);
+        assert_eq!(typed_key(t.column("Weight"), "0.1"), Some(Param::F64(0.1)));
+        // Past `real`'s range: no value of the column, and no overflow error from the cast.
+        assert_eq!(typed_key(t.column("Weight"), "1e39"), None);
+        assert_eq!(
+            typed_key(t.column("Weight"), "-3.4e38"),
+            Some(Param::F64(-3.4e38))
+        );
+    }
+
+    /// tiberius decodes money inside a `sql_variant` as a plain f64; the statements of ours
+    /// send such money as a decimal variant instead. The peer has no `sql_variant` columns.
+    #[test]
+    fn money_in_a_variant_column_is_read_as_an_exact_decimal() {
+        let t = canned_table("Props", &[("Id", "int"), ("Val", "sql_variant")], &["Id"]);
+        let sql = sample_sql(&t, &strings(&["Id", "Val"]), &Page::rows(0, 5)).expect("sql");
+        assert_eq!(
+            sql,
+            "SELECT [Id], CASE WHEN SQL_VARIANT_PROPERTY([Val], 'BaseType') IN ('money', \
+             'smallmoney') THEN CAST(CAST([Val] AS decimal(19,4)) AS sql_variant) ELSE [Val] \
+             END AS [Val] FROM [dbo].[Props] ORDER BY [Id] OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"
+        );
+    }
+
     #[test]
     fn search_scores_each_keyword_and_column_pair_with_bound_patterns() {
         let t = canned_table(
@@ -3625,6 +3890,102 @@ mod tests {
             "{text}"
         );
         assert!(is_config_problem(&e));
+    }
+
+    /// tiberius refuses a `varchar` value whose bytes are not valid in its code page, and one
+    /// in a collation whose code page it does not know; the peer serves only `nvarchar`
+    /// columns, so neither can come from it. The message names the actual causes rather
+    /// than only the `varchar(max)` cut.
+    #[test]
+    fn undecodable_text_is_explained_by_its_code_page() {
+        let c = ctx();
+        let e = query_error(&TdsError::Encoding("invalid sequence".into()), &c);
+        let text = e.to_string();
+        assert!(matches!(e, DbError::Sql(_)), "{e:?}");
+        assert!(
+            text.contains("not valid in its column's code page")
+                && text.contains("CAST(col AS nvarchar(max))"),
+            "{text}"
+        );
+        let e = query_error(
+            &TdsError::Encoding("encoding: unspported encoding (LCID: 0x0401, sort ID: 0)".into()),
+            &c,
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("code page this server cannot read") && !text.contains("KiB"),
+            "{text}"
+        );
+    }
+
+    /// tiberius' handshake-timeout message mentions "TLS negotiation"; a timed-out handshake
+    /// is a server that stalled (transient), not a TLS configuration problem. rustls' own
+    /// handshake failures still read as TLS. (The peer always completes its handshakes; the
+    /// stall itself is tested in `tests/mssql.rs` against a silent listener.)
+    #[test]
+    fn a_timed_out_handshake_is_a_stall_and_rustls_failures_are_tls() {
+        let c = ctx();
+        let timed_out = TdsError::Io {
+            kind: std::io::ErrorKind::TimedOut,
+            message: "the connection handshake (prelogin, TLS negotiation and login) did not \
+                      complete within 5s; the server accepted the TCP connection"
+                .into(),
+        };
+        let e = connect_error(&timed_out, &c);
+        assert!(!is_config_problem(&e), "{e}");
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .contains("accepted the connection but did not complete the login"),
+            "{e}"
+        );
+        for rustls in [
+            "tls handshake eof",
+            "received corrupt message of type InvalidContentType",
+            "received fatal alert: HandshakeFailure",
+        ] {
+            let io = TdsError::Io {
+                kind: std::io::ErrorKind::InvalidData,
+                message: rustls.into(),
+            };
+            let e = connect_error(&io, &c);
+            assert!(is_config_problem(&e), "{rustls}: {e}");
+        }
+        // Not every message that mentions TLS comes from rustls.
+        let io = TdsError::Io {
+            kind: std::io::ErrorKind::ConnectionReset,
+            message: "connection reset while waiting for the TLS prelogin reply".into(),
+        };
+        assert!(!is_config_problem(&connect_error(&io, &c)));
+    }
+
+    /// tiberius hands money over as `scaled as f64 / 1e4`; rounding `f * 1e4` alone is off by
+    /// one for some amounts this large (the peer has no money type).
+    #[test]
+    fn large_money_amounts_stay_exact() {
+        for (scaled, want) in [
+            (3_769_200_910_284_025_i64, "376920091028.4025"),
+            (-3_769_200_910_284_025_i64, "-376920091028.4025"),
+            (5_497_558_138_879_999_i64, "549755813887.9999"),
+            (1, "0.0001"),
+        ] {
+            let f = scaled as f64 / 1e4;
+            assert_eq!(
+                dec(ColumnData::F64(Some(f)), ColumnType::Money),
+                Value::Decimal(want.into()),
+                "{scaled}"
+            );
+        }
+        // Every amount in a band just under the bound reads back as itself.
+        let top = (1_i64 << 39) * 10_000 - 1;
+        for scaled in (top - 200_000..=top).step_by(7) {
+            let f = scaled as f64 / 1e4;
+            assert_eq!(
+                money_text(f),
+                decimal_text(i128::from(scaled), 4),
+                "{scaled}"
+            );
+        }
     }
 
     /// After a failed reload the previous catalog is served for `CATALOG_RETRY` without

@@ -11,10 +11,10 @@ use super::ids::RecordId;
 use super::search::record_url;
 use super::sql::{describe, describe_text};
 use super::{
-    ToolError, ToolOutput, cut_note, row_id, row_object, row_title, truncate, visible_columns,
-    visible_tables,
+    ToolError, ToolOutput, at_once, cut_note, row_id, row_object, row_title, truncate,
+    visible_columns, visible_tables,
 };
-use crate::db::{Catalog, DbError, Page, TableInfo};
+use crate::db::{Catalog, DbError, ForeignKey, Page, RowSet, TableInfo};
 use crate::state::Scope;
 
 /// Child rows listed per referencing foreign key.
@@ -115,6 +115,7 @@ async fn fetch_row(
     table: &str,
     key: &[String],
 ) -> Result<Value, ToolError> {
+    let deadline = tokio::time::Instant::now() + scope.search_budget;
     let catalog = scope.catalog().await?;
     let not_found = || {
         ToolError::NotFound(format!(
@@ -142,9 +143,13 @@ async fn fetch_row(
     let row = rs.rows.first().ok_or_else(not_found)?;
     let values = row_object(&rs.columns, row);
     // A column's value as a key of another row's id or lookup (bytes as hex, as row ids
-    // write them); `None` when it is NULL or not among the columns read.
+    // write them); `None` when it is NULL, not among the columns read, or cut (a cut value
+    // would name another row, or none).
     let key_of = |name: &str| -> Option<String> {
         let i = rs.columns.iter().position(|c| c.name == name)?;
+        if rs.is_cut(0, i) {
+            return None;
+        }
         super::key_text(row.get(i)?)
     };
     let title = row_title(t, &rs.columns, row);
@@ -179,7 +184,11 @@ async fn fetch_row(
             }));
         }
     }
-    // Children: a few rows of tables that point at this one.
+    // Children: a few rows of tables that point at this one. Their lookups share one budget
+    // (`Scope::search_budget`, counted from the start of this fetch) and run a few at once,
+    // so that slow child tables cannot push the fetch past the request timeout after its row
+    // was read: the ones still running when it ends are left out with a note.
+    let mut children: Vec<(&TableInfo, &ForeignKey, Vec<String>, Vec<String>)> = Vec::new();
     for child in visible_tables(scope, &catalog) {
         for fk in child
             .foreign_keys
@@ -209,38 +218,75 @@ async fn fetch_row(
             if cols.is_empty() {
                 continue;
             }
-            let relation = format!("{}.{} → this", child.qualified(), fk.columns.join(","));
-            let kids = match scope
+            children.push((child, fk, cols, vals));
+        }
+    }
+    // Made into `Vec`s up front, as `search` does: a lazy iterator's closure would make this
+    // future not `Send`.
+    let lookups: Vec<_> = children
+        .iter()
+        .enumerate()
+        .map(|(i, (child, fk, cols, vals))| {
+            let lookup = scope
                 .db
-                .lookup(child, &cols, &fk.columns, &vals, page(CHILDREN_PER_FK))
-                .await
-            {
-                Ok(kids) => kids,
-                // The row itself was read: a child table the login may not read, or whose
-                // lookup ran out of time, is left out with a note instead of failing the
-                // fetch; a database that is down still fails it.
-                Err(e @ (DbError::Sql(_) | DbError::Timeout(_))) => {
-                    tracing::warn!(table = %child.qualified(), error = %e, "fetch: a child lookup failed; leaving it out");
-                    related.push(
-                        json!({"relation": relation, "ids": [], "note": format!("not read: {e}")}),
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let ids: Vec<Value> = kids
-                .rows
-                .iter()
-                .filter_map(|r| row_id(child, &kids.columns, r))
-                .map(Value::String)
-                .collect();
-            if !ids.is_empty() {
+                .lookup(child, cols, &fk.columns, vals, page(CHILDREN_PER_FK));
+            async move { (i, lookup.await) }
+        })
+        .collect();
+    let mut running =
+        futures::StreamExt::buffer_unordered(futures::stream::iter(lookups), at_once(scope));
+    let mut results: Vec<Option<Result<RowSet, DbError>>> = std::iter::repeat_with(|| None)
+        .take(children.len())
+        .collect();
+    while let Ok(Some((i, result))) =
+        tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut running)).await
+    {
+        if let Some(slot) = results.get_mut(i) {
+            *slot = Some(result);
+        }
+    }
+    // Cancels the lookups still running (each such connection is discarded, see `db::mssql`).
+    drop(running);
+    let budget_secs = scope.search_budget.as_secs().max(1);
+    for ((child, fk, _, _), result) in children.iter().zip(results) {
+        let relation = format!("{}.{} → this", child.qualified(), fk.columns.join(","));
+        let kids = match result {
+            Some(Ok(kids)) => kids,
+            None => {
                 related.push(json!({
                     "relation": relation,
-                    "ids": ids,
-                    "more": kids.more,
+                    "ids": [],
+                    "note": format!(
+                        "not read: the fetch ran out of its {budget_secs} s before this lookup finished"
+                    ),
                 }));
+                continue;
             }
+            // The row itself was read: a child table the login may not read, or whose
+            // lookup ran out of time, is left out with a note instead of failing the
+            // fetch; a database that is down still fails it.
+            Some(Err(e @ (DbError::Sql(_) | DbError::Timeout(_)))) => {
+                tracing::warn!(table = %child.qualified(), error = %e, "fetch: a child lookup failed; leaving it out");
+                related.push(
+                    json!({"relation": relation, "ids": [], "note": format!("not read: {e}")}),
+                );
+                continue;
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let ids: Vec<Value> = kids
+            .rows
+            .iter()
+            .enumerate()
+            .filter_map(|(r, row)| row_id(child, &kids.columns, row, |c| kids.is_cut(r, c)))
+            .map(Value::String)
+            .collect();
+        if !ids.is_empty() {
+            related.push(json!({
+                "relation": relation,
+                "ids": ids,
+                "more": kids.more,
+            }));
         }
     }
     if !related.is_empty() {
@@ -282,5 +328,60 @@ fn render(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "NULL".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::testing::slow_sqlite_scope;
+
+    /// Two child tables whose lookups are slow (20 s each, injected over a real SQLite
+    /// database): the fetch still answers within its budget with the row, the quick child's
+    /// ids, and a note naming each child left out, instead of running past the request
+    /// timeout one child after another.
+    #[tokio::test]
+    async fn slow_child_lookups_share_one_budget_and_are_left_out_with_a_note() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kids.sqlite");
+        {
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE owners (id INTEGER PRIMARY KEY, name TEXT);
+                 CREATE TABLE pets (id INTEGER PRIMARY KEY, owner_id INTEGER REFERENCES owners(id), name TEXT);
+                 CREATE TABLE cars (id INTEGER PRIMARY KEY, owner_id INTEGER REFERENCES owners(id), make TEXT);
+                 CREATE TABLE homes (id INTEGER PRIMARY KEY, owner_id INTEGER REFERENCES owners(id), town TEXT);
+                 INSERT INTO owners VALUES (1, 'Ada');
+                 INSERT INTO pets VALUES (7, 1, 'Rex');
+                 INSERT INTO cars VALUES (8, 1, 'Volvo');
+                 INSERT INTO homes VALUES (9, 1, 'Oslo');",
+            )
+            .expect("fixture");
+        }
+        let scope = slow_sqlite_scope(
+            dir.path(),
+            &path,
+            &["pets", "cars"],
+            std::time::Duration::from_secs(20),
+            std::time::Duration::from_millis(500),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        let doc = document(&scope, "main.owners/1", None)
+            .await
+            .expect("the row is read");
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        let text = doc["text"].as_str().unwrap_or_default();
+        assert!(text.contains("Ada"), "{text}");
+        assert!(text.contains("main.homes/9"), "{text}");
+        for slow in ["main.pets.owner_id → this", "main.cars.owner_id → this"] {
+            assert!(
+                text.contains(&format!(
+                    "- {slow}: (not read: the fetch ran out of its 1 s before this lookup finished)"
+                )),
+                "{slow}: {text}"
+            );
+        }
     }
 }

@@ -10,6 +10,8 @@ pub mod fetch;
 pub mod ids;
 pub mod search;
 pub mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -614,11 +616,28 @@ pub(crate) fn key_bytes(t: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The id of a row of `table` if the selected columns include its whole primary key.
+/// Queries run at once by a backend without pool numbers.
+const DEFAULT_QUERIES_AT_ONCE: usize = 4;
+
+/// How many queries one tool call runs at once (the tables of a keyword search, the child
+/// lookups of a fetch): at most half the pool, so other calls still find a connection and
+/// none of these waits so long for one that it fails.
+pub(crate) fn at_once(scope: &Scope) -> usize {
+    scope
+        .db
+        .pool_stats()
+        .map_or(DEFAULT_QUERIES_AT_ONCE, |p| (p.max as usize / 2).max(1))
+}
+
+/// The id of a row of `table` if the selected columns include its whole primary key, read
+/// whole: `was_cut(i)` says whether the row's value in column `i` was cut (to fit the page,
+/// or at [`crate::db::MAX_VALUE_BYTES`]), and a cut key value would name another row or
+/// none, so such a row gets no row id (callers treat it as a row without a key).
 pub(crate) fn row_id(
     table: &TableInfo,
     columns: &[ResultColumn],
     row: &[DbValue],
+    was_cut: impl Fn(usize) -> bool,
 ) -> Option<String> {
     if table.primary_key.is_empty() {
         return None;
@@ -628,7 +647,10 @@ pub(crate) fn row_id(
         let i = columns
             .iter()
             .position(|c| c.name.eq_ignore_ascii_case(pk))?;
-        key.push(key_text(&row[i])?);
+        if was_cut(i) {
+            return None;
+        }
+        key.push(key_text(row.get(i)?)?);
     }
     Some(ids::RecordId::row(
         &table.schema,

@@ -23,8 +23,6 @@ use crate::state::Scope;
 const MAX_RESULTS: usize = 20;
 /// Rows asked of each table in a keyword search.
 const PER_TABLE: usize = 10;
-/// Tables searched at once by a backend without pool numbers.
-const DEFAULT_SEARCHES_AT_ONCE: usize = 4;
 /// Most keywords used from one query.
 const MAX_KEYWORDS: usize = 8;
 
@@ -192,7 +190,9 @@ fn rows_to_hits(
                 .join("; "),
             300,
         );
-        let (id, title) = match table.and_then(|t| row_id(t, &rs.columns, row).map(|id| (t, id))) {
+        let id =
+            table.and_then(|t| row_id(t, &rs.columns, row, |c| rs.is_cut(i, c)).map(|id| (t, id)));
+        let (id, title) = match id {
             Some((t, id)) => (id, row_title(t, &rs.columns, row)),
             None => {
                 let title = values
@@ -418,10 +418,7 @@ async fn keywords_search(
         .collect();
     // At most half the pool at once (the tables are many, the connections few): the others'
     // calls still find a connection, and no table's query waits so long for one that it fails.
-    let at_once = scope
-        .db
-        .pool_stats()
-        .map_or(DEFAULT_SEARCHES_AT_ONCE, |p| (p.max as usize / 2).max(1));
+    let at_once = super::at_once(scope);
     // Tagged with their table's place, so a table answered out of turn is kept when the time
     // runs out; made into a `Vec` first for the same reason as `searches`.
     let tagged: Vec<_> = searches
@@ -481,14 +478,14 @@ async fn keywords_search(
         };
         answered += 1;
         let score_col = rs.columns.len().saturating_sub(1);
-        for row in &rs.rows {
+        for (r, row) in rs.rows.iter().enumerate() {
             let score = match row.get(score_col) {
                 Some(crate::db::Value::Int(s)) => *s,
                 _ => 0,
             };
             let cols = &rs.columns[..score_col];
             let values = &row[..score_col];
-            let Some(id) = row_id(table, cols, values) else {
+            let Some(id) = row_id(table, cols, values, |c| rs.is_cut(r, c)) else {
                 continue;
             };
             hits.push(Hit {
@@ -572,6 +569,7 @@ fn snippet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::testing::slow_sqlite_scope;
 
     #[test]
     fn keywords_drop_stopwords_and_duplicates() {
@@ -601,60 +599,6 @@ mod tests {
         );
     }
 
-    /// A real SQLite database whose `search` on one table is made slow. No peer can be made
-    /// slow for one table and fast for another on demand, so the delay is injected here;
-    /// everything else is the real backend.
-    struct SlowTable {
-        inner: crate::db::DynBackend,
-        slow: &'static str,
-        delay: std::time::Duration,
-    }
-
-    #[async_trait::async_trait]
-    impl crate::db::Backend for SlowTable {
-        fn dialect(&self) -> crate::db::SqlDialect {
-            self.inner.dialect()
-        }
-        fn kind(&self) -> &'static str {
-            self.inner.kind()
-        }
-        async fn catalog(&self) -> Result<std::sync::Arc<crate::db::Catalog>, DbError> {
-            self.inner.catalog().await
-        }
-        async fn query(&self, sql: &str, page: Page) -> Result<crate::db::RowSet, DbError> {
-            self.inner.query(sql, page).await
-        }
-        async fn sample(
-            &self,
-            table: &TableInfo,
-            columns: &[String],
-            page: Page,
-        ) -> Result<crate::db::RowSet, DbError> {
-            self.inner.sample(table, columns, page).await
-        }
-        async fn lookup(
-            &self,
-            table: &TableInfo,
-            columns: &[String],
-            key_columns: &[String],
-            key: &[String],
-            page: Page,
-        ) -> Result<crate::db::RowSet, DbError> {
-            self.inner
-                .lookup(table, columns, key_columns, key, page)
-                .await
-        }
-        async fn search(&self, req: SearchRequest<'_>) -> Result<crate::db::RowSet, DbError> {
-            if req.table.name == self.slow {
-                tokio::time::sleep(self.delay).await;
-            }
-            self.inner.search(req).await
-        }
-        async fn ping(&self) -> Result<(), DbError> {
-            self.inner.ping().await
-        }
-    }
-
     #[tokio::test]
     async fn a_search_out_of_time_answers_what_it_found_and_names_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -669,36 +613,9 @@ mod tests {
             )
             .expect("fixture");
         }
-        let toml = format!(
-            "[server]\ninsecure_no_auth = true\nstate_dir = \"{}\"\n[audit]\noutput = \"off\"\n\
-             [[database]]\nname = \"d\"\nkind = \"sqlite\"\npath = \"{}\"\n\
-             [[scope]]\npath = \"/t\"\ndatabase = \"d\"\n",
-            dir.path().display(),
-            path.display()
-        );
-        let config = crate::config::Config::parse(&toml).expect("config");
-        let ops = crate::ops::Ops::new(&config);
-        let sqlite = crate::db::sqlite::SqliteBackend::open(
-            &path,
-            false,
-            4,
-            std::time::Duration::from_secs(30),
-        )
-        .await
-        .expect("sqlite");
-        let db: crate::db::DynBackend = std::sync::Arc::new(SlowTable {
-            inner: std::sync::Arc::new(sqlite),
-            slow: "slow_notes",
-            delay: std::time::Duration::from_secs(20),
-        });
         let budget = std::time::Duration::from_millis(300);
-        let scope = Scope::new(
-            config.scopes[0].clone(),
-            db,
-            "http://127.0.0.1",
-            &ops,
-            budget,
-        );
+        let delay = std::time::Duration::from_secs(20);
+        let scope = slow_sqlite_scope(dir.path(), &path, &["slow_notes"], delay, budget).await;
 
         let started = std::time::Instant::now();
         let out = search(&scope, "apricot", None).await.expect("search");
@@ -713,13 +630,14 @@ mod tests {
         );
 
         // Every table out of time: a timeout error, not an empty success.
-        let db: crate::db::DynBackend = std::sync::Arc::new(SlowTable {
-            inner: scope.db.clone(),
-            slow: "quick_notes",
-            delay: std::time::Duration::from_secs(20),
-        });
-        let config2 = config.scopes[0].clone();
-        let both_slow = Scope::new(config2, db, "http://127.0.0.1", &ops, budget);
+        let both_slow = slow_sqlite_scope(
+            dir.path(),
+            &path,
+            &["quick_notes", "slow_notes"],
+            delay,
+            budget,
+        )
+        .await;
         let err = search(&both_slow, "apricot", None)
             .await
             .expect_err("all out of time");

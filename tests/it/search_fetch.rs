@@ -952,3 +952,52 @@ async fn empty_and_dot_only_keys_make_ids_and_urls_that_find_their_rows() {
     }
     srv.stop().await;
 }
+
+/// A row too large for the page has its long values cut to fit, its key among them when the
+/// key is long text: a row id made from the cut key would name no row (or another one), so
+/// such a row gets a cached `sql:` id, which `fetch` resolves to the row as it was read.
+#[tokio::test]
+async fn a_row_whose_key_was_cut_to_fit_the_page_gets_no_row_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("long_keys.sqlite");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch("CREATE TABLE docs (slug TEXT PRIMARY KEY, body TEXT);")
+        .expect("schema");
+    let slug = format!("zebra-{}", "k".repeat(6_000));
+    conn.execute(
+        "INSERT INTO docs VALUES (?1, ?2)",
+        [&slug, &format!("zebra {}", "b".repeat(6_000))],
+    )
+    .expect("row");
+    drop(conn);
+    let config = sqlite_file_config(dir.path(), &path).replace(
+        "profile = \"chatgpt\"",
+        "profile = \"chatgpt\"\nmax_result_bytes = 4096",
+    );
+    let srv = Server::with_config(&config).await;
+    let found = srv
+        .tool_ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT slug, body FROM docs"}),
+        )
+        .await;
+    let got = ids(&found);
+    assert_eq!(got.len(), 1, "{found}");
+    assert!(
+        got[0].starts_with("sql:"),
+        "a row id from a cut key: {}",
+        got[0].chars().take(80).collect::<String>()
+    );
+    // Every id a search gives is one fetch finds (a keyword search reads without the page's
+    // byte cap, so its row id is made from the whole key).
+    let by_word = srv
+        .tool_ok("/chatgpt", "search", json!({"query": "zebra"}))
+        .await;
+    for id in got.iter().chain(&ids(&by_word)) {
+        let row = srv.tool_ok("/chatgpt", "fetch", json!({"id": id})).await;
+        let text = row["text"].as_str().unwrap_or_default();
+        assert!(text.contains("zebra-kkk"), "{id}");
+    }
+    srv.stop().await;
+}

@@ -1,0 +1,106 @@
+//! Shared by the tools' unit tests: a real SQLite backend with some tables made slow.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::db::{Catalog, DbError, DynBackend, Page, RowSet, SearchRequest, SqlDialect, TableInfo};
+use crate::state::Scope;
+
+/// A real SQLite database whose `search` and `lookup` on some tables are made slow. No peer
+/// can be made slow for one table and fast for another on demand, so the delay is injected
+/// here; everything else is the real backend.
+pub(crate) struct SlowTable {
+    pub inner: DynBackend,
+    /// The tables (by name) that answer only after `delay`.
+    pub slow: &'static [&'static str],
+    pub delay: Duration,
+}
+
+impl SlowTable {
+    async fn wait_if_slow(&self, table: &TableInfo) {
+        if self.slow.contains(&table.name.as_str()) {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::db::Backend for SlowTable {
+    fn dialect(&self) -> SqlDialect {
+        self.inner.dialect()
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
+        self.inner.catalog().await
+    }
+    async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
+        self.inner.query(sql, page).await
+    }
+    async fn sample(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        page: Page,
+    ) -> Result<RowSet, DbError> {
+        self.inner.sample(table, columns, page).await
+    }
+    async fn lookup(
+        &self,
+        table: &TableInfo,
+        columns: &[String],
+        key_columns: &[String],
+        key: &[String],
+        page: Page,
+    ) -> Result<RowSet, DbError> {
+        self.wait_if_slow(table).await;
+        self.inner
+            .lookup(table, columns, key_columns, key, page)
+            .await
+    }
+    async fn search(&self, req: SearchRequest<'_>) -> Result<RowSet, DbError> {
+        self.wait_if_slow(req.table).await;
+        self.inner.search(req).await
+    }
+    async fn ping(&self) -> Result<(), DbError> {
+        self.inner.ping().await
+    }
+}
+
+/// A scope (every tool, no authentication, state in `dir`) over the SQLite file `path`, whose
+/// tables named in `slow` answer searches and lookups only after `delay`; keyword searches
+/// and fetches get `budget`.
+pub(crate) async fn slow_sqlite_scope(
+    dir: &Path,
+    path: &Path,
+    slow: &'static [&'static str],
+    delay: Duration,
+    budget: Duration,
+) -> Scope {
+    let toml = format!(
+        "[server]\ninsecure_no_auth = true\nstate_dir = \"{}\"\n[audit]\noutput = \"off\"\n\
+         [[database]]\nname = \"d\"\nkind = \"sqlite\"\npath = \"{}\"\n\
+         [[scope]]\npath = \"/t\"\ndatabase = \"d\"\n",
+        dir.display(),
+        path.display()
+    );
+    let config = crate::config::Config::parse(&toml).expect("config");
+    let ops = crate::ops::Ops::new(&config);
+    let sqlite = crate::db::sqlite::SqliteBackend::open(path, false, 4, Duration::from_secs(30))
+        .await
+        .expect("sqlite");
+    let db: DynBackend = Arc::new(SlowTable {
+        inner: Arc::new(sqlite),
+        slow,
+        delay,
+    });
+    Scope::new(
+        config.scopes[0].clone(),
+        db,
+        "http://127.0.0.1",
+        &ops,
+        budget,
+    )
+}
