@@ -4136,3 +4136,65 @@ async fn the_token_request_repeats_the_redirect_uri_the_authorization_named() {
     }
     s.stop().await;
 }
+
+/// A loopback IP redirect URI matches on any port (RFC 8252 §7.3): a native client listens on
+/// a port it gets at run time. Another path or host still does not match.
+#[tokio::test]
+async fn a_loopback_redirect_uri_matches_on_any_port() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    for (uri, status) in [
+        ("http://127.0.0.1:49152/callback", StatusCode::OK),
+        ("http://127.0.0.1/callback", StatusCode::OK),
+        ("http://127.0.0.1:49152/other", StatusCode::BAD_REQUEST),
+        ("http://localhost:9/callback", StatusCode::BAD_REQUEST),
+    ] {
+        let mut params = standard_params(&client_id, &challenge, &resource);
+        for p in params.iter_mut() {
+            if p.0 == "redirect_uri" {
+                p.1 = uri;
+            }
+        }
+        let r = c
+            .get(authorize_url(&s, "/chatgpt", &params))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), status, "{uri}");
+    }
+    s.stop().await;
+}
+
+/// A client registered while its redirect host was allowed gets no more codes once the
+/// operator removes the host from `allowed_redirect_hosts`.
+#[tokio::test]
+async fn a_redirect_host_no_longer_allowed_gets_no_more_codes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let client_id = register_public(&c, &s, "/chatgpt").await;
+    let s = restart(s, dir.path(), |text| {
+        text.replace(
+            "profile = \"chatgpt\"",
+            "profile = \"chatgpt\"\nallowed_redirect_hosts = [\"chatgpt.com\"]",
+        )
+    })
+    .await;
+    let (_, challenge) = pkce();
+    let resource = format!("{}/chatgpt/mcp", s.base);
+    let params = standard_params(&client_id, &challenge, &resource);
+    let r = c
+        .get(authorize_url(&s, "/chatgpt", &params))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(LOCATION).is_none(), "no redirect to it");
+    let body = r.text().await.expect("body");
+    assert!(body.contains("no longer allowed"), "{body}");
+    s.stop().await;
+}

@@ -128,6 +128,36 @@ async fn show(
     }
 }
 
+/// Whether the redirect URI of a request is the registered one: exactly, or, for a loopback
+/// IP literal over http, with any port (RFC 8252 §7.3, OAuth 2.1 "Loopback Interface
+/// Redirection": a native client listens on a port it gets at run time, which a client ID
+/// metadata document cannot list). The code is then bound to the URI as requested.
+fn same_redirect(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    let loopback_ip = |u: &url::Url| match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    a.scheme() == "http"
+        && b.scheme() == "http"
+        && loopback_ip(&a)
+        && a.host() == b.host()
+        && a.path() == b.path()
+        && a.query() == b.query()
+        && a.fragment().is_none()
+        && b.fragment().is_none()
+        && a.username().is_empty()
+        && b.username().is_empty()
+        && a.password().is_none()
+        && b.password().is_none()
+}
+
 /// The network sign-in pages are counted under: an IPv4 address's /24, an IPv6 address's /48
 /// (what one site or subscriber usually holds).
 fn network(ip: std::net::IpAddr) -> std::net::IpAddr {
@@ -179,7 +209,7 @@ async fn prepare(ctx: &OAuthCtx, ip: std::net::IpAddr, query: &str) -> Result<Pe
     };
     let client = resolve_client(ctx, ip, client_id).await?;
     let redirect_uri = match params.get("redirect_uri") {
-        Some(r) if client.redirect_uris.iter().any(|u| u == r) => r.clone(),
+        Some(r) if client.redirect_uris.iter().any(|u| same_redirect(u, r)) => r.clone(),
         Some(_) => {
             return Err(Failure::Page(
                 StatusCode::BAD_REQUEST,
@@ -194,6 +224,16 @@ async fn prepare(ctx: &OAuthCtx, ip: std::net::IpAddr, query: &str) -> Result<Pe
             ));
         }
     };
+    // Registered under the rules of its time: a host the operator has since removed from
+    // `allowed_redirect_hosts` (one found to have an open redirect) gets no more codes.
+    if let Err(e) =
+        super::register::check_redirect_uri(&redirect_uri, &ctx.scope.config.redirect_hosts())
+    {
+        return Err(Failure::Page(
+            StatusCode::BAD_REQUEST,
+            format!("The client's redirect URI is no longer allowed here: {e}."),
+        ));
+    }
     let state = params.get("state").cloned();
     let back = |error: &'static str, description: &str| Failure::Redirect {
         redirect_uri: redirect_uri.clone(),
@@ -743,6 +783,33 @@ fn render_form(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loopback_ip_redirect_matches_on_any_port_and_nothing_else_does() {
+        let same = same_redirect;
+        assert!(same("https://chatgpt.com/cb", "https://chatgpt.com/cb"));
+        assert!(same(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:49152/callback"
+        ));
+        assert!(same(
+            "http://127.0.0.1:8080/callback",
+            "http://127.0.0.1:49152/callback"
+        ));
+        assert!(same("http://[::1]/cb?x=1", "http://[::1]:5000/cb?x=1"));
+        for (registered, requested) in [
+            ("https://chatgpt.com/cb", "https://chatgpt.com:8443/cb"),
+            ("http://localhost/cb", "http://localhost:5000/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:5000/cb2"),
+            ("http://127.0.0.1/cb", "http://127.0.0.2:5000/cb"),
+            ("http://127.0.0.1/cb", "https://127.0.0.1:5000/cb"),
+            ("http://127.0.0.1/cb?a", "http://127.0.0.1:5000/cb?b"),
+            ("http://127.0.0.1/cb", "http://u@127.0.0.1:5000/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:5000/cb#f"),
+        ] {
+            assert!(!same(registered, requested), "{registered} vs {requested}");
+        }
+    }
 
     #[test]
     fn pages_are_counted_per_ipv4_slash_24_and_ipv6_slash_48() {
