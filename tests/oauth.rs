@@ -2913,7 +2913,8 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(mssql_mcp::oauth::password::verify(
         "a long enough password",
-        Some(&hash)
+        Some(&hash),
+        None
     ));
 }
 

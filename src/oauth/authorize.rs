@@ -605,7 +605,14 @@ pub(super) async fn check_sign_in(
     }
     let user = cfg.users.iter().find(|u| u.username == username).cloned();
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let Some(verified) = ctx.oauth.password_checks.verify(password, hash).await else {
+    // An unknown name is checked against a dummy hash as costly as the costliest user's.
+    let like = hash
+        .is_none()
+        .then(|| super::password::costliest(cfg.users.iter().map(|u| u.password_hash.as_str())))
+        .flatten()
+        .map(str::to_string);
+    let checked = ctx.oauth.password_checks.verify(password, hash, like);
+    let Some(verified) = checked.await else {
         // Nothing was checked, so the attempt is not a failure: its counts are given back.
         ctx.oauth.limits.undo(ip_key, now);
         ctx.oauth.limits.undo(&user_key, now);

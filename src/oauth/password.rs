@@ -25,16 +25,47 @@ pub fn hash(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A hash of a random password nobody knows, made once: verified against when the username
-/// is unknown, so an unknown name takes as long as a wrong password.
-fn dummy_hash() -> Option<&'static str> {
-    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    DUMMY
-        .get_or_init(|| {
+/// A hash of a random password nobody knows, with the parameters of `like` (the costliest
+/// configured hash; OWASP's 19 MiB and 2 passes without one), made once per set of
+/// parameters: verified against when the username is unknown, so an unknown name takes as
+/// long as a wrong password of any user, whatever parameters their hash was made with.
+fn dummy_hash(like: Option<&str>) -> Option<String> {
+    type Dummies = std::sync::Mutex<std::collections::HashMap<(u32, u32, u32), Option<String>>>;
+    static DUMMIES: std::sync::OnceLock<Dummies> = std::sync::OnceLock::new();
+    let (m, t, p) = like
+        .and_then(|phc| PasswordHash::new(phc).ok())
+        .and_then(|parsed| Params::try_from(&parsed).ok())
+        .map_or((19 * 1024, 2, 1), |p| (p.m_cost(), p.t_cost(), p.p_cost()));
+    let mut dummies = DUMMIES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    dummies
+        .entry((m, t, p))
+        .or_insert_with(|| {
             let secret: [u8; 16] = rand::rng().random();
-            hash(&super::hex(&secret)).ok()
+            let salt_bytes: [u8; 16] = rand::rng().random();
+            let salt = SaltString::encode_b64(&salt_bytes).ok()?;
+            let params = Params::new(m, t, p, None).ok()?;
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(super::hex(&secret).as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .ok()
         })
-        .as_deref()
+        .clone()
+}
+
+/// The costliest of `hashes` to check (memory times passes), the one an unknown name's
+/// dummy check copies ([`verify`]).
+pub fn costliest<'a>(hashes: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    hashes
+        .filter_map(|phc| {
+            let parsed = PasswordHash::new(phc).ok()?;
+            let p = Params::try_from(&parsed).ok()?;
+            Some((u64::from(p.m_cost()) * u64::from(p.t_cost()), phc))
+        })
+        .max_by_key(|(cost, _)| *cost)
+        .map(|(_, phc)| phc)
 }
 
 /// Most memory one check may take, in KiB (64 MiB). `hash-password` uses 19 MiB (OWASP's
@@ -76,14 +107,19 @@ pub fn check_hash(phc: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `password` matches `phc` (an argon2id PHC string). `None` checks against a dummy
-/// hash and always fails, taking the same time.
-pub fn verify(password: &str, phc: Option<&str>) -> bool {
+/// Whether `password` matches `phc` (an argon2id PHC string). `None` (an unknown name)
+/// checks against a dummy hash with the parameters of `like` and always fails, taking as
+/// long as a wrong password for the user whose hash `like` is.
+pub fn verify(password: &str, phc: Option<&str>, like: Option<&str>) -> bool {
     let known = phc.is_some();
+    let dummy;
     let phc: &str = match phc {
         Some(p) => p,
-        None => match dummy_hash() {
-            Some(d) => d,
+        None => match dummy_hash(like) {
+            Some(d) => {
+                dummy = d;
+                &dummy
+            }
             None => return false,
         },
     };
@@ -130,8 +166,13 @@ impl Gate {
 
     /// Checks `password` against `phc` (see [`verify`]) once a slot is free. `None` when no
     /// slot freed within the wait: the server is busy and nothing was checked.
-    pub async fn verify(&self, password: String, phc: Option<String>) -> Option<bool> {
-        self.run(move || verify(&password, phc.as_deref()))
+    pub async fn verify(
+        &self,
+        password: String,
+        phc: Option<String>,
+        like: Option<String>,
+    ) -> Option<bool> {
+        self.run(move || verify(&password, phc.as_deref(), like.as_deref()))
             .await
             .map(|r| r.unwrap_or(false))
     }
@@ -205,14 +246,42 @@ mod tests {
     fn a_hash_verifies_its_password_only() {
         let h = hash("correct horse").expect("hash");
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify("correct horse", Some(&h)));
-        assert!(!verify("correct horsf", Some(&h)));
+        assert!(verify("correct horse", Some(&h), None));
+        assert!(!verify("correct horsf", Some(&h), None));
     }
 
     #[test]
     fn an_unknown_user_never_verifies() {
-        assert!(dummy_hash().is_some_and(|h| PasswordHash::new(h).is_ok()));
-        assert!(!verify("", None));
-        assert!(!verify("anything", None));
+        assert!(dummy_hash(None).is_some_and(|h| PasswordHash::new(&h).is_ok()));
+        assert!(!verify("", None, None));
+        assert!(!verify("anything", None, None));
+    }
+
+    /// The dummy check of an unknown name copies the parameters of the costliest configured
+    /// hash, so a name's existence does not show in how long a wrong password takes.
+    #[test]
+    fn an_unknown_name_is_checked_as_costly_as_the_costliest_user() {
+        let make = |m: u32, t: u32| {
+            let params = Params::new(m, t, 1, None).expect("params");
+            let salt = SaltString::encode_b64(b"0123456789abcdef").expect("salt");
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password(b"pw", &salt)
+                .expect("hash")
+                .to_string()
+        };
+        let cheap = make(19 * 1024, 2);
+        let dear = make(24 * 1024, 3);
+        let configured = [cheap.as_str(), dear.as_str()];
+        let like = costliest(configured.iter().copied());
+        assert_eq!(like, Some(dear.as_str()));
+        let dummy = dummy_hash(like).expect("dummy");
+        let parsed = PasswordHash::new(&dummy).expect("parses");
+        let p = Params::try_from(&parsed).expect("params");
+        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (24 * 1024, 3, 1));
+        assert_ne!(dummy, dear, "a hash of another password");
+        assert!(
+            !verify("pw", None, like),
+            "never verifies, even with that user's password"
+        );
     }
 }
