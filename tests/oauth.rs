@@ -173,6 +173,14 @@ async fn restart(s: Server, dir: &Path, edit: impl FnOnce(String) -> String) -> 
     start_edited(dir, listener, "", edit).await
 }
 
+/// What alice's grants keep of her password now (`oauth::credential_of`).
+fn alice_credential(s: &Server) -> String {
+    let state = s.state.as_ref().expect("in-process");
+    let config = state.config();
+    let alice = config.oauth.users.iter().find(|u| u.username == "alice");
+    mssql_mcp::oauth::credential_of(&alice.expect("alice").password_hash)
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -2750,6 +2758,36 @@ async fn tokens_stop_working_when_the_public_url_changes() {
     s.stop().await;
 }
 
+/// A new password ends every token approved under the old one: the access token is refused
+/// at once and the refresh token cannot be used (a stolen password's grant does not outlive
+/// the change). Signing in with the new password works.
+#[tokio::test]
+async fn tokens_stop_working_when_their_user_gets_a_new_password() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let (client_id, t) = full_flow(&http(), &s, "/chatgpt").await;
+    let c = http();
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (alice, bob) = hashes();
+    // Alice's new password: here, the one whose hash bob has.
+    let s = restart(s, dir.path(), |text| {
+        text.replacen(alice.as_str(), bob.as_str(), 1)
+    })
+    .await;
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some(&access(&t))).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = refresh_grant(&c, &s, "/chatgpt", &refresh(&t), &client_id).await;
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "invalid_grant"
+    );
+    let (_, fresh) = full_flow_as(&c, &s, "/chatgpt", "alice", BOB_PASSWORD).await;
+    let r = mcp_initialize(&c, &s, "/chatgpt", Some(&access(&fresh))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn tokens_stop_working_when_their_user_loses_the_scope_in_the_config() {
     let dir = tempfile::tempdir().expect("dir");
@@ -3775,6 +3813,7 @@ async fn a_browser_signs_in_to_open_record_pages_and_its_cookie_opens_nothing_el
             code_challenge: String::new(),
             created_at: now,
             last_used_at: std::sync::atomic::AtomicI64::new(now),
+            credential: std::sync::OnceLock::from(alice_credential(&s)),
         };
         store
             .create_grant(

@@ -939,6 +939,11 @@ async fn record_pages_count_against_the_per_client_tool_call_limit() {
             code_challenge: String::new(),
             created_at: now,
             last_used_at: std::sync::atomic::AtomicI64::new(now),
+            credential: std::sync::OnceLock::from({
+                let config = srv.state.config();
+                let alice = config.oauth.users.iter().find(|u| u.username == "alice");
+                mssql_mcp::oauth::credential_of(&alice.expect("alice").password_hash)
+            }),
         };
         srv.state
             .oauth()

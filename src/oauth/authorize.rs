@@ -472,6 +472,7 @@ async fn submit(
         code_challenge: pending.code_challenge.clone(),
         created_at: now,
         last_used_at: AtomicI64::new(now),
+        credential: std::sync::OnceLock::from(super::credential_of(&user.password_hash)),
     };
     let expires = now + cfg.code_ttl_secs as i64 * 1000;
     if let Err(e) = super::blocking(&ctx.oauth.store, move |s| {

@@ -148,10 +148,10 @@ pub fn authenticate_at(
             "the access token was issued for another resource",
         ))));
     }
-    if !user_may_use(app, &grant.username, scope) {
+    if !user_may_use(app, grant, scope) {
         return Err(challenge(Some((
             "invalid_token",
-            "the person who approved this token may no longer use this scope",
+            "the person who approved this token may no longer use this scope, or has a new password",
         ))));
     }
     Ok(Caller {
@@ -176,14 +176,18 @@ pub fn audience_path<'a>(resource: &'a str, scope: &Scope) -> Option<&'a str> {
     resource.strip_prefix(scope.public_base.as_str())
 }
 
-/// Whether `username` is still a configured user who may use `scope` (checked on every use of
-/// a token, so taking a scope away from someone in the config ends their tokens for it).
-pub fn user_may_use(app: &AppState, username: &str, scope: &Scope) -> bool {
-    app.config()
-        .oauth
-        .users
-        .iter()
-        .any(|u| u.username == username && u.may_grant(&scope.path))
+/// Whether the user `grant` was made for is still configured, with the password it was made
+/// under, and may use `scope` (checked on every use of a token, so taking a scope away from
+/// someone in the config, or changing their password, ends their tokens).
+pub fn user_may_use(app: &AppState, grant: &super::store::Grant, scope: &Scope) -> bool {
+    app.config().oauth.users.iter().any(|u| {
+        u.username == grant.username
+            && u.may_grant(&scope.path)
+            && grant
+                .credential
+                .get()
+                .is_some_and(|c| *c == super::credential_of(&u.password_hash))
+    })
 }
 
 /// Who a session belongs to: the signed-in user and the client, or nobody (authentication off).

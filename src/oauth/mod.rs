@@ -73,6 +73,19 @@ impl OAuth {
     pub fn open(config: &Config) -> Result<OAuth, StoreError> {
         let dir = &config.server.state_dir;
         let store = Store::open(dir)?;
+        let users = &config.oauth.users;
+        let adopted = store.adopt_credentials(|name| {
+            users
+                .iter()
+                .find(|u| u.username == name)
+                .map(|u| credential_of(&u.password_hash))
+        })?;
+        if adopted > 0 {
+            tracing::info!(
+                grants = adopted,
+                "oauth: grants tied to their users' current passwords"
+            );
+        }
         let admin_token = random_token("");
         admin::write_token_file(dir, &admin_token).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
@@ -282,6 +295,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         ))
     }
+}
+
+/// What a grant keeps of its user's credential: a digest of their password hash (never the
+/// hash itself), so that a new password, or a new person given the name, ends the grants made
+/// under the old one.
+pub fn credential_of(password_hash: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(password_hash.as_bytes())[..16])
 }
 
 /// Fixed-window counters (failed sign-ins, registrations, sign-in pages) keyed by IP,

@@ -120,6 +120,10 @@ pub struct Grant {
     pub created_at: i64,
     /// Last time one of its tokens was used (kept in memory, flushed by the cleanup task).
     pub last_used_at: AtomicI64,
+    /// The credential of the user it was granted under ([`super::credential_of`] of their
+    /// password hash): a new password ends every grant made under the old one. Unset for a
+    /// grant from before this was kept, until [`Store::adopt_credentials`] sets it at start.
+    pub credential: std::sync::OnceLock<String>,
 }
 
 /// What a stored token is.
@@ -214,7 +218,7 @@ CREATE TABLE IF NOT EXISTS grants (
     grant_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, username TEXT NOT NULL,
     scope TEXT NOT NULL, resource TEXT NOT NULL, oauth_scope TEXT NOT NULL,
     redirect_uri TEXT NOT NULL, code_challenge TEXT NOT NULL,
-    created_at INTEGER NOT NULL, last_used_at INTEGER NOT NULL);
+    created_at INTEGER NOT NULL, last_used_at INTEGER NOT NULL, credential TEXT);
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY, kind TEXT NOT NULL, grant_id TEXT NOT NULL,
     expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0, resource TEXT);
@@ -254,6 +258,13 @@ impl Store {
         if !has_resource {
             tx.execute_batch("ALTER TABLE tokens ADD COLUMN resource TEXT")?;
         }
+        // A file written before grants were tied to their user's credential.
+        let has_credential = tx
+            .prepare("SELECT 1 FROM pragma_table_info('grants') WHERE name = 'credential'")?
+            .exists([])?;
+        if !has_credential {
+            tx.execute_batch("ALTER TABLE grants ADD COLUMN credential TEXT")?;
+        }
         tx.commit()?;
         let store = Store {
             conn: Mutex::new(conn),
@@ -263,6 +274,41 @@ impl Store {
         };
         store.load()?;
         Ok(store)
+    }
+
+    /// Ties each grant from before grants kept their user's credential to the credential
+    /// `credential_of(username)` gives now (`None` for a name no longer configured, whose
+    /// grants stay unset and are refused), so that a later password change ends them too.
+    pub fn adopt_credentials(
+        &self,
+        credential_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<usize, StoreError> {
+        let mut adopted = Vec::new();
+        for g in self.grants.iter() {
+            if g.credential.get().is_none()
+                && let Some(c) = credential_of(&g.username)
+            {
+                adopted.push((g.grant_id.clone(), c));
+            }
+        }
+        if adopted.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.db();
+        let tx = conn.transaction()?;
+        for (id, c) in &adopted {
+            tx.execute(
+                "UPDATE grants SET credential = ?1 WHERE grant_id = ?2 AND credential IS NULL",
+                params![c, id],
+            )?;
+        }
+        tx.commit()?;
+        for (id, c) in adopted.iter() {
+            if let Some(g) = self.grants.get(id) {
+                let _ = g.credential.set(c.clone());
+            }
+        }
+        Ok(adopted.len())
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -302,9 +348,13 @@ impl Store {
             self.clients.insert(c.store_key(), Arc::new(c));
         }
         let mut stmt = conn.prepare(
-            "SELECT grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at FROM grants",
+            "SELECT grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at, credential FROM grants",
         )?;
         let rows = stmt.query_map([], |r| {
+            let credential = std::sync::OnceLock::new();
+            if let Some(c) = r.get::<_, Option<String>>(10)? {
+                let _ = credential.set(c);
+            }
             Ok(Grant {
                 grant_id: r.get(0)?,
                 client_id: r.get(1)?,
@@ -316,6 +366,7 @@ impl Store {
                 code_challenge: r.get(7)?,
                 created_at: r.get(8)?,
                 last_used_at: AtomicI64::new(r.get(9)?),
+                credential,
             })
         })?;
         for g in rows {
@@ -508,7 +559,7 @@ impl Store {
         }
         let tx = conn.transaction()?;
         tx.execute(
-            "INSERT INTO grants (grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO grants (grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at, credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 grant.grant_id,
                 grant.client_id,
@@ -520,6 +571,7 @@ impl Store {
                 grant.code_challenge,
                 grant.created_at,
                 grant.last_used_at.load(Ordering::Relaxed),
+                grant.credential.get(),
             ],
         )?;
         insert_token(&tx, code_hash, kind, &grant.grant_id, code_expires_at, None)?;
@@ -933,6 +985,7 @@ mod tests {
             code_challenge: "c".into(),
             created_at: now_ms(),
             last_used_at: AtomicI64::new(now_ms()),
+            credential: std::sync::OnceLock::new(),
         }
     }
 
@@ -1388,6 +1441,37 @@ mod tests {
         assert!(has_column);
         drop(store);
         Store::open(dir.path()).expect("opens again once migrated");
+    }
+
+    /// Grants from before grants kept their user's credential: the column is added, and at
+    /// start each grant of a configured user is tied to that user's credential of now (once,
+    /// kept across restarts); a grant of a name no longer configured stays untied.
+    #[test]
+    fn grants_from_before_credentials_are_tied_to_their_users_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let conn = Connection::open(dir.path().join("oauth.sqlite")).expect("create");
+            conn.execute_batch(&SCHEMA.replace(", credential TEXT);", ");"))
+                .expect("old schema");
+            for (id, user) in [("g1", "alice"), ("g2", "gone")] {
+                conn.execute(
+                    "INSERT INTO grants (grant_id, client_id, username, scope, resource, oauth_scope, redirect_uri, code_challenge, created_at, last_used_at) VALUES (?1, 'c1', ?2, '/chatgpt', 'r', 'mcp', '', '', 0, 0)",
+                    params![id, user],
+                )
+                .expect("old grant");
+            }
+        }
+        let of = |name: &str| (name == "alice").then(|| "alice-now".to_string());
+        let store = Store::open(dir.path()).expect("migrated");
+        assert_eq!(store.adopt_credentials(of).expect("adopt"), 1);
+        let credential =
+            |s: &Store, id: &str| s.grants.get(id).and_then(|g| g.credential.get().cloned());
+        assert_eq!(credential(&store, "g1").as_deref(), Some("alice-now"));
+        assert_eq!(credential(&store, "g2"), None);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(credential(&store, "g1").as_deref(), Some("alice-now"));
+        assert_eq!(store.adopt_credentials(of).expect("adopt"), 0, "once");
     }
 
     /// Overlapping restarts: several processes opening the same old file at once must all

@@ -295,7 +295,7 @@ fn check_code(
         ));
     }
     let audience = check_resource(ctx, params, &grant.resource)?;
-    check_user(ctx, &grant.username)?;
+    check_user(ctx, &grant)?;
     Ok((hash, audience))
 }
 
@@ -323,7 +323,7 @@ fn check_refresh(
         return Ok((hash, None));
     }
     let audience = check_resource(ctx, params, &grant.resource)?;
-    check_user(ctx, &grant.username)?;
+    check_user(ctx, &grant)?;
     Ok((hash, audience))
 }
 
@@ -379,13 +379,14 @@ fn check_resource(
     }
 }
 
-/// The approving person must still be configured and allowed the scope.
-fn check_user(ctx: &OAuthCtx, username: &str) -> Result<(), OAuthError> {
-    if super::bearer::user_may_use(&ctx.app, username, &ctx.scope) {
+/// The approving person must still be configured, with the password they approved under,
+/// and allowed the scope.
+fn check_user(ctx: &OAuthCtx, grant: &super::store::Grant) -> Result<(), OAuthError> {
+    if super::bearer::user_may_use(&ctx.app, grant, &ctx.scope) {
         Ok(())
     } else {
         Err(OAuthError::invalid_grant(
-            "the person who approved this grant may no longer use this scope",
+            "the person who approved this grant may no longer use this scope, or has a new password",
         ))
     }
 }

@@ -63,7 +63,7 @@ pub fn viewer(
     ip: std::net::IpAddr,
 ) -> Option<Caller> {
     let grant = viewer_grant(&app.oauth()?.store, scope, headers)?;
-    super::bearer::user_may_use(app, &grant.username, scope).then(|| Caller {
+    super::bearer::user_may_use(app, &grant, scope).then(|| Caller {
         user: Some(grant.username.clone()),
         client_id: Some(VIEWER_CLIENT.to_string()),
         ip: Some(ip),
@@ -233,6 +233,7 @@ async fn submit(
         code_challenge: String::new(),
         created_at: now,
         last_used_at: AtomicI64::new(now),
+        credential: std::sync::OnceLock::from(super::credential_of(&user.password_hash)),
     };
     let expires = now + ttl_secs as i64 * 1000;
     if let Err(e) = super::blocking(&ctx.oauth.store, move |s| {
