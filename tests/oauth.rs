@@ -262,9 +262,14 @@ fn set_cookie_named(headers: &HeaderMap, name: &str) -> Option<(String, String)>
         })
 }
 
-/// The consent page's cookie (`mcp_authz=…`) set by a response.
+/// The consent page's cookie (`mcp_authz_<id>=…`, one per page) set by a response.
 fn cookie(headers: &HeaderMap) -> Option<String> {
-    set_cookie_named(headers, "mcp_authz").map(|(pair, _)| pair)
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mcp_authz_"))
+        .map(|v| v.split_once(';').map_or(v, |(pair, _)| pair).to_string())
 }
 
 /// `req` with a `Cookie` header when there is one to send.
@@ -669,6 +674,11 @@ async fn a_sign_in_form_without_its_csrf_token_or_cookie_is_refused() {
     let s = start(dir.path(), "").await;
     let c = http();
     let (_, rid, csrf, ck) = consent_page(&c, &s, "/chatgpt").await;
+    // The page's cookie name with another value: a browser that did not load the page.
+    let forged = format!(
+        "{}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ck.split_once('=').map_or("", |(name, _)| name)
+    );
     type Attempt<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
     let attempts: Vec<Attempt> = vec![
         (
@@ -701,7 +711,7 @@ async fn a_sign_in_form_without_its_csrf_token_or_cookie_is_refused() {
             ],
         ),
         (
-            Some("mcp_authz=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            Some(&forged),
             vec![
                 ("request_id", &rid),
                 ("csrf", &csrf),
@@ -4236,5 +4246,43 @@ async fn a_redirect_host_no_longer_allowed_gets_no_more_codes() {
     assert!(r.headers().get(LOCATION).is_none(), "no redirect to it");
     let body = r.text().await.expect("body");
     assert!(body.contains("no longer allowed"), "{body}");
+    s.stop().await;
+}
+
+/// Two sign-in pages open side by side (connecting twice, or ChatGPT and Claude at once): a
+/// browser arriving from another site sends no SameSite=Strict cookie, so each page sets one,
+/// and the browser keeps both (one name per page). Each page's form is then accepted with
+/// what the browser sends: every cookie it holds for the path.
+#[tokio::test]
+async fn two_sign_in_pages_opened_side_by_side_can_both_be_approved() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (_, rid1, csrf1, ck1) = consent_page(&c, &s, "/chatgpt").await;
+    let (_, rid2, csrf2, ck2) = consent_page(&c, &s, "/chatgpt").await;
+    // The browser's jar: a cookie replaces one of the same name.
+    let mut jar: Vec<(String, String)> = Vec::new();
+    for ck in [&ck1, &ck2] {
+        let (name, value) = ck.split_once('=').expect("name=value");
+        jar.retain(|(n, _)| n != name);
+        jar.push((name.to_string(), value.to_string()));
+    }
+    let sent: Vec<String> = jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let sent = sent.join("; ");
+    for (rid, csrf) in [(&rid1, &csrf1), (&rid2, &csrf2)] {
+        let form = [
+            ("request_id", rid.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+            ("action", "approve"),
+        ];
+        let r = post_form(&c, &s, "/chatgpt", Some(&sent), &form).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "page {rid}");
+        assert!(
+            redirect_params(r.headers()).contains_key("code"),
+            "page {rid}"
+        );
+    }
     s.stop().await;
 }

@@ -48,7 +48,8 @@ const PAGES_PER_NETWORK: u32 = 200;
 /// A username is locked everywhere after this many times `failed_logins_per_user` failed
 /// sign-ins from all networks together (one network locks it for itself at the limit).
 const USER_LOCK_NETWORKS: u32 = 10;
-/// The cookie binding a sign-in form to the browser that loaded it.
+/// The cookie binding a sign-in form to the browser that loaded it (one per page:
+/// [`cookie_name`]).
 const COOKIE: &str = "mcp_authz";
 
 /// An authorization request waiting for someone to sign in.
@@ -89,7 +90,6 @@ async fn show(
     State(ctx): State<OAuthCtx>,
     ClientIp(ip): ClientIp,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
 ) -> Response {
     match prepare(&ctx, ip, query.as_deref().unwrap_or("")).await {
         Ok(mut pending) => {
@@ -110,18 +110,17 @@ async fn show(
             if ctx.oauth.pending.len() >= MAX_PENDING {
                 make_room(&ctx.oauth.pending, now_ms());
             }
-            let (cookie, new_cookie) = match cookie_value(&headers) {
-                Some(c) => (c, false),
-                None => (super::random_token(""), true),
-            };
+            // A cookie of its own per page: the cookie is SameSite=Strict, so a browser
+            // arriving from chatgpt.com or claude.ai sends none, and one shared name would let
+            // each new page's cookie replace the last, failing every page opened before it.
+            let cookie = super::random_token("");
             pending.browser = super::hash_token(&cookie);
             let request_id = super::random_token("");
             let body = render_form(&ctx, &request_id, &pending, "", None);
+            let name = cookie_name(&request_id);
             ctx.oauth.pending.insert(request_id, pending);
             let mut resp = html(StatusCode::OK, body);
-            if new_cookie {
-                set_cookie(&ctx, &mut resp, &cookie);
-            }
+            set_cookie(&ctx, &mut resp, &name, &cookie);
             resp
         }
         Err(f) => failure(&ctx, f),
@@ -405,8 +404,8 @@ async fn submit(
         );
     };
     let csrf_ok = ct_eq(form.csrf.as_deref().unwrap_or(""), &pending.csrf);
-    let browser_ok =
-        cookie_value(&headers).is_some_and(|c| ct_eq(&super::hash_token(&c), &pending.browser));
+    let browser_ok = cookie_value(&headers, &request_id)
+        .is_some_and(|c| ct_eq(&super::hash_token(&c), &pending.browser));
     if !(csrf_ok && browser_ok) {
         tracing::warn!(%ip, scope = %ctx.scope.path, csrf_ok, browser_ok, "oauth: sign-in form failed the CSRF check");
         return page_error(
@@ -698,15 +697,21 @@ fn redirect(
     see_other(url.as_str())
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    super::page::cookie(headers, COOKIE)
+/// The name of the cookie binding the page of `request_id` to its browser: the request's
+/// own, so pages opened side by side (two tabs, two clients) each keep theirs.
+fn cookie_name(request_id: &str) -> String {
+    format!("{COOKIE}_{}", &super::hash_token(request_id)[..16])
 }
 
-fn set_cookie(ctx: &OAuthCtx, resp: &mut Response, value: &str) {
+fn cookie_value(headers: &HeaderMap, request_id: &str) -> Option<String> {
+    super::page::cookie(headers, &cookie_name(request_id))
+}
+
+fn set_cookie(ctx: &OAuthCtx, resp: &mut Response, name: &str, value: &str) {
     super::page::set_cookie(
         &ctx.app,
         resp,
-        COOKIE,
+        name,
         value,
         &format!("{}/authorize", ctx.scope.path),
         ctx.config().login_page_ttl_secs,

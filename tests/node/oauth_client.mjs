@@ -77,7 +77,7 @@ class FormPostingProvider {
     assert.equal(page.status, 200, `sign-in page: ${page.status}`);
     const cookie = page.headers
       .getSetCookie()
-      .find((c) => c.startsWith("mcp_authz="))
+      .find((c) => c.startsWith("mcp_authz_"))
       ?.split(";")[0];
     assert.ok(cookie, "the page sets its binding cookie");
     const html = await page.text();

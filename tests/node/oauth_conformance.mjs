@@ -38,7 +38,7 @@ const { client_id } = await reg.json();
 async function signIn(url) {
   const page = await fetch(url, { redirect: "manual" });
   if (page.status !== 200) throw new Error(`sign-in page: ${page.status} ${await page.text()}`);
-  const cookie = page.headers.getSetCookie().find((c) => c.startsWith("mcp_authz="))?.split(";")[0];
+  const cookie = page.headers.getSetCookie().find((c) => c.startsWith("mcp_authz_"))?.split(";")[0];
   const html = await page.text();
   const field = (name) => html.match(new RegExp(`name="${name}" value="([^"]*)"`))?.[1];
   const action = new URL(html.match(/<form method="post" action="([^"]*)"/)[1], url);
