@@ -4286,3 +4286,32 @@ async fn two_sign_in_pages_opened_side_by_side_can_both_be_approved() {
     }
     s.stop().await;
 }
+
+/// Failed sign-ins lock a name the same way whether anyone has it or not: a lock that only
+/// configured names reached would tell an attacker which names exist.
+#[tokio::test]
+async fn a_made_up_name_is_locked_like_a_real_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "failed_logins_per_user = 3").await;
+    let c = http();
+    let mut seen = Vec::new();
+    for name in ["alice", "nobody-here"] {
+        let (_, rid, csrf, ck) = consent_page(&c, &s, "/chatgpt").await;
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let form = [
+                ("request_id", rid.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", name),
+                ("password", "not the password"),
+                ("action", "approve"),
+            ];
+            let r = post_form(&c, &s, "/chatgpt", Some(&ck), &form).await;
+            statuses.push(r.status().as_u16());
+        }
+        seen.push(statuses);
+    }
+    assert_eq!(seen[0], [401, 401, 401, 429], "alice");
+    assert_eq!(seen[1], seen[0], "a made-up name answers as a real one");
+    s.stop().await;
+}

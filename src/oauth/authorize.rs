@@ -564,16 +564,18 @@ pub(super) async fn check_sign_in(
     // Per name from one network (an IPv4 /24, an IPv6 /48): someone guessing from their
     // network locks the name there only, not for its owner elsewhere; and per name from all
     // networks together, at USER_LOCK_NETWORKS times the limit, against guessing spread over
-    // many networks.
-    let name = typed.to_lowercase();
-    let user_key = format!("login-user:{name}@{}", network(ip));
-    let all_key = format!("login-user:{name}");
-    // An address counts by its network when the table has no room for it (a flood of
-    // addresses), and a name is counted only if it is a configured user's: a name nobody has
-    // has no account to guess, and counting each typed name would let random names fill the
-    // table (and keep typed passwords in memory).
-    let net_key = format!("login-net:{}", network(ip));
-    let known = cfg.users.iter().any(|u| u.username == username);
+    // many networks. Every name typed is counted alike, configured or not (a lock that only
+    // real names reach would tell which names exist), under a digest of the name (a typed
+    // password is not kept). Under a flood that fills a table, a new address counts by its
+    // network, a new name by all names from its network, and the all-networks count of a
+    // new name waits for room: nobody new is turned away for what others sent.
+    let name = super::hash_token(&typed.to_lowercase());
+    let name = &name[..32];
+    let net = network(ip);
+    let net_key = format!("login-net:{net}");
+    let user_key = format!("login-user:{name}@{net}");
+    let names_key = format!("login-names:{net}");
+    let all_key = format!("login-name:{name}");
     let refused = |outcome: &'static str, event: &'static str, error: &str| {
         let mut r = ctx.record(event, outcome, ip);
         r.user = Some(shown.clone());
@@ -587,11 +589,22 @@ pub(super) async fn check_sign_in(
     let all_limit = cfg
         .failed_logins_per_user
         .saturating_mul(USER_LOCK_NETWORKS);
-    let (ip_count, ip_key) = ctx.oauth.limits.hit_or(&ip_key, &net_key, window, now);
-    if ip_count > cfg.failed_logins_per_ip
-        || (known && ctx.oauth.limits.hit(&user_key, window, now) > cfg.failed_logins_per_user)
-        || (known && ctx.oauth.limits.hit(&all_key, window, now) > all_limit)
-    {
+    let limits = &ctx.oauth.limits;
+    // The keys counted, to give back what turns out not to be a failure.
+    let mut counted: Vec<&str> = Vec::with_capacity(3);
+    let (n, key) = limits.hit_or(&ip_key, &net_key, window, now);
+    counted.push(key);
+    let mut over = n > cfg.failed_logins_per_ip;
+    if !over {
+        let (n, key) = limits.hit_or(&user_key, &names_key, window, now);
+        counted.push(key);
+        over = n > cfg.failed_logins_per_user;
+    }
+    if !over && let Some(n) = limits.hit_if_room(&all_key, window, now) {
+        counted.push(&all_key);
+        over = n > all_limit;
+    }
+    if over {
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in refused: too many failed attempts");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("limited", "sign_in", "too many failed sign-ins");
@@ -614,9 +627,9 @@ pub(super) async fn check_sign_in(
     let checked = ctx.oauth.password_checks.verify(password, hash, like);
     let Some(verified) = checked.await else {
         // Nothing was checked, so the attempt is not a failure: its counts are given back.
-        ctx.oauth.limits.undo(ip_key, now);
-        ctx.oauth.limits.undo(&user_key, now);
-        ctx.oauth.limits.undo(&all_key, now);
+        for key in &counted {
+            limits.undo(key, now);
+        }
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, "oauth: sign-in turned away: too many password checks running");
         return Err(Refused {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -624,7 +637,7 @@ pub(super) async fn check_sign_in(
         });
     };
     let Some(user) = user.filter(|_| verified) else {
-        let n = ctx.oauth.limits.count(&user_key, now);
+        let n = limits.count(&user_key, now);
         tracing::warn!(%ip, username = %logged, scope = %ctx.scope.path, client_id, failures = n, "oauth: failed sign-in");
         ctx.metrics().sign_in_failure(&ctx.scope.path);
         refused("failed", "sign_in", "wrong username or password");
@@ -633,9 +646,12 @@ pub(super) async fn check_sign_in(
             message: "Wrong username or password.".into(),
         });
     };
-    ctx.oauth.limits.clear(&user_key);
-    ctx.oauth.limits.undo(&all_key, now);
-    ctx.oauth.limits.undo(ip_key, now);
+    // The right password: the name's failures from this network are forgiven, and the
+    // attempt itself was no failure.
+    limits.clear(&user_key);
+    for key in counted.iter().filter(|k| **k != user_key) {
+        limits.undo(key, now);
+    }
     if !user.may_grant(&ctx.scope.path) {
         tracing::warn!(%ip, username = %user.username, scope = %ctx.scope.path, "oauth: user may not grant this scope");
         refused("refused", "authorize", "the user may not grant this scope");

@@ -308,12 +308,13 @@ pub fn credential_of(password_hash: &str) -> String {
 /// Fixed-window counters (failed sign-ins, registrations, sign-in pages) keyed by IP,
 /// network or username, each with its own window length.
 ///
-/// A key reads `purpose:…` (`register:`, `register-net:`, `login-ip:`, `login-user:`,
-/// `authorize:`), and each kind of count has a table of its own, bounded in keys: a flood of
-/// one kind (registrations from a block of addresses) cannot fill the table another kind
-/// (sign-ins) needs.
+/// A key reads `purpose:…`, and each kind of count has a table of its own, bounded in keys: a
+/// flood of one kind (registrations from a block of addresses) cannot fill the table another
+/// kind (sign-ins) needs. Keys of networks (`register-net:`, `login-net:`, `login-names:`,
+/// `authorize:`) share a table that the fallbacks of [`Limits::hit_or`] count in: it fills
+/// only with as many networks as an attacker holds.
 pub struct Limits {
-    tables: [LimitTable; 4],
+    tables: [LimitTable; 6],
     /// Most keys one table holds.
     capacity: usize,
 }
@@ -362,10 +363,12 @@ impl Limits {
     /// The table of `key`'s kind.
     fn table(&self, key: &str) -> &LimitTable {
         let i = match key.split(':').next().unwrap_or("") {
-            "register" | "register-net" => 0,
-            "login-ip" | "login-net" | "login-user" => 1,
-            "authorize" => 2,
-            _ => 3,
+            "register-net" | "login-net" | "login-names" | "authorize" => 0,
+            "register" => 1,
+            "login-ip" => 2,
+            "login-name" => 3,
+            "login-user" => 4,
+            _ => 5,
         };
         &self.tables[i]
     }
@@ -402,6 +405,11 @@ impl Limits {
             Some(n) => (n, key),
             None => (self.hit(coarse, window_ms, now), coarse),
         }
+    }
+
+    /// [`Limits::hit`], or `None` (nothing counted) for a new key its table has no room for.
+    pub fn hit_if_room(&self, key: &str, window_ms: i64, now: i64) -> Option<u32> {
+        self.try_hit(key, window_ms, now)
     }
 
     /// [`Limits::hit`], or `None` for a new key its table has no room for.
@@ -462,13 +470,17 @@ impl Limits {
     }
 
     /// Takes back one event of `key`'s current window (an attempt counted up front that
-    /// turned out not to be a failure).
+    /// turned out not to be a failure). A key back at zero is dropped: attempts that were
+    /// turned away before any work (a busy password check) leave no key behind to fill the
+    /// table with.
     pub fn undo(&self, key: &str, now: i64) {
-        if let Some(mut w) = self.table(key).windows.get_mut(key)
-            && w.live(now)
-        {
-            w.count = w.count.saturating_sub(1);
-        }
+        let table = &self.table(key).windows;
+        table.remove_if_mut(key, |_, w| {
+            if w.live(now) {
+                w.count = w.count.saturating_sub(1);
+            }
+            w.count == 0
+        });
     }
 
     pub fn clear(&self, key: &str) {
@@ -559,8 +571,9 @@ mod tests {
 
     /// A full table makes room by dropping only windows that ended, each by its own length
     /// (an hour-long count outlives a flood of minute-long ones), and a new key it has no room
-    /// for is over every limit, or counts by its coarser key with `hit_or`. Each kind of key
-    /// has its own table: a flood of registrations leaves sign-ins alone.
+    /// for is over every limit, or counts by its network's key with `hit_or` (networks have a
+    /// table of their own). Each kind of key has its own table: a flood of registrations
+    /// leaves sign-ins alone.
     #[test]
     fn a_full_limit_table_keeps_live_windows_and_refuses_new_keys() {
         let l = Limits::with_capacity(1000);
@@ -571,15 +584,13 @@ mod tests {
         // Full of live windows: a new key is refused, known ones still count.
         assert_eq!(l.hit("register:newcomer", 60_000, 10), u32::MAX);
         assert_eq!(l.hit("register:1", 60_000, 10), 2);
+        assert_eq!(l.hit_if_room("register:newcomer", 60_000, 10), None);
         // ... or counted by its network.
         let (n, counted) = l.hit_or("register:new2", "register-net:x", 60_000, 10);
-        assert_eq!(
-            (n, counted),
-            (u32::MAX, "register-net:x"),
-            "the same table is full"
-        );
+        assert_eq!((n, counted), (1, "register-net:x"));
         // Other kinds of key have tables of their own.
         assert_eq!(l.hit("login-ip:1.2.3.4", 60_000, 10), 1);
+        assert_eq!(l.hit("login-user:n@1.2.3.0", 60_000, 10), 1);
         assert_eq!(l.hit("authorize:1.2.3.0", 60_000, 10), 1);
         // The short windows end; the long one lives on, and there is room again.
         assert_eq!(l.hit("register:newcomer", 60_000, 120_000), 1);
@@ -600,23 +611,17 @@ mod tests {
         // Full now: new addresses count by their network.
         assert_eq!(
             l.hit_or("login-ip:b", "login-net:n", 60_000, 1),
-            (u32::MAX, "login-net:n")
-        );
-        let l = Limits::with_capacity(10);
-        for i in 0..8 {
-            l.hit(&format!("login-ip:{i}"), 60_000, 0);
-        }
-        l.hit("login-net:n", 60_000, 0);
-        l.hit("login-ip:a", 60_000, 0);
-        assert_eq!(
-            l.hit_or("login-ip:b", "login-net:n", 60_000, 1),
-            (2, "login-net:n")
+            (1, "login-net:n")
         );
         assert_eq!(
             l.hit_or("login-ip:c", "login-net:n", 60_000, 1),
-            (3, "login-net:n")
+            (2, "login-net:n")
         );
-        assert_eq!(l.len(), 10);
+        assert_eq!(
+            l.hit_or("login-ip:a", "login-net:n", 60_000, 1),
+            (2, "login-ip:a")
+        );
+        assert_eq!(l.len(), 11);
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub fn hash(password: &str) -> Result<String, String> {
 /// A hash of a random password nobody knows, with the parameters of `like` (the costliest
 /// configured hash; OWASP's 19 MiB and 2 passes without one), made once per set of
 /// parameters: verified against when the username is unknown, so an unknown name takes as
-/// long as a wrong password of any user, whatever parameters their hash was made with.
+/// long as a wrong password of the costliest user (of every user, when all hashes have the
+/// same cost, as `hash-password` makes them).
 fn dummy_hash(like: Option<&str>) -> Option<String> {
     type Dummies = std::sync::Mutex<std::collections::HashMap<(u32, u32, u32), Option<String>>>;
     static DUMMIES: std::sync::OnceLock<Dummies> = std::sync::OnceLock::new();
