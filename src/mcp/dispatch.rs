@@ -105,6 +105,7 @@ pub async fn handle_cancellable(
     };
     let running = session.track(&req.id);
     tokio::select! {
+        biased;
         result = handle(scope, era, req, caller) => Some(result),
         () = running.token.cancelled() => None,
     }

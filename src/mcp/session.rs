@@ -25,10 +25,11 @@ pub struct Session {
     last_seen: AtomicU64,
     /// Its streams open now ([`Session::stream_opened`]); a session with one is in use.
     streams: AtomicUsize,
-    /// Its requests running now, by id (as JSON text), so that `notifications/cancelled` can
-    /// stop one ([`Session::track`]). The number tells one request from a later one that
-    /// reused its id.
-    running: DashMap<String, (u64, CancellationToken)>,
+    /// Its requests running now, by id, so that `notifications/cancelled` can stop one
+    /// ([`Session::track`]). The number tells one request from a later one that reused its id.
+    /// A list under a lock: a session runs a few requests at once, and an empty `Vec` costs
+    /// nothing to make (a map per session would allocate for each of thousands of sessions).
+    running: std::sync::Mutex<Vec<(serde_json::Value, u64, CancellationToken)>>,
     /// Legacy HTTP+SSE transport: where responses to POSTed messages go.
     pub outbox: Option<Outbox>,
     /// Cancelled when the session ends, closing its GET streams.
@@ -56,12 +57,10 @@ impl Session {
     pub fn track(self: &Arc<Self>, id: &serde_json::Value) -> Running {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let seq = NEXT.fetch_add(1, Ordering::Relaxed);
-        let key = id.to_string();
         let token = CancellationToken::new();
-        self.running.insert(key.clone(), (seq, token.clone()));
+        self.running_list().push((id.clone(), seq, token.clone()));
         Running {
             session: self.clone(),
-            key,
             seq,
             token,
         }
@@ -70,16 +69,25 @@ impl Session {
     /// A `notifications/cancelled` for request `id`: stops it if it is still running (2025-03-26
     /// on, "Cancellation"). An unknown or finished id is ignored, as the revisions ask.
     pub fn cancel(&self, id: &serde_json::Value) {
-        if let Some(entry) = self.running.get(&id.to_string()) {
-            entry.value().1.cancel();
+        for (running, _, token) in self.running_list().iter() {
+            if running == id {
+                token.cancel();
+            }
         }
+    }
+
+    fn running_list(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(serde_json::Value, u64, CancellationToken)>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// A request of a session while it runs ([`Session::track`]).
 pub struct Running {
     session: Arc<Session>,
-    key: String,
     seq: u64,
     /// Cancelled when the client cancels the request.
     pub token: CancellationToken,
@@ -88,8 +96,8 @@ pub struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.session
-            .running
-            .remove_if(&self.key, |_, (seq, _)| *seq == self.seq);
+            .running_list()
+            .retain(|(_, seq, _)| *seq != self.seq);
     }
 }
 
@@ -224,7 +232,7 @@ impl SessionStore {
             version: v,
             last_seen: AtomicU64::new(self.now_ms()),
             streams: AtomicUsize::new(0),
-            running: DashMap::new(),
+            running: std::sync::Mutex::new(Vec::new()),
             outbox,
             closed: CancellationToken::new(),
             owner: OnceLock::new(),
@@ -320,11 +328,11 @@ mod tests {
         // A later request reusing the id is not cancelled when the first one's guard drops.
         let second = s.track(&serde_json::json!(7));
         drop(first);
-        assert_eq!(s.running.len(), 1);
+        assert_eq!(s.running_list().len(), 1);
         s.cancel(&serde_json::json!(7));
         assert!(second.token.is_cancelled());
         drop(second);
-        assert!(s.running.is_empty());
+        assert!(s.running_list().is_empty());
     }
 
     #[test]
