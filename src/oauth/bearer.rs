@@ -180,14 +180,17 @@ pub fn audience_path<'a>(resource: &'a str, scope: &Scope) -> Option<&'a str> {
 /// under, and may use `scope` (checked on every use of a token, so taking a scope away from
 /// someone in the config, or changing their password, ends their tokens).
 pub fn user_may_use(app: &AppState, grant: &super::store::Grant, scope: &Scope) -> bool {
-    app.config().oauth.users.iter().any(|u| {
-        u.username == grant.username
-            && u.may_grant(&scope.path)
-            && grant
-                .credential
-                .get()
-                .is_some_and(|c| *c == super::credential_of(&u.password_hash))
-    })
+    let Some(oauth) = app.oauth() else {
+        return false;
+    };
+    let current = oauth.credentials.get(&grant.username);
+    current.is_some_and(|c| grant.credential.get() == Some(c))
+        && app
+            .config()
+            .oauth
+            .users
+            .iter()
+            .any(|u| u.username == grant.username && u.may_grant(&scope.path))
 }
 
 /// Who a session belongs to: the signed-in user and the client, or nobody (authentication off).

@@ -66,6 +66,8 @@ pub struct OAuth {
     pub password_checks: password::Gate,
     /// Random secret the admin CLI must present (written to `{state_dir}/admin.token`).
     pub admin_token: String,
+    /// Each configured user's [`credential_of`], made once (checked on every token use).
+    pub credentials: std::collections::HashMap<String, String>,
 }
 
 impl OAuth {
@@ -73,13 +75,13 @@ impl OAuth {
     pub fn open(config: &Config) -> Result<OAuth, StoreError> {
         let dir = &config.server.state_dir;
         let store = Store::open(dir)?;
-        let users = &config.oauth.users;
-        let adopted = store.adopt_credentials(|name| {
-            users
-                .iter()
-                .find(|u| u.username == name)
-                .map(|u| credential_of(&u.password_hash))
-        })?;
+        let credentials: std::collections::HashMap<String, String> = config
+            .oauth
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), credential_of(&u.password_hash)))
+            .collect();
+        let adopted = store.adopt_credentials(|name| credentials.get(name).cloned())?;
         if adopted > 0 {
             tracing::info!(
                 grants = adopted,
@@ -98,6 +100,7 @@ impl OAuth {
             metadata_docs: client_metadata::Fetcher::new(),
             password_checks: password::Gate::default(),
             admin_token,
+            credentials,
         })
     }
 }
