@@ -77,23 +77,36 @@ pub fn routes(app: &AppState) -> Router {
         router = router.merge(scoped);
     }
     // The Host and Origin check comes first, so a preflight from a foreign origin is a 403 too.
-    router
-        .layer(cors(app))
-        .layer(HostOriginLayer { app: app.clone() })
+    router.layer(HostOriginLayer {
+        app: app.clone(),
+        cors: cors(app),
+    })
 }
 
 /// CORS for browser-based MCP clients: the origins [`origin_allowed`] admits (the public
 /// URL's, loopback ones and `server.allowed_origins`) may call the MCP endpoints with a
 /// bearer token (no cookies) and read the session id and the `WWW-Authenticate` challenge.
+/// Without authentication, loopback origins are left out: any page a local program serves
+/// could otherwise read the database through the browser; there, only the public URL's
+/// origin and `server.allowed_origins` get answers. Only requests with an `Origin` go
+/// through it ([`HostOrigin`]): server-side clients such as ChatGPT's send none.
 fn cors(app: &AppState) -> tower_http::cors::CorsLayer {
     use axum::http::{HeaderName, Method};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let app = app.clone();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
-            origin
-                .to_str()
-                .is_ok_and(|o| origin_allowed(&app, &o.to_ascii_lowercase()))
+            let Ok(o) = origin.to_str() else {
+                return false;
+            };
+            let o = o.to_ascii_lowercase();
+            if app.no_auth() {
+                let public_url = app.public_url();
+                PublicOrigin::parse(&public_url).is_some_and(|p| p.is_origin(&o))
+                    || listed_origin(&app, &o)
+            } else {
+                origin_allowed(&app, &o)
+            }
         }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
@@ -140,12 +153,15 @@ pub fn json_body(status: StatusCode, body: crate::json::Json) -> Response {
 #[derive(Clone)]
 struct HostOriginLayer {
     app: AppState,
+    /// CORS for the requests that carry an `Origin` ([`cors`]).
+    cors: tower_http::cors::CorsLayer,
 }
 
-impl<S> tower::Layer<S> for HostOriginLayer {
+impl<S: Clone> tower::Layer<S> for HostOriginLayer {
     type Service = HostOrigin<S>;
     fn layer(&self, inner: S) -> HostOrigin<S> {
         HostOrigin {
+            cors: self.cors.layer(inner.clone()),
             inner,
             app: self.app.clone(),
         }
@@ -156,24 +172,36 @@ impl<S> tower::Layer<S> for HostOriginLayer {
 #[derive(Clone)]
 struct HostOrigin<S> {
     inner: S,
+    /// The same routes behind CORS, for requests with an `Origin` (browsers).
+    cors: tower_http::cors::Cors<S>,
     app: AppState,
 }
 
+type CorsFuture<F> = tower_http::cors::ResponseFuture<F>;
+
 impl<S> tower::Service<Request> for HostOrigin<S>
 where
-    S: tower::Service<Request, Response = Response>,
+    S: tower::Service<Request, Response = Response> + Clone,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+    type Future =
+        Either<Ready<Result<Response, S::Error>>, Either<S::Future, CorsFuture<S::Future>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+        // Both wrap clones of one router, which is always ready.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.cors.poll_ready(cx),
+            other => other,
+        }
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
         match host_and_origin_ok(&self.app, request_authority(&req), req.headers()) {
-            Ok(()) => Either::Right(self.inner.call(req)),
+            Ok(()) if req.headers().contains_key(header::ORIGIN) => {
+                Either::Right(Either::Right(self.cors.call(req)))
+            }
+            Ok(()) => Either::Right(Either::Left(self.inner.call(req))),
             Err(msg) => {
                 let err = RpcError::refused(StatusCode::FORBIDDEN, msg);
                 Either::Left(ready(Ok(rpc_error_response(None, &err))))
@@ -233,12 +261,16 @@ fn origin_allowed(app: &AppState, origin: &str) -> bool {
         || origin.split_once("://").is_some_and(|(scheme, auth)| {
             matches!(scheme, "http" | "https") && is_loopback_authority(auth)
         })
-        || app
-            .config()
-            .server
-            .allowed_origins
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin))
+        || listed_origin(app, origin)
+}
+
+/// Whether `origin` is one of `server.allowed_origins`.
+fn listed_origin(app: &AppState, origin: &str) -> bool {
+    app.config()
+        .server
+        .allowed_origins
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(origin))
 }
 
 /// The public URL's scheme, host and port, compared the way clients may write them: the host

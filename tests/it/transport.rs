@@ -1275,3 +1275,60 @@ async fn a_cancelled_request_stops_and_its_post_ends() {
     assert!(!r.text.contains("data:"), "no answer: {}", r.text);
     assert_eq!(c.result("ping", json!({})).await, json!({}));
 }
+
+/// CORS: a request without `Origin` (ChatGPT's and Claude's servers) gets no CORS headers at
+/// all; without authentication a loopback page gets no CORS answer (any local program's page
+/// could otherwise read the database through the browser), while an origin the operator
+/// listed in `server.allowed_origins` does.
+#[tokio::test]
+async fn cors_answers_only_browsers_of_origins_that_may_read() {
+    let toml = config_toml(
+        "",
+        "[[scope]]\npath = \"/t\"\ndatabase = \"demo\"\nprofile = \"full\"\n",
+    )
+    .replace(
+        "[server]\n",
+        "[server]\nallowed_origins = [\"https://app.example.com\"]\n",
+    );
+    let srv = Server::with_config(&toml).await;
+    let plain = srv.post_json("/t/mcp", &[], &initialize(V1125)).await;
+    assert_eq!(plain.status, 200, "{}", plain.text);
+    for h in [
+        "vary",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+    ] {
+        assert!(
+            plain.header(h).is_none(),
+            "{h} without Origin: {:?}",
+            plain.headers
+        );
+    }
+    let preflight = |origin: &'static str| {
+        srv.client
+            .request(reqwest::Method::OPTIONS, srv.url("/t/mcp"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,mcp-protocol-version",
+            )
+            .send()
+    };
+    let local = preflight("http://localhost:5173").await.expect("preflight");
+    assert!(
+        local.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        local.headers()
+    );
+    let listed = preflight("https://app.example.com")
+        .await
+        .expect("preflight");
+    assert_eq!(
+        listed
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+}
