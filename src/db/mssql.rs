@@ -386,6 +386,8 @@ impl Manager {
         let mut config = self.settings.config.clone();
         let mut redirected = false;
         loop {
+            // Per hop: after a redirect, the new target has not accepted anything yet.
+            accepted.store(false, Ordering::Relaxed);
             let tcp = TcpStream::connect_named(&config)
                 .await
                 .map_err(|e| reach_error(&e, &self.ctx))?;

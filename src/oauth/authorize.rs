@@ -420,7 +420,7 @@ async fn submit(
         let mut r = ctx.record("authorize", "denied", ip);
         r.client_id = Some(pending.client_id.clone());
         ctx.audit(r);
-        return redirect(
+        let resp = redirect(
             &ctx,
             &pending.redirect_uri,
             &[
@@ -429,6 +429,7 @@ async fn submit(
             ],
             pending.state.as_deref(),
         );
+        return forget_page(&ctx, resp, &request_id);
     }
     let username = form.username.unwrap_or_default();
     let password = form.password.unwrap_or_default();
@@ -507,12 +508,28 @@ async fn submit(
     r.user = Some(user.username.clone());
     r.client_id = Some(pending.client_id.clone());
     ctx.audit(r);
-    redirect(
+    let resp = redirect(
         &ctx,
         &pending.redirect_uri,
         &[("code", &code)],
         pending.state.as_deref(),
-    )
+    );
+    forget_page(&ctx, resp, &request_id)
+}
+
+/// `resp` with the page's cookie removed from the browser: the page is answered, and each
+/// page leaving its cookie behind would pile them up (one per page opened).
+fn forget_page(ctx: &OAuthCtx, mut resp: Response, request_id: &str) -> Response {
+    super::page::set_cookie(
+        &ctx.app,
+        &mut resp,
+        &cookie_name(request_id),
+        "",
+        &format!("{}/authorize", ctx.scope.path),
+        0,
+        "Strict",
+    );
+    resp
 }
 
 /// Why a sign-in was refused: the status and the message to show on the form.
