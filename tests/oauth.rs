@@ -4283,6 +4283,12 @@ async fn two_sign_in_pages_opened_side_by_side_can_both_be_approved() {
             redirect_params(r.headers()).contains_key("code"),
             "page {rid}"
         );
+        // The answered page's cookie is removed, so cookies do not pile up.
+        let ck = if rid == &rid1 { &ck1 } else { &ck2 };
+        let name = ck.split_once('=').map_or("", |(n, _)| n);
+        let (pair, attrs) = set_cookie_named(r.headers(), name).expect("the cookie removed");
+        assert_eq!(pair, format!("{name}="));
+        assert!(attrs.contains("Max-Age=0"), "{attrs}");
     }
     s.stop().await;
 }
