@@ -1457,16 +1457,21 @@ fn sample_sql(table: &TableInfo, columns: &[String], page: &Page) -> Result<Stri
     ))
 }
 
+/// `key` is the values bound (only whether each is ASCII matters: see [`key_condition`]).
 fn lookup_sql(
     table: &TableInfo,
     columns: &[String],
     key_columns: &[String],
+    key: &[String],
     limit: usize,
 ) -> Result<String, DbError> {
     let cond: Vec<String> = key_columns
         .iter()
         .enumerate()
-        .map(|(i, c)| key_condition(c, table.column(c), i + 1))
+        .map(|(i, c)| {
+            let ascii = key.get(i).is_none_or(|v| v.is_ascii());
+            key_condition(c, table.column(c), i + 1, ascii)
+        })
         .collect();
     let order = order_by(table, columns, "")
         .map(|o| format!(" ORDER BY {o}"))
@@ -1490,12 +1495,15 @@ fn lookup_sql(
 ///   page into `?` (or cuts a value longer than the column), the cast value must read back
 ///   as the parameter itself: `[c] = CAST(@P1 AS varchar(10)) AND CAST(CAST(@P1 AS
 ///   varchar(10)) AS nvarchar(max)) = @P1`. The second test touches no column, so it costs
-///   no scan. (The cast uses the database's default collation; a key column whose collation
-///   has another code page is compared in that one after conversion.)
+///   no scan. The cast converts in the database's default collation, whose code page may
+///   not be the column's: every code page SQL Server has keeps ASCII as it is, so the cast
+///   is used only for an ASCII value (`ascii`); any other value is compared as `nvarchar`
+///   (`[c] = @P1`), which is exact in the column's own collation, at the cost of a scan
+///   under SQL_* collations.
 /// - `real`: ids write a `real` as its shortest `f32` text, bound as `float` it would equal
 ///   no `real` value but an exact binary fraction, so it is cast to `real`.
 /// - `hierarchyid`: ids write it as its bytes (`0x…`, bound as `varbinary`), cast back.
-fn key_condition(column: &str, info: Option<&ColumnInfo>, n: usize) -> String {
+fn key_condition(column: &str, info: Option<&ColumnInfo>, n: usize, ascii: bool) -> String {
     let c = ident(column);
     let declared = info.map(|i| i.data_type.to_ascii_lowercase());
     let declared = declared.as_deref().unwrap_or_default();
@@ -1504,7 +1512,7 @@ fn key_condition(column: &str, info: Option<&ColumnInfo>, n: usize) -> String {
         None => (declared.trim(), ""),
     };
     match base {
-        "char" | "varchar" => {
+        "char" | "varchar" if ascii => {
             // A declared size is digits or `max` (see `declared_type`); anything else, or no
             // size, is read as `max` rather than a cast that could cut the value.
             let size = if !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit()) {
@@ -2556,7 +2564,7 @@ impl Backend for MssqlBackend {
             }
         }
         self.run(Statement {
-            sql: lookup_sql(table, columns, key_columns, limit)?,
+            sql: lookup_sql(table, columns, key_columns, key, limit)?,
             params,
             page: Page { offset: 0, ..page },
             adhoc: false,
@@ -3019,7 +3027,7 @@ mod tests {
             )),
             "{sql}"
         );
-        let sql = lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql");
+        let sql = lookup_sql(t, &cols, &strings(&["At"]), &[], 5).expect("sql");
         assert!(sql.ends_with(&format!(" ORDER BY {order}")), "{sql}");
         let (like, full_text) = searches_of(t, &cols, "Tag");
         assert!(like.ends_with(&format!("DESC, {order}")), "{like}");
@@ -3029,7 +3037,7 @@ mod tests {
         );
         for sql in [
             sample_sql(t, &cols, &Page::rows(0, 5)).expect("sql"),
-            lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql"),
+            lookup_sql(t, &cols, &strings(&["At"]), &[], 5).expect("sql"),
             like,
         ] {
             assert!(!sql.contains("Code"), "the hidden column: {sql}");
@@ -3042,7 +3050,7 @@ mod tests {
             sql.ends_with("ORDER BY (SELECT NULL) OFFSET 0 ROWS FETCH NEXT 6 ROWS ONLY"),
             "{sql}"
         );
-        let sql = lookup_sql(t, &unsortable, &strings(&["At"]), 5).expect("sql");
+        let sql = lookup_sql(t, &unsortable, &strings(&["At"]), &[], 5).expect("sql");
         assert!(!sql.contains("ORDER BY"), "{sql}");
     }
 
@@ -3086,7 +3094,7 @@ mod tests {
                 sql.ends_with("ORDER BY (SELECT NULL) OFFSET 20 ROWS FETCH NEXT 11 ROWS ONLY"),
                 "{sql}"
             );
-            let sql = lookup_sql(t, &cols, &strings(&["At"]), 5).expect("sql");
+            let sql = lookup_sql(t, &cols, &strings(&["At"]), &[], 5).expect("sql");
             assert!(!sql.contains("ORDER BY"), "{sql}");
             let (like, full_text) = searches_of(t, &cols, "Line");
             assert!(like.ends_with("ORDER BY [_score] DESC"), "{like}");
@@ -3156,7 +3164,7 @@ mod tests {
         let list = "[Id], CONVERT(nvarchar(max), [Doc]) AS [Doc], [Title] FROM";
         let sql = sample_sql(&t, &cols, &Page::rows(0, 5)).expect("sql");
         assert!(sql.starts_with(&format!("SELECT {list}")), "{sql}");
-        let sql = lookup_sql(&t, &cols, &strings(&["Id"]), 1).expect("sql");
+        let sql = lookup_sql(&t, &cols, &strings(&["Id"]), &[], 1).expect("sql");
         assert!(sql.starts_with(&format!("SELECT TOP (2) {list}")), "{sql}");
         let keywords = strings(&["a"]);
         let text = strings(&["Title"]);
@@ -3210,8 +3218,14 @@ mod tests {
             ],
             &["OrderId", "Line"],
         );
-        let sql =
-            lookup_sql(&t, &strings(&["Sku"]), &strings(&["OrderId", "Line"]), 1).expect("sql");
+        let sql = lookup_sql(
+            &t,
+            &strings(&["Sku"]),
+            &strings(&["OrderId", "Line"]),
+            &[],
+            1,
+        )
+        .expect("sql");
         assert_eq!(
             sql,
             "SELECT TOP (2) [Sku] FROM [dbo].[OrderLines] WHERE [OrderId] = @P1 AND [Line] = @P2 \
@@ -3285,6 +3299,7 @@ mod tests {
             &t,
             &strings(&["Name"]),
             &strings(&["Code", "Cc", "Long", "Weight", "Node", "Name"]),
+            &strings(&["A-1", "USD", "x", "0.1", "0x5ac0", "n"]),
             1,
         )
         .expect("sql");
@@ -3304,6 +3319,20 @@ mod tests {
              AND [Weight] = CAST(@P4 AS real) \
              AND [Node] = CAST(@P5 AS hierarchyid) \
              AND [Name] = @P6"
+        );
+        // A value outside ASCII may not survive the cast in the database's code page (the
+        // column's collation can have another): compared as nvarchar, exact in any.
+        let sql = lookup_sql(
+            &t,
+            &strings(&["Name"]),
+            &strings(&["Code", "Cc"]),
+            &strings(&["Москва", "USD"]),
+            1,
+        )
+        .expect("sql");
+        assert!(
+            sql.contains("WHERE [Code] = @P1 AND [Cc] = CAST(@P2 AS varchar(3))"),
+            "{sql}"
         );
         let node = t.column("Node");
         assert_eq!(
