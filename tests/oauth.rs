@@ -4270,14 +4270,7 @@ async fn two_sign_in_pages_opened_side_by_side_can_both_be_approved() {
     let sent: Vec<String> = jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let sent = sent.join("; ");
     for (rid, csrf) in [(&rid1, &csrf1), (&rid2, &csrf2)] {
-        let form = [
-            ("request_id", rid.as_str()),
-            ("csrf", csrf.as_str()),
-            ("username", "alice"),
-            ("password", ALICE_PASSWORD),
-            ("action", "approve"),
-        ];
-        let r = post_form(&c, &s, "/chatgpt", Some(&sent), &form).await;
+        let r = alice_approves(&c, &s, "/chatgpt", &sent, rid, csrf).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "page {rid}");
         assert!(
             redirect_params(r.headers()).contains_key("code"),
