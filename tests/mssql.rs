@@ -215,6 +215,16 @@ impl Peer {
         }
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`) to the running peer.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     fn backend_with(&self, cfg: &MssqlConfig, pool: u32, query_timeout: Duration) -> MssqlBackend {
         cfg.validate("database[0]").expect("valid config");
         let settings =
@@ -1608,14 +1618,7 @@ async fn a_server_that_stops_answering_fails_a_call_after_one_idle_check() {
         w.await.expect("task").expect("sample");
     }
     assert!(b.pool_stats().connections >= 2, "{:?}", b.pool_stats());
-    let pid = peer.child.as_ref().expect("running").id().to_string();
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill {sig} {pid}");
-    };
+    let signal = |sig: &str| peer.signal(sig);
     signal("-STOP");
     // Past the idle time after which a connection is checked before use.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -1649,14 +1652,7 @@ async fn a_catalog_load_that_runs_out_of_time_says_it_was_the_catalog() {
     b.query("SELECT 1 AS one", page(0, 1))
         .await
         .expect("warm the pool");
-    let pid = peer.child.as_ref().expect("running").id().to_string();
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill {sig} {pid}");
-    };
+    let signal = |sig: &str| peer.signal(sig);
     signal("-STOP");
     let result = b.catalog().await;
     signal("-CONT");

@@ -456,11 +456,6 @@ async fn post_batch(
     }
 }
 
-/// The revision the Streamable HTTP session `sid` of `caller` settled on, if it is live.
-fn session_revision(ctx: &ScopeCtx, caller: &dispatch::Caller, sid: &str) -> Option<&'static str> {
-    ctx.session_for(caller, sid, false).map(|s| revision(&s))
-}
-
 /// The revision a Streamable HTTP session settled on (`initialize` sets it as it creates one).
 fn revision(session: &crate::mcp::session::Session) -> &'static str {
     session
@@ -596,7 +591,7 @@ pub async fn delete(
         );
         return rpc_error_response(None, &err);
     };
-    let Some(negotiated) = session_revision(&ctx, &caller, sid) else {
+    let Some(negotiated) = ctx.session_for(&caller, sid, false).map(|s| revision(&s)) else {
         return session_not_found(None);
     };
     if let Err(e) = check_session_header(&headers, Some(negotiated)) {

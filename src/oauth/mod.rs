@@ -463,13 +463,10 @@ impl Limits {
         table.windows.len() < self.capacity
     }
 
-    /// Keys tracked now, over all tables (for tests and diagnostics).
-    pub fn len(&self) -> usize {
+    /// Keys tracked now, over all tables.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.tables.iter().map(|t| t.windows.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Takes back one event of `key`'s current window (an attempt counted up front that

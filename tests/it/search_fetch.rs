@@ -576,6 +576,14 @@ async fn a_self_join_result_describes_the_row_its_id_names() {
     assert!(text.contains("Nadia") && text.contains("Layla"), "{hit}");
 }
 
+/// A SQLite file `{name}.sqlite` in `dir` made by `schema` (tables and rows).
+fn sqlite_file(dir: &std::path::Path, name: &str, schema: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.sqlite"));
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(schema).expect("schema");
+    path
+}
+
 /// A server without authentication on the SQLite file `db`, with a `/chatgpt` scope (search and
 /// fetch) and a `/claude` one (every tool); its state in `state`.
 fn sqlite_file_config(state: &std::path::Path, db: &std::path::Path) -> String {
@@ -837,9 +845,9 @@ async fn a_question_starting_with_select_or_with_is_searched_as_words() {
 #[tokio::test]
 async fn binary_and_backslash_keys_make_ids_that_fetch_finds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("keys.sqlite");
-    let conn = rusqlite::Connection::open(&path).expect("create");
-    conn.execute_batch(
+    let path = sqlite_file(
+        dir.path(),
+        "keys",
         "CREATE TABLE devices (serial BLOB PRIMARY KEY, label TEXT);
          CREATE TABLE readings (id INTEGER PRIMARY KEY, device BLOB REFERENCES devices(serial),
                                 note TEXT);
@@ -847,9 +855,7 @@ async fn binary_and_backslash_keys_make_ids_that_fetch_finds() {
          INSERT INTO devices VALUES (x'00FF10', 'pump walrus'), (x'0A0B', 'valve walrus');
          INSERT INTO readings VALUES (1, x'0A0B', 'walrus reading');
          INSERT INTO accounts VALUES ('CORP\\alice', 'Alice walrus');",
-    )
-    .expect("schema");
-    drop(conn);
+    );
     let srv = Server::with_config(&sqlite_file_config(dir.path(), &path)).await;
     let found = srv
         .tool_ok("/chatgpt", "search", json!({"query": "walrus"}))
@@ -915,15 +921,13 @@ async fn binary_and_backslash_keys_make_ids_that_fetch_finds() {
 #[tokio::test]
 async fn empty_and_dot_only_keys_make_ids_and_urls_that_find_their_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("keys.sqlite");
-    let conn = rusqlite::Connection::open(&path).expect("create");
-    conn.execute_batch(
+    let path = sqlite_file(
+        dir.path(),
+        "keys",
         "CREATE TABLE accounts (login TEXT PRIMARY KEY, name TEXT);
          INSERT INTO accounts VALUES ('', 'Empty walrus'), ('.', 'Dot walrus'),
                                      ('..', 'Dots walrus'), ('...', 'Three walrus');",
-    )
-    .expect("schema");
-    drop(conn);
+    );
     let srv = Server::with_config(&sqlite_file_config(dir.path(), &path)).await;
     let found = srv
         .tool_ok("/chatgpt", "search", json!({"query": "walrus"}))
