@@ -147,10 +147,45 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
 }
 
 /// The whole HTTP application: the routes inside the edge's middleware stack.
-pub fn router(state: &AppState) -> Router {
+///
+/// The stack wraps the router from outside rather than through `Router::layer`, which puts a
+/// copy of it inside every route: axum clones the matched route's service for every request,
+/// and that clone then held the whole stack (boxes, the rate limiters' handles, the state),
+/// about 10,000 instructions a request to make and drop (`benches/instructions.sh`, session
+/// 19). Outside, hyper clones the stack once per request, shallowly, and the router's clone
+/// is a reference count. Every request passes the stack either way, unmatched paths included.
+pub fn router<B>(
+    state: &AppState,
+) -> impl tower::Service<
+    axum::http::Request<B>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let edge = state.edge().clone();
+    let routes = Router::new()
+        .merge(crate::ops::routes(state))
+        .merge(crate::mcp::routes(state))
+        .merge(crate::oauth::routes(state))
+        // A bound on the time to a response head (never on an SSE stream's body), around each
+        // route, so that `MarkRouteLayer` (added next, so wrapping it) puts the route template
+        // on its 503.
+        .route_layer(edge::stack::DeadlineLayer::new(edge.clone()))
+        // Hands the matched route template out to `Front`'s count (set only inside the router),
+        // on the timeout's 503 too.
+        .route_layer(crate::ops::metrics::MarkRouteLayer)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes));
     // One stack, outermost first; each request passes these top to bottom.
-    let stack = ServiceBuilder::new()
+    ServiceBuilder::new()
+        .map_request(|req: axum::http::Request<B>| req.map(axum::body::Body::new))
         // The request id, the trace span, the request count, the client IP and the allowlist
         // on the way in; the security headers and the request id on the way out (see
         // `edge::stack::Front`). Refusals below are counted and get the headers too.
@@ -160,21 +195,8 @@ pub fn router(state: &AppState) -> Router {
         .layer(edge.rate_limits.oauth_layer())
         // Innermost: SSE stream caps, and 413 for bodies over the limit before any handler
         // buffers them.
-        .layer(edge::stack::AdmitLayer::new(edge.clone()));
-    Router::new()
-        .merge(crate::ops::routes(state))
-        .merge(crate::mcp::routes(state))
-        .merge(crate::oauth::routes(state))
-        // A bound on the time to a response head (never on an SSE stream's body), around each
-        // route, so that `MarkRouteLayer` (added next, so wrapping it) puts the route template
-        // on its 503.
-        .route_layer(edge::stack::DeadlineLayer::new(edge))
-        // Hands the matched route template out to `Front`'s count (set only inside the router),
-        // on the timeout's 503 too.
-        .route_layer(crate::ops::metrics::MarkRouteLayer)
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config().server.max_body_bytes))
-        .layer(stack)
+        .layer(edge::stack::AdmitLayer::new(edge))
+        .service(routes)
 }
 
 /// The plain-HTTP listener (`tls.http_redirect_listen`): the redirect to the public URL and,
@@ -381,7 +403,7 @@ pub async fn run(
         &limits,
         config.tls.mode != edge::config::TlsMode::Off,
     )?;
-    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let make = axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(app);
     // Every listener is bound and the state built: tell systemd (a no-op without
     // NOTIFY_SOCKET, i.e. outside a Type=notify unit).
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {

@@ -282,14 +282,16 @@ fn modern_meta() -> &'static Value {
 fn tool_result_tail(era: Era) -> &'static Json {
     static MODERN: OnceLock<Json> = OnceLock::new();
     static LEGACY: OnceLock<Json> = OnceLock::new();
-    let (cell, members) = match era {
-        Era::Modern => (
-            &MODERN,
-            json!({"resultType": "complete", "_meta": modern_meta()}),
-        ),
-        Era::Legacy(_) => (&LEGACY, json!({})),
+    let cell = match era {
+        Era::Modern => &MODERN,
+        Era::Legacy(_) => &LEGACY,
     };
+    // The members are built inside: only the first call of each era pays for them.
     cell.get_or_init(|| {
+        let members = match era {
+            Era::Modern => json!({"resultType": "complete", "_meta": modern_meta()}),
+            Era::Legacy(_) => json!({}),
+        };
         // Our own constant object: encoding cannot fail, and an empty tail is still valid.
         Json::encode(&members)
             .map(|j| Json::object_members(&j))

@@ -176,19 +176,20 @@ struct Paged<'a> {
     notes: Vec<String>,
 }
 
-/// Builds the paged result, storing a cursor when more rows follow.
+/// Builds the paged result, storing a cursor when more rows follow. `target` is made only
+/// then: a cursor of `execute_sql` holds a SHA-256 of the text, which most calls never need.
 fn paged(
     scope: &Scope,
     rs: &RowSet,
     page: &Page,
-    target: CursorTarget,
+    target: impl FnOnce() -> CursorTarget,
     table: Option<String>,
     masked_columns: &[String],
     owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
     let next_cursor = rs.more.then(|| {
         scope.cache.put_cursor(Cursor {
-            target,
+            target: target(),
             offset: page.offset + rs.rows.len(),
             page_size: page.limit,
             owner: owner.map(str::to_string),
@@ -287,12 +288,12 @@ fn string_array<'a>(d: &mut Dual, items: impl Iterator<Item = &'a str>) {
     d.syntax(b"]");
 }
 
-/// Resolves the page to run: from a cursor (which must belong to `target`) or from scratch.
-/// A cursor comes back taken: the caller spends it once the page is answered, and it returns
-/// to the cache if the page fails.
+/// Resolves the page to run: from a cursor (which must belong to `target`, made only when a
+/// cursor is given) or from scratch. A cursor comes back taken: the caller spends it once the
+/// page is answered, and it returns to the cache if the page fails.
 fn page_for<'s>(
     scope: &'s Scope,
-    target: &CursorTarget,
+    target: impl FnOnce() -> CursorTarget,
     size: Option<usize>,
     default: usize,
     cursor: Option<&str>,
@@ -301,7 +302,7 @@ fn page_for<'s>(
     let cap = scope.config.max_rows;
     match cursor {
         Some(id) => {
-            let taken = match scope.cache.take_cursor(id, target, owner) {
+            let taken = match scope.cache.take_cursor(id, &target(), owner) {
                 Some(Ok(c)) => c,
                 Some(Err(())) => {
                     return Err(ToolError::InvalidArguments(
@@ -354,8 +355,8 @@ pub async fn get_table_sample(
 ) -> Result<ToolOutput, ToolError> {
     let catalog = scope.catalog().await?;
     let table = resolve_table(scope, &catalog, name)?;
-    let target = CursorTarget::Table(table.qualified());
-    let (page, taken) = page_for(scope, &target, limit, DEFAULT_SAMPLE, cursor, owner)?;
+    let target = || CursorTarget::Table(table.qualified());
+    let (page, taken) = page_for(scope, target, limit, DEFAULT_SAMPLE, cursor, owner)?;
     let columns = visible_columns(scope, table);
     let out = match scope.db.sample(table, &columns, page.clone()).await {
         Ok(rs) => {
@@ -541,9 +542,9 @@ pub async fn execute_sql(
     if sql.trim().is_empty() {
         return Err(ToolError::InvalidArguments("`sql` is empty".into()));
     }
-    let target = CursorTarget::sql(sql);
+    let target = || CursorTarget::sql(sql);
     let max = scope.config.max_rows;
-    let (page, taken) = page_for(scope, &target, page_size, max, cursor, owner)?;
+    let (page, taken) = page_for(scope, target, page_size, max, cursor, owner)?;
     let out = match run_sql(scope, sql, page.clone()).await {
         Ok((rs, _checked, masked)) => paged(scope, &rs, &page, target, None, &masked, owner),
         Err(e) => Err(e),
