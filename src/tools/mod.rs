@@ -314,19 +314,11 @@ pub async fn call(
 }
 
 fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolError> {
-    // Every tool is in the full profile; its definitions are built once.
-    let Some(def) = definitions(ToolProfile::Full, Shapes::Current)
-        .as_array()
-        .and_then(|defs| defs.iter().find(|d| d["name"] == name))
-    else {
-        return Ok(());
-    };
-    let Some(props) = def["inputSchema"]["properties"].as_object() else {
+    let Some((_, known)) = known_args().iter().find(|(tool, _)| tool == name) else {
         return Ok(());
     };
     for key in args.keys() {
-        if !props.contains_key(key) {
-            let known: Vec<&str> = props.keys().map(String::as_str).collect();
+        if !known.iter().any(|k| k == key) {
             return Err(ToolError::InvalidArguments(format!(
                 "unknown argument `{key}` for {name}; it takes: {}",
                 if known.is_empty() {
@@ -338,6 +330,26 @@ fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolErr
         }
     }
     Ok(())
+}
+
+/// Each tool's argument names, in its schema's order, read once from the definitions (every
+/// tool is in the full profile). A list compared in place, where looking each tool and
+/// argument up in the definitions' JSON maps cost every call about 2,000 instructions of
+/// hashing.
+fn known_args() -> &'static [(String, Vec<String>)] {
+    static KNOWN: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        definitions(ToolProfile::Full, Shapes::Current)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let name = d["name"].as_str()?.to_string();
+                let props = d["inputSchema"]["properties"].as_object()?;
+                Some((name, props.keys().cloned().collect()))
+            })
+            .collect()
+    })
 }
 
 fn str_arg<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, ToolError> {
