@@ -41,6 +41,23 @@ pub const VERSION_HEADER: &str = "mcp-protocol-version";
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 
+/// A request's headers and its body (within the body limit, as axum's `Bytes` reads it). The
+/// headers are taken, where axum's `HeaderMap` extractor clones them and drops the original
+/// (about 1,700 instructions a request).
+pub struct HeadersAndBody(HeaderMap, Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for HeadersAndBody {
+    type Rejection = axum::extract::rejection::BytesRejection;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let headers = std::mem::take(&mut parts.headers);
+        let req = axum::extract::Request::from_parts(parts, body);
+        let body = <Bytes as axum::extract::FromRequest<S>>::from_request(req, state).await?;
+        Ok(HeadersAndBody(headers, body))
+    }
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -298,8 +315,7 @@ pub async fn post(
     State(ctx): State<ScopeCtx>,
     ClientIp(ip): ClientIp,
     edge_client: Option<Extension<EdgeClient>>,
-    headers: HeaderMap,
-    body: Bytes,
+    HeadersAndBody(headers, body): HeadersAndBody,
 ) -> Response {
     let caller = match authenticate_at(&ctx.app, &ctx.scope, Endpoint::Mcp, &headers, ip) {
         Ok(c) => c,
