@@ -10,10 +10,17 @@
 # every arm calls once per query. The peer (pysqlbridge) runs outside valgrind and is not
 # counted.
 #
+# With --demo w1|w2|w3 it counts the demo server (`mssql-mcp demo`, SQLite) instead, under
+# examples/loadgen's workload of that name at --conc requests in flight (1 by default), per
+# JSON-RPC message the server parsed (`mcp::protocol::parse`, once per request). loadgen runs
+# outside valgrind.
+#
 # Usage: benches/instructions.sh [--bin PATH] [--workload w1x1] [--arms "plain batch hop server"]
 #                                [--settle S] [--window S] [--keep DIR]
+#        benches/instructions.sh --demo w1|w2|w3 [--conc N] [--server PATH] [--settle S] [--window S]
 # Needs valgrind (callgrind, callgrind_control), python3, and the pysqlbridge venv tds_bench uses
 # (PYSQLBRIDGE_PYTHON, or .ci/venv). Build first: cargo build --release --example tds_bench
+# (for --demo: cargo build --release --bin mssql-mcp --example loadgen).
 set -euo pipefail
 
 bin=target/release/examples/tds_bench
@@ -22,6 +29,9 @@ arms="plain batch hop server"
 settle=8
 window=8
 keep=""
+demo=""
+demo_conc=1
+server=target/release/mssql-mcp
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) bin="$2"; shift 2 ;;
@@ -30,14 +40,20 @@ while [ $# -gt 0 ]; do
         --settle) settle="$2"; shift 2 ;;
         --window) window="$2"; shift 2 ;;
         --keep) keep="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --demo) demo="$2"; shift 2 ;;
+        --conc) demo_conc="$2"; shift 2 ;;
+        --server) server="$2"; shift 2 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 for tool in valgrind callgrind_control python3; do
     command -v "$tool" >/dev/null || { echo "$tool not found (apt-get install -y valgrind python3)" >&2; exit 2; }
 done
-[ -x "$bin" ] || { echo "$bin not found: cargo build --release --example tds_bench" >&2; exit 2; }
+if [ -z "$demo" ] && [ ! -x "$bin" ]; then
+    echo "$bin not found: cargo build --release --example tds_bench" >&2
+    exit 2
+fi
 if [ -z "${PYSQLBRIDGE_PYTHON:-}" ] && [ -x .ci/venv/bin/python ]; then
     export PYSQLBRIDGE_PYTHON="$PWD/.ci/venv/bin/python"
 fi
@@ -45,6 +61,65 @@ conc="${workload#*x}"
 work=$(mktemp -d)
 [ -n "$keep" ] && mkdir -p "$keep"
 trap 'rm -rf "$work"' EXIT
+
+# Prints "| label | calls | instructions per call |" for a callgrind dump: its total over the
+# calls of the function whose name matches the marker.
+count() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import re, sys
+path, label, marker = sys.argv[1], sys.argv[2], re.compile(sys.argv[3])
+names, total, calls, cfn = {}, None, 0, None
+for line in open(path, errors="replace"):
+    if line.startswith(("summary:", "totals:")):
+        total = int(line.split()[1])
+    m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    if m:
+        if m.group(3):
+            names[m.group(2)] = m.group(3)
+        if m.group(1) == "cfn":
+            cfn = names.get(m.group(2), "")
+    elif line.startswith("calls=") and cfn is not None and marker.search(cfn):
+        calls += int(line.split("=")[1].split()[0])
+if not total or calls < 20:
+    sys.exit(f"{label}: too few requests counted ({calls}); raise --window")
+print(f"| {label} | {calls} | {total / calls:,.0f} |")
+PY
+}
+
+if [ -n "$demo" ]; then
+    loadgen=target/release/examples/loadgen
+    for f in "$server" "$loadgen"; do
+        [ -x "$f" ] || { echo "$f not found: cargo build --release --bin mssql-mcp --example loadgen" >&2; exit 2; }
+    done
+    command -v curl >/dev/null || { echo "curl not found" >&2; exit 2; }
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$work/demo" "$work/data"
+    valgrind --tool=callgrind --callgrind-out-file="$work/demo/cg" \
+        "$server" demo --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/demo/log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 240); do
+        curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "the demo server did not start; log:" >&2; tail -20 "$work/demo/log" >&2; kill "$pid"; exit 1; }
+    "$loadgen" "http://127.0.0.1:$port/claude/mcp" --workload "$demo" -c "$demo_conc" -t 1 \
+        -d $((settle + window + 2)) >"$work/demo/loadgen" 2>&1 &
+    lg=$!
+    sleep "$settle"
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    sleep "$window"
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    wait "$lg" || { echo "loadgen failed; output:" >&2; tail -20 "$work/demo/loadgen" >&2; }
+    kill -TERM "$pid"
+    wait "$pid" || true
+    dump=$(ls "$work"/demo/cg.*1 2>/dev/null | head -1 || true)
+    [ -n "$dump" ] || { echo "no callgrind dump; log:" >&2; tail -20 "$work/demo/log" >&2; exit 1; }
+    [ -n "$keep" ] && cp "$dump" "$keep/demo-$demo-c$demo_conc.callgrind"
+    echo "| demo workload | requests counted | instructions per request |"
+    echo "|---|---:|---:|"
+    count "$dump" "$demo x$demo_conc" "mssql_mcp::mcp::protocol::parse$"
+    exit 0
+fi
 
 echo "| arm | queries counted | instructions per query |"
 echo "|---|---:|---:|"
@@ -65,30 +140,5 @@ for arm in $arms; do
     dump=$(ls "$out"/cg.*1 2>/dev/null | head -1 || true)
     [ -n "$dump" ] || { echo "no callgrind dump for $arm; log:" >&2; tail -20 "$out/log" >&2; exit 1; }
     [ -n "$keep" ] && cp "$dump" "$keep/$workload-$arm.callgrind"
-    python3 - "$dump" "$arm" <<'EOF'
-import re, sys
-path, arm = sys.argv[1], sys.argv[2]
-names, total, calls, cfn = {}, None, 0, None
-marker = re.compile(r"BatchRequest as .*Encode<.*>>::encode$")
-for line in open(path, errors="replace"):
-    if line.startswith(("summary:", "totals:")):
-        total = int(line.split()[1])
-    elif line.startswith("cfn="):
-        m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line.strip())
-        if m:
-            if m.group(2):
-                names[m.group(1)] = m.group(2)
-            cfn = names.get(m.group(1), "")
-        else:
-            cfn = line.strip()[4:]
-    elif line.startswith("fn="):
-        m = re.match(r"fn=\((\d+)\)(?: (.*))?", line.strip())
-        if m and m.group(2):
-            names[m.group(1)] = m.group(2)
-    elif line.startswith("calls=") and cfn is not None and marker.search(cfn):
-        calls += int(line.split("=")[1].split()[0])
-if not total or calls < 20:
-    sys.exit(f"{arm}: too few queries counted ({calls}); raise --window")
-print(f"| {arm} | {calls} | {total / calls:,.0f} |")
-EOF
+    count "$dump" "$arm" "BatchRequest as .*Encode<.*>>::encode$"
 done
