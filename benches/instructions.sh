@@ -86,6 +86,23 @@ print(f"| {label} | {calls} | {total / calls:,.0f} |")
 PY
 }
 
+# Counts a window of steady load in the callgrind process $1: zeroed after the settle time,
+# dumped after the window.
+window_of() {
+    sleep "$settle"
+    callgrind_control -z "$1" >/dev/null 2>&1
+    sleep "$window"
+    callgrind_control -d "$1" >/dev/null 2>&1
+}
+
+# The dump `window_of` asked for (callgrind names it <out-file>.1), or a failure naming $2.
+dump_of() {
+    local dump
+    dump=$(ls "$1".*1 2>/dev/null | head -1 || true)
+    [ -n "$dump" ] || { echo "no callgrind dump for $2; log:" >&2; tail -20 "$3" >&2; exit 1; }
+    echo "$dump"
+}
+
 if [ -n "$demo" ]; then
     loadgen=target/release/examples/loadgen
     for f in "$server" "$loadgen"; do
@@ -105,15 +122,11 @@ if [ -n "$demo" ]; then
     "$loadgen" "http://127.0.0.1:$port/claude/mcp" --workload "$demo" -c "$demo_conc" -t 1 \
         -d $((settle + window + 2)) >"$work/demo/loadgen" 2>&1 &
     lg=$!
-    sleep "$settle"
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    sleep "$window"
-    callgrind_control -d "$pid" >/dev/null 2>&1
+    window_of "$pid"
     wait "$lg" || { echo "loadgen failed; output:" >&2; tail -20 "$work/demo/loadgen" >&2; }
     kill -TERM "$pid"
     wait "$pid" || true
-    dump=$(ls "$work"/demo/cg.*1 2>/dev/null | head -1 || true)
-    [ -n "$dump" ] || { echo "no callgrind dump; log:" >&2; tail -20 "$work/demo/log" >&2; exit 1; }
+    dump=$(dump_of "$work/demo/cg" demo "$work/demo/log")
     [ -n "$keep" ] && cp "$dump" "$keep/demo-$demo-c$demo_conc.callgrind"
     echo "| demo workload | requests counted | instructions per request |"
     echo "|---|---:|---:|"
@@ -132,13 +145,9 @@ for arm in $arms; do
         "$bin" --secs $((settle + window + 2)) --warmup 0 --rounds 1 --conc "$conc" \
         --only "$workload:$arm" --workers 1 >"$out/log" 2>&1 &
     pid=$!
-    sleep "$settle"
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    sleep "$window"
-    callgrind_control -d "$pid" >/dev/null 2>&1
+    window_of "$pid"
     wait "$pid" || { echo "tds_bench failed for $arm; log:" >&2; tail -20 "$out/log" >&2; exit 1; }
-    dump=$(ls "$out"/cg.*1 2>/dev/null | head -1 || true)
-    [ -n "$dump" ] || { echo "no callgrind dump for $arm; log:" >&2; tail -20 "$out/log" >&2; exit 1; }
+    dump=$(dump_of "$out/cg" "$arm" "$out/log")
     [ -n "$keep" ] && cp "$dump" "$keep/$workload-$arm.callgrind"
     count "$dump" "$arm" "BatchRequest as .*Encode<.*>>::encode$"
 done

@@ -329,6 +329,18 @@ async fn post_form(
 }
 
 /// Posts alice's approval of the sign-in page `rid` (with its CSRF token and cookie).
+/// The sign-in page refused to go on: a 400 page that redirects nowhere (the redirect URI is
+/// not trusted, so nothing is sent to it) and says `why`.
+async fn refused_without_redirect(r: reqwest::Response, why: &str, context: &str) {
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{context}");
+    assert!(
+        r.headers().get(LOCATION).is_none(),
+        "no redirect: {context}"
+    );
+    let body = r.text().await.expect("body");
+    assert!(body.contains(why), "{context}: {body}");
+}
+
 async fn alice_approves(
     c: &reqwest::Client,
     s: &Server,
@@ -578,10 +590,7 @@ async fn authorize_shows_bad_clients_and_redirect_uris_on_the_page_and_never_red
             .send()
             .await
             .expect("get");
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}={value}");
-        assert!(r.headers().get(LOCATION).is_none());
-        let body = r.text().await.expect("body");
-        assert!(body.contains("Sign-in cannot continue"), "{body}");
+        refused_without_redirect(r, "Sign-in cannot continue", &format!("{name}={value}")).await;
     }
     // A client registered at /claude is unknown at /chatgpt.
     let claude_client = register_public(&c, &s, "/claude").await;
@@ -2201,10 +2210,7 @@ async fn the_client_cap_displaces_an_old_client_even_while_its_sign_in_page_is_o
     register_public(&c, &s, "/claude").await;
     assert!(store_of(&s).client("/chatgpt", old).is_none());
     let r = alice_approves(&c, &s, "/chatgpt", &ck, &rid, &csrf).await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.headers().get(LOCATION).is_none());
-    let body = r.text().await.expect("body");
-    assert!(body.contains("connect again"), "{body}");
+    refused_without_redirect(r, "connect again", "forgotten client").await;
     s.stop().await;
 }
 
@@ -2296,10 +2302,7 @@ async fn an_approval_for_a_client_removed_meanwhile_mints_no_code() {
     .expect("revoke");
     admin_server.stop().await;
     let r = alice_approves(&c, &s, "/chatgpt", &ck, &rid, &csrf).await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.headers().get(LOCATION).is_none());
-    let body = r.text().await.expect("body");
-    assert!(body.contains("connect again"), "{body}");
+    refused_without_redirect(r, "connect again", "revoked client").await;
     assert!(store_of(&s).grants().is_empty(), "nothing was saved");
     s.stop().await;
 }
@@ -4242,10 +4245,7 @@ async fn a_redirect_host_no_longer_allowed_gets_no_more_codes() {
         .send()
         .await
         .expect("get");
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.headers().get(LOCATION).is_none(), "no redirect to it");
-    let body = r.text().await.expect("body");
-    assert!(body.contains("no longer allowed"), "{body}");
+    refused_without_redirect(r, "no longer allowed", "a redirect host no longer allowed").await;
     s.stop().await;
 }
 

@@ -29,7 +29,7 @@ pub struct Session {
     /// ([`Session::track`]). The number tells one request from a later one that reused its id.
     /// A list under a lock: a session runs a few requests at once, and an empty `Vec` costs
     /// nothing to make (a map per session would allocate for each of thousands of sessions).
-    running: std::sync::Mutex<Vec<(serde_json::Value, u64, CancellationToken)>>,
+    running: std::sync::Mutex<Vec<RunningEntry>>,
     /// Legacy HTTP+SSE transport: where responses to POSTed messages go.
     pub outbox: Option<Outbox>,
     /// Cancelled when the session ends, closing its GET streams.
@@ -49,9 +49,7 @@ impl Session {
         self.streams.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.clone())
     }
-}
 
-impl Session {
     /// Registers request `id` as running until the returned guard drops; its token is
     /// cancelled if the client sends `notifications/cancelled` for it meanwhile.
     pub fn track(self: &Arc<Self>, id: &serde_json::Value) -> Running {
@@ -76,14 +74,16 @@ impl Session {
         }
     }
 
-    fn running_list(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<(serde_json::Value, u64, CancellationToken)>> {
+    fn running_list(&self) -> std::sync::MutexGuard<'_, Vec<RunningEntry>> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// A running request of a session: its id, the number that tells it from a later request
+/// reusing the id, and the token `notifications/cancelled` cancels.
+type RunningEntry = (serde_json::Value, u64, CancellationToken);
 
 /// A request of a session while it runs ([`Session::track`]).
 pub struct Running {

@@ -486,16 +486,14 @@ fn revision(session: &crate::mcp::session::Session) -> &'static str {
 /// streams at all; one that takes only JSON gets an error it will not look for, as a POST
 /// must be answered.
 fn cancelled(headers: &HeaderMap, id: &Value) -> Response {
-    match get_accepts_stream(headers) {
-        true => events(StatusCode::OK, Vec::new()),
-        false => {
-            let err = RpcError::new(
-                protocol::REQUEST_CANCELLED,
-                "Request cancelled: the client sent notifications/cancelled for it",
-            );
-            json_body(StatusCode::OK, protocol::error_response(Some(id), &err))
-        }
+    if get_accepts_stream(headers) {
+        return events(StatusCode::OK, Vec::new());
     }
+    let err = RpcError::new(
+        protocol::REQUEST_CANCELLED,
+        "Request cancelled: the client sent notifications/cancelled for it",
+    );
+    json_body(StatusCode::OK, protocol::error_response(Some(id), &err))
 }
 
 /// The 404 for an unknown or ended session, answering request `id` when there is one.
