@@ -101,9 +101,7 @@ fn cors(app: &AppState) -> tower_http::cors::CorsLayer {
             };
             let o = o.to_ascii_lowercase();
             if app.no_auth() {
-                let public_url = app.public_url();
-                PublicOrigin::parse(&public_url).is_some_and(|p| p.is_origin(&o))
-                    || listed_origin(&app, &o)
+                public_or_listed_origin(&app, &o)
             } else {
                 origin_allowed(&app, &o)
             }
@@ -261,21 +259,22 @@ fn host_and_origin_ok(
 /// Whether a browser page of `origin` (lower case) may call the MCP endpoints: the public
 /// URL's origin, an http(s) loopback origin, or one of `server.allowed_origins`.
 fn origin_allowed(app: &AppState, origin: &str) -> bool {
-    let public_url = app.public_url();
-    PublicOrigin::parse(&public_url).is_some_and(|p| p.is_origin(origin))
+    public_or_listed_origin(app, origin)
         || origin.split_once("://").is_some_and(|(scheme, auth)| {
             matches!(scheme, "http" | "https") && is_loopback_authority(auth)
         })
-        || listed_origin(app, origin)
 }
 
-/// Whether `origin` is one of `server.allowed_origins`.
-fn listed_origin(app: &AppState, origin: &str) -> bool {
-    app.config()
-        .server
-        .allowed_origins
-        .iter()
-        .any(|o| o.eq_ignore_ascii_case(origin))
+/// Whether `origin` is the public URL's origin or one of `server.allowed_origins`.
+fn public_or_listed_origin(app: &AppState, origin: &str) -> bool {
+    let public_url = app.public_url();
+    PublicOrigin::parse(&public_url).is_some_and(|p| p.is_origin(origin))
+        || app
+            .config()
+            .server
+            .allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
 }
 
 /// The public URL's scheme, host and port, compared the way clients may write them: the host

@@ -120,7 +120,13 @@ async fn show(
             let name = cookie_name(&request_id);
             ctx.oauth.pending.insert(request_id, pending);
             let mut resp = html(StatusCode::OK, body);
-            set_cookie(&ctx, &mut resp, &name, &cookie);
+            set_cookie(
+                &ctx,
+                &mut resp,
+                &name,
+                &cookie,
+                ctx.config().login_page_ttl_secs,
+            );
             resp
         }
         Err(f) => failure(&ctx, f),
@@ -520,15 +526,7 @@ async fn submit(
 /// `resp` with the page's cookie removed from the browser: the page is answered, and each
 /// page leaving its cookie behind would pile them up (one per page opened).
 fn forget_page(ctx: &OAuthCtx, mut resp: Response, request_id: &str) -> Response {
-    super::page::set_cookie(
-        &ctx.app,
-        &mut resp,
-        &cookie_name(request_id),
-        "",
-        &format!("{}/authorize", ctx.scope.path),
-        0,
-        "Strict",
-    );
+    set_cookie(ctx, &mut resp, &cookie_name(request_id), "", 0);
     resp
 }
 
@@ -740,14 +738,15 @@ fn cookie_value(headers: &HeaderMap, request_id: &str) -> Option<String> {
     super::page::cookie(headers, &cookie_name(request_id))
 }
 
-fn set_cookie(ctx: &OAuthCtx, resp: &mut Response, name: &str, value: &str) {
+/// A sign-in page's cookie, on the scope's `/authorize` path, for `max_age_secs` (0 removes it).
+fn set_cookie(ctx: &OAuthCtx, resp: &mut Response, name: &str, value: &str, max_age_secs: u64) {
     super::page::set_cookie(
         &ctx.app,
         resp,
         name,
         value,
         &format!("{}/authorize", ctx.scope.path),
-        ctx.config().login_page_ttl_secs,
+        max_age_secs,
         "Strict",
     );
 }

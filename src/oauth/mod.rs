@@ -390,7 +390,7 @@ impl Limits {
     /// rather than stop counting and let guesses through. [`Limits::hit_or`] falls back to a
     /// coarser key instead.
     pub fn hit(&self, key: &str, window_ms: i64, now: i64) -> u32 {
-        self.try_hit(key, window_ms, now).unwrap_or(u32::MAX)
+        self.hit_if_room(key, window_ms, now).unwrap_or(u32::MAX)
     }
 
     /// Counts one event for `key`, or, when its table has no room for it, for `coarse` (an
@@ -404,7 +404,7 @@ impl Limits {
         window_ms: i64,
         now: i64,
     ) -> (u32, &'k str) {
-        match self.try_hit(key, window_ms, now) {
+        match self.hit_if_room(key, window_ms, now) {
             Some(n) => (n, key),
             None => (self.hit(coarse, window_ms, now), coarse),
         }
@@ -412,11 +412,6 @@ impl Limits {
 
     /// [`Limits::hit`], or `None` (nothing counted) for a new key its table has no room for.
     pub fn hit_if_room(&self, key: &str, window_ms: i64, now: i64) -> Option<u32> {
-        self.try_hit(key, window_ms, now)
-    }
-
-    /// [`Limits::hit`], or `None` for a new key its table has no room for.
-    fn try_hit(&self, key: &str, window_ms: i64, now: i64) -> Option<u32> {
         let table = self.table(key);
         if let Some(mut w) = table.windows.get_mut(key) {
             if !w.live(now) {
