@@ -1917,7 +1917,9 @@ async fn a_confidential_client_gets_its_secret_once_and_must_use_it() {
         ("code_verifier", verifier.as_str()),
         ("redirect_uri", REDIRECT),
     ];
-    // Without the secret, and with a wrong one: 401 invalid_client.
+    // Without the secret, and with a wrong one: 401 invalid_client, with the challenge every
+    // 401 carries (RFC 9110 §15.5.2) naming the scheme the client should use, even when it
+    // sent its id in the body.
     let r = c
         .post(format!("{}/claude/token", s.base))
         .form(&[form[0], form[1], form[2], ("client_id", &id)])
@@ -1925,6 +1927,10 @@ async fn a_confidential_client_gets_its_secret_once_and_must_use_it() {
         .await
         .expect("token");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers().get(WWW_AUTHENTICATE).map(|v| v.as_bytes()),
+        Some(&b"Basic realm=\"mssql-mcp\""[..])
+    );
     let r = c
         .post(format!("{}/claude/token", s.base))
         .basic_auth(&id, Some("wrong"))

@@ -17,8 +17,6 @@ pub struct OAuthError {
     pub error: &'static str,
     /// Human-readable text for the client's developer.
     pub description: String,
-    /// Send `WWW-Authenticate: Basic` (the client tried HTTP Basic authentication).
-    pub basic_challenge: bool,
 }
 
 impl OAuthError {
@@ -27,13 +25,15 @@ impl OAuthError {
             status,
             error,
             description: description.into(),
-            basic_challenge: false,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
     }
-    /// 401: unknown client or wrong secret. Claude registers again when it sees this.
+    /// 401: unknown client or wrong secret. Claude registers again when it sees this. Sent
+    /// with `WWW-Authenticate: Basic` whatever way the client authenticated: RFC 6749 §5.2
+    /// requires it when the client used HTTP Basic, and RFC 9110 §15.5.2 on every 401 (it
+    /// names the scheme this endpoint takes in a header, `client_secret_basic`).
     pub fn invalid_client(d: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
     }
@@ -78,10 +78,6 @@ impl OAuthError {
             "internal error; see the server log",
         )
     }
-    pub fn with_basic_challenge(mut self, yes: bool) -> Self {
-        self.basic_challenge = yes && self.status == StatusCode::UNAUTHORIZED;
-        self
-    }
 }
 
 impl From<super::store::StoreError> for OAuthError {
@@ -107,7 +103,7 @@ impl IntoResponse for OAuthError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        if self.basic_challenge {
+        if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"mssql-mcp\""),

@@ -101,7 +101,6 @@ pub fn authenticate_client(
                 Some((scheme, creds)) if scheme.eq_ignore_ascii_case("basic") => {
                     Some(parse_basic(creds.trim()).ok_or_else(|| {
                         OAuthError::invalid_client("malformed HTTP Basic credentials")
-                            .with_basic_challenge(true)
                     })?)
                 }
                 _ => None,
@@ -109,7 +108,6 @@ pub fn authenticate_client(
         }
         None => None,
     };
-    let used_basic = basic.is_some();
     let (client_id, secret) = match basic {
         Some((id, secret)) => {
             if params.get("client_id").is_some_and(|c| *c != id) {
@@ -134,26 +132,22 @@ pub fn authenticate_client(
         },
     };
     let Some(client) = ctx.oauth.store.client(&ctx.scope.path, &client_id) else {
-        return Err(OAuthError::invalid_client("unknown client; register again")
-            .with_basic_challenge(used_basic));
+        return Err(OAuthError::invalid_client("unknown client; register again"));
     };
     match (&client.secret_hash, secret) {
         (None, None) => Ok(client),
         (None, Some(_)) => Err(OAuthError::invalid_client(
             "this client is public and has no secret",
-        )
-        .with_basic_challenge(used_basic)),
+        )),
         (Some(_), None) => Err(OAuthError::invalid_client(
             "this client must authenticate with its secret",
-        )
-        .with_basic_challenge(used_basic)),
+        )),
         (Some(hash), Some(secret)) => {
             if ct_eq(&super::hash_token(&secret), hash) {
                 Ok(client)
             } else {
                 tracing::warn!(client_id = %client.client_id, "oauth: wrong client secret");
-                Err(OAuthError::invalid_client("client authentication failed")
-                    .with_basic_challenge(used_basic))
+                Err(OAuthError::invalid_client("client authentication failed"))
             }
         }
     }
