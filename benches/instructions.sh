@@ -16,8 +16,8 @@
 # outside valgrind.
 #
 # Usage: benches/instructions.sh [--bin PATH] [--workload w1x1] [--arms "plain batch hop server"]
-#                                [--settle S] [--window S] [--keep DIR]
-#        benches/instructions.sh --demo w1|w2|w3 [--conc N] [--server PATH] [--settle S] [--window S]
+#                                [--settle S] [--window S] [--keep DIR] [--lines]
+#        benches/instructions.sh --demo w1|w2|w3 [--conc N] [--server PATH] [--settle S] [--window S] [--lines]
 # Needs valgrind (callgrind, callgrind_control), python3, and the pysqlbridge venv tds_bench uses
 # (PYSQLBRIDGE_PYTHON, or .ci/venv). Build first: cargo build --release --example tds_bench
 # (for --demo: cargo build --release --bin mssql-mcp --example loadgen).
@@ -29,6 +29,7 @@ arms="plain batch hop server"
 settle=8
 window=8
 keep=""
+lines=0
 demo=""
 demo_conc=1
 server=target/release/mssql-mcp
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
         --settle) settle="$2"; shift 2 ;;
         --window) window="$2"; shift 2 ;;
         --keep) keep="$2"; shift 2 ;;
+        --lines) lines=1; shift ;;
         --demo) demo="$2"; shift 2 ;;
         --conc) demo_conc="$2"; shift 2 ;;
         --server) server="$2"; shift 2 ;;
@@ -58,31 +60,73 @@ if [ -z "${PYSQLBRIDGE_PYTHON:-}" ] && [ -x .ci/venv/bin/python ]; then
     export PYSQLBRIDGE_PYTHON="$PWD/.ci/venv/bin/python"
 fi
 conc="${workload#*x}"
+dump_instr=""
+[ "$lines" = 1 ] && dump_instr="--dump-instr=yes"
+extra_head=""
+extra_rule=""
+if [ "$lines" = 1 ]; then
+    extra_head=" code lines (64 B) run per query | code pages (4 KiB) |"
+    extra_rule="---:|---:|"
+fi
 work=$(mktemp -d)
 [ -n "$keep" ] && mkdir -p "$keep"
 trap 'rm -rf "$work"' EXIT
 
 # Prints "| label | calls | instructions per call |" for a callgrind dump: its total over the
-# calls of the function whose name matches the marker.
+# calls of the function whose name matches the marker. With --lines (a dump made with
+# --dump-instr=yes) it adds the distinct 64-byte lines and 4 KiB pages of code run at least
+# once per call on average: the code a request touches, which a CPU that idled between
+# requests pays for in cache and TLB misses (benches/README.md, session 20).
 count() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import re, sys
-path, label, marker = sys.argv[1], sys.argv[2], re.compile(sys.argv[3])
-names, total, calls, cfn = {}, None, 0, None
+    python3 - "$1" "$2" "$3" "$lines" <<'PY'
+import re, sys, collections
+path, label, marker, lines = sys.argv[1], sys.argv[2], re.compile(sys.argv[3]), sys.argv[4] == "1"
+names, total, calls, cfn, npos = {}, None, 0, None, 1
+after_call, prev = False, [0, 0]
+per_addr = collections.Counter()
+def pos(tok, i):
+    # Callgrind's position compression: "*" is the last value, "+n"/"-n" (decimal) are
+    # relative to it; an address written whole is hexadecimal (0x...).
+    if tok == "*":
+        return prev[i]
+    n = int(tok, 16) if "0x" in tok else int(tok)
+    v = prev[i] + n if tok[0] in "+-" else n
+    prev[i] = v
+    return v
 for line in open(path, errors="replace"):
+    line = line.rstrip("\n")
     if line.startswith(("summary:", "totals:")):
         total = int(line.split()[1])
-    m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    elif line.startswith("positions:"):
+        npos = len(line.split()) - 1
+    elif line and (line[0].isdigit() or line[0] in "+-*"):
+        parts = line.split()
+        if npos == 2:
+            addr = pos(parts[0], 0)
+            if len(parts) > 1:
+                pos(parts[1], 1)
+            # A line after calls= is the call's inclusive cost, not this address's own.
+            if lines and not after_call and len(parts) > npos:
+                per_addr[addr] += int(parts[npos])
+        after_call = False
+        continue
+    m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?$", line)
     if m:
         if m.group(3):
             names[m.group(2)] = m.group(3)
         if m.group(1) == "cfn":
             cfn = names.get(m.group(2), "")
-    elif line.startswith("calls=") and cfn is not None and marker.search(cfn):
-        calls += int(line.split("=")[1].split()[0])
+    elif line.startswith("calls="):
+        after_call = True
+        if cfn is not None and marker.search(cfn):
+            calls += int(line.split("=")[1].split()[0])
 if not total or calls < 20:
     sys.exit(f"{label}: too few requests counted ({calls}); raise --window")
-print(f"| {label} | {calls} | {total / calls:,.0f} |")
+row = f"| {label} | {calls} | {total / calls:,.0f} |"
+if lines:
+    hot = {a >> 6 for a, c in per_addr.items() if c >= 0.9 * calls}
+    row += f" {len(hot):,} | {len({l >> 6 for l in hot}):,} |"
+print(row)
 PY
 }
 
@@ -111,7 +155,7 @@ if [ -n "$demo" ]; then
     command -v curl >/dev/null || { echo "curl not found" >&2; exit 2; }
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     mkdir -p "$work/demo" "$work/data"
-    valgrind --tool=callgrind --callgrind-out-file="$work/demo/cg" \
+    valgrind --tool=callgrind $dump_instr --callgrind-out-file="$work/demo/cg" \
         "$server" demo --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/demo/log" 2>&1 &
     pid=$!
     for _ in $(seq 1 240); do
@@ -128,20 +172,20 @@ if [ -n "$demo" ]; then
     wait "$pid" || true
     dump=$(dump_of "$work/demo/cg" demo "$work/demo/log")
     [ -n "$keep" ] && cp "$dump" "$keep/demo-$demo-c$demo_conc.callgrind"
-    echo "| demo workload | requests counted | instructions per request |"
-    echo "|---|---:|---:|"
+    echo "| demo workload | requests counted | instructions per request |$extra_head"
+    echo "|---|---:|---:|$extra_rule"
     count "$dump" "$demo x$demo_conc" "mssql_mcp::mcp::protocol::parse$"
     exit 0
 fi
 
-echo "| arm | queries counted | instructions per query |"
-echo "|---|---:|---:|"
+echo "| arm | queries counted | instructions per query |$extra_head"
+echo "|---|---:|---:|$extra_rule"
 for arm in $arms; do
     out="$work/$arm"
     mkdir -p "$out"
     # Measures for longer than the settle time and the window together, and then stops by
     # itself (and stops its peer).
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg" \
+    valgrind --tool=callgrind $dump_instr --callgrind-out-file="$out/cg" \
         "$bin" --secs $((settle + window + 2)) --warmup 0 --rounds 1 --conc "$conc" \
         --only "$workload:$arm" --workers 1 >"$out/log" 2>&1 &
     pid=$!
