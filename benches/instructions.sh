@@ -22,6 +22,8 @@
 # (PYSQLBRIDGE_PYTHON, or .ci/venv). Build first: cargo build --release --example tds_bench
 # (for --demo: cargo build --release --bin mssql-mcp --example loadgen).
 set -euo pipefail
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 bin=target/release/examples/tds_bench
 workload=w1x1
@@ -153,16 +155,12 @@ if [ -n "$demo" ]; then
         [ -x "$f" ] || { echo "$f not found: cargo build --release --bin mssql-mcp --example loadgen" >&2; exit 2; }
     done
     command -v curl >/dev/null || { echo "curl not found" >&2; exit 2; }
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     mkdir -p "$work/demo" "$work/data"
     valgrind --tool=callgrind $dump_instr --callgrind-out-file="$work/demo/cg" \
         "$server" demo --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/demo/log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 240); do
-        curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-        sleep 0.5
-    done
-    curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "the demo server did not start; log:" >&2; tail -20 "$work/demo/log" >&2; kill "$pid"; exit 1; }
+    wait_healthy "$port" "$work/demo/log" || { kill "$pid"; exit 1; }
     "$loadgen" "http://127.0.0.1:$port/claude/mcp" --workload "$demo" -c "$demo_conc" -t 1 \
         -d $((settle + window + 2)) >"$work/demo/loadgen" 2>&1 &
     lg=$!

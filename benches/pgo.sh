@@ -25,6 +25,8 @@
 # Needs what tds_bench needs (the pysqlbridge venv: PYSQLBRIDGE_PYTHON or .ci/venv), curl,
 # python3, and llvm-profdata from the toolchain (rustup component add llvm-tools).
 set -euo pipefail
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 profile_out=""
 while [ $# -gt 0 ]; do
@@ -68,15 +70,11 @@ LLVM_PROFILE_FILE="$raw/server-tds-%p-%m.profraw" \
     || { echo "tds_bench failed during training:" >&2; tail -20 "$work/tds.log" >&2; exit 1; }
 
 echo "pgo: 2/4 training: demo (SQLite path)" >&2
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 LLVM_PROFILE_FILE="$raw/server-demo-%p-%m.profraw" \
     "$gen/mssql-mcp" demo --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/demo.log" 2>&1 &
 demo_pid=$!
-for _ in $(seq 1 120); do
-    curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-    sleep 0.5
-done
-curl -fs "http://127.0.0.1:$port/health" >/dev/null || { echo "the demo did not start:" >&2; tail -20 "$work/demo.log" >&2; exit 1; }
+wait_healthy "$port" "$work/demo.log" || exit 1
 for workload in w1 w2 w3; do
     LLVM_PROFILE_FILE="$raw/loadgen-%p.profraw" \
         "$gen/examples/loadgen" "http://127.0.0.1:$port/claude/mcp" --workload "$workload" -c 4 -t 1 -d 3 \

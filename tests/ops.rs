@@ -1735,10 +1735,20 @@ async fn the_binary_logs_json_with_request_ids_and_notifies_systemd() {
         .spawn()
         .expect("start the binary");
     let mut buf = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(30), notify.recv(&mut buf))
-        .await
-        .expect("READY within 30 s")
-        .expect("recv");
+    let n = match tokio::time::timeout(Duration::from_secs(30), notify.recv(&mut buf)).await {
+        Ok(r) => r.expect("recv"),
+        Err(_) => {
+            // The binary's log says why (once in a CI run: a port taken between free_port and
+            // the bind, or a start that stalled).
+            let mut child = child;
+            let _ = child.start_kill();
+            let out = child.wait_with_output().await.expect("output");
+            panic!(
+                "no READY within 30 s; the binary's log:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     let resp = client()
         .get(format!("http://127.0.0.1:{port}/health"))
