@@ -5,6 +5,8 @@
 //! Every server here is the real one (`app::run`) on a loopback port, or the real binary where
 //! a process limit is the subject; every load loop is bounded in count and time.
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -1775,15 +1777,6 @@ async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
     Ok(())
 }
 
-/// A loopback port nothing listens on right now (bound and released; another test may take it
-/// in between, which shows as a bind error when the server starts).
-fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A client that does not follow redirects, its sockets from `local`.
 fn no_redirects(local: Option<IpAddr>) -> reqwest::Client {
     reqwest::Client::builder()
@@ -1813,7 +1806,7 @@ fn plain_listener(port: u16, limits: &str) -> String {
 async fn slow_loris_on_the_http_listener_does_not_block_a_redirect_and_is_cut() -> TestResult {
     let _load = LOAD.lock().await;
     let dir = tempfile::tempdir()?;
-    let port = unused_port();
+    let port = common::free_port();
     let server = Server::start(config(
         dir.path(),
         "public_url = \"https://mcp.example.com\"",
@@ -1874,7 +1867,7 @@ async fn slow_loris_on_the_http_listener_does_not_block_a_redirect_and_is_cut() 
 #[tokio::test]
 async fn a_flood_on_the_http_listener_gets_429_while_another_address_is_redirected() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let port = unused_port();
+    let port = common::free_port();
     let server = Server::start(config(
         dir.path(),
         "public_url = \"https://mcp.example.com\"",
@@ -2049,7 +2042,7 @@ async fn an_acme_error_is_shown_on_the_admin_listener_only() -> TestResult {
 async fn on_the_http_listener_the_allowlist_guards_the_redirect_but_not_the_acme_challenge()
 -> TestResult {
     let dir = tempfile::tempdir()?;
-    let port = unused_port();
+    let port = common::free_port();
     // ACME with HTTP-01 against a directory nobody serves: orders fail (and are retried), but
     // the challenge route is there, answering 404 for tokens not in progress.
     let tls = format!(
@@ -2098,7 +2091,7 @@ async fn on_the_http_listener_the_allowlist_guards_the_redirect_but_not_the_acme
 
     // Without HTTP-01 the challenge path is an ordinary redirect, and the allowlist applies.
     let dir = tempfile::tempdir()?;
-    let port = unused_port();
+    let port = common::free_port();
     let server = Server::start(config(
         dir.path(),
         "public_url = \"https://mcp.example.com\"",

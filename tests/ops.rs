@@ -7,6 +7,9 @@
 //! (`promtool`/`prometheus` from `prometheus`, `systemd-analyze` from `systemd`) are required
 //! under `CI`; elsewhere a missing one skips its test with a note.
 
+mod common;
+
+use common::free_port;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -168,14 +171,6 @@ fn audit_lines(dir: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
         .collect()
-}
-
-/// A free loopback port (bound and released; the OS does not hand it out again at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 #[tokio::test]

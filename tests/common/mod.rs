@@ -1,6 +1,7 @@
 //! Shared by the integration tests that need the TDS peer (`tests/mssql.rs`,
 //! `tests/backends.rs`): finding `pysqlbridge`, free loopback ports, and starting the peer
-//! on a directory that holds its `config.json`.
+//! on a directory that holds its `config.json`. `tests/ops.rs` and `tests/edge.rs` take their
+//! ports from here too.
 //!
 //! The peer is never skipped: when it is not installed the test fails with the command that
 //! installs it (in CI, `.ci/run` installs it first; locally, the same command does).
@@ -10,6 +11,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The SQL login every fixture configures, and its password (a test secret, not a real one).
@@ -50,9 +52,32 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// A loopback port that is free now, taken from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default). A port from `bind(0)` comes from
+/// that range, so until the server under test binds it, any outgoing connection of a test
+/// running beside this one may take it as its source port; below the range only an explicit
+/// bind can. Successive calls in one process return different ports.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FLOOR: u32 = 10_000;
+    let top = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .clamp(FLOOR + 1_000, 65_535);
+    let start = std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..1_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 7,919 is prime, so successive calls walk the whole span before repeating.
+        let port = FLOOR + start.wrapping_add(n.wrapping_mul(7_919)) % (top - FLOOR);
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FLOOR}..{top}");
 }
 
 /// Starts `pysqlbridge` on `127.0.0.1:port` with `dir/config.json` (paths in it relative to
