@@ -1716,9 +1716,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 #[tokio::test]
 async fn the_http_listener_only_redirects_to_the_public_url() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = common::free_port();
     let server = Server::start(config(
         dir.path(),
         "public_url = \"https://mcp.example.com\"",
