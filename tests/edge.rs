@@ -1087,10 +1087,7 @@ async fn spawn_binary_with(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
-        };
+        let port = common::free_port();
         let cfg = dir.join("config.toml");
         std::fs::write(
             &cfg,

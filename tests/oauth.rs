@@ -1,6 +1,8 @@
 //! The OAuth 2.1 authorization server end to end: the real server on 127.0.0.1:0 with a
 //! temporary state directory, driven over sockets. Negative cases first.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -328,7 +330,6 @@ async fn post_form(
     .expect("post")
 }
 
-/// Posts alice's approval of the sign-in page `rid` (with its CSRF token and cookie).
 /// The sign-in page refused to go on: a 400 page that redirects nowhere (the redirect URI is
 /// not trusted, so nothing is sent to it) and says `why`.
 async fn refused_without_redirect(r: reqwest::Response, why: &str, context: &str) {
@@ -341,6 +342,7 @@ async fn refused_without_redirect(r: reqwest::Response, why: &str, context: &str
     assert!(body.contains(why), "{context}: {body}");
 }
 
+/// Posts alice's approval of the sign-in page `rid` (with its CSRF token and cookie).
 async fn alice_approves(
     c: &reqwest::Client,
     s: &Server,
@@ -3125,12 +3127,7 @@ impl Browser {
     /// None when Chromium is not installed outside CI (see [`chromium`]).
     async fn start(dir: &Path) -> Option<Browser> {
         let (driver, browser) = chromium()?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = common::free_port();
         let driver = tokio::process::Command::new(driver)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
@@ -4055,8 +4052,8 @@ impl Drop for Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tokens_command_lists_and_revokes_on_the_running_server() {
     let dir = tempfile::tempdir().expect("dir");
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
-    let (addr, admin) = (free().expect("port"), free().expect("port"));
+    let free = || SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let (addr, admin) = (free(), free());
     let text = config_text(dir.path(), addr, "") + &format!("\n[admin]\nlisten = \"{admin}\"\n");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, text).expect("write");

@@ -1,7 +1,7 @@
 //! Shared by the integration tests that need the TDS peer (`tests/mssql.rs`,
 //! `tests/backends.rs`): finding `pysqlbridge`, free loopback ports, and starting the peer
-//! on a directory that holds its `config.json`. `tests/ops.rs` and `tests/edge.rs` take their
-//! ports from here too.
+//! on a directory that holds its `config.json`. `tests/ops.rs`, `tests/edge.rs` and
+//! `tests/oauth.rs` take their ports from here too.
 //!
 //! The peer is never skipped: when it is not installed the test fails with the command that
 //! installs it (in CI, `.ci/run` installs it first; locally, the same command does).
@@ -11,6 +11,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -58,21 +59,23 @@ pub fn python() -> PathBuf {
 /// running beside this one may take it as its source port; below the range only an explicit
 /// bind can. Successive calls in one process return different ports.
 pub fn free_port() -> u16 {
+    const FLOOR: u16 = 10_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    const FLOOR: u32 = 10_000;
-    let top = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768)
-        .clamp(FLOOR + 1_000, 65_535);
+    static TOP: OnceLock<u16> = OnceLock::new();
+    let top = *TOP.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768)
+            .max(FLOOR + 1_000)
+    });
+    let span = u32::from(top - FLOOR);
     let start = std::process::id().wrapping_mul(2_654_435_761);
     for _ in 0..1_000 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // 7,919 is prime, so successive calls walk the whole span before repeating.
-        let port = FLOOR + start.wrapping_add(n.wrapping_mul(7_919)) % (top - FLOOR);
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
+        let offset = start.wrapping_add(n.wrapping_mul(7_919)) % span;
+        let port = FLOOR + u16::try_from(offset).expect("below the span, a u16");
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
