@@ -23,7 +23,7 @@
 #
 # Usage: benches/pgo.sh [--profile FILE]   (keeps the merged profile at FILE)
 # Needs what tds_bench needs (the pysqlbridge venv: PYSQLBRIDGE_PYTHON or .ci/venv), curl,
-# python3, and llvm-profdata from the toolchain (rustup component add llvm-tools).
+# python3, and llvm-profdata from the toolchain (rustup component llvm-tools, added when missing).
 set -euo pipefail
 # shellcheck source=benches/common.sh
 . "$(dirname "$0")/common.sh"
@@ -38,7 +38,13 @@ while [ $# -gt 0 ]; do
 done
 
 sysroot=$(rustc --print sysroot)
-profdata=$(ls "$sysroot"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1 || true)
+find_profdata() { ls "$sysroot"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1 || true; }
+profdata=$(find_profdata)
+# A fresh machine has rustup's toolchain without its LLVM tools: fetch them (once).
+if [ ! -x "$profdata" ] && command -v rustup >/dev/null; then
+    rustup component add llvm-tools >&2 || true
+    profdata=$(find_profdata)
+fi
 [ -x "$profdata" ] || { echo "llvm-profdata not found under $sysroot: rustup component add llvm-tools" >&2; exit 2; }
 for tool in curl python3; do
     command -v "$tool" >/dev/null || { echo "$tool not found" >&2; exit 2; }

@@ -222,6 +222,9 @@ struct Args {
     /// this process may run on, which is what the `mssql-mcp` binary starts with: one under
     /// `--pin`, as the binary would have under `taskset -c 1`. Session 9 and earlier ran two.
     workers: usize,
+    /// The peer's full log (`--peer-log on|off`, on by default): a line per query, and the
+    /// whole batch when it is longer than 120 characters, written to a file after each answer.
+    peer_log: bool,
 }
 
 fn args() -> Args {
@@ -235,6 +238,7 @@ fn args() -> Args {
         batch_delay: Duration::ZERO,
         conc: vec![1, 4, 32],
         workers: 0,
+        peer_log: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -267,6 +271,13 @@ fn args() -> Args {
                     })
                     .collect()
             }
+            "--peer-log" => {
+                a.peer_log = match it.next().as_deref() {
+                    Some("on") => true,
+                    Some("off") => false,
+                    other => panic!("--peer-log on|off, not {other:?}"),
+                }
+            }
             "--only" => a.only = it.next().map(|v| v.to_ascii_lowercase()),
             "--client" => {
                 a.raw_client = match it.next().as_deref() {
@@ -277,7 +288,7 @@ fn args() -> Args {
             }
             "-h" | "--help" => {
                 println!(
-                    "tds_bench [--secs S] [--warmup S] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest] [--batch-delay-us N] [--conc 1,4,32] [--workers N]"
+                    "tds_bench [--secs S] [--warmup S] [--rounds N] [--pin] [--only w1x1:server] [--client raw|reqwest] [--batch-delay-us N] [--conc 1,4,32] [--workers N] [--peer-log on|off]"
                 );
                 std::process::exit(0);
             }
@@ -749,7 +760,11 @@ async fn bench(a: Args) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_fixture(dir.path());
     let port = common::free_port();
-    let peer = PeerGuard(common::spawn_pysqlbridge(dir.path(), port));
+    let peer = PeerGuard(common::spawn_pysqlbridge_logging(
+        dir.path(),
+        port,
+        a.peer_log,
+    ));
     let peer_pid = peer.0.id().to_string();
     if a.pin {
         pin(&peer_pid, 0);

@@ -86,14 +86,23 @@ pub fn free_port() -> u16 {
 /// Starts `pysqlbridge` on `127.0.0.1:port` with `dir/config.json` (paths in it relative to
 /// `dir`), logging to `dir/server.log`, and waits until it accepts connections.
 pub fn spawn_pysqlbridge(dir: &Path, port: u16) -> Child {
+    spawn_pysqlbridge_logging(dir, port, true)
+}
+
+/// [`spawn_pysqlbridge`], with the peer's full log to `dir/server.log` only when `full_log`.
+/// Without it the peer logs at its default level to a stderr that goes nowhere.
+pub fn spawn_pysqlbridge_logging(dir: &Path, port: u16, full_log: bool) -> Child {
     let log = dir.join("server.log");
-    let mut child = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .args(["-m", "pysqlbridge", "--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .arg("--config")
-        .arg(dir.join("config.json"))
-        .arg("--log")
-        .arg(&log)
+        .arg(dir.join("config.json"));
+    if full_log {
+        command.arg("--log").arg(&log);
+    }
+    let mut child = command
         .current_dir(dir)
         .env(PASSWORD_ENV, PASSWORD)
         .stdin(Stdio::null())
