@@ -6,7 +6,8 @@
 //! the tests fail with the command that installs it (they are never skipped silently).
 //!
 //! What the peer cannot do (declared keys, decimal/date/GUID types, `SET ROWCOUNT`, `WAITFOR`,
-//! full-text search) is covered by unit tests in `src/db/mssql.rs` on canned values.
+//! full-text search) is covered by unit tests in `src/db/mssql.rs` on canned values; Azure
+//! SQL's redirect, which it never sends, by a stand-in gateway here ([`Redirector`]).
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -444,6 +445,321 @@ async fn strict_encryption_against_a_server_without_tds8_fails_clearly() {
         .expect_err("strict must fail against the peer");
     assert!(started.elapsed() < Duration::from_secs(6));
     assert!(err.to_string().contains("database[0].encrypt"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azure SQL's redirect
+// ---------------------------------------------------------------------------------------------
+
+/// What no peer here can do: send the routing ENVCHANGE with which Azure SQL's gateway tells a
+/// client to log in again on another host. pysqlbridge never sends one, so this is a stand-in
+/// for the gateway's part of a login and nothing more: it answers the PRELOGIN, does the TLS
+/// handshake inside PRELOGIN packets (TLS 1.2: SQL Server offers 1.3 only with TDS 8.0's
+/// strict mode),
+/// reads the LOGIN7 over TLS and answers in the clear with `[ENVCHANGE Routing][DONE]`, then
+/// closes. Every login it sees is counted.
+struct Redirector {
+    port: u16,
+    logins: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Redirector {
+    /// Listens on a free loopback port and sends every login to `to_port` on 127.0.0.1.
+    async fn start(to_port: u16) -> Redirector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind redirector");
+        let port = listener.local_addr().expect("addr").port();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("self-signed");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = logins.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                tokio::spawn(async move {
+                    // A client that gives up half-way is no failure of the stand-in's.
+                    let _ = redirect_one(tcp, acceptor, to_port, &counted).await;
+                });
+            }
+        });
+        Redirector { port, logins, task }
+    }
+
+    fn logins(&self) -> usize {
+        self.logins.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// TDS packet types (MS-TDS 2.2.3.1.1) the stand-in reads and writes.
+const TDS_PRELOGIN: u8 = 0x12;
+const TDS_LOGIN7: u8 = 0x10;
+const TDS_REPLY: u8 = 0x04;
+
+async fn redirect_one(
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    to_port: u16,
+    logins: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tcp;
+    let (ty, _) = read_tds_packet(&mut tcp).await?;
+    assert_eq!(ty, TDS_PRELOGIN, "a client starts with PRELOGIN");
+    // VERSION (offset 11, 6 bytes) and ENCRYPTION (offset 17, 1 byte: ENCRYPT_OFF, the login
+    // only), then the terminator, then the data.
+    let prelogin = [
+        0x00, 0x00, 0x0B, 0x00, 0x06, 0x01, 0x00, 0x11, 0x00, 0x01, 0xFF, 0x10, 0x00, 0x07, 0xD0,
+        0x00, 0x00, 0x00,
+    ];
+    write_tds_packet(&mut tcp, TDS_REPLY, &prelogin).await?;
+    let mut tls = acceptor.accept(InPrelogin::new(tcp)).await?;
+    // The handshake is done: from here TLS records travel bare, as the client expects.
+    tls.get_mut().0.handshaking = false;
+    let (ty, _) = read_tds_packet(&mut tls).await?;
+    assert_eq!(ty, TDS_LOGIN7, "after the handshake comes LOGIN7");
+    logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // ENCRYPT_OFF: the answer to the login goes in the clear.
+    let mut tcp = tls.into_inner().0.tcp;
+    let host: Vec<u16> = "127.0.0.1".encode_utf16().collect();
+    let mut routing = vec![0x00]; // protocol: TCP
+    routing.extend_from_slice(&to_port.to_le_bytes());
+    routing.extend_from_slice(&u16::try_from(host.len()).unwrap_or(0).to_le_bytes());
+    host.iter()
+        .for_each(|u| routing.extend_from_slice(&u.to_le_bytes()));
+    let mut value = vec![20]; // ENVCHANGE type 20: routing
+    value.extend_from_slice(&u16::try_from(routing.len()).unwrap_or(0).to_le_bytes());
+    value.extend_from_slice(&routing);
+    value.extend_from_slice(&[0x00, 0x00]); // the old value: none
+    let mut reply = vec![0xE3];
+    reply.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_le_bytes());
+    reply.extend_from_slice(&value);
+    reply.push(0xFD); // DONE: status, current command, row count
+    reply.extend_from_slice(&[0; 12]);
+    write_tds_packet(&mut tcp, TDS_REPLY, &reply).await?;
+    // The client closes once it has read the answer.
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest).await;
+    tcp.shutdown().await
+}
+
+/// One whole TDS packet: its type and its payload.
+async fn read_tds_packet<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 8];
+    r.read_exact(&mut header).await?;
+    let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let mut payload = vec![0; len.saturating_sub(8)];
+    r.read_exact(&mut payload).await?;
+    Ok((header[0], payload))
+}
+
+async fn write_tds_packet<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    ty: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(&tds_packet(ty, payload)).await?;
+    w.flush().await
+}
+
+/// `payload` as one TDS packet, end of message.
+fn tds_packet(ty: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(payload.len() + 8).expect("a small packet");
+    let mut packet = vec![ty, 0x01];
+    packet.extend_from_slice(&len.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 1, 0]);
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// The server's side of TDS's TLS handshake: handshake bytes travel as the payload of PRELOGIN
+/// packets both ways; afterwards TLS records travel bare.
+struct InPrelogin {
+    tcp: tokio::net::TcpStream,
+    handshaking: bool,
+    /// Payload bytes of the current incoming packet still to read.
+    remaining: usize,
+    header: [u8; 8],
+    header_read: usize,
+    /// Handshake bytes written, sent as one packet at the next flush.
+    out: Vec<u8>,
+    /// The packet being sent, and how much of it has gone.
+    sending: Vec<u8>,
+    sent: usize,
+}
+
+impl InPrelogin {
+    fn new(tcp: tokio::net::TcpStream) -> InPrelogin {
+        InPrelogin {
+            tcp,
+            handshaking: true,
+            remaining: 0,
+            header: [0; 8],
+            header_read: 0,
+            out: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for InPrelogin {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        if !me.handshaking {
+            return std::pin::Pin::new(&mut me.tcp).poll_read(cx, buf);
+        }
+        while me.remaining == 0 {
+            let mut header = tokio::io::ReadBuf::new(&mut me.header[me.header_read..]);
+            match std::pin::Pin::new(&mut me.tcp).poll_read(cx, &mut header) {
+                Poll::Ready(Ok(())) if header.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => me.header_read += header.filled().len(),
+                other => return other,
+            }
+            if me.header_read == 8 {
+                me.header_read = 0;
+                me.remaining =
+                    usize::from(u16::from_be_bytes([me.header[2], me.header[3]])).saturating_sub(8);
+            }
+        }
+        let mut chunk = vec![0; me.remaining.min(buf.remaining())];
+        let mut limited = tokio::io::ReadBuf::new(&mut chunk);
+        match std::pin::Pin::new(&mut me.tcp).poll_read(cx, &mut limited) {
+            Poll::Ready(Ok(())) => {
+                me.remaining -= limited.filled().len();
+                buf.put_slice(limited.filled());
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for InPrelogin {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        if !me.handshaking {
+            return std::pin::Pin::new(&mut me.tcp).poll_write(cx, buf);
+        }
+        me.out.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let me = self.get_mut();
+        if me.sending.is_empty() && !me.out.is_empty() {
+            me.sending = tds_packet(TDS_PRELOGIN, &std::mem::take(&mut me.out));
+            me.sent = 0;
+        }
+        while me.sent < me.sending.len() {
+            match std::pin::Pin::new(&mut me.tcp).poll_write(cx, &me.sending[me.sent..]) {
+                Poll::Ready(Ok(n)) => me.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        me.sending.clear();
+        std::pin::Pin::new(&mut me.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// A connection the gateway redirects logs in where it was sent, and stays usable: the pool's
+/// connections each pass through the redirect once and then talk to the peer directly.
+#[tokio::test]
+async fn an_azure_style_redirect_is_followed_once() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let gateway = Redirector::start(peer.port).await;
+    let mut cfg = peer.config();
+    cfg.port = Some(gateway.port);
+    cfg.encrypt = Some(MssqlEncrypt::Off);
+    let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+    for _ in 0..3 {
+        let rs = b
+            .query("SELECT COUNT(*) AS n FROM Products", page(0, 1))
+            .await
+            .unwrap_or_else(|e| panic!("through the redirect: {e}"));
+        assert_eq!(rs.rows, vec![vec![Value::Int(5)]]);
+    }
+    let seen = gateway.logins();
+    assert!(
+        (1..=2).contains(&seen),
+        "each pooled connection logs in at the gateway once: {seen}"
+    );
+}
+
+/// A redirect to a host that redirects again is refused, naming both: following redirects
+/// without end would let a misconfigured gateway keep the pool connecting forever.
+#[tokio::test]
+async fn a_second_redirect_is_refused_with_a_clear_error() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let second = Redirector::start(peer.port).await;
+    let first = Redirector::start(second.port).await;
+    let mut cfg = peer.config();
+    cfg.port = Some(first.port);
+    cfg.encrypt = Some(MssqlEncrypt::Off);
+    let b = peer.backend_with(&cfg, 1, Duration::from_secs(5));
+    let err = b
+        .query("SELECT COUNT(*) AS n FROM Products", page(0, 1))
+        .await
+        .expect_err("two redirects");
+    let text = err.to_string();
+    assert!(
+        text.contains("redirected the connection twice")
+            && text.contains(&format!("127.0.0.1:{}", peer.port)),
+        "{text}"
+    );
+    assert!(
+        first.logins() >= 1 && second.logins() >= 1,
+        "both gateways were asked"
+    );
 }
 
 #[tokio::test]

@@ -141,8 +141,9 @@
 //!
 //! Full-text search has unit tests on its SQL and on canned catalog rows only (the test peer
 //! has no full-text engine); the peer ignores `SET TEXTSIZE` (the cut at [`MAX_VALUE_BYTES`]
-//! is tested on it, the server's own limit is not); the Azure redirect path has no test (no
-//! server here sends one).
+//! is tested on it, the server's own limit is not). The Azure redirect is tested against a
+//! stand-in gateway written in `tests/mssql.rs` (the peer never sends one), which does the login
+//! only as far as the routing token.
 
 use std::borrow::Cow;
 use std::fmt;
