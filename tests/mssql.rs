@@ -455,9 +455,8 @@ async fn strict_encryption_against_a_server_without_tds8_fails_clearly() {
 /// client to log in again on another host. pysqlbridge never sends one, so this is a stand-in
 /// for the gateway's part of a login and nothing more: it answers the PRELOGIN, does the TLS
 /// handshake inside PRELOGIN packets (TLS 1.2: SQL Server offers 1.3 only with TDS 8.0's
-/// strict mode),
-/// reads the LOGIN7 over TLS and answers in the clear with `[ENVCHANGE Routing][DONE]`, then
-/// closes. Every login it sees is counted.
+/// strict mode), reads the LOGIN7 over TLS and answers in the clear with
+/// `[ENVCHANGE Routing][DONE]`, then closes. Every login it sees is counted.
 struct Redirector {
     port: u16,
     logins: Arc<std::sync::atomic::AtomicUsize>,
