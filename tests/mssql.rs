@@ -733,6 +733,72 @@ async fn an_azure_style_redirect_is_followed_once() {
     );
 }
 
+/// A redirect to a host that never answers the TCP handshake is reported as out of reach, not
+/// as a server that took the connection and stalled in the login: the gateway did accept, but
+/// what counts is the host the connection was sent on to. The pool's own wait ends at the same
+/// time, so the caller gets the plain timeout; the cause is in what the operator reads, the
+/// log line of the failed attempt.
+#[tokio::test]
+async fn a_redirect_to_a_host_out_of_reach_is_reported_as_such() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it
+    // waits (a host behind a firewall that drops packets, on loopback).
+    let hole = tokio::net::TcpSocket::new_v4().expect("socket");
+    hole.bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let hole = hole.listen(1).expect("listen");
+    let hole_addr = hole.local_addr().expect("addr");
+    let mut queued = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(hole_addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) if queued.len() < 16 => queued.push(stream),
+            Ok(Ok(_)) => panic!("the accept queue never filled"),
+            Ok(Err(e)) => panic!("connect to the full listener: {e}"),
+            Err(_) => break,
+        }
+    }
+    let gateway = Redirector::start(hole_addr.port()).await;
+    let mut cfg = peer.config();
+    cfg.port = Some(gateway.port);
+    cfg.encrypt = Some(MssqlEncrypt::Off);
+    cfg.connect_timeout_secs = Some(1);
+    let b = peer.backend_with(&cfg, 1, Duration::from_secs(5));
+    // The pool's tasks run on this single-threaded runtime, so they log here too.
+    let logs = Logs::default();
+    let logging = logs.capture(tracing_subscriber::EnvFilter::new("info"));
+    let err = b
+        .query("SELECT 1 AS n", page(0, 1))
+        .await
+        .expect_err("the redirect leads nowhere");
+    assert!(err.to_string().contains("within 1 s"), "{err}");
+    let waited = Instant::now();
+    while !logs.text().contains("connection attempt failed") && waited.elapsed().as_secs() < 3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(logging);
+    let logged = logs.text();
+    assert_eq!(gateway.logins(), 1, "the gateway was asked: {logged}");
+    let line = logged
+        .lines()
+        .find(|l| l.contains("connection attempt failed"))
+        .unwrap_or_else(|| panic!("no failed attempt logged: {logged}"));
+    assert!(
+        line.contains(&format!(
+            "could not connect to {hole_addr} (where 127.0.0.1:{} redirected) within 1 s",
+            gateway.port
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("accepted the connection"), "{line}");
+    drop(queued);
+}
+
 /// A redirect to a host that redirects again is refused, naming both: following redirects
 /// without end would let a misconfigured gateway keep the pool connecting forever.
 #[tokio::test]
@@ -751,8 +817,10 @@ async fn a_second_redirect_is_refused_with_a_clear_error() {
         .expect_err("two redirects");
     let text = err.to_string();
     assert!(
-        text.contains("redirected the connection twice")
-            && text.contains(&format!("127.0.0.1:{}", peer.port)),
+        text.contains(&format!(
+            "127.0.0.1:{} (where 127.0.0.1:{} redirected) redirected the connection again, to 127.0.0.1:{}",
+            second.port, first.port, peer.port
+        )),
         "{text}"
     );
     assert!(

@@ -25,7 +25,8 @@
 //!   waiting for a connection, which then fails at once with [`DbError::Unavailable`] and the
 //!   real cause (refused, login failed, TLS) instead of waiting for the pool timeout. Nothing
 //!   needs restarting when the server returns: the next call opens a fresh connection.
-//! - **Azure SQL redirects** (`Error::Routing`) are followed once per connection attempt.
+//! - **Azure SQL redirects** (`Error::Routing`) are followed once per connection attempt;
+//!   errors after one name the host it sent the connection to, and the configured server.
 //!
 //! # Read-only layers
 //!
@@ -379,20 +380,43 @@ pub struct Manager {
 /// A failed connection attempt and when it failed.
 type ConnectFailure = (Instant, DbError);
 
+/// How far one connection attempt got, for [`ManageConnection::connect`] to name when its
+/// timeout ends the attempt.
+#[derive(Default)]
+struct Attempt {
+    /// Set once a TCP connection to the current hop stands, so that a timeout can tell a
+    /// server that is out of reach from one that took the connection and then stalled in the
+    /// handshake.
+    accepted: AtomicBool,
+    /// After an Azure SQL redirect, the context naming where the connection was sent.
+    redirected: std::sync::Mutex<Option<ErrorContext>>,
+}
+
+impl Attempt {
+    /// The context errors of the current hop are reported in: the configured server's, or
+    /// after a redirect the one it redirected to.
+    fn ctx(&self, configured: &ErrorContext) -> ErrorContext {
+        self.redirected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| configured.clone())
+    }
+}
+
 impl Manager {
-    /// Opens one connection. `accepted` is set once a TCP connection stands, so that a
-    /// timeout around this call can tell a server that is out of reach from one that took
-    /// the connection and then stalled in the handshake (see [`ManageConnection::connect`]).
-    async fn open(&self, accepted: &AtomicBool) -> Result<MssqlConn, DbError> {
+    /// Opens one connection, noting in `attempt` how far it got (see [`Attempt`]).
+    async fn open(&self, attempt: &Attempt) -> Result<MssqlConn, DbError> {
         let mut config = self.settings.config.clone();
-        let mut redirected = false;
+        // Errors name the host that failed: the configured one, or where it redirected.
+        let mut ctx = Cow::Borrowed(&self.ctx);
         loop {
             // Per hop: after a redirect, the new target has not accepted anything yet.
-            accepted.store(false, Ordering::Relaxed);
+            attempt.accepted.store(false, Ordering::Relaxed);
             let tcp = TcpStream::connect_named(&config)
                 .await
-                .map_err(|e| reach_error(&e, &self.ctx))?;
-            accepted.store(true, Ordering::Relaxed);
+                .map_err(|e| reach_error(&e, &ctx))?;
+            attempt.accepted.store(true, Ordering::Relaxed);
             // Requests are small writes that wait for an answer: Nagle's algorithm would only
             // hold them back (tiberius' own examples set this too).
             if let Err(e) = tcp.set_nodelay(true) {
@@ -411,22 +435,29 @@ impl Manager {
                         .client
                         .simple_query(session_setup(self.settings.query_timeout))
                         .await
-                        .map_err(|e| connect_error(&e, &self.ctx))?;
+                        .map_err(|e| connect_error(&e, &ctx))?;
                     stream
                         .into_results()
                         .await
-                        .map_err(|e| connect_error(&e, &self.ctx))?;
+                        .map_err(|e| connect_error(&e, &ctx))?;
                     conn.broken = false;
                     conn.rowcount = Some(0);
                     return Ok(conn);
                 }
-                Err(TdsError::Routing { host, port }) if !redirected => {
-                    tracing::info!(from = %self.ctx.target, to = %format!("{host}:{port}"), "SQL Server redirected the connection");
+                Err(TdsError::Routing { host, port }) if matches!(ctx, Cow::Borrowed(_)) => {
+                    let to = format!("{host}:{port}");
+                    tracing::info!(from = %self.ctx.target, to = %to, "SQL Server redirected the connection");
+                    let hop = ErrorContext {
+                        target: format!("{to} (where {} redirected)", self.ctx.target),
+                        ..self.ctx.clone()
+                    };
+                    *attempt.redirected.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(hop.clone());
+                    ctx = Cow::Owned(hop);
                     config.host(&host);
                     config.port(port);
-                    redirected = true;
                 }
-                Err(e) => return Err(connect_error(&e, &self.ctx)),
+                Err(e) => return Err(connect_error(&e, &ctx)),
             }
         }
     }
@@ -446,8 +477,8 @@ impl ManageConnection for Manager {
             .await
             .map_err(|_| DbError::Unavailable("the backend is shutting down".into()))?;
         let limit = self.settings.connect_timeout;
-        let accepted = AtomicBool::new(false);
-        match tokio::time::timeout(limit, self.open(&accepted)).await {
+        let attempt = Attempt::default();
+        match tokio::time::timeout(limit, self.open(&attempt)).await {
             Ok(Ok(conn)) => {
                 self.outage.connected(&self.ctx.target);
                 // A failure from before this success says nothing about the server any more.
@@ -459,12 +490,12 @@ impl ManageConnection for Manager {
                 Ok(Box::new(conn))
             }
             Ok(Err(e)) => Err(e),
-            Err(_) if accepted.load(Ordering::Relaxed) => {
-                Err(login_stalled(&self.ctx, limit.as_secs()))
+            Err(_) if attempt.accepted.load(Ordering::Relaxed) => {
+                Err(login_stalled(&attempt.ctx(&self.ctx), limit.as_secs()))
             }
             Err(_) => Err(DbError::Unavailable(format!(
                 "could not connect to {} within {} s",
-                self.ctx.target,
+                attempt.ctx(&self.ctx).target,
                 limit.as_secs()
             ))),
         }
@@ -1201,8 +1232,9 @@ fn connect_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
             ctx.tls_hint
         )),
         TdsError::Server(t) => server_error(t.code(), t.class(), t.message(), ctx),
+        // Only a redirected connection gets here: the first redirect is followed.
         TdsError::Routing { host, port } => DbError::Unavailable(format!(
-            "{} redirected the connection twice (last to {host}:{port})",
+            "{} redirected the connection again, to {host}:{port}; only one redirect is followed",
             ctx.target
         )),
         other => DbError::Unavailable(format!("cannot connect to {}: {other}", ctx.target)),
