@@ -444,6 +444,7 @@ impl Manager {
                     conn.rowcount = Some(0);
                     return Ok(conn);
                 }
+                // Followed from the configured server only (its context is still borrowed).
                 Err(TdsError::Routing { host, port }) if matches!(ctx, Cow::Borrowed(_)) => {
                     let to = format!("{host}:{port}");
                     tracing::info!(from = %self.ctx.target, to = %to, "SQL Server redirected the connection");
