@@ -518,13 +518,12 @@ const TDS_LOGIN7: u8 = 0x10;
 const TDS_REPLY: u8 = 0x04;
 
 async fn redirect_one(
-    tcp: tokio::net::TcpStream,
+    mut tcp: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
     to_port: u16,
     logins: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tcp;
     let (ty, _) = read_tds_packet(&mut tcp).await?;
     assert_eq!(ty, TDS_PRELOGIN, "a client starts with PRELOGIN");
     // VERSION (offset 11, 6 bytes) and ENCRYPTION (offset 17, 1 byte: ENCRYPT_OFF, the login
@@ -545,15 +544,27 @@ async fn redirect_one(
     let host: Vec<u16> = "127.0.0.1".encode_utf16().collect();
     let mut routing = vec![0x00]; // protocol: TCP
     routing.extend_from_slice(&to_port.to_le_bytes());
-    routing.extend_from_slice(&u16::try_from(host.len()).unwrap_or(0).to_le_bytes());
+    routing.extend_from_slice(
+        &u16::try_from(host.len())
+            .expect("a short field")
+            .to_le_bytes(),
+    );
     host.iter()
         .for_each(|u| routing.extend_from_slice(&u.to_le_bytes()));
     let mut value = vec![20]; // ENVCHANGE type 20: routing
-    value.extend_from_slice(&u16::try_from(routing.len()).unwrap_or(0).to_le_bytes());
+    value.extend_from_slice(
+        &u16::try_from(routing.len())
+            .expect("a short field")
+            .to_le_bytes(),
+    );
     value.extend_from_slice(&routing);
     value.extend_from_slice(&[0x00, 0x00]); // the old value: none
     let mut reply = vec![0xE3];
-    reply.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_le_bytes());
+    reply.extend_from_slice(
+        &u16::try_from(value.len())
+            .expect("a short field")
+            .to_le_bytes(),
+    );
     reply.extend_from_slice(&value);
     reply.push(0xFD); // DONE: status, current command, row count
     reply.extend_from_slice(&[0; 12]);
@@ -740,8 +751,6 @@ async fn an_azure_style_redirect_is_followed_once() {
 /// log line of the failed attempt.
 #[tokio::test]
 async fn a_redirect_to_a_host_out_of_reach_is_reported_as_such() {
-    let _s = serial().await;
-    let peer = Peer::start();
     // A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it
     // waits (a host behind a firewall that drops packets, on loopback).
     let hole = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -764,11 +773,14 @@ async fn a_redirect_to_a_host_out_of_reach_is_reported_as_such() {
         }
     }
     let gateway = Redirector::start(hole_addr.port()).await;
-    let mut cfg = peer.config();
-    cfg.port = Some(gateway.port);
-    cfg.encrypt = Some(MssqlEncrypt::Off);
-    cfg.connect_timeout_secs = Some(1);
-    let b = peer.backend_with(&cfg, 1, Duration::from_secs(5));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = MssqlConfig {
+        encrypt: Some(MssqlEncrypt::Off),
+        ..config_for_port(dir.path(), gateway.port, 1)
+    };
+    let settings = MssqlSettings::from_config(&cfg, "database[0]", 1, Duration::from_secs(5))
+        .expect("settings");
+    let b = MssqlBackend::new(settings);
     // The pool's tasks run on this single-threaded runtime, so they log here too.
     let logs = Logs::default();
     let logging = logs.capture(tracing_subscriber::EnvFilter::new("info"));
@@ -2059,23 +2071,7 @@ async fn a_server_that_never_answers_costs_one_connect_timeout_not_one_per_calle
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("pw"), "x").expect("write");
-    let cfg = MssqlConfig {
-        host: Some("127.0.0.1".into()),
-        port: Some(port),
-        database: Some("db".into()),
-        user: Some("u".into()),
-        password: Some(SecretSource {
-            file: Some(dir.path().join("pw")),
-            env: None,
-        }),
-        trust_server_certificate: Some(true),
-        connect_timeout_secs: Some(1),
-        ..MssqlConfig::default()
-    };
-    let settings = MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(5))
-        .expect("settings");
-    let b = Arc::new(MssqlBackend::new(settings));
+    let b = Arc::new(MssqlBackend::new(settings_for_port(dir.path(), port, 1)));
     let started = Instant::now();
     let mut calls = Vec::new();
     for i in 0..6 {
@@ -2104,8 +2100,14 @@ async fn a_server_that_never_answers_costs_one_connect_timeout_not_one_per_calle
 /// Settings for a server at `127.0.0.1:port` that is not the peer (a silent listener), with
 /// a connect timeout of `connect_secs`.
 fn settings_for_port(dir: &Path, port: u16, connect_secs: u64) -> MssqlSettings {
+    let cfg = config_for_port(dir, port, connect_secs);
+    MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(5)).expect("settings")
+}
+
+/// The `[[database]]` settings of [`settings_for_port`].
+fn config_for_port(dir: &Path, port: u16, connect_secs: u64) -> MssqlConfig {
     std::fs::write(dir.join("pw"), "x").expect("write");
-    let cfg = MssqlConfig {
+    MssqlConfig {
         host: Some("127.0.0.1".into()),
         port: Some(port),
         database: Some("db".into()),
@@ -2117,8 +2119,7 @@ fn settings_for_port(dir: &Path, port: u16, connect_secs: u64) -> MssqlSettings 
         trust_server_certificate: Some(true),
         connect_timeout_secs: Some(connect_secs),
         ..MssqlConfig::default()
-    };
-    MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(5)).expect("settings")
+    }
 }
 
 /// A server that takes the TCP connection and then says nothing (hung, overloaded, or not a
