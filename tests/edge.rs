@@ -1067,7 +1067,8 @@ async fn connections_over_the_per_ip_and_total_caps_are_closed_at_accept() -> Te
 /// Starts the `mssql-mcp` binary (after `wrapper`, e.g. `prlimit …  --`) serving the tiny
 /// database at `/claude` without authentication, its log in `dir/server.log`; returns once it
 /// answers `/health`. The port is picked by binding and releasing it; another test may grab it
-/// in between, so a server that exits at once is retried on a fresh port.
+/// in between, so a server that exits at once is retried on a fresh port. The admin listener
+/// takes any free port: on its default, 8009, two of these binaries at once collide.
 async fn spawn_binary(
     dir: &Path,
     db: &Path,
@@ -1092,7 +1093,7 @@ async fn spawn_binary_with(
         std::fs::write(
             &cfg,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n\n{extra}\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 3\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n\n{extra}\n",
                 dir.display().to_string(),
                 db.display().to_string()
             ),
@@ -1302,11 +1303,27 @@ struct Pebble {
 
 impl Pebble {
     async fn start(dir: &Path, ports: PebblePorts, validity_secs: Option<u64>) -> Pebble {
+        Self::start_as(dir, ports, validity_secs, Self::identity(dir)).await
+    }
+
+    /// Writes Pebble's HTTPS certificate and key into `dir`, and the CA that `acme_tls` has the
+    /// server trust: for a server that starts before Pebble does.
+    fn identity(dir: &Path) -> TestPki {
         let ca = TestPki::new("pebble https CA");
         let (chain, key, _) = ca.leaf("pebble");
         std::fs::write(dir.join("pebble-cert.pem"), chain).expect("write");
         std::fs::write(dir.join("pebble-key.pem"), key).expect("write");
         std::fs::write(dir.join("pebble-ca.pem"), &ca.ca_pem).expect("write");
+        ca
+    }
+
+    /// Starts Pebble with the [`Pebble::identity`] written in `dir`.
+    async fn start_as(
+        dir: &Path,
+        ports: PebblePorts,
+        validity_secs: Option<u64>,
+        ca: TestPki,
+    ) -> Pebble {
         let validity = validity_secs
             .map(|v| format!(",\"certificateValidityPeriod\": {v}"))
             .unwrap_or_default();
@@ -1672,6 +1689,159 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
     Ok(())
 }
 
+/// rustls-acme on its own doubles its wait after every failed order, to 2^16 s (18 hours), so a
+/// CA or DNS fixed after a few failures went unnoticed for minutes to hours. Here the CA is down
+/// for the first five orders (failing at the directory); with `retry_max_secs = 2` the next
+/// order comes at most 2 s after it is back, where rustls-acme's own wait would be 32 s by
+/// then. The order comes from a fresh ACME state, so this also shows the listener answers
+/// that state's TLS-ALPN-01 challenge and serves the certificate it got.
+#[tokio::test]
+async fn a_failed_acme_order_is_retried_within_the_capped_wait() -> TestResult {
+    if pebble_missing() {
+        return Ok(());
+    }
+    let _pebble = PEBBLE.lock().await;
+    let ports = PebblePorts::free();
+    let addr = ports.tls_addr();
+    let pebble_dir = tempfile::tempdir()?;
+    let ca = Pebble::identity(pebble_dir.path());
+    let dir = tempfile::tempdir()?;
+    let cache = dir.path().join("acme-cache");
+    let tls = acme_tls(
+        ports,
+        pebble_dir.path(),
+        &cache,
+        "retry_min_secs = 1\nretry_max_secs = 2\n",
+    );
+    let server = Server::start_on(addr, config(dir.path(), "", &tls)).await;
+    let r = wait_for(
+        &server,
+        Duration::from_secs(30),
+        "five failed orders",
+        |r| r.tls.errors >= 5,
+    )
+    .await;
+    assert_eq!(r.tls.state, "error", "{r:?}");
+    let retry_at = r.tls.retry_at.ok_or("no retry time while failing")?;
+    let failed_at = r.tls.last_error_at.ok_or("no failure time")?;
+    assert!((1..=2).contains(&(retry_at - failed_at)), "{r:?}");
+
+    let pebble = Pebble::start_as(pebble_dir.path(), ports, None, ca).await;
+    let back = Instant::now();
+    let r = wait_for(
+        &server,
+        Duration::from_secs(15),
+        "issuance once the CA is back",
+        |r| r.tls.issued >= 1,
+    )
+    .await;
+    eprintln!("issued {:?} after the CA came back", back.elapsed());
+    assert_eq!((r.tls.state, r.tls.retry_at), ("ok", None), "{r:?}");
+    let root = pebble.root().await;
+    fresh_get(addr, &root).await?;
+    let log = std::fs::read_to_string(pebble_dir.path().join("pebble.log"))?;
+    // Pebble validated the TLS-ALPN-01 challenge (the only kind configured; it does not log
+    // which) over the listener.
+    assert!(log.contains("set VALID"), "{log}");
+    server.stop().await;
+    pebble.stop().await;
+    Ok(())
+}
+
+/// An operator who has fixed what made the order fail (DNS, a firewall, the CA's address) runs
+/// `systemctl reload`: SIGHUP orders again at once instead of after the wait (here 10 minutes).
+/// A signal to the process, so the real binary.
+#[tokio::test]
+async fn sighup_retries_a_failed_acme_order_at_once() -> TestResult {
+    if pebble_missing() {
+        return Ok(());
+    }
+    let _pebble = PEBBLE.lock().await;
+    let ports = PebblePorts::free();
+    let addr = ports.tls_addr();
+    let pebble_dir = tempfile::tempdir()?;
+    let ca = Pebble::identity(pebble_dir.path());
+    let dir = tempfile::tempdir()?;
+    let db = tiny_db(dir.path());
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"{addr}\"\ninsecure_no_auth = true\nstate_dir = {:?}\nshutdown_grace_secs = 1\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[database]]\nname = \"main\"\nkind = \"sqlite\"\npath = {:?}\n\n[[scope]]\npath = \"/claude\"\ndatabase = \"main\"\n\n{}",
+            dir.path().display().to_string(),
+            db.display().to_string(),
+            acme_tls(
+                ports,
+                pebble_dir.path(),
+                &dir.path().join("acme-cache"),
+                "retry_min_secs = 600\nretry_max_secs = 600\n"
+            )
+        ),
+    )?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(dir.path().join("server.log"))?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    let wait_log = |what: &'static str, within: Duration| {
+        let deadline = Instant::now() + within;
+        async move {
+            while !log().contains(what) {
+                assert!(
+                    Instant::now() < deadline,
+                    "no `{what}` in the log:\n{}",
+                    log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // Pebble is not running yet: the first order fails at the directory.
+    wait_log("ACME order failed", Duration::from_secs(20)).await;
+    assert!(log().contains("retry_in_secs=600"), "{}", log());
+    let pebble = Pebble::start_as(pebble_dir.path(), ports, None, ca).await;
+    let root = pebble.root().await;
+    // Nothing orders by itself now: still no certificate a second later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        fresh_get(addr, &root).await.is_err(),
+        "issued before SIGHUP"
+    );
+
+    let pid = child.id().ok_or("no pid")?;
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?;
+    wait_log(
+        "SIGHUP: retrying the failed ACME order now",
+        Duration::from_secs(10),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match fresh_get(addr, &root).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no certificate after SIGHUP: {e}\n{}",
+                log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        log().contains("ACME: new certificate deployed"),
+        "{}",
+        log()
+    );
+    assert!(child.try_wait()?.is_none(), "still running");
+    let _ = child.kill().await;
+    pebble.stop().await;
+    Ok(())
+}
+
 /// Accepts any server certificate (only to show the server still answers after an outage).
 #[derive(Debug)]
 struct AcceptAny;
@@ -1997,7 +2167,10 @@ async fn an_acme_error_is_shown_on_the_admin_listener_only() -> TestResult {
         "{body}"
     );
     assert!(
-        !body.contains(&error) && !body.contains("last_error") && !body.contains(directory),
+        !body.contains(&error)
+            && !body.contains("last_error")
+            && !body.contains("retry_at")
+            && !body.contains(directory),
         "no error text on the public listener: {body}"
     );
 
@@ -2025,6 +2198,14 @@ async fn an_acme_error_is_shown_on_the_admin_listener_only() -> TestResult {
     assert!(!shown.is_empty(), "{admin_health}");
     assert!(
         admin_health["tls"]["last_error_at"].is_i64(),
+        "{admin_health}"
+    );
+    // The failed order is retried after the default first wait, 10 s.
+    assert!(
+        admin_health["tls"]["retry_at"]
+            .as_i64()
+            .zip(admin_health["tls"]["last_error_at"].as_i64())
+            .is_some_and(|(retry, failed)| retry - failed == 10),
         "{admin_health}"
     );
     let _ = stop_admin.send(());

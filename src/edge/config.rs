@@ -69,6 +69,11 @@ pub struct TlsConfig {
     /// ACME: `tls-alpn-01` (default, on the TLS port) or `http-01` (on `http_redirect_listen`,
     /// which must then be set).
     pub challenge: AcmeChallenge,
+    /// ACME: seconds to wait before retrying after the first failed order; the wait doubles
+    /// with each further failure, up to `retry_max_secs`. SIGHUP retries at once.
+    pub retry_min_secs: u64,
+    /// ACME: the longest wait between retries of a failed order.
+    pub retry_max_secs: u64,
     /// Files: the certificate chain (leaf first), PEM.
     pub cert: Option<PathBuf>,
     /// Files: the private key (PKCS#8, PKCS#1 or SEC1), PEM.
@@ -93,6 +98,8 @@ impl Default for TlsConfig {
             ca_file: None,
             cache_dir: None,
             challenge: AcmeChallenge::TlsAlpn01,
+            retry_min_secs: 10,
+            retry_max_secs: 3600,
             cert: None,
             key: None,
             reload_poll_secs: 30,
@@ -158,6 +165,19 @@ impl TlsConfig {
                             "write e.g. contact = [\"ops@example.com\"]",
                         ));
                     }
+                }
+                if self.retry_min_secs == 0
+                    || self.retry_max_secs < self.retry_min_secs
+                    || self.retry_max_secs > 86_400
+                {
+                    return Err(ConfigError::new(
+                        "tls.retry_min_secs/tls.retry_max_secs",
+                        format!(
+                            "the first retry wait must be at least 1 s and the longest between it and 86400 s (a day; a longer one could let a renewal slip), but they are {} and {}",
+                            self.retry_min_secs, self.retry_max_secs
+                        ),
+                        "remove both for the defaults (10 s doubling up to 3600 s), or set e.g. retry_min_secs = 10 and retry_max_secs = 3600",
+                    ));
                 }
                 if self.challenge == AcmeChallenge::Http01 && self.http_redirect_listen.is_none() {
                     return Err(ConfigError::new(
@@ -680,6 +700,23 @@ database = "main"
         )
         .unwrap_err();
         assert_eq!(err.key, "tls.directory");
+    }
+
+    #[test]
+    fn acme_retry_waits_are_bounded() {
+        const ACME: &str = "[tls]\nmode = \"acme\"\ndomains = [\"mcp.example.com\"]\n";
+        let c = parse(ACME).expect("valid");
+        assert_eq!((c.tls.retry_min_secs, c.tls.retry_max_secs), (10, 3600));
+        for bad in [
+            "retry_min_secs = 0",
+            "retry_min_secs = 60\nretry_max_secs = 30",
+            "retry_max_secs = 86401",
+        ] {
+            let err = parse(&format!("{ACME}{bad}\n")).unwrap_err();
+            assert_eq!(err.key, "tls.retry_min_secs/tls.retry_max_secs", "{bad}");
+        }
+        let c = parse(&format!("{ACME}retry_min_secs = 1\nretry_max_secs = 1\n")).expect("valid");
+        assert_eq!((c.tls.retry_min_secs, c.tls.retry_max_secs), (1, 1));
     }
 
     #[test]

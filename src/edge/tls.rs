@@ -8,10 +8,16 @@
 //!   certificates are cached in `<state_dir>/acme`, so a restart serves the cached certificate
 //!   without a new order. The ACME state does nothing unless polled: [`Prepared`] carries the
 //!   owned task that polls it, which orders, renews at 2/3 of the lifetime and hot-swaps the
-//!   certificate for new handshakes (open connections keep theirs). When the CA is unreachable
-//!   the cached certificate keeps being served, rustls-acme retries with exponential backoff,
-//!   and the failure is logged and kept in [`TlsStatus`] (for `/health` and metrics, with the
-//!   certificate's remaining lifetime in seconds; the error's text only on the admin listener).
+//!   certificate for new handshakes (open connections keep theirs). When an order fails (the
+//!   CA unreachable, a challenge the CA could not validate) the cached certificate keeps being
+//!   served, the failure is logged and kept in [`TlsStatus`] (for `/health` and metrics, with
+//!   the certificate's remaining lifetime in seconds; the error's text and the next retry's
+//!   time only on the admin listener), and the order is retried after `tls.retry_min_secs`,
+//!   doubling up to `tls.retry_max_secs` (10 s to 1 h by default); SIGHUP retries at once.
+//!   rustls-acme's own backoff doubles without a useful cap (to 2^16 s, 18 hours), so
+//!   [`drive_acme`] drops a state whose order failed and starts a fresh one when its own wait
+//!   is over. The served certificate and the challenge answers live in [`AcmeResolver`], which
+//!   outlives the states, and [`AcmeTlsAcceptor`] sends the CA's TLS-ALPN-01 handshakes to it.
 //! - `files`: a PEM chain and key, reloaded on SIGHUP and when the files change (polled);
 //!   a bad new pair is reported and the old certificate stays in use.
 //! - `off`: plain HTTP behind another proxy.
@@ -36,9 +42,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
+use rustls_acme::acme::ACME_TLS_ALPN_NAME;
 use rustls_acme::caches::DirCache;
 use rustls_acme::{
-    AccountCache, AcmeConfig, CertCache, EventOk, ResolvesServerCertAcme, UseChallenge,
+    AccountCache, AcmeConfig, AcmeState, CertCache, EventError, EventOk, ResolvesServerCertAcme,
+    UseChallenge, is_tls_alpn_challenge,
 };
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -130,6 +138,8 @@ pub struct TlsReport {
     pub last_error: Option<String>,
     /// When it happened (Unix seconds).
     pub last_error_at: Option<i64>,
+    /// ACME: when the failed order is tried again (Unix seconds; SIGHUP tries at once).
+    pub retry_at: Option<i64>,
     /// The served certificate's `notAfter` (Unix seconds).
     pub not_after: Option<i64>,
     /// Certificates newly issued by the ACME CA since start.
@@ -166,6 +176,7 @@ impl TlsStatus {
                 state,
                 last_error: None,
                 last_error_at: None,
+                retry_at: None,
                 not_after: None,
                 issued: 0,
                 loaded: 0,
@@ -187,15 +198,23 @@ impl TlsStatus {
         let mut r = self.lock();
         r.state = "ok";
         r.last_error = None;
+        r.retry_at = None;
         f(&mut r);
     }
 
     fn failed(&self, error: String) {
+        self.failed_until(error, None);
+    }
+
+    /// A failure that is tried again `retry_in` from now (when given).
+    fn failed_until(&self, error: String, retry_in: Option<Duration>) {
+        let now = now_unix();
         let mut r = self.lock();
         r.state = "error";
         r.errors += 1;
         r.last_error = Some(error);
-        r.last_error_at = Some(now_unix());
+        r.last_error_at = Some(now);
+        r.retry_at = retry_in.map(|d| now.saturating_add(d.as_secs() as i64));
     }
 
     fn set_not_after(&self, t: Option<i64>) {
@@ -254,17 +273,126 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Option<i64>),
     }
     let key_der =
         PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.to_path_buf()))?;
-    let signing = provider()
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|source| TlsError::Key {
-            path: key.to_path_buf(),
-            source,
-        })?;
     let not_after = der_not_after(&chain[0]);
-    let certified = CertifiedKey::new(chain, signing);
+    let certified = certified_key(chain, key_der).map_err(|source| TlsError::Key {
+        path: key.to_path_buf(),
+        source,
+    })?;
     certified.keys_match().map_err(TlsError::Mismatch)?;
     Ok((certified, not_after))
+}
+
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, rustls::Error> {
+    let signing = provider().key_provider.load_private_key(key)?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+/// ACME mode's certificate and challenge answers, kept across the ACME states [`drive_acme`]
+/// starts one after another: the certificate is the one the cache last loaded or stored
+/// ([`ObservedCache`]); TLS-ALPN-01 handshakes and HTTP-01 tokens are answered from the current
+/// state's resolver, which is where that state's order puts its challenge.
+#[derive(Debug)]
+pub struct AcmeResolver {
+    cert: RwLock<Option<Arc<CertifiedKey>>>,
+    /// The current state's resolver (none before the first state starts).
+    challenges: RwLock<Option<Arc<ResolvesServerCertAcme>>>,
+}
+
+impl AcmeResolver {
+    fn new() -> Self {
+        Self {
+            cert: RwLock::new(None),
+            challenges: RwLock::new(None),
+        }
+    }
+
+    fn challenges(&self) -> Option<Arc<ResolvesServerCertAcme>> {
+        self.challenges
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_challenges(&self, state: Arc<ResolvesServerCertAcme>) {
+        *self.challenges.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    }
+
+    /// Serves the certificate in rustls-acme's cache format (the key, then the chain, PEM);
+    /// one it cannot read is left to rustls-acme to report.
+    fn set_cert_pem(&self, pem: &[u8]) {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .filter_map(Result::ok)
+            .collect();
+        let Ok(key) = PrivateKeyDer::from_pem_slice(pem) else {
+            return;
+        };
+        if chain.is_empty() {
+            return;
+        }
+        if let Ok(certified) = certified_key(chain, key) {
+            *self.cert.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(certified));
+        }
+    }
+}
+
+impl ResolvesServerCert for AcmeResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if is_tls_alpn_challenge(&hello) {
+            self.challenges()?.resolve(hello)
+        } else {
+            self.cert.read().unwrap_or_else(|p| p.into_inner()).clone()
+        }
+    }
+}
+
+/// ACME mode's TLS acceptor: a handshake offering only the `acme-tls/1` protocol is the CA's
+/// TLS-ALPN-01 validation, completed with the challenge certificate and then closed; every
+/// other handshake gets the listener's settings. (rustls-acme's own acceptor would answer
+/// challenges from the first ACME state only.)
+#[derive(Clone)]
+pub struct AcmeTlsAcceptor {
+    main: Arc<ServerConfig>,
+    challenge: Arc<ServerConfig>,
+}
+
+impl AcmeTlsAcceptor {
+    fn new(resolver: Arc<AcmeResolver>) -> Result<Self, TlsError> {
+        let main = server_config(resolver.clone())?;
+        let mut challenge = server_config(resolver)?;
+        challenge.alpn_protocols = vec![ACME_TLS_ALPN_NAME.to_vec()];
+        Ok(Self {
+            main: Arc::new(main),
+            challenge: Arc::new(challenge),
+        })
+    }
+}
+
+impl<I, S> axum_server::accept::Accept<I, S> for AcmeTlsAcceptor
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<I>;
+    type Service = S;
+    type Future = futures::future::BoxFuture<'static, io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let (main, challenge) = (self.main.clone(), self.challenge.clone());
+        Box::pin(async move {
+            let start =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                    .await?;
+            if is_tls_alpn_challenge(&start.client_hello()) {
+                start.into_stream(challenge).await?;
+                tracing::info!("ACME: answered a TLS-ALPN-01 validation handshake");
+                return Err(io::Error::other("TLS-ALPN-01 validation handshake"));
+            }
+            Ok((start.into_stream(main).await?, service))
+        })
+    }
 }
 
 /// Serves whatever pair was loaded last (files mode).
@@ -296,10 +424,10 @@ pub enum Prepared {
     Off,
     /// Files mode: the rustls settings (their resolver reloads in place).
     Files(RustlsConfig),
-    /// ACME mode: rustls-acme's acceptor (answers TLS-ALPN-01 challenges itself), and with
+    /// ACME mode: the acceptor (which answers TLS-ALPN-01 challenges itself), and with
     /// HTTP-01 what the plain-HTTP listener answers the CA with.
     Acme {
-        acceptor: rustls_acme::axum::AxumAcceptor,
+        acceptor: AcmeTlsAcceptor,
         http01: Option<Http01Responder>,
     },
 }
@@ -314,16 +442,16 @@ impl Prepared {
     }
 }
 
-/// Answers the CA's HTTP-01 requests from the ACME state: rustls-acme sets the token and key
-/// authorization of the one authorization in progress (it authorizes domains one at a time)
-/// and clears them once the CA has validated it.
+/// Answers the CA's HTTP-01 requests from the current ACME state: rustls-acme sets the token
+/// and key authorization of the one authorization in progress (it authorizes domains one at a
+/// time) and clears them once the CA has validated it.
 #[derive(Clone)]
-pub struct Http01Responder(Arc<ResolvesServerCertAcme>);
+pub struct Http01Responder(Arc<AcmeResolver>);
 
 impl Http01Responder {
     /// The key authorization for `token`, if that is the challenge in progress.
     pub fn key_authorization(&self, token: &str) -> Option<String> {
-        self.0.get_http_01_key_auth(token)
+        self.0.challenges()?.get_http_01_key_auth(token)
     }
 }
 
@@ -388,7 +516,7 @@ pub async fn prepare(
     cancel: CancellationToken,
 ) -> Result<(Prepared, Vec<JoinHandle<()>>), TlsError> {
     match tls.mode {
-        TlsMode::Off => Ok((Prepared::Off, nothing_to_reload("off", cancel))),
+        TlsMode::Off => Ok((Prepared::Off, nothing_to_reload(cancel))),
         TlsMode::Files => {
             let (cert, key) = match (&tls.cert, &tls.key) {
                 (Some(c), Some(k)) => (c.clone(), k.clone()),
@@ -405,13 +533,8 @@ pub async fn prepare(
                 current: RwLock::new(Arc::new(pair)),
             });
             let config = server_config(resolver.clone())?;
-            // Registered here, before serving starts, so an early SIGHUP cannot kill the process.
-            #[cfg(unix)]
-            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            #[cfg(not(unix))]
-            let hup = None;
             let task = tokio::spawn(watch_files(
-                hup,
+                hangups(),
                 resolver,
                 cert,
                 key,
@@ -441,27 +564,43 @@ pub async fn prepare(
                 })
                 .collect();
             writable_cache_dir(&cache_dir)?;
-            let base = match &tls.ca_file {
-                Some(ca) => AcmeConfig::new_with_client_config(&tls.domains, client_config(ca)?),
-                None => AcmeConfig::new(&tls.domains),
+            let ca = match &tls.ca_file {
+                Some(ca) => Some(client_config(ca)?),
+                None => None,
             };
-            let acme = base
-                .contact(contact)
-                .directory(tls.directory_url())
-                .challenge_type(match tls.challenge {
-                    AcmeChallenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
-                    AcmeChallenge::Http01 => UseChallenge::Http01,
-                })
-                .cache(ObservedCache {
+            let resolver = Arc::new(AcmeResolver::new());
+            let acceptor = AcmeTlsAcceptor::new(resolver.clone())?;
+            let http01 =
+                (tls.challenge == AcmeChallenge::Http01).then(|| Http01Responder(resolver.clone()));
+            let (domains, directory, challenge) = (
+                tls.domains.clone(),
+                tls.directory_url().to_string(),
+                tls.challenge,
+            );
+            let cache = {
+                let (resolver, status, cache_dir) =
+                    (resolver.clone(), status.clone(), cache_dir.clone());
+                move || ObservedCache {
                     inner: DirCache::new(cache_dir.clone()),
                     dir: cache_dir.clone(),
                     status: status.clone(),
-                });
-            let state = acme.state();
-            let config = server_config(state.resolver())?;
-            let acceptor = state.axum_acceptor(Arc::new(config));
-            let http01 =
-                (tls.challenge == AcmeChallenge::Http01).then(|| Http01Responder(state.resolver()));
+                    resolver: resolver.clone(),
+                }
+            };
+            let states = move || {
+                let base = match &ca {
+                    Some(ca) => AcmeConfig::new_with_client_config(&domains, ca.clone()),
+                    None => AcmeConfig::new(&domains),
+                };
+                base.contact(contact.iter())
+                    .directory(&directory)
+                    .challenge_type(match challenge {
+                        AcmeChallenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
+                        AcmeChallenge::Http01 => UseChallenge::Http01,
+                    })
+                    .cache(cache())
+                    .state()
+            };
             tracing::info!(
                 domains = ?tls.domains,
                 directory = tls.directory_url(),
@@ -469,33 +608,40 @@ pub async fn prepare(
                 challenge = tls.challenge.as_str(),
                 "ACME enabled"
             );
-            let mut tasks = nothing_to_reload("acme", cancel.clone());
-            tasks.push(tokio::spawn(drive_acme(state, status, cancel)));
-            Ok((Prepared::Acme { acceptor, http01 }, tasks))
+            let retry = Retry {
+                min: Duration::from_secs(tls.retry_min_secs),
+                max: Duration::from_secs(tls.retry_max_secs),
+            };
+            let task = tokio::spawn(drive_acme(
+                Box::new(states),
+                resolver,
+                retry,
+                status,
+                hangups(),
+                cancel,
+            ));
+            Ok((Prepared::Acme { acceptor, http01 }, vec![task]))
         }
     }
 }
 
-/// Where SIGHUP has nothing to reload (`tls.mode` `off`, or `acme`, which renews by itself),
-/// a task that says so in the log for each one, so that `systemctl reload` is seen to do
-/// nothing. The process already survives SIGHUP (`cli` listens for it before anything else);
-/// this only makes it visible. Stopped by `cancel`.
-fn nothing_to_reload(mode: &'static str, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
-    #[cfg(unix)]
-    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        return vec![tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP: nothing to reload in tls.mode={mode}");
-                    }
-                }
-            }
-        })];
+/// With `tls.mode = "off"` SIGHUP has nothing to reload: a task that says so in the log for
+/// each one, so that `systemctl reload` is seen to do nothing. The process already survives
+/// SIGHUP (`cli` listens for it before anything else); this only makes it visible. Stopped by
+/// `cancel`.
+fn nothing_to_reload(cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+    let mut hup = hangups();
+    if hup.is_none() {
+        return Vec::new();
     }
-    let _ = (mode, cancel);
-    Vec::new()
+    vec![tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = hangup(&mut hup) => tracing::info!("SIGHUP: nothing to reload in tls.mode=off"),
+            }
+        }
+    })]
 }
 
 /// A client config that trusts only the CAs in `ca_file` (private ACME directories).
@@ -524,49 +670,131 @@ fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> 
     Ok(Arc::new(config))
 }
 
-/// Polls the ACME state until cancelled: nothing is ordered or renewed otherwise.
+/// When a failed ACME order is tried again: `min` after the first failure, doubling with each
+/// further one, at most `max`.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    min: Duration,
+    max: Duration,
+}
+
+impl Retry {
+    /// The wait after `failures` (at least 1) failed orders in a row.
+    fn wait(self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.min.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// Makes a fresh ACME state (the same settings each time).
+type States = Box<dyn Fn() -> AcmeState<io::Error, io::Error> + Send>;
+
+/// The SIGHUP stream, registered before serving starts so an early SIGHUP cannot kill the
+/// process; `None` where there are no signals.
+fn hangups() -> Option<Hangup> {
+    #[cfg(unix)]
+    return tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    None
+}
+
+/// The next SIGHUP (never, without a stream).
+async fn hangup(hup: &mut Option<Hangup>) {
+    #[cfg(unix)]
+    if let Some(s) = hup.as_mut() {
+        s.recv().await;
+        return;
+    }
+    let _ = hup;
+    std::future::pending::<()>().await
+}
+
+/// Polls an ACME state until cancelled: nothing is ordered or renewed otherwise. When an order
+/// fails, the state (and its own backoff) is dropped; after `retry`'s wait, or at once on
+/// SIGHUP, a fresh state loads the cache again and orders.
 async fn drive_acme(
-    mut state: rustls_acme::AcmeState<io::Error, io::Error>,
+    states: States,
+    resolver: Arc<AcmeResolver>,
+    retry: Retry,
     status: Arc<TlsStatus>,
+    mut hup: Option<Hangup>,
     cancel: CancellationToken,
 ) {
+    let mut failures = 0u32;
+    let mut first = true;
     loop {
-        let event = tokio::select! {
-            () = cancel.cancelled() => return,
-            e = state.next() => e,
+        let mut state = states();
+        resolver.set_challenges(state.resolver());
+        let failure = loop {
+            let event = tokio::select! {
+                () = cancel.cancelled() => return,
+                () = hangup(&mut hup) => {
+                    tracing::info!("SIGHUP: nothing to reload in tls.mode=acme (the certificate renews by itself; SIGHUP retries a failed order at once)");
+                    continue;
+                }
+                e = state.next() => e,
+            };
+            match event {
+                // A later state loads the certificate already served; the failure stands.
+                Some(Ok(EventOk::DeployedCachedCert)) if !first => {}
+                Some(Ok(EventOk::DeployedCachedCert)) => {
+                    status.ok(|r| r.loaded += 1);
+                    tracing::info!(expires_in_secs = ?status.report().expires_in_secs(), "ACME: serving the cached certificate");
+                }
+                Some(Ok(EventOk::DeployedNewCert)) => {
+                    failures = 0;
+                    status.ok(|r| r.issued += 1);
+                    tracing::info!("ACME: new certificate deployed");
+                }
+                Some(Ok(ok)) => tracing::debug!(event = ?ok, "ACME"),
+                // The state would retry these after its own wait, or at once (an unreadable
+                // new certificate): retried here instead.
+                Some(Err(err @ (EventError::Order(_) | EventError::NewCertParse(_)))) => {
+                    break err.to_string();
+                }
+                // Cache trouble: the state carries on (and orders, without a cached
+                // certificate or account).
+                Some(Err(err)) => {
+                    let msg = err.to_string();
+                    tracing::error!(error = %msg, "ACME cache");
+                    status.failed(msg);
+                }
+                None => return,
+            }
         };
-        match event {
-            Some(Ok(EventOk::DeployedCachedCert)) => {
-                status.ok(|r| r.loaded += 1);
-                tracing::info!(expires_in_secs = ?status.report().expires_in_secs(), "ACME: serving the cached certificate");
+        drop(state);
+        first = false;
+        failures = failures.saturating_add(1);
+        let wait = retry.wait(failures);
+        let report = status.report();
+        tracing::error!(
+            error = %failure,
+            failures,
+            retry_in_secs = wait.as_secs(),
+            serving_cached = report.not_after.is_some(),
+            expires_in_secs = ?report.expires_in_secs(),
+            "ACME order failed; retrying after the wait (or at once on SIGHUP)"
+        );
+        status.failed_until(failure, Some(wait));
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = hangup(&mut hup) => {
+                tracing::info!("SIGHUP: retrying the failed ACME order now");
+                failures = 0;
             }
-            Some(Ok(EventOk::DeployedNewCert)) => {
-                status.ok(|r| r.issued += 1);
-                tracing::info!("ACME: new certificate deployed");
-            }
-            Some(Ok(ok)) => tracing::debug!(event = ?ok, "ACME"),
-            Some(Err(err)) => {
-                let msg = err.to_string();
-                let report = status.report();
-                tracing::error!(
-                    error = %msg,
-                    serving_cached = report.not_after.is_some(),
-                    expires_in_secs = ?report.expires_in_secs(),
-                    "ACME failed; retrying with backoff"
-                );
-                status.failed(msg);
-            }
-            None => return,
         }
     }
 }
 
-/// rustls-acme's directory cache, noting the certificate's expiry as it passes through.
+/// rustls-acme's directory cache, noting the certificate's expiry as it passes through and
+/// handing the certificate to the listener's [`AcmeResolver`].
 struct ObservedCache {
     inner: DirCache<PathBuf>,
     /// The directory `inner` writes to, to restrict what it wrote ([`tighten`]).
     dir: PathBuf,
     status: Arc<TlsStatus>,
+    resolver: Arc<AcmeResolver>,
 }
 
 #[async_trait::async_trait]
@@ -579,6 +807,7 @@ impl CertCache for ObservedCache {
     ) -> Result<Option<Vec<u8>>, io::Error> {
         let pem = self.inner.load_cert(domains, directory_url).await?;
         if let Some(p) = &pem {
+            self.resolver.set_cert_pem(p);
             self.status.set_not_after(pem_not_after(p));
         }
         Ok(pem)
@@ -589,6 +818,8 @@ impl CertCache for ObservedCache {
         directory_url: &str,
         cert: &[u8],
     ) -> Result<(), io::Error> {
+        // Served whether or not the cache can keep it.
+        self.resolver.set_cert_pem(cert);
         self.status.set_not_after(pem_not_after(cert));
         self.inner.store_cert(domains, directory_url, cert).await?;
         tighten(&self.dir);
@@ -648,23 +879,9 @@ async fn watch_files(
     });
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = {
-            let _ = &mut hup;
-            std::future::pending::<()>()
-        };
         let reason = tokio::select! {
             () = cancel.cancelled() => return,
-            () = hangup => "SIGHUP",
+            () = hangup(&mut hup) => "SIGHUP",
             _ = tick.tick() => {
                 let now = (modified(&cert), modified(&key));
                 if poll.is_zero() || now == seen {
@@ -767,14 +984,38 @@ mod tests {
     }
 
     #[test]
+    fn acme_retries_double_from_the_first_wait_up_to_the_longest() {
+        let retry = Retry {
+            min: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+        };
+        let waits: Vec<u64> = (1..=10).map(|n| retry.wait(n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600]);
+        // However many failures, no overflow and no wait past the longest.
+        for n in [0, 31, 32, 64, u32::MAX] {
+            assert!(retry.wait(n) <= retry.max, "{n}");
+        }
+        let huge = Retry {
+            min: Duration::from_secs(86_400),
+            max: Duration::from_secs(86_400),
+        };
+        assert_eq!(huge.wait(u32::MAX), Duration::from_secs(86_400));
+    }
+
+    #[test]
     fn status_keeps_the_last_error_until_the_next_success() {
         let s = TlsStatus::new(TlsMode::Acme);
         assert_eq!(s.report().state, "pending");
-        s.failed("connection refused".into());
-        assert_eq!(s.report().state, "error");
-        assert!(s.report().last_error.is_some());
+        s.failed_until("connection refused".into(), Some(Duration::from_secs(10)));
+        let r = s.report();
+        assert_eq!(r.state, "error");
+        assert!(r.last_error.is_some());
+        assert_eq!(
+            r.retry_at.zip(r.last_error_at).map(|(a, b)| a - b),
+            Some(10)
+        );
         s.ok(|r| r.issued += 1);
-        assert_eq!(s.report().state, "ok");
-        assert_eq!(s.report().last_error, None);
+        let r = s.report();
+        assert_eq!((r.state, r.last_error, r.retry_at), ("ok", None, None));
     }
 }

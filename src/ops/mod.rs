@@ -99,8 +99,8 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 /// Liveness, plus the certificate's state when TLS is on: an ACME failure shows here as
 /// `"state": "error"` (the server keeps serving the previous certificate) with the seconds the
 /// certificate has left. The failure's text (which may carry the CA's account and order URLs
-/// and internal detail) and its time only with `details`: on the admin listener, as with the
-/// readiness details.
+/// and internal detail), its time and when a failed ACME order is retried only with
+/// `details`: on the admin listener, as with the readiness details.
 pub fn health_body(app: &AppState, details: bool) -> serde_json::Value {
     let mut body = serde_json::json!({"status": "ok"});
     let edge = app.edge().report();
@@ -113,6 +113,7 @@ pub fn health_body(app: &AppState, details: bool) -> serde_json::Value {
         if details {
             body["tls"]["last_error"] = serde_json::json!(edge.tls.last_error);
             body["tls"]["last_error_at"] = serde_json::json!(edge.tls.last_error_at);
+            body["tls"]["retry_at"] = serde_json::json!(edge.tls.retry_at);
         }
     }
     body
