@@ -256,7 +256,7 @@ impl Logs {
             .with_writer(self.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        common::log_on_this_thread(subscriber)
     }
 
     fn text(&self) -> String {
@@ -453,10 +453,13 @@ async fn strict_encryption_against_a_server_without_tds8_fails_clearly() {
 
 /// What no peer here can do: send the routing ENVCHANGE with which Azure SQL's gateway tells a
 /// client to log in again on another host. pysqlbridge never sends one, so this is a stand-in
-/// for the gateway's part of a login and nothing more: it answers the PRELOGIN, does the TLS
-/// handshake inside PRELOGIN packets (TLS 1.2: SQL Server offers 1.3 only with TDS 8.0's
-/// strict mode), reads the LOGIN7 over TLS and answers in the clear with
-/// `[ENVCHANGE Routing][DONE]`, then closes. Every login it sees is counted.
+/// for the gateway's part of a login and nothing more: it answers the PRELOGIN with the
+/// encryption the client asked for, does the TLS handshake inside PRELOGIN packets (TLS 1.2:
+/// SQL Server offers 1.3 only with TDS 8.0's strict mode), reads the LOGIN7 over TLS and
+/// answers with `[ENVCHANGE Routing][DONE]`, then closes. The answer goes over TLS when the
+/// client asked for encryption (`encrypt = on/required`, what Azure SQL demands: the whole
+/// session is encrypted) and in the clear when it did not (`off`: TLS for the login only).
+/// Every login it sees is counted.
 struct Redirector {
     port: u16,
     logins: Arc<std::sync::atomic::AtomicUsize>,
@@ -524,14 +527,17 @@ async fn redirect_one(
     logins: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (ty, _) = read_tds_packet(&mut tcp).await?;
+    let (ty, asked) = read_tds_packet(&mut tcp).await?;
     assert_eq!(ty, TDS_PRELOGIN, "a client starts with PRELOGIN");
-    // VERSION (offset 11, 6 bytes) and ENCRYPTION (offset 17, 1 byte: ENCRYPT_OFF, the login
-    // only), then the terminator, then the data.
-    let prelogin = [
+    // ENCRYPT_ON (1) or ENCRYPT_REQ (3): the whole session; else the login only.
+    let whole_session = matches!(prelogin_option(&asked, 0x01), Some([0x01 | 0x03, ..]));
+    // VERSION (offset 11, 6 bytes) and ENCRYPTION (offset 17, 1 byte: ENCRYPT_ON or
+    // ENCRYPT_OFF), then the terminator, then the data.
+    let mut prelogin = vec![
         0x00, 0x00, 0x0B, 0x00, 0x06, 0x01, 0x00, 0x11, 0x00, 0x01, 0xFF, 0x10, 0x00, 0x07, 0xD0,
-        0x00, 0x00, 0x00,
+        0x00, 0x00,
     ];
+    prelogin.push(u8::from(whole_session));
     write_tds_packet(&mut tcp, TDS_REPLY, &prelogin).await?;
     let mut tls = acceptor.accept(InPrelogin::new(tcp)).await?;
     // The handshake is done: from here TLS records travel bare, as the client expects.
@@ -539,8 +545,6 @@ async fn redirect_one(
     let (ty, _) = read_tds_packet(&mut tls).await?;
     assert_eq!(ty, TDS_LOGIN7, "after the handshake comes LOGIN7");
     logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    // ENCRYPT_OFF: the answer to the login goes in the clear.
-    let mut tcp = tls.into_inner().0.tcp;
     let host: Vec<u16> = "127.0.0.1".encode_utf16().collect();
     let mut routing = vec![0x00]; // protocol: TCP
     routing.extend_from_slice(&to_port.to_le_bytes());
@@ -568,11 +572,36 @@ async fn redirect_one(
     reply.extend_from_slice(&value);
     reply.push(0xFD); // DONE: status, current command, row count
     reply.extend_from_slice(&[0; 12]);
-    write_tds_packet(&mut tcp, TDS_REPLY, &reply).await?;
     // The client closes once it has read the answer.
     let mut rest = Vec::new();
-    let _ = tcp.read_to_end(&mut rest).await;
-    tcp.shutdown().await
+    if whole_session {
+        write_tds_packet(&mut tls, TDS_REPLY, &reply).await?;
+        let _ = tls.read_to_end(&mut rest).await;
+        tls.shutdown().await
+    } else {
+        let mut tcp = tls.into_inner().0.tcp;
+        write_tds_packet(&mut tcp, TDS_REPLY, &reply).await?;
+        let _ = tcp.read_to_end(&mut rest).await;
+        tcp.shutdown().await
+    }
+}
+
+/// The value of PRELOGIN option `token` in a PRELOGIN payload (MS-TDS 2.2.6.5: a list of
+/// token, offset and length, ended by 0xFF, then the values).
+fn prelogin_option(payload: &[u8], token: u8) -> Option<&[u8]> {
+    let mut entry = payload;
+    while let [t, o1, o2, l1, l2, rest @ ..] = entry {
+        if *t == 0xFF {
+            return None;
+        }
+        if *t == token {
+            let at = usize::from(u16::from_be_bytes([*o1, *o2]));
+            let len = usize::from(u16::from_be_bytes([*l1, *l2]));
+            return payload.get(at..at + len);
+        }
+        entry = rest;
+    }
+    None
 }
 
 /// One whole TDS packet: its type and its payload.
@@ -725,23 +754,27 @@ impl tokio::io::AsyncWrite for InPrelogin {
 async fn an_azure_style_redirect_is_followed_once() {
     let _s = serial().await;
     let peer = Peer::start();
-    let gateway = Redirector::start(peer.port).await;
-    let mut cfg = peer.config();
-    cfg.port = Some(gateway.port);
-    cfg.encrypt = Some(MssqlEncrypt::Off);
-    let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
-    for _ in 0..3 {
-        let rs = b
-            .query("SELECT COUNT(*) AS n FROM Products", page(0, 1))
-            .await
-            .unwrap_or_else(|e| panic!("through the redirect: {e}"));
-        assert_eq!(rs.rows, vec![vec![Value::Int(5)]]);
+    // Required (the default, and what Azure SQL demands): the redirect arrives over TLS;
+    // off: in the clear after the login.
+    for mode in [MssqlEncrypt::Required, MssqlEncrypt::Off] {
+        let gateway = Redirector::start(peer.port).await;
+        let mut cfg = peer.config();
+        cfg.port = Some(gateway.port);
+        cfg.encrypt = Some(mode);
+        let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+        for _ in 0..3 {
+            let rs = b
+                .query("SELECT COUNT(*) AS n FROM Products", page(0, 1))
+                .await
+                .unwrap_or_else(|e| panic!("through the redirect, {mode:?}: {e}"));
+            assert_eq!(rs.rows, vec![vec![Value::Int(5)]]);
+        }
+        let seen = gateway.logins();
+        assert!(
+            (1..=2).contains(&seen),
+            "each pooled connection logs in at the gateway once, {mode:?}: {seen}"
+        );
     }
-    let seen = gateway.logins();
-    assert!(
-        (1..=2).contains(&seen),
-        "each pooled connection logs in at the gateway once: {seen}"
-    );
 }
 
 /// A redirect to a host that never answers the TCP handshake is reported as out of reach, not

@@ -1178,7 +1178,7 @@ impl LogBuffer {
 async fn a_username_with_a_newline_cannot_forge_a_log_line() {
     let logs = LogBuffer::default();
     let writer = logs.clone();
-    let _guard = tracing::subscriber::set_default(
+    let _guard = common::log_on_this_thread(
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .with_ansi(false)

@@ -1,7 +1,8 @@
 //! Shared by the integration tests that need the TDS peer (`tests/mssql.rs`,
 //! `tests/backends.rs`): finding `pysqlbridge`, free loopback ports, and starting the peer
 //! on a directory that holds its `config.json`. `tests/ops.rs`, `tests/edge.rs` and
-//! `tests/oauth.rs` take their ports from here too.
+//! `tests/oauth.rs` take their ports from here too, and tests that read their own logs set
+//! their subscriber here ([`log_on_this_thread`]).
 //!
 //! The peer is never skipped: when it is not installed the test fails with the command that
 //! installs it (in CI, `.ci/run` installs it first; locally, the same command does).
@@ -129,4 +130,21 @@ pub fn spawn_pysqlbridge_logging(dir: &Path, port: u16, full_log: bool) -> Child
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Sets `subscriber` as this thread's until the guard drops, for a test that reads what the
+/// code under test logs.
+///
+/// Were it the only subscriber in the process, tracing-core would take it for the global one:
+/// a log statement first reached on another test's thread (no subscriber there) would be
+/// marked "never enabled" for good, and vanish from this thread's log too. A second, silent
+/// subscriber that lives as long as the process makes tracing ask every subscriber, so each
+/// thread's own decides.
+pub fn log_on_this_thread<S>(subscriber: S) -> tracing::subscriber::DefaultGuard
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    static SILENT: OnceLock<tracing::Dispatch> = OnceLock::new();
+    SILENT.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::new()));
+    tracing::subscriber::set_default(subscriber)
 }
