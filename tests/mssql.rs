@@ -1580,14 +1580,16 @@ async fn a_query_over_its_time_limit_times_out_and_its_connection_is_discarded()
 }
 
 /// A pool whose every connection is running a query still answers `ping` (what `/health`
-/// asks) at once, on a connection of the check's own, instead of waiting for one to come free
-/// and reporting the database down when none does in time.
+/// asks) at once, instead of waiting for one to come free and reporting the database down
+/// when none does in time: by a whole answer on a pooled connection within the last second,
+/// or else on a connection of the check's own (a login, counted).
 #[tokio::test]
 async fn ping_answers_while_every_pooled_connection_is_busy() {
     let _s = serial().await;
     let peer = Peer::start();
     let b = Arc::new(peer.backend_with(&peer.config(), 1, Duration::from_secs(30)));
     b.ping().await.expect("ping");
+    let answered = Instant::now();
     let slow = {
         let b = b.clone();
         tokio::spawn(async move { b.query(SLOW_QUERY, page(0, 1)).await })
@@ -1595,11 +1597,25 @@ async fn ping_answers_while_every_pooled_connection_is_busy() {
     // The slow query has the pool's one connection by now.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(b.pool_stats().in_use, 1, "{:?}", b.pool_stats());
-    let started = Instant::now();
+    // The first ping's answer is recent: no login for this one.
     b.ping().await.expect("ping while the pool is busy");
+    assert_eq!(b.pool_stats().check_connections, 0, "{:?}", b.pool_stats());
+    // A second on, the busy pool says nothing any more: the check logs in on its own.
+    tokio::time::sleep(
+        (mssql_mcp::db::mssql::RECENT_ANSWER + Duration::from_millis(200))
+            .saturating_sub(answered.elapsed()),
+    )
+    .await;
+    assert_eq!(b.pool_stats().in_use, 1, "{:?}", b.pool_stats());
+    let started = Instant::now();
+    b.ping()
+        .await
+        .expect("ping on a connection of its own while the pool is busy");
     let took = started.elapsed();
+    assert_eq!(b.pool_stats().check_connections, 1, "{:?}", b.pool_stats());
     assert!(!slow.is_finished(), "the slow query ended first ({took:?})");
     slow.await.expect("task").expect("the slow query");
+    eprintln!("the slow query took {:?}", answered.elapsed());
 }
 
 #[tokio::test]

@@ -808,6 +808,10 @@ pub struct PoolStats {
     pub waits: u64,
     /// Failed attempts to open a connection since start (the database down or refusing).
     pub connect_failures: u64,
+    /// Connections the readiness check opened beside the pool since start (SQL Server: only
+    /// while every pooled one is busy and none has had an answer lately; SQLite: every check,
+    /// a file opened, no login).
+    pub check_connections: u64,
 }
 
 /// Shared handle to a backend.

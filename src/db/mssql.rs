@@ -180,6 +180,10 @@ pub const CONNECT_CONCURRENCY: usize = 2;
 pub const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection idle longer than this is checked with `SELECT 1` before it is handed out.
 pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_millis(500);
+/// While every pooled connection is busy, a whole answer on one of them this recent is what
+/// the readiness check goes by instead of a login of its own: under load the check costs the
+/// server nothing, and a server that stopped answering is still found within a second.
+pub const RECENT_ANSWER: Duration = Duration::from_secs(1);
 /// Rows read and thrown away after the row (or byte) cap before giving up on reusing the
 /// connection.
 pub const DRAIN_ROWS: usize = 1_000;
@@ -627,8 +631,15 @@ pub struct MssqlBackend {
     /// When a check of an idle connection last went unanswered: connections idle since before
     /// then are given up without a check of their own (see [`MssqlBackend::acquire`]).
     unanswered_check: std::sync::Mutex<Option<Instant>>,
-    /// Opens a connection of its own for [`Backend::ping`] while every pooled one is busy.
+    /// Opens a connection of its own for [`Backend::ping`] while every pooled one is busy
+    /// and none had an answer lately.
     pinger: Manager,
+    /// Connections `pinger` opened.
+    pings_opened: std::sync::atomic::AtomicU64,
+    /// When a pooled connection last read a whole answer from the server, in milliseconds
+    /// after `born` (0: never): what [`Backend::ping`] goes by while the pool is busy.
+    answered_ms: std::sync::atomic::AtomicU64,
+    born: Instant,
 }
 
 /// See [`MssqlBackend::catalog`].
@@ -699,6 +710,37 @@ impl MssqlBackend {
             catalog_load: tokio::sync::Mutex::new(()),
             unanswered_check: std::sync::Mutex::new(None),
             pinger,
+            pings_opened: std::sync::atomic::AtomicU64::new(0),
+            answered_ms: std::sync::atomic::AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
+    /// Notes that `conn` read a whole answer from the server just now (a result or a SQL
+    /// error alike: the server answered), if it did.
+    fn note_answer(&self, conn: &MssqlConn) {
+        if !conn.broken {
+            let ms = conn
+                .last_used
+                .saturating_duration_since(self.born)
+                .as_millis();
+            self.answered_ms.store(
+                u64::try_from(ms).unwrap_or(u64::MAX).max(1),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Whether a pooled connection read a whole answer within `window`.
+    fn answered_within(&self, window: Duration) -> bool {
+        match self.answered_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            ms => {
+                self.born
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms))
+                    <= window
+            }
         }
     }
 
@@ -735,6 +777,7 @@ impl MssqlBackend {
             discarded: state.statistics.connections_closed_broken,
             waits: state.statistics.get_waited + state.statistics.get_timed_out,
             connect_failures: self.outage.total.load(std::sync::atomic::Ordering::Relaxed),
+            check_connections: self.pings_opened.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -866,6 +909,7 @@ impl MssqlBackend {
         let result =
             tokio::time::timeout(self.query_timeout, execute(&mut conn, &stmt, &self.ctx)).await;
         conn.last_used = Instant::now();
+        self.note_answer(&conn);
         match result {
             Ok(r) => r,
             // The future was dropped mid-operation: the flag is still set, so the pool drops
@@ -2657,20 +2701,26 @@ impl Backend for MssqlBackend {
 
     async fn ping(&self) -> Result<(), DbError> {
         // Every pooled connection running a query: waiting for one would say nothing about
-        // the server (and time out `/health` on a busy pool), so ask on a connection of the
-        // check's own, closed after.
+        // the server (and time out `/health` on a busy pool). A whole answer on one of them
+        // within the last [`RECENT_ANSWER`] says the server is up; without one, ask on a
+        // connection of the check's own (a login), closed after.
         let state = self.pool.state();
         if state.idle_connections == 0 && state.connections >= self.pool_size {
+            if self.answered_within(RECENT_ANSWER) {
+                return Ok(());
+            }
+            self.pings_opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut conn = ManageConnection::connect(&self.pinger).await?;
             let checked =
                 tokio::time::timeout(self.query_timeout, select_one(&mut conn, &self.ctx)).await;
             return checked.unwrap_or(Err(DbError::Timeout(self.query_timeout.as_secs())));
         }
         let mut conn = self.acquire().await?;
-        match tokio::time::timeout(self.query_timeout, select_one(&mut conn, &self.ctx)).await {
-            Ok(r) => r,
-            Err(_) => Err(DbError::Timeout(self.query_timeout.as_secs())),
-        }
+        let checked =
+            tokio::time::timeout(self.query_timeout, select_one(&mut conn, &self.ctx)).await;
+        self.note_answer(&conn);
+        checked.unwrap_or(Err(DbError::Timeout(self.query_timeout.as_secs())))
     }
 }
 

@@ -65,6 +65,8 @@ pub struct SqliteBackend {
 struct OpenCounts {
     opened: AtomicU64,
     failed: AtomicU64,
+    /// By the readiness check ([`SqliteBackend::ping`]), beside the pool.
+    checks: AtomicU64,
 }
 
 impl SqliteBackend {
@@ -1157,6 +1159,7 @@ impl Backend for SqliteBackend {
         let path = self.path.clone();
         let timeout = self.timeout;
         let immutable = self.immutable;
+        self.opens.checks.fetch_add(1, Ordering::Relaxed);
         let check = tokio::task::spawn_blocking(move || {
             let conn = open_conn(&path, immutable)?;
             conn.query_row("PRAGMA schema_version", [], |_| Ok(()))
@@ -1184,6 +1187,7 @@ impl Backend for SqliteBackend {
             discarded: 0,
             waits: self.waits.load(Ordering::Relaxed),
             connect_failures: self.opens.failed.load(Ordering::Relaxed),
+            check_connections: self.opens.checks.load(Ordering::Relaxed),
         })
     }
 }

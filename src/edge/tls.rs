@@ -698,12 +698,14 @@ fn hangups() -> Option<Hangup> {
     None
 }
 
-/// The next SIGHUP (never, without a stream).
+/// The next SIGHUP (never, without a stream, or once the stream has ended).
 async fn hangup(hup: &mut Option<Hangup>) {
     #[cfg(unix)]
     if let Some(s) = hup.as_mut() {
-        s.recv().await;
-        return;
+        if s.recv().await.is_some() {
+            return;
+        }
+        *hup = None;
     }
     let _ = hup;
     std::future::pending::<()>().await

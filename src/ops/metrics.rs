@@ -63,6 +63,7 @@ pub struct Metrics {
     pool_opened: IntCounterVec,
     pool_discarded: IntCounterVec,
     connect_failures: IntCounterVec,
+    check_connections: IntCounterVec,
     rate_limited: IntCounterVec,
     ip_denied: IntCounter,
     streams_open: IntGauge,
@@ -320,6 +321,12 @@ impl Metrics {
                 "Failed attempts to open a connection (the database down or refusing), by database.",
                 &["database"],
             ),
+            check_connections: counter(
+                &r,
+                "mssql_mcp_db_check_connections_total",
+                "Connections the readiness check opened beside the pool, by database (SQL Server: while every pooled connection was busy and none had an answer in the last second).",
+                &["database"],
+            ),
             rate_limited: counter(
                 &r,
                 "mssql_mcp_rate_limited_total",
@@ -503,6 +510,10 @@ impl Metrics {
                 sync(
                     &self.connect_failures.with_label_values(&db),
                     p.connect_failures,
+                );
+                sync(
+                    &self.check_connections.with_label_values(&db),
+                    p.check_connections,
                 );
             }
         }
