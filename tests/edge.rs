@@ -1379,6 +1379,36 @@ impl Pebble {
     }
 }
 
+/// An ACME test whose server starts before Pebble does: it holds the Pebble lock and free
+/// ports, and Pebble's identity is written in `dir` (so `acme_tls` can trust it), but Pebble
+/// is not running until [`PebbleLater::start`].
+struct PebbleLater {
+    _lock: tokio::sync::MutexGuard<'static, ()>,
+    ports: PebblePorts,
+    dir: tempfile::TempDir,
+    ca: Option<TestPki>,
+}
+
+impl PebbleLater {
+    async fn new() -> PebbleLater {
+        let lock = PEBBLE.lock().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Some(Pebble::identity(dir.path()));
+        PebbleLater {
+            _lock: lock,
+            ports: PebblePorts::free(),
+            dir,
+            ca,
+        }
+    }
+
+    /// Starts Pebble (once).
+    async fn start(&mut self) -> Pebble {
+        let ca = self.ca.take().expect("Pebble starts once");
+        Pebble::start_as(self.dir.path(), self.ports, None, ca).await
+    }
+}
+
 use rustls::pki_types::pem::PemObject;
 
 fn acme_config(dir: &Path, ports: PebblePorts, pebble_dir: &Path, cache: &Path) -> Config {
@@ -1700,16 +1730,13 @@ async fn a_failed_acme_order_is_retried_within_the_capped_wait() -> TestResult {
     if pebble_missing() {
         return Ok(());
     }
-    let _pebble = PEBBLE.lock().await;
-    let ports = PebblePorts::free();
-    let addr = ports.tls_addr();
-    let pebble_dir = tempfile::tempdir()?;
-    let ca = Pebble::identity(pebble_dir.path());
+    let mut later = PebbleLater::new().await;
+    let (ports, addr) = (later.ports, later.ports.tls_addr());
     let dir = tempfile::tempdir()?;
     let cache = dir.path().join("acme-cache");
     let tls = acme_tls(
         ports,
-        pebble_dir.path(),
+        later.dir.path(),
         &cache,
         "retry_min_secs = 1\nretry_max_secs = 2\n",
     );
@@ -1726,7 +1753,7 @@ async fn a_failed_acme_order_is_retried_within_the_capped_wait() -> TestResult {
     let failed_at = r.tls.last_error_at.ok_or("no failure time")?;
     assert!((1..=2).contains(&(retry_at - failed_at)), "{r:?}");
 
-    let pebble = Pebble::start_as(pebble_dir.path(), ports, None, ca).await;
+    let pebble = later.start().await;
     let back = Instant::now();
     let r = wait_for(
         &server,
@@ -1739,7 +1766,7 @@ async fn a_failed_acme_order_is_retried_within_the_capped_wait() -> TestResult {
     assert_eq!((r.tls.state, r.tls.retry_at), ("ok", None), "{r:?}");
     let root = pebble.root().await;
     fresh_get(addr, &root).await?;
-    let log = std::fs::read_to_string(pebble_dir.path().join("pebble.log"))?;
+    let log = std::fs::read_to_string(later.dir.path().join("pebble.log"))?;
     // Pebble validated the TLS-ALPN-01 challenge (the only kind configured; it does not log
     // which) over the listener.
     assert!(log.contains("set VALID"), "{log}");
@@ -1756,11 +1783,8 @@ async fn sighup_retries_a_failed_acme_order_at_once() -> TestResult {
     if pebble_missing() {
         return Ok(());
     }
-    let _pebble = PEBBLE.lock().await;
-    let ports = PebblePorts::free();
-    let addr = ports.tls_addr();
-    let pebble_dir = tempfile::tempdir()?;
-    let ca = Pebble::identity(pebble_dir.path());
+    let mut later = PebbleLater::new().await;
+    let (ports, addr) = (later.ports, later.ports.tls_addr());
     let dir = tempfile::tempdir()?;
     let db = tiny_db(dir.path());
     let cfg = dir.path().join("config.toml");
@@ -1772,7 +1796,7 @@ async fn sighup_retries_a_failed_acme_order_at_once() -> TestResult {
             db.display().to_string(),
             acme_tls(
                 ports,
-                pebble_dir.path(),
+                later.dir.path(),
                 &dir.path().join("acme-cache"),
                 "retry_min_secs = 600\nretry_max_secs = 600\n"
             )
@@ -1801,7 +1825,7 @@ async fn sighup_retries_a_failed_acme_order_at_once() -> TestResult {
     // Pebble is not running yet: the first order fails at the directory.
     wait_log("ACME order failed", Duration::from_secs(20)).await;
     assert!(log().contains("retry_in_secs=600"), "{}", log());
-    let pebble = Pebble::start_as(pebble_dir.path(), ports, None, ca).await;
+    let pebble = later.start().await;
     let root = pebble.root().await;
     // Nothing orders by itself now: still no certificate a second later.
     tokio::time::sleep(Duration::from_secs(1)).await;
