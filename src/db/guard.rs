@@ -1089,6 +1089,16 @@ struct CteScope {
     visible: usize,
 }
 
+/// See [`Checker::three_part_calls`].
+struct ThreePartCall {
+    /// The first part, as [`Checker::relation_names`] holds names.
+    first: String,
+    /// The whole name as written.
+    name: String,
+    /// Its last two parts as written.
+    column_method: String,
+}
+
 struct Checker<'a> {
     dialect: SqlDialect,
     rules: &'a AccessRules,
@@ -1096,6 +1106,10 @@ struct Checker<'a> {
     /// `location.STAsText()`). A part that names no table, alias or CTE of the query is a
     /// column whose CLR property or method is read, so [`Checker::finish`] checks it as one.
     qualifiers: Vec<String>,
+    /// SQL Server: functions called by three-part names (`a.b.f()`), with their first part,
+    /// refused at [`Checker::finish`] with the reason that fits: a method called through a
+    /// table's alias (`s.location.STDistance(…)`), or a function in another database.
+    three_part_calls: Vec<ThreePartCall>,
     /// Lower-cased names of every table, alias and CTE the query mentions.
     relation_names: HashSet<String>,
     root: usize,
@@ -1181,6 +1195,7 @@ impl<'a> Checker<'a> {
             dialect,
             rules,
             qualifiers: Vec::new(),
+            three_part_calls: Vec::new(),
             relation_names: HashSet::new(),
             root: addr(root),
             root_names_columns: matches!(*root.body, SetExpr::Select(_))
@@ -1356,11 +1371,23 @@ impl<'a> Checker<'a> {
         let Some(last) = parts.last().and_then(ObjectNamePart::as_ident) else {
             return forbid(format!("function name `{}` is not supported", f.name));
         };
-        if self.dialect == SqlDialect::MsSql && parts.len() >= 3 {
+        if self.dialect == SqlDialect::MsSql && parts.len() >= 4 {
             return forbid(format!(
                 "`{}`: calling functions in another database or server is not allowed",
                 f.name
             ));
+        }
+        if self.dialect == SqlDialect::MsSql && parts.len() == 3 {
+            // Whether the first part is a table of the query is known once it is all read.
+            let first = parts[0]
+                .as_ident()
+                .map(|i| self.plain(&i.value).to_lowercase())
+                .unwrap_or_default();
+            self.three_part_calls.push(ThreePartCall {
+                first,
+                name: f.name.to_string(),
+                column_method: format!("{}.{}", parts[1], parts[2]),
+            });
         }
         let name = self.norm(&last.value);
         if is_dangerous_function(&name) {
@@ -1555,6 +1582,23 @@ impl<'a> Checker<'a> {
 
     /// Column rules, once every table is known.
     fn finish(mut self, root: &Query) -> Result<CheckedQuery, GuardError> {
+        if let Some(call) = self.three_part_calls.first() {
+            // SQL Server could read `a.b.f()` either way; neither is let through.
+            let name = &call.name;
+            return Err(GuardError::Forbidden(
+                if self.relation_names.contains(&call.first) {
+                    format!(
+                        "`{name}`: a method called through the table's name or alias is not \
+                         supported; call it on the column alone (`{}(…)`)",
+                        call.column_method
+                    )
+                } else {
+                    format!(
+                        "`{name}`: calling functions in another database or server is not allowed"
+                    )
+                },
+            ));
+        }
         // deny_columns patterns that apply to some referenced table: (column part, table).
         let mut applicable: Vec<(String, String)> = Vec::new();
         for (schema, table) in &self.normalised_tables {
@@ -2843,7 +2887,7 @@ mod tests {
         for sql in [
             "SELECT location.STAsText() AS a FROM stores",
             "SELECT location.Lat AS b FROM stores",
-            "SELECT s.id FROM stores s WHERE s.location.STDistance(s.location) > 0",
+            "SELECT id FROM stores WHERE location.STDistance(NULL) > 0",
         ] {
             let e = refused_with(MsSql, &r, sql);
             assert!(e.to_string().contains("location"), "{sql}: {e}");
@@ -3293,6 +3337,38 @@ mod tests {
             Sqlite,
             "WITH x AS (SELECT load_extension('evil') AS v) SELECT v FROM x",
         );
+    }
+
+    #[test]
+    fn mssql_three_part_calls_are_refused_with_the_reason_that_fits() {
+        let through_alias = |sql: &str, column_method: &str| {
+            let e = refused(MsSql, sql).to_string();
+            assert!(
+                e.contains("through the table's name or alias")
+                    && e.contains(&format!("`{column_method}(…)`")),
+                "{sql}: {e}"
+            );
+        };
+        through_alias(
+            "SELECT s.id FROM stores s WHERE s.location.STDistance(NULL) > 0",
+            "location.STDistance",
+        );
+        through_alias(
+            "SELECT stores.location.STAsText() AS a FROM stores",
+            "location.STAsText",
+        );
+        through_alias(
+            "SELECT [S].[location].[STAsText]() AS a FROM dbo.stores AS s",
+            "[location].[STAsText]",
+        );
+        for sql in [
+            "SELECT otherdb.dbo.f(1)",
+            "SELECT t.id FROM dbo.t AS t WHERE otherdb.dbo.f(t.id) = 1",
+            "SELECT s.id FROM stores s WHERE srv.otherdb.dbo.f(1) = 1",
+        ] {
+            let e = refused(MsSql, sql).to_string();
+            assert!(e.contains("another database"), "{sql}: {e}");
+        }
     }
 
     #[test]
