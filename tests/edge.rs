@@ -1723,24 +1723,36 @@ async fn acme_http01_is_answered_on_the_http_listener_which_redirects_everything
 /// CA or DNS fixed after a few failures went unnoticed for minutes to hours. Here the CA is down
 /// for the first five orders (failing at the directory); with `retry_max_secs = 2` the next
 /// order comes at most 2 s after it is back, where rustls-acme's own wait would be 32 s by
-/// then. The order comes from a fresh ACME state, so this also shows the listener answers
-/// that state's TLS-ALPN-01 challenge and serves the certificate it got.
+/// then. The order comes from a fresh ACME state, so this also shows the listeners answer
+/// that state's challenge, TLS-ALPN-01 on the TLS port and HTTP-01 on the plain one, and
+/// serve the certificate it got.
 #[tokio::test]
 async fn a_failed_acme_order_is_retried_within_the_capped_wait() -> TestResult {
     if pebble_missing() {
         return Ok(());
     }
+    for http01 in [false, true] {
+        capped_retry(http01).await?;
+    }
+    Ok(())
+}
+
+async fn capped_retry(http01: bool) -> TestResult {
     let mut later = PebbleLater::new().await;
     let (ports, addr) = (later.ports, later.ports.tls_addr());
     let dir = tempfile::tempdir()?;
     let cache = dir.path().join("acme-cache");
-    let tls = acme_tls(
-        ports,
-        later.dir.path(),
-        &cache,
-        "retry_min_secs = 1\nretry_max_secs = 2\n",
-    );
-    let server = Server::start_on(addr, config(dir.path(), "", &tls)).await;
+    let mut extra = "retry_min_secs = 1\nretry_max_secs = 2\n".to_string();
+    let mut server_extra = String::new();
+    if http01 {
+        extra += &format!(
+            "challenge = \"http-01\"\nhttp_redirect_listen = \"127.0.0.1:{}\"\n",
+            ports.http
+        );
+        server_extra = format!("public_url = \"https://localhost:{}\"", ports.tls);
+    }
+    let tls = acme_tls(ports, later.dir.path(), &cache, &extra);
+    let server = Server::start_on(addr, config(dir.path(), &server_extra, &tls)).await;
     let r = wait_for(
         &server,
         Duration::from_secs(30),
@@ -1762,14 +1774,17 @@ async fn a_failed_acme_order_is_retried_within_the_capped_wait() -> TestResult {
         |r| r.tls.issued >= 1,
     )
     .await;
-    eprintln!("issued {:?} after the CA came back", back.elapsed());
+    eprintln!(
+        "http01 {http01}: issued {:?} after the CA came back",
+        back.elapsed()
+    );
     assert_eq!((r.tls.state, r.tls.retry_at), ("ok", None), "{r:?}");
     let root = pebble.root().await;
     fresh_get(addr, &root).await?;
     let log = std::fs::read_to_string(later.dir.path().join("pebble.log"))?;
-    // Pebble validated the TLS-ALPN-01 challenge (the only kind configured; it does not log
-    // which) over the listener.
     assert!(log.contains("set VALID"), "{log}");
+    // Pebble logs its HTTP-01 requests (not its TLS-ALPN-01 handshakes).
+    assert_eq!(log.contains("validate w/ HTTP"), http01, "{log}");
     server.stop().await;
     pebble.stop().await;
     Ok(())
