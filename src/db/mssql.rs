@@ -724,7 +724,8 @@ impl MssqlBackend {
                 .last_used
                 .saturating_duration_since(self.born)
                 .as_millis();
-            self.answered_ms.store(
+            // The latest of concurrent answers, whichever stores last.
+            self.answered_ms.fetch_max(
                 u64::try_from(ms).unwrap_or(u64::MAX).max(1),
                 std::sync::atomic::Ordering::Relaxed,
             );
@@ -2709,9 +2710,9 @@ impl Backend for MssqlBackend {
             if self.answered_within(RECENT_ANSWER) {
                 return Ok(());
             }
+            let mut conn = ManageConnection::connect(&self.pinger).await?;
             self.pings_opened
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut conn = ManageConnection::connect(&self.pinger).await?;
             let checked =
                 tokio::time::timeout(self.query_timeout, select_one(&mut conn, &self.ctx)).await;
             return checked.unwrap_or(Err(DbError::Timeout(self.query_timeout.as_secs())));
