@@ -203,7 +203,7 @@ where
 /// with `http01`, the ACME HTTP-01 challenge. It faces the same internet as the main listener,
 /// so it gets the same connection handling (see [`run`]) and a smaller stack of the same
 /// middleware, outermost first.
-pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>) -> Router {
+pub fn plain_router(state: &AppState, http01: Option<edge::acme::Http01Responder>) -> Router {
     let edge = state.edge().clone();
     let stack = ServiceBuilder::new()
         // As on the main listener: the request id, the trace span (`plain_http`), the count
@@ -227,7 +227,7 @@ pub fn plain_router(state: &AppState, http01: Option<edge::tls::Http01Responder>
         .layer(from_fn_with_state(edge, edge::allowlist::enforce));
     let routes = match http01 {
         Some(responder) => redirect.merge(
-            edge::tls::http01_routes(responder).route_layer(crate::ops::metrics::MarkRouteLayer),
+            edge::acme::http01_routes(responder).route_layer(crate::ops::metrics::MarkRouteLayer),
         ),
         None => redirect,
     };

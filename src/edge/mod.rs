@@ -1,8 +1,10 @@
 //! The edge: everything between the socket and the routes, so the binary can face the
 //! internet on port 443 without NGINX or certbot.
 //!
-//! - [`tls`]: `acme` (rustls-acme, TLS-ALPN-01 or HTTP-01), `files` (reloadable PEM) or `off`;
-//!   the optional plain-HTTP listener's routes (redirects, HTTP-01 tokens).
+//! - [`tls`]: `acme`, `files` (reloadable PEM) or `off`; the optional plain-HTTP listener's
+//!   redirects.
+//! - [`acme`]: ACME mode (rustls-acme, TLS-ALPN-01 or HTTP-01): the cache, the retries, the
+//!   resolver and acceptor that outlive rustls-acme's states, the HTTP-01 tokens.
 //! - [`client_ip`]: the client IP and `X-Forwarded-Proto`, decided once per request (trusted
 //!   proxies only).
 //! - [`allowlist`]: CIDR allowlists, global and per scope, with named presets.
@@ -23,6 +25,7 @@
 //! [`stack::Admit`] inside, rather than in a layer each (see [`stack`] for what the layers
 //! cost).
 
+pub mod acme;
 pub mod allowlist;
 pub mod client_ip;
 pub mod config;
