@@ -209,9 +209,10 @@ async fn readiness_turns_503_when_the_database_file_goes_away() {
 }
 
 /// A database whose every connection is busy running queries answers: readiness stays 200
-/// instead of reporting it down because the check found no free connection (SQLite's check
-/// opens a connection of its own; SQL Server's does when the pool is full, tested in
-/// `tests/mssql.rs`).
+/// instead of reporting it down because the check found no free connection. SQLite's check
+/// always opens a connection of its own, so this holds by design there; SQL Server's, which
+/// goes by a recent answer on the busy pool or else logs in beside it, is tested in
+/// `tests/mssql.rs` (`ping_answers_while_every_pooled_connection_is_busy`).
 #[tokio::test]
 async fn readiness_reports_a_busy_pool_as_up() {
     let dir = tempfile::tempdir().expect("tempdir");
