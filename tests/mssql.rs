@@ -1590,9 +1590,13 @@ async fn ping_answers_while_every_pooled_connection_is_busy() {
     let b = Arc::new(peer.backend_with(&peer.config(), 1, Duration::from_secs(30)));
     b.ping().await.expect("ping");
     let answered = Instant::now();
+    // Twice the slow query's work (about 5 s here), so that it still holds the connection
+    // well after `RECENT_ANSWER` on a faster host.
+    let slower = SLOW_QUERY.replace("a.event_id <= 200", "a.event_id <= 400");
+    assert_ne!(slower, SLOW_QUERY);
     let slow = {
         let b = b.clone();
-        tokio::spawn(async move { b.query(SLOW_QUERY, page(0, 1)).await })
+        tokio::spawn(async move { b.query(&slower, page(0, 1)).await })
     };
     // The slow query has the pool's one connection by now.
     tokio::time::sleep(Duration::from_millis(300)).await;
