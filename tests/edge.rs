@@ -1756,8 +1756,8 @@ async fn capped_retry(http01: bool) -> TestResult {
     let r = wait_for(
         &server,
         Duration::from_secs(30),
-        "five failed orders",
-        |r| r.tls.errors >= 5,
+        "five failed orders, waiting for the next",
+        |r| r.tls.errors >= 5 && r.tls.retry_at.is_some(),
     )
     .await;
     assert_eq!(r.tls.state, "error", "{r:?}");

@@ -343,6 +343,9 @@ async fn drive_acme(
     let mut failures = 0u32;
     let mut first = true;
     loop {
+        if !first {
+            status.retrying();
+        }
         let mut state = states();
         resolver.set_challenges(state.resolver());
         let failure = loop {

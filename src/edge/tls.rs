@@ -155,6 +155,11 @@ impl TlsStatus {
         r.retry_at = retry_in.map(|d| now.saturating_add(d.as_secs() as i64));
     }
 
+    /// The retry is under way: no time is due any more (the failure stands until it ends).
+    pub(super) fn retrying(&self) {
+        self.lock().retry_at = None;
+    }
+
     pub(super) fn set_not_after(&self, t: Option<i64>) {
         if t.is_some() {
             self.lock().not_after = t;
@@ -517,6 +522,9 @@ mod tests {
             r.retry_at.zip(r.last_error_at).map(|(a, b)| a - b),
             Some(10)
         );
+        s.retrying();
+        let r = s.report();
+        assert_eq!((r.state, r.retry_at), ("error", None));
         s.ok(|r| r.issued += 1);
         let r = s.report();
         assert_eq!((r.state, r.last_error, r.retry_at), ("ok", None, None));
