@@ -1817,6 +1817,19 @@ async fn sighup_retries_a_failed_acme_order_at_once() -> TestResult {
             )
         ),
     )?;
+    // `check-config` shows the schedule.
+    let checked = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .await?;
+    let shown = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success()
+            && shown.contains("a failed order retried after 600 s, doubling up to 600 s"),
+        "{shown}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
         .args(["serve", "--config"])
         .arg(&cfg)

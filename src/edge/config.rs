@@ -558,7 +558,7 @@ pub fn describe(config: &crate::config::Config) {
     let tls = &config.tls;
     match tls.mode {
         TlsMode::Acme => crate::stdout::outln!(
-            "TLS: ACME ({}) for {} from {}{}",
+            "TLS: ACME ({}) for {} from {}; a failed order retried after {} s, doubling up to {} s (SIGHUP: at once){}",
             match tls.challenge {
                 AcmeChallenge::TlsAlpn01 => "TLS-ALPN-01 on the TLS port".to_string(),
                 AcmeChallenge::Http01 => format!(
@@ -570,6 +570,8 @@ pub fn describe(config: &crate::config::Config) {
             },
             tls.domains.join(", "),
             tls.directory_url(),
+            tls.retry_min_secs,
+            tls.retry_max_secs,
             if tls.directory == "staging" {
                 " (staging: certificates are NOT trusted by browsers; set directory = \"production\" once this works)"
             } else {
