@@ -459,10 +459,12 @@ async fn strict_encryption_against_a_server_without_tds8_fails_clearly() {
 /// answers with `[ENVCHANGE Routing][DONE]`, then closes. The answer goes over TLS when the
 /// client asked for encryption (`encrypt = on/required`, what Azure SQL demands: the whole
 /// session is encrypted) and in the clear when it did not (`off`: TLS for the login only).
-/// Every login it sees is counted.
+/// Every login it sees is counted, and a client that speaks out of turn is written down
+/// ([`Redirector::problems`]).
 struct Redirector {
     port: u16,
     logins: Arc<std::sync::atomic::AtomicUsize>,
+    problems: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -491,21 +493,43 @@ impl Redirector {
         .expect("certificate");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = logins.clone();
+        let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counted, noted) = (logins.clone(), problems.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                let (acceptor, counted, noted) = (acceptor.clone(), counted.clone(), noted.clone());
                 tokio::spawn(async move {
-                    // A client that gives up half-way is no failure of the stand-in's.
-                    let _ = redirect_one(tcp, acceptor, to_port, &counted).await;
+                    // A client that gives up half-way is no failure of the stand-in's; one
+                    // that sends what a client must not is.
+                    if let Err(e) = redirect_one(tcp, acceptor, to_port, &counted).await
+                        && e.kind() == std::io::ErrorKind::InvalidData
+                    {
+                        noted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(e.to_string());
+                    }
                 });
             }
         });
-        Redirector { port, logins, task }
+        Redirector {
+            port,
+            logins,
+            problems,
+            task,
+        }
     }
 
     fn logins(&self) -> usize {
         self.logins.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// What clients sent out of turn.
+    fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -528,7 +552,7 @@ async fn redirect_one(
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (ty, asked) = read_tds_packet(&mut tcp).await?;
-    assert_eq!(ty, TDS_PRELOGIN, "a client starts with PRELOGIN");
+    expect_packet(ty, TDS_PRELOGIN, "a client starts with PRELOGIN")?;
     // ENCRYPT_ON (1) or ENCRYPT_REQ (3): the whole session; else the login only.
     let whole_session = matches!(prelogin_option(&asked, 0x01), Some([0x01 | 0x03, ..]));
     // VERSION (offset 11, 6 bytes) and ENCRYPTION (offset 17, 1 byte: ENCRYPT_ON or
@@ -543,7 +567,7 @@ async fn redirect_one(
     // The handshake is done: from here TLS records travel bare, as the client expects.
     tls.get_mut().0.handshaking = false;
     let (ty, _) = read_tds_packet(&mut tls).await?;
-    assert_eq!(ty, TDS_LOGIN7, "after the handshake comes LOGIN7");
+    expect_packet(ty, TDS_LOGIN7, "after the handshake comes LOGIN7")?;
     logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let host: Vec<u16> = "127.0.0.1".encode_utf16().collect();
     let mut routing = vec![0x00]; // protocol: TCP
@@ -584,6 +608,17 @@ async fn redirect_one(
         let _ = tcp.read_to_end(&mut rest).await;
         tcp.shutdown().await
     }
+}
+
+/// `InvalidData` unless a packet of type `ty` is the `want` the stand-in expects.
+fn expect_packet(ty: u8, want: u8, rule: &str) -> std::io::Result<()> {
+    if ty == want {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{rule}: expected a packet of type 0x{want:02x}, got 0x{ty:02x}"),
+    ))
 }
 
 /// The value of PRELOGIN option `token` in a PRELOGIN payload (MS-TDS 2.2.6.5: a list of
@@ -766,9 +801,15 @@ async fn an_azure_style_redirect_is_followed_once() {
             let rs = b
                 .query("SELECT COUNT(*) AS n FROM Products", page(0, 1))
                 .await
-                .unwrap_or_else(|e| panic!("through the redirect, {mode:?}: {e}"));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "through the redirect, {mode:?}: {e}; the gateway saw {:?}",
+                        gateway.problems()
+                    )
+                });
             assert_eq!(rs.rows, vec![vec![Value::Int(5)]]);
         }
+        assert_eq!(gateway.problems(), Vec::<String>::new(), "{mode:?}");
         let seen = gateway.logins();
         assert!(
             (1..=2).contains(&seen),
