@@ -870,6 +870,7 @@ async fn a_redirect_to_a_host_out_of_reach_is_reported_as_such() {
     drop(logging);
     let logged = logs.text();
     assert_eq!(gateway.logins(), 1, "the gateway was asked: {logged}");
+    assert_eq!(gateway.problems(), Vec::<String>::new());
     let line = logged
         .lines()
         .find(|l| l.contains("connection attempt failed"))
@@ -912,6 +913,10 @@ async fn a_second_redirect_is_refused_with_a_clear_error() {
     assert!(
         first.logins() >= 1 && second.logins() >= 1,
         "both gateways were asked"
+    );
+    assert_eq!(
+        (first.problems(), second.problems()),
+        (Vec::new(), Vec::new())
     );
 }
 

@@ -397,6 +397,13 @@ struct Attempt {
 }
 
 impl Attempt {
+    fn has_redirected(&self) -> bool {
+        self.redirected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The context errors of the current hop are reported in: the configured server's, or
     /// after a redirect the one it redirected to.
     fn ctx(&self, configured: &ErrorContext) -> ErrorContext {
@@ -413,13 +420,13 @@ impl Manager {
     async fn open(&self, attempt: &Attempt) -> Result<MssqlConn, DbError> {
         let mut config = self.settings.config.clone();
         // Errors name the host that failed: the configured one, or where it redirected.
-        let mut ctx = Cow::Borrowed(&self.ctx);
+        let ctx = || attempt.ctx(&self.ctx);
         loop {
             // Per hop: after a redirect, the new target has not accepted anything yet.
             attempt.accepted.store(false, Ordering::Relaxed);
             let tcp = TcpStream::connect_named(&config)
                 .await
-                .map_err(|e| reach_error(&e, &ctx))?;
+                .map_err(|e| reach_error(&e, &ctx()))?;
             attempt.accepted.store(true, Ordering::Relaxed);
             // Requests are small writes that wait for an answer: Nagle's algorithm would only
             // hold them back (tiberius' own examples set this too).
@@ -439,30 +446,28 @@ impl Manager {
                         .client
                         .simple_query(session_setup(self.settings.query_timeout))
                         .await
-                        .map_err(|e| connect_error(&e, &ctx))?;
+                        .map_err(|e| connect_error(&e, &ctx()))?;
                     stream
                         .into_results()
                         .await
-                        .map_err(|e| connect_error(&e, &ctx))?;
+                        .map_err(|e| connect_error(&e, &ctx()))?;
                     conn.broken = false;
                     conn.rowcount = Some(0);
                     return Ok(conn);
                 }
-                // Followed from the configured server only (its context is still borrowed).
-                Err(TdsError::Routing { host, port }) if matches!(ctx, Cow::Borrowed(_)) => {
+                // Followed from the configured server only.
+                Err(TdsError::Routing { host, port }) if !attempt.has_redirected() => {
                     let to = format!("{host}:{port}");
                     tracing::info!(from = %self.ctx.target, to = %to, "SQL Server redirected the connection");
                     let hop = ErrorContext {
                         target: format!("{to} (where {} redirected)", self.ctx.target),
                         ..self.ctx.clone()
                     };
-                    *attempt.redirected.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(hop.clone());
-                    ctx = Cow::Owned(hop);
+                    *attempt.redirected.lock().unwrap_or_else(|p| p.into_inner()) = Some(hop);
                     config.host(&host);
                     config.port(port);
                 }
-                Err(e) => return Err(connect_error(&e, &ctx)),
+                Err(e) => return Err(connect_error(&e, &ctx())),
             }
         }
     }

@@ -81,28 +81,27 @@ pub(super) fn prepare(
         tls.directory_url().to_string(),
         tls.challenge,
     );
-    let cache = {
+    let states = {
         let (resolver, status, cache_dir) = (resolver.clone(), status.clone(), cache_dir.clone());
-        move || ObservedCache {
-            inner: DirCache::new(cache_dir.clone()),
-            dir: cache_dir.clone(),
-            status: status.clone(),
-            resolver: resolver.clone(),
+        move || {
+            let base = match &ca {
+                Some(ca) => AcmeConfig::new_with_client_config(&domains, ca.clone()),
+                None => AcmeConfig::new(&domains),
+            };
+            base.contact(contact.iter())
+                .directory(&directory)
+                .challenge_type(match challenge {
+                    AcmeChallenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
+                    AcmeChallenge::Http01 => UseChallenge::Http01,
+                })
+                .cache(ObservedCache {
+                    inner: DirCache::new(cache_dir.clone()),
+                    dir: cache_dir.clone(),
+                    status: status.clone(),
+                    resolver: resolver.clone(),
+                })
+                .state()
         }
-    };
-    let states = move || {
-        let base = match &ca {
-            Some(ca) => AcmeConfig::new_with_client_config(&domains, ca.clone()),
-            None => AcmeConfig::new(&domains),
-        };
-        base.contact(contact.iter())
-            .directory(&directory)
-            .challenge_type(match challenge {
-                AcmeChallenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
-                AcmeChallenge::Http01 => UseChallenge::Http01,
-            })
-            .cache(cache())
-            .state()
     };
     tracing::info!(
         domains = ?tls.domains,
@@ -420,6 +419,15 @@ struct ObservedCache {
     resolver: Arc<AcmeResolver>,
 }
 
+impl ObservedCache {
+    /// A certificate (rustls-acme's PEM) loaded from or stored in the cache: served, and its
+    /// expiry noted.
+    fn observe(&self, pem: &[u8]) {
+        self.resolver.set_cert_pem(pem);
+        self.status.set_not_after(pem_not_after(pem));
+    }
+}
+
 #[async_trait::async_trait]
 impl CertCache for ObservedCache {
     type EC = io::Error;
@@ -430,8 +438,7 @@ impl CertCache for ObservedCache {
     ) -> Result<Option<Vec<u8>>, io::Error> {
         let pem = self.inner.load_cert(domains, directory_url).await?;
         if let Some(p) = &pem {
-            self.resolver.set_cert_pem(p);
-            self.status.set_not_after(pem_not_after(p));
+            self.observe(p);
         }
         Ok(pem)
     }
@@ -442,8 +449,7 @@ impl CertCache for ObservedCache {
         cert: &[u8],
     ) -> Result<(), io::Error> {
         // Served whether or not the cache can keep it.
-        self.resolver.set_cert_pem(cert);
-        self.status.set_not_after(pem_not_after(cert));
+        self.observe(cert);
         self.inner.store_cert(domains, directory_url, cert).await?;
         tighten(&self.dir);
         Ok(())

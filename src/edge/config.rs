@@ -176,7 +176,16 @@ impl TlsConfig {
                             "the first retry wait must be at least 1 s and the longest between it and 86400 s (a day; a longer one could let a renewal slip), but they are {} and {}",
                             self.retry_min_secs, self.retry_max_secs
                         ),
-                        "remove both for the defaults (10 s doubling up to 3600 s), or set e.g. retry_min_secs = 10 and retry_max_secs = 3600",
+                        {
+                            let d = TlsConfig::default();
+                            format!(
+                                "remove both for the defaults ({} s doubling up to {} s), or set e.g. retry_min_secs = {} and retry_max_secs = {}",
+                                d.retry_min_secs,
+                                d.retry_max_secs,
+                                d.retry_min_secs,
+                                d.retry_max_secs
+                            )
+                        },
                     ));
                 }
                 if self.challenge == AcmeChallenge::Http01 && self.http_redirect_listen.is_none() {

@@ -57,7 +57,7 @@ pub enum TlsError {
     CacheDir { path: PathBuf, source: io::Error },
 }
 
-pub(super) fn now_unix() -> i64 {
+fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
