@@ -312,10 +312,20 @@ pub struct MssqlConfig {
     pub application_name: Option<String>,
     /// Longest a connection attempt (TCP, TLS, login) may take, in seconds. Default 15.
     pub connect_timeout_secs: Option<u64>,
+    /// Largest row a query may return, in MiB as SQL Server sends it. Default 16. Bounds what
+    /// one row makes this process hold: tiberius reads a row whole, and `TEXTSIZE` does not
+    /// cut `xml` values.
+    pub max_row_mib: Option<u32>,
     /// An ADO.NET connection string instead of the keys above. It holds the password, so it is
     /// a secret source too: `{ file = … }` or `{ env = … }`.
     pub connection_string: Option<SecretSource>,
 }
+
+/// `max_row_mib` when not written: 128 values of `TEXTSIZE` (128 KiB) each.
+pub const MAX_ROW_MIB_DEFAULT: u32 = 16;
+/// The largest `max_row_mib`: tiberius cannot read a value over 2 GiB at all, and a row this
+/// size already costs several times it in memory while it is decoded.
+pub const MAX_ROW_MIB_MAX: u32 = 1024;
 
 /// TLS mode of a SQL Server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -387,6 +397,9 @@ impl MssqlConfig {
     }
     pub fn connect_timeout_secs(&self) -> u64 {
         self.connect_timeout_secs.unwrap_or(15)
+    }
+    pub fn max_row_mib(&self) -> u32 {
+        self.max_row_mib.unwrap_or(MAX_ROW_MIB_DEFAULT)
     }
 
     /// Where the server is, for logs and `check-config` (no secrets): `host:port`,
@@ -525,6 +538,14 @@ impl MssqlConfig {
                 format!("{key}.connect_timeout_secs"),
                 format!("{t} is out of range"),
                 "use 1 to 300 seconds (default 15)",
+            ));
+        }
+        let m = self.max_row_mib();
+        if m == 0 || m > MAX_ROW_MIB_MAX {
+            return Err(ConfigError::new(
+                format!("{key}.max_row_mib"),
+                format!("{m} is out of range"),
+                format!("use 1 to {MAX_ROW_MIB_MAX} MiB (default {MAX_ROW_MIB_DEFAULT})"),
             ));
         }
         let name = self.application_name();
@@ -1674,6 +1695,7 @@ password = { env = "MSSQL_PASSWORD" }
         assert_eq!(m.application_intent(), ApplicationIntent::ReadOnly);
         assert_eq!(m.application_name(), "mssql-mcp");
         assert_eq!(m.connect_timeout_secs(), 15);
+        assert_eq!(m.max_row_mib(), MAX_ROW_MIB_DEFAULT);
         assert!(m.describe().contains("password from env MSSQL_PASSWORD"));
     }
 
@@ -1681,15 +1703,27 @@ password = { env = "MSSQL_PASSWORD" }
     fn an_mssql_database_takes_every_documented_key() {
         let text = MSSQL.replace(
             "user = ",
-            "encrypt = \"strict\"\ntrust_server_certificate = true\napplication_intent = \"read_write\"\napplication_name = \"x\"\nconnect_timeout_secs = 5\nport = 14330\nuser = ",
+            "encrypt = \"strict\"\ntrust_server_certificate = true\napplication_intent = \"read_write\"\napplication_name = \"x\"\nconnect_timeout_secs = 5\nmax_row_mib = 64\nport = 14330\nuser = ",
         );
         let c = Config::parse(&with_database(&text)).expect("valid");
         let DatabaseKind::Mssql(m) = &c.databases[0].kind else {
             panic!("not mssql")
         };
+        assert_eq!(m.max_row_mib(), 64);
         assert_eq!(m.encrypt(), MssqlEncrypt::Strict);
         assert_eq!(m.port(), Some(14330));
         assert_eq!(m.application_intent(), ApplicationIntent::ReadWrite);
+    }
+
+    #[test]
+    fn a_row_limit_out_of_range_is_refused_with_the_range() {
+        for bad in ["0", "1025"] {
+            let text = MSSQL.replace("user = ", &format!("max_row_mib = {bad}\nuser = "));
+            let err = Config::parse(&with_database(&text)).unwrap_err();
+            assert_eq!(err.key, "database[0].max_row_mib", "{err}");
+            assert!(err.problem.contains(bad), "{err}");
+            assert!(err.fix.contains("1 to 1024 MiB (default 16)"), "{err}");
+        }
     }
 
     #[test]

@@ -1428,6 +1428,79 @@ async fn a_drain_past_its_byte_budget_discards_its_connection() {
     assert_eq!(b.pool_stats().created, before.created + 1);
 }
 
+/// `max_row_mib` counts each row as it arrives, and stops reading one that passes it: the
+/// query fails saying what to select instead and its connection is replaced, while rows
+/// under it read as before however large the whole result. The peer ignores `TEXTSIZE`, so
+/// a long `nvarchar(max)` from it arrives whole, as an `xml` value does from SQL Server
+/// (which the peer cannot send).
+#[tokio::test]
+async fn a_row_over_max_row_mib_fails_the_query_and_replaces_its_connection() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let cfg = MssqlConfig {
+        max_row_mib: Some(1),
+        ..peer.config()
+    };
+    let b = peer.backend_with(&cfg, 1, Duration::from_secs(10));
+    b.ping().await.expect("ping");
+    let long = |chars: usize| format!("REPLICATE(CAST(N'x' AS nvarchar(max)), {chars})");
+    let before = b.pool_stats();
+
+    // 1.2 MB as UTF-16: over the limit.
+    let err = b
+        .query(&format!("SELECT {} AS big", long(600_000)), page(0, 5))
+        .await
+        .expect_err("a row over the limit");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("larger than the 1 MiB") && msg.contains("CONVERT(nvarchar(max), col)"),
+        "{msg}"
+    );
+    let after = b.pool_stats();
+    assert_eq!(
+        after.discarded,
+        before.discarded + 1,
+        "{before:?} -> {after:?}"
+    );
+
+    // Five rows of 600 KB each: 3 MB in all, every row under the limit.
+    let rs = b
+        .query(
+            &format!(
+                "SELECT OrderId, {} AS big FROM Orders WHERE OrderId <= 5",
+                long(300_000)
+            ),
+            page(0, 10),
+        )
+        .await
+        .expect("rows under the limit");
+    assert_eq!(rs.rows.len(), 5);
+    assert!(!rs.more);
+    assert!(!rs.cut_values.is_empty(), "long values are cut and say so");
+    assert_eq!(b.pool_stats().discarded, after.discarded);
+
+    // Over the limit in a row past the page: the page stands, the connection goes.
+    let rs = b
+        .query(
+            &format!(
+                "SELECT OrderId, {} AS big FROM Orders WHERE OrderId <= 5 ORDER BY OrderId",
+                long(0).replace(", 0)", ", CASE WHEN OrderId = 4 THEN 600000 ELSE 10 END)")
+            ),
+            page(0, 2),
+        )
+        .await
+        .expect("the page before the large row");
+    assert_eq!(ints(&rs, "OrderId"), vec![1, 2]);
+    assert!(rs.more);
+    assert_eq!(b.pool_stats().discarded, after.discarded + 1);
+
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+        .await
+        .expect("the next query, on a new connection");
+    assert_eq!(rs.rows.len(), 1);
+}
+
 /// tiberius reads every value of a row before handing it over, so a result's width bounds
 /// what one row can make the server hold: past the column limit the query fails before its
 /// first row, saying why, and the connection left mid-response is replaced.

@@ -112,18 +112,16 @@
 //! character, which tiberius refuses to decode. The server's own statements (samples,
 //! lookups, search) therefore select `varchar(max)`, `text` and `xml` columns as
 //! `nvarchar(max)`: `TEXTSIZE` bounds it, and its cut falls between UTF-16 units and decodes
-//! lossily. In an ad-hoc query two gaps remain. A `varchar(max)` value cut inside a
-//! character fails the query with an error that says to select part of it or cast it. And
-//! an `xml` value is not bounded before the cut here: tiberius reads the whole value into
-//! memory (up to its `i32::MAX`-byte limit for one value, past which the query fails and
-//! the connection is discarded) and decodes it to a `String` before [`decode`] sees it, so
-//! one `xml` value can make this process hold about 2 GiB of UTF-16 and the up to 3 GiB
-//! `String` made from it at once, and a row that much for each of its `xml` columns. Rows
-//! past a page are read the same way while they are drained ([`DRAIN_BYTES`] stops the
-//! drain only after the row that passes it), and so are hidden columns, which are masked
-//! after the row is read. Where that matters, deny the login `SELECT` on large `xml`
-//! columns: a scope's `deny_columns` refuses queries that name them, but a `*` still reads
-//! them.
+//! lossily. In an ad-hoc query a `varchar(max)` value cut inside a character fails the query
+//! with an error that says to select part of it or cast it. An `xml` value, which `TEXTSIZE`
+//! does not cut, tiberius reads whole and decodes to a `String` before [`decode`] sees it;
+//! what bounds it is the row budget ([`RowBudget`], `max_row_mib`, 16 MiB by default): the
+//! transport counts what each row takes on the wire and refuses to read past the limit, so
+//! the query fails ([`row_too_large`] says to select the value as `nvarchar(max)`) and the
+//! connection, left inside the row, is discarded. Past a page that is already whole, such a
+//! row ends the page instead. Rows past a page are otherwise read the same way while they
+//! are drained ([`DRAIN_BYTES`] stops the drain only after the row that passes it), and so
+//! are hidden columns, which are masked after the row is read.
 //!
 //! # Catalog
 //!
@@ -148,8 +146,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -160,6 +161,7 @@ use tiberius::{
     AuthMethod, Client, ColumnData, ColumnType, EncryptionLevel, Query, QueryItem, QueryStream,
     SqlBrowser,
 };
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
@@ -214,6 +216,8 @@ pub struct MssqlSettings {
     pub query_timeout: Duration,
     /// Most connections.
     pub pool_size: u32,
+    /// Most bytes one row may take as the server sends it ([`RowBudget`]).
+    pub max_row_bytes: usize,
 }
 
 impl fmt::Debug for MssqlSettings {
@@ -223,6 +227,7 @@ impl fmt::Debug for MssqlSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
             .field("pool_size", &self.pool_size)
+            .field("max_row_bytes", &self.max_row_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -332,6 +337,7 @@ impl MssqlSettings {
             connect_timeout,
             query_timeout,
             pool_size,
+            max_row_bytes: cfg.max_row_mib() as usize * 1024 * 1024,
         })
     }
 
@@ -352,11 +358,112 @@ struct ErrorContext {
     tls_hint: String,
 }
 
-type Transport = Compat<TcpStream>;
+type Transport = Compat<Metered<TcpStream>>;
+
+/// How many bytes a connection may still read before the row it is reading is given up on:
+/// `[[database]] max_row_mib`, counted on the wire (TLS records included).
+///
+/// tiberius reads every value of a row before it hands the row over, and SQL Server's
+/// `TEXTSIZE` bounds every long type but `xml`; without a count, one `xml` value (up to 2 GiB
+/// on the wire, and a `String` of up to 3 GiB made from it) is what a single query could make
+/// this process hold. The count starts again with every request written and every row (or
+/// other item) tiberius hands over; a read past it fails, which ends the query with
+/// [`row_too_large`] and discards the connection (the rest of the row is never read).
+struct RowBudget {
+    limit: usize,
+    left: AtomicUsize,
+    /// A read was refused since the count last started.
+    refused: AtomicBool,
+}
+
+impl RowBudget {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            left: AtomicUsize::new(limit),
+            refused: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the count again. One task uses a connection at a time, so relaxed is enough.
+    fn restart(&self) {
+        self.left.store(self.limit, Ordering::Relaxed);
+        self.refused.store(false, Ordering::Relaxed);
+    }
+
+    fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// The TCP stream under tiberius, counting what it reads against a [`RowBudget`].
+struct Metered<S> {
+    inner: S,
+    budget: Arc<RowBudget>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let left = self.budget.left.load(Ordering::Relaxed);
+        if left == 0 {
+            self.budget.refused.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::other(format!(
+                "a row passed the {} MiB limit (max_row_mib)",
+                self.budget.limit / (1024 * 1024)
+            ))));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let read = buf.filled().len() - before;
+        self.budget
+            .left
+            .store(left.saturating_sub(read), Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Writing is what starts a request (or a cancellation), and so a new count.
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.budget.restart();
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.budget.restart();
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// A pooled SQL Server connection.
 pub struct MssqlConn {
     client: Client<Transport>,
+    /// What the connection may still read of the row in hand ([`RowBudget`]).
+    budget: Arc<RowBudget>,
     /// Set before every use, cleared only when the response was read cleanly; a set flag makes
     /// the pool discard the connection (see the module docs).
     broken: bool,
@@ -433,10 +540,16 @@ impl Manager {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY could not be set on a SQL Server connection");
             }
+            let budget = Arc::new(RowBudget::new(self.settings.max_row_bytes));
+            let tcp = Metered {
+                inner: tcp,
+                budget: budget.clone(),
+            };
             match Client::connect(config.clone(), tcp.compat_write()).await {
                 Ok(client) => {
                     let mut conn = MssqlConn {
                         client,
+                        budget,
                         broken: true,
                         last_used: Instant::now(),
                         rowcount: None,
@@ -998,7 +1111,7 @@ async fn execute(
         let batch = adhoc_batch(&stmt.sql, cap, conn.rowcount);
         conn.rowcount = None;
         match conn.client.simple_query(batch).await {
-            Ok(stream) => read_page(stream, &stmt.page).await,
+            Ok(stream) => read_page(stream, &stmt.page, &conn.budget).await,
             Err(e) => Err(e.into()),
         }
     } else {
@@ -1014,7 +1127,7 @@ async fn execute(
             }
         }
         match q.query(&mut conn.client).await {
-            Ok(stream) => read_page(stream, &stmt.page).await,
+            Ok(stream) => read_page(stream, &stmt.page, &conn.budget).await,
             Err(e) => Err(e.into()),
         }
     };
@@ -1033,6 +1146,8 @@ async fn execute(
             "the result has {n} columns, more than the {MAX_RESULT_COLUMNS} a query may return; \
              select fewer columns"
         ))),
+        // The connection stopped reading inside a row: it goes.
+        Err(ReadError::Tds(_)) if conn.budget.refused() => Err(row_too_large(conn.budget.limit)),
         Err(ReadError::Tds(e)) if is_fatal(&e) => Err(query_error(&e, ctx)),
         Err(ReadError::Tds(e)) => {
             if stmt.adhoc {
@@ -1091,6 +1206,7 @@ enum Drained {
 async fn read_page(
     mut stream: QueryStream<'_>,
     page: &Page,
+    budget: &RowBudget,
 ) -> Result<(RowSet, Drained), ReadError> {
     let mut columns: Option<(usize, Vec<(String, ColumnType)>)> = None;
     let mut rows = PageRows::new(page);
@@ -1099,12 +1215,28 @@ async fn read_page(
     let mut extra = 0usize;
     let mut extra_bytes = 0usize;
     let mut drained = Drained::Complete;
-    while let Some(item) = stream.try_next().await? {
+    // Whether a result after the first has begun.
+    let mut past_first = false;
+    loop {
+        let item = match stream.try_next().await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            // A row over the limit after the page was whole: the page stands, the connection
+            // does not.
+            Err(_) if budget.refused() && (more || past_first) => {
+                drained = Drained::Abandoned;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The next row has the whole limit to itself.
+        budget.restart();
         match item {
             QueryItem::Metadata(meta) => {
                 if meta.columns().len() > MAX_RESULT_COLUMNS {
                     return Err(ReadError::TooWide(meta.columns().len()));
                 }
+                past_first |= columns.is_some();
                 if columns.is_none() {
                     let cols: Vec<(String, ColumnType)> = meta
                         .columns()
@@ -1177,7 +1309,7 @@ async fn fetch_all(conn: &mut MssqlConn, sql: &str) -> Result<Vec<Vec<Value>>, T
     conn.broken = true;
     let page = Page::rows(0, usize::MAX - 1);
     let result = match conn.client.simple_query(sql).await {
-        Ok(stream) => read_page(stream, &page).await,
+        Ok(stream) => read_page(stream, &page, &conn.budget).await,
         Err(e) => Err(e.into()),
     };
     let result = result.map_err(|e| match e {
@@ -1208,6 +1340,17 @@ fn is_fatal(e: &TdsError) -> bool {
         TdsError::Server(t) => t.class() >= 20,
         _ => true,
     }
+}
+
+/// A row over the [`RowBudget`]; what to select instead.
+fn row_too_large(limit: usize) -> DbError {
+    DbError::Sql(format!(
+        "a row of the result is larger than the {} MiB a row may take as SQL Server sends it \
+         (max_row_mib); select fewer columns, or part of a long value: an xml value arrives \
+         whole, so select CONVERT(nvarchar(max), col) instead, which the server cuts at {} KiB",
+        limit / (1024 * 1024),
+        TEXTSIZE_BYTES / 1024
+    ))
 }
 
 /// A server that took the TCP connection but did not finish the handshake (prelogin, TLS,
@@ -2748,6 +2891,47 @@ mod tests {
 
     fn dec(data: ColumnData<'static>, ty: ColumnType) -> Value {
         decode(data, ty).0
+    }
+
+    /// The row budget's own rules, on an in-memory stream: the peer test
+    /// (`a_row_over_max_row_mib…` in tests/mssql.rs) cannot show that a request written starts
+    /// the count again, because a refused read discards its connection.
+    #[tokio::test]
+    async fn the_row_budget_refuses_a_read_past_it_until_a_request_or_row_starts_it_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (near, mut far) = tokio::io::duplex(1024);
+        let budget = Arc::new(RowBudget::new(10));
+        let mut conn = Metered {
+            inner: near,
+            budget: budget.clone(),
+        };
+        let mut buf = [0u8; 64];
+        far.write_all(&[1; 16]).await.expect("write");
+        // A read that passes the limit is handed over whole; the next one is refused.
+        assert_eq!(conn.read(&mut buf).await.expect("first read"), 16);
+        far.write_all(&[2; 4]).await.expect("write");
+        let err = conn.read(&mut buf).await.expect_err("past the limit");
+        assert!(err.to_string().contains("max_row_mib"), "{err}");
+        assert!(budget.refused());
+        // A request written starts the count again.
+        conn.write_all(b"next request").await.expect("request");
+        assert!(!budget.refused());
+        assert_eq!(conn.read(&mut buf).await.expect("after a request"), 4);
+        // Under the limit reads go on; a row handed over starts the count too.
+        far.write_all(&[3; 6]).await.expect("write");
+        assert_eq!(conn.read(&mut buf).await.expect("under the limit"), 6);
+        far.write_all(&[4; 2]).await.expect("write");
+        conn.read(&mut buf)
+            .await
+            .expect_err("10 read since the request");
+        budget.restart();
+        assert_eq!(conn.read(&mut buf).await.expect("after a row"), 2);
+        let mut echo = [0u8; 12];
+        far.read_exact(&mut echo)
+            .await
+            .expect("the request arrived");
+        assert_eq!(&echo, b"next request");
     }
 
     /// 2024-03-15 as days since 0001-01-01 (the `date`/`datetime2` epoch).
