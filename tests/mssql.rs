@@ -1866,6 +1866,7 @@ password = {{ file = "{pw}" }}
 trust_server_certificate = true
 connect_timeout_secs = 5
 pool_size = 4
+max_row_mib = 1
 
 [[scope]]
 path = "/claude"
@@ -1928,6 +1929,21 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     .expect_err("missing table");
     let msg = err.to_string();
     assert!(msg.contains("Customers") && msg.contains("Orders"), "{msg}");
+
+    // A row over the config file's `max_row_mib` (1 MiB) fails, saying what to select.
+    let err = tools::call(
+        &scope,
+        "execute_sql",
+        &json!({"sql": "SELECT REPLICATE(CAST(N'x' AS nvarchar(max)), 600000) AS big"}),
+        None,
+    )
+    .await
+    .expect_err("a row over the limit");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("larger than the 1 MiB") && msg.contains("CONVERT(nvarchar(max), col)"),
+        "{msg}"
+    );
 
     // The guard (MsSql dialect) stops what SQL Server would otherwise run, before any
     // statement reaches the server.
