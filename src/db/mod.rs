@@ -812,6 +812,12 @@ pub struct PoolStats {
     /// while every pooled one is busy and none has had an answer lately; SQLite: every check,
     /// a file opened, no login).
     pub check_connections: u64,
+    /// Requests left mid-way (timed out, abandoned mid-stream, or dropped by their caller) that
+    /// the server acknowledged stopping since start (SQL Server's attention; SQLite: 0).
+    pub cancels_acknowledged: u64,
+    /// Of those cancels, the ones not acknowledged in time or that the connection could not
+    /// carry (it was lost); the connection was closed either way.
+    pub cancels_unacknowledged: u64,
 }
 
 /// Shared handle to a backend.

@@ -16,8 +16,13 @@
 //!   the server answered with an ordinary, non-fatal error). A query that timed out, was cancelled by a
 //!   dropped future, hit an I/O or protocol error, or was abandoned mid-stream leaves the flag
 //!   set, and bb8 (through [`bb8::ManageConnection::has_broken`]) discards the connection
-//!   instead of reusing it. No TDS attention (cancel) is sent: a failed cancel desynchronises a
-//!   connection, and closing the socket makes the server roll back just the same.
+//!   instead of reusing it. Before it goes, a task of its own sends SQL Server a TDS attention
+//!   and waits up to [`CANCEL_WAIT`] for the acknowledgement ([`Checkout`]): closing the socket
+//!   rolls the session's transaction back, but a query that sends nothing while it works (a
+//!   large aggregate) could otherwise run on for nobody until it next writes. The caller does
+//!   not wait for it, and the connection is discarded whatever the answer (tiberius finds the
+//!   acknowledgement only in the answer it interrupts, and a connection cut off mid-token
+//!   cannot be trusted after it).
 //! - **Cheap health checks.** A connection idle for more than [`VALIDATE_AFTER_IDLE`] is
 //!   checked with `SELECT 1` before use (like HikariCP's bypass window); a busy pool pays
 //!   nothing.
@@ -180,6 +185,8 @@ pub const CONNECT_CONCURRENCY: usize = 2;
 /// How long the check of an idle connection may take (at most the connect timeout): a
 /// server that cannot answer `SELECT 1` this fast is reported down by `/health` too.
 pub const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a cancel waits for the server's acknowledgement (at most the connect timeout).
+pub const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// A connection idle longer than this is checked with `SELECT 1` before it is handed out.
 pub const VALIDATE_AFTER_IDLE: Duration = Duration::from_millis(500);
 /// While every pooled connection is busy, a whole answer on one of them this recent is what
@@ -758,6 +765,78 @@ pub struct MssqlBackend {
     /// after `born` (0: never): what [`Backend::ping`] goes by while the pool is busy.
     answered_ms: std::sync::atomic::AtomicU64,
     born: Instant,
+    /// What became of the cancels sent for queries left mid-request ([`Checkout`]).
+    cancels: Arc<CancelCounts>,
+}
+
+/// Cancels sent for queries left mid-request, by how they ended.
+#[derive(Debug, Default)]
+struct CancelCounts {
+    /// The server acknowledged the attention: it stopped the request.
+    acknowledged: std::sync::atomic::AtomicU64,
+    /// No acknowledgement within [`CANCEL_WAIT`], or the connection could not carry one (lost,
+    /// or cut off half-way through writing a request).
+    unacknowledged: std::sync::atomic::AtomicU64,
+}
+
+/// A connection checked out for one query. Left mid-request (timed out, abandoned
+/// mid-stream, or dropped with its caller's future), it is handed to a task of its own that
+/// sends SQL Server a TDS attention, so the server stops the work instead of running it to its
+/// end for nobody, and waits up to [`CANCEL_WAIT`] for the acknowledgement. The connection is
+/// discarded either way (it is `broken`), which closes the session and rolls back its
+/// transaction.
+struct Checkout {
+    /// `Some` until dropped.
+    conn: Option<PooledConnection<'static, Manager>>,
+    cancels: Arc<CancelCounts>,
+    wait: Duration,
+}
+
+impl Checkout {
+    fn conn(&mut self) -> Result<&mut MssqlConn, DbError> {
+        self.conn.as_deref_mut().map(|c| &mut **c).ok_or_else(|| {
+            DbError::Internal("a checked-out connection was used after its return".into())
+        })
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !conn.broken {
+            return;
+        }
+        // Without a runtime (shutting down) the connection just closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(cancel(conn, self.wait, self.cancels.clone()));
+        }
+    }
+}
+
+/// Tells the server to stop the request in flight on `conn` and waits for it to say so;
+/// then drops the connection, which the pool discards.
+async fn cancel(
+    mut conn: PooledConnection<'static, Manager>,
+    wait: Duration,
+    counts: Arc<CancelCounts>,
+) {
+    let outcome = tokio::time::timeout(wait, conn.client.cancel_query()).await;
+    let counter = match outcome {
+        Ok(Ok(())) => &counts.acknowledged,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "a SQL Server request could not be cancelled; its connection is closed");
+            &counts.unacknowledged
+        }
+        Err(_) => {
+            tracing::debug!(
+                "SQL Server did not acknowledge a cancel in time; the connection is closed"
+            );
+            &counts.unacknowledged
+        }
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// See [`MssqlBackend::catalog`].
@@ -830,6 +909,7 @@ impl MssqlBackend {
             pinger,
             pings_opened: std::sync::atomic::AtomicU64::new(0),
             answered_ms: std::sync::atomic::AtomicU64::new(0),
+            cancels: Arc::default(),
             born: Instant::now(),
         }
     }
@@ -897,6 +977,14 @@ impl MssqlBackend {
             waits: state.statistics.get_waited + state.statistics.get_timed_out,
             connect_failures: self.outage.total.load(std::sync::atomic::Ordering::Relaxed),
             check_connections: self.pings_opened.load(std::sync::atomic::Ordering::Relaxed),
+            cancels_acknowledged: self
+                .cancels
+                .acknowledged
+                .load(std::sync::atomic::Ordering::Relaxed),
+            cancels_unacknowledged: self
+                .cancels
+                .unacknowledged
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -908,14 +996,16 @@ impl MssqlBackend {
     /// the call fails then, instead of checking the next idle connection, and the next one,
     /// each for as long; and every connection idle since before it is given up without a
     /// round trip of its own.
-    async fn acquire(&self) -> Result<PooledConnection<'_, Manager>, DbError> {
+    async fn acquire(&self) -> Result<PooledConnection<'static, Manager>, DbError> {
         let asked = Instant::now();
         let mut failures = self.connect_errors.subscribe();
         // Each stale connection found costs one try; a fresh one follows at the latest after
         // the whole pool was checked.
         for _ in 0..=self.pool_size {
             let got = tokio::select! {
-                got = self.pool.get() => got,
+                // Owned, so that a query left mid-request can be cancelled by a task of its
+                // own ([`Checkout`]).
+                got = self.pool.get_owned() => got,
                 changed = failures.changed() => {
                     let err = match changed {
                         Ok(()) => failures.borrow_and_update().clone().map(|(_, e)| e),
@@ -1024,15 +1114,21 @@ impl MssqlBackend {
 
     /// Runs `stmt` on a pooled connection within the query timeout.
     async fn run(&self, stmt: Statement) -> Result<RowSet, DbError> {
-        let mut conn = self.acquire().await?;
+        let mut checkout = Checkout {
+            conn: Some(self.acquire().await?),
+            cancels: self.cancels.clone(),
+            wait: self.connect_timeout.min(CANCEL_WAIT),
+        };
+        let conn = checkout.conn()?;
         let result =
-            tokio::time::timeout(self.query_timeout, execute(&mut conn, &stmt, &self.ctx)).await;
+            tokio::time::timeout(self.query_timeout, execute(conn, &stmt, &self.ctx)).await;
         conn.last_used = Instant::now();
-        self.note_answer(&conn);
+        self.note_answer(conn);
         match result {
             Ok(r) => r,
-            // The future was dropped mid-operation: the flag is still set, so the pool drops
-            // the connection (and with it the server-side session and its transaction).
+            // The future was dropped mid-operation: the flag is still set, so the checkout
+            // cancels the request and the pool drops the connection (and with it the
+            // server-side session and its transaction).
             Err(_) => Err(DbError::Timeout(self.query_timeout.as_secs())),
         }
     }

@@ -1188,6 +1188,9 @@ impl Backend for SqliteBackend {
             waits: self.waits.load(Ordering::Relaxed),
             connect_failures: self.opens.failed.load(Ordering::Relaxed),
             check_connections: self.opens.checks.load(Ordering::Relaxed),
+            // A query past its time is interrupted in-process; there is no server to tell.
+            cancels_acknowledged: 0,
+            cancels_unacknowledged: 0,
         })
     }
 }

@@ -64,6 +64,7 @@ pub struct Metrics {
     pool_discarded: IntCounterVec,
     connect_failures: IntCounterVec,
     check_connections: IntCounterVec,
+    cancels: IntCounterVec,
     rate_limited: IntCounterVec,
     ip_denied: IntCounter,
     streams_open: IntGauge,
@@ -327,6 +328,12 @@ impl Metrics {
                 "Connections the readiness check opened beside the pool, by database (SQL Server: while every pooled connection was busy and none had an answer in the last second).",
                 &["database"],
             ),
+            cancels: counter(
+                &r,
+                "mssql_mcp_db_cancels_total",
+                "Requests left mid-way (timed out, abandoned mid-stream, or dropped by their caller) that the server was told to stop, by database and outcome (acknowledged, unacknowledged).",
+                &["database", "outcome"],
+            ),
             rate_limited: counter(
                 &r,
                 "mssql_mcp_rate_limited_total",
@@ -515,6 +522,12 @@ impl Metrics {
                     &self.check_connections.with_label_values(&db),
                     p.check_connections,
                 );
+                for (outcome, n) in [
+                    ("acknowledged", p.cancels_acknowledged),
+                    ("unacknowledged", p.cancels_unacknowledged),
+                ] {
+                    sync(&self.cancels.with_label_values(&[&s.database, outcome]), n);
+                }
             }
         }
     }
