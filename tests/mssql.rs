@@ -960,9 +960,9 @@ async fn a_second_redirect_is_refused_with_a_clear_error() {
 /// the whole answer to the request before it, and then acknowledges it in a message of its
 /// own; SQL Server stops the request and ends its answer with the acknowledging DONE. This
 /// stand-in logs any client in (PRELOGIN, TLS, LOGIN7 as [`take_login`] takes them) and
-/// answers every batch with a bare DONE, except a batch naming `Stall`, which it leaves
-/// unanswered until an attention comes; that it acknowledges as SQL Server does, or, while
-/// [`Staller::silent`] is set, not at all.
+/// answers every batch with a bare DONE, except a batch naming `Stall` (or what
+/// [`Staller::stall_on`] says), which it leaves unanswered until an attention comes; that it
+/// acknowledges as SQL Server does, or, while [`Staller::silent`] is set, not at all.
 struct Staller {
     port: u16,
     seen: Arc<Seen>,
@@ -977,6 +977,8 @@ struct Seen {
     attentions: std::sync::atomic::AtomicUsize,
     /// Leave attentions unacknowledged.
     silent: std::sync::atomic::AtomicBool,
+    /// What a batch that is left unanswered contains (`Stall` unless set).
+    stall_on: std::sync::Mutex<Option<String>>,
     /// What clients sent out of turn.
     problems: std::sync::Mutex<Vec<String>>,
 }
@@ -1024,6 +1026,10 @@ impl Staller {
         self.seen
             .silent
             .store(silent, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn stall_on(&self, text: &str) {
+        *self.seen.stall_on.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.to_string());
     }
 
     fn problems(&self) -> Vec<String> {
@@ -1095,7 +1101,13 @@ async fn stall_one(
                     .chunks_exact(2)
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect();
-                if String::from_utf16_lossy(&units).contains("Stall") {
+                let marker = seen
+                    .stall_on
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_else(|| "Stall".to_string());
+                if String::from_utf16_lossy(&units).contains(&marker) {
                     seen.stalled.fetch_add(1, SeqCst);
                 } else {
                     write_tds_packet(&mut session, TDS_REPLY, &done_token(0)).await?;
@@ -1215,6 +1227,20 @@ async fn a_request_left_mid_way_is_cancelled_with_an_attention() {
     b.query("SELECT 1 AS n", page(0, 1))
         .await
         .expect("the next query");
+
+    // A catalog load past its time (twice the query timeout) is cancelled too.
+    server.silent(false);
+    server.stall_on("INFORMATION_SCHEMA.TABLES");
+    let fresh = server.backend(dir.path());
+    let err = fresh.catalog().await.expect_err("the catalog load stalls");
+    assert!(err.to_string().contains("reading the catalog"), "{err}");
+    let after = cancels_reach(&fresh, (1, 0), Duration::from_secs(5)).await;
+    assert_eq!(
+        (after.cancels_acknowledged, after.cancels_unacknowledged),
+        (1, 0),
+        "{after:?}"
+    );
+    assert_eq!(server.attentions(), 4);
     assert_eq!(server.problems(), Vec::<String>::new());
 }
 

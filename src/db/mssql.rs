@@ -1114,11 +1114,7 @@ impl MssqlBackend {
 
     /// Runs `stmt` on a pooled connection within the query timeout.
     async fn run(&self, stmt: Statement) -> Result<RowSet, DbError> {
-        let mut checkout = Checkout {
-            conn: Some(self.acquire().await?),
-            cancels: self.cancels.clone(),
-            wait: self.connect_timeout.min(CANCEL_WAIT),
-        };
+        let mut checkout = self.check_out().await?;
         let conn = checkout.conn()?;
         let result =
             tokio::time::timeout(self.query_timeout, execute(conn, &stmt, &self.ctx)).await;
@@ -1133,11 +1129,21 @@ impl MssqlBackend {
         }
     }
 
+    /// A healthy connection ([`Self::acquire`]) that cancels a request left mid-way.
+    async fn check_out(&self) -> Result<Checkout, DbError> {
+        Ok(Checkout {
+            conn: Some(self.acquire().await?),
+            cancels: self.cancels.clone(),
+            wait: self.connect_timeout.min(CANCEL_WAIT),
+        })
+    }
+
     async fn load_catalog(&self) -> Result<Catalog, DbError> {
-        let mut conn = self.acquire().await?;
+        let mut checkout = self.check_out().await?;
+        let conn = checkout.conn()?;
         // Catalog queries on big databases can be slow; give them twice the query budget.
         let limit = self.query_timeout * 2;
-        match tokio::time::timeout(limit, read_catalog(&mut conn, &self.ctx)).await {
+        match tokio::time::timeout(limit, read_catalog(conn, &self.ctx)).await {
             Ok(r) => {
                 conn.last_used = Instant::now();
                 r
