@@ -1142,6 +1142,20 @@ async fn pool_when(
     }
 }
 
+/// [`pool_when`] one more connection than `before` was discarded; fails unless exactly one.
+async fn one_more_discarded(b: &MssqlBackend, before: &PoolStats) -> PoolStats {
+    let after = pool_when(b, Duration::from_secs(10), |s| {
+        s.discarded > before.discarded
+    })
+    .await;
+    assert_eq!(
+        after.discarded,
+        before.discarded + 1,
+        "{before:?} -> {after:?}"
+    );
+    after
+}
+
 /// [`pool_when`] the cancel counts are `(acknowledged, unacknowledged)`.
 async fn cancels_reach(b: &MssqlBackend, want: (u64, u64), within: Duration) -> PoolStats {
     pool_when(b, within, |s| {
@@ -1738,15 +1752,7 @@ async fn a_drain_past_its_byte_budget_discards_its_connection() {
     let rs = b.query(big, page(0, 2)).await.expect("query");
     assert_eq!(rs.rows.len(), 2);
     assert!(rs.more);
-    let after = pool_when(&b, Duration::from_secs(10), |s| {
-        s.discarded > before.discarded
-    })
-    .await;
-    assert_eq!(
-        after.discarded,
-        before.discarded + 1,
-        "{before:?} -> {after:?}"
-    );
+    one_more_discarded(&b, &before).await;
     let rs = b
         .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
         .await
@@ -1783,15 +1789,7 @@ async fn a_row_over_max_row_mib_fails_the_query_and_replaces_its_connection() {
         msg.contains("larger than the 1 MiB") && msg.contains("CONVERT(nvarchar(max), col)"),
         "{msg}"
     );
-    let after = pool_when(&b, Duration::from_secs(10), |s| {
-        s.discarded > before.discarded
-    })
-    .await;
-    assert_eq!(
-        after.discarded,
-        before.discarded + 1,
-        "{before:?} -> {after:?}"
-    );
+    let after = one_more_discarded(&b, &before).await;
 
     // Five rows of 600 KB each: 3 MB in all, every row under the limit.
     let rs = b
@@ -1822,11 +1820,7 @@ async fn a_row_over_max_row_mib_fails_the_query_and_replaces_its_connection() {
         .expect("the page before the large row");
     assert_eq!(ints(&rs, "OrderId"), vec![1, 2]);
     assert!(rs.more);
-    let now = pool_when(&b, Duration::from_secs(10), |s| {
-        s.discarded > after.discarded
-    })
-    .await;
-    assert_eq!(now.discarded, after.discarded + 1);
+    one_more_discarded(&b, &after).await;
 
     let rs = b
         .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
@@ -1871,11 +1865,7 @@ async fn a_result_wider_than_the_column_limit_fails_before_its_first_row() {
         msg.contains(&format!("{} columns", limit + 1)) && msg.contains("fewer"),
         "{msg}"
     );
-    let after = pool_when(&b, Duration::from_secs(10), |s| {
-        s.discarded > before.discarded
-    })
-    .await;
-    assert_eq!(after.discarded, before.discarded + 1);
+    one_more_discarded(&b, &before).await;
     let rs = b
         .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
         .await
@@ -1902,15 +1892,7 @@ async fn a_stream_abandoned_past_the_drain_budget_discards_its_connection() {
         .expect("query");
     assert_eq!(ints(&rs, "event_id"), [1, 2, 3]);
     assert!(rs.more);
-    let after = pool_when(&b, Duration::from_secs(10), |s| {
-        s.discarded > before.discarded
-    })
-    .await;
-    assert_eq!(
-        after.discarded,
-        before.discarded + 1,
-        "{before:?} -> {after:?}"
-    );
+    one_more_discarded(&b, &before).await;
     // The next query sees its own rows, not the rest of the previous stream.
     let rs = b
         .query("SELECT Name FROM Products WHERE Id = 4", page(0, 5))
@@ -2063,11 +2045,7 @@ async fn a_query_over_its_time_limit_times_out_and_its_connection_is_discarded()
         "{:?}",
         started.elapsed()
     );
-    let after = pool_when(&b, Duration::from_secs(10), |s| {
-        s.discarded > before.discarded
-    })
-    .await;
-    assert_eq!(after.discarded, before.discarded + 1);
+    one_more_discarded(&b, &before).await;
     // The pool carries on (a new connection; the peer finishes the abandoned count first).
     let rs = b
         .query("SELECT COUNT(*) AS n FROM Tags", page(0, 1))
