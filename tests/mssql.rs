@@ -1156,12 +1156,19 @@ async fn one_more_discarded(b: &MssqlBackend, before: &PoolStats) -> PoolStats {
     after
 }
 
-/// [`pool_when`] the cancel counts are `(acknowledged, unacknowledged)`.
-async fn cancels_reach(b: &MssqlBackend, want: (u64, u64), within: Duration) -> PoolStats {
-    pool_when(b, within, |s| {
+/// [`pool_when`] the cancel counts are `(acknowledged, unacknowledged)`; fails unless they
+/// are by then.
+async fn expect_cancels(b: &MssqlBackend, want: (u64, u64), within: Duration) -> PoolStats {
+    let after = pool_when(b, within, |s| {
         (s.cancels_acknowledged, s.cancels_unacknowledged) == want
     })
-    .await
+    .await;
+    assert_eq!(
+        (after.cancels_acknowledged, after.cancels_unacknowledged),
+        want,
+        "{after:?}"
+    );
+    after
 }
 
 /// A request left mid-way, whether it timed out or its caller gave up on it, is cancelled
@@ -1185,12 +1192,7 @@ async fn a_request_left_mid_way_is_cancelled_with_an_attention() {
         "{:?}",
         started.elapsed()
     );
-    let after = cancels_reach(&b, (1, 0), Duration::from_secs(5)).await;
-    assert_eq!(
-        (after.cancels_acknowledged, after.cancels_unacknowledged),
-        (1, 0),
-        "{after:?}"
-    );
+    expect_cancels(&b, (1, 0), Duration::from_secs(5)).await;
     assert_eq!((server.stalled(), server.attentions()), (1, 1));
 
     // A query answered in full sends none.
@@ -1206,12 +1208,7 @@ async fn a_request_left_mid_way_is_cancelled_with_an_attention() {
         dropped.is_err(),
         "the call should still be waiting: {dropped:?}"
     );
-    let after = cancels_reach(&b, (2, 0), Duration::from_secs(5)).await;
-    assert_eq!(
-        (after.cancels_acknowledged, after.cancels_unacknowledged),
-        (2, 0),
-        "{after:?}"
-    );
+    expect_cancels(&b, (2, 0), Duration::from_secs(5)).await;
     assert_eq!((server.stalled(), server.attentions()), (2, 2));
 
     // A server that never acknowledges: the cancel gives up after its wait (2 s here), and the
@@ -1224,12 +1221,7 @@ async fn a_request_left_mid_way_is_cancelled_with_an_attention() {
         "{:?}",
         started.elapsed()
     );
-    let after = cancels_reach(&b, (2, 1), Duration::from_secs(6)).await;
-    assert_eq!(
-        (after.cancels_acknowledged, after.cancels_unacknowledged),
-        (2, 1),
-        "{after:?}"
-    );
+    let after = expect_cancels(&b, (2, 1), Duration::from_secs(6)).await;
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(2900) && waited < Duration::from_secs(5),
@@ -1248,12 +1240,7 @@ async fn a_request_left_mid_way_is_cancelled_with_an_attention() {
     let fresh = server.backend(dir.path());
     let err = fresh.catalog().await.expect_err("the catalog load stalls");
     assert!(err.to_string().contains("reading the catalog"), "{err}");
-    let after = cancels_reach(&fresh, (1, 0), Duration::from_secs(5)).await;
-    assert_eq!(
-        (after.cancels_acknowledged, after.cancels_unacknowledged),
-        (1, 0),
-        "{after:?}"
-    );
+    expect_cancels(&fresh, (1, 0), Duration::from_secs(5)).await;
     assert_eq!(server.attentions(), 4);
     assert_eq!(server.problems(), Vec::<String>::new());
 }
@@ -1947,12 +1934,7 @@ async fn a_cancel_the_peer_answers_late_ends_cleanly() {
     assert!(matches!(err, DbError::Timeout(1)), "{err:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     peer.signal("-CONT");
-    let after = cancels_reach(&b, (0, 1), Duration::from_secs(10)).await;
-    assert_eq!(
-        (after.cancels_acknowledged, after.cancels_unacknowledged),
-        (0, 1),
-        "{after:?}"
-    );
+    expect_cancels(&b, (0, 1), Duration::from_secs(10)).await;
     let rs = b.query(sql, page(0, 1)).await.expect("the next query");
     assert_eq!(rs.rows, vec![vec![Value::Int(120)]]);
     let after = b.pool_stats();
