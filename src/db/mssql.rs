@@ -375,7 +375,8 @@ type Transport = Compat<Metered<TcpStream>>;
 /// on the wire, and a `String` of up to 3 GiB made from it) is what a single query could make
 /// this process hold. The count starts again with every request written and every row (or
 /// other item) tiberius hands over; a read past it fails, which ends the query with
-/// [`row_too_large`] and discards the connection (the rest of the row is never read).
+/// [`row_too_large`] and discards the connection. (Its cancel, a request written, may read on
+/// to the acknowledgement, within the same limit.)
 struct RowBudget {
     limit: usize,
     left: AtomicUsize,
