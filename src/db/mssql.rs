@@ -1250,7 +1250,9 @@ async fn execute(
              select fewer columns"
         ))),
         // The connection stopped reading inside a row: it goes.
-        Err(ReadError::Tds(_)) if conn.budget.refused() => Err(row_too_large(conn.budget.limit)),
+        Err(ReadError::Tds(_)) if conn.budget.refused() => {
+            Err(row_too_large(conn.budget.limit, stmt.adhoc))
+        }
         Err(ReadError::Tds(e)) if is_fatal(&e) => Err(query_error(&e, ctx)),
         Err(ReadError::Tds(e)) => {
             if stmt.adhoc {
@@ -1445,8 +1447,19 @@ fn is_fatal(e: &TdsError) -> bool {
     }
 }
 
-/// A row over the [`RowBudget`]; what to select instead.
-fn row_too_large(limit: usize) -> DbError {
+/// A row over the [`RowBudget`]: for an ad-hoc query, what to select instead; for one of our
+/// own statements (which read every long value cut at `TEXTSIZE`, so only a row of more than
+/// a hundred long columns gets here), what the operator can change.
+fn row_too_large(limit: usize, adhoc: bool) -> DbError {
+    if !adhoc {
+        return DbError::Sql(format!(
+            "a row of this table is larger than the {} MiB a row may take as SQL Server sends \
+             it (max_row_mib), with every long value already cut at {} KiB; the operator can \
+             raise max_row_mib or hide columns of the table (deny_columns)",
+            limit / (1024 * 1024),
+            TEXTSIZE_BYTES / 1024
+        ));
+    }
     DbError::Sql(format!(
         "a row of the result is larger than the {} MiB a row may take as SQL Server sends it \
          (max_row_mib); select fewer columns, or part of a long value: an xml value arrives \
@@ -2994,6 +3007,25 @@ mod tests {
 
     fn dec(data: ColumnData<'static>, ty: ColumnType) -> Value {
         decode(data, ty).0
+    }
+
+    /// The peer has no table with a row that large (its catalog views fail on long values), so
+    /// the message for the server's own statements is checked here; the ad-hoc one is checked
+    /// against the peer.
+    #[test]
+    fn a_row_over_the_limit_in_our_own_statement_points_the_operator_at_the_settings() {
+        let own = row_too_large(16 * 1024 * 1024, false).to_string();
+        assert!(own.contains("16 MiB") && own.contains("128 KiB"), "{own}");
+        assert!(
+            own.contains("max_row_mib") && own.contains("deny_columns"),
+            "{own}"
+        );
+        assert!(
+            !own.contains("select"),
+            "no advice a model cannot follow: {own}"
+        );
+        let adhoc = row_too_large(16 * 1024 * 1024, true).to_string();
+        assert!(adhoc.contains("CONVERT(nvarchar(max), col)"), "{adhoc}");
     }
 
     /// The row budget's own rules, on an in-memory stream: the peer test
