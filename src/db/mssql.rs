@@ -154,7 +154,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -402,6 +402,11 @@ impl RowBudget {
     fn refused(&self) -> bool {
         self.refused.load(Ordering::Relaxed)
     }
+
+    /// The limit as configured, in MiB.
+    fn limit_mib(&self) -> usize {
+        self.limit / (1024 * 1024)
+    }
 }
 
 /// The TCP stream under tiberius, counting what it reads against a [`RowBudget`].
@@ -421,7 +426,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             self.budget.refused.store(true, Ordering::Relaxed);
             return Poll::Ready(Err(io::Error::other(format!(
                 "a row passed the {} MiB limit (max_row_mib)",
-                self.budget.limit / (1024 * 1024)
+                self.budget.limit_mib()
             ))));
         }
         let before = buf.filled().len();
@@ -695,7 +700,7 @@ const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 struct OutageLog {
     run: std::sync::Mutex<FailureRun>,
     /// Every failed attempt since start (`mssql_mcp_db_connect_failures_total`).
-    total: std::sync::atomic::AtomicU64,
+    total: AtomicU64,
 }
 
 impl OutageLog {
@@ -704,8 +709,7 @@ impl OutageLog {
     }
 
     fn failed(&self, error: &DbError) {
-        self.total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
         let report = self.run().failed(Instant::now(), OUTAGE_LOG_EVERY);
         match report {
             FailureReport::First => {
@@ -761,10 +765,10 @@ pub struct MssqlBackend {
     /// and none had an answer lately.
     pinger: Manager,
     /// Connections `pinger` opened.
-    pings_opened: std::sync::atomic::AtomicU64,
+    pings_opened: AtomicU64,
     /// When a pooled connection last read a whole answer from the server, in milliseconds
     /// after `born` (0: never): what [`Backend::ping`] goes by while the pool is busy.
-    answered_ms: std::sync::atomic::AtomicU64,
+    answered_ms: AtomicU64,
     born: Instant,
     /// What became of the cancels sent for queries left mid-request ([`Checkout`]).
     cancels: Arc<CancelCounts>,
@@ -774,10 +778,10 @@ pub struct MssqlBackend {
 #[derive(Debug, Default)]
 struct CancelCounts {
     /// The server acknowledged the attention: it stopped the request.
-    acknowledged: std::sync::atomic::AtomicU64,
+    acknowledged: AtomicU64,
     /// No acknowledgement within [`CANCEL_WAIT`], or the connection could not carry one (lost,
     /// or cut off half-way through writing a request).
-    unacknowledged: std::sync::atomic::AtomicU64,
+    unacknowledged: AtomicU64,
 }
 
 /// A connection checked out for one query. Left mid-request (timed out, abandoned
@@ -837,7 +841,7 @@ async fn cancel(
             &counts.unacknowledged
         }
     };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// See [`MssqlBackend::catalog`].
@@ -908,8 +912,8 @@ impl MssqlBackend {
             catalog_load: tokio::sync::Mutex::new(()),
             unanswered_check: std::sync::Mutex::new(None),
             pinger,
-            pings_opened: std::sync::atomic::AtomicU64::new(0),
-            answered_ms: std::sync::atomic::AtomicU64::new(0),
+            pings_opened: AtomicU64::new(0),
+            answered_ms: AtomicU64::new(0),
             cancels: Arc::default(),
             born: Instant::now(),
         }
@@ -926,14 +930,14 @@ impl MssqlBackend {
             // The latest of concurrent answers, whichever stores last.
             self.answered_ms.fetch_max(
                 u64::try_from(ms).unwrap_or(u64::MAX).max(1),
-                std::sync::atomic::Ordering::Relaxed,
+                Ordering::Relaxed,
             );
         }
     }
 
     /// Whether a pooled connection read a whole answer within `window`.
     fn answered_within(&self, window: Duration) -> bool {
-        match self.answered_ms.load(std::sync::atomic::Ordering::Relaxed) {
+        match self.answered_ms.load(Ordering::Relaxed) {
             0 => false,
             ms => {
                 self.born
@@ -976,16 +980,10 @@ impl MssqlBackend {
             created: state.statistics.connections_created,
             discarded: state.statistics.connections_closed_broken,
             waits: state.statistics.get_waited + state.statistics.get_timed_out,
-            connect_failures: self.outage.total.load(std::sync::atomic::Ordering::Relaxed),
-            check_connections: self.pings_opened.load(std::sync::atomic::Ordering::Relaxed),
-            cancels_acknowledged: self
-                .cancels
-                .acknowledged
-                .load(std::sync::atomic::Ordering::Relaxed),
-            cancels_unacknowledged: self
-                .cancels
-                .unacknowledged
-                .load(std::sync::atomic::Ordering::Relaxed),
+            connect_failures: self.outage.total.load(Ordering::Relaxed),
+            check_connections: self.pings_opened.load(Ordering::Relaxed),
+            cancels_acknowledged: self.cancels.acknowledged.load(Ordering::Relaxed),
+            cancels_unacknowledged: self.cancels.unacknowledged.load(Ordering::Relaxed),
         }
     }
 
@@ -1251,7 +1249,7 @@ async fn execute(
         ))),
         // The connection stopped reading inside a row: it goes.
         Err(ReadError::Tds(_)) if conn.budget.refused() => {
-            Err(row_too_large(conn.budget.limit, stmt.adhoc))
+            Err(row_too_large(conn.budget.limit_mib(), stmt.adhoc))
         }
         Err(ReadError::Tds(e)) if is_fatal(&e) => Err(query_error(&e, ctx)),
         Err(ReadError::Tds(e)) => {
@@ -1450,13 +1448,13 @@ fn is_fatal(e: &TdsError) -> bool {
 /// A row over the [`RowBudget`]: for an ad-hoc query, what to select instead; for one of our
 /// own statements (which read every long value cut at `TEXTSIZE`, so only a row of more than
 /// a hundred long columns gets here), what the operator can change.
-fn row_too_large(limit: usize, adhoc: bool) -> DbError {
+fn row_too_large(limit_mib: usize, adhoc: bool) -> DbError {
     if !adhoc {
         return DbError::Sql(format!(
             "a row of this table is larger than the {} MiB a row may take as SQL Server sends \
              it (max_row_mib), with every long value already cut at {} KiB; the operator can \
              raise max_row_mib or hide columns of the table (deny_columns)",
-            limit / (1024 * 1024),
+            limit_mib,
             TEXTSIZE_BYTES / 1024
         ));
     }
@@ -1464,7 +1462,7 @@ fn row_too_large(limit: usize, adhoc: bool) -> DbError {
         "a row of the result is larger than the {} MiB a row may take as SQL Server sends it \
          (max_row_mib); select fewer columns, or part of a long value: an xml value arrives \
          whole, so select CONVERT(nvarchar(max), col) instead, which the server cuts at {} KiB",
-        limit / (1024 * 1024),
+        limit_mib,
         TEXTSIZE_BYTES / 1024
     ))
 }
@@ -2975,8 +2973,7 @@ impl Backend for MssqlBackend {
                 return Ok(());
             }
             let mut conn = ManageConnection::connect(&self.pinger).await?;
-            self.pings_opened
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.pings_opened.fetch_add(1, Ordering::Relaxed);
             let checked =
                 tokio::time::timeout(self.query_timeout, select_one(&mut conn, &self.ctx)).await;
             return checked.unwrap_or(Err(DbError::Timeout(self.query_timeout.as_secs())));
@@ -3014,7 +3011,7 @@ mod tests {
     /// against the peer.
     #[test]
     fn a_row_over_the_limit_in_our_own_statement_points_the_operator_at_the_settings() {
-        let own = row_too_large(16 * 1024 * 1024, false).to_string();
+        let own = row_too_large(16, false).to_string();
         assert!(own.contains("16 MiB") && own.contains("128 KiB"), "{own}");
         assert!(
             own.contains("max_row_mib") && own.contains("deny_columns"),
@@ -3024,7 +3021,7 @@ mod tests {
             !own.contains("select"),
             "no advice a model cannot follow: {own}"
         );
-        let adhoc = row_too_large(16 * 1024 * 1024, true).to_string();
+        let adhoc = row_too_large(16, true).to_string();
         assert!(adhoc.contains("CONVERT(nvarchar(max), col)"), "{adhoc}");
     }
 
