@@ -55,8 +55,9 @@
 //! Size limits: input above [`MAX_SQL_BYTES`], more than [`MAX_OPERATOR_TOKENS`]
 //! operator/keyword tokens (left-nested chains like `1+1+1...` or `UNION ... UNION` are built
 //! without recursion by the parser but dropped recursively), or parser recursion beyond
-//! [`PARSER_RECURSION_LIMIT`] give [`GuardError::TooComplex`]; the visitor itself is
-//! stack-protected by `sqlparser`'s `recursive-protection` feature. `check` never panics.
+//! [`PARSER_RECURSION_LIMIT`] give [`GuardError::TooComplex`]; the parser and the visitor are
+//! stack-protected by `sqlparser`'s `recursive-protection` feature, which goes on in a new stack
+//! segment when less than [`PARSER_RED_ZONE`] is left. `check` never panics.
 //!
 //! The guard is one layer: backends still run queries on read-only connections / logins.
 //! User-defined functions, views and synonyms are treated as whatever they look like (a
@@ -85,6 +86,14 @@ pub const MAX_SQL_BYTES: usize = 256 * 1024;
 pub const MAX_OPERATOR_TOKENS: usize = 10_000;
 /// `sqlparser` recursion limit (nesting of parentheses, sub-queries, function calls, ...).
 pub const PARSER_RECURSION_LIMIT: usize = 100;
+/// Stack the parser must have left before it goes a level deeper. Below it, `sqlparser`'s
+/// recursion protection (the `recursive` crate, over `stacker`) goes on in a new stack segment.
+/// That crate's default, 128 KiB, is less than the parser can take between two of its
+/// checkpoints in a debug build: 132 KiB from a table factor into a table function's
+/// arguments, measured in gdb on a 1 KB query the noninterference test generated, whose
+/// parse overflowed the thread's stack and aborted the process. A release build's frames are
+/// smaller (not measured); the wider margin costs nothing until a query is that deep.
+pub const PARSER_RED_ZONE: usize = 512 * 1024;
 /// Most table references (`FROM a, b JOIN c`, counted wherever they appear) accepted: each is
 /// checked against every CTE in scope, so together with [`MAX_CTES`] this bounds the work.
 pub const MAX_TABLE_REFERENCES: usize = 10_000;
@@ -316,6 +325,8 @@ pub fn check(
     if sql.len() > MAX_SQL_BYTES {
         return Err(GuardError::TooComplex);
     }
+    static RED_ZONE: std::sync::Once = std::sync::Once::new();
+    RED_ZONE.call_once(|| recursive::set_minimum_stack_size(PARSER_RED_ZONE));
     let (mssql, sqlite) = (MsSqlDialect {}, SQLiteDialect {});
     let d: &dyn Dialect = match dialect {
         SqlDialect::MsSql => &mssql,
@@ -3955,6 +3966,38 @@ mod tests {
             GuardError::MultipleStatements(2).to_string(),
             "exactly one statement is allowed, found 2"
         );
+    }
+
+    /// The query on whose parse a debug build overflowed its stack (found by
+    /// `tests/it/guard_oracle.rs`), checked on threads of many stack sizes. Wherever the
+    /// parser's checkpoints fall against the end of the stack, it must go on in a segment of its
+    /// own before it runs out; with `recursive`'s default red zone, one of these threads
+    /// overflows and the test binary aborts.
+    #[test]
+    fn a_deep_query_never_overflows_the_stack() {
+        const SQL: &str = "SELECT 2.5, name FROM employees AS t1 JOIN (SELECT t4.id AS c0, t3.dept AS c1 FROM \
+             employees AS t3 JOIN employees AS t4 ON CASE WHEN EXISTS (SELECT t4.name, 2.5 FROM \
+             json_each('[1,2,3]') AS t5, employees AS t6 GROUP BY t5.value HAVING CASE WHEN \
+             CAST(manager_id AS TEXT) IN (1, 2, 'x') THEN 2.5 ELSE CAST(CASE WHEN t6.dept LIKE \
+             '%a%' THEN t6.name ELSE (t3.id || coalesce(coalesce(coalesce(typeof(CASE WHEN \
+             coalesce(t5.key, (CAST(t5.value AS TEXT) * coalesce(salary, (SELECT \
+             ((typeof(row_number() OVER (ORDER BY t4.dept)) * t3.manager_id) < t5.key) AS c0 FROM \
+             json_each('[1,2,3]') AS t7 WHERE t5.value BETWEEN 2 AND 40000 EXCEPT SELECT t5.value \
+             AS c0 FROM customers AS t8 WHERE t4.id <> t4.id GROUP BY t8.city HAVING t5.value > \
+             7)))) IN (SELECT t4.manager_id AS c0 FROM customers AS t9 WHERE dept = t4.salary ORDER \
+             BY t6.manager_id) THEN t4.id ELSE t3.name END), t3.manager_id), t5.value), t6.dept)) \
+             END AS TEXT) END IN (1, 2, 'x')) THEN t4.name ELSE t3.dept END BETWEEN 2 AND 40000 \
+             LIMIT 2 OFFSET 2) AS t2 USING (id) WHERE t1.manager_id < t2.c1 LIMIT 0";
+        for kib in (192..=1024).step_by(8) {
+            let verdicts = std::thread::Builder::new()
+                .stack_size(kib * 1024)
+                .spawn(|| both().map(|d| check(SQL, d, &AccessRules::default()).is_ok()))
+                .expect("spawn a thread")
+                .join()
+                .expect("the check returns");
+            // SQLite accepts it; T-SQL has no `json_each`.
+            assert_eq!(verdicts, [true, false], "stack of {kib} KiB");
+        }
     }
 
     #[test]
