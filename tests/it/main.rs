@@ -6,6 +6,7 @@
 mod support;
 
 mod bench_loadgen;
+mod guard_oracle;
 mod hidden;
 mod legacy_sse;
 mod modern;

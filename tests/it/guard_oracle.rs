@@ -1,0 +1,912 @@
+//! The read-only guard and the column masking, checked against oracles they share no code with,
+//! over a few thousand queries from a small random grammar of SQLite SQL.
+//!
+//! The grammar writes reads of every shape the guard has rules for (`*` and `t.*`, joins of
+//! every kind, derived tables, CTEs with and without column lists, set operations, correlated
+//! sub-queries under `EXISTS`, `IN` and scalar positions, aggregates, window functions, ordinal
+//! `ORDER BY`, `LIMIT`/`OFFSET`, `json_each`, catalogs) over three tables, one of them denied and
+//! one with a denied column, and, for the first property, writes, DDL, pragmas, transaction
+//! control, `ATTACH` and several statements at once, nested wherever SQLite allows.
+//!
+//! - **Read-only, by SQLite's own compiler.** Whatever `guard::check` accepts, SQLite compiles
+//!   as read-only: `sqlite3_stmt_readonly` is true, and an authorizer on a read-write connection
+//!   sees only reads, selects, recursion and function calls (none of the dangerous ones), and no
+//!   read of the denied table. That connection has none of the server's other layers (the
+//!   read-only open, `query_only`, the server's own authorizer), so this tests the guard alone.
+//! - **Noninterference, through the real server.** Two servers serve two database files that
+//!   differ only in what the scope hides: the denied column's values and the denied table's
+//!   rows. Every query goes to both as an MCP `execute_sql` call over a socket, and the answers
+//!   must be the same, row order and error texts included. A query whose answer depends on hidden
+//!   data, by a channel the guard and the masking of `*` both miss, shows as a difference.
+//!
+//! Each property also requires that enough of the queries were accepted and answered, so a
+//! grammar that drifted into writing only refused or failing SQL would fail the test rather
+//! than pass it vacuously. The seed is fixed, so a failure names a query that reproduces
+//! (`ORACLE_TRACE=1 … -- --nocapture` prints each query before it is sent, for a failure that
+//! takes the process down, as the stack overflow fixed beside `guard::PARSER_RED_ZONE` did).
+//!
+//! Seen to fail, each on its own (session 24): the guard ignoring what its visitor refuses
+//! (453 accepted writes such as `WITH w AS (…) UPDATE customers SET id = 0`, and the hidden
+//! table read); ordering by a column position into `*` allowed (7 answers ordered by salaries);
+//! a nested `*` over a table with hidden columns allowed (2 answers); and both masking layers
+//! off, the tool's `mask_columns` and the backend's nulling of hidden cells (84 answers).
+//! Either masking layer alone keeps every answer the same, as layers should.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use mssql_mcp::db::guard::{self, AccessRules, SqlDialect};
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+// ---------------------------------------------------------------------------------------------
+// The grammar
+// ---------------------------------------------------------------------------------------------
+
+/// The tables the grammar knows: `secrets` is denied, `employees.salary` is hidden.
+const TABLES: &[(&str, &[&str])] = &[
+    ("customers", &["id", "name", "city"]),
+    ("employees", &["id", "name", "dept", "manager_id", "salary"]),
+    ("secrets", &["id", "employee_id", "code"]),
+];
+
+const DENY_TABLES: &[&str] = &["secrets"];
+const DENY_COLUMNS: &[&str] = &["employees.salary"];
+
+fn rules() -> AccessRules {
+    AccessRules {
+        allow_tables: Vec::new(),
+        deny_tables: DENY_TABLES.iter().map(|s| s.to_string()).collect(),
+        deny_columns: DENY_COLUMNS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Something a `FROM` clause brought into scope: its alias and the column names known to it
+/// (empty when the grammar cannot know them, e.g. a CTE without a column list over `*`).
+#[derive(Clone, Debug)]
+struct Source {
+    alias: String,
+    columns: Vec<String>,
+}
+
+struct Grammar {
+    rng: fastrand::Rng,
+    /// Names handed out so far, so aliases never collide within a statement.
+    names: u32,
+    /// Expressions and conditions written so far in this statement; past [`MAX_NODES`] only
+    /// leaves are written, which keeps every statement small.
+    nodes: u32,
+    /// Whether an aggregate or window function may be written here (a result column, not a
+    /// condition), so that most of what the guard accepts also compiles.
+    aggregates: bool,
+}
+
+const MAX_NODES: u32 = 40;
+
+impl Grammar {
+    fn new(seed: u64) -> Grammar {
+        Grammar {
+            rng: fastrand::Rng::with_seed(seed),
+            names: 0,
+            nodes: 0,
+            aggregates: false,
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng.f64() < p
+    }
+
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.rng.usize(..xs.len())]
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.names += 1;
+        format!("{prefix}{}", self.names)
+    }
+
+    /// A statement for the read-only property: mostly queries, a third other statements.
+    fn statement(&mut self) -> String {
+        self.names = 0;
+        self.nodes = 0;
+        if self.chance(0.65) {
+            let q = self.query(0, &[], &[], None);
+            if self.chance(0.05) {
+                let other = self.write();
+                return format!("{q}; {other}");
+            }
+            return q;
+        }
+        self.write()
+    }
+
+    /// A query for the noninterference property.
+    fn read(&mut self) -> String {
+        self.names = 0;
+        self.nodes = 0;
+        self.query(0, &[], &[], None)
+    }
+
+    fn table(&mut self) -> (&'static str, &'static [&'static str]) {
+        // The hidden table turns up less often: nearly everything naming it is refused.
+        let i = if self.chance(0.03) {
+            2
+        } else {
+            self.rng.usize(..2)
+        };
+        TABLES[i]
+    }
+
+    /// `width`: the number of result columns a set operation or a sub-query needs; then every
+    /// result column is named `c0`, `c1`, ….
+    fn query(
+        &mut self,
+        depth: u32,
+        ctes: &[Source],
+        outer: &[Source],
+        width: Option<usize>,
+    ) -> String {
+        let mut sql = String::new();
+        let mut ctes = ctes.to_vec();
+        if depth < 2 && self.chance(0.18) {
+            let name = self.fresh("w");
+            let n = self.rng.usize(1..=3);
+            if self.chance(0.4) {
+                // Without a column list, its columns are the body's `c0`, `c1`, … or, over a
+                // `*`, whatever the table has.
+                let body = if self.chance(0.5) {
+                    self.query(depth + 1, &ctes, &[], Some(n))
+                } else {
+                    let (t, _) = self.table();
+                    format!("SELECT * FROM {t}")
+                };
+                let columns = if body.starts_with("SELECT * FROM") {
+                    Vec::new()
+                } else {
+                    (0..n).map(|i| format!("c{i}")).collect()
+                };
+                let _ = write!(sql, "WITH {name} AS ({body}) ");
+                ctes.push(Source {
+                    alias: name,
+                    columns,
+                });
+            } else {
+                // A column list renames whatever the body returns, `*` included.
+                let (body, n) = if self.chance(0.3) {
+                    let (t, cols) = self.table();
+                    (format!("SELECT * FROM {t}"), cols.len())
+                } else {
+                    (self.query(depth + 1, &ctes, &[], Some(n)), n)
+                };
+                let columns: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+                let _ = write!(sql, "WITH {name}({}) AS ({body}) ", columns.join(", "));
+                ctes.push(Source {
+                    alias: name,
+                    columns,
+                });
+            }
+        }
+        let set_width = width.or_else(|| self.chance(0.15).then(|| self.rng.usize(1..=2)));
+        let set_op = set_width.is_some() && self.chance(0.25);
+        let order = !set_op && self.chance(if depth == 0 { 0.5 } else { 0.2 });
+        sql.push_str(&self.select_core(depth, &ctes, outer, set_width, order));
+        if let Some(n) = set_width
+            && set_op
+        {
+            let op = self.pick(&[" UNION ", " UNION ALL ", " EXCEPT ", " INTERSECT "]);
+            sql.push_str(op);
+            sql.push_str(&self.select_core(depth, &ctes, outer, Some(n), false));
+            if self.chance(0.3) {
+                sql.push_str(" ORDER BY 1");
+            }
+        }
+        if self.chance(0.25) {
+            let _ = write!(sql, " LIMIT {}", self.rng.usize(0..4));
+            if self.chance(0.4) {
+                let _ = write!(sql, " OFFSET {}", self.rng.usize(0..3));
+            }
+        }
+        sql
+    }
+
+    fn select_core(
+        &mut self,
+        depth: u32,
+        ctes: &[Source],
+        outer: &[Source],
+        width: Option<usize>,
+        order: bool,
+    ) -> String {
+        let (from, sources) = self.sources(depth, ctes);
+        let mut scope = sources.clone();
+        scope.extend_from_slice(outer);
+        let mut sql = String::from("SELECT ");
+        if self.chance(0.1) {
+            sql.push_str("DISTINCT ");
+        }
+        let outer_aggregates = std::mem::replace(&mut self.aggregates, true);
+        match width {
+            Some(n) => {
+                let cols: Vec<String> = (0..n)
+                    .map(|i| format!("{} AS c{i}", self.expr(depth, ctes, &scope)))
+                    .collect();
+                sql.push_str(&cols.join(", "));
+            }
+            None if self.chance(0.35) => sql.push('*'),
+            None if self.chance(0.15) => {
+                let s = self.pick_source(&sources);
+                let _ = write!(sql, "{}.*", s.alias);
+            }
+            None => {
+                let n = self.rng.usize(1..=3);
+                let cols: Vec<String> = (0..n)
+                    .map(|_| {
+                        let e = self.expr(depth, ctes, &scope);
+                        if self.chance(0.3) {
+                            // Sometimes a name the masking looks for.
+                            let alias = if self.chance(0.2) {
+                                "salary".to_string()
+                            } else {
+                                self.fresh("a")
+                            };
+                            format!("{e} AS {alias}")
+                        } else {
+                            e
+                        }
+                    })
+                    .collect();
+                sql.push_str(&cols.join(", "));
+            }
+        }
+        self.aggregates = false;
+        let _ = write!(sql, " FROM {from}");
+        if self.chance(0.5) {
+            let _ = write!(sql, " WHERE {}", self.condition(depth, ctes, &scope));
+        }
+        if self.chance(0.15) {
+            let _ = write!(sql, " GROUP BY {}", self.column(&sources));
+            if self.chance(0.5) {
+                let _ = write!(sql, " HAVING {}", self.condition(depth, ctes, &scope));
+            }
+        }
+        if order {
+            if self.chance(0.3) {
+                // An ordinal may point at a hidden column brought by `*`: `salary` is the
+                // fifth column of `employees`.
+                let n = if self.chance(0.5) {
+                    5
+                } else {
+                    self.rng.usize(1..=4)
+                };
+                let _ = write!(sql, " ORDER BY {n}");
+            } else {
+                let _ = write!(sql, " ORDER BY {}", self.column(&scope));
+                if self.chance(0.5) {
+                    let _ = write!(sql, ", {}", self.column(&scope));
+                }
+            }
+            if self.chance(0.5) {
+                sql.push_str(" DESC");
+            }
+        }
+        self.aggregates = outer_aggregates;
+        sql
+    }
+
+    fn pick_source(&mut self, sources: &[Source]) -> Source {
+        sources[self.rng.usize(..sources.len())].clone()
+    }
+
+    /// A `FROM` clause and what it brings into scope.
+    fn sources(&mut self, depth: u32, ctes: &[Source]) -> (String, Vec<Source>) {
+        let (mut sql, first) = self.table_source(depth, ctes);
+        let mut sources = vec![first];
+        if self.chance(0.35) {
+            let (item, next) = self.table_source(depth, ctes);
+            let mut scope = sources.clone();
+            scope.push(next.clone());
+            match self.rng.u32(..6) {
+                0 => {
+                    let _ = write!(sql, ", {item}");
+                }
+                1 => {
+                    let _ = write!(sql, " NATURAL JOIN {item}");
+                }
+                2 if [&sources[0], &next]
+                    .iter()
+                    .all(|s| s.columns.iter().any(|c| c == "id")) =>
+                {
+                    let _ = write!(sql, " JOIN {item} USING (id)");
+                }
+                3 => {
+                    let on = self.condition(depth, ctes, &scope);
+                    let _ = write!(sql, " LEFT JOIN {item} ON {on}");
+                }
+                _ => {
+                    let on = self.condition(depth, ctes, &scope);
+                    let _ = write!(sql, " JOIN {item} ON {on}");
+                }
+            }
+            sources.push(next);
+        }
+        (sql, sources)
+    }
+
+    fn table_source(&mut self, depth: u32, ctes: &[Source]) -> (String, Source) {
+        let alias = self.fresh("t");
+        let roll = self.rng.u32(..100);
+        if roll < 15 && !ctes.is_empty() {
+            let cte = self.pick_source(ctes);
+            let sql = format!("{} AS {alias}", cte.alias);
+            return (
+                sql,
+                Source {
+                    alias,
+                    columns: cte.columns,
+                },
+            );
+        }
+        if roll < 30 && depth < 2 {
+            let n = self.rng.usize(1..=3);
+            let body = self.query(depth + 1, ctes, &[], Some(n));
+            return (
+                format!("({body}) AS {alias}"),
+                Source {
+                    alias,
+                    columns: (0..n).map(|i| format!("c{i}")).collect(),
+                },
+            );
+        }
+        if roll < 40 && depth < 2 {
+            // A derived table over `*`: its columns are the table's.
+            let (t, cols) = self.table();
+            return (
+                format!("(SELECT * FROM {t}) AS {alias}"),
+                Source {
+                    alias,
+                    columns: cols.iter().map(|c| c.to_string()).collect(),
+                },
+            );
+        }
+        if roll < 43 {
+            return (
+                format!("json_each('[1,2,3]') AS {alias}"),
+                Source {
+                    alias,
+                    columns: vec!["key".into(), "value".into()],
+                },
+            );
+        }
+        if roll < 44 {
+            let catalog = self.pick(&[
+                "sqlite_master",
+                "sqlite_schema",
+                "pragma_table_info('employees')",
+            ]);
+            return (
+                format!("{catalog} AS {alias}"),
+                Source {
+                    alias,
+                    columns: vec!["name".into()],
+                },
+            );
+        }
+        let (t, cols) = self.table();
+        let sql = if self.chance(0.1) {
+            format!("main.{t} AS {alias}")
+        } else {
+            format!("{t} AS {alias}")
+        };
+        (
+            sql,
+            Source {
+                alias,
+                columns: cols.iter().map(|c| c.to_string()).collect(),
+            },
+        )
+    }
+
+    /// A column of something in scope, qualified or (sometimes) bare.
+    fn column(&mut self, scope: &[Source]) -> String {
+        let s = self.pick_source(scope);
+        if s.columns.is_empty() {
+            return format!("{}.id", s.alias);
+        }
+        let mut c = s.columns[self.rng.usize(..s.columns.len())].clone();
+        if c == "salary" && self.chance(0.9) {
+            // Naming the hidden column is refused outright; pick again, mostly.
+            c = s.columns[self.rng.usize(..s.columns.len())].clone();
+        }
+        if self.chance(0.2) {
+            c
+        } else {
+            format!("{}.{c}", s.alias)
+        }
+    }
+
+    fn expr(&mut self, depth: u32, ctes: &[Source], scope: &[Source]) -> String {
+        let deeper = depth < 3;
+        self.nodes += 1;
+        let roll = if self.nodes > MAX_NODES {
+            self.rng.u32(..43)
+        } else {
+            self.rng.u32(..100)
+        };
+        match roll {
+            0..=34 => self.column(scope),
+            35..=42 => self
+                .pick(&["1", "0", "7", "'x'", "'Oslo'", "NULL", "2.5"])
+                .to_string(),
+            43..=52 => {
+                let op = self.pick(&[" + ", " - ", " * ", " || ", " = ", " < ", " > "]);
+                let (a, b) = (self.expr(depth, ctes, scope), self.expr(depth, ctes, scope));
+                format!("({a}{op}{b})")
+            }
+            53..=58 | 65..=67 | 84..=89 if !self.aggregates => {
+                let f = self.pick(&["upper", "length", "abs", "hex", "typeof", "quote"]);
+                let a = self.expr(depth, ctes, scope);
+                format!("{f}({a})")
+            }
+            53..=64 => {
+                let f = self.pick(&[
+                    "upper",
+                    "length",
+                    "abs",
+                    "hex",
+                    "typeof",
+                    "quote",
+                    "max",
+                    "min",
+                    "count",
+                    "sum",
+                    "total",
+                    "group_concat",
+                    "avg",
+                ]);
+                let a = self.expr(depth, ctes, scope);
+                format!("{f}({a})")
+            }
+            65..=67 => "count(*)".into(),
+            68..=71 => {
+                let (a, b) = (self.expr(depth, ctes, scope), self.expr(depth, ctes, scope));
+                format!("coalesce({a}, {b})")
+            }
+            72..=75 => {
+                let c = self.condition(depth, ctes, scope);
+                let (a, b) = (self.expr(depth, ctes, scope), self.expr(depth, ctes, scope));
+                format!("CASE WHEN {c} THEN {a} ELSE {b} END")
+            }
+            76..=83 if deeper => {
+                let q = self.query(depth + 1, ctes, scope, Some(1));
+                format!("({q})")
+            }
+            84..=89 => {
+                let f = self.pick(&["row_number()", "rank()", "count(*)", "sum(1)"]);
+                let o = self.column(scope);
+                if self.chance(0.5) {
+                    let p = self.column(scope);
+                    format!("{f} OVER (PARTITION BY {p} ORDER BY {o})")
+                } else {
+                    format!("{f} OVER (ORDER BY {o})")
+                }
+            }
+            90 if self.chance(0.3) => {
+                let f = self.pick(&["load_extension('x')", "readfile('/etc/hostname')"]);
+                f.to_string()
+            }
+            _ => {
+                let a = self.expr(depth, ctes, scope);
+                format!("CAST({a} AS TEXT)")
+            }
+        }
+    }
+
+    fn condition(&mut self, depth: u32, ctes: &[Source], scope: &[Source]) -> String {
+        let deeper = depth < 3;
+        self.nodes += 1;
+        let roll = if self.nodes > MAX_NODES {
+            self.rng.u32(..30)
+        } else {
+            self.rng.u32(..100)
+        };
+        match roll {
+            0..=29 => {
+                let op = self.pick(&[" = ", " < ", " > ", " <> ", " >= "]);
+                let (a, b) = (self.expr(depth, ctes, scope), self.expr(depth, ctes, scope));
+                format!("{a}{op}{b}")
+            }
+            30..=44 if deeper => {
+                let q = self.query(depth + 1, ctes, scope, None);
+                let not = if self.chance(0.3) { "NOT " } else { "" };
+                format!("{not}EXISTS ({q})")
+            }
+            45..=56 if deeper => {
+                let a = self.expr(depth, ctes, scope);
+                let q = self.query(depth + 1, ctes, scope, Some(1));
+                format!("{a} IN ({q})")
+            }
+            57..=64 => {
+                let a = self.expr(depth, ctes, scope);
+                format!("{a} IN (1, 2, 'x')")
+            }
+            65..=72 => {
+                let a = self.expr(depth, ctes, scope);
+                format!("{a} LIKE '%a%'")
+            }
+            73..=78 => {
+                let a = self.expr(depth, ctes, scope);
+                format!("{a} IS NULL")
+            }
+            79..=84 => {
+                let a = self.expr(depth, ctes, scope);
+                format!("{a} BETWEEN 2 AND 40000")
+            }
+            _ => {
+                let join = self.pick(&[" AND ", " OR "]);
+                let (a, b) = (
+                    self.condition(depth, ctes, scope),
+                    self.condition(depth, ctes, scope),
+                );
+                format!("({a}{join}{b})")
+            }
+        }
+    }
+
+    /// Something other than a query: writes, DDL, pragmas, transactions, attachments, writes
+    /// hidden inside a query's shape.
+    fn write(&mut self) -> String {
+        let (t, cols) = self.table();
+        let col = self.pick(cols);
+        let q = |g: &mut Grammar| g.query(1, &[], &[], Some(1));
+        match self.rng.u32(..30) {
+            0 => format!("INSERT INTO {t} ({col}) VALUES (1)"),
+            1 => format!("INSERT INTO {t} SELECT * FROM {t}"),
+            2 => format!("INSERT INTO {t} ({col}) {}", q(self)),
+            3 => format!("UPDATE {t} SET {col} = ({})", q(self)),
+            4 => format!(
+                "UPDATE {t} SET {col} = 1 WHERE id IN ({}) RETURNING *",
+                q(self)
+            ),
+            5 => format!("DELETE FROM {t} WHERE id IN ({})", q(self)),
+            6 => format!("DELETE FROM {t} RETURNING id"),
+            7 => format!("REPLACE INTO {t} ({col}) VALUES (2)"),
+            8 => format!("INSERT OR IGNORE INTO {t} ({col}) VALUES (3)"),
+            9 => format!(
+                "WITH w AS ({}) DELETE FROM {t} WHERE id IN (SELECT c0 FROM w)",
+                q(self)
+            ),
+            10 => format!(
+                "WITH w AS ({}) INSERT INTO {t} ({col}) SELECT c0 FROM w",
+                q(self)
+            ),
+            11 => format!("WITH w AS ({}) UPDATE {t} SET {col} = 0", q(self)),
+            12 => format!("CREATE TABLE z AS {}", q(self)),
+            13 => format!("CREATE TEMP TABLE z AS {}", q(self)),
+            14 => format!("CREATE VIEW v AS {}", q(self)),
+            15 => format!("CREATE INDEX i ON {t} ({col})"),
+            16 => format!("CREATE TRIGGER g AFTER INSERT ON {t} BEGIN DELETE FROM {t}; END"),
+            17 => format!("DROP TABLE {t}"),
+            18 => format!("ALTER TABLE {t} ADD COLUMN x INT"),
+            19 => "ATTACH DATABASE ':memory:' AS other".into(),
+            20 => self
+                .pick(&[
+                    "PRAGMA user_version = 7",
+                    "PRAGMA query_only = 0",
+                    "PRAGMA writable_schema = 1",
+                    "PRAGMA table_info(employees)",
+                ])
+                .into(),
+            21 => self.pick(&["VACUUM", "ANALYZE", "REINDEX"]).into(),
+            22 => self
+                .pick(&["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT s", "RELEASE s"])
+                .into(),
+            23 => format!("EXPLAIN {}", q(self)),
+            24 => format!("SELECT * INTO z FROM {t}"),
+            25 => format!("{}; DELETE FROM {t}", q(self)),
+            26 => format!("SELECT * FROM {t} FOR UPDATE"),
+            27 => format!("VALUES ((SELECT count(*) FROM {t}))"),
+            28 => format!("SELECT {col} FROM {t} UNION SELECT {col} FROM {t} RETURNING *"),
+            _ => format!("DELETE FROM {t} WHERE {col} IN ({})", q(self)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The databases
+// ---------------------------------------------------------------------------------------------
+
+/// The schema both files share, and their common rows.
+const SCHEMA: &str = "
+CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT);
+CREATE TABLE employees (id INTEGER PRIMARY KEY, name TEXT NOT NULL, dept TEXT,
+                        manager_id INTEGER REFERENCES employees(id), salary INTEGER);
+CREATE TABLE secrets (id INTEGER PRIMARY KEY, employee_id INTEGER REFERENCES employees(id),
+                      code TEXT);
+CREATE INDEX employees_dept ON employees (dept);
+";
+
+/// Writes a database file whose hidden data comes from `seed`: the salaries, and the number
+/// and content of the secrets. Everything visible is the same for every seed. No index covers
+/// the hidden column: a scan of such an index would order rows by hidden values, which no rule
+/// about names can see (see the README's "Hidden columns").
+fn database(path: &Path, seed: u64) -> PathBuf {
+    let _ = std::fs::remove_file(path);
+    let conn = rusqlite::Connection::open(path).expect("create the oracle database");
+    conn.execute_batch(SCHEMA).expect("schema");
+    let cities = ["Oslo", "Lima", "Pune", "Oslo", "Kyiv", "Lima"];
+    for i in 1..=12_i64 {
+        let city = (i % 4 != 0).then(|| cities[i as usize % cities.len()]);
+        conn.execute(
+            "INSERT INTO customers (id, name, city) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, format!("customer {i}"), city],
+        )
+        .expect("customer");
+    }
+    let mut hidden = fastrand::Rng::with_seed(seed);
+    let depts = ["sales", "ops", "ops", "it", "sales"];
+    for i in 1..=10_i64 {
+        let manager = (i > 1).then_some((i - 1) / 3 + 1);
+        let salary = (i != 4).then(|| hidden.i64(20_000..90_000));
+        conn.execute(
+            "INSERT INTO employees (id, name, dept, manager_id, salary) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![i, format!("employee {i}"), depts[i as usize % 5], manager, salary],
+        )
+        .expect("employee");
+    }
+    for i in 1..=hidden.i64(3..9) {
+        conn.execute(
+            "INSERT INTO secrets (id, employee_id, code) VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                i,
+                hidden.i64(1..=10),
+                format!("code {}", hidden.u32(..1000))
+            ],
+        )
+        .expect("secret");
+    }
+    path.to_path_buf()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only, by SQLite's compiler
+// ---------------------------------------------------------------------------------------------
+
+/// What SQLite's authorizer reported while one statement was prepared.
+#[derive(Debug, Default)]
+struct Seen {
+    actions: Vec<String>,
+    /// Anything but a read, select, recursion or harmless function.
+    forbidden: Vec<String>,
+}
+
+fn oracle_connection(seen: Arc<Mutex<Seen>>) -> rusqlite::Connection {
+    let mut conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
+    conn.execute_batch(SCHEMA).expect("schema");
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        let text = format!("{:?}", ctx.action);
+        let bad = match ctx.action {
+            AuthAction::Select | AuthAction::Recursive => false,
+            AuthAction::Read { table_name, .. } => {
+                DENY_TABLES
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(table_name))
+                    || table_name.to_ascii_lowercase().starts_with("sqlite_")
+            }
+            AuthAction::Function { function_name } => {
+                let f = function_name.to_ascii_lowercase();
+                guard::is_dangerous_function(&f) || f == "readfile" || f == "writefile"
+            }
+            _ => true,
+        };
+        if let Ok(mut seen) = seen.lock() {
+            if bad {
+                seen.forbidden.push(text.clone());
+            }
+            seen.actions.push(text);
+        }
+        Authorization::Allow
+    }))
+    .expect("authorizer");
+    conn
+}
+
+#[test]
+fn every_query_the_guard_accepts_sqlite_compiles_read_only() {
+    const QUERIES: usize = 6_000;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let conn = oracle_connection(seen.clone());
+    let rules = rules();
+    let mut g = Grammar::new(0x5eed_0001);
+    let (mut accepted, mut compiled, mut refused_writes) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for _ in 0..QUERIES {
+        let sql = g.statement();
+        let verdict = guard::check(&sql, SqlDialect::Sqlite, &rules);
+        // The oracle's view, whatever the guard said: does SQLite take it for a write?
+        if let Ok(mut s) = seen.lock() {
+            *s = Seen::default();
+        }
+        let read_only = match conn.prepare(&sql) {
+            Ok(stmt) => Some(stmt.readonly()),
+            Err(_) => None,
+        };
+        let forbidden = seen.lock().map(|s| s.forbidden.clone()).unwrap_or_default();
+        let writes = read_only == Some(false) || !forbidden.is_empty();
+        match verdict {
+            Ok(_) => {
+                accepted += 1;
+                if read_only.is_some() {
+                    compiled += 1;
+                }
+                if writes {
+                    failures.push(format!(
+                        "{sql}\n    accepted, but SQLite compiles it as read-only={read_only:?}, \
+                         authorizer saw {forbidden:?}"
+                    ));
+                }
+            }
+            Err(_) if writes => refused_writes += 1,
+            Err(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {QUERIES} statements the guard accepted are not read-only to SQLite:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!(
+        "{QUERIES} statements: {accepted} accepted ({compiled} of them compiled by SQLite), \
+         {refused_writes} writes refused"
+    );
+    // Not vacuous: the grammar must reach both sides of the guard.
+    assert!(
+        compiled >= QUERIES / 8,
+        "only {compiled} of {QUERIES} statements were accepted and compiled ({accepted} accepted)"
+    );
+    assert!(
+        refused_writes >= QUERIES / 10,
+        "only {refused_writes} of {QUERIES} statements were writes SQLite compiled (and the guard refused)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Noninterference, through the real server
+// ---------------------------------------------------------------------------------------------
+
+fn oracle_config(db: &Path, state: &Path) -> String {
+    let quote = |p: &Path| p.display().to_string().replace('\\', "\\\\");
+    format!(
+        r#"
+[server]
+insecure_no_auth = true
+state_dir = "{state}"
+
+[limits]
+per_ip_per_sec = 1000000
+per_ip_burst = 1000000
+client_per_min = 1000000
+client_burst = 1000000
+
+[[database]]
+name = "oracle"
+kind = "sqlite"
+path = "{db}"
+
+[[scope]]
+path = "/o"
+database = "oracle"
+profile = "full"
+max_rows = 1000
+deny_tables = {deny_tables:?}
+deny_columns = {deny_columns:?}
+"#,
+        state = quote(state),
+        db = quote(db),
+        deny_tables = DENY_TABLES,
+        deny_columns = DENY_COLUMNS,
+    )
+}
+
+/// An `execute_sql` answer with what may differ between two runs of the same query taken
+/// out: the paging cursor's opaque value (whether there is one stays).
+fn comparable(mut result: Value) -> Value {
+    if let Some(c) = result.pointer_mut("/structuredContent/next_cursor")
+        && c.is_string()
+    {
+        *c = json!("(cursor)");
+    }
+    if let Some(content) = result.get_mut("content").and_then(Value::as_array_mut) {
+        for item in content {
+            if let Some(text) = item.get("text").and_then(Value::as_str)
+                && let Some(at) = text.find("\"next_cursor\"")
+            {
+                let cut = text[..at].to_string();
+                item["text"] = json!(cut);
+            }
+        }
+    }
+    result
+}
+
+#[tokio::test]
+async fn hidden_data_never_changes_an_answer() {
+    const QUERIES: usize = 3_000;
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("guard-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("a")).expect("state dir a");
+    std::fs::create_dir_all(dir.join("b")).expect("state dir b");
+    let a_db = database(&dir.join("a.sqlite"), 11);
+    let b_db = database(&dir.join("b.sqlite"), 29);
+    // The two files must differ in what is hidden, or the test proves nothing.
+    let hidden = |p: &Path| -> (i64, i64) {
+        let c = rusqlite::Connection::open(p).expect("open");
+        c.query_row(
+            "SELECT (SELECT sum(salary * id) FROM employees), (SELECT count(*) FROM secrets)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("hidden data")
+    };
+    assert_ne!(hidden(&a_db), hidden(&b_db));
+
+    let a = Server::with_config(&oracle_config(&a_db, &dir.join("a"))).await;
+    let b = Server::with_config(&oracle_config(&b_db, &dir.join("b"))).await;
+    let mut g = Grammar::new(0x5eed_0002);
+    let (mut answered, mut rows) = (0, 0);
+    let mut differences = Vec::new();
+    for _ in 0..QUERIES {
+        let sql = g.read();
+        if std::env::var_os("ORACLE_TRACE").is_some() {
+            // For a failure that takes the process down with it (run with `--nocapture`).
+            eprintln!("query: {sql}");
+        }
+        let args = json!({ "sql": sql });
+        let (ra, rb) = tokio::join!(
+            a.call_tool("/o", "execute_sql", args.clone()),
+            b.call_tool("/o", "execute_sql", args)
+        );
+        if ra["isError"] == false {
+            answered += 1;
+            rows += ra["structuredContent"]["rows"]
+                .as_array()
+                .map_or(0, Vec::len);
+        }
+        let (ca, cb) = (comparable(ra), comparable(rb));
+        if ca != cb {
+            differences.push(format!(
+                "{sql}\n    a: {}\n    b: {}",
+                tool_text(&ca),
+                tool_text(&cb)
+            ));
+        }
+    }
+    eprintln!("{QUERIES} queries: {answered} answered, {rows} rows");
+    a.stop().await;
+    b.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        differences.is_empty(),
+        "{} of {QUERIES} answers depend on hidden data:\n{}",
+        differences.len(),
+        differences
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        answered >= QUERIES / 5 && rows >= QUERIES,
+        "only {answered} of {QUERIES} queries were answered ({rows} rows in all)"
+    );
+}
