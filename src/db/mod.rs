@@ -699,11 +699,26 @@ impl Page {
         }
     }
 
-    /// Whether result column `name` is one the caller drops.
+    /// Whether result column `name` is one the caller drops (under either spelling of
+    /// [`unqualified`]).
     pub fn hides(&self, name: &str) -> bool {
-        self.hidden
-            .as_ref()
-            .is_some_and(|h| h.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        let bare = unqualified(name);
+        self.hidden.as_ref().is_some_and(|h| {
+            h.iter()
+                .any(|n| n.eq_ignore_ascii_case(name) || n.eq_ignore_ascii_case(bare))
+        })
+    }
+}
+
+/// The column a result column's name may stand for besides itself: what follows its last dot.
+/// A server may name the columns of a joined `*` after their table (`t1.salary`, as the TDS
+/// test peer does), so a hidden column is matched under that spelling too. A real column whose
+/// name holds a dot is then hidden as if it were the column after the dot, which errs on the
+/// side of hiding. Found by `tests/it/guard_oracle.rs` (noninterference on SQL Server).
+pub fn unqualified(name: &str) -> &str {
+    match name.rfind('.') {
+        Some(i) => &name[i + 1..],
+        None => name,
     }
 }
 
@@ -951,6 +966,23 @@ mod tests {
         assert_eq!(row[3], Value::text("short"));
         // Nothing more joins that page.
         assert!(!bytes.admit(&mut [Value::Int(2)], 1, &mut cut));
+    }
+
+    /// A server may name a joined `*`'s columns after their table (the TDS peer gives
+    /// `t1.salary`); the hidden column is hidden under that spelling too.
+    #[test]
+    fn a_hidden_column_is_hidden_under_a_qualified_name() {
+        let mut page = Page::bytes(0, 100, 100);
+        page.hidden = Some(Arc::from(vec!["salary".to_string()]));
+        for name in ["salary", "SALARY", "t1.salary", "dbo.employees.Salary"] {
+            assert!(page.hides(name), "{name}");
+        }
+        for name in ["salary_2", "t1.salaryx", "salary.t1", "name"] {
+            assert!(!page.hides(name), "{name}");
+        }
+        assert_eq!(unqualified("a.b.c"), "c");
+        assert_eq!(unqualified("c"), "c");
+        assert_eq!(unqualified("c."), "");
     }
 
     #[test]

@@ -492,10 +492,13 @@ fn mask_columns(
     if scope.rules.deny_columns.is_empty() {
         return Vec::new();
     }
+    // A result name stands for its column, or for the column after its last dot.
     let denied = |c: &str| {
-        read.iter().any(|t| match t {
-            Ok(info) => scope.rules.column_denied(Some(&info.schema), &info.name, c),
-            Err(t) => scope.rules.column_denied(t.schema.as_deref(), &t.name, c),
+        [c, crate::db::unqualified(c)].iter().any(|c| {
+            read.iter().any(|t| match t {
+                Ok(info) => scope.rules.column_denied(Some(&info.schema), &info.name, c),
+                Err(t) => scope.rules.column_denied(t.schema.as_deref(), &t.name, c),
+            })
         })
     };
     let hidden: Vec<usize> = rs
