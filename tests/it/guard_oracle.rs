@@ -18,6 +18,10 @@
 //!   rows. Every query goes to both as an MCP `execute_sql` call over a socket, and the answers
 //!   must be the same, row order and error texts included. A query whose answer depends on hidden
 //!   data, by a channel the guard and the masking of `*` both miss, shows as a difference.
+//!   The same again in T-SQL, through the SQL Server backend and two TDS peers (`pysqlbridge`).
+//!   Its first run found a leak: the peer names a joined `*`'s columns `t1.salary`, which the
+//!   masking, by name, let through; a name ending in `.salary` is now masked too
+//!   ([`mssql_mcp::db::unqualified`]).
 //!
 //! Each property also requires that enough of the queries were accepted and answered, so a
 //! grammar that drifted into writing only refused or failing SQL would fail the test rather
@@ -30,7 +34,11 @@
 //! table read); ordering by a column position into `*` allowed (7 answers ordered by salaries);
 //! a nested `*` over a table with hidden columns allowed (2 answers); and both masking layers
 //! off, the tool's `mask_columns` and the backend's nulling of hidden cells (84 answers).
-//! Either masking layer alone keeps every answer the same, as layers should.
+//! Either masking layer alone keeps every answer the same, as layers should. The T-SQL run
+//! fails without the `t1.salary` fix (2 answers) and with positions allowed (7), but not
+//! with a nested `*` allowed: the renames through which a nested `*` leaks are column lists,
+//! which the peer does not run, so the grammar writes none in T-SQL and that rule rests on the
+//! SQLite run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -40,6 +48,7 @@ use mssql_mcp::db::guard::{self, AccessRules, SqlDialect};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use serde_json::{Value, json};
 
+use crate::common;
 use crate::support::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -76,15 +85,17 @@ struct Grammar {
     rng: fastrand::Rng,
     /// Names handed out so far, so aliases never collide within a statement.
     names: u32,
-    /// Expressions and conditions written so far in this statement; past [`MAX_NODES`] only
+    /// Expressions and conditions written so far in this statement; past `max_nodes` only
     /// leaves are written, which keeps every statement small.
     nodes: u32,
     /// Whether an aggregate or window function may be written here (a result column, not a
     /// condition), so that most of what the guard accepts also compiles.
     aggregates: bool,
+    /// Write T-SQL (for SQL Server through the TDS peer) instead of SQLite's SQL.
+    tsql: bool,
+    /// Expressions and conditions per statement before only leaves are written.
+    max_nodes: u32,
 }
-
-const MAX_NODES: u32 = 40;
 
 impl Grammar {
     fn new(seed: u64) -> Grammar {
@@ -93,6 +104,21 @@ impl Grammar {
             names: 0,
             nodes: 0,
             aggregates: false,
+            tsql: false,
+            max_nodes: 40,
+        }
+    }
+
+    /// T-SQL differs where it would not parse or run otherwise: `TOP` for `LIMIT`, `WITH` and
+    /// `ORDER BY` only on the outermost query, no `NATURAL JOIN`/`USING`, `+` for `||`, no
+    /// comparison as a value, its own function names and catalogs, `dbo.` for `main.`; and
+    /// for the peer, which runs less of T-SQL than SQL Server does, no CTE column lists and
+    /// smaller queries.
+    fn tsql(seed: u64) -> Grammar {
+        Grammar {
+            tsql: true,
+            max_nodes: 16,
+            ..Grammar::new(seed)
         }
     }
 
@@ -152,10 +178,11 @@ impl Grammar {
     ) -> String {
         let mut sql = String::new();
         let mut ctes = ctes.to_vec();
-        if depth < 2 && self.chance(0.18) {
+        let with_allowed = if self.tsql { depth == 0 } else { depth < 2 };
+        if with_allowed && self.chance(0.18) {
             let name = self.fresh("w");
             let n = self.rng.usize(1..=3);
-            if self.chance(0.4) {
+            if self.tsql || self.chance(0.4) {
                 // Without a column list, its columns are the body's `c0`, `c1`, … or, over a
                 // `*`, whatever the table has.
                 let body = if self.chance(0.5) {
@@ -192,7 +219,8 @@ impl Grammar {
         }
         let set_width = width.or_else(|| self.chance(0.15).then(|| self.rng.usize(1..=2)));
         let set_op = set_width.is_some() && self.chance(0.25);
-        let order = !set_op && self.chance(if depth == 0 { 0.5 } else { 0.2 });
+        let order_allowed = depth == 0 || !self.tsql;
+        let order = order_allowed && !set_op && self.chance(if depth == 0 { 0.5 } else { 0.2 });
         sql.push_str(&self.select_core(depth, &ctes, outer, set_width, order));
         if let Some(n) = set_width
             && set_op
@@ -200,11 +228,11 @@ impl Grammar {
             let op = self.pick(&[" UNION ", " UNION ALL ", " EXCEPT ", " INTERSECT "]);
             sql.push_str(op);
             sql.push_str(&self.select_core(depth, &ctes, outer, Some(n), false));
-            if self.chance(0.3) {
+            if order_allowed && self.chance(0.3) {
                 sql.push_str(" ORDER BY 1");
             }
         }
-        if self.chance(0.25) {
+        if !self.tsql && self.chance(0.25) {
             let _ = write!(sql, " LIMIT {}", self.rng.usize(0..4));
             if self.chance(0.4) {
                 let _ = write!(sql, " OFFSET {}", self.rng.usize(0..3));
@@ -227,6 +255,9 @@ impl Grammar {
         let mut sql = String::from("SELECT ");
         if self.chance(0.1) {
             sql.push_str("DISTINCT ");
+        }
+        if self.tsql && self.chance(0.2) {
+            let _ = write!(sql, "TOP {} ", self.rng.usize(0..4));
         }
         let outer_aggregates = std::mem::replace(&mut self.aggregates, true);
         match width {
@@ -313,12 +344,13 @@ impl Grammar {
                 0 => {
                     let _ = write!(sql, ", {item}");
                 }
-                1 => {
+                1 if !self.tsql => {
                     let _ = write!(sql, " NATURAL JOIN {item}");
                 }
-                2 if [&sources[0], &next]
-                    .iter()
-                    .all(|s| s.columns.iter().any(|c| c == "id")) =>
+                2 if !self.tsql
+                    && [&sources[0], &next]
+                        .iter()
+                        .all(|s| s.columns.iter().any(|c| c == "id")) =>
                 {
                     let _ = write!(sql, " JOIN {item} USING (id)");
                 }
@@ -372,7 +404,7 @@ impl Grammar {
                 },
             );
         }
-        if roll < 43 {
+        if roll < 43 && !self.tsql {
             return (
                 format!("json_each('[1,2,3]') AS {alias}"),
                 Source {
@@ -381,12 +413,16 @@ impl Grammar {
                 },
             );
         }
-        if roll < 44 {
-            let catalog = self.pick(&[
-                "sqlite_master",
-                "sqlite_schema",
-                "pragma_table_info('employees')",
-            ]);
+        if roll == 43 {
+            let catalog = if self.tsql {
+                self.pick(&["sys.objects", "INFORMATION_SCHEMA.TABLES", "sysobjects"])
+            } else {
+                self.pick(&[
+                    "sqlite_master",
+                    "sqlite_schema",
+                    "pragma_table_info('employees')",
+                ])
+            };
             return (
                 format!("{catalog} AS {alias}"),
                 Source {
@@ -397,7 +433,8 @@ impl Grammar {
         }
         let (t, cols) = self.table();
         let sql = if self.chance(0.1) {
-            format!("main.{t} AS {alias}")
+            let schema = if self.tsql { "dbo" } else { "main" };
+            format!("{schema}.{t} AS {alias}")
         } else {
             format!("{t} AS {alias}")
         };
@@ -431,7 +468,7 @@ impl Grammar {
     fn expr(&mut self, depth: u32, ctes: &[Source], scope: &[Source]) -> String {
         let deeper = depth < 3;
         self.nodes += 1;
-        let roll = if self.nodes > MAX_NODES {
+        let roll = if self.nodes > self.max_nodes {
             self.rng.u32(..43)
         } else {
             self.rng.u32(..100)
@@ -442,12 +479,25 @@ impl Grammar {
                 .pick(&["1", "0", "7", "'x'", "'Oslo'", "NULL", "2.5"])
                 .to_string(),
             43..=52 => {
-                let op = self.pick(&[" + ", " - ", " * ", " || ", " = ", " < ", " > "]);
+                let op = if self.tsql {
+                    self.pick(&[" + ", " - ", " * "])
+                } else {
+                    self.pick(&[" + ", " - ", " * ", " || ", " = ", " < ", " > "])
+                };
                 let (a, b) = (self.expr(depth, ctes, scope), self.expr(depth, ctes, scope));
                 format!("({a}{op}{b})")
             }
             53..=58 | 65..=67 | 84..=89 if !self.aggregates => {
-                let f = self.pick(&["upper", "length", "abs", "hex", "typeof", "quote"]);
+                let f = if self.tsql {
+                    self.pick(&["upper", "len", "abs", "lower", "ltrim"])
+                } else {
+                    self.pick(&["upper", "length", "abs", "hex", "typeof", "quote"])
+                };
+                let a = self.expr(depth, ctes, scope);
+                format!("{f}({a})")
+            }
+            53..=64 if self.tsql => {
+                let f = self.pick(&["upper", "len", "abs", "max", "min", "count", "sum", "avg"]);
                 let a = self.expr(depth, ctes, scope);
                 format!("{f}({a})")
             }
@@ -494,13 +544,14 @@ impl Grammar {
                     format!("{f} OVER (ORDER BY {o})")
                 }
             }
-            90 if self.chance(0.3) => {
+            90 if !self.tsql && self.chance(0.3) => {
                 let f = self.pick(&["load_extension('x')", "readfile('/etc/hostname')"]);
                 f.to_string()
             }
             _ => {
                 let a = self.expr(depth, ctes, scope);
-                format!("CAST({a} AS TEXT)")
+                let ty = if self.tsql { "nvarchar(40)" } else { "TEXT" };
+                format!("CAST({a} AS {ty})")
             }
         }
     }
@@ -508,7 +559,7 @@ impl Grammar {
     fn condition(&mut self, depth: u32, ctes: &[Source], scope: &[Source]) -> String {
         let deeper = depth < 3;
         self.nodes += 1;
-        let roll = if self.nodes > MAX_NODES {
+        let roll = if self.nodes > self.max_nodes {
             self.rng.u32(..30)
         } else {
             self.rng.u32(..100)
@@ -907,6 +958,189 @@ async fn hidden_data_never_changes_an_answer() {
     );
     assert!(
         answered >= QUERIES / 5 && rows >= QUERIES,
+        "only {answered} of {QUERIES} queries were answered ({rows} rows in all)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Noninterference on SQL Server: the same, through the TDS peer
+// ---------------------------------------------------------------------------------------------
+
+/// The oracle's tables as `pysqlbridge` serves them: one JSON file each, with the same rows as
+/// [`database`] writes for `seed`, and the peer's `config.json`.
+fn peer_fixture(dir: &Path, seed: u64) {
+    let sqlite = dir.join("rows.sqlite");
+    database(&sqlite, seed);
+    let conn = rusqlite::Connection::open(&sqlite).expect("open the rows");
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    let mut tables = Vec::new();
+    for (table, columns) in TABLES {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {} FROM {table} ORDER BY id",
+                columns.join(", ")
+            ))
+            .expect("select the rows");
+        let rows: Vec<Value> = stmt
+            .query_map([], |r| {
+                let mut o = serde_json::Map::new();
+                for (i, c) in columns.iter().enumerate() {
+                    let v = match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Integer(n) => json!(n),
+                        rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                        _ => Value::Null,
+                    };
+                    o.insert((*c).to_string(), v);
+                }
+                Ok(Value::Object(o))
+            })
+            .expect("read the rows")
+            .collect::<Result<_, _>>()
+            .expect("every row");
+        let file = format!("data/{table}.json");
+        std::fs::write(dir.join(&file), serde_json::to_vec(&rows).expect("json")).expect("write");
+        tables.push(json!({"name": table, "json": file}));
+    }
+    let config = json!({
+        "tables": tables,
+        "logins": [{"user": common::LOGIN, "password": format!("${{{}}}", common::PASSWORD_ENV)}],
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .expect("write the peer's config");
+    std::fs::write(dir.join("password"), common::PASSWORD).expect("write the password");
+}
+
+/// A `pysqlbridge` process, killed on drop.
+struct Peer(std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mssql_config(dir: &Path, port: u16) -> String {
+    format!(
+        r#"
+[server]
+insecure_no_auth = true
+state_dir = "{state}"
+
+[limits]
+per_ip_per_sec = 1000000
+per_ip_burst = 1000000
+client_per_min = 1000000
+client_burst = 1000000
+
+[[database]]
+name = "oracle"
+kind = "mssql"
+host = "127.0.0.1"
+port = {port}
+database = "pysqlbridge"
+user = "{login}"
+password = {{ file = "{password}" }}
+trust_server_certificate = true
+connect_timeout_secs = 5
+pool_size = 2
+
+[[scope]]
+path = "/o"
+database = "oracle"
+profile = "full"
+max_rows = 1000
+deny_tables = {deny_tables:?}
+deny_columns = {deny_columns:?}
+"#,
+        state = dir.join("state").display(),
+        login = common::LOGIN,
+        password = dir.join("password").display(),
+        deny_tables = DENY_TABLES,
+        deny_columns = DENY_COLUMNS,
+    )
+}
+
+/// [`hidden_data_never_changes_an_answer`] in T-SQL, against two TDS peers whose tables differ
+/// only in what the scope hides. The peer is not SQL Server: it runs much of T-SQL its own way
+/// and fails some of it (errors compare like answers), but it is the real server's SQL Server
+/// backend and the guard's T-SQL rules that are under test.
+#[tokio::test]
+async fn hidden_data_never_changes_an_answer_on_sql_server() {
+    const QUERIES: usize = 3_000;
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let mut peers = Vec::new();
+    let mut servers = Vec::new();
+    for (dir, seed) in dirs.iter().zip([11, 29]) {
+        peer_fixture(dir.path(), seed);
+        let port = common::free_port();
+        peers.push(Peer(common::spawn_pysqlbridge_logging(
+            dir.path(),
+            port,
+            false,
+        )));
+        servers.push(Server::with_config(&mssql_config(dir.path(), port)).await);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let probe = json!({"sql": "SELECT count(*) AS n FROM customers"});
+    let ok = a.call_tool("/o", "execute_sql", probe).await;
+    assert_eq!(ok["isError"], false, "the peer answers: {}", tool_text(&ok));
+
+    let mut g = Grammar::tsql(0x5eed_0003);
+    let (mut answered, mut rows) = (0, 0);
+    let mut differences = Vec::new();
+    for _ in 0..QUERIES {
+        let sql = g.read();
+        if std::env::var_os("ORACLE_TRACE").is_some() {
+            eprintln!("query: {sql}");
+        }
+        let args = json!({ "sql": sql });
+        let (ra, rb) = tokio::join!(
+            a.call_tool("/o", "execute_sql", args.clone()),
+            b.call_tool("/o", "execute_sql", args)
+        );
+        if ra["isError"] == false {
+            answered += 1;
+            rows += ra["structuredContent"]["rows"]
+                .as_array()
+                .map_or(0, Vec::len);
+        }
+        if std::env::var_os("ORACLE_TRACE").is_some() && ra["isError"] == true {
+            eprintln!("error: {}", tool_text(&ra));
+        }
+        let (ca, cb) = (comparable(ra), comparable(rb));
+        if ca != cb {
+            differences.push(format!(
+                "{sql}\n    a: {}\n    b: {}",
+                tool_text(&ca),
+                tool_text(&cb)
+            ));
+        }
+    }
+    eprintln!("{QUERIES} T-SQL queries: {answered} answered, {rows} rows");
+    for s in servers {
+        s.stop().await;
+    }
+    drop(peers);
+    assert!(
+        differences.is_empty(),
+        "{} of {QUERIES} answers depend on hidden data:\n{}",
+        differences.len(),
+        differences
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        answered >= QUERIES / 20 && rows >= QUERIES / 3,
         "only {answered} of {QUERIES} queries were answered ({rows} rows in all)"
     );
 }

@@ -5,6 +5,10 @@
 
 mod support;
 
+/// `pysqlbridge` and free ports, shared with the other test crates.
+#[path = "../common/mod.rs"]
+mod common;
+
 mod bench_loadgen;
 mod guard_oracle;
 mod hidden;
