@@ -18,6 +18,9 @@
 //!   rows. Every query goes to both as an MCP `execute_sql` call over a socket, and the answers
 //!   must be the same, row order and error texts included. A query whose answer depends on hidden
 //!   data, by a channel the guard and the masking of `*` both miss, shows as a difference.
+//!   Then every other tool is called on both the same way (`list_tables`, `describe_table`,
+//!   every page of `get_table_sample`, `search` for commands, words and each hidden value of
+//!   either database, `fetch` of every table and row id) and must answer the same too.
 //!   The same again in T-SQL, through the SQL Server backend and two TDS peers (`pysqlbridge`).
 //!   Its first run found a leak: the peer names a joined `*`'s columns `t1.salary`, which the
 //!   masking, by name, let through; a name ending in `.salary` is now masked too
@@ -38,7 +41,9 @@
 //! fails without the `t1.salary` fix (2 answers) and with positions allowed (7), but not
 //! with a nested `*` allowed: the renames through which a nested `*` leaks are column lists,
 //! which the peer does not run, so the grammar writes none in T-SQL and that rule rests on the
-//! SQLite run.
+//! SQLite run. With hidden columns left in both the scope's catalog and the tools' column
+//! lists, 12 answers of the other tools differ on each backend (samples, `sample` searches,
+//! row fetches); either layer alone holds.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -868,9 +873,12 @@ deny_columns = {deny_columns:?}
     )
 }
 
-/// An `execute_sql` answer with what may differ between two runs of the same query taken
-/// out: the paging cursor's opaque value (whether there is one stays).
-fn comparable(mut result: Value) -> Value {
+/// A tool's answer from `server` with what may differ between two servers answering the
+/// same call taken out: the paging cursor's opaque value (whether there is one stays), and the
+/// server's own address in record URLs.
+fn comparable(server: &Server, result: Value) -> Value {
+    let text = result.to_string().replace(&server.base, "{base}");
+    let mut result: Value = serde_json::from_str(&text).expect("JSON again");
     if let Some(c) = result.pointer_mut("/structuredContent/next_cursor")
         && c.is_string()
     {
@@ -887,6 +895,143 @@ fn comparable(mut result: Value) -> Value {
         }
     }
     result
+}
+
+/// Sends `n` queries of `g` to both servers as `execute_sql`; returns how many `a` answered,
+/// with how many rows, and every query whose answers differ.
+async fn compare_queries(
+    a: &Server,
+    b: &Server,
+    g: &mut Grammar,
+    n: usize,
+) -> (usize, usize, Vec<String>) {
+    let (mut answered, mut rows) = (0, 0);
+    let mut differences = Vec::new();
+    for _ in 0..n {
+        let sql = g.read();
+        if std::env::var_os("ORACLE_TRACE").is_some() {
+            // For a failure that takes the process down with it (run with `--nocapture`).
+            eprintln!("query: {sql}");
+        }
+        let args = json!({ "sql": sql });
+        let (ra, rb) = tokio::join!(
+            a.call_tool("/o", "execute_sql", args.clone()),
+            b.call_tool("/o", "execute_sql", args)
+        );
+        if ra["isError"] == false {
+            answered += 1;
+            rows += ra["structuredContent"]["rows"]
+                .as_array()
+                .map_or(0, Vec::len);
+        } else if std::env::var_os("ORACLE_TRACE").is_some() {
+            eprintln!("error: {}", tool_text(&ra));
+        }
+        let (ca, cb) = (comparable(a, ra), comparable(b, rb));
+        if ca != cb {
+            differences.push(format!(
+                "{sql}\n    a: {}\n    b: {}",
+                tool_text(&ca),
+                tool_text(&cb)
+            ));
+        }
+    }
+    (answered, rows, differences)
+}
+
+/// What is hidden in a database file, as words to search for: the salaries and the secrets'
+/// codes.
+fn hidden_words(path: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(path).expect("open");
+    let mut stmt = c
+        .prepare(
+            "SELECT CAST(salary AS TEXT) FROM employees WHERE salary IS NOT NULL \
+             UNION ALL SELECT code FROM secrets",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// Every other tool, on both servers: the catalog (`list_tables`, `describe_table`), samples
+/// (every page, each server following its own cursor), `search` (its commands, words, and each
+/// hidden value of either database), and `fetch` of every table and of every row id, the
+/// hidden table's included. Returns how many calls `a` answered and every call whose answers
+/// differ.
+async fn compare_other_tools(
+    a: &Server,
+    b: &Server,
+    schema: &str,
+    hidden: &[String],
+) -> (usize, Vec<String>) {
+    let mut calls: Vec<(&str, Value)> = vec![("list_tables", json!({}))];
+    for t in ["customers", "employees", "secrets"] {
+        for name in [t.to_string(), format!("{schema}.{t}")] {
+            calls.push(("describe_table", json!({ "table": name })));
+            calls.push(("get_table_sample", json!({ "table": name, "limit": 4 })));
+        }
+        for q in [format!("describe {t}"), format!("sample {t} limit 20")] {
+            calls.push(("search", json!({ "query": q })));
+        }
+        calls.push(("fetch", json!({ "id": format!("{schema}.{t}") })));
+        for id in 0..=12 {
+            calls.push(("fetch", json!({ "id": format!("{schema}.{t}/{id}") })));
+        }
+    }
+    let words = [
+        "list tables",
+        "employee",
+        "customer 3",
+        "ops",
+        "Oslo",
+        "sales it",
+        "code",
+    ];
+    for q in words
+        .iter()
+        .map(|w| w.to_string())
+        .chain(hidden.iter().cloned())
+    {
+        calls.push(("search", json!({ "query": q })));
+    }
+    let (mut answered, mut differences) = (0, Vec::new());
+    for (tool, args) in calls {
+        let (mut args_a, mut args_b) = (args.clone(), args.clone());
+        // Each server's own cursor to the next page, for as long as both return one.
+        for _page in 0..8 {
+            let (ra, rb) = tokio::join!(
+                a.call_tool("/o", tool, args_a.clone()),
+                b.call_tool("/o", tool, args_b.clone())
+            );
+            if ra["isError"] == false {
+                answered += 1;
+            }
+            let next = |r: &Value| {
+                r["structuredContent"]["next_cursor"]
+                    .as_str()
+                    .map(String::from)
+            };
+            let (na, nb) = (next(&ra), next(&rb));
+            let (ca, cb) = (comparable(a, ra), comparable(b, rb));
+            if ca != cb {
+                differences.push(format!(
+                    "{tool} {args_a}\n    a: {}\n    b: {}",
+                    tool_text(&ca),
+                    tool_text(&cb)
+                ));
+                break;
+            }
+            match (na, nb) {
+                (Some(na), Some(nb)) => {
+                    args_a["cursor"] = json!(na);
+                    args_b["cursor"] = json!(nb);
+                }
+                _ => break,
+            }
+        }
+    }
+    (answered, differences)
 }
 
 #[tokio::test]
@@ -913,41 +1058,18 @@ async fn hidden_data_never_changes_an_answer() {
     let a = Server::with_config(&oracle_config(&a_db, &dir.join("a"))).await;
     let b = Server::with_config(&oracle_config(&b_db, &dir.join("b"))).await;
     let mut g = Grammar::new(0x5eed_0002);
-    let (mut answered, mut rows) = (0, 0);
-    let mut differences = Vec::new();
-    for _ in 0..QUERIES {
-        let sql = g.read();
-        if std::env::var_os("ORACLE_TRACE").is_some() {
-            // For a failure that takes the process down with it (run with `--nocapture`).
-            eprintln!("query: {sql}");
-        }
-        let args = json!({ "sql": sql });
-        let (ra, rb) = tokio::join!(
-            a.call_tool("/o", "execute_sql", args.clone()),
-            b.call_tool("/o", "execute_sql", args)
-        );
-        if ra["isError"] == false {
-            answered += 1;
-            rows += ra["structuredContent"]["rows"]
-                .as_array()
-                .map_or(0, Vec::len);
-        }
-        let (ca, cb) = (comparable(ra), comparable(rb));
-        if ca != cb {
-            differences.push(format!(
-                "{sql}\n    a: {}\n    b: {}",
-                tool_text(&ca),
-                tool_text(&cb)
-            ));
-        }
-    }
+    let (answered, rows, mut differences) = compare_queries(&a, &b, &mut g, QUERIES).await;
     eprintln!("{QUERIES} queries: {answered} answered, {rows} rows");
+    let words = [hidden_words(&a_db), hidden_words(&b_db)].concat();
+    let (calls, tools) = compare_other_tools(&a, &b, "main", &words).await;
+    eprintln!("{calls} other tool calls answered");
+    differences.extend(tools);
     a.stop().await;
     b.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         differences.is_empty(),
-        "{} of {QUERIES} answers depend on hidden data:\n{}",
+        "{} answers depend on hidden data:\n{}",
         differences.len(),
         differences
             .iter()
@@ -1093,44 +1215,22 @@ async fn hidden_data_never_changes_an_answer_on_sql_server() {
     assert_eq!(ok["isError"], false, "the peer answers: {}", tool_text(&ok));
 
     let mut g = Grammar::tsql(0x5eed_0003);
-    let (mut answered, mut rows) = (0, 0);
-    let mut differences = Vec::new();
-    for _ in 0..QUERIES {
-        let sql = g.read();
-        if std::env::var_os("ORACLE_TRACE").is_some() {
-            eprintln!("query: {sql}");
-        }
-        let args = json!({ "sql": sql });
-        let (ra, rb) = tokio::join!(
-            a.call_tool("/o", "execute_sql", args.clone()),
-            b.call_tool("/o", "execute_sql", args)
-        );
-        if ra["isError"] == false {
-            answered += 1;
-            rows += ra["structuredContent"]["rows"]
-                .as_array()
-                .map_or(0, Vec::len);
-        }
-        if std::env::var_os("ORACLE_TRACE").is_some() && ra["isError"] == true {
-            eprintln!("error: {}", tool_text(&ra));
-        }
-        let (ca, cb) = (comparable(ra), comparable(rb));
-        if ca != cb {
-            differences.push(format!(
-                "{sql}\n    a: {}\n    b: {}",
-                tool_text(&ca),
-                tool_text(&cb)
-            ));
-        }
-    }
+    let (answered, rows, mut differences) = compare_queries(a, b, &mut g, QUERIES).await;
     eprintln!("{QUERIES} T-SQL queries: {answered} answered, {rows} rows");
+    let words: Vec<String> = dirs
+        .iter()
+        .flat_map(|d| hidden_words(&d.path().join("rows.sqlite")))
+        .collect();
+    let (calls, tools) = compare_other_tools(a, b, "dbo", &words).await;
+    eprintln!("{calls} other tool calls answered");
+    differences.extend(tools);
     for s in servers {
         s.stop().await;
     }
     drop(peers);
     assert!(
         differences.is_empty(),
-        "{} of {QUERIES} answers depend on hidden data:\n{}",
+        "{} answers depend on hidden data:\n{}",
         differences.len(),
         differences
             .iter()
