@@ -14,6 +14,7 @@ mod guard_oracle;
 mod hidden;
 mod legacy_sse;
 mod modern;
+mod mutated;
 mod read_only;
 mod resources_prompts;
 mod search_fetch;

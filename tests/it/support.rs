@@ -280,6 +280,16 @@ pub fn tool_text(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or("")
 }
 
+/// A randomised test's fixed seed, or that plus `TEST_SEED` to explore other cases locally
+/// (a failure names its case either way).
+pub fn seed(fixed: u64) -> u64 {
+    let extra = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    fixed.wrapping_add(extra)
+}
+
 /// A JSON-RPC request with a fresh id.
 pub fn rpc(method: &str, params: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": unique_id(), "method": method, "params": params})
