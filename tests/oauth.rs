@@ -4317,3 +4317,307 @@ async fn a_made_up_name_is_locked_like_a_real_one() {
     assert_eq!(seen[1], seen[0], "a made-up name answers as a real one");
     s.stop().await;
 }
+
+// ---------------------------------------------------------------- mutated requests
+
+/// One change to a form: a field dropped, repeated with another value, given an odd value, or
+/// an unknown field added.
+fn mutate_form(rng: &mut fastrand::Rng, form: &mut Vec<(String, String)>) {
+    const ODD: [&str; 9] = [
+        "",
+        " ",
+        "%00",
+        "\u{0}",
+        "é😀\u{202e}",
+        "authorization_code",
+        "refresh_token",
+        "http://evil.example/cb",
+        "a,b;c=d",
+    ];
+    let odd = |rng: &mut fastrand::Rng| {
+        if rng.u32(..8) == 0 {
+            "x".repeat(20_000)
+        } else {
+            ODD[rng.usize(..ODD.len())].to_string()
+        }
+    };
+    match rng.u32(..4) {
+        0 if !form.is_empty() => {
+            form.remove(rng.usize(..form.len()));
+        }
+        1 if !form.is_empty() => {
+            let k = form[rng.usize(..form.len())].0.clone();
+            form.push((k, odd(rng)));
+        }
+        2 if !form.is_empty() => {
+            let i = rng.usize(..form.len());
+            form[i].1 = odd(rng);
+        }
+        _ => {
+            let k = [
+                "scope",
+                "resource",
+                "client_secret",
+                "grant_type",
+                "code",
+                "token",
+            ][rng.usize(..6)];
+            form.push((k.to_string(), odd(rng)));
+        }
+    }
+}
+
+/// One change to a JSON body: a value replaced by one of another type, a key dropped or
+/// added.
+fn mutate_json(rng: &mut fastrand::Rng, body: &mut Value) {
+    let odd = |rng: &mut fastrand::Rng| -> Value {
+        let choices = [
+            Value::Null,
+            json!(true),
+            json!(-1),
+            json!(u64::MAX),
+            json!(1e308),
+            json!(""),
+            json!("x".repeat(20_000)),
+            json!("\u{0}é😀"),
+            json!([]),
+            json!({}),
+            json!(["javascript:alert(1)"]),
+            json!(["http://evil.example/cb"]),
+            (0..60).fold(json!(1), |v, _| json!([v])),
+        ];
+        choices[rng.usize(..choices.len())].clone()
+    };
+    let Some(o) = body.as_object_mut() else {
+        return;
+    };
+    let keys: Vec<String> = o.keys().cloned().collect();
+    match rng.u32(..3) {
+        0 if !keys.is_empty() => {
+            let k = &keys[rng.usize(..keys.len())];
+            let v = odd(rng);
+            o.insert(k.clone(), v);
+        }
+        1 if !keys.is_empty() => {
+            o.remove(&keys[rng.usize(..keys.len())]);
+        }
+        _ => {
+            let k = [
+                "grant_types",
+                "response_types",
+                "scope",
+                "jwks_uri",
+                "software_statement",
+                "client_uri",
+            ][rng.usize(..6)];
+            let v = odd(rng);
+            o.insert(k.to_string(), v);
+        }
+    }
+}
+
+/// Mutated requests to every OAuth endpoint (and bearer tokens bent on the MCP endpoint) get
+/// an OAuth error or a page, never a dropped connection or a 5xx, and the server goes on
+/// issuing tokens. The corpus holds live values from a real flow (a client id, a refresh
+/// token, an access token), so mutations start from requests that would succeed. Fixed seed.
+/// Seen to fail (session 24) with a panic planted where the token and revocation endpoints
+/// refuse a repeated form field: 88 requests went unanswered.
+#[tokio::test]
+async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_tokens() {
+    const REQUESTS: usize = 600;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every request comes from one address here; the per-address limits have tests of their own.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let s = start_edited(
+        dir.path(),
+        listener,
+        "registrations_per_hour_per_ip = 100000",
+        |t| {
+            t.replace(
+                "oauth_burst = 100000",
+                "oauth_burst = 100000\nper_ip_per_sec = 100000\nper_ip_burst = 100000",
+            )
+        },
+    )
+    .await;
+    let c = http();
+    let (client_id, tokens) = full_flow(&c, &s, "/claude").await;
+    let (access_token, refresh_token) = (access(&tokens), refresh(&tokens));
+    let (verifier, challenge) = pkce();
+    let resource = format!("{}/claude/mcp", s.base);
+    let mut rng = fastrand::Rng::with_seed(0x6f61_7574);
+    let (mut oauth_errors, mut pages, mut successes) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for _ in 0..REQUESTS {
+        let scope = ["/claude", "/chatgpt", ""][rng.usize(..3)];
+        let kind = rng.u32(..6);
+        let mut req = match kind {
+            0 => {
+                let method = ["none", "client_secret_basic", "client_secret_post"][rng.usize(..3)];
+                let mut body = json!({
+                    "client_name": "Mutant",
+                    "redirect_uris": [REDIRECT],
+                    "token_endpoint_auth_method": method,
+                    "grant_types": ["authorization_code", "refresh_token"],
+                    "response_types": ["code"],
+                });
+                for _ in 0..rng.usize(1..=3) {
+                    mutate_json(&mut rng, &mut body);
+                }
+                let mut bytes = serde_json::to_vec(&body).expect("json");
+                if rng.u32(..6) == 0 && !bytes.is_empty() {
+                    bytes.truncate(rng.usize(..bytes.len()));
+                }
+                c.post(format!("{}{scope}/register", s.base))
+                    .header("content-type", "application/json")
+                    .body(bytes)
+            }
+            1 | 2 => {
+                let mut form: Vec<(String, String)> = if kind == 1 {
+                    vec![
+                        ("grant_type".into(), "authorization_code".into()),
+                        ("code".into(), mssql_mcp::oauth::random_token("mcp_code_")),
+                        ("code_verifier".into(), verifier.clone()),
+                        ("client_id".into(), client_id.clone()),
+                        ("redirect_uri".into(), REDIRECT.into()),
+                        ("resource".into(), resource.clone()),
+                    ]
+                } else {
+                    vec![
+                        ("grant_type".into(), "refresh_token".into()),
+                        ("refresh_token".into(), refresh_token.clone()),
+                        ("client_id".into(), client_id.clone()),
+                    ]
+                };
+                for _ in 0..rng.usize(1..=3) {
+                    mutate_form(&mut rng, &mut form);
+                }
+                let content_type = [
+                    "application/x-www-form-urlencoded",
+                    "application/json",
+                    "text/plain",
+                    "",
+                ][if rng.u32(..5) == 0 {
+                    rng.usize(1..4)
+                } else {
+                    0
+                }];
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&form)
+                    .finish();
+                let mut r = c.post(format!("{}{scope}/token", s.base)).body(body);
+                if !content_type.is_empty() {
+                    r = r.header("content-type", content_type);
+                }
+                r
+            }
+            3 => {
+                let mut form: Vec<(String, String)> = vec![
+                    ("token".into(), mssql_mcp::oauth::random_token("mcp_at_")),
+                    ("token_type_hint".into(), "access_token".into()),
+                    ("client_id".into(), client_id.clone()),
+                ];
+                for _ in 0..rng.usize(1..=3) {
+                    mutate_form(&mut rng, &mut form);
+                }
+                c.post(format!("{}{scope}/revoke", s.base)).form(&form)
+            }
+            4 => {
+                let mut params: Vec<(String, String)> =
+                    standard_params(&client_id, &challenge, &resource)
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                for _ in 0..rng.usize(1..=3) {
+                    mutate_form(&mut rng, &mut params);
+                }
+                let q = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&params)
+                    .finish();
+                c.get(format!("{}{scope}/authorize?{q}", s.base))
+            }
+            _ => {
+                let mut token = access_token.clone().into_bytes();
+                match rng.u32(..4) {
+                    0 => {
+                        let at = rng.usize(..token.len());
+                        token[at] = b"A-_.~+/="[rng.usize(..8)];
+                    }
+                    1 => token.truncate(rng.usize(..token.len())),
+                    2 => token.extend_from_slice(b"x"),
+                    _ => token = refresh_token.clone().into_bytes(),
+                }
+                let scheme = ["Bearer", "bearer", "Basic", "Bearer  ", ""][rng.usize(..5)];
+                let value = format!("{scheme} {}", String::from_utf8_lossy(&token));
+                c.post(format!("{}{scope}/mcp", s.base))
+                    .header("accept", "application/json, text/event-stream")
+                    .header("authorization", value.trim())
+                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}))
+            }
+        };
+        req = req.timeout(Duration::from_secs(30));
+        let what = format!("request kind {kind} on `{scope}`");
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{what}: no answer: {e}"));
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        let json_body = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/json"));
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => {
+                failures.push(format!("{what}: body cut off: {e}"));
+                continue;
+            }
+        };
+        if status >= 500 {
+            failures.push(format!("{what}: {status}: {text}"));
+        } else if status < 300 {
+            successes += 1;
+        } else if json_body && kind <= 3 && !scope.is_empty() {
+            // The OAuth endpoints' errors (RFC 6749 §5.2, RFC 7591 §3.2.2, RFC 7009). At the
+            // root there are none (only the default scope's metadata): a 404 there.
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            match v["error"].as_str() {
+                Some(e)
+                    if !e.is_empty() && e.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+                {
+                    oauth_errors += 1
+                }
+                _ => failures.push(format!("{what}: {status} without an OAuth error: {text}")),
+            }
+        } else {
+            pages += 1;
+        }
+    }
+    // Still issuing tokens after all of that.
+    let (_, fresh) = full_flow(&c, &s, "/claude").await;
+    let r = mcp_initialize(&c, &s, "/claude", Some(&access(&fresh))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    eprintln!(
+        "{REQUESTS} mutated OAuth requests: {oauth_errors} OAuth errors, {pages} other refusals, \
+         {successes} answered 2xx"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {REQUESTS} mutated requests were not answered cleanly:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        oauth_errors >= REQUESTS / 5 && pages >= REQUESTS / 20 && successes >= REQUESTS / 20,
+        "OAuth errors {oauth_errors}, other refusals {pages}, 2xx {successes}"
+    );
+}
