@@ -1962,4 +1962,160 @@ password = { env = "MSSQL_PASSWORD" }
         let text = include_str!("../config.toml.example");
         Config::parse(text).expect("config.toml.example must stay valid");
     }
+
+    /// Where a value sits in a TOML document, as [`ConfigError::key`] names it
+    /// (`scope[1].max_rows`).
+    fn leaves(v: &toml::Value, at: String, out: &mut Vec<(String, toml::Value)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, child) in t {
+                    let key = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    out.push((key.clone(), child.clone()));
+                    leaves(child, key, out);
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    let key = format!("{at}[{i}]");
+                    out.push((key.clone(), child.clone()));
+                    leaves(child, key, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn node_mut<'v>(v: &'v mut toml::Value, key: &str) -> Option<&'v mut toml::Value> {
+        let mut at = v;
+        for part in key.split('.') {
+            let (name, index) = match part.split_once('[') {
+                Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            at = at.get_mut(name)?;
+            if let Some(i) = index {
+                at = at.get_mut(i)?;
+            }
+        }
+        Some(at)
+    }
+
+    /// The example configuration (plus a SQL Server database) with one or two values replaced
+    /// by values of other types or out of range, keys dropped or unknown keys added (1,500
+    /// cases, fixed seed). Parsing never panics; every error names a key (or a line) and a fix;
+    /// an integer or boolean replaced by a string is reported at exactly that key; and a
+    /// canary put where a secret goes (a password, a password hash, a connection string)
+    /// never appears in an error.
+    #[test]
+    fn a_mutated_example_config_gets_errors_naming_the_key_and_never_showing_values() {
+        const CANARY: &str = "s3cret-CANARY-value";
+        let text = include_str!("../config.toml.example");
+        let mut example: toml::Value = toml::from_str(text).expect("the example parses");
+        // A SQL Server database too, for its password and connection string.
+        let mssql: toml::Value = toml::from_str(
+            r#"
+name = "sales"
+kind = "mssql"
+host = "sql.example.internal"
+database = "Sales"
+user = "mcp_reader"
+password = { file = "/run/credentials/mssql-mcp.service/sql-password" }
+"#,
+        )
+        .expect("the SQL Server table parses");
+        if let Some(toml::Value::Array(dbs)) = example.get_mut("database") {
+            dbs.push(mssql);
+        }
+        assert!(Config::parse(&toml::to_string(&example).expect("toml")).is_ok());
+        let secret = |key: &str| {
+            ["password", "secret", "connection_string", "hash"]
+                .iter()
+                .any(|s| key.contains(s))
+        };
+        let mut all = Vec::new();
+        leaves(&example, String::new(), &mut all);
+        let mut rng = fastrand::Rng::with_seed(0x636f_6e66);
+        let (mut refused, mut exact) = (0, 0);
+        for _ in 0..1_500 {
+            let mut doc = example.clone();
+            let mut retyped: Option<String> = None;
+            let changes = rng.usize(1..=2);
+            for _ in 0..changes {
+                let (key, original) = all[rng.usize(..all.len())].clone();
+                let Some(slot) = node_mut(&mut doc, &key) else {
+                    continue;
+                };
+                // A value standing for a secret where one belongs, a harmless string elsewhere
+                // (an error may quote a scope path or a host name to help).
+                let odd = if secret(&key) { CANARY } else { "not a secret" };
+                match rng.u32(..5) {
+                    0 | 1 => {
+                        if matches!(original, toml::Value::Integer(_) | toml::Value::Boolean(_)) {
+                            retyped = Some(key.clone());
+                        }
+                        *slot = toml::Value::String(odd.into());
+                    }
+                    2 => {
+                        *slot = match rng.u32(..5) {
+                            0 => toml::Value::Integer(-1),
+                            1 => toml::Value::Integer(i64::MAX),
+                            2 => toml::Value::Integer(0),
+                            3 => toml::Value::Float(1e300),
+                            _ => toml::Value::Array(vec![toml::Value::String(odd.into())]),
+                        };
+                    }
+                    3 => {
+                        if let Some((parent, last)) = key.rsplit_once('.')
+                            && !last.contains('[')
+                            && let Some(toml::Value::Table(t)) = node_mut(&mut doc, parent)
+                        {
+                            t.remove(last);
+                        }
+                    }
+                    _ => {
+                        if let toml::Value::Table(t) = slot {
+                            t.insert("no_such_key".into(), toml::Value::String(odd.into()));
+                        }
+                    }
+                }
+            }
+            let mutated = toml::to_string(&doc).expect("serialise");
+            let Err(e) = Config::parse(&mutated) else {
+                continue;
+            };
+            refused += 1;
+            let shown = e.to_string();
+            assert!(!shown.contains(CANARY), "a value shows in: {shown}");
+            assert!(
+                !e.key.is_empty()
+                    && e.key != "(file)"
+                    && !e.problem.is_empty()
+                    && !e.fix.is_empty(),
+                "{e:?}"
+            );
+            if let Some(key) = retyped {
+                // Alone, a retyped value is the error, and named exactly; beside another
+                // change, that one may be found first.
+                if changes == 1 {
+                    assert_eq!(e.key, key, "{e}");
+                }
+                exact += usize::from(e.key == key);
+            }
+        }
+        // Not vacuous, and retyped keys are named exactly (most mutations that retype a value
+        // fail at it; a second mutation in the same case may fail first).
+        eprintln!("1500 mutated configs: {refused} refused, {exact} named the retyped key");
+        assert!(
+            refused >= 600,
+            "only {refused} mutated configs were refused"
+        );
+        assert!(
+            exact >= 100,
+            "only {exact} retyped values were named exactly"
+        );
+    }
 }
