@@ -12,6 +12,8 @@
 //! requests, and at the end, a valid call must still succeed. `TEST_SEED=n` explores other
 //! mutations; `MUTATED_TRACE=1 … -- --nocapture` prints each answer.
 //!
+//! The same for 2025 clients on sessions, with the session header bent as well.
+//!
 //! Seen to fail (session 24) with a panic planted where a request's non-integer `id` is
 //! refused: 34 requests got no answer.
 
@@ -191,6 +193,136 @@ fn mutate(rng: &mut fastrand::Rng, body: &mut Value) {
     }
 }
 
+/// What the server made of mutated requests, and what it should not have done.
+#[derive(Default)]
+struct Tally {
+    refused: usize,
+    rpc_errors: usize,
+    results: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// POSTs `bytes` to `path` and checks the answer: a status below 500, and every JSON-RPC
+    /// message in it (a JSON body, or the `data` of each server-sent event) well-formed, with
+    /// no internal error.
+    async fn send(&mut self, srv: &Server, path: &str, headers: &[(&str, String)], bytes: Vec<u8>) {
+        let sent = String::from_utf8_lossy(&bytes)
+            .chars()
+            .take(300)
+            .collect::<String>();
+        let mut req = srv.client.post(srv.url(path)).body(bytes);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.failures
+                    .push(format!("{sent}\n    {headers:?}\n    no answer: {e}"));
+                return;
+            }
+        };
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => {
+                self.failures.push(format!("{sent}\n    body cut off: {e}"));
+                return;
+            }
+        };
+        if std::env::var_os("MUTATED_TRACE").is_some() {
+            eprintln!("{status} {}", text.chars().take(100).collect::<String>());
+        }
+        if status >= 500 {
+            self.failures
+                .push(format!("{sent}\n    {headers:?}\n    {status}: {text}"));
+            return;
+        }
+        if status >= 400 {
+            self.refused += 1;
+        }
+        let bodies: Vec<String> = if content_type.starts_with("application/json") {
+            vec![text.clone()]
+        } else if content_type.starts_with("text/event-stream") {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for body in bodies {
+            let answer: Value = match serde_json::from_str(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.failures
+                        .push(format!("{sent}\n    not JSON ({e}): {body}"));
+                    continue;
+                }
+            };
+            let responses = match &answer {
+                Value::Array(a) => a.clone(),
+                // An HTTP error before JSON-RPC (an edge or OAuth-style error object).
+                Value::Object(o) if status >= 400 && !o.contains_key("jsonrpc") => continue,
+                one => vec![one.clone()],
+            };
+            for r in responses {
+                let well_formed = r["jsonrpc"] == "2.0"
+                    && (r.get("result").is_some()
+                        ^ (r["error"]["code"].is_i64() && r["error"]["message"].is_string()));
+                if !well_formed {
+                    self.failures
+                        .push(format!("{sent}\n    not a JSON-RPC response: {r}"));
+                } else if r["error"]["code"] == -32603 {
+                    self.failures
+                        .push(format!("{sent}\n    internal error: {r}"));
+                } else if r.get("error").is_some() {
+                    self.rpc_errors += 1;
+                } else {
+                    self.results += 1;
+                }
+            }
+        }
+    }
+
+    fn assert_clean(&self, requests: usize) {
+        let Tally {
+            refused,
+            rpc_errors,
+            results,
+            failures,
+        } = self;
+        eprintln!(
+            "{requests} mutated requests: {refused} refused by HTTP status, {rpc_errors} \
+             JSON-RPC errors, {results} results"
+        );
+        assert!(
+            failures.is_empty(),
+            "{} of {requests} mutated requests were not answered cleanly:\n{}",
+            failures.len(),
+            failures
+                .iter()
+                .take(8)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        // Not vacuous: the mutations reach every kind of answer.
+        assert!(
+            *refused >= requests / 20 && *rpc_errors >= requests / 20 && *results >= requests / 20,
+            "refused {refused}, JSON-RPC errors {rpc_errors}, results {results}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn mutated_requests_get_clear_errors_and_the_server_keeps_serving() {
     const REQUESTS: usize = 1_500;
@@ -203,8 +335,7 @@ async fn mutated_requests_get_clear_errors_and_the_server_keeps_serving() {
     .await;
     let corpus = corpus();
     let mut rng = fastrand::Rng::with_seed(seed(0x6d75_7461));
-    let (mut rpc_errors, mut results, mut refused) = (0, 0, 0);
-    let mut failures = Vec::new();
+    let mut tally = Tally::default();
     for i in 0..REQUESTS {
         if i % 100 == 0 {
             let alive = srv.call_tool("/claude", "list_tables", json!({})).await;
@@ -256,98 +387,90 @@ async fn mutated_requests_get_clear_errors_and_the_server_keeps_serving() {
                 _ => headers[k].1.push_str(", nonsense"),
             }
         }
-        let header_refs: Vec<(&str, &str)> =
-            headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let path = format!("{scope}/mcp");
-        let sent = String::from_utf8_lossy(&bytes)
-            .chars()
-            .take(300)
-            .collect::<String>();
-        let mut req = srv.client.post(srv.url(&path)).body(bytes);
-        for (k, v) in &header_refs {
-            req = req.header(*k, *v);
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                failures.push(format!("{sent}\n    {headers:?}\n    no answer: {e}"));
-                continue;
-            }
-        };
-        let status = resp.status().as_u16();
-        let json_body = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"));
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => {
-                failures.push(format!("{sent}\n    body cut off: {e}"));
-                continue;
-            }
-        };
-        if status >= 500 {
-            failures.push(format!("{sent}\n    {headers:?}\n    {status}: {text}"));
-            continue;
-        }
-        if std::env::var_os("MUTATED_TRACE").is_some() {
-            eprintln!("{status} {}", text.chars().take(100).collect::<String>());
-        }
-        if status >= 400 {
-            refused += 1;
-        }
-        if !json_body {
-            continue;
-        }
-        let answer: Value = match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(e) => {
-                failures.push(format!("{sent}\n    not JSON ({e}): {text}"));
-                continue;
-            }
-        };
-        let responses = match &answer {
-            Value::Array(a) => a.clone(),
-            // An HTTP error before JSON-RPC (an OAuth-style or edge error object).
-            Value::Object(o) if status >= 400 && !o.contains_key("jsonrpc") => continue,
-            one => vec![one.clone()],
-        };
-        for r in responses {
-            let well_formed = r["jsonrpc"] == "2.0"
-                && (r.get("result").is_some()
-                    ^ (r["error"]["code"].is_i64() && r["error"]["message"].is_string()));
-            if !well_formed {
-                failures.push(format!("{sent}\n    not a JSON-RPC response: {r}"));
-            } else if r["error"]["code"] == -32603 {
-                failures.push(format!("{sent}\n    internal error: {r}"));
-            } else if r.get("error").is_some() {
-                rpc_errors += 1;
-            } else {
-                results += 1;
-            }
-        }
+        tally
+            .send(&srv, &format!("{scope}/mcp"), &headers, bytes)
+            .await;
     }
     let alive = srv.call_tool("/claude", "list_tables", json!({})).await;
     assert_eq!(alive["isError"], false, "at the end: {alive}");
-    eprintln!(
-        "{REQUESTS} mutated requests: {refused} refused by HTTP status, {rpc_errors} JSON-RPC \
-         errors, {results} results"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {REQUESTS} mutated requests were not answered cleanly:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    // Not vacuous: the mutations reach every kind of answer.
-    assert!(
-        refused >= REQUESTS / 20 && rpc_errors >= REQUESTS / 20 && results >= REQUESTS / 20,
-        "refused {refused}, JSON-RPC errors {rpc_errors}, results {results}"
-    );
+    tally.assert_clean(REQUESTS);
+}
+
+/// The same for 2025 clients, whose requests ride a session (`Mcp-Session-Id`): bodies as
+/// above without `_meta`, `initialize` and notifications among them, and the session header
+/// dropped, swapped for another session's, made up or cut short. Both sessions still work at
+/// the end.
+#[tokio::test]
+async fn mutated_session_requests_get_clear_errors_and_sessions_keep_working() {
+    const REQUESTS: usize = 800;
+    let srv = Server::demo_with(|c| {
+        c.limits.per_ip_per_sec = 1_000_000;
+        c.limits.per_ip_burst = 1_000_000;
+        c.limits.client_per_min = 1_000_000;
+        c.limits.client_burst = 1_000_000;
+    })
+    .await;
+    let sessions = [
+        Legacy::connect(&srv, "/claude", V0618).await,
+        Legacy::connect(&srv, "/claude", V1125).await,
+    ];
+    let mut corpus: Vec<(&str, Value)> = corpus()
+        .into_iter()
+        .filter(|(scope, _, _)| *scope == "/claude")
+        .map(|(_, method, params)| (method, params))
+        .collect();
+    corpus.push(("initialize", initialize(V1125)["params"].clone()));
+    corpus.push(("notifications/initialized", json!({})));
+    corpus.push((
+        "notifications/cancelled",
+        json!({"requestId": 1, "reason": "x"}),
+    ));
+    let mut rng = fastrand::Rng::with_seed(seed(0x7365_7373));
+    let mut tally = Tally::default();
+    for _ in 0..REQUESTS {
+        let session = &sessions[rng.usize(..2)];
+        let (method, params) = &corpus[rng.usize(..corpus.len())];
+        let mut body = if method.starts_with("notifications/") {
+            json!({"jsonrpc": "2.0", "method": method, "params": params})
+        } else {
+            rpc(method, params.clone())
+        };
+        for _ in 0..rng.usize(1..=3) {
+            mutate(&mut rng, &mut body);
+        }
+        let mut headers: Vec<(&str, String)> = vec![
+            ("content-type", "application/json".into()),
+            ("accept", "application/json, text/event-stream".into()),
+            ("mcp-session-id", session.session.clone()),
+            ("mcp-protocol-version", session.version.clone()),
+        ];
+        match rng.u32(..6) {
+            0 => headers.retain(|(k, _)| *k != "mcp-session-id"),
+            1 => {
+                let other = sessions[0].session == session.session;
+                headers[2].1 = sessions[usize::from(other)].session.clone();
+            }
+            2 => headers[2].1 = mssql_mcp::oauth::random_token(""),
+            3 => {
+                let keep = rng.usize(..headers[2].1.len());
+                headers[2].1.truncate(keep);
+            }
+            4 => {
+                headers[3].1 =
+                    [V0618, V1125, MODERN, "2024-11-05", "1999-01-01"][rng.usize(..5)].into()
+            }
+            _ => {}
+        }
+        let bytes = serde_json::to_vec(&body).expect("json");
+        tally.send(&srv, "/claude/mcp", &headers, bytes).await;
+    }
+    for s in &sessions {
+        let alive = s.call_tool("list_tables", json!({})).await;
+        assert_eq!(
+            alive["isError"], false,
+            "session {} at the end: {alive}",
+            s.version
+        );
+    }
+    tally.assert_clean(REQUESTS);
 }
