@@ -2008,14 +2008,14 @@ password = { env = "MSSQL_PASSWORD" }
     /// by values of other types or out of range, keys dropped or unknown keys added (1,500
     /// cases, fixed seed). Parsing never panics; every error names a key (or a line) and a fix;
     /// an integer or boolean replaced by a string is reported at exactly that key; and a
-    /// canary put where a secret goes (a password, a password hash, a connection string)
-    /// never appears in an error.
+    /// canary put where a secret goes (a password source, a password hash) never appears in
+    /// an error.
     #[test]
     fn a_mutated_example_config_gets_errors_naming_the_key_and_never_showing_values() {
         const CANARY: &str = "s3cret-CANARY-value";
         let text = include_str!("../config.toml.example");
         let mut example: toml::Value = toml::from_str(text).expect("the example parses");
-        // A SQL Server database too, for its password and connection string.
+        // A SQL Server database too, for its password source.
         let mssql: toml::Value = toml::from_str(
             r#"
 name = "sales"
