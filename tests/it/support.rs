@@ -280,6 +280,17 @@ pub fn tool_text(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or("")
 }
 
+/// Fails with the first of `found` (a randomised test's failing cases), after how many there
+/// are and `what` they show.
+pub fn assert_none(found: &[String], what: &str) {
+    assert!(
+        found.is_empty(),
+        "{} {what}:\n{}",
+        found.len(),
+        found.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
 /// A randomised test's fixed seed, or that plus `TEST_SEED` to explore other cases locally
 /// (a failure names its case either way).
 pub fn seed(fixed: u64) -> u64 {
