@@ -356,29 +356,13 @@ fn write_fixture(dir: &std::path::Path) {
         serde_json::to_vec(&orders).expect("json"),
     )
     .expect("write");
-    let config = json!({
-        "tables": [
+    common::write_peer_config(
+        dir,
+        json!([
             {"name": "Customers", "json": "data/customers.json"},
             {"name": "Orders", "json": "data/orders.json"},
-        ],
-        "logins": [{"user": common::LOGIN, "password": format!("${{{}}}", common::PASSWORD_ENV)}],
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec(&config).expect("json"),
-    )
-    .expect("write");
-    std::fs::write(dir.join("password"), common::PASSWORD).expect("write");
-}
-
-/// Kills the peer on every exit path.
-struct PeerGuard(std::process::Child);
-
-impl Drop for PeerGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+        ]),
+    );
 }
 
 /// A plain tiberius connection. `timer`: keep tiberius' per-round-trip timer (its default, 30
@@ -760,7 +744,7 @@ async fn bench(a: Args) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_fixture(dir.path());
     let port = common::free_port();
-    let peer = PeerGuard(common::spawn_pysqlbridge_logging(
+    let peer = common::PeerProcess(common::spawn_pysqlbridge_logging(
         dir.path(),
         port,
         a.peer_log,

@@ -333,16 +333,7 @@ fn write_peer_fixture(dir: &Path) {
             .expect("write table");
         tables.push(json!({"name": t.name, "json": file}));
     }
-    let config = json!({
-        "tables": tables,
-        "logins": [{"user": common::LOGIN, "password": format!("${{{}}}", common::PASSWORD_ENV)}],
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec_pretty(&config).expect("json"),
-    )
-    .expect("write config");
-    std::fs::write(dir.join("password"), common::PASSWORD).expect("write password");
+    common::write_peer_config(dir, Value::Array(tables));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,18 +395,6 @@ deny_columns = ["Customers.Phone"]
 /// time (SQLite tests run in parallel).
 static PEER_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A running pysqlbridge; killed on drop.
-struct Peer {
-    child: std::process::Child,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The real server over one backend with the fixture loaded; stopped on drop.
 struct Harness {
     kind: Kind,
@@ -424,7 +403,7 @@ struct Harness {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     // Dropped after the server (fields drop in order).
-    _peer: Option<Peer>,
+    _peer: Option<common::PeerProcess>,
     _dir: tempfile::TempDir,
     _serial: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
@@ -477,7 +456,7 @@ pool_size = 4
                     login = common::LOGIN,
                     pw = dir.path().join("password").display()
                 );
-                (Some(guard), Some(Peer { child }), db)
+                (Some(guard), Some(common::PeerProcess(child)), db)
             }
         };
         let toml = format!(

@@ -24,7 +24,7 @@ use mssql_mcp::db::{
 };
 
 mod common;
-use common::{LOGIN, PASSWORD, PASSWORD_ENV, free_port};
+use common::{LOGIN, PASSWORD, free_port};
 
 /// The peer is one Python process per test; running them one at a time keeps the shared
 /// two-core machine (and the peer's accept backlog of 5) out of the results.
@@ -141,21 +141,17 @@ fn write_fixture(dir: &Path) {
     }
     std::fs::write(data.join("tags.csv"), tags).expect("write tags");
 
-    let config = serde_json::json!({
-        "tables": [
+    common::write_peer_config(
+        dir,
+        serde_json::json!([
             {"name": "Tags", "csv": "data/tags.csv"},
             {"name": "Customers", "csv": "data/customers.csv"},
             {"name": "Products", "csv": "data/products.csv"},
             {"name": "Orders", "json": "data/orders.json"},
             {"name": "Events", "csv": "data/events.csv"},
-        ],
-        "logins": [{"user": LOGIN, "password": format!("${{{PASSWORD_ENV}}}")}],
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec_pretty(&config).expect("json"),
-    )
-    .expect("write config");
+        ]),
+    );
+    // With a trailing newline, as an editor or `systemd-creds` leaves it: the server trims it.
     let mut f = std::fs::File::create(dir.join("password")).expect("password file");
     writeln!(f, "{PASSWORD}").expect("write password");
 }

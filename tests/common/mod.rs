@@ -84,6 +84,32 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {FLOOR}..{top}");
 }
 
+/// Writes the peer's `dir/config.json`, serving `tables` (each a JSON object such as
+/// `{"name": "Orders", "json": "data/orders.json"}`, paths relative to `dir`) to the test login,
+/// and that login's password to `dir/password` (for the server's `password = { file = … }`).
+pub fn write_peer_config(dir: &Path, tables: serde_json::Value) {
+    let config = serde_json::json!({
+        "tables": tables,
+        "logins": [{"user": LOGIN, "password": format!("${{{PASSWORD_ENV}}}")}],
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&config).expect("json"),
+    )
+    .expect("write the peer's config.json");
+    std::fs::write(dir.join("password"), PASSWORD).expect("write the password file");
+}
+
+/// A peer process, killed and reaped when dropped (on every exit path, a panic included).
+pub struct PeerProcess(pub Child);
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `pysqlbridge` on `127.0.0.1:port` with `dir/config.json` (paths in it relative to
 /// `dir`), logging to `dir/server.log`, and waits until it accepts connections.
 pub fn spawn_pysqlbridge(dir: &Path, port: u16) -> Child {

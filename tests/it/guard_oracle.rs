@@ -1134,26 +1134,7 @@ fn peer_fixture(dir: &Path, seed: u64) {
         std::fs::write(dir.join(&file), serde_json::to_vec(&rows).expect("json")).expect("write");
         tables.push(json!({"name": table, "json": file}));
     }
-    let config = json!({
-        "tables": tables,
-        "logins": [{"user": common::LOGIN, "password": format!("${{{}}}", common::PASSWORD_ENV)}],
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec(&config).expect("json"),
-    )
-    .expect("write the peer's config");
-    std::fs::write(dir.join("password"), common::PASSWORD).expect("write the password");
-}
-
-/// A `pysqlbridge` process, killed on drop.
-struct Peer(std::process::Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    common::write_peer_config(dir, Value::Array(tables));
 }
 
 fn mssql_config(dir: &Path, port: u16) -> String {
@@ -1189,7 +1170,7 @@ async fn hidden_data_never_changes_an_answer_on_sql_server() {
     for (dir, seed) in dirs.iter().zip([11, 29]) {
         peer_fixture(dir.path(), seed);
         let port = common::free_port();
-        peers.push(Peer(common::spawn_pysqlbridge_logging(
+        peers.push(common::PeerProcess(common::spawn_pysqlbridge_logging(
             dir.path(),
             port,
             false,
