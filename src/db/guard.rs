@@ -1148,6 +1148,9 @@ struct Checker<'a> {
     /// table has hidden columns.
     column_hazard: Option<String>,
     natural_join: bool,
+    /// `SELECT DISTINCT *` at the top: rows that differ only in a hidden column stay apart,
+    /// so how many come back tells whether their hidden values are equal.
+    distinct_wildcard: bool,
     /// `ORDER BY 3` / `GROUP BY 3`: a position can name a hidden column without spelling it.
     positional: Option<&'static str>,
     /// Table references and CTE definitions seen ([`MAX_TABLE_REFERENCES`], [`MAX_CTES`]).
@@ -1224,6 +1227,7 @@ impl<'a> Checker<'a> {
             nested_wildcard: None,
             column_hazard: None,
             natural_join: false,
+            distinct_wildcard: false,
             positional: None,
             relations: 0,
             ctes: 0,
@@ -1653,6 +1657,12 @@ impl<'a> Checker<'a> {
                      columns instead"
                 )));
             }
+            if let (true, Some((_, table))) = (self.distinct_wildcard, applicable.first()) {
+                return Err(GuardError::ColumnDenied(format!(
+                    "DISTINCT over `*` compares the hidden columns of `{table}` too (rows that \
+                     differ only there stay apart); list the columns you need"
+                )));
+            }
             if let (true, Some((_, table))) = (self.natural_join, applicable.first()) {
                 return Err(GuardError::ColumnDenied(format!(
                     "NATURAL JOIN could join on hidden columns of `{table}`; use JOIN ... ON with \
@@ -1801,6 +1811,9 @@ impl Visitor for Checker<'_> {
                     self.check_wildcard_options(o)?;
                     if !names_are_columns {
                         self.note_nested_wildcard("a `*` in a subquery, CTE or set operation");
+                    } else if select.distinct.is_some() && !self.exists_queries.contains(&enclosing)
+                    {
+                        self.distinct_wildcard = true;
                     }
                 }
                 SelectItem::UnnamedExpr(_)
@@ -3050,6 +3063,35 @@ mod tests {
             &secret_rules(),
             "SELECT p.* FROM people p ORDER BY p.id",
         );
+    }
+
+    /// Rows that differ only in a hidden column stay apart under `DISTINCT *`, so the number
+    /// of rows would tell whether their hidden values are equal. Found by reasoning about what
+    /// `tests/it/guard_oracle.rs` could not see (its tables' visible columns are unique).
+    #[test]
+    fn distinct_over_a_star_with_hidden_columns_is_refused() {
+        let r = salary_rules();
+        for d in both() {
+            for sql in [
+                "SELECT DISTINCT * FROM employees",
+                "SELECT DISTINCT e.* FROM employees e",
+                "SELECT DISTINCT c.*, e.* FROM customers c JOIN employees e ON e.name = c.name",
+            ] {
+                assert_column_denied(d, &r, sql);
+            }
+            // Listing the visible columns, a table without hidden columns, or a projection
+            // that is thrown away pass.
+            passes_with(d, &r, "SELECT DISTINCT e.name, e.dept FROM employees e");
+            passes_with(d, &r, "SELECT DISTINCT * FROM customers");
+            passes_with(
+                d,
+                &r,
+                "SELECT name FROM customers c WHERE EXISTS (SELECT DISTINCT * FROM employees e \
+                 WHERE e.name = c.name)",
+            );
+        }
+        passes_with(MsSql, &r, "SELECT DISTINCT TOP 3 * FROM customers");
+        assert_column_denied(MsSql, &r, "SELECT DISTINCT TOP 3 * FROM employees");
     }
 
     #[test]
