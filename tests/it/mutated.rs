@@ -12,10 +12,11 @@
 //! requests, and at the end, a valid call must still succeed. `TEST_SEED=n` explores other
 //! mutations; `MUTATED_TRACE=1 … -- --nocapture` prints each answer.
 //!
-//! The same for 2025 clients on sessions, with the session header bent as well.
+//! The same for 2025 clients on sessions, with the session header bent as well, and for the
+//! 2024-11-05 HTTP+SSE transport, whose answers arrive on the stream.
 //!
 //! Seen to fail (session 24) with a panic planted where a request's non-integer `id` is
-//! refused: 34 requests got no answer.
+//! refused: 34 stateless requests and 13 SSE messages got no answer.
 
 use serde_json::{Value, json};
 
@@ -275,21 +276,27 @@ impl Tally {
                 one => vec![one.clone()],
             };
             for r in responses {
-                let well_formed = r["jsonrpc"] == "2.0"
-                    && (r.get("result").is_some()
-                        ^ (r["error"]["code"].is_i64() && r["error"]["message"].is_string()));
-                if !well_formed {
-                    self.failures
-                        .push(format!("{sent}\n    not a JSON-RPC response: {r}"));
-                } else if r["error"]["code"] == -32603 {
-                    self.failures
-                        .push(format!("{sent}\n    internal error: {r}"));
-                } else if r.get("error").is_some() {
-                    self.rpc_errors += 1;
-                } else {
-                    self.results += 1;
-                }
+                self.check_message(&sent, &r);
             }
+        }
+    }
+
+    /// One JSON-RPC response: well-formed (a result or an error with a code and a message),
+    /// and not an internal error.
+    fn check_message(&mut self, sent: &str, r: &Value) {
+        let well_formed = r["jsonrpc"] == "2.0"
+            && (r.get("result").is_some()
+                ^ (r["error"]["code"].is_i64() && r["error"]["message"].is_string()));
+        if !well_formed {
+            self.failures
+                .push(format!("{sent}\n    not a JSON-RPC response: {r}"));
+        } else if r["error"]["code"] == -32603 {
+            self.failures
+                .push(format!("{sent}\n    internal error: {r}"));
+        } else if r.get("error").is_some() {
+            self.rpc_errors += 1;
+        } else {
+            self.results += 1;
         }
     }
 
@@ -464,6 +471,94 @@ async fn mutated_session_requests_get_clear_errors_and_sessions_keep_working() {
             "session {} at the end: {alive}",
             s.version
         );
+    }
+    tally.assert_clean(REQUESTS);
+}
+
+/// Answers on the stream up to the one for `ping-{n}`, each checked as a JSON-RPC response.
+async fn until_ping(events: &mut SseReader, n: u64, sent: &str, tally: &mut Tally) {
+    loop {
+        let Some(ev) = events.next_event(std::time::Duration::from_secs(10)).await else {
+            tally
+                .failures
+                .push(format!("{sent}\n    the stream went quiet before ping {n}"));
+            return;
+        };
+        if ev.event.as_deref() != Some("message") {
+            continue;
+        }
+        let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else {
+            tally
+                .failures
+                .push(format!("{sent}\n    not JSON on the stream: {}", ev.data));
+            continue;
+        };
+        if msg["id"] == json!(format!("ping-{n}")) {
+            return;
+        }
+        let messages = match msg {
+            Value::Array(a) => a,
+            one => vec![one],
+        };
+        for m in &messages {
+            tally.check_message(sent, m);
+        }
+    }
+}
+
+/// The 2024-11-05 HTTP+SSE transport: mutated messages POSTed to the stream's message URL.
+/// Each POST must be answered (202, or a clear refusal), and whatever the stream then carries
+/// up to the answer of a `ping` sent after it must be well-formed JSON-RPC with no internal
+/// error. The stream stays open and the session keeps working throughout.
+#[tokio::test]
+async fn mutated_messages_on_the_sse_transport_get_clear_errors_on_the_stream() {
+    const REQUESTS: usize = 400;
+    let srv = unlimited_demo().await;
+    let resp = open_stream(
+        &srv.client,
+        &srv.url("/claude/sse"),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut events = SseReader::new(resp);
+    let endpoint = events
+        .next_event(std::time::Duration::from_secs(5))
+        .await
+        .expect("an endpoint event")
+        .data;
+    let mut tally = Tally::default();
+    let headers: Vec<(&str, String)> = vec![("content-type", "application/json".into())];
+    let post = |v: &Value| serde_json::to_vec(v).expect("json");
+    let ping = |n: u64| json!({"jsonrpc": "2.0", "id": format!("ping-{n}"), "method": "ping"});
+    tally
+        .send(&srv, &endpoint, &headers, post(&initialize(V0618)))
+        .await;
+    tally.send(&srv, &endpoint, &headers, post(&ping(0))).await;
+    until_ping(&mut events, 0, "initialize", &mut tally).await;
+    let corpus: Vec<(&str, Value)> = corpus()
+        .into_iter()
+        .filter(|(scope, _, _)| *scope == "/claude")
+        .map(|(_, method, params)| (method, params))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(seed(0x7373_6531));
+    for n in 1..=REQUESTS as u64 {
+        let (method, params) = &corpus[rng.usize(..corpus.len())];
+        let mut body = rpc(method, params.clone());
+        for _ in 0..rng.usize(1..=3) {
+            mutate(&mut rng, &mut body);
+        }
+        let mut bytes = post(&body);
+        if rng.u32(..8) == 0 && !bytes.is_empty() {
+            bytes.truncate(rng.usize(..bytes.len()));
+        }
+        let sent = String::from_utf8_lossy(&bytes)
+            .chars()
+            .take(300)
+            .collect::<String>();
+        tally.send(&srv, &endpoint, &headers, bytes).await;
+        tally.send(&srv, &endpoint, &headers, post(&ping(n))).await;
+        until_ping(&mut events, n, &sent, &mut tally).await;
     }
     tally.assert_clean(REQUESTS);
 }
