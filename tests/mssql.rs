@@ -242,6 +242,20 @@ impl Drop for Peer {
     }
 }
 
+/// `execute_sql` with `sql` alone, called in-process as a client's `tools/call` would be.
+async fn execute_sql(
+    scope: &mssql_mcp::state::Scope,
+    sql: &str,
+) -> Result<mssql_mcp::tools::ToolOutput, mssql_mcp::tools::ToolError> {
+    mssql_mcp::tools::call(
+        scope,
+        "execute_sql",
+        &serde_json::json!({ "sql": sql }),
+        None,
+    )
+    .await
+}
+
 /// Captured log output.
 #[derive(Clone, Default)]
 struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -2253,23 +2267,16 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         "{text}"
     );
 
-    let err = tools::call(
-        &scope,
-        "execute_sql",
-        &json!({"sql": "SELECT * FROM Nope"}),
-        None,
-    )
-    .await
-    .expect_err("missing table");
+    let err = execute_sql(&scope, "SELECT * FROM Nope")
+        .await
+        .expect_err("missing table");
     let msg = err.to_string();
     assert!(msg.contains("Customers") && msg.contains("Orders"), "{msg}");
 
     // A row over the config file's `max_row_mib` (1 MiB) fails, saying what to select.
-    let err = tools::call(
+    let err = execute_sql(
         &scope,
-        "execute_sql",
-        &json!({"sql": "SELECT REPLICATE(CAST(N'x' AS nvarchar(max)), 600000) AS big"}),
-        None,
+        "SELECT REPLICATE(CAST(N'x' AS nvarchar(max)), 600000) AS big",
     )
     .await
     .expect_err("a row over the limit");
@@ -2289,9 +2296,7 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
         "SELECT * FROM OPENROWSET('SQLNCLI', 'Server=x;', 'SELECT 1')",
         "WAITFOR DELAY '00:00:05'",
     ] {
-        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}), None)
-            .await
-            .expect_err(sql);
+        let err = execute_sql(&scope, sql).await.expect_err(sql);
         assert!(
             matches!(err, tools::ToolError::Refused(_)),
             "{sql}: {err:?}"
@@ -2406,7 +2411,6 @@ async fn later_pages_of_an_ordered_query_are_skipped_by_the_server() {
 #[tokio::test]
 async fn queries_of_one_shape_share_a_verdict_and_return_their_own_rows() {
     use mssql_mcp::tools;
-    use serde_json::json;
     let _s = serial().await;
     let peer = Peer::start();
     let mut config = tools_config(&peer);
@@ -2437,9 +2441,7 @@ async fn queries_of_one_shape_share_a_verdict_and_return_their_own_rows() {
         let template = lift(shape[0], SqlDialect::MsSql).template.into_owned();
         for sql in shape {
             assert_eq!(lift(sql, SqlDialect::MsSql).template, template, "{sql}");
-            let out = tools::call(&scope, "execute_sql", &json!({"sql": sql}), None)
-                .await
-                .expect(sql);
+            let out = execute_sql(&scope, sql).await.expect(sql);
             let want = scope.db.query(sql, page(0, 500)).await.expect(sql);
             let want: Vec<serde_json::Value> = want
                 .rows
@@ -2469,9 +2471,7 @@ async fn queries_of_one_shape_share_a_verdict_and_return_their_own_rows() {
         "SELECT Notes FROM Customers WHERE CustomerId = 3",
         "SELECT Notes FROM Customers WHERE CustomerId = 4",
     ] {
-        let err = tools::call(&scope, "execute_sql", &json!({"sql": sql}), None)
-            .await
-            .expect_err(sql);
+        let err = execute_sql(&scope, sql).await.expect_err(sql);
         assert!(
             matches!(err, tools::ToolError::Refused(_)) && err.to_string().contains("Notes"),
             "{sql}: {err:?}"
