@@ -775,19 +775,12 @@ fn database(path: &Path, seed: u64) -> PathBuf {
 // Read-only, by SQLite's compiler
 // ---------------------------------------------------------------------------------------------
 
-/// What SQLite's authorizer reported while one statement was prepared.
-#[derive(Debug, Default)]
-struct Seen {
-    actions: Vec<String>,
-    /// Anything but a read, select, recursion or harmless function.
-    forbidden: Vec<String>,
-}
-
-fn oracle_connection(seen: Arc<Mutex<Seen>>) -> rusqlite::Connection {
+/// A read-write connection whose authorizer writes into `forbidden` every action of a
+/// statement being prepared that is not a read, select, recursion or harmless function.
+fn oracle_connection(forbidden: Arc<Mutex<Vec<String>>>) -> rusqlite::Connection {
     let mut conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
     conn.execute_batch(SCHEMA).expect("schema");
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-        let text = format!("{:?}", ctx.action);
         let bad = match ctx.action {
             AuthAction::Select | AuthAction::Recursive => false,
             AuthAction::Read { table_name, .. } => {
@@ -802,11 +795,8 @@ fn oracle_connection(seen: Arc<Mutex<Seen>>) -> rusqlite::Connection {
             }
             _ => true,
         };
-        if let Ok(mut seen) = seen.lock() {
-            if bad {
-                seen.forbidden.push(text.clone());
-            }
-            seen.actions.push(text);
+        if bad && let Ok(mut forbidden) = forbidden.lock() {
+            forbidden.push(format!("{:?}", ctx.action));
         }
         Authorization::Allow
     }))
@@ -817,7 +807,7 @@ fn oracle_connection(seen: Arc<Mutex<Seen>>) -> rusqlite::Connection {
 #[test]
 fn every_query_the_guard_accepts_sqlite_compiles_read_only() {
     const QUERIES: usize = 6_000;
-    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let conn = oracle_connection(seen.clone());
     let rules = rules();
     let mut g = Grammar::new(seed(0x5eed_0001));
@@ -828,13 +818,13 @@ fn every_query_the_guard_accepts_sqlite_compiles_read_only() {
         let verdict = guard::check(&sql, SqlDialect::Sqlite, &rules);
         // The oracle's view, whatever the guard said: does SQLite take it for a write?
         if let Ok(mut s) = seen.lock() {
-            *s = Seen::default();
+            s.clear();
         }
         let read_only = match conn.prepare(&sql) {
             Ok(stmt) => Some(stmt.readonly()),
             Err(_) => None,
         };
-        let forbidden = seen.lock().map(|s| s.forbidden.clone()).unwrap_or_default();
+        let forbidden = seen.lock().map(|s| s.clone()).unwrap_or_default();
         let writes = read_only == Some(false) || !forbidden.is_empty();
         match verdict {
             Ok(_) => {
@@ -879,7 +869,6 @@ fn every_query_the_guard_accepts_sqlite_compiles_read_only() {
 /// The server's configuration over `database` (its `[[database]]` fields): no sign-in, limits
 /// out of the way, and scope `/o` hiding `secrets` and `employees.salary`.
 fn oracle_config(state: &Path, database: &str) -> String {
-    let quote = |p: &Path| p.display().to_string().replace('\\', "\\\\");
     format!(
         r#"
 [server]
@@ -904,15 +893,22 @@ max_rows = 1000
 deny_tables = {deny_tables:?}
 deny_columns = {deny_columns:?}
 "#,
-        state = quote(state),
+        state = toml_path(state),
         deny_tables = DENY_TABLES,
         deny_columns = DENY_COLUMNS,
     )
 }
 
+/// A path as a TOML basic string's contents.
+fn toml_path(p: &Path) -> String {
+    p.display().to_string().replace('\\', "\\\\")
+}
+
 fn sqlite_config(db: &Path, state: &Path) -> String {
-    let path = db.display().to_string().replace('\\', "\\\\");
-    oracle_config(state, &format!("kind = \"sqlite\"\npath = \"{path}\""))
+    oracle_config(
+        state,
+        &format!("kind = \"sqlite\"\npath = \"{}\"", toml_path(db)),
+    )
 }
 
 /// A tool's answer from `server` with what may differ between two servers answering the
@@ -1189,7 +1185,7 @@ trust_server_certificate = true
 connect_timeout_secs = 5
 pool_size = 2"#,
         login = common::LOGIN,
-        password = dir.join("password").display(),
+        password = toml_path(&dir.join("password")),
     );
     oracle_config(&dir.join("state"), &database)
 }
