@@ -242,6 +242,16 @@ impl Drop for Peer {
     }
 }
 
+/// Counts the fixture's orders (120) through `b`: what a test runs to show the backend still
+/// answers after something went wrong (`what` says what went before).
+async fn count_orders(b: &MssqlBackend, what: &str) {
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+        .await
+        .expect(what);
+    assert_eq!(rs.rows, vec![vec![Value::Int(120)]], "{what}");
+}
+
 /// `execute_sql` with `sql` alone, called in-process as a client's `tools/call` would be.
 async fn execute_sql(
     scope: &mssql_mcp::state::Scope,
@@ -1750,11 +1760,7 @@ async fn a_drain_past_its_byte_budget_discards_its_connection() {
     assert_eq!(rs.rows.len(), 2);
     assert!(rs.more);
     one_more_discarded(&b, &before).await;
-    let rs = b
-        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
-        .await
-        .expect("the next query");
-    assert_eq!(rs.rows.len(), 1);
+    count_orders(&b, "the next query").await;
     assert_eq!(b.pool_stats().created, before.created + 1);
 }
 
@@ -1819,11 +1825,7 @@ async fn a_row_over_max_row_mib_fails_the_query_and_replaces_its_connection() {
     assert!(rs.more);
     one_more_discarded(&b, &after).await;
 
-    let rs = b
-        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
-        .await
-        .expect("the next query, on a new connection");
-    assert_eq!(rs.rows.len(), 1);
+    count_orders(&b, "the next query, on a new connection").await;
 }
 
 /// tiberius reads every value of a row before handing it over, so a result's width bounds
@@ -1863,11 +1865,7 @@ async fn a_result_wider_than_the_column_limit_fails_before_its_first_row() {
         "{msg}"
     );
     one_more_discarded(&b, &before).await;
-    let rs = b
-        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
-        .await
-        .expect("the next query");
-    assert_eq!(rs.rows, vec![vec![Value::Int(120)]]);
+    count_orders(&b, "the next query").await;
 }
 
 #[tokio::test]
@@ -2114,11 +2112,7 @@ async fn eight_concurrent_callers_share_a_pool_of_four() {
                     .expect("lookup");
                 assert_eq!(ints(&rs, "CustomerId"), [id]);
                 if i % 5 == 0 {
-                    let rs = b
-                        .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
-                        .await
-                        .expect("count");
-                    assert_eq!(rs.rows, vec![vec![Value::Int(120)]]);
+                    count_orders(&b, "count").await;
                 }
             }
         }));
