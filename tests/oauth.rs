@@ -4625,3 +4625,210 @@ async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_to
         "OAuth errors {oauth_errors}, other refusals {pages}, 2xx {successes}"
     );
 }
+
+/// Mutated requests to the admin endpoint. A bent token is always refused (403) and shows
+/// nothing; with the right token, every malformed request (bent paths and methods, mutated
+/// bodies and queries, wrong content types, truncated, non-UTF-8 and oversized bodies) gets a
+/// JSON refusal with a reason, never a 5xx or a dropped connection; afterwards the endpoint
+/// still lists and revokes, and the server still issues tokens. Fixed seed (`TEST_SEED=n`
+/// explores others).
+#[tokio::test]
+async fn mutated_admin_requests_get_json_refusals_and_a_bent_token_never_passes() {
+    use mssql_mcp::oauth::admin;
+    const REQUESTS: usize = 500;
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let (client_id, _) = full_flow(&c, &s, "/claude").await;
+    let adm = Admin::start(&s, dir.path()).await;
+    let extra = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
+    let mut rng = fastrand::Rng::with_seed(0x6164_6d69 + extra.unwrap_or(0));
+    let routes = [
+        ("GET", "/admin/clients"),
+        ("GET", "/admin/grants"),
+        ("POST", "/admin/revoke"),
+        ("GET", "/admin/cache"),
+        ("POST", "/admin/cache/clear"),
+    ];
+    let (mut forbidden, mut refusals, mut successes) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for _ in 0..REQUESTS {
+        let (mut method, route) = routes[rng.usize(..routes.len())];
+        let mut path = route.to_string();
+        match rng.u32(..10) {
+            0 => method = if method == "GET" { "POST" } else { "GET" },
+            1 => method = ["PUT", "DELETE", "PATCH"][rng.usize(..3)],
+            2 => {
+                path = [
+                    format!("{route}/x"),
+                    format!("{route}/"),
+                    route.to_uppercase(),
+                    format!("/{route}"),
+                    "/admin".to_string(),
+                    "/admin/%00".to_string(),
+                    "/admin/..%2fmetrics".to_string(),
+                ][rng.usize(..7)]
+                .clone()
+            }
+            _ => {}
+        }
+        if route == "/admin/cache" && rng.bool() {
+            let mut q = vec![("scope".to_string(), "/claude".to_string())];
+            mutate_form(&mut rng, &mut q);
+            path.push('?');
+            path.push_str(
+                &url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&q)
+                    .finish(),
+            );
+        }
+        let bent_token = rng.u32(..4) == 0;
+        let token = if bent_token {
+            let mut t = adm.token.clone().into_bytes();
+            match rng.u32(..4) {
+                0 => {
+                    let at = rng.usize(..t.len());
+                    t[at] = if t[at] == b'A' { b'B' } else { b'A' };
+                }
+                1 => t.truncate(rng.usize(..t.len())),
+                2 => t.push(b'x'),
+                _ => t.clear(),
+            }
+            format!("Bearer {}", String::from_utf8_lossy(&t))
+        } else {
+            format!("Bearer {}", adm.token)
+        };
+        let method_value = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = c
+            .request(method_value, format!("http://{}{path}", adm.addr))
+            .header("authorization", token.trim())
+            .timeout(Duration::from_secs(30));
+        if method != "GET" {
+            let mut body = match route {
+                "/admin/revoke" => [
+                    json!({"client": client_id}),
+                    json!({"user": "bob"}),
+                    json!({"client": "mcp_client_unknown"}),
+                ][rng.usize(..3)]
+                .clone(),
+                _ => {
+                    let scope = ["/claude", "/chatgpt"][rng.usize(..2)];
+                    json!({ "scope": scope })
+                }
+            };
+            for _ in 0..rng.usize(..3) {
+                mutate_json(&mut rng, &mut body);
+            }
+            let mut bytes = serde_json::to_vec(&body).expect("json");
+            match rng.u32(..12) {
+                0 if !bytes.is_empty() => bytes.truncate(rng.usize(..bytes.len())),
+                1 => bytes = b"\"nope\"".to_vec(),
+                2 => bytes = b"[]".to_vec(),
+                3 => bytes.extend_from_slice(&[0xff, 0xfe]),
+                4 => bytes = vec![b' '; 3 << 20],
+                _ => {}
+            }
+            let content_type = if rng.u32(..6) == 0 {
+                ["text/plain", "application/x-www-form-urlencoded", ""][rng.usize(..3)]
+            } else {
+                "application/json"
+            };
+            if !content_type.is_empty() {
+                req = req.header("content-type", content_type);
+            }
+            req = req.body(bytes);
+        }
+        let what = format!("{method} {path} (token bent: {bent_token})");
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{what}: no answer: {e}"));
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        let json_body = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/json"));
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => {
+                failures.push(format!("{what}: body cut off: {e}"));
+                continue;
+            }
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if bent_token {
+            // Refused before anything is read: the same answer whatever the path or body.
+            if status == 403 && v["error"] == "forbidden" {
+                forbidden += 1;
+            } else {
+                failures.push(format!("{what}: a bent token got {status}: {text}"));
+            }
+        } else if status >= 500 {
+            failures.push(format!("{what}: {status}: {text}"));
+        } else if status < 300 {
+            successes += 1;
+        } else if json_body
+            && v["error"].as_str().is_some_and(|e| !e.is_empty())
+            && v["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        {
+            refusals += 1;
+        } else {
+            failures.push(format!("{what}: {status} without a JSON reason: {text}"));
+        }
+    }
+    // Still listing and revoking, and the server still issuing tokens.
+    let (_, fresh) = full_flow(&c, &s, "/claude").await;
+    let grants = admin::call(adm.addr, &adm.token, "/admin/grants", None)
+        .await
+        .expect("grants after the mutations");
+    assert!(
+        grants["grants"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["live_access_tokens"] == 1)),
+        "{grants}"
+    );
+    let v = admin::call(
+        adm.addr,
+        &adm.token,
+        "/admin/revoke",
+        Some(&admin::Target::All),
+    )
+    .await
+    .expect("revoke after the mutations");
+    assert!(v["revoked_grants"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    assert_eq!(
+        mcp_initialize(&c, &s, "/claude", Some(&access(&fresh)))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    eprintln!(
+        "{REQUESTS} mutated admin requests: {forbidden} bent tokens refused, {refusals} JSON \
+         refusals, {successes} answered 2xx"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {REQUESTS} mutated admin requests were not answered cleanly:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        forbidden >= REQUESTS / 8 && refusals >= REQUESTS / 8 && successes >= REQUESTS / 8,
+        "bent tokens {forbidden}, refusals {refusals}, 2xx {successes}"
+    );
+    adm.stop().await;
+    s.stop().await;
+}

@@ -1462,6 +1462,29 @@ async fn cache_stats_and_clear_work_through_the_cli() {
     assert!(cleared.contains("/chatgpt: cleared 1 entries"), "{cleared}");
     let after = cli(&["stats", "--scope", "/chatgpt"]);
     assert!(after.starts_with("/chatgpt: 0 entries"), "{after}");
+    // A refusal reaches the operator with the endpoint's reason, not only its status.
+    let refused = |command: &str, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg(command)
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .expect("run the CLI");
+        assert_eq!(out.status.code(), Some(69), "{command} {args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for action in ["stats", "clear"] {
+        let e = refused("cache", &[action, "--scope", "/nope"]);
+        assert!(
+            e.contains("404 Not Found: no scope \"/nope\"; the scopes are /chatgpt, /claude"),
+            "{e}"
+        );
+    }
+    let e = refused("tokens", &["list"]);
+    assert!(e.contains("runs without OAuth"), "{e}");
+    let e = refused("tokens", &["revoke", "--all"]);
+    assert!(e.contains("runs without OAuth"), "{e}");
     // The admin listener serves metrics too, without the admin token.
     let m = client()
         .get(format!("http://{admin_addr}/metrics"))

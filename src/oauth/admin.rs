@@ -15,8 +15,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,9 +60,14 @@ pub enum Target {
     All,
 }
 
+/// The admin routes, as the 404 and 405 answers list them.
+const ROUTES: &str = "GET /admin/clients, GET /admin/grants, POST /admin/revoke, GET /admin/cache, \
+                      POST /admin/cache/clear, GET /metrics, GET /health, GET /health/ready";
+
 /// The admin router (no state besides the app). `/metrics` sits outside the token check:
 /// the listener is loopback-only, and Prometheus cannot read a token that changes at every
-/// start.
+/// start. Every refusal is JSON in the OAuth endpoints' shape (`error`, `error_description`),
+/// which `mssql-mcp tokens …` and `cache …` print.
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/admin/clients", get(clients))
@@ -69,11 +75,58 @@ pub fn router(app: AppState) -> Router {
         .route("/admin/revoke", post(revoke))
         .route("/admin/cache", get(cache_stats))
         .route("/admin/cache/clear", post(cache_clear))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .with_state(app)
+}
+
+/// An admin refusal: `{"error": code, "error_description": text}`.
+fn refusal(status: StatusCode, code: &str, description: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "error_description": description.into()})),
+    )
+        .into_response()
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    refusal(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no admin route {method} {}; the routes are {ROUTES}",
+            uri.path()
+        ),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    refusal(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not take {method}; the routes are {ROUTES}",
+            uri.path()
+        ),
+    )
+}
+
+/// A body or query the extractor refused (not JSON, wrong shape, wrong content type).
+fn rejected(status: StatusCode, text: String) -> Response {
+    refusal(status, "invalid_request", text)
+}
+
+/// Without OAuth there are no clients or grants to list or revoke.
+fn oauth_off() -> Response {
+    refusal(
+        StatusCode::NOT_FOUND,
+        "oauth_off",
+        "this server runs without OAuth (server.insecure_no_auth = true), so it has no clients or grants",
+    )
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -117,19 +170,27 @@ fn selected<'a>(
         .collect();
     if picked.is_empty() {
         let known: Vec<&str> = all.iter().map(|s| s.path.as_str()).collect();
-        return Err((
+        return Err(refusal(
             StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "unknown scope", "scopes": known})),
-        )
-            .into_response());
+            "unknown_scope",
+            format!(
+                "no scope {:?}; the scopes are {}",
+                scope.as_deref().unwrap_or_default(),
+                known.join(", ")
+            ),
+        ));
     }
     Ok(picked)
 }
 
 async fn cache_stats(
     State(app): State<AppState>,
-    axum::extract::Query(target): axum::extract::Query<CacheTarget>,
+    target: Result<axum::extract::Query<CacheTarget>, QueryRejection>,
 ) -> Response {
+    let target = match target {
+        Ok(axum::extract::Query(t)) => t,
+        Err(r) => return rejected(r.status(), r.body_text()),
+    };
     let scopes = match selected(&app, &target.scope) {
         Ok(s) => s,
         Err(r) => return r,
@@ -143,8 +204,12 @@ async fn cache_stats(
 
 async fn cache_clear(
     State(app): State<AppState>,
-    axum::Json(target): axum::Json<CacheTarget>,
+    target: Result<axum::Json<CacheTarget>, JsonRejection>,
 ) -> Response {
+    let target = match target {
+        Ok(axum::Json(t)) => t,
+        Err(r) => return rejected(r.status(), r.body_text()),
+    };
     let scopes = match selected(&app, &target.scope) {
         Ok(s) => s,
         Err(r) => return r,
@@ -192,11 +257,13 @@ async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Respons
         .is_some_and(|t| super::ct_eq(t, app.admin_token()));
     if !(peer_ok && token_ok) {
         tracing::warn!(peer_ok, "admin: request refused");
-        return (
+        return refusal(
             StatusCode::FORBIDDEN,
-            axum::Json(json!({"error": "forbidden"})),
-        )
-            .into_response();
+            "forbidden",
+            format!(
+                "the admin endpoint needs `Authorization: Bearer` with the token in {{state_dir}}/{TOKEN_FILE} of the running server, from a loopback address"
+            ),
+        );
     }
     next.run(req).await
 }
@@ -225,7 +292,7 @@ fn iso(ms: i64) -> String {
 
 async fn clients(State(app): State<AppState>) -> Response {
     let Some(o) = app.oauth() else {
-        return StatusCode::NOT_FOUND.into_response();
+        return oauth_off();
     };
     let mut list: Vec<_> = o
         .store
@@ -250,7 +317,7 @@ async fn clients(State(app): State<AppState>) -> Response {
 
 async fn grants(State(app): State<AppState>) -> Response {
     let Some(o) = app.oauth() else {
-        return StatusCode::NOT_FOUND.into_response();
+        return oauth_off();
     };
     let now = now_ms();
     let mut list: Vec<_> = o
@@ -281,9 +348,16 @@ async fn grants(State(app): State<AppState>) -> Response {
     axum::Json(json!({"grants": list})).into_response()
 }
 
-async fn revoke(State(app): State<AppState>, axum::Json(target): axum::Json<Target>) -> Response {
+async fn revoke(
+    State(app): State<AppState>,
+    target: Result<axum::Json<Target>, JsonRejection>,
+) -> Response {
+    let target = match target {
+        Ok(axum::Json(t)) => t,
+        Err(r) => return rejected(r.status(), r.body_text()),
+    };
     let Some(o) = app.oauth() else {
-        return StatusCode::NOT_FOUND.into_response();
+        return oauth_off();
     };
     let t = target.clone();
     let result = super::blocking(&o.store, move |s| match &t {
@@ -327,8 +401,25 @@ pub enum AdminError {
         addr: SocketAddr,
         source: reqwest::Error,
     },
-    #[error("the admin endpoint answered {0}")]
-    Status(StatusCode),
+    /// A refusal, with the reason the endpoint gave (its `error_description`).
+    #[error("the admin endpoint at {addr} answered {status}: {reason}")]
+    Status {
+        addr: SocketAddr,
+        status: StatusCode,
+        reason: String,
+    },
+}
+
+/// The reason in an admin refusal's body: its `error_description`, else its `error`, else
+/// the start of the text.
+fn reason_of(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    match (v["error_description"].as_str(), v["error"].as_str()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(e)) => e.to_string(),
+        (None, None) if body.trim().is_empty() => "no reason given".to_string(),
+        (None, None) => body.chars().take(300).collect(),
+    }
 }
 
 /// Reads the running server's admin token from its state directory.
@@ -378,9 +469,12 @@ pub async fn call_with<B: Serialize + ?Sized>(
         .map_err(|source| AdminError::Unreachable { addr, source })?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(AdminError::Status(
-            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-        ));
+        let body = resp.text().await.unwrap_or_default();
+        return Err(AdminError::Status {
+            addr,
+            status: StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+            reason: reason_of(&body),
+        });
     }
     resp.json()
         .await
@@ -458,6 +552,16 @@ mod tests {
         assert_eq!(iso(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(iso(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn a_refusal_is_shown_with_its_reason() {
+        let r = reason_of(r#"{"error":"unknown_scope","error_description":"no scope \"/x\""}"#);
+        assert_eq!(r, r#"no scope "/x""#);
+        assert_eq!(reason_of(r#"{"error":"forbidden"}"#), "forbidden");
+        assert_eq!(reason_of(""), "no reason given");
+        // Not JSON (another program on the port): its start, bounded.
+        assert_eq!(reason_of(&"y".repeat(1000)).len(), 300);
     }
 
     /// The token file is private from its first byte, even where a temporary file left by
