@@ -1689,8 +1689,10 @@ impl<'a> Checker<'a> {
             }
             if let (Some(what), Some((_, table))) = (&self.nested_wildcard, applicable.first()) {
                 return Err(GuardError::ColumnDenied(format!(
-                    "{what} would expand hidden columns of `{table}`; a `*` is only allowed in \
-                     the select list of the outermost SELECT here, so list the columns you need"
+                    "{what} is not allowed in a query that reads `{table}`, which has hidden \
+                     columns (a nested `*` could carry them out under other names); a `*` may \
+                     stand only in the select list of the outermost SELECT, so list the columns \
+                     you need"
                 )));
             }
         }

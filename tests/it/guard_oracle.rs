@@ -33,23 +33,31 @@
 //! before it is sent, for a failure that
 //! takes the process down, as the stack overflow fixed beside `guard::PARSER_RED_ZONE` did).
 //!
-//! Seen to fail, each on its own (session 24, fixed seeds; SQLite and T-SQL answers):
+//! The noninterference runs use the grammar `for_answers`: it names a hidden column or the
+//! denied table outright, and nests a `*`, less often, because the guard refuses such queries by
+//! their text alone, the same on both servers. That raised the answered queries from 500 to 770
+//! (SQLite) and from 307 to 381 (T-SQL) of 3,000 each (session 25); most of the rest are the
+//! peer's own errors (it runs less of T-SQL than SQL Server does) and the guard's refusals.
+//!
+//! Seen to fail, each on its own (fixed seeds; SQLite and T-SQL answers; sessions 24 and 25):
 //!
 //! - the guard ignoring what its visitor refuses: 418 accepted writes such as
 //!   `WITH w AS (…) UPDATE customers SET id = 0`, and 25 and 15 answers that read the hidden
-//!   table or a catalog;
-//! - `DISTINCT` over `*` allowed: 6 and 6 answers (`visits` rows that differ only in their
-//!   hidden minutes stay apart). This leak was real until this session;
-//! - ordering or grouping by a column position into `*` allowed: 2 and 5 answers;
-//! - a nested `*` over a table with hidden columns allowed: 1 answer on SQLite. Not on T-SQL:
+//!   table or a catalog (session 24's grammar);
+//! - `DISTINCT` over `*` allowed: 6 and 4 answers (`visits` rows that differ only in their
+//!   hidden minutes stay apart). This leak was real until session 24;
+//! - ordering or grouping by a column position into `*` allowed: 6 and 4 answers;
+//! - a nested `*` over a table with hidden columns allowed: 4 answers on SQLite. Not on T-SQL:
 //!   a nested `*` leaks through a rename by a column list, which the peer does not run, so the
 //!   grammar writes none in T-SQL and that rule rests on the SQLite run (and unit tests);
 //! - both masking layers off, the tool's `mask_columns` and the backend's nulling of hidden
-//!   cells: 85 and 88 answers (either layer alone keeps every answer the same);
-//! - on T-SQL, the masking without the `t1.salary` fix: 2 answers (counted before `visits`);
+//!   cells: 109 and 93 answers (either layer alone keeps every answer the same);
+//! - on T-SQL, the masking without the `t1.salary` fix: 2 answers (session 24, counted before
+//!   `visits`);
 //! - hidden columns left in both the scope's catalog and the tools' column lists: 12 answers
 //!   of the other tools on each backend (samples, `sample` searches, row fetches; either layer
-//!   alone holds; counted before `visits`).
+//!   alone holds; session 24, counted before `visits`; the other tools' calls do not use the
+//!   grammar).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -108,6 +116,10 @@ struct Grammar {
     tsql: bool,
     /// Expressions and conditions per statement before only leaves are written.
     max_nodes: u32,
+    /// For noninterference: name a hidden column or the denied table outright less often.
+    /// Such a query is refused by its text alone, the same on both servers, so it adds little
+    /// there; the read-only property wants them as they come.
+    answers: bool,
 }
 
 impl Grammar {
@@ -119,6 +131,15 @@ impl Grammar {
             aggregates: false,
             tsql: false,
             max_nodes: 40,
+            answers: false,
+        }
+    }
+
+    /// Queries for the noninterference tests: more of them answered (see `answers`).
+    fn for_answers(self) -> Grammar {
+        Grammar {
+            answers: true,
+            ..self
         }
     }
 
@@ -172,12 +193,22 @@ impl Grammar {
 
     fn table(&mut self) -> (&'static str, &'static [&'static str]) {
         // The hidden table turns up less often: nearly everything naming it is refused.
-        let i = if self.chance(0.03) {
+        let i = if self.chance(if self.answers { 0.01 } else { 0.03 }) {
             2
         } else {
             [0, 1, 3][self.rng.usize(..3)]
         };
         TABLES[i]
+    }
+
+    /// The table under a nested `*` (a CTE's or derived table's body). Over a table with
+    /// hidden columns that is refused by its text alone, so for answers it is mostly the one
+    /// table without any.
+    fn star_table(&mut self) -> (&'static str, &'static [&'static str]) {
+        if self.answers && self.chance(0.7) {
+            return TABLES[0];
+        }
+        self.table()
     }
 
     /// `width`: the number of result columns a set operation or a sub-query needs; then every
@@ -198,10 +229,10 @@ impl Grammar {
             if self.tsql || self.chance(0.4) {
                 // Without a column list, its columns are the body's `c0`, `c1`, … or, over a
                 // `*`, whatever the table has.
-                let body = if self.chance(0.5) {
+                let body = if self.chance(if self.answers { 0.85 } else { 0.5 }) {
                     self.query(depth + 1, &ctes, &[], Some(n))
                 } else {
-                    let (t, _) = self.table();
+                    let (t, _) = self.star_table();
                     format!("SELECT * FROM {t}")
                 };
                 let columns = if body.starts_with("SELECT * FROM") {
@@ -425,9 +456,9 @@ impl Grammar {
                 },
             );
         }
-        if roll < 40 && depth < 2 {
+        if roll < 40 && depth < 2 && !(self.answers && self.chance(0.7)) {
             // A derived table over `*`: its columns are the table's.
-            let (t, cols) = self.table();
+            let (t, cols) = self.star_table();
             return (
                 format!("(SELECT * FROM {t}) AS {alias}"),
                 Source {
@@ -485,10 +516,15 @@ impl Grammar {
         if s.columns.is_empty() {
             return format!("{}.id", s.alias);
         }
+        let hidden = |c: &str| ["salary", "minutes"].contains(&c);
         let mut c = s.columns[self.rng.usize(..s.columns.len())].clone();
-        if ["salary", "minutes"].contains(&c.as_str()) && self.chance(0.9) {
+        if hidden(&c) && self.chance(0.9) {
             // Naming the hidden column is refused outright; pick again, mostly.
             c = s.columns[self.rng.usize(..s.columns.len())].clone();
+        }
+        if self.answers && hidden(&c) && self.chance(0.8) {
+            let visible: Vec<&String> = s.columns.iter().filter(|c| !hidden(c)).collect();
+            c = visible[self.rng.usize(..visible.len())].clone();
         }
         if self.chance(0.2) {
             c
@@ -1114,7 +1150,7 @@ async fn hidden_data_never_changes_an_answer() {
 
     let a = Server::with_config(&sqlite_config(&a_db, &dir.join("a"))).await;
     let b = Server::with_config(&sqlite_config(&b_db, &dir.join("b"))).await;
-    let mut g = Grammar::new(seed(0x5eed_0002));
+    let mut g = Grammar::new(seed(0x5eed_0002)).for_answers();
     let (answered, rows, mut differences) = compare_queries(&a, &b, &mut g, QUERIES).await;
     eprintln!("{QUERIES} queries: {answered} answered, {rows} rows");
     let words = [hidden_words(&a_db), hidden_words(&b_db)].concat();
@@ -1126,7 +1162,7 @@ async fn hidden_data_never_changes_an_answer() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_none(&differences, "answers depend on hidden data");
     assert!(
-        answered >= QUERIES / 8 && rows >= QUERIES,
+        answered >= QUERIES / 6 && rows >= QUERIES,
         "only {answered} of {QUERIES} queries were answered ({rows} rows in all)"
     );
 }
@@ -1218,7 +1254,7 @@ async fn hidden_data_never_changes_an_answer_on_sql_server() {
     let ok = a.call_tool("/o", "execute_sql", probe).await;
     assert_eq!(ok["isError"], false, "the peer answers: {}", tool_text(&ok));
 
-    let mut g = Grammar::tsql(seed(0x5eed_0003));
+    let mut g = Grammar::tsql(seed(0x5eed_0003)).for_answers();
     let (answered, rows, mut differences) = compare_queries(a, b, &mut g, QUERIES).await;
     eprintln!("{QUERIES} T-SQL queries: {answered} answered, {rows} rows");
     let words: Vec<String> = dirs
@@ -1234,7 +1270,7 @@ async fn hidden_data_never_changes_an_answer_on_sql_server() {
     drop(peers);
     assert_none(&differences, "answers depend on hidden data");
     assert!(
-        answered >= QUERIES / 20 && rows >= QUERIES / 3,
+        answered >= QUERIES / 12 && rows >= QUERIES / 3,
         "only {answered} of {QUERIES} queries were answered ({rows} rows in all)"
     );
 }
