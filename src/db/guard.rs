@@ -71,8 +71,9 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     BinaryOperator, Expr, ForClause, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
     GroupByExpr, Ident, InTarget, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
-    OrderByKind, Query, Select, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator, Value,
-    Visit, Visitor, WildcardAdditionalOptions,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
+    TableAlias, TableFactor, TableWithJoins, UnaryOperator, Value, Visit, Visitor,
+    WildcardAdditionalOptions,
 };
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
 use sqlparser::keywords::Keyword;
@@ -1092,6 +1093,16 @@ fn column_pattern_table_part<'p>(
     }
 }
 
+/// A relation's `(schema, table)` as written ([`Checker::written_table`]).
+type WrittenTable = (Option<String>, String);
+
+/// See [`Checker::nested_wildcards`]: what the `*` is, and the relations it expands by name
+/// (`None`: the guard cannot tell, so it counts as expanding every table the query reads).
+struct NestedStar {
+    what: String,
+    expands: Option<Vec<WrittenTable>>,
+}
+
 /// CTE names of one `WITH`, with the address of each CTE's query.
 struct CteScope {
     names: Vec<(String, usize)>,
@@ -1144,7 +1155,9 @@ struct Checker<'a> {
     /// Folded `(schema, table)` keys of `tables`, for deduplication.
     seen_tables: HashSet<(String, String)>,
     idents: Vec<String>,
-    nested_wildcard: Option<String>,
+    /// Each `*` whose result columns could be renamed (in a subquery, CTE or set operation,
+    /// inside an expression or a function's arguments, SQLite's `IN t`), with what it expands.
+    nested_wildcards: Vec<NestedStar>,
     /// Something that can read a column without naming it (an XML method, a pseudo-column
     /// such as `$IDENTITY` or SQLite's `rowid`, an index hint): refused when a referenced
     /// table has hidden columns.
@@ -1226,7 +1239,7 @@ impl<'a> Checker<'a> {
             normalised_tables: Vec::new(),
             seen_tables: HashSet::new(),
             idents: Vec::new(),
-            nested_wildcard: None,
+            nested_wildcards: Vec::new(),
             column_hazard: None,
             natural_join: false,
             distinct_wildcard: false,
@@ -1275,9 +1288,129 @@ impl<'a> Checker<'a> {
         schema.unwrap_or(self.dialect.default_schema())
     }
 
+    /// A nested `*` whose expansion the guard cannot tell: refused when any table the query
+    /// reads has hidden columns.
     fn note_nested_wildcard(&mut self, what: &str) {
-        if self.nested_wildcard.is_none() {
-            self.nested_wildcard = Some(what.to_string());
+        self.note_nested_star(what, None);
+    }
+
+    fn note_nested_star(&mut self, what: &str, expands: Option<Vec<WrittenTable>>) {
+        // One `*` of unknown expansion decides as much as any number of them.
+        if expands.is_none() && self.nested_wildcards.iter().any(|n| n.expands.is_none()) {
+            return;
+        }
+        self.nested_wildcards.push(NestedStar {
+            what: what.to_string(),
+            expands,
+        });
+    }
+
+    /// A relation's name as the rules see it ([`Checker::check_relation`]): `(schema, table)`
+    /// as written, less trailing spaces; `None` for a name of another shape.
+    fn written_table(&self, name: &ObjectName) -> Option<WrittenTable> {
+        let parts: Vec<&str> = name
+            .0
+            .iter()
+            .map(|p| p.as_ident().map(|i| self.plain(&i.value)))
+            .collect::<Option<_>>()?;
+        match parts.as_slice() {
+            [t] => Some((None, t.to_string())),
+            [s, t] => Some((Some(s.to_string()), t.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Whether `qualifier` (the `t` of `t.*`, its last part) could name a relation called
+    /// `name`: compared as loosely as any collation would, so that a doubt expands more.
+    fn could_name(&self, qualifier: &str, name: &str) -> bool {
+        qualifier.eq_ignore_ascii_case(name) || self.collated(qualifier) == self.collated(name)
+    }
+
+    /// What a `*` in `select`'s projection expands: every relation of its `FROM`, or with a
+    /// qualifier the ones it could name. Base tables (and CTEs and views, named the same way)
+    /// are listed by name; a derived table adds nothing, as its own projection is checked
+    /// where it stands (a hidden column is refused by name there, and a `*` there is a nested
+    /// `*` of its own). `None` when the guard cannot tell.
+    fn star_expansion(
+        &self,
+        select: &Select,
+        qualifier: Option<&str>,
+    ) -> Option<Vec<WrittenTable>> {
+        let mut out = Vec::new();
+        let mut found = qualifier.is_none();
+        for from in &select.from {
+            self.expand_factors(from, qualifier, &mut out, &mut found)?;
+        }
+        found.then_some(out)
+    }
+
+    fn expand_factors(
+        &self,
+        from: &TableWithJoins,
+        qualifier: Option<&str>,
+        out: &mut Vec<WrittenTable>,
+        found: &mut bool,
+    ) -> Option<()> {
+        for factor in std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+        {
+            self.expand_factor(factor, qualifier, out, found)?;
+        }
+        Some(())
+    }
+
+    fn expand_factor(
+        &self,
+        factor: &TableFactor,
+        qualifier: Option<&str>,
+        out: &mut Vec<WrittenTable>,
+        found: &mut bool,
+    ) -> Option<()> {
+        let named = |alias: &Option<TableAlias>, name: Option<&str>| {
+            qualifier.is_none_or(|q| {
+                alias
+                    .as_ref()
+                    .is_some_and(|a| self.could_name(q, &a.name.value))
+                    || name.is_some_and(|n| self.could_name(q, n))
+            })
+        };
+        match factor {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                let last = name.0.last().and_then(ObjectNamePart::as_ident);
+                if !named(alias, last.map(|i| i.value.as_str())) {
+                    return Some(());
+                }
+                *found = true;
+                // A table function the guard lets through (SQLite's `json_each`, …) has no
+                // hidden columns; any other was refused where it stands.
+                if args.is_none() {
+                    out.push(self.written_table(name)?);
+                }
+                Some(())
+            }
+            TableFactor::Derived { alias, .. } => {
+                if named(alias, None) {
+                    *found = true;
+                }
+                Some(())
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                // `n.*` over an aliased nested join expands all of it.
+                let inner = if qualifier.is_some() && alias.is_some() && named(alias, None) {
+                    None
+                } else {
+                    qualifier
+                };
+                if inner.is_none() {
+                    *found = true;
+                }
+                self.expand_factors(table_with_joins, inner, out, found)
+            }
+            _ => None,
         }
     }
 
@@ -1687,13 +1820,40 @@ impl<'a> Checker<'a> {
                     "{what} could read hidden columns of `{table}`; leave it out of the query"
                 )));
             }
-            if let (Some(what), Some((_, table))) = (&self.nested_wildcard, applicable.first()) {
-                return Err(GuardError::ColumnDenied(format!(
-                    "{what} is not allowed in a query that reads `{table}`, which has hidden \
-                     columns (a nested `*` could carry them out under other names); a `*` may \
-                     stand only in the select list of the outermost SELECT, so list the columns \
-                     you need"
-                )));
+            for star in &self.nested_wildcards {
+                let Some(expands) = &star.expands else {
+                    if let Some((_, table)) = applicable.first() {
+                        return Err(GuardError::ColumnDenied(format!(
+                            "{} is not allowed in a query that reads `{table}`, which has \
+                             hidden columns (a nested `*` could carry them out under other \
+                             names); list the columns you need",
+                            star.what
+                        )));
+                    }
+                    continue;
+                };
+                // A name the rules hide columns of, whatever it turns out to be (a CTE or view
+                // named like such a table counts too).
+                let hit = expands.iter().find(|(schema, table)| {
+                    let effective = self.effective_schema(schema.as_deref());
+                    self.rules
+                        .deny_columns
+                        .iter()
+                        .any(|p| column_pattern_table_part(p, Some(effective), table).is_some())
+                });
+                if let Some((schema, table)) = hit {
+                    let table = match schema {
+                        Some(s) => format!("{s}.{table}"),
+                        None => table.clone(),
+                    };
+                    return Err(GuardError::ColumnDenied(format!(
+                        "{} over `{table}`, which has hidden columns, is not allowed (a nested \
+                         `*` could carry them out under other names); a `*` over it may stand \
+                         only in the select list of the outermost SELECT, so list the columns \
+                         you need",
+                        star.what
+                    )));
+                }
             }
         }
         Ok(CheckedQuery {
@@ -1814,7 +1974,19 @@ impl Visitor for Checker<'_> {
                 SelectItem::Wildcard(o) | SelectItem::QualifiedWildcard(_, o) => {
                     self.check_wildcard_options(o)?;
                     if !names_are_columns {
-                        self.note_nested_wildcard("a `*` in a subquery, CTE or set operation");
+                        let expands = match item {
+                            SelectItem::QualifiedWildcard(
+                                SelectItemQualifiedWildcardKind::ObjectName(q),
+                                _,
+                            ) => {
+                                q.0.last()
+                                    .and_then(ObjectNamePart::as_ident)
+                                    .and_then(|q| self.star_expansion(select, Some(&q.value)))
+                            }
+                            SelectItem::QualifiedWildcard(..) => None,
+                            _ => self.star_expansion(select, None),
+                        };
+                        self.note_nested_star("a `*` in a subquery, CTE or set operation", expands);
                     } else if select.distinct.is_some() && !self.exists_queries.contains(&enclosing)
                     {
                         self.distinct_wildcard = true;
@@ -1969,9 +2141,11 @@ impl Visitor for Checker<'_> {
                 InTarget::Unnest(_) => return forbid("UNNEST is not allowed"),
                 // SQLite reads `x IN t` as `x IN (SELECT * FROM t)`: every column of `t`.
                 InTarget::Table { args: None, name } => {
-                    self.note_nested_wildcard(&format!(
-                        "`IN {name}`, which compares every column,"
-                    ));
+                    let expands = self.written_table(name).map(|t| vec![t]);
+                    self.note_nested_star(
+                        &format!("`IN {name}`, which compares every column,"),
+                        expands,
+                    );
                 }
                 InTarget::List(_) | InTarget::Subquery(_) => {}
             },
@@ -3736,6 +3910,100 @@ mod tests {
         assert_column_denied(Sqlite, &r, "SELECT 1, 2, 3 UNION ALL SELECT * FROM people");
         assert_column_denied(MsSql, &r, "SELECT * FROM dbo.people FOR JSON AUTO");
         assert_column_denied(MsSql, &r, "SELECT CHECKSUM(*) FROM people");
+    }
+
+    /// A nested `*` is refused for what it expands, not for every table the query reads:
+    /// over a table without hidden columns it passes beside one with them. Found by
+    /// `tests/it/guard_oracle.rs` (session 25), where the old statement-wide rule refused
+    /// `WITH w AS (SELECT * FROM customers) … FROM visits …` and named `visits`.
+    #[test]
+    fn a_nested_star_is_judged_by_what_it_expands() {
+        let r = salary_rules();
+        for d in both() {
+            for sql in [
+                "WITH c AS (SELECT * FROM customers) SELECT c.name, e.name FROM c \
+                 JOIN employees e ON e.name = c.name",
+                "SELECT d.name FROM (SELECT * FROM customers) d JOIN employees e ON e.name = d.name",
+                "SELECT * FROM (SELECT c.* FROM customers c JOIN employees e ON e.name = c.name) d",
+                "SELECT id, name, city FROM customers UNION ALL SELECT * FROM customers",
+                "SELECT * FROM customers UNION ALL SELECT name, dept, name FROM employees",
+                // A derived table's own projection is checked where it stands.
+                "SELECT * FROM (SELECT * FROM (SELECT name, dept FROM employees) x) y",
+            ] {
+                passes_with(d, &r, sql);
+            }
+            for (sql, table) in [
+                (
+                    "SELECT * FROM (SELECT e.* FROM customers c JOIN employees e ON e.name = c.name) d",
+                    "employees",
+                ),
+                (
+                    "SELECT * FROM (SELECT * FROM customers c JOIN employees e ON e.name = c.name) d",
+                    "employees",
+                ),
+                (
+                    "SELECT name, city, name FROM customers UNION SELECT * FROM employees",
+                    "employees",
+                ),
+                // A qualifier that could name the table, though it is aliased.
+                (
+                    "SELECT * FROM (SELECT employees.* FROM employees e) x",
+                    "employees",
+                ),
+                // Inside a nested join.
+                (
+                    "SELECT * FROM (SELECT * FROM (customers c JOIN employees e ON e.name = c.name)) x",
+                    "employees",
+                ),
+            ] {
+                let m = assert_column_denied(d, &r, sql);
+                assert!(m.contains(&format!("over `{table}`")), "{sql}: {m}");
+            }
+            // A qualifier that names nothing in its FROM: no telling, so refused.
+            let m = assert_column_denied(
+                d,
+                &r,
+                "SELECT * FROM (SELECT z.* FROM customers c JOIN employees e ON e.name = c.name) d",
+            );
+            assert!(m.contains("in a query that reads `employees`"), "{m}");
+        }
+        // As the server compares names: case and, on SQL Server, width.
+        assert_column_denied(
+            MsSql,
+            &r,
+            "SELECT * FROM (SELECT E.* FROM customers c JOIN Employees e ON e.name = c.name) d",
+        );
+        assert_column_denied(
+            MsSql,
+            &r,
+            "SELECT * FROM (SELECT \u{ff25}.* FROM customers c JOIN employees e ON e.name = c.name) d",
+        );
+        assert_column_denied(MsSql, &r, "SELECT * FROM (SELECT * FROM dbo.employees) d");
+        // A CTE named like the table counts as the table when the table is read too; alone,
+        // the query reads no table with hidden columns.
+        for (d, schema) in [(Sqlite, "main"), (MsSql, "dbo")] {
+            let cte = "WITH employees AS (SELECT name FROM customers) SELECT * FROM \
+                       (SELECT * FROM employees) x";
+            passes_with(d, &r, cte);
+            assert_column_denied(
+                d,
+                &r,
+                &format!("{cte} JOIN {schema}.employees m ON m.name = x.name"),
+            );
+        }
+        assert_column_denied(Sqlite, &r, "SELECT * FROM (SELECT * FROM main.employees) d");
+        // SQLite's `x IN t` compares every column of `t`.
+        passes_with(
+            Sqlite,
+            &r,
+            "SELECT name FROM employees WHERE name IN customers",
+        );
+        let m = assert_column_denied(
+            Sqlite,
+            &r,
+            "SELECT name FROM customers WHERE name IN employees",
+        );
+        assert!(m.contains("`IN employees`"), "{m}");
     }
 
     #[test]
