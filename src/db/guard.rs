@@ -1163,11 +1163,14 @@ struct Checker<'a> {
     /// table has hidden columns.
     column_hazard: Option<String>,
     natural_join: bool,
-    /// `SELECT DISTINCT *` at the top: rows that differ only in a hidden column stay apart,
-    /// so how many come back tells whether their hidden values are equal.
-    distinct_wildcard: bool,
-    /// `ORDER BY 3` / `GROUP BY 3`: a position can name a hidden column without spelling it.
-    positional: Option<&'static str>,
+    /// `SELECT DISTINCT *` at the top, with what its `*`s expand: rows that differ only in a
+    /// hidden column stay apart, so how many come back tells whether their hidden values are
+    /// equal.
+    distinct_wildcards: Vec<NestedStar>,
+    /// `ORDER BY 3` / `GROUP BY 3` over a projection with a `*`, with what the `*`s expand:
+    /// a position can name a hidden column without spelling it. (Over a projection without
+    /// one, a position names an expression whose columns are checked by name.)
+    positional: Vec<NestedStar>,
     /// Table references and CTE definitions seen ([`MAX_TABLE_REFERENCES`], [`MAX_CTES`]).
     relations: usize,
     ctes: usize,
@@ -1242,8 +1245,8 @@ impl<'a> Checker<'a> {
             nested_wildcards: Vec::new(),
             column_hazard: None,
             natural_join: false,
-            distinct_wildcard: false,
-            positional: None,
+            distinct_wildcards: Vec::new(),
+            positional: Vec::new(),
             relations: 0,
             ctes: 0,
             slow_step: None,
@@ -1342,6 +1345,87 @@ impl<'a> Checker<'a> {
             self.expand_factors(from, qualifier, &mut out, &mut found)?;
         }
         found.then_some(out)
+    }
+
+    /// What one `*` item of `select`'s projection expands (`None`: no telling).
+    fn item_expansion(&self, select: &Select, item: &SelectItem) -> Option<Vec<WrittenTable>> {
+        match item {
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(q), _) => {
+                q.0.last()
+                    .and_then(ObjectNamePart::as_ident)
+                    .and_then(|q| self.star_expansion(select, Some(&q.value)))
+            }
+            SelectItem::QualifiedWildcard(..) => None,
+            _ => self.star_expansion(select, None),
+        }
+    }
+
+    /// What all the `*`s of `select`'s projection expand together; `None` when it has none.
+    fn projection_stars(&self, select: &Select) -> Option<Option<Vec<WrittenTable>>> {
+        let mut stars = select.projection.iter().filter(|i| {
+            matches!(
+                i,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
+        let first = stars.next()?;
+        let mut all = self.item_expansion(select, first);
+        for item in stars {
+            all = match (all, self.item_expansion(select, item)) {
+                (Some(mut a), Some(e)) => {
+                    a.extend(e);
+                    Some(a)
+                }
+                _ => None,
+            };
+        }
+        Some(all)
+    }
+
+    /// Notes a position in `body`'s `ORDER BY` or in a `SELECT`'s `GROUP BY`.
+    fn note_position(&mut self, what: &'static str, body: &SetExpr) {
+        let expands = match body {
+            SetExpr::Select(select) => match self.projection_stars(select) {
+                None => return,
+                Some(expands) => expands,
+            },
+            // Result columns of a set operation or a parenthesised query: no telling here.
+            _ => None,
+        };
+        self.positional.push(NestedStar {
+            what: what.to_string(),
+            expands,
+        });
+    }
+
+    /// The table that makes `star` a leak, given the tables the query reads whose columns
+    /// the rules hide (`applicable`): for a known expansion, a relation it names that the
+    /// rules hide columns of (a CTE or view named like such a table counts too); for an
+    /// unknown one, any such table the query reads. The flag says which.
+    fn star_hit(
+        &self,
+        star: &NestedStar,
+        applicable: &[(String, String)],
+    ) -> Option<(bool, String)> {
+        let Some(expands) = &star.expands else {
+            return applicable.first().map(|(_, t)| (false, t.clone()));
+        };
+        expands
+            .iter()
+            .find(|(schema, table)| {
+                let effective = self.effective_schema(schema.as_deref());
+                self.rules
+                    .deny_columns
+                    .iter()
+                    .any(|p| column_pattern_table_part(p, Some(effective), table).is_some())
+            })
+            .map(|(schema, table)| {
+                let shown = match schema {
+                    Some(s) => format!("{s}.{table}"),
+                    None => table.clone(),
+                };
+                (true, shown)
+            })
     }
 
     fn expand_factors(
@@ -1786,17 +1870,22 @@ impl<'a> Checker<'a> {
                     )));
                 }
             }
-            if let (Some(what), Some((_, table))) = (self.positional, applicable.first()) {
-                return Err(GuardError::ColumnDenied(format!(
-                    "{what} by column position could use hidden columns of `{table}`; name the \
-                     columns instead"
-                )));
+            for p in &self.positional {
+                if let Some((_, table)) = self.star_hit(p, &applicable) {
+                    return Err(GuardError::ColumnDenied(format!(
+                        "{} by column position over a `*` could use hidden columns of `{table}`; \
+                         name the columns instead",
+                        p.what
+                    )));
+                }
             }
-            if let (true, Some((_, table))) = (self.distinct_wildcard, applicable.first()) {
-                return Err(GuardError::ColumnDenied(format!(
-                    "DISTINCT over `*` compares the hidden columns of `{table}` too (rows that \
-                     differ only there stay apart); list the columns you need"
-                )));
+            for d in &self.distinct_wildcards {
+                if let Some((_, table)) = self.star_hit(d, &applicable) {
+                    return Err(GuardError::ColumnDenied(format!(
+                        "DISTINCT over `*` compares the hidden columns of `{table}` too (rows \
+                         that differ only there stay apart); list the columns you need"
+                    )));
+                }
             }
             if let (true, Some((_, table))) = (self.natural_join, applicable.first()) {
                 return Err(GuardError::ColumnDenied(format!(
@@ -1821,8 +1910,9 @@ impl<'a> Checker<'a> {
                 )));
             }
             for star in &self.nested_wildcards {
-                let Some(expands) = &star.expands else {
-                    if let Some((_, table)) = applicable.first() {
+                match self.star_hit(star, &applicable) {
+                    None => {}
+                    Some((false, table)) => {
                         return Err(GuardError::ColumnDenied(format!(
                             "{} is not allowed in a query that reads `{table}`, which has \
                              hidden columns (a nested `*` could carry them out under other \
@@ -1830,29 +1920,15 @@ impl<'a> Checker<'a> {
                             star.what
                         )));
                     }
-                    continue;
-                };
-                // A name the rules hide columns of, whatever it turns out to be (a CTE or view
-                // named like such a table counts too).
-                let hit = expands.iter().find(|(schema, table)| {
-                    let effective = self.effective_schema(schema.as_deref());
-                    self.rules
-                        .deny_columns
-                        .iter()
-                        .any(|p| column_pattern_table_part(p, Some(effective), table).is_some())
-                });
-                if let Some((schema, table)) = hit {
-                    let table = match schema {
-                        Some(s) => format!("{s}.{table}"),
-                        None => table.clone(),
-                    };
-                    return Err(GuardError::ColumnDenied(format!(
-                        "{} over `{table}`, which has hidden columns, is not allowed (a nested \
+                    Some((true, table)) => {
+                        return Err(GuardError::ColumnDenied(format!(
+                            "{} over `{table}`, which has hidden columns, is not allowed (a nested \
                          `*` could carry them out under other names); a `*` over it may stand \
                          only in the select list of the outermost SELECT, so list the columns \
                          you need",
-                        star.what
-                    )));
+                            star.what
+                        )));
+                    }
                 }
             }
         }
@@ -1889,7 +1965,7 @@ impl Visitor for Checker<'_> {
         if let Some(OrderByKind::Expressions(items)) = query.order_by.as_ref().map(|o| &o.kind)
             && items.iter().any(|i| is_position(&i.expr))
         {
-            self.positional = Some("ORDER BY");
+            self.note_position("ORDER BY", &query.body);
         }
         if !query.locks.is_empty() {
             return forbid("locking clauses (FOR UPDATE / FOR SHARE) are not allowed");
@@ -1974,22 +2050,15 @@ impl Visitor for Checker<'_> {
                 SelectItem::Wildcard(o) | SelectItem::QualifiedWildcard(_, o) => {
                     self.check_wildcard_options(o)?;
                     if !names_are_columns {
-                        let expands = match item {
-                            SelectItem::QualifiedWildcard(
-                                SelectItemQualifiedWildcardKind::ObjectName(q),
-                                _,
-                            ) => {
-                                q.0.last()
-                                    .and_then(ObjectNamePart::as_ident)
-                                    .and_then(|q| self.star_expansion(select, Some(&q.value)))
-                            }
-                            SelectItem::QualifiedWildcard(..) => None,
-                            _ => self.star_expansion(select, None),
-                        };
+                        let expands = self.item_expansion(select, item);
                         self.note_nested_star("a `*` in a subquery, CTE or set operation", expands);
                     } else if select.distinct.is_some() && !self.exists_queries.contains(&enclosing)
                     {
-                        self.distinct_wildcard = true;
+                        let expands = self.item_expansion(select, item);
+                        self.distinct_wildcards.push(NestedStar {
+                            what: "DISTINCT".into(),
+                            expands,
+                        });
                     }
                 }
                 SelectItem::UnnamedExpr(_)
@@ -1999,8 +2068,12 @@ impl Visitor for Checker<'_> {
         }
         if let GroupByExpr::Expressions(exprs, _) = &select.group_by
             && exprs.iter().any(is_position)
+            && let Some(expands) = self.projection_stars(select)
         {
-            self.positional = Some("GROUP BY");
+            self.positional.push(NestedStar {
+                what: "GROUP BY".into(),
+                expands,
+            });
         }
         for from in &select.from {
             self.collect_using(&from.joins);
@@ -2720,8 +2793,9 @@ mod tests {
         let r = secret_rules();
         for sql in [
             "SELECT * FROM people ORDER BY 3 DESC",
-            "SELECT name FROM people GROUP BY 1",
+            "SELECT * FROM people GROUP BY 1",
             "SELECT name FROM (SELECT * FROM people ORDER BY 2) p",
+            "SELECT name FROM people UNION SELECT name FROM orders ORDER BY 1",
         ] {
             for d in both() {
                 assert!(
@@ -2730,6 +2804,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A position over a projection without a `*` names one of its expressions, whose columns
+    /// are checked by name; over a `*`, it is judged by what the `*` expands, as a nested `*`
+    /// is. So is `DISTINCT *`. Found with `a_nested_star_is_judged_by_what_it_expands`.
+    #[test]
+    fn positions_and_distinct_are_judged_by_the_star_they_could_reach() {
+        let r = salary_rules();
+        for d in both() {
+            for sql in [
+                "SELECT name, dept FROM employees ORDER BY 2 DESC",
+                "SELECT c.*, e.name FROM customers c JOIN employees e ON e.name = c.name ORDER BY 3",
+                "SELECT DISTINCT c.*, e.name FROM customers c JOIN employees e ON e.name = c.name",
+            ] {
+                passes_with(d, &r, sql);
+            }
+            for sql in [
+                "SELECT c.*, e.* FROM customers c JOIN employees e ON e.name = c.name ORDER BY 3",
+                "SELECT * FROM customers c JOIN employees e ON e.name = c.name ORDER BY 3",
+                "SELECT DISTINCT e.*, c.name FROM customers c JOIN employees e ON e.name = c.name",
+                // Under EXISTS the `*` passes, but a grouping by position would still read it.
+                "SELECT name FROM customers WHERE EXISTS (SELECT * FROM employees GROUP BY 4 \
+                 HAVING count(*) > 1)",
+            ] {
+                let m = assert_column_denied(d, &r, sql);
+                assert!(m.contains("`employees`"), "{sql}: {m}");
+            }
+        }
+        passes_with(Sqlite, &r, "SELECT name FROM employees GROUP BY 1");
     }
 
     #[test]
@@ -3069,7 +3172,9 @@ mod tests {
                 &format!("SELECT * FROM employees ORDER BY {order}"),
             );
         }
-        refused_with(Sqlite, &r, "SELECT dept FROM employees GROUP BY +2");
+        refused_with(Sqlite, &r, "SELECT * FROM employees GROUP BY +2");
+        // Over named columns a position names one of them (or is out of range).
+        passes_with(Sqlite, &r, "SELECT dept FROM employees GROUP BY +1");
         passes_with(
             Sqlite,
             &r,
