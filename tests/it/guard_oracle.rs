@@ -44,7 +44,10 @@
 //! judges each by what its `*` expands (`a_nested_star_is_judged_by_what_it_expands`,
 //! `positions_and_distinct_are_judged_by_the_star_they_could_reach`): the runs answer 860 and
 //! 401 queries, and the read-only run accepts 1,140 statements (916 before), seeds 0–5 all
-//! holding.
+//! holding. Then the T-SQL grammar learned what SQL Server and the peer refuse (a grouped
+//! select naming other columns, an aggregate inside an aggregate, a window function inside an
+//! expression, a condition starting with `(`): 590 T-SQL queries answered (seeds 0–7:
+//! 580–618).
 //!
 //! Seen to fail, each on its own (fixed seeds; SQLite and T-SQL answers; sessions 24 and 25):
 //!
@@ -54,12 +57,12 @@
 //! - `DISTINCT` over `*` allowed: 6 and 4 answers (`visits` rows that differ only in their
 //!   hidden minutes stay apart). This leak was real until session 24;
 //! - ordering or grouping by a column position into `*` allowed: 6 and 4 answers;
-//! - a nested `*` over a table with hidden columns allowed: 4 answers on SQLite and 1 on T-SQL
-//!   (with the rules judged by expansion; before, 4 and none). On T-SQL a nested `*` leaks
-//!   mostly through a rename by a column list, which the peer does not run, so that rule rests
-//!   mostly on the SQLite run (and unit tests);
+//! - a nested `*` over a table with hidden columns allowed: 4 answers on SQLite, none on
+//!   T-SQL. A nested `*` leaks mostly through a rename by a column list, which the peer does
+//!   not run, so the grammar writes none in T-SQL and that rule rests on the SQLite run (and
+//!   unit tests);
 //! - both masking layers off, the tool's `mask_columns` and the backend's nulling of hidden
-//!   cells: 109 and 93 answers (either layer alone keeps every answer the same);
+//!   cells: 109 and 90 answers (either layer alone keeps every answer the same);
 //! - on T-SQL, the masking without the `t1.salary` fix: 2 answers (session 24, counted before
 //!   `visits`);
 //! - hidden columns left in both the scope's catalog and the tools' column lists: 12 answers
@@ -124,6 +127,9 @@ struct Grammar {
     tsql: bool,
     /// Expressions and conditions per statement before only leaves are written.
     max_nodes: u32,
+    /// T-SQL: the expression being written is a whole select item (the peer runs a window
+    /// function only there).
+    item_root: bool,
     /// For noninterference: name a hidden column or the denied table outright less often.
     /// Such a query is refused by its text alone, the same on both servers, so it adds little
     /// there; the read-only property wants them as they come.
@@ -139,6 +145,7 @@ impl Grammar {
             aggregates: false,
             tsql: false,
             max_nodes: 40,
+            item_root: false,
             answers: false,
         }
     }
@@ -153,9 +160,10 @@ impl Grammar {
 
     /// T-SQL differs where it would not parse or run otherwise: `TOP` for `LIMIT`, `WITH` and
     /// `ORDER BY` only on the outermost query, no `NATURAL JOIN`/`USING`, `+` for `||`, no
-    /// comparison as a value, its own function names and catalogs, `dbo.` for `main.`; and
-    /// for the peer, which runs less of T-SQL than SQL Server does, no CTE column lists and
-    /// smaller queries.
+    /// comparison as a value, no aggregate inside an aggregate, a grouped select naming only
+    /// its grouped column and aggregates, its own function names and catalogs, `dbo.` for
+    /// `main.`; and for the peer, which runs less of T-SQL than SQL Server does, no CTE column
+    /// lists, window functions only as whole select items, and smaller queries.
     fn tsql(seed: u64) -> Grammar {
         Grammar {
             tsql: true,
@@ -312,22 +320,51 @@ impl Grammar {
             let _ = write!(sql, "TOP {} ", self.rng.usize(0..4));
         }
         let outer_aggregates = std::mem::replace(&mut self.aggregates, true);
-        match width {
-            Some(n) => {
+        // T-SQL: SQL Server refuses a grouped select that names anything but its grouped
+        // column and aggregates, so the grouping is chosen first and the items follow it.
+        let grouped = (self.tsql && self.chance(0.15)).then(|| self.column(&sources));
+        match (width, &grouped) {
+            (_, Some(by)) => {
+                let by = by.clone();
+                let n = width.unwrap_or_else(|| self.rng.usize(1..=3));
                 let cols: Vec<String> = (0..n)
-                    .map(|i| format!("{} AS c{i}", self.expr(depth, ctes, &scope)))
+                    .map(|i| {
+                        let e = if self.chance(0.5) {
+                            by.clone()
+                        } else if self.chance(0.3) {
+                            "count(*)".to_string()
+                        } else {
+                            let f = self.pick(&["count", "max", "min"]);
+                            format!("{f}({})", self.column(&scope))
+                        };
+                        if width.is_some() {
+                            format!("{e} AS c{i}")
+                        } else {
+                            e
+                        }
+                    })
                     .collect();
                 sql.push_str(&cols.join(", "));
             }
-            None if self.chance(0.35) => sql.push('*'),
-            None if self.chance(0.15) => {
+            (Some(n), None) => {
+                let cols: Vec<String> = (0..n)
+                    .map(|i| {
+                        self.item_root = self.tsql;
+                        format!("{} AS c{i}", self.expr(depth, ctes, &scope))
+                    })
+                    .collect();
+                sql.push_str(&cols.join(", "));
+            }
+            (None, None) if self.chance(0.35) => sql.push('*'),
+            (None, None) if self.chance(0.15) => {
                 let s = self.pick_source(&sources);
                 let _ = write!(sql, "{}.*", s.alias);
             }
-            None => {
+            (None, None) => {
                 let n = self.rng.usize(1..=3);
                 let cols: Vec<String> = (0..n)
                     .map(|_| {
+                        self.item_root = self.tsql;
                         let e = self.expr(depth, ctes, &scope);
                         if self.chance(0.3) {
                             // Sometimes a name the masking looks for.
@@ -350,8 +387,13 @@ impl Grammar {
         if self.chance(0.5) {
             let _ = write!(sql, " WHERE {}", self.condition(depth, ctes, &scope));
         }
-        if self.chance(0.15) {
-            let by = if !self.tsql && self.chance(0.2) {
+        if let Some(by) = &grouped {
+            let _ = write!(sql, " GROUP BY {by}");
+            if self.chance(0.5) {
+                let _ = write!(sql, " HAVING count(*) > {}", self.rng.usize(0..2));
+            }
+        } else if !self.tsql && self.chance(0.15) {
+            let by = if self.chance(0.2) {
                 self.position()
             } else {
                 self.column(&sources)
@@ -361,7 +403,10 @@ impl Grammar {
                 let _ = write!(sql, " HAVING {}", self.condition(depth, ctes, &scope));
             }
         }
-        if order {
+        if let (true, Some(by)) = (order, &grouped) {
+            let by = if self.chance(0.3) { "1" } else { by };
+            let _ = write!(sql, " ORDER BY {by}");
+        } else if order {
             if self.chance(0.3) {
                 let n = self.position();
                 let _ = write!(sql, " ORDER BY {n}");
@@ -542,6 +587,7 @@ impl Grammar {
     }
 
     fn expr(&mut self, depth: u32, ctes: &[Source], scope: &[Source]) -> String {
+        let root = std::mem::take(&mut self.item_root);
         let deeper = depth < 3;
         self.nodes += 1;
         let roll = if self.nodes > self.max_nodes {
@@ -574,7 +620,12 @@ impl Grammar {
             }
             53..=64 if self.tsql => {
                 let f = self.pick(&["upper", "len", "abs", "max", "min", "count", "sum", "avg"]);
+                // No aggregate inside an aggregate.
+                let scalar = ["upper", "len", "abs"].contains(&f);
+                let keep = scalar && self.aggregates;
+                let outer = std::mem::replace(&mut self.aggregates, keep);
                 let a = self.expr(depth, ctes, scope);
+                self.aggregates = outer;
                 format!("{f}({a})")
             }
             53..=64 => {
@@ -610,6 +661,7 @@ impl Grammar {
                 let q = self.query(depth + 1, ctes, scope, Some(1));
                 format!("({q})")
             }
+            84..=89 if self.tsql && !root => self.column(scope),
             84..=89 => {
                 let f = self.pick(&["row_number()", "rank()", "count(*)", "sum(1)"]);
                 let o = self.column(scope);
@@ -632,6 +684,17 @@ impl Grammar {
         }
     }
 
+    /// The left side of a condition. The peer reads a condition that starts with `(` as a
+    /// nested condition, so in T-SQL a parenthesised expression goes inside `coalesce`.
+    fn lhs(&mut self, depth: u32, ctes: &[Source], scope: &[Source]) -> String {
+        let a = self.expr(depth, ctes, scope);
+        if self.tsql && a.starts_with('(') {
+            format!("coalesce({a}, NULL)")
+        } else {
+            a
+        }
+    }
+
     fn condition(&mut self, depth: u32, ctes: &[Source], scope: &[Source]) -> String {
         let deeper = depth < 3;
         self.nodes += 1;
@@ -643,7 +706,7 @@ impl Grammar {
         match roll {
             0..=29 => {
                 let op = self.pick(&[" = ", " < ", " > ", " <> ", " >= "]);
-                let (a, b) = (self.expr(depth, ctes, scope), self.expr(depth, ctes, scope));
+                let (a, b) = (self.lhs(depth, ctes, scope), self.expr(depth, ctes, scope));
                 format!("{a}{op}{b}")
             }
             30..=44 if deeper => {
@@ -652,24 +715,24 @@ impl Grammar {
                 format!("{not}EXISTS ({q})")
             }
             45..=56 if deeper => {
-                let a = self.expr(depth, ctes, scope);
+                let a = self.lhs(depth, ctes, scope);
                 let q = self.query(depth + 1, ctes, scope, Some(1));
                 format!("{a} IN ({q})")
             }
             57..=64 => {
-                let a = self.expr(depth, ctes, scope);
+                let a = self.lhs(depth, ctes, scope);
                 format!("{a} IN (1, 2, 'x')")
             }
             65..=72 => {
-                let a = self.expr(depth, ctes, scope);
+                let a = self.lhs(depth, ctes, scope);
                 format!("{a} LIKE '%a%'")
             }
             73..=78 => {
-                let a = self.expr(depth, ctes, scope);
+                let a = self.lhs(depth, ctes, scope);
                 format!("{a} IS NULL")
             }
             79..=84 => {
-                let a = self.expr(depth, ctes, scope);
+                let a = self.lhs(depth, ctes, scope);
                 format!("{a} BETWEEN 2 AND 40000")
             }
             _ => {
@@ -1278,7 +1341,7 @@ async fn hidden_data_never_changes_an_answer_on_sql_server() {
     drop(peers);
     assert_none(&differences, "answers depend on hidden data");
     assert!(
-        answered >= QUERIES / 12 && rows >= QUERIES / 3,
+        answered >= QUERIES / 6 && rows >= QUERIES / 3,
         "only {answered} of {QUERIES} queries were answered ({rows} rows in all)"
     );
 }
