@@ -408,4 +408,93 @@ mod tests {
             assert!(!ok(bad), "{bad}");
         }
     }
+
+    /// Every `next` the check lets through is, as a browser resolves it (the WHATWG URL
+    /// standard, as the `url` crate implements it), exactly that path on this origin, under
+    /// the scope's record pages: no other origin, no dot segment, no query or fragment. Over
+    /// random texts built from the pieces redirect tricks are made of. Fixed seed
+    /// (`TEST_SEED=n` explores others).
+    #[test]
+    fn every_next_it_accepts_stays_on_the_record_pages_as_a_browser_resolves_it() {
+        const PIECES: &[&str] = &[
+            "/",
+            "//",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2e%2e",
+            ".%2e",
+            "%2e.",
+            "%2f",
+            "%2F",
+            "%5c",
+            "\\",
+            "?",
+            "#",
+            "@",
+            ":",
+            "evil.example",
+            "a",
+            "main.orders",
+            "7",
+            "%00",
+            "\t",
+            "\n",
+            " ",
+            "%20",
+            "\u{3002}",
+            "\u{ff0e}",
+            "%252e",
+            "%",
+            ";",
+            "..;",
+            "/./",
+            "/../",
+            "%2e%2e%2f",
+            "\u{0}",
+            "\u{7f}",
+            "https:",
+            "~",
+            "%u002e",
+            "&",
+            "=",
+        ];
+        let prefix = "/chatgpt/records/";
+        let base = url::Url::parse("https://h.example/chatgpt/sign-in?next=x").expect("base");
+        let seed = std::env::var("TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut rng = fastrand::Rng::with_seed(0x6e65_7874 + seed);
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let mut next = String::new();
+            match rng.u32(..10) {
+                0 => {}
+                1 => next.push_str("/chatgpt/records"),
+                2 => next.push_str("/claude/records/"),
+                _ => next.push_str(prefix),
+            }
+            for _ in 0..rng.usize(1..=6) {
+                next.push_str(PIECES[rng.usize(..PIECES.len())]);
+            }
+            if !is_record_path(prefix, &next) {
+                continue;
+            }
+            accepted += 1;
+            let resolved = base.join(&next);
+            let stays = resolved.as_ref().is_ok_and(|u| {
+                u.scheme() == "https"
+                    && u.host_str() == Some("h.example")
+                    && u.port().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.path() == next
+            });
+            assert!(stays, "{next:?} was accepted, and resolves to {resolved:?}");
+        }
+        // Enough of them were accepted for the property to mean something.
+        assert!(accepted > 10_000, "{accepted}");
+    }
 }
