@@ -73,6 +73,8 @@ pub fn routes(app: &AppState) -> Router {
             .route(&format!("{p}/sse"), get(sse::open).post(sse::plain_post))
             .route(&format!("{p}/messages"), post(sse::message))
             .route(&format!("{p}/records/{{*id}}"), get(records::record))
+            // No id: the same answer as a bad one (a page for a browser, JSON for a program).
+            .route(&format!("{p}/records/"), get(records::record))
             .with_state(ctx);
         router = router.merge(scoped);
     }
