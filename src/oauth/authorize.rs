@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicI64;
 
 use axum::Router;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -392,8 +393,23 @@ async fn submit(
     State(ctx): State<OAuthCtx>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Form(form): Form<SignIn>,
+    form: Result<Form<SignIn>, FormRejection>,
 ) -> Response {
+    let form = match form {
+        Ok(Form(f)) => f,
+        // A repeated field, or not a form at all: a page that says so, not the extractor's
+        // plain text.
+        Err(r) => {
+            return page_error(
+                &ctx,
+                r.status(),
+                &format!(
+                    "The form could not be read ({}). Start again from your app.",
+                    r.body_text()
+                ),
+            );
+        }
+    };
     let now = now_ms();
     let request_id = form.request_id.unwrap_or_default();
     let Some(pending) = ctx

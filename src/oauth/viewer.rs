@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
 use axum::Router;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -177,8 +178,21 @@ async fn submit(
     State(ctx): State<OAuthCtx>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    Form(form): Form<ViewerSignIn>,
+    form: Result<Form<ViewerSignIn>, FormRejection>,
 ) -> Response {
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(r) => {
+            return message(
+                &ctx,
+                r.status(),
+                &format!(
+                    "The form could not be read ({}). Open the record link again.",
+                    r.body_text()
+                ),
+            );
+        }
+    };
     let Some(next) = form.next.as_deref().and_then(|n| checked_next(&ctx, n)) else {
         return bad_next(&ctx);
     };
