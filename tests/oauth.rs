@@ -5013,6 +5013,32 @@ async fn mutated_sign_in_forms_get_clear_answers_and_redirect_only_where_registe
             _ => failures.push(format!("{what}: {status} as {content_type:?}")),
         }
     }
+    // The viewer's sign-in page itself, under odd queries: a page, never the extractor's text.
+    for q in [
+        "next=%2Fchatgpt%2Frecords%2Fmain.orders%2F2&next=%2Fchatgpt%2Frecords%2Fmain.orders%2F3",
+        "",
+        "next",
+        "next=%zz",
+        "next=%ff%fe",
+        "next=%2Fchatgpt%2Frecords%2F%00",
+        "nxt=1&next[]=2",
+    ] {
+        let r = c
+            .get(format!("{}/chatgpt/sign-in?{q}", s.base))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("sign-in page");
+        let status = r.status().as_u16();
+        let html = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/html"));
+        if status >= 500 || !html {
+            failures.push(format!("sign-in page ?{q}: {status} (HTML: {html})"));
+        }
+    }
     // Still signing in and issuing tokens.
     let (_, fresh) = full_flow(&c, &s, "/claude").await;
     assert_eq!(

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
 use axum::Router;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -138,9 +138,13 @@ struct ShowQuery {
 
 async fn show(
     State(ctx): State<OAuthCtx>,
-    Query(q): Query<ShowQuery>,
+    q: Result<Query<ShowQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    // A repeated `next` cannot be read as one: the page that says where `next` must lead.
+    let Ok(Query(q)) = q else {
+        return bad_next(&ctx);
+    };
     let Some(next) = q.next.as_deref().and_then(|n| checked_next(&ctx, n)) else {
         return bad_next(&ctx);
     };
