@@ -161,6 +161,12 @@ async fn start_edited(
     }
 }
 
+/// [`start_edited`] on a fresh loopback port.
+async fn start_fresh(dir: &Path, extra_oauth: &str, edit: impl FnOnce(String) -> String) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_edited(dir, listener, extra_oauth, edit).await
+}
+
 async fn start(dir: &Path, extra_oauth: &str) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     start_on(dir, listener, extra_oauth).await
@@ -824,15 +830,14 @@ async fn repeated_wrong_passwords_lock_the_username_even_for_the_right_password(
 /// A server with `extra_oauth` that believes `X-Forwarded-For` from loopback, so one test can
 /// act as clients on many networks.
 async fn start_behind_proxy(dir: &Path, extra_oauth: &str) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    start_edited(dir, listener, extra_oauth, |t| {
+    let proxied = |t: String| {
         t.replacen(
             "[server]\n",
             "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
             1,
         )
-    })
-    .await
+    };
+    start_fresh(dir, extra_oauth, proxied).await
 }
 
 /// Wrong passwords for a name lock it for the network they come from, not for its owner on
@@ -4320,6 +4325,61 @@ async fn a_made_up_name_is_locked_like_a_real_one() {
 
 // ---------------------------------------------------------------- mutated requests
 
+/// A server whose per-address edge limits are out of the way: every mutated request comes
+/// from one address, and the per-address limits have tests of their own.
+async fn start_unlimited(dir: &Path, extra_oauth: &str) -> Server {
+    let unlimited = |t: String| {
+        t.replace(
+            "oauth_burst = 100000",
+            "oauth_burst = 100000\nper_ip_per_sec = 100000\nper_ip_burst = 100000",
+        )
+    };
+    start_fresh(dir, extra_oauth, unlimited).await
+}
+
+/// A whole answer to a mutated request.
+struct Answer {
+    status: u16,
+    content_type: String,
+    location: Option<String>,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> bool {
+        self.content_type.starts_with("application/json")
+    }
+}
+
+/// Sends `req` and reads the whole answer, or says why none came (`what` names the request).
+async fn answer(req: reqwest::RequestBuilder, what: &str) -> Result<Answer, String> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("{what}: no answer: {e}"))?;
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (content_type, location) = (
+        header("content-type").unwrap_or_default(),
+        header("location"),
+    );
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("{what}: body cut off: {e}"))?;
+    Ok(Answer {
+        status,
+        content_type,
+        location,
+        text,
+    })
+}
+
 /// One change to a form: a field dropped, repeated with another value, given an odd value, or
 /// an unknown field added.
 fn mutate_form(rng: &mut fastrand::Rng, form: &mut Vec<(String, String)>) {
@@ -4426,30 +4486,13 @@ fn mutate_json(rng: &mut fastrand::Rng, body: &mut Value) {
 async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_tokens() {
     const REQUESTS: usize = 600;
     let dir = tempfile::tempdir().expect("tempdir");
-    // Every request comes from one address here; the per-address limits have tests of their own.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let s = start_edited(
-        dir.path(),
-        listener,
-        "registrations_per_hour_per_ip = 100000",
-        |t| {
-            t.replace(
-                "oauth_burst = 100000",
-                "oauth_burst = 100000\nper_ip_per_sec = 100000\nper_ip_burst = 100000",
-            )
-        },
-    )
-    .await;
+    let s = start_unlimited(dir.path(), "registrations_per_hour_per_ip = 100000").await;
     let c = http();
     let (client_id, tokens) = full_flow(&c, &s, "/claude").await;
     let (access_token, refresh_token) = (access(&tokens), refresh(&tokens));
     let (verifier, challenge) = pkce();
     let resource = format!("{}/claude/mcp", s.base);
-    // `TEST_SEED=n` explores other mutations, as in `tests/it`.
-    let extra = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok());
-    let mut rng = fastrand::Rng::with_seed(0x6f61_7574 + extra.unwrap_or(0));
+    let mut rng = fastrand::Rng::with_seed(common::seed(0x6f61_7574));
     let (mut oauth_errors, mut pages, mut successes) = (0, 0, 0);
     let mut failures = Vec::new();
     for _ in 0..REQUESTS {
@@ -4561,26 +4604,14 @@ async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_to
         };
         req = req.timeout(Duration::from_secs(30));
         let what = format!("request kind {kind} on `{scope}`");
-        let resp = match req.send().await {
-            Ok(r) => r,
+        let a = match answer(req, &what).await {
+            Ok(a) => a,
             Err(e) => {
-                failures.push(format!("{what}: no answer: {e}"));
+                failures.push(e);
                 continue;
             }
         };
-        let status = resp.status().as_u16();
-        let json_body = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"));
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => {
-                failures.push(format!("{what}: body cut off: {e}"));
-                continue;
-            }
-        };
+        let (status, json_body, text) = (a.status, a.json(), &a.text);
         if status >= 500 {
             failures.push(format!("{what}: {status}: {text}"));
         } else if status < 300 {
@@ -4588,7 +4619,7 @@ async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_to
         } else if json_body && kind <= 3 && !scope.is_empty() {
             // The OAuth endpoints' errors (RFC 6749 §5.2, RFC 7591 §3.2.2, RFC 7009). At the
             // root there are none (only the default scope's metadata): a 404 there.
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
             match v["error"].as_str() {
                 Some(e)
                     if !e.is_empty() && e.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
@@ -4609,16 +4640,9 @@ async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_to
         "{REQUESTS} mutated OAuth requests: {oauth_errors} OAuth errors, {pages} other refusals, \
          {successes} answered 2xx"
     );
-    assert!(
-        failures.is_empty(),
-        "{} of {REQUESTS} mutated requests were not answered cleanly:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+    common::assert_none(
+        &failures,
+        &format!("of {REQUESTS} mutated requests were not answered cleanly"),
     );
     assert!(
         oauth_errors >= REQUESTS / 5 && pages >= REQUESTS / 20 && successes >= REQUESTS / 30,
@@ -4641,10 +4665,7 @@ async fn mutated_admin_requests_get_json_refusals_and_a_bent_token_never_passes(
     let c = http();
     let (client_id, _) = full_flow(&c, &s, "/claude").await;
     let adm = Admin::start(&s, dir.path()).await;
-    let extra = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok());
-    let mut rng = fastrand::Rng::with_seed(0x6164_6d69 + extra.unwrap_or(0));
+    let mut rng = fastrand::Rng::with_seed(common::seed(0x6164_6d69));
     let routes = [
         ("GET", "/admin/clients"),
         ("GET", "/admin/grants"),
@@ -4741,27 +4762,15 @@ async fn mutated_admin_requests_get_json_refusals_and_a_bent_token_never_passes(
             req = req.body(bytes);
         }
         let what = format!("{method} {path} (token bent: {bent_token})");
-        let resp = match req.send().await {
-            Ok(r) => r,
+        let a = match answer(req, &what).await {
+            Ok(a) => a,
             Err(e) => {
-                failures.push(format!("{what}: no answer: {e}"));
+                failures.push(e);
                 continue;
             }
         };
-        let status = resp.status().as_u16();
-        let json_body = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"));
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => {
-                failures.push(format!("{what}: body cut off: {e}"));
-                continue;
-            }
-        };
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let (status, json_body, text) = (a.status, a.json(), &a.text);
+        let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         if bent_token {
             // Refused before anything is read: the same answer whatever the path or body.
             if status == 403 && v["error"] == "forbidden" {
@@ -4814,16 +4823,9 @@ async fn mutated_admin_requests_get_json_refusals_and_a_bent_token_never_passes(
         "{REQUESTS} mutated admin requests: {forbidden} bent tokens refused, {refusals} JSON \
          refusals, {successes} answered 2xx"
     );
-    assert!(
-        failures.is_empty(),
-        "{} of {REQUESTS} mutated admin requests were not answered cleanly:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+    common::assert_none(
+        &failures,
+        &format!("of {REQUESTS} mutated admin requests were not answered cleanly"),
     );
     assert!(
         forbidden >= REQUESTS / 8 && refusals >= REQUESTS / 8 && successes >= REQUESTS / 8,
@@ -4848,17 +4850,9 @@ async fn mutated_admin_requests_get_json_refusals_and_a_bent_token_never_passes(
 async fn mutated_sign_in_forms_get_clear_answers_and_redirect_only_where_registered() {
     const REQUESTS: usize = 300;
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let s = start_edited(
+    let s = start_unlimited(
         dir.path(),
-        listener,
         "registrations_per_hour_per_ip = 100000\nfailed_logins_per_user = 100000\nfailed_logins_per_ip = 100000",
-        |t| {
-            t.replace(
-                "oauth_burst = 100000",
-                "oauth_burst = 100000\nper_ip_per_sec = 100000\nper_ip_burst = 100000",
-            )
-        },
     )
     .await;
     let c = http();
@@ -4872,10 +4866,7 @@ async fn mutated_sign_in_forms_get_clear_answers_and_redirect_only_where_registe
     );
     let base = url::Url::parse(&s.base).expect("base");
     let record = "/chatgpt/records/main.orders/2";
-    let extra = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok());
-    let mut rng = fastrand::Rng::with_seed(0x7369_676e + extra.unwrap_or(0));
+    let mut rng = fastrand::Rng::with_seed(common::seed(0x7369_676e));
     let (mut redirects, mut pages) = (0, 0);
     let mut failures = Vec::new();
     let mut page: Option<(String, String, String)> = None;
@@ -4960,25 +4951,18 @@ async fn mutated_sign_in_forms_get_clear_answers_and_redirect_only_where_registe
             if consent { "consent" } else { "viewer" },
             cookie.is_some()
         );
-        let resp = match req.send().await {
-            Ok(r) => r,
+        let Answer {
+            status,
+            content_type,
+            location,
+            ..
+        } = match answer(req, &what).await {
+            Ok(a) => a,
             Err(e) => {
-                failures.push(format!("{what}: no answer: {e}"));
+                failures.push(e);
                 continue;
             }
         };
-        let status = resp.status().as_u16();
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
         if status >= 500 {
             failures.push(format!("{what}: {status}"));
             continue;
@@ -5048,16 +5032,9 @@ async fn mutated_sign_in_forms_get_clear_answers_and_redirect_only_where_registe
         StatusCode::OK
     );
     eprintln!("{REQUESTS} mutated sign-in forms: {redirects} redirects, {pages} pages");
-    assert!(
-        failures.is_empty(),
-        "{} of {REQUESTS} mutated sign-in forms were not answered cleanly:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(8)
-            .map(|f| f.chars().take(600).collect::<String>())
-            .collect::<Vec<_>>()
-            .join("\n")
+    common::assert_none(
+        &failures,
+        &format!("of {REQUESTS} mutated sign-in forms were not answered cleanly"),
     );
     assert!(
         redirects >= REQUESTS / 10 && pages >= REQUESTS / 5,

@@ -174,3 +174,29 @@ where
     SILENT.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::new()));
     tracing::subscriber::set_default(subscriber)
 }
+
+/// Fails with the first of `found` (a randomised test's failing cases, each shown up to 600
+/// characters), after how many there are and `what` they show.
+pub fn assert_none(found: &[String], what: &str) {
+    assert!(
+        found.is_empty(),
+        "{} {what}:\n{}",
+        found.len(),
+        found
+            .iter()
+            .take(8)
+            .map(|f| f.chars().take(600).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// A randomised test's fixed seed, or that plus `TEST_SEED` to explore other cases locally
+/// (a failure names its case either way).
+pub fn seed(fixed: u64) -> u64 {
+    let extra = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    fixed.wrapping_add(extra)
+}

@@ -280,26 +280,7 @@ pub fn tool_text(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or("")
 }
 
-/// Fails with the first of `found` (a randomised test's failing cases), after how many there
-/// are and `what` they show.
-pub fn assert_none(found: &[String], what: &str) {
-    assert!(
-        found.is_empty(),
-        "{} {what}:\n{}",
-        found.len(),
-        found.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
-    );
-}
-
-/// A randomised test's fixed seed, or that plus `TEST_SEED` to explore other cases locally
-/// (a failure names its case either way).
-pub fn seed(fixed: u64) -> u64 {
-    let extra = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    fixed.wrapping_add(extra)
-}
+pub use crate::common::{assert_none, seed};
 
 /// A JSON-RPC request with a fresh id.
 pub fn rpc(method: &str, params: Value) -> Value {
