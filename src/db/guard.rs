@@ -1096,6 +1096,16 @@ fn column_pattern_table_part<'p>(
 /// A relation's `(schema, table)` as written ([`Checker::written_table`]).
 type WrittenTable = (Option<String>, String);
 
+/// A relation of a `FROM` clause, as a qualifier may name it: the names it answers to (its
+/// alias, and a table's own name), the tables it stands for by name (none for a derived
+/// table, whose projection is checked where it stands), and whether the guard cannot tell
+/// (a `PIVOT`, a function, …).
+struct FromRelation {
+    names: Vec<String>,
+    tables: Vec<WrittenTable>,
+    unknown: bool,
+}
+
 /// See [`Checker::nested_wildcards`]: what the `*` is, and the relations it expands by name
 /// (`None`: the guard cannot tell, so it counts as expanding every table the query reads).
 struct NestedStar {
@@ -1155,6 +1165,15 @@ struct Checker<'a> {
     /// Folded `(schema, table)` keys of `tables`, for deduplication.
     seen_tables: HashSet<(String, String)>,
     idents: Vec<String>,
+    /// `q.column` references whose qualifier names only relations the guard could resolve:
+    /// the column as written, and the tables (by name) it could belong to. They are checked
+    /// against those tables alone; any other reference goes to `idents`.
+    qualified_refs: Vec<(String, Vec<WrittenTable>)>,
+    /// The `FROM` relations of each `SELECT` being visited, outermost first; a query's scopes
+    /// stay until the query ends, so its `ORDER BY` still sees them.
+    from_scopes: Vec<Vec<FromRelation>>,
+    /// `from_scopes.len()` when each query being visited began.
+    from_marks: Vec<usize>,
     /// Each `*` whose result columns could be renamed (in a subquery, CTE or set operation,
     /// inside an expression or a function's arguments, SQLite's `IN t`), with what it expands.
     nested_wildcards: Vec<NestedStar>,
@@ -1242,6 +1261,9 @@ impl<'a> Checker<'a> {
             normalised_tables: Vec::new(),
             seen_tables: HashSet::new(),
             idents: Vec::new(),
+            qualified_refs: Vec::new(),
+            from_scopes: Vec::new(),
+            from_marks: Vec::new(),
             nested_wildcards: Vec::new(),
             column_hazard: None,
             natural_join: false,
@@ -1345,6 +1367,102 @@ impl<'a> Checker<'a> {
             self.expand_factors(from, qualifier, &mut out, &mut found)?;
         }
         found.then_some(out)
+    }
+
+    /// The relations of `select`'s `FROM`, as [`Checker::from_scopes`] keeps them.
+    fn relations_of(&self, select: &Select) -> Vec<FromRelation> {
+        let mut out = Vec::new();
+        for from in &select.from {
+            for factor in
+                std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+            {
+                self.relation_of(factor, &mut out);
+            }
+        }
+        out
+    }
+
+    fn relation_of(&self, factor: &TableFactor, out: &mut Vec<FromRelation>) {
+        let alias_of = |a: &Option<TableAlias>| a.as_ref().map(|a| a.name.value.clone());
+        match factor {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                let own = name
+                    .0
+                    .last()
+                    .and_then(ObjectNamePart::as_ident)
+                    .map(|i| i.value.clone());
+                let names = alias_of(alias).into_iter().chain(own).collect();
+                let table = if args.is_some() {
+                    Some(None)
+                } else {
+                    self.written_table(name).map(Some)
+                };
+                let unknown = table.is_none();
+                out.push(FromRelation {
+                    names,
+                    tables: table.flatten().into_iter().collect(),
+                    unknown,
+                });
+            }
+            TableFactor::Derived { alias, .. } => out.push(FromRelation {
+                names: alias_of(alias).into_iter().collect(),
+                tables: Vec::new(),
+                unknown: false,
+            }),
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                let mut inner = Vec::new();
+                for factor in std::iter::once(&table_with_joins.relation)
+                    .chain(table_with_joins.joins.iter().map(|j| &j.relation))
+                {
+                    self.relation_of(factor, &mut inner);
+                }
+                // An alias names the whole nested join: every table in it.
+                if let Some(a) = alias_of(alias) {
+                    out.push(FromRelation {
+                        names: vec![a],
+                        tables: inner.iter().flat_map(|r| r.tables.clone()).collect(),
+                        unknown: inner.iter().any(|r| r.unknown),
+                    });
+                }
+                out.extend(inner);
+            }
+            _ => {
+                let alias = match factor {
+                    TableFactor::Pivot { alias, .. } | TableFactor::Unpivot { alias, .. } => {
+                        alias_of(alias)
+                    }
+                    _ => None,
+                };
+                out.push(FromRelation {
+                    names: alias.into_iter().collect(),
+                    tables: Vec::new(),
+                    unknown: true,
+                });
+            }
+        }
+    }
+
+    /// The tables a qualifier could name in the `FROM` clauses in scope (all of them, at every
+    /// level, so that a doubt counts more), or `None` when it names none or one the guard
+    /// cannot tell.
+    fn resolve_qualifier(&self, qualifier: &str) -> Option<Vec<WrittenTable>> {
+        let mut tables = Vec::new();
+        let mut found = false;
+        for relation in self.from_scopes.iter().flatten() {
+            if relation.names.iter().any(|n| self.could_name(qualifier, n)) {
+                if relation.unknown {
+                    return None;
+                }
+                found = true;
+                tables.extend(relation.tables.iter().cloned());
+            }
+        }
+        found.then_some(tables)
     }
 
     /// What one `*` item of `select`'s projection expands (`None`: no telling).
@@ -1870,6 +1988,25 @@ impl<'a> Checker<'a> {
                     )));
                 }
             }
+            for (column, tables) in &self.qualified_refs {
+                let hidden = tables.iter().find(|(schema, table)| {
+                    let effective = self.effective_schema(schema.as_deref());
+                    self.rules.deny_columns.iter().any(|p| {
+                        column_pattern_table_part(p, Some(effective), table)
+                            .is_some_and(|c| deny_match(c, column))
+                    })
+                });
+                if let Some((schema, table)) = hidden {
+                    let table = match schema {
+                        Some(s) => format!("{s}.{table}"),
+                        None => table.clone(),
+                    };
+                    return Err(GuardError::ColumnDenied(format!(
+                        "column `{column}` of table `{table}` is hidden in this scope; remove it \
+                         from the query"
+                    )));
+                }
+            }
             for p in &self.positional {
                 if let Some((_, table)) = self.star_hit(p, &applicable) {
                     return Err(GuardError::ColumnDenied(format!(
@@ -1962,6 +2099,7 @@ impl Visitor for Checker<'_> {
             top.visible = k + 1;
         }
         self.query_stack.push(ptr);
+        self.from_marks.push(self.from_scopes.len());
         if let Some(OrderByKind::Expressions(items)) = query.order_by.as_ref().map(|o| &o.kind)
             && items.iter().any(|i| is_position(&i.expr))
         {
@@ -2035,6 +2173,8 @@ impl Visitor for Checker<'_> {
     fn post_visit_query(&mut self, _query: &Query) -> Flow {
         self.scopes.pop();
         self.query_stack.pop();
+        let mark = self.from_marks.pop().unwrap_or(0);
+        self.from_scopes.truncate(mark);
         ControlFlow::Continue(())
     }
 
@@ -2042,6 +2182,8 @@ impl Visitor for Checker<'_> {
         if select.into.is_some() {
             return ControlFlow::Break(GuardError::SelectInto);
         }
+        let relations = self.relations_of(select);
+        self.from_scopes.push(relations);
         let enclosing = self.query_stack.last().copied().unwrap_or(0);
         let names_are_columns = (enclosing == self.root && self.root_names_columns)
             || self.exists_queries.contains(&enclosing);
@@ -2192,7 +2334,19 @@ impl Visitor for Checker<'_> {
             Expr::Identifier(i) => self.note_ident(i),
             Expr::CompoundIdentifier(parts) => {
                 if let Some((last, before)) = parts.split_last() {
-                    self.note_ident(last);
+                    // `q.column` with a qualifier the guard can resolve is checked against
+                    // the tables it names; anything else as if it could be any table's.
+                    let resolved = match before {
+                        [q] if self.quiet_depth == 0 => self.resolve_qualifier(&q.value),
+                        _ => None,
+                    };
+                    match resolved {
+                        Some(tables) => {
+                            let column = self.plain(&last.value).to_string();
+                            self.qualified_refs.push((column, tables));
+                        }
+                        None => self.note_ident(last),
+                    }
                     self.note_qualifiers(before);
                 }
             }
@@ -2804,6 +2958,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `q.column` is checked against the tables `q` could name in the `FROM` clauses in scope,
+    /// not against every table the query reads: `c.id` passes beside a hidden `employees.id`.
+    /// A qualifier that names nothing the guard can resolve, and a bare name, are checked
+    /// against every table read, as before.
+    #[test]
+    fn a_qualified_column_is_judged_by_the_tables_its_qualifier_names() {
+        let r = salary_rules();
+        for d in both() {
+            for sql in [
+                "SELECT c.id, e.name FROM customers c JOIN employees e ON e.name = c.name",
+                "SELECT customers.id FROM customers JOIN employees e ON e.name = customers.name",
+                // The outer `e` is customers; the inner one, employees, is read by name only.
+                "SELECT e.id FROM customers e WHERE EXISTS (SELECT 1 FROM employees e \
+                 WHERE e.name = 'x')",
+            ] {
+                passes_with(d, &r, sql);
+            }
+            for sql in [
+                "SELECT e.id FROM customers c JOIN employees e ON e.name = c.name",
+                "SELECT id FROM customers c JOIN employees e ON e.name = c.name",
+                "SELECT employees.id FROM employees e",
+                "SELECT z.id FROM customers c JOIN employees e ON e.name = c.name",
+                // An inner `e` that shadows an outer one: both count.
+                "SELECT e.name FROM customers e WHERE e.id IN (SELECT e.id FROM employees e)",
+                // A correlated reference to the outer query's table.
+                "SELECT name FROM employees e WHERE EXISTS (SELECT 1 FROM customers c \
+                 WHERE c.name = e.name AND e.salary > 10)",
+            ] {
+                let m = assert_column_denied(d, &r, sql);
+                assert!(m.contains("of table `employees`"), "{sql}: {m}");
+            }
+        }
+        // A query's ORDER BY belongs to its own SELECT, even where an outer one reuses the
+        // alias for another table.
+        assert_column_denied(
+            MsSql,
+            &r,
+            "SELECT (SELECT TOP 1 e.name FROM employees e ORDER BY e.salary) AS top_paid \
+             FROM customers e",
+        );
+        assert_column_denied(
+            Sqlite,
+            &r,
+            "SELECT (SELECT e.name FROM employees e ORDER BY e.salary DESC LIMIT 1) AS top_paid \
+             FROM customers e",
+        );
+        // As the server compares names: case, and width on SQL Server.
+        assert_column_denied(
+            MsSql,
+            &r,
+            "SELECT E.id FROM customers c JOIN employees e ON e.name = c.name",
+        );
+        assert_column_denied(
+            MsSql,
+            &r,
+            "SELECT \u{ff25}.id FROM customers c JOIN employees e ON e.name = c.name",
+        );
     }
 
     /// A position over a projection without a `*` names one of its expressions, whose columns

@@ -185,7 +185,7 @@ pub fn assert_none(found: &[String], what: &str) {
         found
             .iter()
             .take(8)
-            .map(|f| f.chars().take(600).collect::<String>())
+            .map(|f| f.chars().take(4000).collect::<String>())
             .collect::<Vec<_>>()
             .join("\n")
     );
