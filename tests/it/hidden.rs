@@ -492,3 +492,45 @@ async fn a_sample_of_a_table_whose_key_is_hidden_follows_only_visible_values() {
     assert_eq!(paged, whole);
     assert!(!Value::Array(whole).to_string().contains("line_no"));
 }
+
+/// `c.customer_id` is customers' own (visible) column beside a hidden `orders.customer_id`:
+/// the guard lets it through, the result column named `customer_id` is still masked (masking
+/// goes by name), and under another name its values come back. `o.customer_id` is refused.
+#[tokio::test]
+async fn a_visible_column_named_like_a_hidden_one_passes_when_qualified() {
+    let srv = Server::with_config(&keys_config()).await;
+    let join = "FROM customers c JOIN orders o ON o.order_id = c.customer_id \
+                ORDER BY c.customer_id LIMIT 3";
+    let sql = |q: &str| json!({"sql": q});
+    let named = srv
+        .call_tool(
+            "/keys",
+            "execute_sql",
+            sql(&format!("SELECT c.customer_id, c.last_name {join}")),
+        )
+        .await;
+    assert_eq!(named["isError"], false, "{named}");
+    let shown: Value = serde_json::from_str(tool_text(&named)).expect("JSON rows");
+    assert_eq!(shown["masked_columns"], json!(["customer_id"]), "{shown}");
+    assert_eq!(shown["columns"], json!(["last_name"]), "{shown}");
+    let renamed = srv
+        .tool_ok(
+            "/keys",
+            "execute_sql",
+            sql(&format!("SELECT c.customer_id AS cid, c.last_name {join}")),
+        )
+        .await;
+    assert_eq!(renamed["rows"][0]["cid"], 1, "{renamed}");
+    let refused = srv
+        .call_tool(
+            "/keys",
+            "execute_sql",
+            sql(&format!("SELECT o.customer_id AS cid {join}")),
+        )
+        .await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    assert!(
+        tool_text(&refused).contains("column `customer_id` of table `orders` is hidden"),
+        "{refused}"
+    );
+}
