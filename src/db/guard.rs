@@ -2030,9 +2030,11 @@ impl<'a> Checker<'a> {
                      the columns you mean"
                 )));
             }
+            // `rowid` reads the INTEGER PRIMARY KEY, whichever table's it is: qualified too.
             let rowid = (self.dialect == SqlDialect::Sqlite)
                 .then(|| {
-                    self.idents.iter().find(|i| {
+                    let qualified = self.qualified_refs.iter().map(|(c, _)| c);
+                    self.idents.iter().chain(qualified).find(|i| {
                         ["rowid", "oid", "_rowid_"].contains(&i.to_ascii_lowercase().as_str())
                     })
                 })
@@ -3006,6 +3008,15 @@ mod tests {
             "SELECT (SELECT e.name FROM employees e ORDER BY e.salary DESC LIMIT 1) AS top_paid \
              FROM customers e",
         );
+        // SQLite's `rowid` reads the INTEGER PRIMARY KEY (here the hidden `employees.id`),
+        // qualified or not.
+        for sql in [
+            "SELECT e.rowid FROM employees e",
+            "SELECT c.name FROM customers c JOIN employees e ON e.name = c.name ORDER BY e._rowid_",
+        ] {
+            let m = assert_column_denied(Sqlite, &r, sql);
+            assert!(m.contains("INTEGER PRIMARY KEY"), "{sql}: {m}");
+        }
         // As the server compares names: case, and width on SQL Server.
         assert_column_denied(
             MsSql,
