@@ -72,8 +72,7 @@ use sqlparser::ast::{
     BinaryOperator, Expr, ForClause, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
     GroupByExpr, Ident, InTarget, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
     OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
-    TableAlias, TableFactor, TableWithJoins, UnaryOperator, Value, Visit, Visitor,
-    WildcardAdditionalOptions,
+    TableAlias, TableFactor, UnaryOperator, Value, Visit, Visitor, WildcardAdditionalOptions,
 };
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
 use sqlparser::keywords::Keyword;
@@ -1351,20 +1350,27 @@ impl<'a> Checker<'a> {
         qualifier.eq_ignore_ascii_case(name) || self.collated(qualifier) == self.collated(name)
     }
 
-    /// What a `*` in `select`'s projection expands: every relation of its `FROM`, or with a
+    /// What a `*` over `relations` (one `SELECT`'s `FROM`) expands: all of them, or with a
     /// qualifier the ones it could name. Base tables (and CTEs and views, named the same way)
     /// are listed by name; a derived table adds nothing, as its own projection is checked
     /// where it stands (a hidden column is refused by name there, and a `*` there is a nested
-    /// `*` of its own). `None` when the guard cannot tell.
+    /// `*` of its own). `None` when the guard cannot tell: a relation it cannot see into, or a
+    /// qualifier that names none of them.
     fn star_expansion(
         &self,
-        select: &Select,
+        relations: &[FromRelation],
         qualifier: Option<&str>,
     ) -> Option<Vec<WrittenTable>> {
+        if relations.iter().any(|r| r.unknown) {
+            return None;
+        }
         let mut out = Vec::new();
         let mut found = qualifier.is_none();
-        for from in &select.from {
-            self.expand_factors(from, qualifier, &mut out, &mut found)?;
+        for r in relations {
+            if qualifier.is_none_or(|q| r.names.iter().any(|n| self.could_name(q, n))) {
+                found = true;
+                out.extend(r.tables.iter().cloned());
+            }
         }
         found.then_some(out)
     }
@@ -1465,21 +1471,30 @@ impl<'a> Checker<'a> {
         found.then_some(tables)
     }
 
-    /// What one `*` item of `select`'s projection expands (`None`: no telling).
-    fn item_expansion(&self, select: &Select, item: &SelectItem) -> Option<Vec<WrittenTable>> {
+    /// What one `*` item of a projection over `relations` expands (`None`: no telling).
+    fn item_expansion(
+        &self,
+        relations: &[FromRelation],
+        item: &SelectItem,
+    ) -> Option<Vec<WrittenTable>> {
         match item {
             SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(q), _) => {
                 q.0.last()
                     .and_then(ObjectNamePart::as_ident)
-                    .and_then(|q| self.star_expansion(select, Some(&q.value)))
+                    .and_then(|q| self.star_expansion(relations, Some(&q.value)))
             }
             SelectItem::QualifiedWildcard(..) => None,
-            _ => self.star_expansion(select, None),
+            _ => self.star_expansion(relations, None),
         }
     }
 
-    /// What all the `*`s of `select`'s projection expand together; `None` when it has none.
-    fn projection_stars(&self, select: &Select) -> Option<Option<Vec<WrittenTable>>> {
+    /// What all the `*`s of `select`'s projection (over `relations`, its `FROM`) expand
+    /// together; `None` when it has none.
+    fn projection_stars(
+        &self,
+        select: &Select,
+        relations: &[FromRelation],
+    ) -> Option<Option<Vec<WrittenTable>>> {
         let mut stars = select.projection.iter().filter(|i| {
             matches!(
                 i,
@@ -1487,9 +1502,9 @@ impl<'a> Checker<'a> {
             )
         });
         let first = stars.next()?;
-        let mut all = self.item_expansion(select, first);
+        let mut all = self.item_expansion(relations, first);
         for item in stars {
-            all = match (all, self.item_expansion(select, item)) {
+            all = match (all, self.item_expansion(relations, item)) {
                 (Some(mut a), Some(e)) => {
                     a.extend(e);
                     Some(a)
@@ -1503,10 +1518,12 @@ impl<'a> Checker<'a> {
     /// Notes a position in `body`'s `ORDER BY` or in a `SELECT`'s `GROUP BY`.
     fn note_position(&mut self, what: &'static str, body: &SetExpr) {
         let expands = match body {
-            SetExpr::Select(select) => match self.projection_stars(select) {
-                None => return,
-                Some(expands) => expands,
-            },
+            SetExpr::Select(select) => {
+                match self.projection_stars(select, &self.relations_of(select)) {
+                    None => return,
+                    Some(expands) => expands,
+                }
+            }
             // Result columns of a set operation or a parenthesised query: no telling here.
             _ => None,
         };
@@ -1544,76 +1561,6 @@ impl<'a> Checker<'a> {
                 };
                 (true, shown)
             })
-    }
-
-    fn expand_factors(
-        &self,
-        from: &TableWithJoins,
-        qualifier: Option<&str>,
-        out: &mut Vec<WrittenTable>,
-        found: &mut bool,
-    ) -> Option<()> {
-        for factor in std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
-        {
-            self.expand_factor(factor, qualifier, out, found)?;
-        }
-        Some(())
-    }
-
-    fn expand_factor(
-        &self,
-        factor: &TableFactor,
-        qualifier: Option<&str>,
-        out: &mut Vec<WrittenTable>,
-        found: &mut bool,
-    ) -> Option<()> {
-        let named = |alias: &Option<TableAlias>, name: Option<&str>| {
-            qualifier.is_none_or(|q| {
-                alias
-                    .as_ref()
-                    .is_some_and(|a| self.could_name(q, &a.name.value))
-                    || name.is_some_and(|n| self.could_name(q, n))
-            })
-        };
-        match factor {
-            TableFactor::Table {
-                name, alias, args, ..
-            } => {
-                let last = name.0.last().and_then(ObjectNamePart::as_ident);
-                if !named(alias, last.map(|i| i.value.as_str())) {
-                    return Some(());
-                }
-                *found = true;
-                // A table function the guard lets through (SQLite's `json_each`, …) has no
-                // hidden columns; any other was refused where it stands.
-                if args.is_none() {
-                    out.push(self.written_table(name)?);
-                }
-                Some(())
-            }
-            TableFactor::Derived { alias, .. } => {
-                if named(alias, None) {
-                    *found = true;
-                }
-                Some(())
-            }
-            TableFactor::NestedJoin {
-                table_with_joins,
-                alias,
-            } => {
-                // `n.*` over an aliased nested join expands all of it.
-                let inner = if qualifier.is_some() && alias.is_some() && named(alias, None) {
-                    None
-                } else {
-                    qualifier
-                };
-                if inner.is_none() {
-                    *found = true;
-                }
-                self.expand_factors(table_with_joins, inner, out, found)
-            }
-            _ => None,
-        }
     }
 
     fn note_ident(&mut self, ident: &Ident) {
@@ -2185,7 +2132,6 @@ impl Visitor for Checker<'_> {
             return ControlFlow::Break(GuardError::SelectInto);
         }
         let relations = self.relations_of(select);
-        self.from_scopes.push(relations);
         let enclosing = self.query_stack.last().copied().unwrap_or(0);
         let names_are_columns = (enclosing == self.root && self.root_names_columns)
             || self.exists_queries.contains(&enclosing);
@@ -2194,11 +2140,11 @@ impl Visitor for Checker<'_> {
                 SelectItem::Wildcard(o) | SelectItem::QualifiedWildcard(_, o) => {
                     self.check_wildcard_options(o)?;
                     if !names_are_columns {
-                        let expands = self.item_expansion(select, item);
+                        let expands = self.item_expansion(&relations, item);
                         self.note_nested_star("a `*` in a subquery, CTE or set operation", expands);
                     } else if select.distinct.is_some() && !self.exists_queries.contains(&enclosing)
                     {
-                        let expands = self.item_expansion(select, item);
+                        let expands = self.item_expansion(&relations, item);
                         self.distinct_wildcards.push(NestedStar {
                             what: "DISTINCT".into(),
                             expands,
@@ -2212,7 +2158,7 @@ impl Visitor for Checker<'_> {
         }
         if let GroupByExpr::Expressions(exprs, _) = &select.group_by
             && exprs.iter().any(is_position)
-            && let Some(expands) = self.projection_stars(select)
+            && let Some(expands) = self.projection_stars(select, &relations)
         {
             self.positional.push(NestedStar {
                 what: "GROUP BY".into(),
@@ -2222,6 +2168,8 @@ impl Visitor for Checker<'_> {
         for from in &select.from {
             self.collect_using(&from.joins);
         }
+        // In scope for what is visited under this SELECT, and until its query ends.
+        self.from_scopes.push(relations);
         ControlFlow::Continue(())
     }
 
