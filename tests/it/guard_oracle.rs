@@ -735,21 +735,15 @@ impl Grammar {
                 let q = self.query(depth + 1, ctes, scope, Some(1));
                 format!("{a} IN ({q})")
             }
-            57..=64 => {
+            57..=84 => {
+                let test = match roll {
+                    57..=64 => "IN (1, 2, 'x')",
+                    65..=72 => "LIKE '%a%'",
+                    73..=78 => "IS NULL",
+                    _ => "BETWEEN 2 AND 40000",
+                };
                 let a = self.lhs(depth, ctes, scope);
-                format!("{a} IN (1, 2, 'x')")
-            }
-            65..=72 => {
-                let a = self.lhs(depth, ctes, scope);
-                format!("{a} LIKE '%a%'")
-            }
-            73..=78 => {
-                let a = self.lhs(depth, ctes, scope);
-                format!("{a} IS NULL")
-            }
-            79..=84 => {
-                let a = self.lhs(depth, ctes, scope);
-                format!("{a} BETWEEN 2 AND 40000")
+                format!("{a} {test}")
             }
             _ => {
                 let join = self.pick(&[" AND ", " OR "]);
