@@ -1095,6 +1095,14 @@ fn column_pattern_table_part<'p>(
 /// A relation's `(schema, table)` as written ([`Checker::written_table`]).
 type WrittenTable = (Option<String>, String);
 
+/// A relation's name as messages show it: `schema.table`, or `table`.
+fn shown((schema, table): &WrittenTable) -> String {
+    match schema {
+        Some(s) => format!("{s}.{table}"),
+        None => table.clone(),
+    }
+}
+
 /// A relation of a `FROM` clause, as a qualifier may name it: the names it answers to (its
 /// alias, and a table's own name), the tables it stands for by name (none for a derived
 /// table, whose projection is checked where it stands), and whether the guard cannot tell
@@ -1547,20 +1555,17 @@ impl<'a> Checker<'a> {
         };
         expands
             .iter()
-            .find(|(schema, table)| {
-                let effective = self.effective_schema(schema.as_deref());
-                self.rules
-                    .deny_columns
-                    .iter()
-                    .any(|p| column_pattern_table_part(p, Some(effective), table).is_some())
-            })
-            .map(|(schema, table)| {
-                let shown = match schema {
-                    Some(s) => format!("{s}.{table}"),
-                    None => table.clone(),
-                };
-                (true, shown)
-            })
+            .find(|t| self.hides(t, None))
+            .map(|t| (true, shown(t)))
+    }
+
+    /// Whether the rules hide `column` (any column, for `None`) of the relation named `t`.
+    fn hides(&self, (schema, table): &WrittenTable, column: Option<&str>) -> bool {
+        let effective = self.effective_schema(schema.as_deref());
+        self.rules.deny_columns.iter().any(|p| {
+            column_pattern_table_part(p, Some(effective), table)
+                .is_some_and(|c| column.is_none_or(|column| deny_match(c, column)))
+        })
     }
 
     fn note_ident(&mut self, ident: &Ident) {
@@ -1900,17 +1905,13 @@ impl<'a> Checker<'a> {
         }
         // deny_columns patterns that apply to some referenced table: (column part, table).
         let mut applicable: Vec<(String, String)> = Vec::new();
-        for (schema, table) in &self.normalised_tables {
-            let effective = self.effective_schema(schema.as_deref());
+        for t in &self.normalised_tables {
+            let effective = self.effective_schema(t.0.as_deref());
             for p in &self.rules.deny_columns {
-                if let Some(col) = column_pattern_table_part(p, Some(effective), table)
+                if let Some(col) = column_pattern_table_part(p, Some(effective), &t.1)
                     && !applicable.iter().any(|(c, _)| c == col)
                 {
-                    let display = match schema {
-                        Some(s) => format!("{s}.{table}"),
-                        None => table.clone(),
-                    };
-                    applicable.push((col.to_string(), display));
+                    applicable.push((col.to_string(), shown(t)));
                 }
             }
         }
@@ -1936,18 +1937,8 @@ impl<'a> Checker<'a> {
                 }
             }
             for (column, tables) in &self.qualified_refs {
-                let hidden = tables.iter().find(|(schema, table)| {
-                    let effective = self.effective_schema(schema.as_deref());
-                    self.rules.deny_columns.iter().any(|p| {
-                        column_pattern_table_part(p, Some(effective), table)
-                            .is_some_and(|c| deny_match(c, column))
-                    })
-                });
-                if let Some((schema, table)) = hidden {
-                    let table = match schema {
-                        Some(s) => format!("{s}.{table}"),
-                        None => table.clone(),
-                    };
+                if let Some(t) = tables.iter().find(|t| self.hides(t, Some(column))) {
+                    let table = shown(t);
                     return Err(GuardError::ColumnDenied(format!(
                         "column `{column}` of table `{table}` is hidden in this scope; remove it \
                          from the query"
