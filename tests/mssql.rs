@@ -2396,6 +2396,16 @@ async fn later_pages_of_an_ordered_query_are_skipped_by_the_server() {
     let sent = batches("-- all", pages);
     assert_eq!(sent.len(), pages, "{sent:#?}");
     assert!(sent.iter().all(|l| !l.contains("OFFSET")), "{sent:#?}");
+
+    // With a query hint, which `OFFSET` cannot follow: sent as written, read and dropped.
+    let ids = page_through(
+        "SELECT event_id FROM Events WHERE event_id > 0 AND event_id < 1000000 ORDER BY event_id DESC OPTION (RECOMPILE, MAXDOP 1)",
+    )
+    .await;
+    assert_eq!(ids, expected);
+    let sent = batches("OPTION (RECOMPILE, MAXDOP 1)", pages);
+    assert_eq!(sent.len(), pages, "{sent:#?}");
+    assert!(sent.iter().all(|l| !l.contains("OFFSET")), "{sent:#?}");
 }
 
 /// `execute_sql` lifts literals (`db::lift`) so that queries of one shape share one guard

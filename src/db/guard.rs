@@ -14,8 +14,13 @@
 //!   locking clauses (`FOR UPDATE`/`FOR SHARE`), `FOR BROWSE`, locking table hints
 //!   (`WITH (UPDLOCK)`, `HOLDLOCK`, `TABLOCKX`, ... — only a small allowlist of hints passes);
 //! * table sources other than tables, derived tables, parenthesised joins and PIVOT/UNPIVOT:
-//!   table-valued functions (`OPENROWSET`, `OPENQUERY`, `OPENJSON`, `fn_x()`, `UNNEST`,
-//!   `pragma_table_info(...)`, `x IN f(...)`), except SQLite's `json_each` / `json_tree`;
+//!   table-valued functions (`OPENROWSET`, `OPENQUERY`, `fn_x()`, `UNNEST`,
+//!   `pragma_table_info(...)`, `x IN f(...)`), except SQLite's `json_each` / `json_tree` and
+//!   SQL Server's `STRING_SPLIT`, `GENERATE_SERIES` and `OPENJSON`, which read only their
+//!   arguments;
+//! * on SQL Server, query hints other than a trailing `OPTION (…)` of the hints in
+//!   [`TSQL_QUERY_HINTS`] (sqlparser cannot parse `OPTION`, so the clause is checked on the
+//!   tokens and set aside before parsing; the server runs the text as sent);
 //! * dangerous functions anywhere (see [`is_dangerous_function`]);
 //! * names outside the scope's database: MsSql three- and four-part names (cross-database and
 //!   linked servers), `#temp` tables (tempdb); SQLite schemas other than `main`;
@@ -24,16 +29,19 @@
 //!   `COL_NAME`, ...): catalog access goes through the `list_tables` / `describe_table` tools;
 //! * tables not visible under the rules, and explicit references to denied columns.
 //!
-//! Denied columns are refused when the query names them (`Identifier`, last part of a
-//! `CompoundIdentifier`, `USING (...)`), matched against every referenced table — a name is not
-//! resolved to its table, which errs on the side of refusing. A `*` cannot be refused that way;
-//! the caller masks result columns by name (see `tools::sql::mask_columns`). Because masking by
-//! name only works when result names are the table's own column names, a `*` / `t.*` anywhere
-//! except the projection of a plain top-level `SELECT` (or directly under `EXISTS`) is refused
-//! when a referenced table has denied columns (a nested `*` could be renamed by a derived-table
-//! column list, a CTE column list, a set operation or `FOR JSON`); `f(*)` other than
-//! `COUNT(*)` counts as nested. `NATURAL JOIN` (an implicit join on same-named columns) is
-//! refused under the same condition. Ordinal references (`ORDER BY 3`) are not resolved.
+//! Denied columns are refused when the query names them. A `q.column` whose qualifier names
+//! tables, aliases or CTEs in the `FROM` clauses in scope (at every level, taking all of
+//! them) is checked against those tables; a bare name, a longer name or a qualifier the guard
+//! cannot resolve is checked against every referenced table, which errs on the side of
+//! refusing. A `*` cannot be refused that way; the caller masks result columns by name (see
+//! `tools::sql::mask_columns`). Because masking by name only works when result names are the
+//! table's own column names, a `*` / `t.*` anywhere but the projection of a plain top-level
+//! `SELECT` (or directly under `EXISTS`) is refused when what it expands has denied columns (a
+//! nested `*` could be renamed by a derived-table column list, a CTE column list, a set
+//! operation or `FOR JSON`), and so is one whose expansion the guard cannot tell; `f(*)` other
+//! than `COUNT(*)` counts as nested. Positions (`ORDER BY 3`) and `DISTINCT *` are judged by
+//! the `*` they could reach. `NATURAL JOIN` is refused when any referenced table has denied
+//! columns, and the names in `USING (…)` are checked against every referenced table.
 //!
 //! CTE names are excluded from table checks only where the database would resolve them to the
 //! CTE: unqualified names, in scope (SQLite: every CTE of a `WITH` is visible in all its
@@ -343,6 +351,8 @@ pub fn check(
     }
     let kind = statement_kind(&tokens);
     let tsql = (dialect == SqlDialect::MsSql).then(|| scan_tsql(sql, &tokens));
+    let mut tokens = tokens;
+    let query_hints = dialect == SqlDialect::MsSql && split_query_hints(&mut tokens)?;
     let indexed_by = dialect == SqlDialect::Sqlite
         && tokens.iter().any(|t| {
             matches!(&t.token, Token::Word(w)
@@ -354,7 +364,16 @@ pub fn check(
         .parse_statements()
         .map_err(|e| match e {
             ParserError::RecursionLimitExceeded => GuardError::TooComplex,
-            other => GuardError::Parse(parser_message(&other)),
+            other => {
+                let message = parser_message(&other);
+                match (dialect == SqlDialect::MsSql)
+                    .then(|| tsql_parse_advice(sql))
+                    .flatten()
+                {
+                    Some(advice) => GuardError::Parse(format!("{message}; {advice}")),
+                    None => GuardError::Parse(message),
+                }
+            }
         })?;
     let statement = match statements.as_slice() {
         [] => return Err(GuardError::Empty),
@@ -384,7 +403,10 @@ pub fn check(
             "`INDEXED BY`, whose row order can follow a hidden column,".into(),
         ));
     }
-    checker.finish(query)
+    let mut checked = checker.finish(query)?;
+    // `OFFSET … FETCH` cannot follow the hints.
+    checked.pageable_in_sql &= !query_hints;
+    Ok(checked)
 }
 
 /// Functions whose cost is at most linear in their arguments (the rest, such as `instr`,
@@ -639,6 +661,11 @@ const SQLITE_INTERNAL_TABLES: &[&str] = &["dbstat", "fsdir", "zipfile"];
 
 /// SQLite table-valued functions allowed in `FROM`.
 const SQLITE_ALLOWED_TABLE_FUNCTIONS: &[&str] = &["json_each", "json_tree"];
+
+/// SQL Server's built-in rowset functions allowed in `FROM` and `APPLY` when called by their
+/// bare name (a schema-qualified name is a user's function): they read only their arguments,
+/// which are checked like any expression. `OPENJSON` (its own table factor) is allowed too.
+const MSSQL_ALLOWED_TABLE_FUNCTIONS: &[&str] = &["string_split", "generate_series"];
 
 fn catalog_message(display: &str) -> String {
     format!(
@@ -903,6 +930,197 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
     out
 }
 
+/// What to write instead, when a T-SQL text the parser could not read uses a construct
+/// SQL Server knows and the guard's parser does not. Read again from the text: this runs only
+/// after a parse error.
+fn tsql_parse_advice(sql: &str) -> Option<String> {
+    let tokens = Tokenizer::new(&MsSqlDialect {}, sql).tokenize().ok()?;
+    let words: Vec<String> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| match t {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_uppercase(),
+            _ => String::new(),
+        })
+        .collect();
+    let has = |seq: &[&str]| words.windows(seq.len()).any(|w| w.iter().eq(seq.iter()));
+    if has(&["NEXT", "VALUE", "FOR"]) {
+        return Some(
+            "`NEXT VALUE FOR` is not allowed: it takes a value from a sequence, which changes \
+             the sequence even when the transaction is rolled back"
+                .into(),
+        );
+    }
+    if let Some(hint) = ["HASH", "MERGE", "LOOP", "REMOTE"]
+        .into_iter()
+        .find(|h| has(&[h, "JOIN"]) && !has(&["OPTION"]))
+    {
+        return Some(format!(
+            "join hints such as `INNER {hint} JOIN` are not supported; write `INNER JOIN` (or \
+             `LEFT JOIN`, ...), and end the query with `OPTION ({hint} JOIN)` if you need the hint"
+        ));
+    }
+    if has(&["WITH", "ROLLUP"]) || has(&["WITH", "CUBE"]) {
+        return Some(
+            "write `GROUP BY ROLLUP(a, b)` or `GROUP BY CUBE(a, b)` instead of the older \
+             `GROUP BY a, b WITH ROLLUP`"
+                .into(),
+        );
+    }
+    if has(&["GROUPING", "SETS"]) {
+        return Some(
+            "`GROUPING SETS` is not supported; use `GROUP BY ROLLUP(...)` or `CUBE(...)`, or a \
+             `UNION ALL` of grouped queries"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Query hints a T-SQL query may end with (`OPTION (MAXRECURSION 1000)`), word by word; `n`
+/// stands for a whole number. They choose how the server runs the query, never what it reads,
+/// and none takes a lock or names an index. The rest (`TABLE HINT`, `USE PLAN`,
+/// `OPTIMIZE FOR (@x …)`, `QUERYTRACEON`, …) are refused by name.
+const TSQL_QUERY_HINTS: &[&[&str]] = &[
+    &["RECOMPILE"],
+    &["MAXRECURSION", "n"],
+    &["MAXDOP", "n"],
+    &["FAST", "n"],
+    &["OPTIMIZE", "FOR", "UNKNOWN"],
+    &["FORCE", "ORDER"],
+    &["KEEP", "PLAN"],
+    &["KEEPFIXED", "PLAN"],
+    &["ROBUST", "PLAN"],
+    &["EXPAND", "VIEWS"],
+    &["HASH", "GROUP"],
+    &["ORDER", "GROUP"],
+    &["CONCAT", "UNION"],
+    &["HASH", "UNION"],
+    &["MERGE", "UNION"],
+    &["LOOP", "JOIN"],
+    &["MERGE", "JOIN"],
+    &["HASH", "JOIN"],
+];
+
+/// Splits a trailing `OPTION (…)` clause of query hints off a T-SQL text's tokens, which
+/// sqlparser cannot parse: `Ok(true)` when there was one and every hint in it is one of
+/// [`TSQL_QUERY_HINTS`] (its tokens are then removed, so the parser sees the query alone; the
+/// server still runs the text as sent), `Ok(false)` when there was none, and an error naming
+/// the first hint that is not allowed, or an `OPTION` anywhere but at the end (a reserved word
+/// in T-SQL, it cannot be a name there).
+fn split_query_hints(tokens: &mut Vec<TokenWithSpan>) -> Result<bool, GuardError> {
+    let found = trailing_query_hints(tokens)?;
+    if let Some((from, to)) = found {
+        tokens.drain(from..=to);
+    }
+    let misplaced = tokens.iter().any(|t| {
+        matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::OPTION)
+    });
+    if misplaced {
+        return Err(GuardError::Forbidden(
+            "`OPTION (...)` query hints must come once, at the very end of the query (after \
+             `ORDER BY` and `FOR`)"
+                .into(),
+        ));
+    }
+    Ok(found.is_some())
+}
+
+/// The token range of a trailing `OPTION (…)` clause whose hints are all allowed.
+fn trailing_query_hints(tokens: &[TokenWithSpan]) -> Result<Option<(usize, usize)>, GuardError> {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    let mut end = significant.len();
+    if end > 0 && matches!(tokens[significant[end - 1]].token, Token::SemiColon) {
+        end -= 1;
+    }
+    let Some(close) = end.checked_sub(1) else {
+        return Ok(None);
+    };
+    if !matches!(tokens[significant[close]].token, Token::RParen) {
+        return Ok(None);
+    }
+    // The clause's `(`: the one that matches the last `)`.
+    let mut depth = 0usize;
+    let mut open = None;
+    for k in (0..close).rev() {
+        match tokens[significant[k]].token {
+            Token::RParen => depth += 1,
+            Token::LParen if depth == 0 => {
+                open = Some(k);
+                break;
+            }
+            Token::LParen => depth -= 1,
+            _ => {}
+        }
+    }
+    let Some(open) = open else {
+        return Ok(None);
+    };
+    let is_option = open.checked_sub(1).is_some_and(|k| {
+        matches!(&tokens[significant[k]].token, Token::Word(w)
+            if w.quote_style.is_none() && w.keyword == Keyword::OPTION)
+    });
+    // Something must come before it, and not end a statement.
+    let after_query = open
+        .checked_sub(2)
+        .is_some_and(|k| !matches!(tokens[significant[k]].token, Token::SemiColon));
+    if !is_option || !after_query {
+        return Ok(None);
+    }
+    // The hints, split at the commas outside any parentheses of their own.
+    let mut hints: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut depth = 0usize;
+    for &i in &significant[open + 1..close] {
+        match tokens[i].token {
+            Token::Comma if depth == 0 => {
+                hints.push(Vec::new());
+                continue;
+            }
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if let Some(hint) = hints.last_mut() {
+            hint.push(i);
+        }
+    }
+    for hint in &hints {
+        let allowed = TSQL_QUERY_HINTS.iter().any(|pattern| {
+            pattern.len() == hint.len()
+                && pattern
+                    .iter()
+                    .zip(hint)
+                    .all(|(want, &i)| match (&tokens[i].token, *want) {
+                        (Token::Number(n, false), "n") => {
+                            n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit())
+                        }
+                        (Token::Word(w), word) => {
+                            w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word)
+                        }
+                        _ => false,
+                    })
+        });
+        if !allowed {
+            let text: Vec<String> = hint.iter().map(|&i| tokens[i].token.to_string()).collect();
+            if text.is_empty() {
+                return Err(GuardError::Forbidden(
+                    "`OPTION (...)` names no hint between its commas".into(),
+                ));
+            }
+            return Err(GuardError::Forbidden(format!(
+                "the query hint `{}` is not allowed; the hints allowed in OPTION (...) are \
+                 RECOMPILE, MAXRECURSION n, MAXDOP n, FAST n, OPTIMIZE FOR UNKNOWN, FORCE ORDER, \
+                 KEEP PLAN, KEEPFIXED PLAN, ROBUST PLAN, EXPAND VIEWS and the join, union and \
+                 group hints (HASH JOIN, MERGE UNION, ORDER GROUP, ...)",
+                text.join(" ")
+            )));
+        }
+    }
+    Ok(Some((significant[open - 1], significant[close])))
+}
+
 /// See [`CheckedQuery::pageable_in_sql`]. A `TOP` conflicts with `OFFSET` on SQL Server, and
 /// the clauses after `ORDER BY` (`OFFSET`, `FETCH`, `FOR XML`, locking, settings) would end up
 /// on the wrong side of it; a set operation's arms are left alone for the same reason.
@@ -1156,6 +1374,8 @@ struct Checker<'a> {
     root: usize,
     /// The root query is a plain SELECT whose result names are the source column names.
     root_names_columns: bool,
+    /// The top-level query ends with `FOR XML`/`FOR JSON`/`FOR BROWSE`.
+    root_for_clause: bool,
     query_stack: Vec<usize>,
     scopes: Vec<CteScope>,
     /// Queries directly under `EXISTS`: their projection is never returned.
@@ -1258,6 +1478,7 @@ impl<'a> Checker<'a> {
             root: addr(root),
             root_names_columns: matches!(*root.body, SetExpr::Select(_))
                 && root.for_clause.is_none(),
+            root_for_clause: root.for_clause.is_some(),
             query_stack: Vec::new(),
             scopes: Vec::new(),
             exists_queries: HashSet::new(),
@@ -1420,11 +1641,14 @@ impl<'a> Checker<'a> {
                     unknown,
                 });
             }
-            TableFactor::Derived { alias, .. } => out.push(FromRelation {
-                names: alias_of(alias).into_iter().collect(),
-                tables: Vec::new(),
-                unknown: false,
-            }),
+            // Their columns are their own: a derived table's are checked where it stands,
+            // and OPENJSON's come from its argument, checked like any expression.
+            TableFactor::Derived { alias, .. } | TableFactor::OpenJsonTable { alias, .. } => out
+                .push(FromRelation {
+                    names: alias_of(alias).into_iter().collect(),
+                    tables: Vec::new(),
+                    unknown: false,
+                }),
             TableFactor::NestedJoin {
                 table_with_joins,
                 alias,
@@ -2132,7 +2356,13 @@ impl Visitor for Checker<'_> {
                     self.check_wildcard_options(o)?;
                     if !names_are_columns {
                         let expands = self.item_expansion(&relations, item);
-                        self.note_nested_star("a `*` in a subquery, CTE or set operation", expands);
+                        let what = if enclosing == self.root && self.root_for_clause {
+                            "a `*` in a `FOR XML`/`FOR JSON` result (which names each column \
+                             inside the text, out of masking's reach)"
+                        } else {
+                            "a `*` in a subquery, CTE or set operation"
+                        };
+                        self.note_nested_star(what, expands);
                     } else if select.distinct.is_some() && !self.exists_queries.contains(&enclosing)
                     {
                         let expands = self.item_expansion(&relations, item);
@@ -2192,10 +2422,11 @@ impl Visitor for Checker<'_> {
                         [ObjectNamePart::Identifier(i)] => Some(i.value.to_lowercase()),
                         _ => None,
                     };
-                    let allowed_function = self.dialect == SqlDialect::Sqlite
-                        && single
-                            .as_deref()
-                            .is_some_and(|n| SQLITE_ALLOWED_TABLE_FUNCTIONS.contains(&n));
+                    let allowed = match self.dialect {
+                        SqlDialect::Sqlite => SQLITE_ALLOWED_TABLE_FUNCTIONS,
+                        SqlDialect::MsSql => MSSQL_ALLOWED_TABLE_FUNCTIONS,
+                    };
+                    let allowed_function = single.as_deref().is_some_and(|n| allowed.contains(&n));
                     if allowed_function && args.settings.is_none() {
                         self.not_tables.insert(addr(name));
                         return ControlFlow::Continue(());
@@ -2252,7 +2483,14 @@ impl Visitor for Checker<'_> {
             TableFactor::TableFunction { .. } => forbid("TABLE(...) functions are not allowed"),
             TableFactor::UNNEST { .. } => forbid("UNNEST is not allowed"),
             TableFactor::JsonTable { .. } => forbid("JSON_TABLE is not allowed"),
-            TableFactor::OpenJsonTable { .. } => forbid("OPENJSON is not allowed"),
+            // It reads only its argument, checked like any expression; the names of its
+            // `WITH` columns are the query's own, masked like any result name.
+            TableFactor::OpenJsonTable { alias, .. } => {
+                if let Some(a) = alias {
+                    self.relation_names.insert(a.name.value.to_lowercase());
+                }
+                ControlFlow::Continue(())
+            }
             TableFactor::XmlTable { .. } => forbid("XMLTABLE is not allowed"),
             TableFactor::MatchRecognize { .. } => forbid("MATCH_RECOGNIZE is not supported"),
             TableFactor::UnpivotExpr { .. } => forbid("this UNPIVOT form is not supported"),
@@ -3168,11 +3406,11 @@ mod tests {
             "SELECT id FROM t ORDER BY id FOR XML AUTO",
             "SELECT id FROM a UNION SELECT id FROM b ORDER BY 1",
             "SELECT * FROM (SELECT TOP 3 id FROM t ORDER BY id) s",
+            // `OFFSET … FETCH` would land after the hint.
+            "SELECT id FROM t ORDER BY id OPTION (MAXDOP 1)",
         ] {
             assert!(!passes(MsSql, sql).pageable_in_sql, "{sql}");
         }
-        // A query hint would follow the ORDER BY; the parser does not take one at all.
-        refused(MsSql, "SELECT id FROM t ORDER BY id OPTION (MAXDOP 1)");
         assert!(!passes(Sqlite, "SELECT id FROM t ORDER BY id LIMIT 5").pageable_in_sql);
     }
 
@@ -3749,7 +3987,159 @@ mod tests {
         );
         assert_forbidden(MsSql, "SELECT * FROM OPENQUERY(srv, 'select 1')");
         assert_forbidden(MsSql, "SELECT * FROM OPENXML(@h, '/root')");
-        assert_forbidden(MsSql, "SELECT * FROM OPENJSON(@j)");
+    }
+
+    #[test]
+    fn sql_servers_rowset_functions_pass_and_read_only_their_arguments() {
+        let r = rules(&[], &[], &["customers.email"]);
+        for sql in [
+            "SELECT c.name, s.value FROM customers c CROSS APPLY STRING_SPLIT(c.name, ' ') s",
+            "SELECT value, ordinal FROM string_split(N'a,b', N',', 1)",
+            "SELECT value FROM GENERATE_SERIES(1, 10)",
+            "SELECT c.name, j.[key], j.value FROM customers c CROSS APPLY OPENJSON(c.tags) j",
+            "SELECT j.city FROM customers c \
+             CROSS APPLY OPENJSON(c.address, '$.home') WITH (city nvarchar(50) '$.city') j",
+            // `x.*` expands the function's own columns, nothing of `customers`.
+            "SELECT * FROM (SELECT x.* FROM customers c CROSS APPLY STRING_SPLIT(c.name, ' ') x) t",
+            "SELECT * FROM (SELECT j.* FROM customers c CROSS APPLY OPENJSON(c.tags) j) t",
+        ] {
+            let q = passes_with(MsSql, &r, sql);
+            assert!(
+                names(&q).iter().all(|n| n == "customers"),
+                "{sql}: {:?}",
+                names(&q)
+            );
+        }
+        // Their arguments are checked like any expression.
+        for sql in [
+            "SELECT x.value FROM customers c CROSS APPLY STRING_SPLIT(c.email, '@') x",
+            "SELECT x.value FROM customers c CROSS APPLY STRING_SPLIT(email, '@') x",
+            "SELECT j.value FROM customers c CROSS APPLY OPENJSON(c.email) j",
+        ] {
+            assert_column_denied(MsSql, &r, sql);
+        }
+        let e = refused_with(
+            MsSql,
+            &r,
+            "SELECT j.* FROM customers c CROSS APPLY OPENJSON((SELECT c.* FOR JSON PATH)) j",
+        );
+        assert!(matches!(e, GuardError::ColumnDenied(_)), "{e:?}");
+        // A schema-qualified name is a user's function; SQLite has none of them.
+        assert_forbidden(MsSql, "SELECT value FROM dbo.STRING_SPLIT('a,b', ',')");
+        assert_forbidden(Sqlite, "SELECT value FROM string_split('a,b', ',')");
+        assert_forbidden(Sqlite, "SELECT value FROM generate_series(1, 10)");
+    }
+
+    #[test]
+    fn query_hints_may_end_a_tsql_query_and_only_the_allowed_ones() {
+        for sql in [
+            "WITH n AS (SELECT 1 AS i UNION ALL SELECT i + 1 FROM n WHERE i < 1000) \
+             SELECT i FROM n OPTION (MAXRECURSION 1000)",
+            "SELECT a FROM t OPTION (RECOMPILE, MAXDOP 1);",
+            "SELECT a FROM t WHERE a = 5 option (recompile) -- why not",
+            "SELECT t.a FROM t JOIN u ON u.a = t.a OPTION (HASH JOIN, FORCE ORDER, FAST 10)",
+            "SELECT a, COUNT(*) FROM t GROUP BY a OPTION (ORDER GROUP, OPTIMIZE FOR UNKNOWN)",
+            "SELECT a FROM t FOR JSON PATH OPTION (KEEPFIXED PLAN)",
+            // A quoted name is a name.
+            "SELECT [option] FROM t [OPTION]",
+        ] {
+            passes(MsSql, sql);
+        }
+        // `OFFSET … FETCH` cannot be appended after them.
+        assert!(passes(MsSql, "SELECT a FROM t ORDER BY a").pageable_in_sql);
+        assert!(!passes(MsSql, "SELECT a FROM t ORDER BY a OPTION (RECOMPILE)").pageable_in_sql);
+        for (sql, named) in [
+            (
+                "SELECT a FROM t OPTION (TABLE HINT(t, INDEX(ix)))",
+                "TABLE HINT",
+            ),
+            ("SELECT a FROM t OPTION (USE PLAN N'<x/>')", "USE PLAN"),
+            (
+                "SELECT a FROM t OPTION (OPTIMIZE FOR (@x = 1))",
+                "OPTIMIZE FOR (",
+            ),
+            (
+                "SELECT a FROM t OPTION (RECOMPILE, QUERYTRACEON 3604)",
+                "QUERYTRACEON",
+            ),
+            (
+                "SELECT a FROM t OPTION (MAXRECURSION 99999999999)",
+                "MAXRECURSION",
+            ),
+            ("SELECT a FROM t OPTION (MAXRECURSION -1)", "MAXRECURSION"),
+            ("SELECT a FROM t OPTION (LOOP)", "LOOP"),
+            ("SELECT a FROM t OPTION ()", "no hint"),
+            ("SELECT a FROM t OPTION (RECOMPILE,)", "no hint"),
+            // Anywhere but at the very end of the one query.
+            (
+                "SELECT a FROM t OPTION (RECOMPILE) ORDER BY a",
+                "at the very end",
+            ),
+            (
+                "SELECT (SELECT a FROM t OPTION (RECOMPILE))",
+                "at the very end",
+            ),
+            ("SELECT a FROM t; OPTION (RECOMPILE)", "at the very end"),
+            ("OPTION (RECOMPILE)", "at the very end"),
+            (
+                "SELECT a FROM t OPTION (RECOMPILE); DELETE FROM t",
+                "at the very end",
+            ),
+            (
+                "SELECT a FROM t OPTION (RECOMPILE) OPTION (MAXDOP 1)",
+                "at the very end",
+            ),
+        ] {
+            match refused(MsSql, sql) {
+                GuardError::Forbidden(m) => assert!(m.contains(named), "{sql}: {m}"),
+                e => panic!("{sql}: {e:?}"),
+            }
+        }
+        assert!(matches!(
+            refused(MsSql, "SELECT a FROM t OPTION (RECOMPILE); SELECT b FROM u"),
+            GuardError::Forbidden(_) | GuardError::MultipleStatements(2)
+        ));
+        // T-SQL only.
+        refused(Sqlite, "SELECT a FROM t OPTION (RECOMPILE)");
+    }
+
+    #[test]
+    fn tsql_the_parser_cannot_read_gets_advice_on_what_to_write() {
+        for (sql, advice) in [
+            ("SELECT NEXT VALUE FOR dbo.seq", "sequence"),
+            (
+                "SELECT t.a FROM t INNER HASH JOIN u ON u.a = t.a",
+                "OPTION (HASH JOIN)",
+            ),
+            (
+                "SELECT t.a FROM t LEFT OUTER MERGE JOIN u ON u.a = t.a",
+                "OPTION (MERGE JOIN)",
+            ),
+            (
+                "SELECT a, COUNT(*) FROM t GROUP BY a WITH ROLLUP",
+                "ROLLUP(a, b)",
+            ),
+            (
+                "SELECT a, COUNT(*) FROM t GROUP BY a WITH CUBE",
+                "CUBE(a, b)",
+            ),
+            (
+                "SELECT a, COUNT(*) FROM t GROUP BY GROUPING SETS ((a), ())",
+                "UNION ALL",
+            ),
+        ] {
+            match refused(MsSql, sql) {
+                GuardError::Parse(m) => assert!(m.contains(advice), "{sql}: {m}"),
+                e => panic!("{sql}: {e:?}"),
+            }
+        }
+        // What it advises parses.
+        passes(MsSql, "SELECT a, COUNT(*) FROM t GROUP BY ROLLUP(a)");
+        passes(MsSql, "SELECT a, COUNT(*) FROM t GROUP BY CUBE(a)");
+        passes(
+            MsSql,
+            "SELECT t.a FROM t INNER JOIN u ON u.a = t.a OPTION (HASH JOIN)",
+        );
     }
 
     #[test]
