@@ -300,6 +300,11 @@ impl Grammar {
                 sql.push_str(" ORDER BY 1");
             }
         }
+        // Query hints, which the guard sets aside before parsing (the peer ignores them).
+        if self.tsql && depth == 0 && self.chance(0.1) {
+            let hints = self.pick(&["RECOMPILE", "MAXDOP 1, HASH JOIN", "FORCE ORDER, FAST 5"]);
+            let _ = write!(sql, " OPTION ({hints})");
+        }
         if !self.tsql && self.chance(0.25) {
             let _ = write!(sql, " LIMIT {}", self.rng.usize(0..4));
             if self.chance(0.4) {
