@@ -672,6 +672,41 @@ async fn tools_list_per_profile(h: &Harness) {
     assert_eq!(h.tool_names("/open").await, full);
 }
 
+/// The instructions and `execute_sql`'s description name the database's dialect, and what
+/// they say holds: the row limit they name works, and the one they rule out fails.
+async fn the_instructions_and_execute_sql_name_the_dialect(h: &Harness) {
+    let discovered = h.rpc("/claude", "server/discover", json!({})).await;
+    let instructions = discovered["instructions"].as_str().expect("instructions");
+    let tools = h.rpc("/claude", "tools/list", json!({})).await;
+    let sql = tools["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .find(|t| t["name"] == "execute_sql")
+        .map(|t| t["inputSchema"]["properties"]["sql"]["description"].clone())
+        .expect("execute_sql");
+    let sql = sql.as_str().expect("description");
+    let (named, works, ruled_out) = match h.kind {
+        Kind::Sqlite => (
+            "SQLite",
+            "SELECT Id FROM Customers ORDER BY Id LIMIT 2",
+            "SELECT TOP 2 Id FROM Customers ORDER BY Id",
+        ),
+        Kind::Mssql => (
+            "SQL Server",
+            "SELECT TOP (2) Id FROM Customers ORDER BY Id",
+            "SELECT Id FROM Customers ORDER BY Id LIMIT 2",
+        ),
+    };
+    for text in [instructions, sql] {
+        assert!(text.contains(named), "[{:?}] {text}", h.kind);
+    }
+    let out = h.ok("/claude", "execute_sql", json!({"sql": works})).await;
+    assert_eq!(rows(&out).len(), 2, "{out}");
+    h.err("/claude", "execute_sql", json!({"sql": ruled_out}))
+        .await;
+}
+
 /// A natural-language question finds the one row holding its word, first, and fetching it
 /// shows the word.
 async fn search_natural_language_finds_the_row_with_the_word(h: &Harness) {
@@ -1528,6 +1563,7 @@ macro_rules! behaviours {
 
 behaviours!(
     tools_list_per_profile,
+    the_instructions_and_execute_sql_name_the_dialect,
     search_natural_language_finds_the_row_with_the_word,
     search_matches_unicode_words_in_any_case,
     search_list_tables,

@@ -13,6 +13,7 @@ use super::protocol::{
     SUPPORTED_VERSIONS, Shapes, success_response,
 };
 use crate::db::TableInfo;
+use crate::db::guard::SqlDialect;
 use crate::json::Json;
 use crate::ops::metrics::ToolStatus;
 use crate::state::Scope;
@@ -21,10 +22,27 @@ use crate::tools::{self, ToolError, visible_tables};
 /// How long a 2026-07-28 client may cache list results.
 const LIST_TTL_MS: u64 = 60_000;
 
-const INSTRUCTIONS: &str = "This server gives read-only access to a SQL database. \
+/// The `instructions` of `initialize` and `server/discover`: what the server is for, and the
+/// SQL dialect its queries are written in, so a model writes `TOP` for SQL Server and `LIMIT`
+/// for SQLite from its first query.
+fn instructions(dialect: SqlDialect) -> &'static str {
+    match dialect {
+        SqlDialect::MsSql => {
+            "This server gives read-only access to a Microsoft SQL Server database. \
 Use `search` with plain words to find rows (or `list tables`, `describe <table>`, \
 `sample <table>`, or a SELECT query), then `fetch` an id for the full record and its \
-related records. Results are capped; nothing you run can change data.";
+related records. Queries are T-SQL: `SELECT TOP (n)` or `ORDER BY … OFFSET … FETCH`, never \
+`LIMIT`; `[brackets]` around names. Results are capped; nothing you run can change data."
+        }
+        SqlDialect::Sqlite => {
+            "This server gives read-only access to a SQLite database. \
+Use `search` with plain words to find rows (or `list tables`, `describe <table>`, \
+`sample <table>`, or a SELECT query), then `fetch` an id for the full record and its \
+related records. Queries are SQLite SQL: `LIMIT n`, never `TOP`; `\"double quotes\"` around \
+names. Results are capped; nothing you run can change data."
+        }
+    }
+}
 
 /// Who is calling, for logs and the audit record.
 #[derive(Debug, Clone, Default)]
@@ -136,15 +154,17 @@ pub async fn handle(
     }
     let modern = era == Era::Modern;
     let mut result = match req.method.as_str() {
-        "initialize" => initialize(&req.params, era)?,
+        "initialize" => initialize(&req.params, era, scope.db.dialect())?,
         "ping" if !modern => json!({}),
         "server/discover" => json!({
             "supportedVersions": SUPPORTED_VERSIONS,
             "capabilities": capabilities(era),
-            "instructions": INSTRUCTIONS,
+            "instructions": instructions(scope.db.dialect()),
             "serverInfo": server_info(era.shapes()),
         }),
-        "tools/list" => json!({"tools": tools::definitions(scope.profile(), era.shapes())}),
+        "tools/list" => json!({
+            "tools": tools::definitions(scope.profile(), era.shapes(), scope.db.dialect())
+        }),
         "resources/list" => resources_list(scope, era.shapes()).await?,
         "resources/templates/list" => json!({"resourceTemplates": []}),
         "resources/read" => resources_read(scope, era, &req.params).await?,
@@ -250,13 +270,13 @@ pub fn negotiate(requested: &str, transport: Transport) -> &'static str {
 /// The `initialize` result for a session of `era`, the version [`negotiate`] picked (the
 /// capabilities are the same in every session revision: all of them have tools, resources
 /// with subscriptions, prompts and logging).
-fn initialize(params: &Value, era: Era) -> Result<Value, RpcError> {
+fn initialize(params: &Value, era: Era, dialect: SqlDialect) -> Result<Value, RpcError> {
     str_param(params, "protocolVersion")?;
     Ok(json!({
         "protocolVersion": era.version(),
         "capabilities": capabilities(era),
         "serverInfo": server_info(era.shapes()),
-        "instructions": INSTRUCTIONS,
+        "instructions": instructions(dialect),
     }))
 }
 

@@ -21,7 +21,7 @@ use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
 
 use crate::config::ToolProfile;
-use crate::db::guard::GuardError;
+use crate::db::guard::{GuardError, SqlDialect};
 use crate::db::{
     AccessRules, Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind,
 };
@@ -118,13 +118,22 @@ pub fn tool_names(profile: ToolProfile) -> &'static [&'static str] {
     }
 }
 
-/// The `tools` array of `tools/list` for a profile, in the shapes of a session's revision
-/// (built once each): a revision without `title`, `outputSchema` or tool `annotations` gets
-/// definitions without them.
-pub fn definitions(profile: ToolProfile, shapes: Shapes) -> &'static Value {
-    static CELLS: [[OnceLock<Value>; 3]; 2] = [
-        [OnceLock::new(), OnceLock::new(), OnceLock::new()],
-        [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+/// The `tools` array of `tools/list` for a profile, in the shapes of a session's revision,
+/// for a database of `dialect` (built once each): a revision without `title`,
+/// `outputSchema` or tool `annotations` gets definitions without them, and `execute_sql`
+/// names the dialect its query is written in.
+pub fn definitions(profile: ToolProfile, shapes: Shapes, dialect: SqlDialect) -> &'static Value {
+    static CELLS: [[[OnceLock<Value>; 2]; 3]; 2] = [
+        [
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+        ],
+        [
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+        ],
     ];
     let row = match profile {
         ToolProfile::Chatgpt => 0,
@@ -135,12 +144,16 @@ pub fn definitions(profile: ToolProfile, shapes: Shapes) -> &'static Value {
         Shapes::V2025_03_26 => 1,
         Shapes::V2024_11_05 => 2,
     };
-    CELLS[row][column].get_or_init(|| {
+    let plane = match dialect {
+        SqlDialect::Sqlite => 0,
+        SqlDialect::MsSql => 1,
+    };
+    CELLS[row][column][plane].get_or_init(|| {
         Value::Array(
             tool_names(profile)
                 .iter()
                 .map(|name| {
-                    let mut d = definition(name);
+                    let mut d = definition(name, dialect);
                     shapes.fit_tool(&mut d);
                     d
                 })
@@ -153,7 +166,7 @@ fn read_only() -> Value {
     json!({"readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false})
 }
 
-fn definition(name: &str) -> Value {
+fn definition(name: &str, dialect: SqlDialect) -> Value {
     match name {
         "search" => json!({
             "name": "search",
@@ -250,7 +263,10 @@ fn definition(name: &str) -> Value {
             "inputSchema": {
                 "type": "object",
                 "properties": {
-                    "sql": {"type": "string", "description": "One SELECT query in the database's SQL dialect."},
+                    "sql": {"type": "string", "description": match dialect {
+                        SqlDialect::MsSql => "One SELECT query in T-SQL (Microsoft SQL Server): `SELECT TOP (n)` or `ORDER BY … OFFSET m ROWS FETCH NEXT n ROWS ONLY`, never `LIMIT`; `[brackets]` around names; it may end with `OPTION (…)` query hints such as `MAXRECURSION n`.",
+                        SqlDialect::Sqlite => "One SELECT query in SQLite's SQL: `LIMIT n OFFSET m`, never `TOP`; `\"double quotes\"` around names.",
+                    }},
                     "page_size": {"type": "integer", "minimum": 1, "description": "Rows per page (default and maximum: the server's row cap)."},
                     "cursor": {"type": "string", "description": "`next_cursor` from the previous page of the same query."}
                 },
@@ -339,7 +355,7 @@ fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolErr
 fn known_args() -> &'static [(String, Vec<String>)] {
     static KNOWN: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
     KNOWN.get_or_init(|| {
-        definitions(ToolProfile::Full, Shapes::Current)
+        definitions(ToolProfile::Full, Shapes::Current, SqlDialect::Sqlite)
             .as_array()
             .into_iter()
             .flatten()
