@@ -703,8 +703,14 @@ async fn the_instructions_and_execute_sql_name_the_dialect(h: &Harness) {
     }
     let out = h.ok("/claude", "execute_sql", json!({"sql": works})).await;
     assert_eq!(rows(&out).len(), 2, "{out}");
-    h.err("/claude", "execute_sql", json!({"sql": ruled_out}))
+    let refused = h
+        .err("/claude", "execute_sql", json!({"sql": ruled_out}))
         .await;
+    assert!(
+        refused.contains(&format!("{named} has no")),
+        "[{:?}] {refused}",
+        h.kind
+    );
 }
 
 /// A natural-language question finds the one row holding its word, first, and fetching it

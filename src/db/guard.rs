@@ -78,9 +78,10 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, ForClause, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, InTarget, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
-    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
-    TableAlias, TableFactor, UnaryOperator, Value, Visit, Visitor, WildcardAdditionalOptions,
+    GroupByExpr, Ident, InTarget, Join, JoinConstraint, JoinOperator, LimitClause, ObjectName,
+    ObjectNamePart, OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
+    SetExpr, Statement, TableAlias, TableFactor, UnaryOperator, Value, Visit, Visitor,
+    WildcardAdditionalOptions,
 };
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
 use sqlparser::keywords::Keyword;
@@ -2281,6 +2282,26 @@ impl Visitor for Checker<'_> {
         {
             return forbid("SETTINGS, FORMAT and pipe operators are not supported");
         }
+        // The other dialect's row limits, which sqlparser reads in both: the database would
+        // refuse them with a bare syntax error.
+        match self.dialect {
+            SqlDialect::MsSql
+                if matches!(
+                    query.limit_clause,
+                    Some(LimitClause::LimitOffset { limit: Some(_), .. })
+                        | Some(LimitClause::OffsetCommaLimit { .. })
+                ) =>
+            {
+                return forbid(
+                    "SQL Server has no LIMIT; write `SELECT TOP (n) …`, or `ORDER BY … OFFSET m \
+                     ROWS FETCH NEXT n ROWS ONLY`",
+                );
+            }
+            SqlDialect::Sqlite if query.fetch.is_some() => {
+                return forbid("SQLite has no FETCH; write `LIMIT n OFFSET m`");
+            }
+            _ => {}
+        }
         // The set-operation spine of the body, iteratively: DML bodies and `TABLE t`.
         let mut pending: Vec<&SetExpr> = vec![&query.body];
         while let Some(body) = pending.pop() {
@@ -2345,6 +2366,9 @@ impl Visitor for Checker<'_> {
     fn pre_visit_select(&mut self, select: &Select) -> Flow {
         if select.into.is_some() {
             return ControlFlow::Break(GuardError::SelectInto);
+        }
+        if self.dialect == SqlDialect::Sqlite && select.top.is_some() {
+            return forbid("SQLite has no TOP; write `LIMIT n` at the end of the query");
         }
         let relations = self.relations_of(select);
         let enclosing = self.query_stack.last().copied().unwrap_or(0);
@@ -4101,6 +4125,48 @@ mod tests {
         ));
         // T-SQL only.
         refused(Sqlite, "SELECT a FROM t OPTION (RECOMPILE)");
+    }
+
+    #[test]
+    fn the_other_dialects_row_limits_are_refused_with_what_to_write() {
+        for (d, sql, advice) in [
+            (MsSql, "SELECT a FROM t LIMIT 10", "TOP (n)"),
+            (
+                MsSql,
+                "SELECT a FROM t ORDER BY a LIMIT 10 OFFSET 5",
+                "FETCH NEXT",
+            ),
+            (
+                MsSql,
+                "SELECT a FROM (SELECT a FROM t LIMIT 3) s",
+                "TOP (n)",
+            ),
+            (Sqlite, "SELECT TOP 10 a FROM t", "LIMIT n"),
+            (
+                Sqlite,
+                "SELECT a FROM t WHERE a IN (SELECT TOP (1) a FROM u)",
+                "LIMIT n",
+            ),
+            (
+                Sqlite,
+                "SELECT a FROM t ORDER BY a OFFSET 5 ROWS FETCH NEXT 5 ROWS ONLY",
+                "LIMIT n OFFSET m",
+            ),
+        ] {
+            match refused(d, sql) {
+                GuardError::Forbidden(m) => assert!(m.contains(advice), "{sql}: {m}"),
+                e => panic!("{sql}: {e:?}"),
+            }
+        }
+        // Each dialect's own forms pass.
+        passes(MsSql, "SELECT TOP (10) a FROM t");
+        passes(MsSql, "SELECT a FROM t ORDER BY a OFFSET 5 ROWS");
+        passes(
+            MsSql,
+            "SELECT a FROM t ORDER BY a OFFSET 5 ROWS FETCH NEXT 5 ROWS ONLY",
+        );
+        passes(Sqlite, "SELECT a FROM t LIMIT 10 OFFSET 5");
+        passes(Sqlite, "SELECT a FROM t LIMIT 5, 10");
     }
 
     #[test]
