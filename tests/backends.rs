@@ -1332,6 +1332,39 @@ async fn unknown_table_lists_visible_tables(h: &Harness) {
     assert!(!msg.contains("Salaries"), "{msg}");
 }
 
+/// A query naming a column that is not there gets the database's error and the visible
+/// columns of the tables it reads (not the hidden one, and not other tables').
+async fn unknown_column_lists_the_columns_of_the_tables_read(h: &Harness) {
+    let msg = h
+        .err(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT c.Nmae FROM Customers c JOIN Orders o ON o.CustomerId = c.Id"}),
+        )
+        .await;
+    assert!(msg.contains("Nmae"), "{msg}");
+    for name in [
+        "Name",
+        "Email",
+        "City",
+        "IsActive",
+        "CustomerId",
+        "Quantity",
+        "Status",
+    ] {
+        assert!(msg.contains(name), "[{:?}] {name} missing: {msg}", h.kind);
+    }
+    assert!(
+        msg.contains(&h.table_id("Customers")) && msg.contains(&h.table_id("Orders")),
+        "{msg}"
+    );
+    assert!(!msg.contains("Phone"), "hidden column listed: {msg}");
+    assert!(
+        !msg.contains("Price"),
+        "a column of a table not read: {msg}"
+    );
+}
+
 /// A hidden column (`deny_columns`) is masked from `SELECT *`, refused when named, and left
 /// out of fetch, describe, samples and keyword search; `/open` shows it (the control).
 async fn hidden_column_is_masked_and_refused(h: &Harness) {
@@ -1583,6 +1616,7 @@ behaviours!(
     long_values_are_cut_and_pages_stop_at_the_byte_cap,
     refusal_corpus,
     unknown_table_lists_visible_tables,
+    unknown_column_lists_the_columns_of_the_tables_read,
     hidden_column_is_masked_and_refused,
     denied_table_is_invisible,
     list_and_describe_tools,

@@ -1,6 +1,7 @@
 //! The SQL-shaped tools of the `full` profile: `list_tables`, `describe_table`,
 //! `get_table_sample`, `execute_sql`, and the table description `fetch` shares.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -389,6 +390,15 @@ pub(crate) async fn run_sql(
                 table_list(scope, &catalog)
             )));
         }
+        Err(DbError::Sql(msg)) if looks_like_missing_column(&msg) => {
+            let columns = column_list(scope, &read);
+            return Err(if columns.is_empty() {
+                DbError::Sql(msg)
+            } else {
+                DbError::Sql(format!("{msg}; the columns you may read: {columns}"))
+            }
+            .into());
+        }
         Err(e) => return Err(e.into()),
     };
     let masked = mask_columns(scope, &read, &mut rs);
@@ -440,6 +450,49 @@ fn accept<'a>(
 fn looks_like_missing_table(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
     m.contains("no such table") || m.contains("invalid object name")
+}
+
+fn looks_like_missing_column(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("no such column") || m.contains("invalid column name")
+}
+
+/// Most columns named per table, and most characters in all, in [`column_list`].
+const LISTED_COLUMNS: usize = 60;
+const LISTED_CHARS: usize = 3_000;
+
+/// The visible columns of the tables a query reads (`orders: id, total; customers: …`), for a
+/// model that named a column that is not there; empty when the catalog knows none of them.
+fn column_list(scope: &Scope, read: &[Result<&TableInfo, &TableRef>]) -> String {
+    let mut out = String::new();
+    for info in read.iter().filter_map(|r| r.ok()) {
+        let columns = super::visible_columns(scope, info);
+        if out.len() > LISTED_CHARS {
+            out.push_str("; …");
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(&info.qualified());
+        out.push_str(": ");
+        out.push_str(
+            &columns
+                .iter()
+                .take(LISTED_COLUMNS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        if columns.len() > LISTED_COLUMNS {
+            let _ = write!(
+                out,
+                ", … ({} in all; describe_table lists them)",
+                columns.len()
+            );
+        }
+    }
+    out
 }
 
 /// The tables a query reads, as the catalog knows them, or as written where it does not.
