@@ -365,6 +365,13 @@ pub fn check(
         .parse_statements()
         .map_err(|e| match e {
             ParserError::RecursionLimitExceeded => GuardError::TooComplex,
+            // A statement of another kind that sqlparser cannot read (`PRAGMA table_info(t)`,
+            // `DBCC CHECKDB`) is refused as what it is, not as a syntax error.
+            _ if TSQL_STATEMENT_KEYWORDS.contains(&kind.as_str())
+                || OTHER_STATEMENT_KEYWORDS.contains(&kind.as_str()) =>
+            {
+                GuardError::NotAQuery(kind.clone())
+            }
             other => {
                 let message = parser_message(&other);
                 match (dialect == SqlDialect::MsSql)
@@ -770,6 +777,34 @@ const TSQL_STATEMENT_KEYWORDS: &[&str] = &[
     "WAITFOR",
     "WHILE",
     "WRITETEXT",
+];
+
+/// First words of statements that are not queries, besides [`TSQL_STATEMENT_KEYWORDS`]
+/// (SQLite's, and other dialects' a model may write by habit): a text starting with one that
+/// sqlparser cannot parse is refused as not a query.
+const OTHER_STATEMENT_KEYWORDS: &[&str] = &[
+    "ABORT",
+    "ANALYZE",
+    "ATTACH",
+    "CALL",
+    "COPY",
+    "DETACH",
+    "EXPLAIN",
+    "GO",
+    "LOCK",
+    "MERGE",
+    "PRAGMA",
+    "REINDEX",
+    "RELEASE",
+    "RENAME",
+    "REPLACE",
+    "SAVEPOINT",
+    "SHOW",
+    "START",
+    "UNLOCK",
+    "UPSERT",
+    "USE",
+    "VACUUM",
 ];
 
 /// Table hints T-SQL still takes without `WITH` after a table (`FROM t HOLDLOCK`), which
@@ -3877,13 +3912,24 @@ mod tests {
     }
 
     #[test]
-    fn statements_sqlparser_cannot_parse_are_refused_as_parse_errors() {
-        // BULK INSERT, DBCC, SHUTDOWN and VACUUM INTO have no sqlparser 0.64 AST: Parse is the refusal.
-        for sql in ["BULK INSERT t FROM 'c:\\x.csv'", "DBCC CHECKDB", "SHUTDOWN"] {
-            assert!(matches!(refused(MsSql, sql), GuardError::Parse(_)), "{sql}");
+    fn statements_sqlparser_cannot_parse_are_refused_as_what_they_are() {
+        // These have no sqlparser 0.64 AST (or this form has none): the refusal names the
+        // statement kind, not a syntax error.
+        for (d, sql, kind) in [
+            (MsSql, "BULK INSERT t FROM 'c:\\x.csv'", "BULK"),
+            (MsSql, "DBCC CHECKDB", "DBCC"),
+            (MsSql, "SHUTDOWN", "SHUTDOWN"),
+            (MsSql, "EXEC", "EXEC"),
+            (Sqlite, "VACUUM INTO 'x.db'", "VACUUM"),
+            (Sqlite, "PRAGMA table_info(orders)", "PRAGMA"),
+            (Sqlite, "pragma writable_schema = on", "PRAGMA"),
+            (MsSql, "UPDATE t SET a = = 1", "UPDATE"),
+        ] {
+            assert_eq!(refused(d, sql), GuardError::NotAQuery(kind.into()), "{sql}");
         }
+        // A text that starts like no statement stays a syntax error.
         assert!(matches!(
-            refused(Sqlite, "VACUUM INTO 'x.db'"),
+            refused(MsSql, "SELEC a FROM t"),
             GuardError::Parse(_)
         ));
     }
