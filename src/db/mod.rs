@@ -419,6 +419,9 @@ pub struct RowSet {
     pub byte_capped: bool,
     /// The values that were cut, as (row, column) indices, in row order.
     pub cut_values: Vec<(usize, usize)>,
+    /// The one row is the text of this many of the database's rows, joined (SQL Server's
+    /// `FOR JSON` / `FOR XML` pieces): the next page starts after them.
+    pub joined_rows: Option<usize>,
 }
 
 /// A page's rows as a backend collects them: each decoded row is offered to [`PageRows::push`],
@@ -482,6 +485,7 @@ impl PageRows {
             more,
             byte_capped: self.byte_capped,
             cut_values: self.cut_values,
+            joined_rows: None,
         }
     }
 }

@@ -1233,15 +1233,21 @@ async fn execute(
         }
     };
     match outcome {
-        Ok((rs, Drained::Complete)) => {
+        Ok((mut rs, Drained::Complete)) => {
             if stmt.adhoc {
                 conn.rowcount = Some(cap);
+                join_for_json_rows(&mut rs);
             }
             conn.broken = false;
             Ok(rs)
         }
         // More than DRAIN_ROWS rows past the cap: the rows are good, the connection is not.
-        Ok((rs, Drained::Abandoned)) => Ok(rs),
+        Ok((mut rs, Drained::Abandoned)) => {
+            if stmt.adhoc {
+                join_for_json_rows(&mut rs);
+            }
+            Ok(rs)
+        }
         // The stream was left mid-response: the connection goes.
         Err(ReadError::TooWide(n)) => Err(DbError::Sql(format!(
             "the result has {n} columns, more than the {MAX_RESULT_COLUMNS} a query may return; \
@@ -1267,6 +1273,35 @@ async fn execute(
             Err(query_error(&e, ctx))
         }
     }
+}
+
+/// The names SQL Server gives the one column of a `FOR JSON` / `FOR XML` result.
+const FOR_JSON_COLUMNS: [&str; 2] = [
+    "JSON_F52E2B61-18A1-11d1-B105-00805F49916B",
+    "XML_F52E2B61-18A1-11d1-B105-00805F49916B",
+];
+
+/// SQL Server sends the text of a `FOR JSON` or `FOR XML` query (without `TYPE`) split over
+/// rows of about 2,033 characters, for the client to join, as SSMS and ADO.NET's readers do.
+/// Joined here into one row, so a model gets one JSON (or XML) text rather than pieces cut
+/// at arbitrary characters. A page cut at the row or byte cap holds the text so far, and the
+/// next page continues it.
+fn join_for_json_rows(rs: &mut RowSet) {
+    let is_for_json = matches!(rs.columns.as_slice(),
+        [c] if FOR_JSON_COLUMNS.iter().any(|n| c.name.eq_ignore_ascii_case(n)));
+    if !is_for_json || rs.rows.len() < 2 {
+        return;
+    }
+    let mut text = String::new();
+    for row in &rs.rows {
+        if let Some(Value::Text(t)) = row.first() {
+            text.push_str(t);
+        }
+    }
+    let cut = !rs.cut_values.is_empty();
+    rs.joined_rows = Some(rs.rows.len());
+    rs.rows = vec![vec![Value::text(text)]];
+    rs.cut_values = if cut { vec![(0, 0)] } else { Vec::new() };
 }
 
 async fn rollback(conn: &mut MssqlConn) -> Result<(), TdsError> {
@@ -3927,6 +3962,58 @@ mod tests {
             "say hello o'brien a@b.com"
         );
         assert_eq!(free_text(&strings(&["\"", " "])), "");
+    }
+
+    /// The peer fails `FOR JSON` and `FOR XML` queries (and so never splits their text over
+    /// rows, as SQL Server does): the joining is tested on canned rows.
+    #[test]
+    fn for_json_text_split_over_rows_is_joined_into_one() {
+        let pieces = [
+            "[{\"Id\":1,\"Name\":\"Å",
+            "se\"},{\"Id\":2,",
+            "\"Name\":null}]",
+        ];
+        let rowset = |name: &str, rows: Vec<Vec<Value>>| RowSet {
+            columns: vec![ResultColumn {
+                name: name.into(),
+                data_type: Some("nvarchar".into()),
+            }],
+            rows,
+            more: false,
+            byte_capped: false,
+            cut_values: Vec::new(),
+            joined_rows: None,
+        };
+        let split: Vec<Vec<Value>> = pieces.iter().map(|p| vec![Value::text(*p)]).collect();
+        for name in [
+            "JSON_F52E2B61-18A1-11d1-B105-00805F49916B",
+            "XML_F52E2B61-18A1-11d1-B105-00805F49916B",
+            "json_f52e2b61-18a1-11d1-b105-00805f49916b",
+        ] {
+            let mut rs = rowset(name, split.clone());
+            rs.more = true;
+            join_for_json_rows(&mut rs);
+            assert_eq!(rs.rows, vec![vec![Value::text(pieces.concat())]], "{name}");
+            assert!(rs.more, "a cut page stays cut");
+            assert_eq!(
+                rs.joined_rows,
+                Some(3),
+                "the next page starts after the pieces"
+            );
+            let parsed: serde_json::Value =
+                serde_json::from_str(&pieces.concat()).expect("the joined text is JSON");
+            assert_eq!(parsed[0]["Name"], "Åse");
+        }
+        // Any other one-column result keeps its rows.
+        let mut rs = rowset("Name", split.clone());
+        join_for_json_rows(&mut rs);
+        assert_eq!(rs.rows, split);
+        assert_eq!(rs.joined_rows, None);
+        // A piece cut by the server's text limit marks the joined value cut.
+        let mut rs = rowset("JSON_F52E2B61-18A1-11d1-B105-00805F49916B", split.clone());
+        rs.cut_values = vec![(2, 0)];
+        join_for_json_rows(&mut rs);
+        assert_eq!(rs.cut_values, [(0, 0)]);
     }
 
     /// The peer has no sys.fulltext_indexes: the catalog side is tested on canned rows.

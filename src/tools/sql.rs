@@ -191,7 +191,7 @@ fn paged(
     let next_cursor = rs.more.then(|| {
         scope.cache.put_cursor(Cursor {
             target: target(),
-            offset: page.offset + rs.rows.len(),
+            offset: page.offset + rs.joined_rows.unwrap_or(rs.rows.len()),
             page_size: page.limit,
             owner: owner.map(str::to_string),
         })
@@ -201,7 +201,13 @@ fn paged(
     if !cut_columns.is_empty() {
         notes.push(super::cut_note(&cut_columns));
     }
-    if rs.byte_capped {
+    if rs.joined_rows.is_some() && rs.more {
+        notes.push(
+            "this page holds the first part of the FOR JSON / FOR XML text, which SQL Server \
+             sends in pieces; pass next_cursor for the rest, which continues it"
+                .to_string(),
+        );
+    } else if rs.byte_capped {
         notes.push(format!(
             "this page stopped after {} rows at the scope's limit of {} bytes \
              (max_result_bytes); pass next_cursor for the next rows, or select fewer or \
