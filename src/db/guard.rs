@@ -2,7 +2,8 @@
 //! read-only query that touches only tables and columns the scope's [`AccessRules`] allow.
 //!
 //! This is an allowlist, not a keyword blocklist: the text is tokenized and parsed with the
-//! backend's dialect (`sqlparser`), the single statement must be a `Statement::Query`, and the
+//! backend's dialect (`sqlparser`; for SQL Server, [`TsqlDialect`], its MsSql dialect with what
+//! T-SQL has and it lacks), the single statement must be a `Statement::Query`, and the
 //! whole query tree is walked with `sqlparser`'s visitor, so every sub-query (CTEs, derived
 //! tables, `WHERE`/`SELECT`/`HAVING`/`ON` sub-queries, set operations, `VALUES`, function
 //! arguments, ...) is inspected. What is refused:
@@ -84,6 +85,8 @@ use sqlparser::ast::{
     WildcardAdditionalOptions,
 };
 use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
+
+use super::tsql_dialect::TsqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
@@ -338,7 +341,7 @@ pub fn check(
     }
     static RED_ZONE: std::sync::Once = std::sync::Once::new();
     RED_ZONE.call_once(|| recursive::set_minimum_stack_size(PARSER_RED_ZONE));
-    let (mssql, sqlite) = (MsSqlDialect {}, SQLiteDialect {});
+    let (mssql, sqlite) = (TsqlDialect::default(), SQLiteDialect {});
     let d: &dyn Dialect = match dialect {
         SqlDialect::MsSql => &mssql,
         SqlDialect::Sqlite => &sqlite,
@@ -995,20 +998,6 @@ fn tsql_parse_advice(sql: &str) -> Option<String> {
             "join hints such as `INNER {hint} JOIN` are not supported; write `INNER JOIN` (or \
              `LEFT JOIN`, ...), and end the query with `OPTION ({hint} JOIN)` if you need the hint"
         ));
-    }
-    if has(&["WITH", "ROLLUP"]) || has(&["WITH", "CUBE"]) {
-        return Some(
-            "write `GROUP BY ROLLUP(a, b)` or `GROUP BY CUBE(a, b)` instead of the older \
-             `GROUP BY a, b WITH ROLLUP`"
-                .into(),
-        );
-    }
-    if has(&["GROUPING", "SETS"]) {
-        return Some(
-            "`GROUPING SETS` is not supported; use `GROUP BY ROLLUP(...)` or `CUBE(...)`, or a \
-             `UNION ALL` of grouped queries"
-                .into(),
-        );
     }
     None
 }
@@ -4174,6 +4163,41 @@ mod tests {
     }
 
     #[test]
+    fn tsql_groupings_and_json_subqueries_without_from_pass_and_are_checked() {
+        let r = rules(&[], &[], &["employees.salary", "customers.email"]);
+        for sql in [
+            "SELECT dept, title, COUNT(*) FROM employees GROUP BY ROLLUP (dept, title)",
+            "SELECT dept, title, COUNT(*) FROM employees GROUP BY CUBE (dept, title)",
+            "SELECT dept, title, COUNT(*) FROM employees \
+             GROUP BY GROUPING SETS ((dept, title), (dept), ())",
+            "SELECT dept, COUNT(*) FROM employees GROUP BY dept WITH ROLLUP",
+            "SELECT GROUPING(dept), dept, COUNT(*) FROM employees GROUP BY dept WITH CUBE",
+            "SELECT c.id, (SELECT c.name, c.city FOR JSON PATH, WITHOUT_ARRAY_WRAPPER) AS j \
+             FROM customers c",
+            "SELECT (SELECT c.name FOR XML PATH('c')) FROM customers c",
+        ] {
+            passes_with(MsSql, &r, sql);
+        }
+        for sql in [
+            "SELECT dept, COUNT(*) FROM employees GROUP BY ROLLUP (dept, salary)",
+            "SELECT dept, COUNT(*) FROM employees GROUP BY GROUPING SETS ((dept), (salary))",
+            "SELECT dept, COUNT(*) FROM employees GROUP BY CUBE (salary)",
+            "SELECT salary, COUNT(*) FROM employees GROUP BY salary WITH ROLLUP",
+            "SELECT (SELECT c.name, c.email FOR JSON PATH) FROM customers c",
+        ] {
+            assert_column_denied(MsSql, &r, sql);
+        }
+        assert!(matches!(
+            refused_with(
+                MsSql,
+                &r,
+                "SELECT (SELECT c.* FOR JSON PATH) FROM customers c"
+            ),
+            GuardError::ColumnDenied(_)
+        ));
+    }
+
+    #[test]
     fn the_other_dialects_row_limits_are_refused_with_what_to_write() {
         for (d, sql, advice) in [
             (MsSql, "SELECT a FROM t LIMIT 10", "TOP (n)"),
@@ -4227,18 +4251,6 @@ mod tests {
                 "SELECT t.a FROM t LEFT OUTER MERGE JOIN u ON u.a = t.a",
                 "OPTION (MERGE JOIN)",
             ),
-            (
-                "SELECT a, COUNT(*) FROM t GROUP BY a WITH ROLLUP",
-                "ROLLUP(a, b)",
-            ),
-            (
-                "SELECT a, COUNT(*) FROM t GROUP BY a WITH CUBE",
-                "CUBE(a, b)",
-            ),
-            (
-                "SELECT a, COUNT(*) FROM t GROUP BY GROUPING SETS ((a), ())",
-                "UNION ALL",
-            ),
         ] {
             match refused(MsSql, sql) {
                 GuardError::Parse(m) => assert!(m.contains(advice), "{sql}: {m}"),
@@ -4246,8 +4258,6 @@ mod tests {
             }
         }
         // What it advises parses.
-        passes(MsSql, "SELECT a, COUNT(*) FROM t GROUP BY ROLLUP(a)");
-        passes(MsSql, "SELECT a, COUNT(*) FROM t GROUP BY CUBE(a)");
         passes(
             MsSql,
             "SELECT t.a FROM t INNER JOIN u ON u.a = t.a OPTION (HASH JOIN)",

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod lift;
 pub mod mssql;
 pub mod sqlite;
+pub mod tsql_dialect;
 
 use std::sync::Arc;
 
