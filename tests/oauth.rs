@@ -4650,6 +4650,52 @@ async fn mutated_oauth_requests_get_clear_errors_and_the_server_keeps_issuing_to
     );
 }
 
+/// The routes a 404 of the admin endpoint lists are routes it answers (none 404 or 405), so
+/// its list of them cannot advertise one that is gone.
+#[tokio::test]
+async fn every_route_an_admin_404_lists_is_answered() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = start(dir.path(), "").await;
+    let c = http();
+    let adm = Admin::start(&s, dir.path()).await;
+    let auth = format!("Bearer {}", adm.token);
+    let r = c
+        .get(format!("http://{}/admin/nope", adm.addr))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.expect("JSON");
+    let description = v["error_description"].as_str().expect("description");
+    let (_, listed) = description
+        .split_once("the routes are ")
+        .unwrap_or_else(|| panic!("no route list: {description}"));
+    let routes: Vec<(&str, &str)> = listed
+        .split(", ")
+        .map(|r| r.split_once(' ').unwrap_or_else(|| panic!("{r}")))
+        .collect();
+    assert!(routes.len() >= 8, "{listed}");
+    for (method, path) in routes {
+        let req = match method {
+            "GET" => c.get(format!("http://{}{path}", adm.addr)),
+            "POST" => c
+                .post(format!("http://{}{path}", adm.addr))
+                .json(&json!({"scope": "/claude", "client": "mcp_client_unknown"})),
+            other => panic!("{other} {path}"),
+        };
+        let r = req.header("authorization", &auth).send().await.expect(path);
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path}, listed, got {status}: {body}"
+        );
+    }
+    adm.stop().await;
+    s.stop().await;
+}
+
 /// Mutated requests to the admin endpoint. A bent token is always refused (403) and shows
 /// nothing; with the right token, every malformed request (bent paths and methods, mutated
 /// bodies and queries, wrong content types, truncated, non-UTF-8 and oversized bodies) gets a
