@@ -1365,6 +1365,40 @@ async fn unknown_column_lists_the_columns_of_the_tables_read(h: &Harness) {
     );
 }
 
+/// On SQL Server a `'…'` string beyond Latin-1 is varchar in the database's code page, where
+/// its characters may become `?`: the result says to write `N'…'`. Latin-1 text, `N'…'` and
+/// SQLite (all text UTF-8) get no such note. (The peer keeps every string as Unicode, so the
+/// quiet mismatch itself cannot be shown here.)
+async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
+    let notes = |out: &Value| -> Vec<String> {
+        out["notes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let wide = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id FROM Customers WHERE City = '東京' OR Id = 1"}),
+        )
+        .await;
+    let said = notes(&wide).iter().any(|n| n.contains("N'…'"));
+    assert_eq!(said, h.kind == Kind::Mssql, "[{:?}] {wide}", h.kind);
+    let mut quiet = vec!["SELECT Id FROM Customers WHERE City = 'Málaga' OR Id = 1"];
+    if h.kind == Kind::Mssql {
+        quiet.push("SELECT Id FROM Customers WHERE City = N'東京' OR Id = 1");
+    }
+    for sql in quiet {
+        let out = h.ok("/claude", "execute_sql", json!({ "sql": sql })).await;
+        assert!(notes(&out).is_empty(), "[{:?}] {sql}: {out}", h.kind);
+    }
+}
+
 /// A hidden column (`deny_columns`) is masked from `SELECT *`, refused when named, and left
 /// out of fetch, describe, samples and keyword search; `/open` shows it (the control).
 async fn hidden_column_is_masked_and_refused(h: &Harness) {
@@ -1617,6 +1651,7 @@ behaviours!(
     refusal_corpus,
     unknown_table_lists_visible_tables,
     unknown_column_lists_the_columns_of_the_tables_read,
+    a_wide_varchar_literal_gets_a_note_on_sql_server,
     hidden_column_is_masked_and_refused,
     denied_table_is_invisible,
     list_and_describe_tools,

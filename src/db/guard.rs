@@ -275,6 +275,10 @@ pub struct CheckedQuery {
     /// Which result columns are the read table's own column of that name, when the query
     /// is one `SELECT` from one table (no join, no derived table); `None` otherwise.
     pub plain_columns: Option<PlainColumns>,
+    /// T-SQL only: a plain `'…'` string holds a character beyond Latin-1. SQL Server reads
+    /// such a literal as `varchar` in the database's code page, where the character may become
+    /// `?` and a comparison quietly match nothing; `N'…'` keeps it.
+    pub wide_varchar_literal: bool,
 }
 
 /// The result columns of a one-table `SELECT` that carry the table's column of the same
@@ -398,6 +402,7 @@ pub fn check(
     if let ControlFlow::Break(e) = query.visit(&mut checker) {
         return Err(e);
     }
+    let mut wide_varchar_literal = false;
     if let Some(tsql) = tsql {
         if let Some(msg) = tsql.refused {
             return Err(GuardError::Forbidden(msg));
@@ -408,6 +413,7 @@ pub fn check(
             return Err(GuardError::Forbidden(msg));
         }
         checker.column_hazard = checker.column_hazard.or(tsql.column_hazard);
+        wide_varchar_literal = tsql.wide_varchar_literal;
     }
     if indexed_by {
         checker.column_hazard = checker.column_hazard.or(Some(
@@ -417,6 +423,7 @@ pub fn check(
     let mut checked = checker.finish(query)?;
     // `OFFSET … FETCH` cannot follow the hints.
     checked.pageable_in_sql &= !query_hints;
+    checked.wide_varchar_literal = wide_varchar_literal;
     Ok(checked)
 }
 
@@ -839,6 +846,8 @@ struct TsqlTokens {
     /// A name with a character a collation may ignore ([`is_invisible`]): refused where deny
     /// rules could be dodged with it, allowed elsewhere (Persian names hold U+200C).
     invisible: Option<String>,
+    /// See [`CheckedQuery::wide_varchar_literal`].
+    wide_varchar_literal: bool,
 }
 
 fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
@@ -869,6 +878,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
         refused: None,
         column_hazard: None,
         invisible: None,
+        wide_varchar_literal: false,
     };
     let significant: Vec<&TokenWithSpan> = tokens
         .iter()
@@ -945,6 +955,9 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
                     out.column_hazard =
                         Some("an index hint, whose row order can follow a hidden column,".into());
                 }
+            }
+            Token::SingleQuotedString(text) if text.chars().any(|c| u32::from(c) > 0xFF) => {
+                out.wide_varchar_literal = true;
             }
             Token::HexStringLiteral(_)
                 if out.refused.is_none() && matches!(first_char(t), Some('x' | 'X')) =>
@@ -2264,6 +2277,7 @@ impl<'a> Checker<'a> {
             pageable_in_sql: pageable_in_sql(root),
             plain_columns: plain_columns(root),
             linear_steps: self.slow_step.is_none(),
+            wide_varchar_literal: false,
         })
     }
 }
@@ -4195,6 +4209,28 @@ mod tests {
             ),
             GuardError::ColumnDenied(_)
         ));
+    }
+
+    #[test]
+    fn a_tsql_varchar_literal_beyond_latin_1_is_noted() {
+        for (d, sql, wide) in [
+            (MsSql, "SELECT a FROM t WHERE city = '東京'", true),
+            (
+                MsSql,
+                "SELECT a FROM t WHERE a IN (SELECT b FROM u WHERE c LIKE '%Ж%')",
+                true,
+            ),
+            (MsSql, "SELECT a FROM t WHERE city = N'東京'", false),
+            (
+                MsSql,
+                "SELECT a FROM t WHERE city = 'Málaga' -- '東京'",
+                false,
+            ),
+            (MsSql, "SELECT [東京] FROM t", false),
+            (Sqlite, "SELECT a FROM t WHERE city = '東京'", false),
+        ] {
+            assert_eq!(passes(d, sql).wide_varchar_literal, wide, "{sql}");
+        }
     }
 
     #[test]

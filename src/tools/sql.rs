@@ -177,6 +177,15 @@ struct Paged<'a> {
     notes: Vec<String>,
 }
 
+/// What a page says besides its rows: the table sampled, the columns masked, and a note on
+/// the query.
+#[derive(Default)]
+struct PageFacts<'a> {
+    table: Option<String>,
+    masked_columns: &'a [String],
+    note: Option<&'static str>,
+}
+
 /// Builds the paged result, storing a cursor when more rows follow. `target` is made only
 /// then: a cursor of `execute_sql` holds a SHA-256 of the text, which most calls never need.
 fn paged(
@@ -184,10 +193,14 @@ fn paged(
     rs: &RowSet,
     page: &Page,
     target: impl FnOnce() -> CursorTarget,
-    table: Option<String>,
-    masked_columns: &[String],
+    facts: PageFacts<'_>,
     owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
+    let PageFacts {
+        table,
+        masked_columns,
+        note,
+    } = facts;
     let next_cursor = rs.more.then(|| {
         scope.cache.put_cursor(Cursor {
             target: target(),
@@ -197,7 +210,7 @@ fn paged(
         })
     });
     let cut_columns = rs.cut_columns();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = note.into_iter().map(str::to_string).collect();
     if !cut_columns.is_empty() {
         notes.push(super::cut_note(&cut_columns));
     }
@@ -367,8 +380,11 @@ pub async fn get_table_sample(
     let columns = visible_columns(scope, table);
     let out = match scope.db.sample(table, &columns, page.clone()).await {
         Ok(rs) => {
-            let name = Some(table.qualified());
-            paged(scope, &rs, &page, target, name, &[], owner)
+            let facts = PageFacts {
+                table: Some(table.qualified()),
+                ..PageFacts::default()
+            };
+            paged(scope, &rs, &page, target, facts, owner)
         }
         Err(e) => Err(e.into()),
     };
@@ -594,6 +610,11 @@ fn mask_columns(
     names
 }
 
+/// The note on a SQL Server result whose query has a `'…'` string beyond Latin-1.
+const WIDE_VARCHAR_LITERAL: &str = "a '…' string in this query holds characters beyond \
+    Latin-1; SQL Server reads it as varchar in the database's code page, where they may turn \
+    into '?' and match nothing; write N'…' to compare with nvarchar text";
+
 pub async fn execute_sql(
     scope: &Scope,
     sql: &str,
@@ -608,7 +629,14 @@ pub async fn execute_sql(
     let max = scope.config.max_rows;
     let (page, taken) = page_for(scope, target, page_size, max, cursor, owner)?;
     let out = match run_sql(scope, sql, page.clone()).await {
-        Ok((rs, _checked, masked)) => paged(scope, &rs, &page, target, None, &masked, owner),
+        Ok((rs, checked, masked)) => {
+            let facts = PageFacts {
+                table: None,
+                masked_columns: &masked,
+                note: checked.wide_varchar_literal.then_some(WIDE_VARCHAR_LITERAL),
+            };
+            paged(scope, &rs, &page, target, facts, owner)
+        }
         Err(e) => Err(e),
     };
     spend_on_success(out, taken)
