@@ -1399,6 +1399,35 @@ async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
     }
 }
 
+/// A comparison with NULL by `=` matches no row on either backend, and the result says to
+/// write `IS NULL`; the same query with `IS NULL` finds the rows and gets no such note.
+async fn a_comparison_with_null_gets_a_note(h: &Harness) {
+    let eq = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id FROM Customers WHERE Email = NULL"}),
+        )
+        .await;
+    assert_eq!(rows(&eq).len(), 0, "{eq}");
+    assert!(
+        eq["notes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains("IS NULL")))),
+        "[{:?}] {eq}",
+        h.kind
+    );
+    let is = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id FROM Customers WHERE Email IS NULL"}),
+        )
+        .await;
+    assert!(!rows(&is).is_empty(), "{is}");
+    assert!(is.get("notes").is_none(), "[{:?}] {is}", h.kind);
+}
+
 /// A hidden column (`deny_columns`) is masked from `SELECT *`, refused when named, and left
 /// out of fetch, describe, samples and keyword search; `/open` shows it (the control).
 async fn hidden_column_is_masked_and_refused(h: &Harness) {
@@ -1652,6 +1681,7 @@ behaviours!(
     unknown_table_lists_visible_tables,
     unknown_column_lists_the_columns_of_the_tables_read,
     a_wide_varchar_literal_gets_a_note_on_sql_server,
+    a_comparison_with_null_gets_a_note,
     hidden_column_is_masked_and_refused,
     denied_table_is_invisible,
     list_and_describe_tools,

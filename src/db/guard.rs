@@ -279,6 +279,9 @@ pub struct CheckedQuery {
     /// such a literal as `varchar` in the database's code page, where the character may become
     /// `?` and a comparison quietly match nothing; `N'…'` keeps it.
     pub wide_varchar_literal: bool,
+    /// A comparison with `NULL` by `=`, `<>`, `<`, … somewhere in the query: never true, so
+    /// it quietly matches nothing (`IS NULL` is meant).
+    pub null_comparison: bool,
 }
 
 /// The result columns of a one-table `SELECT` that carry the table's column of the same
@@ -1460,6 +1463,8 @@ struct Checker<'a> {
     ctes: usize,
     /// Something one step of which may take long ([`CheckedQuery::linear_steps`]).
     slow_step: Option<String>,
+    /// A comparison with `NULL` by `=`, `<>`, `<`, …, which is never true.
+    null_comparison: bool,
 }
 
 /// A number used as a column position: bare, or as SQLite still reads it, behind unary `+`,
@@ -1501,6 +1506,15 @@ fn is_invisible(c: char) -> bool {
 
 type Flow = ControlFlow<GuardError>;
 
+/// A bare `NULL` literal (parenthesised or not).
+fn is_null(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => matches!(v.value, Value::Null),
+        Expr::Nested(inner) => is_null(inner),
+        _ => false,
+    }
+}
+
 fn forbid(msg: impl Into<String>) -> Flow {
     ControlFlow::Break(GuardError::Forbidden(msg.into()))
 }
@@ -1538,6 +1552,7 @@ impl<'a> Checker<'a> {
             relations: 0,
             ctes: 0,
             slow_step: None,
+            null_comparison: false,
         }
     }
 
@@ -2278,6 +2293,7 @@ impl<'a> Checker<'a> {
             plain_columns: plain_columns(root),
             linear_steps: self.slow_step.is_none(),
             wide_varchar_literal: false,
+            null_comparison: self.null_comparison,
         })
     }
 }
@@ -2655,6 +2671,17 @@ impl Visitor for Checker<'_> {
             } if (trim_what.is_some() || trim_characters.is_some()) && self.slow_step.is_none() => {
                 self.slow_step = Some("TRIM of given characters".into());
             }
+            Expr::BinaryOp {
+                left,
+                op:
+                    BinaryOperator::Eq
+                    | BinaryOperator::NotEq
+                    | BinaryOperator::Lt
+                    | BinaryOperator::LtEq
+                    | BinaryOperator::Gt
+                    | BinaryOperator::GtEq,
+                right,
+            } if is_null(left) || is_null(right) => self.null_comparison = true,
             _ => {}
         }
         ControlFlow::Continue(())
@@ -4230,6 +4257,26 @@ mod tests {
             (Sqlite, "SELECT a FROM t WHERE city = '東京'", false),
         ] {
             assert_eq!(passes(d, sql).wide_varchar_literal, wide, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_comparison_with_null_is_noted() {
+        for d in both() {
+            for (sql, noted) in [
+                ("SELECT a FROM t WHERE b = NULL", true),
+                ("SELECT a FROM t WHERE NULL <> b", true),
+                ("SELECT a FROM t WHERE b > (NULL)", true),
+                (
+                    "SELECT a FROM t WHERE a IN (SELECT a FROM u WHERE c = NULL)",
+                    true,
+                ),
+                ("SELECT a FROM t WHERE b IS NULL OR c IS NOT NULL", false),
+                ("SELECT a FROM t WHERE b = 'NULL'", false),
+                ("SELECT COALESCE(b, NULL) FROM t WHERE b = 1", false),
+            ] {
+                assert_eq!(passes(d, sql).null_comparison, noted, "{d:?} {sql}");
+            }
         }
     }
 

@@ -177,13 +177,13 @@ struct Paged<'a> {
     notes: Vec<String>,
 }
 
-/// What a page says besides its rows: the table sampled, the columns masked, and a note on
+/// What a page says besides its rows: the table sampled, the columns masked, and notes on
 /// the query.
 #[derive(Default)]
 struct PageFacts<'a> {
     table: Option<String>,
     masked_columns: &'a [String],
-    note: Option<&'static str>,
+    notes: [Option<&'static str>; 2],
 }
 
 /// Builds the paged result, storing a cursor when more rows follow. `target` is made only
@@ -199,7 +199,7 @@ fn paged(
     let PageFacts {
         table,
         masked_columns,
-        note,
+        notes: query_notes,
     } = facts;
     let next_cursor = rs.more.then(|| {
         scope.cache.put_cursor(Cursor {
@@ -210,7 +210,11 @@ fn paged(
         })
     });
     let cut_columns = rs.cut_columns();
-    let mut notes: Vec<String> = note.into_iter().map(str::to_string).collect();
+    let mut notes: Vec<String> = query_notes
+        .iter()
+        .flatten()
+        .map(|n| n.to_string())
+        .collect();
     if !cut_columns.is_empty() {
         notes.push(super::cut_note(&cut_columns));
     }
@@ -615,6 +619,10 @@ const WIDE_VARCHAR_LITERAL: &str = "a '…' string in this query holds character
     Latin-1; SQL Server reads it as varchar in the database's code page, where they may turn \
     into '?' and match nothing; write N'…' to compare with nvarchar text";
 
+/// The note on a result whose query compares with `NULL` by `=`, `<>`, `<`, ….
+const NULL_COMPARISON: &str = "this query compares with NULL by =, <> or <, which is never \
+    true, so that condition matches no row; write IS NULL or IS NOT NULL";
+
 pub async fn execute_sql(
     scope: &Scope,
     sql: &str,
@@ -633,7 +641,10 @@ pub async fn execute_sql(
             let facts = PageFacts {
                 table: None,
                 masked_columns: &masked,
-                note: checked.wide_varchar_literal.then_some(WIDE_VARCHAR_LITERAL),
+                notes: [
+                    checked.wide_varchar_literal.then_some(WIDE_VARCHAR_LITERAL),
+                    checked.null_comparison.then_some(NULL_COMPARISON),
+                ],
             };
             paged(scope, &rs, &page, target, facts, owner)
         }
