@@ -1428,6 +1428,49 @@ async fn a_comparison_with_null_gets_a_note(h: &Harness) {
     assert!(is.get("notes").is_none(), "[{:?}] {is}", h.kind);
 }
 
+/// SQL Server's (and the peer's) `AVG` of an integer column is an integer, cut toward zero:
+/// the result says so, and the cut value is what it says. SQLite averages as a float and gets
+/// no note; neither does an `AVG` that already comes back fractional.
+async fn an_integer_avg_gets_a_note_on_sql_server(h: &Harness) {
+    let noted = |out: &Value| {
+        out["notes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n.as_str().is_some_and(|n| n.contains("AVG(CAST(")))
+        })
+    };
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT AVG(Quantity) AS q, AVG(Quantity * 1.0) AS exact FROM Orders"}),
+        )
+        .await;
+    let row = &rows(&out)[0];
+    let exact = row["exact"].as_f64().expect("exact");
+    assert!(
+        exact.fract() != 0.0,
+        "the fixture's average is whole: {out}"
+    );
+    match h.kind {
+        Kind::Mssql => {
+            assert_eq!(row["q"], json!(exact.trunc() as i64), "{out}");
+            assert!(noted(&out), "{out}");
+        }
+        Kind::Sqlite => {
+            assert_eq!(row["q"].as_f64(), Some(exact), "{out}");
+            assert!(!noted(&out), "{out}");
+        }
+    }
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT AVG(Quantity * 1.0) AS exact FROM Orders"}),
+        )
+        .await;
+    assert!(!noted(&out), "[{:?}] {out}", h.kind);
+}
+
 /// A hidden column (`deny_columns`) is masked from `SELECT *`, refused when named, and left
 /// out of fetch, describe, samples and keyword search; `/open` shows it (the control).
 async fn hidden_column_is_masked_and_refused(h: &Harness) {
@@ -1682,6 +1725,7 @@ behaviours!(
     unknown_column_lists_the_columns_of_the_tables_read,
     a_wide_varchar_literal_gets_a_note_on_sql_server,
     a_comparison_with_null_gets_a_note,
+    an_integer_avg_gets_a_note_on_sql_server,
     hidden_column_is_masked_and_refused,
     denied_table_is_invisible,
     list_and_describe_tools,

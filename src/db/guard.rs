@@ -282,6 +282,10 @@ pub struct CheckedQuery {
     /// A comparison with `NULL` by `=`, `<>`, `<`, … somewhere in the query: never true, so
     /// it quietly matches nothing (`IS NULL` is meant).
     pub null_comparison: bool,
+    /// Positions of the top-level select items that take an `AVG`, when the query is one
+    /// `SELECT` without `*` (so positions are result columns). SQL Server's `AVG` of an
+    /// integer is an integer, truncated: such a result column typed as an integer is that.
+    pub avg_items: Vec<usize>,
 }
 
 /// The result columns of a one-table `SELECT` that carry the table's column of the same
@@ -1181,6 +1185,36 @@ fn pageable_in_sql(q: &Query) -> bool {
         && q.settings.is_none()
         && q.format_clause.is_none()
         && q.pipe_operators.is_empty()
+}
+
+/// See [`CheckedQuery::avg_items`].
+fn avg_items(q: &Query) -> Vec<usize> {
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in select.projection.iter().enumerate() {
+        let expr = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => return Vec::new(),
+        };
+        let takes_avg = sqlparser::ast::visit_expressions(expr, |e| match e {
+            Expr::Function(f)
+                if f.name
+                    .0
+                    .last()
+                    .and_then(ObjectNamePart::as_ident)
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("avg")) =>
+            {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        });
+        if takes_avg.is_break() {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// See [`CheckedQuery::plain_columns`].
@@ -2294,6 +2328,7 @@ impl<'a> Checker<'a> {
             linear_steps: self.slow_step.is_none(),
             wide_varchar_literal: false,
             null_comparison: self.null_comparison,
+            avg_items: avg_items(root),
         })
     }
 }
@@ -4277,6 +4312,23 @@ mod tests {
             ] {
                 assert_eq!(passes(d, sql).null_comparison, noted, "{d:?} {sql}");
             }
+        }
+    }
+
+    #[test]
+    fn select_items_that_take_an_avg_are_found_by_position() {
+        for (sql, items) in [
+            ("SELECT dept, AVG(qty) FROM t GROUP BY dept", vec![1]),
+            (
+                "SELECT ROUND(AVG(qty), 2) AS a, avg(x) b, COUNT(*) FROM t",
+                vec![0, 1],
+            ),
+            ("SELECT (SELECT AVG(qty) FROM u) AS a FROM t", vec![0]),
+            ("SELECT *, AVG(qty) FROM t GROUP BY a", vec![]),
+            ("SELECT SUM(qty) FROM t", vec![]),
+            ("SELECT AVG(qty) FROM t UNION SELECT 1", vec![]),
+        ] {
+            assert_eq!(passes(MsSql, sql).avg_items, items, "{sql}");
         }
     }
 

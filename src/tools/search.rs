@@ -271,7 +271,7 @@ async fn maybe_sql(
         scope.config.max_result_bytes,
     );
     match run_sql(scope, q, page).await {
-        Ok((rs, checked, _masked)) => {
+        Ok(super::sql::Ran { rs, checked, .. }) => {
             let catalog = scope.catalog().await?;
             // Rows get real ids when the query reads one table directly and selects its
             // whole key unchanged; a computed or renamed column that takes a key column's

@@ -183,7 +183,7 @@ struct Paged<'a> {
 struct PageFacts<'a> {
     table: Option<String>,
     masked_columns: &'a [String],
-    notes: [Option<&'static str>; 2],
+    notes: [Option<&'static str>; 3],
 }
 
 /// Builds the paged result, storing a cursor when more rows follow. `target` is made only
@@ -395,12 +395,19 @@ pub async fn get_table_sample(
     spend_on_success(out, taken)
 }
 
+/// An ad-hoc query's rows, with what the guard learned of it and what was done to them.
+pub(crate) struct Ran {
+    pub rs: RowSet,
+    pub checked: Arc<guard::CheckedQuery>,
+    /// The result columns dropped as hidden.
+    pub masked: Vec<String>,
+    /// A result column that takes an `AVG` came back as an integer: SQL Server's `AVG` of an
+    /// integer column, truncated.
+    pub integer_avg: bool,
+}
+
 /// Checks and runs ad-hoc SQL, dropping hidden columns; shared by `execute_sql` and `search`.
-pub(crate) async fn run_sql(
-    scope: &Scope,
-    sql: &str,
-    mut page: Page,
-) -> Result<(RowSet, Arc<guard::CheckedQuery>, Vec<String>), ToolError> {
+pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<Ran, ToolError> {
     let (lifted, checked) = accept(scope, sql)?;
     // The whole catalog, not the scope's: hidden columns must be found to be masked.
     let catalog = scope.db.catalog().await?;
@@ -427,9 +434,21 @@ pub(crate) async fn run_sql(
         }
         Err(e) => return Err(e.into()),
     };
+    // Before masking, while positions are the select list's.
+    let integer_avg = checked.avg_items.iter().any(|&i| {
+        rs.columns
+            .get(i)
+            .and_then(|c| c.data_type.as_deref())
+            .is_some_and(|t| matches!(t, "int" | "bigint" | "smallint" | "tinyint"))
+    });
     let masked = mask_columns(scope, &read, &mut rs);
     rs.dedupe_column_names();
-    Ok((rs, checked, masked))
+    Ok(Ran {
+        rs,
+        checked,
+        masked,
+        integer_avg,
+    })
 }
 
 /// Lifts `sql`'s literals and has the guard check it once per template and scope.
@@ -619,6 +638,11 @@ const WIDE_VARCHAR_LITERAL: &str = "a '…' string in this query holds character
     Latin-1; SQL Server reads it as varchar in the database's code page, where they may turn \
     into '?' and match nothing; write N'…' to compare with nvarchar text";
 
+/// The note on a result where an `AVG` came back as an integer.
+const INTEGER_AVG: &str = "an AVG in this query came back as an integer: SQL Server averages \
+    an integer column as an integer, cut toward zero; write AVG(CAST(col AS decimal(18, 4))) \
+    (or AVG(col * 1.0)) for the fractional average";
+
 /// The note on a result whose query compares with `NULL` by `=`, `<>`, `<`, ….
 const NULL_COMPARISON: &str = "this query compares with NULL by =, <> or <, which is never \
     true, so that condition matches no row; write IS NULL or IS NOT NULL";
@@ -637,16 +661,19 @@ pub async fn execute_sql(
     let max = scope.config.max_rows;
     let (page, taken) = page_for(scope, target, page_size, max, cursor, owner)?;
     let out = match run_sql(scope, sql, page.clone()).await {
-        Ok((rs, checked, masked)) => {
+        Ok(ran) => {
             let facts = PageFacts {
                 table: None,
-                masked_columns: &masked,
+                masked_columns: &ran.masked,
                 notes: [
-                    checked.wide_varchar_literal.then_some(WIDE_VARCHAR_LITERAL),
-                    checked.null_comparison.then_some(NULL_COMPARISON),
+                    ran.checked
+                        .wide_varchar_literal
+                        .then_some(WIDE_VARCHAR_LITERAL),
+                    ran.checked.null_comparison.then_some(NULL_COMPARISON),
+                    ran.integer_avg.then_some(INTEGER_AVG),
                 ],
             };
-            paged(scope, &rs, &page, target, facts, owner)
+            paged(scope, &ran.rs, &page, target, facts, owner)
         }
         Err(e) => Err(e),
     };
