@@ -1471,6 +1471,46 @@ async fn an_integer_avg_gets_a_note_on_sql_server(h: &Harness) {
     assert!(!noted(&out), "[{:?}] {out}", h.kind);
 }
 
+/// `NOT IN` over a subquery that returns a NULL matches nothing, on both backends: the empty
+/// result says why and what to write; the `NOT EXISTS` it suggests finds the rows, and a
+/// `NOT IN` that finds rows gets no note.
+async fn an_empty_not_in_over_a_subquery_gets_a_note(h: &Harness) {
+    let noted = |out: &Value| {
+        out["notes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|n| n.as_str().is_some_and(|n| n.contains("NOT EXISTS")))
+        })
+    };
+    // Customer 7 has no email, so the subquery returns a NULL.
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id FROM Customers WHERE Email NOT IN (SELECT Email FROM Customers WHERE Id <= 7)"}),
+        )
+        .await;
+    assert!(rows(&out).is_empty(), "[{:?}] {out}", h.kind);
+    assert!(noted(&out), "[{:?}] {out}", h.kind);
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT c.Id FROM Customers c WHERE c.Email IS NOT NULL AND NOT EXISTS \
+                (SELECT 1 FROM Customers d WHERE d.Id <= 7 AND d.Email = c.Email)"}),
+        )
+        .await;
+    assert!(!rows(&out).is_empty(), "[{:?}] {out}", h.kind);
+    let out = h
+        .ok(
+            "/claude",
+            "execute_sql",
+            json!({"sql": "SELECT Id FROM Customers WHERE Email NOT IN (SELECT Email FROM Customers WHERE Id <= 6)"}),
+        )
+        .await;
+    assert!(!rows(&out).is_empty(), "[{:?}] {out}", h.kind);
+    assert!(!noted(&out), "[{:?}] {out}", h.kind);
+}
+
 /// A hidden column (`deny_columns`) is masked from `SELECT *`, refused when named, and left
 /// out of fetch, describe, samples and keyword search; `/open` shows it (the control).
 async fn hidden_column_is_masked_and_refused(h: &Harness) {
@@ -1726,6 +1766,7 @@ behaviours!(
     a_wide_varchar_literal_gets_a_note_on_sql_server,
     a_comparison_with_null_gets_a_note,
     an_integer_avg_gets_a_note_on_sql_server,
+    an_empty_not_in_over_a_subquery_gets_a_note,
     hidden_column_is_masked_and_refused,
     denied_table_is_invisible,
     list_and_describe_tools,

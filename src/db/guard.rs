@@ -282,6 +282,9 @@ pub struct CheckedQuery {
     /// A comparison with `NULL` by `=`, `<>`, `<`, … somewhere in the query: never true, so
     /// it quietly matches nothing (`IS NULL` is meant).
     pub null_comparison: bool,
+    /// A `NOT IN (SELECT …)` somewhere in the query: once its subquery returns a `NULL`, it
+    /// is never true, and the query quietly matches nothing (`NOT EXISTS` is meant).
+    pub not_in_subquery: bool,
     /// Positions of the top-level select items that take an `AVG`, when the query is one
     /// `SELECT` without `*` (so positions are result columns). SQL Server's `AVG` of an
     /// integer is an integer, truncated: such a result column typed as an integer is that.
@@ -1499,6 +1502,8 @@ struct Checker<'a> {
     slow_step: Option<String>,
     /// A comparison with `NULL` by `=`, `<>`, `<`, …, which is never true.
     null_comparison: bool,
+    /// A `NOT IN (SELECT …)`, which matches nothing once the subquery returns a `NULL`.
+    not_in_subquery: bool,
 }
 
 /// A number used as a column position: bare, or as SQLite still reads it, behind unary `+`,
@@ -1587,6 +1592,7 @@ impl<'a> Checker<'a> {
             ctes: 0,
             slow_step: None,
             null_comparison: false,
+            not_in_subquery: false,
         }
     }
 
@@ -2328,6 +2334,7 @@ impl<'a> Checker<'a> {
             linear_steps: self.slow_step.is_none(),
             wide_varchar_literal: false,
             null_comparison: self.null_comparison,
+            not_in_subquery: self.not_in_subquery,
             avg_items: avg_items(root),
         })
     }
@@ -2648,7 +2655,9 @@ impl Visitor for Checker<'_> {
             Expr::Exists { subquery, .. } if matches!(*subquery.body, SetExpr::Select(_)) => {
                 self.exists_queries.insert(addr(&**subquery));
             }
-            Expr::In { target, .. } => match target {
+            Expr::In {
+                target, negated, ..
+            } => match target {
                 InTarget::Table {
                     args: Some(_),
                     name,
@@ -2666,7 +2675,8 @@ impl Visitor for Checker<'_> {
                         expands,
                     );
                 }
-                InTarget::List(_) | InTarget::Subquery(_) => {}
+                InTarget::Subquery(_) => self.not_in_subquery |= *negated,
+                InTarget::List(_) => {}
             },
             Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => {
                 self.note_nested_wildcard("a `*` inside an expression");
@@ -4311,6 +4321,27 @@ mod tests {
                 ("SELECT COALESCE(b, NULL) FROM t WHERE b = 1", false),
             ] {
                 assert_eq!(passes(d, sql).null_comparison, noted, "{d:?} {sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn not_in_over_a_subquery_is_noted() {
+        for d in both() {
+            for (sql, noted) in [
+                ("SELECT a FROM t WHERE a NOT IN (SELECT b FROM u)", true),
+                (
+                    "SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.c NOT IN (SELECT d FROM v))",
+                    true,
+                ),
+                ("SELECT a FROM t WHERE a IN (SELECT b FROM u)", false),
+                ("SELECT a FROM t WHERE a NOT IN (1, 2)", false),
+                (
+                    "SELECT a FROM t WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.b = t.a)",
+                    false,
+                ),
+            ] {
+                assert_eq!(passes(d, sql).not_in_subquery, noted, "{d:?} {sql}");
             }
         }
     }

@@ -183,7 +183,7 @@ struct Paged<'a> {
 struct PageFacts<'a> {
     table: Option<String>,
     masked_columns: &'a [String],
-    notes: [Option<&'static str>; 3],
+    notes: [Option<&'static str>; 4],
 }
 
 /// Builds the paged result, storing a cursor when more rows follow. `target` is made only
@@ -638,6 +638,11 @@ const WIDE_VARCHAR_LITERAL: &str = "a '…' string in this query holds character
     Latin-1; SQL Server reads it as varchar in the database's code page, where they may turn \
     into '?' and match nothing; write N'…' to compare with nvarchar text";
 
+/// The note on an empty first page of a query with `NOT IN (SELECT …)`.
+const NOT_IN_SUBQUERY: &str = "no rows: if the NOT IN subquery returns a NULL, NOT IN matches \
+    no row at all; write NOT EXISTS (SELECT 1 FROM … WHERE …), or add WHERE col IS NOT NULL \
+    to the subquery";
+
 /// The note on a result where an `AVG` came back as an integer.
 const INTEGER_AVG: &str = "an AVG in this query came back as an integer: SQL Server averages \
     an integer column as an integer, cut toward zero; write AVG(CAST(col AS decimal(18, 4))) \
@@ -671,6 +676,8 @@ pub async fn execute_sql(
                         .then_some(WIDE_VARCHAR_LITERAL),
                     ran.checked.null_comparison.then_some(NULL_COMPARISON),
                     ran.integer_avg.then_some(INTEGER_AVG),
+                    (ran.checked.not_in_subquery && ran.rs.rows.is_empty() && page.offset == 0)
+                        .then_some(NOT_IN_SUBQUERY),
                 ],
             };
             paged(scope, &ran.rs, &page, target, facts, owner)
