@@ -653,6 +653,14 @@ fn rows(out: &Value) -> &Vec<Value> {
     out["rows"].as_array().expect("rows")
 }
 
+/// Whether a result carries a note containing `text`.
+fn has_note(out: &Value, text: &str) -> bool {
+    out["notes"].as_array().is_some_and(|n| {
+        n.iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains(text)))
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Behaviours (each runs against both backends)
 // ---------------------------------------------------------------------------------------------
@@ -1370,16 +1378,6 @@ async fn unknown_column_lists_the_columns_of_the_tables_read(h: &Harness) {
 /// SQLite (all text UTF-8) get no such note. (The peer keeps every string as Unicode, so the
 /// quiet mismatch itself cannot be shown here.)
 async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
-    let notes = |out: &Value| -> Vec<String> {
-        out["notes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let wide = h
         .ok(
             "/claude",
@@ -1387,7 +1385,7 @@ async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
             json!({"sql": "SELECT Id FROM Customers WHERE City = '東京' OR Id = 1"}),
         )
         .await;
-    let said = notes(&wide).iter().any(|n| n.contains("N'…'"));
+    let said = has_note(&wide, "N'…'");
     assert_eq!(said, h.kind == Kind::Mssql, "[{:?}] {wide}", h.kind);
     let mut quiet = vec!["SELECT Id FROM Customers WHERE City = 'Málaga' OR Id = 1"];
     if h.kind == Kind::Mssql {
@@ -1395,7 +1393,7 @@ async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
     }
     for sql in quiet {
         let out = h.ok("/claude", "execute_sql", json!({ "sql": sql })).await;
-        assert!(notes(&out).is_empty(), "[{:?}] {sql}: {out}", h.kind);
+        assert!(out.get("notes").is_none(), "[{:?}] {sql}: {out}", h.kind);
     }
 }
 
@@ -1410,13 +1408,7 @@ async fn a_comparison_with_null_gets_a_note(h: &Harness) {
         )
         .await;
     assert_eq!(rows(&eq).len(), 0, "{eq}");
-    assert!(
-        eq["notes"].as_array().is_some_and(|n| n
-            .iter()
-            .any(|n| n.as_str().is_some_and(|n| n.contains("IS NULL")))),
-        "[{:?}] {eq}",
-        h.kind
-    );
+    assert!(has_note(&eq, "IS NULL"), "[{:?}] {eq}", h.kind);
     let is = h
         .ok(
             "/claude",
@@ -1432,12 +1424,7 @@ async fn a_comparison_with_null_gets_a_note(h: &Harness) {
 /// the result says so, and the cut value is what it says. SQLite averages as a float and gets
 /// no note; neither does an `AVG` that already comes back fractional.
 async fn an_integer_avg_gets_a_note_on_sql_server(h: &Harness) {
-    let noted = |out: &Value| {
-        out["notes"].as_array().is_some_and(|n| {
-            n.iter()
-                .any(|n| n.as_str().is_some_and(|n| n.contains("AVG(CAST(")))
-        })
-    };
+    let noted = |out: &Value| has_note(out, "AVG(CAST(");
     let out = h
         .ok(
             "/claude",
@@ -1475,12 +1462,7 @@ async fn an_integer_avg_gets_a_note_on_sql_server(h: &Harness) {
 /// result says why and what to write; the `NOT EXISTS` it suggests finds the rows, and a
 /// `NOT IN` that finds rows gets no note.
 async fn an_empty_not_in_over_a_subquery_gets_a_note(h: &Harness) {
-    let noted = |out: &Value| {
-        out["notes"].as_array().is_some_and(|n| {
-            n.iter()
-                .any(|n| n.as_str().is_some_and(|n| n.contains("NOT EXISTS")))
-        })
-    };
+    let noted = |out: &Value| has_note(out, "NOT EXISTS");
     // Customer 7 has no email, so the subquery returns a NULL.
     let out = h
         .ok(
