@@ -3016,6 +3016,15 @@ mod tests {
         );
     }
 
+    /// Refused as forbidden, with a message that says `text`.
+    #[track_caller]
+    fn assert_forbidden_saying(d: SqlDialect, sql: &str, text: &str) {
+        match refused(d, sql) {
+            GuardError::Forbidden(m) => assert!(m.contains(text), "{sql}: {m}"),
+            e => panic!("{sql}: {e:?}"),
+        }
+    }
+
     #[track_caller]
     fn assert_not_a_query(d: SqlDialect, sql: &str, kind: &str) {
         assert_eq!(
@@ -4235,10 +4244,7 @@ mod tests {
                 "at the very end",
             ),
         ] {
-            match refused(MsSql, sql) {
-                GuardError::Forbidden(m) => assert!(m.contains(named), "{sql}: {m}"),
-                e => panic!("{sql}: {e:?}"),
-            }
+            assert_forbidden_saying(MsSql, sql, named);
         }
         assert!(matches!(
             refused(MsSql, "SELECT a FROM t OPTION (RECOMPILE); SELECT b FROM u"),
@@ -4389,10 +4395,7 @@ mod tests {
                 "LIMIT n OFFSET m",
             ),
         ] {
-            match refused(d, sql) {
-                GuardError::Forbidden(m) => assert!(m.contains(advice), "{sql}: {m}"),
-                e => panic!("{sql}: {e:?}"),
-            }
+            assert_forbidden_saying(d, sql, advice);
         }
         // Each dialect's own forms pass.
         passes(MsSql, "SELECT TOP (10) a FROM t");
@@ -4481,10 +4484,7 @@ mod tests {
             "SELECT [OBJECT_ID ]('secrets')",
             "SELECT ＯＢＪＥＣＴ_ＩＤ('secrets')",
         ] {
-            match refused(MsSql, sql) {
-                GuardError::Forbidden(m) => assert!(m.contains("describe_table"), "{sql}: {m}"),
-                e => panic!("{sql}: {e:?}"),
-            }
+            assert_forbidden_saying(MsSql, sql, "describe_table");
         }
         // Not the same names as columns or aliases.
         let r = AccessRules::default();
