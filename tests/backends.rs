@@ -1397,8 +1397,9 @@ async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
     }
 }
 
-/// A comparison with NULL by `=` matches no row on either backend, and the result says to
-/// write `IS NULL`; the same query with `IS NULL` finds the rows and gets no such note.
+/// A comparison with NULL by `=` matches no row on either backend, and the result (of
+/// `execute_sql`, and of `search` given the query) says to write `IS NULL`; the same query
+/// with `IS NULL` finds the rows and gets no such note.
 async fn a_comparison_with_null_gets_a_note(h: &Harness) {
     let eq = h
         .ok(
@@ -1409,6 +1410,15 @@ async fn a_comparison_with_null_gets_a_note(h: &Harness) {
         .await;
     assert_eq!(rows(&eq).len(), 0, "{eq}");
     assert!(has_note(&eq, "IS NULL"), "[{:?}] {eq}", h.kind);
+    // ChatGPT's only way to run SQL, `search`, says the same.
+    let found = h
+        .ok(
+            "/chatgpt",
+            "search",
+            json!({"query": "SELECT Id FROM Customers WHERE Email = NULL"}),
+        )
+        .await;
+    assert!(has_note(&found, "IS NULL"), "[{:?}] {found}", h.kind);
     let is = h
         .ok(
             "/claude",

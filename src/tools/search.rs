@@ -271,7 +271,9 @@ async fn maybe_sql(
         scope.config.max_result_bytes,
     );
     match run_sql(scope, q, page).await {
-        Ok(super::sql::Ran { rs, checked, .. }) => {
+        Ok(ran) => {
+            notes.extend(ran.notes(0).iter().flatten().map(|n| n.to_string()));
+            let super::sql::Ran { rs, checked, .. } = ran;
             let catalog = scope.catalog().await?;
             // Rows get real ids when the query reads one table directly and selects its
             // whole key unchanged; a computed or renamed column that takes a key column's

@@ -406,6 +406,21 @@ pub(crate) struct Ran {
     pub integer_avg: bool,
 }
 
+impl Ran {
+    /// Notes on mistakes in the query that give a quietly wrong answer, for the page of rows
+    /// that starts at `offset`.
+    pub(crate) fn notes(&self, offset: usize) -> [Option<&'static str>; 4] {
+        let checked = &self.checked;
+        [
+            checked.wide_varchar_literal.then_some(WIDE_VARCHAR_LITERAL),
+            checked.null_comparison.then_some(NULL_COMPARISON),
+            self.integer_avg.then_some(INTEGER_AVG),
+            (checked.not_in_subquery && self.rs.rows.is_empty() && offset == 0)
+                .then_some(NOT_IN_SUBQUERY),
+        ]
+    }
+}
+
 /// Checks and runs ad-hoc SQL, dropping hidden columns; shared by `execute_sql` and `search`.
 pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<Ran, ToolError> {
     let (lifted, checked) = accept(scope, sql)?;
@@ -670,15 +685,7 @@ pub async fn execute_sql(
             let facts = PageFacts {
                 table: None,
                 masked_columns: &ran.masked,
-                notes: [
-                    ran.checked
-                        .wide_varchar_literal
-                        .then_some(WIDE_VARCHAR_LITERAL),
-                    ran.checked.null_comparison.then_some(NULL_COMPARISON),
-                    ran.integer_avg.then_some(INTEGER_AVG),
-                    (ran.checked.not_in_subquery && ran.rs.rows.is_empty() && page.offset == 0)
-                        .then_some(NOT_IN_SUBQUERY),
-                ],
+                notes: ran.notes(page.offset),
             };
             paged(scope, &ran.rs, &page, target, facts, owner)
         }
