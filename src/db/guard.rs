@@ -84,7 +84,7 @@ use sqlparser::ast::{
     SetExpr, Statement, TableAlias, TableFactor, UnaryOperator, Value, Visit, Visitor,
     WildcardAdditionalOptions,
 };
-use sqlparser::dialect::{Dialect, MsSqlDialect, SQLiteDialect};
+use sqlparser::dialect::{Dialect, SQLiteDialect};
 
 use super::tsql_dialect::TsqlDialect;
 use sqlparser::keywords::Keyword;
@@ -412,7 +412,7 @@ pub fn check(
     if let ControlFlow::Break(e) = query.visit(&mut checker) {
         return Err(e);
     }
-    let mut wide_varchar_literal = false;
+    let wide_varchar_literal = tsql.as_ref().is_some_and(|t| t.wide_varchar_literal);
     if let Some(tsql) = tsql {
         if let Some(msg) = tsql.refused {
             return Err(GuardError::Forbidden(msg));
@@ -423,7 +423,6 @@ pub fn check(
             return Err(GuardError::Forbidden(msg));
         }
         checker.column_hazard = checker.column_hazard.or(tsql.column_hazard);
-        wide_varchar_literal = tsql.wide_varchar_literal;
     }
     if indexed_by {
         checker.column_hazard = checker.column_hazard.or(Some(
@@ -996,7 +995,7 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
 /// SQL Server knows and the guard's parser does not. Read again from the text: this runs only
 /// after a parse error.
 fn tsql_parse_advice(sql: &str) -> Option<String> {
-    let tokens = Tokenizer::new(&MsSqlDialect {}, sql).tokenize().ok()?;
+    let tokens = Tokenizer::new(&TsqlDialect::default(), sql).tokenize().ok()?;
     let words: Vec<String> = tokens
         .iter()
         .filter(|t| !matches!(t, Token::Whitespace(_)))
@@ -1025,10 +1024,11 @@ fn tsql_parse_advice(sql: &str) -> Option<String> {
     None
 }
 
-/// Query hints a T-SQL query may end with (`OPTION (MAXRECURSION 1000)`), word by word; `n`
-/// stands for a whole number. They choose how the server runs the query, never what it reads,
+/// Query hints a T-SQL query may end with (`OPTION (MAXRECURSION 1000)`), word by word;
+/// [`HINT_NUMBER`] stands for a whole number. They choose how the server runs the query, never what it reads,
 /// and none takes a lock or names an index. The rest (`TABLE HINT`, `USE PLAN`,
 /// `OPTIMIZE FOR (@x …)`, `QUERYTRACEON`, …) are refused by name.
+const HINT_NUMBER: &str = "n";
 const TSQL_QUERY_HINTS: &[&[&str]] = &[
     &["RECOMPILE"],
     &["MAXRECURSION", "n"],
@@ -1140,12 +1140,12 @@ fn trailing_query_hints(tokens: &[TokenWithSpan]) -> Result<Option<(usize, usize
                 && pattern
                     .iter()
                     .zip(hint)
-                    .all(|(want, &i)| match (&tokens[i].token, *want) {
-                        (Token::Number(n, false), "n") => {
+                    .all(|(&want, &i)| match &tokens[i].token {
+                        Token::Number(n, false) if want == HINT_NUMBER => {
                             n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit())
                         }
-                        (Token::Word(w), word) => {
-                            w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word)
+                        Token::Word(w) if want != HINT_NUMBER => {
+                            w.quote_style.is_none() && w.value.eq_ignore_ascii_case(want)
                         }
                         _ => false,
                     })
@@ -1157,12 +1157,11 @@ fn trailing_query_hints(tokens: &[TokenWithSpan]) -> Result<Option<(usize, usize
                     "`OPTION (...)` names no hint between its commas".into(),
                 ));
             }
+            let allowed: Vec<String> = TSQL_QUERY_HINTS.iter().map(|h| h.join(" ")).collect();
             return Err(GuardError::Forbidden(format!(
-                "the query hint `{}` is not allowed; the hints allowed in OPTION (...) are \
-                 RECOMPILE, MAXRECURSION n, MAXDOP n, FAST n, OPTIMIZE FOR UNKNOWN, FORCE ORDER, \
-                 KEEP PLAN, KEEPFIXED PLAN, ROBUST PLAN, EXPAND VIEWS and the join, union and \
-                 group hints (HASH JOIN, MERGE UNION, ORDER GROUP, ...)",
-                text.join(" ")
+                "the query hint `{}` is not allowed; the hints allowed in OPTION (...) are {}",
+                text.join(" "),
+                allowed.join(", ")
             )));
         }
     }
@@ -4222,6 +4221,8 @@ mod tests {
             ),
             ("SELECT a FROM t OPTION (MAXRECURSION -1)", "MAXRECURSION"),
             ("SELECT a FROM t OPTION (LOOP)", "LOOP"),
+            ("SELECT a FROM t OPTION (MAXDOP n)", "MAXDOP n"),
+            ("SELECT a FROM t OPTION (MAXDOP [1])", "MAXDOP"),
             ("SELECT a FROM t OPTION ()", "no hint"),
             ("SELECT a FROM t OPTION (RECOMPILE,)", "no hint"),
             // Anywhere but at the very end of the one query.
