@@ -1232,22 +1232,22 @@ async fn execute(
             Err(e) => Err(e.into()),
         }
     };
+    let outcome = outcome.map(|(mut rs, drained)| {
+        if stmt.adhoc {
+            join_for_json_rows(&mut rs);
+        }
+        (rs, drained)
+    });
     match outcome {
-        Ok((mut rs, Drained::Complete)) => {
+        Ok((rs, Drained::Complete)) => {
             if stmt.adhoc {
                 conn.rowcount = Some(cap);
-                join_for_json_rows(&mut rs);
             }
             conn.broken = false;
             Ok(rs)
         }
         // More than DRAIN_ROWS rows past the cap: the rows are good, the connection is not.
-        Ok((mut rs, Drained::Abandoned)) => {
-            if stmt.adhoc {
-                join_for_json_rows(&mut rs);
-            }
-            Ok(rs)
-        }
+        Ok((rs, Drained::Abandoned)) => Ok(rs),
         // The stream was left mid-response: the connection goes.
         Err(ReadError::TooWide(n)) => Err(DbError::Sql(format!(
             "the result has {n} columns, more than the {MAX_RESULT_COLUMNS} a query may return; \
@@ -3994,6 +3994,9 @@ mod tests {
             rs.more = true;
             join_for_json_rows(&mut rs);
             assert_eq!(rs.rows, vec![vec![Value::text(pieces.concat())]], "{name}");
+            let Value::Text(joined) = &rs.rows[0][0] else {
+                panic!("{name}: {:?}", rs.rows)
+            };
             assert!(rs.more, "a cut page stays cut");
             assert_eq!(
                 rs.joined_rows,
@@ -4001,7 +4004,7 @@ mod tests {
                 "the next page starts after the pieces"
             );
             let parsed: serde_json::Value =
-                serde_json::from_str(&pieces.concat()).expect("the joined text is JSON");
+                serde_json::from_str(joined).expect("the joined text is JSON");
             assert_eq!(parsed[0]["Name"], "Åse");
         }
         // Any other one-column result keeps its rows.
