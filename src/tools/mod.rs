@@ -123,18 +123,8 @@ pub fn tool_names(profile: ToolProfile) -> &'static [&'static str] {
 /// `outputSchema` or tool `annotations` gets definitions without them, and `execute_sql`
 /// names the dialect its query is written in.
 pub fn definitions(profile: ToolProfile, shapes: Shapes, dialect: SqlDialect) -> &'static Value {
-    static CELLS: [[[OnceLock<Value>; 2]; 3]; 2] = [
-        [
-            [OnceLock::new(), OnceLock::new()],
-            [OnceLock::new(), OnceLock::new()],
-            [OnceLock::new(), OnceLock::new()],
-        ],
-        [
-            [OnceLock::new(), OnceLock::new()],
-            [OnceLock::new(), OnceLock::new()],
-            [OnceLock::new(), OnceLock::new()],
-        ],
-    ];
+    static CELLS: [[[OnceLock<Value>; 2]; 3]; 2] =
+        [const { [const { [const { OnceLock::new() }; 2] }; 3] }; 2];
     let row = match profile {
         ToolProfile::Chatgpt => 0,
         ToolProfile::Full => 1,
