@@ -995,7 +995,9 @@ fn scan_tsql(sql: &str, tokens: &[TokenWithSpan]) -> TsqlTokens {
 /// SQL Server knows and the guard's parser does not. Read again from the text: this runs only
 /// after a parse error.
 fn tsql_parse_advice(sql: &str) -> Option<String> {
-    let tokens = Tokenizer::new(&TsqlDialect::default(), sql).tokenize().ok()?;
+    let tokens = Tokenizer::new(&TsqlDialect::default(), sql)
+        .tokenize()
+        .ok()?;
     let words: Vec<String> = tokens
         .iter()
         .filter(|t| !matches!(t, Token::Whitespace(_)))
