@@ -319,6 +319,55 @@ pub struct MssqlConfig {
     /// An ADO.NET connection string instead of the keys above. It holds the password, so it is
     /// a secret source too: `{ file = … }` or `{ env = … }`.
     pub connection_string: Option<SecretSource>,
+    /// How to log in: `sql_password` (default: `user` and `password`), or with a Microsoft
+    /// Entra ID token (Azure SQL): `entra_managed_identity`, `entra_service_principal` or
+    /// `entra_access_token`. See [`crate::db::entra`].
+    pub authentication: Option<MssqlAuthentication>,
+    /// `entra_access_token`: the token, `{ file = … }` (read again for every new connection, so
+    /// another process can keep it fresh) or `{ env = … }`.
+    pub access_token: Option<SecretSource>,
+    /// `entra_service_principal`: the directory (tenant) ID.
+    pub tenant_id: Option<String>,
+    /// `entra_service_principal`: the application (client) ID; `entra_managed_identity`: the
+    /// client ID of a user-assigned identity (default: the system-assigned one).
+    pub client_id: Option<String>,
+    /// `entra_service_principal`: the client secret, `{ file = … }` or `{ env = … }`.
+    pub client_secret: Option<SecretSource>,
+    /// `entra_service_principal`: where tokens are asked for (default
+    /// `https://login.microsoftonline.com`; another for a national cloud).
+    pub entra_authority: Option<String>,
+    /// The Entra resource a token is for (default `https://database.windows.net/`; another for
+    /// a national cloud).
+    pub entra_resource: Option<String>,
+    /// `entra_managed_identity`: the token endpoint (default the Azure instance metadata
+    /// service, `http://169.254.169.254/metadata/identity/oauth2/token`).
+    pub managed_identity_endpoint: Option<String>,
+}
+
+/// How a SQL Server login proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MssqlAuthentication {
+    /// A SQL login: `user` and `password`.
+    SqlPassword,
+    /// The managed identity of the Azure VM (or a user-assigned one, `client_id`).
+    EntraManagedIdentity,
+    /// An app registration: `tenant_id`, `client_id`, `client_secret`.
+    EntraServicePrincipal,
+    /// A token another process obtains: `access_token`.
+    EntraAccessToken,
+}
+
+impl MssqlAuthentication {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MssqlAuthentication::SqlPassword => "sql_password",
+            MssqlAuthentication::EntraManagedIdentity => "entra_managed_identity",
+            MssqlAuthentication::EntraServicePrincipal => "entra_service_principal",
+            MssqlAuthentication::EntraAccessToken => "entra_access_token",
+        }
+    }
 }
 
 /// `max_row_mib` when not written: 128 values of `TEXTSIZE` (128 KiB) each.
@@ -401,12 +450,199 @@ impl MssqlConfig {
     pub fn max_row_mib(&self) -> u32 {
         self.max_row_mib.unwrap_or(MAX_ROW_MIB_DEFAULT)
     }
+    pub fn authentication(&self) -> MssqlAuthentication {
+        self.authentication
+            .unwrap_or(MssqlAuthentication::SqlPassword)
+    }
+
+    /// The keys of one authentication kind are not written for another, and each kind has
+    /// what it needs.
+    fn validate_authentication(&self, key: &str) -> Result<(), ConfigError> {
+        use MssqlAuthentication::*;
+        let auth = self.authentication();
+        // Each Entra key and the kinds that read it.
+        let keys: [(&str, bool, &[MssqlAuthentication]); 7] = [
+            (
+                "access_token",
+                self.access_token.is_some(),
+                &[EntraAccessToken],
+            ),
+            (
+                "tenant_id",
+                self.tenant_id.is_some(),
+                &[EntraServicePrincipal],
+            ),
+            (
+                "client_id",
+                self.client_id.is_some(),
+                &[EntraServicePrincipal, EntraManagedIdentity],
+            ),
+            (
+                "client_secret",
+                self.client_secret.is_some(),
+                &[EntraServicePrincipal],
+            ),
+            (
+                "entra_authority",
+                self.entra_authority.is_some(),
+                &[EntraServicePrincipal],
+            ),
+            (
+                "entra_resource",
+                self.entra_resource.is_some(),
+                &[
+                    EntraServicePrincipal,
+                    EntraManagedIdentity,
+                    EntraAccessToken,
+                ],
+            ),
+            (
+                "managed_identity_endpoint",
+                self.managed_identity_endpoint.is_some(),
+                &[EntraManagedIdentity],
+            ),
+        ];
+        for (name, set, readers) in keys {
+            if set && !readers.contains(&auth) {
+                let kinds: Vec<String> = readers
+                    .iter()
+                    .map(|k| format!("\"{}\"", k.as_str()))
+                    .collect();
+                return Err(ConfigError::new(
+                    format!("{key}.{name}"),
+                    format!(
+                        "`{name}` does not apply to authentication = \"{}\" (it is for Microsoft Entra: {})",
+                        auth.as_str(),
+                        kinds.join(", ")
+                    ),
+                    format!("remove it, or set authentication = {}", kinds.join(" or ")),
+                ));
+            }
+        }
+        if auth == SqlPassword {
+            return Ok(());
+        }
+        for (name, set) in [
+            ("user", self.user.is_some()),
+            ("password", self.password.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    format!("{key}.{name}"),
+                    format!(
+                        "`{name}` is for authentication = \"sql_password\"; with \"{}\" the token says who logs in",
+                        auth.as_str()
+                    ),
+                    "remove user and password",
+                ));
+            }
+        }
+        let needed: &[(&str, bool, &str)] = match auth {
+            EntraAccessToken => &[(
+                "access_token",
+                self.access_token.is_some(),
+                "access_token = { file = \"/run/mssql-mcp/sql-token\" } (kept fresh by whatever writes it)",
+            )],
+            EntraServicePrincipal => &[
+                (
+                    "tenant_id",
+                    self.tenant_id.is_some(),
+                    "tenant_id = \"<directory (tenant) ID>\"",
+                ),
+                (
+                    "client_id",
+                    self.client_id.is_some(),
+                    "client_id = \"<application (client) ID>\"",
+                ),
+                (
+                    "client_secret",
+                    self.client_secret.is_some(),
+                    "client_secret = { file = \"$CREDENTIALS_DIRECTORY/sql-client-secret\" }",
+                ),
+            ],
+            SqlPassword | EntraManagedIdentity => &[],
+        };
+        if let Some((name, _, example)) = needed.iter().find(|(_, set, _)| !set) {
+            return Err(ConfigError::new(
+                format!("{key}.{name}"),
+                format!("authentication = \"{}\" needs `{name}`", auth.as_str()),
+                format!("add {example}"),
+            ));
+        }
+        for (name, value) in [
+            ("tenant_id", &self.tenant_id),
+            ("client_id", &self.client_id),
+        ] {
+            if let Some(v) = value
+                && (v.is_empty()
+                    || v.len() > 128
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+            {
+                return Err(ConfigError::new(
+                    format!("{key}.{name}"),
+                    "must be an ID as the Azure portal shows it (letters, digits, `-`, `.`)",
+                    "copy it from the app registration's or the managed identity's overview page",
+                ));
+            }
+        }
+        for (name, value, plain_http) in [
+            ("entra_authority", &self.entra_authority, false),
+            ("entra_resource", &self.entra_resource, false),
+            (
+                "managed_identity_endpoint",
+                &self.managed_identity_endpoint,
+                true,
+            ),
+        ] {
+            if let Some(v) = value {
+                check_entra_url(&format!("{key}.{name}"), v, plain_http)?;
+            }
+        }
+        Ok(())
+    }
 
     /// Where the server is, for logs and `check-config` (no secrets): `host:port`,
     /// `host\instance`, or `connection string from env X`.
     pub fn describe(&self) -> String {
+        let login = match self.authentication() {
+            MssqlAuthentication::SqlPassword => format!(
+                "user {}, password from {}",
+                self.user.as_deref().unwrap_or("?"),
+                self.password
+                    .as_ref()
+                    .map(SecretSource::describe)
+                    .unwrap_or_else(|| "?".into()),
+            ),
+            MssqlAuthentication::EntraManagedIdentity => match &self.client_id {
+                Some(id) => format!("Entra managed identity {id}"),
+                None => "Entra managed identity (system-assigned)".into(),
+            },
+            MssqlAuthentication::EntraServicePrincipal => format!(
+                "Entra app {} in tenant {}, secret from {}",
+                self.client_id.as_deref().unwrap_or("?"),
+                self.tenant_id.as_deref().unwrap_or("?"),
+                self.client_secret
+                    .as_ref()
+                    .map(SecretSource::describe)
+                    .unwrap_or_else(|| "?".into()),
+            ),
+            MssqlAuthentication::EntraAccessToken => format!(
+                "Entra access token from {}",
+                self.access_token
+                    .as_ref()
+                    .map(SecretSource::describe)
+                    .unwrap_or_else(|| "?".into()),
+            ),
+        };
         if let Some(src) = &self.connection_string {
-            return format!("connection string from {}", src.describe());
+            return match self.authentication() {
+                MssqlAuthentication::SqlPassword => {
+                    format!("connection string from {}", src.describe())
+                }
+                _ => format!("connection string from {}, {login}", src.describe()),
+            };
         }
         let host = self.host.as_deref().unwrap_or("?");
         let addr = match (&self.instance, self.port()) {
@@ -415,13 +651,8 @@ impl MssqlConfig {
             (None, None) => host.to_string(),
         };
         format!(
-            "{addr}, database {}, user {}, password from {}, encrypt {}{}, application_intent {}",
+            "{addr}, database {}, {login}, encrypt {}{}, application_intent {}",
             self.database.as_deref().unwrap_or("?"),
-            self.user.as_deref().unwrap_or("?"),
-            self.password
-                .as_ref()
-                .map(SecretSource::describe)
-                .unwrap_or_else(|| "?".into()),
             self.encrypt().as_str(),
             if self.trust_server_certificate() {
                 " (any certificate trusted)"
@@ -434,6 +665,8 @@ impl MssqlConfig {
 
     /// Checks everything that does not need the secrets; `key` is e.g. `database[1]`.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        self.validate_authentication(key)?;
+        let sql_login = self.authentication() == MssqlAuthentication::SqlPassword;
         let separate: Vec<&str> = [
             ("host", self.host.is_some()),
             ("port", self.port.is_some()),
@@ -478,12 +711,12 @@ impl MssqlConfig {
                 ),
                 (
                     "user",
-                    self.user.as_deref().is_some_and(|u| !u.trim().is_empty()),
+                    !sql_login || self.user.as_deref().is_some_and(|u| !u.trim().is_empty()),
                     "user = \"mcp_reader\" (a login with read rights only)",
                 ),
                 (
                     "password",
-                    self.password.is_some(),
+                    !sql_login || self.password.is_some(),
                     "password = { env = \"MSSQL_PASSWORD\" } or { file = \"/run/credentials/mssql-mcp.service/db-password\" }",
                 ),
             ];
@@ -1267,6 +1500,31 @@ fn hide_string_values(problem: &str) -> String {
     problem.to_string()
 }
 
+/// An Entra URL: https (plain http only where `plain_http`, as the instance metadata service
+/// speaks, or on a loopback host), with a host and no query or fragment.
+fn check_entra_url(key: &str, value: &str, plain_http: bool) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(value).ok().filter(|u| {
+        let loopback = matches!(u.host(), Some(url::Host::Domain("localhost")))
+            || matches!(u.host(), Some(url::Host::Ipv4(a)) if a.is_loopback())
+            || matches!(u.host(), Some(url::Host::Ipv6(a)) if a.is_loopback());
+        let scheme_ok = u.scheme() == "https" || u.scheme() == "http" && (plain_http || loopback);
+        scheme_ok
+            && u.host().is_some()
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+    });
+    match parsed {
+        Some(_) => Ok(()),
+        None => Err(ConfigError::new(
+            key,
+            format!("`{value}` is not an https URL with a host (and no query)"),
+            "remove it for the default (Azure's public cloud), or write the national cloud's URL",
+        )),
+    }
+}
+
 /// `value` of `key` within `min..=max`, else an error giving the range and the default.
 fn check_range(
     key: &str,
@@ -1803,6 +2061,121 @@ password = { env = "MSSQL_PASSWORD" }
         let text = MSSQL.replace("user = ", "passwd = \"x\"\nuser = ");
         let err = Config::parse(&with_database(&text)).unwrap_err();
         assert!(err.problem.contains("passwd"), "{err}");
+    }
+
+    /// An Entra login of each kind, with exactly its own keys.
+    const ENTRA: &str = "[[database]]\nname = \"sql\"\nkind = \"mssql\"\nhost = \"x.database.windows.net\"\ndatabase = \"Sales\"\n";
+
+    fn entra(keys: &str) -> Result<Config, ConfigError> {
+        Config::parse(&with_database(&format!("{ENTRA}{keys}\n")))
+    }
+
+    #[test]
+    fn each_entra_kind_takes_its_own_keys_and_describes_itself() {
+        let cases = [
+            (
+                "authentication = \"entra_managed_identity\"",
+                "Entra managed identity (system-assigned)",
+            ),
+            (
+                "authentication = \"entra_managed_identity\"\nclient_id = \"0b7e5f2a-1111\"\nmanaged_identity_endpoint = \"http://169.254.169.254/metadata/identity/oauth2/token\"",
+                "Entra managed identity 0b7e5f2a-1111",
+            ),
+            (
+                "authentication = \"entra_service_principal\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\nclient_secret = { env = \"SQL_APP_SECRET\" }\nentra_authority = \"https://login.microsoftonline.us\"\nentra_resource = \"https://database.usgovcloudapi.net/\"",
+                "Entra app app in tenant contoso.onmicrosoft.com, secret from env SQL_APP_SECRET",
+            ),
+            (
+                "authentication = \"entra_access_token\"\naccess_token = { file = \"/run/sql-token\" }",
+                "Entra access token from file /run/sql-token",
+            ),
+        ];
+        for (keys, described) in cases {
+            let c = entra(keys).unwrap_or_else(|e| panic!("{keys}: {e}"));
+            let DatabaseKind::Mssql(m) = &c.databases[0].kind else {
+                panic!("not mssql")
+            };
+            assert!(m.describe().contains(described), "{}", m.describe());
+            assert!(!m.describe().contains("user"), "{}", m.describe());
+        }
+    }
+
+    #[test]
+    fn entra_keys_out_of_place_are_refused_naming_the_key_and_the_kind_they_belong_to() {
+        let cases = [
+            // A SQL login (the default) with Entra keys.
+            (
+                "user = \"u\"\npassword = { env = \"P\" }\nclient_id = \"app\"",
+                "client_id",
+                "Entra",
+            ),
+            (
+                "user = \"u\"\npassword = { env = \"P\" }\ntenant_id = \"t\"",
+                "tenant_id",
+                "entra_service_principal",
+            ),
+            // An Entra login with a SQL login's keys.
+            (
+                "authentication = \"entra_managed_identity\"\nuser = \"u\"",
+                "user",
+                "sql_password",
+            ),
+            (
+                "authentication = \"entra_managed_identity\"\npassword = { env = \"P\" }",
+                "password",
+                "sql_password",
+            ),
+            // Another Entra kind's keys.
+            (
+                "authentication = \"entra_managed_identity\"\nclient_secret = { env = \"S\" }",
+                "client_secret",
+                "entra_service_principal",
+            ),
+            (
+                "authentication = \"entra_access_token\"\naccess_token = { env = \"T\" }\nmanaged_identity_endpoint = \"http://x\"",
+                "managed_identity_endpoint",
+                "entra_managed_identity",
+            ),
+            // Missing what the kind needs.
+            (
+                "authentication = \"entra_service_principal\"\ntenant_id = \"t\"\nclient_id = \"app\"",
+                "client_secret",
+                "needs",
+            ),
+            (
+                "authentication = \"entra_access_token\"",
+                "access_token",
+                "needs",
+            ),
+            (
+                "authentication = \"entra_access_token\"\naccess_token = { env = \"T\" }\nclient_id = \"app\"",
+                "client_id",
+                "entra_managed_identity",
+            ),
+            // Malformed values.
+            (
+                "authentication = \"entra_managed_identity\"\nclient_id = \"a&resource=x\"",
+                "client_id",
+                "ID",
+            ),
+            (
+                "authentication = \"entra_service_principal\"\ntenant_id = \"t\"\nclient_id = \"app\"\nclient_secret = { env = \"S\" }\nentra_authority = \"http://login.example.com\"",
+                "entra_authority",
+                "https",
+            ),
+            (
+                "authentication = \"entra_managed_identity\"\nentra_resource = \"https://database.windows.net/?x=1\"",
+                "entra_resource",
+                "https",
+            ),
+        ];
+        for (keys, key, says) in cases {
+            let err = entra(keys).expect_err(keys);
+            assert_eq!(err.key, format!("database[0].{key}"), "{keys}: {err}");
+            assert!(err.to_string().contains(says), "{keys}: {err}");
+        }
+        let err = entra("authentication = \"kerberos\"").expect_err("unknown kind");
+        assert!(err.to_string().contains("entra_managed_identity"), "{err}");
     }
 
     #[test]

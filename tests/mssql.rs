@@ -16,7 +16,8 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mssql_mcp::config::{MssqlConfig, MssqlEncrypt, SecretSource};
+use mssql_mcp::config::{MssqlAuthentication, MssqlConfig, MssqlEncrypt, SecretSource};
+use mssql_mcp::db::entra::EntraLogin;
 use mssql_mcp::db::lift::lift;
 use mssql_mcp::db::mssql::{MssqlBackend, MssqlSettings};
 use mssql_mcp::db::{
@@ -578,15 +579,25 @@ fn stand_in_acceptor() -> tokio_rustls::TlsAcceptor {
 trait Session: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Session for T {}
 
+/// A login as a stand-in took it ([`take_login`]).
+struct TakenLogin {
+    /// What the answer goes over: TLS when the client asked for the whole session to be
+    /// encrypted (`encrypt = on/required`), the bare connection when it did not (`off`: TLS
+    /// for the login only).
+    session: Box<dyn Session>,
+    /// The client's PRELOGIN payload.
+    prelogin: Vec<u8>,
+    /// The client's LOGIN7 payload.
+    login7: Vec<u8>,
+}
+
 /// A server's side of a login up to the LOGIN7: answers the PRELOGIN with the encryption the
 /// client asked for, does the TLS handshake inside PRELOGIN packets and reads the LOGIN7 over
-/// TLS. Returns the session the answer goes over: TLS when the client asked for the whole
-/// session to be encrypted (`encrypt = on/required`), the bare connection when it did not
-/// (`off`: TLS for the login only).
+/// TLS.
 async fn take_login(
     mut tcp: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
-) -> std::io::Result<Box<dyn Session>> {
+) -> std::io::Result<TakenLogin> {
     let (ty, asked) = read_tds_packet(&mut tcp).await?;
     expect_packet(ty, TDS_PRELOGIN, "a client starts with PRELOGIN")?;
     // ENCRYPT_ON (1) or ENCRYPT_REQ (3): the whole session; else the login only.
@@ -602,12 +613,17 @@ async fn take_login(
     let mut tls = acceptor.accept(InPrelogin::new(tcp)).await?;
     // The handshake is done: from here TLS records travel bare, as the client expects.
     tls.get_mut().0.handshaking = false;
-    let (ty, _) = read_tds_packet(&mut tls).await?;
+    let (ty, login7) = read_tds_packet(&mut tls).await?;
     expect_packet(ty, TDS_LOGIN7, "after the handshake comes LOGIN7")?;
-    Ok(if whole_session {
+    let session: Box<dyn Session> = if whole_session {
         Box::new(tls)
     } else {
         Box::new(tls.into_inner().0.tcp)
+    };
+    Ok(TakenLogin {
+        session,
+        prelogin: asked,
+        login7,
     })
 }
 
@@ -618,7 +634,7 @@ async fn redirect_one(
     logins: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut session = take_login(tcp, acceptor).await?;
+    let mut session = take_login(tcp, acceptor).await?.session;
     logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let host: Vec<u16> = "127.0.0.1".encode_utf16().collect();
     let mut routing = vec![0x00]; // protocol: TCP
@@ -1098,7 +1114,7 @@ async fn stall_one(
     seen: &Seen,
 ) -> std::io::Result<()> {
     use std::sync::atomic::Ordering::SeqCst;
-    let mut session = take_login(tcp, acceptor).await?;
+    let mut session = take_login(tcp, acceptor).await?.session;
     // A login is accepted by a DONE without an error.
     write_tds_packet(&mut session, TDS_REPLY, &done_token(0)).await?;
     loop {
@@ -1263,6 +1279,528 @@ async fn a_request_left_mid_way_is_cancelled_with_an_attention() {
     expect_cancels(&fresh, (1, 0), Duration::from_secs(5)).await;
     assert_eq!(server.attentions(), 4);
     assert_eq!(server.problems(), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Microsoft Entra logins. No Entra ID, instance metadata service or Entra-enabled SQL Server
+// can run here, and pysqlbridge does not read LOGIN7's FEDAUTH extension, so both ends are
+// stand-ins: [`TokenEndpoint`] answers token requests as IMDS and Entra's v2 endpoint do, and
+// [`EntraServer`] reads the token out of the login and refuses it as SQL Server refuses an
+// identity without a database user. What they show: the request each kind makes, the token
+// reaching the login, when a token is reused, and the errors; not that a real server accepts it.
+// ---------------------------------------------------------------------------------------------
+
+/// One request a [`TokenEndpoint`] received.
+#[derive(Debug, Clone)]
+struct TokenRequest {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    metadata_header: Option<String>,
+    form: Vec<(String, String)>,
+}
+
+/// A stand-in token endpoint on a free loopback port. It answers every request with
+/// `status` and `body`, where `{n}` in the body becomes the request's number (1, 2, …), so each
+/// answer carries a token of its own.
+struct TokenEndpoint {
+    port: u16,
+    seen: Arc<std::sync::Mutex<Vec<TokenRequest>>>,
+    answer: Arc<std::sync::Mutex<(u16, String)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TokenEndpoint {
+    async fn start(status: u16, body: &str) -> TokenEndpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind token endpoint");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answer = Arc::new(std::sync::Mutex::new((status, body.to_string())));
+        let (noted, answering) = (seen.clone(), answer.clone());
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap,
+                  body: String| {
+                let (noted, answering) = (noted.clone(), answering.clone());
+                async move {
+                    let pairs = |s: &str| {
+                        url::form_urlencoded::parse(s.as_bytes())
+                            .into_owned()
+                            .collect::<Vec<_>>()
+                    };
+                    let n = {
+                        let mut seen = noted.lock().unwrap_or_else(|p| p.into_inner());
+                        seen.push(TokenRequest {
+                            method: method.to_string(),
+                            path: uri.path().to_string(),
+                            query: pairs(uri.query().unwrap_or("")),
+                            metadata_header: headers
+                                .get("metadata")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string),
+                            form: pairs(&body),
+                        });
+                        seen.len()
+                    };
+                    let (status, body) =
+                        answering.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    (
+                        axum::http::StatusCode::from_u16(status).expect("a status"),
+                        [("content-type", "application/json")],
+                        body.replace("{n}", &n.to_string()),
+                    )
+                }
+            },
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TokenEndpoint {
+            port,
+            seen,
+            answer,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn seen(&self) -> Vec<TokenRequest> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn answer(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap_or_else(|p| p.into_inner()) = (status, body.to_string());
+    }
+}
+
+impl Drop for TokenEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn pair<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// What an [`EntraServer`] read from one login.
+#[derive(Debug, Clone)]
+struct EntraLoginSeen {
+    /// PRELOGIN's FEDAUTHREQUIRED option (0x06) was sent and set.
+    fedauth_in_prelogin: bool,
+    /// LOGIN7's user name (empty for a token login).
+    user: String,
+    /// The token in LOGIN7's FEDAUTH feature extension (security token library), if any.
+    token: Option<String>,
+}
+
+/// A stand-in for an Entra-enabled SQL Server's side of a login: takes it as [`take_login`]
+/// does, reads the token from LOGIN7's feature extension (MS-TDS 2.2.6.4, FeatureId 0x02,
+/// FEDAUTH with the security token library) and refuses the login with error 18456.
+struct EntraServer {
+    port: u16,
+    seen: Arc<std::sync::Mutex<Vec<EntraLoginSeen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EntraServer {
+    async fn start() -> EntraServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let acceptor = stand_in_acceptor();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, noted) = (acceptor.clone(), noted.clone());
+                tokio::spawn(async move {
+                    let _ = refuse_one(tcp, acceptor, &noted).await;
+                });
+            }
+        });
+        EntraServer { port, seen, task }
+    }
+
+    fn logins(&self) -> Vec<EntraLoginSeen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for EntraServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn refuse_one(
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    seen: &std::sync::Mutex<Vec<EntraLoginSeen>>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let TakenLogin {
+        mut session,
+        prelogin,
+        login7,
+    } = take_login(tcp, acceptor).await?;
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(EntraLoginSeen {
+            fedauth_in_prelogin: matches!(prelogin_option(&prelogin, 0x06), Some([0x01, ..])),
+            user: login7_string(&login7, 40).unwrap_or_default(),
+            token: fedauth_token(&login7),
+        });
+    let mut reply = error_token(
+        18456,
+        "Login failed for user '<token-identified principal>'.",
+    );
+    reply.extend_from_slice(&[0xFD, 0x02, 0x00]); // DONE, status DONE_ERROR
+    reply.extend_from_slice(&[0; 10]);
+    write_tds_packet(&mut session, TDS_REPLY, &reply).await?;
+    session.shutdown().await
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_le_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+    ])))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<usize> {
+    let bytes: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(bytes)).ok()
+}
+
+fn utf16(b: &[u8]) -> Option<String> {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+/// The LOGIN7 string whose offset and length (in characters) stand at `field`.
+fn login7_string(login7: &[u8], field: usize) -> Option<String> {
+    let (at, chars) = (u16_at(login7, field)?, u16_at(login7, field + 2)?);
+    utf16(login7.get(at..at + 2 * chars)?)
+}
+
+/// The token of LOGIN7's FEDAUTH feature extension: `ibExtension` (offset 56) points at a
+/// DWORD holding where the features start; each is an id, a DWORD length and its data, and
+/// 0xFF ends them. FEDAUTH's data is an options byte, a DWORD length and the UTF-16 token.
+fn fedauth_token(login7: &[u8]) -> Option<String> {
+    // fExtension, OptionFlags3's bit 4.
+    if login7.get(27)? & 0x10 == 0 {
+        return None;
+    }
+    let mut at = u32_at(login7, u16_at(login7, 56)?)?;
+    loop {
+        let id = *login7.get(at)?;
+        if id == 0xFF {
+            return None;
+        }
+        let len = u32_at(login7, at + 1)?;
+        let data = login7.get(at + 5..at + 5 + len)?;
+        if id == 0x02 {
+            // bFedAuthLibrary (bits 1–7): 0x01, the security token.
+            if data.first()? >> 1 != 0x01 {
+                return None;
+            }
+            let token_len = u32_at(data, 1)?;
+            return utf16(data.get(5..5 + token_len)?);
+        }
+        at += 5 + len;
+    }
+}
+
+/// An ERROR token (MS-TDS 2.2.7.10) as SQL Server sends a failed login's: class 14, state 1.
+fn error_token(number: i32, message: &str) -> Vec<u8> {
+    let text = |s: &str, wide: bool| {
+        let units: Vec<u16> = s.encode_utf16().collect();
+        let mut out = Vec::new();
+        if wide {
+            out.extend_from_slice(&u16::try_from(units.len()).expect("short").to_le_bytes());
+        } else {
+            out.push(u8::try_from(units.len()).expect("short"));
+        }
+        units
+            .iter()
+            .for_each(|u| out.extend_from_slice(&u.to_le_bytes()));
+        out
+    };
+    let mut body = number.to_le_bytes().to_vec();
+    body.extend_from_slice(&[1, 14]);
+    body.extend(text(message, true));
+    body.extend(text("stand-in", false));
+    body.extend(text("", false));
+    body.extend_from_slice(&1u32.to_le_bytes());
+    let mut token = vec![0xAA];
+    token.extend_from_slice(&u16::try_from(body.len()).expect("short").to_le_bytes());
+    token.extend(body);
+    token
+}
+
+/// `[[database]]` settings for an Entra login to `port` on loopback.
+fn entra_config(port: u16, auth: MssqlAuthentication) -> MssqlConfig {
+    MssqlConfig {
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        database: Some("Sales".into()),
+        encrypt: Some(MssqlEncrypt::Required),
+        trust_server_certificate: Some(true),
+        connect_timeout_secs: Some(5),
+        authentication: Some(auth),
+        ..MssqlConfig::default()
+    }
+}
+
+fn settings_of(cfg: &MssqlConfig) -> MssqlSettings {
+    cfg.validate("database[0]").expect("valid config");
+    MssqlSettings::from_config(cfg, "database[0]", 2, Duration::from_secs(5)).expect("settings")
+}
+
+const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
+const MI_CLIENT_ID: &str = "0b7e5f2a-1111-4c3d-9e8f-5a6b7c8d9e0f";
+
+/// The managed identity's token goes to the server in LOGIN7's FEDAUTH extension, with no
+/// user or password; a refused login says what to create in the database, and the refused
+/// token is not offered again.
+#[tokio::test]
+async fn a_managed_identity_login_sends_its_token_and_a_refusal_says_what_to_grant() {
+    let _s = serial().await;
+    let imds = TokenEndpoint::start(
+        200,
+        r#"{"access_token":"stand-in-token-{n}","expires_in":"86399","token_type":"Bearer","resource":"https://database.windows.net/"}"#,
+    )
+    .await;
+    let server = EntraServer::start().await;
+    let mut cfg = entra_config(server.port, MssqlAuthentication::EntraManagedIdentity);
+    cfg.client_id = Some(MI_CLIENT_ID.into());
+    cfg.managed_identity_endpoint = Some(imds.url(IMDS_PATH));
+    let b = MssqlBackend::new(settings_of(&cfg));
+    let mut errors = Vec::new();
+    for _ in 0..2 {
+        errors.push(
+            b.ping()
+                .await
+                .expect_err("the stand-in refuses every login")
+                .to_string(),
+        );
+    }
+    for e in &errors {
+        assert!(
+            e.contains(&format!(
+                "login failed — check that the managed identity {MI_CLIENT_ID} has a user in this database (CREATE USER [<its name>] FROM EXTERNAL PROVIDER)"
+            )) && e.contains("database[0].authentication / database[0].client_id")
+                && e.contains("<token-identified principal>"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("stand-in-token"),
+            "the token is never shown: {e}"
+        );
+    }
+    let asked = imds.seen();
+    assert!(!asked.is_empty());
+    for r in &asked {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", IMDS_PATH));
+        assert_eq!(
+            r.metadata_header.as_deref(),
+            Some("true"),
+            "IMDS needs Metadata: true"
+        );
+        assert_eq!(pair(&r.query, "api-version"), Some("2018-02-01"));
+        assert_eq!(
+            pair(&r.query, "resource"),
+            Some("https://database.windows.net/")
+        );
+        assert_eq!(pair(&r.query, "client_id"), Some(MI_CLIENT_ID));
+    }
+    let logins = server.logins();
+    let issued: Vec<String> = (1..=asked.len())
+        .map(|n| format!("stand-in-token-{n}"))
+        .collect();
+    for l in &logins {
+        assert!(l.fedauth_in_prelogin, "PRELOGIN announces FEDAUTH: {l:?}");
+        assert_eq!(l.user, "", "no user name with a token: {l:?}");
+        let token = l.token.as_deref().expect("a FEDAUTH token in LOGIN7");
+        assert!(
+            issued.iter().any(|t| t == token),
+            "{token} was issued: {issued:?}"
+        );
+    }
+    // Each refused token is forgotten: the second ping's login carried a new one.
+    let distinct: std::collections::BTreeSet<_> =
+        logins.iter().filter_map(|l| l.token.clone()).collect();
+    assert!(
+        distinct.len() >= 2,
+        "a refused token is not reused: {logins:?}"
+    );
+}
+
+/// A fetched token is shared by every connection until shortly before it expires, however
+/// many ask at once; then, or once forgotten, a new one is asked for.
+#[tokio::test]
+async fn a_token_is_asked_for_once_and_again_only_near_its_expiry() {
+    let imds = TokenEndpoint::start(200, r#"{"access_token":"t{n}","expires_in":"3600"}"#).await;
+    let mut cfg = entra_config(1433, MssqlAuthentication::EntraManagedIdentity);
+    cfg.managed_identity_endpoint = Some(imds.url(IMDS_PATH));
+    cfg.validate("database[0]").expect("valid");
+    let login = Arc::new(
+        EntraLogin::from_config(&cfg, "database[0]")
+            .expect("config")
+            .expect("an Entra login"),
+    );
+    let tokens = futures::future::join_all((0..8).map(|_| {
+        let login = login.clone();
+        async move { login.token().await.expect("token").expose().to_string() }
+    }))
+    .await;
+    assert_eq!(
+        tokens,
+        vec!["t1".to_string(); 8],
+        "eight at once, one request"
+    );
+    assert_eq!(login.token().await.expect("again").expose(), "t1");
+    assert_eq!(imds.seen().len(), 1);
+    assert!(
+        imds.seen()[0].query.iter().all(|(k, _)| k != "client_id"),
+        "no client_id: the system-assigned identity"
+    );
+
+    login.forget().await;
+    assert_eq!(login.token().await.expect("after forget").expose(), "t2");
+
+    // A two-second token is asked for again after one second (half its life).
+    imds.answer(200, r#"{"access_token":"t{n}","expires_in":2}"#);
+    login.forget().await;
+    assert_eq!(login.token().await.expect("short").expose(), "t3");
+    assert_eq!(login.token().await.expect("still fresh").expose(), "t3");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(login.token().await.expect("renewed").expose(), "t4");
+    assert_eq!(imds.seen().len(), 4);
+}
+
+/// A service principal's secret is exchanged by the client credentials grant for a token
+/// scoped to the resource. Entra refusing it fails the start at once, naming the keys and
+/// quoting only Entra's error; an endpoint that is down does not (the database may come up
+/// later), and a token answer without a token is reported without being shown.
+#[tokio::test]
+async fn a_service_principal_exchanges_its_secret_and_refusals_are_explained() {
+    let _s = serial().await;
+    let entra = TokenEndpoint::start(
+        401,
+        r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1","error_codes":[7000215]}"#,
+    )
+    .await;
+    let server = EntraServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "s3cr3t~value=&x\n").expect("write secret");
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let mut cfg = entra_config(server.port, MssqlAuthentication::EntraServicePrincipal);
+    cfg.tenant_id = Some(tenant.into());
+    cfg.client_id = Some("app-1234".into());
+    cfg.client_secret = Some(SecretSource {
+        file: Some(secret_file),
+        env: None,
+    });
+    cfg.entra_authority = Some(entra.url("/"));
+
+    let started = Instant::now();
+    let e = MssqlBackend::open(settings_of(&cfg))
+        .await
+        .expect_err("a refused secret fails the start")
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    assert_eq!(
+        e,
+        "the database is unavailable: Entra sign-in failed: Entra's token endpoint answered HTTP 401: invalid_client: AADSTS7000215: Invalid client secret provided.  Trace ID: 1 — check database[0].tenant_id / database[0].client_id / database[0].client_secret"
+    );
+    assert!(!e.contains("s3cr3t"));
+    let asked = entra.seen();
+    let r = asked.first().expect("a token request");
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", format!("/{tenant}/oauth2/v2.0/token").as_str())
+    );
+    assert_eq!(pair(&r.form, "grant_type"), Some("client_credentials"));
+    assert_eq!(pair(&r.form, "client_id"), Some("app-1234"));
+    assert_eq!(pair(&r.form, "client_secret"), Some("s3cr3t~value=&x"));
+    assert_eq!(
+        pair(&r.form, "scope"),
+        Some("https://database.windows.net/.default")
+    );
+    assert!(server.logins().is_empty(), "no token, no login");
+
+    // Down (503): not the configuration's fault, so the start goes on.
+    entra.answer(503, "<html>busy</html>");
+    let b = MssqlBackend::open(settings_of(&cfg)).await.expect("starts");
+    let e = b.ping().await.expect_err("still no token").to_string();
+    assert!(
+        e.contains("cannot get an Entra token: Entra's token endpoint answered HTTP 503"),
+        "{e}"
+    );
+
+    // A 200 without a token: its bytes are not shown (they could be a token under another name).
+    entra.answer(200, r#"{"accessToken":"do-not-show"}"#);
+    let e = b.ping().await.expect_err("no access_token").to_string();
+    assert!(
+        e.contains("without an access_token") && !e.contains("do-not-show"),
+        "{e}"
+    );
+
+    // Granted: the token reaches the login.
+    entra.answer(
+        200,
+        r#"{"token_type":"Bearer","expires_in":3599,"access_token":"sp-token-{n}"}"#,
+    );
+    let e = b
+        .ping()
+        .await
+        .expect_err("the stand-in refuses")
+        .to_string();
+    assert!(
+        e.contains("check that the Entra app app-1234 has a user in this database"),
+        "{e}"
+    );
+    assert!(server.logins().iter().all(|l| {
+        l.token
+            .as_deref()
+            .is_some_and(|t| t.starts_with("sp-token-"))
+    }));
+    assert!(!server.logins().is_empty());
+}
+
+/// Nothing listening where the managed identity endpoint should be (not an Azure VM): the
+/// error says so and what to do.
+#[tokio::test]
+async fn no_managed_identity_endpoint_is_explained() {
+    let port = free_port();
+    let mut cfg = entra_config(1433, MssqlAuthentication::EntraManagedIdentity);
+    cfg.managed_identity_endpoint = Some(format!("http://127.0.0.1:{port}{IMDS_PATH}"));
+    let b = MssqlBackend::open(settings_of(&cfg))
+        .await
+        .expect("not fatal: it may come up");
+    let e = b.ping().await.expect_err("no endpoint").to_string();
+    assert!(
+        e.contains(&format!(
+            "cannot get an Entra token: the managed identity endpoint (http://127.0.0.1:{port}{IMDS_PATH}) did not answer: could not connect"
+        )) && e.contains("must run on an Azure VM"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

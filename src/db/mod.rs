@@ -8,6 +8,7 @@
 //! connection, a rolled-back transaction).
 
 pub mod demo_data;
+pub mod entra;
 pub mod guard;
 pub mod lift;
 pub mod mssql;

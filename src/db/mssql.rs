@@ -171,12 +171,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use super::entra::EntraLogin;
 use super::{
     Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_VALUE_BYTES, Page,
     PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
     cut_bytes, cut_text,
 };
-use crate::config::{ApplicationIntent, ConfigError, MssqlConfig, MssqlEncrypt};
+use crate::config::{
+    ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt,
+};
 use crate::ops::{FailureReport, FailureRun};
 
 /// Most connection attempts in flight at once (SQL Server logins are not free, and small
@@ -215,6 +218,10 @@ pub struct MssqlSettings {
     target: String,
     /// Where to fix a failed login, e.g. `database[0].user / password`.
     login_hint: String,
+    /// What to check after a failed login, e.g. "the user and password".
+    login_check: String,
+    /// Where Entra tokens come from, when the login uses one (see [`entra`]).
+    entra: Option<Arc<EntraLogin>>,
     /// Where to fix a TLS failure.
     tls_hint: String,
     /// Longest a connection attempt may take.
@@ -270,16 +277,13 @@ impl MssqlSettings {
                 (config, target, hint.clone(), hint)
             }
             None => {
-                let (Some(host), Some(database), Some(user), Some(pw)) =
-                    (&cfg.host, &cfg.database, &cfg.user, &cfg.password)
-                else {
+                let (Some(host), Some(database)) = (&cfg.host, &cfg.database) else {
                     return Err(ConfigError::new(
                         format!("{key}.host"),
-                        "host, database, user and password are all needed",
+                        "host and database are both needed",
                         "add the missing keys, or use connection_string",
                     ));
                 };
-                let password = pw.load(&format!("{key}.password"))?;
                 let mut config = tiberius::Config::new();
                 config.host(host);
                 if let Some(port) = cfg.port() {
@@ -289,7 +293,17 @@ impl MssqlSettings {
                     config.instance_name(instance);
                 }
                 config.database(database);
-                config.authentication(AuthMethod::sql_server(user, password.expose()));
+                if cfg.authentication() == MssqlAuthentication::SqlPassword {
+                    let (Some(user), Some(pw)) = (&cfg.user, &cfg.password) else {
+                        return Err(ConfigError::new(
+                            format!("{key}.user"),
+                            "a SQL login needs user and password",
+                            "add them, or set authentication to an Entra kind",
+                        ));
+                    };
+                    let password = pw.load(&format!("{key}.password"))?;
+                    config.authentication(AuthMethod::sql_server(user, password.expose()));
+                }
                 config.encryption(match cfg.encrypt() {
                     MssqlEncrypt::Off => EncryptionLevel::Off,
                     MssqlEncrypt::On => EncryptionLevel::On,
@@ -314,6 +328,19 @@ impl MssqlSettings {
                     format!("{key}.encrypt / {key}.trust_server_certificate / {key}.ca_file"),
                 )
             }
+        };
+        // An Entra login's token is fetched for each connection ([`Manager::open`]); what the
+        // connection string says of a user and password is not used then.
+        let entra = EntraLogin::from_config(cfg, key)?.map(Arc::new);
+        let (login_hint, login_check) = match &entra {
+            Some(e) => (
+                e.keys(),
+                format!(
+                    "that {} has a user in this database (CREATE USER [<its name>] FROM EXTERNAL PROVIDER) and that the server has a Microsoft Entra admin",
+                    e.describe()
+                ),
+            ),
+            None => (login_hint, "the user and password".to_string()),
         };
         // The TOML keys win over the connection string: read-only intent is a safety layer
         // and stays on unless the operator turns it off here.
@@ -340,6 +367,8 @@ impl MssqlSettings {
             config,
             target,
             login_hint,
+            login_check,
+            entra,
             tls_hint,
             connect_timeout,
             query_timeout,
@@ -352,6 +381,7 @@ impl MssqlSettings {
         ErrorContext {
             target: self.target.clone(),
             login_hint: self.login_hint.clone(),
+            login_check: self.login_check.clone(),
             tls_hint: self.tls_hint.clone(),
         }
     }
@@ -362,6 +392,7 @@ impl MssqlSettings {
 struct ErrorContext {
     target: String,
     login_hint: String,
+    login_check: String,
     tls_hint: String,
 }
 
@@ -541,6 +572,10 @@ impl Manager {
         let mut config = self.settings.config.clone();
         // Errors name the host that failed: the configured one, or where it redirected.
         let ctx = || attempt.ctx(&self.ctx);
+        if let Some(entra) = &self.settings.entra {
+            let token = entra.token().await?;
+            config.authentication(AuthMethod::aad_token(token.expose()));
+        }
         loop {
             // Per hop: after a redirect, the new target has not accepted anything yet.
             attempt.accepted.store(false, Ordering::Relaxed);
@@ -593,7 +628,15 @@ impl Manager {
                     config.host(&host);
                     config.port(port);
                 }
-                Err(e) => return Err(connect_error(&e, &ctx())),
+                Err(e) => {
+                    // A refused token is not offered again: the next attempt asks for a new one.
+                    if let (TdsError::Server(t), Some(entra)) = (&e, &self.settings.entra)
+                        && t.code() == 18456
+                    {
+                        entra.forget().await;
+                    }
+                    return Err(connect_error(&e, &ctx()));
+                }
             }
         }
     }
@@ -1167,6 +1210,7 @@ fn is_config_problem(e: &DbError) -> bool {
     match e {
         DbError::Unavailable(m) => [
             "login failed",
+            "Entra sign-in failed",
             "TLS with",
             "TLS error with",
             "cannot open database",
@@ -1631,8 +1675,8 @@ fn encoding_error(m: &str) -> DbError {
 fn server_error(code: u32, class: u8, message: &str, ctx: &ErrorContext) -> DbError {
     match code {
         18456 | 18452 | 18470 | 18486 | 18487 | 18488 => DbError::Unavailable(format!(
-            "login failed — check the user and password ({}); server said: {message}",
-            ctx.login_hint
+            "login failed — check {} ({}); server said: {message}",
+            ctx.login_check, ctx.login_hint
         )),
         4060 => DbError::Unavailable(format!(
             "cannot open database — check the database name and the login's access ({}); server said: {message}",
@@ -4332,6 +4376,7 @@ mod tests {
         ErrorContext {
             target: "sql.example.com:1433".into(),
             login_hint: "database[0].user / database[0].password".into(),
+            login_check: "the user and password".into(),
             tls_hint: "database[0].encrypt / trust_server_certificate / ca_file".into(),
         }
     }
