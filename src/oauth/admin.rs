@@ -20,7 +20,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -60,27 +60,57 @@ pub enum Target {
     All,
 }
 
-/// The admin routes, as the 404 and 405 answers list them.
-const ROUTES: &str = "GET /admin/clients, GET /admin/grants, POST /admin/revoke, GET /admin/cache, \
-                      POST /admin/cache/clear, GET /metrics, GET /health, GET /health/ready";
+/// One admin route: its method (as listed), path and handler.
+type Route = (&'static str, &'static str, MethodRouter<AppState>);
 
-/// The admin router (no state besides the app). `/metrics` sits outside the token check:
-/// the listener is loopback-only, and Prometheus cannot read a token that changes at every
-/// start. Every refusal is JSON in the OAuth endpoints' shape (`error`, `error_description`),
-/// which `mssql-mcp tokens …` and `cache …` print.
+/// The routes behind the token check.
+fn guarded_routes() -> [Route; 5] {
+    [
+        ("GET", "/admin/clients", get(clients)),
+        ("GET", "/admin/grants", get(grants)),
+        ("POST", "/admin/revoke", post(revoke)),
+        ("GET", "/admin/cache", get(cache_stats)),
+        ("POST", "/admin/cache/clear", post(cache_clear)),
+    ]
+}
+
+/// The routes outside it: `/metrics` (the listener is loopback-only, and Prometheus cannot
+/// read a token that changes at every start) and the health checks.
+fn open_routes() -> [Route; 3] {
+    [
+        ("GET", "/metrics", get(metrics)),
+        ("GET", "/health", get(health)),
+        ("GET", "/health/ready", get(ready)),
+    ]
+}
+
+/// The admin routes, as the 404 and 405 answers list them: made from the same tables as the
+/// router, so the list cannot name a route that is gone or leave out one that was added.
+static ROUTES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let guarded = guarded_routes();
+    let open = open_routes();
+    guarded
+        .iter()
+        .chain(open.iter())
+        .map(|(method, path, _)| format!("{method} {path}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The admin router (no state besides the app). Every refusal is JSON in the OAuth endpoints'
+/// shape (`error`, `error_description`), which `mssql-mcp tokens …` and `cache …` print.
 pub fn router(app: AppState) -> Router {
-    Router::new()
-        .route("/admin/clients", get(clients))
-        .route("/admin/grants", get(grants))
-        .route("/admin/revoke", post(revoke))
-        .route("/admin/cache", get(cache_stats))
-        .route("/admin/cache/clear", post(cache_clear))
+    let guarded = guarded_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (_, path, handler)| {
+            r.route(path, handler)
+        })
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::from_fn_with_state(app.clone(), guard))
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/health/ready", get(ready))
+        .layer(middleware::from_fn_with_state(app.clone(), guard));
+    open_routes()
+        .into_iter()
+        .fold(guarded, |r, (_, path, handler)| r.route(path, handler))
         .with_state(app)
 }
 
@@ -98,8 +128,9 @@ async fn unknown_route(method: Method, uri: Uri) -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         format!(
-            "no admin route {method} {}; the routes are {ROUTES}",
-            uri.path()
+            "no admin route {method} {}; the routes are {}",
+            uri.path(),
+            *ROUTES
         ),
     )
 }
@@ -109,8 +140,9 @@ async fn wrong_method(method: Method, uri: Uri) -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!(
-            "{} does not take {method}; the routes are {ROUTES}",
-            uri.path()
+            "{} does not take {method}; the routes are {}",
+            uri.path(),
+            *ROUTES
         ),
     )
 }
