@@ -113,13 +113,18 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
         .iter()
         .filter_map(|s| {
             let db = backends.iter().find(|(n, _)| *n == s.database)?.1.clone();
-            let query_timeout = config
-                .databases
-                .iter()
-                .find(|d| d.name == s.database)
-                .map_or(request_timeout, |d| {
-                    Duration::from_secs(d.query_timeout_secs)
-                });
+            let db_config = config.databases.iter().find(|d| d.name == s.database);
+            let query_timeout = db_config.map_or(request_timeout, |d| {
+                Duration::from_secs(d.query_timeout_secs)
+            });
+            let descriptions = db_config
+                .map(|d| {
+                    crate::tools::descriptions::Descriptions::new(
+                        &d.table_descriptions,
+                        &d.column_descriptions,
+                    )
+                })
+                .unwrap_or_default();
             let budget = query_timeout.min(request_timeout * 9 / 10);
             Some(Arc::new(Scope::new(
                 s.clone(),
@@ -127,6 +132,7 @@ pub async fn build_state(config: Config, no_auth: bool) -> Result<AppState, Star
                 &public_url,
                 &ops,
                 budget,
+                descriptions,
             )))
         })
         .collect();

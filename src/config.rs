@@ -253,6 +253,13 @@ pub struct DatabaseConfig {
     /// Connections kept for this database.
     #[serde(default = "defaults::pool_size")]
     pub pool_size: u32,
+    /// What tables hold, in words, by `table` or `schema.table`: shown by `list_tables`,
+    /// `describe_table` and `fetch`, over SQL Server's own `MS_Description`.
+    #[serde(default)]
+    pub table_descriptions: std::collections::BTreeMap<String, String>,
+    /// What columns hold, by `table.column` or `schema.table.column`.
+    #[serde(default)]
+    pub column_descriptions: std::collections::BTreeMap<String, String>,
 }
 
 /// The backend of a database.
@@ -1172,6 +1179,42 @@ impl Config {
             if let DatabaseKind::Mssql(m) = &db.kind {
                 m.validate(&key)?;
             }
+            for (field, map, parts, form) in [
+                (
+                    "table_descriptions",
+                    &db.table_descriptions,
+                    1..=2,
+                    "\"orders\" or \"dbo.orders\"",
+                ),
+                (
+                    "column_descriptions",
+                    &db.column_descriptions,
+                    2..=3,
+                    "\"orders.status\" or \"dbo.orders.status\"",
+                ),
+            ] {
+                for (name, text) in map {
+                    let split: Vec<&str> = name.split('.').collect();
+                    if !parts.contains(&split.len())
+                        || split
+                            .iter()
+                            .any(|p| p.is_empty() || p.trim() != *p || p.contains('*'))
+                    {
+                        return Err(ConfigError::new(
+                            format!("{key}.{field}"),
+                            format!("`{name}` is not a name of the form {form}"),
+                            format!("write names like {form} (no patterns)"),
+                        ));
+                    }
+                    if crate::db::description_text(text).is_none() {
+                        return Err(ConfigError::new(
+                            format!("{key}.{field}"),
+                            format!("the description of `{name}` is empty"),
+                            "write what it holds, or remove the entry",
+                        ));
+                    }
+                }
+            }
         }
         if self.scopes.is_empty() {
             return Err(ConfigError::new(
@@ -1453,7 +1496,14 @@ fn kind_field_at_fault(text: &str, key: &str) -> Option<String> {
         .as_table()?
         .clone();
     let kind = table.get("kind")?.as_str()?.to_string();
-    for outer in ["kind", "name", "query_timeout_secs", "pool_size"] {
+    for outer in [
+        "kind",
+        "name",
+        "query_timeout_secs",
+        "pool_size",
+        "table_descriptions",
+        "column_descriptions",
+    ] {
         table.remove(outer);
     }
     let path = match kind.as_str() {
@@ -2176,6 +2226,51 @@ password = { env = "MSSQL_PASSWORD" }
         }
         let err = entra("authentication = \"kerberos\"").expect_err("unknown kind");
         assert!(err.to_string().contains("entra_managed_identity"), "{err}");
+    }
+
+    #[test]
+    fn descriptions_take_exact_names_of_the_right_length_and_some_text() {
+        let db = |extra: &str| Config::parse(&with_database(&format!("{MSSQL}{extra}\n")));
+        let c = db("table_descriptions = { \"orders\" = \"Orders\", \"dbo.Lines\" = \"Lines\" }\ncolumn_descriptions = { \"orders.status\" = \"o/s/c\", \"dbo.orders.total\" = \"EUR\" }")
+            .expect("valid");
+        assert_eq!(c.databases[0].table_descriptions.len(), 2);
+        assert_eq!(c.databases[0].column_descriptions["orders.status"], "o/s/c");
+        for (extra, key, says) in [
+            (
+                "table_descriptions = { \"a.b.c\" = \"x\" }",
+                "table_descriptions",
+                "a.b.c",
+            ),
+            (
+                "table_descriptions = { \"dbo.*\" = \"x\" }",
+                "table_descriptions",
+                "no patterns",
+            ),
+            (
+                "table_descriptions = { \"orders\" = \" \" }",
+                "table_descriptions",
+                "empty",
+            ),
+            (
+                "column_descriptions = { \"orders\" = \"x\" }",
+                "column_descriptions",
+                "orders.status",
+            ),
+            (
+                "column_descriptions = { \"a..b\" = \"x\" }",
+                "column_descriptions",
+                "a..b",
+            ),
+            (
+                "table_description = { \"orders\" = \"x\" }",
+                "table_description",
+                "table_description",
+            ),
+        ] {
+            let err = db(extra).expect_err(extra);
+            assert_eq!(err.key, format!("database[0].{key}"), "{extra}: {err}");
+            assert!(err.to_string().contains(says), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -100,6 +100,38 @@ pub fn config(listen: SocketAddr, db_path: &Path, data_dir: &Path) -> Config {
             }),
             query_timeout_secs: 10,
             pool_size: 8,
+            // What an operator would write for a database that has no comments of its own
+            // (SQLite keeps none): the tools show them to the model.
+            table_descriptions: [
+                (
+                    "orders",
+                    "One row per customer order; its lines are in order_lines.",
+                ),
+                (
+                    "order_lines",
+                    "The products of each order, one row per product (key: order_id, line_no).",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            column_descriptions: [
+                (
+                    "orders.status",
+                    "pending, processing, shipped, delivered, cancelled or returned.",
+                ),
+                (
+                    "orders.total_amount",
+                    "What the customer paid: the sum of the order's line_total plus shipping_cost.",
+                ),
+                (
+                    "order_lines.line_total",
+                    "quantity × unit_price less discount_percent, rounded to the cent.",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         }],
         scopes: vec![
             scope(

@@ -48,6 +48,10 @@ pub struct Scope {
     /// The database's catalog as last seen, and what this scope may see of it
     /// ([`crate::tools::scoped_catalog`]), worked out once per catalog load.
     scoped: std::sync::Mutex<Option<(Arc<Catalog>, Arc<Catalog>)>>,
+    /// The operator's descriptions of the database's tables and columns.
+    descriptions: crate::tools::descriptions::Descriptions,
+    /// Whether the names of `descriptions` that match nothing were logged (once per process).
+    unmatched_logged: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes of accepted query shapes remembered per scope (query text plus a little per table):
@@ -61,6 +65,7 @@ impl Scope {
         public_url: &str,
         ops: &Ops,
         search_budget: Duration,
+        descriptions: crate::tools::descriptions::Descriptions,
     ) -> Self {
         let metrics: &Metrics = &ops.metrics;
         let tool_metrics = crate::tools::tool_names(config.profile)
@@ -89,6 +94,8 @@ impl Scope {
                 config.cache_max_bytes,
             ),
             scoped: std::sync::Mutex::new(None),
+            descriptions,
+            unmatched_logged: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -105,7 +112,23 @@ impl Scope {
         {
             return Ok(scoped.clone());
         }
-        let scoped = Arc::new(crate::tools::scoped_catalog(&self.rules, &raw));
+        let mut scoped = crate::tools::scoped_catalog(&self.rules, &raw);
+        if !self.descriptions.is_empty() {
+            self.descriptions.apply(&mut scoped);
+            let unmatched = self.descriptions.unmatched(&raw);
+            if !unmatched.is_empty()
+                && !self
+                    .unmatched_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    database = %self.database,
+                    names = %unmatched.join(", "),
+                    "table_descriptions/column_descriptions name tables or columns the database does not have"
+                );
+            }
+        }
+        let scoped = Arc::new(scoped);
         *cached = Some((raw, scoped.clone()));
         Ok(scoped)
     }

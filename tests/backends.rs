@@ -391,6 +391,13 @@ max_result_bytes = 4096
 deny_columns = ["Customers.Phone"]
 "#;
 
+/// The operator's descriptions, on both backends (SQLite keeps none, and the peer's
+/// `sys.extended_properties` is empty, so these are all there is): one of a hidden column and
+/// one of a denied table, which the scopes that hide them must never show.
+const DESCRIPTIONS: &str = r#"table_descriptions = { "Orders" = "One row per order.", "dbo.Salaries" = "Pay of every employee (secret table)." }
+column_descriptions = { "orders.status" = "shipped, pending or cancelled.", "Customers.Phone" = "Mobile number (secret column)." }
+"#;
+
 /// The peer is a Python process with an accept backlog of 5: SQL Server tests run one at a
 /// time (SQLite tests run in parallel).
 static PEER_SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -460,7 +467,7 @@ pool_size = 4
             }
         };
         let toml = format!(
-            "[server]\ninsecure_no_auth = true\nstate_dir = \"{state}\"\n\n{LIMITS}\n{database}\n{SCOPES}",
+            "[server]\ninsecure_no_auth = true\nstate_dir = \"{state}\"\n\n{LIMITS}\n{database}{DESCRIPTIONS}\n{SCOPES}",
             state = dir.path().join("state").display()
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1711,6 +1718,96 @@ async fn list_and_describe_tools(h: &Harness) {
     }
 }
 
+/// The operator's descriptions reach `list_tables`, `describe_table` and `fetch`'s text; one of
+/// a hidden column or a denied table never does (the `dbo.` one names SQL Server's schema, so
+/// on SQLite it describes nothing: a name with a schema is matched with it).
+async fn descriptions_are_shown_where_the_scope_sees_what_they_describe(h: &Harness) {
+    let described = |d: &Value, column: &str| -> Value {
+        d["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .find(|c| c["name"] == column)
+            .map(|c| c["description"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let d = h
+        .ok("/claude", "describe_table", json!({"table": "Orders"}))
+        .await;
+    assert_eq!(d["description"], "One row per order.", "{d}");
+    assert_eq!(described(&d, "Status"), "shipped, pending or cancelled.");
+    assert_eq!(described(&d, "Id"), Value::Null, "no description, no key");
+    let listed = h.ok("/claude", "list_tables", json!({})).await;
+    let orders = listed["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .find(|t| t["name"] == "Orders")
+        .cloned()
+        .expect("Orders");
+    assert_eq!(orders["description"], "One row per order.");
+    let doc = h
+        .ok("/chatgpt", "fetch", json!({"id": h.table_id("Orders")}))
+        .await;
+    let text = doc["text"].as_str().expect("text");
+    assert!(
+        text.contains("One row per order.")
+            && text.contains("- Status ")
+            && text.contains(": shipped, pending or cancelled."),
+        "{text}"
+    );
+    let found = h
+        .ok("/chatgpt", "search", json!({"query": "list tables"}))
+        .await;
+    let orders = found["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["id"] == h.table_id("Orders"))
+        .cloned()
+        .expect("Orders listed");
+    assert!(
+        orders["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("One row per order. — ")),
+        "{orders}"
+    );
+
+    // Hidden where the scope hides them; shown where it does not.
+    for scope in ["/claude", "/chatgpt"] {
+        for (tool, args) in [
+            ("list_tables", json!({})),
+            ("describe_table", json!({"table": "Customers"})),
+            ("search", json!({"query": "list tables"})),
+            ("fetch", json!({"id": h.table_id("Customers")})),
+        ] {
+            if tool_allowed(scope, tool) {
+                let out = h.call_tool(scope, tool, args).await.to_string();
+                assert!(!out.contains("secret"), "{scope} {tool}: {out}");
+            }
+        }
+    }
+    let open = h
+        .ok("/open", "describe_table", json!({"table": "Customers"}))
+        .await;
+    assert_eq!(described(&open, "Phone"), "Mobile number (secret column).");
+    let salaries = h
+        .ok("/open", "describe_table", json!({"table": "Salaries"}))
+        .await;
+    match h.kind {
+        Kind::Mssql => assert_eq!(
+            salaries["description"],
+            "Pay of every employee (secret table)."
+        ),
+        Kind::Sqlite => assert_eq!(salaries["description"], Value::Null, "main, not dbo"),
+    }
+}
+
+/// The tools each harness scope's profile offers: `chatgpt` has only `search` and `fetch`.
+fn tool_allowed(scope: &str, tool: &str) -> bool {
+    scope != "/chatgpt" || matches!(tool, "search" | "fetch")
+}
+
 // ---------------------------------------------------------------------------------------------
 // One test per (behaviour, backend)
 // ---------------------------------------------------------------------------------------------
@@ -1740,6 +1837,7 @@ macro_rules! behaviours {
 
 behaviours!(
     tools_list_per_profile,
+    descriptions_are_shown_where_the_scope_sees_what_they_describe,
     the_instructions_and_execute_sql_name_the_dialect,
     search_natural_language_finds_the_row_with_the_word,
     search_matches_unicode_words_in_any_case,

@@ -204,6 +204,10 @@ pub struct ColumnInfo {
     pub data_type: String,
     pub kind: ValueKind,
     pub nullable: bool,
+    /// What the column holds, in words: SQL Server's `MS_Description`, or the operator's
+    /// `column_descriptions` ([`crate::tools::scoped_catalog`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// A foreign key from this table to another.
@@ -234,6 +238,10 @@ pub struct TableInfo {
     /// it instead of `LIKE`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_text: Option<FullTextIndex>,
+    /// What the table holds, in words: SQL Server's `MS_Description`, or the operator's
+    /// `table_descriptions` ([`crate::tools::scoped_catalog`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// True when the table has a key that this scope cannot use because it includes a hidden
     /// column (`tools::scoped_catalog` then clears `primary_key` and sets this). Only such a
     /// table is sampled in the order of its visible columns, so that pages stay stable without
@@ -844,6 +852,27 @@ pub struct PoolStats {
 /// Shared handle to a backend.
 pub type DynBackend = Arc<dyn Backend>;
 
+/// The most characters a table or column description keeps (a longer one is cut, with `…`):
+/// descriptions go into every `describe_table`, and one must not fill a model's context.
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+
+/// A description as the tools show it: trimmed, control characters other than line breaks
+/// as spaces, cut at [`MAX_DESCRIPTION_CHARS`]; `None` when nothing is left.
+pub fn description_text(raw: &str) -> Option<String> {
+    let clean: String = raw
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect();
+    if clean.is_empty() {
+        return None;
+    }
+    Some(match clean.char_indices().nth(MAX_DESCRIPTION_CHARS) {
+        Some((at, _)) => format!("{}…", &clean[..at]),
+        None => clean,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,6 +888,7 @@ mod tests {
             foreign_keys: Vec::new(),
             row_estimate: None,
             full_text: None,
+            description: None,
             key_hidden: false,
         }
     }

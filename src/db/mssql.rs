@@ -175,7 +175,7 @@ use super::entra::EntraLogin;
 use super::{
     Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_VALUE_BYTES, Page,
     PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
-    cut_bytes, cut_text,
+    cut_bytes, cut_text, description_text,
 };
 use crate::config::{
     ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt,
@@ -2315,6 +2315,14 @@ const FULL_TEXT_SQL: &str = "SELECT s.name, o.name, kc.name, c.name \
      JOIN sys.columns c ON c.object_id = fic.object_id AND c.column_id = fic.column_id \
      WHERE fi.is_enabled = 1 \
      ORDER BY s.name, o.name, fic.column_id";
+/// `MS_Description` extended properties of tables and views (column NULL) and of their
+/// columns: what SSMS's designer, dbt's `persist_docs` and documentation tools write.
+const DESCRIPTIONS_SQL: &str = "SELECT s.name, o.name, ep.minor_id, c.name, CAST(ep.value AS nvarchar(4000)) \
+     FROM sys.extended_properties ep \
+     JOIN sys.objects o ON o.object_id = ep.major_id \
+     JOIN sys.schemas s ON s.schema_id = o.schema_id \
+     LEFT JOIN sys.columns c ON c.object_id = ep.major_id AND c.column_id = ep.minor_id \
+     WHERE ep.class = 1 AND ep.name = 'MS_Description' AND o.type IN ('U', 'V')";
 const ROW_ESTIMATES_SQL: &str = "SELECT s.name, t.name, SUM(p.rows) \
      FROM sys.partitions p \
      JOIN sys.tables t ON t.object_id = p.object_id \
@@ -2382,8 +2390,21 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
+    let descriptions = optional_rows(
+        conn,
+        DESCRIPTIONS_SQL,
+        "descriptions (MS_Description; tables and columns are described without them)",
+        ctx,
+    )
+    .await?;
     Ok(build_catalog(
-        &tables, &columns, &keys, &fks, &estimates, &full_text,
+        &tables,
+        &columns,
+        &keys,
+        &fks,
+        &estimates,
+        &full_text,
+        &descriptions,
     ))
 }
 
@@ -2413,6 +2434,7 @@ fn build_catalog(
     fks: &[Vec<Value>],
     estimates: &[Vec<Value>],
     full_text: &[Vec<Value>],
+    descriptions: &[Vec<Value>],
 ) -> Catalog {
     let mut out: Vec<TableInfo> = tables
         .iter()
@@ -2430,6 +2452,7 @@ fn build_catalog(
             foreign_keys: Vec::new(),
             row_estimate: None,
             full_text: None,
+            description: None,
             key_hidden: false,
         })
         .collect();
@@ -2460,7 +2483,25 @@ fn build_catalog(
                 int(r.get(8)),
             ),
             nullable: !text(r.get(4)).eq_ignore_ascii_case("NO"),
+            description: None,
         });
+    }
+    // Descriptions: the table's at minor_id 0, else its column's.
+    for r in descriptions {
+        let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
+            continue;
+        };
+        let Some(description) = description_text(&text(r.get(4))) else {
+            continue;
+        };
+        if int(r.get(2)) == Some(0) {
+            out[i].description = Some(description);
+            continue;
+        }
+        let column = text(r.get(3));
+        if let Some(c) = out[i].columns.iter_mut().find(|c| c.name == column) {
+            c.description = Some(description);
+        }
     }
     // Keys: the primary key if there is one, else the first unique constraint.
     let mut chosen: Vec<Option<(String, String)>> = vec![None; out.len()];
@@ -3080,6 +3121,7 @@ mod tests {
     use tiberius::{ColumnData, ColumnType, Uuid};
 
     use super::*;
+    use crate::db::MAX_DESCRIPTION_CHARS;
 
     fn dec(data: ColumnData<'static>, ty: ColumnType) -> Value {
         decode(data, ty).0
@@ -3398,6 +3440,7 @@ mod tests {
                     data_type: t.to_string(),
                     kind: kind_of(t),
                     nullable: true,
+                    description: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
@@ -3405,6 +3448,7 @@ mod tests {
             foreign_keys: Vec::new(),
             row_estimate: None,
             full_text: None,
+            description: None,
             key_hidden: false,
         }
     }
@@ -3764,6 +3808,7 @@ mod tests {
             data_type: "uniqueidentifier".into(),
             kind: ValueKind::Other,
             nullable: false,
+            description: None,
         };
         assert!(matches!(
             typed_key(Some(&guid), "6F9619FF-8B86-D011-B42D-00C04FC964FF"),
@@ -4102,7 +4147,7 @@ mod tests {
             // Rows for objects the catalog does not list are ignored.
             ft("Gone", "Id", "Text"),
         ];
-        let cat = build_catalog(&tables, &columns, &[], &[], &[], &full_text);
+        let cat = build_catalog(&tables, &columns, &[], &[], &[], &full_text, &[]);
         assert_eq!(
             cat.find("Tickets").and_then(|t| t.full_text.clone()),
             Some(FullTextIndex {
@@ -4219,6 +4264,14 @@ mod tests {
     }
 
     fn canned_catalog(keys: &[Vec<Value>], fks: &[Vec<Value>]) -> Catalog {
+        canned_catalog_with(keys, fks, &[])
+    }
+
+    fn canned_catalog_with(
+        keys: &[Vec<Value>],
+        fks: &[Vec<Value>],
+        descriptions: &[Vec<Value>],
+    ) -> Catalog {
         let tables = [
             row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
             row(&[Some("dbo"), Some("OrderLines"), Some("BASE TABLE")]),
@@ -4250,7 +4303,105 @@ mod tests {
             c("Boxes", "sales", "BoxId", "bigint"),
             c("Report", "dbo", "Id", "int"),
         ];
-        build_catalog(&tables, &columns, keys, fks, &[], &[])
+        build_catalog(&tables, &columns, keys, fks, &[], &[], descriptions)
+    }
+
+    /// The peer's sys.extended_properties has no rows: MS_Description is only testable on
+    /// canned rows (schema, table, minor_id, column, value).
+    #[test]
+    fn ms_description_properties_describe_tables_views_and_columns() {
+        let long = "x".repeat(MAX_DESCRIPTION_CHARS + 50);
+        let descriptions = [
+            row(&[
+                Some("dbo"),
+                Some("Customers"),
+                Some("0"),
+                None,
+                Some(" People who buy.\r\n"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Customers"),
+                Some("2"),
+                Some("Email"),
+                Some("Work address"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Report"),
+                Some("0"),
+                None,
+                Some("Monthly totals (a view)"),
+            ]),
+            row(&[
+                Some("sales"),
+                Some("Boxes"),
+                Some("1"),
+                Some("BoxId"),
+                Some(long.as_str()),
+            ]),
+            // A column dropped since (no name), an empty value, a table not in the catalog.
+            row(&[
+                Some("dbo"),
+                Some("OrderLines"),
+                Some("9"),
+                None,
+                Some("gone"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("OrderLines"),
+                Some("1"),
+                Some("OrderId"),
+                Some("  "),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Nowhere"),
+                Some("0"),
+                None,
+                Some("no such table"),
+            ]),
+        ];
+        let cat = canned_catalog_with(&[], &[], &descriptions);
+        let t = |n: &str| cat.tables.iter().find(|t| t.name == n).expect(n);
+        assert_eq!(
+            t("Customers").description.as_deref(),
+            Some("People who buy.")
+        );
+        assert_eq!(
+            t("Customers")
+                .column("Email")
+                .and_then(|c| c.description.as_deref()),
+            Some("Work address")
+        );
+        assert_eq!(
+            t("Customers")
+                .column("CustomerID")
+                .and_then(|c| c.description.clone()),
+            None
+        );
+        assert_eq!(
+            t("Report").description.as_deref(),
+            Some("Monthly totals (a view)")
+        );
+        let cut = t("Boxes")
+            .column("BoxId")
+            .and_then(|c| c.description.clone())
+            .expect("cut");
+        assert_eq!(cut.chars().count(), MAX_DESCRIPTION_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(
+            t("OrderLines").description,
+            None,
+            "a nameless column is not the table"
+        );
+        assert!(
+            t("OrderLines")
+                .columns
+                .iter()
+                .all(|c| c.description.is_none())
+        );
     }
 
     /// The peer has no sys.key_constraints: declared keys are only testable on canned rows.
@@ -4597,7 +4748,7 @@ mod tests {
         let settings = MssqlSettings::from_config(&cfg, "database[0]", 1, Duration::from_secs(5))
             .expect("settings");
         let b = MssqlBackend::new(settings);
-        let old = Arc::new(build_catalog(&[], &[], &[], &[], &[], &[]));
+        let old = Arc::new(build_catalog(&[], &[], &[], &[], &[], &[], &[]));
         let long_ago = Instant::now() - CATALOG_TTL - Duration::from_secs(1);
         let unavailable = || DbError::Unavailable("down".into());
         // Past its TTL, with a reload that failed a moment ago: served at once.

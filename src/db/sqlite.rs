@@ -609,6 +609,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
                     name: col,
                     data_type: decl,
                     nullable: !notnull,
+                    description: None,
                 });
             }
         }
@@ -681,6 +682,8 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
             row_estimate,
             // FTS5 tables are separate virtual tables, not indexes on this one.
             full_text: None,
+            // SQLite keeps no comments on tables or columns.
+            description: None,
             key_hidden: false,
         });
     }

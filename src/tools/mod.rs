@@ -6,6 +6,7 @@
 //! they ask the scope's backend.
 
 pub mod cache;
+pub mod descriptions;
 pub mod fetch;
 pub mod ids;
 pub mod search;

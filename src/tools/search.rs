@@ -109,7 +109,11 @@ fn table_hit(scope: &Scope, t: &TableInfo, score: i64) -> Hit {
         title: format!("{} {}", capitalise(t.kind), t.qualified()),
         text: truncate(
             &format!(
-                "{} rows; columns: {}",
+                "{}{} rows; columns: {}",
+                t.description
+                    .as_deref()
+                    .map(|d| format!("{d} — "))
+                    .unwrap_or_default(),
                 t.row_estimate
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "?".into()),

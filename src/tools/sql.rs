@@ -26,7 +26,7 @@ pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
     let tables: Vec<Value> = visible_tables(scope, &catalog)
         .into_iter()
         .map(|t| {
-            json!({
+            let mut entry = json!({
                 "id": t.qualified(),
                 "schema": t.schema,
                 "name": t.name,
@@ -34,7 +34,11 @@ pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
                 "rows": t.row_estimate,
                 "columns": visible_columns(scope, t).len(),
                 "primary_key": t.primary_key,
-            })
+            });
+            if let Some(d) = &t.description {
+                entry["description"] = json!(d);
+            }
+            entry
         })
         .collect();
     ToolOutput::new(&json!({ "tables": tables }), tables.len())
@@ -54,12 +58,16 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
         .iter()
         .filter(|c| visible.contains(&c.name))
         .map(|c| {
-            json!({
+            let mut column = json!({
                 "name": c.name,
                 "type": c.data_type,
                 "nullable": c.nullable,
                 "primary_key": table.primary_key.contains(&c.name),
-            })
+            });
+            if let Some(d) = &c.description {
+                column["description"] = json!(d);
+            }
+            column
         })
         .collect();
     let foreign_keys: Vec<Value> = table
@@ -88,7 +96,7 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
                 .map(move |fk| json!({"table": other.qualified(), "columns": fk.columns}))
         })
         .collect();
-    json!({
+    let mut desc = json!({
         "id": table.qualified(),
         "schema": table.schema,
         "name": table.name,
@@ -99,20 +107,29 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
         "columns": columns,
         "foreign_keys": foreign_keys,
         "referenced_by": referenced_by,
-    })
+    });
+    if let Some(d) = &table.description {
+        desc["description"] = json!(d);
+    }
+    desc
 }
 
 /// The same description as readable text (for `fetch`'s `text`).
 pub(crate) fn describe_text(desc: &Value) -> String {
     let mut s = format!(
-        "{} {} ({} rows)\nColumns:\n",
+        "{} {} ({} rows)\n",
         desc["kind"].as_str().unwrap_or("table"),
         desc["id"].as_str().unwrap_or(""),
         desc["rows"]
     );
+    if let Some(d) = desc["description"].as_str() {
+        s.push_str(d);
+        s.push('\n');
+    }
+    s.push_str("Columns:\n");
     for c in desc["columns"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "- {} {}{}{}\n",
+            "- {} {}{}{}{}\n",
             c["name"].as_str().unwrap_or(""),
             c["type"].as_str().unwrap_or(""),
             if c["nullable"] == true {
@@ -124,7 +141,11 @@ pub(crate) fn describe_text(desc: &Value) -> String {
                 " PRIMARY KEY"
             } else {
                 ""
-            }
+            },
+            c["description"]
+                .as_str()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
         ));
     }
     for fk in desc["foreign_keys"].as_array().into_iter().flatten() {

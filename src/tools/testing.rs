@@ -102,5 +102,6 @@ pub(crate) async fn slow_sqlite_scope(
         "http://127.0.0.1",
         &ops,
         budget,
+        Default::default(),
     )
 }
