@@ -272,6 +272,11 @@ impl MssqlSettings {
                         "write it as Server=tcp:host,1433;Database=…;User Id=…;Password=…;Encrypt=true (quote values containing ';' with {…})",
                     )
                 })?;
+                if cfg.authentication.is_none()
+                    && let Some(asked) = ado_value(cs.expose(), "authentication")
+                {
+                    refuse_string_authentication(&asked, &format!("{key}.connection_string"))?;
+                }
                 let target = config.get_addr();
                 let hint = format!("{key}.connection_string");
                 (config, target, hint.clone(), hint)
@@ -518,6 +523,86 @@ pub struct MssqlConn {
     /// in flight (a connection left that way is discarded, see [`execute`]). Ad-hoc batches
     /// set it only when it differs, and our own statements lift it when it could cut them.
     rowcount: Option<u32>,
+}
+
+/// The value of `key` (compared without case or spaces) in an ADO.NET connection string:
+/// pairs split at `;`, values bare or quoted with `"`, `'` (a doubled quote stands for itself)
+/// or `{…}`. Only for keys tiberius does not read, so that they are not silently ignored.
+fn ado_value(cs: &str, key: &str) -> Option<String> {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let wanted = squash(key);
+    let mut rest = cs;
+    loop {
+        let (k, after) = rest.split_once('=')?;
+        let k = k.rsplit(';').next().unwrap_or(k);
+        let after = after.trim_start();
+        let (value, next) = match after.chars().next() {
+            Some(q @ ('"' | '\'' | '{')) => {
+                let close = if q == '{' { '}' } else { q };
+                let mut value = String::new();
+                let mut chars = after[1..].char_indices().peekable();
+                let mut end = after.len();
+                while let Some((i, c)) = chars.next() {
+                    if c == close {
+                        if chars.peek().is_some_and(|(_, n)| *n == close) {
+                            chars.next();
+                            value.push(c);
+                            continue;
+                        }
+                        end = 1 + i + c.len_utf8();
+                        break;
+                    }
+                    value.push(c);
+                }
+                let next = after[end..].split_once(';').map_or("", |(_, n)| n);
+                (value, next)
+            }
+            _ => match after.split_once(';') {
+                Some((v, n)) => (v.trim().to_string(), n),
+                None => (after.trim().to_string(), ""),
+            },
+        };
+        if squash(k) == wanted {
+            return Some(value);
+        }
+        rest = next;
+    }
+}
+
+/// A connection string's `Authentication=` that the TOML keys must say instead: tiberius reads
+/// only a user and password from the string, so an Entra method written there would end in a
+/// baffling login failure. `SqlPassword` is what the string does anyway.
+fn refuse_string_authentication(asked: &str, key: &str) -> Result<(), ConfigError> {
+    let method: String = asked
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let fix = match method.as_str() {
+        "sqlpassword" | "" => return Ok(()),
+        "activedirectorymanagedidentity" | "activedirectorymsi" | "activedirectorydefault" => {
+            "add authentication = \"entra_managed_identity\" next to connection_string (with client_id = \"…\" for a user-assigned identity), and remove Authentication from the string"
+        }
+        "activedirectoryserviceprincipal" => {
+            "add authentication = \"entra_service_principal\" with tenant_id, client_id and client_secret next to connection_string, and remove Authentication (and the secret) from the string"
+        }
+        _ => {
+            "use a SQL login (User Id and Password in the string), or one of authentication = \"entra_managed_identity\", \"entra_service_principal\" or \"entra_access_token\" next to connection_string"
+        }
+    };
+    Err(ConfigError::new(
+        key,
+        format!(
+            "the connection string asks for Authentication={}, which mssql-mcp does not read from the string",
+            asked.trim()
+        ),
+        fix,
+    ))
 }
 
 /// Opens connections for bb8.
@@ -4830,5 +4915,76 @@ mod tests {
             .expect_err("bad string");
         assert_eq!(err.key, "database[0].connection_string");
         assert!(!err.to_string().contains("S3cret"), "{err}");
+    }
+
+    #[test]
+    fn ado_values_are_found_however_they_are_quoted() {
+        let cs = "Server=tcp:x,1433; Password='a;b=''c'' ';Application Name={x;}}y};authentication = \"Active Directory Default\";Encrypt=True";
+        assert_eq!(
+            ado_value(cs, "Authentication").as_deref(),
+            Some("Active Directory Default")
+        );
+        assert_eq!(ado_value(cs, "password").as_deref(), Some("a;b='c' "));
+        assert_eq!(ado_value(cs, "ApplicationName").as_deref(), Some("x;}y"));
+        assert_eq!(ado_value(cs, "encrypt").as_deref(), Some("True"));
+        assert_eq!(ado_value(cs, "Database"), None);
+        assert_eq!(ado_value("", "x"), None);
+        assert_eq!(
+            ado_value("a='unterminated", "a").as_deref(),
+            Some("unterminated")
+        );
+    }
+
+    /// The Azure portal's passwordless ADO.NET string says `Authentication="Active Directory
+    /// Default"`; tiberius would ignore it and log in with no user at all.
+    #[test]
+    fn an_entra_method_in_the_connection_string_is_refused_with_the_keys_to_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cs");
+        let cfg = |auth: Option<crate::config::MssqlAuthentication>| MssqlConfig {
+            connection_string: Some(crate::config::SecretSource {
+                file: Some(file.clone()),
+                env: None,
+            }),
+            authentication: auth,
+            ..MssqlConfig::default()
+        };
+        for (method, fix) in [
+            ("\"Active Directory Default\"", "entra_managed_identity"),
+            ("ActiveDirectoryMSI", "entra_managed_identity"),
+            (
+                "Active Directory Service Principal",
+                "entra_service_principal",
+            ),
+            ("ActiveDirectoryInteractive", "a SQL login"),
+        ] {
+            std::fs::write(
+                &file,
+                format!("Server=tcp:x.database.windows.net,1433;Initial Catalog=db;Encrypt=True;Authentication={method};"),
+            )
+            .expect("write");
+            let err =
+                MssqlSettings::from_config(&cfg(None), "database[0]", 4, Duration::from_secs(30))
+                    .expect_err(method);
+            assert_eq!(err.key, "database[0].connection_string");
+            assert!(err.fix.contains(fix), "{method}: {err}");
+            // Said in the TOML: the string's method is not read.
+            let token = dir.path().join("token");
+            std::fs::write(&token, "opaque").expect("write token");
+            let mut entra = cfg(Some(crate::config::MssqlAuthentication::EntraAccessToken));
+            entra.access_token = Some(crate::config::SecretSource {
+                file: Some(token),
+                env: None,
+            });
+            MssqlSettings::from_config(&entra, "database[0]", 4, Duration::from_secs(30))
+                .expect("the TOML's authentication wins");
+        }
+        std::fs::write(
+            &file,
+            "Server=tcp:x,1433;User Id=u;Password=p;Authentication=SqlPassword",
+        )
+        .expect("write");
+        MssqlSettings::from_config(&cfg(None), "database[0]", 4, Duration::from_secs(30))
+            .expect("SqlPassword is what the string does anyway");
     }
 }
