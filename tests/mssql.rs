@@ -636,6 +636,16 @@ async fn redirect_one(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut session = take_login(tcp, acceptor).await?.session;
     logins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let reply = routing_reply(to_port);
+    // The client closes once it has read the answer.
+    write_tds_packet(&mut session, TDS_REPLY, &reply).await?;
+    let _ = session.read_to_end(&mut Vec::new()).await;
+    session.shutdown().await
+}
+
+/// A login's answer that sends the client to `to_port` on 127.0.0.1: `[ENVCHANGE Routing]
+/// [DONE]`, as Azure SQL's gateway answers.
+fn routing_reply(to_port: u16) -> Vec<u8> {
     let host: Vec<u16> = "127.0.0.1".encode_utf16().collect();
     let mut routing = vec![0x00]; // protocol: TCP
     routing.extend_from_slice(&to_port.to_le_bytes());
@@ -662,10 +672,7 @@ async fn redirect_one(
     );
     reply.extend_from_slice(&value);
     reply.extend_from_slice(&done_token(0));
-    // The client closes once it has read the answer.
-    write_tds_packet(&mut session, TDS_REPLY, &reply).await?;
-    let _ = session.read_to_end(&mut Vec::new()).await;
-    session.shutdown().await
+    reply
 }
 
 /// A DONE token (MS-TDS 2.2.7.6) with `status`: 0 for a final one, 0x20 (DONE_ATTN) to
@@ -1285,7 +1292,7 @@ async fn a_request_left_mid_way_is_cancelled_with_an_attention() {
 // Microsoft Entra logins. No Entra ID, instance metadata service or Entra-enabled SQL Server
 // can run here, and pysqlbridge does not read LOGIN7's FEDAUTH extension, so both ends are
 // stand-ins: [`TokenEndpoint`] answers token requests as IMDS and Entra's v2 endpoint do, and
-// [`EntraServer`] reads the token out of the login and refuses it as SQL Server refuses an
+// [`LoginStandIn`] reads the token out of the login and refuses it as SQL Server refuses an
 // identity without a database user. What they show: the request each kind makes, the token
 // reaching the login, when a token is reused, and the errors; not that a real server accepts it.
 // ---------------------------------------------------------------------------------------------
@@ -1392,7 +1399,7 @@ fn pair<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// What an [`EntraServer`] read from one login.
+/// What a [`LoginStandIn`] read from one login.
 #[derive(Debug, Clone)]
 struct EntraLoginSeen {
     /// PRELOGIN's FEDAUTHREQUIRED option (0x06) was sent and set.
@@ -1403,33 +1410,49 @@ struct EntraLoginSeen {
     token: Option<String>,
 }
 
-/// A stand-in for an Entra-enabled SQL Server's side of a login: takes it as [`take_login`]
-/// does, reads the token from LOGIN7's feature extension (MS-TDS 2.2.6.4, FeatureId 0x02,
-/// FEDAUTH with the security token library) and refuses the login with error 18456.
-struct EntraServer {
+/// What a [`LoginStandIn`] answers the n-th login (counted from 1) with.
+#[derive(Clone, Copy, Debug)]
+enum LoginAnswer {
+    /// An ERROR token with this number and SQL Server's text for it, then DONE.
+    Refuse(i32),
+    /// Azure SQL's redirect to the peer on this port.
+    Route(u16),
+}
+
+/// A stand-in for a SQL Server's side of a login (for what the peer cannot do: read LOGIN7's
+/// FEDAUTH extension, or answer a login with Azure's "try again later"): takes the login as
+/// [`take_login`] does, notes what it carried, and answers as `answer` says for its number.
+struct LoginStandIn {
     port: u16,
     seen: Arc<std::sync::Mutex<Vec<EntraLoginSeen>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl EntraServer {
-    async fn start() -> EntraServer {
+impl LoginStandIn {
+    async fn start(answer: impl Fn(usize) -> LoginAnswer + Send + Sync + 'static) -> LoginStandIn {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let acceptor = stand_in_acceptor();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answer = Arc::new(answer);
         let noted = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, noted) = (acceptor.clone(), noted.clone());
+                let (acceptor, noted, answer) = (acceptor.clone(), noted.clone(), answer.clone());
                 tokio::spawn(async move {
-                    let _ = refuse_one(tcp, acceptor, &noted).await;
+                    let _ = answer_one(tcp, acceptor, &noted, &*answer).await;
                 });
             }
         });
-        EntraServer { port, seen, task }
+        LoginStandIn { port, seen, task }
+    }
+
+    /// A server that refuses every login as SQL Server refuses an Entra identity without a
+    /// database user.
+    async fn entra() -> LoginStandIn {
+        LoginStandIn::start(|_| LoginAnswer::Refuse(18456)).await
     }
 
     fn logins(&self) -> Vec<EntraLoginSeen> {
@@ -1437,37 +1460,51 @@ impl EntraServer {
     }
 }
 
-impl Drop for EntraServer {
+impl Drop for LoginStandIn {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-async fn refuse_one(
+async fn answer_one(
     tcp: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
     seen: &std::sync::Mutex<Vec<EntraLoginSeen>>,
+    answer: &(dyn Fn(usize) -> LoginAnswer + Send + Sync),
 ) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let TakenLogin {
         mut session,
         prelogin,
         login7,
     } = take_login(tcp, acceptor).await?;
-    seen.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(EntraLoginSeen {
+    let n = {
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.push(EntraLoginSeen {
             fedauth_in_prelogin: matches!(prelogin_option(&prelogin, 0x06), Some([0x01, ..])),
             user: login7_string(&login7, 40).unwrap_or_default(),
             token: fedauth_token(&login7),
         });
-    let mut reply = error_token(
-        18456,
-        "Login failed for user '<token-identified principal>'.",
-    );
-    reply.extend_from_slice(&[0xFD, 0x02, 0x00]); // DONE, status DONE_ERROR
-    reply.extend_from_slice(&[0; 10]);
+        seen.len()
+    };
+    let reply = match answer(n) {
+        LoginAnswer::Refuse(number) => {
+            let message = match number {
+                18456 => "Login failed for user '<token-identified principal>'.",
+                40613 => {
+                    "Database 'Sales' on server 'stand-in' is not currently available. Please retry the connection later."
+                }
+                _ => "Refused by the stand-in.",
+            };
+            let mut reply = error_token(number, message);
+            reply.extend_from_slice(&[0xFD, 0x02, 0x00]); // DONE, status DONE_ERROR
+            reply.extend_from_slice(&[0; 10]);
+            reply
+        }
+        LoginAnswer::Route(port) => routing_reply(port),
+    };
     write_tds_packet(&mut session, TDS_REPLY, &reply).await?;
+    let _ = session.read_to_end(&mut Vec::new()).await;
     session.shutdown().await
 }
 
@@ -1585,7 +1622,7 @@ async fn a_managed_identity_login_sends_its_token_and_a_refusal_says_what_to_gra
         r#"{"access_token":"stand-in-token-{n}","expires_in":"86399","token_type":"Bearer","resource":"https://database.windows.net/"}"#,
     )
     .await;
-    let server = EntraServer::start().await;
+    let server = LoginStandIn::entra().await;
     let mut cfg = entra_config(server.port, MssqlAuthentication::EntraManagedIdentity);
     cfg.client_id = Some(MI_CLIENT_ID.into());
     cfg.managed_identity_endpoint = Some(imds.url(IMDS_PATH));
@@ -1705,7 +1742,7 @@ async fn a_service_principal_exchanges_its_secret_and_refusals_are_explained() {
         r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1","error_codes":[7000215]}"#,
     )
     .await;
-    let server = EntraServer::start().await;
+    let server = LoginStandIn::entra().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, "s3cr3t~value=&x\n").expect("write secret");
@@ -1782,6 +1819,91 @@ async fn a_service_principal_exchanges_its_secret_and_refusals_are_explained() {
             .is_some_and(|t| t.starts_with("sp-token-"))
     }));
     assert!(!server.logins().is_empty());
+}
+
+/// Azure SQL answers a login with 40613 while a serverless database resumes (or during a
+/// failover): the login is tried again after 1 s, then 2 s, and goes through once the
+/// database is back (here: the stand-in sends the third login on to the peer).
+#[tokio::test]
+async fn a_login_refused_while_the_database_resumes_is_tried_again_until_it_is_back() {
+    let _s = serial().await;
+    let peer = Peer::start();
+    let to = peer.port;
+    let gateway = LoginStandIn::start(move |n| {
+        if n <= 2 {
+            LoginAnswer::Refuse(40613)
+        } else {
+            LoginAnswer::Route(to)
+        }
+    })
+    .await;
+    let mut cfg = peer.config();
+    cfg.port = Some(gateway.port);
+    cfg.connect_timeout_secs = Some(10);
+    let b = peer.backend_with(&cfg, 1, Duration::from_secs(5));
+    let started = Instant::now();
+    let rs = b
+        .query("SELECT COUNT(*) AS n FROM Products", page(0, 1))
+        .await
+        .expect("logged in once the database is back");
+    assert_eq!(rs.rows, vec![vec![Value::Int(5)]]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2900),
+        "waited 1 s and 2 s: {:?}",
+        started.elapsed()
+    );
+    assert!(gateway.logins().len() >= 3, "{:?}", gateway.logins());
+}
+
+/// A database that stays unavailable: the logins stop before the connect timeout, and the
+/// caller gets Azure's own reason, not "did not complete the login in time". A refused
+/// password is not tried again at all.
+#[tokio::test]
+async fn a_database_that_stays_unavailable_is_reported_as_such_within_the_connect_timeout() {
+    let _s = serial().await;
+    let gateway = LoginStandIn::start(|_| LoginAnswer::Refuse(40613)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("password"), PASSWORD).expect("write password");
+    let cfg = MssqlConfig {
+        host: Some("127.0.0.1".into()),
+        port: Some(gateway.port),
+        database: Some("Sales".into()),
+        user: Some(LOGIN.into()),
+        password: Some(SecretSource {
+            file: Some(dir.path().join("password")),
+            env: None,
+        }),
+        encrypt: Some(MssqlEncrypt::Required),
+        trust_server_certificate: Some(true),
+        connect_timeout_secs: Some(4),
+        ..MssqlConfig::default()
+    };
+    let b = MssqlBackend::new(settings_of(&cfg));
+    let started = Instant::now();
+    let e = b.ping().await.expect_err("never available").to_string();
+    let took = started.elapsed();
+    assert!(
+        e.contains("is busy or failing over (error 40613)")
+            && e.contains("retry the connection later"),
+        "{e}"
+    );
+    assert!(
+        (Duration::from_millis(2900)..Duration::from_millis(4500)).contains(&took),
+        "tried at 0, 1 and 3 s, and gave up before the 4 s timeout: {took:?}"
+    );
+    assert!(gateway.logins().len() >= 3, "{:?}", gateway.logins());
+
+    let refusing = LoginStandIn::start(|_| LoginAnswer::Refuse(18456)).await;
+    let mut cfg = cfg.clone();
+    cfg.port = Some(refusing.port);
+    let b = MssqlBackend::new(settings_of(&cfg));
+    let started = Instant::now();
+    let e = b.ping().await.expect_err("refused").to_string();
+    assert!(e.contains("login failed"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "no second try"
+    );
 }
 
 /// Nothing listening where the managed identity endpoint should be (not an Azure VM): the

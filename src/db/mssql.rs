@@ -182,6 +182,15 @@ use crate::config::{
 };
 use crate::ops::{FailureReport, FailureRun};
 
+/// Errors Azure SQL refuses a login with while the database resumes from auto-pause, fails
+/// over, or is at a resource limit: they pass by themselves, so the login is tried again
+/// ([`Manager`]'s `connect`), as Microsoft's drivers do.
+pub const TRANSIENT_LOGIN_ERRORS: [u32; 9] =
+    [40613, 40197, 40501, 49918, 49919, 49920, 10928, 10929, 4221];
+/// The first wait before such a login is tried again; it doubles up to [`LOGIN_RETRY_MAX`],
+/// as long as the connect timeout leaves room.
+const LOGIN_RETRY_FIRST: Duration = Duration::from_secs(1);
+const LOGIN_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Most connection attempts in flight at once (SQL Server logins are not free, and small
 /// servers have short accept backlogs).
 pub const CONNECT_CONCURRENCY: usize = 2;
@@ -630,6 +639,9 @@ struct Attempt {
     accepted: AtomicBool,
     /// After an Azure SQL redirect, the context naming where the connection was sent.
     redirected: std::sync::Mutex<Option<ErrorContext>>,
+    /// Set when the server refused the login with an error that passes by itself
+    /// ([`TRANSIENT_LOGIN_ERRORS`]): the login is worth trying again.
+    transient: AtomicBool,
 }
 
 impl Attempt {
@@ -714,11 +726,15 @@ impl Manager {
                     config.port(port);
                 }
                 Err(e) => {
-                    // A refused token is not offered again: the next attempt asks for a new one.
-                    if let (TdsError::Server(t), Some(entra)) = (&e, &self.settings.entra)
-                        && t.code() == 18456
-                    {
-                        entra.forget().await;
+                    if let TdsError::Server(t) = &e {
+                        if TRANSIENT_LOGIN_ERRORS.contains(&t.code()) {
+                            attempt.transient.store(true, Ordering::Relaxed);
+                        }
+                        // A refused token is not offered again: the next attempt asks for a
+                        // new one.
+                        if let (18456, Some(entra)) = (t.code(), &self.settings.entra) {
+                            entra.forget().await;
+                        }
                     }
                     return Err(connect_error(&e, &ctx()));
                 }
@@ -742,7 +758,30 @@ impl ManageConnection for Manager {
             .map_err(|_| DbError::Unavailable("the backend is shutting down".into()))?;
         let limit = self.settings.connect_timeout;
         let attempt = Attempt::default();
-        match tokio::time::timeout(limit, self.open(&attempt)).await {
+        let deadline = Instant::now() + limit;
+        // What Microsoft's drivers do when Azure SQL answers a login with "not available
+        // now" (a serverless database resuming, a failover, a resource limit): wait and log
+        // in again, while the connect timeout allows. Nothing else is tried again here: a
+        // server out of reach fails at once, and the next call tries anew.
+        let tries = async {
+            let mut wait = LOGIN_RETRY_FIRST;
+            loop {
+                attempt.transient.store(false, Ordering::Relaxed);
+                *attempt.redirected.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                match self.open(&attempt).await {
+                    Err(e)
+                        if attempt.transient.load(Ordering::Relaxed)
+                            && Instant::now() + wait < deadline =>
+                    {
+                        tracing::info!(target = %self.ctx.target, error = %e, wait_ms = wait.as_millis() as u64, "SQL Server asked to log in again later; waiting");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(LOGIN_RETRY_MAX);
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, tries).await {
             Ok(Ok(conn)) => {
                 self.outage.connected(&self.ctx.target);
                 // A failure from before this success says nothing about the server any more.
@@ -1781,12 +1820,10 @@ fn server_error(code: u32, class: u8, message: &str, ctx: &ErrorContext) -> DbEr
             "lock timeout: the rows are locked by another transaction (SQL Server error 1222); try again shortly or read fewer rows: {message}"
         )),
         // Azure SQL and failover states that pass by themselves.
-        40613 | 40197 | 40501 | 49918 | 49919 | 49920 | 10928 | 10929 | 4221 => {
-            DbError::Unavailable(format!(
-                "{} is busy or failing over (error {code}): {message}",
-                ctx.target
-            ))
-        }
+        c if TRANSIENT_LOGIN_ERRORS.contains(&c) => DbError::Unavailable(format!(
+            "{} is busy or failing over (error {code}): {message}",
+            ctx.target
+        )),
         _ if class >= 20 => DbError::Unavailable(format!(
             "{} ended the session (error {code}, severity {class}): {message}",
             ctx.target
