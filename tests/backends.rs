@@ -643,6 +643,17 @@ pool_size = 4
     }
 }
 
+/// `field` of the column named `column` in a table description's `columns` (null when the
+/// column or the field is absent).
+fn column_field<'a>(desc: &'a Value, column: &str, field: &str) -> &'a Value {
+    desc["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .find(|c| c["name"] == column)
+        .map_or(&Value::Null, |c| &c[field])
+}
+
 fn tool_text(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or("")
 }
@@ -885,12 +896,8 @@ async fn fetch_table_id(h: &Harness) {
     );
     // Declared types: each database's own names.
     let ty = |name: &str| -> String {
-        schema["columns"]
-            .as_array()
-            .expect("columns")
-            .iter()
-            .find(|c| c["name"] == name)
-            .and_then(|c| c["type"].as_str())
+        column_field(schema, name, "type")
+            .as_str()
             .unwrap_or("")
             .to_string()
     };
@@ -1699,12 +1706,8 @@ async fn list_and_describe_tools(h: &Harness) {
         Kind::Mssql => assert_eq!(d["foreign_keys"], json!([]), "{d}"),
     }
     let ty = |name: &str| {
-        d["columns"]
-            .as_array()
-            .expect("columns")
-            .iter()
-            .find(|c| c["name"] == name)
-            .and_then(|c| c["type"].as_str())
+        column_field(&d, name, "type")
+            .as_str()
             .unwrap_or("")
             .to_string()
     };
@@ -1722,15 +1725,7 @@ async fn list_and_describe_tools(h: &Harness) {
 /// a hidden column or a denied table never does (the `dbo.` one names SQL Server's schema, so
 /// on SQLite it describes nothing: a name with a schema is matched with it).
 async fn descriptions_are_shown_where_the_scope_sees_what_they_describe(h: &Harness) {
-    let described = |d: &Value, column: &str| -> Value {
-        d["columns"]
-            .as_array()
-            .expect("columns")
-            .iter()
-            .find(|c| c["name"] == column)
-            .map(|c| c["description"].clone())
-            .unwrap_or(Value::Null)
-    };
+    let described = |d: &Value, column: &str| column_field(d, column, "description").clone();
     let d = h
         .ok("/claude", "describe_table", json!({"table": "Orders"}))
         .await;
