@@ -1923,6 +1923,35 @@ async fn no_managed_identity_endpoint_is_explained() {
         )) && e.contains("must run on an Azure VM"),
         "{e}"
     );
+
+    // One that takes the connection and never answers: named as the token endpoint, within
+    // the connect timeout (3 s here), not as a SQL Server that did not answer.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            kept.push(tcp);
+        }
+    });
+    let mut cfg = entra_config(1433, MssqlAuthentication::EntraManagedIdentity);
+    cfg.connect_timeout_secs = Some(3);
+    cfg.managed_identity_endpoint = Some(format!("http://127.0.0.1:{port}{IMDS_PATH}"));
+    let b = MssqlBackend::new(settings_of(&cfg));
+    let started = Instant::now();
+    let e = b.ping().await.expect_err("no answer").to_string();
+    assert!(
+        e.contains("cannot get an Entra token: no answer within 2 s"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
 }
 
 #[tokio::test]

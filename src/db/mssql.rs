@@ -670,7 +670,21 @@ impl Manager {
         // Errors name the host that failed: the configured one, or where it redirected.
         let ctx = || attempt.ctx(&self.ctx);
         if let Some(entra) = &self.settings.entra {
-            let token = entra.token().await?;
+            // Within the connect timeout's own timer, so that a token endpoint that does not
+            // answer is named as such rather than as a server that did not.
+            let limit = self
+                .settings
+                .connect_timeout
+                .saturating_sub(Duration::from_secs(1))
+                .max(Duration::from_secs(1));
+            let token = tokio::time::timeout(limit, entra.token())
+                .await
+                .map_err(|_| {
+                    DbError::Unavailable(format!(
+                        "cannot get an Entra token: no answer within {} s",
+                        limit.as_secs()
+                    ))
+                })??;
             config.authentication(AuthMethod::aad_token(token.expose()));
         }
         loop {
@@ -2437,7 +2451,7 @@ const FULL_TEXT_SQL: &str = "SELECT s.name, o.name, kc.name, c.name \
      JOIN sys.columns c ON c.object_id = fic.object_id AND c.column_id = fic.column_id \
      WHERE fi.is_enabled = 1 \
      ORDER BY s.name, o.name, fic.column_id";
-/// `MS_Description` extended properties of tables and views (column NULL) and of their
+/// `MS_Description` extended properties of tables and views (`minor_id` 0) and of their
 /// columns: what SSMS's designer, dbt's `persist_docs` and documentation tools write.
 const DESCRIPTIONS_SQL: &str = "SELECT s.name, o.name, ep.minor_id, c.name, CAST(ep.value AS nvarchar(4000)) \
      FROM sys.extended_properties ep \
