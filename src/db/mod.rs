@@ -317,6 +317,10 @@ impl TableInfo {
 pub struct Catalog {
     /// Sorted by schema, then name.
     pub tables: Vec<TableInfo>,
+    /// The database's default collation keeps `varchar` text as UTF-8 (SQL Server's `_UTF8`
+    /// collations; SQLite, whose text is all UTF-8): a `'…'` literal then loses no character.
+    #[serde(skip)]
+    pub varchar_utf8: bool,
 }
 
 impl Catalog {
@@ -899,6 +903,7 @@ mod tests {
     #[test]
     fn a_name_finds_its_own_spelling_before_another_case_and_none_when_the_case_is_ambiguous() {
         let catalog = Catalog {
+            varchar_utf8: false,
             tables: vec![
                 table("dbo", "Users"),
                 table("dbo", "orders"),

@@ -2459,6 +2459,9 @@ const DESCRIPTIONS_SQL: &str = "SELECT s.name, o.name, ep.minor_id, c.name, CAST
      JOIN sys.schemas s ON s.schema_id = o.schema_id \
      LEFT JOIN sys.columns c ON c.object_id = ep.major_id AND c.column_id = ep.minor_id \
      WHERE ep.class = 1 AND ep.name = 'MS_Description' AND o.type IN ('U', 'V')";
+/// The database's default collation, which `'…'` literals take.
+const COLLATION_SQL: &str =
+    "SELECT CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Collation'))";
 const ROW_ESTIMATES_SQL: &str = "SELECT s.name, t.name, SUM(p.rows) \
      FROM sys.partitions p \
      JOIN sys.tables t ON t.object_id = p.object_id \
@@ -2533,7 +2536,14 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
-    Ok(build_catalog(
+    let collation = optional_rows(
+        conn,
+        COLLATION_SQL,
+        "the database's collation (a '…' literal beyond Latin-1 gets a note even if it is UTF-8)",
+        ctx,
+    )
+    .await?;
+    let mut catalog = build_catalog(
         &tables,
         &columns,
         &keys,
@@ -2541,7 +2551,20 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         &estimates,
         &full_text,
         &descriptions,
-    ))
+    );
+    catalog.varchar_utf8 = collation
+        .first()
+        .and_then(|r| r.first())
+        .is_some_and(|c| is_utf8_collation(&text(Some(c))));
+    Ok(catalog)
+}
+
+/// SQL Server 2019's UTF-8 collations end in `_UTF8` (e.g. `Latin1_General_100_CI_AS_SC_UTF8`).
+fn is_utf8_collation(name: &str) -> bool {
+    name.len() >= 5
+        && name
+            .get(name.len() - 5..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case("_utf8"))
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -2721,7 +2744,10 @@ fn build_catalog(
         (a.schema.to_lowercase(), a.name.to_lowercase())
             .cmp(&(b.schema.to_lowercase(), b.name.to_lowercase()))
     });
-    Catalog { tables: out }
+    Catalog {
+        tables: out,
+        varchar_utf8: false,
+    }
 }
 
 /// The documented fallback key for a table without a declared one: a column named `Id`,
@@ -3691,7 +3717,13 @@ mod tests {
             deny_columns: vec!["Events.Code".into()],
             ..crate::db::AccessRules::default()
         };
-        let catalog = crate::tools::scoped_catalog(&rules, &Catalog { tables: vec![raw] });
+        let catalog = crate::tools::scoped_catalog(
+            &rules,
+            &Catalog {
+                tables: vec![raw],
+                varchar_utf8: false,
+            },
+        );
         let t = catalog.find("Events").expect("Events");
         assert!(t.primary_key.is_empty(), "{t:?}");
         let cols = strings(&["At", "Body", "Old", "Place", "Tag", "Amount"]);
@@ -3760,6 +3792,7 @@ mod tests {
             &rules,
             &Catalog {
                 tables: vec![raw.clone()],
+                varchar_utf8: false,
             },
         );
         let t_scoped = scoped.find("Log").expect("Log");
@@ -3802,7 +3835,13 @@ mod tests {
             deny_columns: vec!["Wide.Id".into()],
             ..crate::db::AccessRules::default()
         };
-        let catalog = crate::tools::scoped_catalog(&rules, &Catalog { tables: vec![raw] });
+        let catalog = crate::tools::scoped_catalog(
+            &rules,
+            &Catalog {
+                tables: vec![raw],
+                varchar_utf8: false,
+            },
+        );
         let t = catalog.find("Wide").expect("Wide");
         assert!(t.primary_key.is_empty() && t.key_hidden, "{t:?}");
         let visible: Vec<String> = columns[1..].iter().map(|(n, _)| n.clone()).collect();
@@ -4440,6 +4479,17 @@ mod tests {
             c("Report", "dbo", "Id", "int"),
         ];
         build_catalog(&tables, &columns, keys, fks, &[], &[], descriptions)
+    }
+
+    /// The peer has no DATABASEPROPERTYEX: the collation's name is checked on its own.
+    #[test]
+    fn only_utf8_collations_keep_varchar_literals_whole() {
+        for utf8 in ["Latin1_General_100_CI_AS_SC_UTF8", "latin1_general_100_bin2_utf8"] {
+            assert!(is_utf8_collation(utf8), "{utf8}");
+        }
+        for not in ["SQL_Latin1_General_CP1_CI_AS", "Greek_CI_AS", "UTF8", "", "é_utf8x"] {
+            assert!(!is_utf8_collation(not), "{not}");
+        }
     }
 
     /// The peer's sys.extended_properties has no rows: MS_Description is only testable on

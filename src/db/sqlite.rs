@@ -702,7 +702,10 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
             }
         }
     }
-    Ok(Catalog { tables })
+    Ok(Catalog {
+        tables,
+        varchar_utf8: true,
+    })
 }
 
 /// The scale `s` of a declared `DECIMAL(p,s)` / `NUMERIC(p,s)`.

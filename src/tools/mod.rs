@@ -473,7 +473,10 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
             t
         })
         .collect();
-    Catalog { tables }
+    Catalog {
+        tables,
+        varchar_utf8: raw.varchar_utf8,
+    }
 }
 
 /// Columns of `table` not hidden in this scope, in table order.

@@ -425,6 +425,8 @@ pub(crate) struct Ran {
     /// A result column that takes an `AVG` came back as an integer: SQL Server's `AVG` of an
     /// integer column, truncated.
     pub integer_avg: bool,
+    /// The database keeps `varchar` text as UTF-8 ([`Catalog::varchar_utf8`]).
+    pub varchar_utf8: bool,
 }
 
 impl Ran {
@@ -433,7 +435,7 @@ impl Ran {
     pub(crate) fn notes(&self, offset: usize) -> [Option<&'static str>; 4] {
         let checked = &self.checked;
         [
-            checked.wide_varchar_literal.then_some(WIDE_VARCHAR_LITERAL),
+            (checked.wide_varchar_literal && !self.varchar_utf8).then_some(WIDE_VARCHAR_LITERAL),
             checked.null_comparison.then_some(NULL_COMPARISON),
             self.integer_avg.then_some(INTEGER_AVG),
             (checked.not_in_subquery && self.rs.rows.is_empty() && offset == 0)
@@ -484,6 +486,7 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
         checked,
         masked,
         integer_avg,
+        varchar_utf8: catalog.varchar_utf8,
     })
 }
 
