@@ -612,15 +612,41 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
         };
         let started = std::time::Instant::now();
         let result = match opened {
-            Ok(b) => b.ping().await.map_err(|e| e.to_string()),
+            Ok(b) => b.ping().await.map(|()| b).map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => outln!(
-                "database `{}`: answered in {} ms",
-                db.name,
-                started.elapsed().as_millis()
-            ),
+            Ok(b) => {
+                outln!(
+                    "database `{}`: answered in {} ms",
+                    db.name,
+                    started.elapsed().as_millis()
+                );
+                // The descriptions' names, against what the database has: a typo would
+                // otherwise only be a warning in the service's log.
+                let descriptions = crate::tools::descriptions::Descriptions::new(
+                    &db.table_descriptions,
+                    &db.column_descriptions,
+                );
+                if !descriptions.is_empty() {
+                    match b.catalog().await {
+                        Ok(c) => {
+                            let unmatched = descriptions.unmatched(&c);
+                            if !unmatched.is_empty() {
+                                outln!(
+                                    "database `{}`: WARNING: table_descriptions/column_descriptions name no table or column it has: {}",
+                                    db.name,
+                                    unmatched.join(", ")
+                                );
+                            }
+                        }
+                        Err(e) => outln!(
+                            "database `{}`: WARNING: the catalog could not be read to check the descriptions: {e}",
+                            db.name
+                        ),
+                    }
+                }
+            }
             Err(e) => {
                 failed = true;
                 outln!("database `{}`: FAILED: {e}", db.name);

@@ -1521,6 +1521,20 @@ fn check_config_connect_reports_each_database() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
     assert!(text.contains("database `main`: answered in"), "{text}");
+    assert!(!text.contains("descriptions name"), "{text}");
+    // Descriptions naming what the database does not have are pointed out, and do not fail.
+    let described = config_text(dir.path(), &db, "", "").replace(
+        "kind = \"sqlite\"\n",
+        "kind = \"sqlite\"\ntable_descriptions = { \"customers\" = \"People\", \"custmers\" = \"typo\" }\ncolumn_descriptions = { \"customers.city\" = \"Where\", \"customers.town\" = \"no such column\" }\n",
+    );
+    std::fs::write(&config_path, described).expect("config");
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("database `main`: WARNING: table_descriptions/column_descriptions name no table or column it has: custmers, customers.town"),
+        "{text}"
+    );
     std::fs::remove_file(&db).expect("remove db");
     let out = run();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -4484,10 +4484,19 @@ mod tests {
     /// The peer has no DATABASEPROPERTYEX: the collation's name is checked on its own.
     #[test]
     fn only_utf8_collations_keep_varchar_literals_whole() {
-        for utf8 in ["Latin1_General_100_CI_AS_SC_UTF8", "latin1_general_100_bin2_utf8"] {
+        for utf8 in [
+            "Latin1_General_100_CI_AS_SC_UTF8",
+            "latin1_general_100_bin2_utf8",
+        ] {
             assert!(is_utf8_collation(utf8), "{utf8}");
         }
-        for not in ["SQL_Latin1_General_CP1_CI_AS", "Greek_CI_AS", "UTF8", "", "é_utf8x"] {
+        for not in [
+            "SQL_Latin1_General_CP1_CI_AS",
+            "Greek_CI_AS",
+            "UTF8",
+            "",
+            "é_utf8x",
+        ] {
             assert!(!is_utf8_collation(not), "{not}");
         }
     }
