@@ -112,7 +112,7 @@ fn dataset() -> Vec<Table> {
             ("Id", "INTEGER NOT NULL PRIMARY KEY"),
             ("Name", "NVARCHAR(100) NOT NULL"),
             ("Email", "NVARCHAR(100)"),
-            ("Phone", "NVARCHAR(20)"),
+            ("Phone", "NVARCHAR(20) CHECK (Phone LIKE 'ph-%')"),
             ("City", "NVARCHAR(50)"),
             ("Notes", "NVARCHAR(4000)"),
             ("IsActive", "BOOLEAN"),
@@ -207,8 +207,11 @@ fn dataset() -> Vec<Table> {
             ("Id", "INTEGER NOT NULL PRIMARY KEY"),
             ("CustomerId", "INTEGER NOT NULL"),
             ("ProductId", "INTEGER NOT NULL"),
-            ("Quantity", "INTEGER NOT NULL"),
-            ("Status", "NVARCHAR(20)"),
+            ("Quantity", "INTEGER NOT NULL CHECK (Quantity > 0)"),
+            (
+                "Status",
+                "NVARCHAR(20) CHECK (Status IN ('pending', 'shipped'))",
+            ),
             ("OrderDate", "NVARCHAR(10)"),
         ],
         rows: (1..=ORDERS)
@@ -1798,6 +1801,46 @@ async fn descriptions_are_shown_where_the_scope_sees_what_they_describe(h: &Harn
     }
 }
 
+/// A table's CHECK constraints, often the only record of a code column's values, reach
+/// `describe_table` and `fetch`'s text; one on a hidden column never does. The peer keeps no
+/// constraints (SQL Server's `sys.check_constraints` is unit-tested on canned rows), so there
+/// the tables have none: the difference is asserted.
+async fn check_constraints_are_described_except_on_hidden_columns(h: &Harness) {
+    let d = h
+        .ok("/claude", "describe_table", json!({"table": "Orders"}))
+        .await;
+    let doc = h
+        .ok("/chatgpt", "fetch", json!({"id": h.table_id("Orders")}))
+        .await;
+    let text = doc["text"].as_str().expect("text");
+    let customers = |scope: &'static str| async move {
+        h.ok(scope, "describe_table", json!({"table": "Customers"}))
+            .await["checks"]
+            .clone()
+    };
+    match h.kind {
+        Kind::Sqlite => {
+            assert_eq!(
+                d["checks"],
+                json!(["Quantity > 0", "Status IN ('pending', 'shipped')"]),
+                "{d}"
+            );
+            assert!(
+                text.contains("Check: Status IN ('pending', 'shipped')"),
+                "{text}"
+            );
+            assert_eq!(customers("/open").await, json!(["Phone LIKE 'ph-%'"]));
+        }
+        Kind::Mssql => {
+            assert_eq!(d["checks"], Value::Null, "{d}");
+            assert!(!text.contains("Check:"), "{text}");
+            assert_eq!(customers("/open").await, Value::Null);
+        }
+    }
+    // Phone is hidden in /claude: its constraint is not shown.
+    assert_eq!(customers("/claude").await, Value::Null);
+}
+
 /// The tools each harness scope's profile offers: `chatgpt` has only `search` and `fetch`.
 fn tool_allowed(scope: &str, tool: &str) -> bool {
     scope != "/chatgpt" || matches!(tool, "search" | "fetch")
@@ -1833,6 +1876,7 @@ macro_rules! behaviours {
 behaviours!(
     tools_list_per_profile,
     descriptions_are_shown_where_the_scope_sees_what_they_describe,
+    check_constraints_are_described_except_on_hidden_columns,
     the_instructions_and_execute_sql_name_the_dialect,
     search_natural_language_finds_the_row_with_the_word,
     search_matches_unicode_words_in_any_case,

@@ -242,6 +242,11 @@ pub struct TableInfo {
     /// `table_descriptions` ([`crate::tools::scoped_catalog`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The table's CHECK constraints, as the database keeps their text (`quantity > 0`,
+    /// `([Status]='O' OR [Status]='S')`): often the only place the allowed values of a code
+    /// column are written down. At most [`MAX_CHECKS`], each cut by [`check_text`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     /// True when the table has a key that this scope cannot use because it includes a hidden
     /// column (`tools::scoped_catalog` then clears `primary_key` and sets this). Only such a
     /// table is sampled in the order of its visible columns, so that pages stay stable without
@@ -856,6 +861,22 @@ pub struct PoolStats {
 /// Shared handle to a backend.
 pub type DynBackend = Arc<dyn Backend>;
 
+/// The most CHECK constraints a table's description lists.
+pub const MAX_CHECKS: usize = 32;
+
+/// A CHECK constraint's text as the tools show it: on one line, cut at 500 characters; `None`
+/// when empty.
+pub fn check_text(raw: &str) -> Option<String> {
+    let one_line: String = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        return None;
+    }
+    Some(match one_line.char_indices().nth(500) {
+        Some((at, _)) => format!("{}…", &one_line[..at]),
+        None => one_line,
+    })
+}
+
 /// The most characters a table or column description keeps (a longer one is cut, with `…`):
 /// descriptions go into every `describe_table`, and one must not fill a model's context.
 pub const MAX_DESCRIPTION_CHARS: usize = 1000;
@@ -893,6 +914,7 @@ mod tests {
             row_estimate: None,
             full_text: None,
             description: None,
+            checks: Vec::new(),
             key_hidden: false,
         }
     }

@@ -173,9 +173,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::entra::EntraLogin;
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_VALUE_BYTES, Page,
-    PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
-    cut_bytes, cut_text, description_text,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_CHECKS, MAX_VALUE_BYTES,
+    Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
+    check_text, cut_bytes, cut_text, description_text,
 };
 use crate::config::{
     ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt,
@@ -2459,6 +2459,13 @@ const DESCRIPTIONS_SQL: &str = "SELECT s.name, o.name, ep.minor_id, c.name, CAST
      JOIN sys.schemas s ON s.schema_id = o.schema_id \
      LEFT JOIN sys.columns c ON c.object_id = ep.major_id AND c.column_id = ep.minor_id \
      WHERE ep.class = 1 AND ep.name = 'MS_Description' AND o.type IN ('U', 'V')";
+/// Enabled CHECK constraints of tables, as SQL Server keeps their text (`([Qty]>(0))`).
+const CHECKS_SQL: &str = "SELECT s.name, t.name, cc.definition \
+     FROM sys.check_constraints cc \
+     JOIN sys.tables t ON t.object_id = cc.parent_object_id \
+     JOIN sys.schemas s ON s.schema_id = t.schema_id \
+     WHERE cc.is_disabled = 0 \
+     ORDER BY s.name, t.name, cc.name";
 /// The database's default collation, which `'…'` literals take.
 const COLLATION_SQL: &str =
     "SELECT CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Collation'))";
@@ -2543,15 +2550,23 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
-    let mut catalog = build_catalog(
-        &tables,
-        &columns,
-        &keys,
-        &fks,
-        &estimates,
-        &full_text,
-        &descriptions,
-    );
+    let checks = optional_rows(
+        conn,
+        CHECKS_SQL,
+        "check constraints (tables are described without them)",
+        ctx,
+    )
+    .await?;
+    let mut catalog = build_catalog(CatalogRows {
+        tables: &tables,
+        columns: &columns,
+        keys: &keys,
+        fks: &fks,
+        estimates: &estimates,
+        full_text: &full_text,
+        descriptions: &descriptions,
+        checks: &checks,
+    });
     catalog.varchar_utf8 = collation
         .first()
         .and_then(|r| r.first())
@@ -2584,17 +2599,32 @@ fn int(v: Option<&Value>) -> Option<i64> {
     }
 }
 
+/// The rows of each catalog query, as [`read_catalog`] reads them.
+#[derive(Default, Clone, Copy)]
+struct CatalogRows<'a> {
+    tables: &'a [Vec<Value>],
+    columns: &'a [Vec<Value>],
+    keys: &'a [Vec<Value>],
+    fks: &'a [Vec<Value>],
+    estimates: &'a [Vec<Value>],
+    full_text: &'a [Vec<Value>],
+    descriptions: &'a [Vec<Value>],
+    checks: &'a [Vec<Value>],
+}
+
 /// Assembles the catalog from the rows of the catalog queries (a pure function, so canned
 /// rows can test what the TDS peer cannot serve: keys and foreign keys).
-fn build_catalog(
-    tables: &[Vec<Value>],
-    columns: &[Vec<Value>],
-    keys: &[Vec<Value>],
-    fks: &[Vec<Value>],
-    estimates: &[Vec<Value>],
-    full_text: &[Vec<Value>],
-    descriptions: &[Vec<Value>],
-) -> Catalog {
+fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
+    let CatalogRows {
+        tables,
+        columns,
+        keys,
+        fks,
+        estimates,
+        full_text,
+        descriptions,
+        checks,
+    } = rows;
     let mut out: Vec<TableInfo> = tables
         .iter()
         .map(|r| TableInfo {
@@ -2612,6 +2642,7 @@ fn build_catalog(
             row_estimate: None,
             full_text: None,
             description: None,
+            checks: Vec::new(),
             key_hidden: false,
         })
         .collect();
@@ -2644,6 +2675,14 @@ fn build_catalog(
             nullable: !text(r.get(4)).eq_ignore_ascii_case("NO"),
             description: None,
         });
+    }
+    for r in checks {
+        if let Some(i) = find(&text(r.first()), &text(r.get(1)))
+            && let Some(check) = check_text(&text(r.get(2)))
+            && out[i].checks.len() < MAX_CHECKS
+        {
+            out[i].checks.push(check);
+        }
     }
     // Descriptions: the table's at minor_id 0, else its column's.
     for r in descriptions {
@@ -3611,6 +3650,7 @@ mod tests {
             row_estimate: None,
             full_text: None,
             description: None,
+            checks: Vec::new(),
             key_hidden: false,
         }
     }
@@ -4322,7 +4362,12 @@ mod tests {
             // Rows for objects the catalog does not list are ignored.
             ft("Gone", "Id", "Text"),
         ];
-        let cat = build_catalog(&tables, &columns, &[], &[], &[], &full_text, &[]);
+        let cat = build_catalog(CatalogRows {
+            tables: &tables,
+            columns: &columns,
+            full_text: &full_text,
+            ..CatalogRows::default()
+        });
         assert_eq!(
             cat.find("Tickets").and_then(|t| t.full_text.clone()),
             Some(FullTextIndex {
@@ -4439,13 +4484,14 @@ mod tests {
     }
 
     fn canned_catalog(keys: &[Vec<Value>], fks: &[Vec<Value>]) -> Catalog {
-        canned_catalog_with(keys, fks, &[])
+        canned_catalog_with(keys, fks, &[], &[])
     }
 
     fn canned_catalog_with(
         keys: &[Vec<Value>],
         fks: &[Vec<Value>],
         descriptions: &[Vec<Value>],
+        checks: &[Vec<Value>],
     ) -> Catalog {
         let tables = [
             row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
@@ -4478,7 +4524,67 @@ mod tests {
             c("Boxes", "sales", "BoxId", "bigint"),
             c("Report", "dbo", "Id", "int"),
         ];
-        build_catalog(&tables, &columns, keys, fks, &[], &[], descriptions)
+        build_catalog(CatalogRows {
+            tables: &tables,
+            columns: &columns,
+            keys,
+            fks,
+            descriptions,
+            checks,
+            ..CatalogRows::default()
+        })
+    }
+
+    /// The peer has no sys.check_constraints: T-SQL constraint texts are canned. One that
+    /// names a hidden column, however quoted, is dropped with it; a name inside a string is
+    /// not a name.
+    #[test]
+    fn check_constraints_are_listed_and_dropped_with_the_hidden_columns_they_name() {
+        let checks = [
+            row(&[Some("dbo"), Some("OrderLines"), Some("([Price]>=(0))")]),
+            row(&[
+                Some("dbo"),
+                Some("OrderLines"),
+                Some("([Line]>(0) AND [Line]<(1000))"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("OrderLines"),
+                Some("([CustomerId]<>'Price')"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Customers"),
+                Some("([email]   like\n'%@%')"),
+            ]),
+            row(&[Some("dbo"), Some("Nowhere"), Some("([x]=(1))")]),
+            row(&[Some("dbo"), Some("Customers"), Some("   ")]),
+        ];
+        let raw = canned_catalog_with(&[], &[], &[], &checks);
+        let of = |c: &Catalog, t: &str| c.find(t).map(|t| t.checks.clone()).expect(t);
+        assert_eq!(
+            of(&raw, "OrderLines"),
+            strings(&[
+                "([Price]>=(0))",
+                "([Line]>(0) AND [Line]<(1000))",
+                "([CustomerId]<>'Price')"
+            ])
+        );
+        assert_eq!(of(&raw, "Customers"), strings(&["([email] like '%@%')"]));
+        let rules = crate::db::AccessRules {
+            deny_columns: strings(&["OrderLines.price", "Customers.Email"]),
+            ..crate::db::AccessRules::default()
+        };
+        let scoped = crate::tools::scoped_catalog(&rules, &raw);
+        assert_eq!(
+            of(&scoped, "OrderLines"),
+            strings(&["([Line]>(0) AND [Line]<(1000))", "([CustomerId]<>'Price')"])
+        );
+        assert_eq!(of(&scoped, "Customers"), Vec::<String>::new());
+        assert_eq!(
+            crate::tools::sql_identifiers("([a]]b]>\"c\"\"d\" AND `e` = 'it''s [x]' OR f_1#>@g)"),
+            strings(&["a]b", "c\"d", "AND", "e", "OR", "f_1#", "@g"])
+        );
     }
 
     /// The peer has no DATABASEPROPERTYEX: the collation's name is checked on its own.
@@ -4558,7 +4664,7 @@ mod tests {
                 Some("no such table"),
             ]),
         ];
-        let cat = canned_catalog_with(&[], &[], &descriptions);
+        let cat = canned_catalog_with(&[], &[], &descriptions, &[]);
         let t = |n: &str| cat.tables.iter().find(|t| t.name == n).expect(n);
         assert_eq!(
             t("Customers").description.as_deref(),
@@ -4943,7 +5049,7 @@ mod tests {
         let settings = MssqlSettings::from_config(&cfg, "database[0]", 1, Duration::from_secs(5))
             .expect("settings");
         let b = MssqlBackend::new(settings);
-        let old = Arc::new(build_catalog(&[], &[], &[], &[], &[], &[], &[]));
+        let old = Arc::new(build_catalog(CatalogRows::default()));
         let long_ago = Instant::now() - CATALOG_TTL - Duration::from_secs(1);
         let unavailable = || DbError::Unavailable("down".into());
         // Past its TTL, with a reload that failed a moment ago: served at once.

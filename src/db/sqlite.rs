@@ -32,9 +32,9 @@ use tokio::sync::Semaphore;
 
 use super::lift::{Lifted, Param};
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, MAX_BUILT_VALUE_BYTES, MAX_VALUE_BYTES,
-    Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
-    cut_bytes, cut_text,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, MAX_BUILT_VALUE_BYTES, MAX_CHECKS,
+    MAX_VALUE_BYTES, Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo,
+    Value, ValueKind, check_text, cut_bytes, cut_text,
 };
 
 /// A read-only SQLite database with a small pool of connections.
@@ -565,24 +565,61 @@ fn kind_by_markers(has: impl Fn(&[u8]) -> bool) -> ValueKind {
     }
 }
 
+/// The CHECK constraints of a `CREATE TABLE` as SQLite keeps its text, column and table ones
+/// alike, read with sqlparser (SQLite has no catalog of them); none if it does not parse.
+fn checks_of(create_sql: &str) -> Vec<String> {
+    use sqlparser::ast::{ColumnOption, Statement, TableConstraint};
+    let Ok(statements) =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, create_sql)
+    else {
+        return Vec::new();
+    };
+    let Some(Statement::CreateTable(table)) = statements.first() else {
+        return Vec::new();
+    };
+    let column_checks = table
+        .columns
+        .iter()
+        .flat_map(|c| &c.options)
+        .filter_map(|o| match &o.option {
+            ColumnOption::Check(c) => Some(c.expr.to_string()),
+            _ => None,
+        });
+    let table_checks = table.constraints.iter().filter_map(|c| match c {
+        TableConstraint::Check(c) => Some(c.expr.to_string()),
+        _ => None,
+    });
+    column_checks
+        .chain(table_checks)
+        .filter_map(|c| check_text(&c))
+        .take(MAX_CHECKS)
+        .collect()
+}
+
 fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
-    let mut names: Vec<(String, String)> = Vec::new();
+    let mut names: Vec<(String, String, Option<String>)> = Vec::new();
     {
         let mut stmt = conn
             .prepare(
-                "SELECT name, type FROM sqlite_schema WHERE type IN ('table','view') \
+                "SELECT name, type, sql FROM sqlite_schema WHERE type IN ('table','view') \
                  AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
             )
             .map_err(sql_err)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
             .map_err(sql_err)?;
         for r in rows {
             names.push(r.map_err(sql_err)?);
         }
     }
     let mut tables = Vec::with_capacity(names.len());
-    for (name, kind) in names {
+    for (name, kind, create_sql) in names {
         let mut columns = Vec::new();
         let mut pk: Vec<(i64, String)> = Vec::new();
         {
@@ -684,6 +721,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
             full_text: None,
             // SQLite keeps no comments on tables or columns.
             description: None,
+            checks: create_sql.as_deref().map(checks_of).unwrap_or_default(),
             key_hidden: false,
         });
     }

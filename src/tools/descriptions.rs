@@ -152,6 +152,7 @@ mod tests {
             row_estimate: None,
             full_text: None,
             description: Some("from the database".into()),
+            checks: Vec::new(),
             key_hidden: false,
         }
     }

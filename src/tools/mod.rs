@@ -421,6 +421,54 @@ pub(crate) fn visible_tables<'c>(scope: &Scope, catalog: &'c Catalog) -> Vec<&'c
         .collect()
 }
 
+/// The names a piece of SQL text mentions: bare words, and `[…]`, `"…"` or `` `…` `` quoted
+/// ones (quotes removed, doubled closing quotes undone); `'…'` strings are skipped. Keywords
+/// come out too, which only makes a caller that looks for a name more careful.
+pub(crate) fn sql_identifiers(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        let close = match c {
+            '\'' => {
+                // A string: to its closing quote ('' inside is a quote).
+                while let Some(n) = chars.next() {
+                    if n == '\'' && chars.next_if_eq(&'\'').is_none() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            '[' => ']',
+            '"' => '"',
+            '`' => '`',
+            c if c.is_alphabetic() || c == '_' || c == '@' || c == '#' => {
+                let mut word = String::from(c);
+                while let Some(n) =
+                    chars.next_if(|n| n.is_alphanumeric() || matches!(n, '_' | '@' | '#' | '$'))
+                {
+                    word.push(n);
+                }
+                out.push(word);
+                continue;
+            }
+            _ => continue,
+        };
+        let mut name = String::new();
+        while let Some(n) = chars.next() {
+            if n == close {
+                if chars.next_if_eq(&close).is_some() {
+                    name.push(close);
+                    continue;
+                }
+                break;
+            }
+            name.push(n);
+        }
+        out.push(name);
+    }
+    out
+}
+
 /// What a scope with `rules` may see of `raw`: its visible tables, and of each only the
 /// visible columns. A primary key that includes a hidden column is dropped (the table's rows
 /// then get `sql:` ids, as rows of a table without a key do): an id would carry the hidden
@@ -470,6 +518,9 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
                     t.full_text = None;
                 }
             }
+            // A constraint on a hidden column would say it exists and what it may hold.
+            t.checks
+                .retain(|c| !sql_identifiers(c).iter().any(&own_hidden));
             t
         })
         .collect();

@@ -111,6 +111,9 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
     if let Some(d) = &table.description {
         desc["description"] = json!(d);
     }
+    if !table.checks.is_empty() {
+        desc["checks"] = json!(table.checks);
+    }
     desc
 }
 
@@ -147,6 +150,9 @@ pub(crate) fn describe_text(desc: &Value) -> String {
                 .map(|d| format!(": {d}"))
                 .unwrap_or_default()
         ));
+    }
+    for check in desc["checks"].as_array().into_iter().flatten() {
+        s.push_str(&format!("Check: {}\n", check.as_str().unwrap_or("")));
     }
     for fk in desc["foreign_keys"].as_array().into_iter().flatten() {
         s.push_str(&format!(
