@@ -1771,6 +1771,18 @@ async fn descriptions_are_shown_where_the_scope_sees_what_they_describe(h: &Harn
         "{orders}"
     );
 
+    // A keyword from a description finds the table it describes (no row says "cancelled").
+    let found = h
+        .ok("/chatgpt", "search", json!({"query": "cancelled"}))
+        .await;
+    assert_eq!(result_ids(&found), [h.table_id("Orders")], "{found}");
+    // But not through a hidden column's description.
+    let mobile = |scope: &'static str| async move {
+        result_ids(&h.ok(scope, "search", json!({"query": "mobile"})).await)
+    };
+    assert_eq!(mobile("/chatgpt").await, Vec::<String>::new());
+    assert_eq!(mobile("/open").await, [h.table_id("Customers")]);
+
     // Hidden where the scope hides them; shown where it does not.
     for scope in ["/claude", "/chatgpt"] {
         for (tool, args) in [

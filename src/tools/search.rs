@@ -393,14 +393,28 @@ async fn keywords_search(
     let catalog = scope.catalog().await?;
     let tables = visible_tables(scope, &catalog);
     let mut hits: Vec<Hit> = Vec::new();
-    // A keyword naming a table (singular or plural) puts the table itself among the results.
+    // A keyword naming a table (singular or plural) puts the table itself among the results;
+    // one in its description or a visible column's, a little lower.
+    let same = |a: &str, b: &str| a == b || format!("{a}s") == b || format!("{b}s") == a;
     for t in &tables {
         let name = t.name.to_lowercase();
-        let matched = words
-            .iter()
-            .any(|w| name == *w || name == format!("{w}s") || format!("{name}s") == *w);
-        if matched {
+        if words.iter().any(|w| same(&name, w)) {
             hits.push(table_hit(scope, t, 100));
+            continue;
+        }
+        let described = t
+            .description
+            .iter()
+            .chain(t.columns.iter().filter_map(|c| c.description.as_ref()))
+            .flat_map(|d| d.split(|c: char| !c.is_alphanumeric()))
+            .filter(|d| !d.is_empty())
+            .any(|d| {
+                // Stemmed as the keywords are.
+                let d = stem(&d.to_lowercase());
+                words.iter().any(|w| same(&d, w))
+            });
+        if described {
+            hits.push(table_hit(scope, t, 50));
         }
     }
     let plans: Vec<(&TableInfo, Vec<String>, Vec<String>)> = tables
