@@ -583,7 +583,12 @@ async fn resources_list(scope: &Scope, shapes: Shapes) -> Result<Value, RpcError
                 "uri": resource_uri(scope, t),
                 "name": t.qualified(),
                 "title": format!("{} {}", t.kind, t.qualified()),
-                "description": format!("Schema of {} ({} rows): columns, keys, relationships", t.qualified(), t.row_estimate.map(|n| n.to_string()).unwrap_or_else(|| "?".into())),
+                "description": format!(
+                    "{}Schema of {} ({} rows): columns, keys, relationships",
+                    t.description.as_deref().map(|d| format!("{d} ")).unwrap_or_default(),
+                    t.qualified(),
+                    t.row_estimate.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+                ),
                 "mimeType": "application/json",
             });
             shapes.fit_title(&mut r);

@@ -74,6 +74,15 @@ async fn every_visible_table_is_a_resource() {
         .expect("orders resource");
     assert_eq!(orders["mimeType"], "application/json");
     assert_eq!(orders["name"], "main.orders");
+    // The demo's own description of the table comes first.
+    assert!(
+        orders["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(
+                "One row per customer order; its lines are in order_lines. Schema of main.orders"
+            )),
+        "{orders}"
+    );
 }
 
 #[tokio::test]
