@@ -340,6 +340,9 @@ pub struct MssqlConfig {
     pub client_id: Option<String>,
     /// `entra_service_principal`: the client secret, `{ file = … }` or `{ env = … }`.
     pub client_secret: Option<SecretSource>,
+    /// `entra_service_principal`, instead of `client_secret`: a PEM file (or variable) holding
+    /// the app's certificate and its RSA private key, which signs a client assertion.
+    pub client_certificate: Option<SecretSource>,
     /// `entra_service_principal`: where tokens are asked for (default
     /// `https://login.microsoftonline.com`; another for a national cloud).
     pub entra_authority: Option<String>,
@@ -468,7 +471,7 @@ impl MssqlConfig {
         use MssqlAuthentication::*;
         let auth = self.authentication();
         // Each Entra key and the kinds that read it.
-        let keys: [(&str, bool, &[MssqlAuthentication]); 7] = [
+        let keys: [(&str, bool, &[MssqlAuthentication]); 8] = [
             (
                 "access_token",
                 self.access_token.is_some(),
@@ -487,6 +490,11 @@ impl MssqlConfig {
             (
                 "client_secret",
                 self.client_secret.is_some(),
+                &[EntraServicePrincipal],
+            ),
+            (
+                "client_certificate",
+                self.client_certificate.is_some(),
                 &[EntraServicePrincipal],
             ),
             (
@@ -563,8 +571,8 @@ impl MssqlConfig {
                 ),
                 (
                     "client_secret",
-                    self.client_secret.is_some(),
-                    "client_secret = { file = \"$CREDENTIALS_DIRECTORY/sql-client-secret\" }",
+                    self.client_secret.is_some() || self.client_certificate.is_some(),
+                    "client_secret = { file = \"$CREDENTIALS_DIRECTORY/sql-client-secret\" } or client_certificate = { file = \"$CREDENTIALS_DIRECTORY/sql-app.pem\" }",
                 ),
             ],
             SqlPassword | EntraManagedIdentity => &[],
@@ -574,6 +582,13 @@ impl MssqlConfig {
                 format!("{key}.{name}"),
                 format!("authentication = \"{}\" needs `{name}`", auth.as_str()),
                 format!("add {example}"),
+            ));
+        }
+        if self.client_secret.is_some() && self.client_certificate.is_some() {
+            return Err(ConfigError::new(
+                format!("{key}.client_certificate"),
+                "`client_secret` and `client_certificate` cannot both be set",
+                "keep one: the certificate (safer) or the secret",
             ));
         }
         for (name, value) in [
@@ -627,13 +642,14 @@ impl MssqlConfig {
                 None => "Entra managed identity (system-assigned)".into(),
             },
             MssqlAuthentication::EntraServicePrincipal => format!(
-                "Entra app {} in tenant {}, secret from {}",
+                "Entra app {} in tenant {}, {}",
                 self.client_id.as_deref().unwrap_or("?"),
                 self.tenant_id.as_deref().unwrap_or("?"),
-                self.client_secret
-                    .as_ref()
-                    .map(SecretSource::describe)
-                    .unwrap_or_else(|| "?".into()),
+                match (&self.client_certificate, &self.client_secret) {
+                    (Some(c), _) => format!("certificate from {}", c.describe()),
+                    (None, Some(s)) => format!("secret from {}", s.describe()),
+                    (None, None) => "secret from ?".into(),
+                },
             ),
             MssqlAuthentication::EntraAccessToken => format!(
                 "Entra access token from {}",
@@ -2139,6 +2155,10 @@ password = { env = "MSSQL_PASSWORD" }
                 "authentication = \"entra_access_token\"\naccess_token = { file = \"/run/sql-token\" }",
                 "Entra access token from file /run/sql-token",
             ),
+            (
+                "authentication = \"entra_service_principal\"\ntenant_id = \"t\"\nclient_id = \"app\"\nclient_certificate = { file = \"/run/app.pem\" }",
+                "Entra app app in tenant t, certificate from file /run/app.pem",
+            ),
         ];
         for (keys, described) in cases {
             let c = entra(keys).unwrap_or_else(|e| panic!("{keys}: {e}"));
@@ -2201,6 +2221,17 @@ password = { env = "MSSQL_PASSWORD" }
                 "authentication = \"entra_access_token\"\naccess_token = { env = \"T\" }\nclient_id = \"app\"",
                 "client_id",
                 "entra_managed_identity",
+            ),
+            // Both credentials of an app.
+            (
+                "authentication = \"entra_service_principal\"\ntenant_id = \"t\"\nclient_id = \"app\"\nclient_secret = { env = \"S\" }\nclient_certificate = { file = \"/run/app.pem\" }",
+                "client_certificate",
+                "cannot both",
+            ),
+            (
+                "authentication = \"entra_managed_identity\"\nclient_certificate = { file = \"/run/app.pem\" }",
+                "client_certificate",
+                "entra_service_principal",
             ),
             // Malformed values.
             (

@@ -1906,6 +1906,159 @@ async fn a_database_that_stays_unavailable_is_reported_as_such_within_the_connec
     );
 }
 
+/// A PEM of a new RSA key's self-signed certificate followed by that key (or, with
+/// `other_key`, by another key), the certificate's DER, and the key's public half in PKCS#1
+/// form, to check signatures with.
+fn app_certificate(other_key: bool) -> (String, Vec<u8>, Vec<u8>) {
+    use aws_lc_rs::encoding::AsDer;
+    // aws-lc-rs makes the key: rcgen's ring backend cannot make RSA keys, only use them.
+    let new_key = || {
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .expect("an RSA key");
+        let der = rsa.as_der().expect("PKCS#8").as_ref().to_vec();
+        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls::pki_types::PrivatePkcs8KeyDer::from(der),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .expect("rcgen key");
+        (rsa, key)
+    };
+    let (rsa, key) = new_key();
+    let cert = rcgen::CertificateParams::new(vec!["mssql-mcp-app".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let key_pem = if other_key {
+        new_key().1.serialize_pem()
+    } else {
+        key.serialize_pem()
+    };
+    (
+        format!("{}{key_pem}", cert.pem()),
+        cert.der().to_vec(),
+        aws_lc_rs::signature::KeyPair::public_key(&rsa)
+            .as_ref()
+            .to_vec(),
+    )
+}
+
+/// With a certificate instead of a secret, the service principal sends a client assertion as
+/// Microsoft documents it (PS256, `x5t#S256`, aud = the token endpoint, iss = sub = the app,
+/// a few minutes of life), signed by the certificate's key; a PEM without the right key is
+/// refused at start.
+#[tokio::test]
+async fn a_service_principal_signs_a_client_assertion_with_its_certificate() {
+    use base64::Engine;
+    use sha2::Digest;
+    let _s = serial().await;
+    let entra = TokenEndpoint::start(
+        200,
+        r#"{"access_token":"cert-token-{n}","expires_in":3599}"#,
+    )
+    .await;
+    let server = LoginStandIn::entra().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pem, cert_der, public_key) = app_certificate(false);
+    std::fs::write(dir.path().join("app.pem"), &pem).expect("write pem");
+    let tenant = "contoso.onmicrosoft.com";
+    let mut cfg = entra_config(server.port, MssqlAuthentication::EntraServicePrincipal);
+    cfg.tenant_id = Some(tenant.into());
+    cfg.client_id = Some("app-5678".into());
+    cfg.client_certificate = Some(SecretSource {
+        file: Some(dir.path().join("app.pem")),
+        env: None,
+    });
+    cfg.entra_authority = Some(entra.url(""));
+    let b = MssqlBackend::new(settings_of(&cfg));
+    let e = b
+        .ping()
+        .await
+        .expect_err("the stand-in refuses")
+        .to_string();
+    assert!(e.contains("database[0].client_certificate"), "{e}");
+    assert!(
+        server.logins().iter().all(|l| l
+            .token
+            .as_deref()
+            .is_some_and(|t| t.starts_with("cert-token-"))),
+        "{:?}",
+        server.logins()
+    );
+
+    let asked = entra.seen();
+    let r = asked.first().expect("a token request");
+    let token_url = entra.url(&format!("/{tenant}/oauth2/v2.0/token"));
+    assert_eq!(pair(&r.form, "grant_type"), Some("client_credentials"));
+    assert_eq!(pair(&r.form, "client_id"), Some("app-5678"));
+    assert_eq!(pair(&r.form, "client_secret"), None);
+    assert_eq!(
+        pair(&r.form, "client_assertion_type"),
+        Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    );
+    let assertion = pair(&r.form, "client_assertion").expect("an assertion");
+    let parts: Vec<&str> = assertion.split('.').collect();
+    assert_eq!(parts.len(), 3, "{assertion}");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let json = |part: &str| -> serde_json::Value {
+        serde_json::from_slice(&b64.decode(part).expect("base64url")).expect("JSON")
+    };
+    let (header, claims) = (json(parts[0]), json(parts[1]));
+    assert_eq!(header["alg"], "PS256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(
+        header["x5t#S256"],
+        b64.encode(sha2::Sha256::digest(&cert_der))
+    );
+    assert_eq!(claims["aud"], token_url);
+    assert_eq!(claims["iss"], "app-5678");
+    assert_eq!(claims["sub"], "app-5678");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let (nbf, exp) = (
+        claims["nbf"].as_u64().expect("nbf"),
+        claims["exp"].as_u64().expect("exp"),
+    );
+    assert!(nbf <= now + 1 && exp > now && exp - nbf == 600, "{claims}");
+    assert_eq!(claims["jti"].as_str().map(str::len), Some(32), "{claims}");
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let signature = b64.decode(parts[2]).expect("signature");
+    let verifier = aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+        &public_key,
+    );
+    verifier
+        .verify(signed.as_bytes(), &signature)
+        .expect("signed by the certificate's key");
+    assert!(
+        verifier
+            .verify(format!("{signed}x").as_bytes(), &signature)
+            .is_err(),
+        "the check can fail"
+    );
+
+    // A PEM whose key is another's, or that holds no key at all, is refused at start.
+    let (mismatched, _, _) = app_certificate(true);
+    for (written, says) in [
+        (mismatched.as_str(), "is not the certificate's"),
+        (
+            pem.split("-----BEGIN PRIVATE KEY-----")
+                .next()
+                .unwrap_or(""),
+            "holds no PEM private key",
+        ),
+    ] {
+        std::fs::write(dir.path().join("app.pem"), written).expect("write pem");
+        let err = MssqlSettings::from_config(&cfg, "database[0]", 2, Duration::from_secs(5))
+            .expect_err(says);
+        assert_eq!(err.key, "database[0].client_certificate", "{err}");
+        assert!(err.problem.contains(says), "{err}");
+        let key_line = written.lines().rev().nth(1).unwrap_or("");
+        assert!(!err.to_string().contains(key_line), "{err}");
+    }
+}
+
 /// Nothing listening where the managed identity endpoint should be (not an Azure VM): the
 /// error says so and what to do.
 #[tokio::test]

@@ -5,8 +5,10 @@
 //! Three ways to come by a token:
 //! - **`entra_managed_identity`**: the Azure VM's own identity, from the instance metadata
 //!   service (IMDS). No secret on the machine at all.
-//! - **`entra_service_principal`**: an app registration's client secret, exchanged at the
-//!   tenant's token endpoint (OAuth 2.0 client credentials).
+//! - **`entra_service_principal`**: an app registration's client secret, or a client
+//!   assertion signed with its certificate's key (PS256, `x5t#S256`, as Microsoft documents
+//!   certificate credentials), exchanged at the tenant's token endpoint (OAuth 2.0 client
+//!   credentials).
 //! - **`entra_access_token`**: a token that something else obtains and keeps fresh in a file,
 //!   read again for every new connection.
 //!
@@ -62,10 +64,24 @@ enum How {
     ServicePrincipal {
         url: url::Url,
         client_id: String,
-        secret: Secret,
+        credential: Credential,
     },
     AccessToken(SecretSource),
 }
+
+/// What a service principal proves itself with.
+enum Credential {
+    Secret(Secret),
+    /// The certificate's private key (RSA), and the certificate's SHA-256 thumbprint,
+    /// base64url, for the assertion's `x5t#S256` header.
+    Certificate {
+        key: std::sync::Arc<dyn rustls::sign::SigningKey>,
+        thumbprint: String,
+    },
+}
+
+/// How long a client assertion is good for (Microsoft: "5–10 minutes at most").
+const ASSERTION_LIFETIME_SECS: u64 = 600;
 
 struct Cached {
     token: Secret,
@@ -116,14 +132,25 @@ impl EntraLogin {
                 How::ManagedIdentity { url }
             }
             MssqlAuthentication::EntraServicePrincipal => {
-                let (Some(tenant), Some(client_id), Some(secret)) =
-                    (&cfg.tenant_id, &cfg.client_id, &cfg.client_secret)
-                else {
+                let (Some(tenant), Some(client_id)) = (&cfg.tenant_id, &cfg.client_id) else {
                     return Err(ConfigError::new(
                         format!("{key}.tenant_id"),
-                        "entra_service_principal needs tenant_id, client_id and client_secret",
+                        "entra_service_principal needs tenant_id and client_id",
                         "add the missing keys",
                     ));
+                };
+                let credential = match (&cfg.client_certificate, &cfg.client_secret) {
+                    (Some(pem), _) => certificate(pem, &format!("{key}.client_certificate"))?,
+                    (None, Some(secret)) => {
+                        Credential::Secret(secret.load(&format!("{key}.client_secret"))?)
+                    }
+                    (None, None) => {
+                        return Err(ConfigError::new(
+                            format!("{key}.client_secret"),
+                            "entra_service_principal needs client_secret or client_certificate",
+                            "add one of them",
+                        ));
+                    }
                 };
                 let authority = cfg
                     .entra_authority
@@ -137,7 +164,7 @@ impl EntraLogin {
                 How::ServicePrincipal {
                     url,
                     client_id: client_id.clone(),
-                    secret: secret.load(&format!("{key}.client_secret"))?,
+                    credential,
                 }
             }
             MssqlAuthentication::EntraAccessToken => {
@@ -201,9 +228,14 @@ impl EntraLogin {
         let k = &self.key;
         match &self.how {
             How::ManagedIdentity { .. } => format!("{k}.authentication / {k}.client_id"),
-            How::ServicePrincipal { .. } => {
-                format!("{k}.tenant_id / {k}.client_id / {k}.client_secret")
-            }
+            How::ServicePrincipal {
+                credential: Credential::Secret(_),
+                ..
+            } => format!("{k}.tenant_id / {k}.client_id / {k}.client_secret"),
+            How::ServicePrincipal {
+                credential: Credential::Certificate { .. },
+                ..
+            } => format!("{k}.tenant_id / {k}.client_id / {k}.client_certificate"),
             How::AccessToken(_) => format!("{k}.access_token"),
         }
     }
@@ -250,22 +282,32 @@ impl EntraLogin {
             How::ServicePrincipal {
                 url,
                 client_id,
-                secret,
+                credential,
             } => {
                 let scope = format!("{}/.default", self.resource.trim_end_matches('/'));
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", "client_credentials")
+                    .append_pair("client_id", client_id)
+                    .append_pair("scope", &scope);
+                match credential {
+                    Credential::Secret(secret) => {
+                        form.append_pair("client_secret", secret.expose());
+                    }
+                    Credential::Certificate { key, thumbprint } => {
+                        let assertion = client_assertion(url, client_id, key.as_ref(), thumbprint)?;
+                        form.append_pair(
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        )
+                        .append_pair("client_assertion", &assertion);
+                    }
+                }
                 (
                     self.http
                         .post(url.clone())
                         .header("accept", "application/json")
                         .header("content-type", "application/x-www-form-urlencoded")
-                        .body(
-                            url::form_urlencoded::Serializer::new(String::new())
-                                .append_pair("grant_type", "client_credentials")
-                                .append_pair("client_id", client_id)
-                                .append_pair("client_secret", secret.expose())
-                                .append_pair("scope", &scope)
-                                .finish(),
-                        ),
+                        .body(form.finish()),
                     "Entra's token endpoint",
                 )
             }
@@ -423,6 +465,95 @@ impl EntraLogin {
         }
         Ok(())
     }
+}
+
+/// The credential of a PEM holding the app's certificate and its RSA private key (as `az ad sp
+/// create-for-rbac --create-cert` writes it). Errors name the key and never quote the file.
+fn certificate(source: &SecretSource, key: &str) -> Result<Credential, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use sha2::Digest;
+    let pem = source.load(key)?;
+    let bytes = pem.expose().as_bytes();
+    let refuse = |problem: &str, fix: &str| {
+        ConfigError::new(
+            key,
+            format!("{} {problem}", source.describe()),
+            fix.to_string(),
+        )
+    };
+    let fix = "write the certificate and its private key into one PEM file (-----BEGIN CERTIFICATE----- and -----BEGIN PRIVATE KEY-----), e.g. cat app.crt app.key";
+    let Some(Ok(cert)) = CertificateDer::pem_slice_iter(bytes).next() else {
+        return Err(refuse("holds no PEM certificate", fix));
+    };
+    let private = PrivateKeyDer::from_pem_slice(bytes)
+        .map_err(|_| refuse("holds no PEM private key", fix))?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&private)
+        .map_err(|_| refuse("holds a private key that cannot sign", fix))?;
+    if signing
+        .choose_scheme(&[rustls::SignatureScheme::RSA_PSS_SHA256])
+        .is_none()
+    {
+        return Err(refuse(
+            "holds a key that is not RSA",
+            "use the RSA certificate registered on the app (Entra signs in apps with RSA keys)",
+        ));
+    }
+    // The key must be the certificate's, or Entra refuses every assertion.
+    let cert_spki = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|(_, c)| c.tbs_certificate.subject_pki.raw.to_vec())
+        .map_err(|_| refuse("holds a certificate that does not parse", fix))?;
+    if signing.public_key().map(|k| k.as_ref().to_vec()) != Some(cert_spki) {
+        return Err(refuse(
+            "holds a private key that is not the certificate's",
+            "put the certificate together with its own private key",
+        ));
+    }
+    let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(cert.as_ref()));
+    Ok(Credential::Certificate {
+        key: signing,
+        thumbprint,
+    })
+}
+
+/// A client assertion for the token endpoint `url` (Microsoft's certificate credentials): a
+/// JWT signed with PS256 whose `x5t#S256` names the certificate, issued by and about the app,
+/// for the endpoint, good for [`ASSERTION_LIFETIME_SECS`], with a random `jti`.
+fn client_assertion(
+    url: &url::Url,
+    client_id: &str,
+    key: &dyn rustls::sign::SigningKey,
+    thumbprint: &str,
+) -> Result<String, DbError> {
+    use rand::RngExt;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let jti: [u8; 16] = rand::rng().random();
+    let header = serde_json::json!({"alg": "PS256", "typ": "JWT", "x5t#S256": thumbprint});
+    let claims = serde_json::json!({
+        "aud": url.as_str(),
+        "iss": client_id,
+        "sub": client_id,
+        "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ASSERTION_LIFETIME_SECS,
+    });
+    let signed = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = key
+        .choose_scheme(&[rustls::SignatureScheme::RSA_PSS_SHA256])
+        .ok_or_else(|| DbError::Internal("the certificate's key cannot sign PS256".into()))?
+        .sign(signed.as_bytes())
+        .map_err(|e| DbError::Internal(format!("signing the client assertion failed: {e}")))?;
+    Ok(format!("{signed}.{}", b64(&signature)))
 }
 
 fn parse_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
