@@ -1728,6 +1728,23 @@ async fn a_token_is_asked_for_once_and_again_only_near_its_expiry() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(login.token().await.expect("renewed").expose(), "t4");
     assert_eq!(imds.seen().len(), 4);
+
+    // Lifetimes no clock can add, or none at all: kept (a day at most, ten minutes when
+    // unknown), never a panic.
+    for odd in [r#""18446744073709551615""#, "1e300", r#""soon""#, "-5"] {
+        imds.answer(
+            200,
+            &format!(r#"{{"access_token":"t{{n}}","expires_in":{odd}}}"#),
+        );
+        login.forget().await;
+        let first = login
+            .token()
+            .await
+            .expect("odd lifetime")
+            .expose()
+            .to_string();
+        assert_eq!(login.token().await.expect("kept").expose(), first, "{odd}");
+    }
 }
 
 /// A service principal's secret is exchanged by the client credentials grant for a token

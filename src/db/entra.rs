@@ -39,6 +39,8 @@ pub const DEFAULT_IMDS: &str = "http://169.254.169.254/metadata/identity/oauth2/
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// The lifetime assumed for a token whose answer gives none.
 const UNKNOWN_LIFETIME: Duration = Duration::from_secs(600);
+/// The longest a token is kept, whatever its answer says (Entra's live at most a day).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The most bytes of a token endpoint's answer read (a token is 1–3 KB).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The longest one token request may take (the connect timeout bounds it as well).
@@ -403,7 +405,8 @@ impl EntraLogin {
                 _ => None,
             })
             .map(Duration::from_secs)
-            .unwrap_or(UNKNOWN_LIFETIME);
+            .unwrap_or(UNKNOWN_LIFETIME)
+            .min(MAX_LIFETIME);
         Ok((token, lifetime))
     }
 
