@@ -1836,6 +1836,13 @@ async fn a_service_principal_exchanges_its_secret_and_refusals_are_explained() {
             .is_some_and(|t| t.starts_with("sp-token-"))
     }));
     assert!(!server.logins().is_empty());
+
+    // A rotated secret is used without a restart: the refused token was forgotten, and the
+    // next request reads the file again.
+    std::fs::write(dir.path().join("secret"), "rotated-secret\n").expect("rotate");
+    b.ping().await.expect_err("the stand-in refuses");
+    let last = entra.seen().pop().expect("a request");
+    assert_eq!(pair(&last.form, "client_secret"), Some("rotated-secret"));
 }
 
 /// Azure SQL answers a login with 40613 while a serverless database resumes (or during a
@@ -2053,6 +2060,19 @@ async fn a_service_principal_signs_a_client_assertion_with_its_certificate() {
             .verify(format!("{signed}x").as_bytes(), &signature)
             .is_err(),
         "the check can fail"
+    );
+
+    // A rotated certificate is used without a restart (the refused token was forgotten, and
+    // the next request reads the PEM again).
+    let (rotated, rotated_der, _) = app_certificate(false);
+    std::fs::write(dir.path().join("app.pem"), &rotated).expect("rotate");
+    b.ping().await.expect_err("the stand-in refuses");
+    let last = entra.seen().pop().expect("a request");
+    let assertion = pair(&last.form, "client_assertion").expect("an assertion");
+    let header = json(assertion.split('.').next().expect("header"));
+    assert_eq!(
+        header["x5t#S256"],
+        b64.encode(sha2::Sha256::digest(&rotated_der))
     );
 
     // A PEM whose key is another's, or that holds no key at all, is refused at start.

@@ -66,9 +66,30 @@ enum How {
     ServicePrincipal {
         url: url::Url,
         client_id: String,
-        credential: Credential,
+        credential: CredentialSource,
     },
     AccessToken(SecretSource),
+}
+
+/// Where a service principal's credential is read from: again for every token request (about
+/// once an hour), so that a rotated secret or certificate is used without a restart.
+enum CredentialSource {
+    Secret(SecretSource),
+    Certificate(SecretSource),
+}
+
+impl CredentialSource {
+    /// The credential as it is now; `key` is the database's config key.
+    fn load(&self, key: &str) -> Result<Credential, ConfigError> {
+        match self {
+            CredentialSource::Secret(s) => {
+                Ok(Credential::Secret(s.load(&format!("{key}.client_secret"))?))
+            }
+            CredentialSource::Certificate(s) => {
+                certificate(s, &format!("{key}.client_certificate"))
+            }
+        }
+    }
 }
 
 /// What a service principal proves itself with.
@@ -142,10 +163,8 @@ impl EntraLogin {
                     ));
                 };
                 let credential = match (&cfg.client_certificate, &cfg.client_secret) {
-                    (Some(pem), _) => certificate(pem, &format!("{key}.client_certificate"))?,
-                    (None, Some(secret)) => {
-                        Credential::Secret(secret.load(&format!("{key}.client_secret"))?)
-                    }
+                    (Some(pem), _) => CredentialSource::Certificate(pem.clone()),
+                    (None, Some(secret)) => CredentialSource::Secret(secret.clone()),
                     (None, None) => {
                         return Err(ConfigError::new(
                             format!("{key}.client_secret"),
@@ -163,6 +182,8 @@ impl EntraLogin {
                     &format!("{key}.entra_authority"),
                     &format!("{authority}/{tenant}/oauth2/v2.0/token"),
                 )?;
+                // Read once now, so that one that cannot be read stops the start.
+                credential.load(key)?;
                 How::ServicePrincipal {
                     url,
                     client_id: client_id.clone(),
@@ -231,11 +252,11 @@ impl EntraLogin {
         match &self.how {
             How::ManagedIdentity { .. } => format!("{k}.authentication / {k}.client_id"),
             How::ServicePrincipal {
-                credential: Credential::Secret(_),
+                credential: CredentialSource::Secret(_),
                 ..
             } => format!("{k}.tenant_id / {k}.client_id / {k}.client_secret"),
             How::ServicePrincipal {
-                credential: Credential::Certificate { .. },
+                credential: CredentialSource::Certificate(_),
                 ..
             } => format!("{k}.tenant_id / {k}.client_id / {k}.client_certificate"),
             How::AccessToken(_) => format!("{k}.access_token"),
@@ -291,7 +312,10 @@ impl EntraLogin {
                 form.append_pair("grant_type", "client_credentials")
                     .append_pair("client_id", client_id)
                     .append_pair("scope", &scope);
-                match credential {
+                let credential = credential
+                    .load(&self.key)
+                    .map_err(|e| DbError::Unavailable(format!("Entra sign-in failed: {e}")))?;
+                match &credential {
                     Credential::Secret(secret) => {
                         form.append_pair("client_secret", secret.expose());
                     }
