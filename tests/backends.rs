@@ -635,6 +635,16 @@ pool_size = 4
         tool_text(&r).to_string()
     }
 
+    /// `execute_sql` of `sql` on `scope`, which must succeed; its `structuredContent`.
+    async fn sql_ok(&self, scope: &str, sql: &str) -> Value {
+        self.ok(scope, "execute_sql", json!({ "sql": sql })).await
+    }
+
+    /// `execute_sql` of `sql` on `scope`, which must fail; its message.
+    async fn sql_err(&self, scope: &str, sql: &str) -> String {
+        self.err(scope, "execute_sql", json!({ "sql": sql })).await
+    }
+
     async fn tool_names(&self, scope: &str) -> Vec<String> {
         let r = self.rpc(scope, "tools/list", json!({})).await;
         r["tools"]
@@ -730,11 +740,9 @@ async fn the_instructions_and_execute_sql_name_the_dialect(h: &Harness) {
     for text in [instructions, sql] {
         assert!(text.contains(named), "[{:?}] {text}", h.kind);
     }
-    let out = h.ok("/claude", "execute_sql", json!({"sql": works})).await;
+    let out = h.sql_ok("/claude", works).await;
     assert_eq!(rows(&out).len(), 2, "{out}");
-    let refused = h
-        .err("/claude", "execute_sql", json!({"sql": ruled_out}))
-        .await;
+    let refused = h.sql_err("/claude", ruled_out).await;
     assert!(
         refused.contains(&format!("{named} has no")),
         "[{:?}] {refused}",
@@ -993,10 +1001,9 @@ async fn fetch_row_id_gives_the_same_values(h: &Harness) {
 /// `execute_sql` point lookup by key.
 async fn execute_sql_point_lookup(h: &Harness) {
     let out = h
-        .ok(
+        .sql_ok(
             "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id, Name, Email, City, IsActive FROM Customers WHERE Id = 1"}),
+            "SELECT Id, Name, Email, City, IsActive FROM Customers WHERE Id = 1",
         )
         .await;
     assert_eq!(out["row_count"], 1);
@@ -1011,19 +1018,14 @@ async fn execute_sql_point_lookup(h: &Harness) {
         json!({"Id": 1, "Name": UNICODE_NAME, "Email": "c1@example.com", "City": CITIES[1], "IsActive": h.boolean(true)})
     );
     let out = h
-        .ok(
+        .sql_ok(
             "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id, Price FROM Products WHERE Name = 'Tea Kettle'"}),
+            "SELECT Id, Price FROM Products WHERE Name = 'Tea Kettle'",
         )
         .await;
     assert_eq!(rows(&out)[0], json!({"Id": 3, "Price": 30.25}));
     let out = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id, Email FROM Customers WHERE Id = 14"}),
-        )
+        .sql_ok("/claude", "SELECT Id, Email FROM Customers WHERE Id = 14")
         .await;
     assert_eq!(rows(&out)[0], json!({"Id": 14, "Email": null}));
 }
@@ -1032,7 +1034,7 @@ async fn execute_sql_point_lookup(h: &Harness) {
 /// cursor returns every row once, in order.
 async fn row_cap_and_cursor_paging(h: &Harness) {
     let q = "SELECT Id, Status FROM Orders ORDER BY Id";
-    let out = h.ok("/claude", "execute_sql", json!({"sql": q})).await;
+    let out = h.sql_ok("/claude", q).await;
     assert_eq!(rows(&out).len(), MAX_ROWS, "cut at the scope's max_rows");
     assert_eq!(out["truncated"], true);
     assert!(out["next_cursor"].as_str().is_some_and(|c| !c.is_empty()));
@@ -1131,7 +1133,7 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     };
     let full = "😀a".repeat(40_000);
     let q = format!("SELECT Id, {long} AS Big FROM Orders WHERE Id <= 2 ORDER BY Id");
-    let out = h.ok("/claude", "execute_sql", json!({ "sql": q })).await;
+    let out = h.sql_ok("/claude", &q).await;
     assert_eq!(rows(&out).len(), 2, "{}", out["notes"]);
     for r in rows(&out) {
         let big = r["Big"].as_str().expect("Big is text");
@@ -1181,11 +1183,7 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     }
     // Values that fit are left alone, and say nothing.
     let out = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id, Status FROM Orders WHERE Id = 1"}),
-        )
+        .sql_ok("/claude", "SELECT Id, Status FROM Orders WHERE Id = 1")
         .await;
     assert!(
         out.get("cut_columns").is_none() && out.get("notes").is_none(),
@@ -1207,7 +1205,7 @@ async fn long_values_are_cut_and_pages_stop_at_the_byte_cap(h: &Harness) {
     );
     // A row larger than the cap still comes, one per page.
     let q = format!("SELECT Id, {long} AS Big FROM Orders WHERE Id <= 2 ORDER BY Id");
-    let out = h.ok("/small", "execute_sql", json!({ "sql": q })).await;
+    let out = h.sql_ok("/small", &q).await;
     assert_eq!(rows(&out).len(), 1);
     assert_eq!(out["truncated"], true);
     // Cut further, to fit the 4 KiB page.
@@ -1275,11 +1273,7 @@ async fn page_through(h: &Harness, scope: &str, sql: &str) -> Vec<Vec<Value>> {
 /// reach either database, and nothing changes.
 async fn refusal_corpus(h: &Harness) {
     let before = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT COUNT(*) AS n FROM Customers"}),
-        )
+        .sql_ok("/claude", "SELECT COUNT(*) AS n FROM Customers")
         .await;
     assert_eq!(rows(&before)[0]["n"], CUSTOMERS);
     let mut let_through = Vec::new();
@@ -1322,10 +1316,9 @@ async fn refusal_corpus(h: &Harness) {
         let_through.join("\n")
     );
     let after = h
-        .ok(
+        .sql_ok(
             "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT COUNT(*) AS n, MIN(Name) AS first FROM Customers"}),
+            "SELECT COUNT(*) AS n, MIN(Name) AS first FROM Customers",
         )
         .await;
     assert_eq!(rows(&after)[0]["n"], CUSTOMERS);
@@ -1334,13 +1327,7 @@ async fn refusal_corpus(h: &Harness) {
 /// A query on a table that does not exist says so and lists the visible tables (and not the
 /// denied one).
 async fn unknown_table_lists_visible_tables(h: &Harness) {
-    let msg = h
-        .err(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT * FROM Custmers"}),
-        )
-        .await;
+    let msg = h.sql_err("/claude", "SELECT * FROM Custmers").await;
     assert!(msg.contains("Custmers"), "{msg}");
     for t in ["Customers", "Orders", "Products"] {
         assert!(
@@ -1361,10 +1348,9 @@ async fn unknown_table_lists_visible_tables(h: &Harness) {
 /// columns of the tables it reads (not the hidden one, and not other tables').
 async fn unknown_column_lists_the_columns_of_the_tables_read(h: &Harness) {
     let msg = h
-        .err(
+        .sql_err(
             "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT c.Nmae FROM Customers c JOIN Orders o ON o.CustomerId = c.Id"}),
+            "SELECT c.Nmae FROM Customers c JOIN Orders o ON o.CustomerId = c.Id",
         )
         .await;
     assert!(msg.contains("Nmae"), "{msg}");
@@ -1396,10 +1382,9 @@ async fn unknown_column_lists_the_columns_of_the_tables_read(h: &Harness) {
 /// quiet mismatch itself cannot be shown here.)
 async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
     let wide = h
-        .ok(
+        .sql_ok(
             "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id FROM Customers WHERE City = '東京' OR Id = 1"}),
+            "SELECT Id FROM Customers WHERE City = '東京' OR Id = 1",
         )
         .await;
     let said = has_note(&wide, "N'…'");
@@ -1409,7 +1394,7 @@ async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
         quiet.push("SELECT Id FROM Customers WHERE City = N'東京' OR Id = 1");
     }
     for sql in quiet {
-        let out = h.ok("/claude", "execute_sql", json!({ "sql": sql })).await;
+        let out = h.sql_ok("/claude", sql).await;
         assert!(out.get("notes").is_none(), "[{:?}] {sql}: {out}", h.kind);
     }
 }
@@ -1419,11 +1404,7 @@ async fn a_wide_varchar_literal_gets_a_note_on_sql_server(h: &Harness) {
 /// with `IS NULL` finds the rows and gets no such note.
 async fn a_comparison_with_null_gets_a_note(h: &Harness) {
     let eq = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id FROM Customers WHERE Email = NULL"}),
-        )
+        .sql_ok("/claude", "SELECT Id FROM Customers WHERE Email = NULL")
         .await;
     assert_eq!(rows(&eq).len(), 0, "{eq}");
     assert!(has_note(&eq, "IS NULL"), "[{:?}] {eq}", h.kind);
@@ -1437,11 +1418,7 @@ async fn a_comparison_with_null_gets_a_note(h: &Harness) {
         .await;
     assert!(has_note(&found, "IS NULL"), "[{:?}] {found}", h.kind);
     let is = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id FROM Customers WHERE Email IS NULL"}),
-        )
+        .sql_ok("/claude", "SELECT Id FROM Customers WHERE Email IS NULL")
         .await;
     assert!(!rows(&is).is_empty(), "{is}");
     assert!(is.get("notes").is_none(), "[{:?}] {is}", h.kind);
@@ -1453,10 +1430,9 @@ async fn a_comparison_with_null_gets_a_note(h: &Harness) {
 async fn an_integer_avg_gets_a_note_on_sql_server(h: &Harness) {
     let noted = |out: &Value| has_note(out, "AVG(CAST(");
     let out = h
-        .ok(
+        .sql_ok(
             "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT AVG(Quantity) AS q, AVG(Quantity * 1.0) AS exact FROM Orders"}),
+            "SELECT AVG(Quantity) AS q, AVG(Quantity * 1.0) AS exact FROM Orders",
         )
         .await;
     let row = &rows(&out)[0];
@@ -1476,11 +1452,7 @@ async fn an_integer_avg_gets_a_note_on_sql_server(h: &Harness) {
         }
     }
     let out = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT AVG(Quantity * 1.0) AS exact FROM Orders"}),
-        )
+        .sql_ok("/claude", "SELECT AVG(Quantity * 1.0) AS exact FROM Orders")
         .await;
     assert!(!noted(&out), "[{:?}] {out}", h.kind);
 }
@@ -1492,29 +1464,20 @@ async fn an_empty_not_in_over_a_subquery_gets_a_note(h: &Harness) {
     let noted = |out: &Value| has_note(out, "NOT EXISTS");
     // Customer 7 has no email, so the subquery returns a NULL.
     let out = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id FROM Customers WHERE Email NOT IN (SELECT Email FROM Customers WHERE Id <= 7)"}),
-        )
+        .sql_ok("/claude", "SELECT Id FROM Customers WHERE Email NOT IN (SELECT Email FROM Customers WHERE Id <= 7)")
         .await;
     assert!(rows(&out).is_empty(), "[{:?}] {out}", h.kind);
     assert!(noted(&out), "[{:?}] {out}", h.kind);
     let out = h
-        .ok(
+        .sql_ok(
             "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT c.Id FROM Customers c WHERE c.Email IS NOT NULL AND NOT EXISTS \
-                (SELECT 1 FROM Customers d WHERE d.Id <= 7 AND d.Email = c.Email)"}),
+            "SELECT c.Id FROM Customers c WHERE c.Email IS NOT NULL AND NOT EXISTS \
+                (SELECT 1 FROM Customers d WHERE d.Id <= 7 AND d.Email = c.Email)",
         )
         .await;
     assert!(!rows(&out).is_empty(), "[{:?}] {out}", h.kind);
     let out = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT Id FROM Customers WHERE Email NOT IN (SELECT Email FROM Customers WHERE Id <= 6)"}),
-        )
+        .sql_ok("/claude", "SELECT Id FROM Customers WHERE Email NOT IN (SELECT Email FROM Customers WHERE Id <= 6)")
         .await;
     assert!(!rows(&out).is_empty(), "[{:?}] {out}", h.kind);
     assert!(!noted(&out), "[{:?}] {out}", h.kind);
@@ -1525,11 +1488,7 @@ async fn an_empty_not_in_over_a_subquery_gets_a_note(h: &Harness) {
 async fn hidden_column_is_masked_and_refused(h: &Harness) {
     let secret = phone(3);
     let out = h
-        .ok(
-            "/claude",
-            "execute_sql",
-            json!({"sql": "SELECT * FROM Customers WHERE Id = 3"}),
-        )
+        .sql_ok("/claude", "SELECT * FROM Customers WHERE Id = 3")
         .await;
     assert_eq!(out["masked_columns"], json!(["Phone"]), "{out}");
     assert_eq!(
@@ -1544,7 +1503,7 @@ async fn hidden_column_is_masked_and_refused(h: &Harness) {
         "SELECT Id FROM Customers ORDER BY Phone",
         "SELECT MAX(Phone) AS m FROM Customers",
     ] {
-        let msg = h.err("/claude", "execute_sql", json!({"sql": sql})).await;
+        let msg = h.sql_err("/claude", sql).await;
         assert!(msg.contains("hidden"), "{sql}: {msg}");
     }
     let doc = h
@@ -1579,11 +1538,7 @@ async fn hidden_column_is_masked_and_refused(h: &Harness) {
         "{found}"
     );
     let out = h
-        .ok(
-            "/open",
-            "execute_sql",
-            json!({"sql": "SELECT Phone FROM Customers WHERE Id = 3"}),
-        )
+        .sql_ok("/open", "SELECT Phone FROM Customers WHERE Id = 3")
         .await;
     assert_eq!(rows(&out)[0]["Phone"], secret);
 }
