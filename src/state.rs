@@ -115,7 +115,16 @@ impl Scope {
         let mut scoped = crate::tools::scoped_catalog(&self.rules, &raw);
         if !self.descriptions.is_empty() {
             self.descriptions.apply(&mut scoped);
-            let unmatched = self.descriptions.unmatched(&raw);
+            // Looked for until found once: the warning is given once per process, and
+            // SQL Server's catalog reloads every minute.
+            let unmatched = if self
+                .unmatched_logged
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                Vec::new()
+            } else {
+                self.descriptions.unmatched(&raw)
+            };
             if !unmatched.is_empty()
                 && !self
                     .unmatched_logged
