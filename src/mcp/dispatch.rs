@@ -26,21 +26,30 @@ const LIST_TTL_MS: u64 = 60_000;
 /// SQL dialect its queries are written in, so a model writes `TOP` for SQL Server and `LIMIT`
 /// for SQLite from its first query.
 fn instructions(dialect: SqlDialect) -> &'static str {
+    // One text: only the database and its dialect differ.
+    macro_rules! text {
+        ($database:literal, $dialect:literal) => {
+            concat!(
+                "This server gives read-only access to a ",
+                $database,
+                " database. Use `search` with plain words to find rows (or `list tables`, \
+                 `describe <table>`, `sample <table>`, or a SELECT query), then `fetch` an id \
+                 for the full record and its related records. ",
+                $dialect,
+                " Results are capped; nothing you run can change data."
+            )
+        };
+    }
     match dialect {
-        SqlDialect::MsSql => {
-            "This server gives read-only access to a Microsoft SQL Server database. \
-Use `search` with plain words to find rows (or `list tables`, `describe <table>`, \
-`sample <table>`, or a SELECT query), then `fetch` an id for the full record and its \
-related records. Queries are T-SQL: `SELECT TOP (n)` or `ORDER BY … OFFSET … FETCH`, never \
-`LIMIT`; `[brackets]` around names. Results are capped; nothing you run can change data."
-        }
-        SqlDialect::Sqlite => {
-            "This server gives read-only access to a SQLite database. \
-Use `search` with plain words to find rows (or `list tables`, `describe <table>`, \
-`sample <table>`, or a SELECT query), then `fetch` an id for the full record and its \
-related records. Queries are SQLite SQL: `LIMIT n`, never `TOP`; `\"double quotes\"` around \
-names. Results are capped; nothing you run can change data."
-        }
+        SqlDialect::MsSql => text!(
+            "Microsoft SQL Server",
+            "Queries are T-SQL: `SELECT TOP (n)` or `ORDER BY … OFFSET … FETCH`, never `LIMIT`; \
+             `[brackets]` around names."
+        ),
+        SqlDialect::Sqlite => text!(
+            "SQLite",
+            "Queries are SQLite SQL: `LIMIT n`, never `TOP`; `\"double quotes\"` around names."
+        ),
     }
 }
 
