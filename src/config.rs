@@ -303,7 +303,8 @@ pub struct MssqlConfig {
     pub instance: Option<String>,
     /// Database to open.
     pub database: Option<String>,
-    /// SQL login (a read-only login; see the README).
+    /// SQL login (a read-only login; see the README), or for `authentication = "windows"` the
+    /// Windows account, `DOMAIN\user` or `user@domain`.
     pub user: Option<String>,
     /// The login's password: `{ file = … }` or `{ env = … }`, never inline.
     pub password: Option<SecretSource>,
@@ -326,9 +327,10 @@ pub struct MssqlConfig {
     /// An ADO.NET connection string instead of the keys above. It holds the password, so it is
     /// a secret source too: `{ file = … }` or `{ env = … }`.
     pub connection_string: Option<SecretSource>,
-    /// How to log in: `sql_password` (default: `user` and `password`), or with a Microsoft
-    /// Entra ID token (Azure SQL): `entra_managed_identity`, `entra_service_principal` or
-    /// `entra_access_token`. See [`crate::db::entra`].
+    /// How to log in: `sql_password` (default: `user` and `password`), `windows` (a Windows
+    /// account's `user` and `password`, by NTLM), or with a Microsoft Entra ID token (Azure
+    /// SQL): `entra_managed_identity`, `entra_service_principal` or `entra_access_token`. See
+    /// [`crate::db::entra`].
     pub authentication: Option<MssqlAuthentication>,
     /// `entra_access_token`: the token, `{ file = … }` (read again for every new connection, so
     /// another process can keep it fresh) or `{ env = … }`.
@@ -360,6 +362,9 @@ pub struct MssqlConfig {
 pub enum MssqlAuthentication {
     /// A SQL login: `user` and `password`.
     SqlPassword,
+    /// A Windows (Active Directory or local) account: `user` as `DOMAIN\user` and its
+    /// `password`, proved by NTLMv2 (tiberius' `sspi-rs`).
+    Windows,
     /// The managed identity of the Azure VM (or a user-assigned one, `client_id`).
     EntraManagedIdentity,
     /// An app registration: `tenant_id`, `client_id`, `client_secret`.
@@ -373,11 +378,36 @@ impl MssqlAuthentication {
     pub fn as_str(self) -> &'static str {
         match self {
             MssqlAuthentication::SqlPassword => "sql_password",
+            MssqlAuthentication::Windows => "windows",
             MssqlAuthentication::EntraManagedIdentity => "entra_managed_identity",
             MssqlAuthentication::EntraServicePrincipal => "entra_service_principal",
             MssqlAuthentication::EntraAccessToken => "entra_access_token",
         }
     }
+
+    /// Whether `user` and `password` say who logs in (rather than an Entra token).
+    pub fn uses_password(self) -> bool {
+        matches!(
+            self,
+            MssqlAuthentication::SqlPassword | MssqlAuthentication::Windows
+        )
+    }
+}
+
+/// What is wrong with `user` as the account of a Windows login, if anything: NTLM needs its
+/// domain (`CORP\svc_mcp`, or `svc_mcp@corp.example.com`; for an account local to the
+/// server, the server's computer name).
+pub fn windows_account_problem(user: &str) -> Option<&'static str> {
+    let parts = match (user.split_once('\\'), user.split_once('@')) {
+        (Some(parts), None) | (None, Some(parts)) => parts,
+        (None, None) => return Some("names no domain"),
+        (Some(_), Some(_)) => return Some("has both a `\\` and an `@`"),
+    };
+    let ok = |s: &str| !s.trim().is_empty() && !s.contains(['\\', '@']);
+    if !ok(parts.0) || !ok(parts.1) {
+        return Some("is not DOMAIN\\user or user@domain");
+    }
+    None
 }
 
 /// `max_row_mib` when not written: 128 values of `TEXTSIZE` (128 KiB) each.
@@ -534,8 +564,28 @@ impl MssqlConfig {
                 ));
             }
         }
-        if auth == SqlPassword {
-            return Ok(());
+        match (auth, self.user.as_deref()) {
+            (SqlPassword, Some(user)) if user.contains('\\') => {
+                return Err(ConfigError::new(
+                    format!("{key}.user"),
+                    format!(
+                        "`{user}` is a Windows account (SQL logins cannot contain `\\`), but authentication is \"sql_password\""
+                    ),
+                    "add authentication = \"windows\" to log in as that account (its password in `password`), or use a SQL login",
+                ));
+            }
+            (Windows, Some(user)) => {
+                if let Some(problem) = windows_account_problem(user) {
+                    return Err(ConfigError::new(
+                        format!("{key}.user"),
+                        format!("the Windows account `{user}` {problem}"),
+                        "write user = 'CORP\\svc_mcp' (a TOML literal string, or \"CORP\\\\svc_mcp\") or 'svc_mcp@corp.example.com'; for an account local to the server, its computer name: 'SQLHOST\\svc_mcp'",
+                    ));
+                }
+                return Ok(());
+            }
+            (SqlPassword | Windows, _) => return Ok(()),
+            _ => {}
         }
         for (name, set) in [
             ("user", self.user.is_some()),
@@ -545,7 +595,7 @@ impl MssqlConfig {
                 return Err(ConfigError::new(
                     format!("{key}.{name}"),
                     format!(
-                        "`{name}` is for authentication = \"sql_password\"; with \"{}\" the token says who logs in",
+                        "`{name}` is for authentication = \"sql_password\" or \"windows\"; with \"{}\" the token says who logs in",
                         auth.as_str()
                     ),
                     "remove user and password",
@@ -575,7 +625,7 @@ impl MssqlConfig {
                     "client_secret = { file = \"$CREDENTIALS_DIRECTORY/sql-client-secret\" } or client_certificate = { file = \"$CREDENTIALS_DIRECTORY/sql-app.pem\" }",
                 ),
             ],
-            SqlPassword | EntraManagedIdentity => &[],
+            SqlPassword | Windows | EntraManagedIdentity => &[],
         };
         if let Some((name, _, example)) = needed.iter().find(|(_, set, _)| !set) {
             return Err(ConfigError::new(
@@ -637,6 +687,14 @@ impl MssqlConfig {
                     .map(SecretSource::describe)
                     .unwrap_or_else(|| "?".into()),
             ),
+            MssqlAuthentication::Windows => format!(
+                "Windows login {} (NTLM), password from {}",
+                self.user.as_deref().unwrap_or("?"),
+                self.password
+                    .as_ref()
+                    .map(SecretSource::describe)
+                    .unwrap_or_else(|| "?".into()),
+            ),
             MssqlAuthentication::EntraManagedIdentity => match &self.client_id {
                 Some(id) => format!("Entra managed identity {id}"),
                 None => "Entra managed identity (system-assigned)".into(),
@@ -664,6 +722,12 @@ impl MssqlConfig {
                 MssqlAuthentication::SqlPassword => {
                     format!("connection string from {}", src.describe())
                 }
+                MssqlAuthentication::Windows => {
+                    format!(
+                        "connection string from {}, Windows login (NTLM)",
+                        src.describe()
+                    )
+                }
                 _ => format!("connection string from {}, {login}", src.describe()),
             };
         }
@@ -689,7 +753,7 @@ impl MssqlConfig {
     /// Checks everything that does not need the secrets; `key` is e.g. `database[1]`.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         self.validate_authentication(key)?;
-        let sql_login = self.authentication() == MssqlAuthentication::SqlPassword;
+        let password_login = self.authentication().uses_password();
         let separate: Vec<&str> = [
             ("host", self.host.is_some()),
             ("port", self.port.is_some()),
@@ -734,12 +798,12 @@ impl MssqlConfig {
                 ),
                 (
                     "user",
-                    !sql_login || self.user.as_deref().is_some_and(|u| !u.trim().is_empty()),
+                    !password_login || self.user.as_deref().is_some_and(|u| !u.trim().is_empty()),
                     "user = \"mcp_reader\" (a login with read rights only)",
                 ),
                 (
                     "password",
-                    !sql_login || self.password.is_some(),
+                    !password_login || self.password.is_some(),
                     "password = { env = \"MSSQL_PASSWORD\" } or { file = \"/run/credentials/mssql-mcp.service/db-password\" }",
                 ),
             ];
@@ -2257,6 +2321,65 @@ password = { env = "MSSQL_PASSWORD" }
         }
         let err = entra("authentication = \"kerberos\"").expect_err("unknown kind");
         assert!(err.to_string().contains("entra_managed_identity"), "{err}");
+    }
+
+    #[test]
+    fn a_windows_login_takes_a_domain_account_and_its_password() {
+        for (user, described) in [
+            (
+                "'CORP\\svc_mcp'",
+                "Windows login CORP\\svc_mcp (NTLM), password from env P",
+            ),
+            ("\"CORP\\\\svc_mcp\"", "Windows login CORP\\svc_mcp (NTLM)"),
+            (
+                "'svc_mcp@corp.example.com'",
+                "Windows login svc_mcp@corp.example.com",
+            ),
+        ] {
+            let keys = format!(
+                "authentication = \"windows\"\nuser = {user}\npassword = {{ env = \"P\" }}"
+            );
+            let c = entra(&keys).unwrap_or_else(|e| panic!("{keys}: {e}"));
+            let DatabaseKind::Mssql(m) = &c.databases[0].kind else {
+                panic!("not mssql")
+            };
+            assert!(m.describe().contains(described), "{}", m.describe());
+        }
+        for (keys, key, says) in [
+            // The account needs its domain, written once.
+            ("user = 'svc_mcp'", "user", "names no domain"),
+            ("user = 'CORP\\'", "user", "DOMAIN\\user"),
+            ("user = '\\svc'", "user", "DOMAIN\\user"),
+            ("user = 'A\\B\\c'", "user", "DOMAIN\\user"),
+            ("user = 'CORP\\svc@x'", "user", "both"),
+            ("user = '@corp'", "user", "DOMAIN\\user"),
+            // Both keys are needed, and Entra's are not taken.
+            (
+                "user = 'CORP\\svc'\npassword = { env = \"P\" }\nclient_id = \"app\"",
+                "client_id",
+                "Entra",
+            ),
+        ] {
+            let keys = format!("authentication = \"windows\"\n{keys}");
+            let keys = if keys.contains("password") {
+                keys
+            } else {
+                format!("{keys}\npassword = {{ env = \"P\" }}")
+            };
+            let err = entra(&keys).expect_err(&keys);
+            assert_eq!(err.key, format!("database[0].{key}"), "{keys}: {err}");
+            assert!(err.to_string().contains(says), "{keys}: {err}");
+        }
+        let err =
+            entra("authentication = \"windows\"\nuser = 'CORP\\svc'").expect_err("no password");
+        assert_eq!(err.key, "database[0].password", "{err}");
+        // A Windows account as a SQL login is a mistake a SQL login cannot make.
+        let err = entra("user = 'CORP\\svc'\npassword = { env = \"P\" }").expect_err("sql login");
+        assert_eq!(err.key, "database[0].user", "{err}");
+        assert!(
+            err.to_string().contains("authentication = \"windows\""),
+            "{err}"
+        );
     }
 
     #[test]

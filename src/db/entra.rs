@@ -139,7 +139,7 @@ impl EntraLogin {
             .clone()
             .unwrap_or_else(|| DEFAULT_RESOURCE.into());
         let how = match cfg.authentication() {
-            MssqlAuthentication::SqlPassword => return Ok(None),
+            MssqlAuthentication::SqlPassword | MssqlAuthentication::Windows => return Ok(None),
             MssqlAuthentication::EntraManagedIdentity => {
                 let endpoint = cfg
                     .managed_identity_endpoint

@@ -266,7 +266,9 @@ impl MssqlSettings {
         query_timeout: Duration,
     ) -> Result<Self, ConfigError> {
         let connect_timeout = Duration::from_secs(cfg.connect_timeout_secs());
-        let (mut config, target, login_hint, tls_hint) = match &cfg.connection_string {
+        let (mut config, target, login_hint, tls_hint, windows_account) = match &cfg
+            .connection_string
+        {
             Some(src) => {
                 let cs = src.load(&format!("{key}.connection_string"))?;
                 // tiberius' parse errors can quote the offending pair, which may be the
@@ -286,9 +288,10 @@ impl MssqlSettings {
                 {
                     refuse_string_authentication(&asked, &format!("{key}.connection_string"))?;
                 }
+                let account = check_string_windows_login(cs.expose(), cfg.authentication, key)?;
                 let target = config.get_addr();
                 let hint = format!("{key}.connection_string");
-                (config, target, hint.clone(), hint)
+                (config, target, hint.clone(), hint, account)
             }
             None => {
                 let (Some(host), Some(database)) = (&cfg.host, &cfg.database) else {
@@ -307,16 +310,23 @@ impl MssqlSettings {
                     config.instance_name(instance);
                 }
                 config.database(database);
-                if cfg.authentication() == MssqlAuthentication::SqlPassword {
+                if cfg.authentication().uses_password() {
                     let (Some(user), Some(pw)) = (&cfg.user, &cfg.password) else {
                         return Err(ConfigError::new(
                             format!("{key}.user"),
-                            "a SQL login needs user and password",
+                            "a SQL or Windows login needs user and password",
                             "add them, or set authentication to an Entra kind",
                         ));
                     };
                     let password = pw.load(&format!("{key}.password"))?;
-                    config.authentication(AuthMethod::sql_server(user, password.expose()));
+                    config.authentication(match cfg.authentication() {
+                        // `DOMAIN\user` is split into the domain and the user; `user@domain`
+                        // goes whole, as a user principal name with no domain.
+                        MssqlAuthentication::Windows => {
+                            AuthMethod::windows(user, password.expose())
+                        }
+                        _ => AuthMethod::sql_server(user, password.expose()),
+                    });
                 }
                 config.encryption(match cfg.encrypt() {
                     MssqlEncrypt::Off => EncryptionLevel::Off,
@@ -340,6 +350,9 @@ impl MssqlSettings {
                     target,
                     format!("{key}.user / {key}.password"),
                     format!("{key}.encrypt / {key}.trust_server_certificate / {key}.ca_file"),
+                    cfg.user
+                        .clone()
+                        .filter(|_| cfg.authentication() == MssqlAuthentication::Windows),
                 )
             }
         };
@@ -354,7 +367,15 @@ impl MssqlSettings {
                     e.describe()
                 ),
             ),
-            None => (login_hint, "the user and password".to_string()),
+            None => match windows_account {
+                Some(account) => (
+                    login_hint,
+                    format!(
+                        "the Windows account {account} and its password, that its domain lets it sign in by NTLM, and that SQL Server has a login for it (CREATE LOGIN [{account}] FROM WINDOWS) with a user in this database"
+                    ),
+                ),
+                None => (login_hint, "the user and password".to_string()),
+            },
         };
         // The TOML keys win over the connection string: read-only intent is a safety layer
         // and stays on unless the operator turns it off here.
@@ -612,6 +633,88 @@ fn refuse_string_authentication(asked: &str, key: &str) -> Result<(), ConfigErro
         ),
         fix,
     ))
+}
+
+/// A connection string's Windows login: `Integrated Security=SSPI` (or `true`) with
+/// `User Id=DOMAIN\user` and `Password`, which tiberius makes an NTLM login. Returns the
+/// account when the string asks for one. Refused, with what to write instead:
+/// `Integrated Security` without an account (tiberius would sign in as no one: no Kerberos
+/// ticket is used), `Trusted_Connection` (tiberius does not read it), a Windows account as a
+/// SQL login's `User Id`, and `authentication` in the TOML saying otherwise.
+fn check_string_windows_login(
+    cs: &str,
+    configured: Option<MssqlAuthentication>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    let key = format!("{key}.connection_string");
+    let yes = |name: &str| {
+        ado_value(cs, name).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "sspi" | "true" | "yes"
+            )
+        })
+    };
+    let windows_login =
+        "Integrated Security=SSPI;User Id=CORP\\svc_mcp;Password=… (a Windows login, by NTLM)";
+    if yes("trusted_connection") {
+        return Err(ConfigError::new(
+            key,
+            "the connection string asks for Trusted_Connection, which mssql-mcp does not read",
+            format!("write {windows_login} instead"),
+        ));
+    }
+    // The keys tiberius reads the user from.
+    let account = ["uid", "username", "user", "user id"]
+        .into_iter()
+        .find_map(|k| ado_value(cs, k));
+    if !yes("integrated security") {
+        if configured == Some(MssqlAuthentication::Windows) {
+            return Err(ConfigError::new(
+                key,
+                "authentication = \"windows\", but the connection string does not ask for Integrated Security",
+                format!("write {windows_login}, or remove authentication"),
+            ));
+        }
+        if let Some(user) = account.filter(|u| u.contains('\\')) {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "User Id `{user}` is a Windows account (SQL logins cannot contain `\\`), but the string asks for a SQL login"
+                ),
+                format!("write {windows_login}"),
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(other) = configured.filter(|a| *a != MssqlAuthentication::Windows) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "the connection string asks for Integrated Security (a Windows login), but authentication = \"{}\"",
+                other.as_str()
+            ),
+            "remove Integrated Security from the string, or remove authentication",
+        ));
+    }
+    let has_password = ["password", "pwd"]
+        .into_iter()
+        .any(|k| ado_value(cs, k).is_some());
+    let Some(account) = account.filter(|_| has_password) else {
+        return Err(ConfigError::new(
+            key,
+            "Integrated Security needs the Windows account and its password in the string: mssql-mcp signs in by NTLM, not with a Kerberos ticket or keytab",
+            format!("write {windows_login}"),
+        ));
+    };
+    if let Some(problem) = crate::config::windows_account_problem(&account) {
+        return Err(ConfigError::new(
+            key,
+            format!("the Windows account `{account}` {problem}"),
+            format!("write {windows_login}"),
+        ));
+    }
+    Ok(Some(account))
 }
 
 /// Opens connections for bb8.
@@ -1757,6 +1860,12 @@ fn connect_error(e: &TdsError, ctx: &ErrorContext) -> DbError {
             ctx.tls_hint
         )),
         TdsError::Server(t) => server_error(t.code(), t.class(), t.message(), ctx),
+        // NTLM could not make its answer (before the server judged it). sspi's messages name
+        // no secret.
+        TdsError::SspiRs(m) => DbError::Unavailable(format!(
+            "login failed — the Windows sign-in (NTLM) with {} could not go on: {m} (check {})",
+            ctx.target, ctx.login_hint
+        )),
         // Only a redirected connection gets here: the first redirect is followed.
         TdsError::Routing { host, port } => DbError::Unavailable(format!(
             "{} redirected the connection again, to {host}:{port}; only one redirect is followed",
@@ -5202,5 +5311,88 @@ mod tests {
         .expect("write");
         MssqlSettings::from_config(&cfg(None), "database[0]", 4, Duration::from_secs(30))
             .expect("SqlPassword is what the string does anyway");
+    }
+
+    /// `Integrated Security=SSPI` with an account and password is an NTLM login (what the
+    /// string says, or `authentication = "windows"`); every other way of asking for Windows
+    /// in the string is refused with the string to write, and never quotes the password.
+    #[test]
+    fn a_windows_login_in_the_connection_string_needs_the_account_and_its_password() {
+        use crate::config::MssqlAuthentication::{self, EntraAccessToken, SqlPassword, Windows};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cs");
+        let settings = |string: &str, auth: Option<MssqlAuthentication>| {
+            std::fs::write(&file, format!("Server=tcp:db,1433;Database=Sales;{string}"))
+                .expect("write");
+            let cfg = MssqlConfig {
+                connection_string: Some(crate::config::SecretSource {
+                    file: Some(file.clone()),
+                    env: None,
+                }),
+                authentication: auth,
+                ..MssqlConfig::default()
+            };
+            MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(30))
+        };
+        for (string, auth) in [
+            (
+                "Integrated Security=SSPI;User Id=CORP\\svc;Password=S3cret",
+                None,
+            ),
+            (
+                "IntegratedSecurity=true;UID=svc@corp.example.com;PWD=S3cret",
+                None,
+            ),
+            (
+                "Integrated Security=SSPI;User Id=CORP\\svc;Password=S3cret",
+                Some(Windows),
+            ),
+        ] {
+            let s = settings(string, auth).unwrap_or_else(|e| panic!("{string}: {e}"));
+            assert!(
+                s.login_check.contains("CREATE LOGIN [") && s.login_check.contains("FROM WINDOWS"),
+                "{}",
+                s.login_check
+            );
+            assert!(!s.login_check.contains("S3cret"), "{}", s.login_check);
+        }
+        for (string, auth, says) in [
+            ("Trusted_Connection=yes", None, "Trusted_Connection"),
+            ("Integrated Security=SSPI", None, "Kerberos"),
+            (
+                "Integrated Security=SSPI;User Id=CORP\\svc",
+                None,
+                "Kerberos",
+            ),
+            (
+                "Integrated Security=SSPI;User Id=svc;Password=S3cret",
+                None,
+                "no domain",
+            ),
+            ("User Id=CORP\\svc;Password=S3cret", None, "Windows account"),
+            (
+                "User Id=reader;Password=S3cret",
+                Some(Windows),
+                "does not ask",
+            ),
+            (
+                "Integrated Security=SSPI;User Id=CORP\\svc;Password=S3cret",
+                Some(SqlPassword),
+                "sql_password",
+            ),
+            (
+                "Integrated Security=SSPI;User Id=CORP\\svc;Password=S3cret",
+                Some(EntraAccessToken),
+                "entra_access_token",
+            ),
+        ] {
+            let err = settings(string, auth).expect_err(string);
+            assert_eq!(err.key, "database[0].connection_string", "{string}: {err}");
+            assert!(err.to_string().contains(says), "{string}: {err}");
+            assert!(!err.to_string().contains("S3cret"), "{string}: {err}");
+        }
+        // A SQL login is still just that.
+        let s = settings("User Id=reader;Password=S3cret", None).expect("sql login");
+        assert_eq!(s.login_check, "the user and password");
     }
 }
