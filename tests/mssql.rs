@@ -7,7 +7,9 @@
 //!
 //! What the peer cannot do (declared keys, decimal/date/GUID types, `SET ROWCOUNT`, `WAITFOR`,
 //! full-text search) is covered by unit tests in `src/db/mssql.rs` on canned values; Azure
-//! SQL's redirect, which it never sends, by a stand-in gateway here ([`Redirector`]).
+//! SQL's redirect, which it never sends, by a stand-in gateway here ([`Redirector`]). Windows
+//! logins, which it checks through Windows' own SSPI, run against it with an NTLM check of
+//! ours in its place (`tests/common/ntlm_peer.py`, [`Peer::start_windows`]).
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -162,19 +164,59 @@ struct Peer {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// Also admits [`WINDOWS_ACCOUNT`] by NTLM ([`common::spawn_pysqlbridge_windows`]).
+    windows: bool,
 }
+
+/// The Windows account a [`Peer::start_windows`] admits: its domain's names (NetBIOS and
+/// DNS), the user and the password (a test secret, not a real one).
+const WINDOWS_ACCOUNT: (&str, &str, &str) = ("CORP,corp.example.com", "svc_mcp", "W1ndows-Pa55!");
 
 impl Peer {
     fn start() -> Peer {
+        Peer::start_as(false)
+    }
+
+    /// A peer that also admits [`WINDOWS_ACCOUNT`].
+    fn start_windows() -> Peer {
+        Peer::start_as(true)
+    }
+
+    fn start_as(windows: bool) -> Peer {
         let dir = tempfile::tempdir().expect("tempdir");
         write_fixture(dir.path());
         let mut peer = Peer {
             dir,
             port: free_port(),
             child: None,
+            windows,
         };
         peer.spawn();
         peer
+    }
+
+    /// What each Windows login came to, as the peer's NTLM check wrote it.
+    fn ntlm_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("ntlm.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `[[database]]` for a Windows login as `user` with `password` (written to a file).
+    fn windows_config(&self, user: &str, password: &str) -> MssqlConfig {
+        let file = self.dir.path().join("windows-password");
+        std::fs::write(&file, password).expect("write password");
+        MssqlConfig {
+            authentication: Some(MssqlAuthentication::Windows),
+            user: Some(user.into()),
+            password: Some(SecretSource {
+                file: Some(file),
+                env: None,
+            }),
+            ..self.config()
+        }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -183,7 +225,11 @@ impl Peer {
 
     /// Starts the server on this peer's port and waits until it accepts connections.
     fn spawn(&mut self) {
-        self.child = Some(common::spawn_pysqlbridge(self.dir.path(), self.port));
+        self.child = Some(if self.windows {
+            common::spawn_pysqlbridge_windows(self.dir.path(), self.port, WINDOWS_ACCOUNT)
+        } else {
+            common::spawn_pysqlbridge(self.dir.path(), self.port)
+        });
     }
 
     fn kill(&mut self) {
@@ -407,6 +453,120 @@ async fn a_wrong_password_fails_with_login_advice_and_never_shows_the_password()
         assert!(!shown.contains(wrong), "password leaked: {shown}");
         assert!(!shown.contains(PASSWORD), "password leaked: {shown}");
     }
+}
+
+/// A Windows login, by NTLM, against the peer's own SSPI login exchange (LOGIN7's SSPI blob,
+/// the server's SSPI token, the client's answer, then the login's answer), with the account
+/// checked by `tests/common/ntlm_peer.py` in place of Windows: the NTLMv2 proof must match
+/// the password the peer knows. Then the peer answers queries as for a SQL login.
+#[tokio::test]
+async fn a_windows_login_signs_in_by_ntlm_and_reads() {
+    let _s = serial().await;
+    let peer = Peer::start_windows();
+    let (_, user, password) = WINDOWS_ACCOUNT;
+    let accounts = [
+        format!("CORP\\{user}"),
+        format!("corp\\{}", user.to_uppercase()),
+        format!("{user}@corp.example.com"),
+    ];
+    for (account, mode) in
+        accounts
+            .iter()
+            .zip([MssqlEncrypt::Required, MssqlEncrypt::Off, MssqlEncrypt::On])
+    {
+        let mut cfg = peer.windows_config(account, password);
+        cfg.encrypt = Some(mode);
+        cfg.validate("database[0]").expect("valid");
+        assert!(
+            cfg.describe().contains("Windows login"),
+            "{}",
+            cfg.describe()
+        );
+        let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+        let rs = b
+            .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+            .await
+            .unwrap_or_else(|e| panic!("{account} {mode:?}: {e}"));
+        assert_eq!(rs.rows, vec![vec![Value::Int(120)]], "{account} {mode:?}");
+        assert!(!b.catalog().await.expect("catalog").tables.is_empty());
+    }
+    // Each login was proved to the peer, not let through.
+    let log = peer.ntlm_log();
+    assert!(
+        log.iter().filter(|l| l.starts_with("ok ")).count() >= accounts.len(),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .all(|l| !l.starts_with("refused") && !l.starts_with("bad")),
+        "{log:?}"
+    );
+    // The same login written as a connection string.
+    let file = peer.dir.path().join("cs");
+    std::fs::write(
+        &file,
+        format!(
+            "Server=tcp:127.0.0.1,{};Database=pysqlbridge;Integrated Security=SSPI;User Id=CORP\\{user};Password={password};Encrypt=true;TrustServerCertificate=true",
+            peer.port
+        ),
+    )
+    .expect("write");
+    let cfg = MssqlConfig {
+        connection_string: Some(SecretSource {
+            file: Some(file),
+            env: None,
+        }),
+        connect_timeout_secs: Some(5),
+        ..MssqlConfig::default()
+    };
+    cfg.validate("database[0]").expect("valid");
+    let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+    count_orders(&b, "a Windows login from a connection string").await;
+}
+
+/// A wrong Windows password, or an account the server does not know, is refused by the
+/// server (SQL Server's 18452) and reported with what to check, never with the password.
+#[tokio::test]
+async fn a_refused_windows_login_says_what_to_check_and_never_shows_the_password() {
+    let _s = serial().await;
+    let peer = Peer::start_windows();
+    let (_, user, password) = WINDOWS_ACCOUNT;
+    let wrong = "Wr0ng-W1ndows-XYZ";
+    for (account, secret) in [
+        (format!("CORP\\{user}"), wrong),
+        ("CORP\\someone_else".to_string(), password),
+        (format!("OTHERDOMAIN\\{user}"), password),
+    ] {
+        let cfg = peer.windows_config(&account, secret);
+        let logs = Logs::default();
+        let _logging = logs.capture(tracing_subscriber::EnvFilter::new("trace"));
+        let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+        let err = b.ping().await.expect_err(&account);
+        let text = err.to_string();
+        assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
+        assert!(text.contains("login failed"), "{text}");
+        assert!(
+            text.contains("untrusted domain"),
+            "the server's words: {text}"
+        );
+        assert!(
+            text.contains(&format!("CREATE LOGIN [{account}] FROM WINDOWS")),
+            "{text}"
+        );
+        assert!(
+            text.contains("database[0].user / database[0].password"),
+            "{text}"
+        );
+        let shown = format!("{text} {err:?} {b:?} {cfg:?} {}", logs.text());
+        assert!(!shown.contains(secret), "password leaked: {shown}");
+    }
+    let log = peer.ntlm_log();
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("refused ")).count(),
+        3,
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("ok ")), "{log:?}");
 }
 
 #[tokio::test]

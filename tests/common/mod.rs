@@ -119,10 +119,41 @@ pub fn spawn_pysqlbridge(dir: &Path, port: u16) -> Child {
 /// [`spawn_pysqlbridge`], with the peer's full log to `dir/server.log` only when `full_log`.
 /// Without it the peer logs at its default level to a stderr that goes nowhere.
 pub fn spawn_pysqlbridge_logging(dir: &Path, port: u16, full_log: bool) -> Child {
+    spawn_peer(
+        dir,
+        port,
+        full_log,
+        &["-m".as_ref(), "pysqlbridge".as_ref()],
+    )
+}
+
+/// [`spawn_pysqlbridge`] that also admits one Windows account, `domain\user` with `password`,
+/// by NTLM (`tests/common/ntlm_peer.py`, which says what it adds to the peer and why). What
+/// each Windows login came to is appended to `dir/ntlm.log`.
+pub fn spawn_pysqlbridge_windows(
+    dir: &Path,
+    port: u16,
+    (domain, user, password): (&str, &str, &str),
+) -> Child {
+    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/ntlm_peer.py");
+    let args: [&std::ffi::OsStr; 5] = [
+        launcher.as_ref(),
+        domain.as_ref(),
+        user.as_ref(),
+        password.as_ref(),
+        "--".as_ref(),
+    ];
+    spawn_peer(dir, port, true, &args)
+}
+
+/// Runs `python <program…> --host 127.0.0.1 --port <port> --config dir/config.json` in `dir`
+/// and waits until it accepts connections.
+fn spawn_peer(dir: &Path, port: u16, full_log: bool, program: &[&std::ffi::OsStr]) -> Child {
     let log = dir.join("server.log");
     let mut command = Command::new(python());
     command
-        .args(["-m", "pysqlbridge", "--host", "127.0.0.1", "--port"])
+        .args(program)
+        .args(["--host", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .arg("--config")
         .arg(dir.join("config.json"));
