@@ -410,6 +410,17 @@ pub fn windows_account_problem(user: &str) -> Option<&'static str> {
     None
 }
 
+/// `encrypt = "off"` with a Windows login: only the LOGIN7 packet is encrypted then, and
+/// NTLM's answer to the server's challenge follows it in the clear, where anyone on the path
+/// can copy it and guess the password offline.
+pub fn windows_in_the_clear(key: &str) -> ConfigError {
+    ConfigError::new(
+        key,
+        "a Windows login cannot go unencrypted: with encryption off, NTLM's answer to the server's challenge crosses the network in the clear after the login packet, and the password can be guessed from it offline",
+        "use encrypt = \"required\" (the default; with ca_file, or trust_server_certificate = true on a trusted network, if the server's certificate is its own self-signed one)",
+    )
+}
+
 /// `max_row_mib` when not written: 128 values of `TEXTSIZE` (128 KiB) each.
 pub const MAX_ROW_MIB_DEFAULT: u32 = 16;
 /// The largest `max_row_mib`: tiberius cannot read a value over 2 GiB at all, and a row this
@@ -581,6 +592,9 @@ impl MssqlConfig {
                         format!("the Windows account `{user}` {problem}"),
                         "write user = 'CORP\\svc_mcp' (a TOML literal string, or \"CORP\\\\svc_mcp\") or 'svc_mcp@corp.example.com'; for an account local to the server, its computer name: 'SQLHOST\\svc_mcp'",
                     ));
+                }
+                if self.encrypt == Some(MssqlEncrypt::Off) {
+                    return Err(windows_in_the_clear(&format!("{key}.encrypt")));
                 }
                 return Ok(());
             }
@@ -2370,6 +2384,14 @@ password = { env = "MSSQL_PASSWORD" }
             assert_eq!(err.key, format!("database[0].{key}"), "{keys}: {err}");
             assert!(err.to_string().contains(says), "{keys}: {err}");
         }
+        let err = entra(
+            "authentication = \"windows\"\nuser = 'CORP\\svc'\npassword = { env = \"P\" }\nencrypt = \"off\"",
+        )
+        .expect_err("in the clear");
+        assert_eq!(err.key, "database[0].encrypt", "{err}");
+        assert!(err.to_string().contains("in the clear"), "{err}");
+        entra("authentication = \"windows\"\nuser = 'CORP\\svc'\npassword = { env = \"P\" }\nencrypt = \"on\"")
+            .expect("on encrypts the whole session when the server can");
         let err =
             entra("authentication = \"windows\"\nuser = 'CORP\\svc'").expect_err("no password");
         assert_eq!(err.key, "database[0].password", "{err}");

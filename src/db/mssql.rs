@@ -714,6 +714,17 @@ fn check_string_windows_login(
             format!("write {windows_login}"),
         ));
     }
+    // tiberius reads these as "the login packet only" and "not at all".
+    if ado_value(cs, "encrypt").is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "false" | "no" | "0" | "danger_plaintext"
+        )
+    }) {
+        let mut err = crate::config::windows_in_the_clear(&key);
+        err.fix = "write Encrypt=true in the string (with TrustServerCertificate=true on a trusted network if the server's certificate is its own self-signed one)".into();
+        return Err(err);
+    }
     Ok(Some(account))
 }
 
@@ -5368,6 +5379,16 @@ mod tests {
                 "Integrated Security=SSPI;User Id=svc;Password=S3cret",
                 None,
                 "no domain",
+            ),
+            (
+                "Integrated Security=SSPI;User Id=CORP\\svc;Password=S3cret;Encrypt=False",
+                None,
+                "in the clear",
+            ),
+            (
+                "Integrated Security=SSPI;User Id=CORP\\svc;Password=S3cret;Encrypt=DANGER_PLAINTEXT",
+                None,
+                "in the clear",
             ),
             ("User Id=CORP\\svc;Password=S3cret", None, "Windows account"),
             (
