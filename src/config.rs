@@ -692,23 +692,20 @@ impl MssqlConfig {
     /// Where the server is, for logs and `check-config` (no secrets): `host:port`,
     /// `host\instance`, or `connection string from env X`.
     pub fn describe(&self) -> String {
+        let password = || {
+            self.password
+                .as_ref()
+                .map(SecretSource::describe)
+                .unwrap_or_else(|| "?".into())
+        };
+        let user = self.user.as_deref().unwrap_or("?");
         let login = match self.authentication() {
-            MssqlAuthentication::SqlPassword => format!(
-                "user {}, password from {}",
-                self.user.as_deref().unwrap_or("?"),
-                self.password
-                    .as_ref()
-                    .map(SecretSource::describe)
-                    .unwrap_or_else(|| "?".into()),
-            ),
-            MssqlAuthentication::Windows => format!(
-                "Windows login {} (NTLM), password from {}",
-                self.user.as_deref().unwrap_or("?"),
-                self.password
-                    .as_ref()
-                    .map(SecretSource::describe)
-                    .unwrap_or_else(|| "?".into()),
-            ),
+            MssqlAuthentication::SqlPassword => {
+                format!("user {user}, password from {}", password())
+            }
+            MssqlAuthentication::Windows => {
+                format!("Windows login {user} (NTLM), password from {}", password())
+            }
             MssqlAuthentication::EntraManagedIdentity => match &self.client_id {
                 Some(id) => format!("Entra managed identity {id}"),
                 None => "Entra managed identity (system-assigned)".into(),

@@ -204,6 +204,28 @@ impl Peer {
             .collect()
     }
 
+    /// `[[database]]` with a connection string (from a file, with a newline after it as an
+    /// editor leaves one) to this peer's database: the server, the database and
+    /// `TrustServerCertificate`, then `login`.
+    fn string_config(&self, login: &str) -> MssqlConfig {
+        let file = self.dir.path().join("connection-string");
+        std::fs::write(
+            &file,
+            format!(
+                "Server=tcp:127.0.0.1,{};Database=pysqlbridge;TrustServerCertificate=true;{login}\n",
+                self.port
+            ),
+        )
+        .expect("write");
+        MssqlConfig {
+            connection_string: Some(SecretSource {
+                file: Some(file),
+                env: None,
+            }),
+            ..MssqlConfig::default()
+        }
+    }
+
     /// `[[database]]` for a Windows login as `user` with `password` (written to a file).
     fn windows_config(&self, user: &str, password: &str) -> MssqlConfig {
         let file = self.dir.path().join("windows-password");
@@ -504,23 +526,9 @@ async fn a_windows_login_signs_in_by_ntlm_and_reads() {
         "{log:?}"
     );
     // The same login written as a connection string.
-    let file = peer.dir.path().join("cs");
-    std::fs::write(
-        &file,
-        format!(
-            "Server=tcp:127.0.0.1,{};Database=pysqlbridge;Integrated Security=SSPI;User Id=CORP\\{user};Password={password};Encrypt=true;TrustServerCertificate=true",
-            peer.port
-        ),
-    )
-    .expect("write");
-    let cfg = MssqlConfig {
-        connection_string: Some(SecretSource {
-            file: Some(file),
-            env: None,
-        }),
-        connect_timeout_secs: Some(5),
-        ..MssqlConfig::default()
-    };
+    let cfg = peer.string_config(&format!(
+        "Integrated Security=SSPI;User Id=CORP\\{user};Password={password};Encrypt=true"
+    ));
     cfg.validate("database[0]").expect("valid");
     let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
     count_orders(&b, "a Windows login from a connection string").await;
@@ -2310,22 +2318,7 @@ async fn no_managed_identity_endpoint_is_explained() {
 async fn a_connection_string_from_a_file_connects_read_only_by_default() {
     let _s = serial().await;
     let peer = Peer::start();
-    let file = peer.dir.path().join("connection-string");
-    std::fs::write(
-        &file,
-        format!(
-            "Server=tcp:127.0.0.1,{};Database=pysqlbridge;User Id={LOGIN};Password={PASSWORD};TrustServerCertificate=true\n",
-            peer.port
-        ),
-    )
-    .expect("write");
-    let cfg = MssqlConfig {
-        connection_string: Some(SecretSource {
-            file: Some(file),
-            env: None,
-        }),
-        ..MssqlConfig::default()
-    };
+    let cfg = peer.string_config(&format!("User Id={LOGIN};Password={PASSWORD}"));
     cfg.validate("database[0]").expect("valid");
     assert_eq!(
         cfg.application_intent(),
