@@ -320,8 +320,9 @@ impl MssqlSettings {
                     };
                     let password = pw.load(&format!("{key}.password"))?;
                     config.authentication(match cfg.authentication() {
-                        // `DOMAIN\user` is split into the domain and the user; `user@domain`
-                        // goes whole, as a user principal name with no domain.
+                        // tiberius splits `DOMAIN\user` into the domain and the user, and
+                        // sspi splits `user@dns.domain` the same way (the DNS name as the
+                        // domain, which domain controllers accept).
                         MssqlAuthentication::Windows => {
                             AuthMethod::windows(user, password.expose())
                         }
