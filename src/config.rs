@@ -320,6 +320,12 @@ pub struct MssqlConfig {
     pub application_name: Option<String>,
     /// Longest a connection attempt (TCP, TLS, login) may take, in seconds. Default 15.
     pub connect_timeout_secs: Option<u64>,
+    /// Connect to every address the host name resolves to at once and keep the first that
+    /// answers (SQL Server's `MultiSubnetFailover`), rather than one after another. An
+    /// availability group listener or failover cluster across subnets needs it: its name
+    /// resolves to an address in each subnet, and only the current primary's answers. Default
+    /// true with `host`; with `connection_string`, what the string says unless set here.
+    pub multi_subnet_failover: Option<bool>,
     /// Largest row a query may return, in MiB as SQL Server sends it. Default 16. Bounds what
     /// one row makes this process hold: tiberius reads a row whole, and `TEXTSIZE` does not
     /// cut `xml` values.

@@ -382,6 +382,15 @@ impl MssqlSettings {
         // and stays on unless the operator turns it off here.
         config.readonly(cfg.application_intent() == ApplicationIntent::ReadOnly);
         config.application_name(cfg.application_name());
+        // Every address at once: with one at a time, an address that drops the connection
+        // attempt (the offline subnet of an availability group listener) holds the whole
+        // connect timeout before the next is tried. A connection string keeps ADO.NET's
+        // default (off) unless the key says otherwise.
+        match (cfg.multi_subnet_failover, &cfg.connection_string) {
+            (Some(on), _) => config.multi_subnet_failover(on),
+            (None, None) => config.multi_subnet_failover(true),
+            (None, Some(_)) => {}
+        }
         // No handshake timer in tiberius either: the whole connection attempt (TCP, prelogin,
         // TLS, login, session setup) runs inside one tokio timeout of the connect timeout
         // ([`Manager`]'s `connect`), which knows whether the server took the TCP connection. A
@@ -5201,6 +5210,56 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// On by default with `host`; a connection string's own `MultiSubnetFailover` otherwise
+    /// (ADO.NET's default, off); the key wins over both. What tiberius then does, connecting
+    /// to each address at once, would need a host name with several addresses, which a test
+    /// cannot make here (names resolve through `/etc/hosts`, and `localhost` has one).
+    #[test]
+    fn multi_subnet_failover_is_on_with_host_and_the_strings_own_with_a_string() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "pw").expect("write");
+        let host = |key: Option<bool>| MssqlConfig {
+            host: Some("listener.example.com".into()),
+            database: Some("Sales".into()),
+            user: Some("reader".into()),
+            password: Some(crate::config::SecretSource {
+                file: Some(file.clone()),
+                env: None,
+            }),
+            multi_subnet_failover: key,
+            ..MssqlConfig::default()
+        };
+        let cs = dir.path().join("cs");
+        let string = |text: &str, key: Option<bool>| {
+            std::fs::write(
+                &cs,
+                format!("Server=tcp:listener,1433;User Id=u;Password=p;{text}"),
+            )
+            .expect("write");
+            MssqlConfig {
+                connection_string: Some(crate::config::SecretSource {
+                    file: Some(cs.clone()),
+                    env: None,
+                }),
+                multi_subnet_failover: key,
+                ..MssqlConfig::default()
+            }
+        };
+        let on = |cfg: MssqlConfig| {
+            MssqlSettings::from_config(&cfg, "database[0]", 4, Duration::from_secs(30))
+                .expect("settings")
+                .config
+                .get_multi_subnet_failover()
+        };
+        assert!(on(host(None)));
+        assert!(!on(host(Some(false))));
+        assert!(!on(string("", None)));
+        assert!(on(string("MultiSubnetFailover=True", None)));
+        assert!(on(string("", Some(true))));
+        assert!(!on(string("MultiSubnetFailover=True", Some(false))));
     }
 
     #[test]
