@@ -207,13 +207,24 @@ pub fn default_log_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::new("info,tiberius::tds::stream::token=off")
 }
 
+/// The filter the binary logs with: `rust_log` (`RUST_LOG`) when it is set and valid, else
+/// [`default_log_filter`]; either way with `sspi` (the NTLM of Windows logins) at INFO at most,
+/// whatever `RUST_LOG` says of it. At DEBUG and TRACE sspi prints the NTLM messages, and the
+/// answer to the server's challenge in them is enough to guess the password offline.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let filter = rust_log
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(default_log_filter);
+    // A constant, not outside input.
+    filter.add_directive("sspi=info".parse().expect("a valid directive"))
+}
+
 /// Logs to stderr: JSON lines (with the request span's fields, so every line of a request
 /// carries its request id) when `[log] format` says so or under journald, else human lines
 /// (coloured only on a terminal).
 fn init_tracing(format: crate::ops::config::LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_log_filter());
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

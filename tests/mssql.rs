@@ -579,6 +579,41 @@ async fn a_refused_windows_login_says_what_to_check_and_never_shows_the_password
     assert!(!log.iter().any(|l| l.starts_with("ok ")), "{log:?}");
 }
 
+/// Even under `RUST_LOG=trace` (and `sspi=trace` asked for by name), the binary's log filter
+/// keeps sspi's NTLM messages out of the log: the answer to the server's challenge in them is
+/// enough to guess the password offline. tiberius' own TRACE lines show that the level held.
+#[tokio::test]
+async fn a_windows_login_logged_at_trace_shows_no_ntlm_message() {
+    let _s = serial().await;
+    let peer = Peer::start_windows();
+    let (_, user, password) = WINDOWS_ACCOUNT;
+    let logs = Logs::default();
+    let _logging = logs.capture(mssql_mcp::cli::log_filter(Some("trace,sspi=trace")));
+    let b = peer.backend_with(
+        &peer.windows_config(&format!("CORP\\{user}"), password),
+        1,
+        Duration::from_secs(5),
+    );
+    count_orders(&b, "a Windows login").await;
+    let logged = logs.text();
+    assert!(logged.contains("TRACE"), "trace is on: {logged}");
+    assert!(
+        logged.contains("tiberius"),
+        "tiberius logs at trace: {logged}"
+    );
+    // "NTLMSSP\0", as sspi prints a buffer (hex), and the message type as its spans say it.
+    for secret in [
+        "4E544C4D53535000",
+        "4e544c4d53535000",
+        "NTLMSSP",
+        "sspi::ntlm",
+    ] {
+        assert!(!logged.contains(secret), "{secret} logged: {logged}");
+    }
+    assert!(!logged.contains(password), "{logged}");
+    assert!(peer.ntlm_log().iter().any(|l| l.starts_with("ok ")));
+}
+
 #[tokio::test]
 async fn an_unknown_login_fails_the_same_way() {
     let _s = serial().await;
