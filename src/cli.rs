@@ -633,29 +633,41 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                     db.name,
                     started.elapsed().as_millis()
                 );
-                // The descriptions' names, against what the database has: a typo would
-                // otherwise only be a warning in the service's log.
+                // What would otherwise only be a warning in the service's log: description
+                // names that match nothing (a typo), and columns the database classifies as
+                // sensitive that a scope shows.
                 let descriptions = crate::tools::descriptions::Descriptions::new(
                     &db.table_descriptions,
                     &db.column_descriptions,
                 );
-                if !descriptions.is_empty() {
-                    match b.catalog().await {
-                        Ok(c) => {
-                            let unmatched = descriptions.unmatched(&c);
-                            if !unmatched.is_empty() {
+                match b.catalog().await {
+                    Ok(c) => {
+                        let unmatched = descriptions.unmatched(&c);
+                        if !unmatched.is_empty() {
+                            outln!(
+                                "database `{}`: WARNING: table_descriptions/column_descriptions name no table or column it has: {}",
+                                db.name,
+                                unmatched.join(", ")
+                            );
+                        }
+                        for scope in config.scopes.iter().filter(|s| s.database == db.name) {
+                            let shown = crate::tools::classified_columns(
+                                &crate::tools::scoped_catalog(&scope.access_rules(), &c),
+                            );
+                            if !shown.is_empty() {
                                 outln!(
-                                    "database `{}`: WARNING: table_descriptions/column_descriptions name no table or column it has: {}",
-                                    db.name,
-                                    unmatched.join(", ")
+                                    "scope {}: NOTE: shows {} column(s) the database classifies as sensitive: {} (hide any it should not see with deny_columns)",
+                                    scope.path,
+                                    shown.len(),
+                                    shown.join("; ")
                                 );
                             }
                         }
-                        Err(e) => outln!(
-                            "database `{}`: WARNING: the catalog could not be read to check the descriptions: {e}",
-                            db.name
-                        ),
                     }
+                    Err(e) => outln!(
+                        "database `{}`: WARNING: the catalog could not be read (descriptions and sensitivity labels are not checked): {e}",
+                        db.name
+                    ),
                 }
             }
             Err(e) => {

@@ -52,6 +52,9 @@ pub struct Scope {
     descriptions: crate::tools::descriptions::Descriptions,
     /// Whether the names of `descriptions` that match nothing were logged (once per process).
     unmatched_logged: std::sync::atomic::AtomicBool,
+    /// Whether the columns the database classifies as sensitive that this scope shows were
+    /// logged (once per process).
+    classified_logged: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes of accepted query shapes remembered per scope (query text plus a little per table):
@@ -96,6 +99,7 @@ impl Scope {
             scoped: std::sync::Mutex::new(None),
             descriptions,
             unmatched_logged: std::sync::atomic::AtomicBool::new(false),
+            classified_logged: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -134,6 +138,25 @@ impl Scope {
                     database = %self.database,
                     names = %unmatched.join(", "),
                     "table_descriptions/column_descriptions name tables or columns the database does not have"
+                );
+            }
+        }
+        // What the DBA marked sensitive and this scope still shows: the operator decides (a
+        // deny_columns line), once told.
+        if !self
+            .classified_logged
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let classified = crate::tools::classified_columns(&scoped);
+            if !classified.is_empty()
+                && !self
+                    .classified_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    scope = %self.path,
+                    columns = %classified.join("; "),
+                    "this scope shows columns the database classifies as sensitive; hide those it should not see with deny_columns"
                 );
             }
         }

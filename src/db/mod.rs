@@ -208,6 +208,11 @@ pub struct ColumnInfo {
     /// `column_descriptions` ([`crate::tools::scoped_catalog`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// How sensitive the database says the column is: SQL Server's Data Discovery &
+    /// Classification (`sys.sensitivity_classifications`), e.g. `Confidential - GDPR (Contact
+    /// Info, rank High)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<String>,
 }
 
 /// A foreign key from this table to another.

@@ -2589,6 +2589,16 @@ const DESCRIPTIONS_SQL: &str = "SELECT s.name, o.name, ep.minor_id, c.name, CAST
      JOIN sys.schemas s ON s.schema_id = o.schema_id \
      LEFT JOIN sys.columns c ON c.object_id = ep.major_id AND c.column_id = ep.minor_id \
      WHERE ep.class = 1 AND ep.name = 'MS_Description' AND o.type IN ('U', 'V')";
+/// Columns classified with SQL Server's Data Discovery & Classification (SQL Server 2019 and
+/// Azure SQL): the label, the information type and the rank (`High`, `Critical`, …), any of
+/// which may be NULL.
+const CLASSIFICATIONS_SQL: &str = "SELECT s.name, o.name, c.name, CAST(sc.label AS nvarchar(128)), \
+     CAST(sc.information_type AS nvarchar(128)), CAST(sc.rank_desc AS nvarchar(60)) \
+     FROM sys.sensitivity_classifications sc \
+     JOIN sys.objects o ON o.object_id = sc.major_id \
+     JOIN sys.schemas s ON s.schema_id = o.schema_id \
+     JOIN sys.columns c ON c.object_id = sc.major_id AND c.column_id = sc.minor_id \
+     WHERE sc.class = 1 AND o.type IN ('U', 'V')";
 /// Enabled CHECK constraints of tables, as SQL Server keeps their text (`([Qty]>(0))`).
 const CHECKS_SQL: &str = "SELECT s.name, t.name, cc.definition \
      FROM sys.check_constraints cc \
@@ -2687,6 +2697,13 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
+    let classifications = optional_rows(
+        conn,
+        CLASSIFICATIONS_SQL,
+        "sensitivity classifications (columns are described without them)",
+        ctx,
+    )
+    .await?;
     let mut catalog = build_catalog(CatalogRows {
         tables: &tables,
         columns: &columns,
@@ -2696,12 +2713,51 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         full_text: &full_text,
         descriptions: &descriptions,
         checks: &checks,
+        classifications: &classifications,
     });
     catalog.varchar_utf8 = collation
         .first()
         .and_then(|r| r.first())
         .is_some_and(|c| is_utf8_collation(&text(Some(c))));
     Ok(catalog)
+}
+
+/// A classification as one line: the label, then the information type and the rank in
+/// brackets (`Confidential - GDPR (Contact Info, rank High)`); `None` when all are empty.
+fn sensitivity_text(label: &str, information_type: &str, rank: &str) -> Option<String> {
+    let (label, information_type, rank) = (label.trim(), information_type.trim(), rank.trim());
+    let rank = match rank {
+        "" | "NONE" => String::new(),
+        r => format!("rank {}", title_case(r)),
+    };
+    let details: Vec<&str> = [information_type, rank.as_str()]
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .collect();
+    let head = if label.is_empty() {
+        "classified"
+    } else {
+        label
+    };
+    if label.is_empty() && details.is_empty() {
+        return None;
+    }
+    Some(if details.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head} ({})", details.join(", "))
+    })
+}
+
+/// `HIGH` as `High`.
+fn title_case(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect()
+    })
 }
 
 /// SQL Server 2019's UTF-8 collations end in `_UTF8` (e.g. `Latin1_General_100_CI_AS_SC_UTF8`).
@@ -2740,6 +2796,7 @@ struct CatalogRows<'a> {
     full_text: &'a [Vec<Value>],
     descriptions: &'a [Vec<Value>],
     checks: &'a [Vec<Value>],
+    classifications: &'a [Vec<Value>],
 }
 
 /// Assembles the catalog from the rows of the catalog queries (a pure function, so canned
@@ -2754,6 +2811,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         full_text,
         descriptions,
         checks,
+        classifications,
     } = rows;
     let mut out: Vec<TableInfo> = tables
         .iter()
@@ -2804,6 +2862,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             ),
             nullable: !text(r.get(4)).eq_ignore_ascii_case("NO"),
             description: None,
+            sensitivity: None,
         });
     }
     for r in checks {
@@ -2829,6 +2888,15 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         let column = text(r.get(3));
         if let Some(c) = out[i].columns.iter_mut().find(|c| c.name == column) {
             c.description = Some(description);
+        }
+    }
+    for r in classifications {
+        let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
+            continue;
+        };
+        let column = text(r.get(2));
+        if let Some(c) = out[i].columns.iter_mut().find(|c| c.name == column) {
+            c.sensitivity = sensitivity_text(&text(r.get(3)), &text(r.get(4)), &text(r.get(5)));
         }
     }
     // Keys: the primary key if there is one, else the first unique constraint.
@@ -3772,6 +3840,7 @@ mod tests {
                     kind: kind_of(t),
                     nullable: true,
                     description: None,
+                    sensitivity: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
@@ -4154,6 +4223,7 @@ mod tests {
             kind: ValueKind::Other,
             nullable: false,
             description: None,
+            sensitivity: None,
         };
         assert!(matches!(
             typed_key(Some(&guid), "6F9619FF-8B86-D011-B42D-00C04FC964FF"),
@@ -4715,6 +4785,110 @@ mod tests {
             crate::tools::sql_identifiers("([a]]b]>\"c\"\"d\" AND `e` = 'it''s [x]' OR f_1#>@g)"),
             strings(&["a]b", "c\"d", "AND", "e", "OR", "f_1#", "@g"])
         );
+    }
+
+    /// The peer has no sys.sensitivity_classifications: its rows are canned. A classified
+    /// column shows its label, information type and rank; a hidden one is gone from the scope
+    /// with its label, and so from what the operator is told the scope shows.
+    #[test]
+    fn sensitivity_classifications_describe_their_columns_and_leave_with_hidden_ones() {
+        let tables = [
+            row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Orders"), Some("BASE TABLE")]),
+        ];
+        let c = |t: &str, name: &str| {
+            row(&[
+                Some("dbo"),
+                Some(t),
+                Some(name),
+                Some("nvarchar"),
+                Some("YES"),
+                None,
+                None,
+                None,
+                None,
+            ])
+        };
+        let columns = [
+            c("Customers", "Email"),
+            c("Customers", "Phone"),
+            c("Customers", "City"),
+            c("Orders", "CardNumber"),
+            c("Orders", "Total"),
+        ];
+        let classifications = [
+            row(&[
+                Some("dbo"),
+                Some("Customers"),
+                Some("Email"),
+                Some("Confidential - GDPR"),
+                Some("Contact Info"),
+                Some("HIGH"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Customers"),
+                Some("Phone"),
+                Some("Confidential"),
+                None,
+                Some("NONE"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Orders"),
+                Some("CardNumber"),
+                None,
+                Some("Credit Card"),
+                Some("CRITICAL"),
+            ]),
+            row(&[Some("dbo"), Some("Orders"), Some("Total"), None, None, None]),
+            row(&[
+                Some("dbo"),
+                Some("Nowhere"),
+                Some("x"),
+                Some("Public"),
+                None,
+                None,
+            ]),
+        ];
+        let raw = build_catalog(CatalogRows {
+            tables: &tables,
+            columns: &columns,
+            classifications: &classifications,
+            ..CatalogRows::default()
+        });
+        let of = |c: &Catalog, t: &str, col: &str| {
+            c.find(t)
+                .and_then(|t| t.columns.iter().find(|c| c.name == col))
+                .and_then(|c| c.sensitivity.clone())
+        };
+        assert_eq!(
+            of(&raw, "Customers", "Email").as_deref(),
+            Some("Confidential - GDPR (Contact Info, rank High)")
+        );
+        assert_eq!(
+            of(&raw, "Customers", "Phone").as_deref(),
+            Some("Confidential")
+        );
+        assert_eq!(
+            of(&raw, "Orders", "CardNumber").as_deref(),
+            Some("classified (Credit Card, rank Critical)")
+        );
+        assert_eq!(of(&raw, "Orders", "Total"), None);
+        assert_eq!(of(&raw, "Customers", "City"), None);
+        let rules = crate::db::AccessRules {
+            deny_columns: strings(&["Customers.Email"]),
+            ..crate::db::AccessRules::default()
+        };
+        let scoped = crate::tools::scoped_catalog(&rules, &raw);
+        assert_eq!(
+            crate::tools::classified_columns(&scoped),
+            strings(&[
+                "dbo.Customers.Phone: Confidential",
+                "dbo.Orders.CardNumber: classified (Credit Card, rank Critical)"
+            ])
+        );
+        assert_eq!(crate::tools::classified_columns(&raw).len(), 3);
     }
 
     /// The peer has no DATABASEPROPERTYEX: the collation's name is checked on its own.

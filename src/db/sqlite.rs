@@ -647,6 +647,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
                     data_type: decl,
                     nullable: !notnull,
                     description: None,
+                    sensitivity: None,
                 });
             }
         }

@@ -144,6 +144,7 @@ mod tests {
                     kind: ValueKind::Integer,
                     nullable: true,
                     description: Some("from the database".into()),
+                    sensitivity: None,
                 })
                 .collect(),
             primary_key: Vec::new(),

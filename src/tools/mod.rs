@@ -469,6 +469,23 @@ pub(crate) fn sql_identifiers(sql: &str) -> Vec<String> {
     out
 }
 
+/// The columns of `catalog` the database classifies as sensitive, as `schema.table.column:
+/// label`: on a scope's catalog, what that scope shows of them, for the operator to hide with
+/// `deny_columns` or to let be.
+pub fn classified_columns(catalog: &Catalog) -> Vec<String> {
+    catalog
+        .tables
+        .iter()
+        .flat_map(|t| {
+            t.columns.iter().filter_map(move |c| {
+                c.sensitivity
+                    .as_ref()
+                    .map(|s| format!("{}.{}.{}: {s}", t.schema, t.name, c.name))
+            })
+        })
+        .collect()
+}
+
 /// What a scope with `rules` may see of `raw`: its visible tables, and of each only the
 /// visible columns. A primary key that includes a hidden column is dropped (the table's rows
 /// then get `sql:` ids, as rows of a table without a key do): an id would carry the hidden

@@ -67,6 +67,9 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
             if let Some(d) = &c.description {
                 column["description"] = json!(d);
             }
+            if let Some(s) = &c.sensitivity {
+                column["sensitivity"] = json!(s);
+            }
             column
         })
         .collect();
@@ -132,7 +135,7 @@ pub(crate) fn describe_text(desc: &Value) -> String {
     s.push_str("Columns:\n");
     for c in desc["columns"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "- {} {}{}{}{}\n",
+            "- {} {}{}{}{}{}\n",
             c["name"].as_str().unwrap_or(""),
             c["type"].as_str().unwrap_or(""),
             if c["nullable"] == true {
@@ -148,6 +151,10 @@ pub(crate) fn describe_text(desc: &Value) -> String {
             c["description"]
                 .as_str()
                 .map(|d| format!(": {d}"))
+                .unwrap_or_default(),
+            c["sensitivity"]
+                .as_str()
+                .map(|s| format!(" [sensitivity: {s}]"))
                 .unwrap_or_default()
         ));
     }
@@ -807,5 +814,107 @@ mod tests {
                 notes: masked.iter().map(|m| format!("note {m}")).collect(),
             });
         }
+    }
+
+    /// Everything a subscriber on this thread logs, for a test that reads its logs.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A column the database classifies as sensitive shows its label in `describe_table` and
+    /// in `fetch`'s text (so the model knows what it holds); the scope tells the operator, once,
+    /// which labelled columns it shows; a hidden column leaves with its label.
+    #[tokio::test]
+    async fn sensitivity_labels_show_where_the_column_does_and_are_logged_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("people.sqlite");
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, phone TEXT, city TEXT);
+                 INSERT INTO customers VALUES (1, 'a@example.com', '555', 'Oslo');",
+            )
+            .expect("fixture");
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let scope = crate::tools::testing::classified_sqlite_scope(
+            dir.path(),
+            &path,
+            &[
+                (
+                    "customers",
+                    "email",
+                    "Confidential - GDPR (Contact Info, rank High)",
+                ),
+                ("customers", "phone", "Confidential"),
+            ],
+            "deny_columns = [\"customers.phone\"]",
+        )
+        .await;
+        let described = describe_table(&scope, "customers")
+            .await
+            .expect("describe")
+            .json
+            .into_string();
+        let described: Value = serde_json::from_str(&described).expect("json");
+        let column = |name: &str| {
+            described["columns"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+                .cloned()
+        };
+        assert_eq!(
+            column("email").map(|c| c["sensitivity"].clone()),
+            Some(json!("Confidential - GDPR (Contact Info, rank High)"))
+        );
+        assert_eq!(
+            column("city").map(|c| c.get("sensitivity").is_none()),
+            Some(true)
+        );
+        assert_eq!(column("phone"), None, "hidden");
+        let fetched = crate::tools::fetch::fetch(&scope, "main.customers", None)
+            .await
+            .expect("fetch")
+            .json
+            .into_string();
+        assert!(
+            fetched.contains(
+                "- email TEXT NULL [sensitivity: Confidential - GDPR (Contact Info, rank High)]"
+            ),
+            "{fetched}"
+        );
+        assert!(!fetched.contains("phone"), "{fetched}");
+        // Told once, naming what the scope shows and not what it hides.
+        describe_table(&scope, "customers").await.expect("again");
+        let logged =
+            String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+        assert_eq!(
+            logged.matches("classifies as sensitive").count(),
+            1,
+            "{logged}"
+        );
+        assert!(
+            logged.contains("main.customers.email: Confidential - GDPR"),
+            "{logged}"
+        );
+        assert!(!logged.contains("phone"), "{logged}");
     }
 }

@@ -7,14 +7,18 @@ use std::time::Duration;
 use crate::db::{Catalog, DbError, DynBackend, Page, RowSet, SearchRequest, SqlDialect, TableInfo};
 use crate::state::Scope;
 
-/// A real SQLite database whose `search` and `lookup` on some tables are made slow. No peer
-/// can be made slow for one table and fast for another on demand, so the delay is injected
-/// here; everything else is the real backend.
+/// A real SQLite database whose `search` and `lookup` on some tables are made slow, and whose
+/// catalog can say columns are classified as sensitive. No peer can be made slow for one table
+/// and fast for another on demand, and none keeps sensitivity classifications (SQLite has
+/// none; pysqlbridge lacks `sys.sensitivity_classifications`), so both are injected here;
+/// everything else is the real backend.
 pub(crate) struct SlowTable {
     pub inner: DynBackend,
     /// The tables (by name) that answer only after `delay`.
     pub slow: &'static [&'static str],
     pub delay: Duration,
+    /// `(table, column, label)`: the sensitivity the catalog gives those columns.
+    pub labels: &'static [(&'static str, &'static str, &'static str)],
 }
 
 impl SlowTable {
@@ -34,7 +38,21 @@ impl crate::db::Backend for SlowTable {
         self.inner.kind()
     }
     async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
-        self.inner.catalog().await
+        let catalog = self.inner.catalog().await?;
+        if self.labels.is_empty() {
+            return Ok(catalog);
+        }
+        let mut labelled = (*catalog).clone();
+        for t in &mut labelled.tables {
+            for c in &mut t.columns {
+                c.sensitivity = self
+                    .labels
+                    .iter()
+                    .find(|(table, column, _)| *table == t.name && *column == c.name)
+                    .map(|(_, _, label)| label.to_string());
+            }
+        }
+        Ok(Arc::new(labelled))
     }
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         self.inner.query(sql, page).await
@@ -79,23 +97,66 @@ pub(crate) async fn slow_sqlite_scope(
     delay: Duration,
     budget: Duration,
 ) -> Scope {
+    sqlite_scope(
+        dir,
+        path,
+        SlowTable {
+            inner: Arc::new(open_sqlite(path).await),
+            slow,
+            delay,
+            labels: &[],
+        },
+        "",
+        budget,
+    )
+}
+
+/// A scope (every tool, no authentication, state in `dir`, `scope_keys` added to its
+/// `[[scope]]`) over the SQLite file `path`, whose catalog gives the columns in `labels`
+/// (`(table, column, label)`) a sensitivity classification.
+pub(crate) async fn classified_sqlite_scope(
+    dir: &Path,
+    path: &Path,
+    labels: &'static [(&'static str, &'static str, &'static str)],
+    scope_keys: &str,
+) -> Scope {
+    sqlite_scope(
+        dir,
+        path,
+        SlowTable {
+            inner: Arc::new(open_sqlite(path).await),
+            slow: &[],
+            delay: Duration::ZERO,
+            labels,
+        },
+        scope_keys,
+        Duration::from_secs(30),
+    )
+}
+
+async fn open_sqlite(path: &Path) -> crate::db::sqlite::SqliteBackend {
+    crate::db::sqlite::SqliteBackend::open(path, false, 4, Duration::from_secs(30))
+        .await
+        .expect("sqlite")
+}
+
+fn sqlite_scope(
+    dir: &Path,
+    path: &Path,
+    backend: SlowTable,
+    scope_keys: &str,
+    budget: Duration,
+) -> Scope {
     let toml = format!(
         "[server]\ninsecure_no_auth = true\nstate_dir = \"{}\"\n[audit]\noutput = \"off\"\n\
          [[database]]\nname = \"d\"\nkind = \"sqlite\"\npath = \"{}\"\n\
-         [[scope]]\npath = \"/t\"\ndatabase = \"d\"\n",
+         [[scope]]\npath = \"/t\"\ndatabase = \"d\"\n{scope_keys}\n",
         dir.display(),
         path.display()
     );
     let config = crate::config::Config::parse(&toml).expect("config");
     let ops = crate::ops::Ops::new(&config);
-    let sqlite = crate::db::sqlite::SqliteBackend::open(path, false, 4, Duration::from_secs(30))
-        .await
-        .expect("sqlite");
-    let db: DynBackend = Arc::new(SlowTable {
-        inner: Arc::new(sqlite),
-        slow,
-        delay,
-    });
+    let db: DynBackend = Arc::new(backend);
     Scope::new(
         config.scopes[0].clone(),
         db,
