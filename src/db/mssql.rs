@@ -2582,13 +2582,19 @@ const FULL_TEXT_SQL: &str = "SELECT s.name, o.name, kc.name, c.name \
      WHERE fi.is_enabled = 1 \
      ORDER BY s.name, o.name, fic.column_id";
 /// `MS_Description` extended properties of tables and views (`minor_id` 0) and of their
-/// columns: what SSMS's designer, dbt's `persist_docs` and documentation tools write.
-const DESCRIPTIONS_SQL: &str = "SELECT s.name, o.name, ep.minor_id, c.name, CAST(ep.value AS nvarchar(4000)) \
+/// columns: what SSMS's designer, dbt's `persist_docs` and documentation tools write. And, in
+/// the same pass, the sensitivity labels SSMS kept as column properties before SQL Server 2019
+/// (`sys_sensitivity_label_name`, `sys_information_type_name`).
+const DESCRIPTIONS_SQL: &str = "SELECT s.name, o.name, ep.minor_id, c.name, CAST(ep.value AS nvarchar(4000)), ep.name \
      FROM sys.extended_properties ep \
      JOIN sys.objects o ON o.object_id = ep.major_id \
      JOIN sys.schemas s ON s.schema_id = o.schema_id \
      LEFT JOIN sys.columns c ON c.object_id = ep.major_id AND c.column_id = ep.minor_id \
-     WHERE ep.class = 1 AND ep.name = 'MS_Description' AND o.type IN ('U', 'V')";
+     WHERE ep.class = 1 AND o.type IN ('U', 'V') \
+     AND ep.name IN ('MS_Description', 'sys_sensitivity_label_name', 'sys_information_type_name')";
+/// The extended properties SSMS kept a column's classification in before SQL Server 2019.
+const LEGACY_LABEL: &str = "sys_sensitivity_label_name";
+const LEGACY_INFORMATION_TYPE: &str = "sys_information_type_name";
 /// Columns classified with SQL Server's Data Discovery & Classification (SQL Server 2019 and
 /// Azure SQL): the label, the information type and the rank (`High`, `Critical`, …), any of
 /// which may be NULL.
@@ -2873,11 +2879,25 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             out[i].checks.push(check);
         }
     }
+    // Classifications kept the pre-2019 way, as (label, information type) per column: used
+    // where sys.sensitivity_classifications says nothing of the column.
+    let mut legacy: std::collections::BTreeMap<(usize, String), (String, String)> =
+        Default::default();
     // Descriptions: the table's at minor_id 0, else its column's.
     for r in descriptions {
         let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
             continue;
         };
+        let property = text(r.get(5));
+        if property == LEGACY_LABEL || property == LEGACY_INFORMATION_TYPE {
+            let entry = legacy.entry((i, text(r.get(3)))).or_default();
+            if property == LEGACY_LABEL {
+                entry.0 = text(r.get(4));
+            } else {
+                entry.1 = text(r.get(4));
+            }
+            continue;
+        }
         let Some(description) = description_text(&text(r.get(4))) else {
             continue;
         };
@@ -2897,6 +2917,15 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         let column = text(r.get(2));
         if let Some(c) = out[i].columns.iter_mut().find(|c| c.name == column) {
             c.sensitivity = sensitivity_text(&text(r.get(3)), &text(r.get(4)), &text(r.get(5)));
+        }
+    }
+    for ((i, column), (label, information_type)) in legacy {
+        if let Some(c) = out[i]
+            .columns
+            .iter_mut()
+            .find(|c| c.name == column && c.sensitivity.is_none())
+        {
+            c.sensitivity = sensitivity_text(&label, &information_type, "");
         }
     }
     // Keys: the primary key if there is one, else the first unique constraint.
@@ -4851,10 +4880,34 @@ mod tests {
                 None,
             ]),
         ];
+        // Before SQL Server 2019 SSMS kept labels as column properties, read with the
+        // descriptions; the 2019 view wins where both speak of a column.
+        let legacy = |column: &str, property: &str, value: &str| {
+            let table = if column == "Email" {
+                "Customers"
+            } else {
+                "Orders"
+            };
+            row(&[
+                Some("dbo"),
+                Some(table),
+                Some("3"),
+                Some(column),
+                Some(value),
+                Some(property),
+            ])
+        };
+        let descriptions = [
+            legacy("Total", "sys_sensitivity_label_name", "Confidential"),
+            legacy("Total", "sys_information_type_name", "Financial"),
+            legacy("Total", "MS_Description", "The order's total."),
+            legacy("Email", "sys_sensitivity_label_name", "General"),
+        ];
         let raw = build_catalog(CatalogRows {
             tables: &tables,
             columns: &columns,
             classifications: &classifications,
+            descriptions: &descriptions,
             ..CatalogRows::default()
         });
         let of = |c: &Catalog, t: &str, col: &str| {
@@ -4874,7 +4927,15 @@ mod tests {
             of(&raw, "Orders", "CardNumber").as_deref(),
             Some("classified (Credit Card, rank Critical)")
         );
-        assert_eq!(of(&raw, "Orders", "Total"), None);
+        assert_eq!(
+            of(&raw, "Orders", "Total").as_deref(),
+            Some("Confidential (Financial)")
+        );
+        let total = raw
+            .find("Orders")
+            .and_then(|t| t.columns.iter().find(|c| c.name == "Total"))
+            .and_then(|c| c.description.clone());
+        assert_eq!(total.as_deref(), Some("The order's total."));
         assert_eq!(of(&raw, "Customers", "City"), None);
         let rules = crate::db::AccessRules {
             deny_columns: strings(&["Customers.Email"]),
@@ -4885,10 +4946,11 @@ mod tests {
             crate::tools::classified_columns(&scoped),
             strings(&[
                 "dbo.Customers.Phone: Confidential",
-                "dbo.Orders.CardNumber: classified (Credit Card, rank Critical)"
+                "dbo.Orders.CardNumber: classified (Credit Card, rank Critical)",
+                "dbo.Orders.Total: Confidential (Financial)"
             ])
         );
-        assert_eq!(crate::tools::classified_columns(&raw).len(), 3);
+        assert_eq!(crate::tools::classified_columns(&raw).len(), 4);
     }
 
     /// The peer has no DATABASEPROPERTYEX: the collation's name is checked on its own.
