@@ -816,23 +816,6 @@ mod tests {
         }
     }
 
-    /// Everything a subscriber on this thread logs, for a test that reads its logs.
-    #[derive(Clone, Default)]
-    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A column the database classifies as sensitive shows its label in `describe_table` and
     /// in `fetch`'s text (so the model knows what it holds); the scope tells the operator, once,
     /// which labelled columns it shows; a hidden column leaves with its label.
@@ -847,14 +830,7 @@ mod tests {
                  INSERT INTO customers VALUES (1, 'a@example.com', '555', 'Oslo');",
             )
             .expect("fixture");
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let _logging = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish(),
-        );
+        let (logs, _logging) = crate::tools::testing::capture_logs();
         let scope = crate::tools::testing::classified_sqlite_scope(
             dir.path(),
             &path,
@@ -904,8 +880,7 @@ mod tests {
         assert!(!fetched.contains("phone"), "{fetched}");
         // Told once, naming what the scope shows and not what it hides.
         describe_table(&scope, "customers").await.expect("again");
-        let logged =
-            String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+        let logged = logs.text();
         assert_eq!(
             logged.matches("classifies as sensitive").count(),
             1,

@@ -97,18 +97,7 @@ pub(crate) async fn slow_sqlite_scope(
     delay: Duration,
     budget: Duration,
 ) -> Scope {
-    sqlite_scope(
-        dir,
-        path,
-        SlowTable {
-            inner: Arc::new(open_sqlite(path).await),
-            slow,
-            delay,
-            labels: &[],
-        },
-        "",
-        budget,
-    )
+    sqlite_scope(dir, path, slow, delay, &[], "", budget).await
 }
 
 /// A scope (every tool, no authentication, state in `dir`, `scope_keys` added to its
@@ -120,30 +109,17 @@ pub(crate) async fn classified_sqlite_scope(
     labels: &'static [(&'static str, &'static str, &'static str)],
     scope_keys: &str,
 ) -> Scope {
-    sqlite_scope(
-        dir,
-        path,
-        SlowTable {
-            inner: Arc::new(open_sqlite(path).await),
-            slow: &[],
-            delay: Duration::ZERO,
-            labels,
-        },
-        scope_keys,
-        Duration::from_secs(30),
-    )
+    let budget = Duration::from_secs(30);
+    sqlite_scope(dir, path, &[], Duration::ZERO, labels, scope_keys, budget).await
 }
 
-async fn open_sqlite(path: &Path) -> crate::db::sqlite::SqliteBackend {
-    crate::db::sqlite::SqliteBackend::open(path, false, 4, Duration::from_secs(30))
-        .await
-        .expect("sqlite")
-}
-
-fn sqlite_scope(
+/// The scope of [`slow_sqlite_scope`] and [`classified_sqlite_scope`].
+async fn sqlite_scope(
     dir: &Path,
     path: &Path,
-    backend: SlowTable,
+    slow: &'static [&'static str],
+    delay: Duration,
+    labels: &'static [(&'static str, &'static str, &'static str)],
     scope_keys: &str,
     budget: Duration,
 ) -> Scope {
@@ -156,7 +132,15 @@ fn sqlite_scope(
     );
     let config = crate::config::Config::parse(&toml).expect("config");
     let ops = crate::ops::Ops::new(&config);
-    let db: DynBackend = Arc::new(backend);
+    let sqlite = crate::db::sqlite::SqliteBackend::open(path, false, 4, Duration::from_secs(30))
+        .await
+        .expect("sqlite");
+    let db: DynBackend = Arc::new(SlowTable {
+        inner: Arc::new(sqlite),
+        slow,
+        delay,
+        labels,
+    });
     Scope::new(
         config.scopes[0].clone(),
         db,
@@ -165,4 +149,46 @@ fn sqlite_scope(
         budget,
         Default::default(),
     )
+}
+
+/// Everything logged on this thread while the guard of [`capture_logs`] lives.
+#[derive(Clone, Default)]
+pub(crate) struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs at every level on this thread, into [`Logs`], until the guard drops. A silent
+/// dispatcher is made first: were this the only subscriber in the process, tracing-core would
+/// take it for the global one, and a log statement first reached on another test's thread
+/// would be marked "never enabled" for good (as `tests/common/mod.rs` explains).
+pub(crate) fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    static SILENT: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SILENT.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::new()));
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    (logs, guard)
 }
