@@ -166,6 +166,8 @@ struct Peer {
     child: Option<Child>,
     /// Also admits [`WINDOWS_ACCOUNT`] by NTLM ([`common::spawn_pysqlbridge_windows`]).
     windows: bool,
+    /// How a Windows login's NTLM challenge is sent broken, if it is.
+    malformed: Option<&'static str>,
 }
 
 /// The Windows account a [`Peer::start_windows`] admits: its domain's names (NetBIOS and
@@ -174,15 +176,15 @@ const WINDOWS_ACCOUNT: (&str, &str, &str) = ("CORP,corp.example.com", "svc_mcp",
 
 impl Peer {
     fn start() -> Peer {
-        Peer::start_as(false)
+        Peer::start_as(false, None)
     }
 
     /// A peer that also admits [`WINDOWS_ACCOUNT`].
     fn start_windows() -> Peer {
-        Peer::start_as(true)
+        Peer::start_as(true, None)
     }
 
-    fn start_as(windows: bool) -> Peer {
+    fn start_as(windows: bool, malformed: Option<&'static str>) -> Peer {
         let dir = tempfile::tempdir().expect("tempdir");
         write_fixture(dir.path());
         let mut peer = Peer {
@@ -190,6 +192,7 @@ impl Peer {
             port: free_port(),
             child: None,
             windows,
+            malformed,
         };
         peer.spawn();
         peer
@@ -248,7 +251,12 @@ impl Peer {
     /// Starts the server on this peer's port and waits until it accepts connections.
     fn spawn(&mut self) {
         self.child = Some(if self.windows {
-            common::spawn_pysqlbridge_windows(self.dir.path(), self.port, WINDOWS_ACCOUNT)
+            common::spawn_pysqlbridge_windows(
+                self.dir.path(),
+                self.port,
+                WINDOWS_ACCOUNT,
+                self.malformed,
+            )
         } else {
             common::spawn_pysqlbridge(self.dir.path(), self.port)
         });
@@ -577,6 +585,39 @@ async fn a_refused_windows_login_says_what_to_check_and_never_shows_the_password
         "{log:?}"
     );
     assert!(!log.iter().any(|l| l.starts_with("ok ")), "{log:?}");
+}
+
+/// A server whose NTLM challenge is malformed (cut short, an offset or a length past its end,
+/// not NTLM at all) fails the login with a clear error naming what to check; nothing panics,
+/// and the password is not shown.
+#[tokio::test]
+async fn a_malformed_ntlm_challenge_fails_the_login_clearly() {
+    let _s = serial().await;
+    let (_, user, password) = WINDOWS_ACCOUNT;
+    for how in ["truncated", "bad-offset", "bad-av-pair", "bad-signature"] {
+        let peer = Peer::start_as(true, Some(how));
+        let b = peer.backend_with(
+            &peer.windows_config(&format!("CORP\\{user}"), password),
+            1,
+            Duration::from_secs(5),
+        );
+        let err = b.ping().await.expect_err(how);
+        let text = err.to_string();
+        assert!(matches!(err, DbError::Unavailable(_)), "{how}: {err:?}");
+        assert!(
+            text.contains("login failed — the Windows sign-in (NTLM) with 127.0.0.1:"),
+            "{how}: {text}"
+        );
+        assert!(
+            text.contains("database[0].user / database[0].password"),
+            "{how}: {text}"
+        );
+        assert!(!text.contains(password), "{how}: {text}");
+        assert!(
+            peer.ntlm_log().is_empty(),
+            "{how}: no answer reached the check"
+        );
+    }
 }
 
 /// Even under `RUST_LOG=trace` (and `sspi=trace` asked for by name), the binary's log filter

@@ -124,16 +124,19 @@ pub fn spawn_pysqlbridge_logging(dir: &Path, port: u16, full_log: bool) -> Child
         port,
         full_log,
         &["-m".as_ref(), "pysqlbridge".as_ref()],
+        None,
     )
 }
 
 /// [`spawn_pysqlbridge`] that also admits one Windows account, `domain\user` with `password`,
 /// by NTLM (`tests/common/ntlm_peer.py`, which says what it adds to the peer and why). What
-/// each Windows login came to is appended to `dir/ntlm.log`.
+/// each Windows login came to is appended to `dir/ntlm.log`. With `malformed`, the NTLM
+/// challenge is sent broken that way (the launcher's `NTLM_PEER_CHALLENGE`).
 pub fn spawn_pysqlbridge_windows(
     dir: &Path,
     port: u16,
     (domain, user, password): (&str, &str, &str),
+    malformed: Option<&str>,
 ) -> Child {
     let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/ntlm_peer.py");
     let args: [&std::ffi::OsStr; 5] = [
@@ -143,14 +146,27 @@ pub fn spawn_pysqlbridge_windows(
         password.as_ref(),
         "--".as_ref(),
     ];
-    spawn_peer(dir, port, true, &args)
+    spawn_peer(
+        dir,
+        port,
+        true,
+        &args,
+        malformed.map(|m| ("NTLM_PEER_CHALLENGE", m)),
+    )
 }
 
 /// Runs `python <program…> --host 127.0.0.1 --port <port> --config dir/config.json` in `dir`
-/// and waits until it accepts connections.
-fn spawn_peer(dir: &Path, port: u16, full_log: bool, program: &[&std::ffi::OsStr]) -> Child {
+/// (with `env` set) and waits until it accepts connections.
+fn spawn_peer(
+    dir: &Path,
+    port: u16,
+    full_log: bool,
+    program: &[&std::ffi::OsStr],
+    env: Option<(&str, &str)>,
+) -> Child {
     let log = dir.join("server.log");
     let mut command = Command::new(python());
+    command.envs(env);
     command
         .args(program)
         .args(["--host", "127.0.0.1", "--port"])

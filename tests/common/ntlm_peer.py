@@ -18,6 +18,11 @@ directory: "ok DOMAIN\\user", "refused DOMAIN\\user", or "bad <reason>".
 
 Not checked (no one can without the session key's use): the MIC, and signing
 or sealing, which a TDS login does not use.
+
+With NTLM_PEER_CHALLENGE set, the challenge is sent malformed, as a broken or
+hostile server might: "truncated" (cut inside its header), "bad-offset" (the
+target info said to lie past the end), "bad-av-pair" (an AV pair longer than
+what follows) or "bad-signature" (not NTLMSSP).
 """
 
 from __future__ import annotations
@@ -124,7 +129,7 @@ class NtlmServerAuth:
             raise ValueError("not an NTLM message")
         (kind,) = struct.unpack_from("<I", token, 8)
         if kind == 1:
-            return SEC_I_CONTINUE_NEEDED, [Buffer(self.challenge())]
+            return SEC_I_CONTINUE_NEEDED, [Buffer(malformed(self.challenge()))]
         if kind == 3:
             return self.authenticate(token), []
         note(f"bad NTLM message type {kind}")
@@ -225,6 +230,21 @@ def answer_a_refusal_as_sql_server_does() -> None:
             return True
 
     connection.Connection._step_sspi = step_sspi
+
+
+def malformed(challenge: bytes) -> bytes:
+    """The challenge as NTLM_PEER_CHALLENGE says (unchanged when it is not set)."""
+    how = os.environ.get("NTLM_PEER_CHALLENGE", "")
+    if how == "truncated":
+        return challenge[:30]
+    if how == "bad-offset":
+        return challenge[:40] + struct.pack("<HHI", 200, 200, 60000) + challenge[48:]
+    if how == "bad-av-pair":
+        # The target name (14 bytes) ends at 70; then a timestamp pair claiming 65535 bytes.
+        return challenge[:70] + struct.pack("<HH", 7, 0xFFFF)
+    if how == "bad-signature":
+        return b"XXXX" + challenge[4:]
+    return challenge
 
 
 def main() -> None:
