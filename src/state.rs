@@ -117,49 +117,35 @@ impl Scope {
             return Ok(scoped.clone());
         }
         let mut scoped = crate::tools::scoped_catalog(&self.rules, &raw);
+        // Each warning is given once per process, and looked for only until then: SQL
+        // Server's catalog reloads every minute.
         if !self.descriptions.is_empty() {
             self.descriptions.apply(&mut scoped);
-            // Looked for until found once: the warning is given once per process, and
-            // SQL Server's catalog reloads every minute.
-            let unmatched = if self
-                .unmatched_logged
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
-                Vec::new()
-            } else {
-                self.descriptions.unmatched(&raw)
-            };
-            if !unmatched.is_empty()
-                && !self
-                    .unmatched_logged
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
-                tracing::warn!(
-                    database = %self.database,
-                    names = %unmatched.join(", "),
-                    "table_descriptions/column_descriptions name tables or columns the database does not have"
-                );
-            }
+            once(
+                &self.unmatched_logged,
+                || self.descriptions.unmatched(&raw),
+                |names| {
+                    tracing::warn!(
+                        database = %self.database,
+                        names = %names.join(", "),
+                        "table_descriptions/column_descriptions name tables or columns the database does not have"
+                    );
+                },
+            );
         }
         // What the DBA marked sensitive and this scope still shows: the operator decides (a
         // deny_columns line), once told.
-        if !self
-            .classified_logged
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            let classified = crate::tools::classified_columns(&scoped);
-            if !classified.is_empty()
-                && !self
-                    .classified_logged
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
+        once(
+            &self.classified_logged,
+            || crate::tools::classified_columns(&scoped),
+            |columns| {
                 tracing::warn!(
                     scope = %self.path,
-                    columns = %classified.join("; "),
+                    columns = %columns.join("; "),
                     "this scope shows columns the database classifies as sensitive; hide those it should not see with deny_columns"
                 );
-            }
-        }
+            },
+        );
         let scoped = Arc::new(scoped);
         *cached = Some((raw, scoped.clone()));
         Ok(scoped)
@@ -176,6 +162,23 @@ impl Scope {
             .find(|(t, _)| *t == tool)
             .or_else(|| self.tool_metrics.last())
             .map(|(_, m)| m)
+    }
+}
+
+/// Calls `tell` with what `find` finds, the first time it finds anything; `told` remembers
+/// that it did, and `find` is not called again after.
+fn once<T>(
+    told: &std::sync::atomic::AtomicBool,
+    find: impl FnOnce() -> Vec<T>,
+    tell: impl FnOnce(&[T]),
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if told.load(Relaxed) {
+        return;
+    }
+    let found = find();
+    if !found.is_empty() && !told.swap(true, Relaxed) {
+        tell(&found);
     }
 }
 
