@@ -162,6 +162,11 @@ class NtlmServerAuth:
             note(f"bad {who}: not an NTLMv2 response ({len(nt_response)} bytes)")
             raise ValueError("NTLMv1 is not accepted")
         proof, blob = nt_response[:16], nt_response[16:]
+        # NTLMv2_CLIENT_CHALLENGE: RespType and HiRespType 1, six zero bytes, the time, the
+        # client's challenge, four zero bytes, then the AV pairs.
+        if blob[:8] != b"\x01\x01" + b"\x00" * 6:
+            note(f"bad {who}: not an NTLMv2 client challenge")
+            raise ValueError("not an NTLMv2 client challenge")
         # NTOWFv2: the user name upper-cased, the domain as sent.
         key = hmac_md5(self.nt_hash, utf16(user.upper() + domain))
         expected = hmac_md5(key, self.server_challenge + blob)
