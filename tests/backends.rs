@@ -659,12 +659,18 @@ pool_size = 4
 /// `field` of the column named `column` in a table description's `columns` (null when the
 /// column or the field is absent).
 fn column_field<'a>(desc: &'a Value, column: &str, field: &str) -> &'a Value {
-    desc["columns"]
+    &named(desc, "columns", column)[field]
+}
+
+/// The element of the array `v[list]` whose `name` is `name` (a tool, a table, a column), or
+/// null when there is none.
+fn named<'a>(v: &'a Value, list: &str, name: &str) -> &'a Value {
+    v[list]
         .as_array()
-        .expect("columns")
+        .expect(list)
         .iter()
-        .find(|c| c["name"] == column)
-        .map_or(&Value::Null, |c| &c[field])
+        .find(|e| e["name"] == name)
+        .unwrap_or(&Value::Null)
 }
 
 fn tool_text(result: &Value) -> &str {
@@ -717,14 +723,10 @@ async fn the_instructions_and_execute_sql_name_the_dialect(h: &Harness) {
     let discovered = h.rpc("/claude", "server/discover", json!({})).await;
     let instructions = discovered["instructions"].as_str().expect("instructions");
     let tools = h.rpc("/claude", "tools/list", json!({})).await;
-    let sql = tools["tools"]
-        .as_array()
-        .expect("tools")
-        .iter()
-        .find(|t| t["name"] == "execute_sql")
-        .map(|t| t["inputSchema"]["properties"]["sql"]["description"].clone())
-        .expect("execute_sql");
-    let sql = sql.as_str().expect("description");
+    let sql =
+        named(&tools, "tools", "execute_sql")["inputSchema"]["properties"]["sql"]["description"]
+            .as_str()
+            .expect("execute_sql's description");
     let (named, works, ruled_out) = match h.kind {
         Kind::Sqlite => (
             "SQLite",
@@ -1614,13 +1616,7 @@ async fn denied_table_is_invisible(h: &Harness) {
 /// `list_tables` and `describe_table` of the full profile.
 async fn list_and_describe_tools(h: &Harness) {
     let listed = h.ok("/claude", "list_tables", json!({})).await;
-    let orders = listed["tables"]
-        .as_array()
-        .expect("tables")
-        .iter()
-        .find(|t| t["name"] == "Orders")
-        .expect("Orders")
-        .clone();
+    let orders = named(&listed, "tables", "Orders");
     assert_eq!(orders["id"], h.table_id("Orders"));
     assert_eq!(orders["schema"], h.schema());
     assert_eq!(orders["kind"], "table");
@@ -1691,13 +1687,7 @@ async fn descriptions_are_shown_where_the_scope_sees_what_they_describe(h: &Harn
     assert_eq!(described(&d, "Status"), "shipped, pending or cancelled.");
     assert_eq!(described(&d, "Id"), Value::Null, "no description, no key");
     let listed = h.ok("/claude", "list_tables", json!({})).await;
-    let orders = listed["tables"]
-        .as_array()
-        .expect("tables")
-        .iter()
-        .find(|t| t["name"] == "Orders")
-        .cloned()
-        .expect("Orders");
+    let orders = named(&listed, "tables", "Orders");
     assert_eq!(orders["description"], "One row per order.");
     let doc = h
         .ok("/chatgpt", "fetch", json!({"id": h.table_id("Orders")}))

@@ -4560,19 +4560,7 @@ mod tests {
             row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
             row(&[Some("dbo"), Some("TicketView"), Some("VIEW")]),
         ];
-        let c = |t: &str, name: &str, ty: &str| {
-            row(&[
-                Some("dbo"),
-                Some(t),
-                Some(name),
-                Some(ty),
-                Some("NO"),
-                None,
-                None,
-                None,
-                None,
-            ])
-        };
+        let c = |t: &str, name: &str, ty: &str| column_row("dbo", t, name, ty, false);
         let columns = [
             c("Tickets", "TicketId", "int"),
             c("Tickets", "Subject", "nvarchar"),
@@ -4699,6 +4687,22 @@ mod tests {
         assert!(session_setup(Duration::from_millis(10)).contains("SET LOCK_TIMEOUT 100;"));
     }
 
+    /// A row of `COLUMNS_SQL` for a column without length, precision or scale.
+    fn column_row(schema: &str, table: &str, name: &str, ty: &str, nullable: bool) -> Vec<Value> {
+        let nullable = if nullable { "YES" } else { "NO" };
+        row(&[
+            Some(schema),
+            Some(table),
+            Some(name),
+            Some(ty),
+            Some(nullable),
+            None,
+            None,
+            None,
+            None,
+        ])
+    }
+
     fn row(values: &[Option<&str>]) -> Vec<Value> {
         values
             .iter()
@@ -4729,19 +4733,7 @@ mod tests {
             row(&[Some("sales"), Some("Boxes"), Some("BASE TABLE")]),
             row(&[Some("dbo"), Some("Report"), Some("VIEW")]),
         ];
-        let c = |t: &str, s: &str, name: &str, ty: &str| {
-            row(&[
-                Some(s),
-                Some(t),
-                Some(name),
-                Some(ty),
-                Some("YES"),
-                None,
-                None,
-                None,
-                None,
-            ])
-        };
+        let c = |t: &str, s: &str, name: &str, ty: &str| column_row(s, t, name, ty, true);
         let columns = [
             c("Customers", "dbo", "CustomerID", "int"),
             c("Customers", "dbo", "Email", "nvarchar"),
@@ -4825,19 +4817,7 @@ mod tests {
             row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")]),
             row(&[Some("dbo"), Some("Orders"), Some("BASE TABLE")]),
         ];
-        let c = |t: &str, name: &str| {
-            row(&[
-                Some("dbo"),
-                Some(t),
-                Some(name),
-                Some("nvarchar"),
-                Some("YES"),
-                None,
-                None,
-                None,
-                None,
-            ])
-        };
+        let c = |t: &str, name: &str| column_row("dbo", t, name, "nvarchar", true);
         let columns = [
             c("Customers", "Email"),
             c("Customers", "Phone"),
