@@ -269,6 +269,17 @@ impl Peer {
         }
     }
 
+    /// Restarts the server with its login's password changed to `password` (a rotation on
+    /// the server's side; the old one no longer logs in).
+    fn restart_with_password(&mut self, password: &str) {
+        self.kill();
+        self.child = Some(common::spawn_pysqlbridge_password(
+            self.dir.path(),
+            self.port,
+            password,
+        ));
+    }
+
     fn password_file(&self) -> PathBuf {
         self.dir.path().join("password")
     }
@@ -3312,6 +3323,192 @@ async fn an_outage_fails_fast_and_the_pool_recovers_without_a_restart() {
     assert_eq!(count("SQL Server connection attempt failed"), 1, "{logged}");
     assert_eq!(count("SQL Server reachable again"), 1, "{logged}");
     assert_eq!(count("catalog reload failed"), 0, "{logged}");
+}
+
+/// Writes `text` to `file` as a secrets agent does: whole, into a new file renamed over the
+/// old one, so that no reader sees half of it.
+fn rotate(file: &Path, text: &str) {
+    let new = file.with_extension("new");
+    std::fs::write(&new, text).expect("write");
+    std::fs::rename(&new, file).expect("rename");
+}
+
+/// Calls `count_orders` until it succeeds (within 20 s), the errors before it returned.
+async fn orders_until_counted(b: &MssqlBackend, what: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut errors = Vec::new();
+    loop {
+        match b
+            .query("SELECT COUNT(*) AS n FROM Orders", page(0, 1))
+            .await
+        {
+            Ok(rs) => {
+                assert_eq!(rs.rows, vec![vec![Value::Int(120)]], "{what}");
+                return errors;
+            }
+            Err(e) if Instant::now() < deadline => {
+                errors.push(e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: still failing after 20 s: {e}; before: {errors:?}"),
+        }
+    }
+}
+
+/// Restarts `peer` with `password` (so that the pool's connections are new) and reads through
+/// `b`, until `line` has been logged `times` times (at most five restarts). A connection the
+/// pool began opening before the test changed a file may still log in with what it read
+/// before; the next restart's connections read the file anew.
+async fn restart_until_logged(
+    peer: &mut Peer,
+    b: &MssqlBackend,
+    password: &str,
+    logs: &Logs,
+    (line, times): (&str, usize),
+) {
+    for _ in 0..5 {
+        peer.restart_with_password(password);
+        orders_until_counted(b, line).await;
+        if logs.text().lines().filter(|l| l.contains(line)).count() >= times {
+            return;
+        }
+    }
+    panic!("`{line}` not logged {times} times: {}", logs.text());
+}
+
+/// The password rotated without a restart: SQL Server's login gets a new password (the peer,
+/// restarted with it), then its file does; new connections log in with what the file says
+/// now. A file that cannot be read (gone, or empty mid-write) leaves the last password in use.
+#[tokio::test]
+async fn a_password_rotated_in_its_file_is_used_by_new_connections_without_a_restart() {
+    const ROTATED: &str = "R0tated-Pa55word-2";
+    let _s = serial().await;
+    let mut peer = Peer::start();
+    let b = peer.backend();
+    count_orders(&b, "with the first password").await;
+    let logs = Logs::default();
+    let logging = logs.capture(tracing_subscriber::EnvFilter::new("info"));
+
+    // The server's side first: until the file says so, logins are refused as any wrong
+    // password is, naming the keys to fix.
+    peer.restart_with_password(ROTATED);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        match b.query("SELECT 1 AS one", page(0, 1)).await {
+            Err(e) if e.to_string().contains("login failed") => break e.to_string(),
+            other => {
+                assert!(Instant::now() < deadline, "no refusal: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(
+        refused.contains("database[0].user / database[0].password"),
+        "{refused}"
+    );
+    rotate(&peer.password_file(), &format!("{ROTATED}\n"));
+    orders_until_counted(&b, "with the rotated password").await;
+    let logged = logs.text();
+    let count = |what: &str| logged.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("database[0].password changed; new connections log in with it"),
+        1,
+        "{logged}"
+    );
+
+    // The file gone (or empty, as a writer that truncates first leaves it): the password
+    // read before stays in use, and that is said once for the whole spell, with the key and
+    // the path, and once more when the file can be read again.
+    let unreadable = "cannot read the SQL Server login's secret again; new connections log in with the one read before";
+    std::fs::remove_file(peer.password_file()).expect("remove");
+    restart_until_logged(&mut peer, &b, ROTATED, &logs, (unreadable, 1)).await;
+    std::fs::write(peer.password_file(), "").expect("write");
+    peer.restart_with_password(ROTATED);
+    orders_until_counted(&b, "with the file empty").await;
+    rotate(&peer.password_file(), ROTATED);
+    let again = "the SQL Server login's secret can be read again";
+    restart_until_logged(&mut peer, &b, ROTATED, &logs, (again, 1)).await;
+    drop(logging);
+    let logged = logs.text();
+    let count = |what: &str| logged.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count(unreadable), 1, "{logged}");
+    assert!(logged.contains("database[0].password.file"), "{logged}");
+    assert_eq!(count(again), 1, "{logged}");
+    // The same content again is no change.
+    assert_eq!(count("database[0].password changed"), 1, "{logged}");
+    for shown in [logged.as_str(), refused.as_str(), &format!("{b:?}")] {
+        assert!(!shown.contains(PASSWORD), "password shown: {shown}");
+        assert!(!shown.contains(ROTATED), "password shown: {shown}");
+    }
+}
+
+/// A connection string in a file rotates the same way; one that names another server or
+/// database is not followed (the catalog and every message name the first), and new
+/// connections keep the last string that could be used, until a restart.
+#[tokio::test]
+async fn a_rotated_connection_string_logs_in_anew_but_never_moves_to_another_server() {
+    const ROTATED: &str = "R0tated-Str1ng-Pa55";
+    let _s = serial().await;
+    let mut peer = Peer::start();
+    let login = |password: &str| format!("User Id={LOGIN};Password={password}");
+    let cfg = peer.string_config(&login(PASSWORD));
+    let file = cfg
+        .connection_string
+        .as_ref()
+        .and_then(|s| s.file.clone())
+        .expect("a file");
+    let b = peer.backend_with(&cfg, 2, Duration::from_secs(10));
+    count_orders(&b, "with the first string").await;
+    let logs = Logs::default();
+    let logging = logs.capture(tracing_subscriber::EnvFilter::new("info"));
+    let text = |port: u16, database: &str, password: &str| {
+        format!(
+            "Server=tcp:127.0.0.1,{port};Database={database};TrustServerCertificate=true;{}",
+            login(password)
+        )
+    };
+
+    rotate(&file, &text(peer.port, "pysqlbridge", ROTATED));
+    peer.restart_with_password(ROTATED);
+    orders_until_counted(&b, "with the rotated string").await;
+
+    // Another server (a free port: nothing listens there), then another database: neither is
+    // followed; the peer restarted makes every connection new, and they go where they went.
+    let elsewhere = free_port();
+    let moved = "database[0].connection_string changed to another server or database, which takes a restart";
+    for (times, changed) in [
+        (1, text(elsewhere, "pysqlbridge", ROTATED)),
+        (2, text(peer.port, "master", ROTATED)),
+    ] {
+        rotate(&file, &changed);
+        restart_until_logged(&mut peer, &b, ROTATED, &logs, (moved, times)).await;
+    }
+    // A string the server would refuse at start (here `Trusted_Connection`, which tiberius
+    // does not read) is refused the same way, with the key and the fix, and not used.
+    rotate(
+        &file,
+        &format!(
+            "{};Trusted_Connection=yes",
+            text(peer.port, "pysqlbridge", ROTATED)
+        ),
+    );
+    let unusable = "database[0].connection_string changed but cannot be used; new connections keep logging in with the one read before";
+    restart_until_logged(&mut peer, &b, ROTATED, &logs, (unusable, 1)).await;
+    drop(logging);
+    let logged = logs.text();
+    let count = |what: &str| logged.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("database[0].connection_string changed; new connections log in with it"),
+        1,
+        "{logged}"
+    );
+    assert_eq!(count(moved), 2, "{logged}");
+    assert!(logged.contains("Trusted_Connection"), "{logged}");
+    assert!(!logged.contains(ROTATED), "{logged}");
+    assert!(
+        !logged.contains(&format!("Password={PASSWORD}")),
+        "{logged}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

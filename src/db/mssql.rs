@@ -178,7 +178,8 @@ use super::{
     check_text, cut_bytes, cut_text, description_text,
 };
 use crate::config::{
-    ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt,
+    ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt, Secret,
+    SecretSource,
 };
 use crate::ops::{FailureReport, FailureRun};
 
@@ -223,6 +224,8 @@ const MIN_IDLE: u32 = 1;
 pub struct MssqlSettings {
     /// tiberius' configuration (holds the password; never printed).
     config: tiberius::Config,
+    /// The password or connection string file, read again for each new connection.
+    rotation: Option<Arc<Rotation>>,
     /// `host:port` or `host\instance`, for messages (no secrets).
     target: String,
     /// Where to fix a failed login, e.g. `database[0].user / password`.
@@ -266,97 +269,7 @@ impl MssqlSettings {
         query_timeout: Duration,
     ) -> Result<Self, ConfigError> {
         let connect_timeout = Duration::from_secs(cfg.connect_timeout_secs());
-        let (mut config, target, login_hint, tls_hint, windows_account) = match &cfg
-            .connection_string
-        {
-            Some(src) => {
-                let cs = src.load(&format!("{key}.connection_string"))?;
-                // tiberius' parse errors can quote the offending pair, which may be the
-                // password: say what is wrong without repeating the string.
-                let config = tiberius::Config::from_ado_string(cs.expose()).map_err(|_| {
-                    ConfigError::new(
-                        format!("{key}.connection_string"),
-                        format!(
-                            "the connection string from {} is not a valid ADO.NET connection string",
-                            src.describe()
-                        ),
-                        "write it as Server=tcp:host,1433;Database=…;User Id=…;Password=…;Encrypt=true (quote values containing ';' with {…})",
-                    )
-                })?;
-                if cfg.authentication.is_none()
-                    && let Some(asked) = ado_value(cs.expose(), "authentication")
-                {
-                    refuse_string_authentication(&asked, &format!("{key}.connection_string"))?;
-                }
-                let account = check_string_windows_login(cs.expose(), cfg.authentication, key)?;
-                let target = config.get_addr();
-                let hint = format!("{key}.connection_string");
-                (config, target, hint.clone(), hint, account)
-            }
-            None => {
-                let (Some(host), Some(database)) = (&cfg.host, &cfg.database) else {
-                    return Err(ConfigError::new(
-                        format!("{key}.host"),
-                        "host and database are both needed",
-                        "add the missing keys, or use connection_string",
-                    ));
-                };
-                let mut config = tiberius::Config::new();
-                config.host(host);
-                if let Some(port) = cfg.port() {
-                    config.port(port);
-                }
-                if let Some(instance) = &cfg.instance {
-                    config.instance_name(instance);
-                }
-                config.database(database);
-                if cfg.authentication().uses_password() {
-                    let (Some(user), Some(pw)) = (&cfg.user, &cfg.password) else {
-                        return Err(ConfigError::new(
-                            format!("{key}.user"),
-                            "a SQL or Windows login needs user and password",
-                            "add them, or set authentication to an Entra kind",
-                        ));
-                    };
-                    let password = pw.load(&format!("{key}.password"))?;
-                    config.authentication(match cfg.authentication() {
-                        // tiberius splits `DOMAIN\user` into the domain and the user, and
-                        // sspi splits `user@dns.domain` the same way (the DNS name as the
-                        // domain, which domain controllers accept).
-                        MssqlAuthentication::Windows => {
-                            AuthMethod::windows(user, password.expose())
-                        }
-                        _ => AuthMethod::sql_server(user, password.expose()),
-                    });
-                }
-                config.encryption(match cfg.encrypt() {
-                    MssqlEncrypt::Off => EncryptionLevel::Off,
-                    MssqlEncrypt::On => EncryptionLevel::On,
-                    MssqlEncrypt::Required => EncryptionLevel::Required,
-                    MssqlEncrypt::Strict => EncryptionLevel::Strict,
-                });
-                // validate() refused trust_server_certificate together with ca_file, which
-                // tiberius would panic on.
-                if cfg.trust_server_certificate() {
-                    config.trust_cert();
-                } else if let Some(ca) = &cfg.ca_file {
-                    config.trust_cert_ca(ca.display());
-                }
-                let target = match &cfg.instance {
-                    Some(i) => format!("{host}\\{i}"),
-                    None => format!("{host}:{}", cfg.port().unwrap_or(1433)),
-                };
-                (
-                    config,
-                    target,
-                    format!("{key}.user / {key}.password"),
-                    format!("{key}.encrypt / {key}.trust_server_certificate / {key}.ca_file"),
-                    cfg.user
-                        .clone()
-                        .filter(|_| cfg.authentication() == MssqlAuthentication::Windows),
-                )
-            }
-        };
+        let resolved = resolve(cfg, key, None)?;
         // An Entra login's token is fetched for each connection ([`Manager::open`]); what the
         // connection string says of a user and password is not used then.
         let entra = EntraLogin::from_config(cfg, key)?.map(Arc::new);
@@ -368,48 +281,24 @@ impl MssqlSettings {
                     e.describe()
                 ),
             ),
-            None => match windows_account {
-                Some(account) => (
-                    login_hint,
-                    format!(
-                        "the Windows account {account} and its password, that its domain lets it sign in by NTLM, and that SQL Server has a login for it (CREATE LOGIN [{account}] FROM WINDOWS) with a user in this database"
-                    ),
-                ),
-                None => (login_hint, "the user and password".to_string()),
-            },
+            None => (
+                resolved.login_hint.clone(),
+                password_login_check(resolved.windows_account.as_deref()),
+            ),
         };
-        // The TOML keys win over the connection string: read-only intent is a safety layer
-        // and stays on unless the operator turns it off here.
-        config.readonly(cfg.application_intent() == ApplicationIntent::ReadOnly);
-        config.application_name(cfg.application_name());
-        // Every address at once: with one at a time, an address that drops the connection
-        // attempt (the offline subnet of an availability group listener) holds the whole
-        // connect timeout before the next is tried. A connection string keeps ADO.NET's
-        // default (off) unless the key says otherwise.
-        match (cfg.multi_subnet_failover, &cfg.connection_string) {
-            (Some(on), _) => config.multi_subnet_failover(on),
-            (None, None) => config.multi_subnet_failover(true),
-            (None, Some(_)) => {}
-        }
-        // No handshake timer in tiberius either: the whole connection attempt (TCP, prelogin,
-        // TLS, login, session setup) runs inside one tokio timeout of the connect timeout
-        // ([`Manager`]'s `connect`), which knows whether the server took the TCP connection. A
-        // second timer of the same length would only race it, and tiberius' message for its
-        // own ("… prelogin, TLS negotiation and login …") reads like a TLS failure.
-        config.handshake_timeout(None);
-        // No per-round-trip timer in tiberius: every round trip already runs inside a tokio
-        // timeout of ours (query, catalog, ping, idle check, connect), and an operation cut off
-        // leaves its connection `broken`, so it is discarded. tiberius' timer (30 s by default)
-        // would add nothing but a `futures-timer` registration, and a wake of that crate's
-        // timer thread, every time a read waits for the server: about a tenth of this
-        // process's CPU per query on the TDS benchmark.
-        config.command_timeout(None);
-        // An `nvarchar` value with a lone UTF-16 surrogate (legacy UCS-2 data, or a value the
-        // server cut at `TEXTSIZE` inside a pair) reads with U+FFFD in its place instead of
-        // failing the whole query and discarding its connection.
-        config.lossy_utf16_decoding(true);
+        let rotation = match &entra {
+            None => Rotation::watch(cfg, key, &resolved, &login_check).map(Arc::new),
+            Some(_) => None,
+        };
+        let Resolved {
+            config,
+            target,
+            tls_hint,
+            ..
+        } = resolved;
         Ok(Self {
             config,
+            rotation,
             target,
             login_hint,
             login_check,
@@ -429,6 +318,314 @@ impl MssqlSettings {
             login_check: self.login_check.clone(),
             tls_hint: self.tls_hint.clone(),
         }
+    }
+}
+
+/// tiberius' configuration for `cfg` (the `[[database]]` at config key `key`), with its
+/// password or connection string read from its file or environment variable now, and what
+/// error messages say of it. Errors name the key and never contain the secret.
+/// `read`, when given, is the secret as [`Rotation`] just read it.
+fn resolve(cfg: &MssqlConfig, key: &str, read: Option<Secret>) -> Result<Resolved, ConfigError> {
+    // The secret read now: the connection string, or a password login's password.
+    let mut secret = None;
+    let (mut config, target, login_hint, tls_hint, windows_account) = match &cfg.connection_string {
+        Some(src) => {
+            let cs = match read {
+                Some(cs) => cs,
+                None => src.load(&format!("{key}.connection_string"))?,
+            };
+            // tiberius' parse errors can quote the offending pair, which may be the
+            // password: say what is wrong without repeating the string.
+            let config = tiberius::Config::from_ado_string(cs.expose()).map_err(|_| {
+                ConfigError::new(
+                    format!("{key}.connection_string"),
+                    format!(
+                        "the connection string from {} is not a valid ADO.NET connection string",
+                        src.describe()
+                    ),
+                    "write it as Server=tcp:host,1433;Database=…;User Id=…;Password=…;Encrypt=true (quote values containing ';' with {…})",
+                )
+            })?;
+            if cfg.authentication.is_none()
+                && let Some(asked) = ado_value(cs.expose(), "authentication")
+            {
+                refuse_string_authentication(&asked, &format!("{key}.connection_string"))?;
+            }
+            let account = check_string_windows_login(cs.expose(), cfg.authentication, key)?;
+            let target = config.get_addr();
+            let hint = format!("{key}.connection_string");
+            secret = Some(cs);
+            (config, target, hint.clone(), hint, account)
+        }
+        None => {
+            let (Some(host), Some(database)) = (&cfg.host, &cfg.database) else {
+                return Err(ConfigError::new(
+                    format!("{key}.host"),
+                    "host and database are both needed",
+                    "add the missing keys, or use connection_string",
+                ));
+            };
+            let mut config = tiberius::Config::new();
+            config.host(host);
+            if let Some(port) = cfg.port() {
+                config.port(port);
+            }
+            if let Some(instance) = &cfg.instance {
+                config.instance_name(instance);
+            }
+            config.database(database);
+            if cfg.authentication().uses_password() {
+                let (Some(user), Some(pw)) = (&cfg.user, &cfg.password) else {
+                    return Err(ConfigError::new(
+                        format!("{key}.user"),
+                        "a SQL or Windows login needs user and password",
+                        "add them, or set authentication to an Entra kind",
+                    ));
+                };
+                let password = match read {
+                    Some(pw) => pw,
+                    None => pw.load(&format!("{key}.password"))?,
+                };
+                config.authentication(match cfg.authentication() {
+                    // tiberius splits `DOMAIN\user` into the domain and the user, and
+                    // sspi splits `user@dns.domain` the same way (the DNS name as the
+                    // domain, which domain controllers accept).
+                    MssqlAuthentication::Windows => AuthMethod::windows(user, password.expose()),
+                    _ => AuthMethod::sql_server(user, password.expose()),
+                });
+                secret = Some(password);
+            }
+            config.encryption(match cfg.encrypt() {
+                MssqlEncrypt::Off => EncryptionLevel::Off,
+                MssqlEncrypt::On => EncryptionLevel::On,
+                MssqlEncrypt::Required => EncryptionLevel::Required,
+                MssqlEncrypt::Strict => EncryptionLevel::Strict,
+            });
+            // validate() refused trust_server_certificate together with ca_file, which
+            // tiberius would panic on.
+            if cfg.trust_server_certificate() {
+                config.trust_cert();
+            } else if let Some(ca) = &cfg.ca_file {
+                config.trust_cert_ca(ca.display());
+            }
+            let target = match &cfg.instance {
+                Some(i) => format!("{host}\\{i}"),
+                None => format!("{host}:{}", cfg.port().unwrap_or(1433)),
+            };
+            (
+                config,
+                target,
+                format!("{key}.user / {key}.password"),
+                format!("{key}.encrypt / {key}.trust_server_certificate / {key}.ca_file"),
+                cfg.user
+                    .clone()
+                    .filter(|_| cfg.authentication() == MssqlAuthentication::Windows),
+            )
+        }
+    };
+    // The TOML keys win over the connection string: read-only intent is a safety layer
+    // and stays on unless the operator turns it off here.
+    config.readonly(cfg.application_intent() == ApplicationIntent::ReadOnly);
+    config.application_name(cfg.application_name());
+    // Every address at once: with one at a time, an address that drops the connection
+    // attempt (the offline subnet of an availability group listener) holds the whole
+    // connect timeout before the next is tried. A connection string keeps ADO.NET's
+    // default (off) unless the key says otherwise.
+    match (cfg.multi_subnet_failover, &cfg.connection_string) {
+        (Some(on), _) => config.multi_subnet_failover(on),
+        (None, None) => config.multi_subnet_failover(true),
+        (None, Some(_)) => {}
+    }
+    // No handshake timer in tiberius either: the whole connection attempt (TCP, prelogin,
+    // TLS, login, session setup) runs inside one tokio timeout of the connect timeout
+    // ([`Manager`]'s `connect`), which knows whether the server took the TCP connection. A
+    // second timer of the same length would only race it, and tiberius' message for its
+    // own ("… prelogin, TLS negotiation and login …") reads like a TLS failure.
+    config.handshake_timeout(None);
+    // No per-round-trip timer in tiberius: every round trip already runs inside a tokio
+    // timeout of ours (query, catalog, ping, idle check, connect), and an operation cut off
+    // leaves its connection `broken`, so it is discarded. tiberius' timer (30 s by default)
+    // would add nothing but a `futures-timer` registration, and a wake of that crate's
+    // timer thread, every time a read waits for the server: about a tenth of this
+    // process's CPU per query on the TDS benchmark.
+    config.command_timeout(None);
+    // An `nvarchar` value with a lone UTF-16 surrogate (legacy UCS-2 data, or a value the
+    // server cut at `TEXTSIZE` inside a pair) reads with U+FFFD in its place instead of
+    // failing the whole query and discarding its connection.
+    config.lossy_utf16_decoding(true);
+    Ok(Resolved {
+        config,
+        target,
+        login_hint,
+        tls_hint,
+        windows_account,
+        secret,
+    })
+}
+
+/// What [`resolve`] makes of a `[[database]]`.
+struct Resolved {
+    config: tiberius::Config,
+    /// `host:port` or `host\instance` (no secrets).
+    target: String,
+    /// The keys to fix after a failed login.
+    login_hint: String,
+    /// The keys to fix after a TLS failure.
+    tls_hint: String,
+    /// The Windows account that logs in, for a Windows login.
+    windows_account: Option<String>,
+    /// The connection string, or the password of a password login, as read.
+    secret: Option<Secret>,
+}
+
+/// The database a connection string names, as tiberius reads it (lowercase).
+fn string_database(cs: &str) -> Option<String> {
+    ["database", "initial catalog", "databasename"]
+        .into_iter()
+        .find_map(|k| ado_value(cs, k))
+        .map(|d| d.trim().to_lowercase())
+}
+
+/// A password login's password, or the connection string that holds it, kept in a file: read
+/// again before each new connection, so that a password rotated by an operator or a secrets
+/// agent (which writes the file, then changes the login's password on SQL Server, or the other
+/// way round) needs no restart. New connections log in with what the file says; connections
+/// already open keep their sessions, as SQL Server keeps them when a password changes. An
+/// environment variable cannot change under a running process, so it is read once.
+///
+/// What a changed file may not change: the server and the database (the catalog, the
+/// metrics and every message name them); that takes a restart, and until then new connections
+/// keep the last login read that could be used.
+struct Rotation {
+    /// The `[[database]]` to resolve again when the file changes, and its key.
+    cfg: MssqlConfig,
+    key: String,
+    /// The secret's own key (`database[0].password`) and file.
+    secret_key: String,
+    source: SecretSource,
+    /// What must stay the same: the target, and a connection string's database.
+    target: String,
+    database: Option<String>,
+    /// Held while the file is read and what it says is taken, so that reads are taken in
+    /// the order they were made.
+    state: tokio::sync::Mutex<RotationState>,
+}
+
+struct RotationState {
+    /// The file's content when it was last read.
+    seen: Secret,
+    /// What new connections use: built from the last content that could be used.
+    config: tiberius::Config,
+    /// What a refused login is told to check (it names a Windows account).
+    login_check: String,
+    /// The last read failed (logged once, until a read succeeds).
+    unreadable: bool,
+}
+
+impl Rotation {
+    /// A rotation for `cfg` when its login's secret comes from a file (not for an Entra
+    /// login: its token, secret or certificate is read for each connection already).
+    fn watch(cfg: &MssqlConfig, key: &str, resolved: &Resolved, login_check: &str) -> Option<Self> {
+        let (source, secret_key) = match (&cfg.connection_string, &cfg.password) {
+            (Some(cs), _) => (cs, format!("{key}.connection_string")),
+            (None, Some(pw)) if cfg.authentication().uses_password() => {
+                (pw, format!("{key}.password"))
+            }
+            _ => return None,
+        };
+        source.file.as_ref()?;
+        let seen = resolved.secret.clone()?;
+        Some(Self {
+            cfg: cfg.clone(),
+            key: key.to_string(),
+            database: cfg
+                .connection_string
+                .as_ref()
+                .and_then(|_| string_database(seen.expose())),
+            secret_key,
+            source: source.clone(),
+            target: resolved.target.clone(),
+            state: tokio::sync::Mutex::new(RotationState {
+                seen,
+                config: resolved.config.clone(),
+                login_check: login_check.to_string(),
+                unreadable: false,
+            }),
+        })
+    }
+
+    /// The configuration for a new connection, and what a refused login is told to check:
+    /// the file read again, and resolved again if it changed.
+    async fn current(&self) -> (tiberius::Config, String) {
+        let mut state = self.state.lock().await;
+        let (source, key) = (self.source.clone(), self.secret_key.clone());
+        // A file read, off the async workers (a network file system can be slow).
+        let read = tokio::task::spawn_blocking(move || source.load(&key))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigError::new(
+                    format!("{}.file", self.secret_key),
+                    format!("the read was cut short: {e}"),
+                    "check the file",
+                ))
+            });
+        match read {
+            Err(e) => {
+                if !std::mem::replace(&mut state.unreadable, true) {
+                    tracing::warn!(error = %e, "cannot read the SQL Server login's secret again; new connections log in with the one read before");
+                }
+            }
+            Ok(now) => {
+                if std::mem::take(&mut state.unreadable) {
+                    tracing::info!(key = %self.secret_key, "the SQL Server login's secret can be read again");
+                }
+                if now.expose() != state.seen.expose() {
+                    self.take(&mut state, now);
+                }
+            }
+        }
+        (state.config.clone(), state.login_check.clone())
+    }
+
+    /// Resolves the changed secret `now` and, if it can be used, makes it what new
+    /// connections log in with. Said in the log either way (never the secret).
+    fn take(&self, state: &mut RotationState, now: Secret) {
+        let database = self
+            .cfg
+            .connection_string
+            .as_ref()
+            .and_then(|_| string_database(now.expose()));
+        state.seen = now.clone();
+        let key = &self.secret_key;
+        let keep = "new connections keep logging in with the one read before";
+        match resolve(&self.cfg, &self.key, Some(now)) {
+            Err(e) => {
+                tracing::warn!(error = %e, "{key} changed but cannot be used; {keep}");
+            }
+            Ok(fresh) if fresh.target != self.target || database != self.database => {
+                tracing::warn!(
+                    key = %key,
+                    target = %fresh.target,
+                    was = %self.target,
+                    "{key} changed to another server or database, which takes a restart; {keep}"
+                );
+            }
+            Ok(fresh) => {
+                state.login_check = password_login_check(fresh.windows_account.as_deref());
+                state.config = fresh.config;
+                tracing::info!(key = %key, target = %fresh.target, "{key} changed; new connections log in with it");
+            }
+        }
+    }
+}
+
+/// What to check after a refused login with a password (not an Entra token).
+fn password_login_check(windows_account: Option<&str>) -> String {
+    match windows_account {
+        Some(account) => format!(
+            "the Windows account {account} and its password, that its domain lets it sign in by NTLM, and that SQL Server has a login for it (CREATE LOGIN [{account}] FROM WINDOWS) with a user in this database"
+        ),
+        None => "the user and password".to_string(),
     }
 }
 
@@ -790,9 +987,20 @@ impl Attempt {
 impl Manager {
     /// Opens one connection, noting in `attempt` how far it got (see [`Attempt`]).
     async fn open(&self, attempt: &Attempt) -> Result<MssqlConn, DbError> {
-        let mut config = self.settings.config.clone();
+        // With the password in a file, what it says now ([`Rotation`]).
+        let (mut config, configured) = match &self.settings.rotation {
+            Some(rotation) => {
+                let (config, login_check) = rotation.current().await;
+                let ctx = ErrorContext {
+                    login_check,
+                    ..self.ctx.clone()
+                };
+                (config, ctx)
+            }
+            None => (self.settings.config.clone(), self.ctx.clone()),
+        };
         // Errors name the host that failed: the configured one, or where it redirected.
-        let ctx = || attempt.ctx(&self.ctx);
+        let ctx = || attempt.ctx(&configured);
         if let Some(entra) = &self.settings.entra {
             // Within the connect timeout's own timer, so that a token endpoint that does not
             // answer is named as such rather than as a server that did not.
@@ -857,7 +1065,7 @@ impl Manager {
                     tracing::info!(from = %self.ctx.target, to = %to, "SQL Server redirected the connection");
                     let hop = ErrorContext {
                         target: format!("{to} (where {} redirected)", self.ctx.target),
-                        ..self.ctx.clone()
+                        ..configured.clone()
                     };
                     *attempt.redirected.lock().unwrap_or_else(|p| p.into_inner()) = Some(hop);
                     config.host(&host);
@@ -5509,6 +5717,79 @@ mod tests {
         let err = MssqlSettings::from_config(&missing, "database[3]", 4, Duration::from_secs(30))
             .expect_err("unset variable");
         assert_eq!(err.key, "database[3].password.env");
+    }
+
+    /// Only a file can change under a running server, so only a password or connection
+    /// string from a file is read again for new connections ([`Rotation`]).
+    #[test]
+    fn a_login_secret_is_watched_only_when_it_is_in_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "Sup3r-Secret\n").expect("write");
+        let from_file = Some(crate::config::SecretSource {
+            file: Some(file.clone()),
+            env: None,
+        });
+        let cfg = MssqlConfig {
+            host: Some("db".into()),
+            database: Some("Sales".into()),
+            user: Some("reader".into()),
+            password: from_file.clone(),
+            ..MssqlConfig::default()
+        };
+        let watched = |cfg: &MssqlConfig| {
+            MssqlSettings::from_config(cfg, "database[0]", 4, Duration::from_secs(30))
+                .expect("settings")
+                .rotation
+                .map(|r| (r.secret_key.clone(), r.target.clone(), r.database.clone()))
+        };
+        assert_eq!(
+            watched(&cfg),
+            Some(("database[0].password".into(), "db:1433".into(), None))
+        );
+        // A variable cannot change under a running process: not watched.
+        let env_cfg = MssqlConfig {
+            password: Some(crate::config::SecretSource {
+                file: None,
+                env: Some("MSSQL_PASSWORD".into()),
+            }),
+            ..cfg.clone()
+        };
+        let resolved = resolve(&cfg, "database[0]", None).expect("resolved");
+        assert!(Rotation::watch(&env_cfg, "database[0]", &resolved, "").is_none());
+        std::fs::write(
+            &file,
+            "Server=tcp:db.example.com,1433;Initial Catalog=Sales;User Id=r;Password=x",
+        )
+        .expect("write");
+        let string = MssqlConfig {
+            connection_string: from_file.clone(),
+            ..MssqlConfig::default()
+        };
+        assert_eq!(
+            watched(&string),
+            Some((
+                "database[0].connection_string".into(),
+                "db.example.com:1433".into(),
+                Some("sales".into())
+            ))
+        );
+        // An Entra login reads its token, secret or certificate for each connection already.
+        let entra = MssqlConfig {
+            connection_string: from_file,
+            authentication: Some(MssqlAuthentication::EntraManagedIdentity),
+            ..MssqlConfig::default()
+        };
+        assert_eq!(watched(&entra), None);
+        assert_eq!(
+            string_database("Server=x;DATABASE = Sales ;Password=p").as_deref(),
+            Some("sales")
+        );
+        assert_eq!(
+            string_database("Server=x;DatabaseName={Q;1}").as_deref(),
+            Some("q;1")
+        );
+        assert_eq!(string_database("Server=x"), None);
     }
 
     #[test]

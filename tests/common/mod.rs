@@ -128,6 +128,18 @@ pub fn spawn_pysqlbridge_logging(dir: &Path, port: u16, full_log: bool) -> Child
     )
 }
 
+/// [`spawn_pysqlbridge`] with the test login's password changed to `password` (the peer reads
+/// its logins when it starts): a password rotated on the server.
+pub fn spawn_pysqlbridge_password(dir: &Path, port: u16, password: &str) -> Child {
+    spawn_peer(
+        dir,
+        port,
+        true,
+        &["-m".as_ref(), "pysqlbridge".as_ref()],
+        Some((PASSWORD_ENV, password)),
+    )
+}
+
 /// [`spawn_pysqlbridge`] that also admits one Windows account, `domain\user` with `password`,
 /// by NTLM (`tests/common/ntlm_peer.py`, which says what it adds to the peer and why). What
 /// each Windows login came to is appended to `dir/ntlm.log`. With `malformed`, the NTLM
@@ -166,7 +178,6 @@ fn spawn_peer(
 ) -> Child {
     let log = dir.join("server.log");
     let mut command = Command::new(python());
-    command.envs(env);
     command
         .args(program)
         .args(["--host", "127.0.0.1", "--port"])
@@ -179,6 +190,7 @@ fn spawn_peer(
     let mut child = command
         .current_dir(dir)
         .env(PASSWORD_ENV, PASSWORD)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
