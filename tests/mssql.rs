@@ -270,14 +270,17 @@ impl Peer {
     }
 
     /// Restarts the server with its login's password changed to `password` (a rotation on
-    /// the server's side; the old one no longer logs in).
+    /// the server's side; the old one no longer logs in): the SQL login's, or for a
+    /// [`Peer::start_windows`] the Windows account's.
     fn restart_with_password(&mut self, password: &str) {
         self.kill();
-        self.child = Some(common::spawn_pysqlbridge_password(
-            self.dir.path(),
-            self.port,
-            password,
-        ));
+        let (dir, port) = (self.dir.path(), self.port);
+        self.child = Some(if self.windows {
+            let (domain, user, _) = WINDOWS_ACCOUNT;
+            common::spawn_pysqlbridge_windows(dir, port, (domain, user, password), None)
+        } else {
+            common::spawn_pysqlbridge_password(dir, port, password)
+        });
     }
 
     fn password_file(&self) -> PathBuf {
@@ -3440,6 +3443,48 @@ async fn a_password_rotated_in_its_file_is_used_by_new_connections_without_a_res
         assert!(!shown.contains(PASSWORD), "password shown: {shown}");
         assert!(!shown.contains(ROTATED), "password shown: {shown}");
     }
+}
+
+/// A Windows account's password changed by its domain: until its file is updated the
+/// sign-in is refused, then new connections prove the new one by NTLM, without a restart.
+#[tokio::test]
+async fn a_windows_password_rotated_in_its_file_signs_in_anew() {
+    const ROTATED: &str = "W1ndows-R0tated-90days!";
+    let _s = serial().await;
+    let mut peer = Peer::start_windows();
+    let (_, user, password) = WINDOWS_ACCOUNT;
+    let cfg = peer.windows_config(&format!("CORP\\{user}"), password);
+    let file = cfg
+        .password
+        .as_ref()
+        .and_then(|p| p.file.clone())
+        .expect("a file");
+    let b = peer.backend_with(&cfg, 2, Duration::from_secs(5));
+    count_orders(&b, "with the first password").await;
+    peer.restart_with_password(ROTATED);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match b.query("SELECT 1 AS one", page(0, 1)).await {
+            Err(e) if e.to_string().contains("login failed") => {
+                assert!(e.to_string().contains("CORP\\svc_mcp"), "{e}");
+                break;
+            }
+            other => {
+                assert!(Instant::now() < deadline, "no refusal: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    rotate(&file, ROTATED);
+    orders_until_counted(&b, "with the rotated password").await;
+    // The peer refused the old password and proved the new one.
+    let log = peer.ntlm_log();
+    assert!(log.iter().any(|l| l.starts_with("refused")), "{log:?}");
+    assert!(
+        log.last()
+            .is_some_and(|l| l.starts_with("ok CORP\\svc_mcp")),
+        "{log:?}"
+    );
 }
 
 /// A connection string in a file rotates the same way; one that names another server or
