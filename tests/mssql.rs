@@ -3665,6 +3665,35 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
             "{sql}: {err:?}"
         );
     }
+    // Every `FOR SYSTEM_TIME` form reads (the guard reads all five), and each is refused on
+    // a table the catalog does not know as system-versioned (the peer has no temporal
+    // tables), before anything reaches the server; no description offers a history.
+    for form in [
+        "AS OF '2024-01-01'",
+        "ALL",
+        "FROM '2024-01-01' TO '2024-02-01'",
+        "BETWEEN '2024-01-01' AND '2024-02-01'",
+        "CONTAINED IN ('2024-01-01', '2024-02-01')",
+    ] {
+        let sql = format!("SELECT Name FROM Customers FOR SYSTEM_TIME {form} AS c");
+        let err = execute_sql(&scope, &sql).await.expect_err(&sql);
+        assert!(
+            matches!(&err, tools::ToolError::Refused(_))
+                && err
+                    .to_string()
+                    .contains("`dbo.Customers` is not a system-versioned table"),
+            "{sql}: {err:?}"
+        );
+    }
+    let out = tools::call(
+        &scope,
+        "describe_table",
+        &json!({"table": "Customers"}),
+        None,
+    )
+    .await
+    .expect("describe");
+    assert!(out.value().get("history").is_none(), "{}", out.value());
 
     let out = tools::call(
         &scope,

@@ -89,7 +89,7 @@ use sqlparser::dialect::{Dialect, SQLiteDialect};
 use super::tsql_dialect::TsqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer, Whitespace, Word};
 
 /// Longest SQL text accepted, in bytes.
 pub const MAX_SQL_BYTES: usize = 256 * 1024;
@@ -289,6 +289,9 @@ pub struct CheckedQuery {
     /// `SELECT` without `*` (so positions are result columns). SQL Server's `AVG` of an
     /// integer is an integer, truncated: such a result column typed as an integer is that.
     pub avg_items: Vec<usize>,
+    /// T-SQL only: the tables read `FOR SYSTEM_TIME` (a system-versioned table's earlier
+    /// rows, which SQL Server reads from its history table), as in `tables`.
+    pub system_time: Vec<TableRef>,
 }
 
 /// The result columns of a one-table `SELECT` that carry the table's column of the same
@@ -371,6 +374,9 @@ pub fn check(
     let tsql = (dialect == SqlDialect::MsSql).then(|| scan_tsql(sql, &tokens));
     let mut tokens = tokens;
     let query_hints = dialect == SqlDialect::MsSql && split_query_hints(&mut tokens)?;
+    if dialect == SqlDialect::MsSql {
+        read_system_time_forms(&mut tokens);
+    }
     let indexed_by = dialect == SqlDialect::Sqlite
         && tokens.iter().any(|t| {
             matches!(&t.token, Token::Word(w)
@@ -1076,6 +1082,84 @@ fn split_query_hints(tokens: &mut Vec<TokenWithSpan>) -> Result<bool, GuardError
     Ok(found.is_some())
 }
 
+/// T-SQL's `FOR SYSTEM_TIME` forms other than `AS OF <time>`, the only one sqlparser reads:
+/// `ALL`, `FROM <start> TO <end>`, `BETWEEN <start> AND <end>` and `CONTAINED IN (<start>,
+/// <end>)`. Each becomes, in the tokens the guard parses (SQL Server runs the text as sent),
+/// an `AS OF` whose expression holds the same times (`<start> AND <end>`, `(<start>, <end>)`,
+/// `NULL` for `ALL`): the table is then read as a versioned one (its history's visibility is
+/// checked where the catalog is known), and every expression of the clause is checked as any
+/// expression is. Only keywords are replaced, and nothing is dropped: what does not read as
+/// one of the forms is left for the parser to refuse.
+fn read_system_time_forms(tokens: &mut Vec<TokenWithSpan>) {
+    fn is(t: &Token, keyword: &str) -> bool {
+        matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
+    }
+    fn next(tokens: &[TokenWithSpan], from: usize) -> Option<usize> {
+        (from..tokens.len()).find(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+    }
+    fn word(keyword: Keyword, text: &str, span: Span) -> TokenWithSpan {
+        TokenWithSpan {
+            token: Token::Word(Word {
+                value: text.to_string(),
+                quote_style: None,
+                keyword,
+            }),
+            span,
+        }
+    }
+    let mut i = 0;
+    while i < tokens.len() {
+        let Some(j) = next(tokens, i + 1)
+            .filter(|&j| is(&tokens[i].token, "for") && is(&tokens[j].token, "system_time"))
+        else {
+            i += 1;
+            continue;
+        };
+        let Some(k) = next(tokens, j + 1) else {
+            break;
+        };
+        let span = tokens[k].span;
+        let space = TokenWithSpan {
+            token: Token::Whitespace(Whitespace::Space),
+            span,
+        };
+        let mut as_of = vec![
+            word(Keyword::AS, "AS", span),
+            space.clone(),
+            word(Keyword::OF, "OF", span),
+            space,
+        ];
+        let form = &tokens[k].token;
+        if is(form, "all") {
+            as_of.push(word(Keyword::NULL, "NULL", span));
+            tokens.splice(k..=k, as_of);
+        } else if is(form, "between") {
+            tokens.splice(k..=k, as_of);
+        } else if is(form, "from") {
+            // Its `TO`: the first outside parentheses.
+            let mut depth = 0usize;
+            for t in &mut tokens[k + 1..] {
+                match &t.token {
+                    Token::LParen => depth += 1,
+                    Token::RParen if depth == 0 => break,
+                    Token::RParen => depth -= 1,
+                    w if depth == 0 && is(w, "to") => {
+                        *t = word(Keyword::AND, "AND", t.span);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            tokens.splice(k..=k, as_of);
+        } else if is(form, "contained")
+            && let Some(l) = next(tokens, k + 1).filter(|&l| is(&tokens[l].token, "in"))
+        {
+            tokens.splice(k..=l, as_of);
+        }
+        i = j + 1;
+    }
+}
+
 /// The token range of a trailing `OPTION (…)` clause whose hints are all allowed.
 fn trailing_query_hints(tokens: &[TokenWithSpan]) -> Result<Option<(usize, usize)>, GuardError> {
     let significant: Vec<usize> = (0..tokens.len())
@@ -1465,6 +1549,9 @@ struct Checker<'a> {
     /// Object names visited as relations that are not tables (allowed table functions).
     not_tables: HashSet<usize>,
     tables: Vec<TableRef>,
+    /// Object names of tables read `FOR SYSTEM_TIME`, and those tables.
+    versioned_names: HashSet<usize>,
+    system_time: Vec<TableRef>,
     /// `(schema, table)` of each entry of `tables` as written (less trailing spaces on SQL
     /// Server), as matched against the rules.
     normalised_tables: Vec<(Option<String>, String)>,
@@ -1578,6 +1665,8 @@ impl<'a> Checker<'a> {
             quiet_depth: 0,
             not_tables: HashSet::new(),
             tables: Vec::new(),
+            versioned_names: HashSet::new(),
+            system_time: Vec::new(),
             normalised_tables: Vec::new(),
             seen_tables: HashSet::new(),
             idents: Vec::new(),
@@ -2187,6 +2276,12 @@ impl<'a> Checker<'a> {
                  tables you can query"
             )));
         }
+        if self.versioned_names.contains(&addr(name)) {
+            self.system_time.push(TableRef {
+                schema: schema.map(str::to_string),
+                name: table.to_string(),
+            });
+        }
         let key = (self.fold(schema.unwrap_or("")), t);
         if self.seen_tables.insert(key) {
             self.normalised_tables
@@ -2337,6 +2432,7 @@ impl<'a> Checker<'a> {
             null_comparison: self.null_comparison,
             not_in_subquery: self.not_in_subquery,
             avg_items: avg_items(root),
+            system_time: self.system_time,
         })
     }
 }
@@ -2522,8 +2618,12 @@ impl Visitor for Checker<'_> {
                 alias,
                 args,
                 with_hints,
+                version,
                 ..
             } => {
+                if version.is_some() {
+                    self.versioned_names.insert(addr(name));
+                }
                 if let Some(ObjectNamePart::Identifier(last)) = name.0.last() {
                     self.relation_names.insert(last.value.to_lowercase());
                 }
@@ -4183,6 +4283,80 @@ mod tests {
         assert_forbidden(MsSql, "SELECT value FROM dbo.STRING_SPLIT('a,b', ',')");
         assert_forbidden(Sqlite, "SELECT value FROM string_split('a,b', ',')");
         assert_forbidden(Sqlite, "SELECT value FROM generate_series(1, 10)");
+    }
+
+    /// A system-versioned table's history is read by `FOR SYSTEM_TIME` in each of T-SQL's
+    /// five forms; the guard reads all of them (sqlparser alone only `AS OF`), notes the table
+    /// as read by it, and checks every expression in the clause as any other.
+    #[test]
+    fn every_for_system_time_form_passes_and_its_times_are_checked() {
+        let r = rules(&[], &["secrets"], &["customers.email"]);
+        let system_time = |q: &CheckedQuery| -> Vec<String> {
+            q.system_time.iter().map(|t| t.name.clone()).collect()
+        };
+        for sql in [
+            "SELECT name FROM customers FOR SYSTEM_TIME AS OF '2024-01-01'",
+            "SELECT name FROM customers FOR SYSTEM_TIME ALL",
+            "SELECT name FROM customers FOR SYSTEM_TIME ALL AS c WHERE c.id = 1",
+            "SELECT name FROM dbo.customers for system_time all c ORDER BY name",
+            "SELECT name FROM customers FOR SYSTEM_TIME BETWEEN '2024-01-01' AND '2024-02-01'",
+            "SELECT name FROM customers FOR SYSTEM_TIME FROM '2024-01-01' TO '2024-02-01' x",
+            "SELECT name FROM customers FOR SYSTEM_TIME FROM DATEADD(day, -7, SYSDATETIME()) \
+             TO SYSDATETIME()",
+            "SELECT name FROM customers FOR SYSTEM_TIME CONTAINED IN ('2024-01-01', '2024-02-01')",
+            "SELECT name FROM customers FOR SYSTEM_TIME\n  BETWEEN @from AND @to",
+        ] {
+            let q = passes_with(MsSql, &r, sql);
+            assert!(names(&q).iter().all(|n| n.ends_with("customers")), "{sql}");
+            assert_eq!(system_time(&q), ["customers"], "{sql}");
+        }
+        // Only the table read so; the other of a join is read as it is now.
+        let q = passes_with(
+            MsSql,
+            &r,
+            "SELECT c.name, o.id FROM customers FOR SYSTEM_TIME ALL AS c \
+             JOIN orders o ON o.customer_id = c.id",
+        );
+        assert_eq!(system_time(&q), ["customers"]);
+        assert!(system_time(&passes_with(MsSql, &r, "SELECT name FROM customers")).is_empty());
+        // The times are expressions like any other.
+        for sql in [
+            "SELECT name FROM customers FOR SYSTEM_TIME AS OF (SELECT MAX(email) FROM customers)",
+            "SELECT name FROM customers FOR SYSTEM_TIME BETWEEN '2024-01-01' AND \
+             (SELECT MAX(email) FROM customers)",
+            "SELECT name FROM customers FOR SYSTEM_TIME FROM (SELECT MIN(email) FROM customers) \
+             TO '2024-02-01'",
+            "SELECT name FROM customers FOR SYSTEM_TIME CONTAINED IN ('2024-01-01', \
+             (SELECT MAX(email) FROM customers))",
+        ] {
+            assert_column_denied(MsSql, &r, sql);
+        }
+        assert_table_denied(
+            MsSql,
+            &r,
+            "SELECT name FROM customers FOR SYSTEM_TIME FROM '2024-01-01' TO \
+             (SELECT MAX(at) FROM secrets)",
+        );
+        // What is not one of the forms stays a syntax error; a quoted name is a name.
+        for sql in [
+            "SELECT name FROM customers FOR SYSTEM_TIME SOMETIMES",
+            "SELECT name FROM customers FOR SYSTEM_TIME CONTAINED ('2024-01-01', '2024-02-01')",
+            "SELECT name FROM customers FOR SYSTEM_TIME",
+            "SELECT name FROM customers FOR [SYSTEM_TIME] ALL",
+            "SELECT name FROM customers FOR SYSTEM_TIME ALL; DELETE FROM customers",
+        ] {
+            assert!(check(sql, MsSql, &r).is_err(), "{sql}");
+        }
+        assert!(matches!(
+            check(
+                "SELECT name FROM customers FOR SYSTEM_TIME ALL; DELETE FROM customers",
+                MsSql,
+                &r
+            ),
+            Err(GuardError::MultipleStatements(2))
+        ));
+        // SQLite has no system-versioned tables.
+        assert!(check("SELECT name FROM customers FOR SYSTEM_TIME ALL", Sqlite, &r).is_err());
     }
 
     #[test]

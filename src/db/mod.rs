@@ -260,6 +260,18 @@ pub struct TableInfo {
     /// it would say that a hidden column exists.
     #[serde(skip)]
     pub key_hidden: bool,
+    /// SQL Server: the history table of a system-versioned (temporal) table, whose earlier
+    /// row versions `FOR SYSTEM_TIME` reads. In a scope's catalog only when the scope may
+    /// read it ([`crate::tools::history_readable`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryTable>,
+}
+
+/// A system-versioned table's history table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryTable {
+    pub schema: String,
+    pub name: String,
 }
 
 /// A full-text index: which columns it covers and the unique key its matches are reported by.
@@ -921,6 +933,7 @@ mod tests {
             description: None,
             checks: Vec::new(),
             key_hidden: false,
+            history: None,
         }
     }
 

@@ -173,9 +173,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::entra::EntraLogin;
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, MAX_CHECKS, MAX_VALUE_BYTES,
-    Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo, Value, ValueKind,
-    check_text, cut_bytes, cut_text, description_text,
+    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, HistoryTable, MAX_CHECKS,
+    MAX_VALUE_BYTES, Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo,
+    Value, ValueKind, check_text, cut_bytes, cut_text, description_text,
 };
 use crate::config::{
     ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt, Secret,
@@ -2813,6 +2813,13 @@ const CLASSIFICATIONS_SQL: &str = "SELECT s.name, o.name, c.name, CAST(sc.label 
      JOIN sys.schemas s ON s.schema_id = o.schema_id \
      JOIN sys.columns c ON c.object_id = sc.major_id AND c.column_id = sc.minor_id \
      WHERE sc.class = 1 AND o.type IN ('U', 'V')";
+/// System-versioned (temporal) tables and their history tables (SQL Server 2016+, Azure SQL).
+const TEMPORAL_SQL: &str = "SELECT s.name, t.name, hs.name, h.name \
+     FROM sys.tables t \
+     JOIN sys.schemas s ON s.schema_id = t.schema_id \
+     JOIN sys.tables h ON h.object_id = t.history_table_id \
+     JOIN sys.schemas hs ON hs.schema_id = h.schema_id \
+     WHERE t.temporal_type = 2";
 /// Enabled CHECK constraints of tables, as SQL Server keeps their text (`([Qty]>(0))`).
 const CHECKS_SQL: &str = "SELECT s.name, t.name, cc.definition \
      FROM sys.check_constraints cc \
@@ -2918,6 +2925,13 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
+    let temporal = optional_rows(
+        conn,
+        TEMPORAL_SQL,
+        "system-versioned tables (FOR SYSTEM_TIME is refused)",
+        ctx,
+    )
+    .await?;
     let mut catalog = build_catalog(CatalogRows {
         tables: &tables,
         columns: &columns,
@@ -2928,6 +2942,7 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         descriptions: &descriptions,
         checks: &checks,
         classifications: &classifications,
+        temporal: &temporal,
     });
     catalog.varchar_utf8 = collation
         .first()
@@ -3011,6 +3026,7 @@ struct CatalogRows<'a> {
     descriptions: &'a [Vec<Value>],
     checks: &'a [Vec<Value>],
     classifications: &'a [Vec<Value>],
+    temporal: &'a [Vec<Value>],
 }
 
 /// Assembles the catalog from the rows of the catalog queries (a pure function, so canned
@@ -3026,6 +3042,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         descriptions,
         checks,
         classifications,
+        temporal,
     } = rows;
     let mut out: Vec<TableInfo> = tables
         .iter()
@@ -3046,6 +3063,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             description: None,
             checks: Vec::new(),
             key_hidden: false,
+            history: None,
         })
         .collect();
     // Every catalog view spells a name the same way, so exact lookups suffice (and keep
@@ -3134,6 +3152,14 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             .find(|c| c.name == column && c.sensitivity.is_none())
         {
             c.sensitivity = sensitivity_text(&label, &information_type, "");
+        }
+    }
+    for r in temporal {
+        if let Some(i) = find(&text(r.first()), &text(r.get(1))) {
+            out[i].history = Some(HistoryTable {
+                schema: text(r.get(2)),
+                name: text(r.get(3)),
+            });
         }
     }
     // Keys: the primary key if there is one, else the first unique constraint.
@@ -4088,6 +4114,7 @@ mod tests {
             description: None,
             checks: Vec::new(),
             key_hidden: false,
+            history: None,
         }
     }
 
@@ -5019,6 +5046,43 @@ mod tests {
     /// The peer has no sys.sensitivity_classifications: its rows are canned. A classified
     /// column shows its label, information type and rank; a hidden one is gone from the scope
     /// with its label, and so from what the operator is told the scope shows.
+    /// A system-versioned table learns its history table from `sys.tables` (SQL Server
+    /// 2016+; the TDS peer has no temporal tables, so canned rows); the history is a table of
+    /// the catalog like any other.
+    #[test]
+    fn a_temporal_table_knows_its_history_table() {
+        let tables = [
+            row(&[Some("dbo"), Some("Employees"), Some("BASE TABLE")]),
+            row(&[Some("hist"), Some("EmployeesHistory"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Plain"), Some("BASE TABLE")]),
+        ];
+        let temporal = [
+            row(&[
+                Some("dbo"),
+                Some("Employees"),
+                Some("hist"),
+                Some("EmployeesHistory"),
+            ]),
+            row(&[Some("dbo"), Some("Gone"), Some("hist"), Some("GoneHistory")]),
+        ];
+        let raw = build_catalog(CatalogRows {
+            tables: &tables,
+            temporal: &temporal,
+            ..CatalogRows::default()
+        });
+        let history = |t: &str| raw.find(t).and_then(|t| t.history.clone());
+        assert_eq!(
+            history("dbo.Employees"),
+            Some(HistoryTable {
+                schema: "hist".into(),
+                name: "EmployeesHistory".into()
+            })
+        );
+        assert_eq!(history("dbo.Plain"), None);
+        assert_eq!(history("hist.EmployeesHistory"), None);
+        assert_eq!(raw.tables.len(), 3);
+    }
+
     #[test]
     fn sensitivity_classifications_describe_their_columns_and_leave_with_hidden_ones() {
         let tables = [

@@ -724,6 +724,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
             description: None,
             checks: create_sql.as_deref().map(checks_of).unwrap_or_default(),
             key_hidden: false,
+            history: None,
         });
     }
     let pks: Vec<(String, Vec<String>)> = tables

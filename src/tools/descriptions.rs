@@ -155,6 +155,7 @@ mod tests {
             description: Some("from the database".into()),
             checks: Vec::new(),
             key_hidden: false,
+            history: None,
         }
     }
 

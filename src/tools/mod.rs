@@ -498,7 +498,7 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
     let visible_table = |schema: &str, name: &str| rules.table_visible(Some(schema), name);
     let hidden =
         |schema: &str, table: &str, column: &str| rules.column_denied(Some(schema), table, column);
-    let tables = raw
+    let mut tables: Vec<TableInfo> = raw
         .tables
         .iter()
         .filter(|t| visible_table(&t.schema, &t.name))
@@ -541,9 +541,36 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
             t
         })
         .collect();
+    for t in &mut tables {
+        if t.history.is_some() && !history_readable(rules, raw, t) {
+            t.history = None;
+        }
+    }
     Catalog {
         tables,
         varchar_utf8: raw.varchar_utf8,
+    }
+}
+
+/// Whether a scope with `rules` may read `table`'s history (what `FOR SYSTEM_TIME` reads, by
+/// SQL Server's own rule a `SELECT` on the history table as well): `table` is system-versioned,
+/// its history table is visible, and hides no column the table itself shows (the earlier
+/// versions of a column come out under the table's name for it). `raw` is the whole catalog.
+pub fn history_readable(rules: &AccessRules, raw: &Catalog, table: &TableInfo) -> bool {
+    let Some(h) = &table.history else {
+        return false;
+    };
+    if !rules.table_visible(Some(&h.schema), &h.name) {
+        return false;
+    }
+    let shown = |c: &str| !rules.column_denied(Some(&table.schema), &table.name, c);
+    match raw.table(Some(&h.schema), &h.name) {
+        Some(history) => !history
+            .columns
+            .iter()
+            .any(|c| shown(&c.name) && rules.column_denied(Some(&h.schema), &h.name, &c.name)),
+        // Its columns unknown: readable only if no column rule could apply to it.
+        None => !rules.has_denied_columns(Some(&h.schema), &h.name),
     }
 }
 

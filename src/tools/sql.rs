@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 use super::cache::{Cursor, CursorTarget, TakenCursor};
 use super::ids::RecordId;
 use super::{
-    RowObjects, ToolError, ToolOutput, resolve_table, table_list, visible_columns, visible_tables,
+    RowObjects, ToolError, ToolOutput, history_readable, resolve_table, table_list,
+    visible_columns, visible_tables,
 };
-use crate::db::guard::{self, TableRef};
+use crate::db::guard::{self, GuardError, TableRef};
 use crate::db::lift::{self, Lifted};
-use crate::db::{Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
+use crate::db::{AccessRules, Catalog, DbError, Page, ResultColumn, RowSet, TableInfo};
 use crate::json::Dual;
 use crate::state::Scope;
 
@@ -117,7 +118,20 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
     if !table.checks.is_empty() {
         desc["checks"] = json!(table.checks);
     }
+    if let Some(h) = &table.history {
+        desc["history"] = json!(history_text(&h.schema, &h.name));
+    }
     desc
+}
+
+/// What a system-versioned table's description says of its history, so that a model asking
+/// about the past finds how to read it.
+fn history_text(schema: &str, name: &str) -> String {
+    format!(
+        "system-versioned: earlier versions of its rows are kept in {schema}.{name} and read by \
+         adding FOR SYSTEM_TIME AS OF <time> (or FROM <start> TO <end>, BETWEEN <start> AND \
+         <end>, CONTAINED IN (<start>, <end>), ALL) after the table's name; times are UTC"
+    )
 }
 
 /// The same description as readable text (for `fetch`'s `text`).
@@ -160,6 +174,9 @@ pub(crate) fn describe_text(desc: &Value) -> String {
     }
     for check in desc["checks"].as_array().into_iter().flatten() {
         s.push_str(&format!("Check: {}\n", check.as_str().unwrap_or("")));
+    }
+    if let Some(h) = desc["history"].as_str() {
+        s.push_str(&format!("History: {h}\n"));
     }
     for fk in desc["foreign_keys"].as_array().into_iter().flatten() {
         s.push_str(&format!(
@@ -463,6 +480,9 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
     // The whole catalog, not the scope's: hidden columns must be found to be masked.
     let catalog = scope.db.catalog().await?;
     let read = resolve(&catalog, &checked.tables);
+    for t in &checked.system_time {
+        history_may_be_read(&scope.rules, &catalog, t)?;
+    }
     page.hidden = hidden_columns(scope, &read);
     page.pageable_in_sql = checked.pageable_in_sql;
     page.linear_steps = checked.linear_steps;
@@ -593,6 +613,50 @@ fn column_list(scope: &Scope, read: &[Result<&TableInfo, &TableRef>]) -> String 
 }
 
 /// The tables a query reads, as the catalog knows them, or as written where it does not.
+/// `FOR SYSTEM_TIME` on `t` reads its history table: refused unless the scope may read that
+/// too ([`history_readable`]). Also refused on a view or a table the catalog does not know as
+/// system-versioned: what the view (or a table made since the catalog was read) reads
+/// cannot be checked, and on any other table SQL Server refuses it anyway.
+fn history_may_be_read(
+    rules: &AccessRules,
+    catalog: &Catalog,
+    t: &TableRef,
+) -> Result<(), ToolError> {
+    let name = match &t.schema {
+        Some(s) => format!("{s}.{}", t.name),
+        None => t.name.clone(),
+    };
+    let Some(table) = catalog.find(&name) else {
+        return Err(GuardError::Forbidden(format!(
+            "FOR SYSTEM_TIME reads only a system-versioned table this scope can see, and \
+             `{name}` is none"
+        ))
+        .into());
+    };
+    if table.history.is_none() {
+        return Err(GuardError::Forbidden(format!(
+            "`{}` is not a system-versioned table, so it has no earlier versions for FOR \
+             SYSTEM_TIME to read{}",
+            table.qualified(),
+            if table.kind == "view" {
+                " (on a view, the tables behind it cannot be checked: name them instead)"
+            } else {
+                ""
+            }
+        ))
+        .into());
+    }
+    if !history_readable(rules, catalog, table) {
+        return Err(GuardError::TableDenied(format!(
+            "the history of `{}` is not accessible in this scope, and FOR SYSTEM_TIME reads \
+             it; query the table as it is now, without FOR SYSTEM_TIME",
+            table.qualified()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 fn resolve<'a>(
     catalog: &'a Catalog,
     tables: &'a [TableRef],
@@ -735,6 +799,127 @@ pub async fn execute_sql(
 mod tests {
     use super::*;
     use crate::db::Value as DbValue;
+    use crate::db::{ColumnInfo, HistoryTable, ValueKind};
+
+    fn table(schema: &str, name: &str, columns: &[&str], history: Option<&str>) -> TableInfo {
+        TableInfo {
+            schema: schema.into(),
+            name: name.into(),
+            kind: "table",
+            columns: columns
+                .iter()
+                .map(|c| ColumnInfo {
+                    name: c.to_string(),
+                    data_type: "int".into(),
+                    kind: ValueKind::Integer,
+                    nullable: true,
+                    description: None,
+                    sensitivity: None,
+                })
+                .collect(),
+            primary_key: Vec::new(),
+            key_is_heuristic: false,
+            foreign_keys: Vec::new(),
+            row_estimate: None,
+            full_text: None,
+            description: None,
+            checks: Vec::new(),
+            key_hidden: false,
+            history: history.map(|h| HistoryTable {
+                schema: schema.into(),
+                name: h.into(),
+            }),
+        }
+    }
+
+    /// `FOR SYSTEM_TIME` reads a temporal table's history, so the scope must be able to read
+    /// that too: its table visible, and no column hidden there that the table shows. A view,
+    /// a table that is not system-versioned and one the catalog does not know are refused,
+    /// as what they read cannot be checked. Descriptions say how to read the history only
+    /// where it may be read.
+    #[test]
+    fn for_system_time_needs_a_history_the_scope_may_read() {
+        let raw = Catalog {
+            tables: vec![
+                table(
+                    "dbo",
+                    "Employees",
+                    &["Id", "Name", "Salary"],
+                    Some("EmployeesHistory"),
+                ),
+                table("dbo", "EmployeesHistory", &["Id", "Name", "Salary"], None),
+                table("dbo", "Plain", &["Id"], None),
+                TableInfo {
+                    kind: "view",
+                    ..table("dbo", "Staff", &["Id", "Name"], None)
+                },
+            ],
+            varchar_utf8: false,
+        };
+        let rules = |deny_tables: &[&str], deny_columns: &[&str]| AccessRules {
+            allow_tables: Vec::new(),
+            deny_tables: deny_tables.iter().map(|s| s.to_string()).collect(),
+            deny_columns: deny_columns.iter().map(|s| s.to_string()).collect(),
+        };
+        let read = |r: &AccessRules, name: &str| {
+            history_may_be_read(
+                r,
+                &raw,
+                &TableRef {
+                    schema: None,
+                    name: name.into(),
+                },
+            )
+            .map_err(|e| e.to_string())
+        };
+        let described = |r: &AccessRules| {
+            crate::tools::scoped_catalog(r, &raw)
+                .find("dbo.Employees")
+                .and_then(|t| t.history.clone())
+        };
+        // Everything visible, or the same column hidden in both.
+        for r in [
+            rules(&[], &[]),
+            rules(&[], &["Employees*.Salary"]),
+            rules(
+                &[],
+                &["dbo.Employees.Salary", "dbo.EmployeesHistory.Salary"],
+            ),
+            rules(&["Plain"], &[]),
+        ] {
+            assert_eq!(read(&r, "employees"), Ok(()), "{r:?}");
+            assert!(described(&r).is_some(), "{r:?}");
+        }
+        // The history hidden, or a column hidden only there.
+        for r in [
+            rules(&["dbo.EmployeesHistory"], &[]),
+            rules(&["*History"], &[]),
+            rules(&[], &["EmployeesHistory.Salary"]),
+        ] {
+            let e = read(&r, "Employees").expect_err("refused");
+            assert!(
+                e.contains("history of `dbo.Employees` is not accessible in this scope"),
+                "{r:?}: {e}"
+            );
+            assert!(described(&r).is_none(), "{r:?}");
+        }
+        let r = rules(&[], &[]);
+        let e = read(&r, "Plain").expect_err("not versioned");
+        assert!(
+            e.contains("`dbo.Plain` is not a system-versioned table"),
+            "{e}"
+        );
+        let e = read(&r, "Staff").expect_err("a view");
+        assert!(e.contains("on a view"), "{e}");
+        let e = read(&r, "Since").expect_err("unknown");
+        assert!(e.contains("`Since` is none"), "{e}");
+        // The description says how to read it.
+        let scoped = crate::tools::scoped_catalog(&r, &raw);
+        let employees = scoped.find("Employees").expect("table");
+        let desc = describe_text(&json!({"history": history_text("dbo", "EmployeesHistory")}));
+        assert!(desc.contains("History: system-versioned"), "{desc}");
+        assert!(employees.history.is_some());
+    }
 
     fn col(name: &str) -> ResultColumn {
         ResultColumn {
