@@ -39,6 +39,10 @@ pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
             if let Some(d) = &t.description {
                 entry["description"] = json!(d);
             }
+            // Its earlier rows can be read (describe_table says how).
+            if t.history.is_some() {
+                entry["system_versioned"] = json!(true);
+            }
             entry
         })
         .collect();
@@ -998,6 +1002,68 @@ mod tests {
                 },
                 notes: masked.iter().map(|m| format!("note {m}")).collect(),
             });
+        }
+    }
+
+    /// A system-versioned table is flagged in `list_tables` and its description says how to
+    /// read its history, unless the scope hides the history (then neither says a word of it).
+    #[tokio::test]
+    async fn a_system_versioned_table_says_so_where_its_history_may_be_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("staff.sqlite");
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "CREATE TABLE staff (id INTEGER PRIMARY KEY, name TEXT, salary INTEGER);
+                 CREATE TABLE staff_history (id INTEGER, name TEXT, salary INTEGER);
+                 CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+            )
+            .expect("fixture");
+        for (keys, shown) in [
+            ("", true),
+            ("deny_columns = [\"staff*.salary\"]", true),
+            ("deny_tables = [\"staff_history\"]", false),
+            ("deny_columns = [\"staff_history.salary\"]", false),
+        ] {
+            let state = tempfile::tempdir().expect("tempdir");
+            let scope = crate::tools::testing::versioned_sqlite_scope(
+                state.path(),
+                &path,
+                &[("staff", "staff_history")],
+                keys,
+            )
+            .await;
+            let listed: Value =
+                serde_json::from_str(&list_tables(&scope).await.expect("list").json.into_string())
+                    .expect("json");
+            let flag = |name: &str| {
+                listed["tables"]
+                    .as_array()
+                    .and_then(|ts| ts.iter().find(|t| t["name"] == name))
+                    .map(|t| t.get("system_versioned").cloned())
+            };
+            assert_eq!(flag("staff"), Some(shown.then(|| json!(true))), "{keys}");
+            assert_eq!(flag("notes"), Some(None), "{keys}");
+            let described = describe_table(&scope, "staff")
+                .await
+                .expect("describe")
+                .json
+                .into_string();
+            assert_eq!(
+                described.contains("earlier versions of its rows are kept in main.staff_history"),
+                shown,
+                "{keys}: {described}"
+            );
+            let fetched = crate::tools::fetch::fetch(&scope, "main.staff", None)
+                .await
+                .expect("fetch")
+                .json
+                .into_string();
+            assert_eq!(
+                fetched.contains("History: system-versioned"),
+                shown,
+                "{keys}"
+            );
         }
     }
 

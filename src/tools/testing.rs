@@ -8,10 +8,11 @@ use crate::db::{Catalog, DbError, DynBackend, Page, RowSet, SearchRequest, SqlDi
 use crate::state::Scope;
 
 /// A real SQLite database whose `search` and `lookup` on some tables are made slow, and whose
-/// catalog can say columns are classified as sensitive. No peer can be made slow for one table
-/// and fast for another on demand, and none keeps sensitivity classifications (SQLite has
-/// none; pysqlbridge lacks `sys.sensitivity_classifications`), so both are injected here;
-/// everything else is the real backend.
+/// catalog can say columns are classified as sensitive and tables system-versioned. No peer
+/// can be made slow for one table and fast for another on demand, and none keeps sensitivity
+/// classifications or temporal tables (SQLite has neither; pysqlbridge lacks
+/// `sys.sensitivity_classifications` and `sys.tables.history_table_id`), so these are injected
+/// here; everything else is the real backend.
 pub(crate) struct SlowTable {
     pub inner: DynBackend,
     /// The tables (by name) that answer only after `delay`.
@@ -19,6 +20,8 @@ pub(crate) struct SlowTable {
     pub delay: Duration,
     /// `(table, column, label)`: the sensitivity the catalog gives those columns.
     pub labels: &'static [(&'static str, &'static str, &'static str)],
+    /// `(table, history table)`: the tables the catalog makes system-versioned.
+    pub histories: &'static [(&'static str, &'static str)],
 }
 
 impl SlowTable {
@@ -39,11 +42,19 @@ impl crate::db::Backend for SlowTable {
     }
     async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
         let catalog = self.inner.catalog().await?;
-        if self.labels.is_empty() {
+        if self.labels.is_empty() && self.histories.is_empty() {
             return Ok(catalog);
         }
         let mut labelled = (*catalog).clone();
         for t in &mut labelled.tables {
+            t.history = self
+                .histories
+                .iter()
+                .find(|(table, _)| *table == t.name)
+                .map(|(_, history)| crate::db::HistoryTable {
+                    schema: t.schema.clone(),
+                    name: history.to_string(),
+                });
             for c in &mut t.columns {
                 c.sensitivity = self
                     .labels
@@ -97,7 +108,7 @@ pub(crate) async fn slow_sqlite_scope(
     delay: Duration,
     budget: Duration,
 ) -> Scope {
-    sqlite_scope(dir, path, slow, delay, &[], "", budget).await
+    sqlite_scope(dir, path, slow, delay, (&[], &[]), "", budget).await
 }
 
 /// A scope (every tool, no authentication, state in `dir`, `scope_keys` added to its
@@ -110,16 +121,51 @@ pub(crate) async fn classified_sqlite_scope(
     scope_keys: &str,
 ) -> Scope {
     let budget = Duration::from_secs(30);
-    sqlite_scope(dir, path, &[], Duration::ZERO, labels, scope_keys, budget).await
+    sqlite_scope(
+        dir,
+        path,
+        &[],
+        Duration::ZERO,
+        (labels, &[]),
+        scope_keys,
+        budget,
+    )
+    .await
 }
 
-/// The scope of [`slow_sqlite_scope`] and [`classified_sqlite_scope`].
+/// A scope (every tool, no authentication, state in `dir`, `scope_keys` added to its
+/// `[[scope]]`) over the SQLite file `path`, whose catalog makes each table of `histories`
+/// (`(table, history table)`) system-versioned.
+pub(crate) async fn versioned_sqlite_scope(
+    dir: &Path,
+    path: &Path,
+    histories: &'static [(&'static str, &'static str)],
+    scope_keys: &str,
+) -> Scope {
+    let budget = Duration::from_secs(30);
+    sqlite_scope(
+        dir,
+        path,
+        &[],
+        Duration::ZERO,
+        (&[], histories),
+        scope_keys,
+        budget,
+    )
+    .await
+}
+
+/// The scope of [`slow_sqlite_scope`], [`classified_sqlite_scope`] and
+/// [`versioned_sqlite_scope`].
 async fn sqlite_scope(
     dir: &Path,
     path: &Path,
     slow: &'static [&'static str],
     delay: Duration,
-    labels: &'static [(&'static str, &'static str, &'static str)],
+    (labels, histories): (
+        &'static [(&'static str, &'static str, &'static str)],
+        &'static [(&'static str, &'static str)],
+    ),
     scope_keys: &str,
     budget: Duration,
 ) -> Scope {
@@ -140,6 +186,7 @@ async fn sqlite_scope(
         slow,
         delay,
         labels,
+        histories,
     });
     Scope::new(
         config.scopes[0].clone(),
