@@ -7,6 +7,11 @@ use std::time::Duration;
 use crate::db::{Catalog, DbError, DynBackend, Page, RowSet, SearchRequest, SqlDialect, TableInfo};
 use crate::state::Scope;
 
+/// `(table, column, label)`: columns the catalog classifies as sensitive.
+type Labels = &'static [(&'static str, &'static str, &'static str)];
+/// `(table, history table)`: tables the catalog makes system-versioned.
+type Histories = &'static [(&'static str, &'static str)];
+
 /// A real SQLite database whose `search` and `lookup` on some tables are made slow, and whose
 /// catalog can say columns are classified as sensitive and tables system-versioned. No peer
 /// can be made slow for one table and fast for another on demand, and none keeps sensitivity
@@ -162,10 +167,7 @@ async fn sqlite_scope(
     path: &Path,
     slow: &'static [&'static str],
     delay: Duration,
-    (labels, histories): (
-        &'static [(&'static str, &'static str, &'static str)],
-        &'static [(&'static str, &'static str)],
-    ),
+    (labels, histories): (Labels, Histories),
     scope_keys: &str,
     budget: Duration,
 ) -> Scope {
