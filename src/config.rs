@@ -330,6 +330,11 @@ pub struct MssqlConfig {
     /// one row makes this process hold: tiberius reads a row whole, and `TEXTSIZE` does not
     /// cut `xml` values.
     pub max_row_mib: Option<u32>,
+    /// Tell SQL Server who asks: before each query, `sp_set_session_context` sets `mcp_user`
+    /// (the signed-in user; NULL without sign-in) and `mcp_scope` (the scope's path), which
+    /// row-level security predicates and views read with `SESSION_CONTEXT(N'mcp_user')`.
+    /// SQL Server 2016+ and Azure SQL. Default false.
+    pub session_context: Option<bool>,
     /// An ADO.NET connection string instead of the keys above. It holds the password, so it is
     /// a secret source too: `{ file = … }` or `{ env = … }`.
     pub connection_string: Option<SecretSource>,
@@ -506,6 +511,9 @@ impl MssqlConfig {
     }
     pub fn max_row_mib(&self) -> u32 {
         self.max_row_mib.unwrap_or(MAX_ROW_MIB_DEFAULT)
+    }
+    pub fn session_context(&self) -> bool {
+        self.session_context.unwrap_or(false)
     }
     pub fn authentication(&self) -> MssqlAuthentication {
         self.authentication

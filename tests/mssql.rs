@@ -168,6 +168,8 @@ struct Peer {
     windows: bool,
     /// How a Windows login's NTLM challenge is sent broken, if it is.
     malformed: Option<&'static str>,
+    /// Knows `sp_set_session_context` ([`common::spawn_pysqlbridge_context`]).
+    context: bool,
 }
 
 /// The Windows account a [`Peer::start_windows`] admits: its domain's names (NetBIOS and
@@ -193,9 +195,35 @@ impl Peer {
             child: None,
             windows,
             malformed,
+            context: false,
         };
         peer.spawn();
         peer
+    }
+
+    /// A peer that knows `sp_set_session_context` and logs each call.
+    fn start_context() -> Peer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_fixture(dir.path());
+        let mut peer = Peer {
+            dir,
+            port: free_port(),
+            child: None,
+            windows: false,
+            malformed: None,
+            context: true,
+        };
+        peer.spawn();
+        peer
+    }
+
+    /// What the session context was set to, in order (`key=value`).
+    fn context_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("session_context.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// What each Windows login came to, as the peer's NTLM check wrote it.
@@ -257,6 +285,8 @@ impl Peer {
                 WINDOWS_ACCOUNT,
                 self.malformed,
             )
+        } else if self.context {
+            common::spawn_pysqlbridge_context(self.dir.path(), self.port)
         } else {
             common::spawn_pysqlbridge(self.dir.path(), self.port)
         });
@@ -3561,6 +3591,11 @@ async fn a_rotated_connection_string_logs_in_anew_but_never_moves_to_another_ser
 // ---------------------------------------------------------------------------------------------
 
 fn tools_config(peer: &Peer) -> mssql_mcp::config::Config {
+    tools_config_with(peer, "")
+}
+
+/// [`tools_config`] with `database_keys` added to its `[[database]]`.
+fn tools_config_with(peer: &Peer, database_keys: &str) -> mssql_mcp::config::Config {
     let text = format!(
         r#"
 [server]
@@ -3578,6 +3613,7 @@ trust_server_certificate = true
 connect_timeout_secs = 5
 pool_size = 4
 max_row_mib = 1
+{database_keys}
 
 [[scope]]
 path = "/claude"
@@ -3588,6 +3624,105 @@ profile = "full"
         pw = peer.password_file().display()
     );
     mssql_mcp::config::Config::parse(&text).expect("config")
+}
+
+/// With `session_context = true` SQL Server is told who asks, before the statements of each
+/// tool call: `mcp_user` (the signed-in user, NULL without one) and `mcp_scope`, set again
+/// only when they change on a connection. The peer runs `sp_set_session_context` where SQL
+/// Server would (`tests/common/context_peer.py` gives it the procedure) and logs each call.
+#[tokio::test]
+async fn the_session_context_says_who_asks_before_each_query() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start_context();
+    let state =
+        mssql_mcp::app::build_state(tools_config_with(&peer, "session_context = true"), true)
+            .await
+            .expect("state");
+    let scope = state.scopes()[0].clone();
+    let count = json!({"sql": "SELECT COUNT(*) AS n FROM Orders"});
+    let call = |tool: &'static str, args: serde_json::Value, user: Option<&'static str>| {
+        let scope = scope.clone();
+        async move {
+            tools::call(&scope, tool, &args, user)
+                .await
+                .unwrap_or_else(|e| panic!("{tool} for {user:?}: {e}"))
+                .value()
+                .to_string()
+        }
+    };
+    let out = call("execute_sql", count.clone(), Some("alice")).await;
+    assert!(out.contains("120"), "{out}");
+    assert_eq!(peer.context_log(), ["mcp_user=alice", "mcp_scope=/claude"]);
+    // The same caller again on the same connection: nothing to set.
+    call("execute_sql", count.clone(), Some("alice")).await;
+    assert_eq!(peer.context_log().len(), 2, "{:?}", peer.context_log());
+    // Another caller, through one of the server's own statements (sp_executesql), and a
+    // name with a quote in it.
+    let out = call(
+        "get_table_sample",
+        json!({"table": "Orders", "limit": 2}),
+        Some("bob"),
+    )
+    .await;
+    assert!(out.contains("rows"), "{out}");
+    call("execute_sql", count.clone(), Some("o'brien")).await;
+    // Without sign-in: NULL, so no one's rows are read as someone else's.
+    call("execute_sql", count.clone(), None).await;
+    assert_eq!(
+        peer.context_log()[2..],
+        [
+            "mcp_user=bob",
+            "mcp_scope=/claude",
+            "mcp_user=o'brien",
+            "mcp_scope=/claude",
+            "mcp_user=NULL",
+            "mcp_scope=/claude",
+        ]
+    );
+    // Off (the default), nothing is sent.
+    let before = peer.context_log().len();
+    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
+        .await
+        .expect("state");
+    let plain = state.scopes()[0].clone();
+    tools::call(&plain, "execute_sql", &count, Some("alice"))
+        .await
+        .expect("without session_context");
+    assert_eq!(peer.context_log().len(), before);
+}
+
+/// `session_context = true` against a server without `sp_set_session_context` (older than
+/// SQL Server 2016; here the TDS peer as it comes) fails each call with what to change.
+#[tokio::test]
+async fn session_context_on_a_server_without_it_says_what_to_change() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start();
+    let state =
+        mssql_mcp::app::build_state(tools_config_with(&peer, "session_context = true"), true)
+            .await
+            .expect("state");
+    let scope = state.scopes()[0].clone();
+    for (tool, args) in [
+        (
+            "execute_sql",
+            json!({"sql": "SELECT COUNT(*) AS n FROM Orders"}),
+        ),
+        ("get_table_sample", json!({"table": "Orders", "limit": 2})),
+    ] {
+        let err = tools::call(&scope, tool, &args, Some("alice"))
+            .await
+            .expect_err(tool)
+            .to_string();
+        assert!(
+            err.contains("has no sp_set_session_context")
+                && err.contains("set session_context = false"),
+            "{tool}: {err}"
+        );
+    }
 }
 
 #[tokio::test]

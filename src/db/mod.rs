@@ -267,6 +267,29 @@ pub struct TableInfo {
     pub history: Option<HistoryTable>,
 }
 
+/// Who a tool call reads for: the signed-in user (`None` without sign-in) and the scope's path.
+/// Set for the length of each call ([`for_asker`]); SQL Server hands it to the database's own
+/// rules as the session context when `[[database]] session_context` is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asker {
+    pub user: Option<Arc<str>>,
+    pub scope: Arc<str>,
+}
+
+tokio::task_local! {
+    static ASKER: Asker;
+}
+
+/// Runs `call` with `asker` as the one it reads for ([`asker`] inside it).
+pub async fn for_asker<F: std::future::Future>(asker: Asker, call: F) -> F::Output {
+    ASKER.scope(asker, call).await
+}
+
+/// Who the running tool call reads for; `None` outside one (catalog loads, health checks).
+pub fn asker() -> Option<Asker> {
+    ASKER.try_with(Clone::clone).ok()
+}
+
 /// A system-versioned table's history table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryTable {
@@ -840,6 +863,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Connection pool numbers for metrics; `None` for a backend without a pool.
     fn pool_stats(&self) -> Option<PoolStats> {
         None
+    }
+
+    /// Whether the backend hands who asks ([`asker`]) to the database, so tool calls must
+    /// say who that is ([`for_asker`]).
+    fn reads_for_asker(&self) -> bool {
+        false
     }
 }
 

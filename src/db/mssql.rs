@@ -173,9 +173,9 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::entra::EntraLogin;
 use super::{
-    Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, HistoryTable, MAX_CHECKS,
-    MAX_VALUE_BYTES, Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect, TableInfo,
-    Value, ValueKind, check_text, cut_bytes, cut_text, description_text,
+    Asker, Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, HistoryTable,
+    MAX_CHECKS, MAX_VALUE_BYTES, Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect,
+    TableInfo, Value, ValueKind, check_text, cut_bytes, cut_text, description_text,
 };
 use crate::config::{
     ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt, Secret,
@@ -244,6 +244,8 @@ pub struct MssqlSettings {
     pub pool_size: u32,
     /// Most bytes one row may take as the server sends it ([`RowBudget`]).
     pub max_row_bytes: usize,
+    /// Set the session context (who asks) before each query ([`context_statements`]).
+    pub session_context: bool,
 }
 
 impl fmt::Debug for MssqlSettings {
@@ -308,6 +310,7 @@ impl MssqlSettings {
             query_timeout,
             pool_size,
             max_row_bytes: cfg.max_row_mib() as usize * 1024 * 1024,
+            session_context: cfg.session_context(),
         })
     }
 
@@ -760,6 +763,11 @@ pub struct MssqlConn {
     /// in flight (a connection left that way is discarded, see [`execute`]). Ad-hoc batches
     /// set it only when it differs, and our own statements lift it when it could cut them.
     rowcount: Option<u32>,
+    /// With `[[database]] session_context`: whom the session context says asks, once a
+    /// statement that set it ran to its end (`None`: not set, or not known to be).
+    context: Option<Asker>,
+    /// `[[database]] session_context` is on.
+    session_context: bool,
 }
 
 /// The value of `key` (compared without case or spaces) in an ADO.NET connection string:
@@ -1044,6 +1052,8 @@ impl Manager {
                         broken: true,
                         last_used: Instant::now(),
                         rowcount: None,
+                        context: None,
+                        session_context: self.settings.session_context,
                     };
                     // A plain batch (not sp_executesql), so the SETs last for the session.
                     let stream = conn
@@ -1267,6 +1277,8 @@ pub struct MssqlBackend {
     query_timeout: Duration,
     connect_timeout: Duration,
     pool_size: u32,
+    /// `[[database]] session_context`: queries tell SQL Server who asks.
+    session_context: bool,
     /// The loaded catalog and the last failed load.
     catalog: std::sync::Mutex<CatalogCache>,
     /// Held while the catalog loads, so concurrent callers share one load.
@@ -1421,6 +1433,7 @@ impl MssqlBackend {
             query_timeout: settings.query_timeout,
             connect_timeout: settings.connect_timeout,
             pool_size,
+            session_context: settings.session_context,
             catalog: std::sync::Mutex::new(CatalogCache::default()),
             catalog_load: tokio::sync::Mutex::new(()),
             unanswered_check: std::sync::Mutex::new(None),
@@ -1722,15 +1735,33 @@ async fn execute(
 ) -> Result<RowSet, DbError> {
     conn.broken = true;
     let cap = row_cap(&stmt.page);
+    // Who asks, for the database's own rules, unless the session says so already. Unknown
+    // until the statement that sets it has run to its end.
+    let context = conn
+        .session_context
+        .then(|| crate::db::asker().unwrap_or_default())
+        .filter(|asker| conn.context.as_ref() != Some(asker));
+    let prefix = context.as_ref().map(context_statements);
+    if context.is_some() {
+        conn.context = None;
+    }
     let outcome = if stmt.adhoc {
         let batch = adhoc_batch(&stmt.sql, cap, conn.rowcount);
+        let batch = match &prefix {
+            Some(p) => format!("{p}{batch}"),
+            None => batch,
+        };
         conn.rowcount = None;
         match conn.client.simple_query(batch).await {
             Ok(stream) => read_page(stream, &stmt.page, &conn.budget).await,
             Err(e) => Err(e.into()),
         }
     } else {
-        let mut q = Query::new(own_statement(&stmt.sql, cap, conn.rowcount));
+        let text = own_statement(&stmt.sql, cap, conn.rowcount);
+        let mut q = Query::new(match &prefix {
+            Some(p) => Cow::Owned(format!("{p}{text}")),
+            None => text,
+        });
         for p in &stmt.params {
             match p {
                 Param::I64(i) => q.bind(*i),
@@ -1756,6 +1787,9 @@ async fn execute(
         Ok((rs, Drained::Complete)) => {
             if stmt.adhoc {
                 conn.rowcount = Some(cap);
+            }
+            if context.is_some() {
+                conn.context = context;
             }
             conn.broken = false;
             Ok(rs)
@@ -2170,6 +2204,11 @@ fn server_error(code: u32, class: u8, message: &str, ctx: &ErrorContext) -> DbEr
         )),
         1222 => DbError::Sql(format!(
             "lock timeout: the rows are locked by another transaction (SQL Server error 1222); try again shortly or read fewer rows: {message}"
+        )),
+        // `session_context = true` on a server older than SQL Server 2016.
+        2812 if message.contains("sp_set_session_context") => DbError::Unavailable(format!(
+            "{} has no sp_set_session_context (SQL Server 2016 and later, and Azure SQL, have it), which session_context = true needs: set session_context = false in its [[database]] (SQL Server error 2812)",
+            ctx.target
         )),
         // Azure SQL and failover states that pass by themselves.
         c if TRANSIENT_LOGIN_ERRORS.contains(&c) => DbError::Unavailable(format!(
@@ -2650,6 +2689,26 @@ pub fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String
     batch.push_str(body);
     batch.push_str(END);
     batch
+}
+
+/// The statements that tell SQL Server who asks (`[[database]] session_context`):
+/// `mcp_user`, the signed-in user, and `mcp_scope`, the scope's path, in the session context
+/// (`SESSION_CONTEXT(N'mcp_user')`), each an `N'…'` literal with its quotes doubled, or `NULL`
+/// (no sign-in, or outside a tool call). Not read-only: the next caller on the connection
+/// sets them again, and a query cannot (the guard refuses `EXEC`).
+fn context_statements(asker: &Asker) -> String {
+    let literal = |v: &str| {
+        if v.is_empty() {
+            "NULL".to_string()
+        } else {
+            format!("N'{}'", v.replace('\'', "''"))
+        }
+    };
+    format!(
+        "EXEC sp_set_session_context N'mcp_user', {}; EXEC sp_set_session_context N'mcp_scope', {};\n",
+        literal(asker.user.as_deref().unwrap_or("")),
+        literal(&asker.scope)
+    )
 }
 
 /// A statement's text without the whitespace and terminating semicolons around it.
@@ -3742,6 +3801,10 @@ impl Backend for MssqlBackend {
 
     fn pool_stats(&self) -> Option<PoolStats> {
         Some(MssqlBackend::pool_stats(self))
+    }
+
+    fn reads_for_asker(&self) -> bool {
+        self.session_context
     }
 
     async fn ping(&self) -> Result<(), DbError> {

@@ -63,7 +63,8 @@ pub async fn record(
     }
     let pending = dispatch::PendingCall::new(&ctx.scope, "fetch", &args, &caller);
     // The JSON is written only for a program: a page is rendered from the document.
-    let outcome = fetch::document(&ctx.scope, id, caller.user.as_deref())
+    let user = caller.user.as_deref();
+    let outcome = crate::tools::asking(&ctx.scope, user, fetch::document(&ctx.scope, id, user))
         .await
         .and_then(|doc| {
             let json = (!page).then(|| fetch::output(&doc)).transpose()?;

@@ -96,4 +96,12 @@ impl Backend for Metered {
     fn pool_stats(&self) -> Option<PoolStats> {
         self.inner.pool_stats()
     }
+
+    fn runs_lifted_templates(&self) -> bool {
+        self.inner.runs_lifted_templates()
+    }
+
+    fn reads_for_asker(&self) -> bool {
+        self.inner.reads_for_asker()
+    }
 }

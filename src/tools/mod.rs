@@ -291,33 +291,53 @@ pub async fn call(
         }
     };
     check_known_args(name, args)?;
-    match name {
-        "search" => search::search(scope, str_arg(args, "query")?, owner).await,
-        "fetch" => fetch::fetch(scope, str_arg(args, "id")?, owner).await,
-        "list_tables" => sql::list_tables(scope).await,
-        "describe_table" => sql::describe_table(scope, str_arg(args, "table")?).await,
-        "get_table_sample" => {
-            sql::get_table_sample(
-                scope,
-                str_arg(args, "table")?,
-                opt_usize_arg(args, "limit")?,
-                opt_str_arg(args, "cursor")?,
-                owner,
-            )
-            .await
+    asking(scope, owner, async {
+        match name {
+            "search" => search::search(scope, str_arg(args, "query")?, owner).await,
+            "fetch" => fetch::fetch(scope, str_arg(args, "id")?, owner).await,
+            "list_tables" => sql::list_tables(scope).await,
+            "describe_table" => sql::describe_table(scope, str_arg(args, "table")?).await,
+            "get_table_sample" => {
+                sql::get_table_sample(
+                    scope,
+                    str_arg(args, "table")?,
+                    opt_usize_arg(args, "limit")?,
+                    opt_str_arg(args, "cursor")?,
+                    owner,
+                )
+                .await
+            }
+            "execute_sql" => {
+                sql::execute_sql(
+                    scope,
+                    str_arg(args, "sql")?,
+                    opt_usize_arg(args, "page_size")?,
+                    opt_str_arg(args, "cursor")?,
+                    owner,
+                )
+                .await
+            }
+            other => Err(ToolError::UnknownTool(other.to_string())),
         }
-        "execute_sql" => {
-            sql::execute_sql(
-                scope,
-                str_arg(args, "sql")?,
-                opt_usize_arg(args, "page_size")?,
-                opt_str_arg(args, "cursor")?,
-                owner,
-            )
-            .await
-        }
-        other => Err(ToolError::UnknownTool(other.to_string())),
+    })
+    .await
+}
+
+/// Runs `call`, a tool's work in `scope` for `owner`, saying who asks ([`crate::db::asker`])
+/// when the scope's database hands that to the database's own rules.
+pub async fn asking<F: std::future::Future>(
+    scope: &Scope,
+    owner: Option<&str>,
+    call: F,
+) -> F::Output {
+    if !scope.db.reads_for_asker() {
+        return call.await;
     }
+    let asker = crate::db::Asker {
+        user: owner.map(std::sync::Arc::from),
+        scope: std::sync::Arc::from(scope.path.as_str()),
+    };
+    crate::db::for_asker(asker, call).await
 }
 
 fn check_known_args(name: &str, args: &Map<String, Value>) -> Result<(), ToolError> {

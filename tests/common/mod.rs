@@ -140,6 +140,14 @@ pub fn spawn_pysqlbridge_password(dir: &Path, port: u16, password: &str) -> Chil
     )
 }
 
+/// [`spawn_pysqlbridge`] with SQL Server's `sp_set_session_context`, which pysqlbridge lacks
+/// (`tests/common/context_peer.py`, which says what it adds); each call is appended to
+/// `dir/session_context.log` as `key=value`.
+pub fn spawn_pysqlbridge_context(dir: &Path, port: u16) -> Child {
+    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/context_peer.py");
+    spawn_peer(dir, port, true, &[launcher.as_ref(), "--".as_ref()], None)
+}
+
 /// [`spawn_pysqlbridge`] that also admits one Windows account, `domain\user` with `password`,
 /// by NTLM (`tests/common/ntlm_peer.py`, which says what it adds to the peer and why). What
 /// each Windows login came to is appended to `dir/ntlm.log`. With `malformed`, the NTLM
