@@ -105,3 +105,36 @@ impl Backend for Metered {
         self.inner.reads_for_asker()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// What the tools ask a backend of its nature goes through the wrapper: SQLite runs the
+    /// lifted template (so the guard checks the template), and hands no one's name on.
+    #[tokio::test]
+    async fn the_wrapper_answers_for_its_backend() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.sqlite");
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .expect("fixture");
+        let sqlite =
+            crate::db::sqlite::SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
+                .await
+                .expect("sqlite");
+        let inner: DynBackend = Arc::new(sqlite);
+        let metrics = super::super::metrics::Metrics::new().db("d");
+        let wrapped = Metered::wrap(inner.clone(), metrics);
+        assert!(inner.runs_lifted_templates());
+        assert_eq!(
+            wrapped.runs_lifted_templates(),
+            inner.runs_lifted_templates()
+        );
+        assert_eq!(wrapped.reads_for_asker(), inner.reads_for_asker());
+        assert_eq!(wrapped.kind(), "sqlite");
+    }
+}
