@@ -633,6 +633,26 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                     db.name,
                     started.elapsed().as_millis()
                 );
+                // `session_context = true` needs the server's sp_set_session_context (SQL
+                // Server 2016+): one query as a tool call makes it, so a server without it
+                // fails here rather than on every call.
+                if b.reads_for_asker() {
+                    let asker = crate::db::Asker {
+                        user: Some("check-config".into()),
+                        scope: "/check-config".into(),
+                    };
+                    let probe = b.query("SELECT 1 AS ok", crate::db::Page::rows(0, 1));
+                    match crate::db::for_asker(asker, probe).await {
+                        Ok(_) => outln!(
+                            "database `{}`: session_context: the server took mcp_user and mcp_scope",
+                            db.name
+                        ),
+                        Err(e) => {
+                            failed = true;
+                            outln!("database `{}`: FAILED: session_context: {e}", db.name);
+                        }
+                    }
+                }
                 // What would otherwise only be a warning in the service's log: description
                 // names that match nothing (a typo), and columns the database classifies as
                 // sensitive that a scope shows.

@@ -3596,7 +3596,12 @@ fn tools_config(peer: &Peer) -> mssql_mcp::config::Config {
 
 /// [`tools_config`] with `database_keys` added to its `[[database]]`.
 fn tools_config_with(peer: &Peer, database_keys: &str) -> mssql_mcp::config::Config {
-    let text = format!(
+    mssql_mcp::config::Config::parse(&tools_config_text(peer, database_keys)).expect("config")
+}
+
+/// The text of [`tools_config_with`].
+fn tools_config_text(peer: &Peer, database_keys: &str) -> String {
+    format!(
         r#"
 [server]
 insecure_no_auth = true
@@ -3622,8 +3627,7 @@ profile = "full"
 "#,
         port = peer.port,
         pw = peer.password_file().display()
-    );
-    mssql_mcp::config::Config::parse(&text).expect("config")
+    )
 }
 
 /// With `session_context = true` SQL Server is told who asks, before the statements of each
@@ -3691,6 +3695,46 @@ async fn the_session_context_says_who_asks_before_each_query() {
         .await
         .expect("without session_context");
     assert_eq!(peer.context_log().len(), before);
+}
+
+/// `check-config --connect` tries `session_context = true` on the server: it passes where the
+/// server has `sp_set_session_context`, and fails (exit 69) with what to change where not.
+#[tokio::test]
+async fn check_config_connect_tries_the_session_context() {
+    let _s = serial().await;
+    let check = |peer: &Peer| {
+        let path = peer.dir.path().join("check.toml");
+        std::fs::write(&path, tools_config_text(peer, "session_context = true")).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+            .args(["check-config", "--connect", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check-config");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let with = Peer::start_context();
+    let (code, text) = check(&with);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("database `sales`: session_context: the server took mcp_user and mcp_scope"),
+        "{text}"
+    );
+    assert_eq!(
+        with.context_log(),
+        ["mcp_user=check-config", "mcp_scope=/check-config"]
+    );
+    drop(with);
+    let without = Peer::start();
+    let (code, text) = check(&without);
+    assert_eq!(code, Some(69), "{text}");
+    assert!(
+        text.contains("database `sales`: FAILED: session_context:")
+            && text.contains("set session_context = false"),
+        "{text}"
+    );
 }
 
 /// `session_context = true` against a server without `sp_set_session_context` (older than
