@@ -224,8 +224,9 @@ pub struct ForeignKey {
     pub ref_columns: Vec<String>,
 }
 
-/// A table or view and everything the tools need to know about it.
-#[derive(Debug, Clone, Serialize)]
+/// A table or view and everything the tools need to know about it. `Default` is a table with
+/// no name, columns or keys, for building one field by field.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TableInfo {
     pub schema: String,
     pub name: String,
@@ -953,16 +954,8 @@ mod tests {
             schema: schema.into(),
             name: name.into(),
             kind: "table",
-            columns: Vec::new(),
             primary_key: vec!["id".into()],
-            key_is_heuristic: false,
-            foreign_keys: Vec::new(),
-            row_estimate: None,
-            full_text: None,
-            description: None,
-            checks: Vec::new(),
-            key_hidden: false,
-            history: None,
+            ..TableInfo::default()
         }
     }
 

@@ -3113,16 +3113,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             } else {
                 "table"
             },
-            columns: Vec::new(),
-            primary_key: Vec::new(),
-            key_is_heuristic: false,
-            foreign_keys: Vec::new(),
-            row_estimate: None,
-            full_text: None,
-            description: None,
-            checks: Vec::new(),
-            key_hidden: false,
-            history: None,
+            ..TableInfo::default()
         })
         .collect();
     // Every catalog view spells a name the same way, so exact lookups suffice (and keep
@@ -4170,14 +4161,7 @@ mod tests {
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
-            key_is_heuristic: false,
-            foreign_keys: Vec::new(),
-            row_estimate: None,
-            full_text: None,
-            description: None,
-            checks: Vec::new(),
-            key_hidden: false,
-            history: None,
+            ..TableInfo::default()
         }
     }
 

@@ -129,34 +129,15 @@ fn names(target: &Target, table: &TableInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{ColumnInfo, ValueKind};
 
+    /// A table whose every column, and itself, the database describes.
     fn table(schema: &str, name: &str, columns: &[&str]) -> TableInfo {
-        TableInfo {
-            schema: schema.into(),
-            name: name.into(),
-            kind: "table",
-            columns: columns
-                .iter()
-                .map(|c| ColumnInfo {
-                    name: c.to_string(),
-                    data_type: "int".into(),
-                    kind: ValueKind::Integer,
-                    nullable: true,
-                    description: Some("from the database".into()),
-                    sensitivity: None,
-                })
-                .collect(),
-            primary_key: Vec::new(),
-            key_is_heuristic: false,
-            foreign_keys: Vec::new(),
-            row_estimate: None,
-            full_text: None,
-            description: Some("from the database".into()),
-            checks: Vec::new(),
-            key_hidden: false,
-            history: None,
+        let mut t = crate::tools::testing::table_info(schema, name, columns);
+        for c in &mut t.columns {
+            c.description = Some("from the database".into());
         }
+        t.description = Some("from the database".into());
+        t
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -802,37 +802,16 @@ pub async fn execute_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::HistoryTable;
     use crate::db::Value as DbValue;
-    use crate::db::{ColumnInfo, HistoryTable, ValueKind};
 
     fn table(schema: &str, name: &str, columns: &[&str], history: Option<&str>) -> TableInfo {
         TableInfo {
-            schema: schema.into(),
-            name: name.into(),
-            kind: "table",
-            columns: columns
-                .iter()
-                .map(|c| ColumnInfo {
-                    name: c.to_string(),
-                    data_type: "int".into(),
-                    kind: ValueKind::Integer,
-                    nullable: true,
-                    description: None,
-                    sensitivity: None,
-                })
-                .collect(),
-            primary_key: Vec::new(),
-            key_is_heuristic: false,
-            foreign_keys: Vec::new(),
-            row_estimate: None,
-            full_text: None,
-            description: None,
-            checks: Vec::new(),
-            key_hidden: false,
             history: history.map(|h| HistoryTable {
                 schema: schema.into(),
                 name: h.into(),
             }),
+            ..crate::tools::testing::table_info(schema, name, columns)
         }
     }
 

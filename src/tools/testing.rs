@@ -200,6 +200,27 @@ async fn sqlite_scope(
     )
 }
 
+/// A table `schema.name` with `int` columns named `columns`, nothing else known of it.
+pub(crate) fn table_info(schema: &str, name: &str, columns: &[&str]) -> TableInfo {
+    TableInfo {
+        schema: schema.into(),
+        name: name.into(),
+        kind: "table",
+        columns: columns
+            .iter()
+            .map(|c| crate::db::ColumnInfo {
+                name: c.to_string(),
+                data_type: "int".into(),
+                kind: crate::db::ValueKind::Integer,
+                nullable: true,
+                description: None,
+                sensitivity: None,
+            })
+            .collect(),
+        ..TableInfo::default()
+    }
+}
+
 /// Everything logged on this thread while the guard of [`capture_logs`] lives.
 #[derive(Clone, Default)]
 pub(crate) struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
