@@ -3599,6 +3599,18 @@ fn tools_config_with(peer: &Peer, database_keys: &str) -> mssql_mcp::config::Con
     mssql_mcp::config::Config::parse(&tools_config_text(peer, database_keys)).expect("config")
 }
 
+/// The first scope of a server built from [`tools_config_with`], and the state it lives in.
+async fn tools_scope(
+    peer: &Peer,
+    database_keys: &str,
+) -> (mssql_mcp::state::AppState, Arc<mssql_mcp::state::Scope>) {
+    let state = mssql_mcp::app::build_state(tools_config_with(peer, database_keys), true)
+        .await
+        .expect("state");
+    let scope = state.scopes()[0].clone();
+    (state, scope)
+}
+
 /// The text of [`tools_config_with`].
 fn tools_config_text(peer: &Peer, database_keys: &str) -> String {
     format!(
@@ -3640,11 +3652,7 @@ async fn the_session_context_says_who_asks_before_each_query() {
     use serde_json::json;
     let _s = serial().await;
     let peer = Peer::start_context();
-    let state =
-        mssql_mcp::app::build_state(tools_config_with(&peer, "session_context = true"), true)
-            .await
-            .expect("state");
-    let scope = state.scopes()[0].clone();
+    let (_state, scope) = tools_scope(&peer, "session_context = true").await;
     let count = json!({"sql": "SELECT COUNT(*) AS n FROM Orders"});
     let call = |tool: &'static str, args: serde_json::Value, user: Option<&'static str>| {
         let scope = scope.clone();
@@ -3687,10 +3695,7 @@ async fn the_session_context_says_who_asks_before_each_query() {
     );
     // Off (the default), nothing is sent.
     let before = peer.context_log().len();
-    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
-        .await
-        .expect("state");
-    let plain = state.scopes()[0].clone();
+    let (_state, plain) = tools_scope(&peer, "").await;
     tools::call(&plain, "execute_sql", &count, Some("alice"))
         .await
         .expect("without session_context");
@@ -3745,11 +3750,7 @@ async fn session_context_on_a_server_without_it_says_what_to_change() {
     use serde_json::json;
     let _s = serial().await;
     let peer = Peer::start();
-    let state =
-        mssql_mcp::app::build_state(tools_config_with(&peer, "session_context = true"), true)
-            .await
-            .expect("state");
-    let scope = state.scopes()[0].clone();
+    let (_state, scope) = tools_scope(&peer, "session_context = true").await;
     for (tool, args) in [
         (
             "execute_sql",
@@ -3775,10 +3776,7 @@ async fn the_tools_search_fetch_and_query_sql_server_from_a_config_file() {
     use serde_json::json;
     let _s = serial().await;
     let peer = Peer::start();
-    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
-        .await
-        .expect("state");
-    let scope = state.scopes()[0].clone();
+    let (_state, scope) = tools_scope(&peer, "").await;
     assert_eq!(scope.db.kind(), "mssql");
 
     let out = tools::call(&scope, "search", &json!({"query": "Zoë"}), None)
@@ -3898,10 +3896,7 @@ async fn later_pages_of_an_ordered_query_are_skipped_by_the_server() {
     use serde_json::json;
     let _s = serial().await;
     let peer = Peer::start();
-    let state = mssql_mcp::app::build_state(tools_config(&peer), true)
-        .await
-        .expect("state");
-    let scope = state.scopes()[0].clone();
+    let (_state, scope) = tools_scope(&peer, "").await;
     let page_through = |sql: &'static str| {
         let scope = scope.clone();
         async move {
