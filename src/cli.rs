@@ -671,15 +671,23 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                             );
                         }
                         for scope in config.scopes.iter().filter(|s| s.database == db.name) {
-                            let shown = crate::tools::classified_columns(
-                                &crate::tools::scoped_catalog(&scope.access_rules(), &c),
-                            );
+                            let scoped = crate::tools::scoped_catalog(&scope.access_rules(), &c);
+                            let shown = crate::tools::classified_columns(&scoped);
                             if !shown.is_empty() {
                                 outln!(
                                     "scope {}: NOTE: shows {} column(s) the database classifies as sensitive: {} (hide any it should not see with deny_columns)",
                                     scope.path,
                                     shown.len(),
                                     shown.join("; ")
+                                );
+                            }
+                            let masked = crate::tools::masked_columns(&scoped);
+                            if !masked.is_empty() {
+                                outln!(
+                                    "scope {}: NOTE: shows {} column(s) the database masks: {} (a query can still test their values in WHERE; hide any that must not be inferred with deny_columns)",
+                                    scope.path,
+                                    masked.len(),
+                                    masked.join("; ")
                                 );
                             }
                         }

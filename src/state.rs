@@ -55,6 +55,8 @@ pub struct Scope {
     /// Whether the columns the database classifies as sensitive that this scope shows were
     /// logged (once per process).
     classified_logged: std::sync::atomic::AtomicBool,
+    /// The masked columns this scope shows have been logged.
+    masked_logged: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes of accepted query shapes remembered per scope (query text plus a little per table):
@@ -100,6 +102,7 @@ impl Scope {
             descriptions,
             unmatched_logged: std::sync::atomic::AtomicBool::new(false),
             classified_logged: std::sync::atomic::AtomicBool::new(false),
+            masked_logged: std::sync::atomic::AtomicBool::new(false),
             config,
         }
     }
@@ -143,6 +146,19 @@ impl Scope {
                     scope = %self.path,
                     columns = %columns.join("; "),
                     "this scope shows columns the database classifies as sensitive; hide those it should not see with deny_columns"
+                );
+            },
+        );
+        // Masking hides values from what a query returns, not from what its WHERE tests: a
+        // column that must not be read has to be hidden here too.
+        once(
+            &self.masked_logged,
+            || crate::tools::masked_columns(&scoped),
+            |columns| {
+                tracing::warn!(
+                    scope = %self.path,
+                    columns = %columns.join("; "),
+                    "this scope shows columns the database masks (dynamic data masking); a query can still test their values in WHERE, so hide those that must not be inferred with deny_columns"
                 );
             },
         );

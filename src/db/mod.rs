@@ -213,6 +213,11 @@ pub struct ColumnInfo {
     /// Info, rank High)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<String>,
+    /// SQL Server's dynamic data masking, when the login reads the column masked: the masking
+    /// function (`email()`, `partial(0,"XXX-XX-",4)`, `default()`), so that a model knows the
+    /// values it reads are not the data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masked: Option<String>,
 }
 
 /// A foreign key from this table to another.

@@ -2872,6 +2872,15 @@ const CLASSIFICATIONS_SQL: &str = "SELECT s.name, o.name, c.name, CAST(sc.label 
      JOIN sys.schemas s ON s.schema_id = o.schema_id \
      JOIN sys.columns c ON c.object_id = sc.major_id AND c.column_id = sc.minor_id \
      WHERE sc.class = 1 AND o.type IN ('U', 'V')";
+/// Columns under dynamic data masking (SQL Server 2016+, Azure SQL) and their masking
+/// functions, with whether this login may read them unmasked (`UNMASK`, which `db_owner` and
+/// `CONTROL` imply): then it reads the data, and no column is masked for it.
+const MASKED_SQL: &str = "SELECT s.name, t.name, c.name, c.masking_function, \
+     CAST(HAS_PERMS_BY_NAME(DB_NAME(), 'DATABASE', 'UNMASK') AS int) \
+     FROM sys.masked_columns c \
+     JOIN sys.tables t ON t.object_id = c.object_id \
+     JOIN sys.schemas s ON s.schema_id = t.schema_id \
+     WHERE c.is_masked = 1";
 /// System-versioned (temporal) tables and their history tables (SQL Server 2016+, Azure SQL).
 const TEMPORAL_SQL: &str = "SELECT s.name, t.name, hs.name, h.name \
      FROM sys.tables t \
@@ -2991,6 +3000,13 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
+    let masked = optional_rows(
+        conn,
+        MASKED_SQL,
+        "masked columns (columns are described without their masking)",
+        ctx,
+    )
+    .await?;
     let mut catalog = build_catalog(CatalogRows {
         tables: &tables,
         columns: &columns,
@@ -3002,6 +3018,7 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         checks: &checks,
         classifications: &classifications,
         temporal: &temporal,
+        masked: &masked,
     });
     catalog.varchar_utf8 = collation
         .first()
@@ -3086,6 +3103,7 @@ struct CatalogRows<'a> {
     checks: &'a [Vec<Value>],
     classifications: &'a [Vec<Value>],
     temporal: &'a [Vec<Value>],
+    masked: &'a [Vec<Value>],
 }
 
 /// Assembles the catalog from the rows of the catalog queries (a pure function, so canned
@@ -3102,6 +3120,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         checks,
         classifications,
         temporal,
+        masked,
     } = rows;
     let mut out: Vec<TableInfo> = tables
         .iter()
@@ -3145,6 +3164,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             nullable: !text(r.get(4)).eq_ignore_ascii_case("NO"),
             description: None,
             sensitivity: None,
+            masked: None,
         });
     }
     for r in checks {
@@ -3202,6 +3222,24 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             .find(|c| c.name == column && c.sensitivity.is_none())
         {
             c.sensitivity = sensitivity_text(&label, &information_type, "");
+        }
+    }
+    for r in masked {
+        // Read unmasked by this login: nothing to say.
+        if int(r.get(4)) == Some(1) {
+            continue;
+        }
+        let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
+            continue;
+        };
+        let column = text(r.get(2));
+        if let Some(c) = out[i].columns.iter_mut().find(|c| c.name == column) {
+            let function = text(r.get(3));
+            c.masked = Some(if function.trim().is_empty() {
+                "default()".to_string()
+            } else {
+                function.trim().to_string()
+            });
         }
     }
     for r in temporal {
@@ -4158,6 +4196,7 @@ mod tests {
                     nullable: true,
                     description: None,
                     sensitivity: None,
+                    masked: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
@@ -4535,6 +4574,7 @@ mod tests {
             nullable: false,
             description: None,
             sensitivity: None,
+            masked: None,
         };
         assert!(matches!(
             typed_key(Some(&guid), "6F9619FF-8B86-D011-B42D-00C04FC964FF"),
@@ -5093,6 +5133,59 @@ mod tests {
     /// The peer has no sys.sensitivity_classifications: its rows are canned. A classified
     /// column shows its label, information type and rank; a hidden one is gone from the scope
     /// with its label, and so from what the operator is told the scope shows.
+    /// Masked columns (dynamic data masking, `sys.masked_columns`; the TDS peer has none, so
+    /// canned rows) carry their masking function, `default()` when it is not given; a login
+    /// that may read them unmasked (`UNMASK`) sees the data, so nothing is said then.
+    #[test]
+    fn masked_columns_carry_their_function_unless_the_login_reads_them_unmasked() {
+        let tables = [row(&[Some("dbo"), Some("Customers"), Some("BASE TABLE")])];
+        let c = |name: &str| column_row("dbo", "Customers", name, "nvarchar", true);
+        let columns = [c("Email"), c("Phone"), c("City")];
+        let mask = |column: &str, function: Option<&str>, unmask: &str| {
+            row(&[
+                Some("dbo"),
+                Some("Customers"),
+                Some(column),
+                function,
+                Some(unmask),
+            ])
+        };
+        let masked_of = |masked: &[Vec<Value>]| {
+            let raw = build_catalog(CatalogRows {
+                tables: &tables,
+                columns: &columns,
+                masked,
+                ..CatalogRows::default()
+            });
+            let t = raw.find("dbo.Customers").expect("table").clone();
+            t.columns
+                .iter()
+                .map(|c| c.masked.clone())
+                .collect::<Vec<_>>()
+        };
+        let rows = [
+            mask("Email", Some("email()"), "0"),
+            mask("Phone", None, "0"),
+            row(&[
+                Some("dbo"),
+                Some("Nowhere"),
+                Some("x"),
+                Some("default()"),
+                Some("0"),
+            ]),
+        ];
+        assert_eq!(
+            masked_of(&rows),
+            [
+                Some("email()".to_string()),
+                Some("default()".to_string()),
+                None
+            ]
+        );
+        let unmasked = [mask("Email", Some("email()"), "1")];
+        assert_eq!(masked_of(&unmasked), [None, None, None]);
+    }
+
     /// A system-versioned table learns its history table from `sys.tables` (SQL Server
     /// 2016+; the TDS peer has no temporal tables, so canned rows); the history is a table of
     /// the catalog like any other.

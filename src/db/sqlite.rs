@@ -648,6 +648,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
                     nullable: !notnull,
                     description: None,
                     sensitivity: None,
+                    masked: None,
                 });
             }
         }

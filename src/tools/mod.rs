@@ -489,18 +489,30 @@ pub(crate) fn sql_identifiers(sql: &str) -> Vec<String> {
     out
 }
 
+/// The columns of `catalog` the database masks for this login (dynamic data masking), as
+/// `schema.table.column: function`: on a scope's catalog, what that scope shows of them.
+pub fn masked_columns(catalog: &Catalog) -> Vec<String> {
+    column_notes(catalog, |c| c.masked.as_ref())
+}
+
 /// The columns of `catalog` the database classifies as sensitive, as `schema.table.column:
 /// label`: on a scope's catalog, what that scope shows of them, for the operator to hide with
 /// `deny_columns` or to let be.
 pub fn classified_columns(catalog: &Catalog) -> Vec<String> {
+    column_notes(catalog, |c| c.sensitivity.as_ref())
+}
+
+/// `schema.table.column: note` for each column of `catalog` that `note` says something of.
+fn column_notes(
+    catalog: &Catalog,
+    note: impl Fn(&crate::db::ColumnInfo) -> Option<&String> + Copy,
+) -> Vec<String> {
     catalog
         .tables
         .iter()
         .flat_map(|t| {
             t.columns.iter().filter_map(move |c| {
-                c.sensitivity
-                    .as_ref()
-                    .map(|s| format!("{}.{}.{}: {s}", t.schema, t.name, c.name))
+                note(c).map(|n| format!("{}.{}.{}: {n}", t.schema, t.name, c.name))
             })
         })
         .collect()

@@ -75,6 +75,9 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
             if let Some(s) = &c.sensitivity {
                 column["sensitivity"] = json!(s);
             }
+            if let Some(m) = &c.masked {
+                column["masked"] = json!(m);
+            }
             column
         })
         .collect();
@@ -153,7 +156,7 @@ pub(crate) fn describe_text(desc: &Value) -> String {
     s.push_str("Columns:\n");
     for c in desc["columns"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "- {} {}{}{}{}{}\n",
+            "- {} {}{}{}{}{}{}\n",
             c["name"].as_str().unwrap_or(""),
             c["type"].as_str().unwrap_or(""),
             if c["nullable"] == true {
@@ -173,6 +176,10 @@ pub(crate) fn describe_text(desc: &Value) -> String {
             c["sensitivity"]
                 .as_str()
                 .map(|s| format!(" [sensitivity: {s}]"))
+                .unwrap_or_default(),
+            c["masked"]
+                .as_str()
+                .map(|m| format!(" [masked by the database: {m}; its values are not the data]"))
                 .unwrap_or_default()
         ));
     }
@@ -1005,13 +1012,12 @@ mod tests {
             ("deny_columns = [\"staff_history.salary\"]", false),
         ] {
             let state = tempfile::tempdir().expect("tempdir");
-            let scope = crate::tools::testing::versioned_sqlite_scope(
-                state.path(),
-                &path,
-                &[("staff", "staff_history")],
-                keys,
-            )
-            .await;
+            let extras = crate::tools::testing::Extras {
+                histories: &[("staff", "staff_history")],
+                ..Default::default()
+            };
+            let scope =
+                crate::tools::testing::sqlite_scope_with(state.path(), &path, extras, keys).await;
             let listed: Value =
                 serde_json::from_str(&list_tables(&scope).await.expect("list").json.into_string())
                     .expect("json");
@@ -1050,7 +1056,7 @@ mod tests {
     /// in `fetch`'s text (so the model knows what it holds); the scope tells the operator, once,
     /// which labelled columns it shows; a hidden column leaves with its label.
     #[tokio::test]
-    async fn sensitivity_labels_show_where_the_column_does_and_are_logged_once() {
+    async fn sensitivity_labels_and_masks_show_where_the_column_does_and_are_logged_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("people.sqlite");
         rusqlite::Connection::open(&path)
@@ -1061,10 +1067,8 @@ mod tests {
             )
             .expect("fixture");
         let (logs, _logging) = crate::tools::testing::capture_logs();
-        let scope = crate::tools::testing::classified_sqlite_scope(
-            dir.path(),
-            &path,
-            &[
+        let extras = crate::tools::testing::Extras {
+            labels: &[
                 (
                     "customers",
                     "email",
@@ -1072,6 +1076,13 @@ mod tests {
                 ),
                 ("customers", "phone", "Confidential"),
             ],
+            masks: &[("customers", "city", "partial(1,\"XXX\",0)")],
+            ..Default::default()
+        };
+        let scope = crate::tools::testing::sqlite_scope_with(
+            dir.path(),
+            &path,
+            extras,
             "deny_columns = [\"customers.phone\"]",
         )
         .await;
@@ -1121,5 +1132,30 @@ mod tests {
             "{logged}"
         );
         assert!(!logged.contains("phone"), "{logged}");
+        // A column the database masks says so, with its masking function, and the scope is
+        // told once that a WHERE can still test it.
+        assert_eq!(
+            column("city").map(|c| c["masked"].clone()),
+            Some(json!("partial(1,\"XXX\",0)"))
+        );
+        assert_eq!(
+            column("email").map(|c| c.get("masked").is_none()),
+            Some(true)
+        );
+        assert!(
+            fetched.contains(
+                r#"- city TEXT NULL [masked by the database: partial(1,\"XXX\",0); its values are not the data]"#
+            ),
+            "{fetched}"
+        );
+        assert_eq!(
+            logged.matches("columns the database masks").count(),
+            1,
+            "{logged}"
+        );
+        assert!(
+            logged.contains("main.customers.city: partial(1,\"XXX\",0)"),
+            "{logged}"
+        );
     }
 }

@@ -7,26 +7,31 @@ use std::time::Duration;
 use crate::db::{Catalog, DbError, DynBackend, Page, RowSet, SearchRequest, SqlDialect, TableInfo};
 use crate::state::Scope;
 
-/// `(table, column, label)`: columns the catalog classifies as sensitive.
-type Labels = &'static [(&'static str, &'static str, &'static str)];
-/// `(table, history table)`: tables the catalog makes system-versioned.
-type Histories = &'static [(&'static str, &'static str)];
+/// What the catalog of a [`SlowTable`] says on top of SQLite's own.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras {
+    /// `(table, column, label)`: columns classified as sensitive.
+    pub labels: &'static [(&'static str, &'static str, &'static str)],
+    /// `(table, column, masking function)`: columns the database masks.
+    pub masks: &'static [(&'static str, &'static str, &'static str)],
+    /// `(table, history table)`: system-versioned tables.
+    pub histories: &'static [(&'static str, &'static str)],
+}
 
 /// A real SQLite database whose `search` and `lookup` on some tables are made slow, and whose
-/// catalog can say columns are classified as sensitive and tables system-versioned. No peer
-/// can be made slow for one table and fast for another on demand, and none keeps sensitivity
-/// classifications or temporal tables (SQLite has neither; pysqlbridge lacks
-/// `sys.sensitivity_classifications` and `sys.tables.history_table_id`), so these are injected
-/// here; everything else is the real backend.
+/// catalog can say columns are classified as sensitive or masked and tables system-versioned.
+/// No peer can be made slow for one table and fast for another on demand, and none keeps
+/// sensitivity classifications, masked columns or temporal tables (SQLite has none of them;
+/// pysqlbridge lacks `sys.sensitivity_classifications`, `sys.masked_columns` and
+/// `sys.tables.history_table_id`), so these are injected here; everything else is the real
+/// backend.
 pub(crate) struct SlowTable {
     pub inner: DynBackend,
     /// The tables (by name) that answer only after `delay`.
     pub slow: &'static [&'static str],
     pub delay: Duration,
-    /// `(table, column, label)`: the sensitivity the catalog gives those columns.
-    pub labels: &'static [(&'static str, &'static str, &'static str)],
-    /// `(table, history table)`: the tables the catalog makes system-versioned.
-    pub histories: &'static [(&'static str, &'static str)],
+    /// What the catalog says on top of SQLite's own.
+    pub extras: Extras,
 }
 
 impl SlowTable {
@@ -47,13 +52,17 @@ impl crate::db::Backend for SlowTable {
     }
     async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
         let catalog = self.inner.catalog().await?;
-        if self.labels.is_empty() && self.histories.is_empty() {
+        let Extras {
+            labels,
+            masks,
+            histories,
+        } = self.extras;
+        if labels.is_empty() && masks.is_empty() && histories.is_empty() {
             return Ok(catalog);
         }
         let mut labelled = (*catalog).clone();
         for t in &mut labelled.tables {
-            t.history = self
-                .histories
+            t.history = histories
                 .iter()
                 .find(|(table, _)| *table == t.name)
                 .map(|(_, history)| crate::db::HistoryTable {
@@ -61,11 +70,13 @@ impl crate::db::Backend for SlowTable {
                     name: history.to_string(),
                 });
             for c in &mut t.columns {
-                c.sensitivity = self
-                    .labels
-                    .iter()
-                    .find(|(table, column, _)| *table == t.name && *column == c.name)
-                    .map(|(_, _, label)| label.to_string());
+                let of = |list: &[(&str, &str, &str)]| {
+                    list.iter()
+                        .find(|(table, column, _)| *table == t.name && *column == c.name)
+                        .map(|(_, _, note)| note.to_string())
+                };
+                c.sensitivity = of(labels);
+                c.masked = of(masks);
             }
         }
         Ok(Arc::new(labelled))
@@ -113,61 +124,28 @@ pub(crate) async fn slow_sqlite_scope(
     delay: Duration,
     budget: Duration,
 ) -> Scope {
-    sqlite_scope(dir, path, slow, delay, (&[], &[]), "", budget).await
+    sqlite_scope(dir, path, slow, delay, Extras::default(), "", budget).await
 }
 
 /// A scope (every tool, no authentication, state in `dir`, `scope_keys` added to its
-/// `[[scope]]`) over the SQLite file `path`, whose catalog gives the columns in `labels`
-/// (`(table, column, label)`) a sensitivity classification.
-pub(crate) async fn classified_sqlite_scope(
+/// `[[scope]]`) over the SQLite file `path`, whose catalog also says what `extras` says.
+pub(crate) async fn sqlite_scope_with(
     dir: &Path,
     path: &Path,
-    labels: &'static [(&'static str, &'static str, &'static str)],
+    extras: Extras,
     scope_keys: &str,
 ) -> Scope {
     let budget = Duration::from_secs(30);
-    sqlite_scope(
-        dir,
-        path,
-        &[],
-        Duration::ZERO,
-        (labels, &[]),
-        scope_keys,
-        budget,
-    )
-    .await
+    sqlite_scope(dir, path, &[], Duration::ZERO, extras, scope_keys, budget).await
 }
 
-/// A scope (every tool, no authentication, state in `dir`, `scope_keys` added to its
-/// `[[scope]]`) over the SQLite file `path`, whose catalog makes each table of `histories`
-/// (`(table, history table)`) system-versioned.
-pub(crate) async fn versioned_sqlite_scope(
-    dir: &Path,
-    path: &Path,
-    histories: &'static [(&'static str, &'static str)],
-    scope_keys: &str,
-) -> Scope {
-    let budget = Duration::from_secs(30);
-    sqlite_scope(
-        dir,
-        path,
-        &[],
-        Duration::ZERO,
-        (&[], histories),
-        scope_keys,
-        budget,
-    )
-    .await
-}
-
-/// The scope of [`slow_sqlite_scope`], [`classified_sqlite_scope`] and
-/// [`versioned_sqlite_scope`].
+/// The scope of [`slow_sqlite_scope`] and [`sqlite_scope_with`].
 async fn sqlite_scope(
     dir: &Path,
     path: &Path,
     slow: &'static [&'static str],
     delay: Duration,
-    (labels, histories): (Labels, Histories),
+    extras: Extras,
     scope_keys: &str,
     budget: Duration,
 ) -> Scope {
@@ -187,8 +165,7 @@ async fn sqlite_scope(
         inner: Arc::new(sqlite),
         slow,
         delay,
-        labels,
-        histories,
+        extras,
     });
     Scope::new(
         config.scopes[0].clone(),
@@ -215,6 +192,7 @@ pub(crate) fn table_info(schema: &str, name: &str, columns: &[&str]) -> TableInf
                 nullable: true,
                 description: None,
                 sensitivity: None,
+                masked: None,
             })
             .collect(),
         ..TableInfo::default()
