@@ -185,6 +185,13 @@ impl AccessRules {
         })
     }
 
+    /// Whether the rules hide anything at all (an allow list, or a deny rule).
+    pub fn restricts(&self) -> bool {
+        !self.allow_tables.is_empty()
+            || !self.deny_tables.is_empty()
+            || !self.deny_columns.is_empty()
+    }
+
     /// Whether some `deny_columns` pattern applies to `schema.table` (it may hide a column).
     pub fn has_denied_columns(&self, schema: Option<&str>, table: &str) -> bool {
         if self.validate().is_err() {

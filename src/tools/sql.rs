@@ -491,6 +491,23 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
     // The whole catalog, not the scope's: hidden columns must be found to be masked.
     let catalog = scope.db.catalog().await?;
     let read = resolve(&catalog, &checked.tables);
+    // The access rules are judged by the names a query writes. A name the catalog does not
+    // know cannot be judged: a synonym (`CREATE SYNONYM dbo.Pay FOR dbo.Salaries`) would
+    // lead past a hidden table or column under a name no rule mentions.
+    if scope.rules.restricts()
+        && let Some(unknown) = read.iter().find_map(|r| r.err())
+    {
+        let name = match &unknown.schema {
+            Some(s) => format!("{s}.{}", unknown.name),
+            None => unknown.name.clone(),
+        };
+        return Err(ToolError::NotFound(format!(
+            "`{name}` is not a table or view of this database that this scope knows (synonyms \
+             are not followed, and a table made in the last minute is not known yet); visible \
+             tables: {}",
+            table_list(scope, &catalog)
+        )));
+    }
     for t in &checked.system_time {
         history_may_be_read(&scope.rules, &catalog, t)?;
     }
@@ -989,6 +1006,56 @@ mod tests {
                 notes: masked.iter().map(|m| format!("note {m}")).collect(),
             });
         }
+    }
+
+    /// Under access rules a query may name only what the catalog knows: a name it does not
+    /// know (a SQL Server synonym; here a table made after the catalog was read, holding the
+    /// hidden table's rows) cannot be judged by rules written for other names, so it is
+    /// refused with the visible tables. A scope without rules leaves it to the database.
+    #[tokio::test]
+    async fn under_access_rules_a_name_the_catalog_does_not_know_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pay.sqlite");
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, city TEXT);
+             CREATE TABLE salaries (id INTEGER PRIMARY KEY, amount INTEGER);
+             INSERT INTO salaries VALUES (1, 250000);",
+        )
+        .expect("fixture");
+        let hidden = tempfile::tempdir().expect("tempdir");
+        let restricted = crate::tools::testing::sqlite_scope_with(
+            hidden.path(),
+            &path,
+            Default::default(),
+            "deny_tables = [\"salaries\"]",
+        )
+        .await;
+        let open = tempfile::tempdir().expect("tempdir");
+        let unrestricted =
+            crate::tools::testing::sqlite_scope_with(open.path(), &path, Default::default(), "")
+                .await;
+        db.execute_batch("CREATE TABLE pay AS SELECT * FROM salaries")
+            .expect("a name no rule mentions");
+        let err = execute_sql(&restricted, "SELECT amount FROM pay", None, None, None)
+            .await
+            .expect_err("unknown to the catalog");
+        let msg = err.to_string();
+        assert!(matches!(err, ToolError::NotFound(_)), "{err:?}");
+        assert!(
+            msg.contains("`pay` is not a table or view of this database that this scope knows")
+                && msg.contains("visible tables: main.customers")
+                && !msg.contains("salaries"),
+            "{msg}"
+        );
+        // What the catalog knows still runs, and without rules the database decides.
+        execute_sql(&restricted, "SELECT city FROM customers", None, None, None)
+            .await
+            .expect("a known table");
+        let out = execute_sql(&unrestricted, "SELECT amount FROM pay", None, None, None)
+            .await
+            .expect("no rules");
+        assert!(out.json.into_string().contains("250000"));
     }
 
     /// A system-versioned table is flagged in `list_tables` and its description says how to
