@@ -3702,6 +3702,62 @@ async fn the_session_context_says_who_asks_before_each_query() {
     assert_eq!(peer.context_log().len(), before);
 }
 
+/// A record page (`{scope}/records/{id}`, what a search result's `url` opens) reads for its
+/// caller as a tool call does: served over HTTP by the whole application, its lookup sets
+/// the session context to the page's caller (no sign-in here: NULL) in its scope.
+#[tokio::test]
+async fn a_record_page_tells_sql_server_who_asks() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let peer = Peer::start_context();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut config = tools_config_with(&peer, "session_context = true");
+    config.server.listen = addr;
+    config.server.public_url = Some(format!("http://{addr}"));
+    let state = mssql_mcp::app::build_state(config, true)
+        .await
+        .expect("state");
+    let scope = state.scopes()[0].clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mssql_mcp::app::run(state, listener, async move {
+        let _ = stopped.await;
+    }));
+    // A search by alice, for a result's url.
+    let out = tools::call(&scope, "search", &json!({"query": "Zoë"}), Some("alice"))
+        .await
+        .expect("search");
+    let url = out.value()["results"][0]["url"]
+        .as_str()
+        .expect("a result url")
+        .to_string();
+    assert!(
+        url.starts_with(&format!("http://{addr}/claude/records/")),
+        "{url}"
+    );
+    let seen = peer.context_log().len();
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("record page");
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("Ærøskøbing"), "{body}");
+    assert_eq!(
+        peer.context_log()[seen..],
+        ["mcp_user=NULL", "mcp_scope=/claude"],
+        "{:?}",
+        peer.context_log()
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
+
 /// `check-config --connect` tries `session_context = true` on the server: it passes where the
 /// server has `sp_set_session_context`, and fails (exit 69) with what to change where not.
 #[tokio::test]
