@@ -75,6 +75,7 @@
 //! Requires `sqlparser` with the `visitor` feature.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
@@ -261,6 +262,16 @@ impl AccessRules {
 pub struct TableRef {
     pub schema: Option<String>,
     pub name: String,
+}
+
+impl fmt::Display for TableRef {
+    /// `schema.name`, or `name` without a schema, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
 }
 
 /// What [`check`] learned about an accepted query.
@@ -3159,13 +3170,7 @@ mod tests {
     }
 
     fn names(q: &CheckedQuery) -> Vec<String> {
-        q.tables
-            .iter()
-            .map(|t| match &t.schema {
-                Some(s) => format!("{s}.{}", t.name),
-                None => t.name.clone(),
-            })
-            .collect()
+        q.tables.iter().map(TableRef::to_string).collect()
     }
 
     fn both() -> [SqlDialect; 2] {

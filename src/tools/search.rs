@@ -284,10 +284,7 @@ async fn maybe_sql(
             // name would make an id (and a citation) of another row.
             let table = match (checked.tables.as_slice(), &checked.plain_columns) {
                 ([t], Some(plain)) => catalog
-                    .find(&match &t.schema {
-                        Some(s) => format!("{s}.{}", t.name),
-                        None => t.name.clone(),
-                    })
+                    .table(t.schema.as_deref(), &t.name)
                     .filter(|t| t.primary_key.iter().all(|k| plain.is_plain(k))),
                 _ => None,
             };

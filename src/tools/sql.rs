@@ -497,12 +497,8 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
     if scope.rules.restricts()
         && let Some(unknown) = read.iter().find_map(|r| r.err())
     {
-        let name = match &unknown.schema {
-            Some(s) => format!("{s}.{}", unknown.name),
-            None => unknown.name.clone(),
-        };
         return Err(ToolError::NotFound(format!(
-            "`{name}` is not a table or view of this database that this scope knows (synonyms \
+            "`{unknown}` is not a table or view of this database that this scope knows (synonyms \
              are not followed, and a table made in the last minute is not known yet); visible \
              tables: {}",
             table_list(scope, &catalog)
@@ -640,7 +636,6 @@ fn column_list(scope: &Scope, read: &[Result<&TableInfo, &TableRef>]) -> String 
     out
 }
 
-/// The tables a query reads, as the catalog knows them, or as written where it does not.
 /// `FOR SYSTEM_TIME` on `t` reads its history table: refused unless the scope may read that
 /// too ([`history_readable`]). Also refused on a view or a table the catalog does not know as
 /// system-versioned: what the view (or a table made since the catalog was read) reads
@@ -650,14 +645,10 @@ fn history_may_be_read(
     catalog: &Catalog,
     t: &TableRef,
 ) -> Result<(), ToolError> {
-    let name = match &t.schema {
-        Some(s) => format!("{s}.{}", t.name),
-        None => t.name.clone(),
-    };
-    let Some(table) = catalog.find(&name) else {
+    let Some(table) = catalog.table(t.schema.as_deref(), &t.name) else {
         return Err(GuardError::Forbidden(format!(
             "FOR SYSTEM_TIME reads only a system-versioned table this scope can see, and \
-             `{name}` is none"
+             `{t}` is none"
         ))
         .into());
     };
@@ -685,19 +676,16 @@ fn history_may_be_read(
     Ok(())
 }
 
+/// The tables a query reads, as the catalog knows them, or as written where it does not. The
+/// parts are looked up as they are: a name holding a dot or a bracket (`[odd.name]`) is one
+/// name, not a text to split again.
 fn resolve<'a>(
     catalog: &'a Catalog,
     tables: &'a [TableRef],
 ) -> Vec<Result<&'a TableInfo, &'a TableRef>> {
     tables
         .iter()
-        .map(|t| {
-            let name = match &t.schema {
-                Some(s) => format!("{s}.{}", t.name),
-                None => t.name.clone(),
-            };
-            catalog.find(&name).ok_or(t)
-        })
+        .map(|t| catalog.table(t.schema.as_deref(), &t.name).ok_or(t))
         .collect()
 }
 
@@ -920,12 +908,6 @@ mod tests {
         assert!(e.contains("on a view"), "{e}");
         let e = read(&r, "Since").expect_err("unknown");
         assert!(e.contains("`Since` is none"), "{e}");
-        // The description says how to read it.
-        let scoped = crate::tools::scoped_catalog(&r, &raw);
-        let employees = scoped.find("Employees").expect("table");
-        let desc = describe_text(&json!({"history": history_text("dbo", "EmployeesHistory")}));
-        assert!(desc.contains("History: system-versioned"), "{desc}");
-        assert!(employees.history.is_some());
     }
 
     fn col(name: &str) -> ResultColumn {
@@ -1020,6 +1002,8 @@ mod tests {
         db.execute_batch(
             "CREATE TABLE customers (id INTEGER PRIMARY KEY, city TEXT);
              CREATE TABLE salaries (id INTEGER PRIMARY KEY, amount INTEGER);
+             CREATE TABLE \"odd.name\" (id INTEGER PRIMARY KEY, x TEXT);
+             INSERT INTO \"odd.name\" VALUES (1, 'dotted');
              INSERT INTO salaries VALUES (1, 250000);",
         )
         .expect("fixture");
@@ -1048,10 +1032,15 @@ mod tests {
                 && !msg.contains("salaries"),
             "{msg}"
         );
-        // What the catalog knows still runs, and without rules the database decides.
+        // What the catalog knows still runs, a name with a dot in it included (one name, not
+        // a schema and a table), and without rules the database decides.
         execute_sql(&restricted, "SELECT city FROM customers", None, None, None)
             .await
             .expect("a known table");
+        let out = execute_sql(&restricted, "SELECT x FROM \"odd.name\"", None, None, None)
+            .await
+            .expect("a known table with a dot in its name");
+        assert!(out.json.into_string().contains("dotted"));
         let out = execute_sql(&unrestricted, "SELECT amount FROM pay", None, None, None)
             .await
             .expect("no rules");
