@@ -113,7 +113,8 @@ mod tests {
     use super::*;
 
     /// What the tools ask a backend of its nature goes through the wrapper: SQLite runs the
-    /// lifted template (so the guard checks the template), and hands no one's name on.
+    /// lifted template (so the guard checks the template), and SQL Server with
+    /// `session_context` hands who asks on (the trait's defaults answer no to both).
     #[tokio::test]
     async fn the_wrapper_answers_for_its_backend() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -126,15 +127,34 @@ mod tests {
             crate::db::sqlite::SqliteBackend::open(&path, false, 1, Duration::from_secs(5))
                 .await
                 .expect("sqlite");
-        let inner: DynBackend = Arc::new(sqlite);
-        let metrics = super::super::metrics::Metrics::new().db("d");
-        let wrapped = Metered::wrap(inner.clone(), metrics);
-        assert!(inner.runs_lifted_templates());
-        assert_eq!(
-            wrapped.runs_lifted_templates(),
-            inner.runs_lifted_templates()
-        );
-        assert_eq!(wrapped.reads_for_asker(), inner.reads_for_asker());
-        assert_eq!(wrapped.kind(), "sqlite");
+        let metrics = super::super::metrics::Metrics::new();
+        let wrapped = Metered::wrap(Arc::new(sqlite), metrics.db("d"));
+        assert!(wrapped.runs_lifted_templates());
+        assert!(!wrapped.reads_for_asker());
+        // No server is reached: the pool opens connections only when asked for one.
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "x").expect("write");
+        let cfg = crate::config::MssqlConfig {
+            host: Some("127.0.0.1".into()),
+            database: Some("d".into()),
+            user: Some("u".into()),
+            password: Some(crate::config::SecretSource {
+                file: Some(password),
+                env: None,
+            }),
+            session_context: Some(true),
+            ..Default::default()
+        };
+        let settings = crate::db::mssql::MssqlSettings::from_config(
+            &cfg,
+            "database[0]",
+            1,
+            Duration::from_secs(5),
+        )
+        .expect("settings");
+        let mssql = crate::db::mssql::MssqlBackend::new(settings);
+        let wrapped = Metered::wrap(Arc::new(mssql), metrics.db("e"));
+        assert!(wrapped.reads_for_asker());
+        assert!(!wrapped.runs_lifted_templates());
     }
 }
