@@ -113,11 +113,38 @@ impl Scope {
     /// must find hidden columns to mask them, reads the database's whole catalog.
     pub async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
         let raw = self.db.catalog().await?;
+        Ok(self.view_of(raw))
+    }
+
+    /// [`Scope::catalog`], read anew if the database's was not read a moment ago
+    /// ([`crate::db::Backend::catalog_after_miss`]): for a name the scope's catalog does not
+    /// know, which may be a table made since it was read.
+    pub async fn catalog_after_miss(&self) -> Result<Arc<Catalog>, DbError> {
+        let raw = self.db.catalog_after_miss().await?;
+        Ok(self.view_of(raw))
+    }
+
+    /// [`Scope::catalog`], or, when `knows` says it does not know what a caller named,
+    /// [`Scope::catalog_after_miss`].
+    pub async fn catalog_for(
+        &self,
+        knows: impl Fn(&Catalog) -> bool,
+    ) -> Result<Arc<Catalog>, DbError> {
+        let catalog = self.catalog().await?;
+        if knows(&catalog) {
+            return Ok(catalog);
+        }
+        self.catalog_after_miss().await
+    }
+
+    /// The scope's view of the database's catalog `raw`, made once per catalog the database
+    /// reads.
+    fn view_of(&self, raw: Arc<Catalog>) -> Arc<Catalog> {
         let mut cached = self.scoped.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((seen, scoped)) = cached.as_ref()
             && Arc::ptr_eq(seen, &raw)
         {
-            return Ok(scoped.clone());
+            return scoped.clone();
         }
         let mut scoped = crate::tools::scoped_catalog(&self.rules, &raw);
         // Each warning is given once per process, and looked for only until then: SQL
@@ -164,7 +191,7 @@ impl Scope {
         );
         let scoped = Arc::new(scoped);
         *cached = Some((raw, scoped.clone()));
-        Ok(scoped)
+        scoped
     }
 
     pub fn profile(&self) -> ToolProfile {

@@ -3642,6 +3642,116 @@ profile = "full"
     )
 }
 
+/// A table made since the catalog was read (it is kept for a minute) is found at once by
+/// every tool that names it: a name the catalog does not know has it read anew. The peer
+/// reads its tables when it starts, so the table is made by restarting it with one more.
+#[tokio::test]
+async fn a_table_made_since_the_catalog_was_read_is_found_at_once() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let mut peer = Peer::start();
+    // A scope with a rule, under which execute_sql refuses a name the catalog does not know.
+    let text = tools_config_text(&peer, "") + "deny_tables = [\"dbo.Events\"]\n";
+    // Each tool's own way to a miss is shown by a server of its own (one catalog each),
+    // where it is the first to name the new table.
+    let first_to_name = [
+        (
+            "describe_table",
+            json!({"table": "Suppliers"}),
+            "SupplierId",
+        ),
+        (
+            "get_table_sample",
+            json!({"table": "dbo.Suppliers"}),
+            "Kettle & Co",
+        ),
+        (
+            "execute_sql",
+            json!({"sql": "SELECT Name FROM dbo.Suppliers WHERE SupplierId = 1"}),
+            "Brew Parts AG",
+        ),
+        ("fetch", json!({"id": "dbo.Suppliers"}), "SupplierId"),
+        ("fetch", json!({"id": "dbo.Suppliers/2"}), "Kettle & Co"),
+        (
+            "search",
+            json!({"query": "describe Suppliers"}),
+            "SupplierId",
+        ),
+    ];
+    let mut servers = Vec::new();
+    for _ in &first_to_name {
+        let config = mssql_mcp::config::Config::parse(&text).expect("config");
+        let state = mssql_mcp::app::build_state(config, true)
+            .await
+            .expect("state");
+        let scope = state.scopes()[0].clone();
+        let listed = tools::call(&scope, "list_tables", &json!({}), None)
+            .await
+            .expect("list_tables")
+            .value()
+            .to_string();
+        assert!(!listed.contains("Suppliers"), "{listed}");
+        servers.push((state, scope));
+    }
+    let read_at = Instant::now();
+
+    let dir = peer.dir.path();
+    std::fs::write(
+        dir.join("data/suppliers.csv"),
+        "SupplierId,Name\n1,Brew Parts AG\n2,Kettle & Co\n",
+    )
+    .expect("write suppliers");
+    let config_file = dir.join("config.json");
+    let mut peer_config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_file).expect("read")).expect("json");
+    peer_config["tables"]
+        .as_array_mut()
+        .expect("tables")
+        .push(json!({"name": "Suppliers", "csv": "data/suppliers.csv"}));
+    std::fs::write(&config_file, peer_config.to_string()).expect("write config");
+    peer.kill();
+    peer.spawn();
+    // A catalog read in the last few seconds is not read again for a miss (so that a name
+    // nobody has is not a reload per call); these are a minute from their reload.
+    let recheck = mssql_mcp::db::mssql::CATALOG_RECHECK;
+    tokio::time::sleep((read_at + recheck).saturating_duration_since(Instant::now())).await;
+
+    let call = |scope: &Arc<mssql_mcp::state::Scope>, tool: &str, args: &serde_json::Value| {
+        let scope = scope.clone();
+        let (tool, args) = (tool.to_string(), args.clone());
+        async move {
+            tools::call(&scope, &tool, &args, None)
+                .await
+                .map(|out| out.value().to_string())
+                .map_err(|e| e.to_string())
+        }
+    };
+    for ((tool, args, expected), (_, scope)) in first_to_name.iter().zip(&servers) {
+        let out = call(scope, tool, args)
+            .await
+            .unwrap_or_else(|e| panic!("{tool} {args} on the new table: {e}"));
+        assert!(out.contains(expected), "{tool} {args}: {out}");
+    }
+    // The rules still hold, and a name nobody has is still refused, listing the new table.
+    let scope = &servers[0].1;
+    let hidden = call(
+        scope,
+        "execute_sql",
+        &json!({"sql": "SELECT * FROM dbo.Events"}),
+    )
+    .await
+    .expect_err("a hidden table");
+    assert!(!hidden.contains("payload"), "{hidden}");
+    let nowhere = call(scope, "describe_table", &json!({"table": "Nowhere"}))
+        .await
+        .expect_err("a name nobody has");
+    assert!(
+        nowhere.contains("Suppliers") && !nowhere.contains("Events"),
+        "{nowhere}"
+    );
+}
+
 /// With `session_context = true` SQL Server is told who asks, before the statements of each
 /// tool call: `mcp_user` (the signed-in user, NULL without one) and `mcp_scope`, set again
 /// only when they change on a connection. The peer runs `sp_set_session_context` where SQL

@@ -816,6 +816,14 @@ pub trait Backend: Send + Sync + 'static {
     /// The catalog, from the database's own metadata (cached by the backend).
     async fn catalog(&self) -> Result<Arc<Catalog>, DbError>;
 
+    /// The catalog again, after it did not know a name a caller gave (a table made since it
+    /// was read): a backend that caches its catalog reads it anew now, unless it read it a
+    /// moment ago (SQL Server: `db::mssql::CATALOG_RECHECK`), so that a name nobody has is
+    /// not a reload per call. The default is [`Backend::catalog`].
+    async fn catalog_after_miss(&self) -> Result<Arc<Catalog>, DbError> {
+        self.catalog().await
+    }
+
     /// Runs a query that [`guard::check`] accepted and returns the requested page.
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError>;
 

@@ -216,6 +216,10 @@ pub const DRAIN_BYTES: usize = 1024 * 1024;
 pub const CATALOG_TTL: Duration = Duration::from_secs(60);
 /// How long a failed reload leaves the previous catalog in place before the next try.
 pub const CATALOG_RETRY: Duration = Duration::from_secs(10);
+/// A catalog at least this old is read anew when it does not know a name a caller gave
+/// ([`Backend::catalog_after_miss`]): a table made a moment ago is found at once, and a name
+/// that is nowhere costs at most one reload this often.
+pub const CATALOG_RECHECK: Duration = Duration::from_secs(5);
 /// Connections kept idle and ready.
 const MIN_IDLE: u32 = 1;
 
@@ -1613,13 +1617,68 @@ impl MssqlBackend {
         self.catalog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What the cache can answer without loading: a catalog younger than [`CATALOG_TTL`] or
-    /// loaded after `asked`, or the outcome of a load that failed after `asked` (the previous
+    /// The catalog if one younger than `fresh` is cached, else loaded. One load at a time:
+    /// while it runs, others serve the previous catalog if there is one (unless `wait`: a
+    /// caller that needs a catalog newer than the one it has waits for the load), or wait and
+    /// share the load's outcome (so a server that does not answer costs one connect timeout,
+    /// not one per caller).
+    async fn catalog_within(&self, fresh: Duration, wait: bool) -> Result<Arc<Catalog>, DbError> {
+        let asked = Instant::now();
+        if let Some(answer) = self.cached_catalog(asked, fresh) {
+            return answer;
+        }
+        let _loading = match self.catalog_load.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if !wait && let Some((_, c)) = self.catalog_cache().loaded.clone() {
+                    return Ok(c);
+                }
+                self.catalog_load.lock().await
+            }
+        };
+        if let Some(answer) = self.cached_catalog(asked, fresh) {
+            return answer;
+        }
+        let result = self.load_catalog().await;
+        let mut cache = self.catalog_cache();
+        let now = Instant::now();
+        match result {
+            Ok(c) => {
+                let c = Arc::new(c);
+                cache.loaded = Some((now, c.clone()));
+                cache.failed = None;
+                Ok(c)
+            }
+            Err(e) => {
+                cache.failed = Some((now, e.clone()));
+                match &cache.loaded {
+                    Some((_, old)) => {
+                        // A database that is down is reported by the connection log (see
+                        // `OutageLog`); anything else (a permission taken away) is news.
+                        if e.is_transient() {
+                            tracing::debug!(error = %e, "SQL Server catalog reload failed; serving the previous one");
+                        } else {
+                            tracing::warn!(error = %e, "SQL Server catalog reload failed; serving the previous one");
+                        }
+                        Ok(old.clone())
+                    }
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    /// What the cache can answer without loading: a catalog younger than `fresh` or loaded
+    /// after `asked`, or the outcome of a load that failed after `asked` (the previous
     /// catalog if there is one, else the error).
-    fn cached_catalog(&self, asked: Instant) -> Option<Result<Arc<Catalog>, DbError>> {
+    fn cached_catalog(
+        &self,
+        asked: Instant,
+        fresh: Duration,
+    ) -> Option<Result<Arc<Catalog>, DbError>> {
         let cache = self.catalog_cache();
         if let Some((at, c)) = &cache.loaded
-            && (at.elapsed() < CATALOG_TTL || *at >= asked)
+            && (at.elapsed() < fresh || *at >= asked)
         {
             return Some(Ok(c.clone()));
         }
@@ -3689,52 +3748,11 @@ impl Backend for MssqlBackend {
     }
 
     async fn catalog(&self) -> Result<Arc<Catalog>, DbError> {
-        let asked = Instant::now();
-        if let Some(answer) = self.cached_catalog(asked) {
-            return answer;
-        }
-        // One load at a time. While it runs, others serve the previous catalog if there is
-        // one, or wait and share the load's outcome (so a server that does not answer costs
-        // one connect timeout, not one per caller).
-        let _loading = match self.catalog_load.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                if let Some((_, c)) = self.catalog_cache().loaded.clone() {
-                    return Ok(c);
-                }
-                self.catalog_load.lock().await
-            }
-        };
-        if let Some(answer) = self.cached_catalog(asked) {
-            return answer;
-        }
-        let result = self.load_catalog().await;
-        let mut cache = self.catalog_cache();
-        let now = Instant::now();
-        match result {
-            Ok(c) => {
-                let c = Arc::new(c);
-                cache.loaded = Some((now, c.clone()));
-                cache.failed = None;
-                Ok(c)
-            }
-            Err(e) => {
-                cache.failed = Some((now, e.clone()));
-                match &cache.loaded {
-                    Some((_, old)) => {
-                        // A database that is down is reported by the connection log (see
-                        // `OutageLog`); anything else (a permission taken away) is news.
-                        if e.is_transient() {
-                            tracing::debug!(error = %e, "SQL Server catalog reload failed; serving the previous one");
-                        } else {
-                            tracing::warn!(error = %e, "SQL Server catalog reload failed; serving the previous one");
-                        }
-                        Ok(old.clone())
-                    }
-                    None => Err(e),
-                }
-            }
-        }
+        self.catalog_within(CATALOG_TTL, false).await
+    }
+
+    async fn catalog_after_miss(&self) -> Result<Arc<Catalog>, DbError> {
+        self.catalog_within(CATALOG_RECHECK, true).await
     }
 
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
@@ -5787,26 +5805,7 @@ mod tests {
     /// cue, hence a bare listener.
     #[tokio::test]
     async fn a_failed_reload_serves_the_previous_catalog_without_retrying_at_once() {
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = silent.local_addr().expect("addr").port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("pw");
-        std::fs::write(&file, "pw").expect("write");
-        let cfg = MssqlConfig {
-            host: Some("127.0.0.1".into()),
-            port: Some(port),
-            database: Some("Sales".into()),
-            user: Some("reader".into()),
-            password: Some(crate::config::SecretSource {
-                file: Some(file),
-                env: None,
-            }),
-            connect_timeout_secs: Some(2),
-            ..MssqlConfig::default()
-        };
-        let settings = MssqlSettings::from_config(&cfg, "database[0]", 1, Duration::from_secs(5))
-            .expect("settings");
-        let b = MssqlBackend::new(settings);
+        let (_silent, _dir, b) = backend_on_a_silent_server();
         let old = Arc::new(build_catalog(CatalogRows::default()));
         let long_ago = Instant::now() - CATALOG_TTL - Duration::from_secs(1);
         let unavailable = || DbError::Unavailable("down".into());
@@ -5838,6 +5837,65 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// A backend whose server accepts connections and never answers (a connection attempt
+    /// costs the connect timeout, 2 s), with the listener and the password's directory that
+    /// must outlive it.
+    fn backend_on_a_silent_server() -> (std::net::TcpListener, tempfile::TempDir, MssqlBackend) {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = silent.local_addr().expect("addr").port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "pw").expect("write");
+        let cfg = MssqlConfig {
+            host: Some("127.0.0.1".into()),
+            port: Some(port),
+            database: Some("Sales".into()),
+            user: Some("reader".into()),
+            password: Some(crate::config::SecretSource {
+                file: Some(file),
+                env: None,
+            }),
+            connect_timeout_secs: Some(2),
+            ..MssqlConfig::default()
+        };
+        let settings = MssqlSettings::from_config(&cfg, "database[0]", 1, Duration::from_secs(5))
+            .expect("settings");
+        (silent, dir, MssqlBackend::new(settings))
+    }
+
+    /// A name the catalog does not know has it read anew, unless it was read within
+    /// `CATALOG_RECHECK`: a name nobody has is not a reload per call. Whether a load was
+    /// tried shows as time: the server here never answers (the peer test
+    /// `a_table_made_since_the_catalog_was_read_is_found_at_once` shows a real reload).
+    #[tokio::test]
+    async fn a_miss_reloads_the_catalog_unless_it_was_read_a_moment_ago() {
+        let (_silent, _dir, b) = backend_on_a_silent_server();
+        let old = Arc::new(build_catalog(CatalogRows::default()));
+        let quick = Duration::from_secs(1);
+        // Read a moment ago: served at once, to a miss as to anyone.
+        b.catalog_cache().loaded = Some((Instant::now(), old.clone()));
+        let started = Instant::now();
+        let got = b.catalog_after_miss().await.expect("catalog");
+        assert!(Arc::ptr_eq(&got, &old));
+        assert!(started.elapsed() < quick, "{:?}", started.elapsed());
+        // Older than CATALOG_RECHECK, within CATALOG_TTL: served at once to anyone else ...
+        let read_at = Instant::now() - CATALOG_RECHECK - Duration::from_secs(1);
+        b.catalog_cache().loaded = Some((read_at, old.clone()));
+        let started = Instant::now();
+        let got = b.catalog().await.expect("catalog");
+        assert!(Arc::ptr_eq(&got, &old));
+        assert!(started.elapsed() < quick, "{:?}", started.elapsed());
+        // ... and read anew after a miss (which fails here and serves the previous one).
+        let started = Instant::now();
+        let got = b.catalog_after_miss().await.expect("the previous catalog");
+        assert!(Arc::ptr_eq(&got, &old));
+        assert!(started.elapsed() >= quick, "{:?}", started.elapsed());
+        // That failure holds the next miss off for CATALOG_RETRY.
+        let started = Instant::now();
+        b.catalog_after_miss().await.expect("the previous catalog");
+        assert!(started.elapsed() < quick, "{:?}", started.elapsed());
     }
 
     /// On by default with `host`; a connection string's own `MultiSubnetFailover` otherwise

@@ -49,6 +49,10 @@ impl Backend for Metered {
         timed(&self.metrics.catalog, self.inner.catalog()).await
     }
 
+    async fn catalog_after_miss(&self) -> Result<Arc<Catalog>, DbError> {
+        timed(&self.metrics.catalog, self.inner.catalog_after_miss()).await
+    }
+
     async fn query(&self, sql: &str, page: Page) -> Result<RowSet, DbError> {
         timed(&self.metrics.query, self.inner.query(sql, page)).await
     }

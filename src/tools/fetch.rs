@@ -97,7 +97,9 @@ fn find_visible<'c>(
 }
 
 async fn fetch_table(scope: &Scope, schema: &str, table: &str) -> Result<Value, ToolError> {
-    let catalog = scope.catalog().await?;
+    let catalog = scope
+        .catalog_for(|c| c.table(Some(schema), table).is_some())
+        .await?;
     let t = find_visible(scope, &catalog, schema, table).ok_or_else(|| {
         ToolError::NotFound(format!("no table `{schema}.{table}` is visible here"))
     })?;
@@ -116,7 +118,9 @@ async fn fetch_row(
     key: &[String],
 ) -> Result<Value, ToolError> {
     let deadline = tokio::time::Instant::now() + scope.search_budget;
-    let catalog = scope.catalog().await?;
+    let catalog = scope
+        .catalog_for(|c| c.table(Some(schema), table).is_some())
+        .await?;
     let not_found = || {
         ToolError::NotFound(format!(
             "no row `{schema}.{table}/{}` exists here",

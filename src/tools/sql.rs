@@ -50,7 +50,7 @@ pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
 }
 
 pub async fn describe_table(scope: &Scope, name: &str) -> Result<ToolOutput, ToolError> {
-    let catalog = scope.catalog().await?;
+    let catalog = scope.catalog_for(|c| c.find(name).is_some()).await?;
     let table = resolve_table(scope, &catalog, name)?;
     ToolOutput::new(&describe(scope, &catalog, table), 1)
 }
@@ -439,7 +439,7 @@ pub async fn get_table_sample(
     cursor: Option<&str>,
     owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
-    let catalog = scope.catalog().await?;
+    let catalog = scope.catalog_for(|c| c.find(name).is_some()).await?;
     let table = resolve_table(scope, &catalog, name)?;
     let target = || CursorTarget::Table(table.qualified());
     let (page, taken) = page_for(scope, target, limit, DEFAULT_SAMPLE, cursor, owner)?;
@@ -489,7 +489,14 @@ impl Ran {
 pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<Ran, ToolError> {
     let (lifted, checked) = accept(scope, sql)?;
     // The whole catalog, not the scope's: hidden columns must be found to be masked.
-    let catalog = scope.db.catalog().await?;
+    let mut catalog = scope.db.catalog().await?;
+    if scope.rules.restricts()
+        && resolve(&catalog, &checked.tables)
+            .iter()
+            .any(Result::is_err)
+    {
+        catalog = scope.db.catalog_after_miss().await?;
+    }
     let read = resolve(&catalog, &checked.tables);
     // The access rules are judged by the names a query writes. A name the catalog does not
     // know cannot be judged: a synonym (`CREATE SYNONYM dbo.Pay FOR dbo.Salaries`) would
@@ -498,9 +505,8 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
         && let Some(unknown) = read.iter().find_map(|r| r.err())
     {
         return Err(ToolError::NotFound(format!(
-            "`{unknown}` is not a table or view of this database that this scope knows (synonyms \
-             are not followed, and a table made in the last minute is not known yet); visible \
-             tables: {}",
+            "`{unknown}` is not a table or view of this database that this scope knows \
+             (synonyms are not followed); visible tables: {}",
             table_list(scope, &catalog)
         )));
     }
@@ -513,9 +519,15 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
     let mut rs = match scope.db.query_lifted(&lifted, page).await {
         Ok(rs) => rs,
         Err(DbError::Sql(msg)) if looks_like_missing_table(&msg) => {
+            // It may have gone since the catalog was read: list the tables there are now.
+            let now = scope
+                .db
+                .catalog_after_miss()
+                .await
+                .unwrap_or_else(|_| catalog.clone());
             return Err(ToolError::NotFound(format!(
                 "{msg}; visible tables: {}",
-                table_list(scope, &catalog)
+                table_list(scope, &now)
             )));
         }
         Err(DbError::Sql(msg)) if looks_like_missing_column(&msg) => {
