@@ -372,6 +372,57 @@ pub struct Catalog {
     /// collations; SQLite, whose text is all UTF-8): a `'…'` literal then loses no character.
     #[serde(skip)]
     pub varchar_utf8: bool,
+    /// SQL Server's synonyms (`CREATE SYNONYM dbo.Pay FOR dbo.Salaries`), sorted by schema,
+    /// then name. Not tables: a query may name one, and reads its base table.
+    #[serde(skip)]
+    pub synonyms: Vec<Synonym>,
+}
+
+/// A synonym: another name for a table or view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synonym {
+    pub schema: String,
+    pub name: String,
+    /// The table or view of this database it stands for (`schema`, `name`); `None` when it
+    /// stands for something in another database or on another server, or for something that
+    /// is not there.
+    pub base: Option<(String, String)>,
+}
+
+impl Synonym {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// The item of `items` (sorted by schema, then name) that `schema.name` names, as
+/// [`Catalog::table`] says.
+fn named<'a, T>(
+    items: &'a [T],
+    parts: impl Fn(&T) -> (&str, &str),
+    schema: Option<&str>,
+    name: &str,
+) -> Option<&'a T> {
+    let exact = |t: &&T| {
+        let (s, n) = parts(t);
+        n == name && schema.is_none_or(|wanted| s == wanted)
+    };
+    if let Some(t) = items.iter().find(exact) {
+        return Some(t);
+    }
+    let mut folded = items.iter().filter(|t| {
+        let (s, n) = parts(t);
+        n.eq_ignore_ascii_case(name) && schema.is_none_or(|wanted| s.eq_ignore_ascii_case(wanted))
+    });
+    let first = folded.next()?;
+    let (first_schema, first_name) = parts(first);
+    // Without a schema, one spelling in several schemas is the first, as an exact name is.
+    folded
+        .all(|t| {
+            let (s, n) = parts(t);
+            n == first_name && (schema.is_none() || s == first_schema)
+        })
+        .then_some(first)
 }
 
 impl Catalog {
@@ -392,19 +443,30 @@ impl Catalog {
     /// `users`, and an id or a name must reach the table it names, never whichever of the two
     /// comes first; a name in a third case (`USERS`) could mean either and finds none.
     pub fn table(&self, schema: Option<&str>, name: &str) -> Option<&TableInfo> {
-        let exact = |t: &&TableInfo| t.name == name && schema.is_none_or(|s| t.schema == s);
-        if let Some(t) = self.tables.iter().find(exact) {
-            return Some(t);
-        }
-        let mut folded = self.tables.iter().filter(|t| {
-            t.name.eq_ignore_ascii_case(name)
-                && schema.is_none_or(|s| t.schema.eq_ignore_ascii_case(s))
-        });
-        let first = folded.next()?;
-        // Without a schema, one spelling in several schemas is the first, as an exact name is.
-        let same_spelling =
-            |t: &TableInfo| t.name == first.name && (schema.is_none() || t.schema == first.schema);
-        folded.all(same_spelling).then_some(first)
+        named(
+            &self.tables,
+            |t| (t.schema.as_str(), t.name.as_str()),
+            schema,
+            name,
+        )
+    }
+
+    /// The synonym `schema.name`, found as [`Catalog::table`] finds a table.
+    pub fn synonym(&self, schema: Option<&str>, name: &str) -> Option<&Synonym> {
+        named(
+            &self.synonyms,
+            |s| (s.schema.as_str(), s.name.as_str()),
+            schema,
+            name,
+        )
+    }
+
+    /// The table `schema.name`, or the one the synonym `schema.name` stands for.
+    pub fn table_or_base(&self, schema: Option<&str>, name: &str) -> Option<&TableInfo> {
+        self.table(schema, name).or_else(|| {
+            let (schema, name) = self.synonym(schema, name)?.base.as_ref()?;
+            self.table(Some(schema), name)
+        })
     }
 
     /// Whether `schema.name` (as a foreign key names its target) is `t`: the same table
@@ -979,6 +1041,7 @@ mod tests {
     fn a_name_finds_its_own_spelling_before_another_case_and_none_when_the_case_is_ambiguous() {
         let catalog = Catalog {
             varchar_utf8: false,
+            synonyms: Vec::new(),
             tables: vec![
                 table("dbo", "Users"),
                 table("dbo", "orders"),

@@ -175,7 +175,7 @@ use super::entra::EntraLogin;
 use super::{
     Asker, Backend, Catalog, ColumnInfo, DbError, ForeignKey, FullTextIndex, HistoryTable,
     MAX_CHECKS, MAX_VALUE_BYTES, Page, PageRows, ResultColumn, RowSet, SearchRequest, SqlDialect,
-    TableInfo, Value, ValueKind, check_text, cut_bytes, cut_text, description_text,
+    Synonym, TableInfo, Value, ValueKind, check_text, cut_bytes, cut_text, description_text,
 };
 use crate::config::{
     ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt, Secret,
@@ -2947,6 +2947,17 @@ const TEMPORAL_SQL: &str = "SELECT s.name, t.name, hs.name, h.name \
      JOIN sys.tables h ON h.object_id = t.history_table_id \
      JOIN sys.schemas hs ON hs.schema_id = h.schema_id \
      WHERE t.temporal_type = 2";
+/// Synonyms, and the table or view of this database each stands for: schema and name of the
+/// base object, NULL for one in another database or on another server (a three- or four-part
+/// `base_object_name`), whose rules this catalog cannot judge, or one that is not there.
+const SYNONYMS_SQL: &str = "SELECT s.name, sy.name, bs.name, b.name \
+     FROM sys.synonyms sy \
+     JOIN sys.schemas s ON s.schema_id = sy.schema_id \
+     LEFT JOIN sys.objects b ON b.object_id = CASE WHEN PARSENAME(sy.base_object_name, 4) IS NULL \
+     AND (PARSENAME(sy.base_object_name, 3) IS NULL \
+     OR PARSENAME(sy.base_object_name, 3) = DB_NAME()) \
+     THEN OBJECT_ID(sy.base_object_name) END \
+     LEFT JOIN sys.schemas bs ON bs.schema_id = b.schema_id";
 /// Enabled CHECK constraints of tables, as SQL Server keeps their text (`([Qty]>(0))`).
 const CHECKS_SQL: &str = "SELECT s.name, t.name, cc.definition \
      FROM sys.check_constraints cc \
@@ -3066,6 +3077,13 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
+    let synonyms = optional_rows(
+        conn,
+        SYNONYMS_SQL,
+        "synonyms (under access rules a query naming one is refused)",
+        ctx,
+    )
+    .await?;
     let mut catalog = build_catalog(CatalogRows {
         tables: &tables,
         columns: &columns,
@@ -3078,6 +3096,7 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         classifications: &classifications,
         temporal: &temporal,
         masked: &masked,
+        synonyms: &synonyms,
     });
     catalog.varchar_utf8 = collation
         .first()
@@ -3163,6 +3182,7 @@ struct CatalogRows<'a> {
     classifications: &'a [Vec<Value>],
     temporal: &'a [Vec<Value>],
     masked: &'a [Vec<Value>],
+    synonyms: &'a [Vec<Value>],
 }
 
 /// Assembles the catalog from the rows of the catalog queries (a pure function, so canned
@@ -3180,6 +3200,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         classifications,
         temporal,
         masked,
+        synonyms,
     } = rows;
     let mut out: Vec<TableInfo> = tables
         .iter()
@@ -3391,9 +3412,26 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         (a.schema.to_lowercase(), a.name.to_lowercase())
             .cmp(&(b.schema.to_lowercase(), b.name.to_lowercase()))
     });
+    let mut synonyms: Vec<Synonym> = synonyms
+        .iter()
+        .map(|r| {
+            let (base_schema, base_name) = (text(r.get(2)), text(r.get(3)));
+            Synonym {
+                schema: text(r.first()),
+                name: text(r.get(1)),
+                base: (!base_schema.is_empty() && !base_name.is_empty())
+                    .then_some((base_schema, base_name)),
+            }
+        })
+        .collect();
+    synonyms.sort_by(|a, b| {
+        (a.schema.to_lowercase(), a.name.to_lowercase())
+            .cmp(&(b.schema.to_lowercase(), b.name.to_lowercase()))
+    });
     Catalog {
         tables: out,
         varchar_utf8: false,
+        synonyms,
     }
 }
 
@@ -4329,6 +4367,7 @@ mod tests {
             &Catalog {
                 tables: vec![raw],
                 varchar_utf8: false,
+                synonyms: Vec::new(),
             },
         );
         let t = catalog.find("Events").expect("Events");
@@ -4400,6 +4439,7 @@ mod tests {
             &Catalog {
                 tables: vec![raw.clone()],
                 varchar_utf8: false,
+                synonyms: Vec::new(),
             },
         );
         let t_scoped = scoped.find("Log").expect("Log");
@@ -4447,6 +4487,7 @@ mod tests {
             &Catalog {
                 tables: vec![raw],
                 varchar_utf8: false,
+                synonyms: Vec::new(),
             },
         );
         let t = catalog.find("Wide").expect("Wide");
@@ -5239,6 +5280,43 @@ mod tests {
         assert_eq!(history("dbo.Plain"), None);
         assert_eq!(history("hist.EmployeesHistory"), None);
         assert_eq!(raw.tables.len(), 3);
+    }
+
+    /// Synonyms come from `sys.synonyms` with their base resolved in this database (the TDS
+    /// peer serves `sys.synonyms` empty, so canned rows): a name finds its synonym as a name
+    /// finds a table, and `table_or_base` reaches the base; a synonym for another database
+    /// (NULL base) reaches nothing.
+    #[test]
+    fn synonyms_lead_to_their_base_in_this_database() {
+        let tables = [
+            row(&[Some("hr"), Some("Salaries"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Pay"), Some("VIEW")]),
+        ];
+        let synonyms = [
+            row(&[Some("dbo"), Some("Wages"), Some("hr"), Some("Salaries")]),
+            row(&[Some("dbo"), Some("Remote"), None, None]),
+            row(&[Some("sales"), Some("Pay"), Some("hr"), Some("Salaries")]),
+        ];
+        let raw = build_catalog(CatalogRows {
+            tables: &tables,
+            synonyms: &synonyms,
+            ..CatalogRows::default()
+        });
+        let base = |schema: Option<&str>, name: &str| {
+            raw.table_or_base(schema, name).map(|t| t.qualified())
+        };
+        assert_eq!(base(Some("dbo"), "Wages").as_deref(), Some("hr.Salaries"));
+        assert_eq!(base(Some("DBO"), "wages").as_deref(), Some("hr.Salaries"));
+        assert_eq!(base(None, "Wages").as_deref(), Some("hr.Salaries"));
+        assert_eq!(base(Some("dbo"), "Remote"), None);
+        assert!(raw.synonym(Some("dbo"), "Remote").is_some());
+        // A table is found before a synonym of the same name in another schema.
+        assert_eq!(base(None, "Pay").as_deref(), Some("dbo.Pay"));
+        assert_eq!(base(Some("sales"), "Pay").as_deref(), Some("hr.Salaries"));
+        assert_eq!(base(Some("dbo"), "Nowhere"), None);
+        assert_eq!(raw.tables.len(), 2);
+        let names: Vec<String> = raw.synonyms.iter().map(|s| s.qualified()).collect();
+        assert_eq!(names, ["dbo.Remote", "dbo.Wages", "sales.Pay"]);
     }
 
     #[test]

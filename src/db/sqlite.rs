@@ -746,6 +746,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
     Ok(Catalog {
         tables,
         varchar_utf8: true,
+        synonyms: Vec::new(),
     })
 }
 

@@ -151,6 +151,7 @@ mod tests {
     fn config_descriptions_win_match_names_up_to_ascii_case_and_report_typos() {
         let mut catalog = Catalog {
             varchar_utf8: false,
+            synonyms: Vec::new(),
             tables: vec![
                 table("dbo", "Orders", &["Id", "Status"]),
                 table("sales", "Orders", &["Id"]),

@@ -578,9 +578,11 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
             t.history = None;
         }
     }
+    // No synonyms: what describes tables names them by their own names.
     Catalog {
         tables,
         varchar_utf8: raw.varchar_utf8,
+        synonyms: Vec::new(),
     }
 }
 

@@ -498,17 +498,10 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
         catalog = scope.db.catalog_after_miss().await?;
     }
     let read = resolve(&catalog, &checked.tables);
-    // The access rules are judged by the names a query writes. A name the catalog does not
-    // know cannot be judged: a synonym (`CREATE SYNONYM dbo.Pay FOR dbo.Salaries`) would
-    // lead past a hidden table or column under a name no rule mentions.
-    if scope.rules.restricts()
-        && let Some(unknown) = read.iter().find_map(|r| r.err())
-    {
-        return Err(ToolError::NotFound(format!(
-            "`{unknown}` is not a table or view of this database that this scope knows \
-             (synonyms are not followed); visible tables: {}",
-            table_list(scope, &catalog)
-        )));
+    if scope.rules.restricts() {
+        for t in &checked.tables {
+            name_may_be_read(scope, &catalog, t)?;
+        }
     }
     for t in &checked.system_time {
         history_may_be_read(&scope.rules, &catalog, t)?;
@@ -697,8 +690,40 @@ fn resolve<'a>(
 ) -> Vec<Result<&'a TableInfo, &'a TableRef>> {
     tables
         .iter()
-        .map(|t| catalog.table(t.schema.as_deref(), &t.name).ok_or(t))
+        .map(|t| catalog.table_or_base(t.schema.as_deref(), &t.name).ok_or(t))
         .collect()
+}
+
+/// Under access rules, whether a query may name `t`. The rules are judged by the names a
+/// query writes (the guard did), so a name must be one they can judge: a table or view the
+/// catalog knows, or a synonym whose reading no rule could touch. A synonym (`CREATE SYNONYM
+/// dbo.Pay FOR dbo.Salaries`) reads its base under a name no rule mentions: it is followed
+/// when the scope shows the base in full (visible, no column rule for it), and otherwise the
+/// query is sent to the base's own name, where the rules apply. Anything else (a synonym for
+/// another database, one for a hidden table, a name nobody has) is refused with the visible
+/// tables, never naming a hidden one.
+fn name_may_be_read(scope: &Scope, catalog: &Catalog, t: &TableRef) -> Result<(), ToolError> {
+    let schema = t.schema.as_deref();
+    if catalog.table(schema, &t.name).is_some() {
+        return Ok(());
+    }
+    let rules = &scope.rules;
+    if let Some(base) = catalog.table_or_base(schema, &t.name)
+        && rules.table_visible(Some(&base.schema), &base.name)
+    {
+        if !rules.has_denied_columns(Some(&base.schema), &base.name) {
+            return Ok(());
+        }
+        return Err(ToolError::NotFound(format!(
+            "`{t}` is a synonym for `{base}`; in this scope, name `{base}` itself",
+            base = base.qualified()
+        )));
+    }
+    Err(ToolError::NotFound(format!(
+        "`{t}` is not a table or view of this database that this scope knows (a synonym is \
+         followed only to a table of this database that the scope shows); visible tables: {}",
+        table_list(scope, catalog)
+    )))
 }
 
 /// The hidden columns of the tables a query reads (what [`mask_columns`] will drop, as far
@@ -862,6 +887,7 @@ mod tests {
                 },
             ],
             varchar_utf8: false,
+            synonyms: Vec::new(),
         };
         let rules = |deny_tables: &[&str], deny_columns: &[&str]| AccessRules {
             allow_tables: Vec::new(),
@@ -1057,6 +1083,106 @@ mod tests {
             .await
             .expect("no rules");
         assert!(out.json.into_string().contains("250000"));
+    }
+
+    /// Under access rules a synonym is followed where the scope shows its base in full; a
+    /// base with column rules sends the query to the base's own name (where they apply), and
+    /// a hidden base or one in another database is refused without being named. SQLite has
+    /// no synonyms and the TDS peer serves `sys.synonyms` empty, so the catalog says which
+    /// names are synonyms (`testing::Extras`) and views made after the catalog was read
+    /// stand in for them in the database: a name the catalog does not know as a table,
+    /// reading the base's rows.
+    #[tokio::test]
+    async fn under_access_rules_a_synonym_is_followed_only_to_a_base_shown_in_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pay.sqlite");
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, city TEXT);
+             CREATE TABLE salaries (id INTEGER PRIMARY KEY, amount INTEGER, note TEXT);
+             CREATE TABLE orders (id INTEGER PRIMARY KEY);
+             INSERT INTO customers VALUES (1, 'Oslo');
+             INSERT INTO salaries VALUES (1, 250000, 'annual');",
+        )
+        .expect("fixture");
+        let extras = crate::tools::testing::Extras {
+            synonyms: &[
+                ("pay", Some("salaries")),
+                ("clients", Some("customers")),
+                ("remote", None),
+            ],
+            ..Default::default()
+        };
+        let mut scopes = Vec::new();
+        for keys in [
+            "deny_tables = [\"orders\"]",
+            "deny_columns = [\"salaries.amount\"]",
+            "deny_tables = [\"salaries\"]",
+            "",
+        ] {
+            let state = tempfile::tempdir().expect("tempdir");
+            let scope =
+                crate::tools::testing::sqlite_scope_with(state.path(), &path, extras, keys).await;
+            scopes.push((state, scope));
+        }
+        db.execute_batch(
+            "CREATE VIEW pay AS SELECT * FROM salaries;
+             CREATE VIEW clients AS SELECT * FROM customers;
+             CREATE VIEW remote AS SELECT * FROM salaries;",
+        )
+        .expect("the synonyms' stand-ins");
+        let run = |i: usize, sql: &'static str| {
+            let scope = &scopes[i].1;
+            async move {
+                execute_sql(scope, sql, None, None, None)
+                    .await
+                    .map(|out| out.json.into_string())
+            }
+        };
+        let unknown = "is not a table or view of this database that this scope knows";
+
+        // No rule touches salaries: its synonym reads it.
+        let out = run(0, "SELECT amount FROM pay").await.expect("followed");
+        assert!(out.contains("250000"), "{out}");
+        // One for another database cannot be judged.
+        let err = run(0, "SELECT * FROM remote").await.expect_err("elsewhere");
+        assert!(matches!(err, ToolError::NotFound(_)), "{err:?}");
+        assert!(err.to_string().contains(unknown), "{err}");
+
+        // A column rule for salaries: the synonym is sent to salaries' own name, where the
+        // rule applies.
+        let err = run(1, "SELECT note FROM pay")
+            .await
+            .expect_err("not followed");
+        assert!(
+            err.to_string().contains(
+                "`pay` is a synonym for `main.salaries`; in this scope, name `main.salaries` itself"
+            ),
+            "{err}"
+        );
+        let out = run(1, "SELECT note FROM salaries").await.expect("the base");
+        assert!(out.contains("annual"), "{out}");
+        run(1, "SELECT amount FROM salaries")
+            .await
+            .expect_err("the hidden column, by the base's name");
+        let out = run(1, "SELECT city FROM clients")
+            .await
+            .expect("no rule for it");
+        assert!(out.contains("Oslo"), "{out}");
+
+        // salaries hidden: the synonym is unknown, and salaries is not named.
+        let err = run(2, "SELECT amount FROM pay")
+            .await
+            .expect_err("hidden base");
+        let msg = err.to_string();
+        assert!(msg.contains(unknown) && !msg.contains("salaries"), "{msg}");
+        run(2, "SELECT city FROM clients")
+            .await
+            .expect("a visible base");
+
+        // Without rules the database decides.
+        let out = run(3, "SELECT amount FROM remote").await.expect("no rules");
+        assert!(out.contains("250000"), "{out}");
     }
 
     /// A system-versioned table is flagged in `list_tables` and its description says how to

@@ -16,15 +16,18 @@ pub(crate) struct Extras {
     pub masks: &'static [(&'static str, &'static str, &'static str)],
     /// `(table, history table)`: system-versioned tables.
     pub histories: &'static [(&'static str, &'static str)],
+    /// `(synonym, base table)`: synonyms in the `main` schema (`None`: for something in
+    /// another database).
+    pub synonyms: &'static [(&'static str, Option<&'static str>)],
 }
 
 /// A real SQLite database whose `search` and `lookup` on some tables are made slow, and whose
-/// catalog can say columns are classified as sensitive or masked and tables system-versioned.
-/// No peer can be made slow for one table and fast for another on demand, and none keeps
-/// sensitivity classifications, masked columns or temporal tables (SQLite has none of them;
-/// pysqlbridge lacks `sys.sensitivity_classifications`, `sys.masked_columns` and
-/// `sys.tables.history_table_id`), so these are injected here; everything else is the real
-/// backend.
+/// catalog can say columns are classified as sensitive or masked, tables system-versioned
+/// and names synonyms. No peer can be made slow for one table and fast for another on demand,
+/// and none keeps sensitivity classifications, masked columns, temporal tables or synonyms
+/// (SQLite has none of them; pysqlbridge lacks `sys.sensitivity_classifications`,
+/// `sys.masked_columns` and `sys.tables.history_table_id`, and serves `sys.synonyms` empty),
+/// so these are injected here; everything else is the real backend.
 pub(crate) struct SlowTable {
     pub inner: DynBackend,
     /// The tables (by name) that answer only after `delay`.
@@ -56,11 +59,20 @@ impl crate::db::Backend for SlowTable {
             labels,
             masks,
             histories,
+            synonyms,
         } = self.extras;
-        if labels.is_empty() && masks.is_empty() && histories.is_empty() {
+        if labels.is_empty() && masks.is_empty() && histories.is_empty() && synonyms.is_empty() {
             return Ok(catalog);
         }
         let mut labelled = (*catalog).clone();
+        labelled.synonyms = synonyms
+            .iter()
+            .map(|(name, base)| crate::db::Synonym {
+                schema: "main".into(),
+                name: name.to_string(),
+                base: base.map(|b| ("main".to_string(), b.to_string())),
+            })
+            .collect();
         for t in &mut labelled.tables {
             t.history = histories
                 .iter()
