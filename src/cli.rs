@@ -681,6 +681,16 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                                     shown.join("; ")
                                 );
                             }
+                            let synonyms =
+                                crate::tools::synonyms_not_followed(&scope.access_rules(), &c);
+                            if !synonyms.is_empty() {
+                                outln!(
+                                    "scope {}: NOTE: {} synonym(s) cannot be queried by their names under its access rules: {}",
+                                    scope.path,
+                                    synonyms.len(),
+                                    synonyms.join("; ")
+                                );
+                            }
                             let masked = crate::tools::masked_columns(&scoped);
                             if !masked.is_empty() {
                                 outln!(

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use crate::config::ToolProfile;
 use crate::db::guard::{GuardError, SqlDialect};
 use crate::db::{
-    AccessRules, Catalog, DbError, ResultColumn, TableInfo, Value as DbValue, ValueKind,
+    AccessRules, Catalog, DbError, ResultColumn, Synonym, TableInfo, Value as DbValue, ValueKind,
 };
 use crate::json::{Dual, Json};
 use crate::mcp::protocol::Shapes;
@@ -584,6 +584,67 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
         varchar_utf8: raw.varchar_utf8,
         synonyms: Vec::new(),
     }
+}
+
+/// Where a query that names `synonym` may read in a scope with access rules. The rules are
+/// judged by the names a query writes, and a synonym reads its base under a name no rule
+/// mentions: it is followed only when no rule could touch what it reads.
+#[derive(Debug)]
+pub enum ThroughSynonym<'c> {
+    /// Its base is visible and no column rule names it: the synonym reads it.
+    Followed(&'c TableInfo),
+    /// Its base is visible but column rules may apply: the query must name the base itself.
+    ByBaseName(&'c TableInfo),
+    /// Its base is hidden, or not a table or view of this database: refused.
+    Refused,
+}
+
+/// How `rules` treat a query that names `synonym` ([`ThroughSynonym`]); `raw` is the whole
+/// catalog.
+pub fn through_synonym<'c>(
+    rules: &AccessRules,
+    raw: &'c Catalog,
+    synonym: &Synonym,
+) -> ThroughSynonym<'c> {
+    let Some(base) = synonym
+        .base
+        .as_ref()
+        .and_then(|(schema, name)| raw.table(Some(schema), name))
+    else {
+        return ThroughSynonym::Refused;
+    };
+    if !rules.table_visible(Some(&base.schema), &base.name) {
+        ThroughSynonym::Refused
+    } else if rules.has_denied_columns(Some(&base.schema), &base.name) {
+        ThroughSynonym::ByBaseName(base)
+    } else {
+        ThroughSynonym::Followed(base)
+    }
+}
+
+/// The synonyms a scope with `rules` shows by name but cannot query through, each with what to
+/// do instead (`dbo.Pay (name dbo.Salaries itself)`), for `check-config`; empty for a scope
+/// without rules, where the database decides.
+pub fn synonyms_not_followed(rules: &AccessRules, raw: &Catalog) -> Vec<String> {
+    if !rules.restricts() {
+        return Vec::new();
+    }
+    raw.synonyms
+        .iter()
+        .filter(|s| rules.table_visible(Some(&s.schema), &s.name))
+        .filter_map(|s| match through_synonym(rules, raw, s) {
+            ThroughSynonym::Followed(_) => None,
+            ThroughSynonym::ByBaseName(base) => Some(format!(
+                "{} (column rules apply to its base: name {} itself)",
+                s.qualified(),
+                base.qualified()
+            )),
+            ThroughSynonym::Refused => Some(format!(
+                "{} (its base is hidden, or in another database or on another server)",
+                s.qualified()
+            )),
+        })
+        .collect()
 }
 
 /// Whether a scope with `rules` may read `table`'s history (what `FOR SYSTEM_TIME` reads, by

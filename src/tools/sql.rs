@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::cache::{Cursor, CursorTarget, TakenCursor};
 use super::ids::RecordId;
 use super::{
-    RowObjects, ToolError, ToolOutput, history_readable, resolve_table, table_list,
-    visible_columns, visible_tables,
+    RowObjects, ThroughSynonym, ToolError, ToolOutput, history_readable, resolve_table, table_list,
+    through_synonym, visible_columns, visible_tables,
 };
 use crate::db::guard::{self, GuardError, TableRef};
 use crate::db::lift::{self, Lifted};
@@ -696,28 +696,27 @@ fn resolve<'a>(
 
 /// Under access rules, whether a query may name `t`. The rules are judged by the names a
 /// query writes (the guard did), so a name must be one they can judge: a table or view the
-/// catalog knows, or a synonym whose reading no rule could touch. A synonym (`CREATE SYNONYM
-/// dbo.Pay FOR dbo.Salaries`) reads its base under a name no rule mentions: it is followed
-/// when the scope shows the base in full (visible, no column rule for it), and otherwise the
-/// query is sent to the base's own name, where the rules apply. Anything else (a synonym for
-/// another database, one for a hidden table, a name nobody has) is refused with the visible
-/// tables, never naming a hidden one.
+/// catalog knows, or a synonym whose reading no rule could touch ([`ThroughSynonym`]; one
+/// whose base has column rules is sent to the base's own name, where they apply). Anything
+/// else (a synonym for another database or for a hidden table, a name nobody has) is refused
+/// with the visible tables, never naming a hidden one.
 fn name_may_be_read(scope: &Scope, catalog: &Catalog, t: &TableRef) -> Result<(), ToolError> {
     let schema = t.schema.as_deref();
     if catalog.table(schema, &t.name).is_some() {
         return Ok(());
     }
-    let rules = &scope.rules;
-    if let Some(base) = catalog.table_or_base(schema, &t.name)
-        && rules.table_visible(Some(&base.schema), &base.name)
-    {
-        if !rules.has_denied_columns(Some(&base.schema), &base.name) {
-            return Ok(());
+    let through = catalog
+        .synonym(schema, &t.name)
+        .map(|s| through_synonym(&scope.rules, catalog, s));
+    match through {
+        Some(ThroughSynonym::Followed(_)) => return Ok(()),
+        Some(ThroughSynonym::ByBaseName(base)) => {
+            return Err(ToolError::NotFound(format!(
+                "`{t}` is a synonym for `{base}`; in this scope, name `{base}` itself",
+                base = base.qualified()
+            )));
         }
-        return Err(ToolError::NotFound(format!(
-            "`{t}` is a synonym for `{base}`; in this scope, name `{base}` itself",
-            base = base.qualified()
-        )));
+        Some(ThroughSynonym::Refused) | None => {}
     }
     Err(ToolError::NotFound(format!(
         "`{t}` is not a table or view of this database that this scope knows (a synonym is \
@@ -861,6 +860,66 @@ mod tests {
                 name: h.into(),
             }),
             ..crate::tools::testing::table_info(schema, name, columns)
+        }
+    }
+
+    /// `check-config` names the synonyms a scope with rules cannot query by name, and why;
+    /// one whose own name the rules hide is not named (it is meant to be hidden), and a scope
+    /// without rules has none (the database decides).
+    #[test]
+    fn the_synonyms_a_scope_cannot_query_through_are_named_with_what_to_do() {
+        let synonym = |name: &str, base: Option<(&str, &str)>| crate::db::Synonym {
+            schema: "dbo".into(),
+            name: name.into(),
+            base: base.map(|(s, n)| (s.to_string(), n.to_string())),
+        };
+        let raw = Catalog {
+            tables: vec![
+                table("dbo", "Customers", &["Id", "City"], None),
+                table("hr", "Salaries", &["Id", "Amount"], None),
+            ],
+            varchar_utf8: false,
+            synonyms: vec![
+                synonym("Clients", Some(("dbo", "Customers"))),
+                synonym("Hidden", Some(("hr", "Salaries"))),
+                synonym("Pay", Some(("hr", "Salaries"))),
+                synonym("Remote", None),
+            ],
+        };
+        let rules = |tables: &[&str], columns: &[&str]| AccessRules {
+            allow_tables: Vec::new(),
+            deny_tables: tables.iter().map(|t| t.to_string()).collect(),
+            deny_columns: columns.iter().map(|c| c.to_string()).collect(),
+        };
+        let elsewhere = "(its base is hidden, or in another database or on another server)";
+        let cases: [(AccessRules, Vec<String>); 4] = [
+            (rules(&[], &[]), vec![]),
+            (
+                rules(&["dbo.Orders"], &[]),
+                vec![format!("dbo.Remote {elsewhere}")],
+            ),
+            (
+                rules(&[], &["hr.Salaries.Amount"]),
+                vec![
+                    "dbo.Hidden (column rules apply to its base: name hr.Salaries itself)".into(),
+                    "dbo.Pay (column rules apply to its base: name hr.Salaries itself)".into(),
+                    format!("dbo.Remote {elsewhere}"),
+                ],
+            ),
+            (
+                rules(&["hr.Salaries", "dbo.Hidden"], &[]),
+                vec![
+                    format!("dbo.Pay {elsewhere}"),
+                    format!("dbo.Remote {elsewhere}"),
+                ],
+            ),
+        ];
+        for (rules, expected) in cases {
+            assert_eq!(
+                crate::tools::synonyms_not_followed(&rules, &raw),
+                expected,
+                "{rules:?}"
+            );
         }
     }
 
