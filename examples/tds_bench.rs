@@ -397,7 +397,10 @@ async fn plain_client(port: u16, timer: bool) -> Tds {
 async fn batch_client(port: u16, timer: bool) -> Tds {
     let mut client = plain_client(port, timer).await;
     for setup in [
-        mssql_mcp::db::mssql::session_setup(QUERY_TIMEOUT),
+        mssql_mcp::db::mssql::session_setup(
+            QUERY_TIMEOUT,
+            mssql_mcp::config::MssqlIsolation::ReadCommitted,
+        ),
         format!("SET ROWCOUNT {ROW_CAP};"),
     ] {
         client

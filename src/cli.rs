@@ -653,6 +653,9 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                         }
                     }
                 }
+                if let DatabaseKind::Mssql(m) = &db.kind {
+                    isolation_report(b.as_ref(), &db.name, m.isolation()).await;
+                }
                 // What would otherwise only be a warning in the service's log: description
                 // names that match nothing (a typo), and columns the database classifies as
                 // sensitive that a scope shows.
@@ -718,6 +721,44 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
         ExitCode::from(EX_UNAVAILABLE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// What SQL Server does for readers beside writers, for `check-config --connect`: the level
+/// queries read at, the database's row-versioning settings, and a note where reads will wait
+/// for writers' locks. (A database that does not allow the `snapshot` asked for has already
+/// failed: its catalog cannot be read.)
+async fn isolation_report(
+    b: &dyn crate::db::Backend,
+    name: &str,
+    isolation: crate::config::MssqlIsolation,
+) {
+    const SETTINGS: &str = "SELECT snapshot_isolation_state_desc, is_read_committed_snapshot_on \
+         FROM sys.databases WHERE database_id = DB_ID()";
+    let rs = match b.query(SETTINGS, crate::db::Page::rows(0, 1)).await {
+        Ok(rs) => rs,
+        Err(e) => {
+            outln!("database `{name}`: cannot read its row-versioning settings: {e}");
+            return;
+        }
+    };
+    let row = rs.rows.first();
+    let snapshot = row
+        .and_then(|r| r.first())
+        .map_or_else(|| "?".to_string(), crate::db::Value::display);
+    let rcsi = matches!(
+        row.and_then(|r| r.get(1)),
+        Some(crate::db::Value::Bool(true) | crate::db::Value::Int(1))
+    );
+    outln!(
+        "database `{name}`: isolation {}; the database has ALLOW_SNAPSHOT_ISOLATION {snapshot}, READ_COMMITTED_SNAPSHOT {}",
+        isolation.as_str(),
+        if rcsi { "ON" } else { "OFF" }
+    );
+    if isolation == crate::config::MssqlIsolation::ReadCommitted && !rcsi {
+        outln!(
+            "database `{name}`: NOTE: reads take shared locks and wait for writers' locks (up to the lock timeout); isolation = \"snapshot\" (after ALTER DATABASE … SET ALLOW_SNAPSHOT_ISOLATION ON) reads row versions instead, without waiting"
+        );
     }
 }
 

@@ -335,6 +335,11 @@ pub struct MssqlConfig {
     /// row-level security predicates and views read with `SESSION_CONTEXT(N'mcp_user')`.
     /// SQL Server 2016+ and Azure SQL. Default false.
     pub session_context: Option<bool>,
+    /// The isolation level every query reads at: `read_committed` (default), `snapshot` (row
+    /// versions: a query neither waits for writers nor holds them up, and sees the database as
+    /// it was when it began; needs `ALLOW_SNAPSHOT_ISOLATION ON`), or `read_uncommitted` (no
+    /// locks taken or waited for, and dirty reads).
+    pub isolation: Option<MssqlIsolation>,
     /// An ADO.NET connection string instead of the keys above. It holds the password, so it is
     /// a secret source too: `{ file = … }` or `{ env = … }`.
     pub connection_string: Option<SecretSource>,
@@ -452,6 +457,40 @@ pub enum MssqlEncrypt {
     Strict,
 }
 
+/// The isolation level queries read at (`[[database]] isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MssqlIsolation {
+    /// SQL Server's default: committed rows only; a read waits for a writer's locks (up to the
+    /// lock timeout) unless the database has `READ_COMMITTED_SNAPSHOT ON`.
+    ReadCommitted,
+    /// Each query reads the committed rows as of its start, from row versions.
+    Snapshot,
+    /// No shared locks: never waits, but may read rows a writer later rolls back, and miss or
+    /// repeat rows that move while it scans.
+    ReadUncommitted,
+}
+
+impl MssqlIsolation {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MssqlIsolation::ReadCommitted => "read_committed",
+            MssqlIsolation::Snapshot => "snapshot",
+            MssqlIsolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
+
+    /// As `SET TRANSACTION ISOLATION LEVEL` takes it.
+    pub fn sql(self) -> &'static str {
+        match self {
+            MssqlIsolation::ReadCommitted => "READ COMMITTED",
+            MssqlIsolation::Snapshot => "SNAPSHOT",
+            MssqlIsolation::ReadUncommitted => "READ UNCOMMITTED",
+        }
+    }
+}
+
 /// The ApplicationIntent sent at login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -514,6 +553,9 @@ impl MssqlConfig {
     }
     pub fn session_context(&self) -> bool {
         self.session_context.unwrap_or(false)
+    }
+    pub fn isolation(&self) -> MssqlIsolation {
+        self.isolation.unwrap_or(MssqlIsolation::ReadCommitted)
     }
     pub fn authentication(&self) -> MssqlAuthentication {
         self.authentication
@@ -742,8 +784,12 @@ impl MssqlConfig {
                     .unwrap_or_else(|| "?".into()),
             ),
         };
+        let isolation = match self.isolation() {
+            MssqlIsolation::ReadCommitted => String::new(),
+            other => format!(", isolation {}", other.as_str()),
+        };
         if let Some(src) = &self.connection_string {
-            return match self.authentication() {
+            let string = match self.authentication() {
                 MssqlAuthentication::SqlPassword => {
                     format!("connection string from {}", src.describe())
                 }
@@ -755,6 +801,7 @@ impl MssqlConfig {
                 }
                 _ => format!("connection string from {}, {login}", src.describe()),
             };
+            return string + &isolation;
         }
         let host = self.host.as_deref().unwrap_or("?");
         let addr = match (&self.instance, self.port()) {
@@ -763,7 +810,7 @@ impl MssqlConfig {
             (None, None) => host.to_string(),
         };
         format!(
-            "{addr}, database {}, {login}, encrypt {}{}, application_intent {}",
+            "{addr}, database {}, {login}, encrypt {}{}, application_intent {}{}",
             self.database.as_deref().unwrap_or("?"),
             self.encrypt().as_str(),
             if self.trust_server_certificate() {
@@ -772,6 +819,7 @@ impl MssqlConfig {
                 ""
             },
             self.application_intent().as_str(),
+            isolation,
         )
     }
 
@@ -2109,20 +2157,35 @@ password = { env = "MSSQL_PASSWORD" }
         assert_eq!(m.application_name(), "mssql-mcp");
         assert_eq!(m.connect_timeout_secs(), 15);
         assert_eq!(m.max_row_mib(), MAX_ROW_MIB_DEFAULT);
+        assert_eq!(m.isolation(), MssqlIsolation::ReadCommitted);
         assert!(m.describe().contains("password from env MSSQL_PASSWORD"));
+        assert!(!m.describe().contains("isolation"), "{}", m.describe());
     }
 
     #[test]
     fn an_mssql_database_takes_every_documented_key() {
         let text = MSSQL.replace(
             "user = ",
-            "encrypt = \"strict\"\ntrust_server_certificate = true\napplication_intent = \"read_write\"\napplication_name = \"x\"\nconnect_timeout_secs = 5\nmax_row_mib = 64\nport = 14330\nuser = ",
+            "encrypt = \"strict\"\ntrust_server_certificate = true\napplication_intent = \"read_write\"\napplication_name = \"x\"\nconnect_timeout_secs = 5\nmax_row_mib = 64\nport = 14330\nisolation = \"snapshot\"\nuser = ",
         );
         let c = Config::parse(&with_database(&text)).expect("valid");
         let DatabaseKind::Mssql(m) = &c.databases[0].kind else {
             panic!("not mssql")
         };
         assert_eq!(m.max_row_mib(), 64);
+        assert_eq!(m.isolation(), MssqlIsolation::Snapshot);
+        assert!(
+            m.describe().ends_with(", isolation snapshot"),
+            "{}",
+            m.describe()
+        );
+        // A level SQL Server has but a reader should not hold (its locks would hold writers
+        // up until the query ends) is refused, naming the key.
+        let err = Config::parse(&with_database(
+            &text.replace("\"snapshot\"", "\"serializable\""),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("isolation"), "{err}");
         assert_eq!(m.encrypt(), MssqlEncrypt::Strict);
         assert_eq!(m.port(), Some(14330));
         assert_eq!(m.application_intent(), ApplicationIntent::ReadWrite);

@@ -170,6 +170,9 @@ struct Peer {
     malformed: Option<&'static str>,
     /// Knows `sp_set_session_context` ([`common::spawn_pysqlbridge_context`]).
     context: bool,
+    /// Keeps SQL Server's rule for snapshot isolation, allowing it or not
+    /// ([`common::spawn_pysqlbridge_isolation`]).
+    snapshot: Option<bool>,
 }
 
 /// The Windows account a [`Peer::start_windows`] admits: its domain's names (NetBIOS and
@@ -196,6 +199,7 @@ impl Peer {
             windows,
             malformed,
             context: false,
+            snapshot: None,
         };
         peer.spawn();
         peer
@@ -212,9 +216,37 @@ impl Peer {
             windows: false,
             malformed: None,
             context: true,
+            snapshot: None,
         };
         peer.spawn();
         peer
+    }
+
+    /// A peer that keeps each connection's isolation level, logs the level of each read, and
+    /// fails a read at `SNAPSHOT` unless `snapshot_allowed`.
+    fn start_isolation(snapshot_allowed: bool) -> Peer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_fixture(dir.path());
+        let mut peer = Peer {
+            dir,
+            port: free_port(),
+            child: None,
+            windows: false,
+            malformed: None,
+            context: false,
+            snapshot: Some(snapshot_allowed),
+        };
+        peer.spawn();
+        peer
+    }
+
+    /// The isolation level each read ran at, in order (`LEVEL\tbatch`).
+    fn isolation_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("isolation.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// What the session context was set to, in order (`key=value`).
@@ -287,6 +319,8 @@ impl Peer {
             )
         } else if self.context {
             common::spawn_pysqlbridge_context(self.dir.path(), self.port)
+        } else if let Some(allowed) = self.snapshot {
+            common::spawn_pysqlbridge_isolation(self.dir.path(), self.port, allowed)
         } else {
             common::spawn_pysqlbridge(self.dir.path(), self.port)
         });
@@ -4530,5 +4564,114 @@ async fn lookup_overhead_against_a_bare_tiberius_client() {
         n as f64 / bare.as_secs_f64(),
         n as f64 / backend.as_secs_f64(),
         100.0 * bare.as_secs_f64() / backend.as_secs_f64()
+    );
+}
+
+/// `[[database]] isolation` is the level every read runs at: each new connection states it, so
+/// the catalog, ad-hoc queries and the server's own statements (through `sp_executesql`) all
+/// read at it. The peer keeps SQL Server's rule for snapshot isolation
+/// (`tests/common/isolation_peer.py`): it logs the level of each read, and fails a read at
+/// `SNAPSHOT` with error 3952 where the database does not allow it.
+#[tokio::test]
+async fn every_read_runs_at_the_configured_isolation_level() {
+    use mssql_mcp::tools;
+    use serde_json::json;
+    let _s = serial().await;
+    let reads = [
+        (
+            "execute_sql",
+            json!({"sql": "SELECT COUNT(*) AS n FROM Orders"}),
+        ),
+        ("get_table_sample", json!({"table": "Orders", "limit": 2})),
+        ("search", json!({"query": "Espresso"})),
+    ];
+    for (keys, snapshot_allowed, level) in [
+        ("", false, "READ COMMITTED"),
+        (
+            "isolation = \"read_uncommitted\"",
+            false,
+            "READ UNCOMMITTED",
+        ),
+        ("isolation = \"snapshot\"", true, "SNAPSHOT"),
+    ] {
+        let peer = Peer::start_isolation(snapshot_allowed);
+        let (_state, scope) = tools_scope(&peer, keys).await;
+        for (tool, args) in &reads {
+            tools::call(&scope, tool, args, None)
+                .await
+                .unwrap_or_else(|e| panic!("{keys}: {tool}: {e}"));
+        }
+        let log = peer.isolation_log();
+        // The catalog's reads, then each tool's (sp_executesql's included).
+        assert!(
+            log.iter().any(|l| l.contains("INFORMATION_SCHEMA"))
+                && log
+                    .iter()
+                    .any(|l| l.contains("sp_executesql") || l.contains("TOP"))
+                && log.iter().any(|l| l.contains("COUNT(*) AS n FROM Orders")),
+            "{keys}: {log:#?}"
+        );
+        assert!(
+            log.iter().all(|l| l.starts_with(&format!("{level}\t"))),
+            "{keys}: {log:#?}"
+        );
+    }
+}
+
+/// `isolation = "snapshot"` on a database that does not allow it is the operator's to fix:
+/// the server refuses to start, and `check-config --connect` fails, each naming both fixes.
+/// Where it is allowed, `check-config --connect` says so; at the default level it notes that
+/// reads wait for writers.
+#[tokio::test]
+async fn snapshot_isolation_where_the_database_forbids_it_stops_the_server_with_the_fix() {
+    let _s = serial().await;
+    let check = |peer: &Peer, keys: &str| {
+        let path = peer.dir.path().join("check.toml");
+        std::fs::write(&path, tools_config_text(peer, keys)).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+            .args(["check-config", "--connect", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check-config");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let forbidden = Peer::start_isolation(false);
+    let err = mssql_mcp::app::build_state(
+        tools_config_with(&forbidden, "isolation = \"snapshot\""),
+        true,
+    )
+    .await
+    .err()
+    .expect("the server does not start")
+    .to_string();
+    assert!(
+        err.contains("ALLOW_SNAPSHOT_ISOLATION ON")
+            && err.contains("isolation = \"read_committed\""),
+        "{err}"
+    );
+    let (code, text) = check(&forbidden, "isolation = \"snapshot\"");
+    assert_eq!(code, Some(69), "{text}");
+    assert!(
+        text.contains("database `sales`: FAILED:") && text.contains("ALLOW_SNAPSHOT_ISOLATION ON"),
+        "{text}"
+    );
+    let (code, text) = check(&forbidden, "");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("isolation read_committed; the database has ALLOW_SNAPSHOT_ISOLATION OFF, READ_COMMITTED_SNAPSHOT OFF")
+            && text.contains("NOTE: reads take shared locks"),
+        "{text}"
+    );
+    drop(forbidden);
+    let allowed = Peer::start_isolation(true);
+    let (code, text) = check(&allowed, "isolation = \"snapshot\"");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("isolation snapshot; the database has ALLOW_SNAPSHOT_ISOLATION ON")
+            && !text.contains("NOTE: reads take"),
+        "{text}"
     );
 }

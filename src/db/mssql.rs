@@ -178,8 +178,8 @@ use super::{
     Synonym, TableInfo, Value, ValueKind, check_text, cut_bytes, cut_text, description_text,
 };
 use crate::config::{
-    ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt, Secret,
-    SecretSource,
+    ApplicationIntent, ConfigError, MssqlAuthentication, MssqlConfig, MssqlEncrypt, MssqlIsolation,
+    Secret, SecretSource,
 };
 use crate::ops::{FailureReport, FailureRun};
 
@@ -250,6 +250,8 @@ pub struct MssqlSettings {
     pub max_row_bytes: usize,
     /// Set the session context (who asks) before each query ([`context_statements`]).
     pub session_context: bool,
+    /// The isolation level queries read at ([`session_setup`]).
+    pub isolation: MssqlIsolation,
 }
 
 impl fmt::Debug for MssqlSettings {
@@ -315,6 +317,7 @@ impl MssqlSettings {
             pool_size,
             max_row_bytes: cfg.max_row_mib() as usize * 1024 * 1024,
             session_context: cfg.session_context(),
+            isolation: cfg.isolation(),
         })
     }
 
@@ -1062,7 +1065,10 @@ impl Manager {
                     // A plain batch (not sp_executesql), so the SETs last for the session.
                     let stream = conn
                         .client
-                        .simple_query(session_setup(self.settings.query_timeout))
+                        .simple_query(session_setup(
+                            self.settings.query_timeout,
+                            self.settings.isolation,
+                        ))
                         .await
                         .map_err(|e| connect_error(&e, &ctx()))?;
                     stream
@@ -1756,6 +1762,7 @@ fn is_config_problem(e: &DbError) -> bool {
             "TLS with",
             "TLS error with",
             "cannot open database",
+            "snapshot isolation is not allowed",
         ]
         .iter()
         .any(|start| m.starts_with(start)),
@@ -2269,6 +2276,15 @@ fn server_error(code: u32, class: u8, message: &str, ctx: &ErrorContext) -> DbEr
             "{} has no sp_set_session_context (SQL Server 2016 and later, and Azure SQL, have it), which session_context = true needs: set session_context = false in its [[database]] (SQL Server error 2812)",
             ctx.target
         )),
+        // `isolation = "snapshot"` on a database that does not allow it.
+        3952 => DbError::Unavailable(format!(
+            "snapshot isolation is not allowed in the database on {}, and isolation = \"snapshot\" needs it: run ALTER DATABASE <its name> SET ALLOW_SNAPSHOT_ISOLATION ON there, or set isolation = \"read_committed\" in its [[database]] (SQL Server error 3952: {message})",
+            ctx.target
+        )),
+        // A snapshot read of a table altered since the query's snapshot began.
+        3961 => DbError::Sql(format!(
+            "a table the query reads was altered while it ran (snapshot isolation, SQL Server error 3961); run it again: {message}"
+        )),
         // Azure SQL and failover states that pass by themselves.
         c if TRANSIENT_LOGIN_ERRORS.contains(&c) => DbError::Unavailable(format!(
             "{} is busy or failing over (error {code}): {message}",
@@ -2689,20 +2705,23 @@ fn lock_timeout_ms(query_timeout: Duration) -> u64 {
 /// - `XACT_ABORT ON`: a run-time error ends the batch *and rolls its transaction back* on the
 ///   server, before our own recovery (`IF @@TRANCOUNT > 0 ROLLBACK`) even runs.
 /// - `LOCK_TIMEOUT`: see [`lock_timeout_ms`].
-/// - `READ COMMITTED`: SQL Server's default, stated so reads see committed rows whatever the
-///   login's or driver's default (a query's own `NOLOCK` hint, which the guard admits, still
-///   reads uncommitted ones; it takes no locks).
+/// - the isolation level (`[[database]] isolation`), stated so every query reads at it whatever
+///   the login's or driver's default: `READ COMMITTED` (SQL Server's default; a query's own
+///   `NOLOCK` hint, which the guard admits, still reads uncommitted rows and takes no locks),
+///   `SNAPSHOT` (each query, inside its own transaction, reads row versions as of its start)
+///   or `READ UNCOMMITTED`.
 /// - `ROWCOUNT 0`: the state [`MssqlConn::rowcount`] starts from.
 /// - `TEXTSIZE`: the server sends at most [`TEXTSIZE_BYTES`] of a `(max)`, `text`, `ntext` or
 ///   `image` value (not `xml`: see the module docs), so one value cannot make this process
 ///   hold gigabytes before its cut at [`MAX_VALUE_BYTES`].
 ///
 /// Public so that `examples/tds_bench.rs` sends the peer exactly what the server sends.
-pub fn session_setup(query_timeout: Duration) -> String {
+pub fn session_setup(query_timeout: Duration, isolation: MssqlIsolation) -> String {
     format!(
         "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT {}; \
-         SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; SET TEXTSIZE {};",
+         SET TRANSACTION ISOLATION LEVEL {}; SET ROWCOUNT 0; SET TEXTSIZE {};",
         lock_timeout_ms(query_timeout),
+        isolation.sql(),
         TEXTSIZE_BYTES
     )
 }
@@ -5059,13 +5078,26 @@ mod tests {
 
     #[test]
     fn connection_settings_are_made_once_per_session() {
+        let committed = MssqlIsolation::ReadCommitted;
         assert_eq!(
-            session_setup(Duration::from_secs(30)),
+            session_setup(Duration::from_secs(30), committed),
             "SET NOCOUNT ON; SET XACT_ABORT ON; SET LOCK_TIMEOUT 22500; \
              SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; \
              SET TEXTSIZE 131088;"
         );
-        assert!(session_setup(Duration::from_millis(10)).contains("SET LOCK_TIMEOUT 100;"));
+        assert!(
+            session_setup(Duration::from_millis(10), committed).contains("SET LOCK_TIMEOUT 100;")
+        );
+        for (isolation, level) in [
+            (MssqlIsolation::Snapshot, "SNAPSHOT"),
+            (MssqlIsolation::ReadUncommitted, "READ UNCOMMITTED"),
+        ] {
+            let setup = session_setup(Duration::from_secs(30), isolation);
+            assert!(
+                setup.contains(&format!("; SET TRANSACTION ISOLATION LEVEL {level}; ")),
+                "{setup}"
+            );
+        }
     }
 
     /// A row of `COLUMNS_SQL` for a column without length, precision or scale.
@@ -5730,6 +5762,34 @@ mod tests {
         let e = server_error(207, 16, "Invalid column name 'x'.", &c);
         assert!(
             matches!(&e, DbError::Sql(m) if m == "Invalid column name 'x'. (SQL Server error 207)"),
+            "{e:?}"
+        );
+        // `isolation = "snapshot"` where the database does not allow it: the operator's to
+        // fix (the server refuses to start on it), with both ways to.
+        let e = server_error(
+            3952,
+            16,
+            "Snapshot isolation transaction failed accessing database 'Sales' because snapshot \
+             isolation is not allowed in this database. Use ALTER DATABASE to allow snapshot \
+             isolation.",
+            &c,
+        );
+        assert!(
+            matches!(&e, DbError::Unavailable(m) if m.contains("ALLOW_SNAPSHOT_ISOLATION ON")
+                && m.contains("isolation = \"read_committed\"") && m.contains("sql.example.com")),
+            "{e:?}"
+        );
+        assert!(is_config_problem(&e));
+        let e = server_error(
+            3961,
+            16,
+            "Snapshot isolation transaction failed in database 'Sales' because the object \
+             accessed by the statement has been modified by a DDL statement in another \
+             concurrent transaction since the start of this transaction.",
+            &c,
+        );
+        assert!(
+            matches!(&e, DbError::Sql(m) if m.contains("run it again")),
             "{e:?}"
         );
         assert!(!is_config_problem(&DbError::Unavailable(

@@ -148,6 +148,22 @@ pub fn spawn_pysqlbridge_context(dir: &Path, port: u16) -> Child {
     spawn_peer(dir, port, true, &[launcher.as_ref(), "--".as_ref()], None)
 }
 
+/// [`spawn_pysqlbridge`] with SQL Server's rule for snapshot isolation
+/// (`tests/common/isolation_peer.py`, which says what it adds): a read at `SNAPSHOT` fails with
+/// error 3952 unless `snapshot_allowed` (then `sys.databases` says it is allowed). Each batch
+/// that reads is appended to `dir/isolation.log` as `<LEVEL>\t<batch>`.
+pub fn spawn_pysqlbridge_isolation(dir: &Path, port: u16, snapshot_allowed: bool) -> Child {
+    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/isolation_peer.py");
+    let allowed = if snapshot_allowed { "on" } else { "off" };
+    spawn_peer(
+        dir,
+        port,
+        true,
+        &[launcher.as_ref(), "--".as_ref()],
+        Some(("ISOLATION_PEER_SNAPSHOT", allowed)),
+    )
+}
+
 /// [`spawn_pysqlbridge`] that also admits one Windows account, `domain\user` with `password`,
 /// by NTLM (`tests/common/ntlm_peer.py`, which says what it adds to the peer and why). What
 /// each Windows login came to is appended to `dir/ntlm.log`. With `malformed`, the NTLM
