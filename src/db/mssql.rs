@@ -45,7 +45,8 @@
 //! SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET ROWCOUNT 0; SET TEXTSIZE 131088;
 //! ```
 //!
-//! (session settings that nothing a client sends can change: the guard refuses `SET`); and an
+//! (the level is `[[database]] isolation`'s, `READ COMMITTED` by default; session settings that
+//! nothing a client sends can change: the guard refuses `SET`); and an
 //! ad-hoc query runs as
 //!
 //! ```sql
