@@ -633,6 +633,11 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                     db.name,
                     started.elapsed().as_millis()
                 );
+                // Before the session context probe: outside a tool call, a query says
+                // nobody asks.
+                if let DatabaseKind::Mssql(m) = &db.kind {
+                    isolation_report(b.as_ref(), &db.name, m.isolation()).await;
+                }
                 // `session_context = true` needs the server's sp_set_session_context (SQL
                 // Server 2016+): one query as a tool call makes it, so a server without it
                 // fails here rather than on every call.
@@ -652,9 +657,6 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                             outln!("database `{}`: FAILED: session_context: {e}", db.name);
                         }
                     }
-                }
-                if let DatabaseKind::Mssql(m) = &db.kind {
-                    isolation_report(b.as_ref(), &db.name, m.isolation()).await;
                 }
                 // What would otherwise only be a warning in the service's log: description
                 // names that match nothing (a typo), and columns the database classifies as

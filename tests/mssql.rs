@@ -3928,9 +3928,14 @@ async fn check_config_connect_tries_the_session_context() {
         text.contains("database `sales`: session_context: the server took mcp_user and mcp_scope"),
         "{text}"
     );
-    assert_eq!(
-        with.context_log(),
-        ["mcp_user=check-config", "mcp_scope=/check-config"]
+    // Last: the probe runs after check-config's own reads (which say nobody asks: NULL).
+    let log = with.context_log();
+    assert!(
+        log.ends_with(&[
+            "mcp_user=check-config".into(),
+            "mcp_scope=/check-config".into()
+        ]),
+        "{log:?}"
     );
     drop(with);
     let without = Peer::start();
