@@ -218,6 +218,11 @@ pub struct ColumnInfo {
     /// values it reads are not the data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub masked: Option<String>,
+    /// SQL Server's Always Encrypted: the encryption type (`deterministic`, `randomized`).
+    /// This server holds no column master key, so the values arrive as ciphertext
+    /// (`varbinary`): they cannot be read, searched, compared with a value or used as a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<String>,
 }
 
 /// A foreign key from this table to another.
@@ -348,7 +353,7 @@ impl TableInfo {
             if let Some(c) = self
                 .columns
                 .iter()
-                .find(|c| same_ignoring_underscores(&c.name, want))
+                .find(|c| c.encrypted.is_none() && same_ignoring_underscores(&c.name, want))
             {
                 return Some(c);
             }
@@ -358,7 +363,7 @@ impl TableInfo {
             let ends = |suffix: &[u8]| {
                 n.len() >= suffix.len() && n[n.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
             };
-            c.kind == ValueKind::Text && (ends(b"name") || ends(b"title"))
+            c.kind == ValueKind::Text && c.encrypted.is_none() && (ends(b"name") || ends(b"title"))
         })
     }
 }

@@ -2282,6 +2282,15 @@ fn server_error(code: u32, class: u8, message: &str, ctx: &ErrorContext) -> DbEr
             "snapshot isolation is not allowed in the database on {}, and isolation = \"snapshot\" needs it: run ALTER DATABASE <its name> SET ALLOW_SNAPSHOT_ISOLATION ON there, or set isolation = \"read_committed\" in its [[database]] (SQL Server error 3952: {message})",
             ctx.target
         )),
+        // An Always Encrypted column compared with a value (`WHERE Ssn = '…'`, `LIKE`): the
+        // value would have to be encrypted with the column's key, which this server lacks.
+        206 | 402 | 33299
+            if message.contains("encrypted with") || message.contains("encryption_type") =>
+        {
+            DbError::Sql(format!(
+                "a column the query compares with a value is Always Encrypted, and this server holds no key to encrypt the value with: filter on other columns (SQL Server error {code}: {message})"
+            ))
+        }
         // A snapshot read of a table altered since the query's snapshot began.
         3961 => DbError::Sql(format!(
             "a table the query reads was altered while it ran (snapshot isolation, SQL Server error 3961); run it again: {message}"
@@ -2960,6 +2969,13 @@ const MASKED_SQL: &str = "SELECT s.name, t.name, c.name, c.masking_function, \
      JOIN sys.tables t ON t.object_id = c.object_id \
      JOIN sys.schemas s ON s.schema_id = t.schema_id \
      WHERE c.is_masked = 1";
+/// Columns under Always Encrypted (SQL Server 2016+, Azure SQL) and their encryption type
+/// (`DETERMINISTIC`, `RANDOMIZED`), in tables and in views that read them.
+const ENCRYPTED_SQL: &str = "SELECT s.name, o.name, c.name, c.encryption_type_desc \
+     FROM sys.columns c \
+     JOIN sys.objects o ON o.object_id = c.object_id \
+     JOIN sys.schemas s ON s.schema_id = o.schema_id \
+     WHERE c.encryption_type IS NOT NULL AND o.type IN ('U', 'V')";
 /// System-versioned (temporal) tables and their history tables (SQL Server 2016+, Azure SQL).
 const TEMPORAL_SQL: &str = "SELECT s.name, t.name, hs.name, h.name \
      FROM sys.tables t \
@@ -3097,6 +3113,13 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
+    let encrypted = optional_rows(
+        conn,
+        ENCRYPTED_SQL,
+        "Always Encrypted columns (their ciphertext is described as text, and searching them fails)",
+        ctx,
+    )
+    .await?;
     let synonyms = optional_rows(
         conn,
         SYNONYMS_SQL,
@@ -3116,6 +3139,7 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         classifications: &classifications,
         temporal: &temporal,
         masked: &masked,
+        encrypted: &encrypted,
         synonyms: &synonyms,
     });
     catalog.varchar_utf8 = collation
@@ -3202,6 +3226,7 @@ struct CatalogRows<'a> {
     classifications: &'a [Vec<Value>],
     temporal: &'a [Vec<Value>],
     masked: &'a [Vec<Value>],
+    encrypted: &'a [Vec<Value>],
     synonyms: &'a [Vec<Value>],
 }
 
@@ -3220,6 +3245,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         classifications,
         temporal,
         masked,
+        encrypted,
         synonyms,
     } = rows;
     let mut out: Vec<TableInfo> = tables
@@ -3265,6 +3291,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             description: None,
             sensitivity: None,
             masked: None,
+            encrypted: None,
         });
     }
     for r in checks {
@@ -3340,6 +3367,16 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             } else {
                 function.trim().to_string()
             });
+        }
+    }
+    // Always Encrypted: what arrives is ciphertext, so the column is read as bytes (never a
+    // text to search or a row's title).
+    for r in encrypted {
+        if let Some(i) = find(&text(r.first()), &text(r.get(1)))
+            && let Some(c) = out[i].columns.iter_mut().find(|c| c.name == text(r.get(2)))
+        {
+            c.kind = ValueKind::Binary;
+            c.encrypted = Some(text(r.get(3)).trim().to_ascii_lowercase());
         }
     }
     for r in temporal {
@@ -3428,6 +3465,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             t.key_is_heuristic = true;
         }
     }
+    drop_encrypted_keys(&mut out);
     out.sort_by(|a, b| {
         (a.schema.to_lowercase(), a.name.to_lowercase())
             .cmp(&(b.schema.to_lowercase(), b.name.to_lowercase()))
@@ -3452,6 +3490,45 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         tables: out,
         varchar_utf8: false,
         synonyms,
+    }
+}
+
+/// Keys and foreign keys through Always Encrypted columns are dropped: looking a row up by
+/// one compares the column with a value, which takes the column master key this server does
+/// not hold. Such a table has no row ids (its rows get `sql:` ids), and no related records
+/// are followed through such a foreign key.
+fn drop_encrypted_keys(tables: &mut [TableInfo]) {
+    let encrypted: std::collections::HashSet<(String, String, String)> = tables
+        .iter()
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .filter(|c| c.encrypted.is_some())
+                .map(|c| (t.schema.clone(), t.name.clone(), c.name.clone()))
+        })
+        .collect();
+    if encrypted.is_empty() {
+        return;
+    }
+    let is_encrypted = |schema: &str, table: &str, column: &str| {
+        encrypted.contains(&(schema.to_string(), table.to_string(), column.to_string()))
+    };
+    for t in tables.iter_mut() {
+        if t.primary_key
+            .iter()
+            .any(|k| is_encrypted(&t.schema, &t.name, k))
+        {
+            t.primary_key.clear();
+            t.key_is_heuristic = false;
+        }
+        let (schema, name) = (t.schema.clone(), t.name.clone());
+        t.foreign_keys.retain(|fk| {
+            !fk.columns.iter().any(|c| is_encrypted(&schema, &name, c))
+                && !fk
+                    .ref_columns
+                    .iter()
+                    .any(|c| is_encrypted(&fk.ref_schema, &fk.ref_table, c))
+        });
     }
 }
 
@@ -4273,6 +4350,7 @@ mod tests {
                     description: None,
                     sensitivity: None,
                     masked: None,
+                    encrypted: None,
                 })
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
@@ -4654,6 +4732,7 @@ mod tests {
             description: None,
             sensitivity: None,
             masked: None,
+            encrypted: None,
         };
         assert!(matches!(
             typed_key(Some(&guid), "6F9619FF-8B86-D011-B42D-00C04FC964FF"),
@@ -5278,6 +5357,103 @@ mod tests {
         assert_eq!(masked_of(&unmasked), [None, None, None]);
     }
 
+    /// Always Encrypted columns (SQL Server 2016+; the TDS peer has none, so canned rows)
+    /// arrive as ciphertext: read as bytes, never text to search or a title, and no key or
+    /// foreign key runs through one (a lookup would compare it with a value).
+    #[test]
+    fn always_encrypted_columns_are_bytes_and_carry_no_keys() {
+        let tables = [
+            row(&[Some("dbo"), Some("Patients"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Cards"), Some("BASE TABLE")]),
+            row(&[Some("dbo"), Some("Payments"), Some("BASE TABLE")]),
+        ];
+        let c = |t: &str, name: &str, ty: &str| column_row("dbo", t, name, ty, false);
+        let columns = [
+            c("Patients", "PatientId", "int"),
+            c("Patients", "Name", "nvarchar"),
+            c("Patients", "Ssn", "char"),
+            c("Cards", "CardNumber", "varchar"),
+            c("Cards", "Holder", "nvarchar"),
+            c("Payments", "PaymentId", "int"),
+            c("Payments", "CardNumber", "varchar"),
+        ];
+        let key = |t: &str, col: &str| {
+            row(&[
+                Some("dbo"),
+                Some(t),
+                Some("PK"),
+                Some("PK_x"),
+                Some(col),
+                Some("1"),
+            ])
+        };
+        let keys = [
+            key("Patients", "PatientId"),
+            key("Cards", "CardNumber"),
+            key("Payments", "PaymentId"),
+        ];
+        let fks = [row(&[
+            Some("FK_card"),
+            Some("dbo"),
+            Some("Payments"),
+            Some("CardNumber"),
+            Some("dbo"),
+            Some("Cards"),
+            Some("CardNumber"),
+        ])];
+        let encrypted = [
+            row(&[
+                Some("dbo"),
+                Some("Patients"),
+                Some("Ssn"),
+                Some("DETERMINISTIC"),
+            ]),
+            row(&[
+                Some("dbo"),
+                Some("Cards"),
+                Some("CardNumber"),
+                Some("RANDOMIZED"),
+            ]),
+        ];
+        let build = |encrypted: &[Vec<Value>]| {
+            build_catalog(CatalogRows {
+                tables: &tables,
+                columns: &columns,
+                keys: &keys,
+                fks: &fks,
+                encrypted,
+                ..CatalogRows::default()
+            })
+        };
+        let raw = build(&encrypted);
+        let patients = raw.find("dbo.Patients").expect("Patients");
+        let ssn = patients.column("Ssn").expect("Ssn");
+        assert_eq!(ssn.kind, ValueKind::Binary);
+        assert_eq!(ssn.encrypted.as_deref(), Some("deterministic"));
+        assert_eq!(patients.column("Name").expect("Name").kind, ValueKind::Text);
+        assert_eq!(patients.primary_key, ["PatientId"]);
+        let cards = raw.find("dbo.Cards").expect("Cards");
+        assert!(cards.primary_key.is_empty(), "{cards:?}");
+        assert!(!cards.key_is_heuristic);
+        let payments = raw.find("dbo.Payments").expect("Payments");
+        assert!(payments.foreign_keys.is_empty(), "{payments:?}");
+        assert_eq!(payments.primary_key, ["PaymentId"]);
+        // The same rows without encryption keep every key (the rows above are well formed).
+        let plain = build(&[]);
+        assert_eq!(
+            plain.find("dbo.Cards").expect("Cards").primary_key,
+            ["CardNumber"]
+        );
+        assert_eq!(
+            plain
+                .find("dbo.Payments")
+                .expect("Payments")
+                .foreign_keys
+                .len(),
+            1
+        );
+    }
+
     /// A system-versioned table learns its history table from `sys.tables` (SQL Server
     /// 2016+; the TDS peer has no temporal tables, so canned rows); the history is a table of
     /// the catalog like any other.
@@ -5791,6 +5967,30 @@ mod tests {
         );
         assert!(
             matches!(&e, DbError::Sql(m) if m.contains("run it again")),
+            "{e:?}"
+        );
+        let e = server_error(
+            206,
+            16,
+            "Operand type clash: varchar(11) is incompatible with varchar(11) encrypted with \
+             (encryption_type = 'DETERMINISTIC', encryption_algorithm_name = \
+             'AEAD_AES_256_CBC_HMAC_SHA_256', column_encryption_key_name = 'CEK1', \
+             column_encryption_key_database_name = 'Clinic')",
+            &c,
+        );
+        assert!(
+            matches!(&e, DbError::Sql(m) if m.contains("Always Encrypted") && m.contains("filter on other columns")),
+            "{e:?}"
+        );
+        // The same number for another clash is SQL Server's own message.
+        let e = server_error(
+            206,
+            16,
+            "Operand type clash: int is incompatible with date",
+            &c,
+        );
+        assert!(
+            matches!(&e, DbError::Sql(m) if m.starts_with("Operand type clash: int")),
             "{e:?}"
         );
         assert!(!is_config_problem(&DbError::Unavailable(

@@ -649,6 +649,7 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
                     description: None,
                     sensitivity: None,
                     masked: None,
+                    encrypted: None,
                 });
             }
         }

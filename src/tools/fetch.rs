@@ -165,6 +165,21 @@ async fn fetch_row(
     if !cut.is_empty() {
         text.push_str(&format!("({})\n", cut_note(&cut)));
     }
+    let encrypted: Vec<&str> = t
+        .columns
+        .iter()
+        .filter(|c| c.encrypted.is_some() && columns.contains(&c.name))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !encrypted.is_empty() {
+        text.push_str(&format!(
+            "({} Always Encrypted: the values above are ciphertext)\n",
+            match encrypted.as_slice() {
+                [one] => format!("{one} is"),
+                many => format!("{} are", many.join(", ")),
+            }
+        ));
+    }
 
     // Parents: rows this row points at through its foreign keys.
     let mut related = Vec::new();

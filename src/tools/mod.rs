@@ -875,6 +875,10 @@ pub(crate) fn row_id(
 /// table and key (`Anna Berg (customers 42)`).
 pub(crate) fn row_title(table: &TableInfo, columns: &[ResultColumn], row: &[DbValue]) -> String {
     let value_of = |name: &str| -> Option<String> {
+        // Ciphertext (Always Encrypted) names nothing.
+        if table.column(name).is_some_and(|c| c.encrypted.is_some()) {
+            return None;
+        }
         let i = columns
             .iter()
             .position(|c| c.name.eq_ignore_ascii_case(name))?;
@@ -903,7 +907,8 @@ pub(crate) fn searchable_columns(scope: &Scope, table: &TableInfo) -> Vec<String
     table
         .columns
         .iter()
-        .filter(|c| c.kind == ValueKind::Text)
+        // Ciphertext (Always Encrypted) cannot be searched: `LIKE` on it is an error.
+        .filter(|c| c.kind == ValueKind::Text && c.encrypted.is_none())
         .filter(|c| {
             !scope
                 .rules

@@ -78,6 +78,9 @@ pub fn describe(scope: &Scope, catalog: &Catalog, table: &TableInfo) -> Value {
             if let Some(m) = &c.masked {
                 column["masked"] = json!(m);
             }
+            if let Some(e) = &c.encrypted {
+                column["encrypted"] = json!(e);
+            }
             column
         })
         .collect();
@@ -156,7 +159,7 @@ pub(crate) fn describe_text(desc: &Value) -> String {
     s.push_str("Columns:\n");
     for c in desc["columns"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "- {} {}{}{}{}{}{}\n",
+            "- {} {}{}{}{}{}{}{}\n",
             c["name"].as_str().unwrap_or(""),
             c["type"].as_str().unwrap_or(""),
             if c["nullable"] == true {
@@ -180,6 +183,12 @@ pub(crate) fn describe_text(desc: &Value) -> String {
             c["masked"]
                 .as_str()
                 .map(|m| format!(" [masked by the database: {m}; its values are not the data]"))
+                .unwrap_or_default(),
+            c["encrypted"]
+                .as_str()
+                .map(|e| format!(
+                    " [Always Encrypted ({e}): its values are ciphertext here, and it cannot be searched or compared with a value]"
+                ))
                 .unwrap_or_default()
         ));
     }
@@ -1242,6 +1251,93 @@ mod tests {
         // Without rules the database decides.
         let out = run(3, "SELECT amount FROM remote").await.expect("no rules");
         assert!(out.contains("250000"), "{out}");
+    }
+
+    /// An Always Encrypted column (its values are ciphertext to this server) is described as
+    /// such, never searched (`LIKE` on it is an error on SQL Server), never a row's title,
+    /// and a fetched row says its value is ciphertext. The mark comes from the test wrapper
+    /// (`testing::Extras`; SQLite and the TDS peer have no Always Encrypted); without it the
+    /// same search finds the row, which shows the search reads that column otherwise.
+    #[tokio::test]
+    async fn an_always_encrypted_column_is_described_and_never_searched_or_a_title() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("clinic.sqlite");
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "CREATE TABLE patients (id INTEGER PRIMARY KEY, full_name TEXT, ssn TEXT, notes TEXT);
+                 INSERT INTO patients VALUES (1, 'Ada Lovelace', '123-45-6789', 'prefers mornings');",
+            )
+            .expect("fixture");
+        let extras = crate::tools::testing::Extras {
+            encrypted: &[
+                ("patients", "full_name", "randomized"),
+                ("patients", "ssn", "deterministic"),
+            ],
+            ..Default::default()
+        };
+        let marked = tempfile::tempdir().expect("tempdir");
+        let scope =
+            crate::tools::testing::sqlite_scope_with(marked.path(), &path, extras, "").await;
+        let unmarked = tempfile::tempdir().expect("tempdir");
+        let plain = crate::tools::testing::sqlite_scope_with(
+            unmarked.path(),
+            &path,
+            Default::default(),
+            "",
+        )
+        .await;
+        async fn found(scope: &Scope, q: &str) -> String {
+            crate::tools::search::search(scope, q, None)
+                .await
+                .expect("search")
+                .json
+                .into_string()
+        }
+        assert!(found(&plain, "Lovelace").await.contains("main.patients/1"));
+        let out = found(&scope, "Lovelace").await;
+        assert!(!out.contains("main.patients/1"), "{out}");
+        let out = found(&scope, "mornings").await;
+        assert!(out.contains("main.patients/1"), "{out}");
+        // The title is not the ciphertext column's value.
+        assert!(!out.contains("Ada Lovelace"), "{out}");
+
+        let described: Value = serde_json::from_str(
+            &describe_table(&scope, "patients")
+                .await
+                .expect("describe")
+                .json
+                .into_string(),
+        )
+        .expect("json");
+        let ssn = described["columns"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "ssn"))
+            .cloned();
+        assert_eq!(
+            ssn.map(|c| c["encrypted"].clone()),
+            Some(json!("deterministic"))
+        );
+        let table = crate::tools::fetch::fetch(&scope, "main.patients", None)
+            .await
+            .expect("fetch the table")
+            .json
+            .into_string();
+        assert!(
+            table.contains(
+                "- ssn TEXT NULL [Always Encrypted (deterministic): its values are ciphertext here"
+            ),
+            "{table}"
+        );
+        let row = crate::tools::fetch::fetch(&scope, "main.patients/1", None)
+            .await
+            .expect("fetch the row")
+            .json
+            .into_string();
+        assert!(
+            row.contains("(full_name, ssn are Always Encrypted: the values above are ciphertext)"),
+            "{row}"
+        );
     }
 
     /// A system-versioned table is flagged in `list_tables` and its description says how to

@@ -19,15 +19,19 @@ pub(crate) struct Extras {
     /// `(synonym, base table)`: synonyms in the `main` schema (`None`: for something in
     /// another database).
     pub synonyms: &'static [(&'static str, Option<&'static str>)],
+    /// `(table, column, encryption type)`: Always Encrypted columns (their kind is left as
+    /// SQLite says, so that what the tools do rests on the mark alone).
+    pub encrypted: &'static [(&'static str, &'static str, &'static str)],
 }
 
 /// A real SQLite database whose `search` and `lookup` on some tables are made slow, and whose
-/// catalog can say columns are classified as sensitive or masked, tables system-versioned
-/// and names synonyms. No peer can be made slow for one table and fast for another on demand,
-/// and none keeps sensitivity classifications, masked columns, temporal tables or synonyms
-/// (SQLite has none of them; pysqlbridge lacks `sys.sensitivity_classifications`,
-/// `sys.masked_columns` and `sys.tables.history_table_id`, and serves `sys.synonyms` empty),
-/// so these are injected here; everything else is the real backend.
+/// catalog can say columns are classified as sensitive, masked or Always Encrypted, tables
+/// system-versioned and names synonyms. No peer can be made slow for one table and fast for
+/// another on demand, and none keeps sensitivity classifications, masked or encrypted columns,
+/// temporal tables or synonyms (SQLite has none of them; pysqlbridge lacks
+/// `sys.sensitivity_classifications`, `sys.masked_columns`, `sys.tables.history_table_id` and
+/// Always Encrypted, and serves `sys.synonyms` empty), so these are injected here; everything
+/// else is the real backend.
 pub(crate) struct SlowTable {
     pub inner: DynBackend,
     /// The tables (by name) that answer only after `delay`.
@@ -60,8 +64,14 @@ impl crate::db::Backend for SlowTable {
             masks,
             histories,
             synonyms,
+            encrypted,
         } = self.extras;
-        if labels.is_empty() && masks.is_empty() && histories.is_empty() && synonyms.is_empty() {
+        if labels.is_empty()
+            && masks.is_empty()
+            && histories.is_empty()
+            && synonyms.is_empty()
+            && encrypted.is_empty()
+        {
             return Ok(catalog);
         }
         let mut labelled = (*catalog).clone();
@@ -89,6 +99,7 @@ impl crate::db::Backend for SlowTable {
                 };
                 c.sensitivity = of(labels);
                 c.masked = of(masks);
+                c.encrypted = of(encrypted);
             }
         }
         Ok(Arc::new(labelled))
@@ -205,6 +216,7 @@ pub(crate) fn table_info(schema: &str, name: &str, columns: &[&str]) -> TableInf
                 description: None,
                 sensitivity: None,
                 masked: None,
+                encrypted: None,
             })
             .collect(),
         ..TableInfo::default()
