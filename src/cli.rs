@@ -696,6 +696,15 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                                     synonyms.join("; ")
                                 );
                             }
+                            let encrypted = crate::tools::encrypted_columns(&scoped);
+                            if !encrypted.is_empty() {
+                                outln!(
+                                    "scope {}: NOTE: shows {} Always Encrypted column(s): {} (this server holds no key: their values are ciphertext in results, and they cannot be searched or compared; hide them with deny_columns to keep the ciphertext out)",
+                                    scope.path,
+                                    encrypted.len(),
+                                    encrypted.join("; ")
+                                );
+                            }
                             let masked = crate::tools::masked_columns(&scoped);
                             if !masked.is_empty() {
                                 outln!(

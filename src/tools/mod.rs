@@ -502,6 +502,12 @@ pub fn classified_columns(catalog: &Catalog) -> Vec<String> {
     column_notes(catalog, |c| c.sensitivity.as_ref())
 }
 
+/// The Always Encrypted columns of `catalog`, as `schema.table.column: encryption type`: on a
+/// scope's catalog, the ciphertext that scope's results carry.
+pub fn encrypted_columns(catalog: &Catalog) -> Vec<String> {
+    column_notes(catalog, |c| c.encrypted.as_ref())
+}
+
 /// `schema.table.column: note` for each column of `catalog` that `note` says something of.
 fn column_notes(
     catalog: &Catalog,

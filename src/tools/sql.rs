@@ -1338,6 +1338,30 @@ mod tests {
             row.contains("(full_name, ssn are Always Encrypted: the values above are ciphertext)"),
             "{row}"
         );
+        // What check-config --connect names per scope: what the scope shows of them.
+        async fn shown(scope: &Scope) -> Vec<String> {
+            crate::tools::encrypted_columns(&scope.catalog().await.expect("catalog"))
+        }
+        assert_eq!(
+            shown(&scope).await,
+            [
+                "main.patients.full_name: randomized",
+                "main.patients.ssn: deterministic"
+            ]
+        );
+        let hiding = tempfile::tempdir().expect("tempdir");
+        let hidden = crate::tools::testing::sqlite_scope_with(
+            hiding.path(),
+            &path,
+            extras,
+            "deny_columns = [\"patients.ssn\"]",
+        )
+        .await;
+        assert_eq!(
+            shown(&hidden).await,
+            ["main.patients.full_name: randomized"]
+        );
+        assert!(shown(&plain).await.is_empty());
     }
 
     /// A system-versioned table is flagged in `list_tables` and its description says how to
