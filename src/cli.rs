@@ -677,42 +677,43 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                         }
                         for scope in config.scopes.iter().filter(|s| s.database == db.name) {
                             let scoped = crate::tools::scoped_catalog(&scope.access_rules(), &c);
-                            let shown = crate::tools::classified_columns(&scoped);
-                            if !shown.is_empty() {
-                                outln!(
-                                    "scope {}: NOTE: shows {} column(s) the database classifies as sensitive: {} (hide any it should not see with deny_columns)",
-                                    scope.path,
-                                    shown.len(),
-                                    shown.join("; ")
-                                );
-                            }
-                            let synonyms =
-                                crate::tools::synonyms_not_followed(&scope.access_rules(), &c);
-                            if !synonyms.is_empty() {
-                                outln!(
-                                    "scope {}: NOTE: {} synonym(s) cannot be queried by their names under its access rules: {}",
-                                    scope.path,
-                                    synonyms.len(),
-                                    synonyms.join("; ")
-                                );
-                            }
-                            let encrypted = crate::tools::encrypted_columns(&scoped);
-                            if !encrypted.is_empty() {
-                                outln!(
-                                    "scope {}: NOTE: shows {} Always Encrypted column(s): {} (this server holds no key: their values are ciphertext in results, and they cannot be searched or compared; hide them with deny_columns to keep the ciphertext out)",
-                                    scope.path,
-                                    encrypted.len(),
-                                    encrypted.join("; ")
-                                );
-                            }
-                            let masked = crate::tools::masked_columns(&scoped);
-                            if !masked.is_empty() {
-                                outln!(
-                                    "scope {}: NOTE: shows {} column(s) the database masks: {} (a query can still test their values in WHERE; hide any that must not be inferred with deny_columns)",
-                                    scope.path,
-                                    masked.len(),
-                                    masked.join("; ")
-                                );
+                            // Each: what is named, the words before and after its count,
+                            // and what to do.
+                            let notes = [
+                                (
+                                    crate::tools::classified_columns(&scoped),
+                                    "shows ",
+                                    "column(s) the database classifies as sensitive",
+                                    " (hide any it should not see with deny_columns)",
+                                ),
+                                (
+                                    crate::tools::synonyms_not_followed(&scope.access_rules(), &c),
+                                    "",
+                                    "synonym(s) cannot be queried by their names under its access rules",
+                                    "",
+                                ),
+                                (
+                                    crate::tools::encrypted_columns(&scoped),
+                                    "shows ",
+                                    "Always Encrypted column(s)",
+                                    " (this server holds no key: their values are ciphertext in results, and they cannot be searched or compared; hide them with deny_columns to keep the ciphertext out)",
+                                ),
+                                (
+                                    crate::tools::masked_columns(&scoped),
+                                    "shows ",
+                                    "column(s) the database masks",
+                                    " (a query can still test their values in WHERE; hide any that must not be inferred with deny_columns)",
+                                ),
+                            ];
+                            for (items, before, what, advice) in notes {
+                                if !items.is_empty() {
+                                    outln!(
+                                        "scope {}: NOTE: {before}{} {what}: {}{advice}",
+                                        scope.path,
+                                        items.len(),
+                                        items.join("; ")
+                                    );
+                                }
                             }
                         }
                     }

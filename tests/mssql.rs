@@ -190,41 +190,25 @@ impl Peer {
     }
 
     fn start_as(windows: bool, malformed: Option<&'static str>) -> Peer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_fixture(dir.path());
-        let mut peer = Peer {
-            dir,
-            port: free_port(),
-            child: None,
-            windows,
-            malformed,
-            context: false,
-            snapshot: None,
-        };
-        peer.spawn();
-        peer
+        Peer::launch(|p| {
+            p.windows = windows;
+            p.malformed = malformed;
+        })
     }
 
     /// A peer that knows `sp_set_session_context` and logs each call.
     fn start_context() -> Peer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write_fixture(dir.path());
-        let mut peer = Peer {
-            dir,
-            port: free_port(),
-            child: None,
-            windows: false,
-            malformed: None,
-            context: true,
-            snapshot: None,
-        };
-        peer.spawn();
-        peer
+        Peer::launch(|p| p.context = true)
     }
 
     /// A peer that keeps each connection's isolation level, logs the level of each read, and
     /// fails a read at `SNAPSHOT` unless `snapshot_allowed`.
     fn start_isolation(snapshot_allowed: bool) -> Peer {
+        Peer::launch(|p| p.snapshot = Some(snapshot_allowed))
+    }
+
+    /// A plain peer on the fixture, made what `kind` makes it, started.
+    fn launch(kind: impl FnOnce(&mut Peer)) -> Peer {
         let dir = tempfile::tempdir().expect("tempdir");
         write_fixture(dir.path());
         let mut peer = Peer {
@@ -234,8 +218,9 @@ impl Peer {
             windows: false,
             malformed: None,
             context: false,
-            snapshot: Some(snapshot_allowed),
+            snapshot: None,
         };
+        kind(&mut peer);
         peer.spawn();
         peer
     }
