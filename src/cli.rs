@@ -645,11 +645,12 @@ async fn check_connect(path: &std::path::Path) -> ExitCode {
                     let asker = crate::db::Asker {
                         user: Some("check-config".into()),
                         scope: "/check-config".into(),
+                        client: Some("check-config".into()),
                     };
                     let probe = b.query("SELECT 1 AS ok", crate::db::Page::rows(0, 1));
                     match crate::db::for_asker(asker, probe).await {
                         Ok(_) => outln!(
-                            "database `{}`: session_context: the server took mcp_user and mcp_scope",
+                            "database `{}`: session_context: the server took mcp_user, mcp_scope and mcp_client",
                             db.name
                         ),
                         Err(e) => {

@@ -331,8 +331,9 @@ pub struct MssqlConfig {
     /// cut `xml` values.
     pub max_row_mib: Option<u32>,
     /// Tell SQL Server who asks: before each query, `sp_set_session_context` sets `mcp_user`
-    /// (the signed-in user; NULL without sign-in) and `mcp_scope` (the scope's path), which
-    /// row-level security predicates and views read with `SESSION_CONTEXT(N'mcp_user')`.
+    /// (the signed-in user; NULL without sign-in), `mcp_scope` (the scope's path) and
+    /// `mcp_client` (the OAuth client id the user signed in through), which row-level
+    /// security predicates and views read with `SESSION_CONTEXT(N'mcp_user')`.
     /// SQL Server 2016+ and Azure SQL. Default false.
     pub session_context: Option<bool>,
     /// The isolation level every query reads at: `read_committed` (default), `snapshot` (row

@@ -3773,9 +3773,10 @@ async fn a_table_made_since_the_catalog_was_read_is_found_at_once() {
 }
 
 /// With `session_context = true` SQL Server is told who asks, before the statements of each
-/// tool call: `mcp_user` (the signed-in user, NULL without one) and `mcp_scope`, set again
-/// only when they change on a connection. The peer runs `sp_set_session_context` where SQL
-/// Server would (`tests/common/context_peer.py` gives it the procedure) and logs each call.
+/// tool call: `mcp_user` (the signed-in user, NULL without one), `mcp_scope` and `mcp_client`
+/// (the OAuth client id signed in through), set again only when they change on a connection.
+/// The peer runs `sp_set_session_context` where SQL Server would
+/// (`tests/common/context_peer.py` gives it the procedure) and logs each call.
 #[tokio::test]
 async fn the_session_context_says_who_asks_before_each_query() {
     use mssql_mcp::tools;
@@ -3784,43 +3785,100 @@ async fn the_session_context_says_who_asks_before_each_query() {
     let peer = Peer::start_context();
     let (_state, scope) = tools_scope(&peer, "session_context = true").await;
     let count = json!({"sql": "SELECT COUNT(*) AS n FROM Orders"});
-    let call = |tool: &'static str, args: serde_json::Value, user: Option<&'static str>| {
+    let call = |tool: &'static str,
+                args: serde_json::Value,
+                (user, client): (Option<&'static str>, Option<&'static str>)| {
         let scope = scope.clone();
         async move {
-            tools::call(&scope, tool, &args, user)
+            tools::call_through(&scope, tool, &args, user, client)
                 .await
                 .unwrap_or_else(|e| panic!("{tool} for {user:?}: {e}"))
                 .value()
                 .to_string()
         }
     };
-    let out = call("execute_sql", count.clone(), Some("alice")).await;
+    let alice = (Some("alice"), Some("c-chatgpt"));
+    let out = call("execute_sql", count.clone(), alice).await;
     assert!(out.contains("120"), "{out}");
-    assert_eq!(peer.context_log(), ["mcp_user=alice", "mcp_scope=/claude"]);
+    assert_eq!(
+        peer.context_log(),
+        [
+            "mcp_user=alice",
+            "mcp_scope=/claude",
+            "mcp_client=c-chatgpt"
+        ]
+    );
     // The same caller again on the same connection: nothing to set.
-    call("execute_sql", count.clone(), Some("alice")).await;
-    assert_eq!(peer.context_log().len(), 2, "{:?}", peer.context_log());
+    call("execute_sql", count.clone(), alice).await;
+    assert_eq!(peer.context_log().len(), 3, "{:?}", peer.context_log());
+    // The same user through another client is another asker.
+    call(
+        "execute_sql",
+        count.clone(),
+        (Some("alice"), Some("c-claude")),
+    )
+    .await;
     // Another caller, through one of the server's own statements (sp_executesql), and a
     // name with a quote in it.
     let out = call(
         "get_table_sample",
         json!({"table": "Orders", "limit": 2}),
-        Some("bob"),
+        (Some("bob"), Some("c-claude")),
     )
     .await;
     assert!(out.contains("rows"), "{out}");
-    call("execute_sql", count.clone(), Some("o'brien")).await;
+    call(
+        "execute_sql",
+        count.clone(),
+        (Some("o'brien"), Some("c-claude")),
+    )
+    .await;
     // Without sign-in: NULL, so no one's rows are read as someone else's.
-    call("execute_sql", count.clone(), None).await;
+    call("execute_sql", count.clone(), (None, None)).await;
     assert_eq!(
-        peer.context_log()[2..],
+        peer.context_log()[3..],
         [
+            "mcp_user=alice",
+            "mcp_scope=/claude",
+            "mcp_client=c-claude",
             "mcp_user=bob",
             "mcp_scope=/claude",
+            "mcp_client=c-claude",
             "mcp_user=o'brien",
             "mcp_scope=/claude",
+            "mcp_client=c-claude",
             "mcp_user=NULL",
             "mcp_scope=/claude",
+            "mcp_client=NULL",
+        ]
+    );
+    // Through the MCP dispatcher, the caller the transport made of an access token (its
+    // user and the client id it was issued to) is who asks.
+    let seen = peer.context_log().len();
+    let caller = mssql_mcp::mcp::dispatch::Caller {
+        user: Some("carol".into()),
+        client_id: Some("c-registered".into()),
+        ip: None,
+    };
+    let req = mssql_mcp::mcp::protocol::Request {
+        id: json!(1),
+        method: "tools/call".into(),
+        params: json!({"name": "execute_sql", "arguments": count}),
+    };
+    mssql_mcp::mcp::dispatch::handle(
+        &scope,
+        mssql_mcp::mcp::protocol::Era::Legacy("2025-06-18"),
+        &req,
+        &caller,
+    )
+    .await
+    .expect("tools/call");
+    assert_eq!(
+        peer.context_log()[seen..],
+        [
+            "mcp_user=carol",
+            "mcp_scope=/claude",
+            "mcp_client=c-registered"
         ]
     );
     // Off (the default), nothing is sent.
@@ -3880,7 +3938,7 @@ async fn a_record_page_tells_sql_server_who_asks() {
     assert!(body.contains("Ærøskøbing"), "{body}");
     assert_eq!(
         peer.context_log()[seen..],
-        ["mcp_user=NULL", "mcp_scope=/claude"],
+        ["mcp_user=NULL", "mcp_scope=/claude", "mcp_client=NULL"],
         "{:?}",
         peer.context_log()
     );
@@ -3910,7 +3968,9 @@ async fn check_config_connect_tries_the_session_context() {
     let (code, text) = check(&with);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("database `sales`: session_context: the server took mcp_user and mcp_scope"),
+        text.contains(
+            "database `sales`: session_context: the server took mcp_user, mcp_scope and mcp_client"
+        ),
         "{text}"
     );
     // Last: the probe runs after check-config's own reads (which say nobody asks: NULL).
@@ -3918,7 +3978,8 @@ async fn check_config_connect_tries_the_session_context() {
     assert!(
         log.ends_with(&[
             "mcp_user=check-config".into(),
-            "mcp_scope=/check-config".into()
+            "mcp_scope=/check-config".into(),
+            "mcp_client=check-config".into()
         ]),
         "{log:?}"
     );

@@ -278,13 +278,17 @@ pub struct TableInfo {
     pub history: Option<HistoryTable>,
 }
 
-/// Who a tool call reads for: the signed-in user (`None` without sign-in) and the scope's path.
-/// Set for the length of each call ([`for_asker`]); SQL Server hands it to the database's own
-/// rules as the session context when `[[database]] session_context` is on.
+/// Who a tool call reads for: the signed-in user (`None` without sign-in), the scope's path,
+/// and the OAuth client the user signed in through (`None` without sign-in). Set for the
+/// length of each call ([`for_asker`]); SQL Server hands it to the database's own rules as the
+/// session context when `[[database]] session_context` is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Asker {
     pub user: Option<Arc<str>>,
     pub scope: Arc<str>,
+    /// The client id this server gave the OAuth client at registration: its own, so one
+    /// client cannot pass for another (a client's name is whatever it registered).
+    pub client: Option<Arc<str>>,
 }
 
 tokio::task_local! {

@@ -2780,7 +2780,8 @@ pub fn adhoc_batch(sql: &str, cap: u32, session_rowcount: Option<u32>) -> String
 }
 
 /// The statements that tell SQL Server who asks (`[[database]] session_context`):
-/// `mcp_user`, the signed-in user, and `mcp_scope`, the scope's path, in the session context
+/// `mcp_user`, the signed-in user, `mcp_scope`, the scope's path, and `mcp_client`, the
+/// OAuth client id the user signed in through, in the session context
 /// (`SESSION_CONTEXT(N'mcp_user')`), each an `N'…'` literal with its quotes doubled, or `NULL`
 /// (no sign-in, or outside a tool call). Not read-only: the next caller on the connection
 /// sets them again, and a query cannot (the guard refuses `EXEC`).
@@ -2793,9 +2794,10 @@ fn context_statements(asker: &Asker) -> String {
         }
     };
     format!(
-        "EXEC sp_set_session_context N'mcp_user', {}; EXEC sp_set_session_context N'mcp_scope', {};\n",
+        "EXEC sp_set_session_context N'mcp_user', {}; EXEC sp_set_session_context N'mcp_scope', {}; EXEC sp_set_session_context N'mcp_client', {};\n",
         literal(asker.user.as_deref().unwrap_or("")),
-        literal(&asker.scope)
+        literal(&asker.scope),
+        literal(asker.client.as_deref().unwrap_or(""))
     )
 }
 

@@ -364,7 +364,14 @@ async fn call_tool(
         }
     };
     let pending = PendingCall::new(scope, name, args, caller);
-    let outcome = tools::call(scope, name, args, caller.user.as_deref()).await;
+    let outcome = tools::call_through(
+        scope,
+        name,
+        args,
+        caller.user.as_deref(),
+        caller.client_id.as_deref(),
+    )
+    .await;
     let elapsed = pending.finish(outcome.as_ref().map(|out| out.rows));
     let modern = era == Era::Modern;
     match outcome {

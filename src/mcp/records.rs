@@ -64,12 +64,17 @@ pub async fn record(
     let pending = dispatch::PendingCall::new(&ctx.scope, "fetch", &args, &caller);
     // The JSON is written only for a program: a page is rendered from the document.
     let user = caller.user.as_deref();
-    let outcome = crate::tools::asking(&ctx.scope, user, fetch::document(&ctx.scope, id, user))
-        .await
-        .and_then(|doc| {
-            let json = (!page).then(|| fetch::output(&doc)).transpose()?;
-            Ok((doc, json))
-        });
+    let outcome = crate::tools::asking(
+        &ctx.scope,
+        user,
+        None,
+        fetch::document(&ctx.scope, id, user),
+    )
+    .await
+    .and_then(|doc| {
+        let json = (!page).then(|| fetch::output(&doc)).transpose()?;
+        Ok((doc, json))
+    });
     pending.finish(outcome.as_ref().map(|_| 1));
     match outcome {
         Ok((_, Some(out))) => json_body(StatusCode::OK, out.json),

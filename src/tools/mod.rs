@@ -278,6 +278,18 @@ pub async fn call(
     args: &Value,
     owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
+    call_through(scope, name, args, owner, None).await
+}
+
+/// [`call`] for `owner` signed in through the OAuth client `client` (its client id), which the
+/// database is told with who asks ([`asking`]).
+pub async fn call_through(
+    scope: &Scope,
+    name: &str,
+    args: &Value,
+    owner: Option<&str>,
+    client: Option<&str>,
+) -> Result<ToolOutput, ToolError> {
     if !tool_names(scope.profile()).contains(&name) {
         return Err(ToolError::UnknownTool(name.to_string()));
     }
@@ -291,7 +303,7 @@ pub async fn call(
         }
     };
     check_known_args(name, args)?;
-    asking(scope, owner, async {
+    asking(scope, owner, client, async {
         match name {
             "search" => search::search(scope, str_arg(args, "query")?, owner).await,
             "fetch" => fetch::fetch(scope, str_arg(args, "id")?, owner).await,
@@ -323,11 +335,13 @@ pub async fn call(
     .await
 }
 
-/// Runs `call`, a tool's work in `scope` for `owner`, saying who asks ([`crate::db::asker`])
-/// when the scope's database hands that to the database's own rules.
+/// Runs `call`, a tool's work in `scope` for `owner` (signed in through the OAuth client
+/// `client`), saying who asks ([`crate::db::asker`]) when the scope's database hands that to
+/// the database's own rules.
 pub async fn asking<F: std::future::Future>(
     scope: &Scope,
     owner: Option<&str>,
+    client: Option<&str>,
     call: F,
 ) -> F::Output {
     if !scope.db.reads_for_asker() {
@@ -336,6 +350,7 @@ pub async fn asking<F: std::future::Future>(
     let asker = crate::db::Asker {
         user: owner.map(std::sync::Arc::from),
         scope: std::sync::Arc::from(scope.path.as_str()),
+        client: client.map(std::sync::Arc::from),
     };
     crate::db::for_asker(asker, call).await
 }
