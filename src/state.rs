@@ -124,15 +124,17 @@ impl Scope {
         Ok(self.view_of(raw))
     }
 
-    /// [`Scope::catalog`], or, when `knows` says it does not know what a caller named,
-    /// [`Scope::catalog_after_miss`].
+    /// [`Scope::catalog`], or, when `knows` says the database's catalog does not know what a
+    /// caller named, [`Scope::catalog_after_miss`]. Asked of the whole catalog, not the
+    /// scope's: a table the scope hides is known, and asking for it again and again reads
+    /// nothing anew.
     pub async fn catalog_for(
         &self,
         knows: impl Fn(&Catalog) -> bool,
     ) -> Result<Arc<Catalog>, DbError> {
-        let catalog = self.catalog().await?;
-        if knows(&catalog) {
-            return Ok(catalog);
+        let raw = self.db.catalog().await?;
+        if knows(&raw) {
+            return Ok(self.view_of(raw));
         }
         self.catalog_after_miss().await
     }

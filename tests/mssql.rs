@@ -3714,6 +3714,11 @@ async fn a_table_made_since_the_catalog_was_read_is_found_at_once() {
         assert!(!listed.contains("Suppliers"), "{listed}");
         servers.push((state, scope));
     }
+    // One more, which only ever names a table its scope hides.
+    let config = mssql_mcp::config::Config::parse(&text).expect("config");
+    let quiet = mssql_mcp::app::build_state(config, true)
+        .await
+        .expect("state");
     let read_at = Instant::now();
 
     let dir = peer.dir.path();
@@ -3770,6 +3775,26 @@ async fn a_table_made_since_the_catalog_was_read_is_found_at_once() {
         nowhere.contains("Suppliers") && !nowhere.contains("Events"),
         "{nowhere}"
     );
+    // A hidden table is a name the catalog knows: asking for it reads nothing anew.
+    let catalog_reads = || {
+        std::fs::read_to_string(peer.dir.path().join("server.log"))
+            .unwrap_or_default()
+            .matches("FROM INFORMATION_SCHEMA.TABLES")
+            .count()
+    };
+    let before = catalog_reads();
+    let hidden = call(
+        &quiet.scopes()[0],
+        "describe_table",
+        &json!({"table": "dbo.Events"}),
+    )
+    .await
+    .expect_err("hidden");
+    assert!(
+        hidden.contains("no table `dbo.Events` is visible here"),
+        "{hidden}"
+    );
+    assert_eq!(catalog_reads(), before);
 }
 
 /// With `session_context = true` SQL Server is told who asks, before the statements of each
