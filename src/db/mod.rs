@@ -438,10 +438,23 @@ impl Catalog {
     /// Finds a table by `name` or `schema.name` as [`Catalog::table`] does; brackets and quotes
     /// around the parts are accepted (`[dbo].[Customers]`, `"main"."orders"`).
     pub fn find(&self, wanted: &str) -> Option<&TableInfo> {
+        self.find_with(wanted, Self::table)
+    }
+
+    /// [`Catalog::find`], or the table the synonym named so stands for.
+    pub fn find_or_base(&self, wanted: &str) -> Option<&TableInfo> {
+        self.find_with(wanted, Self::table_or_base)
+    }
+
+    fn find_with<'a>(
+        &'a self,
+        wanted: &str,
+        lookup: impl Fn(&'a Self, Option<&str>, &str) -> Option<&'a TableInfo>,
+    ) -> Option<&'a TableInfo> {
         let parts: Vec<String> = split_qualified(wanted);
         match parts.as_slice() {
-            [name] => self.table(None, name),
-            [schema, name] => self.table(Some(schema), name),
+            [name] => lookup(self, None, name),
+            [schema, name] => lookup(self, Some(schema), name),
             _ => None,
         }
     }

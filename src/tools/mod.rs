@@ -599,11 +599,25 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
             t.history = None;
         }
     }
-    // No synonyms: what describes tables names them by their own names.
+    // A synonym leads to its base as the scope sees it (its rules applied by the base's
+    // name), so one whose own name and base are visible is kept.
+    let synonyms = raw
+        .synonyms
+        .iter()
+        .filter(|s| {
+            rules.table_visible(Some(&s.schema), &s.name)
+                && s.base.as_ref().is_some_and(|(schema, name)| {
+                    tables
+                        .iter()
+                        .any(|t| t.schema == *schema && t.name == *name)
+                })
+        })
+        .cloned()
+        .collect();
     Catalog {
         tables,
         varchar_utf8: raw.varchar_utf8,
-        synonyms: Vec::new(),
+        synonyms,
     }
 }
 
@@ -710,7 +724,7 @@ pub(crate) fn resolve_table<'c>(
     catalog: &'c Catalog,
     name: &str,
 ) -> Result<&'c TableInfo, ToolError> {
-    match catalog.find(name) {
+    match catalog.find_or_base(name) {
         Some(t) if scope.rules.table_visible(Some(&t.schema), &t.name) => Ok(t),
         _ => Err(ToolError::NotFound(format!(
             "no table `{}` is visible here; visible tables: {}",

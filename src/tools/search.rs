@@ -134,7 +134,9 @@ fn capitalise(s: &str) -> String {
 }
 
 async fn describe_hit(scope: &Scope, name: &str) -> Result<Vec<Hit>, ToolError> {
-    let catalog = scope.catalog_for(|c| c.find(name).is_some()).await?;
+    let catalog = scope
+        .catalog_for(|c| c.find_or_base(name).is_some())
+        .await?;
     let table = resolve_table(scope, &catalog, name)?;
     let desc = describe(scope, &catalog, table);
     Ok(vec![Hit {
@@ -162,7 +164,9 @@ async fn sample(scope: &Scope, rest: &str, owner: Option<&str>) -> Result<Vec<Hi
             ));
         }
     };
-    let catalog = scope.catalog_for(|c| c.find(name).is_some()).await?;
+    let catalog = scope
+        .catalog_for(|c| c.find_or_base(name).is_some())
+        .await?;
     let table = resolve_table(scope, &catalog, name)?;
     let columns = visible_columns(scope, table);
     let page = Page::bytes(

@@ -50,7 +50,9 @@ pub async fn list_tables(scope: &Scope) -> Result<ToolOutput, ToolError> {
 }
 
 pub async fn describe_table(scope: &Scope, name: &str) -> Result<ToolOutput, ToolError> {
-    let catalog = scope.catalog_for(|c| c.find(name).is_some()).await?;
+    let catalog = scope
+        .catalog_for(|c| c.find_or_base(name).is_some())
+        .await?;
     let table = resolve_table(scope, &catalog, name)?;
     ToolOutput::new(&describe(scope, &catalog, table), 1)
 }
@@ -448,7 +450,9 @@ pub async fn get_table_sample(
     cursor: Option<&str>,
     owner: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
-    let catalog = scope.catalog_for(|c| c.find(name).is_some()).await?;
+    let catalog = scope
+        .catalog_for(|c| c.find_or_base(name).is_some())
+        .await?;
     let table = resolve_table(scope, &catalog, name)?;
     let target = || CursorTarget::Table(table.qualified());
     let (page, taken) = page_for(scope, target, limit, DEFAULT_SAMPLE, cursor, owner)?;
@@ -1251,6 +1255,40 @@ mod tests {
         // Without rules the database decides.
         let out = run(3, "SELECT amount FROM remote").await.expect("no rules");
         assert!(out.contains("250000"), "{out}");
+
+        // Describing or sampling by a synonym's name reaches its base as the scope sees it
+        // (our own statements name the base): with its column rules applied, never a hidden
+        // base, never one elsewhere.
+        let describe = |i: usize, name: &'static str| {
+            let scope = &scopes[i].1;
+            async move {
+                describe_table(scope, name)
+                    .await
+                    .map(|out| out.json.into_string())
+            }
+        };
+        let out = describe(3, "pay").await.expect("no rules");
+        assert!(
+            out.contains("\"id\":\"main.salaries\"") && out.contains("amount"),
+            "{out}"
+        );
+        let out = describe(1, "main.pay").await.expect("a column rule");
+        assert!(
+            out.contains("\"id\":\"main.salaries\"") && !out.contains("amount"),
+            "{out}"
+        );
+        let sample = get_table_sample(&scopes[1].1, "pay", None, None, None)
+            .await
+            .expect("sample")
+            .json
+            .into_string();
+        assert!(
+            sample.contains("annual") && !sample.contains("250000"),
+            "{sample}"
+        );
+        let err = describe(2, "pay").await.expect_err("hidden base");
+        assert!(!err.to_string().contains("salaries"), "{err}");
+        describe(0, "remote").await.expect_err("elsewhere");
     }
 
     /// An Always Encrypted column (its values are ciphertext to this server) is described as
