@@ -3976,19 +3976,7 @@ async fn a_record_page_tells_sql_server_who_asks() {
 #[tokio::test]
 async fn check_config_connect_tries_the_session_context() {
     let _s = serial().await;
-    let check = |peer: &Peer| {
-        let path = peer.dir.path().join("check.toml");
-        std::fs::write(&path, tools_config_text(peer, "session_context = true")).expect("write");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
-            .args(["check-config", "--connect", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run check-config");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let check = |peer: &Peer| check_config_connect(peer, "session_context = true");
     let with = Peer::start_context();
     let (code, text) = check(&with);
     assert_eq!(code, Some(0), "{text}");
@@ -4017,6 +4005,22 @@ async fn check_config_connect_tries_the_session_context() {
             && text.contains("set session_context = false"),
         "{text}"
     );
+}
+
+/// `mssql-mcp check-config --connect` on [`tools_config_text`] with `database_keys`: its exit
+/// code and what it printed.
+fn check_config_connect(peer: &Peer, database_keys: &str) -> (Option<i32>, String) {
+    let path = peer.dir.path().join("check.toml");
+    std::fs::write(&path, tools_config_text(peer, database_keys)).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
+        .args(["check-config", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// `session_context = true` against a server without `sp_set_session_context` (older than
@@ -4701,19 +4705,7 @@ async fn every_read_runs_at_the_configured_isolation_level() {
 #[tokio::test]
 async fn snapshot_isolation_where_the_database_forbids_it_stops_the_server_with_the_fix() {
     let _s = serial().await;
-    let check = |peer: &Peer, keys: &str| {
-        let path = peer.dir.path().join("check.toml");
-        std::fs::write(&path, tools_config_text(peer, keys)).expect("write");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mssql-mcp"))
-            .args(["check-config", "--connect", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run check-config");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let check = check_config_connect;
     let forbidden = Peer::start_isolation(false);
     let err = mssql_mcp::app::build_state(
         tools_config_with(&forbidden, "isolation = \"snapshot\""),
