@@ -225,31 +225,28 @@ impl Peer {
         peer
     }
 
-    /// The isolation level each read ran at, in order (`LEVEL\tbatch`).
-    fn isolation_log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("isolation.log"))
+    /// The lines of `file` in the peer's directory (none before it exists).
+    fn log_lines(&self, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join(file))
             .unwrap_or_default()
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// The isolation level each read ran at, in order (`LEVEL\tbatch`).
+    fn isolation_log(&self) -> Vec<String> {
+        self.log_lines("isolation.log")
     }
 
     /// What the session context was set to, in order (`key=value`).
     fn context_log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("session_context.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.log_lines("session_context.log")
     }
 
     /// What each Windows login came to, as the peer's NTLM check wrote it.
     fn ntlm_log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("ntlm.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.log_lines("ntlm.log")
     }
 
     /// `[[database]]` with a connection string (from a file, with a newline after it as an
