@@ -755,12 +755,17 @@ async fn isolation_report(
             return;
         }
     };
-    let row = rs.rows.first();
+    let Some(row) = rs.rows.first() else {
+        outln!(
+            "database `{name}`: cannot read its row-versioning settings: sys.databases shows the login no row for it"
+        );
+        return;
+    };
     let snapshot = row
-        .and_then(|r| r.first())
+        .first()
         .map_or_else(|| "?".to_string(), crate::db::Value::display);
     let rcsi = matches!(
-        row.and_then(|r| r.get(1)),
+        row.get(1),
         Some(crate::db::Value::Bool(true) | crate::db::Value::Int(1))
     );
     outln!(
