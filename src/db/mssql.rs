@@ -2971,6 +2971,16 @@ const MASKED_SQL: &str = "SELECT s.name, t.name, c.name, c.masking_function, \
      JOIN sys.tables t ON t.object_id = c.object_id \
      JOIN sys.schemas s ON s.schema_id = t.schema_id \
      WHERE c.is_masked = 1";
+/// Masked columns this login may read unmasked by a column-level grant (SQL Server 2022's
+/// granular `UNMASK`, on a column, table or schema), which the database-level check of
+/// [`MASKED_SQL`] does not see. A server without granular `UNMASK` fails this query, and the
+/// columns stay described as masked (over-warning, never under).
+const UNMASKED_SQL: &str = "SELECT s.name, t.name, c.name \
+     FROM sys.masked_columns c \
+     JOIN sys.tables t ON t.object_id = c.object_id \
+     JOIN sys.schemas s ON s.schema_id = t.schema_id \
+     WHERE c.is_masked = 1 AND HAS_PERMS_BY_NAME(QUOTENAME(s.name) + '.' + QUOTENAME(t.name), \
+     'OBJECT', 'UNMASK', c.name, 'COLUMN') = 1";
 /// Columns under Always Encrypted (SQL Server 2016+, Azure SQL) and their encryption type
 /// (`DETERMINISTIC`, `RANDOMIZED`), in tables and in views that read them.
 const ENCRYPTED_SQL: &str = "SELECT s.name, o.name, c.name, c.encryption_type_desc \
@@ -3115,6 +3125,18 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         ctx,
     )
     .await?;
+    // Only where some column is read masked: a login with database-level UNMASK reads them all.
+    let unmasked = if masked.iter().any(|r| int(r.get(4)) != Some(1)) {
+        optional_rows(
+            conn,
+            UNMASKED_SQL,
+            "column-level UNMASK grants (masked columns are described as masked)",
+            ctx,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     let encrypted = optional_rows(
         conn,
         ENCRYPTED_SQL,
@@ -3141,6 +3163,7 @@ async fn read_catalog(conn: &mut MssqlConn, ctx: &ErrorContext) -> Result<Catalo
         classifications: &classifications,
         temporal: &temporal,
         masked: &masked,
+        unmasked: &unmasked,
         encrypted: &encrypted,
         synonyms: &synonyms,
     });
@@ -3228,6 +3251,7 @@ struct CatalogRows<'a> {
     classifications: &'a [Vec<Value>],
     temporal: &'a [Vec<Value>],
     masked: &'a [Vec<Value>],
+    unmasked: &'a [Vec<Value>],
     encrypted: &'a [Vec<Value>],
     synonyms: &'a [Vec<Value>],
 }
@@ -3247,6 +3271,7 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         classifications,
         temporal,
         masked,
+        unmasked,
         encrypted,
         synonyms,
     } = rows;
@@ -3354,8 +3379,10 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
         }
     }
     for r in masked {
-        // Read unmasked by this login: nothing to say.
-        if int(r.get(4)) == Some(1) {
+        // Read unmasked by this login (database-wide, or by a grant on the column, its table
+        // or schema): nothing to say.
+        let granted = |u: &Vec<Value>| (0..3).all(|k| text(u.get(k)) == text(r.get(k)));
+        if int(r.get(4)) == Some(1) || unmasked.iter().any(granted) {
             continue;
         }
         let Some(i) = find(&text(r.first()), &text(r.get(1))) else {
@@ -5323,11 +5350,12 @@ mod tests {
                 Some(unmask),
             ])
         };
-        let masked_of = |masked: &[Vec<Value>]| {
+        let masked_with = |masked: &[Vec<Value>], unmasked: &[Vec<Value>]| {
             let raw = build_catalog(CatalogRows {
                 tables: &tables,
                 columns: &columns,
                 masked,
+                unmasked,
                 ..CatalogRows::default()
             });
             let t = raw.find("dbo.Customers").expect("table").clone();
@@ -5336,6 +5364,7 @@ mod tests {
                 .map(|c| c.masked.clone())
                 .collect::<Vec<_>>()
         };
+        let masked_of = |masked: &[Vec<Value>]| masked_with(masked, &[]);
         let rows = [
             mask("Email", Some("email()"), "0"),
             mask("Phone", None, "0"),
@@ -5357,6 +5386,12 @@ mod tests {
         );
         let unmasked = [mask("Email", Some("email()"), "1")];
         assert_eq!(masked_of(&unmasked), [None, None, None]);
+        // A column-level grant (SQL Server 2022's granular UNMASK) unmasks that column only.
+        let granted = [row(&[Some("dbo"), Some("Customers"), Some("Phone")])];
+        assert_eq!(
+            masked_with(&rows, &granted),
+            [Some("email()".to_string()), None, None]
+        );
     }
 
     /// Always Encrypted columns (SQL Server 2016+; the TDS peer has none, so canned rows)
