@@ -225,6 +225,28 @@ pub struct ColumnInfo {
     pub encrypted: Option<String>,
 }
 
+impl ColumnInfo {
+    /// A column as the database declares it, with nothing else known of it yet (no
+    /// description, classification, masking or encryption).
+    pub fn new(
+        name: impl Into<String>,
+        data_type: impl Into<String>,
+        kind: ValueKind,
+        nullable: bool,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            data_type: data_type.into(),
+            kind,
+            nullable,
+            description: None,
+            sensitivity: None,
+            masked: None,
+            encrypted: None,
+        }
+    }
+}
+
 /// A foreign key from this table to another.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForeignKey {

@@ -3304,22 +3304,18 @@ fn build_catalog(rows: CatalogRows<'_>) -> Catalog {
             continue;
         };
         let base = text(r.get(3)).to_ascii_lowercase();
-        out[i].columns.push(ColumnInfo {
-            name: text(r.get(2)),
-            kind: kind_of(&base),
-            data_type: declared_type(
+        out[i].columns.push(ColumnInfo::new(
+            text(r.get(2)),
+            declared_type(
                 &base,
                 int(r.get(5)),
                 int(r.get(6)),
                 int(r.get(7)),
                 int(r.get(8)),
             ),
-            nullable: !text(r.get(4)).eq_ignore_ascii_case("NO"),
-            description: None,
-            sensitivity: None,
-            masked: None,
-            encrypted: None,
-        });
+            kind_of(&base),
+            !text(r.get(4)).eq_ignore_ascii_case("NO"),
+        ));
     }
     for r in checks {
         if let Some(i) = find(&text(r.first()), &text(r.get(1)))
@@ -4371,16 +4367,7 @@ mod tests {
             kind: "table",
             columns: columns
                 .iter()
-                .map(|(n, t)| ColumnInfo {
-                    name: n.to_string(),
-                    data_type: t.to_string(),
-                    kind: kind_of(t),
-                    nullable: true,
-                    description: None,
-                    sensitivity: None,
-                    masked: None,
-                    encrypted: None,
-                })
+                .map(|(n, t)| ColumnInfo::new(*n, *t, kind_of(t), true))
                 .collect(),
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
             ..TableInfo::default()
@@ -4753,16 +4740,7 @@ mod tests {
             assert!(key_param(ValueKind::Decimal, plain).is_some(), "{plain}");
         }
         // GUIDs are checked and bound as uniqueidentifier (the peer has no such columns).
-        let guid = ColumnInfo {
-            name: "RowGuid".into(),
-            data_type: "uniqueidentifier".into(),
-            kind: ValueKind::Other,
-            nullable: false,
-            description: None,
-            sensitivity: None,
-            masked: None,
-            encrypted: None,
-        };
+        let guid = ColumnInfo::new("RowGuid", "uniqueidentifier", ValueKind::Other, false);
         assert!(matches!(
             typed_key(Some(&guid), "6F9619FF-8B86-D011-B42D-00C04FC964FF"),
             Some(Param::Guid(_))

@@ -641,16 +641,8 @@ fn load_catalog(conn: &Connection) -> Result<Catalog, DbError> {
                 if pk_pos > 0 {
                     pk.push((pk_pos, col.clone()));
                 }
-                columns.push(ColumnInfo {
-                    kind: kind_of(&decl),
-                    name: col,
-                    data_type: decl,
-                    nullable: !notnull,
-                    description: None,
-                    sensitivity: None,
-                    masked: None,
-                    encrypted: None,
-                });
+                let kind = kind_of(&decl);
+                columns.push(ColumnInfo::new(col, decl, kind, !notnull));
             }
         }
         pk.sort();

@@ -208,16 +208,7 @@ pub(crate) fn table_info(schema: &str, name: &str, columns: &[&str]) -> TableInf
         kind: "table",
         columns: columns
             .iter()
-            .map(|c| crate::db::ColumnInfo {
-                name: c.to_string(),
-                data_type: "int".into(),
-                kind: crate::db::ValueKind::Integer,
-                nullable: true,
-                description: None,
-                sensitivity: None,
-                masked: None,
-                encrypted: None,
-            })
+            .map(|c| crate::db::ColumnInfo::new(*c, "int", crate::db::ValueKind::Integer, true))
             .collect(),
         ..TableInfo::default()
     }
