@@ -627,7 +627,7 @@ pub fn scoped_catalog(rules: &AccessRules, raw: &Catalog) -> Catalog {
 #[derive(Debug)]
 pub enum ThroughSynonym<'c> {
     /// Its base is visible and no column rule names it: the synonym reads it.
-    Followed(&'c TableInfo),
+    Followed,
     /// Its base is visible but column rules may apply: the query must name the base itself.
     ByBaseName(&'c TableInfo),
     /// Its base is hidden, or not a table or view of this database: refused.
@@ -653,7 +653,7 @@ pub fn through_synonym<'c>(
     } else if rules.has_denied_columns(Some(&base.schema), &base.name) {
         ThroughSynonym::ByBaseName(base)
     } else {
-        ThroughSynonym::Followed(base)
+        ThroughSynonym::Followed
     }
 }
 
@@ -668,7 +668,7 @@ pub fn synonyms_not_followed(rules: &AccessRules, raw: &Catalog) -> Vec<String> 
         .iter()
         .filter(|s| rules.table_visible(Some(&s.schema), &s.name))
         .filter_map(|s| match through_synonym(rules, raw, s) {
-            ThroughSynonym::Followed(_) => None,
+            ThroughSynonym::Followed => None,
             ThroughSynonym::ByBaseName(base) => Some(format!(
                 "{} (column rules apply to its base: name {} itself)",
                 s.qualified(),

@@ -503,11 +503,13 @@ pub(crate) async fn run_sql(scope: &Scope, sql: &str, mut page: Page) -> Result<
     let (lifted, checked) = accept(scope, sql)?;
     // The whole catalog, not the scope's: hidden columns must be found to be masked.
     let mut catalog = scope.db.catalog().await?;
-    if scope.rules.restricts()
-        && resolve(&catalog, &checked.tables)
+    let known = |c: &Catalog| {
+        checked
+            .tables
             .iter()
-            .any(Result::is_err)
-    {
+            .all(|t| c.table_or_base(t.schema.as_deref(), &t.name).is_some())
+    };
+    if scope.rules.restricts() && !known(&catalog) {
         catalog = scope.db.catalog_after_miss().await?;
     }
     let read = resolve(&catalog, &checked.tables);
@@ -722,7 +724,7 @@ fn name_may_be_read(scope: &Scope, catalog: &Catalog, t: &TableRef) -> Result<()
         .synonym(schema, &t.name)
         .map(|s| through_synonym(&scope.rules, catalog, s));
     match through {
-        Some(ThroughSynonym::Followed(_)) => return Ok(()),
+        Some(ThroughSynonym::Followed) => return Ok(()),
         Some(ThroughSynonym::ByBaseName(base)) => {
             return Err(ToolError::NotFound(format!(
                 "`{t}` is a synonym for `{base}`; in this scope, name `{base}` itself",
